@@ -1,0 +1,155 @@
+import { readFileSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { hostname } from 'node:os';
+import YAML from 'yaml';
+import { SluiceError } from '../core/errors.js';
+import { configSchema, type Config } from './schema.js';
+
+/**
+ * Load order: config/default.yaml, then the operator's file (--config or SLUICE_CONFIG), then the
+ * environment, then `overrides` (tests). Validated once, then deep-frozen.
+ *
+ * Environment: REDIS_URL → redis.url, SLUICE_LOG_LEVEL → log.level, and any key by path as
+ * SLUICE__SECTION__KEY (double underscores between path parts, camelCase kept), parsed as YAML.
+ */
+
+export const DEFAULT_CONFIG_FILE = fileURLToPath(new URL('../../config/default.yaml', import.meta.url));
+
+export interface LoadOptions {
+  file?: string | undefined;
+  env?: NodeJS.ProcessEnv;
+  overrides?: unknown;
+}
+
+type Tree = Record<string, unknown>;
+
+function isPlainObject(v: unknown): v is Tree {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/** Deep merge: objects merge key by key; arrays and scalars replace. */
+export function merge(base: unknown, over: unknown): unknown {
+  if (over === undefined) return base;
+  if (!isPlainObject(base) || !isPlainObject(over)) return over;
+  const out: Tree = { ...base };
+  for (const [k, v] of Object.entries(over)) out[k] = merge(base[k], v);
+  return out;
+}
+
+function readYaml(file: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new SluiceError('SLUICE_CONFIG_INVALID', `cannot read config file ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  try {
+    return YAML.parse(text, { prettyErrors: true }) ?? {};
+  } catch (err) {
+    throw new SluiceError('SLUICE_CONFIG_INVALID', `config file ${file} is not valid YAML: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+function envLayer(env: NodeJS.ProcessEnv): Tree {
+  let layer: Tree = {};
+  const set = (path: string[], value: unknown) => {
+    let obj: unknown = value;
+    for (let i = path.length - 1; i >= 0; i--) obj = { [path[i] as string]: obj };
+    layer = merge(layer, obj) as Tree;
+  };
+  if (env['REDIS_URL']) set(['redis', 'url'], env['REDIS_URL']);
+  if (env['SLUICE_LOG_LEVEL']) set(['log', 'level'], env['SLUICE_LOG_LEVEL']);
+  for (const [name, value] of Object.entries(env)) {
+    if (!name.startsWith('SLUICE__') || value === undefined) continue;
+    const path = name.slice('SLUICE__'.length).split('__').filter(Boolean);
+    if (path.length === 0) continue;
+    set(path, YAML.parse(value));
+  }
+  return layer;
+}
+
+/** Paths in the config that name files; made absolute relative to the file that set them. */
+function resolvePaths(tree: unknown, baseDir: string): void {
+  if (!isPlainObject(tree)) return;
+  const inst = tree['instance'];
+  if (isPlainObject(inst) && typeof inst['dataDir'] === 'string' && !isAbsolute(inst['dataDir'])) {
+    inst['dataDir'] = resolve(baseDir, inst['dataDir']);
+  }
+  const ingress = tree['ingress'];
+  const smtp = isPlainObject(ingress) ? ingress['smtp'] : undefined;
+  if (isPlainObject(smtp)) {
+    for (const k of ['tlsKey', 'tlsCert']) {
+      const v = smtp[k];
+      if (typeof v === 'string' && !isAbsolute(v)) smtp[k] = resolve(baseDir, v);
+    }
+  }
+  const accounts = tree['accounts'];
+  if (Array.isArray(accounts)) {
+    for (const acc of accounts) {
+      if (!isPlainObject(acc) || !Array.isArray(acc['domains'])) continue;
+      for (const d of acc['domains']) {
+        if (!isPlainObject(d) || !Array.isArray(d['dkim'])) continue;
+        for (const k of d['dkim']) {
+          if (isPlainObject(k) && typeof k['keyFile'] === 'string' && !isAbsolute(k['keyFile'])) {
+            k['keyFile'] = resolve(baseDir, k['keyFile']);
+          }
+        }
+      }
+    }
+  }
+}
+
+function deepFreeze<T>(obj: T): T {
+  if (typeof obj === 'object' && obj !== null && !Object.isFrozen(obj)) {
+    Object.freeze(obj);
+    for (const v of Object.values(obj)) deepFreeze(v);
+  }
+  return obj;
+}
+
+export function loadConfig(opts: LoadOptions = {}): Config {
+  const env = opts.env ?? process.env;
+  const defaults = readYaml(DEFAULT_CONFIG_FILE);
+  // The defaults' dataDir is relative to the working directory, not to the package.
+  resolvePaths(defaults, process.cwd());
+  const file = opts.file ?? env['SLUICE_CONFIG'];
+  let tree = defaults;
+  if (file) {
+    const layer = readYaml(file);
+    if (!isPlainObject(layer)) throw new SluiceError('SLUICE_CONFIG_INVALID', `config file ${file} must hold a mapping`);
+    resolvePaths(layer, dirname(resolve(file)));
+    tree = merge(tree, layer);
+  }
+  tree = merge(tree, envLayer(env));
+  if (opts.overrides !== undefined) tree = merge(tree, opts.overrides);
+  return validateConfig(tree, file);
+}
+
+export function validateConfig(tree: unknown, source?: string): Config {
+  const result = configSchema.safeParse(tree);
+  if (!result.success) {
+    const errors = result.error.issues.map((i) => ({
+      path: i.path.map(String).join('.') || '(root)',
+      message: i.code === 'unrecognized_keys' ? `unknown key(s): ${(i as { keys: string[] }).keys.join(', ')}` : i.message,
+    }));
+    const where = source ? ` in ${source}` : '';
+    const lines = errors.map((e) => `  ${e.path}: ${e.message}`).join('\n');
+    throw new SluiceError('SLUICE_CONFIG_INVALID', `configuration is invalid${where}:\n${lines}`, { errors });
+  }
+  const cfg = result.data;
+  if (cfg.instance.hostname === 'auto') cfg.instance.hostname = hostname();
+  return deepFreeze(cfg);
+}
+
+/** The effective configuration with secrets replaced, for `sluice config show`. */
+export function redactConfig(cfg: Config): unknown {
+  return JSON.parse(
+    JSON.stringify(cfg, (key, value: unknown) => {
+      if (key === 'apiKeys' && Array.isArray(value)) return value.map(() => '[redacted]');
+      if (key === 'passwordHash') return '[redacted]';
+      if (key === 'url' && typeof value === 'string') return value.replace(/\/\/([^@/]*)@/, '//[redacted]@');
+      return value;
+    }),
+  );
+}

@@ -1,0 +1,267 @@
+import { z } from 'zod';
+import { parseDuration, parseSize, type Ms } from '../core/time.js';
+
+/**
+ * The one schema of Sluice's configuration. It gives both the validator and the TypeScript type.
+ * Every object is strict: an unknown key is refused with its path. config/default.yaml holds every
+ * key with its documented default; the operator's file and the environment are merged over it.
+ */
+
+const duration = z
+  .string()
+  .transform((text, ctx): Ms => {
+    const v = parseDuration(text);
+    if (v === undefined) {
+      ctx.addIssue({ code: 'custom', message: `not a duration: ${JSON.stringify(text)} (use e.g. '250ms', '30s', '5m', '72h', '90d')` });
+      return z.NEVER;
+    }
+    return v;
+  });
+
+const size = z.union([z.number().int().nonnegative(), z.string()]).transform((v, ctx): number => {
+  if (typeof v === 'number') return v;
+  const n = parseSize(v);
+  if (n === undefined) {
+    ctx.addIssue({ code: 'custom', message: `not a size: ${JSON.stringify(v)} (use bytes or e.g. '512KB', '25MB')` });
+    return z.NEVER;
+  }
+  return n;
+});
+
+const port = z.number().int().min(0).max(65535);
+const host = z.string().min(1);
+const positiveInt = z.number().int().positive();
+
+/** Messages per second/minute/hour; null means no limit in that window. */
+const rate = z
+  .object({
+    perSecond: positiveInt.nullable(),
+    perMinute: positiveInt.nullable(),
+    perHour: positiveInt.nullable(),
+  })
+  .strict();
+
+const shapingFields = {
+  /** 'domain': each matching destination domain has its own limits; 'provider': all matching domains share them. */
+  scope: z.enum(['domain', 'provider']),
+  connections: positiveInt,
+  messagesPerConnection: positiveInt,
+  rate,
+  retry: z.array(duration).min(1),
+  maxAge: duration,
+};
+
+const shapingRule = z
+  .object({
+    name: z.string().regex(/^[a-z0-9][a-z0-9_-]*$/, 'lower-case letters, digits, _ and - only'),
+    match: z
+      .object({
+        /** Destination domains; '*' wildcards allowed ('*.example.com'). */
+        domains: z.array(z.string().min(1)),
+        /** MX host name patterns ('*.google.com'): the rule applies to every domain whose MX matches. */
+        mx: z.array(z.string().min(1)),
+      })
+      .strict(),
+    scope: shapingFields.scope.optional(),
+    connections: shapingFields.connections.optional(),
+    messagesPerConnection: shapingFields.messagesPerConnection.optional(),
+    rate: shapingFields.rate.optional(),
+    retry: shapingFields.retry.optional(),
+    maxAge: shapingFields.maxAge.optional(),
+  })
+  .strict();
+
+const dkimKey = z
+  .object({
+    selector: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'not a DKIM selector'),
+    algorithm: z.enum(['rsa', 'ed25519']),
+    /** PEM file with the private key (PKCS#8 or PKCS#1). Relative paths are from the config file. */
+    keyFile: z.string().min(1),
+  })
+  .strict();
+
+const account = z
+  .object({
+    id: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'lower-case letters, digits, _ and -, at most 63'),
+    domains: z.array(
+      z
+        .object({
+          domain: z.string().min(1),
+          dkim: z.array(dkimKey),
+        })
+        .strict(),
+    ),
+    /** scrypt hashes made by `sluice secret hash` (never plain keys). */
+    apiKeys: z.array(z.string().startsWith('scrypt$', 'must be a hash from `sluice secret hash`')),
+    smtpUsers: z.array(
+      z
+        .object({
+          username: z.string().min(1),
+          passwordHash: z.string().startsWith('scrypt$', 'must be a hash from `sluice secret hash`'),
+        })
+        .strict(),
+    ),
+    /** Recipients per UTC day; null = no quota. */
+    dailyQuota: positiveInt.nullable(),
+    /** Accepted recipients per window; null entries = no limit. */
+    rateLimit: rate,
+  })
+  .strict();
+
+export const configSchema = z
+  .object({
+    roles: z.array(z.enum(['ingress', 'delivery', 'tracking', 'feedback', 'housekeeping'])).min(1),
+    instance: z
+      .object({
+        /** Name used in SMTP greetings/EHLO and Message-IDs. */
+        hostname: z.string().min(1),
+        /** Folder for the embedded Redis, generated TLS certificate and other local state. */
+        dataDir: z.string().min(1),
+      })
+      .strict(),
+    log: z
+      .object({
+        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+      })
+      .strict(),
+    redis: z
+      .object({
+        /** redis://, rediss:// or unix socket path; null = start an embedded redis-server. Env: REDIS_URL. */
+        url: z.string().min(1).nullable(),
+        /** Seed nodes ('host:port') of a Redis Cluster; when non-empty, url is ignored. */
+        cluster: z.array(z.string().min(1)),
+        /** Prefix of every key Sluice writes. */
+        prefix: z.string().regex(/^[A-Za-z0-9:_-]*$/),
+        /** Number of shards of the due-destination schedule (fixed once data exists). */
+        scheduleShards: positiveInt.max(1024),
+        /** 'everysec': AOF fsync every second. 'strict': WAIT for a replica / fsync before acknowledging. */
+        durability: z.enum(['everysec', 'strict']),
+        embedded: z
+          .object({
+            binary: z.string().min(1),
+            /** Folder of the embedded server's data, relative to instance.dataDir. */
+            dir: z.string().min(1),
+            maxmemory: size,
+          })
+          .strict(),
+      })
+      .strict(),
+    admin: z.object({ host, port }).strict(),
+    ingress: z
+      .object({
+        smtp: z
+          .object({
+            enabled: z.boolean(),
+            host,
+            port,
+            /** PEM files; null = a self-signed certificate is generated under instance.dataDir on first start. */
+            tlsKey: z.string().nullable(),
+            tlsCert: z.string().nullable(),
+            maxMessageSize: size,
+            maxRecipients: positiveInt,
+            maxClients: positiveInt,
+            socketTimeout: duration,
+            /** Failed AUTH attempts per client IP before replies are delayed. */
+            authFailuresBeforeDelay: positiveInt,
+          })
+          .strict(),
+        http: z
+          .object({
+            enabled: z.boolean(),
+            host,
+            port,
+            maxBodySize: size,
+            /** Messages in one POST /v1/messages/batch. */
+            maxBatch: positiveInt,
+            requestTimeout: duration,
+          })
+          .strict(),
+        maxRecipients: positiveInt,
+        idempotencyTtl: duration,
+      })
+      .strict(),
+    delivery: z
+      .object({
+        /** Domain of the VERP envelope sender: b-<token>@bounceDomain. */
+        bounceDomain: z.string().min(1),
+        /** Name sent in EHLO; null = instance.hostname. */
+        ehloName: z.string().nullable(),
+        /** Outbound SMTP connections this process keeps open at most, over all destinations. */
+        maxConnections: positiveInt,
+        /** Recipients claimed per Redis round trip for one connection. */
+        claimBatch: positiveInt,
+        lease: duration,
+        pollInterval: duration,
+        /** Domain (or '*') to 'host:port' – used instead of MX (smarthosts, tests). */
+        transport: z.record(z.string(), z.string().regex(/^\[?[A-Za-z0-9.:-]+\]?:\d+$/, "must be 'host:port'")),
+        dns: z
+          .object({
+            /** DNS servers ('ip' or 'ip:port'); empty = the system's. */
+            servers: z.array(z.string().min(1)),
+            timeout: duration,
+            /** Longest time an MX answer is cached, whatever its TTL. */
+            maxCacheTtl: duration,
+            negativeCacheTtl: duration,
+          })
+          .strict(),
+        tls: z
+          .object({
+            /** Use STARTTLS when the server offers it. */
+            opportunistic: z.boolean(),
+            /** Refuse certificates that do not verify (most MX certificates don't; off by default like Postfix 'may'). */
+            verify: z.boolean(),
+          })
+          .strict(),
+        timeouts: z
+          .object({
+            connect: duration,
+            greeting: duration,
+            command: duration,
+            data: duration,
+            idle: duration,
+          })
+          .strict(),
+        pool: z
+          .object({
+            /** Worker threads that render and sign; 0 = number of CPUs. */
+            threads: z.number().int().nonnegative(),
+            /** Tasks waiting per thread before callers wait for 'drain'. */
+            queuePerThread: positiveInt,
+          })
+          .strict(),
+        backoff: z
+          .object({
+            /** 421 / 4.7.x answers from one throttle scope within `window` that trigger backoff. */
+            threshold: positiveInt,
+            window: duration,
+            /** First suspension; doubled on each repeat up to maxSuspend, halved as deliveries succeed. */
+            suspend: duration,
+            maxSuspend: duration,
+          })
+          .strict(),
+      })
+      .strict(),
+    shaping: z
+      .object({
+        default: z.object(shapingFields).strict(),
+        rules: z.array(shapingRule),
+      })
+      .strict(),
+    retention: z
+      .object({
+        /** Delivery records and message metadata of finished messages. */
+        records: duration,
+        /** Events kept in the stream (approximate, trimmed by count). */
+        eventsMaxLen: positiveInt,
+      })
+      .strict(),
+    accounts: z.array(account),
+  })
+  .strict();
+
+export type ConfigInput = z.input<typeof configSchema>;
+export type Config = z.output<typeof configSchema>;
+export type AccountConfig = Config['accounts'][number];
+export type ShapingDefaults = Config['shaping']['default'];
+export type ShapingRule = Config['shaping']['rules'][number];
+export type Role = Config['roles'][number];

@@ -1,0 +1,48 @@
+import { domainToASCII } from 'node:url';
+
+/**
+ * Mail addresses. Sluice routes on the domain, so the domain is normalised (lower case, IDN to
+ * A-label); the local part is kept as written (RFC 5321 §2.4: it may be case-sensitive).
+ */
+export interface ParsedAddress {
+  readonly local: string;
+  /** ASCII (A-label) lower-case domain. */
+  readonly domain: string;
+  /** local@domain with the normalised domain. */
+  readonly address: string;
+}
+
+// RFC 5321 limits: 64 octets local part, 255 octets domain, 254 octets path.
+const MAX_LOCAL = 64;
+const MAX_DOMAIN = 253;
+const LOCAL_DOT_ATOM = /^[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\uFFFF-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\uFFFF-]+)*$/;
+const LOCAL_QUOTED = /^"([\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*"$/;
+const LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
+
+export function normaliseDomain(domain: string): string | undefined {
+  const trimmed = domain.trim().replace(/\.$/, '');
+  if (trimmed === '' || trimmed.length > MAX_DOMAIN) return undefined;
+  const ascii = domainToASCII(trimmed.toLowerCase());
+  if (!ascii || ascii.length > MAX_DOMAIN) return undefined;
+  const labels = ascii.split('.');
+  if (labels.length < 2) return undefined;
+  for (const label of labels) if (!LABEL.test(label)) return undefined;
+  return ascii;
+}
+
+export function parseAddress(text: string): ParsedAddress | undefined {
+  if (typeof text !== 'string' || text.length > 320) return undefined;
+  const at = text.lastIndexOf('@');
+  if (at <= 0 || at === text.length - 1) return undefined;
+  const local = text.slice(0, at);
+  if (Buffer.byteLength(local) > MAX_LOCAL) return undefined;
+  if (!LOCAL_DOT_ATOM.test(local) && !LOCAL_QUOTED.test(local)) return undefined;
+  const domain = normaliseDomain(text.slice(at + 1));
+  if (!domain) return undefined;
+  return { local, domain, address: `${local}@${domain}` };
+}
+
+/** The domain of an address already validated with parseAddress. */
+export function domainOf(address: string): string {
+  return address.slice(address.lastIndexOf('@') + 1);
+}

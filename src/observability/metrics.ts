@@ -1,0 +1,81 @@
+import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom-client';
+
+/**
+ * Every Sluice metric, defined on a registry that app/ owns. Names follow Prometheus practice:
+ * sluice_<thing>_<unit>, counters end in _total, base units. Labels are bounded: source, result,
+ * provider (a shaping rule name, or 'default'), reason, algorithm — never a recipient, id or raw domain.
+ */
+export function createMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'sluice_process_' });
+
+  const m = {
+    registry,
+    messagesAccepted: new Counter({
+      name: 'sluice_messages_accepted_total', help: 'Messages accepted (persisted) by source', labelNames: ['source'] as const, registers: [registry],
+    }),
+    recipientsAccepted: new Counter({
+      name: 'sluice_recipients_accepted_total', help: 'Recipients accepted (persisted) by source', labelNames: ['source'] as const, registers: [registry],
+    }),
+    messagesRejected: new Counter({
+      name: 'sluice_messages_rejected_total', help: 'Submissions refused, by source and error code', labelNames: ['source', 'code'] as const, registers: [registry],
+    }),
+    deliveryAttempts: new Counter({
+      name: 'sluice_delivery_attempts_total', help: 'Delivery attempts by result (delivered, deferred, bounced, expired) and provider', labelNames: ['result', 'provider'] as const, registers: [registry],
+    }),
+    messagesDelivered: new Counter({
+      name: 'sluice_messages_delivered_total', help: 'Recipients delivered (remote 2xx)', labelNames: ['provider'] as const, registers: [registry],
+    }),
+    bounces: new Counter({
+      name: 'sluice_bounces_total', help: 'Recipients bounced or expired by reason and verdict', labelNames: ['reason', 'verdict'] as const, registers: [registry],
+    }),
+    queueRecipients: new Gauge({
+      name: 'sluice_queue_recipients', help: 'Recipients waiting in the queue by provider (sampled)', labelNames: ['provider'] as const, registers: [registry],
+    }),
+    queueLeases: new Gauge({
+      name: 'sluice_queue_leases', help: 'Recipients claimed (leased) by provider (sampled)', labelNames: ['provider'] as const, registers: [registry],
+    }),
+    leasesReaped: new Counter({
+      name: 'sluice_queue_leases_reaped_total', help: 'Expired leases returned to the queue', registers: [registry],
+    }),
+    dkimSignDuration: new Histogram({
+      name: 'sluice_dkim_sign_duration_seconds', help: 'Time to DKIM-sign one message (body hash + signature) in a worker', labelNames: ['algorithm'] as const,
+      buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1], registers: [registry],
+    }),
+    renderDuration: new Histogram({
+      name: 'sluice_render_duration_seconds', help: 'Time from submitting a render task to the pool to its result (queueing included)',
+      buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1], registers: [registry],
+    }),
+    smtpTransactionDuration: new Histogram({
+      name: 'sluice_smtp_transaction_duration_seconds', help: 'MAIL FROM to the answer after DATA, per message', labelNames: ['result'] as const,
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30], registers: [registry],
+    }),
+    smtpConnections: new Gauge({
+      name: 'sluice_smtp_connections', help: 'Open outbound SMTP connections by provider', labelNames: ['provider'] as const, registers: [registry],
+    }),
+    smtpConnectionsOpened: new Counter({
+      name: 'sluice_smtp_connections_opened_total', help: 'Outbound SMTP connections opened by result (ok, failed) and TLS', labelNames: ['result', 'tls'] as const, registers: [registry],
+    }),
+    poolUtilization: new Gauge({
+      name: 'sluice_render_pool_utilization_ratio', help: 'Share of time the render worker threads were busy (0–1)', registers: [registry],
+    }),
+    poolQueue: new Gauge({
+      name: 'sluice_render_pool_queue_size', help: 'Render tasks waiting for a worker thread', registers: [registry],
+    }),
+    backoffActive: new Gauge({
+      name: 'sluice_backoff_active', help: '1 while a throttle scope is suspended after 421/4.7.x answers', labelNames: ['provider'] as const, registers: [registry],
+    }),
+    eventsAppended: new Counter({
+      name: 'sluice_events_total', help: 'Events appended to the event stream by type', labelNames: ['type'] as const, registers: [registry],
+    }),
+    httpRequests: new Counter({
+      name: 'sluice_http_requests_total', help: 'HTTP API requests by route and status class', labelNames: ['route', 'status'] as const, registers: [registry],
+    }),
+    authFailures: new Counter({
+      name: 'sluice_auth_failures_total', help: 'Failed authentications by interface (smtp, http)', labelNames: ['interface'] as const, registers: [registry],
+    }),
+  };
+  return m;
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;

@@ -1,0 +1,120 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { createConnection } from 'node:net';
+import { join } from 'node:path';
+import { SluiceError } from '../core/errors.js';
+
+/**
+ * The embedded default: when no Redis address is configured, Sluice runs its own private
+ * redis-server, listening only on a unix socket (no TCP port), with AOF on, and stops it on shutdown.
+ * The test harness starts its servers with the same function.
+ */
+
+export interface EmbeddedOptions {
+  binary: string;
+  dir: string;
+  /** bytes; 0 = no limit */
+  maxmemory?: number;
+  appendfsync?: 'everysec' | 'always';
+  /** Extra redis-server arguments ('--name', 'value', …). */
+  args?: string[];
+  /** TCP port instead of (in addition to) the socket: 0 = none. */
+  port?: number;
+}
+
+export interface EmbeddedRedis {
+  /** Unix socket path, usable as a Redis url. */
+  readonly socket: string;
+  readonly port: number;
+  readonly pid: number;
+  stop(): Promise<void>;
+  /** SIGKILL without a shutdown save (tests of crash recovery). */
+  kill(): Promise<void>;
+}
+
+export const INSTALL_HINT = 'install it with: apt-get update && apt-get install -y redis-server';
+
+export function findRedisServer(binary: string): boolean {
+  const r = spawnSync(binary, ['--version'], { stdio: 'ignore' });
+  return r.status === 0;
+}
+
+/** Sends PING over the socket; resolves true on +PONG. */
+export function pingSocket(target: { path: string } | { port: number; host: string }, timeoutMs = 500): Promise<boolean> {
+  return new Promise((resolve) => {
+    const sock = createConnection(target as never);
+    const done = (ok: boolean) => {
+      sock.destroy();
+      resolve(ok);
+    };
+    sock.setTimeout(timeoutMs, () => done(false));
+    sock.once('error', () => done(false));
+    sock.once('connect', () => sock.write('PING\r\n'));
+    sock.once('data', (d) => done(d.toString().startsWith('+PONG')));
+  });
+}
+
+export async function startEmbeddedRedis(opts: EmbeddedOptions): Promise<EmbeddedRedis> {
+  if (!findRedisServer(opts.binary)) {
+    throw new SluiceError('SLUICE_REDIS_NOT_INSTALLED', `${opts.binary} was not found on PATH; ${INSTALL_HINT} (or set REDIS_URL to use an existing server)`);
+  }
+  mkdirSync(opts.dir, { recursive: true });
+  const socket = join(opts.dir, 'redis.sock');
+  if (existsSync(socket)) {
+    if (await pingSocket({ path: socket })) {
+      throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', `another redis-server already serves ${socket} (is another Sluice running with the same data folder?)`);
+    }
+    rmSync(socket, { force: true });
+  }
+  const port = opts.port ?? 0;
+  const args = [
+    '--port', String(port),
+    '--bind', '127.0.0.1',
+    '--unixsocket', socket,
+    '--unixsocketperm', '700',
+    '--dir', opts.dir,
+    '--daemonize', 'no',
+    '--appendonly', 'yes',
+    '--appendfsync', opts.appendfsync ?? 'everysec',
+    '--save', '3600 1 300 100 60 10000',
+    '--maxmemory', String(opts.maxmemory ?? 0),
+    '--maxmemory-policy', 'noeviction',
+    '--loglevel', 'warning',
+    '--logfile', join(opts.dir, 'redis.log'),
+    ...(opts.args ?? []),
+  ];
+  const child: ChildProcess = spawn(opts.binary, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+  let exited = false;
+  const exit = new Promise<void>((resolve) => child.once('exit', () => ((exited = true), resolve())));
+
+  const deadline = Date.now() + 10_000;
+  while (!(await pingSocket({ path: socket }, 200))) {
+    if (exited) throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', `redis-server exited at start: ${stderr.trim() || `see ${join(opts.dir, 'redis.log')}`}`);
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', `redis-server did not answer on ${socket} within 10 s`);
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+
+  return {
+    socket,
+    port,
+    pid: child.pid ?? 0,
+    async stop() {
+      if (exited) return;
+      // SIGTERM makes redis-server fsync the AOF and exit cleanly.
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      await exit;
+      clearTimeout(t);
+    },
+    async kill() {
+      if (exited) return;
+      child.kill('SIGKILL');
+      await exit;
+    },
+  };
+}

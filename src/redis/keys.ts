@@ -1,0 +1,55 @@
+/**
+ * Every Redis key name Sluice uses comes from here. Keys that one Lua script touches together share a
+ * hash tag, so every script runs on one slot and the same code works on Redis Cluster:
+ *
+ *   {d:<domain>}   a destination's ready set, lease set and per-recipient delivery records
+ *   {t:<scope>}    a throttle scope's token buckets, connection leases and backoff state
+ *                  (scope = '<rule>' for provider-wide rules, '<rule>:<domain>' for per-domain rules)
+ *   {s:<n>}        shard n of the schedule of destinations with due work
+ *   {m:<id>}       one message: metadata and body
+ *   {a:<account>}  an account's quota, rate and idempotency records
+ *
+ *   ready   ZSET  member "<msgId>:<rcptIdx>:<attempt>"  score = due time (ms)
+ *   leases  ZSET  member as in ready                    score = lease expiry (ms)
+ *   rs:<msgId>:<idx>  HASH  state, attempts, code, enhanced, response, nextAt, updatedAt
+ */
+export function createKeys(prefix: string) {
+  const p = prefix;
+  return {
+    prefix: p,
+    // destination
+    ready: (domain: string) => `${p}{d:${domain}}:ready`,
+    leases: (domain: string) => `${p}{d:${domain}}:leases`,
+    rcptState: (domain: string, msgId: string, idx: number) => `${p}{d:${domain}}:rs:${msgId}:${idx}`,
+    // throttle scope
+    bucket: (scope: string) => `${p}{t:${scope}}:bucket`,
+    conns: (scope: string) => `${p}{t:${scope}}:conns`,
+    backoff: (scope: string) => `${p}{t:${scope}}:backoff`,
+    // schedule
+    schedule: (shard: number) => `${p}{s:${shard}}:due`,
+    destinations: (shard: number) => `${p}{s:${shard}}:dests`,
+    // message
+    msgMeta: (id: string) => `${p}{m:${id}}:meta`,
+    msgBody: (id: string) => `${p}{m:${id}}:body`,
+    // account
+    quota: (account: string, day: string) => `${p}{a:${account}}:quota:${day}`,
+    accountRate: (account: string) => `${p}{a:${account}}:rate`,
+    idempotency: (account: string, keyHash: string) => `${p}{a:${account}}:idem:${keyHash}`,
+    // auth throttling
+    authFailures: (kind: string, who: string) => `${p}authfail:${kind}:${who}`,
+    // events (one stream; consumers use groups)
+    events: () => `${p}events`,
+  };
+}
+
+export type Keys = ReturnType<typeof createKeys>;
+
+/** FNV-1a: a stable, cheap shard number for a destination domain. */
+export function shardOf(domain: string, shards: number): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < domain.length; i++) {
+    h ^= domain.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  return (h >>> 0) % shards;
+}

@@ -1,0 +1,153 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomUUID } from 'node:crypto';
+import { createServer } from 'node:net';
+import { startEmbeddedRedis, pingSocket, type EmbeddedRedis } from '../../src/redis/embedded.js';
+import { createRedis, type RedisClient } from '../../src/redis/client.js';
+import { createKeys, type Keys } from '../../src/redis/keys.js';
+
+/**
+ * A real redis-server for one test file, on a unix socket in a fresh temporary folder. Each test
+ * takes a fresh key prefix, so tests in one file never see each other's keys.
+ */
+export interface TestRedis {
+  readonly url: string;
+  readonly server: EmbeddedRedis;
+  readonly dir: string;
+  /** A new client with scripts defined. Closed by stop(). */
+  client(): RedisClient;
+  /** A unique key prefix and its key builder. */
+  fresh(): { prefix: string; keys: Keys };
+  stop(): Promise<void>;
+}
+
+export async function startRedis(opts: { appendfsync?: 'everysec' | 'always'; port?: number } = {}): Promise<TestRedis> {
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-redis-'));
+  const server = await startEmbeddedRedis({ binary: 'redis-server', dir, appendfsync: opts.appendfsync ?? 'everysec', ...(opts.port ? { port: opts.port } : {}) });
+  const clients: RedisClient[] = [];
+  return {
+    url: server.socket,
+    server,
+    dir,
+    client() {
+      const c = createRedis({ url: server.socket, name: 'sluice-test' });
+      clients.push(c);
+      return c;
+    },
+    fresh() {
+      const prefix = `t${randomUUID().slice(0, 8)}:`;
+      return { prefix, keys: createKeys(prefix) };
+    },
+    async stop() {
+      await Promise.all(clients.map((c) => c.quit().catch(() => c.disconnect())));
+      await server.stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A free TCP port on 127.0.0.1 (closed again before returning). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      const port = typeof addr === 'object' && addr ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+/**
+ * A real 3-master Redis Cluster on loopback: three redis-server processes in cluster mode, joined
+ * with `redis-cli --cluster create`. Ports are chosen free; the cluster bus uses port + 10000, so
+ * ports are picked below 55535.
+ */
+export interface TestCluster {
+  readonly nodes: string[];
+  client(): RedisClient;
+  fresh(): { prefix: string; keys: Keys };
+  stop(): Promise<void>;
+}
+
+async function freeClusterPort(): Promise<number> {
+  for (;;) {
+    const p = await freePort();
+    if (p < 55535) {
+      // the bus port must be free too
+      const ok = await new Promise<boolean>((resolve) => {
+        const s = createServer();
+        s.once('error', () => resolve(false));
+        s.listen(p + 10000, '127.0.0.1', () => s.close(() => resolve(true)));
+      });
+      if (ok) return p;
+    }
+  }
+}
+
+export async function startCluster(masters = 3): Promise<TestCluster> {
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-cluster-'));
+  const procs: ChildProcess[] = [];
+  const ports: number[] = [];
+  for (let i = 0; i < masters; i++) {
+    const port = await freeClusterPort();
+    ports.push(port);
+    const nodeDir = join(dir, String(port));
+    spawnSync('mkdir', ['-p', nodeDir]);
+    procs.push(
+      spawn('redis-server', [
+        '--port', String(port), '--bind', '127.0.0.1', '--cluster-enabled', 'yes',
+        '--cluster-config-file', join(nodeDir, 'nodes.conf'), '--dir', nodeDir,
+        '--appendonly', 'no', '--save', '', '--daemonize', 'no', '--loglevel', 'warning',
+        '--cluster-node-timeout', '2000',
+      ], { stdio: 'ignore' }),
+    );
+  }
+  for (const port of ports) {
+    const deadline = Date.now() + 10_000;
+    while (!(await pingSocket({ port, host: '127.0.0.1' }, 200))) {
+      if (Date.now() > deadline) throw new Error(`cluster node ${port} did not start`);
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  }
+  const create = spawnSync('redis-cli', ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', '0', '--cluster-yes'], { encoding: 'utf8' });
+  if (create.status !== 0) throw new Error(`redis-cli --cluster create failed: ${create.stdout}${create.stderr}`);
+  // wait until every node reports cluster_state:ok
+  const deadline = Date.now() + 15_000;
+  for (const port of ports) {
+    for (;;) {
+      const r = spawnSync('redis-cli', ['-p', String(port), 'cluster', 'info'], { encoding: 'utf8' });
+      if (r.stdout.includes('cluster_state:ok')) break;
+      if (Date.now() > deadline) throw new Error('cluster did not reach state ok');
+      await new Promise((res) => setTimeout(res, 50));
+    }
+  }
+  const nodes = ports.map((p) => `127.0.0.1:${p}`);
+  const clients: RedisClient[] = [];
+  return {
+    nodes,
+    client() {
+      const c = createRedis({ cluster: nodes, name: 'sluice-test' });
+      clients.push(c);
+      return c;
+    },
+    fresh() {
+      const prefix = `t${randomUUID().slice(0, 8)}:`;
+      return { prefix, keys: createKeys(prefix) };
+    },
+    async stop() {
+      await Promise.all(clients.map((c) => c.quit().catch(() => c.disconnect())));
+      await Promise.all(
+        procs.map((p) => new Promise<void>((resolve) => {
+          if (p.exitCode !== null) return resolve();
+          p.once('exit', () => resolve());
+          p.kill('SIGKILL');
+        })),
+      );
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}

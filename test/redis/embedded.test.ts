@@ -1,0 +1,55 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { startEmbeddedRedis } from '../../src/redis/embedded.js';
+import { createRedis, checkRedisVersion } from '../../src/redis/client.js';
+import { isSluiceError } from '../../src/core/errors.js';
+
+const test = suite('redis/embedded');
+let dir = '';
+test.before(() => { dir = mkdtempSync(join(tmpdir(), 'sluice-emb-')); });
+test.after(() => rmSync(dir, { recursive: true, force: true }));
+
+test('starts a private redis-server on a unix socket with AOF on, and stops it', async () => {
+  const srv = await startEmbeddedRedis({ binary: 'redis-server', dir });
+  const c = createRedis({ url: srv.socket });
+  assert.is(await c.config('GET', 'appendonly').then((r) => (r as string[])[1]), 'yes');
+  assert.is(await c.config('GET', 'port').then((r) => (r as string[])[1]), '0');
+  assert.ok(/^\d+\.\d+\.\d+$/.test(await checkRedisVersion(c)));
+  await c.set('k', 'v');
+  c.disconnect();
+  await srv.stop();
+  assert.ok(existsSync(join(dir, 'appendonlydir')), 'AOF folder written');
+  // a restart on the same folder sees the data (AOF replayed)
+  const again = await startEmbeddedRedis({ binary: 'redis-server', dir });
+  const c2 = createRedis({ url: again.socket });
+  assert.is(await c2.get('k'), 'v');
+  c2.disconnect();
+  await again.stop();
+});
+
+test('refuses a second server on the same folder while the first runs', async () => {
+  const srv = await startEmbeddedRedis({ binary: 'redis-server', dir });
+  try {
+    await startEmbeddedRedis({ binary: 'redis-server', dir });
+    assert.unreachable('second start should fail');
+  } catch (err) {
+    assert.ok(isSluiceError(err, 'SLUICE_REDIS_UNAVAILABLE'));
+  } finally {
+    await srv.stop();
+  }
+});
+
+test('a missing redis-server binary names the install command', async () => {
+  try {
+    await startEmbeddedRedis({ binary: 'redis-server-that-does-not-exist', dir });
+    assert.unreachable('should fail');
+  } catch (err) {
+    assert.ok(isSluiceError(err, 'SLUICE_REDIS_NOT_INSTALLED'));
+    assert.match((err as Error).message, 'apt-get install -y redis-server');
+  }
+});
+
+test.run();
