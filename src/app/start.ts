@@ -1,0 +1,178 @@
+import type { Logger } from 'pino';
+import type { Config, Role } from '../config/schema.js';
+import { createLogger } from '../observability/logger.js';
+import { createMetrics, type Metrics } from '../observability/metrics.js';
+import { startAdminServer, type AdminServer } from '../observability/admin-server.js';
+import { createKeys, type Keys } from '../redis/keys.js';
+import { openRedis, type RedisHandle } from './redis.js';
+import { AccountRegistry } from '../accounts/registry.js';
+import { RenderPool } from '../render/pool.js';
+import { MxResolver } from '../delivery/mx.js';
+import { Dispatcher } from '../delivery/dispatcher.js';
+import { Reaper } from '../housekeeping/reaper.js';
+import { startSubmissionServer } from '../ingress/smtp-server.js';
+import { startHttpApi } from '../ingress/http-api.js';
+import { appendEvent } from '../store/events.js';
+import { createMessageSource } from '../store/message-source.js';
+import { classifySmtpReply } from '../bounces/index.js';
+import { destinationStats } from '../queue/stats.js';
+import { resolveShaping } from '../queue/shaping.js';
+
+/**
+ * The composition root: builds Redis, logger, metrics and the render pool, starts the configured
+ * roles, and owns the shutdown order (stop accepting → finish or release deliveries → housekeeping →
+ * worker threads → admin port → Redis last).
+ */
+export interface RunningSluice {
+  readonly config: Config;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  readonly redis: RedisHandle;
+  readonly keys: Keys;
+  readonly roles: readonly Role[];
+  readonly ports: { admin: number; smtp?: number; http?: number };
+  readonly dispatcher: Dispatcher | null;
+  stop(graceMs?: number): Promise<void>;
+}
+
+export interface StartOptions {
+  logger?: Logger;
+}
+
+/** How often the reaper visits the destinations. */
+const REAPER_INTERVAL_MS = 5_000;
+/** Destinations sampled per scrape for the queue gauges (bounded: the gauge must stay cheap). */
+const GAUGE_DESTINATIONS = 500;
+
+export async function startSluice(config: Config, opts: StartOptions = {}): Promise<RunningSluice> {
+  const logger = opts.logger ?? createLogger(config.log.level);
+  const log = logger.child({ role: 'app' });
+  const metrics = createMetrics();
+  const roles = config.roles;
+  const has = (r: Role) => roles.includes(r);
+  const stoppers: { name: string; stop: (graceMs: number) => Promise<void> }[] = [];
+  let stopping = false;
+
+  const redis = await openRedis(config, log);
+  stoppers.push({ name: 'redis', stop: () => redis.close() });
+  const keys = createKeys(config.redis.prefix);
+  log.info({ redis: redis.address, version: redis.version, roles }, 'redis connected');
+
+  const stopAll = async (graceMs: number) => {
+    stopping = true;
+    // reverse start order: the last started stops first; Redis was pushed first and closes last
+    for (const s of [...stoppers].reverse()) {
+      const t0 = Date.now();
+      try {
+        await s.stop(graceMs);
+      } catch (err) {
+        log.error({ err, part: s.name }, 'error while stopping');
+      }
+      log.debug({ part: s.name, ms: Date.now() - t0 }, 'stopped');
+    }
+  };
+
+  try {
+    const registry = new AccountRegistry(config.accounts);
+    const events = (type: string, fields: Record<string, string | number>) => {
+      metrics.eventsAppended.inc({ type });
+      appendEvent(redis.client, keys, type, fields, config.retention.eventsMaxLen).catch((err: unknown) => log.warn({ err, type }, 'event append failed'));
+    };
+
+    let dispatcher: Dispatcher | null = null;
+    let pool: RenderPool | null = null;
+    if (has('delivery')) {
+      const threads = config.delivery.pool.threads;
+      pool = new RenderPool({
+        threads,
+        queuePerThread: config.delivery.pool.queuePerThread,
+        init: { keys: registry.readDkimKeys(), hostname: config.instance.hostname },
+        onSigned: (algorithm, seconds) => metrics.dkimSignDuration.observe({ algorithm }, seconds),
+      });
+      const p = pool;
+      stoppers.push({ name: 'render-pool', stop: () => p.close() });
+      const d = config.delivery;
+      const resolver = new MxResolver({ servers: d.dns.servers, timeoutMs: d.dns.timeout, maxCacheTtlMs: d.dns.maxCacheTtl, negativeCacheTtlMs: d.dns.negativeCacheTtl, transport: d.transport });
+      dispatcher = new Dispatcher({
+        redis: redis.client, keys, config, logger: logger.child({ role: 'delivery' }), metrics, pool, resolver,
+        messages: createMessageSource(redis.client, keys, config.retention.records),
+        events,
+        classify: (code, enhanced, text) => classifySmtpReply(code, enhanced, text),
+      });
+      const disp = dispatcher;
+      disp.start();
+      stoppers.push({ name: 'dispatcher', stop: (graceMs) => disp.stop(graceMs) });
+      metrics.poolUtilization.collect = () => metrics.poolUtilization.set(p.utilization());
+      metrics.poolQueue.collect = () => metrics.poolQueue.set(p.queueSize());
+    }
+
+    // Queue depth by provider, sampled on scrape from a bounded number of destinations.
+    metrics.queueRecipients.collect = async () => {
+      if (stopping) return;
+      const stats = await destinationStats(redis.client, keys, config.redis.scheduleShards, Date.now(), GAUGE_DESTINATIONS).catch(() => []);
+      const ready = new Map<string, number>();
+      const leased = new Map<string, number>();
+      for (const s of stats) {
+        const provider = resolveShaping(config.shaping, s.domain, []).provider;
+        ready.set(provider, (ready.get(provider) ?? 0) + s.ready);
+        leased.set(provider, (leased.get(provider) ?? 0) + s.leased);
+      }
+      metrics.queueRecipients.reset();
+      metrics.queueLeases.reset();
+      for (const [p, n] of ready) metrics.queueRecipients.set({ provider: p }, n);
+      for (const [p, n] of leased) metrics.queueLeases.set({ provider: p }, n);
+    };
+
+    if (has('housekeeping')) {
+      const reaper = new Reaper({ redis: redis.client, keys, shards: config.redis.scheduleShards, intervalMs: REAPER_INTERVAL_MS, logger: logger.child({ role: 'housekeeping' }), metrics });
+      reaper.start();
+      stoppers.push({ name: 'reaper', stop: () => reaper.stop() });
+    }
+
+    const ports: { admin: number; smtp?: number; http?: number } = { admin: 0 };
+    if (has('ingress')) {
+      const deps = {
+        redis: redis.client, keys, config, registry, metrics,
+        onAccepted: () => dispatcher?.wake(),
+      };
+      if (config.ingress.smtp.enabled) {
+        const smtp = await startSubmissionServer({ ...deps, logger: logger.child({ role: 'ingress', interface: 'smtp' }) }, { host: config.ingress.smtp.host, port: config.ingress.smtp.port });
+        ports.smtp = smtp.port;
+        stoppers.push({ name: 'smtp-submission', stop: () => smtp.close() });
+      }
+      if (config.ingress.http.enabled) {
+        const http = await startHttpApi({ ...deps, logger: logger.child({ role: 'ingress', interface: 'http' }) }, { host: config.ingress.http.host, port: config.ingress.http.port });
+        ports.http = http.port;
+        stoppers.push({ name: 'http-api', stop: () => http.close() });
+      }
+    }
+
+    const admin: AdminServer = await startAdminServer({
+      host: config.admin.host,
+      port: config.admin.port,
+      registry: metrics.registry,
+      readiness: async () => {
+        const problems: string[] = [];
+        if (stopping) problems.push('shutting down');
+        const pong = await Promise.race([redis.client.ping().catch((e: Error) => e.message), new Promise<string>((r) => setTimeout(() => r('timeout'), 1000).unref())]);
+        if (pong !== 'PONG') problems.push(`redis: ${pong}`);
+        return problems;
+      },
+    });
+    ports.admin = admin.port;
+    // The admin port closes just before Redis, so /readyz answers "shutting down" meanwhile.
+    stoppers.splice(1, 0, { name: 'admin', stop: () => admin.close() });
+
+    log.info({ ports, roles }, 'sluice started');
+    return {
+      config, logger, metrics, redis, keys, roles, ports, dispatcher,
+      stop: async (graceMs = 30_000) => {
+        await stopAll(graceMs);
+        log.info('sluice stopped');
+      },
+    };
+  } catch (err) {
+    await stopAll(1000);
+    throw err;
+  }
+}

@@ -1,0 +1,33 @@
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+
+/**
+ * Shared argument handling for the `sluice` commands: node's parseArgs (strict: unknown flags are
+ * refused), a `--help` on every command, and a usage error that names the command's help.
+ */
+export class UsageError extends Error {}
+
+export interface CommandSpec<O extends NonNullable<ParseArgsConfig['options']>> {
+  name: string;
+  usage: string;
+  options: O;
+  allowPositionals?: boolean;
+}
+
+export function parse<O extends NonNullable<ParseArgsConfig['options']>>(spec: CommandSpec<O>, argv: string[]) {
+  try {
+    return parseArgs({ args: argv, options: { ...spec.options, help: { type: 'boolean', short: 'h' } }, allowPositionals: spec.allowPositionals ?? false, strict: true });
+  } catch (err) {
+    throw new UsageError(`${(err as Error).message}\nRun 'sluice ${spec.name} --help' for usage.`);
+  }
+}
+
+export interface Io {
+  out: NodeJS.WritableStream;
+  err: NodeJS.WritableStream;
+  env: NodeJS.ProcessEnv;
+  stdin: NodeJS.ReadableStream;
+}
+
+export function println(stream: NodeJS.WritableStream, text = ''): void {
+  stream.write(text.endsWith('\n') ? text : `${text}\n`);
+}

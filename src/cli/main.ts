@@ -1,0 +1,78 @@
+import { SluiceError } from '../core/errors.js';
+import { UsageError, println, type Io } from './args.js';
+import { runStart } from './start.js';
+import { runDkim } from './dkim.js';
+import { runSend } from './send.js';
+import { runQueue } from './queue.js';
+import { runSecret } from './secret.js';
+import { runConfig } from './config.js';
+import { runBounceClassify } from './bounce-classify.js';
+
+const HELP = `sluice — self-hosted mail delivery engine
+
+Usage: sluice <command> [options]
+
+Commands:
+  start            run Sluice (all roles, or --roles LIST)
+  send             submit one message through the HTTP API
+  queue            show the queue: per-destination depth, leases, next attempt, throttle state
+  dkim keygen      generate a DKIM key and print the DNS TXT record to publish
+  secret hash      hash an API key or SMTP password for the config (scrypt)
+  bounce classify  classify bounce / complaint mail files (JSON lines)
+  config show      print the effective configuration, secrets redacted
+  config check     validate a configuration file
+
+Run 'sluice <command> --help' for a command's options.
+Environment: SLUICE_CONFIG (config file), REDIS_URL (external Redis; unset = embedded), SLUICE_LOG_LEVEL.
+`;
+
+/** The program. Returns the exit code; only cli/ and app/ may end the process. */
+export async function main(argv: string[], io: Io = { out: process.stdout, err: process.stderr, env: process.env, stdin: process.stdin }): Promise<number> {
+  const [cmd, ...rest] = argv;
+  try {
+    switch (cmd) {
+      case 'start':
+        return await runStart(rest, io);
+      case 'send':
+        return await runSend(rest, io);
+      case 'queue':
+        return await runQueue(rest, io);
+      case 'dkim':
+        return await runDkim(rest, io);
+      case 'secret':
+        return await runSecret(rest, io);
+      case 'config':
+        return await runConfig(rest, io);
+      case 'bounce': {
+        const [sub, ...files] = rest;
+        if (sub === 'classify' && files.length > 0 && files[0] !== '--help' && files[0] !== '-h') return await runBounceClassify(files, io.out, io.err);
+        println(io.out, 'Usage: sluice bounce classify FILE...\n\nPrints one JSON object per line per recipient found in each file:\n{"file","recipient","status","reason","hardbounce","feedbacktype"}. Reads files only; needs no Redis.');
+        return sub === 'classify' && files.length > 0 ? 0 : 2;
+      }
+      case undefined:
+      case 'help':
+      case '--help':
+      case '-h':
+        io.out.write(HELP);
+        return cmd === undefined ? 2 : 0;
+      case '--version':
+      case 'version':
+        println(io.out, '0.1.0');
+        return 0;
+      default:
+        io.err.write(`sluice: unknown command '${cmd}'\n\n${HELP}`);
+        return 2;
+    }
+  } catch (err) {
+    if (err instanceof UsageError) {
+      println(io.err, `sluice: ${err.message}`);
+      return 2;
+    }
+    if (err instanceof SluiceError) {
+      println(io.err, `sluice: ${err.message} (${err.code})`);
+      return 1;
+    }
+    println(io.err, `sluice: ${(err as Error).stack ?? String(err)}`);
+    return 1;
+  }
+}

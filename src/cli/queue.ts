@@ -1,0 +1,68 @@
+import { loadConfig } from '../config/load.js';
+import { join } from 'node:path';
+import { existsSync } from 'node:fs';
+import { createRedis } from '../redis/client.js';
+import { createKeys } from '../redis/keys.js';
+import { destinationStats, scopeStats } from '../queue/stats.js';
+import { resolveShaping } from '../queue/shaping.js';
+import { backoffState } from '../queue/backoff.js';
+import { parse, println, UsageError, type Io } from './args.js';
+
+const USAGE = `Usage: sluice queue [--config FILE] [--limit N] [--json]
+
+Shows each destination with queued mail: recipients waiting (and due now), recipients leased
+(being delivered), the next attempt, and the throttle state of its shaping scope (connections in
+use, tokens left, backoff). Reads Redis directly (REDIS_URL, or the embedded server's socket).`;
+
+function fmtTime(t: number | null, now: number): string {
+  if (t === null) return '-';
+  const d = Math.round((t - now) / 1000);
+  return d <= 0 ? 'now' : d < 120 ? `in ${d}s` : d < 7200 ? `in ${Math.round(d / 60)}m` : `in ${Math.round(d / 3600)}h`;
+}
+
+export async function runQueue(argv: string[], io: Io): Promise<number> {
+  const args = parse({ name: 'queue', usage: USAGE, options: { config: { type: 'string', short: 'c' }, limit: { type: 'string', default: '50' }, json: { type: 'boolean' } } }, argv);
+  if (args.values.help) {
+    println(io.out, USAGE);
+    return 0;
+  }
+  const cfg = loadConfig({ file: args.values.config, env: io.env });
+  let url = cfg.redis.url;
+  if (!url && cfg.redis.cluster.length === 0) {
+    url = join(cfg.instance.dataDir, cfg.redis.embedded.dir, 'redis.sock');
+    if (!existsSync(url)) throw new UsageError(`no Redis: REDIS_URL is unset and no embedded server runs at ${url} (is 'sluice start' running here?)`);
+  }
+  const redis = createRedis({ url, cluster: cfg.redis.cluster, name: 'sluice-cli' });
+  try {
+    const keys = createKeys(cfg.redis.prefix);
+    const now = Date.now();
+    const dests = await destinationStats(redis, keys, cfg.redis.scheduleShards, now, Number(args.values.limit));
+    const rows = await Promise.all(
+      dests.map(async (d) => {
+        const s = resolveShaping(cfg.shaping, d.domain, []);
+        const [scope, bo] = await Promise.all([scopeStats(redis, keys, s.scope, s.rate, now), backoffState(redis, keys, s.scope, now)]);
+        return { ...d, rule: s.rule, scope: s.scope, connections: scope.connections, connectionLimit: s.connections, tokens: scope.tokens, suspendedUntil: bo.suspendedUntil };
+      }),
+    );
+    if (args.values.json) {
+      println(io.out, JSON.stringify(rows, null, 2));
+      return 0;
+    }
+    if (rows.length === 0) {
+      println(io.out, 'queue is empty');
+      return 0;
+    }
+    const header = ['DESTINATION', 'READY', 'DUE', 'LEASED', 'NEXT', 'RULE', 'CONNS', 'TOKENS', 'BACKOFF'];
+    const table = rows.map((r) => [
+      r.domain, String(r.ready), String(r.due), String(r.leased), fmtTime(r.nextAt, now), r.rule,
+      `${r.connections}/${r.connectionLimit}`,
+      Object.entries(r.tokens).map(([k, v]) => `${k}:${Math.floor(v)}`).join(' ') || '-',
+      r.suspendedUntil && r.suspendedUntil > now ? `until ${new Date(r.suspendedUntil).toISOString()}` : '-',
+    ]);
+    const widths = header.map((h, i) => Math.max(h.length, ...table.map((row) => (row[i] as string).length)));
+    for (const row of [header, ...table]) println(io.out, row.map((c, i) => c.padEnd(widths[i] as number)).join('  ').trimEnd());
+    return 0;
+  } finally {
+    redis.disconnect();
+  }
+}

@@ -1,0 +1,499 @@
+import type { Logger } from 'pino';
+import type { Config } from '../config/schema.js';
+import type { RedisClient } from '../redis/client.js';
+import type { Keys } from '../redis/keys.js';
+import type { Metrics } from '../observability/metrics.js';
+import type { RenderPool } from '../render/pool.js';
+import type { RenderResult } from '../render/protocol.js';
+import type { QueueEntry } from '../queue/entry.js';
+import { entryMember } from '../queue/entry.js';
+import { claim } from '../queue/claim.js';
+import { ack, retry, bounce, release, extendLeases } from '../queue/outcome.js';
+import { reapExpired } from '../queue/reap.js';
+import { dueDestinations, reschedule } from '../queue/schedule.js';
+import { takeTokens, refundTokens, acquireConnection, renewConnection, releaseConnection, type Rate } from '../queue/throttle.js';
+import { recordThrottleSignal, recordSuccess, backoffState, type BackoffConfig } from '../queue/backoff.js';
+import { resolveShaping, retryDelay, type EffectiveShaping } from '../queue/shaping.js';
+import { shortId } from '../core/ids.js';
+import { verpAddress } from '../core/verp.js';
+import type { MxResolver, Route } from './mx.js';
+import { SmtpClient, type SmtpOutcome } from './smtp-client.js';
+
+/**
+ * The dispatcher: finds destinations with due work, opens SMTP connections to them within the
+ * shaping limits, claims recipients in small batches, renders and signs each copy in the worker pool
+ * right before its transaction, and applies every outcome with one Lua call.
+ *
+ *   tick ─► dueDestinations(shard) ─► serve(domain)
+ *   serve: reap ─► route (MX / transport) ─► shaping ─► backoff? ─► connection slot ─► connect
+ *          └─ loop: tokens ─► claim(batch) ─► render all (pool, in parallel) ─► send one by one
+ *                   ─► ack / retry / bounce ─► event
+ *
+ * Several workers may serve one destination at once (one per connection), in this process and in
+ * others; the connection limit is held in Redis, so it holds across processes. A worker that claims
+ * a full batch starts another one for its destination until the connection limit is reached.
+ */
+
+export interface LoadedMessage {
+  readonly id: string;
+  readonly account: string;
+  readonly kind: 'raw' | 'spec';
+  /** Domain of the From header: selects the DKIM keys. */
+  readonly fromDomain: string | null;
+  readonly rcpts: readonly { readonly address: string; readonly domain: string }[];
+  readonly acceptedAt: number;
+  readonly body: Buffer | string;
+}
+
+export interface MessageSource {
+  /** null when the message is no longer stored (purged or erased). */
+  load(msgId: string): Promise<LoadedMessage | null>;
+  /** Called once per recipient that reached a final state (delivered, bounced, expired). */
+  finished(msgId: string): Promise<void>;
+}
+
+export type EventSink = (type: string, fields: Record<string, string | number>) => void;
+
+export interface ReplyClassifier {
+  (code: number | null, enhanced: string | null, text: string): { reason: string; hardbounce: boolean };
+}
+
+export interface DispatcherOptions {
+  redis: RedisClient;
+  keys: Keys;
+  config: Config;
+  logger: Logger;
+  metrics?: Metrics | undefined;
+  pool: RenderPool;
+  resolver: MxResolver;
+  messages: MessageSource;
+  events: EventSink;
+  classify: ReplyClassifier;
+  now?: () => number;
+}
+
+/** How many due destinations one tick takes from each schedule shard. */
+const DESTINATIONS_PER_SHARD = 64;
+/** Recipients deferred or bounced per Redis round trip when a whole destination fails at once. */
+const BULK_BATCH = 100;
+/** Longest a worker waits in-process for tokens before giving its connection up. */
+const MAX_TOKEN_WAIT_MS = 2_000;
+
+interface DestinationState {
+  workers: number;
+}
+
+export class Dispatcher {
+  private readonly o: DispatcherOptions;
+  private readonly now: () => number;
+  private readonly log: Logger;
+  private readonly destinations = new Map<string, DestinationState>();
+  private readonly inflight = new Set<Promise<void>>();
+  private readonly clients = new Set<SmtpClient>();
+  private readonly backoffCfg: BackoffConfig;
+  private totalWorkers = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private ticking = false;
+  private wakeRequested = false;
+  private stopping = false;
+  private shardCursor = 0;
+
+  constructor(opts: DispatcherOptions) {
+    this.o = opts;
+    this.now = opts.now ?? Date.now;
+    this.log = opts.logger;
+    const b = opts.config.delivery.backoff;
+    this.backoffCfg = { threshold: b.threshold, windowMs: b.window, suspendMs: b.suspend, maxSuspendMs: b.maxSuspend };
+  }
+
+  start(): void {
+    this.schedule(0);
+  }
+
+  /** New mail was accepted in this process: look for work now rather than at the next poll. */
+  wake(): void {
+    if (this.stopping) return;
+    if (this.ticking) {
+      this.wakeRequested = true;
+      return;
+    }
+    this.schedule(0);
+  }
+
+  get activeConnections(): number {
+    return this.totalWorkers;
+  }
+
+  /**
+   * Graceful stop: no new claims; every worker finishes the transaction it is in, returns the
+   * recipients it claimed but did not attempt, and quits its connection. After graceMs, open
+   * connections are closed; what they were sending is retried (at-least-once).
+   */
+  async stop(graceMs: number): Promise<void> {
+    this.stopping = true;
+    if (this.timer) clearTimeout(this.timer);
+    const all = Promise.allSettled([...this.inflight]);
+    const timeout = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), graceMs).unref());
+    if ((await Promise.race([all, timeout])) === 'timeout') {
+      this.log.warn({ connections: this.clients.size }, 'grace period over: closing outbound connections');
+      for (const c of this.clients) c.close();
+      await all;
+    }
+  }
+
+  private schedule(delayMs: number): void {
+    if (this.stopping) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => void this.tick(), delayMs);
+  }
+
+  private async tick(): Promise<void> {
+    if (this.stopping) return;
+    this.ticking = true;
+    this.wakeRequested = false;
+    try {
+      const shards = this.o.config.redis.scheduleShards;
+      const now = this.now();
+      const start = this.shardCursor++ % shards;
+      for (let i = 0; i < shards && !this.stopping; i++) {
+        if (this.totalWorkers >= this.o.config.delivery.maxConnections) break;
+        const shard = (start + i) % shards;
+        const due = await dueDestinations(this.o.redis, this.o.keys, shard, now, DESTINATIONS_PER_SHARD);
+        for (const domain of due) {
+          if (this.totalWorkers >= this.o.config.delivery.maxConnections) break;
+          const st = this.destinations.get(domain);
+          if (st && st.workers > 0) continue; // being served; workers ramp up themselves
+          this.startWorker(domain);
+        }
+      }
+    } catch (err) {
+      this.log.error({ err }, 'dispatcher tick failed');
+    } finally {
+      this.ticking = false;
+      this.schedule(this.wakeRequested ? 0 : this.o.config.delivery.pollInterval);
+    }
+  }
+
+  private startWorker(domain: string): void {
+    let st = this.destinations.get(domain);
+    if (!st) {
+      st = { workers: 0 };
+      this.destinations.set(domain, st);
+    }
+    st.workers++;
+    this.totalWorkers++;
+    const p = this.serve(domain)
+      .catch((err: unknown) => this.log.error({ err, domain }, 'destination worker failed'))
+      .finally(() => {
+        this.inflight.delete(p);
+        this.totalWorkers--;
+        const s = this.destinations.get(domain);
+        if (s && --s.workers <= 0) this.destinations.delete(domain);
+      });
+    this.inflight.add(p);
+  }
+
+  private async serve(domain: string): Promise<void> {
+    const { redis, keys, config } = this.o;
+    await reapExpired(redis, keys, domain, this.now(), 1000).then((n) => n > 0 && this.o.metrics?.leasesReaped.inc(n));
+    const route = await this.o.resolver.resolve(domain);
+    const shaping = resolveShaping(config.shaping, domain, route.kind === 'hosts' ? route.mxHosts : []);
+
+    if (route.kind === 'nullmx') {
+      return this.settleAll(domain, shaping, { result: 'bounced', code: 556, enhanced: '5.1.10', response: `556 5.1.10 ${domain} does not accept mail (null MX, RFC 7505)`, command: 'MX', throttled: false, connectionUsable: false }, 'notaccept');
+    }
+    if (route.kind === 'nxdomain') {
+      return this.settleAll(domain, shaping, { result: 'bounced', code: 550, enhanced: '5.1.2', response: `550 5.1.2 ${domain}: domain does not exist (NXDOMAIN)`, command: 'MX', throttled: false, connectionUsable: false }, 'hostunknown');
+    }
+    if (route.kind === 'tempfail') {
+      return this.settleAll(domain, shaping, { result: 'deferred', code: null, enhanced: '4.4.3', response: `DNS lookup for ${domain} failed: ${route.error}`, command: 'MX', throttled: false, connectionUsable: false });
+    }
+
+    const bo = await backoffState(redis, keys, shaping.scope, this.now());
+    if (bo.suspendedUntil !== null && bo.suspendedUntil > this.now()) {
+      this.o.metrics?.backoffActive.set({ provider: shaping.provider }, 1);
+      await reschedule(redis, keys, config.redis.scheduleShards, domain, bo.suspendedUntil, this.now());
+      return;
+    }
+    this.o.metrics?.backoffActive.set({ provider: shaping.provider }, 0);
+
+    const connId = shortId();
+    const connTtl = config.delivery.lease;
+    if (!(await acquireConnection(redis, keys, shaping.scope, connId, shaping.connections, connTtl, this.now()))) {
+      // Every connection slot of this scope is held (maybe by other processes); look again shortly.
+      const st = this.destinations.get(domain);
+      if (!st || st.workers <= 1) await reschedule(redis, keys, config.redis.scheduleShards, domain, this.now() + 1000, this.now());
+      return;
+    }
+    try {
+      await this.runConnection(domain, route, shaping, connId, bo.level > 0);
+    } finally {
+      await releaseConnection(redis, keys, shaping.scope, connId).catch(() => undefined);
+    }
+  }
+
+  private async connect(route: Extract<Route, { kind: 'hosts' }>, provider: string): Promise<SmtpClient | SmtpOutcome> {
+    const d = this.o.config.delivery;
+    let last: SmtpOutcome | undefined;
+    for (const h of route.hosts) {
+      try {
+        const client = await SmtpClient.connect({
+          host: h.host,
+          port: h.port,
+          ehloName: d.ehloName ?? this.o.config.instance.hostname,
+          opportunisticTls: d.tls.opportunistic,
+          verifyTls: d.tls.verify,
+          timeouts: { connectMs: d.timeouts.connect, greetingMs: d.timeouts.greeting, commandMs: d.timeouts.command, dataMs: d.timeouts.data },
+        });
+        this.o.metrics?.smtpConnectionsOpened.inc({ result: 'ok', tls: client.secure ? 'yes' : 'no' });
+        this.o.metrics?.smtpConnections.inc({ provider });
+        return client;
+      } catch (err) {
+        this.o.metrics?.smtpConnectionsOpened.inc({ result: 'failed', tls: 'no' });
+        const outcome = (err as { outcome?: SmtpOutcome }).outcome;
+        last = outcome ?? { result: 'deferred', code: null, enhanced: '4.4.1', response: `connect to ${h.host}:${h.port} failed: ${(err as Error).message}`, command: 'CONN', throttled: false, connectionUsable: false };
+        // A 5xx greeting is the host's final word for this connection, not for the recipient; try the next MX.
+      }
+    }
+    return last ?? { result: 'deferred', code: null, enhanced: '4.4.1', response: 'no host to connect to', command: 'CONN', throttled: false, connectionUsable: false };
+  }
+
+  private async runConnection(domain: string, route: Extract<Route, { kind: 'hosts' }>, shaping: EffectiveShaping, connId: string, inBackoff: boolean): Promise<void> {
+    const { redis, keys, config } = this.o;
+    const shards = config.redis.scheduleShards;
+    const conn = await this.connect(route, shaping.provider);
+    if (!(conn instanceof SmtpClient)) {
+      // Nothing reachable: every due recipient of the destination is deferred (or expires).
+      if (conn.throttled) await recordThrottleSignal(redis, keys, shaping.scope, this.backoffCfg, this.now());
+      return this.settleAll(domain, shaping, { ...conn, result: 'deferred' });
+    }
+    let client: SmtpClient = conn;
+    this.clients.add(client);
+    let sent = 0;
+    let backoff = inBackoff;
+    try {
+      for (;;) {
+        if (this.stopping) {
+          await reschedule(redis, keys, shards, domain, this.now(), this.now());
+          return;
+        }
+        const want = Math.min(config.delivery.claimBatch, shaping.messagesPerConnection - sent);
+        if (want <= 0) {
+          // This connection has carried its share; the destination stays due and a fresh worker takes over.
+          await reschedule(redis, keys, shards, domain, this.now(), this.now());
+          return;
+        }
+        let granted = want;
+        if (hasRate(shaping.rate)) {
+          const t = await takeTokens(redis, keys, shaping.scope, shaping.rate, want, this.now());
+          granted = t.granted;
+          if (granted === 0) {
+            const at = t.retryAt ?? this.now() + 1000;
+            if (at - this.now() <= MAX_TOKEN_WAIT_MS) {
+              await sleep(at - this.now());
+              continue;
+            }
+            await reschedule(redis, keys, shards, domain, at, this.now());
+            return;
+          }
+        }
+        const leaseStart = this.now();
+        const { entries, nextAt } = await claim(redis, keys, { domain, max: granted, leaseMs: config.delivery.lease, now: leaseStart });
+        if (entries.length < granted && hasRate(shaping.rate)) await refundTokens(redis, keys, shaping.scope, shaping.rate, granted - entries.length, this.now());
+        if (entries.length === 0) {
+          await reschedule(redis, keys, shards, domain, nextAt, this.now());
+          return;
+        }
+        if (entries.length === granted && !this.stopping) this.rampUp(domain, shaping);
+
+        const r = await this.deliverBatch(client, domain, shaping, entries, leaseStart);
+        sent += r.attempted;
+        if (r.succeeded && backoff) {
+          await recordSuccess(redis, keys, shaping.scope, this.backoffCfg, this.now());
+          backoff = false;
+        }
+        if (r.throttled) {
+          const s = await recordThrottleSignal(redis, keys, shaping.scope, this.backoffCfg, this.now());
+          if (s.suspendedUntil !== null) {
+            this.log.warn({ domain, provider: shaping.provider, until: new Date(s.suspendedUntil).toISOString() }, 'remote asked us to slow down: scope suspended');
+            this.o.metrics?.backoffActive.set({ provider: shaping.provider }, 1);
+            await reschedule(redis, keys, shards, domain, s.suspendedUntil, this.now());
+            return;
+          }
+        }
+        if (!client.usable) {
+          this.closeClient(client, shaping.provider, false);
+          const next = await this.connect(route, shaping.provider);
+          if (!(next instanceof SmtpClient)) {
+            await this.settleAll(domain, shaping, { ...next, result: 'deferred' });
+            return;
+          }
+          client = next;
+          this.clients.add(client);
+        }
+        await renewConnection(redis, keys, shaping.scope, connId, config.delivery.lease, this.now());
+      }
+    } finally {
+      this.closeClient(client, shaping.provider, true);
+    }
+  }
+
+  private closeClient(client: SmtpClient, provider: string, graceful: boolean): void {
+    if (!this.clients.delete(client)) return;
+    this.o.metrics?.smtpConnections.dec({ provider });
+    if (graceful && client.usable) void client.quit().catch(() => client.close());
+    else client.close();
+  }
+
+  /** A worker that found a full batch brings one more connection to its destination, within the limits. */
+  private rampUp(domain: string, shaping: EffectiveShaping): void {
+    const st = this.destinations.get(domain);
+    if (!st || st.workers >= shaping.connections) return;
+    if (this.totalWorkers >= this.o.config.delivery.maxConnections) return;
+    this.startWorker(domain);
+  }
+
+  private render(entry: QueueEntry): Promise<{ msg: LoadedMessage | null; result: RenderResult | null }> {
+    return this.o.messages.load(entry.msgId).then(async (msg) => {
+      if (!msg) return { msg, result: null };
+      const t0 = performance.now();
+      const result = await this.o.pool.renderAndSign({
+        msgId: msg.id,
+        kind: msg.kind,
+        source: msg.body,
+        signingDomain: msg.fromDomain,
+        acceptedAt: msg.acceptedAt,
+      });
+      this.o.metrics?.renderDuration.observe((performance.now() - t0) / 1000);
+      return { msg, result };
+    });
+  }
+
+  private async deliverBatch(
+    client: SmtpClient,
+    domain: string,
+    shaping: EffectiveShaping,
+    entries: readonly QueueEntry[],
+    leaseStart: number,
+  ): Promise<{ attempted: number; succeeded: boolean; throttled: boolean }> {
+    const { redis, keys, config } = this.o;
+    // Start every render now: the pool signs copy i+1… while copy i is on the wire.
+    const rendered = entries.map((e) => this.render(e));
+    for (const p of rendered) p.catch(() => undefined);
+    let attempted = 0;
+    let succeeded = false;
+    let throttled = false;
+    for (let i = 0; i < entries.length; i++) {
+      const entry = entries[i] as QueueEntry;
+      if (this.stopping || !client.usable) {
+        await release(redis, keys, entries.slice(i), this.now());
+        break;
+      }
+      if (this.now() - leaseStart > config.delivery.lease / 2) {
+        leaseStart = this.now();
+        await extendLeases(redis, keys, domain, entries.slice(i).map(entryMember), leaseStart + config.delivery.lease);
+      }
+      let prepared: { msg: LoadedMessage | null; result: RenderResult | null };
+      try {
+        prepared = await (rendered[i] as Promise<{ msg: LoadedMessage | null; result: RenderResult | null }>);
+      } catch (err) {
+        this.log.error({ err, msgId: entry.msgId }, 'loading or rendering failed');
+        await this.settle(entry, shaping, null, { result: 'deferred', code: null, enhanced: '4.3.0', response: `internal error before sending: ${(err as Error).message}`, command: 'RENDER', throttled: false, connectionUsable: true });
+        continue;
+      }
+      const { msg, result } = prepared;
+      if (!msg || !result) {
+        await this.settle(entry, shaping, null, { result: 'bounced', code: null, enhanced: '5.3.0', response: 'message is no longer stored (purged or erased)', command: 'LOAD', throttled: false, connectionUsable: true }, 'undefined');
+        continue;
+      }
+      if (!result.ok) {
+        const fatal = result.code === 'SLUICE_RENDER_FAILED';
+        await this.settle(entry, shaping, msg, { result: fatal ? 'bounced' : 'deferred', code: null, enhanced: fatal ? '5.6.0' : '4.7.5', response: `${result.code}: ${result.message}`, command: 'RENDER', throttled: false, connectionUsable: true }, fatal ? 'contenterror' : undefined);
+        continue;
+      }
+      const rcpt = msg.rcpts[entry.idx];
+      if (!rcpt) {
+        await this.settle(entry, shaping, msg, { result: 'bounced', code: null, enhanced: '5.1.3', response: `recipient ${entry.idx} is not in message ${entry.msgId}`, command: 'LOAD', throttled: false, connectionUsable: true }, 'undefined');
+        continue;
+      }
+      const t0 = performance.now();
+      const outcome = await client.send({ from: verpAddress(entry.msgId, entry.idx, config.delivery.bounceDomain), to: rcpt.address }, result.message);
+      this.o.metrics?.smtpTransactionDuration.observe({ result: outcome.result }, (performance.now() - t0) / 1000);
+      attempted++;
+      if (outcome.result === 'delivered') succeeded = true;
+      if (outcome.throttled) throttled = true;
+      await this.settle(entry, shaping, msg, outcome);
+    }
+    return { attempted, succeeded, throttled };
+  }
+
+  /** Applies one outcome: one Lua call, an event, metrics. */
+  private async settle(entry: QueueEntry, shaping: EffectiveShaping, msg: LoadedMessage | null, outcome: SmtpOutcome, reason?: string): Promise<void> {
+    const { redis, keys, config } = this.o;
+    const now = this.now();
+    const recordTtlMs = config.retention.records;
+    const base = { now, code: outcome.code, enhanced: outcome.enhanced, response: outcome.response };
+    const account = msg?.account ?? '';
+    const fields = { msgId: entry.msgId, idx: entry.idx, account, domain: entry.domain, attempt: entry.attempt + 1, code: outcome.code ?? 0, enhanced: outcome.enhanced ?? '' };
+    const m = this.o.metrics;
+    let final = false;
+
+    if (outcome.result === 'delivered') {
+      await ack(redis, keys, entry, { ...base, recordTtlMs });
+      m?.deliveryAttempts.inc({ result: 'delivered', provider: shaping.provider });
+      m?.messagesDelivered.inc({ provider: shaping.provider });
+      this.o.events('delivered', fields);
+      final = true;
+    } else if (outcome.result === 'deferred') {
+      const attemptsMade = entry.attempt + 1;
+      const nextAt = now + retryDelay(shaping, attemptsMade);
+      const acceptedAt = msg?.acceptedAt ?? now;
+      if (nextAt > acceptedAt + shaping.maxAge) {
+        await bounce(redis, keys, entry, { ...base, state: 'expired', reason: 'expired', recordTtlMs });
+        m?.deliveryAttempts.inc({ result: 'expired', provider: shaping.provider });
+        m?.bounces.inc({ reason: 'expired', verdict: 'soft' });
+        this.o.events('expired', { ...fields, reason: 'expired' });
+        final = true;
+      } else {
+        await retry(redis, keys, entry, { ...base, nextAt });
+        m?.deliveryAttempts.inc({ result: 'deferred', provider: shaping.provider });
+        this.o.events('deferred', { ...fields, nextAt });
+      }
+    } else {
+      const verdict = reason ? { reason, hardbounce: true } : this.o.classify(outcome.code, outcome.enhanced, outcome.response);
+      await bounce(redis, keys, entry, { ...base, state: 'bounced', reason: verdict.reason, recordTtlMs });
+      m?.deliveryAttempts.inc({ result: 'bounced', provider: shaping.provider });
+      m?.bounces.inc({ reason: verdict.reason, verdict: verdict.hardbounce ? 'hard' : 'soft' });
+      this.o.events('bounced', { ...fields, reason: verdict.reason, hard: verdict.hardbounce ? 1 : 0 });
+      final = true;
+    }
+    if (final) await this.o.messages.finished(entry.msgId).catch((err: unknown) => this.log.warn({ err, msgId: entry.msgId }, 'could not update message refcount'));
+  }
+
+  /**
+   * The whole destination failed before any transaction (DNS answer, null MX, nothing reachable):
+   * every due recipient gets the same outcome, in bounded batches.
+   */
+  private async settleAll(domain: string, shaping: EffectiveShaping, outcome: SmtpOutcome, reason?: string): Promise<void> {
+    const { redis, keys, config } = this.o;
+    let nextAt: number | null = null;
+    for (;;) {
+      const r = await claim(redis, keys, { domain, max: BULK_BATCH, leaseMs: config.delivery.lease, now: this.now() });
+      nextAt = r.nextAt;
+      if (r.entries.length === 0) break;
+      const msgs = await Promise.all(r.entries.map((e) => this.o.messages.load(e.msgId).catch(() => null)));
+      await Promise.all(r.entries.map((e, i) => this.settle(e, shaping, msgs[i] ?? null, outcome, reason)));
+      if (r.entries.length < BULK_BATCH || this.stopping) break;
+    }
+    await reschedule(redis, keys, config.redis.scheduleShards, domain, nextAt, this.now());
+    if (outcome.result !== 'delivered') this.log.info({ domain, response: outcome.response }, 'destination failed as a whole');
+  }
+}
+
+function hasRate(r: Rate): boolean {
+  return r.perSecond !== null || r.perMinute !== null || r.perHour !== null;
+}
+
+function sleep(msDelay: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, Math.max(0, msDelay)));
+}
