@@ -102,12 +102,12 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       const disp = dispatcher;
       disp.start();
       stoppers.push({ name: 'dispatcher', stop: (graceMs) => disp.stop(graceMs) });
-      metrics.poolUtilization.collect = () => metrics.poolUtilization.set(p.utilization());
-      metrics.poolQueue.collect = () => metrics.poolQueue.set(p.queueSize());
+      metrics.sampleOn('poolUtilization', () => metrics.poolUtilization.set(p.utilization()));
+      metrics.sampleOn('poolQueue', () => metrics.poolQueue.set(p.queueSize()));
     }
 
     // Queue depth by provider, sampled on scrape from a bounded number of destinations.
-    metrics.queueRecipients.collect = async () => {
+    metrics.sampleOn('queueRecipients', async () => {
       if (stopping) return;
       const stats = await destinationStats(redis.client, keys, config.redis.scheduleShards, Date.now(), GAUGE_DESTINATIONS).catch(() => []);
       const ready = new Map<string, number>();
@@ -121,7 +121,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       metrics.queueLeases.reset();
       for (const [p, n] of ready) metrics.queueRecipients.set({ provider: p }, n);
       for (const [p, n] of leased) metrics.queueLeases.set({ provider: p }, n);
-    };
+    });
 
     if (has('housekeeping')) {
       const reaper = new Reaper({ redis: redis.client, keys, shards: config.redis.scheduleShards, intervalMs: REAPER_INTERVAL_MS, logger: logger.child({ role: 'housekeeping' }), metrics });

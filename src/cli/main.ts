@@ -7,6 +7,7 @@ import { runQueue } from './queue.js';
 import { runSecret } from './secret.js';
 import { runConfig } from './config.js';
 import { runBounceClassify } from './bounce-classify.js';
+import { runSink } from './sink.js';
 
 const HELP = `sluice — self-hosted mail delivery engine
 
@@ -21,6 +22,7 @@ Commands:
   bounce classify  classify bounce / complaint mail files (JSON lines)
   config show      print the effective configuration, secrets redacted
   config check     validate a configuration file
+  sink             a local SMTP capture peer that writes received mail to files (for trying Sluice offline)
 
 Run 'sluice <command> --help' for a command's options.
 Environment: SLUICE_CONFIG (config file), REDIS_URL (external Redis; unset = embedded), SLUICE_LOG_LEVEL.
@@ -43,6 +45,8 @@ export async function main(argv: string[], io: Io = { out: process.stdout, err: 
         return await runSecret(rest, io);
       case 'config':
         return await runConfig(rest, io);
+      case 'sink':
+        return await runSink(rest, io);
       case 'bounce': {
         const [sub, ...files] = rest;
         if (sub === 'classify' && files.length > 0 && files[0] !== '--help' && files[0] !== '-h') return await runBounceClassify(files, io.out, io.err);

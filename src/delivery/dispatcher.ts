@@ -10,12 +10,13 @@ import { entryMember } from '../queue/entry.js';
 import { claim } from '../queue/claim.js';
 import { ack, retry, bounce, release, extendLeases } from '../queue/outcome.js';
 import { reapExpired } from '../queue/reap.js';
-import { dueDestinations, reschedule } from '../queue/schedule.js';
+import { dueDestinations, reschedule, postpone } from '../queue/schedule.js';
 import { takeTokens, refundTokens, acquireConnection, renewConnection, releaseConnection, type Rate } from '../queue/throttle.js';
 import { recordThrottleSignal, recordSuccess, backoffState, type BackoffConfig } from '../queue/backoff.js';
 import { resolveShaping, retryDelay, type EffectiveShaping } from '../queue/shaping.js';
 import { shortId } from '../core/ids.js';
 import { verpAddress } from '../core/verp.js';
+import type { LoadedMessage, MessageSource } from '../store/message-source.js';
 import type { MxResolver, Route } from './mx.js';
 import { SmtpClient, type SmtpOutcome } from './smtp-client.js';
 
@@ -33,24 +34,6 @@ import { SmtpClient, type SmtpOutcome } from './smtp-client.js';
  * others; the connection limit is held in Redis, so it holds across processes. A worker that claims
  * a full batch starts another one for its destination until the connection limit is reached.
  */
-
-export interface LoadedMessage {
-  readonly id: string;
-  readonly account: string;
-  readonly kind: 'raw' | 'spec';
-  /** Domain of the From header: selects the DKIM keys. */
-  readonly fromDomain: string | null;
-  readonly rcpts: readonly { readonly address: string; readonly domain: string }[];
-  readonly acceptedAt: number;
-  readonly body: Buffer | string;
-}
-
-export interface MessageSource {
-  /** null when the message is no longer stored (purged or erased). */
-  load(msgId: string): Promise<LoadedMessage | null>;
-  /** Called once per recipient that reached a final state (delivered, bounced, expired). */
-  finished(msgId: string): Promise<void>;
-}
 
 export type EventSink = (type: string, fields: Record<string, string | number>) => void;
 
@@ -212,7 +195,7 @@ export class Dispatcher {
     const bo = await backoffState(redis, keys, shaping.scope, this.now());
     if (bo.suspendedUntil !== null && bo.suspendedUntil > this.now()) {
       this.o.metrics?.backoffActive.set({ provider: shaping.provider }, 1);
-      await reschedule(redis, keys, config.redis.scheduleShards, domain, bo.suspendedUntil, this.now());
+      await postpone(redis, keys, config.redis.scheduleShards, domain, bo.suspendedUntil);
       return;
     }
     this.o.metrics?.backoffActive.set({ provider: shaping.provider }, 0);
@@ -222,7 +205,7 @@ export class Dispatcher {
     if (!(await acquireConnection(redis, keys, shaping.scope, connId, shaping.connections, connTtl, this.now()))) {
       // Every connection slot of this scope is held (maybe by other processes); look again shortly.
       const st = this.destinations.get(domain);
-      if (!st || st.workers <= 1) await reschedule(redis, keys, config.redis.scheduleShards, domain, this.now() + 1000, this.now());
+      if (!st || st.workers <= 1) await postpone(redis, keys, config.redis.scheduleShards, domain, this.now() + 1000);
       return;
     }
     try {
@@ -293,7 +276,7 @@ export class Dispatcher {
               await sleep(at - this.now());
               continue;
             }
-            await reschedule(redis, keys, shards, domain, at, this.now());
+            await postpone(redis, keys, shards, domain, at);
             return;
           }
         }
@@ -317,7 +300,7 @@ export class Dispatcher {
           if (s.suspendedUntil !== null) {
             this.log.warn({ domain, provider: shaping.provider, until: new Date(s.suspendedUntil).toISOString() }, 'remote asked us to slow down: scope suspended');
             this.o.metrics?.backoffActive.set({ provider: shaping.provider }, 1);
-            await reschedule(redis, keys, shards, domain, s.suspendedUntil, this.now());
+            await postpone(redis, keys, shards, domain, s.suspendedUntil);
             return;
           }
         }

@@ -40,6 +40,7 @@ export class Reaper {
     const loop = () => {
       if (this.stopped) return;
       this.running = this.tick()
+        .then(() => undefined)
         .catch((err: unknown) => this.o.logger.error({ err }, 'reaper tick failed'))
         .finally(() => {
           this.running = undefined;

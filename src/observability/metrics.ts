@@ -5,12 +5,25 @@ import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom
  * sluice_<thing>_<unit>, counters end in _total, base units. Labels are bounded: source, result,
  * provider (a shaping rule name, or 'default'), reason, algorithm — never a recipient, id or raw domain.
  */
+/** Gauges read on scrape: app/ registers what fills them (see `sampleOn`). */
+type SampledGauge = 'queueRecipients' | 'poolUtilization' | 'poolQueue';
+
 export function createMetrics() {
   const registry = new Registry();
+  const samplers = new Map<SampledGauge, () => void | Promise<void>>();
+  const sampled = (name: SampledGauge) => ({
+    async collect() {
+      await samplers.get(name)?.();
+    },
+  });
   collectDefaultMetrics({ register: registry, prefix: 'sluice_process_' });
 
   const m = {
     registry,
+    /** Sets the function that fills a sampled gauge at scrape time. */
+    sampleOn(name: SampledGauge, fn: () => void | Promise<void>): void {
+      samplers.set(name, fn);
+    },
     messagesAccepted: new Counter({
       name: 'sluice_messages_accepted_total', help: 'Messages accepted (persisted) by source', labelNames: ['source'] as const, registers: [registry],
     }),
@@ -30,7 +43,7 @@ export function createMetrics() {
       name: 'sluice_bounces_total', help: 'Recipients bounced or expired by reason and verdict', labelNames: ['reason', 'verdict'] as const, registers: [registry],
     }),
     queueRecipients: new Gauge({
-      name: 'sluice_queue_recipients', help: 'Recipients waiting in the queue by provider (sampled)', labelNames: ['provider'] as const, registers: [registry],
+      name: 'sluice_queue_recipients', help: 'Recipients waiting in the queue by provider (sampled)', labelNames: ['provider'] as const, registers: [registry], ...sampled('queueRecipients'),
     }),
     queueLeases: new Gauge({
       name: 'sluice_queue_leases', help: 'Recipients claimed (leased) by provider (sampled)', labelNames: ['provider'] as const, registers: [registry],
@@ -57,10 +70,10 @@ export function createMetrics() {
       name: 'sluice_smtp_connections_opened_total', help: 'Outbound SMTP connections opened by result (ok, failed) and TLS', labelNames: ['result', 'tls'] as const, registers: [registry],
     }),
     poolUtilization: new Gauge({
-      name: 'sluice_render_pool_utilization_ratio', help: 'Share of time the render worker threads were busy (0–1)', registers: [registry],
+      name: 'sluice_render_pool_utilization_ratio', help: 'Share of time the render worker threads were busy (0–1)', registers: [registry], ...sampled('poolUtilization'),
     }),
     poolQueue: new Gauge({
-      name: 'sluice_render_pool_queue_size', help: 'Render tasks waiting for a worker thread', registers: [registry],
+      name: 'sluice_render_pool_queue_size', help: 'Render tasks waiting for a worker thread', registers: [registry], ...sampled('poolQueue'),
     }),
     backoffActive: new Gauge({
       name: 'sluice_backoff_active', help: '1 while a throttle scope is suspended after 421/4.7.x answers', labelNames: ['provider'] as const, registers: [registry],

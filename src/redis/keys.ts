@@ -28,6 +28,8 @@ export function createKeys(prefix: string) {
     // schedule
     schedule: (shard: number) => `${p}{s:${shard}}:due`,
     destinations: (shard: number) => `${p}{s:${shard}}:dests`,
+    /** HASH shard, cursor: where repairSchedule() resumes its SSCAN walk (read and written alone). */
+    repairCursor: () => `${p}repair:cursor`,
     // message
     msgMeta: (id: string) => `${p}{m:${id}}:meta`,
     msgBody: (id: string) => `${p}{m:${id}}:body`,

@@ -1,0 +1,215 @@
+import { Resolver } from 'node:dns/promises';
+import { isIP } from 'node:net';
+
+/**
+ * Where mail for a domain goes (RFC 5321 §5.1), cached.
+ *
+ *   transport map hit (exact domain, else '*') ─► that host:port
+ *   MX records ─► one null MX "0 ." (RFC 7505)          ─► nullmx
+ *              ─► sorted by preference, equal ones shuffled ─► A/AAAA of each exchange ─► hosts
+ *   no MX (NODATA) ─► A/AAAA of the domain itself (implicit MX) ─► hosts
+ *   NXDOMAIN ─► nxdomain        SERVFAIL / timeout / refused ─► tempfail
+ *
+ * Resolution uses node's Resolver (c-ares) with the configured servers: it brings retries, TCP
+ * fallback for truncated answers and EDNS0, which a hand-written UDP client would have to re-do.
+ * Its one gap is that resolveMx() drops the MX TTL (only resolve4/resolve6 accept { ttl: true }),
+ * and resolveAny() is unreliable (RFC 8482 lets servers answer ANY with a stub). So a route lives for
+ * the shortest TTL of the addresses it contains, never longer than maxCacheTtlMs. Operators keep MX
+ * and address TTLs of the same zone alike in practice, and the cap bounds how stale a changed MX
+ * can get. (dns-packet would give the MX TTL, but it is only a dev dependency here.)
+ */
+
+export type Route =
+  | {
+      kind: 'hosts';
+      /** In the order to try: MX preference (shuffled within a preference), IPv4 before IPv6. */
+      hosts: { host: string /* IP or name to connect to */; port: number; mx: string /* MX name for logs/shaping */ }[];
+      /** MX names, for shaping rules by provider. */
+      mxHosts: string[];
+      viaTransport: boolean;
+    }
+  | { kind: 'nullmx' }
+  | { kind: 'nxdomain' }
+  | { kind: 'tempfail'; error: string };
+
+export interface MxResolverOptions {
+  /** DNS servers, 'ip' or 'ip:port' ('[v6]:port'); empty = the system's. */
+  servers: readonly string[];
+  timeoutMs: number;
+  maxCacheTtlMs: number;
+  negativeCacheTtlMs: number;
+  /** Domain or '*' → 'host:port'; an exact domain wins over '*'. */
+  transport: Readonly<Record<string, string>>;
+  /** Port of MX hosts (default 25). */
+  port?: number;
+  /** Clock in ms, for tests that step over a TTL (default Date.now). */
+  now?: () => number;
+}
+
+const DEFAULT_PORT = 25;
+// c-ares waits `timeout` for the first try and doubles it for the next, so two tries of a third of
+// the budget each end within about timeoutMs (t + 2t). Two tries ride out one lost UDP datagram.
+const DNS_TRIES = 2;
+// Postfix tries 5 addresses per delivery (smtp_mx_address_limit); the dispatcher walks the list on
+// connection failures, and beyond ten addresses the next retry is a better use of the time.
+const MAX_ADDRESSES = 10;
+// A TTL of 0 would mean one query per message; one second keeps a busy domain to one query a second.
+const MIN_CACHE_TTL_MS = 1000;
+// Bounds memory with millions of recipient domains (~200 bytes an entry → ~20 MB). Oldest go first.
+const MAX_CACHE_ENTRIES = 100_000;
+
+// Answers that prove a name has no records of the asked type (or does not exist at all).
+const NO_DATA = new Set(['ENODATA', 'ENOTFOUND']);
+
+type Addresses = { kind: 'ok'; ips: string[]; ttlMs: number } | { kind: 'none' } | { kind: 'tempfail'; error: string };
+
+export class MxResolver {
+  private readonly resolver: Resolver;
+  private readonly port: number;
+  private readonly now: () => number;
+  private readonly cache = new Map<string, { route: Route; expiresAt: number }>();
+  private readonly inflight = new Map<string, Promise<Route>>();
+
+  constructor(private readonly opts: MxResolverOptions) {
+    this.resolver = new Resolver({ timeout: Math.max(1, Math.floor(opts.timeoutMs / 3)), tries: DNS_TRIES });
+    if (opts.servers.length > 0) this.resolver.setServers([...opts.servers]);
+    this.port = opts.port ?? DEFAULT_PORT;
+    this.now = opts.now ?? Date.now;
+  }
+
+  /** Never rejects: a failure is a `tempfail` route. */
+  async resolve(domain: string): Promise<Route> {
+    const name = domain.trim().toLowerCase().replace(/\.$/, '');
+    if (name === '') return { kind: 'nxdomain' };
+
+    const cached = this.cache.get(name);
+    if (cached && cached.expiresAt > this.now()) return cached.route;
+    const running = this.inflight.get(name);
+    if (running) return running;
+
+    const lookup = this.lookup(name)
+      .catch((err: unknown): { route: Route; ttlMs: number } => ({ route: { kind: 'tempfail', error: describe(err) }, ttlMs: 0 }))
+      .then(({ route, ttlMs }) => {
+        this.inflight.delete(name);
+        this.cache.delete(name);
+        if (ttlMs > 0) {
+          this.cache.set(name, { route, expiresAt: this.now() + ttlMs });
+          if (this.cache.size > MAX_CACHE_ENTRIES) this.cache.delete(this.cache.keys().next().value as string);
+        }
+        return route;
+      });
+    this.inflight.set(name, lookup);
+    return lookup;
+  }
+
+  /** A route and how long it may be cached (0 = not at all: temporary failures are retried). */
+  private async lookup(domain: string): Promise<{ route: Route; ttlMs: number }> {
+    // Own keys only: a domain named 'constructor' must not find Object.prototype's.
+    const map = this.opts.transport;
+    const target = Object.hasOwn(map, domain) ? map[domain] : Object.hasOwn(map, '*') ? map['*'] : undefined;
+    if (target !== undefined) return this.viaTransport(target);
+
+    let records: { exchange: string; priority: number }[];
+    try {
+      records = await this.resolver.resolveMx(domain);
+    } catch (err) {
+      const code = (err as { code?: string }).code;
+      if (code === 'ENOTFOUND') return this.negative({ kind: 'nxdomain' });
+      if (code !== 'ENODATA') return { route: { kind: 'tempfail', error: `MX ${domain}: ${describe(err)}` }, ttlMs: 0 };
+      records = [];
+    }
+
+    if (records.length === 0) {
+      // RFC 5321 §5.1: no MX, so the domain itself is the host (implicit MX, preference 0).
+      const addrs = await this.addresses(domain);
+      if (addrs.kind === 'tempfail') return { route: { kind: 'tempfail', error: addrs.error }, ttlMs: 0 };
+      if (addrs.kind === 'none') return this.negative({ kind: 'nxdomain' });
+      return this.hosts([{ mx: domain, ips: addrs.ips }], [domain], false, addrs.ttlMs);
+    }
+
+    // RFC 7505 §3: a null MX is the single record "0 ." (node gives the root as ''). A domain that
+    // mixes it with real MX records is misconfigured; the real ones are still worth trying.
+    const real = records.filter((r) => r.exchange !== '' && r.exchange !== '.');
+    if (real.length === 0) return this.negative({ kind: 'nullmx' });
+
+    const ordered = shuffle(real).sort((a, b) => a.priority - b.priority); // sort is stable: ties stay shuffled
+    const names = [...new Set(ordered.map((r) => r.exchange.toLowerCase().replace(/\.$/, '')))];
+    const resolved = await Promise.all(names.map((mx) => this.addresses(mx)));
+
+    const found: { mx: string; ips: string[] }[] = [];
+    let ttlMs = this.opts.maxCacheTtlMs;
+    let failure: string | null = null;
+    resolved.forEach((addrs, i) => {
+      if (addrs.kind === 'ok') {
+        found.push({ mx: names[i] as string, ips: addrs.ips });
+        ttlMs = Math.min(ttlMs, addrs.ttlMs);
+      } else if (addrs.kind === 'tempfail') failure ??= addrs.error;
+    });
+    if (found.length === 0) {
+      // Every exchange failed. A lookup that might work later defers; exchanges that do not exist at
+      // all leave no host to try, which is final (Postfix: "Host or domain name not found").
+      if (failure !== null) return { route: { kind: 'tempfail', error: failure }, ttlMs: 0 };
+      return this.negative({ kind: 'nxdomain' });
+    }
+    return this.hosts(found, names, false, ttlMs);
+  }
+
+  private async viaTransport(target: string): Promise<{ route: Route; ttlMs: number }> {
+    const { host, port } = parseHostPort(target, this.port);
+    if (isIP(host) !== 0) {
+      return { route: { kind: 'hosts', hosts: [{ host, port, mx: host }], mxHosts: [host], viaTransport: true }, ttlMs: this.opts.maxCacheTtlMs };
+    }
+    // A smarthost by name: its addresses, never its MX (Postfix's [host] form).
+    const addrs = await this.addresses(host);
+    if (addrs.kind === 'tempfail') return { route: { kind: 'tempfail', error: addrs.error }, ttlMs: 0 };
+    if (addrs.kind === 'none') return { route: { kind: 'tempfail', error: `transport host ${host} has no address` }, ttlMs: 0 };
+    return this.hosts([{ mx: host, ips: addrs.ips }], [host], true, addrs.ttlMs, port);
+  }
+
+  private hosts(found: { mx: string; ips: string[] }[], mxHosts: string[], viaTransport: boolean, ttlMs: number, port = this.port): { route: Route; ttlMs: number } {
+    const hosts = found.flatMap(({ mx, ips }) => ips.map((ip) => ({ host: ip, port, mx }))).slice(0, MAX_ADDRESSES);
+    const capped = Math.max(MIN_CACHE_TTL_MS, Math.min(ttlMs, this.opts.maxCacheTtlMs));
+    return { route: { kind: 'hosts', hosts, mxHosts, viaTransport }, ttlMs: capped };
+  }
+
+  private negative(route: Route): { route: Route; ttlMs: number } {
+    return { route, ttlMs: this.opts.negativeCacheTtlMs };
+  }
+
+  /** A and AAAA of one name, IPv4 first (IPv6 reputation and routes are the rarer of the two). */
+  private async addresses(name: string): Promise<Addresses> {
+    if (isIP(name) !== 0) return { kind: 'ok', ips: [name], ttlMs: this.opts.maxCacheTtlMs }; // an IP literal as MX: wrong, but common
+    const [v4, v6] = await Promise.allSettled([this.resolver.resolve4(name, { ttl: true }), this.resolver.resolve6(name, { ttl: true })]);
+    const records = [...(v4.status === 'fulfilled' ? v4.value : []), ...(v6.status === 'fulfilled' ? v6.value : [])];
+    if (records.length > 0) {
+      return { kind: 'ok', ips: records.map((r) => r.address), ttlMs: Math.min(...records.map((r) => r.ttl * 1000)) };
+    }
+    for (const r of [v4, v6]) {
+      if (r.status === 'rejected' && !NO_DATA.has((r.reason as { code?: string }).code ?? '')) {
+        return { kind: 'tempfail', error: `A/AAAA ${name}: ${describe(r.reason)}` };
+      }
+    }
+    return { kind: 'none' };
+  }
+}
+
+/** 'host:port', '[v6]:port' or a bare host. */
+export function parseHostPort(text: string, defaultPort: number): { host: string; port: number } {
+  const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(text) ?? /^([^:]+)(?::(\d+))?$/.exec(text);
+  if (!m) return { host: text, port: defaultPort };
+  return { host: (m[1] as string).toLowerCase(), port: m[2] ? Number(m[2]) : defaultPort };
+}
+
+function shuffle<T>(items: readonly T[]): T[] {
+  const out = [...items];
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(Math.random() * (i + 1));
+    [out[i], out[j]] = [out[j] as T, out[i] as T];
+  }
+  return out;
+}
+
+function describe(err: unknown): string {
+  const e = err as { code?: string; message?: string };
+  return e?.code ?? e?.message ?? String(err);
+}

@@ -1,0 +1,76 @@
+/**
+ * Incremental parser of SMTP replies (RFC 5321 §4.2): lines "NNN-text" continue a reply, "NNN text"
+ * (or a bare "NNN") ends it. Bytes arrive in arbitrary chunks; complete replies come out in order.
+ *
+ * A remote server is untrusted input, so everything is bounded: a line longer than MAX_LINE_BYTES, a
+ * reply of more than MAX_REPLY_LINES lines, a line that is not a reply, or a continuation whose code
+ * differs from its first line is a protocol error, after which the parser accepts nothing more (the
+ * session is over: we can no longer tell which answer belongs to which command).
+ */
+export interface Reply {
+  code: number;
+  /** The reply lines as received (code and separator included), without line endings. */
+  lines: string[];
+}
+
+// RFC 5321 §4.5.3.1.5 limits a reply line to 512 octets; real servers exceed it a little (long
+// Microsoft/Google explanations with URLs), so we allow 8× that before calling it abuse.
+const MAX_LINE_BYTES = 4096;
+// A greeting or EHLO answer has a dozen lines at most in practice; 128 leaves room for chatty banners.
+const MAX_REPLY_LINES = 128;
+const REPLY_LINE = /^([2-5]\d\d)([ -]|$)/;
+
+export class ReplyParser {
+  private buffered = '';
+  private pending: string[] = [];
+  private pendingCode = 0;
+  private failure: string | null = null;
+
+  /** Set once the stream is no longer SMTP; the caller must drop the connection. */
+  get error(): string | null {
+    return this.failure;
+  }
+
+  /** Feeds bytes; returns the replies they complete (possibly none). */
+  push(chunk: Buffer): Reply[] {
+    if (this.failure !== null) return [];
+    // latin1 maps bytes 1:1, so a multi-byte UTF-8 sequence split across chunks cannot be corrupted
+    // before the line is complete; reply text is ASCII by the RFC anyway.
+    this.buffered += chunk.toString('latin1');
+    const out: Reply[] = [];
+    let nl: number;
+    while ((nl = this.buffered.indexOf('\n')) !== -1) {
+      const line = this.buffered.slice(0, nl).replace(/\r$/, '');
+      this.buffered = this.buffered.slice(nl + 1);
+      const reply = this.line(line);
+      if (this.failure !== null) return out;
+      if (reply) out.push(reply);
+    }
+    if (this.buffered.length > MAX_LINE_BYTES) this.fail(`reply line longer than ${MAX_LINE_BYTES} bytes`);
+    return out;
+  }
+
+  private line(line: string): Reply | null {
+    if (line.length > MAX_LINE_BYTES) return this.fail(`reply line longer than ${MAX_LINE_BYTES} bytes`);
+    const m = REPLY_LINE.exec(line);
+    if (!m) return this.fail(`invalid reply line: ${JSON.stringify(line.slice(0, 80))}`);
+    const code = Number(m[1]);
+    if (this.pending.length > 0 && code !== this.pendingCode) {
+      return this.fail(`reply code changed from ${this.pendingCode} to ${code} within one reply`);
+    }
+    this.pending.push(line);
+    this.pendingCode = code;
+    if (this.pending.length > MAX_REPLY_LINES) return this.fail(`reply longer than ${MAX_REPLY_LINES} lines`);
+    if (m[2] === '-') return null;
+    const reply = { code, lines: this.pending };
+    this.pending = [];
+    return reply;
+  }
+
+  private fail(reason: string): null {
+    this.failure = reason;
+    this.buffered = '';
+    this.pending = [];
+    return null;
+  }
+}

@@ -1,0 +1,456 @@
+import { connect as netConnect, isIP, type Socket } from 'node:net';
+import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import { SluiceError } from '../core/errors.js';
+import { classifyReply } from './classify.js';
+import { toDataBlock } from './dot-stuff.js';
+import { ReplyParser, type Reply } from './reply-parser.js';
+
+/**
+ * One outbound SMTP session (RFC 5321), reused for several messages, one recipient per transaction
+ * (each envelope sender is a per-recipient VERP address).
+ *
+ *   connect ─► 220 greeting ─► EHLO (HELO if EHLO is refused) ─► [STARTTLS ─► TLS ─► EHLO]
+ *     ─► { [RSET] MAIL FROM ─► RCPT TO ─► DATA ─► 354 ─► message ─► "." } × n ─► QUIT
+ *
+ * Written on node:net/tls instead of nodemailer's SMTPConnection for three reasons that matter here:
+ * - Timeouts per phase (RFC 5321 §4.5.3.2): nodemailer has one socket inactivity timeout, so the
+ *   10-minute wait after the final "." and a 5-minute command timeout cannot both hold.
+ * - PIPELINING (RFC 2920): MAIL, RCPT and DATA go out in one write, so a message costs two round
+ *   trips instead of four; nodemailer waits for each reply.
+ * - Every failure is an outcome: a reply, a drop, a timeout or a protocol violation is returned from
+ *   send() with the command it answered, which is what the retry and backoff logic consume.
+ */
+
+export interface SmtpClientOptions {
+  host: string;
+  port: number;
+  ehloName: string;
+  /** Upgrade with STARTTLS when the server offers it. */
+  opportunisticTls: boolean;
+  /** Refuse a certificate that does not verify for `host`. */
+  verifyTls: boolean;
+  timeouts: { connectMs: number; greetingMs: number; commandMs: number; dataMs: number };
+  localAddress?: string;
+}
+
+export interface SmtpOutcome {
+  result: 'delivered' | 'deferred' | 'bounced';
+  code: number | null;
+  enhanced: string | null;
+  /** The remote reply lines joined by '\n', or what went wrong locally (drop, timeout, refused). */
+  response: string;
+  /** What was answered: 'CONN', 'EHLO', 'STARTTLS', 'RSET', 'MAIL FROM', 'RCPT TO', 'DATA'. */
+  command: string;
+  /** 421, or a 4.7.x / 450 / 451 "slow down": feeds adaptive backoff. */
+  throttled: boolean;
+  /** False after a drop, a timeout or a 421: the caller must open a new connection. */
+  connectionUsable: boolean;
+}
+
+/** Rejection of SmtpClient.connect(): no session could be opened. `outcome.command` names the step. */
+export class SmtpConnectError extends SluiceError {
+  readonly outcome: SmtpOutcome;
+  constructor(outcome: SmtpOutcome, cause?: unknown) {
+    super('SLUICE_DELIVERY_CONNECT_FAILED', outcome.response, cause === undefined ? {} : { cause });
+    this.outcome = outcome;
+  }
+}
+
+/** A reply, or the reason none came. */
+type Answer = { code: number; lines: string[] } | { code: null; reason: string };
+
+interface Waiter {
+  command: string;
+  timeoutMs: number;
+  resolve: (answer: Answer) => void;
+}
+
+// The answer to QUIT changes nothing (RFC 5321 §4.1.1.10): wait a little for politeness, then close.
+const QUIT_WAIT_MS = 5000;
+// Addresses are interpolated into command lines; a CR, LF or angle bracket would inject commands.
+const UNSAFE_ADDRESS = /[\r\n<>]/;
+const NON_ASCII = /[^\x00-\x7f]/;
+
+export class SmtpClient {
+  private socket: Socket;
+  private parser = new ReplyParser();
+  private readonly waiters: Waiter[] = [];
+  private timer: NodeJS.Timeout | null = null;
+  /** EHLO keywords (upper case) → their parameters, e.g. SIZE → '52428800'. */
+  private extensions = new Map<string, string>();
+  private isSecure = false;
+  private isUsable = true;
+  private sent = 0;
+  /** The last transaction did not complete: the next one starts with RSET. */
+  private dirty = false;
+  private closedReason: string | null = null;
+
+  private constructor(
+    private readonly opts: SmtpClientOptions,
+    socket: Socket,
+  ) {
+    this.socket = socket;
+    this.attach(socket);
+  }
+
+  /** Opens the session up to a ready EHLO (after STARTTLS when offered); rejects with SmtpConnectError. */
+  static async connect(opts: SmtpClientOptions): Promise<SmtpClient> {
+    const socket = await openSocket(opts);
+    const client = new SmtpClient(opts, socket);
+    try {
+      await client.handshake();
+    } catch (err) {
+      client.close();
+      throw err instanceof SmtpConnectError ? err : connectError(`${(err as Error).message ?? String(err)}`, 'CONN', err);
+    }
+    return client;
+  }
+
+  get secure(): boolean {
+    return this.isSecure;
+  }
+
+  get usable(): boolean {
+    return this.isUsable;
+  }
+
+  get messagesSent(): number {
+    return this.sent;
+  }
+
+  /** EHLO keywords the server announced (upper case), e.g. PIPELINING, STARTTLS, SIZE. */
+  get serverExtensions(): ReadonlySet<string> {
+    return new Set(this.extensions.keys());
+  }
+
+  /** One transaction with one recipient. Never rejects: every answer, drop or timeout is an outcome. */
+  async send(envelope: { from: string; to: string }, message: Buffer | Uint8Array): Promise<SmtpOutcome> {
+    try {
+      return await this.transaction(envelope, message);
+    } catch (err) {
+      this.terminate(`local error: ${(err as Error)?.message ?? String(err)}`);
+      return this.dead('DATA');
+    }
+  }
+
+  /** Says QUIT and closes. */
+  async quit(): Promise<void> {
+    if (this.isUsable) {
+      this.isUsable = false;
+      await this.command('QUIT', 'QUIT', Math.min(this.opts.timeouts.commandMs, QUIT_WAIT_MS), true);
+    }
+    this.close();
+  }
+
+  /** Closes at once, without QUIT. */
+  close(): void {
+    this.terminate('connection closed locally');
+  }
+
+  // ── session setup ─────────────────────────────────────────────────────────
+
+  private async handshake(): Promise<void> {
+    const { timeouts } = this.opts;
+    const greeting = await this.expect('CONN', timeouts.greetingMs);
+    if (greeting.code !== 220) throw this.refusal(greeting, 'CONN');
+    await this.ehlo();
+    if (!this.opts.opportunisticTls || !this.extensions.has('STARTTLS')) return;
+
+    const answer = await this.command('STARTTLS', 'STARTTLS', timeouts.commandMs);
+    if (answer.code === null) throw this.refusal(answer, 'STARTTLS');
+    // Opportunistic TLS (RFC 3207 §4.1): when the server declines (454 etc.) the session goes on in
+    // plain text, exactly as if STARTTLS had not been offered.
+    if (answer.code !== 220) return;
+    await this.upgrade();
+    // RFC 3207 §4.2: forget everything learnt before TLS and ask again.
+    await this.ehlo();
+  }
+
+  private async ehlo(): Promise<void> {
+    const { ehloName, timeouts } = this.opts;
+    const answer = await this.command(`EHLO ${ehloName}`, 'EHLO', timeouts.commandMs);
+    if (answer.code === 250) {
+      this.extensions = parseExtensions(answer.lines);
+      return;
+    }
+    // RFC 5321 §3.2: a server that does not know EHLO (500/502) is greeted with HELO instead.
+    if (answer.code !== null && answer.code >= 500) {
+      const helo = await this.command(`HELO ${ehloName}`, 'HELO', timeouts.commandMs);
+      if (helo.code === 250) {
+        this.extensions = new Map();
+        return;
+      }
+      throw this.refusal(helo, 'HELO');
+    }
+    throw this.refusal(answer, 'EHLO');
+  }
+
+  /** The session could not be opened: a 554 greeting bounces, anything else defers (via classifyReply). */
+  private refusal(answer: Answer, command: string): SmtpConnectError {
+    const outcome = this.outcome(answer, command, true);
+    this.terminate(`session refused at ${command}: ${outcome.response}`);
+    return new SmtpConnectError({ ...outcome, connectionUsable: false });
+  }
+
+  private async upgrade(): Promise<void> {
+    const plain = this.socket;
+    this.detach(plain);
+    // The TLS socket reports failures of the transport under it; this only keeps an error on the
+    // plain socket from being an unhandled 'error' event.
+    plain.on('error', () => undefined);
+    const { host, verifyTls, timeouts } = this.opts;
+    const secure = await new Promise<TLSSocket>((resolve, reject) => {
+      const tls = tlsConnect({
+        socket: plain,
+        // SNI takes a host name, never an IP literal (RFC 6066 §3).
+        ...(isIP(host) === 0 ? { servername: host } : {}),
+        rejectUnauthorized: verifyTls,
+      });
+      const timer = setTimeout(() => {
+        tls.destroy();
+        reject(new Error(`TLS handshake timed out after ${timeouts.commandMs} ms`));
+      }, timeouts.commandMs);
+      tls.once('secureConnect', () => {
+        clearTimeout(timer);
+        tls.removeAllListeners('error');
+        resolve(tls);
+      });
+      tls.once('error', (err) => {
+        clearTimeout(timer);
+        tls.destroy();
+        reject(err);
+      });
+    }).catch((err: Error) => {
+      this.terminate(`STARTTLS failed: ${err.message}`);
+      throw connectError(`STARTTLS failed: ${err.message}`, 'CONN', err);
+    });
+    // Bytes a server (or a man in the middle) sent in plain text after its 220 must not be read as
+    // answers inside TLS (the STARTTLS command injection of CVE-2011-0411): start a fresh parser.
+    this.parser = new ReplyParser();
+    this.socket = secure;
+    this.isSecure = true;
+    this.attach(secure);
+  }
+
+  // ── one transaction ───────────────────────────────────────────────────────
+
+  private async transaction(envelope: { from: string; to: string }, message: Buffer | Uint8Array): Promise<SmtpOutcome> {
+    if (!this.isUsable) return this.dead('MAIL FROM');
+    const { commandMs, dataMs } = this.opts.timeouts;
+    if (UNSAFE_ADDRESS.test(envelope.from)) return localReject('MAIL FROM', 'sender address contains a line break or angle bracket');
+    if (UNSAFE_ADDRESS.test(envelope.to)) return localReject('RCPT TO', 'recipient address contains a line break or angle bracket');
+
+    if (this.dirty) {
+      const reset = await this.command('RSET', 'RSET', commandMs);
+      if (reset.code !== 250) {
+        // RSET failing says nothing about this message: defer it and drop the session.
+        const outcome = this.outcome(reset, 'RSET', true);
+        this.terminate('RSET was refused');
+        return { ...outcome, result: 'deferred', connectionUsable: false };
+      }
+      this.dirty = false;
+    }
+
+    const block = toDataBlock(message);
+    const mail = `MAIL FROM:<${envelope.from}>${this.mailParams(envelope, block.bytes.length, block.eightBit)}`;
+    const rcpt = `RCPT TO:<${envelope.to}>`;
+    this.dirty = true; // until the final reply says 2xx
+
+    let failed: { answer: Answer; command: string } | null = null;
+    if (this.extensions.has('PIPELINING')) {
+      // RFC 2920 §3.1: MAIL, RCPT and DATA may be sent together; DATA must be the last of a group.
+      const pending = [this.expect('MAIL FROM', commandMs), this.expect('RCPT TO', commandMs), this.expect('DATA', commandMs)] as const;
+      this.write(`${mail}\r\n${rcpt}\r\nDATA\r\n`);
+      const [m, r, d] = [await pending[0], await pending[1], await pending[2]];
+      if (!isPositive(m)) failed = { answer: m, command: 'MAIL FROM' };
+      else if (!isPositive(r)) failed = { answer: r, command: 'RCPT TO' };
+      else if (d.code !== 354) failed = { answer: d, command: 'DATA' };
+      // A server may answer 354 although the recipient was refused (RFC 2920 §3.1): send an empty
+      // message so the session stays in step, and ignore the answer to it.
+      if (failed && d.code === 354) await this.command('.', 'DATA', commandMs);
+    } else {
+      const m = await this.command(mail, 'MAIL FROM', commandMs);
+      if (!isPositive(m)) failed = { answer: m, command: 'MAIL FROM' };
+      else {
+        const r = await this.command(rcpt, 'RCPT TO', commandMs);
+        if (!isPositive(r)) failed = { answer: r, command: 'RCPT TO' };
+        else {
+          const d = await this.command('DATA', 'DATA', commandMs);
+          if (d.code !== 354) failed = { answer: d, command: 'DATA' };
+        }
+      }
+    }
+    if (failed) return this.outcome(failed.answer, failed.command, true);
+
+    // The data timer runs from the first byte written to the final reply, so a server that stops
+    // reading (TCP back-pressure) is caught by the same deadline as one that never answers.
+    const final = this.expect('DATA', dataMs);
+    this.socket.write(block.bytes);
+    const answer = await final;
+    const outcome = this.outcome(answer, 'DATA', !isPositive(answer));
+    if (outcome.result === 'delivered') {
+      this.sent++;
+      this.dirty = false;
+    }
+    return outcome;
+  }
+
+  private mailParams(envelope: { from: string; to: string }, size: number, eightBit: boolean): string {
+    let params = '';
+    if (this.extensions.has('SIZE')) params += ` SIZE=${size}`; // RFC 1870: lets the server refuse before the data
+    if (eightBit && this.extensions.has('8BITMIME')) params += ' BODY=8BITMIME'; // RFC 6152
+    if (this.extensions.has('SMTPUTF8') && (NON_ASCII.test(envelope.from) || NON_ASCII.test(envelope.to))) params += ' SMTPUTF8'; // RFC 6531
+    return params;
+  }
+
+  /** Maps an answer to an outcome; `failed` marks a step whose answer was not the expected positive one. */
+  private outcome(answer: Answer, command: string, failed: boolean): SmtpOutcome {
+    if (answer.code === null) {
+      return { result: 'deferred', code: null, enhanced: null, response: answer.reason, command, throttled: false, connectionUsable: false };
+    }
+    const response = answer.lines.join('\n');
+    const c = classifyReply(answer.code, response);
+    // 421: the server is closing the channel (RFC 5321 §3.8); close ours too.
+    if (answer.code === 421) this.terminate(`server closed the session: ${answer.lines[0] ?? '421'}`);
+    const result = failed && c.result === 'delivered' ? 'deferred' : c.result;
+    return { result, code: answer.code, enhanced: c.enhanced, response, command, throttled: c.throttled, connectionUsable: this.isUsable };
+  }
+
+  private dead(command: string): SmtpOutcome {
+    return { result: 'deferred', code: null, enhanced: null, response: this.closedReason ?? 'connection is closed', command, throttled: false, connectionUsable: false };
+  }
+
+  // ── wire ──────────────────────────────────────────────────────────────────
+
+  private command(line: string, command: string, timeoutMs: number, evenIfUnusable = false): Promise<Answer> {
+    const answer = this.expect(command, timeoutMs, evenIfUnusable);
+    this.write(`${line}\r\n`);
+    return answer;
+  }
+
+  private write(text: string): void {
+    if (!this.socket.destroyed) this.socket.write(text, 'utf8');
+  }
+
+  /** Queues a waiter for the next reply; replies are matched to waiters in order (RFC 2920 §3.1). */
+  private expect(command: string, timeoutMs: number, evenIfUnusable = false): Promise<Answer> {
+    if ((!this.isUsable && !evenIfUnusable) || this.socket.destroyed) {
+      return Promise.resolve({ code: null, reason: this.closedReason ?? 'connection is closed' });
+    }
+    return new Promise((resolve) => {
+      this.waiters.push({ command, timeoutMs, resolve });
+      this.arm();
+    });
+  }
+
+  /** One timer, always for the oldest waiter: a reply may take up to its own timeout from its turn. */
+  private arm(): void {
+    if (this.timer !== null) return;
+    const head = this.waiters[0];
+    if (!head) return;
+    this.timer = setTimeout(() => {
+      this.timer = null;
+      this.terminate(`timeout after ${head.timeoutMs} ms waiting for the reply to ${head.command}`);
+    }, head.timeoutMs);
+  }
+
+  private disarm(): void {
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
+    for (const reply of this.parser.push(chunk)) this.onReply(reply);
+    if (this.parser.error !== null) this.terminate(`protocol error: ${this.parser.error}`);
+  };
+
+  private onReply(reply: Reply): void {
+    const waiter = this.waiters.shift();
+    this.disarm();
+    if (!waiter) {
+      // Unsolicited: typically "421 idle timeout" just before the server hangs up. The session is over.
+      this.terminate(`unsolicited reply: ${reply.lines[0] ?? ''}`);
+      return;
+    }
+    waiter.resolve({ code: reply.code, lines: reply.lines });
+    this.arm();
+  }
+
+  private readonly onError = (err: Error): void => {
+    this.closedReason ??= `connection error: ${err.message}`;
+  };
+
+  private readonly onClose = (): void => {
+    this.terminate('connection closed by the remote host');
+  };
+
+  private attach(socket: Socket): void {
+    socket.on('data', this.onData);
+    socket.on('error', this.onError);
+    socket.on('close', this.onClose);
+  }
+
+  private detach(socket: Socket): void {
+    socket.off('data', this.onData);
+    socket.off('error', this.onError);
+    socket.off('close', this.onClose);
+  }
+
+  /** Ends the session: every pending waiter gets `reason` (the first reason recorded wins). */
+  private terminate(reason: string): void {
+    this.isUsable = false;
+    this.closedReason ??= reason;
+    this.disarm();
+    if (!this.socket.destroyed) this.socket.destroy();
+    const why = this.closedReason;
+    for (const waiter of this.waiters.splice(0)) waiter.resolve({ code: null, reason: `${why} (during ${waiter.command})` });
+  }
+}
+
+function isPositive(answer: Answer): boolean {
+  return answer.code !== null && answer.code >= 200 && answer.code < 300;
+}
+
+function parseExtensions(lines: readonly string[]): Map<string, string> {
+  const out = new Map<string, string>();
+  // The first line is the greeting ("250-mx.example.com Hello"); each further line is one keyword.
+  for (const line of lines.slice(1)) {
+    const text = line.slice(4).trim();
+    if (text === '') continue;
+    const space = text.indexOf(' ');
+    out.set((space === -1 ? text : text.slice(0, space)).toUpperCase(), space === -1 ? '' : text.slice(space + 1).trim());
+  }
+  return out;
+}
+
+function localReject(command: string, why: string): SmtpOutcome {
+  // A malformed address can never be sent: bounce it (5.1.3 bad destination syntax, RFC 3463).
+  return { result: 'bounced', code: null, enhanced: '5.1.3', response: `local: ${why}`, command, throttled: false, connectionUsable: true };
+}
+
+function connectError(response: string, command: string, cause?: unknown): SmtpConnectError {
+  return new SmtpConnectError({ result: 'deferred', code: null, enhanced: null, response, command, throttled: false, connectionUsable: false }, cause);
+}
+
+function openSocket(opts: SmtpClientOptions): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = netConnect({ host: opts.host, port: opts.port, ...(opts.localAddress ? { localAddress: opts.localAddress } : {}) });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(connectError(`connect timeout after ${opts.timeouts.connectMs} ms to ${opts.host}:${opts.port}`, 'CONN'));
+    }, opts.timeouts.connectMs);
+    socket.once('connect', () => {
+      clearTimeout(timer);
+      socket.removeAllListeners('error');
+      // SMTP is request/reply with small commands: Nagle would hold pipelined lines back for an ACK.
+      socket.setNoDelay(true);
+      resolve(socket);
+    });
+    socket.once('error', (err) => {
+      clearTimeout(timer);
+      socket.destroy();
+      // Node's message is already the useful one, e.g. 'connect ECONNREFUSED 127.0.0.1:2525'.
+      reject(connectError(err.message, 'CONN', err));
+    });
+  });
+}

@@ -1,0 +1,34 @@
+import type { Result } from 'ioredis';
+import type { RedisClient } from '../redis/client.js';
+import type { Keys } from '../redis/keys.js';
+import { parseMember, type QueueEntry } from './entry.js';
+import { toTime } from './outcome-codes.js';
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    /** src/queue/lua/claim-2.lua */
+    claim(ready: string, leases: string, now: number, max: number, leaseMs: number): Result<string[], Context>;
+  }
+}
+
+/**
+ * Moves up to `max` entries due at or before `now` from the destination's ready set to its lease set
+ * (score now + leaseMs), earliest first, in one script. `nextAt` is the earliest score left in ready
+ * or leases (null when both are empty): the time to look at this destination again.
+ */
+export async function claim(
+  redis: RedisClient,
+  keys: Keys,
+  opts: { domain: string; max: number; leaseMs: number; now: number },
+): Promise<{ entries: QueueEntry[]; nextAt: number | null }> {
+  const { domain } = opts;
+  const reply = await redis.claim(keys.ready(domain), keys.leases(domain), opts.now, Math.max(0, Math.floor(opts.max)), opts.leaseMs);
+  const entries: QueueEntry[] = [];
+  for (let i = 1; i < reply.length; i++) {
+    // A member that is not an entry was written by something else; it stays leased and is reaped
+    // later rather than crashing the dispatcher.
+    const e = parseMember(domain, reply[i] as string);
+    if (e) entries.push(e);
+  }
+  return { entries, nextAt: toTime(reply[0]) };
+}

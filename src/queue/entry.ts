@@ -1,0 +1,30 @@
+/**
+ * A queue entry is a small reference, never a rendered message (DESIGN §2 "render late"):
+ *
+ *   ZSET member  "<msgId>:<idx>:<attempt>"   e.g. "01jb3k9x2m4n5p6q:17:0"
+ *                  │       │      └ attempts made so far (0 when first queued)
+ *                  │       └ recipient index within the message
+ *                  └ message id (src/core/ids.ts)
+ *
+ * The member lives in the destination's ready set (scored by due time) or, while claimed, in its
+ * lease set (scored by lease expiry). The domain is not in the member: it is the key's hash tag.
+ */
+export interface QueueEntry {
+  msgId: string;
+  idx: number;
+  attempt: number;
+  domain: string;
+}
+
+export function entryMember(e: { msgId: string; idx: number; attempt: number }): string {
+  return `${e.msgId}:${e.idx}:${e.attempt}`;
+}
+
+const MEMBER_RE = /^(.+):(\d{1,9}):(\d{1,9})$/;
+
+/** Parses a member read back from Redis; undefined for anything that is not an entry (never throws). */
+export function parseMember(domain: string, member: string): QueueEntry | undefined {
+  const m = MEMBER_RE.exec(member);
+  if (!m) return undefined;
+  return { msgId: m[1] as string, idx: Number(m[2]), attempt: Number(m[3]), domain };
+}

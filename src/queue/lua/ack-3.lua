@@ -1,0 +1,28 @@
+--[[
+  ack: records a delivery and removes the entry from the queue.
+
+  KEYS[1] leases  ZSET of the destination
+  KEYS[2] ready   ZSET of the destination (the entry may be there if a reaper returned it)
+  KEYS[3] rs      HASH delivery record of the recipient
+  ARGV[1] member  "<msgId>:<idx>:<attempt>"
+  ARGV[2] now     ms
+  ARGV[3] attempts  attempts made, this one included
+  ARGV[4] code    SMTP reply code, '' when none
+  ARGV[5] enhanced  enhanced status code, '' when none
+  ARGV[6] response  remote reply (already truncated by the caller)
+  ARGV[7] ttlMs   how long the final record is kept
+
+  Returns 2 = applied, our lease was still held; 1 = applied, the lease had been reaped (the entry
+  was back in ready); 0 = nothing done, the entry was already acked, retried or bounced.
+]]
+local held = redis.call('ZREM', KEYS[1], ARGV[1])
+local reaped = redis.call('ZREM', KEYS[2], ARGV[1])
+if held == 0 and reaped == 0 then return 0 end
+
+redis.call('HSET', KEYS[3], 'state', 'delivered', 'attempts', ARGV[3], 'response', ARGV[6], 'updatedAt', ARGV[2])
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], 'code', ARGV[4]) else redis.call('HDEL', KEYS[3], 'code') end
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[3], 'enhanced', ARGV[5]) else redis.call('HDEL', KEYS[3], 'enhanced') end
+redis.call('HDEL', KEYS[3], 'nextAt', 'reason')
+redis.call('PEXPIRE', KEYS[3], ARGV[7])
+if held == 1 then return 2 end
+return 1

@@ -1,0 +1,30 @@
+--[[
+  bounce: records a permanent failure ('bounced') or a give-up after the maximum age ('expired')
+  and removes the entry from the queue.
+
+  KEYS[1] leases  ZSET of the destination
+  KEYS[2] ready   ZSET of the destination
+  KEYS[3] rs      HASH delivery record of the recipient
+  ARGV[1] member  "<msgId>:<idx>:<attempt>"
+  ARGV[2] now     ms
+  ARGV[3] state   'bounced' | 'expired'
+  ARGV[4] attempts  attempts made, this one included
+  ARGV[5] code    '' when none
+  ARGV[6] enhanced  '' when none
+  ARGV[7] response
+  ARGV[8] reason  bounce reason (taxonomy name)
+  ARGV[9] ttlMs   how long the final record is kept
+
+  Returns 2 / 1 / 0 as ack-3.lua.
+]]
+local held = redis.call('ZREM', KEYS[1], ARGV[1])
+local reaped = redis.call('ZREM', KEYS[2], ARGV[1])
+if held == 0 and reaped == 0 then return 0 end
+
+redis.call('HSET', KEYS[3], 'state', ARGV[3], 'attempts', ARGV[4], 'response', ARGV[7], 'reason', ARGV[8], 'updatedAt', ARGV[2])
+if ARGV[5] ~= '' then redis.call('HSET', KEYS[3], 'code', ARGV[5]) else redis.call('HDEL', KEYS[3], 'code') end
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[3], 'enhanced', ARGV[6]) else redis.call('HDEL', KEYS[3], 'enhanced') end
+redis.call('HDEL', KEYS[3], 'nextAt')
+redis.call('PEXPIRE', KEYS[3], ARGV[9])
+if held == 1 then return 2 end
+return 1

@@ -1,0 +1,18 @@
+--[[
+  extendLeases: moves the expiry of leases we still hold; never creates one (a member that was
+  reaped or settled is not leased again).
+
+  KEYS[1] leases  ZSET of the destination
+  ARGV[1] until   ms, new lease expiry
+  ARGV[2..] members
+
+  Returns the number of members still leased (and so extended).
+]]
+local n = 0
+for i = 2, #ARGV do
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+    redis.call('ZADD', KEYS[1], 'XX', ARGV[1], ARGV[i])
+    n = n + 1
+  end
+end
+return n

@@ -1,0 +1,17 @@
+--[[
+  reap: returns entries whose lease ran out (their holder died or stalled) to ready, due now. The
+  attempt is not counted: nobody knows whether it reached the remote server.
+
+  KEYS[1] leases  ZSET of the destination
+  KEYS[2] ready   ZSET of the destination
+  ARGV[1] now     ms; leases with expiry <= now are expired
+  ARGV[2] limit   entries moved at most in this call (bounds the time the script holds the server)
+
+  Returns the number of entries moved.
+]]
+local expired = redis.call('ZRANGE', KEYS[1], '-inf', ARGV[1], 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[2]))
+for i = 1, #expired do
+  redis.call('ZREM', KEYS[1], expired[i])
+  redis.call('ZADD', KEYS[2], ARGV[1], expired[i])
+end
+return #expired

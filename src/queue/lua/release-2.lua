@@ -1,0 +1,20 @@
+--[[
+  release: gives claimed entries back unattempted (graceful shutdown): each member still leased
+  moves to ready, due now, with its attempt count unchanged.
+
+  KEYS[1] leases  ZSET of the destination
+  KEYS[2] ready   ZSET of the destination
+  ARGV[1] now     ms
+  ARGV[2..] members
+
+  Returns the number of entries moved (members no longer leased are skipped: they were settled or
+  reaped already).
+]]
+local moved = 0
+for i = 2, #ARGV do
+  if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
+    redis.call('ZADD', KEYS[2], ARGV[1], ARGV[i])
+    moved = moved + 1
+  end
+end
+return moved

@@ -1,0 +1,30 @@
+--[[
+  retry: records a deferral and puts the entry back in ready, one attempt later, due at nextAt.
+
+  KEYS[1] leases  ZSET of the destination
+  KEYS[2] ready   ZSET of the destination
+  KEYS[3] rs      HASH delivery record of the recipient
+  ARGV[1] member  "<msgId>:<idx>:<attempt>" as claimed
+  ARGV[2] next    "<msgId>:<idx>:<attempt+1>"
+  ARGV[3] now     ms
+  ARGV[4] nextAt  ms, due time of the next attempt
+  ARGV[5] attempts  attempts made, this one included (attempt + 1)
+  ARGV[6] code    SMTP reply code, '' when none
+  ARGV[7] enhanced  '' when none
+  ARGV[8] response
+
+  Returns 2 / 1 / 0 as ack-3.lua.
+]]
+local held = redis.call('ZREM', KEYS[1], ARGV[1])
+local reaped = redis.call('ZREM', KEYS[2], ARGV[1])
+if held == 0 and reaped == 0 then return 0 end
+
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2])
+redis.call('HSET', KEYS[3], 'state', 'deferred', 'attempts', ARGV[5], 'response', ARGV[8], 'nextAt', ARGV[4], 'updatedAt', ARGV[3])
+if ARGV[6] ~= '' then redis.call('HSET', KEYS[3], 'code', ARGV[6]) else redis.call('HDEL', KEYS[3], 'code') end
+if ARGV[7] ~= '' then redis.call('HSET', KEYS[3], 'enhanced', ARGV[7]) else redis.call('HDEL', KEYS[3], 'enhanced') end
+redis.call('HDEL', KEYS[3], 'reason')
+-- a pending recipient's record lives as long as the entry does
+redis.call('PERSIST', KEYS[3])
+if held == 1 then return 2 end
+return 1

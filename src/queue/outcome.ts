@@ -1,0 +1,105 @@
+import type { Result } from 'ioredis';
+import type { RedisClient } from '../redis/client.js';
+import type { Keys } from '../redis/keys.js';
+import { entryMember, type QueueEntry } from './entry.js';
+import { OUTCOME, truncateResponse } from './outcome-codes.js';
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    /** src/queue/lua/ack-3.lua */
+    ack(leases: string, ready: string, rs: string, member: string, now: number, attempts: number, code: string, enhanced: string, response: string, ttlMs: number): Result<number, Context>;
+    /** src/queue/lua/retry-3.lua */
+    retry(leases: string, ready: string, rs: string, member: string, next: string, now: number, nextAt: number, attempts: number, code: string, enhanced: string, response: string): Result<number, Context>;
+    /** src/queue/lua/bounce-3.lua */
+    bounce(leases: string, ready: string, rs: string, member: string, now: number, state: string, attempts: number, code: string, enhanced: string, response: string, reason: string, ttlMs: number): Result<number, Context>;
+    /** src/queue/lua/release-2.lua */
+    release(leases: string, ready: string, now: number, ...members: string[]): Result<number, Context>;
+    /** src/queue/lua/extendLeases-1.lua */
+    extendLeases(leases: string, until: number, ...members: string[]): Result<number, Context>;
+  }
+}
+
+/*
+ * Each outcome is one script that removes the member from the lease set AND from the ready set (a
+ * reaper may have put it back after our lease ran out), and applies only if it removed something.
+ * So of ack, retry and bounce exactly one takes effect for an entry; the others find nothing and
+ * change nothing. Each returns true when our lease was still held.
+ *
+ * A lease is identified by its member alone, so when an entry was reaped AND claimed again, the
+ * first holder's late outcome settles it (and the second holder's outcome is then the no-op). The
+ * mail was sent at least once, which is the promise (DESIGN §2, at-least-once).
+ */
+
+const held = (reply: number): boolean => reply === OUTCOME.APPLIED;
+const str = (v: number | string | null): string => (v === null ? '' : String(v));
+
+export async function ack(
+  redis: RedisClient,
+  keys: Keys,
+  e: QueueEntry,
+  o: { now: number; code: number | null; enhanced: string | null; response: string; recordTtlMs: number },
+): Promise<boolean> {
+  const reply = await redis.ack(
+    keys.leases(e.domain), keys.ready(e.domain), keys.rcptState(e.domain, e.msgId, e.idx),
+    entryMember(e), o.now, e.attempt + 1, str(o.code), str(o.enhanced), truncateResponse(o.response), o.recordTtlMs,
+  );
+  return held(reply);
+}
+
+/** Re-adds "<msgId>:<idx>:<attempt+1>" to ready at nextAt; the record says deferred. */
+export async function retry(
+  redis: RedisClient,
+  keys: Keys,
+  e: QueueEntry,
+  o: { now: number; nextAt: number; code: number | null; enhanced: string | null; response: string },
+): Promise<boolean> {
+  const reply = await redis.retry(
+    keys.leases(e.domain), keys.ready(e.domain), keys.rcptState(e.domain, e.msgId, e.idx),
+    entryMember(e), entryMember({ ...e, attempt: e.attempt + 1 }), o.now, o.nextAt, e.attempt + 1,
+    str(o.code), str(o.enhanced), truncateResponse(o.response),
+  );
+  return held(reply);
+}
+
+export async function bounce(
+  redis: RedisClient,
+  keys: Keys,
+  e: QueueEntry,
+  o: { now: number; state: 'bounced' | 'expired'; code: number | null; enhanced: string | null; response: string; reason: string; recordTtlMs: number },
+): Promise<boolean> {
+  const reply = await redis.bounce(
+    keys.leases(e.domain), keys.ready(e.domain), keys.rcptState(e.domain, e.msgId, e.idx),
+    entryMember(e), o.now, o.state, e.attempt + 1, str(o.code), str(o.enhanced), truncateResponse(o.response), o.reason, o.recordTtlMs,
+  );
+  return held(reply);
+}
+
+/** Groups entries by destination: a script touches one destination's keys only (one slot). */
+function byDomain<T extends { domain: string }>(items: readonly T[]): Map<string, T[]> {
+  const out = new Map<string, T[]>();
+  for (const it of items) {
+    const list = out.get(it.domain);
+    if (list) list.push(it);
+    else out.set(it.domain, [it]);
+  }
+  return out;
+}
+
+/**
+ * Gives claimed but unattempted entries back (graceful shutdown): due now, attempt not counted.
+ * Returns how many were still leased and so moved. The destination's schedule needs no update: it
+ * points no later than the earliest lease expiry (see claim-2.lua), and repairSchedule() backs that.
+ */
+export async function release(redis: RedisClient, keys: Keys, entries: readonly QueueEntry[], now: number): Promise<number> {
+  const calls: Promise<number>[] = [];
+  for (const [domain, list] of byDomain(entries)) {
+    calls.push(redis.release(keys.leases(domain), keys.ready(domain), now, ...list.map(entryMember)));
+  }
+  return (await Promise.all(calls)).reduce((a, b) => a + b, 0);
+}
+
+/** Moves the lease expiry of members still leased to `until` (never re-leases a lost one). */
+export async function extendLeases(redis: RedisClient, keys: Keys, domain: string, members: readonly string[], until: number): Promise<number> {
+  if (members.length === 0) return 0;
+  return redis.extendLeases(keys.leases(domain), until, ...members);
+}

@@ -1,0 +1,120 @@
+import type { RedisClient } from '../redis/client.js';
+import { shardOf, type Keys } from '../redis/keys.js';
+import { MINUTE } from '../core/time.js';
+
+/**
+ * The schedule tells dispatchers which destinations to look at, without scanning:
+ *
+ *   {s:<n>}:due    ZSET  member = domain, score = when a dispatcher should next look (ms)
+ *   {s:<n>}:dests  SET   every domain ever enqueued in shard n (repair, `sluice queue`)
+ *
+ * The schedule lives in other slots than the destinations' ready/lease sets, so it cannot change
+ * atomically with them. Its one invariant: for every destination with work, the schedule score is
+ * at most the earliest ready score or lease expiry (or is lowered to it soon: by the enqueuer's ZADD
+ * LT, by reschedule()'s re-check, or by repairSchedule()). Domains are never removed on the hot path.
+ */
+
+/** A destination with nothing queued is looked at again after this long (cheap: one claim call). */
+export const IDLE_RECHECK_MS = 5 * MINUTE;
+
+/** Destinations due at or before `now` in one shard, earliest first. */
+export async function dueDestinations(redis: RedisClient, keys: Keys, shard: number, now: number, limit: number): Promise<string[]> {
+  if (limit <= 0) return [];
+  return redis.zrange(keys.schedule(shard), '-inf', now, 'BYSCORE', 'LIMIT', 0, Math.floor(limit));
+}
+
+/** Earliest ready score of a destination, or null when its ready set is empty. */
+async function earliestReady(redis: RedisClient, keys: Keys, domain: string): Promise<number | null> {
+  const r = await redis.zrange(keys.ready(domain), 0, 0, 'WITHSCORES');
+  return r[1] === undefined ? null : Number(r[1]);
+}
+
+/** Earliest ready score or lease expiry of a destination, or null when it holds no entry. */
+export async function earliestWork(redis: RedisClient, keys: Keys, domain: string): Promise<number | null> {
+  const [ready, leased] = await Promise.all([earliestReady(redis, keys, domain), redis.zrange(keys.leases(domain), 0, 0, 'WITHSCORES')]);
+  const lease = leased[1] === undefined ? null : Number(leased[1]);
+  if (ready === null) return lease;
+  return lease === null ? ready : Math.min(ready, lease);
+}
+
+/**
+ * Sets when a destination is next looked at, after a claim told us `nextAt` (null: nothing left, so
+ * an idle re-check in IDLE_RECHECK_MS). It must not lose work that an enqueuer adds meanwhile. The
+ * enqueuer writes ready (E1) then ZADD LT the schedule (E2); we ZADD the schedule (R1) then read the
+ * ready set (R2). Every interleaving ends with the schedule no later than the new entry's due time:
+ *
+ *   E1 E2 R1 R2   R1 overwrites E2's earlier score, but R2 sees the entry and lowers it again
+ *   E1 R1 E2 R2   E2 (LT) lowers R1's score; R2 sees the entry and keeps it low
+ *   E1 R1 R2 E2   R2 sees the entry; E2 lowers too
+ *   R1 E1 E2 R2   E2 lowers R1's score
+ *   R1 E1 R2 E2   R2 sees the entry; E2 lowers too
+ *   R1 R2 E1 E2   E2 lowers R1's score
+ *
+ * The same holds for retry/release/reap writing ready while we reschedule. The re-check lowers the
+ * score to the earliest ready entry whenever that is earlier than what we set, so it also catches an
+ * entry enqueued for a later time.
+ *
+ * Use postpone() instead when the destination has due work that must wait on purpose (backoff,
+ * rate or connection limits): reschedule() would pull it straight back to now.
+ */
+export async function reschedule(redis: RedisClient, keys: Keys, shards: number, domain: string, nextAt: number | null, now: number): Promise<void> {
+  const key = keys.schedule(shardOf(domain, shards));
+  const score = nextAt ?? now + IDLE_RECHECK_MS;
+  await redis.zadd(key, score, domain);
+  const earliest = await earliestReady(redis, keys, domain);
+  if (earliest !== null && earliest < score) await redis.zadd(key, 'LT', earliest, domain);
+}
+
+/**
+ * Holds a destination back until `until` although it has due work (suspended scope, no token or
+ * connection slot left). No re-check: work enqueued meanwhile waits for the same reason. An
+ * enqueue racing with this may still make the destination due at once; the dispatcher then finds
+ * the same limit and postpones again, so the race costs one look, never work.
+ */
+export async function postpone(redis: RedisClient, keys: Keys, shards: number, domain: string, until: number): Promise<void> {
+  await redis.zadd(keys.schedule(shardOf(domain, shards)), until, domain);
+}
+
+/**
+ * Walks the destination sets with SSCAN, `batch` domains per call at most (the cursor survives
+ * between calls in keys.repairCursor()), and lowers the schedule of every destination whose earliest
+ * ready entry or lease expiry (or `now`, for work already due) is earlier than its schedule score,
+ * or that has work but no score (a crash between an enqueue's two phases). Returns the number of destinations fixed.
+ */
+export async function repairSchedule(redis: RedisClient, keys: Keys, shards: number, now: number, batch: number): Promise<number> {
+  if (batch <= 0 || shards <= 0) return 0;
+  const saved = await redis.hmget(keys.repairCursor(), 'shard', 'cursor');
+  let shard = Number(saved[0] ?? 0);
+  if (!Number.isInteger(shard) || shard < 0 || shard >= shards) shard = 0;
+  let cursor = saved[1] ?? '0';
+  const startShard = shard;
+  let seen = 0;
+  let fixed = 0;
+
+  for (;;) {
+    const [next, domains] = await redis.sscan(keys.destinations(shard), cursor, 'COUNT', Math.min(batch, 1000));
+    const results = await Promise.all(domains.map((d) => repairOne(redis, keys, shard, d, now)));
+    fixed += results.filter(Boolean).length;
+    seen += domains.length;
+    cursor = next;
+    if (cursor === '0') {
+      shard = (shard + 1) % shards;
+      // one full lap in a single call is enough, however small the sets are
+      if (shard === startShard) break;
+    }
+    if (seen >= batch) break;
+  }
+  await redis.hset(keys.repairCursor(), 'shard', shard, 'cursor', cursor);
+  return fixed;
+}
+
+async function repairOne(redis: RedisClient, keys: Keys, shard: number, domain: string, now: number): Promise<boolean> {
+  const [work, scheduled] = await Promise.all([earliestWork(redis, keys, domain), redis.zscore(keys.schedule(shard), domain)]);
+  if (work === null) return false;
+  // Work that fell due in the past is due now: a repaired destination joins the queue of due
+  // destinations at the back instead of jumping ahead of everything with an ancient score.
+  const target = Math.max(work, now);
+  if (scheduled !== null && Number(scheduled) <= target) return false;
+  await redis.zadd(keys.schedule(shard), 'LT', target, domain);
+  return true;
+}

@@ -1,0 +1,90 @@
+import type { Config } from '../config/schema.js';
+import { MINUTE, type Ms } from '../core/time.js';
+import type { Rate } from './throttle.js';
+
+/** The limits that apply to one destination, after rule matching (DESIGN §4). */
+export interface EffectiveShaping {
+  /** the matching rule's name, or 'default' */
+  rule: string;
+  /** metric label: the rule name or 'default' (bounded: never a raw domain) */
+  provider: string;
+  /** throttle scope key: the rule name when its scope is 'provider', `${rule}:${domain}` when 'domain' */
+  scope: string;
+  connections: number;
+  messagesPerConnection: number;
+  rate: Rate;
+  retry: Ms[];
+  maxAge: Ms;
+}
+
+type Shaping = Config['shaping'];
+
+/** Case-insensitive glob: '*' matches any run of characters (dots included), nothing else is special. */
+function globToRegExp(glob: string): RegExp {
+  const body = glob.trim().toLowerCase().replace(/\.$/, '').split('*').map((part) => part.replace(/[.+?^${}()|[\]\\]/g, '\\$&')).join('.*');
+  return new RegExp(`^${body}$`);
+}
+
+/** Compiled patterns per rules array: config is frozen and resolved once per destination visit. */
+const compiled = new WeakMap<Shaping['rules'], { domains: RegExp[]; mx: RegExp[] }[]>();
+
+function patterns(rules: Shaping['rules']): { domains: RegExp[]; mx: RegExp[] }[] {
+  let list = compiled.get(rules);
+  if (!list) {
+    list = rules.map((r) => ({ domains: r.match.domains.map(globToRegExp), mx: r.match.mx.map(globToRegExp) }));
+    compiled.set(rules, list);
+  }
+  return list;
+}
+
+/** DNS names compare without case and without the root's trailing dot. */
+const normalize = (name: string): string => name.trim().toLowerCase().replace(/\.$/, '');
+
+/**
+ * Resolves the shaping of a destination: the first rule (in order) whose domain patterns match the
+ * domain or whose MX patterns match one of its MX hosts; each key the rule leaves out comes from
+ * shaping.default. Pure: no Redis, no DNS (the caller passes the MX hosts it resolved).
+ */
+export function resolveShaping(shaping: Shaping, domain: string, mxHosts: readonly string[]): EffectiveShaping {
+  const d = normalize(domain);
+  const hosts = mxHosts.map(normalize);
+  const compiledRules = patterns(shaping.rules);
+  const def = shaping.default;
+
+  for (let i = 0; i < shaping.rules.length; i++) {
+    const rule = shaping.rules[i] as Shaping['rules'][number];
+    const p = compiledRules[i] as { domains: RegExp[]; mx: RegExp[] };
+    const hit = p.domains.some((re) => re.test(d)) || hosts.some((h) => p.mx.some((re) => re.test(h)));
+    if (!hit) continue;
+    const scope = rule.scope ?? def.scope;
+    return {
+      rule: rule.name,
+      provider: rule.name,
+      scope: scope === 'provider' ? rule.name : `${rule.name}:${d}`,
+      connections: rule.connections ?? def.connections,
+      messagesPerConnection: rule.messagesPerConnection ?? def.messagesPerConnection,
+      rate: { ...(rule.rate ?? def.rate) },
+      retry: [...(rule.retry ?? def.retry)],
+      maxAge: rule.maxAge ?? def.maxAge,
+    };
+  }
+  return {
+    rule: 'default',
+    provider: 'default',
+    scope: def.scope === 'provider' ? 'default' : `default:${d}`,
+    connections: def.connections,
+    messagesPerConnection: def.messagesPerConnection,
+    rate: { ...def.rate },
+    retry: [...def.retry],
+    maxAge: def.maxAge,
+  };
+}
+
+/**
+ * Delay before the next attempt after `attemptsMade` failed ones: attemptsMade = 1 → retry[0];
+ * beyond the list the last delay repeats (the schema guarantees at least one).
+ */
+export function retryDelay(s: EffectiveShaping, attemptsMade: number): Ms {
+  const i = Math.min(Math.max(Math.floor(attemptsMade) - 1, 0), s.retry.length - 1);
+  return s.retry[i] ?? MINUTE;
+}

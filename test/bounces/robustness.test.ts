@@ -1,0 +1,73 @@
+/**
+ * Bad input never throws out of classifyMessage and never yields a record: empty, binary noise,
+ * header floods, deep multipart nesting, truncated reports, huge bodies, CRLF/LF variants.
+ */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { classifyMessage } from '../../src/bounces/index.js';
+import { CORPUS_DIR } from './corpus-eval.js';
+
+const test = suite('bounces/robustness');
+
+test('empty input gives no record', async () => {
+  assert.equal(await classifyMessage(Buffer.alloc(0)), []);
+});
+
+test('random bytes give no record', async () => {
+  // A fixed pseudo-random sequence (xorshift) so a failure reproduces.
+  let x = 2463534242;
+  const buf = Buffer.alloc(256 * 1024);
+  for (let i = 0; i < buf.length; i++) {
+    x ^= x << 13; x ^= x >>> 17; x ^= x << 5;
+    buf[i] = x & 0xff;
+  }
+  assert.equal(await classifyMessage(buf), []);
+});
+
+test('a flood of header fields and a huge body give no record', async () => {
+  const head = 'X-Junk: a\r\n'.repeat(50_000);
+  const raw = Buffer.from(`${head}Subject: hello\r\n\r\n${'lorem ipsum '.repeat(600_000)}`);
+  assert.ok(raw.length > 4 * 1024 * 1024, 'input is larger than the parse bound');
+  assert.equal(await classifyMessage(raw), []);
+});
+
+test('deeply nested multiparts do not recurse without bound', async () => {
+  let body = 'leaf';
+  for (let i = 0; i < 2000; i++) body = `Content-Type: multipart/mixed; boundary="b${i}"\r\n\r\n--b${i}\r\n${body}\r\n--b${i}--\r\n`;
+  assert.equal(await classifyMessage(Buffer.from(`From: someone@example.org\r\nSubject: hi\r\n${body}`)), []);
+});
+
+test('a report part with broken fields gives no record rather than a wrong one', async () => {
+  const raw = [
+    'From: MAILER-DAEMON@mx.example.org', 'Subject: Undelivered Mail', 'Content-Type: multipart/report; report-type=delivery-status; boundary=x',
+    '', '--x', 'Content-Type: message/delivery-status', '', 'Final-Recipient: rfc822; not an address', 'Action: failed', 'Status: 9.9.9', '--x--', '',
+  ].join('\r\n');
+  const got = await classifyMessage(Buffer.from(raw));
+  assert.ok(got.every((r) => r.recipient === '' || r.recipient.includes('@')));
+});
+
+test('every corpus mail truncated at several points never throws', async () => {
+  const files = ['lhost-postfix-05.eml', 'lhost-exim-02.eml', 'lhost-sendmail-02.eml', 'arf-01.eml', 'lhost-qmail-01.eml'];
+  for (const f of files) {
+    const raw = readFileSync(join(CORPUS_DIR, 'emails', f));
+    for (const cut of [1, 17, 100, raw.length >> 2, raw.length >> 1, raw.length - 3]) {
+      const got = await classifyMessage(raw.subarray(0, cut));
+      assert.ok(Array.isArray(got), `${f} cut at ${cut}`);
+    }
+  }
+});
+
+test('LF and CRLF line ends classify the same', async () => {
+  for (const f of ['lhost-postfix-05.eml', 'lhost-exim-02.eml', 'lhost-qmail-01.eml', 'lhost-sendmail-02.eml', 'arf-14.eml', 'rfc3834-01.eml']) {
+    const lf = readFileSync(join(CORPUS_DIR, 'emails', f)).toString('latin1').replace(/\r\n/g, '\n');
+    const crlf = lf.replace(/\n/g, '\r\n');
+    const a = await classifyMessage(Buffer.from(lf, 'latin1'));
+    const b = await classifyMessage(Buffer.from(crlf, 'latin1'));
+    assert.ok(a.length > 0, `${f} yields a record`);
+    assert.equal(b.map((r) => [r.recipient, r.reason, r.status]), a.map((r) => [r.recipient, r.reason, r.status]), f);
+  }
+});
+
+test.run();

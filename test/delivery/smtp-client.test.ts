@@ -1,0 +1,237 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { SmtpClient, SmtpConnectError, type SmtpClientOptions, type SmtpOutcome } from '../../src/delivery/smtp-client.js';
+import { startCapturePeer, startScriptedPeer, type PeerScript } from '../helpers/smtp-peer.js';
+import { freePort } from '../helpers/redis.js';
+
+const test = suite('delivery/smtp-client');
+
+// Short timeouts so a stalled peer is detected quickly; loopback answers in well under a millisecond.
+const options = (port: number, over: Partial<SmtpClientOptions> = {}): SmtpClientOptions => ({
+  host: '127.0.0.1',
+  port,
+  ehloName: 'sluice.test',
+  opportunisticTls: true,
+  verifyTls: false,
+  timeouts: { connectMs: 2000, greetingMs: 2000, commandMs: 2000, dataMs: 2000 },
+  ...over,
+});
+
+const MESSAGE = Buffer.from(
+  'From: a@sender.test\r\nTo: b@example.test\r\nSubject: hi\r\n\r\nfirst line\r\n.leading dot line\r\n..two dots\r\n.\r\nlast line\r\n',
+);
+
+async function connectFails(opts: SmtpClientOptions): Promise<SmtpOutcome> {
+  try {
+    const c = await SmtpClient.connect(opts);
+    c.close();
+  } catch (err) {
+    assert.instance(err, SmtpConnectError);
+    return (err as SmtpConnectError).outcome;
+  }
+  throw new Error('connect should have failed');
+}
+
+async function scripted(script: PeerScript, body: (client: SmtpClient, peer: Awaited<ReturnType<typeof startScriptedPeer>>) => Promise<void>, over: Partial<SmtpClientOptions> = {}) {
+  const peer = await startScriptedPeer(script);
+  const client = await SmtpClient.connect(options(peer.port, over));
+  try {
+    await body(client, peer);
+  } finally {
+    client.close();
+    await peer.close();
+  }
+}
+
+test('several messages on one connection, one recipient each, bytes intact (with dot lines), STARTTLS when offered', async () => {
+  const peer = await startCapturePeer({ tls: true });
+  const client = await SmtpClient.connect(options(peer.port));
+  try {
+    assert.is(client.secure, true, 'upgraded with STARTTLS');
+    assert.ok(client.serverExtensions.has('PIPELINING'));
+    for (let i = 0; i < 3; i++) {
+      const outcome = await client.send({ from: `b-${i}@bounce.test`, to: `r${i}@example.test` }, MESSAGE);
+      assert.is(outcome.result, 'delivered', outcome.response);
+      assert.is(outcome.code, 250);
+      assert.is(outcome.connectionUsable, true);
+    }
+    assert.is(client.messagesSent, 3);
+    const got = await peer.waitFor(3);
+    assert.is(peer.connections(), 1);
+    assert.is(new Set(got.map((m) => m.sessionId)).size, 1, 'one session');
+    got.forEach((m, i) => {
+      assert.equal(m.envelope, { from: `b-${i}@bounce.test`, to: [`r${i}@example.test`] });
+      assert.is(m.secure, true);
+      assert.is(m.raw.toString(), MESSAGE.toString(), 'dot-stuffed on the wire, unstuffed by the server: identical bytes');
+    });
+    await client.quit();
+    assert.is(client.usable, false);
+  } finally {
+    client.close();
+    await peer.close();
+  }
+});
+
+test('plain text when STARTTLS is not offered, or when opportunistic TLS is off', async () => {
+  const plain = await startCapturePeer();
+  const tlsPeer = await startCapturePeer({ tls: true });
+  try {
+    const a = await SmtpClient.connect(options(plain.port));
+    assert.is(a.secure, false);
+    assert.is((await a.send({ from: 'b@bounce.test', to: 'x@example.test' }, Buffer.from('Subject: x\n\nbare LF body\n'))).result, 'delivered');
+    await a.quit();
+    const b = await SmtpClient.connect(options(tlsPeer.port, { opportunisticTls: false }));
+    assert.is(b.secure, false);
+    await b.quit();
+    const [m] = await plain.waitFor(1);
+    assert.is(m?.raw.toString(), 'Subject: x\r\n\r\nbare LF body\r\n', 'bare LF sent as CRLF');
+    assert.is(m?.secure, false);
+  } finally {
+    await plain.close();
+    await tlsPeer.close();
+  }
+});
+
+test('a refused recipient bounces with its enhanced code; the next transaction on the connection works', async () => {
+  const peer = await startCapturePeer({ onRcpt: (to) => (to.startsWith('nobody') ? { code: 550, message: '5.1.1 No such user here' } : null) });
+  const client = await SmtpClient.connect(options(peer.port));
+  try {
+    const bad = await client.send({ from: 'b@bounce.test', to: 'nobody@example.test' }, MESSAGE);
+    assert.is(bad.result, 'bounced');
+    assert.is(bad.code, 550);
+    assert.is(bad.enhanced, '5.1.1');
+    assert.is(bad.command, 'RCPT TO');
+    assert.is(bad.connectionUsable, true);
+    const good = await client.send({ from: 'b@bounce.test', to: 'someone@example.test' }, MESSAGE);
+    assert.is(good.result, 'delivered', good.response);
+    assert.is((await peer.waitFor(1)).length, 1);
+    assert.is(peer.connections(), 1);
+  } finally {
+    await client.quit();
+    await peer.close();
+  }
+});
+
+test('scripted 550 5.1.1 on RCPT → bounced; 451 → deferred; RSET precedes the next transaction', async () => {
+  await scripted({ on: { RCPT: ['550 5.1.1 <x@example.test>: Recipient address rejected: User unknown', '451 4.3.0 try later', '250 ok'] } }, async (client, peer) => {
+    const first = await client.send({ from: 'b@bounce.test', to: 'x@example.test' }, MESSAGE);
+    assert.equal([first.result, first.code, first.enhanced, first.command, first.throttled], ['bounced', 550, '5.1.1', 'RCPT TO', false]);
+    const second = await client.send({ from: 'b@bounce.test', to: 'y@example.test' }, MESSAGE);
+    assert.equal([second.result, second.code, second.enhanced, second.connectionUsable], ['deferred', 451, '4.3.0', true]);
+    const third = await client.send({ from: 'b@bounce.test', to: 'z@example.test' }, MESSAGE);
+    assert.is(third.result, 'delivered');
+    const verbs = peer.commands.map((c) => c.split(/[ :]/)[0]);
+    assert.equal(verbs, ['EHLO', 'MAIL', 'RCPT', 'RSET', 'MAIL', 'RCPT', 'RSET', 'MAIL', 'RCPT', 'DATA']);
+    assert.is(peer.messages[0]?.toString(), MESSAGE.toString().replace(/\r\n\./g, '\r\n..'), 'dot-stuffed on the wire');
+  });
+});
+
+test('421 → deferred, throttled, connection unusable; later sends are deferred without I/O', async () => {
+  await scripted({ on: { MAIL: { reply: '421 4.7.0 Too many messages, slow down', then: 'drop' } } }, async (client) => {
+    const o = await client.send({ from: 'b@bounce.test', to: 'x@example.test' }, MESSAGE);
+    assert.equal([o.result, o.code, o.command, o.throttled, o.connectionUsable], ['deferred', 421, 'MAIL FROM', true, false]);
+    assert.is(client.usable, false);
+    const again = await client.send({ from: 'b@bounce.test', to: 'y@example.test' }, MESSAGE);
+    assert.equal([again.result, again.code, again.connectionUsable], ['deferred', null, false]);
+  });
+});
+
+test('pipelined MAIL/RCPT/DATA: a refused RCPT with a 354 anyway gets an empty message and RSET', async () => {
+  await scripted({ ehlo: ['PIPELINING', 'SIZE 100000'], on: { RCPT: ['550 5.1.1 unknown', '250 ok'] } }, async (client, peer) => {
+    const o = await client.send({ from: 'b@bounce.test', to: 'x@example.test' }, MESSAGE);
+    assert.equal([o.result, o.enhanced, o.command, o.connectionUsable], ['bounced', '5.1.1', 'RCPT TO', true]);
+    const ok = await client.send({ from: 'b@bounce.test', to: 'y@example.test' }, MESSAGE);
+    assert.is(ok.result, 'delivered', ok.response);
+    assert.is(peer.messages.length, 2);
+    assert.is(peer.messages[0]?.length, 0, 'the empty message');
+    assert.ok(peer.commands[1]?.startsWith('MAIL FROM:<b@bounce.test> SIZE='), peer.commands[1]);
+    assert.ok(peer.commands.includes('RSET'));
+  });
+});
+
+test('a drop in the middle of DATA → deferred, connection unusable', async () => {
+  await scripted({ on: { BODY: 'drop' } }, async (client) => {
+    const o = await client.send({ from: 'b@bounce.test', to: 'x@example.test' }, Buffer.alloc(256 * 1024, 'a'));
+    assert.equal([o.result, o.code, o.command, o.connectionUsable], ['deferred', null, 'DATA', false]);
+    assert.ok(/closed|reset|EPIPE/i.test(o.response), o.response);
+  });
+});
+
+test('a stalled server is deferred by the command or data timeout', async () => {
+  const short = { timeouts: { connectMs: 2000, greetingMs: 2000, commandMs: 300, dataMs: 300 } };
+  await scripted({ on: { RCPT: 'stall' } }, async (client) => {
+    const o = await client.send({ from: 'b@bounce.test', to: 'x@example.test' }, MESSAGE);
+    assert.equal([o.result, o.code, o.command, o.connectionUsable], ['deferred', null, 'RCPT TO', false]);
+    assert.ok(o.response.includes('timeout after 300 ms'), o.response);
+  }, short);
+  await scripted({ on: { '.': 'stall' } }, async (client) => {
+    const o = await client.send({ from: 'b@bounce.test', to: 'x@example.test' }, MESSAGE);
+    assert.equal([o.result, o.command, o.connectionUsable], ['deferred', 'DATA', false]);
+  }, short);
+  const peer = await startScriptedPeer({ greeting: 'stall' });
+  try {
+    const o = await connectFails(options(peer.port, { timeouts: { connectMs: 2000, greetingMs: 300, commandMs: 300, dataMs: 300 } }));
+    assert.equal([o.result, o.command], ['deferred', 'CONN']);
+    assert.ok(o.response.includes('timeout'), o.response);
+  } finally {
+    await peer.close();
+  }
+});
+
+test('garbage replies → deferred, no crash, connection unusable', async () => {
+  await scripted({ on: { MAIL: 'hello there, I am not SMTP' } }, async (client) => {
+    const o = await client.send({ from: 'b@bounce.test', to: 'x@example.test' }, MESSAGE);
+    assert.equal([o.result, o.code, o.connectionUsable], ['deferred', null, false]);
+    assert.ok(o.response.includes('protocol error'), o.response);
+  });
+  const peer = await startScriptedPeer({ greeting: 'SSH-2.0-OpenSSH_9.6' });
+  try {
+    const o = await connectFails(options(peer.port));
+    assert.equal([o.result, o.command], ['deferred', 'CONN']);
+  } finally {
+    await peer.close();
+  }
+});
+
+test('5xx greeting → connect rejects with a bounced outcome; 421 greeting → deferred and throttled', async () => {
+  const p554 = await startScriptedPeer({ greeting: '554 5.7.1 No SMTP service here' });
+  const p421 = await startScriptedPeer({ greeting: '421 4.7.0 Too many connections' });
+  try {
+    const a = await connectFails(options(p554.port));
+    assert.equal([a.result, a.code, a.enhanced, a.command, a.connectionUsable], ['bounced', 554, '5.7.1', 'CONN', false]);
+    const b = await connectFails(options(p421.port));
+    assert.equal([b.result, b.code, b.throttled], ['deferred', 421, true]);
+  } finally {
+    await p554.close();
+    await p421.close();
+  }
+});
+
+test('EHLO refused → HELO; a refused STARTTLS continues in plain text', async () => {
+  await scripted({ on: { EHLO: '502 5.5.2 command not recognized' } }, async (client, peer) => {
+    assert.is((await client.send({ from: 'b@bounce.test', to: 'x@example.test' }, MESSAGE)).result, 'delivered');
+    assert.equal(peer.commands.slice(0, 2), ['EHLO sluice.test', 'HELO sluice.test']);
+  });
+  await scripted({ ehlo: ['STARTTLS'] }, async (client, peer) => {
+    assert.is(client.secure, false);
+    assert.ok(peer.commands.includes('STARTTLS'));
+    assert.is((await client.send({ from: 'b@bounce.test', to: 'x@example.test' }, MESSAGE)).result, 'delivered');
+  });
+});
+
+test('connection refused → deferred CONN with the socket error text', async () => {
+  const port = await freePort();
+  const o = await connectFails(options(port));
+  assert.equal([o.result, o.code, o.command, o.connectionUsable], ['deferred', null, 'CONN', false]);
+  assert.is(o.response, `connect ECONNREFUSED 127.0.0.1:${port}`);
+});
+
+test('an address with a line break is refused locally, nothing is injected', async () => {
+  await scripted({}, async (client, peer) => {
+    const o = await client.send({ from: 'b@bounce.test', to: 'x@example.test>\r\nRCPT TO:<evil@example.test' }, MESSAGE);
+    assert.equal([o.result, o.command, o.connectionUsable], ['bounced', 'RCPT TO', true]);
+    assert.ok(!peer.commands.some((c) => c.includes('evil')));
+  });
+});
+
+test.run();

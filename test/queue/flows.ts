@@ -1,0 +1,450 @@
+/**
+ * The queue's behaviour, written once and run twice: against a single redis-server
+ * (queue.test.ts) and against a 3-master Redis Cluster (cluster.test.ts), where every script must
+ * find all its keys in one slot. Clocks are pinned: each test passes `now` explicitly.
+ */
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import type { RedisClient } from '../../src/redis/client.js';
+import { shardOf, type Keys } from '../../src/redis/keys.js';
+import { enqueueRecipients } from '../../src/queue/enqueue.js';
+import { claim } from '../../src/queue/claim.js';
+import { entryMember, type QueueEntry } from '../../src/queue/entry.js';
+import { ack, retry, bounce, release, extendLeases } from '../../src/queue/outcome.js';
+import { reapExpired } from '../../src/queue/reap.js';
+import { dueDestinations, reschedule, postpone, repairSchedule, IDLE_RECHECK_MS } from '../../src/queue/schedule.js';
+import { takeTokens, refundTokens, acquireConnection, renewConnection, releaseConnection, type Rate } from '../../src/queue/throttle.js';
+import { recordThrottleSignal, recordSuccess, backoffState, type BackoffConfig } from '../../src/queue/backoff.js';
+import { recipientStates } from '../../src/queue/status.js';
+import { destinationStats, scopeStats } from '../../src/queue/stats.js';
+
+export interface Harness {
+  client(): RedisClient;
+  fresh(): { prefix: string; keys: Keys };
+  stop(): Promise<void>;
+}
+
+const T = 1_700_000_000_000; // a pinned "now"
+const SHARDS = 4;
+const LEASE = 30_000;
+const RECORD_TTL = 86_400_000;
+const OK = { code: 250, enhanced: '2.0.0', response: '250 2.0.0 OK queued' };
+const SOFT = { code: 451, enhanced: '4.7.1', response: '451 4.7.1 try again later' };
+const HARD = { code: 550, enhanced: '5.1.1', response: '550 5.1.1 no such user' };
+
+/**
+ * Wraps a client so that `before(n)` runs (and is awaited) before its n-th command: a deterministic
+ * way to interleave another actor's real Redis commands between the steps of an operation. The
+ * commands still go to the real server; nothing is answered by the wrapper.
+ */
+function stepped(client: RedisClient, before: (n: number) => Promise<void>): RedisClient {
+  let n = 0;
+  const COMMANDS = new Set(['zadd', 'zrange', 'zscore']);
+  return new Proxy(client, {
+    get(target, prop, receiver) {
+      const value = Reflect.get(target, prop, receiver) as unknown;
+      if (typeof value !== 'function') return value;
+      if (typeof prop === 'string' && COMMANDS.has(prop)) {
+        return async (...args: unknown[]) => {
+          await before(n++);
+          return (value as (...a: unknown[]) => unknown).apply(target, args);
+        };
+      }
+      return (value as (...a: unknown[]) => unknown).bind(target);
+    },
+  });
+}
+
+export function queueFlows(name: string, start: () => Promise<Harness>) {
+  const test = suite(name);
+  let h: Harness;
+  let redis: RedisClient;
+  let other: RedisClient; // a second "process"
+
+  test.before(async () => {
+    h = await start();
+    redis = h.client();
+    other = h.client();
+  });
+  test.after(async () => {
+    await h.stop();
+  });
+
+  const ctx = () => h.fresh().keys;
+  const score = (keys: Keys, domain: string) => redis.zscore(keys.schedule(shardOf(domain, SHARDS)), domain).then((s) => (s === null ? null : Number(s)));
+  const members = (key: string) => redis.zrange(key, 0, -1);
+
+  test('enqueue writes each domain ready set and the schedule at the earliest due time; claim takes entries earliest first', async () => {
+    const keys = ctx();
+    await enqueueRecipients(redis, keys, SHARDS, [
+      { msgId: 'm1', idx: 0, domain: 'a.test', dueAt: T + 20 },
+      { msgId: 'm1', idx: 1, domain: 'a.test', dueAt: T },
+      { msgId: 'm1', idx: 2, domain: 'b.test', dueAt: T + 5 },
+      { msgId: 'm2', idx: 0, domain: 'a.test', dueAt: T + 10 },
+      { msgId: 'm2', idx: 1, domain: 'a.test', dueAt: T + 60_000 },
+    ]);
+    assert.is(await score(keys, 'a.test'), T);
+    assert.is(await score(keys, 'b.test'), T + 5);
+    assert.ok((await redis.sismember(keys.destinations(shardOf('a.test', SHARDS)), 'a.test')) === 1);
+
+    const { entries, nextAt } = await claim(redis, keys, { domain: 'a.test', max: 10, leaseMs: LEASE, now: T + 20 });
+    assert.equal(entries.map(entryMember), ['m1:1:0', 'm2:0:0', 'm1:0:0']);
+    assert.equal(entries[0], { msgId: 'm1', idx: 1, attempt: 0, domain: 'a.test' });
+    // the future entry stays; the earliest of it and the leases (T+20+LEASE) is next
+    assert.is(nextAt, T + 20 + LEASE);
+    assert.equal(await members(keys.ready('a.test')), ['m2:1:0']);
+    assert.is(Number(await redis.zscore(keys.leases('a.test'), 'm1:1:0')), T + 20 + LEASE);
+
+    const again = await claim(redis, keys, { domain: 'a.test', max: 10, leaseMs: LEASE, now: T + 20 + LEASE + 1 });
+    assert.equal(again.entries.map(entryMember), []);
+    // the leased entries' expiry is the earliest thing left: their lease ran out, not yet reaped
+    assert.is(again.nextAt, T + 20 + LEASE);
+  });
+
+  test('claim respects max and due time; nextAt is null once ready and leases are empty', async () => {
+    const keys = ctx();
+    const items = Array.from({ length: 7 }, (_, i) => ({ msgId: 'm', idx: i, domain: 'c.test', dueAt: T + i * 1000 }));
+    await enqueueRecipients(redis, keys, SHARDS, items);
+    const first = await claim(redis, keys, { domain: 'c.test', max: 2, leaseMs: LEASE, now: T + 4000 });
+    assert.equal(first.entries.map((e) => e.idx), [0, 1]);
+    assert.is(first.nextAt, T + 2000);
+    const second = await claim(redis, keys, { domain: 'c.test', max: 100, leaseMs: LEASE, now: T + 4000 });
+    assert.equal(second.entries.map((e) => e.idx), [2, 3, 4]);
+    assert.is(second.nextAt, T + 5000);
+    const none = await claim(redis, keys, { domain: 'c.test', max: 0, leaseMs: LEASE, now: T + 10_000 });
+    assert.is(none.entries.length, 0);
+    for (const e of [...first.entries, ...second.entries]) assert.ok(await ack(redis, keys, e, { now: T + 5000, ...OK, recordTtlMs: RECORD_TTL }));
+    const rest = await claim(redis, keys, { domain: 'c.test', max: 100, leaseMs: LEASE, now: T + 10_000 });
+    for (const e of rest.entries) await ack(redis, keys, e, { now: T + 10_000, ...OK, recordTtlMs: RECORD_TTL });
+    assert.is(rest.entries.length, 2);
+    assert.is((await claim(redis, keys, { domain: 'c.test', max: 100, leaseMs: LEASE, now: T + 10_000 })).nextAt, null);
+    assert.is(await claim(redis, keys, { domain: 'never.test', max: 5, leaseMs: LEASE, now: T }).then((r) => r.nextAt), null);
+  });
+
+  test('bulk enqueue of thousands of recipients over several domains; enqueuing again moves nothing', async () => {
+    const keys = ctx();
+    const domains = ['x1.test', 'x2.test', 'x3.test'];
+    const items = Array.from({ length: 3000 }, (_, i) => ({ msgId: 'bulk', idx: i, domain: domains[i % 3] as string, dueAt: T + (i % 50) }));
+    await enqueueRecipients(redis, keys, SHARDS, items);
+    await enqueueRecipients(redis, keys, SHARDS, items.map((it) => ({ ...it, dueAt: T + 999_999 })));
+    for (const d of domains) {
+      assert.is(await redis.zcard(keys.ready(d)), 1000);
+      assert.is(await redis.zcount(keys.ready(d), '-inf', T + 49), 1000, 'no entry moved by the second enqueue');
+      assert.is(await score(keys, d), T, 'scheduled at its earliest due time');
+    }
+    await enqueueRecipients(redis, keys, SHARDS, []);
+  });
+
+  test('an expired lease is returned to ready by reapExpired, due now, attempt not counted', async () => {
+    const keys = ctx();
+    await enqueueRecipients(redis, keys, SHARDS, [1, 2, 3].map((idx) => ({ msgId: 'r', idx, domain: 'reap.test', dueAt: T })));
+    await claim(redis, keys, { domain: 'reap.test', max: 2, leaseMs: 1000, now: T });
+    await claim(redis, keys, { domain: 'reap.test', max: 1, leaseMs: 5000, now: T });
+    assert.is(await reapExpired(redis, keys, 'reap.test', T + 999, 100), 0, 'nothing expired yet');
+    assert.is(await reapExpired(redis, keys, 'reap.test', T + 1000, 1), 1, 'limit respected');
+    assert.is(await reapExpired(redis, keys, 'reap.test', T + 1000, 100), 1);
+    assert.equal((await members(keys.ready('reap.test'))).sort(), ['r:1:0', 'r:2:0']);
+    assert.is(Number(await redis.zscore(keys.ready('reap.test'), 'r:1:0')), T + 1000);
+    assert.equal(await members(keys.leases('reap.test')), ['r:3:0']);
+    const retaken = await claim(redis, keys, { domain: 'reap.test', max: 10, leaseMs: 1000, now: T + 1000 });
+    assert.equal(retaken.entries.map((e) => `${e.idx}:${e.attempt}`).sort(), ['1:0', '2:0']);
+  });
+
+  test('ack, retry and bounce are exclusive: a late outcome of a reaped and re-claimed entry settles it once', async () => {
+    const keys = ctx();
+    const d = 'ex.test';
+    await enqueueRecipients(redis, keys, SHARDS, [{ msgId: 'x', idx: 0, domain: d, dueAt: T }, { msgId: 'x', idx: 1, domain: d, dueAt: T }]);
+    const [a0, a1] = (await claim(redis, keys, { domain: d, max: 2, leaseMs: 1000, now: T })).entries as [QueueEntry, QueueEntry];
+    assert.is(await reapExpired(redis, keys, d, T + 2000, 100), 2);
+
+    // x:0 is claimed again by a second holder, then the first holder's ack arrives late
+    const [b0] = (await claim(redis, keys, { domain: d, max: 1, leaseMs: 1000, now: T + 2000 })).entries as [QueueEntry];
+    assert.is(b0.idx, 0);
+    await ack(redis, keys, a0, { now: T + 2100, ...OK, recordTtlMs: RECORD_TTL });
+    assert.is(await redis.zscore(keys.leases(d), 'x:0:0'), null);
+    assert.is(await redis.zscore(keys.ready(d), 'x:0:0'), null);
+    assert.not.ok(await retry(redis, keys, b0, { now: T + 2200, nextAt: T + 60_000, ...SOFT }), 'the second holder finds it settled');
+    assert.is(await redis.zcard(keys.ready(d)), 1, 'retry after ack re-added nothing');
+    assert.is(await redis.hget(keys.rcptState(d, 'x', 0), 'state'), 'delivered');
+
+    // x:1 sits in ready after the reap; the first holder's bounce still settles it (lease lost: false)
+    assert.not.ok(await bounce(redis, keys, a1, { now: T + 2300, state: 'bounced', ...HARD, reason: 'userunknown', recordTtlMs: RECORD_TTL }));
+    assert.is(await redis.zcard(keys.ready(d)), 0);
+    assert.is(await redis.zcard(keys.leases(d)), 0);
+    assert.not.ok(await ack(redis, keys, a1, { now: T + 2400, ...OK, recordTtlMs: RECORD_TTL }));
+    assert.is(await redis.hget(keys.rcptState(d, 'x', 1), 'state'), 'bounced', 'ack after bounce changed nothing');
+  });
+
+  test('retry re-queues attempt+1 at nextAt and records the deferral; ack and bounce write final records with a TTL', async () => {
+    const keys = ctx();
+    const d = 'out.test';
+    await enqueueRecipients(redis, keys, SHARDS, [0, 1, 2].map((idx) => ({ msgId: 'o', idx, domain: d, dueAt: T })));
+    const [e0, e1, e2] = (await claim(redis, keys, { domain: d, max: 3, leaseMs: LEASE, now: T })).entries as [QueueEntry, QueueEntry, QueueEntry];
+    const long = 'x'.repeat(2000);
+    assert.ok(await retry(redis, keys, e0, { now: T + 1, nextAt: T + 60_000, code: 451, enhanced: null, response: long }));
+    assert.equal(await members(keys.ready(d)), ['o:0:1']);
+    assert.is(Number(await redis.zscore(keys.ready(d), 'o:0:1')), T + 60_000);
+    const rs = await redis.hgetall(keys.rcptState(d, 'o', 0));
+    assert.equal({ state: rs['state'], attempts: rs['attempts'], code: rs['code'], nextAt: rs['nextAt'], enhanced: rs['enhanced'] }, { state: 'deferred', attempts: '1', code: '451', nextAt: String(T + 60_000), enhanced: undefined });
+    assert.is(rs['response']?.length, 512);
+    assert.is(await redis.pttl(keys.rcptState(d, 'o', 0)), -1, 'a pending record does not expire');
+
+    assert.ok(await ack(redis, keys, e1, { now: T + 2, ...OK, recordTtlMs: RECORD_TTL }));
+    assert.ok(await bounce(redis, keys, e2, { now: T + 3, state: 'expired', code: null, enhanced: null, response: 'gave up', reason: 'expired', recordTtlMs: RECORD_TTL }));
+    assert.equal(await redis.hmget(keys.rcptState(d, 'o', 1), 'state', 'attempts', 'code', 'enhanced', 'updatedAt'), ['delivered', '1', '250', '2.0.0', String(T + 2)]);
+    assert.equal(await redis.hmget(keys.rcptState(d, 'o', 2), 'state', 'reason', 'code'), ['expired', 'expired', null]);
+    for (const idx of [1, 2]) {
+      const ttl = await redis.pttl(keys.rcptState(d, 'o', idx));
+      assert.ok(ttl > 0 && ttl <= RECORD_TTL, `final record ${idx} has a TTL`);
+    }
+
+    // the next attempt is claimed with attempt 1 and its success clears the deferral fields
+    const [n0] = (await claim(redis, keys, { domain: d, max: 5, leaseMs: LEASE, now: T + 60_000 })).entries as [QueueEntry];
+    assert.is(n0.attempt, 1);
+    assert.ok(await ack(redis, keys, n0, { now: T + 60_001, ...OK, recordTtlMs: RECORD_TTL }));
+    assert.equal(await redis.hmget(keys.rcptState(d, 'o', 0), 'state', 'attempts', 'nextAt'), ['delivered', '2', null]);
+  });
+
+  test('release gives unattempted claims back due now; extendLeases extends only leases still held', async () => {
+    const keys = ctx();
+    await enqueueRecipients(redis, keys, SHARDS, [
+      { msgId: 'rel', idx: 0, domain: 'r1.test', dueAt: T },
+      { msgId: 'rel', idx: 1, domain: 'r1.test', dueAt: T },
+      { msgId: 'rel', idx: 2, domain: 'r2.test', dueAt: T },
+    ]);
+    const c1 = (await claim(redis, keys, { domain: 'r1.test', max: 5, leaseMs: 1000, now: T })).entries;
+    const c2 = (await claim(redis, keys, { domain: 'r2.test', max: 5, leaseMs: 1000, now: T })).entries;
+    assert.is(await extendLeases(redis, keys, 'r1.test', [...c1.map(entryMember), 'gone:9:0'], T + 50_000), 2);
+    assert.is(await redis.zscore(keys.leases('r1.test'), 'gone:9:0'), null, 'never creates a lease');
+    assert.is(await reapExpired(redis, keys, 'r1.test', T + 2000, 100), 0, 'extended leases are not reaped');
+    assert.is(await extendLeases(redis, keys, 'r1.test', [], T), 0);
+
+    assert.is(await release(redis, keys, [...c1, ...c2], T + 3000), 3);
+    assert.is(await release(redis, keys, c1, T + 3000), 0, 'a second release finds nothing leased');
+    assert.is(await redis.zcard(keys.leases('r1.test')), 0);
+    const back = (await claim(redis, keys, { domain: 'r1.test', max: 5, leaseMs: 1000, now: T + 3000 })).entries;
+    assert.equal(back.map((e) => e.attempt), [0, 0], 'attempt not counted');
+    assert.is(Number(await redis.zscore(keys.ready('r2.test'), 'rel:2:0')), T + 3000);
+  });
+
+  test('reschedule: an idle destination is re-checked after 5 minutes; work present keeps it due', async () => {
+    const keys = ctx();
+    await reschedule(redis, keys, SHARDS, 'idle.test', null, T);
+    assert.is(await score(keys, 'idle.test'), T + IDLE_RECHECK_MS);
+    assert.equal(await dueDestinations(redis, keys, shardOf('idle.test', SHARDS), T, 10), []);
+    assert.equal(await dueDestinations(redis, keys, shardOf('idle.test', SHARDS), T + IDLE_RECHECK_MS, 10), ['idle.test']);
+
+    // a caller that thinks the destination is empty while an entry is due cannot push it away
+    await redis.zadd(keys.ready('busy.test'), T - 5, 'b:0:0');
+    await reschedule(redis, keys, SHARDS, 'busy.test', T + 100_000, T);
+    assert.is(await score(keys, 'busy.test'), T - 5);
+    // postpone holds due work back on purpose
+    await postpone(redis, keys, SHARDS, 'busy.test', T + 100_000);
+    assert.is(await score(keys, 'busy.test'), T + 100_000);
+  });
+
+  // E1/E2: the two phases of enqueueRecipients (ready, then schedule); R1/R2: reschedule's ZADD and
+  // its re-check of the ready set. Every order must leave the new entry's destination due.
+  const ORDERS = ['E1 E2 R1 R2', 'E1 R1 E2 R2', 'E1 R1 R2 E2', 'R1 E1 E2 R2', 'R1 E1 R2 E2', 'R1 R2 E1 E2'];
+  for (const order of ORDERS) {
+    test(`reschedule never loses an entry enqueued concurrently (${order})`, async () => {
+      const keys = ctx();
+      const d = 'race.test';
+      const shard = shardOf(d, SHARDS);
+      // The dispatcher claimed everything and saw an empty destination (nextAt null).
+      await enqueueRecipients(redis, keys, SHARDS, [{ msgId: 'old', idx: 0, domain: d, dueAt: T - 1000 }]);
+      const c = await claim(redis, keys, { domain: d, max: 10, leaseMs: LEASE, now: T });
+      await ack(redis, keys, c.entries[0] as QueueEntry, { now: T, ...OK, recordTtlMs: RECORD_TTL });
+      const seen = await claim(redis, keys, { domain: d, max: 10, leaseMs: LEASE, now: T });
+      assert.is(seen.nextAt, null);
+
+      const steps = order.split(' ');
+      const enqueueSteps: Record<string, () => Promise<unknown>> = {
+        E1: () => other.zadd(keys.ready(d), 'NX', T, 'new:0:0'),
+        E2: () => Promise.all([other.sadd(keys.destinations(shard), d), other.zadd(keys.schedule(shard), 'LT', T, d)]),
+      };
+      let next = 0;
+      const runEnqueueUntil = async (r: string | undefined) => {
+        while (next < steps.length && steps[next] !== r) {
+          const s = steps[next++] as string;
+          if (s.startsWith('E')) await (enqueueSteps[s] as () => Promise<unknown>)();
+        }
+        if (steps[next] === r) next++;
+      };
+      const dispatcher = stepped(redis, async (n) => {
+        if (n < 2) await runEnqueueUntil(n === 0 ? 'R1' : 'R2');
+      });
+      await reschedule(dispatcher, keys, SHARDS, d, seen.nextAt, T);
+      await runEnqueueUntil(undefined);
+
+      assert.is(await redis.zcard(keys.ready(d)), 1);
+      assert.equal(await dueDestinations(redis, keys, shard, T, 100), [d], `due after ${order}`);
+    });
+  }
+
+  test('repairSchedule walks the destination sets in bounded steps and reschedules only what needs it', async () => {
+    const keys = ctx();
+    const broken = ['p1.test', 'p2.test', 'p3.test', 'p4.test', 'p5.test', 'p6.test'];
+    for (const d of broken) {
+      await redis.sadd(keys.destinations(shardOf(d, SHARDS)), d);
+      await redis.zadd(keys.ready(d), T + 10, `${d}:0:0`);
+    }
+    // p1: no schedule entry (crash between the enqueue phases); p2: scheduled too late;
+    // p3: only a lease, scheduled after its expiry; p4..p6: no schedule entry
+    await redis.zadd(keys.schedule(shardOf('p2.test', SHARDS)), T + 999_999, 'p2.test');
+    await redis.del(keys.ready('p3.test'));
+    await redis.zadd(keys.leases('p3.test'), T + 500, 'p3:0:0');
+    await redis.zadd(keys.schedule(shardOf('p3.test', SHARDS)), T + 999_999, 'p3.test');
+    // fine: scheduled at its work; empty: no work at all
+    await enqueueRecipients(redis, keys, SHARDS, [{ msgId: 'f', idx: 0, domain: 'fine.test', dueAt: T + 10 }]);
+    await redis.sadd(keys.destinations(shardOf('empty.test', SHARDS)), 'empty.test');
+
+    // batch 1: each call reads one SSCAN page and stops, resuming where the last one stopped
+    const first = await repairSchedule(redis, keys, SHARDS, T, 1);
+    assert.ok(first < broken.length, `one call fixed ${first}`);
+    let total = first;
+    for (let calls = 1; total < broken.length && calls < 50; calls++) total += await repairSchedule(redis, keys, SHARDS, T, 1);
+    assert.is(total, broken.length);
+    for (const d of broken) assert.ok(((await score(keys, d)) ?? Infinity) <= T + 500, `${d} rescheduled`);
+    assert.is(await score(keys, 'p3.test'), T + 500, 'lease expiry counts as work');
+    assert.is(await score(keys, 'empty.test'), null);
+    assert.is(await repairSchedule(redis, keys, SHARDS, T, 1000), 0, 'a full lap finds nothing more');
+    // work long overdue is scheduled at now, not at its ancient due time
+    await redis.zrem(keys.schedule(shardOf('fine.test', SHARDS)), 'fine.test');
+    assert.is(await repairSchedule(redis, keys, SHARDS, T + 50_000, 1000), 1);
+    assert.is(await score(keys, 'fine.test'), T + 50_000);
+  });
+
+  test('token buckets grant by count: the minimum over windows, refill by elapsed time, refunds capped', async () => {
+    const keys = ctx();
+    const rate: Rate = { perSecond: 10, perMinute: 25, perHour: null };
+    assert.equal(await takeTokens(redis, keys, 'g', rate, 8, T), { granted: 8, retryAt: null });
+    // the second bucket holds 2; the next token comes after 1000/10 ms
+    assert.equal(await takeTokens(redis, keys, 'g', rate, 8, T), { granted: 2, retryAt: T + 100 });
+    assert.equal(await takeTokens(redis, keys, 'g', rate, 1, T + 50), { granted: 0, retryAt: T + 100 });
+    // one second later: per-second is full (10), per-minute has 15 + 1000*25/60000 ≈ 15.4
+    assert.equal(await takeTokens(redis, keys, 'g', rate, 20, T + 1000), { granted: 10, retryAt: T + 1100 });
+    // per-minute is now the limit: 5.83 left → 5; its 0.83 reaches 1 after 0.17 × 60000/25 = 400 ms
+    const t = await takeTokens(redis, keys, 'g', rate, 20, T + 2000);
+    assert.is(t.granted, 5);
+    assert.ok(t.retryAt !== null && t.retryAt >= T + 2399 && t.retryAt <= T + 2401, `retryAt ${t.retryAt}`);
+    await refundTokens(redis, keys, 'g', rate, 3, T + 2000);
+    assert.is((await takeTokens(redis, keys, 'g', rate, 20, T + 2000)).granted, 3);
+    await refundTokens(redis, keys, 'g', rate, 1000, T + 2000);
+    assert.is((await takeTokens(redis, keys, 'g', rate, 100, T + 2000)).granted, 10, 'refund never exceeds a bucket');
+    // a clock running behind the stored time refills nothing
+    assert.is((await takeTokens(redis, keys, 'g', rate, 100, T)).granted, 0);
+    const stats = await scopeStats(redis, keys, 'g', rate, T + 2000);
+    assert.equal(Object.keys(stats.tokens).sort(), ['perMinute', 'perSecond']);
+    assert.is(stats.tokens['perSecond'], 0);
+    // no limit: everything, without touching Redis
+    assert.equal(await takeTokens(redis, keys, 'free', { perSecond: null, perMinute: null, perHour: null }, 500, T), { granted: 500, retryAt: null });
+    assert.is(await redis.exists(keys.bucket('free')), 0);
+  });
+
+  test('connection slots are shared by two processes, expire, and are not renewed once lost', async () => {
+    const keys = ctx();
+    assert.ok(await acquireConnection(redis, keys, 'mx', 'a1', 2, 10_000, T));
+    assert.ok(await acquireConnection(other, keys, 'mx', 'b1', 2, 10_000, T));
+    assert.not.ok(await acquireConnection(redis, keys, 'mx', 'a2', 2, 10_000, T), 'third slot refused');
+    assert.ok(await acquireConnection(redis, keys, 'mx', 'a1', 2, 10_000, T + 1), 'a held slot is ours again');
+    await releaseConnection(redis, keys, 'mx', 'a1');
+    assert.ok(await acquireConnection(other, keys, 'mx', 'b2', 2, 10_000, T + 2));
+    assert.not.ok(await acquireConnection(redis, keys, 'mx', 'a3', 2, 10_000, T + 3));
+    assert.is((await scopeStats(redis, keys, 'mx', { perSecond: null, perMinute: null, perHour: null }, T + 3)).connections, 2);
+    // b1 is renewed, b2 is not: at T + 10_001 only b2 has expired
+    await renewConnection(other, keys, 'mx', 'b1', 20_000, T + 5000);
+    assert.ok(await acquireConnection(redis, keys, 'mx', 'a4', 2, 10_000, T + 10_003));
+    assert.not.ok(await acquireConnection(redis, keys, 'mx', 'a5', 2, 10_000, T + 10_004));
+    // a slot that expired is not taken back by a renewal
+    await renewConnection(other, keys, 'mx', 'b2', 20_000, T + 10_005);
+    assert.is(await redis.zscore(keys.conns('mx'), 'b2'), null);
+    assert.ok((await redis.pttl(keys.conns('mx'))) > 0, 'the slot set expires on its own');
+  });
+
+  test('adaptive backoff: threshold signals suspend, re-triggers double up to the cap, successes step back', async () => {
+    const keys = ctx();
+    const cfg: BackoffConfig = { threshold: 3, windowMs: 10_000, suspendMs: 1000, maxSuspendMs: 4000 };
+    const signal = (now: number) => recordThrottleSignal(redis, keys, 'bo', cfg, now).then((r) => r.suspendedUntil);
+    assert.is(await signal(T), null);
+    assert.is(await signal(T + 1), null);
+    assert.is(await signal(T + 20_000), null, 'the window restarted: two old signals no longer count');
+    assert.is(await signal(T + 20_001), null);
+    let now = T + 20_002;
+    assert.is(await signal(now), now + 1000);
+    assert.equal(await backoffState(redis, keys, 'bo', now), { suspendedUntil: now + 1000, level: 1 });
+    assert.is(await signal(now + 10), now + 1000, 'answers during the suspension do not escalate');
+    await recordSuccess(redis, keys, 'bo', cfg, now + 20);
+    assert.is((await backoffState(redis, keys, 'bo', now + 20)).level, 1, 'success during a suspension changes nothing');
+
+    const trigger = async (at: number) => {
+      await signal(at);
+      await signal(at + 1);
+      return signal(at + 2);
+    };
+    now += 2000;
+    assert.is(await trigger(now), now + 2 + 2000, 'doubled');
+    now += 5000;
+    assert.is(await trigger(now), now + 2 + 4000, 'doubled again, at the cap');
+    now += 5000;
+    assert.is(await trigger(now), now + 2 + 4000, 'stays at the cap');
+    now += 5000;
+    assert.equal(await backoffState(redis, keys, 'bo', now), { suspendedUntil: null, level: 2 }, 'the level stops climbing at the cap');
+    await recordSuccess(redis, keys, 'bo', cfg, now);
+    assert.is((await backoffState(redis, keys, 'bo', now)).level, 1);
+    assert.is(await trigger(now), now + 2 + 2000, 'one success halves the next suspension');
+    now += 3000;
+    for (let i = 0; i < 5; i++) await recordSuccess(redis, keys, 'bo', cfg, now);
+    assert.equal(await backoffState(redis, keys, 'bo', now), { suspendedUntil: null, level: 0 });
+    assert.is(await trigger(now), now + 2 + 1000, 'back to the first suspension');
+  });
+
+  test('recipientStates reports every state', async () => {
+    const keys = ctx();
+    const d = 'st.test';
+    const m = 'msg';
+    await enqueueRecipients(redis, keys, SHARDS, [0, 1, 2, 3, 4, 5, 6].map((idx) => ({ msgId: m, idx, domain: d, dueAt: idx === 6 ? T + 500 : T })));
+    const claimed = (await claim(redis, keys, { domain: d, max: 5, leaseMs: LEASE, now: T })).entries;
+    const [, e1, e2, e3, e4] = claimed as [QueueEntry, QueueEntry, QueueEntry, QueueEntry, QueueEntry];
+    // 0 sending; 1 delivered; 2 bounced; 3 expired; 4 deferred then claimed again (sending); 5 deferred in ready
+    await ack(redis, keys, e1, { now: T + 1, ...OK, recordTtlMs: RECORD_TTL });
+    await bounce(redis, keys, e2, { now: T + 2, state: 'bounced', ...HARD, reason: 'userunknown', recordTtlMs: RECORD_TTL });
+    await bounce(redis, keys, e3, { now: T + 3, state: 'expired', ...SOFT, reason: 'expired', recordTtlMs: RECORD_TTL });
+    await retry(redis, keys, e4, { now: T + 4, nextAt: T + 100, ...SOFT });
+    // takes 5 (due T) and 4's second attempt (due T + 100); 6 (due T + 500) stays queued
+    assert.is((await claim(redis, keys, { domain: d, max: 2, leaseMs: LEASE, now: T + 100 })).entries.length, 2);
+    const five = { msgId: m, idx: 5, attempt: 0, domain: d };
+    await retry(redis, keys, five, { now: T + 5, nextAt: T + 60_000, ...SOFT });
+
+    const states = await recipientStates(redis, keys, m, [0, 1, 2, 3, 4, 5, 6, 7].map((idx) => ({ idx, domain: d })));
+    assert.equal(states.map((s) => s.state), ['sending', 'delivered', 'bounced', 'expired', 'sending', 'deferred', 'queued', 'unknown']);
+    assert.equal(states[1], { idx: 1, state: 'delivered', attempts: 1, nextAttemptAt: null, code: 250, enhanced: '2.0.0', response: OK.response, reason: null, updatedAt: T + 1 });
+    assert.is(states[2]?.reason, 'userunknown');
+    assert.is(states[4]?.attempts, 1);
+    assert.equal([states[5]?.nextAttemptAt, states[5]?.attempts, states[5]?.code], [T + 60_000, 1, 451]);
+    assert.equal([states[6]?.nextAttemptAt, states[6]?.attempts], [T + 500, 0]);
+    assert.equal(states[7], { idx: 7, state: 'unknown', attempts: 0, nextAttemptAt: null, code: null, enhanced: null, response: null, reason: null, updatedAt: null });
+  });
+
+  test('destinationStats lists busy destinations across shards, busiest first', async () => {
+    const keys = ctx();
+    await enqueueRecipients(redis, keys, SHARDS, [
+      ...[0, 1, 2].map((idx) => ({ msgId: 's', idx, domain: 'big.test', dueAt: T })),
+      { msgId: 's', idx: 3, domain: 'big.test', dueAt: T + 9000 },
+      { msgId: 's', idx: 4, domain: 'small.test', dueAt: T + 10 },
+      { msgId: 's', idx: 5, domain: 'done.test', dueAt: T },
+    ]);
+    await claim(redis, keys, { domain: 'big.test', max: 1, leaseMs: LEASE, now: T });
+    const done = (await claim(redis, keys, { domain: 'done.test', max: 1, leaseMs: LEASE, now: T })).entries[0] as QueueEntry;
+    await ack(redis, keys, done, { now: T, ...OK, recordTtlMs: RECORD_TTL });
+
+    const stats = await destinationStats(redis, keys, SHARDS, T + 10);
+    assert.equal(stats, [
+      { domain: 'big.test', ready: 3, due: 2, leased: 1, nextAt: T, scheduledAt: T },
+      { domain: 'small.test', ready: 1, due: 1, leased: 0, nextAt: T + 10, scheduledAt: T + 10 },
+    ]);
+    assert.equal((await destinationStats(redis, keys, SHARDS, T + 10, 1)).map((s) => s.domain), ['big.test']);
+  });
+
+  return test;
+}
