@@ -35,6 +35,7 @@ export const ERRORS = {
   SLUICE_INGRESS_QUOTA_EXCEEDED: { message: 'Daily sending quota exceeded', http: 429, smtp: [452, '4.5.3'] },
   SLUICE_INGRESS_RATE_LIMITED: { message: 'Sending rate limit exceeded, slow down', http: 429, smtp: [451, '4.7.1'] },
   SLUICE_INGRESS_IDEMPOTENCY_CONFLICT: { message: 'A request with this Idempotency-Key is still in progress', http: 409, smtp: [451, '4.3.0'] },
+  SLUICE_INGRESS_IDEMPOTENCY_MISMATCH: { message: 'This Idempotency-Key was already used with a different request', http: 422, smtp: [554, '5.5.4'] },
   SLUICE_INGRESS_NOT_FOUND: { message: 'Not found', http: 404, smtp: [550, '5.1.1'] },
   SLUICE_INGRESS_METHOD_NOT_ALLOWED: { message: 'Method not allowed', http: 405, smtp: [502, '5.5.1'] },
   SLUICE_INGRESS_UNSUPPORTED_MEDIA: { message: 'Content-Type must be application/json', http: 415, smtp: [554, '5.6.0'] },
@@ -43,6 +44,7 @@ export const ERRORS = {
   SLUICE_RENDER_FAILED: { message: 'The message could not be rendered', http: 500, smtp: [554, '5.6.0'] },
   SLUICE_RENDER_NO_KEY: { message: 'No DKIM key is configured for this domain', http: 500, smtp: [451, '4.7.5'] },
   SLUICE_DKIM_KEY_INVALID: { message: 'The DKIM key cannot be loaded', http: 500, smtp: [451, '4.7.5'] },
+  SLUICE_DELIVERY_CONNECT_FAILED: { message: 'No SMTP session could be opened with the remote host', http: 502, smtp: [451, '4.4.1'] },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof ERRORS;

@@ -1,0 +1,202 @@
+import { createHash } from 'node:crypto';
+import type { RedisClient } from '../redis/client.js';
+import type { Keys } from '../redis/keys.js';
+import { SluiceError, type ErrorCode } from '../core/errors.js';
+import { DAY, HOUR, MINUTE, SECOND } from '../core/time.js';
+import type { Account } from './registry.js';
+
+/**
+ * Per-account sending limits, in Redis so they hold across every ingress process:
+ *
+ *   {a:<account>}:quota:<YYYY-MM-DD>     STRING  recipients accepted that UTC day
+ *   {a:<account>}:rate:<s|m|h>:<window>  STRING  recipients accepted in that fixed window
+ *
+ * All counters of one account share its hash tag, so one MULTI updates them on one slot. Fixed
+ * windows (not a sliding log) because they cost one INCRBY each; the price is that a burst straddling
+ * a window boundary may reach twice the limit for an instant, which is acceptable for a sending rate.
+ * Reservations count before the message is persisted and are given back if persisting fails, so
+ * a failed submission costs nothing and concurrent submissions cannot overshoot together.
+ */
+
+/** A refusal that tells the client when trying again makes sense (HTTP Retry-After). */
+export class LimitError extends SluiceError {
+  readonly retryAfterMs: number;
+  constructor(code: ErrorCode, message: string, retryAfterMs: number) {
+    super(code, message);
+    this.retryAfterMs = retryAfterMs;
+  }
+}
+
+export interface Reservation {
+  /** Gives the reserved recipients back (persisting failed). Safe to call more than once. */
+  release(): Promise<void>;
+}
+
+const WINDOWS = [
+  { name: 'perSecond', tag: 's', size: SECOND },
+  { name: 'perMinute', tag: 'm', size: MINUTE },
+  { name: 'perHour', tag: 'h', size: HOUR },
+] as const;
+
+/** The UTC day of `now` as YYYY-MM-DD, the quota key's suffix. */
+export function utcDay(now: number): string {
+  return new Date(now).toISOString().slice(0, 10);
+}
+
+interface Counter {
+  key: string;
+  limit: number;
+  ttlMs: number;
+  code: ErrorCode;
+  message: string;
+  retryAfterMs: number;
+}
+
+function countersFor(keys: Keys, account: Account, now: number): Counter[] {
+  const out: Counter[] = [];
+  if (account.dailyQuota !== null) {
+    const nextMidnight = Math.floor(now / DAY) * DAY + DAY;
+    out.push({
+      key: keys.quota(account.id, utcDay(now)),
+      limit: account.dailyQuota,
+      // Two days: the key outlives its day even when process clocks disagree a little.
+      ttlMs: 2 * DAY,
+      code: 'SLUICE_INGRESS_QUOTA_EXCEEDED',
+      message: `Daily quota of ${account.dailyQuota} recipients reached; it resets at 00:00 UTC`,
+      retryAfterMs: nextMidnight - now,
+    });
+  }
+  for (const w of WINDOWS) {
+    const limit = account.rateLimit[w.name];
+    if (limit === null) continue;
+    const window = Math.floor(now / w.size);
+    out.push({
+      key: `${keys.accountRate(account.id)}:${w.tag}:${window}`,
+      limit,
+      ttlMs: 2 * w.size,
+      code: 'SLUICE_INGRESS_RATE_LIMITED',
+      message: `Sending rate limit of ${limit} recipients ${w.name.replace('per', 'per ').toLowerCase()} reached, slow down`,
+      retryAfterMs: (window + 1) * w.size - now,
+    });
+  }
+  return out;
+}
+
+/**
+ * Counts `count` recipients against the account's daily quota and rate windows, or throws a
+ * LimitError (quota first: it lasts longer, so it is the more useful answer) and counts nothing.
+ */
+export async function reserveSending(redis: RedisClient, keys: Keys, account: Account, count: number, now: number): Promise<Reservation> {
+  const counters = countersFor(keys, account, now);
+  if (counters.length === 0 || count <= 0) return { release: async () => {} };
+  const tx = redis.multi();
+  for (const c of counters) tx.incrby(c.key, count).pexpire(c.key, c.ttlMs);
+  const res = await tx.exec();
+  if (!res) throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', 'quota transaction was aborted');
+  let exceeded: Counter | undefined;
+  counters.forEach((c, i) => {
+    const [err, value] = res[i * 2] ?? [];
+    if (err) throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', undefined, { cause: err });
+    if (Number(value) > c.limit && (exceeded === undefined || exceeded.code !== 'SLUICE_INGRESS_QUOTA_EXCEEDED')) exceeded = c;
+  });
+  let released = false;
+  const release = async (): Promise<void> => {
+    if (released) return;
+    released = true;
+    const back = redis.multi();
+    for (const c of counters) back.decrby(c.key, count);
+    await back.exec();
+  };
+  if (exceeded) {
+    await release();
+    throw new LimitError(exceeded.code, exceeded.message, exceeded.retryAfterMs);
+  }
+  return { release };
+}
+
+export interface AuthThrottleOptions {
+  /** Failures (per IP or per user) after which every further answer is delayed. */
+  delayAfter: number;
+  /** Failures after which attempts are refused outright until the window passes. */
+  refuseAfter?: number;
+  /** How long failures are remembered, counted from the latest one. */
+  windowMs?: number;
+  /** Delay after the first failure past delayAfter; doubles with each further failure. */
+  baseDelayMs?: number;
+  maxDelayMs?: number;
+}
+
+export interface AuthVerdict {
+  /** Wait this long before answering (tarpit), 0 for none. */
+  readonly delayMs: number;
+}
+
+/**
+ * Slows down password guessing across every process: failures are counted in Redis per client IP and
+ * per user name (hashed: user names come from the network and are not key material). After
+ * `delayAfter` failures each answer is delayed (250 ms doubling to 5 s: a person retyping a password
+ * barely notices, a guesser's rate drops by orders of magnitude); after `refuseAfter` (default 20)
+ * attempts are refused with SLUICE_AUTH_THROTTLED until `windowMs` (default 15 min) passes.
+ */
+export class AuthThrottle {
+  private readonly refuseAfter: number;
+  private readonly windowMs: number;
+  private readonly baseDelayMs: number;
+  private readonly maxDelayMs: number;
+
+  constructor(
+    private readonly redis: RedisClient,
+    private readonly keys: Keys,
+    private readonly opts: AuthThrottleOptions,
+  ) {
+    this.refuseAfter = opts.refuseAfter ?? 20;
+    this.windowMs = opts.windowMs ?? 15 * MINUTE;
+    this.baseDelayMs = opts.baseDelayMs ?? 250;
+    this.maxDelayMs = opts.maxDelayMs ?? 5 * SECOND;
+  }
+
+  private subjects(ip: string, user?: string): string[] {
+    const out = [this.keys.authFailures('ip', ip)];
+    if (user !== undefined && user !== '') {
+      out.push(this.keys.authFailures('user', createHash('sha256').update(user).digest('base64url').slice(0, 22)));
+    }
+    return out;
+  }
+
+  private verdict(failures: number): AuthVerdict {
+    if (failures >= this.refuseAfter) throw new SluiceError('SLUICE_AUTH_THROTTLED');
+    if (failures < this.opts.delayAfter) return { delayMs: 0 };
+    return { delayMs: Math.min(this.maxDelayMs, this.baseDelayMs * 2 ** (failures - this.opts.delayAfter)) };
+  }
+
+  /** Before checking credentials: throws SLUICE_AUTH_THROTTLED when this IP or user is locked out. */
+  async check(ip: string, user?: string): Promise<AuthVerdict> {
+    // Separate GETs: the keys have no common hash tag (an IP and a user are unrelated), so one
+    // MULTI could span two cluster slots.
+    const counts = await Promise.all(this.subjects(ip, user).map((k) => this.redis.get(k)));
+    return this.verdict(Math.max(0, ...counts.map((c) => Number(c ?? 0))));
+  }
+
+  /** Records a failure; the verdict says how long to delay the failure's answer. */
+  async fail(ip: string, user?: string): Promise<AuthVerdict> {
+    const counts = await Promise.all(
+      this.subjects(ip, user).map(async (k) => {
+        const res = await this.redis.multi().incr(k).pexpire(k, this.windowMs).exec();
+        return Number(res?.[0]?.[1] ?? 0);
+      }),
+    );
+    const failures = Math.max(0, ...counts);
+    try {
+      return this.verdict(failures);
+    } catch {
+      // The attempt that crosses the line still gets the usual "wrong credentials" answer, late.
+      return { delayMs: this.maxDelayMs };
+    }
+  }
+
+  /** A success clears the user's count (not the IP's: one valid login must not reset a guesser's IP). */
+  async succeed(user: string): Promise<void> {
+    const [, userKey] = this.subjects('-', user);
+    if (userKey) await this.redis.del(userKey);
+  }
+}

@@ -1,0 +1,139 @@
+import { readFileSync } from 'node:fs';
+import { createPrivateKey } from 'node:crypto';
+import type { AccountConfig } from '../config/schema.js';
+import { SluiceError } from '../core/errors.js';
+import { normaliseDomain } from '../core/address.js';
+import { SecretVerifier, apiKeyAccount, decoyHash, parseSecretHash, verifySecret, type VerifyCacheOptions } from './secrets.js';
+
+/** An account as the rest of Sluice sees it: who it is, what it may send from, its limits. */
+export interface Account {
+  readonly id: string;
+  /** Owned sending domains, normalised (lower case, A-label). */
+  readonly domains: ReadonlySet<string>;
+  readonly dailyQuota: number | null;
+  readonly rateLimit: AccountConfig['rateLimit'];
+}
+
+/** A DKIM private key read from its file, ready for the render workers. */
+export interface DkimKeyMaterial {
+  readonly domain: string;
+  readonly selector: string;
+  readonly algorithm: 'rsa' | 'ed25519';
+  readonly privateKeyPem: string;
+}
+
+interface DkimKeyRef {
+  readonly domain: string;
+  readonly selector: string;
+  readonly algorithm: 'rsa' | 'ed25519';
+  readonly keyFile: string;
+}
+
+interface Entry {
+  readonly account: Account;
+  readonly apiKeys: readonly string[];
+}
+
+/**
+ * The accounts of the configuration, indexed for the ingress hot path: API keys by the account id
+ * they name, SMTP users by user name, domains as a set. Built once; the config is immutable.
+ */
+export class AccountRegistry {
+  private readonly byId = new Map<string, Entry>();
+  private readonly smtpUsers = new Map<string, { accountId: string; hash: string }>();
+  private readonly dkim: DkimKeyRef[] = [];
+  private readonly verifier: SecretVerifier;
+
+  constructor(accounts: readonly AccountConfig[], opts: VerifyCacheOptions = {}) {
+    this.verifier = new SecretVerifier(opts);
+    const domainOwner = new Map<string, string>();
+    for (const cfg of accounts) {
+      if (this.byId.has(cfg.id)) throw new SluiceError('SLUICE_CONFIG_INVALID', `account ${cfg.id} is defined twice`);
+      const domains = new Set<string>();
+      for (const d of cfg.domains) {
+        const domain = normaliseDomain(d.domain);
+        if (!domain) throw new SluiceError('SLUICE_CONFIG_INVALID', `account ${cfg.id}: ${JSON.stringify(d.domain)} is not a domain`);
+        // One owner per domain, otherwise which account's DKIM key signs it would be ambiguous.
+        const owner = domainOwner.get(domain);
+        if (owner !== undefined) throw new SluiceError('SLUICE_CONFIG_INVALID', `domain ${domain} is owned by both ${owner} and ${cfg.id}`);
+        domainOwner.set(domain, cfg.id);
+        domains.add(domain);
+        for (const k of d.dkim) this.dkim.push({ domain, selector: k.selector, algorithm: k.algorithm, keyFile: k.keyFile });
+      }
+      for (const h of cfg.apiKeys) {
+        if (!parseSecretHash(h)) throw new SluiceError('SLUICE_CONFIG_INVALID', `account ${cfg.id}: an API key hash is malformed`);
+      }
+      for (const u of cfg.smtpUsers) {
+        if (!parseSecretHash(u.passwordHash)) throw new SluiceError('SLUICE_CONFIG_INVALID', `account ${cfg.id}: the password hash of SMTP user ${u.username} is malformed`);
+        if (this.smtpUsers.has(u.username)) throw new SluiceError('SLUICE_CONFIG_INVALID', `SMTP user ${u.username} is defined twice`);
+        this.smtpUsers.set(u.username, { accountId: cfg.id, hash: u.passwordHash });
+      }
+      const account: Account = Object.freeze({ id: cfg.id, domains, dailyQuota: cfg.dailyQuota, rateLimit: cfg.rateLimit });
+      this.byId.set(cfg.id, { account, apiKeys: cfg.apiKeys });
+    }
+  }
+
+  get(id: string): Account | undefined {
+    return this.byId.get(id)?.account;
+  }
+
+  list(): Account[] {
+    return [...this.byId.values()].map((e) => e.account);
+  }
+
+  /** The account whose API key this is, or null. An unknown account costs the same scrypt as a wrong key. */
+  async authenticateApiKey(key: string): Promise<Account | null> {
+    const accountId = apiKeyAccount(key);
+    const entry = accountId === undefined ? undefined : this.byId.get(accountId);
+    if (!entry) {
+      await verifySecret(typeof key === 'string' ? key : '', await decoyHash());
+      return null;
+    }
+    return (await this.verifier.verifyAny(key, entry.apiKeys)) >= 0 ? entry.account : null;
+  }
+
+  async authenticateSmtp(username: string, password: string): Promise<Account | null> {
+    const user = typeof username === 'string' ? this.smtpUsers.get(username) : undefined;
+    if (!user) {
+      await verifySecret(typeof password === 'string' ? password : '', await decoyHash());
+      return null;
+    }
+    // The cache is keyed by the password's digest and bound to this user's hash, so a password
+    // shared by two users never authenticates the wrong one.
+    if ((await this.verifier.verifyAny(password, [user.hash])) < 0) return null;
+    return this.byId.get(user.accountId)?.account ?? null;
+  }
+
+  /** Exact, case-insensitive, IDN-normalised match; a subdomain of an owned domain is not owned. */
+  ownsDomain(accountId: string, domain: string): boolean {
+    const d = normaliseDomain(domain);
+    return d !== undefined && this.byId.get(accountId)?.account.domains.has(d) === true;
+  }
+
+  /**
+   * Reads every configured DKIM key file and checks that it holds a private key of the declared
+   * algorithm, so a wrong file fails at start-up with its name rather than at the first send.
+   * Synchronous: it runs once, before any role serves traffic.
+   */
+  readDkimKeys(): DkimKeyMaterial[] {
+    return this.dkim.map((ref) => {
+      const where = `${ref.keyFile} (${ref.selector}._domainkey.${ref.domain})`;
+      let pem: string;
+      try {
+        pem = readFileSync(ref.keyFile, 'utf8');
+      } catch (err) {
+        throw new SluiceError('SLUICE_DKIM_KEY_INVALID', `cannot read DKIM key ${where}: ${(err as Error).message}`, { cause: err });
+      }
+      let type: string | undefined;
+      try {
+        type = createPrivateKey(pem).asymmetricKeyType;
+      } catch (err) {
+        throw new SluiceError('SLUICE_DKIM_KEY_INVALID', `DKIM key ${where} is not a PEM private key`, { cause: err });
+      }
+      if (type !== ref.algorithm) {
+        throw new SluiceError('SLUICE_DKIM_KEY_INVALID', `DKIM key ${where} is ${type ?? 'of unknown type'}, but the config says ${ref.algorithm}`);
+      }
+      return { domain: ref.domain, selector: ref.selector, algorithm: ref.algorithm, privateKeyPem: pem };
+    });
+  }
+}

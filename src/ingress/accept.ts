@@ -1,0 +1,132 @@
+import type { Logger } from 'pino';
+import type { Config } from '../config/schema.js';
+import type { RedisClient } from '../redis/client.js';
+import type { Keys } from '../redis/keys.js';
+import type { Metrics } from '../observability/metrics.js';
+import { SluiceError, toSluiceError, type FieldError } from '../core/errors.js';
+import { parseAddress } from '../core/address.js';
+import { newId } from '../core/ids.js';
+import type { Account, AccountRegistry } from '../accounts/registry.js';
+import { reserveSending } from '../accounts/limits.js';
+import { persistMessage, type MessageKind, type MessageSource, type StoredRecipient } from '../store/messages.js';
+import { appendEvent } from '../store/events.js';
+
+/**
+ * The one acceptance path of SMTP submission and the HTTP API. Order matters: checks that cost
+ * nothing (addresses, ownership, count) come first; the quota/rate reservation is the first Redis
+ * write and is given back if persisting fails; the answer is returned only once the message is
+ * persisted and queued.
+ */
+export interface AcceptDeps {
+  readonly redis: RedisClient;
+  readonly keys: Keys;
+  readonly config: Config;
+  readonly registry: AccountRegistry;
+  readonly metrics?: Metrics | undefined;
+  readonly logger?: Logger | undefined;
+  readonly now?: (() => number) | undefined;
+  /** Called after each acceptance (e.g. to wake this process's dispatcher). Must not throw. */
+  readonly onAccepted?: ((source: MessageSource, recipients: number) => void) | undefined;
+}
+
+export interface Submission {
+  readonly account: Account;
+  readonly source: MessageSource;
+  readonly kind: MessageKind;
+  /** The From address (header From; for SMTP without one, the envelope sender). */
+  readonly from: string;
+  /** Envelope recipients as given; duplicates are sent once. */
+  readonly recipients: readonly string[];
+  /** The body, or a function of the new message id (an API spec embeds its Message-ID). */
+  readonly body: Buffer | string | ((id: string) => Buffer | string);
+  readonly tags?: readonly string[] | undefined;
+  readonly metadata?: Readonly<Record<string, string | number | boolean>> | undefined;
+  /** Dotted path prefix for field errors ('to' for the API), or undefined to name addresses only. */
+  readonly recipientPaths?: readonly string[] | undefined;
+}
+
+export interface Accepted {
+  readonly id: string;
+  /** Accepted recipients in queue order (index = recipient idx), domains normalised. */
+  readonly recipients: string[];
+}
+
+/** Validates and normalises recipients; every bad one is named (SLUICE_INGRESS_BAD_ADDRESS). */
+export function normaliseRecipients(recipients: readonly string[], paths?: readonly string[]): StoredRecipient[] {
+  const out: StoredRecipient[] = [];
+  const seen = new Set<string>();
+  const errors: FieldError[] = [];
+  recipients.forEach((text, i) => {
+    const parsed = parseAddress(text);
+    if (!parsed) {
+      errors.push({ path: paths?.[i] ?? `recipients.${i}`, message: `not a valid address: ${JSON.stringify(String(text).slice(0, 100))}` });
+      return;
+    }
+    if (seen.has(parsed.address)) return;
+    seen.add(parsed.address);
+    out.push({ address: parsed.address, domain: parsed.domain });
+  });
+  if (errors.length > 0) {
+    const first = errors[0] as FieldError;
+    throw new SluiceError('SLUICE_INGRESS_BAD_ADDRESS', errors.length === 1 ? first.message : `${errors.length} invalid addresses, first: ${first.message}`, { errors });
+  }
+  return out;
+}
+
+/** Throws SLUICE_INGRESS_FROM_NOT_OWNED unless `from` is an address in a domain the account owns. */
+export function checkFrom(registry: AccountRegistry, account: Account, from: string): { address: string; domain: string } {
+  const parsed = parseAddress(from);
+  if (!parsed) throw new SluiceError('SLUICE_INGRESS_BAD_ADDRESS', `the From address is not valid: ${JSON.stringify(String(from).slice(0, 100))}`, { errors: [{ path: 'from', message: 'not a valid address' }] });
+  if (!registry.ownsDomain(account.id, parsed.domain)) {
+    throw new SluiceError('SLUICE_INGRESS_FROM_NOT_OWNED', `The From domain ${parsed.domain} is not owned by this account`, { errors: [{ path: 'from', message: 'domain not owned by this account' }] });
+  }
+  return parsed;
+}
+
+export async function acceptMessage(deps: AcceptDeps, sub: Submission): Promise<Accepted> {
+  try {
+    const from = checkFrom(deps.registry, sub.account, sub.from);
+    if (sub.recipients.length === 0) throw new SluiceError('SLUICE_INGRESS_NO_RECIPIENTS');
+    // Counted before de-duplication: a request listing 10,000 copies of one address is refused too.
+    const max = deps.config.ingress.maxRecipients;
+    if (sub.recipients.length > max) {
+      throw new SluiceError('SLUICE_INGRESS_TOO_MANY_RECIPIENTS', `Too many recipients: ${sub.recipients.length}, at most ${max}`);
+    }
+    const rcpts = normaliseRecipients(sub.recipients, sub.recipientPaths);
+
+    const now = (deps.now ?? Date.now)();
+    const reservation = await reserveSending(deps.redis, deps.keys, sub.account, rcpts.length, now);
+    const id = newId(now);
+    try {
+      await persistMessage(deps.redis, deps.keys, deps.config.redis.scheduleShards, {
+        id,
+        account: sub.account.id,
+        source: sub.source,
+        kind: sub.kind,
+        from: from.address,
+        fromDomain: from.domain,
+        rcpts,
+        acceptedAt: now,
+        tags: sub.tags ?? [],
+        metadata: sub.metadata ?? {},
+        body: typeof sub.body === 'function' ? sub.body(id) : sub.body,
+      });
+    } catch (err) {
+      await reservation.release().catch(() => undefined);
+      throw err;
+    }
+
+    deps.metrics?.messagesAccepted.inc({ source: sub.source });
+    deps.metrics?.recipientsAccepted.inc({ source: sub.source }, rcpts.length);
+    deps.onAccepted?.(sub.source, rcpts.length);
+    // The message is safe already; an event-stream hiccup must not turn the answer into a failure.
+    await appendEvent(deps.redis, deps.keys, 'accepted', { msgId: id, account: sub.account.id, source: sub.source, recipients: rcpts.length }, deps.config.retention.eventsMaxLen)
+      .then(() => deps.metrics?.eventsAppended.inc({ type: 'accepted' }))
+      .catch((err: unknown) => deps.logger?.warn({ err, msgId: id }, 'could not append the accepted event'));
+    return { id, recipients: rcpts.map((r) => r.address) };
+  } catch (err) {
+    const e = toSluiceError(err);
+    deps.metrics?.messagesRejected.inc({ source: sub.source, code: e.code });
+    throw e;
+  }
+}

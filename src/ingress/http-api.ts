@@ -1,0 +1,314 @@
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Logger } from 'pino';
+import { z } from 'zod';
+import { SluiceError, toSluiceError, type FieldError } from '../core/errors.js';
+import { isId } from '../core/ids.js';
+import type { Account } from '../accounts/registry.js';
+import { AuthThrottle, LimitError, type AuthThrottleOptions } from '../accounts/limits.js';
+import { messageStatus } from '../store/messages.js';
+import { acceptMessage, type AcceptDeps, type Accepted } from './accept.js';
+import { fieldErrors, messageSchema, toSpecSubmission, validateMessage } from './http-schema.js';
+import { IdempotencyStore, isValidIdempotencyKey, requestHash, type StoredAnswer } from './idempotency.js';
+
+/**
+ * The HTTP API, on plain node:http (this is a handful of routes; a framework would add more code
+ * than it saves):
+ *
+ *   POST /v1/messages         one message                 → 202 { id, recipients }
+ *   POST /v1/messages/batch   { messages: [...] }         → 202 { results: [...], accepted, rejected }
+ *   GET  /v1/messages/:id     delivery state per recipient → 200, or 404 (unknown or another account's)
+ *
+ * `Authorization: Bearer sk_…` on every route. Errors are `{ code, message, errors: [{ path, message }] }`.
+ * A 202 is sent only once the message is persisted and queued.
+ */
+export interface HttpApiDeps extends AcceptDeps {
+  readonly logger: Logger;
+}
+
+export interface HttpApiOptions {
+  /** Default: config.ingress.http.host / port (0 = ephemeral). */
+  readonly host?: string;
+  readonly port?: number;
+  readonly authThrottle?: Partial<AuthThrottleOptions>;
+  /** Messages of one batch processed at once: enough to fill Redis pipelines, bounded per request. */
+  readonly batchConcurrency?: number;
+  /** How long close() lets requests in progress finish. Default 10 s. */
+  readonly closeTimeoutMs?: number;
+}
+
+export interface HttpApi {
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+// A bearer key and an Idempotency-Key are short; 16 KiB bounds per-connection header memory while
+// leaving room for proxies' additions. Node answers 431 beyond it.
+const MAX_HEADER_BYTES = 16 * 1024;
+const JSON_TYPE = /^application\/json\s*(?:;|$)/i;
+const STATUS_PATH = /^\/v1\/messages\/([^/]+)$/;
+
+type Route = 'send' | 'batch' | 'status' | 'other';
+
+class Answer {
+  constructor(
+    readonly status: number,
+    readonly body: unknown,
+    readonly headers: Record<string, string> = {},
+  ) {}
+}
+
+function errorAnswer(err: SluiceError): Answer {
+  const headers: Record<string, string> = {};
+  if (err instanceof LimitError) headers['retry-after'] = String(Math.max(1, Math.ceil(err.retryAfterMs / 1000)));
+  if (err.code === 'SLUICE_AUTH_REQUIRED' || err.code === 'SLUICE_AUTH_FAILED') headers['www-authenticate'] = 'Bearer';
+  if (err.code === 'SLUICE_AUTH_THROTTLED') headers['retry-after'] = '60';
+  const body = err.code === 'SLUICE_INTERNAL' ? { code: err.code, message: 'Internal error', errors: [] } : err.toJSON();
+  return new Answer(err.http, body, headers);
+}
+
+function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let done = false;
+    const fail = (err: Error) => {
+      if (done) return;
+      done = true;
+      reject(err);
+    };
+    req.on('data', (chunk: Buffer) => {
+      if (done) return;
+      size += chunk.length;
+      if (size > max) {
+        // Stop buffering: the caller answers 413 and closes the connection.
+        req.pause();
+        fail(new SluiceError('SLUICE_INGRESS_TOO_LARGE', `The request body exceeds ${max} bytes`));
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => {
+      if (done) return;
+      done = true;
+      resolve(Buffer.concat(chunks, size));
+    });
+    req.on('error', fail);
+    req.on('close', () => fail(new SluiceError('SLUICE_INGRESS_BAD_REQUEST', 'the request was aborted')));
+  });
+}
+
+function parseJson(body: Buffer): unknown {
+  try {
+    return JSON.parse(body.toString('utf8'));
+  } catch (err) {
+    throw new SluiceError('SLUICE_INGRESS_BAD_JSON', `The request body is not valid JSON: ${(err as Error).message}`);
+  }
+}
+
+export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {}): Promise<HttpApi> {
+  const cfg = deps.config.ingress.http;
+  const log = deps.logger.child({ role: 'ingress' });
+  const throttle = new AuthThrottle(deps.redis, deps.keys, { delayAfter: deps.config.ingress.smtp.authFailuresBeforeDelay, ...opts.authThrottle });
+  const idempotency = new IdempotencyStore(deps.redis, deps.keys, deps.config.ingress.idempotencyTtl);
+  const schema = messageSchema();
+  const batchSchema = z.object({ messages: z.array(z.unknown()).min(1).max(cfg.maxBatch) }).strict();
+  const batchConcurrency = opts.batchConcurrency ?? 32;
+  const hostname = deps.config.instance.hostname;
+  const acceptDeps: AcceptDeps = { ...deps, logger: log };
+
+  async function authenticate(req: IncomingMessage): Promise<Account> {
+    const header = req.headers.authorization;
+    if (!header) throw new SluiceError('SLUICE_AUTH_REQUIRED', 'Authentication required: send Authorization: Bearer <api key>');
+    const ip = req.socket.remoteAddress ?? 'unknown';
+    await throttle.check(ip);
+    const m = /^Bearer +([\x21-\x7e]{1,200})$/i.exec(header);
+    const account = m ? await deps.registry.authenticateApiKey(m[1] as string) : null;
+    if (account) return account;
+    deps.metrics?.authFailures.inc({ interface: 'http' });
+    const verdict = await throttle.fail(ip);
+    if (verdict.delayMs > 0) await new Promise((r) => setTimeout(r, verdict.delayMs));
+    throw new SluiceError('SLUICE_AUTH_FAILED', 'Invalid API key');
+  }
+
+  async function acceptOne(account: Account, input: unknown): Promise<Accepted> {
+    const parsed = validateMessage(schema, input);
+    if (!parsed.ok) throw new SluiceError('SLUICE_INGRESS_BAD_REQUEST', 'The message is invalid', { errors: parsed.errors });
+    const sub = toSpecSubmission(parsed.message, hostname);
+    return acceptMessage(acceptDeps, {
+      account,
+      source: 'http',
+      kind: 'spec',
+      from: sub.from,
+      recipients: sub.recipients,
+      recipientPaths: sub.recipientPaths,
+      body: (id) => JSON.stringify(sub.spec(id)),
+      tags: parsed.message.tags,
+      metadata: parsed.message.metadata,
+    });
+  }
+
+  async function acceptBatch(account: Account, input: unknown): Promise<Answer> {
+    const parsed = batchSchema.safeParse(input);
+    if (!parsed.success) throw new SluiceError('SLUICE_INGRESS_BAD_REQUEST', 'The batch is invalid', { errors: fieldErrors(parsed.error) });
+    const messages = parsed.data.messages;
+    const results: ({ id: string; recipients: string[] } | { error: { code: string; message: string; errors: readonly FieldError[] } })[] = new Array(messages.length);
+    let next = 0;
+    let accepted = 0;
+    const worker = async () => {
+      while (next < messages.length) {
+        const i = next++;
+        try {
+          const r = await acceptOne(account, messages[i]);
+          results[i] = { id: r.id, recipients: r.recipients };
+          accepted++;
+        } catch (err) {
+          const e = toSluiceError(err);
+          if (e.code === 'SLUICE_INTERNAL') log.error({ err: e.cause ?? e }, 'batch message failed');
+          results[i] = { error: errorAnswer(e).body as { code: string; message: string; errors: readonly FieldError[] } };
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(batchConcurrency, messages.length) }, worker));
+    return new Answer(202, { results, accepted, rejected: messages.length - accepted });
+  }
+
+  /** POST routes: auth, body, idempotency, then the route's work. */
+  async function post(req: IncomingMessage, route: 'send' | 'batch'): Promise<Answer> {
+    const declared = Number(req.headers['content-length'] ?? 0);
+    if (declared > cfg.maxBodySize) throw new SluiceError('SLUICE_INGRESS_TOO_LARGE', `The request body exceeds ${cfg.maxBodySize} bytes`);
+    const account = await authenticate(req);
+    if (!JSON_TYPE.test(req.headers['content-type'] ?? '')) throw new SluiceError('SLUICE_INGRESS_UNSUPPORTED_MEDIA');
+    const body = await readBody(req, cfg.maxBodySize);
+
+    const idemHeader = req.headers['idempotency-key'];
+    const idemKey = Array.isArray(idemHeader) ? idemHeader[0] : idemHeader;
+    const run = async (): Promise<Answer> => {
+      try {
+        const input = parseJson(body);
+        if (route === 'batch') return await acceptBatch(account, input);
+        const r = await acceptOne(account, input);
+        return new Answer(202, { id: r.id, recipients: r.recipients });
+      } catch (err) {
+        return errorAnswer(toSluiceError(err));
+      }
+    };
+    if (idemKey === undefined) return run();
+    if (!isValidIdempotencyKey(idemKey)) {
+      throw new SluiceError('SLUICE_INGRESS_BAD_REQUEST', 'Invalid Idempotency-Key', { errors: [{ path: 'Idempotency-Key', message: 'must be 1–255 printable ASCII characters' }] });
+    }
+    const hash = requestHash([route, body]);
+    const begun = await idempotency.begin(account.id, idemKey, hash);
+    if (begun.kind === 'replay') return replay(begun.answer);
+    const answer = await run();
+    const stored: StoredAnswer = { status: answer.status, body: JSON.stringify(answer.body) };
+    await idempotency.finish(account.id, idemKey, hash, stored).catch((err: unknown) => log.warn({ err }, 'could not store the idempotent answer'));
+    return answer;
+  }
+
+  function replay(a: StoredAnswer): Answer {
+    let body: unknown;
+    try {
+      body = JSON.parse(a.body);
+    } catch {
+      body = {};
+    }
+    return new Answer(a.status, body, { 'idempotent-replayed': 'true' });
+  }
+
+  async function route(req: IncomingMessage): Promise<{ route: Route; answer: Answer }> {
+    const path = (req.url ?? '/').split('?')[0] as string;
+    const method = req.method ?? 'GET';
+    const only = (allowed: string): void => {
+      if (method !== allowed) throw Object.assign(new SluiceError('SLUICE_INGRESS_METHOD_NOT_ALLOWED'), { allow: allowed });
+    };
+    if (path === '/v1/messages') {
+      only('POST');
+      return { route: 'send', answer: await post(req, 'send') };
+    }
+    if (path === '/v1/messages/batch') {
+      only('POST');
+      return { route: 'batch', answer: await post(req, 'batch') };
+    }
+    const m = STATUS_PATH.exec(path);
+    if (m) {
+      only('GET');
+      const account = await authenticate(req);
+      const id = m[1] as string;
+      const status = isId(id) ? await messageStatus(deps.redis, deps.keys, id, account.id) : null;
+      if (!status) throw new SluiceError('SLUICE_INGRESS_NOT_FOUND', 'No such message');
+      return { route: 'status', answer: new Answer(200, status) };
+    }
+    throw new SluiceError('SLUICE_INGRESS_NOT_FOUND');
+  }
+
+  function send(req: IncomingMessage, res: ServerResponse, routeName: Route, answer: Answer, closeAfter: boolean): void {
+    const text = JSON.stringify(answer.body);
+    res.statusCode = answer.status;
+    res.setHeader('content-type', 'application/json; charset=utf-8');
+    res.setHeader('cache-control', 'no-store');
+    res.setHeader('content-length', Buffer.byteLength(text));
+    for (const [k, v] of Object.entries(answer.headers)) res.setHeader(k, v);
+    if (closeAfter) {
+      // The rest of the body is not read: close the connection once the answer is out, rather than
+      // receive (possibly megabytes of) data only to throw it away.
+      res.setHeader('connection', 'close');
+      res.on('finish', () => setImmediate(() => req.socket.destroy()));
+    }
+    deps.metrics?.httpRequests.inc({ route: routeName, status: `${Math.floor(answer.status / 100)}xx` });
+    res.end(text);
+  }
+
+  const server = createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: cfg.requestTimeout, headersTimeout: Math.min(cfg.requestTimeout, 30_000) }, (req, res) => {
+    let routeName: Route = 'other';
+    route(req)
+      .then(({ route: r, answer }) => {
+        routeName = r;
+        send(req, res, r, answer, !req.complete);
+      })
+      .catch((err: unknown) => {
+        const e = toSluiceError(err);
+        if (e.code === 'SLUICE_INTERNAL' || e.code === 'SLUICE_REDIS_UNAVAILABLE') log.error({ err: e.cause ?? e }, 'http request failed');
+        const answer = errorAnswer(e);
+        const allow = (err as { allow?: string }).allow;
+        if (allow) answer.headers['allow'] = allow;
+        if (res.headersSent) {
+          res.destroy();
+          return;
+        }
+        send(req, res, routeName, answer, !req.complete);
+      });
+  });
+  // Malformed requests, oversized headers (431) and timeouts (408) are answered by Node's own
+  // clientError handling, which never throws.
+
+  const host = opts.host ?? cfg.host;
+  const port = opts.port ?? cfg.port;
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: Error) => reject(new SluiceError('SLUICE_CONFIG_INVALID', `cannot listen on ${host}:${port}: ${err.message}`, { cause: err }));
+    server.once('error', onError);
+    server.listen(port, host, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+  const addr = server.address();
+  const bound = typeof addr === 'object' && addr ? addr.port : port;
+  log.info({ port: bound }, 'http api listening');
+
+  let closing: Promise<void> | undefined;
+  return {
+    port: bound,
+    close() {
+      closing ??= new Promise<void>((resolve) => {
+        const force = setTimeout(() => server.closeAllConnections(), opts.closeTimeoutMs ?? 10_000);
+        force.unref();
+        server.close(() => {
+          clearTimeout(force);
+          resolve();
+        });
+        server.closeIdleConnections();
+      });
+      return closing;
+    },
+  };
+}

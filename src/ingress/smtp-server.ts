@@ -1,0 +1,223 @@
+import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
+import type { Logger } from 'pino';
+import { SluiceError, toSluiceError } from '../core/errors.js';
+import { parseAddress } from '../core/address.js';
+import type { Account } from '../accounts/registry.js';
+import { AuthThrottle, type AuthThrottleOptions } from '../accounts/limits.js';
+import { acceptMessage, checkFrom, type AcceptDeps } from './accept.js';
+import { headerFrom } from './header-from.js';
+import { loadOrCreateTls, type TlsMaterial } from './tls.js';
+
+/**
+ * SMTP submission (RFC 6409): AUTH PLAIN/LOGIN required, STARTTLS offered, and every transaction
+ * answered 250 only after the message is persisted and queued. Every refusal is a SluiceError turned
+ * into a reply once, here, with its code and enhanced status and the session id for support.
+ */
+export interface SubmissionDeps extends AcceptDeps {
+  readonly logger: Logger;
+}
+
+export interface SubmissionOptions {
+  /** Default: config.ingress.smtp.host / port (0 = ephemeral). */
+  readonly host?: string;
+  readonly port?: number;
+  /** Default: loadOrCreateTls(config). */
+  readonly tls?: TlsMaterial;
+  /** Allow AUTH before STARTTLS (tests on loopback, or TLS terminated in front). Default false. */
+  readonly allowInsecureAuth?: boolean;
+  readonly authThrottle?: Partial<AuthThrottleOptions>;
+  /** How long close() lets open sessions finish before cutting them. Default 10 s. */
+  readonly closeTimeoutMs?: number;
+}
+
+export interface SubmissionServer {
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+interface SmtpReplyError extends Error {
+  responseCode: number;
+}
+
+/** The reply for a refusal: "<enhanced> <text> [<session>]" with the SMTP code on the side. */
+function reply(err: unknown, sessionId: string): SmtpReplyError {
+  const e = toSluiceError(err);
+  const [code, enhanced] = e.smtp;
+  const text = e.code === 'SLUICE_INTERNAL' ? 'Internal error, try again later' : e.message;
+  const out = new Error(`${enhanced} ${text.replace(/[\r\n]+/g, ' ')} [${sessionId}]`) as SmtpReplyError;
+  out.responseCode = code;
+  return out;
+}
+
+interface SessionUser {
+  accountId: string;
+}
+
+export async function startSubmissionServer(deps: SubmissionDeps, opts: SubmissionOptions = {}): Promise<SubmissionServer> {
+  const cfg = deps.config.ingress.smtp;
+  const tls = opts.tls ?? (await loadOrCreateTls(deps.config));
+  const log = deps.logger.child({ role: 'ingress' });
+  const throttle = new AuthThrottle(deps.redis, deps.keys, { delayAfter: cfg.authFailuresBeforeDelay, ...opts.authThrottle });
+  // The tighter of the per-transaction SMTP limit and the per-message limit of every interface.
+  const maxRcpts = Math.min(cfg.maxRecipients, deps.config.ingress.maxRecipients);
+  const maxSize = cfg.maxMessageSize;
+
+  const reject = (session: SMTPServerSession, err: unknown): SmtpReplyError => {
+    const e = toSluiceError(err);
+    if (e.code === 'SLUICE_INTERNAL' || e.code === 'SLUICE_REDIS_UNAVAILABLE') log.error({ err: e.cause ?? e, sessionId: session.id }, 'submission failed');
+    return reply(e, session.id);
+  };
+  const rejected = (session: SMTPServerSession, err: unknown): SmtpReplyError => {
+    const e = toSluiceError(err);
+    deps.metrics?.messagesRejected.inc({ source: 'smtp', code: e.code });
+    return reject(session, e);
+  };
+  const accountOf = (session: SMTPServerSession): Account | undefined => {
+    const user = session.user as SessionUser | undefined;
+    return user ? deps.registry.get(user.accountId) : undefined;
+  };
+
+  const server = new SMTPServer({
+    name: deps.config.instance.hostname,
+    banner: 'Sluice submission',
+    secure: false,
+    key: tls.key,
+    cert: tls.cert,
+    authMethods: ['PLAIN', 'LOGIN'],
+    authOptional: false,
+    allowInsecureAuth: opts.allowInsecureAuth ?? false,
+    size: maxSize,
+    maxClients: cfg.maxClients,
+    socketTimeout: cfg.socketTimeout,
+    closeTimeout: opts.closeTimeoutMs ?? 10_000,
+    // A PTR lookup per connection adds latency and a DNS dependency for nothing: the log has the IP.
+    disableReverseLookup: true,
+    // smtp-server would derive the enhanced code from the reply code alone (550 → 5.1.1); Sluice
+    // writes its own precise one at the start of each reply text instead.
+    hideENHANCEDSTATUSCODES: true,
+    logger: false,
+
+    onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession, cb) {
+      const ip = session.remoteAddress;
+      const username = auth.username ?? '';
+      void (async () => {
+        try {
+          await throttle.check(ip, username);
+          const account = await deps.registry.authenticateSmtp(username, auth.password ?? '');
+          if (account) {
+            await throttle.succeed(username);
+            log.info({ sessionId: session.id, account: account.id }, 'smtp auth ok');
+            const user: SessionUser = { accountId: account.id };
+            return cb(null, { user });
+          }
+          deps.metrics?.authFailures.inc({ interface: 'smtp' });
+          const verdict = await throttle.fail(ip, username);
+          log.warn({ sessionId: session.id, ip }, 'smtp auth failed');
+          if (verdict.delayMs > 0) await new Promise((r) => setTimeout(r, verdict.delayMs));
+          cb(reply(new SluiceError('SLUICE_AUTH_FAILED'), session.id));
+        } catch (err) {
+          cb(reject(session, err));
+        }
+      })();
+    },
+
+    onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, cb) {
+      const account = accountOf(session);
+      if (!account) return cb(reply(new SluiceError('SLUICE_AUTH_REQUIRED'), session.id));
+      // The null sender (<>) names no domain; the header From is still checked after DATA.
+      if (address.address === '') return cb();
+      try {
+        checkFrom(deps.registry, account, address.address);
+        cb();
+      } catch (err) {
+        cb(rejected(session, err));
+      }
+    },
+
+    onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, cb) {
+      if (session.envelope.rcptTo.length >= maxRcpts) {
+        return cb(rejected(session, new SluiceError('SLUICE_INGRESS_TOO_MANY_RECIPIENTS', `Too many recipients, at most ${maxRcpts} per message`)));
+      }
+      if (!parseAddress(address.address)) {
+        return cb(rejected(session, new SluiceError('SLUICE_INGRESS_BAD_ADDRESS', 'The recipient address is not valid')));
+      }
+      cb();
+    },
+
+    onData(stream: SMTPServerDataStream, session: SMTPServerSession, cb) {
+      // Read the whole message (bounded) before answering: the answer depends on all of it, and
+      // smtp-server needs the stream drained either way. Past the limit, bytes are counted and dropped.
+      const chunks: Buffer[] = [];
+      let size = 0;
+      let answered = false;
+      const answer = (err: SmtpReplyError | null, text?: string) => {
+        if (answered) return;
+        answered = true;
+        if (err) cb(err);
+        else cb(null, text);
+      };
+      stream.on('data', (chunk: Buffer) => {
+        size += chunk.length;
+        if (size > maxSize) chunks.length = 0;
+        else chunks.push(chunk);
+      });
+      stream.on('error', (err) => answer(reject(session, err)));
+      stream.on('end', () => {
+        void (async () => {
+          const account = accountOf(session);
+          if (!account) return answer(reply(new SluiceError('SLUICE_AUTH_REQUIRED'), session.id));
+          if (size > maxSize || stream.sizeExceeded) {
+            return answer(rejected(session, new SluiceError('SLUICE_INGRESS_TOO_LARGE', `Message exceeds the size limit of ${maxSize} bytes`)));
+          }
+          const raw = Buffer.concat(chunks, size);
+          try {
+            const from = headerFrom(raw);
+            const accepted = await acceptMessage(
+              { ...deps, logger: log },
+              {
+                account,
+                source: 'smtp',
+                kind: 'raw',
+                from,
+                recipients: session.envelope.rcptTo.map((r) => r.address),
+                body: raw,
+              },
+            );
+            log.info({ sessionId: session.id, msgId: accepted.id, account: account.id, recipients: accepted.recipients.length, bytes: size }, 'message accepted');
+            answer(null, `2.0.0 Ok: queued as ${accepted.id}`);
+          } catch (err) {
+            // acceptMessage counts its own refusals; header problems are counted here.
+            answer(err instanceof SluiceError && err.code === 'SLUICE_INGRESS_BAD_MESSAGE' ? rejected(session, err) : reject(session, err));
+          }
+        })();
+      });
+    },
+  });
+
+  // smtp-server reports socket-level trouble (resets, TLS garbage) as 'error' events; without a
+  // listener Node would throw them and end the process.
+  server.on('error', (err) => log.warn({ err }, 'smtp connection error'));
+
+  const host = opts.host ?? cfg.host;
+  const port = opts.port ?? cfg.port;
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: Error) => reject(new SluiceError('SLUICE_CONFIG_INVALID', `cannot listen on ${host}:${port}: ${err.message}`, { cause: err }));
+    server.server.once('error', onError);
+    server.listen(port, host, () => {
+      server.server.off('error', onError);
+      resolve();
+    });
+  });
+  const addr = server.server.address();
+  const bound = typeof addr === 'object' && addr ? addr.port : port;
+  log.info({ port: bound }, 'smtp submission listening');
+
+  let closing: Promise<void> | undefined;
+  return {
+    port: bound,
+    close() {
+      closing ??= new Promise<void>((resolve) => server.close(() => resolve()));
+      return closing;
+    },
+  };
+}

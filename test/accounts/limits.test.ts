@@ -1,0 +1,97 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { AuthThrottle, LimitError, reserveSending, utcDay } from '../../src/accounts/limits.js';
+import type { Account } from '../../src/accounts/registry.js';
+import { isSluiceError } from '../../src/core/errors.js';
+import { startRedis, type TestRedis } from '../helpers/redis.js';
+import type { RedisClient } from '../../src/redis/client.js';
+
+const test = suite('accounts/limits');
+let redis: TestRedis;
+let client: RedisClient;
+const NOON = Date.UTC(2026, 0, 15, 12, 0, 0, 500);
+const account = (over: Partial<Account>): Account => ({ id: 'acme', domains: new Set(['acme.example']), dailyQuota: null, rateLimit: { perSecond: null, perMinute: null, perHour: null }, ...over });
+
+test.before(async () => {
+  redis = await startRedis();
+  client = redis.client();
+});
+test.after(() => redis.stop());
+
+test('daily quota counts recipients per UTC day and refuses past it without counting', async () => {
+  const { keys } = redis.fresh();
+  const acc = account({ dailyQuota: 5 });
+  await reserveSending(client, keys, acc, 3, NOON);
+  try {
+    await reserveSending(client, keys, acc, 3, NOON);
+    assert.unreachable();
+  } catch (err) {
+    assert.ok(isSluiceError(err, 'SLUICE_INGRESS_QUOTA_EXCEEDED'));
+    assert.is((err as LimitError).retryAfterMs, Date.UTC(2026, 0, 16) - NOON);
+  }
+  assert.is(await client.get(keys.quota('acme', utcDay(NOON))), '3', 'the refused reservation was given back');
+  const r = await reserveSending(client, keys, acc, 2, NOON);
+  assert.is(await client.get(keys.quota('acme', '2026-01-15')), '5');
+  await r.release();
+  await r.release();
+  assert.is(await client.get(keys.quota('acme', '2026-01-15')), '3', 'release gives back once');
+  const ttl = await client.pttl(keys.quota('acme', '2026-01-15'));
+  assert.ok(ttl > 0 && ttl <= 2 * 86_400_000);
+  // the next UTC day starts from zero
+  await reserveSending(client, keys, acc, 5, Date.UTC(2026, 0, 16, 0, 0, 1));
+});
+
+test('rate windows: per-second limit refuses the excess and says when to retry', async () => {
+  const { keys } = redis.fresh();
+  const acc = account({ rateLimit: { perSecond: 4, perMinute: 100, perHour: null } });
+  await reserveSending(client, keys, acc, 4, NOON);
+  try {
+    await reserveSending(client, keys, acc, 1, NOON);
+    assert.unreachable();
+  } catch (err) {
+    assert.ok(isSluiceError(err, 'SLUICE_INGRESS_RATE_LIMITED'));
+    assert.is((err as LimitError).retryAfterMs, 500);
+  }
+  // next second: allowed again, the minute window still counts everything accepted
+  await reserveSending(client, keys, acc, 4, NOON + 1000);
+  const minuteKeys = await client.keys(`${keys.accountRate('acme')}:m:*`);
+  assert.is(minuteKeys.length, 1);
+  assert.is(await client.get(minuteKeys[0] as string), '8');
+});
+
+test('no limits configured: nothing is written', async () => {
+  const { keys, prefix } = redis.fresh();
+  await reserveSending(client, keys, account({}), 1000, NOON);
+  assert.equal(await client.keys(`${prefix}*`), []);
+});
+
+test('auth throttle: delays after N failures, refuses after more, across instances (shared Redis)', async () => {
+  const { keys } = redis.fresh();
+  const a = new AuthThrottle(client, keys, { delayAfter: 2, refuseAfter: 4, baseDelayMs: 10 });
+  const b = new AuthThrottle(redis.client(), keys, { delayAfter: 2, refuseAfter: 4, baseDelayMs: 10 });
+  assert.is((await a.check('10.0.0.1', 'bob')).delayMs, 0);
+  assert.is((await a.fail('10.0.0.1', 'bob')).delayMs, 0);
+  assert.is((await b.fail('10.0.0.1', 'bob')).delayMs, 10);
+  assert.is((await a.fail('10.0.0.1', 'bob')).delayMs, 20);
+  await b.fail('10.0.0.1', 'bob');
+  for (const t of [a, b]) {
+    try {
+      await t.check('10.0.0.1');
+      assert.unreachable();
+    } catch (err) {
+      assert.ok(isSluiceError(err, 'SLUICE_AUTH_THROTTLED'));
+    }
+  }
+  // the user is throttled from another IP too; a different user from another IP is not
+  try {
+    await a.check('10.0.0.2', 'bob');
+    assert.unreachable();
+  } catch (err) {
+    assert.ok(isSluiceError(err, 'SLUICE_AUTH_THROTTLED'));
+  }
+  assert.is((await a.check('10.0.0.2', 'alice')).delayMs, 0);
+  await a.succeed('bob');
+  assert.is((await a.check('10.0.0.2', 'bob')).delayMs, 0, 'success clears the user count');
+});
+
+test.run();

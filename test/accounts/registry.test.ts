@@ -1,0 +1,81 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { AccountRegistry } from '../../src/accounts/registry.js';
+import { generateApiKey, hashSecret } from '../../src/accounts/secrets.js';
+import { isSluiceError } from '../../src/core/errors.js';
+import type { AccountConfig } from '../../src/config/schema.js';
+
+const test = suite('accounts/registry');
+const noRate = { perSecond: null, perMinute: null, perHour: null };
+let dir = '';
+let key = '';
+let registry: AccountRegistry;
+let accounts: AccountConfig[];
+
+test.before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'sluice-reg-'));
+  const ed = generateKeyPairSync('ed25519').privateKey.export({ format: 'pem', type: 'pkcs8' }) as string;
+  const rsa = generateKeyPairSync('rsa', { modulusLength: 1024 }).privateKey.export({ format: 'pem', type: 'pkcs8' }) as string;
+  writeFileSync(join(dir, 'ed.pem'), ed);
+  writeFileSync(join(dir, 'rsa.pem'), rsa);
+  key = generateApiKey('acme');
+  accounts = [
+    {
+      id: 'acme',
+      domains: [{ domain: 'Bücher.Example', dkim: [{ selector: 's1', algorithm: 'rsa', keyFile: join(dir, 'rsa.pem') }, { selector: 'e1', algorithm: 'ed25519', keyFile: join(dir, 'ed.pem') }] }],
+      apiKeys: [await hashSecret('sk_acme_old0000000000000000000000000000'), await hashSecret(key)],
+      smtpUsers: [{ username: 'acme-smtp', passwordHash: await hashSecret('pw') }],
+      dailyQuota: 10,
+      rateLimit: noRate,
+    },
+    { id: 'beta', domains: [{ domain: 'beta.example', dkim: [] }], apiKeys: [], smtpUsers: [], dailyQuota: null, rateLimit: noRate },
+  ];
+  registry = new AccountRegistry(accounts);
+});
+test.after(() => rmSync(dir, { recursive: true, force: true }));
+
+test('API key authenticates its account; wrong, foreign or malformed keys do not', async () => {
+  assert.is((await registry.authenticateApiKey(key))?.id, 'acme');
+  assert.is(await registry.authenticateApiKey(key.slice(0, -1) + (key.endsWith('a') ? 'b' : 'a')), null);
+  assert.is(await registry.authenticateApiKey(key.replace('sk_acme_', 'sk_beta_')), null);
+  assert.is(await registry.authenticateApiKey(generateApiKey('nobody')), null);
+  assert.is(await registry.authenticateApiKey('garbage'), null);
+});
+
+test('SMTP credentials', async () => {
+  assert.is((await registry.authenticateSmtp('acme-smtp', 'pw'))?.id, 'acme');
+  assert.is(await registry.authenticateSmtp('acme-smtp', 'PW'), null);
+  assert.is(await registry.authenticateSmtp('nobody', 'pw'), null);
+});
+
+test('domain ownership is exact, case-insensitive and IDN-normalised', () => {
+  assert.ok(registry.ownsDomain('acme', 'bücher.example'));
+  assert.ok(registry.ownsDomain('acme', 'XN--BCHER-KVA.example'));
+  assert.ok(registry.ownsDomain('acme', 'BÜCHER.EXAMPLE.'));
+  assert.not.ok(registry.ownsDomain('acme', 'sub.bücher.example'));
+  assert.not.ok(registry.ownsDomain('acme', 'beta.example'));
+  assert.not.ok(registry.ownsDomain('nobody', 'beta.example'));
+  assert.not.ok(registry.ownsDomain('acme', 'not a domain'));
+});
+
+test('DKIM keys are read and their algorithm checked', () => {
+  const keys = registry.readDkimKeys();
+  assert.equal(keys.map((k) => [k.domain, k.selector, k.algorithm]), [['xn--bcher-kva.example', 's1', 'rsa'], ['xn--bcher-kva.example', 'e1', 'ed25519']]);
+  assert.match(keys[0]?.privateKeyPem ?? '', 'BEGIN PRIVATE KEY');
+  const wrong = new AccountRegistry([{ ...(accounts[0] as AccountConfig), domains: [{ domain: 'x.example', dkim: [{ selector: 's', algorithm: 'rsa', keyFile: join(dir, 'ed.pem') }] }] }]);
+  assert.throws(() => wrong.readDkimKeys(), (e: unknown) => isSluiceError(e, 'SLUICE_DKIM_KEY_INVALID') && /ed25519/.test((e as Error).message));
+  const missing = new AccountRegistry([{ ...(accounts[0] as AccountConfig), domains: [{ domain: 'x.example', dkim: [{ selector: 's', algorithm: 'rsa', keyFile: join(dir, 'nope.pem') }] }] }]);
+  assert.throws(() => missing.readDkimKeys(), (e: unknown) => isSluiceError(e, 'SLUICE_DKIM_KEY_INVALID'));
+});
+
+test('a domain owned twice or a malformed hash is a config error', () => {
+  const acme = accounts[0] as AccountConfig;
+  assert.throws(() => new AccountRegistry([acme, { ...(accounts[1] as AccountConfig), domains: [{ domain: 'bücher.example', dkim: [] }] }]), (e: unknown) => isSluiceError(e, 'SLUICE_CONFIG_INVALID'));
+  assert.throws(() => new AccountRegistry([{ ...acme, apiKeys: ['scrypt$broken'] }]), (e: unknown) => isSluiceError(e, 'SLUICE_CONFIG_INVALID'));
+});
+
+test.run();

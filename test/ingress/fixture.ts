@@ -1,0 +1,64 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadConfig } from '../../src/config/load.js';
+import type { Config } from '../../src/config/schema.js';
+import { AccountRegistry } from '../../src/accounts/registry.js';
+import { generateApiKey, hashSecret } from '../../src/accounts/secrets.js';
+import { createLogger } from '../../src/observability/logger.js';
+import { startRedis, type TestRedis } from '../helpers/redis.js';
+import type { RedisClient } from '../../src/redis/client.js';
+import type { Keys } from '../../src/redis/keys.js';
+
+/**
+ * Accounts for the ingress tests, hashed with the real hashSecret:
+ *   acme  — owns acme.example, no quota; API key + SMTP user acme / acme-password
+ *   other — owns other.example
+ *   tiny  — owns tiny.example, a daily quota of 3 recipients; SMTP user tiny / tiny-password
+ */
+export interface IngressFixture {
+  redis: TestRedis;
+  client: RedisClient;
+  keys: Keys;
+  config: Config;
+  registry: AccountRegistry;
+  logger: ReturnType<typeof createLogger>;
+  dataDir: string;
+  apiKeys: { acme: string; other: string; tiny: string };
+  stop(): Promise<void>;
+}
+
+export async function ingressFixture(ingress: Record<string, unknown> = {}): Promise<IngressFixture> {
+  const redis = await startRedis();
+  const client = redis.client();
+  const { prefix, keys } = redis.fresh();
+  const dataDir = mkdtempSync(join(tmpdir(), 'sluice-ingress-'));
+  const apiKeys = { acme: generateApiKey('acme'), other: generateApiKey('other'), tiny: generateApiKey('tiny') };
+  const noRate = { perSecond: null, perMinute: null, perHour: null };
+  const config = loadConfig({
+    env: {},
+    overrides: {
+      instance: { hostname: 'sluice.test', dataDir },
+      redis: { url: redis.url, prefix, scheduleShards: 4 },
+      ingress,
+      accounts: [
+        {
+          id: 'acme', domains: [{ domain: 'Acme.Example', dkim: [] }], apiKeys: [await hashSecret(apiKeys.acme)],
+          smtpUsers: [{ username: 'acme', passwordHash: await hashSecret('acme-password') }], dailyQuota: null, rateLimit: noRate,
+        },
+        { id: 'other', domains: [{ domain: 'other.example', dkim: [] }], apiKeys: [await hashSecret(apiKeys.other)], smtpUsers: [], dailyQuota: null, rateLimit: noRate },
+        {
+          id: 'tiny', domains: [{ domain: 'tiny.example', dkim: [] }], apiKeys: [await hashSecret(apiKeys.tiny)],
+          smtpUsers: [{ username: 'tiny', passwordHash: await hashSecret('tiny-password') }], dailyQuota: 3, rateLimit: noRate,
+        },
+      ],
+    },
+  });
+  return {
+    redis, client, keys, config, registry: new AccountRegistry(config.accounts), logger: createLogger('silent'), dataDir, apiKeys,
+    async stop() {
+      await redis.stop();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}

@@ -1,0 +1,192 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { request } from 'undici';
+import { connect } from 'node:net';
+import { startHttpApi, type HttpApi } from '../../src/ingress/http-api.js';
+import { ingressFixture, type IngressFixture } from './fixture.js';
+
+const test = suite('ingress/http-api');
+let fx: IngressFixture;
+let api: HttpApi;
+let base = '';
+const MAX_BODY = 64 * 1024;
+
+test.before(async () => {
+  fx = await ingressFixture({ maxRecipients: 5, http: { maxBodySize: MAX_BODY, maxBatch: 10 } });
+  api = await startHttpApi({ redis: fx.client, keys: fx.keys, config: fx.config, registry: fx.registry, logger: fx.logger }, { host: '127.0.0.1', port: 0 });
+  base = `http://127.0.0.1:${api.port}`;
+});
+test.after(async () => {
+  await api.close();
+  await fx.stop();
+});
+
+type Json = Record<string, unknown> & { code?: string; errors?: { path: string; message: string }[] };
+async function call(method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown, headers: Record<string, string> = {}, key: string | null = fx.apiKeys.acme) {
+  const res = await request(base + path, {
+    method,
+    headers: { ...(key ? { authorization: `Bearer ${key}` } : {}), ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
+    ...(body !== undefined ? { body: typeof body === 'string' ? body : JSON.stringify(body) } : {}),
+  });
+  const text = await res.body.text();
+  return { status: res.statusCode, headers: res.headers, json: (text ? JSON.parse(text) : {}) as Json };
+}
+
+const message = (over: Record<string, unknown> = {}) => ({
+  from: 'Acme News <news@acme.example>', to: ['one@gmail.com', { name: 'Two', address: 'two@example.org' }], cc: 'three@gmail.com', bcc: ['secret@gmail.com'],
+  subject: 'Hello', text: 'Hi', html: '<p>Hi</p>', headers: { 'X-Campaign': 'c1' }, replyTo: 'help@acme.example',
+  attachments: [{ filename: 'a.txt', contentType: 'text/plain', content: Buffer.from('hello').toString('base64') }],
+  tags: ['welcome'], metadata: { userId: 42, plan: 'pro' }, ...over,
+});
+
+test('POST /v1/messages → 202 after persisting; spec stored, bcc enqueued but not in the spec', async () => {
+  const r = await call('POST', '/v1/messages', message());
+  assert.is(r.status, 202, JSON.stringify(r.json));
+  const id = r.json['id'] as string;
+  assert.equal(r.json['recipients'], ['one@gmail.com', 'two@example.org', 'three@gmail.com', 'secret@gmail.com']);
+  const meta = await fx.client.hgetall(fx.keys.msgMeta(id));
+  assert.is(meta['kind'], 'spec');
+  assert.is(meta['source'], 'http');
+  assert.equal(JSON.parse(meta['metadata'] as string), { userId: 42, plan: 'pro' });
+  const spec = JSON.parse((await fx.client.get(fx.keys.msgBody(id))) as string);
+  assert.equal(spec.from, { name: 'Acme News', address: 'news@acme.example' });
+  assert.equal(spec.to, [{ address: 'one@gmail.com' }, { name: 'Two', address: 'two@example.org' }]);
+  assert.equal(spec.cc, [{ address: 'three@gmail.com' }]);
+  assert.equal(spec.replyTo, [{ address: 'help@acme.example' }]);
+  assert.is(spec.bcc, undefined);
+  assert.not.match(JSON.stringify(spec), 'secret@gmail.com');
+  assert.is(spec.messageId, `<${id}@sluice.test>`);
+  assert.equal(spec.attachments, [{ filename: 'a.txt', contentType: 'text/plain', contentBase64: 'aGVsbG8=' }]);
+  assert.equal(spec.headers, { 'X-Campaign': 'c1' });
+  assert.equal(await fx.client.zrange(fx.keys.ready('gmail.com'), 0, -1), [`${id}:0:0`, `${id}:2:0`, `${id}:3:0`]);
+
+  const st = await call('GET', `/v1/messages/${id}`);
+  assert.is(st.status, 200);
+  assert.equal((st.json['recipients'] as { address: string; state: string }[]).map((x) => [x.address, x.state]), [
+    ['one@gmail.com', 'queued'], ['two@example.org', 'queued'], ['three@gmail.com', 'queued'], ['secret@gmail.com', 'queued'],
+  ]);
+  const foreign = await call('GET', `/v1/messages/${id}`, undefined, {}, fx.apiKeys.other);
+  assert.is(foreign.status, 404, "another account's message is not found");
+});
+
+test('invalid fields → 400 naming the path of every one', async () => {
+  const r = await call('POST', '/v1/messages', {
+    from: 'not an address', to: ['ok@gmail.com', 'bad@@x', 'also bad'], subject: 'a\r\nBcc: x@y.z',
+    headers: { From: 'x@evil.example', 'X-Ok': 'fine', 'X-Inject': 'a\r\nb', 'bad name': 'v' },
+    attachments: [{ filename: 'f', content: 'not base64!' }], tags: ['ok', 'bad tag'], metadata: { nested: { a: 1 } }, bc: 'typo@gmail.com',
+  });
+  assert.is(r.status, 400);
+  assert.is(r.json.code, 'SLUICE_INGRESS_BAD_REQUEST');
+  const paths = (r.json.errors ?? []).map((e) => e.path).sort();
+  assert.equal(paths, ['attachments.0.content', 'bc', 'from', 'headers.From', 'headers.X-Inject', 'headers.bad name', 'metadata.nested', 'subject', 'tags.1', 'text', 'to.1', 'to.2'].sort());
+});
+
+test('bad JSON → 400; wrong media type → 415; wrong method → 405; unknown route and id → 404', async () => {
+  const bad = await call('POST', '/v1/messages', '{"from": ');
+  assert.is(bad.status, 400);
+  assert.is(bad.json.code, 'SLUICE_INGRESS_BAD_JSON');
+  const media = await call('POST', '/v1/messages', undefined, { 'content-type': 'text/plain' });
+  assert.is(media.status, 415);
+  const method = await call('PUT', '/v1/messages');
+  assert.is(method.status, 405);
+  assert.is(method.headers['allow'], 'POST');
+  assert.is((await call('GET', '/v2/nothing')).status, 404);
+  assert.is((await call('GET', '/v1/messages/0000000000000000')).status, 404);
+  assert.is((await call('GET', '/v1/messages/..%2F..')).status, 404);
+});
+
+test('missing key → 401 with WWW-Authenticate; bad key → 401', async () => {
+  const none = await call('POST', '/v1/messages', message(), {}, null);
+  assert.is(none.status, 401);
+  assert.is(none.json.code, 'SLUICE_AUTH_REQUIRED');
+  assert.is(none.headers['www-authenticate'], 'Bearer');
+  const wrong = await call('POST', '/v1/messages', message(), {}, fx.apiKeys.acme.slice(0, -2) + 'zz');
+  assert.is(wrong.status, 401);
+  assert.is(wrong.json.code, 'SLUICE_AUTH_FAILED');
+});
+
+test('From not owned → 403; too many recipients → 400', async () => {
+  const r = await call('POST', '/v1/messages', message({ from: 'boss@other.example' }));
+  assert.is(r.status, 403);
+  assert.is(r.json.code, 'SLUICE_INGRESS_FROM_NOT_OWNED');
+  const many = await call('POST', '/v1/messages', message({ to: ['a@gmail.com', 'b@gmail.com', 'c@gmail.com', 'd@gmail.com'], cc: [], bcc: ['e@gmail.com', 'f@gmail.com'] }));
+  assert.is(many.status, 400);
+  assert.is(many.json.code, 'SLUICE_INGRESS_TOO_MANY_RECIPIENTS');
+});
+
+test('quota exceeded → 429 with Retry-After', async () => {
+  const m = { from: 'a@tiny.example', to: ['a@gmail.com', 'b@gmail.com'], subject: 's', text: 't' };
+  assert.is((await call('POST', '/v1/messages', m, {}, fx.apiKeys.tiny)).status, 202);
+  const r = await call('POST', '/v1/messages', m, {}, fx.apiKeys.tiny);
+  assert.is(r.status, 429);
+  assert.is(r.json.code, 'SLUICE_INGRESS_QUOTA_EXCEEDED');
+  assert.ok(Number(r.headers['retry-after']) >= 1);
+});
+
+test('oversized body → 413 without reading it all', async () => {
+  const r = await call('POST', '/v1/messages', message({ text: 'x'.repeat(MAX_BODY * 3) }));
+  assert.is(r.status, 413);
+  assert.is(r.json.code, 'SLUICE_INGRESS_TOO_LARGE');
+});
+
+test('Idempotency-Key: a retry replays the first answer, one message only; another body → 422', async () => {
+  const { prefix } = { prefix: fx.keys.prefix };
+  const countBefore = (await fx.client.keys(`${prefix}{m:*}:meta`)).length;
+  const m = message({ to: 'idem@gmail.com', cc: [], bcc: [] });
+  const first = await call('POST', '/v1/messages', m, { 'idempotency-key': 'order-1' });
+  const second = await call('POST', '/v1/messages', m, { 'idempotency-key': 'order-1' });
+  assert.is(first.status, 202);
+  assert.is(second.status, 202);
+  assert.equal(second.json, first.json);
+  assert.is(second.headers['idempotent-replayed'], 'true');
+  assert.is((await fx.client.keys(`${prefix}{m:*}:meta`)).length, countBefore + 1);
+  const other = await call('POST', '/v1/messages', { ...m, subject: 'different' }, { 'idempotency-key': 'order-1' });
+  assert.is(other.status, 422);
+  // the same key of another account is independent
+  const foreign = await call('POST', '/v1/messages', { ...m, from: 'x@other.example' }, { 'idempotency-key': 'order-1' }, fx.apiKeys.other);
+  assert.is(foreign.status, 202);
+});
+
+test('Idempotency-Key: concurrent duplicates → exactly one message; the rest 409 or replay', async () => {
+  const prefix = fx.keys.prefix;
+  const countBefore = (await fx.client.keys(`${prefix}{m:*}:meta`)).length;
+  const m = message({ to: 'race@gmail.com', cc: [], bcc: [] });
+  const answers = await Promise.all(Array.from({ length: 6 }, () => call('POST', '/v1/messages', m, { 'idempotency-key': 'race-1' })));
+  const statuses = answers.map((a) => a.status);
+  assert.ok(statuses.every((s) => s === 202 || s === 409), statuses.join(','));
+  const ids = new Set(answers.filter((a) => a.status === 202).map((a) => a.json['id']));
+  assert.is(ids.size, 1);
+  assert.is((await fx.client.keys(`${prefix}{m:*}:meta`)).length, countBefore + 1);
+});
+
+test('batch: per-message results, accepted and refused side by side', async () => {
+  const good = { from: 'a@acme.example', to: 'b1@gmail.com', subject: 's', text: 't' };
+  const r = await call('POST', '/v1/messages/batch', { messages: [good, { ...good, to: 'nope' }, { ...good, from: 'x@other.example' }, { ...good, to: 'b2@gmail.com' }] });
+  assert.is(r.status, 202);
+  const results = r.json['results'] as ({ id?: string; error?: { code: string; errors: { path: string }[] } })[];
+  assert.is(results.length, 4);
+  assert.ok(results[0]?.id && results[3]?.id);
+  assert.is(results[1]?.error?.code, 'SLUICE_INGRESS_BAD_REQUEST');
+  assert.equal(results[1]?.error?.errors.map((e) => e.path), ['to.0']);
+  assert.is(results[2]?.error?.code, 'SLUICE_INGRESS_FROM_NOT_OWNED');
+  assert.is(r.json['accepted'], 2);
+  const tooMany = await call('POST', '/v1/messages/batch', { messages: Array.from({ length: 11 }, () => good) });
+  assert.is(tooMany.status, 400);
+  assert.equal(tooMany.json.errors?.map((e) => e.path), ['messages']);
+});
+
+test('garbage on the socket gets an answer; the API keeps serving', async () => {
+  const reply = await new Promise<string>((resolve) => {
+    const s = connect(api.port, '127.0.0.1');
+    let buf = '';
+    s.on('data', (d) => (buf += d.toString()));
+    s.on('close', () => resolve(buf));
+    s.on('error', () => resolve(buf));
+    s.write('\x00\x01GARBAGE /\r\n\r\n');
+  });
+  assert.match(reply, /^HTTP\/1\.1 400/);
+  const r = await call('POST', '/v1/messages', message({ to: 'still@gmail.com', cc: [], bcc: [] }));
+  assert.is(r.status, 202);
+});
+
+test.run();

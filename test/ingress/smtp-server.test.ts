@@ -1,0 +1,203 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { connect } from 'node:net';
+import nodemailer from 'nodemailer';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { startSubmissionServer, type SubmissionServer } from '../../src/ingress/smtp-server.js';
+import { loadOrCreateTls } from '../../src/ingress/tls.js';
+import { createMetrics } from '../../src/observability/metrics.js';
+import { ingressFixture, type IngressFixture } from './fixture.js';
+
+const test = suite('ingress/smtp-server');
+let fx: IngressFixture;
+let server: SubmissionServer;
+const metrics = createMetrics();
+const MAX_SIZE = 32 * 1024;
+
+test.before(async () => {
+  fx = await ingressFixture({ smtp: { maxMessageSize: MAX_SIZE, maxRecipients: 3 } });
+  server = await startSubmissionServer(
+    { redis: fx.client, keys: fx.keys, config: fx.config, registry: fx.registry, logger: fx.logger, metrics },
+    { host: '127.0.0.1', port: 0, authThrottle: { refuseAfter: 6, baseDelayMs: 1, maxDelayMs: 5 } },
+  );
+});
+test.after(async () => {
+  await server.close();
+  await fx.stop();
+});
+
+function transport(auth: { user: string; pass: string } | null) {
+  return nodemailer.createTransport({
+    host: '127.0.0.1', port: server.port, secure: false, requireTLS: true,
+    tls: { rejectUnauthorized: false }, ...(auth ? { auth } : {}),
+  });
+}
+const acme = () => transport({ user: 'acme', pass: 'acme-password' });
+
+async function refusal(p: Promise<unknown>): Promise<{ responseCode?: number; response?: string }> {
+  try {
+    await p;
+  } catch (err) {
+    return err as { responseCode?: number; response?: string };
+  }
+  assert.unreachable('expected a refusal');
+  return {};
+}
+
+test('a self-signed STARTTLS pair was generated under dataDir/tls and is reused', async () => {
+  assert.ok(existsSync(join(fx.dataDir, 'tls', 'submission-key.pem')));
+  const a = await loadOrCreateTls(fx.config);
+  const b = await loadOrCreateTls(fx.config);
+  assert.ok(a.cert.equals(b.cert));
+  assert.match(a.cert.toString(), 'BEGIN CERTIFICATE');
+});
+
+test('accepts over STARTTLS + AUTH, answers 250 with the id only after persisting and queueing', async () => {
+  const t = acme();
+  const info = await t.sendMail({
+    from: 'Acme <news@acme.example>', to: ['one@gmail.com', 'two@example.org'], bcc: 'hidden@gmail.com',
+    subject: 'Hello', text: 'Body text',
+  });
+  t.close();
+  const m = /^250 2\.0\.0 Ok: queued as ([0-9a-z]{16})$/.exec(info.response);
+  assert.ok(m, info.response);
+  const id = m[1] as string;
+  const meta = await fx.client.hgetall(fx.keys.msgMeta(id));
+  assert.is(meta['account'], 'acme');
+  assert.is(meta['source'], 'smtp');
+  assert.is(meta['kind'], 'raw');
+  assert.is(meta['from'], 'news@acme.example');
+  assert.equal(JSON.parse(meta['rcpts'] as string).map((r: { address: string }) => r.address), ['one@gmail.com', 'two@example.org', 'hidden@gmail.com']);
+  const body = await fx.client.get(fx.keys.msgBody(id));
+  assert.match(body ?? '', 'Subject: Hello');
+  assert.not.match(body ?? '', 'hidden@gmail.com');
+  assert.equal(await fx.client.zrange(fx.keys.ready('gmail.com'), 0, -1), [`${id}:0:0`, `${id}:2:0`]);
+  assert.equal(await fx.client.zrange(fx.keys.ready('example.org'), 0, -1), [`${id}:1:0`]);
+  const accepted = await metrics.messagesAccepted.get();
+  assert.is(accepted.values.find((v) => v.labels['source'] === 'smtp')?.value, 1);
+});
+
+test('no AUTH → 530', async () => {
+  const t = transport(null);
+  const err = await refusal(t.sendMail({ from: 'a@acme.example', to: 'x@gmail.com', subject: 's', text: 't' }));
+  t.close();
+  assert.is(err.responseCode, 530);
+});
+
+test('wrong password → 535 5.7.8', async () => {
+  const t = transport({ user: 'acme', pass: 'wrong' });
+  const err = await refusal(t.sendMail({ from: 'a@acme.example', to: 'x@gmail.com', subject: 's', text: 't' }));
+  t.close();
+  assert.is(err.responseCode, 535);
+  assert.match(err.response ?? '', '5.7.8');
+});
+
+test('message over the size limit → 552', async () => {
+  const t = acme();
+  const err = await refusal(t.sendMail({ from: 'a@acme.example', to: 'x@gmail.com', subject: 'big', text: 'x'.repeat(MAX_SIZE * 2) }));
+  t.close();
+  assert.is(err.responseCode, 552);
+});
+
+test('hard size cap while streaming when the declared SIZE lied → 552', async () => {
+  const t = acme();
+  const conn = await new Promise<{ code: number }>((resolve) => {
+    t.sendMail({ from: 'a@acme.example', to: 'x@gmail.com', envelope: { from: 'a@acme.example', to: ['x@gmail.com'], size: 10 } as never, raw: `From: a@acme.example\r\nSubject: s\r\n\r\n${'y'.repeat(MAX_SIZE + 100)}\r\n` })
+      .then(() => resolve({ code: 250 }), (err: { responseCode: number }) => resolve({ code: err.responseCode }));
+  });
+  t.close();
+  assert.is(conn.code, 552);
+});
+
+test('more recipients than the limit → 452 4.5.3 for the excess', async () => {
+  const t = acme();
+  const info = await t.sendMail({ from: 'a@acme.example', to: ['r1@gmail.com', 'r2@gmail.com', 'r3@gmail.com', 'r4@gmail.com'], subject: 's', text: 't' });
+  t.close();
+  assert.equal(info.rejected, ['r4@gmail.com']);
+  const rej = (info as unknown as { rejectedErrors: { responseCode: number; response: string }[] }).rejectedErrors[0];
+  assert.is(rej?.responseCode, 452);
+  assert.match(rej?.response ?? '', '4.5.3');
+});
+
+test('From domain not owned → 550 5.7.1 (header From after DATA, and MAIL FROM)', async () => {
+  const t = acme();
+  const err = await refusal(t.sendMail({ envelope: { from: 'a@acme.example', to: ['x@gmail.com'] }, from: 'ceo@other.example', to: 'x@gmail.com', subject: 's', text: 't' }));
+  assert.is(err.responseCode, 550);
+  assert.match(err.response ?? '', /^550 5\.7\.1 .* \[[A-Za-z0-9]+\]$/, 'enhanced code first, session id echoed');
+  const err2 = await refusal(t.sendMail({ from: 'ceo@other.example', to: 'x@gmail.com', subject: 's', text: 't' }));
+  assert.is(err2.responseCode, 550);
+  assert.match(err2.response ?? '', '5.7.1');
+  t.close();
+});
+
+test('malformed message (no From header) → 554', async () => {
+  const t = acme();
+  const err = await refusal(t.sendMail({ envelope: { from: 'a@acme.example', to: ['x@gmail.com'] }, raw: 'Subject: no author\r\n\r\nbody\r\n' }));
+  t.close();
+  assert.is(err.responseCode, 554);
+});
+
+test('daily quota exceeded → 452 4.5.3, and nothing stored', async () => {
+  const t = transport({ user: 'tiny', pass: 'tiny-password' });
+  await t.sendMail({ from: 'a@tiny.example', to: ['a@gmail.com', 'b@gmail.com'], subject: 's', text: 't' });
+  const before = await fx.client.zcard(fx.keys.ready('gmail.com'));
+  const err = await refusal(t.sendMail({ from: 'a@tiny.example', to: ['c@gmail.com', 'd@gmail.com'], subject: 's', text: 't' }));
+  t.close();
+  assert.is(err.responseCode, 452);
+  assert.match(err.response ?? '', '4.5.3');
+  assert.is(await fx.client.zcard(fx.keys.ready('gmail.com')), before);
+});
+
+/** Writes lines to a plain TCP session and collects the reply lines. */
+function rawSession(lines: (string | Buffer)[], quit: boolean): Promise<string[]> {
+  return new Promise((resolve, reject) => {
+    const sock = connect(server.port, '127.0.0.1');
+    let buf = '';
+    sock.on('data', (d) => (buf += d.toString('latin1')));
+    sock.on('error', reject);
+    sock.on('connect', async () => {
+      // Talking before the greeting is refused (421), as it should be: wait for the 220.
+      while (!buf.includes('\r\n')) await new Promise((r) => setTimeout(r, 10));
+      for (const l of lines) {
+        sock.write(typeof l === 'string' ? `${l}\r\n` : l);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      if (quit) sock.write('QUIT\r\n');
+      await new Promise((r) => setTimeout(r, 100));
+      sock.end();
+    });
+    sock.on('close', () => resolve(buf.split('\r\n').filter(Boolean)));
+  });
+}
+
+test('garbage input gets replies, never a crash; the server keeps serving', async () => {
+  const junk = Buffer.alloc(3000);
+  for (let i = 0; i < junk.length; i++) junk[i] = (i * 131 + 7) % 256;
+  const replies = await rawSession(['HELO', 'RCPT TO:<x@y>', 'DATA', 'AUTH PLAIN !!!!', 'MAIL FROM:<<<>>>', junk, '\u0000\u0001\r\n', 'NOOP'], true);
+  assert.ok(replies.length >= 3, replies.join('|'));
+  assert.match(replies[0] ?? '', /^220 /);
+  assert.ok(replies.some((l) => /^5\d\d /.test(l)), 'bad commands get 5xx replies');
+  const plain = await rawSession(['EHLO t', 'MAIL FROM:<a@acme.example>'], true);
+  assert.ok(plain.some((l) => /^530 /.test(l)), `MAIL before AUTH is refused: ${plain.join('|')}`);
+  const t = acme();
+  const info = await t.sendMail({ from: 'a@acme.example', to: 'after@gmail.com', subject: 's', text: 't' });
+  t.close();
+  assert.match(info.response, /^250 /);
+});
+
+test('repeated auth failures from one IP are throttled (454 4.7.0), shared through Redis', async () => {
+  for (let i = 0; i < 6; i++) {
+    const t = transport({ user: 'acme', pass: `wrong-${i}` });
+    await refusal(t.sendMail({ from: 'a@acme.example', to: 'x@gmail.com', subject: 's', text: 't' }));
+    t.close();
+  }
+  const t = acme();
+  const err = await refusal(t.sendMail({ from: 'a@acme.example', to: 'x@gmail.com', subject: 's', text: 't' }));
+  t.close();
+  assert.is(err.responseCode, 454);
+  assert.match(err.response ?? '', '4.7.0');
+  assert.ok((await fx.client.get(fx.keys.authFailures('ip', '127.0.0.1'))) !== null);
+});
+
+test.run();
