@@ -1,0 +1,99 @@
+/**
+ * Builds the MIME message of an HTTP API submission with nodemailer's MailComposer. Pure: no file
+ * or URL access (MailComposer can fetch `path`/`href` contents; an API message must not read the
+ * server's disk), no network.
+ */
+import MailComposer from 'nodemailer/lib/mail-composer/index.js';
+import { SluiceError } from '../core/errors.js';
+import type { MailboxSpec, MessageSpec } from './protocol.js';
+
+/**
+ * Parses and shape-checks the stored JSON. Ingress validated it already; this guards the worker
+ * against a corrupt or foreign record, which becomes SLUICE_RENDER_FAILED instead of a crash.
+ */
+export function parseSpec(json: string): MessageSpec {
+  let value: unknown;
+  try {
+    value = JSON.parse(json);
+  } catch {
+    throw renderFailed('message spec is not valid JSON');
+  }
+  if (!isObject(value)) throw renderFailed('message spec is not an object');
+  const v = value;
+  if (!isMailbox(v['from'])) throw renderFailed('spec.from is not a mailbox');
+  if (!isMailboxList(v['to'])) throw renderFailed('spec.to is not a list of mailboxes');
+  if (!isMailboxList(v['cc'])) throw renderFailed('spec.cc is not a list of mailboxes');
+  if (v['replyTo'] !== undefined && !isMailboxList(v['replyTo'])) throw renderFailed('spec.replyTo is not a list of mailboxes');
+  if (typeof v['subject'] !== 'string') throw renderFailed('spec.subject is not a string');
+  if (v['text'] !== undefined && typeof v['text'] !== 'string') throw renderFailed('spec.text is not a string');
+  if (v['html'] !== undefined && typeof v['html'] !== 'string') throw renderFailed('spec.html is not a string');
+  const headers = v['headers'];
+  if (!isObject(headers) || !Object.values(headers).every((h) => typeof h === 'string')) {
+    throw renderFailed('spec.headers is not a map of strings');
+  }
+  const attachments = v['attachments'];
+  if (!Array.isArray(attachments) || !attachments.every(isAttachment)) throw renderFailed('spec.attachments is malformed');
+  if (typeof v['messageId'] !== 'string' || !/^<[^<>\s]+@[^<>\s]+>$/.test(v['messageId'])) {
+    throw renderFailed('spec.messageId is not <id@host>');
+  }
+  return value as unknown as MessageSpec;
+}
+
+/** Composes the message; Message-ID comes from the spec, Date from the acceptance time. */
+export async function composeSpec(spec: MessageSpec, acceptedAt: number): Promise<Buffer> {
+  const composer = new MailComposer({
+    from: mailbox(spec.from),
+    to: spec.to.map(mailbox),
+    ...(spec.cc.length > 0 ? { cc: spec.cc.map(mailbox) } : {}),
+    ...(spec.replyTo && spec.replyTo.length > 0 ? { replyTo: spec.replyTo.map(mailbox) } : {}),
+    subject: spec.subject,
+    ...(spec.text !== undefined ? { text: spec.text } : {}),
+    ...(spec.html !== undefined ? { html: spec.html } : {}),
+    headers: spec.headers,
+    attachments: spec.attachments.map((a) => ({
+      filename: a.filename,
+      content: Buffer.from(a.contentBase64, 'base64'),
+      ...(a.contentType !== undefined ? { contentType: a.contentType } : {}),
+      ...(a.cid !== undefined ? { cid: a.cid } : {}),
+    })),
+    messageId: spec.messageId,
+    date: new Date(acceptedAt),
+    disableFileAccess: true,
+    disableUrlAccess: true,
+  });
+  try {
+    return await composer.compile().build();
+  } catch (err) {
+    throw new SluiceError('SLUICE_RENDER_FAILED', `cannot compose the message: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+function mailbox(m: MailboxSpec): { name: string; address: string } {
+  return { name: m.name ?? '', address: m.address };
+}
+
+function renderFailed(message: string): SluiceError {
+  return new SluiceError('SLUICE_RENDER_FAILED', message);
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function isMailbox(v: unknown): boolean {
+  return isObject(v) && typeof v['address'] === 'string' && (v['name'] === undefined || typeof v['name'] === 'string');
+}
+
+function isMailboxList(v: unknown): boolean {
+  return Array.isArray(v) && v.every(isMailbox);
+}
+
+function isAttachment(v: unknown): boolean {
+  return (
+    isObject(v) &&
+    typeof v['filename'] === 'string' &&
+    typeof v['contentBase64'] === 'string' &&
+    (v['contentType'] === undefined || typeof v['contentType'] === 'string') &&
+    (v['cid'] === undefined || typeof v['cid'] === 'string')
+  );
+}

@@ -1,0 +1,47 @@
+/**
+ * A small LRU bounded by entry count and by total bytes, on a Map (which iterates in insertion
+ * order: the first key is the least recently used).
+ */
+export class ByteLru<V extends { readonly byteLength: number }> {
+  readonly #map = new Map<string, V>();
+  #bytes = 0;
+
+  constructor(
+    private readonly maxEntries: number,
+    private readonly maxBytes: number,
+  ) {}
+
+  get(key: string): V | undefined {
+    const v = this.#map.get(key);
+    if (v !== undefined) {
+      this.#map.delete(key);
+      this.#map.set(key, v);
+    }
+    return v;
+  }
+
+  /** Values larger than the byte bound are not kept (they would evict everything else). */
+  set(key: string, value: V): void {
+    const old = this.#map.get(key);
+    if (old !== undefined) {
+      this.#map.delete(key);
+      this.#bytes -= old.byteLength;
+    }
+    if (value.byteLength > this.maxBytes || this.maxEntries <= 0) return;
+    this.#map.set(key, value);
+    this.#bytes += value.byteLength;
+    for (const [k, v] of this.#map) {
+      if (this.#map.size <= this.maxEntries && this.#bytes <= this.maxBytes) break;
+      this.#map.delete(k);
+      this.#bytes -= v.byteLength;
+    }
+  }
+
+  get size(): number {
+    return this.#map.size;
+  }
+
+  get bytes(): number {
+    return this.#bytes;
+  }
+}

@@ -1,0 +1,127 @@
+/**
+ * The main-thread side of rendering: a piscina pool of render workers (worker.ts). The main thread
+ * only posts tasks and receives finished bytes; it never hashes or signs.
+ *
+ * Backpressure: piscina holds at most `threads × queuePerThread` waiting tasks (`maxQueue`). A
+ * caller that finds the queue full waits in a FIFO here instead of getting piscina's "queue at
+ * limit" error; waiters are let in, in order, on piscina's 'drain' and whenever a task settles.
+ * They are started synchronously from that loop, so the queue can never overshoot.
+ */
+import { availableParallelism } from 'node:os';
+import { extname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Piscina } from 'piscina';
+import { SluiceError } from '../core/errors.js';
+import type { DkimAlgorithm, RenderResult, RenderTask, WorkerInit } from './protocol.js';
+
+export interface RenderPoolOptions {
+  /** Worker threads; 0 = one per CPU. */
+  threads: number;
+  /** Waiting tasks allowed per thread before renderAndSign waits for room. */
+  queuePerThread: number;
+  init: WorkerInit;
+  /** Called once per signature made, with the time the worker spent signing the message. */
+  onSigned?: (algorithm: DkimAlgorithm, seconds: number) => void;
+  /** A worker error not tied to a task (piscina replaces the worker); tasks report their own. */
+  onError?: (err: unknown) => void;
+}
+
+// Same extension as this file: '.ts' when run from source under tsx (worker threads inherit the
+// `--import tsx` of process.execArgv), '.js' when compiled to dist/.
+const WORKER_URL = new URL(`./worker${extname(fileURLToPath(import.meta.url))}`, import.meta.url).href;
+
+export class RenderPool {
+  readonly #piscina: Piscina;
+  readonly #maxQueue: number;
+  readonly #onSigned: RenderPoolOptions['onSigned'];
+  readonly #waiting: (() => void)[] = [];
+  #inFlight = 0;
+  #closing: Promise<void> | null = null;
+  #idle: (() => void) | null = null;
+
+  constructor(opts: RenderPoolOptions) {
+    const threads = opts.threads > 0 ? opts.threads : availableParallelism();
+    this.#maxQueue = threads * Math.max(1, opts.queuePerThread);
+    this.#onSigned = opts.onSigned;
+    this.#piscina = new Piscina({
+      filename: WORKER_URL,
+      minThreads: threads,
+      maxThreads: threads,
+      maxQueue: this.#maxQueue,
+      workerData: opts.init,
+      // Workers hold parsed keys and the message cache; keep them for the life of the pool.
+      idleTimeout: Number.POSITIVE_INFINITY,
+    });
+    this.#piscina.on('drain', () => this.#pump());
+    const onError = opts.onError ?? (() => {});
+    this.#piscina.on('error', onError);
+  }
+
+  /**
+   * Renders and signs one message in a worker. Resolves with `{ ok: false, code }` for bad input or
+   * a failed worker; rejects only with SLUICE_SHUTTING_DOWN once close() has been called.
+   */
+  renderAndSign(task: RenderTask): Promise<RenderResult> {
+    if (this.#closing) return Promise.reject(new SluiceError('SLUICE_SHUTTING_DOWN', 'the render pool is closed'));
+    if (this.#waiting.length === 0 && this.#piscina.queueSize < this.#maxQueue) return this.#run(task);
+    return new Promise((resolve) => this.#waiting.push(() => resolve(this.#run(task))));
+  }
+
+  /** Share of time the worker threads were busy, 0–1. */
+  utilization(): number {
+    return this.#piscina.utilization;
+  }
+
+  /** Tasks waiting for a worker (in piscina's queue and in the backpressure FIFO). */
+  queueSize(): number {
+    return this.#piscina.queueSize + this.#waiting.length;
+  }
+
+  /**
+   * Stops taking tasks, lets every accepted task finish, then ends the threads. Idempotent.
+   * (piscina's own close() waits only for tasks already on a thread and aborts its queue.)
+   */
+  close(): Promise<void> {
+    this.#closing ??= (async () => {
+      if (this.#inFlight > 0 || this.#waiting.length > 0) await new Promise<void>((resolve) => (this.#idle = resolve));
+      await this.#piscina.close();
+    })();
+    return this.#closing;
+  }
+
+  #run(task: RenderTask): Promise<RenderResult> {
+    this.#inFlight++;
+    // piscina.run enqueues synchronously, so #pump sees the new queue size at once.
+    return (this.#piscina.run(task) as Promise<RenderResult>).then(
+      (r) => {
+        this.#settled();
+        return this.#received(r);
+      },
+      (err: unknown) => {
+        this.#settled();
+        return { ok: false, code: 'SLUICE_RENDER_FAILED', message: `render worker failed: ${(err as Error)?.message ?? String(err)}` };
+      },
+    );
+  }
+
+  #settled(): void {
+    this.#inFlight--;
+    this.#pump();
+    if (this.#idle && this.#inFlight === 0 && this.#waiting.length === 0) {
+      this.#idle();
+      this.#idle = null;
+    }
+  }
+
+  #pump(): void {
+    while (this.#waiting.length > 0 && this.#piscina.queueSize < this.#maxQueue) (this.#waiting.shift() as () => void)();
+  }
+
+  #received(r: RenderResult): RenderResult {
+    if (!r.ok) return r;
+    if (this.#onSigned && r.signMs > 0) for (const a of r.signatures) this.#onSigned(a, r.signMs / 1000);
+    // A Buffer view over the transferred memory (no copy), for callers that write it to a socket.
+    const m = r.message;
+    return { ...r, message: Buffer.from(m.buffer, m.byteOffset, m.byteLength) };
+  }
+}

@@ -1,0 +1,67 @@
+/**
+ * The messages that cross the thread boundary between `pool.ts` (main thread) and `worker.ts`.
+ * Types only: both sides import this file with `import type`, so neither pulls the other's code in.
+ * Everything here must survive the structured clone of `postMessage` — plain data, no classes.
+ */
+
+export type DkimAlgorithm = 'rsa' | 'ed25519';
+
+export interface DkimKeyMaterial {
+  domain: string;
+  selector: string;
+  algorithm: DkimAlgorithm;
+  privateKeyPem: string;
+}
+
+/** Passed as piscina `workerData`; each worker parses the keys once at start-up. */
+export interface WorkerInit {
+  keys: DkimKeyMaterial[];
+  /** Right-hand side of a Message-ID added to a submitted message that has none. */
+  hostname: string;
+}
+
+export interface MailboxSpec {
+  name?: string;
+  address: string;
+}
+
+/** An HTTP API message, as stored at acceptance. */
+export interface MessageSpec {
+  from: MailboxSpec;
+  to: MailboxSpec[];
+  cc: MailboxSpec[];
+  // bcc is never in the headers, so it is not part of what is rendered.
+  replyTo?: MailboxSpec[];
+  subject: string;
+  text?: string;
+  html?: string;
+  /** Extra headers, already validated by ingress. */
+  headers: Record<string, string>;
+  attachments: { filename: string; contentType?: string; contentBase64: string; cid?: string }[];
+  /** '<id@host>', fixed at acceptance and stable across retries. */
+  messageId: string;
+}
+
+export interface RenderTask {
+  msgId: string;
+  kind: 'raw' | 'spec';
+  /** raw: the submitted MIME bytes (a string is taken as UTF-8); spec: JSON text of a MessageSpec. */
+  source: Uint8Array | string;
+  /** The From header's domain; keys are looked up for it. null or no key → sent unsigned. */
+  signingDomain: string | null;
+  /** ms since epoch; used for a Date header when the message has none. */
+  acceptedAt: number;
+}
+
+export type RenderResult =
+  | {
+      ok: true;
+      message: Uint8Array;
+      /** One entry per DKIM-Signature prepended, in header order. */
+      signatures: DkimAlgorithm[];
+      /** Time spent hashing and signing for this task; 0 when the worker served it from its cache. */
+      signMs: number;
+      /** Time spent composing or normalising the message (signing excluded). */
+      renderMs: number;
+    }
+  | { ok: false; code: 'SLUICE_RENDER_FAILED' | 'SLUICE_DKIM_KEY_INVALID'; message: string };

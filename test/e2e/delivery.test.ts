@@ -1,0 +1,172 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { createTransport } from 'nodemailer';
+import { startRedis, type TestRedis } from '../helpers/redis.js';
+import { startCapturePeer, startScriptedPeer, type CapturePeer, type ScriptedPeer } from '../helpers/smtp-peer.js';
+import { startDnsStub, type DnsStub } from '../helpers/dns-stub.js';
+import { verifyWithMailauth, verifyWithDkimpy } from '../helpers/dkim-verify.js';
+import { startSluiceFixture, type SluiceFixture } from '../helpers/sluice.js';
+
+/**
+ * The whole path, for real: HTTP and SMTP submission → Redis → dispatcher → render + DKIM in the
+ * worker pool → SMTP to loopback peers through the transport map (and DNS for null MX), with every
+ * signature checked by two verifiers that are not ours.
+ */
+const test = suite('e2e/delivery');
+
+let redis: TestRedis;
+let dns: DnsStub;
+let sink: CapturePeer;
+let rateSink: CapturePeer;
+let retryPeer: ScriptedPeer;
+let bouncePeer: ScriptedPeer;
+let dropPeer: ScriptedPeer;
+let s: SluiceFixture;
+
+const hp = (p: { host: string; port: number }) => `${p.host}:${p.port}`;
+
+test.before(async () => {
+  redis = await startRedis();
+  dns = await startDnsStub({ 'nullmx.test': { MX: [{ preference: 0, exchange: '.' }] }, 'nx-never-used.test': { rcode: 'NXDOMAIN' } });
+  sink = await startCapturePeer({ tls: true });
+  rateSink = await startCapturePeer();
+  retryPeer = await startScriptedPeer({ ehlo: ['PIPELINING'], on: { RCPT: ['451 4.3.0 try again later', '250 2.1.5 ok'] } });
+  bouncePeer = await startScriptedPeer({ ehlo: ['PIPELINING'], on: { RCPT: '550 5.1.1 <nobody@bounce.test>: Recipient address rejected: User unknown' } });
+  dropPeer = await startScriptedPeer({ on: { BODY: ['drop', ''] } });
+  s = await startSluiceFixture(redis, {
+    delivery: {
+      transport: {
+        'one.test': hp(sink), 'two.test': hp(sink), 'rate.test': hp(rateSink),
+        'retry.test': hp(retryPeer), 'bounce.test': hp(bouncePeer), 'drop.test': hp(dropPeer),
+      },
+      dns: { servers: [dns.server] },
+    },
+    shaping: { rules: [{ name: 'slowpoke', match: { domains: ['rate.test'], mx: [] }, rate: { perSecond: 10, perMinute: null, perHour: null } }] },
+  });
+});
+
+test.after(async () => {
+  await s?.stop();
+  await Promise.all([sink?.close(), rateSink?.close(), retryPeer?.close(), bouncePeer?.close(), dropPeer?.close(), dns?.close()]);
+  await redis?.stop();
+});
+
+async function assertSignedTwice(raw: Buffer) {
+  const ma = await verifyWithMailauth(raw, s.txt);
+  assert.equal(ma.map((v) => v.algo).sort(), ['ed25519-sha256', 'rsa-sha256'], 'mailauth sees two signatures');
+  for (const v of ma) assert.ok(v.pass, `mailauth ${v.algo}: ${v.detail}`);
+  const [py] = await verifyWithDkimpy([raw], s.txt);
+  assert.equal((py ?? []).map((v) => v.algo).sort(), ['ed25519-sha256', 'rsa-sha256'], 'dkimpy sees two signatures');
+  for (const v of py ?? []) assert.ok(v.pass, `dkimpy ${v.algo}: ${v.detail}`);
+}
+
+test('HTTP submission is delivered over STARTTLS to every recipient, DKIM-signed with RSA and Ed25519', async () => {
+  const before = sink.messages.length;
+  const r = await s.api('/v1/messages', {
+    body: { from: 'Acme <news@acme.example>', to: ['alice@one.test'], bcc: ['bob@two.test'], subject: 'Hello ✓', text: 'plain body\n.leading dot line', html: '<p>Hi</p>' },
+  });
+  assert.is(r.status, 202, JSON.stringify(r.body));
+  assert.equal(r.body.recipients.length, 2);
+  const final = await s.waitFinal(r.body.id);
+  for (const rc of final.recipients) {
+    assert.is(rc.state, 'delivered');
+    assert.is(rc.attempts, 1);
+    assert.match(String(rc.response), /^250/);
+  }
+  const got = (await sink.waitFor(before + 2)).slice(before);
+  const byRcpt = new Map(got.map((m) => [m.envelope.to[0], m]));
+  for (const rcpt of ['alice@one.test', 'bob@two.test']) {
+    const m = byRcpt.get(rcpt);
+    assert.ok(m, `${rcpt} received`);
+    assert.ok(m!.secure, 'STARTTLS was used');
+    assert.match(m!.envelope.from, new RegExp(`^b-${r.body.id}-\\d+@bounce\\.localhost$`), 'VERP envelope sender');
+    assert.not.match(m!.raw.toString(), /bob@two\.test/, 'bcc never in headers');
+    assert.match(m!.raw.toString(), /\r\n\.leading dot line/, 'dot-stuffing undone by the peer: content intact');
+    await assertSignedTwice(m!.raw);
+  }
+});
+
+test('SMTP submission is delivered with the submitted bytes, signed', async () => {
+  const before = sink.messages.length;
+  const transport = createTransport({ host: '127.0.0.1', port: s.app.ports.smtp, secure: false, requireTLS: true, tls: { rejectUnauthorized: false }, auth: s.smtpUser });
+  const info = await transport.sendMail({ from: 'ops@acme.example', to: 'carol@one.test', subject: 'via smtp', text: 'submitted over SMTP', headers: { 'X-Marker': 'keep-me' } });
+  transport.close();
+  const id = /queued as ([0-9a-z]{16})/.exec(info.response)?.[1];
+  assert.ok(id, `250 carries the id: ${info.response}`);
+  await s.waitFinal(id!);
+  const [m] = (await sink.waitFor(before + 1)).slice(before);
+  assert.is(m!.envelope.to[0], 'carol@one.test');
+  assert.match(m!.raw.toString(), /X-Marker: keep-me/);
+  await assertSignedTwice(m!.raw);
+});
+
+test('451 then 250: delivered on the second attempt', async () => {
+  const r = await s.api('/v1/messages', { body: { from: 'news@acme.example', to: 'dave@retry.test', subject: 'retry', text: 'x' } });
+  assert.is(r.status, 202);
+  const final = await s.waitFinal(r.body.id);
+  assert.is(final.recipients[0].state, 'delivered');
+  assert.is(final.recipients[0].attempts, 2);
+  assert.is(retryPeer.commands.filter((c) => c.startsWith('RCPT')).length, 2);
+});
+
+test('550 bounces at once with its reason, no retry', async () => {
+  const r = await s.api('/v1/messages', { body: { from: 'news@acme.example', to: 'nobody@bounce.test', subject: 'bounce', text: 'x' } });
+  const final = await s.waitFinal(r.body.id);
+  const rc = final.recipients[0];
+  assert.is(rc.state, 'bounced');
+  assert.is(rc.attempts, 1);
+  assert.is(rc.code, 550);
+  assert.is(rc.enhanced, '5.1.1');
+  assert.is(rc.reason, 'userunknown');
+  await new Promise((res) => setTimeout(res, 800)); // longer than the whole retry schedule
+  assert.is(bouncePeer.commands.filter((c) => c.startsWith('RCPT')).length, 1, 'never retried');
+});
+
+test('a connection dropped mid-DATA is retried and then delivered', async () => {
+  const r = await s.api('/v1/messages', { body: { from: 'news@acme.example', to: 'erin@drop.test', subject: 'drop', text: 'body that gets cut' } });
+  const final = await s.waitFinal(r.body.id);
+  assert.is(final.recipients[0].state, 'delivered');
+  assert.is(final.recipients[0].attempts, 2);
+  assert.is(dropPeer.messages.length, 1, 'the second attempt arrived whole');
+  assert.match(dropPeer.messages[0]!.toString(), /body that gets cut/);
+});
+
+test('null MX (RFC 7505) bounces at once', async () => {
+  const r = await s.api('/v1/messages', { body: { from: 'news@acme.example', to: 'frank@nullmx.test', subject: 'null', text: 'x' } });
+  const final = await s.waitFinal(r.body.id);
+  const rc = final.recipients[0];
+  assert.is(rc.state, 'bounced');
+  assert.is(rc.enhanced, '5.1.10');
+  assert.is(rc.attempts, 1);
+});
+
+test('a retried POST with the same Idempotency-Key sends once', async () => {
+  const before = sink.messages.length;
+  const body = { from: 'news@acme.example', to: 'gina@one.test', subject: 'once', text: 'only once' };
+  const a = await s.api('/v1/messages', { body, headers: { 'idempotency-key': 'k-123' } });
+  const b = await s.api('/v1/messages', { body, headers: { 'idempotency-key': 'k-123' } });
+  assert.is(a.status, 202);
+  assert.is(b.status, 202);
+  assert.is(b.body.id, a.body.id);
+  await s.waitFinal(a.body.id);
+  await new Promise((res) => setTimeout(res, 300));
+  assert.is(sink.messages.slice(before).filter((m) => m.envelope.to[0] === 'gina@one.test').length, 1);
+});
+
+test('a rule of 10 msgs/s holds over a window (counts, generous margin)', async () => {
+  const n = 40;
+  const messages = Array.from({ length: n }, (_, i) => ({ from: 'news@acme.example', to: `r${i}@rate.test`, subject: `rate ${i}`, text: 'x' }));
+  const t0 = Date.now();
+  const r = await s.api('/v1/messages/batch', { body: { messages } });
+  assert.is(r.status, 202, JSON.stringify(r.body).slice(0, 300));
+  await new Promise((res) => setTimeout(res, 1500));
+  const seen = rateSink.messages.length;
+  const elapsedS = (Date.now() - t0) / 1000;
+  // bucket capacity (10) + refill (10/s × elapsed) + slack for the sampling instant
+  assert.ok(seen <= 10 + 10 * elapsedS + 5, `${seen} delivered in ${elapsedS.toFixed(2)} s exceeds 10/s`);
+  assert.ok(seen >= 5, `rate limiting must not stop delivery: ${seen}`);
+  await rateSink.waitFor(n, 15_000);
+  assert.is(rateSink.messages.length, n);
+});
+
+test.run();

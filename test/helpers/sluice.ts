@@ -1,0 +1,104 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { request } from 'undici';
+import { loadConfig, merge } from '../../src/config/load.js';
+import type { Config } from '../../src/config/schema.js';
+import { generateApiKey, hashSecret } from '../../src/accounts/secrets.js';
+import { createLogger } from '../../src/observability/logger.js';
+import { startSluice, type RunningSluice } from '../../src/app/start.js';
+import { makeKey, txtTable, type TestKey } from './dkim-verify.js';
+import type { TestRedis } from './redis.js';
+
+/**
+ * A whole Sluice for end-to-end tests: one account ('acme', domain acme.example) with an RSA-2048
+ * and an Ed25519 DKIM key (dual signing), an API key and an SMTP user; every port ephemeral; the
+ * test's own Redis with a fresh prefix; retries short so deferrals are seen within a test.
+ */
+export interface SluiceFixture {
+  app: RunningSluice;
+  config: Config;
+  apiKey: string;
+  smtpUser: { user: string; pass: string };
+  dkimKeys: TestKey[];
+  /** TXT records of the DKIM keys, for the verifiers. */
+  txt: Record<string, string>;
+  api(path: string, init?: { method?: string; body?: unknown; headers?: Record<string, string> }): Promise<{ status: number; body: any }>;
+  /** Polls GET /v1/messages/:id until every recipient is in a final state (or timeout). */
+  waitFinal(id: string, timeoutMs?: number): Promise<any>;
+  stop(): Promise<void>;
+}
+
+export interface AccountKeys {
+  dir: string;
+  apiKey: string;
+  smtpPass: string;
+  dkimKeys: TestKey[];
+  account: Record<string, unknown>;
+}
+
+/** An account with fresh keys written to files under `dir`. */
+export async function makeAccount(dir: string, id = 'acme', domain = 'acme.example', algorithms: ('rsa' | 'ed25519')[] = ['rsa', 'ed25519']): Promise<AccountKeys> {
+  const dkimKeys = algorithms.map((a, i) => makeKey(domain, `s${i}${a}`, a));
+  const dkim = dkimKeys.map((k) => {
+    const file = join(dir, `${k.selector}.pem`);
+    writeFileSync(file, k.privateKeyPem, { mode: 0o600 });
+    return { selector: k.selector, algorithm: k.algorithm, keyFile: file };
+  });
+  const apiKey = generateApiKey(id);
+  const smtpPass = `${id}-smtp-password`;
+  return {
+    dir, apiKey, smtpPass, dkimKeys,
+    account: {
+      id, domains: [{ domain, dkim }], apiKeys: [await hashSecret(apiKey)],
+      smtpUsers: [{ username: id, passwordHash: await hashSecret(smtpPass) }], dailyQuota: null,
+      rateLimit: { perSecond: null, perMinute: null, perHour: null },
+    },
+  };
+}
+
+export async function startSluiceFixture(redis: TestRedis, overrides: Record<string, unknown> = {}): Promise<SluiceFixture> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'sluice-e2e-'));
+  const acct = await makeAccount(dataDir);
+  const { prefix } = redis.fresh();
+  const base = {
+    roles: ['ingress', 'delivery', 'housekeeping'],
+    instance: { hostname: 'sluice.test', dataDir },
+    log: { level: 'silent' },
+    redis: { url: redis.url, prefix, scheduleShards: 4 },
+    admin: { host: '127.0.0.1', port: 0 },
+    ingress: { smtp: { host: '127.0.0.1', port: 0 }, http: { host: '127.0.0.1', port: 0 } },
+    delivery: { pollInterval: '50ms', pool: { threads: 1 }, dns: { servers: ['127.0.0.1:9'], timeout: '1s' } },
+    shaping: { default: { retry: ['300ms', '600ms'] } },
+    accounts: [acct.account],
+  };
+  const config = loadConfig({ env: {}, overrides: merge(base, overrides) });
+  const app = await startSluice(config, { logger: createLogger(process.env['TEST_LOG'] ?? 'silent') });
+  const url = `http://127.0.0.1:${app.ports.http}`;
+  const api: SluiceFixture['api'] = async (path, init = {}) => {
+    const res = await request(url + path, {
+      method: (init.method ?? (init.body !== undefined ? 'POST' : 'GET')) as 'GET',
+      headers: { authorization: `Bearer ${acct.apiKey}`, ...(init.body !== undefined ? { 'content-type': 'application/json' } : {}), ...init.headers },
+      ...(init.body !== undefined ? { body: JSON.stringify(init.body) } : {}),
+    });
+    const text = await res.body.text();
+    return { status: res.statusCode, body: text ? JSON.parse(text) : null };
+  };
+  return {
+    app, config, apiKey: acct.apiKey, smtpUser: { user: 'acme', pass: acct.smtpPass }, dkimKeys: acct.dkimKeys, txt: txtTable(acct.dkimKeys), api,
+    async waitFinal(id, timeoutMs = 15_000) {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        const r = await api(`/v1/messages/${id}`);
+        const rcpts = (r.body?.recipients ?? []) as { state: string }[];
+        if (rcpts.length > 0 && rcpts.every((x) => ['delivered', 'bounced', 'expired'].includes(x.state))) return r.body;
+        if (Date.now() > deadline) throw new Error(`message ${id} not final after ${timeoutMs} ms: ${JSON.stringify(r.body)}`);
+        await new Promise((res) => setTimeout(res, 50));
+      }
+    },
+    async stop() {
+      await app.stop(2000);
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}

@@ -1,0 +1,129 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { isSluiceError } from '../../src/core/errors.js';
+import { RenderPool } from '../../src/render/pool.js';
+import type { DkimAlgorithm, MessageSpec, RenderResult, RenderTask } from '../../src/render/protocol.js';
+import { makeKey, txtTable, verifyWithDkimpy, verifyWithMailauth, type TestKey } from '../helpers/dkim-verify.js';
+
+const test = suite('render/pool');
+
+const ACCEPTED_AT = Date.UTC(2025, 6, 1, 9, 5, 0);
+let rsa: TestKey;
+let ed: TestKey;
+let table: Record<string, string>;
+let pool: RenderPool;
+const signed: [DkimAlgorithm, number][] = [];
+
+test.before(() => {
+  rsa = makeKey('pool.example', 'r1', 'rsa');
+  ed = makeKey('pool.example', 'e1', 'ed25519');
+  table = txtTable([rsa, ed]);
+  const broken = { domain: 'broken.example', selector: 's1', algorithm: 'ed25519' as const, privateKeyPem: 'garbage' };
+  pool = new RenderPool({
+    threads: 2,
+    queuePerThread: 2,
+    init: { keys: [rsa, ed, broken], hostname: 'mta.pool.example' },
+    onSigned: (a, s) => signed.push([a, s]),
+  });
+});
+
+test.after(async () => {
+  await pool.close();
+});
+
+const raw = (msgId: string, body = 'Hello from the pool', domain: string | null = 'pool.example'): RenderTask => ({
+  msgId,
+  kind: 'raw',
+  source: Buffer.from(`From: sender@pool.example\nTo: rcpt@example.org\nSubject: ${msgId}\n\n${body}\n`),
+  signingDomain: domain,
+  acceptedAt: ACCEPTED_AT,
+});
+
+const SPEC: MessageSpec = {
+  from: { name: 'Pool Sender', address: 'sender@pool.example' },
+  to: [{ name: 'Ré Cipient', address: 'rcpt@example.org' }],
+  cc: [],
+  subject: 'Through the worker threads ✓',
+  text: 'plain',
+  html: '<p>html</p>',
+  headers: { 'List-Unsubscribe': '<https://t.pool.example/u/1>', 'List-Unsubscribe-Post': 'List-Unsubscribe=One-Click' },
+  attachments: [{ filename: 'a.txt', contentBase64: Buffer.from('attached').toString('base64') }],
+  messageId: '<01j2pool0000spec@pool.example>',
+};
+
+function ok(r: RenderResult): Extract<RenderResult, { ok: true }> {
+  if (!r.ok) throw new Error(`render failed: ${r.code} ${r.message}`);
+  return r;
+}
+
+test('worker threads load the .ts worker under tsx, render and sign; both verifiers pass', async () => {
+  const before = signed.length;
+  const r1 = ok(await pool.renderAndSign(raw('01j2pool00000001')));
+  const r2 = ok(await pool.renderAndSign({ msgId: '01j2pool0000spec', kind: 'spec', source: JSON.stringify(SPEC), signingDomain: 'pool.example', acceptedAt: ACCEPTED_AT }));
+  for (const r of [r1, r2]) {
+    assert.equal(r.signatures, ['rsa', 'ed25519']);
+    assert.ok(Buffer.isBuffer(r.message), 'delivered as a Buffer view of the transferred bytes');
+    assert.ok(r.signMs > 0 && r.renderMs >= 0);
+  }
+  const messages = [Buffer.from(r1.message), Buffer.from(r2.message)];
+  const [p1, p2] = await verifyWithDkimpy(messages, table);
+  for (const [i, m] of messages.entries()) {
+    const mailauth = await verifyWithMailauth(m, table);
+    assert.equal(mailauth.map((v) => v.pass), [true, true], JSON.stringify(mailauth));
+    assert.equal((i === 0 ? p1 : p2)?.map((v) => v.pass), [true, true]);
+  }
+  assert.is(signed.length - before, 4, 'onSigned once per signature');
+  assert.ok(signed.every(([a, s]) => (a === 'rsa' || a === 'ed25519') && s > 0 && s < 60));
+});
+
+test('backpressure: a burst far beyond maxQueue waits instead of failing, and no task is lost', async () => {
+  const N = 60; // 15× the pool's maxQueue of 2 threads × 2
+  let peakWaiting = 0;
+  const pending: Promise<RenderResult>[] = [];
+  for (let i = 0; i < N; i++) {
+    pending.push(pool.renderAndSign(raw(`01j2burst${String(i).padStart(7, '0')}`, `body number ${i}`)));
+    peakWaiting = Math.max(peakWaiting, pool.queueSize());
+  }
+  assert.ok(peakWaiting > 4, `queueSize() should show the waiting burst (peak ${peakWaiting})`);
+  const results = await Promise.all(pending);
+  assert.is(results.length, N);
+  results.forEach((r, i) => {
+    const m = Buffer.from(ok(r).message).toString();
+    assert.ok(m.includes(`Subject: 01j2burst${String(i).padStart(7, '0')}\r\n`), `result ${i} belongs to task ${i}`);
+    assert.ok(m.includes(`body number ${i}\r\n`));
+  });
+  assert.is(pool.queueSize(), 0);
+  const u = pool.utilization();
+  assert.ok(u >= 0 && u <= 1);
+});
+
+test('bad input returns ok:false or unsigned and never takes a worker down', async () => {
+  const garbage = await pool.renderAndSign({ msgId: '01j2poolbad00001', kind: 'spec', source: '{"from":', signingDomain: 'pool.example', acceptedAt: ACCEPTED_AT });
+  assert.equal(garbage.ok ? 'ok' : garbage.code, 'SLUICE_RENDER_FAILED');
+  const corrupt = await pool.renderAndSign(raw('01j2poolbad00002', 'x', 'broken.example'));
+  assert.equal(corrupt.ok ? 'ok' : corrupt.code, 'SLUICE_DKIM_KEY_INVALID');
+  const unknown = ok(await pool.renderAndSign(raw('01j2poolbad00003', 'x', 'unknown.example')));
+  assert.equal(unknown.signatures, []);
+  const nonsense = await pool.renderAndSign({ msgId: 42, kind: 'raw' } as unknown as RenderTask);
+  assert.equal(nonsense.ok ? 'ok' : nonsense.code, 'SLUICE_RENDER_FAILED');
+  // The same workers still sign afterwards.
+  const after = ok(await pool.renderAndSign(raw('01j2poolbad00004')));
+  assert.equal(after.signatures, ['rsa', 'ed25519']);
+});
+
+test('close() finishes accepted work, then refuses new tasks with SLUICE_SHUTTING_DOWN', async () => {
+  const inFlight = Array.from({ length: 12 }, (_, i) => pool.renderAndSign(raw(`01j2close${String(i).padStart(7, '0')}`)));
+  const closed = pool.close();
+  const results = await Promise.all(inFlight);
+  assert.ok(results.every((r) => r.ok), 'accepted tasks complete');
+  await closed;
+  try {
+    await pool.renderAndSign(raw('01j2afterclose01'));
+    assert.unreachable('a closed pool must refuse');
+  } catch (err) {
+    assert.ok(isSluiceError(err, 'SLUICE_SHUTTING_DOWN'));
+  }
+  await pool.close(); // idempotent
+});
+
+test.run();
