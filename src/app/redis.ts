@@ -3,6 +3,38 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import { createRedis, checkRedisVersion, type RedisClient } from '../redis/client.js';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../redis/embedded.js';
+import { SluiceError } from '../core/errors.js';
+import { Cluster } from 'ioredis';
+
+/** Longest a strict-mode accept waits for the fsync before refusing (the client then retries). */
+const WAITAOF_TIMEOUT_MS = 2_000;
+
+/**
+ * Strict durability: a message is acknowledged only once it is on disk. A server with
+ * `appendfsync always` fsyncs before it replies, so nothing more is needed. Otherwise WAITAOF
+ * (Redis 7.2+) waits for the local fsync. Anything else cannot give the guarantee: refused at start.
+ */
+async function strictBarrier(client: RedisClient, version: string): Promise<(() => Promise<void>) | undefined> {
+  const nodes = client instanceof Cluster ? client.nodes('master') : [client];
+  const fsyncs = await Promise.all(
+    nodes.map((n) => n.config('GET', 'appendfsync').then((r) => (r as string[])[1] ?? '', () => 'unknown')),
+  );
+  if (fsyncs.every((f) => f === 'always')) return undefined;
+  const [maj, min] = version.split('.').map(Number) as [number, number];
+  if (!(client instanceof Cluster) && (maj > 7 || (maj === 7 && min >= 2))) {
+    return async () => {
+      const res = (await client.call('WAITAOF', '1', '0', String(WAITAOF_TIMEOUT_MS))) as [number, number];
+      if (!Array.isArray(res) || Number(res[0]) < 1) {
+        throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', 'the write could not be confirmed on disk in time (strict durability)');
+      }
+    };
+  }
+  throw new SluiceError(
+    'SLUICE_CONFIG_INVALID',
+    `redis.durability 'strict' needs a Redis server with appendfsync always (found: ${fsyncs.join(', ')}) or Redis 7.2+ for WAITAOF (found ${version}); ` +
+      "set 'appendfsync always' on the server or use durability 'everysec'",
+  );
+}
 
 /**
  * Connects to the configured Redis, or starts the embedded one when none is configured
@@ -15,6 +47,11 @@ export interface RedisHandle {
   readonly version: string;
   /** Where it connected: socket path, redis URL (password redacted) or cluster seeds. */
   readonly address: string;
+  /**
+   * In strict durability mode with a server that does not fsync every write: waits until the
+   * writes of this connection are fsynced (WAITAOF, Redis 7.2+). Undefined when not needed.
+   */
+  readonly confirmDurable: (() => Promise<void>) | undefined;
   /** Opens another connection (blocking reads must not share the main one). */
   duplicate(name: string): RedisClient;
   close(): Promise<void>;
@@ -45,6 +82,16 @@ export async function openRedis(config: Config, logger: Logger): Promise<RedisHa
     await embedded?.stop();
     throw err;
   }
+  let confirmDurable: (() => Promise<void>) | undefined;
+  if (r.durability === 'strict') {
+    try {
+      confirmDurable = await strictBarrier(client, version);
+    } catch (err) {
+      client.disconnect();
+      await embedded?.stop();
+      throw err;
+    }
+  }
   const address = r.cluster.length > 0 ? `cluster ${r.cluster.join(',')}` : (url ?? '').replace(/\/\/([^@/]*)@/, '//[redacted]@');
   const extra: RedisClient[] = [];
   return {
@@ -52,6 +99,7 @@ export async function openRedis(config: Config, logger: Logger): Promise<RedisHa
     embedded,
     version,
     address,
+    confirmDurable,
     duplicate(name: string) {
       const c = connect(name);
       extra.push(c);

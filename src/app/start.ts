@@ -134,6 +134,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       const deps = {
         redis: redis.client, keys, config, registry, metrics,
         onAccepted: () => dispatcher?.wake(),
+        confirmDurable: redis.confirmDurable,
       };
       if (config.ingress.smtp.enabled) {
         const smtp = await startSubmissionServer({ ...deps, logger: logger.child({ role: 'ingress', interface: 'smtp' }) }, { host: config.ingress.smtp.host, port: config.ingress.smtp.port });

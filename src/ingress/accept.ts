@@ -27,6 +27,13 @@ export interface AcceptDeps {
   readonly now?: (() => number) | undefined;
   /** Called after each acceptance (e.g. to wake this process's dispatcher). Must not throw. */
   readonly onAccepted?: ((source: MessageSource, recipients: number) => void) | undefined;
+  /**
+   * Strict durability (redis.durability: strict): resolves once the write is on disk (WAITAOF);
+   * rejects when it cannot be confirmed in time, and then the submission is refused with a 4xx so
+   * the client retries. Undefined when every write is durable already (appendfsync always) or in
+   * 'everysec' mode.
+   */
+  readonly confirmDurable?: (() => Promise<void>) | undefined;
 }
 
 export interface Submission {
@@ -111,6 +118,7 @@ export async function acceptMessage(deps: AcceptDeps, sub: Submission): Promise<
         metadata: sub.metadata ?? {},
         body: typeof sub.body === 'function' ? sub.body(id) : sub.body,
       });
+      await deps.confirmDurable?.();
     } catch (err) {
       await reservation.release().catch(() => undefined);
       throw err;

@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { SluiceError } from '../core/errors.js';
@@ -27,6 +27,8 @@ export interface EmbeddedRedis {
   readonly socket: string;
   readonly port: number;
   readonly pid: number;
+  /** True when this is a server left by a previous Sluice that died, taken over rather than started. */
+  readonly adopted?: boolean;
   stop(): Promise<void>;
   /** SIGKILL without a shutdown save (tests of crash recovery). */
   kill(): Promise<void>;
@@ -54,14 +56,72 @@ export function pingSocket(target: { path: string } | { port: number; host: stri
   });
 }
 
+/** Who started the server in a data folder: written next to the socket. */
+interface OwnerFile {
+  sluicePid: number;
+  redisPid: number;
+}
+
+function alive(pid: number): boolean {
+  if (!Number.isInteger(pid) || pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function readOwner(file: string): OwnerFile | undefined {
+  try {
+    const o = JSON.parse(readFileSync(file, 'utf8')) as OwnerFile;
+    return typeof o.sluicePid === 'number' && typeof o.redisPid === 'number' ? o : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A redis-server left running by a Sluice that died without stopping it (SIGKILL, OOM kill) is
+ * adopted rather than refused: it holds the queue, it is ours (its owner file names a Sluice pid
+ * that no longer runs), and it is stopped like our own child on shutdown. A server whose owner is
+ * still alive belongs to another running Sluice: refused.
+ */
+function adopt(socket: string, ownerFile: string, owner: OwnerFile, port: number): EmbeddedRedis {
+  writeFileSync(ownerFile, JSON.stringify({ sluicePid: process.pid, redisPid: owner.redisPid } satisfies OwnerFile));
+  const gone = async (timeoutMs: number) => {
+    const deadline = Date.now() + timeoutMs;
+    while (alive(owner.redisPid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    return !alive(owner.redisPid);
+  };
+  return {
+    socket,
+    port,
+    pid: owner.redisPid,
+    adopted: true,
+    async stop() {
+      // SIGTERM makes redis-server write its AOF and exit, as for our own child.
+      if (alive(owner.redisPid)) process.kill(owner.redisPid, 'SIGTERM');
+      if (!(await gone(10_000))) process.kill(owner.redisPid, 'SIGKILL');
+    },
+    async kill() {
+      if (alive(owner.redisPid)) process.kill(owner.redisPid, 'SIGKILL');
+      await gone(5_000);
+    },
+  };
+}
+
 export async function startEmbeddedRedis(opts: EmbeddedOptions): Promise<EmbeddedRedis> {
   if (!findRedisServer(opts.binary)) {
     throw new SluiceError('SLUICE_REDIS_NOT_INSTALLED', `${opts.binary} was not found on PATH; ${INSTALL_HINT} (or set REDIS_URL to use an existing server)`);
   }
   mkdirSync(opts.dir, { recursive: true });
   const socket = join(opts.dir, 'redis.sock');
+  const ownerFile = join(opts.dir, 'owner.json');
   if (existsSync(socket)) {
     if (await pingSocket({ path: socket })) {
+      const owner = readOwner(ownerFile);
+      if (owner && !alive(owner.sluicePid) && alive(owner.redisPid)) return adopt(socket, ownerFile, owner, opts.port ?? 0);
       throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', `another redis-server already serves ${socket} (is another Sluice running with the same data folder?)`);
     }
     rmSync(socket, { force: true });
@@ -99,6 +159,7 @@ export async function startEmbeddedRedis(opts: EmbeddedOptions): Promise<Embedde
     await new Promise((r) => setTimeout(r, 20));
   }
 
+  writeFileSync(ownerFile, JSON.stringify({ sluicePid: process.pid, redisPid: child.pid ?? 0 } satisfies OwnerFile));
   return {
     socket,
     port,

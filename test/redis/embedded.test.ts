@@ -1,6 +1,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { mkdtempSync, rmSync, existsSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startEmbeddedRedis } from '../../src/redis/embedded.js';
@@ -40,6 +41,25 @@ test('refuses a second server on the same folder while the first runs', async ()
   } finally {
     await srv.stop();
   }
+});
+
+test('a server left by a Sluice that died is adopted, keeps its data, and is stopped on shutdown', async () => {
+  const orphan = await startEmbeddedRedis({ binary: 'redis-server', dir });
+  const c = createRedis({ url: orphan.socket });
+  await c.set('queued', 'still-here');
+  c.disconnect();
+  // The owner file now names a process that no longer runs, as after a SIGKILL of Sluice.
+  const dead = spawnSync('true').pid as number;
+  writeFileSync(join(dir, 'owner.json'), JSON.stringify({ sluicePid: dead, redisPid: orphan.pid }));
+  const adopted = await startEmbeddedRedis({ binary: 'redis-server', dir });
+  assert.is(adopted.adopted, true);
+  assert.is(adopted.pid, orphan.pid);
+  const c2 = createRedis({ url: adopted.socket });
+  assert.is(await c2.get('queued'), 'still-here');
+  c2.disconnect();
+  await adopted.stop();
+  assert.throws(() => process.kill(orphan.pid, 0), 'the adopted server is gone after stop()');
+  await orphan.stop(); // reaps our own child handle; no-op for the signal
 });
 
 test('a missing redis-server binary names the install command', async () => {
