@@ -53,6 +53,9 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   const stoppers: { name: string; stop: (graceMs: number) => Promise<void> }[] = [];
   let stopping = false;
 
+  for (const r of roles.filter((x) => x === 'tracking' || x === 'feedback')) {
+    log.warn({ role: r }, 'this role has nothing to run in this version (tracking server and inbound MX are later work)');
+  }
   const redis = await openRedis(config, log);
   stoppers.push({ name: 'redis', stop: () => redis.close() });
   const keys = createKeys(config.redis.prefix);

@@ -31,3 +31,16 @@ export interface Io {
 export function println(stream: NodeJS.WritableStream, text = ''): void {
   stream.write(text.endsWith('\n') ? text : `${text}\n`);
 }
+
+/**
+ * The subcommand of a command that has them (`dkim keygen`, `config check`): exactly one
+ * positional, one of `known`. It may stand anywhere among the options, as parseArgs allows.
+ */
+export function subcommand(name: string, positionals: readonly string[], known: readonly string[]): string {
+  const [sub, ...extra] = positionals;
+  const hint = `Run 'sluice ${name} --help' for usage.`;
+  if (sub === undefined) throw new UsageError(`missing subcommand (${known.join(' or ')})\n${hint}`);
+  if (!known.includes(sub)) throw new UsageError(`unknown subcommand '${sub}' (known: ${known.join(', ')})\n${hint}`);
+  if (extra.length > 0) throw new UsageError(`unexpected argument '${extra[0] as string}'\n${hint}`);
+  return sub;
+}

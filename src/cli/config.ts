@@ -1,21 +1,30 @@
+import { AccountRegistry } from '../accounts/registry.js';
 import { loadConfig, redactConfig } from '../config/load.js';
-import { parse, println, type Io } from './args.js';
+import { parse, println, subcommand, type Io } from './args.js';
 
 const USAGE = `Usage: sluice config show [--config FILE]
        sluice config check [--config FILE]
 
 show   prints the effective configuration (defaults, file, environment merged) as JSON, secrets redacted.
-check  validates it and names the path of every wrong key; exit code 1 when invalid.`;
+check  validates it and names the path of every wrong key, then runs the checks of start-up that
+       need no Redis (accounts, secret hashes, DKIM key files); exit code 1 when invalid.`;
 
 export async function runConfig(argv: string[], io: Io): Promise<number> {
-  const [sub, ...rest] = argv;
-  const args = parse({ name: 'config', usage: USAGE, options: { config: { type: 'string', short: 'c' } } }, rest);
-  if (args.values.help || (sub !== 'show' && sub !== 'check')) {
+  const args = parse({ name: 'config', usage: USAGE, allowPositionals: true, options: { config: { type: 'string', short: 'c' } } }, argv);
+  if (args.values.help) {
     println(io.out, USAGE);
-    return args.values.help ? 0 : 2;
+    return 0;
   }
+  const sub = subcommand('config', args.positionals, ['show', 'check']);
+  // An invalid configuration throws SLUICE_CONFIG_INVALID naming every bad path; main prints it, exit 1.
   const cfg = loadConfig({ file: args.values.config, env: io.env });
-  if (sub === 'show') println(io.out, JSON.stringify(redactConfig(cfg), null, 2));
-  else println(io.out, 'configuration is valid');
+  if (sub === 'show') {
+    println(io.out, JSON.stringify(redactConfig(cfg), null, 2));
+    return 0;
+  }
+  // What `sluice start` would refuse after the schema: duplicate accounts or domains, malformed
+  // hashes, DKIM key files that are missing, unreadable or of another algorithm.
+  new AccountRegistry(cfg.accounts).readDkimKeys();
+  println(io.out, 'configuration is valid');
   return 0;
 }

@@ -1,9 +1,9 @@
 import { generateKeyPairSync } from 'node:crypto';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { normaliseDomain } from '../core/address.js';
 import { dnsRecord } from '../render/dkim.js';
-import { parse, println, UsageError, type Io } from './args.js';
+import { parse, println, subcommand, UsageError, type Io } from './args.js';
 
 const USAGE = `Usage: sluice dkim keygen --domain D --selector S [--type rsa|ed25519] [--bits 2048] [--out FILE] [--force]
 
@@ -13,42 +13,73 @@ S._domainkey.D, and the lines to add to the account's domain in the config.
   --bits   RSA key size, 2048 (default), 3072 or 4096
   --out    key file (default ./keys/<domain>.<selector>.<type>.pem); an existing file is kept unless --force`;
 
+// The selector is one DNS label or several (RFC 6376 §3.1), each at most 63 octets; the signer
+// (render/dkim.ts) and the config schema accept the same set.
+const SELECTOR_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+// 1024-bit RSA is the floor of RFC 8301 and already considered weak; 2048 is what providers expect.
+const RSA_BITS = [2048, 3072, 4096];
+// A TXT character-string holds at most 255 octets (RFC 1035 §3.3): a 2048-bit RSA record (~410
+// characters) is published as several quoted strings, which resolvers concatenate (RFC 6376 §3.6.2.2).
+const TXT_STRING_MAX = 255;
+
 export async function runDkim(argv: string[], io: Io): Promise<number> {
-  const [sub, ...rest] = argv;
   const args = parse({
-    name: 'dkim keygen', usage: USAGE,
-    options: { domain: { type: 'string' }, selector: { type: 'string' }, type: { type: 'string', default: 'rsa' }, bits: { type: 'string', default: '2048' }, out: { type: 'string' }, force: { type: 'boolean' } },
-  }, rest);
-  if (args.values.help || sub !== 'keygen') {
+    name: 'dkim', usage: USAGE, allowPositionals: true,
+    options: { domain: { type: 'string' }, selector: { type: 'string' }, type: { type: 'string', default: 'rsa' }, bits: { type: 'string' }, out: { type: 'string' }, force: { type: 'boolean' } },
+  }, argv);
+  if (args.values.help) {
     println(io.out, USAGE);
-    return args.values.help ? 0 : 2;
+    return 0;
   }
-  const domain = normaliseDomain(args.values.domain ?? '');
-  if (!domain) throw new UsageError('--domain must be a valid domain name');
-  const selector = args.values.selector ?? '';
-  if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(selector)) throw new UsageError('--selector must be letters, digits, ".", "_" or "-"');
+  subcommand('dkim', args.positionals, ['keygen']);
+  if (args.values.domain === undefined) throw new UsageError('--domain is required');
+  const domain = normaliseDomain(args.values.domain);
+  if (!domain) throw new UsageError(`--domain '${args.values.domain}' is not a valid domain name`);
+  const selector = args.values.selector;
+  if (selector === undefined) throw new UsageError('--selector is required');
+  if (!SELECTOR_RE.test(selector)) throw new UsageError(`--selector '${selector}' is not valid: letters, digits, ".", "_" or "-", at most 63, starting with a letter or digit`);
   const type = args.values.type;
-  if (type !== 'rsa' && type !== 'ed25519') throw new UsageError("--type must be 'rsa' or 'ed25519'");
-  const bits = Number(args.values.bits);
-  if (type === 'rsa' && ![2048, 3072, 4096].includes(bits)) throw new UsageError('--bits must be 2048, 3072 or 4096 (1024-bit keys are too weak for RFC 8301)');
+  if (type !== 'rsa' && type !== 'ed25519') throw new UsageError(`--type must be 'rsa' or 'ed25519', not '${type}'`);
+  if (type === 'ed25519' && args.values.bits !== undefined) throw new UsageError('--bits applies to RSA keys only (Ed25519 keys are always 256 bits)');
+  const bits = Number(args.values.bits ?? 2048);
+  if (type === 'rsa' && !RSA_BITS.includes(bits)) throw new UsageError(`--bits must be ${RSA_BITS.join(', ')} (1024-bit keys are too weak for RFC 8301)`);
   const out = resolve(args.values.out ?? `keys/${domain}.${selector}.${type}.pem`);
+  // Checked before generating (a 4096-bit key takes seconds); writeKey checks again atomically.
   if (existsSync(out) && !args.values.force) throw new UsageError(`${out} exists; pass --force to replace it`);
 
   const pair = type === 'rsa'
     ? generateKeyPairSync('rsa', { modulusLength: bits, publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } })
     : generateKeyPairSync('ed25519', { publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } });
-  mkdirSync(dirname(out), { recursive: true });
-  writeFileSync(out, pair.privateKey, { mode: 0o600 });
+  writeKey(out, pair.privateKey, args.values.force === true);
 
   const record = dnsRecord(pair.publicKey, type);
-  // A TXT string holds at most 255 octets: longer records are published as several quoted strings.
-  const chunks = record.match(/.{1,255}/g) ?? [record];
+  const chunks = record.match(new RegExp(`.{1,${TXT_STRING_MAX}}`, 'g')) ?? [record];
   println(io.out, `private key written to ${out}`);
   println(io.out, '');
   println(io.out, 'Publish this DNS TXT record:');
   println(io.out, `${selector}._domainkey.${domain}. IN TXT ${chunks.map((c) => `"${c}"`).join(' ')}`);
   println(io.out, '');
   println(io.out, `Add to the account's domain '${domain}' in the config:`);
-  println(io.out, `  dkim:\n    - { selector: ${selector}, algorithm: ${type}, keyFile: ${out} }`);
+  println(io.out, `  dkim:\n    - { selector: ${selector}, algorithm: ${type}, keyFile: ${JSON.stringify(out)} }`);
   return 0;
+}
+
+/**
+ * Writes the private key readable by its owner only. A new file is created exclusively ('wx'), so a
+ * file that appeared since the check is never overwritten. A replacement (--force) is written to a
+ * new 0600 file and renamed over the old one: the mode of the old file (perhaps 0644) is not
+ * inherited, and a crash midway leaves the old key whole.
+ */
+function writeKey(out: string, pem: string, force: boolean): void {
+  const target = force ? `${out}.${process.pid}.tmp` : out;
+  try {
+    mkdirSync(dirname(out), { recursive: true });
+    writeFileSync(target, pem, { mode: 0o600, flag: 'wx' });
+    if (force) renameSync(target, out);
+  } catch (err) {
+    if (force) rmSync(target, { force: true });
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST' && !force) throw new UsageError(`${out} exists; pass --force to replace it`);
+    throw new UsageError(`cannot write the key to ${out}: ${code ?? (err as Error).message}`);
+  }
 }

@@ -1,5 +1,5 @@
 import { hashSecret, generateApiKey } from '../accounts/secrets.js';
-import { parse, println, UsageError, type Io } from './args.js';
+import { parse, println, subcommand, UsageError, type Io } from './args.js';
 
 const USAGE = `Usage: sluice secret hash [--stdin]
        sluice secret hash --api-key ACCOUNT
@@ -9,33 +9,43 @@ Prints an scrypt hash to put in the config (accounts[].apiKeys or smtpUsers[].pa
   --api-key ID     generate a new API key for account ID; prints the key (give it to the customer,
                    it is not stored) and its hash (put that in the config)`;
 
+// The account id syntax of the config schema: the id is embedded in the key (sk_<id>_…) and a key
+// for an id the config cannot hold would never authenticate.
+const ACCOUNT_ID_RE = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+// A secret is one line; more than this before a newline is not a password but a wrong pipe.
+const MAX_SECRET_CHARS = 4096;
+
 export async function runSecret(argv: string[], io: Io): Promise<number> {
-  const [sub, ...rest] = argv;
-  const args = parse({ name: 'secret', usage: USAGE, options: { stdin: { type: 'boolean' }, 'api-key': { type: 'string' } } }, rest);
-  if (args.values.help || sub !== 'hash') {
+  const args = parse({ name: 'secret', usage: USAGE, allowPositionals: true, options: { stdin: { type: 'boolean' }, 'api-key': { type: 'string' } } }, argv);
+  if (args.values.help) {
     println(io.out, USAGE);
-    return args.values.help ? 0 : 2;
+    return 0;
   }
-  if (args.values['api-key']) {
-    const key = generateApiKey(args.values['api-key']);
+  subcommand('secret', args.positionals, ['hash']);
+  const account = args.values['api-key'];
+  if (account !== undefined) {
+    if (args.values.stdin) throw new UsageError('--api-key generates the secret; it takes no --stdin');
+    if (!ACCOUNT_ID_RE.test(account)) throw new UsageError(`--api-key '${account}' is not an account id (lower-case letters, digits, _ and -, at most 63)`);
+    const key = generateApiKey(account);
     println(io.out, `api key: ${key}`);
     println(io.out, `hash:    ${await hashSecret(key)}`);
     return 0;
   }
-  let secret = io.env['SLUICE_SECRET'];
-  if (args.values.stdin) secret = (await readFirstLine(io.stdin)) ?? undefined;
+  const secret = args.values.stdin ? await readFirstLine(io.stdin) : io.env['SLUICE_SECRET'];
   if (!secret) throw new UsageError('no secret given: pass it on standard input with --stdin, or in SLUICE_SECRET');
   println(io.out, await hashSecret(secret));
   return 0;
 }
 
 async function readFirstLine(stream: NodeJS.ReadableStream): Promise<string | null> {
+  // A streaming decoder: a multi-byte character split across two chunks is joined, not mangled.
+  const decoder = new TextDecoder();
   let buf = '';
   for await (const chunk of stream) {
-    buf += chunk.toString();
+    buf += typeof chunk === 'string' ? chunk : decoder.decode(chunk as Uint8Array, { stream: true });
     const nl = buf.indexOf('\n');
     if (nl >= 0) return buf.slice(0, nl).replace(/\r$/, '');
-    if (buf.length > 4096) break;
+    if (buf.length > MAX_SECRET_CHARS) throw new UsageError(`the secret on standard input is longer than ${MAX_SECRET_CHARS} characters`);
   }
-  return buf.length > 0 ? buf.replace(/\r?\n$/, '') : null;
+  return buf.length > 0 ? buf.replace(/\r$/, '') : null;
 }

@@ -18,7 +18,6 @@ export const ERRORS = {
   SLUICE_REDIS_VERSION: { message: 'Redis server is too old (need 6.2 or newer)', http: 500, smtp: [451, '4.3.5'] },
   SLUICE_REDIS_NOT_INSTALLED: { message: 'redis-server was not found on PATH', http: 500, smtp: [451, '4.3.5'] },
   SLUICE_SHUTTING_DOWN: { message: 'Server is shutting down, try again later', http: 503, smtp: [421, '4.3.2'] },
-  SLUICE_OVERLOADED: { message: 'Server is busy, try again later', http: 503, smtp: [451, '4.3.2'] },
 
   SLUICE_AUTH_REQUIRED: { message: 'Authentication required', http: 401, smtp: [530, '5.7.0'] },
   SLUICE_AUTH_FAILED: { message: 'Invalid credentials', http: 401, smtp: [535, '5.7.8'] },
@@ -39,10 +38,8 @@ export const ERRORS = {
   SLUICE_INGRESS_NOT_FOUND: { message: 'Not found', http: 404, smtp: [550, '5.1.1'] },
   SLUICE_INGRESS_METHOD_NOT_ALLOWED: { message: 'Method not allowed', http: 405, smtp: [502, '5.5.1'] },
   SLUICE_INGRESS_UNSUPPORTED_MEDIA: { message: 'Content-Type must be application/json', http: 415, smtp: [554, '5.6.0'] },
-  SLUICE_INGRESS_TIMEOUT: { message: 'The request took too long', http: 408, smtp: [421, '4.4.2'] },
 
   SLUICE_RENDER_FAILED: { message: 'The message could not be rendered', http: 500, smtp: [554, '5.6.0'] },
-  SLUICE_RENDER_NO_KEY: { message: 'No DKIM key is configured for this domain', http: 500, smtp: [451, '4.7.5'] },
   SLUICE_DKIM_KEY_INVALID: { message: 'The DKIM key cannot be loaded', http: 500, smtp: [451, '4.7.5'] },
   SLUICE_DELIVERY_CONNECT_FAILED: { message: 'No SMTP session could be opened with the remote host', http: 502, smtp: [451, '4.4.1'] },
 } as const satisfies Record<string, ErrorSpec>;

@@ -1,0 +1,45 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { readFileSync } from 'node:fs';
+import YAML from 'yaml';
+import { ERRORS } from '../../src/core/errors.js';
+import { createMetrics } from '../../src/observability/metrics.js';
+import { DEFAULT_CONFIG_FILE } from '../../src/config/load.js';
+
+/** The README is the operator's reference: it must name every config key, metric and error code. */
+const test = suite('docs/readme');
+const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+
+function keyPaths(tree: unknown, prefix = ''): string[] {
+  if (tree && typeof tree === 'object' && !Array.isArray(tree) && Object.keys(tree).length > 0) {
+    return Object.entries(tree).flatMap(([k, v]) => keyPaths(v, prefix ? `${prefix}.${k}` : k));
+  }
+  return [prefix];
+}
+
+test('every config key of config/default.yaml is documented', () => {
+  const paths = keyPaths(YAML.parse(readFileSync(DEFAULT_CONFIG_FILE, 'utf8')));
+  assert.ok(paths.length > 50, 'the walk found the keys');
+  const missing = paths.filter((p) => !readme.includes(`\`${p}\``));
+  assert.equal(missing, [], `README misses config keys: ${missing.join(', ')}`);
+});
+
+test('every metric is documented', async () => {
+  const names = (await createMetrics().registry.getMetricsAsJSON()).map((m) => m.name).filter((n) => !n.startsWith('sluice_process_'));
+  assert.ok(names.length > 10);
+  const missing = names.filter((n) => !readme.includes(`\`${n}`));
+  assert.equal(missing, [], `README misses metrics: ${missing.join(', ')}`);
+});
+
+test('every error code is documented', () => {
+  const missing = Object.keys(ERRORS).filter((c) => !readme.includes(`\`${c}\``));
+  assert.equal(missing, [], `README misses error codes: ${missing.join(', ')}`);
+});
+
+test('the README begins with the two commands', () => {
+  const blocks = [...readme.matchAll(/```sh\n([^`]+)```/g)].map((m) => (m[1] as string).trim());
+  assert.match(blocks[0] ?? '', /apt-get install -y redis-server.*npm ci && npm start/);
+  assert.is(blocks[1], 'npm test');
+});
+
+test.run();
