@@ -43,6 +43,9 @@ export async function runQueue(argv: string[], io: Io): Promise<number> {
   }
   const where = cfg.redis.cluster.length > 0 ? `cluster ${cfg.redis.cluster.join(',')}` : redactUrl(url as string);
   const redis = createRedis({ url, cluster: cfg.redis.cluster, name: 'sluice-cli' });
+  // Connection errors are reported once, by reachable(); without a listener ioredis would also
+  // print each retry's error on the console.
+  redis.on('error', () => undefined);
   try {
     await reachable(redis, where);
     const keys = createKeys(cfg.redis.prefix);

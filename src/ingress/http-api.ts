@@ -107,7 +107,7 @@ function parseJson(body: Buffer): unknown {
 
 export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {}): Promise<HttpApi> {
   const cfg = deps.config.ingress.http;
-  const log = deps.logger.child({ role: 'ingress' });
+  const log = deps.logger; // app/ binds { role, interface }
   const throttle = new AuthThrottle(deps.redis, deps.keys, { delayAfter: deps.config.ingress.smtp.authFailuresBeforeDelay, ...opts.authThrottle });
   const idempotency = new IdempotencyStore(deps.redis, deps.keys, deps.config.ingress.idempotencyTtl);
   const schema = messageSchema();

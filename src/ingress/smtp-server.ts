@@ -56,7 +56,7 @@ interface SessionUser {
 export async function startSubmissionServer(deps: SubmissionDeps, opts: SubmissionOptions = {}): Promise<SubmissionServer> {
   const cfg = deps.config.ingress.smtp;
   const tls = opts.tls ?? (await loadOrCreateTls(deps.config));
-  const log = deps.logger.child({ role: 'ingress' });
+  const log = deps.logger; // app/ binds { role, interface }
   const throttle = new AuthThrottle(deps.redis, deps.keys, { delayAfter: cfg.authFailuresBeforeDelay, ...opts.authThrottle });
   // The tighter of the per-transaction SMTP limit and the per-message limit of every interface.
   const maxRcpts = Math.min(cfg.maxRecipients, deps.config.ingress.maxRecipients);
