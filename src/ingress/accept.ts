@@ -8,7 +8,8 @@ import { parseAddress } from '../core/address.js';
 import { newId } from '../core/ids.js';
 import type { Account, AccountRegistry } from '../accounts/registry.js';
 import { reserveSending } from '../accounts/limits.js';
-import { persistMessage, type MessageKind, type MessageSource, type StoredRecipient } from '../store/messages.js';
+import type { MessageKind, MessageSource, StoredRecipient } from '../store/messages.js';
+import { persistMessage } from './persist.js';
 import { appendEvent } from '../store/events.js';
 
 /**

@@ -5,7 +5,7 @@ import { SluiceError, toSluiceError, type FieldError } from '../core/errors.js';
 import { isId } from '../core/ids.js';
 import type { Account } from '../accounts/registry.js';
 import { AuthThrottle, LimitError, type AuthThrottleOptions } from '../accounts/limits.js';
-import { messageStatus } from '../store/messages.js';
+import { messageStatus } from './message-status.js';
 import { acceptMessage, type AcceptDeps, type Accepted } from './accept.js';
 import { fieldErrors, messageSchema, toSpecSubmission, validateMessage } from './http-schema.js';
 import { IdempotencyStore, isValidIdempotencyKey, requestHash, type StoredAnswer } from './idempotency.js';

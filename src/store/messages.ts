@@ -1,8 +1,6 @@
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { SluiceError } from '../core/errors.js';
-import { enqueueRecipients } from '../queue/enqueue.js';
-import { recipientStates, type RecipientStatus } from '../queue/status.js';
 
 /**
  * A message is stored once, under its own hash tag, and referenced by every queue entry:
@@ -42,18 +40,13 @@ export interface NewMessage extends Omit<MessageMeta, 'pending'> {
 }
 
 /**
- * Writes meta and body in one MULTI (same hash tag: atomic on a cluster too), then queues every
- * recipient, and only then resolves: the caller's 250/202 means "persisted and queued" (DESIGN §2).
- * If queueing fails the message record is removed again (best effort) before the error propagates,
- * so a refused submission leaves no orphan for the client's retry to duplicate; a queue entry that
- * did get written then finds no message and is dropped by delivery.
+ * Writes meta and body in one MULTI (same hash tag: atomic on a cluster too). Queueing the
+ * recipients is the caller's next step (ingress/persist.ts): the store knows records, not queues.
  */
-export async function persistMessage(redis: RedisClient, keys: Keys, shards: number, msg: NewMessage): Promise<void> {
-  const metaKey = keys.msgMeta(msg.id);
-  const bodyKey = keys.msgBody(msg.id);
+export async function storeMessage(redis: RedisClient, keys: Keys, msg: NewMessage): Promise<void> {
   const res = await redis
     .multi()
-    .hset(metaKey, {
+    .hset(keys.msgMeta(msg.id), {
       account: msg.account,
       source: msg.source,
       kind: msg.kind,
@@ -65,21 +58,15 @@ export async function persistMessage(redis: RedisClient, keys: Keys, shards: num
       metadata: JSON.stringify(msg.metadata),
       pending: msg.rcpts.length,
     })
-    .set(bodyKey, msg.body)
+    .set(keys.msgBody(msg.id), msg.body)
     .exec();
   const failed = res?.find(([err]) => err);
   if (!res || failed) throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', 'the message could not be stored', { cause: failed?.[0] ?? undefined });
-  try {
-    await enqueueRecipients(
-      redis,
-      keys,
-      shards,
-      msg.rcpts.map((r, idx) => ({ msgId: msg.id, idx, domain: r.domain, dueAt: msg.acceptedAt })),
-    );
-  } catch (err) {
-    await redis.del(metaKey, bodyKey).catch(() => undefined);
-    throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', 'the message could not be queued', { cause: err });
-  }
+}
+
+/** Removes a message's record and body (a submission that could not be queued). */
+export async function deleteMessage(redis: RedisClient, keys: Keys, id: string): Promise<void> {
+  await redis.del(keys.msgMeta(id), keys.msgBody(id));
 }
 
 function parseJson<T>(text: string | undefined, fallback: T): T {
@@ -119,27 +106,4 @@ export async function getMessage(redis: RedisClient, keys: Keys, id: string): Pr
   const meta = toMeta(id, await redis.hgetall(keys.msgMeta(id)));
   if (!meta) return null;
   return { meta, body: () => redis.getBuffer(keys.msgBody(id)) };
-}
-
-export interface MessageStatus {
-  id: string;
-  account: string;
-  acceptedAt: number;
-  recipients: ({ address: string } & RecipientStatus)[];
-}
-
-/**
- * The delivery state of each recipient, or null when the message does not exist OR belongs to
- * another account: the two answers are indistinguishable, so ids cannot be probed across accounts.
- */
-export async function messageStatus(redis: RedisClient, keys: Keys, id: string, accountId: string): Promise<MessageStatus | null> {
-  const msg = await getMessage(redis, keys, id);
-  if (!msg || msg.meta.account !== accountId) return null;
-  const states = await recipientStates(redis, keys, id, msg.meta.rcpts.map((r, idx) => ({ idx, domain: r.domain })));
-  return {
-    id,
-    account: msg.meta.account,
-    acceptedAt: msg.meta.acceptedAt,
-    recipients: states.map((s) => ({ address: msg.meta.rcpts[s.idx]?.address ?? '', ...s })),
-  };
 }

@@ -1,6 +1,8 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { getMessage, messageStatus, persistMessage } from '../../src/store/messages.js';
+import { getMessage } from '../../src/store/messages.js';
+import { persistMessage } from '../../src/ingress/persist.js';
+import { messageStatus } from '../../src/ingress/message-status.js';
 import { createMessageSource } from '../../src/store/message-source.js';
 import { appendEvent } from '../../src/store/events.js';
 import { newId } from '../../src/core/ids.js';
@@ -8,7 +10,7 @@ import { shardOf } from '../../src/redis/keys.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 import type { RedisClient } from '../../src/redis/client.js';
 
-const test = suite('store/messages');
+const test = suite('ingress/persist');
 let redis: TestRedis;
 let client: RedisClient;
 const NOW = Date.UTC(2026, 0, 15, 12);
