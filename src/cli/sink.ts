@@ -63,17 +63,17 @@ export async function runSink(argv: string[], io: Io): Promise<number> {
       });
     },
   });
-  // A client that resets its connection mid-transaction surfaces as an 'error' event on the server;
-  // unheard, it would end the process. It is the client's problem: report it and go on.
-  server.on('error', (err: NodeJS.ErrnoException) => println(io.err, `sink: connection error: ${err.code ?? err.message}`));
   await new Promise<void>((res, rej) => {
     const onListenError = (err: NodeJS.ErrnoException) => rej(new UsageError(`cannot listen on ${args.values.host}:${port}: ${err.code ?? err.message}`));
-    server.server.once('error', onListenError);
+    server.once('error', onListenError);
     server.listen(port, args.values.host, () => {
-      server.server.off('error', onListenError);
+      server.off('error', onListenError);
       res();
     });
   });
+  // A client that resets its connection mid-transaction surfaces as an 'error' event on the server;
+  // unheard, it would end the process. It is the client's problem: report it and go on.
+  server.on('error', (err: NodeJS.ErrnoException) => println(io.err, `sink: connection error: ${err.code ?? err.message}`));
   const bound = (server.server.address() as AddressInfo).port;
   println(io.out, `sink listening on ${args.values.host}:${bound}, writing to ${dir}`);
   await new Promise<void>((res) => {

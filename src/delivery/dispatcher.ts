@@ -253,6 +253,7 @@ export class Dispatcher {
     let client: SmtpClient = conn;
     this.clients.add(client);
     let sent = 0;
+    let idleSince: number | undefined;
     let backoff = inBackoff;
     try {
       for (;;) {
@@ -284,9 +285,19 @@ export class Dispatcher {
         const { entries, nextAt } = await claim(redis, keys, { domain, max: granted, leaseMs: config.delivery.lease, now: leaseStart });
         if (entries.length < granted && hasRate(shaping.rate)) await refundTokens(redis, keys, shaping.scope, shaping.rate, granted - entries.length, this.now());
         if (entries.length === 0) {
+          // Keep a connection that just carried mail open for a while: mail that trickles in for
+          // this destination then goes without a new TCP + TLS handshake. One idle connection per
+          // destination is enough; the others leave at once.
+          const st = this.destinations.get(domain);
+          idleSince ??= this.now();
+          if (sent > 0 && st?.workers === 1 && this.now() - idleSince < config.delivery.timeouts.idle && client.usable && !this.stopping) {
+            await sleep(config.delivery.pollInterval);
+            continue;
+          }
           await reschedule(redis, keys, shards, domain, nextAt, this.now());
           return;
         }
+        idleSince = undefined;
         if (entries.length === granted && !this.stopping) this.rampUp(domain, shaping);
 
         const r = await this.deliverBatch(client, domain, shaping, entries, leaseStart);
