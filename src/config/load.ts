@@ -51,7 +51,22 @@ function readYaml(file: string): unknown {
   }
 }
 
-function envLayer(env: NodeJS.ProcessEnv): Tree {
+/**
+ * Environment names are upper case by custom; config keys are camelCase. Each part of a
+ * SLUICE__A__B path is matched case-insensitively against the keys of the defaults (which hold every
+ * key), so SLUICE__ADMIN__PORT and SLUICE__delivery__claimBatch both work; a part that matches
+ * nothing is kept as given and refused by validation with its path.
+ */
+function keyPath(parts: string[], defaults: unknown): string[] {
+  let node = defaults;
+  return parts.map((part) => {
+    const known = isPlainObject(node) ? Object.keys(node).find((k) => k.toLowerCase() === part.toLowerCase()) : undefined;
+    node = known !== undefined && isPlainObject(node) ? node[known] : undefined;
+    return known ?? part;
+  });
+}
+
+function envLayer(env: NodeJS.ProcessEnv, defaults: unknown): Tree {
   let layer: Tree = {};
   const set = (path: string[], value: unknown) => {
     let obj: unknown = value;
@@ -62,7 +77,7 @@ function envLayer(env: NodeJS.ProcessEnv): Tree {
   if (env['SLUICE_LOG_LEVEL']) set(['log', 'level'], env['SLUICE_LOG_LEVEL']);
   for (const [name, value] of Object.entries(env)) {
     if (!name.startsWith('SLUICE__') || value === undefined) continue;
-    const path = name.slice('SLUICE__'.length).split('__').filter(Boolean);
+    const path = keyPath(name.slice('SLUICE__'.length).split('__').filter(Boolean), defaults);
     if (path.length === 0) continue;
     set(path, YAML.parse(value));
   }
@@ -121,7 +136,7 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     resolvePaths(layer, dirname(resolve(file)));
     tree = merge(tree, layer);
   }
-  tree = merge(tree, envLayer(env));
+  tree = merge(tree, envLayer(env, defaults));
   if (opts.overrides !== undefined) tree = merge(tree, opts.overrides);
   return validateConfig(tree, file);
 }

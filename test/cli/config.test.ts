@@ -1,0 +1,162 @@
+/**
+ * `sluice config check` and `sluice config show`: a valid file passes; a wrong one exits 1 and
+ * names EVERY bad path at once; show prints the merged configuration with every secret redacted.
+ */
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import YAML from 'yaml';
+import { hashSecret } from '../../src/accounts/secrets.js';
+import { sluice, spawnSluice } from './run-cli.js';
+
+const test = suite('cli/config');
+let dir: string;
+let apiHash: string;
+let smtpHash: string;
+
+test.before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'sluice-cli-config-'));
+  mkdirSync(join(dir, 'keys'));
+  [apiHash, smtpHash] = await Promise.all([hashSecret('sk_acme_apikeyapikeyapikeyapikeyapikey12'), hashSecret('smtp-password')]);
+  // Keys made by the CLI itself, referenced relative to the config file as an operator would.
+  const k = await sluice(['dkim', 'keygen', '--domain', 'acme.example', '--selector', 'e1', '--type', 'ed25519', '--out', join(dir, 'keys', 'e1.pem')]);
+  assert.is(k.code, 0, k.err);
+});
+test.after(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
+
+function account(overrides: Record<string, unknown> = {}) {
+  return {
+    id: 'acme',
+    domains: [{ domain: 'acme.example', dkim: [{ selector: 'e1', algorithm: 'ed25519', keyFile: './keys/e1.pem' }] }],
+    apiKeys: [apiHash],
+    smtpUsers: [{ username: 'acme', passwordHash: smtpHash }],
+    dailyQuota: null,
+    rateLimit: { perSecond: null, perMinute: null, perHour: null },
+    ...overrides,
+  };
+}
+
+function configFile(name: string, tree: unknown): string {
+  const file = join(dir, name);
+  writeFileSync(file, typeof tree === 'string' ? tree : YAML.stringify(tree));
+  return file;
+}
+
+test('a valid file: exit 0 (the DKIM key path is relative to the file, not to the working directory)', async () => {
+  const file = configFile('valid.yaml', {
+    admin: { port: 9500 },
+    redis: { url: 'redis://:s3cret@127.0.0.1:6390/2' },
+    shaping: { default: { retry: ['30s', '2m'] } },
+    accounts: [account()],
+  });
+  const r = await sluice(['config', 'check', '--config', file]);
+  assert.is(r.code, 0, r.err);
+  assert.is(r.out, 'configuration is valid\n');
+  assert.is(r.err, '');
+});
+
+test('SLUICE_CONFIG names the file when --config is absent, and a bad one fails', async () => {
+  const bad = configFile('env-bad.yaml', { admin: { port: -1 } });
+  const r = await sluice(['config', 'check'], { env: { SLUICE_CONFIG: bad } });
+  assert.is(r.code, 1);
+  assert.match(r.err, 'admin.port');
+  assert.match(r.err, bad);
+});
+
+test('unknown keys, wrong types and bad durations: exit 1, every bad path named', async () => {
+  const file = configFile('bad.yaml', {
+    foo: 1,
+    admin: { port: 'x' },
+    log: { level: 'loud' },
+    ingress: { smtp: { colour: 'blue', maxMessageSize: 'huge' } },
+    shaping: {
+      default: { retry: ['1x', '5m'], maxAge: 'forever' },
+      rules: [{ name: 'Bad Name', match: { domains: ['x.example'], mx: [] } }],
+    },
+    accounts: [account({ apiKeys: ['plain-key'] })],
+  });
+  const r = await sluice(['config', 'check', '--config', file]);
+  assert.is(r.code, 1);
+  assert.is(r.out, '');
+  assert.match(r.err, 'SLUICE_CONFIG_INVALID');
+  const lines = r.err.split('\n');
+  const named = (path: string, what: string | RegExp) => {
+    const line = lines.find((l) => l.trimStart().startsWith(`${path}:`));
+    assert.ok(line, `stderr names ${path}:\n${r.err}`);
+    assert.match(line, what);
+  };
+  named('(root)', 'unknown key(s): foo');
+  named('admin.port', 'expected number');
+  named('log.level', /./);
+  named('ingress.smtp', 'unknown key(s): colour');
+  named('ingress.smtp.maxMessageSize', 'not a size');
+  named('shaping.default.retry.0', 'not a duration: "1x"');
+  named('shaping.default.maxAge', 'not a duration: "forever"');
+  named('shaping.rules.0.name', 'lower-case');
+  named('accounts.0.apiKeys.0', 'sluice secret hash');
+  assert.not.ok(r.err.includes('shaping.default.retry.1'), 'a good entry is not named');
+});
+
+test('checks of start-up beyond the schema: missing or mistyped DKIM key files, duplicate accounts', async () => {
+  const missing = await sluice(['config', 'check', '--config', configFile('missing-key.yaml', {
+    accounts: [account({ domains: [{ domain: 'acme.example', dkim: [{ selector: 'e1', algorithm: 'ed25519', keyFile: './keys/nope.pem' }] }] })],
+  })]);
+  assert.is(missing.code, 1);
+  assert.match(missing.err, join(dir, 'keys', 'nope.pem'));
+  assert.match(missing.err, 'SLUICE_DKIM_KEY_INVALID');
+
+  const mistyped = await sluice(['config', 'check', '--config', configFile('rsa-says.yaml', {
+    accounts: [account({ domains: [{ domain: 'acme.example', dkim: [{ selector: 'e1', algorithm: 'rsa', keyFile: './keys/e1.pem' }] }] })],
+  })]);
+  assert.is(mistyped.code, 1);
+  assert.match(mistyped.err, 'is ed25519, but the config says rsa');
+
+  const twice = await sluice(['config', 'check', '--config', configFile('twice.yaml', { accounts: [account(), account()] })]);
+  assert.is(twice.code, 1);
+  assert.match(twice.err, 'account acme is defined twice');
+});
+
+test('a file that is not YAML, not a mapping, or not there: exit 1 with the reason', async () => {
+  const cases: [string, string][] = [
+    [configFile('broken.yaml', 'admin: [1, 2\n'), 'is not valid YAML'],
+    [configFile('list.yaml', '- a\n- b\n'), 'must hold a mapping'],
+    [join(dir, 'absent.yaml'), 'cannot read config file'],
+  ];
+  for (const [file, message] of cases) {
+    const r = await sluice(['config', 'check', '--config', file]);
+    assert.is(r.code, 1, file);
+    assert.match(r.err, message);
+  }
+});
+
+test('config show: merged JSON with apiKeys, passwordHash and the redis.url password redacted', async () => {
+  const file = configFile('show.yaml', { admin: { port: 9501 }, redis: { url: 'redis://default:s3cret@127.0.0.1:6390/2' }, accounts: [account()] });
+  const r = await sluice(['config', 'show', '--config', file], { env: { SLUICE__ingress__http__port: '8099' } });
+  assert.is(r.code, 0, r.err);
+  const shown = JSON.parse(r.out) as any;
+  assert.is(shown.admin.port, 9501, 'from the file');
+  assert.is(shown.ingress.http.port, 8099, 'from the environment');
+  assert.is(shown.ingress.smtp.port, 2587, 'from the defaults');
+  assert.equal(shown.accounts[0].apiKeys, ['[redacted]']);
+  assert.is(shown.accounts[0].smtpUsers[0].passwordHash, '[redacted]');
+  assert.is(shown.accounts[0].smtpUsers[0].username, 'acme');
+  assert.is(shown.redis.url, 'redis://[redacted]@127.0.0.1:6390/2');
+  assert.is(shown.accounts[0].domains[0].dkim[0].keyFile, join(dir, 'keys', 'e1.pem'));
+  for (const secret of ['s3cret', apiHash, smtpHash, 'scrypt$']) assert.not.ok(r.out.includes(secret), `${secret.slice(0, 12)} does not appear`);
+});
+
+test('as a real process: check exits 1 on a bad file and 0 on a good one', async () => {
+  const [bad, good] = await Promise.all([
+    spawnSluice(['config', 'check', '--config', configFile('proc-bad.yaml', { foo: true })]),
+    spawnSluice(['config', 'check', '--config', configFile('proc-good.yaml', { admin: { port: 9502 } })]),
+  ]);
+  assert.is(bad.code, 1);
+  assert.match(bad.err, 'unknown key(s): foo');
+  assert.is(good.code, 0, good.err);
+});
+
+test.run();

@@ -1,0 +1,118 @@
+/**
+ * `sluice queue` over a real Redis holding queued mail: mail is accepted by a Sluice that runs only
+ * the ingress role (so nothing is delivered and the entries stay), part of it is then leased as a
+ * dispatcher would, and the command must show each destination's counts and shaping rule.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { claim } from '../../src/queue/claim.js';
+import { createKeys } from '../../src/redis/keys.js';
+import { freePort, startRedis, type TestRedis } from '../helpers/redis.js';
+import { startSluiceFixture, type SluiceFixture } from '../helpers/sluice.js';
+import { sluice, spawnSluice } from './run-cli.js';
+
+const test = suite('cli/queue');
+
+let redis: TestRedis;
+let s: SluiceFixture;
+let dir: string;
+let cfgFile: string;
+
+interface Row { domain: string; ready: number; due: number; leased: number; rule: string; scope: string; connections: number; connectionLimit: number }
+
+test.before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'sluice-cli-queue-'));
+  redis = await startRedis();
+  s = await startSluiceFixture(redis, { roles: ['ingress'] });
+  const send = async (to: string[]) => {
+    const r = await s.api('/v1/messages', { body: { from: 'news@acme.example', to, subject: 'queued', text: 'stays queued' } });
+    assert.is(r.status, 202, JSON.stringify(r.body));
+  };
+  await send(['a@one.test', 'b@one.test', 'c@one.test']);
+  await send(['d@one.test', 'e@gmail.com', 'f@gmail.com']);
+  await send(['g@two.test']);
+  // Lease two of one.test's four entries, as a dispatcher does before delivering them.
+  const client = redis.client();
+  const claimed = await claim(client, createKeys(s.config.redis.prefix), { domain: 'one.test', max: 2, leaseMs: 60_000, now: Date.now() });
+  assert.is(claimed.entries.length, 2);
+  cfgFile = join(dir, 'sluice.yaml');
+  writeFileSync(cfgFile, `redis:\n  url: ${JSON.stringify(redis.url)}\n  prefix: '${s.config.redis.prefix}'\n  scheduleShards: ${s.config.redis.scheduleShards}\n`);
+});
+
+test.after(async () => {
+  await s?.stop();
+  await redis?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+test('--json: one row per destination with ready, due, leased counts and the matching rule', async () => {
+  const r = await sluice(['queue', '--config', cfgFile, '--json']);
+  assert.is(r.code, 0, r.err);
+  const rows = JSON.parse(r.out) as Row[];
+  const by = new Map(rows.map((x) => [x.domain, x]));
+  assert.equal([...by.keys()].sort(), ['gmail.com', 'one.test', 'two.test']);
+  assert.equal(
+    { ready: by.get('one.test')?.ready, due: by.get('one.test')?.due, leased: by.get('one.test')?.leased, rule: by.get('one.test')?.rule },
+    { ready: 2, due: 2, leased: 2, rule: 'default' },
+  );
+  assert.equal({ ready: by.get('gmail.com')?.ready, leased: by.get('gmail.com')?.leased, rule: by.get('gmail.com')?.rule }, { ready: 2, leased: 0, rule: 'google' });
+  assert.is(by.get('gmail.com')?.connectionLimit, 20, "the google rule's connection limit");
+  assert.is(by.get('two.test')?.ready, 1);
+  assert.is(by.get('two.test')?.connectionLimit, 10, 'the default connection limit');
+});
+
+test('the table lists each destination with its counts and rule, busiest first; --limit cuts it', async () => {
+  const r = await sluice(['queue', '--config', cfgFile]);
+  assert.is(r.code, 0, r.err);
+  const lines = r.out.trimEnd().split('\n');
+  assert.match(lines[0] as string, /^DESTINATION\s+READY\s+DUE\s+LEASED\s+NEXT\s+RULE\s+CONNS\s+TOKENS\s+BACKOFF$/);
+  const cells = lines.slice(1).map((l) => l.split(/\s+/));
+  assert.equal(cells.map((c) => c[0]), ['one.test', 'gmail.com', 'two.test'], `due desc, then ready+leased, then name:\n${r.out}`);
+  assert.equal(cells[0]?.slice(0, 6), ['one.test', '2', '2', '2', 'now', 'default']);
+  assert.equal(cells[1]?.slice(0, 6), ['gmail.com', '2', '2', '0', 'now', 'google']);
+  assert.equal(cells[2]?.slice(0, 6), ['two.test', '1', '1', '0', 'now', 'default']);
+  assert.equal(cells.map((c) => c[6]), ['0/10', '0/20', '0/10'], 'connections in use / limit');
+
+  const limited = await sluice(['queue', '--config', cfgFile, '--limit', '1', '--json']);
+  assert.equal((JSON.parse(limited.out) as Row[]).map((x) => x.domain), ['one.test']);
+  const bad = await sluice(['queue', '--config', cfgFile, '--limit', 'all']);
+  assert.is(bad.code, 2);
+  assert.match(bad.err, '--limit must be a positive whole number');
+});
+
+test('an empty queue says so', async () => {
+  const empty = join(dir, 'empty.yaml');
+  writeFileSync(empty, `redis:\n  url: ${JSON.stringify(redis.url)}\n  prefix: 'nothing-here:'\n`);
+  const r = await sluice(['queue', '--config', empty]);
+  assert.is(r.code, 0, r.err);
+  assert.is(r.out, 'queue is empty\n');
+});
+
+test('no Redis: a clear error and exit 1, never a hang', async () => {
+  const port = await freePort();
+  const refused = await sluice(['queue'], { env: { REDIS_URL: `redis://user:pw@127.0.0.1:${port}` } });
+  assert.is(refused.code, 1);
+  assert.match(refused.err, `cannot reach Redis at redis://[redacted]@127.0.0.1:${port}: ECONNREFUSED`);
+  assert.not.ok(refused.err.includes(':pw@'), 'the password is not printed');
+
+  const noEmbedded = join(dir, 'no-embedded.yaml');
+  writeFileSync(noEmbedded, `instance:\n  dataDir: ${JSON.stringify(join(dir, 'var'))}\n`);
+  const none = await sluice(['queue', '--config', noEmbedded]);
+  assert.is(none.code, 1);
+  assert.match(none.err, `no embedded server runs at ${join(dir, 'var', 'redis', 'redis.sock')}`);
+
+  const stale = await sluice(['queue'], { env: { REDIS_URL: join(dir, 'stale.sock') } });
+  assert.is(stale.code, 1);
+  assert.match(stale.err, 'cannot reach Redis at');
+});
+
+test('as a real process: prints the table and exits 0', async () => {
+  const r = await spawnSluice(['queue', '--config', cfgFile]);
+  assert.is(r.code, 0, r.err);
+  assert.match(r.out, /^one\.test\s+2\s+2\s+2\s/m);
+});
+
+test.run();

@@ -1,0 +1,62 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { loadConfig } from '../../src/config/load.js';
+import { isSluiceError } from '../../src/core/errors.js';
+
+const test = suite('config/load');
+let dir = '';
+test.before(() => { dir = mkdtempSync(join(tmpdir(), 'sluice-cfg-')); });
+test.after(() => rmSync(dir, { recursive: true, force: true }));
+
+test('defaults, then the file, then the environment; durations become milliseconds; frozen', () => {
+  const file = join(dir, 'a.yaml');
+  writeFileSync(file, 'delivery:\n  lease: 2m\n  claimBatch: 5\nadmin:\n  port: 9000\n');
+  const cfg = loadConfig({ file, env: { SLUICE__ADMIN__PORT: '9500', REDIS_URL: 'redis://127.0.0.1:6390' } });
+  assert.is(cfg.delivery.lease, 120_000);
+  assert.is(cfg.delivery.claimBatch, 5);
+  assert.is(cfg.admin.port, 9500, 'environment wins over the file');
+  assert.is(cfg.redis.url, 'redis://127.0.0.1:6390');
+  assert.is(cfg.shaping.default.maxAge, 72 * 3600_000, 'untouched defaults stay');
+  assert.ok(Object.isFrozen(cfg.delivery));
+});
+
+test('environment paths match keys case-insensitively (SLUICE__DELIVERY__CLAIMBATCH)', () => {
+  assert.is(loadConfig({ env: { SLUICE__DELIVERY__CLAIMBATCH: '7' } }).delivery.claimBatch, 7);
+  assert.equal(loadConfig({ env: { SLUICE__delivery__dns__servers: '[127.0.0.1:53]' } }).delivery.dns.servers, ['127.0.0.1:53']);
+});
+
+test('every wrong key is named with its path; unknown keys are refused', () => {
+  const file = join(dir, 'bad.yaml');
+  writeFileSync(file, "admin:\n  port: high\nshaping:\n  default:\n    retry: ['5 minutes']\nfoo: 1\naccounts:\n  - id: Bad Id\n");
+  try {
+    loadConfig({ file, env: {} });
+    assert.unreachable('must refuse');
+  } catch (err) {
+    assert.ok(isSluiceError(err, 'SLUICE_CONFIG_INVALID'));
+    const paths = (err as { errors: { path: string }[] }).errors.map((e) => e.path);
+    for (const p of ['admin.port', 'shaping.default.retry.0', '(root)', 'accounts.0.id']) assert.ok(paths.includes(p), `names ${p}: ${paths.join(', ')}`);
+    assert.match((err as Error).message, 'unknown key(s): foo');
+    assert.match((err as Error).message, file);
+  }
+});
+
+test('a file that is not YAML, or not a mapping, is refused with its name', () => {
+  const file = join(dir, 'x.yaml');
+  writeFileSync(file, 'admin: [unclosed\n');
+  assert.throws(() => loadConfig({ file, env: {} }), /not valid YAML/);
+  writeFileSync(file, '- a\n- b\n');
+  assert.throws(() => loadConfig({ file, env: {} }), /must hold a mapping/);
+  assert.throws(() => loadConfig({ file: join(dir, 'missing.yaml'), env: {} }), /cannot read config file/);
+});
+
+test('key files are resolved relative to the config file', () => {
+  const file = join(dir, 'k.yaml');
+  writeFileSync(file, 'accounts:\n  - id: a\n    domains: [{ domain: a.example, dkim: [{ selector: s, algorithm: rsa, keyFile: keys/a.pem }] }]\n    apiKeys: []\n    smtpUsers: []\n    dailyQuota: null\n    rateLimit: { perSecond: null, perMinute: null, perHour: null }\n');
+  const cfg = loadConfig({ file, env: {} });
+  assert.is(cfg.accounts[0]?.domains[0]?.dkim[0]?.keyFile, join(dir, 'keys/a.pem'));
+});
+
+test.run();
