@@ -69,7 +69,7 @@ export async function openRedis(config: Config, logger: Logger): Promise<RedisHa
       appendfsync: r.durability === 'strict' ? 'always' : 'everysec',
     });
     url = embedded.socket;
-    logger.info({ socket: embedded.socket, pid: embedded.pid }, 'embedded redis-server started');
+    logger.info({ socket: embedded.socket, redisPid: embedded.pid, adopted: embedded.adopted ?? false }, embedded.adopted ? 'embedded redis-server adopted (left running by a Sluice that died)' : 'embedded redis-server started');
   }
   const connect = (name: string) => createRedis({ url, cluster: r.cluster, name });
   const client = connect('sluice');

@@ -11,12 +11,9 @@ redis-server on a unix socket under instance.dataDir and stops it on shutdown.
   --config FILE   configuration file (default: SLUICE_CONFIG, else only config/default.yaml)
   --roles LIST    comma-separated roles to run: ${ROLES.join(', ')} (default: the config's roles)
 
-Shutdown: the first signal stops accepting, lets SMTP transactions in flight finish (up to 30 s),
+Shutdown: the first signal stops accepting, lets SMTP transactions in flight finish (up to instance.shutdownGrace),
 returns unattempted claims to the queue and closes Redis last. A second signal exits at once;
 nothing acknowledged is lost (leases expire and the mail is delivered later).`;
-
-/** Time given to in-flight deliveries on the first signal before connections are cut. */
-const GRACE_MS = 30_000;
 
 export async function runStart(argv: string[], io: Io): Promise<number> {
   const args = parse({ name: 'start', usage: USAGE, options: { config: { type: 'string', short: 'c' }, roles: { type: 'string' } } }, argv);
@@ -45,7 +42,7 @@ export async function runStart(argv: string[], io: Io): Promise<number> {
       }
       app.logger.info({ signal: sig }, 'shutting down');
       app
-        .stop(GRACE_MS)
+        .stop(config.instance.shutdownGrace)
         .then(() => resolve(0))
         .catch((err: unknown) => {
           app.logger.error({ err }, 'shutdown failed');

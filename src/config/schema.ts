@@ -117,6 +117,8 @@ export const configSchema = z
         hostname: z.string().min(1),
         /** Folder for the embedded Redis, generated TLS certificate and other local state. */
         dataDir: z.string().min(1),
+        /** On SIGTERM, how long transactions in flight may take before connections are cut. */
+        shutdownGrace: duration,
       })
       .strict(),
     log: z

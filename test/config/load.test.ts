@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../../src/config/load.js';
-import { isSluiceError } from '../../src/core/errors.js';
+import { isSluiceError, type SluiceError } from '../../src/core/errors.js';
 
 const test = suite('config/load');
 let dir = '';
@@ -36,7 +36,7 @@ test('every wrong key is named with its path; unknown keys are refused', () => {
     assert.unreachable('must refuse');
   } catch (err) {
     assert.ok(isSluiceError(err, 'SLUICE_CONFIG_INVALID'));
-    const paths = (err as { errors: { path: string }[] }).errors.map((e) => e.path);
+    const paths = (err as SluiceError).errors.map((e) => e.path);
     for (const p of ['admin.port', 'shaping.default.retry.0', '(root)', 'accounts.0.id']) assert.ok(paths.includes(p), `names ${p}: ${paths.join(', ')}`);
     assert.match((err as Error).message, 'unknown key(s): foo');
     assert.match((err as Error).message, file);
