@@ -6,6 +6,8 @@
 import MailComposer from 'nodemailer/lib/mail-composer/index.js';
 import { SluiceError } from '../core/errors.js';
 import type { MailboxSpec, MessageSpec } from './protocol.js';
+import { encodeText, type EncodedText } from './text-part.js';
+import type { AttachmentLike } from 'nodemailer/lib/mailer/index.js';
 
 /**
  * Parses and shape-checks the stored JSON. Ingress validated it already; this guards the worker
@@ -41,14 +43,19 @@ export function parseSpec(json: string): MessageSpec {
 
 /** Composes the message; Message-ID comes from the spec, Date from the acceptance time. */
 export async function composeSpec(spec: MessageSpec, acceptedAt: number): Promise<Buffer> {
+  const text = spec.text !== undefined ? encodeText('plain', spec.text) : undefined;
+  const html = spec.html !== undefined ? encodeText('html', spec.html) : undefined;
+  // A message of one text part has that part as its root node, whose headers MailComposer writes:
+  // it composes the message with an empty body and the encoded body is put in afterwards.
+  const single = spec.attachments.length === 0 && (text === undefined) !== (html === undefined) ? (text ?? html) : undefined;
   const composer = new MailComposer({
     from: mailbox(spec.from),
     to: spec.to.map(mailbox),
     ...(spec.cc.length > 0 ? { cc: spec.cc.map(mailbox) } : {}),
     ...(spec.replyTo && spec.replyTo.length > 0 ? { replyTo: spec.replyTo.map(mailbox) } : {}),
     subject: spec.subject,
-    ...(spec.text !== undefined ? { text: spec.text } : {}),
-    ...(spec.html !== undefined ? { html: spec.html } : {}),
+    ...(text ? { text: single ? '' : rawNode(text.part) } : {}),
+    ...(html ? { html: single ? '' : rawNode(html.part) } : {}),
     headers: spec.headers,
     attachments: spec.attachments.map((a) => ({
       filename: a.filename,
@@ -61,11 +68,35 @@ export async function composeSpec(spec: MessageSpec, acceptedAt: number): Promis
     disableFileAccess: true,
     disableUrlAccess: true,
   });
+  let built: Buffer;
   try {
-    return await composer.compile().build();
+    built = await composer.compile().build();
   } catch (err) {
     throw new SluiceError('SLUICE_RENDER_FAILED', `cannot compose the message: ${(err as Error).message}`, { cause: err });
   }
+  return single ? withBody(built, single) : built;
+}
+
+/** Puts an encoded body into a single-part message composed with an empty one. */
+function withBody(message: Buffer, text: EncodedText): Buffer {
+  const end = message.indexOf('\r\n\r\n');
+  if (end === -1) throw renderFailed('composed message has no header/body separator');
+  // The empty part's own Content-Type and Content-Transfer-Encoding (with any folded lines) give
+  // way to the encoded part's.
+  const header = message
+    .subarray(0, end)
+    .toString('latin1')
+    .replace(/^Content-(?:Type|Transfer-Encoding):.*(?:\r\n[ \t].*)*(?:\r\n|$)/gim, '')
+    .replace(/\r\n$/, '');
+  return Buffer.concat([Buffer.from(`${header}\r\n${text.head}\r\n\r\n`, 'latin1'), text.body]);
+}
+
+/**
+ * MailComposer takes a pre-built part (headers and encoded body) as `{ raw }` for text and html
+ * (nodemailer lib/mail-composer `_createContentNode` → `setRaw`); @types/nodemailer does not list it.
+ */
+function rawNode(part: Buffer): AttachmentLike {
+  return { raw: part } as unknown as AttachmentLike;
 }
 
 function mailbox(m: MailboxSpec): { name: string; address: string } {
