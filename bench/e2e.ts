@@ -1,0 +1,683 @@
+/**
+ * End-to-end throughput of a whole Sluice, built and started as in production, on this machine:
+ *
+ *   loadgen process ──HTTP batch──► Sluice process (`node bin/sluice.js start`) ──SMTP──► sink process
+ *                                        │ unix socket
+ *                                   redis-server (AOF everysec)
+ *
+ * Each scenario submits BENCH_RECIPIENTS personal messages (one recipient each, the recipient's
+ * name, address and unsubscribe token merged into ~10 KB or ~100 KB of HTML, so every copy is
+ * rendered and DKIM-signed on its own; 4,000 at 100 KB by default) for 100 destination domains,
+ * through POST /v1/messages/batch, and waits until the sink has every recipient. Scenarios: RSA-2048 10 KB, Ed25519 10 KB, RSA-2048
+ * 100 KB; each with a fresh Redis, Sluice and sink. Then a memory phase with the delivery role off
+ * measures Redis bytes per queued recipient and per stored message. With --profile (or
+ * BENCH_PROFILE=1) the RSA 10 KB scenario runs once more under `node --cpu-prof` and the profile is
+ * summarised by phase (bench/profile.ts).
+ *
+ *   npm run bench:e2e [-- --profile]
+ *   env: BENCH_RECIPIENTS (20000), BENCH_RECIPIENTS_100KB (4000), BENCH_RECIPIENTS_PROFILE (5000),
+ *        BENCH_BATCH (100), BENCH_CONCURRENCY (4), BENCH_SKIP_BUILD=1, BENCH_SLUICE='{json config overrides}',
+ *        BENCH_ONLY=rsa,ed25519,rsa_100kb (a subset), BENCH_SKIP_MEMORY=1
+ *
+ * Prints a table and writes bench/results/e2e.json. Every wait is bounded (150 s per scenario);
+ * at ~230 delivered/s the run takes ~5 min, plus ~40 s with --profile.
+ */
+import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { generateKeyPairSync } from 'node:crypto';
+import { mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Redis } from 'ioredis';
+import { request } from 'undici';
+import { generateApiKey, hashSecret } from '../src/accounts/secrets.js';
+import { startEmbeddedRedis, type EmbeddedRedis } from '../src/redis/embedded.js';
+import { cpuDelta, cpuTimes, machineBusySeconds, peakRss, round, type CpuTimes } from './proc.js';
+import type { LoadgenJob, LoadgenResult } from './loadgen.js';
+import type { SinkStats } from './sink.js';
+import { printSummary, summariseDir, type ProfileSummary } from './profile.js';
+
+const ROOT = fileURLToPath(new URL('..', import.meta.url));
+const BENCH = join(ROOT, 'bench');
+const RECIPIENTS = Number(process.env['BENCH_RECIPIENTS'] ?? 20_000);
+// 100 messages per request: 1 MB of JSON at 10 KB (10 MB at 100 KB), well under ingress.http.maxBodySize.
+const BATCH = Number(process.env['BENCH_BATCH'] ?? 100);
+// 4 requests in flight: enough to keep the ingress busy while one batch is being persisted.
+const CONCURRENCY = Number(process.env['BENCH_CONCURRENCY'] ?? 4);
+// 100 KB × 20,000 = 2 GB through HTTP, Redis and SMTP: ~6 min at the rate measured so far, so the
+// 100 KB scenario sends fewer by default (rates are per second; BENCH_RECIPIENTS_100KB=20000 for all).
+const RECIPIENTS_100KB = Number(process.env['BENCH_RECIPIENTS_100KB'] ?? Math.min(RECIPIENTS, 4_000));
+// The profiled run only needs enough samples for a stable breakdown.
+const RECIPIENTS_PROFILE = Number(process.env['BENCH_RECIPIENTS_PROFILE'] ?? Math.min(RECIPIENTS, 5_000));
+const DOMAINS = 100;
+const PROFILE = process.argv.includes('--profile') || process.env['BENCH_PROFILE'] === '1';
+/** Bound of one scenario (submission + delivery); on expiry the figures cover what was delivered. */
+const SCENARIO_TIMEOUT_MS = 150_000;
+
+/**
+ * Sluice's tuning for the run (config keys only). Why each value:
+ * - pool.threads 2: one render/sign thread per core; signing is the biggest CPU consumer.
+ * - claimBatch 50: 50 recipients per claim round trip and per render burst, so the pool always has
+ *   work queued while the connection sends (default 20 leaves the pool idle between claims).
+ * - connections 2 per domain × 100 domains = 200 = maxConnections: every destination is served at
+ *   once; more connections per domain only add sockets and Redis round trips.
+ * - messagesPerConnection 1000: a connection carries a domain's whole share (200 here) instead of
+ *   reconnecting every 100 messages.
+ * - log warn: info logs one line per connection; production-like but noisy.
+ */
+const TUNING = mergeDeep(
+  {
+    log: { level: 'warn' },
+    delivery: { pool: { threads: 2, queuePerThread: 64 }, claimBatch: 50, maxConnections: 200 },
+    shaping: { default: { connections: 2, messagesPerConnection: 1000 } },
+  },
+  // BENCH_SLUICE='{"delivery":{"pool":{"threads":3}}}' tries other settings without editing this file.
+  JSON.parse(process.env['BENCH_SLUICE'] ?? '{}') as Record<string, unknown>,
+) as { log: object; delivery: Record<string, unknown>; shaping: object };
+
+function mergeDeep(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...a };
+  for (const [k, v] of Object.entries(b)) {
+    const cur = out[k];
+    out[k] = isObject(cur) && isObject(v) ? mergeDeep(cur, v) : v;
+  }
+  return out;
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+interface Scenario {
+  key: 'rsa' | 'ed25519' | 'rsa_100kb';
+  label: string;
+  from: string;
+  bytes: number;
+  recipients: number;
+}
+
+const ALL_SCENARIOS: Scenario[] = [
+  { key: 'rsa', label: 'RSA-2048, 10 KB', from: 'news@rsa.bench.example', bytes: 10 * 1024, recipients: RECIPIENTS },
+  { key: 'ed25519', label: 'Ed25519, 10 KB', from: 'news@ed.bench.example', bytes: 10 * 1024, recipients: RECIPIENTS },
+  { key: 'rsa_100kb', label: 'RSA-2048, 100 KB', from: 'news@rsa.bench.example', bytes: 100 * 1024, recipients: RECIPIENTS_100KB },
+];
+/** BENCH_ONLY=rsa,ed25519 runs a subset (the JSON then has null for the others). */
+const ONLY = process.env['BENCH_ONLY']?.split(',').map((s) => s.trim());
+const SCENARIOS = ONLY ? ALL_SCENARIOS.filter((s) => ONLY.includes(s.key)) : ALL_SCENARIOS;
+
+interface Account {
+  apiKey: string;
+  dir: string;
+  config: Record<string, unknown>;
+}
+
+/** One account owning two sending domains: rsa.bench.example (RSA-2048) and ed.bench.example (Ed25519). */
+async function makeAccount(dir: string): Promise<Account> {
+  const pem = (alg: 'rsa' | 'ed25519') => {
+    const { privateKey } = alg === 'rsa' ? generateKeyPairSync('rsa', { modulusLength: 2048 }) : generateKeyPairSync('ed25519');
+    return privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
+  };
+  const rsaFile = join(dir, 'rsa.pem');
+  const edFile = join(dir, 'ed25519.pem');
+  writeFileSync(rsaFile, pem('rsa'), { mode: 0o600 });
+  writeFileSync(edFile, pem('ed25519'), { mode: 0o600 });
+  const apiKey = generateApiKey('bench');
+  return {
+    apiKey,
+    dir,
+    config: {
+      id: 'bench',
+      domains: [
+        { domain: 'rsa.bench.example', dkim: [{ selector: 'r2048', algorithm: 'rsa', keyFile: rsaFile }] },
+        { domain: 'ed.bench.example', dkim: [{ selector: 'e1', algorithm: 'ed25519', keyFile: edFile }] },
+      ],
+      apiKeys: [await hashSecret(apiKey)],
+      smtpUsers: [],
+      dailyQuota: null,
+      rateLimit: { perSecond: null, perMinute: null, perHour: null },
+    },
+  };
+}
+
+// ── child processes ────────────────────────────────────────────────────────────────────────────
+
+function forkTs(file: string): ChildProcess {
+  return fork(join(BENCH, file), [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+}
+
+/** The next IPC message matching `pred`, or a rejection at the timeout or if the child exits first. */
+function nextMessage<T>(child: ChildProcess, pred: (m: any) => boolean, timeoutMs: number): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const onMessage = (m: unknown) => {
+      if (!pred(m)) return;
+      done();
+      resolve(m as T);
+    };
+    const onExit = (code: number | null) => {
+      done();
+      reject(new Error(`child ${child.pid} exited (${code}) before answering`));
+    };
+    const timer = setTimeout(() => {
+      done();
+      reject(new Error(`child ${child.pid} did not answer within ${timeoutMs} ms`));
+    }, timeoutMs);
+    const done = () => {
+      clearTimeout(timer);
+      child.off('message', onMessage);
+      child.off('exit', onExit);
+    };
+    child.on('message', onMessage);
+    child.once('exit', onExit);
+  });
+}
+
+function exited(child: ChildProcess, timeoutMs: number): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => {
+    const t = setTimeout(() => {
+      child.kill('SIGKILL');
+    }, timeoutMs);
+    child.once('exit', () => {
+      clearTimeout(t);
+      resolve();
+    });
+  });
+}
+
+/** An ephemeral port that was free a moment ago (bound and released on loopback). */
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      const port = typeof a === 'object' && a ? a.port : 0;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+interface SinkHandle {
+  child: ChildProcess;
+  port: number;
+  ask(type: 'stats'): Promise<SinkStats>;
+  waitFor(expected: number, timeoutMs: number): Promise<SinkStats>;
+  close(): Promise<void>;
+}
+
+async function startSink(): Promise<SinkHandle> {
+  const child = forkTs('sink.ts');
+  const { port } = await nextMessage<{ port: number }>(child, (m) => m?.type === 'listening', 20_000);
+  let seq = 0;
+  const call = (msg: Record<string, unknown>, timeoutMs: number) => {
+    const id = ++seq;
+    const p = nextMessage<SinkStats>(child, (m) => m?.type === 'stats' && m.id === id, timeoutMs);
+    child.send({ ...msg, id });
+    return p;
+  };
+  return {
+    child,
+    port,
+    ask: () => call({ type: 'stats' }, 10_000),
+    waitFor: (expected, timeoutMs) => call({ type: 'wait', expected, timeoutMs }, timeoutMs + 10_000),
+    async close() {
+      if (child.connected) child.send({ type: 'close' });
+      await exited(child, 5_000);
+    },
+  };
+}
+
+async function runLoadgen(job: Omit<LoadgenJob, 'type'>): Promise<{ result: LoadgenResult; pid: number }> {
+  const child = forkTs('loadgen.ts');
+  const answer = nextMessage<LoadgenResult>(child, (m) => m?.type === 'result', job.timeoutMs + 30_000);
+  child.send({ type: 'run', ...job } satisfies LoadgenJob);
+  const result = await answer;
+  await exited(child, 5_000);
+  return { result, pid: child.pid ?? 0 };
+}
+
+interface SluiceHandle {
+  child: ChildProcess;
+  pid: number;
+  httpUrl: string;
+  adminUrl: string;
+  logFile: string;
+  stop(): Promise<void>;
+}
+
+/** `node bin/sluice.js start --config FILE [--roles …]`, waiting for /readyz. */
+async function startSluiceProcess(opts: { dir: string; redisUrl: string; sinkPort: number; account: Account; roles?: string; cpuProfDir?: string }): Promise<SluiceHandle> {
+  const [httpPort, adminPort] = [await freePort(), await freePort()];
+  const config = {
+    ...TUNING,
+    instance: { hostname: 'sluice.bench.test', dataDir: opts.dir },
+    redis: { url: opts.redisUrl },
+    admin: { host: '127.0.0.1', port: adminPort },
+    ingress: { smtp: { enabled: false }, http: { host: '127.0.0.1', port: httpPort } },
+    delivery: { ...TUNING.delivery, transport: { '*': `127.0.0.1:${opts.sinkPort}` }, tls: { opportunistic: false } },
+    accounts: [opts.account.config],
+  };
+  const configFile = join(opts.dir, 'sluice.yaml');
+  writeFileSync(configFile, JSON.stringify(config, null, 2)); // JSON is YAML
+  const logFile = join(opts.dir, 'sluice.log');
+  const fd = openSync(logFile, 'a');
+  const env = { ...process.env };
+  for (const k of Object.keys(env)) if (k === 'REDIS_URL' || k === 'SLUICE_CONFIG' || k === 'SLUICE_LOG_LEVEL' || k.startsWith('SLUICE__')) delete env[k];
+  const args = [
+    ...(opts.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${opts.cpuProfDir}`] : []),
+    join(ROOT, 'bin/sluice.js'), 'start', '--config', configFile,
+    ...(opts.roles ? ['--roles', opts.roles] : []),
+  ];
+  const child = spawn(process.execPath, args, { cwd: opts.dir, env, stdio: ['ignore', fd, fd] });
+  closeSync(fd);
+  const adminUrl = `http://127.0.0.1:${adminPort}`;
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`sluice exited (${child.exitCode}) at start:\n${readFileSync(logFile, 'utf8').slice(-2000)}`);
+    const ok = await request(`${adminUrl}/readyz`).then(
+      async (r) => (await r.body.text(), r.statusCode === 200),
+      () => false,
+    );
+    if (ok) break;
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`sluice not ready after 30 s:\n${readFileSync(logFile, 'utf8').slice(-2000)}`);
+    }
+    await sleep(100);
+  }
+  return {
+    child,
+    pid: child.pid ?? 0,
+    httpUrl: `http://127.0.0.1:${httpPort}`,
+    adminUrl,
+    logFile,
+    async stop() {
+      child.kill('SIGTERM');
+      // Sluice's own grace is 30 s; with nothing in flight it stops in well under a second.
+      await exited(child, 40_000);
+    },
+  };
+}
+
+// ── figures ─────────────────────────────────────────────────────────────────────────────────────
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return 0;
+  const i = Math.min(sorted.length - 1, Math.max(0, Math.ceil((p / 100) * sorted.length) - 1));
+  return sorted[i] as number;
+}
+
+/** Redis commands executed per delivered recipient, by command (INFO commandstats; accept and delivery together). */
+async function commandsPerRecipient(client: Redis, recipients: number): Promise<Record<string, number>> {
+  const info = await client.info('commandstats');
+  const out: Record<string, number> = {};
+  let total = 0;
+  for (const m of info.matchAll(/^cmdstat_([a-z|_-]+):calls=(\d+)/gm)) {
+    const name = m[1] as string;
+    const calls = Number(m[2]);
+    if (name === 'info' || name === 'ping' || name === 'dbsize' || name === 'client|setname' || name === 'select') continue;
+    out[name] = round(calls / Math.max(1, recipients), 2);
+    total += calls;
+  }
+  out['total'] = round(total / Math.max(1, recipients), 2);
+  return out;
+}
+
+async function redisMemory(client: Redis): Promise<{ used: number; peak: number; keys: number }> {
+  const info = await client.info('memory');
+  const num = (k: string) => Number(new RegExp(`^${k}:(\\d+)`, 'm').exec(info)?.[1] ?? 0);
+  return { used: num('used_memory'), peak: num('used_memory_peak'), keys: await client.dbsize() };
+}
+
+/** Sum and count of a Prometheus histogram (all label sets), from /metrics text. */
+function histogram(text: string, name: string): { sum: number; count: number } {
+  let sum = 0;
+  let count = 0;
+  for (const line of text.split('\n')) {
+    if (line.startsWith(`${name}_sum`)) sum += Number(line.split(' ').pop());
+    else if (line.startsWith(`${name}_count`)) count += Number(line.split(' ').pop());
+  }
+  return { sum, count };
+}
+
+async function scrapeMetrics(adminUrl: string): Promise<Record<string, number>> {
+  const text = await request(`${adminUrl}/metrics`).then((r) => r.body.text()).catch(() => '');
+  const mean = (name: string) => {
+    const h = histogram(text, name);
+    return h.count > 0 ? round((h.sum / h.count) * 1000, 3) : 0;
+  };
+  const counter = (name: string) => text.split('\n').filter((l) => l.startsWith(name) && !l.startsWith('#')).reduce((a, l) => a + Number(l.split(' ').pop()), 0);
+  return {
+    dkim_sign_mean_ms: mean('sluice_dkim_sign_duration_seconds'),
+    render_task_mean_ms: mean('sluice_render_duration_seconds'),
+    smtp_transaction_mean_ms: mean('sluice_smtp_transaction_duration_seconds'),
+    smtp_connections_opened: counter('sluice_smtp_connections_opened_total'),
+    delivered_counter: counter('sluice_messages_delivered_total'),
+  };
+}
+
+interface ScenarioResult {
+  scenario: string;
+  label: string;
+  html_bytes: number;
+  recipients_submitted: number;
+  recipients_accepted: number;
+  messages_rejected: number;
+  requests_failed: number;
+  errors: string[];
+  recipients_delivered_distinct: number;
+  duplicates: number;
+  bad_content: number;
+  submit_seconds: number;
+  accepted_per_s: number;
+  deliver_seconds: number;
+  delivered_per_s: number;
+  delivered_during_submit: number;
+  tail_delivered_per_s: number | null;
+  accept_latency_batch_ms: { p50: number; p99: number; max: number; requests: number; batch: number };
+  cpu_seconds: { sluice: ReturnType<typeof cpuDelta>; redis: ReturnType<typeof cpuDelta>; sink: ReturnType<typeof cpuDelta>; loadgen: number };
+  cpu_percent_of_one_core: { sluice: number; redis: number; sink: number; loadgen: number; total: number; other_processes: number };
+  /** CPU milliseconds per delivered recipient (accepting included): independent of other load on the machine. */
+  cpu_ms_per_recipient: { sluice: number; all_bench_processes: number };
+  /** Recipients/s if every core of the machine did nothing but this work at the CPU cost measured. */
+  cpu_bound_ceiling_per_s: number;
+  load_average_1m_before: number;
+  sluice_peak_rss_bytes: number;
+  redis_peak_bytes: number;
+  redis_retained_bytes_per_delivered: number;
+  sink_connections: number;
+  redis_commands_per_recipient: Record<string, number>;
+  metrics: Record<string, number>;
+  timed_out: boolean;
+}
+
+async function runScenario(sc: Scenario, account: Account, cpuProfDir?: string): Promise<ScenarioResult> {
+  const dir = mkdtempSync(join(tmpdir(), `sluice-bench-${sc.key}-`));
+  let redis: EmbeddedRedis | undefined;
+  let sink: SinkHandle | undefined;
+  let sluice: SluiceHandle | undefined;
+  let client: Redis | undefined;
+  try {
+    redis = await startEmbeddedRedis({ binary: 'redis-server', dir: join(dir, 'redis'), appendfsync: 'everysec' });
+    client = new Redis({ path: redis.socket, lazyConnect: false, maxRetriesPerRequest: 2 });
+    sink = await startSink();
+    sluice = await startSluiceProcess({ dir, redisUrl: redis.socket, sinkPort: sink.port, account, ...(cpuProfDir ? { cpuProfDir } : {}) });
+    const memBase = await redisMemory(client);
+
+    const load1 = loadavg()[0] ?? 0;
+    const cpu0: Record<'sluice' | 'redis' | 'sink', CpuTimes> = { sluice: cpuTimes(sluice.pid), redis: cpuTimes(redis.pid), sink: cpuTimes(sink.child.pid ?? 0) };
+    const busy0 = machineBusySeconds();
+    const t0 = Date.now();
+    const allDelivered = sink.waitFor(sc.recipients, SCENARIO_TIMEOUT_MS);
+    const { result: lg } = await runLoadgen({
+      url: sluice.httpUrl, apiKey: account.apiKey, from: sc.from, first: 0, count: sc.recipients, batch: BATCH, concurrency: CONCURRENCY,
+      domains: DOMAINS, kind: 'personal', bytes: sc.bytes, recipientsPerMessage: 1, timeoutMs: SCENARIO_TIMEOUT_MS,
+    });
+    const atSubmitEnd = await sink.ask('stats');
+    const fin = await allDelivered;
+    const tEnd = Date.now();
+    const cpu1 = { sluice: cpuTimes(sluice.pid), redis: cpuTimes(redis.pid), sink: cpuTimes(sink.child.pid ?? 0) };
+    const machineBusy = machineBusySeconds() - busy0;
+    const metrics = await scrapeMetrics(sluice.adminUrl);
+    const commands = await commandsPerRecipient(client, fin.distinct);
+    // Give the last acks a moment to land before reading what Redis keeps per delivered recipient.
+    await sleep(500);
+    const memEnd = await redisMemory(client);
+
+    const wall = (tEnd - t0) / 1000;
+    const lastAt = fin.lastAt ?? tEnd;
+    const deliverSeconds = (lastAt - t0) / 1000;
+    const submitSeconds = (lg.endAt - lg.startAt) / 1000;
+    const tailCount = fin.distinct - atSubmitEnd.distinct;
+    const tailSeconds = (lastAt - lg.endAt) / 1000;
+    const lat = [...lg.latenciesMs].sort((a, b) => a - b);
+    const cpu = {
+      sluice: cpuDelta(cpu0.sluice, cpu1.sluice),
+      redis: cpuDelta(cpu0.redis, cpu1.redis),
+      sink: cpuDelta(cpu0.sink, cpu1.sink),
+      loadgen: round(lg.cpuUserS + lg.cpuSystemS, 2),
+    };
+    const pct = (s: number) => round((s / wall) * 100);
+    const ours = cpu.sluice.total + cpu.redis.total + cpu.sink.total + cpu.loadgen;
+    const perRcpt = (s: number) => (fin.distinct > 0 ? round((s * 1000) / fin.distinct, 2) : 0);
+    return {
+      scenario: sc.key,
+      label: sc.label,
+      html_bytes: sc.bytes,
+      recipients_submitted: sc.recipients,
+      recipients_accepted: lg.recipientsAccepted,
+      messages_rejected: lg.messagesRejected,
+      requests_failed: lg.requestsFailed,
+      errors: lg.errors,
+      recipients_delivered_distinct: fin.distinct,
+      duplicates: fin.duplicates,
+      bad_content: fin.badContent,
+      submit_seconds: round(submitSeconds, 2),
+      accepted_per_s: round(lg.recipientsAccepted / submitSeconds),
+      deliver_seconds: round(deliverSeconds, 2),
+      delivered_per_s: round(fin.distinct / deliverSeconds),
+      delivered_during_submit: atSubmitEnd.distinct,
+      // Only meaningful when a real share of the work was left after submission ended.
+      tail_delivered_per_s: tailCount >= 1000 && tailSeconds > 0 ? round(tailCount / tailSeconds) : null,
+      accept_latency_batch_ms: { p50: round(percentile(lat, 50), 1), p99: round(percentile(lat, 99), 1), max: round(lat[lat.length - 1] ?? 0, 1), requests: lat.length, batch: BATCH },
+      cpu_seconds: cpu,
+      cpu_percent_of_one_core: {
+        sluice: pct(cpu.sluice.total), redis: pct(cpu.redis.total), sink: pct(cpu.sink.total), loadgen: pct(cpu.loadgen),
+        total: pct(ours),
+        other_processes: pct(Math.max(0, machineBusy - ours)),
+      },
+      cpu_ms_per_recipient: { sluice: perRcpt(cpu.sluice.total), all_bench_processes: perRcpt(ours) },
+      cpu_bound_ceiling_per_s: ours > 0 ? round((availableParallelism() * fin.distinct) / ours) : 0,
+      load_average_1m_before: round(load1, 2),
+      sluice_peak_rss_bytes: peakRss(sluice.pid),
+      redis_peak_bytes: memEnd.peak,
+      redis_retained_bytes_per_delivered: fin.distinct > 0 ? round((memEnd.used - memBase.used) / fin.distinct) : 0,
+      sink_connections: fin.connections,
+      redis_commands_per_recipient: commands,
+      metrics,
+      timed_out: Boolean(fin.timedOut) || lg.timedOut,
+    };
+  } finally {
+    await sluice?.stop();
+    await sink?.close();
+    client?.disconnect();
+    await redis?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+interface MemoryResult {
+  note: string;
+  recipients_queued: number;
+  messages_fanout: number;
+  recipients_per_message: number;
+  bytes_per_queued_recipient: number;
+  messages_10kb: number;
+  spec_json_bytes_per_message: number;
+  bytes_per_10kb_message: number;
+  keys_after: number;
+}
+
+/**
+ * Redis memory with the delivery role off (`--roles ingress`): nothing leaves the queue. First
+ * 100 messages × 1000 recipients (short text: the per-message part is ~1/1000 of each recipient's
+ * share), then 2,000 personal 10 KB messages of one recipient (body + metadata + one entry each).
+ */
+async function runMemory(account: Account): Promise<MemoryResult> {
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-bench-mem-'));
+  let redis: EmbeddedRedis | undefined;
+  let sluice: SluiceHandle | undefined;
+  let client: Redis | undefined;
+  try {
+    redis = await startEmbeddedRedis({ binary: 'redis-server', dir: join(dir, 'redis'), appendfsync: 'everysec' });
+    client = new Redis({ path: redis.socket, maxRetriesPerRequest: 2 });
+    sluice = await startSluiceProcess({ dir, redisUrl: redis.socket, sinkPort: 9, account, roles: 'ingress' });
+    const fanoutMessages = 100;
+    const perMessage = 1000; // ingress.maxRecipients default
+    await sleep(300);
+    const m0 = await redisMemory(client);
+    const fan = await runLoadgen({
+      url: sluice.httpUrl, apiKey: account.apiKey, from: 'news@rsa.bench.example', first: 0, count: fanoutMessages, batch: 10, concurrency: 2,
+      domains: DOMAINS, kind: 'fanout', bytes: 0, recipientsPerMessage: perMessage, timeoutMs: 60_000,
+    });
+    await sleep(300);
+    const m1 = await redisMemory(client);
+    const personal = 2000;
+    const pers = await runLoadgen({
+      // Recipient indices after the fan-out's, so no address repeats.
+      url: sluice.httpUrl, apiKey: account.apiKey, from: 'news@rsa.bench.example', first: fanoutMessages * perMessage, count: personal, batch: BATCH, concurrency: CONCURRENCY,
+      domains: DOMAINS, kind: 'personal', bytes: 10 * 1024, recipientsPerMessage: 1, timeoutMs: 60_000,
+    });
+    await sleep(300);
+    const m2 = await redisMemory(client);
+    const perRecipient = (m1.used - m0.used) / Math.max(1, fan.result.recipientsAccepted);
+    const perMessage10k = (m2.used - m1.used) / Math.max(1, pers.result.messages - pers.result.messagesRejected);
+    // Spec JSON stored per message ≈ the message's share of the request body (a few bytes of batch framing aside).
+    const specBytes = pers.result.bytesSent / Math.max(1, pers.result.messages);
+    return {
+      note: 'INFO used_memory deltas with --roles ingress. Per queued recipient: a ready-set ZSET member "<msgId>:<idx>:0" + score, and its {address,domain} in the message meta rcpts JSON. Per 10 KB message: the stored spec JSON (HTML + headers), the meta HASH, one queue entry, one "accepted" event-stream entry.',
+      recipients_queued: fan.result.recipientsAccepted,
+      messages_fanout: fanoutMessages,
+      recipients_per_message: perMessage,
+      bytes_per_queued_recipient: round(perRecipient, 1),
+      messages_10kb: personal,
+      spec_json_bytes_per_message: round(specBytes),
+      bytes_per_10kb_message: round(perMessage10k),
+      keys_after: m2.keys,
+    };
+  } finally {
+    await sluice?.stop();
+    client?.disconnect();
+    await redis?.stop();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// ── main ───────────────────────────────────────────────────────────────────────────────────────
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+function mb(bytes: number): string {
+  return `${(bytes / 1024 / 1024).toFixed(0)} MB`;
+}
+
+function printTable(rows: ScenarioResult[], mem: MemoryResult | null): void {
+  const head = ['scenario', 'accepted/s', 'delivered/s', 'tail/s', 'p50 ms', 'p99 ms', 'sluice CPU', 'redis', 'sink', 'loadgen', 'others', 'ms CPU/rcpt', 'ceiling/s', 'delivered', 'dups', 'bad'];
+  const lines = rows.map((r) => [
+    r.label,
+    String(r.accepted_per_s),
+    String(r.delivered_per_s),
+    r.tail_delivered_per_s === null ? '–' : String(r.tail_delivered_per_s),
+    String(r.accept_latency_batch_ms.p50),
+    String(r.accept_latency_batch_ms.p99),
+    `${r.cpu_seconds.sluice.total}s ${r.cpu_percent_of_one_core.sluice}%`,
+    `${r.cpu_percent_of_one_core.redis}%`,
+    `${r.cpu_percent_of_one_core.sink}%`,
+    `${r.cpu_percent_of_one_core.loadgen}%`,
+    `${r.cpu_percent_of_one_core.other_processes}%`,
+    `${r.cpu_ms_per_recipient.sluice}/${r.cpu_ms_per_recipient.all_bench_processes}`,
+    String(r.cpu_bound_ceiling_per_s),
+    `${r.recipients_delivered_distinct}/${r.recipients_submitted}`,
+    String(r.duplicates),
+    String(r.bad_content),
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...lines.map((l) => (l[i] as string).length)));
+  const fmt = (cells: string[]) => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i] as number) : c.padStart(widths[i] as number))).join('  ');
+  console.log('\n' + fmt(head));
+  console.log(widths.map((w) => '─'.repeat(w)).join('  '));
+  for (const l of lines) console.log(fmt(l));
+  console.log(`\nlatency = per POST /v1/messages/batch of ${BATCH} messages (${CONCURRENCY} in flight); CPU % = of one core over first submission → last delivery;`);
+  console.log('others = CPU used meanwhile by processes outside the benchmark; ms CPU/rcpt = Sluice / all benchmark processes; ceiling = cores × recipients ÷ CPU seconds of all benchmark processes');
+  for (const r of rows) {
+    console.log(`${r.label}: submit ${r.submit_seconds}s, deliver ${r.deliver_seconds}s (${r.delivered_during_submit} delivered while submitting), sluice peak RSS ${mb(r.sluice_peak_rss_bytes)}, redis peak ${mb(r.redis_peak_bytes)}, ` +
+      `sign ${r.metrics['dkim_sign_mean_ms']} ms, render task ${r.metrics['render_task_mean_ms']} ms, SMTP txn ${r.metrics['smtp_transaction_mean_ms']} ms, ${r.sink_connections} SMTP connections, ` +
+      `${r.redis_commands_per_recipient['total']} Redis commands per recipient` + (r.errors.length ? `, errors: ${r.errors.join(' | ')}` : ''));
+  }
+  if (mem) console.log(`Redis memory (--roles ingress): ${mem.bytes_per_queued_recipient} B per queued recipient (${mem.recipients_queued} in ${mem.messages_fanout} messages), ${mem.bytes_per_10kb_message} B per 10 KB personal message (spec JSON ${mem.spec_json_bytes_per_message} B)`);
+}
+
+async function main(): Promise<void> {
+  if (process.env['BENCH_SKIP_BUILD'] !== '1') {
+    console.log('building (npm run build)…');
+    const b = spawnSync('npm', ['run', '--silent', 'build'], { cwd: ROOT, stdio: 'inherit' });
+    if (b.status !== 0) throw new Error('npm run build failed');
+  }
+  const keysDir = mkdtempSync(join(tmpdir(), 'sluice-bench-keys-'));
+  try {
+    const account = await makeAccount(keysDir);
+    const rows: ScenarioResult[] = [];
+    // A failed phase is reported in the JSON rather than losing the figures measured around it.
+    const failures: { phase: string; error: string }[] = [];
+    for (const sc of SCENARIOS) {
+      console.log(`scenario ${sc.label}: ${sc.recipients} recipients…`);
+      const r = await runScenario(sc, account).catch((err: unknown) => {
+        failures.push({ phase: sc.key, error: String((err as Error).message ?? err) });
+        console.error(`  failed: ${(err as Error).message}`);
+        return null;
+      });
+      if (!r) continue;
+      rows.push(r);
+      console.log(`  accepted ${r.accepted_per_s}/s, delivered ${r.delivered_per_s}/s, ${r.recipients_delivered_distinct}/${sc.recipients} distinct, ${r.duplicates} duplicates`);
+    }
+    // BENCH_SKIP_MEMORY=1 skips the memory phase (quick profiling runs).
+    let mem: MemoryResult | null = null;
+    if (process.env['BENCH_SKIP_MEMORY'] !== '1') {
+      console.log('memory phase (--roles ingress)…');
+      mem = await runMemory(account).catch((err: unknown) => {
+        failures.push({ phase: 'memory', error: String((err as Error).message ?? err) });
+        return null;
+      });
+    }
+    printTable(rows, mem);
+
+    let profile: { scenario: string; recipients: number; directory: string; threads: ProfileSummary[]; delivered_per_s_under_profiler: number } | undefined;
+    if (PROFILE) {
+      // Kept after the run (outside the repository) so the profiles can be opened in DevTools.
+      const profDir = mkdtempSync(join(tmpdir(), 'sluice-bench-cpuprofile-'));
+      console.log(`\nprofiling ${ALL_SCENARIOS[0]?.label} under node --cpu-prof (profiles in ${profDir})…`);
+      try {
+        const r = await runScenario({ ...(ALL_SCENARIOS[0] as Scenario), recipients: RECIPIENTS_PROFILE }, account, profDir);
+        const threads = summariseDir(profDir, 15);
+        for (const t of threads) printSummary(t);
+        profile = { scenario: 'rsa', recipients: RECIPIENTS_PROFILE, directory: profDir, threads, delivered_per_s_under_profiler: r.delivered_per_s };
+      } catch (err) {
+        failures.push({ phase: 'profile', error: String((err as Error).message ?? err) });
+      }
+    }
+
+    const by = (k: Scenario['key']) => rows.find((r) => r.scenario === k);
+    const rsa = by('rsa');
+    const out = {
+      delivered_per_s_rsa: rsa?.delivered_per_s ?? null,
+      delivered_per_s_ed25519: by('ed25519')?.delivered_per_s ?? null,
+      delivered_per_s_rsa_100kb: by('rsa_100kb')?.delivered_per_s ?? null,
+      accepted_per_s_rsa: rsa?.accepted_per_s ?? null,
+      accept_p50_ms: rsa?.accept_latency_batch_ms.p50 ?? null,
+      accept_p99_ms: rsa?.accept_latency_batch_ms.p99 ?? null,
+      accept_latency_unit: `one POST /v1/messages/batch of ${BATCH} messages, ${CONCURRENCY} requests in flight, RSA 10 KB scenario`,
+      redis_bytes_per_recipient: mem?.bytes_per_queued_recipient ?? null,
+      scenarios: rows,
+      memory: mem,
+      ...(profile ? { profile } : {}),
+      ...(failures.length > 0 ? { failures } : {}),
+      settings: { recipients: RECIPIENTS, recipients_100kb: RECIPIENTS_100KB, domains: DOMAINS, batch: BATCH, concurrency: CONCURRENCY, sluice: TUNING, redis: 'redis-server, AOF appendfsync everysec, unix socket' },
+      machine: { nproc: availableParallelism(), cpu: cpus()[0]?.model ?? 'unknown', node: process.version, date: new Date().toISOString() },
+    };
+    mkdirSync(join(BENCH, 'results'), { recursive: true });
+    writeFileSync(join(BENCH, 'results', 'e2e.json'), JSON.stringify(out, null, 2) + '\n');
+    console.log('\nwrote bench/results/e2e.json');
+  } finally {
+    rmSync(keysDir, { recursive: true, force: true });
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  },
+);

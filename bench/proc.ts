@@ -1,0 +1,69 @@
+/**
+ * Process figures from /proc (Linux): CPU seconds (user + system, every thread of the process) and
+ * peak resident memory. Read before and after a phase; the difference is what the phase cost.
+ */
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+
+/** Clock ticks per second of /proc/<pid>/stat times (100 on every common Linux build; asked once). */
+const CLK_TCK = (() => {
+  try {
+    return Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
+  } catch {
+    return 100;
+  }
+})();
+
+export interface CpuTimes {
+  user: number;
+  system: number;
+}
+
+/** User and system CPU seconds so far; zeros once the process is gone. */
+export function cpuTimes(pid: number): CpuTimes {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The command name (field 2) is in parentheses and may contain spaces: split after the last ')'.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // fields[0] is field 3 (state); utime and stime are fields 14 and 15.
+    return { user: Number(fields[11]) / CLK_TCK, system: Number(fields[12]) / CLK_TCK };
+  } catch {
+    return { user: 0, system: 0 };
+  }
+}
+
+export function cpuDelta(before: CpuTimes, after: CpuTimes): CpuTimes & { total: number } {
+  const user = after.user - before.user;
+  const system = after.system - before.system;
+  return { user: round(user, 2), system: round(system, 2), total: round(user + system, 2) };
+}
+
+/** Peak resident set size in bytes (VmHWM), or 0. */
+export function peakRss(pid: number): number {
+  try {
+    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return m ? Number(m[1]) * 1024 : 0;
+  } catch {
+    return 0;
+  }
+}
+
+export function round(n: number, digits = 0): number {
+  const f = 10 ** digits;
+  return Math.round(n * f) / f;
+}
+
+/**
+ * CPU seconds the whole machine spent busy so far (every process: user, nice, system, irq, softirq,
+ * steal), from the first line of /proc/stat. Minus what the benchmark's own processes used, it shows
+ * how much other work shared the cores during a measurement.
+ */
+export function machineBusySeconds(): number {
+  try {
+    const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0] as string;
+    const [, user, nice, system, , , irq, softirq, steal] = line.trim().split(/\s+/).map(Number);
+    return ((user ?? 0) + (nice ?? 0) + (system ?? 0) + (irq ?? 0) + (softirq ?? 0) + (steal ?? 0)) / CLK_TCK;
+  } catch {
+    return 0;
+  }
+}
