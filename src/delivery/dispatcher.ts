@@ -357,6 +357,7 @@ export class Dispatcher {
         source: msg.body,
         signingDomain: msg.fromDomain,
         acceptedAt: msg.acceptedAt,
+        frame: true,
       });
       this.o.metrics?.renderDuration.observe((performance.now() - t0) / 1000);
       return { msg, result };
@@ -411,7 +412,7 @@ export class Dispatcher {
         continue;
       }
       const t0 = performance.now();
-      const outcome = await client.send({ from: verpAddress(entry.msgId, entry.idx, config.delivery.bounceDomain), to: rcpt.address }, result.message);
+      const outcome = await client.send({ from: verpAddress(entry.msgId, entry.idx, config.delivery.bounceDomain), to: rcpt.address }, result.framed ? { bytes: Buffer.from(result.message.buffer, result.message.byteOffset, result.message.byteLength), eightBit: result.eightBit === true } : result.message);
       this.o.metrics?.smtpTransactionDuration.observe({ result: outcome.result }, (performance.now() - t0) / 1000);
       attempted++;
       if (outcome.result === 'delivered') succeeded = true;

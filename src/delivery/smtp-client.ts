@@ -2,7 +2,7 @@ import { connect as netConnect, isIP, type Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { SluiceError } from '../core/errors.js';
 import { classifyReply } from './classify.js';
-import { toDataBlock } from './dot-stuff.js';
+import { toDataBlock, type DataBlock } from '../render/data-block.js';
 import { ReplyParser, type Reply } from './reply-parser.js';
 
 /**
@@ -124,7 +124,8 @@ export class SmtpClient {
   }
 
   /** One transaction with one recipient. Never rejects: every answer, drop or timeout is an outcome. */
-  async send(envelope: { from: string; to: string }, message: Buffer | Uint8Array): Promise<SmtpOutcome> {
+  /** `message` is the message, or its DATA block already framed (render/data-block.ts) by a worker. */
+  async send(envelope: { from: string; to: string }, message: Buffer | Uint8Array | DataBlock): Promise<SmtpOutcome> {
     try {
       return await this.transaction(envelope, message);
     } catch (err) {
@@ -234,7 +235,7 @@ export class SmtpClient {
 
   // ── one transaction ───────────────────────────────────────────────────────
 
-  private async transaction(envelope: { from: string; to: string }, message: Buffer | Uint8Array): Promise<SmtpOutcome> {
+  private async transaction(envelope: { from: string; to: string }, message: Buffer | Uint8Array | DataBlock): Promise<SmtpOutcome> {
     if (!this.isUsable) return this.dead('MAIL FROM');
     const { commandMs, dataMs } = this.opts.timeouts;
     if (UNSAFE_ADDRESS.test(envelope.from)) return localReject('MAIL FROM', 'sender address contains a line break or angle bracket');
@@ -251,7 +252,7 @@ export class SmtpClient {
       this.dirty = false;
     }
 
-    const block = toDataBlock(message);
+    const block = message instanceof Uint8Array ? toDataBlock(message) : message;
     const mail = `MAIL FROM:<${envelope.from}>${this.mailParams(envelope, block.bytes.length, block.eightBit)}`;
     const rcpt = `RCPT TO:<${envelope.to}>`;
     this.dirty = true; // until the final reply says 2xx

@@ -51,12 +51,22 @@ export interface RenderTask {
   signingDomain: string | null;
   /** ms since epoch; used for a Date header when the message has none. */
   acceptedAt: number;
+  /**
+   * Return the SMTP DATA block (CRLF lines, dot-stuffed, '.' terminated) rather than the message,
+   * so that the byte pass framing needs runs in the worker, not on the delivery thread.
+   */
+  frame?: boolean;
 }
 
 export type RenderResult =
   | {
       ok: true;
+      /** The signed message, or its DATA block when the task asked for `frame`. */
       message: Uint8Array;
+      /** `message` is a DATA block. */
+      framed: boolean;
+      /** Some byte is above 0x7F (BODY=8BITMIME); known when framed, else null. */
+      eightBit: boolean | null;
       /** One entry per DKIM-Signature prepended, in header order. */
       signatures: DkimAlgorithm[];
       /** Time spent hashing and signing for this task; 0 when the worker served it from its cache. */

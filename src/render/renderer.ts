@@ -4,12 +4,13 @@
  * created; finished messages are kept in a small LRU per msgId, so a message sent to many
  * recipients is composed and signed once per worker rather than once per recipient.
  */
+import { toDataBlock } from './data-block.js';
 import { performance } from 'node:perf_hooks';
 import { normaliseDomain } from '../core/address.js';
 import { isSluiceError } from '../core/errors.js';
 import { composeSpec, parseSpec } from './compose.js';
 import { prepareSigner, signMessage, type DkimSigner } from './dkim.js';
-import { ByteLru } from './lru.js';
+import { ByteLru } from '../core/lru.js';
 import { prepareRaw } from './raw.js';
 import type { DkimAlgorithm, RenderResult, RenderTask, WorkerInit } from './protocol.js';
 
@@ -57,7 +58,7 @@ export function createRenderer(init: WorkerInit, opts: RendererOptions = {}): Re
       const cacheKey = `${task.kind}\0${task.msgId}\0${domain ?? ''}`;
       const hit = cache.get(cacheKey);
       if (hit) {
-        return { ok: true, message: hit.message, signatures: hit.signatures, signMs: 0, renderMs: performance.now() - started };
+        return { ok: true, ...frameIf(task.frame === true, hit.message), signatures: hit.signatures, signMs: 0, renderMs: performance.now() - started };
       }
 
       const unsigned =
@@ -70,7 +71,7 @@ export function createRenderer(init: WorkerInit, opts: RendererOptions = {}): Re
       cache.set(cacheKey, { message: signed, signatures: algorithms, byteLength: signed.length });
       return {
         ok: true,
-        message: signed,
+        ...frameIf(task.frame === true, signed),
         signatures: algorithms,
         signMs: algorithms.length > 0 ? done - rendered : 0,
         renderMs: rendered - started,
@@ -80,6 +81,12 @@ export function createRenderer(init: WorkerInit, opts: RendererOptions = {}): Re
       return { ok: false, code: 'SLUICE_RENDER_FAILED', message: err instanceof Error ? err.message : String(err) };
     }
   };
+}
+
+function frameIf(frame: boolean, message: Buffer): { message: Uint8Array; framed: boolean; eightBit: boolean | null } {
+  if (!frame) return { message, framed: false, eightBit: null };
+  const block = toDataBlock(message);
+  return { message: block.bytes, framed: true, eightBit: block.eightBit };
 }
 
 function toBuffer(source: Uint8Array | string): Buffer {

@@ -1,12 +1,13 @@
+import type { Result } from 'ioredis';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
-import { getMessage } from './messages.js';
+import { toMeta } from './messages.js';
+import { ByteLru } from '../core/lru.js';
 
 /**
  * What delivery needs from the message store: the message of a queue entry, and a way to say one of
- * its recipients is finished. When the last one is, the body (the bulk of the memory) is deleted at
- * once — nothing will render it again — and the metadata is kept for `recordsTtlMs` (retention.records)
- * so status queries keep answering, then expires by itself.
+ * its recipients is finished (finishRecipient-2.lua: when the last one is, the body is deleted and the
+ * record kept for `recordsTtlMs`, retention.records, so status queries keep answering).
  */
 export interface LoadedMessage {
   readonly id: string;
@@ -26,38 +27,63 @@ export interface MessageSource {
   finished(msgId: string): Promise<void>;
 }
 
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    /** src/queue/lua/finishRecipient-2.lua */
+    finishRecipient(meta: string, body: string, ttlMs: number): Result<number, Context>;
+  }
+}
+
+/**
+ * Loaded messages kept on the delivery thread: a message with many recipients (a 1,000-recipient
+ * submission, a campaign) is read from Redis and parsed once, not once per recipient.
+ */
+const CACHE_ENTRIES = 512;
+const CACHE_BYTES = 64 * 1024 * 1024;
+
+interface Cached {
+  readonly msg: LoadedMessage;
+  readonly byteLength: number;
+}
+
 export function createMessageSource(redis: RedisClient, keys: Keys, recordsTtlMs: number): MessageSource {
+  const cache = new ByteLru<Cached>(CACHE_ENTRIES, CACHE_BYTES);
+  const loading = new Map<string, Promise<LoadedMessage | null>>();
+
+  async function read(msgId: string): Promise<LoadedMessage | null> {
+    // Both reads in one round trip (auto-pipelined; same slot).
+    const [metaHash, body] = await Promise.all([redis.hgetall(keys.msgMeta(msgId)), redis.getBuffer(keys.msgBody(msgId))]);
+    const m = toMeta(msgId, metaHash);
+    if (!m || !body) return null;
+    return {
+      id: m.id,
+      account: m.account,
+      kind: m.kind,
+      fromDomain: m.fromDomain || null,
+      rcpts: m.rcpts,
+      acceptedAt: m.acceptedAt,
+      // A spec is JSON text; raw MIME stays bytes (it may not be valid UTF-8).
+      body: m.kind === 'spec' ? body.toString('utf8') : body,
+    };
+  }
+
   return {
     async load(msgId) {
-      const msg = await getMessage(redis, keys, msgId);
-      if (!msg) return null;
-      const body = await msg.body();
-      if (!body) return null;
-      const m = msg.meta;
-      return {
-        id: m.id,
-        account: m.account,
-        kind: m.kind,
-        fromDomain: m.fromDomain || null,
-        rcpts: m.rcpts,
-        acceptedAt: m.acceptedAt,
-        // A spec is JSON text; raw MIME stays bytes (it may not be valid UTF-8).
-        body: m.kind === 'spec' ? body.toString('utf8') : body,
-      };
+      const hit = cache.get(msgId);
+      if (hit) return hit.msg;
+      // Concurrent loads of one message (its recipients in one claimed batch) share one read.
+      let p = loading.get(msgId);
+      if (!p) {
+        p = read(msgId).finally(() => loading.delete(msgId));
+        loading.set(msgId, p);
+      }
+      const msg = await p;
+      if (msg && msg.rcpts.length > 1) cache.set(msgId, { msg, byteLength: msg.body.length + msg.rcpts.length * 64 });
+      return msg;
     },
     async finished(msgId) {
-      const metaKey = keys.msgMeta(msgId);
-      // HINCRBY on a missing hash would create a stub without an account; only touch a stored message.
-      const res = await redis.multi().exists(metaKey).hincrby(metaKey, 'pending', -1).exec();
-      const existed = Number(res?.[0]?.[1] ?? 0) === 1;
-      const pending = Number(res?.[1]?.[1] ?? 0);
-      if (!existed) {
-        await redis.del(metaKey);
-        return;
-      }
-      if (pending <= 0) {
-        await redis.multi().del(keys.msgBody(msgId)).pexpire(metaKey, recordsTtlMs).exec();
-      }
+      const pending = await redis.finishRecipient(keys.msgMeta(msgId), keys.msgBody(msgId), recordsTtlMs);
+      if (pending <= 0) cache.delete(msgId);
     },
   };
 }

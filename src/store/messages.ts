@@ -78,7 +78,7 @@ function parseJson<T>(text: string | undefined, fallback: T): T {
   }
 }
 
-function toMeta(id: string, h: Record<string, string>): MessageMeta | null {
+export function toMeta(id: string, h: Record<string, string>): MessageMeta | null {
   const account = h['account'];
   if (!account) return null;
   return {

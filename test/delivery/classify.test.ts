@@ -1,7 +1,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { classifyReply, parseEnhancedCode } from '../../src/delivery/classify.js';
-import { toDataBlock } from '../../src/delivery/dot-stuff.js';
+import { toDataBlock } from '../../src/render/data-block.js';
 import { ReplyParser } from '../../src/delivery/reply-parser.js';
 
 const test = suite('delivery/classify');

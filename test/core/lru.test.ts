@@ -1,8 +1,8 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { ByteLru } from '../../src/render/lru.js';
+import { ByteLru } from '../../src/core/lru.js';
 
-const test = suite('render/lru');
+const test = suite('core/lru');
 const v = (n: number): { byteLength: number } => ({ byteLength: n });
 
 test('evicts the least recently used entry when the entry bound is passed', () => {

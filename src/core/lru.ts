@@ -37,6 +37,13 @@ export class ByteLru<V extends { readonly byteLength: number }> {
     }
   }
 
+  delete(key: string): void {
+    const old = this.#map.get(key);
+    if (old === undefined) return;
+    this.#map.delete(key);
+    this.#bytes -= old.byteLength;
+  }
+
   get size(): number {
     return this.#map.size;
   }

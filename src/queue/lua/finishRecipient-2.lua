@@ -1,0 +1,18 @@
+--[[
+  finishRecipient: one recipient of a message reached a final state (delivered, bounced, expired).
+  When it was the last one, the body (the bulk of the memory) goes at once — nothing will render it
+  again — and the record is kept for the retention period, then expires by itself.
+
+  KEYS[1] meta  HASH {m:<id>}:meta
+  KEYS[2] body  STRING {m:<id>}:body
+  ARGV[1] ttlMs  how long the record of a finished message is kept
+
+  Returns the recipients still pending, or -1 when the message is not stored (erased, purged).
+]]
+if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
+local pending = redis.call('HINCRBY', KEYS[1], 'pending', -1)
+if pending <= 0 then
+  redis.call('DEL', KEYS[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+return pending
