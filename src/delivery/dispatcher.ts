@@ -4,7 +4,7 @@ import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { RenderPool } from '../render/pool.js';
-import type { RenderResult } from '../render/protocol.js';
+import type { RenderResult, RenderTask } from '../render/protocol.js';
 import type { QueueEntry } from '../queue/entry.js';
 import { entryMember } from '../queue/entry.js';
 import { claim } from '../queue/claim.js';
@@ -59,8 +59,18 @@ export interface DispatcherOptions {
 const DESTINATIONS_PER_SHARD = 64;
 /** Recipients deferred or bounced per Redis round trip when a whole destination fails at once. */
 const BULK_BATCH = 100;
+/**
+ * Copies rendered per worker task: large enough to amortise the hand-off to a thread, small enough
+ * that the first copy of a batch is on the wire soon.
+ */
+const RENDER_CHUNK = 8;
 /** Longest a worker waits in-process for tokens before giving its connection up. */
 const MAX_TOKEN_WAIT_MS = 2_000;
+
+interface Prepared {
+  msg: LoadedMessage | null;
+  result: RenderResult | null;
+}
 
 interface DestinationState {
   workers: number;
@@ -347,21 +357,35 @@ export class Dispatcher {
     this.startWorker(domain);
   }
 
-  private render(entry: QueueEntry): Promise<{ msg: LoadedMessage | null; result: RenderResult | null }> {
-    return this.o.messages.load(entry.msgId).then(async (msg) => {
-      if (!msg) return { msg, result: null };
-      const t0 = performance.now();
-      const result = await this.o.pool.renderAndSign({
-        msgId: msg.id,
-        kind: msg.kind,
-        source: msg.body,
-        signingDomain: msg.fromDomain,
-        acceptedAt: msg.acceptedAt,
-        frame: true,
-      });
-      this.o.metrics?.renderDuration.observe((performance.now() - t0) / 1000);
-      return { msg, result };
-    });
+  /**
+   * Loads and renders the copies of a claimed batch, RENDER_CHUNK per worker task, and returns one
+   * promise per entry, so that copy i goes on the wire as soon as its chunk is signed while later
+   * chunks are still in the pool.
+   */
+  private renderAll(entries: readonly QueueEntry[]): Promise<Prepared>[] {
+    const out: Promise<Prepared>[] = [];
+    for (let i = 0; i < entries.length; i += RENDER_CHUNK) {
+      const chunk = entries.slice(i, i + RENDER_CHUNK);
+      const done = (async (): Promise<Prepared[]> => {
+        const msgs = await Promise.all(chunk.map((e) => this.o.messages.load(e.msgId)));
+        const tasks: RenderTask[] = [];
+        for (const msg of msgs) {
+          if (msg) tasks.push({ msgId: msg.id, kind: msg.kind, source: msg.body, signingDomain: msg.fromDomain, acceptedAt: msg.acceptedAt, frame: true });
+        }
+        const t0 = performance.now();
+        const results = await this.o.pool.renderMany(tasks);
+        const seconds = (performance.now() - t0) / 1000;
+        let k = 0;
+        return msgs.map((msg) => {
+          if (!msg) return { msg: null, result: null };
+          this.o.metrics?.renderDuration.observe(seconds);
+          return { msg, result: results[k++] ?? null };
+        });
+      })();
+      done.catch(() => undefined);
+      chunk.forEach((_, j) => out.push(done.then((r) => r[j] as Prepared)));
+    }
+    return out;
   }
 
   private async deliverBatch(
@@ -372,8 +396,8 @@ export class Dispatcher {
     leaseStart: number,
   ): Promise<{ attempted: number; succeeded: boolean; throttled: boolean }> {
     const { redis, keys, config } = this.o;
-    // Start every render now: the pool signs copy i+1… while copy i is on the wire.
-    const rendered = entries.map((e) => this.render(e));
+    // Start every render now: the pool signs later copies while copy i is on the wire.
+    const rendered = this.renderAll(entries);
     for (const p of rendered) p.catch(() => undefined);
     let attempted = 0;
     let succeeded = false;
@@ -388,9 +412,9 @@ export class Dispatcher {
         leaseStart = this.now();
         await extendLeases(redis, keys, domain, entries.slice(i).map(entryMember), leaseStart + config.delivery.lease);
       }
-      let prepared: { msg: LoadedMessage | null; result: RenderResult | null };
+      let prepared: Prepared;
       try {
-        prepared = await (rendered[i] as Promise<{ msg: LoadedMessage | null; result: RenderResult | null }>);
+        prepared = await (rendered[i] as Promise<Prepared>);
       } catch (err) {
         this.log.error({ err, msgId: entry.msgId }, 'loading or rendering failed');
         await this.settle(entry, shaping, null, { result: 'deferred', code: null, enhanced: '4.3.0', response: `internal error before sending: ${(err as Error).message}`, command: 'RENDER', throttled: false, connectionUsable: true });

@@ -67,6 +67,18 @@ export class RenderPool {
     return new Promise((resolve) => this.#waiting.push(() => resolve(this.#run(task))));
   }
 
+  /**
+   * Renders several messages in one worker task (one postMessage each way). Resolves with one
+   * result per task, in order; the same failure rules as renderAndSign.
+   */
+  renderMany(tasks: readonly RenderTask[]): Promise<RenderResult[]> {
+    if (this.#closing) return Promise.reject(new SluiceError('SLUICE_SHUTTING_DOWN', 'the render pool is closed'));
+    if (tasks.length === 0) return Promise.resolve([]);
+    const run = () => this.#runBatch(tasks);
+    if (this.#waiting.length === 0 && this.#piscina.queueSize < this.#maxQueue) return run();
+    return new Promise((resolve) => this.#waiting.push(() => resolve(run())));
+  }
+
   /** Share of time the worker threads were busy, 0–1. */
   utilization(): number {
     return this.#piscina.utilization;
@@ -100,6 +112,21 @@ export class RenderPool {
       (err: unknown) => {
         this.#settled();
         return { ok: false, code: 'SLUICE_RENDER_FAILED', message: `render worker failed: ${(err as Error)?.message ?? String(err)}` };
+      },
+    );
+  }
+
+  #runBatch(tasks: readonly RenderTask[]): Promise<RenderResult[]> {
+    this.#inFlight++;
+    return (this.#piscina.run([...tasks], { name: 'renderBatch' }) as Promise<RenderResult[]>).then(
+      (results) => {
+        this.#settled();
+        return results.map((r) => this.#received(r));
+      },
+      (err: unknown) => {
+        this.#settled();
+        const failed: RenderResult = { ok: false, code: 'SLUICE_RENDER_FAILED', message: `render worker failed: ${(err as Error)?.message ?? String(err)}` };
+        return tasks.map(() => failed);
       },
     );
   }

@@ -111,6 +111,27 @@ test('bad input returns ok:false or unsigned and never takes a worker down', asy
   assert.equal(after.signatures, ['rsa', 'ed25519']);
 });
 
+test('renderMany: one worker task for several copies, results in order, framed DATA blocks on request', async () => {
+  const tasks: RenderTask[] = [
+    { ...raw('01j2pool00many01', '.line starting with a dot'), frame: true },
+    { ...raw('01j2pool00many02'), source: 'not a buffer but fine' as unknown as Uint8Array, kind: 'spec', frame: true },
+    { ...raw('01j2pool00many03', 'third'), frame: true },
+  ];
+  const results = await pool.renderMany(tasks);
+  assert.is(results.length, 3);
+  const first = ok(results[0] as RenderResult);
+  assert.is(first.framed, true);
+  assert.is(first.eightBit, false);
+  const block = Buffer.from(first.message).toString();
+  assert.ok(block.endsWith('\r\n.\r\n'), 'terminated');
+  assert.match(block, /\r\n\.\.line starting with a dot\r\n/, 'dot-stuffed');
+  assert.is((results[1] as RenderResult).ok, false, 'a bad task fails alone');
+  assert.match(Buffer.from(ok(results[2] as RenderResult).message).toString(), /Subject: 01j2pool00many03/);
+  // un-stuffed, the block is a message both verifiers accept
+  const message = Buffer.from(block.slice(0, -3).replace(/\r\n\.\./g, '\r\n.'));
+  for (const v of await verifyWithMailauth(message, table)) assert.ok(v.pass, `${v.algo}: ${v.detail}`);
+});
+
 test('close() finishes accepted work, then refuses new tasks with SLUICE_SHUTTING_DOWN', async () => {
   const inFlight = Array.from({ length: 12 }, (_, i) => pool.renderAndSign(raw(`01j2close${String(i).padStart(7, '0')}`)));
   const closed = pool.close();
