@@ -16,6 +16,7 @@ import { recordThrottleSignal, recordSuccess, backoffState, type BackoffConfig }
 import { resolveShaping, retryDelay, type EffectiveShaping } from '../queue/shaping.js';
 import { shortId } from '../core/ids.js';
 import { verpAddress } from '../core/verp.js';
+import { suppressionOf } from '../store/suppression.js';
 import type { LoadedMessage, MessageSource } from '../store/message-source.js';
 import type { MxResolver, Route } from './mx.js';
 import { SmtpClient, type SmtpOutcome } from './smtp-client.js';
@@ -70,6 +71,8 @@ const MAX_TOKEN_WAIT_MS = 2_000;
 interface Prepared {
   msg: LoadedMessage | null;
   result: RenderResult | null;
+  /** The recipient is on a suppression list: dropped without rendering. */
+  suppressed?: { list: string; reason: string };
 }
 
 interface DestinationState {
@@ -368,16 +371,28 @@ export class Dispatcher {
       const chunk = entries.slice(i, i + RENDER_CHUNK);
       const done = (async (): Promise<Prepared[]> => {
         const msgs = await Promise.all(chunk.map((e) => this.o.messages.load(e.msgId)));
+        // Suppression is checked at claim time, so an unsubscribe or a hard bounce that arrived
+        // after acceptance still stops the copy, before it costs a render.
+        const blocks = await Promise.all(
+          chunk.map((e, j) => {
+            const msg = msgs[j];
+            const rcpt = msg?.rcpts[e.idx];
+            return msg && rcpt ? suppressionOf(this.o.redis, this.o.keys, msg.account, rcpt.address) : null;
+          }),
+        );
         const tasks: RenderTask[] = [];
-        for (const msg of msgs) {
-          if (msg) tasks.push({ msgId: msg.id, kind: msg.kind, source: msg.body, signingDomain: msg.fromDomain, acceptedAt: msg.acceptedAt, frame: true });
-        }
+        chunk.forEach((_, j) => {
+          const msg = msgs[j];
+          if (msg && !blocks[j]) tasks.push({ msgId: msg.id, kind: msg.kind, source: msg.body, signingDomain: msg.fromDomain, acceptedAt: msg.acceptedAt, frame: true });
+        });
         const t0 = performance.now();
         const results = await this.o.pool.renderMany(tasks);
         const seconds = (performance.now() - t0) / 1000;
         let k = 0;
-        return msgs.map((msg) => {
+        return msgs.map((msg, j): Prepared => {
           if (!msg) return { msg: null, result: null };
+          const block = blocks[j];
+          if (block) return { msg, result: null, suppressed: { list: block.list, reason: block.reason } };
           this.o.metrics?.renderDuration.observe(seconds);
           return { msg, result: results[k++] ?? null };
         });
@@ -420,7 +435,11 @@ export class Dispatcher {
         await this.settle(entry, shaping, null, { result: 'deferred', code: null, enhanced: '4.3.0', response: `internal error before sending: ${(err as Error).message}`, command: 'RENDER', throttled: false, connectionUsable: true });
         continue;
       }
-      const { msg, result } = prepared;
+      const { msg, result, suppressed } = prepared;
+      if (msg && suppressed) {
+        await this.settle(entry, shaping, msg, { result: 'bounced', code: null, enhanced: '5.7.1', response: `not sent: the address is on the ${suppressed.list === '*' ? 'global' : "account's"} suppression list (${suppressed.reason})`, command: 'SUPPRESSION', throttled: false, connectionUsable: true }, 'suppressed');
+        continue;
+      }
       if (!msg || !result) {
         await this.settle(entry, shaping, null, { result: 'bounced', code: null, enhanced: '5.3.0', response: 'message is no longer stored (purged or erased)', command: 'LOAD', throttled: false, connectionUsable: true }, 'undefined');
         continue;
@@ -478,6 +497,11 @@ export class Dispatcher {
         m?.deliveryAttempts.inc({ result: 'deferred', provider: shaping.provider });
         this.o.events('deferred', { ...fields, nextAt });
       }
+    } else if (reason === 'suppressed') {
+      await bounce(redis, keys, entry, { ...base, state: 'suppressed', reason, recordTtlMs });
+      m?.deliveryAttempts.inc({ result: 'suppressed', provider: shaping.provider });
+      this.o.events('suppressed', fields);
+      final = true;
     } else {
       const verdict = reason ? { reason, hardbounce: true } : this.o.classify(outcome.code, outcome.enhanced, outcome.response);
       await bounce(redis, keys, entry, { ...base, state: 'bounced', reason: verdict.reason, recordTtlMs });

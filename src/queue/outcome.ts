@@ -65,7 +65,7 @@ export async function bounce(
   redis: RedisClient,
   keys: Keys,
   e: QueueEntry,
-  o: { now: number; state: 'bounced' | 'expired'; code: number | null; enhanced: string | null; response: string; reason: string; recordTtlMs: number },
+  o: { now: number; state: 'bounced' | 'expired' | 'suppressed'; code: number | null; enhanced: string | null; response: string; reason: string; recordTtlMs: number },
 ): Promise<boolean> {
   const reply = await redis.bounce(
     keys.leases(e.domain), keys.ready(e.domain), keys.rcptState(e.domain, e.msgId, e.idx),

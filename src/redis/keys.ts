@@ -8,6 +8,7 @@
  *   {s:<n>}        shard n of the schedule of destinations with due work
  *   {m:<id>}       one message: metadata and body
  *   {a:<account>}  an account's quota, rate and idempotency records
+ *   {x:<account>}  an account's suppression list ('*' = the global list)
  *
  *   ready   ZSET  member "<msgId>:<rcptIdx>:<attempt>"  score = due time (ms)
  *   leases  ZSET  member as in ready                    score = lease expiry (ms)
@@ -39,6 +40,8 @@ export function createKeys(prefix: string) {
     idempotency: (account: string, keyHash: string) => `${p}{a:${account}}:idem:${keyHash}`,
     // auth throttling
     authFailures: (kind: string, who: string) => `${p}authfail:${kind}:${who}`,
+    // suppression: per account, and the global list ('*') of addresses that do not exist
+    suppression: (account: string) => `${p}{x:${account}}:suppressed`,
     // events (one stream; consumers use groups)
     events: () => `${p}events`,
   };

@@ -6,6 +6,7 @@ import { startCapturePeer, startScriptedPeer, type CapturePeer, type ScriptedPee
 import { startDnsStub, type DnsStub } from '../helpers/dns-stub.js';
 import { verifyWithMailauth, verifyWithDkimpy } from '../helpers/dkim-verify.js';
 import { startSluiceFixture, type SluiceFixture } from '../helpers/sluice.js';
+import { addSuppression } from '../../src/store/suppression.js';
 
 /**
  * The whole path, for real: HTTP and SMTP submission → Redis → dispatcher → render + DKIM in the
@@ -151,6 +152,19 @@ test('a retried POST with the same Idempotency-Key sends once', async () => {
   await s.waitFinal(a.body.id);
   await new Promise((res) => setTimeout(res, 300));
   assert.is(sink.messages.slice(before).filter((m) => m.envelope.to[0] === 'gina@one.test').length, 1);
+});
+
+test('a suppressed address is dropped at claim time, per account, and never sent', async () => {
+  const before = sink.messages.length;
+  await addSuppression(s.app.redis.client, s.app.keys, 'acme', 'Gone@One.Test', { reason: 'unsubscribe', at: Date.now(), evidence: { test: 1 } });
+  const r = await s.api('/v1/messages', { body: { from: 'news@acme.example', to: ['gone@one.test', 'kept@one.test'], subject: 'sup', text: 'x' } });
+  const final = await s.waitFinal(r.body.id);
+  const byAddr = new Map(final.recipients.map((x: { address: string; state: string }) => [x.address, x]));
+  assert.is((byAddr.get('gone@one.test') as { state: string }).state, 'suppressed');
+  assert.is((byAddr.get('kept@one.test') as { state: string }).state, 'delivered');
+  await new Promise((res) => setTimeout(res, 200));
+  const got = sink.messages.slice(before).map((m) => m.envelope.to[0]);
+  assert.equal(got, ['kept@one.test']);
 });
 
 test('a rule of 10 msgs/s holds over a window (counts, generous margin)', async () => {

@@ -91,7 +91,7 @@ export async function startSluiceFixture(redis: TestRedis, overrides: Record<str
       for (;;) {
         const r = await api(`/v1/messages/${id}`);
         const rcpts = (r.body?.recipients ?? []) as { state: string }[];
-        if (rcpts.length > 0 && rcpts.every((x) => ['delivered', 'bounced', 'expired'].includes(x.state))) return r.body;
+        if (rcpts.length > 0 && rcpts.every((x) => ['delivered', 'bounced', 'expired', 'suppressed'].includes(x.state))) return r.body;
         if (Date.now() > deadline) throw new Error(`message ${id} not final after ${timeoutMs} ms: ${JSON.stringify(r.body)}`);
         await new Promise((res) => setTimeout(res, 50));
       }

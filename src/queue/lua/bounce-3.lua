@@ -7,7 +7,7 @@
   KEYS[3] rs      HASH delivery record of the recipient
   ARGV[1] member  "<msgId>:<idx>:<attempt>"
   ARGV[2] now     ms
-  ARGV[3] state   'bounced' | 'expired'
+  ARGV[3] state   'bounced' | 'expired' | 'suppressed' (dropped at claim time: on a suppression list)
   ARGV[4] attempts  attempts made, this one included
   ARGV[5] code    '' when none
   ARGV[6] enhanced  '' when none

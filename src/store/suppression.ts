@@ -1,0 +1,70 @@
+import type { RedisClient } from '../redis/client.js';
+import type { Keys } from '../redis/keys.js';
+
+/**
+ * Suppression lists: addresses that must not be mailed. One list per account (unsubscribes,
+ * complaints, the account's own additions: a recipient who leaves one customer's list has not left
+ * every list) and one global list ('*') for addresses that do not exist (userunknown, hostunknown).
+ *
+ *   {x:<account>}:suppressed  HASH  normalised address → JSON SuppressionEntry
+ *
+ * Addresses are compared normalised: local part as written except that it is lower-cased (almost
+ * every mailbox provider treats it case-insensitively, and a false "not suppressed" is the costly
+ * mistake here), domain lower-case A-label.
+ */
+export const GLOBAL_LIST = '*';
+
+export type SuppressionReason = 'unsubscribe' | 'complaint' | 'hardbounce' | 'softbounce' | 'manual';
+
+export interface SuppressionEntry {
+  readonly reason: SuppressionReason;
+  /** ms since epoch */
+  readonly at: number;
+  /** Where it came from: an event id, a message id, a bounce status — never message content. */
+  readonly evidence: Readonly<Record<string, string | number>>;
+}
+
+export function normaliseForSuppression(address: string): string {
+  const at = address.lastIndexOf('@');
+  return (at === -1 ? address : `${address.slice(0, at)}@${address.slice(at + 1)}`).trim().toLowerCase();
+}
+
+export async function addSuppression(redis: RedisClient, keys: Keys, account: string, address: string, entry: SuppressionEntry): Promise<void> {
+  await redis.hset(keys.suppression(account), normaliseForSuppression(address), JSON.stringify(entry));
+}
+
+export async function removeSuppression(redis: RedisClient, keys: Keys, account: string, address: string): Promise<boolean> {
+  return (await redis.hdel(keys.suppression(account), normaliseForSuppression(address))) === 1;
+}
+
+/** The entry that blocks `address` for `account`: the account's own, else the global one. */
+export async function suppressionOf(redis: RedisClient, keys: Keys, account: string, address: string): Promise<(SuppressionEntry & { list: string }) | null> {
+  const a = normaliseForSuppression(address);
+  const [own, global] = await Promise.all([redis.hget(keys.suppression(account), a), redis.hget(keys.suppression(GLOBAL_LIST), a)]);
+  const hit = own ?? global;
+  if (hit === null) return null;
+  try {
+    return { ...(JSON.parse(hit) as SuppressionEntry), list: own !== null ? account : GLOBAL_LIST };
+  } catch {
+    // A damaged record still suppresses: mailing someone who asked not to be mailed is the worse error.
+    return { reason: 'manual', at: 0, evidence: {}, list: own !== null ? account : GLOBAL_LIST };
+  }
+}
+
+/** A page of an account's list (HSCAN: bounded work per call). */
+export async function listSuppressions(redis: RedisClient, keys: Keys, account: string, cursor = '0', count = 100): Promise<{ cursor: string; entries: (SuppressionEntry & { address: string })[] }> {
+  const [next, flat] = await redis.hscan(keys.suppression(account), cursor, 'COUNT', count);
+  const entries: (SuppressionEntry & { address: string })[] = [];
+  for (let i = 0; i + 1 < flat.length; i += 2) {
+    try {
+      entries.push({ address: flat[i] as string, ...(JSON.parse(flat[i + 1] as string) as SuppressionEntry) });
+    } catch {
+      entries.push({ address: flat[i] as string, reason: 'manual', at: 0, evidence: {} });
+    }
+  }
+  return { cursor: next, entries };
+}
+
+export async function suppressionCount(redis: RedisClient, keys: Keys, account: string): Promise<number> {
+  return redis.hlen(keys.suppression(account));
+}
