@@ -144,7 +144,9 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
       from: sub.from,
       recipients: sub.recipients,
       recipientPaths: sub.recipientPaths,
-      body: (id) => JSON.stringify(sub.spec(id)),
+      // Stored as bytes: a Buffer argument is written to Redis as it is, while a long string would be
+      // concatenated into ioredis's pipeline text and UTF-8 encoded again on every write.
+      body: (id) => Buffer.from(JSON.stringify(sub.spec(id)), 'utf8'),
       tags: parsed.message.tags,
       metadata: parsed.message.metadata,
     });

@@ -62,8 +62,8 @@ export function createMessageSource(redis: RedisClient, keys: Keys, recordsTtlMs
       fromDomain: m.fromDomain || null,
       rcpts: m.rcpts,
       acceptedAt: m.acceptedAt,
-      // A spec is JSON text; raw MIME stays bytes (it may not be valid UTF-8).
-      body: m.kind === 'spec' ? body.toString('utf8') : body,
+      // Bytes for both kinds: a spec's JSON is decoded in the render worker, not on this thread.
+      body,
     };
   }
 
