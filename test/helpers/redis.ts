@@ -26,24 +26,37 @@ export interface TestRedis {
 export async function startRedis(opts: { appendfsync?: 'everysec' | 'always'; port?: number } = {}): Promise<TestRedis> {
   const dir = mkdtempSync(join(tmpdir(), 'sluice-redis-'));
   const server = await startEmbeddedRedis({ binary: 'redis-server', dir, appendfsync: opts.appendfsync ?? 'everysec', ...(opts.port ? { port: opts.port } : {}) });
-  const clients: RedisClient[] = [];
+  const { track, closeAll } = clientTracker();
   return {
     url: server.socket,
     server,
     dir,
-    client() {
-      const c = createRedis({ url: server.socket, name: 'sluice-test' });
+    client: () => track(createRedis({ url: server.socket, name: 'sluice-test' })),
+    fresh,
+    async stop() {
+      await closeAll();
+      await server.stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** A unique key prefix and its key builder: tests sharing a server never see each other's keys. */
+function fresh(): { prefix: string; keys: Keys } {
+  const prefix = `t${randomUUID().slice(0, 8)}:`;
+  return { prefix, keys: createKeys(prefix) };
+}
+
+/** Clients handed out by a test server, all closed by its stop(). */
+function clientTracker(): { track: (c: RedisClient) => RedisClient; closeAll: () => Promise<void> } {
+  const clients: RedisClient[] = [];
+  return {
+    track(c) {
       clients.push(c);
       return c;
     },
-    fresh() {
-      const prefix = `t${randomUUID().slice(0, 8)}:`;
-      return { prefix, keys: createKeys(prefix) };
-    },
-    async stop() {
+    async closeAll() {
       await Promise.all(clients.map((c) => c.quit().catch(() => c.disconnect())));
-      await server.stop();
-      rmSync(dir, { recursive: true, force: true });
     },
   };
 }
@@ -126,20 +139,13 @@ export async function startCluster(masters = 3): Promise<TestCluster> {
     }
   }
   const nodes = ports.map((p) => `127.0.0.1:${p}`);
-  const clients: RedisClient[] = [];
+  const { track, closeAll } = clientTracker();
   return {
     nodes,
-    client() {
-      const c = createRedis({ cluster: nodes, name: 'sluice-test' });
-      clients.push(c);
-      return c;
-    },
-    fresh() {
-      const prefix = `t${randomUUID().slice(0, 8)}:`;
-      return { prefix, keys: createKeys(prefix) };
-    },
+    client: () => track(createRedis({ cluster: nodes, name: 'sluice-test' })),
+    fresh,
     async stop() {
-      await Promise.all(clients.map((c) => c.quit().catch(() => c.disconnect())));
+      await closeAll();
       await Promise.all(
         procs.map((p) => new Promise<void>((resolve) => {
           if (p.exitCode !== null) return resolve();
