@@ -12,6 +12,7 @@ import { Dispatcher } from '../delivery/dispatcher.js';
 import { Reaper } from '../housekeeping/reaper.js';
 import { startSubmissionServer } from '../ingress/smtp-server.js';
 import { startHttpApi } from '../ingress/http-api.js';
+import { startInboundMx } from '../feedback/inbound-mx.js';
 import { appendEvent } from '../store/events.js';
 import { createMessageSource } from '../store/message-source.js';
 import { classifySmtpReply } from '../bounces/index.js';
@@ -30,7 +31,7 @@ export interface RunningSluice {
   readonly redis: RedisHandle;
   readonly keys: Keys;
   readonly roles: readonly Role[];
-  readonly ports: { admin: number; smtp?: number; http?: number };
+  readonly ports: { admin: number; smtp?: number; http?: number; feedback?: number };
   readonly dispatcher: Dispatcher | null;
   stop(graceMs?: number): Promise<void>;
 }
@@ -53,9 +54,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   const stoppers: { name: string; stop: (graceMs: number) => Promise<void> }[] = [];
   let stopping = false;
 
-  for (const r of roles.filter((x) => x === 'tracking' || x === 'feedback')) {
-    log.warn({ role: r }, 'this role has nothing to run in this version (tracking server and inbound MX are later work)');
-  }
+  if (roles.includes('tracking')) log.warn({ role: 'tracking' }, 'this role has nothing to run in this version (the tracking server is later work)');
   const redis = await openRedis(config, log);
   stoppers.push({ name: 'redis', stop: () => redis.close() });
   const keys = createKeys(config.redis.prefix);
@@ -132,7 +131,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       stoppers.push({ name: 'reaper', stop: () => reaper.stop() });
     }
 
-    const ports: { admin: number; smtp?: number; http?: number } = { admin: 0 };
+    const ports: { admin: number; smtp?: number; http?: number; feedback?: number } = { admin: 0 };
     if (has('ingress')) {
       const deps = {
         redis: redis.client, keys, config, registry, metrics,
@@ -149,6 +148,32 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
         ports.http = http.port;
         stoppers.push({ name: 'http-api', stop: () => http.close() });
       }
+    }
+
+    if (has('feedback')) {
+      const f = config.feedback;
+      const mx = await startInboundMx(
+        {
+          redis: redis.client, keys, logger: logger.child({ role: 'feedback' }),
+          metrics: {
+            received: (kind) => metrics.feedbackReceived.inc({ kind }),
+            rejected: (code) => metrics.feedbackRejected.inc({ code }),
+            outcome: (o) => metrics.feedbackOutcomes.inc({ outcome: o }),
+            bounce: (reason, verdict) => metrics.bounces.inc({ reason, verdict }),
+            complaint: (type) => metrics.complaints.inc({ type }),
+            suppressed: (list, reason) => metrics.suppressionsAdded.inc({ list, reason }),
+            event: (type) => metrics.eventsAppended.inc({ type }),
+          },
+        },
+        {
+          host: f.host, port: f.port, bounceDomains: [config.delivery.bounceDomain, ...f.extraBounceDomains], fblAddresses: f.fblAddresses,
+          maxMessageSize: f.maxMessageSize, rawRetentionMs: f.rawRetention, softBounceLimit: f.softBounceLimit, softBounceWindowMs: f.softBounceWindow,
+          eventsMaxLen: config.retention.eventsMaxLen, hostname: config.instance.hostname, socketTimeoutMs: f.socketTimeout,
+          maxClients: f.maxClients, maxRecipients: f.maxRecipients,
+        },
+      );
+      ports.feedback = mx.port;
+      stoppers.push({ name: 'feedback-mx', stop: () => mx.close() });
     }
 
     const admin: AdminServer = await startAdminServer({

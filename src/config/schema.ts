@@ -249,6 +249,26 @@ export const configSchema = z
         rules: z.array(shapingRule),
       })
       .strict(),
+    feedback: z
+      .object({
+        /** The inbound MX for the bounce domain(s): DSNs, ARF complaints, mailto unsubscribes. */
+        host,
+        port,
+        /** Further bounce domains accepted besides delivery.bounceDomain (e.g. the previous one after a change). */
+        extraBounceDomains: z.array(z.string().min(1)),
+        /** Feedback-loop addresses that providers send ARF complaints to. */
+        fblAddresses: z.array(z.string().min(3)),
+        maxMessageSize: size,
+        maxClients: positiveInt,
+        maxRecipients: positiveInt,
+        socketTimeout: duration,
+        /** Raw feedback mail is kept this long (evidence for suppressions). */
+        rawRetention: duration,
+        /** Soft bounces of one address within softBounceWindow that suppress it globally. */
+        softBounceLimit: positiveInt,
+        softBounceWindow: duration,
+      })
+      .strict(),
     retention: z
       .object({
         /** Delivery records and message metadata of finished messages. */

@@ -42,6 +42,8 @@ export const ERRORS = {
   SLUICE_RENDER_FAILED: { message: 'The message could not be rendered', http: 500, smtp: [554, '5.6.0'] },
   SLUICE_DKIM_KEY_INVALID: { message: 'The DKIM key cannot be loaded', http: 500, smtp: [451, '4.7.5'] },
   SLUICE_DELIVERY_CONNECT_FAILED: { message: 'No SMTP session could be opened with the remote host', http: 502, smtp: [451, '4.4.1'] },
+  SLUICE_FEEDBACK_NO_SUCH_RECIPIENT: { message: 'No such recipient here: this server accepts only bounces and feedback', http: 404, smtp: [550, '5.1.1'] },
+  SLUICE_FEEDBACK_TOO_LARGE: { message: 'The message exceeds the size limit for bounces and feedback', http: 413, smtp: [552, '5.3.4'] },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof ERRORS;

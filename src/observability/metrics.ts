@@ -84,6 +84,21 @@ export function createMetrics() {
     httpRequests: new Counter({
       name: 'sluice_http_requests_total', help: 'HTTP API requests by route and status class', labelNames: ['route', 'status'] as const, registers: [registry],
     }),
+    feedbackReceived: new Counter({
+      name: 'sluice_feedback_received_total', help: 'Feedback mail accepted and stored by the inbound MX, by kind (verp, fbl, unsubscribe)', labelNames: ['kind'] as const, registers: [registry],
+    }),
+    feedbackRejected: new Counter({
+      name: 'sluice_feedback_rejected_total', help: 'Inbound MX refusals by error code', labelNames: ['code'] as const, registers: [registry],
+    }),
+    feedbackOutcomes: new Counter({
+      name: 'sluice_feedback_outcomes_total', help: 'Stored feedback mail by what processing made of it (processed, unparsed, unmatched, failed)', labelNames: ['outcome'] as const, registers: [registry],
+    }),
+    complaints: new Counter({
+      name: 'sluice_complaints_total', help: 'ARF complaints by feedback type', labelNames: ['type'] as const, registers: [registry],
+    }),
+    suppressionsAdded: new Counter({
+      name: 'sluice_suppressions_added_total', help: 'Addresses added to a suppression list (global or account) by reason', labelNames: ['list', 'reason'] as const, registers: [registry],
+    }),
     authFailures: new Counter({
       name: 'sluice_auth_failures_total', help: 'Failed authentications by interface (smtp, http)', labelNames: ['interface'] as const, registers: [registry],
     }),

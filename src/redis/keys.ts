@@ -9,6 +9,7 @@
  *   {m:<id>}       one message: metadata and body
  *   {a:<account>}  an account's quota, rate and idempotency records
  *   {x:<account>}  an account's suppression list ('*' = the global list)
+ *   {f:<id>}       one inbound feedback mail (bounce, complaint) kept raw for a retention period
  *
  *   ready   ZSET  member "<msgId>:<rcptIdx>:<attempt>"  score = due time (ms)
  *   leases  ZSET  member as in ready                    score = lease expiry (ms)
@@ -34,6 +35,10 @@ export function createKeys(prefix: string) {
     // message
     msgMeta: (id: string) => `${p}{m:${id}}:meta`,
     msgBody: (id: string) => `${p}{m:${id}}:body`,
+    /** LIST: the message's link table (URL i is click target i; written once when it is prepared). */
+    links: (id: string) => `${p}{m:${id}}:links`,
+    /** HASH: per-recipient tracking marks (first open, first click per link, unsubscribe, click bursts). */
+    trackMarks: (id: string) => `${p}{m:${id}}:track`,
     // account
     quota: (account: string, day: string) => `${p}{a:${account}}:quota:${day}`,
     accountRate: (account: string) => `${p}{a:${account}}:rate`,
@@ -42,6 +47,12 @@ export function createKeys(prefix: string) {
     authFailures: (kind: string, who: string) => `${p}authfail:${kind}:${who}`,
     // suppression: per account, and the global list ('*') of addresses that do not exist
     suppression: (account: string) => `${p}{x:${account}}:suppressed`,
+    /** ZSET member "<msgId>:<idx>", score = time (ms): an address's recent soft bounces (N in M days → suppressed). */
+    softBounces: (address: string) => `${p}{x:*}:soft:${address}`,
+    // feedback: each inbound mail kept raw (HASH, with a TTL); an index of those not understood
+    feedbackRaw: (id: string) => `${p}{f:${id}}:raw`,
+    /** ZSET feedback id → received time (ms): mail kept but not understood, unmatched or failed. */
+    feedbackUnprocessed: () => `${p}feedback:unprocessed`,
     // events (one stream; consumers use groups)
     events: () => `${p}events`,
   };

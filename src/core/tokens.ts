@@ -1,0 +1,226 @@
+import { createHmac, timingSafeEqual } from 'node:crypto';
+import { SluiceError } from './errors.js';
+import { isId } from './ids.js';
+
+/**
+ * Tracking tokens: what an open pixel, a click link or an unsubscribe link carries, signed so that
+ * nobody can make one up, and compact because each is repeated in every link of every mail.
+ * Verifying needs no Redis read: the token names the account, message, recipient and link itself.
+ *
+ * Binary layout, then base64url (no padding):
+ *
+ *   ┌─────────┬────────┬─────────┬──────┬───────────┬────────┬─────────┬──────────┬────────┬─────────┬─────────┐
+ *   │ version │ kid    │ kid     │ kind │ msgId     │ idx    │ link    │ issuedAt │ acct   │ account │ MAC     │
+ *   │ 1 byte  │ len 1B │ 1–16 B  │ 1 B  │ 10 bytes  │ varint │ varint  │ varint s │ len 1B │ 1–64 B  │ 12 bytes│
+ *   └─────────┴────────┴─────────┴──────┴───────────┴────────┴─────────┴──────────┴────────┴─────────┴─────────┘
+ *   link is present only for kind 'c'. The MAC is HMAC-SHA256(secret of kid, every byte before it),
+ *   truncated to 12 bytes.
+ *
+ * Why 12 bytes (96 bits) of MAC: a forger can only test guesses online, one HTTP request each, and the
+ * server answers every bad guess the same way. At a million guesses a second, 2^96 guesses take about
+ * 2.5·10^15 years; 96 bits is also the floor RFC 2104 §5 and NIST SP 800-107 accept for a truncated HMAC
+ * (no shorter than half the hash or 80 bits). 16 bytes would add 5 URL characters to every link and
+ * buy nothing against an attacker that cannot test offline. A typical click token is ~70 characters.
+ *
+ * The message id goes in as the 80 bits its 16 base32 characters hold, so one message's token cannot
+ * be re-targeted to another without breaking the MAC; the version byte lets the layout change later.
+ */
+export type TokenKind = 'o' | 'c' | 'u';
+
+export interface TokenPayload {
+  readonly kind: TokenKind;
+  readonly account: string;
+  readonly msgId: string;
+  /** Recipient index in the message. */
+  readonly idx: number;
+  /** Click tokens only: the index of the link in the message's link table. */
+  readonly link?: number;
+  /** Seconds since epoch: when the mail was rendered (the classifier spots clicks seconds after it). */
+  readonly issuedAt: number;
+}
+
+export interface TokenKey {
+  /** 1–16 URL-safe characters, written into each token so the right key verifies it. */
+  readonly id: string;
+  readonly secret: Buffer | string;
+  /** ms since epoch: a retired key verifies until then, and never signs. */
+  readonly notAfter?: number;
+}
+
+export interface TokenCodec {
+  sign(payload: TokenPayload): string;
+  /** The payload, or null for anything altered, truncated, extended, unknown-key or retired-key. */
+  verify(token: string, now: number): TokenPayload | null;
+}
+
+const VERSION = 1;
+const MAC_BYTES = 12;
+const ID_BYTES = 10;
+const MAX_KID_BYTES = 16;
+const MAX_ACCOUNT_BYTES = 64;
+/** 7 varint bytes hold 49 bits: every safe integer a recipient index or a time in seconds needs. */
+const MAX_VARINT_BYTES = 7;
+/** Longer than any token the layout can produce; refuses huge inputs before decoding them. */
+const MAX_TOKEN_CHARS = 256;
+const KID_RE = /^[A-Za-z0-9_-]{1,16}$/;
+const B64URL_RE = /^[A-Za-z0-9_-]+$/;
+const KINDS: readonly TokenKind[] = ['o', 'c', 'u'];
+/** The Crockford base32 alphabet of core/ids.ts. */
+const ALPHABET = '0123456789abcdefghjkmnpqrstvwxyz';
+
+function invalid(message: string): SluiceError {
+  return new SluiceError('SLUICE_INTERNAL', `token: ${message}`);
+}
+
+export function createTokenCodec(opts: { keys: readonly TokenKey[]; signWith: string }): TokenCodec {
+  const keys = new Map<string, { secret: Buffer; notAfter: number | undefined }>();
+  for (const k of opts.keys) {
+    if (!KID_RE.test(k.id)) throw invalid(`key id '${k.id}' must be 1–16 of [A-Za-z0-9_-]`);
+    if (keys.has(k.id)) throw invalid(`key id '${k.id}' appears twice`);
+    const secret = typeof k.secret === 'string' ? Buffer.from(k.secret, 'utf8') : k.secret;
+    // 16 bytes: below that an offline search of the key from one token becomes thinkable.
+    if (secret.length < 16) throw invalid(`key '${k.id}' is shorter than 16 bytes`);
+    keys.set(k.id, { secret, notAfter: k.notAfter });
+  }
+  const signer = keys.get(opts.signWith);
+  if (!signer) throw invalid(`signWith names no key ('${opts.signWith}')`);
+  if (signer.notAfter !== undefined) throw invalid(`key '${opts.signWith}' is retired (notAfter) and cannot sign`);
+  const signKid = Buffer.from(opts.signWith, 'ascii');
+
+  const mac = (secret: Buffer, data: Buffer): Buffer => createHmac('sha256', secret).update(data).digest().subarray(0, MAC_BYTES);
+
+  return {
+    sign(p) {
+      if (!KINDS.includes(p.kind)) throw invalid(`unknown kind '${String(p.kind)}'`);
+      if (!isId(p.msgId)) throw invalid('msgId is not an id');
+      if ((p.kind === 'c') !== (p.link !== undefined)) throw invalid('link is required for click tokens and only for them');
+      const account = Buffer.from(p.account, 'utf8');
+      if (account.length < 1 || account.length > MAX_ACCOUNT_BYTES) throw invalid('account must be 1–64 bytes');
+      const out: number[] = [VERSION, signKid.length, ...signKid, p.kind.charCodeAt(0), ...idToBytes(p.msgId)];
+      writeVarint(out, p.idx);
+      if (p.link !== undefined) writeVarint(out, p.link);
+      writeVarint(out, p.issuedAt);
+      out.push(account.length, ...account);
+      const body = Buffer.from(out);
+      return Buffer.concat([body, mac(signer.secret, body)]).toString('base64url');
+    },
+
+    verify(token, now) {
+      if (token.length > MAX_TOKEN_CHARS || !B64URL_RE.test(token)) return null;
+      const buf = Buffer.from(token, 'base64url');
+      // Node's decoder ignores stray trailing bits; re-encoding refuses every non-canonical spelling,
+      // so one token has exactly one text form.
+      if (buf.toString('base64url') !== token || buf.length <= MAC_BYTES) return null;
+      const body = buf.subarray(0, buf.length - MAC_BYTES);
+      const r = new Reader(body);
+      if (r.byte() !== VERSION) return null;
+      const kidLen = r.byte();
+      if (kidLen < 1 || kidLen > MAX_KID_BYTES) return null;
+      const key = keys.get(r.bytes(kidLen).toString('latin1'));
+      if (!key || (key.notAfter !== undefined && now > key.notAfter)) return null;
+      // The MAC is checked before the rest is trusted; timingSafeEqual leaks nothing about how much matched.
+      if (!timingSafeEqual(mac(key.secret, body), buf.subarray(body.length))) return null;
+      const kind = String.fromCharCode(r.byte()) as TokenKind;
+      if (!KINDS.includes(kind)) return null;
+      const msgId = bytesToId(r.bytes(ID_BYTES));
+      const idx = r.varint();
+      const link = kind === 'c' ? r.varint() : undefined;
+      const issuedAt = r.varint();
+      const accLen = r.byte();
+      const account = r.bytes(accLen).toString('utf8');
+      if (r.failed || !r.atEnd() || accLen < 1) return null;
+      return link === undefined ? { kind, account, msgId, idx, issuedAt } : { kind, account, msgId, idx, link, issuedAt };
+    },
+  };
+}
+
+/** The path a token is served under: `/o/<t>.gif`, `/c/<t>`, `/u/<t>`. */
+export function tokenPath(kind: TokenKind, token: string): string {
+  return kind === 'o' ? `/o/${token}.gif` : `/${kind}/${token}`;
+}
+
+/** `publicBaseUrl` (e.g. https://t.example.com) joined with tokenPath. */
+export function tokenUrl(publicBaseUrl: string, kind: TokenKind, token: string): string {
+  return publicBaseUrl.replace(/\/+$/, '') + tokenPath(kind, token);
+}
+
+function idToBytes(id: string): Buffer {
+  // 16 characters × 5 bits = 80 bits = 10 bytes, most significant first.
+  let n = 0n;
+  for (const ch of id) n = (n << 5n) | BigInt(ALPHABET.indexOf(ch));
+  const out = Buffer.alloc(ID_BYTES);
+  for (let i = ID_BYTES - 1; i >= 0; i--) {
+    out[i] = Number(n & 0xffn);
+    n >>= 8n;
+  }
+  return out;
+}
+
+function bytesToId(bytes: Buffer): string {
+  let n = 0n;
+  for (const b of bytes) n = (n << 8n) | BigInt(b);
+  let id = '';
+  for (let i = 0; i < 16; i++) {
+    id = ALPHABET[Number(n & 31n)] + id;
+    n >>= 5n;
+  }
+  return id;
+}
+
+/** LEB128-style unsigned varint: 7 bits a byte, low bits first, high bit = more follows. */
+function writeVarint(out: number[], value: number): void {
+  if (!Number.isSafeInteger(value) || value < 0) throw invalid(`${value} is not a non-negative integer`);
+  let v = value;
+  while (v >= 0x80) {
+    out.push((v % 0x80) | 0x80);
+    v = Math.floor(v / 0x80);
+  }
+  out.push(v);
+}
+
+/** Reads a body without throwing: any overrun sets `failed` and yields zeros. */
+class Reader {
+  private pos = 0;
+  failed = false;
+  constructor(private readonly buf: Buffer) {}
+
+  byte(): number {
+    if (this.pos >= this.buf.length) {
+      this.failed = true;
+      return 0;
+    }
+    return this.buf[this.pos++] as number;
+  }
+
+  bytes(n: number): Buffer {
+    if (this.pos + n > this.buf.length) {
+      this.failed = true;
+      this.pos = this.buf.length;
+      return Buffer.alloc(n);
+    }
+    const out = this.buf.subarray(this.pos, this.pos + n);
+    this.pos += n;
+    return out;
+  }
+
+  varint(): number {
+    let value = 0;
+    let scale = 1;
+    for (let i = 0; i < MAX_VARINT_BYTES; i++) {
+      const b = this.byte();
+      value += (b & 0x7f) * scale;
+      // A trailing zero byte would give a second spelling of the same number: refuse it.
+      if ((b & 0x80) === 0) {
+        if (b === 0 && i > 0) this.failed = true;
+        return value;
+      }
+      scale *= 0x80;
+    }
+    this.failed = true;
+    return 0;
+  }
+
+  atEnd(): boolean {
+    return this.pos === this.buf.length;
+  }
+}

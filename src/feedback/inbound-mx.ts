@@ -1,0 +1,214 @@
+import { SMTPServer, type SMTPServerAddress, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
+import type { Logger } from 'pino';
+import type { RedisClient } from '../redis/client.js';
+import type { Keys } from '../redis/keys.js';
+import { SluiceError, toSluiceError } from '../core/errors.js';
+import { newId } from '../core/ids.js';
+import { processFeedback, type FeedbackMetricsHook, type ProcessOptions } from './process.js';
+import { recordOutcome, storeFeedback } from './raw-store.js';
+import { feedbackRecipient, type VerifyUnsubscribeToken } from './recipients.js';
+
+/**
+ * The inbound MX of the bounce domain (the `feedback` role). It takes mail only for the VERP return
+ * paths, the unsubscribe mailto addresses and the FBL addresses, and relays nothing. Each accepted
+ * mail is stored raw BEFORE the 250 — once answered, the sender forgets it — and processed after;
+ * a failure there is recorded on the stored mail and counted, and touches no other mail.
+ */
+export interface InboundMxDeps {
+  readonly redis: RedisClient;
+  readonly keys: Keys;
+  readonly logger: Logger;
+  readonly metrics?: InboundMxMetricsHook | undefined;
+  readonly now?: (() => number) | undefined;
+}
+
+export interface InboundMxMetricsHook extends FeedbackMetricsHook {
+  /** sluice_feedback_received_total{kind}: mail accepted and stored. */
+  received?(kind: 'verp' | 'fbl' | 'unsubscribe'): void;
+  /** sluice_feedback_rejected_total{code}: RCPT or DATA refused, by error code. */
+  rejected?(code: string): void;
+}
+
+export interface InboundMxOptions {
+  readonly host: string;
+  /** 0 = ephemeral. */
+  readonly port: number;
+  readonly bounceDomains: readonly string[];
+  readonly fblAddresses: readonly string[];
+  /** Bytes; real DSNs are a few KB, but some return the whole original message. */
+  readonly maxMessageSize: number;
+  readonly rawRetentionMs: number;
+  readonly verifyUnsubscribeToken?: VerifyUnsubscribeToken | undefined;
+  /** Default 5 soft bounces … */
+  readonly softBounceLimit?: number;
+  /** … within 7 days, with no delivery in between. */
+  readonly softBounceWindowMs?: number;
+  /** Default 1,000,000 (config retention.eventsMaxLen). */
+  readonly eventsMaxLen?: number;
+  /** Name in the greeting. Default 'localhost'. */
+  readonly hostname?: string;
+  /** Idle limit per connection. Default 60 s: RFC 5321 §4.5.3.2 asks for minutes, but a bounce is small. */
+  readonly socketTimeoutMs?: number;
+  /** Concurrent connections. Default 100. */
+  readonly maxClients?: number;
+  /** Recipients per transaction. Default 50: a bounce has one; a few more cover digests. */
+  readonly maxRecipients?: number;
+  /** How long close() lets sessions finish. Default 10 s. */
+  readonly closeTimeoutMs?: number;
+}
+
+export interface InboundMx {
+  readonly port: number;
+  /** Resolves when every accepted mail has been processed (tests, graceful stop). */
+  idle(): Promise<void>;
+  close(): Promise<void>;
+}
+
+interface SmtpReplyError extends Error {
+  responseCode: number;
+}
+
+/** Five soft bounces in a row over a week: a mailbox full that long is abandoned, not busy. */
+const DEFAULT_SOFT_BOUNCE_LIMIT = 5;
+const DEFAULT_SOFT_BOUNCE_WINDOW_MS = 7 * 24 * 3600 * 1000;
+const DEFAULT_EVENTS_MAX_LEN = 1_000_000;
+
+function reply(err: unknown, sessionId: string): SmtpReplyError {
+  const e = toSluiceError(err);
+  const [code, enhanced] = e.smtp;
+  const text = e.code === 'SLUICE_INTERNAL' ? 'Internal error, try again later' : e.message;
+  const out = new Error(`${enhanced} ${text.replace(/[\r\n]+/g, ' ')} [${sessionId}]`) as SmtpReplyError;
+  out.responseCode = code;
+  return out;
+}
+
+export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions): Promise<InboundMx> {
+  const log = deps.logger;
+  const now = deps.now ?? Date.now;
+  const bounceDomains = opts.bounceDomains.map((d) => d.trim().toLowerCase().replace(/\.$/, ''));
+  const fblAddresses = opts.fblAddresses.map((a) => a.trim().toLowerCase());
+  const rules = { bounceDomains, fblAddresses, verifyUnsubscribeToken: opts.verifyUnsubscribeToken };
+  const processing: ProcessOptions = {
+    ...rules,
+    softBounceLimit: opts.softBounceLimit ?? DEFAULT_SOFT_BOUNCE_LIMIT,
+    softBounceWindowMs: opts.softBounceWindowMs ?? DEFAULT_SOFT_BOUNCE_WINDOW_MS,
+    eventsMaxLen: opts.eventsMaxLen ?? DEFAULT_EVENTS_MAX_LEN,
+    rawRetentionMs: opts.rawRetentionMs,
+  };
+  const maxSize = opts.maxMessageSize;
+  const maxRcpts = opts.maxRecipients ?? 50;
+  const inFlight = new Set<Promise<void>>();
+
+  const refuse = (session: SMTPServerSession, err: SluiceError): SmtpReplyError => {
+    deps.metrics?.rejected?.(err.code);
+    return reply(err, session.id);
+  };
+
+  /** Processing runs after the 250; its failure is recorded on the stored mail, never thrown. */
+  const processLater = (mail: { id: string; raw: Buffer; rcpts: string[]; receivedAt: number }) => {
+    const job = (async () => {
+      try {
+        await processFeedback({ ...deps, logger: log }, processing, mail);
+      } catch (err) {
+        log.error({ err, feedbackId: mail.id }, 'feedback processing failed; the mail is kept');
+        deps.metrics?.outcome?.('failed');
+        await recordOutcome(deps.redis, deps.keys, mail.id, 'failed', mail.receivedAt, opts.rawRetentionMs).catch((e: unknown) => log.warn({ err: e, feedbackId: mail.id }, 'could not record the failure'));
+      }
+    })();
+    inFlight.add(job);
+    void job.finally(() => inFlight.delete(job));
+  };
+
+  const server = new SMTPServer({
+    name: opts.hostname ?? 'localhost',
+    banner: 'Sluice feedback MX',
+    disabledCommands: ['AUTH', 'STARTTLS'],
+    authOptional: true,
+    size: maxSize,
+    maxClients: opts.maxClients ?? 100,
+    socketTimeout: opts.socketTimeoutMs ?? 60_000,
+    closeTimeout: opts.closeTimeoutMs ?? 10_000,
+    disableReverseLookup: true,
+    hideENHANCEDSTATUSCODES: true,
+    logger: false,
+
+    onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, cb) {
+      if (session.envelope.rcptTo.length >= maxRcpts) {
+        return cb(refuse(session, new SluiceError('SLUICE_INGRESS_TOO_MANY_RECIPIENTS', `Too many recipients, at most ${maxRcpts} per message`)));
+      }
+      if (!feedbackRecipient(address.address, rules)) return cb(refuse(session, new SluiceError('SLUICE_FEEDBACK_NO_SUCH_RECIPIENT')));
+      cb();
+    },
+
+    onData(stream: SMTPServerDataStream, session: SMTPServerSession, cb) {
+      // Past the limit, bytes are counted and dropped: the stream must still be drained.
+      const chunks: Buffer[] = [];
+      let size = 0;
+      let answered = false;
+      const answer = (err: SmtpReplyError | null, text?: string) => {
+        if (answered) return;
+        answered = true;
+        if (err) cb(err);
+        else cb(null, text);
+      };
+      stream.on('data', (chunk: Buffer) => {
+        size += chunk.length;
+        if (size > maxSize) chunks.length = 0;
+        else chunks.push(chunk);
+      });
+      stream.on('error', (err) => answer(reply(err, session.id)));
+      stream.on('end', () => {
+        if (size > maxSize || stream.sizeExceeded) {
+          return answer(refuse(session, new SluiceError('SLUICE_FEEDBACK_TOO_LARGE', `Message exceeds the size limit of ${maxSize} bytes`)));
+        }
+        const receivedAt = now();
+        const mail = { id: newId(receivedAt), raw: Buffer.concat(chunks, size), rcpts: session.envelope.rcptTo.map((r) => r.address), receivedAt };
+        const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
+        void (async () => {
+          try {
+            await storeFeedback(deps.redis, deps.keys, { ...mail, mailFrom }, opts.rawRetentionMs);
+          } catch (err) {
+            // Not stored, so not accepted: a 4xx makes the sender keep it and retry.
+            const e = toSluiceError(err);
+            log.error({ err: e.cause ?? e, sessionId: session.id }, 'feedback mail could not be stored');
+            return answer(reply(e.code === 'SLUICE_INTERNAL' ? new SluiceError('SLUICE_REDIS_UNAVAILABLE', undefined, { cause: err }) : e, session.id));
+          }
+          for (const rcpt of mail.rcpts) {
+            const kind = feedbackRecipient(rcpt, rules)?.kind;
+            if (kind) deps.metrics?.received?.(kind);
+          }
+          log.info({ sessionId: session.id, feedbackId: mail.id, bytes: size }, 'feedback mail stored');
+          processLater(mail);
+          answer(null, `2.0.0 Ok: stored as ${mail.id}`);
+        })();
+      });
+    },
+  });
+
+  // Socket-level trouble (resets, garbage) arrives as 'error' events; unheard, Node would throw them.
+  server.on('error', (err) => log.warn({ err }, 'feedback mx connection error'));
+
+  const port = await new Promise<number>((resolve, reject) => {
+    const onError = (err: Error) => reject(new SluiceError('SLUICE_CONFIG_INVALID', `cannot listen on ${opts.host}:${opts.port}: ${err.message}`, { cause: err }));
+    server.server.once('error', onError);
+    server.listen(opts.port, opts.host, () => {
+      server.server.off('error', onError);
+      const addr = server.server.address();
+      resolve(typeof addr === 'object' && addr ? addr.port : opts.port);
+    });
+  });
+  log.info({ host: opts.host, port, bounceDomains }, 'feedback mx listening');
+
+  const idle = async () => {
+    while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
+  };
+  let closing: Promise<void> | undefined;
+  return {
+    port,
+    idle,
+    close() {
+      closing ??= new Promise<void>((resolve) => server.close(() => resolve())).then(idle);
+      return closing;
+    },
+  };
+}

@@ -1,0 +1,289 @@
+import type { Logger } from 'pino';
+import type { RedisClient } from '../redis/client.js';
+import type { Keys } from '../redis/keys.js';
+import { classifyMessage, type BounceRecord } from '../bounces/index.js';
+import { looksLikeBounce } from '../bounces/detect.js';
+import { parseMessage } from '../bounces/mime.js';
+import { isId } from '../core/ids.js';
+import { appendEvent } from '../store/events.js';
+import { getMessage, type MessageMeta } from '../store/messages.js';
+import { addSuppression, normaliseForSuppression, GLOBAL_LIST, type SuppressionReason } from '../store/suppression.js';
+import { recordOutcome, type FeedbackOutcome } from './raw-store.js';
+import { feedbackRecipient, verpsInText, type VerifyUnsubscribeToken } from './recipients.js';
+import { recordSoftBounce } from './soft-bounces.js';
+import { faultOf, feedbackTypeLabel, verdictOf, type Verdict } from './verdict.js';
+
+/**
+ * What one stored feedback mail does. The envelope recipient decides WHO it is about — a VERP
+ * return path names the message and recipient, whatever the body says (or fails to say); the
+ * classifier decides WHAT happened. Mail to the FBL address carries no VERP in its envelope, so
+ * the returned message inside the report is searched for one (its Return-Path), then for a
+ * Message-ID Sluice minted, checked against the message's recipients.
+ *
+ * Every action is one event on the stream with ids, reason and status — never content or addresses.
+ */
+export interface FeedbackMetricsHook {
+  /** Stored mail by what processing made of it. */
+  outcome?(outcome: FeedbackOutcome): void;
+  /** sluice_bounces_total{reason,verdict} for asynchronous bounces (verdict 'hard' | 'soft'). */
+  bounce?(reason: string, verdict: 'hard' | 'soft'): void;
+  /** sluice_complaints_total{type}: type is a registered ARF feedback type, else 'other'. */
+  complaint?(type: string): void;
+  /** sluice_suppressions_added_total{list,reason}: list 'global' | 'account'. */
+  suppressed?(list: 'global' | 'account', reason: SuppressionReason): void;
+  /** sluice_events_total{type} */
+  event?(type: string): void;
+}
+
+export interface FeedbackDeps {
+  readonly redis: RedisClient;
+  readonly keys: Keys;
+  readonly logger: Logger;
+  readonly metrics?: FeedbackMetricsHook | undefined;
+  readonly now?: (() => number) | undefined;
+}
+
+export interface ProcessOptions {
+  /** Lower-case bounce domains of the VERP addresses. */
+  readonly bounceDomains: readonly string[];
+  readonly fblAddresses: readonly string[];
+  readonly verifyUnsubscribeToken?: VerifyUnsubscribeToken | undefined;
+  /** Soft bounces (this many, within softBounceWindowMs, with no delivery between) suppress globally. */
+  readonly softBounceLimit: number;
+  readonly softBounceWindowMs: number;
+  readonly eventsMaxLen: number;
+  /** How long stored mail is kept (also bounds the unprocessed index). */
+  readonly rawRetentionMs: number;
+}
+
+export interface FeedbackMail {
+  readonly id: string;
+  readonly raw: Buffer;
+  readonly rcpts: readonly string[];
+  readonly receivedAt: number;
+}
+
+export interface FeedbackAction {
+  readonly msgId: string;
+  readonly idx: number;
+  readonly verdict: Verdict | 'unsubscribe';
+  readonly reason: string;
+  readonly status: string;
+  /** List the recipient was added to: '*' (global), the account id, or '' when not suppressed. */
+  readonly suppressed: string;
+  /** Stream id of the event, '' when none was written (success notices). */
+  readonly eventId: string;
+}
+
+export interface ProcessResult {
+  readonly outcome: FeedbackOutcome;
+  readonly actions: readonly FeedbackAction[];
+}
+
+interface Target {
+  readonly msgId: string;
+  /** Undefined for a Message-ID match: the index comes from the recipient the report names. */
+  readonly idx: number | undefined;
+  /** 'verp' and 'unsubscribe' are authoritative (our own envelope); 'quoted' and 'message-id' were read from the mail. */
+  readonly via: 'verp' | 'unsubscribe' | 'quoted' | 'message-id';
+}
+
+/** Targets per mail: a bounce is about one copy; a few more cover a digest of several reports. */
+const MAX_TARGETS = 10;
+/** Sluice's Message-IDs are <msgId@hostname> (render/raw.ts); a hit only counts once the report names one of its recipients. */
+const MESSAGE_ID_RE = /<([0-9a-hjkmnp-tv-z]{16})@[^>\s]{1,255}>/gi;
+
+export async function processFeedback(deps: FeedbackDeps, opts: ProcessOptions, mail: FeedbackMail): Promise<ProcessResult> {
+  const records = await classifyMessage(mail.raw);
+  const targets = findTargets(opts, mail);
+  const actions: FeedbackAction[] = [];
+  let matched = false;
+  let understood = records.length > 0;
+
+  for (const target of targets) {
+    const stored = await getMessage(deps.redis, deps.keys, target.msgId);
+    if (!stored) continue;
+    const meta = stored.meta;
+    if (target.via === 'unsubscribe') {
+      const address = target.idx === undefined ? undefined : meta.rcpts[target.idx]?.address;
+      if (address === undefined || target.idx === undefined) continue;
+      matched = true;
+      actions.push(await unsubscribe(deps, opts, mail, meta, target.idx, address));
+      continue;
+    }
+    const recs = records.length === 0 && target.via === 'verp' ? await classifyNaming(mail.raw, meta, target.idx) : records;
+    if (recs.length > 0) understood = true;
+    const pick = pickRecord(recs, meta, target);
+    // Our own VERP names a copy we sent: matched, even when the body says nothing actionable.
+    if (target.via === 'verp' && target.idx !== undefined && meta.rcpts[target.idx]) matched = true;
+    if (!pick) continue;
+    matched = true;
+    const action = await act(deps, opts, mail, meta, pick.idx, pick.address, pick.record);
+    if (action) actions.push(action);
+  }
+
+  const unsubscribing = targets.some((t) => t.via === 'unsubscribe');
+  const outcome: FeedbackOutcome = actions.length > 0 ? 'processed'
+    : !understood && !unsubscribing ? 'unparsed'
+    : matched ? 'processed' : 'unmatched';
+  deps.metrics?.outcome?.(outcome);
+  await recordOutcome(deps.redis, deps.keys, mail.id, outcome, mail.receivedAt, opts.rawRetentionMs);
+  return { outcome, actions };
+}
+
+function findTargets(opts: ProcessOptions, mail: FeedbackMail): Target[] {
+  const out: Target[] = [];
+  const seen = new Set<string>();
+  const add = (t: Target) => {
+    const key = `${t.msgId}:${t.idx ?? ''}`;
+    if (seen.has(key) || out.length >= MAX_TARGETS) return;
+    seen.add(key);
+    out.push(t);
+  };
+  let fbl = false;
+  for (const rcpt of mail.rcpts) {
+    const r = feedbackRecipient(rcpt, opts);
+    if (r?.kind === 'verp') add({ msgId: r.msgId, idx: r.idx, via: 'verp' });
+    else if (r?.kind === 'unsubscribe') add({ msgId: r.msgId, idx: r.idx, via: 'unsubscribe' });
+    else if (r?.kind === 'fbl') fbl = true;
+  }
+  if (fbl && out.length === 0) {
+    // latin1 maps every byte to one char: the regexes see ASCII exactly, whatever the charset.
+    const text = mail.raw.toString('latin1');
+    for (const v of verpsInText(text, opts.bounceDomains, MAX_TARGETS)) add({ msgId: v.msgId, idx: v.idx, via: 'quoted' });
+    if (out.length === 0) {
+      for (const m of text.matchAll(MESSAGE_ID_RE)) {
+        const id = (m[1] as string).toLowerCase();
+        if (isId(id)) add({ msgId: id, idx: undefined, via: 'message-id' });
+        if (out.length >= MAX_TARGETS) break;
+      }
+    }
+  }
+  return out;
+}
+
+/**
+ * A bounce that names no recipient ("your message could not be delivered", no address anywhere)
+ * yields no record, though the VERP says whose copy it was. Exim's X-Failed-Recipients header is
+ * how a bounce states that recipient, and the classifier reads it: so the same mail is classified
+ * again with the VERP's recipient stated there, and the notice text supplies the reason.
+ */
+async function classifyNaming(raw: Buffer, meta: MessageMeta, idx: number | undefined): Promise<BounceRecord[]> {
+  const address = idx === undefined ? undefined : meta.rcpts[idx]?.address;
+  if (address === undefined || /[\r\n]/.test(address) || !looksLikeBounceMail(raw)) return [];
+  return classifyMessage(Buffer.concat([Buffer.from(`X-Failed-Recipients: ${address}\r\n`), raw]));
+}
+
+/** Only a mail that presents itself as a bounce may have its recipient supplied: garbage stays garbage. */
+function looksLikeBounceMail(raw: Buffer): boolean {
+  try {
+    return raw.length > 0 && looksLikeBounce(parseMessage(raw).headers, false);
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The record about this target's recipient. A record naming the recipient wins; otherwise, for a
+ * VERP (ours, so authoritative) the report is about that copy whatever address the body names — a
+ * forwarder's final address, or none at all. A Message-ID match needs the report to name one of
+ * the message's recipients, or it is not ours to act on.
+ */
+function pickRecord(records: readonly BounceRecord[], meta: MessageMeta, target: Target): { record: BounceRecord; idx: number; address: string } | undefined {
+  const useful = records.filter((r) => verdictOf(r) !== 'ignore');
+  if (target.idx !== undefined) {
+    const address = meta.rcpts[target.idx]?.address;
+    if (address === undefined) return undefined;
+    const norm = normaliseForSuppression(address);
+    const named = useful.find((r) => r.recipient !== '' && normaliseForSuppression(r.recipient) === norm);
+    const record = named ?? useful[0];
+    return record ? { record, idx: target.idx, address } : undefined;
+  }
+  for (const record of useful) {
+    if (record.recipient === '') continue;
+    const norm = normaliseForSuppression(record.recipient);
+    const idx = meta.rcpts.findIndex((r) => normaliseForSuppression(r.address) === norm);
+    if (idx >= 0) return { record, idx, address: (meta.rcpts[idx] as { address: string }).address };
+  }
+  return undefined;
+}
+
+const EVENT_OF: Readonly<Record<Verdict, string>> = {
+  complaint: 'complained',
+  optout: 'unsubscribed',
+  notspam: 'feedback',
+  hard: 'bounced',
+  soft: 'bounced',
+  sender: 'bounced',
+  message: 'bounced',
+  delayed: 'delayed',
+  autoreply: 'autoreply',
+  ignore: '',
+};
+
+async function act(
+  deps: FeedbackDeps,
+  opts: ProcessOptions,
+  mail: FeedbackMail,
+  meta: MessageMeta,
+  idx: number,
+  address: string,
+  record: BounceRecord,
+): Promise<FeedbackAction | undefined> {
+  const verdict = verdictOf(record);
+  const type = EVENT_OF[verdict];
+  if (type === '') return undefined;
+  const now = deps.now?.() ?? Date.now();
+  const m = deps.metrics;
+
+  // Decide the suppression first, so the event says what was done.
+  let list = '';
+  let reason: SuppressionReason | undefined;
+  if (verdict === 'complaint') [list, reason] = [meta.account, 'complaint'];
+  else if (verdict === 'optout') [list, reason] = [meta.account, 'unsubscribe'];
+  else if (verdict === 'hard') [list, reason] = [GLOBAL_LIST, 'hardbounce'];
+  else if (verdict === 'soft') {
+    const count = await recordSoftBounce(deps.redis, deps.keys, address, `${meta.id}:${idx}`, now, opts.softBounceWindowMs);
+    if (count >= opts.softBounceLimit) [list, reason] = [GLOBAL_LIST, 'softbounce'];
+  }
+
+  const fields: Record<string, string | number> = {
+    source: 'feedback',
+    feedbackId: mail.id,
+    msgId: meta.id,
+    idx,
+    account: meta.account,
+    reason: record.reason,
+  };
+  if (record.status) fields['status'] = record.status;
+  if (type === 'bounced' || type === 'delayed') {
+    fields['hard'] = record.hardbounce ? 1 : 0;
+    fields['fault'] = faultOf(verdict);
+  }
+  if (record.feedbacktype !== null) fields['feedbacktype'] = feedbackTypeLabel(record.feedbacktype);
+  if (list !== '') fields['suppressed'] = list;
+  const eventId = await appendEvent(deps.redis, deps.keys, type, fields, opts.eventsMaxLen);
+  m?.event?.(type);
+
+  if (list !== '' && reason !== undefined) {
+    const evidence: Record<string, string | number> = { event: eventId, feedbackId: mail.id, msgId: meta.id, idx };
+    if (record.status) evidence['status'] = record.status;
+    await addSuppression(deps.redis, deps.keys, list, address, { reason, at: now, evidence });
+    m?.suppressed?.(list === GLOBAL_LIST ? 'global' : 'account', reason);
+  }
+  if (type === 'bounced') m?.bounce?.(record.reason, record.hardbounce ? 'hard' : 'soft');
+  if (verdict === 'complaint' || verdict === 'optout' || verdict === 'notspam') m?.complaint?.(feedbackTypeLabel(record.feedbacktype));
+  deps.logger.info({ msgId: meta.id, feedbackId: mail.id, idx, verdict, reason: record.reason, status: record.status, suppressed: list }, 'feedback applied');
+  return { msgId: meta.id, idx, verdict, reason: record.reason, status: record.status, suppressed: list, eventId };
+}
+
+/** Mail to an unsubscribe mailto address: the same effect as the one-click POST (RFC 8058). */
+async function unsubscribe(deps: FeedbackDeps, opts: ProcessOptions, mail: FeedbackMail, meta: MessageMeta, idx: number, address: string): Promise<FeedbackAction> {
+  const now = deps.now?.() ?? Date.now();
+  const eventId = await appendEvent(deps.redis, deps.keys, 'unsubscribed', { source: 'mailto', feedbackId: mail.id, msgId: meta.id, idx, account: meta.account, suppressed: meta.account }, opts.eventsMaxLen);
+  deps.metrics?.event?.('unsubscribed');
+  await addSuppression(deps.redis, deps.keys, meta.account, address, { reason: 'unsubscribe', at: now, evidence: { event: eventId, feedbackId: mail.id, msgId: meta.id, idx } });
+  deps.metrics?.suppressed?.('account', 'unsubscribe');
+  deps.logger.info({ msgId: meta.id, feedbackId: mail.id, idx }, 'unsubscribed by mail');
+  return { msgId: meta.id, idx, verdict: 'unsubscribe', reason: 'unsubscribe', status: '', suppressed: meta.account, eventId };
+}

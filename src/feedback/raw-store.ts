@@ -1,0 +1,79 @@
+import type { RedisClient } from '../redis/client.js';
+import type { Keys } from '../redis/keys.js';
+import { SluiceError } from '../core/errors.js';
+
+/**
+ * Every mail the inbound MX accepts is stored raw before it is answered 250, so nothing a receiver
+ * told us is lost to a crash or a classifier bug, and it can be processed again:
+ *
+ *   {f:<id>}:raw            HASH  raw (bytes), rcpts (JSON string[]), mailFrom, receivedAt (ms),
+ *                                 outcome ('' until processed, then a FeedbackOutcome)   TTL = retention
+ *   feedback:unprocessed    ZSET  id → receivedAt, for mail kept but not acted on (unparsed, unmatched,
+ *                                 failed): what an operator looks at; trimmed to the retention window
+ */
+export type FeedbackOutcome = 'processed' | 'unparsed' | 'unmatched' | 'failed';
+
+export interface StoredFeedback {
+  readonly id: string;
+  readonly raw: Buffer;
+  readonly rcpts: readonly string[];
+  readonly mailFrom: string;
+  readonly receivedAt: number;
+  readonly outcome: FeedbackOutcome | '';
+}
+
+export async function storeFeedback(
+  redis: RedisClient,
+  keys: Keys,
+  mail: { id: string; raw: Buffer; rcpts: readonly string[]; mailFrom: string; receivedAt: number },
+  retentionMs: number,
+): Promise<void> {
+  const key = keys.feedbackRaw(mail.id);
+  const res = await redis
+    .multi()
+    .hset(key, { raw: mail.raw, rcpts: JSON.stringify(mail.rcpts), mailFrom: mail.mailFrom, receivedAt: mail.receivedAt, outcome: '' })
+    .pexpire(key, Math.max(1, Math.floor(retentionMs)))
+    .exec();
+  const failed = res?.find(([err]) => err);
+  if (!res || failed) throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', 'the feedback mail could not be stored', { cause: failed?.[0] ?? undefined });
+}
+
+/** Records what processing made of a stored mail; mail not acted on goes to the unprocessed index. */
+export async function recordOutcome(redis: RedisClient, keys: Keys, id: string, outcome: FeedbackOutcome, receivedAt: number, retentionMs: number): Promise<void> {
+  // HSET on an expired key would recreate it without a TTL: only touch it while it exists.
+  const key = keys.feedbackRaw(id);
+  if ((await redis.exists(key)) === 1) await redis.hset(key, 'outcome', outcome);
+  if (outcome === 'processed') return;
+  const index = keys.feedbackUnprocessed();
+  await redis.multi().zadd(index, receivedAt, id).zremrangebyscore(index, '-inf', `(${receivedAt - retentionMs}`).exec();
+}
+
+export async function loadFeedback(redis: RedisClient, keys: Keys, id: string): Promise<StoredFeedback | null> {
+  const key = keys.feedbackRaw(id);
+  const [raw, fields] = await Promise.all([redis.hgetBuffer(key, 'raw'), redis.hmget(key, 'rcpts', 'mailFrom', 'receivedAt', 'outcome')]);
+  if (raw === null) return null;
+  const [rcpts, mailFrom, receivedAt, outcome] = fields;
+  let list: string[] = [];
+  try {
+    const parsed: unknown = JSON.parse(rcpts ?? '[]');
+    if (Array.isArray(parsed)) list = parsed.filter((x): x is string => typeof x === 'string');
+  } catch {
+    list = [];
+  }
+  return {
+    id,
+    raw,
+    rcpts: list,
+    mailFrom: mailFrom ?? '',
+    receivedAt: Number(receivedAt ?? 0),
+    outcome: (outcome ?? '') as FeedbackOutcome | '',
+  };
+}
+
+/** Ids of mail kept but not acted on, oldest first (a page). */
+export async function listUnprocessed(redis: RedisClient, keys: Keys, limit = 100): Promise<{ id: string; receivedAt: number }[]> {
+  const flat = await redis.zrange(keys.feedbackUnprocessed(), 0, limit - 1, 'WITHSCORES');
+  const out: { id: string; receivedAt: number }[] = [];
+  for (let i = 0; i + 1 < flat.length; i += 2) out.push({ id: flat[i] as string, receivedAt: Number(flat[i + 1]) });
+  return out;
+}

@@ -1,0 +1,74 @@
+import { parseVerp } from '../core/verp.js';
+
+/**
+ * Which envelope recipients the inbound MX accepts, and what each one means. It relays nothing, so
+ * anything not listed here is refused at RCPT:
+ *
+ *   b-<msgId>-<idx>@<bounce domain>          VERP return path: a bounce or auto-reply for one recipient
+ *   unsubscribe-<token>@<bounce domain>      RFC 2369 / 8058 mailto unsubscribe; the token's format and
+ *                                            check belong to whoever mints it (verifyUnsubscribeToken)
+ *   a configured FBL address                 ARF complaints from mailbox providers' feedback loops
+ */
+export type FeedbackRecipient =
+  | { readonly kind: 'verp'; readonly msgId: string; readonly idx: number }
+  | { readonly kind: 'unsubscribe'; readonly msgId: string; readonly idx: number }
+  | { readonly kind: 'fbl' };
+
+/** Resolves an unsubscribe token to the message recipient it was minted for, or undefined when forged. */
+export type VerifyUnsubscribeToken = (token: string) => { msgId: string; idx: number } | undefined;
+
+export interface RecipientRules {
+  /** Lower-case bounce domains. */
+  readonly bounceDomains: readonly string[];
+  /** Lower-case FBL addresses. */
+  readonly fblAddresses: readonly string[];
+  readonly verifyUnsubscribeToken?: VerifyUnsubscribeToken | undefined;
+}
+
+export const UNSUBSCRIBE_LOCAL_PREFIX = 'unsubscribe-';
+
+/** Tokens are URL-safe and short; 200 characters bounds the work done on a hostile RCPT. */
+const UNSUBSCRIBE_RE = /^unsubscribe-([A-Za-z0-9_.~=-]{1,200})@([^@\s]+)$/i;
+
+/** The token of an `unsubscribe-<token>@<bounce domain>` address, or undefined. */
+export function parseUnsubscribeAddress(address: string, bounceDomains: readonly string[]): string | undefined {
+  const m = UNSUBSCRIBE_RE.exec(address.trim());
+  if (!m || !bounceDomains.includes((m[2] as string).toLowerCase())) return undefined;
+  return m[1] as string;
+}
+
+export function unsubscribeAddress(token: string, bounceDomain: string): string {
+  return `${UNSUBSCRIBE_LOCAL_PREFIX}${token}@${bounceDomain}`;
+}
+
+export function feedbackRecipient(address: string, rules: RecipientRules): FeedbackRecipient | undefined {
+  const lower = address.trim().toLowerCase();
+  if (rules.fblAddresses.includes(lower)) return { kind: 'fbl' };
+  const verp = parseVerp(address);
+  if (verp) return rules.bounceDomains.includes(verp.domain) ? { kind: 'verp', msgId: verp.msgId, idx: verp.idx } : undefined;
+  const token = parseUnsubscribeAddress(address, rules.bounceDomains);
+  if (token !== undefined && rules.verifyUnsubscribeToken) {
+    const target = rules.verifyUnsubscribeToken(token);
+    if (target) return { kind: 'unsubscribe', msgId: target.msgId, idx: target.idx };
+  }
+  return undefined;
+}
+
+/**
+ * VERP return paths quoted inside a mail (the returned message's Return-Path in an ARF report or a
+ * DSN): how an FBL complaint, which arrives at the FBL address, finds its message and recipient.
+ */
+export function verpsInText(text: string, bounceDomains: readonly string[], limit = 10): { msgId: string; idx: number }[] {
+  const out: { msgId: string; idx: number }[] = [];
+  const seen = new Set<string>();
+  for (const m of text.matchAll(/\bb-[0-9a-hjkmnp-tv-z]{16}-\d{1,6}@[a-z0-9.-]+/gi)) {
+    const v = parseVerp(m[0].replace(/\.+$/, ''));
+    if (!v || !bounceDomains.includes(v.domain)) continue;
+    const key = `${v.msgId}:${v.idx}`;
+    if (seen.has(key)) continue;
+    seen.add(key);
+    out.push({ msgId: v.msgId, idx: v.idx });
+    if (out.length >= limit) break;
+  }
+  return out;
+}

@@ -1,0 +1,95 @@
+/**
+ * Human or machine: the rules that tell a person's open or click from a proxy's prefetch or a link
+ * scanner's visit. Kept as data so a new scanner is one line, and pure so they are easy to test.
+ * A machine event is still recorded (raw counts stay honest); stats count unique human events apart.
+ */
+export type MachineReason = 'apple-mpp' | 'head' | 'scanner' | 'no-user-agent' | 'too-fast' | 'burst';
+
+export interface TrackingRequest {
+  readonly method: string;
+  readonly userAgent: string;
+  /** The client address as seen before anonymisation. */
+  readonly ip: string;
+}
+
+/**
+ * Apple Mail Privacy Protection fetches every image of a mail through Apple's proxies when the mail
+ * arrives, whether or not it is read. Its fetches present the bare user agent "Mozilla/5.0" and come
+ * from Apple's own 17.0.0.0/8 block; either trait marks the open as a machine open.
+ */
+export const APPLE_MPP_USER_AGENTS: readonly string[] = ['Mozilla/5.0'];
+export const APPLE_NETWORKS_V4: readonly (readonly [prefix: string, bits: number])[] = [['17.0.0.0', 8]];
+
+/**
+ * User agents of security gateways that fetch links (and images) to inspect them, and of HTTP
+ * libraries a person never clicks with. Case-insensitive.
+ */
+export const SCANNER_USER_AGENTS: readonly RegExp[] = [
+  /barracuda/i,
+  /mimecast/i,
+  /proofpoint|urldefense/i,
+  /symantec|broadcom/i,
+  /forcepoint|websense/i,
+  /trend ?micro/i,
+  /zscaler/i,
+  /cisco|ironport/i,
+  /sophos/i,
+  /fortiguard|fortinet/i,
+  /checkpoint|check point/i,
+  /safelinks|microsoft office existence discovery|ms-office/i,
+  /bot\b|bot\/|crawler|spider|slurp/i,
+  /headlesschrome|phantomjs|puppeteer|playwright/i,
+  /^(curl|wget|python-requests|python-urllib|go-http-client|okhttp|java|libwww-perl|axios|node-fetch|undici|httpclient|apache-httpclient)\b/i,
+];
+
+/**
+ * Gateways click a link within seconds of the mail's delivery; a person must first see the mail,
+ * open it and read to the link. 10 s after rendering (the token's issuedAt, a little before delivery)
+ * leaves the SMTP transaction and the gateway's scan inside the window and almost no human.
+ */
+export const CLICK_TOO_FAST_S = 10;
+/** A scanner follows every link of a mail at once: 3 distinct links within 2 s is not a reader. */
+export const BURST_WINDOW_MS = 2000;
+export const BURST_LINKS = 3;
+
+/** Why an open is a machine's, or null for a (presumed) person. */
+export function classifyOpen(req: TrackingRequest): MachineReason | null {
+  return common(req) ?? (isApple(req) ? 'apple-mpp' : null);
+}
+
+/** Why a click is a machine's, or null. `burst` is the recipient's distinct links in the burst window. */
+export function classifyClick(req: TrackingRequest, ctx: { nowS: number; issuedAt: number; burst: number }): MachineReason | null {
+  const c = common(req);
+  if (c) return c;
+  if (ctx.nowS - ctx.issuedAt < CLICK_TOO_FAST_S) return 'too-fast';
+  if (ctx.burst >= BURST_LINKS) return 'burst';
+  return null;
+}
+
+function common(req: TrackingRequest): MachineReason | null {
+  if (req.method === 'HEAD') return 'head';
+  if (req.userAgent.trim() === '') return 'no-user-agent';
+  if (SCANNER_USER_AGENTS.some((re) => re.test(req.userAgent))) return 'scanner';
+  return null;
+}
+
+function isApple(req: TrackingRequest): boolean {
+  if (APPLE_MPP_USER_AGENTS.includes(req.userAgent.trim())) return true;
+  const v4 = ipv4ToInt(req.ip.startsWith('::ffff:') ? req.ip.slice(7) : req.ip);
+  return v4 !== null && APPLE_NETWORKS_V4.some(([prefix, bits]) => {
+    const base = ipv4ToInt(prefix) as number;
+    const mask = bits === 0 ? 0 : (~0 << (32 - bits)) >>> 0;
+    return ((v4 & mask) >>> 0) === ((base & mask) >>> 0);
+  });
+}
+
+function ipv4ToInt(ip: string): number | null {
+  const parts = ip.split('.');
+  if (parts.length !== 4) return null;
+  let n = 0;
+  for (const p of parts) {
+    if (!/^\d{1,3}$/.test(p) || Number(p) > 255) return null;
+    n = n * 256 + Number(p);
+  }
+  return n;
+}

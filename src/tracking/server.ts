@@ -1,0 +1,299 @@
+import { createServer, STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { isIP } from 'node:net';
+import { performance } from 'node:perf_hooks';
+import type { TokenKind, TokenPayload } from '../core/tokens.js';
+import { classifyClick, classifyOpen, type TrackingRequest } from './classify.js';
+import type { TrackingDeps, TrackingMode } from './deps.js';
+import { isOneClickBody } from './one-click.js';
+import { badRequestPage, invalidLinkPage, NOT_FOUND_TEXT, unsubscribedPage, unsubscribeFormPage } from './pages.js';
+import { appendTrackingEvent, mark } from './record.js';
+import { unsubscribe, unsubscribeTarget } from './unsubscribe.js';
+
+/**
+ * The tracking server: the public surface every recipient touches, on plain node:http.
+ *
+ *   GET  /o/<token>.gif  the pixel; answered at once, the open recorded after the answer
+ *   GET  /c/<token>      302 to link <n> of the token's message (one Redis round trip), click recorded after
+ *   GET  /u/<token>      confirmation page with a button; never unsubscribes
+ *   POST /u/<token>      RFC 8058 one-click (or the page's form): suppresses at once, then answers 200
+ *   GET  /healthz /readyz
+ *
+ * Tokens are verified without Redis; a bad token writes nothing anywhere. Events recorded after the
+ * answer are bounded in number (maxPendingRecords), so a slow Redis sheds events instead of memory.
+ */
+export interface TrackingServerOptions {
+  readonly host: string;
+  readonly port: number;
+  /** Where recipients reach this server, e.g. https://t.example.com (the page's form posts there). */
+  readonly publicBaseUrl: string;
+  /** Take the client address from the last X-Forwarded-For hop (only behind a proxy you run). */
+  readonly trustProxy?: boolean;
+  /** Events written after their answer that may be in flight at once; beyond, new ones are dropped. */
+  readonly maxPendingRecords?: number;
+  readonly maxHeaderBytes?: number;
+  readonly maxBodyBytes?: number;
+  readonly headersTimeoutMs?: number;
+  readonly requestTimeoutMs?: number;
+  readonly maxConnections?: number;
+}
+
+export interface TrackingServer {
+  readonly port: number;
+  /** Resolves when every event written after its answer has been written (or has failed). */
+  idle(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** The 43-byte transparent 1×1 GIF89a, made once. */
+export const PIXEL_GIF = Buffer.from('R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAICRAEAOw==', 'base64');
+
+/** 10,000 events × ~1 KB of closures and buffers: ~10 MB at most waiting on a slow Redis. */
+const MAX_PENDING_RECORDS = 10_000;
+/** Tracking URLs are under 200 bytes and browsers send 1–2 KB of headers; 8 KiB leaves room for cookies of a shared domain. */
+const MAX_HEADER_BYTES = 8 * 1024;
+/** A one-click body is 26 bytes; a multipart one a few hundred. */
+const MAX_BODY_BYTES = 16 * 1024;
+/** All headers within 5 s and the whole request within 10 s: a slow-loris client holds a socket no longer. */
+const HEADERS_TIMEOUT_MS = 5_000;
+const REQUEST_TIMEOUT_MS = 10_000;
+/** How often Node checks those timeouts (its default, 30 s, would let a slow client linger 6× longer). */
+const TIMEOUT_CHECK_INTERVAL_MS = 1_000;
+/** close(): requests in flight get this long before their connections are cut. */
+const CLOSE_GRACE_MS = 5_000;
+
+const TOKEN_RE = /^[A-Za-z0-9_-]{1,256}$/;
+const TEXT = 'text/plain; charset=utf-8';
+const HTML = 'text/html; charset=utf-8';
+
+type Endpoint = 'open' | 'click' | 'unsubscribe' | 'health' | 'other';
+
+export async function startTrackingServer(deps: TrackingDeps, opts: TrackingServerOptions): Promise<TrackingServer> {
+  const log = deps.logger.child({ role: 'tracking' });
+  const now = deps.now ?? Date.now;
+  const modeOf = (account: string): TrackingMode => deps.mode?.(account) ?? 'full';
+  const maxPending = opts.maxPendingRecords ?? MAX_PENDING_RECORDS;
+  const maxBody = opts.maxBodyBytes ?? MAX_BODY_BYTES;
+  const publicOrigin = new URL(opts.publicBaseUrl).origin;
+  let closing = false;
+
+  // Work done after the answer: counted, bounded, and awaited by idle() and close().
+  let pending = 0;
+  let idleWaiters: (() => void)[] = [];
+  const background = (what: string, task: () => Promise<unknown>): void => {
+    if (pending >= maxPending) {
+      deps.metrics?.requests.inc({ endpoint: what, result: 'shed' });
+      log.warn({ pending }, 'tracking event dropped: too many writes in flight');
+      return;
+    }
+    pending++;
+    task()
+      .catch((err: unknown) => log.warn({ err }, 'tracking event not recorded'))
+      .finally(() => {
+        if (--pending === 0) {
+          const waiters = idleWaiters;
+          idleWaiters = [];
+          for (const w of waiters) w();
+        }
+      });
+  };
+  const idle = (): Promise<void> => (pending === 0 ? Promise.resolve() : new Promise((resolve) => idleWaiters.push(resolve)));
+
+  const clientOf = (req: IncomingMessage): TrackingRequest => {
+    let ip = req.socket.remoteAddress ?? '';
+    if (opts.trustProxy) {
+      const hop = String(req.headers['x-forwarded-for'] ?? '').split(',').pop()?.trim() ?? '';
+      if (isIP(hop)) ip = hop;
+    }
+    return { method: req.method ?? 'GET', userAgent: req.headers['user-agent'] ?? '', ip };
+  };
+
+  const verify = (token: string, kind: TokenKind): TokenPayload | null => {
+    if (!TOKEN_RE.test(token)) return null;
+    const p = deps.codec.verify(token, now());
+    return p && p.kind === kind ? p : null;
+  };
+
+  // ── endpoints ─────────────────────────────────────────────────────────────────────────────────
+
+  const open = (req: IncomingMessage, res: ServerResponse, token: string): string => {
+    // The pixel never fails: a broken image in someone's mail client is worse than a lost open.
+    res.writeHead(200, { 'Content-Type': 'image/gif', 'Content-Length': PIXEL_GIF.length, 'Cache-Control': 'no-store, max-age=0' });
+    res.end(req.method === 'HEAD' ? undefined : PIXEL_GIF);
+    const p = verify(token, 'o');
+    if (!p) return 'invalid';
+    const mode = modeOf(p.account);
+    if (mode === 'off') return 'ok';
+    const client = clientOf(req);
+    const at = now();
+    background('open', async () => {
+      const machine = classifyOpen(client);
+      const { first } = await mark(deps, p, mode, at, machine !== null);
+      await appendTrackingEvent(deps, p, { now: at, mode, first, machine, userAgent: client.userAgent, ip: client.ip });
+    });
+    return 'ok';
+  };
+
+  const click = async (req: IncomingMessage, res: ServerResponse, token: string): Promise<string> => {
+    const p = verify(token, 'c');
+    if (!p) return send(res, 404, TEXT, NOT_FOUND_TEXT, 'invalid');
+    const mode = modeOf(p.account);
+    const client = clientOf(req);
+    const at = now();
+    const ctx = { nowS: Math.floor(at / 1000), issuedAt: p.issuedAt, burst: 0 };
+    const before = classifyClick(client, ctx);
+    const m = await mark(deps, p, mode, at, before !== null);
+    // Only an http(s) URL of the message's own table is a target; anything else is not followed.
+    if (m.url === null || !/^https?:\/\//i.test(m.url)) return send(res, 404, TEXT, NOT_FOUND_TEXT, 'not_found');
+    res.writeHead(302, { Location: m.url, 'Cache-Control': 'no-store', 'Referrer-Policy': 'no-referrer', 'Content-Length': 0 });
+    res.end();
+    if (mode !== 'off') {
+      const machine = before ?? classifyClick(client, { ...ctx, burst: m.burst });
+      background('click', () => appendTrackingEvent(deps, p, { now: at, mode, first: m.first, machine, userAgent: client.userAgent, ip: client.ip }));
+    }
+    return 'ok';
+  };
+
+  const unsubscribePage = async (req: IncomingMessage, res: ServerResponse, token: string): Promise<string> => {
+    const p = verify(token, 'u');
+    const target = p ? await unsubscribeTarget(deps, p) : null;
+    if (!p || !target) return send(res, 404, HTML, invalidLinkPage(), 'invalid');
+    if (req.method !== 'POST') return send(res, 200, HTML, unsubscribeFormPage(target.address, target.from), 'ok');
+
+    const body = await readBody(req, maxBody);
+    if (body === 'too-large') {
+      res.setHeader('Connection', 'close');
+      return send(res, 413, TEXT, 'Request body too large\n', 'too_large');
+    }
+    if (!isOneClickBody(String(req.headers['content-type'] ?? ''), body)) return send(res, 400, HTML, badRequestPage(), 'bad_request');
+    const client = clientOf(req);
+    const r = await unsubscribe(deps, p, { via: 'http', userAgent: client.userAgent, ip: client.ip });
+    if (!r.ok) return send(res, 404, HTML, invalidLinkPage(), 'invalid');
+    return send(res, 200, HTML, unsubscribedPage(r.address, r.from), 'ok');
+  };
+
+  // ── routing ───────────────────────────────────────────────────────────────────────────────────
+
+  const route = async (req: IncomingMessage, res: ServerResponse): Promise<[Endpoint, string]> => {
+    const method = req.method ?? 'GET';
+    const path = (req.url ?? '/').split('?')[0] as string;
+    const read = method === 'GET' || method === 'HEAD';
+    if (path === '/healthz' || path === '/readyz') {
+      if (!read) return ['health', notAllowed(res, 'GET, HEAD')];
+      const ready = path === '/healthz' ? !closing : !closing && deps.redis.status === 'ready';
+      return ['health', send(res, ready ? 200 : 503, TEXT, ready ? 'ok\n' : 'not ready\n', ready ? 'ok' : 'unavailable')];
+    }
+    const slash = path.indexOf('/', 1);
+    const prefix = slash === -1 ? path : path.slice(0, slash);
+    const rest = slash === -1 ? '' : path.slice(slash + 1);
+    if (prefix === '/o' && rest.endsWith('.gif')) {
+      if (!read) return ['open', notAllowed(res, 'GET, HEAD')];
+      return ['open', open(req, res, rest.slice(0, -'.gif'.length))];
+    }
+    if (prefix === '/c') {
+      if (!read) return ['click', notAllowed(res, 'GET, HEAD')];
+      return ['click', await click(req, res, rest)];
+    }
+    if (prefix === '/u') {
+      if (!read && method !== 'POST') return ['unsubscribe', notAllowed(res, 'GET, HEAD, POST')];
+      return ['unsubscribe', await unsubscribePage(req, res, rest)];
+    }
+    return ['other', send(res, 404, TEXT, NOT_FOUND_TEXT, 'not_found')];
+  };
+
+  const server = createServer(
+    {
+      maxHeaderSize: opts.maxHeaderBytes ?? MAX_HEADER_BYTES,
+      headersTimeout: opts.headersTimeoutMs ?? HEADERS_TIMEOUT_MS,
+      requestTimeout: opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS,
+      connectionsCheckingInterval: TIMEOUT_CHECK_INTERVAL_MS,
+    },
+    (req, res) => {
+      const started = performance.now();
+      res.setHeader('X-Content-Type-Options', 'nosniff');
+      res.setHeader('Content-Security-Policy', `default-src 'none'; style-src 'unsafe-inline'; form-action 'self' ${publicOrigin}; frame-ancestors 'none'`);
+      route(req, res)
+        .then(([endpoint, result]) => {
+          deps.metrics?.requests.inc({ endpoint, result });
+          deps.metrics?.duration.observe({ endpoint }, (performance.now() - started) / 1000);
+        })
+        .catch((err: unknown) => {
+          // Redis unreachable (a click or an unsubscribe needs it): say so, keep serving.
+          log.warn({ err }, 'tracking request failed');
+          deps.metrics?.requests.inc({ endpoint: 'other', result: 'error' });
+          if (!res.headersSent) send(res, 503, TEXT, 'Temporarily unavailable, please try again\n', 'error');
+          else res.destroy();
+        });
+    },
+  );
+  if (opts.maxConnections !== undefined) server.maxConnections = opts.maxConnections;
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+    // Oversized headers, a timed-out request, bytes that are not HTTP: answer if the socket still
+    // can, then drop it. Never an exception: a bad client must not touch the process.
+    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+    if (err.code !== 'ECONNRESET') deps.metrics?.requests.inc({ endpoint: 'other', result: String(status) });
+    if (socket.writable && err.code !== 'ECONNRESET') {
+      socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+    } else socket.destroy();
+  });
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port, opts.host, () => {
+      server.off('error', reject);
+      resolve();
+    });
+  });
+  server.on('error', (err) => log.error({ err }, 'tracking server error'));
+  const addr = server.address();
+  const port = typeof addr === 'object' && addr ? addr.port : opts.port;
+  log.info({ port }, 'tracking server listening');
+
+  return {
+    port,
+    idle,
+    async close() {
+      closing = true;
+      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      server.closeIdleConnections();
+      const cut = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
+      cut.unref();
+      await closed;
+      clearTimeout(cut);
+      await idle();
+    },
+  };
+}
+
+function send(res: ServerResponse, status: number, type: string, body: string, result: string): string {
+  const buf = Buffer.from(body, 'utf8');
+  res.writeHead(status, { 'Content-Type': type, 'Content-Length': buf.length, 'Cache-Control': 'no-store', 'Referrer-Policy': 'no-referrer' });
+  res.end(res.req.method === 'HEAD' ? undefined : buf);
+  return result;
+}
+
+function notAllowed(res: ServerResponse, allow: string): string {
+  res.setHeader('Allow', allow);
+  return send(res, 405, TEXT, 'Method not allowed\n', 'method_not_allowed');
+}
+
+/** The request body, up to `limit` bytes (a larger declared or streamed body is refused unread). */
+function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too-large'> {
+  if (Number(req.headers['content-length'] ?? 0) > limit) return Promise.resolve('too-large');
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.length;
+      if (size > limit) {
+        req.removeAllListeners('data');
+        req.pause();
+        resolve('too-large');
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.on('end', () => resolve(Buffer.concat(chunks)));
+    req.on('error', reject);
+  });
+}

@@ -1,0 +1,50 @@
+import type { TokenPayload } from '../core/tokens.js';
+import { getMessage } from '../store/messages.js';
+import { addSuppression } from '../store/suppression.js';
+import { mark, appendTrackingEvent } from './record.js';
+import type { TrackingDeps } from './deps.js';
+
+export type UnsubscribeResult =
+  | { readonly ok: true; readonly account: string; readonly address: string; readonly from: string; readonly first: boolean; readonly eventId: string }
+  | { readonly ok: false; readonly reason: 'invalid-token' | 'unknown-recipient' };
+
+/** Who an unsubscribe token is about: its recipient's address and the message's sender. */
+export async function unsubscribeTarget(deps: TrackingDeps, p: TokenPayload): Promise<{ address: string; from: string } | null> {
+  if (p.kind !== 'u') return null;
+  const msg = await getMessage(deps.redis, deps.keys, p.msgId);
+  // The account inside the signed token must be the message's: a token never acts across accounts.
+  if (!msg || msg.meta.account !== p.account) return null;
+  const rcpt = msg.meta.rcpts[p.idx];
+  return rcpt ? { address: rcpt.address, from: msg.meta.from } : null;
+}
+
+/**
+ * Unsubscribes the recipient a token names: the address goes on the account's suppression list at
+ * once (a later send is refused at claim time), then an `unsubscribed` event is appended. Called by
+ * the tracking server (RFC 8058 one-click POST, the page's form) and by the inbound MX for a mailto
+ * unsubscribe (`via: 'mail'`), with the token text or a payload it has verified itself.
+ * Idempotent: a repeat writes the suppression again (an operator may have lifted it) and records an
+ * event with first = 0.
+ */
+export async function unsubscribe(
+  deps: TrackingDeps,
+  token: string | TokenPayload,
+  ctx: { via?: 'http' | 'mail'; userAgent?: string; ip?: string } = {},
+): Promise<UnsubscribeResult> {
+  const now = (deps.now ?? Date.now)();
+  const p = typeof token === 'string' ? deps.codec.verify(token, now) : token;
+  if (!p || p.kind !== 'u') return { ok: false, reason: 'invalid-token' };
+  const target = await unsubscribeTarget(deps, p);
+  if (!target) return { ok: false, reason: 'unknown-recipient' };
+  const mode = deps.mode?.(p.account) ?? 'full';
+  const { first } = await mark(deps, p, mode, now);
+  await addSuppression(deps.redis, deps.keys, p.account, target.address, {
+    reason: 'unsubscribe',
+    at: now,
+    evidence: { msgId: p.msgId, idx: p.idx, via: ctx.via ?? 'http' },
+  });
+  const eventId = await appendTrackingEvent(deps, p, {
+    now, mode, first, machine: null, userAgent: ctx.userAgent ?? '', ip: ctx.ip ?? '', via: ctx.via ?? 'http',
+  });
+  return { ok: true, account: p.account, address: target.address, from: target.from, first, eventId };
+}

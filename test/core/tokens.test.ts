@@ -1,0 +1,83 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { createTokenCodec, tokenUrl, type TokenPayload } from '../../src/core/tokens.js';
+import { newId } from '../../src/core/ids.js';
+
+const test = suite('core/tokens');
+const NOW = Date.UTC(2026, 0, 15);
+const K1 = { id: 'k1', secret: 'first-secret-of-32-bytes-length!' };
+const K2 = { id: 'k2', secret: Buffer.alloc(32, 7) };
+const codec = createTokenCodec({ keys: [K1, K2], signWith: 'k1' });
+const msgId = newId(NOW);
+const click: TokenPayload = { kind: 'c', account: 'acme', msgId, idx: 1234, link: 7, issuedAt: Math.floor(NOW / 1000) };
+
+test('round-trips every kind, and stays compact and URL-safe', () => {
+  for (const p of [click, { kind: 'o', account: 'acme', msgId, idx: 0, issuedAt: 1 }, { kind: 'u', account: 'ünï', msgId, idx: 2 ** 40, issuedAt: 2 ** 32 }] as TokenPayload[]) {
+    const t = codec.sign(p);
+    assert.match(t, /^[A-Za-z0-9_-]+$/);
+    assert.equal(codec.verify(t, NOW), p);
+  }
+  assert.ok(codec.sign(click).length <= 64, `click token is ${codec.sign(click).length} chars`);
+  assert.is(tokenUrl('https://t.example.com/', 'o', 'abc'), 'https://t.example.com/o/abc.gif');
+});
+
+test('flipping any byte, or any bit of one byte, makes the token invalid', () => {
+  const raw = Buffer.from(codec.sign(click), 'base64url');
+  for (let i = 0; i < raw.length; i++) {
+    const b = Buffer.from(raw);
+    b[i] = (b[i] as number) ^ 0xff;
+    assert.is(codec.verify(b.toString('base64url'), NOW), null, `byte ${i}`);
+  }
+  const mid = Math.floor(raw.length / 2);
+  for (let bit = 0; bit < 8; bit++) {
+    const b = Buffer.from(raw);
+    b[mid] = (b[mid] as number) ^ (1 << bit);
+    assert.is(codec.verify(b.toString('base64url'), NOW), null, `bit ${bit}`);
+  }
+});
+
+test('changing any character, truncating or extending makes the token invalid', () => {
+  const t = codec.sign(click);
+  for (let i = 0; i < t.length; i++) {
+    const other = t[i] === 'A' ? 'B' : 'A';
+    assert.is(codec.verify(t.slice(0, i) + other + t.slice(i + 1), NOW), null, `char ${i}`);
+  }
+  for (let n = 0; n < t.length; n++) assert.is(codec.verify(t.slice(0, n), NOW), null, `first ${n} chars`);
+  for (const extra of ['A', 'AA', 'AAAA', '_', '==', '.', '%41']) assert.is(codec.verify(t + extra, NOW), null, `+${extra}`);
+  assert.is(codec.verify('', NOW), null);
+  assert.is(codec.verify('x'.repeat(10_000), NOW), null);
+});
+
+test('a token of one message cannot be re-targeted to another', () => {
+  const other = newId(NOW + 1);
+  const a = Buffer.from(codec.sign(click), 'base64url');
+  const b = Buffer.from(codec.sign({ ...click, msgId: other }), 'base64url');
+  // Same layout, so the message id is the only differing region: splice b's id into a.
+  const spliced = Buffer.from(a);
+  for (let i = 0; i < a.length - 12; i++) if (a[i] !== b[i]) spliced[i] = b[i] as number;
+  assert.is(codec.verify(spliced.toString('base64url'), NOW), null);
+  // Nor to another link or recipient.
+  assert.is.not(codec.sign({ ...click, link: 8 }), codec.sign(click));
+});
+
+test('keys rotate: an old key verifies until notAfter and never signs; unknown keys fail', () => {
+  const old = createTokenCodec({ keys: [K2], signWith: 'k2' }).sign(click);
+  const rotated = createTokenCodec({ keys: [K1, { ...K2, notAfter: NOW + 1000 }], signWith: 'k1' });
+  assert.equal(rotated.verify(old, NOW), click);
+  assert.is(rotated.verify(old, NOW + 1001), null);
+  assert.is(createTokenCodec({ keys: [K1], signWith: 'k1' }).verify(old, NOW), null);
+  assert.throws(() => createTokenCodec({ keys: [{ ...K2, notAfter: NOW }], signWith: 'k2' }), /retired/);
+  assert.throws(() => createTokenCodec({ keys: [{ id: 'k', secret: 'short' }], signWith: 'k' }), /16 bytes/);
+  // A key with the same id but another secret does not verify.
+  assert.is(createTokenCodec({ keys: [{ id: 'k1', secret: 'another-secret-of-32-bytes-long!' }], signWith: 'k1' }).verify(codec.sign(click), NOW), null);
+});
+
+test('sign refuses payloads it cannot represent', () => {
+  assert.throws(() => codec.sign({ ...click, msgId: 'not-an-id' }));
+  assert.throws(() => codec.sign({ kind: 'c', account: 'a', msgId, idx: 0, issuedAt: 0 }));
+  assert.throws(() => codec.sign({ kind: 'o', account: 'a', msgId, idx: 0, link: 1, issuedAt: 0 }));
+  assert.throws(() => codec.sign({ ...click, idx: -1 }));
+  assert.throws(() => codec.sign({ ...click, account: 'x'.repeat(65) }));
+});
+
+test.run();

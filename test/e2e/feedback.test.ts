@@ -1,0 +1,82 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { readFileSync } from 'node:fs';
+import { createTransport } from 'nodemailer';
+import { startRedis, type TestRedis } from '../helpers/redis.js';
+import { startCapturePeer, type CapturePeer } from '../helpers/smtp-peer.js';
+import { startSluiceFixture, type SluiceFixture } from '../helpers/sluice.js';
+import { suppressionOf } from '../../src/store/suppression.js';
+
+/**
+ * The feedback loop through `sluice start` itself: a message is delivered with its VERP return
+ * path, a real MTA's bounce (from the corpus) comes back to that address at the inbound MX, the
+ * recipient is suppressed globally, and the next message to it is never sent.
+ */
+const test = suite('e2e/feedback');
+let redis: TestRedis;
+let sink: CapturePeer;
+let s: SluiceFixture;
+const CORPUS = new URL('../../../shared/corpus/bounces/emails/', import.meta.url);
+
+test.before(async () => {
+  redis = await startRedis();
+  sink = await startCapturePeer();
+  s = await startSluiceFixture(redis, {
+    roles: ['ingress', 'delivery', 'feedback'],
+    feedback: { host: '127.0.0.1', port: 0 },
+    delivery: { transport: { 'one.test': `${sink.host}:${sink.port}` } },
+  });
+});
+
+test.after(async () => {
+  await s?.stop();
+  await sink?.close();
+  await redis?.stop();
+});
+
+function inbound(): ReturnType<typeof createTransport> {
+  return createTransport({ host: '127.0.0.1', port: s.app.ports.feedback, secure: false, ignoreTLS: true });
+}
+
+test('a DSN to the VERP address suppresses the recipient globally; the next message is not sent', async () => {
+  const first = await s.api('/v1/messages', { body: { from: 'news@acme.example', to: 'kijitora@one.test', subject: 'one', text: 'x' } });
+  await s.waitFinal(first.body.id);
+  const delivered = sink.messages.find((m) => m.envelope.to[0] === 'kijitora@one.test');
+  assert.ok(delivered, 'first copy delivered');
+  const verp = delivered!.envelope.from;
+
+  // A real Courier bounce (5.1.1 user unknown) that names another address: the VERP decides.
+  const t = inbound();
+  await t.sendMail({ envelope: { from: '', to: [verp] }, raw: readFileSync(new URL('lhost-courier-01.eml', CORPUS)) });
+  t.close();
+  let entry = null;
+  for (let i = 0; i < 100 && !entry; i++) {
+    entry = await suppressionOf(s.app.redis.client, s.app.keys, 'acme', 'kijitora@one.test');
+    if (!entry) await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.ok(entry, 'suppressed');
+  assert.is(entry!.reason, 'hardbounce');
+  assert.is(entry!.list, '*', 'on the global list: the address does not exist');
+
+  const before = sink.messages.length;
+  const second = await s.api('/v1/messages', { body: { from: 'news@acme.example', to: 'kijitora@one.test', subject: 'two', text: 'x' } });
+  const final = await s.waitFinal(second.body.id);
+  assert.is(final.recipients[0].state, 'suppressed');
+  assert.is(sink.messages.length, before, 'never sent');
+});
+
+test('the inbound MX refuses every address that is not feedback, and relays nothing', async () => {
+  const t = inbound();
+  try {
+    await t.sendMail({ envelope: { from: 'someone@elsewhere.test', to: ['victim@one.test'] }, raw: 'Subject: relay?\r\n\r\nx\r\n' });
+    assert.unreachable('must be refused');
+  } catch (err) {
+    assert.is((err as { responseCode?: number }).responseCode, 550);
+  } finally {
+    t.close();
+  }
+  await new Promise((r) => setTimeout(r, 200));
+  assert.not.ok(sink.messages.some((m) => m.envelope.to[0] === 'victim@one.test'));
+});
+
+test.run();

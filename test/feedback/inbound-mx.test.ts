@@ -1,0 +1,300 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import nodemailer from 'nodemailer';
+import { pino } from 'pino';
+import { startRedis, type TestRedis } from '../helpers/redis.js';
+import type { RedisClient } from '../../src/redis/client.js';
+import type { Keys } from '../../src/redis/keys.js';
+import { newId } from '../../src/core/ids.js';
+import { verpAddress } from '../../src/core/verp.js';
+import { storeMessage } from '../../src/store/messages.js';
+import { GLOBAL_LIST, suppressionOf } from '../../src/store/suppression.js';
+import { startInboundMx, type InboundMx, type InboundMxMetricsHook } from '../../src/feedback/inbound-mx.js';
+import { listUnprocessed, loadFeedback } from '../../src/feedback/raw-store.js';
+import { unsubscribeAddress } from '../../src/feedback/recipients.js';
+
+const test = suite('feedback/inbound-mx');
+const CORPUS = new URL('../../../shared/corpus/bounces/emails/', import.meta.url);
+const corpus = (name: string) => readFileSync(new URL(name, CORPUS));
+const BOUNCE_DOMAIN = 'bounce.test';
+const FBL = 'fbl@feedback.test';
+/** Small on purpose: the size test sends a little more than this. */
+const MAX_SIZE = 256 * 1024;
+
+const ctx = {} as {
+  redis: TestRedis;
+  client: RedisClient;
+  keys: Keys;
+  mx: InboundMx;
+  counts: Map<string, number>;
+};
+
+function count(name: string): number {
+  return ctx.counts.get(name) ?? 0;
+}
+
+test.before(async () => {
+  ctx.redis = await startRedis();
+  ctx.client = ctx.redis.client();
+  ctx.keys = ctx.redis.fresh().keys;
+  ctx.counts = new Map();
+  const bump = (name: string) => ctx.counts.set(name, count(name) + 1);
+  const metrics: InboundMxMetricsHook = {
+    received: (kind) => bump(`received:${kind}`),
+    rejected: (code) => bump(`rejected:${code}`),
+    outcome: (o) => bump(`outcome:${o}`),
+    bounce: (reason, verdict) => bump(`bounce:${reason}:${verdict}`),
+    complaint: (type) => bump(`complaint:${type}`),
+    suppressed: (list, reason) => bump(`suppressed:${list}:${reason}`),
+  };
+  ctx.mx = await startInboundMx(
+    { redis: ctx.client, keys: ctx.keys, logger: pino({ level: 'silent' }), metrics },
+    {
+      host: '127.0.0.1', port: 0, bounceDomains: [BOUNCE_DOMAIN], fblAddresses: [FBL], maxMessageSize: MAX_SIZE,
+      rawRetentionMs: 3_600_000, softBounceLimit: 2, softBounceWindowMs: 86_400_000,
+      // A stand-in for tracking's signed tokens: "ok.<msgId>.<idx>" is valid, anything else forged.
+      verifyUnsubscribeToken: (t) => {
+        const m = /^ok\.([0-9a-z]{16})\.(\d+)$/.exec(t);
+        return m ? { msgId: m[1] as string, idx: Number(m[2]) } : undefined;
+      },
+    },
+  );
+});
+
+test.after(async () => {
+  await ctx.mx.close();
+  await ctx.redis.stop();
+});
+
+/** A sent message with one recipient per address, in account `account`. */
+async function sentMessage(account: string, addresses: string[]): Promise<string> {
+  const id = newId();
+  await storeMessage(ctx.client, ctx.keys, {
+    id, account, source: 'http', kind: 'raw', from: 'news@sender.test', fromDomain: 'sender.test',
+    rcpts: addresses.map((address) => ({ address, domain: address.slice(address.indexOf('@') + 1) })),
+    acceptedAt: Date.now(), tags: [], metadata: {}, body: 'Subject: hi\r\n\r\nhello\r\n',
+  });
+  return id;
+}
+
+async function send(raw: Buffer | string, to: string[]): Promise<string> {
+  const transport = nodemailer.createTransport({ host: '127.0.0.1', port: ctx.mx.port, secure: false, ignoreTLS: true });
+  try {
+    const info = await transport.sendMail({ envelope: { from: '', to }, raw });
+    await ctx.mx.idle();
+    const id = /stored as (\S+)/.exec(info.response)?.[1];
+    assert.ok(id, `no feedback id in ${info.response}`);
+    return id;
+  } finally {
+    transport.close();
+  }
+}
+
+async function refusal(raw: Buffer | string, to: string[]): Promise<{ responseCode?: number; response?: string }> {
+  const transport = nodemailer.createTransport({ host: '127.0.0.1', port: ctx.mx.port, secure: false, ignoreTLS: true });
+  try {
+    await transport.sendMail({ envelope: { from: 'someone@elsewhere.test', to }, raw });
+    assert.unreachable('the mail was accepted');
+    return {};
+  } catch (err) {
+    return err as { responseCode?: number; response?: string };
+  } finally {
+    transport.close();
+  }
+}
+
+async function events(): Promise<Record<string, string>[]> {
+  const entries = await ctx.client.xrange(ctx.keys.events(), '-', '+');
+  return entries.map(([, flat]) => {
+    const o: Record<string, string> = {};
+    for (let i = 0; i + 1 < flat.length; i += 2) o[flat[i] as string] = flat[i + 1] as string;
+    return o;
+  });
+}
+
+async function eventsOf(msgId: string): Promise<Record<string, string>[]> {
+  return (await events()).filter((e) => e['msgId'] === msgId);
+}
+
+test('a real Postfix userunknown DSN to a VERP address suppresses the VERP recipient globally', async () => {
+  const id = await sentMessage('acme', ['first@dest.test', 'alice@dest.test']);
+  // The DSN's body names kijitora@example.org; the VERP (index 1) says whose copy it was.
+  const fid = await send(corpus('lhost-postfix-05.eml'), [verpAddress(id, 1, BOUNCE_DOMAIN)]);
+  const s = await suppressionOf(ctx.client, ctx.keys, 'any-account', 'alice@dest.test');
+  assert.ok(s, 'alice is suppressed');
+  assert.is(s.list, GLOBAL_LIST);
+  assert.is(s.reason, 'hardbounce');
+  assert.is(s.evidence['feedbackId'], fid);
+  assert.is(await suppressionOf(ctx.client, ctx.keys, 'acme', 'first@dest.test'), null, 'the other recipient is untouched');
+  assert.is(await suppressionOf(ctx.client, ctx.keys, 'acme', 'kijitora@example.org'), null, 'the body address is not ours to suppress');
+  const [ev, ...more] = await eventsOf(id);
+  assert.is(more.length, 0);
+  assert.is(ev?.['type'], 'bounced');
+  assert.is(ev?.['idx'], '1');
+  assert.is(ev?.['account'], 'acme');
+  assert.is(ev?.['reason'], 'userunknown');
+  assert.is(ev?.['hard'], '1');
+  assert.is(ev?.['fault'], 'recipient');
+  assert.is(ev?.['suppressed'], GLOBAL_LIST);
+  assert.is(s.evidence['event'] !== undefined, true);
+  assert.not.ok(JSON.stringify(ev).includes('@'), 'events carry ids, never addresses');
+  const stored = await loadFeedback(ctx.client, ctx.keys, fid);
+  assert.ok(stored);
+  assert.is(stored.outcome, 'processed');
+  assert.ok(stored.raw.includes('User unknown in virtual alias table'), 'the raw mail is kept whole');
+  assert.equal(stored.rcpts, [verpAddress(id, 1, BOUNCE_DOMAIN)]);
+  assert.ok((await ctx.client.pttl(ctx.keys.feedbackRaw(fid))) > 0, 'raw mail expires after the retention');
+});
+
+test('a real Exim userunknown bounce is matched and suppressed the same way', async () => {
+  const id = await sentMessage('acme', ['exim-victim@dest.test']);
+  await send(corpus('lhost-exim-05.eml'), [verpAddress(id, 0, BOUNCE_DOMAIN)]);
+  const s = await suppressionOf(ctx.client, ctx.keys, 'acme', 'exim-victim@dest.test');
+  assert.is(s?.list, GLOBAL_LIST);
+  assert.is(s?.reason, 'hardbounce');
+});
+
+test('VERP matching works when the bounce body names no recipient at all', async () => {
+  const id = await sentMessage('acme', ['nobody-named@dest.test']);
+  const raw = [
+    'From: MAILER-DAEMON@mx.dest.test (Mail Delivery System)',
+    `To: ${verpAddress(id, 0, BOUNCE_DOMAIN)}`,
+    'Subject: Undelivered Mail Returned to Sender',
+    'Auto-Submitted: auto-replied',
+    'Content-Type: text/plain',
+    '',
+    'I\'m sorry to have to inform you that your message could not',
+    'be delivered to one or more recipients.',
+    '',
+    'host mx.dest.test said: 550 5.1.1 User unknown (in reply to RCPT TO command)',
+    '',
+  ].join('\r\n');
+  await send(raw, [verpAddress(id, 0, BOUNCE_DOMAIN)]);
+  const s = await suppressionOf(ctx.client, ctx.keys, 'acme', 'nobody-named@dest.test');
+  assert.is(s?.list, GLOBAL_LIST);
+  const [ev] = await eventsOf(id);
+  assert.is(ev?.['reason'], 'userunknown');
+});
+
+test('an ARF complaint suppresses the recipient for that account only', async () => {
+  const id = await sentMessage('acme', ['complainer@dest.test']);
+  const before = count('complaint:abuse');
+  await send(corpus('arf-14.eml'), [verpAddress(id, 0, BOUNCE_DOMAIN)]);
+  const own = await suppressionOf(ctx.client, ctx.keys, 'acme', 'complainer@dest.test');
+  assert.is(own?.list, 'acme');
+  assert.is(own?.reason, 'complaint');
+  assert.is(await suppressionOf(ctx.client, ctx.keys, 'other-account', 'complainer@dest.test'), null, 'other accounts may still mail them');
+  const [ev] = await eventsOf(id);
+  assert.is(ev?.['type'], 'complained');
+  assert.is(ev?.['feedbacktype'], 'abuse');
+  assert.is(count('complaint:abuse'), before + 1);
+});
+
+test('an ARF complaint to the FBL address finds its message through the quoted VERP return path', async () => {
+  const id = await sentMessage('shop', ['fbl-user@dest.test']);
+  const raw = corpus('arf-14.eml').toString('latin1')
+    .replace('Return-Path: <222222222222eeee-00000000-2222-ffff-1111-333333332222-ffffff@amazonses.com>', `Return-Path: <${verpAddress(id, 0, BOUNCE_DOMAIN)}>`);
+  await send(Buffer.from(raw, 'latin1'), [FBL]);
+  const s = await suppressionOf(ctx.client, ctx.keys, 'shop', 'fbl-user@dest.test');
+  assert.is(s?.list, 'shop');
+  assert.is(s?.reason, 'complaint');
+});
+
+test('an auto-reply suppresses nothing and is reported as an auto-reply', async () => {
+  const id = await sentMessage('acme', ['away@dest.test']);
+  await send(corpus('rfc3834-01.eml'), [verpAddress(id, 0, BOUNCE_DOMAIN)]);
+  assert.is(await suppressionOf(ctx.client, ctx.keys, 'acme', 'away@dest.test'), null);
+  const evs = await eventsOf(id);
+  assert.equal(evs.map((e) => e['type']), ['autoreply']);
+});
+
+test('a policy block or a blocked sender suppresses nothing: it is the sender\'s problem', async () => {
+  for (const file of ['lhost-postfix-41.eml', 'lhost-exim-01.eml']) {
+    const id = await sentMessage('acme', [`policy-${file}@dest.test`]);
+    await send(corpus(file), [verpAddress(id, 0, BOUNCE_DOMAIN)]);
+    assert.is(await suppressionOf(ctx.client, ctx.keys, 'acme', `policy-${file}@dest.test`), null, file);
+    const [ev] = await eventsOf(id);
+    assert.is(ev?.['type'], 'bounced', file);
+    assert.is(ev?.['fault'], 'sender', file);
+    assert.is(ev?.['suppressed'], undefined, file);
+  }
+});
+
+test('soft bounces suppress only once the configured number is reached within the window', async () => {
+  const address = 'full@dest.test';
+  const first = await sentMessage('acme', [address]);
+  await send(corpus('lhost-postfix-45.eml'), [verpAddress(first, 0, BOUNCE_DOMAIN)]);
+  // The same copy bouncing twice is one soft bounce, not two.
+  await send(corpus('lhost-postfix-45.eml'), [verpAddress(first, 0, BOUNCE_DOMAIN)]);
+  assert.is(await suppressionOf(ctx.client, ctx.keys, 'acme', address), null, 'one soft bounce does not suppress');
+  const second = await sentMessage('acme', [address]);
+  await send(corpus('lhost-postfix-45.eml'), [verpAddress(second, 0, BOUNCE_DOMAIN)]);
+  const s = await suppressionOf(ctx.client, ctx.keys, 'acme', address);
+  assert.is(s?.list, GLOBAL_LIST);
+  assert.is(s?.reason, 'softbounce');
+});
+
+test('mail to a verified unsubscribe address unsubscribes the recipient from that account', async () => {
+  const id = await sentMessage('acme', ['leaver@dest.test']);
+  await send('From: leaver@dest.test\r\nSubject: unsubscribe\r\n\r\nunsubscribe\r\n', [unsubscribeAddress(`ok.${id}.0`, BOUNCE_DOMAIN)]);
+  const s = await suppressionOf(ctx.client, ctx.keys, 'acme', 'leaver@dest.test');
+  assert.is(s?.list, 'acme');
+  assert.is(s?.reason, 'unsubscribe');
+  const forged = await refusal('Subject: x\r\n\r\nx\r\n', [unsubscribeAddress(`forged.${id}.0`, BOUNCE_DOMAIN)]);
+  assert.is(forged.responseCode, 550);
+});
+
+test('the inbound MX refuses every other recipient with 550 5.1.1 and relays nothing', async () => {
+  const before = await ctx.client.keys(`${ctx.keys.prefix}{f:*`);
+  const id = await sentMessage('acme', ['x@dest.test']);
+  for (const to of ['victim@gmail.com', `postmaster@${BOUNCE_DOMAIN}`, verpAddress(id, 0, 'other-domain.test'), 'b-nonsense-1@bounce.test', `fbl@${BOUNCE_DOMAIN}`]) {
+    const err = await refusal('Subject: relay me\r\n\r\nhello\r\n', [to]);
+    assert.is(err.responseCode, 550, to);
+    assert.match(String(err.response), /5\.1\.1/, to);
+  }
+  const after = await ctx.client.keys(`${ctx.keys.prefix}{f:*`);
+  assert.is(after.length, before.length, 'nothing was stored, so nothing can be relayed');
+  assert.ok(count('rejected:SLUICE_FEEDBACK_NO_SUCH_RECIPIENT') >= 5);
+});
+
+test('binary garbage to a VERP address is stored, counted as unparsed and listed, and never crashes', async () => {
+  const id = await sentMessage('acme', ['garbage@dest.test']);
+  const before = count('outcome:unparsed');
+  const garbage = randomBytes(64 * 1024);
+  const fid = await send(garbage, [verpAddress(id, 0, BOUNCE_DOMAIN)]);
+  const stored = await loadFeedback(ctx.client, ctx.keys, fid);
+  assert.ok(stored, 'kept');
+  assert.is(stored.outcome, 'unparsed');
+  assert.ok(stored.raw.length >= garbage.length - 1024, 'the raw bytes are kept');
+  assert.is(count('outcome:unparsed'), before + 1);
+  assert.ok((await listUnprocessed(ctx.client, ctx.keys, 1000)).some((u) => u.id === fid), 'an operator can find it');
+  assert.is(await suppressionOf(ctx.client, ctx.keys, 'acme', 'garbage@dest.test'), null);
+});
+
+test('truncated DSNs and mail for unknown messages are kept and counted; the server stays up', async () => {
+  const dsn = corpus('lhost-postfix-05.eml');
+  const id = await sentMessage('acme', ['truncated@dest.test']);
+  for (const cut of [1, 200, Math.floor(dsn.length / 2), dsn.length - 40]) {
+    const fid = await send(dsn.subarray(0, cut), [verpAddress(id, 0, BOUNCE_DOMAIN)]);
+    const stored = await loadFeedback(ctx.client, ctx.keys, fid);
+    assert.ok(stored && stored.outcome !== '', `cut at ${cut} was stored and processed`);
+  }
+  // A well-formed VERP whose message is gone (purged): kept, counted unmatched, nothing suppressed.
+  const before = count('outcome:unmatched');
+  const fid = await send(dsn, [verpAddress(newId(), 0, BOUNCE_DOMAIN)]);
+  assert.is((await loadFeedback(ctx.client, ctx.keys, fid))?.outcome, 'unmatched');
+  assert.is(count('outcome:unmatched'), before + 1);
+});
+
+test('a mail over the size limit is refused with 552 and the next one is accepted', async () => {
+  const id = await sentMessage('acme', ['big@dest.test']);
+  const huge = 'Subject: big\r\n\r\n' + ('x'.repeat(998) + '\r\n').repeat(Math.ceil((MAX_SIZE + 4096) / 1000));
+  const err = await refusal(huge, [verpAddress(id, 0, BOUNCE_DOMAIN)]);
+  assert.is(err.responseCode, 552);
+  await send(corpus('lhost-postfix-05.eml'), [verpAddress(id, 0, BOUNCE_DOMAIN)]);
+  assert.is((await suppressionOf(ctx.client, ctx.keys, 'acme', 'big@dest.test'))?.reason, 'hardbounce');
+});
+
+test.run();

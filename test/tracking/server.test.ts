@@ -1,0 +1,381 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { Agent, request } from 'undici';
+import { connect } from 'node:net';
+import { startRedis, type TestRedis } from '../helpers/redis.js';
+import type { RedisClient } from '../../src/redis/client.js';
+import type { Keys } from '../../src/redis/keys.js';
+import { createLogger } from '../../src/observability/logger.js';
+import { createTokenCodec, tokenPath, type TokenPayload } from '../../src/core/tokens.js';
+import { newId } from '../../src/core/ids.js';
+import { storeMessage } from '../../src/store/messages.js';
+import { storeLinks } from '../../src/store/links.js';
+import { suppressionOf } from '../../src/store/suppression.js';
+import { startTrackingServer, PIXEL_GIF, type TrackingServer } from '../../src/tracking/server.js';
+import { unsubscribe } from '../../src/tracking/unsubscribe.js';
+import type { TrackingDeps, TrackingMode } from '../../src/tracking/deps.js';
+import type { IpAnonymization } from '../../src/tracking/anonymize-ip.js';
+
+const test = suite('tracking/server');
+const NOW = Date.UTC(2026, 2, 1, 12);
+/** Tokens issued an hour before NOW: a click then is not "too fast". */
+const ISSUED = Math.floor(NOW / 1000) - 3600;
+const LINKS = ['https://shop.example/a?x=1', 'https://shop.example/b', 'https://shop.example/c', 'https://shop.example/d'];
+const codec = createTokenCodec({ keys: [{ id: 'k1', secret: 'tracking-test-secret-0123456789' }], signWith: 'k1' });
+const logger = createLogger('silent');
+const agent = new Agent({ keepAliveTimeout: 100 });
+
+let redis: TestRedis;
+let client: RedisClient;
+
+test.before(async () => {
+  redis = await startRedis();
+  client = redis.client();
+});
+test.after(async () => {
+  await agent.close();
+  await redis.stop();
+});
+
+interface Fixture {
+  keys: Keys;
+  msgId: string;
+  server: TrackingServer;
+  base: string;
+  deps: TrackingDeps;
+  token(kind: 'o' | 'c' | 'u', over?: Partial<TokenPayload>): string;
+  events(): Promise<Record<string, string>[]>;
+  close(): Promise<void>;
+}
+
+async function fixture(opts: { mode?: TrackingMode; ip?: IpAnonymization; account?: string; trustProxy?: boolean; headersTimeoutMs?: number } = {}): Promise<Fixture> {
+  const { keys } = redis.fresh();
+  const account = opts.account ?? 'acme';
+  const msgId = newId(NOW);
+  await storeMessage(client, keys, {
+    id: msgId, account, source: 'http', kind: 'raw', from: 'News <news@acme.example>', fromDomain: 'acme.example',
+    rcpts: [{ address: 'ann@example.org', domain: 'example.org' }, { address: 'bob<b>@example.org', domain: 'example.org' }],
+    acceptedAt: NOW, tags: [], metadata: {}, body: 'x',
+  });
+  await storeLinks(client, keys, msgId, LINKS);
+  const deps: TrackingDeps = {
+    redis: client, keys, codec, logger, now: () => NOW,
+    mode: () => opts.mode ?? 'full', anonymizeIp: () => opts.ip ?? 'none',
+  };
+  const server = await startTrackingServer(deps, { host: '127.0.0.1', port: 0, publicBaseUrl: 'https://t.example.com', ...(opts.trustProxy ? { trustProxy: true } : {}), ...(opts.headersTimeoutMs ? { headersTimeoutMs: opts.headersTimeoutMs } : {}) });
+  return {
+    keys, msgId, server, deps,
+    base: `http://127.0.0.1:${server.port}`,
+    token: (kind, over = {}) => codec.sign({ kind, account, msgId, idx: 0, issuedAt: ISSUED, ...(kind === 'c' ? { link: 1 } : {}), ...over } as TokenPayload),
+    async events() {
+      await server.idle();
+      const entries = await client.xrange(keys.events(), '-', '+');
+      return entries.map(([, flat]) => {
+        const o: Record<string, string> = {};
+        for (let i = 0; i + 1 < flat.length; i += 2) o[flat[i] as string] = flat[i + 1] as string;
+        return o;
+      });
+    },
+    close: () => server.close(),
+  };
+}
+
+async function get(url: string, init: { method?: 'GET' | 'HEAD' | 'POST'; headers?: Record<string, string>; body?: string | Buffer } = {}) {
+  const res = await request(url, { dispatcher: agent, method: init.method ?? 'GET', headers: init.headers ?? { 'user-agent': 'Mozilla/5.0 (Windows NT 10.0; Win64; x64) Firefox/130.0' }, body: init.body ?? null });
+  const body = Buffer.from(await res.body.arrayBuffer());
+  return { status: res.statusCode, headers: res.headers, body, text: body.toString('utf8') };
+}
+
+const BROWSER = 'Mozilla/5.0 (Macintosh; Intel Mac OS X 14_5) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/17.5 Safari/605.1.15';
+
+test('an open answers the 43-byte GIF, uncached, and is recorded once with its fields', async () => {
+  const f = await fixture();
+  try {
+    const res = await get(f.base + tokenPath('o', f.token('o')), { headers: { 'user-agent': BROWSER } });
+    assert.is(res.status, 200);
+    assert.is(res.headers['content-type'], 'image/gif');
+    assert.is(res.headers['cache-control'], 'no-store, max-age=0');
+    assert.is(PIXEL_GIF.length, 43);
+    assert.equal(res.body, PIXEL_GIF);
+    const [ev, ...more] = await f.events();
+    assert.equal(more, []);
+    assert.equal(ev, { type: 'opened', at: String(NOW), account: 'acme', msgId: f.msgId, idx: '0', first: '1', machine: '0', ip: '127.0.0.1', ua: BROWSER });
+    await get(f.base + tokenPath('o', f.token('o')), { headers: { 'user-agent': BROWSER } });
+    const all = await f.events();
+    assert.is(all.length, 2);
+    assert.is(all[1]?.['first'], '0', 'a second open is a repeat');
+  } finally {
+    await f.close();
+  }
+});
+
+test('a click redirects to the link of the message table and is recorded once', async () => {
+  const f = await fixture();
+  try {
+    const res = await get(f.base + tokenPath('c', f.token('c', { link: 1 })), { headers: { 'user-agent': BROWSER } });
+    assert.is(res.status, 302);
+    assert.is(res.headers['location'], LINKS[1]);
+    const evs = await f.events();
+    assert.is(evs.length, 1);
+    assert.equal(evs[0], { type: 'clicked', at: String(NOW), account: 'acme', msgId: f.msgId, idx: '0', link: '1', first: '1', machine: '0', ip: '127.0.0.1', ua: BROWSER });
+    const missing = await get(f.base + tokenPath('c', f.token('c', { link: 99 })));
+    assert.is(missing.status, 404);
+    assert.is(missing.headers['location'], undefined);
+    assert.is((await f.events()).length, 1, 'a link the table lacks records nothing');
+  } finally {
+    await f.close();
+  }
+});
+
+test('tampered tokens record nothing, never redirect, and the pixel still answers', async () => {
+  const f = await fixture();
+  try {
+    const raw = Buffer.from(f.token('c'), 'base64url');
+    for (let i = 0; i < raw.length; i++) {
+      const b = Buffer.from(raw);
+      b[i] = (b[i] as number) ^ 0x01;
+      const res = await get(f.base + '/c/' + b.toString('base64url'));
+      assert.is(res.status, 404, `byte ${i}`);
+      assert.is(res.headers['location'], undefined);
+    }
+    const open = Buffer.from(f.token('o'), 'base64url');
+    open[3] = (open[3] as number) ^ 0x80;
+    const pixel = await get(f.base + tokenPath('o', open.toString('base64url')));
+    assert.is(pixel.status, 200);
+    assert.equal(pixel.body, PIXEL_GIF);
+    // A valid token of the wrong kind is refused too.
+    assert.is((await get(f.base + '/c/' + f.token('o'))).status, 404);
+    assert.is((await get(f.base + '/c/' + f.token('c') + '/../x')).status, 404);
+    assert.equal(await f.events(), []);
+    assert.is(await client.exists(f.keys.trackMarks(f.msgId)), 0);
+  } finally {
+    await f.close();
+  }
+});
+
+test("a token from another message cannot reach this message's links", async () => {
+  const f = await fixture();
+  try {
+    const otherId = newId(NOW + 5);
+    await storeLinks(client, f.keys, otherId, ['https://other.example/only']);
+    const other = (link: number) => codec.sign({ kind: 'c', account: 'acme', msgId: otherId, idx: 0, link, issuedAt: ISSUED });
+    assert.is((await get(f.base + '/c/' + other(0))).headers['location'], 'https://other.example/only');
+    // Link 2 exists in this message's table, not in the other's: no redirect.
+    const res = await get(f.base + '/c/' + other(2));
+    assert.is(res.status, 404);
+    assert.is(res.headers['location'], undefined);
+  } finally {
+    await f.close();
+  }
+});
+
+test('RFC 8058: the exact POST Gmail sends unsubscribes at once, recorded once', async () => {
+  const f = await fixture();
+  try {
+    const res = await get(f.base + '/u/' + f.token('u'), {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded', 'user-agent': 'Mozilla/5.0 (compatible; Google-Mail-Unsubscribe)' },
+      body: 'List-Unsubscribe=One-Click',
+    });
+    assert.is(res.status, 200);
+    assert.match(res.text, 'ann@example.org');
+    const s = await suppressionOf(client, f.keys, 'acme', 'ann@example.org');
+    assert.is(s?.reason, 'unsubscribe');
+    assert.equal(s?.evidence, { msgId: f.msgId, idx: 0, via: 'http' });
+    const evs = await f.events();
+    assert.is(evs.length, 1);
+    assert.is(evs[0]?.['type'], 'unsubscribed');
+    assert.is(evs[0]?.['idx'], '0');
+    assert.is(evs[0]?.['first'], '1');
+  } finally {
+    await f.close();
+  }
+});
+
+test('GET shows the page and never unsubscribes; its own form does', async () => {
+  const f = await fixture();
+  try {
+    const url = f.base + '/u/' + f.token('u', { idx: 1 });
+    const page = await get(url);
+    assert.is(page.status, 200);
+    assert.match(page.text, 'bob&lt;b&gt;@example.org', 'the address is shown, escaped');
+    assert.match(page.text, 'News &lt;news@acme.example&gt;');
+    assert.not.match(page.text, '<script');
+    assert.is((await get(url, { method: 'HEAD' })).status, 200);
+    assert.is(await suppressionOf(client, f.keys, 'acme', 'bob<b>@example.org'), null);
+    assert.equal(await f.events(), []);
+
+    // Submit the page's form as a browser would: its fields, urlencoded, to the page's URL.
+    const fields = [...page.text.matchAll(/<input type="hidden" name="([^"]+)" value="([^"]+)">/g)].map((m): [string, string] => [m[1] as string, m[2] as string]);
+    assert.is(fields.length, 1);
+    const done = await get(url, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams(fields).toString() });
+    assert.is(done.status, 200);
+    assert.match(done.text, 'no longer receive');
+    assert.is((await suppressionOf(client, f.keys, 'acme', 'bob<b>@example.org'))?.reason, 'unsubscribe');
+    assert.is((await f.events()).length, 1);
+  } finally {
+    await f.close();
+  }
+});
+
+test('a multipart one-click POST unsubscribes; other bodies and bad tokens write nothing', async () => {
+  const f = await fixture();
+  try {
+    const url = f.base + '/u/' + f.token('u');
+    const bad = await get(url, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'List-Unsubscribe=Yes' });
+    assert.is(bad.status, 400);
+    const forged = Buffer.from(f.token('u'), 'base64url');
+    forged[forged.length - 1] = (forged[forged.length - 1] as number) ^ 1;
+    const invalid = await get(f.base + '/u/' + forged.toString('base64url'), { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'List-Unsubscribe=One-Click' });
+    assert.is(invalid.status, 404);
+    assert.match(invalid.text, 'not valid');
+    assert.is(await suppressionOf(client, f.keys, 'acme', 'ann@example.org'), null);
+    assert.equal(await f.events(), []);
+
+    const boundary = '----sluiceTestBoundary';
+    const body = `--${boundary}\r\nContent-Disposition: form-data; name="List-Unsubscribe"\r\n\r\nOne-Click\r\n--${boundary}--\r\n`;
+    const ok = await get(url, { method: 'POST', headers: { 'content-type': `multipart/form-data; boundary=${boundary}` }, body });
+    assert.is(ok.status, 200);
+    assert.is((await suppressionOf(client, f.keys, 'acme', 'ann@example.org'))?.reason, 'unsubscribe');
+  } finally {
+    await f.close();
+  }
+});
+
+test('the mailto path: unsubscribe(deps, token) suppresses and records via mail', async () => {
+  const f = await fixture();
+  try {
+    assert.equal(await unsubscribe(f.deps, 'garbage'), { ok: false, reason: 'invalid-token' });
+    assert.equal(await unsubscribe(f.deps, f.token('o')), { ok: false, reason: 'invalid-token' });
+    assert.equal(await unsubscribe(f.deps, f.token('u', { idx: 9 })), { ok: false, reason: 'unknown-recipient' });
+    assert.equal(await unsubscribe(f.deps, f.token('u', { account: 'mallory' })), { ok: false, reason: 'unknown-recipient' }, 'a token never acts across accounts');
+    const r = await unsubscribe(f.deps, f.token('u'), { via: 'mail' });
+    assert.ok(r.ok);
+    assert.is((await suppressionOf(client, f.keys, 'acme', 'ann@example.org'))?.evidence['via'], 'mail');
+    const evs = await f.events();
+    assert.is(evs.length, 1);
+    assert.is(evs[0]?.['via'], 'mail');
+  } finally {
+    await f.close();
+  }
+});
+
+test('machine opens and clicks are classified, and do not use up the first human event', async () => {
+  const f = await fixture();
+  try {
+    await get(f.base + tokenPath('o', f.token('o')), { headers: { 'user-agent': 'Mozilla/5.0' } });
+    await get(f.base + tokenPath('o', f.token('o')), { method: 'HEAD', headers: { 'user-agent': BROWSER } });
+    await get(f.base + tokenPath('o', f.token('o')), { headers: { 'user-agent': BROWSER } });
+    await get(f.base + '/c/' + f.token('c', { link: 0 }), { headers: { 'user-agent': 'Mozilla/5.0 (compatible; Barracuda Sentinel)' } });
+    await get(f.base + '/c/' + f.token('c', { link: 0, issuedAt: Math.floor(NOW / 1000) - 2 }), { headers: { 'user-agent': BROWSER } });
+    await get(f.base + '/c/' + f.token('c', { link: 0 }), { headers: { 'user-agent': BROWSER } });
+    const evs = await f.events();
+    const summary = evs.map((e) => [e['type'], e['machine'], e['reason'] ?? '-', e['first']]);
+    assert.equal(summary, [
+      ['opened', '1', 'apple-mpp', '1'],
+      ['opened', '1', 'head', '0'],
+      ['opened', '0', '-', '1'],
+      ['clicked', '1', 'scanner', '1'],
+      ['clicked', '1', 'too-fast', '0'],
+      ['clicked', '0', '-', '1'],
+    ]);
+  } finally {
+    await f.close();
+  }
+});
+
+test('all links clicked at once is a burst: the third distinct link is a machine click', async () => {
+  const f = await fixture();
+  try {
+    for (const link of [0, 1, 2, 3]) await get(f.base + '/c/' + f.token('c', { idx: 1, link }), { headers: { 'user-agent': BROWSER } });
+    const reasons = (await f.events()).map((e) => e['reason'] ?? 'human');
+    assert.equal(reasons, ['human', 'human', 'burst', 'burst']);
+  } finally {
+    await f.close();
+  }
+});
+
+test('IP anonymisation: truncate zeroes the host part, drop stores none', async () => {
+  const t = await fixture({ ip: 'truncate', trustProxy: true });
+  const d = await fixture({ ip: 'drop' });
+  try {
+    await get(t.base + tokenPath('o', t.token('o')), { headers: { 'user-agent': BROWSER, 'x-forwarded-for': '198.51.100.7, 2001:db8:1234:5678::1' } });
+    await get(t.base + tokenPath('o', t.token('o')), { headers: { 'user-agent': BROWSER, 'x-forwarded-for': '203.0.113.99' } });
+    assert.equal((await t.events()).map((e) => e['ip']), ['2001:db8:1234::', '203.0.113.0']);
+    await get(d.base + tokenPath('o', d.token('o')), { headers: { 'user-agent': BROWSER } });
+    const [ev] = await d.events();
+    assert.is(ev?.['ip'], undefined);
+    assert.is(ev?.['ua'], BROWSER, 'drop concerns the IP only');
+  } finally {
+    await t.close();
+    await d.close();
+  }
+});
+
+test('anonymous mode stores no recipient; off mode records nothing but still redirects', async () => {
+  const a = await fixture({ mode: 'anonymous' });
+  const o = await fixture({ mode: 'off' });
+  try {
+    await get(a.base + tokenPath('o', a.token('o')), { headers: { 'user-agent': BROWSER } });
+    assert.is((await get(a.base + '/c/' + a.token('c'))).status, 302);
+    const evs = await a.events();
+    assert.is(evs.length, 2);
+    for (const e of evs) {
+      for (const field of ['idx', 'ip', 'ua', 'first']) assert.is(e[field], undefined, `${e['type']} has no ${field}`);
+      assert.is(e['msgId'], a.msgId);
+    }
+    assert.is(await client.exists(a.keys.trackMarks(a.msgId)), 0, 'no per-recipient marks');
+
+    await get(o.base + tokenPath('o', o.token('o')));
+    const res = await get(o.base + '/c/' + o.token('c', { link: 2 }));
+    assert.is(res.headers['location'], LINKS[2]);
+    assert.equal(await o.events(), []);
+  } finally {
+    await a.close();
+    await o.close();
+  }
+});
+
+test('limits: huge headers get 431, a huge body 413, slow or garbage clients are dropped; the server keeps serving', async () => {
+  const f = await fixture();
+  try {
+    const big = await get(f.base + '/healthz', { headers: { 'x-junk': 'a'.repeat(20_000) } });
+    assert.is(big.status, 431);
+    const huge = await get(f.base + '/u/' + f.token('u'), { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: Buffer.alloc(1024 * 1024, 0x61) });
+    assert.is(huge.status, 413);
+    assert.is(await suppressionOf(client, f.keys, 'acme', 'ann@example.org'), null);
+
+    const garbage = await rawExchange(f.server.port, 'NOT HTTP AT ALL\r\n\r\n');
+    assert.match(garbage, /^HTTP\/1\.1 400/);
+    assert.is((await get(f.base + '/healthz')).status, 200);
+    assert.is((await get(f.base + '/readyz')).status, 200);
+    assert.is((await get(f.base + '/nope')).status, 404);
+    assert.is((await get(f.base + '/c/x', { method: 'POST', body: '' })).status, 405);
+  } finally {
+    await f.close();
+  }
+});
+
+test('slow-loris: a client that never finishes its headers is answered 408 and dropped', async () => {
+  const f = await fixture({ headersTimeoutMs: 300 });
+  try {
+    const answer = await rawExchange(f.server.port, 'GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: ');
+    assert.match(answer, /^HTTP\/1\.1 408/);
+    assert.is((await get(f.base + '/healthz')).status, 200);
+  } finally {
+    await f.close();
+  }
+});
+
+/** Sends raw bytes and returns whatever the server answers before closing. */
+function rawExchange(port: number, data: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const sock = connect(port, '127.0.0.1', () => sock.write(data));
+    let out = '';
+    sock.on('data', (d) => (out += d.toString('latin1')));
+    sock.on('close', () => resolve(out));
+    sock.on('error', reject);
+  });
+}
+
+test.run();
