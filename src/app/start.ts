@@ -13,6 +13,10 @@ import { Reaper } from '../housekeeping/reaper.js';
 import { startSubmissionServer } from '../ingress/smtp-server.js';
 import { startHttpApi } from '../ingress/http-api.js';
 import { startInboundMx } from '../feedback/inbound-mx.js';
+import { startTrackingServer } from '../tracking/server.js';
+import { createTokenCodec, type TokenCodec } from '../core/tokens.js';
+import { SluiceError } from '../core/errors.js';
+import { readFileSync } from 'node:fs';
 import { appendEvent } from '../store/events.js';
 import { createMessageSource } from '../store/message-source.js';
 import { classifySmtpReply } from '../bounces/index.js';
@@ -31,7 +35,7 @@ export interface RunningSluice {
   readonly redis: RedisHandle;
   readonly keys: Keys;
   readonly roles: readonly Role[];
-  readonly ports: { admin: number; smtp?: number; http?: number; feedback?: number };
+  readonly ports: { admin: number; smtp?: number; http?: number; feedback?: number; tracking?: number };
   readonly dispatcher: Dispatcher | null;
   stop(graceMs?: number): Promise<void>;
 }
@@ -45,6 +49,25 @@ const REAPER_INTERVAL_MS = 5_000;
 /** Destinations sampled per scrape for the queue gauges (bounded: the gauge must stay cheap). */
 const GAUGE_DESTINATIONS = 500;
 
+/** The token codec from tracking.keys, or null when none are configured. */
+function createCodec(config: Config): TokenCodec | null {
+  const t = config.tracking;
+  if (t.keys.length === 0) return null;
+  const keys = t.keys.map((k) => {
+    let secret: Buffer;
+    try {
+      secret = readFileSync(k.secretFile);
+    } catch (err) {
+      throw new SluiceError('SLUICE_CONFIG_INVALID', `tracking key '${k.id}': cannot read ${k.secretFile}: ${(err as Error).message}`, { cause: err });
+    }
+    return { id: k.id, secret, ...(k.notAfter !== null ? { notAfter: Date.parse(k.notAfter) } : {}) };
+  });
+  const current = keys.filter((k) => k.notAfter === undefined);
+  const signWith = t.signWith ?? current[current.length - 1]?.id;
+  if (!signWith) throw new SluiceError('SLUICE_CONFIG_INVALID', 'tracking.signWith is not set and every tracking key has a notAfter date');
+  return createTokenCodec({ keys, signWith });
+}
+
 export async function startSluice(config: Config, opts: StartOptions = {}): Promise<RunningSluice> {
   const logger = opts.logger ?? createLogger(config.log.level);
   const log = logger.child({ role: 'app' });
@@ -54,7 +77,6 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   const stoppers: { name: string; stop: (graceMs: number) => Promise<void> }[] = [];
   let stopping = false;
 
-  if (roles.includes('tracking')) log.warn({ role: 'tracking' }, 'this role has nothing to run in this version (the tracking server is later work)');
   const redis = await openRedis(config, log);
   stoppers.push({ name: 'redis', stop: () => redis.close() });
   const keys = createKeys(config.redis.prefix);
@@ -131,7 +153,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       stoppers.push({ name: 'reaper', stop: () => reaper.stop() });
     }
 
-    const ports: { admin: number; smtp?: number; http?: number; feedback?: number } = { admin: 0 };
+    const ports: { admin: number; smtp?: number; http?: number; feedback?: number; tracking?: number } = { admin: 0 };
     if (has('ingress')) {
       const deps = {
         redis: redis.client, keys, config, registry, metrics,
@@ -148,6 +170,26 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
         ports.http = http.port;
         stoppers.push({ name: 'http-api', stop: () => http.close() });
       }
+    }
+
+    const codec = createCodec(config);
+    if (has('tracking')) {
+      if (!codec) throw new SluiceError('SLUICE_CONFIG_INVALID', "role 'tracking' needs token keys: set tracking.keys and tracking.signWith");
+      const byId = new Map(config.accounts.map((a) => [a.id, a]));
+      const t = config.tracking;
+      const server = await startTrackingServer(
+        {
+          redis: redis.client, keys, codec, logger: logger.child({ role: 'tracking' }),
+          metrics: { requests: metrics.trackingRequests, events: metrics.trackingEvents, duration: metrics.trackingDuration },
+          anonymizeIp: (account) => byId.get(account)?.tracking.anonymizeIp ?? 'none',
+          mode: (account) => byId.get(account)?.tracking.mode ?? 'full',
+          eventsMaxLen: config.retention.eventsMaxLen,
+          retentionMs: config.retention.records,
+        },
+        { host: t.host, port: t.port, publicBaseUrl: t.publicBaseUrl, trustProxy: t.trustProxy },
+      );
+      ports.tracking = server.port;
+      stoppers.push({ name: 'tracking', stop: () => server.close() });
     }
 
     if (has('feedback')) {
@@ -170,6 +212,13 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
           maxMessageSize: f.maxMessageSize, rawRetentionMs: f.rawRetention, softBounceLimit: f.softBounceLimit, softBounceWindowMs: f.softBounceWindow,
           eventsMaxLen: config.retention.eventsMaxLen, hostname: config.instance.hostname, socketTimeoutMs: f.socketTimeout,
           maxClients: f.maxClients, maxRecipients: f.maxRecipients,
+          // Mail to the List-Unsubscribe mailto address carries a tracking token ('u').
+          verifyUnsubscribeToken: codec
+            ? (token: string) => {
+                const p = codec.verify(token, Date.now());
+                return p && p.kind === 'u' ? { msgId: p.msgId, idx: p.idx } : undefined;
+              }
+            : undefined,
         },
       );
       ports.feedback = mx.port;

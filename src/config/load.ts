@@ -99,6 +99,12 @@ function resolvePaths(tree: unknown, baseDir: string): void {
       if (typeof v === 'string' && !isAbsolute(v)) smtp[k] = resolve(baseDir, v);
     }
   }
+  const tracking = tree['tracking'];
+  if (isPlainObject(tracking) && Array.isArray(tracking['keys'])) {
+    for (const k of tracking['keys']) {
+      if (isPlainObject(k) && typeof k['secretFile'] === 'string' && !isAbsolute(k['secretFile'])) k['secretFile'] = resolve(baseDir, k['secretFile']);
+    }
+  }
   const accounts = tree['accounts'];
   if (Array.isArray(accounts)) {
     for (const acc of accounts) {

@@ -105,6 +105,14 @@ const account = z
     dailyQuota: positiveInt.nullable(),
     /** Accepted recipients per window; null entries = no limit. */
     rateLimit: rate,
+    /**
+     * Tracking of this account's mail: 'full' (per-recipient events), 'anonymous' (aggregate counts
+     * only), 'off' (no pixel, no link rewriting); and what is kept of a reader's IP address.
+     */
+    tracking: z
+      .object({ mode: z.enum(['full', 'anonymous', 'off']), anonymizeIp: z.enum(['none', 'truncate', 'drop']) })
+      .strict()
+      .default({ mode: 'full', anonymizeIp: 'none' }),
   })
   .strict();
 
@@ -247,6 +255,32 @@ export const configSchema = z
       .object({
         default: z.object(shapingFields).strict(),
         rules: z.array(shapingRule),
+      })
+      .strict(),
+    tracking: z
+      .object({
+        /** The public server for open pixels, click redirects and one-click unsubscribe (role 'tracking'). */
+        host,
+        port,
+        /** Base of every tracking URL put in mail, e.g. https://t.example.com (no trailing slash). */
+        publicBaseUrl: z.string().regex(/^https?:\/\/[^\s/]+(\/[^\s]*)?[^/\s]$/, 'an http(s) URL without a trailing slash'),
+        /** Take the client address from X-Forwarded-For (only behind a proxy you run). */
+        trustProxy: z.boolean(),
+        /**
+         * HMAC keys of the tokens. New tokens are signed with `signWith`; a key with notAfter still
+         * verifies until then (rotation). Secrets are read from files (at least 16 bytes).
+         */
+        keys: z.array(
+          z
+            .object({
+              id: z.string().regex(/^[A-Za-z0-9_-]{1,16}$/, '1–16 letters, digits, _ or -'),
+              secretFile: z.string().min(1),
+              /** ISO date after which the key no longer verifies; null = no end. */
+              notAfter: z.string().datetime({ offset: true }).nullable(),
+            })
+            .strict(),
+        ),
+        signWith: z.string().nullable(),
       })
       .strict(),
     feedback: z

@@ -84,6 +84,16 @@ export function createMetrics() {
     httpRequests: new Counter({
       name: 'sluice_http_requests_total', help: 'HTTP API requests by route and status class', labelNames: ['route', 'status'] as const, registers: [registry],
     }),
+    trackingRequests: new Counter({
+      name: 'sluice_tracking_requests_total', help: 'Tracking server requests by endpoint (open, click, unsubscribe, …) and result', labelNames: ['endpoint', 'result'] as const, registers: [registry],
+    }),
+    trackingEvents: new Counter({
+      name: 'sluice_tracking_events_total', help: 'Opens, clicks and unsubscribes recorded, by type and class (human, machine)', labelNames: ['type', 'class'] as const, registers: [registry],
+    }),
+    trackingDuration: new Histogram({
+      name: 'sluice_tracking_request_duration_seconds', help: 'Tracking request latency by endpoint', labelNames: ['endpoint'] as const,
+      buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1], registers: [registry],
+    }),
     feedbackReceived: new Counter({
       name: 'sluice_feedback_received_total', help: 'Feedback mail accepted and stored by the inbound MX, by kind (verp, fbl, unsubscribe)', labelNames: ['kind'] as const, registers: [registry],
     }),

@@ -31,8 +31,9 @@ test.before(async () => {
       smtpUsers: [{ username: 'acme-smtp', passwordHash: await hashSecret('pw') }],
       dailyQuota: 10,
       rateLimit: noRate,
+      tracking: { mode: 'full', anonymizeIp: 'none' },
     },
-    { id: 'beta', domains: [{ domain: 'beta.example', dkim: [] }], apiKeys: [], smtpUsers: [], dailyQuota: null, rateLimit: noRate },
+    { id: 'beta', domains: [{ domain: 'beta.example', dkim: [] }], apiKeys: [], smtpUsers: [], dailyQuota: null, rateLimit: noRate, tracking: { mode: 'anonymous', anonymizeIp: 'truncate' } },
   ];
   registry = new AccountRegistry(accounts);
 });
