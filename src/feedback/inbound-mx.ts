@@ -1,3 +1,4 @@
+import { readBounded, callOnce } from '../core/read-bounded.js';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
 import type { Logger } from 'pino';
 import type { RedisClient } from '../redis/client.js';
@@ -141,28 +142,13 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
     },
 
     onData(stream: SMTPServerDataStream, session: SMTPServerSession, cb) {
-      // Past the limit, bytes are counted and dropped: the stream must still be drained.
-      const chunks: Buffer[] = [];
-      let size = 0;
-      let answered = false;
-      const answer = (err: SmtpReplyError | null, text?: string) => {
-        if (answered) return;
-        answered = true;
-        if (err) cb(err);
-        else cb(null, text);
-      };
-      stream.on('data', (chunk: Buffer) => {
-        size += chunk.length;
-        if (size > maxSize) chunks.length = 0;
-        else chunks.push(chunk);
-      });
-      stream.on('error', (err) => answer(reply(err, session.id)));
-      stream.on('end', () => {
-        if (size > maxSize || stream.sizeExceeded) {
+      const answer = callOnce<SmtpReplyError>(cb);
+      readBounded(stream, maxSize).then(({ data, size }) => {
+        if (!data) {
           return answer(refuse(session, new SluiceError('SLUICE_FEEDBACK_TOO_LARGE', `Message exceeds the size limit of ${maxSize} bytes`)));
         }
         const receivedAt = now();
-        const mail = { id: newId(receivedAt), raw: Buffer.concat(chunks, size), rcpts: session.envelope.rcptTo.map((r) => r.address), receivedAt };
+        const mail = { id: newId(receivedAt), raw: data, rcpts: session.envelope.rcptTo.map((r) => r.address), receivedAt };
         const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
         void (async () => {
           try {
@@ -181,7 +167,7 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
           processLater(mail);
           answer(null, `2.0.0 Ok: stored as ${mail.id}`);
         })();
-      });
+      }, (err: Error) => answer(reply(err, session.id)));
     },
   });
 

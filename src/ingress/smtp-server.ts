@@ -1,3 +1,4 @@
+import { readBounded, callOnce } from '../core/read-bounded.js';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
 import type { Logger } from 'pino';
 import { SluiceError, toSluiceError } from '../core/errors.js';
@@ -146,30 +147,16 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
 
     onData(stream: SMTPServerDataStream, session: SMTPServerSession, cb) {
       // Read the whole message (bounded) before answering: the answer depends on all of it, and
-      // smtp-server needs the stream drained either way. Past the limit, bytes are counted and dropped.
-      const chunks: Buffer[] = [];
-      let size = 0;
-      let answered = false;
-      const answer = (err: SmtpReplyError | null, text?: string) => {
-        if (answered) return;
-        answered = true;
-        if (err) cb(err);
-        else cb(null, text);
-      };
-      stream.on('data', (chunk: Buffer) => {
-        size += chunk.length;
-        if (size > maxSize) chunks.length = 0;
-        else chunks.push(chunk);
-      });
-      stream.on('error', (err) => answer(reject(session, err)));
-      stream.on('end', () => {
+      // smtp-server needs the stream drained either way.
+      const answer = callOnce<SmtpReplyError>(cb);
+      readBounded(stream, maxSize).then(({ data, size }) => {
         void (async () => {
           const account = accountOf(session);
           if (!account) return answer(reply(new SluiceError('SLUICE_AUTH_REQUIRED'), session.id));
-          if (size > maxSize || stream.sizeExceeded) {
+          if (!data) {
             return answer(rejected(session, new SluiceError('SLUICE_INGRESS_TOO_LARGE', `Message exceeds the size limit of ${maxSize} bytes`)));
           }
-          const raw = Buffer.concat(chunks, size);
+          const raw = data;
           try {
             const from = headerFrom(raw);
             const accepted = await acceptMessage(
@@ -190,7 +177,7 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
             answer(err instanceof SluiceError && err.code === 'SLUICE_INGRESS_BAD_MESSAGE' ? rejected(session, err) : reject(session, err));
           }
         })();
-      });
+      }, (err: Error) => answer(reject(session, err)));
     },
   });
 
