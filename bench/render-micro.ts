@@ -10,7 +10,7 @@ const rsa = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.expor
 const render = createRenderer({ keys: [{ domain: 'acme.example', selector: 's1', algorithm: 'rsa', privateKeyPem: rsa }], hostname: 'bench.test' }, { cacheEntries: 0 });
 for (const size of [10 * 1024, 100 * 1024]) {
   const make = messageJsonFactory({ bytes: size, from: 'news@acme.example', domains: 100 });
-  const specs = Array.from({ length: 200 }, (_, i) => {
+  const specs = Array.from({ length: 1000 }, (_, i) => {
     const m = JSON.parse(make(i)) as { subject: string; html: string; headers: Record<string, string>; to: { name: string; address: string }[] };
     return JSON.stringify({ from: { address: 'news@acme.example' }, to: m.to, cc: [], subject: m.subject, html: m.html, headers: m.headers, attachments: [], messageId: `<0123456789ab${String(i).padStart(4, '0')}@bench.test>` });
   });
