@@ -10,6 +10,8 @@ import { RenderPool } from '../render/pool.js';
 import { MxResolver } from '../delivery/mx.js';
 import { Dispatcher } from '../delivery/dispatcher.js';
 import { Reaper } from '../housekeeping/reaper.js';
+import { WebhookDispatcher } from '../housekeeping/webhooks.js';
+import { ReputationGuard } from '../feedback/reputation.js';
 import { startSubmissionServer } from '../ingress/smtp-server.js';
 import { startHttpApi } from '../ingress/http-api.js';
 import { startInboundMx } from '../feedback/inbound-mx.js';
@@ -48,6 +50,19 @@ export interface StartOptions {
 const REAPER_INTERVAL_MS = 5_000;
 /** Destinations sampled per scrape for the queue gauges (bounded: the gauge must stay cheap). */
 const GAUGE_DESTINATIONS = 500;
+
+/** A key file of exactly `bytes` bytes, or undefined when none is configured. */
+function readKeyFile(file: string | null, key: string, bytes: number): Buffer | undefined {
+  if (file === null) return undefined;
+  let data: Buffer;
+  try {
+    data = readFileSync(file);
+  } catch (err) {
+    throw new SluiceError('SLUICE_CONFIG_INVALID', `${key}: cannot read ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  if (data.length !== bytes) throw new SluiceError('SLUICE_CONFIG_INVALID', `${key}: ${file} must hold exactly ${bytes} bytes (it has ${data.length})`);
+  return data;
+}
 
 /** The token codec from tracking.keys, or null when none are configured. */
 function createCodec(config: Config): TokenCodec | null {
@@ -98,11 +113,16 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
 
   try {
     const registry = new AccountRegistry(config.accounts);
+    const webhookKey = readKeyFile(config.webhooks.secretKeyFile, 'webhooks.secretKeyFile', 32);
     const events = (type: string, fields: Record<string, string | number>) => {
       metrics.eventsAppended.inc({ type });
       appendEvent(redis.client, keys, type, fields, config.retention.eventsMaxLen).catch((err: unknown) => log.warn({ err, type }, 'event append failed'));
     };
 
+    const reputation = new ReputationGuard({
+      redis: redis.client, keys, eventsMaxLen: config.retention.eventsMaxLen, logger: logger.child({ role: 'feedback', part: 'reputation' }),
+      onPaused: () => metrics.senderPauses.inc(),
+    });
     let dispatcher: Dispatcher | null = null;
     let pool: RenderPool | null = null;
     if (has('delivery')) {
@@ -122,6 +142,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
         messages: createMessageSource(redis.client, keys, config.retention.records),
         events,
         classify: (code, enhanced, text) => classifySmtpReply(code, enhanced, text),
+        reputation,
       });
       const disp = dispatcher;
       disp.start();
@@ -151,6 +172,16 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       const reaper = new Reaper({ redis: redis.client, keys, shards: config.redis.scheduleShards, intervalMs: REAPER_INTERVAL_MS, logger: logger.child({ role: 'housekeeping' }), metrics });
       reaper.start();
       stoppers.push({ name: 'reaper', stop: () => reaper.stop() });
+      const w = config.webhooks;
+      const webhooks = new WebhookDispatcher({
+        redis: redis.client, keys, logger: logger.child({ role: 'housekeeping', part: 'webhooks' }),
+        metrics: { deliveries: metrics.webhookDeliveries, lagSeconds: metrics.webhookLag },
+        ...(webhookKey ? { secretKey: webhookKey } : {}),
+        maxAttemptsWindowMs: w.retryWindow, retryBaseMs: w.retryBase, retryMaxDelayMs: w.retryMaxDelay, requestTimeoutMs: w.timeout,
+        maxBatchEvents: w.batchSize, perEndpointInFlight: w.perEndpointInFlight, pollIntervalMs: w.pollInterval,
+      });
+      webhooks.start();
+      stoppers.push({ name: 'webhooks', stop: () => webhooks.stop() });
     }
 
     const ports: { admin: number; smtp?: number; http?: number; feedback?: number; tracking?: number } = { admin: 0 };
@@ -159,6 +190,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
         redis: redis.client, keys, config, registry, metrics,
         onAccepted: () => dispatcher?.wake(),
         confirmDurable: redis.confirmDurable,
+        webhookSecretKey: webhookKey,
       };
       if (config.ingress.smtp.enabled) {
         const smtp = await startSubmissionServer({ ...deps, logger: logger.child({ role: 'ingress', interface: 'smtp' }) }, { host: config.ingress.smtp.host, port: config.ingress.smtp.port });
@@ -196,7 +228,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       const f = config.feedback;
       const mx = await startInboundMx(
         {
-          redis: redis.client, keys, logger: logger.child({ role: 'feedback' }),
+          redis: redis.client, keys, logger: logger.child({ role: 'feedback' }), reputation,
           metrics: {
             received: (kind) => metrics.feedbackReceived.inc({ kind }),
             rejected: (code) => metrics.feedbackRejected.inc({ code }),

@@ -8,6 +8,9 @@ import { runSecret } from './secret.js';
 import { runConfig } from './config.js';
 import { runBounceClassify } from './bounce-classify.js';
 import { runSink } from './sink.js';
+import { runSuppression } from './suppression.js';
+import { runSender } from './sender.js';
+import { runWebhooks } from './webhooks.js';
 
 const HELP = `sluice — self-hosted mail delivery engine
 
@@ -22,7 +25,11 @@ Commands:
   bounce classify  classify bounce / complaint mail files (JSON lines)
   config show      print the effective configuration, secrets redacted
   config check     validate a configuration file
+  suppression      list, add, remove or look up suppressed addresses (per account, or the global list)
+  sender           status and resume of senders paused by the reputation guard
   sink             a local SMTP capture peer that writes received mail to files (for trying Sluice offline)
+  webhooks list    an account's webhook endpoints, outbox and dead-letter counts
+  webhooks replay  send an account's dead-lettered webhook batches again
 
 Run 'sluice <command> --help' for a command's options.
 Environment: SLUICE_CONFIG (config file), REDIS_URL (external Redis; unset = embedded), SLUICE_LOG_LEVEL.
@@ -45,8 +52,14 @@ export async function main(argv: string[], io: Io = { out: process.stdout, err: 
         return await runSecret(rest, io);
       case 'config':
         return await runConfig(rest, io);
+      case 'webhooks':
+        return await runWebhooks(rest, io);
       case 'sink':
         return await runSink(rest, io);
+      case 'suppression':
+        return await runSuppression(rest, io);
+      case 'sender':
+        return await runSender(rest, io);
       case 'bounce': {
         const [sub, ...files] = rest;
         if (sub === 'classify' && files.length > 0 && files[0] !== '--help' && files[0] !== '-h') return await runBounceClassify(files, io.out, io.err);

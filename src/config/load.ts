@@ -99,6 +99,10 @@ function resolvePaths(tree: unknown, baseDir: string): void {
       if (typeof v === 'string' && !isAbsolute(v)) smtp[k] = resolve(baseDir, v);
     }
   }
+  const webhooks = tree['webhooks'];
+  if (isPlainObject(webhooks) && typeof webhooks['secretKeyFile'] === 'string' && !isAbsolute(webhooks['secretKeyFile'])) {
+    webhooks['secretKeyFile'] = resolve(baseDir, webhooks['secretKeyFile']);
+  }
   const tracking = tree['tracking'];
   if (isPlainObject(tracking) && Array.isArray(tracking['keys'])) {
     for (const k of tracking['keys']) {

@@ -283,6 +283,20 @@ export const configSchema = z
         signWith: z.string().nullable(),
       })
       .strict(),
+    webhooks: z
+      .object({
+        /** 32 random bytes sealing endpoint secrets at rest (AES-256-GCM); null = stored plain. */
+        secretKeyFile: z.string().nullable(),
+        /** A batch still failing this long after it was queued goes to the dead-letter list. */
+        retryWindow: duration,
+        retryBase: duration,
+        retryMaxDelay: duration,
+        timeout: duration,
+        batchSize: positiveInt,
+        perEndpointInFlight: positiveInt,
+        pollInterval: duration,
+      })
+      .strict(),
     feedback: z
       .object({
         /** The inbound MX for the bounce domain(s): DSNs, ARF complaints, mailto unsubscribes. */

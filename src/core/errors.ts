@@ -44,6 +44,7 @@ export const ERRORS = {
   SLUICE_DELIVERY_CONNECT_FAILED: { message: 'No SMTP session could be opened with the remote host', http: 502, smtp: [451, '4.4.1'] },
   SLUICE_FEEDBACK_NO_SUCH_RECIPIENT: { message: 'No such recipient here: this server accepts only bounces and feedback', http: 404, smtp: [550, '5.1.1'] },
   SLUICE_FEEDBACK_TOO_LARGE: { message: 'The message exceeds the size limit for bounces and feedback', http: 413, smtp: [552, '5.3.4'] },
+  SLUICE_SUPPRESSION_GLOBAL_READ_ONLY: { message: 'The address is on the global suppression list (it does not exist), which accounts cannot change', http: 403, smtp: [550, '5.7.1'] },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof ERRORS;

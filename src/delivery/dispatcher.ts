@@ -17,6 +17,7 @@ import { resolveShaping, retryDelay, type EffectiveShaping } from '../queue/shap
 import { shortId } from '../core/ids.js';
 import { verpAddress } from '../core/verp.js';
 import { suppressionOf } from '../store/suppression.js';
+import type { ReputationRecorder } from '../store/reputation.js';
 import type { LoadedMessage, MessageSource } from '../store/message-source.js';
 import type { MxResolver, Route } from './mx.js';
 import { SmtpClient, type SmtpOutcome } from './smtp-client.js';
@@ -53,6 +54,8 @@ export interface DispatcherOptions {
   messages: MessageSource;
   events: EventSink;
   classify: ReplyClassifier;
+  /** Sender reputation: outcomes are counted, and a paused sender's mail waits (never bounces). */
+  reputation?: ReputationRecorder | undefined;
   now?: () => number;
 }
 
@@ -65,6 +68,8 @@ const BULK_BATCH = 100;
  * that the first copy of a batch is on the wire soon.
  */
 const RENDER_CHUNK = 8;
+/** Bounce reasons that say the address does not exist: they count against the sender's list hygiene. */
+const ADDRESS_REASONS = new Set(['userunknown', 'hostunknown', 'hasmoved', 'notaccept']);
 /** Longest a worker waits in-process for tokens before giving its connection up. */
 const MAX_TOKEN_WAIT_MS = 2_000;
 
@@ -73,6 +78,8 @@ interface Prepared {
   result: RenderResult | null;
   /** The recipient is on a suppression list: dropped without rendering. */
   suppressed?: { list: string; reason: string };
+  /** The sender (account or From domain) is paused by the reputation guard: the copy waits. */
+  paused?: string;
 }
 
 interface DestinationState {
@@ -373,17 +380,20 @@ export class Dispatcher {
         const msgs = await Promise.all(chunk.map((e) => this.o.messages.load(e.msgId)));
         // Suppression is checked at claim time, so an unsubscribe or a hard bounce that arrived
         // after acceptance still stops the copy, before it costs a render.
-        const blocks = await Promise.all(
-          chunk.map((e, j) => {
-            const msg = msgs[j];
-            const rcpt = msg?.rcpts[e.idx];
-            return msg && rcpt ? suppressionOf(this.o.redis, this.o.keys, msg.account, rcpt.address) : null;
-          }),
-        );
+        const [blocks, pauses] = await Promise.all([
+          Promise.all(
+            chunk.map((e, j) => {
+              const msg = msgs[j];
+              const rcpt = msg?.rcpts[e.idx];
+              return msg && rcpt ? suppressionOf(this.o.redis, this.o.keys, msg.account, rcpt.address) : null;
+            }),
+          ),
+          Promise.all(msgs.map((msg) => (msg && this.o.reputation ? this.o.reputation.check(msg.account, msg.fromDomain) : null))),
+        ]);
         const tasks: RenderTask[] = [];
         chunk.forEach((_, j) => {
           const msg = msgs[j];
-          if (msg && !blocks[j]) tasks.push({ msgId: msg.id, kind: msg.kind, source: msg.body, signingDomain: msg.fromDomain, acceptedAt: msg.acceptedAt, frame: true });
+          if (msg && !blocks[j] && !pauses[j]) tasks.push({ msgId: msg.id, kind: msg.kind, source: msg.body, signingDomain: msg.fromDomain, acceptedAt: msg.acceptedAt, frame: true });
         });
         const t0 = performance.now();
         const results = await this.o.pool.renderMany(tasks);
@@ -393,6 +403,8 @@ export class Dispatcher {
           if (!msg) return { msg: null, result: null };
           const block = blocks[j];
           if (block) return { msg, result: null, suppressed: { list: block.list, reason: block.reason } };
+          const pause = pauses[j];
+          if (pause) return { msg, result: null, paused: pause.reason };
           this.o.metrics?.renderDuration.observe(seconds);
           return { msg, result: results[k++] ?? null };
         });
@@ -435,7 +447,11 @@ export class Dispatcher {
         await this.settle(entry, shaping, null, { result: 'deferred', code: null, enhanced: '4.3.0', response: `internal error before sending: ${(err as Error).message}`, command: 'RENDER', throttled: false, connectionUsable: true });
         continue;
       }
-      const { msg, result, suppressed } = prepared;
+      const { msg, result, suppressed, paused } = prepared;
+      if (msg && paused) {
+        await this.settle(entry, shaping, msg, { result: 'deferred', code: null, enhanced: '4.7.0', response: `sender paused by the reputation guard (${paused}); resumes when an operator resumes it`, command: 'REPUTATION', throttled: false, connectionUsable: true });
+        continue;
+      }
       if (msg && suppressed) {
         await this.settle(entry, shaping, msg, { result: 'bounced', code: null, enhanced: '5.7.1', response: `not sent: the address is on the ${suppressed.list === '*' ? 'global' : "account's"} suppression list (${suppressed.reason})`, command: 'SUPPRESSION', throttled: false, connectionUsable: true }, 'suppressed');
         continue;
@@ -481,6 +497,7 @@ export class Dispatcher {
       m?.deliveryAttempts.inc({ result: 'delivered', provider: shaping.provider });
       m?.messagesDelivered.inc({ provider: shaping.provider });
       this.o.events('delivered', fields);
+      this.recordReputation(msg, 'delivered');
       final = true;
     } else if (outcome.result === 'deferred') {
       const attemptsMade = entry.attempt + 1;
@@ -508,9 +525,16 @@ export class Dispatcher {
       m?.deliveryAttempts.inc({ result: 'bounced', provider: shaping.provider });
       m?.bounces.inc({ reason: verdict.reason, verdict: verdict.hardbounce ? 'hard' : 'soft' });
       this.o.events('bounced', { ...fields, reason: verdict.reason, hard: verdict.hardbounce ? 1 : 0 });
+      // Only a remote server's verdict on the address counts against the sender (not our own drops).
+      if (verdict.hardbounce && !reason && ADDRESS_REASONS.has(verdict.reason)) this.recordReputation(msg, 'hardbounce');
       final = true;
     }
     if (final) await this.o.messages.finished(entry.msgId).catch((err: unknown) => this.log.warn({ err, msgId: entry.msgId }, 'could not update message refcount'));
+  }
+
+  private recordReputation(msg: LoadedMessage | null, kind: 'delivered' | 'hardbounce'): void {
+    if (!msg || !this.o.reputation) return;
+    this.o.reputation.record({ account: msg.account, domain: msg.fromDomain, kind }).catch((err: unknown) => this.log.warn({ err, msgId: msg.id }, 'reputation not recorded'));
   }
 
   /**

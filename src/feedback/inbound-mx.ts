@@ -1,3 +1,4 @@
+import type { ReputationRecorder } from '../store/reputation.js';
 import { readBounded, callOnce } from '../core/read-bounded.js';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
 import type { Logger } from 'pino';
@@ -20,6 +21,7 @@ export interface InboundMxDeps {
   readonly keys: Keys;
   readonly logger: Logger;
   readonly metrics?: InboundMxMetricsHook | undefined;
+  readonly reputation?: ReputationRecorder | undefined;
   readonly now?: (() => number) | undefined;
 }
 

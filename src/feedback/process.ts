@@ -1,3 +1,4 @@
+import type { ReputationRecorder } from '../store/reputation.js';
 import type { Logger } from 'pino';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
@@ -41,6 +42,8 @@ export interface FeedbackDeps {
   readonly logger: Logger;
   readonly metrics?: FeedbackMetricsHook | undefined;
   readonly now?: (() => number) | undefined;
+  /** Complaints and address-level hard bounces count against the sender's reputation. */
+  readonly reputation?: ReputationRecorder | undefined;
 }
 
 export interface ProcessOptions {
@@ -270,6 +273,11 @@ async function act(
     if (record.status) evidence['status'] = record.status;
     await addSuppression(deps.redis, deps.keys, list, address, { reason, at: now, evidence });
     m?.suppressed?.(list === GLOBAL_LIST ? 'global' : 'account', reason);
+  }
+  if (verdict === 'complaint' || verdict === 'hard') {
+    await deps.reputation
+      ?.record({ account: meta.account, domain: meta.fromDomain || null, kind: verdict === 'complaint' ? 'complaint' : 'hardbounce' })
+      .catch((err: unknown) => deps.logger.warn({ err, msgId: meta.id }, 'reputation not recorded'));
   }
   if (type === 'bounced') m?.bounce?.(record.reason, record.hardbounce ? 'hard' : 'soft');
   if (verdict === 'complaint' || verdict === 'optout' || verdict === 'notspam') m?.complaint?.(feedbackTypeLabel(record.feedbacktype));

@@ -10,6 +10,8 @@ import { messageStatus } from './message-status.js';
 import { acceptMessage, type AcceptDeps, type Accepted } from './accept.js';
 import { fieldErrors, messageSchema, toSpecSubmission, validateMessage } from './http-schema.js';
 import { IdempotencyStore, isValidIdempotencyKey, requestHash, type StoredAnswer } from './idempotency.js';
+import { matchSuppressionRoute, MAX_SUPPRESSION_BODY_BYTES } from './suppression-routes.js';
+import { webhookRoute } from './webhook-routes.js';
 
 /**
  * The HTTP API, on plain node:http (this is a handful of routes; a framework would add more code
@@ -24,6 +26,8 @@ import { IdempotencyStore, isValidIdempotencyKey, requestHash, type StoredAnswer
  */
 export interface HttpApiDeps extends AcceptDeps {
   readonly logger: Logger;
+  /** 32-byte key sealing webhook secrets at rest (webhooks.secretKeyFile); none = stored plain. */
+  readonly webhookSecretKey?: Buffer | undefined;
 }
 
 export interface HttpApiOptions {
@@ -48,7 +52,7 @@ const MAX_HEADER_BYTES = 16 * 1024;
 const JSON_TYPE = /^application\/json\s*(?:;|$)/i;
 const STATUS_PATH = /^\/v1\/messages\/([^/]+)$/;
 
-type Route = 'send' | 'batch' | 'status' | 'other';
+type Route = 'send' | 'batch' | 'status' | 'suppressions' | 'sender' | 'webhooks' | 'other';
 
 class Answer {
   constructor(
@@ -243,15 +247,33 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
       if (!status) throw new SluiceError('SLUICE_INGRESS_NOT_FOUND', 'No such message');
       return { route: 'status', answer: new Answer(200, status) };
     }
+    const own = matchSuppressionRoute(method, req.url ?? '/');
+    if (own) {
+      const account = await authenticate(req);
+      let input: unknown;
+      if (own.hasBody && (req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0)) {
+        if (!JSON_TYPE.test(req.headers['content-type'] ?? '')) throw new SluiceError('SLUICE_INGRESS_UNSUPPORTED_MEDIA');
+        const body = await readBody(req, MAX_SUPPRESSION_BODY_BYTES);
+        if (body.length > 0) input = parseJson(body);
+      }
+      const r = await own.run({ redis: deps.redis, keys: deps.keys, eventsMaxLen: deps.config.retention.eventsMaxLen, now: deps.now }, account.id, input);
+      return { route: own.name, answer: new Answer(r.status, r.body) };
+    }
+    const webhook = await webhookRoute(method, path, req.headers, {
+      redis: deps.redis, keys: deps.keys, authenticate: () => authenticate(req), readJson: async (max) => parseJson(await readBody(req, max)),
+      ...(deps.webhookSecretKey ? { secretKey: deps.webhookSecretKey } : {}),
+    });
+    if (webhook) return { route: 'webhooks', answer: new Answer(webhook.status, webhook.body) };
     throw new SluiceError('SLUICE_INGRESS_NOT_FOUND');
   }
 
   function send(req: IncomingMessage, res: ServerResponse, routeName: Route, answer: Answer, closeAfter: boolean): void {
-    const text = JSON.stringify(answer.body);
+    // 204 carries no body (RFC 9110 §15.3.5): a Content-Length there breaks strict clients.
+    const text = answer.status === 204 ? '' : JSON.stringify(answer.body);
     res.statusCode = answer.status;
     res.setHeader('content-type', 'application/json; charset=utf-8');
     res.setHeader('cache-control', 'no-store');
-    res.setHeader('content-length', Buffer.byteLength(text));
+    if (answer.status !== 204) res.setHeader('content-length', Buffer.byteLength(text));
     for (const [k, v] of Object.entries(answer.headers)) res.setHeader(k, v);
     if (closeAfter) {
       // The rest of the body is not read: close the connection once the answer is out, rather than

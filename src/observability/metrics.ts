@@ -94,6 +94,15 @@ export function createMetrics() {
       name: 'sluice_tracking_request_duration_seconds', help: 'Tracking request latency by endpoint', labelNames: ['endpoint'] as const,
       buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1], registers: [registry],
     }),
+    webhookDeliveries: new Counter({
+      name: 'sluice_webhook_deliveries_total', help: 'Webhook batch deliveries by result (success, http_error, timeout, network_error, secret_error, dead_letter)', labelNames: ['result'] as const, registers: [registry],
+    }),
+    webhookLag: new Gauge({
+      name: 'sluice_webhook_lag_seconds', help: 'Age of the oldest event waiting for webhook delivery at the last pass', registers: [registry],
+    }),
+    senderPauses: new Counter({
+      name: 'sluice_sender_pauses_total', help: 'Senders (account or From domain) paused by the reputation guard', registers: [registry],
+    }),
     feedbackReceived: new Counter({
       name: 'sluice_feedback_received_total', help: 'Feedback mail accepted and stored by the inbound MX, by kind (verp, fbl, unsubscribe)', labelNames: ['kind'] as const, registers: [registry],
     }),

@@ -7,7 +7,7 @@
  *                  (scope = '<rule>' for provider-wide rules, '<rule>:<domain>' for per-domain rules)
  *   {s:<n>}        shard n of the schedule of destinations with due work
  *   {m:<id>}       one message: metadata and body
- *   {a:<account>}  an account's quota, rate and idempotency records
+ *   {a:<account>}  an account's quota, rate and idempotency records, webhook endpoints and their outboxes
  *   {x:<account>}  an account's suppression list ('*' = the global list)
  *   {f:<id>}       one inbound feedback mail (bounce, complaint) kept raw for a retention period
  *
@@ -43,6 +43,12 @@ export function createKeys(prefix: string) {
     quota: (account: string, day: string) => `${p}{a:${account}}:quota:${day}`,
     accountRate: (account: string) => `${p}{a:${account}}:rate`,
     idempotency: (account: string, keyHash: string) => `${p}{a:${account}}:idem:${keyHash}`,
+    /** HASH "<scope>|<kind>" → count for one time bucket (scope '*' = the whole account, else a sending domain). */
+    reputation: (account: string, bucketStart: number) => `${p}{a:${account}}:rep:${bucketStart}`,
+    /** HASH scope ('*' or a sending domain) → JSON pause record of the reputation guard. */
+    senderPaused: (account: string) => `${p}{a:${account}}:paused`,
+    /** ZSET "<account>|<scope>" → paused time (ms): every paused sender, for status and the gauge. */
+    pausedSenders: () => `${p}senders:paused`,
     // auth throttling
     authFailures: (kind: string, who: string) => `${p}authfail:${kind}:${who}`,
     // suppression: per account, and the global list ('*') of addresses that do not exist
@@ -55,6 +61,15 @@ export function createKeys(prefix: string) {
     feedbackUnprocessed: () => `${p}feedback:unprocessed`,
     // events (one stream; consumers use groups)
     events: () => `${p}events`,
+    // webhooks: an account's endpoints under its tag; per endpoint an outbox and a dead-letter list
+    /** HASH endpoint id → JSON record (url, events, sealed signing secret, created). */
+    webhooks: (account: string) => `${p}{a:${account}}:webhooks`,
+    /** ZSET member = JSON batch, score = when it is due (ms): first attempts and retries alike. */
+    webhookOutbox: (account: string, id: string) => `${p}{a:${account}}:wh:${id}:outbox`,
+    /** LIST of JSON batches that ran out of retries, for an operator to replay. */
+    webhookDead: (account: string, id: string) => `${p}{a:${account}}:wh:${id}:dead`,
+    /** SET of "<account>/<endpoint id>": every registered endpoint, walked by the dispatcher with SSCAN. */
+    webhookEndpoints: () => `${p}webhooks:endpoints`,
   };
 }
 

@@ -39,6 +39,7 @@ test('every error code is documented', () => {
 test('the README begins with the two commands', () => {
   const blocks = [...readme.matchAll(/```sh\n([^`]+)```/g)].map((m) => (m[1] as string).trim());
   assert.match(blocks[0] ?? '', /apt-get install -y redis-server.*npm ci && npm start/);
+  for (const pkg of ['redis-server', 'python3-dkim', 'chromium', 'postfix']) assert.ok((blocks[0] ?? '').includes(pkg), `first command installs ${pkg}`);
   assert.is(blocks[1], 'npm test');
 });
 

@@ -1,0 +1,85 @@
+import { loadConfig } from '../config/load.js';
+import { normaliseDomain } from '../core/address.js';
+import { ReputationGuard } from '../feedback/reputation.js';
+import { createKeys } from '../redis/keys.js';
+import { ACCOUNT_SCOPE, type Figures } from '../store/reputation.js';
+import { parse, println, subcommand, UsageError, type Io } from './args.js';
+import { connectForCommand } from './redis-connect.js';
+
+const USAGE = `Usage: sluice sender <status|resume> [options]
+
+  status  the senders the reputation guard has paused: account, domain ('*' = the whole account),
+          why, when, the figures that paused it and the figures now    [--account ID] [--json]
+  resume  resume a paused sender: --account ID, and --domain D for one sending domain (without it,
+          every pause of the account). Its figures start again from zero.
+
+Options: --config FILE. Reads Redis directly (REDIS_URL, or the embedded server's socket).
+Exit codes: 0 done; 1 nothing was paused (resume) or failure; 2 usage.`;
+
+const ACCOUNT_ID = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+
+function pct(ratio: number): string {
+  return `${(ratio * 100).toFixed(2)}%`;
+}
+
+function figuresText(f: Figures): string {
+  return `sent ${f.sent}, hard bounces ${f.hardbounces} (${pct(f.hardBounceRate)}), complaints ${f.complaints} (${pct(f.complaintRate)})`;
+}
+
+export async function runSender(argv: string[], io: Io): Promise<number> {
+  const args = parse(
+    {
+      name: 'sender',
+      usage: USAGE,
+      allowPositionals: true,
+      options: { config: { type: 'string', short: 'c' }, account: { type: 'string' }, domain: { type: 'string' }, json: { type: 'boolean' } },
+    },
+    argv,
+  );
+  if (args.values.help) {
+    println(io.out, USAGE);
+    return 0;
+  }
+  const sub = subcommand('sender', args.positionals, ['status', 'resume']);
+  const hint = "Run 'sluice sender --help' for usage.";
+  const { account } = args.values;
+  if (account !== undefined && !ACCOUNT_ID.test(account)) throw new UsageError(`--account must be an account id (lower-case letters, digits, _ and -), not '${account}'`);
+  let domain: string | null = null;
+  if (args.values.domain !== undefined) {
+    if (sub !== 'resume') throw new UsageError(`--domain is for resume only\n${hint}`);
+    domain = normaliseDomain(args.values.domain) ?? null;
+    if (domain === null) throw new UsageError(`--domain must be a domain name, not '${args.values.domain}'`);
+  }
+  if (sub === 'resume' && account === undefined) throw new UsageError(`resume needs --account ID\n${hint}`);
+
+  const cfg = loadConfig({ file: args.values.config, env: io.env });
+  const redis = await connectForCommand(cfg);
+  try {
+    const guard = new ReputationGuard({ redis, keys: createKeys(cfg.redis.prefix), eventsMaxLen: cfg.retention.eventsMaxLen }, { checkCacheMs: 0 });
+    if (sub === 'resume') {
+      const resumed = await guard.resume(account as string, domain, 'cli');
+      if (resumed.length === 0) {
+        println(io.err, `sluice: ${domain === null ? `no sender of account ${account} is paused` : `${domain} of account ${account} is not paused`}`);
+        return 1;
+      }
+      for (const s of resumed) println(io.out, `resumed ${account} ${s === ACCOUNT_SCOPE ? '(the whole account)' : s}`);
+      return 0;
+    }
+    const rows = await guard.status(account);
+    if (args.values.json) {
+      for (const r of rows) println(io.out, JSON.stringify({ account: r.pause.account, domain: r.pause.scope === ACCOUNT_SCOPE ? null : r.pause.scope, reason: r.pause.reason, pausedAt: new Date(r.pause.at).toISOString(), threshold: r.pause.threshold, windowHours: r.pause.windowHours, figures: r.pause.figures, current: r.current }));
+      return 0;
+    }
+    if (rows.length === 0) {
+      println(io.out, account === undefined ? 'no sender is paused' : `no sender of account ${account} is paused`);
+      return 0;
+    }
+    for (const r of rows) {
+      const p = r.pause;
+      println(io.out, `${p.account} ${p.scope}: paused ${new Date(p.at).toISOString()} for ${p.reason} above ${pct(p.threshold)} over ${p.windowHours} h — ${figuresText(p.figures)}; now ${figuresText(r.current)}`);
+    }
+    return 0;
+  } finally {
+    redis.disconnect();
+  }
+}

@@ -1,0 +1,136 @@
+import { loadConfig } from '../config/load.js';
+import { parseAddress } from '../core/address.js';
+import { createKeys } from '../redis/keys.js';
+import { addSuppression, GLOBAL_LIST, listSuppressions, removeSuppression, suppressionOf, type SuppressionEntry, type SuppressionReason } from '../store/suppression.js';
+import { parse, println, subcommand, UsageError, type Io } from './args.js';
+import { connectForCommand } from './redis-connect.js';
+
+const USAGE = `Usage: sluice suppression <list|add|remove|lookup> (--account ID | --global) [EMAIL] [options]
+
+  list    the list's addresses with reason, time and evidence  [--limit N (default 1000)] [--json]
+  add     add EMAIL to the list                                [--reason R (default manual)]
+  remove  remove EMAIL from the list
+  lookup  why EMAIL is not mailed for the account: its own entry, else the global list's  [--json]
+
+--account ID is one account's list; --global is the list of addresses that do not exist, shared by
+every account. Reasons: ${['manual', 'unsubscribe', 'complaint', 'hardbounce', 'softbounce'].join(', ')}.
+Options: --config FILE. Reads Redis directly (REDIS_URL, or the embedded server's socket).
+Exit codes: 0 done; 1 not found (remove, lookup) or failure; 2 usage.`;
+
+const REASONS: readonly SuppressionReason[] = ['manual', 'unsubscribe', 'complaint', 'hardbounce', 'softbounce'];
+const ACCOUNT_ID = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+
+function describe(address: string, e: SuppressionEntry, list?: string): Record<string, unknown> {
+  return {
+    email: address,
+    ...(list === undefined ? {} : { list: list === GLOBAL_LIST ? 'global' : 'account' }),
+    reason: e.reason,
+    at: e.at > 0 ? new Date(e.at).toISOString() : null,
+    evidence: e.evidence,
+  };
+}
+
+function evidenceText(e: SuppressionEntry): string {
+  return Object.entries(e.evidence).map(([k, v]) => `${k}=${v}`).join(' ') || '-';
+}
+
+export async function runSuppression(argv: string[], io: Io): Promise<number> {
+  const args = parse(
+    {
+      name: 'suppression',
+      usage: USAGE,
+      allowPositionals: true,
+      options: {
+        config: { type: 'string', short: 'c' },
+        account: { type: 'string' },
+        global: { type: 'boolean' },
+        reason: { type: 'string' },
+        limit: { type: 'string', default: '1000' },
+        json: { type: 'boolean' },
+      },
+    },
+    argv,
+  );
+  if (args.values.help) {
+    println(io.out, USAGE);
+    return 0;
+  }
+  const [subText, ...rest] = args.positionals;
+  const sub = subcommand('suppression', subText === undefined ? [] : [subText], ['list', 'add', 'remove', 'lookup']);
+  const hint = "Run 'sluice suppression --help' for usage.";
+
+  const { account, global } = args.values;
+  if ((account === undefined) === (global !== true)) throw new UsageError(`give exactly one of --account ID and --global\n${hint}`);
+  if (account !== undefined && !ACCOUNT_ID.test(account)) throw new UsageError(`--account must be an account id (lower-case letters, digits, _ and -), not '${account}'`);
+  const list = account ?? GLOBAL_LIST;
+  if (sub === 'lookup' && global) throw new UsageError(`lookup answers for an account: give --account ID\n${hint}`);
+
+  let address = '';
+  if (sub === 'list') {
+    if (rest.length > 0) throw new UsageError(`unexpected argument '${rest[0] as string}'\n${hint}`);
+  } else {
+    if (rest.length !== 1) throw new UsageError(`${sub} takes one EMAIL\n${hint}`);
+    const text = rest[0] as string;
+    const parsed = parseAddress(text);
+    if (sub === 'add' && !parsed) throw new UsageError(`'${text}' is not a valid email address`);
+    if (!text.includes('@')) throw new UsageError(`'${text}' is not an email address`);
+    address = parsed?.address ?? text;
+  }
+  const reason = (args.values.reason ?? 'manual') as SuppressionReason;
+  if (!REASONS.includes(reason)) throw new UsageError(`--reason must be one of ${REASONS.join(', ')}, not '${args.values.reason}'`);
+  if (args.values.reason !== undefined && sub !== 'add') throw new UsageError(`--reason is for add only\n${hint}`);
+  const limit = Number(args.values.limit);
+  if (!Number.isInteger(limit) || limit < 1) throw new UsageError(`--limit must be a positive whole number, not '${args.values.limit}'`);
+
+  const cfg = loadConfig({ file: args.values.config, env: io.env });
+  const redis = await connectForCommand(cfg);
+  try {
+    const keys = createKeys(cfg.redis.prefix);
+    const label = list === GLOBAL_LIST ? 'the global list' : `account ${list}'s list`;
+    switch (sub) {
+      case 'list': {
+        let cursor = '0';
+        let shown = 0;
+        do {
+          const page = await listSuppressions(redis, keys, list, cursor, Math.min(1000, limit - shown));
+          for (const e of page.entries.slice(0, limit - shown)) {
+            println(io.out, args.values.json ? JSON.stringify(describe(e.address, e)) : `${e.address}\t${e.reason}\t${e.at > 0 ? new Date(e.at).toISOString() : '-'}\t${evidenceText(e)}`);
+            shown++;
+          }
+          cursor = page.cursor;
+        } while (cursor !== '0' && shown < limit);
+        if (!args.values.json && shown === 0) println(io.err, `${label} is empty`);
+        return 0;
+      }
+      case 'add': {
+        const now = Date.now();
+        await addSuppression(redis, keys, list, address, { reason, at: now, evidence: { source: 'cli' } });
+        println(io.out, `added ${address} to ${label} (${reason})`);
+        return 0;
+      }
+      case 'remove': {
+        if (await removeSuppression(redis, keys, list, address)) {
+          println(io.out, `removed ${address} from ${label}`);
+          return 0;
+        }
+        println(io.err, `sluice: ${address} is not on ${label}`);
+        return 1;
+      }
+      case 'lookup': {
+        const hit = await suppressionOf(redis, keys, list, address);
+        if (!hit) {
+          if (args.values.json) println(io.out, JSON.stringify({ email: address, suppressed: false }));
+          else println(io.out, `${address} is not suppressed for account ${list}`);
+          return 1;
+        }
+        if (args.values.json) println(io.out, JSON.stringify({ ...describe(address, hit, hit.list), suppressed: true }));
+        else println(io.out, `${address} is suppressed on ${hit.list === GLOBAL_LIST ? 'the global list' : `account ${list}'s list`}: ${hit.reason} since ${hit.at > 0 ? new Date(hit.at).toISOString() : '(unknown)'}; evidence: ${evidenceText(hit)}`);
+        return 0;
+      }
+      default:
+        throw new UsageError(`unknown subcommand '${sub}'\n${hint}`);
+    }
+  } finally {
+    redis.disconnect();
+  }
+}

@@ -1,0 +1,473 @@
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { hostname } from 'node:os';
+import type { Logger } from 'pino';
+import { Agent, request } from 'undici';
+import type { RedisClient } from '../redis/client.js';
+import type { Keys } from '../redis/keys.js';
+import { endpointRef, loadWebhooks, openSecret, parseEndpointRef, type SealedEndpoint } from '../store/webhooks.js';
+
+/**
+ * Webhook dispatch: the event stream → each account's endpoints, signed, at least once.
+ *
+ *   events stream ──XREADGROUP/XAUTOCLAIM──► route by account + type ──ZADD score=now──► outbox ZSET
+ *        ▲ XACK once every batch of an entry is in an outbox            (one per endpoint)   │
+ *        └─────────────────────────────────────────────────────────────────────────────────────┘
+ *   outbox ZSET ──due, claimed with a lease──► POST (undici, timeouts) ──2xx──► ZREM
+ *                                                      └── failure ──► re-ZADD at now + backoff
+ *                                                      └── past maxAttemptsWindowMs ──► dead LIST
+ *
+ * Nothing is acknowledged on the stream before it is durable in an outbox, and nothing leaves an
+ * outbox before a 2xx, so a crash anywhere repeats work and never loses it. A claimed batch keeps
+ * its outbox entry with a score pushed one lease ahead: if this process dies mid-POST the batch comes
+ * due again when the lease ends. Receivers de-duplicate on each event's `id` (its stream id).
+ *
+ * Isolation: a tick only reads Redis and starts POSTs; it never awaits one. Each endpoint has its own
+ * in-flight limit and request timeout, so a slow or failing endpoint holds its own slots, not the
+ * stream, and not another endpoint's.
+ *
+ * Signature: `Sluice-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
+ * Receivers recompute it over the raw body and should refuse a `t` older than
+ * SIGNATURE_TOLERANCE_SECONDS: a captured request then cannot be replayed later (verifyWebhookSignature).
+ *
+ * An outbox member is the JSON batch {b: batch id, n: failed attempts, f: first queued (ms), e: events};
+ * `b` keeps two identical batches distinct members.
+ */
+export interface WebhookDispatcherOptions {
+  redis: RedisClient;
+  keys: Keys;
+  logger: Logger;
+  metrics?: { deliveries: { inc(labels: { result: string }): void }; lagSeconds?: { set(v: number): void } } | undefined;
+  now?: () => number;
+  /** Consumer group on the event stream. Default 'webhooks'. */
+  group?: string;
+  /** This process's consumer name in the group. Default '<hostname>:<pid>'. */
+  consumer?: string;
+  /** AES-256 key (32 bytes) that opens endpoint secrets sealed at registration; none = secrets stored plain. */
+  secretKey?: Buffer | undefined;
+  /** How long a batch is retried before it goes to the dead-letter list. Default 24 h. */
+  maxAttemptsWindowMs?: number;
+  /** First retry delay, doubled per failure. Default 30 s. */
+  retryBaseMs?: number;
+  /** Longest delay between two attempts. Default 1 h. */
+  retryMaxDelayMs?: number;
+  /** Whole-request limit (connect, headers and body) of one POST. Default 10 s. */
+  requestTimeoutMs?: number;
+  /** Events in one POST. Default 100. */
+  maxBatchEvents?: number;
+  /** Stream entries read per tick. Default 500. */
+  readCount?: number;
+  /** POSTs in flight per endpoint. Default 2. */
+  perEndpointInFlight?: number;
+  /** POSTs in flight per process. Default 256. */
+  maxInFlight?: number;
+  /** Pause between ticks when idle. Default 500 ms. */
+  pollIntervalMs?: number;
+  /** Stream entries pending this long in a (dead) consumer are taken over. Default 60 s. */
+  claimIdleMs?: number;
+  /** How long an account's endpoint list is cached. Default 5 s. */
+  endpointCacheMs?: number;
+  /** Dead-letter batches kept per endpoint (the oldest go first). Default 10,000. */
+  deadLetterMax?: number;
+}
+
+/** A receiver should refuse signatures older than this: 5 minutes covers clock skew and queuing. */
+export const SIGNATURE_TOLERANCE_SECONDS = 300;
+export const SIGNATURE_HEADER = 'sluice-signature';
+
+// Defaults, with their reasons.
+const DEFAULT_WINDOW_MS = 24 * 3600_000; // a receiver down for a working day still gets everything
+const DEFAULT_RETRY_BASE_MS = 30_000; // a restart of the receiver usually takes longer than seconds
+const DEFAULT_RETRY_MAX_MS = 3600_000; // hourly once it has been down for ~1 h: ~30 attempts in 24 h
+const DEFAULT_TIMEOUT_MS = 10_000; // what Stripe and GitHub allow a receiver; slower ones are failing
+const DEFAULT_BATCH = 100; // ~30 KB of JSON: one cheap request, small enough for any receiver's limit
+const DEFAULT_READ = 500;
+const DEFAULT_PER_ENDPOINT = 2;
+const DEFAULT_MAX_IN_FLIGHT = 256; // sockets; 128 endpoints all hanging at once still leave none waiting
+const DEFAULT_POLL_MS = 500;
+const DEFAULT_CLAIM_IDLE_MS = 60_000; // far beyond one tick's Redis work, so only a dead consumer's entries
+const DEFAULT_CACHE_MS = 5_000;
+const DEFAULT_DEAD_MAX = 10_000;
+// Endpoints visited per tick for due retries (one SSCAN page); new events' endpoints are visited at once.
+const SCAN_COUNT = 200;
+// The response body is read only to free the socket; nobody needs more than this of it.
+const RESPONSE_LIMIT_BYTES = 64 * 1024;
+// Jitter of ±20 % spreads the retries of many batches that failed together (one receiver outage).
+const JITTER = 0.2;
+// A claimed batch is hidden this much longer than the request may take, so it never comes due mid-POST.
+const LEASE_MARGIN_MS = 30_000;
+
+export interface WebhookEvent {
+  /** The stream id: unique and ordered; the de-duplication key for receivers. */
+  readonly id: string;
+  readonly type: string;
+  /** ISO time the event was appended. */
+  readonly time: string;
+  readonly [field: string]: string;
+}
+
+interface Batch {
+  b: string;
+  n: number;
+  f: number;
+  e: WebhookEvent[];
+}
+
+/** The `Sluice-Signature` header value for a body sent at `unixSeconds`. */
+export function signWebhook(secret: string, body: string, unixSeconds: number): string {
+  const mac = createHmac('sha256', secret).update(`${unixSeconds}.${body}`).digest('hex');
+  return `t=${unixSeconds},v1=${mac}`;
+}
+
+/**
+ * A receiver's check, in constant time: the header is well formed, `t` is within `toleranceSeconds`
+ * of `nowSeconds`, and a v1 signature matches the raw body.
+ */
+export function verifyWebhookSignature(header: string, body: string, secret: string, nowSeconds: number, toleranceSeconds = SIGNATURE_TOLERANCE_SECONDS): boolean {
+  let t: number | undefined;
+  const sigs: string[] = [];
+  for (const part of header.split(',')) {
+    const [k, v] = part.trim().split('=', 2);
+    if (k === 't' && v && /^\d{1,12}$/.test(v)) t = Number(v);
+    else if (k === 'v1' && v && /^[0-9a-f]{64}$/.test(v)) sigs.push(v);
+  }
+  if (t === undefined || sigs.length === 0 || Math.abs(nowSeconds - t) > toleranceSeconds) return false;
+  const want = Buffer.from(createHmac('sha256', secret).update(`${t}.${body}`).digest('hex'));
+  return sigs.some((s) => timingSafeEqual(Buffer.from(s), want));
+}
+
+function parseBatch(member: string): Batch | undefined {
+  try {
+    const b = JSON.parse(member) as Batch;
+    return typeof b.b === 'string' && Number.isInteger(b.n) && Number.isFinite(b.f) && Array.isArray(b.e) ? b : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function newBatch(events: WebhookEvent[], now: number): string {
+  return JSON.stringify({ b: randomBytes(8).toString('base64url'), n: 0, f: now, e: events } satisfies Batch);
+}
+
+/** The time (ms) encoded in a stream id '<ms>-<seq>'. */
+function streamTime(id: string): number {
+  return Number(id.slice(0, id.indexOf('-')));
+}
+
+type StreamEntry = [id: string, fields: string[]];
+
+function toEvent(id: string, fields: string[]): { account: string | undefined; event: WebhookEvent } {
+  const o: Record<string, string> = {};
+  for (let i = 0; i + 1 < fields.length; i += 2) o[fields[i] as string] = fields[i + 1] as string;
+  const { type = 'unknown', ...rest } = o;
+  const event: WebhookEvent = { ...rest, id, type, time: new Date(streamTime(id)).toISOString() };
+  return { account: o['account'], event };
+}
+
+function matches(ep: SealedEndpoint, type: string, at: number): boolean {
+  return at >= ep.created && (ep.events.includes('*') || ep.events.includes(type));
+}
+
+function failureKind(err: unknown): 'timeout' | 'network_error' {
+  const e = err as { code?: string; name?: string };
+  const timeout = e.name === 'TimeoutError' || e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_BODY_TIMEOUT' || e.code === 'UND_ERR_CONNECT_TIMEOUT';
+  return timeout ? 'timeout' : 'network_error';
+}
+
+export class WebhookDispatcher {
+  private readonly o: WebhookDispatcherOptions;
+  private readonly now: () => number;
+  private readonly group: string;
+  private readonly consumer: string;
+  private readonly agent: Agent;
+  private readonly timeoutMs: number;
+  private readonly perEndpoint: number;
+  private readonly maxInFlight: number;
+  private readonly cache = new Map<string, { at: number; list: SealedEndpoint[] }>();
+  /** Endpoint ref → POSTs in flight. */
+  private readonly inFlight = new Map<string, number>();
+  private readonly deliveries = new Set<Promise<void>>();
+  private totalInFlight = 0;
+  private groupReady = false;
+  private claimCursor = '0-0';
+  private scanCursor = '0';
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<boolean> | undefined;
+  private stopped = false;
+  private stopping: Promise<void> | undefined;
+
+  constructor(opts: WebhookDispatcherOptions) {
+    this.o = opts;
+    this.now = opts.now ?? Date.now;
+    this.group = opts.group ?? 'webhooks';
+    this.consumer = opts.consumer ?? `${hostname()}:${process.pid}`;
+    this.timeoutMs = opts.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS;
+    this.perEndpoint = opts.perEndpointInFlight ?? DEFAULT_PER_ENDPOINT;
+    this.maxInFlight = opts.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
+    // One pool per origin, as wide as an endpoint may use: a receiver never sees more connections
+    // from this process than its in-flight limit.
+    this.agent = new Agent({ connections: this.perEndpoint, connect: { timeout: this.timeoutMs }, headersTimeout: this.timeoutMs, bodyTimeout: this.timeoutMs });
+  }
+
+  start(): void {
+    const loop = () => {
+      if (this.stopped) return;
+      this.running = this.pass()
+        .catch((err: unknown) => {
+          this.o.logger.error({ err }, 'webhook tick failed');
+          return false;
+        })
+        .finally(() => (this.running = undefined));
+      void this.running.then((busy) => {
+        // A full page read means more is waiting: go again at once; otherwise poll.
+        if (!this.stopped) this.timer = setTimeout(loop, busy ? 0 : (this.o.pollIntervalMs ?? DEFAULT_POLL_MS));
+      });
+    };
+    this.timer = setTimeout(loop, 0);
+  }
+
+  /** Stops reading, lets POSTs in flight finish (each is bounded by the request timeout), closes sockets. */
+  stop(): Promise<void> {
+    this.stopping ??= (async () => {
+      this.stopped = true;
+      if (this.timer) clearTimeout(this.timer);
+      await this.running;
+      await this.drain();
+      await this.agent.close();
+    })();
+    return this.stopping;
+  }
+
+  /** One pass: read and route new events, then start the POSTs that are due. Does not wait for them. */
+  async tick(): Promise<void> {
+    await this.pass();
+  }
+
+  /** Resolves when every POST started so far has finished (for tests and shutdown). */
+  async drain(): Promise<void> {
+    while (this.deliveries.size > 0) await Promise.allSettled([...this.deliveries]);
+  }
+
+  private async pass(): Promise<boolean> {
+    const { redis, keys } = this.o;
+    const stream = keys.events();
+    if (!this.groupReady) {
+      // From '0': an endpoint registered before the dispatcher first ran still gets the events
+      // appended since its registration (older ones are filtered by `created`).
+      await redis.xgroup('CREATE', stream, this.group, '0', 'MKSTREAM').catch((err: Error) => {
+        if (!/BUSYGROUP/.test(err.message)) throw err;
+      });
+      this.groupReady = true;
+    }
+    const readCount = this.o.readCount ?? DEFAULT_READ;
+    const entries: StreamEntry[] = [];
+    const gone: string[] = [];
+    const claimed = (await redis.xautoclaim(stream, this.group, this.consumer, this.o.claimIdleMs ?? DEFAULT_CLAIM_IDLE_MS, this.claimCursor, 'COUNT', readCount)) as [string, (StreamEntry | null)[], string[]?];
+    this.claimCursor = claimed[0];
+    for (const e of claimed[1]) if (e) entries.push(e);
+    // Entries trimmed from the stream while pending (Redis 7 lists them) only need acknowledging.
+    gone.push(...(claimed[2] ?? []));
+    const read = (await redis.xreadgroup('GROUP', this.group, this.consumer, 'COUNT', readCount, 'STREAMS', stream, '>')) as [string, StreamEntry[]][] | null;
+    const fresh = read?.[0]?.[1] ?? [];
+    entries.push(...fresh);
+
+    const touched = await this.route(entries);
+    const ids = [...entries.map((e) => e[0]), ...gone];
+    if (ids.length > 0) await redis.xack(stream, this.group, ...ids);
+
+    const now = this.now();
+    let oldest = entries.length > 0 ? Math.min(...entries.map((e) => streamTime(e[0]))) : now;
+    const [cursor, page] = await redis.sscan(keys.webhookEndpoints(), this.scanCursor, 'COUNT', SCAN_COUNT);
+    this.scanCursor = cursor;
+    for (const ref of new Set([...touched, ...page])) oldest = Math.min(oldest, await this.startDue(ref, now));
+    this.o.metrics?.lagSeconds?.set(Math.max(0, now - oldest) / 1000);
+    return fresh.length === readCount;
+  }
+
+  /** Puts each entry's event into the outbox of every endpoint that wants it. Returns the endpoints touched. */
+  private async route(entries: StreamEntry[]): Promise<Set<string>> {
+    const perEndpoint = new Map<string, { ep: SealedEndpoint; events: WebhookEvent[] }>();
+    for (const [id, fields] of entries) {
+      const { account, event } = toEvent(id, Array.isArray(fields) ? fields : []);
+      if (!account) continue;
+      for (const ep of await this.endpointsOf(account)) {
+        if (!matches(ep, event.type, streamTime(id))) continue;
+        const ref = endpointRef(account, ep.id);
+        let slot = perEndpoint.get(ref);
+        if (!slot) perEndpoint.set(ref, (slot = { ep, events: [] }));
+        slot.events.push(event);
+      }
+    }
+    if (perEndpoint.size === 0) return new Set();
+    const { redis, keys } = this.o;
+    const now = this.now();
+    const size = this.o.maxBatchEvents ?? DEFAULT_BATCH;
+    const writes: Promise<unknown>[] = [];
+    for (const [ref, { ep, events }] of perEndpoint) {
+      for (let i = 0; i < events.length; i += size) writes.push(redis.zadd(keys.webhookOutbox(ep.account, ep.id), now, newBatch(events.slice(i, i + size), now)));
+      // Keeps the walk's index whole even if a registration died before indexing itself.
+      writes.push(redis.sadd(keys.webhookEndpoints(), ref));
+    }
+    await Promise.all(writes);
+    return new Set(perEndpoint.keys());
+  }
+
+  private async endpointsOf(account: string): Promise<SealedEndpoint[]> {
+    // Wall-clock, not this.now: a pinned test clock must not freeze the cache.
+    const t = Date.now();
+    const hit = this.cache.get(account);
+    if (hit && t - hit.at < (this.o.endpointCacheMs ?? DEFAULT_CACHE_MS)) return hit.list;
+    const list = await loadWebhooks(this.o.redis, this.o.keys, account);
+    // Bounded: an event storm over many accounts must not grow this without limit.
+    if (this.cache.size >= 10_000) this.cache.clear();
+    this.cache.set(account, { at: t, list });
+    return list;
+  }
+
+  /**
+   * Claims the endpoint's due batches, up to its free slots, and starts their POSTs. Returns the
+   * oldest event time among them (or `now`) for the lag gauge.
+   */
+  private async startDue(ref: string, now: number): Promise<number> {
+    const free = Math.min(this.perEndpoint - (this.inFlight.get(ref) ?? 0), this.maxInFlight - this.totalInFlight);
+    if (free <= 0) return now;
+    const parsed = parseEndpointRef(ref);
+    const { redis, keys } = this.o;
+    if (!parsed) {
+      await redis.srem(keys.webhookEndpoints(), ref);
+      return now;
+    }
+    const outbox = keys.webhookOutbox(parsed.account, parsed.id);
+    const due = await redis.zrangebyscore(outbox, '-inf', now, 'LIMIT', 0, free);
+    if (due.length === 0) return now;
+    const ep = (await this.endpointsOf(parsed.account)).find((e) => e.id === parsed.id) ?? (await this.reload(parsed.account, parsed.id));
+    if (!ep) {
+      // Deleted: nothing is left to deliver to.
+      await redis.del(outbox);
+      await redis.srem(keys.webhookEndpoints(), ref);
+      return now;
+    }
+    let oldest = now;
+    const leaseUntil = now + this.timeoutMs + LEASE_MARGIN_MS;
+    for (const member of due) {
+      // XX: never re-create a batch another dispatcher just finished; GT + CH: 1 only if the score
+      // moved forward, i.e. this call took the batch out of the due range.
+      const took = await redis.zadd(outbox, 'XX', 'GT', 'CH', leaseUntil, member);
+      if (Number(took) !== 1) continue;
+      const batch = parseBatch(member);
+      if (!batch) {
+        this.o.logger.error({ endpoint: parsed.id }, 'unreadable webhook batch dropped');
+        await redis.zrem(outbox, member);
+        continue;
+      }
+      for (const e of batch.e) oldest = Math.min(oldest, streamTime(e.id));
+      this.launch(ref, ep, outbox, member, batch);
+    }
+    return oldest;
+  }
+
+  private async reload(account: string, id: string): Promise<SealedEndpoint | undefined> {
+    this.cache.delete(account);
+    return (await this.endpointsOf(account)).find((e) => e.id === id);
+  }
+
+  private launch(ref: string, ep: SealedEndpoint, outbox: string, member: string, batch: Batch): void {
+    this.inFlight.set(ref, (this.inFlight.get(ref) ?? 0) + 1);
+    this.totalInFlight++;
+    const p: Promise<void> = this.deliver(ep, outbox, member, batch)
+      .catch((err: unknown) => this.o.logger.error({ err, endpoint: ep.id }, 'webhook delivery bookkeeping failed'))
+      .finally(() => {
+        const n = (this.inFlight.get(ref) ?? 1) - 1;
+        if (n <= 0) this.inFlight.delete(ref);
+        else this.inFlight.set(ref, n);
+        this.totalInFlight--;
+        this.deliveries.delete(p);
+      });
+    this.deliveries.add(p);
+  }
+
+  private async deliver(ep: SealedEndpoint, outbox: string, member: string, batch: Batch): Promise<void> {
+    const { redis, keys, logger } = this.o;
+    const body = JSON.stringify({ events: batch.e });
+    let result: 'success' | 'http_error' | 'timeout' | 'network_error' | 'secret_error';
+    let detail: string;
+    try {
+      const signature = signWebhook(openSecret(ep, this.o.secretKey), body, Math.floor(this.now() / 1000));
+      try {
+        const res = await request(ep.url, {
+          method: 'POST',
+          dispatcher: this.agent,
+          body,
+          headers: { 'content-type': 'application/json', 'user-agent': 'Sluice-Webhooks/1', [SIGNATURE_HEADER]: signature, 'sluice-webhook-id': ep.id },
+          headersTimeout: this.timeoutMs,
+          bodyTimeout: this.timeoutMs,
+          // The whole exchange, connect to last byte: the per-phase timeouts alone let a trickling receiver hold a slot.
+          signal: AbortSignal.timeout(this.timeoutMs),
+        });
+        await res.body.dump({ limit: RESPONSE_LIMIT_BYTES }).catch(() => undefined);
+        result = res.statusCode >= 200 && res.statusCode < 300 ? 'success' : 'http_error';
+        detail = `HTTP ${res.statusCode}`;
+      } catch (err) {
+        result = failureKind(err);
+        detail = (err as Error).message;
+      }
+    } catch (err) {
+      result = 'secret_error';
+      detail = (err as Error).message;
+    }
+
+    if (result === 'success') {
+      await redis.zrem(outbox, member);
+      this.o.metrics?.deliveries.inc({ result });
+      return;
+    }
+    const now = this.now();
+    const attempts = batch.n + 1;
+    if (now - batch.f >= (this.o.maxAttemptsWindowMs ?? DEFAULT_WINDOW_MS)) {
+      const dead = keys.webhookDead(ep.account, ep.id);
+      const max = this.o.deadLetterMax ?? DEFAULT_DEAD_MAX;
+      await redis.multi().zrem(outbox, member).rpush(dead, JSON.stringify({ ...batch, n: attempts, lastError: detail })).ltrim(dead, -max, -1).exec();
+      this.o.metrics?.deliveries.inc({ result: 'dead_letter' });
+      logger.warn({ endpoint: ep.id, attempts, events: batch.e.length, error: detail }, 'webhook batch moved to dead letters');
+      return;
+    }
+    const base = this.o.retryBaseMs ?? DEFAULT_RETRY_BASE_MS;
+    const delay = Math.min(base * 2 ** Math.min(attempts - 1, 30), this.o.retryMaxDelayMs ?? DEFAULT_RETRY_MAX_MS) * (1 - JITTER + 2 * JITTER * Math.random());
+    const next: Batch = { ...batch, n: attempts };
+    await redis.multi().zrem(outbox, member).zadd(outbox, Math.round(now + delay), JSON.stringify(next)).exec();
+    this.o.metrics?.deliveries.inc({ result });
+    logger.info({ endpoint: ep.id, attempts, retryInMs: Math.round(delay), error: detail }, 'webhook delivery failed; will retry');
+  }
+}
+
+/**
+ * Moves dead-lettered batches back into their outboxes as fresh batches (a new retry window), for
+ * one endpoint or every endpoint of the account. Returns the number of batches moved. Safe while
+ * dispatchers run: they append at the tail, this takes from the head.
+ */
+export async function replayDeadLetters(redis: RedisClient, keys: Keys, account: string, endpointId?: string, now: number = Date.now()): Promise<number> {
+  const ids = endpointId !== undefined ? [endpointId] : (await loadWebhooks(redis, keys, account)).map((e) => e.id);
+  // Pages of 100 batches: each page is one MULTI, small enough not to stall Redis.
+  const PAGE = 100;
+  let moved = 0;
+  for (const id of ids) {
+    const dead = keys.webhookDead(account, id);
+    const outbox = keys.webhookOutbox(account, id);
+    let queued = false;
+    for (;;) {
+      const items = await redis.lrange(dead, 0, PAGE - 1);
+      if (items.length === 0) break;
+      const tx = redis.multi();
+      for (const item of items) {
+        const b = parseBatch(item);
+        if (!b) continue;
+        tx.zadd(outbox, now, newBatch(b.e, now));
+        moved++;
+        queued = true;
+      }
+      tx.ltrim(dead, items.length, -1);
+      await tx.exec();
+    }
+    if (queued) await redis.sadd(keys.webhookEndpoints(), endpointRef(account, id));
+  }
+  return moved;
+}

@@ -1,0 +1,181 @@
+import { z } from 'zod';
+import { SluiceError, type FieldError } from '../core/errors.js';
+import { normaliseDomain, parseAddress } from '../core/address.js';
+import type { RedisClient } from '../redis/client.js';
+import type { Keys } from '../redis/keys.js';
+import { addSuppression, GLOBAL_LIST, listSuppressions, removeSuppression, suppressionOf, type SuppressionEntry } from '../store/suppression.js';
+import { listPaused, resumeSender, type PauseRecord } from '../store/reputation.js';
+import { fieldErrors } from './http-schema.js';
+
+/**
+ * The suppression and sender routes of the HTTP API, always scoped to the authenticated account:
+ *
+ *   GET    /v1/suppressions?cursor=&limit=  a page of the account's list → 200 { suppressions, cursor }
+ *   GET    /v1/suppressions/:email          why the address is suppressed (the account's entry, else
+ *                                           the global list's) → 200, or 404 when it is not
+ *   POST   /v1/suppressions {email, reason?}  → 201 added, 200 when it was there already (kept as it was)
+ *   DELETE /v1/suppressions/:email          → 204, 404 when not on the account's list, 403 when only
+ *                                           on the global list (addresses that do not exist: read-only)
+ *   GET    /v1/sender                       the account's paused senders → 200 { paused }
+ *   POST   /v1/sender/resume {domain?}      → 200 { resumed }: that domain, or every pause of the account
+ *
+ * Another account's list is never read or written: an address it suppressed is a 404 here. The
+ * global list is not listed either (its addresses came from every account's mail); a lookup shows
+ * its entry only for the address asked about. The module leaves authentication and body reading to
+ * http-api.ts and answers plain { status, body } values.
+ */
+export interface SuppressionRouteDeps {
+  readonly redis: RedisClient;
+  readonly keys: Keys;
+  readonly eventsMaxLen: number;
+  readonly now?: (() => number) | undefined;
+}
+
+export interface RouteAnswer {
+  readonly status: number;
+  /** Undefined for a 204. */
+  readonly body: unknown;
+}
+
+export interface OwnRoute {
+  /** For the sluice_http_requests_total route label. */
+  readonly name: 'suppressions' | 'sender';
+  /** Whether the route reads a JSON body (http-api reads it, bounded by MAX_SUPPRESSION_BODY_BYTES). */
+  readonly hasBody: boolean;
+  run(deps: SuppressionRouteDeps, account: string, input: unknown): Promise<RouteAnswer>;
+}
+
+/** An address and a reason, or a domain: a few hundred bytes; 16 KiB leaves room and bounds memory. */
+export const MAX_SUPPRESSION_BODY_BYTES = 16 * 1024;
+/** A page: HSCAN's COUNT is a hint, so a page may hold a little more or less. 1000 bounds one answer. */
+const DEFAULT_PAGE = 100;
+const MAX_PAGE = 1000;
+// RFC 5321 bounds a path at 256 octets; 320 (64 + 1 + 255) admits what older software wrote.
+const MAX_ADDRESS = 320;
+
+const ACCOUNT_REASONS = ['manual', 'unsubscribe', 'complaint', 'hardbounce', 'softbounce'] as const;
+const addSchema = z.object({ email: z.string().min(3).max(MAX_ADDRESS), reason: z.enum(ACCOUNT_REASONS).optional() }).strict();
+const resumeSchema = z.object({ domain: z.string().min(1).max(253).nullable().optional() }).strict();
+
+const LIST_PATH = '/v1/suppressions';
+const ONE_PATH = /^\/v1\/suppressions\/([^/]+)$/;
+
+function notAllowed(allow: string): SluiceError {
+  return Object.assign(new SluiceError('SLUICE_INGRESS_METHOD_NOT_ALLOWED'), { allow });
+}
+
+/** The route for this request, null when the path is not one of these; throws 405 for a wrong method. */
+export function matchSuppressionRoute(method: string, url: string): OwnRoute | null {
+  const q = url.indexOf('?');
+  const path = q === -1 ? url : url.slice(0, q);
+  const query = new URLSearchParams(q === -1 ? '' : url.slice(q + 1));
+  if (path === LIST_PATH) {
+    if (method === 'GET') return { name: 'suppressions', hasBody: false, run: (d, a) => list(d, a, query) };
+    if (method === 'POST') return { name: 'suppressions', hasBody: true, run: add };
+    throw notAllowed('GET, POST');
+  }
+  const m = ONE_PATH.exec(path);
+  if (m) {
+    const raw = m[1] as string;
+    if (method === 'GET') return { name: 'suppressions', hasBody: false, run: (d, a) => lookup(d, a, pathAddress(raw)) };
+    if (method === 'DELETE') return { name: 'suppressions', hasBody: false, run: (d, a) => remove(d, a, pathAddress(raw)) };
+    throw notAllowed('GET, DELETE');
+  }
+  if (path === '/v1/sender') {
+    if (method === 'GET') return { name: 'sender', hasBody: false, run: status };
+    throw notAllowed('GET');
+  }
+  if (path === '/v1/sender/resume') {
+    if (method === 'POST') return { name: 'sender', hasBody: true, run: resume };
+    throw notAllowed('POST');
+  }
+  return null;
+}
+
+/** The address of a path segment (percent-encoded or not), normalised like the stored entries. */
+function pathAddress(segment: string): string {
+  let text: string;
+  try {
+    text = decodeURIComponent(segment);
+  } catch {
+    throw new SluiceError('SLUICE_INGRESS_BAD_ADDRESS', 'The address in the path is not valid percent-encoding');
+  }
+  if (text.length > MAX_ADDRESS || !text.includes('@')) throw new SluiceError('SLUICE_INGRESS_BAD_ADDRESS', 'The path must end in an email address');
+  // A valid address gets the domain's A-label form; anything else is looked up as written, so that
+  // an entry recorded from odd bounce text can still be found and removed.
+  return parseAddress(text)?.address ?? text;
+}
+
+function entryJson(address: string, e: SuppressionEntry): Record<string, unknown> {
+  return { email: address, reason: e.reason, at: e.at > 0 ? new Date(e.at).toISOString() : null, evidence: e.evidence };
+}
+
+async function list(deps: SuppressionRouteDeps, account: string, query: URLSearchParams): Promise<RouteAnswer> {
+  const cursor = query.get('cursor') ?? '0';
+  const limitText = query.get('limit');
+  const limit = limitText === null ? DEFAULT_PAGE : Number(limitText);
+  const errors: FieldError[] = [];
+  if (!/^\d{1,20}$/.test(cursor)) errors.push({ path: 'cursor', message: 'must be the cursor of a previous page' });
+  if (!Number.isInteger(limit) || limit < 1 || limit > MAX_PAGE) errors.push({ path: 'limit', message: `must be a whole number from 1 to ${MAX_PAGE}` });
+  if (errors.length > 0) throw new SluiceError('SLUICE_INGRESS_BAD_REQUEST', 'The query is invalid', { errors });
+  const page = await listSuppressions(deps.redis, deps.keys, account, cursor, limit);
+  return {
+    status: 200,
+    body: { suppressions: page.entries.map((e) => entryJson(e.address, e)), cursor: page.cursor === '0' ? null : page.cursor },
+  };
+}
+
+async function lookup(deps: SuppressionRouteDeps, account: string, address: string): Promise<RouteAnswer> {
+  const hit = await suppressionOf(deps.redis, deps.keys, account, address);
+  if (!hit) throw new SluiceError('SLUICE_INGRESS_NOT_FOUND', 'The address is not suppressed for this account');
+  return { status: 200, body: { ...entryJson(address, hit), list: hit.list === GLOBAL_LIST ? 'global' : 'account' } };
+}
+
+async function add(deps: SuppressionRouteDeps, account: string, input: unknown): Promise<RouteAnswer> {
+  const parsed = addSchema.safeParse(input);
+  if (!parsed.success) throw new SluiceError('SLUICE_INGRESS_BAD_REQUEST', 'The suppression is invalid', { errors: fieldErrors(parsed.error) });
+  const address = parseAddress(parsed.data.email)?.address;
+  if (address === undefined) throw new SluiceError('SLUICE_INGRESS_BAD_ADDRESS', 'The address is not valid', { errors: [{ path: 'email', message: 'not a valid email address' }] });
+  const existing = await suppressionOf(deps.redis, deps.keys, account, address);
+  // An entry already on the account's list keeps its reason and evidence (a complaint stays a
+  // complaint). One only on the global list is shadowed by the account's own, which is added.
+  if (existing && existing.list !== GLOBAL_LIST) return { status: 200, body: { ...entryJson(address, existing), list: 'account' } };
+  const entry: SuppressionEntry = { reason: parsed.data.reason ?? 'manual', at: deps.now?.() ?? Date.now(), evidence: { source: 'api' } };
+  await addSuppression(deps.redis, deps.keys, account, address, entry);
+  return { status: 201, body: { ...entryJson(address, entry), list: 'account' } };
+}
+
+async function remove(deps: SuppressionRouteDeps, account: string, address: string): Promise<RouteAnswer> {
+  if (await removeSuppression(deps.redis, deps.keys, account, address)) return { status: 204, body: undefined };
+  const hit = await suppressionOf(deps.redis, deps.keys, account, address);
+  if (hit?.list === GLOBAL_LIST) throw new SluiceError('SLUICE_SUPPRESSION_GLOBAL_READ_ONLY');
+  throw new SluiceError('SLUICE_INGRESS_NOT_FOUND', "The address is not on this account's suppression list");
+}
+
+function pauseJson(p: PauseRecord): Record<string, unknown> {
+  return {
+    domain: p.scope === '*' ? null : p.scope,
+    reason: p.reason,
+    pausedAt: p.at > 0 ? new Date(p.at).toISOString() : null,
+    threshold: p.threshold,
+    windowHours: p.windowHours,
+    figures: p.figures,
+  };
+}
+
+async function status(deps: SuppressionRouteDeps, account: string): Promise<RouteAnswer> {
+  return { status: 200, body: { paused: (await listPaused(deps.redis, deps.keys, account)).map(pauseJson) } };
+}
+
+async function resume(deps: SuppressionRouteDeps, account: string, input: unknown): Promise<RouteAnswer> {
+  const parsed = resumeSchema.safeParse(input ?? {});
+  if (!parsed.success) throw new SluiceError('SLUICE_INGRESS_BAD_REQUEST', 'The request is invalid', { errors: fieldErrors(parsed.error) });
+  let domain: string | null = null;
+  if (typeof parsed.data.domain === 'string') {
+    domain = normaliseDomain(parsed.data.domain) ?? null;
+    if (domain === null) throw new SluiceError('SLUICE_INGRESS_BAD_REQUEST', 'The request is invalid', { errors: [{ path: 'domain', message: 'not a valid domain' }] });
+  }
+  const resumed = await resumeSender(deps.redis, deps.keys, account, domain, 'api', { now: deps.now?.() ?? Date.now(), eventsMaxLen: deps.eventsMaxLen });
+  if (resumed.length === 0) throw new SluiceError('SLUICE_INGRESS_NOT_FOUND', domain === null ? 'No sender of this account is paused' : `The sender domain ${domain} is not paused`);
+  return { status: 200, body: { resumed: resumed.map((s) => (s === '*' ? null : s)) } };
+}

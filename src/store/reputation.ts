@@ -1,0 +1,257 @@
+import { HOUR } from '../core/time.js';
+import type { RedisClient } from '../redis/client.js';
+import type { Keys } from '../redis/keys.js';
+import { appendEvent } from './events.js';
+
+/**
+ * The reputation guard's records: rolling outcome counts and pause records of senders. The policy
+ * (thresholds, when to pause) is feedback/reputation.ts; these records are here, one level down, so
+ * that ingress (the API's resume) and delivery (the pause check at claim time) can read them too.
+ *
+ *   {a:<account>}:rep:<bucketStart>  HASH  "<scope>|<kind>" → count         (TTL: window + one bucket)
+ *   {a:<account>}:paused             HASH  scope → JSON PauseRecord
+ *   senders:paused                   ZSET  "<account>|<scope>" → paused at (ms)
+ *
+ * A scope is '*' (the whole account) or a sending (From) domain. Buckets are one hour: a window of
+ * W hours sums the current bucket and the W - 1 before it, so it covers between W - 1 and W hours,
+ * and a count costs one HINCRBY per scope whatever the volume. All keys of one account share its
+ * hash tag, so a record is one MULTI on one slot, on Redis Cluster too.
+ */
+export const ACCOUNT_SCOPE = '*';
+export const BUCKET_MS = HOUR;
+/** The longest window (7 days): resume clears this many buckets, whatever window the guard uses. */
+export const MAX_WINDOW_HOURS = 168;
+
+export type OutcomeKind = 'delivered' | 'hardbounce' | 'complaint';
+const KINDS: readonly OutcomeKind[] = ['delivered', 'hardbounce', 'complaint'];
+
+export interface Figures {
+  readonly delivered: number;
+  readonly hardbounces: number;
+  readonly complaints: number;
+  /** delivered + hard bounces: the mail that reached a receiver's verdict. */
+  readonly sent: number;
+  /** hardbounces / sent (0 when nothing was sent). */
+  readonly hardBounceRate: number;
+  /** complaints / delivered (complaints can only be about delivered mail). */
+  readonly complaintRate: number;
+}
+
+export type PauseReason = 'complaints' | 'hardbounces';
+
+export interface PauseRecord {
+  readonly account: string;
+  /** '*' (the whole account) or a sending domain. */
+  readonly scope: string;
+  readonly reason: PauseReason;
+  /** ms since epoch */
+  readonly at: number;
+  readonly figures: Figures;
+  /** The threshold that was crossed (a ratio, 0–1) and the window it was measured over. */
+  readonly threshold: number;
+  readonly windowHours: number;
+}
+
+export interface EventOptions {
+  readonly now: number;
+  readonly eventsMaxLen: number;
+}
+
+function bucketOf(now: number): number {
+  return Math.floor(now / BUCKET_MS) * BUCKET_MS;
+}
+
+function scopeOf(domain: string | null): string {
+  return domain === null || domain === '' ? ACCOUNT_SCOPE : domain.toLowerCase();
+}
+
+/** Counts one outcome for the account and, when given, its sending domain. */
+export async function recordOutcome(
+  redis: RedisClient,
+  keys: Keys,
+  o: { readonly account: string; readonly domain: string | null; readonly kind: OutcomeKind; readonly now: number },
+  windowHours: number,
+): Promise<void> {
+  const bucket = bucketOf(o.now);
+  const key = keys.reputation(o.account, bucket);
+  const tx = redis.multi().hincrby(key, `${ACCOUNT_SCOPE}|${o.kind}`, 1);
+  const scope = scopeOf(o.domain);
+  if (scope !== ACCOUNT_SCOPE) tx.hincrby(key, `${scope}|${o.kind}`, 1);
+  // Relative to `now`, so a pinned clock in the past never makes an already-expired key.
+  tx.pexpire(key, bucket + (windowHours + 1) * BUCKET_MS - o.now);
+  await tx.exec();
+}
+
+export function figuresOf(delivered: number, hardbounces: number, complaints: number): Figures {
+  const sent = delivered + hardbounces;
+  return {
+    delivered,
+    hardbounces,
+    complaints,
+    sent,
+    hardBounceRate: sent === 0 ? 0 : hardbounces / sent,
+    // Complaints about mail delivered before the window can outnumber deliveries in it: bound the
+    // divisor below by one so the rate stays finite (and large, which is the truth).
+    complaintRate: complaints === 0 ? 0 : complaints / Math.max(1, delivered),
+  };
+}
+
+/** The figures of each scope over the window ending at `now`: one HMGET per bucket, pipelined. */
+export async function readFigures(redis: RedisClient, keys: Keys, account: string, scopes: readonly string[], now: number, windowHours: number): Promise<Map<string, Figures>> {
+  const fields = scopes.flatMap((s) => KINDS.map((k) => `${s}|${k}`));
+  const last = bucketOf(now);
+  const hours = Math.min(Math.max(1, Math.ceil(windowHours)), MAX_WINDOW_HOURS);
+  const rows = await Promise.all(Array.from({ length: hours }, (_, i) => redis.hmget(keys.reputation(account, last - i * BUCKET_MS), ...fields)));
+  const sums = new Array<number>(fields.length).fill(0);
+  for (const row of rows) row.forEach((v, i) => (sums[i] = (sums[i] as number) + (v === null ? 0 : Number(v) || 0)));
+  const out = new Map<string, Figures>();
+  scopes.forEach((s, i) => out.set(s, figuresOf(sums[3 * i] as number, sums[3 * i + 1] as number, sums[3 * i + 2] as number)));
+  return out;
+}
+
+function parsePause(account: string, scope: string, json: string | null): PauseRecord | null {
+  if (json === null) return null;
+  try {
+    return { ...(JSON.parse(json) as PauseRecord), account, scope };
+  } catch {
+    // A damaged record still pauses: sending on through a reputation problem is the worse error.
+    return { account, scope, reason: 'complaints', at: 0, figures: figuresOf(0, 0, 0), threshold: 0, windowHours: 0 };
+  }
+}
+
+/**
+ * Pauses a sender (the whole account when `domain` is null) unless it is paused already, and appends
+ * a 'sender_paused' event with the figures. Returns the new record, or null when it was paused before.
+ */
+export async function pauseSender(
+  redis: RedisClient,
+  keys: Keys,
+  account: string,
+  domain: string | null,
+  reason: PauseReason,
+  figures: Figures,
+  detail: { readonly threshold: number; readonly windowHours: number },
+  opts: EventOptions,
+): Promise<PauseRecord | null> {
+  const scope = scopeOf(domain);
+  const record: PauseRecord = { account, scope, reason, at: opts.now, figures, threshold: detail.threshold, windowHours: detail.windowHours };
+  if ((await redis.hsetnx(keys.senderPaused(account), scope, JSON.stringify(record))) === 0) return null;
+  await redis.zadd(keys.pausedSenders(), opts.now, `${account}|${scope}`);
+  await appendEvent(redis, keys, 'sender_paused', {
+    account,
+    scope,
+    ...(scope === ACCOUNT_SCOPE ? {} : { domain: scope }),
+    reason,
+    delivered: figures.delivered,
+    hardbounces: figures.hardbounces,
+    complaints: figures.complaints,
+    sent: figures.sent,
+    hardBounceRate: round(figures.hardBounceRate),
+    complaintRate: round(figures.complaintRate),
+    threshold: detail.threshold,
+    windowHours: detail.windowHours,
+  }, opts.eventsMaxLen);
+  return record;
+}
+
+/** Six significant decimals: enough for a 0.3 % threshold, short in the event. */
+function round(ratio: number): number {
+  return Math.round(ratio * 1e6) / 1e6;
+}
+
+/** The pause that stops `domain`'s mail of `account`: the account-wide one first, else the domain's. */
+export async function isPaused(redis: RedisClient, keys: Keys, account: string, domain: string | null): Promise<PauseRecord | null> {
+  const scope = scopeOf(domain);
+  if (scope === ACCOUNT_SCOPE) return parsePause(account, ACCOUNT_SCOPE, await redis.hget(keys.senderPaused(account), ACCOUNT_SCOPE));
+  const [all, own] = await redis.hmget(keys.senderPaused(account), ACCOUNT_SCOPE, scope);
+  return parsePause(account, ACCOUNT_SCOPE, all ?? null) ?? parsePause(account, scope, own ?? null);
+}
+
+/**
+ * Resumes a paused sender: the domain given, or every pause of the account when `domain` is null.
+ * The figures of each resumed scope are cleared, so the guard judges the sender on what it sends
+ * from now on, not again on the mail that paused it. Appends one 'sender_resumed' event per scope.
+ * Returns the scopes that were paused and are not any more.
+ */
+export async function resumeSender(redis: RedisClient, keys: Keys, account: string, domain: string | null, by: string, opts: EventOptions): Promise<string[]> {
+  const key = keys.senderPaused(account);
+  const scopes = domain === null ? await redis.hkeys(key) : [scopeOf(domain)];
+  const resumed: string[] = [];
+  for (const scope of scopes) {
+    const json = await redis.hget(key, scope);
+    if ((await redis.hdel(key, scope)) === 0) continue;
+    resumed.push(scope);
+    await redis.zrem(keys.pausedSenders(), `${account}|${scope}`);
+    await clearFigures(redis, keys, account, scope, opts.now);
+    const was = parsePause(account, scope, json);
+    await appendEvent(redis, keys, 'sender_resumed', {
+      account,
+      scope,
+      ...(scope === ACCOUNT_SCOPE ? {} : { domain: scope }),
+      by,
+      ...(was && was.at > 0 ? { pausedAt: was.at, reason: was.reason } : {}),
+    }, opts.eventsMaxLen);
+  }
+  return resumed;
+}
+
+/**
+ * Clears a scope's counts in every bucket a window can span. A domain's counts are also taken out
+ * of the account's ('*'), which counted them too; resuming the account clears only its own fields,
+ * since its domains were not judged guilty.
+ */
+async function clearFigures(redis: RedisClient, keys: Keys, account: string, scope: string, now: number): Promise<void> {
+  const fields = KINDS.map((k) => `${scope}|${k}`);
+  const last = bucketOf(now);
+  await Promise.all(
+    Array.from({ length: MAX_WINDOW_HOURS + 1 }, async (_, i) => {
+      const key = keys.reputation(account, last - i * BUCKET_MS);
+      const counts = await redis.hmget(key, ...fields);
+      if (counts.every((c) => c === null)) return;
+      const tx = redis.multi();
+      if (scope !== ACCOUNT_SCOPE) {
+        // HINCRBY by the negated count: increments made since the read survive.
+        counts.forEach((c, k) => c !== null && tx.hincrby(key, `${ACCOUNT_SCOPE}|${KINDS[k] as OutcomeKind}`, -(Number(c) || 0)));
+      }
+      tx.hdel(key, ...fields);
+      await tx.exec();
+    }),
+  );
+}
+
+/** The scopes of the account that are paused ('*' and/or sending domains). */
+export async function pausedScopes(redis: RedisClient, keys: Keys, account: string): Promise<string[]> {
+  return redis.hkeys(keys.senderPaused(account));
+}
+
+/** Paused senders: one account's, or every account's (from the index, at most `limit`, oldest first). */
+export async function listPaused(redis: RedisClient, keys: Keys, account?: string, limit = 1000): Promise<PauseRecord[]> {
+  if (account !== undefined) {
+    const flat = await redis.hgetall(keys.senderPaused(account));
+    return Object.entries(flat).map(([scope, json]) => parsePause(account, scope, json) as PauseRecord).sort((a, b) => a.at - b.at);
+  }
+  const members = await redis.zrange(keys.pausedSenders(), 0, limit - 1);
+  const out: PauseRecord[] = [];
+  for (const m of members) {
+    const bar = m.indexOf('|');
+    if (bar <= 0) continue;
+    const [acct, scope] = [m.slice(0, bar), m.slice(bar + 1)];
+    const rec = parsePause(acct, scope, await redis.hget(keys.senderPaused(acct), scope));
+    if (rec) out.push(rec);
+  }
+  return out;
+}
+
+/** How many senders are paused now (for the sluice_senders_paused gauge). */
+export async function pausedCount(redis: RedisClient, keys: Keys): Promise<number> {
+  return redis.zcard(keys.pausedSenders());
+}
+
+/**
+ * What delivery and feedback need of the reputation guard (feedback/reputation.ts implements it;
+ * roles cannot import each other, so they take this shape from app/).
+ */
+export interface ReputationRecorder {
+  record(o: { account: string; domain: string | null; kind: 'delivered' | 'hardbounce' | 'complaint' }): Promise<unknown>;
+  check(account: string, domain: string | null): Promise<{ reason: string } | null>;
+}

@@ -1,0 +1,325 @@
+/**
+ * The webhook dispatcher against a real Redis and real HTTP receivers on loopback: events arrive
+ * signed, batched and once each; 500s and timeouts are retried; an endpoint that stays down ends in
+ * the dead-letter list and is replayed from there (by the function and by `sluice webhooks`); a
+ * hanging endpoint does not hold up another account's; a dead consumer's pending entries are taken over.
+ */
+import { createHmac } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { appendEvent } from '../../src/store/events.js';
+import { createWebhook, openSecret, getWebhook } from '../../src/store/webhooks.js';
+import { replayDeadLetters, verifyWebhookSignature, WebhookDispatcher, type WebhookDispatcherOptions } from '../../src/housekeeping/webhooks.js';
+import { createLogger } from '../../src/observability/logger.js';
+import type { RedisClient } from '../../src/redis/client.js';
+import type { Keys } from '../../src/redis/keys.js';
+import { startRedis, type TestRedis } from '../helpers/redis.js';
+import { sluice } from '../cli/run-cli.js';
+
+const test = suite('housekeeping/webhooks');
+let redis: TestRedis;
+let client: RedisClient;
+const logger = createLogger('silent');
+const servers: Receiver[] = [];
+const dispatchers: WebhookDispatcher[] = [];
+
+interface Received {
+  headers: IncomingMessage['headers'];
+  body: string;
+  events: { id: string; type: string; time: string; account: string; msgId?: string }[];
+}
+
+/** A real HTTP receiver; `answer` decides each request's fate (a status, or 'hang' to never answer). */
+interface Receiver {
+  url: string;
+  received: Received[];
+  answered: number;
+  answer: (n: number) => number | 'hang';
+  server: Server;
+  hanging: ServerResponse[];
+}
+
+async function receiver(answer: (n: number) => number | 'hang' = () => 200): Promise<Receiver> {
+  const r = { received: [], answered: 0, answer, hanging: [] } as unknown as Receiver;
+  r.server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks).toString('utf8');
+      r.received.push({ headers: req.headers, body, events: (JSON.parse(body) as { events: Received['events'] }).events });
+      const a = r.answer(r.received.length);
+      if (a === 'hang') {
+        r.hanging.push(res);
+        return;
+      }
+      r.answered++;
+      res.statusCode = a;
+      res.end('ok');
+    });
+  });
+  await new Promise<void>((resolve) => r.server.listen(0, '127.0.0.1', resolve));
+  const addr = r.server.address() as { port: number };
+  r.url = `http://127.0.0.1:${addr.port}/hook`;
+  servers.push(r);
+  return r;
+}
+
+function counter() {
+  const counts: Record<string, number> = {};
+  let lag = -1;
+  return {
+    counts,
+    lag: () => lag,
+    metrics: { deliveries: { inc: (l: { result: string }) => void (counts[l.result] = (counts[l.result] ?? 0) + 1) }, lagSeconds: { set: (v: number) => void (lag = v) } },
+  };
+}
+
+function dispatcher(keys: Keys, opts: Partial<WebhookDispatcherOptions> = {}): WebhookDispatcher {
+  const d = new WebhookDispatcher({ redis: client, keys, logger, endpointCacheMs: 0, ...opts });
+  dispatchers.push(d);
+  return d;
+}
+
+async function pass(d: WebhookDispatcher): Promise<void> {
+  await d.tick();
+  await d.drain();
+}
+
+async function until(cond: () => boolean | Promise<boolean>, what: string, limitMs = 10_000): Promise<void> {
+  const end = Date.now() + limitMs;
+  while (!(await cond())) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+const event = (keys: Keys, type: string, account: string, msgId: string) => appendEvent(client, keys, type, { account, msgId, idx: 0 }, 100_000);
+
+test.before(async () => {
+  redis = await startRedis();
+  client = redis.client();
+});
+
+test.after(async () => {
+  for (const d of dispatchers) await d.stop();
+  for (const s of servers) {
+    for (const res of s.hanging) res.destroy();
+    s.server.closeAllConnections();
+    await new Promise((r) => s.server.close(r));
+  }
+  await redis.stop();
+});
+
+test('events arrive signed, in bounded batches, once each; only subscribed types of the own account, after registration', async () => {
+  const { keys } = redis.fresh();
+  const rx = await receiver();
+  await event(keys, 'delivered', 'acme', 'before-registration');
+  await new Promise((r) => setTimeout(r, 5));
+  const { endpoint, secret } = await createWebhook(client, keys, 'acme', { url: rx.url, events: ['delivered', 'opened'] });
+  const ids: string[] = [];
+  for (let i = 0; i < 4; i++) ids.push(await event(keys, 'delivered', 'acme', `m${i}`));
+  ids.push(await event(keys, 'opened', 'acme', 'm4'));
+  await event(keys, 'bounced', 'acme', 'not-subscribed');
+  await event(keys, 'delivered', 'other', 'other-account');
+  const m = counter();
+  const d = dispatcher(keys, { maxBatchEvents: 3, metrics: m.metrics });
+  await pass(d);
+
+  assert.is(rx.received.length, 2, 'five events in batches of at most three');
+  const got = rx.received.flatMap((r) => r.events);
+  assert.equal(got.map((e) => e.id).sort(), [...ids].sort(), 'each event once, carrying its stream id');
+  assert.ok(rx.received.every((r) => r.events.length <= 3));
+  assert.ok(got.every((e) => e.account === 'acme' && ['delivered', 'opened'].includes(e.type) && !Number.isNaN(Date.parse(e.time))));
+  for (const r of rx.received) {
+    const header = r.headers['sluice-signature'] as string;
+    const m2 = /^t=(\d+),v1=([0-9a-f]{64})$/.exec(header);
+    assert.ok(m2, header);
+    const expected = createHmac('sha256', secret).update(`${m2[1]}.${r.body}`).digest('hex');
+    assert.is(m2[2], expected, 'HMAC-SHA256 of "t.body" with the secret shown at registration');
+    assert.ok(Math.abs(Number(m2[1]) - Date.now() / 1000) < 300);
+    assert.ok(verifyWebhookSignature(header, r.body, secret, Math.floor(Date.now() / 1000)));
+    assert.not.ok(verifyWebhookSignature(header, r.body + ' ', secret, Math.floor(Date.now() / 1000)), 'a changed body fails');
+    assert.not.ok(verifyWebhookSignature(header, r.body, secret, Number(m2[1]) + 301), 'outside the replay window fails');
+    assert.is(r.headers['sluice-webhook-id'], endpoint.id);
+    assert.match(r.headers['content-type'] as string, /^application\/json/);
+  }
+  assert.is(m.counts['success'], 2);
+
+  await pass(d);
+  assert.is(rx.received.length, 2, 'nothing is sent twice');
+  assert.is(await client.zcard(keys.webhookOutbox('acme', endpoint.id)), 0);
+  const pending = (await client.xpending(keys.events(), 'webhooks')) as [number, ...unknown[]];
+  assert.is(pending[0], 0, 'every stream entry acknowledged');
+});
+
+test('a 500 is retried after the backoff with the same events; not before', async () => {
+  const { keys } = redis.fresh();
+  const rx = await receiver((n) => (n === 1 ? 500 : 200));
+  const { endpoint } = await createWebhook(client, keys, 'acme', { url: rx.url, events: ['*'] });
+  const id = await event(keys, 'delivered', 'acme', 'm1');
+  let now = Date.now();
+  const m = counter();
+  const d = dispatcher(keys, { now: () => now, retryBaseMs: 60_000, metrics: m.metrics });
+  await pass(d);
+  assert.is(rx.received.length, 1);
+  assert.is(m.counts['http_error'], 1);
+  const [member, score] = await client.zrange(keys.webhookOutbox('acme', endpoint.id), 0, -1, 'WITHSCORES');
+  assert.ok(Number(score) >= now + 60_000 * 0.8 && Number(score) <= now + 60_000 * 1.2, 'first retry ~ base delay (±20 % jitter)');
+  assert.is(JSON.parse(member as string).n, 1, 'one failed attempt recorded');
+
+  await pass(d);
+  assert.is(rx.received.length, 1, 'not retried before it is due');
+  now += 75_000;
+  await pass(d);
+  assert.is(rx.received.length, 2, 'retried once due');
+  assert.equal(rx.received[1]!.events.map((e) => e.id), [id], 'same event id: receivers de-duplicate on it');
+  assert.is(m.counts['success'], 1);
+  assert.is(await client.zcard(keys.webhookOutbox('acme', endpoint.id)), 0);
+  assert.ok(m.lag() >= 0);
+});
+
+test('a receiver that does not answer within the timeout is retried', async () => {
+  const { keys } = redis.fresh();
+  const rx = await receiver((n) => (n === 1 ? 'hang' : 204));
+  const { endpoint } = await createWebhook(client, keys, 'acme', { url: rx.url, events: ['delivered'] });
+  const id = await event(keys, 'delivered', 'acme', 'm1');
+  let now = Date.now();
+  const m = counter();
+  const d = dispatcher(keys, { now: () => now, requestTimeoutMs: 300, retryBaseMs: 1_000, metrics: m.metrics });
+  await pass(d);
+  assert.is(m.counts['timeout'], 1, 'counted as a timeout');
+  assert.is(await client.zcard(keys.webhookOutbox('acme', endpoint.id)), 1, 'still in the outbox');
+  now += 2_000;
+  await pass(d);
+  assert.is(rx.received.length, 2);
+  assert.equal(rx.received[1]!.events.map((e) => e.id), [id]);
+  assert.is(m.counts['success'], 1);
+  assert.is(await client.zcard(keys.webhookOutbox('acme', endpoint.id)), 0);
+});
+
+test('an endpoint that stays down lands in dead letters; replay (function and CLI) delivers them', async () => {
+  const { prefix, keys } = redis.fresh();
+  let up = false;
+  const rx = await receiver(() => (up ? 200 : 503));
+  const { endpoint } = await createWebhook(client, keys, 'acme', { url: rx.url, events: ['*'] });
+  const first = await event(keys, 'delivered', 'acme', 'm1');
+  let now = Date.now();
+  const m = counter();
+  const d = dispatcher(keys, { now: () => now, retryBaseMs: 1_000, retryMaxDelayMs: 4_000, maxAttemptsWindowMs: 20_000, metrics: m.metrics });
+  // Attempts at 0, ~1, ~3, ~7, ~11, ~15, ~19 s; the first one past 20 s gives up. Bounded loop.
+  for (let i = 0; i < 40 && (await client.llen(keys.webhookDead('acme', endpoint.id))) === 0; i++) {
+    await pass(d);
+    now += 1_000;
+  }
+  assert.is(await client.llen(keys.webhookDead('acme', endpoint.id)), 1, 'dead-lettered');
+  assert.is(await client.zcard(keys.webhookOutbox('acme', endpoint.id)), 0, 'no longer retried');
+  assert.is(m.counts['dead_letter'], 1);
+  const attempts = rx.received.length;
+  assert.ok(attempts >= 4 && attempts <= 12, `retried with backoff (${attempts} attempts in the window)`);
+  const dead = JSON.parse((await client.lindex(keys.webhookDead('acme', endpoint.id), 0)) as string);
+  assert.is(dead.n, attempts);
+  assert.match(dead.lastError, /503/);
+
+  up = true;
+  await pass(d);
+  assert.is(rx.received.length, attempts, 'dead letters are not sent by themselves');
+  assert.is(await replayDeadLetters(client, keys, 'acme', endpoint.id, now), 1);
+  assert.is(await client.llen(keys.webhookDead('acme', endpoint.id)), 0);
+  await pass(d);
+  assert.is(rx.received.length, attempts + 1);
+  assert.equal(rx.received.at(-1)!.events.map((e) => e.id), [first]);
+
+  // Once more, through the command line: an event dead-lettered again, listed, then replayed.
+  up = false;
+  const second = await event(keys, 'clicked', 'acme', 'm2');
+  for (let i = 0; i < 40 && (await client.llen(keys.webhookDead('acme', endpoint.id))) === 0; i++) {
+    await pass(d);
+    now += 1_000;
+  }
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-webhooks-cli-'));
+  try {
+    const cfg = join(dir, 'sluice.yaml');
+    writeFileSync(cfg, `redis:\n  url: ${JSON.stringify(redis.url)}\n  prefix: '${prefix}'\n`);
+    const list = await sluice(['webhooks', 'list', '--account', 'acme', '--config', cfg, '--json']);
+    assert.is(list.code, 0, list.err);
+    const rows = JSON.parse(list.out) as { id: string; url: string; deadLetters: number; outbox: number }[];
+    assert.equal(rows.map((r) => [r.id, r.url, r.deadLetters, r.outbox]), [[endpoint.id, rx.url, 1, 0]]);
+    const table = await sluice(['webhooks', 'list', '--account', 'acme', '--config', cfg]);
+    assert.match(table.out, endpoint.id);
+    const unknown = await sluice(['webhooks', 'replay', '--account', 'acme', '--endpoint', '0000000000000000', '--config', cfg]);
+    assert.is(unknown.code, 1);
+    const usage = await sluice(['webhooks', 'replay', '--config', cfg]);
+    assert.is(usage.code, 2, 'no --account is a usage error');
+    const replay = await sluice(['webhooks', 'replay', '--account', 'acme', '--endpoint', endpoint.id, '--config', cfg]);
+    assert.is(replay.code, 0, replay.err);
+    assert.match(replay.out, 'replayed 1 batch');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+  up = true;
+  await pass(d);
+  assert.equal(rx.received.at(-1)!.events.map((e) => e.id), [second]);
+  assert.is(await client.llen(keys.webhookDead('acme', endpoint.id)), 0);
+});
+
+test("a hanging endpoint does not delay another account's webhooks", async () => {
+  const { keys } = redis.fresh();
+  const slow = await receiver(() => 'hang');
+  const fast = await receiver();
+  await createWebhook(client, keys, 'slow', { url: slow.url, events: ['*'] });
+  await createWebhook(client, keys, 'acme', { url: fast.url, events: ['*'] });
+  const d = dispatcher(keys, { pollIntervalMs: 20, requestTimeoutMs: 30_000 });
+  d.start();
+  await event(keys, 'delivered', 'slow', 's1');
+  await until(() => slow.received.length === 1, 'the slow endpoint to be called');
+  const ids = [await event(keys, 'delivered', 'acme', 'a1')];
+  await until(() => fast.received.length === 1, 'the fast endpoint');
+  // More of both while the slow request is still open: the fast endpoint keeps flowing.
+  await event(keys, 'delivered', 'slow', 's2');
+  ids.push(await event(keys, 'delivered', 'acme', 'a2'));
+  await until(() => fast.received.flatMap((r) => r.events).length === 2, "the fast endpoint's second event");
+  assert.equal(fast.received.flatMap((r) => r.events.map((e) => e.id)), ids);
+  assert.is(slow.answered, 0, 'the slow request is still hanging');
+  for (const res of slow.hanging) res.end();
+  slow.answer = () => 200;
+  await d.stop();
+});
+
+test("a dead consumer's pending entries are taken over and delivered", async () => {
+  const { keys } = redis.fresh();
+  const rx = await receiver();
+  await createWebhook(client, keys, 'acme', { url: rx.url, events: ['*'] });
+  const id = await event(keys, 'delivered', 'acme', 'm1');
+  await client.xgroup('CREATE', keys.events(), 'webhooks', '0', 'MKSTREAM');
+  // A consumer that read the entry and died before routing it.
+  await client.xreadgroup('GROUP', 'webhooks', 'crashed', 'COUNT', 10, 'STREAMS', keys.events(), '>');
+  const d = dispatcher(keys, { claimIdleMs: 0, consumer: 'survivor' });
+  await pass(d);
+  assert.equal(rx.received.flatMap((r) => r.events.map((e) => e.id)), [id]);
+  const pending = (await client.xpending(keys.events(), 'webhooks')) as [number, ...unknown[]];
+  assert.is(pending[0], 0);
+});
+
+test('a secret sealed with a key is not stored in clear, signs with the key, and refuses a wrong key', async () => {
+  const { keys } = redis.fresh();
+  const rx = await receiver();
+  const key = Buffer.alloc(32, 7);
+  const { endpoint, secret } = await createWebhook(client, keys, 'acme', { url: rx.url, events: ['*'] }, { secretKey: key });
+  const raw = (await client.hget(keys.webhooks('acme'), endpoint.id)) as string;
+  assert.not.match(raw, secret);
+  assert.match(raw, '"gcm:');
+  const sealed = (await getWebhook(client, keys, 'acme', endpoint.id))!;
+  assert.is(openSecret(sealed, key), secret);
+  assert.throws(() => openSecret(sealed, Buffer.alloc(32, 8)), /does not open/);
+  assert.throws(() => openSecret({ ...sealed, id: '0000000000000000' }, key), /does not open/, 'bound to its endpoint');
+  await event(keys, 'delivered', 'acme', 'm1');
+  await pass(dispatcher(keys, { secretKey: key }));
+  const r = rx.received[0]!;
+  assert.ok(verifyWebhookSignature(r.headers['sluice-signature'] as string, r.body, secret, Math.floor(Date.now() / 1000)));
+});
+
+test.run();

@@ -1,0 +1,162 @@
+/**
+ * The suppression and sender routes over real HTTP against startHttpApi and a real Redis: each
+ * account sees and changes only its own list, the global list is visible to a lookup but read-only,
+ * and a paused sender is listed and resumed through the API.
+ */
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { request } from 'undici';
+import { startHttpApi, type HttpApi } from '../../src/ingress/http-api.js';
+import { addSuppression, GLOBAL_LIST, suppressionOf } from '../../src/store/suppression.js';
+import { figuresOf, isPaused, pauseSender } from '../../src/store/reputation.js';
+import { ingressFixture, type IngressFixture } from './fixture.js';
+
+const test = suite('ingress/suppression-routes');
+let fx: IngressFixture;
+let api: HttpApi;
+let base = '';
+
+test.before(async () => {
+  fx = await ingressFixture();
+  api = await startHttpApi({ redis: fx.client, keys: fx.keys, config: fx.config, registry: fx.registry, logger: fx.logger }, { host: '127.0.0.1', port: 0 });
+  base = `http://127.0.0.1:${api.port}`;
+});
+test.after(async () => {
+  await api.close();
+  await fx.stop();
+});
+
+type Json = Record<string, any>;
+async function call(method: 'GET' | 'POST' | 'DELETE' | 'PUT', path: string, body?: unknown, key: string = fx.apiKeys.acme) {
+  const res = await request(base + path, {
+    method,
+    headers: { authorization: `Bearer ${key}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+  });
+  const text = await res.body.text();
+  return { status: res.statusCode, headers: res.headers, text, json: (text ? JSON.parse(text) : {}) as Json };
+}
+
+test('POST adds to the account\'s list (201), a repeat keeps the first entry (200); lookup shows reason and evidence', async () => {
+  const r = await call('POST', '/v1/suppressions', { email: 'Someone@Example.COM', reason: 'unsubscribe' });
+  assert.is(r.status, 201, r.text);
+  assert.is(r.json['email'], 'Someone@example.com');
+  assert.is(r.json['reason'], 'unsubscribe');
+  assert.is(r.json['list'], 'account');
+  assert.equal(r.json['evidence'], { source: 'api' });
+  const stored = await suppressionOf(fx.client, fx.keys, 'acme', 'someone@example.com');
+  assert.is(stored?.list, 'acme');
+  assert.is(stored?.reason, 'unsubscribe');
+
+  const again = await call('POST', '/v1/suppressions', { email: 'someone@example.com' });
+  assert.is(again.status, 200);
+  assert.is(again.json['reason'], 'unsubscribe', 'the earlier reason is kept, not overwritten with manual');
+
+  const look = await call('GET', '/v1/suppressions/SOMEONE%40example.com');
+  assert.is(look.status, 200, look.text);
+  assert.equal({ email: look.json['email'], list: look.json['list'], reason: look.json['reason'] }, { email: 'SOMEONE@example.com', list: 'account', reason: 'unsubscribe' });
+  assert.match(look.json['at'], /^\d{4}-\d\d-\d\dT/);
+});
+
+test("another account's suppressions are invisible: lookup and delete are 404, its list does not show them", async () => {
+  await call('POST', '/v1/suppressions', { email: 'private@example.org', reason: 'complaint' });
+  assert.is((await call('GET', '/v1/suppressions/private@example.org', undefined, fx.apiKeys.other)).status, 404);
+  assert.is((await call('DELETE', '/v1/suppressions/private@example.org', undefined, fx.apiKeys.other)).status, 404);
+  const otherList = await call('GET', '/v1/suppressions', undefined, fx.apiKeys.other);
+  assert.is(otherList.status, 200);
+  assert.equal(otherList.json['suppressions'], []);
+  // Still on acme's list after the other account's attempt.
+  assert.is((await suppressionOf(fx.client, fx.keys, 'acme', 'private@example.org'))?.reason, 'complaint');
+});
+
+test('the global list: a lookup shows its entry with the evidence; DELETE is 403 and changes nothing', async () => {
+  await addSuppression(fx.client, fx.keys, GLOBAL_LIST, 'gone@example.net', { reason: 'hardbounce', at: Date.UTC(2026, 0, 2), evidence: { event: '1-0', status: '5.1.1' } });
+  const look = await call('GET', '/v1/suppressions/gone@example.net', undefined, fx.apiKeys.other);
+  assert.is(look.status, 200);
+  assert.equal(look.json, { email: 'gone@example.net', reason: 'hardbounce', at: '2026-01-02T00:00:00.000Z', evidence: { event: '1-0', status: '5.1.1' }, list: 'global' });
+  const del = await call('DELETE', '/v1/suppressions/gone@example.net', undefined, fx.apiKeys.other);
+  assert.is(del.status, 403);
+  assert.is(del.json['code'], 'SLUICE_SUPPRESSION_GLOBAL_READ_ONLY');
+  assert.is((await suppressionOf(fx.client, fx.keys, 'other', 'gone@example.net'))?.list, GLOBAL_LIST);
+  // The global list's addresses come from every account's mail: they are never listed to an account.
+  const page = await call('GET', '/v1/suppressions?limit=1000', undefined, fx.apiKeys.other);
+  assert.not.ok((page.json['suppressions'] as Json[]).some((e) => e['email'] === 'gone@example.net'));
+});
+
+test('DELETE removes from the own list (204, empty body), then 404', async () => {
+  await call('POST', '/v1/suppressions', { email: 'back@example.com' }, fx.apiKeys.tiny);
+  const del = await call('DELETE', '/v1/suppressions/back%40example.com', undefined, fx.apiKeys.tiny);
+  assert.is(del.status, 204);
+  assert.is(del.text, '');
+  assert.is(await suppressionOf(fx.client, fx.keys, 'tiny', 'back@example.com'), null);
+  assert.is((await call('DELETE', '/v1/suppressions/back@example.com', undefined, fx.apiKeys.tiny)).status, 404);
+  assert.is((await call('GET', '/v1/suppressions/back@example.com', undefined, fx.apiKeys.tiny)).status, 404);
+});
+
+test('GET /v1/suppressions pages through the whole list with the cursor, each address once', async () => {
+  // 300 entries: past HSCAN's listpack size, so the hash is a real table and pages are partial.
+  const more = fx.client.pipeline();
+  for (let i = 0; i < 300; i++) more.hset(fx.keys.suppression('acme'), `u${i}@example.com`, JSON.stringify({ reason: 'manual', at: 1, evidence: {} }));
+  await more.exec();
+  const seen = new Set<string>();
+  let cursor: string | null = '0';
+  let pages = 0;
+  while (cursor !== null && pages < 100) {
+    const r = await call('GET', `/v1/suppressions?limit=50&cursor=${cursor}`);
+    assert.is(r.status, 200, r.text);
+    for (const e of r.json['suppressions'] as Json[]) seen.add(e['email']);
+    cursor = r.json['cursor'];
+    pages++;
+  }
+  assert.is(cursor, null, 'the walk ended');
+  assert.ok(pages > 1, `more than one page (${pages})`);
+  for (let i = 0; i < 300; i++) assert.ok(seen.has(`u${i}@example.com`), `u${i} listed`);
+  assert.ok(seen.has('someone@example.com'));
+});
+
+test('bad input is a 4xx with the field named; wrong methods are 405 with Allow; no key is 401', async () => {
+  const bad = await call('POST', '/v1/suppressions', { email: 'not an address' });
+  assert.is(bad.status, 400);
+  assert.is(bad.json['code'], 'SLUICE_INGRESS_BAD_ADDRESS');
+  const unknownReason = await call('POST', '/v1/suppressions', { email: 'a@example.com', reason: 'because' });
+  assert.is(unknownReason.status, 400);
+  assert.equal((unknownReason.json['errors'] as Json[]).map((e) => e['path']), ['reason']);
+  assert.is((await call('GET', '/v1/suppressions?limit=0')).status, 400);
+  assert.is((await call('GET', '/v1/suppressions?cursor=abc')).status, 400);
+  assert.is((await call('GET', '/v1/suppressions/%E0%A4%A')).status, 400);
+  const put = await call('PUT', '/v1/suppressions/a@example.com');
+  assert.is(put.status, 405);
+  assert.is(put.headers['allow'], 'GET, DELETE');
+  const res = await request(`${base}/v1/suppressions`);
+  assert.is(res.statusCode, 401);
+  await res.body.text();
+});
+
+test('GET /v1/sender lists the account\'s pauses; POST /v1/sender/resume resumes them (404 when none)', async () => {
+  const opts = { now: Date.now(), eventsMaxLen: 1000 };
+  await pauseSender(fx.client, fx.keys, 'acme', 'acme.example', 'complaints', figuresOf(1000, 10, 5), { threshold: 0.003, windowHours: 24 }, opts);
+  await pauseSender(fx.client, fx.keys, 'other', null, 'hardbounces', figuresOf(500, 100, 0), { threshold: 0.05, windowHours: 24 }, opts);
+
+  const st = await call('GET', '/v1/sender');
+  assert.is(st.status, 200);
+  assert.is(st.json['paused'].length, 1, "only acme's own pause");
+  assert.equal({ domain: st.json['paused'][0].domain, reason: st.json['paused'][0].reason, complaints: st.json['paused'][0].figures.complaints }, { domain: 'acme.example', reason: 'complaints', complaints: 5 });
+
+  // acme cannot resume other's pause: resuming "everything" touches acme's own only.
+  const r = await call('POST', '/v1/sender/resume', {});
+  assert.is(r.status, 200, r.text);
+  assert.equal(r.json['resumed'], ['acme.example']);
+  assert.is(await isPaused(fx.client, fx.keys, 'acme', 'acme.example'), null);
+  assert.is((await isPaused(fx.client, fx.keys, 'other', 'other.example'))?.reason, 'hardbounces');
+  assert.is((await call('POST', '/v1/sender/resume', { domain: 'acme.example' })).status, 404);
+
+  const events = await fx.client.xrange(fx.keys.events(), '-', '+');
+  const resumed = events.filter(([, f]) => f[1] === 'sender_resumed');
+  assert.is(resumed.length, 1);
+  assert.match(resumed[0]![1].join(' '), /account acme .*domain acme\.example by api/);
+
+  const other = await call('POST', '/v1/sender/resume', { domain: null }, fx.apiKeys.other);
+  assert.equal(other.json['resumed'], [null], 'null = the account-wide pause');
+});
+
+test.run();

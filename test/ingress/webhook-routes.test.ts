@@ -1,0 +1,98 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { request } from 'undici';
+import { startHttpApi, type HttpApi } from '../../src/ingress/http-api.js';
+import { ingressFixture, type IngressFixture } from './fixture.js';
+
+const test = suite('ingress/webhook-routes');
+let fx: IngressFixture;
+let api: HttpApi;
+let base = '';
+
+test.before(async () => {
+  fx = await ingressFixture();
+  api = await startHttpApi({ redis: fx.client, keys: fx.keys, config: fx.config, registry: fx.registry, logger: fx.logger }, { host: '127.0.0.1', port: 0 });
+  base = `http://127.0.0.1:${api.port}`;
+});
+test.after(async () => {
+  await api.close();
+  await fx.stop();
+});
+
+type Json = Record<string, unknown> & { code?: string; errors?: { path: string }[] };
+async function call(method: 'GET' | 'POST' | 'DELETE' | 'PUT', path: string, body?: unknown, key: string | null = fx.apiKeys.acme) {
+  const res = await request(base + path, {
+    method,
+    headers: { ...(key ? { authorization: `Bearer ${key}` } : {}), ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+  });
+  const text = await res.body.text();
+  return { status: res.statusCode, headers: res.headers, json: (text ? JSON.parse(text) : {}) as Json };
+}
+
+test('create → 201 with the secret once; list and get never show it; delete removes it', async () => {
+  const created = await call('POST', '/v1/webhooks', { url: 'https://hooks.acme.example/sluice', events: ['delivered', 'bounced', 'delivered'] });
+  assert.is(created.status, 201, JSON.stringify(created.json));
+  const id = created.json['id'] as string;
+  assert.match(created.json['secret'] as string, /^whsec_[A-Za-z0-9_-]{43}$/);
+  assert.equal(created.json['events'], ['delivered', 'bounced'], 'duplicates dropped');
+  assert.is(created.json['url'], 'https://hooks.acme.example/sluice');
+
+  const list = await call('GET', '/v1/webhooks');
+  assert.is(list.status, 200);
+  const hooks = list.json['webhooks'] as Record<string, unknown>[];
+  assert.equal(hooks.map((h) => h['id']), [id]);
+  assert.not.ok('secret' in (hooks[0] as object));
+  assert.not.match(JSON.stringify(list.json), created.json['secret'] as string);
+
+  const one = await call('GET', `/v1/webhooks/${id}`);
+  assert.is(one.status, 200);
+  assert.is(one.json['id'], id);
+  assert.not.ok('secret' in one.json);
+
+  const del = await call('DELETE', `/v1/webhooks/${id}`);
+  assert.equal([del.status, del.json['deleted']], [200, true]);
+  assert.equal((await call('GET', '/v1/webhooks')).json['webhooks'], []);
+  assert.is((await call('DELETE', `/v1/webhooks/${id}`)).status, 404, 'gone');
+  assert.is(await fx.client.sismember(fx.keys.webhookEndpoints(), `acme/${id}`), 0, 'unindexed');
+});
+
+test("another account's webhook is not found: get, delete and list are scoped", async () => {
+  const created = await call('POST', '/v1/webhooks', { url: 'http://127.0.0.1:9/x', events: ['*'] });
+  const id = created.json['id'] as string;
+  const other = fx.apiKeys.other;
+  assert.is((await call('GET', `/v1/webhooks/${id}`, undefined, other)).status, 404);
+  const del = await call('DELETE', `/v1/webhooks/${id}`, undefined, other);
+  assert.equal([del.status, del.json.code], [404, 'SLUICE_INGRESS_NOT_FOUND']);
+  assert.equal((await call('GET', '/v1/webhooks', undefined, other)).json['webhooks'], []);
+  assert.is((await call('GET', `/v1/webhooks/${id}`)).status, 200, 'still there for its owner');
+});
+
+test('bad input → 400 naming each field; no auth → 401; wrong method → 405; wrong type → 415', async () => {
+  const bad = await call('POST', '/v1/webhooks', { url: 'ftp://x.example/', events: ['Delivered!', 3], extra: 1 });
+  assert.is(bad.status, 400);
+  assert.is(bad.json.code, 'SLUICE_INGRESS_BAD_REQUEST');
+  assert.equal((bad.json.errors ?? []).map((e) => e.path).sort(), ['events.0', 'events.1', 'extra', 'url']);
+  const noEvents = await call('POST', '/v1/webhooks', { url: 'https://x.example/', events: [] });
+  assert.equal((noEvents.json.errors ?? []).map((e) => e.path), ['events']);
+  const creds = await call('POST', '/v1/webhooks', { url: 'https://user:pw@x.example/', events: ['*'] });
+  assert.is(creds.status, 400);
+  assert.is((await call('GET', '/v1/webhooks', undefined, null)).status, 401);
+  assert.is((await call('POST', '/v1/webhooks', { url: 'https://x.example/', events: ['*'] }, null)).status, 401);
+  const put = await call('PUT', '/v1/webhooks');
+  assert.is(put.status, 405);
+  assert.is(put.headers['allow'], 'GET, POST');
+  const text = await request(`${base}/v1/webhooks`, { method: 'POST', headers: { authorization: `Bearer ${fx.apiKeys.acme}`, 'content-type': 'text/plain' }, body: '{}' });
+  await text.body.dump();
+  assert.is(text.statusCode, 415);
+});
+
+test('an account has a bounded number of webhooks', async () => {
+  const key = fx.apiKeys.tiny;
+  let last = 0;
+  for (let i = 0; i < 21; i++) last = (await call('POST', '/v1/webhooks', { url: `https://tiny.example/${i}`, events: ['*'] }, key)).status;
+  assert.is(last, 400, 'the 21st is refused');
+  assert.is(((await call('GET', '/v1/webhooks', undefined, key)).json['webhooks'] as unknown[]).length, 20);
+});
+
+test.run();
