@@ -637,12 +637,14 @@ async function main(): Promise<void> {
     if (PROFILE) {
       // Kept after the run (outside the repository) so the profiles can be opened in DevTools.
       const profDir = mkdtempSync(join(tmpdir(), 'sluice-bench-cpuprofile-'));
-      console.log(`\nprofiling ${ALL_SCENARIOS[0]?.label} under node --cpu-prof (profiles in ${profDir})…`);
+      // BENCH_PROFILE_SCENARIO=ed25519|rsa_100kb profiles another scenario (default rsa).
+      const target = ALL_SCENARIOS.find((s) => s.key === (process.env['BENCH_PROFILE_SCENARIO'] ?? 'rsa')) ?? (ALL_SCENARIOS[0] as Scenario);
+      console.log(`\nprofiling ${target.label} under node --cpu-prof (profiles in ${profDir})…`);
       try {
-        const r = await runScenario({ ...(ALL_SCENARIOS[0] as Scenario), recipients: RECIPIENTS_PROFILE }, account, profDir);
+        const r = await runScenario({ ...target, recipients: RECIPIENTS_PROFILE }, account, profDir);
         const threads = summariseDir(profDir, 15);
         for (const t of threads) printSummary(t);
-        profile = { scenario: 'rsa', recipients: RECIPIENTS_PROFILE, directory: profDir, threads, delivered_per_s_under_profiler: r.delivered_per_s };
+        profile = { scenario: target.key, recipients: RECIPIENTS_PROFILE, directory: profDir, threads, delivered_per_s_under_profiler: r.delivered_per_s };
       } catch (err) {
         failures.push({ phase: 'profile', error: String((err as Error).message ?? err) });
       }
