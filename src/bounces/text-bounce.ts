@@ -41,7 +41,7 @@ export function humanPart(text: string): string {
   return t;
 }
 
-const ADDR = String.raw`[^\s<>()"',;:@]+@[A-Za-z0-9][A-Za-z0-9.-]*\.[A-Za-z]{2,}`;
+const ADDR = String.raw`[^\s<>()"',;:@]{1,64}@[A-Za-z0-9][A-Za-z0-9.-]{0,252}\.[A-Za-z]{2,63}`; // bounded: see findAddresses in smtp-text.ts
 /** A line that starts with an address: "<a@b>: text", "a@b", "  a@b (text)", "a@b... text". */
 const LEADING = new RegExp(String.raw`^\s*(?:\d+\.\s+|-\s+|\*\s+)?(?:rcpt to:\s*|recipient:\s*|to:\s*|original-recipient:\s*|failed recipient:\s*|address:\s*|addresses:\s*|email:\s*)?(?:"[^"@]*"\s*)?["<]?(${ADDR})[">]?(?:\s*\.\.\.|\s*:|\s*,|\s*\(|\s*$|\s+-|\s+\S)(.*)$`, 'i');
 /** Sendmail's transcript summary: "554 <a@b>... error" (V5/old Sendmail write no DSN). */
