@@ -11,6 +11,7 @@ import { reserveSending } from '../accounts/limits.js';
 import type { MessageKind, MessageSource, StoredRecipient } from '../store/messages.js';
 import { persistMessage } from './persist.js';
 import { appendEvent } from '../store/events.js';
+import { storeLinks } from '../store/links.js';
 
 /**
  * The one acceptance path of SMTP submission and the HTTP API. Order matters: checks that cost
@@ -49,6 +50,11 @@ export interface Submission {
   readonly body: Buffer | string | ((id: string) => Buffer | string);
   readonly tags?: readonly string[] | undefined;
   readonly metadata?: Readonly<Record<string, string | number | boolean>> | undefined;
+  /**
+   * A tracked message's link table (render/links.ts order). Stored before the message is queued, so
+   * no copy can go out with click URLs the tracking server cannot redirect yet.
+   */
+  readonly links?: readonly string[] | undefined;
   /** Dotted path prefix for field errors ('to' for the API), or undefined to name addresses only. */
   readonly recipientPaths?: readonly string[] | undefined;
 }
@@ -106,6 +112,8 @@ export async function acceptMessage(deps: AcceptDeps, sub: Submission): Promise<
     const reservation = await reserveSending(deps.redis, deps.keys, sub.account, rcpts.length, now);
     const id = newId(now);
     try {
+      const links = sub.links !== undefined && sub.links.length > 0 ? sub.links : null;
+      if (links) await storeLinks(deps.redis, deps.keys, id, links);
       await persistMessage(deps.redis, deps.keys, deps.config.redis.scheduleShards, {
         id,
         account: sub.account.id,
@@ -118,6 +126,10 @@ export async function acceptMessage(deps: AcceptDeps, sub: Submission): Promise<
         tags: sub.tags ?? [],
         metadata: sub.metadata ?? {},
         body: typeof sub.body === 'function' ? sub.body(id) : sub.body,
+      }).catch(async (err: unknown) => {
+        // Nothing was queued: the link table of a message that does not exist goes too.
+        if (links) await deps.redis.del(deps.keys.links(id)).catch(() => undefined);
+        throw err;
       });
       await deps.confirmDurable?.();
     } catch (err) {

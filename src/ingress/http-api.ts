@@ -12,6 +12,7 @@ import { fieldErrors, messageSchema, toSpecSubmission, validateMessage } from '.
 import { IdempotencyStore, isValidIdempotencyKey, requestHash, type StoredAnswer } from './idempotency.js';
 import { matchSuppressionRoute, MAX_SUPPRESSION_BODY_BYTES } from './suppression-routes.js';
 import { webhookRoute } from './webhook-routes.js';
+import { extractLinks } from '../render/links.js';
 
 /**
  * The HTTP API, on plain node:http (this is a handful of routes; a framework would add more code
@@ -122,6 +123,10 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
   const batchConcurrency = opts.batchConcurrency ?? 32;
   const hostname = deps.config.instance.hostname;
   const acceptDeps: AcceptDeps = { ...deps, logger: log };
+  // Mail is tracked when tokens can be signed (tracking.keys, as app/start.ts builds the codec) and
+  // the account's mode is not 'off'. Read once: the config is frozen.
+  const tokensConfigured = deps.config.tracking.keys.length > 0;
+  const trackingMode = new Map(deps.config.accounts.map((a) => [a.id, a.tracking.mode]));
 
   async function authenticate(req: IncomingMessage): Promise<Account> {
     const header = req.headers.authorization;
@@ -141,6 +146,10 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
     const parsed = validateMessage(schema, input);
     if (!parsed.ok) throw new SluiceError('SLUICE_INGRESS_BAD_REQUEST', 'The message is invalid', { errors: parsed.errors });
     const sub = toSpecSubmission(parsed.message, hostname);
+    const tracked = tokensConfigured && (trackingMode.get(account.id) ?? 'full') !== 'off';
+    // Links are found once here, not per recipient: the worker rewrites link i to the click URL of
+    // entry i of this table.
+    const links = tracked ? extractLinks(parsed.message.html ?? '') : undefined;
     return acceptMessage(acceptDeps, {
       account,
       source: 'http',
@@ -150,7 +159,8 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
       recipientPaths: sub.recipientPaths,
       // Stored as bytes: a Buffer argument is written to Redis as it is, while a long string would be
       // concatenated into ioredis's pipeline text and UTF-8 encoded again on every write.
-      body: (id) => Buffer.from(JSON.stringify(sub.spec(id)), 'utf8'),
+      body: (id) => Buffer.from(JSON.stringify(links === undefined ? sub.spec(id) : { ...sub.spec(id), tracking: { links: links.length } }), 'utf8'),
+      links,
       tags: parsed.message.tags,
       metadata: parsed.message.metadata,
     });

@@ -38,6 +38,10 @@ export function parseSpec(json: string): MessageSpec {
   if (typeof v['messageId'] !== 'string' || !/^<[^<>\s]+@[^<>\s]+>$/.test(v['messageId'])) {
     throw renderFailed('spec.messageId is not <id@host>');
   }
+  const tracking = v['tracking'];
+  if (tracking !== undefined && !(isObject(tracking) && Number.isSafeInteger(tracking['links']) && (tracking['links'] as number) >= 0)) {
+    throw renderFailed('spec.tracking is malformed');
+  }
   return value as unknown as MessageSpec;
 }
 

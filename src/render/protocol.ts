@@ -18,6 +18,30 @@ export interface WorkerInit {
   keys: DkimKeyMaterial[];
   /** Right-hand side of a Message-ID added to a submitted message that has none. */
   hostname: string;
+  /** Present when tracking tokens are configured: API messages then get click URLs, pixel, List-Unsubscribe. */
+  tracking?: WorkerTracking;
+}
+
+/** What a worker needs to sign tracking tokens; no config or Redis crosses into the worker. */
+export interface WorkerTracking {
+  /** Base of every tracking URL, e.g. https://t.example.com (tracking.publicBaseUrl). */
+  publicBaseUrl: string;
+  /** Token keys: bytes, or a string of base64. Only the signing key is needed here. */
+  keys: { id: string; secret: Uint8Array | string }[];
+  signWith: string;
+  /** Domain of the mailto unsubscribe address `unsubscribe-<token>@<bounceDomain>`. */
+  bounceDomain: string;
+}
+
+export type TrackingMode = 'full' | 'anonymous' | 'off';
+
+/** The recipient a task renders for, when its account may be tracked. */
+export interface TrackingTarget {
+  account: string;
+  /** Recipient index in the message. */
+  idx: number;
+  /** The account's mode now: 'off' renders the untracked shared copy. */
+  mode: TrackingMode;
 }
 
 export interface MailboxSpec {
@@ -40,6 +64,11 @@ export interface MessageSpec {
   attachments: { filename: string; contentType?: string; contentBase64: string; cid?: string }[];
   /** '<id@host>', fixed at acceptance and stable across retries. */
   messageId: string;
+  /**
+   * Set at acceptance when the account's mail is tracked: the html's trackable links (render/links.ts)
+   * are stored as the message's link table, `links` of them.
+   */
+  tracking?: { links: number };
 }
 
 export interface RenderTask {
@@ -56,6 +85,11 @@ export interface RenderTask {
    * so that the byte pass framing needs runs in the worker, not on the delivery thread.
    */
   frame?: boolean;
+  /**
+   * Spec messages: the recipient and account mode. A spec accepted with `tracking` then gets a copy of
+   * its own (tokens differ per recipient); without it, every recipient shares one rendered copy.
+   */
+  tracking?: TrackingTarget;
 }
 
 export type RenderResult =

@@ -3,22 +3,29 @@
  * piscina), so it can also be exercised in-process. Keys are parsed once when the renderer is
  * created; finished messages are kept in a small LRU per msgId, so a message sent to many
  * recipients is composed and signed once per worker rather than once per recipient.
+ *
+ * A tracked API message (spec.tracking, account mode not 'off') differs per recipient: its tokens
+ * name the recipient. Its parsed spec and html template are prepared once per msgId (a second LRU);
+ * per recipient the tokens are signed into the template, then the copy is composed and signed.
  */
 import { toDataBlock } from './data-block.js';
 import { performance } from 'node:perf_hooks';
 import { normaliseDomain } from '../core/address.js';
 import { isSluiceError } from '../core/errors.js';
 import { composeSpec, parseSpec } from './compose.js';
+import { createTracker, LIST_UNSUBSCRIBE_HEADERS, prepareTemplate, type Template, type Tracker } from './tracking.js';
 import { prepareSigner, signMessage, type DkimSigner } from './dkim.js';
 import { ByteLru } from '../core/lru.js';
 import { prepareRaw } from './raw.js';
-import type { DkimAlgorithm, RenderResult, RenderTask, WorkerInit } from './protocol.js';
+import type { DkimAlgorithm, MessageSpec, RenderResult, RenderTask, TrackingTarget, WorkerInit } from './protocol.js';
 
 export interface RendererOptions {
   /** Finished messages kept per worker. 128 covers the messages a busy dispatcher interleaves. */
   cacheEntries?: number;
   /** Byte bound of that cache: 32 MiB per worker keeps even 16 workers well under 1 GiB. */
   cacheBytes?: number;
+  /** Clock of the tokens' issuedAt (ms since epoch); Date.now by default. */
+  now?: () => number;
 }
 
 export type RenderFn = (task: RenderTask) => Promise<RenderResult>;
@@ -26,6 +33,14 @@ export type RenderFn = (task: RenderTask) => Promise<RenderResult>;
 interface Finished {
   readonly message: Buffer;
   readonly signatures: DkimAlgorithm[];
+  readonly byteLength: number;
+}
+
+/** A tracked message, prepared once: everything but the tokens. */
+interface PreparedSpec {
+  readonly spec: MessageSpec;
+  /** The html split around its links and the pixel's place; null for a message without html. */
+  readonly template: Template | null;
   readonly byteLength: number;
 }
 
@@ -45,6 +60,51 @@ export function createRenderer(init: WorkerInit, opts: RendererOptions = {}): Re
     }
   }
   const cache = new ByteLru<Finished>(opts.cacheEntries ?? 128, opts.cacheBytes ?? 32 * 1024 * 1024);
+  // Tracked messages, same bounds: a prepared spec is about the size of the stored one.
+  const prepared = new ByteLru<PreparedSpec>(opts.cacheEntries ?? 128, opts.cacheBytes ?? 32 * 1024 * 1024);
+  // start.ts built the same codec from these keys before starting the pool, so this cannot fail
+  // on configuration that passed there.
+  const tracker: Tracker | null = init.tracking ? createTracker(init.tracking) : null;
+  const now = opts.now ?? Date.now;
+  const signersOf = (domain: string | null): DkimSigner[] => (domain !== null && signers.get(domain)) || [];
+
+  function prepare(task: RenderTask): PreparedSpec {
+    const hit = prepared.get(task.msgId);
+    if (hit) return hit;
+    const spec = parseSpec(typeof task.source === 'string' ? task.source : toBuffer(task.source).toString('utf8'));
+    const template = spec.tracking !== undefined && spec.html !== undefined ? prepareTemplate(spec.html, spec.tracking.links) : null;
+    // UTF-16 strings: two bytes a character, the spec once parsed and the html once more in pieces.
+    const size = typeof task.source === 'string' ? task.source.length * 2 : task.source.byteLength * 2;
+    const p = { spec, template, byteLength: size + (template ? template.size * 2 : 0) };
+    prepared.set(task.msgId, p);
+    return p;
+  }
+
+  /**
+   * One recipient's copy. It is not put in the finished-message cache: it is sent once, to this
+   * recipient, and a cache of single-use copies would only evict the shared ones; a retry renders a
+   * fresh copy (with a fresh issuedAt) from the prepared spec.
+   */
+  async function renderTracked(task: RenderTask, target: TrackingTarget, p: PreparedSpec, domain: string | null, started: number): Promise<RenderResult> {
+    const copy = (tracker as Tracker).copy(p.template, { account: target.account, msgId: task.msgId, idx: target.idx, issuedAt: Math.floor(now() / 1000) });
+    const headers: Record<string, string> = {};
+    // The sender's own List-Unsubscribe gives way: one-click must reach the server that suppresses.
+    for (const [name, value] of Object.entries(p.spec.headers)) {
+      if (!(LIST_UNSUBSCRIBE_HEADERS as readonly string[]).includes(name.toLowerCase())) headers[name] = value;
+    }
+    const spec: MessageSpec = { ...p.spec, headers: { ...headers, ...copy.headers }, ...(copy.html !== undefined ? { html: copy.html } : {}) };
+    const unsigned = await composeSpec(spec, task.acceptedAt);
+    const rendered = performance.now();
+    const { signed, algorithms } = signMessage(unsigned, signersOf(domain));
+    const done = performance.now();
+    return {
+      ok: true,
+      ...frameIf(task.frame === true, signed),
+      signatures: algorithms,
+      signMs: algorithms.length > 0 ? done - rendered : 0,
+      renderMs: rendered - started,
+    };
+  }
 
   return async (task) => {
     const started = performance.now();
@@ -54,6 +114,11 @@ export function createRenderer(init: WorkerInit, opts: RendererOptions = {}): Re
       if (domain !== null) {
         const bad = badKeys.get(domain);
         if (bad !== undefined) return { ok: false, code: 'SLUICE_DKIM_KEY_INVALID', message: bad };
+      }
+      const target = task.tracking;
+      if (tracker !== null && task.kind === 'spec' && target !== undefined && target.mode !== 'off') {
+        const p = prepare(task);
+        if (p.spec.tracking !== undefined) return await renderTracked(task, target, p, domain, started);
       }
       const cacheKey = `${task.kind}\0${task.msgId}\0${domain ?? ''}`;
       const hit = cache.get(cacheKey);
@@ -66,7 +131,7 @@ export function createRenderer(init: WorkerInit, opts: RendererOptions = {}): Re
           ? prepareRaw(toBuffer(task.source), task.msgId, init.hostname, task.acceptedAt)
           : await composeSpec(parseSpec(typeof task.source === 'string' ? task.source : toBuffer(task.source).toString('utf8')), task.acceptedAt);
       const rendered = performance.now();
-      const { signed, algorithms } = signMessage(unsigned, (domain !== null && signers.get(domain)) || []);
+      const { signed, algorithms } = signMessage(unsigned, signersOf(domain));
       const done = performance.now();
       cache.set(cacheKey, { message: signed, signatures: algorithms, byteLength: signed.length });
       return {
@@ -108,6 +173,13 @@ function isTask(t: unknown): t is RenderTask {
     (typeof r['source'] === 'string' || r['source'] instanceof Uint8Array) &&
     (r['signingDomain'] === null || typeof r['signingDomain'] === 'string') &&
     typeof r['acceptedAt'] === 'number' &&
-    Number.isFinite(r['acceptedAt'])
+    Number.isFinite(r['acceptedAt']) &&
+    (r['tracking'] === undefined || isTarget(r['tracking']))
   );
+}
+
+function isTarget(t: unknown): t is TrackingTarget {
+  if (typeof t !== 'object' || t === null) return false;
+  const r = t as Record<string, unknown>;
+  return typeof r['account'] === 'string' && Number.isSafeInteger(r['idx']) && (r['idx'] as number) >= 0 && (r['mode'] === 'full' || r['mode'] === 'anonymous' || r['mode'] === 'off');
 }

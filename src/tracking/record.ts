@@ -37,19 +37,26 @@ export async function mark(deps: TrackingDeps, p: TokenPayload, mode: TrackingMo
   return { first: first === 1, burst, url: url ?? null };
 }
 
-const TYPES = { o: 'opened', c: 'clicked', u: 'unsubscribed' } as const;
+export const TYPES = { o: 'opened', c: 'clicked', u: 'unsubscribed' } as const;
 /** User agents are stored for diagnosis, not as data: 256 characters tell any client apart. */
 const MAX_USER_AGENT_CHARS = 256;
 
+/** What an event of a verified token is recorded with (besides the token's own ids). */
+export interface EventContext {
+  readonly now: number;
+  readonly mode: TrackingMode;
+  readonly first: boolean;
+  readonly machine: MachineReason | null;
+  readonly userAgent: string;
+  readonly ip: string;
+  readonly via?: string;
+}
+
 /**
- * Appends the event of a verified token to the stream. Fields are ids, classification and client
+ * The stream fields of a tracking event (after `type`). Fields are ids, classification and client
  * traits, never an address. Anonymous mode keeps only what aggregate counts need.
  */
-export async function appendTrackingEvent(
-  deps: TrackingDeps,
-  p: TokenPayload,
-  ctx: { now: number; mode: TrackingMode; first: boolean; machine: MachineReason | null; userAgent: string; ip: string; via?: string },
-): Promise<string> {
+export function eventFields(deps: TrackingDeps, p: TokenPayload, ctx: EventContext): Record<string, string | number> {
   const fields: Record<string, string | number> = { at: ctx.now, account: p.account, msgId: p.msgId };
   const personal = ctx.mode === 'full' || p.kind === 'u';
   if (personal) fields['idx'] = p.idx;
@@ -63,7 +70,20 @@ export async function appendTrackingEvent(
     if (ip) fields['ip'] = ip;
     if (ctx.userAgent) fields['ua'] = ctx.userAgent.slice(0, MAX_USER_AGENT_CHARS);
   }
-  const id = await appendEvent(deps.redis, deps.keys, TYPES[p.kind], fields, deps.eventsMaxLen ?? DEFAULT_EVENTS_MAX_LEN);
-  deps.metrics?.events.inc({ type: TYPES[p.kind], class: ctx.machine ? 'machine' : ctx.first ? 'human_first' : 'human' });
+  return fields;
+}
+
+/** The `sluice_tracking_events_total` class of an event. */
+export function eventClass(ctx: Pick<EventContext, 'first' | 'machine'>): 'machine' | 'human_first' | 'human' {
+  return ctx.machine ? 'machine' : ctx.first ? 'human_first' : 'human';
+}
+
+/**
+ * Appends one event of a verified token to the stream at once, and returns its id: for the rare
+ * events whose caller needs the id (an unsubscribe). Opens and clicks go through event-batch.ts.
+ */
+export async function appendTrackingEvent(deps: TrackingDeps, p: TokenPayload, ctx: EventContext): Promise<string> {
+  const id = await appendEvent(deps.redis, deps.keys, TYPES[p.kind], eventFields(deps, p, ctx), deps.eventsMaxLen ?? DEFAULT_EVENTS_MAX_LEN);
+  deps.metrics?.events.inc({ type: TYPES[p.kind], class: eventClass(ctx) });
   return id;
 }
