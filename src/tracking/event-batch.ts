@@ -1,0 +1,212 @@
+import { Cluster, type Result } from 'ioredis';
+import { SluiceError } from '../core/errors.js';
+import type { TokenPayload } from '../core/tokens.js';
+import { loadScripts } from '../redis/scripts.js';
+import type { RedisClient } from '../redis/client.js';
+import { classifyOpen, type TrackingRequest } from './classify.js';
+import { DEFAULT_EVENTS_MAX_LEN, DEFAULT_RETENTION_MS, type TrackingDeps, type TrackingMode } from './deps.js';
+import { eventClass, eventFields, TYPES, type EventContext } from './record.js';
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    /** src/queue/lua/recordTrackingOpens-1.lua as the loader defines it: one message's marks. */
+    recordTrackingOpens(marks: string, ttlMs: number, ...triples: (string | number)[]): Result<number[], Context>;
+    /** The same script defined with a key count per call, for many messages on one server (see markOpens). */
+    recordTrackingOpensKeys(numKeys: number, ...keysThenArgs: (string | number)[]): Result<number[], Context>;
+    /** src/queue/lua/appendEvents-1.lua */
+    appendEvents(events: string, maxLen: number, ...entries: (string | number)[]): Result<number, Context>;
+  }
+}
+
+/**
+ * Opens and clicks are written to Redis in batches, after their answer:
+ *
+ *   request ─► answer ─► queue [open, open, click, open, …]        (bounded: maxPending, else shed)
+ *                          │ one flush at a time, as soon as the previous one is done
+ *                          ▼
+ *              verify + classify the opens
+ *              one recordTrackingOpens call per message (Cluster) or for all (single server) ─► first / repeat
+ *              one appendEvents call on the stream key, entries in arrival order
+ *
+ * Per open that is a share of two script calls instead of two round trips of its own, which is what
+ * lets the pixel keep up with a bare node:http server. The marks and the stream are in different
+ * cluster slots, so they are never one script. While a flush is in flight new events gather, so a
+ * batch grows with load (and with Redis latency) and costs nothing extra when traffic is light: the
+ * first event after a quiet spell is flushed on the next turn of the event loop.
+ */
+export interface RawOpen extends TrackingRequest {
+  /** The token text as it came in the URL, not verified yet: the GIF answer did not need it. */
+  readonly token: string;
+  /** ms since epoch of the request. */
+  readonly at: number;
+}
+
+export interface EventBatch {
+  /** Queues an answered pixel request: verified, classified, marked and appended in the next flush. */
+  open(raw: RawOpen): void;
+  /** Queues the event of a verified token whose marks are already made (a click). */
+  event(p: TokenPayload, ctx: EventContext): void;
+  /** Events queued or being written. */
+  readonly pending: number;
+  /** Resolves when every queued event has been written (or has failed). */
+  idle(): Promise<void>;
+}
+
+export interface EventBatchOptions {
+  /** Events queued or in flight at most; beyond, new ones are dropped (counted as result 'shed'). */
+  readonly maxPending: number;
+  /** Verifies an open token (kind 'o'), or null. */
+  readonly verifyOpen: (token: string) => TokenPayload | null;
+  readonly modeOf: (account: string) => TrackingMode;
+  /** Events per script call at most (default MAX_BATCH). */
+  readonly maxBatch?: number;
+}
+
+/**
+ * 500 events per call: the appendEvents script runs ~1 ms in Redis at that size (XADD is ~1–2 µs),
+ * short enough not to hold up delivery's claims on the same server, and at 50,000 opens/s a flush
+ * every 10 ms keeps up.
+ */
+export const MAX_BATCH = 500;
+
+type Entry = { readonly raw: RawOpen } | { readonly p: TokenPayload; readonly ctx: EventContext };
+
+interface Ready {
+  readonly p: TokenPayload;
+  ctx: EventContext;
+}
+
+export function createEventBatch(deps: TrackingDeps, opts: EventBatchOptions): EventBatch {
+  const maxBatch = opts.maxBatch ?? MAX_BATCH;
+  const log = deps.logger;
+  let queue: Entry[] = [];
+  let inFlight = 0;
+  let flushing = false;
+  let scheduled = false;
+  let idleWaiters: (() => void)[] = [];
+
+  const push = (entry: Entry, endpoint: 'open' | 'click'): void => {
+    if (queue.length + inFlight >= opts.maxPending) {
+      deps.metrics?.requests.inc({ endpoint, result: 'shed' });
+      log.warn({ pending: queue.length + inFlight }, 'tracking event dropped: too many writes waiting');
+      return;
+    }
+    queue.push(entry);
+    if (!flushing && !scheduled) {
+      scheduled = true;
+      // After this turn's other requests: they join the same batch.
+      setImmediate(run);
+    }
+  };
+
+  const run = async (): Promise<void> => {
+    scheduled = false;
+    flushing = true;
+    while (queue.length > 0) {
+      const batch = queue.length <= maxBatch ? queue : queue.slice(0, maxBatch);
+      queue = queue.length <= maxBatch ? [] : queue.slice(maxBatch);
+      inFlight = batch.length;
+      try {
+        await flush(batch);
+      } catch (err) {
+        log.warn({ err, events: batch.length }, 'tracking events not recorded');
+      }
+      inFlight = 0;
+    }
+    flushing = false;
+    const waiters = idleWaiters;
+    idleWaiters = [];
+    for (const w of waiters) w();
+  };
+
+  const flush = async (batch: readonly Entry[]): Promise<void> => {
+    const ready: Ready[] = [];
+    const marks: { key: string; field: string; at: number; event: Ready }[] = [];
+    for (const entry of batch) {
+      if (!('raw' in entry)) {
+        ready.push({ p: entry.p, ctx: entry.ctx });
+        continue;
+      }
+      const { raw } = entry;
+      const p = opts.verifyOpen(raw.token);
+      deps.metrics?.requests.inc({ endpoint: 'open', result: p ? 'ok' : 'invalid' });
+      if (!p) continue;
+      const mode = opts.modeOf(p.account);
+      if (mode === 'off') continue;
+      const machine = classifyOpen(raw);
+      const event: Ready = { p, ctx: { now: raw.at, mode, first: false, machine, userAgent: raw.userAgent, ip: raw.ip } };
+      ready.push(event);
+      // Anonymous mode keeps no per-recipient marks: nothing is "first".
+      if (mode === 'full') marks.push({ key: deps.keys.trackMarks(p.msgId), field: `${machine ? 'm' : ''}o:${p.idx}`, at: raw.at, event });
+    }
+    if (marks.length > 0) {
+      const firsts = await markOpens(deps.redis, marks, deps.retentionMs ?? DEFAULT_RETENTION_MS);
+      marks.forEach((m, i) => (m.event.ctx = { ...m.event.ctx, first: firsts[i] === 1 }));
+    }
+    if (ready.length === 0) return;
+    const args: (string | number)[] = [];
+    for (const { p, ctx } of ready) {
+      const fields = eventFields(deps, p, ctx);
+      const at = args.length;
+      args.push(0, 'type', TYPES[p.kind]);
+      for (const k in fields) args.push(k, fields[k] as string | number);
+      args[at] = args.length - at - 1;
+    }
+    await deps.redis.appendEvents(deps.keys.events(), deps.eventsMaxLen ?? DEFAULT_EVENTS_MAX_LEN, ...args);
+    for (const { p, ctx } of ready) deps.metrics?.events.inc({ type: TYPES[p.kind], class: eventClass(ctx) });
+  };
+
+  return {
+    open: (raw) => push({ raw }, 'open'),
+    event: (p, ctx) => push({ p, ctx }, 'click'),
+    get pending() {
+      return queue.length + inFlight;
+    },
+    idle: () => (!flushing && !scheduled && queue.length === 0 ? Promise.resolve() : new Promise((resolve) => idleWaiters.push(resolve))),
+  };
+}
+
+const OPENS_SCRIPT = 'recordTrackingOpens';
+const withOpensCommand = new WeakSet<RedisClient>();
+
+/**
+ * Marks the opens (in order) and returns 1 for each that is its recipient's first, else 0. On a
+ * single server one call carries every message of the batch; on a cluster the messages live in
+ * different slots, so it is one call per message (ioredis pipelines them to their nodes).
+ */
+async function markOpens(redis: RedisClient, marks: readonly { key: string; field: string; at: number }[], ttlMs: number): Promise<number[]> {
+  const single = !(redis instanceof Cluster);
+  if (single && !withOpensCommand.has(redis)) {
+    const script = loadScripts().find((s) => s.name === OPENS_SCRIPT);
+    if (!script) throw new SluiceError('SLUICE_INTERNAL', `${OPENS_SCRIPT} Lua script not found`);
+    // Without numberOfKeys: each call says how many keys it passes.
+    redis.defineCommand(`${OPENS_SCRIPT}Keys`, { lua: script.lua });
+    withOpensCommand.add(redis);
+  }
+  const order: { group: string; pos: number }[] = [];
+  // One group per call: its keys (each once) and its triples.
+  const calls = new Map<string, { keys: string[]; index: Map<string, number>; triples: (string | number)[]; count: number }>();
+  for (const m of marks) {
+    const name = single ? '' : m.key;
+    let c = calls.get(name);
+    if (!c) calls.set(name, (c = { keys: [], index: new Map(), triples: [], count: 0 }));
+    let k = c.index.get(m.key);
+    if (k === undefined) {
+      c.keys.push(m.key);
+      c.index.set(m.key, (k = c.keys.length));
+    }
+    c.triples.push(k, m.field, m.at);
+    order.push({ group: name, pos: c.count++ });
+  }
+  const results = new Map<string, number[]>();
+  await Promise.all(
+    [...calls].map(async ([name, c]) => {
+      // On a cluster the key comes first: ioredis's auto-pipelining routes a call by its first argument.
+      const firsts = single
+        ? await redis.recordTrackingOpensKeys(c.keys.length, ...c.keys, ttlMs, ...c.triples)
+        : await redis.recordTrackingOpens(c.keys[0] as string, ttlMs, ...c.triples);
+      results.set(name, firsts);
+    }),
+  );
+  return order.map(({ group, pos }) => results.get(group)?.[pos] ?? 0);
+}

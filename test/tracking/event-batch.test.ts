@@ -1,0 +1,163 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { startCluster, startRedis, type TestCluster, type TestRedis } from '../helpers/redis.js';
+import type { RedisClient } from '../../src/redis/client.js';
+import type { Keys } from '../../src/redis/keys.js';
+import { createLogger } from '../../src/observability/logger.js';
+import { createTokenCodec, type TokenPayload } from '../../src/core/tokens.js';
+import { newId } from '../../src/core/ids.js';
+import { createEventBatch, type EventBatchOptions } from '../../src/tracking/event-batch.js';
+import type { TrackingDeps } from '../../src/tracking/deps.js';
+
+const test = suite('tracking/event-batch');
+const NOW = Date.UTC(2026, 2, 1, 12);
+const ISSUED = Math.floor(NOW / 1000) - 3600;
+const codec = createTokenCodec({ keys: [{ id: 'k1', secret: 'tracking-test-secret-0123456789' }], signWith: 'k1' });
+const BROWSER = 'Mozilla/5.0 (Windows NT 10.0; Win64; x64) Firefox/130.0';
+
+let redis: TestRedis;
+let cluster: TestCluster;
+
+test.before(async () => {
+  redis = await startRedis();
+  cluster = await startCluster();
+});
+test.after(async () => {
+  await redis.stop();
+  await cluster.stop();
+});
+
+/** Counts what the batch reports through its metrics. */
+function counters() {
+  const seen: Record<string, number> = {};
+  const bump = (k: string) => (seen[k] = (seen[k] ?? 0) + 1);
+  return {
+    seen,
+    metrics: {
+      requests: { inc: (l: { endpoint: string; result: string }) => bump(`${l.endpoint}:${l.result}`) },
+      events: { inc: (l: { type: string; class: string }) => bump(`${l.type}:${l.class}`) },
+      duration: { observe: () => undefined },
+    },
+  };
+}
+
+function setup(client: RedisClient, keys: Keys, over: Partial<EventBatchOptions> = {}) {
+  const c = counters();
+  const deps: TrackingDeps = { redis: client, keys, codec, logger: createLogger(process.env['DEBUG_BATCH'] ? 'warn' : 'silent'), metrics: c.metrics, now: () => NOW };
+  const batch = createEventBatch(deps, {
+    maxPending: 1000, modeOf: () => 'full',
+    verifyOpen: (t) => {
+      const p = codec.verify(t, NOW);
+      return p?.kind === 'o' ? p : null;
+    },
+    ...over,
+  });
+  const events = async () =>
+    (await client.xrange(keys.events(), '-', '+')).map(([, flat]) => {
+      const o: Record<string, string> = {};
+      for (let i = 0; i + 1 < flat.length; i += 2) o[flat[i] as string] = flat[i + 1] as string;
+      return o;
+    });
+  return { batch, events, seen: c.seen };
+}
+
+const openToken = (msgId: string, idx: number) => codec.sign({ kind: 'o', account: 'acme', msgId, idx, issuedAt: ISSUED });
+const open = (token: string, at = NOW, userAgent = BROWSER) => ({ token, at, method: 'GET', userAgent, ip: '192.0.2.1' });
+
+async function scriptCalls(client: RedisClient): Promise<number> {
+  const info = await (client as import('ioredis').Redis).info('commandstats');
+  let n = 0;
+  for (const m of info.matchAll(/^cmdstat_(?:eval|evalsha):calls=(\d+)/gm)) n += Number(m[1]);
+  return n;
+}
+
+test('opens of many messages queued in one turn are marked and appended by two script calls, in order', async () => {
+  const client = redis.client();
+  const { keys } = redis.fresh();
+  const { batch, events, seen } = setup(client, keys);
+  const msgs = [newId(NOW), newId(NOW + 1), newId(NOW + 2)];
+  const before = await scriptCalls(client);
+  // Every recipient opens three times; one of them first through Apple's proxy (a machine).
+  let n = 0;
+  for (let round = 0; round < 3; round++) {
+    for (const m of msgs) for (const idx of [0, 1]) batch.open(open(openToken(m, idx), NOW + n++, round === 0 && idx === 1 ? 'Mozilla/5.0' : BROWSER));
+  }
+  batch.open(open(openToken(msgs[0] as string, 0).replace(/.$/, (c) => (c === 'A' ? 'B' : 'A'))));
+  assert.is(batch.pending, n + 1);
+  await batch.idle();
+  assert.is(batch.pending, 0);
+  assert.is((await scriptCalls(client)) - before, 2, 'one marks call and one append call');
+
+  const evs = await events();
+  assert.is(evs.length, n, 'the forged token is not recorded');
+  assert.equal(evs.map((e) => Number(e['at'])), Array.from({ length: n }, (_, i) => NOW + i), 'stream order is arrival order');
+  const firsts = evs.filter((e) => e['first'] === '1').map((e) => `${e['msgId']}:${e['idx']}:${e['machine']}`);
+  // Each recipient has one first human open; idx 1's proxy fetch is a first machine open besides.
+  assert.is(firsts.length, 9);
+  for (const m of msgs) {
+    assert.ok(firsts.includes(`${m}:0:0`) && firsts.includes(`${m}:1:0`) && firsts.includes(`${m}:1:1`));
+    assert.equal(await client.hkeys(keys.trackMarks(m)).then((k) => k.sort()), ['mo:1', 'o:0', 'o:1']);
+    assert.ok((await client.pttl(keys.trackMarks(m))) > 0, 'marks expire');
+  }
+  assert.is(seen['open:ok'], n);
+  assert.is(seen['open:invalid'], 1);
+  assert.is(seen['opened:human_first'], 6);
+  assert.is(seen['opened:machine'], 3);
+});
+
+test('a click event joins the queue behind the opens before it; anonymous and off modes', async () => {
+  const client = redis.client();
+  const { keys } = redis.fresh();
+  const modes: Record<string, 'full' | 'anonymous' | 'off'> = { acme: 'full', anon: 'anonymous', quiet: 'off' };
+  const { batch, events } = setup(client, keys, { modeOf: (a) => modes[a] ?? 'full' });
+  const msgId = newId(NOW);
+  const sign = (account: string) => codec.sign({ kind: 'o', account, msgId, idx: 0, issuedAt: ISSUED });
+  batch.open(open(sign('acme'), NOW));
+  const click: TokenPayload = { kind: 'c', account: 'acme', msgId, idx: 0, link: 2, issuedAt: ISSUED };
+  batch.event(click, { now: NOW + 1, mode: 'full', first: true, machine: null, userAgent: BROWSER, ip: '192.0.2.1' });
+  batch.open(open(sign('anon'), NOW + 2));
+  batch.open(open(sign('quiet'), NOW + 3));
+  await batch.idle();
+  const evs = await events();
+  assert.equal(evs.map((e) => [e['type'], e['at']]), [['opened', String(NOW)], ['clicked', String(NOW + 1)], ['opened', String(NOW + 2)]]);
+  assert.equal(evs[1], { type: 'clicked', at: String(NOW + 1), account: 'acme', msgId, idx: '0', link: '2', first: '1', machine: '0', ip: '192.0.2.1', ua: BROWSER });
+  assert.equal(evs[2], { type: 'opened', at: String(NOW + 2), account: 'anon', msgId, machine: '0' });
+});
+
+test('the bound on pending writes sheds beyond it, and large queues go out in bounded batches', async () => {
+  const client = redis.client();
+  const { keys } = redis.fresh();
+  const msgId = newId(NOW);
+  const { batch, events, seen } = setup(client, keys, { maxPending: 5 });
+  for (let i = 0; i < 8; i++) batch.open(open(openToken(msgId, i)));
+  await batch.idle();
+  assert.is((await events()).length, 5);
+  assert.is(seen['open:shed'], 3);
+
+  const { keys: k2 } = redis.fresh();
+  const small = setup(client, k2, { maxBatch: 3 });
+  const before = await scriptCalls(client);
+  for (let i = 0; i < 7; i++) small.batch.open(open(openToken(msgId, i), NOW + i));
+  await small.batch.idle();
+  assert.is((await scriptCalls(client)) - before, 6, '3 batches of ≤ 3, two calls each');
+  assert.equal((await small.events()).map((e) => e['idx']), ['0', '1', '2', '3', '4', '5', '6']);
+});
+
+test('Redis Cluster: marks are written per message slot, the events on the stream slot', async () => {
+  const client = cluster.client();
+  try {
+    const { keys } = cluster.fresh();
+    const { batch, events } = setup(client, keys);
+    const msgs = Array.from({ length: 6 }, (_, i) => newId(NOW + i));
+    for (const round of [0, 1]) for (const m of msgs) batch.open(open(openToken(m, 0), NOW + round));
+    await batch.idle();
+    const evs = await events();
+    assert.is(evs.length, 12);
+    assert.equal(evs.map((e) => e['first']), [...Array<string>(6).fill('1'), ...Array<string>(6).fill('0')]);
+    for (const m of msgs) assert.equal(await client.hkeys(keys.trackMarks(m)), ['o:0']);
+  } finally {
+    client.disconnect();
+  }
+});
+
+test.run();
