@@ -16,7 +16,8 @@ import { startSubmissionServer } from '../ingress/smtp-server.js';
 import { startHttpApi } from '../ingress/http-api.js';
 import { startInboundMx } from '../feedback/inbound-mx.js';
 import { startTrackingServer } from '../tracking/server.js';
-import { createTokenCodec, type TokenCodec } from '../core/tokens.js';
+import { createTokenCodec, type TokenKey } from '../core/tokens.js';
+import type { WorkerTracking } from '../render/protocol.js';
 import { SluiceError } from '../core/errors.js';
 import { readFileSync } from 'node:fs';
 import { appendEvent } from '../store/events.js';
@@ -64,8 +65,8 @@ function readKeyFile(file: string | null, key: string, bytes: number): Buffer | 
   return data;
 }
 
-/** The token codec from tracking.keys, or null when none are configured. */
-function createCodec(config: Config): TokenCodec | null {
+/** The keys of tracking.keys read from their files, or null when none are configured. */
+function readTokenKeys(config: Config): { keys: TokenKey[]; signWith: string } | null {
   const t = config.tracking;
   if (t.keys.length === 0) return null;
   const keys = t.keys.map((k) => {
@@ -80,7 +81,19 @@ function createCodec(config: Config): TokenCodec | null {
   const current = keys.filter((k) => k.notAfter === undefined);
   const signWith = t.signWith ?? current[current.length - 1]?.id;
   if (!signWith) throw new SluiceError('SLUICE_CONFIG_INVALID', 'tracking.signWith is not set and every tracking key has a notAfter date');
-  return createTokenCodec({ keys, signWith });
+  return { keys, signWith };
+}
+
+/** What the render workers need to put tracking in API messages: only the signing key crosses. */
+function workerTracking(config: Config, tokenKeys: { keys: TokenKey[]; signWith: string } | null): WorkerTracking | undefined {
+  const signer = tokenKeys?.keys.find((k) => k.id === tokenKeys.signWith);
+  if (!tokenKeys || !signer) return undefined;
+  return {
+    publicBaseUrl: config.tracking.publicBaseUrl,
+    keys: [{ id: signer.id, secret: typeof signer.secret === 'string' ? Buffer.from(signer.secret, 'utf8') : signer.secret }],
+    signWith: tokenKeys.signWith,
+    bounceDomain: config.delivery.bounceDomain,
+  };
 }
 
 export async function startSluice(config: Config, opts: StartOptions = {}): Promise<RunningSluice> {
@@ -123,6 +136,9 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       redis: redis.client, keys, eventsMaxLen: config.retention.eventsMaxLen, logger: logger.child({ role: 'feedback', part: 'reputation' }),
       onPaused: () => metrics.senderPauses.inc(),
     });
+    // Built before the pool: a bad key fails start-up here, with the config path, not in a worker.
+    const tokenKeys = readTokenKeys(config);
+    const codec = tokenKeys ? createTokenCodec(tokenKeys) : null;
     let dispatcher: Dispatcher | null = null;
     let pool: RenderPool | null = null;
     if (has('delivery')) {
@@ -130,7 +146,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       pool = new RenderPool({
         threads,
         queuePerThread: config.delivery.pool.queuePerThread,
-        init: { keys: registry.readDkimKeys(), hostname: config.instance.hostname },
+        init: { keys: registry.readDkimKeys(), hostname: config.instance.hostname, tracking: workerTracking(config, tokenKeys) },
         onSigned: (algorithm, seconds) => metrics.dkimSignDuration.observe({ algorithm }, seconds),
       });
       const p = pool;
@@ -204,7 +220,6 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       }
     }
 
-    const codec = createCodec(config);
     if (has('tracking')) {
       if (!codec) throw new SluiceError('SLUICE_CONFIG_INVALID', "role 'tracking' needs token keys: set tracking.keys and tracking.signWith");
       const byId = new Map(config.accounts.map((a) => [a.id, a]));

@@ -144,25 +144,28 @@ export function tokenUrl(publicBaseUrl: string, kind: TokenKind, token: string):
   return publicBaseUrl.replace(/\/+$/, '') + tokenPath(kind, token);
 }
 
+// 16 characters × 5 bits = 80 bits = 10 bytes, most significant first. Done in two halves of
+// 8 characters = 40 bits = 5 bytes, which fit a double exactly (no BigInt on the hot path).
 function idToBytes(id: string): Buffer {
-  // 16 characters × 5 bits = 80 bits = 10 bytes, most significant first.
-  let n = 0n;
-  for (const ch of id) n = (n << 5n) | BigInt(ALPHABET.indexOf(ch));
   const out = Buffer.alloc(ID_BYTES);
-  for (let i = ID_BYTES - 1; i >= 0; i--) {
-    out[i] = Number(n & 0xffn);
-    n >>= 8n;
+  for (let h = 0; h < 2; h++) {
+    let n = 0;
+    for (let i = h * 8; i < h * 8 + 8; i++) n = n * 32 + ALPHABET.indexOf(id[i] as string);
+    out.writeUIntBE(n, h * 5, 5);
   }
   return out;
 }
 
 function bytesToId(bytes: Buffer): string {
-  let n = 0n;
-  for (const b of bytes) n = (n << 8n) | BigInt(b);
   let id = '';
-  for (let i = 0; i < 16; i++) {
-    id = ALPHABET[Number(n & 31n)] + id;
-    n >>= 5n;
+  for (let h = 0; h < 2; h++) {
+    let n = bytes.readUIntBE(h * 5, 5);
+    let half = '';
+    for (let i = 0; i < 8; i++) {
+      half = (ALPHABET[n % 32] as string) + half;
+      n = Math.floor(n / 32);
+    }
+    id += half;
   }
   return id;
 }

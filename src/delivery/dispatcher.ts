@@ -4,7 +4,7 @@ import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { RenderPool } from '../render/pool.js';
-import type { RenderResult, RenderTask } from '../render/protocol.js';
+import type { RenderResult, RenderTask, TrackingMode } from '../render/protocol.js';
 import type { QueueEntry } from '../queue/entry.js';
 import { entryMember } from '../queue/entry.js';
 import { claim } from '../queue/claim.js';
@@ -94,6 +94,8 @@ export class Dispatcher {
   private readonly inflight = new Set<Promise<void>>();
   private readonly clients = new Set<SmtpClient>();
   private readonly backoffCfg: BackoffConfig;
+  /** accounts[].tracking.mode by account id: each API message's copy is rendered for its recipient. */
+  private readonly trackingModes: ReadonlyMap<string, TrackingMode>;
   private totalWorkers = 0;
   private timer: NodeJS.Timeout | undefined;
   private ticking = false;
@@ -107,6 +109,7 @@ export class Dispatcher {
     this.log = opts.logger;
     const b = opts.config.delivery.backoff;
     this.backoffCfg = { threshold: b.threshold, windowMs: b.window, suspendMs: b.suspend, maxSuspendMs: b.maxSuspend };
+    this.trackingModes = new Map(opts.config.accounts.map((a) => [a.id, a.tracking.mode]));
   }
 
   start(): void {
@@ -391,9 +394,12 @@ export class Dispatcher {
           Promise.all(msgs.map((msg) => (msg && this.o.reputation ? this.o.reputation.check(msg.account, msg.fromDomain) : null))),
         ]);
         const tasks: RenderTask[] = [];
-        chunk.forEach((_, j) => {
+        chunk.forEach((entry, j) => {
           const msg = msgs[j];
-          if (msg && !blocks[j] && !pauses[j]) tasks.push({ msgId: msg.id, kind: msg.kind, source: msg.body, signingDomain: msg.fromDomain, acceptedAt: msg.acceptedAt, frame: true });
+          if (!msg || blocks[j] || pauses[j]) return;
+          const task: RenderTask = { msgId: msg.id, kind: msg.kind, source: msg.body, signingDomain: msg.fromDomain, acceptedAt: msg.acceptedAt, frame: true };
+          if (msg.kind === 'spec') task.tracking = { account: msg.account, idx: entry.idx, mode: this.trackingModes.get(msg.account) ?? 'full' };
+          tasks.push(task);
         });
         const t0 = performance.now();
         const results = await this.o.pool.renderMany(tasks);

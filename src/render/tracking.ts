@@ -1,0 +1,120 @@
+/**
+ * Tracking in a recipient's copy: click URLs in place of the html's links, an open pixel, and the
+ * RFC 8058 one-click List-Unsubscribe headers. Pure (no Redis, no config): the worker builds a
+ * Tracker once from its WorkerInit and a Template once per message; per recipient only tokens are
+ * signed and the pieces joined.
+ *
+ *   html:      …<a href="https://a.example/x">…<a href="https://b.example/">…</body></html>
+ *   pieces:    [ '…<a href="' , '">…<a href="' , '">…'            , '</body></html>' ]
+ *   slots:                  link 0         link 1            pixel
+ *
+ * Copy = pieces[0] + slot 0 + pieces[1] + … + pieces[n]: one string join per recipient, no rescan.
+ */
+import { createTokenCodec, tokenUrl, type TokenCodec } from '../core/tokens.js';
+import { findLinks } from './links.js';
+import type { WorkerTracking } from './protocol.js';
+
+type Slot = { readonly link: number } | 'pixel';
+
+export interface Template {
+  /** Literal html between the slots; one more piece than slots. */
+  readonly pieces: readonly string[];
+  readonly slots: readonly Slot[];
+  /** Characters held (for the worker cache's byte bound). */
+  readonly size: number;
+}
+
+/**
+ * Splits `html` around its trackable links and the pixel's place (before the last `</body`, or at
+ * the end). `links` is the count ingress stored in the link table; if this html yields a different
+ * count (a message accepted by a version that found links differently), the links are left as they
+ * are rather than pointed at the wrong table entries — the pixel is still placed.
+ */
+export function prepareTemplate(html: string, links: number): Template {
+  const found = findLinks(html);
+  const sites = found.length === links ? found : [];
+  let pixelAt = html.length;
+  // The last `</body`, found without lower-casing (which can change a string's length: 'İ' → 'i̇').
+  for (const m of html.matchAll(/<\/body/gi)) pixelAt = m.index;
+  // `</body>` inside an href value is not the end of the body.
+  if (sites.some((s) => pixelAt >= s.start && pixelAt < s.end)) pixelAt = html.length;
+
+  const cuts: { start: number; end: number; slot: Slot }[] = sites.map((s, i) => ({ start: s.start, end: s.end, slot: { link: i } }));
+  const firstAfter = cuts.findIndex((c) => c.start >= pixelAt);
+  cuts.splice(firstAfter === -1 ? cuts.length : firstAfter, 0, { start: pixelAt, end: pixelAt, slot: 'pixel' });
+
+  const pieces: string[] = [];
+  let pos = 0;
+  for (const c of cuts) {
+    pieces.push(html.slice(pos, c.start));
+    pos = c.end;
+  }
+  pieces.push(html.slice(pos));
+  return { pieces, slots: cuts.map((c) => c.slot), size: html.length };
+}
+
+/** What a token is signed for: the recipient's copy of one message. */
+export interface CopyOf {
+  readonly account: string;
+  readonly msgId: string;
+  readonly idx: number;
+  /** Seconds since epoch, when the copy is rendered. */
+  readonly issuedAt: number;
+}
+
+export interface TrackedCopy {
+  /** The html with click URLs and the pixel, or undefined when the message has no html. */
+  readonly html: string | undefined;
+  /** List-Unsubscribe and List-Unsubscribe-Post (RFC 2369, RFC 8058). */
+  readonly headers: Readonly<Record<string, string>>;
+}
+
+export interface Tracker {
+  copy(template: Template | null, of: CopyOf): TrackedCopy;
+}
+
+/** Local part prefix of the mailto unsubscribe address, as feedback/recipients.ts parses it. */
+export const UNSUBSCRIBE_MAILTO_PREFIX = 'unsubscribe-';
+
+/** Names of the headers a tracked copy sets; a sender's own are replaced (see renderer.ts). */
+export const LIST_UNSUBSCRIBE_HEADERS = ['list-unsubscribe', 'list-unsubscribe-post'] as const;
+
+export function createTracker(init: WorkerTracking): Tracker {
+  const codec: TokenCodec = createTokenCodec({
+    keys: init.keys.map((k) => ({ id: k.id, secret: toSecret(k.secret) })),
+    signWith: init.signWith,
+  });
+  const base = init.publicBaseUrl;
+
+  return {
+    copy(template, of) {
+      const who = { account: of.account, msgId: of.msgId, idx: of.idx, issuedAt: of.issuedAt };
+      const u = codec.sign({ kind: 'u', ...who });
+      const headers = {
+        // The https form first: RFC 8058 one-click needs it; the mailto form serves older clients.
+        'List-Unsubscribe': `<${tokenUrl(base, 'u', u)}>, <mailto:${UNSUBSCRIBE_MAILTO_PREFIX}${u}@${init.bounceDomain}>`,
+        'List-Unsubscribe-Post': 'List-Unsubscribe=One-Click',
+      };
+      if (template === null) return { html: undefined, headers };
+      let html = template.pieces[0] as string;
+      template.slots.forEach((slot, i) => {
+        html +=
+          slot === 'pixel'
+            ? `<img src="${attr(tokenUrl(base, 'o', codec.sign({ kind: 'o', ...who })))}" width="1" height="1" alt="" style="display:none">`
+            : attr(tokenUrl(base, 'c', codec.sign({ kind: 'c', ...who, link: slot.link })));
+        html += template.pieces[i + 1] as string;
+      });
+      return { html, headers };
+    },
+  };
+}
+
+/** A key from WorkerInit: bytes (a Buffer arrives as a Uint8Array after postMessage) or base64. */
+function toSecret(secret: Uint8Array | string): Buffer {
+  return typeof secret === 'string' ? Buffer.from(secret, 'base64') : Buffer.from(secret.buffer, secret.byteOffset, secret.byteLength);
+}
+
+/** Escapes a URL for a double-quoted attribute (tokens are URL-safe; the base URL is configuration). */
+function attr(url: string): string {
+  return url.replace(/[&"'<>]/g, (c) => `&#${c.charCodeAt(0)};`);
+}

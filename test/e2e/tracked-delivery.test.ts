@@ -1,0 +1,214 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { simpleParser } from 'mailparser';
+import { request } from 'undici';
+import { loadConfig } from '../../src/config/load.js';
+import { createLogger } from '../../src/observability/logger.js';
+import { startSluice, type RunningSluice } from '../../src/app/start.js';
+import { createTokenCodec, type TokenCodec } from '../../src/core/tokens.js';
+import { suppressionOf } from '../../src/store/suppression.js';
+import { startRedis, type TestRedis } from '../helpers/redis.js';
+import { startCapturePeer, type CapturePeer, type CapturedMessage } from '../helpers/smtp-peer.js';
+import { makeAccount, type AccountKeys } from '../helpers/sluice.js';
+import { txtTable, verifyWithMailauth } from '../helpers/dkim-verify.js';
+
+/**
+ * Tracking in delivered API mail, end to end: ingress stores the link table, the render worker
+ * rewrites links, adds the pixel and the RFC 8058 headers and DKIM-signs them, the message is
+ * delivered to a capture peer, and the real tracking server redirects the clicks and honours the
+ * one-click POST. Two accounts: 'acme' (tracking full) and 'quiet' (tracking off).
+ */
+const test = suite('e2e/tracked-delivery');
+
+const BOUNCE_DOMAIN = 'bounce.sluice.test';
+const PUBLIC_BASE = 'http://127.0.0.1';
+const LINKS = ['https://acme.example/one?a=1&b=2', 'https://acme.example/two', 'http://elsewhere.example/three#x'];
+const HTML = `<html><body><h1>News</h1>
+<p><a href="https://acme.example/one?a=1&amp;b=2">One</a> and <a class="b" href='https://acme.example/two'>two</a>.</p>
+<p><a href="mailto:help@acme.example">Write to us</a> · <a href="#top">top</a></p>
+<p><a href="http://elsewhere.example/three#x">Three</a></p>
+</body></html>`;
+
+let redis: TestRedis;
+let sink: CapturePeer;
+let app: RunningSluice;
+let dir: string;
+let codec: TokenCodec;
+let acme: AccountKeys;
+let quiet: AccountKeys;
+let txt: Record<string, string>;
+
+test.before(async () => {
+  redis = await startRedis();
+  sink = await startCapturePeer();
+  dir = mkdtempSync(join(tmpdir(), 'sluice-tracked-'));
+  const secret = randomBytes(32);
+  writeFileSync(join(dir, 'k1.key'), secret, { mode: 0o600 });
+  codec = createTokenCodec({ keys: [{ id: 'k1', secret }], signWith: 'k1' });
+  // A folder each: makeAccount names key files by selector, which the two accounts share.
+  acme = await makeAccount(mkdtempSync(join(dir, 'acme-')), 'acme', 'acme.example');
+  quiet = await makeAccount(mkdtempSync(join(dir, 'quiet-')), 'quiet', 'quiet.example', ['rsa']);
+  txt = txtTable([...acme.dkimKeys, ...quiet.dkimKeys]);
+  const config = loadConfig({
+    env: {},
+    overrides: {
+      roles: ['ingress', 'delivery', 'tracking'],
+      instance: { hostname: 'sluice.test', dataDir: dir },
+      log: { level: 'silent' },
+      redis: { url: redis.url, prefix: redis.fresh().prefix, scheduleShards: 4 },
+      admin: { host: '127.0.0.1', port: 0 },
+      ingress: { smtp: { enabled: false }, http: { host: '127.0.0.1', port: 0 } },
+      delivery: { bounceDomain: BOUNCE_DOMAIN, pollInterval: '50ms', pool: { threads: 1 }, dns: { servers: ['127.0.0.1:9'], timeout: '1s' }, transport: { 'one.test': `${sink.host}:${sink.port}` } },
+      tracking: { host: '127.0.0.1', port: 0, publicBaseUrl: PUBLIC_BASE, keys: [{ id: 'k1', secretFile: join(dir, 'k1.key'), notAfter: null }], signWith: 'k1' },
+      accounts: [acme.account, { ...quiet.account, tracking: { mode: 'off', anonymizeIp: 'none' } }],
+    },
+  });
+  app = await startSluice(config, { logger: createLogger(process.env['TEST_LOG'] ?? 'silent') });
+});
+
+test.after(async () => {
+  await app?.stop(2000);
+  await sink?.close();
+  await redis?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+async function api(as: AccountKeys, path: string, body?: unknown): Promise<{ status: number; body: any }> {
+  const res = await request(`http://127.0.0.1:${app.ports.http}${path}`, {
+    method: body === undefined ? 'GET' : 'POST',
+    headers: { authorization: `Bearer ${as.apiKey}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }) },
+    ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+  });
+  return { status: res.statusCode, body: await res.body.json() };
+}
+
+async function sendAndWait(as: AccountKeys, from: string, to: string): Promise<{ id: string; state: string }> {
+  const r = await api(as, '/v1/messages', { from, to, subject: 'News', text: 'Plain https://acme.example/plain', html: HTML });
+  assert.is(r.status, 202, JSON.stringify(r.body));
+  const id = r.body.id as string;
+  // Count-bounded: 300 polls of 50 ms.
+  for (let i = 0; i < 300; i++) {
+    const s = await api(as, `/v1/messages/${id}`);
+    const state = s.body?.recipients?.[0]?.state as string | undefined;
+    if (state && ['delivered', 'bounced', 'expired', 'suppressed'].includes(state)) return { id, state };
+    await new Promise((res) => setTimeout(res, 50));
+  }
+  throw new Error(`message ${id} did not reach a final state`);
+}
+
+async function deliveredCopy(as: AccountKeys, from: string, to: string): Promise<{ id: string; mail: CapturedMessage }> {
+  const before = sink.messages.length;
+  const { id, state } = await sendAndWait(as, from, to);
+  assert.is(state, 'delivered');
+  const [mail] = (await sink.waitFor(before + 1)).slice(before);
+  assert.ok(mail);
+  assert.equal(mail.envelope.to, [to]);
+  return { id, mail };
+}
+
+/** The unfolded header block of a message. */
+function headerOf(raw: Buffer): string {
+  return raw.toString('latin1', 0, raw.indexOf('\r\n\r\n')).replace(/\r\n[ \t]+/g, ' ');
+}
+
+const trackingBase = () => `http://127.0.0.1:${app.ports.tracking}`;
+
+test('a tracked message: every link rewritten, a pixel, both List-Unsubscribe headers, DKIM-signed; clicks redirect; one-click unsubscribes', async () => {
+  const { id, mail } = await deliveredCopy(acme, 'News <news@acme.example>', 'reader@one.test');
+  const parsed = await simpleParser(mail.raw);
+  const html = String(parsed.html);
+
+  // Links: the three http(s) links point at the tracking host, in order; mailto and #anchor stay.
+  const hrefs = [...html.matchAll(/<a\b[^>]*?href=(["'])(.*?)\1/g)].map((m) => m[2] as string);
+  assert.is(hrefs.length, 5);
+  assert.is(hrefs[2], 'mailto:help@acme.example');
+  assert.is(hrefs[3], '#top');
+  const clicks = [hrefs[0], hrefs[1], hrefs[4]] as string[];
+  for (const [i, href] of clicks.entries()) {
+    assert.ok(href.startsWith(`${PUBLIC_BASE}/c/`), href);
+    const p = codec.verify(href.slice(`${PUBLIC_BASE}/c/`.length), Date.now());
+    assert.equal([p?.kind, p?.account, p?.msgId, p?.idx, p?.link], ['c', 'acme', id, 0, i]);
+  }
+  for (const url of LINKS) assert.not.ok(html.includes(url), `${url} no longer in the html`);
+
+  // The pixel, right before </body>.
+  const pixel = /<img src="http:\/\/127\.0\.0\.1\/o\/([A-Za-z0-9_-]+)\.gif" width="1" height="1" alt="" style="display:none"><\/body>/.exec(html);
+  assert.ok(pixel, 'pixel before </body>');
+  assert.is(codec.verify(pixel[1] as string, Date.now())?.kind, 'o');
+
+  // RFC 8058 headers, both in h= of both signatures, which verify.
+  const header = headerOf(mail.raw);
+  const lu = /^List-Unsubscribe: <(http:\/\/127\.0\.0\.1\/u\/([A-Za-z0-9_-]+))>, <mailto:unsubscribe-([A-Za-z0-9_-]+)@bounce\.sluice\.test>$/m.exec(header);
+  assert.ok(lu, header);
+  assert.is(lu[2], lu[3], 'one token for both forms');
+  const u = codec.verify(lu[2] as string, Date.now());
+  assert.equal([u?.kind, u?.account, u?.msgId, u?.idx], ['u', 'acme', id, 0]);
+  assert.match(header, /^List-Unsubscribe-Post: List-Unsubscribe=One-Click$/m);
+  const verdicts = await verifyWithMailauth(mail.raw, txt);
+  assert.equal(verdicts.map((v) => v.algo).sort(), ['ed25519-sha256', 'rsa-sha256']);
+  for (const v of verdicts) assert.ok(v.pass, `${v.algo}: ${v.detail}`);
+  const signed = [...header.matchAll(/^DKIM-Signature: .*$/gm)].map((m) => /\bh=([^;]+)/.exec(m[0].replace(/\s+/g, ''))?.[1]?.toLowerCase().split(':') ?? []);
+  assert.is(signed.length, 2);
+  for (const h of signed) {
+    assert.ok(h.includes('list-unsubscribe'), h.join(':'));
+    assert.ok(h.includes('list-unsubscribe-post'), h.join(':'));
+  }
+
+  // Following each rewritten link through the real tracking server leads to the original URL.
+  for (const [i, href] of clicks.entries()) {
+    const res = await request(href.replace(PUBLIC_BASE, trackingBase()), { headers: { 'user-agent': 'Mozilla/5.0 (Windows NT 10.0) Firefox/128.0' } });
+    await res.body.text();
+    assert.is(res.statusCode, 302);
+    assert.is(res.headers['location'], LINKS[i]);
+  }
+
+  // One-click unsubscribe at the header's URL, with the body RFC 8058 prescribes.
+  assert.is(await suppressionOf(app.redis.client, app.keys, 'acme', 'reader@one.test'), null);
+  const post = await request((lu[1] as string).replace(PUBLIC_BASE, trackingBase()), {
+    method: 'POST',
+    headers: { 'content-type': 'application/x-www-form-urlencoded' },
+    body: 'List-Unsubscribe=One-Click',
+  });
+  await post.body.text();
+  assert.is(post.statusCode, 200);
+  assert.is((await suppressionOf(app.redis.client, app.keys, 'acme', 'reader@one.test'))?.reason, 'unsubscribe');
+
+  const before = sink.messages.length;
+  const next = await sendAndWait(acme, 'news@acme.example', 'reader@one.test');
+  assert.is(next.state, 'suppressed');
+  assert.is(sink.messages.length, before, 'nothing was sent to the unsubscribed reader');
+});
+
+test('two recipients of one message get copies with their own tokens', async () => {
+  const r = await api(acme, '/v1/messages', { from: 'news@acme.example', to: ['a@one.test', 'b@one.test'], subject: 'Two', html: HTML });
+  assert.is(r.status, 202);
+  const got = await sink.waitFor(sink.messages.length + 2, 15_000);
+  const mine = got.filter((m) => headerOf(m.raw).includes(`<${r.body.id}@sluice.test>`));
+  assert.is(mine.length, 2);
+  const idxOf = (m: CapturedMessage) => {
+    const t = /\/u\/([A-Za-z0-9_-]+)>/.exec(headerOf(m.raw))?.[1] as string;
+    return codec.verify(t, Date.now())?.idx;
+  };
+  const byRcpt = new Map(mine.map((m) => [m.envelope.to[0], idxOf(m)]));
+  assert.equal([byRcpt.get('a@one.test'), byRcpt.get('b@one.test')], [0, 1]);
+});
+
+test("with the account's tracking mode 'off' nothing is rewritten or added, and no link table is stored", async () => {
+  const { id, mail } = await deliveredCopy(quiet, 'news@quiet.example', 'other@one.test');
+  const parsed = await simpleParser(mail.raw);
+  const html = String(parsed.html);
+  for (const href of ['https://acme.example/one?a=1&amp;b=2', "'https://acme.example/two'", 'http://elsewhere.example/three#x']) assert.ok(html.includes(href), href);
+  assert.not.match(html, '127.0.0.1');
+  assert.not.match(html, '<img');
+  const header = headerOf(mail.raw);
+  assert.not.match(header, /^List-Unsubscribe/im);
+  const [v] = await verifyWithMailauth(mail.raw, txt);
+  assert.ok(v?.pass, v?.detail);
+  assert.is(await app.redis.client.exists(app.keys.links(id)), 0);
+});
+
+test.run();

@@ -1,0 +1,82 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { extractLinks, findLinks, MAX_TRACKED_LINKS } from '../../src/render/links.js';
+
+const test = suite('render/links');
+
+test('http(s) hrefs of <a> and <area> are found in document order, quoted either way, any case', () => {
+  const html = `<html><body>
+    <A HREF="https://shop.example/one">one</A>
+    <p><a class="btn" href='http://shop.example/two?x=1'>two</a></p>
+    <map><area shape="rect" coords="0,0,1,1" href="https://shop.example/three" alt=""></map>
+    <a
+      href = "HTTPS://shop.example/four">four</a>
+  </body></html>`;
+  assert.equal(extractLinks(html), ['https://shop.example/one', 'http://shop.example/two?x=1', 'https://shop.example/three', 'HTTPS://shop.example/four']);
+});
+
+test('mailto:, tel:, anchors, javascript:, relative, empty and unquoted links are not tracked', () => {
+  const html = [
+    '<a href="mailto:help@shop.example">m</a>',
+    '<a href="tel:+4912345">t</a>',
+    '<a href="#top">a</a>',
+    '<a href="javascript:alert(1)">j</a>',
+    '<a href="/relative">r</a>',
+    '<a href="">e</a>',
+    '<a href=https://bare.example/>b</a>',
+    '<a name="x">no href</a>',
+    '<a href="https://kept.example/">k</a>',
+  ].join('\n');
+  assert.equal(extractLinks(html), ['https://kept.example/']);
+});
+
+test('look-alike tags and attributes are not links: <abbr>, <img href>, data-href, href inside another value', () => {
+  const html = [
+    '<abbr href="https://no1.example/">x</abbr>',
+    '<img href="https://no2.example/">',
+    '<a data-href="https://no3.example/" title="see href=\'https://no4.example/\' > here">t</a>',
+    '<link href="https://no5.example/style.css">',
+    '<a title=">" href="https://yes.example/">y</a>',
+  ].join('');
+  assert.equal(extractLinks(html), ['https://yes.example/']);
+});
+
+test('only the first href of a tag counts, as in browsers', () => {
+  assert.equal(extractLinks('<a href="https://first.example/" href="https://second.example/">x</a>'), ['https://first.example/']);
+});
+
+test('character references are decoded in the URL; the offsets still cover the raw value', () => {
+  const html = '<a href="https://shop.example/?a=1&amp;b=2&#38;c=3&lt=5">x</a>';
+  const [site] = findLinks(html);
+  assert.ok(site);
+  assert.is(site.url, 'https://shop.example/?a=1&b=2&c=3&lt=5', '&lt= without ; stays literal, as in an attribute');
+  assert.is(html.slice(site.start, site.end), 'https://shop.example/?a=1&amp;b=2&#38;c=3&lt=5');
+  assert.is(html[site.start - 1], '"');
+  assert.is(html[site.end], '"');
+});
+
+test('offsets point at each value exactly, with single quotes and surrounding whitespace', () => {
+  const html = "<p>x</p><a  href = 'https://a.example/1' >A</a><a href=\"https://b.example/2\">B</a>";
+  const sites = findLinks(html);
+  assert.equal(sites.map((s) => html.slice(s.start, s.end)), ['https://a.example/1', 'https://b.example/2']);
+});
+
+test('an unterminated tag or quote finds nothing past it and does not hang', () => {
+  assert.equal(extractLinks('<a href="https://x.example/'), []);
+  assert.equal(extractLinks(`<a href="https://ok.example/">ok</a><a title="${'x'.repeat(100_000)}`), ['https://ok.example/']);
+});
+
+test('a hostile body of unclosed tags is scanned in one pass (count-bounded: 200k tags)', () => {
+  const html = '<a title="x '.repeat(200_000) + '<a href="https://end.example/">e</a>';
+  assert.equal(extractLinks(html), ['https://end.example/']);
+});
+
+test('the same html always yields the same table, and at most MAX_TRACKED_LINKS entries', () => {
+  const html = Array.from({ length: MAX_TRACKED_LINKS + 5 }, (_, i) => `<a href="https://l.example/${i}">${i}</a>`).join('');
+  const a = extractLinks(html);
+  assert.is(a.length, MAX_TRACKED_LINKS);
+  assert.is(a[MAX_TRACKED_LINKS - 1], `https://l.example/${MAX_TRACKED_LINKS - 1}`);
+  assert.equal(extractLinks(html), a);
+});
+
+test.run();
