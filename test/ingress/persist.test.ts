@@ -4,6 +4,7 @@ import { getMessage } from '../../src/store/messages.js';
 import { persistMessage } from '../../src/ingress/persist.js';
 import { messageStatus } from '../../src/ingress/message-status.js';
 import { createMessageSource } from '../../src/store/message-source.js';
+import { storeLinks } from '../../src/store/links.js';
 import { appendEvent } from '../../src/store/events.js';
 import { newId } from '../../src/core/ids.js';
 import { shardOf } from '../../src/redis/keys.js';
@@ -63,6 +64,7 @@ test('message source: loads for delivery; the last finished recipient drops the 
   const { keys } = redis.fresh();
   const id = newId(NOW);
   await persistMessage(client, keys, 4, sample(id));
+  await storeLinks(client, keys, id, ['https://example.org/a']);
   const src = createMessageSource(client, keys, 60_000);
   const loaded = await src.load(id);
   assert.ok(loaded);
@@ -75,6 +77,8 @@ test('message source: loads for delivery; the last finished recipient drops the 
   assert.is(await client.exists(keys.msgBody(id)), 0);
   const ttl = await client.pttl(keys.msgMeta(id));
   assert.ok(ttl > 0 && ttl <= 60_000);
+  const linksTtl = await client.pttl(keys.links(id));
+  assert.ok(linksTtl > 0 && linksTtl <= 60_000, 'the link table expires with the record');
   assert.is(await src.load(id), null);
   await src.finished(newId(NOW));
   assert.is(await client.exists(keys.msgMeta('nothing')), 0);
