@@ -135,7 +135,11 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
     const reputation = new ReputationGuard({
       redis: redis.client, keys, eventsMaxLen: config.retention.eventsMaxLen, logger: logger.child({ role: 'feedback', part: 'reputation' }),
       onPaused: () => metrics.senderPauses.inc(),
+    }, {
+      complaintRate: config.reputation.complaintRate, hardBounceRate: config.reputation.hardBounceRate, minVolume: config.reputation.minVolume,
+      windowHours: Math.max(1, Math.round(config.reputation.window / 3_600_000)), deliveredFlushMs: config.reputation.countFlush,
     });
+    stoppers.push({ name: 'reputation', stop: () => reputation.close() });
     // Built before the pool: a bad key fails start-up here, with the config path, not in a worker.
     const tokenKeys = readTokenKeys(config);
     const codec = tokenKeys ? createTokenCodec(tokenKeys) : null;

@@ -317,6 +317,20 @@ export const configSchema = z
         softBounceWindow: duration,
       })
       .strict(),
+    reputation: z
+      .object({
+        /** Complaints / delivered above this ratio pause the sender (account or From domain). */
+        complaintRate: z.number().min(0).max(1),
+        /** Hard bounces / sent above this ratio pause the sender. */
+        hardBounceRate: z.number().min(0).max(1),
+        /** Senders with fewer sent in the window are never paused (a rate of few is noise). */
+        minVolume: positiveInt,
+        /** The rolling window (whole hours, 1h–168h). */
+        window: duration,
+        /** Deliveries are counted in memory and written this often. */
+        countFlush: duration,
+      })
+      .strict(),
     retention: z
       .object({
         /** Delivery records and message metadata of finished messages. */

@@ -16,6 +16,7 @@ import {
   type OutcomeKind,
   type PauseReason,
   type PauseRecord,
+  BUCKET_MS,
 } from '../store/reputation.js';
 
 /**
@@ -40,6 +41,8 @@ export interface ReputationOptions {
   readonly windowHours: number;
   /** How long a pause check's answer is reused. Default 1000 ms; 0 = ask Redis every time. */
   readonly checkCacheMs: number;
+  /** Deliveries are counted in memory and written this often; 0 = one write per delivery. Default 0. */
+  readonly deliveredFlushMs: number;
 }
 
 export const DEFAULT_REPUTATION_OPTIONS: ReputationOptions = {
@@ -48,6 +51,7 @@ export const DEFAULT_REPUTATION_OPTIONS: ReputationOptions = {
   minVolume: 500,
   windowHours: 24,
   checkCacheMs: 1000,
+  deliveredFlushMs: 0,
 };
 
 export interface ReputationDeps {
@@ -91,6 +95,9 @@ export class ReputationGuard {
   readonly options: ReputationOptions;
   readonly #cache = new Map<string, { until: number; pause: PauseRecord | null }>();
   readonly #evaluating = new Set<string>();
+  /** Deliveries counted in memory, flushed every deliveredFlushMs (account|domain|hour → count). */
+  readonly #delivered = new Map<string, { account: string; domain: string | null; now: number; count: number }>();
+  #flushTimer: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly deps: ReputationDeps,
@@ -101,6 +108,20 @@ export class ReputationGuard {
       throw new RangeError(`windowHours must be a whole number of hours from 1 to ${MAX_WINDOW_HOURS}, not ${o.windowHours}`);
     }
     this.options = o;
+  }
+
+  /** Writes the deliveries counted in memory. Called by the timer, before each evaluation, and on close. */
+  async flush(): Promise<void> {
+    if (this.#flushTimer) clearTimeout(this.#flushTimer);
+    this.#flushTimer = undefined;
+    if (this.#delivered.size === 0) return;
+    const pending = [...this.#delivered.values()];
+    this.#delivered.clear();
+    await Promise.all(pending.map((p) => recordOutcome(this.deps.redis, this.deps.keys, { account: p.account, domain: p.domain, kind: 'delivered', now: p.now, count: p.count }, this.options.windowHours)));
+  }
+
+  async close(): Promise<void> {
+    await this.flush();
   }
 
   #now(): number {
@@ -114,6 +135,19 @@ export class ReputationGuard {
    */
   async record(o: OutcomeRecord): Promise<readonly PauseRecord[]> {
     const now = o.now ?? this.#now();
+    if (o.kind === 'delivered' && this.options.deliveredFlushMs > 0) {
+      // Deliveries are the bulk (one per recipient) and never trigger a pause: counted in memory and
+      // written as one HINCRBY per sender and hour every deliveredFlushMs, not one transaction each.
+      const k = `${o.account}|${o.domain ?? ''}|${Math.floor(now / BUCKET_MS)}`;
+      const cur = this.#delivered.get(k);
+      if (cur) cur.count++;
+      else this.#delivered.set(k, { account: o.account, domain: o.domain, now, count: 1 });
+      this.#flushTimer ??= setTimeout(() => void this.flush().catch(() => undefined), this.options.deliveredFlushMs);
+      this.#flushTimer.unref?.();
+      return [];
+    }
+    // A bad outcome is judged against every delivery counted so far.
+    if (o.kind !== 'delivered') await this.flush();
     await recordOutcome(this.deps.redis, this.deps.keys, { account: o.account, domain: o.domain, kind: o.kind, now }, this.options.windowHours);
     if (o.kind === 'delivered') return [];
     // One evaluation per sender at a time: a burst of bounces would otherwise read the same window

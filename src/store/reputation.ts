@@ -69,14 +69,15 @@ function scopeOf(domain: string | null): string {
 export async function recordOutcome(
   redis: RedisClient,
   keys: Keys,
-  o: { readonly account: string; readonly domain: string | null; readonly kind: OutcomeKind; readonly now: number },
+  o: { readonly account: string; readonly domain: string | null; readonly kind: OutcomeKind; readonly now: number; readonly count?: number },
   windowHours: number,
 ): Promise<void> {
   const bucket = bucketOf(o.now);
   const key = keys.reputation(o.account, bucket);
-  const tx = redis.multi().hincrby(key, `${ACCOUNT_SCOPE}|${o.kind}`, 1);
+  const n = o.count ?? 1;
+  const tx = redis.multi().hincrby(key, `${ACCOUNT_SCOPE}|${o.kind}`, n);
   const scope = scopeOf(o.domain);
-  if (scope !== ACCOUNT_SCOPE) tx.hincrby(key, `${scope}|${o.kind}`, 1);
+  if (scope !== ACCOUNT_SCOPE) tx.hincrby(key, `${scope}|${o.kind}`, n);
   // Relative to `now`, so a pinned clock in the past never makes an already-expired key.
   tx.pexpire(key, bucket + (windowHours + 1) * BUCKET_MS - o.now);
   await tx.exec();

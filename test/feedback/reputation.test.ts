@@ -161,6 +161,16 @@ test('a cached check sees the pause the same guard made at once', async () => {
   assert.is((await guard.check('acme', 'acme.example'))?.reason, 'complaints');
 });
 
+test('deliveries counted in memory are flushed before a bad outcome is judged, with the same figures', async () => {
+  const { keys, record } = setup({ deliveredFlushMs: 60_000 });
+  await record('acme', 'acme.example', 'delivered', 1000);
+  const bucketKeys = await client.keys(`${keys.prefix}*rep*`);
+  assert.equal(bucketKeys, [], 'nothing written yet: 1,000 deliveries are one counter in memory');
+  const pauses = await record('acme', 'acme.example', 'complaint', 4);
+  assert.is(pauses.length, 1);
+  assert.is(pauses[0]?.figures.delivered, 1000, 'the flush happened before the evaluation');
+});
+
 test('options are checked: the window is whole hours from 1 to 168', () => {
   const { keys } = redis.fresh();
   assert.throws(() => new ReputationGuard({ redis: client, keys, eventsMaxLen: 1 }, { windowHours: 0 }), /windowHours/);
