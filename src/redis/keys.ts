@@ -39,6 +39,8 @@ export function createKeys(prefix: string) {
     links: (id: string) => `${p}{m:${id}}:links`,
     /** HASH: per-recipient tracking marks (first open, first click per link, unsubscribe, click bursts). */
     trackMarks: (id: string) => `${p}{m:${id}}:track`,
+    /** HASH: the message's engagement counters (src/store/engagement.ts), kept in every tracking mode. */
+    msgStats: (id: string) => `${p}{m:${id}}:stats`,
     // account
     quota: (account: string, day: string) => `${p}{a:${account}}:quota:${day}`,
     accountRate: (account: string) => `${p}{a:${account}}:rate`,

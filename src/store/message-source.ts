@@ -6,7 +6,7 @@ import { ByteLru } from '../core/lru.js';
 
 /**
  * What delivery needs from the message store: the message of a queue entry, and a way to say one of
- * its recipients is finished (finishRecipient-3.lua: when the last one is, the body is deleted and the
+ * its recipients is finished (finishRecipient-4.lua: when the last one is, the body is deleted and the
  * record kept for `recordsTtlMs`, retention.records, so status queries keep answering).
  */
 export interface LoadedMessage {
@@ -29,8 +29,8 @@ export interface MessageSource {
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    /** src/queue/lua/finishRecipient-3.lua */
-    finishRecipient(meta: string, body: string, links: string, ttlMs: number): Result<number, Context>;
+    /** src/queue/lua/finishRecipient-4.lua */
+    finishRecipient(meta: string, body: string, links: string, stats: string, ttlMs: number): Result<number, Context>;
   }
 }
 
@@ -82,7 +82,7 @@ export function createMessageSource(redis: RedisClient, keys: Keys, recordsTtlMs
       return msg;
     },
     async finished(msgId) {
-      const pending = await redis.finishRecipient(keys.msgMeta(msgId), keys.msgBody(msgId), keys.links(msgId), recordsTtlMs);
+      const pending = await redis.finishRecipient(keys.msgMeta(msgId), keys.msgBody(msgId), keys.links(msgId), keys.msgStats(msgId), recordsTtlMs);
       if (pending <= 0) cache.delete(msgId);
     },
   };

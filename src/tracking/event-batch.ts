@@ -3,14 +3,15 @@ import { SluiceError } from '../core/errors.js';
 import type { TokenPayload } from '../core/tokens.js';
 import { loadScripts } from '../redis/scripts.js';
 import type { RedisClient } from '../redis/client.js';
+import type { Keys } from '../redis/keys.js';
 import { classifyOpen, type TrackingRequest } from './classify.js';
 import { DEFAULT_EVENTS_MAX_LEN, DEFAULT_RETENTION_MS, type TrackingDeps, type TrackingMode } from './deps.js';
 import { eventClass, eventFields, TYPES, type EventContext } from './record.js';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    /** src/queue/lua/recordTrackingOpens-1.lua as the loader defines it: one message's marks. */
-    recordTrackingOpens(marks: string, ttlMs: number, ...triples: (string | number)[]): Result<number[], Context>;
+    /** src/queue/lua/recordTrackingOpens-2.lua as the loader defines it: one message's marks and counters. */
+    recordTrackingOpens(marks: string, stats: string, ttlMs: number, ...quads: (string | number)[]): Result<number[], Context>;
     /** The same script defined with a key count per call, for many messages on one server (see markOpens). */
     recordTrackingOpensKeys(numKeys: number, ...keysThenArgs: (string | number)[]): Result<number[], Context>;
     /** src/queue/lua/appendEvents-1.lua */
@@ -25,7 +26,8 @@ declare module 'ioredis' {
  *                          │ one flush at a time, as soon as the previous one is done
  *                          ▼
  *              verify + classify the opens
- *              one recordTrackingOpens call per message (Cluster) or for all (single server) ─► first / repeat
+ *              one recordTrackingOpens call per message (Cluster) or for all (single server) ─► first / repeat,
+ *                                                                                 engagement counters
  *              one appendEvents call on the stream key, entries in arrival order
  *
  * Per open that is a share of two script calls instead of two round trips of its own, which is what
@@ -121,7 +123,9 @@ export function createEventBatch(deps: TrackingDeps, opts: EventBatchOptions): E
 
   const flush = async (batch: readonly Entry[]): Promise<void> => {
     const ready: Ready[] = [];
-    const marks: { key: string; field: string; at: number; event: Ready }[] = [];
+    const opens: OpenMark[] = [];
+    /** The event of each open whose first/repeat the marks decide (full mode), else null. */
+    const marked: (Ready | null)[] = [];
     for (const entry of batch) {
       if (!('raw' in entry)) {
         ready.push({ p: entry.p, ctx: entry.ctx });
@@ -136,12 +140,15 @@ export function createEventBatch(deps: TrackingDeps, opts: EventBatchOptions): E
       const machine = classifyOpen(raw);
       const event: Ready = { p, ctx: { now: raw.at, mode, first: false, machine, userAgent: raw.userAgent, ip: raw.ip } };
       ready.push(event);
-      // Anonymous mode keeps no per-recipient marks: nothing is "first".
-      if (mode === 'full') marks.push({ key: deps.keys.trackMarks(p.msgId), field: `${machine ? 'm' : ''}o:${p.idx}`, at: raw.at, event });
+      // Anonymous mode keeps no per-recipient marks (nothing is "first"), but the open is counted.
+      opens.push({ msgId: p.msgId, cls: machine ? 'm' : '', idx: mode === 'full' ? p.idx : '', at: raw.at });
+      marked.push(mode === 'full' ? event : null);
     }
-    if (marks.length > 0) {
-      const firsts = await markOpens(deps.redis, marks, deps.retentionMs ?? DEFAULT_RETENTION_MS);
-      marks.forEach((m, i) => (m.event.ctx = { ...m.event.ctx, first: firsts[i] === 1 }));
+    if (opens.length > 0) {
+      const firsts = await markOpens(deps.redis, deps.keys, opens, deps.retentionMs ?? DEFAULT_RETENTION_MS);
+      marked.forEach((event, i) => {
+        if (event) event.ctx = { ...event.ctx, first: firsts[i] === 1 };
+      });
     }
     if (ready.length === 0) return;
     const args: (string | number)[] = [];
@@ -166,15 +173,23 @@ export function createEventBatch(deps: TrackingDeps, opts: EventBatchOptions): E
   };
 }
 
+/** One verified open for recordTrackingOpens: idx '' in anonymous mode (counted, no mark). */
+interface OpenMark {
+  readonly msgId: string;
+  readonly cls: '' | 'm';
+  readonly idx: number | '';
+  readonly at: number;
+}
+
 const OPENS_SCRIPT = 'recordTrackingOpens';
 const withOpensCommand = new WeakSet<RedisClient>();
 
 /**
- * Marks the opens (in order) and returns 1 for each that is its recipient's first, else 0. On a
- * single server one call carries every message of the batch; on a cluster the messages live in
- * different slots, so it is one call per message (ioredis pipelines them to their nodes).
+ * Marks and counts the opens (in order) and returns 1 for each that is its recipient's first, else
+ * 0. On a single server one call carries every message of the batch; on a cluster the messages live
+ * in different slots, so it is one call per message (ioredis pipelines them to their nodes).
  */
-async function markOpens(redis: RedisClient, marks: readonly { key: string; field: string; at: number }[], ttlMs: number): Promise<number[]> {
+async function markOpens(redis: RedisClient, keys: Keys, opens: readonly OpenMark[], ttlMs: number): Promise<number[]> {
   const single = !(redis instanceof Cluster);
   if (single && !withOpensCommand.has(redis)) {
     const script = loadScripts().find((s) => s.name === OPENS_SCRIPT);
@@ -184,18 +199,18 @@ async function markOpens(redis: RedisClient, marks: readonly { key: string; fiel
     withOpensCommand.add(redis);
   }
   const order: { group: string; pos: number }[] = [];
-  // One group per call: its keys (each once) and its triples.
-  const calls = new Map<string, { keys: string[]; index: Map<string, number>; triples: (string | number)[]; count: number }>();
-  for (const m of marks) {
-    const name = single ? '' : m.key;
+  // One group per call: its key pairs (marks, stats; each message once) and its quadruples.
+  const calls = new Map<string, { keys: string[]; index: Map<string, number>; quads: (string | number)[]; count: number }>();
+  for (const o of opens) {
+    const name = single ? '' : o.msgId;
     let c = calls.get(name);
-    if (!c) calls.set(name, (c = { keys: [], index: new Map(), triples: [], count: 0 }));
-    let k = c.index.get(m.key);
+    if (!c) calls.set(name, (c = { keys: [], index: new Map(), quads: [], count: 0 }));
+    let k = c.index.get(o.msgId);
     if (k === undefined) {
-      c.keys.push(m.key);
-      c.index.set(m.key, (k = c.keys.length));
+      c.keys.push(keys.trackMarks(o.msgId), keys.msgStats(o.msgId));
+      c.index.set(o.msgId, (k = c.keys.length / 2));
     }
-    c.triples.push(k, m.field, m.at);
+    c.quads.push(k, o.cls, o.idx, o.at);
     order.push({ group: name, pos: c.count++ });
   }
   const results = new Map<string, number[]>();
@@ -203,8 +218,8 @@ async function markOpens(redis: RedisClient, marks: readonly { key: string; fiel
     [...calls].map(async ([name, c]) => {
       // On a cluster the key comes first: ioredis's auto-pipelining routes a call by its first argument.
       const firsts = single
-        ? await redis.recordTrackingOpensKeys(c.keys.length, ...c.keys, ttlMs, ...c.triples)
-        : await redis.recordTrackingOpens(c.keys[0] as string, ttlMs, ...c.triples);
+        ? await redis.recordTrackingOpensKeys(c.keys.length, ...c.keys, ttlMs, ...c.quads)
+        : await redis.recordTrackingOpens(c.keys[0] as string, c.keys[1] as string, ttlMs, ...c.quads);
       results.set(name, firsts);
     }),
   );

@@ -2,13 +2,15 @@ import type { Result } from 'ioredis';
 import type { TokenPayload } from '../core/tokens.js';
 import { appendEvent } from '../store/events.js';
 import { anonymizeIp } from './anonymize-ip.js';
-import { BURST_WINDOW_MS, type MachineReason } from './classify.js';
+import { BURST_LINKS, BURST_WINDOW_MS, type MachineReason } from './classify.js';
 import { DEFAULT_EVENTS_MAX_LEN, DEFAULT_RETENTION_MS, type TrackingDeps, type TrackingMode } from './deps.js';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    /** src/queue/lua/recordTrackingEvent-2.lua */
-    recordTrackingEvent(marks: string, links: string, kind: string, idx: number, link: number, now: number, burstMs: number, ttlMs: number, cls: '' | 'm'): Result<[number, number, string | null], Context>;
+    /** src/queue/lua/recordTrackingEvent-3.lua; idx '' is anonymous mode (counted, no mark). */
+    recordTrackingEvent(
+      marks: string, links: string, stats: string, kind: string, idx: number | '', link: number, now: number, burstMs: number, ttlMs: number, cls: '' | 'm', burstLinks: number,
+    ): Result<[number, number, string | null], Context>;
   }
 }
 
@@ -22,17 +24,21 @@ export interface Mark {
 
 /**
  * Marks an open, click or unsubscribe in the message's marks hash: first or repeat, and for a click
- * the URL to redirect to, in one round trip. In anonymous mode nothing per recipient is kept: a click
- * only reads its URL, and nothing is "first". A `knownMachine` (classified before the mark: HEAD, a
- * scanner's user agent, a proxy) is marked apart, so it never uses up the recipient's first human event.
+ * the URL to redirect to, and counts it in the message's engagement counters, in one round trip. In
+ * anonymous mode nothing per recipient is kept: the event is counted, nothing is "first". In off mode
+ * a click only reads its URL. A `knownMachine` (classified before the mark: HEAD, a scanner's user
+ * agent, a proxy) is marked apart, so it never uses up the recipient's first human event.
+ * An unsubscribe is personal in every mode (see deps.ts).
  */
 export async function mark(deps: TrackingDeps, p: TokenPayload, mode: TrackingMode, now: number, knownMachine = false): Promise<Mark> {
-  if (mode !== 'full' && p.kind !== 'u') {
+  if (mode === 'off' && p.kind !== 'u') {
     const url = p.kind === 'c' ? await deps.redis.lindex(deps.keys.links(p.msgId), p.link ?? 0) : null;
     return { first: false, burst: 0, url };
   }
+  const personal = mode === 'full' || p.kind === 'u';
   const [first, burst, url] = await deps.redis.recordTrackingEvent(
-    deps.keys.trackMarks(p.msgId), deps.keys.links(p.msgId), p.kind, p.idx, p.link ?? 0, now, BURST_WINDOW_MS, deps.retentionMs ?? DEFAULT_RETENTION_MS, knownMachine ? 'm' : '',
+    deps.keys.trackMarks(p.msgId), deps.keys.links(p.msgId), deps.keys.msgStats(p.msgId), p.kind, personal ? p.idx : '', p.link ?? 0, now,
+    BURST_WINDOW_MS, deps.retentionMs ?? DEFAULT_RETENTION_MS, knownMachine ? 'm' : '', BURST_LINKS,
   );
   return { first: first === 1, burst, url: url ?? null };
 }

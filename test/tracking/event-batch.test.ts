@@ -98,6 +98,9 @@ test('opens of many messages queued in one turn are marked and appended by two s
     assert.ok(firsts.includes(`${m}:0:0`) && firsts.includes(`${m}:1:0`) && firsts.includes(`${m}:1:1`));
     assert.equal(await client.hkeys(keys.trackMarks(m)).then((k) => k.sort()), ['mo:1', 'o:0', 'o:1']);
     assert.ok((await client.pttl(keys.trackMarks(m))) > 0, 'marks expire');
+    // Counted in the marks call: 6 opens, one of them Apple's proxy; two people opened.
+    assert.equal(await client.hgetall(keys.msgStats(m)), { opens: '6', opens_human: '5', opens_unique_human: '2', machine_opens: '1' });
+    assert.ok((await client.pttl(keys.msgStats(m))) > 0, 'counters expire');
   }
   assert.is(seen['open:ok'], n);
   assert.is(seen['open:invalid'], 1);
@@ -154,7 +157,10 @@ test('Redis Cluster: marks are written per message slot, the events on the strea
     const evs = await events();
     assert.is(evs.length, 12);
     assert.equal(evs.map((e) => e['first']), [...Array<string>(6).fill('1'), ...Array<string>(6).fill('0')]);
-    for (const m of msgs) assert.equal(await client.hkeys(keys.trackMarks(m)), ['o:0']);
+    for (const m of msgs) {
+      assert.equal(await client.hkeys(keys.trackMarks(m)), ['o:0']);
+      assert.equal(await client.hgetall(keys.msgStats(m)), { opens: '2', opens_human: '2', opens_unique_human: '1' }, 'counted in the same call, on the same slot');
+    }
   } finally {
     client.disconnect();
   }

@@ -6,6 +6,8 @@
   KEYS[1] meta  HASH {m:<id>}:meta
   KEYS[2] body  STRING {m:<id>}:body
   KEYS[3] links LIST {m:<id>}:links (click targets: kept as long as the record, then expire with it)
+  KEYS[4] stats HASH {m:<id>}:stats (engagement counters: expire with the record; when they do not
+                exist yet, the first tracking event creates them with the same retention)
   ARGV[1] ttlMs  how long the record of a finished message is kept
 
   Returns the recipients still pending, or -1 when the message is not stored (erased, purged).
@@ -16,5 +18,6 @@ if pending <= 0 then
   redis.call('DEL', KEYS[2])
   redis.call('PEXPIRE', KEYS[1], ARGV[1])
   redis.call('PEXPIRE', KEYS[3], ARGV[1])
+  redis.call('PEXPIRE', KEYS[4], ARGV[1])
 end
 return pending

@@ -1,0 +1,76 @@
+--[[
+  recordTrackingEvent: marks one open, click or unsubscribe of a recipient, tells whether it is the
+  first of its kind, and counts it in the message's engagement counters; for a click it also returns
+  the link's URL and how many distinct links the recipient clicked in the last burst window (link
+  scanners click every link within a second or two). All keys share the message's hash tag, so this
+  runs on one slot.
+
+  KEYS[1] marks  HASH  <cls>o:<idx>         → ms of the first open
+                       <cls>c:<idx>:<link>  → ms of the first click on that link
+                       hc:<idx>             → ms of the recipient's first human click on any link
+                       u:<idx>              → ms of the first unsubscribe
+                       b:<idx>              → "<windowStart ms>:<distinct links in window>" (people only)
+                 cls is '' for a presumed person and 'm' for a known machine, so a proxy's prefetch or
+                 a scanner's visit does not use up the recipient's first human open or click.
+  KEYS[2] links  LIST  the message's link table (read only; used for kind 'c')
+  KEYS[3] stats  HASH  the engagement counters of src/store/engagement.ts
+  ARGV[1] kind          'o' | 'c' | 'u'
+  ARGV[2] idx           recipient index, or '' in anonymous mode: counted, but no mark and never first
+  ARGV[3] link          link index (kind 'c'), else ignored
+  ARGV[4] now           ms
+  ARGV[5] burstMs       the burst window
+  ARGV[6] ttlMs         how long the marks are kept (the message's retention); a stats hash without a
+                        TTL gets it too (finishRecipient-4.lua aligns it with the record's expiry)
+  ARGV[7] cls           '' or 'm' (see KEYS[1])
+  ARGV[8] burstLinks    distinct links in the window from which a click is a machine's (as classify.ts)
+
+  Returns {first (1|0), burst (distinct links in the window, 0 unless kind 'c'), url or false}.
+  A click on a link the table does not hold writes nothing and returns {0, 0, false}.
+]]
+local kind, idx, now, cls = ARGV[1], ARGV[2], tonumber(ARGV[4]), ARGV[7]
+local url = false
+if kind == 'c' then
+  url = redis.call('LINDEX', KEYS[2], tonumber(ARGV[3]))
+  if not url then return {0, 0, false} end
+end
+
+local first, burst = 0, 0
+if idx ~= '' then
+  local field
+  if kind == 'c' then field = cls .. 'c:' .. idx .. ':' .. ARGV[3] else field = cls .. kind .. ':' .. idx end
+  first = redis.call('HSETNX', KEYS[1], field, now)
+  if kind == 'c' and cls == '' then
+    local b = redis.call('HGET', KEYS[1], 'b:' .. idx)
+    local start, count = now, 0
+    if b then
+      local s, c = string.match(b, '^(%d+):(%d+)$')
+      if s and now - tonumber(s) <= tonumber(ARGV[5]) then start, count = tonumber(s), tonumber(c) end
+    end
+    -- Only a first click on a link counts: one link clicked twice is a person, many links at once is not.
+    if first == 1 then count = count + 1 end
+    if count > 0 then redis.call('HSET', KEYS[1], 'b:' .. idx, start .. ':' .. count) end
+    burst = count
+  end
+  redis.call('PEXPIRE', KEYS[1], ARGV[6])
+end
+
+-- The counters: raw, human or machine, and unique human (a recipient's first human open or click).
+local stats = KEYS[3]
+if kind == 'u' then
+  if first == 1 or idx == '' then redis.call('HINCRBY', stats, 'unsubscribes', 1) end
+else
+  local name = (kind == 'o') and 'opens' or 'clicks'
+  redis.call('HINCRBY', stats, name, 1)
+  local machine = cls ~= '' or (kind == 'c' and burst >= tonumber(ARGV[8]))
+  if machine then
+    redis.call('HINCRBY', stats, 'machine_' .. name, 1)
+  else
+    redis.call('HINCRBY', stats, name .. '_human', 1)
+    local unique = first
+    -- A click's own mark is per link; a recipient counts once however many links they click.
+    if kind == 'c' and idx ~= '' then unique = redis.call('HSETNX', KEYS[1], 'hc:' .. idx, now) end
+    if unique == 1 then redis.call('HINCRBY', stats, name .. '_unique_human', 1) end
+  end
+end
+redis.call('PEXPIRE', stats, ARGV[6], 'NX')
+return {first, burst, url}

@@ -1,0 +1,58 @@
+--[[
+  recordTrackingOpens: marks a batch of opens in one call, each first or repeat, and counts them in
+  the messages' engagement counters, so the tracking server spends one round trip on many pixels
+  instead of one each. The marks are those of recordTrackingEvent-3.lua ('o:<idx>' for a presumed
+  person, 'mo:<idx>' for a known machine); the counters are those of src/store/engagement.ts.
+
+  The file name says 2 keys: the script loader defines it that way, for one message. The tracking
+  server also calls it with many key pairs on a single Redis server (where every key is on the one
+  node); on Redis Cluster it calls it once per message, whose keys share the message's hash tag.
+
+  KEYS[2k-1]  marks  HASH of message k of the batch (each message once)
+  KEYS[2k]    stats  HASH of message k: opens, opens_human, opens_unique_human, machine_opens
+  ARGV[1]     ttlMs  how long marks are kept (the message's retention); a stats hash without a TTL
+                     gets it too (finishRecipient-4.lua aligns it with the record's expiry)
+  ARGV[2..]   quadruples, one per open, in arrival order:
+                k    which message (key pair) the open is of
+                cls  '' for a presumed person, 'm' for a known machine
+                idx  the recipient index, or '' in anonymous mode: counted, no mark, never first
+                now  ms of the open (the value of a first mark)
+
+  Returns {first (1|0), ...}, one per quadruple, in their order: of two opens of one recipient in
+  the same batch, the earlier is the first.
+]]
+local out = {}
+-- Per message: {opens, human, uniqueHuman, machine}, written once per message after the loop.
+local counts = {}
+local marked = {}
+for i = 2, #ARGV, 4 do
+  local k, cls, idx = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2]
+  local first = 0
+  if idx ~= '' then
+    first = redis.call('HSETNX', KEYS[2 * k - 1], cls .. 'o:' .. idx, ARGV[i + 3])
+    marked[k] = true
+  end
+  local c = counts[k]
+  if not c then
+    c = {0, 0, 0, 0}
+    counts[k] = c
+  end
+  c[1] = c[1] + 1
+  if cls == '' then
+    c[2] = c[2] + 1
+    c[3] = c[3] + first
+  else
+    c[4] = c[4] + 1
+  end
+  out[#out + 1] = first
+end
+for k, c in pairs(counts) do
+  local stats = KEYS[2 * k]
+  redis.call('HINCRBY', stats, 'opens', c[1])
+  if c[2] > 0 then redis.call('HINCRBY', stats, 'opens_human', c[2]) end
+  if c[3] > 0 then redis.call('HINCRBY', stats, 'opens_unique_human', c[3]) end
+  if c[4] > 0 then redis.call('HINCRBY', stats, 'machine_opens', c[4]) end
+  redis.call('PEXPIRE', stats, ARGV[1], 'NX')
+  if marked[k] then redis.call('PEXPIRE', KEYS[2 * k - 1], ARGV[1]) end
+end
+return out
