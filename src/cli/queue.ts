@@ -5,7 +5,7 @@ import { createRedis } from '../redis/client.js';
 import { createKeys } from '../redis/keys.js';
 import { destinationStats, scopeStats } from '../queue/stats.js';
 import { resolveShaping } from '../queue/shaping.js';
-import { backoffState } from '../queue/backoff.js';
+import { applyBackoff, backoffState } from '../queue/backoff.js';
 import { SluiceError } from '../core/errors.js';
 import type { RedisClient } from '../redis/client.js';
 import { parse, println, UsageError, type Io } from './args.js';
@@ -19,7 +19,12 @@ const USAGE = `Usage: sluice queue [--config FILE] [--limit N] [--json]
 
 Shows each destination with queued mail: recipients waiting (and due now), recipients leased
 (being delivered), the next attempt, and the throttle state of its shaping scope (connections in
-use, tokens left, backoff). Reads Redis directly (REDIS_URL, or the embedded server's socket).`;
+use / allowed, tokens left, backoff). A scope slowed by 421 / 4.7.x answers shows its level (each
+halves connections and rate; the limits shown are the slowed ones), its suspension, and the last
+answer that slowed it. Reads Redis directly (REDIS_URL, or the embedded server's socket).`;
+
+/** Characters of the backoff reason shown in the table (--json has it whole). */
+const REASON_COLUMN = 60;
 
 function fmtTime(t: number | null, now: number): string {
   if (t === null) return '-';
@@ -53,9 +58,15 @@ export async function runQueue(argv: string[], io: Io): Promise<number> {
     const dests = await destinationStats(redis, keys, cfg.redis.scheduleShards, now, limit);
     const rows = await Promise.all(
       dests.map(async (d) => {
-        const s = resolveShaping(cfg.shaping, d.domain, []);
-        const [scope, bo] = await Promise.all([scopeStats(redis, keys, s.scope, s.rate, now), backoffState(redis, keys, s.scope, now)]);
-        return { ...d, rule: s.rule, scope: s.scope, connections: scope.connections, connectionLimit: s.connections, tokens: scope.tokens, suspendedUntil: bo.suspendedUntil };
+        const configured = resolveShaping(cfg.shaping, d.domain, []);
+        const bo = await backoffState(redis, keys, configured.scope, now);
+        const s = applyBackoff(configured, bo.level, cfg.delivery.backoff);
+        const scope = await scopeStats(redis, keys, s.scope, s.rate, now);
+        return {
+          ...d, rule: s.rule, scope: s.scope, connections: scope.connections, connectionLimit: s.connections, tokens: scope.tokens, rate: s.rate,
+          backoffLevel: bo.level, backoffReason: bo.reason, suspendedUntil: bo.suspendedUntil,
+          configuredConnectionLimit: configured.connections, configuredRate: configured.rate,
+        };
       }),
     );
     if (args.values.json) {
@@ -71,7 +82,7 @@ export async function runQueue(argv: string[], io: Io): Promise<number> {
       r.domain, String(r.ready), String(r.due), String(r.leased), fmtTime(r.nextAt, now), r.rule,
       `${r.connections}/${r.connectionLimit}`,
       Object.entries(r.tokens).map(([k, v]) => `${k}:${Math.floor(v)}`).join(' ') || '-',
-      r.suspendedUntil && r.suspendedUntil > now ? `until ${new Date(r.suspendedUntil).toISOString()}` : '-',
+      fmtBackoff(r.backoffLevel, r.suspendedUntil, r.backoffReason, now),
     ]);
     const widths = header.map((h, i) => Math.max(h.length, ...table.map((row) => (row[i] as string).length)));
     for (const row of [header, ...table]) println(io.out, row.map((c, i) => c.padEnd(widths[i] as number)).join('  ').trimEnd());
@@ -79,6 +90,16 @@ export async function runQueue(argv: string[], io: Io): Promise<number> {
   } finally {
     redis.disconnect();
   }
+}
+
+/** 'level 2, suspended until <ISO>: 421 4.7.0 Try again later' or '-' for a scope at full speed. */
+function fmtBackoff(level: number, suspendedUntil: number | null, reason: string | null, now: number): string {
+  const parts: string[] = [];
+  if (level > 0) parts.push(`level ${level}`);
+  if (suspendedUntil !== null && suspendedUntil > now) parts.push(`suspended until ${new Date(suspendedUntil).toISOString()}`);
+  if (parts.length === 0) return '-';
+  const why = reason ? `: ${reason.length > REASON_COLUMN ? `${reason.slice(0, REASON_COLUMN - 1)}…` : reason}` : '';
+  return parts.join(', ') + why;
 }
 
 function redactUrl(url: string): string {

@@ -244,9 +244,15 @@ export const configSchema = z
             /** 421 / 4.7.x answers from one throttle scope within `window` that trigger backoff. */
             threshold: positiveInt,
             window: duration,
-            /** First suspension; doubled on each repeat up to maxSuspend, halved as deliveries succeed. */
+            /** First suspension; doubled with each slowdown level up to maxSuspend. */
             suspend: duration,
             maxSuspend: duration,
+            /** Highest slowdown level: each trigger adds one, each level halves connections and rate. */
+            maxLevel: positiveInt,
+            /** Quiet time (good answers, no 421 / 4.7.x) that removes one slowdown level. */
+            recoverAfter: duration,
+            /** Rate given to a rule without one when it is slowed: msg/s per connection, before halving. */
+            ratePerConnection: z.number().positive(),
           })
           .strict(),
       })

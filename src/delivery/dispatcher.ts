@@ -12,7 +12,7 @@ import { ack, retry, bounce, release, extendLeases } from '../queue/outcome.js';
 import { reapExpired } from '../queue/reap.js';
 import { dueDestinations, reschedule, postpone } from '../queue/schedule.js';
 import { takeTokens, refundTokens, acquireConnection, renewConnection, releaseConnection, type Rate } from '../queue/throttle.js';
-import { recordThrottleSignal, recordSuccess, backoffState, type BackoffConfig } from '../queue/backoff.js';
+import { recordThrottleSignal, recordSuccess, backoffState, applyBackoff, type BackoffConfig } from '../queue/backoff.js';
 import { resolveShaping, retryDelay, type EffectiveShaping } from '../queue/shaping.js';
 import { shortId } from '../core/ids.js';
 import { verpAddress } from '../core/verp.js';
@@ -89,6 +89,13 @@ interface Prepared {
   paused?: string;
 }
 
+interface BatchResult {
+  attempted: number;
+  succeeded: boolean;
+  /** the last slow-down answer (421, 4.7.x) of the batch, null when there was none */
+  throttledReply: string | null;
+}
+
 interface DestinationState {
   workers: number;
 }
@@ -117,7 +124,10 @@ export class Dispatcher {
     this.now = opts.now ?? Date.now;
     this.log = opts.logger;
     const b = opts.config.delivery.backoff;
-    this.backoffCfg = { threshold: b.threshold, windowMs: b.window, suspendMs: b.suspend, maxSuspendMs: b.maxSuspend };
+    this.backoffCfg = {
+      threshold: b.threshold, windowMs: b.window, suspendMs: b.suspend, maxSuspendMs: b.maxSuspend,
+      maxLevel: b.maxLevel, recoverMs: b.recoverAfter, ratePerConnection: b.ratePerConnection,
+    };
     this.trackingModes = new Map(opts.config.accounts.map((a) => [a.id, a.tracking.mode]));
   }
 
@@ -212,8 +222,10 @@ export class Dispatcher {
     const { redis, keys, config } = this.o;
     await reapExpired(redis, keys, domain, this.now(), 1000).then((n) => n > 0 && this.o.metrics?.leasesReaped.inc(n));
     const route = await this.o.resolver.resolve(domain);
-    const shaping = resolveShaping(config.shaping, domain, route.kind === 'hosts' ? route.mxHosts : []);
+    const configured = resolveShaping(config.shaping, domain, route.kind === 'hosts' ? route.mxHosts : []);
 
+    // Bulk outcomes below need no connection or rate: the configured shaping serves them.
+    let shaping = configured;
     if (route.kind === 'nullmx') {
       return this.settleAll(domain, shaping, { result: 'bounced', code: 556, enhanced: '5.1.10', response: `556 5.1.10 ${domain} does not accept mail (null MX, RFC 7505)`, command: 'MX', throttled: false, connectionUsable: false }, 'notaccept');
     }
@@ -225,12 +237,15 @@ export class Dispatcher {
     }
 
     const bo = await backoffState(redis, keys, shaping.scope, this.now());
+    this.o.metrics?.backoffLevel.set({ provider: shaping.provider }, bo.level);
     if (bo.suspendedUntil !== null && bo.suspendedUntil > this.now()) {
       this.o.metrics?.backoffActive.set({ provider: shaping.provider }, 1);
       await postpone(redis, keys, config.redis.scheduleShards, domain, bo.suspendedUntil);
       return;
     }
     this.o.metrics?.backoffActive.set({ provider: shaping.provider }, 0);
+    // A slowed scope gets fewer connections and a lower rate: from here on, the slowed shaping is the limit.
+    shaping = applyBackoff(configured, bo.level, this.backoffCfg);
 
     const connId = shortId();
     const connTtl = config.delivery.lease;
@@ -241,7 +256,7 @@ export class Dispatcher {
       return;
     }
     try {
-      await this.runConnection(domain, route, shaping, connId, bo.level > 0);
+      await this.runConnection(domain, route, shaping, connId, bo.level);
     } finally {
       await releaseConnection(redis, keys, shaping.scope, connId).catch(() => undefined);
     }
@@ -273,20 +288,21 @@ export class Dispatcher {
     return last ?? { result: 'deferred', code: null, enhanced: '4.4.1', response: 'no host to connect to', command: 'CONN', throttled: false, connectionUsable: false };
   }
 
-  private async runConnection(domain: string, route: Extract<Route, { kind: 'hosts' }>, shaping: EffectiveShaping, connId: string, inBackoff: boolean): Promise<void> {
+  /** `level`: the scope's slowdown level when the connection was set up (already applied to `shaping`). */
+  private async runConnection(domain: string, route: Extract<Route, { kind: 'hosts' }>, shaping: EffectiveShaping, connId: string, level: number): Promise<void> {
     const { redis, keys, config } = this.o;
     const shards = config.redis.scheduleShards;
     const conn = await this.connect(route, shaping.provider);
     if (!(conn instanceof SmtpClient)) {
       // Nothing reachable: every due recipient of the destination is deferred (or expires).
-      if (conn.throttled) await recordThrottleSignal(redis, keys, shaping.scope, this.backoffCfg, this.now());
+      if (conn.throttled) await this.throttled(shaping, conn.response);
       return this.settleAll(domain, shaping, { ...conn, result: 'deferred' });
     }
     let client: SmtpClient = conn;
     this.clients.add(client);
     let sent = 0;
     let idleSince: number | undefined;
-    let backoff = inBackoff;
+    let slowdown = level;
     try {
       for (;;) {
         if (this.stopping) {
@@ -339,22 +355,26 @@ export class Dispatcher {
         if (entries.length === granted && !this.stopping) this.rampUp(domain, shaping);
 
         this.claimed += entries.length;
-        let r: { attempted: number; succeeded: boolean; throttled: boolean };
+        let r: BatchResult;
         try {
           r = await this.deliverBatch(client, domain, shaping, entries, leaseStart);
         } finally {
           this.claimed -= entries.length;
         }
         sent += r.attempted;
-        if (r.succeeded && backoff) {
-          await recordSuccess(redis, keys, shaping.scope, this.backoffCfg, this.now());
-          backoff = false;
+        if (r.succeeded && r.throttledReply === null && slowdown > 0) {
+          // Good answers only: recovery removes a level once the scope has been quiet long enough.
+          const after = await recordSuccess(redis, keys, shaping.scope, this.backoffCfg, this.now());
+          if (after < slowdown) {
+            this.log.info({ domain, provider: shaping.provider, scope: shaping.scope, level: after }, 'remote answers well again: slowdown level lowered');
+            this.o.metrics?.backoffLevel.set({ provider: shaping.provider }, after);
+          }
+          slowdown = after;
         }
-        if (r.throttled) {
-          const s = await recordThrottleSignal(redis, keys, shaping.scope, this.backoffCfg, this.now());
+        if (r.throttledReply !== null) {
+          const s = await this.throttled(shaping, r.throttledReply);
           if (s.suspendedUntil !== null) {
-            this.log.warn({ domain, provider: shaping.provider, until: new Date(s.suspendedUntil).toISOString() }, 'remote asked us to slow down: scope suspended');
-            this.o.metrics?.backoffActive.set({ provider: shaping.provider }, 1);
+            this.log.warn({ domain, provider: shaping.provider, scope: shaping.scope, level: s.level, reason: r.throttledReply, until: new Date(s.suspendedUntil).toISOString() }, 'remote asked us to slow down: scope suspended and slowed');
             await postpone(redis, keys, shards, domain, s.suspendedUntil);
             return;
           }
@@ -374,6 +394,14 @@ export class Dispatcher {
     } finally {
       this.closeClient(client, shaping.provider, true);
     }
+  }
+
+  /** One slow-down answer from the scope: counted by the backoff, and the gauges follow its state. */
+  private async throttled(shaping: EffectiveShaping, reply: string): Promise<{ suspendedUntil: number | null; level: number }> {
+    const s = await recordThrottleSignal(this.o.redis, this.o.keys, shaping.scope, this.backoffCfg, this.now(), reply);
+    this.o.metrics?.backoffLevel.set({ provider: shaping.provider }, s.level);
+    if (s.suspendedUntil !== null) this.o.metrics?.backoffActive.set({ provider: shaping.provider }, 1);
+    return s;
   }
 
   private closeClient(client: SmtpClient, provider: string, graceful: boolean): void {
@@ -448,14 +476,14 @@ export class Dispatcher {
     shaping: EffectiveShaping,
     entries: readonly QueueEntry[],
     leaseStart: number,
-  ): Promise<{ attempted: number; succeeded: boolean; throttled: boolean }> {
+  ): Promise<BatchResult> {
     const { redis, keys, config } = this.o;
     // Start every render now: the pool signs later copies while copy i is on the wire.
     const rendered = this.renderAll(entries);
     for (const p of rendered) p.catch(() => undefined);
     let attempted = 0;
     let succeeded = false;
-    let throttled = false;
+    let throttledReply: string | null = null;
     for (let i = 0; i < entries.length; i++) {
       const entry = entries[i] as QueueEntry;
       if (this.stopping || !client.usable) {
@@ -502,10 +530,10 @@ export class Dispatcher {
       this.o.metrics?.smtpTransactionDuration.observe({ result: outcome.result }, (performance.now() - t0) / 1000);
       attempted++;
       if (outcome.result === 'delivered') succeeded = true;
-      if (outcome.throttled) throttled = true;
+      if (outcome.throttled) throttledReply = outcome.response;
       await this.settle(entry, shaping, msg, outcome);
     }
-    return { attempted, succeeded, throttled };
+    return { attempted, succeeded, throttledReply };
   }
 
   /** Applies one outcome: one Lua call, an event, metrics. */

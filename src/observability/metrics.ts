@@ -78,6 +78,9 @@ export function createMetrics() {
     backoffActive: new Gauge({
       name: 'sluice_backoff_active', help: '1 while a throttle scope is suspended after 421/4.7.x answers', labelNames: ['provider'] as const, registers: [registry],
     }),
+    backoffLevel: new Gauge({
+      name: 'sluice_backoff_level', help: 'Slowdown level of the throttle scope last served (0 = full speed; each level halves connections and rate)', labelNames: ['provider'] as const, registers: [registry],
+    }),
     eventsAppended: new Counter({
       name: 'sluice_events_total', help: 'Events appended to the event stream by type', labelNames: ['type'] as const, registers: [registry],
     }),

@@ -14,7 +14,9 @@ import { ack, retry, bounce, release, extendLeases } from '../../src/queue/outco
 import { reapExpired } from '../../src/queue/reap.js';
 import { dueDestinations, reschedule, postpone, repairSchedule, IDLE_RECHECK_MS } from '../../src/queue/schedule.js';
 import { takeTokens, refundTokens, acquireConnection, renewConnection, releaseConnection, type Rate } from '../../src/queue/throttle.js';
-import { recordThrottleSignal, recordSuccess, backoffState, type BackoffConfig } from '../../src/queue/backoff.js';
+import { recordThrottleSignal, recordSuccess, backoffState, applyBackoff, REASON_MAX, type BackoffConfig } from '../../src/queue/backoff.js';
+import type { EffectiveShaping } from '../../src/queue/shaping.js';
+import { MINUTE, HOUR } from '../../src/core/time.js';
 import { recipientStates } from '../../src/queue/status.js';
 import { destinationStats, scopeStats } from '../../src/queue/stats.js';
 
@@ -362,41 +364,78 @@ export function queueFlows(name: string, start: () => Promise<Harness>) {
     assert.ok((await redis.pttl(keys.conns('mx'))) > 0, 'the slot set expires on its own');
   });
 
-  test('adaptive backoff: threshold signals suspend, re-triggers double up to the cap, successes step back', async () => {
-    const keys = ctx();
-    const cfg: BackoffConfig = { threshold: 3, windowMs: 10_000, suspendMs: 1000, maxSuspendMs: 4000 };
-    const signal = (now: number) => recordThrottleSignal(redis, keys, 'bo', cfg, now).then((r) => r.suspendedUntil);
-    assert.is(await signal(T), null);
-    assert.is(await signal(T + 1), null);
-    assert.is(await signal(T + 20_000), null, 'the window restarted: two old signals no longer count');
-    assert.is(await signal(T + 20_001), null);
-    let now = T + 20_002;
-    assert.is(await signal(now), now + 1000);
-    assert.equal(await backoffState(redis, keys, 'bo', now), { suspendedUntil: now + 1000, level: 1 });
-    assert.is(await signal(now + 10), now + 1000, 'answers during the suspension do not escalate');
-    await recordSuccess(redis, keys, 'bo', cfg, now + 20);
-    assert.is((await backoffState(redis, keys, 'bo', now + 20)).level, 1, 'success during a suspension changes nothing');
+  const BACKOFF: BackoffConfig = { threshold: 3, windowMs: 10_000, suspendMs: 1000, maxSuspendMs: 4000, maxLevel: 3, recoverMs: 5000, ratePerConnection: 1 };
+  const SLOW = '421 4.7.0 Try again later, closing connection';
 
-    const trigger = async (at: number) => {
-      await signal(at);
-      await signal(at + 1);
-      return signal(at + 2);
+  test('adaptive backoff: a burst suspends the scope and raises its level with the reason; repeats double the suspension up to the cap', async () => {
+    const keys = ctx();
+    const signal = (now: number, reply = SLOW) => recordThrottleSignal(redis, keys, 'bo', BACKOFF, now, reply);
+    assert.equal(await signal(T), { suspendedUntil: null, level: 0 });
+    assert.equal(await signal(T + 1), { suspendedUntil: null, level: 0 });
+    assert.equal(await signal(T + 20_000), { suspendedUntil: null, level: 0 }, 'the window restarted: two old signals no longer count');
+    assert.equal(await backoffState(redis, keys, 'bo', T + 20_000), { suspendedUntil: null, level: 0, reason: null }, 'no reason shown at full speed');
+    await signal(T + 20_001);
+    let now = T + 20_002;
+    assert.equal(await signal(now, '421  4.7.0\r\n  Too many connections from your IP'), { suspendedUntil: now + 1000, level: 1 });
+    assert.equal(await backoffState(redis, keys, 'bo', now), { suspendedUntil: now + 1000, level: 1, reason: '421 4.7.0 Too many connections from your IP' });
+    assert.equal(await signal(now + 10), { suspendedUntil: now + 1000, level: 1 }, 'answers during the suspension do not escalate');
+    assert.is(await recordSuccess(redis, keys, 'bo', BACKOFF, now + 20), 1, 'success during a suspension changes nothing');
+
+    const trigger = async (at: number, reply = SLOW) => {
+      await signal(at, reply);
+      await signal(at + 1, reply);
+      return signal(at + 2, reply);
     };
     now += 2000;
-    assert.is(await trigger(now), now + 2 + 2000, 'doubled');
+    assert.equal(await trigger(now), { suspendedUntil: now + 2 + 2000, level: 2 }, 'doubled');
     now += 5000;
-    assert.is(await trigger(now), now + 2 + 4000, 'doubled again, at the cap');
+    assert.equal(await trigger(now), { suspendedUntil: now + 2 + 4000, level: 3 }, 'doubled again, at the cap');
     now += 5000;
-    assert.is(await trigger(now), now + 2 + 4000, 'stays at the cap');
-    now += 5000;
-    assert.equal(await backoffState(redis, keys, 'bo', now), { suspendedUntil: null, level: 2 }, 'the level stops climbing at the cap');
-    await recordSuccess(redis, keys, 'bo', cfg, now);
-    assert.is((await backoffState(redis, keys, 'bo', now)).level, 1);
-    assert.is(await trigger(now), now + 2 + 2000, 'one success halves the next suspension');
-    now += 3000;
-    for (let i = 0; i < 5; i++) await recordSuccess(redis, keys, 'bo', cfg, now);
-    assert.equal(await backoffState(redis, keys, 'bo', now), { suspendedUntil: null, level: 0 });
-    assert.is(await trigger(now), now + 2 + 1000, 'back to the first suspension');
+    const long = `451 4.7.1 ${'rate limited '.repeat(40)}`;
+    assert.equal(await trigger(now, long), { suspendedUntil: now + 2 + 4000, level: 3 }, 'suspension and level stay at their caps');
+    const st = await backoffState(redis, keys, 'bo', now + 5000);
+    assert.equal([st.suspendedUntil, st.level, st.reason?.length], [null, 3, REASON_MAX], 'the reason is the last answer, truncated');
+    assert.ok(st.reason?.startsWith('451 4.7.1 rate limited'));
+  });
+
+  test('adaptive backoff: the level cuts connections and rate; good answers remove one level per quiet period', async () => {
+    const keys = ctx();
+    const configured: EffectiveShaping = { rule: 'big', provider: 'big', scope: 'big', connections: 8, messagesPerConnection: 100, rate: { perSecond: 40, perMinute: null, perHour: null }, retry: [MINUTE], maxAge: HOUR };
+    let now = T;
+    for (let k = 0; k < 3; k++, now += 20_000) {
+      for (let i = 0; i < 3; i++) await recordThrottleSignal(redis, keys, 'big', BACKOFF, now + i, SLOW);
+    }
+    const quietFrom = now - 20_000 + 2 + 4000; // end of the last suspension
+    now = quietFrom;
+    const { level } = await backoffState(redis, keys, 'big', now);
+    assert.is(level, 3);
+
+    // What the dispatcher does with the level: 8 → 1 connection, 40/s → 5/s.
+    const slowed = applyBackoff(configured, level, BACKOFF);
+    assert.equal([slowed.connections, slowed.rate], [1, { perSecond: 5, perMinute: null, perHour: null }]);
+    assert.ok(await acquireConnection(redis, keys, 'big', 'c1', slowed.connections, 10_000, now));
+    assert.not.ok(await acquireConnection(redis, keys, 'big', 'c2', slowed.connections, 10_000, now), 'a second connection is refused');
+    assert.ok(await acquireConnection(redis, keys, 'big', 'c2', configured.connections, 10_000, now), 'which full speed would allow');
+    assert.is((await takeTokens(redis, keys, 'big', slowed.rate, 100, now)).granted, 5, 'one second of the slowed rate');
+
+    // Recovery: one level per 5 s of good answers, never two at once.
+    assert.is(await recordSuccess(redis, keys, 'big', BACKOFF, now + 4999), 3, 'not quiet long enough yet');
+    assert.is(await recordSuccess(redis, keys, 'big', BACKOFF, now + 5000), 2);
+    assert.is(await recordSuccess(redis, keys, 'big', BACKOFF, now + 5001), 2, 'the quiet period restarts after each step');
+    assert.equal(applyBackoff(configured, 2, BACKOFF).connections, 2);
+    assert.is(await recordSuccess(redis, keys, 'big', BACKOFF, now + 10_000), 1);
+    // one slow-down answer below the threshold does not raise the level, but restarts the quiet period
+    assert.equal(await recordThrottleSignal(redis, keys, 'big', BACKOFF, now + 12_000, SLOW), { suspendedUntil: null, level: 1 });
+    assert.is(await recordSuccess(redis, keys, 'big', BACKOFF, now + 15_000), 1);
+    assert.is(await recordSuccess(redis, keys, 'big', BACKOFF, now + 17_000), 0);
+    assert.is(await recordSuccess(redis, keys, 'big', BACKOFF, now + 30_000), 0);
+    assert.equal(await backoffState(redis, keys, 'big', now + 30_000), { suspendedUntil: null, level: 0, reason: null });
+    assert.is(applyBackoff(configured, 0, BACKOFF), configured, 'full speed again');
+    assert.ok((await redis.pttl(keys.backoff('big'))) > 0, 'the state expires on its own');
+
+    now += 40_000;
+    for (let i = 0; i < 2; i++) await recordThrottleSignal(redis, keys, 'big', BACKOFF, now + i, SLOW);
+    assert.equal(await recordThrottleSignal(redis, keys, 'big', BACKOFF, now + 2, SLOW), { suspendedUntil: now + 2 + 1000, level: 1 }, 'back to the first suspension');
   });
 
   test('recipientStates reports every state', async () => {
