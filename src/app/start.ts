@@ -12,6 +12,8 @@ import { Dispatcher } from '../delivery/dispatcher.js';
 import { Reaper } from '../housekeeping/reaper.js';
 import { WebhookDispatcher } from '../housekeeping/webhooks.js';
 import { ReputationGuard } from '../feedback/reputation.js';
+import { GLOBAL_LIST, suppressionCount } from '../store/suppression.js';
+import { pausedCount } from '../store/reputation.js';
 import { startSubmissionServer } from '../ingress/smtp-server.js';
 import { startHttpApi } from '../ingress/http-api.js';
 import { startInboundMx } from '../feedback/inbound-mx.js';
@@ -186,6 +188,16 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       metrics.queueLeases.reset();
       for (const [p, n] of ready) metrics.queueRecipients.set({ provider: p }, n);
       for (const [p, n] of leased) metrics.queueLeases.set({ provider: p }, n);
+    });
+
+    metrics.sampleOn('suppressionListSize', async () => {
+      if (stopping) return;
+      const [global, ...own] = await Promise.all([GLOBAL_LIST, ...config.accounts.map((a) => a.id)].map((a) => suppressionCount(redis.client, keys, a).catch(() => 0)));
+      metrics.suppressionListSize.set({ list: 'global' }, global ?? 0);
+      metrics.suppressionListSize.set({ list: 'accounts' }, own.reduce((x, y) => x + y, 0));
+    });
+    metrics.sampleOn('sendersPaused', async () => {
+      if (!stopping) metrics.sendersPaused.set(await pausedCount(redis.client, keys).catch(() => 0));
     });
 
     if (has('housekeeping')) {

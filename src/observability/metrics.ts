@@ -6,7 +6,7 @@ import { Registry, Counter, Gauge, Histogram, collectDefaultMetrics } from 'prom
  * provider (a shaping rule name, or 'default'), reason, algorithm — never a recipient, id or raw domain.
  */
 /** Gauges read on scrape: app/ registers what fills them (see `sampleOn`). */
-type SampledGauge = 'queueRecipients' | 'poolUtilization' | 'poolQueue';
+type SampledGauge = 'queueRecipients' | 'poolUtilization' | 'poolQueue' | 'suppressionListSize' | 'sendersPaused';
 
 export function createMetrics() {
   const registry = new Registry();
@@ -102,6 +102,12 @@ export function createMetrics() {
     }),
     webhookLag: new Gauge({
       name: 'sluice_webhook_lag_seconds', help: 'Age of the oldest event waiting for webhook delivery at the last pass', registers: [registry],
+    }),
+    suppressionListSize: new Gauge({
+      name: 'sluice_suppression_list_size', help: 'Addresses on suppression lists: list="global" (addresses that do not exist) or "accounts" (all accounts\' lists together)', labelNames: ['list'] as const, registers: [registry], ...sampled('suppressionListSize'),
+    }),
+    sendersPaused: new Gauge({
+      name: 'sluice_senders_paused', help: 'Senders (accounts or From domains) paused by the reputation guard now', registers: [registry], ...sampled('sendersPaused'),
     }),
     senderPauses: new Counter({
       name: 'sluice_sender_pauses_total', help: 'Senders (account or From domain) paused by the reputation guard', registers: [registry],

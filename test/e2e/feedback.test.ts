@@ -2,6 +2,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { readFileSync } from 'node:fs';
 import { createTransport } from 'nodemailer';
+import { request } from 'undici';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { startCapturePeer, type CapturePeer } from '../helpers/smtp-peer.js';
 import { startSluiceFixture, type SluiceFixture } from '../helpers/sluice.js';
@@ -57,6 +58,10 @@ test('a DSN to the VERP address suppresses the recipient globally; the next mess
   assert.ok(entry, 'suppressed');
   assert.is(entry!.reason, 'hardbounce');
   assert.is(entry!.list, '*', 'on the global list: the address does not exist');
+
+  const metrics = await (await request(`http://127.0.0.1:${s.app.ports.admin}/metrics`)).body.text();
+  assert.match(metrics, /^sluice_suppression_list_size\{list="global"\} 1$/m, 'the global list size is exported');
+  assert.match(metrics, /^sluice_senders_paused 0$/m);
 
   const before = sink.messages.length;
   const second = await s.api('/v1/messages', { body: { from: 'news@acme.example', to: 'kijitora@one.test', subject: 'two', text: 'x' } });
