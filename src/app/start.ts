@@ -22,6 +22,8 @@ import { createTokenCodec, type TokenKey } from '../core/tokens.js';
 import type { WorkerTracking } from '../render/protocol.js';
 import { SluiceError } from '../core/errors.js';
 import { readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import type { RedisClient } from '../redis/client.js';
 import { appendEvent } from '../store/events.js';
 import { createMessageSource } from '../store/message-source.js';
 import { classifySmtpReply } from '../bounces/index.js';
@@ -53,6 +55,17 @@ export interface StartOptions {
 const REAPER_INTERVAL_MS = 5_000;
 /** Destinations sampled per scrape for the queue gauges (bounded: the gauge must stay cheap). */
 const GAUGE_DESTINATIONS = 500;
+
+/**
+ * A secret every process of the deployment must share and nobody needs to configure: made once
+ * (SET NX, so concurrent first starts agree) and kept in Redis with the data it protects.
+ */
+async function sharedSecret(client: RedisClient, key: string): Promise<Buffer> {
+  await client.set(key, randomBytes(32).toString('base64'), 'NX');
+  const value = await client.get(key);
+  if (!value) throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', `cannot read the shared secret ${key}`);
+  return Buffer.from(value, 'base64');
+}
 
 /** A key file of exactly `bytes` bytes, or undefined when none is configured. */
 function readKeyFile(file: string | null, key: string, bytes: number): Buffer | undefined {
@@ -128,6 +141,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
 
   try {
     const registry = new AccountRegistry(config.accounts);
+    const verpKey = await sharedSecret(redis.client, keys.verpKey());
     const webhookKey = readKeyFile(config.webhooks.secretKeyFile, 'webhooks.secretKeyFile', 32);
     const events = (type: string, fields: Record<string, string | number>) => {
       metrics.eventsAppended.inc({ type });
@@ -165,6 +179,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
         events,
         classify: (code, enhanced, text) => classifySmtpReply(code, enhanced, text),
         reputation,
+        verpKey,
       });
       const disp = dispatcher;
       disp.start();
@@ -274,7 +289,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
           host: f.host, port: f.port, bounceDomains: [config.delivery.bounceDomain, ...f.extraBounceDomains], fblAddresses: f.fblAddresses,
           maxMessageSize: f.maxMessageSize, rawRetentionMs: f.rawRetention, softBounceLimit: f.softBounceLimit, softBounceWindowMs: f.softBounceWindow,
           eventsMaxLen: config.retention.eventsMaxLen, hostname: config.instance.hostname, socketTimeoutMs: f.socketTimeout,
-          maxClients: f.maxClients, maxRecipients: f.maxRecipients,
+          maxClients: f.maxClients, maxRecipients: f.maxRecipients, verpKey,
           // Mail to the List-Unsubscribe mailto address carries a tracking token ('u').
           verifyUnsubscribeToken: codec
             ? (token: string) => {

@@ -1,16 +1,44 @@
+import { createHmac, timingSafeEqual } from 'node:crypto';
+
 /**
  * VERP envelope senders: every recipient's copy leaves with its own return path,
- * b-<msgId>-<idx>@<bounceDomain>, so a bounce identifies message and recipient even when its body
- * is useless. Message ids are lower-case base32 (no '-'), so the address parses unambiguously.
+ * b-<msgId>-<idx>-<tag>@<bounceDomain>, so a bounce identifies message and recipient even when its
+ * body is useless. Message ids are lower-case base32 (no '-'), so the address parses unambiguously.
+ *
+ * The tag is 40 bits of HMAC-SHA256(key, "<msgId>.<idx>") in the same base32: message ids are not
+ * secret (they are in every Message-ID header), so without it anyone could send a forged DSN for
+ * b-<id>-<n>@… and suppress the other recipients of a message they received. 40 bits make a blind
+ * guess 1 in 10^12, and each try costs an SMTP transaction. The key is shared by every process
+ * (app/ keeps it in Redis). Without a key (tests of the parts) addresses carry no tag.
  */
-const VERP_RE = /^b-([0-9a-hjkmnp-tv-z]{16})-(\d{1,6})@(.+)$/i;
+const ALPHABET = '0123456789abcdefghjkmnpqrstvwxyz';
+const VERP_RE = /^b-([0-9a-hjkmnp-tv-z]{16})-(\d{1,6})(?:-([0-9a-hjkmnp-tv-z]{8}))?@(.+)$/i;
 
-export function verpAddress(msgId: string, idx: number, bounceDomain: string): string {
-  return `b-${msgId}-${idx}@${bounceDomain}`;
+function tag(key: Buffer, msgId: string, idx: number): string {
+  const mac = createHmac('sha256', key).update(`${msgId}.${idx}`).digest();
+  let n = mac.readUIntBE(0, 5);
+  let out = '';
+  for (let i = 0; i < 8; i++) {
+    out = (ALPHABET[n % 32] as string) + out;
+    n = Math.floor(n / 32);
+  }
+  return out;
 }
 
-export function parseVerp(address: string): { msgId: string; idx: number; domain: string } | undefined {
+export function verpAddress(msgId: string, idx: number, bounceDomain: string, key?: Buffer): string {
+  return key ? `b-${msgId}-${idx}-${tag(key, msgId, idx)}@${bounceDomain}` : `b-${msgId}-${idx}@${bounceDomain}`;
+}
+
+/** The message and recipient of a VERP address; with a key, only when its tag is right. */
+export function parseVerp(address: string, key?: Buffer): { msgId: string; idx: number; domain: string } | undefined {
   const m = VERP_RE.exec(address.trim());
   if (!m) return undefined;
-  return { msgId: (m[1] as string).toLowerCase(), idx: Number(m[2]), domain: (m[3] as string).toLowerCase() };
+  const msgId = (m[1] as string).toLowerCase();
+  const idx = Number(m[2]);
+  if (key) {
+    const given = (m[3] ?? '').toLowerCase();
+    const want = tag(key, msgId, idx);
+    if (given.length !== want.length || !timingSafeEqual(Buffer.from(given), Buffer.from(want))) return undefined;
+  }
+  return { msgId, idx, domain: (m[4] as string).toLowerCase() };
 }

@@ -56,6 +56,8 @@ export interface DispatcherOptions {
   classify: ReplyClassifier;
   /** Sender reputation: outcomes are counted, and a paused sender's mail waits (never bounces). */
   reputation?: ReputationRecorder | undefined;
+  /** Key of the VERP tags (core/verp.ts), shared with the inbound MX. */
+  verpKey?: Buffer | undefined;
   now?: () => number;
 }
 
@@ -526,7 +528,7 @@ export class Dispatcher {
         continue;
       }
       const t0 = performance.now();
-      const outcome = await client.send({ from: verpAddress(entry.msgId, entry.idx, config.delivery.bounceDomain), to: rcpt.address }, result.framed ? { bytes: Buffer.from(result.message.buffer, result.message.byteOffset, result.message.byteLength), eightBit: result.eightBit === true } : result.message);
+      const outcome = await client.send({ from: verpAddress(entry.msgId, entry.idx, config.delivery.bounceDomain, this.o.verpKey), to: rcpt.address }, result.framed ? { bytes: Buffer.from(result.message.buffer, result.message.byteOffset, result.message.byteLength), eightBit: result.eightBit === true } : result.message);
       this.o.metrics?.smtpTransactionDuration.observe({ result: outcome.result }, (performance.now() - t0) / 1000);
       attempted++;
       if (outcome.result === 'delivered') succeeded = true;

@@ -42,6 +42,8 @@ export interface InboundMxOptions {
   readonly maxMessageSize: number;
   readonly rawRetentionMs: number;
   readonly verifyUnsubscribeToken?: VerifyUnsubscribeToken | undefined;
+  /** Key of the VERP tags (core/verp.ts): RCPT to an address with a wrong or missing tag gets 550. */
+  readonly verpKey?: Buffer | undefined;
   /** Default 5 soft bounces … */
   readonly softBounceLimit?: number;
   /** … within 7 days, with no delivery in between. */
@@ -90,7 +92,7 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
   const now = deps.now ?? Date.now;
   const bounceDomains = opts.bounceDomains.map((d) => d.trim().toLowerCase().replace(/\.$/, ''));
   const fblAddresses = opts.fblAddresses.map((a) => a.trim().toLowerCase());
-  const rules = { bounceDomains, fblAddresses, verifyUnsubscribeToken: opts.verifyUnsubscribeToken };
+  const rules = { bounceDomains, fblAddresses, verifyUnsubscribeToken: opts.verifyUnsubscribeToken, verpKey: opts.verpKey };
   const processing: ProcessOptions = {
     ...rules,
     softBounceLimit: opts.softBounceLimit ?? DEFAULT_SOFT_BOUNCE_LIMIT,

@@ -51,6 +51,8 @@ export interface ProcessOptions {
   readonly bounceDomains: readonly string[];
   readonly fblAddresses: readonly string[];
   readonly verifyUnsubscribeToken?: VerifyUnsubscribeToken | undefined;
+  /** Key of the VERP tags: forged VERP addresses are not matched. */
+  readonly verpKey?: Buffer | undefined;
   /** Soft bounces (this many, within softBounceWindowMs, with no delivery between) suppress globally. */
   readonly softBounceLimit: number;
   readonly softBounceWindowMs: number;
@@ -153,7 +155,7 @@ function findTargets(opts: ProcessOptions, mail: FeedbackMail): Target[] {
   if (fbl && out.length === 0) {
     // latin1 maps every byte to one char: the regexes see ASCII exactly, whatever the charset.
     const text = mail.raw.toString('latin1');
-    for (const v of verpsInText(text, opts.bounceDomains, MAX_TARGETS)) add({ msgId: v.msgId, idx: v.idx, via: 'quoted' });
+    for (const v of verpsInText(text, opts.bounceDomains, MAX_TARGETS, opts.verpKey)) add({ msgId: v.msgId, idx: v.idx, via: 'quoted' });
     if (out.length === 0) {
       for (const m of text.matchAll(MESSAGE_ID_RE)) {
         const id = (m[1] as string).toLowerCase();

@@ -4,7 +4,7 @@ import { parseVerp } from '../core/verp.js';
  * Which envelope recipients the inbound MX accepts, and what each one means. It relays nothing, so
  * anything not listed here is refused at RCPT:
  *
- *   b-<msgId>-<idx>@<bounce domain>          VERP return path: a bounce or auto-reply for one recipient
+ *   b-<msgId>-<idx>-<tag>@<bounce domain>    VERP return path (core/verp.ts): a bounce or auto-reply for one recipient
  *   unsubscribe-<token>@<bounce domain>      RFC 2369 / 8058 mailto unsubscribe; the token's format and
  *                                            check belong to whoever mints it (verifyUnsubscribeToken)
  *   a configured FBL address                 ARF complaints from mailbox providers' feedback loops
@@ -23,6 +23,8 @@ export interface RecipientRules {
   /** Lower-case FBL addresses. */
   readonly fblAddresses: readonly string[];
   readonly verifyUnsubscribeToken?: VerifyUnsubscribeToken | undefined;
+  /** Key of the VERP tags (core/verp.ts); addresses with a wrong or missing tag are refused. */
+  readonly verpKey?: Buffer | undefined;
 }
 
 export const UNSUBSCRIBE_LOCAL_PREFIX = 'unsubscribe-';
@@ -44,7 +46,7 @@ export function unsubscribeAddress(token: string, bounceDomain: string): string 
 export function feedbackRecipient(address: string, rules: RecipientRules): FeedbackRecipient | undefined {
   const lower = address.trim().toLowerCase();
   if (rules.fblAddresses.includes(lower)) return { kind: 'fbl' };
-  const verp = parseVerp(address);
+  const verp = parseVerp(address, rules.verpKey);
   if (verp) return rules.bounceDomains.includes(verp.domain) ? { kind: 'verp', msgId: verp.msgId, idx: verp.idx } : undefined;
   const token = parseUnsubscribeAddress(address, rules.bounceDomains);
   if (token !== undefined && rules.verifyUnsubscribeToken) {
@@ -58,11 +60,11 @@ export function feedbackRecipient(address: string, rules: RecipientRules): Feedb
  * VERP return paths quoted inside a mail (the returned message's Return-Path in an ARF report or a
  * DSN): how an FBL complaint, which arrives at the FBL address, finds its message and recipient.
  */
-export function verpsInText(text: string, bounceDomains: readonly string[], limit = 10): { msgId: string; idx: number }[] {
+export function verpsInText(text: string, bounceDomains: readonly string[], limit = 10, verpKey?: Buffer): { msgId: string; idx: number }[] {
   const out: { msgId: string; idx: number }[] = [];
   const seen = new Set<string>();
-  for (const m of text.matchAll(/\bb-[0-9a-hjkmnp-tv-z]{16}-\d{1,6}@[a-z0-9.-]+/gi)) {
-    const v = parseVerp(m[0].replace(/\.+$/, ''));
+  for (const m of text.matchAll(/\bb-[0-9a-hjkmnp-tv-z]{16}-\d{1,6}(?:-[0-9a-hjkmnp-tv-z]{8})?@[a-z0-9.-]+/gi)) {
+    const v = parseVerp(m[0].replace(/\.+$/, ''), verpKey);
     if (!v || !bounceDomains.includes(v.domain)) continue;
     const key = `${v.msgId}:${v.idx}`;
     if (seen.has(key)) continue;

@@ -61,6 +61,8 @@ export function createKeys(prefix: string) {
     feedbackRaw: (id: string) => `${p}{f:${id}}:raw`,
     /** ZSET feedback id → received time (ms): mail kept but not understood, unmatched or failed. */
     feedbackUnprocessed: () => `${p}feedback:unprocessed`,
+    // the key of the VERP tags (core/verp.ts), made once, shared by every process
+    verpKey: () => `${p}secret:verp`,
     // events (one stream; consumers use groups)
     events: () => `${p}events`,
     // webhooks: an account's endpoints under its tag; per endpoint an outbox and a dead-letter list

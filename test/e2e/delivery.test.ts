@@ -80,7 +80,7 @@ test('HTTP submission is delivered over STARTTLS to every recipient, DKIM-signed
     const m = byRcpt.get(rcpt);
     assert.ok(m, `${rcpt} received`);
     assert.ok(m!.secure, 'STARTTLS was used');
-    assert.match(m!.envelope.from, new RegExp(`^b-${r.body.id}-\\d+@bounce\\.localhost$`), 'VERP envelope sender');
+    assert.match(m!.envelope.from, new RegExp(`^b-${r.body.id}-\\d+-[0-9a-z]{8}@bounce\\.localhost$`), 'signed VERP envelope sender');
     assert.not.match(m!.raw.toString(), /bob@two\.test/, 'bcc never in headers');
     assert.match(m!.raw.toString(), /\r\n\.leading dot line/, 'dot-stuffing undone by the peer: content intact');
     await assertSignedTwice(m!.raw);

@@ -70,6 +70,31 @@ test('a DSN to the VERP address suppresses the recipient globally; the next mess
   assert.is(sink.messages.length, before, 'never sent');
 });
 
+test('a forged VERP address (no tag, or the tag of another recipient) is refused at RCPT', async () => {
+  const sent = await s.api('/v1/messages', { body: { from: 'news@acme.example', to: ['target@one.test', 'other@one.test'], subject: 'two', text: 'x' } });
+  await s.waitFinal(sent.body.id);
+  const verps = sink.messages.filter((m) => m.envelope.from.startsWith(`b-${sent.body.id}-`)).map((m) => m.envelope.from);
+  assert.is(verps.length, 2);
+  const tagOf = (v: string) => /-([0-9a-z]{8})@/.exec(v)?.[1] as string;
+  const idxOf = (v: string) => Number(/^b-[0-9a-z]{16}-(\d+)-/.exec(v)?.[1]);
+  const forged = [
+    `b-${sent.body.id}-${idxOf(verps[0]!)}@bounce.localhost`,
+    `b-${sent.body.id}-${idxOf(verps[1]!)}-${tagOf(verps[0]!)}@bounce.localhost`,
+  ];
+  for (const to of forged) {
+    const t = inbound();
+    try {
+      await t.sendMail({ envelope: { from: '', to: [to] }, raw: readFileSync(new URL('lhost-courier-01.eml', CORPUS)) });
+      assert.unreachable(`${to} must be refused`);
+    } catch (err) {
+      assert.is((err as { responseCode?: number }).responseCode, 550, to);
+    } finally {
+      t.close();
+    }
+  }
+  assert.is(await suppressionOf(s.app.redis.client, s.app.keys, 'acme', 'target@one.test'), null);
+});
+
 test('the inbound MX refuses every address that is not feedback, and relays nothing', async () => {
   const t = inbound();
   try {

@@ -244,7 +244,7 @@ postfixTest('Postfix accepts, bounces with its own DSN to the VERP address; Slui
   assert.ok(stored, 'the DSN is kept raw');
   assert.is(stored!.mailFrom, '', 'a DSN has the null return path');
   assert.is(stored!.rcpts.length, 1);
-  assert.match(stored!.rcpts[0]!, new RegExp(`^b-[0-9a-z]+-0@${BOUNCE_DOMAIN.replace('.', '\\.')}$`), 'sent to the VERP address');
+  assert.match(stored!.rcpts[0]!, new RegExp(`^b-[0-9a-z]+-0-[0-9a-z]{8}@${BOUNCE_DOMAIN.replace('.', '\\.')}$`), 'sent to the VERP address');
   const raw = stored!.raw.toString('latin1');
   assert.match(raw, /report-type=delivery-status/);
   assert.match(raw, new RegExp(`Reporting-MTA: dns; mx\\.${PFX_DOMAIN.replace('.', '\\.')}`));
