@@ -192,7 +192,7 @@ export const configSchema = z
       .strict(),
     delivery: z
       .object({
-        /** Domain of the VERP envelope sender: b-<token>@bounceDomain. */
+        /** Domain of the VERP envelope sender: b-<msgId>-<n>-<tag>@bounceDomain (core/verp.ts). */
         bounceDomain: z.string().min(1),
         /** Name sent in EHLO; null = instance.hostname. */
         ehloName: z.string().nullable(),
