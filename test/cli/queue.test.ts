@@ -9,6 +9,8 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { claim } from '../../src/queue/claim.js';
+import { recordThrottleSignal } from '../../src/queue/backoff.js';
+import { resolveShaping } from '../../src/queue/shaping.js';
 import { createKeys } from '../../src/redis/keys.js';
 import { freePort, startRedis, type TestRedis } from '../helpers/redis.js';
 import { startSluiceFixture, type SluiceFixture } from '../helpers/sluice.js';
@@ -81,6 +83,24 @@ test('the table lists each destination with its counts and rule, busiest first; 
   const bad = await sluice(['queue', '--config', cfgFile, '--limit', 'all']);
   assert.is(bad.code, 2);
   assert.match(bad.err, '--limit must be a positive whole number');
+});
+
+test('a provider slowed by 421s shows its level, reason and reduced limits', async () => {
+  const keys = createKeys(s.config.redis.prefix);
+  const scope = resolveShaping(s.config.shaping, 'two.test', []).scope;
+  const cfg = { threshold: 5, windowMs: 60_000, suspendMs: 60_000, maxSuspendMs: 3_600_000, maxLevel: 4, recoverMs: 300_000, ratePerConnection: 1 };
+  const client = redis.client();
+  const now = Date.now();
+  for (let i = 0; i < 5; i++) await recordThrottleSignal(client, keys, scope, cfg, now, '421 4.7.0 Try again later, too many connections');
+  const r = await sluice(['queue', '--config', cfgFile, '--json']);
+  assert.is(r.code, 0, r.err);
+  const row = (JSON.parse(r.out) as (Row & { backoffLevel: number; backoffReason: string | null; configuredConnectionLimit: number })[]).find((x) => x.domain === 'two.test');
+  assert.is(row?.backoffLevel, 1);
+  assert.match(String(row?.backoffReason), 'Try again later');
+  assert.is(row?.configuredConnectionLimit, 10);
+  assert.is(row?.connectionLimit, 5, 'one level halves the connections');
+  const table = await sluice(['queue', '--config', cfgFile]);
+  assert.match(table.out, /^two\.test\s.*level 1, suspended until \S+: 421 4\.7\.0 Try again later/m);
 });
 
 test('an empty queue says so', async () => {
