@@ -1,19 +1,10 @@
 import { loadConfig } from '../config/load.js';
-import { join } from 'node:path';
-import { existsSync } from 'node:fs';
-import { createRedis } from '../redis/client.js';
+import { connectForCommand } from './redis-connect.js';
 import { createKeys } from '../redis/keys.js';
 import { destinationStats, scopeStats } from '../queue/stats.js';
 import { resolveShaping } from '../queue/shaping.js';
 import { applyBackoff, backoffState } from '../queue/backoff.js';
-import { SluiceError } from '../core/errors.js';
-import type { RedisClient } from '../redis/client.js';
 import { parse, println, UsageError, type Io } from './args.js';
-
-// The shared client retries forever (right for a server, which must survive a Redis restart); a
-// command at a prompt must say at once that nothing answers. Five seconds covers a remote Redis
-// over a slow link; a refused or missing socket fails on the first error, sooner.
-const CONNECT_TIMEOUT_MS = 5_000;
 
 const USAGE = `Usage: sluice queue [--config FILE] [--limit N] [--json]
 
@@ -41,18 +32,8 @@ export async function runQueue(argv: string[], io: Io): Promise<number> {
   const limit = Number(args.values.limit);
   if (!Number.isInteger(limit) || limit < 1) throw new UsageError(`--limit must be a positive whole number, not '${args.values.limit}'`);
   const cfg = loadConfig({ file: args.values.config, env: io.env });
-  let url = cfg.redis.url;
-  if (!url && cfg.redis.cluster.length === 0) {
-    url = join(cfg.instance.dataDir, cfg.redis.embedded.dir, 'redis.sock');
-    if (!existsSync(url)) throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', `no Redis: REDIS_URL is unset and no embedded server runs at ${url} (is 'sluice start' running here?)`);
-  }
-  const where = cfg.redis.cluster.length > 0 ? `cluster ${cfg.redis.cluster.join(',')}` : redactUrl(url as string);
-  const redis = createRedis({ url, cluster: cfg.redis.cluster, name: 'sluice-cli' });
-  // Connection errors are reported once, by reachable(); without a listener ioredis would also
-  // print each retry's error on the console.
-  redis.on('error', () => undefined);
+  const redis = await connectForCommand(cfg);
   try {
-    await reachable(redis, where);
     const keys = createKeys(cfg.redis.prefix);
     const now = Date.now();
     const dests = await destinationStats(redis, keys, cfg.redis.scheduleShards, now, limit);
@@ -102,25 +83,3 @@ function fmtBackoff(level: number, suspendedUntil: number | null, reason: string
   return parts.join(', ') + why;
 }
 
-function redactUrl(url: string): string {
-  return url.replace(/\/\/([^@/]*)@/, '//[redacted]@');
-}
-
-/** Resolves once Redis answers PING; rejects on the first connection error or after CONNECT_TIMEOUT_MS. */
-async function reachable(redis: RedisClient, where: string): Promise<void> {
-  let onError: ((err: Error) => void) | undefined;
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    await Promise.race([
-      redis.ping(),
-      new Promise<never>((_, reject) => {
-        onError = (err) => reject(new SluiceError('SLUICE_REDIS_UNAVAILABLE', `cannot reach Redis at ${where}: ${(err as NodeJS.ErrnoException).code ?? err.message}`, { cause: err }));
-        redis.on('error', onError);
-        timer = setTimeout(() => reject(new SluiceError('SLUICE_REDIS_UNAVAILABLE', `cannot reach Redis at ${where}: no answer within ${CONNECT_TIMEOUT_MS / 1000} s`)), CONNECT_TIMEOUT_MS);
-      }),
-    ]);
-  } finally {
-    clearTimeout(timer);
-    if (onError) redis.off('error', onError);
-  }
-}
