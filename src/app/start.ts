@@ -24,7 +24,7 @@ import { SluiceError } from '../core/errors.js';
 import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import type { RedisClient } from '../redis/client.js';
-import { appendEvent } from '../store/events.js';
+import { createEventWriter } from '../store/events.js';
 import { createMessageSource } from '../store/message-source.js';
 import { classifySmtpReply } from '../bounces/index.js';
 import { destinationStats } from '../queue/stats.js';
@@ -143,9 +143,11 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
     const registry = new AccountRegistry(config.accounts);
     const verpKey = await sharedSecret(redis.client, keys.verpKey());
     const webhookKey = readKeyFile(config.webhooks.secretKeyFile, 'webhooks.secretKeyFile', 32);
+    const writer = createEventWriter(redis.client, keys, config.retention.eventsMaxLen, (err, lost) => log.warn({ err, lost }, 'events could not be appended'));
+    stoppers.push({ name: 'events', stop: () => writer.flush() });
     const events = (type: string, fields: Record<string, string | number>) => {
       metrics.eventsAppended.inc({ type });
-      appendEvent(redis.client, keys, type, fields, config.retention.eventsMaxLen).catch((err: unknown) => log.warn({ err, type }, 'event append failed'));
+      writer.write(type, fields);
     };
 
     const reputation = new ReputationGuard({

@@ -14,8 +14,6 @@ declare module 'ioredis' {
     recordTrackingOpens(marks: string, stats: string, ttlMs: number, ...quads: (string | number)[]): Result<number[], Context>;
     /** The same script defined with a key count per call, for many messages on one server (see markOpens). */
     recordTrackingOpensKeys(numKeys: number, ...keysThenArgs: (string | number)[]): Result<number[], Context>;
-    /** src/queue/lua/appendEvents-1.lua */
-    appendEvents(events: string, maxLen: number, ...entries: (string | number)[]): Result<number, Context>;
   }
 }
 
