@@ -1,3 +1,4 @@
+import { smtpReply, type SmtpReplyError } from '../core/smtp-reply.js';
 import type { ReputationRecorder } from '../store/reputation.js';
 import { readBounded, callOnce } from '../core/read-bounded.js';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
@@ -69,23 +70,10 @@ export interface InboundMx {
   close(): Promise<void>;
 }
 
-interface SmtpReplyError extends Error {
-  responseCode: number;
-}
-
 /** Five soft bounces in a row over a week: a mailbox full that long is abandoned, not busy. */
 const DEFAULT_SOFT_BOUNCE_LIMIT = 5;
 const DEFAULT_SOFT_BOUNCE_WINDOW_MS = 7 * 24 * 3600 * 1000;
 const DEFAULT_EVENTS_MAX_LEN = 1_000_000;
-
-function reply(err: unknown, sessionId: string): SmtpReplyError {
-  const e = toSluiceError(err);
-  const [code, enhanced] = e.smtp;
-  const text = e.code === 'SLUICE_INTERNAL' ? 'Internal error, try again later' : e.message;
-  const out = new Error(`${enhanced} ${text.replace(/[\r\n]+/g, ' ')} [${sessionId}]`) as SmtpReplyError;
-  out.responseCode = code;
-  return out;
-}
 
 export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions): Promise<InboundMx> {
   const log = deps.logger;
@@ -106,7 +94,7 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
 
   const refuse = (session: SMTPServerSession, err: SluiceError): SmtpReplyError => {
     deps.metrics?.rejected?.(err.code);
-    return reply(err, session.id);
+    return smtpReply(err, session.id);
   };
 
   /** Processing runs after the 250; its failure is recorded on the stored mail, never thrown. */
@@ -161,7 +149,7 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
             // Not stored, so not accepted: a 4xx makes the sender keep it and retry.
             const e = toSluiceError(err);
             log.error({ err: e.cause ?? e, sessionId: session.id }, 'feedback mail could not be stored');
-            return answer(reply(e.code === 'SLUICE_INTERNAL' ? new SluiceError('SLUICE_REDIS_UNAVAILABLE', undefined, { cause: err }) : e, session.id));
+            return answer(smtpReply(e.code === 'SLUICE_INTERNAL' ? new SluiceError('SLUICE_REDIS_UNAVAILABLE', undefined, { cause: err }) : e, session.id));
           }
           for (const rcpt of mail.rcpts) {
             const kind = feedbackRecipient(rcpt, rules)?.kind;
@@ -171,7 +159,7 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
           processLater(mail);
           answer(null, `2.0.0 Ok: stored as ${mail.id}`);
         })();
-      }, (err: Error) => answer(reply(err, session.id)));
+      }, (err: Error) => answer(smtpReply(err, session.id)));
     },
   });
 

@@ -1,3 +1,4 @@
+import { smtpReply, type SmtpReplyError } from '../core/smtp-reply.js';
 import { readBounded, callOnce } from '../core/read-bounded.js';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
 import type { Logger } from 'pino';
@@ -36,20 +37,6 @@ export interface SubmissionServer {
   close(): Promise<void>;
 }
 
-interface SmtpReplyError extends Error {
-  responseCode: number;
-}
-
-/** The reply for a refusal: "<enhanced> <text> [<session>]" with the SMTP code on the side. */
-function reply(err: unknown, sessionId: string): SmtpReplyError {
-  const e = toSluiceError(err);
-  const [code, enhanced] = e.smtp;
-  const text = e.code === 'SLUICE_INTERNAL' ? 'Internal error, try again later' : e.message;
-  const out = new Error(`${enhanced} ${text.replace(/[\r\n]+/g, ' ')} [${sessionId}]`) as SmtpReplyError;
-  out.responseCode = code;
-  return out;
-}
-
 interface SessionUser {
   accountId: string;
 }
@@ -66,7 +53,7 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
   const reject = (session: SMTPServerSession, err: unknown): SmtpReplyError => {
     const e = toSluiceError(err);
     if (e.code === 'SLUICE_INTERNAL' || e.code === 'SLUICE_REDIS_UNAVAILABLE') log.error({ err: e.cause ?? e, sessionId: session.id }, 'submission failed');
-    return reply(e, session.id);
+    return smtpReply(e, session.id);
   };
   const rejected = (session: SMTPServerSession, err: unknown): SmtpReplyError => {
     const e = toSluiceError(err);
@@ -115,7 +102,7 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
           const verdict = await throttle.fail(ip, username);
           log.warn({ sessionId: session.id, ip }, 'smtp auth failed');
           if (verdict.delayMs > 0) await new Promise((r) => setTimeout(r, verdict.delayMs));
-          cb(reply(new SluiceError('SLUICE_AUTH_FAILED'), session.id));
+          cb(smtpReply(new SluiceError('SLUICE_AUTH_FAILED'), session.id));
         } catch (err) {
           cb(reject(session, err));
         }
@@ -124,7 +111,7 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
 
     onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, cb) {
       const account = accountOf(session);
-      if (!account) return cb(reply(new SluiceError('SLUICE_AUTH_REQUIRED'), session.id));
+      if (!account) return cb(smtpReply(new SluiceError('SLUICE_AUTH_REQUIRED'), session.id));
       // The null sender (<>) names no domain; the header From is still checked after DATA.
       if (address.address === '') return cb();
       try {
@@ -152,7 +139,7 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
       readBounded(stream, maxSize).then(({ data, size }) => {
         void (async () => {
           const account = accountOf(session);
-          if (!account) return answer(reply(new SluiceError('SLUICE_AUTH_REQUIRED'), session.id));
+          if (!account) return answer(smtpReply(new SluiceError('SLUICE_AUTH_REQUIRED'), session.id));
           if (!data) {
             return answer(rejected(session, new SluiceError('SLUICE_INGRESS_TOO_LARGE', `Message exceeds the size limit of ${maxSize} bytes`)));
           }
