@@ -5,23 +5,28 @@ import { randomBytes } from 'node:crypto';
  * creation time in milliseconds (sortable, so retention can reason about age from the id alone), the
  * last 6 are 30 random bits. Short because an id is repeated in every queue entry.
  */
-const ALPHABET = '0123456789abcdefghjkmnpqrstvwxyz';
+const BASE32_ALPHABET = '0123456789abcdefghjkmnpqrstvwxyz';
+
+/** `n` (a safe non-negative integer) as exactly `chars` base32 characters, most significant first. */
+export function toBase32(n: number, chars: number): string {
+  let out = '';
+  let v = n;
+  for (let i = 0; i < chars; i++) {
+    out = (BASE32_ALPHABET[v % 32] as string) + out;
+    v = Math.floor(v / 32);
+  }
+  return out;
+}
+
+/** The number that `chars` base32 characters of `text` from `start` encode (inverse of toBase32). */
+export function fromBase32(text: string, start: number, chars: number): number {
+  let n = 0;
+  for (let i = start; i < start + chars; i++) n = n * 32 + BASE32_ALPHABET.indexOf(text[i] as string);
+  return n;
+}
 
 export function newId(now: number = Date.now()): string {
-  let time = now;
-  let head = '';
-  for (let i = 0; i < 10; i++) {
-    head = ALPHABET[time % 32] + head;
-    time = Math.floor(time / 32);
-  }
-  const rnd = randomBytes(4).readUInt32BE(0) >>> 2;
-  let tail = '';
-  let r = rnd;
-  for (let i = 0; i < 6; i++) {
-    tail = ALPHABET[r % 32] + tail;
-    r = Math.floor(r / 32);
-  }
-  return head + tail;
+  return toBase32(now, 10) + toBase32(randomBytes(4).readUInt32BE(0) >>> 2, 6);
 }
 
 const ID_RE = /^[0-9a-hjkmnp-tv-z]{16}$/;
@@ -31,8 +36,7 @@ export function isId(text: string): boolean {
 
 /** Creation time (ms since epoch) encoded in an id made by newId. */
 export function idTime(id: string): number {
-  let t = 0;
-  for (let i = 0; i < 10; i++) t = t * 32 + ALPHABET.indexOf(id[i] as string);
+  const t = fromBase32(id, 0, 10);
   return t;
 }
 

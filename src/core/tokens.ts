@@ -1,6 +1,6 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
 import { SluiceError } from './errors.js';
-import { isId } from './ids.js';
+import { fromBase32, isId, toBase32 } from './ids.js';
 
 /**
  * Tracking tokens: what an open pixel, a click link or an unsubscribe link carries, signed so that
@@ -66,7 +66,6 @@ const KID_RE = /^[A-Za-z0-9_-]{1,16}$/;
 const B64URL_RE = /^[A-Za-z0-9_-]+$/;
 const KINDS: readonly TokenKind[] = ['o', 'c', 'u'];
 /** The Crockford base32 alphabet of core/ids.ts. */
-const ALPHABET = '0123456789abcdefghjkmnpqrstvwxyz';
 
 function invalid(message: string): SluiceError {
   return new SluiceError('SLUICE_INTERNAL', `token: ${message}`);
@@ -149,25 +148,13 @@ export function tokenUrl(publicBaseUrl: string, kind: TokenKind, token: string):
 function idToBytes(id: string): Buffer {
   const out = Buffer.alloc(ID_BYTES);
   for (let h = 0; h < 2; h++) {
-    let n = 0;
-    for (let i = h * 8; i < h * 8 + 8; i++) n = n * 32 + ALPHABET.indexOf(id[i] as string);
-    out.writeUIntBE(n, h * 5, 5);
+    out.writeUIntBE(fromBase32(id, h * 8, 8), h * 5, 5);
   }
   return out;
 }
 
 function bytesToId(bytes: Buffer): string {
-  let id = '';
-  for (let h = 0; h < 2; h++) {
-    let n = bytes.readUIntBE(h * 5, 5);
-    let half = '';
-    for (let i = 0; i < 8; i++) {
-      half = (ALPHABET[n % 32] as string) + half;
-      n = Math.floor(n / 32);
-    }
-    id += half;
-  }
-  return id;
+  return toBase32(bytes.readUIntBE(0, 5), 8) + toBase32(bytes.readUIntBE(5, 5), 8);
 }
 
 /** LEB128-style unsigned varint: 7 bits a byte, low bits first, high bit = more follows. */

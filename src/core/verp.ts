@@ -1,4 +1,5 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
+import { toBase32 } from './ids.js';
 
 /**
  * VERP envelope senders: every recipient's copy leaves with its own return path,
@@ -11,18 +12,11 @@ import { createHmac, timingSafeEqual } from 'node:crypto';
  * guess 1 in 10^12, and each try costs an SMTP transaction. The key is shared by every process
  * (app/ keeps it in Redis). Without a key (tests of the parts) addresses carry no tag.
  */
-const ALPHABET = '0123456789abcdefghjkmnpqrstvwxyz';
 const VERP_RE = /^b-([0-9a-hjkmnp-tv-z]{16})-(\d{1,6})(?:-([0-9a-hjkmnp-tv-z]{8}))?@(.+)$/i;
 
 function tag(key: Buffer, msgId: string, idx: number): string {
   const mac = createHmac('sha256', key).update(`${msgId}.${idx}`).digest();
-  let n = mac.readUIntBE(0, 5);
-  let out = '';
-  for (let i = 0; i < 8; i++) {
-    out = (ALPHABET[n % 32] as string) + out;
-    n = Math.floor(n / 32);
-  }
-  return out;
+  return toBase32(mac.readUIntBE(0, 5), 8);
 }
 
 export function verpAddress(msgId: string, idx: number, bounceDomain: string, key?: Buffer): string {
