@@ -22,10 +22,10 @@
  * Prints a table and writes bench/results/e2e.json. Every wait is bounded (150 s per scenario);
  * at ~230 delivered/s the run takes ~5 min, plus ~40 s with --profile.
  */
+import { freePort } from '../test/helpers/redis.js';
 import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -181,19 +181,6 @@ function exited(child: ChildProcess, timeoutMs: number): Promise<void> {
     child.once('exit', () => {
       clearTimeout(t);
       resolve();
-    });
-  });
-}
-
-/** An ephemeral port that was free a moment ago (bound and released on loopback). */
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      const port = typeof a === 'object' && a ? a.port : 0;
-      s.close(() => resolve(port));
     });
   });
 }
