@@ -1,12 +1,12 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { request } from 'undici';
-import { startHttpApi, type HttpApi } from '../../src/ingress/http-api.js';
+import type { HttpApi } from '../../src/ingress/http-api.js';
 import { createTokenCodec, tokenPath, type TokenPayload } from '../../src/core/tokens.js';
 import { storeLinks } from '../../src/store/links.js';
 import { NO_ENGAGEMENT } from '../../src/store/engagement.js';
 import { startTrackingServer, type TrackingServer } from '../../src/tracking/server.js';
-import { ingressFixture, type IngressFixture } from './fixture.js';
+import { ingressFixture, startFixtureApi, type IngressFixture } from './fixture.js';
 
 /** GET /v1/messages/:id shows what the tracking server counted for the message. */
 const test = suite('ingress/engagement');
@@ -18,7 +18,7 @@ let tracking: TrackingServer;
 
 test.before(async () => {
   fx = await ingressFixture();
-  api = await startHttpApi({ redis: fx.client, keys: fx.keys, config: fx.config, registry: fx.registry, logger: fx.logger }, { host: '127.0.0.1', port: 0 });
+  ({ api } = await startFixtureApi(fx));
   tracking = await startTrackingServer({ redis: fx.client, keys: fx.keys, codec, logger: fx.logger }, { host: '127.0.0.1', port: 0, publicBaseUrl: 'https://t.example.com' });
 });
 test.after(async () => {

@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../../src/config/load.js';
+import { startHttpApi, type HttpApi } from '../../src/ingress/http-api.js';
 import type { Config } from '../../src/config/schema.js';
 import { AccountRegistry } from '../../src/accounts/registry.js';
 import { generateApiKey, hashSecret } from '../../src/accounts/secrets.js';
@@ -61,4 +62,10 @@ export async function ingressFixture(ingress: Record<string, unknown> = {}): Pro
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/** The HTTP API on an ephemeral loopback port over a fixture's Redis and accounts. */
+export async function startFixtureApi(fx: IngressFixture): Promise<{ api: HttpApi; base: string }> {
+  const api = await startHttpApi({ redis: fx.client, keys: fx.keys, config: fx.config, registry: fx.registry, logger: fx.logger }, { host: '127.0.0.1', port: 0 });
+  return { api, base: `http://127.0.0.1:${api.port}` };
 }

@@ -2,8 +2,8 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { request } from 'undici';
 import { connect } from 'node:net';
-import { startHttpApi, type HttpApi } from '../../src/ingress/http-api.js';
-import { ingressFixture, type IngressFixture } from './fixture.js';
+import type { HttpApi } from '../../src/ingress/http-api.js';
+import { ingressFixture, startFixtureApi, type IngressFixture } from './fixture.js';
 
 const test = suite('ingress/http-api');
 let fx: IngressFixture;
@@ -13,8 +13,7 @@ const MAX_BODY = 64 * 1024;
 
 test.before(async () => {
   fx = await ingressFixture({ maxRecipients: 5, http: { maxBodySize: MAX_BODY, maxBatch: 10 } });
-  api = await startHttpApi({ redis: fx.client, keys: fx.keys, config: fx.config, registry: fx.registry, logger: fx.logger }, { host: '127.0.0.1', port: 0 });
-  base = `http://127.0.0.1:${api.port}`;
+  ({ api, base } = await startFixtureApi(fx));
 });
 test.after(async () => {
   await api.close();

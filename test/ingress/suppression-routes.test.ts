@@ -6,10 +6,10 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { request } from 'undici';
-import { startHttpApi, type HttpApi } from '../../src/ingress/http-api.js';
+import type { HttpApi } from '../../src/ingress/http-api.js';
 import { addSuppression, GLOBAL_LIST, suppressionOf } from '../../src/store/suppression.js';
 import { figuresOf, isPaused, pauseSender } from '../../src/store/reputation.js';
-import { ingressFixture, type IngressFixture } from './fixture.js';
+import { ingressFixture, startFixtureApi, type IngressFixture } from './fixture.js';
 
 const test = suite('ingress/suppression-routes');
 let fx: IngressFixture;
@@ -18,8 +18,7 @@ let base = '';
 
 test.before(async () => {
   fx = await ingressFixture();
-  api = await startHttpApi({ redis: fx.client, keys: fx.keys, config: fx.config, registry: fx.registry, logger: fx.logger }, { host: '127.0.0.1', port: 0 });
-  base = `http://127.0.0.1:${api.port}`;
+  ({ api, base } = await startFixtureApi(fx));
 });
 test.after(async () => {
   await api.close();
