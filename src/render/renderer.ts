@@ -93,16 +93,24 @@ export function createRenderer(init: WorkerInit, opts: RendererOptions = {}): Re
       if (!(LIST_UNSUBSCRIBE_HEADERS as readonly string[]).includes(name.toLowerCase())) headers[name] = value;
     }
     const spec: MessageSpec = { ...p.spec, headers: { ...headers, ...copy.headers }, ...(copy.html !== undefined ? { html: copy.html } : {}) };
-    const unsigned = await composeSpec(spec, task.acceptedAt);
+    return sign(await composeSpec(spec, task.acceptedAt), task, domain, started).result;
+  }
+
+  /** Signs a rendered message and frames it as the task asks; `signed` is kept for the cache. */
+  function sign(unsigned: Buffer, task: RenderTask, domain: string | null, started: number): { signed: Buffer; algorithms: DkimAlgorithm[]; result: RenderResult } {
     const rendered = performance.now();
     const { signed, algorithms } = signMessage(unsigned, signersOf(domain));
     const done = performance.now();
     return {
-      ok: true,
-      ...frameIf(task.frame === true, signed),
-      signatures: algorithms,
-      signMs: algorithms.length > 0 ? done - rendered : 0,
-      renderMs: rendered - started,
+      signed,
+      algorithms,
+      result: {
+        ok: true,
+        ...frameIf(task.frame === true, signed),
+        signatures: algorithms,
+        signMs: algorithms.length > 0 ? done - rendered : 0,
+        renderMs: rendered - started,
+      },
     };
   }
 
@@ -130,17 +138,9 @@ export function createRenderer(init: WorkerInit, opts: RendererOptions = {}): Re
         task.kind === 'raw'
           ? prepareRaw(toBuffer(task.source), task.msgId, init.hostname, task.acceptedAt)
           : await composeSpec(parseSpec(typeof task.source === 'string' ? task.source : toBuffer(task.source).toString('utf8')), task.acceptedAt);
-      const rendered = performance.now();
-      const { signed, algorithms } = signMessage(unsigned, signersOf(domain));
-      const done = performance.now();
+      const { signed, algorithms, result } = sign(unsigned, task, domain, started);
       cache.set(cacheKey, { message: signed, signatures: algorithms, byteLength: signed.length });
-      return {
-        ok: true,
-        ...frameIf(task.frame === true, signed),
-        signatures: algorithms,
-        signMs: algorithms.length > 0 ? done - rendered : 0,
-        renderMs: rendered - started,
-      };
+      return result;
     } catch (err) {
       if (isSluiceError(err, 'SLUICE_DKIM_KEY_INVALID')) return { ok: false, code: 'SLUICE_DKIM_KEY_INVALID', message: err.message };
       return { ok: false, code: 'SLUICE_RENDER_FAILED', message: err instanceof Error ? err.message : String(err) };
