@@ -17,6 +17,9 @@ import { resolveShaping, retryDelay, type EffectiveShaping } from '../queue/shap
 import { shortId } from '../core/ids.js';
 import { verpAddress } from '../core/verp.js';
 import { suppressionOf } from '../store/suppression.js';
+import { recordCampaignOutcome, type CampaignCounter } from '../store/campaigns.js';
+import { holdCampaignEntries } from '../queue/campaign.js';
+import { OUTCOME } from '../queue/outcome-codes.js';
 import type { ReputationRecorder } from '../store/reputation.js';
 import type { LoadedMessage, MessageSource } from '../store/message-source.js';
 import type { MxResolver, Route } from './mx.js';
@@ -58,7 +61,21 @@ export interface DispatcherOptions {
   reputation?: ReputationRecorder | undefined;
   /** Key of the VERP tags (core/verp.ts), shared with the inbound MX. */
   verpKey?: Buffer | undefined;
+  /** Campaign recipients: contacts of the campaign's list, by contact number (store/contacts.ts). */
+  contacts?: CampaignContacts | undefined;
   now?: () => number;
+}
+
+/** A campaign recipient as delivery needs it; null when the contact is no longer in the list. */
+export interface CampaignContact {
+  readonly email: string;
+  /** 'subscribed' is the only status mailed. */
+  readonly status: string;
+  readonly fields: Readonly<Record<string, string>>;
+}
+
+export interface CampaignContacts {
+  read(listId: string, nos: readonly number[]): Promise<(CampaignContact | null)[]>;
 }
 
 /** How many due destinations one tick takes from each schedule shard. */
@@ -81,14 +98,22 @@ const MAX_CLAIMED = 2_000;
 const CLAIM_WAIT_MS = 5;
 /** Longest a worker waits in-process for tokens before giving its connection up. */
 const MAX_TOKEN_WAIT_MS = 2_000;
+/** Retries of a paused campaign claimed anyway (they sit in ready, not behind its pointer) wait this long. */
+const PAUSED_HOLD_MS = 60_000;
 
 interface Prepared {
   msg: LoadedMessage | null;
   result: RenderResult | null;
-  /** The recipient is on a suppression list: dropped without rendering. */
+  /** The recipient's address (a message's recipient, or a campaign's contact); undefined when unknown. */
+  address?: string | undefined;
+  /** The recipient is on a suppression list (or, in a campaign, no longer subscribed): dropped without rendering. */
   suppressed?: { list: string; reason: string };
   /** The sender (account or From domain) is paused by the reputation guard: the copy waits. */
   paused?: string;
+  /** Given back to its campaign (paused, or over its own throttle): nothing to send or settle now. */
+  held?: true;
+  /** Its campaign was cancelled: dropped. */
+  cancelled?: true;
 }
 
 interface BatchResult {
@@ -432,22 +457,31 @@ export class Dispatcher {
       const chunk = entries.slice(i, i + RENDER_CHUNK);
       const done = (async (): Promise<Prepared[]> => {
         const msgs = await Promise.all(chunk.map((e) => this.o.messages.load(e.msgId)));
+        const [contacts, holds] = await Promise.all([this.campaignContacts(chunk, msgs), this.holdCampaigns(chunk, msgs)]);
+        const addresses = chunk.map((e, j) => {
+          const msg = msgs[j];
+          if (!msg) return undefined;
+          return msg.kind === 'campaign' ? contacts[j]?.email : msg.rcpts[e.idx]?.address;
+        });
+        const live = (j: number): boolean => msgs[j] != null && addresses[j] !== undefined && holds[j] === undefined;
         // Suppression is checked at claim time, so an unsubscribe or a hard bounce that arrived
         // after acceptance still stops the copy, before it costs a render.
         const [blocks, pauses] = await Promise.all([
-          Promise.all(
-            chunk.map((e, j) => {
-              const msg = msgs[j];
-              const rcpt = msg?.rcpts[e.idx];
-              return msg && rcpt ? suppressionOf(this.o.redis, this.o.keys, msg.account, rcpt.address) : null;
-            }),
-          ),
-          Promise.all(msgs.map((msg) => (msg && this.o.reputation ? this.o.reputation.check(msg.account, msg.fromDomain) : null))),
+          Promise.all(chunk.map((_, j) => (live(j) ? suppressionOf(this.o.redis, this.o.keys, (msgs[j] as LoadedMessage).account, addresses[j] as string) : null))),
+          Promise.all(msgs.map((msg, j) => (live(j) && msg && this.o.reputation ? this.o.reputation.check(msg.account, msg.fromDomain) : null))),
         ]);
+        const unsubscribed = (j: number): string | undefined => {
+          const c = contacts[j];
+          return c && c.status !== 'subscribed' ? c.status : undefined;
+        };
         const tasks: RenderTask[] = [];
         chunk.forEach((entry, j) => {
           const msg = msgs[j];
-          if (!msg || blocks[j] || pauses[j]) return;
+          if (!msg || !live(j) || blocks[j] || pauses[j] || unsubscribed(j)) return;
+          if (msg.kind === 'campaign') {
+            tasks.push(this.campaignTask(msg, entry, contacts[j] as CampaignContact));
+            return;
+          }
           const task: RenderTask = { msgId: msg.id, kind: msg.kind, source: msg.body, signingDomain: msg.fromDomain, acceptedAt: msg.acceptedAt, frame: true };
           if (msg.kind === 'spec') task.tracking = { account: msg.account, idx: entry.idx, mode: this.trackingModes.get(msg.account) ?? 'full' };
           tasks.push(task);
@@ -458,18 +492,105 @@ export class Dispatcher {
         let k = 0;
         return msgs.map((msg, j): Prepared => {
           if (!msg) return { msg: null, result: null };
+          const hold = holds[j];
+          if (hold === 'held') return { msg, result: null, held: true };
+          if (hold === 'cancelled') return { msg, result: null, cancelled: true };
+          const address = addresses[j];
+          if (address === undefined) return { msg, result: null };
           const block = blocks[j];
-          if (block) return { msg, result: null, suppressed: { list: block.list, reason: block.reason } };
+          if (block) return { msg, result: null, address, suppressed: { list: block.list, reason: block.reason } };
+          const status = unsubscribed(j);
+          if (status) return { msg, result: null, address, suppressed: { list: 'contact', reason: status } };
           const pause = pauses[j];
-          if (pause) return { msg, result: null, paused: pause.reason };
+          if (pause) return { msg, result: null, address, paused: pause.reason };
           this.o.metrics?.renderDuration.observe(seconds);
-          return { msg, result: results[k++] ?? null };
+          return { msg, result: results[k++] ?? null, address };
         });
       })();
       done.catch(() => undefined);
       chunk.forEach((_, j) => out.push(done.then((r) => r[j] as Prepared)));
     }
     return out;
+  }
+
+  /** The contacts of the campaign entries of a chunk (one read per campaign); undefined for other entries. */
+  private async campaignContacts(chunk: readonly QueueEntry[], msgs: readonly (LoadedMessage | null)[]): Promise<(CampaignContact | null | undefined)[]> {
+    const out: (CampaignContact | null | undefined)[] = chunk.map(() => undefined);
+    const reader = this.o.contacts;
+    if (!reader) return out;
+    const byCampaign = new Map<string, number[]>();
+    msgs.forEach((m, j) => {
+      if (m?.kind !== 'campaign') return;
+      const list = byCampaign.get(m.id);
+      if (list) list.push(j);
+      else byCampaign.set(m.id, [j]);
+    });
+    await Promise.all(
+      [...byCampaign.values()].map(async (js) => {
+        const listId = (msgs[js[0] as number] as LoadedMessage).campaign?.listId ?? '';
+        const found = await reader.read(listId, js.map((j) => (chunk[j] as QueueEntry).idx));
+        js.forEach((j, i) => (out[j] = found[i] ?? null));
+      }),
+    );
+    return out;
+  }
+
+  /**
+   * Campaign entries that must not be sent now: a paused campaign's go back to it (its first attempts
+   * to the head of its queue, where resume finds them), a cancelled one's are dropped, and entries over
+   * the campaign's own throttle go back until its bucket refills.
+   */
+  private async holdCampaigns(chunk: readonly QueueEntry[], msgs: readonly (LoadedMessage | null)[]): Promise<('held' | 'cancelled' | undefined)[]> {
+    const out: ('held' | 'cancelled' | undefined)[] = chunk.map(() => undefined);
+    const byCampaign = new Map<string, number[]>();
+    msgs.forEach((m, j) => {
+      if (m?.kind !== 'campaign') return;
+      const list = byCampaign.get(m.id);
+      if (list) list.push(j);
+      else byCampaign.set(m.id, [j]);
+    });
+    const { redis, keys } = this.o;
+    for (const [id, js] of byCampaign) {
+      const c = (msgs[js[0] as number] as LoadedMessage).campaign;
+      if (!c) continue;
+      if (c.state === 'cancelled') {
+        for (const j of js) out[j] = 'cancelled';
+        continue;
+      }
+      const now = this.now();
+      if (c.state !== 'sending' && c.state !== 'completed') {
+        await holdCampaignEntries(redis, keys, id, js.map((j) => chunk[j] as QueueEntry), { pointerAt: null, holdUntil: now + PAUSED_HOLD_MS });
+        for (const j of js) out[j] = 'held';
+        continue;
+      }
+      if (c.throttlePerHour !== null) {
+        const t = await takeTokens(redis, keys, `campaign:${id}`, { perSecond: null, perMinute: null, perHour: c.throttlePerHour }, js.length, now);
+        const over = js.slice(t.granted);
+        if (over.length > 0) {
+          const at = t.retryAt ?? now + 1000;
+          await holdCampaignEntries(redis, keys, id, over.map((j) => chunk[j] as QueueEntry), { pointerAt: at, holdUntil: at });
+          for (const j of over) out[j] = 'held';
+        }
+      }
+    }
+    return out;
+  }
+
+  /** The render task of one campaign recipient: the template is compiled once per worker, the copy is theirs. */
+  private campaignTask(msg: LoadedMessage, entry: QueueEntry, contact: CampaignContact): RenderTask {
+    const c = msg.campaign as NonNullable<LoadedMessage['campaign']>;
+    const mode = this.trackingModes.get(msg.account) ?? 'full';
+    return {
+      msgId: msg.id,
+      kind: 'campaign',
+      source: msg.body,
+      signingDomain: msg.fromDomain,
+      acceptedAt: msg.acceptedAt,
+      frame: true,
+      tracking: { account: msg.account, idx: entry.idx, mode },
+      recipient: { no: entry.idx, address: contact.email, fields: contact.fields },
+      campaign: { id: msg.id, account: msg.account, opens: c.tracking.opens, clicks: c.tracking.clicks },
+    } as unknown as RenderTask;
   }
 
   private async deliverBatch(
@@ -504,17 +625,31 @@ export class Dispatcher {
         await this.settle(entry, shaping, null, { result: 'deferred', code: null, enhanced: '4.3.0', response: `internal error before sending: ${(err as Error).message}`, command: 'RENDER', throttled: false, connectionUsable: true });
         continue;
       }
-      const { msg, result, suppressed, paused } = prepared;
+      const { msg, result, suppressed, paused, address } = prepared;
+      if (prepared.held) continue;
+      if (msg && prepared.cancelled) {
+        await this.settle(entry, shaping, msg, { result: 'bounced', code: null, enhanced: '5.0.0', response: 'not sent: the campaign was cancelled', command: 'CAMPAIGN', throttled: false, connectionUsable: true }, 'cancelled');
+        continue;
+      }
       if (msg && paused) {
         await this.settle(entry, shaping, msg, { result: 'deferred', code: null, enhanced: '4.7.0', response: `sender paused by the reputation guard (${paused}); resumes when an operator resumes it`, command: 'REPUTATION', throttled: false, connectionUsable: true });
         continue;
       }
       if (msg && suppressed) {
-        await this.settle(entry, shaping, msg, { result: 'bounced', code: null, enhanced: '5.7.1', response: `not sent: the address is on the ${suppressed.list === '*' ? 'global' : "account's"} suppression list (${suppressed.reason})`, command: 'SUPPRESSION', throttled: false, connectionUsable: true }, 'suppressed');
+        await this.settle(entry, shaping, msg, { result: 'bounced', code: null, enhanced: '5.7.1', response: suppressed.list === 'contact' ? `not sent: the contact is ${suppressed.reason}` : `not sent: the address is on the ${suppressed.list === '*' ? 'global' : "account's"} suppression list (${suppressed.reason})`, command: 'SUPPRESSION', throttled: false, connectionUsable: true }, 'suppressed');
         continue;
       }
-      if (!msg || !result) {
+      if (!msg) {
         await this.settle(entry, shaping, null, { result: 'bounced', code: null, enhanced: '5.3.0', response: 'message is no longer stored (purged or erased)', command: 'LOAD', throttled: false, connectionUsable: true }, 'undefined');
+        continue;
+      }
+      if (address === undefined) {
+        const where = msg.kind === 'campaign' ? `the list of campaign ${entry.msgId} (contact deleted)` : `message ${entry.msgId}`;
+        await this.settle(entry, shaping, msg, { result: 'bounced', code: null, enhanced: '5.1.3', response: `recipient ${entry.idx} is not in ${where}`, command: 'LOAD', throttled: false, connectionUsable: true }, 'undefined');
+        continue;
+      }
+      if (!result) {
+        await this.settle(entry, shaping, msg, { result: 'bounced', code: null, enhanced: '5.3.0', response: 'message could not be prepared', command: 'LOAD', throttled: false, connectionUsable: true }, 'undefined');
         continue;
       }
       if (!result.ok) {
@@ -522,13 +657,8 @@ export class Dispatcher {
         await this.settle(entry, shaping, msg, { result: fatal ? 'bounced' : 'deferred', code: null, enhanced: fatal ? '5.6.0' : '4.7.5', response: `${result.code}: ${result.message}`, command: 'RENDER', throttled: false, connectionUsable: true }, fatal ? 'contenterror' : undefined);
         continue;
       }
-      const rcpt = msg.rcpts[entry.idx];
-      if (!rcpt) {
-        await this.settle(entry, shaping, msg, { result: 'bounced', code: null, enhanced: '5.1.3', response: `recipient ${entry.idx} is not in message ${entry.msgId}`, command: 'LOAD', throttled: false, connectionUsable: true }, 'undefined');
-        continue;
-      }
       const t0 = performance.now();
-      const outcome = await client.send({ from: verpAddress(entry.msgId, entry.idx, config.delivery.bounceDomain, this.o.verpKey), to: rcpt.address }, result.framed ? { bytes: Buffer.from(result.message.buffer, result.message.byteOffset, result.message.byteLength), eightBit: result.eightBit === true } : result.message);
+      const outcome = await client.send({ from: verpAddress(entry.msgId, entry.idx, config.delivery.bounceDomain, this.o.verpKey), to: address }, result.framed ? { bytes: Buffer.from(result.message.buffer, result.message.byteOffset, result.message.byteLength), eightBit: result.eightBit === true } : result.message);
       this.o.metrics?.smtpTransactionDuration.observe({ result: outcome.result }, (performance.now() - t0) / 1000);
       attempted++;
       if (outcome.result === 'delivered') succeeded = true;
@@ -548,9 +678,13 @@ export class Dispatcher {
     const fields = { msgId: entry.msgId, idx: entry.idx, account, domain: entry.domain, attempt: entry.attempt + 1, code: outcome.code ?? 0, enhanced: outcome.enhanced ?? '' };
     const m = this.o.metrics;
     let final = false;
+    let applied: number = OUTCOME.NOOP;
+    let counter: CampaignCounter = 'bounced';
+    let bounceReason: string | undefined;
 
     if (outcome.result === 'delivered') {
-      await ack(redis, keys, entry, { ...base, recordTtlMs });
+      applied = await ack(redis, keys, entry, { ...base, recordTtlMs });
+      counter = 'delivered';
       m?.deliveryAttempts.inc({ result: 'delivered', provider: shaping.provider });
       m?.messagesDelivered.inc({ provider: shaping.provider });
       this.o.events('delivered', fields);
@@ -561,24 +695,28 @@ export class Dispatcher {
       const nextAt = now + retryDelay(shaping, attemptsMade);
       const acceptedAt = msg?.acceptedAt ?? now;
       if (nextAt > acceptedAt + shaping.maxAge) {
-        await bounce(redis, keys, entry, { ...base, state: 'expired', reason: 'expired', recordTtlMs });
+        applied = await bounce(redis, keys, entry, { ...base, state: 'expired', reason: 'expired', recordTtlMs });
+        counter = 'expired';
         m?.deliveryAttempts.inc({ result: 'expired', provider: shaping.provider });
         m?.bounces.inc({ reason: 'expired', verdict: 'soft' });
         this.o.events('expired', { ...fields, reason: 'expired' });
         final = true;
       } else {
-        await retry(redis, keys, entry, { ...base, nextAt });
+        applied = await retry(redis, keys, entry, { ...base, nextAt });
+        counter = 'deferred';
         m?.deliveryAttempts.inc({ result: 'deferred', provider: shaping.provider });
         this.o.events('deferred', { ...fields, nextAt });
       }
-    } else if (reason === 'suppressed') {
-      await bounce(redis, keys, entry, { ...base, state: 'suppressed', reason, recordTtlMs });
-      m?.deliveryAttempts.inc({ result: 'suppressed', provider: shaping.provider });
-      this.o.events('suppressed', fields);
+    } else if (reason === 'suppressed' || reason === 'cancelled') {
+      applied = await bounce(redis, keys, entry, { ...base, state: reason, reason, recordTtlMs });
+      counter = reason;
+      m?.deliveryAttempts.inc({ result: reason, provider: shaping.provider });
+      this.o.events(reason, fields);
       final = true;
     } else {
       const verdict = reason ? { reason, hardbounce: true } : this.o.classify(outcome.code, outcome.enhanced, outcome.response);
-      await bounce(redis, keys, entry, { ...base, state: 'bounced', reason: verdict.reason, recordTtlMs });
+      applied = await bounce(redis, keys, entry, { ...base, state: 'bounced', reason: verdict.reason, recordTtlMs });
+      bounceReason = verdict.reason;
       m?.deliveryAttempts.inc({ result: 'bounced', provider: shaping.provider });
       m?.bounces.inc({ reason: verdict.reason, verdict: verdict.hardbounce ? 'hard' : 'soft' });
       this.o.events('bounced', { ...fields, reason: verdict.reason, hard: verdict.hardbounce ? 1 : 0 });
@@ -586,7 +724,14 @@ export class Dispatcher {
       if (verdict.hardbounce && !reason && ADDRESS_REASONS.has(verdict.reason)) this.recordReputation(msg, 'hardbounce');
       final = true;
     }
-    if (final) await this.o.messages.finished(entry.msgId).catch((err: unknown) => this.log.warn({ err, msgId: entry.msgId }, 'could not update message refcount'));
+    // Counted once: when another holder of the entry settled it first (a reaped lease), this outcome
+    // changed nothing and must not take the recipient off the pending count a second time.
+    if (applied === OUTCOME.NOOP) return;
+    if (msg?.kind === 'campaign') {
+      await recordCampaignOutcome(redis, keys, msg.id, { counter, reason: bounceReason, final, now }).catch((err: unknown) => this.log.warn({ err, campaign: msg.id }, 'could not count the campaign outcome'));
+    } else if (final) {
+      await this.o.messages.finished(entry.msgId).catch((err: unknown) => this.log.warn({ err, msgId: entry.msgId }, 'could not update message refcount'));
+    }
   }
 
   private recordReputation(msg: LoadedMessage | null, kind: 'delivered' | 'hardbounce'): void {

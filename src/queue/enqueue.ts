@@ -48,13 +48,21 @@ export async function enqueueRecipients(redis: RedisClient, keys: Keys, shards: 
   }
   await Promise.all(writes);
 
+  await scheduleDestinations(redis, keys, shards, new Map([...byDomain].map(([domain, d]) => [domain, d.minDue])));
+}
+
+/**
+ * Phase 2 of an enqueue, after the work is written: lists the destinations and moves each one's
+ * schedule entry no later than `minDue` (ZADD LT), one auto-pipelined round trip.
+ */
+export async function scheduleDestinations(redis: RedisClient, keys: Keys, shards: number, minDue: ReadonlyMap<string, number>): Promise<void> {
   const byShard = new Map<number, { domains: string[]; scores: (string | number)[] }>();
-  for (const [domain, d] of byDomain) {
+  for (const [domain, due] of minDue) {
     const shard = shardOf(domain, shards);
     let s = byShard.get(shard);
     if (!s) byShard.set(shard, (s = { domains: [], scores: [] }));
     s.domains.push(domain);
-    s.scores.push(d.minDue, domain);
+    s.scores.push(due, domain);
   }
   const schedule: Promise<unknown>[] = [];
   for (const [shard, s] of byShard) {

@@ -23,14 +23,16 @@ declare module 'ioredis' {
  * Each outcome is one script that removes the member from the lease set AND from the ready set (a
  * reaper may have put it back after our lease ran out), and applies only if it removed something.
  * So of ack, retry and bounce exactly one takes effect for an entry; the others find nothing and
- * change nothing. Each returns true when our lease was still held.
+ * change nothing. Each returns the script's reply: NOOP (0, falsy) when someone else settled it first.
  *
  * A lease is identified by its member alone, so when an entry was reaped AND claimed again, the
  * first holder's late outcome settles it (and the second holder's outcome is then the no-op). The
  * mail was sent at least once, which is the promise (DESIGN §2, at-least-once).
  */
 
-const held = (reply: number): boolean => reply === OUTCOME.APPLIED;
+/** A script's reply: OUTCOME.APPLIED, APPLIED_AFTER_REAP, or NOOP (someone else settled the entry first). */
+export type OutcomeReply = (typeof OUTCOME)[keyof typeof OUTCOME];
+const asReply = (reply: number): OutcomeReply => (reply === OUTCOME.APPLIED ? OUTCOME.APPLIED : reply === OUTCOME.APPLIED_AFTER_REAP ? OUTCOME.APPLIED_AFTER_REAP : OUTCOME.NOOP);
 const str = (v: number | string | null): string => (v === null ? '' : String(v));
 
 export async function ack(
@@ -38,12 +40,12 @@ export async function ack(
   keys: Keys,
   e: QueueEntry,
   o: { now: number; code: number | null; enhanced: string | null; response: string; recordTtlMs: number },
-): Promise<boolean> {
+): Promise<OutcomeReply> {
   const reply = await redis.ack(
     keys.leases(e.domain), keys.ready(e.domain), keys.rcptState(e.domain, e.msgId, e.idx),
     entryMember(e), o.now, e.attempt + 1, str(o.code), str(o.enhanced), truncateResponse(o.response), o.recordTtlMs,
   );
-  return held(reply);
+  return asReply(reply);
 }
 
 /** Re-adds "<msgId>:<idx>:<attempt+1>" to ready at nextAt; the record says deferred. */
@@ -52,26 +54,26 @@ export async function retry(
   keys: Keys,
   e: QueueEntry,
   o: { now: number; nextAt: number; code: number | null; enhanced: string | null; response: string },
-): Promise<boolean> {
+): Promise<OutcomeReply> {
   const reply = await redis.retry(
     keys.leases(e.domain), keys.ready(e.domain), keys.rcptState(e.domain, e.msgId, e.idx),
     entryMember(e), entryMember({ ...e, attempt: e.attempt + 1 }), o.now, o.nextAt, e.attempt + 1,
     str(o.code), str(o.enhanced), truncateResponse(o.response),
   );
-  return held(reply);
+  return asReply(reply);
 }
 
 export async function bounce(
   redis: RedisClient,
   keys: Keys,
   e: QueueEntry,
-  o: { now: number; state: 'bounced' | 'expired' | 'suppressed'; code: number | null; enhanced: string | null; response: string; reason: string; recordTtlMs: number },
-): Promise<boolean> {
+  o: { now: number; state: 'bounced' | 'expired' | 'suppressed' | 'cancelled'; code: number | null; enhanced: string | null; response: string; reason: string; recordTtlMs: number },
+): Promise<OutcomeReply> {
   const reply = await redis.bounce(
     keys.leases(e.domain), keys.ready(e.domain), keys.rcptState(e.domain, e.msgId, e.idx),
     entryMember(e), o.now, o.state, e.attempt + 1, str(o.code), str(o.enhanced), truncateResponse(o.response), o.reason, o.recordTtlMs,
   );
-  return held(reply);
+  return asReply(reply);
 }
 
 /** Groups entries by destination: a script touches one destination's keys only (one slot). */

@@ -6,10 +6,11 @@
  *   {t:<scope>}    a throttle scope's token buckets, connection leases and backoff state
  *                  (scope = '<rule>' for provider-wide rules, '<rule>:<domain>' for per-domain rules)
  *   {s:<n>}        shard n of the schedule of destinations with due work
- *   {m:<id>}       one message: metadata and body
+ *   {m:<id>}       one message or campaign: metadata and body (a campaign's body is its prepared template)
  *   {a:<account>}  an account's quota, rate and idempotency records, webhook endpoints and their outboxes
  *   {x:<account>}  an account's suppression list ('*' = the global list)
  *   {f:<id>}       one inbound feedback mail (bounce, complaint) kept raw for a retention period
+ *   {l:<listId>}   one contact list: its meta, contacts, address index and field names (store/contacts.ts)
  *
  *   ready   ZSET  member "<msgId>:<rcptIdx>:<attempt>"  score = due time (ms)
  *   leases  ZSET  member as in ready                    score = lease expiry (ms)
@@ -23,6 +24,10 @@ export function createKeys(prefix: string) {
     ready: (domain: string) => `${p}{d:${domain}}:ready`,
     leases: (domain: string) => `${p}{d:${domain}}:leases`,
     rcptState: (domain: string, msgId: string, idx: number) => `${p}{d:${domain}}:rs:${msgId}:${idx}`,
+    /** LIST of contact numbers: a campaign's recipients waiting at this destination (claim-2.lua expands them). */
+    campaignQueue: (domain: string, campaignId: string) => `${p}{d:${domain}}:cq:${campaignId}`,
+    /** HASH campaign id → "<chunk>:<count>": the last enqueue chunk pushed here (pushCampaign-3.lua). */
+    campaignPushed: (domain: string) => `${p}{d:${domain}}:cqpos`,
     // throttle scope
     bucket: (scope: string) => `${p}{t:${scope}}:bucket`,
     conns: (scope: string) => `${p}{t:${scope}}:conns`,
@@ -41,6 +46,10 @@ export function createKeys(prefix: string) {
     trackMarks: (id: string) => `${p}{m:${id}}:track`,
     /** HASH: the message's engagement counters (src/store/engagement.ts), kept in every tracking mode. */
     msgStats: (id: string) => `${p}{m:${id}}:stats`,
+    /** SET: the destinations a campaign has recipients queued at (pause, resume and cancel walk it). */
+    campaignDomains: (id: string) => `${p}{m:${id}}:domains`,
+    /** STRING: held by the process enqueuing the campaign (one enqueuer at a time across processes). */
+    campaignLock: (id: string) => `${p}{m:${id}}:lock`,
     // account
     quota: (account: string, day: string) => `${p}{a:${account}}:quota:${day}`,
     accountRate: (account: string) => `${p}{a:${account}}:rate`,
@@ -51,6 +60,23 @@ export function createKeys(prefix: string) {
     senderPaused: (account: string) => `${p}{a:${account}}:paused`,
     /** ZSET "<account>|<scope>" → paused time (ms): every paused sender, for status and the gauge. */
     pausedSenders: () => `${p}senders:paused`,
+    /** ZSET campaign id → created (ms): an account's campaigns. */
+    accountCampaigns: (account: string) => `${p}{a:${account}}:campaigns`,
+    /** ZSET campaign id → when its enqueuer should look (send time; now while its list is being queued). */
+    campaignsDue: () => `${p}campaigns:due`,
+    /** SET of the account's contact list ids. */
+    accountLists: (account: string) => `${p}{a:${account}}:lists`,
+    // contact lists: every key of one list shares its tag, so one Lua call writes a whole import batch
+    /** HASH account, name, created, updated, nextNo, count, and a counter per contact status. */
+    listMeta: (listId: string) => `${p}{l:${listId}}:meta`,
+    /** HASH contact number (1, 2, 3…, never reused) → compact JSON contact {e, s, c, u, f}. */
+    listContacts: (listId: string) => `${p}{l:${listId}}:contacts`,
+    /** HASH normalised address → contact number: merges duplicates, finds a contact by address. */
+    listEmails: (listId: string) => `${p}{l:${listId}}:emails`,
+    /** HASH field name → order of first appearance: the columns of a CSV export. */
+    listFields: (listId: string) => `${p}{l:${listId}}:fields`,
+    /** STRING bitmap with a TTL, bit n = contact n already written by import <importId> (its duplicates). */
+    listImportSeen: (listId: string, importId: string) => `${p}{l:${listId}}:seen:${importId}`,
     // auth throttling
     authFailures: (kind: string, who: string) => `${p}authfail:${kind}:${who}`,
     // suppression: per account, and the global list ('*') of addresses that do not exist
@@ -74,6 +100,18 @@ export function createKeys(prefix: string) {
     webhookDead: (account: string, id: string) => `${p}{a:${account}}:wh:${id}:dead`,
     /** SET of "<account>/<endpoint id>": every registered endpoint, walked by the dispatcher with SSCAN. */
     webhookEndpoints: () => `${p}webhooks:endpoints`,
+    // account lifecycle (store/account-state.ts): one HASH, outside every account's tag, so that
+    // deleting all of {a:<id>} never deletes the record that says the account is closed
+    /** HASH account id → JSON { closedAt, purgeAt, by, deletedAt? }: closed accounts and their deletion. */
+    closedAccounts: () => `${p}accounts:closed`,
+    // audit log (store/audit.ts)
+    /** STREAM of admin and account actions: actor, action, account, target, from (IP or 'cli'). */
+    audit: () => `${p}audit`,
+    // retention (housekeeping/retention.ts)
+    /** HASH: the keyspace sweep's SCAN cursor per Redis node and when its current pass began. */
+    retentionCursor: () => `${p}retention:cursor`,
+    /** STRING with a TTL: held by the one housekeeping process running a retention tick. */
+    retentionLock: () => `${p}retention:lock`,
   };
 }
 

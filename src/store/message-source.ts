@@ -3,6 +3,7 @@ import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { toMeta } from './messages.js';
 import { ByteLru } from '../core/lru.js';
+import { CAMPAIGN_KIND, toCampaign, type CampaignState, type CampaignTracking } from './campaigns.js';
 
 /**
  * What delivery needs from the message store: the message of a queue entry, and a way to say one of
@@ -12,12 +13,24 @@ import { ByteLru } from '../core/lru.js';
 export interface LoadedMessage {
   readonly id: string;
   readonly account: string;
-  readonly kind: 'raw' | 'spec';
+  readonly kind: 'raw' | 'spec' | 'campaign';
   /** Domain of the From header: selects the DKIM keys. */
   readonly fromDomain: string | null;
+  /** The recipients of a message; empty for a campaign (its recipients are contacts of `campaign.listId`). */
   readonly rcpts: readonly { readonly address: string; readonly domain: string }[];
+  /** When the message was accepted, or the campaign started sending: retries expire counted from it. */
   readonly acceptedAt: number;
+  /** Raw MIME, a JSON MessageSpec, or a campaign's prepared template. */
   readonly body: Buffer | string;
+  /** Campaigns only: what delivery needs to know about the campaign, as of `loadedAt`. */
+  readonly campaign?: LoadedCampaign;
+}
+
+export interface LoadedCampaign {
+  readonly listId: string;
+  readonly state: CampaignState;
+  readonly tracking: CampaignTracking;
+  readonly throttlePerHour: number | null;
 }
 
 export interface MessageSource {
@@ -40,10 +53,17 @@ declare module 'ioredis' {
  */
 const CACHE_ENTRIES = 512;
 const CACHE_BYTES = 64 * 1024 * 1024;
+/**
+ * A campaign's state can change under delivery (pause, cancel): a cached campaign is read again after
+ * this long, which bounds how long claims already made keep sending after a pause (new claims stop at
+ * once: pausing removes the campaign's pointers from the ready sets).
+ */
+const CAMPAIGN_FRESH_MS = 500;
 
 interface Cached {
   readonly msg: LoadedMessage;
   readonly byteLength: number;
+  readonly loadedAt: number;
 }
 
 export function createMessageSource(redis: RedisClient, keys: Keys, recordsTtlMs: number): MessageSource {
@@ -53,6 +73,20 @@ export function createMessageSource(redis: RedisClient, keys: Keys, recordsTtlMs
   async function read(msgId: string): Promise<LoadedMessage | null> {
     // Both reads in one round trip (auto-pipelined; same slot).
     const [metaHash, body] = await Promise.all([redis.hgetall(keys.msgMeta(msgId)), redis.getBuffer(keys.msgBody(msgId))]);
+    if (metaHash['kind'] === CAMPAIGN_KIND) {
+      const c = toCampaign(msgId, metaHash);
+      if (!c || !body) return null;
+      return {
+        id: c.id,
+        account: c.account,
+        kind: 'campaign',
+        fromDomain: c.fromDomain || null,
+        rcpts: [],
+        acceptedAt: c.startedAt ?? c.createdAt,
+        body: body.toString('utf8'),
+        campaign: { listId: c.listId, state: c.state, tracking: c.tracking, throttlePerHour: c.throttlePerHour },
+      };
+    }
     const m = toMeta(msgId, metaHash);
     if (!m || !body) return null;
     return {
@@ -70,7 +104,7 @@ export function createMessageSource(redis: RedisClient, keys: Keys, recordsTtlMs
   return {
     async load(msgId) {
       const hit = cache.get(msgId);
-      if (hit) return hit.msg;
+      if (hit && (hit.msg.kind !== 'campaign' || Date.now() - hit.loadedAt < CAMPAIGN_FRESH_MS)) return hit.msg;
       // Concurrent loads of one message (its recipients in one claimed batch) share one read.
       let p = loading.get(msgId);
       if (!p) {
@@ -78,7 +112,7 @@ export function createMessageSource(redis: RedisClient, keys: Keys, recordsTtlMs
         loading.set(msgId, p);
       }
       const msg = await p;
-      if (msg && msg.rcpts.length > 1) cache.set(msgId, { msg, byteLength: msg.body.length + msg.rcpts.length * 64 });
+      if (msg && (msg.rcpts.length > 1 || msg.kind === 'campaign')) cache.set(msgId, { msg, byteLength: msg.body.length + msg.rcpts.length * 64, loadedAt: Date.now() });
       return msg;
     },
     async finished(msgId) {

@@ -68,3 +68,14 @@ export async function listSuppressions(redis: RedisClient, keys: Keys, account: 
 export async function suppressionCount(redis: RedisClient, keys: Keys, account: string): Promise<number> {
   return redis.hlen(keys.suppression(account));
 }
+
+/**
+ * Which of `addresses` are suppressed for `account` (its own list or the global one): two HMGETs
+ * however many addresses, for the campaign enqueuer's chunks. true = do not mail.
+ */
+export async function suppressedAmong(redis: RedisClient, keys: Keys, account: string, addresses: readonly string[]): Promise<boolean[]> {
+  if (addresses.length === 0) return [];
+  const norm = addresses.map(normaliseForSuppression);
+  const [own, global] = await Promise.all([redis.hmget(keys.suppression(account), ...norm), redis.hmget(keys.suppression(GLOBAL_LIST), ...norm)]);
+  return norm.map((_, i) => own[i] != null || global[i] != null);
+}

@@ -3,6 +3,7 @@
  * (queue.test.ts) and against a 3-master Redis Cluster (cluster.test.ts), where every script must
  * find all its keys in one slot. Clocks are pinned: each test passes `now` explicitly.
  */
+import { OUTCOME } from '../../src/queue/outcome-codes.js';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { RedisClient } from '../../src/redis/client.js';
@@ -19,6 +20,7 @@ import type { EffectiveShaping } from '../../src/queue/shaping.js';
 import { MINUTE, HOUR } from '../../src/core/time.js';
 import { recipientStates } from '../../src/queue/status.js';
 import { destinationStats, scopeStats } from '../../src/queue/stats.js';
+import { pushCampaignChunk, controlCampaignQueue, holdCampaignEntries } from '../../src/queue/campaign.js';
 
 export interface Harness {
   client(): RedisClient;
@@ -169,8 +171,8 @@ export function queueFlows(name: string, start: () => Promise<Harness>) {
     assert.is(await redis.zcard(keys.ready(d)), 1, 'retry after ack re-added nothing');
     assert.is(await redis.hget(keys.rcptState(d, 'x', 0), 'state'), 'delivered');
 
-    // x:1 sits in ready after the reap; the first holder's bounce still settles it (lease lost: false)
-    assert.not.ok(await bounce(redis, keys, a1, { now: T + 2300, state: 'bounced', ...HARD, reason: 'userunknown', recordTtlMs: RECORD_TTL }));
+    // x:1 sits in ready after the reap; the first holder's bounce still settles it (lease lost: applied after reap)
+    assert.is(await bounce(redis, keys, a1, { now: T + 2300, state: 'bounced', ...HARD, reason: 'userunknown', recordTtlMs: RECORD_TTL }), OUTCOME.APPLIED_AFTER_REAP);
     assert.is(await redis.zcard(keys.ready(d)), 0);
     assert.is(await redis.zcard(keys.leases(d)), 0);
     assert.not.ok(await ack(redis, keys, a1, { now: T + 2400, ...OK, recordTtlMs: RECORD_TTL }));
@@ -483,6 +485,65 @@ export function queueFlows(name: string, start: () => Promise<Harness>) {
       { domain: 'small.test', ready: 1, due: 1, leased: 0, nextAt: T + 10, scheduledAt: T + 10 },
     ]);
     assert.equal((await destinationStats(redis, keys, SHARDS, T + 10, 1)).map((s) => s.domain), ['big.test']);
+  });
+
+  test('a campaign waits as contact numbers behind one pointer; claim expands them in order into lease entries', async () => {
+    const keys = ctx();
+    const byDomain = new Map([['a.test', [1, 2, 3, 4, 5]], ['b.test', [6]]]);
+    assert.is(await pushCampaignChunk(redis, keys, SHARDS, { campaignId: 'c1', chunk: 1, dueAt: T, sending: true, byDomain }), 6);
+    assert.equal(await redis.zrange(keys.ready('a.test'), 0, -1), ['@c1']);
+    assert.equal(await redis.lrange(keys.campaignQueue('a.test', 'c1'), 0, -1), ['1', '2', '3', '4', '5']);
+    assert.equal((await dueDestinations(redis, keys, shardOf('a.test', SHARDS), T, 10)).includes('a.test'), true);
+    assert.equal((await redis.smembers(keys.campaignDomains('c1'))).sort(), ['a.test', 'b.test']);
+
+    // the same chunk pushed again (a crash before the cursor was saved) queues nobody twice
+    assert.is(await pushCampaignChunk(redis, keys, SHARDS, { campaignId: 'c1', chunk: 1, dueAt: T, sending: true, byDomain }), 6);
+    assert.is(await redis.llen(keys.campaignQueue('a.test', 'c1')), 5);
+
+    // a plain message entry and the pointer share the ready set; both are claimed
+    await enqueueRecipients(redis, keys, SHARDS, [{ msgId: 'm', idx: 0, domain: 'a.test', dueAt: T + 1 }]);
+    const first = await claim(redis, keys, { domain: 'a.test', max: 3, leaseMs: LEASE, now: T + 5 });
+    assert.equal(first.entries.map(entryMember), ['c1:1:0', 'c1:2:0', 'c1:3:0']);
+    assert.equal(await redis.zrange(keys.ready('a.test'), 0, -1), ['@c1', 'm:0:0'], 'the pointer stays while numbers wait');
+    const second = await claim(redis, keys, { domain: 'a.test', max: 10, leaseMs: LEASE, now: T + 5 });
+    assert.equal(second.entries.map(entryMember), ['c1:4:0', 'c1:5:0', 'm:0:0']);
+    assert.is(await redis.zcard(keys.ready('a.test')), 0, 'an empty queue takes its pointer with it');
+    assert.is(await redis.exists(keys.campaignQueue('a.test', 'c1')), 0);
+
+    // a campaign recipient, once claimed, is settled like any entry
+    assert.ok(await ack(redis, keys, first.entries[0] as QueueEntry, { now: T + 6, ...OK, recordTtlMs: RECORD_TTL }));
+    assert.is(await redis.hget(keys.rcptState('a.test', 'c1', 1), 'state'), 'delivered');
+    assert.ok(await retry(redis, keys, first.entries[1] as QueueEntry, { now: T + 6, nextAt: T + 60_000, ...SOFT }));
+    assert.equal(await redis.zrange(keys.ready('a.test'), 0, -1), ['c1:2:1']);
+  });
+
+  test('pause removes a campaign from every destination, resume brings it back, cancel drops what waits', async () => {
+    const keys = ctx();
+    const byDomain = new Map([['p1.test', [1, 2, 3]], ['p2.test', [4, 5]]]);
+    await pushCampaignChunk(redis, keys, SHARDS, { campaignId: 'cp', chunk: 1, dueAt: T, sending: true, byDomain });
+    assert.is(await controlCampaignQueue(redis, keys, SHARDS, 'cp', 'pause', T + 1), 5);
+    assert.is((await claim(redis, keys, { domain: 'p1.test', max: 10, leaseMs: LEASE, now: T + 2 })).entries.length, 0, 'a paused campaign is not claimed');
+    assert.is(await controlCampaignQueue(redis, keys, SHARDS, 'cp', 'resume', T + 3), 5);
+    const got = await claim(redis, keys, { domain: 'p1.test', max: 2, leaseMs: LEASE, now: T + 3 });
+    assert.equal(got.entries.map(entryMember), ['cp:1:0', 'cp:2:0']);
+
+    // claimed entries of a campaign paused meanwhile go back to the head of its queue, unattempted
+    await controlCampaignQueue(redis, keys, SHARDS, 'cp', 'pause', T + 4);
+    assert.is(await holdCampaignEntries(redis, keys, 'cp', got.entries, { pointerAt: null, holdUntil: T + 60_000 }), 2);
+    assert.equal(await redis.lrange(keys.campaignQueue('p1.test', 'cp'), 0, -1), ['1', '2', '3']);
+    assert.is(await redis.zcard(keys.leases('p1.test')), 0);
+    assert.is(await redis.zscore(keys.ready('p1.test'), '@cp'), null);
+
+    // over its throttle: back to the queue, the pointer waits until the bucket refills
+    await controlCampaignQueue(redis, keys, SHARDS, 'cp', 'resume', T + 5);
+    const again = await claim(redis, keys, { domain: 'p1.test', max: 1, leaseMs: LEASE, now: T + 5 });
+    await holdCampaignEntries(redis, keys, 'cp', again.entries, { pointerAt: T + 9_000, holdUntil: T + 9_000 });
+    assert.is(await redis.zscore(keys.ready('p1.test'), '@cp'), String(T + 9_000));
+    assert.is((await claim(redis, keys, { domain: 'p1.test', max: 5, leaseMs: LEASE, now: T + 6 })).entries.length, 0);
+
+    assert.is(await controlCampaignQueue(redis, keys, SHARDS, 'cp', 'cancel', T + 7), 5, 'cancel reports what it dropped');
+    assert.is((await redis.exists(keys.campaignQueue('p1.test', 'cp'))) + (await redis.exists(keys.campaignQueue('p2.test', 'cp'))), 0);
+    assert.is(await redis.zcard(keys.ready('p2.test')), 0);
   });
 
   return test;

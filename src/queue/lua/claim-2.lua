@@ -2,11 +2,17 @@
   claim: moves up to `max` entries due at or before `now` from a destination's ready set to its
   lease set, earliest first.
 
-  KEYS[1] ready   ZSET member "<msgId>:<idx>:<attempt>" score = due time (ms)
-  KEYS[2] leases  ZSET same members, score = lease expiry (ms)
+  KEYS[1] ready   ZSET member "<msgId>:<idx>:<attempt>" score = due time (ms), or a campaign pointer
+                  "@<campaignId>" standing for the campaign's recipients queued for this destination
+  KEYS[2] leases  ZSET member "<msgId>:<idx>:<attempt>", score = lease expiry (ms)
   ARGV[1] now     ms
   ARGV[2] max     entries to claim at most (>= 0)
   ARGV[3] leaseMs lease length: a claimed entry returns to ready if not settled by now + leaseMs
+
+  A campaign pointer is expanded here: its recipients wait in the LIST "<dest>:cq:<campaignId>" (same
+  hash tag as ready: the key is ready's name with 'ready' replaced) as bare contact numbers — a few
+  bytes each rather than a sorted-set member per recipient — and become ordinary lease entries
+  "<campaignId>:<no>:0" only when claimed. The pointer goes when its list is empty.
 
   Returns { nextAt, member1, member2, ... }
     nextAt: the earliest score left in ready or leases after the claim, '' when both are empty.
@@ -17,14 +23,34 @@
 local now = tonumber(ARGV[1])
 local max = tonumber(ARGV[2])
 local expiry = now + tonumber(ARGV[3])
+local base = string.sub(KEYS[1], 1, -6)
 
 local out = { '' }
+local n = 0
 if max > 0 then
   local due = redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, max)
   for i = 1, #due do
-    redis.call('ZREM', KEYS[1], due[i])
-    redis.call('ZADD', KEYS[2], expiry, due[i])
-    out[i + 1] = due[i]
+    if n >= max then break end
+    local m = due[i]
+    if string.sub(m, 1, 1) == '@' then
+      local cid = string.sub(m, 2)
+      local q = base .. 'cq:' .. cid
+      local nos = redis.call('LPOP', q, max - n)
+      if nos then
+        for j = 1, #nos do
+          local member = cid .. ':' .. nos[j] .. ':0'
+          redis.call('ZADD', KEYS[2], expiry, member)
+          n = n + 1
+          out[n + 1] = member
+        end
+      end
+      if redis.call('LLEN', q) == 0 then redis.call('ZREM', KEYS[1], m) end
+    else
+      redis.call('ZREM', KEYS[1], m)
+      redis.call('ZADD', KEYS[2], expiry, m)
+      n = n + 1
+      out[n + 1] = m
+    end
   end
 end
 

@@ -1,0 +1,93 @@
+--[[
+  upsertContacts: writes one batch of contacts into a list, atomically (src/store/contacts.ts).
+  Rows are merged by normalised address: a known address keeps its number and gets the row's
+  non-empty fields (later wins); a new one takes the list's next number (numbers are never reused).
+
+  KEYS[1] meta      HASH  account, name, created, updated, nextNo, count, one counter per status
+  KEYS[2] contacts  HASH  contact number → compact JSON {e, s, c, u, f}
+  KEYS[3] emails    HASH  normalised address → contact number
+  KEYS[4] fields    HASH  field name → order of first appearance (the columns of a CSV export)
+  KEYS[5] seen      STRING bitmap: bit n set = contact n already written by this import
+  ARGV[1] account   the list must belong to it
+  ARGV[2] now       ms
+  ARGV[3] seenTtl   ms the bitmap is kept after this batch; '0' = this call is not part of an import
+  ARGV[4..] rows, 4 values each:
+            key     normalised address
+            email   the address as written (normalised domain)
+            fields  JSON object of non-empty string values
+            status  's' subscribed, 'u' unsubscribed, 'b' bounced, 'c' complained; '' = none given
+
+  A status other than 's' always applies (the later of two refusals wins); 's' never replaces a
+  refusal: an import cannot resubscribe someone who unsubscribed, bounced or complained.
+
+  Returns -1 when the list does not exist or is another account's; else a flat array with two
+  numbers per row: outcome (1 created, 2 updated: the contact existed before this import,
+  3 duplicate: an earlier row of this import wrote it) and the contact number.
+]]
+if redis.call('HGET', KEYS[1], 'account') ~= ARGV[1] then return -1 end
+
+local STATUS = { s = 'subscribed', u = 'unsubscribed', b = 'bounced', c = 'complained' }
+local now = tonumber(ARGV[2])
+local seenTtl = tonumber(ARGV[3])
+local nextNo = tonumber(redis.call('HGET', KEYS[1], 'nextNo') or '1')
+local created = 0
+local knownFields = {}
+local fieldCount = nil
+local inBatch = {}
+local out = {}
+
+local function noteFields(f)
+  for name in pairs(f) do
+    if not knownFields[name] then
+      knownFields[name] = true
+      if redis.call('HEXISTS', KEYS[4], name) == 0 then
+        fieldCount = (fieldCount or redis.call('HLEN', KEYS[4])) + 1
+        redis.call('HSET', KEYS[4], name, fieldCount)
+      end
+    end
+  end
+end
+
+for i = 4, #ARGV, 4 do
+  local key, email, status = ARGV[i], ARGV[i + 1], ARGV[i + 3]
+  local f = cjson.decode(ARGV[i + 2])
+  local no = tonumber(redis.call('HGET', KEYS[3], key))
+  local raw = no and redis.call('HGET', KEYS[2], no)
+  local outcome
+  if raw then
+    local c = cjson.decode(raw)
+    for name, value in pairs(f) do c.f[name] = value end
+    c.e = email
+    if status ~= '' and status ~= c.s and (status ~= 's' or c.s == 's') then
+      redis.call('HINCRBY', KEYS[1], STATUS[c.s], -1)
+      redis.call('HINCRBY', KEYS[1], STATUS[status], 1)
+      c.s = status
+    end
+    c.u = now
+    redis.call('HSET', KEYS[2], no, cjson.encode(c))
+    outcome = 2
+  else
+    no = nextNo
+    nextNo = nextNo + 1
+    if status == '' then status = 's' end
+    redis.call('HSET', KEYS[2], no, cjson.encode({ e = email, s = status, c = now, u = now, f = f }))
+    redis.call('HSET', KEYS[3], key, no)
+    redis.call('HINCRBY', KEYS[1], STATUS[status], 1)
+    created = created + 1
+    outcome = 1
+  end
+  noteFields(f)
+  if inBatch[no] then
+    outcome = 3
+  else
+    inBatch[no] = true
+    if seenTtl > 0 and redis.call('SETBIT', KEYS[5], no, 1) == 1 then outcome = 3 end
+  end
+  out[#out + 1] = outcome
+  out[#out + 1] = no
+end
+
+if created > 0 then redis.call('HINCRBY', KEYS[1], 'count', created) end
+redis.call('HSET', KEYS[1], 'nextNo', nextNo, 'updated', now)
+if seenTtl > 0 then redis.call('PEXPIRE', KEYS[5], seenTtl) end
+return out

@@ -1,0 +1,293 @@
+import type { Result } from 'ioredis';
+import type { RedisClient } from '../redis/client.js';
+import type { Keys } from '../redis/keys.js';
+import { SluiceError } from '../core/errors.js';
+import { toEngagement, type Engagement } from './engagement.js';
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    /** src/queue/lua/campaignTransition-1.lua */
+    campaignTransition(meta: string, to: CampaignState, field: string, now: number, ...from: CampaignState[]): Result<string, Context>;
+    /** src/queue/lua/markCampaignQueued-1.lua */
+    markCampaignQueued(meta: string, now: number): Result<string, Context>;
+    /** src/queue/lua/finishCampaign-2.lua */
+    finishCampaign(meta: string, stats: string, counter: string, reason: string, final: '0' | '1', now: number): Result<string, Context>;
+  }
+}
+
+/**
+ * A campaign is stored like a message, under its own hash tag, so the tracking server, the link
+ * table, engagement counters and delivery records work for it unchanged (its id is the message id in
+ * every token and queue entry; a recipient's index is their contact number in the campaign's list):
+ *
+ *   {m:<id>}:meta     HASH  kind=campaign, account, name, state, listId, from, fromDomain, subject,
+ *                           tracking (JSON), tags (JSON), throttle (per hour, '' = none), times
+ *                           (createdAt, sendAt, startedAt, pausedAt, cancelledAt, completedAt),
+ *                           enqueuer progress (cursor = next contact number, chunk, enqueued),
+ *                           counts (queued, skipped, pending)
+ *   {m:<id>}:body     STRING the prepared template (render/campaign.ts), rendered per recipient in the pool
+ *   {m:<id>}:links    LIST  the template's click targets, extracted once
+ *   {m:<id>}:stats    HASH  engagement counters (store/engagement.ts) and delivery counters (below)
+ *   {m:<id>}:domains  SET   destinations with recipients queued (queue/campaign.ts)
+ *   {a:<account>}:campaigns  ZSET id → createdAt
+ *   campaigns:due            ZSET id → when the enqueuer should look at it
+ *
+ * Lifecycle:  draft ─► scheduled ─► sending ─► completed
+ *                 │         │          │ ▲
+ *                 │         │          ▼ │
+ *                 │         │        paused ─► completed (when nothing is left)
+ *                 └─────────┴──────────┴──────► cancelled
+ */
+export type CampaignState = 'draft' | 'scheduled' | 'sending' | 'paused' | 'completed' | 'cancelled';
+
+export const CAMPAIGN_KIND = 'campaign';
+
+export interface CampaignTracking {
+  readonly opens: boolean;
+  readonly clicks: boolean;
+}
+
+export interface CampaignRecord {
+  readonly id: string;
+  readonly account: string;
+  readonly name: string;
+  readonly state: CampaignState;
+  readonly listId: string;
+  readonly from: string;
+  readonly fromDomain: string;
+  readonly subject: string;
+  readonly tracking: CampaignTracking;
+  readonly tags: readonly string[];
+  /** Messages per hour the campaign may send at most (over all destinations); null = no limit of its own. */
+  readonly throttlePerHour: number | null;
+  readonly createdAt: number;
+  readonly sendAt: number | null;
+  readonly startedAt: number | null;
+  readonly pausedAt: number | null;
+  readonly cancelledAt: number | null;
+  readonly completedAt: number | null;
+  /** The enqueuer's position: the next contact number to queue. */
+  readonly cursor: number;
+  readonly chunk: number;
+  /** The whole list has been queued. */
+  readonly enqueued: boolean;
+  /** Recipients queued so far. */
+  readonly queued: number;
+  /** Contacts left out when queueing: unsubscribed, bounced, complained or suppressed. */
+  readonly skipped: number;
+  /** Queued recipients not yet in a final state. */
+  readonly pending: number;
+}
+
+export interface NewCampaign {
+  readonly id: string;
+  readonly account: string;
+  readonly name: string;
+  readonly listId: string;
+  readonly from: string;
+  readonly fromDomain: string;
+  readonly subject: string;
+  readonly tracking: CampaignTracking;
+  readonly tags: readonly string[];
+  readonly throttlePerHour: number | null;
+  readonly createdAt: number;
+  /** null: a draft. A time: scheduled for then (now or earlier: sending at once). */
+  readonly sendAt: number | null;
+  /** The prepared template, stored as the body. */
+  readonly body: string;
+  readonly links: readonly string[];
+}
+
+const STATES: readonly CampaignState[] = ['draft', 'scheduled', 'sending', 'paused', 'completed', 'cancelled'];
+
+function num(v: string | undefined): number | null {
+  if (v === undefined || v === '') return null;
+  const n = Number(v);
+  return Number.isFinite(n) ? n : null;
+}
+
+function json<T>(v: string | undefined, fallback: T): T {
+  if (v === undefined) return fallback;
+  try {
+    return JSON.parse(v) as T;
+  } catch {
+    return fallback;
+  }
+}
+
+export function toCampaign(id: string, h: Readonly<Record<string, string>>): CampaignRecord | null {
+  if (h['kind'] !== CAMPAIGN_KIND || !h['account']) return null;
+  const state = STATES.includes(h['state'] as CampaignState) ? (h['state'] as CampaignState) : 'draft';
+  return {
+    id,
+    account: h['account'],
+    name: h['name'] ?? '',
+    state,
+    listId: h['listId'] ?? '',
+    from: h['from'] ?? '',
+    fromDomain: h['fromDomain'] ?? '',
+    subject: h['subject'] ?? '',
+    tracking: json<CampaignTracking>(h['tracking'], { opens: false, clicks: false }),
+    tags: json<string[]>(h['tags'], []),
+    throttlePerHour: num(h['throttle']),
+    createdAt: num(h['createdAt']) ?? 0,
+    sendAt: num(h['sendAt']),
+    startedAt: num(h['startedAt']),
+    pausedAt: num(h['pausedAt']),
+    cancelledAt: num(h['cancelledAt']),
+    completedAt: num(h['completedAt']),
+    cursor: num(h['cursor']) ?? 1,
+    chunk: num(h['chunk']) ?? 0,
+    enqueued: h['enqueued'] === '1',
+    queued: num(h['queued']) ?? 0,
+    skipped: num(h['skipped']) ?? 0,
+    pending: num(h['pending']) ?? 0,
+  };
+}
+
+function check(res: [Error | null, unknown][] | null, what: string): void {
+  const failed = res?.find(([err]) => err);
+  if (!res || failed) throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', what, { cause: failed?.[0] ?? undefined });
+}
+
+/** Stores a new campaign (meta, template, link table, indexes) in one MULTI per slot. */
+export async function createCampaign(redis: RedisClient, keys: Keys, c: NewCampaign): Promise<CampaignRecord> {
+  const state: CampaignState = c.sendAt === null ? 'draft' : 'scheduled';
+  const tx = redis
+    .multi()
+    .hset(keys.msgMeta(c.id), {
+      kind: CAMPAIGN_KIND,
+      account: c.account,
+      name: c.name,
+      state,
+      listId: c.listId,
+      from: c.from,
+      fromDomain: c.fromDomain,
+      subject: c.subject,
+      tracking: JSON.stringify(c.tracking),
+      tags: JSON.stringify(c.tags),
+      throttle: c.throttlePerHour ?? '',
+      createdAt: c.createdAt,
+      sendAt: c.sendAt ?? '',
+      cursor: 1,
+      chunk: 0,
+      enqueued: 0,
+      queued: 0,
+      skipped: 0,
+      pending: 0,
+    })
+    .set(keys.msgBody(c.id), c.body);
+  if (c.links.length > 0) tx.rpush(keys.links(c.id), ...c.links);
+  check(await tx.exec(), 'the campaign could not be stored');
+  await redis.zadd(keys.accountCampaigns(c.account), c.createdAt, c.id);
+  if (c.sendAt !== null) await redis.zadd(keys.campaignsDue(), c.sendAt, c.id);
+  return toCampaign(c.id, await redis.hgetall(keys.msgMeta(c.id))) as CampaignRecord;
+}
+
+/** The campaign, if it exists and belongs to `account` (another account's id reads as unknown). */
+export async function getCampaign(redis: RedisClient, keys: Keys, account: string | null, id: string): Promise<CampaignRecord | null> {
+  const c = toCampaign(id, await redis.hgetall(keys.msgMeta(id)));
+  if (!c || (account !== null && c.account !== account)) return null;
+  return c;
+}
+
+/** An account's campaigns, newest first. */
+export async function listCampaigns(redis: RedisClient, keys: Keys, account: string, limit = 100): Promise<CampaignRecord[]> {
+  const ids = await redis.zrevrange(keys.accountCampaigns(account), 0, Math.max(0, limit - 1));
+  const all = await Promise.all(ids.map((id) => getCampaign(redis, keys, account, id)));
+  return all.filter((c): c is CampaignRecord => c !== null);
+}
+
+/**
+ * Moves the campaign to `to` when it is in one of `from`; returns the state it was in (null when the
+ * campaign is not stored). The caller compares it with `from` to know whether the move happened.
+ */
+export async function transitionCampaign(
+  redis: RedisClient,
+  keys: Keys,
+  id: string,
+  to: CampaignState,
+  from: readonly CampaignState[],
+  o: { now: number; timeField?: string },
+): Promise<CampaignState | null> {
+  const before = await redis.campaignTransition(keys.msgMeta(id), to, o.timeField ?? '', o.now, ...from);
+  return before === '' ? null : (before as CampaignState);
+}
+
+/** Records one enqueue chunk: cursor and counts move together (one slot, one MULTI). */
+export async function recordEnqueueChunk(redis: RedisClient, keys: Keys, id: string, o: { next: number; chunk: number; queued: number; skipped: number }): Promise<void> {
+  const meta = keys.msgMeta(id);
+  const res = await redis
+    .multi()
+    .hincrby(meta, 'queued', o.queued)
+    .hincrby(meta, 'pending', o.queued)
+    .hincrby(meta, 'skipped', o.skipped)
+    .hset(meta, 'cursor', o.next, 'chunk', o.chunk)
+    .exec();
+  check(res, 'the campaign progress could not be recorded');
+}
+
+/** The list is queued whole; returns the state after (completed when nothing is pending). */
+export async function markCampaignQueued(redis: RedisClient, keys: Keys, id: string, now: number): Promise<CampaignState | null> {
+  const s = await redis.markCampaignQueued(keys.msgMeta(id), now);
+  return s === '' ? null : (s as CampaignState);
+}
+
+/** Delivery counters of a campaign's stats HASH (the engagement counters live in the same HASH). */
+export type CampaignCounter = 'delivered' | 'deferred' | 'bounced' | 'expired' | 'suppressed' | 'cancelled' | 'complaints';
+
+/**
+ * Counts one outcome of a recipient (`reason` for bounces) and, when final, takes it off the pending
+ * count; the last one completes the campaign. Returns the state after (null when not stored).
+ */
+export async function recordCampaignOutcome(
+  redis: RedisClient,
+  keys: Keys,
+  id: string,
+  o: { counter: CampaignCounter | null; reason?: string | undefined; final: boolean; now: number },
+): Promise<CampaignState | null> {
+  const s = await redis.finishCampaign(keys.msgMeta(id), keys.msgStats(id), o.counter ?? '', o.reason ?? '', o.final ? '1' : '0', o.now);
+  return s === '' ? null : (s as CampaignState);
+}
+
+export interface CampaignStats {
+  readonly recipients: number;
+  readonly queued: number;
+  readonly skipped: number;
+  readonly pending: number;
+  readonly delivered: number;
+  /** Deferrals (attempts answered 4xx); a recipient deferred twice counts twice. */
+  readonly deferred: number;
+  readonly bounced: number;
+  readonly bouncedByReason: Readonly<Record<string, number>>;
+  readonly expired: number;
+  readonly suppressed: number;
+  readonly cancelled: number;
+  readonly complaints: number;
+  readonly engagement: Engagement;
+}
+
+export async function campaignStats(redis: RedisClient, keys: Keys, c: CampaignRecord): Promise<CampaignStats> {
+  const h = await redis.hgetall(keys.msgStats(c.id));
+  const n = (f: string): number => {
+    const v = Number(h[f] ?? 0);
+    return Number.isSafeInteger(v) && v > 0 ? v : 0;
+  };
+  const bouncedByReason: Record<string, number> = {};
+  for (const [f, v] of Object.entries(h)) if (f.startsWith('bounced:')) bouncedByReason[f.slice(8)] = Number(v) || 0;
+  return {
+    recipients: c.queued + c.skipped,
+    queued: c.queued,
+    skipped: c.skipped,
+    pending: Math.max(0, c.pending),
+    delivered: n('delivered'),
+    deferred: n('deferred'),
+    bounced: n('bounced'),
+    bouncedByReason,
+    expired: n('expired'),
+    suppressed: n('suppressed'),
+    cancelled: n('cancelled'),
+    complaints: n('complaints'),
+    engagement: toEngagement(h),
+  };
+}
