@@ -129,6 +129,8 @@ export interface AuthThrottleOptions {
 export interface AuthVerdict {
   /** Wait this long before answering (tarpit), 0 for none. */
   readonly delayMs: number;
+  /** Recent failures counted against the user (0 when none was named): a success need clear only these. */
+  readonly userFailures: number;
 }
 
 /**
@@ -163,18 +165,18 @@ export class AuthThrottle {
     return out;
   }
 
-  private verdict(failures: number): AuthVerdict {
+  private verdict(failures: number, userFailures: number): AuthVerdict {
     if (failures >= this.refuseAfter) throw new SluiceError('SLUICE_AUTH_THROTTLED');
-    if (failures < this.opts.delayAfter) return { delayMs: 0 };
-    return { delayMs: Math.min(this.maxDelayMs, this.baseDelayMs * 2 ** (failures - this.opts.delayAfter)) };
+    if (failures < this.opts.delayAfter) return { delayMs: 0, userFailures };
+    return { delayMs: Math.min(this.maxDelayMs, this.baseDelayMs * 2 ** (failures - this.opts.delayAfter)), userFailures };
   }
 
   /** Before checking credentials: throws SLUICE_AUTH_THROTTLED when this IP or user is locked out. */
   async check(ip: string, user?: string): Promise<AuthVerdict> {
     // Separate GETs: the keys have no common hash tag (an IP and a user are unrelated), so one
     // MULTI could span two cluster slots.
-    const counts = await Promise.all(this.subjects(ip, user).map((k) => this.redis.get(k)));
-    return this.verdict(Math.max(0, ...counts.map((c) => Number(c ?? 0))));
+    const counts = (await Promise.all(this.subjects(ip, user).map((k) => this.redis.get(k)))).map((c) => Number(c ?? 0));
+    return this.verdict(Math.max(0, ...counts), counts[1] ?? 0);
   }
 
   /** Records a failure; the verdict says how long to delay the failure's answer. */
@@ -187,10 +189,10 @@ export class AuthThrottle {
     );
     const failures = Math.max(0, ...counts);
     try {
-      return this.verdict(failures);
+      return this.verdict(failures, counts[1] ?? 0);
     } catch {
       // The attempt that crosses the line still gets the usual "wrong credentials" answer, late.
-      return { delayMs: this.maxDelayMs };
+      return { delayMs: this.maxDelayMs, userFailures: counts[1] ?? 0 };
     }
   }
 

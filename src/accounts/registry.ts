@@ -3,7 +3,7 @@ import { createPrivateKey } from 'node:crypto';
 import type { AccountConfig } from '../config/schema.js';
 import { SluiceError } from '../core/errors.js';
 import { normaliseDomain } from '../core/address.js';
-import { SecretVerifier, apiKeyAccount, decoyHash, parseSecretHash, verifySecret, type VerifyCacheOptions } from './secrets.js';
+import { SecretVerifier, apiKeyAccount, decoyHash, keyFingerprint, parseSecretHash, verifySecret, type VerifyCacheOptions } from './secrets.js';
 
 /** An account as the rest of Sluice sees it: who it is, what it may send from, its limits. */
 export interface Account {
@@ -83,13 +83,19 @@ export class AccountRegistry {
 
   /** The account whose API key this is, or null. An unknown account costs the same scrypt as a wrong key. */
   async authenticateApiKey(key: string): Promise<Account | null> {
+    return (await this.authenticateApiKeyWithId(key))?.account ?? null;
+  }
+
+  /** As authenticateApiKey, with the key's public id (keyFingerprint) for the audit log. */
+  async authenticateApiKeyWithId(key: string): Promise<{ account: Account; keyId: string } | null> {
     const accountId = apiKeyAccount(key);
     const entry = accountId === undefined ? undefined : this.byId.get(accountId);
     if (!entry) {
       await verifySecret(typeof key === 'string' ? key : '', await decoyHash());
       return null;
     }
-    return (await this.verifier.verifyAny(key, entry.apiKeys)) >= 0 ? entry.account : null;
+    const i = await this.verifier.verifyAny(key, entry.apiKeys);
+    return i >= 0 ? { account: entry.account, keyId: keyFingerprint(entry.apiKeys[i] as string) } : null;
   }
 
   async authenticateSmtp(username: string, password: string): Promise<Account | null> {

@@ -114,6 +114,32 @@ export function generateApiKey(accountId: string): string {
   return `sk_${accountId}_${secret}`;
 }
 
+/**
+ * A new operator key: `op_<operatorId>_<32 base62 characters>`. A different prefix from account
+ * keys, so the two kinds can never be confused: an account key is never checked against an
+ * operator's hashes, whatever its text.
+ */
+export function generateOperatorKey(operatorId: string): string {
+  return `op${generateApiKey(operatorId).slice(2)}`;
+}
+
+const OPERATOR_KEY_RE = /^op_([a-z0-9][a-z0-9_-]{0,62})_([0-9A-Za-z]{32})$/;
+
+/** The operator id named in an operator key, or undefined when the key is not in the op_ format. */
+export function operatorKeyId(key: string): string | undefined {
+  if (typeof key !== 'string' || key.length > 120) return undefined;
+  return OPERATOR_KEY_RE.exec(key)?.[1];
+}
+
+/**
+ * A stable, public name for a stored key: the first 12 hex digits of SHA-256 over its stored hash.
+ * The audit log names the key an action was made with by it; it reveals nothing about the key
+ * (the hash is salted scrypt) and changes when the key is rotated.
+ */
+export function keyFingerprint(storedHash: string): string {
+  return createHash('sha256').update(storedHash).digest('hex').slice(0, 12);
+}
+
 const API_KEY_RE = /^sk_([a-z0-9][a-z0-9_-]{0,62})_([0-9A-Za-z]{32})$/;
 
 /** The account id named in an API key, or undefined when the key is not in the sk_ format. */

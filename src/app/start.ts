@@ -6,6 +6,9 @@ import { startAdminServer, type AdminServer } from '../observability/admin-serve
 import { createKeys, type Keys } from '../redis/keys.js';
 import { openRedis, type RedisHandle } from './redis.js';
 import { AccountRegistry } from '../accounts/registry.js';
+import { OperatorRegistry } from '../accounts/operators.js';
+import { ClosedAccounts, holdClosed } from '../store/account-state.js';
+import { RetentionJob } from '../housekeeping/retention.js';
 import { RenderPool } from '../render/pool.js';
 import { MxResolver } from '../delivery/mx.js';
 import { Dispatcher } from '../delivery/dispatcher.js';
@@ -16,6 +19,8 @@ import { GLOBAL_LIST, suppressionCount } from '../store/suppression.js';
 import { pausedCount } from '../store/reputation.js';
 import { startSubmissionServer } from '../ingress/smtp-server.js';
 import { startHttpApi } from '../ingress/http-api.js';
+import { CampaignEnqueuer } from '../campaigns/enqueuer.js';
+import { readContacts } from '../store/contacts.js';
 import { startInboundMx } from '../feedback/inbound-mx.js';
 import { startTrackingServer } from '../tracking/server.js';
 import { createTokenCodec, type TokenKey } from '../core/tokens.js';
@@ -141,6 +146,10 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
 
   try {
     const registry = new AccountRegistry(config.accounts);
+    const operators = new OperatorRegistry(config.operators);
+    // Closed accounts (`sluice account close`): read once a second per process, so a close stops
+    // submissions and holds queued mail everywhere within a second.
+    const closedAccounts = new ClosedAccounts(redis.client, keys);
     const verpKey = await sharedSecret(redis.client, keys.verpKey());
     const webhookKey = readKeyFile(config.webhooks.secretKeyFile, 'webhooks.secretKeyFile', 32);
     const writer = createEventWriter(redis.client, keys, config.retention.eventsMaxLen, (err, lost) => log.warn({ err, lost }, 'events could not be appended'));
@@ -162,6 +171,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
     const tokenKeys = readTokenKeys(config);
     const codec = tokenKeys ? createTokenCodec(tokenKeys) : null;
     let dispatcher: Dispatcher | null = null;
+    let enqueuer: CampaignEnqueuer | null = null;
     let pool: RenderPool | null = null;
     if (has('delivery')) {
       const threads = config.delivery.pool.threads;
@@ -180,8 +190,9 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
         messages: createMessageSource(redis.client, keys, config.retention.records),
         events,
         classify: (code, enhanced, text) => classifySmtpReply(code, enhanced, text),
-        reputation,
+        reputation: holdClosed(reputation, closedAccounts),
         verpKey,
+        contacts: { read: (listId, nos) => readContacts(redis.client, keys, listId, nos) },
       });
       const disp = dispatcher;
       disp.start();
@@ -231,6 +242,22 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       });
       webhooks.start();
       stoppers.push({ name: 'webhooks', stop: () => webhooks.stop() });
+      const r = config.retention;
+      const retention = new RetentionJob({
+        redis: redis.client, keys, logger: logger.child({ role: 'housekeeping', part: 'retention' }),
+        periods: { recordsMs: r.records, eventsMs: r.events, rawBouncesMs: r.rawBounces, auditMs: r.audit },
+        intervalMs: r.interval, scanCount: r.scanCount,
+        onPurged: (kind, n) => metrics.retentionPurged.inc({ kind }, n),
+      });
+      retention.start();
+      stoppers.push({ name: 'retention', stop: () => retention.stop() });
+      const enq = new CampaignEnqueuer({
+        redis: redis.client, keys, shards: config.redis.scheduleShards, logger: logger.child({ role: 'housekeeping', part: 'campaigns' }), metrics,
+        onQueued: () => dispatcher?.wake(),
+      });
+      enq.start();
+      enqueuer = enq;
+      stoppers.push({ name: 'campaign-enqueuer', stop: () => enq.stop() });
     }
 
     const ports: { admin: number; smtp?: number; http?: number; feedback?: number; tracking?: number } = { admin: 0 };
@@ -238,8 +265,11 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       const deps = {
         redis: redis.client, keys, config, registry, metrics,
         onAccepted: () => dispatcher?.wake(),
+        onCampaignDue: () => enqueuer?.wake(),
         confirmDurable: redis.confirmDurable,
         webhookSecretKey: webhookKey,
+        closedAccounts,
+        operators,
       };
       if (config.ingress.smtp.enabled) {
         const smtp = await startSubmissionServer({ ...deps, logger: logger.child({ role: 'ingress', interface: 'smtp' }) }, { host: config.ingress.smtp.host, port: config.ingress.smtp.port });
@@ -289,7 +319,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
         },
         {
           host: f.host, port: f.port, bounceDomains: [config.delivery.bounceDomain, ...f.extraBounceDomains], fblAddresses: f.fblAddresses,
-          maxMessageSize: f.maxMessageSize, rawRetentionMs: f.rawRetention, softBounceLimit: f.softBounceLimit, softBounceWindowMs: f.softBounceWindow,
+          maxMessageSize: f.maxMessageSize, rawRetentionMs: config.retention.rawBounces, softBounceLimit: f.softBounceLimit, softBounceWindowMs: f.softBounceWindow,
           eventsMaxLen: config.retention.eventsMaxLen, hostname: config.instance.hostname, socketTimeoutMs: f.socketTimeout,
           maxClients: f.maxClients, maxRecipients: f.maxRecipients, verpKey,
           // Mail to the List-Unsubscribe mailto address carries a tracking token ('u').

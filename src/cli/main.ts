@@ -10,7 +10,11 @@ import { runBounceClassify } from './bounce-classify.js';
 import { runSink } from './sink.js';
 import { runSuppression } from './suppression.js';
 import { runSender } from './sender.js';
+import { runCampaign } from './campaign.js';
 import { runWebhooks } from './webhooks.js';
+import { runList } from './list.js';
+import { runAccount } from './account.js';
+import { runAudit } from './audit.js';
 
 const HELP = `sluice — self-hosted mail delivery engine
 
@@ -26,10 +30,14 @@ Commands:
   config show      print the effective configuration, secrets redacted
   config check     validate a configuration file
   suppression      list, add, remove or look up suppressed addresses (per account, or the global list)
+  list             contact lists: create, import (CSV/NDJSON, with a progress bar), export, show
+  campaign         list campaigns, live status, pause, resume or cancel a campaign
   sender           status and resume of senders paused by the reputation guard
   sink             a local SMTP capture peer that writes received mail to files (for trying Sluice offline)
   webhooks list    an account's webhook endpoints, outbox and dead-letter counts
   webhooks replay  send an account's dead-lettered webhook batches again
+  account          close (stop sending now, delete its data later), reopen, or show an account's state
+  audit            print the audit log of admin and account actions (--account ID, --limit N)
 
 Run 'sluice <command> --help' for a command's options.
 Environment: SLUICE_CONFIG (config file), REDIS_URL (external Redis; unset = embedded), SLUICE_LOG_LEVEL.
@@ -60,6 +68,14 @@ export async function main(argv: string[], io: Io = { out: process.stdout, err: 
         return await runSuppression(rest, io);
       case 'sender':
         return await runSender(rest, io);
+      case 'list':
+        return await runList(rest, io);
+      case 'campaign':
+        return await runCampaign(rest, io);
+      case 'account':
+        return await runAccount(rest, io);
+      case 'audit':
+        return await runAudit(rest, io);
       case 'bounce': {
         const [sub, ...files] = rest;
         if (sub === 'classify' && files.length > 0 && files[0] !== '--help' && files[0] !== '-h') return await runBounceClassify(files, io.out, io.err);

@@ -5,6 +5,7 @@ import { createKeys } from '../redis/keys.js';
 import { ACCOUNT_SCOPE, type Figures } from '../store/reputation.js';
 import { parse, println, subcommand, UsageError, type Io } from './args.js';
 import { connectForCommand } from './redis-connect.js';
+import { auditCli } from './audit.js';
 
 const USAGE = `Usage: sluice sender <status|resume> [options]
 
@@ -62,6 +63,7 @@ export async function runSender(argv: string[], io: Io): Promise<number> {
         println(io.err, `sluice: ${domain === null ? `no sender of account ${account} is paused` : `${domain} of account ${account} is not paused`}`);
         return 1;
       }
+      await auditCli(redis, cfg, io, 'sender.resume', account as string, resumed.join(','));
       for (const s of resumed) println(io.out, `resumed ${account} ${s === ACCOUNT_SCOPE ? '(the whole account)' : s}`);
       return 0;
     }

@@ -4,6 +4,8 @@ import { createKeys } from '../redis/keys.js';
 import { addSuppression, GLOBAL_LIST, listSuppressions, removeSuppression, suppressionOf, type SuppressionEntry, type SuppressionReason } from '../store/suppression.js';
 import { parse, println, subcommand, UsageError, type Io } from './args.js';
 import { connectForCommand } from './redis-connect.js';
+import { auditCli } from './audit.js';
+import { addressRef } from '../store/audit.js';
 
 const USAGE = `Usage: sluice suppression <list|add|remove|lookup> (--account ID | --global) [EMAIL] [options]
 
@@ -105,11 +107,13 @@ export async function runSuppression(argv: string[], io: Io): Promise<number> {
       case 'add': {
         const now = Date.now();
         await addSuppression(redis, keys, list, address, { reason, at: now, evidence: { source: 'cli' } });
+        await auditCli(redis, cfg, io, 'suppression.add', list === GLOBAL_LIST ? '' : list, addressRef(address));
         println(io.out, `added ${address} to ${label} (${reason})`);
         return 0;
       }
       case 'remove': {
         if (await removeSuppression(redis, keys, list, address)) {
+          await auditCli(redis, cfg, io, 'suppression.remove', list === GLOBAL_LIST ? '' : list, addressRef(address));
           println(io.out, `removed ${address} from ${label}`);
           return 0;
         }

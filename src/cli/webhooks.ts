@@ -4,6 +4,7 @@ import { loadWebhooks } from '../store/webhooks.js';
 import { replayDeadLetters } from '../housekeeping/webhooks.js';
 import { parse, println, subcommand, UsageError, type Io } from './args.js';
 import { connectForCommand } from './redis-connect.js';
+import { auditCli } from './audit.js';
 
 const USAGE = `Usage: sluice webhooks list --account ID [--config FILE] [--json]
        sluice webhooks replay --account ID [--endpoint ID] [--config FILE]
@@ -45,6 +46,7 @@ export async function runWebhooks(argv: string[], io: Io): Promise<number> {
         return 1;
       }
       const moved = await replayDeadLetters(redis, keys, account, id);
+      if (moved > 0) await auditCli(redis, cfg, io, 'webhook.replay', account, id ?? '*');
       println(io.out, `replayed ${moved} batch${moved === 1 ? '' : 'es'} from dead letters`);
       return 0;
     }

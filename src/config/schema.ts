@@ -303,6 +303,14 @@ export const configSchema = z
         pollInterval: duration,
       })
       .strict(),
+    lists: z
+      .object({
+        /** Largest contact import (HTTP body or file), in bytes: 413 / SLUICE_LIST_IMPORT_TOO_LARGE beyond. */
+        maxImportBytes: size,
+        /** Most data rows in one import (bad rows included): bounds the Redis memory one import can take. */
+        maxImportRows: positiveInt,
+      })
+      .strict(),
     feedback: z
       .object({
         /** The inbound MX for the bounce domain(s): DSNs, ARF complaints, mailto unsubscribes. */
@@ -316,8 +324,6 @@ export const configSchema = z
         maxClients: positiveInt,
         maxRecipients: positiveInt,
         socketTimeout: duration,
-        /** Raw feedback mail is kept this long (evidence for suppressions). */
-        rawRetention: duration,
         /** Soft bounces of one address within softBounceWindow that suppress it globally. */
         softBounceLimit: positiveInt,
         softBounceWindow: duration,
@@ -343,8 +349,35 @@ export const configSchema = z
         records: duration,
         /** Events kept in the stream (approximate, trimmed by count). */
         eventsMaxLen: positiveInt,
+        /** Events older than this are trimmed from the stream (by time, whatever the count). */
+        events: duration,
+        /** Raw feedback mail (bounces, complaints) is kept this long as evidence, then deleted. */
+        rawBounces: duration,
+        /** A closed account's data is deleted this long after `sluice account close`. */
+        closedAccounts: duration,
+        /** Audit log entries are kept this long… */
+        audit: duration,
+        /** …and at most about this many (XADD MAXLEN ~). */
+        auditMaxLen: positiveInt,
+        /** How often the housekeeping role runs one bounded retention step. */
+        interval: duration,
+        /** Keys examined per step (SCAN COUNT): bounds the work of one step. */
+        scanCount: positiveInt.max(100_000),
       })
       .strict(),
+    /**
+     * Operators: keys with admin rights on the HTTP API (any account, named with ?account=ID).
+     * A separate kind from accounts' keys (op_<id>_… vs sk_<account>_…).
+     */
+    operators: z.array(
+      z
+        .object({
+          id: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'lower-case letters, digits, _ and -, at most 63'),
+          /** scrypt hashes made by `sluice secret hash --operator-key ID`. */
+          apiKeys: z.array(z.string().startsWith('scrypt$', 'must be a hash from `sluice secret hash`')),
+        })
+        .strict(),
+    ),
     accounts: z.array(account),
   })
   .strict();

@@ -39,11 +39,21 @@ export const ERRORS = {
   SLUICE_INGRESS_METHOD_NOT_ALLOWED: { message: 'Method not allowed', http: 405, smtp: [502, '5.5.1'] },
   SLUICE_INGRESS_UNSUPPORTED_MEDIA: { message: 'Content-Type must be application/json', http: 415, smtp: [554, '5.6.0'] },
 
+  SLUICE_TEMPLATE_INVALID: { message: 'The campaign template is invalid', http: 400, smtp: [554, '5.6.0'] },
   SLUICE_RENDER_FAILED: { message: 'The message could not be rendered', http: 500, smtp: [554, '5.6.0'] },
   SLUICE_DKIM_KEY_INVALID: { message: 'The DKIM key cannot be loaded', http: 500, smtp: [451, '4.7.5'] },
   SLUICE_DELIVERY_CONNECT_FAILED: { message: 'No SMTP session could be opened with the remote host', http: 502, smtp: [451, '4.4.1'] },
   SLUICE_FEEDBACK_NO_SUCH_RECIPIENT: { message: 'No such recipient here: this server accepts only bounces and feedback', http: 404, smtp: [550, '5.1.1'] },
   SLUICE_FEEDBACK_TOO_LARGE: { message: 'The message exceeds the size limit for bounces and feedback', http: 413, smtp: [552, '5.3.4'] },
+  SLUICE_ACCOUNT_CLOSED: { message: 'The account is closed: it cannot send', http: 403, smtp: [554, '5.7.1'] },
+  SLUICE_ACCOUNT_UNKNOWN: { message: 'No such account in the configuration', http: 404, smtp: [550, '5.7.1'] },
+  SLUICE_ADMIN_ACCOUNT_REQUIRED: { message: 'An operator key must name the account it acts on: add ?account=ID', http: 400, smtp: [501, '5.5.4'] },
+  SLUICE_ADMIN_REQUIRED: { message: 'This route needs an operator key', http: 403, smtp: [550, '5.7.1'] },
+  SLUICE_LIST_NOT_FOUND: { message: 'No such contact list', http: 404, smtp: [550, '5.1.1'] },
+  SLUICE_LIST_IMPORT_TOO_LARGE: { message: 'The import exceeds the size or row limit', http: 413, smtp: [552, '5.3.4'] },
+  SLUICE_LIST_IMPORT_BAD_FORMAT: { message: 'The import cannot be read as CSV or NDJSON', http: 400, smtp: [554, '5.6.0'] },
+  SLUICE_CAMPAIGN_STATE: { message: "The campaign's state does not allow this", http: 409, smtp: [550, '5.5.1'] },
+  SLUICE_LIST_CONTACT_SUPPRESSED: { message: 'The address is suppressed: remove the suppression before subscribing it again', http: 409, smtp: [550, '5.7.1'] },
   SLUICE_SUPPRESSION_GLOBAL_READ_ONLY: { message: 'The address is on the global suppression list (it does not exist), which accounts cannot change', http: 403, smtp: [550, '5.7.1'] },
 } as const satisfies Record<string, ErrorSpec>;
 
@@ -53,6 +63,9 @@ export interface FieldError {
   /** Dotted path of the offending field, e.g. `to.2` or `attachments.0.content`. */
   readonly path: string;
   readonly message: string;
+  /** Templates: where in the field's text the problem is (1-based line and column). */
+  readonly line?: number;
+  readonly column?: number;
 }
 
 export class SluiceError extends Error {

@@ -21,6 +21,7 @@ import { recordCampaignOutcome, type CampaignCounter } from '../store/campaigns.
 import { holdCampaignEntries } from '../queue/campaign.js';
 import { OUTCOME } from '../queue/outcome-codes.js';
 import type { ReputationRecorder } from '../store/reputation.js';
+import { ACCOUNT_CLOSED_REASON } from '../store/account-state.js';
 import type { LoadedMessage, MessageSource } from '../store/message-source.js';
 import type { MxResolver, Route } from './mx.js';
 import { SmtpClient, type SmtpOutcome } from './smtp-client.js';
@@ -98,6 +99,8 @@ const MAX_CLAIMED = 2_000;
 const CLAIM_WAIT_MS = 5;
 /** Longest a worker waits in-process for tokens before giving its connection up. */
 const MAX_TOKEN_WAIT_MS = 2_000;
+/** A closed account's copies are looked at again this often (reopening resumes them within it). */
+const CLOSED_HOLD_MS = 5 * 60_000;
 /** Retries of a paused campaign claimed anyway (they sit in ready, not behind its pointer) wait this long. */
 const PAUSED_HOLD_MS = 60_000;
 
@@ -578,8 +581,6 @@ export class Dispatcher {
 
   /** The render task of one campaign recipient: the template is compiled once per worker, the copy is theirs. */
   private campaignTask(msg: LoadedMessage, entry: QueueEntry, contact: CampaignContact): RenderTask {
-    const c = msg.campaign as NonNullable<LoadedMessage['campaign']>;
-    const mode = this.trackingModes.get(msg.account) ?? 'full';
     return {
       msgId: msg.id,
       kind: 'campaign',
@@ -587,10 +588,12 @@ export class Dispatcher {
       signingDomain: msg.fromDomain,
       acceptedAt: msg.acceptedAt,
       frame: true,
-      tracking: { account: msg.account, idx: entry.idx, mode },
-      recipient: { no: entry.idx, address: contact.email, fields: contact.fields },
-      campaign: { id: msg.id, account: msg.account, opens: c.tracking.opens, clicks: c.tracking.clicks },
-    } as unknown as RenderTask;
+      campaign: {
+        recipient: { no: entry.idx, address: contact.email, fields: { ...contact.fields } },
+        account: msg.account,
+        mode: this.trackingModes.get(msg.account) ?? 'full',
+      },
+    };
   }
 
   private async deliverBatch(
@@ -629,6 +632,12 @@ export class Dispatcher {
       if (prepared.held) continue;
       if (msg && prepared.cancelled) {
         await this.settle(entry, shaping, msg, { result: 'bounced', code: null, enhanced: '5.0.0', response: 'not sent: the campaign was cancelled', command: 'CAMPAIGN', throttled: false, connectionUsable: true }, 'cancelled');
+        continue;
+      }
+      if (msg && paused === ACCOUNT_CLOSED_REASON) {
+        // Held, not deferred: no attempt is spent and the copy never expires while the account is
+        // closed; reopening resumes it, deleting the account's messages drops it at its next claim.
+        await retry(redis, keys, entry, { now: this.now(), nextAt: this.now() + CLOSED_HOLD_MS, code: null, enhanced: '4.7.0', response: 'held: the account is closed' });
         continue;
       }
       if (msg && paused) {

@@ -7,6 +7,7 @@ import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { SluiceError, toSluiceError } from '../core/errors.js';
 import { newId } from '../core/ids.js';
+import { assertRedisReady } from '../redis/client.js';
 import { processFeedback, type FeedbackMetricsHook, type ProcessOptions } from './process.js';
 import { recordOutcome, storeFeedback } from './raw-store.js';
 import { feedbackRecipient, type VerifyUnsubscribeToken } from './recipients.js';
@@ -144,6 +145,8 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
         const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
         void (async () => {
           try {
+            // While Redis is down the mail cannot be stored: a 4xx at once, not a wait for the outage.
+            assertRedisReady(deps.redis);
             await storeFeedback(deps.redis, deps.keys, { ...mail, mailFrom }, opts.rawRetentionMs);
           } catch (err) {
             // Not stored, so not accepted: a 4xx makes the sender keep it and retry.

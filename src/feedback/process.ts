@@ -7,7 +7,8 @@ import { looksLikeBounce } from '../bounces/detect.js';
 import { parseMessage } from '../bounces/mime.js';
 import { isId } from '../core/ids.js';
 import { appendEvent } from '../store/events.js';
-import { getMessage, type MessageMeta } from '../store/messages.js';
+import type { MessageMeta } from '../store/messages.js';
+import { markRecipient, messageFor, type MessageView } from '../store/recipients.js';
 import { addSuppression, normaliseForSuppression, GLOBAL_LIST, type SuppressionReason } from '../store/suppression.js';
 import { recordOutcome, type FeedbackOutcome } from './raw-store.js';
 import { feedbackRecipient, verpsInText, type VerifyUnsubscribeToken } from './recipients.js';
@@ -106,14 +107,14 @@ export async function processFeedback(deps: FeedbackDeps, opts: ProcessOptions, 
   let understood = records.length > 0;
 
   for (const target of targets) {
-    const stored = await getMessage(deps.redis, deps.keys, target.msgId);
+    const stored = await messageFor(deps.redis, deps.keys, target.msgId, target.idx);
     if (!stored) continue;
     const meta = stored.meta;
     if (target.via === 'unsubscribe') {
       const address = target.idx === undefined ? undefined : meta.rcpts[target.idx]?.address;
       if (address === undefined || target.idx === undefined) continue;
       matched = true;
-      actions.push(await unsubscribe(deps, opts, mail, meta, target.idx, address));
+      actions.push(await unsubscribe(deps, opts, mail, stored, target.idx, address));
       continue;
     }
     const recs = records.length === 0 && target.via === 'verp' ? await classifyNaming(mail.raw, meta, target.idx) : records;
@@ -123,7 +124,7 @@ export async function processFeedback(deps: FeedbackDeps, opts: ProcessOptions, 
     if (target.via === 'verp' && target.idx !== undefined && meta.rcpts[target.idx]) matched = true;
     if (!pick) continue;
     matched = true;
-    const action = await act(deps, opts, mail, meta, pick.idx, pick.address, pick.record);
+    const action = await act(deps, opts, mail, stored, pick.idx, pick.address, pick.record);
     if (action) actions.push(action);
   }
 
@@ -230,11 +231,12 @@ async function act(
   deps: FeedbackDeps,
   opts: ProcessOptions,
   mail: FeedbackMail,
-  meta: MessageMeta,
+  view: MessageView,
   idx: number,
   address: string,
   record: BounceRecord,
 ): Promise<FeedbackAction | undefined> {
+  const meta = view.meta;
   const verdict = verdictOf(record);
   const type = EVENT_OF[verdict];
   if (type === '') return undefined;
@@ -276,6 +278,8 @@ async function act(
     await addSuppression(deps.redis, deps.keys, list, address, { reason, at: now, evidence });
     m?.suppressed?.(list === GLOBAL_LIST ? 'global' : 'account', reason);
   }
+  const status = verdict === 'complaint' ? 'complained' : verdict === 'optout' ? 'unsubscribed' : verdict === 'hard' ? 'bounced' : null;
+  if (status) await markRecipient(deps.redis, deps.keys, view, idx, status, now);
   if (verdict === 'complaint' || verdict === 'hard') {
     await deps.reputation
       ?.record({ account: meta.account, domain: meta.fromDomain || null, kind: verdict === 'complaint' ? 'complaint' : 'hardbounce' })
@@ -288,12 +292,14 @@ async function act(
 }
 
 /** Mail to an unsubscribe mailto address: the same effect as the one-click POST (RFC 8058). */
-async function unsubscribe(deps: FeedbackDeps, opts: ProcessOptions, mail: FeedbackMail, meta: MessageMeta, idx: number, address: string): Promise<FeedbackAction> {
+async function unsubscribe(deps: FeedbackDeps, opts: ProcessOptions, mail: FeedbackMail, view: MessageView, idx: number, address: string): Promise<FeedbackAction> {
+  const meta = view.meta;
   const now = deps.now?.() ?? Date.now();
   const eventId = await appendEvent(deps.redis, deps.keys, 'unsubscribed', { source: 'mailto', feedbackId: mail.id, msgId: meta.id, idx, account: meta.account, suppressed: meta.account }, opts.eventsMaxLen);
   deps.metrics?.event?.('unsubscribed');
   await addSuppression(deps.redis, deps.keys, meta.account, address, { reason: 'unsubscribe', at: now, evidence: { event: eventId, feedbackId: mail.id, msgId: meta.id, idx } });
   deps.metrics?.suppressed?.('account', 'unsubscribe');
+  await markRecipient(deps.redis, deps.keys, view, idx, 'unsubscribed', now);
   deps.logger.info({ msgId: meta.id, feedbackId: mail.id, idx }, 'unsubscribed by mail');
   return { msgId: meta.id, idx, verdict: 'unsubscribe', reason: 'unsubscribe', status: '', suppressed: meta.account, eventId };
 }

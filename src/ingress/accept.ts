@@ -12,6 +12,7 @@ import type { MessageKind, MessageSource, StoredRecipient } from '../store/messa
 import { persistMessage } from './persist.js';
 import { appendEvent } from '../store/events.js';
 import { storeLinks } from '../store/links.js';
+import type { ClosedAccounts } from '../store/account-state.js';
 
 /**
  * The one acceptance path of SMTP submission and the HTTP API. Order matters: checks that cost
@@ -36,6 +37,16 @@ export interface AcceptDeps {
    * 'everysec' mode.
    */
   readonly confirmDurable?: (() => Promise<void>) | undefined;
+  /** Closed accounts (`sluice account close`): their submissions are refused with SLUICE_ACCOUNT_CLOSED. */
+  readonly closedAccounts?: ClosedAccounts | undefined;
+}
+
+/** Throws SLUICE_ACCOUNT_CLOSED when the account is closed: it may not send, whatever the interface. */
+export async function checkOpen(deps: Pick<AcceptDeps, 'closedAccounts'>, account: Account): Promise<void> {
+  const closed = await deps.closedAccounts?.get(account.id);
+  if (closed) {
+    throw new SluiceError('SLUICE_ACCOUNT_CLOSED', `Account ${account.id} was closed on ${new Date(closed.closedAt).toISOString()} and cannot send; an operator can reopen it`);
+  }
 }
 
 export interface Submission {
@@ -107,6 +118,7 @@ export async function acceptMessage(deps: AcceptDeps, sub: Submission): Promise<
       throw new SluiceError('SLUICE_INGRESS_TOO_MANY_RECIPIENTS', `Too many recipients: ${sub.recipients.length}, at most ${max}`);
     }
     const rcpts = normaliseRecipients(sub.recipients, sub.recipientPaths);
+    await checkOpen(deps, sub.account);
 
     const now = (deps.now ?? Date.now)();
     const reservation = await reserveSending(deps.redis, deps.keys, sub.account, rcpts.length, now);

@@ -1,9 +1,11 @@
-import { isAscii } from 'node:buffer';
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { isAscii, isUtf8 } from 'node:buffer';
+import { createServer, STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { SluiceError, toSluiceError, type FieldError } from '../core/errors.js';
 import { isId } from '../core/ids.js';
+import { assertRedisReady } from '../redis/client.js';
 import type { Account } from '../accounts/registry.js';
 import { AuthThrottle, LimitError, type AuthThrottleOptions } from '../accounts/limits.js';
 import { messageStatus } from './message-status.js';
@@ -12,6 +14,12 @@ import { fieldErrors, messageSchema, toSpecSubmission, validateMessage } from '.
 import { IdempotencyStore, isValidIdempotencyKey, requestHash, type StoredAnswer } from './idempotency.js';
 import { matchSuppressionRoute, MAX_SUPPRESSION_BODY_BYTES } from './suppression-routes.js';
 import { webhookRoute } from './webhook-routes.js';
+import { campaignRoute } from './campaign-routes.js';
+import { listRoute } from './list-routes.js';
+import { matchAdminRoute } from './admin-routes.js';
+import { OperatorRegistry } from '../accounts/operators.js';
+import { apiKeyAccount, operatorKeyId } from '../accounts/secrets.js';
+import { appendAudit } from '../store/audit.js';
 import { extractLinks } from '../render/links.js';
 
 /**
@@ -29,6 +37,10 @@ export interface HttpApiDeps extends AcceptDeps {
   readonly logger: Logger;
   /** 32-byte key sealing webhook secrets at rest (webhooks.secretKeyFile); none = stored plain. */
   readonly webhookSecretKey?: Buffer | undefined;
+  /** A campaign became due in this process (the campaign enqueuer may look at once). */
+  readonly onCampaignDue?: (() => void) | undefined;
+  /** Operator keys (config operators): admin rights; none = no key has them. */
+  readonly operators?: OperatorRegistry | undefined;
 }
 
 export interface HttpApiOptions {
@@ -53,7 +65,23 @@ const MAX_HEADER_BYTES = 16 * 1024;
 const JSON_TYPE = /^application\/json\s*(?:;|$)/i;
 const STATUS_PATH = /^\/v1\/messages\/([^/]+)$/;
 
-type Route = 'send' | 'batch' | 'status' | 'suppressions' | 'sender' | 'webhooks' | 'other';
+type Route = 'send' | 'batch' | 'status' | 'suppressions' | 'sender' | 'webhooks' | 'campaigns' | 'lists' | 'admin' | 'other';
+
+/** The caller of a request, once its key is verified. */
+type Principal =
+  | { readonly kind: 'account'; readonly account: Account; readonly keyId: string; readonly ip: string }
+  | { readonly kind: 'operator'; readonly id: string; readonly keyId: string; readonly ip: string };
+
+/**
+ * The identity a key claims (the id in sk_<account>_… / op_<operator>_…), throttled as the "user":
+ * known before any scrypt runs. Anything else (a malformed key) is throttled by IP only.
+ */
+function claimedIdentity(key: string): string | undefined {
+  const op = operatorKeyId(key);
+  if (op !== undefined) return `op:${op}`;
+  const account = apiKeyAccount(key);
+  return account === undefined ? undefined : `api:${account}`;
+}
 
 class Answer {
   constructor(
@@ -68,6 +96,7 @@ function errorAnswer(err: SluiceError): Answer {
   if (err instanceof LimitError) headers['retry-after'] = String(Math.max(1, Math.ceil(err.retryAfterMs / 1000)));
   if (err.code === 'SLUICE_AUTH_REQUIRED' || err.code === 'SLUICE_AUTH_FAILED') headers['www-authenticate'] = 'Bearer';
   if (err.code === 'SLUICE_AUTH_THROTTLED') headers['retry-after'] = '60';
+  if (err.code === 'SLUICE_REDIS_UNAVAILABLE') headers['retry-after'] = '5';
   const body = err.code === 'SLUICE_INTERNAL' ? { code: err.code, message: 'Internal error', errors: [] } : err.toJSON();
   return new Answer(err.http, body, headers);
 }
@@ -107,7 +136,11 @@ function parseJson(body: Buffer): unknown {
   try {
     // JSON bodies are nearly always ASCII (non-ASCII is usually \u-escaped): then a one-byte string
     // is a plain copy, cheaper than UTF-8 decoding megabytes of batch body.
-    return JSON.parse(isAscii(body) ? body.toString('latin1') : body.toString('utf8'));
+    if (isAscii(body)) return JSON.parse(body.toString('latin1'));
+    // RFC 8259 §8.1: JSON text is UTF-8. Decoding invalid bytes would turn them silently into U+FFFD
+    // and accept a message that says something else than what was sent.
+    if (!isUtf8(body)) throw new Error('the body is not valid UTF-8');
+    return JSON.parse(body.toString('utf8'));
   } catch (err) {
     throw new SluiceError('SLUICE_INGRESS_BAD_JSON', `The request body is not valid JSON: ${(err as Error).message}`);
   }
@@ -128,18 +161,62 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
   const tokensConfigured = deps.config.tracking.keys.length > 0;
   const trackingMode = new Map(deps.config.accounts.map((a) => [a.id, a.tracking.mode]));
 
-  async function authenticate(req: IncomingMessage): Promise<Account> {
+  const principals = new WeakMap<IncomingMessage, Principal>();
+
+  /**
+   * Who sends the request: an account (its own key) or an operator. Failures are throttled per
+   * client IP and per claimed identity (the account or operator id a key names), in Redis, so a
+   * guesser is slowed across every ingress process whichever address it comes from.
+   */
+  async function identify(req: IncomingMessage): Promise<Principal> {
+    const known = principals.get(req);
+    if (known) return known;
     const header = req.headers.authorization;
     if (!header) throw new SluiceError('SLUICE_AUTH_REQUIRED', 'Authentication required: send Authorization: Bearer <api key>');
     const ip = req.socket.remoteAddress ?? 'unknown';
-    await throttle.check(ip);
-    const m = /^Bearer +([\x21-\x7e]{1,200})$/i.exec(header);
-    const account = m ? await deps.registry.authenticateApiKey(m[1] as string) : null;
-    if (account) return account;
+    const key = /^Bearer +([\x21-\x7e]{1,200})$/i.exec(header)?.[1];
+    const user = key === undefined ? undefined : claimedIdentity(key);
+    const before = await throttle.check(ip, user);
+    let principal: Principal | null = null;
+    if (key !== undefined && OperatorRegistry.isOperatorKey(key)) {
+      const op = deps.operators ? await deps.operators.authenticate(key) : null;
+      if (op) principal = { kind: 'operator', id: op.id, keyId: op.keyId, ip };
+    } else if (key !== undefined) {
+      const found = await deps.registry.authenticateApiKeyWithId(key);
+      if (found) principal = { kind: 'account', account: found.account, keyId: found.keyId, ip };
+    }
+    if (principal) {
+      if (user !== undefined && before.userFailures > 0) await throttle.succeed(user);
+      principals.set(req, principal);
+      return principal;
+    }
     deps.metrics?.authFailures.inc({ interface: 'http' });
-    const verdict = await throttle.fail(ip);
+    const verdict = await throttle.fail(ip, user);
     if (verdict.delayMs > 0) await new Promise((r) => setTimeout(r, verdict.delayMs));
     throw new SluiceError('SLUICE_AUTH_FAILED', 'Invalid API key');
+  }
+
+  /**
+   * The account the request acts on: the caller's own, or — for an operator — the one named by
+   * ?account=ID. An account key has no way to name another account.
+   */
+  async function authenticate(req: IncomingMessage): Promise<Account> {
+    const p = await identify(req);
+    if (p.kind === 'account') return p.account;
+    const id = new URLSearchParams((req.url ?? '').split('?')[1] ?? '').get('account');
+    if (id === null || id === '') throw new SluiceError('SLUICE_ADMIN_ACCOUNT_REQUIRED');
+    const account = deps.registry.get(id);
+    if (!account) throw new SluiceError('SLUICE_ACCOUNT_UNKNOWN', `No account ${id} in the configuration`);
+    return account;
+  }
+
+  /** Writes the audit entry of a change the request made. The change is done: a failure is logged, not answered. */
+  async function audit(req: IncomingMessage, action: string, account: string, target?: string): Promise<void> {
+    const p = principals.get(req);
+    if (!p) return;
+    const actor = p.kind === 'account' ? `account:${p.account.id}` : `operator:${p.id}`;
+    await appendAudit(deps.redis, deps.keys, { actor, key: p.keyId, action, account, target, from: p.ip }, deps.config.retention.auditMaxLen)
+      .catch((err: unknown) => log.error({ err, action, account }, 'could not write the audit entry'));
   }
 
   async function acceptOne(account: Account, input: unknown): Promise<Accepted> {
@@ -234,9 +311,12 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
     return new Answer(a.status, body, { 'idempotent-replayed': 'true' });
   }
 
-  async function route(req: IncomingMessage): Promise<{ route: Route; answer: Answer }> {
+  /** The route's answer; null when the route (a streamed export) has answered itself. */
+  async function route(req: IncomingMessage, res: ServerResponse): Promise<{ route: Route; answer: Answer | null }> {
     const path = (req.url ?? '/').split('?')[0] as string;
     const method = req.method ?? 'GET';
+    // Every route needs Redis (authentication's throttle first of all): refuse at once while it is down.
+    assertRedisReady(deps.redis);
     const only = (allowed: string): void => {
       if (method !== allowed) throw Object.assign(new SluiceError('SLUICE_INGRESS_METHOD_NOT_ALLOWED'), { allow: allowed });
     };
@@ -257,6 +337,17 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
       if (!status) throw new SluiceError('SLUICE_INGRESS_NOT_FOUND', 'No such message');
       return { route: 'status', answer: new Answer(200, status) };
     }
+    const admin = matchAdminRoute(method, req.url ?? '/');
+    if (admin) {
+      const p = await identify(req);
+      if (p.kind !== 'operator') throw new SluiceError('SLUICE_ADMIN_REQUIRED');
+      const r = await admin.run({ redis: deps.redis, keys: deps.keys, registry: deps.registry, closeAfterMs: deps.config.retention.closedAccounts, now: deps.now ?? Date.now }, p.id);
+      if (r.audit) {
+        deps.closedAccounts?.forget();
+        await audit(req, r.audit.action, r.audit.account);
+      }
+      return { route: 'admin', answer: new Answer(r.status, r.body) };
+    }
     const own = matchSuppressionRoute(method, req.url ?? '/');
     if (own) {
       const account = await authenticate(req);
@@ -267,13 +358,57 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
         if (body.length > 0) input = parseJson(body);
       }
       const r = await own.run({ redis: deps.redis, keys: deps.keys, eventsMaxLen: deps.config.retention.eventsMaxLen, now: deps.now }, account.id, input);
+      if (r.audit) await audit(req, r.audit.action, account.id, r.audit.target);
       return { route: own.name, answer: new Answer(r.status, r.body) };
     }
+    let webhookAccount = '';
     const webhook = await webhookRoute(method, path, req.headers, {
-      redis: deps.redis, keys: deps.keys, authenticate: () => authenticate(req), readJson: async (max) => parseJson(await readBody(req, max)),
+      redis: deps.redis, keys: deps.keys,
+      authenticate: async () => {
+        const account = await authenticate(req);
+        webhookAccount = account.id;
+        return account;
+      },
+      readJson: async (max) => parseJson(await readBody(req, max)),
       ...(deps.webhookSecretKey ? { secretKey: deps.webhookSecretKey } : {}),
     });
-    if (webhook) return { route: 'webhooks', answer: new Answer(webhook.status, webhook.body) };
+    if (webhook) {
+      if (webhook.audit) await audit(req, webhook.audit.action, webhookAccount, webhook.audit.target);
+      return { route: 'webhooks', answer: new Answer(webhook.status, webhook.body) };
+    }
+    let campaignAccount = '';
+    const campaign = await campaignRoute(method, path, req.headers, {
+      redis: deps.redis, keys: deps.keys, shards: deps.config.redis.scheduleShards,
+      authenticate: async () => {
+        const account = await authenticate(req);
+        campaignAccount = account.id;
+        return account;
+      },
+      ownsDomain: (account, domain) => deps.registry.ownsDomain(account, domain),
+      readJson: async (max) => parseJson(await readBody(req, max)),
+      onDue: deps.onCampaignDue, now: deps.now,
+    });
+    if (campaign) {
+      if (campaign.audit) await audit(req, campaign.audit.action, campaignAccount, campaign.audit.target);
+      return { route: 'campaigns', answer: new Answer(campaign.status, campaign.body) };
+    }
+    let listAccount = '';
+    const list = await listRoute(method, req.url ?? '/', req, res, {
+      redis: deps.redis, keys: deps.keys,
+      authenticate: async () => {
+        const account = await authenticate(req);
+        listAccount = account.id;
+        return account;
+      },
+      readJson: async (max) => parseJson(await readBody(req, max)),
+      limits: { maxBytes: deps.config.lists.maxImportBytes, maxRows: deps.config.lists.maxImportRows },
+      now: deps.now,
+    });
+    if (list === 'sent') return { route: 'lists', answer: null };
+    if (list) {
+      if (list.audit) await audit(req, list.audit.action, listAccount, list.audit.target);
+      return { route: 'lists', answer: new Answer(list.status, list.body) };
+    }
     throw new SluiceError('SLUICE_INGRESS_NOT_FOUND');
   }
 
@@ -297,10 +432,11 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
 
   const server = createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: cfg.requestTimeout, headersTimeout: Math.min(cfg.requestTimeout, 30_000) }, (req, res) => {
     let routeName: Route = 'other';
-    route(req)
+    route(req, res)
       .then(({ route: r, answer }) => {
         routeName = r;
-        send(req, res, r, answer, !req.complete);
+        if (answer) send(req, res, r, answer, !req.complete);
+        else deps.metrics?.httpRequests.inc({ route: r, status: `${Math.floor(res.statusCode / 100)}xx` });
       })
       .catch((err: unknown) => {
         const e = toSluiceError(err);
@@ -315,8 +451,19 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
         send(req, res, routeName, answer, !req.complete);
       });
   });
-  // Malformed requests, oversized headers (431) and timeouts (408) are answered by Node's own
-  // clientError handling, which never throws.
+  // Malformed requests, oversized headers and timeouts never reach the handler: Node's parser refuses
+  // them. They are answered here in the API's own form ({ code, message, errors }) when the socket
+  // can still take it, then the connection is closed; never an exception.
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
+    if (err.code === 'ECONNRESET' || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
+    const body = JSON.stringify({ code: 'SLUICE_INGRESS_BAD_REQUEST', message: `${STATUS_CODES[status]}: the request could not be read`, errors: [] });
+    deps.metrics?.httpRequests.inc({ route: 'other', status: '4xx' });
+    socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+  });
 
   const host = opts.host ?? cfg.host;
   const port = opts.port ?? cfg.port;

@@ -21,7 +21,8 @@ const RESERVED_HEADERS = new Set([
   'received', 'dkim-signature', 'mime-version', 'content-type', 'content-transfer-encoding',
 ]);
 
-const address = z.unknown().transform((v, ctx): SpecAddress => {
+/** One address: "Name <a@b>" or { name?, address }; validated and normalised. */
+export const address = z.unknown().transform((v, ctx): SpecAddress => {
   let name: string | undefined;
   let addr: string | undefined;
   if (typeof v === 'string') {

@@ -4,10 +4,12 @@ import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type
 import type { Logger } from 'pino';
 import { SluiceError, toSluiceError } from '../core/errors.js';
 import { parseAddress } from '../core/address.js';
+import { assertRedisReady } from '../redis/client.js';
 import type { Account } from '../accounts/registry.js';
 import { AuthThrottle, type AuthThrottleOptions } from '../accounts/limits.js';
-import { acceptMessage, checkFrom, type AcceptDeps } from './accept.js';
+import { acceptMessage, checkFrom, checkOpen, type AcceptDeps } from './accept.js';
 import { headerFrom } from './header-from.js';
+import { checkMessageLines } from './message-check.js';
 import { loadOrCreateTls, type TlsMaterial } from './tls.js';
 
 /**
@@ -36,6 +38,12 @@ export interface SubmissionServer {
   readonly port: number;
   close(): Promise<void>;
 }
+
+/**
+ * smtp-server decodes command lines as UTF-8, turning invalid bytes into U+FFFD: its presence in an
+ * address means the client sent bytes that are not UTF-8 (RFC 6531 allows UTF-8 addresses only).
+ */
+const REPLACEMENT_CHAR = '\uFFFD';
 
 interface SessionUser {
   accountId: string;
@@ -90,6 +98,8 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
       const username = auth.username ?? '';
       void (async () => {
         try {
+          // AUTH, MAIL and DATA need Redis: while it is down, a 4xx at once rather than a wait.
+          assertRedisReady(deps.redis);
           await throttle.check(ip, username);
           const account = await deps.registry.authenticateSmtp(username, auth.password ?? '');
           if (account) {
@@ -113,20 +123,26 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
       const account = accountOf(session);
       if (!account) return cb(smtpReply(new SluiceError('SLUICE_AUTH_REQUIRED'), session.id));
       // The null sender (<>) names no domain; the header From is still checked after DATA.
-      if (address.address === '') return cb();
       try {
-        checkFrom(deps.registry, account, address.address);
-        cb();
+        assertRedisReady(deps.redis);
+        if (address.address.includes(REPLACEMENT_CHAR)) throw new SluiceError('SLUICE_INGRESS_BAD_ADDRESS', 'The sender address is not valid UTF-8');
       } catch (err) {
-        cb(rejected(session, err));
+        return cb(rejected(session, err));
       }
+      // A closed account is refused here already, before it sends a byte of DATA.
+      checkOpen(deps, account)
+        .then(() => {
+          if (address.address !== '') checkFrom(deps.registry, account, address.address);
+          cb();
+        })
+        .catch((err: unknown) => cb(rejected(session, err)));
     },
 
     onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, cb) {
       if (session.envelope.rcptTo.length >= maxRcpts) {
         return cb(rejected(session, new SluiceError('SLUICE_INGRESS_TOO_MANY_RECIPIENTS', `Too many recipients, at most ${maxRcpts} per message`)));
       }
-      if (!parseAddress(address.address)) {
+      if (address.address.includes(REPLACEMENT_CHAR) || !parseAddress(address.address)) {
         return cb(rejected(session, new SluiceError('SLUICE_INGRESS_BAD_ADDRESS', 'The recipient address is not valid')));
       }
       cb();
@@ -145,6 +161,8 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
           }
           const raw = data;
           try {
+            assertRedisReady(deps.redis);
+            checkMessageLines(raw);
             const from = headerFrom(raw);
             const accepted = await acceptMessage(
               { ...deps, logger: log },

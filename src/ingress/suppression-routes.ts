@@ -5,6 +5,7 @@ import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { addSuppression, GLOBAL_LIST, listSuppressions, removeSuppression, suppressionOf, type SuppressionEntry } from '../store/suppression.js';
 import { listPaused, resumeSender, type PauseRecord } from '../store/reputation.js';
+import { addressRef } from '../store/audit.js';
 import { fieldErrors } from './http-schema.js';
 
 /**
@@ -35,6 +36,8 @@ export interface RouteAnswer {
   readonly status: number;
   /** Undefined for a 204. */
   readonly body: unknown;
+  /** What the request changed, for the audit log (undefined when it changed nothing). */
+  readonly audit?: { readonly action: string; readonly target: string } | undefined;
 }
 
 export interface OwnRoute {
@@ -142,11 +145,11 @@ async function add(deps: SuppressionRouteDeps, account: string, input: unknown):
   if (existing && existing.list !== GLOBAL_LIST) return { status: 200, body: { ...entryJson(address, existing), list: 'account' } };
   const entry: SuppressionEntry = { reason: parsed.data.reason ?? 'manual', at: deps.now?.() ?? Date.now(), evidence: { source: 'api' } };
   await addSuppression(deps.redis, deps.keys, account, address, entry);
-  return { status: 201, body: { ...entryJson(address, entry), list: 'account' } };
+  return { status: 201, body: { ...entryJson(address, entry), list: 'account' }, audit: { action: 'suppression.add', target: addressRef(address) } };
 }
 
 async function remove(deps: SuppressionRouteDeps, account: string, address: string): Promise<RouteAnswer> {
-  if (await removeSuppression(deps.redis, deps.keys, account, address)) return { status: 204, body: undefined };
+  if (await removeSuppression(deps.redis, deps.keys, account, address)) return { status: 204, body: undefined, audit: { action: 'suppression.remove', target: addressRef(address) } };
   const hit = await suppressionOf(deps.redis, deps.keys, account, address);
   if (hit?.list === GLOBAL_LIST) throw new SluiceError('SLUICE_SUPPRESSION_GLOBAL_READ_ONLY');
   throw new SluiceError('SLUICE_INGRESS_NOT_FOUND', "The address is not on this account's suppression list");
@@ -177,5 +180,5 @@ async function resume(deps: SuppressionRouteDeps, account: string, input: unknow
   }
   const resumed = await resumeSender(deps.redis, deps.keys, account, domain, 'api', { now: deps.now?.() ?? Date.now(), eventsMaxLen: deps.eventsMaxLen });
   if (resumed.length === 0) throw new SluiceError('SLUICE_INGRESS_NOT_FOUND', domain === null ? 'No sender of this account is paused' : `The sender domain ${domain} is not paused`);
-  return { status: 200, body: { resumed: resumed.map((s) => (s === '*' ? null : s)) } };
+  return { status: 200, body: { resumed: resumed.map((s) => (s === '*' ? null : s)) }, audit: { action: 'sender.resume', target: resumed.join(',') } };
 }

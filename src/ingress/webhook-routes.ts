@@ -27,6 +27,8 @@ export interface WebhookRouteContext {
 export interface WebhookAnswer {
   readonly status: number;
   readonly body: unknown;
+  /** What the request changed, for the audit log. */
+  readonly audit?: { readonly action: string; readonly target: string } | undefined;
 }
 
 // A registration is a URL and a few event types: 16 KiB is ample and keeps the route cheap to abuse.
@@ -61,7 +63,7 @@ export async function webhookRoute(
     if (!JSON_TYPE.test(headers['content-type'] ?? '')) throw new SluiceError('SLUICE_INGRESS_UNSUPPORTED_MEDIA');
     const input = validateWebhookInput(await ctx.readJson(WEBHOOK_MAX_BODY_BYTES));
     const { endpoint, secret } = await createWebhook(ctx.redis, ctx.keys, account.id, input, { secretKey: ctx.secretKey });
-    return { status: 201, body: { ...view(endpoint), secret } };
+    return { status: 201, body: { ...view(endpoint), secret }, audit: { action: 'webhook.create', target: endpoint.id } };
   }
   const m = ITEM.exec(path);
   if (!m) return undefined;
@@ -74,5 +76,5 @@ export async function webhookRoute(
     return { status: 200, body: view(e) };
   }
   if (!(await deleteWebhook(ctx.redis, ctx.keys, account.id, id))) throw new SluiceError('SLUICE_INGRESS_NOT_FOUND', 'No such webhook');
-  return { status: 200, body: { id, deleted: true } };
+  return { status: 200, body: { id, deleted: true }, audit: { action: 'webhook.delete', target: id } };
 }

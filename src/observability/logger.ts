@@ -6,8 +6,12 @@ import { pino, type Logger, type LoggerOptions, type DestinationStream } from 'p
  * Secrets are redacted wherever they might appear.
  */
 export const REDACT_PATHS = [
-  'password', '*.password', 'pass', '*.pass', 'apiKey', '*.apiKey', 'authorization', '*.authorization',
-  'req.headers.authorization', 'headers.authorization', 'secret', '*.secret', 'auth.password', 'auth.pass',
+  // credentials as clients send them
+  'password', '*.password', 'pass', '*.pass', 'auth.password', 'auth.pass', 'apiKey', '*.apiKey',
+  'authorization', '*.authorization', 'req.headers.authorization', 'headers.authorization', 'headers.cookie',
+  // stored secrets and key material: webhook signing secrets, token (HMAC) keys, the VERP key
+  'secret', '*.secret', 'secretKey', '*.secretKey', 'webhookSecretKey', '*.webhookSecretKey', 'verpKey', '*.verpKey',
+  'token', '*.token', 'apiKeys', '*.apiKeys', 'passwordHash', '*.passwordHash', 'privateKeyPem', '*.privateKeyPem',
 ];
 
 export function createLogger(level: string, destination?: DestinationStream): Logger {

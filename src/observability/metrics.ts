@@ -48,6 +48,9 @@ export function createMetrics() {
     queueLeases: new Gauge({
       name: 'sluice_queue_leases', help: 'Recipients claimed (leased) by provider (sampled)', labelNames: ['provider'] as const, registers: [registry],
     }),
+    campaignRecipientsQueued: new Counter({
+      name: 'sluice_campaign_recipients_queued_total', help: 'Campaign recipients queued by the campaign enqueuer', registers: [registry],
+    }),
     leasesReaped: new Counter({
       name: 'sluice_queue_leases_reaped_total', help: 'Expired leases returned to the queue', registers: [registry],
     }),
@@ -126,6 +129,11 @@ export function createMetrics() {
     }),
     suppressionsAdded: new Counter({
       name: 'sluice_suppressions_added_total', help: 'Addresses added to a suppression list (global or account) by reason', labelNames: ['list', 'reason'] as const, registers: [registry],
+    }),
+    retentionPurged: new Counter({
+      name: 'sluice_retention_purged_total',
+      help: 'Data deleted by retention and account deletion, by kind (events, audit, messages, records, raw_bounces, account_keys, account_events, accounts)',
+      labelNames: ['kind'] as const, registers: [registry],
     }),
     authFailures: new Counter({
       name: 'sluice_auth_failures_total', help: 'Failed authentications by interface (smtp, http)', labelNames: ['interface'] as const, registers: [registry],

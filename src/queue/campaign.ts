@@ -101,3 +101,64 @@ export async function holdCampaignEntries(
 export async function campaignWaiting(redis: RedisClient, keys: Keys, campaignId: string, domain: string): Promise<number> {
   return redis.llen(keys.campaignQueue(domain, campaignId));
 }
+
+/**
+ * The lifecycle moves that touch the queue. The state (in the campaign's meta, see store/campaigns.ts)
+ * changes first, atomically and only from the states allowed; the queue follows. A claim racing the
+ * change is caught by delivery, which reads the state of every campaign entry it claimed.
+ */
+export type LifecycleResult = { ok: true; from: string } | { ok: false; state: string | null };
+
+async function transition(redis: RedisClient, keys: Keys, id: string, to: string, field: string, now: number, from: readonly string[]): Promise<LifecycleResult> {
+  const before = await redis.campaignTransition(keys.msgMeta(id), to as never, field, now, ...(from as never[]));
+  if (before === '') return { ok: false, state: null };
+  return from.includes(before) ? { ok: true, from: before } : { ok: false, state: before };
+}
+
+/** sending → paused: no new claims at once; copies already being sent finish. */
+export async function pauseCampaign(redis: RedisClient, keys: Keys, shards: number, id: string, now: number): Promise<LifecycleResult> {
+  const r = await transition(redis, keys, id, 'paused', 'pausedAt', now, ['sending']);
+  if (r.ok) await controlCampaignQueue(redis, keys, shards, id, 'pause', now);
+  return r;
+}
+
+/** paused → sending: the waiting recipients are due again now. */
+export async function resumeCampaign(redis: RedisClient, keys: Keys, shards: number, id: string, now: number): Promise<LifecycleResult> {
+  const r = await transition(redis, keys, id, 'sending', 'resumedAt', now, ['paused']);
+  if (r.ok) {
+    await controlCampaignQueue(redis, keys, shards, id, 'resume', now);
+    // The enqueuer may have stopped at a pause before queueing the whole list.
+    await redis.zadd(keys.campaignsDue(), now, id);
+  }
+  return r;
+}
+
+/**
+ * draft | scheduled | sending | paused → cancelled: what still waits in the queue is dropped and
+ * counted as cancelled; copies in flight finish; retries met later are dropped by delivery.
+ */
+export async function cancelCampaign(redis: RedisClient, keys: Keys, shards: number, id: string, now: number): Promise<LifecycleResult & { dropped?: number }> {
+  const r = await transition(redis, keys, id, 'cancelled', 'cancelledAt', now, ['draft', 'scheduled', 'sending', 'paused']);
+  if (!r.ok) return r;
+  const dropped = await controlCampaignQueue(redis, keys, shards, id, 'cancel', now);
+  if (dropped > 0) {
+    await redis.multi().hincrby(keys.msgMeta(id), 'pending', -dropped).hincrby(keys.msgStats(id), 'cancelled', dropped).exec();
+  }
+  await redis.zrem(keys.campaignsDue(), id);
+  return { ...r, dropped };
+}
+
+/** draft → scheduled (for `sendAt`, now or later): the enqueuer starts it when it is due. */
+export async function scheduleCampaign(redis: RedisClient, keys: Keys, id: string, sendAt: number, now: number): Promise<LifecycleResult> {
+  const r = await transition(redis, keys, id, 'scheduled', 'scheduledAt', now, ['draft']);
+  if (r.ok) {
+    await redis.hset(keys.msgMeta(id), 'sendAt', sendAt);
+    await redis.zadd(keys.campaignsDue(), sendAt, id);
+  }
+  return r;
+}
+
+/** scheduled → sending, when the send time has come (the enqueuer). */
+export async function startCampaign(redis: RedisClient, keys: Keys, id: string, now: number): Promise<LifecycleResult> {
+  return transition(redis, keys, id, 'sending', 'startedAt', now, ['scheduled']);
+}

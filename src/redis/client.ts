@@ -44,6 +44,16 @@ export function createRedis(opts: ConnectOptions): RedisClient {
   return client;
 }
 
+/**
+ * Throws SLUICE_REDIS_UNAVAILABLE unless the connection is up. The client keeps its commands in the
+ * offline queue while it reconnects (so work in progress survives a Redis restart), which means a
+ * request that starts during an outage would wait for the whole outage. The ingress servers call this
+ * first, so a client is told at once to retry later (503 / 451) instead of hanging.
+ */
+export function assertRedisReady(client: RedisClient): void {
+  if (client.status !== 'ready') throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', `Storage is unavailable (Redis connection ${client.status}), try again later`);
+}
+
 /** Checks the server answers and is recent enough (ZADD GT/LT and GETDEL need 6.2). */
 export async function checkRedisVersion(client: RedisClient): Promise<string> {
   const node = client instanceof Cluster ? client.nodes('master')[0] : client;

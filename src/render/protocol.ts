@@ -71,10 +71,59 @@ export interface MessageSpec {
   tracking?: { links: number };
 }
 
+/**
+ * A campaign body as prepared once on the main thread by `prepareCampaign` (render/campaign.ts) and
+ * stored by the campaign's owner; every recipient's copy is rendered from it in a worker. Plain JSON.
+ * The templates are Handlebars sources; the html already holds the tracking marks (links, pixel)
+ * and the unsubscribe footer, so a worker only compiles it and fills it in.
+ */
+export interface CampaignTemplate {
+  /** Layout of this record; a worker refuses one it does not know. */
+  v: 1;
+  from: MailboxSpec;
+  replyTo: MailboxSpec[];
+  /** Handlebars source; rendered unescaped, then folded to one line. */
+  subject: string;
+  /** Handlebars source (escaping on), with tracking marks; null for a text-only campaign. */
+  html: string | null;
+  /**
+   * Handlebars source (escaping off); derived from the html at preparation when the campaign gave
+   * none. null only when that derivation failed: each copy's text is then converted from its html.
+   */
+  text: string | null;
+  /** Extra headers, validated (no reserved names, no line breaks). */
+  headers: Record<string, string>;
+  /** The link table: click token `link` i redirects to links[i]. */
+  links: string[];
+}
+
+/** One recipient of a campaign. */
+export interface CampaignRecipient {
+  /** Contact number in the campaign: the tokens' `idx`, and part of the copy's Message-ID. */
+  no: number;
+  address: string;
+  /** Display name for the To header. */
+  name?: string;
+  /** The contact's merge fields; `email` and `unsubscribe_url` are set by Sluice and win. */
+  fields: Record<string, string>;
+}
+
+/** What a 'campaign' task renders for; msgId is the campaign id. */
+export interface CampaignTarget {
+  recipient: CampaignRecipient;
+  /** The campaign's account: in the tokens and the Feedback-ID header. */
+  account: string;
+  /** The account's tracking mode now: 'off' drops pixel and click URLs (List-Unsubscribe stays). */
+  mode: TrackingMode;
+}
+
 export interface RenderTask {
   msgId: string;
-  kind: 'raw' | 'spec';
-  /** raw: the submitted MIME bytes (a string is taken as UTF-8); spec: JSON text of a MessageSpec. */
+  kind: 'raw' | 'spec' | 'campaign';
+  /**
+   * raw: the submitted MIME bytes (a string is taken as UTF-8); spec: JSON text of a MessageSpec;
+   * campaign: JSON text of a CampaignTemplate (compiled once per worker and campaign id).
+   */
   source: Uint8Array | string;
   /** The From header's domain; keys are looked up for it. null or no key → sent unsigned. */
   signingDomain: string | null;
@@ -90,6 +139,8 @@ export interface RenderTask {
    * its own (tokens differ per recipient); without it, every recipient shares one rendered copy.
    */
   tracking?: TrackingTarget;
+  /** Campaign tasks only (and required for them): whose copy this is. */
+  campaign?: CampaignTarget;
 }
 
 export type RenderResult =

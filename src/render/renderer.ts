@@ -7,6 +7,9 @@
  * A tracked API message (spec.tracking, account mode not 'off') differs per recipient: its tokens
  * name the recipient. Its parsed spec and html template are prepared once per msgId (a second LRU);
  * per recipient the tokens are signed into the template, then the copy is composed and signed.
+ *
+ * A campaign copy (kind 'campaign') is always personal: campaign-copy.ts compiles the campaign's
+ * templates once per worker and fills them in per recipient; the copy is composed and signed here.
  */
 import { toDataBlock } from './data-block.js';
 import { performance } from 'node:perf_hooks';
@@ -17,7 +20,8 @@ import { createTracker, LIST_UNSUBSCRIBE_HEADERS, prepareTemplate, type Template
 import { prepareSigner, signMessage, type DkimSigner } from './dkim.js';
 import { ByteLru } from '../core/lru.js';
 import { prepareRaw } from './raw.js';
-import type { DkimAlgorithm, MessageSpec, RenderResult, RenderTask, TrackingTarget, WorkerInit } from './protocol.js';
+import { createCampaignCopier } from './campaign-copy.js';
+import type { CampaignTarget, DkimAlgorithm, MessageSpec, RenderResult, RenderTask, TrackingTarget, WorkerInit } from './protocol.js';
 
 export interface RendererOptions {
   /** Finished messages kept per worker. 128 covers the messages a busy dispatcher interleaves. */
@@ -66,6 +70,7 @@ export function createRenderer(init: WorkerInit, opts: RendererOptions = {}): Re
   // on configuration that passed there.
   const tracker: Tracker | null = init.tracking ? createTracker(init.tracking) : null;
   const now = opts.now ?? Date.now;
+  const campaignCopy = createCampaignCopier({ hostname: init.hostname, now });
   const signersOf = (domain: string | null): DkimSigner[] => (domain !== null && signers.get(domain)) || [];
 
   function prepare(task: RenderTask): PreparedSpec {
@@ -96,6 +101,18 @@ export function createRenderer(init: WorkerInit, opts: RendererOptions = {}): Re
     return sign(await composeSpec(spec, task.acceptedAt), task, domain, started).result;
   }
 
+  /**
+   * A campaign copy, never cached (each is sent once, to its recipient). Without token keys there
+   * is no unsubscribe URL, and a campaign without one must not go out (RFC 8058, Gmail and Yahoo's
+   * bulk sender rules): the copy fails instead.
+   */
+  async function renderCampaign(task: RenderTask, target: CampaignTarget, domain: string | null, started: number): Promise<RenderResult> {
+    if (tracker === null) return { ok: false, code: 'SLUICE_RENDER_FAILED', message: 'campaign mail needs tracking keys (tracking.keys) for its unsubscribe links' };
+    const source = typeof task.source === 'string' ? task.source : toBuffer(task.source).toString('utf8');
+    const spec = campaignCopy(task.msgId, source, target, tracker);
+    return sign(await composeSpec(spec, task.acceptedAt), task, domain, started).result;
+  }
+
   /** Signs a rendered message and frames it as the task asks; `signed` is kept for the cache. */
   function sign(unsigned: Buffer, task: RenderTask, domain: string | null, started: number): { signed: Buffer; algorithms: DkimAlgorithm[]; result: RenderResult } {
     const rendered = performance.now();
@@ -123,6 +140,7 @@ export function createRenderer(init: WorkerInit, opts: RendererOptions = {}): Re
         const bad = badKeys.get(domain);
         if (bad !== undefined) return { ok: false, code: 'SLUICE_DKIM_KEY_INVALID', message: bad };
       }
+      if (task.kind === 'campaign') return await renderCampaign(task, task.campaign as CampaignTarget, domain, started);
       const target = task.tracking;
       if (tracker !== null && task.kind === 'spec' && target !== undefined && target.mode !== 'off') {
         const p = prepare(task);
@@ -169,7 +187,8 @@ function isTask(t: unknown): t is RenderTask {
   return (
     typeof r['msgId'] === 'string' &&
     MSG_ID_RE.test(r['msgId']) &&
-    (r['kind'] === 'raw' || r['kind'] === 'spec') &&
+    (r['kind'] === 'raw' || r['kind'] === 'spec' || r['kind'] === 'campaign') &&
+    (r['kind'] === 'campaign' ? isCampaignTarget(r['campaign']) : r['campaign'] === undefined) &&
     (typeof r['source'] === 'string' || r['source'] instanceof Uint8Array) &&
     (r['signingDomain'] === null || typeof r['signingDomain'] === 'string') &&
     typeof r['acceptedAt'] === 'number' &&
@@ -182,4 +201,27 @@ function isTarget(t: unknown): t is TrackingTarget {
   if (typeof t !== 'object' || t === null) return false;
   const r = t as Record<string, unknown>;
   return typeof r['account'] === 'string' && Number.isSafeInteger(r['idx']) && (r['idx'] as number) >= 0 && (r['mode'] === 'full' || r['mode'] === 'anonymous' || r['mode'] === 'off');
+}
+
+// Account ids as config allows them, which also keeps ':' and line breaks out of Feedback-ID.
+const ACCOUNT_RE = /^[A-Za-z0-9_-]{1,64}$/;
+
+function isCampaignTarget(t: unknown): t is CampaignTarget {
+  if (typeof t !== 'object' || t === null) return false;
+  const r = t as Record<string, unknown>;
+  const rcpt = r['recipient'] as Record<string, unknown> | null | undefined;
+  if (typeof rcpt !== 'object' || rcpt === null) return false;
+  const fields = rcpt['fields'];
+  return (
+    typeof r['account'] === 'string' &&
+    ACCOUNT_RE.test(r['account']) &&
+    (r['mode'] === 'full' || r['mode'] === 'anonymous' || r['mode'] === 'off') &&
+    Number.isSafeInteger(rcpt['no']) &&
+    (rcpt['no'] as number) >= 0 &&
+    typeof rcpt['address'] === 'string' &&
+    (rcpt['name'] === undefined || (typeof rcpt['name'] === 'string' && !/[\r\n]/.test(rcpt['name']))) &&
+    typeof fields === 'object' &&
+    fields !== null &&
+    Object.values(fields).every((v) => typeof v === 'string')
+  );
 }

@@ -69,8 +69,24 @@ export interface TrackedCopy {
   readonly headers: Readonly<Record<string, string>>;
 }
 
+/**
+ * The tracking URLs of one recipient's copy. Tokens are signed when asked for: a copy signs only
+ * the clicks of the links it really contains.
+ */
+export interface RecipientUrls {
+  /** The https one-click unsubscribe URL (`…/u/<token>`), also the first List-Unsubscribe entry. */
+  readonly unsubscribeUrl: string;
+  /** List-Unsubscribe and List-Unsubscribe-Post (RFC 2369, RFC 8058). */
+  readonly headers: Readonly<Record<string, string>>;
+  /** The open pixel's URL (`…/o/<token>.gif`). */
+  pixelUrl(): string;
+  /** The click URL of link `link` of the message's link table (`…/c/<token>`). */
+  clickUrl(link: number): string;
+}
+
 export interface Tracker {
   copy(template: Template | null, of: CopyOf): TrackedCopy;
+  urls(of: CopyOf): RecipientUrls;
 }
 
 /** Local part prefix of the mailto unsubscribe address, as feedback/recipients.ts parses it. */
@@ -86,27 +102,40 @@ export function createTracker(init: WorkerTracking): Tracker {
   });
   const base = init.publicBaseUrl;
 
-  return {
-    copy(template, of) {
-      const who = { account: of.account, msgId: of.msgId, idx: of.idx, issuedAt: of.issuedAt };
-      const u = codec.sign({ kind: 'u', ...who });
-      const headers = {
+  function urls(of: CopyOf): RecipientUrls {
+    const who = { account: of.account, msgId: of.msgId, idx: of.idx, issuedAt: of.issuedAt };
+    const unsubscribe = codec.sign({ kind: 'u', ...who });
+    const unsubscribeUrl = tokenUrl(base, 'u', unsubscribe);
+    return {
+      unsubscribeUrl,
+      headers: {
         // The https form first: RFC 8058 one-click needs it; the mailto form serves older clients.
-        'List-Unsubscribe': `<${tokenUrl(base, 'u', u)}>, <mailto:${UNSUBSCRIBE_MAILTO_PREFIX}${u}@${init.bounceDomain}>`,
+        'List-Unsubscribe': `<${unsubscribeUrl}>, <mailto:${UNSUBSCRIBE_MAILTO_PREFIX}${unsubscribe}@${init.bounceDomain}>`,
         'List-Unsubscribe-Post': 'List-Unsubscribe=One-Click',
-      };
-      if (template === null) return { html: undefined, headers };
+      },
+      pixelUrl: () => tokenUrl(base, 'o', codec.sign({ kind: 'o', ...who })),
+      clickUrl: (link) => tokenUrl(base, 'c', codec.sign({ kind: 'c', ...who, link })),
+    };
+  }
+
+  return {
+    urls,
+    copy(template, of) {
+      const u = urls(of);
+      if (template === null) return { html: undefined, headers: u.headers };
       let html = template.pieces[0] as string;
       template.slots.forEach((slot, i) => {
-        html +=
-          slot === 'pixel'
-            ? `<img src="${attr(tokenUrl(base, 'o', codec.sign({ kind: 'o', ...who })))}" width="1" height="1" alt="" style="display:none">`
-            : attr(tokenUrl(base, 'c', codec.sign({ kind: 'c', ...who, link: slot.link })));
+        html += slot === 'pixel' ? pixelTag(u.pixelUrl()) : escapeAttribute(u.clickUrl(slot.link));
         html += template.pieces[i + 1] as string;
       });
-      return { html, headers };
+      return { html, headers: u.headers };
     },
   };
+}
+
+/** The open pixel: a hidden 1×1 image, placed before `</body>`. */
+export function pixelTag(url: string): string {
+  return `<img src="${escapeAttribute(url)}" width="1" height="1" alt="" style="display:none">`;
 }
 
 /** A key from WorkerInit: bytes (a Buffer arrives as a Uint8Array after postMessage) or base64. */
@@ -115,6 +144,6 @@ function toSecret(secret: Uint8Array | string): Buffer {
 }
 
 /** Escapes a URL for a double-quoted attribute (tokens are URL-safe; the base URL is configuration). */
-function attr(url: string): string {
+export function escapeAttribute(url: string): string {
   return url.replace(/[&"'<>]/g, (c) => `&#${c.charCodeAt(0)};`);
 }

@@ -198,22 +198,6 @@ export async function listCampaigns(redis: RedisClient, keys: Keys, account: str
   return all.filter((c): c is CampaignRecord => c !== null);
 }
 
-/**
- * Moves the campaign to `to` when it is in one of `from`; returns the state it was in (null when the
- * campaign is not stored). The caller compares it with `from` to know whether the move happened.
- */
-export async function transitionCampaign(
-  redis: RedisClient,
-  keys: Keys,
-  id: string,
-  to: CampaignState,
-  from: readonly CampaignState[],
-  o: { now: number; timeField?: string },
-): Promise<CampaignState | null> {
-  const before = await redis.campaignTransition(keys.msgMeta(id), to, o.timeField ?? '', o.now, ...from);
-  return before === '' ? null : (before as CampaignState);
-}
-
 /** Records one enqueue chunk: cursor and counts move together (one slot, one MULTI). */
 export async function recordEnqueueChunk(redis: RedisClient, keys: Keys, id: string, o: { next: number; chunk: number; queued: number; skipped: number }): Promise<void> {
   const meta = keys.msgMeta(id);

@@ -83,7 +83,8 @@ export function createMessageSource(redis: RedisClient, keys: Keys, recordsTtlMs
         fromDomain: c.fromDomain || null,
         rcpts: [],
         acceptedAt: c.startedAt ?? c.createdAt,
-        body: body.toString('utf8'),
+        // Bytes: the pool copies a body shared by a batch's tasks once, a string once per task.
+        body,
         campaign: { listId: c.listId, state: c.state, tracking: c.tracking, throttlePerHour: c.throttlePerHour },
       };
     }

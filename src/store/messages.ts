@@ -80,7 +80,8 @@ function parseJson<T>(text: string | undefined, fallback: T): T {
 
 export function toMeta(id: string, h: Record<string, string>): MessageMeta | null {
   const account = h['account'];
-  if (!account) return null;
+  // A campaign shares the {m:<id>} layout (store/campaigns.ts) but is not a message.
+  if (!account || h['kind'] === 'campaign') return null;
   return {
     id,
     account,

@@ -1,5 +1,5 @@
 import type { TokenPayload } from '../core/tokens.js';
-import { getMessage } from '../store/messages.js';
+import { markRecipient, messageFor, type MessageView } from '../store/recipients.js';
 import { addSuppression } from '../store/suppression.js';
 import { mark, appendTrackingEvent } from './record.js';
 import type { TrackingDeps } from './deps.js';
@@ -9,13 +9,13 @@ export type UnsubscribeResult =
   | { readonly ok: false; readonly reason: 'invalid-token' | 'unknown-recipient' };
 
 /** Who an unsubscribe token is about: its recipient's address and the message's sender. */
-export async function unsubscribeTarget(deps: TrackingDeps, p: TokenPayload): Promise<{ address: string; from: string } | null> {
+export async function unsubscribeTarget(deps: TrackingDeps, p: TokenPayload): Promise<{ address: string; from: string; view: MessageView } | null> {
   if (p.kind !== 'u') return null;
-  const msg = await getMessage(deps.redis, deps.keys, p.msgId);
+  const view = await messageFor(deps.redis, deps.keys, p.msgId, p.idx);
   // The account inside the signed token must be the message's: a token never acts across accounts.
-  if (!msg || msg.meta.account !== p.account) return null;
-  const rcpt = msg.meta.rcpts[p.idx];
-  return rcpt ? { address: rcpt.address, from: msg.meta.from } : null;
+  if (!view || view.meta.account !== p.account) return null;
+  const rcpt = view.meta.rcpts[p.idx];
+  return rcpt ? { address: rcpt.address, from: view.meta.from, view } : null;
 }
 
 /**
@@ -43,6 +43,7 @@ export async function unsubscribe(
     at: now,
     evidence: { msgId: p.msgId, idx: p.idx, via: ctx.via ?? 'http' },
   });
+  await markRecipient(deps.redis, deps.keys, target.view, p.idx, 'unsubscribed', now);
   const eventId = await appendTrackingEvent(deps, p, {
     now, mode, first, machine: null, userAgent: ctx.userAgent ?? '', ip: ctx.ip ?? '', via: ctx.via ?? 'http',
   });

@@ -1,0 +1,186 @@
+import { randomBytes } from 'node:crypto';
+import type { Result } from 'ioredis';
+import type { Logger } from 'pino';
+import type { RedisClient } from '../redis/client.js';
+import type { Keys } from '../redis/keys.js';
+import type { Metrics } from '../observability/metrics.js';
+import { getCampaign, markCampaignQueued, recordEnqueueChunk, type CampaignRecord } from '../store/campaigns.js';
+import { getList, readContactRange } from '../store/contacts.js';
+import { suppressedAmong } from '../store/suppression.js';
+import { controlCampaignQueue, pushCampaignChunk, startCampaign } from '../queue/campaign.js';
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    /** src/queue/lua/releaseLock-1.lua */
+    releaseLock(lock: string, token: string): Result<number, Context>;
+  }
+}
+
+/**
+ * The campaign enqueuer (run by housekeeping processes): turns a due campaign's list into queue
+ * entries, a chunk of contacts at a time, so a million-contact campaign starts sending after its
+ * first chunk rather than after its last, and no process holds the list in memory.
+ *
+ *   campaigns:due ─► lock ─► scheduled → sending ─► chunk: read contacts n…n+999 ─► drop the
+ *   unsubscribed, bounced, complained and suppressed ─► push per destination ─► record cursor ─► …
+ *   ─► whole list queued: markCampaignQueued (completes at once when nothing is pending)
+ *
+ * Restart-safe: the cursor is recorded after each chunk, and a chunk pushed again after a crash is a
+ * no-op per destination (pushCampaign-3.lua). One enqueuer per campaign across processes (a lock key
+ * with a lease), bounded work per turn so that one huge campaign cannot starve the others.
+ */
+export interface EnqueuerOptions {
+  readonly redis: RedisClient;
+  readonly keys: Keys;
+  readonly shards: number;
+  readonly logger: Logger;
+  readonly metrics?: Metrics | undefined;
+  /** Contacts read per chunk. */
+  readonly chunkSize?: number;
+  /** Chunks one campaign gets per turn before the next due campaign's turn. */
+  readonly chunksPerTurn?: number;
+  /** How often due campaigns are looked for when nothing wakes the enqueuer. */
+  readonly intervalMs?: number;
+  /** Called after a chunk is queued (the dispatcher of this process can look at once). */
+  readonly onQueued?: () => void;
+  readonly now?: () => number;
+}
+
+const LOCK_MS = 60_000;
+const CAMPAIGNS_PER_TICK = 16;
+
+export class CampaignEnqueuer {
+  private readonly o: EnqueuerOptions;
+  private readonly now: () => number;
+  private readonly chunkSize: number;
+  private readonly chunksPerTurn: number;
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<void> | undefined;
+  private stopping = false;
+  private again = false;
+
+  constructor(opts: EnqueuerOptions) {
+    this.o = opts;
+    this.now = opts.now ?? Date.now;
+    this.chunkSize = opts.chunkSize ?? 1000;
+    this.chunksPerTurn = opts.chunksPerTurn ?? 20;
+  }
+
+  start(): void {
+    this.schedule(0);
+  }
+
+  /** A campaign was scheduled or resumed in this process: look now. */
+  wake(): void {
+    if (this.stopping) return;
+    if (this.running) this.again = true;
+    else this.schedule(0);
+  }
+
+  async stop(): Promise<void> {
+    this.stopping = true;
+    if (this.timer) clearTimeout(this.timer);
+    await this.running;
+  }
+
+  private schedule(ms: number): void {
+    if (this.stopping) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.running = this.tick().then(() => undefined).finally(() => {
+        this.running = undefined;
+        const more = this.again;
+        this.again = false;
+        this.schedule(more ? 0 : (this.o.intervalMs ?? 1000));
+      });
+    }, ms);
+  }
+
+  /** One pass over the due campaigns; returns how many still have contacts to queue. */
+  async tick(): Promise<number> {
+    const { redis, keys } = this.o;
+    let unfinished = 0;
+    try {
+      const due = await redis.zrangebyscore(keys.campaignsDue(), '-inf', this.now(), 'LIMIT', 0, CAMPAIGNS_PER_TICK);
+      for (const id of due) {
+        if (this.stopping) break;
+        if (!(await this.advance(id))) unfinished++;
+      }
+    } catch (err) {
+      this.o.logger.error({ err }, 'campaign enqueuer tick failed');
+    }
+    if (unfinished > 0) this.again = true;
+    return unfinished;
+  }
+
+  /** One turn of one campaign. Returns true when the campaign needs nothing more from the enqueuer. */
+  async advance(id: string): Promise<boolean> {
+    const { redis, keys } = this.o;
+    const lock = keys.campaignLock(id);
+    const token = randomBytes(8).toString('hex');
+    if ((await redis.set(lock, token, 'PX', LOCK_MS, 'NX')) !== 'OK') return false;
+    try {
+      let c = await getCampaign(redis, keys, null, id);
+      if (c?.state === 'scheduled') {
+        await startCampaign(redis, keys, id, this.now());
+        c = await getCampaign(redis, keys, null, id);
+        if (c) this.o.logger.info({ campaign: id, account: c.account }, 'campaign started sending');
+      }
+      if (!c || (c.state !== 'sending' && c.state !== 'paused') || c.enqueued) {
+        await redis.zrem(keys.campaignsDue(), id);
+        return true;
+      }
+      const done = await this.queueChunks(c);
+      if (done) await redis.zrem(keys.campaignsDue(), id);
+      return done;
+    } finally {
+      await redis.releaseLock(lock, token).catch(() => undefined);
+    }
+  }
+
+  /** Queues up to chunksPerTurn chunks; true when the whole list is queued. */
+  private async queueChunks(start: CampaignRecord): Promise<boolean> {
+    const { redis, keys, shards, logger } = this.o;
+    const list = await getList(redis, keys, start.account, start.listId);
+    let cursor = start.cursor;
+    let chunk = start.chunk;
+    let state = start.state;
+    let finished = false;
+    for (let n = 0; n < this.chunksPerTurn && !this.stopping; n++) {
+      if (!list) break;
+      const { contacts, next } = await readContactRange(redis, keys, start.listId, cursor, this.chunkSize);
+      const subscribed = contacts.filter((c) => c.status === 'subscribed');
+      const blocked = await suppressedAmong(redis, keys, start.account, subscribed.map((c) => c.email));
+      const byDomain = new Map<string, number[]>();
+      subscribed.forEach((c, i) => {
+        if (blocked[i]) return;
+        const nos = byDomain.get(c.domain);
+        if (nos) nos.push(c.no);
+        else byDomain.set(c.domain, [c.no]);
+      });
+      chunk++;
+      const queued = await pushCampaignChunk(redis, keys, shards, { campaignId: start.id, chunk, dueAt: this.now(), sending: state === 'sending', byDomain });
+      await recordEnqueueChunk(redis, keys, start.id, { next: next ?? cursor + this.chunkSize, chunk, queued, skipped: contacts.length - queued });
+      this.o.metrics?.campaignRecipientsQueued.inc(queued);
+      if (queued > 0) this.o.onQueued?.();
+      cursor = next ?? cursor + this.chunkSize;
+      // A pause or cancel that landed while this chunk was pushed did not see its pointers: apply it again.
+      const now = await getCampaign(redis, keys, null, start.id);
+      if (!now || now.state === 'cancelled') {
+        await controlCampaignQueue(redis, keys, shards, start.id, 'cancel', this.now());
+        return true;
+      }
+      if (now.state === 'paused' && state === 'sending') await controlCampaignQueue(redis, keys, shards, start.id, 'pause', this.now());
+      state = now.state;
+      if (next === null) {
+        finished = true;
+        break;
+      }
+    }
+    if (list && !finished) return false;
+    const after = await markCampaignQueued(redis, keys, start.id, this.now());
+    const c = await getCampaign(redis, keys, null, start.id);
+    logger.info({ campaign: start.id, queued: c?.queued, skipped: c?.skipped, state: after, listGone: !list }, 'campaign list queued');
+    return true;
+  }
+}

@@ -1,0 +1,234 @@
+import { randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { RedisClient } from '../redis/client.js';
+import type { Keys } from '../redis/keys.js';
+import { idTime, isId } from '../core/ids.js';
+import { listClosed, markDeleted } from '../store/account-state.js';
+import { deleteWebhook, listWebhooks } from '../store/webhooks.js';
+import { pausedScopes } from '../store/reputation.js';
+import { deleteList, listLists } from '../store/contacts.js';
+import {
+  beginPass, holdLock, purgeMessage, readSweepState, releaseLock, saveEventsCursor, saveNodeCursor, scanNodes, trimSortedSetBefore, trimStreamBefore,
+} from '../store/retention.js';
+
+/**
+ * Retention: nothing is kept longer than its configured period, and a closed account's data goes
+ * once its window has passed (DESIGN §7). Every step does bounded work and never blocks Redis:
+ *
+ *   step ─► lock (one process at a time) ─► trim event stream and audit log by age (≤ scanCount each)
+ *        ─► trim the unprocessed-feedback index ─► detach due closed accounts (webhooks, pauses)
+ *        ─► one SCAN page (COUNT scanCount) of the keyspace, cursor in Redis ─► judge each key
+ *        ─► after the keyspace: walk the event stream for due accounts' entries (XRANGE pages)
+ *        ─► pass complete: the accounts due when it began are deleted
+ *
+ * What the key walk removes (the rest expires by its own TTL, set when the data was written):
+ *   {m:<id>}:meta (+ body, links, marks, counters)  of a due closed account; or kept without a TTL
+ *                                   (never finished: lost entries, held mail) past retention.records
+ *                                   (a campaign's record is not aged out: its account deletes it)
+ *   {m:<id>}:<other part>           of a due closed account; without a TTL past retention.records;
+ *                                   or without its meta (an orphan of a crash) after an hour
+ *   {d:<domain>}:rs:<msgId>:<idx>   without a TTL past retention.records (pending for ever)
+ *   {f:<id>}:raw                    received before retention.rawBounces (also when the period was
+ *                                   shortened after the mail's TTL was set)
+ *   {a:<id>}:*, {x:<id>}:*          every key of a due closed account
+ * Message ages come from the time inside their ids (core/ids.ts), so no read is needed to judge one.
+ */
+export type PurgeKind = 'events' | 'audit' | 'messages' | 'records' | 'raw_bounces' | 'account_keys' | 'account_events' | 'accounts';
+
+export interface RetentionPeriods {
+  readonly recordsMs: number;
+  readonly eventsMs: number;
+  readonly rawBouncesMs: number;
+  readonly auditMs: number;
+}
+
+/**
+ * Deletes what another store keeps for an account (contact lists, campaigns) when its deletion
+ * begins; called once per step while the account is due, so it must be idempotent and bounded.
+ * Returns how many records it removed (counted as 'account_keys').
+ */
+export type AccountPurger = (account: string) => Promise<number>;
+
+export interface RetentionOptions {
+  readonly redis: RedisClient;
+  readonly keys: Keys;
+  readonly periods: RetentionPeriods;
+  readonly intervalMs: number;
+  readonly scanCount: number;
+  readonly logger: Logger;
+  readonly onPurged?: ((kind: PurgeKind, count: number) => void) | undefined;
+  /** Stores outside the key walk's reach (their keys are not under {a:<id>} / {x:<id>}). */
+  readonly accountPurgers?: readonly AccountPurger[] | undefined;
+  readonly now?: (() => number) | undefined;
+}
+
+export interface StepResult {
+  /** False when another process holds the lock (nothing was done). */
+  readonly ran: boolean;
+  readonly purged: Partial<Record<PurgeKind, number>>;
+  /** True when this step finished a pass over the whole keyspace. */
+  readonly passCompleted: boolean;
+}
+
+const MESSAGE_TAG = /^\{m:([^}]+)\}:(.+)$/;
+/**
+ * A message key without its meta is an orphan only when the message is older than this: the link
+ * table is written just before the meta (ingress/accept.ts), so a fresh one briefly stands alone.
+ */
+const ORPHAN_GRACE_MS = 60 * 60_000;
+/** The parts purgeMessage deletes; a store may add others under the tag (a campaign's domain set). */
+const MESSAGE_PARTS = new Set(['meta', 'body', 'links', 'track', 'stats']);
+const RECORD_TAG = /^\{d:[^}]+\}:rs:([^:]+):\d+$/;
+const FEEDBACK_TAG = /^\{f:([^}]+)\}:raw$/;
+const ACCOUNT_TAG = /^\{[ax]:([^}]+)\}:/;
+
+export class RetentionJob {
+  private readonly token = randomBytes(12).toString('base64url');
+  private readonly now: () => number;
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<unknown> | undefined;
+  private stopped = false;
+
+  constructor(private readonly o: RetentionOptions) {
+    this.now = o.now ?? Date.now;
+  }
+
+  start(): void {
+    const loop = () => {
+      if (this.stopped) return;
+      this.running = this.step()
+        .catch((err: unknown) => this.o.logger.error({ err }, 'retention step failed'))
+        .finally(() => {
+          this.running = undefined;
+          if (!this.stopped) this.timer = setTimeout(loop, this.o.intervalMs);
+        });
+    };
+    this.timer = setTimeout(loop, this.o.intervalMs);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    await this.running;
+    await releaseLock(this.o.redis, this.o.keys, this.token).catch(() => undefined);
+  }
+
+  /** One bounded step. Tests call it directly; start() calls it every intervalMs. */
+  async step(): Promise<StepResult> {
+    const { redis, keys, periods, scanCount } = this.o;
+    const purged: Partial<Record<PurgeKind, number>> = {};
+    const count = (kind: PurgeKind, n: number) => {
+      if (n <= 0) return;
+      purged[kind] = (purged[kind] ?? 0) + n;
+      this.o.onPurged?.(kind, n);
+    };
+    // The lock outlives a few missed steps, so a process that died hands over within seconds.
+    if (!(await holdLock(redis, keys, this.token, Math.max(10_000, this.o.intervalMs * 5)))) return { ran: false, purged, passCompleted: false };
+    const now = this.now();
+
+    count('events', await trimStreamBefore(redis, keys.events(), now - periods.eventsMs, scanCount));
+    count('audit', await trimStreamBefore(redis, keys.audit(), now - periods.auditMs, scanCount));
+    await trimSortedSetBefore(redis, keys.feedbackUnprocessed(), now - periods.rawBouncesMs, scanCount);
+
+    const due = (await listClosed(redis, keys)).filter((r) => r.deletedAt === null && r.purgeAt <= now);
+    const dueIds = new Set(due.map((r) => r.account));
+    for (const r of due) count('account_keys', await this.detach(r.account));
+
+    let state = await readSweepState(redis, keys);
+    if (state.passStartedAt === 0) {
+      await beginPass(redis, keys, now);
+      state = await readSweepState(redis, keys);
+    }
+    const node = scanNodes(redis).find((n) => state.cursors.get(n.name) !== 'done');
+    if (node) {
+      const [next, found] = await node.node.scan(state.cursors.get(node.name) ?? '0', 'MATCH', `${keys.prefix}*`, 'COUNT', scanCount);
+      for (const [kind, n] of await this.judge(found, dueIds, now)) count(kind, n);
+      await saveNodeCursor(redis, keys, node.name, next === '0' ? 'done' : next);
+      return { ran: true, purged, passCompleted: false };
+    }
+    if (dueIds.size > 0 && state.eventsCursor !== 'done') {
+      const from = state.eventsCursor === '' ? '-' : `(${state.eventsCursor}`;
+      const page = (await redis.xrange(keys.events(), from, '+', 'COUNT', scanCount)) as [string, string[]][];
+      const doomed = page.filter(([, flat]) => {
+        const i = flat.indexOf('account');
+        return i >= 0 && i % 2 === 0 && dueIds.has(flat[i + 1] as string);
+      });
+      if (doomed.length > 0) count('account_events', await redis.xdel(keys.events(), ...doomed.map(([id]) => id)));
+      const last = page[page.length - 1];
+      await saveEventsCursor(redis, keys, page.length < scanCount || !last ? 'done' : last[0]);
+      return { ran: true, purged, passCompleted: false };
+    }
+    // The pass is over: an account due when it began has had every key and event looked at.
+    for (const r of due) {
+      if (r.purgeAt <= state.passStartedAt && (await markDeleted(redis, keys, r, now))) {
+        count('accounts', 1);
+        this.o.logger.info({ account: r.account, closedAt: new Date(r.closedAt).toISOString() }, 'closed account deleted');
+      }
+    }
+    await beginPass(redis, keys, now);
+    return { ran: true, purged, passCompleted: true };
+  }
+
+  /**
+   * What of a due account lives outside its own keys: registrations in shared indexes (the webhook
+   * dispatcher's endpoint set, the paused-senders index), its contact lists, and what other stores
+   * register as accountPurgers. Idempotent; runs before the key walk can delete the indexes.
+   */
+  private async detach(account: string): Promise<number> {
+    const { redis, keys } = this.o;
+    let n = 0;
+    for (const w of await listWebhooks(redis, keys, account)) if (await deleteWebhook(redis, keys, account, w.id)) n++;
+    const scopes = await pausedScopes(redis, keys, account);
+    if (scopes.length > 0) await redis.zrem(keys.pausedSenders(), ...scopes.map((s) => `${account}|${s}`));
+    // Contact lists live under their own tags ({l:<id>}); the account's index names them.
+    for (const list of await listLists(redis, keys, account)) if (await deleteList(redis, keys, account, list.id)) n++;
+    for (const purge of this.o.accountPurgers ?? []) n += await purge(account);
+    return n;
+  }
+
+  /** Judges one SCAN page; returns what it deleted, by kind. */
+  private async judge(found: readonly string[], dueIds: ReadonlySet<string>, now: number): Promise<Map<PurgeKind, number>> {
+    const { redis, keys, periods } = this.o;
+    const out = new Map<PurgeKind, number>();
+    const add = (kind: PurgeKind, n: number) => out.set(kind, (out.get(kind) ?? 0) + n);
+    const p = keys.prefix.length;
+    const recordsBefore = now - periods.recordsMs;
+    await Promise.all(
+      found.map(async (key) => {
+        const rest = key.slice(p);
+        const msg = MESSAGE_TAG.exec(rest);
+        if (msg) {
+          const [, id, part] = msg as unknown as [string, string, string];
+          if (!isId(id)) return;
+          const meta = keys.msgMeta(id);
+          const [[account, kind], metaTtl, ownTtl] = await Promise.all([redis.hmget(meta, 'account', 'kind'), redis.pttl(meta), redis.pttl(key)]);
+          if (account !== null && account !== undefined) {
+            // A campaign's record is its account's object, kept until the account deletes it (or is deleted).
+            const stale = dueIds.has(account) || (metaTtl === -1 && kind !== 'campaign' && idTime(id) < recordsBefore);
+            if (!stale) return;
+            // One message counts once, whichever of its keys the walk met first.
+            const n = (await purgeMessage(redis, keys, id)) + (MESSAGE_PARTS.has(part) ? 0 : await redis.del(key));
+            if (n > 0) add('messages', 1);
+            return;
+          }
+          if (ownTtl === -1 && idTime(id) < now - ORPHAN_GRACE_MS) add('messages', await redis.del(key));
+          return;
+        }
+        const rec = RECORD_TAG.exec(rest);
+        if (rec) {
+          const msgId = rec[1] as string;
+          if (isId(msgId) && idTime(msgId) < recordsBefore && (await redis.pttl(key)) === -1) add('records', await redis.del(key));
+          return;
+        }
+        if (FEEDBACK_TAG.test(rest)) {
+          const receivedAt = Number((await redis.hget(key, 'receivedAt')) ?? 0);
+          if (receivedAt < now - periods.rawBouncesMs) add('raw_bounces', await redis.del(key));
+          return;
+        }
+        const acct = ACCOUNT_TAG.exec(rest);
+        if (acct && dueIds.has(acct[1] as string)) add('account_keys', await redis.del(key));
+      }),
+    );
+    return out;
+  }
+}

@@ -1,0 +1,50 @@
+import type { RedisClient } from '../redis/client.js';
+import type { Keys } from '../redis/keys.js';
+import { getMessage, type MessageMeta } from './messages.js';
+import { getCampaign, recordCampaignOutcome } from './campaigns.js';
+import { readContacts, setContactStatus, type ContactStatus } from './contacts.js';
+
+/**
+ * Who a (message id, recipient index) pair names, for the parts that start from a token or a VERP
+ * address (tracking, feedback). A message lists its recipients; a campaign's recipient `idx` is
+ * contact number `idx` of the campaign's list.
+ */
+export interface MessageView {
+  readonly meta: MessageMeta;
+  /** The campaign's list, when the id is a campaign's; null for a message. */
+  readonly listId: string | null;
+}
+
+/**
+ * A message's meta; for a campaign, a meta whose `rcpts` holds the contact at `idx` only (the list
+ * may hold millions: nothing else of it is read). null when neither is stored.
+ */
+export async function messageFor(redis: RedisClient, keys: Keys, msgId: string, idx?: number): Promise<MessageView | null> {
+  const msg = await getMessage(redis, keys, msgId);
+  if (msg) return { meta: msg.meta, listId: null };
+  const c = await getCampaign(redis, keys, null, msgId);
+  if (!c) return null;
+  const rcpts: { address: string; domain: string }[] = [];
+  if (idx !== undefined && Number.isSafeInteger(idx) && idx > 0) {
+    const [contact] = await readContacts(redis, keys, c.listId, [idx]);
+    if (contact) rcpts[idx] = { address: contact.email, domain: contact.domain };
+  }
+  return {
+    listId: c.listId,
+    meta: {
+      id: c.id, account: c.account, source: 'http', kind: 'spec', from: c.from, fromDomain: c.fromDomain, rcpts,
+      acceptedAt: c.startedAt ?? c.createdAt, tags: c.tags, metadata: {}, pending: c.pending,
+    },
+  };
+}
+
+/**
+ * What a recipient's unsubscribe, complaint or hard bounce does to a campaign's contact: its status
+ * changes (a later campaign to the list leaves it out), and a complaint is counted in the campaign's
+ * stats. Nothing for a message.
+ */
+export async function markRecipient(redis: RedisClient, keys: Keys, view: MessageView, idx: number, status: Exclude<ContactStatus, 'subscribed'>, now: number): Promise<void> {
+  if (view.listId === null) return;
+  await setContactStatus(redis, keys, view.listId, idx, status, now);
+  if (status === 'complained') await recordCampaignOutcome(redis, keys, view.meta.id, { counter: 'complaints', final: false, now });
+}

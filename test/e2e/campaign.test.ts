@@ -1,0 +1,267 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { request } from 'undici';
+import { loadConfig } from '../../src/config/load.js';
+import type { Config } from '../../src/config/schema.js';
+import { createLogger } from '../../src/observability/logger.js';
+import { startSluice, type RunningSluice } from '../../src/app/start.js';
+import type { RedisClient } from '../../src/redis/client.js';
+import { createKeys } from '../../src/redis/keys.js';
+import { createTokenCodec, type TokenCodec } from '../../src/core/tokens.js';
+import { createList } from '../../src/store/contacts.js';
+import { importContacts } from '../../src/store/contact-import.js';
+import { startRedis, type TestRedis } from '../helpers/redis.js';
+import { startCapturePeer, type CapturePeer, type CapturedMessage } from '../helpers/smtp-peer.js';
+import { makeAccount, type AccountKeys } from '../helpers/sluice.js';
+import { txtTable, verifyBoth } from '../helpers/dkim-verify.js';
+
+/**
+ * Campaigns end to end: a list imported into Redis, a campaign created over the HTTP API, the
+ * enqueuer queueing the list behind per-destination pointers, the dispatcher rendering each copy in
+ * the worker pool right before its transaction, and a capture peer on loopback receiving them.
+ * Lifecycle (pause, resume, cancel, restart) and an unsubscribe arriving mid-campaign.
+ */
+const test = suite('e2e/campaign');
+
+const BOUNCE_DOMAIN = 'bounce.sluice.test';
+const DOMAINS = Array.from({ length: 10 }, (_, i) => `d${i}.test`);
+const BIG = 5000;
+
+let redis: TestRedis;
+let client: RedisClient;
+let sink: CapturePeer;
+let app: RunningSluice;
+let config: Config;
+let dir: string;
+let prefix: string;
+let codec: TokenCodec;
+let acme: AccountKeys;
+let txt: Record<string, string>;
+
+function configFor(): Config {
+  const transport = Object.fromEntries([...DOMAINS, 'slow.test'].map((d) => [d, `${sink.host}:${sink.port}`]));
+  return loadConfig({
+    env: {},
+    overrides: {
+      roles: ['ingress', 'delivery', 'tracking', 'housekeeping'],
+      instance: { hostname: 'sluice.test', dataDir: dir },
+      log: { level: 'silent' },
+      redis: { url: redis.url, prefix, scheduleShards: 4 },
+      admin: { host: '127.0.0.1', port: 0 },
+      ingress: { smtp: { enabled: false }, http: { host: '127.0.0.1', port: 0 } },
+      delivery: { bounceDomain: BOUNCE_DOMAIN, pollInterval: '50ms', pool: { threads: 2 }, dns: { servers: ['127.0.0.1:9'], timeout: '1s' }, transport },
+      shaping: { rules: [{ name: 'slow', match: { domains: ['slow.test'], mx: [] }, rate: { perSecond: 5, perMinute: null, perHour: null }, connections: 1 }] },
+      tracking: { host: '127.0.0.1', port: 0, publicBaseUrl: 'http://127.0.0.1', keys: [{ id: 'k1', secretFile: join(dir, 'k1.key'), notAfter: null }], signWith: 'k1' },
+      accounts: [acme.account],
+    },
+  });
+}
+
+test.before(async () => {
+  redis = await startRedis();
+  client = redis.client();
+  prefix = redis.fresh().prefix;
+  sink = await startCapturePeer();
+  dir = mkdtempSync(join(tmpdir(), 'sluice-campaign-'));
+  const secret = randomBytes(32);
+  writeFileSync(join(dir, 'k1.key'), secret, { mode: 0o600 });
+  codec = createTokenCodec({ keys: [{ id: 'k1', secret }], signWith: 'k1' });
+  acme = await makeAccount(dir, 'acme', 'acme.example');
+  txt = txtTable(acme.dkimKeys);
+  config = configFor();
+  app = await startSluice(config, { logger: createLogger(process.env['TEST_LOG'] ?? 'silent') });
+});
+
+test.after(async () => {
+  await app?.stop(2000);
+  await sink?.close();
+  await redis?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+async function api(path: string, body?: unknown, method?: string): Promise<{ status: number; body: any }> {
+  const res = await request(`http://127.0.0.1:${app.ports.http}${path}`, {
+    method: (method ?? (body !== undefined ? 'POST' : 'GET')) as 'GET',
+    headers: { authorization: `Bearer ${acme.apiKey}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+  });
+  const text = await res.body.text();
+  return { status: res.statusCode, body: text ? JSON.parse(text) : null };
+}
+
+async function* ndjson(rows: readonly object[]): AsyncIterable<string> {
+  for (const r of rows) yield `${JSON.stringify(r)}\n`;
+}
+
+async function listOf(name: string, rows: readonly { email: string; fields?: Record<string, string> }[]): Promise<string> {
+  const keys = createKeys(prefix);
+  const list = await createList(client, keys, 'acme', name);
+  const r = await importContacts(client, keys, 'acme', list.id, ndjson(rows), { format: 'ndjson', limits: { maxBytes: 50_000_000, maxRows: 1_000_000 } });
+  assert.is(r.imported, rows.length, `import of ${name}`);
+  return list.id;
+}
+
+async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const toOf = (m: CapturedMessage) => m.envelope.to[0] as string;
+const header = (raw: string, name: string): string | undefined => {
+  const m = new RegExp(`^${name}:([^\\r\\n]*(?:\\r\\n[ \\t][^\\r\\n]*)*)`, 'im').exec(raw);
+  return m ? (m[1] as string).replace(/\r\n[ \t]/g, ' ').trim() : undefined;
+};
+
+const HTML = `<html><body><p>Hello {{first_name}}{{#if city}} from {{city}}{{/if}},</p>
+<p>Read <a href="https://acme.example/news?id=7">the news</a> or <a href="https://acme.example/shop">shop</a>.</p></body></html>`;
+
+test(`a ${BIG}-recipient campaign: every copy its own merge values and tokens, signed, with RFC 8058 headers`, async () => {
+  const rows = Array.from({ length: BIG }, (_, i) => ({ email: `user${i}@${DOMAINS[i % DOMAINS.length]}`, fields: { first_name: `F${i}`, city: i % 2 === 0 ? `<City ${i}>` : '' } }));
+  const listId = await listOf('big', rows);
+  const created = await api('/v1/campaigns', { name: 'big', from: { name: 'Acme', address: 'news@acme.example' }, subject: 'News for {{first_name}}', html: HTML, listId, sendAt: 'now', tags: ['t1'] });
+  assert.is(created.status, 201, JSON.stringify(created.body));
+  const id = created.body.id as string;
+
+  const stats = await waitFor('the campaign to complete', async () => {
+    const s = await api(`/v1/campaigns/${id}/stats`);
+    return s.body.state === 'completed' ? s.body : undefined;
+  }, 120_000);
+  assert.is(stats.delivered, BIG);
+  assert.is(stats.recipients, BIG);
+  assert.is(stats.pending, 0);
+
+  const mine = sink.messages.filter((m) => m.raw.toString('latin1').includes(`Feedback-ID: ${id}:acme`) || header(m.raw.toString('latin1'), 'Feedback-ID')?.startsWith(id));
+  assert.is(mine.length, BIG, 'one copy per recipient at the peer');
+  assert.is(new Set(mine.map(toOf)).size, BIG, 'no recipient got two copies');
+
+  const tokens = new Set<string>();
+  for (const m of mine) {
+    const raw = m.raw.toString('latin1');
+    const i = Number(/^user(\d+)@/.exec(toOf(m))?.[1]);
+    assert.ok(header(raw, 'To')?.includes(toOf(m)), 'To is the recipient');
+    assert.ok(raw.includes(`Hello F${i}`), `merge value of ${i}`);
+    if (i % 2 === 0) assert.ok(raw.includes(`from &lt;City ${i}&gt;`), 'fields are HTML-escaped');
+    assert.ok(/^List-Unsubscribe-Post: List-Unsubscribe=One-Click\r?$/m.test(raw), 'List-Unsubscribe-Post');
+    const lu = header(raw, 'List-Unsubscribe') as string;
+    assert.match(lu, /<http:\/\/127\.0\.0\.1\/u\/[A-Za-z0-9_-]+>/);
+    assert.match(lu, new RegExp(`<mailto:unsubscribe-[^@>]+@${BOUNCE_DOMAIN.replace(/\./g, '\\.')}>`));
+    const found = [...raw.replace(/=\r\n/g, '').matchAll(/http:\/\/127\.0\.0\.1\/([ocu])\/([A-Za-z0-9_-]+)/g)];
+    assert.ok(found.length >= 4, 'pixel, two clicks and an unsubscribe link');
+    for (const [, kind, tok] of found) {
+      const p = codec.verify(tok as string, Date.now());
+      assert.ok(p, `token verifies (${kind})`);
+      assert.is(p?.msgId, id);
+      assert.is(p?.idx, i + 1, 'the token names the contact (numbered from 1)');
+      tokens.add(`${kind}/${tok}`);
+    }
+  }
+  assert.ok(tokens.size >= BIG * 3, 'tokens are per recipient');
+
+  // Both signatures of a sample verify with two independent verifiers, RFC 8058 headers signed.
+  for (const m of mine.slice(0, 10)) {
+    const v = await verifyBoth(m.raw, txt);
+    for (const verdicts of [v.mailauth, v.dkimpy]) {
+      assert.equal(verdicts.map((d) => d.algo).sort(), ['ed25519-sha256', 'rsa-sha256']);
+      for (const d of verdicts) assert.ok(d.pass, JSON.stringify(d));
+    }
+    const signatures = [...m.raw.toString('latin1').matchAll(/^DKIM-Signature:((?:[^\r\n]|\r\n[ \t])*)/gim)].map((x) => (x[1] as string).replace(/\r\n[ \t]/g, '').replace(/\s+/g, ''));
+    assert.is(signatures.length, 2);
+    for (const sig of signatures) {
+      const h = (/;h=([^;]+)/.exec(sig)?.[1] ?? '').toLowerCase().split(':');
+      assert.ok(h.includes('list-unsubscribe') && h.includes('list-unsubscribe-post') && h.includes('feedback-id'), `h= ${h.join(':')}`);
+    }
+  }
+});
+
+test('an unsubscribe recorded mid-campaign stops that recipient; pause stops claims, survives a restart, resume finishes; cancel drops the rest', async () => {
+  const N = 60;
+  const rows = Array.from({ length: N }, (_, i) => ({ email: `p${i}@slow.test`, fields: { first_name: `P${i}` } }));
+  const listId = await listOf('slow', rows);
+  const before = sink.messages.length;
+  const atPeer = () => sink.messages.slice(before);
+  const created = await api('/v1/campaigns', { from: 'news@acme.example', subject: 'Slow', text: 'Hi {{first_name}}', listId, sendAt: 'now', tracking: { opens: false, clicks: false } });
+  assert.is(created.status, 201, JSON.stringify(created.body));
+  const id = created.body.id as string;
+
+  // slow.test takes 5 messages a second: the campaign is sending for a good while.
+  await waitFor('some deliveries', async () => (atPeer().length >= 5 ? true : undefined));
+  // The last contact unsubscribes by the one-click POST of its own List-Unsubscribe URL (minted for it).
+  const last = N;
+  const token = codec.sign({ kind: 'u', account: 'acme', msgId: id, idx: last, issuedAt: Math.floor(Date.now() / 1000) });
+  const unsub = await request(`http://127.0.0.1:${app.ports.tracking}/u/${token}`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'List-Unsubscribe=One-Click' });
+  assert.is(unsub.statusCode, 200);
+  await unsub.body.text();
+
+  const paused = await api(`/v1/campaigns/${id}/pause`, {});
+  assert.is(paused.status, 200, JSON.stringify(paused.body));
+  assert.is(paused.body.state, 'paused');
+  assert.is((await api(`/v1/campaigns/${id}/pause`, {})).status, 409, 'pausing twice is refused');
+  await sleep(1500); // copies claimed before the pause finish
+  const afterPause = atPeer().length;
+  await sleep(1500);
+  assert.is(atPeer().length, afterPause, 'nothing more is sent while paused');
+  assert.ok(afterPause < N - 1, `the pause came before the end (${afterPause} sent)`);
+
+  // A restart keeps the campaign paused.
+  await app.stop(2000);
+  app = await startSluice(config, { logger: createLogger(process.env['TEST_LOG'] ?? 'silent') });
+  await sleep(1500);
+  assert.is(atPeer().length, afterPause, 'still paused after a restart');
+  assert.is((await api(`/v1/campaigns/${id}`)).body.state, 'paused');
+
+  const resumed = await api(`/v1/campaigns/${id}/resume`, {});
+  assert.is(resumed.body.state, 'sending');
+  const done = await waitFor('the slow campaign to complete', async () => {
+    const s = await api(`/v1/campaigns/${id}/stats`);
+    return s.body.state === 'completed' ? s.body : undefined;
+  }, 60_000);
+  const got = atPeer().map(toOf);
+  assert.is(new Set(got).size, got.length, 'nobody got two copies');
+  assert.not.ok(got.includes(`p${last - 1}@slow.test`), 'the unsubscribed contact got nothing');
+  assert.is(got.length, N - 1);
+  assert.is(done.delivered, N - 1);
+  assert.is(done.suppressed, 1);
+  assert.is(done.unsubscribes, 1);
+
+  // cancel: a second slow campaign, cancelled while it sends
+  const second = await api('/v1/campaigns', { from: 'news@acme.example', subject: 'Again', text: 'Hi {{first_name}}', listId, sendAt: 'now' });
+  const id2 = second.body.id as string;
+  const base2 = sink.messages.length;
+  await waitFor('the second campaign to send', async () => (sink.messages.length - base2 >= 3 ? true : undefined));
+  const cancelled = await api(`/v1/campaigns/${id2}/cancel`, {});
+  assert.is(cancelled.body.state, 'cancelled');
+  await sleep(1500);
+  const sent2 = sink.messages.length - base2;
+  await sleep(1000);
+  assert.is(sink.messages.length - base2, sent2, 'nothing is sent after a cancel');
+  const s2 = (await api(`/v1/campaigns/${id2}/stats`)).body;
+  assert.ok(s2.cancelled > 0, 'what waited is counted as cancelled');
+  assert.is(s2.delivered + s2.cancelled + s2.suppressed, s2.queued, JSON.stringify(s2));
+  assert.is((await api(`/v1/campaigns/${id2}/resume`, {})).status, 409, 'a cancelled campaign cannot resume');
+});
+
+test('bad input: a template that does not compile, an unknown list, a From domain the account does not own', async () => {
+  const listId = await listOf('tiny', [{ email: 'x@d0.test' }]);
+  const bad = await api('/v1/campaigns', { from: 'a@acme.example', subject: 'x', html: '<p>\n{{#if x}}never closed</p>', listId });
+  assert.is(bad.status, 400);
+  assert.is(bad.body.code, 'SLUICE_TEMPLATE_INVALID');
+  assert.ok(bad.body.errors.some((e: any) => e.path === 'html' && typeof e.line === 'number' && typeof e.column === 'number'), JSON.stringify(bad.body));
+  const unknown = await api('/v1/campaigns', { from: 'a@acme.example', subject: 'x', text: 'y', listId: '0000000000000000' });
+  assert.is(unknown.status, 404);
+  const foreign = await api('/v1/campaigns', { from: 'a@other.example', subject: 'x', text: 'y', listId });
+  assert.is(foreign.status, 403);
+  assert.is((await api('/v1/campaigns/0000000000000000')).status, 404);
+  assert.is((await api('/v1/campaigns')).body.campaigns.some((c: any) => c.subject === 'x'), false, 'nothing was written');
+});
+
+test.run();

@@ -1,0 +1,184 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { startRedis, type TestRedis } from '../helpers/redis.js';
+import type { RedisClient } from '../../src/redis/client.js';
+import type { Keys } from '../../src/redis/keys.js';
+import { createLogger } from '../../src/observability/logger.js';
+import { RetentionJob, type PurgeKind } from '../../src/housekeeping/retention.js';
+import { newId } from '../../src/core/ids.js';
+import { DAY, HOUR } from '../../src/core/time.js';
+import { closeAccount, closedRecord, reopenAccount } from '../../src/store/account-state.js';
+import { createWebhook, listWebhooks } from '../../src/store/webhooks.js';
+import { addSuppression } from '../../src/store/suppression.js';
+import { storeMessage } from '../../src/store/messages.js';
+import { createList, listLists } from '../../src/store/contacts.js';
+import { storeFeedback } from '../../src/feedback/raw-store.js';
+
+const test = suite('housekeeping/retention');
+let redis: TestRedis;
+let client: RedisClient;
+
+const NOW = Date.UTC(2026, 5, 1);
+const periods = { recordsMs: 90 * DAY, eventsMs: 90 * DAY, rawBouncesMs: 30 * DAY, auditMs: 365 * DAY };
+
+test.before(async () => {
+  redis = await startRedis();
+  client = redis.client();
+});
+test.after(async () => {
+  await redis.stop();
+});
+
+function job(keys: Keys, opts: { scanCount?: number; now?: () => number } = {}) {
+  const purged = new Map<PurgeKind, number>();
+  const j = new RetentionJob({
+    redis: client, keys, periods, intervalMs: 1000, scanCount: opts.scanCount ?? 100, logger: createLogger('silent'),
+    onPurged: (kind, n) => purged.set(kind, (purged.get(kind) ?? 0) + n),
+    now: opts.now ?? (() => NOW),
+  });
+  return { j, purged };
+}
+
+/** Steps until a pass over the keyspace completes; returns how many steps it took. */
+async function fullPass(j: RetentionJob, max = 1000): Promise<number> {
+  for (let i = 1; i <= max; i++) if ((await j.step()).passCompleted) return i;
+  throw new Error('no pass completed');
+}
+
+async function message(keys: Keys, account: string, at: number, finished = false): Promise<string> {
+  const id = newId(at);
+  await storeMessage(client, keys, { id, account, source: 'http', kind: 'spec', from: `a@${account}.example`, fromDomain: `${account}.example`, rcpts: [{ address: 'r@x.example', domain: 'x.example' }], acceptedAt: at, tags: [], metadata: {}, body: '{}' });
+  await client.rpush(keys.links(id), 'https://x.example/');
+  if (finished) await client.multi().pexpire(keys.msgMeta(id), 10 * DAY).pexpire(keys.links(id), 10 * DAY).del(keys.msgBody(id)).exec();
+  return id;
+}
+
+test('events and audit entries past their period are trimmed, newer ones kept, at most scanCount per step', async () => {
+  const { keys } = redis.fresh();
+  const old = NOW - 100 * DAY;
+  for (let i = 0; i < 250; i++) await client.xadd(keys.events(), `${old + i}-0`, 'type', 'delivered', 'account', 'acme');
+  for (let i = 0; i < 5; i++) await client.xadd(keys.events(), `${NOW - DAY + i}-0`, 'type', 'delivered', 'account', 'acme');
+  await client.xadd(keys.audit(), `${NOW - 400 * DAY}-0`, 'actor', 'cli', 'action', 'x', 'account', 'acme', 'from', 'cli');
+  await client.xadd(keys.audit(), `${NOW - DAY}-0`, 'actor', 'cli', 'action', 'y', 'account', 'acme', 'from', 'cli');
+  const { j, purged } = job(keys);
+  const first = await j.step();
+  assert.is(first.purged.events, 100, 'bounded by scanCount');
+  assert.is(await client.xlen(keys.events()), 155);
+  await j.step();
+  await j.step();
+  assert.is(await client.xlen(keys.events()), 5, 'exactly the old entries went (not ~: the 5 new ones share a radix node with old ones)');
+  assert.is(purged.get('events'), 250);
+  assert.is(purged.get('audit'), 1);
+  const left = (await client.xrange(keys.audit(), '-', '+')) as [string, string[]][];
+  assert.equal(left.map(([, f]) => f[3]), ['y']);
+});
+
+test('a pass removes unfinished messages, orphans, records and raw bounces past their period, and nothing else', async () => {
+  const { keys } = redis.fresh();
+  const stuck = await message(keys, 'acme', NOW - 100 * DAY);
+  const fresh = await message(keys, 'acme', NOW - DAY);
+  const finishedOld = await message(keys, 'acme', NOW - 100 * DAY, true);
+  const orphanId = newId(NOW - 2 * HOUR);
+  await client.rpush(keys.links(orphanId), 'https://orphan.example/');
+  const youngOrphan = newId(NOW - 60_000);
+  await client.rpush(keys.links(youngOrphan), 'https://young.example/');
+  await client.hset(keys.rcptState('x.example', stuck, 0), 'state', 'deferred');
+  await client.hset(keys.rcptState('x.example', fresh, 0), 'state', 'deferred');
+  await storeFeedback(client, keys, { id: 'oldfb', raw: Buffer.from('x'), rcpts: [], mailFrom: '', receivedAt: NOW - 40 * DAY }, 365 * DAY);
+  await storeFeedback(client, keys, { id: 'newfb', raw: Buffer.from('x'), rcpts: [], mailFrom: '', receivedAt: NOW - DAY }, 365 * DAY);
+  await client.zadd(keys.feedbackUnprocessed(), NOW - 40 * DAY, 'oldfb', NOW - DAY, 'newfb');
+
+  const { j, purged } = job(keys, { scanCount: 3 });
+  const steps = await fullPass(j);
+  assert.ok(steps > 3, `a small scanCount takes several steps (${steps})`);
+  assert.is(await client.exists(keys.msgMeta(stuck), keys.msgBody(stuck), keys.links(stuck)), 0, 'the stuck message is gone with its body and links');
+  assert.is(await client.exists(keys.msgMeta(fresh), keys.msgBody(fresh), keys.links(fresh)), 3, 'a pending message within its period stays');
+  assert.is(await client.exists(keys.msgMeta(finishedOld)), 1, 'a finished record expires by its own TTL, the walk leaves it');
+  assert.is(await client.exists(keys.links(orphanId)), 0, 'an orphan link table older than the grace period goes');
+  assert.is(await client.exists(keys.links(youngOrphan)), 1, 'a link table written just before its meta is not an orphan yet');
+  assert.is(await client.exists(keys.rcptState('x.example', stuck, 0)), 0);
+  assert.is(await client.exists(keys.rcptState('x.example', fresh, 0)), 1);
+  assert.is(await client.exists(keys.feedbackRaw('oldfb')), 0, 'raw mail past retention.rawBounces goes even though its TTL was longer');
+  assert.is(await client.exists(keys.feedbackRaw('newfb')), 1);
+  assert.equal(await client.zrange(keys.feedbackUnprocessed(), 0, -1), ['newfb']);
+  assert.is(purged.get('messages'), 2);
+  assert.is(purged.get('records'), 1);
+  assert.is(purged.get('raw_bounces'), 1);
+});
+
+test('a closed account is deleted after its window: keys, messages, webhooks, lists, events — not other accounts', async () => {
+  const { keys } = redis.fresh();
+  let now = NOW;
+  const clock = () => now;
+  for (const a of ['gone', 'kept']) {
+    await addSuppression(client, keys, a, 'someone@x.example', { reason: 'manual', at: now, evidence: {} });
+    await createWebhook(client, keys, a, { url: 'https://hooks.example/', events: ['*'] });
+    await createList(client, keys, a, 'newsletter', now);
+    await client.set(keys.quota(a, '2026-06-01'), 3);
+    await client.xadd(keys.events(), '*', 'type', 'accepted', 'account', a, 'msgId', 'x');
+  }
+  const goneMsg = await message(keys, 'gone', now - DAY);
+  // Recent at the time the deletion runs (91 days on): retention by age must not take it.
+  const keptMsg = await message(keys, 'kept', now + 90 * DAY);
+  await client.hset(keys.senderPaused('gone'), '*', '{}');
+  await client.zadd(keys.pausedSenders(), now, 'gone|*');
+  await closeAccount(client, keys, 'gone', { now, windowMs: 90 * DAY, by: 'cli' });
+
+  const { j, purged } = job(keys, { scanCount: 5, now: clock });
+  await fullPass(j);
+  assert.is(await client.exists(keys.suppression('gone')), 1, 'nothing is deleted before the window ends');
+  assert.is(purged.size, 0);
+
+  now += 91 * DAY;
+  const before = await closedRecord(client, keys, 'gone');
+  assert.is(before?.deletedAt, null);
+  await fullPass(j); // the account became due during this pass' predecessor: one whole pass after it is due
+  await fullPass(j);
+  const after = await closedRecord(client, keys, 'gone');
+  assert.ok(after && after.deletedAt !== null, 'the deletion is recorded and the account stays closed');
+  for (const k of [keys.suppression('gone'), keys.webhooks('gone'), keys.quota('gone', '2026-06-01'), keys.msgMeta(goneMsg), keys.msgBody(goneMsg), keys.senderPaused('gone')]) {
+    assert.is(await client.exists(k), 0, `${k} is gone`);
+  }
+  assert.equal(await listLists(client, keys, 'gone'), []);
+  assert.is((await client.smembers(keys.webhookEndpoints())).filter((r) => r.startsWith('gone/')).length, 0);
+  assert.is(await client.zscore(keys.pausedSenders(), 'gone|*'), null);
+  const accounts = ((await client.xrange(keys.events(), '-', '+')) as [string, string[]][]).map(([, f]) => f[f.indexOf('account') + 1]);
+  assert.equal(accounts, ['kept'], "the deleted account's events went, the other's stayed");
+  assert.is(await client.exists(keys.suppression('kept'), keys.webhooks('kept'), keys.msgMeta(keptMsg), keys.quota('kept', '2026-06-01')), 4);
+  assert.is((await listWebhooks(client, keys, 'kept')).length, 1);
+  assert.is((await listLists(client, keys, 'kept')).length, 1);
+  assert.is(purged.get('accounts'), 1);
+  assert.is(purged.get('messages'), 1);
+  assert.is(purged.get('account_events'), 1);
+  assert.ok((purged.get('account_keys') ?? 0) >= 4, `account keys counted (${purged.get('account_keys')})`);
+});
+
+test('reopening before the window ends keeps everything', async () => {
+  const { keys } = redis.fresh();
+  let now = NOW;
+  await addSuppression(client, keys, 'back', 'someone@x.example', { reason: 'manual', at: now, evidence: {} });
+  await closeAccount(client, keys, 'back', { now, windowMs: DAY, by: 'cli' });
+  assert.ok(await reopenAccount(client, keys, 'back'));
+  now += 2 * DAY;
+  const { j } = job(keys, { now: () => now });
+  await fullPass(j);
+  await fullPass(j);
+  assert.is(await client.exists(keys.suppression('back')), 1);
+  assert.is(await closedRecord(client, keys, 'back'), null);
+});
+
+test('only one process steps at a time (the lock), and the cursor carries over to another process', async () => {
+  const { keys } = redis.fresh();
+  for (let i = 0; i < 30; i++) await client.set(`${keys.prefix}filler:${i}`, 'x');
+  const a = job(keys, { scanCount: 5 }).j;
+  const b = job(keys, { scanCount: 5 }).j;
+  assert.ok((await a.step()).ran);
+  assert.is((await b.step()).ran, false, 'b waits while a holds the lock');
+  await a.stop();
+  const cursor = await client.hgetall(keys.retentionCursor());
+  assert.ok(cursor['scan:server'] !== undefined && cursor['scan:server'] !== '0', 'a stored where it was');
+  assert.ok((await b.step()).ran, 'after a stops, b takes over');
+  assert.ok(Number((await client.hgetall(keys.retentionCursor()))['pass']) === Number(cursor['pass']), 'b continued the same pass');
+});
+
+test.run();

@@ -1,0 +1,167 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { request } from 'undici';
+import nodemailer from 'nodemailer';
+import { startHttpApi, type HttpApi } from '../../src/ingress/http-api.js';
+import { startSubmissionServer, type SubmissionServer } from '../../src/ingress/smtp-server.js';
+import { loadOrCreateTls } from '../../src/ingress/tls.js';
+import { OperatorRegistry } from '../../src/accounts/operators.js';
+import { generateOperatorKey, hashSecret } from '../../src/accounts/secrets.js';
+import { ClosedAccounts, closedRecord } from '../../src/store/account-state.js';
+import { readAudit } from '../../src/store/audit.js';
+import { ingressFixture, type IngressFixture } from './fixture.js';
+import { sluice } from '../cli/run-cli.js';
+
+/**
+ * Operator keys, account close/reopen and the audit log, over the real HTTP API, SMTP submission
+ * and CLI on one Redis: an account key never gets admin rights; an operator acts on an account by
+ * naming it; a closed account is refused on both interfaces at once; every change is audited with
+ * who, what, where — and no secret or address in the clear.
+ */
+const test = suite('ingress/admin');
+let fx: IngressFixture;
+let api: HttpApi;
+let smtp: SubmissionServer;
+let base = '';
+const opKey = generateOperatorKey('ops');
+let cfgFile = '';
+
+test.before(async () => {
+  fx = await ingressFixture();
+  // Cache off: a close through the CLI (another "process") is seen by the next request.
+  const closedAccounts = new ClosedAccounts(fx.client, fx.keys, 0);
+  const deps = { redis: fx.client, keys: fx.keys, config: fx.config, registry: fx.registry, logger: fx.logger, closedAccounts, operators: new OperatorRegistry([{ id: 'ops', apiKeys: [await hashSecret(opKey)] }]) };
+  api = await startHttpApi(deps, { host: '127.0.0.1', port: 0 });
+  base = `http://127.0.0.1:${api.port}`;
+  smtp = await startSubmissionServer(deps, { host: '127.0.0.1', port: 0, tls: await loadOrCreateTls(fx.config), allowInsecureAuth: true });
+  cfgFile = join(fx.dataDir, 'sluice.yaml');
+  const acct = (id: string) => `  - { id: ${id}, domains: [{ domain: ${id}.example, dkim: [] }], apiKeys: [], smtpUsers: [], dailyQuota: null, rateLimit: { perSecond: null, perMinute: null, perHour: null } }`;
+  writeFileSync(cfgFile, `redis:\n  url: ${JSON.stringify(fx.redis.url)}\n  prefix: '${fx.keys.prefix}'\naccounts:\n${acct('acme')}\n${acct('other')}\n`);
+});
+test.after(async () => {
+  await api.close();
+  await smtp.close();
+  await fx.stop();
+});
+
+async function call(method: string, path: string, key: string, body?: unknown) {
+  const res = await request(base + path, {
+    method: method as 'GET',
+    headers: { authorization: `Bearer ${key}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+  });
+  const text = await res.body.text();
+  return { status: res.statusCode, json: (text ? JSON.parse(text) : {}) as Record<string, any> };
+}
+
+const MESSAGE = { from: 'a@acme.example', to: 'r@x.example', subject: 's', text: 't' };
+
+function smtpSend(user: string, pass: string) {
+  const t = nodemailer.createTransport({ host: '127.0.0.1', port: smtp.port, secure: false, ignoreTLS: true, auth: { user, pass } });
+  return t.sendMail({ from: 'a@acme.example', to: 'r@x.example', subject: 's', text: 't' }).finally(() => t.close());
+}
+
+test('an account key never gets admin rights; an operator key acts on the account it names', async () => {
+  const denied = await call('GET', '/v1/accounts/acme', fx.apiKeys.acme);
+  assert.is(denied.status, 403);
+  assert.is(denied.json['code'], 'SLUICE_ADMIN_REQUIRED');
+  assert.is((await call('GET', '/v1/audit', fx.apiKeys.acme)).status, 403);
+  // An account key naming another account changes nothing: it stays its own.
+  await call('POST', '/v1/suppressions', fx.apiKeys.other, { email: 'only-other@x.example' });
+  const own = await call('GET', '/v1/suppressions?account=other', fx.apiKeys.acme);
+  assert.equal(own.json['suppressions'], [], "acme's key with ?account=other still lists acme's own list");
+
+  const noAccount = await call('GET', '/v1/suppressions', opKey);
+  assert.is(noAccount.status, 400);
+  assert.is(noAccount.json['code'], 'SLUICE_ADMIN_ACCOUNT_REQUIRED');
+  const unknown = await call('GET', '/v1/suppressions?account=nobody', opKey);
+  assert.is(unknown.status, 404);
+  assert.is(unknown.json['code'], 'SLUICE_ACCOUNT_UNKNOWN');
+  const theirs = await call('GET', '/v1/suppressions?account=other', opKey);
+  assert.equal(theirs.json['suppressions'].map((s: { email: string }) => s.email), ['only-other@x.example']);
+  const wrong = await call('GET', '/v1/accounts/acme', `op_ops_${'A'.repeat(32)}`);
+  assert.is(wrong.status, 401);
+});
+
+test('close stops sending on HTTP and SMTP at once; reopen restores it; both are audited', async () => {
+  assert.is((await call('POST', '/v1/messages', fx.apiKeys.acme, MESSAGE)).status, 202);
+  const closed = await call('POST', '/v1/accounts/acme/close', opKey);
+  assert.is(closed.status, 200, JSON.stringify(closed.json));
+  assert.is(closed.json['state'], 'closed');
+  const days = (Date.parse(closed.json['purgeAt']) - Date.parse(closed.json['closedAt'])) / 86_400_000;
+  assert.is(days, 90, 'deleted after retention.closedAccounts (90 days)');
+
+  const refused = await call('POST', '/v1/messages', fx.apiKeys.acme, MESSAGE);
+  assert.is(refused.status, 403);
+  assert.is(refused.json['code'], 'SLUICE_ACCOUNT_CLOSED');
+  assert.match(refused.json['message'], /closed/);
+  const err = await smtpSend('acme', 'acme-password').then(() => null, (e: { responseCode?: number; response?: string }) => e);
+  assert.is(err?.responseCode, 554, 'SMTP refuses at MAIL FROM');
+  assert.match(err?.response ?? '', /5\.7\.1 .*closed/);
+  assert.is((await call('POST', '/v1/messages', fx.apiKeys.other, { ...MESSAGE, from: 'a@other.example' })).status, 202, 'other accounts send on');
+
+  const again = await call('POST', '/v1/accounts/acme/close', opKey);
+  assert.is(again.json['closedAt'], closed.json['closedAt'], 'closing twice keeps the first close');
+  const reopened = await call('POST', '/v1/accounts/acme/reopen', opKey);
+  assert.is(reopened.json['state'], 'open');
+  assert.is((await call('POST', '/v1/messages', fx.apiKeys.acme, MESSAGE)).status, 202);
+  await smtpSend('acme', 'acme-password');
+  assert.is((await call('POST', '/v1/accounts/acme/reopen', opKey)).status, 404, 'reopening an open account: not closed');
+
+  const log = await readAudit(fx.client, fx.keys, { account: 'acme', limit: 10 });
+  assert.equal(log.map((e) => e.action).slice(0, 2), ['account.reopen', 'account.close'], 'one entry each; the no-op close is not audited');
+  for (const e of log.slice(0, 2)) {
+    assert.is(e.actor, 'operator:ops');
+    assert.match(e.key ?? '', /^[0-9a-f]{12}$/);
+    assert.is(e.from, '127.0.0.1');
+  }
+});
+
+test('suppression and webhook changes are audited with the key id and no address or secret', async () => {
+  await call('POST', '/v1/suppressions', fx.apiKeys.acme, { email: 'Private.Person@x.example' });
+  await call('DELETE', `/v1/suppressions/${encodeURIComponent('private.person@x.example')}`, fx.apiKeys.acme);
+  const hook = await call('POST', '/v1/webhooks', fx.apiKeys.acme, { url: 'https://hooks.acme.example/', events: ['*'] });
+  await call('DELETE', `/v1/webhooks/${hook.json['id']}`, fx.apiKeys.acme);
+  await call('GET', '/v1/suppressions', fx.apiKeys.acme); // a read: not audited
+
+  const entries = await call('GET', '/v1/audit?account=acme&limit=4', opKey);
+  assert.equal(entries.json['entries'].map((e: { action: string }) => e.action), ['webhook.delete', 'webhook.create', 'suppression.remove', 'suppression.add']);
+  const [del, , rm, add] = entries.json['entries'];
+  assert.is(del.target, hook.json['id']);
+  assert.is(add.actor, 'account:acme');
+  assert.match(add.target, /^sha256:[0-9a-f]{16}$/);
+  assert.is(add.target, rm.target, 'the same address gives the same reference');
+  const raw = JSON.stringify(await fx.client.xrange(fx.keys.audit(), '-', '+'));
+  for (const secret of ['private.person', hook.json['secret'], fx.apiKeys.acme, opKey]) assert.not.ok(raw.toLowerCase().includes(String(secret).toLowerCase()), `audit log holds no ${String(secret).slice(0, 8)}…`);
+});
+
+test('sluice account close / status / reopen and sluice audit, from the command line', async () => {
+  const close = await sluice(['account', 'close', 'other', '--config', cfgFile]);
+  assert.is(close.code, 0, close.err);
+  assert.match(close.out, /closed other: sending stopped; its data is deleted after /);
+  assert.ok(await closedRecord(fx.client, fx.keys, 'other'));
+  const refused = await call('POST', '/v1/messages', fx.apiKeys.other, { ...MESSAGE, from: 'a@other.example' });
+  assert.is(refused.json['code'], 'SLUICE_ACCOUNT_CLOSED', 'a close from the CLI stops the API');
+  const status = await sluice(['account', 'status', 'other', '--json', '--config', cfgFile]);
+  assert.is(JSON.parse(status.out).state, 'closed');
+  assert.is((await sluice(['account', 'close', 'nobody', '--config', cfgFile])).code, 1);
+  const reopen = await sluice(['account', 'reopen', 'other', '--config', cfgFile]);
+  assert.is(reopen.code, 0, reopen.err);
+  assert.is((await sluice(['account', 'reopen', 'other', '--config', cfgFile])).code, 1, 'not closed any more');
+  await sluice(['suppression', 'add', '--account', 'other', 'x@y.example', '--config', cfgFile]);
+
+  const audit = await sluice(['audit', '--account', 'other', '--limit', '3', '--json', '--config', cfgFile]);
+  assert.is(audit.code, 0, audit.err);
+  const rows = audit.out.trim().split('\n').map((l) => JSON.parse(l));
+  assert.equal(rows.map((r) => r.action), ['suppression.add', 'account.reopen', 'account.close']);
+  for (const r of rows) {
+    assert.match(r.actor, /^cli/);
+    assert.is(r.from, 'cli');
+  }
+  const text = await sluice(['audit', '--limit', '1', '--config', cfgFile]);
+  assert.match(text.out, /suppression\.add\tother\tsha256:/);
+});
+
+test.run();

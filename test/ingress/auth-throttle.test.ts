@@ -1,0 +1,119 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Agent, request } from 'undici';
+import nodemailer from 'nodemailer';
+import { loadConfig } from '../../src/config/load.js';
+import { createLogger } from '../../src/observability/logger.js';
+import { startSluice, type RunningSluice } from '../../src/app/start.js';
+import { startRedis, type TestRedis } from '../helpers/redis.js';
+import { makeAccount, type AccountKeys } from '../helpers/sluice.js';
+
+/**
+ * Failed authentications are throttled per client IP and per user, with the state in Redis: two
+ * Sluice instances share one Redis (two "processes"), failures made against one count on the other.
+ * Loopback has every 127.0.0.0/8 address, so clients bind distinct source IPs to tell the per-IP
+ * limit from the per-user one. The default limits: refused after 20 failures within 15 minutes; here
+ * answers are delayed from the 19th failure on (ingress.smtp.authFailuresBeforeDelay = 19).
+ */
+const test = suite('ingress/auth-throttle');
+let redis: TestRedis;
+let dir = '';
+let a: RunningSluice;
+let b: RunningSluice;
+let acme: AccountKeys;
+let other: AccountKeys;
+const agents: Agent[] = [];
+const REFUSE_AFTER = 20;
+
+test.before(async () => {
+  redis = await startRedis();
+  dir = mkdtempSync(join(tmpdir(), 'sluice-throttle-'));
+  acme = await makeAccount(dir, 'acme', 'acme.example', ['ed25519']);
+  other = await makeAccount(dir, 'other', 'other.example', ['ed25519']);
+  const { prefix } = redis.fresh();
+  const start = () =>
+    startSluice(
+      loadConfig({
+        env: {},
+        overrides: {
+          roles: ['ingress'],
+          instance: { hostname: 'sluice.test', dataDir: dir },
+          redis: { url: redis.url, prefix },
+          admin: { host: '127.0.0.1', port: 0 },
+          ingress: { smtp: { host: '127.0.0.1', port: 0, authFailuresBeforeDelay: REFUSE_AFTER - 1 }, http: { host: '127.0.0.1', port: 0 } },
+          accounts: [acme.account, other.account],
+        },
+      }),
+      { logger: createLogger('silent') },
+    );
+  a = await start();
+  b = await start();
+});
+test.after(async () => {
+  await Promise.all(agents.map((x) => x.close()));
+  await a.stop(1000);
+  await b.stop(1000);
+  await redis.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+async function http(app: RunningSluice, from: string, key: string) {
+  const agent = new Agent({ localAddress: from });
+  agents.push(agent);
+  const res = await request(`http://127.0.0.1:${app.ports.http}/v1/suppressions`, { headers: { authorization: `Bearer ${key}` }, dispatcher: agent });
+  const body = JSON.parse(await res.body.text()) as { code?: string };
+  return { status: res.statusCode, code: body.code };
+}
+
+async function smtpAuth(app: RunningSluice, from: string, user: string, pass: string): Promise<{ ok: boolean; code?: number; response?: string }> {
+  const t = nodemailer.createTransport({ host: '127.0.0.1', port: app.ports.smtp, localAddress: from, secure: false, tls: { rejectUnauthorized: false }, auth: { user, pass } });
+  try {
+    await t.verify();
+    return { ok: true };
+  } catch (err) {
+    const e = err as { responseCode?: number; response?: string };
+    return { ok: false, code: e.responseCode, response: e.response };
+  } finally {
+    t.close();
+  }
+}
+
+test('HTTP: failures on one instance lock the claimed user and the IP on the other, with backoff', async () => {
+  const wrong = `sk_acme_${'Q'.repeat(32)}`;
+  let lastMs = 0;
+  for (let i = 1; i <= REFUSE_AFTER; i++) {
+    const t0 = Date.now();
+    const r = await http(a, '127.0.0.2', wrong);
+    lastMs = Date.now() - t0;
+    assert.is(r.status, 401, `attempt ${i}`);
+  }
+  assert.ok(lastMs >= 4000, `the failure that reaches the limit is answered late (${lastMs} ms)`);
+  const userLocked = await http(b, '127.0.0.3', acme.apiKey);
+  assert.is(userLocked.status, 429, 'the user is locked on the other instance, from another IP, even with the right key');
+  assert.is(userLocked.code, 'SLUICE_AUTH_THROTTLED');
+  const ipLocked = await http(b, '127.0.0.2', other.apiKey);
+  assert.is(ipLocked.status, 429, 'the IP is locked on the other instance, for every user');
+  assert.is((await http(b, '127.0.0.3', other.apiKey)).status, 200, 'another user from another IP is served');
+});
+
+test('SMTP: failures on one instance lock the user and the IP on the other', async () => {
+  let lastMs = 0;
+  for (let i = 1; i <= REFUSE_AFTER; i++) {
+    const t0 = Date.now();
+    const r = await smtpAuth(a, '127.0.0.4', 'acme', 'not-the-password');
+    lastMs = Date.now() - t0;
+    assert.is(r.code, 535, `attempt ${i}: ${r.response}`);
+  }
+  assert.ok(lastMs >= 4000, `the failure that reaches the limit is answered late (${lastMs} ms)`);
+  const userLocked = await smtpAuth(b, '127.0.0.5', 'acme', acme.smtpPass);
+  assert.is(userLocked.code, 454, `user locked across instances: ${userLocked.response}`);
+  assert.match(userLocked.response ?? '', /4\.7\.0/);
+  const ipLocked = await smtpAuth(b, '127.0.0.4', 'other', other.smtpPass);
+  assert.is(ipLocked.code, 454, `IP locked across instances: ${ipLocked.response}`);
+  assert.ok((await smtpAuth(b, '127.0.0.5', 'other', other.smtpPass)).ok, 'another user from another IP authenticates');
+});
+
+test.run();
