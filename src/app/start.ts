@@ -162,6 +162,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
     const reputation = new ReputationGuard({
       redis: redis.client, keys, eventsMaxLen: config.retention.eventsMaxLen, logger: logger.child({ role: 'feedback', part: 'reputation' }),
       onPaused: () => metrics.senderPauses.inc(),
+      shards: config.redis.scheduleShards,
     }, {
       complaintRate: config.reputation.complaintRate, hardBounceRate: config.reputation.hardBounceRate, minVolume: config.reputation.minVolume,
       windowHours: Math.max(1, Math.round(config.reputation.window / 3_600_000)), deliveredFlushMs: config.reputation.countFlush,
@@ -311,7 +312,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
             received: (kind) => metrics.feedbackReceived.inc({ kind }),
             rejected: (code) => metrics.feedbackRejected.inc({ code }),
             outcome: (o) => metrics.feedbackOutcomes.inc({ outcome: o }),
-            bounce: (reason, verdict) => metrics.bounces.inc({ reason, verdict }),
+            bounce: (reason, verdict) => metrics.bounces.inc({ reason, hard: verdict === 'hard' ? 'true' : 'false' }),
             complaint: (type) => metrics.complaints.inc({ type }),
             suppressed: (list, reason) => metrics.suppressionsAdded.inc({ list, reason }),
             event: (type) => metrics.eventsAppended.inc({ type }),

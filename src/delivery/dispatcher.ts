@@ -690,6 +690,7 @@ export class Dispatcher {
     let applied: number = OUTCOME.NOOP;
     let counter: CampaignCounter = 'bounced';
     let bounceReason: string | undefined;
+    let addressBounce = false;
 
     if (outcome.result === 'delivered') {
       applied = await ack(redis, keys, entry, { ...base, recordTtlMs });
@@ -707,7 +708,7 @@ export class Dispatcher {
         applied = await bounce(redis, keys, entry, { ...base, state: 'expired', reason: 'expired', recordTtlMs });
         counter = 'expired';
         m?.deliveryAttempts.inc({ result: 'expired', provider: shaping.provider });
-        m?.bounces.inc({ reason: 'expired', verdict: 'soft' });
+        m?.bounces.inc({ reason: 'expired', hard: 'false' });
         this.o.events('expired', { ...fields, reason: 'expired' });
         final = true;
       } else {
@@ -727,17 +728,21 @@ export class Dispatcher {
       applied = await bounce(redis, keys, entry, { ...base, state: 'bounced', reason: verdict.reason, recordTtlMs });
       bounceReason = verdict.reason;
       m?.deliveryAttempts.inc({ result: 'bounced', provider: shaping.provider });
-      m?.bounces.inc({ reason: verdict.reason, verdict: verdict.hardbounce ? 'hard' : 'soft' });
+      m?.bounces.inc({ reason: verdict.reason, hard: verdict.hardbounce ? 'true' : 'false' });
       this.o.events('bounced', { ...fields, reason: verdict.reason, hard: verdict.hardbounce ? 1 : 0 });
       // Only a remote server's verdict on the address counts against the sender (not our own drops).
-      if (verdict.hardbounce && !reason && ADDRESS_REASONS.has(verdict.reason)) this.recordReputation(msg, 'hardbounce');
+      if (verdict.hardbounce && !reason && ADDRESS_REASONS.has(verdict.reason)) {
+        this.recordReputation(msg, 'hardbounce');
+        addressBounce = true;
+      }
       final = true;
     }
     // Counted once: when another holder of the entry settled it first (a reaped lease), this outcome
     // changed nothing and must not take the recipient off the pending count a second time.
     if (applied === OUTCOME.NOOP) return;
     if (msg?.kind === 'campaign') {
-      await recordCampaignOutcome(redis, keys, msg.id, { counter, reason: bounceReason, final, now }).catch((err: unknown) => this.log.warn({ err, campaign: msg.id }, 'could not count the campaign outcome'));
+      await recordCampaignOutcome(redis, keys, msg.id, { counter, reason: bounceReason, final, now, hardbounce: addressBounce }).catch((err: unknown) => this.log.warn({ err, campaign: msg.id }, 'could not count the campaign outcome'));
+      if (addressBounce) await this.o.reputation?.judgeCampaign?.(msg.id).catch((err: unknown) => this.log.warn({ err, campaign: msg.id }, 'campaign not judged'));
     } else if (final) {
       await this.o.messages.finished(entry.msgId).catch((err: unknown) => this.log.warn({ err, msgId: entry.msgId }, 'could not update message refcount'));
     }

@@ -27,7 +27,7 @@ import { faultOf, feedbackTypeLabel, verdictOf, type Verdict } from './verdict.j
 export interface FeedbackMetricsHook {
   /** Stored mail by what processing made of it. */
   outcome?(outcome: FeedbackOutcome): void;
-  /** sluice_bounces_total{reason,verdict} for asynchronous bounces (verdict 'hard' | 'soft'). */
+  /** sluice_bounces_total{reason,hard} for asynchronous bounces (verdict 'hard' → hard="true"). */
   bounce?(reason: string, verdict: 'hard' | 'soft'): void;
   /** sluice_complaints_total{type}: type is a registered ARF feedback type, else 'other'. */
   complaint?(type: string): void;
@@ -279,7 +279,10 @@ async function act(
     m?.suppressed?.(list === GLOBAL_LIST ? 'global' : 'account', reason);
   }
   const status = verdict === 'complaint' ? 'complained' : verdict === 'optout' ? 'unsubscribed' : verdict === 'hard' ? 'bounced' : null;
-  if (status) await markRecipient(deps.redis, deps.keys, view, idx, status, now);
+  if (status) await markRecipient(deps.redis, deps.keys, view, idx, status, now, record.reason);
+  if (view.listId !== null && (verdict === 'complaint' || verdict === 'hard')) {
+    await deps.reputation?.judgeCampaign?.(meta.id).catch((err: unknown) => deps.logger.warn({ err, campaign: meta.id }, 'campaign not judged'));
+  }
   if (verdict === 'complaint' || verdict === 'hard') {
     await deps.reputation
       ?.record({ account: meta.account, domain: meta.fromDomain || null, kind: verdict === 'complaint' ? 'complaint' : 'hardbounce' })

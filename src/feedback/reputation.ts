@@ -18,6 +18,9 @@ import {
   type PauseRecord,
   BUCKET_MS,
 } from '../store/reputation.js';
+import { appendEvent } from '../store/events.js';
+import { campaignStats, getCampaign, type CampaignGuardPause } from '../store/campaigns.js';
+import { pauseCampaign } from '../queue/campaign.js';
 
 /**
  * The reputation guard: rolling hard-bounce and complaint rates per account and per sending domain,
@@ -62,6 +65,8 @@ export interface ReputationDeps {
   readonly now?: (() => number) | undefined;
   /** Called once per new pause (e.g. to log, count, or wake a webhook). Must not throw. */
   readonly onPaused?: ((pause: PauseRecord) => void) | undefined;
+  /** Schedule shards (redis.scheduleShards): pausing a campaign walks its destinations. Default 16. */
+  readonly shards?: number | undefined;
 }
 
 export interface OutcomeRecord {
@@ -239,6 +244,36 @@ export class ReputationGuard {
     return Promise.all(
       pauses.map(async (pause) => ({ pause, current: (await readFigures(this.deps.redis, this.deps.keys, pause.account, [pause.scope], now, this.options.windowHours)).get(pause.scope) as Figures })),
     );
+  }
+
+  /**
+   * Judges one campaign on its own outcomes (hard bounces per sent, complaints per delivered, since it
+   * started or was last resumed) and pauses it past the thresholds: a campaign is the unit a bad list
+   * shows up in, and pausing it stops the damage without stopping the account's other mail. An event
+   * ('campaign_paused', so webhooks carry it) says why, with the figures; an operator or the account
+   * resumes it. Returns the pause, or null when the campaign is within the limits (or not sending).
+   */
+  async judgeCampaign(campaignId: string): Promise<CampaignGuardPause | null> {
+    const { redis, keys } = this.deps;
+    const c = await getCampaign(redis, keys, null, campaignId);
+    if (!c || c.state !== 'sending') return null;
+    const s = await campaignStats(redis, keys, c);
+    const base = c.guardBase ?? { delivered: 0, hardbounces: 0, complaints: 0 };
+    const f = figuresOf(Math.max(0, s.delivered - base.delivered), Math.max(0, s.hardbounces - base.hardbounces), Math.max(0, s.complaints - base.complaints));
+    const v = thresholdCrossed(f, this.options);
+    if (!v) return null;
+    const now = this.#now();
+    const r = await pauseCampaign(redis, keys, this.deps.shards ?? 16, campaignId, now);
+    if (!r.ok) return null;
+    const pause: CampaignGuardPause = { reason: v.reason, at: now, threshold: v.threshold, delivered: f.delivered, hardbounces: f.hardbounces, complaints: f.complaints };
+    await redis.hset(keys.msgMeta(campaignId), 'guardPause', JSON.stringify(pause));
+    await appendEvent(redis, keys, 'campaign_paused', {
+      account: c.account, campaign: campaignId, reason: v.reason, threshold: v.threshold,
+      delivered: f.delivered, hardbounces: f.hardbounces, complaints: f.complaints, sent: f.sent,
+      hardBounceRate: Math.round(f.hardBounceRate * 1e6) / 1e6, complaintRate: Math.round(f.complaintRate * 1e6) / 1e6,
+    }, this.deps.eventsMaxLen);
+    this.deps.logger?.warn({ account: c.account, campaign: campaignId, reason: v.reason, figures: f }, 'campaign paused by the reputation guard');
+    return pause;
   }
 
   #forget(account: string): void {

@@ -99,6 +99,8 @@ function view(c: CampaignRecord): Record<string, unknown> {
     completed: iso(c.completedAt),
     cancelled: iso(c.cancelledAt),
     recipients: { queued: c.queued, skipped: c.skipped, pending: Math.max(0, c.pending), listQueued: c.enqueued },
+    // Set when the reputation guard paused it: why, when, and the figures it judged.
+    pausedBy: c.guardPause === null ? null : { ...c.guardPause, at: iso(c.guardPause.at) },
   };
 }
 
@@ -117,6 +119,7 @@ export function statsView(s: CampaignStats): Record<string, unknown> {
     suppressed: s.suppressed,
     cancelled: s.cancelled,
     complaints: s.complaints,
+    hardbounces: s.hardbounces,
     opens: { total: e.opens, human: e.opensHuman, uniqueHuman: e.opensUniqueHuman, machine: e.machineOpens },
     clicks: { total: e.clicks, human: e.clicksHuman, uniqueHuman: e.clicksUniqueHuman, machine: e.machineClicks },
     unsubscribes: e.unsubscribes,

@@ -40,7 +40,7 @@ export function createMetrics() {
       name: 'sluice_messages_delivered_total', help: 'Recipients delivered (remote 2xx)', labelNames: ['provider'] as const, registers: [registry],
     }),
     bounces: new Counter({
-      name: 'sluice_bounces_total', help: 'Recipients bounced or expired by reason and verdict', labelNames: ['reason', 'verdict'] as const, registers: [registry],
+      name: 'sluice_bounces_total', help: 'Recipients bounced or expired by reason and verdict (hard: true/false)', labelNames: ['reason', 'hard'] as const, registers: [registry],
     }),
     queueRecipients: new Gauge({
       name: 'sluice_queue_recipients', help: 'Recipients waiting in the queue by provider (sampled)', labelNames: ['provider'] as const, registers: [registry], ...sampled('queueRecipients'),

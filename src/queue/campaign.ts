@@ -126,6 +126,11 @@ export async function pauseCampaign(redis: RedisClient, keys: Keys, shards: numb
 export async function resumeCampaign(redis: RedisClient, keys: Keys, shards: number, id: string, now: number): Promise<LifecycleResult> {
   const r = await transition(redis, keys, id, 'sending', 'resumedAt', now, ['paused']);
   if (r.ok) {
+    // The reputation guard judges a resumed campaign on what it sends from now on, not again on the
+    // outcomes that paused it.
+    const [delivered, hardbounces, complaints] = await redis.hmget(keys.msgStats(id), 'delivered', 'hardbounces', 'complaints');
+    const base = { delivered: Number(delivered ?? 0), hardbounces: Number(hardbounces ?? 0), complaints: Number(complaints ?? 0) };
+    await redis.multi().hset(keys.msgMeta(id), 'guardBase', JSON.stringify(base)).hdel(keys.msgMeta(id), 'guardPause').exec();
     await controlCampaignQueue(redis, keys, shards, id, 'resume', now);
     // The enqueuer may have stopped at a pause before queueing the whole list.
     await redis.zadd(keys.campaignsDue(), now, id);

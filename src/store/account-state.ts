@@ -143,5 +143,6 @@ export function holdClosed(reputation: ReputationRecorder | undefined, closed: C
   return {
     record: (o) => reputation?.record(o) ?? Promise.resolve(),
     check: async (account, domain) => ((await closed.get(account)) ? { reason: ACCOUNT_CLOSED_REASON } : (reputation?.check(account, domain) ?? null)),
+    judgeCampaign: (campaignId) => reputation?.judgeCampaign?.(campaignId) ?? Promise.resolve(),
   };
 }

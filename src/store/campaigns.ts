@@ -11,7 +11,7 @@ declare module 'ioredis' {
     /** src/queue/lua/markCampaignQueued-1.lua */
     markCampaignQueued(meta: string, now: number): Result<string, Context>;
     /** src/queue/lua/finishCampaign-2.lua */
-    finishCampaign(meta: string, stats: string, counter: string, reason: string, final: '0' | '1', now: number): Result<string, Context>;
+    finishCampaign(meta: string, stats: string, counter: string, reason: string, final: '0' | '1', now: number, hard: '0' | '1'): Result<string, Context>;
   }
 }
 
@@ -77,6 +77,19 @@ export interface CampaignRecord {
   readonly skipped: number;
   /** Queued recipients not yet in a final state. */
   readonly pending: number;
+  /** Why the reputation guard paused it (null when it did not, or after a resume). */
+  readonly guardPause: CampaignGuardPause | null;
+  /** The counts the guard judges from (set at resume: a resumed campaign is judged on what it sends next). */
+  readonly guardBase: { delivered: number; hardbounces: number; complaints: number } | null;
+}
+
+export interface CampaignGuardPause {
+  readonly reason: 'complaints' | 'hardbounces';
+  readonly at: number;
+  readonly threshold: number;
+  readonly delivered: number;
+  readonly hardbounces: number;
+  readonly complaints: number;
 }
 
 export interface NewCampaign {
@@ -142,6 +155,8 @@ export function toCampaign(id: string, h: Readonly<Record<string, string>>): Cam
     queued: num(h['queued']) ?? 0,
     skipped: num(h['skipped']) ?? 0,
     pending: num(h['pending']) ?? 0,
+    guardPause: json<CampaignGuardPause | null>(h['guardPause'], null),
+    guardBase: json<CampaignRecord['guardBase']>(h['guardBase'], null),
   };
 }
 
@@ -228,9 +243,9 @@ export async function recordCampaignOutcome(
   redis: RedisClient,
   keys: Keys,
   id: string,
-  o: { counter: CampaignCounter | null; reason?: string | undefined; final: boolean; now: number },
+  o: { counter: CampaignCounter | null; reason?: string | undefined; final: boolean; now: number; hardbounce?: boolean },
 ): Promise<CampaignState | null> {
-  const s = await redis.finishCampaign(keys.msgMeta(id), keys.msgStats(id), o.counter ?? '', o.reason ?? '', o.final ? '1' : '0', o.now);
+  const s = await redis.finishCampaign(keys.msgMeta(id), keys.msgStats(id), o.counter ?? '', o.reason ?? '', o.final ? '1' : '0', o.now, o.hardbounce === true ? '1' : '0');
   return s === '' ? null : (s as CampaignState);
 }
 
@@ -248,6 +263,8 @@ export interface CampaignStats {
   readonly suppressed: number;
   readonly cancelled: number;
   readonly complaints: number;
+  /** Hard bounces saying the address does not exist (at delivery or by mail later): what the reputation guard judges. */
+  readonly hardbounces: number;
   readonly engagement: Engagement;
 }
 
@@ -272,6 +289,7 @@ export async function campaignStats(redis: RedisClient, keys: Keys, c: CampaignR
     suppressed: n('suppressed'),
     cancelled: n('cancelled'),
     complaints: n('complaints'),
+    hardbounces: n('hardbounces'),
     engagement: toEngagement(h),
   };
 }

@@ -43,8 +43,10 @@ export async function messageFor(redis: RedisClient, keys: Keys, msgId: string, 
  * changes (a later campaign to the list leaves it out), and a complaint is counted in the campaign's
  * stats. Nothing for a message.
  */
-export async function markRecipient(redis: RedisClient, keys: Keys, view: MessageView, idx: number, status: Exclude<ContactStatus, 'subscribed'>, now: number): Promise<void> {
+export async function markRecipient(redis: RedisClient, keys: Keys, view: MessageView, idx: number, status: Exclude<ContactStatus, 'subscribed'>, now: number, reason?: string): Promise<void> {
   if (view.listId === null) return;
   await setContactStatus(redis, keys, view.listId, idx, status, now);
   if (status === 'complained') await recordCampaignOutcome(redis, keys, view.meta.id, { counter: 'complaints', final: false, now });
+  // A hard bounce by mail comes after the copy was counted delivered: counted as a bounce as well.
+  if (status === 'bounced') await recordCampaignOutcome(redis, keys, view.meta.id, { counter: 'bounced', reason: reason ?? undefined, final: false, now, hardbounce: true });
 }

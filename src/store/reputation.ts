@@ -255,4 +255,6 @@ export async function pausedCount(redis: RedisClient, keys: Keys): Promise<numbe
 export interface ReputationRecorder {
   record(o: { account: string; domain: string | null; kind: 'delivered' | 'hardbounce' | 'complaint' }): Promise<unknown>;
   check(account: string, domain: string | null): Promise<{ reason: string } | null>;
+  /** Judges a campaign after a complaint or hard bounce of one of its recipients (pauses it past the thresholds). */
+  judgeCampaign?(campaignId: string): Promise<unknown>;
 }

@@ -8,6 +8,7 @@
   ARGV[2] reason   bounce reason: 'bounced:<reason>' is incremented too; '' for none
   ARGV[3] final    '1' when the recipient reached a final state
   ARGV[4] now      ms
+  ARGV[5] hard     '1': also count a hard bounce of the address ('hardbounces', judged by the reputation guard)
 
   A campaign completes when its list has been queued whole (enqueued = 1) and no recipient is pending;
   a paused one completes too (nothing is left to resume), a cancelled one stays cancelled.
@@ -17,6 +18,7 @@ local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return '' end
 if ARGV[1] ~= '' then redis.call('HINCRBY', KEYS[2], ARGV[1], 1) end
 if ARGV[2] ~= '' then redis.call('HINCRBY', KEYS[2], 'bounced:' .. ARGV[2], 1) end
+if ARGV[5] == '1' then redis.call('HINCRBY', KEYS[2], 'hardbounces', 1) end
 if ARGV[3] == '1' then
   local pending = redis.call('HINCRBY', KEYS[1], 'pending', -1)
   if pending <= 0 and redis.call('HGET', KEYS[1], 'enqueued') == '1' and (state == 'sending' or state == 'paused') then

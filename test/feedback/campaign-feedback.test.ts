@@ -1,0 +1,132 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { readFileSync } from 'node:fs';
+import nodemailer from 'nodemailer';
+import { pino } from 'pino';
+import { startRedis, type TestRedis } from '../helpers/redis.js';
+import type { RedisClient } from '../../src/redis/client.js';
+import type { Keys } from '../../src/redis/keys.js';
+import { newId } from '../../src/core/ids.js';
+import { verpAddress } from '../../src/core/verp.js';
+import { createCampaign, campaignStats, getCampaign, recordCampaignOutcome } from '../../src/store/campaigns.js';
+import { createList, findContact, upsertContacts } from '../../src/store/contacts.js';
+import { suppressionOf } from '../../src/store/suppression.js';
+import { resumeCampaign, startCampaign } from '../../src/queue/campaign.js';
+import { ReputationGuard } from '../../src/feedback/reputation.js';
+import { startInboundMx, type InboundMx } from '../../src/feedback/inbound-mx.js';
+
+/**
+ * Feedback about campaign copies, through the real inbound MX: a complaint or a hard bounce names a
+ * campaign recipient by VERP (campaign id, contact number); the contact's status changes, the
+ * campaign counts it, and the reputation guard pauses the campaign when its own rate crosses the
+ * threshold — with an event that says why.
+ */
+const test = suite('feedback/campaign');
+const CORPUS = new URL('../../../shared/corpus/bounces/emails/', import.meta.url);
+const corpus = (name: string) => readFileSync(new URL(name, CORPUS));
+const BOUNCE_DOMAIN = 'bounce.test';
+
+const ctx = {} as { redis: TestRedis; client: RedisClient; keys: Keys; mx: InboundMx; guard: ReputationGuard };
+
+test.before(async () => {
+  ctx.redis = await startRedis();
+  ctx.client = ctx.redis.client();
+  ctx.keys = ctx.redis.fresh().keys;
+  ctx.guard = new ReputationGuard({ redis: ctx.client, keys: ctx.keys, eventsMaxLen: 10_000, shards: 4 }, { minVolume: 20, complaintRate: 0.003, hardBounceRate: 0.05, checkCacheMs: 0 });
+  ctx.mx = await startInboundMx(
+    { redis: ctx.client, keys: ctx.keys, logger: pino({ level: 'silent' }), reputation: ctx.guard },
+    { host: '127.0.0.1', port: 0, bounceDomains: [BOUNCE_DOMAIN], fblAddresses: [], maxMessageSize: 1024 * 1024, rawRetentionMs: 3_600_000, softBounceLimit: 3, softBounceWindowMs: 86_400_000 },
+  );
+});
+
+test.after(async () => {
+  await ctx.mx.close();
+  await ctx.redis.stop();
+});
+
+async function send(raw: Buffer, to: string): Promise<void> {
+  const transport = nodemailer.createTransport({ host: '127.0.0.1', port: ctx.mx.port, secure: false, ignoreTLS: true });
+  try {
+    await transport.sendMail({ envelope: { from: '', to: [to] }, raw });
+    await ctx.mx.idle();
+  } finally {
+    transport.close();
+  }
+}
+
+/** A campaign to `n` contacts that has delivered to all of them. */
+async function sentCampaign(account: string, n: number): Promise<{ id: string; listId: string }> {
+  const { client, keys } = ctx;
+  const list = await createList(client, keys, account, `list ${newId()}`);
+  await upsertContacts(client, keys, account, list.id, Array.from({ length: n }, (_, i) => ({ email: `c${i + 1}@dest.test`, fields: {} })), Date.now());
+  const id = newId();
+  await createCampaign(client, keys, {
+    id, account, name: 'c', listId: list.id, from: 'news@sender.test', fromDomain: 'sender.test', subject: 's',
+    tracking: { opens: false, clicks: false }, tags: [], throttlePerHour: null, createdAt: Date.now(), sendAt: Date.now(), body: '{}', links: [],
+  });
+  assert.ok((await startCampaign(client, keys, id, Date.now())).ok);
+  for (let i = 0; i < n; i++) await recordCampaignOutcome(client, keys, id, { counter: 'delivered', final: false, now: Date.now() });
+  return { id, listId: list.id };
+}
+
+async function eventsOf(type: string, campaign: string): Promise<Record<string, string>[]> {
+  const entries = await ctx.client.xrange(ctx.keys.events(), '-', '+');
+  return entries
+    .map(([, flat]) => {
+      const o: Record<string, string> = {};
+      for (let i = 0; i + 1 < flat.length; i += 2) o[flat[i] as string] = flat[i + 1] as string;
+      return o;
+    })
+    .filter((e) => e['type'] === type && (e['campaign'] === campaign || e['msgId'] === campaign));
+}
+
+test('an ARF complaint about a campaign copy: suppressed for that account, contact complained, counted, campaign paused past 0.3 %', async () => {
+  const { id, listId } = await sentCampaign('acme', 40);
+  await send(corpus('arf-14.eml'), verpAddress(id, 3, BOUNCE_DOMAIN));
+
+  const s = await suppressionOf(ctx.client, ctx.keys, 'acme', 'c3@dest.test');
+  assert.is(s?.reason, 'complaint');
+  assert.is(await suppressionOf(ctx.client, ctx.keys, 'other', 'c3@dest.test'), null, 'another account may still mail them');
+  assert.is((await findContact(ctx.client, ctx.keys, listId, 'c3@dest.test'))?.status, 'complained');
+  assert.is((await findContact(ctx.client, ctx.keys, listId, 'c4@dest.test'))?.status, 'subscribed');
+
+  const c = await getCampaign(ctx.client, ctx.keys, 'acme', id);
+  assert.ok(c);
+  assert.is((await campaignStats(ctx.client, ctx.keys, c)).complaints, 1);
+  // 1 complaint / 40 delivered = 2.5 % > 0.3 %, over the minimum volume of 20
+  assert.is(c.state, 'paused');
+  assert.is(c.guardPause?.reason, 'complaints');
+  assert.is(c.guardPause?.complaints, 1);
+  const [ev] = await eventsOf('campaign_paused', id);
+  assert.is(ev?.['reason'], 'complaints');
+  assert.is(ev?.['delivered'], '40');
+  assert.is(ev?.['account'], 'acme');
+
+  // Resumed, it is judged on what it sends from then on: the old complaint does not pause it again.
+  assert.ok((await resumeCampaign(ctx.client, ctx.keys, 4, id, Date.now())).ok);
+  assert.is(await ctx.guard.judgeCampaign(id), null);
+  assert.is((await getCampaign(ctx.client, ctx.keys, 'acme', id))?.state, 'sending');
+});
+
+test('below the minimum volume a complaint is counted but pauses nothing', async () => {
+  const { id } = await sentCampaign('shop', 10);
+  await send(corpus('arf-14.eml'), verpAddress(id, 2, BOUNCE_DOMAIN));
+  const c = await getCampaign(ctx.client, ctx.keys, 'shop', id);
+  assert.is(c?.state, 'sending');
+  assert.is(c && (await campaignStats(ctx.client, ctx.keys, c)).complaints, 1);
+});
+
+test('a hard bounce by mail about a campaign copy: globally suppressed, contact bounced, counted with its reason', async () => {
+  const { id, listId } = await sentCampaign('acme', 100);
+  await send(corpus('lhost-postfix-05.eml'), verpAddress(id, 7, BOUNCE_DOMAIN));
+  assert.is((await findContact(ctx.client, ctx.keys, listId, 'c7@dest.test'))?.status, 'bounced');
+  const c = await getCampaign(ctx.client, ctx.keys, 'acme', id);
+  assert.ok(c);
+  const st = await campaignStats(ctx.client, ctx.keys, c);
+  assert.is(st.hardbounces, 1);
+  assert.is(st.bounced, 1);
+  assert.is(Object.values(st.bouncedByReason).reduce((a, b) => a + b, 0), 1);
+  assert.is(c.state, 'sending', '1 % hard bounces is under the 5 % threshold');
+});
+
+test.run();
