@@ -210,7 +210,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       const leased = new Map<string, number>();
       for (const s of stats) {
         const provider = resolveShaping(config.shaping, s.domain, []).provider;
-        ready.set(provider, (ready.get(provider) ?? 0) + s.ready);
+        ready.set(provider, (ready.get(provider) ?? 0) + s.ready + s.campaigns);
         leased.set(provider, (leased.get(provider) ?? 0) + s.leased);
       }
       metrics.queueRecipients.reset();

@@ -178,6 +178,8 @@ export class CampaignEnqueuer {
       }
     }
     if (list && !finished) return false;
+    // No chunk can follow: the per-destination chunk records can go once their queues drain.
+    await controlCampaignQueue(redis, keys, shards, start.id, 'seal', this.now());
     const after = await markCampaignQueued(redis, keys, start.id, this.now());
     const c = await getCampaign(redis, keys, null, start.id);
     logger.info({ campaign: start.id, queued: c?.queued, skipped: c?.skipped, state: after, listGone: !list }, 'campaign list queued');

@@ -58,9 +58,9 @@ export async function runQueue(argv: string[], io: Io): Promise<number> {
       println(io.out, 'queue is empty');
       return 0;
     }
-    const header = ['DESTINATION', 'READY', 'DUE', 'LEASED', 'NEXT', 'RULE', 'CONNS', 'TOKENS', 'BACKOFF'];
+    const header = ['DESTINATION', 'READY', 'CAMPAIGNS', 'DUE', 'LEASED', 'NEXT', 'RULE', 'CONNS', 'TOKENS', 'BACKOFF'];
     const table = rows.map((r) => [
-      r.domain, String(r.ready), String(r.due), String(r.leased), fmtTime(r.nextAt, now), r.rule,
+      r.domain, String(r.ready), String(r.campaigns), String(r.due), String(r.leased), fmtTime(r.nextAt, now), r.rule,
       `${r.connections}/${r.connectionLimit}`,
       Object.entries(r.tokens).map(([k, v]) => `${k}:${Math.floor(v)}`).join(' ') || '-',
       fmtBackoff(r.backoffLevel, r.suspendedUntil, r.backoffReason, now),

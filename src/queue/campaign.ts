@@ -27,7 +27,7 @@ declare module 'ioredis' {
  * connection is ready to send them. From there on (lease, retry, reap, ack, bounce) a campaign
  * recipient is an entry like any other.
  */
-export type CampaignQueueOp = 'pause' | 'resume' | 'cancel';
+export type CampaignQueueOp = 'pause' | 'resume' | 'cancel' | 'seal';
 
 /**
  * Queues one chunk of recipients, grouped by destination. `chunk` must grow with each call for the
@@ -53,7 +53,7 @@ export async function pushCampaignChunk(
 }
 
 /**
- * Pauses, resumes or cancels a campaign at every destination it has recipients queued at, walking
+ * Pauses, resumes, cancels or seals (its list is queued whole) a campaign at every destination it has recipients queued at, walking
  * its destination set with SSCAN (bounded work per call). Returns the recipients waiting (cancel:
  * dropped) over all destinations.
  */

@@ -5,8 +5,10 @@ import type { Rate } from './throttle.js';
 
 export interface DestinationStats {
   domain: string;
-  /** entries in the ready set (due now or later) */
+  /** entries in the ready set (due now or later); a campaign's waiting recipients count as one pointer here */
   ready: number;
+  /** campaign recipients waiting behind the campaigns' pointers (paused campaigns' included) */
+  campaigns: number;
   /** of those, due at or before `now` */
   due: number;
   /** entries being delivered (leased) */
@@ -39,18 +41,21 @@ export async function destinationStats(redis: RedisClient, keys: Keys, shards: n
 
   const all = await Promise.all(
     domains.map(async ({ domain, shard }): Promise<DestinationStats> => {
-      const [ready, due, leased, first, scheduled] = await Promise.all([
+      const [ready, due, leased, first, scheduled, campaignIds] = await Promise.all([
         redis.zcard(keys.ready(domain)),
         redis.zcount(keys.ready(domain), '-inf', now),
         redis.zcard(keys.leases(domain)),
         redis.zrange(keys.ready(domain), 0, 0, 'WITHSCORES'),
         redis.zscore(keys.schedule(shard), domain),
+        redis.hkeys(keys.campaignPushed(domain)),
       ]);
-      return { domain, ready, due, leased, nextAt: first[1] === undefined ? null : Number(first[1]), scheduledAt: scheduled === null ? null : Number(scheduled) };
+      const waiting = await Promise.all(campaignIds.map((id) => redis.llen(keys.campaignQueue(domain, id))));
+      const campaigns = waiting.reduce((a, b) => a + b, 0);
+      return { domain, ready, campaigns, due, leased, nextAt: first[1] === undefined ? null : Number(first[1]), scheduledAt: scheduled === null ? null : Number(scheduled) };
     }),
   );
-  const busy = all.filter((s) => s.ready + s.leased > 0);
-  busy.sort((a, b) => b.due - a.due || b.ready + b.leased - (a.ready + a.leased) || (a.domain < b.domain ? -1 : a.domain > b.domain ? 1 : 0));
+  const busy = all.filter((s) => s.ready + s.campaigns + s.leased > 0);
+  busy.sort((a, b) => b.due - a.due || b.ready + b.campaigns + b.leased - (a.ready + a.campaigns + a.leased) || (a.domain < b.domain ? -1 : a.domain > b.domain ? 1 : 0));
   return limit === undefined ? busy : busy.slice(0, Math.max(0, limit));
 }
 

@@ -70,13 +70,13 @@ test('the table lists each destination with its counts and rule, busiest first; 
   const r = await sluice(['queue', '--config', cfgFile]);
   assert.is(r.code, 0, r.err);
   const lines = r.out.trimEnd().split('\n');
-  assert.match(lines[0] as string, /^DESTINATION\s+READY\s+DUE\s+LEASED\s+NEXT\s+RULE\s+CONNS\s+TOKENS\s+BACKOFF$/);
+  assert.match(lines[0] as string, /^DESTINATION\s+READY\s+CAMPAIGNS\s+DUE\s+LEASED\s+NEXT\s+RULE\s+CONNS\s+TOKENS\s+BACKOFF$/);
   const cells = lines.slice(1).map((l) => l.split(/\s+/));
   assert.equal(cells.map((c) => c[0]), ['one.test', 'gmail.com', 'two.test'], `due desc, then ready+leased, then name:\n${r.out}`);
-  assert.equal(cells[0]?.slice(0, 6), ['one.test', '2', '2', '2', 'now', 'default']);
-  assert.equal(cells[1]?.slice(0, 6), ['gmail.com', '2', '2', '0', 'now', 'google']);
-  assert.equal(cells[2]?.slice(0, 6), ['two.test', '1', '1', '0', 'now', 'default']);
-  assert.equal(cells.map((c) => c[6]), ['0/10', '0/20', '0/10'], 'connections in use / limit');
+  assert.equal(cells[0]?.slice(0, 7), ['one.test', '2', '0', '2', '2', 'now', 'default']);
+  assert.equal(cells[1]?.slice(0, 7), ['gmail.com', '2', '0', '2', '0', 'now', 'google']);
+  assert.equal(cells[2]?.slice(0, 7), ['two.test', '1', '0', '1', '0', 'now', 'default']);
+  assert.equal(cells.map((c) => c[7]), ['0/10', '0/20', '0/10'], 'connections in use / limit');
 
   const limited = await sluice(['queue', '--config', cfgFile, '--limit', '1', '--json']);
   assert.equal((JSON.parse(limited.out) as Row[]).map((x) => x.domain), ['one.test']);
@@ -132,7 +132,7 @@ test('no Redis: a clear error and exit 1, never a hang', async () => {
 test('as a real process: prints the table and exits 0', async () => {
   const r = await spawnSluice(['queue', '--config', cfgFile]);
   assert.is(r.code, 0, r.err);
-  assert.match(r.out, /^one\.test\s+2\s+2\s+2\s/m);
+  assert.match(r.out, /^one\.test\s+2\s+0\s+2\s+2\s/m);
 });
 
 test.run();

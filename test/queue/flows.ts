@@ -481,8 +481,8 @@ export function queueFlows(name: string, start: () => Promise<Harness>) {
 
     const stats = await destinationStats(redis, keys, SHARDS, T + 10);
     assert.equal(stats, [
-      { domain: 'big.test', ready: 3, due: 2, leased: 1, nextAt: T, scheduledAt: T },
-      { domain: 'small.test', ready: 1, due: 1, leased: 0, nextAt: T + 10, scheduledAt: T + 10 },
+      { domain: 'big.test', ready: 3, campaigns: 0, due: 2, leased: 1, nextAt: T, scheduledAt: T },
+      { domain: 'small.test', ready: 1, campaigns: 0, due: 1, leased: 0, nextAt: T + 10, scheduledAt: T + 10 },
     ]);
     assert.equal((await destinationStats(redis, keys, SHARDS, T + 10, 1)).map((s) => s.domain), ['big.test']);
   });
@@ -509,6 +509,13 @@ export function queueFlows(name: string, start: () => Promise<Harness>) {
     assert.equal(second.entries.map(entryMember), ['c1:4:0', 'c1:5:0', 'm:0:0']);
     assert.is(await redis.zcard(keys.ready('a.test')), 0, 'an empty queue takes its pointer with it');
     assert.is(await redis.exists(keys.campaignQueue('a.test', 'c1')), 0);
+    // sealed (the list is queued whole): the chunk record of a drained destination goes, no push is taken after
+    await controlCampaignQueue(redis, keys, SHARDS, 'c1', 'seal', T + 5);
+    assert.is(await redis.hexists(keys.campaignPushed('a.test'), 'c1'), 0);
+    assert.is(await redis.hget(keys.campaignPushed('b.test'), 'c1'), 'sealed');
+    assert.is(await pushCampaignChunk(redis, keys, SHARDS, { campaignId: 'c1', chunk: 2, dueAt: T, sending: true, byDomain: new Map([['b.test', [9]]]) }), 0);
+    assert.is((await claim(redis, keys, { domain: 'b.test', max: 5, leaseMs: LEASE, now: T + 5 })).entries.length, 1);
+    assert.is(await redis.hexists(keys.campaignPushed('b.test'), 'c1'), 0, 'the claim that drains a sealed queue drops its record');
 
     // a campaign recipient, once claimed, is settled like any entry
     assert.ok(await ack(redis, keys, first.entries[0] as QueueEntry, { now: T + 6, ...OK, recordTtlMs: RECORD_TTL }));
@@ -541,6 +548,8 @@ export function queueFlows(name: string, start: () => Promise<Harness>) {
     assert.is(await redis.zscore(keys.ready('p1.test'), '@cp'), String(T + 9_000));
     assert.is((await claim(redis, keys, { domain: 'p1.test', max: 5, leaseMs: LEASE, now: T + 6 })).entries.length, 0);
 
+    const waiting = (await destinationStats(redis, keys, SHARDS, T + 6)).find((s) => s.domain === 'p1.test');
+    assert.is(waiting?.campaigns, 3, 'sluice queue counts the recipients behind a pointer');
     assert.is(await controlCampaignQueue(redis, keys, SHARDS, 'cp', 'cancel', T + 7), 5, 'cancel reports what it dropped');
     assert.is((await redis.exists(keys.campaignQueue('p1.test', 'cp'))) + (await redis.exists(keys.campaignQueue('p2.test', 'cp'))), 0);
     assert.is(await redis.zcard(keys.ready('p2.test')), 0);

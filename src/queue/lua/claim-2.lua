@@ -12,7 +12,8 @@
   A campaign pointer is expanded here: its recipients wait in the LIST "<dest>:cq:<campaignId>" (same
   hash tag as ready: the key is ready's name with 'ready' replaced) as bare contact numbers — a few
   bytes each rather than a sorted-set member per recipient — and become ordinary lease entries
-  "<campaignId>:<no>:0" only when claimed. The pointer goes when its list is empty.
+  "<campaignId>:<no>:0" only when claimed. The pointer goes when its list is empty, and so does the
+  campaign's entry in "<dest>:cqpos" once the enqueuer has sealed it (nothing more will be pushed).
 
   Returns { nextAt, member1, member2, ... }
     nextAt: the earliest score left in ready or leases after the claim, '' when both are empty.
@@ -44,7 +45,11 @@ if max > 0 then
           out[n + 1] = member
         end
       end
-      if redis.call('LLEN', q) == 0 then redis.call('ZREM', KEYS[1], m) end
+      if redis.call('LLEN', q) == 0 then
+        redis.call('ZREM', KEYS[1], m)
+        local pos = base .. 'cqpos'
+        if redis.call('HGET', pos, cid) == 'sealed' then redis.call('HDEL', pos, cid) end
+      end
     else
       redis.call('ZREM', KEYS[1], m)
       redis.call('ZADD', KEYS[2], expiry, m)

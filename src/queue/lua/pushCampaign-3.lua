@@ -15,6 +15,8 @@
   queued twice. Returns the number of recipients this chunk queued here (the earlier count when skipped).
 ]]
 local last = redis.call('HGET', KEYS[2], ARGV[1])
+-- Sealed: the campaign's whole list was queued already; nothing more belongs here.
+if last == 'sealed' then return 0 end
 if last then
   local sep = string.find(last, ':', 1, true)
   local chunk = tonumber(string.sub(last, 1, sep - 1))
