@@ -15,6 +15,7 @@ import { runWebhooks } from './webhooks.js';
 import { runList } from './list.js';
 import { runAccount } from './account.js';
 import { runAudit } from './audit.js';
+import { runPrivacy } from './privacy.js';
 
 const HELP = `sluice — self-hosted mail delivery engine
 
@@ -38,6 +39,7 @@ Commands:
   webhooks replay  send an account's dead-lettered webhook batches again
   account          close (stop sending now, delete its data later), reopen, or show an account's state
   audit            print the audit log of admin and account actions (--account ID, --limit N)
+  privacy          export everything held about an address, or erase it (right to be forgotten)
 
 Run 'sluice <command> --help' for a command's options.
 Environment: SLUICE_CONFIG (config file), REDIS_URL (external Redis; unset = embedded), SLUICE_LOG_LEVEL.
@@ -76,6 +78,8 @@ export async function main(argv: string[], io: Io = { out: process.stdout, err: 
         return await runAccount(rest, io);
       case 'audit':
         return await runAudit(rest, io);
+      case 'privacy':
+        return await runPrivacy(rest, io);
       case 'bounce': {
         const [sub, ...files] = rest;
         if (sub === 'classify' && files.length > 0 && files[0] !== '--help' && files[0] !== '-h') return await runBounceClassify(files, io.out, io.err);

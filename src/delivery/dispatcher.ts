@@ -464,7 +464,8 @@ export class Dispatcher {
         const addresses = chunk.map((e, j) => {
           const msg = msgs[j];
           if (!msg) return undefined;
-          return msg.kind === 'campaign' ? contacts[j]?.email : msg.rcpts[e.idx]?.address;
+          // An erased recipient (store/privacy.ts) is a tombstone with an empty address: nobody to send to.
+          return msg.kind === 'campaign' ? contacts[j]?.email : msg.rcpts[e.idx]?.address || undefined;
         });
         const live = (j: number): boolean => msgs[j] != null && addresses[j] !== undefined && holds[j] === undefined;
         // Suppression is checked at claim time, so an unsubscribe or a hard bounce that arrived

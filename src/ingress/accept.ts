@@ -9,7 +9,7 @@ import { newId } from '../core/ids.js';
 import type { Account, AccountRegistry } from '../accounts/registry.js';
 import { reserveSending } from '../accounts/limits.js';
 import type { MessageKind, MessageSource, StoredRecipient } from '../store/messages.js';
-import { persistMessage } from './persist.js';
+import { persistMessage, refsTtlMs } from './persist.js';
 import { appendEvent } from '../store/events.js';
 import { storeLinks } from '../store/links.js';
 import type { ClosedAccounts } from '../store/account-state.js';
@@ -138,7 +138,7 @@ export async function acceptMessage(deps: AcceptDeps, sub: Submission): Promise<
         tags: sub.tags ?? [],
         metadata: sub.metadata ?? {},
         body: typeof sub.body === 'function' ? sub.body(id) : sub.body,
-      }).catch(async (err: unknown) => {
+      }, refsTtlMs(deps.config)).catch(async (err: unknown) => {
         // Nothing was queued: the link table of a message that does not exist goes too.
         if (links) await deps.redis.del(deps.keys.links(id)).catch(() => undefined);
         throw err;

@@ -17,6 +17,8 @@ import { webhookRoute } from './webhook-routes.js';
 import { campaignRoute } from './campaign-routes.js';
 import { listRoute } from './list-routes.js';
 import { matchAdminRoute } from './admin-routes.js';
+import { matchPrivacyRoute } from './privacy-routes.js';
+import { addressRef } from '../store/audit.js';
 import { OperatorRegistry } from '../accounts/operators.js';
 import { apiKeyAccount, operatorKeyId } from '../accounts/secrets.js';
 import { appendAudit } from '../store/audit.js';
@@ -65,7 +67,7 @@ const MAX_HEADER_BYTES = 16 * 1024;
 const JSON_TYPE = /^application\/json\s*(?:;|$)/i;
 const STATUS_PATH = /^\/v1\/messages\/([^/]+)$/;
 
-type Route = 'send' | 'batch' | 'status' | 'suppressions' | 'sender' | 'webhooks' | 'campaigns' | 'lists' | 'admin' | 'other';
+type Route = 'send' | 'batch' | 'status' | 'suppressions' | 'sender' | 'webhooks' | 'campaigns' | 'lists' | 'admin' | 'recipients' | 'other';
 
 /** The caller of a request, once its key is verified. */
 type Principal =
@@ -347,6 +349,17 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
         await audit(req, r.audit.action, r.audit.account);
       }
       return { route: 'admin', answer: new Answer(r.status, r.body) };
+    }
+    const privacy = matchPrivacyRoute(method, path);
+    if (privacy) {
+      // An account's key: its own account. An operator's: ?account=ID, else every account.
+      const p = await identify(req);
+      const named = new URLSearchParams((req.url ?? '').split('?')[1] ?? '').get('account');
+      const all = p.kind === 'operator' && (named === null || named === '');
+      const accounts = all ? deps.config.accounts.map((a) => a.id) : [(await authenticate(req)).id];
+      const r = await privacy.run({ redis: deps.redis, keys: deps.keys, eventsMaxLen: deps.config.retention.eventsMaxLen, recordTtlMs: deps.config.retention.records }, { accounts, all });
+      await audit(req, privacy.action, all ? '' : (accounts[0] as string), addressRef(privacy.address));
+      return { route: 'recipients', answer: new Answer(r.status, r.body) };
     }
     const own = matchSuppressionRoute(method, req.url ?? '/');
     if (own) {

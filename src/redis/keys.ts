@@ -11,6 +11,7 @@
  *   {x:<account>}  an account's suppression list ('*' = the global list)
  *   {f:<id>}       one inbound feedback mail (bounce, complaint) kept raw for a retention period
  *   {l:<listId>}   one contact list: its meta, contacts, address index and field names (store/contacts.ts)
+ *   {r:<digest>}   one address's references to its data, by salted digest (store/privacy.ts)
  *
  *   ready   ZSET  member "<msgId>:<rcptIdx>:<attempt>"  score = due time (ms)
  *   leases  ZSET  member as in ready                    score = lease expiry (ms)
@@ -89,6 +90,14 @@ export function createKeys(prefix: string) {
     feedbackUnprocessed: () => `${p}feedback:unprocessed`,
     // the key of the VERP tags (core/verp.ts), made once, shared by every process
     verpKey: () => `${p}secret:verp`,
+    /** STRING: the salt (HMAC key) of address digests (store/address-digest.ts), made once, never rotated. */
+    privacyKey: () => `${p}secret:privacy`,
+    // recipients' rights (store/privacy.ts)
+    /**
+     * ZSET member "m:<msgId>:<idx>" or "f:<feedbackId>" → time (ms): where an address's data is, by
+     * the address's salted digest (never the address itself), written at acceptance, TTL = the data's.
+     */
+    addressRefs: (digest: string) => `${p}{r:${digest}}:refs`,
     // events (one stream; consumers use groups)
     events: () => `${p}events`,
     // webhooks: an account's endpoints under its tag; per endpoint an outbox and a dead-letter list

@@ -1,5 +1,6 @@
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
+import { digestKey, digestWith, normaliseAddress } from './address-digest.js';
 
 /**
  * Suppression lists: addresses that must not be mailed. One list per account (unsubscribes,
@@ -7,6 +8,10 @@ import type { Keys } from '../redis/keys.js';
  * every list) and one global list ('*') for addresses that do not exist (userunknown, hostunknown).
  *
  *   {x:<account>}:suppressed  HASH  normalised address → JSON SuppressionEntry
+ *                                   "erased:<digest>"  → JSON SuppressionEntry without evidence: the
+ *                                   entry of an erased address (store/privacy.ts), kept as its salted
+ *                                   digest (store/address-digest.ts) so it still blocks. No field of
+ *                                   this kind contains '@', so it never collides with an address.
  *
  * Addresses are compared normalised: local part as written except that it is lower-cased (almost
  * every mailbox provider treats it case-insensitively, and a false "not suppressed" is the costly
@@ -25,8 +30,12 @@ export interface SuppressionEntry {
 }
 
 export function normaliseForSuppression(address: string): string {
-  const at = address.lastIndexOf('@');
-  return (at === -1 ? address : `${address.slice(0, at)}@${address.slice(at + 1)}`).trim().toLowerCase();
+  return normaliseAddress(address);
+}
+
+/** The field under which an erased address's entry is kept: its salted digest. */
+export function erasedField(digest: string): string {
+  return `erased:${digest}`;
 }
 
 export async function addSuppression(redis: RedisClient, keys: Keys, account: string, address: string, entry: SuppressionEntry): Promise<void> {
@@ -40,7 +49,11 @@ export async function removeSuppression(redis: RedisClient, keys: Keys, account:
 /** The entry that blocks `address` for `account`: the account's own, else the global one. */
 export async function suppressionOf(redis: RedisClient, keys: Keys, account: string, address: string): Promise<(SuppressionEntry & { list: string }) | null> {
   const a = normaliseForSuppression(address);
-  const [own, global] = await Promise.all([redis.hget(keys.suppression(account), a), redis.hget(keys.suppression(GLOBAL_LIST), a)]);
+  // The address and its digest in one HMGET per list: an erased address is found by its digest.
+  const field = erasedField(digestWith(await digestKey(redis, keys), a));
+  const [ownPair, globalPair] = await Promise.all([redis.hmget(keys.suppression(account), a, field), redis.hmget(keys.suppression(GLOBAL_LIST), a, field)]);
+  const own = ownPair[0] ?? ownPair[1] ?? null;
+  const global = globalPair[0] ?? globalPair[1] ?? null;
   const hit = own ?? global;
   if (hit === null) return null;
   try {
@@ -70,12 +83,16 @@ export async function suppressionCount(redis: RedisClient, keys: Keys, account: 
 }
 
 /**
- * Which of `addresses` are suppressed for `account` (its own list or the global one): two HMGETs
- * however many addresses, for the campaign enqueuer's chunks. true = do not mail.
+ * Which of `addresses` are suppressed for `account` (its own list or the global one, by address or
+ * by the digest of an erased address): two HMGETs however many addresses, for the campaign enqueuer's chunks. true = do not mail.
  */
 export async function suppressedAmong(redis: RedisClient, keys: Keys, account: string, addresses: readonly string[]): Promise<boolean[]> {
   if (addresses.length === 0) return [];
   const norm = addresses.map(normaliseForSuppression);
-  const [own, global] = await Promise.all([redis.hmget(keys.suppression(account), ...norm), redis.hmget(keys.suppression(GLOBAL_LIST), ...norm)]);
-  return norm.map((_, i) => own[i] != null || global[i] != null);
+  // Each address and its digest (an erased address is kept only so): still two HMGETs, twice the fields.
+  const key = await digestKey(redis, keys);
+  const fields = [...norm, ...norm.map((a) => erasedField(digestWith(key, a)))];
+  const [own, global] = await Promise.all([redis.hmget(keys.suppression(account), ...fields), redis.hmget(keys.suppression(GLOBAL_LIST), ...fields)]);
+  const n = norm.length;
+  return norm.map((_, i) => own[i] != null || global[i] != null || own[n + i] != null || global[n + i] != null);
 }

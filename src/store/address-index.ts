@@ -1,0 +1,57 @@
+import type { RedisClient } from '../redis/client.js';
+import type { Keys } from '../redis/keys.js';
+import { digestKey, digestWith } from './address-digest.js';
+
+/**
+ * Where an address's data is, so export and erase (store/privacy.ts) find it without walking every
+ * message: per address (named by its salted digest, never the address)
+ *
+ *   {r:<digest>}:refs  ZSET  "m:<msgId>:<idx>"  → accepted (ms)   recipient idx of a message
+ *                      TTL  the longest the referenced data can live (ingress/persist.ts refsTtlMs), renewed on each write
+ *
+ * Campaign copies are not indexed: they are found through the contact lists' address index
+ * ({l:<id>}:emails), so a million-contact campaign costs nothing here. A reference whose data is gone
+ * (purged, expired) is harmless: the reader skips it.
+ *
+ * Cost at acceptance: one ZADD and one PEXPIRE per recipient (~100 B of memory per reference),
+ * pipelined with the message's own write, so no extra round trip on the accept path.
+ */
+export interface AddressRef {
+  readonly kind: 'm';
+  readonly msgId: string;
+  readonly idx: number;
+}
+
+export function refMember(ref: AddressRef): string {
+  return `m:${ref.msgId}:${ref.idx}`;
+}
+
+export function parseRefMember(member: string): AddressRef | null {
+  const m = /^m:(.+):(\d+)$/.exec(member);
+  return m ? { kind: 'm', msgId: m[1] as string, idx: Number(m[2]) } : null;
+}
+
+/** Adds references for (address, ref) pairs in one pipeline (any number of distinct addresses). */
+export async function indexAddresses(redis: RedisClient, keys: Keys, refs: readonly { readonly address: string; readonly ref: AddressRef; readonly at: number }[], ttlMs: number): Promise<void> {
+  if (refs.length === 0) return;
+  const key = await digestKey(redis, keys);
+  const pipe = redis.pipeline();
+  for (const r of refs) {
+    const name = keys.addressRefs(digestWith(key, r.address));
+    pipe.zadd(name, r.at, refMember(r.ref)).pexpire(name, Math.max(1, Math.floor(ttlMs)));
+  }
+  const res = await pipe.exec();
+  const failed = res?.find(([err]) => err);
+  if (!res || failed) throw failed?.[0] ?? new Error('the address index was not written');
+}
+
+/** The references of an address (all of them: an address's messages within the retention period). */
+export async function readAddressRefs(redis: RedisClient, keys: Keys, digest: string): Promise<{ ref: AddressRef; member: string; at: number }[]> {
+  const flat = await redis.zrange(keys.addressRefs(digest), 0, -1, 'WITHSCORES');
+  const out: { ref: AddressRef; member: string; at: number }[] = [];
+  for (let i = 0; i + 1 < flat.length; i += 2) {
+    const ref = parseRefMember(flat[i] as string);
+    if (ref) out.push({ ref, member: flat[i] as string, at: Number(flat[i + 1]) });
+  }
+  return out;
+}

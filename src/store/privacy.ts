@@ -1,0 +1,381 @@
+import type { Result } from 'ioredis';
+import type { RedisClient } from '../redis/client.js';
+import type { Keys } from '../redis/keys.js';
+import { addressDigest, normaliseAddress } from './address-digest.js';
+import { readAddressRefs } from './address-index.js';
+import { getMessage } from './messages.js';
+import { getCampaign, recordCampaignOutcome, type CampaignRecord } from './campaigns.js';
+import { readContacts, deleteContact, listLists, type Contact } from './contacts.js';
+import { appendEvent } from './events.js';
+import { erasedField, GLOBAL_LIST, type SuppressionEntry } from './suppression.js';
+import { loadWebhooks } from './webhooks.js';
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    /** src/queue/lua/eraseEntry-4.lua: queue entries removed (> 0: the recipient was pending). */
+    eraseEntry(ready: string, leases: string, rs: string, cq: string, msgId: string, idx: number, floor: number): Result<number, Context>;
+    /** src/queue/lua/eraseRecipient-5.lua: 2 message deleted, 1 recipient erased, 0 no record. */
+    eraseRecipient(meta: string, body: string, links: string, marks: string, stats: string, idx: number, address: string, replacement: string): Result<number, Context>;
+  }
+}
+
+/**
+ * Recipients' rights (DESIGN §7): everything held about an address, and its erasure.
+ *
+ * Where the data is found, without walking the keyspace:
+ *   messages        the address index {r:<digest>}:refs (store/address-index.ts) → "<msgId>:<idx>"
+ *   contacts        each list's address index {l:<id>}:emails, for every list of the accounts in scope
+ *   campaign copies every campaign of those accounts sending to a list holding the address → contact no
+ *   delivery        {d:<domain>}:rs:<msgId>:<idx>, queue entries "<msgId>:<idx>:<attempt>", campaign
+ *                   queue numbers: from (msgId, idx, domain)
+ *   events          the stream from the oldest reference on, in pages (ids are times), matched by
+ *                   (msgId, idx); their feedbackId names the raw bounces and complaints
+ *   raw feedback    those ids, plus the mail not understood (feedback:unprocessed) that names the address
+ *   webhooks        every endpoint's outbox and dead letters of the accounts in scope, by (msgId, idx)
+ *   suppression     the accounts' lists and the global list, by address; soft bounces by address
+ *   idempotency     the accounts' stored answers (they list accepted recipients): a SCAN, see below
+ *
+ * Erasure keeps one thing: a suppression, as the address's salted digest, so the person is still
+ * never mailed. It is idempotent (a second run finds nothing) and safe while mail is in flight: a
+ * queue entry removed while leased makes its holder's outcome a no-op, but the copy being sent at
+ * that moment may still go out, and its delivery event may be appended after the walk (run erase
+ * again to remove it). A webhook batch being POSTed at that moment may be put back by a failed
+ * attempt the same way.
+ */
+export interface PrivacyScope {
+  /** The accounts whose lists, campaigns, suppression lists and webhooks are searched. */
+  readonly accounts: readonly string[];
+  /** Every account (operator): messages of any account are included, not only those of `accounts`. */
+  readonly all: boolean;
+}
+
+/** Stream entries read per XRANGE: ~1 ms of Redis time per page. */
+const EVENTS_PAGE = 1000;
+/** Queue entries are tried up to this attempt number even without a delivery record. */
+const ATTEMPT_FLOOR = 2;
+/** What an erased address becomes inside a stored body or answer. */
+export const ERASED_ADDRESS = 'erased@erased.invalid';
+/** Keys per SCAN step of the idempotency walk. */
+const SCAN_COUNT = 1000;
+
+interface MessageRef {
+  readonly msgId: string;
+  readonly idx: number;
+  readonly account: string;
+  readonly domain: string;
+  /** Campaign copies: the campaign and its list; null for a message. */
+  readonly campaign: CampaignRecord | null;
+  readonly at: number;
+}
+
+interface Found {
+  readonly address: string;
+  readonly digest: string;
+  readonly contacts: (Contact & { account: string; listId: string; listName: string })[];
+  readonly refs: MessageRef[];
+}
+
+function inScope(scope: PrivacyScope, account: string): boolean {
+  return scope.all || scope.accounts.includes(account);
+}
+
+/** The pair key events and webhooks are matched by. */
+const pairOf = (msgId: string, idx: number | string): string => `${msgId}:${idx}`;
+
+async function find(redis: RedisClient, keys: Keys, address: string, scope: PrivacyScope): Promise<Found> {
+  const norm = normaliseAddress(address);
+  const digest = await addressDigest(redis, keys, norm);
+  const refs: MessageRef[] = [];
+  for (const r of await readAddressRefs(redis, keys, digest)) {
+    const msg = await getMessage(redis, keys, r.ref.msgId);
+    const rcpt = msg?.meta.rcpts[r.ref.idx];
+    if (!msg || !rcpt || normaliseAddress(rcpt.address) !== norm || !inScope(scope, msg.meta.account)) continue;
+    refs.push({ msgId: r.ref.msgId, idx: r.ref.idx, account: msg.meta.account, domain: rcpt.domain, campaign: null, at: r.at });
+  }
+  const contacts: Found['contacts'] = [];
+  for (const account of scope.accounts) {
+    const lists = await listLists(redis, keys, account);
+    const held: Found['contacts'] = [];
+    for (const list of lists) {
+      const no = await redis.hget(keys.listEmails(list.id), norm);
+      if (no === null) continue;
+      const [c] = await readContacts(redis, keys, list.id, [Number(no)]);
+      if (c) held.push({ ...c, account, listId: list.id, listName: list.name });
+    }
+    contacts.push(...held);
+    if (held.length === 0) continue;
+    const campaignIds = await redis.zrange(keys.accountCampaigns(account), 0, -1);
+    for (const id of campaignIds) {
+      const c = await getCampaign(redis, keys, account, id);
+      const contact = c && held.find((h) => h.listId === c.listId);
+      if (c && contact) refs.push({ msgId: c.id, idx: contact.no, account, domain: contact.domain, campaign: c, at: c.startedAt ?? c.createdAt });
+    }
+  }
+  return { address: norm, digest, contacts, refs };
+}
+
+interface StreamEvent {
+  readonly id: string;
+  readonly fields: Record<string, string>;
+}
+
+/** Every event naming one of the pairs, from `since` (ms) on, read a page at a time. */
+async function matchingEvents(redis: RedisClient, keys: Keys, pairs: ReadonlySet<string>, since: number): Promise<StreamEvent[]> {
+  if (pairs.size === 0) return [];
+  const out: StreamEvent[] = [];
+  let start = `${Math.max(0, Math.floor(since))}-0`;
+  for (;;) {
+    const page = (await redis.xrange(keys.events(), start, '+', 'COUNT', EVENTS_PAGE)) as [string, string[]][];
+    for (const [id, flat] of page) {
+      const fields: Record<string, string> = {};
+      for (let i = 0; i + 1 < flat.length; i += 2) fields[flat[i] as string] = flat[i + 1] as string;
+      const msgId = fields['msgId'];
+      if (msgId !== undefined && fields['idx'] !== undefined && pairs.has(pairOf(msgId, fields['idx']))) out.push({ id, fields });
+    }
+    if (page.length < EVENTS_PAGE) return out;
+    start = `(${(page[page.length - 1] as [string, string[]])[0]}`;
+  }
+}
+
+/** Raw feedback mail about the address: named by its events, or not understood and naming it. */
+async function feedbackIds(redis: RedisClient, keys: Keys, address: string, events: readonly StreamEvent[]): Promise<string[]> {
+  const ids = new Set(events.flatMap((e) => (e.fields['feedbackId'] ? [e.fields['feedbackId']] : [])));
+  const unprocessed = await redis.zrange(keys.feedbackUnprocessed(), 0, -1);
+  for (const id of unprocessed) {
+    if (ids.has(id)) continue;
+    const [raw, rcpts] = await Promise.all([redis.hgetBuffer(keys.feedbackRaw(id), 'raw'), redis.hget(keys.feedbackRaw(id), 'rcpts')]);
+    if ((raw && raw.toString('latin1').toLowerCase().includes(address)) || rcpts?.toLowerCase().includes(address)) ids.add(id);
+  }
+  return [...ids];
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The suppression entries of the address: the accounts' lists and the global list. */
+async function suppressions(redis: RedisClient, keys: Keys, address: string, digest: string, scope: PrivacyScope): Promise<{ list: string; erased: boolean; entry: SuppressionEntry }[]> {
+  const out: { list: string; erased: boolean; entry: SuppressionEntry }[] = [];
+  for (const list of [...scope.accounts, GLOBAL_LIST]) {
+    const [plain, hashed] = await redis.hmget(keys.suppression(list), address, erasedField(digest));
+    if (plain != null) out.push({ list, erased: false, entry: parseJson(plain) as SuppressionEntry });
+    if (hashed != null) out.push({ list, erased: true, entry: parseJson(hashed) as SuppressionEntry });
+  }
+  return out;
+}
+
+function eventJson(e: StreamEvent): Record<string, string> {
+  return { ...e.fields, id: e.id, time: new Date(Number(e.id.split('-')[0])).toISOString() };
+}
+
+/** Everything held about `address` in `scope`, as one JSON-ready object. */
+export async function exportAddress(redis: RedisClient, keys: Keys, address: string, scope: PrivacyScope, now = Date.now()): Promise<Record<string, unknown>> {
+  const f = await find(redis, keys, address, scope);
+  const pairs = new Set(f.refs.map((r) => pairOf(r.msgId, r.idx)));
+  const since = Math.min(now, ...f.refs.map((r) => r.at));
+  const events = await matchingEvents(redis, keys, pairs, since);
+  const byType = (...types: string[]) => events.filter((e) => types.includes(e.fields['type'] ?? '')).map(eventJson);
+  const messages = [];
+  for (const r of f.refs) {
+    const [delivery, marks] = await Promise.all([redis.hgetall(keys.rcptState(r.domain, r.msgId, r.idx)), redis.hgetall(keys.trackMarks(r.msgId))]);
+    const own = Object.fromEntries(Object.entries(marks).filter(([k]) => k === `hc:${r.idx}` || new RegExp(`^m?[ocub]:${r.idx}(:\\d+)?$`).test(k)));
+    const meta = r.campaign ? null : (await getMessage(redis, keys, r.msgId))?.meta;
+    messages.push({
+      id: r.msgId,
+      kind: r.campaign ? 'campaign' : 'message',
+      account: r.account,
+      recipientIndex: r.idx,
+      ...(r.campaign ? { campaign: { name: r.campaign.name, listId: r.campaign.listId, subject: r.campaign.subject } } : {}),
+      ...(meta ? { from: meta.from, acceptedAt: new Date(meta.acceptedAt).toISOString(), tags: meta.tags, metadata: meta.metadata } : {}),
+      delivery: Object.keys(delivery).length > 0 ? delivery : null,
+      tracking: own,
+      events: events.filter((e) => e.fields['msgId'] === r.msgId && e.fields['idx'] === String(r.idx)).map(eventJson),
+    });
+  }
+  const feedback = [];
+  for (const id of await feedbackIds(redis, keys, f.address, events)) {
+    const h = await redis.hmget(keys.feedbackRaw(id), 'mailFrom', 'receivedAt', 'outcome', 'rcpts');
+    const raw = await redis.hgetBuffer(keys.feedbackRaw(id), 'raw');
+    if (raw === null) continue;
+    feedback.push({ id, receivedAt: new Date(Number(h[1] ?? 0)).toISOString(), outcome: h[2] ?? '', mailFrom: h[0] ?? '', rcpts: parseJson(h[3] ?? '[]'), raw: raw.toString('utf8') });
+  }
+  const soft = await redis.zrange(keys.softBounces(f.address), 0, -1, 'WITHSCORES');
+  return {
+    email: f.address,
+    accounts: scope.all ? 'all' : scope.accounts,
+    exportedAt: new Date(now).toISOString(),
+    contacts: f.contacts.map((c) => ({ account: c.account, listId: c.listId, list: c.listName, no: c.no, email: c.email, status: c.status, fields: c.fields, created: new Date(c.created).toISOString(), updated: new Date(c.updated).toISOString() })),
+    suppressions: (await suppressions(redis, keys, f.address, f.digest, scope)).map((s) => ({ list: s.list === GLOBAL_LIST ? 'global' : s.list, erased: s.erased, ...s.entry })),
+    messages,
+    opens: byType('opened'),
+    clicks: byType('clicked'),
+    unsubscribes: byType('unsubscribed'),
+    bounces: byType('bounced', 'expired', 'delayed', 'deferred'),
+    complaints: byType('complained'),
+    softBounces: soft.flatMap((m, i) => (i % 2 === 0 ? [{ ref: m, at: new Date(Number(soft[i + 1])).toISOString() }] : [])),
+    feedback,
+  };
+}
+
+export interface ErasureReport {
+  readonly contacts: number;
+  readonly messages: number;
+  readonly queued: number;
+  readonly events: number;
+  readonly feedback: number;
+  readonly webhookBatches: number;
+  readonly suppressions: number;
+  readonly idempotency: number;
+}
+
+/**
+ * Removes every trace of `address` in `scope` (see the module comment for what stays and the limits
+ * while mail is in flight), then appends an `erased` event per account touched (no address in it:
+ * `ref` is the audit log's addressRef), so the account's webhooks tell the controller.
+ */
+export async function eraseAddress(
+  redis: RedisClient,
+  keys: Keys,
+  address: string,
+  scope: PrivacyScope,
+  o: { readonly eventsMaxLen: number; readonly recordTtlMs: number; readonly ref: string; readonly now?: number },
+): Promise<ErasureReport> {
+  const now = o.now ?? Date.now();
+  const f = await find(redis, keys, address, scope);
+  let queued = 0;
+  let messages = 0;
+  // Queue first, so nothing is claimed again while the rest goes; then the records.
+  for (const r of f.refs) {
+    const cq = r.campaign ? keys.campaignQueue(r.domain, r.msgId) : keys.campaignQueue(r.domain, `${r.msgId}:none`);
+    const removed = await redis.eraseEntry(keys.ready(r.domain), keys.leases(r.domain), keys.rcptState(r.domain, r.msgId, r.idx), cq, r.msgId, r.idx, ATTEMPT_FLOOR);
+    queued += removed;
+    if (removed > 0) {
+      if (r.campaign) await recordCampaignOutcome(redis, keys, r.msgId, { counter: 'cancelled', final: true, now });
+      else await redis.finishRecipient(keys.msgMeta(r.msgId), keys.msgBody(r.msgId), keys.links(r.msgId), keys.msgStats(r.msgId), o.recordTtlMs);
+    }
+    const res = await redis.eraseRecipient(keys.msgMeta(r.msgId), keys.msgBody(r.msgId), keys.links(r.msgId), keys.trackMarks(r.msgId), keys.msgStats(r.msgId), r.idx, f.address, ERASED_ADDRESS);
+    if (res > 0) messages++;
+  }
+  await redis.del(keys.addressRefs(f.digest));
+
+  // Events naming the recipients, and the raw feedback mail they (or its text) point to.
+  const pairs = new Set(f.refs.map((r) => pairOf(r.msgId, r.idx)));
+  const events = await matchingEvents(redis, keys, pairs, Math.min(now, ...f.refs.map((r) => r.at)));
+  const fb = await feedbackIds(redis, keys, f.address, events);
+  for (let i = 0; i < events.length; i += EVENTS_PAGE) await redis.xdel(keys.events(), ...events.slice(i, i + EVENTS_PAGE).map((e) => e.id));
+  for (const id of fb) await redis.multi().del(keys.feedbackRaw(id)).zrem(keys.feedbackUnprocessed(), id).exec();
+
+  const webhookBatches = await eraseFromWebhooks(redis, keys, scope.accounts, pairs, new Set(events.map((e) => e.id)));
+
+  let contacts = 0;
+  for (const c of f.contacts) if (await deleteContact(redis, keys, c.account, c.listId, c.email, now)) contacts++;
+
+  // Suppressions survive as the digest only; the evidence (event and message ids) goes.
+  let kept = 0;
+  for (const s of await suppressions(redis, keys, f.address, f.digest, scope)) {
+    if (s.erased) continue;
+    const entry: SuppressionEntry = { reason: s.entry.reason, at: s.entry.at, evidence: { erased: now } };
+    await redis.multi().hset(keys.suppression(s.list), erasedField(f.digest), JSON.stringify(entry)).hdel(keys.suppression(s.list), f.address).exec();
+    kept++;
+  }
+  await redis.del(keys.softBounces(f.address));
+  const idempotency = await eraseFromIdempotency(redis, keys, scope.accounts, f.address);
+
+  const report: ErasureReport = { contacts, messages, queued, events: events.length, feedback: fb.length, webhookBatches, suppressions: kept, idempotency };
+  const touched = new Set([...f.contacts.map((c) => c.account), ...f.refs.map((r) => r.account), ...(scope.all ? [] : scope.accounts)]);
+  for (const account of touched) {
+    await appendEvent(redis, keys, 'erased', { account, ref: o.ref, contacts, messages, events: events.length }, o.eventsMaxLen);
+  }
+  return report;
+}
+
+/** Events of a webhook batch that name an erased recipient (by stream id or by msgId/idx). */
+function names(e: Record<string, unknown>, pairs: ReadonlySet<string>, ids: ReadonlySet<string>): boolean {
+  if (typeof e['id'] === 'string' && ids.has(e['id'])) return true;
+  return typeof e['msgId'] === 'string' && e['idx'] !== undefined && pairs.has(pairOf(e['msgId'], String(e['idx'])));
+}
+
+/**
+ * Takes the erased recipients' events out of every batch waiting in an outbox (ZSET, rewritten with
+ * its score) or a dead-letter list of the accounts' endpoints; a batch left empty goes. Returns the
+ * batches changed.
+ */
+async function eraseFromWebhooks(redis: RedisClient, keys: Keys, accounts: readonly string[], pairs: ReadonlySet<string>, ids: ReadonlySet<string>): Promise<number> {
+  if (pairs.size === 0 && ids.size === 0) return 0;
+  let changed = 0;
+  const rewrite = (member: string): string | null | undefined => {
+    const batch = parseJson(member) as { e?: Record<string, unknown>[] } | undefined;
+    if (!batch || !Array.isArray(batch.e)) return undefined;
+    const kept = batch.e.filter((e) => !names(e, pairs, ids));
+    if (kept.length === batch.e.length) return undefined;
+    return kept.length === 0 ? null : JSON.stringify({ ...batch, e: kept });
+  };
+  for (const account of accounts) {
+    for (const ep of await loadWebhooks(redis, keys, account)) {
+      const outbox = keys.webhookOutbox(account, ep.id);
+      const flat = await redis.zrange(outbox, 0, -1, 'WITHSCORES');
+      for (let i = 0; i + 1 < flat.length; i += 2) {
+        const next = rewrite(flat[i] as string);
+        if (next === undefined) continue;
+        const tx = redis.multi().zrem(outbox, flat[i] as string);
+        if (next !== null) tx.zadd(outbox, flat[i + 1] as string, next);
+        await tx.exec();
+        changed++;
+      }
+      const dead = keys.webhookDead(account, ep.id);
+      for (const member of await redis.lrange(dead, 0, -1)) {
+        const next = rewrite(member);
+        if (next === undefined) continue;
+        const tx = redis.multi().lrem(dead, 1, member);
+        if (next !== null) tx.rpush(dead, next);
+        await tx.exec();
+        changed++;
+      }
+    }
+  }
+  return changed;
+}
+
+/**
+ * Stored HTTP answers (Idempotency-Key) list the accepted recipients: the address is replaced in
+ * those of the accounts. They are keyed by a hash of the client's key, so they are found with a SCAN
+ * of each node (MATCH on the account's tag): O(keyspace) in steps of SCAN_COUNT, a cost paid per
+ * erasure, not on any hot path. They expire by themselves after ingress.http.idempotencyTtl.
+ */
+async function eraseFromIdempotency(redis: RedisClient, keys: Keys, accounts: readonly string[], address: string): Promise<number> {
+  let changed = 0;
+  const nodes = 'nodes' in redis && typeof redis.nodes === 'function' ? redis.nodes('master') : [redis];
+  for (const account of accounts) {
+    const pattern = `${keys.idempotency(account, '').replace(/[*?[\]\\]/g, (c) => `\\${c}`)}*`;
+    for (const node of nodes) {
+      let cursor = '0';
+      do {
+        const [next, found] = await node.scan(cursor, 'MATCH', pattern, 'COUNT', SCAN_COUNT);
+        cursor = next;
+        for (const key of found) {
+          const value = await redis.get(key);
+          if (value === null || !value.toLowerCase().includes(address)) continue;
+          await redis.set(key, replaceAll(value, address, ERASED_ADDRESS), 'KEEPTTL');
+          changed++;
+        }
+      } while (cursor !== '0');
+    }
+  }
+  return changed;
+}
+
+/** Every occurrence of `needle` (lower-case) in `text`, in any case, replaced. */
+function replaceAll(text: string, needle: string, by: string): string {
+  const lower = text.toLowerCase();
+  let out = '';
+  let from = 0;
+  for (let at = lower.indexOf(needle); at !== -1; at = lower.indexOf(needle, from)) {
+    out += text.slice(from, at) + by;
+    from = at + needle.length;
+  }
+  return out + text.slice(from);
+}

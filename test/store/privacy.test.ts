@@ -1,0 +1,172 @@
+/**
+ * Recipients' rights against a real Redis: an address with contacts in two lists, messages queued,
+ * deferred (leased), delivered and bounced, a campaign copy, tracking marks and events, a raw bounce,
+ * soft bounces, suppression, webhook batches in an outbox and a dead-letter list, and an idempotency
+ * answer. Export holds each kind; after erase a read of every key and value (stream entries
+ * included) finds neither the address (any case) nor its VERP address, and its digest still blocks.
+ */
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import type { RedisClient } from '../../src/redis/client.js';
+import type { Keys } from '../../src/redis/keys.js';
+import { persistMessage } from '../../src/ingress/persist.js';
+import { createList, upsertContacts, findContact } from '../../src/store/contacts.js';
+import { createCampaign } from '../../src/store/campaigns.js';
+import { pushCampaignChunk } from '../../src/queue/campaign.js';
+import { appendEvent } from '../../src/store/events.js';
+import { addSuppression, suppressedAmong, suppressionOf } from '../../src/store/suppression.js';
+import { storeFeedback } from '../../src/feedback/raw-store.js';
+import { recordSoftBounce } from '../../src/feedback/soft-bounces.js';
+import { createWebhook } from '../../src/store/webhooks.js';
+import { eraseAddress, exportAddress } from '../../src/store/privacy.js';
+import { verpAddress } from '../../src/core/verp.js';
+import { startRedis, type TestRedis } from '../helpers/redis.js';
+
+const test = suite('store/privacy');
+let redis: TestRedis;
+let client: RedisClient;
+let keys: Keys;
+
+const ADDRESS = 'Ann.Person@Example.org';
+const OTHER = 'bob@example.net';
+const ACCOUNT = 'acme';
+const SCOPE = { accounts: [ACCOUNT], all: false };
+const NOW = Date.now();
+
+test.before(async () => {
+  redis = await startRedis();
+  client = redis.client();
+});
+test.before.each(() => {
+  keys = redis.fresh().keys;
+});
+test.after(async () => {
+  await redis.stop();
+});
+
+async function message(id: string, rcpts: string[]): Promise<void> {
+  await persistMessage(client, keys, 4, {
+    id, account: ACCOUNT, source: 'http', kind: 'raw', from: 'news@acme.test', fromDomain: 'acme.test',
+    rcpts: rcpts.map((a) => ({ address: a, domain: a.split('@')[1]!.toLowerCase() })),
+    acceptedAt: NOW - 1000, tags: [], metadata: {}, body: `To: ${rcpts.join(', ')}\r\nSubject: hi\r\n\r\nHello ${rcpts[0]}\r\n`,
+  });
+}
+
+/** Everything the address touches, through the modules that write it in production. */
+async function populate(): Promise<{ campaignId: string; verp: string }> {
+  const dom = 'example.org';
+  const [l1, l2] = [await createList(client, keys, ACCOUNT, 'news'), await createList(client, keys, ACCOUNT, 'offers')];
+  await upsertContacts(client, keys, ACCOUNT, l1.id, [{ email: ADDRESS, fields: { first: 'Ann' } }, { email: OTHER, fields: {} }], NOW);
+  await upsertContacts(client, keys, ACCOUNT, l2.id, [{ email: ADDRESS.toUpperCase(), fields: { city: 'Oslo' } }], NOW);
+
+  await message('m-queued', [ADDRESS]);
+  await message('m-deferred', [ADDRESS, OTHER]);
+  await message('m-delivered', [ADDRESS]);
+  await message('m-bounced', [ADDRESS]);
+  // deferred: attempt 1 leased; delivered and bounced: records with the remote's reply naming the address
+  await client.zrem(keys.ready(dom), 'm-deferred:0:0', 'm-delivered:0:0', 'm-bounced:0:0');
+  await client.zadd(keys.leases(dom), NOW + 60_000, 'm-deferred:0:1');
+  await client.hset(keys.rcptState(dom, 'm-deferred', 0), { state: 'deferred', attempts: 1, response: `451 4.2.0 <${ADDRESS}> try later` });
+  await client.hset(keys.rcptState(dom, 'm-delivered', 0), { state: 'delivered', attempts: 1, response: `250 2.0.0 ok ${ADDRESS}` });
+  await client.hset(keys.rcptState(dom, 'm-bounced', 0), { state: 'bounced', attempts: 1, response: `550 5.1.1 <${ADDRESS}>: user unknown` });
+
+  const campaignId = 'c-spring';
+  await createCampaign(client, keys, {
+    id: campaignId, account: ACCOUNT, name: 'Spring', listId: l1.id, from: 'news@acme.test', fromDomain: 'acme.test', subject: 'Spring',
+    tracking: { opens: true, clicks: true }, tags: [], throttlePerHour: null, createdAt: NOW - 2000, sendAt: null, body: '{}', links: ['https://acme.test/a'],
+  });
+  const contact = await findContact(client, keys, l1.id, ADDRESS);
+  await pushCampaignChunk(client, keys, 4, { campaignId, chunk: 1, dueAt: NOW, sending: true, byDomain: new Map([[dom, [contact!.no]]]) });
+
+  // tracking: marks (the Lua script of the tracking server) and events
+  await client.recordTrackingEvent(keys.trackMarks('m-delivered'), keys.links('m-delivered'), keys.msgStats('m-delivered'), 'o', 0, 0, NOW, 2000, 60_000, '', 3);
+  await client.rpush(keys.links('m-delivered'), 'https://acme.test/x');
+  await client.recordTrackingEvent(keys.trackMarks('m-delivered'), keys.links('m-delivered'), keys.msgStats('m-delivered'), 'c', 0, 0, NOW, 2000, 60_000, '', 3);
+  await client.recordTrackingEvent(keys.trackMarks(campaignId), keys.links(campaignId), keys.msgStats(campaignId), 'u', contact!.no, 0, NOW, 2000, 60_000, '', 3);
+  const opened = await appendEvent(client, keys, 'opened', { account: ACCOUNT, msgId: 'm-delivered', idx: 0, ua: 'Mail' }, 1000);
+  await appendEvent(client, keys, 'clicked', { account: ACCOUNT, msgId: 'm-delivered', idx: 0, link: 0 }, 1000);
+  await appendEvent(client, keys, 'unsubscribed', { account: ACCOUNT, msgId: campaignId, idx: contact!.no }, 1000);
+  await appendEvent(client, keys, 'delivered', { account: ACCOUNT, msgId: 'm-deferred', idx: 1 }, 1000);
+
+  // a bounce as the feedback role keeps it: raw mail, event, suppression, soft-bounce history
+  const verp = verpAddress('m-bounced', 0, 'bounce.acme.test');
+  await storeFeedback(client, keys, { id: 'fb-1', raw: Buffer.from(`Final-Recipient: rfc822; ${ADDRESS}\r\nStatus: 5.1.1\r\n`), rcpts: [verp], mailFrom: '', receivedAt: NOW }, 60_000);
+  const bounced = await appendEvent(client, keys, 'bounced', { account: ACCOUNT, msgId: 'm-bounced', idx: 0, feedbackId: 'fb-1', reason: 'userunknown' }, 1000);
+  await appendEvent(client, keys, 'complained', { account: ACCOUNT, msgId: 'm-delivered', idx: 0, feedbackId: 'fb-1' }, 1000);
+  await addSuppression(client, keys, '*', ADDRESS, { reason: 'hardbounce', at: NOW, evidence: { event: bounced, msgId: 'm-bounced', idx: 0 } });
+  await addSuppression(client, keys, ACCOUNT, ADDRESS, { reason: 'unsubscribe', at: NOW, evidence: { event: opened } });
+  await recordSoftBounce(client, keys, ADDRESS, 'm-deferred:0', NOW, 60_000);
+
+  // webhooks: one batch waiting for a retry, one dead-lettered (each also holds another recipient's event)
+  const { endpoint } = await createWebhook(client, keys, ACCOUNT, { url: 'https://hooks.acme.test/x', events: ['opened'] });
+  const batch = (e: object[]) => JSON.stringify({ b: 'x', n: 1, f: NOW, e });
+  await client.zadd(keys.webhookOutbox(ACCOUNT, endpoint.id), NOW + 5000, batch([{ id: opened, type: 'opened', msgId: 'm-delivered', idx: '0' }, { id: '1-1', type: 'opened', msgId: 'm-deferred', idx: '1' }]));
+  await client.rpush(keys.webhookDead(ACCOUNT, endpoint.id), batch([{ id: bounced, type: 'bounced', msgId: 'm-bounced', idx: '0' }]));
+  // an idempotent HTTP answer listing the recipients
+  await client.set(keys.idempotency(ACCOUNT, 'abc'), JSON.stringify({ h: 'x', s: 202, b: JSON.stringify({ id: 'm-queued', recipients: [ADDRESS] }) }), 'PX', 60_000);
+  return { campaignId, verp };
+}
+
+/** Every key and value of the test's prefix as text: strings, hashes, lists, sets, zsets, streams. */
+async function dump(prefix: string): Promise<string> {
+  const out: string[] = [];
+  let cursor = '0';
+  do {
+    const [next, found] = await client.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+    cursor = next;
+    for (const key of found) {
+      out.push(key);
+      const type = await client.type(key);
+      if (type === 'string') out.push((await client.getBuffer(key))!.toString('latin1'));
+      else if (type === 'hash') out.push(...(await client.hgetall(key) ? Object.entries(await client.hgetall(key)).flat() : []));
+      else if (type === 'list') out.push(...(await client.lrange(key, 0, -1)));
+      else if (type === 'set') out.push(...(await client.smembers(key)));
+      else if (type === 'zset') out.push(...(await client.zrange(key, 0, -1)));
+      else if (type === 'stream') out.push(JSON.stringify(await client.xrange(key, '-', '+')));
+      else throw new Error(`unexpected type ${type} of ${key}`);
+    }
+  } while (cursor !== '0');
+  return out.join('\n').toLowerCase();
+}
+
+test('export holds contacts, suppressions, messages with delivery states, opens, clicks, unsubscribes, bounces and complaints', async () => {
+  await populate();
+  const e = (await exportAddress(client, keys, ADDRESS, SCOPE)) as Record<string, unknown[]>;
+  assert.is(e['contacts']!.length, 2);
+  assert.equal(new Set(e['suppressions']!.map((s) => (s as { reason: string }).reason)), new Set(['hardbounce', 'unsubscribe']));
+  const msgs = e['messages'] as { id: string; delivery: Record<string, string> | null }[];
+  assert.equal(new Set(msgs.map((m) => m.id)), new Set(['m-queued', 'm-deferred', 'm-delivered', 'm-bounced', 'c-spring']));
+  assert.is(msgs.find((m) => m.id === 'm-bounced')!.delivery!['state'], 'bounced');
+  assert.is(msgs.find((m) => m.id === 'm-delivered')!.delivery!['state'], 'delivered');
+  for (const kind of ['opens', 'clicks', 'unsubscribes', 'bounces', 'complaints', 'feedback', 'softBounces']) assert.is(e[kind]!.length > 0, true, kind);
+  // another recipient's data is not in it
+  assert.not.match(JSON.stringify(e), OTHER);
+});
+
+test('erase leaves no trace of the address in any key or value, and its digest still suppresses it', async () => {
+  const { verp } = await populate();
+  const before = await dump(keys.prefix);
+  assert.match(before, ADDRESS.toLowerCase());
+  const report = await eraseAddress(client, keys, ADDRESS, SCOPE, { eventsMaxLen: 1000, recordTtlMs: 60_000, ref: 'sha256:test' });
+  assert.is(report.contacts, 2);
+  assert.is(report.queued >= 3, true, 'queued, leased and campaign entries removed');
+  const after = await dump(keys.prefix);
+  assert.not.ok(after.includes(ADDRESS.toLowerCase()), 'the address is gone');
+  assert.not.ok(after.includes(verp.toLowerCase()), 'its VERP address is gone');
+  assert.not.ok(after.includes('ann.person'), 'no part of it is left');
+  // the other recipient is intact: its message, queue entry, event and webhook event
+  assert.ok(after.includes(OTHER));
+  assert.ok((await client.zscore(keys.ready('example.net'), 'm-deferred:1:0')) !== null);
+  // still never mailed: account and global suppression by digest
+  assert.is((await suppressionOf(client, keys, ACCOUNT, ADDRESS.toLowerCase()))?.reason, 'unsubscribe');
+  assert.is((await suppressionOf(client, keys, 'other-account', ADDRESS))?.reason, 'hardbounce');
+  assert.equal(await suppressedAmong(client, keys, ACCOUNT, [ADDRESS, 'new@example.org']), [true, false]);
+  // an `erased` event tells the account, without the address
+  const erased = (await client.xrange(keys.events(), '-', '+')).filter(([, f]) => f.includes('erased'));
+  assert.is(erased.length, 1);
+  // idempotent: a second run finds nothing more
+  const again = await eraseAddress(client, keys, ADDRESS, SCOPE, { eventsMaxLen: 1000, recordTtlMs: 60_000, ref: 'sha256:test' });
+  assert.equal({ ...again, suppressions: 0 }, { contacts: 0, messages: 0, queued: 0, events: 0, feedback: 0, webhookBatches: 0, suppressions: 0, idempotency: 0 });
+});
+
+test.run();
