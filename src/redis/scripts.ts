@@ -30,6 +30,17 @@ export function loadScripts(): { name: string; numberOfKeys: number; lua: string
   return out;
 }
 
+/**
+ * Every script is also defined as `<command>Keys(numberOfKeys, ...keys, ...args)`, for calls that
+ * pass a number of keys of their own (one call over several messages' keys on a single server).
+ * All at connect time: ioredis's auto-pipelining builds its pipelines from the commands defined when
+ * they are created, so a command defined later, while such a pipeline is waiting for its tick, is
+ * missing from it — its callback then finds no result and the process dies in ioredis (an uncaught
+ * "results[i] is not iterable").
+ */
 export function defineScripts(client: Redis | Cluster): void {
-  for (const s of loadScripts()) client.defineCommand(s.name, { numberOfKeys: s.numberOfKeys, lua: s.lua });
+  for (const s of loadScripts()) {
+    client.defineCommand(s.name, { numberOfKeys: s.numberOfKeys, lua: s.lua });
+    client.defineCommand(`${s.name}Keys`, { lua: s.lua });
+  }
 }

@@ -1,7 +1,5 @@
 import { Cluster, type Result } from 'ioredis';
-import { SluiceError } from '../core/errors.js';
 import type { TokenPayload } from '../core/tokens.js';
-import { loadScripts } from '../redis/scripts.js';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { classifyOpen, type TrackingRequest } from './classify.js';
@@ -10,7 +8,7 @@ import { eventClass, eventFields, TYPES, type EventContext } from './record.js';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    /** src/queue/lua/recordTrackingOpens-2.lua as the loader defines it: one message's marks and counters. */
+    /** src/queue/lua/recordTrackingOpens-2.lua: one message's marks and counters. */
     recordTrackingOpens(marks: string, stats: string, ttlMs: number, ...quads: (string | number)[]): Result<number[], Context>;
     /** The same script defined with a key count per call, for many messages on one server (see markOpens). */
     recordTrackingOpensKeys(numKeys: number, ...keysThenArgs: (string | number)[]): Result<number[], Context>;
@@ -179,8 +177,6 @@ interface OpenMark {
   readonly at: number;
 }
 
-const OPENS_SCRIPT = 'recordTrackingOpens';
-const withOpensCommand = new WeakSet<RedisClient>();
 
 /**
  * Marks and counts the opens (in order) and returns 1 for each that is its recipient's first, else
@@ -189,13 +185,6 @@ const withOpensCommand = new WeakSet<RedisClient>();
  */
 async function markOpens(redis: RedisClient, keys: Keys, opens: readonly OpenMark[], ttlMs: number): Promise<number[]> {
   const single = !(redis instanceof Cluster);
-  if (single && !withOpensCommand.has(redis)) {
-    const script = loadScripts().find((s) => s.name === OPENS_SCRIPT);
-    if (!script) throw new SluiceError('SLUICE_INTERNAL', `${OPENS_SCRIPT} Lua script not found`);
-    // Without numberOfKeys: each call says how many keys it passes.
-    redis.defineCommand(`${OPENS_SCRIPT}Keys`, { lua: script.lua });
-    withOpensCommand.add(redis);
-  }
   const order: { group: string; pos: number }[] = [];
   // One group per call: its key pairs (marks, stats; each message once) and its quadruples.
   const calls = new Map<string, { keys: string[]; index: Map<string, number>; quads: (string | number)[]; count: number }>();

@@ -1,0 +1,53 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { startRedis, type TestRedis } from '../helpers/redis.js';
+import { loadScripts } from '../../src/redis/scripts.js';
+
+/**
+ * The Lua scripts as ioredis commands, on a real server. Regression: a command defined lazily (on
+ * first use) was missing from an auto-pipeline created earlier in the same tick, and ioredis then
+ * died with an uncaught "results[i] is not iterable" — it took the tracking server down on its first
+ * batch of opens when another command happened to share the tick.
+ */
+const test = suite('redis/scripts');
+let redis: TestRedis;
+
+test.before(async () => {
+  redis = await startRedis();
+});
+test.after(async () => {
+  await redis?.stop();
+});
+
+test('every script and its <name>Keys variant exist on a client as soon as it is made', () => {
+  const client = redis.client() as unknown as Record<string, unknown>;
+  const scripts = loadScripts();
+  assert.ok(scripts.length > 20, 'the scripts were found');
+  for (const s of scripts) {
+    assert.type(client[s.name], 'function', s.name);
+    assert.type(client[`${s.name}Keys`], 'function', `${s.name}Keys`);
+  }
+});
+
+test('a script variant called in the same tick as another command is pipelined with it and both answer', async () => {
+  const client = redis.client();
+  const { keys } = redis.fresh();
+  const uncaught: unknown[] = [];
+  const onUncaught = (err: unknown) => uncaught.push(err);
+  process.on('uncaughtException', onUncaught);
+  try {
+    // Same tick: the GET opens the auto-pipeline, the script joins it.
+    const [missing, firsts] = await Promise.all([
+      client.get(`${keys.prefix}nothing`),
+      client.recordTrackingOpensKeys(2, keys.trackMarks('m1'), keys.msgStats('m1'), 60_000, 1, 'h', 0, Date.now()),
+    ]);
+    assert.is(missing, null);
+    assert.equal(firsts, [1], 'the first open of recipient 0 is its first');
+    await new Promise((r) => setImmediate(r));
+    assert.equal(uncaught, []);
+  } finally {
+    process.off('uncaughtException', onUncaught);
+  }
+});
+
+test.run();
