@@ -15,6 +15,7 @@ import { takeTokens, refundTokens, acquireConnection, renewConnection, releaseCo
 import { recordThrottleSignal, recordSuccess, backoffState, applyBackoff, type BackoffConfig } from '../queue/backoff.js';
 import { resolveShaping, retryDelay, type EffectiveShaping } from '../queue/shaping.js';
 import { shortId } from '../core/ids.js';
+import { Semaphore } from '../core/semaphore.js';
 import { verpAddress } from '../core/verp.js';
 import { suppressionOf } from '../store/suppression.js';
 import { recordCampaignOutcome, type CampaignCounter } from '../store/campaigns.js';
@@ -97,6 +98,13 @@ const ADDRESS_REASONS = new Set(['userunknown', 'hostunknown', 'hasmoved', 'nota
  */
 const MAX_CLAIMED = 2_000;
 const CLAIM_WAIT_MS = 5;
+/**
+ * Copies rendered (or being rendered) and not yet sent, over all connections of this process. A
+ * connection renders its whole claim ahead so the pool signs copy i+1 while copy i is on the wire;
+ * unbounded, 200 connections × 50 claimed × ~20 KB held ~200 MB of finished copies waiting for their
+ * turn (bench/campaign.ts). 256 keep two render threads busy for well over 100 ms of work.
+ */
+const MAX_RENDERED = 256;
 /** Longest a worker waits in-process for tokens before giving its connection up. */
 const MAX_TOKEN_WAIT_MS = 2_000;
 /** A closed account's copies are looked at again this often (reopening resumes them within it). */
@@ -138,6 +146,7 @@ export class Dispatcher {
   private readonly inflight = new Set<Promise<void>>();
   private readonly clients = new Set<SmtpClient>();
   private readonly backoffCfg: BackoffConfig;
+  private readonly renderSlots = new Semaphore(MAX_RENDERED);
   /** accounts[].tracking.mode by account id: each API message's copy is rendered for its recipient. */
   private readonly trackingModes: ReadonlyMap<string, TrackingMode>;
   private totalWorkers = 0;
@@ -459,6 +468,8 @@ export class Dispatcher {
     for (let i = 0; i < entries.length; i += RENDER_CHUNK) {
       const chunk = entries.slice(i, i + RENDER_CHUNK);
       const done = (async (): Promise<Prepared[]> => {
+        // Given back one by one as deliverBatch sends or settles each copy.
+        await this.renderSlots.acquire(chunk.length);
         const msgs = await Promise.all(chunk.map((e) => this.o.messages.load(e.msgId)));
         const [contacts, holds] = await Promise.all([this.campaignContacts(chunk, msgs), this.holdCampaigns(chunk, msgs)]);
         const addresses = chunk.map((e, j) => {
@@ -611,69 +622,78 @@ export class Dispatcher {
     let attempted = 0;
     let succeeded = false;
     let throttledReply: string | null = null;
-    for (let i = 0; i < entries.length; i++) {
-      const entry = entries[i] as QueueEntry;
-      if (this.stopping || !client.usable) {
-        await release(redis, keys, entries.slice(i), this.now());
-        break;
+    let freed = 0;
+    try {
+      for (let i = 0; i < entries.length; i++) {
+        // Copies before i are sent or settled: their render slots (and bytes) can go.
+        this.renderSlots.release(i - freed);
+        freed = i;
+        const entry = entries[i] as QueueEntry;
+        if (this.stopping || !client.usable) {
+          await release(redis, keys, entries.slice(i), this.now());
+          break;
+        }
+        if (this.now() - leaseStart > config.delivery.lease / 2) {
+          leaseStart = this.now();
+          await extendLeases(redis, keys, domain, entries.slice(i).map(entryMember), leaseStart + config.delivery.lease);
+        }
+        let prepared: Prepared;
+        try {
+          prepared = await (rendered[i] as Promise<Prepared>);
+        } catch (err) {
+          this.log.error({ err, msgId: entry.msgId }, 'loading or rendering failed');
+          await this.settle(entry, shaping, null, { result: 'deferred', code: null, enhanced: '4.3.0', response: `internal error before sending: ${(err as Error).message}`, command: 'RENDER', throttled: false, connectionUsable: true });
+          continue;
+        }
+        const { msg, result, suppressed, paused, address } = prepared;
+        if (prepared.held) continue;
+        if (msg && prepared.cancelled) {
+          await this.settle(entry, shaping, msg, { result: 'bounced', code: null, enhanced: '5.0.0', response: 'not sent: the campaign was cancelled', command: 'CAMPAIGN', throttled: false, connectionUsable: true }, 'cancelled');
+          continue;
+        }
+        if (msg && paused === ACCOUNT_CLOSED_REASON) {
+          // Held, not deferred: no attempt is spent and the copy never expires while the account is
+          // closed; reopening resumes it, deleting the account's messages drops it at its next claim.
+          await retry(redis, keys, entry, { now: this.now(), nextAt: this.now() + CLOSED_HOLD_MS, code: null, enhanced: '4.7.0', response: 'held: the account is closed' });
+          continue;
+        }
+        if (msg && paused) {
+          await this.settle(entry, shaping, msg, { result: 'deferred', code: null, enhanced: '4.7.0', response: `sender paused by the reputation guard (${paused}); resumes when an operator resumes it`, command: 'REPUTATION', throttled: false, connectionUsable: true });
+          continue;
+        }
+        if (msg && suppressed) {
+          await this.settle(entry, shaping, msg, { result: 'bounced', code: null, enhanced: '5.7.1', response: suppressed.list === 'contact' ? `not sent: the contact is ${suppressed.reason}` : `not sent: the address is on the ${suppressed.list === '*' ? 'global' : "account's"} suppression list (${suppressed.reason})`, command: 'SUPPRESSION', throttled: false, connectionUsable: true }, 'suppressed');
+          continue;
+        }
+        if (!msg) {
+          await this.settle(entry, shaping, null, { result: 'bounced', code: null, enhanced: '5.3.0', response: 'message is no longer stored (purged or erased)', command: 'LOAD', throttled: false, connectionUsable: true }, 'undefined');
+          continue;
+        }
+        if (address === undefined) {
+          const where = msg.kind === 'campaign' ? `the list of campaign ${entry.msgId} (contact deleted)` : `message ${entry.msgId}`;
+          await this.settle(entry, shaping, msg, { result: 'bounced', code: null, enhanced: '5.1.3', response: `recipient ${entry.idx} is not in ${where}`, command: 'LOAD', throttled: false, connectionUsable: true }, 'undefined');
+          continue;
+        }
+        if (!result) {
+          await this.settle(entry, shaping, msg, { result: 'bounced', code: null, enhanced: '5.3.0', response: 'message could not be prepared', command: 'LOAD', throttled: false, connectionUsable: true }, 'undefined');
+          continue;
+        }
+        if (!result.ok) {
+          const fatal = result.code === 'SLUICE_RENDER_FAILED';
+          await this.settle(entry, shaping, msg, { result: fatal ? 'bounced' : 'deferred', code: null, enhanced: fatal ? '5.6.0' : '4.7.5', response: `${result.code}: ${result.message}`, command: 'RENDER', throttled: false, connectionUsable: true }, fatal ? 'contenterror' : undefined);
+          continue;
+        }
+        const t0 = performance.now();
+        const outcome = await client.send({ from: verpAddress(entry.msgId, entry.idx, config.delivery.bounceDomain, this.o.verpKey), to: address }, result.framed ? { bytes: Buffer.from(result.message.buffer, result.message.byteOffset, result.message.byteLength), eightBit: result.eightBit === true } : result.message);
+        this.o.metrics?.smtpTransactionDuration.observe({ result: outcome.result }, (performance.now() - t0) / 1000);
+        attempted++;
+        if (outcome.result === 'delivered') succeeded = true;
+        if (outcome.throttled) throttledReply = outcome.response;
+        await this.settle(entry, shaping, msg, outcome);
       }
-      if (this.now() - leaseStart > config.delivery.lease / 2) {
-        leaseStart = this.now();
-        await extendLeases(redis, keys, domain, entries.slice(i).map(entryMember), leaseStart + config.delivery.lease);
-      }
-      let prepared: Prepared;
-      try {
-        prepared = await (rendered[i] as Promise<Prepared>);
-      } catch (err) {
-        this.log.error({ err, msgId: entry.msgId }, 'loading or rendering failed');
-        await this.settle(entry, shaping, null, { result: 'deferred', code: null, enhanced: '4.3.0', response: `internal error before sending: ${(err as Error).message}`, command: 'RENDER', throttled: false, connectionUsable: true });
-        continue;
-      }
-      const { msg, result, suppressed, paused, address } = prepared;
-      if (prepared.held) continue;
-      if (msg && prepared.cancelled) {
-        await this.settle(entry, shaping, msg, { result: 'bounced', code: null, enhanced: '5.0.0', response: 'not sent: the campaign was cancelled', command: 'CAMPAIGN', throttled: false, connectionUsable: true }, 'cancelled');
-        continue;
-      }
-      if (msg && paused === ACCOUNT_CLOSED_REASON) {
-        // Held, not deferred: no attempt is spent and the copy never expires while the account is
-        // closed; reopening resumes it, deleting the account's messages drops it at its next claim.
-        await retry(redis, keys, entry, { now: this.now(), nextAt: this.now() + CLOSED_HOLD_MS, code: null, enhanced: '4.7.0', response: 'held: the account is closed' });
-        continue;
-      }
-      if (msg && paused) {
-        await this.settle(entry, shaping, msg, { result: 'deferred', code: null, enhanced: '4.7.0', response: `sender paused by the reputation guard (${paused}); resumes when an operator resumes it`, command: 'REPUTATION', throttled: false, connectionUsable: true });
-        continue;
-      }
-      if (msg && suppressed) {
-        await this.settle(entry, shaping, msg, { result: 'bounced', code: null, enhanced: '5.7.1', response: suppressed.list === 'contact' ? `not sent: the contact is ${suppressed.reason}` : `not sent: the address is on the ${suppressed.list === '*' ? 'global' : "account's"} suppression list (${suppressed.reason})`, command: 'SUPPRESSION', throttled: false, connectionUsable: true }, 'suppressed');
-        continue;
-      }
-      if (!msg) {
-        await this.settle(entry, shaping, null, { result: 'bounced', code: null, enhanced: '5.3.0', response: 'message is no longer stored (purged or erased)', command: 'LOAD', throttled: false, connectionUsable: true }, 'undefined');
-        continue;
-      }
-      if (address === undefined) {
-        const where = msg.kind === 'campaign' ? `the list of campaign ${entry.msgId} (contact deleted)` : `message ${entry.msgId}`;
-        await this.settle(entry, shaping, msg, { result: 'bounced', code: null, enhanced: '5.1.3', response: `recipient ${entry.idx} is not in ${where}`, command: 'LOAD', throttled: false, connectionUsable: true }, 'undefined');
-        continue;
-      }
-      if (!result) {
-        await this.settle(entry, shaping, msg, { result: 'bounced', code: null, enhanced: '5.3.0', response: 'message could not be prepared', command: 'LOAD', throttled: false, connectionUsable: true }, 'undefined');
-        continue;
-      }
-      if (!result.ok) {
-        const fatal = result.code === 'SLUICE_RENDER_FAILED';
-        await this.settle(entry, shaping, msg, { result: fatal ? 'bounced' : 'deferred', code: null, enhanced: fatal ? '5.6.0' : '4.7.5', response: `${result.code}: ${result.message}`, command: 'RENDER', throttled: false, connectionUsable: true }, fatal ? 'contenterror' : undefined);
-        continue;
-      }
-      const t0 = performance.now();
-      const outcome = await client.send({ from: verpAddress(entry.msgId, entry.idx, config.delivery.bounceDomain, this.o.verpKey), to: address }, result.framed ? { bytes: Buffer.from(result.message.buffer, result.message.byteOffset, result.message.byteLength), eightBit: result.eightBit === true } : result.message);
-      this.o.metrics?.smtpTransactionDuration.observe({ result: outcome.result }, (performance.now() - t0) / 1000);
-      attempted++;
-      if (outcome.result === 'delivered') succeeded = true;
-      if (outcome.throttled) throttledReply = outcome.response;
-      await this.settle(entry, shaping, msg, outcome);
+    } finally {
+      // Copies whose turn never came (the connection broke, shutdown): their slots go as their render settles.
+      for (let j = freed; j < entries.length; j++) void (rendered[j] as Promise<Prepared>).then(() => this.renderSlots.release(1), () => this.renderSlots.release(1));
     }
     return { attempted, succeeded, throttledReply };
   }

@@ -8,6 +8,7 @@
  * They are started synchronously from that loop, so the queue can never overshoot.
  */
 import { availableParallelism } from 'node:os';
+import { performance } from 'node:perf_hooks';
 import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
@@ -30,17 +31,25 @@ export interface RenderPoolOptions {
 // `--import tsx` of process.execArgv), '.js' when compiled to dist/.
 const WORKER_URL = new URL(`./worker${extname(fileURLToPath(import.meta.url))}`, import.meta.url).href;
 
+/** Young-generation cap of each render worker's heap (see the constructor). */
+const WORKER_YOUNG_GENERATION_MB = 16;
+
 export class RenderPool {
   readonly #piscina: Piscina;
   readonly #maxQueue: number;
   readonly #onSigned: RenderPoolOptions['onSigned'];
   readonly #waiting: (() => void)[] = [];
   #inFlight = 0;
+  readonly #threads: number;
+  /** Time the workers reported spending on tasks since the last utilization() reading, ms. */
+  #busyMs = 0;
+  #readAt = performance.now();
   #closing: Promise<void> | null = null;
   #idle: (() => void) | null = null;
 
   constructor(opts: RenderPoolOptions) {
     const threads = opts.threads > 0 ? opts.threads : availableParallelism();
+    this.#threads = threads;
     this.#maxQueue = threads * Math.max(1, opts.queuePerThread);
     this.#onSigned = opts.onSigned;
     this.#piscina = new Piscina({
@@ -51,6 +60,9 @@ export class RenderPool {
       workerData: opts.init,
       // Workers hold parsed keys and the message cache; keep them for the life of the pool.
       idleTimeout: Number.POSITIVE_INFINITY,
+      // A render's garbage is a copy or two (tens of KB): V8's default young generation (~48 MB
+      // committed per worker, measured by bench/campaign.ts) buys nothing but resident memory.
+      resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_GENERATION_MB },
     });
     this.#piscina.on('drain', () => this.#pump());
     const onError = opts.onError ?? (() => {});
@@ -79,9 +91,18 @@ export class RenderPool {
     return new Promise((resolve) => this.#waiting.push(() => resolve(run())));
   }
 
-  /** Share of time the worker threads were busy, 0–1. */
+  /**
+   * Share of the worker threads' time spent rendering and signing since the last reading, 0–1: the
+   * sum of the times the workers report per copy over (elapsed × threads). (piscina's own figure is
+   * a mean over its whole life and read near 0 while the threads were saturated.)
+   */
   utilization(): number {
-    return this.#piscina.utilization;
+    const now = performance.now();
+    const elapsed = now - this.#readAt;
+    const busy = this.#busyMs;
+    this.#readAt = now;
+    this.#busyMs = 0;
+    return elapsed <= 0 ? 0 : Math.min(1, busy / (elapsed * this.#threads));
   }
 
   /** Tasks waiting for a worker (in piscina's queue and in the backpressure FIFO). */
@@ -164,6 +185,7 @@ export class RenderPool {
 
   #received(r: RenderResult): RenderResult {
     if (!r.ok) return r;
+    this.#busyMs += r.renderMs + r.signMs;
     if (this.#onSigned && r.signMs > 0) for (const a of r.signatures) this.#onSigned(a, r.signMs / 1000);
     // A Buffer view over the transferred memory (no copy), for callers that write it to a socket.
     const m = r.message;
