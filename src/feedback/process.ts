@@ -8,7 +8,7 @@ import { parseMessage } from '../bounces/mime.js';
 import { isId } from '../core/ids.js';
 import { appendEvent } from '../store/events.js';
 import type { MessageMeta } from '../store/messages.js';
-import { markRecipient, messageFor, type MessageView } from '../store/recipients.js';
+import { liveAddress, markRecipient, messageFor, type MessageView } from '../store/recipients.js';
 import { addSuppression, normaliseForSuppression, GLOBAL_LIST, type SuppressionReason } from '../store/suppression.js';
 import { recordOutcome, type FeedbackOutcome } from './raw-store.js';
 import { feedbackRecipient, verpsInText, type VerifyUnsubscribeToken } from './recipients.js';
@@ -105,13 +105,17 @@ export async function processFeedback(deps: FeedbackDeps, opts: ProcessOptions, 
   const actions: FeedbackAction[] = [];
   let matched = false;
   let understood = records.length > 0;
+  // Our own VERP or unsubscribe address naming an erased recipient (a tombstone): about nobody now.
+  let erased = false;
 
   for (const target of targets) {
     const stored = await messageFor(deps.redis, deps.keys, target.msgId, target.idx);
     if (!stored) continue;
     const meta = stored.meta;
+    if (target.via !== 'quoted' && target.via !== 'message-id' && target.idx !== undefined && meta.rcpts[target.idx] && liveAddress(meta, target.idx) === undefined) erased = true;
     if (target.via === 'unsubscribe') {
-      const address = target.idx === undefined ? undefined : meta.rcpts[target.idx]?.address;
+      // An erased recipient (a tombstone) is nobody to act on: liveAddress is undefined for it.
+      const address = liveAddress(meta, target.idx);
       if (address === undefined || target.idx === undefined) continue;
       matched = true;
       actions.push(await unsubscribe(deps, opts, mail, stored, target.idx, address));
@@ -121,13 +125,20 @@ export async function processFeedback(deps: FeedbackDeps, opts: ProcessOptions, 
     if (recs.length > 0) understood = true;
     const pick = pickRecord(recs, meta, target);
     // Our own VERP names a copy we sent: matched, even when the body says nothing actionable.
-    if (target.via === 'verp' && target.idx !== undefined && meta.rcpts[target.idx]) matched = true;
+    if (target.via === 'verp' && liveAddress(meta, target.idx) !== undefined) matched = true;
     if (!pick) continue;
     matched = true;
     const action = await act(deps, opts, mail, stored, pick.idx, pick.address, pick.record);
     if (action) actions.push(action);
   }
 
+  if (erased && actions.length === 0) {
+    // Kept, the mail would carry the erased person's VERP address (and maybe more) past their
+    // erasure, found by nothing: it is dropped, and counts as handled.
+    await deps.redis.del(deps.keys.feedbackRaw(mail.id));
+    deps.metrics?.outcome?.('processed');
+    return { outcome: 'processed', actions };
+  }
   const unsubscribing = targets.some((t) => t.via === 'unsubscribe');
   const outcome: FeedbackOutcome = actions.length > 0 ? 'processed'
     : !understood && !unsubscribing ? 'unparsed'
@@ -175,7 +186,7 @@ function findTargets(opts: ProcessOptions, mail: FeedbackMail): Target[] {
  * again with the VERP's recipient stated there, and the notice text supplies the reason.
  */
 async function classifyNaming(raw: Buffer, meta: MessageMeta, idx: number | undefined): Promise<BounceRecord[]> {
-  const address = idx === undefined ? undefined : meta.rcpts[idx]?.address;
+  const address = liveAddress(meta, idx);
   if (address === undefined || /[\r\n]/.test(address) || !looksLikeBounceMail(raw)) return [];
   return classifyMessage(Buffer.concat([Buffer.from(`X-Failed-Recipients: ${address}\r\n`), raw]));
 }
@@ -198,7 +209,7 @@ function looksLikeBounceMail(raw: Buffer): boolean {
 function pickRecord(records: readonly BounceRecord[], meta: MessageMeta, target: Target): { record: BounceRecord; idx: number; address: string } | undefined {
   const useful = records.filter((r) => verdictOf(r) !== 'ignore');
   if (target.idx !== undefined) {
-    const address = meta.rcpts[target.idx]?.address;
+    const address = liveAddress(meta, target.idx);
     if (address === undefined) return undefined;
     const norm = normaliseForSuppression(address);
     const named = useful.find((r) => r.recipient !== '' && normaliseForSuppression(r.recipient) === norm);

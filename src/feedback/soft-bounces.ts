@@ -1,6 +1,6 @@
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
-import { normaliseForSuppression } from '../store/suppression.js';
+import { addressDigest } from '../store/address-digest.js';
 
 /**
  * The soft-bounce history of an address: a sliding window of its recent soft bounces, one member
@@ -8,7 +8,9 @@ import { normaliseForSuppression } from '../store/suppression.js';
  * retrying, a provider sending a second notice) counts once. "Consecutive" holds because a delivery
  * clears the history (clearSoftBounces, called by whoever sees the 250).
  *
- *   {x:*}:soft:<address>  ZSET  "<msgId>:<idx>" → bounce time (ms)   TTL = window
+ *   {x:*}:soft:<digest>  ZSET  "<msgId>:<idx>" → bounce time (ms)   TTL = window
+ *
+ * named by the address's salted digest (store/address-digest.ts), so the key name holds no address.
  */
 export async function recordSoftBounce(
   redis: RedisClient,
@@ -18,7 +20,7 @@ export async function recordSoftBounce(
   now: number,
   windowMs: number,
 ): Promise<number> {
-  const key = keys.softBounces(normaliseForSuppression(address));
+  const key = keys.softBounces(await addressDigest(redis, keys, address));
   const res = await redis
     .multi()
     .zadd(key, 'NX', now, member)
@@ -32,5 +34,5 @@ export async function recordSoftBounce(
 
 /** Forgets an address's soft bounces: it accepted mail, so the next ones start a new run. */
 export async function clearSoftBounces(redis: RedisClient, keys: Keys, address: string): Promise<void> {
-  await redis.del(keys.softBounces(normaliseForSuppression(address)));
+  await redis.del(keys.softBounces(await addressDigest(redis, keys, address)));
 }

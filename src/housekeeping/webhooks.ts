@@ -2,6 +2,7 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import { Agent, request } from 'undici';
+import type { Result } from 'ioredis';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { endpointRef, loadWebhooks, openSecret, parseEndpointRef, type SealedEndpoint } from '../store/webhooks.js';
@@ -68,6 +69,13 @@ export interface WebhookDispatcherOptions {
   endpointCacheMs?: number;
   /** Dead-letter batches kept per endpoint (the oldest go first). Default 10,000. */
   deadLetterMax?: number;
+}
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    /** src/queue/lua/moveBatch-2.lua: 1 moved (retry or dead letter), 0 the batch changed meanwhile. */
+    moveBatch(outbox: string, dead: string, member: string, next: string, score: number | '', deadMax: number): Result<number, Context>;
+  }
 }
 
 /** A receiver should refuse signatures older than this: 5 minutes covers clock skew and queuing. */
@@ -425,7 +433,8 @@ export class WebhookDispatcher {
     if (now - batch.f >= (this.o.maxAttemptsWindowMs ?? DEFAULT_WINDOW_MS)) {
       const dead = keys.webhookDead(ep.account, ep.id);
       const max = this.o.deadLetterMax ?? DEFAULT_DEAD_MAX;
-      await redis.multi().zrem(outbox, member).rpush(dead, JSON.stringify({ ...batch, n: attempts, lastError: detail })).ltrim(dead, -max, -1).exec();
+      // Conditional: a batch an erasure rewrote while it was POSTed is not put back as it was.
+      await redis.moveBatch(outbox, dead, member, JSON.stringify({ ...batch, n: attempts, lastError: detail }), '', max);
       this.o.metrics?.deliveries.inc({ result: 'dead_letter' });
       logger.warn({ endpoint: ep.id, attempts, events: batch.e.length, error: detail }, 'webhook batch moved to dead letters');
       return;
@@ -433,7 +442,7 @@ export class WebhookDispatcher {
     const base = this.o.retryBaseMs ?? DEFAULT_RETRY_BASE_MS;
     const delay = Math.min(base * 2 ** Math.min(attempts - 1, 30), this.o.retryMaxDelayMs ?? DEFAULT_RETRY_MAX_MS) * (1 - JITTER + 2 * JITTER * Math.random());
     const next: Batch = { ...batch, n: attempts };
-    await redis.multi().zrem(outbox, member).zadd(outbox, Math.round(now + delay), JSON.stringify(next)).exec();
+    await redis.moveBatch(outbox, keys.webhookDead(ep.account, ep.id), member, JSON.stringify(next), Math.round(now + delay), this.o.deadLetterMax ?? DEFAULT_DEAD_MAX);
     this.o.metrics?.deliveries.inc({ result });
     logger.info({ endpoint: ep.id, attempts, retryInMs: Math.round(delay), error: detail }, 'webhook delivery failed; will retry');
   }

@@ -82,8 +82,11 @@ export function createKeys(prefix: string) {
     authFailures: (kind: string, who: string) => `${p}authfail:${kind}:${who}`,
     // suppression: per account, and the global list ('*') of addresses that do not exist
     suppression: (account: string) => `${p}{x:${account}}:suppressed`,
-    /** ZSET member "<msgId>:<idx>", score = time (ms): an address's recent soft bounces (N in M days → suppressed). */
-    softBounces: (address: string) => `${p}{x:*}:soft:${address}`,
+    /**
+     * ZSET member "<msgId>:<idx>", score = time (ms): an address's recent soft bounces (N in M days →
+     * suppressed), named by the address's salted digest (store/address-digest.ts), never the address.
+     */
+    softBounces: (digest: string) => `${p}{x:*}:soft:${digest}`,
     // feedback: each inbound mail kept raw (HASH, with a TTL); an index of those not understood
     feedbackRaw: (id: string) => `${p}{f:${id}}:raw`,
     /** ZSET feedback id → received time (ms): mail kept but not understood, unmatched or failed. */

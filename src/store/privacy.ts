@@ -68,11 +68,19 @@ interface MessageRef {
   readonly at: number;
 }
 
+/** An entry of the address index: its member, and whether this erasure may drop it. */
+interface IndexEntry {
+  readonly member: string;
+  /** In scope, or naming data that is gone: an account's erasure leaves other accounts' entries. */
+  readonly drop: boolean;
+}
+
 interface Found {
   readonly address: string;
   readonly digest: string;
   readonly contacts: (Contact & { account: string; listId: string; listName: string })[];
   readonly refs: MessageRef[];
+  readonly index: IndexEntry[];
 }
 
 function inScope(scope: PrivacyScope, account: string): boolean {
@@ -86,10 +94,13 @@ async function find(redis: RedisClient, keys: Keys, address: string, scope: Priv
   const norm = normaliseAddress(address);
   const digest = await addressDigest(redis, keys, norm);
   const refs: MessageRef[] = [];
+  const index: IndexEntry[] = [];
   for (const r of await readAddressRefs(redis, keys, digest)) {
     const msg = await getMessage(redis, keys, r.ref.msgId);
     const rcpt = msg?.meta.rcpts[r.ref.idx];
-    if (!msg || !rcpt || normaliseAddress(rcpt.address) !== norm || !inScope(scope, msg.meta.account)) continue;
+    const live = msg !== null && rcpt !== undefined && normaliseAddress(rcpt.address) === norm;
+    index.push({ member: r.member, drop: !live || inScope(scope, msg.meta.account) });
+    if (!live || !inScope(scope, msg.meta.account)) continue;
     refs.push({ msgId: r.ref.msgId, idx: r.ref.idx, account: msg.meta.account, domain: rcpt.domain, campaign: null, at: r.at });
   }
   const contacts: Found['contacts'] = [];
@@ -111,7 +122,7 @@ async function find(redis: RedisClient, keys: Keys, address: string, scope: Priv
       if (c && contact) refs.push({ msgId: c.id, idx: contact.no, account, domain: contact.domain, campaign: c, at: c.startedAt ?? c.createdAt });
     }
   }
-  return { address: norm, digest, contacts, refs };
+  return { address: norm, digest, contacts, refs, index };
 }
 
 interface StreamEvent {
@@ -203,7 +214,7 @@ export async function exportAddress(redis: RedisClient, keys: Keys, address: str
     if (raw === null) continue;
     feedback.push({ id, receivedAt: new Date(Number(h[1] ?? 0)).toISOString(), outcome: h[2] ?? '', mailFrom: h[0] ?? '', rcpts: parseJson(h[3] ?? '[]'), raw: raw.toString('utf8') });
   }
-  const soft = await redis.zrange(keys.softBounces(f.address), 0, -1, 'WITHSCORES');
+  const soft = await redis.zrange(keys.softBounces(f.digest), 0, -1, 'WITHSCORES');
   return {
     email: f.address,
     accounts: scope.all ? 'all' : scope.accounts,
@@ -260,7 +271,10 @@ export async function eraseAddress(
     const res = await redis.eraseRecipient(keys.msgMeta(r.msgId), keys.msgBody(r.msgId), keys.links(r.msgId), keys.trackMarks(r.msgId), keys.msgStats(r.msgId), r.idx, f.address, ERASED_ADDRESS);
     if (res > 0) messages++;
   }
-  await redis.del(keys.addressRefs(f.digest));
+  // The index entries of other accounts stay, so their own erasure still finds their data.
+  const dropped = f.index.filter((e) => e.drop).map((e) => e.member);
+  if (dropped.length === f.index.length) await redis.del(keys.addressRefs(f.digest));
+  else if (dropped.length > 0) await redis.zrem(keys.addressRefs(f.digest), ...dropped);
 
   // Events naming the recipients, and the raw feedback mail they (or its text) point to.
   const pairs = new Set(f.refs.map((r) => pairOf(r.msgId, r.idx)));
@@ -282,7 +296,7 @@ export async function eraseAddress(
     await redis.multi().hset(keys.suppression(s.list), erasedField(f.digest), JSON.stringify(entry)).hdel(keys.suppression(s.list), f.address).exec();
     kept++;
   }
-  await redis.del(keys.softBounces(f.address));
+  await redis.del(keys.softBounces(f.digest));
   const idempotency = await eraseFromIdempotency(redis, keys, scope.accounts, f.address);
 
   const report: ErasureReport = { contacts, messages, queued, events: events.length, feedback: fb.length, webhookBatches, suppressions: kept, idempotency };

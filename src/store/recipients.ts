@@ -1,6 +1,6 @@
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
-import { getMessage, type MessageMeta } from './messages.js';
+import { getMessage, type MessageMeta, type StoredRecipient } from './messages.js';
 import { getCampaign, recordCampaignOutcome } from './campaigns.js';
 import { readContacts, setContactStatus, type ContactStatus } from './contacts.js';
 
@@ -36,6 +36,19 @@ export async function messageFor(redis: RedisClient, keys: Keys, msgId: string, 
       acceptedAt: c.startedAt ?? c.createdAt, tags: c.tags, metadata: {}, pending: c.pending,
     },
   };
+}
+
+/**
+ * The address of recipient `idx`, or undefined when there is none or it was erased: an erased
+ * recipient (store/privacy.ts) is a tombstone with an empty address, kept so the others' indexes
+ * hold. Whatever starts from a token or a VERP address (an unsubscribe, a bounce, a complaint) acts
+ * only on a live address, as the dispatcher sends only to one, so an erased person's old links and
+ * bounces write nothing about them again.
+ */
+export function liveAddress(meta: MessageMeta, idx: number | undefined): string | undefined {
+  if (idx === undefined) return undefined;
+  const r = meta.rcpts[idx] as (StoredRecipient & { readonly erased?: boolean }) | undefined;
+  return r && r.erased !== true && r.address !== '' ? r.address : undefined;
 }
 
 /**

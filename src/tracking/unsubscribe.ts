@@ -1,5 +1,5 @@
 import type { TokenPayload } from '../core/tokens.js';
-import { markRecipient, messageFor, type MessageView } from '../store/recipients.js';
+import { liveAddress, markRecipient, messageFor, type MessageView } from '../store/recipients.js';
 import { addSuppression } from '../store/suppression.js';
 import { mark, appendTrackingEvent } from './record.js';
 import type { TrackingDeps } from './deps.js';
@@ -14,8 +14,9 @@ export async function unsubscribeTarget(deps: TrackingDeps, p: TokenPayload): Pr
   const view = await messageFor(deps.redis, deps.keys, p.msgId, p.idx);
   // The account inside the signed token must be the message's: a token never acts across accounts.
   if (!view || view.meta.account !== p.account) return null;
-  const rcpt = view.meta.rcpts[p.idx];
-  return rcpt ? { address: rcpt.address, from: view.meta.from, view } : null;
+  // An erased recipient has no page and cannot be unsubscribed again: there is nobody left to name.
+  const address = liveAddress(view.meta, p.idx);
+  return address !== undefined ? { address, from: view.meta.from, view } : null;
 }
 
 /**

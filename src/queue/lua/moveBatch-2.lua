@@ -1,0 +1,23 @@
+--[[
+  moveBatch: replaces a webhook batch after a failed POST, only if it is still the one that was sent
+  (housekeeping/webhooks.ts). An erasure (store/privacy.ts) may have rewritten or removed it while
+  the POST ran; putting the old text back would restore what was erased, so then nothing is done.
+  Both keys share the account's hash tag.
+
+  KEYS[1] outbox  ZSET {a:<account>}:wh:<id>:outbox  (member = batch JSON, score = next attempt, ms)
+  KEYS[2] dead    LIST {a:<account>}:wh:<id>:dead
+  ARGV[1] member   the batch as it was read
+  ARGV[2] next     the batch to store (attempt count and error updated)
+  ARGV[3] score    next attempt time (ms) to retry it; '' to move it to dead letters instead
+  ARGV[4] deadMax  dead letters kept per endpoint (the oldest go first)
+
+  Returns 1 moved, 0 the batch had changed or gone (left as it is).
+]]
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+if ARGV[3] ~= '' then
+  redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
+else
+  redis.call('RPUSH', KEYS[2], ARGV[2])
+  redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1)
+end
+return 1
