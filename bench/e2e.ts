@@ -22,24 +22,19 @@
  * Prints a table and writes bench/results/e2e.json. Every wait is bounded (150 s per scenario);
  * at ~230 delivered/s the run takes ~5 min, plus ~40 s with --profile.
  */
-import { freePort } from '../test/helpers/redis.js';
-import { fork, spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { generateKeyPairSync } from 'node:crypto';
-import { mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
-import { request } from 'undici';
-import { generateApiKey, hashSecret } from '../src/accounts/secrets.js';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../src/redis/embedded.js';
+import {
+  BENCH, buildSluice, counter, exited, fetchMetrics, forkTs, histogram, makeAccount, mb, mergeDeep, nextMessage, redisMemory, sleep, startSink, startSluiceProcess,
+  type Account, type SinkHandle, type SluiceHandle,
+} from './harness.js';
 import { cpuDelta, cpuTimes, machineBusySeconds, peakRss, round, type CpuTimes } from './proc.js';
 import type { LoadgenJob, LoadgenResult } from './loadgen.js';
-import type { SinkStats } from './sink.js';
 import { printSummary, summariseDir, type ProfileSummary } from './profile.js';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
-const BENCH = join(ROOT, 'bench');
 const RECIPIENTS = Number(process.env['BENCH_RECIPIENTS'] ?? 20_000);
 // 100 messages per request: 1 MB of JSON at 10 KB (10 MB at 100 KB), well under ingress.http.maxBodySize.
 const BATCH = Number(process.env['BENCH_BATCH'] ?? 100);
@@ -74,20 +69,7 @@ const TUNING = mergeDeep(
   },
   // BENCH_SLUICE='{"delivery":{"pool":{"threads":3}}}' tries other settings without editing this file.
   JSON.parse(process.env['BENCH_SLUICE'] ?? '{}') as Record<string, unknown>,
-) as { log: object; delivery: Record<string, unknown>; shaping: object };
-
-function mergeDeep(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
-  const out: Record<string, unknown> = { ...a };
-  for (const [k, v] of Object.entries(b)) {
-    const cur = out[k];
-    out[k] = isObject(cur) && isObject(v) ? mergeDeep(cur, v) : v;
-  }
-  return out;
-}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
+);
 
 interface Scenario {
   key: 'rsa' | 'ed25519' | 'rsa_100kb';
@@ -106,115 +88,6 @@ const ALL_SCENARIOS: Scenario[] = [
 const ONLY = process.env['BENCH_ONLY']?.split(',').map((s) => s.trim());
 const SCENARIOS = ONLY ? ALL_SCENARIOS.filter((s) => ONLY.includes(s.key)) : ALL_SCENARIOS;
 
-interface Account {
-  apiKey: string;
-  dir: string;
-  config: Record<string, unknown>;
-}
-
-/** One account owning two sending domains: rsa.bench.example (RSA-2048) and ed.bench.example (Ed25519). */
-async function makeAccount(dir: string): Promise<Account> {
-  const pem = (alg: 'rsa' | 'ed25519') => {
-    const { privateKey } = alg === 'rsa' ? generateKeyPairSync('rsa', { modulusLength: 2048 }) : generateKeyPairSync('ed25519');
-    return privateKey.export({ type: 'pkcs8', format: 'pem' }).toString();
-  };
-  const rsaFile = join(dir, 'rsa.pem');
-  const edFile = join(dir, 'ed25519.pem');
-  writeFileSync(rsaFile, pem('rsa'), { mode: 0o600 });
-  writeFileSync(edFile, pem('ed25519'), { mode: 0o600 });
-  const apiKey = generateApiKey('bench');
-  return {
-    apiKey,
-    dir,
-    config: {
-      id: 'bench',
-      domains: [
-        { domain: 'rsa.bench.example', dkim: [{ selector: 'r2048', algorithm: 'rsa', keyFile: rsaFile }] },
-        { domain: 'ed.bench.example', dkim: [{ selector: 'e1', algorithm: 'ed25519', keyFile: edFile }] },
-      ],
-      apiKeys: [await hashSecret(apiKey)],
-      smtpUsers: [],
-      dailyQuota: null,
-      rateLimit: { perSecond: null, perMinute: null, perHour: null },
-    },
-  };
-}
-
-// ── child processes ────────────────────────────────────────────────────────────────────────────
-
-function forkTs(file: string): ChildProcess {
-  return fork(join(BENCH, file), [], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-}
-
-/** The next IPC message matching `pred`, or a rejection at the timeout or if the child exits first. */
-function nextMessage<T>(child: ChildProcess, pred: (m: any) => boolean, timeoutMs: number): Promise<T> {
-  return new Promise((resolve, reject) => {
-    const onMessage = (m: unknown) => {
-      if (!pred(m)) return;
-      done();
-      resolve(m as T);
-    };
-    const onExit = (code: number | null) => {
-      done();
-      reject(new Error(`child ${child.pid} exited (${code}) before answering`));
-    };
-    const timer = setTimeout(() => {
-      done();
-      reject(new Error(`child ${child.pid} did not answer within ${timeoutMs} ms`));
-    }, timeoutMs);
-    const done = () => {
-      clearTimeout(timer);
-      child.off('message', onMessage);
-      child.off('exit', onExit);
-    };
-    child.on('message', onMessage);
-    child.once('exit', onExit);
-  });
-}
-
-function exited(child: ChildProcess, timeoutMs: number): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    const t = setTimeout(() => {
-      child.kill('SIGKILL');
-    }, timeoutMs);
-    child.once('exit', () => {
-      clearTimeout(t);
-      resolve();
-    });
-  });
-}
-
-interface SinkHandle {
-  child: ChildProcess;
-  port: number;
-  ask(type: 'stats'): Promise<SinkStats>;
-  waitFor(expected: number, timeoutMs: number): Promise<SinkStats>;
-  close(): Promise<void>;
-}
-
-async function startSink(): Promise<SinkHandle> {
-  const child = forkTs('sink.ts');
-  const { port } = await nextMessage<{ port: number }>(child, (m) => m?.type === 'listening', 20_000);
-  let seq = 0;
-  const call = (msg: Record<string, unknown>, timeoutMs: number) => {
-    const id = ++seq;
-    const p = nextMessage<SinkStats>(child, (m) => m?.type === 'stats' && m.id === id, timeoutMs);
-    child.send({ ...msg, id });
-    return p;
-  };
-  return {
-    child,
-    port,
-    ask: () => call({ type: 'stats' }, 10_000),
-    waitFor: (expected, timeoutMs) => call({ type: 'wait', expected, timeoutMs }, timeoutMs + 10_000),
-    async close() {
-      if (child.connected) child.send({ type: 'close' });
-      await exited(child, 5_000);
-    },
-  };
-}
-
 async function runLoadgen(job: Omit<LoadgenJob, 'type'>): Promise<{ result: LoadgenResult; pid: number }> {
   const child = forkTs('loadgen.ts');
   const answer = nextMessage<LoadgenResult>(child, (m) => m?.type === 'result', job.timeoutMs + 30_000);
@@ -222,69 +95,6 @@ async function runLoadgen(job: Omit<LoadgenJob, 'type'>): Promise<{ result: Load
   const result = await answer;
   await exited(child, 5_000);
   return { result, pid: child.pid ?? 0 };
-}
-
-interface SluiceHandle {
-  child: ChildProcess;
-  pid: number;
-  httpUrl: string;
-  adminUrl: string;
-  logFile: string;
-  stop(): Promise<void>;
-}
-
-/** `node bin/sluice.js start --config FILE [--roles …]`, waiting for /readyz. */
-async function startSluiceProcess(opts: { dir: string; redisUrl: string; sinkPort: number; account: Account; roles?: string; cpuProfDir?: string }): Promise<SluiceHandle> {
-  const [httpPort, adminPort] = [await freePort(), await freePort()];
-  const config = {
-    ...TUNING,
-    instance: { hostname: 'sluice.bench.test', dataDir: opts.dir },
-    redis: { url: opts.redisUrl },
-    admin: { host: '127.0.0.1', port: adminPort },
-    ingress: { smtp: { enabled: false }, http: { host: '127.0.0.1', port: httpPort } },
-    delivery: { ...TUNING.delivery, transport: { '*': `127.0.0.1:${opts.sinkPort}` }, tls: { opportunistic: false } },
-    accounts: [opts.account.config],
-  };
-  const configFile = join(opts.dir, 'sluice.yaml');
-  writeFileSync(configFile, JSON.stringify(config, null, 2)); // JSON is YAML
-  const logFile = join(opts.dir, 'sluice.log');
-  const fd = openSync(logFile, 'a');
-  const env = { ...process.env };
-  for (const k of Object.keys(env)) if (k === 'REDIS_URL' || k === 'SLUICE_CONFIG' || k === 'SLUICE_LOG_LEVEL' || k.startsWith('SLUICE__')) delete env[k];
-  const args = [
-    ...(opts.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${opts.cpuProfDir}`] : []),
-    join(ROOT, 'bin/sluice.js'), 'start', '--config', configFile,
-    ...(opts.roles ? ['--roles', opts.roles] : []),
-  ];
-  const child = spawn(process.execPath, args, { cwd: opts.dir, env, stdio: ['ignore', fd, fd] });
-  closeSync(fd);
-  const adminUrl = `http://127.0.0.1:${adminPort}`;
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`sluice exited (${child.exitCode}) at start:\n${readFileSync(logFile, 'utf8').slice(-2000)}`);
-    const ok = await request(`${adminUrl}/readyz`).then(
-      async (r) => (await r.body.text(), r.statusCode === 200),
-      () => false,
-    );
-    if (ok) break;
-    if (Date.now() > deadline) {
-      child.kill('SIGKILL');
-      throw new Error(`sluice not ready after 30 s:\n${readFileSync(logFile, 'utf8').slice(-2000)}`);
-    }
-    await sleep(100);
-  }
-  return {
-    child,
-    pid: child.pid ?? 0,
-    httpUrl: `http://127.0.0.1:${httpPort}`,
-    adminUrl,
-    logFile,
-    async stop() {
-      child.kill('SIGTERM');
-      // Sluice's own grace is 30 s; with nothing in flight it stops in well under a second.
-      await exited(child, 40_000);
-    },
-  };
 }
 
 // ── figures ─────────────────────────────────────────────────────────────────────────────────────
@@ -311,36 +121,18 @@ async function commandsPerRecipient(client: Redis, recipients: number): Promise<
   return out;
 }
 
-async function redisMemory(client: Redis): Promise<{ used: number; peak: number; keys: number }> {
-  const info = await client.info('memory');
-  const num = (k: string) => Number(new RegExp(`^${k}:(\\d+)`, 'm').exec(info)?.[1] ?? 0);
-  return { used: num('used_memory'), peak: num('used_memory_peak'), keys: await client.dbsize() };
-}
-
-/** Sum and count of a Prometheus histogram (all label sets), from /metrics text. */
-function histogram(text: string, name: string): { sum: number; count: number } {
-  let sum = 0;
-  let count = 0;
-  for (const line of text.split('\n')) {
-    if (line.startsWith(`${name}_sum`)) sum += Number(line.split(' ').pop());
-    else if (line.startsWith(`${name}_count`)) count += Number(line.split(' ').pop());
-  }
-  return { sum, count };
-}
-
 async function scrapeMetrics(adminUrl: string): Promise<Record<string, number>> {
-  const text = await request(`${adminUrl}/metrics`).then((r) => r.body.text()).catch(() => '');
+  const text = await fetchMetrics(adminUrl);
   const mean = (name: string) => {
     const h = histogram(text, name);
     return h.count > 0 ? round((h.sum / h.count) * 1000, 3) : 0;
   };
-  const counter = (name: string) => text.split('\n').filter((l) => l.startsWith(name) && !l.startsWith('#')).reduce((a, l) => a + Number(l.split(' ').pop()), 0);
   return {
     dkim_sign_mean_ms: mean('sluice_dkim_sign_duration_seconds'),
     render_task_mean_ms: mean('sluice_render_duration_seconds'),
     smtp_transaction_mean_ms: mean('sluice_smtp_transaction_duration_seconds'),
-    smtp_connections_opened: counter('sluice_smtp_connections_opened_total'),
-    delivered_counter: counter('sluice_messages_delivered_total'),
+    smtp_connections_opened: counter(text, 'sluice_smtp_connections_opened_total'),
+    delivered_counter: counter(text, 'sluice_messages_delivered_total'),
   };
 }
 
@@ -389,7 +181,7 @@ async function runScenario(sc: Scenario, account: Account, cpuProfDir?: string):
     redis = await startEmbeddedRedis({ binary: 'redis-server', dir: join(dir, 'redis'), appendfsync: 'everysec' });
     client = new Redis({ path: redis.socket, lazyConnect: false, maxRetriesPerRequest: 2 });
     sink = await startSink();
-    sluice = await startSluiceProcess({ dir, redisUrl: redis.socket, sinkPort: sink.port, account, ...(cpuProfDir ? { cpuProfDir } : {}) });
+    sluice = await startSluiceProcess({ dir, redisUrl: redis.socket, sinkPort: sink.port, account, tuning: TUNING, ...(cpuProfDir ? { cpuProfDir } : {}) });
     const memBase = await redisMemory(client);
 
     const load1 = loadavg()[0] ?? 0;
@@ -499,7 +291,7 @@ async function runMemory(account: Account): Promise<MemoryResult> {
   try {
     redis = await startEmbeddedRedis({ binary: 'redis-server', dir: join(dir, 'redis'), appendfsync: 'everysec' });
     client = new Redis({ path: redis.socket, maxRetriesPerRequest: 2 });
-    sluice = await startSluiceProcess({ dir, redisUrl: redis.socket, sinkPort: 9, account, roles: 'ingress' });
+    sluice = await startSluiceProcess({ dir, redisUrl: redis.socket, sinkPort: 9, account, tuning: TUNING, roles: 'ingress' });
     const fanoutMessages = 100;
     const perMessage = 1000; // ingress.maxRecipients default
     await sleep(300);
@@ -543,14 +335,6 @@ async function runMemory(account: Account): Promise<MemoryResult> {
 
 // ── main ───────────────────────────────────────────────────────────────────────────────────────
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
-}
-
-function mb(bytes: number): string {
-  return `${(bytes / 1024 / 1024).toFixed(0)} MB`;
-}
-
 function printTable(rows: ScenarioResult[], mem: MemoryResult | null): void {
   const head = ['scenario', 'accepted/s', 'delivered/s', 'tail/s', 'p50 ms', 'p99 ms', 'sluice CPU', 'redis', 'sink', 'loadgen', 'others', 'ms CPU/rcpt', 'ceiling/s', 'delivered', 'dups', 'bad'];
   const lines = rows.map((r) => [
@@ -587,11 +371,7 @@ function printTable(rows: ScenarioResult[], mem: MemoryResult | null): void {
 }
 
 async function main(): Promise<void> {
-  if (process.env['BENCH_SKIP_BUILD'] !== '1') {
-    console.log('building (npm run build)…');
-    const b = spawnSync('npm', ['run', '--silent', 'build'], { cwd: ROOT, stdio: 'inherit' });
-    if (b.status !== 0) throw new Error('npm run build failed');
-  }
+  buildSluice();
   const keysDir = mkdtempSync(join(tmpdir(), 'sluice-bench-keys-'));
   try {
     const account = await makeAccount(keysDir);

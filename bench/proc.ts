@@ -3,7 +3,7 @@
  * peak resident memory. Read before and after a phase; the difference is what the phase cost.
  */
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 
 /** Clock ticks per second of /proc/<pid>/stat times (100 on every common Linux build; asked once). */
 const CLK_TCK = (() => {
@@ -36,6 +36,30 @@ export function cpuDelta(before: CpuTimes, after: CpuTimes): CpuTimes & { total:
   const user = after.user - before.user;
   const system = after.system - before.system;
   return { user: round(user, 2), system: round(system, 2), total: round(user + system, 2) };
+}
+
+/**
+ * CPU seconds (user + system) of each thread of a process, by thread id (the main thread's id is the
+ * pid). Node names every thread "node", so which thread is which is told by what it costs.
+ */
+export function threadCpu(pid: number): Map<number, number> {
+  const out = new Map<number, number>();
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const tid of tids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, 'utf8');
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      out.set(Number(tid), (Number(f[11]) + Number(f[12])) / CLK_TCK);
+    } catch {
+      // the thread ended between the listing and the read
+    }
+  }
+  return out;
 }
 
 /** Peak resident set size in bytes (VmHWM), or 0. */
