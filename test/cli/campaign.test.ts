@@ -1,0 +1,99 @@
+/**
+ * `sluice campaign` against a real Redis: list, status (text and JSON), pause / resume / cancel with
+ * the state machine's refusals, and usage errors.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import type { RedisClient } from '../../src/redis/client.js';
+import type { Keys } from '../../src/redis/keys.js';
+import { newId } from '../../src/core/ids.js';
+import { createCampaign, getCampaign, recordCampaignOutcome } from '../../src/store/campaigns.js';
+import { createList } from '../../src/store/contacts.js';
+import { pushCampaignChunk, startCampaign } from '../../src/queue/campaign.js';
+import { startRedis, type TestRedis } from '../helpers/redis.js';
+import { sluice } from './run-cli.js';
+
+const test = suite('cli/campaign');
+let redis: TestRedis;
+let client: RedisClient;
+let keys: Keys;
+let dir: string;
+let cfg: string;
+
+test.before(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'sluice-cli-campaign-'));
+  redis = await startRedis();
+  client = redis.client();
+  const fresh = redis.fresh();
+  keys = fresh.keys;
+  cfg = join(dir, 'sluice.yaml');
+  writeFileSync(cfg, `redis:\n  url: ${JSON.stringify(redis.url)}\n  prefix: '${fresh.prefix}'\n  scheduleShards: 4\n`);
+});
+test.after(async () => {
+  await redis.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** A sending campaign with 3 recipients queued at one destination and 1 delivered. */
+async function sending(): Promise<string> {
+  const list = await createList(client, keys, 'acme', `l ${newId()}`);
+  const id = newId();
+  await createCampaign(client, keys, {
+    id, account: 'acme', name: 'Spring sale', listId: list.id, from: 'news@acme.example', fromDomain: 'acme.example', subject: 'Hi',
+    tracking: { opens: true, clicks: true }, tags: [], throttlePerHour: null, createdAt: Date.now(), sendAt: Date.now(), body: '{}', links: [],
+  });
+  assert.ok((await startCampaign(client, keys, id, Date.now())).ok);
+  await pushCampaignChunk(client, keys, 4, { campaignId: id, chunk: 1, dueAt: Date.now(), sending: true, byDomain: new Map([['dest.test', [1, 2, 3]]]) });
+  await client.hset(keys.msgMeta(id), 'queued', 4, 'pending', 3);
+  await recordCampaignOutcome(client, keys, id, { counter: 'delivered', final: false, now: Date.now() });
+  return id;
+}
+
+test('status prints the counts; --json carries them as fields', async () => {
+  const id = await sending();
+  const text = await sluice(['campaign', 'status', id, '--config', cfg]);
+  assert.is(text.code, 0, text.err);
+  assert.match(text.out, `campaign ${id}  Spring sale`);
+  assert.match(text.out, /state\s+sending/);
+  assert.match(text.out, /delivered\s+1 \(25\.0%\)/);
+  const json = JSON.parse((await sluice(['campaign', 'status', id, '--json', '--config', cfg])).out);
+  assert.equal([json.state, json.queued, json.delivered, json.pending], ['sending', 4, 1, 3]);
+  const list = await sluice(['campaign', 'list', '--account', 'acme', '--config', cfg]);
+  assert.match(list.out, new RegExp(`^${id}  sending`, 'm'));
+});
+
+test('pause, resume and cancel move the campaign and its queue; a move its state refuses exits 1', async () => {
+  const id = await sending();
+  const paused = await sluice(['campaign', 'pause', id, '--config', cfg]);
+  assert.is(paused.code, 0, paused.err);
+  assert.is(paused.out.trim(), `campaign ${id}: sending → paused`);
+  assert.is(await client.zscore(keys.ready('dest.test'), `@${id}`), null, 'no pointer: nothing more is claimed');
+  const again = await sluice(['campaign', 'pause', id, '--config', cfg]);
+  assert.is(again.code, 1);
+  assert.match(again.err, `campaign ${id} is paused: it cannot pause`);
+  assert.is((await sluice(['campaign', 'resume', id, '--config', cfg])).code, 0);
+  assert.ok(await client.zscore(keys.ready('dest.test'), `@${id}`), 'the pointer is back');
+  const cancelled = await sluice(['campaign', 'cancel', id, '--config', cfg]);
+  assert.is(cancelled.code, 0, cancelled.err);
+  const c = await getCampaign(client, keys, 'acme', id);
+  assert.is(c?.state, 'cancelled');
+  assert.is(await client.llen(keys.campaignQueue('dest.test', id)), 0, 'what waited is dropped');
+  assert.is(await client.hget(keys.msgStats(id), 'cancelled'), '3');
+});
+
+test('unknown campaign exits 1; bad usage exits 2', async () => {
+  const unknown = await sluice(['campaign', 'status', '0000000000000000', '--config', cfg]);
+  assert.is(unknown.code, 1);
+  assert.match(unknown.err, 'no campaign 0000000000000000');
+  assert.is((await sluice(['campaign', 'status', 'not-an-id', '--config', cfg])).code, 2);
+  assert.is((await sluice(['campaign', 'explode', '--config', cfg])).code, 2);
+  assert.is((await sluice(['campaign', 'list', '--config', cfg])).code, 2, 'list needs --account');
+  const help = await sluice(['campaign', '--help']);
+  assert.is(help.code, 0);
+  assert.match(help.out, 'Usage: sluice campaign');
+});
+
+test.run();
