@@ -8,7 +8,7 @@ import type { RenderResult, RenderTask, TrackingMode } from '../render/protocol.
 import type { QueueEntry } from '../queue/entry.js';
 import { entryMember } from '../queue/entry.js';
 import { claim } from '../queue/claim.js';
-import { ack, retry, bounce, release, extendLeases } from '../queue/outcome.js';
+import { ack, retry, bounce, hold, release, extendLeases } from '../queue/outcome.js';
 import { reapExpired } from '../queue/reap.js';
 import { dueDestinations, reschedule, postpone } from '../queue/schedule.js';
 import { takeTokens, refundTokens, acquireConnection, renewConnection, releaseConnection, type Rate } from '../queue/throttle.js';
@@ -109,6 +109,8 @@ const MAX_RENDERED = 256;
 const MAX_TOKEN_WAIT_MS = 2_000;
 /** A closed account's copies are looked at again this often (reopening resumes them within it). */
 const CLOSED_HOLD_MS = 5 * 60_000;
+/** A copy of a sender paused by the reputation guard is looked at again this often (resume takes effect within it). */
+const PAUSED_SENDER_HOLD_MS = 60_000;
 /** Retries of a paused campaign claimed anyway (they sit in ready, not behind its pointer) wait this long. */
 const PAUSED_HOLD_MS = 60_000;
 
@@ -652,13 +654,19 @@ export class Dispatcher {
           continue;
         }
         if (msg && paused === ACCOUNT_CLOSED_REASON) {
-          // Held, not deferred: no attempt is spent and the copy never expires while the account is
-          // closed; reopening resumes it, deleting the account's messages drops it at its next claim.
-          await retry(redis, keys, entry, { now: this.now(), nextAt: this.now() + CLOSED_HOLD_MS, code: null, enhanced: '4.7.0', response: 'held: the account is closed' });
+          // Held: no attempt is spent and the copy never expires while the account is closed;
+          // reopening resumes it, deleting the account's messages drops it at its next claim.
+          await hold(redis, keys, entry, { now: this.now(), nextAt: this.now() + CLOSED_HOLD_MS, enhanced: '4.7.0', response: 'held: the account is closed' });
           continue;
         }
         if (msg && paused) {
-          await this.settle(entry, shaping, msg, { result: 'deferred', code: null, enhanced: '4.7.0', response: `sender paused by the reputation guard (${paused}); resumes when an operator resumes it`, command: 'REPUTATION', throttled: false, connectionUsable: true });
+          // Held without an attempt, so a resumed sender's mail goes within PAUSED_SENDER_HOLD_MS
+          // rather than on the retry schedule's longest delay; it still expires at the rule's maxAge.
+          if (this.now() + PAUSED_SENDER_HOLD_MS > msg.acceptedAt + shaping.maxAge) {
+            await this.settle(entry, shaping, msg, { result: 'deferred', code: null, enhanced: '4.7.0', response: `sender paused by the reputation guard (${paused}) until the message expired`, command: 'REPUTATION', throttled: false, connectionUsable: true });
+          } else {
+            await hold(redis, keys, entry, { now: this.now(), nextAt: this.now() + PAUSED_SENDER_HOLD_MS, enhanced: '4.7.0', response: `held: sender paused by the reputation guard (${paused}); resumes when an operator resumes it` });
+          }
           continue;
         }
         if (msg && suppressed) {

@@ -12,6 +12,8 @@ declare module 'ioredis' {
     retry(leases: string, ready: string, rs: string, member: string, next: string, now: number, nextAt: number, attempts: number, code: string, enhanced: string, response: string): Result<number, Context>;
     /** src/queue/lua/bounce-3.lua */
     bounce(leases: string, ready: string, rs: string, member: string, now: number, state: string, attempts: number, code: string, enhanced: string, response: string, reason: string, ttlMs: number): Result<number, Context>;
+    /** src/queue/lua/hold-3.lua */
+    hold(leases: string, ready: string, rs: string, member: string, now: number, nextAt: number, enhanced: string, response: string): Result<number, Context>;
     /** src/queue/lua/release-2.lua */
     release(leases: string, ready: string, now: number, ...members: string[]): Result<number, Context>;
     /** src/queue/lua/extendLeases-1.lua */
@@ -73,6 +75,15 @@ export async function bounce(
     keys.leases(e.domain), keys.ready(e.domain), keys.rcptState(e.domain, e.msgId, e.idx),
     entryMember(e), o.now, o.state, e.attempt + 1, str(o.code), str(o.enhanced), truncateResponse(o.response), o.reason, o.recordTtlMs,
   );
+  return asReply(reply);
+}
+
+/**
+ * Puts the entry back to wait until nextAt without counting an attempt (its sender may not send now);
+ * the record says deferred, with the reason.
+ */
+export async function hold(redis: RedisClient, keys: Keys, e: QueueEntry, o: { now: number; nextAt: number; enhanced: string; response: string }): Promise<OutcomeReply> {
+  const reply = await redis.hold(keys.leases(e.domain), keys.ready(e.domain), keys.rcptState(e.domain, e.msgId, e.idx), entryMember(e), o.now, o.nextAt, o.enhanced, truncateResponse(o.response));
   return asReply(reply);
 }
 

@@ -64,6 +64,7 @@ test("a closed account's queued copies are held; open accounts deliver; the clos
   assert.is(peer.messages.length, 1, 'nothing more reached the peer');
   const due = await client.zrange(s.app.keys.ready('one.test'), 0, -1, 'WITHSCORES');
   assert.ok(Number(due[1]) - Date.now() > 60_000, 'the held copy waits minutes, not a retry step');
+  assert.is(due[0], `${id}:0:0`, 'held without spending an attempt');
 
   assert.ok(await reopenAccount(client, s.app.keys, 'acme'));
   await new Promise((r) => setTimeout(r, 1200));
