@@ -44,7 +44,7 @@ import { request } from 'undici';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../src/redis/embedded.js';
 import { freePort } from '../test/helpers/redis.js';
 import { newsletterTemplate, recipient } from './content.js';
-import {
+import { SLUICE_NODE_FLAGS,
   BENCH, buildSluice, fetchMetrics, histogram, makeAccount, mb, mergeDeep, redisMemory, sampleRss, sleep, startSink, startSluiceProcess,
   type Account, type RssSampler, type SinkHandle, type SluiceHandle,
 } from './harness.js';
@@ -56,7 +56,8 @@ const SEND_TIMEOUT_MS = Number(process.env['BENCH_SEND_TIMEOUT'] ?? 3600) * 1000
 const QUEUE_TIMEOUT_MS = Number(process.env['BENCH_QUEUE_TIMEOUT'] ?? 900) * 1000;
 /** Experiments write elsewhere so that they do not overwrite the reference result. */
 const RESULT_FILE = process.env['BENCH_OUT'] ?? join(BENCH, 'results', 'campaign.json');
-const NODE_ARGS = (process.env['BENCH_NODE_ARGS'] ?? '').split(' ').filter(Boolean);
+/** Unset: the flags Sluice runs with (harness SLUICE_NODE_FLAGS). */
+const NODE_ARGS = process.env['BENCH_NODE_ARGS'] === undefined ? undefined : process.env['BENCH_NODE_ARGS'].split(' ').filter(Boolean);
 const TEMPLATE_BYTES = 10 * 1024;
 const TRACKED_LINKS = 5;
 /** CSV rows per chunk of the request body: ~64 KB, so the stream's backpressure is fine-grained. */
@@ -150,7 +151,7 @@ const result: Record<string, unknown> = {
 function save(): void {
   const out = {
     ...result,
-    settings: { contacts: CONTACTS, domains: DOMAINS, template_bytes: TEMPLATE_BYTES, tracked_links: TRACKED_LINKS, send_timeout_s: SEND_TIMEOUT_MS / 1000, node_args: NODE_ARGS, sluice: TUNING, redis: 'redis-server, AOF appendfsync everysec, unix socket' },
+    settings: { contacts: CONTACTS, domains: DOMAINS, template_bytes: TEMPLATE_BYTES, tracked_links: TRACKED_LINKS, send_timeout_s: SEND_TIMEOUT_MS / 1000, node_args: NODE_ARGS ?? SLUICE_NODE_FLAGS, sluice: TUNING, redis: 'redis-server, AOF appendfsync everysec, unix socket' },
     machine: { nproc: availableParallelism(), cpu: cpus()[0]?.model ?? 'unknown', node: process.version, load_average_1m: round(loadavg()[0] ?? 0, 2), date: new Date().toISOString() },
   };
   mkdirSync(dirname(RESULT_FILE), { recursive: true });
@@ -382,7 +383,7 @@ async function main(): Promise<void> {
     client = new Redis({ path: redis.socket, maxRetriesPerRequest: 2 });
     sink = await startSink();
     const start = (roles: string) =>
-      startSluiceProcess({ dir, redisUrl: redis!.socket, sinkPort: sink!.port, account, tuning, roles, nodeArgs: NODE_ARGS });
+      startSluiceProcess({ dir, redisUrl: redis!.socket, sinkPort: sink!.port, account, tuning, roles, ...(NODE_ARGS ? { nodeArgs: NODE_ARGS } : {}) });
 
     console.log(`phase 1: import ${CONTACTS} contacts (roles ingress,housekeeping,tracking)…`);
     sluice = await start('ingress,housekeeping,tracking');

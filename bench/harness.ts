@@ -189,12 +189,34 @@ export interface SluiceProcessOptions {
   tuning: Record<string, unknown>;
   roles?: string;
   cpuProfDir?: string;
-  /** Extra node flags before bin/sluice.js (e.g. --max-old-space-size=…). */
+  /** Node flags before bin/sluice.js; default SLUICE_NODE_FLAGS, as `npm start` and the Docker image run it. */
   nodeArgs?: string[];
 }
 
-/** `node bin/sluice.js start --config FILE [--roles …]`, waiting for /readyz. The log goes to <dir>/sluice.log. */
+/**
+ * The node flags Sluice is run with (package.json `start`, docker/Dockerfile, bin/sluice.js's shebang):
+ * a 4 MB young-generation semi-space. Sluice's garbage is short-lived copies; V8's default (16 MB,
+ * ~100 MB committed on the main thread) bought no throughput and most of the RSS over 300 MB in
+ * bench/campaign.ts.
+ */
+export const SLUICE_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4'];
+
+/**
+ * `node bin/sluice.js start --config FILE [--roles …]`, waiting for /readyz. The log goes to <dir>/sluice.log.
+ * A port picked free can be taken before Sluice binds it (an outbound connection's ephemeral port, on
+ * a machine sending thousands of messages): such a start is tried again on fresh ports.
+ */
 export async function startSluiceProcess(opts: SluiceProcessOptions): Promise<SluiceHandle> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startSluiceOnce(opts);
+    } catch (err) {
+      if (attempt >= 3 || !/EADDRINUSE/.test((err as Error).message)) throw err;
+    }
+  }
+}
+
+async function startSluiceOnce(opts: SluiceProcessOptions): Promise<SluiceHandle> {
   const [httpPort, adminPort] = [await freePort(), await freePort()];
   const config = mergeDeep(opts.tuning, {
     instance: { hostname: 'sluice.bench.test', dataDir: opts.dir },
@@ -211,7 +233,7 @@ export async function startSluiceProcess(opts: SluiceProcessOptions): Promise<Sl
   const env = { ...process.env };
   for (const k of Object.keys(env)) if (k === 'REDIS_URL' || k === 'SLUICE_CONFIG' || k === 'SLUICE_LOG_LEVEL' || k.startsWith('SLUICE__')) delete env[k];
   const args = [
-    ...(opts.nodeArgs ?? []),
+    ...(opts.nodeArgs ?? SLUICE_NODE_FLAGS),
     ...(opts.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${opts.cpuProfDir}`] : []),
     join(ROOT, 'bin/sluice.js'), 'start', '--config', configFile,
     ...(opts.roles ? ['--roles', opts.roles] : []),
