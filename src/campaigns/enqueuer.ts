@@ -8,6 +8,7 @@ import { getCampaign, markCampaignQueued, recordEnqueueChunk, type CampaignRecor
 import { getList, readContactRange } from '../store/contacts.js';
 import { suppressedAmong } from '../store/suppression.js';
 import { controlCampaignQueue, pushCampaignChunk, startCampaign } from '../queue/campaign.js';
+import { Ticker } from '../core/ticker.js';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
@@ -54,46 +55,30 @@ export class CampaignEnqueuer {
   private readonly now: () => number;
   private readonly chunkSize: number;
   private readonly chunksPerTurn: number;
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
+  private readonly ticker: Ticker;
   private stopping = false;
-  private again = false;
 
   constructor(opts: EnqueuerOptions) {
     this.o = opts;
     this.now = opts.now ?? Date.now;
     this.chunkSize = opts.chunkSize ?? 1000;
     this.chunksPerTurn = opts.chunksPerTurn ?? 20;
+    // A campaign with contacts left to queue makes the next pass come at once.
+    this.ticker = new Ticker(async () => (await this.tick()) > 0, opts.intervalMs ?? 1000, (err) => opts.logger.error({ err }, 'campaign enqueuer tick failed'));
   }
 
   start(): void {
-    this.schedule(0);
+    this.ticker.start(0);
   }
 
   /** A campaign was scheduled or resumed in this process: look now. */
   wake(): void {
-    if (this.stopping) return;
-    if (this.running) this.again = true;
-    else this.schedule(0);
+    this.ticker.wake();
   }
 
   async stop(): Promise<void> {
     this.stopping = true;
-    if (this.timer) clearTimeout(this.timer);
-    await this.running;
-  }
-
-  private schedule(ms: number): void {
-    if (this.stopping) return;
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = setTimeout(() => {
-      this.running = this.tick().then(() => undefined).finally(() => {
-        this.running = undefined;
-        const more = this.again;
-        this.again = false;
-        this.schedule(more ? 0 : (this.o.intervalMs ?? 1000));
-      });
-    }, ms);
+    await this.ticker.stop();
   }
 
   /** One pass over the due campaigns; returns how many still have contacts to queue. */
@@ -109,7 +94,6 @@ export class CampaignEnqueuer {
     } catch (err) {
       this.o.logger.error({ err }, 'campaign enqueuer tick failed');
     }
-    if (unfinished > 0) this.again = true;
     return unfinished;
   }
 

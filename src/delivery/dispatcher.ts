@@ -535,13 +535,7 @@ export class Dispatcher {
     const out: (CampaignContact | null | undefined)[] = chunk.map(() => undefined);
     const reader = this.o.contacts;
     if (!reader) return out;
-    const byCampaign = new Map<string, number[]>();
-    msgs.forEach((m, j) => {
-      if (m?.kind !== 'campaign') return;
-      const list = byCampaign.get(m.id);
-      if (list) list.push(j);
-      else byCampaign.set(m.id, [j]);
-    });
+    const byCampaign = campaignPositions(msgs);
     await Promise.all(
       [...byCampaign.values()].map(async (js) => {
         const listId = (msgs[js[0] as number] as LoadedMessage).campaign?.listId ?? '';
@@ -559,13 +553,7 @@ export class Dispatcher {
    */
   private async holdCampaigns(chunk: readonly QueueEntry[], msgs: readonly (LoadedMessage | null)[]): Promise<('held' | 'cancelled' | undefined)[]> {
     const out: ('held' | 'cancelled' | undefined)[] = chunk.map(() => undefined);
-    const byCampaign = new Map<string, number[]>();
-    msgs.forEach((m, j) => {
-      if (m?.kind !== 'campaign') return;
-      const list = byCampaign.get(m.id);
-      if (list) list.push(j);
-      else byCampaign.set(m.id, [j]);
-    });
+    const byCampaign = campaignPositions(msgs);
     const { redis, keys } = this.o;
     for (const [id, js] of byCampaign) {
       const c = (msgs[js[0] as number] as LoadedMessage).campaign;
@@ -800,6 +788,18 @@ export class Dispatcher {
     await reschedule(redis, keys, config.redis.scheduleShards, domain, nextAt, this.now());
     if (outcome.result !== 'delivered') this.log.info({ domain, response: outcome.response }, 'destination failed as a whole');
   }
+}
+
+/** Positions of a chunk's campaign entries, by campaign id. */
+function campaignPositions(msgs: readonly (LoadedMessage | null)[]): Map<string, number[]> {
+  const out = new Map<string, number[]>();
+  msgs.forEach((m, j) => {
+    if (m?.kind !== 'campaign') return;
+    const list = out.get(m.id);
+    if (list) list.push(j);
+    else out.set(m.id, [j]);
+  });
+  return out;
 }
 
 function hasRate(r: Rate): boolean {

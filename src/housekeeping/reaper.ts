@@ -4,6 +4,7 @@ import type { Keys } from '../redis/keys.js';
 import type { Metrics } from '../observability/metrics.js';
 import { reapExpired } from '../queue/reap.js';
 import { repairSchedule } from '../queue/schedule.js';
+import { Ticker } from '../core/ticker.js';
 
 /**
  * The safety net under the dispatcher. Dispatchers reap expired leases of the destinations they
@@ -25,35 +26,24 @@ export interface ReaperOptions {
 const SCAN_COUNT = 200;
 
 export class Reaper {
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
   private readonly cursors: string[];
-  private stopped = false;
   private readonly now: () => number;
+  private readonly ticker: Ticker;
+  private stopped = false;
 
   constructor(private readonly o: ReaperOptions) {
     this.cursors = Array.from({ length: o.shards }, () => '0');
     this.now = o.now ?? Date.now;
+    this.ticker = new Ticker(() => this.tick(), o.intervalMs, (err) => o.logger.error({ err }, 'reaper tick failed'));
   }
 
   start(): void {
-    const loop = () => {
-      if (this.stopped) return;
-      this.running = this.tick()
-        .then(() => undefined)
-        .catch((err: unknown) => this.o.logger.error({ err }, 'reaper tick failed'))
-        .finally(() => {
-          this.running = undefined;
-          if (!this.stopped) this.timer = setTimeout(loop, this.o.intervalMs);
-        });
-    };
-    this.timer = setTimeout(loop, this.o.intervalMs);
+    this.ticker.start();
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    await this.running;
+    await this.ticker.stop();
   }
 
   /** One pass: every shard's next page of destinations. Returns leases reaped and domains rescheduled. */

@@ -7,6 +7,7 @@ import { listClosed, markDeleted } from '../store/account-state.js';
 import { deleteWebhook, listWebhooks } from '../store/webhooks.js';
 import { pausedScopes } from '../store/reputation.js';
 import { deleteList, listLists } from '../store/contacts.js';
+import { Ticker } from '../core/ticker.js';
 import {
   beginPass, holdLock, purgeMessage, readSweepState, releaseLock, saveEventsCursor, saveNodeCursor, scanNodes, trimSortedSetBefore, trimStreamBefore,
 } from '../store/retention.js';
@@ -85,31 +86,19 @@ const ACCOUNT_TAG = /^\{[ax]:([^}]+)\}:/;
 export class RetentionJob {
   private readonly token = randomBytes(12).toString('base64url');
   private readonly now: () => number;
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<unknown> | undefined;
-  private stopped = false;
+  private readonly ticker: Ticker;
 
   constructor(private readonly o: RetentionOptions) {
     this.now = o.now ?? Date.now;
+    this.ticker = new Ticker(() => this.step(), o.intervalMs, (err) => o.logger.error({ err }, 'retention step failed'));
   }
 
   start(): void {
-    const loop = () => {
-      if (this.stopped) return;
-      this.running = this.step()
-        .catch((err: unknown) => this.o.logger.error({ err }, 'retention step failed'))
-        .finally(() => {
-          this.running = undefined;
-          if (!this.stopped) this.timer = setTimeout(loop, this.o.intervalMs);
-        });
-    };
-    this.timer = setTimeout(loop, this.o.intervalMs);
+    this.ticker.start();
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    await this.running;
+    await this.ticker.stop();
     await releaseLock(this.o.redis, this.o.keys, this.token).catch(() => undefined);
   }
 

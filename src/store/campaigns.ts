@@ -92,24 +92,14 @@ export interface CampaignGuardPause {
   readonly complaints: number;
 }
 
-export interface NewCampaign {
-  readonly id: string;
-  readonly account: string;
-  readonly name: string;
-  readonly listId: string;
-  readonly from: string;
-  readonly fromDomain: string;
-  readonly subject: string;
-  readonly tracking: CampaignTracking;
-  readonly tags: readonly string[];
-  readonly throttlePerHour: number | null;
-  readonly createdAt: number;
+/** What a new campaign is stored with: its settings, the prepared template (the body) and its link table. */
+export type NewCampaign = Pick<CampaignRecord, 'id' | 'account' | 'name' | 'listId' | 'from' | 'fromDomain' | 'subject' | 'tracking' | 'tags' | 'throttlePerHour' | 'createdAt'> & {
   /** null: a draft. A time: scheduled for then (now or earlier: sending at once). */
   readonly sendAt: number | null;
   /** The prepared template, stored as the body. */
   readonly body: string;
   readonly links: readonly string[];
-}
+};
 
 const STATES: readonly CampaignState[] = ['draft', 'scheduled', 'sending', 'paused', 'completed', 'cancelled'];
 
