@@ -31,18 +31,21 @@ export function parseRefMember(member: string): AddressRef | null {
   return m ? { kind: 'm', msgId: m[1] as string, idx: Number(m[2]) } : null;
 }
 
-/** Adds references for (address, ref) pairs in one pipeline (any number of distinct addresses). */
+/**
+ * Adds references for (address, ref) pairs (any number of distinct addresses). Plain commands, which
+ * ioredis auto-pipelines per node: the addresses' keys live in different slots, and an explicit
+ * pipeline across slots is refused on Redis Cluster.
+ */
 export async function indexAddresses(redis: RedisClient, keys: Keys, refs: readonly { readonly address: string; readonly ref: AddressRef; readonly at: number }[], ttlMs: number): Promise<void> {
   if (refs.length === 0) return;
   const key = await digestKey(redis, keys);
-  const pipe = redis.pipeline();
-  for (const r of refs) {
-    const name = keys.addressRefs(digestWith(key, r.address));
-    pipe.zadd(name, r.at, refMember(r.ref)).pexpire(name, Math.max(1, Math.floor(ttlMs)));
-  }
-  const res = await pipe.exec();
-  const failed = res?.find(([err]) => err);
-  if (!res || failed) throw failed?.[0] ?? new Error('the address index was not written');
+  const ttl = Math.max(1, Math.floor(ttlMs));
+  await Promise.all(
+    refs.flatMap((r) => {
+      const name = keys.addressRefs(digestWith(key, r.address));
+      return [redis.zadd(name, r.at, refMember(r.ref)), redis.pexpire(name, ttl)];
+    }),
+  );
 }
 
 /** The references of an address (all of them: an address's messages within the retention period). */

@@ -281,7 +281,8 @@ export async function eraseAddress(
   const events = await matchingEvents(redis, keys, pairs, Math.min(now, ...f.refs.map((r) => r.at)));
   const fb = await feedbackIds(redis, keys, f.address, events);
   for (let i = 0; i < events.length; i += EVENTS_PAGE) await redis.xdel(keys.events(), ...events.slice(i, i + EVENTS_PAGE).map((e) => e.id));
-  for (const id of fb) await redis.multi().del(keys.feedbackRaw(id)).zrem(keys.feedbackUnprocessed(), id).exec();
+  // Two slots ({f:<id>} and the index): two commands, not a MULTI (refused across slots on a cluster).
+  for (const id of fb) await Promise.all([redis.del(keys.feedbackRaw(id)), redis.zrem(keys.feedbackUnprocessed(), id)]);
 
   const webhookBatches = await eraseFromWebhooks(redis, keys, scope.accounts, pairs, new Set(events.map((e) => e.id)));
 

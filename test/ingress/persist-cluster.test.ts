@@ -1,0 +1,42 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { persistMessage } from '../../src/ingress/persist.js';
+import { readAddressRefs } from '../../src/store/address-index.js';
+import { digestKey, digestWith } from '../../src/store/address-digest.js';
+import { newId } from '../../src/core/ids.js';
+import { startCluster, type TestCluster } from '../helpers/redis.js';
+import type { RedisClient } from '../../src/redis/client.js';
+
+/**
+ * Acceptance on a real 3-master Redis Cluster: a message's recipients' address-index keys live in
+ * different slots (one per address), so they must not be written as one explicit pipeline (ioredis
+ * refuses a pipeline across slots on a cluster). Regression test for exactly that.
+ */
+const test = suite('ingress/persist (Redis Cluster)');
+let cluster: TestCluster;
+let client: RedisClient;
+
+test.before(async () => {
+  cluster = await startCluster();
+  client = cluster.client();
+});
+test.after(() => cluster.stop());
+
+test('a message to many addresses is stored, queued and indexed per address', async () => {
+  const { keys } = cluster.fresh();
+  const id = newId();
+  const rcpts = Array.from({ length: 12 }, (_, i) => ({ address: `user${i}@d${i % 3}.test`, domain: `d${i % 3}.test` }));
+  await persistMessage(client, keys, 4, {
+    id, account: 'acme', source: 'http', kind: 'raw', from: 'a@acme.example', fromDomain: 'acme.example',
+    rcpts, acceptedAt: Date.now(), tags: [], metadata: {}, body: 'Subject: hi\r\n\r\nbody\r\n',
+  });
+  assert.is(await client.hget(keys.msgMeta(id), 'pending'), '12');
+  assert.is(await client.zcard(keys.ready('d0.test')), 4);
+  const key = await digestKey(client, keys);
+  for (const [i, r] of rcpts.entries()) {
+    const refs = await readAddressRefs(client, keys, digestWith(key, r.address));
+    assert.equal(refs.map((x) => x.member), [`m:${id}:${i}`], r.address);
+  }
+});
+
+test.run();
