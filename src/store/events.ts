@@ -5,7 +5,7 @@ import type { Keys } from '../redis/keys.js';
 declare module 'ioredis' {
   interface RedisCommander<Context> {
     /** src/queue/lua/appendEvents-1.lua */
-    appendEvents(events: string, maxLen: number, ...entries: (string | number)[]): Result<number, Context>;
+    appendEvents(events: string, maxLen: number, ...entries: string[]): Result<number, Context>;
   }
 }
 
@@ -48,6 +48,13 @@ export async function appendEvent(
 /** Entries per appendEvents call: the script then runs ~1 ms in Redis (XADD is ~1–2 µs). */
 const MAX_BATCH = 500;
 
+/** One entry as appendEvents-1.lua takes it: a JSON array of strings [field, value, …]. */
+export function packEvent(type: string, fields: Readonly<Record<string, string | number>>): string {
+  const flat: string[] = ['type', type];
+  for (const k in fields) flat.push(k, String(fields[k]));
+  return JSON.stringify(flat);
+}
+
 export interface EventWriter {
   /** Queues an event; it is written with the others of this turn of the event loop. Never throws. */
   write(type: EventType, fields: Readonly<Record<string, string | number>>): void;
@@ -61,15 +68,13 @@ export interface EventWriter {
  * round trip each. Used where the caller does not need the entry id.
  */
 export function createEventWriter(redis: RedisClient, keys: Keys, maxLen: number, onError: (err: unknown, lost: number) => void): EventWriter {
-  const queue: (string | number)[][] = [];
+  const queue: string[] = [];
   let scheduled: Promise<void> | null = null;
   const drain = async (): Promise<void> => {
     while (queue.length > 0) {
       const batch = queue.splice(0, MAX_BATCH);
-      const args: (string | number)[] = [];
-      for (const entry of batch) args.push(entry.length, ...entry);
       try {
-        await redis.appendEvents(keys.events(), maxLen, ...args);
+        await redis.appendEvents(keys.events(), maxLen, ...batch);
       } catch (err) {
         onError(err, batch.length);
       }
@@ -77,9 +82,7 @@ export function createEventWriter(redis: RedisClient, keys: Keys, maxLen: number
   };
   return {
     write(type, fields) {
-      const entry: (string | number)[] = ['type', type];
-      for (const [k, v] of Object.entries(fields)) entry.push(k, v);
-      queue.push(entry);
+      queue.push(packEvent(type, fields));
       scheduled ??= new Promise<void>((resolve) => setImmediate(resolve)).then(drain).finally(() => {
         scheduled = null;
       });

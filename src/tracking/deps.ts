@@ -18,9 +18,9 @@ export type TrackingMode = 'full' | 'anonymous' | 'off';
 /** The tracking metrics app/ passes in (prom-client Counter/Histogram fit these shapes). */
 export interface TrackingMetrics {
   /** sluice_tracking_requests_total{endpoint,result} */
-  readonly requests: { inc(labels: { endpoint: string; result: string }): void };
+  readonly requests: { inc(labels: { endpoint: string; result: string }, value?: number): void };
   /** sluice_tracking_events_total{type,class} */
-  readonly events: { inc(labels: { type: string; class: string }): void };
+  readonly events: { inc(labels: { type: string; class: string }, value?: number): void };
   /** sluice_tracking_request_duration_seconds{endpoint} */
   readonly duration: { observe(labels: { endpoint: string }, seconds: number): void };
 }

@@ -5,6 +5,7 @@ import type { Keys } from '../redis/keys.js';
 import { classifyOpen, type TrackingRequest } from './classify.js';
 import { DEFAULT_EVENTS_MAX_LEN, DEFAULT_RETENTION_MS, type TrackingDeps, type TrackingMode } from './deps.js';
 import { eventClass, eventFields, TYPES, type EventContext } from './record.js';
+import { packEvent } from '../store/events.js';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
@@ -122,6 +123,9 @@ export function createEventBatch(deps: TrackingDeps, opts: EventBatchOptions): E
     const opens: OpenMark[] = [];
     /** The event of each open whose first/repeat the marks decide (full mode), else null. */
     const marked: (Ready | null)[] = [];
+    // Counted per batch, not per request: a labelled counter costs a label lookup per call.
+    let ok = 0;
+    let invalid = 0;
     for (const entry of batch) {
       if (!('raw' in entry)) {
         ready.push({ p: entry.p, ctx: entry.ctx });
@@ -129,8 +133,11 @@ export function createEventBatch(deps: TrackingDeps, opts: EventBatchOptions): E
       }
       const { raw } = entry;
       const p = opts.verifyOpen(raw.token);
-      deps.metrics?.requests.inc({ endpoint: 'open', result: p ? 'ok' : 'invalid' });
-      if (!p) continue;
+      if (!p) {
+        invalid++;
+        continue;
+      }
+      ok++;
       const mode = opts.modeOf(p.account);
       if (mode === 'off') continue;
       const machine = classifyOpen(raw);
@@ -140,6 +147,8 @@ export function createEventBatch(deps: TrackingDeps, opts: EventBatchOptions): E
       opens.push({ msgId: p.msgId, cls: machine ? 'm' : '', idx: mode === 'full' ? p.idx : '', at: raw.at });
       marked.push(mode === 'full' ? event : null);
     }
+    if (ok > 0) deps.metrics?.requests.inc({ endpoint: 'open', result: 'ok' }, ok);
+    if (invalid > 0) deps.metrics?.requests.inc({ endpoint: 'open', result: 'invalid' }, invalid);
     if (opens.length > 0) {
       const firsts = await markOpens(deps.redis, deps.keys, opens, deps.retentionMs ?? DEFAULT_RETENTION_MS);
       marked.forEach((event, i) => {
@@ -147,16 +156,17 @@ export function createEventBatch(deps: TrackingDeps, opts: EventBatchOptions): E
       });
     }
     if (ready.length === 0) return;
-    const args: (string | number)[] = [];
+    const entries = ready.map(({ p, ctx }) => packEvent(TYPES[p.kind], eventFields(deps, p, ctx)));
+    await deps.redis.appendEvents(deps.keys.events(), deps.eventsMaxLen ?? DEFAULT_EVENTS_MAX_LEN, ...entries);
+    const counts = new Map<string, { type: string; cls: string; n: number }>();
     for (const { p, ctx } of ready) {
-      const fields = eventFields(deps, p, ctx);
-      const at = args.length;
-      args.push(0, 'type', TYPES[p.kind]);
-      for (const k in fields) args.push(k, fields[k] as string | number);
-      args[at] = args.length - at - 1;
+      const type = TYPES[p.kind];
+      const cls = eventClass(ctx);
+      const c = counts.get(`${type}|${cls}`);
+      if (c) c.n++;
+      else counts.set(`${type}|${cls}`, { type, cls, n: 1 });
     }
-    await deps.redis.appendEvents(deps.keys.events(), deps.eventsMaxLen ?? DEFAULT_EVENTS_MAX_LEN, ...args);
-    for (const { p, ctx } of ready) deps.metrics?.events.inc({ type: TYPES[p.kind], class: eventClass(ctx) });
+    for (const c of counts.values()) deps.metrics?.events.inc({ type: c.type, class: c.cls }, c.n);
   };
 
   return {

@@ -30,12 +30,12 @@ test.after(async () => {
 /** Counts what the batch reports through its metrics. */
 function counters() {
   const seen: Record<string, number> = {};
-  const bump = (k: string) => (seen[k] = (seen[k] ?? 0) + 1);
+  const bump = (k: string, n = 1) => (seen[k] = (seen[k] ?? 0) + n);
   return {
     seen,
     metrics: {
-      requests: { inc: (l: { endpoint: string; result: string }) => bump(`${l.endpoint}:${l.result}`) },
-      events: { inc: (l: { type: string; class: string }) => bump(`${l.type}:${l.class}`) },
+      requests: { inc: (l: { endpoint: string; result: string }, n?: number) => bump(`${l.endpoint}:${l.result}`, n) },
+      events: { inc: (l: { type: string; class: string }, n?: number) => bump(`${l.type}:${l.class}`, n) },
       duration: { observe: () => undefined },
     },
   };
