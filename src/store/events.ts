@@ -48,11 +48,19 @@ export async function appendEvent(
 /** Entries per appendEvents call: the script then runs ~1 ms in Redis (XADD is ~1–2 µs). */
 const MAX_BATCH = 500;
 
-/** One entry as appendEvents-1.lua takes it: a JSON array of strings [field, value, …]. */
+/** A lone UTF-16 surrogate (no valid pair around it). */
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
+
+/**
+ * One entry as appendEvents-1.lua takes it: a JSON array of strings [field, value, …]. A lone
+ * surrogate (possible in any JS string) becomes U+FFFD, as it would on its way to Redis as UTF-8:
+ * JSON.stringify would write it as a \ud800 escape, which cjson refuses, losing the whole batch.
+ */
 export function packEvent(type: string, fields: Readonly<Record<string, string | number>>): string {
   const flat: string[] = ['type', type];
   for (const k in fields) flat.push(k, String(fields[k]));
-  return JSON.stringify(flat);
+  const json = JSON.stringify(flat);
+  return json.includes('\\ud') || json.includes('\\uD') ? JSON.stringify(flat.map((s) => s.replace(LONE_SURROGATE, '\ufffd'))) : json;
 }
 
 export interface EventWriter {

@@ -51,4 +51,19 @@ test('a failing Redis call is reported with the count lost, and the writer keeps
   assert.is(await client.xlen(keys.events()), 1);
 });
 
+test('fields come back exactly: quotes, backslashes, NUL, control characters, emoji, numbers; a lone surrogate as U+FFFD', async () => {
+  const { keys } = redis.fresh();
+  const errors: unknown[] = [];
+  const w = createEventWriter(client, keys, 1000, (err) => errors.push(err));
+  const ua = 'Mozilla/5.0 "quoted" \\ back\ttab\u0000nul \u00ff\u00e9 😀';
+  w.write('opened', { ua, n: 1.5e20, idx: 7, odd: 'a\ud800b' });
+  w.write('clicked', { link: 2 });
+  await w.flush();
+  assert.equal(errors, []);
+  const entries = await client.xrange(keys.events(), '-', '+');
+  assert.is(entries.length, 2);
+  assert.equal(entries[0]?.[1], ['type', 'opened', 'ua', ua, 'n', '150000000000000000000', 'idx', '7', 'odd', 'a\ufffdb']);
+  assert.equal(entries[1]?.[1], ['type', 'clicked', 'link', '2']);
+});
+
 test.run();
