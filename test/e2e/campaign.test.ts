@@ -264,4 +264,23 @@ test('bad input: a template that does not compile, an unknown list, a From domai
   assert.is((await api('/v1/campaigns')).body.campaigns.some((c: any) => c.subject === 'x'), false, 'nothing was written');
 });
 
+test("a campaign's own throttle: a full bucket's worth goes at once, the rest waits behind the pointer", async () => {
+  const rows = Array.from({ length: 10 }, (_, i) => ({ email: `t${i}@d3.test`, fields: { first_name: `T${i}` } }));
+  const listId = await listOf('throttled', rows);
+  const before = sink.messages.length;
+  const created = await api('/v1/campaigns', { from: 'news@acme.example', subject: 'Throttled', text: 'Hi {{first_name}}', listId, sendAt: 'now', throttle: { perHour: 3 } });
+  assert.is(created.status, 201, JSON.stringify(created.body));
+  const id = created.body.id as string;
+  await waitFor('the first three copies', async () => (sink.messages.length - before >= 3 ? true : undefined));
+  await sleep(1500);
+  assert.is(sink.messages.length - before, 3, 'no more than the bucket held');
+  const s = (await api(`/v1/campaigns/${id}/stats`)).body;
+  assert.equal([s.state, s.delivered, s.pending], ['sending', 3, 7]);
+  const keys = createKeys(prefix);
+  assert.is(await client.llen(keys.campaignQueue('d3.test', id)), 7, 'the rest wait as contact numbers');
+  const due = Number(await client.zscore(keys.ready('d3.test'), `@${id}`));
+  assert.ok(due > Date.now() + 60_000, 'the pointer waits for the bucket to refill (a token every 20 minutes)');
+  assert.is((await api(`/v1/campaigns/${id}/cancel`, {})).body.state, 'cancelled');
+});
+
 test.run();
