@@ -3,7 +3,7 @@ import { createPrivateKey } from 'node:crypto';
 import type { AccountConfig } from '../config/schema.js';
 import { SluiceError } from '../core/errors.js';
 import { normaliseDomain } from '../core/address.js';
-import { SecretVerifier, apiKeyAccount, decoyHash, keyFingerprint, parseSecretHash, verifySecret, type VerifyCacheOptions } from './secrets.js';
+import { SecretVerifier, apiKeyAccount, keyFingerprint, parseSecretHash, type VerifyCacheOptions } from './secrets.js';
 
 /** An account as the rest of Sluice sees it: who it is, what it may send from, its limits. */
 export interface Account {
@@ -90,24 +90,17 @@ export class AccountRegistry {
   async authenticateApiKeyWithId(key: string): Promise<{ account: Account; keyId: string } | null> {
     const accountId = apiKeyAccount(key);
     const entry = accountId === undefined ? undefined : this.byId.get(accountId);
-    if (!entry) {
-      await verifySecret(typeof key === 'string' ? key : '', await decoyHash());
-      return null;
-    }
-    const i = await this.verifier.verifyAny(key, entry.apiKeys);
-    return i >= 0 ? { account: entry.account, keyId: keyFingerprint(entry.apiKeys[i] as string) } : null;
+    // No such account: verifyAny checks against the decoy hash, at the cost of a wrong key.
+    const i = await this.verifier.verifyAny(typeof key === 'string' ? key : '', entry?.apiKeys ?? []);
+    return entry && i >= 0 ? { account: entry.account, keyId: keyFingerprint(entry.apiKeys[i] as string) } : null;
   }
 
   async authenticateSmtp(username: string, password: string): Promise<Account | null> {
     const user = typeof username === 'string' ? this.smtpUsers.get(username) : undefined;
-    if (!user) {
-      await verifySecret(typeof password === 'string' ? password : '', await decoyHash());
-      return null;
-    }
     // The cache is keyed by the password's digest and bound to this user's hash, so a password
-    // shared by two users never authenticates the wrong one.
-    if ((await this.verifier.verifyAny(password, [user.hash])) < 0) return null;
-    return this.byId.get(user.accountId)?.account ?? null;
+    // shared by two users never authenticates the wrong one. No such user: the decoy hash is checked.
+    const i = await this.verifier.verifyAny(typeof password === 'string' ? password : '', user ? [user.hash] : []);
+    return user && i >= 0 ? (this.byId.get(user.accountId)?.account ?? null) : null;
   }
 
   /** Exact, case-insensitive, IDN-normalised match; a subdomain of an owned domain is not owned. */

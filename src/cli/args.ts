@@ -1,4 +1,5 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { ACCOUNT_ID } from '../config/schema.js';
 
 /**
  * Shared argument handling for the `sluice` commands: node's parseArgs (strict: unknown flags are
@@ -30,6 +31,19 @@ export interface Io {
 
 export function println(stream: NodeJS.WritableStream, text = ''): void {
   stream.write(text.endsWith('\n') ? text : `${text}\n`);
+}
+
+/** An --account option: undefined when not given, else an account id (config/schema.ts ACCOUNT_ID). */
+export function accountOption(account: string | undefined): string | undefined {
+  if (account !== undefined && !ACCOUNT_ID.test(account)) throw new UsageError(`--account must be an account id (lower-case letters, digits, _ and -), not '${account}'`);
+  return account;
+}
+
+/** A --limit N option: a positive whole number. */
+export function limitOption(text: string | undefined): number {
+  const limit = Number(text);
+  if (!Number.isInteger(limit) || limit < 1) throw new UsageError(`--limit must be a positive whole number, not '${text}'`);
+  return limit;
 }
 
 /**

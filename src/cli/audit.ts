@@ -4,7 +4,7 @@ import { loadConfig } from '../config/load.js';
 import { createKeys } from '../redis/keys.js';
 import type { RedisClient } from '../redis/client.js';
 import { appendAudit, readAudit } from '../store/audit.js';
-import { parse, println, UsageError, type Io } from './args.js';
+import { accountOption, parse, println, UsageError, type Io } from './args.js';
 import { connectForCommand } from './redis-connect.js';
 
 const USAGE = `Usage: sluice audit [--account ID] [--limit N] [--json]
@@ -19,7 +19,6 @@ Addresses appear only as sha256:… references.
   --json        one JSON object per line
 Options: --config FILE. Reads Redis directly (REDIS_URL, or the embedded server's socket).`;
 
-const ACCOUNT_ID = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 
 /** Who runs a command: the local user name, so the log says which operator typed it. */
 function cliActor(): string {
@@ -48,8 +47,7 @@ export async function runAudit(argv: string[], io: Io): Promise<number> {
     println(io.out, USAGE);
     return 0;
   }
-  const { account } = args.values;
-  if (account !== undefined && !ACCOUNT_ID.test(account)) throw new UsageError(`--account must be an account id (lower-case letters, digits, _ and -), not '${account}'`);
+  const account = accountOption(args.values.account);
   const limit = Number(args.values.limit);
   if (!Number.isInteger(limit) || limit < 1 || limit > 100_000) throw new UsageError(`--limit must be a whole number from 1 to 100000, not '${args.values.limit}'`);
   const cfg = loadConfig({ file: args.values.config, env: io.env });

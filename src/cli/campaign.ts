@@ -1,4 +1,5 @@
 import { loadConfig } from '../config/load.js';
+import { ACCOUNT_ID } from '../config/schema.js';
 import { isId } from '../core/ids.js';
 import { createKeys, type Keys } from '../redis/keys.js';
 import type { RedisClient } from '../redis/client.js';
@@ -21,7 +22,6 @@ const USAGE = `Usage: sluice campaign <list|status|pause|resume|cancel> [ID] [op
 Options: --config FILE, --interval MS (for --watch). Reads Redis directly (REDIS_URL, or the
 embedded server's socket). Exit codes: 0 done; 1 unknown campaign or a move its state refuses; 2 usage.`;
 
-const ACCOUNT_ID = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 
 function line(label: string, value: string | number): string {
   return `  ${label.padEnd(14)} ${value}`;

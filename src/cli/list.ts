@@ -8,7 +8,7 @@ import type { RedisClient } from '../redis/client.js';
 import { createList, getListAnyAccount, listFieldNames, listLists, type ContactList } from '../store/contacts.js';
 import { importContacts, ImportAborted, type ImportResult, type ListFormat } from '../store/contact-import.js';
 import { exportContacts } from '../store/contact-export.js';
-import { parse, println, UsageError, type Io } from './args.js';
+import { accountOption, parse, println, UsageError, type Io } from './args.js';
 import { connectForCommand } from './redis-connect.js';
 
 const USAGE = `Usage: sluice list <create|import|export|show> [ARGS] [options]
@@ -28,7 +28,6 @@ or flat objects. Bad rows are reported by line and skipped. Limits: lists.maxImp
 Options: --config FILE, --json. Reads Redis directly (REDIS_URL, or the embedded server's socket).
 Exit codes: 0 done; 1 failure (an import stopped midway prints how far it got); 2 usage.`;
 
-const ACCOUNT_ID = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 // A terminal redraws the bar at most this often: fast enough to look live, rare enough to cost nothing.
 const PROGRESS_INTERVAL_MS = 200;
 
@@ -117,8 +116,7 @@ export async function runList(argv: string[], io: Io): Promise<number> {
   const range = arity[sub];
   if (!range) throw new UsageError(`unknown subcommand '${sub}' (known: create, import, export, show)\n${hint}`);
   if (rest.length < range[0] || rest.length > range[1]) throw new UsageError(`list ${sub} takes ${range[0] === range[1] ? range[0] : `${range[0]}–${range[1]}`} argument(s), got ${rest.length}\n${hint}`);
-  const account = args.values.account;
-  if (account !== undefined && !ACCOUNT_ID.test(account)) throw new UsageError(`--account must be an account id (lower-case letters, digits, _ and -), not '${account}'`);
+  const account = accountOption(args.values.account);
   if ((sub === 'create' || (sub === 'show' && rest.length === 0)) && account === undefined) throw new UsageError(`list ${sub} needs --account ID\n${hint}`);
   if (args.values.format !== undefined && sub !== 'import' && sub !== 'export') throw new UsageError(`--format is for import and export\n${hint}`);
   const format = sub === 'import' ? formatOf(args.values.format, rest[1] === '-' ? undefined : rest[1]) : formatOf(args.values.format);

@@ -3,7 +3,7 @@ import { parseAddress } from '../core/address.js';
 import { createKeys } from '../redis/keys.js';
 import { eraseAddress, exportAddress } from '../store/privacy.js';
 import { addressRef } from '../store/audit.js';
-import { parse, println, subcommand, UsageError, type Io } from './args.js';
+import { accountOption, parse, println, subcommand, UsageError, type Io } from './args.js';
 import { connectForCommand } from './redis-connect.js';
 import { auditCli } from './audit.js';
 
@@ -18,7 +18,6 @@ const USAGE = `Usage: sluice privacy <export|erase> EMAIL [--account ID]
 Options: --config FILE. Reads Redis directly (REDIS_URL, or the embedded server's socket).
 Both are written to the audit log (the address as a sha256 reference only).`;
 
-const ACCOUNT_ID = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 
 export async function runPrivacy(argv: string[], io: Io): Promise<number> {
   const args = parse({ name: 'privacy', usage: USAGE, allowPositionals: true, options: { config: { type: 'string', short: 'c' }, account: { type: 'string' } } }, argv);
@@ -32,8 +31,7 @@ export async function runPrivacy(argv: string[], io: Io): Promise<number> {
   const text = rest[0] as string;
   if (!text.includes('@')) throw new UsageError(`'${text}' is not an email address`);
   const address = parseAddress(text)?.address ?? text;
-  const { account } = args.values;
-  if (account !== undefined && !ACCOUNT_ID.test(account)) throw new UsageError(`--account must be an account id (lower-case letters, digits, _ and -), not '${account}'`);
+  const account = accountOption(args.values.account);
 
   const cfg = loadConfig({ file: args.values.config, env: io.env });
   const scope = account === undefined ? { accounts: cfg.accounts.map((a) => a.id), all: true } : { accounts: [account], all: false };

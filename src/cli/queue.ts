@@ -4,7 +4,7 @@ import { createKeys } from '../redis/keys.js';
 import { destinationStats, scopeStats } from '../queue/stats.js';
 import { resolveShaping } from '../queue/shaping.js';
 import { applyBackoff, backoffState } from '../queue/backoff.js';
-import { parse, println, UsageError, type Io } from './args.js';
+import { limitOption, parse, println, type Io } from './args.js';
 
 const USAGE = `Usage: sluice queue [--config FILE] [--limit N] [--json]
 
@@ -29,8 +29,7 @@ export async function runQueue(argv: string[], io: Io): Promise<number> {
     println(io.out, USAGE);
     return 0;
   }
-  const limit = Number(args.values.limit);
-  if (!Number.isInteger(limit) || limit < 1) throw new UsageError(`--limit must be a positive whole number, not '${args.values.limit}'`);
+  const limit = limitOption(args.values.limit);
   const cfg = loadConfig({ file: args.values.config, env: io.env });
   const redis = await connectForCommand(cfg);
   try {

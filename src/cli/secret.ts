@@ -1,4 +1,5 @@
 import { hashSecret, generateApiKey, generateOperatorKey } from '../accounts/secrets.js';
+import { ACCOUNT_ID } from '../config/schema.js';
 import { parse, println, subcommand, UsageError, type Io } from './args.js';
 
 const USAGE = `Usage: sluice secret hash [--stdin]
@@ -14,7 +15,6 @@ Prints an scrypt hash to put in the config (accounts[].apiKeys or smtpUsers[].pa
 
 // The account id syntax of the config schema: the id is embedded in the key (sk_<id>_…) and a key
 // for an id the config cannot hold would never authenticate.
-const ACCOUNT_ID_RE = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 // A secret is one line; more than this before a newline is not a password but a wrong pipe.
 const MAX_SECRET_CHARS = 4096;
 
@@ -28,7 +28,7 @@ export async function runSecret(argv: string[], io: Io): Promise<number> {
   const operator = args.values['operator-key'];
   if (operator !== undefined) {
     if (args.values.stdin || args.values['api-key'] !== undefined) throw new UsageError('--operator-key generates the secret; it takes no --stdin or --api-key');
-    if (!ACCOUNT_ID_RE.test(operator)) throw new UsageError(`--operator-key '${operator}' is not an operator id (lower-case letters, digits, _ and -, at most 63)`);
+    if (!ACCOUNT_ID.test(operator)) throw new UsageError(`--operator-key '${operator}' is not an operator id (lower-case letters, digits, _ and -, at most 63)`);
     const key = generateOperatorKey(operator);
     println(io.out, `operator key: ${key}`);
     println(io.out, `hash:         ${await hashSecret(key)}`);
@@ -37,7 +37,7 @@ export async function runSecret(argv: string[], io: Io): Promise<number> {
   const account = args.values['api-key'];
   if (account !== undefined) {
     if (args.values.stdin) throw new UsageError('--api-key generates the secret; it takes no --stdin');
-    if (!ACCOUNT_ID_RE.test(account)) throw new UsageError(`--api-key '${account}' is not an account id (lower-case letters, digits, _ and -, at most 63)`);
+    if (!ACCOUNT_ID.test(account)) throw new UsageError(`--api-key '${account}' is not an account id (lower-case letters, digits, _ and -, at most 63)`);
     const key = generateApiKey(account);
     println(io.out, `api key: ${key}`);
     println(io.out, `hash:    ${await hashSecret(key)}`);

@@ -3,7 +3,7 @@ import { normaliseDomain } from '../core/address.js';
 import { ReputationGuard } from '../feedback/reputation.js';
 import { createKeys } from '../redis/keys.js';
 import { ACCOUNT_SCOPE, type Figures } from '../store/reputation.js';
-import { parse, println, subcommand, UsageError, type Io } from './args.js';
+import { accountOption, parse, println, subcommand, UsageError, type Io } from './args.js';
 import { connectForCommand } from './redis-connect.js';
 import { auditCli } from './audit.js';
 
@@ -17,7 +17,6 @@ const USAGE = `Usage: sluice sender <status|resume> [options]
 Options: --config FILE. Reads Redis directly (REDIS_URL, or the embedded server's socket).
 Exit codes: 0 done; 1 nothing was paused (resume) or failure; 2 usage.`;
 
-const ACCOUNT_ID = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 
 function pct(ratio: number): string {
   return `${(ratio * 100).toFixed(2)}%`;
@@ -43,8 +42,7 @@ export async function runSender(argv: string[], io: Io): Promise<number> {
   }
   const sub = subcommand('sender', args.positionals, ['status', 'resume']);
   const hint = "Run 'sluice sender --help' for usage.";
-  const { account } = args.values;
-  if (account !== undefined && !ACCOUNT_ID.test(account)) throw new UsageError(`--account must be an account id (lower-case letters, digits, _ and -), not '${account}'`);
+  const account = accountOption(args.values.account);
   let domain: string | null = null;
   if (args.values.domain !== undefined) {
     if (sub !== 'resume') throw new UsageError(`--domain is for resume only\n${hint}`);

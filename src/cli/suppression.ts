@@ -2,7 +2,7 @@ import { loadConfig } from '../config/load.js';
 import { parseAddress } from '../core/address.js';
 import { createKeys } from '../redis/keys.js';
 import { addSuppression, GLOBAL_LIST, listSuppressions, removeSuppression, suppressionOf, type SuppressionEntry, type SuppressionReason } from '../store/suppression.js';
-import { parse, println, subcommand, UsageError, type Io } from './args.js';
+import { accountOption, limitOption, parse, println, subcommand, UsageError, type Io } from './args.js';
 import { connectForCommand } from './redis-connect.js';
 import { auditCli } from './audit.js';
 import { addressRef } from '../store/audit.js';
@@ -20,7 +20,6 @@ Options: --config FILE. Reads Redis directly (REDIS_URL, or the embedded server'
 Exit codes: 0 done; 1 not found (remove, lookup) or failure; 2 usage.`;
 
 const REASONS: readonly SuppressionReason[] = ['manual', 'unsubscribe', 'complaint', 'hardbounce', 'softbounce'];
-const ACCOUNT_ID = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 
 function describe(address: string, e: SuppressionEntry, list?: string): Record<string, unknown> {
   return {
@@ -61,9 +60,9 @@ export async function runSuppression(argv: string[], io: Io): Promise<number> {
   const sub = subcommand('suppression', subText === undefined ? [] : [subText], ['list', 'add', 'remove', 'lookup']);
   const hint = "Run 'sluice suppression --help' for usage.";
 
-  const { account, global } = args.values;
+  const { global } = args.values;
+  const account = accountOption(args.values.account);
   if ((account === undefined) === (global !== true)) throw new UsageError(`give exactly one of --account ID and --global\n${hint}`);
-  if (account !== undefined && !ACCOUNT_ID.test(account)) throw new UsageError(`--account must be an account id (lower-case letters, digits, _ and -), not '${account}'`);
   const list = account ?? GLOBAL_LIST;
   if (sub === 'lookup' && global) throw new UsageError(`lookup answers for an account: give --account ID\n${hint}`);
 
@@ -81,8 +80,7 @@ export async function runSuppression(argv: string[], io: Io): Promise<number> {
   const reason = (args.values.reason ?? 'manual') as SuppressionReason;
   if (!REASONS.includes(reason)) throw new UsageError(`--reason must be one of ${REASONS.join(', ')}, not '${args.values.reason}'`);
   if (args.values.reason !== undefined && sub !== 'add') throw new UsageError(`--reason is for add only\n${hint}`);
-  const limit = Number(args.values.limit);
-  if (!Number.isInteger(limit) || limit < 1) throw new UsageError(`--limit must be a positive whole number, not '${args.values.limit}'`);
+  const limit = limitOption(args.values.limit);
 
   const cfg = loadConfig({ file: args.values.config, env: io.env });
   const redis = await connectForCommand(cfg);

@@ -80,9 +80,15 @@ const dkimKey = z
   })
   .strict();
 
+/**
+ * An account or operator id: it stands inside Redis key names, API keys (sk_<id>_…) and URLs, so it
+ * is lower-case ASCII without separators those use; 63 characters, the length of a DNS label.
+ */
+export const ACCOUNT_ID = /^[a-z0-9][a-z0-9_-]{0,62}$/;
+
 const account = z
   .object({
-    id: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'lower-case letters, digits, _ and -, at most 63'),
+    id: z.string().regex(ACCOUNT_ID, 'lower-case letters, digits, _ and -, at most 63'),
     domains: z.array(
       z
         .object({
@@ -372,7 +378,7 @@ export const configSchema = z
     operators: z.array(
       z
         .object({
-          id: z.string().regex(/^[a-z0-9][a-z0-9_-]{0,62}$/, 'lower-case letters, digits, _ and -, at most 63'),
+          id: z.string().regex(ACCOUNT_ID, 'lower-case letters, digits, _ and -, at most 63'),
           /** scrypt hashes made by `sluice secret hash --operator-key ID`. */
           apiKeys: z.array(z.string().startsWith('scrypt$', 'must be a hash from `sluice secret hash`')),
         })

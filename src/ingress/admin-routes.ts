@@ -1,9 +1,11 @@
 import { SluiceError, type FieldError } from '../core/errors.js';
+import { ACCOUNT_ID } from '../config/schema.js';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import type { AccountRegistry } from '../accounts/registry.js';
 import { closeAccount, closedRecord, reopenAccount, type ClosedAccount } from '../store/account-state.js';
 import { readAudit, type AuditRecord } from '../store/audit.js';
+import { methodNotAllowed, splitUrl } from './http-route.js';
 
 /**
  * The operator-only routes of the HTTP API (an operator key, `op_…`; an account key gets 403):
@@ -39,10 +41,6 @@ const ACCOUNT_PATH = /^\/v1\/accounts\/([a-z0-9][a-z0-9_-]{0,62})(?:\/(close|reo
 const DEFAULT_AUDIT_LIMIT = 100;
 const MAX_AUDIT_LIMIT = 1000;
 
-function notAllowed(allow: string): SluiceError {
-  return Object.assign(new SluiceError('SLUICE_INGRESS_METHOD_NOT_ALLOWED'), { allow });
-}
-
 export function stateJson(account: string, r: ClosedAccount | null): Record<string, unknown> {
   if (!r) return { account, state: 'open' };
   const iso = (t: number) => new Date(t).toISOString();
@@ -62,11 +60,9 @@ export function auditJson(r: AuditRecord): Record<string, unknown> {
 
 /** The admin route of this request, null when the path is not one; throws 405 for a wrong method. */
 export function matchAdminRoute(method: string, url: string): AdminRoute | null {
-  const q = url.indexOf('?');
-  const path = q === -1 ? url : url.slice(0, q);
+  const { path, query } = splitUrl(url);
   if (path === '/v1/audit') {
-    if (method !== 'GET') throw notAllowed('GET');
-    const query = new URLSearchParams(q === -1 ? '' : url.slice(q + 1));
+    if (method !== 'GET') throw methodNotAllowed('GET');
     return { run: (d) => audit(d, query) };
   }
   const m = ACCOUNT_PATH.exec(path);
@@ -74,10 +70,10 @@ export function matchAdminRoute(method: string, url: string): AdminRoute | null 
   const id = m[1] as string;
   const action = m[2];
   if (action === undefined) {
-    if (method !== 'GET') throw notAllowed('GET');
+    if (method !== 'GET') throw methodNotAllowed('GET');
     return { run: async (d) => ({ status: 200, body: stateJson(known(d, id), await closedRecord(d.redis, d.keys, id)) }) };
   }
-  if (method !== 'POST') throw notAllowed('POST');
+  if (method !== 'POST') throw methodNotAllowed('POST');
   if (action === 'close') {
     return {
       run: async (d, operator) => {
@@ -105,7 +101,7 @@ async function audit(d: AdminRouteDeps, query: URLSearchParams): Promise<AdminAn
   const limit = limitText === null ? DEFAULT_AUDIT_LIMIT : Number(limitText);
   const errors: FieldError[] = [];
   if (!Number.isInteger(limit) || limit < 1 || limit > MAX_AUDIT_LIMIT) errors.push({ path: 'limit', message: `must be a whole number from 1 to ${MAX_AUDIT_LIMIT}` });
-  if (account !== undefined && !/^[a-z0-9][a-z0-9_-]{0,62}$/.test(account)) errors.push({ path: 'account', message: 'must be an account id' });
+  if (account !== undefined && !ACCOUNT_ID.test(account)) errors.push({ path: 'account', message: 'must be an account id' });
   if (errors.length > 0) throw new SluiceError('SLUICE_INGRESS_BAD_REQUEST', 'The query is invalid', { errors });
   return { status: 200, body: { entries: (await readAudit(d.redis, d.keys, { account, limit })).map(auditJson) } };
 }

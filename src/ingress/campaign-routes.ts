@@ -10,6 +10,7 @@ import { createList, getList } from '../store/contacts.js';
 import { importContacts, type ImportResult } from '../store/contact-import.js';
 import { cancelCampaign, pauseCampaign, resumeCampaign, scheduleCampaign, type LifecycleResult } from '../queue/campaign.js';
 import { address, fieldErrors } from './http-schema.js';
+import { JSON_TYPE, methodNotAllowed, type RouteAnswer } from './http-route.js';
 
 /**
  * The campaign routes of the HTTP API, scoped to the authenticated account:
@@ -39,18 +40,11 @@ export interface CampaignRouteContext {
   readonly now?: (() => number) | undefined;
 }
 
-export interface CampaignAnswer {
-  readonly status: number;
-  readonly body: unknown;
-  readonly audit?: { readonly action: string; readonly target: string };
-}
-
 /**
  * A campaign with recipients uploaded in the request is bounded by the body limit; lists of any size
  * are imported through /v1/lists (streamed) and named by `listId`.
  */
 export const CAMPAIGN_MAX_BODY_BYTES = 16 * 1024 * 1024;
-const JSON_TYPE = /^application\/json\s*(?:;|$)/i;
 const COLLECTION = '/v1/campaigns';
 const ITEM = /^\/v1\/campaigns\/([^/]+)(?:\/(stats|schedule|pause|resume|cancel))?$/;
 
@@ -132,10 +126,6 @@ function parse<T>(schema: z.ZodType<T>, input: unknown): T {
   return r.data;
 }
 
-function methodNotAllowed(allow: string): SluiceError {
-  return Object.assign(new SluiceError('SLUICE_INGRESS_METHOD_NOT_ALLOWED'), { allow });
-}
-
 function toTime(t: string | undefined, now: number): number {
   return t === undefined || t === 'now' ? now : Math.max(now, Date.parse(t));
 }
@@ -145,7 +135,7 @@ async function* ndjson(rows: readonly { email: string; fields?: Record<string, s
 }
 
 /** Answers a /v1/campaigns route; undefined when the path is not one of them. */
-export async function campaignRoute(method: string, path: string, headers: { readonly 'content-type'?: string | undefined; readonly 'content-length'?: string | undefined }, ctx: CampaignRouteContext): Promise<CampaignAnswer | undefined> {
+export async function campaignRoute(method: string, path: string, headers: { readonly 'content-type'?: string | undefined; readonly 'content-length'?: string | undefined }, ctx: CampaignRouteContext): Promise<RouteAnswer | undefined> {
   const now = ctx.now ?? Date.now;
   const { redis, keys } = ctx;
   if (path === COLLECTION) {

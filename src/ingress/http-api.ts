@@ -18,10 +18,10 @@ import { campaignRoute } from './campaign-routes.js';
 import { listRoute } from './list-routes.js';
 import { matchAdminRoute } from './admin-routes.js';
 import { matchPrivacyRoute } from './privacy-routes.js';
-import { addressRef } from '../store/audit.js';
+import { JSON_TYPE, methodNotAllowed, splitUrl, type RouteAnswer } from './http-route.js';
+import { addressRef, appendAudit } from '../store/audit.js';
 import { OperatorRegistry } from '../accounts/operators.js';
 import { apiKeyAccount, operatorKeyId } from '../accounts/secrets.js';
-import { appendAudit } from '../store/audit.js';
 import { extractLinks } from '../render/links.js';
 
 /**
@@ -64,7 +64,6 @@ export interface HttpApi {
 // A bearer key and an Idempotency-Key are short; 16 KiB bounds per-connection header memory while
 // leaving room for proxies' additions. Node answers 431 beyond it.
 const MAX_HEADER_BYTES = 16 * 1024;
-const JSON_TYPE = /^application\/json\s*(?:;|$)/i;
 const STATUS_PATH = /^\/v1\/messages\/([^/]+)$/;
 
 type Route = 'send' | 'batch' | 'status' | 'suppressions' | 'sender' | 'webhooks' | 'campaigns' | 'lists' | 'admin' | 'recipients' | 'other';
@@ -205,11 +204,39 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
   async function authenticate(req: IncomingMessage): Promise<Account> {
     const p = await identify(req);
     if (p.kind === 'account') return p.account;
-    const id = new URLSearchParams((req.url ?? '').split('?')[1] ?? '').get('account');
-    if (id === null || id === '') throw new SluiceError('SLUICE_ADMIN_ACCOUNT_REQUIRED');
+    const id = namedAccount(req);
+    if (id === undefined) throw new SluiceError('SLUICE_ADMIN_ACCOUNT_REQUIRED');
     const account = deps.registry.get(id);
     if (!account) throw new SluiceError('SLUICE_ACCOUNT_UNKNOWN', `No account ${id} in the configuration`);
     return account;
+  }
+
+  /** The account an operator names with ?account=ID; undefined when none is named. */
+  function namedAccount(req: IncomingMessage): string | undefined {
+    return splitUrl(req.url ?? '/').query.get('account') || undefined;
+  }
+
+  /**
+   * The request hooks an account-scoped route module takes. authenticate() remembers the account it
+   * resolved (the caller's, or the one an operator named), for the audit entry of the route's change.
+   */
+  function scoped(req: IncomingMessage) {
+    let accountId = '';
+    return {
+      authenticate: async (): Promise<Account> => {
+        const account = await authenticate(req);
+        accountId = account.id;
+        return account;
+      },
+      readJson: async (max: number): Promise<unknown> => parseJson(await readBody(req, max)),
+      accountId: (): string => accountId,
+    };
+  }
+
+  /** A route module's answer, once the change it made (if any) is in the audit log. */
+  async function routed(req: IncomingMessage, name: Route, account: string, r: RouteAnswer): Promise<{ route: Route; answer: Answer }> {
+    if (r.audit) await audit(req, r.audit.action, account, r.audit.target);
+    return { route: name, answer: new Answer(r.status, r.body) };
   }
 
   /** Writes the audit entry of a change the request made. The change is done: a failure is logged, not answered. */
@@ -315,12 +342,12 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
 
   /** The route's answer; null when the route (a streamed export) has answered itself. */
   async function route(req: IncomingMessage, res: ServerResponse): Promise<{ route: Route; answer: Answer | null }> {
-    const path = (req.url ?? '/').split('?')[0] as string;
+    const { path } = splitUrl(req.url ?? '/');
     const method = req.method ?? 'GET';
     // Every route needs Redis (authentication's throttle first of all): refuse at once while it is down.
     assertRedisReady(deps.redis);
     const only = (allowed: string): void => {
-      if (method !== allowed) throw Object.assign(new SluiceError('SLUICE_INGRESS_METHOD_NOT_ALLOWED'), { allow: allowed });
+      if (method !== allowed) throw methodNotAllowed(allowed);
     };
     if (path === '/v1/messages') {
       only('POST');
@@ -354,8 +381,7 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
     if (privacy) {
       // An account's key: its own account. An operator's: ?account=ID, else every account.
       const p = await identify(req);
-      const named = new URLSearchParams((req.url ?? '').split('?')[1] ?? '').get('account');
-      const all = p.kind === 'operator' && (named === null || named === '');
+      const all = p.kind === 'operator' && namedAccount(req) === undefined;
       const accounts = all ? deps.config.accounts.map((a) => a.id) : [(await authenticate(req)).id];
       const r = await privacy.run({ redis: deps.redis, keys: deps.keys, eventsMaxLen: deps.config.retention.eventsMaxLen, recordTtlMs: deps.config.retention.records }, { accounts, all });
       await audit(req, privacy.action, all ? '' : (accounts[0] as string), addressRef(privacy.address));
@@ -371,57 +397,27 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
         if (body.length > 0) input = parseJson(body);
       }
       const r = await own.run({ redis: deps.redis, keys: deps.keys, eventsMaxLen: deps.config.retention.eventsMaxLen, now: deps.now }, account.id, input);
-      if (r.audit) await audit(req, r.audit.action, account.id, r.audit.target);
-      return { route: own.name, answer: new Answer(r.status, r.body) };
+      return routed(req, own.name, account.id, r);
     }
-    let webhookAccount = '';
+    const ctx = scoped(req);
     const webhook = await webhookRoute(method, path, req.headers, {
-      redis: deps.redis, keys: deps.keys,
-      authenticate: async () => {
-        const account = await authenticate(req);
-        webhookAccount = account.id;
-        return account;
-      },
-      readJson: async (max) => parseJson(await readBody(req, max)),
+      redis: deps.redis, keys: deps.keys, authenticate: ctx.authenticate, readJson: ctx.readJson,
       ...(deps.webhookSecretKey ? { secretKey: deps.webhookSecretKey } : {}),
     });
-    if (webhook) {
-      if (webhook.audit) await audit(req, webhook.audit.action, webhookAccount, webhook.audit.target);
-      return { route: 'webhooks', answer: new Answer(webhook.status, webhook.body) };
-    }
-    let campaignAccount = '';
+    if (webhook) return routed(req, 'webhooks', ctx.accountId(), webhook);
     const campaign = await campaignRoute(method, path, req.headers, {
-      redis: deps.redis, keys: deps.keys, shards: deps.config.redis.scheduleShards,
-      authenticate: async () => {
-        const account = await authenticate(req);
-        campaignAccount = account.id;
-        return account;
-      },
+      redis: deps.redis, keys: deps.keys, shards: deps.config.redis.scheduleShards, authenticate: ctx.authenticate, readJson: ctx.readJson,
       ownsDomain: (account, domain) => deps.registry.ownsDomain(account, domain),
-      readJson: async (max) => parseJson(await readBody(req, max)),
       onDue: deps.onCampaignDue, now: deps.now,
     });
-    if (campaign) {
-      if (campaign.audit) await audit(req, campaign.audit.action, campaignAccount, campaign.audit.target);
-      return { route: 'campaigns', answer: new Answer(campaign.status, campaign.body) };
-    }
-    let listAccount = '';
+    if (campaign) return routed(req, 'campaigns', ctx.accountId(), campaign);
     const list = await listRoute(method, req.url ?? '/', req, res, {
-      redis: deps.redis, keys: deps.keys,
-      authenticate: async () => {
-        const account = await authenticate(req);
-        listAccount = account.id;
-        return account;
-      },
-      readJson: async (max) => parseJson(await readBody(req, max)),
+      redis: deps.redis, keys: deps.keys, authenticate: ctx.authenticate, readJson: ctx.readJson,
       limits: { maxBytes: deps.config.lists.maxImportBytes, maxRows: deps.config.lists.maxImportRows },
       now: deps.now,
     });
     if (list === 'sent') return { route: 'lists', answer: null };
-    if (list) {
-      if (list.audit) await audit(req, list.audit.action, listAccount, list.audit.target);
-      return { route: 'lists', answer: new Answer(list.status, list.body) };
-    }
+    if (list) return routed(req, 'lists', ctx.accountId(), list);
     throw new SluiceError('SLUICE_INGRESS_NOT_FOUND');
   }
 

@@ -14,6 +14,7 @@ import { importContacts, type ImportLimits, type ListFormat } from '../store/con
 import { exportContacts } from '../store/contact-export.js';
 import { addressRef } from '../store/audit.js';
 import { fieldErrors } from './http-schema.js';
+import { decodeSegment, JSON_TYPE, methodNotAllowed, splitUrl, type RouteAnswer } from './http-route.js';
 
 /**
  * The contact list routes of the HTTP API, scoped to the authenticated account:
@@ -48,14 +49,7 @@ export interface ListRouteContext {
 }
 
 /** A JSON answer for http-api to send, or 'sent' when the route streamed its answer itself. */
-export type ListAnswer =
-  | {
-      readonly status: number;
-      readonly body: unknown;
-      /** What the request changed, for the audit log (ids only: an address as its addressRef). */
-      readonly audit?: { readonly action: string; readonly target: string } | undefined;
-    }
-  | 'sent';
+export type ListAnswer = RouteAnswer | 'sent';
 
 // A list name, or a contact's fields (100 × 1 KiB at most, store/contacts.ts): 256 KiB is ample.
 export const LIST_MAX_JSON_BYTES = 256 * 1024;
@@ -63,7 +57,6 @@ const COLLECTION = '/v1/lists';
 const ONE = /^\/v1\/lists\/([^/]+)$/;
 const CONTACTS = /^\/v1\/lists\/([^/]+)\/contacts$/;
 const CONTACT = /^\/v1\/lists\/([^/]+)\/contacts\/([^/]+)$/;
-const JSON_TYPE = /^application\/json\s*(?:;|$)/i;
 const CSV_TYPE = /^text\/csv\s*(?:;|$)/i;
 const NDJSON_TYPE = /^application\/(?:x-ndjson|ndjson|jsonl|x-jsonlines)\s*(?:;|$)/i;
 
@@ -74,10 +67,6 @@ const patchSchema = z
     status: z.enum(CONTACT_STATUSES as [string, ...string[]]).optional(),
   })
   .strict();
-
-function methodNotAllowed(allow: string): SluiceError {
-  return Object.assign(new SluiceError('SLUICE_INGRESS_METHOD_NOT_ALLOWED'), { allow });
-}
 
 const iso = (ms: number) => new Date(ms).toISOString();
 
@@ -110,9 +99,7 @@ async function ownList(ctx: ListRouteContext, account: string, id: string): Prom
 
 /** Answers a /v1/lists route; undefined when the path is not one of them. */
 export async function listRoute(method: string, url: string, req: IncomingMessage, res: ServerResponse, ctx: ListRouteContext): Promise<ListAnswer | undefined> {
-  const q = url.indexOf('?');
-  const path = q === -1 ? url : url.slice(0, q);
-  const query = new URLSearchParams(q === -1 ? '' : url.slice(q + 1));
+  const { path, query } = splitUrl(url);
   const now = ctx.now ?? Date.now;
 
   if (path === COLLECTION) {
@@ -164,7 +151,7 @@ export async function listRoute(method: string, url: string, req: IncomingMessag
   if (method !== 'GET' && method !== 'PATCH' && method !== 'DELETE') throw methodNotAllowed('GET, PATCH, DELETE');
   const account = await ctx.authenticate();
   const list = await ownList(ctx, account.id, m[1] as string);
-  const email = pathAddress(m[2] as string);
+  const email = contactAddress(m[2] as string);
   if (method === 'GET') {
     const c = await findContact(ctx.redis, ctx.keys, list.id, email);
     if (!c) throw new SluiceError('SLUICE_INGRESS_NOT_FOUND', 'No such contact');
@@ -181,14 +168,9 @@ export async function listRoute(method: string, url: string, req: IncomingMessag
   return { status: 200, body: contactView(c), audit: { action: 'contact.update', target: `${list.id} ${addressRef(c.email)}` } };
 }
 
-function pathAddress(raw: string): string {
-  let text: string;
-  try {
-    text = decodeURIComponent(raw);
-  } catch {
-    throw new SluiceError('SLUICE_INGRESS_BAD_ADDRESS', 'The address in the path is not valid percent-encoding');
-  }
-  const checked = checkAddress(text);
+/** The contact address of a path segment, checked as imported addresses are (store/contacts.ts). */
+function contactAddress(raw: string): string {
+  const checked = checkAddress(decodeSegment(raw));
   if (!('address' in checked)) throw new SluiceError('SLUICE_INGRESS_BAD_ADDRESS', checked.reason);
   return checked.address;
 }

@@ -27,29 +27,30 @@ export const MAX_LINE_OCTETS = 998;
 const LF = 0x0a;
 const CR = 0x0d;
 
-function bad(reason: string): SluiceError {
+/** SLUICE_INGRESS_BAD_MESSAGE (554 5.6.0) naming what is wrong with the submitted message. */
+export function malformed(reason: string): SluiceError {
   return new SluiceError('SLUICE_INGRESS_BAD_MESSAGE', `The message is malformed: ${reason}`);
 }
 
 /** Throws SLUICE_INGRESS_BAD_MESSAGE naming the first problem found (with its line number). */
 export function checkMessageLines(raw: Buffer): void {
-  if (raw.indexOf(0) !== -1) throw bad('it contains a NUL byte');
+  if (raw.indexOf(0) !== -1) throw malformed('it contains a NUL byte');
   let lineStart = 0;
   let line = 1;
   let headerEnd = -1;
   for (;;) {
     const lf = raw.indexOf(LF, lineStart);
     const end = lf === -1 ? raw.length : lf;
-    if (lf !== -1 && (lf === 0 || raw[lf - 1] !== CR)) throw bad(`line ${line} ends in a bare LF (lines must end in CRLF)`);
+    if (lf !== -1 && (lf === 0 || raw[lf - 1] !== CR)) throw malformed(`line ${line} ends in a bare LF (lines must end in CRLF)`);
     const contentEnd = lf === -1 ? end : end - 1;
     const cr = raw.indexOf(CR, lineStart);
-    if (cr !== -1 && cr < contentEnd) throw bad(`line ${line} contains a bare CR`);
-    if (contentEnd - lineStart > MAX_LINE_OCTETS) throw bad(`line ${line} is longer than ${MAX_LINE_OCTETS} characters`);
+    if (cr !== -1 && cr < contentEnd) throw malformed(`line ${line} contains a bare CR`);
+    if (contentEnd - lineStart > MAX_LINE_OCTETS) throw malformed(`line ${line} is longer than ${MAX_LINE_OCTETS} characters`);
     if (headerEnd === -1 && contentEnd === lineStart) headerEnd = lineStart;
     if (lf === -1) break;
     lineStart = lf + 1;
     line++;
   }
   const header = raw.subarray(0, headerEnd === -1 ? raw.length : headerEnd);
-  if (!isUtf8(header)) throw bad('the header section is not valid UTF-8');
+  if (!isUtf8(header)) throw malformed('the header section is not valid UTF-8');
 }

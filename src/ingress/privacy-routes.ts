@@ -1,9 +1,8 @@
-import { SluiceError } from '../core/errors.js';
-import { parseAddress } from '../core/address.js';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { eraseAddress, exportAddress, type PrivacyScope } from '../store/privacy.js';
 import { addressRef } from '../store/audit.js';
+import { methodNotAllowed, pathAddress } from './http-route.js';
 
 /**
  * Recipients' rights on the HTTP API (DESIGN §7, store/privacy.ts):
@@ -30,33 +29,19 @@ export interface PrivacyRoute {
 
 const EXPORT_PATH = /^\/v1\/recipients\/([^/]+)\/export$/;
 const ONE_PATH = /^\/v1\/recipients\/([^/]+)$/;
-// RFC 5321 bounds a path at 256 octets; 320 (64 + 1 + 255) admits what older software wrote.
-const MAX_ADDRESS = 320;
-
-function address(segment: string): string {
-  let text: string;
-  try {
-    text = decodeURIComponent(segment);
-  } catch {
-    throw new SluiceError('SLUICE_INGRESS_BAD_ADDRESS', 'The address in the path is not valid percent-encoding');
-  }
-  if (text.length > MAX_ADDRESS || !text.includes('@')) throw new SluiceError('SLUICE_INGRESS_BAD_ADDRESS', 'The path must name an email address');
-  // Data recorded from odd input is still found: an address that does not parse is used as written.
-  return parseAddress(text)?.address ?? text;
-}
 
 /** The route for this path, null when it is not one of these; throws 405 for a wrong method. */
 export function matchPrivacyRoute(method: string, path: string): PrivacyRoute | null {
   const e = EXPORT_PATH.exec(path);
   if (e) {
-    if (method !== 'GET') throw Object.assign(new SluiceError('SLUICE_INGRESS_METHOD_NOT_ALLOWED'), { allow: 'GET' });
-    const a = address(e[1] as string);
+    if (method !== 'GET') throw methodNotAllowed('GET');
+    const a = pathAddress(e[1] as string);
     return { action: 'recipient.export', address: a, run: async (d, scope) => ({ status: 200, body: await exportAddress(d.redis, d.keys, a, scope) }) };
   }
   const m = ONE_PATH.exec(path);
   if (m) {
-    if (method !== 'DELETE') throw Object.assign(new SluiceError('SLUICE_INGRESS_METHOD_NOT_ALLOWED'), { allow: 'DELETE' });
-    const a = address(m[1] as string);
+    if (method !== 'DELETE') throw methodNotAllowed('DELETE');
+    const a = pathAddress(m[1] as string);
     return {
       action: 'recipient.erase',
       address: a,

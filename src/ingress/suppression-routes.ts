@@ -7,6 +7,7 @@ import { addSuppression, GLOBAL_LIST, listSuppressions, removeSuppression, suppr
 import { listPaused, resumeSender, type PauseRecord } from '../store/reputation.js';
 import { addressRef } from '../store/audit.js';
 import { fieldErrors } from './http-schema.js';
+import { MAX_ADDRESS, methodNotAllowed, pathAddress, splitUrl, type RouteAnswer } from './http-route.js';
 
 /**
  * The suppression and sender routes of the HTTP API, always scoped to the authenticated account:
@@ -32,14 +33,6 @@ export interface SuppressionRouteDeps {
   readonly now?: (() => number) | undefined;
 }
 
-export interface RouteAnswer {
-  readonly status: number;
-  /** Undefined for a 204. */
-  readonly body: unknown;
-  /** What the request changed, for the audit log (undefined when it changed nothing). */
-  readonly audit?: { readonly action: string; readonly target: string } | undefined;
-}
-
 export interface OwnRoute {
   /** For the sluice_http_requests_total route label. */
   readonly name: 'suppressions' | 'sender';
@@ -53,8 +46,6 @@ export const MAX_SUPPRESSION_BODY_BYTES = 16 * 1024;
 /** A page: HSCAN's COUNT is a hint, so a page may hold a little more or less. 1000 bounds one answer. */
 const DEFAULT_PAGE = 100;
 const MAX_PAGE = 1000;
-// RFC 5321 bounds a path at 256 octets; 320 (64 + 1 + 255) admits what older software wrote.
-const MAX_ADDRESS = 320;
 
 const ACCOUNT_REASONS = ['manual', 'unsubscribe', 'complaint', 'hardbounce', 'softbounce'] as const;
 const addSchema = z.object({ email: z.string().min(3).max(MAX_ADDRESS), reason: z.enum(ACCOUNT_REASONS).optional() }).strict();
@@ -63,50 +54,30 @@ const resumeSchema = z.object({ domain: z.string().min(1).max(253).nullable().op
 const LIST_PATH = '/v1/suppressions';
 const ONE_PATH = /^\/v1\/suppressions\/([^/]+)$/;
 
-function notAllowed(allow: string): SluiceError {
-  return Object.assign(new SluiceError('SLUICE_INGRESS_METHOD_NOT_ALLOWED'), { allow });
-}
-
 /** The route for this request, null when the path is not one of these; throws 405 for a wrong method. */
 export function matchSuppressionRoute(method: string, url: string): OwnRoute | null {
-  const q = url.indexOf('?');
-  const path = q === -1 ? url : url.slice(0, q);
-  const query = new URLSearchParams(q === -1 ? '' : url.slice(q + 1));
+  const { path, query } = splitUrl(url);
   if (path === LIST_PATH) {
     if (method === 'GET') return { name: 'suppressions', hasBody: false, run: (d, a) => list(d, a, query) };
     if (method === 'POST') return { name: 'suppressions', hasBody: true, run: add };
-    throw notAllowed('GET, POST');
+    throw methodNotAllowed('GET, POST');
   }
   const m = ONE_PATH.exec(path);
   if (m) {
     const raw = m[1] as string;
     if (method === 'GET') return { name: 'suppressions', hasBody: false, run: (d, a) => lookup(d, a, pathAddress(raw)) };
     if (method === 'DELETE') return { name: 'suppressions', hasBody: false, run: (d, a) => remove(d, a, pathAddress(raw)) };
-    throw notAllowed('GET, DELETE');
+    throw methodNotAllowed('GET, DELETE');
   }
   if (path === '/v1/sender') {
     if (method === 'GET') return { name: 'sender', hasBody: false, run: status };
-    throw notAllowed('GET');
+    throw methodNotAllowed('GET');
   }
   if (path === '/v1/sender/resume') {
     if (method === 'POST') return { name: 'sender', hasBody: true, run: resume };
-    throw notAllowed('POST');
+    throw methodNotAllowed('POST');
   }
   return null;
-}
-
-/** The address of a path segment (percent-encoded or not), normalised like the stored entries. */
-function pathAddress(segment: string): string {
-  let text: string;
-  try {
-    text = decodeURIComponent(segment);
-  } catch {
-    throw new SluiceError('SLUICE_INGRESS_BAD_ADDRESS', 'The address in the path is not valid percent-encoding');
-  }
-  if (text.length > MAX_ADDRESS || !text.includes('@')) throw new SluiceError('SLUICE_INGRESS_BAD_ADDRESS', 'The path must end in an email address');
-  // A valid address gets the domain's A-label form; anything else is looked up as written, so that
-  // an entry recorded from odd bounce text can still be found and removed.
-  return parseAddress(text)?.address ?? text;
 }
 
 function entryJson(address: string, e: SuppressionEntry): Record<string, unknown> {

@@ -2,6 +2,7 @@ import { SluiceError } from '../core/errors.js';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { createWebhook, deleteWebhook, getWebhook, listWebhooks, validateWebhookInput, type WebhookEndpoint } from '../store/webhooks.js';
+import { JSON_TYPE, methodNotAllowed, type RouteAnswer } from './http-route.js';
 
 /**
  * The webhook registration routes of the HTTP API, scoped to the authenticated account:
@@ -24,22 +25,10 @@ export interface WebhookRouteContext {
   readonly secretKey?: Buffer | undefined;
 }
 
-export interface WebhookAnswer {
-  readonly status: number;
-  readonly body: unknown;
-  /** What the request changed, for the audit log. */
-  readonly audit?: { readonly action: string; readonly target: string } | undefined;
-}
-
 // A registration is a URL and a few event types: 16 KiB is ample and keeps the route cheap to abuse.
 export const WEBHOOK_MAX_BODY_BYTES = 16 * 1024;
 const COLLECTION = '/v1/webhooks';
 const ITEM = /^\/v1\/webhooks\/([^/]+)$/;
-const JSON_TYPE = /^application\/json\s*(?:;|$)/i;
-
-function methodNotAllowed(allow: string): SluiceError {
-  return Object.assign(new SluiceError('SLUICE_INGRESS_METHOD_NOT_ALLOWED'), { allow });
-}
 
 function view(e: WebhookEndpoint): { id: string; url: string; events: readonly string[]; created: string } {
   return { id: e.id, url: e.url, events: e.events, created: new Date(e.created).toISOString() };
@@ -51,7 +40,7 @@ export async function webhookRoute(
   path: string,
   headers: { readonly 'content-type'?: string | undefined; readonly 'content-length'?: string | undefined },
   ctx: WebhookRouteContext,
-): Promise<WebhookAnswer | undefined> {
+): Promise<RouteAnswer | undefined> {
   if (path === COLLECTION) {
     if (method === 'GET') {
       const account = await ctx.authenticate();
