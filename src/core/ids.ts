@@ -36,8 +36,7 @@ export function isId(text: string): boolean {
 
 /** Creation time (ms since epoch) encoded in an id made by newId. */
 export function idTime(id: string): number {
-  const t = fromBase32(id, 0, 10);
-  return t;
+  return fromBase32(id, 0, 10);
 }
 
 /** A random id for sessions and connections (not stored). */

@@ -65,7 +65,6 @@ const MAX_TOKEN_CHARS = 256;
 const KID_RE = /^[A-Za-z0-9_-]{1,16}$/;
 const B64URL_RE = /^[A-Za-z0-9_-]+$/;
 const KINDS: readonly TokenKind[] = ['o', 'c', 'u'];
-/** The Crockford base32 alphabet of core/ids.ts. */
 
 function invalid(message: string): SluiceError {
   return new SluiceError('SLUICE_INTERNAL', `token: ${message}`);

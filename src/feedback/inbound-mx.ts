@@ -7,10 +7,12 @@ import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { SluiceError, toSluiceError } from '../core/errors.js';
 import { newId } from '../core/ids.js';
+import { DAY } from '../core/time.js';
 import { assertRedisReady } from '../redis/client.js';
 import { processFeedback, type FeedbackMetricsHook, type ProcessOptions } from './process.js';
 import { recordOutcome, storeFeedback } from './raw-store.js';
 import { feedbackRecipient, type VerifyUnsubscribeToken } from './recipients.js';
+import { DEFAULT_EVENTS_MAX_LEN } from '../store/events.js';
 
 /**
  * The inbound MX of the bounce domain (the `feedback` role). It takes mail only for the VERP return
@@ -73,8 +75,7 @@ export interface InboundMx {
 
 /** Five soft bounces in a row over a week: a mailbox full that long is abandoned, not busy. */
 const DEFAULT_SOFT_BOUNCE_LIMIT = 5;
-const DEFAULT_SOFT_BOUNCE_WINDOW_MS = 7 * 24 * 3600 * 1000;
-const DEFAULT_EVENTS_MAX_LEN = 1_000_000;
+const DEFAULT_SOFT_BOUNCE_WINDOW_MS = 7 * DAY;
 
 export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions): Promise<InboundMx> {
   const log = deps.logger;

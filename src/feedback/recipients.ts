@@ -1,4 +1,5 @@
 import { parseVerp } from '../core/verp.js';
+import { UNSUBSCRIBE_MAILTO_PREFIX } from '../render/tracking.js';
 
 /**
  * Which envelope recipients the inbound MX accepts, and what each one means. It relays nothing, so
@@ -27,10 +28,11 @@ export interface RecipientRules {
   readonly verpKey?: Buffer | undefined;
 }
 
-export const UNSUBSCRIBE_LOCAL_PREFIX = 'unsubscribe-';
-
-/** Tokens are URL-safe and short; 200 characters bounds the work done on a hostile RCPT. */
-const UNSUBSCRIBE_RE = /^unsubscribe-([A-Za-z0-9_.~=-]{1,200})@([^@\s]+)$/i;
+/**
+ * Tokens are URL-safe and short; 200 characters bounds the work done on a hostile RCPT. The prefix is
+ * the one render/tracking.ts writes into every List-Unsubscribe mailto.
+ */
+const UNSUBSCRIBE_RE = new RegExp(`^${UNSUBSCRIBE_MAILTO_PREFIX}([A-Za-z0-9_.~=-]{1,200})@([^@\\s]+)$`, 'i');
 
 /** The token of an `unsubscribe-<token>@<bounce domain>` address, or undefined. */
 export function parseUnsubscribeAddress(address: string, bounceDomains: readonly string[]): string | undefined {
@@ -40,7 +42,7 @@ export function parseUnsubscribeAddress(address: string, bounceDomains: readonly
 }
 
 export function unsubscribeAddress(token: string, bounceDomain: string): string {
-  return `${UNSUBSCRIBE_LOCAL_PREFIX}${token}@${bounceDomain}`;
+  return `${UNSUBSCRIBE_MAILTO_PREFIX}${token}@${bounceDomain}`;
 }
 
 export function feedbackRecipient(address: string, rules: RecipientRules): FeedbackRecipient | undefined {

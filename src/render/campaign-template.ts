@@ -21,8 +21,8 @@
  * so the only marks in a rendered copy are Sluice's own.
  */
 import Handlebars from 'handlebars';
-import { SluiceError } from '../core/errors.js';
-import type { CampaignTemplate, MailboxSpec } from './protocol.js';
+import type { CampaignTemplate } from './protocol.js';
+import { isMailbox, isObject, renderFailed } from './record-shape.js';
 
 /** Merge variable (and helper) holding the recipient's one-click unsubscribe URL. */
 export const UNSUBSCRIBE_VAR = 'unsubscribe_url';
@@ -75,34 +75,22 @@ export function parseCampaignTemplate(json: string): CampaignTemplate {
   try {
     v = JSON.parse(json);
   } catch {
-    throw failed('campaign template is not valid JSON');
+    throw renderFailed('campaign template is not valid JSON');
   }
-  if (!isObject(v)) throw failed('campaign template is not an object');
-  if (v['v'] !== 1) throw failed(`campaign template version ${String(v['v'])} is not known here`);
-  if (!isMailbox(v['from'])) throw failed('campaign template from is not a mailbox');
-  if (!Array.isArray(v['replyTo']) || !v['replyTo'].every(isMailbox)) throw failed('campaign template replyTo is not a list of mailboxes');
-  if (typeof v['subject'] !== 'string') throw failed('campaign template subject is not a string');
-  if (v['html'] !== null && typeof v['html'] !== 'string') throw failed('campaign template html is not a string');
-  if (v['text'] !== null && typeof v['text'] !== 'string') throw failed('campaign template text is not a string');
-  if (v['html'] === null && v['text'] === null) throw failed('campaign template has neither html nor text');
+  if (!isObject(v)) throw renderFailed('campaign template is not an object');
+  if (v['v'] !== 1) throw renderFailed(`campaign template version ${String(v['v'])} is not known here`);
+  if (!isMailbox(v['from'])) throw renderFailed('campaign template from is not a mailbox');
+  if (!Array.isArray(v['replyTo']) || !v['replyTo'].every(isMailbox)) throw renderFailed('campaign template replyTo is not a list of mailboxes');
+  if (typeof v['subject'] !== 'string') throw renderFailed('campaign template subject is not a string');
+  if (v['html'] !== null && typeof v['html'] !== 'string') throw renderFailed('campaign template html is not a string');
+  if (v['text'] !== null && typeof v['text'] !== 'string') throw renderFailed('campaign template text is not a string');
+  if (v['html'] === null && v['text'] === null) throw renderFailed('campaign template has neither html nor text');
   const headers = v['headers'];
   if (!isObject(headers) || !Object.values(headers).every((h) => typeof h === 'string' && !/[\r\n]/.test(h))) {
-    throw failed('campaign template headers are not a map of one-line strings');
+    throw renderFailed('campaign template headers are not a map of one-line strings');
   }
-  if (!Array.isArray(v['links']) || !v['links'].every((l) => typeof l === 'string')) throw failed('campaign template links are not a list of URLs');
+  if (!Array.isArray(v['links']) || !v['links'].every((l) => typeof l === 'string')) throw renderFailed('campaign template links are not a list of URLs');
   return v as unknown as CampaignTemplate;
 }
 
 type CompileOptions = NonNullable<Parameters<typeof Handlebars.compile>[1]>;
-
-function failed(message: string): SluiceError {
-  return new SluiceError('SLUICE_RENDER_FAILED', message);
-}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-function isMailbox(v: unknown): v is MailboxSpec {
-  return isObject(v) && typeof v['address'] === 'string' && (v['name'] === undefined || typeof v['name'] === 'string');
-}

@@ -8,6 +8,7 @@ import { SluiceError } from '../core/errors.js';
 import type { MailboxSpec, MessageSpec } from './protocol.js';
 import { encodeText, type EncodedText } from './text-part.js';
 import type { AttachmentLike } from 'nodemailer/lib/mailer/index.js';
+import { isMailbox, isObject, renderFailed } from './record-shape.js';
 
 /**
  * Parses and shape-checks the stored JSON. Ingress validated it already; this guards the worker
@@ -105,18 +106,6 @@ function rawNode(part: Buffer): AttachmentLike {
 
 function mailbox(m: MailboxSpec): { name: string; address: string } {
   return { name: m.name ?? '', address: m.address };
-}
-
-function renderFailed(message: string): SluiceError {
-  return new SluiceError('SLUICE_RENDER_FAILED', message);
-}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
-
-function isMailbox(v: unknown): boolean {
-  return isObject(v) && typeof v['address'] === 'string' && (v['name'] === undefined || typeof v['name'] === 'string');
 }
 
 function isMailboxList(v: unknown): boolean {

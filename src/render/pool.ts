@@ -74,9 +74,7 @@ export class RenderPool {
    * a failed worker; rejects only with SLUICE_SHUTTING_DOWN once close() has been called.
    */
   renderAndSign(task: RenderTask): Promise<RenderResult> {
-    if (this.#closing) return Promise.reject(new SluiceError('SLUICE_SHUTTING_DOWN', 'the render pool is closed'));
-    if (this.#waiting.length === 0 && this.#piscina.queueSize < this.#maxQueue) return this.#run(task);
-    return new Promise((resolve) => this.#waiting.push(() => resolve(this.#run(task))));
+    return this.#admit(() => this.#run(task));
   }
 
   /**
@@ -84,11 +82,8 @@ export class RenderPool {
    * result per task, in order; the same failure rules as renderAndSign.
    */
   renderMany(tasks: readonly RenderTask[]): Promise<RenderResult[]> {
-    if (this.#closing) return Promise.reject(new SluiceError('SLUICE_SHUTTING_DOWN', 'the render pool is closed'));
-    if (tasks.length === 0) return Promise.resolve([]);
-    const run = () => this.#runBatch(tasks);
-    if (this.#waiting.length === 0 && this.#piscina.queueSize < this.#maxQueue) return run();
-    return new Promise((resolve) => this.#waiting.push(() => resolve(run())));
+    if (tasks.length === 0 && !this.#closing) return Promise.resolve([]);
+    return this.#admit(() => this.#runBatch(tasks));
   }
 
   /**
@@ -122,6 +117,13 @@ export class RenderPool {
     return this.#closing;
   }
 
+  /** Starts `start` now when piscina's queue has room and nobody waits, else in FIFO order (see #pump). */
+  #admit<T>(start: () => Promise<T>): Promise<T> {
+    if (this.#closing) return Promise.reject(new SluiceError('SLUICE_SHUTTING_DOWN', 'the render pool is closed'));
+    if (this.#waiting.length === 0 && this.#piscina.queueSize < this.#maxQueue) return start();
+    return new Promise((resolve) => this.#waiting.push(() => resolve(start())));
+  }
+
   #run(task: RenderTask): Promise<RenderResult> {
     this.#inFlight++;
     // piscina.run enqueues synchronously, so #pump sees the new queue size at once.
@@ -132,7 +134,7 @@ export class RenderPool {
       },
       (err: unknown) => {
         this.#settled();
-        return { ok: false, code: 'SLUICE_RENDER_FAILED', message: `render worker failed: ${(err as Error)?.message ?? String(err)}` };
+        return workerFailed(err);
       },
     );
   }
@@ -164,7 +166,7 @@ export class RenderPool {
       },
       (err: unknown) => {
         this.#settled();
-        const failed: RenderResult = { ok: false, code: 'SLUICE_RENDER_FAILED', message: `render worker failed: ${(err as Error)?.message ?? String(err)}` };
+        const failed = workerFailed(err);
         return tasks.map(() => failed);
       },
     );
@@ -191,4 +193,9 @@ export class RenderPool {
     const m = r.message;
     return { ...r, message: Buffer.from(m.buffer, m.byteOffset, m.byteLength) };
   }
+}
+
+/** The result of a task whose worker failed (crashed, or was terminated) instead of answering. */
+function workerFailed(err: unknown): RenderResult {
+  return { ok: false, code: 'SLUICE_RENDER_FAILED', message: `render worker failed: ${(err as Error)?.message ?? String(err)}` };
 }

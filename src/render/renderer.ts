@@ -76,7 +76,7 @@ export function createRenderer(init: WorkerInit, opts: RendererOptions = {}): Re
   function prepare(task: RenderTask): PreparedSpec {
     const hit = prepared.get(task.msgId);
     if (hit) return hit;
-    const spec = parseSpec(typeof task.source === 'string' ? task.source : toBuffer(task.source).toString('utf8'));
+    const spec = parseSpec(sourceText(task.source));
     const template = spec.tracking !== undefined && spec.html !== undefined ? prepareTemplate(spec.html, spec.tracking.links) : null;
     // UTF-16 strings: two bytes a character, the spec once parsed and the html once more in pieces.
     const size = typeof task.source === 'string' ? task.source.length * 2 : task.source.byteLength * 2;
@@ -108,7 +108,7 @@ export function createRenderer(init: WorkerInit, opts: RendererOptions = {}): Re
    */
   async function renderCampaign(task: RenderTask, target: CampaignTarget, domain: string | null, started: number): Promise<RenderResult> {
     if (tracker === null) return { ok: false, code: 'SLUICE_RENDER_FAILED', message: 'campaign mail needs tracking keys (tracking.keys) for its unsubscribe links' };
-    const source = typeof task.source === 'string' ? task.source : toBuffer(task.source).toString('utf8');
+    const source = sourceText(task.source);
     const spec = campaignCopy(task.msgId, source, target, tracker);
     return sign(await composeSpec(spec, task.acceptedAt), task, domain, started).result;
   }
@@ -155,7 +155,7 @@ export function createRenderer(init: WorkerInit, opts: RendererOptions = {}): Re
       const unsigned =
         task.kind === 'raw'
           ? prepareRaw(toBuffer(task.source), task.msgId, init.hostname, task.acceptedAt)
-          : await composeSpec(parseSpec(typeof task.source === 'string' ? task.source : toBuffer(task.source).toString('utf8')), task.acceptedAt);
+          : await composeSpec(parseSpec(sourceText(task.source)), task.acceptedAt);
       const { signed, algorithms, result } = sign(unsigned, task, domain, started);
       cache.set(cacheKey, { message: signed, signatures: algorithms, byteLength: signed.length });
       return result;
@@ -170,6 +170,11 @@ function frameIf(frame: boolean, message: Buffer): { message: Uint8Array; framed
   if (!frame) return { message, framed: false, eightBit: null };
   const block = toDataBlock(message);
   return { message: block.bytes, framed: true, eightBit: block.eightBit };
+}
+
+/** A spec or campaign template as the JSON text it was stored as. */
+function sourceText(source: Uint8Array | string): string {
+  return typeof source === 'string' ? source : toBuffer(source).toString('utf8');
 }
 
 function toBuffer(source: Uint8Array | string): Buffer {

@@ -73,14 +73,16 @@ function common(req: TrackingRequest): MachineReason | null {
   return null;
 }
 
+/** APPLE_NETWORKS_V4 as (masked base, mask) pairs, computed once rather than per open. */
+const APPLE_MASKS: readonly (readonly [base: number, mask: number])[] = APPLE_NETWORKS_V4.map(([prefix, bits]) => {
+  const mask = bits === 0 ? 0 : (~0 << (32 - bits)) >>> 0;
+  return [((ipv4ToInt(prefix) as number) & mask) >>> 0, mask] as const;
+});
+
 function isApple(req: TrackingRequest): boolean {
   if (APPLE_MPP_USER_AGENTS.includes(req.userAgent.trim())) return true;
   const v4 = ipv4ToInt(req.ip.startsWith('::ffff:') ? req.ip.slice(7) : req.ip);
-  return v4 !== null && APPLE_NETWORKS_V4.some(([prefix, bits]) => {
-    const base = ipv4ToInt(prefix) as number;
-    const mask = bits === 0 ? 0 : (~0 << (32 - bits)) >>> 0;
-    return ((v4 & mask) >>> 0) === ((base & mask) >>> 0);
-  });
+  return v4 !== null && APPLE_MASKS.some(([base, mask]) => ((v4 & mask) >>> 0) === base);
 }
 
 function ipv4ToInt(ip: string): number | null {

@@ -42,5 +42,5 @@ export interface TrackingDeps {
 }
 
 /** The config defaults, for callers that do not pass them. */
-export const DEFAULT_EVENTS_MAX_LEN = 1_000_000;
+export { DEFAULT_EVENTS_MAX_LEN } from '../store/events.js';
 export const DEFAULT_RETENTION_MS = 90 * DAY;

@@ -5,7 +5,7 @@ import type { Keys } from '../redis/keys.js';
 import { classifyOpen, type TrackingRequest } from './classify.js';
 import { DEFAULT_EVENTS_MAX_LEN, DEFAULT_RETENTION_MS, type TrackingDeps, type TrackingMode } from './deps.js';
 import { eventClass, eventFields, TYPES, type EventContext } from './record.js';
-import { packEvent } from '../store/events.js';
+import { EVENTS_PER_CALL, packEvent } from '../store/events.js';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
@@ -61,12 +61,8 @@ export interface EventBatchOptions {
   readonly maxBatch?: number;
 }
 
-/**
- * 500 events per call: the appendEvents script runs ~1 ms in Redis at that size (XADD is ~1–2 µs),
- * short enough not to hold up delivery's claims on the same server, and at 50,000 opens/s a flush
- * every 10 ms keeps up.
- */
-export const MAX_BATCH = 500;
+/** Events per flush: store/events.ts's per-call bound; at 50,000 opens/s a flush every 10 ms keeps up. */
+export const MAX_BATCH = EVENTS_PER_CALL;
 
 type Entry = { readonly raw: RawOpen } | { readonly p: TokenPayload; readonly ctx: EventContext };
 

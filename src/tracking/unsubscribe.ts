@@ -9,7 +9,13 @@ export type UnsubscribeResult =
   | { readonly ok: false; readonly reason: 'invalid-token' | 'unknown-recipient' };
 
 /** Who an unsubscribe token is about: its recipient's address and the message's sender. */
-export async function unsubscribeTarget(deps: TrackingDeps, p: TokenPayload): Promise<{ address: string; from: string; view: MessageView } | null> {
+export interface UnsubscribeTarget {
+  readonly address: string;
+  readonly from: string;
+  readonly view: MessageView;
+}
+
+export async function unsubscribeTarget(deps: TrackingDeps, p: TokenPayload): Promise<UnsubscribeTarget | null> {
   if (p.kind !== 'u') return null;
   const view = await messageFor(deps.redis, deps.keys, p.msgId, p.idx);
   // The account inside the signed token must be the message's: a token never acts across accounts.
@@ -22,20 +28,22 @@ export async function unsubscribeTarget(deps: TrackingDeps, p: TokenPayload): Pr
 /**
  * Unsubscribes the recipient a token names: the address goes on the account's suppression list at
  * once (a later send is refused at claim time), then an `unsubscribed` event is appended. Called by
- * the tracking server (RFC 8058 one-click POST, the page's form) and by the inbound MX for a mailto
- * unsubscribe (`via: 'mail'`), with the token text or a payload it has verified itself.
+ * the tracking server (RFC 8058 one-click POST, the page's form) with the token text or a payload it
+ * has verified itself, and with the `target` it resolved for that payload, if any, so the message is
+ * read once. (The inbound MX records a mailto unsubscribe itself, in feedback/process.ts: roles do
+ * not import each other.)
  * Idempotent: a repeat writes the suppression again (an operator may have lifted it) and records an
  * event with first = 0.
  */
 export async function unsubscribe(
   deps: TrackingDeps,
   token: string | TokenPayload,
-  ctx: { via?: 'http' | 'mail'; userAgent?: string; ip?: string } = {},
+  ctx: { via?: 'http' | 'mail'; userAgent?: string; ip?: string; target?: UnsubscribeTarget } = {},
 ): Promise<UnsubscribeResult> {
   const now = (deps.now ?? Date.now)();
   const p = typeof token === 'string' ? deps.codec.verify(token, now) : token;
   if (!p || p.kind !== 'u') return { ok: false, reason: 'invalid-token' };
-  const target = await unsubscribeTarget(deps, p);
+  const target = ctx.target ?? (await unsubscribeTarget(deps, p));
   if (!target) return { ok: false, reason: 'unknown-recipient' };
   const mode = deps.mode?.(p.account) ?? 'full';
   const { first } = await mark(deps, p, mode, now);
