@@ -8,6 +8,7 @@ import { deleteWebhook, listWebhooks } from '../store/webhooks.js';
 import { pausedScopes } from '../store/reputation.js';
 import { deleteList, listLists } from '../store/contacts.js';
 import { Ticker } from '../core/ticker.js';
+import { HOUR } from '../core/time.js';
 import {
   beginPass, holdLock, purgeMessage, readSweepState, releaseLock, saveEventsCursor, saveNodeCursor, scanNodes, trimSortedSetBefore, trimStreamBefore,
 } from '../store/retention.js';
@@ -76,7 +77,7 @@ const MESSAGE_TAG = /^\{m:([^}]+)\}:(.+)$/;
  * A message key without its meta is an orphan only when the message is older than this: the link
  * table is written just before the meta (ingress/accept.ts), so a fresh one briefly stands alone.
  */
-const ORPHAN_GRACE_MS = 60 * 60_000;
+const ORPHAN_GRACE_MS = HOUR;
 /** The parts purgeMessage deletes; a store may add others under the tag (a campaign's domain set). */
 const MESSAGE_PARTS = new Set(['meta', 'body', 'links', 'track', 'stats']);
 const RECORD_TAG = /^\{d:[^}]+\}:rs:([^:]+):\d+$/;
@@ -190,7 +191,7 @@ export class RetentionJob {
           const [, id, part] = msg as unknown as [string, string, string];
           if (!isId(id)) return;
           const meta = keys.msgMeta(id);
-          const [[account, kind], metaTtl, ownTtl] = await Promise.all([redis.hmget(meta, 'account', 'kind'), redis.pttl(meta), redis.pttl(key)]);
+          const [[account, kind], metaTtl] = await Promise.all([redis.hmget(meta, 'account', 'kind'), redis.pttl(meta)]);
           if (account !== null && account !== undefined) {
             // A campaign's record is its account's object, kept until the account deletes it (or is deleted).
             const stale = dueIds.has(account) || (metaTtl === -1 && kind !== 'campaign' && idTime(id) < recordsBefore);
@@ -200,7 +201,7 @@ export class RetentionJob {
             if (n > 0) add('messages', 1);
             return;
           }
-          if (ownTtl === -1 && idTime(id) < now - ORPHAN_GRACE_MS) add('messages', await redis.del(key));
+          if (idTime(id) < now - ORPHAN_GRACE_MS && (await redis.pttl(key)) === -1) add('messages', await redis.del(key));
           return;
         }
         const rec = RECORD_TAG.exec(rest);

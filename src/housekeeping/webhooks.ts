@@ -5,7 +5,10 @@ import { Agent, request } from 'undici';
 import type { Result } from 'ioredis';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
+import { streamFields, streamIdTime } from '../store/events.js';
 import { endpointRef, loadWebhooks, openSecret, parseEndpointRef, type SealedEndpoint } from '../store/webhooks.js';
+import { Ticker } from '../core/ticker.js';
+import { HOUR, SECOND } from '../core/time.js';
 
 /**
  * Webhook dispatch: the event stream → each account's endpoints, signed, at least once.
@@ -83,9 +86,9 @@ export const SIGNATURE_TOLERANCE_SECONDS = 300;
 export const SIGNATURE_HEADER = 'sluice-signature';
 
 // Defaults, with their reasons.
-const DEFAULT_WINDOW_MS = 24 * 3600_000; // a receiver down for a working day still gets everything
-const DEFAULT_RETRY_BASE_MS = 30_000; // a restart of the receiver usually takes longer than seconds
-const DEFAULT_RETRY_MAX_MS = 3600_000; // hourly once it has been down for ~1 h: ~30 attempts in 24 h
+const DEFAULT_WINDOW_MS = 24 * HOUR; // a receiver down for a working day still gets everything
+const DEFAULT_RETRY_BASE_MS = 30 * SECOND; // a restart of the receiver usually takes longer than seconds
+const DEFAULT_RETRY_MAX_MS = HOUR; // hourly once it has been down for ~1 h: ~30 attempts in 24 h
 const DEFAULT_TIMEOUT_MS = 10_000; // what Stripe and GitHub allow a receiver; slower ones are failing
 const DEFAULT_BATCH = 100; // ~30 KB of JSON: one cheap request, small enough for any receiver's limit
 const DEFAULT_READ = 500;
@@ -120,10 +123,14 @@ interface Batch {
   e: WebhookEvent[];
 }
 
+/** The v1 signature: hex HMAC-SHA256(secret, "<t>.<body>"), the one definition signer and verifier share. */
+function v1Mac(secret: string, body: string, unixSeconds: number): string {
+  return createHmac('sha256', secret).update(`${unixSeconds}.${body}`).digest('hex');
+}
+
 /** The `Sluice-Signature` header value for a body sent at `unixSeconds`. */
 export function signWebhook(secret: string, body: string, unixSeconds: number): string {
-  const mac = createHmac('sha256', secret).update(`${unixSeconds}.${body}`).digest('hex');
-  return `t=${unixSeconds},v1=${mac}`;
+  return `t=${unixSeconds},v1=${v1Mac(secret, body, unixSeconds)}`;
 }
 
 /**
@@ -139,7 +146,7 @@ export function verifyWebhookSignature(header: string, body: string, secret: str
     else if (k === 'v1' && v && /^[0-9a-f]{64}$/.test(v)) sigs.push(v);
   }
   if (t === undefined || sigs.length === 0 || Math.abs(nowSeconds - t) > toleranceSeconds) return false;
-  const want = Buffer.from(createHmac('sha256', secret).update(`${t}.${body}`).digest('hex'));
+  const want = Buffer.from(v1Mac(secret, body, t));
   return sigs.some((s) => timingSafeEqual(Buffer.from(s), want));
 }
 
@@ -156,18 +163,12 @@ function newBatch(events: WebhookEvent[], now: number): string {
   return JSON.stringify({ b: randomBytes(8).toString('base64url'), n: 0, f: now, e: events } satisfies Batch);
 }
 
-/** The time (ms) encoded in a stream id '<ms>-<seq>'. */
-function streamTime(id: string): number {
-  return Number(id.slice(0, id.indexOf('-')));
-}
-
 type StreamEntry = [id: string, fields: string[]];
 
 function toEvent(id: string, fields: string[]): { account: string | undefined; event: WebhookEvent } {
-  const o: Record<string, string> = {};
-  for (let i = 0; i + 1 < fields.length; i += 2) o[fields[i] as string] = fields[i + 1] as string;
+  const o = streamFields(fields);
   const { type = 'unknown', ...rest } = o;
-  const event: WebhookEvent = { ...rest, id, type, time: new Date(streamTime(id)).toISOString() };
+  const event: WebhookEvent = { ...rest, id, type, time: new Date(streamIdTime(id)).toISOString() };
   return { account: o['account'], event };
 }
 
@@ -198,9 +199,8 @@ export class WebhookDispatcher {
   private groupReady = false;
   private claimCursor = '0-0';
   private scanCursor = '0';
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<boolean> | undefined;
-  private stopped = false;
+  /** Runs pass() again at once after a full page (more is waiting), else every pollIntervalMs. */
+  private readonly ticker: Ticker;
   private stopping: Promise<void> | undefined;
 
   constructor(opts: WebhookDispatcherOptions) {
@@ -214,31 +214,17 @@ export class WebhookDispatcher {
     // One pool per origin, as wide as an endpoint may use: a receiver never sees more connections
     // from this process than its in-flight limit.
     this.agent = new Agent({ connections: this.perEndpoint, connect: { timeout: this.timeoutMs }, headersTimeout: this.timeoutMs, bodyTimeout: this.timeoutMs });
+    this.ticker = new Ticker(() => this.pass(), opts.pollIntervalMs ?? DEFAULT_POLL_MS, (err) => opts.logger.error({ err }, 'webhook tick failed'));
   }
 
   start(): void {
-    const loop = () => {
-      if (this.stopped) return;
-      this.running = this.pass()
-        .catch((err: unknown) => {
-          this.o.logger.error({ err }, 'webhook tick failed');
-          return false;
-        })
-        .finally(() => (this.running = undefined));
-      void this.running.then((busy) => {
-        // A full page read means more is waiting: go again at once; otherwise poll.
-        if (!this.stopped) this.timer = setTimeout(loop, busy ? 0 : (this.o.pollIntervalMs ?? DEFAULT_POLL_MS));
-      });
-    };
-    this.timer = setTimeout(loop, 0);
+    this.ticker.start(0);
   }
 
   /** Stops reading, lets POSTs in flight finish (each is bounded by the request timeout), closes sockets. */
   stop(): Promise<void> {
     this.stopping ??= (async () => {
-      this.stopped = true;
-      if (this.timer) clearTimeout(this.timer);
-      await this.running;
+      await this.ticker.stop();
       await this.drain();
       await this.agent.close();
     })();
@@ -283,7 +269,7 @@ export class WebhookDispatcher {
     if (ids.length > 0) await redis.xack(stream, this.group, ...ids);
 
     const now = this.now();
-    let oldest = entries.length > 0 ? Math.min(...entries.map((e) => streamTime(e[0]))) : now;
+    let oldest = entries.length > 0 ? Math.min(...entries.map((e) => streamIdTime(e[0]))) : now;
     const [cursor, page] = await redis.sscan(keys.webhookEndpoints(), this.scanCursor, 'COUNT', SCAN_COUNT);
     this.scanCursor = cursor;
     for (const ref of new Set([...touched, ...page])) oldest = Math.min(oldest, await this.startDue(ref, now));
@@ -298,7 +284,7 @@ export class WebhookDispatcher {
       const { account, event } = toEvent(id, Array.isArray(fields) ? fields : []);
       if (!account) continue;
       for (const ep of await this.endpointsOf(account)) {
-        if (!matches(ep, event.type, streamTime(id))) continue;
+        if (!matches(ep, event.type, streamIdTime(id))) continue;
         const ref = endpointRef(account, ep.id);
         let slot = perEndpoint.get(ref);
         if (!slot) perEndpoint.set(ref, (slot = { ep, events: [] }));
@@ -367,7 +353,7 @@ export class WebhookDispatcher {
         await redis.zrem(outbox, member);
         continue;
       }
-      for (const e of batch.e) oldest = Math.min(oldest, streamTime(e.id));
+      for (const e of batch.e) oldest = Math.min(oldest, streamIdTime(e.id));
       this.launch(ref, ep, outbox, member, batch);
     }
     return oldest;

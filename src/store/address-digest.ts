@@ -30,8 +30,7 @@ async function loadKey(redis: RedisClient, keys: Keys): Promise<Buffer> {
  * and a false "not suppressed" is the costly mistake.
  */
 export function normaliseAddress(address: string): string {
-  const at = address.lastIndexOf('@');
-  return (at === -1 ? address : `${address.slice(0, at)}@${address.slice(at + 1)}`).trim().toLowerCase();
+  return address.trim().toLowerCase();
 }
 
 /** The digest key of this deployment (cached per client and key prefix). */

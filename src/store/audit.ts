@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
+import { normaliseAddress } from './address-digest.js';
+import { streamFields, streamIdTime } from './events.js';
 
 /**
  * The audit log: who did what to which account, when and from where — for admin and account
@@ -35,7 +37,7 @@ export interface AuditRecord extends AuditEntry {
 
 /** A stable reference to an address that does not reveal it: 'sha256:' + 16 hex digits. */
 export function addressRef(address: string): string {
-  return `sha256:${createHash('sha256').update(address.trim().toLowerCase()).digest('hex').slice(0, 16)}`;
+  return `sha256:${createHash('sha256').update(normaliseAddress(address)).digest('hex').slice(0, 16)}`;
 }
 
 export async function appendAudit(redis: RedisClient, keys: Keys, e: AuditEntry, maxLen: number): Promise<string> {
@@ -46,17 +48,16 @@ export async function appendAudit(redis: RedisClient, keys: Keys, e: AuditEntry,
 }
 
 function toRecord(id: string, flat: string[]): AuditRecord {
-  const f = new Map<string, string>();
-  for (let i = 0; i + 1 < flat.length; i += 2) f.set(flat[i] as string, flat[i + 1] as string);
+  const f = streamFields(flat);
   return {
     id,
-    at: Number(id.split('-')[0]),
-    actor: f.get('actor') ?? '',
-    action: f.get('action') ?? '',
-    account: f.get('account') ?? '',
-    from: f.get('from') ?? '',
-    ...(f.has('target') ? { target: f.get('target') } : {}),
-    ...(f.has('key') ? { key: f.get('key') } : {}),
+    at: streamIdTime(id),
+    actor: f['actor'] ?? '',
+    action: f['action'] ?? '',
+    account: f['account'] ?? '',
+    from: f['from'] ?? '',
+    ...(f['target'] !== undefined ? { target: f['target'] } : {}),
+    ...(f['key'] !== undefined ? { key: f['key'] } : {}),
   };
 }
 

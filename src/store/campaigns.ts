@@ -1,7 +1,7 @@
 import type { Result } from 'ioredis';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
-import { SluiceError } from '../core/errors.js';
+import { execAll, jsonOr } from './record-io.js';
 import { toEngagement, type Engagement } from './engagement.js';
 
 declare module 'ioredis' {
@@ -109,15 +109,6 @@ function num(v: string | undefined): number | null {
   return Number.isFinite(n) ? n : null;
 }
 
-function json<T>(v: string | undefined, fallback: T): T {
-  if (v === undefined) return fallback;
-  try {
-    return JSON.parse(v) as T;
-  } catch {
-    return fallback;
-  }
-}
-
 export function toCampaign(id: string, h: Readonly<Record<string, string>>): CampaignRecord | null {
   if (h['kind'] !== CAMPAIGN_KIND || !h['account']) return null;
   const state = STATES.includes(h['state'] as CampaignState) ? (h['state'] as CampaignState) : 'draft';
@@ -130,8 +121,8 @@ export function toCampaign(id: string, h: Readonly<Record<string, string>>): Cam
     from: h['from'] ?? '',
     fromDomain: h['fromDomain'] ?? '',
     subject: h['subject'] ?? '',
-    tracking: json<CampaignTracking>(h['tracking'], { opens: false, clicks: false }),
-    tags: json<string[]>(h['tags'], []),
+    tracking: jsonOr<CampaignTracking>(h['tracking'], { opens: false, clicks: false }),
+    tags: jsonOr<string[]>(h['tags'], []),
     throttlePerHour: num(h['throttle']),
     createdAt: num(h['createdAt']) ?? 0,
     sendAt: num(h['sendAt']),
@@ -145,14 +136,9 @@ export function toCampaign(id: string, h: Readonly<Record<string, string>>): Cam
     queued: num(h['queued']) ?? 0,
     skipped: num(h['skipped']) ?? 0,
     pending: num(h['pending']) ?? 0,
-    guardPause: json<CampaignGuardPause | null>(h['guardPause'], null),
-    guardBase: json<CampaignRecord['guardBase']>(h['guardBase'], null),
+    guardPause: jsonOr<CampaignGuardPause | null>(h['guardPause'], null),
+    guardBase: jsonOr<CampaignRecord['guardBase']>(h['guardBase'], null),
   };
-}
-
-function check(res: [Error | null, unknown][] | null, what: string): void {
-  const failed = res?.find(([err]) => err);
-  if (!res || failed) throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', what, { cause: failed?.[0] ?? undefined });
 }
 
 /** Stores a new campaign (meta, template, link table, indexes) in one MULTI per slot. */
@@ -183,7 +169,7 @@ export async function createCampaign(redis: RedisClient, keys: Keys, c: NewCampa
     })
     .set(keys.msgBody(c.id), c.body);
   if (c.links.length > 0) tx.rpush(keys.links(c.id), ...c.links);
-  check(await tx.exec(), 'the campaign could not be stored');
+  await execAll(tx, 'the campaign could not be stored');
   await redis.zadd(keys.accountCampaigns(c.account), c.createdAt, c.id);
   if (c.sendAt !== null) await redis.zadd(keys.campaignsDue(), c.sendAt, c.id);
   return toCampaign(c.id, await redis.hgetall(keys.msgMeta(c.id))) as CampaignRecord;
@@ -206,14 +192,13 @@ export async function listCampaigns(redis: RedisClient, keys: Keys, account: str
 /** Records one enqueue chunk: cursor and counts move together (one slot, one MULTI). */
 export async function recordEnqueueChunk(redis: RedisClient, keys: Keys, id: string, o: { next: number; chunk: number; queued: number; skipped: number }): Promise<void> {
   const meta = keys.msgMeta(id);
-  const res = await redis
+  const tx = redis
     .multi()
     .hincrby(meta, 'queued', o.queued)
     .hincrby(meta, 'pending', o.queued)
     .hincrby(meta, 'skipped', o.skipped)
-    .hset(meta, 'cursor', o.next, 'chunk', o.chunk)
-    .exec();
-  check(res, 'the campaign progress could not be recorded');
+    .hset(meta, 'cursor', o.next, 'chunk', o.chunk);
+  await execAll(tx, 'the campaign progress could not be recorded');
 }
 
 /** The list is queued whole; returns the state after (completed when nothing is pending). */

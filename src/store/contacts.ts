@@ -2,9 +2,11 @@ import type { Result } from 'ioredis';
 import { SluiceError } from '../core/errors.js';
 import { domainOf, parseAddress } from '../core/address.js';
 import { newId } from '../core/ids.js';
+import { HOUR } from '../core/time.js';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
-import { normaliseForSuppression, suppressedAmong, suppressionOf, type SuppressionReason } from './suppression.js';
+import { normaliseAddress } from './address-digest.js';
+import { suppressionsOf, suppressionOf, type SuppressionReason } from './suppression.js';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
@@ -107,11 +109,6 @@ const STATUS_OF_SUPPRESSION: Record<SuppressionReason, ContactStatus> = {
 
 export function isContactStatus(s: unknown): s is ContactStatus {
   return typeof s === 'string' && (CONTACT_STATUSES as readonly string[]).includes(s);
-}
-
-/** The key under which an address is merged and found (same normalisation as suppression lists). */
-export function contactKey(address: string): string {
-  return normaliseForSuppression(address);
 }
 
 /** Why a field name cannot be stored, or null when it can. */
@@ -260,7 +257,7 @@ export async function readContactRange(redis: RedisClient, keys: Keys, listId: s
 export async function findContact(redis: RedisClient, keys: Keys, listId: string, email: string): Promise<Contact | null> {
   const checked = checkAddress(email);
   if (!('address' in checked)) return null;
-  const no = await redis.hget(keys.listEmails(listId), contactKey(checked.address));
+  const no = await redis.hget(keys.listEmails(listId), normaliseAddress(checked.address));
   if (no === null) return null;
   return (await readContacts(redis, keys, listId, [Number(no)]))[0] ?? null;
 }
@@ -297,7 +294,7 @@ export async function patchContact(redis: RedisClient, keys: Keys, account: stri
   const fields = patch.fields === undefined ? '' : JSON.stringify(Object.fromEntries(Object.entries(patch.fields).map(([k, v]) => [k, v === null || v === '' ? false : v])));
   const r = await redis.updateContact(
     keys.listMeta(listId), keys.listContacts(listId), keys.listEmails(listId), keys.listFields(listId),
-    account, 'key', contactKey(checked.address), now, patch.status === undefined ? '' : CODE[patch.status], fields, '0', '',
+    account, 'key', normaliseAddress(checked.address), now, patch.status === undefined ? '' : CODE[patch.status], fields, '0', '',
   );
   return Array.isArray(r) ? decodeContact(r[1], r[0]) : null;
 }
@@ -306,7 +303,7 @@ export async function patchContact(redis: RedisClient, keys: Keys, account: stri
 export async function deleteContact(redis: RedisClient, keys: Keys, account: string, listId: string, email: string, now: number = Date.now()): Promise<Contact | null> {
   const checked = checkAddress(email);
   if (!('address' in checked)) return null;
-  const r = await redis.updateContact(keys.listMeta(listId), keys.listContacts(listId), keys.listEmails(listId), keys.listFields(listId), account, 'key', contactKey(checked.address), now, '', '', '1', '');
+  const r = await redis.updateContact(keys.listMeta(listId), keys.listContacts(listId), keys.listEmails(listId), keys.listFields(listId), account, 'key', normaliseAddress(checked.address), now, '', '', '1', '');
   return Array.isArray(r) ? decodeContact(r[1], r[0]) : null;
 }
 
@@ -320,7 +317,7 @@ export interface UpsertOptions {
 }
 
 // An import's duplicate bitmap outlives a stalled client by this much; import ends delete it.
-const DEFAULT_IMPORT_TTL_MS = 60 * 60 * 1000;
+const DEFAULT_IMPORT_TTL_MS = HOUR;
 
 /**
  * Validates, checks against suppression and writes rows in one atomic step (one Lua call): the
@@ -339,19 +336,13 @@ export async function upsertContacts(redis: RedisClient, keys: Keys, account: st
     const problem = fieldsProblem(row.fields);
     if (problem) return void (results[i] = { ok: false, reason: problem });
     if (row.status !== undefined && !isContactStatus(row.status)) return void (results[i] = { ok: false, reason: `status '${String(row.status)}' is not one of ${CONTACT_STATUSES.join(', ')}` });
-    valid.push({ i, address: checked.address, key: contactKey(checked.address), row });
+    valid.push({ i, address: checked.address, key: normaliseAddress(checked.address), row });
   });
   if (valid.length === 0) return results;
 
-  // Two HMGETs for the whole batch; the reason (for the stored status) only for the few suppressed.
-  const suppressed = await suppressedAmong(redis, keys, account, valid.map((v) => v.address));
-  const forced = await Promise.all(
-    valid.map(async (v, j) => {
-      if (!suppressed[j]) return undefined;
-      const hit = await suppressionOf(redis, keys, account, v.address);
-      return STATUS_OF_SUPPRESSION[hit?.reason ?? 'manual'];
-    }),
-  );
+  // Two HMGETs for the whole batch, reasons included (they decide the stored status).
+  const hits = await suppressionsOf(redis, keys, account, valid.map((v) => v.address));
+  const forced = hits.map((hit) => (hit ? STATUS_OF_SUPPRESSION[hit.reason] : undefined));
 
   const args: string[] = [];
   valid.forEach((v, j) => {
@@ -368,7 +359,7 @@ export async function upsertContacts(redis: RedisClient, keys: Keys, account: st
   );
   if (!Array.isArray(r)) throw new SluiceError('SLUICE_LIST_NOT_FOUND');
   valid.forEach((v, j) => {
-    results[v.i] = { ok: true, outcome: OUTCOME[r[2 * j] as 1 | 2 | 3], no: r[2 * j + 1] as number, suppressed: suppressed[j] === true };
+    results[v.i] = { ok: true, outcome: OUTCOME[r[2 * j] as 1 | 2 | 3], no: r[2 * j + 1] as number, suppressed: hits[j] != null };
   });
   return results;
 }

@@ -45,8 +45,27 @@ export async function appendEvent(
   return id as string;
 }
 
-/** Entries per appendEvents call: the script then runs ~1 ms in Redis (XADD is ~1–2 µs). */
-const MAX_BATCH = 500;
+/** A stream entry's flat [field, value, …] list (XRANGE, XREADGROUP) as an object. */
+export function streamFields(flat: readonly string[]): Record<string, string> {
+  const o: Record<string, string> = {};
+  for (let i = 0; i + 1 < flat.length; i += 2) o[flat[i] as string] = flat[i + 1] as string;
+  return o;
+}
+
+/** The time (ms) a stream entry id '<ms>-<seq>' carries: when the entry was appended. */
+export function streamIdTime(id: string): number {
+  const dash = id.indexOf('-');
+  return Number(dash === -1 ? id : id.slice(0, dash));
+}
+
+/**
+ * Entries per appendEvents call: the script then runs ~1 ms in Redis (XADD is ~1–2 µs), short enough
+ * not to hold up delivery's claims on the same server.
+ */
+export const EVENTS_PER_CALL = 500;
+
+/** The stream's length bound when a caller is not given one (config retention.eventsMaxLen has the same default). */
+export const DEFAULT_EVENTS_MAX_LEN = 1_000_000;
 
 /** A lone UTF-16 surrogate (no valid pair around it). */
 const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
@@ -80,7 +99,7 @@ export function createEventWriter(redis: RedisClient, keys: Keys, maxLen: number
   let scheduled: Promise<void> | null = null;
   const drain = async (): Promise<void> => {
     while (queue.length > 0) {
-      const batch = queue.splice(0, MAX_BATCH);
+      const batch = queue.splice(0, EVENTS_PER_CALL);
       try {
         await redis.appendEvents(keys.events(), maxLen, ...batch);
       } catch (err) {

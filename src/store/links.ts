@@ -1,6 +1,6 @@
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
-import { SluiceError } from '../core/errors.js';
+import { execAll } from './record-io.js';
 
 /**
  * A message's link table: the URLs its body really contains, in order, so a click token carries only
@@ -15,9 +15,7 @@ export async function storeLinks(redis: RedisClient, keys: Keys, msgId: string, 
   const key = keys.links(msgId);
   const tx = redis.multi().del(key);
   if (urls.length > 0) tx.rpush(key, ...urls);
-  const res = await tx.exec();
-  const failed = res?.find(([err]) => err);
-  if (!res || failed) throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', 'the link table could not be stored', { cause: failed?.[0] ?? undefined });
+  await execAll(tx, 'the link table could not be stored');
 }
 
 /** URL number `index` of the message, or null when there is no such link. */

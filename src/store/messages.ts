@@ -1,6 +1,6 @@
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
-import { SluiceError } from '../core/errors.js';
+import { execAll, jsonOr } from './record-io.js';
 
 /**
  * A message is stored once, under its own hash tag, and referenced by every queue entry:
@@ -44,7 +44,7 @@ export interface NewMessage extends Omit<MessageMeta, 'pending'> {
  * recipients is the caller's next step (ingress/persist.ts): the store knows records, not queues.
  */
 export async function storeMessage(redis: RedisClient, keys: Keys, msg: NewMessage): Promise<void> {
-  const res = await redis
+  const tx = redis
     .multi()
     .hset(keys.msgMeta(msg.id), {
       account: msg.account,
@@ -58,24 +58,13 @@ export async function storeMessage(redis: RedisClient, keys: Keys, msg: NewMessa
       metadata: JSON.stringify(msg.metadata),
       pending: msg.rcpts.length,
     })
-    .set(keys.msgBody(msg.id), msg.body)
-    .exec();
-  const failed = res?.find(([err]) => err);
-  if (!res || failed) throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', 'the message could not be stored', { cause: failed?.[0] ?? undefined });
+    .set(keys.msgBody(msg.id), msg.body);
+  await execAll(tx, 'the message could not be stored');
 }
 
 /** Removes a message's record and body (a submission that could not be queued). */
 export async function deleteMessage(redis: RedisClient, keys: Keys, id: string): Promise<void> {
   await redis.del(keys.msgMeta(id), keys.msgBody(id));
-}
-
-function parseJson<T>(text: string | undefined, fallback: T): T {
-  if (text === undefined) return fallback;
-  try {
-    return JSON.parse(text) as T;
-  } catch {
-    return fallback;
-  }
 }
 
 export function toMeta(id: string, h: Record<string, string>): MessageMeta | null {
@@ -89,10 +78,10 @@ export function toMeta(id: string, h: Record<string, string>): MessageMeta | nul
     kind: h['kind'] === 'spec' ? 'spec' : 'raw',
     from: h['from'] ?? '',
     fromDomain: h['fromDomain'] ?? '',
-    rcpts: parseJson<StoredRecipient[]>(h['rcpts'], []),
+    rcpts: jsonOr<StoredRecipient[]>(h['rcpts'], []),
     acceptedAt: Number(h['acceptedAt'] ?? 0),
-    tags: parseJson<string[]>(h['tags'], []),
-    metadata: parseJson<Record<string, string | number | boolean>>(h['metadata'], {}),
+    tags: jsonOr<string[]>(h['tags'], []),
+    metadata: jsonOr<Record<string, string | number | boolean>>(h['metadata'], {}),
     pending: Number(h['pending'] ?? 0),
   };
 }

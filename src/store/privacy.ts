@@ -3,12 +3,14 @@ import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { addressDigest, normaliseAddress } from './address-digest.js';
 import { readAddressRefs } from './address-index.js';
-import { getMessage } from './messages.js';
+import { getMessage, type MessageMeta } from './messages.js';
 import { getCampaign, recordCampaignOutcome, type CampaignRecord } from './campaigns.js';
 import { readContacts, deleteContact, listLists, type Contact } from './contacts.js';
-import { appendEvent } from './events.js';
+import { appendEvent, streamFields, streamIdTime } from './events.js';
 import { erasedField, GLOBAL_LIST, type SuppressionEntry } from './suppression.js';
 import { loadWebhooks } from './webhooks.js';
+import { jsonOr } from './record-io.js';
+import { scanNodes } from './retention.js';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
@@ -65,6 +67,8 @@ interface MessageRef {
   readonly domain: string;
   /** Campaign copies: the campaign and its list; null for a message. */
   readonly campaign: CampaignRecord | null;
+  /** A message's record as find() read it; null for a campaign copy. */
+  readonly meta: MessageMeta | null;
   readonly at: number;
 }
 
@@ -101,7 +105,7 @@ async function find(redis: RedisClient, keys: Keys, address: string, scope: Priv
     const live = msg !== null && rcpt !== undefined && normaliseAddress(rcpt.address) === norm;
     index.push({ member: r.member, drop: !live || inScope(scope, msg.meta.account) });
     if (!live || !inScope(scope, msg.meta.account)) continue;
-    refs.push({ msgId: r.ref.msgId, idx: r.ref.idx, account: msg.meta.account, domain: rcpt.domain, campaign: null, at: r.at });
+    refs.push({ msgId: r.ref.msgId, idx: r.ref.idx, account: msg.meta.account, domain: rcpt.domain, campaign: null, meta: msg.meta, at: r.at });
   }
   const contacts: Found['contacts'] = [];
   for (const account of scope.accounts) {
@@ -119,7 +123,7 @@ async function find(redis: RedisClient, keys: Keys, address: string, scope: Priv
     for (const id of campaignIds) {
       const c = await getCampaign(redis, keys, account, id);
       const contact = c && held.find((h) => h.listId === c.listId);
-      if (c && contact) refs.push({ msgId: c.id, idx: contact.no, account, domain: contact.domain, campaign: c, at: c.startedAt ?? c.createdAt });
+      if (c && contact) refs.push({ msgId: c.id, idx: contact.no, account, domain: contact.domain, campaign: c, meta: null, at: c.startedAt ?? c.createdAt });
     }
   }
   return { address: norm, digest, contacts, refs, index };
@@ -138,8 +142,7 @@ async function matchingEvents(redis: RedisClient, keys: Keys, pairs: ReadonlySet
   for (;;) {
     const page = (await redis.xrange(keys.events(), start, '+', 'COUNT', EVENTS_PAGE)) as [string, string[]][];
     for (const [id, flat] of page) {
-      const fields: Record<string, string> = {};
-      for (let i = 0; i + 1 < flat.length; i += 2) fields[flat[i] as string] = flat[i + 1] as string;
+      const fields = streamFields(flat);
       const msgId = fields['msgId'];
       if (msgId !== undefined && fields['idx'] !== undefined && pairs.has(pairOf(msgId, fields['idx']))) out.push({ id, fields });
     }
@@ -160,27 +163,19 @@ async function feedbackIds(redis: RedisClient, keys: Keys, address: string, even
   return [...ids];
 }
 
-function parseJson(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-}
-
 /** The suppression entries of the address: the accounts' lists and the global list. */
 async function suppressions(redis: RedisClient, keys: Keys, address: string, digest: string, scope: PrivacyScope): Promise<{ list: string; erased: boolean; entry: SuppressionEntry }[]> {
   const out: { list: string; erased: boolean; entry: SuppressionEntry }[] = [];
   for (const list of [...scope.accounts, GLOBAL_LIST]) {
     const [plain, hashed] = await redis.hmget(keys.suppression(list), address, erasedField(digest));
-    if (plain != null) out.push({ list, erased: false, entry: parseJson(plain) as SuppressionEntry });
-    if (hashed != null) out.push({ list, erased: true, entry: parseJson(hashed) as SuppressionEntry });
+    if (plain != null) out.push({ list, erased: false, entry: jsonOr<unknown>(plain, undefined) as SuppressionEntry });
+    if (hashed != null) out.push({ list, erased: true, entry: jsonOr<unknown>(hashed, undefined) as SuppressionEntry });
   }
   return out;
 }
 
 function eventJson(e: StreamEvent): Record<string, string> {
-  return { ...e.fields, id: e.id, time: new Date(Number(e.id.split('-')[0])).toISOString() };
+  return { ...e.fields, id: e.id, time: new Date(streamIdTime(e.id)).toISOString() };
 }
 
 /** Everything held about `address` in `scope`, as one JSON-ready object. */
@@ -194,14 +189,13 @@ export async function exportAddress(redis: RedisClient, keys: Keys, address: str
   for (const r of f.refs) {
     const [delivery, marks] = await Promise.all([redis.hgetall(keys.rcptState(r.domain, r.msgId, r.idx)), redis.hgetall(keys.trackMarks(r.msgId))]);
     const own = Object.fromEntries(Object.entries(marks).filter(([k]) => k === `hc:${r.idx}` || new RegExp(`^m?[ocub]:${r.idx}(:\\d+)?$`).test(k)));
-    const meta = r.campaign ? null : (await getMessage(redis, keys, r.msgId))?.meta;
     messages.push({
       id: r.msgId,
       kind: r.campaign ? 'campaign' : 'message',
       account: r.account,
       recipientIndex: r.idx,
       ...(r.campaign ? { campaign: { name: r.campaign.name, listId: r.campaign.listId, subject: r.campaign.subject } } : {}),
-      ...(meta ? { from: meta.from, acceptedAt: new Date(meta.acceptedAt).toISOString(), tags: meta.tags, metadata: meta.metadata } : {}),
+      ...(r.meta ? { from: r.meta.from, acceptedAt: new Date(r.meta.acceptedAt).toISOString(), tags: r.meta.tags, metadata: r.meta.metadata } : {}),
       delivery: Object.keys(delivery).length > 0 ? delivery : null,
       tracking: own,
       events: events.filter((e) => e.fields['msgId'] === r.msgId && e.fields['idx'] === String(r.idx)).map(eventJson),
@@ -212,7 +206,7 @@ export async function exportAddress(redis: RedisClient, keys: Keys, address: str
     const h = await redis.hmget(keys.feedbackRaw(id), 'mailFrom', 'receivedAt', 'outcome', 'rcpts');
     const raw = await redis.hgetBuffer(keys.feedbackRaw(id), 'raw');
     if (raw === null) continue;
-    feedback.push({ id, receivedAt: new Date(Number(h[1] ?? 0)).toISOString(), outcome: h[2] ?? '', mailFrom: h[0] ?? '', rcpts: parseJson(h[3] ?? '[]'), raw: raw.toString('utf8') });
+    feedback.push({ id, receivedAt: new Date(Number(h[1] ?? 0)).toISOString(), outcome: h[2] ?? '', mailFrom: h[0] ?? '', rcpts: jsonOr<unknown>(h[3] ?? '[]', undefined), raw: raw.toString('utf8') });
   }
   const soft = await redis.zrange(keys.softBounces(f.digest), 0, -1, 'WITHSCORES');
   return {
@@ -323,7 +317,7 @@ async function eraseFromWebhooks(redis: RedisClient, keys: Keys, accounts: reado
   if (pairs.size === 0 && ids.size === 0) return 0;
   let changed = 0;
   const rewrite = (member: string): string | null | undefined => {
-    const batch = parseJson(member) as { e?: Record<string, unknown>[] } | undefined;
+    const batch = jsonOr<{ e?: Record<string, unknown>[] } | undefined>(member, undefined);
     if (!batch || !Array.isArray(batch.e)) return undefined;
     const kept = batch.e.filter((e) => !names(e, pairs, ids));
     if (kept.length === batch.e.length) return undefined;
@@ -363,10 +357,10 @@ async function eraseFromWebhooks(redis: RedisClient, keys: Keys, accounts: reado
  */
 async function eraseFromIdempotency(redis: RedisClient, keys: Keys, accounts: readonly string[], address: string): Promise<number> {
   let changed = 0;
-  const nodes = 'nodes' in redis && typeof redis.nodes === 'function' ? redis.nodes('master') : [redis];
+  const nodes = scanNodes(redis);
   for (const account of accounts) {
     const pattern = `${keys.idempotency(account, '').replace(/[*?[\]\\]/g, (c) => `\\${c}`)}*`;
-    for (const node of nodes) {
+    for (const { node } of nodes) {
       let cursor = '0';
       do {
         const [next, found] = await node.scan(cursor, 'MATCH', pattern, 'COUNT', SCAN_COUNT);

@@ -1,7 +1,7 @@
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
-import { getMessage, type MessageMeta, type StoredRecipient } from './messages.js';
-import { getCampaign, recordCampaignOutcome } from './campaigns.js';
+import { toMeta, type MessageMeta, type StoredRecipient } from './messages.js';
+import { recordCampaignOutcome, toCampaign } from './campaigns.js';
 import { readContacts, setContactStatus, type ContactStatus } from './contacts.js';
 
 /**
@@ -17,12 +17,14 @@ export interface MessageView {
 
 /**
  * A message's meta; for a campaign, a meta whose `rcpts` holds the contact at `idx` only (the list
- * may hold millions: nothing else of it is read). null when neither is stored.
+ * may hold millions: nothing else of it is read). null when neither is stored. Both share the
+ * {m:<id>}:meta layout, so one HGETALL tells which it is.
  */
 export async function messageFor(redis: RedisClient, keys: Keys, msgId: string, idx?: number): Promise<MessageView | null> {
-  const msg = await getMessage(redis, keys, msgId);
-  if (msg) return { meta: msg.meta, listId: null };
-  const c = await getCampaign(redis, keys, null, msgId);
+  const h = await redis.hgetall(keys.msgMeta(msgId));
+  const meta = toMeta(msgId, h);
+  if (meta) return { meta, listId: null };
+  const c = toCampaign(msgId, h);
   if (!c) return null;
   const rcpts: { address: string; domain: string }[] = [];
   if (idx !== undefined && Number.isSafeInteger(idx) && idx > 0) {

@@ -1,6 +1,7 @@
 import { Cluster, type Redis } from 'ioredis';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
+import { holdLock as takeLock, releaseLock as freeLock } from './locks.js';
 
 /**
  * The Redis primitives of the retention job (housekeeping/retention.ts): trimming streams by age
@@ -86,16 +87,11 @@ export async function saveEventsCursor(redis: RedisClient, keys: Keys, cursor: s
  * process walks the keyspace at a time, so two housekeeping processes never share one cursor.
  */
 export async function holdLock(redis: RedisClient, keys: Keys, token: string, ttlMs: number): Promise<boolean> {
-  const key = keys.retentionLock();
-  if ((await redis.set(key, token, 'PX', ttlMs, 'NX')) === 'OK') return true;
-  if ((await redis.get(key)) !== token) return false;
-  await redis.pexpire(key, ttlMs);
-  return true;
+  return takeLock(redis, keys.retentionLock(), token, ttlMs);
 }
 
 export async function releaseLock(redis: RedisClient, keys: Keys, token: string): Promise<void> {
-  const key = keys.retentionLock();
-  if ((await redis.get(key)) === token) await redis.del(key);
+  await freeLock(redis, keys.retentionLock(), token);
 }
 
 /**

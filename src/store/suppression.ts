@@ -48,19 +48,15 @@ export async function removeSuppression(redis: RedisClient, keys: Keys, account:
 
 /** The entry that blocks `address` for `account`: the account's own, else the global one. */
 export async function suppressionOf(redis: RedisClient, keys: Keys, account: string, address: string): Promise<(SuppressionEntry & { list: string }) | null> {
-  const a = normaliseForSuppression(address);
-  // The address and its digest in one HMGET per list: an erased address is found by its digest.
-  const field = erasedField(digestWith(await digestKey(redis, keys), a));
-  const [ownPair, globalPair] = await Promise.all([redis.hmget(keys.suppression(account), a, field), redis.hmget(keys.suppression(GLOBAL_LIST), a, field)]);
-  const own = ownPair[0] ?? ownPair[1] ?? null;
-  const global = globalPair[0] ?? globalPair[1] ?? null;
-  const hit = own ?? global;
-  if (hit === null) return null;
+  return (await suppressionsOf(redis, keys, account, [address]))[0] ?? null;
+}
+
+function parseEntry(json: string, list: string): SuppressionEntry & { list: string } {
   try {
-    return { ...(JSON.parse(hit) as SuppressionEntry), list: own !== null ? account : GLOBAL_LIST };
+    return { ...(JSON.parse(json) as SuppressionEntry), list };
   } catch {
     // A damaged record still suppresses: mailing someone who asked not to be mailed is the worse error.
-    return { reason: 'manual', at: 0, evidence: {}, list: own !== null ? account : GLOBAL_LIST };
+    return { reason: 'manual', at: 0, evidence: {}, list };
   }
 }
 
@@ -83,16 +79,22 @@ export async function suppressionCount(redis: RedisClient, keys: Keys, account: 
 }
 
 /**
- * Which of `addresses` are suppressed for `account` (its own list or the global one, by address or
- * by the digest of an erased address): two HMGETs however many addresses, for the campaign enqueuer's chunks. true = do not mail.
+ * The entry that blocks each of `addresses` for `account` (its own list, else the global one), null
+ * where none does: two HMGETs however many addresses (the campaign enqueuer's chunks, the
+ * dispatcher's claims, an import batch). Each address is looked up with its digest too: an erased
+ * address is kept only so.
  */
-export async function suppressedAmong(redis: RedisClient, keys: Keys, account: string, addresses: readonly string[]): Promise<boolean[]> {
+export async function suppressionsOf(redis: RedisClient, keys: Keys, account: string, addresses: readonly string[]): Promise<((SuppressionEntry & { list: string }) | null)[]> {
   if (addresses.length === 0) return [];
   const norm = addresses.map(normaliseForSuppression);
-  // Each address and its digest (an erased address is kept only so): still two HMGETs, twice the fields.
   const key = await digestKey(redis, keys);
   const fields = [...norm, ...norm.map((a) => erasedField(digestWith(key, a)))];
   const [own, global] = await Promise.all([redis.hmget(keys.suppression(account), ...fields), redis.hmget(keys.suppression(GLOBAL_LIST), ...fields)]);
   const n = norm.length;
-  return norm.map((_, i) => own[i] != null || global[i] != null || own[n + i] != null || global[n + i] != null);
+  return norm.map((_, i) => {
+    const mine = own[i] ?? own[n + i] ?? null;
+    if (mine !== null) return parseEntry(mine, account);
+    const all = global[i] ?? global[n + i] ?? null;
+    return all === null ? null : parseEntry(all, GLOBAL_LIST);
+  });
 }

@@ -14,7 +14,7 @@ import { createList, upsertContacts, findContact } from '../../src/store/contact
 import { createCampaign } from '../../src/store/campaigns.js';
 import { pushCampaignChunk } from '../../src/queue/campaign.js';
 import { appendEvent } from '../../src/store/events.js';
-import { addSuppression, suppressedAmong, suppressionOf } from '../../src/store/suppression.js';
+import { addSuppression, suppressionsOf, suppressionOf } from '../../src/store/suppression.js';
 import { storeFeedback } from '../../src/feedback/raw-store.js';
 import { recordSoftBounce } from '../../src/feedback/soft-bounces.js';
 import { createWebhook } from '../../src/store/webhooks.js';
@@ -160,7 +160,7 @@ test('erase leaves no trace of the address in any key or value, and its digest s
   // still never mailed: account and global suppression by digest
   assert.is((await suppressionOf(client, keys, ACCOUNT, ADDRESS.toLowerCase()))?.reason, 'unsubscribe');
   assert.is((await suppressionOf(client, keys, 'other-account', ADDRESS))?.reason, 'hardbounce');
-  assert.equal(await suppressedAmong(client, keys, ACCOUNT, [ADDRESS, 'new@example.org']), [true, false]);
+  assert.equal((await suppressionsOf(client, keys, ACCOUNT, [ADDRESS, 'new@example.org'])).map((hit) => hit !== null), [true, false]);
   // an `erased` event tells the account, without the address
   const erased = (await client.xrange(keys.events(), '-', '+')).filter(([, f]) => f.includes('erased'));
   assert.is(erased.length, 1);
