@@ -1,21 +1,15 @@
 import { randomBytes } from 'node:crypto';
-import type { Result } from 'ioredis';
 import type { Logger } from 'pino';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import type { Metrics } from '../observability/metrics.js';
 import { getCampaign, markCampaignQueued, recordEnqueueChunk, type CampaignRecord } from '../store/campaigns.js';
 import { getList, readContactRange } from '../store/contacts.js';
-import { suppressedAmong } from '../store/suppression.js';
+import { suppressionsOf } from '../store/suppression.js';
 import { controlCampaignQueue, pushCampaignChunk, startCampaign } from '../queue/campaign.js';
 import { Ticker } from '../core/ticker.js';
+import { holdLock, releaseLock } from '../store/locks.js';
 
-declare module 'ioredis' {
-  interface RedisCommander<Context> {
-    /** src/queue/lua/releaseLock-1.lua */
-    releaseLock(lock: string, token: string): Result<number, Context>;
-  }
-}
 
 /**
  * The campaign enqueuer (run by housekeeping processes): turns a due campaign's list into queue
@@ -102,7 +96,7 @@ export class CampaignEnqueuer {
     const { redis, keys } = this.o;
     const lock = keys.campaignLock(id);
     const token = randomBytes(8).toString('hex');
-    if ((await redis.set(lock, token, 'PX', LOCK_MS, 'NX')) !== 'OK') return false;
+    if (!(await holdLock(redis, lock, token, LOCK_MS))) return false;
     try {
       let c = await getCampaign(redis, keys, null, id);
       if (c?.state === 'scheduled') {
@@ -118,7 +112,7 @@ export class CampaignEnqueuer {
       if (done) await redis.zrem(keys.campaignsDue(), id);
       return done;
     } finally {
-      await redis.releaseLock(lock, token).catch(() => undefined);
+      await releaseLock(redis, lock, token).catch(() => undefined);
     }
   }
 
@@ -134,7 +128,7 @@ export class CampaignEnqueuer {
       if (!list) break;
       const { contacts, next } = await readContactRange(redis, keys, start.listId, cursor, this.chunkSize);
       const subscribed = contacts.filter((c) => c.status === 'subscribed');
-      const blocked = await suppressedAmong(redis, keys, start.account, subscribed.map((c) => c.email));
+      const blocked = await suppressionsOf(redis, keys, start.account, subscribed.map((c) => c.email));
       const byDomain = new Map<string, number[]>();
       subscribed.forEach((c, i) => {
         if (blocked[i]) return;
@@ -143,11 +137,11 @@ export class CampaignEnqueuer {
         else byDomain.set(c.domain, [c.no]);
       });
       chunk++;
+      cursor = next ?? cursor + this.chunkSize;
       const queued = await pushCampaignChunk(redis, keys, shards, { campaignId: start.id, chunk, dueAt: this.now(), sending: state === 'sending', byDomain });
-      await recordEnqueueChunk(redis, keys, start.id, { next: next ?? cursor + this.chunkSize, chunk, queued, skipped: contacts.length - queued });
+      await recordEnqueueChunk(redis, keys, start.id, { next: cursor, chunk, queued, skipped: contacts.length - queued });
       this.o.metrics?.campaignRecipientsQueued.inc(queued);
       if (queued > 0) this.o.onQueued?.();
-      cursor = next ?? cursor + this.chunkSize;
       // A pause or cancel that landed while this chunk was pushed did not see its pointers: apply it again.
       const now = await getCampaign(redis, keys, null, start.id);
       if (!now || now.state === 'cancelled') {

@@ -11,13 +11,13 @@ import { claim } from '../queue/claim.js';
 import { ack, retry, bounce, hold, release, extendLeases } from '../queue/outcome.js';
 import { reapExpired } from '../queue/reap.js';
 import { dueDestinations, reschedule, postpone } from '../queue/schedule.js';
-import { takeTokens, refundTokens, acquireConnection, renewConnection, releaseConnection, type Rate } from '../queue/throttle.js';
+import { takeTokens, refundTokens, acquireConnection, renewConnection, releaseConnection } from '../queue/throttle.js';
 import { recordThrottleSignal, recordSuccess, backoffState, applyBackoff, type BackoffConfig } from '../queue/backoff.js';
 import { resolveShaping, retryDelay, type EffectiveShaping } from '../queue/shaping.js';
 import { shortId } from '../core/ids.js';
 import { Semaphore } from '../core/semaphore.js';
 import { verpAddress } from '../core/verp.js';
-import { suppressionOf } from '../store/suppression.js';
+import { suppressionsOf } from '../store/suppression.js';
 import { recordCampaignOutcome, type CampaignCounter } from '../store/campaigns.js';
 import { holdCampaignEntries } from '../queue/campaign.js';
 import { OUTCOME } from '../queue/outcome-codes.js';
@@ -25,7 +25,7 @@ import type { ReputationRecorder } from '../store/reputation.js';
 import { ACCOUNT_CLOSED_REASON } from '../store/account-state.js';
 import type { LoadedMessage, MessageSource } from '../store/message-source.js';
 import type { MxResolver, Route } from './mx.js';
-import { SmtpClient, type SmtpOutcome } from './smtp-client.js';
+import { SmtpClient, localOutcome, type SmtpOutcome } from './smtp-client.js';
 
 /**
  * The dispatcher: finds destinations with due work, opens SMTP connections to them within the
@@ -274,7 +274,7 @@ export class Dispatcher {
       return this.settleAll(domain, shaping, { result: 'bounced', code: 550, enhanced: '5.1.2', response: `550 5.1.2 ${domain}: domain does not exist (NXDOMAIN)`, command: 'MX', throttled: false, connectionUsable: false }, 'hostunknown');
     }
     if (route.kind === 'tempfail') {
-      return this.settleAll(domain, shaping, { result: 'deferred', code: null, enhanced: '4.4.3', response: `DNS lookup for ${domain} failed: ${route.error}`, command: 'MX', throttled: false, connectionUsable: false });
+      return this.settleAll(domain, shaping, localOutcome('deferred', '4.4.3', `DNS lookup for ${domain} failed: ${route.error}`, 'MX', false));
     }
 
     const bo = await backoffState(redis, keys, shaping.scope, this.now());
@@ -322,11 +322,11 @@ export class Dispatcher {
       } catch (err) {
         this.o.metrics?.smtpConnectionsOpened.inc({ result: 'failed', tls: 'no' });
         const outcome = (err as { outcome?: SmtpOutcome }).outcome;
-        last = outcome ?? { result: 'deferred', code: null, enhanced: '4.4.1', response: `connect to ${h.host}:${h.port} failed: ${(err as Error).message}`, command: 'CONN', throttled: false, connectionUsable: false };
+        last = outcome ?? localOutcome('deferred', '4.4.1', `connect to ${h.host}:${h.port} failed: ${(err as Error).message}`, 'CONN', false);
         // A 5xx greeting is the host's final word for this connection, not for the recipient; try the next MX.
       }
     }
-    return last ?? { result: 'deferred', code: null, enhanced: '4.4.1', response: 'no host to connect to', command: 'CONN', throttled: false, connectionUsable: false };
+    return last ?? localOutcome('deferred', '4.4.1', 'no host to connect to', 'CONN', false);
   }
 
   /** `level`: the scope's slowdown level when the connection was set up (already applied to `shaping`). */
@@ -362,23 +362,20 @@ export class Dispatcher {
           await reschedule(redis, keys, shards, domain, this.now(), this.now());
           return;
         }
-        let granted = want;
-        if (hasRate(shaping.rate)) {
-          const t = await takeTokens(redis, keys, shaping.scope, shaping.rate, want, this.now());
-          granted = t.granted;
-          if (granted === 0) {
-            const at = t.retryAt ?? this.now() + 1000;
-            if (at - this.now() <= MAX_TOKEN_WAIT_MS) {
-              await sleep(at - this.now());
-              continue;
-            }
-            await postpone(redis, keys, shards, domain, at);
-            return;
+        // An unlimited rate grants `want` without a Redis call (throttle.ts).
+        const { granted, retryAt } = await takeTokens(redis, keys, shaping.scope, shaping.rate, want, this.now());
+        if (granted === 0) {
+          const at = retryAt ?? this.now() + 1000;
+          if (at - this.now() <= MAX_TOKEN_WAIT_MS) {
+            await sleep(at - this.now());
+            continue;
           }
+          await postpone(redis, keys, shards, domain, at);
+          return;
         }
         const leaseStart = this.now();
         const { entries, nextAt } = await claim(redis, keys, { domain, max: granted, leaseMs: config.delivery.lease, now: leaseStart });
-        if (entries.length < granted && hasRate(shaping.rate)) await refundTokens(redis, keys, shaping.scope, shaping.rate, granted - entries.length, this.now());
+        if (entries.length < granted) await refundTokens(redis, keys, shaping.scope, shaping.rate, granted - entries.length, this.now());
         if (entries.length === 0) {
           // Keep a connection that just carried mail open for a while: mail that trickles in for
           // this destination then goes without a new TCP + TLS handshake. One idle connection per
@@ -484,7 +481,7 @@ export class Dispatcher {
         // Suppression is checked at claim time, so an unsubscribe or a hard bounce that arrived
         // after acceptance still stops the copy, before it costs a render.
         const [blocks, pauses] = await Promise.all([
-          Promise.all(chunk.map((_, j) => (live(j) ? suppressionOf(this.o.redis, this.o.keys, (msgs[j] as LoadedMessage).account, addresses[j] as string) : null))),
+          this.suppressions(chunk.map((_, j) => (live(j) ? { account: (msgs[j] as LoadedMessage).account, address: addresses[j] as string } : null))),
           Promise.all(msgs.map((msg, j) => (live(j) && msg && this.o.reputation ? this.o.reputation.check(msg.account, msg.fromDomain) : null))),
         ]);
         const unsubscribed = (j: number): string | undefined => {
@@ -527,6 +524,25 @@ export class Dispatcher {
       done.catch(() => undefined);
       chunk.forEach((_, j) => out.push(done.then((r) => r[j] as Prepared)));
     }
+    return out;
+  }
+
+  /** The suppression entry blocking each recipient of a chunk (null: none, or no recipient): two HMGETs per account in the chunk. */
+  private async suppressions(rcpts: readonly ({ account: string; address: string } | null)[]): Promise<(Awaited<ReturnType<typeof suppressionsOf>>[number])[]> {
+    const out: Awaited<ReturnType<typeof suppressionsOf>>[number][] = rcpts.map(() => null);
+    const byAccount = new Map<string, number[]>();
+    rcpts.forEach((r, j) => {
+      if (!r) return;
+      const js = byAccount.get(r.account);
+      if (js) js.push(j);
+      else byAccount.set(r.account, [j]);
+    });
+    await Promise.all(
+      [...byAccount].map(async ([account, js]) => {
+        const hits = await suppressionsOf(this.o.redis, this.o.keys, account, js.map((j) => (rcpts[j] as { address: string }).address));
+        js.forEach((j, i) => (out[j] = hits[i] ?? null));
+      }),
+    );
     return out;
   }
 
@@ -632,13 +648,13 @@ export class Dispatcher {
           prepared = await (rendered[i] as Promise<Prepared>);
         } catch (err) {
           this.log.error({ err, msgId: entry.msgId }, 'loading or rendering failed');
-          await this.settle(entry, shaping, null, { result: 'deferred', code: null, enhanced: '4.3.0', response: `internal error before sending: ${(err as Error).message}`, command: 'RENDER', throttled: false, connectionUsable: true });
+          await this.settle(entry, shaping, null, localOutcome('deferred', '4.3.0', `internal error before sending: ${(err as Error).message}`, 'RENDER', true));
           continue;
         }
         const { msg, result, suppressed, paused, address } = prepared;
         if (prepared.held) continue;
         if (msg && prepared.cancelled) {
-          await this.settle(entry, shaping, msg, { result: 'bounced', code: null, enhanced: '5.0.0', response: 'not sent: the campaign was cancelled', command: 'CAMPAIGN', throttled: false, connectionUsable: true }, 'cancelled');
+          await this.settle(entry, shaping, msg, localOutcome('bounced', '5.0.0', 'not sent: the campaign was cancelled', 'CAMPAIGN', true), 'cancelled');
           continue;
         }
         if (msg && paused === ACCOUNT_CLOSED_REASON) {
@@ -651,32 +667,32 @@ export class Dispatcher {
           // Held without an attempt, so a resumed sender's mail goes within PAUSED_SENDER_HOLD_MS
           // rather than on the retry schedule's longest delay; it still expires at the rule's maxAge.
           if (this.now() + PAUSED_SENDER_HOLD_MS > msg.acceptedAt + shaping.maxAge) {
-            await this.settle(entry, shaping, msg, { result: 'deferred', code: null, enhanced: '4.7.0', response: `sender paused by the reputation guard (${paused}) until the message expired`, command: 'REPUTATION', throttled: false, connectionUsable: true });
+            await this.settle(entry, shaping, msg, localOutcome('deferred', '4.7.0', `sender paused by the reputation guard (${paused}) until the message expired`, 'REPUTATION', true));
           } else {
             await hold(redis, keys, entry, { now: this.now(), nextAt: this.now() + PAUSED_SENDER_HOLD_MS, enhanced: '4.7.0', response: `held: sender paused by the reputation guard (${paused}); resumes when an operator resumes it` });
           }
           continue;
         }
         if (msg && suppressed) {
-          await this.settle(entry, shaping, msg, { result: 'bounced', code: null, enhanced: '5.7.1', response: suppressed.list === 'contact' ? `not sent: the contact is ${suppressed.reason}` : `not sent: the address is on the ${suppressed.list === '*' ? 'global' : "account's"} suppression list (${suppressed.reason})`, command: 'SUPPRESSION', throttled: false, connectionUsable: true }, 'suppressed');
+          await this.settle(entry, shaping, msg, localOutcome('bounced', '5.7.1', suppressed.list === 'contact' ? `not sent: the contact is ${suppressed.reason}` : `not sent: the address is on the ${suppressed.list === '*' ? 'global' : "account's"} suppression list (${suppressed.reason})`, 'SUPPRESSION', true), 'suppressed');
           continue;
         }
         if (!msg) {
-          await this.settle(entry, shaping, null, { result: 'bounced', code: null, enhanced: '5.3.0', response: 'message is no longer stored (purged or erased)', command: 'LOAD', throttled: false, connectionUsable: true }, 'undefined');
+          await this.settle(entry, shaping, null, localOutcome('bounced', '5.3.0', 'message is no longer stored (purged or erased)', 'LOAD', true), 'undefined');
           continue;
         }
         if (address === undefined) {
           const where = msg.kind === 'campaign' ? `the list of campaign ${entry.msgId} (contact deleted)` : `message ${entry.msgId}`;
-          await this.settle(entry, shaping, msg, { result: 'bounced', code: null, enhanced: '5.1.3', response: `recipient ${entry.idx} is not in ${where}`, command: 'LOAD', throttled: false, connectionUsable: true }, 'undefined');
+          await this.settle(entry, shaping, msg, localOutcome('bounced', '5.1.3', `recipient ${entry.idx} is not in ${where}`, 'LOAD', true), 'undefined');
           continue;
         }
         if (!result) {
-          await this.settle(entry, shaping, msg, { result: 'bounced', code: null, enhanced: '5.3.0', response: 'message could not be prepared', command: 'LOAD', throttled: false, connectionUsable: true }, 'undefined');
+          await this.settle(entry, shaping, msg, localOutcome('bounced', '5.3.0', 'message could not be prepared', 'LOAD', true), 'undefined');
           continue;
         }
         if (!result.ok) {
           const fatal = result.code === 'SLUICE_RENDER_FAILED';
-          await this.settle(entry, shaping, msg, { result: fatal ? 'bounced' : 'deferred', code: null, enhanced: fatal ? '5.6.0' : '4.7.5', response: `${result.code}: ${result.message}`, command: 'RENDER', throttled: false, connectionUsable: true }, fatal ? 'contenterror' : undefined);
+          await this.settle(entry, shaping, msg, localOutcome(fatal ? 'bounced' : 'deferred', fatal ? '5.6.0' : '4.7.5', `${result.code}: ${result.message}`, 'RENDER', true), fatal ? 'contenterror' : undefined);
           continue;
         }
         const t0 = performance.now();
@@ -800,10 +816,6 @@ function campaignPositions(msgs: readonly (LoadedMessage | null)[]): Map<string,
     else out.set(m.id, [j]);
   });
   return out;
-}
-
-function hasRate(r: Rate): boolean {
-  return r.perSecond !== null || r.perMinute !== null || r.perHour !== null;
 }
 
 function sleep(msDelay: number): Promise<void> {

@@ -47,6 +47,14 @@ export interface SmtpOutcome {
   connectionUsable: boolean;
 }
 
+/**
+ * An outcome decided on this side, without a remote reply to classify: a drop, a timeout, a local
+ * refusal, or the dispatcher's own verdict (suppressed, cancelled, not renderable). Never throttled.
+ */
+export function localOutcome(result: SmtpOutcome['result'], enhanced: string | null, response: string, command: string, connectionUsable: boolean): SmtpOutcome {
+  return { result, code: null, enhanced, response, command, throttled: false, connectionUsable };
+}
+
 /** Rejection of SmtpClient.connect(): no session could be opened. `outcome.command` names the step. */
 export class SmtpConnectError extends SluiceError {
   readonly outcome: SmtpOutcome;
@@ -307,7 +315,7 @@ export class SmtpClient {
   /** Maps an answer to an outcome; `failed` marks a step whose answer was not the expected positive one. */
   private outcome(answer: Answer, command: string, failed: boolean): SmtpOutcome {
     if (answer.code === null) {
-      return { result: 'deferred', code: null, enhanced: null, response: answer.reason, command, throttled: false, connectionUsable: false };
+      return localOutcome('deferred', null, answer.reason, command, false);
     }
     const response = answer.lines.join('\n');
     const c = classifyReply(answer.code, response);
@@ -318,7 +326,7 @@ export class SmtpClient {
   }
 
   private dead(command: string): SmtpOutcome {
-    return { result: 'deferred', code: null, enhanced: null, response: this.closedReason ?? 'connection is closed', command, throttled: false, connectionUsable: false };
+    return localOutcome('deferred', null, this.closedReason ?? 'connection is closed', command, false);
   }
 
   // ── wire ──────────────────────────────────────────────────────────────────
@@ -426,11 +434,11 @@ function parseExtensions(lines: readonly string[]): Map<string, string> {
 
 function localReject(command: string, why: string): SmtpOutcome {
   // A malformed address can never be sent: bounce it (5.1.3 bad destination syntax, RFC 3463).
-  return { result: 'bounced', code: null, enhanced: '5.1.3', response: `local: ${why}`, command, throttled: false, connectionUsable: true };
+  return localOutcome('bounced', '5.1.3', `local: ${why}`, command, true);
 }
 
 function connectError(response: string, command: string, cause?: unknown): SmtpConnectError {
-  return new SmtpConnectError({ result: 'deferred', code: null, enhanced: null, response, command, throttled: false, connectionUsable: false }, cause);
+  return new SmtpConnectError(localOutcome('deferred', null, response, command, false), cause);
 }
 
 function openSocket(opts: SmtpClientOptions): Promise<Socket> {

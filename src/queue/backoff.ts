@@ -3,7 +3,7 @@ import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { NO_TIME } from './outcome-codes.js';
 import type { EffectiveShaping } from './shaping.js';
-import type { Rate } from './throttle.js';
+import { unlimited, type Rate } from './throttle.js';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
@@ -91,7 +91,7 @@ const WINDOWS = [
  */
 export function slowedRate(rate: Rate, level: number, connections: number, perConnection: number): Rate {
   if (level <= 0) return { ...rate };
-  const base: Rate = rate.perSecond === null && rate.perMinute === null && rate.perHour === null ? { perSecond: connections * perConnection, perMinute: null, perHour: null } : rate;
+  const base: Rate = unlimited(rate) ? { perSecond: connections * perConnection, perMinute: null, perHour: null } : rate;
   const factor = 2 ** level;
   const scaled: Record<keyof Rate, number | null> = { perSecond: null, perMinute: null, perHour: null };
   for (const [field] of WINDOWS) scaled[field] = base[field] === null ? null : (base[field] as number) / factor;

@@ -2,7 +2,7 @@ import type { Result } from 'ioredis';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { scheduleDestinations } from './enqueue.js';
-import { entryMember, type QueueEntry } from './entry.js';
+import { byDomain, entryMember, type QueueEntry } from './entry.js';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
@@ -85,21 +85,10 @@ export async function holdCampaignEntries(
   entries: readonly QueueEntry[],
   o: { pointerAt: number | null; holdUntil: number },
 ): Promise<number> {
-  const byDomain = new Map<string, string[]>();
-  for (const e of entries) {
-    const list = byDomain.get(e.domain);
-    if (list) list.push(entryMember(e));
-    else byDomain.set(e.domain, [entryMember(e)]);
-  }
   const moved = await Promise.all(
-    [...byDomain].map(([d, members]) => redis.campaignHold(keys.leases(d), keys.ready(d), keys.campaignQueue(d, campaignId), campaignId, o.pointerAt ?? '', o.holdUntil, ...members)),
+    [...byDomain(entries)].map(([d, list]) => redis.campaignHold(keys.leases(d), keys.ready(d), keys.campaignQueue(d, campaignId), campaignId, o.pointerAt ?? '', o.holdUntil, ...list.map(entryMember))),
   );
   return moved.reduce((a, b) => a + b, 0);
-}
-
-/** Recipients of a campaign waiting (not yet claimed) at one destination. */
-export async function campaignWaiting(redis: RedisClient, keys: Keys, campaignId: string, domain: string): Promise<number> {
-  return redis.llen(keys.campaignQueue(domain, campaignId));
 }
 
 /**

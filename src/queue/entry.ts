@@ -28,3 +28,14 @@ export function parseMember(domain: string, member: string): QueueEntry | undefi
   if (!m) return undefined;
   return { msgId: m[1] as string, idx: Number(m[2]), attempt: Number(m[3]), domain };
 }
+
+/** Groups items by destination: a queue script touches one destination's keys only (one slot). */
+export function byDomain<T extends { domain: string }>(items: readonly T[]): Map<string, T[]> {
+  const out = new Map<string, T[]>();
+  for (const it of items) {
+    const list = out.get(it.domain);
+    if (list) list.push(it);
+    else out.set(it.domain, [it]);
+  }
+  return out;
+}

@@ -18,7 +18,7 @@ export const NO_TIME = -1;
 
 /** Lua nil / false and "" come back as null; numbers come back as integers or strings. */
 export function toTime(value: string | number | null | undefined): number | null {
-  if (value === null || value === undefined || value === '' || value === NO_TIME) return null;
+  if (value === null || value === undefined || value === '') return null;
   const n = Number(value);
   return Number.isFinite(n) && n !== NO_TIME ? n : null;
 }

@@ -1,7 +1,7 @@
 import type { Result } from 'ioredis';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
-import { entryMember, type QueueEntry } from './entry.js';
+import { byDomain, entryMember, type QueueEntry } from './entry.js';
 import { OUTCOME, truncateResponse } from './outcome-codes.js';
 
 declare module 'ioredis' {
@@ -85,17 +85,6 @@ export async function bounce(
 export async function hold(redis: RedisClient, keys: Keys, e: QueueEntry, o: { now: number; nextAt: number; enhanced: string; response: string }): Promise<OutcomeReply> {
   const reply = await redis.hold(keys.leases(e.domain), keys.ready(e.domain), keys.rcptState(e.domain, e.msgId, e.idx), entryMember(e), o.now, o.nextAt, o.enhanced, truncateResponse(o.response));
   return asReply(reply);
-}
-
-/** Groups entries by destination: a script touches one destination's keys only (one slot). */
-function byDomain<T extends { domain: string }>(items: readonly T[]): Map<string, T[]> {
-  const out = new Map<string, T[]>();
-  for (const it of items) {
-    const list = out.get(it.domain);
-    if (list) list.push(it);
-    else out.set(it.domain, [it]);
-  }
-  return out;
 }
 
 /**

@@ -23,16 +23,15 @@ export async function dueDestinations(redis: RedisClient, keys: Keys, shard: num
   return redis.zrange(keys.schedule(shard), '-inf', now, 'BYSCORE', 'LIMIT', 0, Math.floor(limit));
 }
 
-/** Earliest ready score of a destination, or null when its ready set is empty. */
-async function earliestReady(redis: RedisClient, keys: Keys, domain: string): Promise<number | null> {
-  const r = await redis.zrange(keys.ready(domain), 0, 0, 'WITHSCORES');
+/** The lowest score of a sorted set (a destination's earliest due time or lease expiry), or null when it is empty. */
+export async function lowestScore(redis: RedisClient, key: string): Promise<number | null> {
+  const r = await redis.zrange(key, 0, 0, 'WITHSCORES');
   return r[1] === undefined ? null : Number(r[1]);
 }
 
 /** Earliest ready score or lease expiry of a destination, or null when it holds no entry. */
-export async function earliestWork(redis: RedisClient, keys: Keys, domain: string): Promise<number | null> {
-  const [ready, leased] = await Promise.all([earliestReady(redis, keys, domain), redis.zrange(keys.leases(domain), 0, 0, 'WITHSCORES')]);
-  const lease = leased[1] === undefined ? null : Number(leased[1]);
+async function earliestWork(redis: RedisClient, keys: Keys, domain: string): Promise<number | null> {
+  const [ready, lease] = await Promise.all([lowestScore(redis, keys.ready(domain)), lowestScore(redis, keys.leases(domain))]);
   if (ready === null) return lease;
   return lease === null ? ready : Math.min(ready, lease);
 }
@@ -61,7 +60,7 @@ export async function reschedule(redis: RedisClient, keys: Keys, shards: number,
   const key = keys.schedule(shardOf(domain, shards));
   const score = nextAt ?? now + IDLE_RECHECK_MS;
   await redis.zadd(key, score, domain);
-  const earliest = await earliestReady(redis, keys, domain);
+  const earliest = await lowestScore(redis, keys.ready(domain));
   if (earliest !== null && earliest < score) await redis.zadd(key, 'LT', earliest, domain);
 }
 

@@ -1,6 +1,7 @@
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { backoffState } from './backoff.js';
+import { lowestScore } from './schedule.js';
 import type { Rate } from './throttle.js';
 
 export interface DestinationStats {
@@ -41,17 +42,17 @@ export async function destinationStats(redis: RedisClient, keys: Keys, shards: n
 
   const all = await Promise.all(
     domains.map(async ({ domain, shard }): Promise<DestinationStats> => {
-      const [ready, due, leased, first, scheduled, campaignIds] = await Promise.all([
+      const [ready, due, leased, nextAt, scheduled, campaignIds] = await Promise.all([
         redis.zcard(keys.ready(domain)),
         redis.zcount(keys.ready(domain), '-inf', now),
         redis.zcard(keys.leases(domain)),
-        redis.zrange(keys.ready(domain), 0, 0, 'WITHSCORES'),
+        lowestScore(redis, keys.ready(domain)),
         redis.zscore(keys.schedule(shard), domain),
         redis.hkeys(keys.campaignPushed(domain)),
       ]);
       const waiting = await Promise.all(campaignIds.map((id) => redis.llen(keys.campaignQueue(domain, id))));
       const campaigns = waiting.reduce((a, b) => a + b, 0);
-      return { domain, ready, campaigns, due, leased, nextAt: first[1] === undefined ? null : Number(first[1]), scheduledAt: scheduled === null ? null : Number(scheduled) };
+      return { domain, ready, campaigns, due, leased, nextAt, scheduledAt: scheduled === null ? null : Number(scheduled) };
     }),
   );
   const busy = all.filter((s) => s.ready + s.campaigns + s.leased > 0);

@@ -25,7 +25,8 @@ export interface Rate {
 
 /** The windows a rate limits, as the scripts take them (0 = none). */
 const limits = (r: Rate): [number, number, number] => [r.perSecond ?? 0, r.perMinute ?? 0, r.perHour ?? 0];
-const unlimited = (r: Rate): boolean => r.perSecond === null && r.perMinute === null && r.perHour === null;
+/** True when the rate limits no window: callers skip the buckets (takeTokens grants all, refundTokens does nothing). */
+export const unlimited = (r: Rate): boolean => r.perSecond === null && r.perMinute === null && r.perHour === null;
 
 /**
  * Takes up to `want` sending tokens of a throttle scope: one token bucket per limited window
