@@ -28,10 +28,10 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../src/redis/embedded.js';
 import {
-  BENCH, buildSluice, counter, exited, fetchMetrics, forkTs, histogram, makeAccount, mb, mergeDeep, nextMessage, redisMemory, sleep, startSink, startSluiceProcess,
+  BENCH, buildSluice, counter, exited, fetchMetrics, forkTs, histogram, makeAccount, mb, mergeDeep, nextMessage, redisMemory, rss, sleep, startSink, startSluiceProcess,
   type Account, type SinkHandle, type SluiceHandle,
 } from './harness.js';
-import { cpuDelta, cpuTimes, machineBusySeconds, peakRss, round, type CpuTimes } from './proc.js';
+import { cpuDelta, cpuTimes, machineBusySeconds, round, type CpuTimes } from './proc.js';
 import type { LoadgenJob, LoadgenResult } from './loadgen.js';
 import { printSummary, summariseDir, type ProfileSummary } from './profile.js';
 
@@ -249,7 +249,7 @@ async function runScenario(sc: Scenario, account: Account, cpuProfDir?: string):
       cpu_ms_per_recipient: { sluice: perRcpt(cpu.sluice.total), all_bench_processes: perRcpt(ours) },
       cpu_bound_ceiling_per_s: ours > 0 ? round((availableParallelism() * fin.distinct) / ours) : 0,
       load_average_1m_before: round(load1, 2),
-      sluice_peak_rss_bytes: peakRss(sluice.pid),
+      sluice_peak_rss_bytes: rss(sluice.pid).hwm,
       redis_peak_bytes: memEnd.peak,
       redis_retained_bytes_per_delivered: fin.distinct > 0 ? round((memEnd.used - memBase.used) / fin.distinct) : 0,
       sink_connections: fin.connections,

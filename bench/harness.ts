@@ -17,6 +17,7 @@ import { fileURLToPath } from 'node:url';
 import type { Redis } from 'ioredis';
 import { request } from 'undici';
 import { generateApiKey, hashSecret } from '../src/accounts/secrets.js';
+import { merge } from '../src/config/load.js';
 import { freePort } from '../test/helpers/redis.js';
 import type { SinkStats } from './sink.js';
 
@@ -39,17 +40,9 @@ export function buildSluice(): void {
   if (b.status !== 0) throw new Error('npm run build failed');
 }
 
+/** Config trees merged as the config loader merges the file over its defaults (src/config/load.ts). */
 export function mergeDeep(a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> {
-  const out: Record<string, unknown> = { ...a };
-  for (const [k, v] of Object.entries(b)) {
-    const cur = out[k];
-    out[k] = isObject(cur) && isObject(v) ? mergeDeep(cur, v) : v;
-  }
-  return out;
-}
-
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
+  return merge(a, b) as Record<string, unknown>;
 }
 
 // ── account ─────────────────────────────────────────────────────────────────────────────────────

@@ -62,16 +62,6 @@ export function threadCpu(pid: number): Map<number, number> {
   return out;
 }
 
-/** Peak resident set size in bytes (VmHWM), or 0. */
-export function peakRss(pid: number): number {
-  try {
-    const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return m ? Number(m[1]) * 1024 : 0;
-  } catch {
-    return 0;
-  }
-}
-
 export function round(n: number, digits = 0): number {
   const f = 10 ** digits;
   return Math.round(n * f) / f;

@@ -27,7 +27,6 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { request } from 'undici';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../src/redis/embedded.js';
 import { createRedis, type RedisClient } from '../src/redis/client.js';
@@ -37,10 +36,10 @@ import { newId } from '../src/core/ids.js';
 import { storeMessage } from '../src/store/messages.js';
 import { storeLinks } from '../src/store/links.js';
 import { PIXEL_GIF } from '../src/tracking/server.js';
+import { ROOT, sleep } from './harness.js';
 import { cpuDelta, cpuTimes, machineBusySeconds, round, type CpuTimes } from './proc.js';
 import { printSummary, summariseDir } from './profile.js';
 
-const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const DURATION_S = Number(process.env['BENCH_DURATION_S'] ?? 10);
 const CONNECTIONS = Number(process.env['BENCH_CONNECTIONS'] ?? 64);
 /** One wrk thread drives well over the ceiling here and leaves the second core to the server and Redis. */
@@ -393,10 +392,6 @@ function stopChild(child: ChildProcess): Promise<void> {
     });
     child.kill('SIGTERM');
   });
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms));
 }
 
 main().catch((err: unknown) => {

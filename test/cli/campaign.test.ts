@@ -2,9 +2,6 @@
  * `sluice campaign` against a real Redis: list, status (text and JSON), pause / resume / cancel with
  * the state machine's refusals, and usage errors.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { RedisClient } from '../../src/redis/client.js';
@@ -13,28 +10,20 @@ import { newId } from '../../src/core/ids.js';
 import { createCampaign, getCampaign, recordCampaignOutcome } from '../../src/store/campaigns.js';
 import { createList } from '../../src/store/contacts.js';
 import { pushCampaignChunk, startCampaign } from '../../src/queue/campaign.js';
-import { startRedis, type TestRedis } from '../helpers/redis.js';
-import { sluice } from './run-cli.js';
+import { sluice, startCliRedis, type CliRedis } from './run-cli.js';
 
 const test = suite('cli/campaign');
-let redis: TestRedis;
+let cli: CliRedis;
 let client: RedisClient;
 let keys: Keys;
-let dir: string;
 let cfg: string;
 
 test.before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'sluice-cli-campaign-'));
-  redis = await startRedis();
-  client = redis.client();
-  const fresh = redis.fresh();
-  keys = fresh.keys;
-  cfg = join(dir, 'sluice.yaml');
-  writeFileSync(cfg, `redis:\n  url: ${JSON.stringify(redis.url)}\n  prefix: '${fresh.prefix}'\n  scheduleShards: 4\n`);
+  cli = await startCliRedis({ redis: { scheduleShards: 4 } });
+  ({ client, keys, cfg } = cli);
 });
 test.after(async () => {
-  await redis.stop();
-  rmSync(dir, { recursive: true, force: true });
+  await cli?.stop();
 });
 
 /** A sending campaign with 3 recipients queued at one destination and 1 delivered. */

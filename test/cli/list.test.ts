@@ -2,8 +2,7 @@
  * `sluice list` against a real Redis: create, import a file with bad rows (counts and lines printed),
  * a progress bar only on a terminal, export round trip, show, and another account's list.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { suite } from 'uvu';
@@ -12,28 +11,21 @@ import { main } from '../../src/cli/main.js';
 import type { RedisClient } from '../../src/redis/client.js';
 import type { Keys } from '../../src/redis/keys.js';
 import { findContact, getList } from '../../src/store/contacts.js';
-import { startRedis, type TestRedis } from '../helpers/redis.js';
-import { sluice } from './run-cli.js';
+import { sluice, startCliRedis, type CliRedis } from './run-cli.js';
 
 const test = suite('cli/list');
-let redis: TestRedis;
+let cli: CliRedis;
 let client: RedisClient;
 let keys: Keys;
 let dir: string;
 let cfg: string;
 
 test.before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'sluice-cli-list-'));
-  redis = await startRedis();
-  client = redis.client();
-  const fresh = redis.fresh();
-  keys = fresh.keys;
-  cfg = join(dir, 'sluice.yaml');
-  writeFileSync(cfg, `redis:\n  url: ${JSON.stringify(redis.url)}\n  prefix: '${fresh.prefix}'\nlists:\n  maxImportRows: 3000\n`);
+  cli = await startCliRedis({ lists: { maxImportRows: 3000 } });
+  ({ client, keys, dir, cfg } = cli);
 });
 test.after(async () => {
-  await redis.stop();
-  rmSync(dir, { recursive: true, force: true });
+  await cli?.stop();
 });
 
 async function create(name: string, account = 'acme'): Promise<string> {

@@ -3,11 +3,20 @@
  *   sluice()      — main(argv, io) in this process, with in-memory out/err and env/stdin we control;
  *   spawnSluice() — a real child process of the built-less entry (node --import tsx
  *                   test/helpers/sluice-child.ts), for exit codes, real stdin and signals.
+ * startCliRedis() gives the commands that read and change Redis a real one and a config file for it.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { PassThrough, Readable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
+import YAML from 'yaml';
 import { main } from '../../src/cli/main.js';
+import { merge } from '../../src/config/load.js';
+import type { RedisClient } from '../../src/redis/client.js';
+import type { Keys } from '../../src/redis/keys.js';
+import { startRedis, type TestRedis } from '../helpers/redis.js';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const CHILD = fileURLToPath(new URL('../helpers/sluice-child.ts', import.meta.url));
@@ -107,4 +116,33 @@ export async function spawnSluice(argv: string[], opts: { env?: NodeJS.ProcessEn
   const p = startSluice(argv, opts);
   const code = await p.exited();
   return { code, out: p.out(), err: p.err() };
+}
+
+/** A real Redis under a fresh key prefix, and a config file in a temporary folder pointing `sluice` at it. */
+export interface CliRedis {
+  redis: TestRedis;
+  client: RedisClient;
+  keys: Keys;
+  /** The temporary folder; a test may put its input files there too. */
+  dir: string;
+  /** The config file, for `--config`. */
+  cfg: string;
+  /** Stops Redis and removes the folder. */
+  stop(): Promise<void>;
+}
+
+/** `settings` are merged over `redis: { url, prefix }` in the config file. */
+export async function startCliRedis(settings: Record<string, unknown> = {}): Promise<CliRedis> {
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-cli-'));
+  const redis = await startRedis();
+  const { prefix, keys } = redis.fresh();
+  const cfg = join(dir, 'sluice.yaml');
+  writeFileSync(cfg, YAML.stringify(merge({ redis: { url: redis.url, prefix } }, settings)));
+  return {
+    redis, client: redis.client(), keys, dir, cfg,
+    async stop() {
+      await redis.stop();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }

@@ -3,37 +3,26 @@
  * account and on the global list, one account's entries invisible to another, and paused senders'
  * status and resume.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { RedisClient } from '../../src/redis/client.js';
 import type { Keys } from '../../src/redis/keys.js';
 import { addSuppression, GLOBAL_LIST, suppressionOf } from '../../src/store/suppression.js';
 import { figuresOf, isPaused, pauseSender } from '../../src/store/reputation.js';
-import { startRedis, type TestRedis } from '../helpers/redis.js';
-import { sluice } from './run-cli.js';
+import { sluice, startCliRedis, type CliRedis } from './run-cli.js';
 
 const test = suite('cli/suppression');
-let redis: TestRedis;
+let cli: CliRedis;
 let client: RedisClient;
 let keys: Keys;
-let dir: string;
 let cfg: string;
 
 test.before(async () => {
-  dir = mkdtempSync(join(tmpdir(), 'sluice-cli-supp-'));
-  redis = await startRedis();
-  client = redis.client();
-  const fresh = redis.fresh();
-  keys = fresh.keys;
-  cfg = join(dir, 'sluice.yaml');
-  writeFileSync(cfg, `redis:\n  url: ${JSON.stringify(redis.url)}\n  prefix: '${fresh.prefix}'\n`);
+  cli = await startCliRedis();
+  ({ client, keys, cfg } = cli);
 });
 test.after(async () => {
-  await redis.stop();
-  rmSync(dir, { recursive: true, force: true });
+  await cli?.stop();
 });
 
 test('add, lookup, list and remove on an account\'s list', async () => {

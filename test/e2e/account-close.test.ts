@@ -1,8 +1,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { startRedis, type TestRedis } from '../helpers/redis.js';
-import { startCapturePeer, type CapturePeer } from '../helpers/smtp-peer.js';
-import { startSluiceFixture, type SluiceFixture } from '../helpers/sluice.js';
+import type { CapturePeer } from '../helpers/smtp-peer.js';
+import { startSluiceWithPeer, type PeerSluice, type SluiceFixture } from '../helpers/sluice.js';
 import { closeAccount, reopenAccount } from '../../src/store/account-state.js';
 import { persistMessage } from '../../src/ingress/persist.js';
 import { newId } from '../../src/core/ids.js';
@@ -14,19 +13,16 @@ import { DAY } from '../../src/core/time.js';
  * runs (ingress, delivery, housekeeping) against a capture peer on loopback.
  */
 const test = suite('e2e/account-close');
-let redis: TestRedis;
+let run: PeerSluice;
 let peer: CapturePeer;
 let s: SluiceFixture;
 
 test.before(async () => {
-  redis = await startRedis();
-  peer = await startCapturePeer();
-  s = await startSluiceFixture(redis, { delivery: { transport: { '*': `127.0.0.1:${peer.port}` } } });
+  run = await startSluiceWithPeer();
+  ({ peer, s } = run);
 });
 test.after(async () => {
-  await s?.stop();
-  await peer?.close();
-  await redis?.stop();
+  await run?.stop();
 });
 
 test("a closed account's queued copies are held; open accounts deliver; the close is seen within a second", async () => {

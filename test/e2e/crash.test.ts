@@ -4,11 +4,12 @@ import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { createRedis, type RedisClient } from '../../src/redis/client.js';
-import { createKeys, type Keys } from '../../src/redis/keys.js';
+import { createKeys } from '../../src/redis/keys.js';
 import {
   writeSluiceConfig, startSluiceProcess, startSlowSink, submitAll, killAllSluiceProcesses, isAlive, waitGone,
-  recipients, domainsOf, sleep, type SluiceInstance, type SlowSink,
+  recipients, domainsOf, type SluiceInstance, type SlowSink,
 } from '../helpers/sluice-process.js';
+import { queueTotals, waitQueueEmpty, duplicatesOf } from '../helpers/fault-load.js';
 
 /**
  * "A delivery process killed with SIGKILL mid-batch and restarted loses no accepted message."
@@ -52,16 +53,6 @@ test.after(async () => {
   await redis?.stop();
   for (const i of instances) i.remove();
 });
-
-async function queueTotals(client: RedisClient, keys: Keys, domains: readonly string[]): Promise<{ ready: number; leased: number }> {
-  let ready = 0;
-  let leased = 0;
-  for (const d of domains) {
-    ready += await client.zcard(keys.ready(d));
-    leased += await client.zcard(keys.leases(d));
-  }
-  return { ready, leased };
-}
 
 async function crashAndRecover(variant: 'external' | 'embedded'): Promise<void> {
   const tag = `${variant[0]}${randomUUID().slice(0, 4)}-`;
@@ -110,16 +101,12 @@ async function crashAndRecover(variant: 'external' | 'embedded'): Promise<void> 
 
   // Every copy arrived; wait until the last acknowledgements are in Redis too.
   const after = inspect(socket);
-  let totals = await queueTotals(after, keys, domains);
-  for (let i = 0; i < 100 && totals.ready + totals.leased > 0; i++) {
-    await sleep(50);
-    totals = await queueTotals(after, keys, domains);
-  }
+  const totals = await waitQueueEmpty(after, keys, domains);
   await after.quit();
   assert.equal(totals, { ready: 0, leased: 0 }, 'nothing left in the queue');
 
   const missing = rcpts.filter((r) => !sink.counts.has(r));
-  const duplicates = rcpts.reduce((n, r) => n + Math.max(0, (sink.counts.get(r) ?? 0) - 1), 0);
+  const duplicates = duplicatesOf(sink.counts, rcpts);
   console.log(`  [${variant}] after restart: ${N - missing.length}/${N} delivered, ${duplicates} duplicates (in flight at kill: ${atKill.leased}, bound ${IN_FLIGHT_BOUND})`);
   assert.equal(missing, [], 'every accepted recipient arrived at least once');
   assert.ok(duplicates <= atKill.leased, `duplicates (${duplicates}) ≤ leased at the kill (${atKill.leased})`);

@@ -6,13 +6,14 @@ import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startRedis, freePort, type TestRedis } from '../helpers/redis.js';
-import { createRedis } from '../../src/redis/client.js';
-import { createKeys, type Keys } from '../../src/redis/keys.js';
+import { createRedis, type RedisClient } from '../../src/redis/client.js';
+import { createKeys } from '../../src/redis/keys.js';
 import { pingSocket } from '../../src/redis/embedded.js';
 import {
   writeSluiceConfig, startSluiceProcess, spawnSluice, startSlowSink, submitAll, adminGet, metricValue,
   killAllSluiceProcesses, isAlive, waitGone, recipients, domainsOf, sleep, type SluiceInstance, type SlowSink,
 } from '../helpers/sluice-process.js';
+import { queueTotals, duplicatesOf } from '../helpers/fault-load.js';
 
 /**
  * `sluice start` as a process: graceful shutdown on SIGTERM, the immediate exit on a second signal,
@@ -21,6 +22,8 @@ import {
 const test = suite('e2e/process');
 
 let redis: TestRedis;
+/** Reads the queue of an external-Redis instance (closed by redis.stop()). */
+let inspector: RedisClient;
 let sink: SlowSink;
 /** Milliseconds the sink waits before its 250; tests slow it down to hold transactions open. */
 let sinkDelayMs = 5;
@@ -29,6 +32,7 @@ const scratch: string[] = [];
 
 test.before(async () => {
   redis = await startRedis();
+  inspector = redis.client();
   sink = await startSlowSink(() => sinkDelayMs);
 });
 
@@ -57,17 +61,6 @@ async function externalInstance(rcpts: readonly string[], overrides: Record<stri
   return { inst, keys: createKeys(prefix) };
 }
 
-async function queueTotals(keys: Keys, domains: readonly string[]): Promise<{ ready: number; leased: number }> {
-  const c = redis.client();
-  let ready = 0;
-  let leased = 0;
-  for (const d of domains) {
-    ready += await c.zcard(keys.ready(d));
-    leased += await c.zcard(keys.leases(d));
-  }
-  return { ready, leased };
-}
-
 /** Resolves to the connect error code ('ECONNREFUSED'…) or 'connected'. */
 function tryConnect(port: number): Promise<string> {
   return new Promise((resolve) => {
@@ -80,8 +73,7 @@ function tryConnect(port: number): Promise<string> {
 /** Sink copies per recipient of `rcpts`. */
 function tally(rcpts: readonly string[]) {
   const missing = rcpts.filter((r) => !sink.counts.has(r));
-  const duplicates = rcpts.reduce((n, r) => n + Math.max(0, (sink.counts.get(r) ?? 0) - 1), 0);
-  return { delivered: rcpts.length - missing.length, missing, duplicates };
+  return { delivered: rcpts.length - missing.length, missing, duplicates: duplicatesOf(sink.counts, rcpts) };
 }
 
 /** Slows the sink and resolves once a transaction is open under the new delay. */
@@ -122,7 +114,7 @@ test('SIGTERM while delivering: stops accepting, drains, exits 0; after a restar
   const exit = await p.waitExit(35_000); // GRACE_MS of src/cli/start.ts (30 s) plus slack
   assert.equal(exit, { code: 0, signal: null }, `exit: ${p.stderr()}`);
   assert.ok(p.logs.some((l) => l.msg === 'sluice stopped'), 'logged its clean stop');
-  const atExit = await queueTotals(keys, domains);
+  const atExit = await queueTotals(inspector, keys, domains);
   const deliveredAtExit = tally(rcpts).delivered;
   console.log(`  graceful: ${deliveredAtExit}/${N} delivered at exit, queue ${JSON.stringify(atExit)}`);
   assert.is(atExit.leased, 0, 'every claim was finished or released: no lease left behind');
@@ -158,7 +150,7 @@ test('a second signal during the grace period exits at once (non-zero); a restar
   p.signal('SIGINT');
   const exit = await p.waitExit(5000);
   assert.ok(exit.code !== 0 && exit.code !== null, `non-zero exit code: ${JSON.stringify(exit)}`);
-  const atExit = await queueTotals(keys, domains);
+  const atExit = await queueTotals(inspector, keys, domains);
   const deliveredAtExit = tally(rcpts).delivered;
   console.log(`  second signal: exit ${exit.code}, ${deliveredAtExit}/${N} delivered, queue ${JSON.stringify(atExit)}`);
   assert.ok(atExit.leased > 0, 'the hung transactions were still leased');

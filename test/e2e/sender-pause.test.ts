@@ -1,8 +1,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { startRedis, type TestRedis } from '../helpers/redis.js';
-import { startCapturePeer, type CapturePeer } from '../helpers/smtp-peer.js';
-import { startSluiceFixture, type SluiceFixture } from '../helpers/sluice.js';
+import type { CapturePeer } from '../helpers/smtp-peer.js';
+import { startSluiceWithPeer, type PeerSluice, type SluiceFixture } from '../helpers/sluice.js';
 import { figuresOf, pauseSender, resumeSender } from '../../src/store/reputation.js';
 
 /**
@@ -11,19 +10,16 @@ import { figuresOf, pauseSender, resumeSender } from '../../src/store/reputation
  * runs against a capture peer on loopback.
  */
 const test = suite('e2e/sender-pause');
-let redis: TestRedis;
+let run: PeerSluice;
 let peer: CapturePeer;
 let s: SluiceFixture;
 
 test.before(async () => {
-  redis = await startRedis();
-  peer = await startCapturePeer();
-  s = await startSluiceFixture(redis, { delivery: { transport: { '*': `127.0.0.1:${peer.port}` } } });
+  run = await startSluiceWithPeer();
+  ({ peer, s } = run);
 });
 test.after(async () => {
-  await s?.stop();
-  await peer?.close();
-  await redis?.stop();
+  await run?.stop();
 });
 
 test("a paused sender's copies are held without an attempt, and go after a resume", async () => {

@@ -10,6 +10,9 @@ import { sleep } from './sluice-process.js';
  * with an id in a 202 counts as sent. A batch that fails is not retried with the same recipients
  * (without an Idempotency-Key a retry would be a second message), so a copy of one that was persisted
  * after all is an "extra" at the MX, never confused with a duplicate of an accepted one.
+ *
+ * Below it, the readings every kill-and-restart test takes (test/faults and test/e2e's crash and
+ * process tests): queue totals, waiting for the queue to empty, duplicates at the MX.
  */
 export interface Submitter {
   /** Accepted recipients, in order. */

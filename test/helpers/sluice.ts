@@ -8,7 +8,8 @@ import { generateApiKey, hashSecret } from '../../src/accounts/secrets.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { startSluice, type RunningSluice } from '../../src/app/start.js';
 import { makeKey, txtTable, type TestKey } from './dkim-verify.js';
-import type { TestRedis } from './redis.js';
+import { startRedis, type TestRedis } from './redis.js';
+import { startCapturePeer, type CapturePeer } from './smtp-peer.js';
 
 /**
  * A whole Sluice for end-to-end tests: one account ('acme', domain acme.example) with an RSA-2048
@@ -101,4 +102,36 @@ export async function startSluiceFixture(redis: TestRedis, overrides: Record<str
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
+}
+
+/** A whole Sluice on a Redis of its own that delivers every destination to one capture peer. */
+export interface PeerSluice {
+  redis: TestRedis;
+  peer: CapturePeer;
+  s: SluiceFixture;
+  /** Stops Sluice, then the peer, then Redis. */
+  stop(): Promise<void>;
+}
+
+export async function startSluiceWithPeer(): Promise<PeerSluice> {
+  const redis = await startRedis();
+  const peer = await startCapturePeer().catch(async (err: unknown) => {
+    await redis.stop();
+    throw err;
+  });
+  try {
+    const s = await startSluiceFixture(redis, { delivery: { transport: { '*': `127.0.0.1:${peer.port}` } } });
+    return {
+      redis, peer, s,
+      async stop() {
+        await s.stop();
+        await peer.close();
+        await redis.stop();
+      },
+    };
+  } catch (err) {
+    await peer.close();
+    await redis.stop();
+    throw err;
+  }
 }

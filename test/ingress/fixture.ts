@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { request, type Dispatcher } from 'undici';
 import { loadConfig } from '../../src/config/load.js';
 import { startHttpApi, type HttpApi } from '../../src/ingress/http-api.js';
 import type { Config } from '../../src/config/schema.js';
@@ -68,4 +69,25 @@ export async function ingressFixture(ingress: Record<string, unknown> = {}): Pro
 export async function startFixtureApi(fx: IngressFixture): Promise<{ api: HttpApi; base: string }> {
   const api = await startHttpApi({ redis: fx.client, keys: fx.keys, config: fx.config, registry: fx.registry, logger: fx.logger }, { host: '127.0.0.1', port: 0 });
   return { api, base: `http://127.0.0.1:${api.port}` };
+}
+
+/**
+ * One request to the HTTP API at `base`, answered with its status, headers, body text and parsed
+ * JSON ({} when empty). `key` goes as the bearer token (none when null); `body` as JSON, or as it is
+ * when it is a string (for the malformed-body cases).
+ */
+export async function apiCall<J = Record<string, any>>(
+  base: string,
+  method: Dispatcher.HttpMethod,
+  path: string,
+  opts: { body?: unknown; key?: string | null; headers?: Record<string, string> } = {},
+) {
+  const { body, key = null, headers = {} } = opts;
+  const res = await request(base + path, {
+    method,
+    headers: { ...(key ? { authorization: `Bearer ${key}` } : {}), ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
+    ...(body !== undefined ? { body: typeof body === 'string' ? body : JSON.stringify(body) } : {}),
+  });
+  const text = await res.body.text();
+  return { status: res.statusCode, headers: res.headers, text, json: (text ? JSON.parse(text) : {}) as J };
 }

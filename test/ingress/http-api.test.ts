@@ -1,9 +1,8 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { request } from 'undici';
 import { connect } from 'node:net';
 import type { HttpApi } from '../../src/ingress/http-api.js';
-import { ingressFixture, startFixtureApi, type IngressFixture } from './fixture.js';
+import { apiCall, ingressFixture, startFixtureApi, type IngressFixture } from './fixture.js';
 
 const test = suite('ingress/http-api');
 let fx: IngressFixture;
@@ -21,15 +20,8 @@ test.after(async () => {
 });
 
 type Json = Record<string, unknown> & { code?: string; errors?: { path: string; message: string }[] };
-async function call(method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown, headers: Record<string, string> = {}, key: string | null = fx.apiKeys.acme) {
-  const res = await request(base + path, {
-    method,
-    headers: { ...(key ? { authorization: `Bearer ${key}` } : {}), ...(body !== undefined ? { 'content-type': 'application/json' } : {}), ...headers },
-    ...(body !== undefined ? { body: typeof body === 'string' ? body : JSON.stringify(body) } : {}),
-  });
-  const text = await res.body.text();
-  return { status: res.statusCode, headers: res.headers, json: (text ? JSON.parse(text) : {}) as Json };
-}
+const call = (method: 'GET' | 'POST' | 'PUT', path: string, body?: unknown, headers: Record<string, string> = {}, key: string | null = fx.apiKeys.acme) =>
+  apiCall<Json>(base, method, path, { body, key, headers });
 
 const message = (over: Record<string, unknown> = {}) => ({
   from: 'Acme News <news@acme.example>', to: ['one@gmail.com', { name: 'Two', address: 'two@example.org' }], cc: 'three@gmail.com', bcc: ['secret@gmail.com'],

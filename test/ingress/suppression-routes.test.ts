@@ -9,7 +9,7 @@ import { request } from 'undici';
 import type { HttpApi } from '../../src/ingress/http-api.js';
 import { addSuppression, GLOBAL_LIST, suppressionOf } from '../../src/store/suppression.js';
 import { figuresOf, isPaused, pauseSender } from '../../src/store/reputation.js';
-import { ingressFixture, startFixtureApi, type IngressFixture } from './fixture.js';
+import { apiCall, ingressFixture, startFixtureApi, type IngressFixture } from './fixture.js';
 
 const test = suite('ingress/suppression-routes');
 let fx: IngressFixture;
@@ -26,15 +26,7 @@ test.after(async () => {
 });
 
 type Json = Record<string, any>;
-async function call(method: 'GET' | 'POST' | 'DELETE' | 'PUT', path: string, body?: unknown, key: string = fx.apiKeys.acme) {
-  const res = await request(base + path, {
-    method,
-    headers: { authorization: `Bearer ${key}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
-    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-  });
-  const text = await res.body.text();
-  return { status: res.statusCode, headers: res.headers, text, json: (text ? JSON.parse(text) : {}) as Json };
-}
+const call = (method: 'GET' | 'POST' | 'DELETE' | 'PUT', path: string, body?: unknown, key: string = fx.apiKeys.acme) => apiCall<Json>(base, method, path, { body, key });
 
 test('POST adds to the account\'s list (201), a repeat keeps the first entry (200); lookup shows reason and evidence', async () => {
   const r = await call('POST', '/v1/suppressions', { email: 'Someone@Example.COM', reason: 'unsubscribe' });

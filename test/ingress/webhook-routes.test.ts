@@ -2,7 +2,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { request } from 'undici';
 import type { HttpApi } from '../../src/ingress/http-api.js';
-import { ingressFixture, startFixtureApi, type IngressFixture } from './fixture.js';
+import { apiCall, ingressFixture, startFixtureApi, type IngressFixture } from './fixture.js';
 
 const test = suite('ingress/webhook-routes');
 let fx: IngressFixture;
@@ -19,15 +19,7 @@ test.after(async () => {
 });
 
 type Json = Record<string, unknown> & { code?: string; errors?: { path: string }[] };
-async function call(method: 'GET' | 'POST' | 'DELETE' | 'PUT', path: string, body?: unknown, key: string | null = fx.apiKeys.acme) {
-  const res = await request(base + path, {
-    method,
-    headers: { ...(key ? { authorization: `Bearer ${key}` } : {}), ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
-    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-  });
-  const text = await res.body.text();
-  return { status: res.statusCode, headers: res.headers, json: (text ? JSON.parse(text) : {}) as Json };
-}
+const call = (method: 'GET' | 'POST' | 'DELETE' | 'PUT', path: string, body?: unknown, key: string | null = fx.apiKeys.acme) => apiCall<Json>(base, method, path, { body, key });
 
 test('create → 201 with the secret once; list and get never show it; delete removes it', async () => {
   const created = await call('POST', '/v1/webhooks', { url: 'https://hooks.acme.example/sluice', events: ['delivered', 'bounced', 'delivered'] });
