@@ -30,8 +30,9 @@ import { startEmbeddedRedis } from '../src/redis/embedded.js';
 import { createKeys } from '../src/redis/keys.js';
 import { storeMessage } from '../src/store/messages.js';
 import { round } from './proc.js';
+import { CORPUS_DIR } from '../test/helpers/corpus.js';
 
-const CORPUS = fileURLToPath(new URL('../../shared/corpus/bounces/emails/', import.meta.url));
+const CORPUS = join(CORPUS_DIR, 'emails');
 const RESULTS = fileURLToPath(new URL('./results/', import.meta.url));
 const CLASSIFY_SECONDS = Number(process.env['BENCH_CLASSIFY_SECONDS'] ?? 5);
 const INGEST = Number(process.env['BENCH_INGEST'] ?? 2_000);

@@ -4,10 +4,10 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { classifyMessage, type BounceRecord } from '../../src/bounces/index.js';
+import { CORPUS_DIR } from '../helpers/corpus.js';
 
-export const CORPUS_DIR = fileURLToPath(new URL('../../../shared/corpus/bounces/', import.meta.url));
+export { CORPUS_DIR };
 
 interface Expected {
   file: string; index: number; recipient: string | null; status: string | null; status_pseudo: boolean;

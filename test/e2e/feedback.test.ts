@@ -7,6 +7,7 @@ import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { startCapturePeer, type CapturePeer } from '../helpers/smtp-peer.js';
 import { startSluiceFixture, type SluiceFixture } from '../helpers/sluice.js';
 import { suppressionOf } from '../../src/store/suppression.js';
+import { CORPUS_EMAILS } from '../helpers/corpus.js';
 
 /**
  * The feedback loop through `sluice start` itself: a message is delivered with its VERP return
@@ -17,7 +18,7 @@ const test = suite('e2e/feedback');
 let redis: TestRedis;
 let sink: CapturePeer;
 let s: SluiceFixture;
-const CORPUS = new URL('../../../shared/corpus/bounces/emails/', import.meta.url);
+const CORPUS = CORPUS_EMAILS;
 
 test.before(async () => {
   redis = await startRedis();

@@ -16,6 +16,7 @@ import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { startCapturePeer, type CapturePeer, type CapturedMessage } from '../helpers/smtp-peer.js';
 import { makeAccount, type AccountKeys } from '../helpers/sluice.js';
 import { spawnSluice } from '../cli/run-cli.js';
+import { CORPUS_EMAILS } from '../helpers/corpus.js';
 
 /**
  * Recipients' rights against a whole running Sluice (ingress, delivery, tracking, feedback,
@@ -41,7 +42,7 @@ const BOUNCE_DOMAIN = 'bounce.sluice.test';
 const ANN = 'Ann.Person@one.test';
 const ann = ANN.toLowerCase();
 const OTHER = 'bob@one.test';
-const CORPUS = new URL('../../../shared/corpus/bounces/emails/', import.meta.url);
+const CORPUS = CORPUS_EMAILS;
 
 let redis: TestRedis;
 let client: RedisClient;

@@ -14,6 +14,7 @@ import { suppressionOf } from '../../src/store/suppression.js';
 import { resumeCampaign, startCampaign } from '../../src/queue/campaign.js';
 import { ReputationGuard } from '../../src/feedback/reputation.js';
 import { startInboundMx, type InboundMx } from '../../src/feedback/inbound-mx.js';
+import { CORPUS_EMAILS } from '../helpers/corpus.js';
 
 /**
  * Feedback about campaign copies, through the real inbound MX: a complaint or a hard bounce names a
@@ -22,7 +23,7 @@ import { startInboundMx, type InboundMx } from '../../src/feedback/inbound-mx.js
  * threshold — with an event that says why.
  */
 const test = suite('feedback/campaign');
-const CORPUS = new URL('../../../shared/corpus/bounces/emails/', import.meta.url);
+const CORPUS = CORPUS_EMAILS;
 const corpus = (name: string) => readFileSync(new URL(name, CORPUS));
 const BOUNCE_DOMAIN = 'bounce.test';
 

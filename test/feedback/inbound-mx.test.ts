@@ -14,9 +14,10 @@ import { GLOBAL_LIST, suppressionOf } from '../../src/store/suppression.js';
 import { startInboundMx, type InboundMx, type InboundMxMetricsHook } from '../../src/feedback/inbound-mx.js';
 import { listUnprocessed, loadFeedback } from '../../src/feedback/raw-store.js';
 import { unsubscribeAddress } from '../../src/feedback/recipients.js';
+import { CORPUS_EMAILS } from '../helpers/corpus.js';
 
 const test = suite('feedback/inbound-mx');
-const CORPUS = new URL('../../../shared/corpus/bounces/emails/', import.meta.url);
+const CORPUS = CORPUS_EMAILS;
 const corpus = (name: string) => readFileSync(new URL(name, CORPUS));
 const BOUNCE_DOMAIN = 'bounce.test';
 const FBL = 'fbl@feedback.test';
