@@ -8,7 +8,7 @@ import { parseMessage } from '../bounces/mime.js';
 import { isId } from '../core/ids.js';
 import { appendEvent } from '../store/events.js';
 import type { MessageMeta } from '../store/messages.js';
-import { liveAddress, markRecipient, messageFor, type MessageView } from '../store/recipients.js';
+import { liveAddress, markRecipient, messageFor, unsubscribeRecipient, type MessageView } from '../store/recipients.js';
 import { addSuppression, normaliseForSuppression, GLOBAL_LIST, type SuppressionReason } from '../store/suppression.js';
 import { recordOutcome, type FeedbackOutcome } from './raw-store.js';
 import { feedbackRecipient, verpsInText, type VerifyUnsubscribeToken } from './recipients.js';
@@ -311,9 +311,8 @@ async function unsubscribe(deps: FeedbackDeps, opts: ProcessOptions, mail: Feedb
   const now = deps.now?.() ?? Date.now();
   const eventId = await appendEvent(deps.redis, deps.keys, 'unsubscribed', { source: 'mailto', feedbackId: mail.id, msgId: meta.id, idx, account: meta.account, suppressed: meta.account }, opts.eventsMaxLen);
   deps.metrics?.event?.('unsubscribed');
-  await addSuppression(deps.redis, deps.keys, meta.account, address, { reason: 'unsubscribe', at: now, evidence: { event: eventId, feedbackId: mail.id, msgId: meta.id, idx } });
+  await unsubscribeRecipient(deps.redis, deps.keys, view, idx, address, { now, evidence: { event: eventId, feedbackId: mail.id, msgId: meta.id, idx } });
   deps.metrics?.suppressed?.('account', 'unsubscribe');
-  await markRecipient(deps.redis, deps.keys, view, idx, 'unsubscribed', now);
   deps.logger.info({ msgId: meta.id, feedbackId: mail.id, idx }, 'unsubscribed by mail');
   return { msgId: meta.id, idx, verdict: 'unsubscribe', reason: 'unsubscribe', status: '', suppressed: meta.account, eventId };
 }

@@ -3,6 +3,7 @@ import type { Keys } from '../redis/keys.js';
 import { toMeta, type MessageMeta, type StoredRecipient } from './messages.js';
 import { recordCampaignOutcome, toCampaign } from './campaigns.js';
 import { readContacts, setContactStatus, type ContactStatus } from './contacts.js';
+import { addSuppression } from './suppression.js';
 
 /**
  * Who a (message id, recipient index) pair names, for the parts that start from a token or a VERP
@@ -64,4 +65,22 @@ export async function markRecipient(redis: RedisClient, keys: Keys, view: Messag
   if (status === 'complained') await recordCampaignOutcome(redis, keys, view.meta.id, { counter: 'complaints', final: false, now });
   // A hard bounce by mail comes after the copy was counted delivered: counted as a bounce as well.
   if (status === 'bounced') await recordCampaignOutcome(redis, keys, view.meta.id, { counter: 'bounced', reason: reason ?? undefined, final: false, now, hardbounce: true });
+}
+
+/**
+ * What every unsubscribe does, whichever way it came (the one-click POST or page, mail to the mailto
+ * address): the address goes on the account's suppression list at once, so a later send is refused
+ * at claim time, and a campaign contact's status becomes unsubscribed. The caller records its own
+ * event (the channels' fields differ).
+ */
+export async function unsubscribeRecipient(
+  redis: RedisClient,
+  keys: Keys,
+  view: MessageView,
+  idx: number,
+  address: string,
+  o: { now: number; evidence: Readonly<Record<string, string | number>> },
+): Promise<void> {
+  await addSuppression(redis, keys, view.meta.account, address, { reason: 'unsubscribe', at: o.now, evidence: o.evidence });
+  await markRecipient(redis, keys, view, idx, 'unsubscribed', o.now);
 }

@@ -1,6 +1,5 @@
 import type { TokenPayload } from '../core/tokens.js';
-import { liveAddress, markRecipient, messageFor, type MessageView } from '../store/recipients.js';
-import { addSuppression } from '../store/suppression.js';
+import { liveAddress, messageFor, unsubscribeRecipient, type MessageView } from '../store/recipients.js';
 import { mark, appendTrackingEvent } from './record.js';
 import type { TrackingDeps } from './deps.js';
 
@@ -47,12 +46,8 @@ export async function unsubscribe(
   if (!target) return { ok: false, reason: 'unknown-recipient' };
   const mode = deps.mode?.(p.account) ?? 'full';
   const { first } = await mark(deps, p, mode, now);
-  await addSuppression(deps.redis, deps.keys, p.account, target.address, {
-    reason: 'unsubscribe',
-    at: now,
-    evidence: { msgId: p.msgId, idx: p.idx, via: ctx.via ?? 'http' },
-  });
-  await markRecipient(deps.redis, deps.keys, target.view, p.idx, 'unsubscribed', now);
+  // The view's account is the token's (unsubscribeTarget checked it).
+  await unsubscribeRecipient(deps.redis, deps.keys, target.view, p.idx, target.address, { now, evidence: { msgId: p.msgId, idx: p.idx, via: ctx.via ?? 'http' } });
   const eventId = await appendTrackingEvent(deps, p, {
     now, mode, first, machine: null, userAgent: ctx.userAgent ?? '', ip: ctx.ip ?? '', via: ctx.via ?? 'http',
   });
