@@ -8,18 +8,18 @@
  *
  * and, as the ceiling, the same wrk against a minimal node:http process answering the same 43-byte
  * GIF with the same headers and recording nothing. Phases, each a 2 s warm-up (JIT, connection
- * set-up; not counted) then BENCH_DURATION_S (10) measured: ceiling, opens, clicks. Every request
+ * set-up; not counted) then BENCH_DURATION_S (10) measured: BENCH_ROUNDS rounds of ceiling then opens, then clicks. Every request
  * carries a valid signed token of a stored message (2,000 messages × 5 recipients, 4 links each, in
  * round robin), so each open and click is really verified, marked and appended to the event stream;
  * the run counts what reached the stream after each phase.
  *
  *   npm run bench:tracking [-- --profile]
- *   env: BENCH_DURATION_S (10), BENCH_CONNECTIONS (64), BENCH_WRK_THREADS (1)
+ *   env: BENCH_DURATION_S (10), BENCH_CONNECTIONS (64), BENCH_WRK_THREADS (1), BENCH_ROUNDS (3)
  *
  * wrk rather than autocannon: it is C, so on a 2-core machine it takes a fraction of the CPU a Node
  * load generator would take from the server under test. --profile runs the opens phase once more
  * with the Sluice process under `node --cpu-prof` and prints where its time went (bench/profile.ts).
- * Prints a table and writes bench/results/tracking.json. Takes ~45 s (~60 s with --profile).
+ * Prints a table and writes bench/results/tracking.json. Takes ~90 s (~105 s with --profile).
  */
 import { freePort } from '../test/helpers/redis.js';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -47,6 +47,13 @@ const WRK_THREADS = Number(process.env['BENCH_WRK_THREADS'] ?? 1);
 /** Long enough for V8 to optimise the hot path and for all 64 connections to be open. */
 const WARMUP_S = 2;
 const PROFILE = process.argv.includes('--profile') || process.env['BENCH_PROFILE'] === '1';
+/**
+ * Rounds of (ceiling, opens), alternating: this machine's speed drifts by a third from one minute to
+ * the next (other tenants of the host), so a ceiling measured once, minutes away from the opens it
+ * is compared with, says more about the drift than about Sluice. The share is the median of the
+ * rounds' shares.
+ */
+const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 3);
 /** 10,000 recipients: the opens of a 10 s run repeat each token ~10×, so first and repeat opens both occur. */
 const MESSAGES = 2_000;
 const RCPTS_PER_MESSAGE = 5;
@@ -305,19 +312,28 @@ async function main(): Promise<void> {
     writeFileSync(script, WRK_LUA);
     const load0 = loadavg()[0] ?? 0;
 
-    console.log(`tracking bench: ${CONNECTIONS} keep-alive connections, wrk ${WRK_THREADS} thread(s), ${WARMUP_S} s warm-up + ${DURATION_S} s per phase; ${opens.length} recipients`);
+    console.log(`tracking bench: ${CONNECTIONS} keep-alive connections, wrk ${WRK_THREADS} thread(s), ${WARMUP_S} s warm-up + ${DURATION_S} s per phase, ${ROUNDS} round(s) of ceiling then opens; ${opens.length} recipients`);
+    // Both servers run from the start (an idle one costs nothing); the rounds alternate between them.
     const ceilingTarget = await startCeiling();
-    const ceiling = await phase(ceilingTarget, redis.pid, opensFile, script);
-    await ceilingTarget.stop();
-
+    stops.unshift(() => ceilingTarget.stop());
     const sluiceDir = join(dir, 'sluice');
     mkdirSync(sluiceDir);
     const sluice = await startSluice(sluiceDir, redis, secretFile);
     stops.unshift(() => sluice.stop());
     const settle = async (): Promise<[number, number]> => [await settledEvents(client, keys), await shedCount(sluice.adminUrl)];
-    const opensR = await phase(sluice, redis.pid, opensFile, script, settle);
+    const rounds: { ceiling: PhaseResult; opens: PhaseResult }[] = [];
+    for (let r = 0; r < ROUNDS; r++) {
+      const c = await phase(ceilingTarget, redis.pid, opensFile, script);
+      const o = await phase(sluice, redis.pid, opensFile, script, settle);
+      rounds.push({ ceiling: c, opens: o });
+      console.log(`round ${r + 1}: ceiling ${c.rps} req/s, opens ${o.rps} req/s (${((o.rps / Math.max(1, c.rps)) * 100).toFixed(1)} %), opens p99 ${o.p99_ms} ms`);
+    }
+    const ceiling = medianPhase(rounds.map((r) => r.ceiling));
+    const opensR = medianPhase(rounds.map((r) => r.opens));
     const clicksR = await phase(sluice, redis.pid, clicksFile, script, settle);
     await sluice.stop();
+    stops.shift();
+    await ceilingTarget.stop();
     stops.shift();
 
     let profile: string[] = [];
@@ -334,30 +350,33 @@ async function main(): Promise<void> {
       profile = profile.slice(0, 80);
     }
 
-    const share = opensR.rps / Math.max(1, ceiling.rps);
+    const share = median(rounds.map((r) => r.opens.rps / Math.max(1, r.ceiling.rps)));
+    // The worst round's p99, not the median's: the latency target holds in every round or not at all.
+    const opensP99 = Math.max(...rounds.map((r) => r.opens.p99_ms));
     const report = {
       when: new Date().toISOString(),
       machine: { cpus: availableParallelism(), model: cpus()[0]?.model ?? '', loadavg_1m_before: round(load0, 2), node: process.version },
-      setup: { connections: CONNECTIONS, wrk_threads: WRK_THREADS, warmup_s: WARMUP_S, duration_s: DURATION_S, recipients: opens.length, links_per_message: LINKS.length, redis: 'embedded, unix socket, AOF everysec' },
+      setup: { connections: CONNECTIONS, wrk_threads: WRK_THREADS, warmup_s: WARMUP_S, duration_s: DURATION_S, rounds: ROUNDS, recipients: opens.length, links_per_message: LINKS.length, redis: 'embedded, unix socket, AOF everysec' },
       opens_rps: opensR.rps,
       clicks_rps: clicksR.rps,
       ceiling_rps: ceiling.rps,
       opens_share_of_ceiling: round(share, 3),
       opens_p50_ms: opensR.p50_ms,
-      opens_p99_ms: opensR.p99_ms,
+      opens_p99_ms: opensP99,
       clicks_p50_ms: clicksR.p50_ms,
       clicks_p99_ms: clicksR.p99_ms,
       ceiling_p50_ms: ceiling.p50_ms,
       ceiling_p99_ms: ceiling.p99_ms,
-      target: { share: TARGET_SHARE, p99_ms: TARGET_P99_MS, met: share >= TARGET_SHARE && opensR.p99_ms < TARGET_P99_MS },
+      target: { share: TARGET_SHARE, p99_ms: TARGET_P99_MS, met: share >= TARGET_SHARE && opensP99 < TARGET_P99_MS },
       phases: { ceiling, opens: opensR, clicks: clicksR },
+      rounds,
       ...(PROFILE ? { profile } : {}),
     };
     mkdirSync(join(ROOT, 'bench/results'), { recursive: true });
     writeFileSync(join(ROOT, 'bench/results/tracking.json'), JSON.stringify(report, null, 2) + '\n');
 
     printTable({ ceiling, opens: opensR, clicks: clicksR });
-    console.log(`\nopens at ${(share * 100).toFixed(1)} % of the ceiling (target ≥ ${TARGET_SHARE * 100} %), p99 ${opensR.p99_ms} ms (target < ${TARGET_P99_MS} ms): ${report.target.met ? 'met' : 'MISSED'}`);
+    console.log(`\nopens at ${(share * 100).toFixed(1)} % of the ceiling (median of ${ROUNDS} rounds; target ≥ ${TARGET_SHARE * 100} %), p99 ${opensP99} ms (target < ${TARGET_P99_MS} ms): ${report.target.met ? 'met' : 'MISSED'}`);
     console.log(`events written: opens ${opensR.events_written}/${opensR.requests} (shed ${opensR.events_shed}), clicks ${clicksR.events_written}/${clicksR.requests} (shed ${clicksR.events_shed})`);
     console.log(`"others" = CPU used by processes outside this benchmark (other work on the machine); load average before: ${round(load0, 2)}`);
     for (const l of profile) console.log(l);
@@ -366,6 +385,18 @@ async function main(): Promise<void> {
     for (const stop of stops) await stop().catch((err: unknown) => console.error('cleanup:', err));
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? (s[mid] as number) : ((s[mid - 1] as number) + (s[mid] as number)) / 2;
+}
+
+/** The round with the median requests/s (its latency and CPU figures belong to it). */
+function medianPhase(phases: readonly PhaseResult[]): PhaseResult {
+  const sorted = [...phases].sort((a, b) => a.rps - b.rps);
+  return sorted[Math.floor((sorted.length - 1) / 2)] as PhaseResult;
 }
 
 function printTable(rows: Record<string, PhaseResult>): void {

@@ -1,7 +1,7 @@
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
-import { createRedis, checkRedisVersion, type RedisClient } from '../redis/client.js';
+import { createRedis, checkRedisVersion, type ConnectOptions, type RedisClient } from '../redis/client.js';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../redis/embedded.js';
 import { SluiceError } from '../core/errors.js';
 import { Cluster } from 'ioredis';
@@ -52,6 +52,8 @@ export interface RedisHandle {
    * writes of this connection are fsynced (WAITAOF, Redis 7.2+). Undefined when not needed.
    */
   readonly confirmDurable: (() => Promise<void>) | undefined;
+  /** Where it connected, for a worker thread to open a connection of its own. */
+  readonly connectOptions: ConnectOptions;
   /** Opens another connection (blocking reads must not share the main one). */
   duplicate(name: string): RedisClient;
   close(): Promise<void>;
@@ -100,6 +102,7 @@ export async function openRedis(config: Config, logger: Logger): Promise<RedisHa
     version,
     address,
     confirmDurable,
+    connectOptions: { url, cluster: r.cluster },
     duplicate(name: string) {
       const c = connect(name);
       extra.push(c);

@@ -286,14 +286,13 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
 
     if (has('tracking')) {
       if (!codec) throw new SluiceError('SLUICE_CONFIG_INVALID', "role 'tracking' needs token keys: set tracking.keys and tracking.signWith");
-      const byId = new Map(config.accounts.map((a) => [a.id, a]));
       const t = config.tracking;
       const server = await startTrackingServer(
         {
           redis: redis.client, keys, codec, logger: logger.child({ role: 'tracking' }),
           metrics: { requests: metrics.trackingRequests, events: metrics.trackingEvents, duration: metrics.trackingDuration },
-          anonymizeIp: (account) => byId.get(account)?.tracking.anonymizeIp ?? 'none',
-          mode: (account) => byId.get(account)?.tracking.mode ?? 'full',
+          settings: { accounts: new Map(config.accounts.map((a) => [a.id, { mode: a.tracking.mode, anonymizeIp: a.tracking.anonymizeIp }])) },
+          connect: redis.connectOptions,
           eventsMaxLen: config.retention.eventsMaxLen,
           retentionMs: config.retention.records,
         },

@@ -5,7 +5,7 @@ import type { Keys } from '../redis/keys.js';
 declare module 'ioredis' {
   interface RedisCommander<Context> {
     /** src/queue/lua/appendEvents-1.lua */
-    appendEvents(events: string, maxLen: number, ...entries: string[]): Result<number, Context>;
+    appendEvents(events: string, maxLen: number, entries: string): Result<number, Context>;
   }
 }
 
@@ -82,6 +82,11 @@ export function packEvent(type: string, fields: Readonly<Record<string, string |
   return json.includes('\\ud') || json.includes('\\uD') ? JSON.stringify(flat.map((s) => s.replace(LONE_SURROGATE, '\ufffd'))) : json;
 }
 
+/** Entries made by packEvent, as the one argument appendEvents-1.lua takes: a JSON array of them. */
+export function packBatch(entries: readonly string[]): string {
+  return `[${entries.join(',')}]`;
+}
+
 export interface EventWriter {
   /** Queues an event; it is written with the others of this turn of the event loop. Never throws. */
   write(type: EventType, fields: Readonly<Record<string, string | number>>): void;
@@ -101,7 +106,7 @@ export function createEventWriter(redis: RedisClient, keys: Keys, maxLen: number
     while (queue.length > 0) {
       const batch = queue.splice(0, EVENTS_PER_CALL);
       try {
-        await redis.appendEvents(keys.events(), maxLen, ...batch);
+        await redis.appendEvents(keys.events(), maxLen, packBatch(batch));
       } catch (err) {
         onError(err, batch.length);
       }

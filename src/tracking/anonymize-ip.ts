@@ -12,7 +12,8 @@ export type IpAnonymization = 'none' | 'truncate' | 'drop';
 export function anonymizeIp(ip: string, mode: IpAnonymization): string {
   if (mode === 'drop' || ip === '') return '';
   // An IPv4 client on a dual-stack socket shows as ::ffff:a.b.c.d; store it as the IPv4 it is.
-  const addr = ip.toLowerCase().startsWith('::ffff:') && isIPv4(ip.slice(7)) ? ip.slice(7) : ip;
+  // (Checked without lower-casing the whole address: this runs for every open.)
+  const addr = ip.length > 7 && ip.charCodeAt(0) === 58 && ip.slice(0, 7).toLowerCase() === '::ffff:' && isIPv4(ip.slice(7)) ? ip.slice(7) : ip;
   if (mode === 'none') return addr;
   if (isIPv4(addr)) return addr.slice(0, addr.lastIndexOf('.')) + '.0';
   if (isIPv6(addr)) {

@@ -68,30 +68,66 @@ export function classifyClick(req: TrackingRequest, ctx: { nowS: number; issuedA
 
 function common(req: TrackingRequest): MachineReason | null {
   if (req.method === 'HEAD') return 'head';
-  if (req.userAgent.trim() === '') return 'no-user-agent';
-  if (SCANNER_USER_AGENTS.some((re) => re.test(req.userAgent))) return 'scanner';
-  return null;
+  return traitsOf(req.userAgent).reason;
+}
+
+/** What a user agent alone says: the scanner / no-user-agent reason, and whether it is Apple's proxy. */
+interface AgentTraits {
+  readonly reason: MachineReason | null;
+  readonly apple: boolean;
+}
+
+/**
+ * User agents repeat: a mail client's string is shared by millions of readers, and a busy pixel sees
+ * a few hundred distinct ones. Their traits are kept here (up to AGENT_CACHE_SIZE, then started
+ * afresh) instead of running every scanner pattern on every request.
+ */
+const AGENT_CACHE_SIZE = 1024;
+const agents = new Map<string, AgentTraits>();
+
+function traitsOf(userAgent: string): AgentTraits {
+  let t = agents.get(userAgent);
+  if (t) return t;
+  const trimmed = userAgent.trim();
+  t = {
+    reason: trimmed === '' ? 'no-user-agent' : SCANNER_USER_AGENTS.some((re) => re.test(userAgent)) ? 'scanner' : null,
+    apple: APPLE_MPP_USER_AGENTS.includes(trimmed),
+  };
+  if (agents.size >= AGENT_CACHE_SIZE) agents.clear();
+  agents.set(userAgent, t);
+  return t;
 }
 
 /** APPLE_NETWORKS_V4 as (masked base, mask) pairs, computed once rather than per open. */
 const APPLE_MASKS: readonly (readonly [base: number, mask: number])[] = APPLE_NETWORKS_V4.map(([prefix, bits]) => {
   const mask = bits === 0 ? 0 : (~0 << (32 - bits)) >>> 0;
-  return [((ipv4ToInt(prefix) as number) & mask) >>> 0, mask] as const;
+  return [((ipv4ToInt(prefix, 0) as number) & mask) >>> 0, mask] as const;
 });
 
 function isApple(req: TrackingRequest): boolean {
-  if (APPLE_MPP_USER_AGENTS.includes(req.userAgent.trim())) return true;
-  const v4 = ipv4ToInt(req.ip.startsWith('::ffff:') ? req.ip.slice(7) : req.ip);
+  if (traitsOf(req.userAgent).apple) return true;
+  const v4 = ipv4ToInt(req.ip, req.ip.startsWith('::ffff:') ? 7 : 0);
   return v4 !== null && APPLE_MASKS.some(([base, mask]) => ((v4 & mask) >>> 0) === base);
 }
 
-function ipv4ToInt(ip: string): number | null {
-  const parts = ip.split('.');
-  if (parts.length !== 4) return null;
+/** The dotted IPv4 address in `ip` from `start` as a number, or null (IPv6, or not 4 parts of 0–255). */
+function ipv4ToInt(ip: string, start: number): number | null {
   let n = 0;
-  for (const p of parts) {
-    if (!/^\d{1,3}$/.test(p) || Number(p) > 255) return null;
-    n = n * 256 + Number(p);
+  let part = 0;
+  let digits = 0;
+  let dots = 0;
+  for (let i = start; i <= ip.length; i++) {
+    const c = i === ip.length ? 46 : ip.charCodeAt(i);
+    if (c === 46) {
+      if (digits === 0 || part > 255) return null;
+      n = n * 256 + part;
+      part = 0;
+      digits = 0;
+      if (++dots > 4) return null;
+    } else if (c >= 48 && c <= 57 && digits < 3) {
+      part = part * 10 + (c - 48);
+      digits++;
+    } else return null;
   }
-  return n;
+  return dots === 4 ? n : null;
 }

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import type { RedisClient } from '../redis/client.js';
+import type { ConnectOptions, RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import type { TokenCodec } from '../core/tokens.js';
 import { DAY } from '../core/time.js';
@@ -33,12 +33,32 @@ export interface TrackingDeps {
   readonly metrics?: TrackingMetrics;
   /** ms since epoch; tests pin it. */
   readonly now?: () => number;
-  readonly anonymizeIp?: (account: string) => IpAnonymization;
-  readonly mode?: (account: string) => TrackingMode;
+  /** Per-account tracking mode and IP anonymisation: plain data, so the recorder thread gets a copy. */
+  readonly settings?: TrackingSettings;
+  /**
+   * How the recorder thread (recorder.ts) opens a connection of its own to the same Redis. Without
+   * it, opens and clicks are recorded on the main thread (tools and tests that need no throughput).
+   */
+  readonly connect?: ConnectOptions;
   /** XADD MAXLEN of the event stream (config retention.eventsMaxLen). */
   readonly eventsMaxLen?: number;
   /** How long per-recipient marks are kept (config retention.records). */
   readonly retentionMs?: number;
+}
+
+/** Tracking settings: `mode` and `anonymizeIp` for every account not listed in `accounts`. */
+export interface TrackingSettings {
+  readonly mode?: TrackingMode;
+  readonly anonymizeIp?: IpAnonymization;
+  readonly accounts?: ReadonlyMap<string, { readonly mode: TrackingMode; readonly anonymizeIp: IpAnonymization }>;
+}
+
+export function modeOf(settings: TrackingSettings | undefined, account: string): TrackingMode {
+  return settings?.accounts?.get(account)?.mode ?? settings?.mode ?? 'full';
+}
+
+export function anonymizationOf(settings: TrackingSettings | undefined, account: string): IpAnonymization {
+  return settings?.accounts?.get(account)?.anonymizeIp ?? settings?.anonymizeIp ?? 'none';
 }
 
 /** The config defaults, for callers that do not pass them. */

@@ -4,13 +4,13 @@ import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { classifyOpen, type TrackingRequest } from './classify.js';
 import { DEFAULT_EVENTS_MAX_LEN, DEFAULT_RETENTION_MS, type TrackingDeps, type TrackingMode } from './deps.js';
-import { eventClass, eventFields, TYPES, type EventContext } from './record.js';
-import { EVENTS_PER_CALL, packEvent } from '../store/events.js';
+import { eventClass, packTrackingEvent, TYPES, type EventContext } from './record.js';
+import { EVENTS_PER_CALL, packBatch } from '../store/events.js';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
     /** src/queue/lua/recordTrackingOpens-2.lua: one message's marks and counters. */
-    recordTrackingOpens(marks: string, stats: string, ttlMs: number, ...quads: (string | number)[]): Result<number[], Context>;
+    recordTrackingOpens(marks: string, stats: string, ttlMs: number, quads: string): Result<number[], Context>;
     /** The same script defined with a key count per call, for many messages on one server (see markOpens). */
     recordTrackingOpensKeys(numKeys: number, ...keysThenArgs: (string | number)[]): Result<number[], Context>;
   }
@@ -54,12 +54,19 @@ export interface EventBatch {
 export interface EventBatchOptions {
   /** Events queued or in flight at most; beyond, new ones are dropped (counted as result 'shed'). */
   readonly maxPending: number;
-  /** Verifies an open token (kind 'o'), or null. */
-  readonly verifyOpen: (token: string) => TokenPayload | null;
+  /** Verifies an open token (kind 'o') as of `at` (the request's time), or null. */
+  readonly verifyOpen: (token: string, at: number) => TokenPayload | null;
   readonly modeOf: (account: string) => TrackingMode;
   /** Events per script call at most (default MAX_BATCH). */
   readonly maxBatch?: number;
+  /** Called after each flush, written or failed, with how many queued entries it settled. */
+  readonly onFlushed?: (entries: number) => void;
 }
+
+/** What a batch needs of TrackingDeps: the recorder thread builds these without a pino logger. */
+export type EventBatchDeps = Pick<TrackingDeps, 'redis' | 'keys' | 'metrics' | 'settings' | 'eventsMaxLen' | 'retentionMs'> & {
+  readonly logger: { warn(obj: object, msg: string): void };
+};
 
 /** Events per flush: store/events.ts's per-call bound; at 50,000 opens/s a flush every 10 ms keeps up. */
 export const MAX_BATCH = EVENTS_PER_CALL;
@@ -71,7 +78,7 @@ interface Ready {
   ctx: EventContext;
 }
 
-export function createEventBatch(deps: TrackingDeps, opts: EventBatchOptions): EventBatch {
+export function createEventBatch(deps: EventBatchDeps, opts: EventBatchOptions): EventBatch {
   const maxBatch = opts.maxBatch ?? MAX_BATCH;
   const log = deps.logger;
   let queue: Entry[] = [];
@@ -107,6 +114,7 @@ export function createEventBatch(deps: TrackingDeps, opts: EventBatchOptions): E
         log.warn({ err, events: batch.length }, 'tracking events not recorded');
       }
       inFlight = 0;
+      opts.onFlushed?.(batch.length);
     }
     flushing = false;
     const waiters = idleWaiters;
@@ -128,7 +136,7 @@ export function createEventBatch(deps: TrackingDeps, opts: EventBatchOptions): E
         continue;
       }
       const { raw } = entry;
-      const p = opts.verifyOpen(raw.token);
+      const p = opts.verifyOpen(raw.token, raw.at);
       if (!p) {
         invalid++;
         continue;
@@ -152,8 +160,8 @@ export function createEventBatch(deps: TrackingDeps, opts: EventBatchOptions): E
       });
     }
     if (ready.length === 0) return;
-    const entries = ready.map(({ p, ctx }) => packEvent(TYPES[p.kind], eventFields(deps, p, ctx)));
-    await deps.redis.appendEvents(deps.keys.events(), deps.eventsMaxLen ?? DEFAULT_EVENTS_MAX_LEN, ...entries);
+    const entries = ready.map(({ p, ctx }) => packTrackingEvent(deps, p, ctx));
+    await deps.redis.appendEvents(deps.keys.events(), deps.eventsMaxLen ?? DEFAULT_EVENTS_MAX_LEN, packBatch(entries));
     const counts = new Map<string, { type: string; cls: string; n: number }>();
     for (const { p, ctx } of ready) {
       const type = TYPES[p.kind];
@@ -193,7 +201,7 @@ async function markOpens(redis: RedisClient, keys: Keys, opens: readonly OpenMar
   const single = !(redis instanceof Cluster);
   const order: { group: string; pos: number }[] = [];
   // One group per call: its key pairs (marks, stats; each message once) and its quadruples.
-  const calls = new Map<string, { keys: string[]; index: Map<string, number>; quads: (string | number)[]; count: number }>();
+  const calls = new Map<string, { keys: string[]; index: Map<string, number>; quads: string[]; count: number }>();
   for (const o of opens) {
     const name = single ? '' : o.msgId;
     let c = calls.get(name);
@@ -203,7 +211,8 @@ async function markOpens(redis: RedisClient, keys: Keys, opens: readonly OpenMar
       c.keys.push(keys.trackMarks(o.msgId), keys.msgStats(o.msgId));
       c.index.set(o.msgId, (k = c.keys.length / 2));
     }
-    c.quads.push(k, o.cls, o.idx, o.at);
+    // [k, cls, idx, at]: cls, idx and at are digits, '' or 'm', so no JSON escaping is needed.
+    c.quads.push(`[${k},"${o.cls}","${o.idx}","${o.at}"]`);
     order.push({ group: name, pos: c.count++ });
   }
   const results = new Map<string, number[]>();
@@ -211,8 +220,8 @@ async function markOpens(redis: RedisClient, keys: Keys, opens: readonly OpenMar
     [...calls].map(async ([name, c]) => {
       // On a cluster the key comes first: ioredis's auto-pipelining routes a call by its first argument.
       const firsts = single
-        ? await redis.recordTrackingOpensKeys(c.keys.length, ...c.keys, ttlMs, ...c.quads)
-        : await redis.recordTrackingOpens(c.keys[0] as string, c.keys[1] as string, ttlMs, ...c.quads);
+        ? await redis.recordTrackingOpensKeys(c.keys.length, ...c.keys, ttlMs, `[${c.quads.join(',')}]`)
+        : await redis.recordTrackingOpens(c.keys[0] as string, c.keys[1] as string, ttlMs, `[${c.quads.join(',')}]`);
       results.set(name, firsts);
     }),
   );

@@ -3,7 +3,7 @@ import type { TokenPayload } from '../core/tokens.js';
 import { appendEvent } from '../store/events.js';
 import { anonymizeIp } from './anonymize-ip.js';
 import { BURST_LINKS, BURST_WINDOW_MS, type MachineReason } from './classify.js';
-import { DEFAULT_EVENTS_MAX_LEN, DEFAULT_RETENTION_MS, type TrackingDeps, type TrackingMode } from './deps.js';
+import { anonymizationOf, DEFAULT_EVENTS_MAX_LEN, DEFAULT_RETENTION_MS, type TrackingDeps, type TrackingMode } from './deps.js';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
@@ -59,24 +59,46 @@ export interface EventContext {
 }
 
 /**
- * The stream fields of a tracking event (after `type`). Fields are ids, classification and client
- * traits, never an address. Anonymous mode keeps only what aggregate counts need.
+ * The stream fields of a tracking event (after `type`), flat: [field, value, field, value, …]. Fields
+ * are ids, classification and client traits, never an address. Anonymous mode keeps only what
+ * aggregate counts need. Flat strings because a batch of thousands a second is packed straight from
+ * them (packTrackingEvent).
  */
-export function eventFields(deps: TrackingDeps, p: TokenPayload, ctx: EventContext): Record<string, string | number> {
-  const fields: Record<string, string | number> = { at: ctx.now, account: p.account, msgId: p.msgId };
+export function eventFlat(deps: Pick<TrackingDeps, 'settings'>, p: TokenPayload, ctx: EventContext): string[] {
+  const f: string[] = ['at', String(ctx.now), 'account', p.account, 'msgId', p.msgId];
   const personal = ctx.mode === 'full' || p.kind === 'u';
-  if (personal) fields['idx'] = p.idx;
-  if (p.link !== undefined) fields['link'] = p.link;
-  if (ctx.mode === 'full') fields['first'] = ctx.first ? 1 : 0;
-  fields['machine'] = ctx.machine ? 1 : 0;
-  if (ctx.machine) fields['reason'] = ctx.machine;
-  if (ctx.via) fields['via'] = ctx.via;
+  if (personal) f.push('idx', String(p.idx));
+  if (p.link !== undefined) f.push('link', String(p.link));
+  if (ctx.mode === 'full') f.push('first', ctx.first ? '1' : '0');
+  f.push('machine', ctx.machine ? '1' : '0');
+  if (ctx.machine) f.push('reason', ctx.machine);
+  if (ctx.via) f.push('via', ctx.via);
   if (personal) {
-    const ip = anonymizeIp(ctx.ip, deps.anonymizeIp?.(p.account) ?? 'none');
-    if (ip) fields['ip'] = ip;
-    if (ctx.userAgent) fields['ua'] = ctx.userAgent.slice(0, MAX_USER_AGENT_CHARS);
+    const ip = anonymizeIp(ctx.ip, anonymizationOf(deps.settings, p.account));
+    if (ip) f.push('ip', ip);
+    if (ctx.userAgent) f.push('ua', ctx.userAgent.slice(0, MAX_USER_AGENT_CHARS));
   }
+  return f;
+}
+
+/** eventFlat as an object, for appendEvent. */
+export function eventFields(deps: Pick<TrackingDeps, 'settings'>, p: TokenPayload, ctx: EventContext): Record<string, string> {
+  const flat = eventFlat(deps, p, ctx);
+  const fields: Record<string, string> = {};
+  for (let i = 0; i + 1 < flat.length; i += 2) fields[flat[i] as string] = flat[i + 1] as string;
   return fields;
+}
+
+/**
+ * One tracking event as appendEvents-1.lua takes it (store/events.ts packEvent's format), packed
+ * without packEvent's lone-surrogate scan: none can occur here. The user agent is an HTTP header,
+ * which Node decodes as latin1 (code units 0–255); the account was decoded from the token's UTF-8
+ * (invalid sequences become U+FFFD); everything else is digits, ids and fixed words.
+ */
+export function packTrackingEvent(deps: Pick<TrackingDeps, 'settings'>, p: TokenPayload, ctx: EventContext): string {
+  const flat = eventFlat(deps, p, ctx);
+  flat.unshift('type', TYPES[p.kind]);
+  return JSON.stringify(flat);
 }
 
 /** The `sluice_tracking_events_total` class of an event. */

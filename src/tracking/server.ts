@@ -4,10 +4,11 @@ import { isIP } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { TokenKind, TokenPayload } from '../core/tokens.js';
 import { classifyClick, type TrackingRequest } from './classify.js';
-import type { TrackingDeps, TrackingMode } from './deps.js';
+import { modeOf as settingsMode, type TrackingDeps, type TrackingMode } from './deps.js';
 import { isOneClickBody } from './one-click.js';
 import { badRequestPage, invalidLinkPage, NOT_FOUND_TEXT, unsubscribedPage, unsubscribeFormPage } from './pages.js';
-import { createEventBatch } from './event-batch.js';
+import { createEventBatch, type EventBatch } from './event-batch.js';
+import { startRecorder, type Recorder } from './recorder.js';
 import { mark } from './record.js';
 import { unsubscribe, unsubscribeTarget } from './unsubscribe.js';
 
@@ -75,7 +76,7 @@ type Endpoint = 'open' | 'click' | 'unsubscribe' | 'health' | 'other';
 export async function startTrackingServer(deps: TrackingDeps, opts: TrackingServerOptions): Promise<TrackingServer> {
   const log = deps.logger.child({ role: 'tracking' });
   const now = deps.now ?? Date.now;
-  const modeOf = (account: string): TrackingMode => deps.mode?.(account) ?? 'full';
+  const modeOf = (account: string): TrackingMode => settingsMode(deps.settings, account);
   const maxPending = opts.maxPendingRecords ?? MAX_PENDING_RECORDS;
   const maxBody = opts.maxBodyBytes ?? MAX_BODY_BYTES;
   const publicOrigin = new URL(opts.publicBaseUrl).origin;
@@ -86,8 +87,15 @@ export async function startTrackingServer(deps: TrackingDeps, opts: TrackingServ
   ];
   let closing = false;
 
-  // Opens and clicks are written after their answer, in batches: bounded, and awaited by idle() and close().
-  const batch = createEventBatch(deps, { maxPending, modeOf, verifyOpen: (token) => verify(token, 'o') });
+  // Opens and clicks are written after their answer, in batches: bounded, and awaited by idle() and
+  // close(). With a Redis address for it, by the recorder thread (recorder.ts), else on this thread.
+  const recorder: Recorder | null = deps.connect
+    ? startRecorder(
+        { connect: deps.connect, prefix: deps.keys.prefix, codec: deps.codec.options, settings: deps.settings, eventsMaxLen: deps.eventsMaxLen, retentionMs: deps.retentionMs },
+        { maxPending, metrics: deps.metrics, logger: log },
+      )
+    : null;
+  const batch: EventBatch = recorder ?? createEventBatch(deps, { maxPending, modeOf, verifyOpen: (token, at) => verifyAt(token, 'o', at) });
   const idle = (): Promise<void> => batch.idle();
 
   const clientOf = (req: IncomingMessage): TrackingRequest => {
@@ -100,10 +108,11 @@ export async function startTrackingServer(deps: TrackingDeps, opts: TrackingServ
   };
 
   // The codec refuses anything longer than a token or not base64url before decoding it.
-  const verify = (token: string, kind: TokenKind): TokenPayload | null => {
-    const p = deps.codec.verify(token, now());
+  const verifyAt = (token: string, kind: TokenKind, at: number): TokenPayload | null => {
+    const p = deps.codec.verify(token, at);
     return p && p.kind === kind ? p : null;
   };
+  const verify = (token: string, kind: TokenKind): TokenPayload | null => verifyAt(token, kind, now());
 
   // ── endpoints ─────────────────────────────────────────────────────────────────────────────────
 
@@ -116,7 +125,18 @@ export async function startTrackingServer(deps: TrackingDeps, opts: TrackingServ
     res.writeHead(200, pixelHeaders);
     res.end(req.method === 'HEAD' ? undefined : PIXEL_GIF);
     if (!TOKEN_RE.test(token)) return 'invalid';
-    batch.open({ token, at: now(), ...clientOf(req) });
+    // The user agent from the raw header list: req.headers would build an object of every header.
+    const raw = req.rawHeaders;
+    let userAgent = '';
+    for (let i = 0; i + 1 < raw.length; i += 2) {
+      const name = raw[i] as string;
+      if (name.length === 10 && name.toLowerCase() === 'user-agent') {
+        userAgent = raw[i + 1] as string;
+        break;
+      }
+    }
+    const ip = opts.trustProxy ? clientOf(req).ip : (req.socket.remoteAddress ?? '');
+    batch.open({ token, at: now(), method: req.method ?? 'GET', userAgent, ip });
     return COUNTED_LATER;
   };
 
@@ -256,6 +276,7 @@ export async function startTrackingServer(deps: TrackingDeps, opts: TrackingServ
       await closed;
       clearTimeout(cut);
       await idle();
+      await recorder?.close();
     },
   };
 }

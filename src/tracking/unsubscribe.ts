@@ -1,7 +1,7 @@
 import type { TokenPayload } from '../core/tokens.js';
 import { liveAddress, messageFor, unsubscribeRecipient, type MessageView } from '../store/recipients.js';
 import { mark, appendTrackingEvent } from './record.js';
-import type { TrackingDeps } from './deps.js';
+import { modeOf, type TrackingDeps } from './deps.js';
 
 export type UnsubscribeResult =
   | { readonly ok: true; readonly account: string; readonly address: string; readonly from: string; readonly first: boolean; readonly eventId: string }
@@ -44,7 +44,7 @@ export async function unsubscribe(
   if (!p || p.kind !== 'u') return { ok: false, reason: 'invalid-token' };
   const target = ctx.target ?? (await unsubscribeTarget(deps, p));
   if (!target) return { ok: false, reason: 'unknown-recipient' };
-  const mode = deps.mode?.(p.account) ?? 'full';
+  const mode = modeOf(deps.settings, p.account);
   const { first } = await mark(deps, p, mode, now);
   // The view's account is the token's (unsubscribeTarget checked it).
   await unsubscribeRecipient(deps.redis, deps.keys, target.view, p.idx, target.address, { now, evidence: { msgId: p.msgId, idx: p.idx, via: ctx.via ?? 'http' } });

@@ -48,6 +48,40 @@ test('changing any character, truncating or extending makes the token invalid', 
   assert.is(codec.verify('x'.repeat(10_000), NOW), null);
 });
 
+test('verify accepts what sign makes for keys of every length (HMAC block size and beyond)', () => {
+  for (const len of [16, 31, 32, 63, 64, 65, 100, 200]) {
+    const c = createTokenCodec({ keys: [{ id: 'kx', secret: Buffer.alloc(len, len) }], signWith: 'kx' });
+    for (const idx of [0, 1, 300, 2 ** 20]) {
+      const p: TokenPayload = { ...click, idx };
+      assert.equal(c.verify(c.sign(p), NOW), p, `key ${len} B, idx ${idx}`);
+      // Another key of the same length never verifies it.
+      const other = createTokenCodec({ keys: [{ id: 'kx', secret: Buffer.alloc(len, len + 1) }], signWith: 'kx' });
+      assert.is(other.verify(c.sign(p), NOW), null, `other key ${len} B`);
+    }
+  }
+});
+
+test('only the canonical spelling of a token verifies: every other last character is refused', () => {
+  const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+  // Tokens whose length leaves the last character 2 and 4 spare bits (length mod 4 = 2, 3).
+  const seen = new Set<number>();
+  for (let idx = 0; seen.size < 2 && idx < 2 ** 20; idx = idx * 2 + 1) {
+    const t = codec.sign({ ...click, idx });
+    if (t.length % 4 === 0 || seen.has(t.length % 4)) continue;
+    seen.add(t.length % 4);
+    let valid = 0;
+    for (const ch of ALPHABET) {
+      const variant = t.slice(0, -1) + ch;
+      const decodesSame = Buffer.from(variant, 'base64url').equals(Buffer.from(t, 'base64url'));
+      const ok = codec.verify(variant, NOW) !== null;
+      if (ok) valid++;
+      assert.is(ok, variant === t, `last char ${ch} (len mod 4 = ${t.length % 4}, same bytes: ${decodesSame})`);
+    }
+    assert.is(valid, 1);
+  }
+  assert.is(seen.size, 2, 'tokens of both lengths were tried');
+});
+
 test('a token of one message cannot be re-targeted to another', () => {
   const other = newId(NOW + 1);
   const a = Buffer.from(codec.sign(click), 'base64url');

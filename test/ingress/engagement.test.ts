@@ -19,7 +19,7 @@ let tracking: TrackingServer;
 test.before(async () => {
   fx = await ingressFixture();
   ({ api } = await startFixtureApi(fx));
-  tracking = await startTrackingServer({ redis: fx.client, keys: fx.keys, codec, logger: fx.logger }, { host: '127.0.0.1', port: 0, publicBaseUrl: 'https://t.example.com' });
+  tracking = await startTrackingServer({ redis: fx.client, keys: fx.keys, codec, logger: fx.logger, connect: { url: fx.redis.url } }, { host: '127.0.0.1', port: 0, publicBaseUrl: 'https://t.example.com' });
 });
 test.after(async () => {
   await tracking.close();

@@ -61,7 +61,7 @@ test.before(async () => {
   keys = redis.fresh().keys;
   // The real clock: the tokens below are issued an hour ago, as for a mail read later.
   server = await startTrackingServer(
-    { redis: client, keys, codec, logger },
+    { redis: client, keys, codec, logger, connect: { url: redis.url } },
     { host: '127.0.0.1', port: 0, publicBaseUrl: 'https://t.example.com' },
   );
   browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: CHROMIUM_ARGS, timeout: BROWSER_TIMEOUT_MS });

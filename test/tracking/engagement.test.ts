@@ -59,7 +59,7 @@ async function fixture(mode: TrackingMode = 'full'): Promise<Fixture> {
     acceptedAt: NOW, tags: [], metadata: {}, body: 'x',
   });
   await storeLinks(client, keys, msgId, LINKS);
-  const deps = { redis: client, keys, codec, logger: createLogger('silent'), now: () => NOW, mode: () => mode, retentionMs: RETENTION_MS };
+  const deps = { redis: client, keys, codec, logger: createLogger('silent'), now: () => NOW, settings: { mode }, retentionMs: RETENTION_MS, connect: { url: redis.url } };
   const server = await startTrackingServer(deps, { host: '127.0.0.1', port: 0, publicBaseUrl: 'https://t.example.com' });
   const base = `http://127.0.0.1:${server.port}`;
   const sign = (p: Omit<TokenPayload, 'account' | 'msgId' | 'issuedAt'>) => codec.sign({ account: 'acme', msgId, issuedAt: ISSUED, ...p } as TokenPayload);

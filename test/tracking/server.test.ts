@@ -22,7 +22,7 @@ const NOW = Date.UTC(2026, 2, 1, 12);
 const ISSUED = Math.floor(NOW / 1000) - 3600;
 const LINKS = ['https://shop.example/a?x=1', 'https://shop.example/b', 'https://shop.example/c', 'https://shop.example/d'];
 const codec = createTokenCodec({ keys: [{ id: 'k1', secret: 'tracking-test-secret-0123456789' }], signWith: 'k1' });
-const logger = createLogger('silent');
+const logger = createLogger(process.env['DEBUG_TRACKING'] ? 'debug' : 'silent');
 const agent = new Agent({ keepAliveTimeout: 100 });
 
 let redis: TestRedis;
@@ -60,7 +60,9 @@ async function fixture(opts: { mode?: TrackingMode; ip?: IpAnonymization; accoun
   await storeLinks(client, keys, msgId, LINKS);
   const deps: TrackingDeps = {
     redis: client, keys, codec, logger, now: () => NOW,
-    mode: () => opts.mode ?? 'full', anonymizeIp: () => opts.ip ?? 'none',
+    settings: { mode: opts.mode ?? 'full', anonymizeIp: opts.ip ?? 'none' },
+    // Opens and clicks go through the recorder thread, as in production.
+    connect: { url: redis.url },
   };
   const server = await startTrackingServer(deps, { host: '127.0.0.1', port: 0, publicBaseUrl: 'https://t.example.com', ...(opts.trustProxy ? { trustProxy: true } : {}), ...(opts.headersTimeoutMs ? { headersTimeoutMs: opts.headersTimeoutMs } : {}) });
   return {
@@ -107,6 +109,20 @@ test('an open answers the 43-byte GIF, uncached, and is recorded once with its f
   } finally {
     await f.close();
   }
+});
+
+test('close() returns once the recorder thread has written every answered open', async () => {
+  const f = await fixture();
+  const n = 300;
+  // Answered, not yet written: the recorder thread holds them (or they wait for it) when close() starts.
+  const answers = await Promise.all(Array.from({ length: n }, (_, i) => get(f.base + tokenPath('o', f.token('o', { idx: i % 2 })), { headers: { 'user-agent': BROWSER } })));
+  assert.ok(answers.every((a) => a.status === 200));
+  await f.close();
+  const entries = await client.xrange(f.keys.events(), '-', '+');
+  assert.is(entries.length, n, 'every answered open is in the stream once close() has returned');
+  const stats = await client.hgetall(f.keys.msgStats(f.msgId));
+  assert.is(stats['opens'], String(n));
+  assert.is(stats['opens_unique_human'], '2', 'two recipients, one first open each');
 });
 
 test('a click redirects to the link of the message table and is recorded once', async () => {

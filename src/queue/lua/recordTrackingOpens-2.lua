@@ -12,47 +12,51 @@
   KEYS[2k]    stats  HASH of message k: opens, opens_human, opens_unique_human, machine_opens
   ARGV[1]     ttlMs  how long marks are kept (the message's retention); a stats hash without a TTL
                      gets it too (finishRecipient-4.lua aligns it with the record's expiry)
-  ARGV[2..]   quadruples, one per open, in arrival order:
+  ARGV[2]     opens  a JSON array of quadruples [k, cls, idx, now], one per open, in arrival order:
                 k    which message (key pair) the open is of
                 cls  '' for a presumed person, 'm' for a known machine
                 idx  the recipient index, or '' in anonymous mode: counted, no mark, never first
                 now  ms of the open (the value of a first mark)
 
+  Redis calls per open: one HSETNX (none in anonymous mode); per message of the batch, one HINCRBY
+  per counter that moved. A TTL is set only where one can be missing: on marks when a mark was added,
+  on stats when this call created its 'opens' field (a hash that had it already got its TTL then).
+
   Returns {first (1|0), ...}, one per quadruple, in their order: of two opens of one recipient in
   the same batch, the earlier is the first.
 ]]
+local opens = cjson.decode(ARGV[2])
 local out = {}
--- Per message: {opens, human, uniqueHuman, machine}, written once per message after the loop.
+-- Per message: {opens, human, uniqueHuman, machine, marked}, written once per message after the loop.
 local counts = {}
-local marked = {}
-for i = 2, #ARGV, 4 do
-  local k, cls, idx = tonumber(ARGV[i]), ARGV[i + 1], ARGV[i + 2]
+for i = 1, #opens do
+  local o = opens[i]
+  local k, cls, idx = o[1], o[2], o[3]
   local first = 0
   if idx ~= '' then
-    first = redis.call('HSETNX', KEYS[2 * k - 1], cls .. 'o:' .. idx, ARGV[i + 3])
-    marked[k] = true
+    first = redis.call('HSETNX', KEYS[2 * k - 1], cls .. 'o:' .. idx, o[4])
   end
   local c = counts[k]
   if not c then
-    c = {0, 0, 0, 0}
+    c = {0, 0, 0, 0, 0}
     counts[k] = c
   end
   c[1] = c[1] + 1
+  c[5] = c[5] + first
   if cls == '' then
     c[2] = c[2] + 1
     c[3] = c[3] + first
   else
     c[4] = c[4] + 1
   end
-  out[#out + 1] = first
+  out[i] = first
 end
 for k, c in pairs(counts) do
   local stats = KEYS[2 * k]
-  redis.call('HINCRBY', stats, 'opens', c[1])
+  if redis.call('HINCRBY', stats, 'opens', c[1]) == c[1] then redis.call('PEXPIRE', stats, ARGV[1], 'NX') end
   if c[2] > 0 then redis.call('HINCRBY', stats, 'opens_human', c[2]) end
   if c[3] > 0 then redis.call('HINCRBY', stats, 'opens_unique_human', c[3]) end
   if c[4] > 0 then redis.call('HINCRBY', stats, 'machine_opens', c[4]) end
-  redis.call('PEXPIRE', stats, ARGV[1], 'NX')
-  if marked[k] then redis.call('PEXPIRE', KEYS[2 * k - 1], ARGV[1]) end
+  if c[5] > 0 then redis.call('PEXPIRE', KEYS[2 * k - 1], ARGV[1]) end
 end
 return out

@@ -1,0 +1,83 @@
+import { parentPort, workerData } from 'node:worker_threads';
+import { createTokenCodec } from '../core/tokens.js';
+import { createRedis } from '../redis/client.js';
+import { createKeys } from '../redis/keys.js';
+import { modeOf } from './deps.js';
+import { createEventBatch } from './event-batch.js';
+import { OPEN_FIELDS, type Counts, type FromRecorder, type RecorderInit, type ToRecorder } from './recorder-protocol.js';
+
+/**
+ * The tracking server's recorder thread: verifies, classifies, marks and appends the opens and
+ * clicks the main thread has already answered (event-batch.ts, on a Redis connection of its own).
+ * The main thread only answers requests; all the per-event work is here, on the other core.
+ */
+const init = workerData as RecorderInit;
+const port = parentPort;
+if (!port) throw new Error('recorder-worker.ts runs as a worker thread');
+
+const post = (m: FromRecorder): void => port.postMessage(m);
+const redis = createRedis({ ...init.connect, name: 'sluice-tracking-recorder' });
+// ioredis reconnects by itself; the main thread's connection reports outages, so only note them here.
+redis.on('error', () => undefined);
+const codec = createTokenCodec(init.codec);
+
+// Counter increments since the last report, keyed "label\tlabel".
+const requests = new Map<string, number>();
+const events = new Map<string, number>();
+const bump = (m: Map<string, number>, key: string, n: number): void => void m.set(key, (m.get(key) ?? 0) + n);
+const drain = (m: Map<string, number>): Counts => {
+  const out: Counts = [];
+  for (const [k, n] of m) {
+    const tab = k.indexOf('\t');
+    out.push([k.slice(0, tab), k.slice(tab + 1), n]);
+  }
+  m.clear();
+  return out;
+};
+
+const batch = createEventBatch(
+  {
+    redis,
+    keys: createKeys(init.prefix),
+    settings: init.settings,
+    eventsMaxLen: init.eventsMaxLen,
+    retentionMs: init.retentionMs,
+    logger: {
+      warn: (obj, msg) => {
+        const o = obj as { err?: unknown; events?: number };
+        post({ t: 'log', msg, err: o.err === undefined ? undefined : String((o.err as Error)?.message ?? o.err), events: o.events });
+      },
+    },
+    metrics: {
+      requests: { inc: (l, n = 1) => bump(requests, `${l.endpoint}\t${l.result}`, n) },
+      events: { inc: (l, n = 1) => bump(events, `${l.type}\t${l.class}`, n) },
+      duration: { observe: () => undefined },
+    },
+  },
+  {
+    // The main thread bounds what is pending; here everything it sends is taken.
+    maxPending: Number.MAX_SAFE_INTEGER,
+    modeOf: (account) => modeOf(init.settings, account),
+    verifyOpen: (token, at) => {
+      const p = codec.verify(token, at);
+      return p && p.kind === 'o' ? p : null;
+    },
+    onFlushed: (entries) => post({ t: 'flushed', entries, requests: drain(requests), events: drain(events) }),
+  },
+);
+
+port.on('message', (m: ToRecorder) => {
+  if (m.t === 'close') {
+    void batch
+      .idle()
+      .then(() => redis.quit())
+      .catch(() => redis.disconnect())
+      .finally(() => port.close());
+    return;
+  }
+  const o = m.opens;
+  for (let i = 0; i + OPEN_FIELDS <= o.length; i += OPEN_FIELDS) {
+    batch.open({ token: o[i] as string, at: o[i + 1] as number, method: o[i + 2] as string, userAgent: o[i + 3] as string, ip: o[i + 4] as string });
+  }
+  for (const e of m.events) batch.event(e.p, e.ctx);
+});

@@ -1,0 +1,154 @@
+import { Worker } from 'node:worker_threads';
+import { extname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { TokenPayload } from '../core/tokens.js';
+import type { EventBatch, RawOpen } from './event-batch.js';
+import type { TrackingMetrics } from './deps.js';
+import type { EventContext } from './record.js';
+import { type FromRecorder, type OpenTuples, type RecorderInit, type ToRecorder } from './recorder-protocol.js';
+
+/**
+ * The main thread's side of the recorder thread: the tracking server answers a pixel and hands the
+ * request here; everything else an open costs (HMAC, classification, marks, the stream entry, the
+ * Redis client's work) happens in recorder-worker.ts, so the thread that answers HTTP does little
+ * more than a server that records nothing.
+ *
+ *   request ─► answer ─► open tuples (this turn) ──postMessage once per turn──► recorder thread
+ *                                                                                 │ event-batch.ts
+ *   pending = queued here + sent and not yet flushed ◄── 'flushed' (entries, counter increments)
+ *
+ * Bounded like the in-process batch: beyond maxPending events waiting, new ones are shed (counted).
+ * If the thread dies (it should not: event-batch.ts catches Redis errors), what it held is reported
+ * lost and a new thread is started after a second; requests are answered all along.
+ */
+export interface Recorder extends EventBatch {
+  close(): Promise<void>;
+}
+
+export interface RecorderOptions {
+  readonly maxPending: number;
+  readonly metrics: TrackingMetrics | undefined;
+  readonly logger: { warn(obj: object, msg: string): void; error(obj: object, msg: string): void };
+}
+
+// Same extension as this file: '.ts' under tsx (worker threads inherit `--import tsx`), '.js' in dist/.
+const WORKER_URL = new URL(`./recorder-worker${extname(fileURLToPath(import.meta.url))}`, import.meta.url).href;
+/**
+ * The thread's entry imports the module. Run from source, tsx's ESM hooks (`--import tsx`) do not
+ * reach a worker thread on Node 20, so the entry registers them first; the built code needs none.
+ */
+const WORKER_ENTRY = `${WORKER_URL.endsWith('.ts') ? "import('tsx/esm/api').then((tsx) => tsx.register())" : 'Promise.resolve()'}
+  .then(() => import(${JSON.stringify(WORKER_URL)}))
+  .catch((err) => process.nextTick(() => { throw err; }));`;
+const RESTART_DELAY_MS = 1_000;
+/** close(): how long the thread gets to write what it holds before it is stopped. */
+const CLOSE_GRACE_MS = 10_000;
+/** Young generation of the thread's heap: its garbage is short-lived batches (see render/pool.ts). */
+const YOUNG_GENERATION_MB = 16;
+
+export function startRecorder(init: RecorderInit, opts: RecorderOptions): Recorder {
+  let opens: OpenTuples = [];
+  let events: { p: TokenPayload; ctx: EventContext }[] = [];
+  let queued = 0;
+  let sent = 0;
+  let scheduled = false;
+  let closing = false;
+  let idleWaiters: (() => void)[] = [];
+  let worker: Worker;
+  /** False from the thread's exit until its replacement starts: messages wait here meanwhile. */
+  let alive = false;
+
+  const settle = (): void => {
+    if (queued + sent > 0 || scheduled) return;
+    const waiters = idleWaiters;
+    idleWaiters = [];
+    for (const w of waiters) w();
+  };
+
+  const send = (): void => {
+    scheduled = false;
+    if (queued === 0) return settle();
+    if (!alive) return;
+    const m: ToRecorder = { t: 'record', opens, events };
+    worker.postMessage(m);
+    sent += queued;
+    queued = 0;
+    opens = [];
+    events = [];
+  };
+
+  const spawn = (): Worker => {
+    const w = new Worker(WORKER_ENTRY, { eval: true, workerData: init, resourceLimits: { maxYoungGenerationSizeMb: YOUNG_GENERATION_MB } });
+    alive = true;
+    w.on('message', (m: FromRecorder) => {
+      if (m.t === 'log') {
+        opts.logger.warn({ err: m.err === undefined ? undefined : { message: m.err }, events: m.events }, m.msg);
+        return;
+      }
+      sent -= m.entries;
+      for (const [endpoint, result, n] of m.requests) opts.metrics?.requests.inc({ endpoint, result }, n);
+      for (const [type, cls, n] of m.events) opts.metrics?.events.inc({ type, class: cls }, n);
+      settle();
+    });
+    w.on('error', (err) => opts.logger.error({ err }, 'tracking recorder thread failed'));
+    w.on('exit', (code) => {
+      alive = false;
+      if (closing) return;
+      opts.logger.error({ code, lost: sent }, 'tracking recorder thread exited; restarting it');
+      if (sent > 0) opts.metrics?.requests.inc({ endpoint: 'open', result: 'lost' }, sent);
+      sent = 0;
+      settle();
+      setTimeout(() => {
+        if (closing) return;
+        worker = spawn();
+        if (queued > 0 && !scheduled) {
+          scheduled = true;
+          setImmediate(send);
+        }
+      }, RESTART_DELAY_MS).unref();
+    });
+    return w;
+  };
+  worker = spawn();
+
+  const take = (endpoint: 'open' | 'click'): boolean => {
+    if (queued + sent >= opts.maxPending) {
+      opts.metrics?.requests.inc({ endpoint, result: 'shed' });
+      opts.logger.warn({ pending: queued + sent }, 'tracking event dropped: too many writes waiting');
+      return false;
+    }
+    queued++;
+    if (!scheduled) {
+      scheduled = true;
+      // After this turn's other requests: they go in the same message.
+      setImmediate(send);
+    }
+    return true;
+  };
+
+  return {
+    open(raw: RawOpen) {
+      if (take('open')) opens.push(raw.token, raw.at, raw.method, raw.userAgent, raw.ip);
+    },
+    event(p, ctx) {
+      if (take('click')) events.push({ p, ctx });
+    },
+    get pending() {
+      return queued + sent;
+    },
+    idle: () => (queued + sent === 0 && !scheduled ? Promise.resolve() : new Promise((resolve) => idleWaiters.push(resolve))),
+    async close() {
+      if (scheduled) send();
+      closing = true;
+      if (!alive) return;
+      const w = worker;
+      const exited = new Promise<void>((resolve) => w.once('exit', () => resolve()));
+      w.postMessage({ t: 'close' } satisfies ToRecorder);
+      const cut = setTimeout(() => void w.terminate(), CLOSE_GRACE_MS);
+      await exited;
+      clearTimeout(cut);
+      sent = 0;
+      settle();
+    },
+  };
+}
