@@ -37,7 +37,7 @@ import { storeMessage } from '../src/store/messages.js';
 import { storeLinks } from '../src/store/links.js';
 import { PIXEL_GIF } from '../src/tracking/server.js';
 import { ROOT, sleep } from './harness.js';
-import { cpuDelta, cpuTimes, machineBusySeconds, round, type CpuTimes } from './proc.js';
+import { cpuDelta, cpuTimes, machineBusySeconds, round, threadCpu, type CpuTimes } from './proc.js';
 import { printSummary, summariseDir } from './profile.js';
 
 const DURATION_S = Number(process.env['BENCH_DURATION_S'] ?? 10);
@@ -205,8 +205,12 @@ interface PhaseResult {
   max_ms: number;
   requests: number;
   errors: number;
-  /** CPU seconds per second of each process during the measured run (1.0 = one core). */
-  cpu: { server: number; redis: number; wrk: number; others: number };
+  /**
+   * CPU seconds per second of each process during the measured run (1.0 = one core); the server's
+   * split into its main thread (HTTP) and every other thread (Sluice's recorder thread, V8's GC
+   * helpers, libuv's pool).
+   */
+  cpu: { server: number; server_main_thread: number; server_other_threads: number; redis: number; wrk: number; others: number };
   /** Server CPU µs per answered request: the figure that other work on the machine disturbs least. */
   server_cpu_us_per_request: number;
   events_written?: number;
@@ -217,9 +221,10 @@ interface PhaseResult {
 async function phase(target: Target, redisPid: number, pathsFile: string, script: string, settle?: () => Promise<[number, number]>): Promise<PhaseResult> {
   await wrk(target.port, pathsFile, script, WARMUP_S);
   const before = await settle?.();
-  const [s0, r0, m0] = [cpuTimes(target.pid), cpuTimes(redisPid), machineBusySeconds()];
+  const [s0, r0, m0, t0] = [cpuTimes(target.pid), cpuTimes(redisPid), machineBusySeconds(), threadCpu(target.pid)];
   const { result: w, cpu: wrkCpu } = await wrk(target.port, pathsFile, script, DURATION_S);
-  const [s1, r1, m1] = [cpuTimes(target.pid), cpuTimes(redisPid), machineBusySeconds()];
+  const [s1, r1, m1, t1] = [cpuTimes(target.pid), cpuTimes(redisPid), machineBusySeconds(), threadCpu(target.pid)];
+  const mainThread = (t1.get(target.pid) ?? 0) - (t0.get(target.pid) ?? 0);
   const secs = w.duration_us / 1e6;
   const server = cpuDelta(s0, s1).total;
   const redis = cpuDelta(r0, r1).total;
@@ -236,7 +241,7 @@ async function phase(target: Target, redisPid: number, pathsFile: string, script
     errors: w.connect + w.read + w.write + w.status + w.timeout,
     server_cpu_us_per_request: round((server / Math.max(1, w.requests)) * 1e6, 1),
     // wrk's CPU is that of the measured run alone: the warm-up was a process of its own.
-    cpu: { server: perSec(server), redis: perSec(redis), wrk: perSec(load), others: perSec(Math.max(0, m1 - m0 - server - redis - load)) },
+    cpu: { server: perSec(server), server_main_thread: perSec(mainThread), server_other_threads: perSec(Math.max(0, server - mainThread)), redis: perSec(redis), wrk: perSec(load), others: perSec(Math.max(0, m1 - m0 - server - redis - load)) },
   };
 }
 
@@ -267,11 +272,21 @@ async function seed(client: RedisClient, keys: Keys, codec: TokenCodec): Promise
   return { opens, clicks };
 }
 
+/**
+ * Entries ever appended to the stream (XINFO STREAM entries-added, Redis 7), not its length: the
+ * rounds append more than retention.eventsMaxLen (1,000,000), past which the stream is trimmed.
+ */
+async function entriesAdded(client: RedisClient, keys: Keys): Promise<number> {
+  const info = (await client.call('XINFO', 'STREAM', keys.events()).catch(() => [])) as unknown[];
+  const at = info.indexOf('entries-added');
+  return at === -1 ? await client.xlen(keys.events()) : Number(info[at + 1]);
+}
+
 /** Waits until the Sluice process has written every event it accepted (the stream stops growing). */
 async function settledEvents(client: RedisClient, keys: Keys): Promise<number> {
   let last = -1;
   for (let i = 0; i < 100; i++) {
-    const n = await client.xlen(keys.events());
+    const n = await entriesAdded(client, keys);
     if (n === last) return n;
     last = n;
     await sleep(250);
@@ -400,10 +415,10 @@ function medianPhase(phases: readonly PhaseResult[]): PhaseResult {
 }
 
 function printTable(rows: Record<string, PhaseResult>): void {
-  const head = ['phase', 'req/s', 'p50 ms', 'p99 ms', 'max ms', 'errors', 'server CPU', 'redis CPU', 'wrk CPU', 'others CPU', 'µs CPU/req', 'events'];
+  const head = ['phase', 'req/s', 'p50 ms', 'p99 ms', 'max ms', 'errors', 'server CPU', 'main thr', 'redis CPU', 'wrk CPU', 'others CPU', 'µs CPU/req', 'events'];
   const lines = Object.entries(rows).map(([name, r]) => [
     name, String(r.rps), String(r.p50_ms), String(r.p99_ms), String(r.max_ms), String(r.errors),
-    String(r.cpu.server), String(r.cpu.redis), String(r.cpu.wrk), String(r.cpu.others), String(r.server_cpu_us_per_request),
+    String(r.cpu.server), String(r.cpu.server_main_thread), String(r.cpu.redis), String(r.cpu.wrk), String(r.cpu.others), String(r.server_cpu_us_per_request),
     r.events_written === undefined ? '-' : `${r.events_written}/${r.requests}`,
   ]);
   const widths = head.map((h, i) => Math.max(h.length, ...lines.map((l) => (l[i] as string).length)));

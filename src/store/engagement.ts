@@ -4,18 +4,18 @@ import type { Keys } from '../redis/keys.js';
 /**
  * A message's engagement counters, one HASH per message under its hash tag:
  *
- *   {m:<id>}:stats  opens               every recorded open (raw: people and machines)
- *                   opens_human         opens not classified as a machine's
+ *   {m:<id>}:stats  opens_human         opens not classified as a machine's
  *                   opens_unique_human  recipients with at least one human open (full mode only)
  *                   machine_opens       opens by a proxy or scanner (Apple MPP, HEAD, …)
- *                   clicks, clicks_human, clicks_unique_human, machine_clicks   the same for clicks
+ *                   clicks_human, clicks_unique_human, machine_clicks   the same for clicks
  *                   unsubscribes        recipients who unsubscribed (a repeat is not counted)
  *
  * The tracking scripts (recordTrackingOpens-2.lua, recordTrackingEvent-3.lua) increment them in the
  * same call that sets the per-recipient marks, so counting costs no round trip of its own. They count
  * in 'anonymous' mode too, where no per-recipient mark exists: there the unique counts stay 0, since
  * "unique" needs to know who, which that mode must not keep. Fields that were never incremented are
- * absent from the hash and read as 0.
+ * absent from the hash and read as 0. The raw totals (`opens`, `clicks`: people and machines) are
+ * the sums human + machine, not counters of their own: one Redis call less per open.
  */
 export interface Engagement {
   readonly opens: number;
@@ -29,30 +29,32 @@ export interface Engagement {
   readonly unsubscribes: number;
 }
 
-/** The HASH field of each counter: the names the Lua scripts use. */
-export const ENGAGEMENT_FIELDS: { readonly [K in keyof Engagement]: string } = {
-  opens: 'opens',
+/** The counters kept in the HASH, and their field names (the names the Lua scripts use). */
+type Stored = Exclude<keyof Engagement, 'opens' | 'clicks'>;
+export const ENGAGEMENT_FIELDS: { readonly [K in Stored]: string } = {
   opensHuman: 'opens_human',
   opensUniqueHuman: 'opens_unique_human',
   machineOpens: 'machine_opens',
-  clicks: 'clicks',
   clicksHuman: 'clicks_human',
   clicksUniqueHuman: 'clicks_unique_human',
   machineClicks: 'machine_clicks',
   unsubscribes: 'unsubscribes',
 };
 
-const NAMES = Object.keys(ENGAGEMENT_FIELDS) as (keyof Engagement)[];
+const STORED = Object.keys(ENGAGEMENT_FIELDS) as Stored[];
+const NAMES: readonly (keyof Engagement)[] = ['opens', 'clicks', ...STORED];
 
 export const NO_ENGAGEMENT: Engagement = Object.freeze(Object.fromEntries(NAMES.map((n) => [n, 0])) as unknown as Engagement);
 
 /** The counters of a stats HASH as read (HGETALL); a missing or malformed field counts 0. Pure. */
 export function toEngagement(hash: Readonly<Record<string, string>>): Engagement {
   const out = {} as Record<keyof Engagement, number>;
-  for (const n of NAMES) {
+  for (const n of STORED) {
     const v = Number(hash[ENGAGEMENT_FIELDS[n]] ?? 0);
     out[n] = Number.isSafeInteger(v) && v > 0 ? v : 0;
   }
+  out.opens = out.opensHuman + out.machineOpens;
+  out.clicks = out.clicksHuman + out.machineClicks;
   return out;
 }
 

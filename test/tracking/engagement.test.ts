@@ -213,8 +213,10 @@ test('toEngagement and sumEngagement: absent or malformed fields read as 0; sums
   assert.equal(toEngagement({}), NO_ENGAGEMENT);
   assert.equal(
     toEngagement({ opens: '5', opens_human: '4', opens_unique_human: '2', machine_opens: 'x', clicks: '-3', clicks_human: '1.5', unsubscribes: '1', other: '9' }),
-    counts({ opens: 5, opensHuman: 4, opensUniqueHuman: 2, unsubscribes: 1 }),
+    counts({ opens: 4, opensHuman: 4, opensUniqueHuman: 2, unsubscribes: 1 }),
+    'the raw totals are human + machine; stored opens/clicks fields are not read',
   );
+  assert.equal(toEngagement({ opens_human: '4', machine_opens: '3', clicks_human: '2', machine_clicks: '5' }), counts({ opens: 7, opensHuman: 4, machineOpens: 3, clicks: 7, clicksHuman: 2, machineClicks: 5 }));
   const a = counts({ opens: 3, opensUniqueHuman: 1, clicks: 2 });
   const b = counts({ opens: 4, machineOpens: 4, unsubscribes: 1 });
   assert.equal(sumEngagement([a, b]), counts({ opens: 7, opensUniqueHuman: 1, machineOpens: 4, clicks: 2, unsubscribes: 1 }));

@@ -54,13 +54,13 @@ if idx ~= '' then
   redis.call('PEXPIRE', KEYS[1], ARGV[6])
 end
 
--- The counters: raw, human or machine, and unique human (a recipient's first human open or click).
+-- The counters: human or machine (the raw total is their sum), and unique human (a recipient's first
+-- human open or click).
 local stats = KEYS[3]
 if kind == 'u' then
   if first == 1 or idx == '' then redis.call('HINCRBY', stats, 'unsubscribes', 1) end
 else
   local name = (kind == 'o') and 'opens' or 'clicks'
-  redis.call('HINCRBY', stats, name, 1)
   local machine = cls ~= '' or (kind == 'c' and burst >= tonumber(ARGV[8]))
   if machine then
     redis.call('HINCRBY', stats, 'machine_' .. name, 1)

@@ -9,7 +9,8 @@
   node); on Redis Cluster it calls it once per message, whose keys share the message's hash tag.
 
   KEYS[2k-1]  marks  HASH of message k of the batch (each message once)
-  KEYS[2k]    stats  HASH of message k: opens, opens_human, opens_unique_human, machine_opens
+  KEYS[2k]    stats  HASH of message k: opens_human, opens_unique_human, machine_opens (the raw total
+                     is their sum, see src/store/engagement.ts)
   ARGV[1]     ttlMs  how long marks are kept (the message's retention); a stats hash without a TTL
                      gets it too (finishRecipient-4.lua aligns it with the record's expiry)
   ARGV[2]     opens  a JSON array of quadruples [k, cls, idx, now], one per open, in arrival order:
@@ -20,14 +21,15 @@
 
   Redis calls per open: one HSETNX (none in anonymous mode); per message of the batch, one HINCRBY
   per counter that moved. A TTL is set only where one can be missing: on marks when a mark was added,
-  on stats when this call created its 'opens' field (a hash that had it already got its TTL then).
+  on stats when this call created a counter (a hash that had it already got its TTL then).
 
   Returns {first (1|0), ...}, one per quadruple, in their order: of two opens of one recipient in
   the same batch, the earlier is the first.
 ]]
 local opens = cjson.decode(ARGV[2])
 local out = {}
--- Per message: {opens, human, uniqueHuman, machine, marked}, written once per message after the loop.
+-- Per message: {opens, human, uniqueHuman, machine, marked}, written once per message after the loop
+-- (opens only tells whether the message had any).
 local counts = {}
 for i = 1, #opens do
   local o = opens[i]
@@ -53,10 +55,11 @@ for i = 1, #opens do
 end
 for k, c in pairs(counts) do
   local stats = KEYS[2 * k]
-  if redis.call('HINCRBY', stats, 'opens', c[1]) == c[1] then redis.call('PEXPIRE', stats, ARGV[1], 'NX') end
-  if c[2] > 0 then redis.call('HINCRBY', stats, 'opens_human', c[2]) end
+  local created = false
+  if c[2] > 0 and redis.call('HINCRBY', stats, 'opens_human', c[2]) == c[2] then created = true end
   if c[3] > 0 then redis.call('HINCRBY', stats, 'opens_unique_human', c[3]) end
-  if c[4] > 0 then redis.call('HINCRBY', stats, 'machine_opens', c[4]) end
+  if c[4] > 0 and redis.call('HINCRBY', stats, 'machine_opens', c[4]) == c[4] then created = true end
+  if created then redis.call('PEXPIRE', stats, ARGV[1], 'NX') end
   if c[5] > 0 then redis.call('PEXPIRE', KEYS[2 * k - 1], ARGV[1]) end
 end
 return out
