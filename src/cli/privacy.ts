@@ -40,11 +40,12 @@ export async function runPrivacy(argv: string[], io: Io): Promise<number> {
     const keys = createKeys(cfg.redis.prefix);
     if (sub === 'export') {
       println(io.out, JSON.stringify(await exportAddress(redis, keys, address, scope), null, 2));
-      await auditCli(redis, cfg, io, 'recipient.export', account ?? '', addressRef(address));
+      await auditCli(redis, cfg, io, 'recipient.export', account ?? '', await addressRef(redis, keys, address));
       return 0;
     }
-    const report = await eraseAddress(redis, keys, address, scope, { eventsMaxLen: cfg.retention.eventsMaxLen, recordTtlMs: cfg.retention.records, ref: addressRef(address) });
-    await auditCli(redis, cfg, io, 'recipient.erase', account ?? '', addressRef(address));
+    const ref = await addressRef(redis, keys, address);
+    const report = await eraseAddress(redis, keys, address, scope, { eventsMaxLen: cfg.retention.eventsMaxLen, recordTtlMs: cfg.retention.records, ref });
+    await auditCli(redis, cfg, io, 'recipient.erase', account ?? '', ref);
     println(io.out, JSON.stringify({ erased: report }));
     return 0;
   } finally {

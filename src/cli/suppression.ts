@@ -105,13 +105,13 @@ export async function runSuppression(argv: string[], io: Io): Promise<number> {
       case 'add': {
         const now = Date.now();
         await addSuppression(redis, keys, list, address, { reason, at: now, evidence: { source: 'cli' } });
-        await auditCli(redis, cfg, io, 'suppression.add', list === GLOBAL_LIST ? '' : list, addressRef(address));
+        await auditCli(redis, cfg, io, 'suppression.add', list === GLOBAL_LIST ? '' : list, await addressRef(redis, keys, address));
         println(io.out, `added ${address} to ${label} (${reason})`);
         return 0;
       }
       case 'remove': {
         if (await removeSuppression(redis, keys, list, address)) {
-          await auditCli(redis, cfg, io, 'suppression.remove', list === GLOBAL_LIST ? '' : list, addressRef(address));
+          await auditCli(redis, cfg, io, 'suppression.remove', list === GLOBAL_LIST ? '' : list, await addressRef(redis, keys, address));
           println(io.out, `removed ${address} from ${label}`);
           return 0;
         }

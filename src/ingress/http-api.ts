@@ -384,7 +384,7 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
       const all = p.kind === 'operator' && namedAccount(req) === undefined;
       const accounts = all ? deps.config.accounts.map((a) => a.id) : [(await authenticate(req)).id];
       const r = await privacy.run({ redis: deps.redis, keys: deps.keys, eventsMaxLen: deps.config.retention.eventsMaxLen, recordTtlMs: deps.config.retention.records }, { accounts, all });
-      await audit(req, privacy.action, all ? '' : (accounts[0] as string), addressRef(privacy.address));
+      await audit(req, privacy.action, all ? '' : (accounts[0] as string), await addressRef(deps.redis, deps.keys, privacy.address));
       return { route: 'recipients', answer: new Answer(r.status, r.body) };
     }
     const own = matchSuppressionRoute(method, req.url ?? '/');

@@ -160,12 +160,12 @@ export async function listRoute(method: string, url: string, req: IncomingMessag
   if (method === 'DELETE') {
     const c = await deleteContact(ctx.redis, ctx.keys, account.id, list.id, email, now());
     if (!c) throw new SluiceError('SLUICE_INGRESS_NOT_FOUND', 'No such contact');
-    return { status: 200, body: { email: c.email, deleted: true }, audit: { action: 'contact.delete', target: `${list.id} ${addressRef(c.email)}` } };
+    return { status: 200, body: { email: c.email, deleted: true }, audit: { action: 'contact.delete', target: `${list.id} ${await addressRef(ctx.redis, ctx.keys, c.email)}` } };
   }
   const input = parseBody(patchSchema, await readJsonBody(req, ctx), 'contact');
   const c = await patchContact(ctx.redis, ctx.keys, account.id, list.id, email, { fields: input.fields, status: input.status as Contact['status'] | undefined }, now());
   if (!c) throw new SluiceError('SLUICE_INGRESS_NOT_FOUND', 'No such contact');
-  return { status: 200, body: contactView(c), audit: { action: 'contact.update', target: `${list.id} ${addressRef(c.email)}` } };
+  return { status: 200, body: contactView(c), audit: { action: 'contact.update', target: `${list.id} ${await addressRef(ctx.redis, ctx.keys, c.email)}` } };
 }
 
 /** The contact address of a path segment, checked as imported addresses are (store/contacts.ts). */

@@ -47,7 +47,7 @@ export function matchPrivacyRoute(method: string, path: string): PrivacyRoute | 
       address: a,
       run: async (d, scope) => ({
         status: 200,
-        body: { erased: await eraseAddress(d.redis, d.keys, a, scope, { eventsMaxLen: d.eventsMaxLen, recordTtlMs: d.recordTtlMs, ref: addressRef(a) }) },
+        body: { erased: await eraseAddress(d.redis, d.keys, a, scope, { eventsMaxLen: d.eventsMaxLen, recordTtlMs: d.recordTtlMs, ref: await addressRef(d.redis, d.keys, a) }) },
       }),
     };
   }

@@ -116,11 +116,11 @@ async function add(deps: SuppressionRouteDeps, account: string, input: unknown):
   if (existing && existing.list !== GLOBAL_LIST) return { status: 200, body: { ...entryJson(address, existing), list: 'account' } };
   const entry: SuppressionEntry = { reason: parsed.data.reason ?? 'manual', at: deps.now?.() ?? Date.now(), evidence: { source: 'api' } };
   await addSuppression(deps.redis, deps.keys, account, address, entry);
-  return { status: 201, body: { ...entryJson(address, entry), list: 'account' }, audit: { action: 'suppression.add', target: addressRef(address) } };
+  return { status: 201, body: { ...entryJson(address, entry), list: 'account' }, audit: { action: 'suppression.add', target: await addressRef(deps.redis, deps.keys, address) } };
 }
 
 async function remove(deps: SuppressionRouteDeps, account: string, address: string): Promise<RouteAnswer> {
-  if (await removeSuppression(deps.redis, deps.keys, account, address)) return { status: 204, body: undefined, audit: { action: 'suppression.remove', target: addressRef(address) } };
+  if (await removeSuppression(deps.redis, deps.keys, account, address)) return { status: 204, body: undefined, audit: { action: 'suppression.remove', target: await addressRef(deps.redis, deps.keys, address) } };
   const hit = await suppressionOf(deps.redis, deps.keys, account, address);
   if (hit?.list === GLOBAL_LIST) throw new SluiceError('SLUICE_SUPPRESSION_GLOBAL_READ_ONLY');
   throw new SluiceError('SLUICE_INGRESS_NOT_FOUND', "The address is not on this account's suppression list");

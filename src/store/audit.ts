@@ -1,7 +1,6 @@
-import { createHash } from 'node:crypto';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
-import { normaliseAddress } from './address-digest.js';
+import { addressDigest } from './address-digest.js';
 import { streamFields, streamIdTime } from './events.js';
 
 /**
@@ -35,9 +34,14 @@ export interface AuditRecord extends AuditEntry {
   readonly at: number;
 }
 
-/** A stable reference to an address that does not reveal it: 'sha256:' + 16 hex digits. */
-export function addressRef(address: string): string {
-  return `sha256:${createHash('sha256').update(normaliseAddress(address)).digest('hex').slice(0, 16)}`;
+/**
+ * A stable reference to an address that does not reveal it: 'hmac:' + 16 hex digits of the
+ * deployment's keyed address digest (store/address-digest.ts). Keyed, unlike a plain hash: with a
+ * list of candidate addresses anyone reading the log could test each against a SHA-256 and find the
+ * address; without the key kept in Redis, no one can.
+ */
+export async function addressRef(redis: RedisClient, keys: Keys, address: string): Promise<string> {
+  return `hmac:${(await addressDigest(redis, keys, address)).slice(0, 16)}`;
 }
 
 export async function appendAudit(redis: RedisClient, keys: Keys, e: AuditEntry, maxLen: number): Promise<string> {

@@ -1,5 +1,6 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { createHash, createHmac } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { request } from 'undici';
@@ -131,8 +132,12 @@ test('suppression and webhook changes are audited with the key id and no address
   const [del, , rm, add] = entries.json['entries'];
   assert.is(del.target, hook.json['id']);
   assert.is(add.actor, 'account:acme');
-  assert.match(add.target, /^sha256:[0-9a-f]{16}$/);
+  assert.match(add.target, /^hmac:[0-9a-f]{16}$/);
   assert.is(add.target, rm.target, 'the same address gives the same reference');
+  // Keyed: a plain hash of the address (what a dictionary attack would compute) does not match it.
+  const plain = createHash('sha256').update('private.person@x.example').digest('hex').slice(0, 16);
+  assert.is.not(add.target, `hmac:${plain}`);
+  assert.is(add.target, `hmac:${createHmac('sha256', Buffer.from((await fx.client.get(fx.keys.privacyKey())) as string, 'base64')).update('private.person@x.example').digest('hex').slice(0, 16)}`, 'HMAC under the deployment key');
   const raw = JSON.stringify(await fx.client.xrange(fx.keys.audit(), '-', '+'));
   for (const secret of ['private.person', hook.json['secret'], fx.apiKeys.acme, opKey]) assert.not.ok(raw.toLowerCase().includes(String(secret).toLowerCase()), `audit log holds no ${String(secret).slice(0, 8)}…`);
 });
@@ -161,7 +166,7 @@ test('sluice account close / status / reopen and sluice audit, from the command 
     assert.is(r.from, 'cli');
   }
   const text = await sluice(['audit', '--limit', '1', '--config', cfgFile]);
-  assert.match(text.out, /suppression\.add\tother\tsha256:/);
+  assert.match(text.out, /suppression\.add\tother\thmac:/);
 });
 
 test.run();
