@@ -240,6 +240,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
         ...(webhookKey ? { secretKey: webhookKey } : {}),
         maxAttemptsWindowMs: w.retryWindow, retryBaseMs: w.retryBase, retryMaxDelayMs: w.retryMaxDelay, requestTimeoutMs: w.timeout,
         maxBatchEvents: w.batchSize, perEndpointInFlight: w.perEndpointInFlight, pollIntervalMs: w.pollInterval,
+        allowPrivateTargets: w.allowPrivateTargets,
       });
       webhooks.start();
       stoppers.push({ name: 'webhooks', stop: () => webhooks.stop() });

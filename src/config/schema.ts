@@ -307,6 +307,8 @@ export const configSchema = z
         batchSize: positiveInt,
         perEndpointInFlight: positiveInt,
         pollInterval: duration,
+        /** Let endpoints be on loopback, private or link-local addresses (off: refused at registration and at connect). */
+        allowPrivateTargets: z.boolean(),
       })
       .strict(),
     lists: z

@@ -1,6 +1,7 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
+import { lookup, type LookupAddress, type LookupOptions } from 'node:dns';
 import { Agent, request } from 'undici';
 import type { Result } from 'ioredis';
 import type { RedisClient } from '../redis/client.js';
@@ -8,6 +9,7 @@ import type { Keys } from '../redis/keys.js';
 import { streamFields, streamIdTime } from '../store/events.js';
 import { endpointRef, loadWebhooks, openSecret, parseEndpointRef, type SealedEndpoint } from '../store/webhooks.js';
 import { Ticker } from '../core/ticker.js';
+import { isPublicAddress, nonPublicHost } from '../core/public-address.js';
 import { HOUR, SECOND } from '../core/time.js';
 
 /**
@@ -72,6 +74,32 @@ export interface WebhookDispatcherOptions {
   endpointCacheMs?: number;
   /** Dead-letter batches kept per endpoint (the oldest go first). Default 10,000. */
   deadLetterMax?: number;
+  /**
+   * Connect to endpoints on loopback, private, link-local or other non-public addresses (config
+   * webhooks.allowPrivateTargets). Off by default: a URL naming such an address, or a name that
+   * resolves to one, fails as a network error (retried, then dead-lettered) and nothing is sent.
+   */
+  allowPrivateTargets?: boolean;
+}
+
+/**
+ * dns.lookup for the webhook connections, refusing non-public answers. The check is on the address
+ * the socket will connect to, so a name that resolves to a private address only at delivery time
+ * (DNS rebinding) is refused too. Node's net.connect calls it with `all` set when it tries several
+ * addresses (autoSelectFamily), else without: both answers are checked.
+ */
+export function publicOnlyLookup(hostname: string, options: LookupOptions, callback: (err: Error | null, address: string | LookupAddress[], family?: number) => void): void {
+  lookup(hostname, { ...options, all: true }, (err, addresses) => {
+    if (err) return callback(err, '');
+    const bad = addresses.find((a) => !isPublicAddress(a.address));
+    if (bad || addresses.length === 0) {
+      const e = new Error(`webhook endpoint ${hostname} resolves to ${bad?.address ?? 'nothing'}, not a public address (webhooks.allowPrivateTargets)`);
+      return callback(Object.assign(e, { code: 'SLUICE_WEBHOOK_PRIVATE_TARGET' }), '');
+    }
+    if (options.all) return callback(null, addresses);
+    const first = addresses[0] as LookupAddress;
+    callback(null, first.address, first.family);
+  });
 }
 
 declare module 'ioredis' {
@@ -213,7 +241,12 @@ export class WebhookDispatcher {
     this.maxInFlight = opts.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
     // One pool per origin, as wide as an endpoint may use: a receiver never sees more connections
     // from this process than its in-flight limit.
-    this.agent = new Agent({ connections: this.perEndpoint, connect: { timeout: this.timeoutMs }, headersTimeout: this.timeoutMs, bodyTimeout: this.timeoutMs });
+    this.agent = new Agent({
+      connections: this.perEndpoint,
+      connect: { timeout: this.timeoutMs, ...(opts.allowPrivateTargets ? {} : { lookup: publicOnlyLookup }) },
+      headersTimeout: this.timeoutMs,
+      bodyTimeout: this.timeoutMs,
+    });
     this.ticker = new Ticker(() => this.pass(), opts.pollIntervalMs ?? DEFAULT_POLL_MS, (err) => opts.logger.error({ err }, 'webhook tick failed'));
   }
 
@@ -387,6 +420,10 @@ export class WebhookDispatcher {
     try {
       const signature = signWebhook(openSecret(ep, this.o.secretKey), body, Math.floor(this.now() / 1000));
       try {
+        // An IP literal is connected to without a lookup: checked here (registration refuses new ones,
+        // but an endpoint registered while private targets were allowed may remain).
+        const why = this.o.allowPrivateTargets ? null : nonPublicHost(new URL(ep.url).hostname);
+        if (why) throw Object.assign(new Error(`webhook endpoint host is ${why} (webhooks.allowPrivateTargets)`), { code: 'SLUICE_WEBHOOK_PRIVATE_TARGET' });
         const res = await request(ep.url, {
           method: 'POST',
           dispatcher: this.agent,

@@ -403,6 +403,7 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
     const webhook = await webhookRoute(method, path, req.headers, {
       redis: deps.redis, keys: deps.keys, authenticate: ctx.authenticate, readJson: ctx.readJson,
       ...(deps.webhookSecretKey ? { secretKey: deps.webhookSecretKey } : {}),
+      allowPrivateTargets: deps.config.webhooks.allowPrivateTargets,
     });
     if (webhook) return routed(req, 'webhooks', ctx.accountId(), webhook);
     const campaign = await campaignRoute(method, path, req.headers, {

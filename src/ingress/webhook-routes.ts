@@ -23,6 +23,8 @@ export interface WebhookRouteContext {
   readJson(maxBytes: number): Promise<unknown>;
   /** Seals new secrets at rest (AES-256-GCM); none = stored plain. */
   readonly secretKey?: Buffer | undefined;
+  /** webhooks.allowPrivateTargets: accept endpoints on non-public addresses. */
+  readonly allowPrivateTargets?: boolean;
 }
 
 // A registration is a URL and a few event types: 16 KiB is ample and keeps the route cheap to abuse.
@@ -50,7 +52,7 @@ export async function webhookRoute(
     if (Number(headers['content-length'] ?? 0) > WEBHOOK_MAX_BODY_BYTES) throw new SluiceError('SLUICE_INGRESS_TOO_LARGE', `The request body exceeds ${WEBHOOK_MAX_BODY_BYTES} bytes`);
     const account = await ctx.authenticate();
     if (!JSON_TYPE.test(headers['content-type'] ?? '')) throw new SluiceError('SLUICE_INGRESS_UNSUPPORTED_MEDIA');
-    const input = validateWebhookInput(await ctx.readJson(WEBHOOK_MAX_BODY_BYTES));
+    const input = validateWebhookInput(await ctx.readJson(WEBHOOK_MAX_BODY_BYTES), { allowPrivateTargets: ctx.allowPrivateTargets === true });
     const { endpoint, secret } = await createWebhook(ctx.redis, ctx.keys, account.id, input, { secretKey: ctx.secretKey });
     return { status: 201, body: { ...view(endpoint), secret }, audit: { action: 'webhook.create', target: endpoint.id } };
   }

@@ -1,6 +1,7 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { SluiceError } from '../core/errors.js';
 import { newId, isId } from '../core/ids.js';
+import { nonPublicHost } from '../core/public-address.js';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 
@@ -63,8 +64,12 @@ export function parseEndpointRef(ref: string): { account: string; id: string } |
   return isId(id) ? { account: ref.slice(0, i), id } : undefined;
 }
 
-/** Checks a registration; throws SLUICE_INGRESS_BAD_REQUEST naming each bad field. */
-export function validateWebhookInput(input: unknown): { url: string; events: string[] } {
+/**
+ * Checks a registration; throws SLUICE_INGRESS_BAD_REQUEST naming each bad field. Unless
+ * allowPrivateTargets, a URL whose host is a non-public IP literal or a loopback name is refused
+ * (a name is checked again, resolved, when the dispatcher connects).
+ */
+export function validateWebhookInput(input: unknown, opts: { allowPrivateTargets?: boolean } = {}): { url: string; events: string[] } {
   const errors: { path: string; message: string }[] = [];
   const o = (input && typeof input === 'object' && !Array.isArray(input) ? input : {}) as Record<string, unknown>;
   for (const k of Object.keys(o)) if (k !== 'url' && k !== 'events') errors.push({ path: k, message: 'unknown field' });
@@ -80,6 +85,10 @@ export function validateWebhookInput(input: unknown): { url: string; events: str
     }
     if (!parsed || (parsed.protocol !== 'http:' && parsed.protocol !== 'https:')) errors.push({ path: 'url', message: 'must be an http(s) URL' });
     else if (parsed.username || parsed.password) errors.push({ path: 'url', message: 'must not carry credentials (the signature authenticates Sluice)' });
+    else if (!opts.allowPrivateTargets) {
+      const why = nonPublicHost(parsed.hostname);
+      if (why) errors.push({ path: 'url', message: `must be a public address, not ${why} (webhooks.allowPrivateTargets)` });
+    }
   }
   const events = o['events'];
   if (!Array.isArray(events) || events.length === 0 || events.length > MAX_EVENT_TYPES) {

@@ -96,7 +96,7 @@ test.before(async () => {
       feedback: { host: '127.0.0.1', port: 0 },
       tracking: { host: '127.0.0.1', port: 0, publicBaseUrl: 'http://127.0.0.1', keys: [{ id: 'k1', secretFile: join(dir, 'k1.key'), notAfter: null }], signWith: 'k1' },
       // Batches fail for 3 s, then go to dead letters: early events end there, late ones wait for a retry.
-      webhooks: { retryWindow: '3s', retryBase: '200ms', retryMaxDelay: '500ms', pollInterval: '100ms' },
+      webhooks: { retryWindow: '3s', retryBase: '200ms', retryMaxDelay: '500ms', pollInterval: '100ms', allowPrivateTargets: true },
       operators: [{ id: 'ops', apiKeys: [await hashSecret(opKey)] }],
       accounts: [acme.account, beta.account],
     },

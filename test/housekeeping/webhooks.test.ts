@@ -13,7 +13,8 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { appendEvent } from '../../src/store/events.js';
 import { createWebhook, openSecret, getWebhook } from '../../src/store/webhooks.js';
-import { replayDeadLetters, verifyWebhookSignature, WebhookDispatcher, type WebhookDispatcherOptions } from '../../src/housekeeping/webhooks.js';
+import { publicOnlyLookup, replayDeadLetters, verifyWebhookSignature, WebhookDispatcher, type WebhookDispatcherOptions } from '../../src/housekeeping/webhooks.js';
+import { connect } from 'node:net';
 import { createLogger } from '../../src/observability/logger.js';
 import type { RedisClient } from '../../src/redis/client.js';
 import type { Keys } from '../../src/redis/keys.js';
@@ -79,7 +80,7 @@ function counter() {
 }
 
 function dispatcher(keys: Keys, opts: Partial<WebhookDispatcherOptions> = {}): WebhookDispatcher {
-  const d = new WebhookDispatcher({ redis: client, keys, logger, endpointCacheMs: 0, ...opts });
+  const d = new WebhookDispatcher({ redis: client, keys, logger, endpointCacheMs: 0, allowPrivateTargets: true, ...opts });
   dispatchers.push(d);
   return d;
 }
@@ -112,6 +113,25 @@ test.after(async () => {
     await new Promise((r) => s.server.close(r));
   }
   await redis.stop();
+});
+
+test('private targets are refused unless allowed: an IP-literal endpoint and a name resolving to loopback get nothing', async () => {
+  const { keys } = redis.fresh();
+  const rx = await receiver();
+  await createWebhook(client, keys, 'acme', { url: rx.url, events: ['*'] });
+  await event(keys, 'delivered', 'acme', 'm-private');
+  const c = counter();
+  await pass(dispatcher(keys, { metrics: c.metrics, allowPrivateTargets: false }));
+  assert.is(rx.received.length, 0, 'nothing was POSTed to 127.0.0.1');
+  assert.equal(c.counts, { network_error: 1 });
+
+  // A name is checked on the addresses it resolves to, where the socket connects.
+  const refused = await new Promise<NodeJS.ErrnoException | null>((resolve) => {
+    const sock = connect({ host: 'localhost', port: Number(new URL(rx.url).port), lookup: publicOnlyLookup });
+    sock.once('connect', () => (sock.destroy(), resolve(null)));
+    sock.once('error', (err) => resolve(err));
+  });
+  assert.is(refused?.code, 'SLUICE_WEBHOOK_PRIVATE_TARGET');
 });
 
 test('events arrive signed, in bounded batches, once each; only subscribed types of the own account, after registration', async () => {

@@ -48,8 +48,24 @@ test('create → 201 with the secret once; list and get never show it; delete re
   assert.is(await fx.client.sismember(fx.keys.webhookEndpoints(), `acme/${id}`), 0, 'unindexed');
 });
 
+test('endpoints on loopback, private, link-local or reserved addresses are refused (400, path url)', async () => {
+  for (const url of ['http://127.0.0.1:8080/x', 'http://[::1]/x', 'http://169.254.169.254/latest/meta-data/', 'http://10.0.0.5/x', 'https://192.168.1.1/x',
+    'http://localhost:3000/x', 'http://api.localhost/x', 'http://[::ffff:127.0.0.1]/x', 'http://0.0.0.0/x', 'http://[fd00::1]/x', 'http://2130706433/x']) {
+    const r = await call('POST', '/v1/webhooks', { url, events: ['*'] });
+    assert.is(r.status, 400, url);
+    assert.is(r.json.code, 'SLUICE_INGRESS_BAD_REQUEST', url);
+    assert.ok((r.json.errors as { path: string; message: string }[]).some((e) => e.path === 'url' && /public address/.test(e.message)), url);
+  }
+  // Public addresses and names are accepted (a name is checked again, resolved, when connecting).
+  for (const url of ['https://93.184.215.14/hook', 'https://[2606:4700::1111]/hook', 'https://hooks.acme.example/x']) {
+    const r = await call('POST', '/v1/webhooks', { url, events: ['*'] });
+    assert.is(r.status, 201, url);
+    await call('DELETE', `/v1/webhooks/${r.json['id']}`);
+  }
+});
+
 test("another account's webhook is not found: get, delete and list are scoped", async () => {
-  const created = await call('POST', '/v1/webhooks', { url: 'http://127.0.0.1:9/x', events: ['*'] });
+  const created = await call('POST', '/v1/webhooks', { url: 'http://hooks.acme.example:9/x', events: ['*'] });
   const id = created.json['id'] as string;
   const other = fx.apiKeys.other;
   assert.is((await call('GET', `/v1/webhooks/${id}`, undefined, other)).status, 404);
