@@ -90,15 +90,45 @@ export function eventFields(deps: Pick<TrackingDeps, 'settings'>, p: TokenPayloa
 }
 
 /**
- * One tracking event as appendEvents-1.lua takes it (store/events.ts packEvent's format), packed
- * without packEvent's lone-surrogate scan: none can occur here. The user agent is an HTTP header,
- * which Node decodes as latin1 (code units 0–255); the account was decoded from the token's UTF-8
- * (invalid sequences become U+FFFD); everything else is digits, ids and fixed words.
+ * One tracking event as appendEvents-1.lua takes it (store/events.ts packEvent's format):
+ * JSON.stringify(['type', type, ...eventFlat(…)]), written out directly. It is the costliest step of
+ * recording an open after the MAC, so the JSON is built as a string, with the escaped forms of the
+ * strings that repeat (accounts, user agents) kept in a small cache. test/tracking/record.test.ts
+ * checks it equals the JSON of eventFlat for every mode and kind.
+ *
+ * No lone-surrogate scan (packEvent's) is needed: the user agent is an HTTP header, which Node
+ * decodes as latin1 (code units 0–255); the account was decoded from the token's UTF-8 (invalid
+ * sequences become U+FFFD); everything else is digits, ids and fixed words.
  */
 export function packTrackingEvent(deps: Pick<TrackingDeps, 'settings'>, p: TokenPayload, ctx: EventContext): string {
-  const flat = eventFlat(deps, p, ctx);
-  flat.unshift('type', TYPES[p.kind]);
-  return JSON.stringify(flat);
+  const personal = ctx.mode === 'full' || p.kind === 'u';
+  // msgId is base32 (the token decoder makes it): no escaping.
+  let out = `["type","${TYPES[p.kind]}","at","${ctx.now}","account",${quoted(p.account)},"msgId","${p.msgId}"`;
+  if (personal) out += `,"idx","${p.idx}"`;
+  if (p.link !== undefined) out += `,"link","${p.link}"`;
+  if (ctx.mode === 'full') out += ctx.first ? ',"first","1"' : ',"first","0"';
+  out += ctx.machine ? `,"machine","1","reason",${quoted(ctx.machine)}` : ',"machine","0"';
+  if (ctx.via) out += `,"via",${quoted(ctx.via)}`;
+  if (personal) {
+    const ip = anonymizeIp(ctx.ip, anonymizationOf(deps.settings, p.account));
+    if (ip) out += `,"ip",${JSON.stringify(ip)}`;
+    if (ctx.userAgent) out += `,"ua",${quoted(ctx.userAgent.slice(0, MAX_USER_AGENT_CHARS))}`;
+  }
+  return out + ']';
+}
+
+/** JSON string forms of recurring values (accounts, user agents, reasons), up to QUOTED_CACHE_SIZE. */
+const QUOTED_CACHE_SIZE = 1024;
+const quotedCache = new Map<string, string>();
+
+function quoted(s: string): string {
+  let q = quotedCache.get(s);
+  if (q === undefined) {
+    q = JSON.stringify(s);
+    if (quotedCache.size >= QUOTED_CACHE_SIZE) quotedCache.clear();
+    quotedCache.set(s, q);
+  }
+  return q;
 }
 
 /** The `sluice_tracking_events_total` class of an event. */
