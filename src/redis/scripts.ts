@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Redis, Cluster } from 'ioredis';
@@ -31,16 +32,27 @@ export function loadScripts(): { name: string; numberOfKeys: number; lua: string
 }
 
 /**
- * Every script is also defined as `<command>Keys(numberOfKeys, ...keys, ...args)`, for calls that
- * pass a number of keys of their own (one call over several messages' keys on a single server).
- * All at connect time: ioredis's auto-pipelining builds its pipelines from the commands defined when
- * they are created, so a command defined later, while such a pipeline is waiting for its tick, is
- * missing from it — its callback then finds no result and the process dies in ioredis (an uncaught
- * "results[i] is not iterable").
+ * Every script becomes `client.<command>(...keys, ...args)`, plus `client.<command>Keys(numberOfKeys,
+ * ...keys, ...args)` for calls that pass a number of keys of their own (one call over several
+ * messages' keys on a single server). All at connect time, so a script can join any auto-pipeline.
+ *
+ * Not ioredis's defineCommand: every Pipeline object ioredis builds — one per auto-pipeline flush and
+ * per MULTI, several per accepted or delivered recipient — copies each defined command onto itself, and
+ * with ~60 of them that cost 48 µs a pipeline (against 5 µs without), ~20 % of the main thread in
+ * bench/e2e.ts. A script here is a plain EVALSHA, a built-in command that pipelines inherit; a server
+ * that does not know the script yet (first use, restart, failover) answers NOSCRIPT, and the call is
+ * repeated once as EVAL, which loads it.
  */
 export function defineScripts(client: Redis | Cluster): void {
+  const target = client as unknown as Record<string, unknown>;
   for (const s of loadScripts()) {
-    client.defineCommand(s.name, { numberOfKeys: s.numberOfKeys, lua: s.lua });
-    client.defineCommand(`${s.name}Keys`, { lua: s.lua });
+    const sha = createHash('sha1').update(s.lua).digest('hex');
+    const run = (numberOfKeys: number, args: (string | number | Buffer)[]): Promise<unknown> =>
+      client.evalsha(sha, numberOfKeys, ...args).catch((err: unknown) => {
+        if (!String((err as Error)?.message).startsWith('NOSCRIPT')) throw err;
+        return client.eval(s.lua, numberOfKeys, ...args);
+      });
+    target[s.name] = (...args: (string | number | Buffer)[]) => run(s.numberOfKeys, args);
+    target[`${s.name}Keys`] = (numberOfKeys: number, ...args: (string | number | Buffer)[]) => run(numberOfKeys, args);
   }
 }
