@@ -3,21 +3,24 @@
  * or URL access (MailComposer can fetch `path`/`href` contents; an API message must not read the
  * server's disk), no network.
  */
+import { randomBytes } from 'node:crypto';
 import MailComposer from 'nodemailer/lib/mail-composer/index.js';
 import { SluiceError } from '../core/errors.js';
 import type { MailboxSpec, MessageSpec } from './protocol.js';
 import { encodeText, type EncodedText } from './text-part.js';
 import type { AttachmentLike } from 'nodemailer/lib/mailer/index.js';
 import { isMailbox, isObject, renderFailed } from './record-shape.js';
+import { decodeSpecRecord } from './spec-record.js';
 
 /**
- * Parses and shape-checks the stored JSON. Ingress validated it already; this guards the worker
- * against a corrupt or foreign record, which becomes SLUICE_RENDER_FAILED instead of a crash.
+ * Parses and shape-checks a stored spec record (render/spec-record.ts). Ingress validated it
+ * already; this guards the worker against a corrupt or foreign record, which becomes
+ * SLUICE_RENDER_FAILED instead of a crash.
  */
-export function parseSpec(json: string): MessageSpec {
+export function parseSpec(record: Uint8Array | string): MessageSpec {
   let value: unknown;
   try {
-    value = JSON.parse(json);
+    value = decodeSpecRecord(record);
   } catch {
     throw renderFailed('message spec is not valid JSON');
   }
@@ -46,6 +49,24 @@ export function parseSpec(json: string): MessageSpec {
   return value as unknown as MessageSpec;
 }
 
+/**
+ * The random part of the message's multipart boundaries (MailComposer's baseBoundary, 16 hex digits
+ * as it makes them), drawn from a pool: left to itself it calls randomBytes once per MIME node,
+ * a call into OpenSSL that cost more than the rest of a node. Boundaries need to be unguessable by
+ * whoever wrote the content, not secret.
+ */
+const BOUNDARY_BYTES = 8;
+let boundaryPool = Buffer.alloc(0);
+let boundaryAt = 0;
+function boundaryBase(): string {
+  if (boundaryAt + BOUNDARY_BYTES > boundaryPool.length) {
+    boundaryPool = randomBytes(BOUNDARY_BYTES * 512);
+    boundaryAt = 0;
+  }
+  boundaryAt += BOUNDARY_BYTES;
+  return boundaryPool.toString('hex', boundaryAt - BOUNDARY_BYTES, boundaryAt);
+}
+
 /** Composes the message; Message-ID comes from the spec, Date from the acceptance time. */
 export async function composeSpec(spec: MessageSpec, acceptedAt: number): Promise<Buffer> {
   const text = spec.text !== undefined ? encodeText('plain', spec.text) : undefined;
@@ -72,6 +93,8 @@ export async function composeSpec(spec: MessageSpec, acceptedAt: number): Promis
     date: new Date(acceptedAt),
     disableFileAccess: true,
     disableUrlAccess: true,
+    // MailComposer reads it (lib/mail-composer: `baseBoundary: this.mail.baseBoundary`); the types omit it.
+    ...({ baseBoundary: boundaryBase() } as object),
   });
   let built: Buffer;
   try {

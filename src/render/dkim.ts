@@ -181,6 +181,8 @@ const TAB = 0x09;
 const CR = 0x0d;
 const LF = 0x0a;
 const CRLF = Buffer.from('\r\n', 'latin1');
+const SP_SP = Buffer.from('  ', 'latin1');
+const SP_CRLF = Buffer.from(' \r\n', 'latin1');
 
 /**
  * Relaxed body canonicalisation (RFC 6376 §3.4.4) and its SHA-256, base64. Trailing empty (or
@@ -198,36 +200,47 @@ export function bodyHash(msg: Buffer, bodyStart: number): string {
   }
   if (end === bodyStart) return hash.digest('base64');
   const body = msg.subarray(bodyStart, end);
-  // Base64 bodies (attachments, most HTML parts) have no SP or HTAB at all: nothing to rewrite,
-  // and two memchr scans are far cheaper than walking the bytes in JS.
-  if (body.indexOf(SP) === -1 && body.indexOf(TAB) === -1) return hash.update(body).update(CRLF).digest('base64');
+  // Canonicalisation rewrites only a tab, a run of spaces, or a space before a line break. Bodies
+  // without any (base64 parts, quoted-printable HTML, most prose) are hashed as they are: three
+  // native searches instead of a copy byte by byte (~0.6 ms per 100 KB).
+  if (body.indexOf(TAB) === -1 && body.indexOf(SP_SP) === -1 && body.indexOf(SP_CRLF) === -1) return hash.update(body).update(CRLF).digest('base64');
   return hash.update(relaxedBody(body)).digest('base64');
 }
 
 /**
  * Copies `body` (which ends in a non-whitespace byte) into its canonical form: every SP/HTAB run
- * becomes one SP, or nothing before a CRLF; a final CRLF is added. One byte loop into one buffer:
- * measured 4× faster than hashing clean stretches as subarrays, whose per-call cost dominates on
- * prose with a space every few bytes.
+ * becomes one SP, or nothing before a CRLF; a final CRLF is added. Every run that needs rewriting
+ * holds a tab, two spaces, or a space before CRLF: those are found with native searches (each one's
+ * next position kept, so the body is scanned once per pattern) and the clean stretches between them
+ * are copied whole.
  */
 function relaxedBody(body: Buffer): Buffer {
   const out = Buffer.allocUnsafe(body.length + 2);
   const end = body.length;
   let o = 0;
-  let i = 0;
-  while (i < end) {
-    const c = body[i] as number;
-    if (c === SP || c === TAB) {
-      let j = i + 1;
-      while (j < end && (body[j] === SP || body[j] === TAB)) j++;
-      // j < end always: the body ends in a non-whitespace byte.
-      if (!(body[j] === CR && body[j + 1] === LF)) out[o++] = SP;
-      i = j;
-    } else {
-      out[o++] = c;
-      i++;
-    }
+  let from = 0; // first byte not yet copied
+  let tab = body.indexOf(TAB);
+  let spaces = body.indexOf(SP_SP);
+  let beforeBreak = body.indexOf(SP_CRLF);
+  for (;;) {
+    if (tab !== -1 && tab < from) tab = body.indexOf(TAB, from);
+    if (spaces !== -1 && spaces < from) spaces = body.indexOf(SP_SP, from);
+    if (beforeBreak !== -1 && beforeBreak < from) beforeBreak = body.indexOf(SP_CRLF, from);
+    let at = tab;
+    if (spaces !== -1 && (at === -1 || spaces < at)) at = spaces;
+    if (beforeBreak !== -1 && (at === -1 || beforeBreak < at)) at = beforeBreak;
+    if (at === -1) break;
+    // The whole whitespace run around `at` (a tab may follow spaces that were not a match yet).
+    let runStart = at;
+    while (runStart > from && (body[runStart - 1] === SP || body[runStart - 1] === TAB)) runStart--;
+    let runEnd = at + 1;
+    // runEnd < end always: the body ends in a non-whitespace byte.
+    while (body[runEnd] === SP || body[runEnd] === TAB) runEnd++;
+    o += body.copy(out, o, from, runStart);
+    if (!(body[runEnd] === CR && body[runEnd + 1] === LF)) out[o++] = SP;
+    from = runEnd;
   }
+  o += body.copy(out, o, from, end);
   out[o++] = CR;
   out[o++] = LF;
   return out.subarray(0, o);

@@ -29,53 +29,93 @@ export function crlfText(text: string): string {
 
 function fitsSevenBit(text: string, bytes: Buffer): boolean {
   // A JS string encodes to as many UTF-8 bytes as it has characters only when all are ASCII.
-  if (bytes.length !== text.length || CONTROL.test(text)) return false;
+  if (bytes.length !== text.length) return false;
+  // Line lengths first (a native search per line): HTML often has a long line, and then the regex
+  // scan for control bytes (~1.5 ms per MB) is not needed at all.
   let start = 0;
   for (;;) {
     const nl = bytes.indexOf(LF, start);
     const end = nl === -1 ? bytes.length : nl - 1; // CR excluded
     if (end - start > MAX_LINE) return false;
-    if (nl === -1) return true;
+    if (nl === -1) break;
     start = nl + 1;
   }
+  return !CONTROL.test(text);
 }
 
-/** Quoted-printable encoding of CRLF text: hard breaks kept, soft breaks at 76 characters. */
+/** What the encoder does with a byte (one table lookup per byte on the hot path). */
+const LITERAL = 0; // printable ASCII except '=': written as it is
+const BLANK = 1; // SP, HTAB: literal, unless a line break or the end follows (rule 3)
+const CR_BYTE = 2; // CR: a hard line break when LF follows, else encoded
+const ENCODED = 3; // anything else: =XX
+const BYTE_CLASS = (() => {
+  const t = new Uint8Array(256).fill(ENCODED);
+  for (let b = 33; b <= 126; b++) t[b] = LITERAL;
+  t[EQ] = ENCODED;
+  t[SP] = BLANK;
+  t[TAB] = BLANK;
+  t[CR] = CR_BYTE;
+  return t;
+})();
+/** Characters on an encoded line before its soft break ('=' is the 76th). */
+const QP_ROOM = QP_LINE - 1;
+
+/**
+ * Quoted-printable encoding of CRLF text: hard breaks kept, soft breaks at 76 characters. The inner
+ * loop copies a run of literal bytes up to the end of the encoded line, so the common byte costs one
+ * table lookup and one store (measured 2× faster than deciding every byte's width on its own, which
+ * was ~1 ms per 100 KB of HTML).
+ */
 export function encodeQuotedPrintable(src: Buffer): Buffer {
   const n = src.length;
   // Worst case: every byte becomes =XX, plus a soft break ('=' CRLF) every 25 encoded bytes.
   const out = Buffer.allocUnsafe(n * 3 + Math.ceil(n / 25) * 3 + 3);
   let o = 0;
   let col = 0;
-  for (let i = 0; i < n; i++) {
+  let i = 0;
+  while (i < n) {
+    // A run of literal bytes, as far as the line has room.
+    const limit = Math.min(n, i + (QP_ROOM - col));
+    const runStart = i;
+    while (i < limit && BYTE_CLASS[src[i] as number] === LITERAL) out[o++] = src[i++] as number;
+    col += i - runStart;
+    if (i === n) break;
     const b = src[i] as number;
-    if (b === CR && src[i + 1] === LF) {
+    if (col === QP_ROOM && !(b === CR && src[i + 1] === LF)) {
+      // The line is full and a hard break does not end it here: a soft one does.
+      out[o++] = EQ;
       out[o++] = CR;
       out[o++] = LF;
-      i++;
       col = 0;
       continue;
     }
-    let literal: boolean;
-    if (b >= 33 && b <= 126) literal = b !== EQ;
-    else if (b === SP || b === TAB) {
-      // Whitespace at the end of a line would be stripped in transport: encode it there (rule 3).
-      literal = !(i + 1 === n || (src[i + 1] === CR && src[i + 2] === LF));
-    } else literal = false;
-    const width = literal ? 1 : 3;
-    if (col + width > QP_LINE - 1) {
+    const kind = BYTE_CLASS[b] as number;
+    if (kind === LITERAL) continue;
+    if (kind === CR_BYTE && src[i + 1] === LF) {
+      out[o++] = CR;
+      out[o++] = LF;
+      i += 2;
+      col = 0;
+      continue;
+    }
+    // Whitespace at the end of a line would be stripped in transport: encode it there (rule 3).
+    if (kind === BLANK && i + 1 < n && !(src[i + 1] === CR && src[i + 2] === LF)) {
+      out[o++] = b;
+      col++;
+      i++;
+      continue;
+    }
+    if (col > QP_ROOM - 3) {
       out[o++] = EQ;
       out[o++] = CR;
       out[o++] = LF;
       col = 0;
     }
-    if (literal) out[o++] = b;
-    else {
-      out[o++] = EQ;
-      out[o++] = HEX[b >> 4] as number;
-      out[o++] = HEX[b & 15] as number;
-    }
-    col += width;
+    out[o++] = EQ;
+    out[o++] = HEX[b >> 4] as number;
+    out[o++] = HEX[b & 15] as number;
+    col += 3;
+    i++;
   }
   return out.subarray(0, o);
 }
@@ -89,12 +129,25 @@ export interface EncodedText {
   readonly part: Buffer;
 }
 
-/** `text` as a `text/plain` or `text/html` part, UTF-8, in the cheapest safe transfer encoding. */
+/**
+ * `text` as a `text/plain` or `text/html` part, UTF-8, in the cheapest safe transfer encoding. The
+ * whole part (`part`) is only copied together when asked for: a single-part message uses head and
+ * body apart.
+ */
 export function encodeText(subtype: 'plain' | 'html', text: string): EncodedText {
   const normal = crlfText(text);
   const bytes = Buffer.from(normal, 'utf8');
   const transferEncoding = fitsSevenBit(normal, bytes) ? '7bit' : 'quoted-printable';
   const body = transferEncoding === '7bit' ? bytes : encodeQuotedPrintable(bytes);
   const head = `Content-Type: text/${subtype}; charset=utf-8\r\nContent-Transfer-Encoding: ${transferEncoding}`;
-  return { transferEncoding, head, body, part: Buffer.concat([Buffer.from(`${head}\r\n\r\n`, 'latin1'), body]) };
+  let part: Buffer | undefined;
+  return {
+    transferEncoding,
+    head,
+    body,
+    get part(): Buffer {
+      part ??= Buffer.concat([Buffer.from(`${head}\r\n\r\n`, 'latin1'), body]);
+      return part;
+    },
+  };
 }
