@@ -132,6 +132,18 @@ test('renderMany: one worker task for several copies, results in order, framed D
   for (const v of await verifyWithMailauth(message, table)) assert.ok(v.pass, `${v.algo}: ${v.detail}`);
 });
 
+test('renderMany calls of one event-loop turn are sent together and each caller gets its own results, in order', async () => {
+  // 9 callers of 1–3 copies each, all in one turn: packed into a few worker tasks, answered apart.
+  const calls = Array.from({ length: 9 }, (_, c) => Array.from({ length: (c % 3) + 1 }, (_, k) => raw(`01j2coal${String(c).padStart(4, '0')}${String(k).padStart(4, '0')}`)));
+  const answers = await Promise.all(calls.map((tasks) => pool.renderMany(tasks)));
+  answers.forEach((results, c) => {
+    assert.is(results.length, (calls[c] as RenderTask[]).length, `caller ${c}: one result per task`);
+    results.forEach((r, k) => assert.match(Buffer.from(ok(r).message).toString(), new RegExp(`Subject: ${(calls[c] as RenderTask[])[k]?.msgId}\r\n`), `caller ${c}, copy ${k}`));
+  });
+  const empty = await pool.renderMany([]);
+  assert.equal(empty, []);
+});
+
 test('close() finishes accepted work, then refuses new tasks with SLUICE_SHUTTING_DOWN', async () => {
   const inFlight = Array.from({ length: 12 }, (_, i) => pool.renderAndSign(raw(`01j2close${String(i).padStart(7, '0')}`)));
   const closed = pool.close();
