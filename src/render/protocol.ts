@@ -121,7 +121,8 @@ export interface RenderTask {
   msgId: string;
   kind: 'raw' | 'spec' | 'campaign';
   /**
-   * raw: the submitted MIME bytes (a string is taken as UTF-8); spec: JSON text of a MessageSpec;
+   * raw: the submitted MIME bytes (a string is taken as UTF-8); spec: a stored spec record
+   * (render/spec-record.ts: a JSON header and the raw html, or the whole spec as JSON);
    * campaign: JSON text of a CampaignTemplate (compiled once per worker and campaign id).
    */
   source: Uint8Array | string;

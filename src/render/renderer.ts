@@ -76,7 +76,7 @@ export function createRenderer(init: WorkerInit, opts: RendererOptions = {}): Re
   function prepare(task: RenderTask): PreparedSpec {
     const hit = prepared.get(task.msgId);
     if (hit) return hit;
-    const spec = parseSpec(sourceText(task.source));
+    const spec = parseSpec(task.source);
     const template = spec.tracking !== undefined && spec.html !== undefined ? prepareTemplate(spec.html, spec.tracking.links) : null;
     // UTF-16 strings: two bytes a character, the spec once parsed and the html once more in pieces.
     const size = typeof task.source === 'string' ? task.source.length * 2 : task.source.byteLength * 2;
@@ -155,7 +155,7 @@ export function createRenderer(init: WorkerInit, opts: RendererOptions = {}): Re
       const unsigned =
         task.kind === 'raw'
           ? prepareRaw(toBuffer(task.source), task.msgId, init.hostname, task.acceptedAt)
-          : await composeSpec(parseSpec(sourceText(task.source)), task.acceptedAt);
+          : await composeSpec(parseSpec(task.source), task.acceptedAt);
       const { signed, algorithms, result } = sign(unsigned, task, domain, started);
       cache.set(cacheKey, { message: signed, signatures: algorithms, byteLength: signed.length });
       return result;
@@ -172,7 +172,7 @@ function frameIf(frame: boolean, message: Buffer): { message: Uint8Array; framed
   return { message: block.bytes, framed: true, eightBit: block.eightBit };
 }
 
-/** A spec or campaign template as the JSON text it was stored as. */
+/** A campaign template as the JSON text it was stored as. */
 function sourceText(source: Uint8Array | string): string {
   return typeof source === 'string' ? source : toBuffer(source).toString('utf8');
 }

@@ -1,6 +1,8 @@
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
-import { execAll, jsonOr } from './record-io.js';
+import type { Result } from 'ioredis';
+import { SluiceError } from '../core/errors.js';
+import { jsonOr } from './record-io.js';
 
 /**
  * A message is stored once, under its own hash tag, and referenced by every queue entry:
@@ -39,27 +41,36 @@ export interface NewMessage extends Omit<MessageMeta, 'pending'> {
   readonly body: Buffer | string;
 }
 
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    /** src/queue/lua/storeMessage-2.lua */
+    storeMessage(meta: string, body: string, bodyValue: Buffer | string, ...fieldsAndValues: (string | number)[]): Result<number, Context>;
+  }
+}
+
 /**
- * Writes meta and body in one MULTI (same hash tag: atomic on a cluster too). Queueing the
- * recipients is the caller's next step (ingress/persist.ts): the store knows records, not queues.
+ * Writes meta and body in one script (same hash tag: atomic on a cluster too; one command on the
+ * ingress thread instead of a MULTI of four). Queueing the recipients is the caller's next step
+ * (ingress/persist.ts): the store knows records, not queues.
  */
 export async function storeMessage(redis: RedisClient, keys: Keys, msg: NewMessage): Promise<void> {
-  const tx = redis
-    .multi()
-    .hset(keys.msgMeta(msg.id), {
-      account: msg.account,
-      source: msg.source,
-      kind: msg.kind,
-      from: msg.from,
-      fromDomain: msg.fromDomain,
-      rcpts: JSON.stringify(msg.rcpts.map((r) => ({ address: r.address, domain: r.domain }))),
-      acceptedAt: msg.acceptedAt,
-      tags: JSON.stringify(msg.tags),
-      metadata: JSON.stringify(msg.metadata),
-      pending: msg.rcpts.length,
-    })
-    .set(keys.msgBody(msg.id), msg.body);
-  await execAll(tx, 'the message could not be stored');
+  try {
+    await redis.storeMessage(
+      keys.msgMeta(msg.id), keys.msgBody(msg.id), msg.body,
+      'account', msg.account,
+      'source', msg.source,
+      'kind', msg.kind,
+      'from', msg.from,
+      'fromDomain', msg.fromDomain,
+      'rcpts', JSON.stringify(msg.rcpts.map((r) => ({ address: r.address, domain: r.domain }))),
+      'acceptedAt', msg.acceptedAt,
+      'tags', JSON.stringify(msg.tags),
+      'metadata', JSON.stringify(msg.metadata),
+      'pending', msg.rcpts.length,
+    );
+  } catch (err) {
+    throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', 'the message could not be stored', { cause: err });
+  }
 }
 
 /** Removes a message's record and body (a submission that could not be queued). */

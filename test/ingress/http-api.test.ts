@@ -3,6 +3,8 @@ import * as assert from 'uvu/assert';
 import { connect } from 'node:net';
 import type { HttpApi } from '../../src/ingress/http-api.js';
 import { apiCall, ingressFixture, startFixtureApi, type IngressFixture } from './fixture.js';
+import { decodeSpecRecord } from '../../src/render/spec-record.js';
+import type { MessageSpec } from '../../src/render/protocol.js';
 
 const test = suite('ingress/http-api');
 let fx: IngressFixture;
@@ -39,7 +41,11 @@ test('POST /v1/messages → 202 after persisting; spec stored, bcc enqueued but 
   assert.is(meta['kind'], 'spec');
   assert.is(meta['source'], 'http');
   assert.equal(JSON.parse(meta['metadata'] as string), { userId: 42, plan: 'pro' });
-  const spec = JSON.parse((await fx.client.get(fx.keys.msgBody(id))) as string);
+  const stored = (await fx.client.getBuffer(fx.keys.msgBody(id))) as Buffer;
+  // The html is kept raw after the JSON header (render/spec-record.ts).
+  assert.is(stored.subarray(0, 3).toString(), 'S2 ');
+  const spec = decodeSpecRecord(stored) as MessageSpec & { bcc?: unknown };
+  assert.is(spec.html, '<p>Hi</p>');
   assert.equal(spec.from, { name: 'Acme News', address: 'news@acme.example' });
   assert.equal(spec.to, [{ address: 'one@gmail.com' }, { name: 'Two', address: 'two@example.org' }]);
   assert.equal(spec.cc, [{ address: 'three@gmail.com' }]);

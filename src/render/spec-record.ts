@@ -1,0 +1,54 @@
+/**
+ * How an HTTP API message (a MessageSpec) is stored in {m:<id>}:body. The html — nearly all of the
+ * bytes — is kept as raw UTF-8 after a JSON header instead of inside the JSON, so it is neither
+ * escaped by JSON.stringify at acceptance nor unescaped by JSON.parse in the render worker (both
+ * walk every character: ~0.3 ms per 100 KB of HTML on the ingress thread, measured in bench/e2e.ts):
+ *
+ *   "S2" SP <compact JSON of the spec without html> LF <html, UTF-8, to the end of the record>
+ *
+ * Compact JSON never holds a raw LF, so the first LF ends the header. Nothing depends on a length,
+ * so the in-place replacement of an address that erasure does on the stored bytes
+ * (eraseRecipient-5.lua) leaves the record readable. A record that starts with '{' is the whole spec
+ * as JSON (a message without html, and every record stored before this layout).
+ *
+ * Pure and dependency-free: ingress encodes, the render worker decodes.
+ */
+import type { MessageSpec } from './protocol.js';
+
+const MAGIC = 'S2 ';
+const LF = 0x0a;
+
+/** The stored bytes of a spec. */
+export function encodeSpecRecord(spec: MessageSpec): Buffer {
+  if (spec.html === undefined) return Buffer.from(JSON.stringify(spec), 'utf8');
+  const { html, ...rest } = spec;
+  const header = `${MAGIC}${JSON.stringify(rest)}\n`;
+  const headerBytes = Buffer.byteLength(header, 'utf8');
+  const out = Buffer.allocUnsafe(headerBytes + Buffer.byteLength(html, 'utf8'));
+  out.write(header, 0, 'utf8');
+  out.write(html, headerBytes, 'utf8');
+  return out;
+}
+
+/**
+ * The spec a record holds, as plain data still to be shape-checked (render/compose.ts parseSpec).
+ * Throws a SyntaxError when the header or the legacy JSON does not parse.
+ */
+export function decodeSpecRecord(record: Uint8Array | string): unknown {
+  if (typeof record === 'string') {
+    if (!record.startsWith(MAGIC)) return JSON.parse(record);
+    const lf = record.indexOf('\n');
+    if (lf === -1) throw new SyntaxError('spec record header has no end');
+    return withHtml(JSON.parse(record.slice(MAGIC.length, lf)), record.slice(lf + 1));
+  }
+  const bytes = Buffer.isBuffer(record) ? record : Buffer.from(record.buffer, record.byteOffset, record.byteLength);
+  if (!(bytes[0] === 0x53 && bytes[1] === 0x32 && bytes[2] === 0x20)) return JSON.parse(bytes.toString('utf8'));
+  const lf = bytes.indexOf(LF);
+  if (lf === -1) throw new SyntaxError('spec record header has no end');
+  return withHtml(JSON.parse(bytes.toString('utf8', MAGIC.length, lf)), bytes.toString('utf8', lf + 1));
+}
+
+function withHtml(header: unknown, html: string): unknown {
+  if (typeof header !== 'object' || header === null || Array.isArray(header)) return header;
+  return { ...header, html };
+}
