@@ -10,7 +10,7 @@
  *   fanout   — `recipientsPerMessage` recipients each (one To, the rest Bcc) and a short text body,
  *              for measuring the queue's cost per recipient.
  *
- * IPC: receives one LoadgenJob, answers one LoadgenResult, then exits.
+ * IPC: says { type: 'ready' } once loaded, receives one LoadgenJob, answers one LoadgenResult, then exits.
  */
 import { performance } from 'node:perf_hooks';
 import { Pool } from 'undici';
@@ -49,7 +49,7 @@ export interface LoadgenResult {
   endAt: number;
   bytesSent: number;
   timedOut: boolean;
-  /** This process's CPU seconds (all threads), read just before answering. */
+  /** This process's CPU seconds (all threads) from receiving the job to answering. */
   cpuUserS: number;
   cpuSystemS: number;
 }
@@ -66,6 +66,7 @@ function fanoutJsonFactory(job: LoadgenJob): (i: number) => string {
 }
 
 async function run(job: LoadgenJob): Promise<LoadgenResult> {
+  const cpu0 = process.cpuUsage();
   const make = job.kind === 'personal' ? messageJsonFactory({ bytes: job.bytes, from: job.from, domains: job.domains }) : fanoutJsonFactory(job);
   const url = new URL(job.url);
   const pool = new Pool(url.origin, { connections: job.concurrency, pipelining: 1, keepAliveTimeout: 60_000, bodyTimeout: job.timeoutMs, headersTimeout: job.timeoutMs });
@@ -115,12 +116,13 @@ async function run(job: LoadgenJob): Promise<LoadgenResult> {
   await Promise.all(Array.from({ length: job.concurrency }, worker));
   result.endAt = Date.now();
   await pool.close();
-  const cpu = process.cpuUsage();
+  const cpu = process.cpuUsage(cpu0);
   result.cpuUserS = cpu.user / 1e6;
   result.cpuSystemS = cpu.system / 1e6;
   return result;
 }
 
+process.send?.({ type: 'ready' });
 process.once('message', (job: LoadgenJob) => {
   run(job).then(
     (r) => process.send?.(r, () => process.disconnect()),

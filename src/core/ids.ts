@@ -25,8 +25,26 @@ export function fromBase32(text: string, start: number, chars: number): number {
   return n;
 }
 
+/**
+ * Random bytes for ids, drawn 4 at a time from a buffer filled 4 KiB at a time: one randomBytes call
+ * per message cost more than the rest of the id (it is a call into OpenSSL and a new Buffer).
+ */
+const RANDOM_POOL_BYTES = 4096;
+let randomPool = Buffer.alloc(0);
+let randomAt = 0;
+
+function random30(): number {
+  if (randomAt + 4 > randomPool.length) {
+    randomPool = randomBytes(RANDOM_POOL_BYTES);
+    randomAt = 0;
+  }
+  const v = randomPool.readUInt32BE(randomAt) >>> 2;
+  randomAt += 4;
+  return v;
+}
+
 export function newId(now: number = Date.now()): string {
-  return toBase32(now, 10) + toBase32(randomBytes(4).readUInt32BE(0) >>> 2, 6);
+  return toBase32(now, 10) + toBase32(random30(), 6);
 }
 
 const ID_RE = /^[0-9a-hjkmnp-tv-z]{16}$/;
