@@ -1,4 +1,4 @@
-import { randomBytes } from 'node:crypto';
+import { pooledRandom } from './random-pool.js';
 
 /**
  * Message ids: 16 characters of Crockford base32, time-ordered. The first 10 characters encode the
@@ -25,26 +25,8 @@ export function fromBase32(text: string, start: number, chars: number): number {
   return n;
 }
 
-/**
- * Random bytes for ids, drawn 4 at a time from a buffer filled 4 KiB at a time: one randomBytes call
- * per message cost more than the rest of the id (it is a call into OpenSSL and a new Buffer).
- */
-const RANDOM_POOL_BYTES = 4096;
-let randomPool = Buffer.alloc(0);
-let randomAt = 0;
-
-function random30(): number {
-  if (randomAt + 4 > randomPool.length) {
-    randomPool = randomBytes(RANDOM_POOL_BYTES);
-    randomAt = 0;
-  }
-  const v = randomPool.readUInt32BE(randomAt) >>> 2;
-  randomAt += 4;
-  return v;
-}
-
 export function newId(now: number = Date.now()): string {
-  return toBase32(now, 10) + toBase32(random30(), 6);
+  return toBase32(now, 10) + toBase32(pooledRandom(4).readUInt32BE(0) >>> 2, 6);
 }
 
 const ID_RE = /^[0-9a-hjkmnp-tv-z]{16}$/;
@@ -59,5 +41,5 @@ export function idTime(id: string): number {
 
 /** A random id for sessions and connections (not stored). */
 export function shortId(): string {
-  return randomBytes(6).toString('base64url');
+  return pooledRandom(6).toString('base64url');
 }

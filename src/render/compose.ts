@@ -3,7 +3,6 @@
  * or URL access (MailComposer can fetch `path`/`href` contents; an API message must not read the
  * server's disk), no network.
  */
-import { randomBytes } from 'node:crypto';
 import MailComposer from 'nodemailer/lib/mail-composer/index.js';
 import { SluiceError } from '../core/errors.js';
 import type { MailboxSpec, MessageSpec } from './protocol.js';
@@ -11,6 +10,7 @@ import { encodeText, type EncodedText } from './text-part.js';
 import type { AttachmentLike } from 'nodemailer/lib/mailer/index.js';
 import { isMailbox, isObject, renderFailed } from './record-shape.js';
 import { decodeSpecRecord } from './spec-record.js';
+import { pooledRandom } from '../core/random-pool.js';
 
 /**
  * Parses and shape-checks a stored spec record (render/spec-record.ts). Ingress validated it
@@ -51,21 +51,10 @@ export function parseSpec(record: Uint8Array | string): MessageSpec {
 
 /**
  * The random part of the message's multipart boundaries (MailComposer's baseBoundary, 16 hex digits
- * as it makes them), drawn from a pool: left to itself it calls randomBytes once per MIME node,
- * a call into OpenSSL that cost more than the rest of a node. Boundaries need to be unguessable by
- * whoever wrote the content, not secret.
+ * as it makes them), from the pool: left to itself MailComposer calls randomBytes once per MIME node.
+ * Boundaries need to be unguessable by whoever wrote the content, not secret.
  */
-const BOUNDARY_BYTES = 8;
-let boundaryPool = Buffer.alloc(0);
-let boundaryAt = 0;
-function boundaryBase(): string {
-  if (boundaryAt + BOUNDARY_BYTES > boundaryPool.length) {
-    boundaryPool = randomBytes(BOUNDARY_BYTES * 512);
-    boundaryAt = 0;
-  }
-  boundaryAt += BOUNDARY_BYTES;
-  return boundaryPool.toString('hex', boundaryAt - BOUNDARY_BYTES, boundaryAt);
-}
+const boundaryBase = (): string => pooledRandom(8).toString('hex');
 
 /** Composes the message; Message-ID comes from the spec, Date from the acceptance time. */
 export async function composeSpec(spec: MessageSpec, acceptedAt: number): Promise<Buffer> {
