@@ -1,3 +1,5 @@
+import { memoize } from '../core/memo.js';
+
 /**
  * Human or machine: the rules that tell a person's open or click from a proxy's prefetch or a link
  * scanner's visit. Kept as data so a new scanner is one line, and pure so they are easy to test.
@@ -79,24 +81,16 @@ interface AgentTraits {
 
 /**
  * User agents repeat: a mail client's string is shared by millions of readers, and a busy pixel sees
- * a few hundred distinct ones. Their traits are kept here (up to AGENT_CACHE_SIZE, then started
- * afresh) instead of running every scanner pattern on every request.
+ * a few hundred distinct ones. Their traits are remembered (for 1,024 of them) instead of running
+ * every scanner pattern on every request.
  */
-const AGENT_CACHE_SIZE = 1024;
-const agents = new Map<string, AgentTraits>();
-
-function traitsOf(userAgent: string): AgentTraits {
-  let t = agents.get(userAgent);
-  if (t) return t;
+const traitsOf = memoize((userAgent: string): AgentTraits => {
   const trimmed = userAgent.trim();
-  t = {
+  return {
     reason: trimmed === '' ? 'no-user-agent' : SCANNER_USER_AGENTS.some((re) => re.test(userAgent)) ? 'scanner' : null,
     apple: APPLE_MPP_USER_AGENTS.includes(trimmed),
   };
-  if (agents.size >= AGENT_CACHE_SIZE) agents.clear();
-  agents.set(userAgent, t);
-  return t;
-}
+}, 1024);
 
 /** APPLE_NETWORKS_V4 as (masked base, mask) pairs, computed once rather than per open. */
 const APPLE_MASKS: readonly (readonly [base: number, mask: number])[] = APPLE_NETWORKS_V4.map(([prefix, bits]) => {

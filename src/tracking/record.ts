@@ -1,4 +1,5 @@
 import type { Result } from 'ioredis';
+import { memoize } from '../core/memo.js';
 import type { TokenPayload } from '../core/tokens.js';
 import { appendEvent } from '../store/events.js';
 import { anonymizeIp } from './anonymize-ip.js';
@@ -117,19 +118,8 @@ export function packTrackingEvent(deps: Pick<TrackingDeps, 'settings'>, p: Token
   return out + ']';
 }
 
-/** JSON string forms of recurring values (accounts, user agents, reasons), up to QUOTED_CACHE_SIZE. */
-const QUOTED_CACHE_SIZE = 1024;
-const quotedCache = new Map<string, string>();
-
-function quoted(s: string): string {
-  let q = quotedCache.get(s);
-  if (q === undefined) {
-    q = JSON.stringify(s);
-    if (quotedCache.size >= QUOTED_CACHE_SIZE) quotedCache.clear();
-    quotedCache.set(s, q);
-  }
-  return q;
-}
+/** JSON string forms of recurring values (accounts, user agents, reasons). */
+const quoted = memoize((s: string) => JSON.stringify(s), 1024);
 
 /** The `sluice_tracking_events_total` class of an event. */
 export function eventClass(ctx: Pick<EventContext, 'first' | 'machine'>): 'machine' | 'human_first' | 'human' {
