@@ -326,8 +326,8 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
           // Mail to the List-Unsubscribe mailto address carries a tracking token ('u').
           verifyUnsubscribeToken: codec
             ? (token: string) => {
-                const p = codec.verify(token, Date.now());
-                return p && p.kind === 'u' ? { msgId: p.msgId, idx: p.idx } : undefined;
+                const p = codec.verify(token, Date.now(), 'u');
+                return p ? { msgId: p.msgId, idx: p.idx } : undefined;
               }
             : undefined,
         },

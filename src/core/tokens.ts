@@ -56,8 +56,11 @@ export interface TokenCodec {
   /** What it was made from: plain data, so a worker thread can make the same codec. */
   readonly options: TokenCodecOptions;
   sign(payload: TokenPayload): string;
-  /** The payload, or null for anything altered, truncated, extended, unknown-key or retired-key. */
-  verify(token: string, now: number): TokenPayload | null;
+  /**
+   * The payload, or null for anything altered, truncated, extended, unknown-key or retired-key, and
+   * for a token of another kind than `kind` when it is given (a click token is no pixel).
+   */
+  verify(token: string, now: number, kind?: TokenKind): TokenPayload | null;
 }
 
 const VERSION = 1;
@@ -111,7 +114,7 @@ export function createTokenCodec(opts: TokenCodecOptions): TokenCodec {
       return Buffer.concat([body, mac(signer.secret, body)]).toString('base64url');
     },
 
-    verify(token, now) {
+    verify(token, now, expected) {
       if (token.length > MAX_TOKEN_CHARS || !B64URL_RE.test(token) || !canonicalTail(token)) return null;
       const buf = Buffer.from(token, 'base64url');
       if (buf.length <= MAC_BYTES) return null;
@@ -125,7 +128,7 @@ export function createTokenCodec(opts: TokenCodecOptions): TokenCodec {
       // The MAC is checked before the rest is trusted; timingSafeEqual leaks nothing about how much matched.
       if (!key.verifier(body, buf.subarray(body.length))) return null;
       const kind = String.fromCharCode(r.byte()) as TokenKind;
-      if (!KINDS.includes(kind)) return null;
+      if (!KINDS.includes(kind) || (expected !== undefined && kind !== expected)) return null;
       const msgId = bytesToId(r.bytes(ID_BYTES));
       const idx = r.varint();
       const link = kind === 'c' ? r.varint() : undefined;

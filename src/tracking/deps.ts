@@ -35,11 +35,8 @@ export interface TrackingDeps {
   readonly now?: () => number;
   /** Per-account tracking mode and IP anonymisation: plain data, so the recorder thread gets a copy. */
   readonly settings?: TrackingSettings;
-  /**
-   * How the recorder thread (recorder.ts) opens a connection of its own to the same Redis. Without
-   * it, opens and clicks are recorded on the main thread (tools and tests that need no throughput).
-   */
-  readonly connect?: ConnectOptions;
+  /** How the recorder thread (recorder.ts) opens a connection of its own to the same Redis. */
+  readonly connect: ConnectOptions;
   /** XADD MAXLEN of the event stream (config retention.eventsMaxLen). */
   readonly eventsMaxLen?: number;
   /** How long per-recipient marks are kept (config retention.records). */

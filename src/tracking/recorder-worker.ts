@@ -58,10 +58,7 @@ const batch = createEventBatch(
     // The main thread bounds what is pending; here everything it sends is taken.
     maxPending: Number.MAX_SAFE_INTEGER,
     modeOf: (account) => modeOf(init.settings, account),
-    verifyOpen: (token, at) => {
-      const p = codec.verify(token, at);
-      return p && p.kind === 'o' ? p : null;
-    },
+    verifyOpen: (token, at) => codec.verify(token, at, 'o'),
     onFlushed: (entries) => post({ t: 'flushed', entries, requests: drain(requests), events: drain(events) }),
   },
 );

@@ -17,7 +17,7 @@ import { type FromRecorder, type OpenTuples, type RecorderInit, type ToRecorder 
  *                                                                                 │ event-batch.ts
  *   pending = queued here + sent and not yet flushed ◄── 'flushed' (entries, counter increments)
  *
- * Bounded like the in-process batch: beyond maxPending events waiting, new ones are shed (counted).
+ * Bounded: beyond maxPending events waiting, new ones are shed (counted as result 'shed').
  * If the thread dies (it should not: event-batch.ts catches Redis errors), what it held is reported
  * lost and a new thread is started after a second; requests are answered all along.
  */

@@ -4,11 +4,10 @@ import { isIP } from 'node:net';
 import { performance } from 'node:perf_hooks';
 import type { TokenKind, TokenPayload } from '../core/tokens.js';
 import { classifyClick, type TrackingRequest } from './classify.js';
-import { modeOf as settingsMode, type TrackingDeps, type TrackingMode } from './deps.js';
+import { modeOf, type TrackingDeps } from './deps.js';
 import { isOneClickBody } from './one-click.js';
 import { badRequestPage, invalidLinkPage, NOT_FOUND_TEXT, unsubscribedPage, unsubscribeFormPage } from './pages.js';
-import { createEventBatch, type EventBatch } from './event-batch.js';
-import { startRecorder, type Recorder } from './recorder.js';
+import { startRecorder } from './recorder.js';
 import { mark } from './record.js';
 import { unsubscribe, unsubscribeTarget } from './unsubscribe.js';
 
@@ -76,7 +75,6 @@ type Endpoint = 'open' | 'click' | 'unsubscribe' | 'health' | 'other';
 export async function startTrackingServer(deps: TrackingDeps, opts: TrackingServerOptions): Promise<TrackingServer> {
   const log = deps.logger.child({ role: 'tracking' });
   const now = deps.now ?? Date.now;
-  const modeOf = (account: string): TrackingMode => settingsMode(deps.settings, account);
   const maxPending = opts.maxPendingRecords ?? MAX_PENDING_RECORDS;
   const maxBody = opts.maxBodyBytes ?? MAX_BODY_BYTES;
   const publicOrigin = new URL(opts.publicBaseUrl).origin;
@@ -87,32 +85,34 @@ export async function startTrackingServer(deps: TrackingDeps, opts: TrackingServ
   ];
   let closing = false;
 
-  // Opens and clicks are written after their answer, in batches: bounded, and awaited by idle() and
-  // close(). With a Redis address for it, by the recorder thread (recorder.ts), else on this thread.
-  const recorder: Recorder | null = deps.connect
-    ? startRecorder(
-        { connect: deps.connect, prefix: deps.keys.prefix, codec: deps.codec.options, settings: deps.settings, eventsMaxLen: deps.eventsMaxLen, retentionMs: deps.retentionMs },
-        { maxPending, metrics: deps.metrics, logger: log },
-      )
-    : null;
-  const batch: EventBatch = recorder ?? createEventBatch(deps, { maxPending, modeOf, verifyOpen: (token, at) => verifyAt(token, 'o', at) });
-  const idle = (): Promise<void> => batch.idle();
+  // Opens and clicks are written after their answer, in batches, by the recorder thread
+  // (recorder.ts): bounded, and awaited by idle() and close().
+  const recorder = startRecorder(
+    { connect: deps.connect, prefix: deps.keys.prefix, codec: deps.codec.options, settings: deps.settings, eventsMaxLen: deps.eventsMaxLen, retentionMs: deps.retentionMs },
+    { maxPending, metrics: deps.metrics, logger: log },
+  );
+  const idle = (): Promise<void> => recorder.idle();
 
+  // Read from the raw header list: req.headers would build an object of every header, per pixel.
   const clientOf = (req: IncomingMessage): TrackingRequest => {
     let ip = req.socket.remoteAddress ?? '';
+    let userAgent = '';
+    let forwarded = '';
+    const raw = req.rawHeaders;
+    for (let i = 0; i + 1 < raw.length; i += 2) {
+      const name = raw[i] as string;
+      if (name.length === 10 && userAgent === '' && name.toLowerCase() === 'user-agent') userAgent = raw[i + 1] as string;
+      else if (opts.trustProxy && name.length === 15 && name.toLowerCase() === 'x-forwarded-for') forwarded += (forwarded ? ',' : '') + (raw[i + 1] as string);
+    }
     if (opts.trustProxy) {
-      const hop = String(req.headers['x-forwarded-for'] ?? '').split(',').pop()?.trim() ?? '';
+      const hop = forwarded.split(',').pop()?.trim() ?? '';
       if (isIP(hop)) ip = hop;
     }
-    return { method: req.method ?? 'GET', userAgent: req.headers['user-agent'] ?? '', ip };
+    return { method: req.method ?? 'GET', userAgent, ip };
   };
 
   // The codec refuses anything longer than a token or not base64url before decoding it.
-  const verifyAt = (token: string, kind: TokenKind, at: number): TokenPayload | null => {
-    const p = deps.codec.verify(token, at);
-    return p && p.kind === kind ? p : null;
-  };
-  const verify = (token: string, kind: TokenKind): TokenPayload | null => verifyAt(token, kind, now());
+  const verify = (token: string, kind: TokenKind): TokenPayload | null => deps.codec.verify(token, now(), kind);
 
   // ── endpoints ─────────────────────────────────────────────────────────────────────────────────
 
@@ -125,25 +125,15 @@ export async function startTrackingServer(deps: TrackingDeps, opts: TrackingServ
     res.writeHead(200, pixelHeaders);
     res.end(req.method === 'HEAD' ? undefined : PIXEL_GIF);
     if (!TOKEN_RE.test(token)) return 'invalid';
-    // The user agent from the raw header list: req.headers would build an object of every header.
-    const raw = req.rawHeaders;
-    let userAgent = '';
-    for (let i = 0; i + 1 < raw.length; i += 2) {
-      const name = raw[i] as string;
-      if (name.length === 10 && name.toLowerCase() === 'user-agent') {
-        userAgent = raw[i + 1] as string;
-        break;
-      }
-    }
-    const ip = opts.trustProxy ? clientOf(req).ip : (req.socket.remoteAddress ?? '');
-    batch.open({ token, at: now(), method: req.method ?? 'GET', userAgent, ip });
+    const client = clientOf(req);
+    recorder.open({ token, at: now(), method: client.method, userAgent: client.userAgent, ip: client.ip });
     return COUNTED_LATER;
   };
 
   const click = async (req: IncomingMessage, res: ServerResponse, token: string): Promise<string> => {
     const p = verify(token, 'c');
     if (!p) return send(res, 404, TEXT, NOT_FOUND_TEXT, 'invalid');
-    const mode = modeOf(p.account);
+    const mode = modeOf(deps.settings, p.account);
     const client = clientOf(req);
     const at = now();
     const ctx = { nowS: Math.floor(at / 1000), issuedAt: p.issuedAt, burst: 0 };
@@ -155,7 +145,7 @@ export async function startTrackingServer(deps: TrackingDeps, opts: TrackingServ
     res.end();
     if (mode !== 'off') {
       const machine = before ?? classifyClick(client, { ...ctx, burst: m.burst });
-      batch.event(p, { now: at, mode, first: m.first, machine, userAgent: client.userAgent, ip: client.ip });
+      recorder.event(p, { now: at, mode, first: m.first, machine, userAgent: client.userAgent, ip: client.ip });
     }
     return 'ok';
   };
@@ -276,7 +266,7 @@ export async function startTrackingServer(deps: TrackingDeps, opts: TrackingServ
       await closed;
       clearTimeout(cut);
       await idle();
-      await recorder?.close();
+      await recorder.close();
     },
   };
 }

@@ -40,7 +40,7 @@ export async function unsubscribe(
   ctx: { via?: 'http' | 'mail'; userAgent?: string; ip?: string; target?: UnsubscribeTarget } = {},
 ): Promise<UnsubscribeResult> {
   const now = (deps.now ?? Date.now)();
-  const p = typeof token === 'string' ? deps.codec.verify(token, now) : token;
+  const p = typeof token === 'string' ? deps.codec.verify(token, now, 'u') : token;
   if (!p || p.kind !== 'u') return { ok: false, reason: 'invalid-token' };
   const target = ctx.target ?? (await unsubscribeTarget(deps, p));
   if (!target) return { ok: false, reason: 'unknown-recipient' };

@@ -18,6 +18,10 @@ test('round-trips every kind, and stays compact and URL-safe', () => {
     assert.equal(codec.verify(t, NOW), p);
   }
   assert.ok(codec.sign(click).length <= 64, `click token is ${codec.sign(click).length} chars`);
+  // With the expected kind given, a token of another kind is refused.
+  assert.equal(codec.verify(codec.sign(click), NOW, 'c'), click);
+  assert.is(codec.verify(codec.sign(click), NOW, 'o'), null);
+  assert.is(codec.verify(codec.sign(click), NOW, 'u'), null);
   assert.is(tokenUrl('https://t.example.com/', 'o', 'abc'), 'https://t.example.com/o/abc.gif');
 });
 

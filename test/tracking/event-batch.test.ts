@@ -6,9 +6,8 @@ import type { Keys } from '../../src/redis/keys.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { createTokenCodec, type TokenPayload } from '../../src/core/tokens.js';
 import { newId } from '../../src/core/ids.js';
-import { createEventBatch, type EventBatchOptions } from '../../src/tracking/event-batch.js';
+import { createEventBatch, type EventBatchDeps, type EventBatchOptions } from '../../src/tracking/event-batch.js';
 import { toEngagement } from '../../src/store/engagement.js';
-import type { TrackingDeps } from '../../src/tracking/deps.js';
 
 const test = suite('tracking/event-batch');
 const NOW = Date.UTC(2026, 2, 1, 12);
@@ -44,7 +43,7 @@ function counters() {
 
 function setup(client: RedisClient, keys: Keys, over: Partial<EventBatchOptions> = {}) {
   const c = counters();
-  const deps: TrackingDeps = { redis: client, keys, codec, logger: createLogger(process.env['DEBUG_BATCH'] ? 'warn' : 'silent'), metrics: c.metrics, now: () => NOW };
+  const deps: EventBatchDeps = { redis: client, keys, logger: createLogger(process.env['DEBUG_BATCH'] ? 'warn' : 'silent'), metrics: c.metrics };
   const batch = createEventBatch(deps, {
     maxPending: 1000, modeOf: () => 'full',
     verifyOpen: (t) => {
