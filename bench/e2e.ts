@@ -17,12 +17,14 @@
  *   npm run bench:e2e [-- --profile]
  *   env: BENCH_RECIPIENTS (20000), BENCH_RECIPIENTS_100KB (4000), BENCH_RECIPIENTS_PROFILE (5000),
  *        BENCH_BATCH (100), BENCH_CONCURRENCY (4), BENCH_SKIP_BUILD=1, BENCH_SLUICE='{json config overrides}',
- *        BENCH_ONLY=rsa,ed25519,rsa_100kb (a subset), BENCH_SKIP_MEMORY=1
+ *        BENCH_ONLY=rsa,ed25519,rsa_100kb (a subset), BENCH_SKIP_MEMORY=1,
+ *        BENCH_NODE_FLAGS='--max-semi-space-size=16 --trace-gc' (Sluice's node flags instead of SLUICE_NODE_FLAGS),
+ *        BENCH_KEEP_LOG=1 (copies each scenario's Sluice log to $TMPDIR/sluice-bench-<scenario>.log)
  *
  * Prints a table and writes bench/results/e2e.json. Every wait is bounded (150 s per scenario);
  * at ~230 delivered/s the run takes ~5 min, plus ~40 s with --profile.
  */
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
@@ -282,6 +284,8 @@ async function runScenario(sc: Scenario, account: Account, cpuProfDir?: string):
     await sink?.close();
     client?.disconnect();
     await redis?.stop();
+    // BENCH_KEEP_LOG=1 keeps Sluice's log (e.g. with BENCH_NODE_FLAGS=--trace-gc) outside the scratch folder.
+    if (process.env['BENCH_KEEP_LOG'] === '1') copyFileSync(join(dir, 'sluice.log'), join(tmpdir(), `sluice-bench-${sc.key}.log`));
     rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -226,7 +226,7 @@ async function startSluiceOnce(opts: SluiceProcessOptions): Promise<SluiceHandle
   const env = { ...process.env };
   for (const k of Object.keys(env)) if (k === 'REDIS_URL' || k === 'SLUICE_CONFIG' || k === 'SLUICE_LOG_LEVEL' || k.startsWith('SLUICE__')) delete env[k];
   const args = [
-    ...(opts.nodeArgs ?? SLUICE_NODE_FLAGS),
+    ...(opts.nodeArgs ?? (process.env['BENCH_NODE_FLAGS'] !== undefined ? process.env['BENCH_NODE_FLAGS'].split(' ').filter(Boolean) : SLUICE_NODE_FLAGS)),
     ...(opts.cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${opts.cpuProfDir}`] : []),
     join(ROOT, 'bin/sluice.js'), 'start', '--config', configFile,
     ...(opts.roles ? ['--roles', opts.roles] : []),

@@ -14,7 +14,7 @@
  * the run counts what reached the stream after each phase.
  *
  *   npm run bench:tracking [-- --profile]
- *   env: BENCH_DURATION_S (10), BENCH_CONNECTIONS (64), BENCH_WRK_THREADS (1), BENCH_ROUNDS (3)
+ *   env: BENCH_DURATION_S (10), BENCH_CONNECTIONS (64), BENCH_WRK_THREADS (1), BENCH_ROUNDS (3), BENCH_NODE_FLAGS='--trace-gc …', BENCH_KEEP_LOG=1 (Sluice's log to $TMPDIR/sluice-bench-tracking.log)
  *
  * wrk rather than autocannon: it is C, so on a 2-core machine it takes a fraction of the CPU a Node
  * load generator would take from the server under test. --profile runs the opens phase once more
@@ -24,7 +24,7 @@
 import { freePort } from '../test/helpers/redis.js';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
@@ -114,6 +114,8 @@ async function startSluice(dir: string, redis: EmbeddedRedis, secretFile: string
   const env: NodeJS.ProcessEnv = { ...process.env, SLUICE_MAIN: new URL('../src/cli/main.ts', import.meta.url).href };
   for (const k of Object.keys(env)) if (k === 'REDIS_URL' || k === 'SLUICE_CONFIG' || k === 'SLUICE_LOG_LEVEL' || k.startsWith('SLUICE__')) delete env[k];
   const args = [
+    // BENCH_NODE_FLAGS='--trace-gc …' runs Sluice with other node flags (as bench/e2e.ts does).
+    ...(process.env['BENCH_NODE_FLAGS']?.split(' ').filter(Boolean) ?? []),
     ...(cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : []),
     '--import', 'tsx', '--input-type=module', '-e', SLUICE_JS, '--',
     'start', '--config', configFile, '--roles', 'tracking',
@@ -398,6 +400,8 @@ async function main(): Promise<void> {
     console.log('\nwrote bench/results/tracking.json');
   } finally {
     for (const stop of stops) await stop().catch((err: unknown) => console.error('cleanup:', err));
+    // BENCH_KEEP_LOG=1 keeps Sluice's log (e.g. with BENCH_NODE_FLAGS=--trace-gc) outside the scratch folder.
+    if (process.env['BENCH_KEEP_LOG'] === '1') copyFileSync(join(dir, 'sluice', 'sluice.log'), join(tmpdir(), 'sluice-bench-tracking.log'));
     rmSync(dir, { recursive: true, force: true });
   }
 }

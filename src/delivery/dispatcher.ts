@@ -496,7 +496,7 @@ export class Dispatcher {
             tasks.push(this.campaignTask(msg, entry, contacts[j] as CampaignContact));
             return;
           }
-          const task: RenderTask = { msgId: msg.id, kind: msg.kind, source: msg.body, signingDomain: msg.fromDomain, acceptedAt: msg.acceptedAt, frame: true };
+          const task: RenderTask = { msgId: msg.id, kind: msg.kind, source: msg.body, signingDomain: msg.fromDomain, acceptedAt: msg.acceptedAt, frame: true, single: msg.rcpts.length === 1 };
           if (msg.kind === 'spec') task.tracking = { account: msg.account, idx: entry.idx, mode: this.trackingModes.get(msg.account) ?? 'full' };
           tasks.push(task);
         });

@@ -136,6 +136,12 @@ export interface RenderTask {
    */
   frame?: boolean;
   /**
+   * The message has this one recipient: its copy will not be asked for again (a retry comes much
+   * later), so the worker keeps nothing of it. A per-message cache entry that is never hit only
+   * lives long enough to be promoted to the old generation, where freeing it costs a full GC.
+   */
+  single?: boolean;
+  /**
    * Spec messages: the recipient and account mode. A spec accepted with `tracking` then gets a copy of
    * its own (tokens differ per recipient); without it, every recipient shares one rendered copy.
    */

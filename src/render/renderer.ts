@@ -81,7 +81,7 @@ export function createRenderer(init: WorkerInit, opts: RendererOptions = {}): Re
     // UTF-16 strings: two bytes a character, the spec once parsed and the html once more in pieces.
     const size = typeof task.source === 'string' ? task.source.length * 2 : task.source.byteLength * 2;
     const p = { spec, template, byteLength: size + (template ? template.size * 2 : 0) };
-    prepared.set(task.msgId, p);
+    if (task.single !== true) prepared.set(task.msgId, p);
     return p;
   }
 
@@ -157,7 +157,7 @@ export function createRenderer(init: WorkerInit, opts: RendererOptions = {}): Re
           ? prepareRaw(toBuffer(task.source), task.msgId, init.hostname, task.acceptedAt)
           : await composeSpec(parseSpec(task.source), task.acceptedAt);
       const { signed, algorithms, result } = sign(unsigned, task, domain, started);
-      cache.set(cacheKey, { message: signed, signatures: algorithms, byteLength: signed.length });
+      if (task.single !== true) cache.set(cacheKey, { message: signed, signatures: algorithms, byteLength: signed.length });
       return result;
     } catch (err) {
       if (isSluiceError(err, 'SLUICE_DKIM_KEY_INVALID')) return { ok: false, code: 'SLUICE_DKIM_KEY_INVALID', message: err.message };

@@ -126,6 +126,21 @@ test('spec: a message for many recipients is composed and signed once (same byte
   }
 });
 
+test('a message of a single recipient is not kept: each render of it composes and signs anew', async () => {
+  for (const kind of ['spec', 'raw'] as const) {
+    const msgId = `01j2single0000${kind === 'spec' ? '01' : '02'}`;
+    const source = kind === 'spec' ? JSON.stringify(SPEC) : Buffer.from('From: orders@shop.example\r\nTo: a@example.org\r\nSubject: one\r\n\r\nHi\r\n');
+    const task: RenderTask = { msgId, kind, source, signingDomain: 'shop.example', acceptedAt: ACCEPTED_AT, single: true };
+    const first = ok(await render(task));
+    const second = ok(await render(task));
+    assert.ok(first.signMs > 0 && second.signMs > 0, `${kind}: both renders signed`);
+    // Nothing was cached for the message either: a later shared render of it signs too.
+    const shared = ok(await render({ ...task, single: false }));
+    assert.ok(shared.signMs > 0, `${kind}: nothing kept from the single renders`);
+    assert.is(ok(await render({ ...task, single: false })).signMs, 0, `${kind}: a shared render is kept`);
+  }
+});
+
 test('a domain without keys (or no signing domain) renders unsigned but ok', async () => {
   for (const domain of ['other.example', null]) {
     const r = ok(await render(rawTask('01j2raw0000000004', 'From: x@other.example\r\n\r\nhi\r\n', domain)));
