@@ -14,7 +14,7 @@
  * the run counts what reached the stream after each phase.
  *
  *   npm run bench:tracking [-- --profile]
- *   env: BENCH_DURATION_S (10), BENCH_CONNECTIONS (64), BENCH_WRK_THREADS (1), BENCH_ROUNDS (3), BENCH_NODE_FLAGS='--trace-gc …', BENCH_KEEP_LOG=1 (Sluice's log to $TMPDIR/sluice-bench-tracking.log)
+ *   env: BENCH_DURATION_S (10), BENCH_CONNECTIONS (64), BENCH_WRK_THREADS (1), BENCH_ROUNDS (3), BENCH_NODE_FLAGS (default '--max-semi-space-size=32'), BENCH_KEEP_LOG=1 (Sluice's log to $TMPDIR/sluice-bench-tracking.log)
  *
  * wrk rather than autocannon: it is C, so on a 2-core machine it takes a fraction of the CPU a Node
  * load generator would take from the server under test. --profile runs the opens phase once more
@@ -88,6 +88,14 @@ server.listen(Number(process.env.PORT), '127.0.0.1');
 process.on('SIGTERM', () => server.close(() => process.exit(0)).closeAllConnections());
 `;
 
+/**
+ * Node flags of the Sluice process: those README.md ("Memory") gives for a process that runs only the
+ * tracking role, a 32 MB young-generation semi-space. Its garbage is per-request objects that die
+ * within a turn; with the 4 MB of a whole Sluice it scavenged ~1,200 times a run instead of ~170 and
+ * used ~5 % more CPU per request. BENCH_NODE_FLAGS='--max-semi-space-size=4 --trace-gc' runs others.
+ */
+const NODE_FLAGS = process.env['BENCH_NODE_FLAGS']?.split(' ').filter(Boolean) ?? ['--max-semi-space-size=32'];
+
 /** Runs the sluice CLI from src/ through tsx: no build step, and the same code a build would ship. */
 const SLUICE_JS = `const { main } = await import(process.env.SLUICE_MAIN); process.exitCode = await main(process.argv.slice(1));`;
 
@@ -114,8 +122,7 @@ async function startSluice(dir: string, redis: EmbeddedRedis, secretFile: string
   const env: NodeJS.ProcessEnv = { ...process.env, SLUICE_MAIN: new URL('../src/cli/main.ts', import.meta.url).href };
   for (const k of Object.keys(env)) if (k === 'REDIS_URL' || k === 'SLUICE_CONFIG' || k === 'SLUICE_LOG_LEVEL' || k.startsWith('SLUICE__')) delete env[k];
   const args = [
-    // BENCH_NODE_FLAGS='--trace-gc …' runs Sluice with other node flags (as bench/e2e.ts does).
-    ...(process.env['BENCH_NODE_FLAGS']?.split(' ').filter(Boolean) ?? []),
+    ...NODE_FLAGS,
     ...(cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : []),
     '--import', 'tsx', '--input-type=module', '-e', SLUICE_JS, '--',
     'start', '--config', configFile, '--roles', 'tracking',
@@ -373,7 +380,7 @@ async function main(): Promise<void> {
     const report = {
       when: new Date().toISOString(),
       machine: { cpus: availableParallelism(), model: cpus()[0]?.model ?? '', loadavg_1m_before: round(load0, 2), node: process.version },
-      setup: { connections: CONNECTIONS, wrk_threads: WRK_THREADS, warmup_s: WARMUP_S, duration_s: DURATION_S, rounds: ROUNDS, recipients: opens.length, links_per_message: LINKS.length, redis: 'embedded, unix socket, AOF everysec' },
+      setup: { connections: CONNECTIONS, wrk_threads: WRK_THREADS, warmup_s: WARMUP_S, duration_s: DURATION_S, rounds: ROUNDS, recipients: opens.length, links_per_message: LINKS.length, redis: 'embedded, unix socket, AOF everysec', sluice_node_flags: NODE_FLAGS.join(' ') },
       opens_rps: opensR.rps,
       clicks_rps: clicksR.rps,
       ceiling_rps: ceiling.rps,
