@@ -1,5 +1,6 @@
 import { Resolver } from 'node:dns/promises';
 import { isIP } from 'node:net';
+import { DnsClient, type MxAnswer } from './dns-query.js';
 
 /**
  * Where mail for a domain goes (RFC 5321 §5.1), cached.
@@ -10,13 +11,16 @@ import { isIP } from 'node:net';
  *   no MX (NODATA) ─► A/AAAA of the domain itself (implicit MX) ─► hosts
  *   NXDOMAIN ─► nxdomain        SERVFAIL / timeout / refused ─► tempfail
  *
- * Resolution uses node's Resolver (c-ares) with the configured servers: it brings retries, TCP
- * fallback for truncated answers and EDNS0, which a hand-written UDP client would have to re-do.
- * Its one gap is that resolveMx() drops the MX TTL (only resolve4/resolve6 accept { ttl: true }),
- * and resolveAny() is unreliable (RFC 8482 lets servers answer ANY with a stub). So a route lives for
- * the shortest TTL of the addresses it contains, never longer than maxCacheTtlMs. Operators keep MX
- * and address TTLs of the same zone alike in practice, and the cap bounds how stale a changed MX
- * can get. (dns-packet would give the MX TTL, but it is only a dev dependency here.)
+ * The MX question goes through dns-query.ts (dns-packet over UDP, TCP for truncated answers),
+ * because node's resolveMx() (c-ares) drops the records' TTL. Addresses come from node's Resolver,
+ * whose resolve4/resolve6 give TTLs. Both ask the configured servers, else the system's, with the
+ * same timeout and tries.
+ *
+ * A route lives for the shortest TTL among the MX records, the CNAMEs followed to them and the
+ * addresses it contains (for an implicit MX: the domain's addresses), at least MIN_CACHE_TTL_MS and
+ * at most maxCacheTtlMs. So a changed MX is seen once its old TTL has run out, even when the
+ * exchanges' addresses have longer ones. NXDOMAIN and null MX are cached for negativeCacheTtlMs;
+ * temporary failures are not cached.
  */
 
 export type Route =
@@ -47,8 +51,9 @@ export interface MxResolverOptions {
 }
 
 const DEFAULT_PORT = 25;
-// c-ares waits `timeout` for the first try and doubles it for the next, so two tries of a third of
-// the budget each end within about timeoutMs (t + 2t). Two tries ride out one lost UDP datagram.
+// c-ares waits `timeout` for the first try and doubles it for the next, so two tries starting at a
+// third of the budget end within about timeoutMs (t + 2t); dns-query.ts does the same for the MX
+// question. Two tries ride out one lost UDP datagram.
 const DNS_TRIES = 2;
 // Postfix tries 5 addresses per delivery (smtp_mx_address_limit); the dispatcher walks the list on
 // connection failures, and beyond ten addresses the next retry is a better use of the time.
@@ -65,6 +70,7 @@ type Addresses = { kind: 'ok'; ips: string[]; ttlMs: number } | { kind: 'none' }
 
 export class MxResolver {
   private readonly resolver: Resolver;
+  private readonly dns: DnsClient;
   private readonly port: number;
   private readonly now: () => number;
   private readonly cache = new Map<string, { route: Route; expiresAt: number }>();
@@ -73,6 +79,7 @@ export class MxResolver {
   constructor(private readonly opts: MxResolverOptions) {
     this.resolver = new Resolver({ timeout: Math.max(1, Math.floor(opts.timeoutMs / 3)), tries: DNS_TRIES });
     if (opts.servers.length > 0) this.resolver.setServers([...opts.servers]);
+    this.dns = new DnsClient({ servers: opts.servers, timeoutMs: opts.timeoutMs });
     this.port = opts.port ?? DEFAULT_PORT;
     this.now = opts.now ?? Date.now;
   }
@@ -109,27 +116,27 @@ export class MxResolver {
     const target = Object.hasOwn(map, domain) ? map[domain] : Object.hasOwn(map, '*') ? map['*'] : undefined;
     if (target !== undefined) return this.viaTransport(target);
 
-    let records: { exchange: string; priority: number }[];
+    let answer: MxAnswer;
     try {
-      records = await this.resolver.resolveMx(domain);
+      answer = await this.dns.resolveMx(domain);
     } catch (err) {
-      const code = (err as { code?: string }).code;
-      if (code === 'ENOTFOUND') return this.negative({ kind: 'nxdomain' });
-      if (code !== 'ENODATA') return { route: { kind: 'tempfail', error: `MX ${domain}: ${describe(err)}` }, ttlMs: 0 };
-      records = [];
+      return { route: { kind: 'tempfail', error: `MX ${domain}: ${describe(err)}` }, ttlMs: 0 };
     }
+    if (answer.rcode === 'NXDOMAIN') return this.negative({ kind: 'nxdomain' });
+    // The MX answer's TTL (and its CNAMEs'); a NODATA answer without a CNAME carries none.
+    const mxTtlMs = answer.ttlMs ?? this.opts.maxCacheTtlMs;
 
-    if (records.length === 0) {
+    if (answer.records.length === 0) {
       // RFC 5321 §5.1: no MX, so the domain itself is the host (implicit MX, preference 0).
       const addrs = await this.addresses(domain);
       if (addrs.kind === 'tempfail') return { route: { kind: 'tempfail', error: addrs.error }, ttlMs: 0 };
       if (addrs.kind === 'none') return this.negative({ kind: 'nxdomain' });
-      return this.hosts([{ mx: domain, ips: addrs.ips }], [domain], false, addrs.ttlMs);
+      return this.hosts([{ mx: domain, ips: addrs.ips }], [domain], false, Math.min(mxTtlMs, addrs.ttlMs));
     }
 
-    // RFC 7505 §3: a null MX is the single record "0 ." (node gives the root as ''). A domain that
-    // mixes it with real MX records is misconfigured; the real ones are still worth trying.
-    const real = records.filter((r) => r.exchange !== '' && r.exchange !== '.');
+    // RFC 7505 §3: a null MX is the single record "0 ." (dns-packet gives the root as '.'). A domain
+    // that mixes it with real MX records is misconfigured; the real ones are still worth trying.
+    const real = answer.records.filter((r) => r.exchange !== '.');
     if (real.length === 0) return this.negative({ kind: 'nullmx' });
 
     const ordered = shuffle(real).sort((a, b) => a.priority - b.priority); // sort is stable: ties stay shuffled
@@ -137,7 +144,7 @@ export class MxResolver {
     const resolved = await Promise.all(names.map((mx) => this.addresses(mx)));
 
     const found: { mx: string; ips: string[] }[] = [];
-    let ttlMs = this.opts.maxCacheTtlMs;
+    let ttlMs = mxTtlMs;
     let failure: string | null = null;
     resolved.forEach((addrs, i) => {
       if (addrs.kind === 'ok') {

@@ -1,7 +1,8 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { MxResolver, type MxResolverOptions, type Route } from '../../src/delivery/mx.js';
-import { startDnsStub, type DnsStub } from '../helpers/dns-stub.js';
+import { createSocket } from 'node:dgram';
+import { FORGED_EXCHANGE, startDnsStub, type DnsStub } from '../helpers/dns-stub.js';
 
 const test = suite('delivery/mx');
 let dns: DnsStub;
@@ -33,6 +34,39 @@ const zone = {
   'sf.brokenmx.test': { rcode: 'SERVFAIL' as const },
   'relay.test': { A: ['192.0.2.77'] },
   'sel._domainkey.dkim.test': { TXT: [`v=DKIM1; k=rsa; p=${'A'.repeat(600)}`] },
+  // MX and address TTLs that differ
+  'shortmx.test': { MX: [{ preference: 10, exchange: 'mx.shortmx.test' }], ttl: 30 },
+  'mx.shortmx.test': { A: ['192.0.2.30'], ttl: 3600 },
+  'shorta.test': { MX: [{ preference: 10, exchange: 'mx.shorta.test' }], ttl: 3600 },
+  'mx.shorta.test': { A: ['192.0.2.31'], ttl: 20 },
+  'implicit-shortmx.test': { CNAME: 'implicit.target.test', ttl: 15 },
+  'implicit.target.test': { A: ['192.0.2.32'], ttls: { A: 3600, CNAME: 3600 } },
+  // an alias whose target has the MX records
+  'alias.test': { CNAME: 'Target.Alias.Test.', ttl: 10 },
+  'target.alias.test': { MX: [{ preference: 10, exchange: 'mx.target.alias.test' }], ttl: 3600 },
+  'mx.target.alias.test': { A: ['192.0.2.40'], ttl: 3600 },
+  'dangling.test': { CNAME: 'nothing-there.test' },
+  // an MX answer too long for UDP: truncated there, whole over TCP
+  'big.test': {
+    MX: [
+      { preference: 10, exchange: 'mx1.big.test' },
+      { preference: 20, exchange: 'mx2.big.test' },
+      { preference: 30, exchange: 'mx3.big.test' },
+    ],
+    truncate: true,
+  },
+  'mx1.big.test': { A: ['192.0.2.51'] },
+  'mx2.big.test': { A: ['192.0.2.52'] },
+  'mx3.big.test': { A: ['192.0.2.53'] },
+  // a forged reply arrives before the real one, or alone
+  'forged-id.test': { MX: [{ preference: 10, exchange: 'mx.real.test' }], forge: 'id' as const },
+  'forged-name.test': { MX: [{ preference: 10, exchange: 'mx.real.test' }], forge: 'name' as const },
+  'forged-type.test': { MX: [{ preference: 10, exchange: 'mx.real.test' }], forge: 'type' as const },
+  'forged-source.test': { MX: [{ preference: 10, exchange: 'mx.real.test' }], forge: 'source' as const },
+  'forged-only.test': { forge: 'id' as const, rcode: 'DROP' as const },
+  'mx.real.test': { A: ['192.0.2.60'] },
+  [FORGED_EXCHANGE]: { A: ['203.0.113.66'] },
+  'refused.test': { rcode: 'REFUSED' as const },
 };
 
 function resolver(over: Partial<MxResolverOptions> = {}): MxResolver {
@@ -148,6 +182,100 @@ test('transport map: an exact domain wins over *, names are resolved without MX,
   assert.is(star.viaTransport, true);
   assert.is(dns.queries('anything.example'), 0);
   assert.equal(hostsOf(await r.resolve('v6.test')).hosts, [{ host: '::1', port: 26, mx: '::1' }]);
+});
+
+test('a route lives no longer than its MX TTL, even when the addresses have longer ones', async () => {
+  const r = resolver();
+  const q0 = dns.queries('shortmx.test', 'MX');
+  assert.equal(hostsOf(await r.resolve('shortmx.test')).hosts, [{ host: '192.0.2.30', port: 25, mx: 'mx.shortmx.test' }]);
+  clock += 29_000;
+  await r.resolve('shortmx.test');
+  assert.is(dns.queries('shortmx.test', 'MX'), q0 + 1, 'inside the 30 s MX TTL');
+  clock += 2000;
+  await r.resolve('shortmx.test');
+  assert.is(dns.queries('shortmx.test', 'MX'), q0 + 2, 'the 30 s MX TTL ran out; the A TTL is an hour');
+
+  // implicit MX: the CNAME met on the MX question bounds the route too
+  const q1 = dns.queries('implicit-shortmx.test', 'MX');
+  assert.equal(hostsOf(await r.resolve('implicit-shortmx.test')).hosts, [{ host: '192.0.2.32', port: 25, mx: 'implicit-shortmx.test' }]);
+  clock += 16_000;
+  await r.resolve('implicit-shortmx.test');
+  assert.is(dns.queries('implicit-shortmx.test', 'MX'), q1 + 2, 'the 15 s CNAME TTL ran out');
+});
+
+test('a route lives no longer than its shortest address TTL, even when the MX TTL is longer', async () => {
+  const r = resolver();
+  const q0 = dns.queries('shorta.test', 'MX');
+  await r.resolve('shorta.test');
+  clock += 19_000;
+  await r.resolve('shorta.test');
+  assert.is(dns.queries('shorta.test', 'MX'), q0 + 1, 'inside the 20 s A TTL');
+  clock += 2000;
+  await r.resolve('shorta.test');
+  assert.is(dns.queries('shorta.test', 'MX'), q0 + 2, 'the A TTL ran out; the MX TTL is an hour');
+});
+
+test('a CNAME in the MX answer is followed to its target, and its TTL bounds the route', async () => {
+  const r = resolver();
+  const route = hostsOf(await r.resolve('alias.test'));
+  assert.equal(route.hosts, [{ host: '192.0.2.40', port: 25, mx: 'mx.target.alias.test' }]);
+  assert.equal(route.mxHosts, ['mx.target.alias.test']);
+  const q0 = dns.queries('alias.test', 'MX');
+  clock += 9000;
+  await r.resolve('alias.test');
+  assert.is(dns.queries('alias.test', 'MX'), q0, 'inside the 10 s CNAME TTL');
+  clock += 2000;
+  await r.resolve('alias.test');
+  assert.is(dns.queries('alias.test', 'MX'), q0 + 1, 'the CNAME TTL ran out; MX and A TTLs are an hour');
+
+  // an alias to a name that does not exist: NXDOMAIN for the end of the chain
+  assert.equal(await r.resolve('dangling.test'), { kind: 'nxdomain' });
+});
+
+test('a truncated UDP answer is asked again over TCP, and the whole answer is used', async () => {
+  const route = hostsOf(await resolver().resolve('big.test'));
+  assert.equal(route.mxHosts, ['mx1.big.test', 'mx2.big.test', 'mx3.big.test'], 'the truncated UDP answer held only mx1');
+  assert.equal(route.hosts.map((h) => h.host), ['192.0.2.51', '192.0.2.52', '192.0.2.53']);
+  assert.equal(dns.received('big.test', 'MX').map((q) => q.transport), ['udp', 'tcp']);
+});
+
+test('MX queries: RD set, EDNS0 offering 1232 bytes, a random id and a fresh source port each', async () => {
+  const before = dns.received('pref.test', 'MX').length;
+  for (let i = 0; i < 6; i++) await resolver().resolve('pref.test');
+  const sent = dns.received('pref.test', 'MX').slice(before);
+  assert.is(sent.length, 6);
+  assert.ok(sent.every((q) => q.transport === 'udp' && q.recursionDesired && q.udpPayloadSize === 1232), JSON.stringify(sent));
+  // Six equal draws of 16 random bits are a 2^-80 chance; the OS hands out ports from a range.
+  assert.ok(new Set(sent.map((q) => q.id)).size > 1, 'ids vary');
+  assert.ok(new Set(sent.map((q) => q.port)).size > 1, 'source ports vary');
+});
+
+test('a reply with another id, name or type, or from another port, is ignored', async () => {
+  const r = resolver();
+  for (const kind of ['id', 'name', 'type', 'source']) {
+    const route = hostsOf(await r.resolve(`forged-${kind}.test`));
+    assert.equal(route.mxHosts, ['mx.real.test'], `forged ${kind}: the real answer that came after`);
+  }
+  // Nothing but the forged reply: no answer at all, a temporary failure.
+  const only = await resolver({ timeoutMs: 300 }).resolve('forged-only.test');
+  assert.ok(only.kind === 'tempfail' && only.error.includes('ETIMEOUT'), JSON.stringify(only));
+});
+
+test('REFUSED is a temporary failure, and a silent server is followed by the next one', async () => {
+  const refused = await resolver().resolve('refused.test');
+  assert.ok(refused.kind === 'tempfail' && refused.error.includes('EREFUSED'), JSON.stringify(refused));
+
+  const silent = createSocket('udp4');
+  let heard = 0;
+  silent.on('message', () => heard++);
+  await new Promise<void>((resolve) => silent.bind(0, '127.0.0.1', resolve));
+  try {
+    const r = resolver({ servers: [`127.0.0.1:${silent.address().port}`, dns.server], timeoutMs: 300 });
+    assert.equal(hostsOf(await r.resolve('shortmx.test')).mxHosts, ['mx.shortmx.test']);
+    assert.ok(heard >= 1, 'the first server was asked first');
+  } finally {
+    await new Promise<void>((resolve) => silent.close(() => resolve()));
+  }
 });
 
 test('the DNS stub serves a long TXT record as 255-byte strings of one record (a DKIM key)', async () => {
