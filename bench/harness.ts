@@ -136,6 +136,8 @@ export interface SinkHandle {
   port: number;
   ask(type: 'stats'): Promise<SinkStats>;
   waitFor(expected: number, timeoutMs: number): Promise<SinkStats>;
+  /** Forgets every recipient and count so far (after a warm-up); answers the stats it had. */
+  reset(): Promise<SinkStats>;
   close(): Promise<void>;
 }
 
@@ -154,6 +156,7 @@ export async function startSink(): Promise<SinkHandle> {
     port,
     ask: () => call({ type: 'stats' }, 10_000),
     waitFor: (expected, timeoutMs) => call({ type: 'wait', expected, timeoutMs }, timeoutMs + 10_000),
+    reset: () => call({ type: 'reset' }, 10_000),
     async close() {
       if (child.connected) child.send({ type: 'close' });
       await exited(child, 5_000);

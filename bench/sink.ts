@@ -12,7 +12,8 @@
  *
  * IPC: sends { type: 'listening', port } once; answers { type: 'stats', id } with a SinkStats
  * carrying the same id, and { type: 'wait', id, expected, timeoutMs } likewise as soon as `expected`
- * distinct recipients arrived (or at the timeout, with timedOut set).
+ * distinct recipients arrived (or at the timeout, with timedOut set); { type: 'reset', id } answers
+ * the stats so far and starts counting afresh (after a warm-up; open connections stay open).
  */
 import { createServer, type Socket } from 'node:net';
 
@@ -181,7 +182,11 @@ server.listen(0, '127.0.0.1', () => {
 process.on('message', (m: { type: string; id?: number; expected?: number; timeoutMs?: number }) => {
   const id = m.id ?? 0;
   if (m.type === 'stats') process.send?.(reply(id));
-  else if (m.type === 'wait') {
+  else if (m.type === 'reset') {
+    process.send?.(reply(id));
+    seen.clear();
+    Object.assign(stats, { messages: 0, recipients: 0, duplicates: 0, badContent: 0, bytes: 0, connections: 0, firstAt: null, lastAt: null });
+  } else if (m.type === 'wait') {
     const expected = m.expected ?? 0;
     if (seen.size >= expected) {
       process.send?.(reply(id));
