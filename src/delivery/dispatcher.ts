@@ -25,7 +25,7 @@ import type { ReputationRecorder } from '../store/reputation.js';
 import { ACCOUNT_CLOSED_REASON } from '../store/account-state.js';
 import type { LoadedMessage, MessageSource } from '../store/message-source.js';
 import type { MxResolver, Route } from './mx.js';
-import { SmtpClient, localOutcome, type SmtpOutcome } from './smtp-client.js';
+import { SmtpClient, SmtpConnectError, localOutcome, type SmtpOutcome } from './smtp-client.js';
 
 /**
  * The dispatcher: finds destinations with due work, opens SMTP connections to them within the
@@ -113,6 +113,13 @@ const CLOSED_HOLD_MS = 5 * 60_000;
 const PAUSED_SENDER_HOLD_MS = 60_000;
 /** Retries of a paused campaign claimed anyway (they sit in ready, not behind its pointer) wait this long. */
 const PAUSED_HOLD_MS = 60_000;
+/**
+ * A host whose STARTTLS broke (handshake failed, or the session died in the EHLO after it) is sent
+ * to in plain text for this long, without trying TLS on every connection, then TLS is tried again.
+ */
+const PLAIN_FALLBACK_MS = 60 * 60_000;
+/** Hosts remembered that way at most (oldest forgotten first): a bound, not a working size. */
+const PLAIN_FALLBACK_HOSTS = 10_000;
 
 interface Prepared {
   msg: LoadedMessage | null;
@@ -147,6 +154,8 @@ export class Dispatcher {
   private readonly destinations = new Map<string, DestinationState>();
   private readonly inflight = new Set<Promise<void>>();
   private readonly clients = new Set<SmtpClient>();
+  /** 'host:port' → until when connections to it skip STARTTLS (see PLAIN_FALLBACK_MS). */
+  private readonly plainUntil = new Map<string, number>();
   private readonly backoffCfg: BackoffConfig;
   private readonly renderSlots = new Semaphore(MAX_RENDERED);
   /** accounts[].tracking.mode by account id: each API message's copy is rendered for its recipient. */
@@ -307,23 +316,41 @@ export class Dispatcher {
     const d = this.o.config.delivery;
     let last: SmtpOutcome | undefined;
     for (const h of route.hosts) {
-      try {
-        const client = await SmtpClient.connect({
-          host: h.host,
-          port: h.port,
-          ehloName: d.ehloName ?? this.o.config.instance.hostname,
-          opportunisticTls: d.tls.opportunistic,
-          verifyTls: d.tls.verify,
-          timeouts: { connectMs: d.timeouts.connect, greetingMs: d.timeouts.greeting, commandMs: d.timeouts.command, dataMs: d.timeouts.data },
-        });
-        this.o.metrics?.smtpConnectionsOpened.inc({ result: 'ok', tls: client.secure ? 'yes' : 'no' });
-        this.o.metrics?.smtpConnections.inc({ provider });
-        return client;
-      } catch (err) {
-        this.o.metrics?.smtpConnectionsOpened.inc({ result: 'failed', tls: 'no' });
-        const outcome = (err as { outcome?: SmtpOutcome }).outcome;
-        last = outcome ?? localOutcome('deferred', '4.4.1', `connect to ${h.host}:${h.port} failed: ${(err as Error).message}`, 'CONN', false);
-        // A 5xx greeting is the host's final word for this connection, not for the recipient; try the next MX.
+      const key = `${h.host}:${h.port}`;
+      const until = this.plainUntil.get(key);
+      if (until !== undefined && until <= this.now()) this.plainUntil.delete(key);
+      let tls = d.tls.opportunistic && !(until !== undefined && until > this.now());
+      for (;;) {
+        try {
+          const client = await SmtpClient.connect({
+            host: h.host,
+            port: h.port,
+            ehloName: d.ehloName ?? this.o.config.instance.hostname,
+            opportunisticTls: tls,
+            verifyTls: d.tls.verify,
+            timeouts: { connectMs: d.timeouts.connect, greetingMs: d.timeouts.greeting, commandMs: d.timeouts.command, dataMs: d.timeouts.data },
+          });
+          this.o.metrics?.smtpConnectionsOpened.inc({ result: 'ok', tls: client.secure ? 'yes' : 'no' });
+          this.o.metrics?.smtpConnections.inc({ provider });
+          return client;
+        } catch (err) {
+          // Opportunistic TLS only (RFC 3207 §4.1 lets a client deliver in plain text): with
+          // delivery.tls.verify the operator asked for verified TLS, and plain text would be a downgrade.
+          if (err instanceof SmtpConnectError && err.tlsFailed && tls && !d.tls.verify) {
+            this.o.metrics?.smtpConnectionsOpened.inc({ result: 'tls_failed', tls: 'no' });
+            this.log.warn({ host: h.host, port: h.port, mx: h.mx, error: err.outcome.response }, 'STARTTLS failed: delivering to this host in plain text for an hour');
+            this.plainUntil.delete(key);
+            this.plainUntil.set(key, this.now() + PLAIN_FALLBACK_MS);
+            if (this.plainUntil.size > PLAIN_FALLBACK_HOSTS) this.plainUntil.delete(this.plainUntil.keys().next().value as string);
+            tls = false;
+            continue;
+          }
+          this.o.metrics?.smtpConnectionsOpened.inc({ result: 'failed', tls: 'no' });
+          const outcome = (err as { outcome?: SmtpOutcome }).outcome;
+          last = outcome ?? localOutcome('deferred', '4.4.1', `connect to ${h.host}:${h.port} failed: ${(err as Error).message}`, 'CONN', false);
+          // A 5xx greeting is the host's final word for this connection, not for the recipient; try the next MX.
+          break;
+        }
       }
     }
     return last ?? localOutcome('deferred', '4.4.1', 'no host to connect to', 'CONN', false);

@@ -58,6 +58,11 @@ export function localOutcome(result: SmtpOutcome['result'], enhanced: string | n
 /** Rejection of SmtpClient.connect(): no session could be opened. `outcome.command` names the step. */
 export class SmtpConnectError extends SluiceError {
   readonly outcome: SmtpOutcome;
+  /**
+   * The server offered STARTTLS and the session broke in the TLS handshake or in the EHLO after it:
+   * the peer's TLS is broken, and a new session without STARTTLS may well deliver (the caller decides).
+   */
+  tlsFailed = false;
   constructor(outcome: SmtpOutcome, cause?: unknown) {
     super('SLUICE_DELIVERY_CONNECT_FAILED', outcome.response, cause === undefined ? {} : { cause });
     this.outcome = outcome;
@@ -170,9 +175,15 @@ export class SmtpClient {
     // Opportunistic TLS (RFC 3207 §4.1): when the server declines (454 etc.) the session goes on in
     // plain text, exactly as if STARTTLS had not been offered.
     if (answer.code !== 220) return;
-    await this.upgrade();
-    // RFC 3207 §4.2: forget everything learnt before TLS and ask again.
-    await this.ehlo();
+    try {
+      await this.upgrade();
+      // RFC 3207 §4.2: forget everything learnt before TLS and ask again.
+      await this.ehlo();
+    } catch (err) {
+      // A refusal in words (a 4xx/5xx to the new EHLO) is the server's answer, not broken TLS.
+      if (err instanceof SmtpConnectError && !(this.isSecure && err.outcome.code !== null)) err.tlsFailed = true;
+      throw err;
+    }
   }
 
   private async ehlo(): Promise<void> {

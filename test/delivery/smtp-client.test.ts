@@ -207,6 +207,35 @@ test('5xx greeting → connect rejects with a bounced outcome; 421 greeting → 
   }
 });
 
+test('a STARTTLS whose handshake breaks fails marked tlsFailed; a refusal in words is not', async () => {
+  const broken = await startScriptedPeer({ ehlo: ['STARTTLS'], on: { STARTTLS: { reply: '220 2.0.0 go ahead', then: 'drop' } } });
+  const garbled = await startScriptedPeer({ ehlo: ['STARTTLS'], on: { STARTTLS: '220 2.0.0 go ahead' } });
+  const busy = await startScriptedPeer({ greeting: '421 4.3.2 busy' });
+  try {
+    for (const peer of [broken, garbled]) {
+      const err = await SmtpClient.connect(options(peer.port)).then(
+        (c) => (c.close(), null),
+        (e: unknown) => e,
+      );
+      assert.instance(err, SmtpConnectError);
+      assert.is((err as SmtpConnectError).tlsFailed, true, (err as Error).message);
+      assert.match((err as SmtpConnectError).outcome.response, /STARTTLS failed/);
+      // The same host without STARTTLS works.
+      const plain = await SmtpClient.connect(options(peer.port, { opportunisticTls: false }));
+      assert.is(plain.secure, false);
+      plain.close();
+    }
+    const err = await SmtpClient.connect(options(busy.port)).then(
+      (c) => (c.close(), null),
+      (e: unknown) => e,
+    );
+    assert.instance(err, SmtpConnectError);
+    assert.is((err as SmtpConnectError).tlsFailed, false);
+  } finally {
+    await Promise.all([broken.close(), garbled.close(), busy.close()]);
+  }
+});
+
 test('EHLO refused → HELO; a refused STARTTLS continues in plain text', async () => {
   await scripted({ on: { EHLO: '502 5.5.2 command not recognized' } }, async (client, peer) => {
     assert.is((await client.send({ from: 'b@bounce.test', to: 'x@example.test' }, MESSAGE)).result, 'delivered');

@@ -22,6 +22,7 @@ let rateSink: CapturePeer;
 let retryPeer: ScriptedPeer;
 let bouncePeer: ScriptedPeer;
 let dropPeer: ScriptedPeer;
+let brokenTlsPeer: ScriptedPeer;
 let s: SluiceFixture;
 
 const hp = (p: { host: string; port: number }) => `${p.host}:${p.port}`;
@@ -34,11 +35,14 @@ test.before(async () => {
   retryPeer = await startScriptedPeer({ ehlo: ['PIPELINING'], on: { RCPT: ['451 4.3.0 try again later', '250 2.1.5 ok'] } });
   bouncePeer = await startScriptedPeer({ ehlo: ['PIPELINING'], on: { RCPT: '550 5.1.1 <nobody@bounce.test>: Recipient address rejected: User unknown' } });
   dropPeer = await startScriptedPeer({ on: { BODY: ['drop', ''] } });
+  // Offers STARTTLS, says yes, and hangs up instead of a TLS handshake: broken TLS, working SMTP.
+  brokenTlsPeer = await startScriptedPeer({ ehlo: ['PIPELINING', 'STARTTLS'], on: { STARTTLS: { reply: '220 2.0.0 ready to start TLS', then: 'drop' } } });
   s = await startSluiceFixture(redis, {
     delivery: {
       transport: {
         'one.test': hp(sink), 'two.test': hp(sink), 'rate.test': hp(rateSink),
         'retry.test': hp(retryPeer), 'bounce.test': hp(bouncePeer), 'drop.test': hp(dropPeer),
+        'brokentls.test': hp(brokenTlsPeer),
       },
       dns: { servers: [dns.server] },
     },
@@ -48,7 +52,7 @@ test.before(async () => {
 
 test.after(async () => {
   await s?.stop();
-  await Promise.all([sink?.close(), rateSink?.close(), retryPeer?.close(), bouncePeer?.close(), dropPeer?.close(), dns?.close()]);
+  await Promise.all([sink?.close(), rateSink?.close(), retryPeer?.close(), bouncePeer?.close(), dropPeer?.close(), brokenTlsPeer?.close(), dns?.close()]);
   await redis?.stop();
 });
 
@@ -108,6 +112,19 @@ test('451 then 250: delivered on the second attempt', async () => {
   assert.is(final.recipients[0].state, 'delivered');
   assert.is(final.recipients[0].attempts, 2);
   assert.is(retryPeer.commands.filter((c) => c.startsWith('RCPT')).length, 2);
+});
+
+test('a host whose STARTTLS breaks gets the message in plain text at once, and later ones without trying TLS', async () => {
+  const first = await s.api('/v1/messages', { body: { from: 'news@acme.example', to: 'fay@brokentls.test', subject: 'tls 1', text: 'x' } });
+  assert.is(first.status, 202);
+  const f1 = await s.waitFinal(first.body.id);
+  assert.is(f1.recipients[0].state, 'delivered');
+  assert.is(f1.recipients[0].attempts, 1, 'delivered on the first attempt, not deferred');
+  assert.is(brokenTlsPeer.connections(), 2, 'a TLS try that broke, then a plain session');
+  const second = await s.api('/v1/messages', { body: { from: 'news@acme.example', to: 'gus@brokentls.test', subject: 'tls 2', text: 'y' } });
+  assert.is((await s.waitFinal(second.body.id)).recipients[0].state, 'delivered');
+  assert.is(brokenTlsPeer.commands.filter((c) => c === 'STARTTLS').length, 1, 'STARTTLS was tried once, not again for the next message');
+  assert.is(brokenTlsPeer.messages.length, 2);
 });
 
 test('550 bounces at once with its reason, no retry', async () => {
