@@ -1,4 +1,5 @@
 import { createHash, randomBytes, randomInt, scrypt, timingSafeEqual, type ScryptOptions } from 'node:crypto';
+import { ExpiringLru } from '../core/lru.js';
 
 /**
  * Secrets (API keys, SMTP passwords) are stored only as self-describing scrypt hashes:
@@ -163,13 +164,13 @@ export interface VerifyCacheOptions {
  * key means the plain secret is never held in memory beyond the request. Failures always run scrypt.
  */
 export class SecretVerifier {
-  private readonly cache = new Map<string, { hash: string; expiresAt: number }>();
-  private readonly maxEntries: number;
+  /** SHA-256 of a secret → the stored hash it matched. */
+  private readonly cache: ExpiringLru<string>;
   private readonly ttlMs: number;
   private readonly now: () => number;
 
   constructor(opts: VerifyCacheOptions = {}) {
-    this.maxEntries = opts.maxEntries ?? 4096;
+    this.cache = new ExpiringLru(opts.maxEntries ?? 4096);
     this.ttlMs = opts.ttlMs ?? 5 * 60_000;
     this.now = opts.now ?? Date.now;
   }
@@ -178,15 +179,10 @@ export class SecretVerifier {
   async verifyAny(plain: string, hashes: readonly string[]): Promise<number> {
     if (typeof plain !== 'string') return -1;
     const digest = createHash('sha256').update(plain).digest('base64');
-    const hit = this.cache.get(digest);
-    if (hit) {
-      const idx = hashes.indexOf(hit.hash);
-      if (hit.expiresAt > this.now() && idx >= 0) {
-        // Map keeps insertion order: re-inserting moves the entry to the young end.
-        this.cache.delete(digest);
-        this.cache.set(digest, hit);
-        return idx;
-      }
+    const hit = this.cache.get(digest, this.now());
+    if (hit !== undefined) {
+      const idx = hashes.indexOf(hit);
+      if (idx >= 0) return idx;
       this.cache.delete(digest);
     }
     if (hashes.length === 0) {
@@ -207,10 +203,6 @@ export class SecretVerifier {
   }
 
   private remember(digest: string, hash: string): void {
-    this.cache.set(digest, { hash, expiresAt: this.now() + this.ttlMs });
-    while (this.cache.size > this.maxEntries) {
-      const oldest = this.cache.keys().next().value as string;
-      this.cache.delete(oldest);
-    }
+    this.cache.set(digest, hash, this.now() + this.ttlMs);
   }
 }

@@ -52,3 +52,38 @@ export class ByteLru<V extends { readonly byteLength: number }> {
     return this.#bytes;
   }
 }
+
+/**
+ * A small LRU bounded by entry count whose entries also expire: a resolved route until its DNS TTL,
+ * a host's plain-text fallback for an hour, a verified secret for minutes. An expired entry is
+ * dropped when it is read.
+ */
+export class ExpiringLru<V> {
+  readonly #map = new Map<string, { value: V; expiresAt: number }>();
+
+  constructor(private readonly maxEntries: number) {}
+
+  /** The value while `now` is before its expiry (the entry becomes the most recently used), else undefined. */
+  get(key: string, now: number): V | undefined {
+    const e = this.#map.get(key);
+    if (e === undefined) return undefined;
+    this.#map.delete(key);
+    if (e.expiresAt <= now) return undefined;
+    this.#map.set(key, e);
+    return e.value;
+  }
+
+  set(key: string, value: V, expiresAt: number): void {
+    this.#map.delete(key);
+    this.#map.set(key, { value, expiresAt });
+    while (this.#map.size > this.maxEntries) this.#map.delete(this.#map.keys().next().value as string);
+  }
+
+  delete(key: string): void {
+    this.#map.delete(key);
+  }
+
+  get size(): number {
+    return this.#map.size;
+  }
+}

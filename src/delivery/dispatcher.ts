@@ -26,6 +26,7 @@ import { ACCOUNT_CLOSED_REASON } from '../store/account-state.js';
 import type { LoadedMessage, MessageSource } from '../store/message-source.js';
 import type { MxResolver, Route } from './mx.js';
 import { SmtpClient, SmtpConnectError, localOutcome, type SmtpOutcome } from './smtp-client.js';
+import { ExpiringLru } from '../core/lru.js';
 
 /**
  * The dispatcher: finds destinations with due work, opens SMTP connections to them within the
@@ -154,8 +155,8 @@ export class Dispatcher {
   private readonly destinations = new Map<string, DestinationState>();
   private readonly inflight = new Set<Promise<void>>();
   private readonly clients = new Set<SmtpClient>();
-  /** 'host:port' → until when connections to it skip STARTTLS (see PLAIN_FALLBACK_MS). */
-  private readonly plainUntil = new Map<string, number>();
+  /** 'host:port' of hosts whose connections skip STARTTLS, each for PLAIN_FALLBACK_MS. */
+  private readonly plainText = new ExpiringLru<true>(PLAIN_FALLBACK_HOSTS);
   private readonly backoffCfg: BackoffConfig;
   private readonly renderSlots = new Semaphore(MAX_RENDERED);
   /** accounts[].tracking.mode by account id: each API message's copy is rendered for its recipient. */
@@ -317,9 +318,7 @@ export class Dispatcher {
     let last: SmtpOutcome | undefined;
     for (const h of route.hosts) {
       const key = `${h.host}:${h.port}`;
-      const until = this.plainUntil.get(key);
-      if (until !== undefined && until <= this.now()) this.plainUntil.delete(key);
-      let tls = d.tls.opportunistic && !(until !== undefined && until > this.now());
+      let tls = d.tls.opportunistic && this.plainText.get(key, this.now()) === undefined;
       for (;;) {
         try {
           const client = await SmtpClient.connect({
@@ -339,9 +338,7 @@ export class Dispatcher {
           if (err instanceof SmtpConnectError && err.tlsFailed && tls && !d.tls.verify) {
             this.o.metrics?.smtpConnectionsOpened.inc({ result: 'tls_failed', tls: 'no' });
             this.log.warn({ host: h.host, port: h.port, mx: h.mx, error: err.outcome.response }, 'STARTTLS failed: delivering to this host in plain text for an hour');
-            this.plainUntil.delete(key);
-            this.plainUntil.set(key, this.now() + PLAIN_FALLBACK_MS);
-            if (this.plainUntil.size > PLAIN_FALLBACK_HOSTS) this.plainUntil.delete(this.plainUntil.keys().next().value as string);
+            this.plainText.set(key, true, this.now() + PLAIN_FALLBACK_MS);
             tls = false;
             continue;
           }

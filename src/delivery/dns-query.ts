@@ -2,6 +2,7 @@ import { createSocket } from 'node:dgram';
 import { Resolver } from 'node:dns/promises';
 import { connect, isIP } from 'node:net';
 import dnsPacket from 'dns-packet';
+import { parseHostPort } from '../core/host-port.js';
 import { pooledRandom } from '../core/random-pool.js';
 
 /**
@@ -245,12 +246,10 @@ function normName(name: string): string {
 
 /** 'ip', 'ip:port', '[v6]:port' or a bare IPv6 address (the forms Resolver.getServers() gives). */
 function parseServer(text: string): Server {
-  const bracketed = /^\[([^\]]+)\](?::(\d+))?$/.exec(text);
-  const withPort = /^([^:]+):(\d+)$/.exec(text);
-  const [host, port] = bracketed ? [bracketed[1] as string, bracketed[2]] : withPort ? [withPort[1] as string, withPort[2]] : [text, undefined];
+  const { host, port } = parseHostPort(text, DNS_PORT);
   const family = isIP(host);
   if (family === 0) throw new TypeError(`DNS server '${text}' is not an IP address`);
-  return { host, port: port === undefined ? DNS_PORT : Number(port), family: family as 4 | 6 };
+  return { host, port, family: family as 4 | 6 };
 }
 
 function serverLabel(server: Server): string {

@@ -1,5 +1,7 @@
 import { Resolver } from 'node:dns/promises';
 import { isIP } from 'node:net';
+import { ExpiringLru } from '../core/lru.js';
+import { parseHostPort } from '../core/host-port.js';
 import { DnsClient, type MxAnswer } from './dns-query.js';
 
 /**
@@ -73,7 +75,7 @@ export class MxResolver {
   private readonly dns: DnsClient;
   private readonly port: number;
   private readonly now: () => number;
-  private readonly cache = new Map<string, { route: Route; expiresAt: number }>();
+  private readonly cache = new ExpiringLru<Route>(MAX_CACHE_ENTRIES);
   private readonly inflight = new Map<string, Promise<Route>>();
 
   constructor(private readonly opts: MxResolverOptions) {
@@ -89,8 +91,8 @@ export class MxResolver {
     const name = domain.trim().toLowerCase().replace(/\.$/, '');
     if (name === '') return { kind: 'nxdomain' };
 
-    const cached = this.cache.get(name);
-    if (cached && cached.expiresAt > this.now()) return cached.route;
+    const cached = this.cache.get(name, this.now());
+    if (cached) return cached;
     const running = this.inflight.get(name);
     if (running) return running;
 
@@ -98,11 +100,8 @@ export class MxResolver {
       .catch((err: unknown): { route: Route; ttlMs: number } => ({ route: { kind: 'tempfail', error: describe(err) }, ttlMs: 0 }))
       .then(({ route, ttlMs }) => {
         this.inflight.delete(name);
-        this.cache.delete(name);
-        if (ttlMs > 0) {
-          this.cache.set(name, { route, expiresAt: this.now() + ttlMs });
-          if (this.cache.size > MAX_CACHE_ENTRIES) this.cache.delete(this.cache.keys().next().value as string);
-        }
+        if (ttlMs > 0) this.cache.set(name, route, this.now() + ttlMs);
+        else this.cache.delete(name);
         return route;
       });
     this.inflight.set(name, lookup);
@@ -198,13 +197,6 @@ export class MxResolver {
     }
     return { kind: 'none' };
   }
-}
-
-/** 'host:port', '[v6]:port' or a bare host. */
-export function parseHostPort(text: string, defaultPort: number): { host: string; port: number } {
-  const m = /^\[([^\]]+)\](?::(\d+))?$/.exec(text) ?? /^([^:]+)(?::(\d+))?$/.exec(text);
-  if (!m) return { host: text, port: defaultPort };
-  return { host: (m[1] as string).toLowerCase(), port: m[2] ? Number(m[2]) : defaultPort };
 }
 
 function shuffle<T>(items: readonly T[]): T[] {
