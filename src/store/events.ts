@@ -52,6 +52,12 @@ export function streamFields(flat: readonly string[]): Record<string, string> {
   return o;
 }
 
+/** One field of a stream entry's flat list (the last one of that name, as streamFields keeps it). */
+export function streamField(flat: readonly string[], name: string): string | undefined {
+  for (let i = flat.length - (flat.length % 2 === 0 ? 2 : 3); i >= 0; i -= 2) if (flat[i] === name) return flat[i + 1];
+  return undefined;
+}
+
 /** The time (ms) a stream entry id '<ms>-<seq>' carries: when the entry was appended. */
 export function streamIdTime(id: string): number {
   const dash = id.indexOf('-');

@@ -1,7 +1,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
-import { appendEvent, createEventWriter } from '../../src/store/events.js';
+import { appendEvent, createEventWriter, streamField, streamFields } from '../../src/store/events.js';
 import type { RedisClient } from '../../src/redis/client.js';
 
 const test = suite('store/events');
@@ -24,6 +24,22 @@ test('the writer appends every event once, in order, in batches, and flush waits
   assert.equal(all.map(([, f]) => f[3]), Array.from({ length: 1234 }, (_, i) => `m${i}`), 'arrival order kept');
   assert.equal(all[7]?.[1], ['type', 'delivered', 'msgId', 'm7', 'idx', '7']);
   assert.equal(errors, []);
+});
+
+test('streamField reads one field as streamFields does: the last of a repeated name, a trailing odd name ignored', () => {
+  const lists: string[][] = [
+    ['type', 'open', 'account', 'a1', 'type', 'click'],
+    ['type', 'open', 'account'],
+    ['account', 'type', 'type', 'account'],
+    [],
+    ['type'],
+  ];
+  for (const flat of lists) {
+    const all = streamFields(flat);
+    for (const name of ['type', 'account', 'msgId']) assert.is(streamField(flat, name), all[name], `${name} of ${JSON.stringify(flat)}`);
+  }
+  assert.is(streamField(['type', 'open', 'type', 'click'], 'type'), 'click');
+  assert.is(streamField(['account', 'type', 'type', 'account'], 'type'), 'account');
 });
 
 test('a writer entry looks exactly like appendEvent’s', async () => {
