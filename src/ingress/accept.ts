@@ -68,6 +68,12 @@ export interface Submission {
   readonly links?: readonly string[] | undefined;
   /** Dotted path prefix for field errors ('to' for the API), or undefined to name addresses only. */
   readonly recipientPaths?: readonly string[] | undefined;
+  /**
+   * The message's id and acceptance time when the caller made them already (the HTTP API does, to
+   * encode its body before the first await: see http-api.ts prepareMessage); else made here.
+   */
+  readonly id?: string | undefined;
+  readonly acceptedAt?: number | undefined;
 }
 
 export interface Accepted {
@@ -120,9 +126,9 @@ export async function acceptMessage(deps: AcceptDeps, sub: Submission): Promise<
     const rcpts = normaliseRecipients(sub.recipients, sub.recipientPaths);
     await checkOpen(deps, sub.account);
 
-    const now = (deps.now ?? Date.now)();
+    const now = sub.acceptedAt ?? (deps.now ?? Date.now)();
     const reservation = await reserveSending(deps.redis, deps.keys, sub.account, rcpts.length, now);
-    const id = newId(now);
+    const id = sub.id ?? newId(now);
     try {
       const links = sub.links !== undefined && sub.links.length > 0 ? sub.links : null;
       if (links) await storeLinks(deps.redis, deps.keys, id, links);

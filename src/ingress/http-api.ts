@@ -4,12 +4,12 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { SluiceError, toSluiceError, type FieldError } from '../core/errors.js';
-import { isId } from '../core/ids.js';
+import { isId, newId } from '../core/ids.js';
 import { assertRedisReady } from '../redis/client.js';
 import type { Account } from '../accounts/registry.js';
 import { AuthThrottle, LimitError, type AuthThrottleOptions } from '../accounts/limits.js';
 import { messageStatus } from './message-status.js';
-import { acceptMessage, type AcceptDeps, type Accepted } from './accept.js';
+import { acceptMessage, type AcceptDeps, type Submission } from './accept.js';
 import { fieldErrors, messageSchema, toSpecSubmission, validateMessage } from './http-schema.js';
 import { IdempotencyStore, isValidIdempotencyKey, requestHash, type StoredAnswer } from './idempotency.js';
 import { matchSuppressionRoute, MAX_SUPPRESSION_BODY_BYTES } from './suppression-routes.js';
@@ -249,59 +249,84 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
       .catch((err: unknown) => log.error({ err, action, account }, 'could not write the audit entry'));
   }
 
-  async function acceptOne(account: Account, input: unknown): Promise<Accepted> {
+  /**
+   * One message of a request, validated and encoded for storage with its id, synchronously: its
+   * html and text strings are let go in the turn that parsed them. Kept across the awaits of
+   * persisting (tens to hundreds of ms under load, a batch's last message waiting for its first),
+   * they outlived the young generation and were copied into the old one: at 10 KB each, most of
+   * the ingress thread's GC work in bench/e2e.ts.
+   */
+  function prepareMessage(account: Account, input: unknown, now: number): Submission {
     const parsed = validateMessage(schema, input);
     if (!parsed.ok) throw new SluiceError('SLUICE_INGRESS_BAD_REQUEST', 'The message is invalid', { errors: parsed.errors });
     const sub = toSpecSubmission(parsed.message, hostname);
     const tracked = tokensConfigured && (trackingMode.get(account.id) ?? 'full') !== 'off';
     // Links are found once here, not per recipient: the worker rewrites link i to the click URL of
-    // entry i of this table.
-    const links = tracked ? extractLinks(parsed.message.html ?? '') : undefined;
-    return acceptMessage(acceptDeps, {
+    // entry i of this table. Copied out of the html, whose substrings they are (see ownString).
+    const links = tracked ? extractLinks(parsed.message.html ?? '').map(ownString) : undefined;
+    const id = newId(now);
+    return {
       account,
       source: 'http',
       kind: 'spec',
       from: sub.from,
       recipients: sub.recipients,
       recipientPaths: sub.recipientPaths,
+      id,
+      acceptedAt: now,
       // Stored as bytes (a Buffer argument is written to Redis as it is), the html raw after a JSON
       // header (render/spec-record.ts): not escaped here, not unescaped in the worker.
-      body: (id) => encodeSpecRecord(links === undefined ? sub.spec(id) : { ...sub.spec(id), tracking: { links: links.length } }),
+      body: encodeSpecRecord(links === undefined ? sub.spec(id) : { ...sub.spec(id), tracking: { links: links.length } }),
       links,
       tags: parsed.message.tags,
       metadata: parsed.message.metadata,
-    });
+    };
   }
 
   async function acceptBatch(account: Account, input: unknown): Promise<Answer> {
     const parsed = batchSchema.safeParse(input);
     if (!parsed.success) throw new SluiceError('SLUICE_INGRESS_BAD_REQUEST', 'The batch is invalid', { errors: fieldErrors(parsed.error) });
     const messages = parsed.data.messages;
-    // Each message is let go (here and in the parsed body) as soon as it is taken: a batch holds MBs
-    // of html strings, which would otherwise outlive many young-generation GCs and be copied by each
-    // (the ingress thread's largest GC cost in bench/e2e.ts).
-    const holders: unknown[][] = [messages, (input as { messages: unknown[] }).messages];
-    const results: ({ id: string; recipients: string[] } | { error: { code: string; message: string; errors: readonly FieldError[] } })[] = new Array(messages.length);
+    const count = messages.length;
+    const results: ({ id: string; recipients: string[] } | { error: { code: string; message: string; errors: readonly FieldError[] } })[] = new Array(count);
+    const failed = (i: number, err: unknown): void => {
+      const e = toSluiceError(err);
+      if (e.code === 'SLUICE_INTERNAL') log.error({ err: e.cause ?? e }, 'batch message failed');
+      results[i] = { error: errorAnswer(e).body as { code: string; message: string; errors: readonly FieldError[] } };
+    };
+    // Every message is prepared (and its strings let go) before the first is persisted.
+    const now = (deps.now ?? Date.now)();
+    const ready = messages.map((message, i): Submission | undefined => {
+      try {
+        return prepareMessage(account, message, now);
+      } catch (err) {
+        failed(i, err);
+        return undefined;
+      }
+    });
+    // The parsed body still holds every message (zod's copy and the JSON's own): let them go too.
+    messages.length = 0;
+    const raw = (input as { messages?: unknown }).messages;
+    if (Array.isArray(raw)) raw.length = 0;
     let next = 0;
     let accepted = 0;
     const worker = async () => {
-      while (next < messages.length) {
+      while (next < ready.length) {
         const i = next++;
-        const message = messages[i];
-        for (const h of holders) h[i] = undefined;
+        const sub = ready[i];
+        ready[i] = undefined;
+        if (sub === undefined) continue;
         try {
-          const r = await acceptOne(account, message);
+          const r = await acceptMessage(acceptDeps, sub);
           results[i] = { id: r.id, recipients: r.recipients };
           accepted++;
         } catch (err) {
-          const e = toSluiceError(err);
-          if (e.code === 'SLUICE_INTERNAL') log.error({ err: e.cause ?? e }, 'batch message failed');
-          results[i] = { error: errorAnswer(e).body as { code: string; message: string; errors: readonly FieldError[] } };
+          failed(i, err);
         }
       }
     };
-    await Promise.all(Array.from({ length: Math.min(batchConcurrency, messages.length) }, worker));
-    return new Answer(202, { results, accepted, rejected: messages.length - accepted });
+    await Promise.all(Array.from({ length: Math.min(batchConcurrency, count) }, worker));
+    return new Answer(202, { results, accepted, rejected: count - accepted });
   }
 
   /** POST routes: auth, body, idempotency, then the route's work. */
@@ -318,7 +343,7 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
       try {
         const input = parseJson(body);
         if (route === 'batch') return await acceptBatch(account, input);
-        const r = await acceptOne(account, input);
+        const r = await acceptMessage(acceptDeps, prepareMessage(account, input, (deps.now ?? Date.now)()));
         return new Answer(202, { id: r.id, recipients: r.recipients });
       } catch (err) {
         return errorAnswer(toSluiceError(err));
@@ -512,4 +537,13 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
       return closing;
     },
   };
+}
+
+/**
+ * A string of its own. A regex capture or slice of a long string is a view into it in V8 (a sliced
+ * string), which keeps the whole parent alive: a link kept while the message is persisted would
+ * keep the message's html with it.
+ */
+function ownString(s: string): string {
+  return Buffer.from(s, 'utf8').toString('utf8');
 }
