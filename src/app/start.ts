@@ -311,6 +311,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
           metrics: {
             received: (kind) => metrics.feedbackReceived.inc({ kind }),
             rejected: (code) => metrics.feedbackRejected.inc({ code }),
+            clientLimited: () => metrics.smtpSessionsRefused.inc({ interface: 'feedback', reason: 'client_limit' }),
             outcome: (o) => metrics.feedbackOutcomes.inc({ outcome: o }),
             bounce: (reason, verdict) => metrics.bounces.inc({ reason, hard: verdict === 'hard' ? 'true' : 'false' }),
             complaint: (type) => metrics.complaints.inc({ type }),
@@ -322,7 +323,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
           host: f.host, port: f.port, bounceDomains: [config.delivery.bounceDomain, ...f.extraBounceDomains], fblAddresses: f.fblAddresses,
           maxMessageSize: f.maxMessageSize, rawRetentionMs: config.retention.rawBounces, softBounceLimit: f.softBounceLimit, softBounceWindowMs: f.softBounceWindow,
           eventsMaxLen: config.retention.eventsMaxLen, hostname: config.instance.hostname, socketTimeoutMs: f.socketTimeout,
-          maxClients: f.maxClients, maxRecipients: f.maxRecipients, verpKey,
+          maxClients: f.maxClients, maxClientsPerIp: f.maxClientsPerIp, clientLimitExempt: f.clientLimitExempt, maxRecipients: f.maxRecipients, verpKey,
           // Mail to the List-Unsubscribe mailto address carries a tracking token ('u').
           verifyUnsubscribeToken: codec
             ? (token: string) => {

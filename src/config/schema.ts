@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { parseDuration, parseSize, type Ms } from '../core/time.js';
+import { parseCidr } from '../core/client-limit.js';
 
 /**
  * The one schema of Sluice's configuration. It gives both the validator and the TypeScript type.
@@ -31,6 +32,8 @@ const size = z.union([z.number().int().nonnegative(), z.string()]).transform((v,
 const port = z.number().int().min(0).max(65535);
 const host = z.string().min(1);
 const positiveInt = z.number().int().positive();
+/** Addresses or CIDR networks whose clients a listener's per-client connection limit does not count. */
+const exemptNetworks = z.array(z.string().refine((v) => parseCidr(v) !== null, { message: 'must be an IP address or a CIDR network such as 127.0.0.0/8' }));
 
 /** Messages per second/minute/hour; null means no limit in that window. */
 const rate = z
@@ -176,7 +179,12 @@ export const configSchema = z
             maxMessageSize: size,
             maxRecipients: positiveInt,
             maxClients: positiveInt,
+            /** Concurrent connections from one client (an IPv4 address, an IPv6 /64); 421 beyond. */
+            maxClientsPerIp: positiveInt,
+            clientLimitExempt: exemptNetworks,
             socketTimeout: duration,
+            /** A client not authenticated this long after connecting is disconnected (421). */
+            authTimeout: duration,
             /** Failed AUTH attempts per client IP before replies are delayed. */
             authFailuresBeforeDelay: positiveInt,
           })
@@ -330,6 +338,8 @@ export const configSchema = z
         fblAddresses: z.array(z.string().min(3)),
         maxMessageSize: size,
         maxClients: positiveInt,
+        maxClientsPerIp: positiveInt,
+        clientLimitExempt: exemptNetworks,
         maxRecipients: positiveInt,
         socketTimeout: duration,
         /** Soft bounces of one address within softBounceWindow that suppress it globally. */

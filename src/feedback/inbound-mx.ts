@@ -13,6 +13,8 @@ import { processFeedback, type FeedbackMetricsHook, type ProcessOptions } from '
 import { recordOutcome, storeFeedback } from './raw-store.js';
 import { feedbackRecipient, type VerifyUnsubscribeToken } from './recipients.js';
 import { DEFAULT_EVENTS_MAX_LEN } from '../store/events.js';
+import { ClientLimiter } from '../core/client-limit.js';
+import { createSmtpGuard } from '../core/smtp-guard.js';
 
 /**
  * The inbound MX of the bounce domain (the `feedback` role). It takes mail only for the VERP return
@@ -34,6 +36,8 @@ export interface InboundMxMetricsHook extends FeedbackMetricsHook {
   received?(kind: 'verp' | 'fbl' | 'unsubscribe'): void;
   /** sluice_feedback_rejected_total{code}: RCPT or DATA refused, by error code. */
   rejected?(code: string): void;
+  /** sluice_smtp_sessions_refused_total{interface="feedback"}: a connection refused for its client's count. */
+  clientLimited?(): void;
 }
 
 export interface InboundMxOptions {
@@ -60,6 +64,10 @@ export interface InboundMxOptions {
   readonly socketTimeoutMs?: number;
   /** Concurrent connections. Default 100. */
   readonly maxClients?: number;
+  /** Concurrent connections from one client (an IPv4 address, an IPv6 /64). Default 10. */
+  readonly maxClientsPerIp?: number;
+  /** Networks (addresses or CIDR) not counted by maxClientsPerIp. Default none. */
+  readonly clientLimitExempt?: readonly string[];
   /** Recipients per transaction. Default 50: a bounce has one; a few more cover digests. */
   readonly maxRecipients?: number;
   /** How long close() lets sessions finish. Default 10 s. */
@@ -114,6 +122,13 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
     void job.finally(() => inFlight.delete(job));
   };
 
+  const guard = createSmtpGuard({
+    limiter: new ClientLimiter(opts.maxClientsPerIp ?? 10, opts.clientLimitExempt ?? []),
+    onRefused: (ip) => {
+      deps.metrics?.clientLimited?.();
+      log.warn({ ip }, 'feedback connection refused: too many from this client');
+    },
+  });
   const server = new SMTPServer({
     name: opts.hostname ?? 'localhost',
     banner: 'Sluice feedback MX',
@@ -126,6 +141,9 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
     disableReverseLookup: true,
     hideENHANCEDSTATUSCODES: true,
     logger: false,
+
+    onConnect: (session: SMTPServerSession, cb: (err?: Error | null) => void) => guard.onConnect(session, cb),
+    onClose: (session: SMTPServerSession) => guard.onClose(session),
 
     onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, cb) {
       if (session.envelope.rcptTo.length >= maxRcpts) {
@@ -168,6 +186,7 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
   });
 
   // Socket-level trouble (resets, garbage) arrives as 'error' events; unheard, Node would throw them.
+  guard.attach(server);
   server.on('error', (err) => log.warn({ err }, 'feedback mx connection error'));
 
   const port = await new Promise<number>((resolve, reject) => {

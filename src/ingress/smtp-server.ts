@@ -11,6 +11,8 @@ import { acceptMessage, checkFrom, checkOpen, type AcceptDeps } from './accept.j
 import { headerFrom } from './header-from.js';
 import { checkMessageLines } from './message-check.js';
 import { loadOrCreateTls, type TlsMaterial } from './tls.js';
+import { ClientLimiter } from '../core/client-limit.js';
+import { createSmtpGuard } from '../core/smtp-guard.js';
 
 /**
  * SMTP submission (RFC 6409): AUTH PLAIN/LOGIN required, STARTTLS offered, and every transaction
@@ -56,6 +58,18 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
   const throttle = new AuthThrottle(deps.redis, deps.keys, { delayAfter: cfg.authFailuresBeforeDelay, ...opts.authThrottle });
   // The tighter of the per-transaction SMTP limit and the per-message limit of every interface.
   const maxRcpts = Math.min(cfg.maxRecipients, deps.config.ingress.maxRecipients);
+  const guard = createSmtpGuard({
+    limiter: new ClientLimiter(cfg.maxClientsPerIp, cfg.clientLimitExempt),
+    authTimeoutMs: cfg.authTimeout,
+    onRefused: (ip) => {
+      deps.metrics?.smtpSessionsRefused.inc({ interface: 'submission', reason: 'client_limit' });
+      log.warn({ ip }, 'smtp connection refused: too many from this client');
+    },
+    onDeadline: (ip) => {
+      deps.metrics?.smtpSessionsRefused.inc({ interface: 'submission', reason: 'auth_timeout' });
+      log.info({ ip }, 'smtp connection closed: not authenticated in time');
+    },
+  });
   const maxSize = cfg.maxMessageSize;
 
   const reject = (session: SMTPServerSession, err: unknown): SmtpReplyError => {
@@ -93,6 +107,9 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
     hideENHANCEDSTATUSCODES: true,
     logger: false,
 
+    onConnect: (session: SMTPServerSession, cb: (err?: Error | null) => void) => guard.onConnect(session, cb),
+    onClose: (session: SMTPServerSession) => guard.onClose(session),
+
     onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession, cb) {
       const ip = session.remoteAddress;
       const username = auth.username ?? '';
@@ -105,6 +122,7 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
           if (account) {
             await throttle.succeed(username);
             log.info({ sessionId: session.id, account: account.id }, 'smtp auth ok');
+            guard.authenticated(session);
             const user: SessionUser = { accountId: account.id };
             return cb(null, { user });
           }
@@ -186,6 +204,7 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
     },
   });
 
+  guard.attach(server);
   // smtp-server reports socket-level trouble (resets, TLS garbage) as 'error' events; without a
   // listener Node would throw them and end the process.
   server.on('error', (err) => log.warn({ err }, 'smtp connection error'));

@@ -135,6 +135,11 @@ export function createMetrics() {
       help: 'Data deleted by retention and account deletion, by kind (events, audit, messages, records, raw_bounces, account_keys, account_events, accounts)',
       labelNames: ['kind'] as const, registers: [registry],
     }),
+    smtpSessionsRefused: new Counter({
+      name: 'sluice_smtp_sessions_refused_total',
+      help: 'Inbound SMTP connections refused or closed by a listener (submission, feedback) for a reason: client_limit (too many from one client), auth_timeout (not authenticated in time)',
+      labelNames: ['interface', 'reason'] as const, registers: [registry],
+    }),
     authFailures: new Counter({
       name: 'sluice_auth_failures_total', help: 'Failed authentications by interface (smtp, http)', labelNames: ['interface'] as const, registers: [registry],
     }),

@@ -30,14 +30,14 @@ test('environment paths match keys case-insensitively (SLUICE__DELIVERY__CLAIMBA
 
 test('every wrong key is named with its path; unknown keys are refused', () => {
   const file = join(dir, 'bad.yaml');
-  writeFileSync(file, "admin:\n  port: high\nshaping:\n  default:\n    retry: ['5 minutes']\nfoo: 1\naccounts:\n  - id: Bad Id\n");
+  writeFileSync(file, "admin:\n  port: high\nshaping:\n  default:\n    retry: ['5 minutes']\nfoo: 1\naccounts:\n  - id: Bad Id\ningress:\n  smtp:\n    clientLimitExempt: [127.0.0.0/8, 10.0.0.0/33]\n");
   try {
     loadConfig({ file, env: {} });
     assert.unreachable('must refuse');
   } catch (err) {
     assert.ok(isSluiceError(err, 'SLUICE_CONFIG_INVALID'));
     const paths = (err as SluiceError).errors.map((e) => e.path);
-    for (const p of ['admin.port', 'shaping.default.retry.0', '(root)', 'accounts.0.id']) assert.ok(paths.includes(p), `names ${p}: ${paths.join(', ')}`);
+    for (const p of ['admin.port', 'shaping.default.retry.0', '(root)', 'accounts.0.id', 'ingress.smtp.clientLimitExempt.1']) assert.ok(paths.includes(p), `names ${p}: ${paths.join(', ')}`);
     assert.match((err as Error).message, 'unknown key(s): foo');
     assert.match((err as Error).message, file);
   }

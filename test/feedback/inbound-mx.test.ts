@@ -11,6 +11,7 @@ import { newId } from '../../src/core/ids.js';
 import { verpAddress } from '../../src/core/verp.js';
 import { storeMessage } from '../../src/store/messages.js';
 import { GLOBAL_LIST, suppressionOf } from '../../src/store/suppression.js';
+import { RawSmtp } from '../helpers/raw-smtp.js';
 import { startInboundMx, type InboundMx, type InboundMxMetricsHook } from '../../src/feedback/inbound-mx.js';
 import { listUnprocessed, loadFeedback } from '../../src/feedback/raw-store.js';
 import { unsubscribeAddress } from '../../src/feedback/recipients.js';
@@ -296,6 +297,26 @@ test('a mail over the size limit is refused with 552 and the next one is accepte
   assert.is(err.responseCode, 552);
   await send(corpus('lhost-postfix-05.eml'), [verpAddress(id, 0, BOUNCE_DOMAIN)]);
   assert.is((await suppressionOf(ctx.client, ctx.keys, 'acme', 'big@dest.test'))?.reason, 'hardbounce');
+});
+
+test('one client gets maxClientsPerIp connections to the MX; the next is refused with 421 4.7.0 and counted', async () => {
+  let limited = 0;
+  const mx = await startInboundMx(
+    { redis: ctx.client, keys: ctx.keys, logger: pino({ level: 'silent' }), metrics: { clientLimited: () => limited++ } },
+    { host: '127.0.0.1', port: 0, bounceDomains: [BOUNCE_DOMAIN], fblAddresses: [FBL], maxMessageSize: MAX_SIZE, rawRetentionMs: 3_600_000, softBounceLimit: 2, softBounceWindowMs: 86_400_000, maxClientsPerIp: 1 },
+  );
+  try {
+    const a = await RawSmtp.open(mx.port);
+    assert.is(a.greeting.code, 220);
+    const b = await RawSmtp.open(mx.port);
+    assert.is(b.greeting.code, 421, b.greeting.text);
+    assert.match(b.greeting.text, '4.7.0');
+    assert.is(limited, 1);
+    assert.is((await a.client.cmd('EHLO sender.test')).code, 250, 'the admitted session is unaffected');
+    a.client.close();
+  } finally {
+    await mx.close();
+  }
 });
 
 test.run();

@@ -8,6 +8,7 @@ import { startSubmissionServer, type SubmissionServer } from '../../src/ingress/
 import { loadOrCreateTls } from '../../src/ingress/tls.js';
 import { createMetrics } from '../../src/observability/metrics.js';
 import { ingressFixture, type IngressFixture } from './fixture.js';
+import { RawSmtp } from '../helpers/raw-smtp.js';
 
 const test = suite('ingress/smtp-server');
 let fx: IngressFixture;
@@ -198,6 +199,80 @@ test('repeated auth failures from one IP are throttled (454 4.7.0), shared throu
   assert.is(err.responseCode, 454);
   assert.match(err.response ?? '', '4.7.0');
   assert.ok((await fx.client.get(fx.keys.authFailures('ip', '127.0.0.1'))) !== null);
+});
+
+/** A second server on the fixture's Redis with the connection guards tightened (loopback not exempt). */
+async function guardedServer(smtp: Record<string, unknown>): Promise<SubmissionServer> {
+  const config = { ...fx.config, ingress: { ...fx.config.ingress, smtp: { ...fx.config.ingress.smtp, clientLimitExempt: [], ...smtp } } };
+  return startSubmissionServer(
+    { redis: fx.client, keys: fx.keys, config, registry: fx.registry, logger: fx.logger, metrics },
+    { host: '127.0.0.1', port: 0, allowInsecureAuth: true },
+  );
+}
+
+async function refusedCount(reason: string): Promise<number> {
+  const m = await metrics.smtpSessionsRefused.get();
+  return m.values.find((v) => v.labels.interface === 'submission' && v.labels.reason === reason)?.value ?? 0;
+}
+
+test('one client gets maxClientsPerIp connections; the next is refused with 421 4.7.0 until one closes', async () => {
+  const guarded = await guardedServer({ maxClientsPerIp: 2 });
+  const before = await refusedCount('client_limit');
+  try {
+    const a = await RawSmtp.open(guarded.port);
+    const b = await RawSmtp.open(guarded.port);
+    assert.is(a.greeting.code, 220);
+    assert.is(b.greeting.code, 220);
+    const c = await RawSmtp.open(guarded.port);
+    assert.is(c.greeting.code, 421, c.greeting.text);
+    assert.match(c.greeting.text, '4.7.0');
+    await c.client.closed;
+    assert.is(await refusedCount('client_limit'), before + 1);
+    // The open ones still work, and a closed one frees its slot.
+    assert.is((await a.client.cmd('NOOP')).code, 250);
+    assert.is((await b.client.cmd('QUIT')).code, 221);
+    await b.client.closed;
+    let d = await RawSmtp.open(guarded.port);
+    // The server learns of the close a moment after the client: retry briefly.
+    for (let i = 0; i < 50 && d.greeting.code === 421; i++) {
+      await d.client.closed;
+      await new Promise((r) => setTimeout(r, 20));
+      d = await RawSmtp.open(guarded.port);
+    }
+    assert.is(d.greeting.code, 220, d.greeting.text);
+    a.client.close();
+    d.client.close();
+  } finally {
+    await guarded.close();
+  }
+});
+
+test('a client that does not authenticate within authTimeout is sent 421 4.4.2 and disconnected, busy or not; an authenticated one stays', async () => {
+  const guarded = await guardedServer({ authTimeout: 300 });
+  const before = await refusedCount('auth_timeout');
+  try {
+    const idle = await RawSmtp.open(guarded.port);
+    const authed = await RawSmtp.open(guarded.port);
+    assert.is((await authed.client.cmd('EHLO client.test')).code, 250);
+    assert.is((await authed.client.auth('acme', 'acme-password')).code, 235);
+    // A trickle: a command every 50 ms keeps the idle timeout away, but not the deadline.
+    assert.is((await idle.client.cmd('EHLO client.test')).code, 250);
+    let last: { code: number; text: string } = { code: 250, text: '' };
+    for (let i = 0; i < 100 && last.code === 250; i++) {
+      await new Promise((r) => setTimeout(r, 50));
+      last = await idle.client.cmd('NOOP');
+    }
+    assert.is(last.code, 421, last.text);
+    assert.match(last.text, '4.4.2');
+    await idle.client.closed;
+    assert.is(await refusedCount('auth_timeout'), before + 1);
+    // Past the deadline the authenticated session still answers and can send.
+    assert.is((await authed.client.cmd('NOOP')).code, 250);
+    assert.is((await authed.client.cmd('MAIL FROM:<a@acme.example>')).code, 250);
+    authed.client.close();
+  } finally {
+    await guarded.close();
+  }
 });
 
 test.run();

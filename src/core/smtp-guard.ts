@@ -1,0 +1,87 @@
+import type { SMTPServer, SMTPServerSession } from 'smtp-server';
+import type { SmtpReplyError } from './smtp-reply.js';
+import type { ClientLimiter } from './client-limit.js';
+
+/**
+ * What an SMTP listener does against clients that hold connections instead of using them: a cap on
+ * concurrent connections per client (ClientLimiter), and, on the submission port, a deadline to
+ * authenticate. smtp-server's own socketTimeout is an idle timeout, which a client sending a NOOP (or
+ * one byte) now and then never reaches.
+ *
+ * Wire it into smtp-server's onConnect and onClose, call authenticated() on a successful AUTH, and
+ * attach() the server once it is created (the deadline needs its open connections to close one).
+ */
+export interface SmtpGuardOptions {
+  readonly limiter: ClientLimiter;
+  /** A client not authenticated this long after connecting gets 421 and is disconnected; 0 = none. */
+  readonly authTimeoutMs?: number;
+  /** Told of each connection refused for its client's count (e.g. to log and count it). */
+  readonly onRefused?: (ip: string) => void;
+  /** Told of each connection closed at the authentication deadline. */
+  readonly onDeadline?: (ip: string) => void;
+}
+
+export interface SmtpGuard {
+  onConnect(session: SMTPServerSession, callback: (err?: Error | null) => void): void;
+  onClose(session: SMTPServerSession): void;
+  authenticated(session: SMTPServerSession): void;
+  attach(server: SMTPServer): void;
+}
+
+interface Counted {
+  readonly key: string;
+  timer: NodeJS.Timeout | null;
+}
+
+export function createSmtpGuard(opts: SmtpGuardOptions): SmtpGuard {
+  const counted = new Map<string, Counted>();
+  let server: SMTPServer | null = null;
+
+  const expire = (session: SMTPServerSession): void => {
+    const c = counted.get(session.id);
+    if (c) c.timer = null;
+    for (const conn of server?.connections ?? []) {
+      if (conn.session.id !== session.id) continue;
+      // smtp-server sets user on AUTH, and false when a session is reset without one.
+      if (conn.session.user) return;
+      opts.onDeadline?.(session.remoteAddress);
+      conn.send(421, `4.4.2 Authentication timeout, closing connection [${session.id}]`, false);
+      conn.close();
+      return;
+    }
+  };
+
+  return {
+    onConnect(session, callback) {
+      const key = opts.limiter.admit(session.remoteAddress);
+      if (key === null) {
+        opts.onRefused?.(session.remoteAddress);
+        const err = new Error(`4.7.0 Too many connections from your address, try again later [${session.id}]`) as SmtpReplyError;
+        err.responseCode = 421;
+        return callback(err);
+      }
+      const ms = opts.authTimeoutMs ?? 0;
+      const timer = ms > 0 ? setTimeout(() => expire(session), ms) : null;
+      timer?.unref();
+      counted.set(session.id, { key, timer });
+      callback();
+    },
+    onClose(session) {
+      const c = counted.get(session.id);
+      if (!c) return;
+      counted.delete(session.id);
+      if (c.timer) clearTimeout(c.timer);
+      opts.limiter.release(c.key);
+    },
+    authenticated(session) {
+      const c = counted.get(session.id);
+      if (c?.timer) {
+        clearTimeout(c.timer);
+        c.timer = null;
+      }
+    },
+    attach(s) {
+      server = s;
+    },
+  };
+}
