@@ -190,6 +190,15 @@ export class RetentionJob {
         if (msg) {
           const [, id, part] = msg as unknown as [string, string, string];
           if (!isId(id)) return;
+          const born = idTime(id);
+          if (dueIds.size === 0 && born >= recordsBefore) {
+            // Stale only as an orphan (a key without its meta, older than the grace): nothing to read
+            // for a younger message, nor for the meta itself, which the walk just found. Most keys
+            // are one of those, and this runs over the whole keyspace all the time.
+            if (born >= now - ORPHAN_GRACE_MS || part === 'meta') return;
+            if ((await redis.exists(keys.msgMeta(id))) === 0 && (await redis.pttl(key)) === -1) add('messages', await redis.del(key));
+            return;
+          }
           const meta = keys.msgMeta(id);
           const [[account, kind], metaTtl] = await Promise.all([redis.hmget(meta, 'account', 'kind'), redis.pttl(meta)]);
           if (account !== null && account !== undefined) {
