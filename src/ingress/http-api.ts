@@ -356,9 +356,16 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
     const hash = requestHash([route, body]);
     const begun = await idempotency.begin(account.id, idemKey, hash);
     if (begun.kind === 'replay') return replay(begun.answer);
-    const answer = await run();
+    let answer: Answer;
+    try {
+      answer = await run();
+    } catch (err) {
+      // run() answers every error itself; should it throw all the same, the key is not held on.
+      await begun.lease.end();
+      throw err;
+    }
     const stored: StoredAnswer = { status: answer.status, body: JSON.stringify(answer.body) };
-    await idempotency.finish(account.id, idemKey, hash, stored).catch((err: unknown) => log.warn({ err }, 'could not store the idempotent answer'));
+    await idempotency.finish(account.id, idemKey, hash, stored, begun.lease).catch((err: unknown) => log.warn({ err }, 'could not store the idempotent answer'));
     return answer;
   }
 

@@ -1,13 +1,14 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { SluiceError } from '../core/errors.js';
+import { renewLease } from '../store/locks.js';
 
 /**
  * Idempotency-Key for the HTTP API (after draft-ietf-httpapi-idempotency-key-header):
  *
  *   {a:<account>}:idem:<sha256(key)>  STRING JSON
- *       { h: <sha256 of the request>, s: 0 }                 while the first request runs
+ *       { h: <sha256 of the request>, s: 0, o: <random> }    while the first request runs (a lease)
  *       { h: <sha256 of the request>, s: <status>, b: <body> } once it has been answered
  *
  * begin() claims the key with SET NX, so of two concurrent requests exactly one runs; the other gets
@@ -15,19 +16,36 @@ import { SluiceError } from '../core/errors.js';
  * a different request is a client bug, answered 422 rather than 409 so it is not confused with the
  * retryable in-flight case. Keys are scoped per account: one customer's keys never collide with another's.
  *
- * The in-flight marker has a short TTL so a process that dies mid-request does not block the key for
- * the full idempotencyTtl; answers that say "try again" (429, 5xx) are not stored, so the retry they
- * invite is processed anew instead of replaying the refusal.
+ * The in-flight marker is a lease: a short TTL, renewed while the request runs (renewLease-1.lua,
+ * only while the key still holds this request's own marker). A request may run as long as it needs,
+ * and a process that dies mid-request blocks its key for one lease at most (IN_FLIGHT_LEASE_MS), not
+ * for minutes: the client's retry is answered 409 until then, and is processed anew after. Answers
+ * that say "try again" (429, 5xx) are not stored, so the retry they invite is processed anew instead
+ * of replaying the refusal.
  */
 export interface StoredAnswer {
   readonly status: number;
   readonly body: string;
 }
 
-export type BeginResult = { readonly kind: 'new' } | { readonly kind: 'replay'; readonly answer: StoredAnswer };
+/** The in-flight marker of a request this process is running; finish() ends it, end() only stops renewing. */
+export interface InFlight {
+  /** Stops renewing the marker (it then expires within a lease) and waits for a renewal in flight. */
+  end(): Promise<void>;
+}
 
-/** Longest time a request may hold its key in flight: well above any request timeout. */
-const IN_FLIGHT_TTL_MS = 5 * 60_000;
+export type BeginResult = { readonly kind: 'new'; readonly lease: InFlight } | { readonly kind: 'replay'; readonly answer: StoredAnswer };
+
+/**
+ * How long an in-flight marker outlives its last renewal: the longest a crashed request blocks its
+ * key. Renewed every third of it, so two late or failed renewals in a row are survived.
+ */
+const IN_FLIGHT_LEASE_MS = 30_000;
+
+export interface IdempotencyOptions {
+  /** Lease of an in-flight marker; default IN_FLIGHT_LEASE_MS (tests shorten it). */
+  readonly leaseMs?: number;
+}
 
 export function requestHash(parts: readonly (string | Buffer)[]): string {
   const h = createHash('sha256');
@@ -41,11 +59,16 @@ export function isValidIdempotencyKey(key: string): boolean {
 }
 
 export class IdempotencyStore {
+  private readonly leaseMs: number;
+
   constructor(
     private readonly redis: RedisClient,
     private readonly keys: Keys,
     private readonly ttlMs: number,
-  ) {}
+    opts: IdempotencyOptions = {},
+  ) {
+    this.leaseMs = Math.min(opts.leaseMs ?? IN_FLIGHT_LEASE_MS, ttlMs);
+  }
 
   private key(account: string, idemKey: string): string {
     return this.keys.idempotency(account, createHash('sha256').update(idemKey).digest('base64url'));
@@ -53,10 +76,11 @@ export class IdempotencyStore {
 
   async begin(account: string, idemKey: string, hash: string): Promise<BeginResult> {
     const key = this.key(account, idemKey);
+    const marker = JSON.stringify({ h: hash, s: 0, o: randomBytes(9).toString('base64url') });
     // Two tries: the record may expire between a failed SET NX and the GET.
     for (let attempt = 0; attempt < 2; attempt++) {
-      const set = await this.redis.set(key, JSON.stringify({ h: hash, s: 0 }), 'PX', Math.min(IN_FLIGHT_TTL_MS, this.ttlMs), 'NX');
-      if (set === 'OK') return { kind: 'new' };
+      const set = await this.redis.set(key, marker, 'PX', this.leaseMs, 'NX');
+      if (set === 'OK') return { kind: 'new', lease: this.renewing(key, marker) };
       const text = await this.redis.get(key);
       if (text === null) continue;
       let rec: { h?: unknown; s?: unknown; b?: unknown };
@@ -72,8 +96,31 @@ export class IdempotencyStore {
     throw new SluiceError('SLUICE_INGRESS_IDEMPOTENCY_CONFLICT');
   }
 
-  /** Stores the answer for replay, or frees the key when the answer invites a retry. */
-  async finish(account: string, idemKey: string, hash: string, answer: StoredAnswer): Promise<void> {
+  /** Renews the marker every third of a lease until end(); a failed renewal is tried again at the next. */
+  private renewing(key: string, marker: string): InFlight {
+    let renewal: Promise<unknown> = Promise.resolve();
+    const timer = setInterval(() => {
+      renewal = renewLease(this.redis, key, marker, this.leaseMs).catch(() => false);
+    }, Math.max(1, Math.floor(this.leaseMs / 3)));
+    timer.unref();
+    let ended: Promise<void> | undefined;
+    return {
+      end: () => {
+        ended ??= (async () => {
+          clearInterval(timer);
+          await renewal;
+        })();
+        return ended;
+      },
+    };
+  }
+
+  /**
+   * Stores the answer for replay, or frees the key when the answer invites a retry. The request's
+   * lease is ended first, so no renewal lands after the answer.
+   */
+  async finish(account: string, idemKey: string, hash: string, answer: StoredAnswer, lease?: InFlight): Promise<void> {
+    await lease?.end();
     const key = this.key(account, idemKey);
     if (answer.status === 429 || answer.status === 408 || answer.status >= 500) {
       await this.redis.del(key);

@@ -7,6 +7,8 @@ declare module 'ioredis' {
     holdLock(lock: string, token: string, ttlMs: number): Result<number, Context>;
     /** src/queue/lua/releaseLock-1.lua */
     releaseLock(lock: string, token: string): Result<number, Context>;
+    /** src/queue/lua/renewLease-1.lua */
+    renewLease(key: string, value: string, ttlMs: number): Result<number, Context>;
   }
 }
 
@@ -22,4 +24,9 @@ export async function holdLock(redis: RedisClient, key: string, token: string, t
 
 export async function releaseLock(redis: RedisClient, key: string, token: string): Promise<void> {
   await redis.releaseLock(key, token);
+}
+
+/** Extends `key`'s TTL while it still holds exactly `value`; never re-creates it. True when renewed. */
+export async function renewLease(redis: RedisClient, key: string, value: string, ttlMs: number): Promise<boolean> {
+  return (await redis.renewLease(key, value, Math.max(1, Math.floor(ttlMs)))) === 1;
 }

@@ -1,0 +1,87 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { startRedis, type TestRedis } from '../helpers/redis.js';
+import { IdempotencyStore } from '../../src/ingress/idempotency.js';
+import { isSluiceError } from '../../src/core/errors.js';
+import type { RedisClient } from '../../src/redis/client.js';
+
+const test = suite('ingress/idempotency');
+let redis: TestRedis;
+let client: RedisClient;
+test.before(async () => {
+  redis = await startRedis();
+  client = redis.client();
+});
+test.after(() => redis.stop());
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const DAY = 86_400_000;
+
+async function code(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+  } catch (err) {
+    return isSluiceError(err) ? err.code : String(err);
+  }
+  return 'ok';
+}
+
+test('a request that runs longer than the lease keeps its key: a concurrent retry gets 409 until the answer, then the replay', async () => {
+  const { keys } = redis.fresh();
+  const a = new IdempotencyStore(client, keys, DAY, { leaseMs: 150 });
+  const b = new IdempotencyStore(client, keys, DAY, { leaseMs: 150 });
+  const begun = await a.begin('acme', 'k1', 'h1');
+  assert.is(begun.kind, 'new');
+  // Four leases long: without renewal the marker would have expired three times over.
+  for (let i = 0; i < 6; i++) {
+    await sleep(100);
+    assert.is(await code(b.begin('acme', 'k1', 'h1')), 'SLUICE_INGRESS_IDEMPOTENCY_CONFLICT', `still in flight after ${(i + 1) * 100} ms`);
+  }
+  await a.finish('acme', 'k1', 'h1', { status: 202, body: '{"id":"x"}' }, begun.kind === 'new' ? begun.lease : undefined);
+  const again = await b.begin('acme', 'k1', 'h1');
+  assert.equal(again.kind === 'replay' ? again.answer : null, { status: 202, body: '{"id":"x"}' });
+});
+
+test('a request whose process died frees its key one lease later: the retry then runs anew', async () => {
+  const { keys } = redis.fresh();
+  const dead = new IdempotencyStore(client, keys, DAY, { leaseMs: 200 });
+  const live = new IdempotencyStore(client, keys, DAY, { leaseMs: 200 });
+  const begun = await dead.begin('acme', 'k2', 'h2');
+  // The process dies: nothing renews the marker and nothing answers.
+  if (begun.kind === 'new') await begun.lease.end();
+  assert.is(await code(live.begin('acme', 'k2', 'h2')), 'SLUICE_INGRESS_IDEMPOTENCY_CONFLICT', 'at once: still in flight');
+  await sleep(350);
+  const retry = await live.begin('acme', 'k2', 'h2');
+  assert.is(retry.kind, 'new', 'after the lease the retry is processed');
+  if (retry.kind === 'new') await live.finish('acme', 'k2', 'h2', { status: 202, body: '{}' }, retry.lease);
+});
+
+test('a renewal never brings back a key that was answered or freed, nor takes over another request’s marker', async () => {
+  const { keys } = redis.fresh();
+  const a = new IdempotencyStore(client, keys, DAY, { leaseMs: 90 });
+  const begun = await a.begin('acme', 'k3', 'h3');
+  // A 503 frees the key for the retry it invites.
+  await a.finish('acme', 'k3', 'h3', { status: 503, body: '{}' }, begun.kind === 'new' ? begun.lease : undefined);
+  await sleep(120);
+  const b = new IdempotencyStore(client, keys, DAY, { leaseMs: 90 });
+  const next = await b.begin('acme', 'k3', 'h3');
+  assert.is(next.kind, 'new', 'the key was free, not re-created by a late renewal');
+  // The marker is b's: a's lease (ended) and a second holder cannot renew it.
+  await sleep(300);
+  assert.is(await code(a.begin('acme', 'k3', 'h3')), 'SLUICE_INGRESS_IDEMPOTENCY_CONFLICT', 'b keeps it alive');
+  if (next.kind === 'new') await next.lease.end();
+  await sleep(200);
+  assert.is((await a.begin('acme', 'k3', 'h3')).kind, 'new', 'and it lapses once b stops');
+});
+
+test('the same key with another request is 422 (mismatch), in flight or answered', async () => {
+  const { keys } = redis.fresh();
+  const s = new IdempotencyStore(client, keys, DAY, { leaseMs: 1000 });
+  const begun = await s.begin('acme', 'k4', 'h4');
+  assert.is(await code(s.begin('acme', 'k4', 'other')), 'SLUICE_INGRESS_IDEMPOTENCY_MISMATCH');
+  await s.finish('acme', 'k4', 'h4', { status: 202, body: '{}' }, begun.kind === 'new' ? begun.lease : undefined);
+  assert.is(await code(s.begin('acme', 'k4', 'other')), 'SLUICE_INGRESS_IDEMPOTENCY_MISMATCH');
+  assert.is(await code(s.begin('other', 'k4', 'other')), 'ok', 'keys are per account');
+});
+
+test.run();
