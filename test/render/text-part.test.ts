@@ -48,6 +48,25 @@ test('quoted-printable round-trips every byte, keeps lines ≤ 76, encodes = and
   }
 });
 
+test('quoted-printable of random text (blanks, CR, LF, =, non-ASCII in runs) decodes exactly and keeps every line rule', () => {
+  // A seeded generator: the same inputs on every run.
+  let seed = 42;
+  const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) & 0x7fffffff) % n);
+  const alphabet = [' ', ' ', '\t', '\r', '\n', '\r\n', '\r\n', '=', 'é', '✓', 'a', 'b', 'word', 'x'.repeat(80), '\x00', '\x7f'];
+  for (let k = 0; k < 300; k++) {
+    let s = '';
+    const len = 1 + rnd(120);
+    for (let j = 0; j < len; j++) s += alphabet[rnd(alphabet.length)];
+    const src = Buffer.from(s, 'utf8');
+    const enc = encodeQuotedPrintable(src).toString('latin1');
+    for (const line of enc.split('\r\n')) assert.ok(line.length <= 76, `line of ${line.length} in case ${k}`);
+    assert.not.match(enc, /[ \t](\r\n|$)/, `no whitespace before a line break or at the end (case ${k})`);
+    assert.not.match(enc, /[^\x20-\x7e\t\r\n]/, 'only printable ASCII (and tab) on the wire');
+    assert.not.match(enc, /\r(?!\n)|(?<!\r)\n/, 'line breaks are CRLF only');
+    assert.ok(decodeQp(enc).equals(src), `case ${k} decodes to the original bytes: ${JSON.stringify(s)}`);
+  }
+});
+
 test('an html-only message is a single text/html part with its headers, readable by mailparser', async () => {
   const html = '<p>Schöne Grüße</p>\n' + '<p>' + 'long line '.repeat(120) + '</p>';
   const msg = await composeSpec({ from: { name: 'Zoë', address: 'a@shop.example' }, to: [{ address: 'b@x.test' }], cc: [], subject: 'Grüße', html, headers: { 'X-Campaign': 'c1' }, attachments: [], messageId: '<0123456789abcdef@shop.example>' }, Date.UTC(2026, 0, 1));
