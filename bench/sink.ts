@@ -2,9 +2,10 @@
  * A minimal, fast and correct SMTP sink for the benchmarks, on node:net, run as its own process
  * (forked by bench/e2e.ts, IPC for control):
  *
- *   220 greeting · EHLO (PIPELINING, 8BITMIME, SIZE) / HELO · MAIL · RCPT · DATA (354, read to
- *   CRLF.CRLF, 250) · RSET · NOOP · QUIT; commands may arrive pipelined, answers to one read go
- *   out in one write.
+ *   220 greeting · EHLO (PIPELINING, 8BITMIME, CHUNKING, SIZE) / HELO · MAIL · RCPT · DATA (354,
+ *   read to CRLF.CRLF, 250) · BDAT <n> [LAST] (RFC 3030: n bytes, 250 each) · RSET · NOOP · QUIT;
+ *   commands may arrive pipelined, answers to one read go out in one write. CHUNKING is offered as
+ *   Postfix, Exchange and Gmail offer it.
  *
  * It keeps no message: per message it checks that the header block names the recipient and carries
  * a DKIM-Signature (a wrong or unsigned copy is counted, not accepted silently), counts recipients,
@@ -80,6 +81,10 @@ function session(socket: Socket): void {
   let scanFrom = 0;
   let from: string | null = null;
   let rcpts: string[] = [];
+  /** In a BDAT chunk: bytes of it still to read, whether it is the LAST, and the chunks so far. */
+  let chunkLeft = -1;
+  let chunkLast = false;
+  let chunks: Buffer[] = [];
 
   socket.write('220 sink.bench.test ESMTP ready\r\n');
 
@@ -87,7 +92,7 @@ function session(socket: Socket): void {
     const verb = line.slice(0, 4).toUpperCase();
     switch (verb) {
       case 'EHLO':
-        return `250-sink.bench.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE ${MAX_SIZE}`;
+        return `250-sink.bench.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-CHUNKING\r\n250 SIZE ${MAX_SIZE}`;
       case 'HELO':
         return '250 sink.bench.test';
       case 'MAIL': {
@@ -111,9 +116,18 @@ function session(socket: Socket): void {
         // be the very first ".\r\n": pretend a CRLF precedes it.
         scanFrom = 0;
         return '354 End data with <CR><LF>.<CR><LF>';
+      case 'BDAT': {
+        const m = /^BDAT (\d{1,10})( LAST)?$/i.exec(line);
+        if (!m) return '501 5.5.4 Syntax: BDAT <size> [LAST]';
+        // The chunk is read whatever the state; its answer comes once it is in (see the data loop).
+        chunkLeft = Number(m[1]);
+        chunkLast = m[2] !== undefined;
+        return '';
+      }
       case 'RSET':
         from = null;
         rcpts = [];
+        chunks = [];
         return '250 2.0.0 Ok';
       case 'NOOP':
         return '250 2.0.0 Ok';
@@ -129,6 +143,27 @@ function session(socket: Socket): void {
     buf = buf.length === 0 ? chunk : Buffer.concat([buf, chunk]);
     const out: string[] = [];
     for (;;) {
+      if (chunkLeft >= 0) {
+        const take = Math.min(chunkLeft, buf.length);
+        if (take > 0) chunks.push(buf.subarray(0, take));
+        buf = buf.subarray(take);
+        chunkLeft -= take;
+        if (chunkLeft > 0) break;
+        chunkLeft = -1;
+        if (rcpts.length === 0) {
+          chunks = [];
+          out.push('503 5.5.1 Need RCPT first');
+        } else if (!chunkLast) out.push('250 2.0.0 Chunk ok');
+        else {
+          const message = chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks);
+          chunks = [];
+          delivered(rcpts, message);
+          out.push(`250 2.0.0 Ok: queued as ${stats.messages}`);
+          from = null;
+          rcpts = [];
+        }
+        continue;
+      }
       if (inData) {
         // Prefix "\r\n" virtually: a message that is only ".\r\n" ends at once.
         if (scanFrom === 0 && buf.length >= 3 && buf[0] === 0x2e && buf[1] === 0x0d && buf[2] === 0x0a) {
@@ -153,7 +188,7 @@ function session(socket: Socket): void {
       buf = buf.subarray(nl + 1);
       const answer = command(line);
       if (answer === null) return;
-      out.push(answer);
+      if (answer !== '') out.push(answer);
     }
     if (out.length > 0 && !socket.destroyed) socket.write(out.join('\r\n') + '\r\n');
 

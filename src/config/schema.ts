@@ -228,6 +228,8 @@ export const configSchema = z
             negativeCacheTtl: duration,
           })
           .strict(),
+        /** Send with BDAT (RFC 3030) when the server offers CHUNKING: one round trip a message instead of two. */
+        chunking: z.boolean(),
         tls: z
           .object({
             /** Use STARTTLS when the server offers it. */

@@ -328,6 +328,7 @@ export class Dispatcher {
             opportunisticTls: tls,
             verifyTls: d.tls.verify,
             timeouts: { connectMs: d.timeouts.connect, greetingMs: d.timeouts.greeting, commandMs: d.timeouts.command, dataMs: d.timeouts.data },
+            chunking: d.chunking,
           });
           this.o.metrics?.smtpConnectionsOpened.inc({ result: 'ok', tls: client.secure ? 'yes' : 'no' });
           this.o.metrics?.smtpConnections.inc({ provider });
@@ -486,7 +487,7 @@ export class Dispatcher {
    * promise per entry, so that copy i goes on the wire as soon as its chunk is signed while later
    * chunks are still in the pool.
    */
-  private renderAll(entries: readonly QueueEntry[]): Promise<Prepared>[] {
+  private renderAll(entries: readonly QueueEntry[], chunked: boolean): Promise<Prepared>[] {
     const out: Promise<Prepared>[] = [];
     for (let i = 0; i < entries.length; i += RENDER_CHUNK) {
       const chunk = entries.slice(i, i + RENDER_CHUNK);
@@ -517,10 +518,10 @@ export class Dispatcher {
           const msg = msgs[j];
           if (!msg || !live(j) || blocks[j] || pauses[j] || unsubscribed(j)) return;
           if (msg.kind === 'campaign') {
-            tasks.push(this.campaignTask(msg, entry, contacts[j] as CampaignContact));
+            tasks.push(this.campaignTask(msg, entry, contacts[j] as CampaignContact, chunked));
             return;
           }
-          const task: RenderTask = { msgId: msg.id, kind: msg.kind, source: msg.body, signingDomain: msg.fromDomain, acceptedAt: msg.acceptedAt, frame: true, single: msg.rcpts.length === 1 };
+          const task: RenderTask = { msgId: msg.id, kind: msg.kind, source: msg.body, signingDomain: msg.fromDomain, acceptedAt: msg.acceptedAt, frame: true, chunked, single: msg.rcpts.length === 1 };
           if (msg.kind === 'spec') task.tracking = { account: msg.account, idx: entry.idx, mode: this.trackingModes.get(msg.account) ?? 'full' };
           tasks.push(task);
         });
@@ -622,7 +623,7 @@ export class Dispatcher {
   }
 
   /** The render task of one campaign recipient: the template is compiled once per worker, the copy is theirs. */
-  private campaignTask(msg: LoadedMessage, entry: QueueEntry, contact: CampaignContact): RenderTask {
+  private campaignTask(msg: LoadedMessage, entry: QueueEntry, contact: CampaignContact, chunked: boolean): RenderTask {
     return {
       msgId: msg.id,
       kind: 'campaign',
@@ -630,6 +631,7 @@ export class Dispatcher {
       signingDomain: msg.fromDomain,
       acceptedAt: msg.acceptedAt,
       frame: true,
+      chunked,
       campaign: {
         recipient: { no: entry.idx, address: contact.email, fields: { ...contact.fields } },
         account: msg.account,
@@ -646,8 +648,9 @@ export class Dispatcher {
     leaseStart: number,
   ): Promise<BatchResult> {
     const { redis, keys, config } = this.o;
-    // Start every render now: the pool signs later copies while copy i is on the wire.
-    const rendered = this.renderAll(entries);
+    // Start every render now: the pool signs later copies while copy i is on the wire. Framed by the
+    // worker for this session: BDAT chunks when the server offers CHUNKING, else DATA blocks.
+    const rendered = this.renderAll(entries, client.chunking);
     for (const p of rendered) p.catch(() => undefined);
     let attempted = 0;
     let succeeded = false;
@@ -720,7 +723,7 @@ export class Dispatcher {
           continue;
         }
         const t0 = performance.now();
-        const outcome = await client.send({ from: verpAddress(entry.msgId, entry.idx, config.delivery.bounceDomain, this.o.verpKey), to: address }, result.framed ? { bytes: Buffer.from(result.message.buffer, result.message.byteOffset, result.message.byteLength), eightBit: result.eightBit === true } : result.message);
+        const outcome = await client.send({ from: verpAddress(entry.msgId, entry.idx, config.delivery.bounceDomain, this.o.verpKey), to: address }, result.framed ? { bytes: Buffer.from(result.message.buffer, result.message.byteOffset, result.message.byteLength), eightBit: result.eightBit === true, chunked: result.chunked === true } : result.message);
         this.o.metrics?.smtpTransactionDuration.observe({ result: outcome.result }, (performance.now() - t0) / 1000);
         attempted++;
         if (outcome.result === 'delivered') succeeded = true;

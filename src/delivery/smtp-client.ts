@@ -2,7 +2,7 @@ import { connect as netConnect, isIP, type Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { SluiceError } from '../core/errors.js';
 import { classifyReply } from './classify.js';
-import { toDataBlock, type DataBlock } from '../render/data-block.js';
+import { toChunk, toDataBlock, type DataBlock } from '../render/data-block.js';
 import { ReplyParser, type Reply } from './reply-parser.js';
 
 /**
@@ -11,6 +11,10 @@ import { ReplyParser, type Reply } from './reply-parser.js';
  *
  *   connect ─► 220 greeting ─► EHLO (HELO if EHLO is refused) ─► [STARTTLS ─► TLS ─► EHLO]
  *     ─► { [RSET] MAIL FROM ─► RCPT TO ─► DATA ─► 354 ─► message ─► "." } × n ─► QUIT
+ *
+ * With a server that offers CHUNKING (RFC 3030) and PIPELINING, a transaction is one write and one
+ * round trip: MAIL FROM, RCPT TO and "BDAT <size> LAST" followed by the message itself (counted, not
+ * dot-stuffed), the three replies read together. DATA needs two: the 354 must come before the message.
  *
  * Written on node:net/tls instead of nodemailer's SMTPConnection for three reasons that matter here:
  * - Timeouts per phase (RFC 5321 §4.5.3.2): nodemailer has one socket inactivity timeout, so the
@@ -31,6 +35,8 @@ export interface SmtpClientOptions {
   verifyTls: boolean;
   timeouts: { connectMs: number; greetingMs: number; commandMs: number; dataMs: number };
   localAddress?: string;
+  /** Send with BDAT when the server offers CHUNKING (default true). */
+  chunking?: boolean;
 }
 
 export interface SmtpOutcome {
@@ -39,7 +45,7 @@ export interface SmtpOutcome {
   enhanced: string | null;
   /** The remote reply lines joined by '\n', or what went wrong locally (drop, timeout, refused). */
   response: string;
-  /** What was answered: 'CONN', 'EHLO', 'STARTTLS', 'RSET', 'MAIL FROM', 'RCPT TO', 'DATA'. */
+  /** What was answered: 'CONN', 'EHLO', 'STARTTLS', 'RSET', 'MAIL FROM', 'RCPT TO', 'DATA', 'BDAT'. */
   command: string;
   /** 421, or a 4.7.x / 450 / 451 "slow down": feeds adaptive backoff. */
   throttled: boolean;
@@ -136,8 +142,17 @@ export class SmtpClient {
     return new Set(this.extensions.keys());
   }
 
-  /** One transaction with one recipient. Never rejects: every answer, drop or timeout is an outcome. */
-  /** `message` is the message, or its DATA block already framed (render/data-block.ts) by a worker. */
+  /** Messages go out with BDAT: the server offers CHUNKING and this client may use it. Prefer giving send() a chunk (render/data-block.ts toChunk) then. */
+  get chunking(): boolean {
+    return this.opts.chunking !== false && this.extensions.has('CHUNKING');
+  }
+
+  /**
+   * One transaction with one recipient. Never rejects: every answer, drop or timeout is an outcome.
+   * `message` is the message, or a DATA block or BDAT chunk already made (render/data-block.ts) by a
+   * worker; either is sent the way this session can (a chunk as a DATA block to a server without
+   * CHUNKING, a DATA block with DATA even to one with it).
+   */
   async send(envelope: { from: string; to: string }, message: Buffer | Uint8Array | DataBlock): Promise<SmtpOutcome> {
     try {
       return await this.transaction(envelope, message);
@@ -271,10 +286,11 @@ export class SmtpClient {
       this.dirty = false;
     }
 
-    const block = message instanceof Uint8Array ? toDataBlock(message) : message;
+    const block = this.block(message);
     const mail = `MAIL FROM:<${envelope.from}>${this.mailParams(envelope, block.bytes.length, block.eightBit)}`;
     const rcpt = `RCPT TO:<${envelope.to}>`;
     this.dirty = true; // until the final reply says 2xx
+    if (block.chunked === true) return this.chunked(mail, rcpt, block.bytes);
 
     let failed: { answer: Answer; command: string } | null = null;
     if (this.extensions.has('PIPELINING')) {
@@ -308,6 +324,47 @@ export class SmtpClient {
     this.socket.write(block.bytes);
     const answer = await final;
     const outcome = this.outcome(answer, 'DATA', !isPositive(answer));
+    if (outcome.result === 'delivered') {
+      this.sent++;
+      this.dirty = false;
+    }
+    return outcome;
+  }
+
+  /** The message in the form this session sends: a BDAT chunk when it can chunk, else a DATA block. */
+  private block(message: Uint8Array | DataBlock): DataBlock {
+    if (message instanceof Uint8Array) return this.chunking ? toChunk(message) : toDataBlock(message);
+    // A chunk is the message with CRLF line ends: framed for DATA as it is.
+    if (message.chunked === true && !this.chunking) return toDataBlock(message.bytes);
+    return message;
+  }
+
+  /**
+   * MAIL, RCPT and "BDAT <n> LAST" with the message (RFC 3030). Pipelined, they are one write, and
+   * the server reads the chunk even when it refused MAIL or RCPT (it answers the BDAT with an error),
+   * so the session stays in step; the first refusal is the outcome.
+   */
+  private async chunked(mail: string, rcpt: string, bytes: Buffer): Promise<SmtpOutcome> {
+    const { commandMs, dataMs } = this.opts.timeouts;
+    const bdat = `BDAT ${bytes.length} LAST\r\n`;
+    let final: Answer;
+    if (this.extensions.has('PIPELINING')) {
+      const pending = [this.expect('MAIL FROM', commandMs), this.expect('RCPT TO', commandMs), this.expect('BDAT', dataMs)] as const;
+      this.writeWith(`${mail}\r\n${rcpt}\r\n${bdat}`, bytes);
+      const [m, r, b] = [await pending[0], await pending[1], await pending[2]];
+      if (!isPositive(m)) return this.outcome(m, 'MAIL FROM', true);
+      if (!isPositive(r)) return this.outcome(r, 'RCPT TO', true);
+      final = b;
+    } else {
+      const m = await this.command(mail, 'MAIL FROM', commandMs);
+      if (!isPositive(m)) return this.outcome(m, 'MAIL FROM', true);
+      const r = await this.command(rcpt, 'RCPT TO', commandMs);
+      if (!isPositive(r)) return this.outcome(r, 'RCPT TO', true);
+      const b = this.expect('BDAT', dataMs);
+      this.writeWith(bdat, bytes);
+      final = await b;
+    }
+    const outcome = this.outcome(final, 'BDAT', !isPositive(final));
     if (outcome.result === 'delivered') {
       this.sent++;
       this.dirty = false;
@@ -350,6 +407,15 @@ export class SmtpClient {
 
   private write(text: string): void {
     if (!this.socket.destroyed) this.socket.write(text, 'utf8');
+  }
+
+  /** Command lines and the bytes that follow them, in one write (one writev) to the socket. */
+  private writeWith(lines: string, bytes: Buffer): void {
+    if (this.socket.destroyed) return;
+    this.socket.cork();
+    this.socket.write(lines, 'utf8');
+    this.socket.write(bytes);
+    this.socket.uncork();
   }
 
   /** Queues a waiter for the next reply; replies are matched to waiters in order (RFC 2920 §3.1). */

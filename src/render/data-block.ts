@@ -1,9 +1,17 @@
 /**
- * SMTP DATA framing (RFC 5321 §4.5.2 and §2.3.8): every line ends in CRLF, a line that starts with
- * '.' gets one more '.', and the block ends with '.' CRLF. The insertion points are found line by
- * line with indexOf, then the message is copied once, in stretches, into one pre-sized Buffer.
+ * How a message goes on the wire after MAIL and RCPT:
  *
- *   in:  "a\n.b\r\nc"        out: "a\r\n..b\r\nc\r\n.\r\n"
+ * - DATA (RFC 5321 §4.5.2 and §2.3.8): every line ends in CRLF, a line that starts with '.' gets one
+ *   more '.', and the block ends with '.' CRLF. The insertion points are found line by line with
+ *   indexOf, then the message is copied once, in stretches, into one pre-sized Buffer.
+ *
+ *     in:  "a\n.b\r\nc"        out: "a\r\n..b\r\nc\r\n.\r\n"
+ *
+ * - BDAT (RFC 3030 CHUNKING): the message itself, counted, with no dot-stuffing and no terminator;
+ *   only its line ends are made CRLF (and the last line ended), so both ways carry the same text.
+ *   A message that is CRLF throughout, as every message Sluice builds or accepts is, is not copied.
+ *
+ *     in:  "a\n.b\r\nc"        out: "a\r\n.b\r\nc\r\n"   (sent as "BDAT 11 LAST")
  */
 import { isAscii } from 'node:buffer';
 
@@ -12,10 +20,12 @@ const LF = 0x0a;
 const DOT = 0x2e;
 
 export interface DataBlock {
-  /** The bytes to write after the 354 reply, terminator included. */
+  /** The bytes to write after the 354 reply, terminator included; or, `chunked`, the BDAT chunk. */
   bytes: Buffer;
   /** Some byte is above 0x7F: the body needs BODY=8BITMIME (RFC 6152) when the server offers it. */
   eightBit: boolean;
+  /** A BDAT chunk (toChunk) rather than a DATA block: for a server that offers CHUNKING. */
+  chunked?: boolean;
 }
 
 export function toDataBlock(message: Uint8Array): DataBlock {
@@ -60,4 +70,29 @@ export function toDataBlock(message: Uint8Array): DataBlock {
   out[o++] = CR;
   out[o++] = LF;
   return { bytes: out, eightBit: !isAscii(buf) };
+}
+
+/** The message as one BDAT chunk: CRLF line ends, the last line ended, nothing else changed. */
+export function toChunk(message: Uint8Array): DataBlock {
+  const buf = Buffer.isBuffer(message) ? message : Buffer.from(message.buffer, message.byteOffset, message.byteLength);
+  const n = buf.length;
+  const bare: number[] = [];
+  for (let lf = buf.indexOf(LF); lf !== -1; lf = buf.indexOf(LF, lf + 1)) if (lf === 0 || buf[lf - 1] !== CR) bare.push(lf);
+  const unended = n > 0 && buf[n - 1] !== LF;
+  const eightBit = !isAscii(buf);
+  if (bare.length === 0 && !unended) return { bytes: buf, eightBit, chunked: true };
+  const out = Buffer.allocUnsafe(n + bare.length + (unended ? 2 : 0));
+  let o = 0;
+  let from = 0;
+  for (const pos of bare) {
+    o += buf.copy(out, o, from, pos);
+    out[o++] = CR;
+    from = pos;
+  }
+  o += buf.copy(out, o, from, n);
+  if (unended) {
+    out[o++] = CR;
+    out[o++] = LF;
+  }
+  return { bytes: out, eightBit, chunked: true };
 }

@@ -135,6 +135,8 @@ export interface RenderTask {
    * so that the byte pass framing needs runs in the worker, not on the delivery thread.
    */
   frame?: boolean;
+  /** With `frame`: the BDAT chunk (render/data-block.ts toChunk) instead, for a server that offers CHUNKING. */
+  chunked?: boolean;
   /**
    * The message has this one recipient: its copy will not be asked for again (a retry comes much
    * later), so the worker keeps nothing of it. A per-message cache entry that is never hit only
@@ -155,8 +157,12 @@ export type RenderResult =
       ok: true;
       /** The signed message, or its DATA block when the task asked for `frame`. */
       message: Uint8Array;
-      /** `message` is a DATA block. */
+      /** `message` is a DATA block, or with `chunked` a BDAT chunk. */
       framed: boolean;
+      /** `message` is a BDAT chunk (the task asked for `chunked`). */
+      chunked?: boolean;
+      /** `message`'s memory belongs to this result alone: the worker transfers it rather than copying it. */
+      owned?: boolean;
       /** Some byte is above 0x7F (BODY=8BITMIME); known when framed, else null. */
       eightBit: boolean | null;
       /** One entry per DKIM-Signature prepended, in header order. */

@@ -11,7 +11,7 @@
  * A campaign copy (kind 'campaign') is always personal: campaign-copy.ts compiles the campaign's
  * templates once per worker and fills them in per recipient; the copy is composed and signed here.
  */
-import { toDataBlock } from './data-block.js';
+import { toChunk, toDataBlock } from './data-block.js';
 import { performance } from 'node:perf_hooks';
 import { normaliseDomain } from '../core/address.js';
 import { isSluiceError } from '../core/errors.js';
@@ -98,7 +98,7 @@ export function createRenderer(init: WorkerInit, opts: RendererOptions = {}): Re
       if (!(LIST_UNSUBSCRIBE_HEADERS as readonly string[]).includes(name.toLowerCase())) headers[name] = value;
     }
     const spec: MessageSpec = { ...p.spec, headers: { ...headers, ...copy.headers }, ...(copy.html !== undefined ? { html: copy.html } : {}) };
-    return sign(await composeSpec(spec, task.acceptedAt), task, domain, started).result;
+    return sign(await composeSpec(spec, task.acceptedAt), task, domain, started, true).result;
   }
 
   /**
@@ -110,11 +110,14 @@ export function createRenderer(init: WorkerInit, opts: RendererOptions = {}): Re
     if (tracker === null) return { ok: false, code: 'SLUICE_RENDER_FAILED', message: 'campaign mail needs tracking keys (tracking.keys) for its unsubscribe links' };
     const source = sourceText(task.source);
     const spec = campaignCopy(task.msgId, source, target, tracker);
-    return sign(await composeSpec(spec, task.acceptedAt), task, domain, started).result;
+    return sign(await composeSpec(spec, task.acceptedAt), task, domain, started, true).result;
   }
 
-  /** Signs a rendered message and frames it as the task asks; `signed` is kept for the cache. */
-  function sign(unsigned: Buffer, task: RenderTask, domain: string | null, started: number): { signed: Buffer; algorithms: DkimAlgorithm[]; result: RenderResult } {
+  /**
+   * Signs a rendered message and frames it as the task asks; `signed` is kept for the cache.
+   * `alone`: the signed message will not be cached, so its memory may go with the result.
+   */
+  function sign(unsigned: Buffer, task: RenderTask, domain: string | null, started: number, alone: boolean): { signed: Buffer; algorithms: DkimAlgorithm[]; result: RenderResult } {
     const rendered = performance.now();
     const { signed, algorithms } = signMessage(unsigned, signersOf(domain));
     const done = performance.now();
@@ -123,7 +126,7 @@ export function createRenderer(init: WorkerInit, opts: RendererOptions = {}): Re
       algorithms,
       result: {
         ok: true,
-        ...frameIf(task.frame === true, signed),
+        ...frameAs(task, signed, alone),
         signatures: algorithms,
         signMs: algorithms.length > 0 ? done - rendered : 0,
         renderMs: rendered - started,
@@ -149,14 +152,14 @@ export function createRenderer(init: WorkerInit, opts: RendererOptions = {}): Re
       const cacheKey = `${task.kind}\0${task.msgId}\0${domain ?? ''}`;
       const hit = cache.get(cacheKey);
       if (hit) {
-        return { ok: true, ...frameIf(task.frame === true, hit.message), signatures: hit.signatures, signMs: 0, renderMs: performance.now() - started };
+        return { ok: true, ...frameAs(task, hit.message, false), signatures: hit.signatures, signMs: 0, renderMs: performance.now() - started };
       }
 
       const unsigned =
         task.kind === 'raw'
           ? prepareRaw(toBuffer(task.source), task.msgId, init.hostname, task.acceptedAt)
           : await composeSpec(parseSpec(task.source), task.acceptedAt);
-      const { signed, algorithms, result } = sign(unsigned, task, domain, started);
+      const { signed, algorithms, result } = sign(unsigned, task, domain, started, task.single === true);
       if (task.single !== true) cache.set(cacheKey, { message: signed, signatures: algorithms, byteLength: signed.length });
       return result;
     } catch (err) {
@@ -166,10 +169,20 @@ export function createRenderer(init: WorkerInit, opts: RendererOptions = {}): Re
   };
 }
 
-function frameIf(frame: boolean, message: Buffer): { message: Uint8Array; framed: boolean; eightBit: boolean | null } {
-  if (!frame) return { message, framed: false, eightBit: null };
+/**
+ * The message as the task asks for it: as it is, as a DATA block, or as a BDAT chunk. `owned` tells
+ * the worker it may transfer the memory rather than copy it: a DATA block is always new, a chunk is
+ * the message itself when nothing needed changing, which is only the result's own when the message
+ * is not cached (`alone`).
+ */
+function frameAs(task: RenderTask, message: Buffer, alone: boolean): { message: Uint8Array; framed: boolean; chunked?: boolean; eightBit: boolean | null; owned: boolean } {
+  if (task.frame !== true) return { message, framed: false, eightBit: null, owned: false };
+  if (task.chunked === true) {
+    const chunk = toChunk(message);
+    return { message: chunk.bytes, framed: true, chunked: true, eightBit: chunk.eightBit, owned: alone || chunk.bytes !== message };
+  }
   const block = toDataBlock(message);
-  return { message: block.bytes, framed: true, eightBit: block.eightBit };
+  return { message: block.bytes, framed: true, eightBit: block.eightBit, owned: true };
 }
 
 /** A campaign template as the JSON text it was stored as. */

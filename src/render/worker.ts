@@ -18,7 +18,7 @@ const render = createRenderer(workerData as WorkerInit);
 export default async function renderTask(task: RenderTask): Promise<unknown> {
   const result: RenderResult = await render(task);
   if (!result.ok) return result;
-  const own = ownMemory(result.message, result.framed);
+  const own = ownMemory(result.message, result.owned === true);
   const moved: RenderResult = { ...result, message: own };
   return move({ [transferableSymbol]: [own.buffer], [valueSymbol]: moved });
 }
@@ -34,7 +34,7 @@ export async function renderBatch(tasks: RenderTask[]): Promise<unknown> {
   for (const task of tasks) {
     const r = await render(task);
     if (r.ok) {
-      const own = ownMemory(r.message, r.framed);
+      const own = ownMemory(r.message, r.owned === true);
       transfer.push(own.buffer as ArrayBuffer);
       results.push({ ...r, message: own });
     } else results.push(r);
@@ -43,12 +43,12 @@ export async function renderBatch(tasks: RenderTask[]): Promise<unknown> {
 }
 
 /**
- * Memory that can be transferred: a framed DATA block is allocated for this task alone and moves as
- * it is; anything else (the cached signed message, a pooled small Buffer) is copied first, since
- * transferring detaches the whole ArrayBuffer.
+ * Memory that can be transferred: what the renderer says is the result's own (a DATA block, a copy
+ * nobody caches) moves as it is when it fills its ArrayBuffer; anything else (the cached signed
+ * message, a pooled small Buffer) is copied first, since transferring detaches the whole ArrayBuffer.
  */
-function ownMemory(m: Uint8Array, framed: boolean): Uint8Array {
-  if (framed && m.byteOffset === 0 && m.byteLength === m.buffer.byteLength) return m;
+function ownMemory(m: Uint8Array, owned: boolean): Uint8Array {
+  if (owned && m.byteOffset === 0 && m.byteLength === m.buffer.byteLength) return m;
   const own = new Uint8Array(m.byteLength);
   own.set(m);
   return own;

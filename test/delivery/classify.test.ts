@@ -1,7 +1,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { classifyReply, parseEnhancedCode } from '../../src/delivery/classify.js';
-import { toDataBlock } from '../../src/render/data-block.js';
+import { toChunk, toDataBlock } from '../../src/render/data-block.js';
 import { ReplyParser } from '../../src/delivery/reply-parser.js';
 
 const test = suite('delivery/classify');
@@ -62,6 +62,26 @@ test('DATA framing: CRLF everywhere, leading dots doubled, terminator added', ()
   for (const [input, expected] of cases) assert.is(toDataBlock(Buffer.from(input)).bytes.toString(), expected, JSON.stringify(input));
   assert.is(toDataBlock(Buffer.from('plain')).eightBit, false);
   assert.is(toDataBlock(Buffer.from('é')).eightBit, true);
+});
+
+test('BDAT chunk: CRLF line ends and an ended last line, no dot-stuffing, no terminator; a CRLF message is not copied', () => {
+  const cases: [string, string][] = [
+    ['a\r\nb\r\n', 'a\r\nb\r\n'],
+    ['a\n.b\r\nc', 'a\r\n.b\r\nc\r\n'],
+    ['.\r\n..x\r\n', '.\r\n..x\r\n'],
+    ['', ''],
+    ['\n\n', '\r\n\r\n'],
+    ['x\r', 'x\r\r\n'],
+  ];
+  for (const [input, expected] of cases) {
+    const c = toChunk(Buffer.from(input));
+    assert.is(c.bytes.toString(), expected, JSON.stringify(input));
+    assert.is(c.chunked, true);
+  }
+  const canonical = Buffer.from('Subject: x\r\n\r\n.body\r\n');
+  assert.is(toChunk(canonical).bytes, canonical, 'the same buffer');
+  assert.is(toChunk(Buffer.from('plain\r\n')).eightBit, false);
+  assert.is(toChunk(Buffer.from('é\r\n')).eightBit, true);
 });
 
 test('reply parser: multi-line replies across chunks, then a protocol error on garbage', () => {

@@ -132,6 +132,27 @@ test('renderMany: one worker task for several copies, results in order, framed D
   for (const v of await verifyWithMailauth(message, table)) assert.ok(v.pass, `${v.algo}: ${v.detail}`);
 });
 
+test('BDAT chunks on request: the message itself, not dot-stuffed; a cached message stays whole after its chunks were transferred', async () => {
+  // Shared (not single): the worker caches the signed message, and a chunk that needed no change is
+  // that very buffer; transferring it to this thread would empty the cache entry.
+  const shared = { ...raw('01j2pool0chunk01', '.line starting with a dot'), frame: true, chunked: true };
+  const first = ok(await pool.renderAndSign(shared));
+  assert.is(first.framed, true);
+  assert.is(first.chunked, true);
+  const text = Buffer.from(first.message).toString();
+  assert.match(text, /\r\n\.line starting with a dot\r\n$/, 'not dot-stuffed, no terminator, ends in CRLF');
+  assert.not.match(text, /(^|[^\r])\n/, 'CRLF line ends only');
+  for (let i = 0; i < 3; i++) {
+    const again = ok(await pool.renderAndSign(shared));
+    assert.is(again.signMs, 0, 'served from the cache');
+    assert.ok(Buffer.from(again.message).equals(Buffer.from(first.message)), `copy ${i} from the cache is whole`);
+  }
+  for (const v of await verifyWithMailauth(Buffer.from(first.message), table)) assert.ok(v.pass, `${v.algo}: ${v.detail}`);
+  // A single-recipient copy is not cached: its chunk is moved, and is just as whole.
+  const single = ok(await pool.renderAndSign({ ...raw('01j2pool0chunk02', 'single'), frame: true, chunked: true, single: true }));
+  assert.match(Buffer.from(single.message).toString(), /Subject: 01j2pool0chunk02\r\n/);
+});
+
 test('renderMany calls of one event-loop turn are sent together and each caller gets its own results, in order', async () => {
   // 9 callers of 1–3 copies each, all in one turn: packed into a few worker tasks, answered apart.
   const calls = Array.from({ length: 9 }, (_, c) => Array.from({ length: (c % 3) + 1 }, (_, k) => raw(`01j2coal${String(c).padStart(4, '0')}${String(k).padStart(4, '0')}`)));
