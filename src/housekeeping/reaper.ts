@@ -2,8 +2,8 @@ import type { Logger } from 'pino';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import type { Metrics } from '../observability/metrics.js';
-import { reapExpired } from '../queue/reap.js';
-import { repairSchedule } from '../queue/schedule.js';
+import { reapAndCount } from '../queue/reap.js';
+import { forgetDestination, repairSchedule } from '../queue/schedule.js';
 import { Ticker } from '../core/ticker.js';
 
 /**
@@ -11,6 +11,11 @@ import { Ticker } from '../core/ticker.js';
  * serve; this job also reaches destinations nobody is serving (their process died) and repairs the
  * schedule where a crash fell between writing a recipient and scheduling its destination. Work per
  * tick is bounded: one SSCAN page per shard, so a million destinations never block Redis.
+ *
+ * A destination found with nothing queued on two visits in a row (a pass apart) is taken out of the
+ * destination sets (forgetDestination): without that the sets, and so the time a pass takes, would
+ * grow with every domain ever mailed, and leases at a dead process's destination would wait longer
+ * and longer to be reaped.
  */
 export interface ReaperOptions {
   redis: RedisClient;
@@ -27,6 +32,8 @@ const SCAN_COUNT = 200;
 
 export class Reaper {
   private readonly cursors: string[];
+  /** Destinations found with nothing queued on the last visit: forgotten if still so on the next. */
+  private readonly emptyBefore = new Set<string>();
   private readonly now: () => number;
   private readonly ticker: Ticker;
   private stopped = false;
@@ -46,15 +53,24 @@ export class Reaper {
     await this.ticker.stop();
   }
 
-  /** One pass: every shard's next page of destinations. Returns leases reaped and domains rescheduled. */
-  async tick(): Promise<{ reaped: number; repaired: number }> {
+  /** One pass: every shard's next page of destinations. Returns leases reaped, domains rescheduled and forgotten. */
+  async tick(): Promise<{ reaped: number; repaired: number; forgotten: number }> {
     const { redis, keys } = this.o;
     let reaped = 0;
+    let forgotten = 0;
     for (let shard = 0; shard < this.o.shards && !this.stopped; shard++) {
       const [cursor, domains] = await redis.sscan(keys.destinations(shard), this.cursors[shard] as string, 'COUNT', SCAN_COUNT);
       this.cursors[shard] = cursor;
-      const counts = await Promise.all(domains.map((d) => reapExpired(redis, keys, d, this.now(), 1000)));
-      reaped += counts.reduce((a, b) => a + b, 0);
+      const counts = await Promise.all(domains.map((d) => reapAndCount(redis, keys, d, this.now(), 1000)));
+      const idle: string[] = [];
+      counts.forEach(({ moved, left }, i) => {
+        reaped += moved;
+        const domain = domains[i] as string;
+        if (left > 0) this.emptyBefore.delete(domain);
+        else if (this.emptyBefore.delete(domain)) idle.push(domain);
+        else this.emptyBefore.add(domain);
+      });
+      forgotten += (await Promise.all(idle.map((d) => forgetDestination(redis, keys, this.o.shards, d)))).filter(Boolean).length;
     }
     const repaired = await repairSchedule(redis, keys, this.o.shards, this.now(), SCAN_COUNT);
     if (reaped > 0) {
@@ -62,6 +78,7 @@ export class Reaper {
       this.o.logger.info({ reaped }, 'expired leases returned to the queue');
     }
     if (repaired > 0) this.o.logger.warn({ repaired }, 'destinations with unscheduled work rescheduled');
-    return { reaped, repaired };
+    if (forgotten > 0) this.o.logger.debug({ forgotten }, 'destinations with nothing queued forgotten');
+    return { reaped, repaired, forgotten };
   }
 }

@@ -117,3 +117,22 @@ async function repairOne(redis: RedisClient, keys: Keys, shard: number, domain: 
   await redis.zadd(keys.schedule(shard), 'LT', target, domain);
   return true;
 }
+
+/**
+ * Takes a destination with nothing queued out of its shard's destination set, so that the walks over
+ * those sets (the reaper, repairSchedule, `sluice queue`) visit the destinations that have work, not
+ * every domain ever mailed. The next enqueue for it adds it back (enqueue.ts phase 2).
+ *
+ * Safe against an enqueue racing with it, without a transaction (the set and the queue live in
+ * different slots): the queue is looked at again after the SREM, and the domain goes back when work
+ * arrived meanwhile. An enqueue whose ZADD came after that look makes its own SADD after it.
+ * Returns true when the destination was taken out.
+ */
+export async function forgetDestination(redis: RedisClient, keys: Keys, shards: number, domain: string): Promise<boolean> {
+  const set = keys.destinations(shardOf(domain, shards));
+  if ((await redis.srem(set, domain)) === 0) return false;
+  const [ready, leased] = await Promise.all([redis.zcard(keys.ready(domain)), redis.zcard(keys.leases(domain))]);
+  if (ready + leased === 0) return true;
+  await redis.sadd(set, domain);
+  return false;
+}

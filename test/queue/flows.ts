@@ -12,8 +12,8 @@ import { enqueueRecipients } from '../../src/queue/enqueue.js';
 import { claim } from '../../src/queue/claim.js';
 import { entryMember, type QueueEntry } from '../../src/queue/entry.js';
 import { ack, retry, bounce, release, extendLeases } from '../../src/queue/outcome.js';
-import { reapExpired } from '../../src/queue/reap.js';
-import { dueDestinations, reschedule, postpone, repairSchedule, IDLE_RECHECK_MS } from '../../src/queue/schedule.js';
+import { reapAndCount, reapExpired } from '../../src/queue/reap.js';
+import { dueDestinations, forgetDestination, reschedule, postpone, repairSchedule, IDLE_RECHECK_MS } from '../../src/queue/schedule.js';
 import { takeTokens, refundTokens, acquireConnection, renewConnection, releaseConnection, type Rate } from '../../src/queue/throttle.js';
 import { recordThrottleSignal, recordSuccess, backoffState, applyBackoff, REASON_MAX, type BackoffConfig } from '../../src/queue/backoff.js';
 import type { EffectiveShaping } from '../../src/queue/shaping.js';
@@ -41,9 +41,9 @@ const HARD = { code: 550, enhanced: '5.1.1', response: '550 5.1.1 no such user' 
  * way to interleave another actor's real Redis commands between the steps of an operation. The
  * commands still go to the real server; nothing is answered by the wrapper.
  */
-function stepped(client: RedisClient, before: (n: number) => Promise<void>): RedisClient {
+function stepped(client: RedisClient, before: (n: number) => Promise<void>, commands: readonly string[] = ['zadd', 'zrange', 'zscore']): RedisClient {
   let n = 0;
-  const COMMANDS = new Set(['zadd', 'zrange', 'zscore']);
+  const COMMANDS = new Set(commands);
   return new Proxy(client, {
     get(target, prop, receiver) {
       const value = Reflect.get(target, prop, receiver) as unknown;
@@ -285,6 +285,52 @@ export function queueFlows(name: string, start: () => Promise<Harness>) {
       assert.equal(await dueDestinations(redis, keys, shard, T, 100), [d], `due after ${order}`);
     });
   }
+
+  test('forgetDestination takes out a destination with nothing queued, never one with ready or leased work', async () => {
+    const keys = ctx();
+    const members = async (d: string) => redis.sismember(keys.destinations(shardOf(d, SHARDS)), d);
+    await enqueueRecipients(redis, keys, SHARDS, [
+      { msgId: 'r', idx: 0, domain: 'ready.test', dueAt: T },
+      { msgId: 'l', idx: 0, domain: 'leased.test', dueAt: T },
+      { msgId: 'e', idx: 0, domain: 'empty.test', dueAt: T },
+    ]);
+    await claim(redis, keys, { domain: 'leased.test', max: 1, leaseMs: LEASE, now: T });
+    const [done] = (await claim(redis, keys, { domain: 'empty.test', max: 1, leaseMs: LEASE, now: T })).entries;
+    await ack(redis, keys, done as QueueEntry, { ...OK, now: T, recordTtlMs: RECORD_TTL });
+    assert.equal(await reapAndCount(redis, keys, 'leased.test', T, 10), { moved: 0, left: 1 });
+    assert.equal(await reapAndCount(redis, keys, 'empty.test', T, 10), { moved: 0, left: 0 });
+
+    assert.is(await forgetDestination(redis, keys, SHARDS, 'ready.test'), false);
+    assert.is(await forgetDestination(redis, keys, SHARDS, 'leased.test'), false);
+    assert.is(await forgetDestination(redis, keys, SHARDS, 'empty.test'), true);
+    assert.is(await members('ready.test'), 1, 'kept: ready work');
+    assert.is(await members('leased.test'), 1, 'kept: a lease');
+    assert.is(await members('empty.test'), 0, 'forgotten');
+    assert.is(await forgetDestination(redis, keys, SHARDS, 'empty.test'), false, 'once');
+    // The next enqueue brings it back, and repair sees it again.
+    await enqueueRecipients(redis, keys, SHARDS, [{ msgId: 'e2', idx: 0, domain: 'empty.test', dueAt: T }]);
+    assert.is(await members('empty.test'), 1);
+  });
+
+  test('forgetDestination racing an enqueue: work that arrives between its steps keeps the destination listed', async () => {
+    const keys = ctx();
+    const d = 'race.test';
+    const set = keys.destinations(shardOf(d, SHARDS));
+    await redis.sadd(set, d);
+    // The other process enqueues (both phases) after the SREM, before the look at the queue.
+    const racing = stepped(redis, async (n) => {
+      if (n === 0) await enqueueRecipients(other, keys, SHARDS, [{ msgId: 'x', idx: 0, domain: d, dueAt: T }]);
+    }, ['zcard']);
+    assert.is(await forgetDestination(racing, keys, SHARDS, d), false);
+    assert.is(await redis.sismember(set, d), 1, 'put back');
+    // Its first phase only (ZADD ready, no SADD yet: a crash or a slow second phase): put back too.
+    await redis.del(keys.ready(d));
+    const half = stepped(redis, async (n) => {
+      if (n === 0) await other.zadd(keys.ready(d), T, entryMember({ msgId: 'y', idx: 0, attempt: 0 }));
+    }, ['zcard']);
+    assert.is(await forgetDestination(half, keys, SHARDS, d), false);
+    assert.is(await redis.sismember(set, d), 1, 'repair can still find it');
+  });
 
   test('repairSchedule walks the destination sets in bounded steps and reschedules only what needs it', async () => {
     const keys = ctx();

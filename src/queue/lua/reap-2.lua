@@ -7,11 +7,12 @@
   ARGV[1] now     ms; leases with expiry <= now are expired
   ARGV[2] limit   entries moved at most in this call (bounds the time the script holds the server)
 
-  Returns the number of entries moved.
+  Returns {moved, left}: the number of entries moved, and how many entries the destination holds
+  after (ready + leased), which tells the reaper a destination has nothing queued.
 ]]
 local expired = redis.call('ZRANGE', KEYS[1], '-inf', ARGV[1], 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[2]))
 for i = 1, #expired do
   redis.call('ZREM', KEYS[1], expired[i])
   redis.call('ZADD', KEYS[2], ARGV[1], expired[i])
 end
-return #expired
+return {#expired, redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[2])}
