@@ -117,9 +117,10 @@ const PAUSED_HOLD_MS = 60_000;
 /**
  * A host whose STARTTLS broke (handshake failed, or the session died in the EHLO after it) is sent
  * to in plain text for this long, without trying TLS on every connection, then TLS is tried again.
+ * Likewise a host that offered CHUNKING but did not know BDAT gets DATA for this long.
  */
 const PLAIN_FALLBACK_MS = 60 * 60_000;
-/** Hosts remembered that way at most (oldest forgotten first): a bound, not a working size. */
+/** Hosts remembered that way at most (oldest forgotten first), per fallback: a bound, not a working size. */
 const PLAIN_FALLBACK_HOSTS = 10_000;
 
 interface Prepared {
@@ -157,6 +158,8 @@ export class Dispatcher {
   private readonly clients = new Set<SmtpClient>();
   /** 'host:port' of hosts whose connections skip STARTTLS, each for PLAIN_FALLBACK_MS. */
   private readonly plainText = new ExpiringLru<true>(PLAIN_FALLBACK_HOSTS);
+  /** 'host:port' of hosts sent to with DATA although they offer CHUNKING (BDAT was refused), each for PLAIN_FALLBACK_MS. */
+  private readonly dataOnly = new ExpiringLru<true>(PLAIN_FALLBACK_HOSTS);
   private readonly backoffCfg: BackoffConfig;
   private readonly renderSlots = new Semaphore(MAX_RENDERED);
   /** accounts[].tracking.mode by account id: each API message's copy is rendered for its recipient. */
@@ -328,7 +331,7 @@ export class Dispatcher {
             opportunisticTls: tls,
             verifyTls: d.tls.verify,
             timeouts: { connectMs: d.timeouts.connect, greetingMs: d.timeouts.greeting, commandMs: d.timeouts.command, dataMs: d.timeouts.data },
-            chunking: d.chunking,
+            chunking: d.chunking && this.dataOnly.get(key, this.now()) === undefined,
           });
           this.o.metrics?.smtpConnectionsOpened.inc({ result: 'ok', tls: client.secure ? 'yes' : 'no' });
           this.o.metrics?.smtpConnections.inc({ provider });
@@ -725,6 +728,11 @@ export class Dispatcher {
         const t0 = performance.now();
         const outcome = await client.send({ from: verpAddress(entry.msgId, entry.idx, config.delivery.bounceDomain, this.o.verpKey), to: address }, result.framed ? { bytes: Buffer.from(result.message.buffer, result.message.byteOffset, result.message.byteLength), eightBit: result.eightBit === true, chunked: result.chunked === true } : result.message);
         this.o.metrics?.smtpTransactionDuration.observe({ result: outcome.result }, (performance.now() - t0) / 1000);
+        if (outcome.chunkingRefused) {
+          // The next connection (this one is over) sends with DATA; the copy is retried as deferred.
+          this.dataOnly.set(client.peer, true, this.now() + PLAIN_FALLBACK_MS);
+          this.log.warn({ host: client.peer, response: outcome.response }, 'BDAT refused although CHUNKING was offered: sending to this host with DATA for an hour');
+        }
         attempted++;
         if (outcome.result === 'delivered') succeeded = true;
         if (outcome.throttled) throttledReply = outcome.response;

@@ -51,6 +51,11 @@ export interface SmtpOutcome {
   throttled: boolean;
   /** False after a drop, a timeout or a 421: the caller must open a new connection. */
   connectionUsable: boolean;
+  /**
+   * The server offered CHUNKING but did not know BDAT (500/502): it read the message as commands, so
+   * the session is over, the message is deferred, and the host should get DATA from now on.
+   */
+  chunkingRefused?: true;
 }
 
 /**
@@ -145,6 +150,11 @@ export class SmtpClient {
   /** Messages go out with BDAT: the server offers CHUNKING and this client may use it. Prefer giving send() a chunk (render/data-block.ts toChunk) then. */
   get chunking(): boolean {
     return this.opts.chunking !== false && this.extensions.has('CHUNKING');
+  }
+
+  /** host:port of the server. */
+  get peer(): string {
+    return `${this.opts.host}:${this.opts.port}`;
   }
 
   /**
@@ -363,6 +373,12 @@ export class SmtpClient {
       const b = this.expect('BDAT', dataMs);
       this.writeWith(bdat, bytes);
       final = await b;
+    }
+    if (final.code === 500 || final.code === 502) {
+      // "Command unrecognized / not implemented" although CHUNKING was announced (a broken server or
+      // a middlebox that passes the keyword through): not the message's fault, and not a bounce.
+      this.terminate('BDAT refused although the server offered CHUNKING');
+      return { ...localOutcome('deferred', '4.5.2', `BDAT refused although the server offered CHUNKING: ${final.lines.join(' ')}`, 'BDAT', false), chunkingRefused: true };
     }
     const outcome = this.outcome(final, 'BDAT', !isPositive(final));
     if (outcome.result === 'delivered') {
