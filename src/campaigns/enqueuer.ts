@@ -3,8 +3,8 @@ import type { Logger } from 'pino';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import type { Metrics } from '../observability/metrics.js';
-import { getCampaign, markCampaignQueued, recordEnqueueChunk, type CampaignRecord } from '../store/campaigns.js';
-import { getList, readContactRange } from '../store/contacts.js';
+import { getCampaign, markCampaignQueued, recordEnqueueChunk, snapshotCampaignList, type CampaignRecord } from '../store/campaigns.js';
+import { getList, lastContactNo, readContactRange } from '../store/contacts.js';
 import { suppressionsOf } from '../store/suppression.js';
 import { controlCampaignQueue, pushCampaignChunk, startCampaign } from '../queue/campaign.js';
 import { Ticker } from '../core/ticker.js';
@@ -120,13 +120,15 @@ export class CampaignEnqueuer {
   private async queueChunks(start: CampaignRecord): Promise<boolean> {
     const { redis, keys, shards, logger } = this.o;
     const list = await getList(redis, keys, start.account, start.listId);
+    // The recipients are the list as it was when sending began; contacts added since wait for the next campaign.
+    const lastNo = start.lastNo ?? (list ? await snapshotCampaignList(redis, keys, start.id, await lastContactNo(redis, keys, start.listId)) : 0);
     let cursor = start.cursor;
     let chunk = start.chunk;
     let state = start.state;
     let finished = false;
     for (let n = 0; n < this.chunksPerTurn && !this.stopping; n++) {
       if (!list) break;
-      const { contacts, next } = await readContactRange(redis, keys, start.listId, cursor, this.chunkSize);
+      const { contacts, next } = await readContactRange(redis, keys, start.listId, cursor, this.chunkSize, lastNo);
       const subscribed = contacts.filter((c) => c.status === 'subscribed');
       const blocked = await suppressionsOf(redis, keys, start.account, subscribed.map((c) => c.email));
       const byDomain = new Map<string, number[]>();

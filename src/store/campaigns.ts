@@ -68,6 +68,11 @@ export interface CampaignRecord {
   readonly completedAt: number | null;
   /** The enqueuer's position: the next contact number to queue. */
   readonly cursor: number;
+  /**
+   * The list's last contact number when sending began: the campaign goes to the list as it was then
+   * (contacts added while it sends are not part of it). null until the enqueuer's first chunk.
+   */
+  readonly lastNo: number | null;
   readonly chunk: number;
   /** The whole list has been queued. */
   readonly enqueued: boolean;
@@ -131,6 +136,7 @@ export function toCampaign(id: string, h: Readonly<Record<string, string>>): Cam
     cancelledAt: num(h['cancelledAt']),
     completedAt: num(h['completedAt']),
     cursor: num(h['cursor']) ?? 1,
+    lastNo: num(h['lastNo']),
     chunk: num(h['chunk']) ?? 0,
     enqueued: h['enqueued'] === '1',
     queued: num(h['queued']) ?? 0,
@@ -187,6 +193,16 @@ export async function listCampaigns(redis: RedisClient, keys: Keys, account: str
   const ids = await redis.zrevrange(keys.accountCampaigns(account), 0, Math.max(0, limit - 1));
   const all = await Promise.all(ids.map((id) => getCampaign(redis, keys, account, id)));
   return all.filter((c): c is CampaignRecord => c !== null);
+}
+
+/**
+ * Fixes the campaign's recipients to the list as it is now (its last contact number), once: a
+ * second call, after a restart or from another process, gets the number the first one recorded.
+ */
+export async function snapshotCampaignList(redis: RedisClient, keys: Keys, id: string, lastNo: number): Promise<number> {
+  const meta = keys.msgMeta(id);
+  await redis.hsetnx(meta, 'lastNo', Math.max(0, Math.floor(lastNo)));
+  return num((await redis.hget(meta, 'lastNo')) ?? undefined) ?? lastNo;
 }
 
 /** Records one enqueue chunk: cursor and counts move together (one slot, one MULTI). */

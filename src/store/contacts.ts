@@ -243,15 +243,21 @@ export async function readContacts(redis: RedisClient, keys: Keys, listId: strin
 
 /**
  * The contacts numbered [fromNo, fromNo + count), deleted numbers skipped. `next` is the number to
- * continue from, or null once the range reaches past the last number given out.
+ * continue from, or null once the range reaches past the last number given out (or past `lastNo`:
+ * a campaign reads the list as it was when it began sending).
  */
-export async function readContactRange(redis: RedisClient, keys: Keys, listId: string, fromNo: number, count: number): Promise<{ contacts: Contact[]; next: number | null }> {
+export async function readContactRange(redis: RedisClient, keys: Keys, listId: string, fromNo: number, count: number, lastNo = Number.POSITIVE_INFINITY): Promise<{ contacts: Contact[]; next: number | null }> {
   const from = Math.max(1, Math.floor(fromNo));
-  const n = Math.max(1, Math.floor(count));
+  const n = Math.max(0, Math.min(Math.floor(count), lastNo - from + 1));
   const nos = Array.from({ length: n }, (_, i) => from + i);
   const [nextNo, contacts] = await Promise.all([redis.hget(keys.listMeta(listId), 'nextNo'), readContacts(redis, keys, listId, nos)]);
-  const last = Number(nextNo ?? 1) - 1;
+  const last = Math.min(Number(nextNo ?? 1) - 1, lastNo);
   return { contacts: contacts.filter((c): c is Contact => c !== null), next: from + n <= last ? from + n : null };
+}
+
+/** The list's last contact number so far (contact numbers are never reused); 0 for an empty or unknown list. */
+export async function lastContactNo(redis: RedisClient, keys: Keys, listId: string): Promise<number> {
+  return Math.max(0, Number((await redis.hget(keys.listMeta(listId), 'nextNo')) ?? 1) - 1);
 }
 
 export async function findContact(redis: RedisClient, keys: Keys, listId: string, email: string): Promise<Contact | null> {

@@ -2,7 +2,8 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { SmtpClient } from '../../src/delivery/smtp-client.js';
 import { toChunk, toDataBlock } from '../../src/render/data-block.js';
-import { ensurePostfix, freePort, startPostfix, type PrivatePostfix } from '../helpers/postfix.js';
+import { freePort } from '../helpers/redis.js';
+import { ensurePostfix, startPostfix, type PrivatePostfix } from '../helpers/postfix.js';
 import { startCapturePeer, type CapturePeer } from '../helpers/smtp-peer.js';
 
 /**

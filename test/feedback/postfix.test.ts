@@ -1,7 +1,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { startRedis, type TestRedis } from '../helpers/redis.js';
-import { ensurePostfix, freePort, startPostfix, type PrivatePostfix } from '../helpers/postfix.js';
+import { freePort, startRedis, type TestRedis } from '../helpers/redis.js';
+import { ensurePostfix, startPostfix, type PrivatePostfix } from '../helpers/postfix.js';
 import { startSluiceFixture, type SluiceFixture } from '../helpers/sluice.js';
 import { GLOBAL_LIST, suppressionOf } from '../../src/store/suppression.js';
 import { loadFeedback } from '../../src/feedback/raw-store.js';

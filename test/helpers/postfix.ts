@@ -1,6 +1,5 @@
 import { execFile } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -16,7 +15,7 @@ export const POSTFIX = '/usr/sbin/postfix';
 const INSTALL_TIMEOUT_MS = 300_000;
 
 export interface PostfixOptions {
-  /** Its SMTP port on 127.0.0.1 (freePort()). */
+  /** Its SMTP port on 127.0.0.1 (test/helpers/redis.ts freePort()). */
   port: number;
   /** Its own mail domain (myhostname mx.<domain>): accepted at RCPT, delivered by local(8). */
   domain: string;
@@ -46,14 +45,6 @@ export async function ensurePostfix(): Promise<{ ok: true } | { ok: false; why: 
   return { ok: true };
 }
 
-export async function freePort(): Promise<number> {
-  const srv = createServer();
-  await new Promise<void>((resolve) => srv.listen(0, '127.0.0.1', resolve));
-  const addr = srv.address();
-  await new Promise<void>((resolve) => srv.close(() => resolve()));
-  if (typeof addr !== 'object' || !addr) throw new Error('no port');
-  return addr.port;
-}
 
 export interface PrivatePostfix {
   dir: string;

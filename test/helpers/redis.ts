@@ -7,6 +7,7 @@ import { createServer } from 'node:net';
 import { startEmbeddedRedis, pingSocket, type EmbeddedRedis } from '../../src/redis/embedded.js';
 import { createRedis, type RedisClient } from '../../src/redis/client.js';
 import { createKeys, type Keys } from '../../src/redis/keys.js';
+import { suite, type Test } from 'uvu';
 
 /**
  * A real redis-server for one test file, on a unix socket in a fresh temporary folder. Each test
@@ -59,6 +60,21 @@ function clientTracker(): { track: (c: RedisClient) => RedisClient; closeAll: ()
       await Promise.all(clients.map((c) => c.quit().catch(() => c.disconnect())));
     },
   };
+}
+
+/**
+ * A uvu suite with a redis-server of its own, started before its first test and stopped after its
+ * last: `env.redis` and `env.client` are set by then. Each test takes fresh keys with env.redis.fresh().
+ */
+export function redisSuite(name: string): { test: Test; env: { redis: TestRedis; client: RedisClient } } {
+  const test = suite(name);
+  const env = {} as { redis: TestRedis; client: RedisClient };
+  test.before(async () => {
+    env.redis = await startRedis();
+    env.client = env.redis.client();
+  });
+  test.after(() => env.redis?.stop());
+  return { test, env };
 }
 
 /** A free TCP port on 127.0.0.1 (closed again before returning). */

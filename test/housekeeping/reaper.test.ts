@@ -1,39 +1,30 @@
-import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { startRedis, type TestRedis } from '../helpers/redis.js';
+import { redisSuite } from '../helpers/redis.js';
 import { Reaper } from '../../src/housekeeping/reaper.js';
 import { enqueueRecipients } from '../../src/queue/enqueue.js';
 import { claim } from '../../src/queue/claim.js';
 import { ack } from '../../src/queue/outcome.js';
 import { shardOf } from '../../src/redis/keys.js';
 import { createLogger } from '../../src/observability/logger.js';
-import type { RedisClient } from '../../src/redis/client.js';
 
-const test = suite('housekeeping/reaper');
-let redis: TestRedis;
-let client: RedisClient;
-test.before(async () => {
-  redis = await startRedis();
-  client = redis.client();
-});
-test.after(() => redis.stop());
+const { test, env } = redisSuite('housekeeping/reaper');
 
 const SHARDS = 2;
 const T = 1_700_000_000_000;
 
 test('a destination with nothing queued on two visits in a row leaves the destination sets; one with work or a lease stays; an expired lease is reaped', async () => {
-  const { keys } = redis.fresh();
+  const { keys } = env.redis.fresh();
   let now = T;
-  const reaper = new Reaper({ redis: client, keys, shards: SHARDS, intervalMs: 60_000, logger: createLogger('silent'), now: () => now });
-  await enqueueRecipients(client, keys, SHARDS, [
+  const reaper = new Reaper({ redis: env.client, keys, shards: SHARDS, intervalMs: 60_000, logger: createLogger('silent'), now: () => now });
+  await enqueueRecipients(env.client, keys, SHARDS, [
     { msgId: 'w', idx: 0, domain: 'work.test', dueAt: T + 3_600_000 },
     { msgId: 'l', idx: 0, domain: 'leased.test', dueAt: T },
     { msgId: 'd', idx: 0, domain: 'done.test', dueAt: T },
   ]);
-  await claim(client, keys, { domain: 'leased.test', max: 1, leaseMs: 30_000, now: T });
-  const [done] = (await claim(client, keys, { domain: 'done.test', max: 1, leaseMs: 30_000, now: T })).entries;
-  await ack(client, keys, done!, { code: 250, enhanced: '2.0.0', response: '250 ok', now: T, recordTtlMs: 60_000 });
-  const listed = async (d: string) => (await client.sismember(keys.destinations(shardOf(d, SHARDS)), d)) === 1;
+  await claim(env.client, keys, { domain: 'leased.test', max: 1, leaseMs: 30_000, now: T });
+  const [done] = (await claim(env.client, keys, { domain: 'done.test', max: 1, leaseMs: 30_000, now: T })).entries;
+  await ack(env.client, keys, done!, { code: 250, enhanced: '2.0.0', response: '250 ok', now: T, recordTtlMs: 60_000 });
+  const listed = async (d: string) => (await env.client.sismember(keys.destinations(shardOf(d, SHARDS)), d)) === 1;
 
   const first = await reaper.tick();
   assert.is(first.forgotten, 0, 'not after one empty visit');
@@ -49,9 +40,9 @@ test('a destination with nothing queued on two visits in a row leaves the destin
   const third = await reaper.tick();
   assert.is(third.reaped, 1);
   assert.ok(await listed('leased.test'));
-  assert.is(await client.zcard(keys.ready('leased.test')), 1);
+  assert.is(await env.client.zcard(keys.ready('leased.test')), 1);
   // Mail for the forgotten destination lists it again.
-  await enqueueRecipients(client, keys, SHARDS, [{ msgId: 'd2', idx: 0, domain: 'done.test', dueAt: now }]);
+  await enqueueRecipients(env.client, keys, SHARDS, [{ msgId: 'd2', idx: 0, domain: 'done.test', dueAt: now }]);
   assert.ok(await listed('done.test'));
   assert.is((await reaper.tick()).forgotten, 0);
   assert.ok(await listed('done.test'));

@@ -1,18 +1,9 @@
-import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { startRedis, type TestRedis } from '../helpers/redis.js';
+import { redisSuite } from '../helpers/redis.js';
 import { IdempotencyStore } from '../../src/ingress/idempotency.js';
 import { isSluiceError } from '../../src/core/errors.js';
-import type { RedisClient } from '../../src/redis/client.js';
 
-const test = suite('ingress/idempotency');
-let redis: TestRedis;
-let client: RedisClient;
-test.before(async () => {
-  redis = await startRedis();
-  client = redis.client();
-});
-test.after(() => redis.stop());
+const { test, env } = redisSuite('ingress/idempotency');
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const DAY = 86_400_000;
@@ -27,9 +18,9 @@ async function code(p: Promise<unknown>): Promise<string> {
 }
 
 test('a request that runs longer than the lease keeps its key: a concurrent retry gets 409 until the answer, then the replay', async () => {
-  const { keys } = redis.fresh();
-  const a = new IdempotencyStore(client, keys, DAY, { leaseMs: 150 });
-  const b = new IdempotencyStore(client, keys, DAY, { leaseMs: 150 });
+  const { keys } = env.redis.fresh();
+  const a = new IdempotencyStore(env.client, keys, DAY, { leaseMs: 150 });
+  const b = new IdempotencyStore(env.client, keys, DAY, { leaseMs: 150 });
   const begun = await a.begin('acme', 'k1', 'h1');
   assert.is(begun.kind, 'new');
   // Four leases long: without renewal the marker would have expired three times over.
@@ -43,9 +34,9 @@ test('a request that runs longer than the lease keeps its key: a concurrent retr
 });
 
 test('a request whose process died frees its key one lease later: the retry then runs anew', async () => {
-  const { keys } = redis.fresh();
-  const dead = new IdempotencyStore(client, keys, DAY, { leaseMs: 200 });
-  const live = new IdempotencyStore(client, keys, DAY, { leaseMs: 200 });
+  const { keys } = env.redis.fresh();
+  const dead = new IdempotencyStore(env.client, keys, DAY, { leaseMs: 200 });
+  const live = new IdempotencyStore(env.client, keys, DAY, { leaseMs: 200 });
   const begun = await dead.begin('acme', 'k2', 'h2');
   // The process dies: nothing renews the marker and nothing answers.
   if (begun.kind === 'new') await begun.lease.end();
@@ -57,13 +48,13 @@ test('a request whose process died frees its key one lease later: the retry then
 });
 
 test('a renewal never brings back a key that was answered or freed, nor takes over another request’s marker', async () => {
-  const { keys } = redis.fresh();
-  const a = new IdempotencyStore(client, keys, DAY, { leaseMs: 90 });
+  const { keys } = env.redis.fresh();
+  const a = new IdempotencyStore(env.client, keys, DAY, { leaseMs: 90 });
   const begun = await a.begin('acme', 'k3', 'h3');
   // A 503 frees the key for the retry it invites.
   await a.finish('acme', 'k3', 'h3', { status: 503, body: '{}' }, begun.kind === 'new' ? begun.lease : undefined);
   await sleep(120);
-  const b = new IdempotencyStore(client, keys, DAY, { leaseMs: 90 });
+  const b = new IdempotencyStore(env.client, keys, DAY, { leaseMs: 90 });
   const next = await b.begin('acme', 'k3', 'h3');
   assert.is(next.kind, 'new', 'the key was free, not re-created by a late renewal');
   // The marker is b's: a's lease (ended) and a second holder cannot renew it.
@@ -75,8 +66,8 @@ test('a renewal never brings back a key that was answered or freed, nor takes ov
 });
 
 test('the same key with another request is 422 (mismatch), in flight or answered', async () => {
-  const { keys } = redis.fresh();
-  const s = new IdempotencyStore(client, keys, DAY, { leaseMs: 1000 });
+  const { keys } = env.redis.fresh();
+  const s = new IdempotencyStore(env.client, keys, DAY, { leaseMs: 1000 });
   const begun = await s.begin('acme', 'k4', 'h4');
   assert.is(await code(s.begin('acme', 'k4', 'other')), 'SLUICE_INGRESS_IDEMPOTENCY_MISMATCH');
   await s.finish('acme', 'k4', 'h4', { status: 202, body: '{}' }, begun.kind === 'new' ? begun.lease : undefined);
