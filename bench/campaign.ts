@@ -48,7 +48,7 @@ import { SLUICE_NODE_FLAGS,
   BENCH, buildSluice, fetchMetrics, histogram, makeAccount, mb, mergeDeep, redisMemory, sampleRss, sleep, startSink, startSluiceProcess,
   type Account, type RssSampler, type SinkHandle, type SluiceHandle,
 } from './harness.js';
-import { cpuDelta, cpuTimes, machineBusySeconds, round, threadCpu } from './proc.js';
+import { cpuDelta, cpuTimes, machineBusySeconds, round, threadCpu, threadSplit } from './proc.js';
 
 const CONTACTS = Number(process.env['BENCH_CONTACTS'] ?? 1_000_000);
 const DOMAINS = 100;
@@ -286,11 +286,7 @@ async function sendPhase(sluice: SluiceHandle, account: Account, campaign: { id:
   let lastPrint = Date.now();
   let timedOut = false;
   const figures = () => {
-    const threads1 = threadCpu(sluice.pid);
-    const deltas = [...threads1].map(([tid, s]) => ({ tid, seconds: round(s - (threads0.get(tid) ?? 0), 2) })).sort((a, b) => b.seconds - a.seconds);
-    const main = deltas.find((d) => d.tid === sluice.pid)?.seconds ?? 0;
-    const pool = deltas.filter((d) => d.tid !== sluice.pid).slice(0, POOL_THREADS);
-    const poolSeconds = pool.reduce((a, d) => a + d.seconds, 0);
+    const { deltas, main, pool, poolSeconds } = threadSplit(threads0, threadCpu(sluice.pid), sluice.pid, POOL_THREADS);
     const delivered = stats.distinct;
     const last = stats.lastAt ?? Date.now();
     return { deltas, main, pool, poolSeconds, delivered, seconds: (last - t0) / 1000 };

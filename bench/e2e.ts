@@ -33,7 +33,7 @@ import {
   BENCH, buildSluice, counter, exited, fetchMetrics, forkTs, histogram, makeAccount, mb, mergeDeep, nextMessage, redisMemory, rss, sleep, startSink, startSluiceProcess,
   type Account, type SinkHandle, type SluiceHandle,
 } from './harness.js';
-import { cpuDelta, cpuTimes, machineBusySeconds, round, type CpuTimes } from './proc.js';
+import { cpuDelta, cpuTimes, machineBusySeconds, round, threadCpu, threadSplit, type CpuTimes } from './proc.js';
 import type { LoadgenJob, LoadgenResult } from './loadgen.js';
 import { printSummary, summariseDir, type ProfileSummary } from './profile.js';
 
@@ -76,6 +76,8 @@ const TUNING = mergeDeep(
   // BENCH_SLUICE='{"delivery":{"pool":{"threads":3}}}' tries other settings without editing this file.
   JSON.parse(process.env['BENCH_SLUICE'] ?? '{}') as Record<string, unknown>,
 );
+/** Render worker threads of the run (the busiest threads after the main one). */
+const POOL_THREADS = Number(((TUNING['delivery'] as { pool?: { threads?: unknown } }).pool?.threads as number | undefined) ?? 2);
 
 interface Scenario {
   key: 'rsa' | 'ed25519' | 'rsa_100kb';
@@ -188,6 +190,7 @@ interface ScenarioResult {
   cpu_percent_of_one_core: { sluice: number; redis: number; sink: number; loadgen: number; total: number; other_processes: number };
   /** CPU milliseconds per delivered recipient (accepting included): independent of other load on the machine. */
   cpu_ms_per_recipient: { sluice: number; all_bench_processes: number };
+  sluice_thread_ms_per_recipient: { main: number; render_workers: number; other_threads: number };
   /** Recipients/s if every core of the machine did nothing but this work at the CPU cost measured. */
   cpu_bound_ceiling_per_s: number;
   load_average_1m_before: number;
@@ -251,6 +254,7 @@ async function runScenario(sc: Scenario, account: Account, cpuProfDir?: string):
 
     const load1 = loadavg()[0] ?? 0;
     const cpu0: Record<'sluice' | 'redis' | 'sink', CpuTimes> = { sluice: cpuTimes(sluice.pid), redis: cpuTimes(redis.pid), sink: cpuTimes(sink.child.pid ?? 0) };
+    const threads0 = threadCpu(sluice.pid);
     const busy0 = machineBusySeconds();
     const t0 = Date.now();
     const allDelivered = sink.waitFor(sc.recipients, SCENARIO_TIMEOUT_MS);
@@ -262,6 +266,7 @@ async function runScenario(sc: Scenario, account: Account, cpuProfDir?: string):
     const fin = await allDelivered;
     const tEnd = Date.now();
     const cpu1 = { sluice: cpuTimes(sluice.pid), redis: cpuTimes(redis.pid), sink: cpuTimes(sink.child.pid ?? 0) };
+    const threads = threadSplit(threads0, threadCpu(sluice.pid), sluice.pid, POOL_THREADS);
     const machineBusy = machineBusySeconds() - busy0;
     const metrics = await scrapeMetrics(sluice.adminUrl, metrics0);
     const commands = await commandsPerRecipient(client, fin.distinct);
@@ -312,6 +317,9 @@ async function runScenario(sc: Scenario, account: Account, cpuProfDir?: string):
         other_processes: pct(Math.max(0, machineBusy - ours)),
       },
       cpu_ms_per_recipient: { sluice: perRcpt(cpu.sluice.total), all_bench_processes: perRcpt(ours) },
+      // Sluice's threads (/proc/<pid>/task): the main thread, the render workers (the busiest others)
+      // and the rest (V8's GC and compiler threads above all), per recipient.
+      sluice_thread_ms_per_recipient: { main: perRcpt(threads.main), render_workers: perRcpt(threads.poolSeconds), other_threads: perRcpt(threads.restSeconds) },
       cpu_bound_ceiling_per_s: ours > 0 ? round((availableParallelism() * fin.distinct) / ours) : 0,
       load_average_1m_before: round(load1, 2),
       sluice_peak_rss_bytes: rss(sluice.pid).hwm,
@@ -433,7 +441,8 @@ function printTable(rows: ScenarioResult[], mem: MemoryResult | null): void {
   for (const r of rows) {
     console.log(`${r.label}: submit ${r.submit_seconds}s, deliver ${r.deliver_seconds}s (${r.delivered_during_submit} delivered while submitting), sluice peak RSS ${mb(r.sluice_peak_rss_bytes)}, redis peak ${mb(r.redis_peak_bytes)}, ` +
       `sign ${r.metrics['dkim_sign_mean_ms']} ms, render task ${r.metrics['render_task_mean_ms']} ms, SMTP txn ${r.metrics['smtp_transaction_mean_ms']} ms, ${r.sink_connections} SMTP connections, ` +
-      `${r.redis_commands_per_recipient['total']} Redis commands per recipient` + (r.errors.length ? `, errors: ${r.errors.join(' | ')}` : ''));
+      `${r.redis_commands_per_recipient['total']} Redis commands per recipient, Sluice threads ms CPU/rcpt: main ${r.sluice_thread_ms_per_recipient.main}, ` +
+      `render workers ${r.sluice_thread_ms_per_recipient.render_workers}, other threads ${r.sluice_thread_ms_per_recipient.other_threads}` + (r.errors.length ? `, errors: ${r.errors.join(' | ')}` : ''));
   }
   if (mem) console.log(`Redis memory (--roles ingress): ${mem.bytes_per_queued_recipient} B per queued recipient (${mem.recipients_queued} in ${mem.messages_fanout} messages), ${mem.bytes_per_10kb_message} B per 10 KB personal message (spec JSON ${mem.spec_json_bytes_per_message} B)`);
 }

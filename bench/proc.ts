@@ -62,6 +62,28 @@ export function threadCpu(pid: number): Map<number, number> {
   return out;
 }
 
+/**
+ * What each thread of a process spent between two threadCpu() readings, busiest first, split the way
+ * a Sluice process is built: the main thread (tid = pid), the `poolThreads` busiest others (the render
+ * workers, when they do most of the work, which holds under load), and the rest (V8's platform
+ * threads — GC and compilation — the recorder thread, libuv's pool).
+ */
+export function threadSplit(before: Map<number, number>, after: Map<number, number>, pid: number, poolThreads: number): {
+  deltas: { tid: number; seconds: number }[];
+  main: number;
+  pool: { tid: number; seconds: number }[];
+  poolSeconds: number;
+  restSeconds: number;
+} {
+  const deltas = [...after].map(([tid, s]) => ({ tid, seconds: round(s - (before.get(tid) ?? 0), 2) })).sort((a, b) => b.seconds - a.seconds);
+  const main = deltas.find((d) => d.tid === pid)?.seconds ?? 0;
+  const others = deltas.filter((d) => d.tid !== pid);
+  const pool = others.slice(0, poolThreads);
+  const poolSeconds = round(pool.reduce((a, d) => a + d.seconds, 0), 2);
+  const restSeconds = round(others.slice(poolThreads).reduce((a, d) => a + d.seconds, 0), 2);
+  return { deltas, main, pool, poolSeconds, restSeconds };
+}
+
 export function round(n: number, digits = 0): number {
   const f = 10 ** digits;
   return Math.round(n * f) / f;
