@@ -29,15 +29,28 @@ export interface DataBlock {
 }
 
 export function toDataBlock(message: Uint8Array): DataBlock {
+  return frame(message, false);
+}
+
+/** The message as one BDAT chunk: CRLF line ends, the last line ended, nothing else changed. */
+export function toChunk(message: Uint8Array): DataBlock {
+  return frame(message, true);
+}
+
+/**
+ * Both framings in one walk. Where a byte must be inserted: a CR before a bare LF, and for DATA a
+ * '.' before a line-leading dot. Found line by line with indexOf (memchr) rather than byte by byte:
+ * a message is a few hundred lines. Then the message is copied once, in stretches, into one
+ * pre-sized Buffer, or not at all for a chunk that needs nothing.
+ */
+function frame(message: Uint8Array, chunk: boolean): DataBlock {
   const buf = Buffer.isBuffer(message) ? message : Buffer.from(message.buffer, message.byteOffset, message.byteLength);
   const n = buf.length;
-  // Where a byte must be inserted: a '.' before a line-leading dot, a CR before a bare LF. Found
-  // line by line with indexOf (memchr) rather than byte by byte: a message is a few hundred lines.
   const at: number[] = [];
   const insert: number[] = [];
   let lineStart = 0;
   while (lineStart < n) {
-    if (buf[lineStart] === DOT) {
+    if (!chunk && buf[lineStart] === DOT) {
       at.push(lineStart);
       insert.push(DOT);
     }
@@ -49,10 +62,12 @@ export function toDataBlock(message: Uint8Array): DataBlock {
     }
     lineStart = lf + 1;
   }
-  const endsWithNewline = n > 0 && buf[n - 1] === LF;
-  const tail = (n > 0 && !endsWithNewline ? 2 : 0) + 3; // closing CRLF of the last line, then ".\r\n"
+  const unended = n > 0 && buf[n - 1] !== LF;
+  const eightBit = !isAscii(buf);
+  if (chunk && at.length === 0 && !unended) return { bytes: buf, eightBit, chunked: true };
 
-  const out = Buffer.allocUnsafe(n + at.length + tail);
+  // The closing CRLF of the last line, then for DATA ".\r\n".
+  const out = Buffer.allocUnsafe(n + at.length + (unended ? 2 : 0) + (chunk ? 0 : 3));
   let o = 0;
   let from = 0;
   for (let k = 0; k < at.length; k++) {
@@ -62,37 +77,13 @@ export function toDataBlock(message: Uint8Array): DataBlock {
     from = pos;
   }
   o += buf.copy(out, o, from, n);
-  if (n > 0 && !endsWithNewline) {
-    out[o++] = CR;
-    out[o++] = LF;
-  }
-  out[o++] = DOT;
-  out[o++] = CR;
-  out[o++] = LF;
-  return { bytes: out, eightBit: !isAscii(buf) };
-}
-
-/** The message as one BDAT chunk: CRLF line ends, the last line ended, nothing else changed. */
-export function toChunk(message: Uint8Array): DataBlock {
-  const buf = Buffer.isBuffer(message) ? message : Buffer.from(message.buffer, message.byteOffset, message.byteLength);
-  const n = buf.length;
-  const bare: number[] = [];
-  for (let lf = buf.indexOf(LF); lf !== -1; lf = buf.indexOf(LF, lf + 1)) if (lf === 0 || buf[lf - 1] !== CR) bare.push(lf);
-  const unended = n > 0 && buf[n - 1] !== LF;
-  const eightBit = !isAscii(buf);
-  if (bare.length === 0 && !unended) return { bytes: buf, eightBit, chunked: true };
-  const out = Buffer.allocUnsafe(n + bare.length + (unended ? 2 : 0));
-  let o = 0;
-  let from = 0;
-  for (const pos of bare) {
-    o += buf.copy(out, o, from, pos);
-    out[o++] = CR;
-    from = pos;
-  }
-  o += buf.copy(out, o, from, n);
   if (unended) {
     out[o++] = CR;
     out[o++] = LF;
   }
-  return { bytes: out, eightBit, chunked: true };
+  if (chunk) return { bytes: out, eightBit, chunked: true };
+  out[o++] = DOT;
+  out[o++] = CR;
+  out[o++] = LF;
+  return { bytes: out, eightBit };
 }
