@@ -332,8 +332,12 @@ export class SmtpClient {
     // reading (TCP back-pressure) is caught by the same deadline as one that never answers.
     const final = this.expect('DATA', dataMs);
     this.socket.write(block.bytes);
-    const answer = await final;
-    const outcome = this.outcome(answer, 'DATA', !isPositive(answer));
+    return this.ended(await final, 'DATA');
+  }
+
+  /** The outcome of the reply that ends a transaction (after the data); a 2xx leaves the session clean. */
+  private ended(answer: Answer, command: 'DATA' | 'BDAT'): SmtpOutcome {
+    const outcome = this.outcome(answer, command, !isPositive(answer));
     if (outcome.result === 'delivered') {
       this.sent++;
       this.dirty = false;
@@ -380,12 +384,7 @@ export class SmtpClient {
       this.terminate('BDAT refused although the server offered CHUNKING');
       return { ...localOutcome('deferred', '4.5.2', `BDAT refused although the server offered CHUNKING: ${final.lines.join(' ')}`, 'BDAT', false), chunkingRefused: true };
     }
-    const outcome = this.outcome(final, 'BDAT', !isPositive(final));
-    if (outcome.result === 'delivered') {
-      this.sent++;
-      this.dirty = false;
-    }
-    return outcome;
+    return this.ended(final, 'BDAT');
   }
 
   private mailParams(envelope: { from: string; to: string }, size: number, eightBit: boolean): string {
