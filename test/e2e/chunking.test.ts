@@ -29,26 +29,16 @@ test.after(async () => {
   await redis?.stop();
 });
 
-async function stateOf(id: string, want: string): Promise<{ state: string; attempts: number; response?: string } | undefined> {
-  let rcpt: { state: string; attempts: number; response?: string } | undefined;
-  for (const deadline = Date.now() + 15_000; Date.now() < deadline;) {
-    rcpt = (await s.api(`/v1/messages/${id}`)).body?.recipients?.[0];
-    if (rcpt?.state === want) break;
-    await new Promise((res) => setTimeout(res, 50));
-  }
-  return rcpt;
-}
-
 test('BDAT refused although CHUNKING was offered: the copy is deferred, not bounced, and the next message goes with DATA', async () => {
   const first = await s.api('/v1/messages', { body: { from: 'news@acme.example', to: 'ann@liar.test', subject: 'one', text: 'x' } });
   assert.is(first.status, 202);
-  const r1 = await stateOf(first.body.id, 'deferred');
+  const r1 = await s.waitRecipient(first.body.id, 'deferred');
   assert.is(r1?.state, 'deferred', JSON.stringify(r1));
   assert.match(r1?.response ?? '', 'BDAT refused');
   assert.ok(liar.commands.some((c) => c.startsWith('BDAT ')), 'BDAT was tried');
 
   const second = await s.api('/v1/messages', { body: { from: 'news@acme.example', to: 'bob@liar.test', subject: 'two', text: 'y' } });
-  const r2 = await stateOf(second.body.id, 'delivered');
+  const r2 = await s.waitRecipient(second.body.id, 'delivered');
   assert.is(r2?.state, 'delivered', JSON.stringify(r2));
   assert.is(r2?.attempts, 1);
   assert.ok(liar.commands.includes('DATA'), 'sent with DATA');

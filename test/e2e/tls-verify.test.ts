@@ -33,12 +33,7 @@ test.after(async () => {
 test('with tls.verify a host whose STARTTLS breaks is deferred, never sent to in plain text', async () => {
   const r = await s.api('/v1/messages', { body: { from: 'news@acme.example', to: 'fay@brokentls.test', subject: 'must be TLS', text: 'x' } });
   assert.is(r.status, 202, JSON.stringify(r.body));
-  let rcpt: { state: string; attempts: number; lastResponse?: string } | undefined;
-  for (const deadline = Date.now() + 15_000; Date.now() < deadline;) {
-    rcpt = (await s.api(`/v1/messages/${r.body.id}`)).body?.recipients?.[0];
-    if (rcpt?.state === 'deferred') break;
-    await new Promise((res) => setTimeout(res, 50));
-  }
+  const rcpt = await s.waitRecipient(r.body.id, 'deferred');
   assert.is(rcpt?.state, 'deferred', JSON.stringify(rcpt));
   assert.is(rcpt?.attempts, 1);
   assert.match(JSON.stringify(rcpt), /STARTTLS|TLS/, 'the answer says why');

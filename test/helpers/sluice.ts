@@ -27,6 +27,8 @@ export interface SluiceFixture {
   api(path: string, init?: { method?: string; body?: unknown; headers?: Record<string, string> }): Promise<{ status: number; body: any }>;
   /** Polls GET /v1/messages/:id until every recipient is in a final state (or timeout). */
   waitFinal(id: string, timeoutMs?: number): Promise<any>;
+  /** Polls GET /v1/messages/:id until its first recipient is in `state`; returns that recipient as last seen (the caller asserts). */
+  waitRecipient(id: string, state: string, timeoutMs?: number): Promise<any>;
   stop(): Promise<void>;
 }
 
@@ -85,17 +87,25 @@ export async function startSluiceFixture(redis: TestRedis, overrides: Record<str
     const text = await res.body.text();
     return { status: res.statusCode, body: text ? JSON.parse(text) : null };
   };
+  /** GET /v1/messages/:id every 50 ms until `done` says so of its recipients, or until timeoutMs. */
+  const pollStatus = async (id: string, timeoutMs: number, done: (rcpts: { state: string }[]) => boolean): Promise<{ body: any; done: boolean }> => {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const r = await api(`/v1/messages/${id}`);
+      if (done((r.body?.recipients ?? []) as { state: string }[])) return { body: r.body, done: true };
+      if (Date.now() > deadline) return { body: r.body, done: false };
+      await new Promise((res) => setTimeout(res, 50));
+    }
+  };
   return {
     app, config, apiKey: acct.apiKey, smtpUser: { user: 'acme', pass: acct.smtpPass }, dkimKeys: acct.dkimKeys, txt: txtTable(acct.dkimKeys), api,
     async waitFinal(id, timeoutMs = 15_000) {
-      const deadline = Date.now() + timeoutMs;
-      for (;;) {
-        const r = await api(`/v1/messages/${id}`);
-        const rcpts = (r.body?.recipients ?? []) as { state: string }[];
-        if (rcpts.length > 0 && rcpts.every((x) => ['delivered', 'bounced', 'expired', 'suppressed'].includes(x.state))) return r.body;
-        if (Date.now() > deadline) throw new Error(`message ${id} not final after ${timeoutMs} ms: ${JSON.stringify(r.body)}`);
-        await new Promise((res) => setTimeout(res, 50));
-      }
+      const { body, done } = await pollStatus(id, timeoutMs, (rcpts) => rcpts.length > 0 && rcpts.every((x) => ['delivered', 'bounced', 'expired', 'suppressed'].includes(x.state)));
+      if (!done) throw new Error(`message ${id} not final after ${timeoutMs} ms: ${JSON.stringify(body)}`);
+      return body;
+    },
+    async waitRecipient(id, state, timeoutMs = 15_000) {
+      return (await pollStatus(id, timeoutMs, (rcpts) => rcpts[0]?.state === state)).body?.recipients?.[0];
     },
     async stop() {
       await app.stop(2000);
