@@ -11,7 +11,7 @@ import { reserveSending } from '../accounts/limits.js';
 import type { MessageKind, MessageSource, StoredRecipient } from '../store/messages.js';
 import { persistMessage, refsTtlMs } from './persist.js';
 import { appendEvent } from '../store/events.js';
-import { storeLinks } from '../store/links.js';
+import { withMessageId } from '../render/spec-record.js';
 import type { ClosedAccounts } from '../store/account-state.js';
 
 /**
@@ -61,10 +61,7 @@ export interface Submission {
   readonly body: Buffer | string | ((id: string) => Buffer | string);
   readonly tags?: readonly string[] | undefined;
   readonly metadata?: Readonly<Record<string, string | number | boolean>> | undefined;
-  /**
-   * A tracked message's link table (render/links.ts order). Stored before the message is queued, so
-   * no copy can go out with click URLs the tracking server cannot redirect yet.
-   */
+  /** A tracked message's link table (render/links.ts order), stored with the message. */
   readonly links?: readonly string[] | undefined;
   /** Dotted path prefix for field errors ('to' for the API), or undefined to name addresses only. */
   readonly recipientPaths?: readonly string[] | undefined;
@@ -114,6 +111,9 @@ export function checkFrom(registry: AccountRegistry, account: Account, from: str
   return parsed;
 }
 
+/** Ids tried for one message before giving up: a second collision in a row is already ~1 in 10^18. */
+const MAX_ID_ATTEMPTS = 3;
+
 export async function acceptMessage(deps: AcceptDeps, sub: Submission): Promise<Accepted> {
   try {
     const from = checkFrom(deps.registry, sub.account, sub.from);
@@ -128,27 +128,38 @@ export async function acceptMessage(deps: AcceptDeps, sub: Submission): Promise<
 
     const now = sub.acceptedAt ?? (deps.now ?? Date.now)();
     const reservation = await reserveSending(deps.redis, deps.keys, sub.account, rcpts.length, now);
-    const id = sub.id ?? newId(now);
+    let id = sub.id ?? newId(now);
+    let body = typeof sub.body === 'function' ? sub.body(id) : sub.body;
     try {
-      const links = sub.links !== undefined && sub.links.length > 0 ? sub.links : null;
-      if (links) await storeLinks(deps.redis, deps.keys, id, links);
-      await persistMessage(deps.redis, deps.keys, deps.config.redis.scheduleShards, {
-        id,
-        account: sub.account.id,
-        source: sub.source,
-        kind: sub.kind,
-        from: from.address,
-        fromDomain: from.domain,
-        rcpts,
-        acceptedAt: now,
-        tags: sub.tags ?? [],
-        metadata: sub.metadata ?? {},
-        body: typeof sub.body === 'function' ? sub.body(id) : sub.body,
-      }, refsTtlMs(deps.config)).catch(async (err: unknown) => {
-        // Nothing was queued: the link table of a message that does not exist goes too.
-        if (links) await deps.redis.del(deps.keys.links(id)).catch(() => undefined);
-        throw err;
-      });
+      const links = sub.links !== undefined && sub.links.length > 0 ? sub.links : undefined;
+      for (let attempt = 1; ; attempt++) {
+        const stored = await persistMessage(deps.redis, deps.keys, deps.config.redis.scheduleShards, {
+          id,
+          account: sub.account.id,
+          source: sub.source,
+          kind: sub.kind,
+          from: from.address,
+          fromDomain: from.domain,
+          rcpts,
+          acceptedAt: now,
+          tags: sub.tags ?? [],
+          metadata: sub.metadata ?? {},
+          body,
+          // Stored with the record, before the message is queued: no copy can go out with click URLs
+          // the tracking server cannot redirect yet.
+          links,
+        }, refsTtlMs(deps.config));
+        if (stored) break;
+        // Another process minted the same id in the same millisecond (1 in 2^30 a pair): nothing of
+        // this message was stored, and the other one is untouched. Take a new id; a spec names its
+        // id in its Message-ID, so that is rewritten with it.
+        if (attempt === MAX_ID_ATTEMPTS) throw new SluiceError('SLUICE_INTERNAL', `no free message id after ${attempt} attempts`);
+        const next = newId(now);
+        deps.logger?.warn({ msgId: id, next }, 'message id already in use, taking another');
+        if (typeof sub.body === 'function') body = sub.body(next);
+        else if (sub.kind === 'spec') body = withMessageId(typeof body === 'string' ? Buffer.from(body, 'utf8') : body, id, next);
+        id = next;
+      }
       await deps.confirmDurable?.();
     } catch (err) {
       await reservation.release().catch(() => undefined);

@@ -27,15 +27,22 @@ const DEFAULT_INDEX_TTL_MS = (72 + 90 * 24) * 3_600_000;
  * any write fails the message record is removed again (best effort) before the error propagates, so a
  * refused submission leaves no orphan for the client's retry to duplicate; a queue entry that did get
  * written then finds no message and is dropped by delivery, and a stray index entry is skipped.
+ *
+ * Resolves false, having stored and queued nothing, when the id is already another message's (see
+ * storeMessage): that record is left alone, and the caller persists again under a new id. The index
+ * entries written meanwhile name the other message with this message's addresses, and are skipped
+ * like any stray entry (store/privacy.ts checks the address at the index).
  */
-export async function persistMessage(redis: RedisClient, keys: Keys, shards: number, msg: NewMessage, indexTtlMs: number = DEFAULT_INDEX_TTL_MS): Promise<void> {
+export async function persistMessage(redis: RedisClient, keys: Keys, shards: number, msg: NewMessage, indexTtlMs: number = DEFAULT_INDEX_TTL_MS): Promise<boolean> {
   const refs = msg.rcpts.map((r, idx) => ({ address: r.address, ref: { kind: 'm' as const, msgId: msg.id, idx }, at: msg.acceptedAt }));
   const [stored, indexed] = await Promise.allSettled([storeMessage(redis, keys, msg), indexAddresses(redis, keys, refs, indexTtlMs)]);
+  const ours = stored.status === 'fulfilled' && stored.value;
   if (stored.status === 'rejected' || indexed.status === 'rejected') {
-    await deleteMessage(redis, keys, msg.id).catch(() => undefined);
+    if (ours || stored.status === 'rejected') await deleteMessage(redis, keys, msg.id).catch(() => undefined);
     if (stored.status === 'rejected') throw stored.reason;
-    throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', 'the message could not be indexed', { cause: (indexed as PromiseRejectedResult).reason });
+    if (ours) throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', 'the message could not be indexed', { cause: (indexed as PromiseRejectedResult).reason });
   }
+  if (!ours) return false;
   try {
     await enqueueRecipients(
       redis,
@@ -47,4 +54,5 @@ export async function persistMessage(redis: RedisClient, keys: Keys, shards: num
     await deleteMessage(redis, keys, msg.id).catch(() => undefined);
     throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', 'the message could not be queued', { cause: err });
   }
+  return true;
 }

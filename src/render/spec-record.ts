@@ -52,3 +52,20 @@ function withHtml(header: unknown, html: string): unknown {
   if (typeof header !== 'object' || header === null || Array.isArray(header)) return header;
   return { ...header, html };
 }
+
+/**
+ * The record with the id in its Message-ID (`<id@host>`, made by ingress/http-schema.ts) changed
+ * from `from` to `to`, for a message that had to take another id before it was stored (see
+ * ingress/accept.ts). Ids have one length, so the bytes are overwritten in a copy. Inside the JSON,
+ * `"messageId":"<` can only be the key itself (a quote within a string value is escaped), and it
+ * comes before the html.
+ */
+export function withMessageId(record: Buffer, from: string, to: string): Buffer {
+  if (from.length !== to.length) throw new RangeError('message ids differ in length');
+  const needle = `"messageId":"<${from}@`;
+  const at = record.indexOf(needle, 0, 'latin1');
+  if (at === -1) return record;
+  const out = Buffer.from(record);
+  out.write(to, at + needle.length - from.length - 1, 'latin1');
+  return out;
+}

@@ -1,6 +1,5 @@
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
-import { execAll } from './record-io.js';
 
 /**
  * A message's link table: the URLs its body really contains, in order, so a click token carries only
@@ -8,15 +7,9 @@ import { execAll } from './record-io.js';
  * the request: no open redirect).
  *
  *   {m:<id>}:links  LIST  URL 0, URL 1, …   (same hash tag as the message: one slot with its marks)
+ *
+ * Written with the message's record (store/messages.ts storeMessage), in the same script.
  */
-
-/** Writes the table once (replacing any earlier one) in one MULTI. */
-export async function storeLinks(redis: RedisClient, keys: Keys, msgId: string, urls: readonly string[]): Promise<void> {
-  const key = keys.links(msgId);
-  const tx = redis.multi().del(key);
-  if (urls.length > 0) tx.rpush(key, ...urls);
-  await execAll(tx, 'the link table could not be stored');
-}
 
 /** URL number `index` of the message, or null when there is no such link. */
 export async function linkAt(redis: RedisClient, keys: Keys, msgId: string, index: number): Promise<string | null> {

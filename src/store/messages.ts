@@ -39,24 +39,32 @@ export interface MessageMeta {
 
 export interface NewMessage extends Omit<MessageMeta, 'pending'> {
   readonly body: Buffer | string;
+  /** A tracked message's link table (store/links.ts), written with the record. */
+  readonly links?: readonly string[] | undefined;
 }
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    /** src/queue/lua/storeMessage-2.lua */
-    storeMessage(meta: string, body: string, bodyValue: Buffer | string, ...fieldsAndValues: (string | number)[]): Result<number, Context>;
+    /** src/queue/lua/storeMessage-3.lua */
+    storeMessage(meta: string, body: string, links: string, bodyValue: Buffer | string, ...linkCountLinksFieldsAndValues: (string | number)[]): Result<number, Context>;
   }
 }
 
 /**
- * Writes meta and body in one script (same hash tag: atomic on a cluster too; one command on the
- * ingress thread instead of a MULTI of four). Queueing the recipients is the caller's next step
- * (ingress/persist.ts): the store knows records, not queues.
+ * Writes meta, body and link table in one script (same hash tag: atomic on a cluster too; one command
+ * on the ingress thread instead of a MULTI of four and another for the links). Queueing the
+ * recipients is the caller's next step (ingress/persist.ts): the store knows records, not queues.
+ *
+ * Returns false, having written nothing, when the id is already in use (another message or a
+ * campaign minted it in the same millisecond: see storeMessage-3.lua); the caller mints another.
  */
-export async function storeMessage(redis: RedisClient, keys: Keys, msg: NewMessage): Promise<void> {
+export async function storeMessage(redis: RedisClient, keys: Keys, msg: NewMessage): Promise<boolean> {
+  const links = msg.links ?? [];
+  let stored: number;
   try {
-    await redis.storeMessage(
-      keys.msgMeta(msg.id), keys.msgBody(msg.id), msg.body,
+    stored = await redis.storeMessage(
+      keys.msgMeta(msg.id), keys.msgBody(msg.id), keys.links(msg.id), msg.body,
+      links.length, ...links,
       'account', msg.account,
       'source', msg.source,
       'kind', msg.kind,
@@ -71,11 +79,12 @@ export async function storeMessage(redis: RedisClient, keys: Keys, msg: NewMessa
   } catch (err) {
     throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', 'the message could not be stored', { cause: err });
   }
+  return stored === 1;
 }
 
-/** Removes a message's record and body (a submission that could not be queued). */
+/** Removes a message's record, body and link table (a submission that could not be queued). */
 export async function deleteMessage(redis: RedisClient, keys: Keys, id: string): Promise<void> {
-  await redis.del(keys.msgMeta(id), keys.msgBody(id));
+  await redis.del(keys.msgMeta(id), keys.msgBody(id), keys.links(id));
 }
 
 export function toMeta(id: string, h: Record<string, string>): MessageMeta | null {

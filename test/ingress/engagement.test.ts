@@ -3,7 +3,6 @@ import * as assert from 'uvu/assert';
 import { request } from 'undici';
 import type { HttpApi } from '../../src/ingress/http-api.js';
 import { createTokenCodec, tokenPath, type TokenPayload } from '../../src/core/tokens.js';
-import { storeLinks } from '../../src/store/links.js';
 import { NO_ENGAGEMENT } from '../../src/store/engagement.js';
 import { startTrackingServer, type TrackingServer } from '../../src/tracking/server.js';
 import { ingressFixture, startFixtureApi, type IngressFixture } from './fixture.js';
@@ -48,7 +47,7 @@ test('GET /v1/messages/:id answers engagement: zero at first, then the opens and
   const id = sent.json['id'] as string;
   assert.equal((await call('GET', `/v1/messages/${id}`)).json['engagement'], NO_ENGAGEMENT);
 
-  await storeLinks(fx.client, fx.keys, id, ['https://acme.example/a']);
+  await fx.client.rpush(fx.keys.links(id), 'https://acme.example/a');
   const issuedAt = Math.floor(Date.now() / 1000) - 3600;
   const sign = (p: Pick<TokenPayload, 'kind' | 'idx'> & { link?: number }) => codec.sign({ account: 'acme', msgId: id, issuedAt, ...p } as TokenPayload);
   assert.is(await hit(tokenPath('o', sign({ kind: 'o', idx: 0 }))), 200);

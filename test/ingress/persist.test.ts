@@ -4,7 +4,6 @@ import { getMessage } from '../../src/store/messages.js';
 import { persistMessage } from '../../src/ingress/persist.js';
 import { messageStatus } from '../../src/ingress/message-status.js';
 import { createMessageSource } from '../../src/store/message-source.js';
-import { storeLinks } from '../../src/store/links.js';
 import { appendEvent } from '../../src/store/events.js';
 import { newId } from '../../src/core/ids.js';
 import { shardOf } from '../../src/redis/keys.js';
@@ -63,8 +62,7 @@ test('status: every recipient queued; unknown id and another account both give n
 test('message source: loads for delivery; the last finished recipient drops the body and expires the meta', async () => {
   const { keys } = redis.fresh();
   const id = newId(NOW);
-  await persistMessage(client, keys, 4, sample(id));
-  await storeLinks(client, keys, id, ['https://example.org/a']);
+  await persistMessage(client, keys, 4, { ...sample(id), links: ['https://example.org/a'] });
   const src = createMessageSource(client, keys, 60_000);
   const loaded = await src.load(id);
   assert.ok(loaded);

@@ -8,7 +8,6 @@ import { createLogger } from '../../src/observability/logger.js';
 import { createTokenCodec, tokenPath, type TokenPayload } from '../../src/core/tokens.js';
 import { newId } from '../../src/core/ids.js';
 import { storeMessage } from '../../src/store/messages.js';
-import { storeLinks } from '../../src/store/links.js';
 import { createMessageSource } from '../../src/store/message-source.js';
 import { NO_ENGAGEMENT, readEngagement, sumEngagement, toEngagement, type Engagement } from '../../src/store/engagement.js';
 import { startTrackingServer, type TrackingServer } from '../../src/tracking/server.js';
@@ -56,9 +55,8 @@ async function fixture(mode: TrackingMode = 'full'): Promise<Fixture> {
   await storeMessage(client, keys, {
     id: msgId, account: 'acme', source: 'http', kind: 'raw', from: 'News <news@acme.example>', fromDomain: 'acme.example',
     rcpts: [0, 1, 2].map((i) => ({ address: `r${i}@example.org`, domain: 'example.org' })),
-    acceptedAt: NOW, tags: [], metadata: {}, body: 'x',
+    acceptedAt: NOW, tags: [], metadata: {}, body: 'x', links: LINKS,
   });
-  await storeLinks(client, keys, msgId, LINKS);
   const deps = { redis: client, keys, codec, logger: createLogger('silent'), now: () => NOW, settings: { mode }, retentionMs: RETENTION_MS, connect: { url: redis.url } };
   const server = await startTrackingServer(deps, { host: '127.0.0.1', port: 0, publicBaseUrl: 'https://t.example.com' });
   const base = `http://127.0.0.1:${server.port}`;

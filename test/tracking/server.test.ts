@@ -9,7 +9,6 @@ import { createLogger } from '../../src/observability/logger.js';
 import { createTokenCodec, tokenPath, type TokenPayload } from '../../src/core/tokens.js';
 import { newId } from '../../src/core/ids.js';
 import { storeMessage } from '../../src/store/messages.js';
-import { storeLinks } from '../../src/store/links.js';
 import { suppressionOf } from '../../src/store/suppression.js';
 import { startTrackingServer, PIXEL_GIF, type TrackingServer } from '../../src/tracking/server.js';
 import { unsubscribe } from '../../src/tracking/unsubscribe.js';
@@ -55,9 +54,8 @@ async function fixture(opts: { mode?: TrackingMode; ip?: IpAnonymization; accoun
   await storeMessage(client, keys, {
     id: msgId, account, source: 'http', kind: 'raw', from: 'News <news@acme.example>', fromDomain: 'acme.example',
     rcpts: [{ address: 'ann@example.org', domain: 'example.org' }, { address: 'bob<b>@example.org', domain: 'example.org' }],
-    acceptedAt: NOW, tags: [], metadata: {}, body: 'x',
+    acceptedAt: NOW, tags: [], metadata: {}, body: 'x', links: LINKS,
   });
-  await storeLinks(client, keys, msgId, LINKS);
   const deps: TrackingDeps = {
     redis: client, keys, codec, logger, now: () => NOW,
     settings: { mode: opts.mode ?? 'full', anonymizeIp: opts.ip ?? 'none' },
@@ -173,7 +171,7 @@ test("a token from another message cannot reach this message's links", async () 
   const f = await fixture();
   try {
     const otherId = newId(NOW + 5);
-    await storeLinks(client, f.keys, otherId, ['https://other.example/only']);
+    await client.rpush(f.keys.links(otherId), 'https://other.example/only');
     const other = (link: number) => codec.sign({ kind: 'c', account: 'acme', msgId: otherId, idx: 0, link, issuedAt: ISSUED });
     assert.is((await get(f.base + '/c/' + other(0))).headers['location'], 'https://other.example/only');
     // Link 2 exists in this message's table, not in the other's: no redirect.
