@@ -1,10 +1,19 @@
+import { Cluster, type Result } from 'ioredis';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import type { Config } from '../config/schema.js';
 import { SluiceError } from '../core/errors.js';
-import { storeMessage, deleteMessage, type NewMessage } from '../store/messages.js';
-import { indexAddresses } from '../store/address-index.js';
-import { enqueueRecipients } from '../queue/enqueue.js';
+import { storeMessage, deleteMessage, metaArgs, type NewMessage } from '../store/messages.js';
+import { indexAddresses, refMember } from '../store/address-index.js';
+import { digestKey, digestWith } from '../store/address-digest.js';
+import { enqueueRecipients, planEnqueue } from '../queue/enqueue.js';
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    /** src/queue/lua/persistLocal-3.lua, always with its key count. */
+    persistLocalKeys(numKeys: number, ...keysThenArgs: (string | number | Buffer)[]): Result<number, Context>;
+  }
+}
 
 /**
  * How long an address's reference to a message must live (store/address-index.ts): the longest a
@@ -22,18 +31,23 @@ const DEFAULT_INDEX_TTL_MS = (72 + 90 * 24) * 3_600_000;
 
 /**
  * Persist, then enqueue — and only then resolve: the caller's 250/202 means "persisted and queued"
- * (DESIGN §2). The recipients' address index (for export and erasure) is written alongside the
- * message, in parallel, so it costs no extra round trip; a message is never accepted without it. If
- * any write fails the message record is removed again (best effort) before the error propagates, so a
- * refused submission leaves no orphan for the client's retry to duplicate; a queue entry that did get
- * written then finds no message and is dropped by delivery, and a stray index entry is skipped.
+ * (DESIGN §2). Along with the message go its link table and the recipients' address index (for
+ * export and erasure): a message is never accepted without them.
+ *
+ * On a single server all of it is one atomic script (persistLocal). On Redis Cluster (and for a
+ * message of thousands of recipients) the keys live in many slots: the record (with its links) and the index are written in parallel, then the queue. If
+ * any write fails the record is removed again (best effort) before the error propagates, so a refused
+ * submission leaves no orphan for the client's retry to duplicate; a queue entry that did get written
+ * then finds no message and is dropped by delivery, and a stray index entry is skipped.
  *
  * Resolves false, having stored and queued nothing, when the id is already another message's (see
- * storeMessage): that record is left alone, and the caller persists again under a new id. The index
- * entries written meanwhile name the other message with this message's addresses, and are skipped
- * like any stray entry (store/privacy.ts checks the address at the index).
+ * storeMessage): that record is left alone, and the caller persists again under a new id. On a
+ * cluster the index entries written meanwhile name the other message with this message's addresses,
+ * and are skipped like any stray entry (store/privacy.ts checks the address at the index).
  */
 export async function persistMessage(redis: RedisClient, keys: Keys, shards: number, msg: NewMessage, indexTtlMs: number = DEFAULT_INDEX_TTL_MS): Promise<boolean> {
+  const items = msg.rcpts.map((r, idx) => ({ msgId: msg.id, idx, domain: r.domain, dueAt: msg.acceptedAt }));
+  if (!(redis instanceof Cluster) && msg.rcpts.length <= LOCAL_MAX_RECIPIENTS) return persistLocal(redis, keys, shards, msg, items, indexTtlMs);
   const refs = msg.rcpts.map((r, idx) => ({ address: r.address, ref: { kind: 'm' as const, msgId: msg.id, idx }, at: msg.acceptedAt }));
   const [stored, indexed] = await Promise.allSettled([storeMessage(redis, keys, msg), indexAddresses(redis, keys, refs, indexTtlMs)]);
   const ours = stored.status === 'fulfilled' && stored.value;
@@ -44,15 +58,55 @@ export async function persistMessage(redis: RedisClient, keys: Keys, shards: num
   }
   if (!ours) return false;
   try {
-    await enqueueRecipients(
-      redis,
-      keys,
-      shards,
-      msg.rcpts.map((r, idx) => ({ msgId: msg.id, idx, domain: r.domain, dueAt: msg.acceptedAt })),
-    );
+    await enqueueRecipients(redis, keys, shards, items);
   } catch (err) {
     await deleteMessage(redis, keys, msg.id).catch(() => undefined);
     throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', 'the message could not be queued', { cause: err });
   }
   return true;
+}
+
+/**
+ * Recipients of a message persistLocal takes (~4 arguments each, with at most 1,000 links: ~9,000
+ * arguments). A call of tens of thousands of arguments overflows the stack in ioredis (it spreads
+ * them), so a larger message (ingress.maxRecipients above the default) takes the general path, whose
+ * commands are chunked.
+ */
+const LOCAL_MAX_RECIPIENTS = 2000;
+
+/**
+ * persistMessage on a single server: record, link table, address index and queue in one script
+ * (persistLocal-3.lua), atomic, so there is nothing to undo when it fails.
+ */
+async function persistLocal(redis: RedisClient, keys: Keys, shards: number, msg: NewMessage, items: Parameters<typeof planEnqueue>[0], indexTtlMs: number): Promise<boolean> {
+  const plan = planEnqueue(items, shards);
+  const links = msg.links ?? [];
+  const meta = metaArgs(msg);
+  let digest: Buffer;
+  try {
+    digest = await digestKey(redis, keys);
+  } catch (err) {
+    throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', 'the message could not be stored', { cause: err });
+  }
+  const keyList: string[] = [keys.msgMeta(msg.id), keys.msgBody(msg.id), keys.links(msg.id)];
+  const args: (string | number | Buffer)[] = [msg.body, links.length, meta.length, msg.rcpts.length, plan.ready.size, plan.schedule.size, msg.acceptedAt, Math.max(1, Math.floor(indexTtlMs)), ...links, ...meta];
+  msg.rcpts.forEach((r, idx) => {
+    keyList.push(keys.addressRefs(digestWith(digest, r.address)));
+    args.push(refMember({ kind: 'm', msgId: msg.id, idx }));
+  });
+  for (const [domain, pairs] of plan.ready) {
+    keyList.push(keys.ready(domain));
+    args.push(pairs.length, ...pairs);
+  }
+  for (const [shard, s] of plan.schedule) {
+    keyList.push(keys.destinations(shard), keys.schedule(shard));
+    args.push(s.scores.length, ...s.scores);
+  }
+  let stored: number;
+  try {
+    stored = await redis.persistLocalKeys(keyList.length, ...keyList, ...args);
+  } catch (err) {
+    throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', 'the message could not be stored', { cause: err });
+  }
+  return stored === 1;
 }

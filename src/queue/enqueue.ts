@@ -30,33 +30,43 @@ const ZADD_CHUNK = 1000;
  */
 export async function enqueueRecipients(redis: RedisClient, keys: Keys, shards: number, items: readonly EnqueueItem[]): Promise<void> {
   if (items.length === 0) return;
-
-  const byDomain = new Map<string, { args: (string | number)[]; minDue: number }>();
-  for (const it of items) {
-    let d = byDomain.get(it.domain);
-    if (!d) byDomain.set(it.domain, (d = { args: [], minDue: it.dueAt }));
-    d.args.push(it.dueAt, entryMember({ msgId: it.msgId, idx: it.idx, attempt: 0 }));
-    if (it.dueAt < d.minDue) d.minDue = it.dueAt;
-  }
-
+  const plan = planEnqueue(items, shards);
   const writes: Promise<unknown>[] = [];
-  for (const [domain, d] of byDomain) {
+  for (const [domain, args] of plan.ready) {
     const key = keys.ready(domain);
-    for (let i = 0; i < d.args.length; i += ZADD_CHUNK * 2) {
-      writes.push(redis.zadd(key, 'NX', ...d.args.slice(i, i + ZADD_CHUNK * 2)));
+    for (let i = 0; i < args.length; i += ZADD_CHUNK * 2) {
+      writes.push(redis.zadd(key, 'NX', ...args.slice(i, i + ZADD_CHUNK * 2)));
     }
   }
   await Promise.all(writes);
-
-  await scheduleDestinations(redis, keys, shards, new Map([...byDomain].map(([domain, d]) => [domain, d.minDue])));
+  await writeSchedule(redis, keys, plan.schedule);
 }
 
 /**
- * Phase 2 of an enqueue, after the work is written: lists the destinations and moves each one's
- * schedule entry no later than `minDue` (ZADD LT), one auto-pipelined round trip.
+ * What an enqueue writes, by key: per destination the ready set's `score member …` arguments, and per
+ * schedule shard its destinations (with `minDue domain …` for its schedule). enqueueRecipients writes
+ * it in two phases; ingress/persist.ts writes it with the message in one script on a single server.
  */
-export async function scheduleDestinations(redis: RedisClient, keys: Keys, shards: number, minDue: ReadonlyMap<string, number>): Promise<void> {
-  const byShard = new Map<number, { domains: string[]; scores: (string | number)[] }>();
+export interface EnqueuePlan {
+  readonly ready: Map<string, (string | number)[]>;
+  readonly schedule: Map<number, { domains: string[]; scores: (string | number)[] }>;
+}
+
+export function planEnqueue(items: readonly EnqueueItem[], shards: number): EnqueuePlan {
+  const ready = new Map<string, (string | number)[]>();
+  const minDue = new Map<string, number>();
+  for (const it of items) {
+    let args = ready.get(it.domain);
+    if (!args) ready.set(it.domain, (args = []));
+    args.push(it.dueAt, entryMember({ msgId: it.msgId, idx: it.idx, attempt: 0 }));
+    const due = minDue.get(it.domain);
+    if (due === undefined || it.dueAt < due) minDue.set(it.domain, it.dueAt);
+  }
+  return { ready, schedule: planSchedule(minDue, shards) };
+}
+
+function planSchedule(minDue: ReadonlyMap<string, number>, shards: number): EnqueuePlan['schedule'] {
+  const byShard: EnqueuePlan['schedule'] = new Map();
   for (const [domain, due] of minDue) {
     const shard = shardOf(domain, shards);
     let s = byShard.get(shard);
@@ -64,6 +74,18 @@ export async function scheduleDestinations(redis: RedisClient, keys: Keys, shard
     s.domains.push(domain);
     s.scores.push(due, domain);
   }
+  return byShard;
+}
+
+/**
+ * Phase 2 of an enqueue, after the work is written: lists the destinations and moves each one's
+ * schedule entry no later than `minDue` (ZADD LT), one auto-pipelined round trip.
+ */
+export async function scheduleDestinations(redis: RedisClient, keys: Keys, shards: number, minDue: ReadonlyMap<string, number>): Promise<void> {
+  await writeSchedule(redis, keys, planSchedule(minDue, shards));
+}
+
+async function writeSchedule(redis: RedisClient, keys: Keys, byShard: EnqueuePlan['schedule']): Promise<void> {
   const schedule: Promise<unknown>[] = [];
   for (const [shard, s] of byShard) {
     schedule.push(redis.sadd(keys.destinations(shard), ...s.domains));

@@ -65,21 +65,28 @@ export async function storeMessage(redis: RedisClient, keys: Keys, msg: NewMessa
     stored = await redis.storeMessage(
       keys.msgMeta(msg.id), keys.msgBody(msg.id), keys.links(msg.id), msg.body,
       links.length, ...links,
-      'account', msg.account,
-      'source', msg.source,
-      'kind', msg.kind,
-      'from', msg.from,
-      'fromDomain', msg.fromDomain,
-      'rcpts', JSON.stringify(msg.rcpts.map((r) => ({ address: r.address, domain: r.domain }))),
-      'acceptedAt', msg.acceptedAt,
-      'tags', JSON.stringify(msg.tags),
-      'metadata', JSON.stringify(msg.metadata),
-      'pending', msg.rcpts.length,
+      ...metaArgs(msg),
     );
   } catch (err) {
     throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', 'the message could not be stored', { cause: err });
   }
   return stored === 1;
+}
+
+/** The meta hash of a new message as HSET's `field value …` arguments. */
+export function metaArgs(msg: NewMessage): (string | number)[] {
+  return [
+    'account', msg.account,
+    'source', msg.source,
+    'kind', msg.kind,
+    'from', msg.from,
+    'fromDomain', msg.fromDomain,
+    'rcpts', JSON.stringify(msg.rcpts.map((r) => ({ address: r.address, domain: r.domain }))),
+    'acceptedAt', msg.acceptedAt,
+    'tags', JSON.stringify(msg.tags),
+    'metadata', JSON.stringify(msg.metadata),
+    'pending', msg.rcpts.length,
+  ];
 }
 
 /** Removes a message's record, body and link table (a submission that could not be queued). */

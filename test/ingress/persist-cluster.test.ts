@@ -31,6 +31,15 @@ test('a message to many addresses is stored, queued and indexed per address', as
     rcpts, acceptedAt: Date.now(), tags: [], metadata: {}, body: 'Subject: hi\r\n\r\nbody\r\n',
   });
   assert.is(await client.hget(keys.msgMeta(id), 'pending'), '12');
+  // The id is taken now: a second message under it is refused and changes nothing.
+  const again = await persistMessage(client, keys, 4, {
+    id, account: 'other', source: 'http', kind: 'raw', from: 'b@other.example', fromDomain: 'other.example',
+    rcpts: [{ address: 'x@d9.test', domain: 'd9.test' }], acceptedAt: Date.now(), tags: [], metadata: {}, body: 'other',
+  });
+  assert.is(again, false);
+  assert.is(await client.hget(keys.msgMeta(id), 'account'), 'acme');
+  assert.is(await client.get(keys.msgBody(id)), 'Subject: hi\r\n\r\nbody\r\n');
+  assert.is(await client.zcard(keys.ready('d9.test')), 0);
   assert.is(await client.zcard(keys.ready('d0.test')), 4);
   const key = await digestKey(client, keys);
   for (const [i, r] of rcpts.entries()) {

@@ -7,6 +7,8 @@ import { createMessageSource } from '../../src/store/message-source.js';
 import { appendEvent } from '../../src/store/events.js';
 import { newId } from '../../src/core/ids.js';
 import { shardOf } from '../../src/redis/keys.js';
+import { readAddressRefs } from '../../src/store/address-index.js';
+import { digestKey, digestWith } from '../../src/store/address-digest.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 import type { RedisClient } from '../../src/redis/client.js';
 
@@ -46,6 +48,46 @@ test('persist writes meta and body, then queues every recipient at its index', a
   assert.equal(msg.meta.metadata, { k: 'v', n: 1 });
   assert.equal(msg.meta.tags, ['t1']);
   assert.is((await msg.body())?.toString(), 'Subject: hi\r\n\r\nbody\r\n');
+});
+
+for (const [count, path] of [[2000, 'one script'], [9000, 'chunked commands']] as const) {
+  test(`${count} recipients (${path}): the address index and the schedule are written with the message`, async () => {
+    const { keys } = redis.fresh();
+    const id = newId(NOW);
+    const rcpts = Array.from({ length: count }, (_, i) => ({ address: `u${i}@d${i % 3}.test`, domain: `d${i % 3}.test` }));
+    // The most a message has (render/links.ts MAX_TRACKED_LINKS).
+    const links = Array.from({ length: 1000 }, (_, i) => `https://acme.example/${i}`);
+    assert.is(await persistMessage(client, keys, 4, { ...sample(id), rcpts, links }, 3_600_000), true);
+    assert.is(await client.hget(keys.msgMeta(id), 'pending'), String(count));
+    assert.is(await client.llen(keys.links(id)), 1000);
+    assert.is(await client.lindex(keys.links(id), 999), 'https://acme.example/999');
+    for (const d of ['d0.test', 'd1.test', 'd2.test']) {
+      assert.is(await client.zcard(keys.ready(d)), rcpts.filter((r) => r.domain === d).length, d);
+      const shard = shardOf(d, 4);
+      assert.ok(await client.sismember(keys.destinations(shard), d), d);
+      assert.is(await client.zscore(keys.schedule(shard), d), String(NOW), d);
+    }
+    const last = count - 1;
+    assert.is(await client.zscore(keys.ready(`d${last % 3}.test`), `${id}:${last}:0`), String(NOW));
+    const key = await digestKey(client, keys);
+    for (const i of [0, 1234, last]) {
+      const digest = digestWith(key, `u${i}@d${i % 3}.test`);
+      assert.equal((await readAddressRefs(client, keys, digest)).map((r) => [r.member, r.at]), [[`m:${id}:${i}`, NOW]]);
+      const ttl = await client.pttl(keys.addressRefs(digest));
+      assert.ok(ttl > 3_500_000 && ttl <= 3_600_000, `ref TTL ${ttl}`);
+    }
+  });
+}
+
+test('a later message never moves a destination\'s schedule later (ZADD LT); an earlier one moves it earlier', async () => {
+  const { keys } = redis.fresh();
+  const at = (t: number) => ({ ...sample(newId(t)), acceptedAt: t, rcpts: [{ address: `v${t}@d0.test`, domain: 'd0.test' }] });
+  const score = () => client.zscore(keys.schedule(shardOf('d0.test', 4)), 'd0.test');
+  await persistMessage(client, keys, 4, at(NOW));
+  await persistMessage(client, keys, 4, at(NOW + 60_000));
+  assert.is(await score(), String(NOW));
+  await persistMessage(client, keys, 4, at(NOW - 60_000));
+  assert.is(await score(), String(NOW - 60_000));
 });
 
 test('status: every recipient queued; unknown id and another account both give null', async () => {
