@@ -55,6 +55,9 @@ export interface PrivacyScope {
 const EVENTS_PAGE = 1000;
 /** Queue entries are tried up to this attempt number even without a delivery record. */
 const ATTEMPT_FLOOR = 2;
+/** Members per ZREM when an erasure drops part of an address's index. */
+const ZREM_SLICE = 1000;
+
 /** What an erased address becomes inside a stored body or answer. */
 export const ERASED_ADDRESS = 'erased@erased.invalid';
 /** Keys per SCAN step of the idempotency walk. */
@@ -268,7 +271,12 @@ export async function eraseAddress(
   // The index entries of other accounts stay, so their own erasure still finds their data.
   const dropped = f.index.filter((e) => e.drop).map((e) => e.member);
   if (dropped.length === f.index.length) await redis.del(keys.addressRefs(f.digest));
-  else if (dropped.length > 0) await redis.zrem(keys.addressRefs(f.digest), ...dropped);
+  else {
+    // In slices, for an address that received tens of thousands of messages in the retention period:
+    // one ZREM of them all would hold the server for its whole length, and ioredis spreads every
+    // argument of a call onto the stack (a script call of ~50,000 overflowed it: ingress/persist.ts).
+    for (let i = 0; i < dropped.length; i += ZREM_SLICE) await redis.zrem(keys.addressRefs(f.digest), ...dropped.slice(i, i + ZREM_SLICE));
+  }
 
   // Events naming the recipients, and the raw feedback mail they (or its text) point to.
   const pairs = new Set(f.refs.map((r) => pairOf(r.msgId, r.idx)));
