@@ -10,7 +10,6 @@ import type { Account, AccountRegistry } from '../accounts/registry.js';
 import { reserveSending } from '../accounts/limits.js';
 import type { MessageKind, MessageSource, StoredRecipient } from '../store/messages.js';
 import { persistMessage, refsTtlMs } from './persist.js';
-import { appendEvent } from '../store/events.js';
 import { withMessageId } from '../render/spec-record.js';
 import type { ClosedAccounts } from '../store/account-state.js';
 
@@ -133,7 +132,7 @@ export async function acceptMessage(deps: AcceptDeps, sub: Submission): Promise<
     try {
       const links = sub.links !== undefined && sub.links.length > 0 ? sub.links : undefined;
       for (let attempt = 1; ; attempt++) {
-        const stored = await persistMessage(deps.redis, deps.keys, deps.config.redis.scheduleShards, {
+        const persisted = await persistMessage(deps.redis, deps.keys, deps.config.redis.scheduleShards, {
           id,
           account: sub.account.id,
           source: sub.source,
@@ -148,8 +147,13 @@ export async function acceptMessage(deps: AcceptDeps, sub: Submission): Promise<
           // Stored with the record, before the message is queued: no copy can go out with click URLs
           // the tracking server cannot redirect yet.
           links,
-        }, refsTtlMs(deps.config));
-        if (stored) break;
+        }, refsTtlMs(deps.config), deps.config.retention.eventsMaxLen);
+        if (persisted.stored) {
+          if (persisted.eventError === undefined) deps.metrics?.eventsAppended.inc({ type: 'accepted' });
+          // The message is safe already; an event-stream hiccup must not turn the answer into a failure.
+          else deps.logger?.warn({ err: persisted.eventError, msgId: id }, 'could not append the accepted event');
+          break;
+        }
         // Another process minted the same id in the same millisecond (1 in 2^30 a pair): nothing of
         // this message was stored, and the other one is untouched. Take a new id; a spec names its
         // id in its Message-ID, so that is rewritten with it.
@@ -169,10 +173,6 @@ export async function acceptMessage(deps: AcceptDeps, sub: Submission): Promise<
     deps.metrics?.messagesAccepted.inc({ source: sub.source });
     deps.metrics?.recipientsAccepted.inc({ source: sub.source }, rcpts.length);
     deps.onAccepted?.(sub.source, rcpts.length);
-    // The message is safe already; an event-stream hiccup must not turn the answer into a failure.
-    await appendEvent(deps.redis, deps.keys, 'accepted', { msgId: id, account: sub.account.id, source: sub.source, recipients: rcpts.length }, deps.config.retention.eventsMaxLen)
-      .then(() => deps.metrics?.eventsAppended.inc({ type: 'accepted' }))
-      .catch((err: unknown) => deps.logger?.warn({ err, msgId: id }, 'could not append the accepted event'));
     return { id, recipients: rcpts.map((r) => r.address) };
   } catch (err) {
     const e = toSluiceError(err);

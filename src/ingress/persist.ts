@@ -7,10 +7,11 @@ import { storeMessage, deleteMessage, metaArgs, type NewMessage } from '../store
 import { indexAddresses, refMember } from '../store/address-index.js';
 import { digestKey, digestWith } from '../store/address-digest.js';
 import { enqueueRecipients, planEnqueue } from '../queue/enqueue.js';
+import { appendEvent, eventArgs } from '../store/events.js';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    /** src/queue/lua/persistLocal-3.lua, always with its key count. */
+    /** src/queue/lua/persistLocal-4.lua, always with its key count. */
     persistLocalKeys(numKeys: number, ...keysThenArgs: (string | number | Buffer)[]): Result<number, Context>;
   }
 }
@@ -29,25 +30,43 @@ export function refsTtlMs(config: Pick<Config, 'shaping' | 'retention'>): number
 /** refsTtlMs of the default configuration (72 h maxAge + 90 d records), for callers without a config. */
 const DEFAULT_INDEX_TTL_MS = (72 + 90 * 24) * 3_600_000;
 
+/** What persistMessage did: see there. */
+export interface Persisted {
+  readonly stored: boolean;
+  readonly eventError?: unknown;
+}
+
 /**
  * Persist, then enqueue — and only then resolve: the caller's 250/202 means "persisted and queued"
  * (DESIGN §2). Along with the message go its link table and the recipients' address index (for
  * export and erasure): a message is never accepted without them.
  *
- * On a single server all of it is one atomic script (persistLocal). On Redis Cluster (and for a
- * message of thousands of recipients) the keys live in many slots: the record (with its links) and the index are written in parallel, then the queue. If
- * any write fails the record is removed again (best effort) before the error propagates, so a refused
- * submission leaves no orphan for the client's retry to duplicate; a queue entry that did get written
- * then finds no message and is dropped by delivery, and a stray index entry is skipped.
+ * On a single server all of it is one atomic script (persistLocal). On Redis Cluster, where the keys
+ * live in many slots (and for a message of thousands of recipients), the record (with its links) and
+ * the index are written in parallel, then the queue. If any write fails the record is removed again
+ * (best effort) before the error propagates, so a refused submission leaves no orphan for the
+ * client's retry to duplicate; a queue entry that did get written then finds no message and is
+ * dropped by delivery, and a stray index entry is skipped.
  *
- * Resolves false, having stored and queued nothing, when the id is already another message's (see
- * storeMessage): that record is left alone, and the caller persists again under a new id. On a
- * cluster the index entries written meanwhile name the other message with this message's addresses,
- * and are skipped like any stray entry (store/privacy.ts checks the address at the index).
+ * Resolves stored: false, having stored and queued nothing, when the id is already another
+ * message's (see storeMessage): that record is left alone, and the caller persists again under a new
+ * id. On a cluster the index entries written meanwhile name the other message with this message's
+ * addresses, and are skipped like any stray entry (store/privacy.ts checks the address at the index).
+ *
+ * With `eventsMaxLen`, the message's `accepted` event is appended too: in the script on a single
+ * server; on a cluster after the queue, where a failure is returned as `eventError` and does not
+ * undo the message, which is safe and queued by then.
  */
-export async function persistMessage(redis: RedisClient, keys: Keys, shards: number, msg: NewMessage, indexTtlMs: number = DEFAULT_INDEX_TTL_MS): Promise<boolean> {
+export async function persistMessage(
+  redis: RedisClient,
+  keys: Keys,
+  shards: number,
+  msg: NewMessage,
+  indexTtlMs: number = DEFAULT_INDEX_TTL_MS,
+  eventsMaxLen?: number,
+): Promise<Persisted> {
   const items = msg.rcpts.map((r, idx) => ({ msgId: msg.id, idx, domain: r.domain, dueAt: msg.acceptedAt }));
-  if (!(redis instanceof Cluster) && msg.rcpts.length <= LOCAL_MAX_RECIPIENTS) return persistLocal(redis, keys, shards, msg, items, indexTtlMs);
+  if (!(redis instanceof Cluster) && msg.rcpts.length <= LOCAL_MAX_RECIPIENTS) return { stored: await persistLocal(redis, keys, shards, msg, items, indexTtlMs, eventsMaxLen) };
   const refs = msg.rcpts.map((r, idx) => ({ address: r.address, ref: { kind: 'm' as const, msgId: msg.id, idx }, at: msg.acceptedAt }));
   const [stored, indexed] = await Promise.allSettled([storeMessage(redis, keys, msg), indexAddresses(redis, keys, refs, indexTtlMs)]);
   const ours = stored.status === 'fulfilled' && stored.value;
@@ -56,14 +75,23 @@ export async function persistMessage(redis: RedisClient, keys: Keys, shards: num
     if (stored.status === 'rejected') throw stored.reason;
     if (ours) throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', 'the message could not be indexed', { cause: (indexed as PromiseRejectedResult).reason });
   }
-  if (!ours) return false;
+  if (!ours) return { stored: false };
   try {
     await enqueueRecipients(redis, keys, shards, items);
   } catch (err) {
     await deleteMessage(redis, keys, msg.id).catch(() => undefined);
     throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', 'the message could not be queued', { cause: err });
   }
-  return true;
+  if (eventsMaxLen === undefined) return { stored: true };
+  return appendEvent(redis, keys, 'accepted', acceptedFields(msg), eventsMaxLen).then(
+    () => ({ stored: true }),
+    (eventError: unknown) => ({ stored: true, eventError }),
+  );
+}
+
+/** The `accepted` event's fields: ids and a count, never an address. */
+function acceptedFields(msg: NewMessage): Record<string, string | number> {
+  return { msgId: msg.id, account: msg.account, source: msg.source, recipients: msg.rcpts.length };
 }
 
 /**
@@ -76,9 +104,17 @@ const LOCAL_MAX_RECIPIENTS = 2000;
 
 /**
  * persistMessage on a single server: record, link table, address index and queue in one script
- * (persistLocal-3.lua), atomic, so there is nothing to undo when it fails.
+ * (persistLocal-4.lua), atomic, so there is nothing to undo when it fails.
  */
-async function persistLocal(redis: RedisClient, keys: Keys, shards: number, msg: NewMessage, items: Parameters<typeof planEnqueue>[0], indexTtlMs: number): Promise<boolean> {
+async function persistLocal(
+  redis: RedisClient,
+  keys: Keys,
+  shards: number,
+  msg: NewMessage,
+  items: Parameters<typeof planEnqueue>[0],
+  indexTtlMs: number,
+  eventsMaxLen: number | undefined,
+): Promise<boolean> {
   const plan = planEnqueue(items, shards);
   const links = msg.links ?? [];
   const meta = metaArgs(msg);
@@ -88,8 +124,12 @@ async function persistLocal(redis: RedisClient, keys: Keys, shards: number, msg:
   } catch (err) {
     throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', 'the message could not be stored', { cause: err });
   }
-  const keyList: string[] = [keys.msgMeta(msg.id), keys.msgBody(msg.id), keys.links(msg.id)];
-  const args: (string | number | Buffer)[] = [msg.body, links.length, meta.length, msg.rcpts.length, plan.ready.size, plan.schedule.size, msg.acceptedAt, Math.max(1, Math.floor(indexTtlMs)), ...links, ...meta];
+  const event = eventsMaxLen === undefined ? [] : eventArgs('accepted', acceptedFields(msg));
+  const keyList: string[] = [keys.msgMeta(msg.id), keys.msgBody(msg.id), keys.links(msg.id), keys.events()];
+  const args: (string | number | Buffer)[] = [
+    msg.body, links.length, meta.length, msg.rcpts.length, plan.ready.size, plan.schedule.size, msg.acceptedAt, Math.max(1, Math.floor(indexTtlMs)),
+    event.length, eventsMaxLen ?? 0, ...links, ...meta, ...event,
+  ];
   msg.rcpts.forEach((r, idx) => {
     keyList.push(keys.addressRefs(digestWith(digest, r.address)));
     args.push(refMember({ kind: 'm', msgId: msg.id, idx }));

@@ -39,10 +39,15 @@ export async function appendEvent(
   fields: Readonly<Record<string, string | number>>,
   maxLen: number,
 ): Promise<string> {
+  const id = await redis.xadd(keys.events(), 'MAXLEN', '~', maxLen, '*', ...eventArgs(type, fields));
+  return id as string;
+}
+
+/** An event's XADD field and value arguments: `type <type>` first, then the fields. */
+export function eventArgs(type: EventType, fields: Readonly<Record<string, string | number>>): (string | number)[] {
   const args: (string | number)[] = ['type', type];
   for (const [k, v] of Object.entries(fields)) args.push(k, v);
-  const id = await redis.xadd(keys.events(), 'MAXLEN', '~', maxLen, '*', ...args);
-  return id as string;
+  return args;
 }
 
 /** A stream entry's flat [field, value, …] list (XRANGE, XREADGROUP) as an object. */

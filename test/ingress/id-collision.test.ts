@@ -40,14 +40,18 @@ const deps = () => ({ redis: fx.client, keys: fx.keys, config: fx.config, regist
 
 test('persist refuses an id in use and writes nothing over the message that has it', async () => {
   const id = newId(NOW);
-  assert.is(await persistMessage(fx.client, fx.keys, 4, first(id)), true);
+  assert.is((await persistMessage(fx.client, fx.keys, 4, first(id), undefined, 1000)).stored, true);
   const before = await snapshot(id);
   const second = {
     ...first(id), account: 'acme', from: 'b@acme.example', fromDomain: 'acme.example',
     rcpts: [{ address: 'y@example.org', domain: 'example.org' }], body: Buffer.from('Subject: second\r\n\r\nsecond\r\n'), links: ['https://acme.example/second'],
   };
-  assert.is(await persistMessage(fx.client, fx.keys, 4, second), false);
+  const events = async () => (await fx.client.xrange(fx.keys.events(), '-', '+')).filter(([, f]) => f.includes(id)).map(([, f]) => f);
+  const accepted = ['type', 'accepted', 'msgId', id, 'account', 'other', 'source', 'smtp', 'recipients', '1'];
+  assert.equal(await events(), [accepted]);
+  assert.equal(await persistMessage(fx.client, fx.keys, 4, second, undefined, 1000), { stored: false });
   assert.equal(await snapshot(id), before);
+  assert.equal(await events(), [accepted], 'no event for the refused message');
   assert.is(before.meta['account'], 'other');
   assert.equal(before.links, ['https://other.example/first']);
   assert.is(await fx.client.zcard(fx.keys.ready('example.org')), 0, 'the refused message queued nothing');

@@ -26,17 +26,20 @@ test('a message to many addresses is stored, queued and indexed per address', as
   const { keys } = cluster.fresh();
   const id = newId();
   const rcpts = Array.from({ length: 12 }, (_, i) => ({ address: `user${i}@d${i % 3}.test`, domain: `d${i % 3}.test` }));
-  await persistMessage(client, keys, 4, {
+  const persisted = await persistMessage(client, keys, 4, {
     id, account: 'acme', source: 'http', kind: 'raw', from: 'a@acme.example', fromDomain: 'acme.example',
     rcpts, acceptedAt: Date.now(), tags: [], metadata: {}, body: 'Subject: hi\r\n\r\nbody\r\n',
-  });
+  }, undefined, 1000);
+  assert.equal(persisted, { stored: true });
   assert.is(await client.hget(keys.msgMeta(id), 'pending'), '12');
   // The id is taken now: a second message under it is refused and changes nothing.
   const again = await persistMessage(client, keys, 4, {
     id, account: 'other', source: 'http', kind: 'raw', from: 'b@other.example', fromDomain: 'other.example',
     rcpts: [{ address: 'x@d9.test', domain: 'd9.test' }], acceptedAt: Date.now(), tags: [], metadata: {}, body: 'other',
-  });
-  assert.is(again, false);
+  }, undefined, 1000);
+  assert.equal(again, { stored: false });
+  const events = (await client.xrange(keys.events(), '-', '+')).map(([, f]) => f);
+  assert.equal(events, [['type', 'accepted', 'msgId', id, 'account', 'acme', 'source', 'http', 'recipients', '12']], 'one accepted event, none for the refused message');
   assert.is(await client.hget(keys.msgMeta(id), 'account'), 'acme');
   assert.is(await client.get(keys.msgBody(id)), 'Subject: hi\r\n\r\nbody\r\n');
   assert.is(await client.zcard(keys.ready('d9.test')), 0);

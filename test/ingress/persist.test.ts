@@ -57,7 +57,7 @@ for (const [count, path] of [[2000, 'one script'], [9000, 'chunked commands']] a
     const rcpts = Array.from({ length: count }, (_, i) => ({ address: `u${i}@d${i % 3}.test`, domain: `d${i % 3}.test` }));
     // The most a message has (render/links.ts MAX_TRACKED_LINKS).
     const links = Array.from({ length: 1000 }, (_, i) => `https://acme.example/${i}`);
-    assert.is(await persistMessage(client, keys, 4, { ...sample(id), rcpts, links }, 3_600_000), true);
+    assert.is((await persistMessage(client, keys, 4, { ...sample(id), rcpts, links }, 3_600_000)).stored, true);
     assert.is(await client.hget(keys.msgMeta(id), 'pending'), String(count));
     assert.is(await client.llen(keys.links(id)), 1000);
     assert.is(await client.lindex(keys.links(id), 999), 'https://acme.example/999');
