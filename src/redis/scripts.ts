@@ -34,7 +34,8 @@ export function loadScripts(): { name: string; numberOfKeys: number; lua: string
 /**
  * Every script becomes `client.<command>(...keys, ...args)`, plus `client.<command>Keys(numberOfKeys,
  * ...keys, ...args)` for calls that pass a number of keys of their own (one call over several
- * messages' keys on a single server). All at connect time, so a script can join any auto-pipeline.
+ * messages' keys on a single server), and `client.<command>Buffer(...)` whose reply keeps its bulk
+ * strings as Buffers (binary message bodies). All at connect time, so a script can join any auto-pipeline.
  *
  * Not ioredis's defineCommand: every Pipeline object ioredis builds — one per auto-pipeline flush and
  * per MULTI, several per accepted or delivered recipient — copies each defined command onto itself, and
@@ -45,6 +46,9 @@ export function loadScripts(): { name: string; numberOfKeys: number; lua: string
  */
 export function defineScripts(client: Redis | Cluster): void {
   const target = client as unknown as Record<string, unknown>;
+  // ioredis has a Buffer-replying twin of every command, not declared for these two.
+  type Call = (...args: (string | number | Buffer)[]) => Promise<unknown>;
+  const bytes = client as unknown as { evalshaBuffer: Call; evalBuffer: Call };
   for (const s of loadScripts()) {
     const sha = createHash('sha1').update(s.lua).digest('hex');
     const run = (numberOfKeys: number, args: (string | number | Buffer)[]): Promise<unknown> =>
@@ -52,7 +56,13 @@ export function defineScripts(client: Redis | Cluster): void {
         if (!String((err as Error)?.message).startsWith('NOSCRIPT')) throw err;
         return client.eval(s.lua, numberOfKeys, ...args);
       });
+    const runBuffer = (args: (string | number | Buffer)[]): Promise<unknown> =>
+      bytes.evalshaBuffer(sha, s.numberOfKeys, ...args).catch((err: unknown) => {
+        if (!String((err as Error)?.message).startsWith('NOSCRIPT')) throw err;
+        return bytes.evalBuffer(s.lua, s.numberOfKeys, ...args);
+      });
     target[s.name] = (...args: (string | number | Buffer)[]) => run(s.numberOfKeys, args);
     target[`${s.name}Keys`] = (numberOfKeys: number, ...args: (string | number | Buffer)[]) => run(numberOfKeys, args);
+    target[`${s.name}Buffer`] = (...args: (string | number | Buffer)[]) => runBuffer(args);
   }
 }

@@ -42,6 +42,8 @@ export interface MessageSource {
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
+    /** src/queue/lua/loadMessage-2.lua, bulk strings as Buffers. */
+    loadMessageBuffer(meta: string, body: string): Result<[Buffer[], Buffer | null], Context>;
     /** src/queue/lua/finishRecipient-4.lua */
     finishRecipient(meta: string, body: string, links: string, stats: string, ttlMs: number): Result<number, Context>;
   }
@@ -71,8 +73,10 @@ export function createMessageSource(redis: RedisClient, keys: Keys, recordsTtlMs
   const loading = new Map<string, Promise<LoadedMessage | null>>();
 
   async function read(msgId: string): Promise<LoadedMessage | null> {
-    // Both reads in one round trip (auto-pipelined; same slot).
-    const [metaHash, body] = await Promise.all([redis.hgetall(keys.msgMeta(msgId)), redis.getBuffer(keys.msgBody(msgId))]);
+    // Record and body in one command (same slot); the body stays bytes.
+    const [flat, body] = await redis.loadMessageBuffer(keys.msgMeta(msgId), keys.msgBody(msgId));
+    const metaHash: Record<string, string> = {};
+    for (let i = 0; i + 1 < flat.length; i += 2) metaHash[(flat[i] as Buffer).toString()] = (flat[i + 1] as Buffer).toString();
     if (metaHash['kind'] === CAMPAIGN_KIND) {
       const c = toCampaign(msgId, metaHash);
       if (!c || !body) return null;

@@ -110,6 +110,13 @@ test('message source: loads for delivery; the last finished recipient drops the 
   assert.ok(loaded);
   assert.ok(Buffer.isBuffer(loaded.body));
   assert.is(loaded.fromDomain, 'acme.example');
+  // Bytes as stored (not UTF-8: 8-bit MIME), and the record's text decoded as UTF-8.
+  const eightBit = newId(NOW);
+  const raw = Buffer.concat([Buffer.from('Subject: x\r\n\r\n'), Buffer.from([0xe9, 0xff, 0x00, 0x80]), Buffer.from('\r\n')]);
+  await persistMessage(client, keys, 4, { ...sample(eightBit), body: raw, rcpts: [{ address: 'zoë@example.org', domain: 'example.org' }] });
+  const loaded8 = await src.load(eightBit);
+  assert.ok(loaded8 && Buffer.isBuffer(loaded8.body) && loaded8.body.equals(raw));
+  assert.equal(loaded8.rcpts, [{ address: 'zoë@example.org', domain: 'example.org' }]);
   await src.finished(id);
   await src.finished(id);
   assert.is(await client.exists(keys.msgBody(id)), 1);
