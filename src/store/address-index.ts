@@ -13,8 +13,9 @@ import { digestKey, digestWith } from './address-digest.js';
  * ({l:<id>}:emails), so a million-contact campaign costs nothing here. A reference whose data is gone
  * (purged, expired) is harmless: the reader skips it.
  *
- * Cost at acceptance: one ZADD and one PEXPIRE per recipient (~100 B of memory per reference),
- * pipelined with the message's own write, so no extra round trip on the accept path.
+ * Cost at acceptance: one ZADD and one PEXPIRE per recipient (~100 B of memory per reference), in
+ * the message's own write (ingress/persist.ts: its script on a single server, pipelined with it on
+ * a cluster), so no extra round trip on the accept path.
  */
 export interface AddressRef {
   readonly kind: 'm';
