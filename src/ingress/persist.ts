@@ -1,20 +1,13 @@
-import { Cluster, type Result } from 'ioredis';
+import { Cluster } from 'ioredis';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import type { Config } from '../config/schema.js';
 import { SluiceError } from '../core/errors.js';
-import { storeMessage, deleteMessage, metaArgs, type NewMessage } from '../store/messages.js';
+import { storeMessage, deleteMessage, messageWrite, storeResult, type NewMessage } from '../store/messages.js';
 import { indexAddresses, refMember } from '../store/address-index.js';
 import { digestKey, digestWith } from '../store/address-digest.js';
 import { enqueueRecipients, planEnqueue } from '../queue/enqueue.js';
 import { appendEvent, eventArgs } from '../store/events.js';
-
-declare module 'ioredis' {
-  interface RedisCommander<Context> {
-    /** src/queue/lua/persistLocal-4.lua, always with its key count. */
-    persistLocalKeys(numKeys: number, ...keysThenArgs: (string | number | Buffer)[]): Result<number, Context>;
-  }
-}
 
 /**
  * How long an address's reference to a message must live (store/address-index.ts): the longest a
@@ -103,8 +96,8 @@ function acceptedFields(msg: NewMessage): Record<string, string | number> {
 const LOCAL_MAX_RECIPIENTS = 2000;
 
 /**
- * persistMessage on a single server: record, link table, address index and queue in one script
- * (persistLocal-4.lua), atomic, so there is nothing to undo when it fails.
+ * persistMessage on a single server: record, link table, address index, queue and event in one call
+ * of storeMessage-3.lua, atomic, so there is nothing to undo when it fails.
  */
 async function persistLocal(
   redis: RedisClient,
@@ -116,8 +109,6 @@ async function persistLocal(
   eventsMaxLen: number | undefined,
 ): Promise<boolean> {
   const plan = planEnqueue(items, shards);
-  const links = msg.links ?? [];
-  const meta = metaArgs(msg);
   let digest: Buffer;
   try {
     digest = await digestKey(redis, keys);
@@ -125,11 +116,10 @@ async function persistLocal(
     throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', 'the message could not be stored', { cause: err });
   }
   const event = eventsMaxLen === undefined ? [] : eventArgs('accepted', acceptedFields(msg));
-  const keyList: string[] = [keys.msgMeta(msg.id), keys.msgBody(msg.id), keys.links(msg.id), keys.events()];
-  const args: (string | number | Buffer)[] = [
-    msg.body, links.length, meta.length, msg.rcpts.length, plan.ready.size, plan.schedule.size, msg.acceptedAt, Math.max(1, Math.floor(indexTtlMs)),
-    event.length, eventsMaxLen ?? 0, ...links, ...meta, ...event,
-  ];
+  const w = messageWrite(keys, msg);
+  const keyList: string[] = w.keys;
+  const args = w.args;
+  args.push(msg.rcpts.length, plan.ready.size, plan.schedule.size, msg.acceptedAt, Math.max(1, Math.floor(indexTtlMs)), event.length, eventsMaxLen ?? 0, ...event);
   msg.rcpts.forEach((r, idx) => {
     keyList.push(keys.addressRefs(digestWith(digest, r.address)));
     args.push(refMember({ kind: 'm', msgId: msg.id, idx }));
@@ -142,11 +132,6 @@ async function persistLocal(
     keyList.push(keys.destinations(shard), keys.schedule(shard));
     args.push(s.scores.length, ...s.scores);
   }
-  let stored: number;
-  try {
-    stored = await redis.persistLocalKeys(keyList.length, ...keyList, ...args);
-  } catch (err) {
-    throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', 'the message could not be stored', { cause: err });
-  }
-  return stored === 1;
+  if (event.length > 0) keyList.push(keys.events());
+  return storeResult(redis.storeMessageKeys(keyList.length, ...keyList, ...args));
 }

@@ -45,8 +45,10 @@ export interface NewMessage extends Omit<MessageMeta, 'pending'> {
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    /** src/queue/lua/storeMessage-3.lua */
-    storeMessage(meta: string, body: string, links: string, bodyValue: Buffer | string, ...linkCountLinksFieldsAndValues: (string | number)[]): Result<number, Context>;
+    /** src/queue/lua/storeMessage-3.lua: the message part. */
+    storeMessage(meta: string, body: string, links: string, ...args: (string | number | Buffer)[]): Result<number, Context>;
+    /** src/queue/lua/storeMessage-3.lua with more keys: the message, then the rest of its acceptance (ingress/persist.ts). */
+    storeMessageKeys(numKeys: number, ...keysThenArgs: (string | number | Buffer)[]): Result<number, Context>;
   }
 }
 
@@ -59,23 +61,17 @@ declare module 'ioredis' {
  * campaign minted it in the same millisecond: see storeMessage-3.lua); the caller mints another.
  */
 export async function storeMessage(redis: RedisClient, keys: Keys, msg: NewMessage): Promise<boolean> {
-  const links = msg.links ?? [];
-  let stored: number;
-  try {
-    stored = await redis.storeMessage(
-      keys.msgMeta(msg.id), keys.msgBody(msg.id), keys.links(msg.id), msg.body,
-      links.length, ...links,
-      ...metaArgs(msg),
-    );
-  } catch (err) {
-    throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', 'the message could not be stored', { cause: err });
-  }
-  return stored === 1;
+  const w = messageWrite(keys, msg);
+  return storeResult(redis.storeMessage(w.keys[0], w.keys[1], w.keys[2], ...w.args));
 }
 
-/** The meta hash of a new message as HSET's `field value …` arguments. */
-export function metaArgs(msg: NewMessage): (string | number)[] {
-  return [
+/**
+ * The message part of a storeMessage-3.lua call: its three keys and its arguments, to which a caller
+ * on a single server appends the rest of the acceptance (ingress/persist.ts).
+ */
+export function messageWrite(keys: Keys, msg: NewMessage): { keys: [string, string, string]; args: (string | number | Buffer)[] } {
+  const links = msg.links ?? [];
+  const meta = [
     'account', msg.account,
     'source', msg.source,
     'kind', msg.kind,
@@ -87,6 +83,16 @@ export function metaArgs(msg: NewMessage): (string | number)[] {
     'metadata', JSON.stringify(msg.metadata),
     'pending', msg.rcpts.length,
   ];
+  return { keys: [keys.msgMeta(msg.id), keys.msgBody(msg.id), keys.links(msg.id)], args: [msg.body, links.length, meta.length, ...links, ...meta] };
+}
+
+/** A storeMessage-3.lua call's answer: stored (true) or the id taken (false); a failure as SLUICE_REDIS_UNAVAILABLE. */
+export async function storeResult(call: Promise<number>): Promise<boolean> {
+  try {
+    return (await call) === 1;
+  } catch (err) {
+    throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', 'the message could not be stored', { cause: err });
+  }
 }
 
 /** Removes a message's record, body and link table (a submission that could not be queued). */
