@@ -48,21 +48,19 @@ export function defineScripts(client: Redis | Cluster): void {
   const target = client as unknown as Record<string, unknown>;
   // ioredis has a Buffer-replying twin of every command, not declared for these two.
   type Call = (...args: (string | number | Buffer)[]) => Promise<unknown>;
+  const strings = client as unknown as { evalsha: Call; eval: Call };
   const bytes = client as unknown as { evalshaBuffer: Call; evalBuffer: Call };
   for (const s of loadScripts()) {
     const sha = createHash('sha1').update(s.lua).digest('hex');
-    const run = (numberOfKeys: number, args: (string | number | Buffer)[]): Promise<unknown> =>
-      client.evalsha(sha, numberOfKeys, ...args).catch((err: unknown) => {
+    const runner = (evalsha: Call, evalLua: Call) => (numberOfKeys: number, args: (string | number | Buffer)[]): Promise<unknown> =>
+      evalsha.call(client, sha, numberOfKeys, ...args).catch((err: unknown) => {
         if (!String((err as Error)?.message).startsWith('NOSCRIPT')) throw err;
-        return client.eval(s.lua, numberOfKeys, ...args);
+        return evalLua.call(client, s.lua, numberOfKeys, ...args);
       });
-    const runBuffer = (args: (string | number | Buffer)[]): Promise<unknown> =>
-      bytes.evalshaBuffer(sha, s.numberOfKeys, ...args).catch((err: unknown) => {
-        if (!String((err as Error)?.message).startsWith('NOSCRIPT')) throw err;
-        return bytes.evalBuffer(s.lua, s.numberOfKeys, ...args);
-      });
+    const run = runner(strings.evalsha, strings.eval);
+    const runBuffer = runner(bytes.evalshaBuffer, bytes.evalBuffer);
     target[s.name] = (...args: (string | number | Buffer)[]) => run(s.numberOfKeys, args);
     target[`${s.name}Keys`] = (numberOfKeys: number, ...args: (string | number | Buffer)[]) => run(numberOfKeys, args);
-    target[`${s.name}Buffer`] = (...args: (string | number | Buffer)[]) => runBuffer(args);
+    target[`${s.name}Buffer`] = (...args: (string | number | Buffer)[]) => runBuffer(s.numberOfKeys, args);
   }
 }
