@@ -1,4 +1,5 @@
-import { createHmac, hash, timingSafeEqual } from 'node:crypto';
+import { timingSafeEqual } from 'node:crypto';
+import { hmacSha256, type HmacSha256 } from './hmac-sha256.js';
 import { SluiceError } from './errors.js';
 import { fromBase32, isId, toBase32 } from './ids.js';
 
@@ -52,10 +53,18 @@ export interface TokenCodecOptions {
   readonly signWith: string;
 }
 
+/** Everything a token says but its kind and link: one recipient's copy of one message. */
+export type TokenSubject = Omit<TokenPayload, 'kind' | 'link'>;
+
 export interface TokenCodec {
   /** What it was made from: plain data, so a worker thread can make the same codec. */
   readonly options: TokenCodecOptions;
   sign(payload: TokenPayload): string;
+  /**
+   * Signs the tokens of one copy: the subject is checked and encoded once, each token then costs
+   * its MAC (a copy of a long newsletter signs one per link). Throws as sign does.
+   */
+  signer(subject: TokenSubject): (kind: TokenKind, link?: number) => string;
   /**
    * The payload, or null for anything altered, truncated, extended, unknown-key or retired-key, and
    * for a token of another kind than `kind` when it is given (a click token is no pixel).
@@ -70,6 +79,7 @@ const MAX_KID_BYTES = 16;
 const MAX_ACCOUNT_BYTES = 64;
 /** 7 varint bytes hold 49 bits: every safe integer a recipient index or a time in seconds needs. */
 const MAX_VARINT_BYTES = 7;
+const MAX_VARINT = 2 ** 49;
 /** Longer than any token the layout can produce; refuses huge inputs before decoding them. */
 const MAX_TOKEN_CHARS = 256;
 const KID_RE = /^[A-Za-z0-9_-]{1,16}$/;
@@ -81,38 +91,52 @@ function invalid(message: string): SluiceError {
 }
 
 export function createTokenCodec(opts: TokenCodecOptions): TokenCodec {
-  const keys = new Map<string, { secret: Buffer; verifier: Verifier; notAfter: number | undefined }>();
+  const keys = new Map<string, { mac: HmacSha256; notAfter: number | undefined }>();
   for (const k of opts.keys) {
     if (!KID_RE.test(k.id)) throw invalid(`key id '${k.id}' must be 1–16 of [A-Za-z0-9_-]`);
     if (keys.has(k.id)) throw invalid(`key id '${k.id}' appears twice`);
     const secret = typeof k.secret === 'string' ? Buffer.from(k.secret, 'utf8') : k.secret;
     // 16 bytes: below that an offline search of the key from one token becomes thinkable.
     if (secret.length < 16) throw invalid(`key '${k.id}' is shorter than 16 bytes`);
-    keys.set(k.id, { secret, verifier: macVerifier(secret), notAfter: k.notAfter });
+    keys.set(k.id, { mac: hmacSha256(secret), notAfter: k.notAfter });
   }
-  const signer = keys.get(opts.signWith);
-  if (!signer) throw invalid(`signWith names no key ('${opts.signWith}')`);
-  if (signer.notAfter !== undefined) throw invalid(`key '${opts.signWith}' is retired (notAfter) and cannot sign`);
+  const signKey = keys.get(opts.signWith);
+  if (!signKey) throw invalid(`signWith names no key ('${opts.signWith}')`);
+  if (signKey.notAfter !== undefined) throw invalid(`key '${opts.signWith}' is retired (notAfter) and cannot sign`);
   const signKid = Buffer.from(opts.signWith, 'ascii');
+  const digest = Buffer.alloc(32);
 
-  const mac = (secret: Buffer, data: Buffer): Buffer => createHmac('sha256', secret).update(data).digest().subarray(0, MAC_BYTES);
+  const signer = (p: TokenSubject): ((kind: TokenKind, link?: number) => string) => {
+    if (!isId(p.msgId)) throw invalid('msgId is not an id');
+    const account = Buffer.from(p.account, 'utf8');
+    if (account.length < 1 || account.length > MAX_ACCOUNT_BYTES) throw invalid('account must be 1–64 bytes');
+    const head: number[] = [VERSION, signKid.length, ...signKid, 0, ...idToBytes(p.msgId)];
+    const kindAt = 2 + signKid.length;
+    writeVarint(head, p.idx);
+    const tail: number[] = [];
+    writeVarint(tail, p.issuedAt);
+    tail.push(account.length, ...account);
+    // head, the link's varint (clicks), tail, then the MAC: one buffer per copy, rewritten per token.
+    const buf = Buffer.alloc(head.length + MAX_VARINT_BYTES + tail.length + MAC_BYTES);
+    buf.set(head);
+    const tailBytes = Buffer.from(tail);
+    return (kind, link) => {
+      if (!KINDS.includes(kind)) throw invalid(`unknown kind '${String(kind)}'`);
+      if ((kind === 'c') !== (link !== undefined)) throw invalid('link is required for click tokens and only for them');
+      buf[kindAt] = kind.charCodeAt(0);
+      let at = head.length;
+      if (link !== undefined) at = putVarint(buf, at, link);
+      at += tailBytes.copy(buf, at);
+      signKey.mac(buf, 0, at, digest);
+      digest.copy(buf, at, 0, MAC_BYTES);
+      return buf.toString('base64url', 0, at + MAC_BYTES);
+    };
+  };
 
   return {
     options: opts,
-    sign(p) {
-      if (!KINDS.includes(p.kind)) throw invalid(`unknown kind '${String(p.kind)}'`);
-      if (!isId(p.msgId)) throw invalid('msgId is not an id');
-      if ((p.kind === 'c') !== (p.link !== undefined)) throw invalid('link is required for click tokens and only for them');
-      const account = Buffer.from(p.account, 'utf8');
-      if (account.length < 1 || account.length > MAX_ACCOUNT_BYTES) throw invalid('account must be 1–64 bytes');
-      const out: number[] = [VERSION, signKid.length, ...signKid, p.kind.charCodeAt(0), ...idToBytes(p.msgId)];
-      writeVarint(out, p.idx);
-      if (p.link !== undefined) writeVarint(out, p.link);
-      writeVarint(out, p.issuedAt);
-      out.push(account.length, ...account);
-      const body = Buffer.from(out);
-      return Buffer.concat([body, mac(signer.secret, body)]).toString('base64url');
-    },
+    signer,
+    sign: (p) => signer(p)(p.kind, p.link),
 
     verify(token, now, expected) {
       if (token.length > MAX_TOKEN_CHARS || !B64URL_RE.test(token) || !canonicalTail(token)) return null;
@@ -126,7 +150,8 @@ export function createTokenCodec(opts: TokenCodecOptions): TokenCodec {
       const key = keys.get(r.bytes(kidLen).toString('latin1'));
       if (!key || (key.notAfter !== undefined && now > key.notAfter)) return null;
       // The MAC is checked before the rest is trusted; timingSafeEqual leaks nothing about how much matched.
-      if (!key.verifier(body, buf.subarray(body.length))) return null;
+      key.mac(buf, 0, body.length, digest);
+      if (!timingSafeEqual(digest.subarray(0, MAC_BYTES), buf.subarray(body.length))) return null;
       const kind = String.fromCharCode(r.byte()) as TokenKind;
       if (!KINDS.includes(kind) || (expected !== undefined && kind !== expected)) return null;
       const msgId = bytesToId(r.bytes(ID_BYTES));
@@ -138,32 +163,6 @@ export function createTokenCodec(opts: TokenCodecOptions): TokenCodec {
       if (r.failed || !r.atEnd() || accLen < 1) return null;
       return link === undefined ? { kind, account, msgId, idx, issuedAt } : { kind, account, msgId, idx, link, issuedAt };
     },
-  };
-}
-
-type Verifier = (body: Buffer, tag: Buffer) => boolean;
-
-/**
- * HMAC-SHA256 (RFC 2104) of a token body, compared in constant time with its truncated tag. The
- * same function as createHmac's, computed as two one-shot hashes over buffers made once per key:
- * H((K ⊕ opad) ‖ H((K ⊕ ipad) ‖ body)). createHmac builds a native object per call, which was a
- * third of what verifying a pixel's token cost (sign uses createHmac; test/core/tokens.test.ts checks what one signs the other verifies, for keys of every length).
- */
-function macVerifier(secret: Buffer): Verifier {
-  const block = 64;
-  const key = secret.length > block ? (hash('sha256', secret, 'buffer') as unknown as Buffer) : secret;
-  // Inner: K ⊕ ipad, then the body (a body is at most ~100 bytes; MAX_TOKEN_CHARS bounds it).
-  const inner = Buffer.alloc(block + MAX_TOKEN_CHARS);
-  const outer = Buffer.alloc(block + 32);
-  for (let i = 0; i < block; i++) {
-    inner[i] = (key[i] ?? 0) ^ 0x36;
-    outer[i] = (key[i] ?? 0) ^ 0x5c;
-  }
-  return (body, tag) => {
-    body.copy(inner, block);
-    (hash('sha256', inner.subarray(0, block + body.length), 'buffer') as unknown as Buffer).copy(outer, block);
-    const full = hash('sha256', outer, 'buffer') as unknown as Buffer;
-    return tag.length === MAC_BYTES && timingSafeEqual(full.subarray(0, MAC_BYTES), tag);
   };
 }
 
@@ -208,13 +207,21 @@ function bytesToId(bytes: Buffer): string {
 
 /** LEB128-style unsigned varint: 7 bits a byte, low bits first, high bit = more follows. */
 function writeVarint(out: number[], value: number): void {
-  if (!Number.isSafeInteger(value) || value < 0) throw invalid(`${value} is not a non-negative integer`);
+  const bytes = Buffer.alloc(MAX_VARINT_BYTES);
+  out.push(...bytes.subarray(0, putVarint(bytes, 0, value)));
+}
+
+/** writeVarint into `buf` at `at`; returns the position after it. */
+function putVarint(buf: Buffer, at: number, value: number): number {
+  if (!Number.isSafeInteger(value) || value < 0 || value >= MAX_VARINT) throw invalid(`${value} is not an integer from 0 to 2^49 - 1`);
   let v = value;
+  let i = at;
   while (v >= 0x80) {
-    out.push((v % 0x80) | 0x80);
+    buf[i++] = (v % 0x80) | 0x80;
     v = Math.floor(v / 0x80);
   }
-  out.push(v);
+  buf[i++] = v;
+  return i;
 }
 
 /** Reads a body without throwing: any overrun sets `failed` and yields zeros. */

@@ -103,8 +103,8 @@ export function createTracker(init: WorkerTracking): Tracker {
   const base = init.publicBaseUrl;
 
   function urls(of: CopyOf): RecipientUrls {
-    const who = { account: of.account, msgId: of.msgId, idx: of.idx, issuedAt: of.issuedAt };
-    const unsubscribe = codec.sign({ kind: 'u', ...who });
+    const sign = codec.signer({ account: of.account, msgId: of.msgId, idx: of.idx, issuedAt: of.issuedAt });
+    const unsubscribe = sign('u');
     const unsubscribeUrl = tokenUrl(base, 'u', unsubscribe);
     return {
       unsubscribeUrl,
@@ -113,8 +113,8 @@ export function createTracker(init: WorkerTracking): Tracker {
         'List-Unsubscribe': `<${unsubscribeUrl}>, <mailto:${UNSUBSCRIBE_MAILTO_PREFIX}${unsubscribe}@${init.bounceDomain}>`,
         'List-Unsubscribe-Post': 'List-Unsubscribe=One-Click',
       },
-      pixelUrl: () => tokenUrl(base, 'o', codec.sign({ kind: 'o', ...who })),
-      clickUrl: (link) => tokenUrl(base, 'c', codec.sign({ kind: 'c', ...who, link })),
+      pixelUrl: () => tokenUrl(base, 'o', sign('o')),
+      clickUrl: (link) => tokenUrl(base, 'c', sign('c', link)),
     };
   }
 

@@ -1,3 +1,4 @@
+import { createHmac } from 'node:crypto';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createTokenCodec, tokenUrl, type TokenPayload } from '../../src/core/tokens.js';
@@ -110,7 +111,30 @@ test('keys rotate: an old key verifies until notAfter and never signs; unknown k
   assert.is(createTokenCodec({ keys: [{ id: 'k1', secret: 'another-secret-of-32-bytes-long!' }], signWith: 'k1' }).verify(codec.sign(click), NOW), null);
 });
 
+test('the MAC is HMAC-SHA256 of the body truncated to 12 bytes (checked with node:crypto)', () => {
+  for (const [key, p] of [[K1, click], [K2, { ...click, kind: 'o', link: undefined }]] as const) {
+    const raw = Buffer.from(createTokenCodec({ keys: [key], signWith: key.id }).sign(p as TokenPayload), 'base64url');
+    const body = raw.subarray(0, raw.length - 12);
+    assert.equal(raw.subarray(raw.length - 12), createHmac('sha256', key.secret).update(body).digest().subarray(0, 12));
+  }
+});
+
+test('a copy\'s signer makes the same tokens as sign, for every kind and link', () => {
+  const { kind: _k, link: _l, ...subject } = click;
+  const sign = codec.signer(subject);
+  for (const link of [0, 1, 127, 128, 300, 2 ** 20]) assert.is(sign('c', link), codec.sign({ ...click, link }));
+  // Tokens interleaved from one signer do not leak into each other (it reuses one buffer).
+  const o = sign('o');
+  assert.is(sign('u'), codec.sign({ ...subject, kind: 'u' }));
+  assert.is(o, codec.sign({ ...subject, kind: 'o' }));
+  assert.throws(() => sign('c'), /link is required/);
+  assert.throws(() => sign('o', 1), /link is required/);
+});
+
 test('sign refuses payloads it cannot represent', () => {
+  // Seven varint bytes hold 49 bits; a larger index could not be read back.
+  assert.throws(() => codec.sign({ ...click, idx: 2 ** 49 }), /2\^49/);
+  assert.equal(codec.verify(codec.sign({ ...click, idx: 2 ** 49 - 1 }), NOW), { ...click, idx: 2 ** 49 - 1 });
   assert.throws(() => codec.sign({ ...click, msgId: 'not-an-id' }));
   assert.throws(() => codec.sign({ kind: 'c', account: 'a', msgId, idx: 0, issuedAt: 0 }));
   assert.throws(() => codec.sign({ kind: 'o', account: 'a', msgId, idx: 0, link: 1, issuedAt: 0 }));
