@@ -195,7 +195,7 @@ export interface SluiceProcessOptions {
  * ~100 MB committed on the main thread) bought no throughput and most of the RSS over 300 MB in
  * bench/campaign.ts.
  */
-export const SLUICE_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4'];
+export const SLUICE_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4', '--initial-old-space-size=32'];
 
 /**
  * `node bin/sluice.js start --config FILE [--roles …]`, waiting for /readyz. The log goes to <dir>/sluice.log.
