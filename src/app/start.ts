@@ -186,14 +186,19 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       stoppers.push({ name: 'render-pool', stop: () => p.close() });
       const d = config.delivery;
       const resolver = new MxResolver({ servers: d.dns.servers, timeoutMs: d.dns.timeout, maxCacheTtlMs: d.dns.maxCacheTtl, negativeCacheTtlMs: d.dns.negativeCacheTtl, transport: d.transport });
+      // Delivery's own connection: on the shared one its claims, loads and acks queued behind the
+      // ingress's message writes (a 100-message batch of 10 KB each is ~1 MB of commands ahead of
+      // them), so during a submission burst the render workers sat idle waiting for work.
+      const deliveryRedis = redis.duplicate('sluice-delivery');
+      deliveryRedis.on('error', (err: Error) => log.warn({ err: { message: err.message } }, 'redis connection error (delivery)'));
       dispatcher = new Dispatcher({
-        redis: redis.client, keys, config, logger: logger.child({ role: 'delivery' }), metrics, pool, resolver,
-        messages: createMessageSource(redis.client, keys, config.retention.records),
+        redis: deliveryRedis, keys, config, logger: logger.child({ role: 'delivery' }), metrics, pool, resolver,
+        messages: createMessageSource(deliveryRedis, keys, config.retention.records),
         events,
         classify: (code, enhanced, text) => classifySmtpReply(code, enhanced, text),
         reputation: holdClosed(reputation, closedAccounts),
         verpKey,
-        contacts: { read: (listId, nos) => readContacts(redis.client, keys, listId, nos) },
+        contacts: { read: (listId, nos) => readContacts(deliveryRedis, keys, listId, nos) },
       });
       const disp = dispatcher;
       disp.start();
