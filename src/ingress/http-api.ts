@@ -4,6 +4,7 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { SluiceError, toSluiceError, type FieldError } from '../core/errors.js';
+import { decodeUtf8 } from '../core/utf8.js';
 import { isId, newId } from '../core/ids.js';
 import { assertRedisReady } from '../redis/client.js';
 import type { Account } from '../accounts/registry.js';
@@ -142,7 +143,7 @@ function parseJson(body: Buffer): unknown {
     // RFC 8259 §8.1: JSON text is UTF-8. Decoding invalid bytes would turn them silently into U+FFFD
     // and accept a message that says something else than what was sent.
     if (!isUtf8(body)) throw new Error('the body is not valid UTF-8');
-    return JSON.parse(body.toString('utf8'));
+    return JSON.parse(decodeUtf8(body));
   } catch (err) {
     throw new SluiceError('SLUICE_INGRESS_BAD_JSON', `The request body is not valid JSON: ${(err as Error).message}`);
   }

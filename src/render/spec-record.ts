@@ -11,8 +11,9 @@
  * (eraseRecipient-5.lua) leaves the record readable. A record that starts with '{' is the whole spec
  * as JSON (a message without html, and every record stored before this layout).
  *
- * Pure and dependency-free: ingress encodes, the render worker decodes.
+ * Pure: ingress encodes, the render worker decodes.
  */
+import { decodeUtf8 } from '../core/utf8.js';
 import type { MessageSpec } from './protocol.js';
 
 const MAGIC = 'S2 ';
@@ -45,7 +46,7 @@ export function decodeSpecRecord(record: Uint8Array | string): unknown {
   if (!(bytes[0] === 0x53 && bytes[1] === 0x32 && bytes[2] === 0x20)) return JSON.parse(bytes.toString('utf8'));
   const lf = bytes.indexOf(LF);
   if (lf === -1) throw new SyntaxError('spec record header has no end');
-  return withHtml(JSON.parse(bytes.toString('utf8', MAGIC.length, lf)), bytes.toString('utf8', lf + 1));
+  return withHtml(JSON.parse(bytes.toString('utf8', MAGIC.length, lf)), decodeUtf8(bytes.subarray(lf + 1)));
 }
 
 function withHtml(header: unknown, html: string): unknown {
