@@ -68,6 +68,7 @@ export async function openRedis(config: Config, logger: Logger): Promise<RedisHa
       binary: r.embedded.binary,
       dir: join(config.instance.dataDir, r.embedded.dir),
       maxmemory: r.embedded.maxmemory,
+      aofRewriteMinSize: r.embedded.aofRewriteMinSize,
       appendfsync: r.durability === 'strict' ? 'always' : 'everysec',
     });
     url = embedded.socket;

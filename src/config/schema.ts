@@ -161,6 +161,8 @@ export const configSchema = z
             /** Folder of the embedded server's data, relative to instance.dataDir. */
             dir: z.string().min(1),
             maxmemory: size,
+            /** The AOF is not rewritten while smaller than this (auto-aof-rewrite-min-size). */
+            aofRewriteMinSize: size,
           })
           .strict(),
       })

@@ -4,7 +4,8 @@ import { mkdtempSync, rmSync, existsSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startEmbeddedRedis } from '../../src/redis/embedded.js';
+import { EMBEDDED_AOF_REWRITE_MIN_SIZE, startEmbeddedRedis } from '../../src/redis/embedded.js';
+import { loadConfig } from '../../src/config/load.js';
 import { createRedis, checkRedisVersion } from '../../src/redis/client.js';
 import { isSluiceError } from '../../src/core/errors.js';
 
@@ -18,6 +19,8 @@ test('starts a private redis-server on a unix socket with AOF on, and stops it',
   const c = createRedis({ url: srv.socket });
   assert.is(await c.config('GET', 'appendonly').then((r) => (r as string[])[1]), 'yes');
   assert.is(await c.config('GET', 'port').then((r) => (r as string[])[1]), '0');
+  // Not rewritten every 64 MB (Redis's default): every accepted body passes through the AOF.
+  assert.is(await c.config('GET', 'auto-aof-rewrite-min-size').then((r) => (r as string[])[1]), String(EMBEDDED_AOF_REWRITE_MIN_SIZE));
   assert.ok(/^\d+\.\d+\.\d+$/.test(await checkRedisVersion(c)));
   await c.set('k', 'v');
   c.disconnect();
@@ -29,6 +32,15 @@ test('starts a private redis-server on a unix socket with AOF on, and stops it',
   assert.is(await c2.get('k'), 'v');
   c2.disconnect();
   await again.stop();
+});
+
+test('the AOF rewrite threshold comes from redis.embedded.aofRewriteMinSize, whose default is the server\'s own default', async () => {
+  assert.is(loadConfig({ env: {} }).redis.embedded.aofRewriteMinSize, EMBEDDED_AOF_REWRITE_MIN_SIZE);
+  const srv = await startEmbeddedRedis({ binary: 'redis-server', dir, aofRewriteMinSize: 256 * 1024 * 1024 });
+  const c = createRedis({ url: srv.socket });
+  assert.is(await c.config('GET', 'auto-aof-rewrite-min-size').then((r) => (r as string[])[1]), String(256 * 1024 * 1024));
+  c.disconnect();
+  await srv.stop();
 });
 
 test('refuses a second server on the same folder while the first runs', async () => {
