@@ -31,8 +31,7 @@ export default async function renderTask(task: RenderTask): Promise<unknown> {
 export async function renderBatch(tasks: RenderTask[]): Promise<unknown> {
   const results: RenderResult[] = [];
   const transfer: ArrayBuffer[] = [];
-  for (const task of tasks) {
-    const r = await render(task);
+  for (const r of await render.many(tasks)) {
     if (r.ok) {
       const own = ownMemory(r.message, r.owned === true);
       transfer.push(own.buffer as ArrayBuffer);

@@ -141,6 +141,29 @@ test('the renderer gives each recipient a copy with its own tokens, signed with 
   assert.is.not(copies[0], copies[1]);
 });
 
+test('a batch (render.many) composes every copy before signing: same copies as one by one, in order, a bad task failing alone', async () => {
+  const msgId = newId(NOW_MS);
+  const s = spec(msgId);
+  const bad = { ...task(msgId, s, 9), tracking: { account: 'acme', idx: -1, mode: 'full' } } as unknown as RenderTask;
+  const results = await render.many([task(msgId, s, 0), bad, task(msgId, s, 1), { ...task(msgId, s, 2), signingDomain: 'unknown.example' }]);
+  assert.is(results.length, 4);
+  assert.is(results[1]?.ok, false, 'the malformed task fails, the others do not');
+  for (const [i, idx] of [[0, 0], [2, 1]] as const) {
+    const raw = Buffer.from(ok(results[i] as RenderResult).message);
+    const [v] = await verifyWithMailauth(raw, table);
+    assert.ok(v?.pass, v?.detail);
+    // The same message as rendering that copy alone (the clock is fixed, so tokens and Date agree);
+    // only the signature's own time (t=, and so b=) and the random MIME boundary may differ.
+    const unsignedPart = (m: Buffer): string =>
+      m.toString('latin1').replace(/^DKIM-Signature:.*(?:\r\n[ \t].*)*\r\n/m, '').replace(/_NmP-[0-9a-f]+-Part/g, 'B');
+    assert.is(unsignedPart(raw), unsignedPart(Buffer.from(ok(await render(task(msgId, s, idx))).message)), `copy ${idx}`);
+  }
+  // A domain without a key is sent unsigned, as one by one.
+  const unsigned = ok(results[3] as RenderResult);
+  assert.equal(unsigned.signatures, []);
+  assert.not.match(Buffer.from(unsigned.message).toString('latin1'), /^DKIM-Signature:/m);
+});
+
 test("anonymous mode renders the same mechanics; mode 'off' and untracked specs share one untouched copy", async () => {
   const msgId = newId(NOW_MS);
   const anon = ok(await render(task(msgId, spec(msgId), 2, 'anonymous')));
