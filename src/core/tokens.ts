@@ -188,7 +188,12 @@ export function tokenPath(kind: TokenKind, token: string): string {
 
 /** `publicBaseUrl` (e.g. https://t.example.com) joined with tokenPath. */
 export function tokenUrl(publicBaseUrl: string, kind: TokenKind, token: string): string {
-  return publicBaseUrl.replace(/\/+$/, '') + tokenPath(kind, token);
+  return tokenBase(publicBaseUrl) + tokenPath(kind, token);
+}
+
+/** What tokenUrl puts before the path: the base without trailing slashes. */
+export function tokenBase(publicBaseUrl: string): string {
+  return publicBaseUrl.replace(/\/+$/, '');
 }
 
 // 16 characters × 5 bits = 80 bits = 10 bytes, most significant first. Done in two halves of

@@ -16,7 +16,7 @@ import { SluiceError } from '../core/errors.js';
 import { createTemplateEngine, EMAIL_VAR, FEEDBACK_SENDER_ID, HTML_OPTIONS, MARK_CHAR_RE, MARK_RE, parseCampaignTemplate, TEXT_OPTIONS, UNSUBSCRIBE_VAR, type CopyData } from './campaign-template.js';
 import { htmlToText } from './html-text.js';
 import type { CampaignTarget, CampaignTemplate, MessageSpec } from './protocol.js';
-import { escapeAttribute, pixelTag, type RecipientUrls, type Tracker } from './tracking.js';
+import { escapeAttribute, type RecipientUrls, type Tracker } from './tracking.js';
 
 export interface CampaignCopyOptions {
   /** Right-hand side of each copy's Message-ID. */
@@ -128,13 +128,13 @@ function mergeData(fields: Readonly<Record<string, string>>, email: string, unsu
 function fillMarks(html: string, links: readonly string[], urls: RecipientUrls | null): string {
   const clicks = new Map<number, string>();
   return html.replace(MARK_RE, (_, link: string | undefined) => {
-    if (link === undefined) return urls === null ? '' : pixelTag(urls.pixelUrl());
+    if (link === undefined) return urls === null ? '' : urls.pixelTag();
     const n = Number(link);
     // A mark past the link table (a corrupt record) must not become a token for a link that is not there.
     if (n >= links.length) return '';
     if (urls === null) return escapeAttribute(links[n] as string);
     let url = clicks.get(n);
-    if (url === undefined) clicks.set(n, (url = escapeAttribute(urls.clickUrl(n))));
+    if (url === undefined) clicks.set(n, (url = urls.clickAttribute(n)));
     return url;
   });
 }

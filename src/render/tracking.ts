@@ -10,7 +10,7 @@
  *
  * Copy = pieces[0] + slot 0 + pieces[1] + … + pieces[n]: one string join per recipient, no rescan.
  */
-import { createTokenCodec, tokenUrl, type TokenCodec } from '../core/tokens.js';
+import { createTokenCodec, tokenBase, tokenPath, type TokenCodec } from '../core/tokens.js';
 import { findLinks } from './links.js';
 import type { WorkerTracking } from './protocol.js';
 
@@ -78,10 +78,10 @@ export interface RecipientUrls {
   readonly unsubscribeUrl: string;
   /** List-Unsubscribe and List-Unsubscribe-Post (RFC 2369, RFC 8058). */
   readonly headers: Readonly<Record<string, string>>;
-  /** The open pixel's URL (`…/o/<token>.gif`). */
-  pixelUrl(): string;
-  /** The click URL of link `link` of the message's link table (`…/c/<token>`). */
-  clickUrl(link: number): string;
+  /** The open pixel's `<img>` element (its URL `…/o/<token>.gif`). */
+  pixelTag(): string;
+  /** The click URL of link `link` of the message's link table (`…/c/<token>`), escaped for a double-quoted attribute. */
+  clickAttribute(link: number): string;
 }
 
 export interface Tracker {
@@ -100,12 +100,15 @@ export function createTracker(init: WorkerTracking): Tracker {
     keys: init.keys.map((k) => ({ id: k.id, secret: toSecret(k.secret) })),
     signWith: init.signWith,
   });
-  const base = init.publicBaseUrl;
+  // Joined and escaped once, not per token (a long newsletter has over a hundred links): tokens and
+  // their paths are URL-safe, so escaping the base escapes the whole URL.
+  const base = tokenBase(init.publicBaseUrl);
+  const attributeBase = escapeAttribute(base);
 
   function urls(of: CopyOf): RecipientUrls {
     const sign = codec.signer({ account: of.account, msgId: of.msgId, idx: of.idx, issuedAt: of.issuedAt });
     const unsubscribe = sign('u');
-    const unsubscribeUrl = tokenUrl(base, 'u', unsubscribe);
+    const unsubscribeUrl = base + tokenPath('u', unsubscribe);
     return {
       unsubscribeUrl,
       headers: {
@@ -113,8 +116,8 @@ export function createTracker(init: WorkerTracking): Tracker {
         'List-Unsubscribe': `<${unsubscribeUrl}>, <mailto:${UNSUBSCRIBE_MAILTO_PREFIX}${unsubscribe}@${init.bounceDomain}>`,
         'List-Unsubscribe-Post': 'List-Unsubscribe=One-Click',
       },
-      pixelUrl: () => tokenUrl(base, 'o', sign('o')),
-      clickUrl: (link) => tokenUrl(base, 'c', sign('c', link)),
+      pixelTag: () => pixelTag(base + tokenPath('o', sign('o'))),
+      clickAttribute: (link) => attributeBase + tokenPath('c', sign('c', link)),
     };
   }
 
@@ -125,7 +128,7 @@ export function createTracker(init: WorkerTracking): Tracker {
       if (template === null) return { html: undefined, headers: u.headers };
       let html = template.pieces[0] as string;
       template.slots.forEach((slot, i) => {
-        html += slot === 'pixel' ? pixelTag(u.pixelUrl()) : escapeAttribute(u.clickUrl(slot.link));
+        html += slot === 'pixel' ? u.pixelTag() : u.clickAttribute(slot.link);
         html += template.pieces[i + 1] as string;
       });
       return { html, headers: u.headers };
