@@ -54,7 +54,7 @@ export interface RedisHandle {
   readonly confirmDurable: (() => Promise<void>) | undefined;
   /** Where it connected, for a worker thread to open a connection of its own. */
   readonly connectOptions: ConnectOptions;
-  /** Opens another connection (blocking reads must not share the main one). */
+  /** Opens another connection (its errors logged like the main one's): for work that must not queue behind the main one's commands. */
   duplicate(name: string): RedisClient;
   close(): Promise<void>;
 }
@@ -106,6 +106,7 @@ export async function openRedis(config: Config, logger: Logger): Promise<RedisHa
     connectOptions: { url, cluster: r.cluster },
     duplicate(name: string) {
       const c = connect(name);
+      c.on('error', (err: Error) => logger.warn({ err: { message: err.message }, connection: name }, 'redis connection error'));
       extra.push(c);
       return c;
     },

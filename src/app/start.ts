@@ -190,7 +190,6 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       // ingress's message writes (a 100-message batch of 10 KB each is ~1 MB of commands ahead of
       // them), so during a submission burst the render workers sat idle waiting for work.
       const deliveryRedis = redis.duplicate('sluice-delivery');
-      deliveryRedis.on('error', (err: Error) => log.warn({ err: { message: err.message } }, 'redis connection error (delivery)'));
       dispatcher = new Dispatcher({
         redis: deliveryRedis, keys, config, logger: logger.child({ role: 'delivery' }), metrics, pool, resolver,
         messages: createMessageSource(deliveryRedis, keys, config.retention.records),
