@@ -133,13 +133,18 @@ export function hmacSha256(secret: Uint8Array): HmacSha256 {
   const outer = midstate(pad);
   const state = new Int32Array(8);
   const tail = new Uint8Array(2 * BLOCK);
-  const digest = new Uint8Array(32);
+  // The outer hash's second block is always the inner digest and the same padding: only the digest
+  // changes. 0x80 after the 32 bytes, then the length, (64 + 32) × 8 = 768 bits, big-endian.
+  const outerBlock = new Uint8Array(BLOCK);
+  outerBlock[32] = 0x80;
+  outerBlock[BLOCK - 2] = 768 >>> 8;
+  outerBlock[BLOCK - 1] = 768 & 0xff;
   return (data, start, end, out) => {
     state.set(inner);
     finish(state, data, start, end, BLOCK, tail);
-    writeState(state, digest, 0);
+    writeState(state, outerBlock, 0);
     state.set(outer);
-    finish(state, digest, 0, 32, BLOCK, tail);
+    compress(state, outerBlock, 0);
     writeState(state, out, 0);
   };
 }
