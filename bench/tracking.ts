@@ -223,10 +223,12 @@ interface PhaseResult {
   server_cpu_us_per_request: number;
   events_written?: number;
   events_shed?: number;
+  /** Commands the server ran (INFO commandstats, scripts counted as one): how well the recorder batches. */
+  redis_calls?: number;
 }
 
 /** `settle` runs between warm-up and measurement (and after it): the events of the warm-up are not counted. */
-async function phase(target: Target, redisPid: number, pathsFile: string, script: string, settle?: () => Promise<[number, number]>): Promise<PhaseResult> {
+async function phase(target: Target, redisPid: number, pathsFile: string, script: string, settle?: () => Promise<[number, number, number]>): Promise<PhaseResult> {
   await wrk(target.port, pathsFile, script, WARMUP_S);
   const before = await settle?.();
   const [s0, r0, m0, t0] = [cpuTimes(target.pid), cpuTimes(redisPid), machineBusySeconds(), threadCpu(target.pid)];
@@ -240,7 +242,7 @@ async function phase(target: Target, redisPid: number, pathsFile: string, script
   const perSec = (x: number) => round(x / secs, 2);
   const after = await settle?.();
   return {
-    ...(before && after ? { events_written: after[0] - before[0], events_shed: after[1] - before[1] } : {}),
+    ...(before && after ? { events_written: after[0] - before[0], events_shed: after[1] - before[1], redis_calls: after[2] - before[2] } : {}),
     rps: Math.round(w.requests / secs),
     p50_ms: round(w.p50_us / 1000, 2),
     p99_ms: round(w.p99_us / 1000, 2),
@@ -301,6 +303,17 @@ async function settledEvents(client: RedisClient, keys: Keys): Promise<number> {
   return last;
 }
 
+/** Commands Redis has run since it started (a script and the commands it calls count once), minus INFO's own. */
+async function commandCount(client: RedisClient): Promise<number> {
+  const info = await client.info('commandstats');
+  let n = 0;
+  for (const m of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) {
+    // Calls made by a script are counted too: leave out what our scripts call, keep the scripts.
+    if (!/^(hsetnx|hincrby|pexpire|xadd|xtrim|lindex|hget|hgetall|info|xinfo|xlen)$/.test(m[1] as string)) n += Number(m[2]);
+  }
+  return n;
+}
+
 async function shedCount(adminUrl: string | undefined): Promise<number> {
   if (!adminUrl) return 0;
   const text = await request(`${adminUrl}/metrics`).then((r) => r.body.text()).catch(() => '');
@@ -342,7 +355,7 @@ async function main(): Promise<void> {
     mkdirSync(sluiceDir);
     const sluice = await startSluice(sluiceDir, redis, secretFile);
     stops.unshift(() => sluice.stop());
-    const settle = async (): Promise<[number, number]> => [await settledEvents(client, keys), await shedCount(sluice.adminUrl)];
+    const settle = async (): Promise<[number, number, number]> => [await settledEvents(client, keys), await shedCount(sluice.adminUrl), await commandCount(client)];
     const rounds: { ceiling: PhaseResult; opens: PhaseResult }[] = [];
     for (let r = 0; r < ROUNDS; r++) {
       const c = await phase(ceilingTarget, redis.pid, opensFile, script);
@@ -400,6 +413,8 @@ async function main(): Promise<void> {
     printTable({ ceiling, opens: opensR, clicks: clicksR });
     console.log(`\nopens at ${(share * 100).toFixed(1)} % of the ceiling (median of ${ROUNDS} rounds; target ≥ ${TARGET_SHARE * 100} %), p99 ${opensP99} ms (target < ${TARGET_P99_MS} ms): ${report.target.met ? 'met' : 'MISSED'}`);
     console.log(`events written: opens ${opensR.events_written}/${opensR.requests} (shed ${opensR.events_shed}), clicks ${clicksR.events_written}/${clicksR.requests} (shed ${clicksR.events_shed})`);
+    const perCall = (r: PhaseResult): string => (r.redis_calls ? `${r.redis_calls} (${round((r.events_written ?? 0) / r.redis_calls, 1)} events each)` : '-');
+    console.log(`Redis commands (a script counts once): opens ${perCall(opensR)}, clicks ${perCall(clicksR)}`);
     console.log(`"others" = CPU used by processes outside this benchmark (other work on the machine); load average before: ${round(load0, 2)}`);
     for (const l of profile) console.log(l);
     console.log('\nwrote bench/results/tracking.json');

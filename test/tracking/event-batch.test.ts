@@ -151,6 +151,36 @@ test('the bound on pending writes sheds beyond it, and large queues go out in bo
   assert.equal((await small.events()).map((e) => e['idx']), ['0', '1', '2', '3', '4', '5', '6']);
 });
 
+test('under load the next flush lingers: events queued during a flush go out together, lingerMs after it began', async () => {
+  const client = redis.client();
+  const { keys } = redis.fresh();
+  const msgId = newId(NOW);
+  const flushedAt: number[] = [];
+  const { batch, events } = setup(client, keys, { lingerMs: 150, onFlushed: () => flushedAt.push(Date.now()) });
+  const warm = setup(client, redis.fresh().keys);
+  warm.batch.open(open(openToken(msgId, 0)));
+  await warm.batch.idle();
+  const before = await scriptCalls(client);
+  const started = Date.now();
+  batch.open(open(openToken(msgId, 0), NOW));
+  // Queued while the first flush is in flight, one turn apart: all in the second flush.
+  setImmediate(() => {
+    for (let i = 1; i < 5; i++) batch.open(open(openToken(msgId, i), NOW + i));
+    setImmediate(() => batch.open(open(openToken(msgId, 5), NOW + 5)));
+  });
+  await batch.idle();
+  assert.is(flushedAt.length, 2, 'two flushes');
+  assert.is((await scriptCalls(client)) - before, 4, 'two calls each');
+  assert.ok((flushedAt[1] as number) - started >= 150, `the second flush began lingerMs after the first (${(flushedAt[1] as number) - started} ms)`);
+  assert.equal((await events()).map((e) => e['idx']), ['0', '1', '2', '3', '4', '5']);
+
+  // Quiet again: the next event is written at once, not after a linger.
+  const t0 = Date.now();
+  batch.open(open(openToken(msgId, 6), NOW + 6));
+  await batch.idle();
+  assert.ok(Date.now() - t0 < 150, 'a lone event is not held back');
+});
+
 test('Redis Cluster: marks are written per message slot, the events on the stream slot', async () => {
   const client = cluster.client();
   try {
