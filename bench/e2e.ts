@@ -132,20 +132,25 @@ function percentile(sorted: number[], p: number): number {
   return sorted[i] as number;
 }
 
-/** Redis commands executed per delivered recipient, by command (INFO commandstats; accept and delivery together). */
-async function commandsPerRecipient(client: Redis, recipients: number): Promise<Record<string, number>> {
+/**
+ * Redis commands executed per delivered recipient, by command, and the µs Redis spent in them (INFO
+ * commandstats; accept and delivery together). A script's own time includes the commands it calls,
+ * which are counted under their names too; the µs leave out reading requests and writing the AOF.
+ */
+async function commandsPerRecipient(client: Redis, recipients: number): Promise<{ calls: Record<string, number>; usec: Record<string, number> }> {
   const info = await client.info('commandstats');
-  const out: Record<string, number> = {};
+  const calls: Record<string, number> = {};
+  const usec: Record<string, number> = {};
   let total = 0;
-  for (const m of info.matchAll(/^cmdstat_([a-z|_-]+):calls=(\d+)/gm)) {
+  for (const m of info.matchAll(/^cmdstat_([a-z|_-]+):calls=(\d+),usec=(\d+)/gm)) {
     const name = m[1] as string;
-    const calls = Number(m[2]);
     if (name === 'info' || name === 'ping' || name === 'dbsize' || name === 'client|setname' || name === 'select') continue;
-    out[name] = round(calls / Math.max(1, recipients), 2);
-    total += calls;
+    calls[name] = round(Number(m[2]) / Math.max(1, recipients), 2);
+    usec[name] = round(Number(m[3]) / Math.max(1, recipients), 2);
+    total += Number(m[2]);
   }
-  out['total'] = round(total / Math.max(1, recipients), 2);
-  return out;
+  calls['total'] = round(total / Math.max(1, recipients), 2);
+  return { calls, usec };
 }
 
 /** Means and counts of the measured phase: the metrics after it, less those before it (`before`, the warm-up's). */
@@ -199,6 +204,8 @@ interface ScenarioResult {
   redis_retained_bytes_per_delivered: number;
   sink_connections: number;
   redis_commands_per_recipient: Record<string, number>;
+  /** µs Redis spent per recipient in each command (scripts include what they call). */
+  redis_usec_per_recipient: Record<string, number>;
   metrics: Record<string, number>;
   /** What was sent before the figures were taken (null: none, the process was measured cold). */
   warm_up: WarmUp | null;
@@ -326,7 +333,8 @@ async function runScenario(sc: Scenario, account: Account, cpuProfDir?: string):
       redis_peak_bytes: memEnd.peak,
       redis_retained_bytes_per_delivered: fin.distinct > 0 ? round((memEnd.used - memBase.used) / fin.distinct) : 0,
       sink_connections: fin.connections,
-      redis_commands_per_recipient: commands,
+      redis_commands_per_recipient: commands.calls,
+      redis_usec_per_recipient: commands.usec,
       metrics,
       warm_up: warm,
       timed_out: Boolean(fin.timedOut) || lg.timedOut,

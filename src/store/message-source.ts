@@ -42,8 +42,6 @@ export interface MessageSource {
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    /** src/queue/lua/loadMessage-2.lua, bulk strings as Buffers. */
-    loadMessageBuffer(meta: string, body: string): Result<[Buffer[], Buffer | null], Context>;
     /** src/queue/lua/finishRecipient-4.lua */
     finishRecipient(meta: string, body: string, links: string, stats: string, ttlMs: number): Result<number, Context>;
   }
@@ -73,10 +71,12 @@ export function createMessageSource(redis: RedisClient, keys: Keys, recordsTtlMs
   const loading = new Map<string, Promise<LoadedMessage | null>>();
 
   async function read(msgId: string): Promise<LoadedMessage | null> {
-    // Record and body in one command (same slot); the body stays bytes.
-    const [flat, body] = await redis.loadMessageBuffer(keys.msgMeta(msgId), keys.msgBody(msgId));
-    const metaHash: Record<string, string> = {};
-    for (let i = 0; i + 1 < flat.length; i += 2) metaHash[(flat[i] as Buffer).toString()] = (flat[i + 1] as Buffer).toString();
+    // Record and body: two commands in one write (auto-pipelined; same slot, so the same node). Not a
+    // script: Redis copies every argument and reply of a script through Lua strings, whose garbage
+    // collection made a 10 KB body's load cost ~40 µs of Redis CPU against ~12 µs for the two plain
+    // commands (~260 against ~65 µs at 100 KB). If the last recipient finishes in between, the body
+    // is gone and the message reads as no longer stored, as it would a moment later. The body stays bytes.
+    const [metaHash, body] = await Promise.all([redis.hgetall(keys.msgMeta(msgId)), redis.getBuffer(keys.msgBody(msgId))]);
     if (metaHash['kind'] === CAMPAIGN_KIND) {
       const c = toCampaign(msgId, metaHash);
       if (!c || !body) return null;
