@@ -148,3 +148,27 @@ export function hmacSha256(secret: Uint8Array): HmacSha256 {
     writeState(state, out, 0);
   };
 }
+
+const textMacs = new WeakMap<Uint8Array, (text: string) => Buffer>();
+
+/**
+ * HMAC-SHA256 of a string's UTF-8 bytes under `secret`, for the per-recipient MACs of the main
+ * thread (address digests, VERP tags): one function per key object, kept while the key lives. The
+ * 32-byte result is overwritten by the next call with the same key: read it before.
+ */
+export function textHmacSha256(secret: Uint8Array, text: string): Buffer {
+  let f = textMacs.get(secret);
+  if (!f) {
+    const mac = hmacSha256(secret);
+    const out = Buffer.alloc(32);
+    let scratch = Buffer.alloc(512);
+    f = (s: string): Buffer => {
+      // Three bytes per UTF-16 unit at most (a surrogate pair is two units for four bytes).
+      if (s.length * 3 > scratch.length) scratch = Buffer.alloc(s.length * 3);
+      mac(scratch, 0, scratch.write(s, 0, 'utf8'), out);
+      return out;
+    };
+    textMacs.set(secret, f);
+  }
+  return f(text);
+}

@@ -1,4 +1,5 @@
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { timingSafeEqual } from 'node:crypto';
+import { textHmacSha256 } from './hmac-sha256.js';
 import { toBase32 } from './ids.js';
 
 /**
@@ -15,8 +16,7 @@ import { toBase32 } from './ids.js';
 const VERP_RE = /^b-([0-9a-hjkmnp-tv-z]{16})-(\d{1,6})(?:-([0-9a-hjkmnp-tv-z]{8}))?@(.+)$/i;
 
 function tag(key: Buffer, msgId: string, idx: number): string {
-  const mac = createHmac('sha256', key).update(`${msgId}.${idx}`).digest();
-  return toBase32(mac.readUIntBE(0, 5), 8);
+  return toBase32(textHmacSha256(key, `${msgId}.${idx}`).readUIntBE(0, 5), 8);
 }
 
 export function verpAddress(msgId: string, idx: number, bounceDomain: string, key?: Buffer): string {

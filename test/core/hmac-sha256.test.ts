@@ -1,7 +1,7 @@
 import { createHmac, randomBytes } from 'node:crypto';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { hmacSha256 } from '../../src/core/hmac-sha256.js';
+import { hmacSha256, textHmacSha256 } from '../../src/core/hmac-sha256.js';
 
 const test = suite('core/hmac-sha256');
 
@@ -46,6 +46,21 @@ test('a known answer: RFC 4231 test case 2', () => {
   const data = Buffer.from('what do ya want for nothing?');
   hmacSha256(Buffer.from('Jefe'))(data, 0, data.length, out);
   assert.is(out.toString('hex'), '5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843');
+});
+
+
+test('textHmacSha256: the UTF-8 text of any length under each key, like node:crypto', () => {
+  const keys = [randomBytes(32), randomBytes(7), randomBytes(100)];
+  const texts = ['', 'zoë@exämple.org', '01m8c74za6qyb61g.3', '😀 surrogate pairs 😀', 'ü'.repeat(700), 'x'.repeat(2000)];
+  for (const text of texts) {
+    for (const key of keys) {
+      assert.equal(textHmacSha256(key, text), createHmac('sha256', key).update(text, 'utf8').digest(), `${key.length}-byte key, ${text.length} chars`);
+    }
+  }
+  // The result is the key's own buffer: another key's call does not change it.
+  const a = textHmacSha256(keys[0] as Buffer, 'a');
+  textHmacSha256(keys[1] as Buffer, 'b');
+  assert.equal(a, createHmac('sha256', keys[0] as Buffer).update('a').digest());
 });
 
 test.run();
