@@ -3,7 +3,7 @@ import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import type { Config } from '../config/schema.js';
 import { SluiceError } from '../core/errors.js';
-import { storeMessage, deleteMessage, messageWrite, storeResult, type NewMessage } from '../store/messages.js';
+import { storeMessage, deleteMessage, messageWrite, storeWithBody, type NewMessage } from '../store/messages.js';
 import { indexAddresses, refMember } from '../store/address-index.js';
 import { digestKey, digestWith } from '../store/address-digest.js';
 import { enqueueRecipients, planEnqueue } from '../queue/enqueue.js';
@@ -133,5 +133,5 @@ async function persistLocal(
     args.push(s.scores.length, ...s.scores);
   }
   if (event.length > 0) keyList.push(keys.events());
-  return storeResult(redis.storeMessageKeys(keyList.length, ...keyList, ...args));
+  return storeWithBody(redis, keys, msg, keyList.length, [...keyList, ...args]);
 }

@@ -64,3 +64,22 @@ export function defineScripts(client: Redis | Cluster): void {
     target[`${s.name}Buffer`] = (...args: (string | number | Buffer)[]) => runBuffer(s.numberOfKeys, args);
   }
 }
+
+/**
+ * The SHA1 of the script `name` (the file name's command part), for an EVALSHA inside a MULTI: there
+ * the NOSCRIPT fallback above cannot run (the transaction's other commands run regardless), so the
+ * caller loads the script with loadScript and runs its MULTI again.
+ */
+export function scriptSha(name: string): string {
+  const s = loadScripts().find((x) => x.name === name);
+  if (!s) throw new Error(`no Lua script named ${name} in ${LUA_DIR}`);
+  return createHash('sha1').update(s.lua).digest('hex');
+}
+
+/** SCRIPT LOAD of the script `name` on the server, or on every master of a cluster. */
+export async function loadScript(client: Redis | Cluster, name: string): Promise<void> {
+  const s = loadScripts().find((x) => x.name === name);
+  if (!s) throw new Error(`no Lua script named ${name} in ${LUA_DIR}`);
+  const nodes = 'nodes' in client && typeof client.nodes === 'function' && (client as Cluster).isCluster ? (client as Cluster).nodes('master') : [client as Redis];
+  await Promise.all(nodes.map((n) => n.script('LOAD', s.lua)));
+}

@@ -1,6 +1,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { persistMessage } from '../../src/ingress/persist.js';
+import { storeMessage } from '../../src/store/messages.js';
 import { acceptMessage, type Submission } from '../../src/ingress/accept.js';
 import { newId, idTime } from '../../src/core/ids.js';
 import { decodeSpecRecord, encodeSpecRecord, withMessageId } from '../../src/render/spec-record.js';
@@ -56,6 +57,37 @@ test('persist refuses an id in use and writes nothing over the message that has 
   assert.equal(before.links, ['https://other.example/first']);
   assert.is(await fx.client.zcard(fx.keys.ready('example.org')), 0, 'the refused message queued nothing');
   assert.equal(await fx.client.zrange(fx.keys.ready('gmail.com'), 0, -1), [`${id}:0:0`]);
+});
+
+test("an id whose message is finished (record kept, body gone) or whose body alone exists is refused, and no body of ours stays", async () => {
+  const second = (id: string) => ({ ...first(id), account: 'acme', from: 'b@acme.example', fromDomain: 'acme.example', body: Buffer.from('Subject: second\r\n\r\nsecond\r\n') });
+  // Finished: the last recipient's finishRecipient deleted the body and kept the record.
+  const finished = newId(NOW);
+  await persistMessage(fx.client, fx.keys, 4, first(finished));
+  await fx.client.del(fx.keys.msgBody(finished));
+  const before = await snapshot(finished);
+  assert.equal(await persistMessage(fx.client, fx.keys, 4, second(finished)), { stored: false });
+  assert.equal(await storeMessage(fx.client, fx.keys, second(finished)), false, 'the cluster path too');
+  assert.equal(await snapshot(finished), before);
+  assert.is(before.body, undefined, 'the SET NX wrote a body for the taken id, and it was deleted again');
+  // A body without a record (never written by Sluice, but possible by hand): refused, left as it was.
+  const stray = newId(NOW);
+  await fx.client.set(fx.keys.msgBody(stray), 'not ours');
+  assert.equal(await persistMessage(fx.client, fx.keys, 4, second(stray)), { stored: false });
+  assert.equal(await storeMessage(fx.client, fx.keys, second(stray)), false);
+  assert.equal(await snapshot(stray), { meta: {}, body: 'not ours', links: [] });
+});
+
+test('a server that forgot its scripts (SCRIPT FLUSH): the MULTI is sent again after loading it, and writes once', async () => {
+  for (const store of [(id: string) => persistMessage(fx.client, fx.keys, 4, first(id)).then((r) => r.stored), (id: string) => storeMessage(fx.client, fx.keys, first(id))]) {
+    await fx.client.script('FLUSH');
+    const id = newId(NOW);
+    assert.is(await store(id), true);
+    const s = await snapshot(id);
+    assert.is(s.meta['account'], 'other');
+    assert.is(s.body, 'Subject: first\r\n\r\nfirst\r\n');
+    assert.equal(s.links, ['https://other.example/first']);
+  }
 });
 
 test('accept takes another id for a raw message and leaves the first intact', async () => {
