@@ -51,4 +51,21 @@ test('a message to many addresses is stored, queued and indexed per address', as
   }
 });
 
+test('masters that forgot their scripts (SCRIPT FLUSH on each): the store loads them and writes once', async () => {
+  const { keys } = cluster.fresh();
+  for (const node of (client as import('ioredis').Cluster).nodes('master')) await node.script('FLUSH');
+  // Several ids: their {m:<id>} slots fall on different masters.
+  const ids = Array.from({ length: 6 }, () => newId());
+  for (const id of ids) {
+    const persisted = await persistMessage(client, keys, 4, {
+      id, account: 'acme', source: 'http', kind: 'raw', from: 'a@acme.example', fromDomain: 'acme.example',
+      rcpts: [{ address: 'x@d1.test', domain: 'd1.test' }], acceptedAt: Date.now(), tags: [], metadata: {}, body: `Subject: ${id}\r\n\r\nbody\r\n`,
+    });
+    assert.equal(persisted, { stored: true });
+    assert.is(await client.get(keys.msgBody(id)), `Subject: ${id}\r\n\r\nbody\r\n`);
+    assert.is(await client.hget(keys.msgMeta(id), 'pending'), '1');
+  }
+  assert.is(await client.zcard(keys.ready('d1.test')), 6);
+});
+
 test.run();
