@@ -14,6 +14,7 @@
 import { toChunk, toDataBlock } from './data-block.js';
 import { performance } from 'node:perf_hooks';
 import { normaliseDomain } from '../core/address.js';
+import { memoize } from '../core/memo.js';
 import { isSluiceError } from '../core/errors.js';
 import { composeSpec, parseSpec } from './compose.js';
 import { createTracker, LIST_UNSUBSCRIBE_HEADERS, prepareTemplate, type Template, type Tracker } from './tracking.js';
@@ -31,6 +32,12 @@ export interface RendererOptions {
   /** Clock of the tokens' issuedAt (ms since epoch); Date.now by default. */
   now?: () => number;
 }
+
+/**
+ * Each copy's signing domain, normalised once per distinct domain: domainToASCII crosses into C++
+ * and was ~1 % of a render worker's time, and a worker signs for a handful of domains.
+ */
+const signingDomainOf = memoize(normaliseDomain, 1024);
 
 /** Renders one task; `many` renders several (a worker's batch), composing all before signing any. */
 export type RenderFn = ((task: RenderTask) => Promise<RenderResult>) & { many(tasks: readonly RenderTask[]): Promise<RenderResult[]> };
@@ -167,7 +174,7 @@ export function createRenderer(init: WorkerInit, opts: RendererOptions = {}): Re
     const started = performance.now();
     try {
       if (!isTask(task)) return { ok: false, code: 'SLUICE_RENDER_FAILED', message: 'malformed render task' };
-      const domain = task.signingDomain === null ? null : (normaliseDomain(task.signingDomain) ?? null);
+      const domain = task.signingDomain === null ? null : (signingDomainOf(task.signingDomain) ?? null);
       if (domain !== null) {
         const bad = badKeys.get(domain);
         if (bad !== undefined) return { ok: false, code: 'SLUICE_DKIM_KEY_INVALID', message: bad };
