@@ -1,0 +1,45 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { composeSpec } from '../../src/render/compose.js';
+import type { MessageSpec } from '../../src/render/protocol.js';
+
+const test = suite('render/compose');
+const AT = Date.UTC(2026, 10, 26, 9, 30);
+
+const base: MessageSpec = {
+  from: { name: 'Acme News', address: 'news@acme.example' },
+  to: [{ name: 'Zoë Ünicode, Jr.', address: 'zoe@example.org' }],
+  cc: [],
+  subject: 'Hello',
+  headers: {},
+  attachments: [],
+  messageId: '<01m8c74za6qyb61g@acme.example>',
+};
+
+const shapes: [string, MessageSpec][] = [
+  ['html only', { ...base, html: '<p>Hi there</p>\n'.repeat(500) }],
+  ['text only, non-ASCII', { ...base, text: 'Grüße aus Köln — ünïcödé\n'.repeat(50) }],
+  ['non-ASCII and long subject, headers, cc, reply-to', {
+    ...base, html: '<p>€ 5</p>', subject: `Ihre Bestellung ist unterwegs — ${'lange Betreffzeile '.repeat(8)}`,
+    headers: { 'X-Campaign': 'spring-2026', 'List-Id': '<news.acme.example>' },
+    cc: [{ address: 'cc@example.net' }], replyTo: [{ name: '"Support" Team', address: 'help@acme.example' }],
+  }],
+  ['text and html (multipart: build() either way)', { ...base, text: 'plain', html: '<b>rich</b>' }],
+];
+
+test('a single-part message is the bytes MailComposer build() makes, without its streams', async () => {
+  for (const [name, spec] of shapes) {
+    const fast = await composeSpec(spec, AT);
+    const streamed = await composeSpec(spec, AT, true);
+    if (name.startsWith('text and html')) {
+      // Multipart boundaries are random per call: compare with them blanked out.
+      const blank = (b: Buffer) => b.toString('latin1').replace(/--_NmP-[0-9a-f-]+/g, '--B').replace(/boundary="[^"]+"/g, 'boundary="B"');
+      assert.is(blank(fast), blank(streamed), name);
+    } else {
+      assert.ok(fast.equals(streamed), `${name}:\n${fast.toString('latin1').slice(0, 600)}\n---\n${streamed.toString('latin1').slice(0, 600)}`);
+    }
+    assert.ok(fast.includes('\r\nMessage-ID: <01m8c74za6qyb61g@acme.example>\r\n'), name);
+  }
+});
+
+test.run();
