@@ -91,23 +91,60 @@ export async function composeSpec(spec: MessageSpec, acceptedAt: number, viaStre
   let built: Buffer;
   try {
     const root = composer.compile();
-    built = single && !viaStreams && isBareLeaf(root) ? Buffer.from(`${root.buildHeaders()}\r\n\r\n`) : await root.build();
+    built = (viaStreams ? null : withoutStreams(root)) ?? (await root.build());
   } catch (err) {
     throw new SluiceError('SLUICE_RENDER_FAILED', `cannot compose the message: ${(err as Error).message}`, { cause: err });
   }
   return single ? withBody(built, single) : built;
 }
 
+/** The parts of nodemailer's MimeNode that its build() reads (lib/mime-node/index.js). */
+interface MimeTree {
+  readonly multipart?: unknown;
+  readonly boundary?: string;
+  readonly childNodes?: readonly MimeTree[];
+  readonly _raw?: unknown;
+  readonly content?: unknown;
+  readonly newline?: unknown;
+  readonly _transforms?: readonly unknown[];
+  readonly _processFuncs?: readonly unknown[];
+  buildHeaders(): string;
+}
+
 /**
- * True for a root node whose build() would be its header block and a blank line, nothing else: one
- * part, empty content, no transforms (nodemailer lib/mime-node: `stream` writes `buildHeaders() +
- * '\r\n\r\n'` and then the content; LastNewline adds nothing after a '\n'). build() gets there through
- * a PassThrough, a LastNewline transform and three setImmediate turns: ~35 % of composing a 10 KB
- * single-part message. test/render/compose.test.ts checks the bytes equal build()'s.
+ * What root.build() makes, written directly, for the trees composeSpec builds without attachments:
+ * multipart nodes over pre-encoded parts (`raw` Buffers), or one part with empty content. build()
+ * streams them: a PassThrough, a LastNewline transform, and a setImmediate turn per node and part,
+ * ~20-35 % of composing a 10 KB message. The bytes follow MimeNode.stream(): a node's headers and a
+ * blank line, then each child after `--boundary` (CRLF-separated), then `--boundary--`; a raw part
+ * as it is. null for anything else (attachments, a transform, a stream): the caller uses build().
+ * test/render/compose.test.ts checks the bytes equal build()'s.
  */
-function isBareLeaf(node: ReturnType<MailComposer['compile']>): boolean {
-  const n = node as unknown as { multipart?: unknown; _raw?: unknown; content?: unknown; newline?: unknown; _transforms?: unknown[]; _processFuncs?: unknown[] };
-  return !n.multipart && !n._raw && !n.newline && (n.content === '' || n.content === undefined) && n._transforms?.length === 0 && n._processFuncs?.length === 0;
+export function withoutStreams(root: ReturnType<MailComposer['compile']>): Buffer | null {
+  const tree = root as unknown as MimeTree;
+  if (tree.newline || tree._transforms?.length !== 0 || tree._processFuncs?.length !== 0) return null;
+  const out: Buffer[] = [];
+  const write = (node: MimeTree): boolean => {
+    if (node._raw) {
+      if (!Buffer.isBuffer(node._raw)) return false;
+      out.push(node._raw);
+      return true;
+    }
+    out.push(Buffer.from(`${node.buildHeaders()}\r\n\r\n`));
+    if (!node.multipart) return node.content === '' || node.content === undefined;
+    const children = node.childNodes ?? [];
+    for (let i = 0; i < children.length; i++) {
+      out.push(Buffer.from(`${i > 0 ? '\r\n' : ''}--${node.boundary}\r\n`));
+      if (!write(children[i] as MimeTree)) return false;
+    }
+    out.push(Buffer.from(`\r\n--${node.boundary}--\r\n`));
+    return true;
+  };
+  if (!write(tree)) return null;
+  const built = Buffer.concat(out);
+  // LastNewline: the message ends with a line break.
+  const last = built[built.length - 1];
+  return last === 0x0a ? built : Buffer.concat([built, Buffer.from(last === 0x0d ? '\n' : '\r\n')]);
 }
 
 /** Puts an encoded body into a single-part message composed with an empty one. */

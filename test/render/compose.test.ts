@@ -1,6 +1,8 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { composeSpec } from '../../src/render/compose.js';
+import MailComposer from 'nodemailer/lib/mail-composer/index.js';
+import { composeSpec, withoutStreams } from '../../src/render/compose.js';
+import { encodeText } from '../../src/render/text-part.js';
 import type { MessageSpec } from '../../src/render/protocol.js';
 
 const test = suite('render/compose');
@@ -40,6 +42,26 @@ test('a single-part message is the bytes MailComposer build() makes, without its
     }
     assert.ok(fast.includes('\r\nMessage-ID: <01m8c74za6qyb61g@acme.example>\r\n'), name);
   }
+});
+
+test('withoutStreams writes what build() writes for the same tree; attachments and streams fall back', async () => {
+  const raw = (kind: 'plain' | 'html', body: string) => ({ raw: encodeText(kind, body).part }) as unknown as string;
+  const mail = { from: 'Acme <news@acme.example>', to: 'zoe@example.org', subject: 'Grüße', messageId: '<x@acme.example>', date: new Date(AT) };
+  const trees = {
+    alternative: { ...mail, text: raw('plain', 'Grüße\n'.repeat(100)), html: raw('html', '<p>Grüße</p>\n'.repeat(100)) },
+    'alternative with headers': { ...mail, text: raw('plain', 'a'), html: raw('html', 'b'), headers: { 'X-Tag': 'spring' } },
+    'one raw part': { ...mail, html: raw('html', '<p>only</p>') },
+    'empty part': { ...mail, html: '' },
+  };
+  for (const [name, options] of Object.entries(trees)) {
+    const root = new MailComposer(options).compile();
+    const direct = withoutStreams(root);
+    assert.ok(direct, name);
+    const streamed = await root.build();
+    assert.ok(direct.equals(streamed), `${name}:\n${direct.toString('latin1')}\n---\n${streamed.toString('latin1')}`);
+  }
+  assert.is(withoutStreams(new MailComposer({ ...mail, text: 'x', attachments: [{ filename: 'a.txt', content: Buffer.from('a') }] }).compile()), null, 'an attachment is encoded by build()');
+  assert.is(withoutStreams(new MailComposer({ ...mail, text: 'plain text content' }).compile()), null, 'content to encode goes through build()');
 });
 
 test.run();
