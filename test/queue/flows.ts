@@ -207,6 +207,19 @@ export function queueFlows(name: string, start: () => Promise<Harness>) {
     assert.is(n0.attempt, 1);
     assert.ok(await ack(redis, keys, n0, { now: T + 60_001, ...OK, recordTtlMs: RECORD_TTL }));
     assert.equal(await redis.hmget(keys.rcptState(d, 'o', 0), 'state', 'attempts', 'nextAt'), ['delivered', '2', null]);
+
+    // A later outcome without a code or enhanced status removes the ones an earlier answer left.
+    await enqueueRecipients(redis, keys, SHARDS, [{ msgId: 'o', idx: 3, domain: d, dueAt: T }]);
+    const [f0] = (await claim(redis, keys, { domain: d, max: 5, leaseMs: LEASE, now: T + 60_002 })).entries as [QueueEntry];
+    assert.ok(await retry(redis, keys, f0, { now: T + 60_003, nextAt: T + 60_004, code: 451, enhanced: '4.7.1', response: 'greylisted' }));
+    const [f1] = (await claim(redis, keys, { domain: d, max: 5, leaseMs: LEASE, now: T + 60_004 })).entries as [QueueEntry];
+    assert.ok(await retry(redis, keys, f1, { now: T + 60_005, nextAt: T + 60_006, code: null, enhanced: null, response: 'connection dropped' }));
+    assert.equal(await redis.hmget(keys.rcptState(d, 'o', 3), 'state', 'code', 'enhanced', 'nextAt'), ['deferred', null, null, String(T + 60_006)]);
+    const [f2] = (await claim(redis, keys, { domain: d, max: 5, leaseMs: LEASE, now: T + 60_006 })).entries as [QueueEntry];
+    assert.ok(await retry(redis, keys, f2, { now: T + 60_007, nextAt: T + 60_008, code: 452, enhanced: '4.2.2', response: 'mailbox full' }));
+    const [f3] = (await claim(redis, keys, { domain: d, max: 5, leaseMs: LEASE, now: T + 60_008 })).entries as [QueueEntry];
+    assert.ok(await bounce(redis, keys, f3, { now: T + 60_009, state: 'expired', code: null, enhanced: null, response: 'gave up', reason: 'expired', recordTtlMs: RECORD_TTL }));
+    assert.equal(await redis.hmget(keys.rcptState(d, 'o', 3), 'state', 'code', 'enhanced', 'nextAt', 'reason', 'attempts'), ['expired', null, null, null, 'expired', '4']);
   });
 
   test('release gives unattempted claims back due now; extendLeases extends only leases still held', async () => {

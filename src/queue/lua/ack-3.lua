@@ -19,10 +19,12 @@ local held = redis.call('ZREM', KEYS[1], ARGV[1])
 local reaped = redis.call('ZREM', KEYS[2], ARGV[1])
 if held == 0 and reaped == 0 then return 0 end
 
-redis.call('HSET', KEYS[3], 'state', 'delivered', 'attempts', ARGV[3], 'response', ARGV[6], 'updatedAt', ARGV[2])
-if ARGV[4] ~= '' then redis.call('HSET', KEYS[3], 'code', ARGV[4]) else redis.call('HDEL', KEYS[3], 'code') end
-if ARGV[5] ~= '' then redis.call('HSET', KEYS[3], 'enhanced', ARGV[5]) else redis.call('HDEL', KEYS[3], 'enhanced') end
-redis.call('HDEL', KEYS[3], 'nextAt', 'reason')
+-- One HSET and one HDEL: every redis.call is a command of its own, in the AOF too.
+local set, del = {'state', 'delivered', 'attempts', ARGV[3], 'response', ARGV[6], 'updatedAt', ARGV[2]}, {'nextAt', 'reason'}
+if ARGV[4] ~= '' then set[#set + 1] = 'code'; set[#set + 1] = ARGV[4] else del[#del + 1] = 'code' end
+if ARGV[5] ~= '' then set[#set + 1] = 'enhanced'; set[#set + 1] = ARGV[5] else del[#del + 1] = 'enhanced' end
+redis.call('HSET', KEYS[3], unpack(set))
+redis.call('HDEL', KEYS[3], unpack(del))
 redis.call('PEXPIRE', KEYS[3], ARGV[7])
 if held == 1 then return 2 end
 return 1

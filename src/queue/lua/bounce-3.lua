@@ -21,10 +21,12 @@ local held = redis.call('ZREM', KEYS[1], ARGV[1])
 local reaped = redis.call('ZREM', KEYS[2], ARGV[1])
 if held == 0 and reaped == 0 then return 0 end
 
-redis.call('HSET', KEYS[3], 'state', ARGV[3], 'attempts', ARGV[4], 'response', ARGV[7], 'reason', ARGV[8], 'updatedAt', ARGV[2])
-if ARGV[5] ~= '' then redis.call('HSET', KEYS[3], 'code', ARGV[5]) else redis.call('HDEL', KEYS[3], 'code') end
-if ARGV[6] ~= '' then redis.call('HSET', KEYS[3], 'enhanced', ARGV[6]) else redis.call('HDEL', KEYS[3], 'enhanced') end
-redis.call('HDEL', KEYS[3], 'nextAt')
+-- One HSET and one HDEL (see ack-3.lua).
+local set, del = {'state', ARGV[3], 'attempts', ARGV[4], 'response', ARGV[7], 'reason', ARGV[8], 'updatedAt', ARGV[2]}, {'nextAt'}
+if ARGV[5] ~= '' then set[#set + 1] = 'code'; set[#set + 1] = ARGV[5] else del[#del + 1] = 'code' end
+if ARGV[6] ~= '' then set[#set + 1] = 'enhanced'; set[#set + 1] = ARGV[6] else del[#del + 1] = 'enhanced' end
+redis.call('HSET', KEYS[3], unpack(set))
+redis.call('HDEL', KEYS[3], unpack(del))
 redis.call('PEXPIRE', KEYS[3], ARGV[9])
 if held == 1 then return 2 end
 return 1

@@ -20,10 +20,12 @@ local reaped = redis.call('ZREM', KEYS[2], ARGV[1])
 if held == 0 and reaped == 0 then return 0 end
 
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2])
-redis.call('HSET', KEYS[3], 'state', 'deferred', 'attempts', ARGV[5], 'response', ARGV[8], 'nextAt', ARGV[4], 'updatedAt', ARGV[3])
-if ARGV[6] ~= '' then redis.call('HSET', KEYS[3], 'code', ARGV[6]) else redis.call('HDEL', KEYS[3], 'code') end
-if ARGV[7] ~= '' then redis.call('HSET', KEYS[3], 'enhanced', ARGV[7]) else redis.call('HDEL', KEYS[3], 'enhanced') end
-redis.call('HDEL', KEYS[3], 'reason')
+-- One HSET and one HDEL (see ack-3.lua).
+local set, del = {'state', 'deferred', 'attempts', ARGV[5], 'response', ARGV[8], 'nextAt', ARGV[4], 'updatedAt', ARGV[3]}, {'reason'}
+if ARGV[6] ~= '' then set[#set + 1] = 'code'; set[#set + 1] = ARGV[6] else del[#del + 1] = 'code' end
+if ARGV[7] ~= '' then set[#set + 1] = 'enhanced'; set[#set + 1] = ARGV[7] else del[#del + 1] = 'enhanced' end
+redis.call('HSET', KEYS[3], unpack(set))
+redis.call('HDEL', KEYS[3], unpack(del))
 -- a pending recipient's record lives as long as the entry does
 redis.call('PERSIST', KEYS[3])
 if held == 1 then return 2 end
