@@ -20,7 +20,8 @@ declare module 'ioredis' {
  * Opens and clicks are written to Redis in batches, after their answer:
  *
  *   request ─► answer ─► queue [open, open, click, open, …]        (bounded: maxPending, else shed)
- *                          │ one flush at a time, as soon as the previous one is done
+ *                          │ one flush at a time: as soon as the previous one is done, or under
+ *                          │ load LINGER_MS after it began
  *                          ▼
  *              verify + classify the opens
  *              one recordTrackingOpens call per message (Cluster) or for all (single server) ─► first / repeat,
@@ -30,10 +31,11 @@ declare module 'ioredis' {
  * Per open that is a share of two script calls instead of two round trips of its own, which is what
  * lets the pixel keep up with a bare node:http server. Under load a flush starts no sooner than
  * LINGER_MS after the one before began (unless a full batch waits): each script call has a fixed
- * cost in Redis and here, and back-to-back flushes carried only ~75 events at 30,000 opens/s. The marks and the stream are in different
- * cluster slots, so they are never one script. While a flush is in flight new events gather, so a
- * batch grows with load (and with Redis latency) and costs nothing extra when traffic is light: the
- * first event after a quiet spell is flushed on the next turn of the event loop.
+ * cost in Redis and here, and back-to-back flushes carried only ~75 events at 30,000 opens/s. The
+ * marks and the stream are in different cluster slots, so they are never one script. While a flush
+ * is in flight new events gather, so a batch grows with load (and with Redis latency) and costs
+ * nothing extra when traffic is light: the first event after a quiet spell is flushed on the next
+ * turn of the event loop.
  */
 export interface RawOpen extends TrackingRequest {
   /** The token text as it came in the URL, not verified yet: the GIF answer did not need it. */

@@ -1,7 +1,7 @@
 --[[
-  storeMessage: writes an accepted message's record and link table (and, see below, its body) in one atomic step, unless
-  the id is taken; on a single Redis server, optionally everything else its acceptance writes in the
-  same step: the recipients' address index (as src/store/address-index.ts), the queue (as
+  storeMessage: writes an accepted message's record and link table (its body: see below) in one
+  atomic step, unless the id is taken; on a single Redis server, optionally everything else its
+  acceptance writes in the same step: the recipients' address index (as src/store/address-index.ts), the queue (as
   src/queue/enqueue.ts: ready sets, destinations, schedule) and the `accepted` event (as
   src/store/events.ts appendEvent). On Redis Cluster those keys live in many slots, so
   src/ingress/persist.ts sends only the message part and writes the rest with commands of their own.
@@ -12,9 +12,9 @@
   message to another's recipients. So an id already in use is refused here, atomically, and the
   caller mints another (src/ingress/accept.ts).
 
-  The body is not an argument: Redis copies a script's arguments through Lua strings, and their
-  garbage cost ~240 µs of Redis CPU per 100 KB body. The caller sends `SET body NX` right after this
-  script in the same MULTI (src/store/messages.ts storeBody): it writes the body exactly when this
+  The body is not an argument: Redis copies a script's arguments through Lua strings, which cost
+  ~240 µs of Redis CPU per 100 KB body (measured). The caller sends `SET body NX` right after this
+  script in the same MULTI (src/store/messages.ts storeWithBody): it writes the body exactly when this
   script stored the record, since both keys were free and nothing runs between the two. When the
   id was taken and only its body was gone (a finished message), the SET writes a stray body, which
   the caller deletes.
