@@ -1,3 +1,4 @@
+import { Cluster } from 'ioredis';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import type { RedisClient } from '../redis/client.js';
@@ -8,7 +9,7 @@ import type { RenderResult, RenderTask, TrackingMode } from '../render/protocol.
 import type { QueueEntry } from '../queue/entry.js';
 import { entryMember } from '../queue/entry.js';
 import { claim } from '../queue/claim.js';
-import { ack, retry, bounce, hold, release, extendLeases } from '../queue/outcome.js';
+import { ack, ackAndFinish, retry, bounce, hold, release, extendLeases } from '../queue/outcome.js';
 import { reapExpired } from '../queue/reap.js';
 import { dueDestinations, reschedule, postpone } from '../queue/schedule.js';
 import { takeTokens, refundTokens, acquireConnection, renewConnection, releaseConnection } from '../queue/throttle.js';
@@ -760,8 +761,15 @@ export class Dispatcher {
     let bounceReason: string | undefined;
     let addressBounce = false;
 
+    let finishedHere = false;
     if (outcome.result === 'delivered') {
-      applied = await ack(redis, keys, entry, { ...base, recordTtlMs });
+      if (msg?.kind !== 'campaign' && !(redis instanceof Cluster)) {
+        // One script for the ack and the message's pending count (a campaign counts elsewhere).
+        const r = await ackAndFinish(redis, keys, entry, { ...base, recordTtlMs, messageTtlMs: recordTtlMs });
+        applied = r.reply;
+        if (applied !== OUTCOME.NOOP) this.o.messages.finishedElsewhere(entry.msgId, r.pending);
+        finishedHere = true;
+      } else applied = await ack(redis, keys, entry, { ...base, recordTtlMs });
       counter = 'delivered';
       m?.deliveryAttempts.inc({ result: 'delivered', provider: shaping.provider });
       m?.messagesDelivered.inc({ provider: shaping.provider });
@@ -811,7 +819,7 @@ export class Dispatcher {
     if (msg?.kind === 'campaign') {
       await recordCampaignOutcome(redis, keys, msg.id, { counter, reason: bounceReason, final, now, hardbounce: addressBounce }).catch((err: unknown) => this.log.warn({ err, campaign: msg.id }, 'could not count the campaign outcome'));
       if (addressBounce) await this.o.reputation?.judgeCampaign?.(msg.id).catch((err: unknown) => this.log.warn({ err, campaign: msg.id }, 'campaign not judged'));
-    } else if (final) {
+    } else if (final && !finishedHere) {
       await this.o.messages.finished(entry.msgId).catch((err: unknown) => this.log.warn({ err, msgId: entry.msgId }, 'could not update message refcount'));
     }
   }

@@ -38,6 +38,11 @@ export interface MessageSource {
   load(msgId: string): Promise<LoadedMessage | null>;
   /** Called once per recipient that reached a final state (delivered, bounced, expired). */
   finished(msgId: string): Promise<void>;
+  /**
+   * Instead of finished(), when the caller finished the recipient in a script of its own (ack on a
+   * single server, queue/outcome.ts ackAndFinish) and got the message's pending count back.
+   */
+  finishedElsewhere(msgId: string, pending: number): void;
 }
 
 declare module 'ioredis' {
@@ -122,6 +127,9 @@ export function createMessageSource(redis: RedisClient, keys: Keys, recordsTtlMs
     },
     async finished(msgId) {
       const pending = await redis.finishRecipient(keys.msgMeta(msgId), keys.msgBody(msgId), keys.links(msgId), keys.msgStats(msgId), recordsTtlMs);
+      if (pending <= 0) cache.delete(msgId);
+    },
+    finishedElsewhere(msgId, pending) {
       if (pending <= 0) cache.delete(msgId);
     },
   };

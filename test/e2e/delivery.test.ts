@@ -78,6 +78,14 @@ test('HTTP submission is delivered over STARTTLS to every recipient, DKIM-signed
     assert.is(rc.attempts, 1);
     assert.match(String(rc.response), /^250/);
   }
+  // Both recipients counted off once (ack and pending count in one script on a single server): the
+  // body is deleted with the last, the record kept for retention.records.
+  const k = s.app.keys;
+  const c = redis.client();
+  for (let i = 0; i < 50 && (await c.exists(k.msgBody(r.body.id))) === 1; i++) await new Promise((done) => setTimeout(done, 20));
+  assert.is(await c.exists(k.msgBody(r.body.id)), 0, 'the body goes with the last recipient');
+  assert.is(await c.hget(k.msgMeta(r.body.id), 'pending'), '0');
+  assert.ok((await c.pttl(k.msgMeta(r.body.id))) > 0, 'the record expires');
   const got = (await sink.waitFor(before + 2)).slice(before);
   const byRcpt = new Map(got.map((m) => [m.envelope.to[0], m]));
   for (const rcpt of ['alice@one.test', 'bob@two.test']) {

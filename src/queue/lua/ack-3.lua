@@ -14,10 +14,23 @@
 
   Returns 2 = applied, our lease was still held; 1 = applied, the lease had been reaped (the entry
   was back in ready); 0 = nothing done, the entry was already acked, retried or bounced.
+
+  On a single server the caller may add the recipient's message (called with 7 keys, one round trip
+  instead of two per delivered recipient; on a cluster they are in another slot):
+  KEYS[4..7] meta, body, links, stats of {m:<id>}, as finishRecipient-4.lua takes them
+  ARGV[8]    ttlMs of a finished message's record
+  When the ack applied, the recipient is finished too, as finishRecipient-4.lua does it (the same
+  steps; test/queue/ack-finish.test.ts checks both leave the same keys). The reply is then
+  {2|1|0, pending}: pending as finishRecipient returns it (-1: the message is not stored), or -2 when
+  nothing was applied and nothing finished.
 ]]
 local held = redis.call('ZREM', KEYS[1], ARGV[1])
 local reaped = redis.call('ZREM', KEYS[2], ARGV[1])
-if held == 0 and reaped == 0 then return 0 end
+local withMessage = #KEYS == 7
+if held == 0 and reaped == 0 then
+  if withMessage then return {0, -2} end
+  return 0
+end
 
 -- One HSET and one HDEL: every redis.call is a command of its own, in the AOF too.
 local set, del = {'state', 'delivered', 'attempts', ARGV[3], 'response', ARGV[6], 'updatedAt', ARGV[2]}, {'nextAt', 'reason'}
@@ -26,5 +39,18 @@ if ARGV[5] ~= '' then set[#set + 1] = 'enhanced'; set[#set + 1] = ARGV[5] else d
 redis.call('HSET', KEYS[3], unpack(set))
 redis.call('HDEL', KEYS[3], unpack(del))
 redis.call('PEXPIRE', KEYS[3], ARGV[7])
-if held == 1 then return 2 end
-return 1
+local reply = 1
+if held == 1 then reply = 2 end
+if not withMessage then return reply end
+
+local pending = -1
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  pending = redis.call('HINCRBY', KEYS[4], 'pending', -1)
+  if pending <= 0 then
+    redis.call('DEL', KEYS[5])
+    redis.call('PEXPIRE', KEYS[4], ARGV[8])
+    redis.call('PEXPIRE', KEYS[6], ARGV[8])
+    redis.call('PEXPIRE', KEYS[7], ARGV[8])
+  end
+end
+return {reply, pending}

@@ -1,0 +1,89 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { startRedis, type TestRedis } from '../helpers/redis.js';
+import type { RedisClient } from '../../src/redis/client.js';
+import type { Keys } from '../../src/redis/keys.js';
+import { storeMessage } from '../../src/store/messages.js';
+import { enqueueRecipients } from '../../src/queue/enqueue.js';
+import { claim } from '../../src/queue/claim.js';
+import type { QueueEntry } from '../../src/queue/entry.js';
+import { ack, ackAndFinish } from '../../src/queue/outcome.js';
+import { OUTCOME } from '../../src/queue/outcome-codes.js';
+import { createMessageSource } from '../../src/store/message-source.js';
+
+/**
+ * ack-3.lua called with the message's keys (single server): the ack and finishRecipient-4.lua's
+ * work in one call. It must leave exactly what the two calls leave.
+ */
+const test = suite('queue/ack-finish');
+const T = Date.UTC(2026, 10, 26, 12);
+const RECORD_TTL = 86_400_000;
+const MESSAGE_TTL = 3_600_000;
+const OK = { code: 250, enhanced: '2.0.0', response: '250 2.0.0 OK' };
+let redis: TestRedis;
+let client: RedisClient;
+
+test.before(async () => {
+  redis = await startRedis();
+  client = redis.client();
+});
+test.after(() => redis.stop());
+
+async function queued(keys: Keys, msgId: string, rcpts: number): Promise<QueueEntry[]> {
+  await storeMessage(client, keys, {
+    id: msgId, account: 'acme', source: 'http', kind: 'raw', from: 'a@acme.example', fromDomain: 'acme.example',
+    rcpts: Array.from({ length: rcpts }, (_, i) => ({ address: `r${i}@d.test`, domain: 'd.test' })), acceptedAt: T, tags: [], metadata: {},
+    body: 'Subject: x\r\n\r\nx\r\n', links: ['https://acme.example/a'],
+  });
+  await client.hset(keys.msgStats(msgId), 'opens_human', '1');
+  await enqueueRecipients(client, keys, 4, Array.from({ length: rcpts }, (_, idx) => ({ msgId, idx, domain: 'd.test', dueAt: T })));
+  return (await claim(client, keys, { domain: 'd.test', max: rcpts, leaseMs: 30_000, now: T })).entries;
+}
+
+/** What a finished message leaves: its keys' types and whether each expires, and the records. */
+async function left(keys: Keys, msgId: string, rcpts: number) {
+  const expires = async (k: string) => ((await client.pttl(k)) > 0 ? 'expires' : String(await client.pttl(k)));
+  return {
+    meta: [await client.hget(keys.msgMeta(msgId), 'pending'), await expires(keys.msgMeta(msgId))],
+    body: await client.exists(keys.msgBody(msgId)),
+    links: await expires(keys.links(msgId)),
+    stats: await expires(keys.msgStats(msgId)),
+    records: await Promise.all(Array.from({ length: rcpts }, (_, i) => client.hmget(keys.rcptState('d.test', msgId, i), 'state', 'code', 'enhanced'))),
+  };
+}
+
+test('leaves what ack then finishRecipient leave, counts each recipient once, and finishes the last', async () => {
+  const a = redis.fresh().keys;
+  const b = redis.fresh().keys;
+  const [a0, a1] = await queued(a, '01aaaaaaaaaaaaaa', 2) as [QueueEntry, QueueEntry];
+  const [b0, b1] = await queued(b, '01aaaaaaaaaaaaaa', 2) as [QueueEntry, QueueEntry];
+  const src = createMessageSource(client, b, MESSAGE_TTL);
+
+  assert.equal(await ackAndFinish(client, a, a0, { now: T + 1, ...OK, recordTtlMs: RECORD_TTL, messageTtlMs: MESSAGE_TTL }), { reply: OUTCOME.APPLIED, pending: 1 });
+  assert.is(await ack(client, b, b0, { now: T + 1, ...OK, recordTtlMs: RECORD_TTL }), OUTCOME.APPLIED);
+  await src.finished('01aaaaaaaaaaaaaa');
+  assert.equal(await left(a, '01aaaaaaaaaaaaaa', 2), await left(b, '01aaaaaaaaaaaaaa', 2));
+  assert.is((await left(a, '01aaaaaaaaaaaaaa', 2)).body, 1, 'one recipient is still pending: the body stays');
+
+  // A late ack of the same entry changes nothing and does not count the recipient again.
+  assert.equal(await ackAndFinish(client, a, a0, { now: T + 2, ...OK, recordTtlMs: RECORD_TTL, messageTtlMs: MESSAGE_TTL }), { reply: OUTCOME.NOOP, pending: -2 });
+  assert.is(await client.hget(a.msgMeta('01aaaaaaaaaaaaaa'), 'pending'), '1');
+
+  assert.equal(await ackAndFinish(client, a, a1, { now: T + 3, ...OK, recordTtlMs: RECORD_TTL, messageTtlMs: MESSAGE_TTL }), { reply: OUTCOME.APPLIED, pending: 0 });
+  assert.is(await ack(client, b, b1, { now: T + 3, ...OK, recordTtlMs: RECORD_TTL }), OUTCOME.APPLIED);
+  await src.finished('01aaaaaaaaaaaaaa');
+  const done = await left(a, '01aaaaaaaaaaaaaa', 2);
+  assert.equal(done, await left(b, '01aaaaaaaaaaaaaa', 2));
+  assert.equal(done, { meta: ['0', 'expires'], body: 0, links: 'expires', stats: 'expires', records: [['delivered', '250', '2.0.0'], ['delivered', '250', '2.0.0']] });
+});
+
+test('a message no longer stored: the ack is recorded, pending is -1 and no record is created', async () => {
+  const { keys } = redis.fresh();
+  const [e] = await queued(keys, '01bbbbbbbbbbbbbb', 1) as [QueueEntry];
+  await client.del(keys.msgMeta('01bbbbbbbbbbbbbb'), keys.msgBody('01bbbbbbbbbbbbbb'));
+  assert.equal(await ackAndFinish(client, keys, e, { now: T + 1, ...OK, recordTtlMs: RECORD_TTL, messageTtlMs: MESSAGE_TTL }), { reply: OUTCOME.APPLIED, pending: -1 });
+  assert.is(await client.exists(keys.msgMeta('01bbbbbbbbbbbbbb')), 0);
+  assert.is(await client.hget(keys.rcptState('d.test', '01bbbbbbbbbbbbbb', 0), 'state'), 'delivered');
+});
+
+test.run();
