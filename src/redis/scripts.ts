@@ -25,10 +25,18 @@ export function loadScripts(): { name: string; numberOfKeys: number; lua: string
   for (const file of files.sort()) {
     const m = NAME_RE.exec(file);
     if (!m) continue;
-    out.push({ name: m[1] as string, numberOfKeys: Number(m[2]), lua: readFileSync(LUA_DIR + file, 'utf8') });
+    out.push({ name: m[1] as string, numberOfKeys: Number(m[2]), lua: withIncludes(readFileSync(LUA_DIR + file, 'utf8')) });
   }
   cache = out;
   return out;
+}
+
+/**
+ * Steps more than one script takes live once, in lib/<name>.lua (a local function), and a script
+ * takes them with a line `--@include <name>`: replaced here by that file, so Redis sees one script.
+ */
+function withIncludes(lua: string): string {
+  return lua.replace(/^--@include ([A-Za-z][A-Za-z0-9]*)$/gm, (_line, name: string) => readFileSync(`${LUA_DIR}lib/${name}.lua`, 'utf8'));
 }
 
 /**

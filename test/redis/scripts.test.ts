@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
@@ -27,6 +28,19 @@ test('every script and its <name>Keys variant exist on a client as soon as it is
     assert.type(client[s.name], 'function', s.name);
     assert.type(client[`${s.name}Keys`], 'function', `${s.name}Keys`);
   }
+});
+
+test('an --@include line is replaced by its lib/ file: every script Redis gets is whole and compiles', async () => {
+  const client = redis.client();
+  const scripts = loadScripts();
+  assert.not.ok(scripts.some((s) => s.name === 'finishMessage'), 'lib/ files are not commands of their own');
+  for (const s of scripts) {
+    assert.not.match(s.lua, /^--@include/m, `${s.name}: no directive left`);
+    // SCRIPT LOAD compiles the text: a missing function or a syntax error would be refused here.
+    assert.is(await client.script('LOAD', s.lua), createHash('sha1').update(s.lua).digest('hex'), s.name);
+  }
+  const users = scripts.filter((s) => s.lua.includes('local function finishMessage(')).map((s) => s.name).sort();
+  assert.equal(users, ['ack', 'finishRecipient']);
 });
 
 test('a script variant called in the same tick as another command is pipelined with it and both answer', async () => {

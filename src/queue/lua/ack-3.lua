@@ -19,11 +19,12 @@
   instead of two per delivered recipient; on a cluster they are in another slot):
   KEYS[4..7] meta, body, links, stats of {m:<id>}, as finishRecipient-4.lua takes them
   ARGV[8]    ttlMs of a finished message's record
-  When the ack applied, the recipient is finished too, as finishRecipient-4.lua does it (the same
-  steps; test/queue/ack-finish.test.ts checks both leave the same keys). The reply is then
+  When the ack applied, the recipient is finished too, as finishRecipient-4.lua does it (both
+  include lib/finishMessage.lua; test/queue/ack-finish.test.ts checks they leave the same keys). The reply is then
   {2|1|0, pending}: pending as finishRecipient returns it (-1: the message is not stored), or -2 when
   nothing was applied and nothing finished.
 ]]
+--@include finishMessage
 local held = redis.call('ZREM', KEYS[1], ARGV[1])
 local reaped = redis.call('ZREM', KEYS[2], ARGV[1])
 local withMessage = #KEYS == 7
@@ -43,14 +44,4 @@ local reply = 1
 if held == 1 then reply = 2 end
 if not withMessage then return reply end
 
-local pending = -1
-if redis.call('EXISTS', KEYS[4]) == 1 then
-  pending = redis.call('HINCRBY', KEYS[4], 'pending', -1)
-  if pending <= 0 then
-    redis.call('DEL', KEYS[5])
-    redis.call('PEXPIRE', KEYS[4], ARGV[8])
-    redis.call('PEXPIRE', KEYS[6], ARGV[8])
-    redis.call('PEXPIRE', KEYS[7], ARGV[8])
-  end
-end
-return {reply, pending}
+return {reply, finishMessage(KEYS[4], KEYS[5], KEYS[6], KEYS[7], ARGV[8])}

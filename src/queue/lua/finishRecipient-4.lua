@@ -12,12 +12,5 @@
 
   Returns the recipients still pending, or -1 when the message is not stored (erased, purged).
 ]]
-if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
-local pending = redis.call('HINCRBY', KEYS[1], 'pending', -1)
-if pending <= 0 then
-  redis.call('DEL', KEYS[2])
-  redis.call('PEXPIRE', KEYS[1], ARGV[1])
-  redis.call('PEXPIRE', KEYS[3], ARGV[1])
-  redis.call('PEXPIRE', KEYS[4], ARGV[1])
-end
-return pending
+--@include finishMessage
+return finishMessage(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1])
