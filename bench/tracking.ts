@@ -373,14 +373,14 @@ async function main(): Promise<void> {
 
     let profile: string[] = [];
     if (PROFILE) {
-      const profDir = join(dir, 'prof');
-      mkdirSync(profDir);
+      // Kept after the run (outside the scratch folder) so the profiles can be opened in DevTools.
+      const profDir = mkdtempSync(join(tmpdir(), 'sluice-bench-tracking-cpuprofile-'));
       const profSluiceDir = join(dir, 'sluice-prof');
       mkdirSync(profSluiceDir);
       const profiled = await startSluice(profSluiceDir, redis, secretFile, profDir);
       const r = await phase(profiled, redis.pid, opensFile, script);
       await profiled.stop();
-      profile.push(`opens under --cpu-prof: ${r.rps} req/s, p99 ${r.p99_ms} ms`);
+      profile.push(`opens under --cpu-prof: ${r.rps} req/s, p99 ${r.p99_ms} ms (profiles in ${profDir})`);
       for (const s of summariseDir(profDir, 25)) printSummary(s, (l) => profile.push(l));
       profile = profile.slice(0, 80);
     }
