@@ -1,8 +1,8 @@
 import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
-import type { AddressInfo } from 'node:net';
 import { join, resolve } from 'node:path';
 import { SMTPServer } from 'smtp-server';
 import { parse, println, UsageError, type Io } from './args.js';
+import { listenOn } from '../core/listen.js';
 
 const USAGE = `Usage: sluice sink [--port 2526] [--host 127.0.0.1] [--dir ./var/sink]
 
@@ -63,18 +63,16 @@ export async function runSink(argv: string[], io: Io): Promise<number> {
       });
     },
   });
-  await new Promise<void>((res, rej) => {
-    const onListenError = (err: NodeJS.ErrnoException) => rej(new UsageError(`cannot listen on ${args.values.host}:${port}: ${err.code ?? err.message}`));
-    server.once('error', onListenError);
-    server.listen(port, args.values.host, () => {
-      server.off('error', onListenError);
-      res();
-    });
-  });
   // A client that resets its connection mid-transaction surfaces as an 'error' event on the server;
-  // unheard, it would end the process. It is the client's problem: report it and go on.
-  server.on('error', (err: NodeJS.ErrnoException) => println(io.err, `sink: connection error: ${err.code ?? err.message}`));
-  const bound = (server.server.address() as AddressInfo).port;
+  // unheard, it would end the process. It is the client's problem: report it and go on. (Listened
+  // for before binding: smtp-server passes a bind error on as an 'error' event too.)
+  let bound = 0;
+  server.on('error', (err: NodeJS.ErrnoException) => {
+    if (bound !== 0) println(io.err, `sink: connection error: ${err.code ?? err.message}`);
+  });
+  bound = await listenOn(server.server, port, args.values.host).catch((err: unknown) => {
+    throw new UsageError((err as Error).message);
+  });
   println(io.out, `sink listening on ${args.values.host}:${bound}, writing to ${dir}`);
   await new Promise<void>((res) => {
     const stop = () => {

@@ -15,6 +15,7 @@ import { feedbackRecipient, type VerifyUnsubscribeToken } from './recipients.js'
 import { DEFAULT_EVENTS_MAX_LEN } from '../store/events.js';
 import { ClientLimiter } from '../core/client-limit.js';
 import { createSmtpGuard } from '../core/smtp-guard.js';
+import { listenOn } from '../core/listen.js';
 
 /**
  * The inbound MX of the bounce domain (the `feedback` role). It takes mail only for the VERP return
@@ -189,15 +190,7 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
   guard.attach(server);
   server.on('error', (err) => log.warn({ err }, 'feedback mx connection error'));
 
-  const port = await new Promise<number>((resolve, reject) => {
-    const onError = (err: Error) => reject(new SluiceError('SLUICE_CONFIG_INVALID', `cannot listen on ${opts.host}:${opts.port}: ${err.message}`, { cause: err }));
-    server.server.once('error', onError);
-    server.listen(opts.port, opts.host, () => {
-      server.server.off('error', onError);
-      const addr = server.server.address();
-      resolve(typeof addr === 'object' && addr ? addr.port : opts.port);
-    });
-  });
+  const port = await listenOn(server.server, opts.port, opts.host);
   log.info({ host: opts.host, port, bounceDomains }, 'feedback mx listening');
 
   const idle = async () => {

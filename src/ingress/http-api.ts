@@ -25,6 +25,7 @@ import { OperatorRegistry } from '../accounts/operators.js';
 import { apiKeyAccount, operatorKeyId } from '../accounts/secrets.js';
 import { extractLinks } from '../render/links.js';
 import { encodeSpecRecord } from '../render/spec-record.js';
+import { listenOn } from '../core/listen.js';
 
 /**
  * The HTTP API, on plain node:http (this is a handful of routes; a framework would add more code
@@ -517,16 +518,7 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
 
   const host = opts.host ?? cfg.host;
   const port = opts.port ?? cfg.port;
-  await new Promise<void>((resolve, reject) => {
-    const onError = (err: Error) => reject(new SluiceError('SLUICE_CONFIG_INVALID', `cannot listen on ${host}:${port}: ${err.message}`, { cause: err }));
-    server.once('error', onError);
-    server.listen(port, host, () => {
-      server.off('error', onError);
-      resolve();
-    });
-  });
-  const addr = server.address();
-  const bound = typeof addr === 'object' && addr ? addr.port : port;
+  const bound = await listenOn(server, port, host);
   log.info({ port: bound }, 'http api listening');
 
   let closing: Promise<void> | undefined;

@@ -13,6 +13,7 @@ import { checkMessageLines } from './message-check.js';
 import { loadOrCreateTls, type TlsMaterial } from './tls.js';
 import { ClientLimiter } from '../core/client-limit.js';
 import { createSmtpGuard } from '../core/smtp-guard.js';
+import { listenOn } from '../core/listen.js';
 
 /**
  * SMTP submission (RFC 6409): AUTH PLAIN/LOGIN required, STARTTLS offered, and every transaction
@@ -211,16 +212,7 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
 
   const host = opts.host ?? cfg.host;
   const port = opts.port ?? cfg.port;
-  await new Promise<void>((resolve, reject) => {
-    const onError = (err: Error) => reject(new SluiceError('SLUICE_CONFIG_INVALID', `cannot listen on ${host}:${port}: ${err.message}`, { cause: err }));
-    server.server.once('error', onError);
-    server.listen(port, host, () => {
-      server.server.off('error', onError);
-      resolve();
-    });
-  });
-  const addr = server.server.address();
-  const bound = typeof addr === 'object' && addr ? addr.port : port;
+  const bound = await listenOn(server.server, port, host);
   log.info({ port: bound }, 'smtp submission listening');
 
   let closing: Promise<void> | undefined;

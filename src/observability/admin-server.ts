@@ -1,5 +1,6 @@
 import { createServer, type Server } from 'node:http';
 import type { Registry } from 'prom-client';
+import { listenOn } from '../core/listen.js';
 
 /**
  * The admin port every process serves: /metrics (Prometheus text format), /healthz (the process is
@@ -50,12 +51,7 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
   });
   server.requestTimeout = 10_000;
   server.headersTimeout = 5_000;
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port, opts.host, () => resolve());
-  });
-  const addr = server.address();
-  const port = typeof addr === 'object' && addr ? addr.port : opts.port;
+  const port = await listenOn(server, opts.port, opts.host);
   return {
     port,
     close: () =>

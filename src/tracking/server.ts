@@ -10,6 +10,7 @@ import { badRequestPage, invalidLinkPage, NOT_FOUND_TEXT, unsubscribedPage, unsu
 import { startRecorder } from './recorder.js';
 import { mark } from './record.js';
 import { unsubscribe, unsubscribeTarget } from './unsubscribe.js';
+import { listenOn } from '../core/listen.js';
 
 /**
  * The tracking server: the public surface every recipient touches, on plain node:http.
@@ -242,16 +243,8 @@ export async function startTrackingServer(deps: TrackingDeps, opts: TrackingServ
     } else socket.destroy();
   });
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port, opts.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
+  const port = await listenOn(server, opts.port, opts.host);
   server.on('error', (err) => log.error({ err }, 'tracking server error'));
-  const addr = server.address();
-  const port = typeof addr === 'object' && addr ? addr.port : opts.port;
   log.info({ port }, 'tracking server listening');
 
   return {
