@@ -69,6 +69,7 @@ export async function openRedis(config: Config, logger: Logger): Promise<RedisHa
       dir: join(config.instance.dataDir, r.embedded.dir),
       maxmemory: r.embedded.maxmemory,
       aofRewriteMinSize: r.embedded.aofRewriteMinSize,
+      snapshotIntervalS: r.embedded.snapshotInterval === null ? null : r.embedded.snapshotInterval / 1000,
       appendfsync: r.durability === 'strict' ? 'always' : 'everysec',
     });
     url = embedded.socket;

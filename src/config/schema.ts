@@ -163,6 +163,8 @@ export const configSchema = z
             maxmemory: size,
             /** The AOF is not rewritten while smaller than this (auto-aof-rewrite-min-size). */
             aofRewriteMinSize: size,
+            /** An RDB snapshot at most this often (when anything changed); null = none (the AOF is the data). */
+            snapshotInterval: duration.nullable(),
           })
           .strict(),
       })

@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, existsSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { EMBEDDED_AOF_REWRITE_MIN_SIZE, startEmbeddedRedis } from '../../src/redis/embedded.js';
+import { EMBEDDED_AOF_REWRITE_MIN_SIZE, EMBEDDED_SNAPSHOT_INTERVAL_S, startEmbeddedRedis } from '../../src/redis/embedded.js';
 import { loadConfig } from '../../src/config/load.js';
 import { createRedis, checkRedisVersion } from '../../src/redis/client.js';
 import { isSluiceError } from '../../src/core/errors.js';
@@ -21,6 +21,8 @@ test('starts a private redis-server on a unix socket with AOF on, and stops it',
   assert.is(await c.config('GET', 'port').then((r) => (r as string[])[1]), '0');
   // Not rewritten every 64 MB (Redis's default): every accepted body passes through the AOF.
   assert.is(await c.config('GET', 'auto-aof-rewrite-min-size').then((r) => (r as string[])[1]), String(EMBEDDED_AOF_REWRITE_MIN_SIZE));
+  // An RDB snapshot at most hourly, not Redis's every minute under load (each one forks the server).
+  assert.is(await c.config('GET', 'save').then((r) => (r as string[])[1]), `${EMBEDDED_SNAPSHOT_INTERVAL_S} 1`);
   assert.ok(/^\d+\.\d+\.\d+$/.test(await checkRedisVersion(c)));
   await c.set('k', 'v');
   c.disconnect();
@@ -32,6 +34,19 @@ test('starts a private redis-server on a unix socket with AOF on, and stops it',
   assert.is(await c2.get('k'), 'v');
   c2.disconnect();
   await again.stop();
+});
+
+test('snapshots follow redis.embedded.snapshotInterval (default 1h); null turns them off', async () => {
+  assert.is(loadConfig({ env: {} }).redis.embedded.snapshotInterval, EMBEDDED_SNAPSHOT_INTERVAL_S * 1000);
+  assert.is(loadConfig({ env: {}, overrides: { redis: { embedded: { snapshotInterval: null } } } }).redis.embedded.snapshotInterval, null);
+  assert.is(loadConfig({ env: {}, overrides: { redis: { embedded: { snapshotInterval: '15m' } } } }).redis.embedded.snapshotInterval, 900_000);
+  for (const [snapshotIntervalS, rule] of [[null, ''], [900, '900 1']] as const) {
+    const srv = await startEmbeddedRedis({ binary: 'redis-server', dir, snapshotIntervalS });
+    const c = createRedis({ url: srv.socket });
+    assert.is(await c.config('GET', 'save').then((r) => (r as string[])[1]), rule);
+    c.disconnect();
+    await srv.stop();
+  }
 });
 
 test('the AOF rewrite threshold comes from redis.embedded.aofRewriteMinSize, whose default is the server\'s own default', async () => {
