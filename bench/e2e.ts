@@ -24,6 +24,7 @@
  * Prints a table and writes bench/results/e2e.json. Every wait is bounded (150 s per scenario);
  * at ~230 delivered/s the run takes ~5 min, plus ~40 s with --profile.
  */
+import { generateKeyPairSync, sign } from 'node:crypto';
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -459,8 +460,32 @@ function printTable(rows: ScenarioResult[], mem: MemoryResult | null): void {
   if (mem) console.log(`Redis memory (--roles ingress): ${mem.bytes_per_queued_recipient} B per queued recipient (${mem.recipients_queued} in ${mem.messages_fanout} messages), ${mem.bytes_per_10kb_message} B per 10 KB personal message (spec JSON ${mem.spec_json_bytes_per_message} B)`);
 }
 
+/**
+ * This machine's signing speed on one core (node:crypto, as the render workers sign): the hosts this
+ * VM lands on differ — RSA-2048 ran 2,300–2,700 signatures/s on a CPU with AVX-512 IFMA and ~1,300 on
+ * one without — so figures from different runs compare only alongside it.
+ */
+function signingSpeed(): { rsa2048_signs_per_s_one_core: number; ed25519_signs_per_s_one_core: number } {
+  const data = Buffer.alloc(1024, 'h');
+  const rate = (type: 'rsa' | 'ed25519'): number => {
+    const { privateKey } = type === 'rsa' ? generateKeyPairSync('rsa', { modulusLength: 2048 }) : generateKeyPairSync('ed25519');
+    const algorithm = type === 'rsa' ? 'sha256' : null;
+    for (let i = 0; i < 20; i++) sign(algorithm, data, privateKey);
+    let n = 0;
+    const t0 = performance.now();
+    while (performance.now() - t0 < 500) {
+      sign(algorithm, data, privateKey);
+      n++;
+    }
+    return Math.round((n * 1000) / (performance.now() - t0));
+  };
+  return { rsa2048_signs_per_s_one_core: rate('rsa'), ed25519_signs_per_s_one_core: rate('ed25519') };
+}
+
 async function main(): Promise<void> {
   buildSluice();
+  const signing = signingSpeed();
+  console.log(`this machine, one core: ${signing.rsa2048_signs_per_s_one_core} RSA-2048 and ${signing.ed25519_signs_per_s_one_core} Ed25519 signatures/s (${cpus()[0]?.model ?? 'unknown CPU'})`);
   const keysDir = mkdtempSync(join(tmpdir(), 'sluice-bench-keys-'));
   try {
     const account = await makeAccount(keysDir);
@@ -534,7 +559,7 @@ async function main(): Promise<void> {
       ...(profile ? { profile } : {}),
       ...(failures.length > 0 ? { failures } : {}),
       settings: { recipients: RECIPIENTS, recipients_100kb: RECIPIENTS_100KB, domains: DOMAINS, batch: BATCH, concurrency: CONCURRENCY, sluice: TUNING, redis: 'redis-server, AOF appendfsync everysec, unix socket' },
-      machine: { nproc: availableParallelism(), cpu: cpus()[0]?.model ?? 'unknown', node: process.version, date: new Date().toISOString() },
+      machine: { nproc: availableParallelism(), cpu: cpus()[0]?.model ?? 'unknown', ...signing, node: process.version, date: new Date().toISOString() },
     };
     mkdirSync(join(BENCH, 'results'), { recursive: true });
     writeFileSync(join(BENCH, 'results', 'e2e.json'), JSON.stringify(out, null, 2) + '\n');
