@@ -10,6 +10,7 @@ import { availableParallelism, cpus } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import { prepareSigner, signMessage } from '../src/render/dkim.js';
+import { opsPerSecond } from './harness.js';
 import { RenderPool } from '../src/render/pool.js';
 import type { DkimAlgorithm, DkimKeyMaterial, RenderTask } from '../src/render/protocol.js';
 
@@ -44,14 +45,7 @@ for (const v of VARIANTS) {
   const signers = keys.filter((k) => k.domain === v.domain).map(prepareSigner);
   for (const size of SIZES) {
     const msg = message(size, v.domain);
-    let n = 0;
-    const start = performance.now();
-    const until = start + SECONDS * 1000;
-    while (performance.now() < until) {
-      signMessage(msg, signers);
-      n++;
-    }
-    results.push({ variant: v.name, bytes: size, mode: 'single-thread', threads: 1, signsPerSecond: Math.round((n * 1000) / (performance.now() - start)) });
+    results.push({ variant: v.name, bytes: size, mode: 'single-thread', threads: 1, signsPerSecond: opsPerSecond(() => signMessage(msg, signers), SECONDS * 1000) });
   }
 }
 

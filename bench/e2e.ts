@@ -31,7 +31,7 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../src/redis/embedded.js';
 import {
-  BENCH, buildSluice, counter, exited, fetchMetrics, forkTs, histogram, makeAccount, mb, mergeDeep, nextMessage, redisMemory, rss, sleep, startSink, startSluiceProcess,
+  BENCH, buildSluice, counter, opsPerSecond, exited, fetchMetrics, forkTs, histogram, makeAccount, mb, mergeDeep, nextMessage, redisMemory, rss, sleep, startSink, startSluiceProcess,
   type Account, type SinkHandle, type SluiceHandle,
 } from './harness.js';
 import { cpuDelta, cpuTimes, machineBusySeconds, round, threadCpu, threadSplit, type CpuTimes } from './proc.js';
@@ -471,13 +471,7 @@ function signingSpeed(): { rsa2048_signs_per_s_one_core: number; ed25519_signs_p
     const { privateKey } = type === 'rsa' ? generateKeyPairSync('rsa', { modulusLength: 2048 }) : generateKeyPairSync('ed25519');
     const algorithm = type === 'rsa' ? 'sha256' : null;
     for (let i = 0; i < 20; i++) sign(algorithm, data, privateKey);
-    let n = 0;
-    const t0 = performance.now();
-    while (performance.now() - t0 < 500) {
-      sign(algorithm, data, privateKey);
-      n++;
-    }
-    return Math.round((n * 1000) / (performance.now() - t0));
+    return opsPerSecond(() => sign(algorithm, data, privateKey), 500);
   };
   return { rsa2048_signs_per_s_one_core: rate('rsa'), ed25519_signs_per_s_one_core: rate('ed25519') };
 }

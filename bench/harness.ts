@@ -28,6 +28,18 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((r) => setTimeout(r, ms));
 }
 
+/** How many times a second `fn` runs on this thread, called back to back for `ms` milliseconds. */
+export function opsPerSecond(fn: () => unknown, ms: number): number {
+  let n = 0;
+  const start = performance.now();
+  const until = start + ms;
+  while (performance.now() < until) {
+    fn();
+    n++;
+  }
+  return Math.round((n * 1000) / (performance.now() - start));
+}
+
 export function mb(bytes: number): string {
   return `${(bytes / 1024 / 1024).toFixed(0)} MB`;
 }

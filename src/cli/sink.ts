@@ -66,13 +66,14 @@ export async function runSink(argv: string[], io: Io): Promise<number> {
   // A client that resets its connection mid-transaction surfaces as an 'error' event on the server;
   // unheard, it would end the process. It is the client's problem: report it and go on. (Listened
   // for before binding: smtp-server passes a bind error on as an 'error' event too.)
-  let bound = 0;
+  let listening = false;
   server.on('error', (err: NodeJS.ErrnoException) => {
-    if (bound !== 0) println(io.err, `sink: connection error: ${err.code ?? err.message}`);
+    if (listening) println(io.err, `sink: connection error: ${err.code ?? err.message}`);
   });
-  bound = await listenOn(server.server, port, args.values.host).catch((err: unknown) => {
+  const bound = await listenOn(server.server, port, args.values.host).catch((err: unknown) => {
     throw new UsageError((err as Error).message);
   });
+  listening = true;
   println(io.out, `sink listening on ${args.values.host}:${bound}, writing to ${dir}`);
   await new Promise<void>((res) => {
     const stop = () => {

@@ -9,6 +9,8 @@ import { SluiceError } from './errors.js';
  * `sluice start` says which setting to change instead of printing a bare errno.
  *
  * The error listener is there only while binding: a server's later errors are its owner's to handle.
+ * smtp-server re-emits its socket server's errors, a failed bind included, on the SMTPServer itself:
+ * its owner listens there before calling this, or the re-emitted error ends the process.
  */
 export function listenOn(server: Server, port: number, host: string): Promise<number> {
   return new Promise<number>((resolve, reject) => {
