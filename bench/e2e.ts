@@ -24,14 +24,13 @@
  * Prints a table and writes bench/results/e2e.json. Every wait is bounded (150 s per scenario);
  * at ~230 delivered/s the run takes ~5 min, plus ~40 s with --profile.
  */
-import { generateKeyPairSync, sign } from 'node:crypto';
 import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../src/redis/embedded.js';
 import {
-  BENCH, buildSluice, counter, opsPerSecond, exited, fetchMetrics, forkTs, histogram, makeAccount, mb, mergeDeep, nextMessage, redisMemory, rss, sleep, startSink, startSluiceProcess,
+  BENCH, buildSluice, counter, signingSpeed, exited, fetchMetrics, forkTs, histogram, makeAccount, mb, mergeDeep, nextMessage, redisMemory, rss, sleep, startSink, startSluiceProcess,
   type Account, type SinkHandle, type SluiceHandle,
 } from './harness.js';
 import { cpuDelta, cpuTimes, machineBusySeconds, round, threadCpu, threadSplit, type CpuTimes } from './proc.js';
@@ -458,22 +457,6 @@ function printTable(rows: ScenarioResult[], mem: MemoryResult | null): void {
       `render workers ${r.sluice_thread_ms_per_recipient.render_workers}, other threads ${r.sluice_thread_ms_per_recipient.other_threads}` + (r.errors.length ? `, errors: ${r.errors.join(' | ')}` : ''));
   }
   if (mem) console.log(`Redis memory (--roles ingress): ${mem.bytes_per_queued_recipient} B per queued recipient (${mem.recipients_queued} in ${mem.messages_fanout} messages), ${mem.bytes_per_10kb_message} B per 10 KB personal message (spec JSON ${mem.spec_json_bytes_per_message} B)`);
-}
-
-/**
- * This machine's signing speed on one core (node:crypto, as the render workers sign): the hosts this
- * VM lands on differ — RSA-2048 ran 2,300–2,700 signatures/s on a CPU with AVX-512 IFMA and ~1,300 on
- * one without — so figures from different runs compare only alongside it.
- */
-function signingSpeed(): { rsa2048_signs_per_s_one_core: number; ed25519_signs_per_s_one_core: number } {
-  const data = Buffer.alloc(1024, 'h');
-  const rate = (type: 'rsa' | 'ed25519'): number => {
-    const { privateKey } = type === 'rsa' ? generateKeyPairSync('rsa', { modulusLength: 2048 }) : generateKeyPairSync('ed25519');
-    const algorithm = type === 'rsa' ? 'sha256' : null;
-    for (let i = 0; i < 20; i++) sign(algorithm, data, privateKey);
-    return opsPerSecond(() => sign(algorithm, data, privateKey), 500);
-  };
-  return { rsa2048_signs_per_s_one_core: rate('rsa'), ed25519_signs_per_s_one_core: rate('ed25519') };
 }
 
 async function main(): Promise<void> {

@@ -23,6 +23,8 @@ export interface PostfixOptions {
   routes?: Record<string, string>;
   /** Addresses refused at RCPT with 554 5.7.1. */
   refuse?: string[];
+  /** A milter every message received by SMTP passes through, e.g. 'inet:127.0.0.1:8891' (OpenDKIM). */
+  milter?: string;
 }
 
 export function run(cmd: string, args: string[], env: NodeJS.ProcessEnv = process.env, timeout = 60_000): Promise<{ code: number; out: string }> {
@@ -112,6 +114,8 @@ export async function startPostfix(opts: PostfixOptions): Promise<PrivatePostfix
     // Plain SMTP both ways: no certificates to make, and Sluice's inbound MX offers no STARTTLS.
     'smtpd_tls_security_level = none',
     'smtp_tls_security_level = none',
+    // A milter that does not answer makes the message wait (4xx), not pass unsigned.
+    ...(opts.milter ? [`smtpd_milters = ${opts.milter}`, 'milter_default_action = tempfail'] : []),
     '',
   ];
   const master = [
