@@ -24,7 +24,7 @@
  * Prints a table and writes bench/results/e2e.json. Every wait is bounded (150 s per scenario);
  * at ~230 delivered/s the run takes ~5 min, plus ~40 s with --profile.
  */
-import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
@@ -459,6 +459,20 @@ function printTable(rows: ScenarioResult[], mem: MemoryResult | null): void {
   if (mem) console.log(`Redis memory (--roles ingress): ${mem.bytes_per_queued_recipient} B per queued recipient (${mem.recipients_queued} in ${mem.messages_fanout} messages), ${mem.bytes_per_10kb_message} B per 10 KB personal message (spec JSON ${mem.spec_json_bytes_per_message} B)`);
 }
 
+/**
+ * The last bench:postfix figures of this machine (bench/results/postfix.json), if there are any: the
+ * issue's figures are set against Postfix on its machine, so a run here reads against Postfix here.
+ */
+function postfixYardstick(): { when: string; postfix_delivered_per_s: number | null; postfix_opendkim_delivered_per_s: number | null } | null {
+  try {
+    const j = JSON.parse(readFileSync(join(BENCH, 'results', 'postfix.json'), 'utf8')) as Record<string, unknown>;
+    const num = (v: unknown): number | null => (typeof v === 'number' ? v : null);
+    return { when: String(j['when']), postfix_delivered_per_s: num(j['postfix_delivered_per_s']), postfix_opendkim_delivered_per_s: num(j['postfix_opendkim_delivered_per_s']) };
+  } catch {
+    return null;
+  }
+}
+
 async function main(): Promise<void> {
   buildSluice();
   const signing = signingSpeed();
@@ -522,6 +536,12 @@ async function main(): Promise<void> {
 
     const by = (k: Scenario['key']) => rows.find((r) => r.scenario === k);
     const rsa = by('rsa');
+    const yardstick = postfixYardstick();
+    if (yardstick) {
+      const ratio = (n: number | undefined, d: number | null): string => (n && d ? `${(n / d).toFixed(2)}×` : '-');
+      console.log(`\nyardstick: Postfix on this machine (bench:postfix, ${yardstick.when}) relayed ${yardstick.postfix_delivered_per_s ?? '-'}/s, ${yardstick.postfix_opendkim_delivered_per_s ?? '-'}/s with OpenDKIM (issue 2's machine: 700–800 and 350–380)`);
+      console.log(`  Sluice RSA-2048 10 KB: ${ratio(rsa?.delivered_per_s, yardstick.postfix_delivered_per_s)} Postfix, ${ratio(rsa?.delivered_per_s, yardstick.postfix_opendkim_delivered_per_s)} Postfix with OpenDKIM`);
+    }
     const out = {
       delivered_per_s_rsa: rsa?.delivered_per_s ?? null,
       delivered_per_s_ed25519: by('ed25519')?.delivered_per_s ?? null,
@@ -534,6 +554,7 @@ async function main(): Promise<void> {
       scenarios: rows,
       memory: mem,
       ...(profile ? { profile } : {}),
+      ...(yardstick ? { postfix_yardstick: yardstick } : {}),
       ...(failures.length > 0 ? { failures } : {}),
       settings: { recipients: RECIPIENTS, recipients_100kb: RECIPIENTS_100KB, domains: DOMAINS, batch: BATCH, concurrency: CONCURRENCY, sluice: TUNING, redis: 'redis-server, AOF appendfsync everysec, unix socket' },
       machine: { nproc: availableParallelism(), cpu: cpus()[0]?.model ?? 'unknown', ...signing, node: process.version, date: new Date().toISOString() },
