@@ -21,7 +21,7 @@
  *   needs: postfix (installed by the README's first command); opendkim for the dkim phase
  *          (apt-get install -y opendkim), skipped with a note when missing. Runs as root (Postfix's master).
  *
- * Prints a table and writes bench/results/postfix.json. Takes ~2 min.
+ * Prints a table and writes bench/results/postfix.json. Takes ~3–4 min here (the OpenDKIM phase is the long one).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { connect } from 'node:net';
