@@ -32,7 +32,8 @@ import { join } from 'node:path';
 import { freePort } from '../test/helpers/redis.js';
 import { ensurePostfix, startPostfix, type PrivatePostfix } from '../test/helpers/postfix.js';
 import { verifyWithDkimpy } from '../test/helpers/dkim-verify.js';
-import { BENCH, signingSpeed, sleep } from './harness.js';
+import { until } from '../test/helpers/fault-load.js';
+import { BENCH, exited, signingSpeed, sleep } from './harness.js';
 import { machineBusySeconds, round } from './proc.js';
 
 const MESSAGES = Number(process.env['BENCH_MESSAGES'] ?? 20_000);
@@ -135,12 +136,9 @@ function source(port: number, count: number): Promise<void> {
   });
 }
 
-async function until(what: string, cond: () => boolean, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
+/** Waits for `cond` (polled every 20 ms), or throws naming `what`. */
+async function reach(what: string, cond: () => boolean, timeoutMs: number): Promise<void> {
+  if (!(await until(cond, timeoutMs, 20))) throw new Error(`timed out waiting for ${what}`);
 }
 
 async function runPhase(phase: 'plain' | 'dkim'): Promise<PhaseResult> {
@@ -169,7 +167,7 @@ async function runPhase(phase: 'plain' | 'dkim'): Promise<PhaseResult> {
       const keeper = own(await startSmtpSink(dump));
       const pf = await start(keeper);
       await source(postfixPort, CHECKED);
-      await until('the checked messages at the sink', () => keeper.count() >= CHECKED, 30_000);
+      await reach('the checked messages at the sink', () => keeper.count() >= CHECKED, 30_000);
       await sleep(200);
       const files = readdirSync(dump).map((f) => readFileSync(join(dump, f)));
       const verdicts = await verifyWithDkimpy(files, { [`${SELECTOR}._domainkey.${FROM_DOMAIN}`]: `v=DKIM1; k=rsa; p=${dkim.publicKeyB64}` });
@@ -183,7 +181,7 @@ async function runPhase(phase: 'plain' | 'dkim'): Promise<PhaseResult> {
     const sink = own(await startSmtpSink());
     const pf = await start(sink);
     await source(postfixPort, WARMUP);
-    await until('the warm-up messages at the sink', () => sink.count() >= WARMUP, 60_000);
+    await reach('the warm-up messages at the sink', () => sink.count() >= WARMUP, 60_000);
     const base = sink.count();
 
     const busy0 = machineBusySeconds();
@@ -191,7 +189,7 @@ async function runPhase(phase: 'plain' | 'dkim'): Promise<PhaseResult> {
     let acceptedAt = 0;
     const submitted = source(postfixPort, MESSAGES).then(() => (acceptedAt = performance.now()));
     try {
-      await until('every message at the sink', () => sink.count() - base >= MESSAGES, PHASE_TIMEOUT_MS);
+      await reach('every message at the sink', () => sink.count() - base >= MESSAGES, PHASE_TIMEOUT_MS);
     } catch (err) {
       throw new Error(`${(err as Error).message} (${sink.count() - base} of ${MESSAGES})\n${pf.log().slice(-2000)}`);
     }
@@ -232,13 +230,10 @@ async function waitPort(port: number, child: ChildProcess, what: () => string): 
   }
 }
 
+/** SIGTERM, then SIGKILL if it has not exited after 5 s. */
 function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    child.once('exit', () => resolve());
-    child.kill('SIGTERM');
-    setTimeout(() => child.kill('SIGKILL'), 5_000).unref();
-  });
+  child.kill('SIGTERM');
+  return exited(child, 5_000);
 }
 
 async function main(): Promise<void> {

@@ -35,7 +35,7 @@ import { createTokenCodec, tokenPath, type TokenCodec } from '../src/core/tokens
 import { newId } from '../src/core/ids.js';
 import { storeMessage } from '../src/store/messages.js';
 import { PIXEL_GIF } from '../src/tracking/server.js';
-import { ROOT, sleep } from './harness.js';
+import { exited, ROOT, sleep } from './harness.js';
 import { cpuDelta, cpuTimes, machineBusySeconds, round, threadCpu, type CpuTimes } from './proc.js';
 import { printSummary, summariseDir } from './profile.js';
 
@@ -452,16 +452,9 @@ function printTable(rows: Record<string, PhaseResult>): void {
 }
 
 function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => {
-    // Sluice's own shutdown grace is 30 s; with nothing in flight it stops in well under a second.
-    const t = setTimeout(() => child.kill('SIGKILL'), 40_000);
-    child.once('exit', () => {
-      clearTimeout(t);
-      resolve();
-    });
-    child.kill('SIGTERM');
-  });
+  child.kill('SIGTERM');
+  // Sluice's own shutdown grace is 30 s; with nothing in flight it stops in well under a second.
+  return exited(child, 40_000);
 }
 
 main().catch((err: unknown) => {

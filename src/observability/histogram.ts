@@ -37,6 +37,8 @@ interface ValuePair {
   metricName: string;
 }
 
+const NO_LABELS: Readonly<Record<string, string>> = Object.freeze({});
+
 export class FastHistogram<L extends string = never> {
   readonly name: string;
   readonly help: string;
@@ -54,16 +56,16 @@ export class FastHistogram<L extends string = never> {
       if (!((cfg.buckets[i] as number) > (cfg.buckets[i - 1] as number))) throw new Error(`${cfg.name}: buckets must be ascending`);
     }
     this.bounds = Float64Array.from(cfg.buckets);
-    if (this.labelNames.length === 0) this.seriesOf({});
+    if (this.labelNames.length === 0) this.seriesOf(NO_LABELS);
     for (const r of cfg.registers ?? []) r.registerMetric(this as unknown as Metric);
   }
 
   /** observe(value) on a histogram without labels, observe(labels, value) on one with. */
   observe(labelsOrValue: Readonly<Record<L, string>> | number, value?: number): void {
-    const labels = typeof labelsOrValue === 'number' ? ({} as Readonly<Record<L, string>>) : labelsOrValue;
-    const v = typeof labelsOrValue === 'number' ? labelsOrValue : (value as number);
+    const labelled = typeof labelsOrValue !== 'number';
+    const v = labelled ? (value as number) : labelsOrValue;
     if (!Number.isFinite(v)) throw new TypeError(`${this.name}: not a finite number: ${v}`);
-    const s = this.seriesOf(labels);
+    const s = this.seriesOf(labelled ? labelsOrValue : NO_LABELS);
     const bounds = this.bounds;
     let i = 0;
     while (i < bounds.length && v > (bounds[i] as number)) i++;
@@ -91,7 +93,7 @@ export class FastHistogram<L extends string = never> {
 
   reset(): void {
     this.series = new Map();
-    if (this.labelNames.length === 0) this.seriesOf({});
+    if (this.labelNames.length === 0) this.seriesOf(NO_LABELS);
   }
 
   private seriesOf(labels: Readonly<Record<string, string>>): Series {
