@@ -14,7 +14,7 @@
  * the run counts what reached the stream after each phase.
  *
  *   npm run bench:tracking [-- --profile]
- *   env: BENCH_DURATION_S (10), BENCH_CONNECTIONS (64), BENCH_WRK_THREADS (1), BENCH_ROUNDS (3), BENCH_NODE_FLAGS (default '--max-semi-space-size=32'), BENCH_KEEP_LOG=1 (Sluice's log to $TMPDIR/sluice-bench-tracking.log)
+ *   env: BENCH_DURATION_S (10), BENCH_CONNECTIONS (64), BENCH_WRK_THREADS (1), BENCH_ROUNDS (3), BENCH_NODE_FLAGS (default '--max-semi-space-size=32'), BENCH_KEEP_LOG=1 (Sluice's log to $TMPDIR/sluice-bench-tracking.log), BENCH_SKIP_BUILD=1, BENCH_BASELINE (another build's bin/sluice.js, see below)
  *
  * wrk rather than autocannon: it is C, so on a 2-core machine it takes a fraction of the CPU a Node
  * load generator would take from the server under test. --profile runs the opens phase once more
@@ -35,7 +35,7 @@ import { createTokenCodec, tokenPath, type TokenCodec } from '../src/core/tokens
 import { newId } from '../src/core/ids.js';
 import { storeMessage } from '../src/store/messages.js';
 import { PIXEL_GIF } from '../src/tracking/server.js';
-import { exited, ROOT, sleep } from './harness.js';
+import { buildSluice, exited, ROOT, sleep } from './harness.js';
 import { cpuDelta, cpuTimes, machineBusySeconds, round, threadCpu, type CpuTimes } from './proc.js';
 import { printSummary, summariseDir } from './profile.js';
 
@@ -50,9 +50,16 @@ const PROFILE = process.argv.includes('--profile') || process.env['BENCH_PROFILE
  * Rounds of (ceiling, opens), alternating: this machine's speed drifts by a third from one minute to
  * the next (other tenants of the host), so a ceiling measured once, minutes away from the opens it
  * is compared with, says more about the drift than about Sluice. The share is the median of the
- * rounds' shares.
+ * rounds' shares. Each phase starts its server afresh (see main()).
  */
 const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 3);
+/**
+ * BENCH_BASELINE=/path/to/another/checkout/bin/sluice.js: each round also measures the opens of that
+ * build, right before or after this one's (alternately), and the run prints this build's figures
+ * as a ratio of the baseline's. On a host whose speed drifts by a third from minute to minute, two
+ * builds measured side by side are the only fair comparison of a change.
+ */
+const BASELINE = process.env['BENCH_BASELINE'];
 /** 10,000 recipients: the opens of a 10 s run repeat each token ~10×, so first and repeat opens both occur. */
 const MESSAGES = 2_000;
 const RCPTS_PER_MESSAGE = 5;
@@ -95,8 +102,8 @@ process.on('SIGTERM', () => server.close(() => process.exit(0)).closeAllConnecti
  */
 const NODE_FLAGS = process.env['BENCH_NODE_FLAGS']?.split(' ').filter(Boolean) ?? ['--max-semi-space-size=32'];
 
-/** Runs the sluice CLI from src/ through tsx: no build step, and the same code a build would ship. */
-const SLUICE_JS = `const { main } = await import(process.env.SLUICE_MAIN); process.exitCode = await main(process.argv.slice(1));`;
+/** The built program, as operators run it (bench:e2e runs it too): `npm run build` first, unless BENCH_SKIP_BUILD=1. */
+const SLUICE_BIN = join(ROOT, 'bin', 'sluice.js');
 
 async function startCeiling(): Promise<Target> {
   const port = await freePort();
@@ -105,7 +112,7 @@ async function startCeiling(): Promise<Target> {
   return { child, pid: child.pid ?? 0, port, stop: () => stopChild(child) };
 }
 
-async function startSluice(dir: string, redis: EmbeddedRedis, secretFile: string, cpuProfDir?: string): Promise<Target> {
+async function startSluice(dir: string, redis: EmbeddedRedis, secretFile: string, cpuProfDir?: string, bin = SLUICE_BIN): Promise<Target> {
   const [port, adminPort] = [await freePort(), await freePort()];
   const config = {
     log: { level: 'warn' },
@@ -118,15 +125,14 @@ async function startSluice(dir: string, redis: EmbeddedRedis, secretFile: string
   writeFileSync(configFile, JSON.stringify(config, null, 2)); // JSON is YAML
   const logFile = join(dir, 'sluice.log');
   const fd = openSync(logFile, 'a');
-  const env: NodeJS.ProcessEnv = { ...process.env, SLUICE_MAIN: new URL('../src/cli/main.ts', import.meta.url).href };
+  const env: NodeJS.ProcessEnv = { ...process.env };
   for (const k of Object.keys(env)) if (k === 'REDIS_URL' || k === 'SLUICE_CONFIG' || k === 'SLUICE_LOG_LEVEL' || k.startsWith('SLUICE__')) delete env[k];
   const args = [
     ...NODE_FLAGS,
     ...(cpuProfDir ? ['--cpu-prof', `--cpu-prof-dir=${cpuProfDir}`] : []),
-    '--import', 'tsx', '--input-type=module', '-e', SLUICE_JS, '--',
-    'start', '--config', configFile, '--roles', 'tracking',
+    bin, 'start', '--config', configFile, '--roles', 'tracking',
   ];
-  // cwd ROOT: `--import tsx` resolves from there; the data and the log go to `dir`.
+  // The data and the log go to `dir`.
   const child = spawn(process.execPath, args, { cwd: ROOT, env, stdio: ['ignore', fd, fd] });
   closeSync(fd);
   try {
@@ -325,9 +331,11 @@ async function shedCount(adminUrl: string | undefined): Promise<number> {
 // ── main ────────────────────────────────────────────────────────────────────────────────────────
 
 async function main(): Promise<void> {
+  buildSluice();
   if (spawnSync('wrk', ['--version']).error) throw new Error('wrk not found: apt-get update && apt-get install -y wrk');
   const dir = mkdtempSync(join(tmpdir(), 'sluice-bench-tracking-'));
   const stops: (() => Promise<void>)[] = [];
+  let lastLog = '';
   try {
     const redis = await startEmbeddedRedis({ binary: 'redis-server', dir: join(dir, 'redis'), appendfsync: 'everysec' });
     stops.unshift(() => redis.stop());
@@ -348,28 +356,45 @@ async function main(): Promise<void> {
     const load0 = loadavg()[0] ?? 0;
 
     console.log(`tracking bench: ${CONNECTIONS} keep-alive connections, wrk ${WRK_THREADS} thread(s), ${WARMUP_S} s warm-up + ${DURATION_S} s per phase, ${ROUNDS} round(s) of ceiling then opens; ${opens.length} recipients`);
-    // Both servers run from the start (an idle one costs nothing); the rounds alternate between them.
-    const ceilingTarget = await startCeiling();
-    stops.unshift(() => ceilingTarget.stop());
-    const sluiceDir = join(dir, 'sluice');
-    mkdirSync(sluiceDir);
-    const sluice = await startSluice(sluiceDir, redis, secretFile);
-    stops.unshift(() => sluice.stop());
-    const settle = async (): Promise<[number, number, number]> => [await settledEvents(client, keys), await shedCount(sluice.adminUrl), await commandCount(client)];
-    const rounds: { ceiling: PhaseResult; opens: PhaseResult }[] = [];
+    // Every phase runs in a process of its own, started for it and stopped after: two identical
+    // processes started side by side on this host ran ~10 % apart for their whole lives (which one
+    // was faster was a lottery of where the host put them), so a server kept for all rounds would
+    // carry its one draw into every round.
+    let started = 0;
+    const sluiceFrom = (bin?: string) => (): Promise<Target> => {
+      const d = join(dir, `sluice-${++started}`);
+      mkdirSync(d);
+      lastLog = join(d, 'sluice.log');
+      return startSluice(d, redis, secretFile, undefined, bin);
+    };
+    const measure = async (start: () => Promise<Target>, paths: string, counted: boolean): Promise<PhaseResult> => {
+      const t = await start();
+      try {
+        const settle = async (): Promise<[number, number, number]> => [await settledEvents(client, keys), await shedCount(t.adminUrl), await commandCount(client)];
+        return await phase(t, redis.pid, paths, script, counted ? settle : undefined);
+      } finally {
+        await t.stop();
+      }
+    };
+    const rounds: { ceiling: PhaseResult; opens: PhaseResult; baseline?: PhaseResult }[] = [];
     for (let r = 0; r < ROUNDS; r++) {
-      const c = await phase(ceilingTarget, redis.pid, opensFile, script);
-      const o = await phase(sluice, redis.pid, opensFile, script, settle);
-      rounds.push({ ceiling: c, opens: o });
-      console.log(`round ${r + 1}: ceiling ${c.rps} req/s, opens ${o.rps} req/s (${((o.rps / Math.max(1, c.rps)) * 100).toFixed(1)} %), opens p99 ${o.p99_ms} ms`);
+      const c = await measure(startCeiling, opensFile, false);
+      // With a baseline, the two builds take turns going first, so a drift within the round favours neither.
+      const b0 = BASELINE && r % 2 === 1 ? await measure(sluiceFrom(BASELINE), opensFile, true) : undefined;
+      const o = await measure(sluiceFrom(), opensFile, true);
+      const b = b0 ?? (BASELINE ? await measure(sluiceFrom(BASELINE), opensFile, true) : undefined);
+      rounds.push({ ceiling: c, opens: o, ...(b ? { baseline: b } : {}) });
+      const vs = b ? `; baseline ${b.rps} req/s (this build ${((o.rps / Math.max(1, b.rps)) * 100).toFixed(1)} % of it), CPU µs/open this ${cpuPerRequest(o)} baseline ${cpuPerRequest(b)}, p99 ${b.p99_ms} ms` : '';
+      console.log(`round ${r + 1}: ceiling ${c.rps} req/s, opens ${o.rps} req/s (${((o.rps / Math.max(1, c.rps)) * 100).toFixed(1)} %), opens p99 ${o.p99_ms} ms${vs}`);
+    }
+    if (BASELINE) {
+      const ratio = median(rounds.map((r) => r.opens.rps / Math.max(1, r.baseline?.rps ?? 1)));
+      const cpu = median(rounds.map((r) => cpuPerRequest(r.opens) / Math.max(1, r.baseline ? cpuPerRequest(r.baseline) : 1)));
+      console.log(`this build against the baseline (${BASELINE}): opens req/s ×${ratio.toFixed(3)}, CPU per open (all processes) ×${cpu.toFixed(3)} (medians of ${ROUNDS} rounds)`);
     }
     const ceiling = medianPhase(rounds.map((r) => r.ceiling));
     const opensR = medianPhase(rounds.map((r) => r.opens));
-    const clicksR = await phase(sluice, redis.pid, clicksFile, script, settle);
-    await sluice.stop();
-    stops.shift();
-    await ceilingTarget.stop();
-    stops.shift();
+    const clicksR = await measure(sluiceFrom(), clicksFile, true);
 
     let profile: string[] = [];
     if (PROFILE) {
@@ -421,9 +446,14 @@ async function main(): Promise<void> {
   } finally {
     for (const stop of stops) await stop().catch((err: unknown) => console.error('cleanup:', err));
     // BENCH_KEEP_LOG=1 keeps Sluice's log (e.g. with BENCH_NODE_FLAGS=--trace-gc) outside the scratch folder.
-    if (process.env['BENCH_KEEP_LOG'] === '1') copyFileSync(join(dir, 'sluice', 'sluice.log'), join(tmpdir(), 'sluice-bench-tracking.log'));
+    if (process.env['BENCH_KEEP_LOG'] === '1' && lastLog) copyFileSync(lastLog, join(tmpdir(), 'sluice-bench-tracking.log'));
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+/** CPU of the server, Redis and wrk per request, µs: the cost of a request to the whole machine. */
+function cpuPerRequest(r: PhaseResult): number {
+  return round(((r.cpu.server + r.cpu.redis + r.cpu.wrk) / Math.max(1, r.rps)) * 1e6, 1);
 }
 
 function median(xs: readonly number[]): number {
