@@ -1,3 +1,4 @@
+import { SluiceError } from './errors.js';
 import { pooledRandom } from './random-pool.js';
 
 /**
@@ -27,6 +28,23 @@ export function fromBase32(text: string, start: number, chars: number): number {
 
 export function newId(now: number = Date.now()): string {
   return toBase32(now, 10) + toBase32(pooledRandom(4).readUInt32BE(0) >>> 2, 6);
+}
+
+/** Ids drawn for one record before giving up: a second collision in a row is already ~1 in 10^18. */
+export const MAX_ID_ATTEMPTS = 3;
+
+/**
+ * Creates a record named by a fresh id: `create` writes it only if the id is free and answers null
+ * when it is taken (two processes can draw the same id in the same millisecond, 1 in 2^30 a pair),
+ * and then it is tried again with a new id from `mint`. The record another process made is never
+ * touched. Throws SLUICE_INTERNAL after MAX_ID_ATTEMPTS taken ids.
+ */
+export async function withFreeId<T>(mint: () => string, create: (id: string) => Promise<T | null>): Promise<T> {
+  for (let attempt = 1; attempt <= MAX_ID_ATTEMPTS; attempt++) {
+    const made = await create(mint());
+    if (made !== null) return made;
+  }
+  throw new SluiceError('SLUICE_INTERNAL', `no free id after ${MAX_ID_ATTEMPTS} attempts`);
 }
 
 const ID_RE = /^[0-9a-hjkmnp-tv-z]{16}$/;

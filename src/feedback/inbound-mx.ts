@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { SluiceError, toSluiceError } from '../core/errors.js';
-import { newId } from '../core/ids.js';
+import { newId, withFreeId } from '../core/ids.js';
 import { DAY } from '../core/time.js';
 import { assertRedisReady } from '../redis/client.js';
 import { processFeedback, type FeedbackMetricsHook, type ProcessOptions } from './process.js';
@@ -23,6 +23,14 @@ import { listenOn } from '../core/listen.js';
  * mail is stored raw BEFORE the 250 — once answered, the sender forgets it — and processed after;
  * a failure there is recorded on the stored mail and counted, and touches no other mail.
  */
+/** A mail this MX stored, as processing takes it. */
+interface ReceivedMail {
+  readonly id: string;
+  readonly raw: Buffer;
+  readonly rcpts: string[];
+  readonly receivedAt: number;
+}
+
 export interface InboundMxDeps {
   readonly redis: RedisClient;
   readonly keys: Keys;
@@ -109,7 +117,7 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
   };
 
   /** Processing runs after the 250; its failure is recorded on the stored mail, never thrown. */
-  const processLater = (mail: { id: string; raw: Buffer; rcpts: string[]; receivedAt: number }) => {
+  const processLater = (mail: ReceivedMail) => {
     const job = (async () => {
       try {
         await processFeedback({ ...deps, logger: log }, processing, mail);
@@ -161,13 +169,17 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
           return answer(refuse(session, new SluiceError('SLUICE_FEEDBACK_TOO_LARGE', `Message exceeds the size limit of ${maxSize} bytes`)));
         }
         const receivedAt = now();
-        const mail = { id: newId(receivedAt), raw: data, rcpts: session.envelope.rcptTo.map((r) => r.address), receivedAt };
+        const rcpts = session.envelope.rcptTo.map((r) => r.address);
         const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
         void (async () => {
+          let mail: ReceivedMail;
           try {
             // While Redis is down the mail cannot be stored: a 4xx at once, not a wait for the outage.
             assertRedisReady(deps.redis);
-            await storeFeedback(deps.redis, deps.keys, { ...mail, mailFrom }, opts.rawRetentionMs);
+            mail = await withFreeId(
+              () => newId(receivedAt),
+              async (id) => ((await storeFeedback(deps.redis, deps.keys, { id, raw: data, rcpts, mailFrom, receivedAt }, opts.rawRetentionMs)) ? { id, raw: data, rcpts, receivedAt } : null),
+            );
           } catch (err) {
             // Not stored, so not accepted: a 4xx makes the sender keep it and retry.
             const e = toSluiceError(err);

@@ -1,6 +1,7 @@
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { SluiceError } from '../core/errors.js';
+import { createRecord } from '../store/record-io.js';
 
 /**
  * Every mail the inbound MX accepts is stored raw before it is answered 250, so nothing a receiver
@@ -22,20 +23,26 @@ export interface StoredFeedback {
   readonly outcome: FeedbackOutcome | '';
 }
 
+/**
+ * Stores a received mail under its id, only if the id is free: false when another mail has it (drawn
+ * twice in one millisecond), and then nothing is written and the caller takes another id.
+ */
 export async function storeFeedback(
   redis: RedisClient,
   keys: Keys,
   mail: { id: string; raw: Buffer; rcpts: readonly string[]; mailFrom: string; receivedAt: number },
   retentionMs: number,
-): Promise<void> {
-  const key = keys.feedbackRaw(mail.id);
-  const res = await redis
-    .multi()
-    .hset(key, { raw: mail.raw, rcpts: JSON.stringify(mail.rcpts), mailFrom: mail.mailFrom, receivedAt: mail.receivedAt, outcome: '' })
-    .pexpire(key, Math.max(1, Math.floor(retentionMs)))
-    .exec();
-  const failed = res?.find(([err]) => err);
-  if (!res || failed) throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', 'the feedback mail could not be stored', { cause: failed?.[0] ?? undefined });
+): Promise<boolean> {
+  try {
+    return await createRecord(
+      redis,
+      keys.feedbackRaw(mail.id),
+      { raw: mail.raw, rcpts: JSON.stringify(mail.rcpts), mailFrom: mail.mailFrom, receivedAt: mail.receivedAt, outcome: '' },
+      Math.max(1, Math.floor(retentionMs)),
+    );
+  } catch (err) {
+    throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', 'the feedback mail could not be stored', { cause: err });
+  }
 }
 
 /** Records what processing made of a stored mail; mail not acted on goes to the unprocessed index. */

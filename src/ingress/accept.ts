@@ -5,7 +5,7 @@ import type { Keys } from '../redis/keys.js';
 import type { Metrics } from '../observability/metrics.js';
 import { SluiceError, toSluiceError, type FieldError } from '../core/errors.js';
 import { parseAddress } from '../core/address.js';
-import { newId } from '../core/ids.js';
+import { MAX_ID_ATTEMPTS, newId } from '../core/ids.js';
 import type { Account, AccountRegistry } from '../accounts/registry.js';
 import { reserveSending } from '../accounts/limits.js';
 import type { MessageKind, MessageSource, StoredRecipient } from '../store/messages.js';
@@ -109,9 +109,6 @@ export function checkFrom(registry: AccountRegistry, account: Account, from: str
   }
   return parsed;
 }
-
-/** Ids tried for one message before giving up: a second collision in a row is already ~1 in 10^18. */
-const MAX_ID_ATTEMPTS = 3;
 
 export async function acceptMessage(deps: AcceptDeps, sub: Submission): Promise<Accepted> {
   try {

@@ -1,12 +1,12 @@
 import { z } from 'zod';
 import { SluiceError } from '../core/errors.js';
-import { newId, isId } from '../core/ids.js';
+import { newId, isId, withFreeId } from '../core/ids.js';
 import { domainOf } from '../core/address.js';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { prepareCampaign } from '../render/campaign.js';
 import { campaignStats, createCampaign, getCampaign, listCampaigns, type CampaignRecord, type CampaignStats } from '../store/campaigns.js';
-import { createList, getList } from '../store/contacts.js';
+import { createList, getList, renameList } from '../store/contacts.js';
 import { importContacts, type ImportResult } from '../store/contact-import.js';
 import { cancelCampaign, pauseCampaign, resumeCampaign, scheduleCampaign, type LifecycleResult } from '../queue/campaign.js';
 import { address, fieldErrors } from './http-schema.js';
@@ -163,16 +163,17 @@ export async function campaignRoute(method: string, path: string, headers: { rea
     if (input.listId !== undefined && !(isId(input.listId) && (await getList(redis, keys, account.id, input.listId)))) {
       throw new SluiceError('SLUICE_LIST_NOT_FOUND', `No such contact list: ${input.listId}`, { errors: [{ path: 'listId', message: 'no such list' }] });
     }
-    const id = newId(now());
+    const firstId = newId(now());
     let listId = input.listId;
     let imported: ImportResult | undefined;
     if (input.recipients) {
-      const list = await createList(redis, keys, account.id, `campaign ${id} recipients`, now());
+      const list = await createList(redis, keys, account.id, `campaign ${firstId} recipients`, now());
       listId = list.id;
       imported = await importContacts(redis, keys, account.id, list.id, ndjson(input.recipients), { format: 'ndjson', limits: { maxBytes: CAMPAIGN_MAX_BODY_BYTES * 2, maxRows: 100_000 } });
     }
     const sendAt = input.sendAt === undefined ? null : toTime(input.sendAt, now());
-    const c = await createCampaign(redis, keys, {
+    const ids = [firstId];
+    const c = await withFreeId(() => ids.shift() ?? newId(now()), (id) => createCampaign(redis, keys, {
       id,
       account: account.id,
       name: input.name ?? input.subject,
@@ -187,10 +188,12 @@ export async function campaignRoute(method: string, path: string, headers: { rea
       sendAt,
       body: JSON.stringify(prepared.template),
       links: prepared.links,
-    });
+    }));
+    // The first id was taken (drawn twice in one millisecond): the list is named after the one it got.
+    if (c.id !== firstId && input.recipients && listId !== undefined) await renameList(redis, keys, account.id, listId, `campaign ${c.id} recipients`, now());
     if (sendAt !== null && sendAt <= now()) ctx.onDue?.();
     const body = imported ? { ...view(c), import: { imported: imported.imported, duplicates: imported.duplicates, suppressed: imported.suppressed, invalid: imported.invalid, errors: imported.errors } } : view(c);
-    return { status: 201, body, audit: { action: 'campaign.create', target: id } };
+    return { status: 201, body, audit: { action: 'campaign.create', target: c.id } };
   }
 
   const m = ITEM.exec(path);

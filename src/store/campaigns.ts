@@ -12,6 +12,8 @@ declare module 'ioredis' {
     markCampaignQueued(meta: string, now: number): Result<string, Context>;
     /** src/queue/lua/finishCampaign-2.lua */
     finishCampaign(meta: string, stats: string, counter: string, reason: string, final: '0' | '1', now: number, hard: '0' | '1'): Result<string, Context>;
+    /** src/queue/lua/createCampaign-3.lua: 1 stored, 0 the id was taken. */
+    createCampaign(meta: string, body: string, links: string, template: string, linksJson: string, ...metaFieldsAndValues: (string | number)[]): Result<number, Context>;
   }
 }
 
@@ -148,34 +150,37 @@ export function toCampaign(id: string, h: Readonly<Record<string, string>>): Cam
 }
 
 /** Stores a new campaign (meta, template, link table, indexes) in one MULTI per slot. */
-export async function createCampaign(redis: RedisClient, keys: Keys, c: NewCampaign): Promise<CampaignRecord> {
+/**
+ * Stores a new campaign, in one step and only under a free id: null when `c.id` is taken (an accepted
+ * message or another campaign drew it too), and then nothing is written; the caller takes another id.
+ */
+export async function createCampaign(redis: RedisClient, keys: Keys, c: NewCampaign): Promise<CampaignRecord | null> {
   const state: CampaignState = c.sendAt === null ? 'draft' : 'scheduled';
-  const tx = redis
-    .multi()
-    .hset(keys.msgMeta(c.id), {
-      kind: CAMPAIGN_KIND,
-      account: c.account,
-      name: c.name,
-      state,
-      listId: c.listId,
-      from: c.from,
-      fromDomain: c.fromDomain,
-      subject: c.subject,
-      tracking: JSON.stringify(c.tracking),
-      tags: JSON.stringify(c.tags),
-      throttle: c.throttlePerHour ?? '',
-      createdAt: c.createdAt,
-      sendAt: c.sendAt ?? '',
-      cursor: 1,
-      chunk: 0,
-      enqueued: 0,
-      queued: 0,
-      skipped: 0,
-      pending: 0,
-    })
-    .set(keys.msgBody(c.id), c.body);
-  if (c.links.length > 0) tx.rpush(keys.links(c.id), ...c.links);
-  await execAll(tx, 'the campaign could not be stored');
+  const meta: Record<string, string | number> = {
+    kind: CAMPAIGN_KIND,
+    account: c.account,
+    name: c.name,
+    state,
+    listId: c.listId,
+    from: c.from,
+    fromDomain: c.fromDomain,
+    subject: c.subject,
+    tracking: JSON.stringify(c.tracking),
+    tags: JSON.stringify(c.tags),
+    throttle: c.throttlePerHour ?? '',
+    createdAt: c.createdAt,
+    sendAt: c.sendAt ?? '',
+    cursor: 1,
+    chunk: 0,
+    enqueued: 0,
+    queued: 0,
+    skipped: 0,
+    pending: 0,
+  };
+  const flat: (string | number)[] = [];
+  for (const [k, v] of Object.entries(meta)) flat.push(k, v);
+  const stored = await redis.createCampaign(keys.msgMeta(c.id), keys.msgBody(c.id), keys.links(c.id), c.body, JSON.stringify(c.links), ...flat);
+  if (stored !== 1) return null;
   await redis.zadd(keys.accountCampaigns(c.account), c.createdAt, c.id);
   if (c.sendAt !== null) await redis.zadd(keys.campaignsDue(), c.sendAt, c.id);
   return toCampaign(c.id, await redis.hgetall(keys.msgMeta(c.id))) as CampaignRecord;

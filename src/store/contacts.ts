@@ -1,12 +1,13 @@
 import type { Result } from 'ioredis';
 import { SluiceError } from '../core/errors.js';
 import { domainOf, parseAddress } from '../core/address.js';
-import { newId } from '../core/ids.js';
+import { newId, withFreeId } from '../core/ids.js';
 import { HOUR } from '../core/time.js';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { normaliseAddress } from './address-digest.js';
 import { suppressionsOf, suppressionOf, type SuppressionReason } from './suppression.js';
+import { createRecord } from './record-io.js';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
@@ -179,13 +180,13 @@ export function checkListName(name: unknown): string {
   return t;
 }
 
-export async function createList(redis: RedisClient, keys: Keys, account: string, name: string, now: number = Date.now()): Promise<ContactList> {
-  const id = newId(now);
+/** `mint` makes the list's id (tests give one that collides). */
+export async function createList(redis: RedisClient, keys: Keys, account: string, name: string, now: number = Date.now(), mint: () => string = () => newId(now)): Promise<ContactList> {
   const checked = checkListName(name);
   const meta = { account, name: checked, created: now, updated: now, nextNo: 1, count: 0, subscribed: 0, unsubscribed: 0, bounced: 0, complained: 0 };
-  // Meta first, then the index: a crash in between leaves a list nobody was told about, never an
-  // index entry without its list.
-  await redis.hset(keys.listMeta(id), meta);
+  // Meta first (only under a free id), then the index: a crash in between leaves a list nobody was
+  // told about, never an index entry without its list.
+  const id = await withFreeId(mint, async (candidate) => ((await createRecord(redis, keys.listMeta(candidate), meta)) ? candidate : null));
   await redis.sadd(keys.accountLists(account), id);
   return toList(id, Object.fromEntries(Object.entries(meta).map(([k, v]) => [k, String(v)])));
 }

@@ -1,5 +1,13 @@
-import type { ChainableCommander } from 'ioredis';
+import type { ChainableCommander, Result } from 'ioredis';
 import { SluiceError } from '../core/errors.js';
+import type { RedisClient } from '../redis/client.js';
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    /** src/queue/lua/createHash-1.lua: 1 written, 0 the key was taken. */
+    createHash(key: string, ttlMs: number, ...fieldsAndValues: (string | number | Buffer)[]): Result<number, Context>;
+  }
+}
 
 /**
  * The two steps every store module repeats when it writes or reads a record: a MULTI that must
@@ -12,6 +20,16 @@ export async function execAll(tx: ChainableCommander, what: string): Promise<voi
   const res = await tx.exec();
   const failed = res?.find(([err]) => err);
   if (!res || failed) throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', what, { cause: failed?.[0] ?? undefined });
+}
+
+/**
+ * Writes a new record's hash, with its expiry (0: none), only if the key is free: false when another
+ * record has it, and then nothing is written. For records named by a random id (core/ids.ts withFreeId).
+ */
+export async function createRecord(redis: RedisClient, key: string, fields: Readonly<Record<string, string | number | Buffer>>, ttlMs = 0): Promise<boolean> {
+  const flat: (string | number | Buffer)[] = [];
+  for (const [k, v] of Object.entries(fields)) flat.push(k, v);
+  return (await redis.createHash(key, Math.max(0, Math.floor(ttlMs)), ...flat)) === 1;
 }
 
 /** A stored JSON field, or `fallback` when it is absent or not JSON. */

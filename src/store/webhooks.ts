@@ -1,6 +1,6 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
 import { SluiceError } from '../core/errors.js';
-import { newId, isId } from '../core/ids.js';
+import { newId, isId, withFreeId } from '../core/ids.js';
 import { nonPublicHost } from '../core/public-address.js';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
@@ -151,19 +151,22 @@ export async function createWebhook(
   keys: Keys,
   account: string,
   input: { url: string; events: readonly string[] },
-  opts: { secretKey?: Buffer | undefined; now?: number } = {},
+  opts: { secretKey?: Buffer | undefined; now?: number; mint?: () => string } = {},
 ): Promise<{ endpoint: WebhookEndpoint; secret: string }> {
   checkKey(opts.secretKey);
   const now = opts.now ?? Date.now();
   if ((await redis.hlen(keys.webhooks(account))) >= MAX_WEBHOOKS_PER_ACCOUNT) {
     throw new SluiceError('SLUICE_INGRESS_BAD_REQUEST', `An account has at most ${MAX_WEBHOOKS_PER_ACCOUNT} webhooks`);
   }
-  const id = newId(now);
   // 32 random bytes: a full SHA-256 block's worth of key strength for the HMAC.
   const secret = `whsec_${randomBytes(32).toString('base64url')}`;
+  // HSETNX: an id the account already uses (drawn twice in one millisecond) is never overwritten.
+  const stored = await withFreeId(opts.mint ?? (() => newId(now)), async (id) => {
+    const s: StoredEndpoint = { id, url: input.url, events: [...input.events], created: now, secret: sealSecret(secret, endpointRef(account, id), opts.secretKey) };
+    return (await redis.hsetnx(keys.webhooks(account), id, JSON.stringify(s))) === 1 ? s : null;
+  });
+  const id = stored.id;
   const ref = endpointRef(account, id);
-  const stored: StoredEndpoint = { id, url: input.url, events: [...input.events], created: now, secret: sealSecret(secret, ref, opts.secretKey) };
-  await redis.hset(keys.webhooks(account), id, JSON.stringify(stored));
   // Registered first, indexed second: a crash between leaves an endpoint that still receives new
   // events (the stream path reads the hash), and the dispatcher indexes it again when it queues one.
   await redis.sadd(keys.webhookEndpoints(), ref);
