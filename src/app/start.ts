@@ -295,13 +295,16 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       const server = await startTrackingServer(
         {
           redis: redis.client, keys, codec, logger: logger.child({ role: 'tracking' }),
-          metrics: { requests: metrics.trackingRequests, events: metrics.trackingEvents, duration: metrics.trackingDuration },
+          metrics: { requests: metrics.trackingRequests, events: metrics.trackingEvents, duration: metrics.trackingDuration, connectionsRefused: metrics.trackingConnectionsRefused },
           settings: { accounts: new Map(config.accounts.map((a) => [a.id, { mode: a.tracking.mode, anonymizeIp: a.tracking.anonymizeIp }])) },
           connect: redis.connectOptions,
           eventsMaxLen: config.retention.eventsMaxLen,
           retentionMs: config.retention.records,
         },
-        { host: t.host, port: t.port, publicBaseUrl: t.publicBaseUrl, trustProxy: t.trustProxy },
+        {
+          host: t.host, port: t.port, publicBaseUrl: t.publicBaseUrl, trustProxy: t.trustProxy,
+          maxConnections: t.maxClients, maxConnectionsPerClient: t.maxClientsPerIp, clientLimitExempt: t.clientLimitExempt,
+        },
       );
       ports.tracking = server.port;
       stoppers.push({ name: 'tracking', stop: () => server.close() });

@@ -292,6 +292,11 @@ export const configSchema = z
         publicBaseUrl: z.string().regex(/^https?:\/\/[^\s/]+(\/[^\s]*)?[^/\s]$/, 'an http(s) URL without a trailing slash'),
         /** Take the client address from X-Forwarded-For (only behind a proxy you run). */
         trustProxy: z.boolean(),
+        /** Connections open at once; beyond, new ones are closed. */
+        maxClients: positiveInt,
+        /** Connections open at once from one client (an IPv4 address, an IPv6 /64); 503 and closed beyond. */
+        maxClientsPerIp: positiveInt,
+        clientLimitExempt: exemptNetworks,
         /**
          * HMAC keys of the tokens. New tokens are signed with `signWith`; a key with notAfter still
          * verifies until then (rotation). Secrets are read from files (at least 16 bytes).

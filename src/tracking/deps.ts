@@ -23,6 +23,8 @@ export interface TrackingMetrics {
   readonly events: { inc(labels: { type: string; class: string }, value?: number): void };
   /** sluice_tracking_request_duration_seconds{endpoint} */
   readonly duration: { observe(labels: { endpoint: string }, seconds: number): void };
+  /** sluice_tracking_connections_refused_total{reason}: client_limit, server_limit */
+  readonly connectionsRefused?: { inc(labels: { reason: 'client_limit' | 'server_limit' }): void };
 }
 
 export interface TrackingDeps {

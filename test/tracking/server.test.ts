@@ -10,9 +10,9 @@ import { createTokenCodec, tokenPath, type TokenPayload } from '../../src/core/t
 import { newId } from '../../src/core/ids.js';
 import { storeMessage } from '../../src/store/messages.js';
 import { suppressionOf } from '../../src/store/suppression.js';
-import { startTrackingServer, PIXEL_GIF, type TrackingServer } from '../../src/tracking/server.js';
+import { startTrackingServer, PIXEL_GIF, type TrackingServer, type TrackingServerOptions } from '../../src/tracking/server.js';
 import { unsubscribe } from '../../src/tracking/unsubscribe.js';
-import type { TrackingDeps, TrackingMode } from '../../src/tracking/deps.js';
+import type { TrackingDeps, TrackingMetrics, TrackingMode } from '../../src/tracking/deps.js';
 import type { IpAnonymization } from '../../src/tracking/anonymize-ip.js';
 
 const test = suite('tracking/server');
@@ -47,7 +47,9 @@ interface Fixture {
   close(): Promise<void>;
 }
 
-async function fixture(opts: { mode?: TrackingMode; ip?: IpAnonymization; account?: string; trustProxy?: boolean; headersTimeoutMs?: number } = {}): Promise<Fixture> {
+async function fixture(
+  opts: { mode?: TrackingMode; ip?: IpAnonymization; account?: string; trustProxy?: boolean; headersTimeoutMs?: number; server?: Partial<TrackingServerOptions>; metrics?: TrackingMetrics } = {},
+): Promise<Fixture> {
   const { keys } = redis.fresh();
   const account = opts.account ?? 'acme';
   const msgId = newId(NOW);
@@ -61,8 +63,11 @@ async function fixture(opts: { mode?: TrackingMode; ip?: IpAnonymization; accoun
     settings: { mode: opts.mode ?? 'full', anonymizeIp: opts.ip ?? 'none' },
     // Opens and clicks go through the recorder thread, as in production.
     connect: { url: redis.url },
+    ...(opts.metrics ? { metrics: opts.metrics } : {}),
   };
-  const server = await startTrackingServer(deps, { host: '127.0.0.1', port: 0, publicBaseUrl: 'https://t.example.com', ...(opts.trustProxy ? { trustProxy: true } : {}), ...(opts.headersTimeoutMs ? { headersTimeoutMs: opts.headersTimeoutMs } : {}) });
+  const server = await startTrackingServer(deps, {
+    host: '127.0.0.1', port: 0, publicBaseUrl: 'https://t.example.com', ...(opts.trustProxy ? { trustProxy: true } : {}), ...(opts.headersTimeoutMs ? { headersTimeoutMs: opts.headersTimeoutMs } : {}), ...opts.server,
+  });
   return {
     keys, msgId, server, deps,
     base: `http://127.0.0.1:${server.port}`,
@@ -380,6 +385,84 @@ test('slow-loris: a client that never finishes its headers is answered 408 and d
     await f.close();
   }
 });
+
+/** Counts of sluice_tracking_connections_refused_total by reason (the other tracking metrics are ignored). */
+function refusalCounter(): { metrics: TrackingMetrics; refused: Record<string, number> } {
+  const refused: Record<string, number> = {};
+  const metrics: TrackingMetrics = {
+    requests: { inc: () => undefined },
+    events: { inc: () => undefined },
+    duration: { observe: () => undefined },
+    connectionsRefused: { inc: ({ reason }) => void (refused[reason] = (refused[reason] ?? 0) + 1) },
+  };
+  return { metrics, refused };
+}
+
+/** A connection that stays open, idle, until end() is called. */
+async function idleConnection(port: number): Promise<{ end(): Promise<void> }> {
+  const sock = connect(port, '127.0.0.1');
+  await new Promise<void>((resolve, reject) => sock.once('connect', resolve).once('error', reject));
+  return { end: () => new Promise<void>((resolve) => { sock.once('close', () => resolve()); sock.end(); }) };
+}
+
+test('one client holding maxConnectionsPerClient connections gets 503 on the next, recorded nowhere; a freed slot serves again', async () => {
+  const { metrics, refused } = refusalCounter();
+  // Loopback is exempt by default; here it is counted like any client.
+  const f = await fixture({ server: { maxConnectionsPerClient: 2, clientLimitExempt: [] }, metrics });
+  try {
+    const held = [await idleConnection(f.server.port), await idleConnection(f.server.port)];
+    const pixel = `GET ${tokenPath('o', f.token('o'))} HTTP/1.1\r\nHost: t.example.com\r\nUser-Agent: ${BROWSER}\r\n\r\n`;
+    const answer = await rawExchange(f.server.port, pixel);
+    assert.match(answer, /^HTTP\/1\.1 503 /);
+    assert.match(answer, /Too many connections/);
+    assert.not.match(answer, /image\/gif/);
+    assert.equal(refused, { client_limit: 1 });
+    assert.equal(await f.events(), [], 'no open recorded from a refused connection');
+
+    await held[0]?.end();
+    const served = await rawExchange(f.server.port, pixel.replace('HTTP/1.1\r\n', 'HTTP/1.1\r\nConnection: close\r\n'));
+    assert.match(served, /^HTTP\/1\.1 200 /);
+    assert.is((await f.events()).length, 1);
+    await held[1]?.end();
+  } finally {
+    await f.close();
+  }
+});
+
+test('an exempt network is not counted by maxConnectionsPerClient; maxConnections closes connections beyond it', async () => {
+  const exempt = await fixture({ server: { maxConnectionsPerClient: 1, clientLimitExempt: ['127.0.0.0/8'] } });
+  try {
+    const held = [await idleConnection(exempt.server.port), await idleConnection(exempt.server.port)];
+    assert.match(await rawExchange(exempt.server.port, 'GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'), /^HTTP\/1\.1 200 /);
+    for (const h of held) await h.end();
+  } finally {
+    await exempt.close();
+  }
+
+  const { metrics, refused } = refusalCounter();
+  const f = await fixture({ server: { maxConnections: 1 }, metrics });
+  try {
+    const held = await idleConnection(f.server.port);
+    assert.is(await closedUnanswered(f.server.port), '', 'closed unanswered');
+    assert.equal(refused, { server_limit: 1 });
+    await held.end();
+    assert.match(await rawExchange(f.server.port, 'GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'), /^HTTP\/1\.1 200 /);
+  } finally {
+    await f.close();
+  }
+});
+
+/** Connects, sends nothing, and returns what the server sent before it closed the connection. */
+function closedUnanswered(port: number): Promise<string> {
+  return new Promise((resolve) => {
+    const sock = connect(port, '127.0.0.1');
+    let out = '';
+    sock.on('data', (d) => (out += d.toString('latin1')));
+    sock.on('close', () => resolve(out));
+    // A reset instead of a FIN is closed too.
+    sock.on('error', () => undefined);
+  });
+}
 
 /** Sends raw bytes and returns whatever the server answers before closing. */
 function rawExchange(port: number, data: string): Promise<string> {
