@@ -202,6 +202,11 @@ export const configSchema = z
             /** Messages in one POST /v1/messages/batch. */
             maxBatch: positiveInt,
             requestTimeout: duration,
+            /** Connections open at once; beyond, new ones are closed. */
+            maxClients: positiveInt,
+            /** Connections open at once from one client (an IPv4 address, an IPv6 /64); 503 and closed beyond. */
+            maxClientsPerIp: positiveInt,
+            clientLimitExempt: exemptNetworks,
           })
           .strict(),
         maxRecipients: positiveInt,

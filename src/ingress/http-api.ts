@@ -1,5 +1,6 @@
 import { isAscii, isUtf8 } from 'node:buffer';
 import { createServer, STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { z } from 'zod';
@@ -26,6 +27,7 @@ import { apiKeyAccount, operatorKeyId } from '../accounts/secrets.js';
 import { extractLinks } from '../render/links.js';
 import { encodeSpecRecord } from '../render/spec-record.js';
 import { listenOn } from '../core/listen.js';
+import { closingAnswer, limitHttpConnections } from '../core/http-connection-limit.js';
 
 /**
  * The HTTP API, on plain node:http (this is a handful of routes; a framework would add more code
@@ -481,7 +483,9 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
     res.end(text);
   }
 
+  let isRefused: (socket: Socket) => boolean = () => false;
   const server = createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: cfg.requestTimeout, headersTimeout: Math.min(cfg.requestTimeout, 30_000) }, (req, res) => {
+    if (isRefused(req.socket)) return void res.destroy();
     let routeName: Route = 'other';
     route(req, res)
       .then(({ route: r, answer }) => {
@@ -502,6 +506,12 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
         send(req, res, routeName, answer, !req.complete);
       });
   });
+  isRefused = limitHttpConnections(
+    server,
+    { maxConnections: cfg.maxClients, maxConnectionsPerClient: cfg.maxClientsPerIp, clientLimitExempt: cfg.clientLimitExempt },
+    closingAnswer(503, JSON.stringify(new SluiceError('SLUICE_TOO_MANY_CONNECTIONS').toJSON()), 'application/json; charset=utf-8'),
+    (reason) => deps.metrics?.httpConnectionsRefused.inc({ reason }),
+  );
   // Malformed requests, oversized headers and timeouts never reach the handler: Node's parser refuses
   // them. They are answered here in the API's own form ({ code, message, errors }) when the socket
   // can still take it, then the connection is closed; never an exception.

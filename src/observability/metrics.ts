@@ -101,6 +101,11 @@ export function createMetrics() {
       name: 'sluice_tracking_request_duration_seconds', help: 'Tracking request latency by endpoint', labelNames: ['endpoint'] as const,
       buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1], registers: [registry],
     }),
+    httpConnectionsRefused: new Counter({
+      name: 'sluice_http_connections_refused_total',
+      help: 'HTTP API connections refused by reason: client_limit (answered 503: too many from one client), server_limit (closed: ingress.http.maxClients open)',
+      labelNames: ['reason'] as const, registers: [registry],
+    }),
     trackingConnectionsRefused: new Counter({
       name: 'sluice_tracking_connections_refused_total',
       help: 'Tracking server connections refused by reason: client_limit (answered 503: too many from one client), server_limit (closed: tracking.maxClients open)',

@@ -11,7 +11,7 @@ import { startRecorder } from './recorder.js';
 import { mark } from './record.js';
 import { unsubscribe, unsubscribeTarget } from './unsubscribe.js';
 import { listenOn } from '../core/listen.js';
-import { ClientLimiter } from '../core/client-limit.js';
+import { closingAnswer, limitHttpConnections, type HttpConnectionLimits } from '../core/http-connection-limit.js';
 
 /**
  * The tracking server: the public surface every recipient touches, on plain node:http.
@@ -25,7 +25,7 @@ import { ClientLimiter } from '../core/client-limit.js';
  * Tokens are verified without Redis; a bad token writes nothing anywhere. Events recorded after the
  * answer are bounded in number (maxPendingRecords), so a slow Redis sheds events instead of memory.
  */
-export interface TrackingServerOptions {
+export interface TrackingServerOptions extends HttpConnectionLimits {
   readonly host: string;
   readonly port: number;
   /** Where recipients reach this server, e.g. https://t.example.com (the page's form posts there). */
@@ -38,16 +38,6 @@ export interface TrackingServerOptions {
   readonly maxBodyBytes?: number;
   readonly headersTimeoutMs?: number;
   readonly requestTimeoutMs?: number;
-  /** Connections open at once; beyond, new ones are closed unanswered (Node's server.maxConnections). */
-  readonly maxConnections?: number;
-  /**
-   * Connections open at once from one client (an IPv4 address, an IPv6 /64, core/client-limit.ts);
-   * beyond, a new one is answered 503 and closed, so one client holding idle keep-alive sockets
-   * cannot use up the server's connections or file descriptors. Unset: no per-client bound.
-   */
-  readonly maxConnectionsPerClient?: number;
-  /** Addresses or CIDR networks maxConnectionsPerClient does not count (a proxy of yours, loopback). */
-  readonly clientLimitExempt?: readonly string[];
 }
 
 export interface TrackingServer {
@@ -75,7 +65,7 @@ const TIMEOUT_CHECK_INTERVAL_MS = 1_000;
 const CLOSE_GRACE_MS = 5_000;
 
 /** What a client over its connection cap gets before the socket closes: a clear answer, not a reset. */
-const TOO_MANY_CONNECTIONS = 'HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\nContent-Type: text/plain\r\nContent-Length: 40\r\n\r\nToo many connections from your address\r\n';
+const TOO_MANY_CONNECTIONS = closingAnswer(503, 'Too many connections from your address\n');
 
 /** An open's request result, counted when its batch verifies the token. */
 const COUNTED_LATER = '';
@@ -98,8 +88,8 @@ export async function startTrackingServer(deps: TrackingDeps, opts: TrackingServ
     'Content-Type', 'image/gif', 'Content-Length', String(PIXEL_GIF.length), 'Cache-Control', 'no-store, max-age=0',
   ];
   let closing = false;
-  /** Connections over their client's cap (maxConnectionsPerClient), closing: nothing on them is served. */
-  const refused = new WeakSet<Socket>();
+  /** Whether a request came on a connection over its client's cap (closing: nothing on it is served). */
+  let isRefused: (socket: Socket) => boolean = () => false;
 
   // Opens and clicks are written after their answer, in batches, by the recorder thread
   // (recorder.ts): bounded, and awaited by idle() and close().
@@ -219,7 +209,7 @@ export async function startTrackingServer(deps: TrackingDeps, opts: TrackingServ
       connectionsCheckingInterval: TIMEOUT_CHECK_INTERVAL_MS,
     },
     (req, res) => {
-      if (refused.has(req.socket)) return void res.destroy();
+      if (isRefused(req.socket)) return void res.destroy();
       const started = performance.now();
       const url = req.url ?? '/';
       // The hot path, synchronously and with its headers in one array: no promise, no header map.
@@ -248,25 +238,7 @@ export async function startTrackingServer(deps: TrackingDeps, opts: TrackingServ
         });
     },
   );
-  if (opts.maxConnections !== undefined) server.maxConnections = opts.maxConnections;
-  // Node closes a connection over maxConnections itself; it is only counted here.
-  server.on('drop', () => deps.metrics?.connectionsRefused?.inc({ reason: 'server_limit' }));
-  if (opts.maxConnectionsPerClient !== undefined) {
-    // The socket's own address, never X-Forwarded-For: a header cannot lift the cap. Behind a proxy of
-    // yours, exempt its address (loopback is, by default).
-    const limiter = new ClientLimiter(opts.maxConnectionsPerClient, opts.clientLimitExempt ?? []);
-    server.on('connection', (socket: Socket) => {
-      const key = limiter.admit(socket.remoteAddress ?? '');
-      if (key === null) {
-        deps.metrics?.connectionsRefused?.inc({ reason: 'client_limit' });
-        // node:http has this socket too: a request already read from it is answered by nobody (below).
-        refused.add(socket);
-        socket.end(TOO_MANY_CONNECTIONS, () => socket.destroy());
-        return;
-      }
-      if (key !== '') socket.once('close', () => limiter.release(key));
-    });
-  }
+  isRefused = limitHttpConnections(server, opts, TOO_MANY_CONNECTIONS, (reason) => deps.metrics?.connectionsRefused?.inc({ reason }));
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
     // Oversized headers, a timed-out request, bytes that are not HTTP: answer if the socket still
     // can, then drop it. Never an exception: a bad client must not touch the process.

@@ -186,4 +186,35 @@ test('garbage on the socket gets an answer; the API keeps serving', async () => 
   assert.is(r.status, 202);
 });
 
+test('one client over ingress.http.maxClientsPerIp gets 503 SLUICE_TOO_MANY_CONNECTIONS and nothing it sent is accepted', async () => {
+  // Loopback is exempt by default; here it is counted like any client.
+  const limited = await ingressFixture({ http: { maxClientsPerIp: 1, clientLimitExempt: [] } });
+  const { api: lapi } = await startFixtureApi(limited);
+  try {
+    const held = connect(lapi.port, '127.0.0.1');
+    await new Promise<void>((resolve, reject) => held.once('connect', resolve).once('error', reject));
+    const body = JSON.stringify(message({ to: 'held@gmail.com', cc: [], bcc: [], attachments: [] }));
+    const post = `POST /v1/messages HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${limited.apiKeys.acme}\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
+    const exchange = () => new Promise<string>((resolve) => {
+      const s = connect(lapi.port, '127.0.0.1', () => s.write(post));
+      let buf = '';
+      s.on('data', (d) => (buf += d.toString()));
+      s.on('close', () => resolve(buf));
+      s.on('error', () => resolve(buf));
+    });
+    const refused = await exchange();
+    assert.match(refused, /^HTTP\/1\.1 503 /);
+    assert.equal(JSON.parse(refused.slice(refused.indexOf('\r\n\r\n') + 4)), { code: 'SLUICE_TOO_MANY_CONNECTIONS', message: 'Too many connections from your address, try again later', errors: [] });
+    assert.is(await limited.client.zcard(limited.keys.ready('gmail.com')), 0, 'nothing accepted');
+
+    await new Promise<void>((resolve) => { held.once('close', () => resolve()); held.end(); });
+    const served = await exchange();
+    assert.match(served, /^HTTP\/1\.1 202 /);
+    assert.is(await limited.client.zcard(limited.keys.ready('gmail.com')), 1);
+  } finally {
+    await lapi.close();
+    await limited.stop();
+  }
+});
+
 test.run();
