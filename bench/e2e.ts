@@ -206,6 +206,7 @@ interface ScenarioResult {
   sluice_peak_rss_bytes: number;
   redis_peak_bytes: number;
   redis_retained_bytes_per_delivered: number;
+  /** SMTP connections the sink saw opened in the measured run (those the warm-up opened stay open and are not counted). */
   sink_connections: number;
   redis_commands_per_recipient: Record<string, number>;
   /** µs Redis spent per recipient in each command (scripts include what they call). */
@@ -452,7 +453,7 @@ function printTable(rows: ScenarioResult[], mem: MemoryResult | null): void {
   console.log('others = CPU used meanwhile by processes outside the benchmark; ms CPU/rcpt = Sluice / all benchmark processes; ceiling = cores × recipients ÷ CPU seconds of all benchmark processes');
   for (const r of rows) {
     console.log(`${r.label}: submit ${r.submit_seconds}s, deliver ${r.deliver_seconds}s (${r.delivered_during_submit} delivered while submitting), sluice peak RSS ${mb(r.sluice_peak_rss_bytes)}, redis peak ${mb(r.redis_peak_bytes)}, ` +
-      `sign ${r.metrics['dkim_sign_mean_ms']} ms, render task ${r.metrics['render_task_mean_ms']} ms, SMTP txn ${r.metrics['smtp_transaction_mean_ms']} ms, ${r.sink_connections} SMTP connections, ` +
+      `sign ${r.metrics['dkim_sign_mean_ms']} ms, render task ${r.metrics['render_task_mean_ms']} ms, SMTP txn ${r.metrics['smtp_transaction_mean_ms']} ms, ${r.sink_connections} SMTP connections opened (the warm-up's stay open), ` +
       `${r.redis_commands_per_recipient['total']} Redis commands per recipient, Sluice threads ms CPU/rcpt: main ${r.sluice_thread_ms_per_recipient.main}, ` +
       `render workers ${r.sluice_thread_ms_per_recipient.render_workers}, other threads ${r.sluice_thread_ms_per_recipient.other_threads}` + (r.errors.length ? `, errors: ${r.errors.join(' | ')}` : ''));
   }

@@ -7,19 +7,19 @@
  *                                                            redis-server (AOF everysec)
  *
  * and, as the ceiling, the same wrk against a minimal node:http process answering the same 43-byte
- * GIF with the same headers and recording nothing. Phases, each a 2 s warm-up (JIT, connection
+ * GIF with the same headers and recording nothing. Phases, each a 5 s warm-up (JIT, connection
  * set-up; not counted) then BENCH_DURATION_S (10) measured: BENCH_ROUNDS rounds of ceiling then opens, then clicks. Every request
  * carries a valid signed token of a stored message (2,000 messages × 5 recipients, 4 links each, in
  * round robin), so each open and click is really verified, marked and appended to the event stream;
  * the run counts what reached the stream after each phase.
  *
  *   npm run bench:tracking [-- --profile]
- *   env: BENCH_DURATION_S (10), BENCH_CONNECTIONS (64), BENCH_WRK_THREADS (1), BENCH_ROUNDS (3), BENCH_NODE_FLAGS (default '--max-semi-space-size=32'), BENCH_KEEP_LOG=1 (Sluice's log to $TMPDIR/sluice-bench-tracking.log), BENCH_SKIP_BUILD=1, BENCH_BASELINE (another build's bin/sluice.js, see below)
+ *   env: BENCH_DURATION_S (10), BENCH_WARMUP_S (5), BENCH_CONNECTIONS (64), BENCH_WRK_THREADS (1), BENCH_ROUNDS (3), BENCH_NODE_FLAGS (default '--max-semi-space-size=32'), BENCH_KEEP_LOG=1 (Sluice's log to $TMPDIR/sluice-bench-tracking.log), BENCH_SKIP_BUILD=1, BENCH_BASELINE (another build's bin/sluice.js, see below)
  *
  * wrk rather than autocannon: it is C, so on a 2-core machine it takes a fraction of the CPU a Node
  * load generator would take from the server under test. --profile runs the opens phase once more
  * with the Sluice process under `node --cpu-prof` and prints where its time went (bench/profile.ts).
- * Prints a table and writes bench/results/tracking.json. Takes ~90 s (~105 s with --profile).
+ * Prints a table and writes bench/results/tracking.json. Takes ~2 min (~2.5 min with --profile).
  */
 import { freePort } from '../test/helpers/redis.js';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
@@ -43,8 +43,12 @@ const DURATION_S = Number(process.env['BENCH_DURATION_S'] ?? 10);
 const CONNECTIONS = Number(process.env['BENCH_CONNECTIONS'] ?? 64);
 /** One wrk thread drives well over the ceiling here and leaves the second core to the server and Redis. */
 const WRK_THREADS = Number(process.env['BENCH_WRK_THREADS'] ?? 1);
-/** Long enough for V8 to optimise the hot path and for all 64 connections to be open. */
-const WARMUP_S = 2;
+/**
+ * Long enough for V8 to optimise the hot path, for all 64 connections to be open, and for a process
+ * started for the phase to be past its first seconds (the recorder thread's start, the heap's first
+ * growth): when one process served every round, the first round was its slowest in 4 runs of 5.
+ */
+const WARMUP_S = Number(process.env['BENCH_WARMUP_S'] ?? 5);
 const PROFILE = process.argv.includes('--profile') || process.env['BENCH_PROFILE'] === '1';
 /**
  * Rounds of (ceiling, opens), alternating: this machine's speed drifts by a third from one minute to
