@@ -238,7 +238,10 @@ export async function startTrackingServer(deps: TrackingDeps, opts: TrackingServ
         });
     },
   );
-  isRefused = limitHttpConnections(server, opts, TOO_MANY_CONNECTIONS, (reason) => deps.metrics?.connectionsRefused?.inc({ reason }));
+  // Behind a proxy (trustProxy) every connection has the proxy's address: counting them per client
+  // would cap the proxy, not a client. The proxy bounds its clients; only the total applies here.
+  const limits = opts.trustProxy ? { maxConnections: opts.maxConnections } : opts;
+  isRefused = limitHttpConnections(server, limits, TOO_MANY_CONNECTIONS, (reason) => deps.metrics?.connectionsRefused?.inc({ reason }));
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => {
     // Oversized headers, a timed-out request, bytes that are not HTTP: answer if the socket still
     // can, then drop it. Never an exception: a bad client must not touch the process.

@@ -429,7 +429,7 @@ test('one client holding maxConnectionsPerClient connections gets 503 on the nex
   }
 });
 
-test('an exempt network is not counted by maxConnectionsPerClient; maxConnections closes connections beyond it', async () => {
+test('an exempt network, or any client behind a trusted proxy, is not counted by maxConnectionsPerClient; maxConnections closes connections beyond it', async () => {
   const exempt = await fixture({ server: { maxConnectionsPerClient: 1, clientLimitExempt: ['127.0.0.0/8'] } });
   try {
     const held = [await idleConnection(exempt.server.port), await idleConnection(exempt.server.port)];
@@ -437,6 +437,16 @@ test('an exempt network is not counted by maxConnectionsPerClient; maxConnection
     for (const h of held) await h.end();
   } finally {
     await exempt.close();
+  }
+
+  // Behind a proxy (trustProxy) every connection comes from the proxy: no per-client cap.
+  const proxied = await fixture({ trustProxy: true, server: { maxConnectionsPerClient: 1, clientLimitExempt: [] } });
+  try {
+    const held = await idleConnection(proxied.server.port);
+    assert.match(await rawExchange(proxied.server.port, 'GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'), /^HTTP\/1\.1 200 /);
+    await held.end();
+  } finally {
+    await proxied.close();
   }
 
   const { metrics, refused } = refusalCounter();
