@@ -14,7 +14,7 @@
  * the run counts what reached the stream after each phase.
  *
  *   npm run bench:tracking [-- --profile]
- *   env: BENCH_DURATION_S (10), BENCH_WARMUP_S (5), BENCH_CONNECTIONS (64), BENCH_WRK_THREADS (1), BENCH_ROUNDS (3), BENCH_NODE_FLAGS (default '--max-semi-space-size=32'), BENCH_KEEP_LOG=1 (Sluice's log to $TMPDIR/sluice-bench-tracking.log), BENCH_SKIP_BUILD=1, BENCH_BASELINE (another build's bin/sluice.js, see below)
+ *   env: BENCH_DURATION_S (10), BENCH_WARMUP_S (5), BENCH_CONNECTIONS (64), BENCH_WRK_THREADS (1), BENCH_ROUNDS (3), BENCH_NODE_FLAGS (default '--max-semi-space-size=32'), BENCH_KEEP_LOG=1 (each Sluice process's log to $TMPDIR/sluice-bench-tracking-<n>.log, n in the order the phases ran), BENCH_SKIP_BUILD=1, BENCH_BASELINE (another build's bin/sluice.js, see below)
  *
  * wrk rather than autocannon: it is C, so on a 2-core machine it takes a fraction of the CPU a Node
  * load generator would take from the server under test. --profile runs the opens phase once more
@@ -339,7 +339,8 @@ async function main(): Promise<void> {
   if (spawnSync('wrk', ['--version']).error) throw new Error('wrk not found: apt-get update && apt-get install -y wrk');
   const dir = mkdtempSync(join(tmpdir(), 'sluice-bench-tracking-'));
   const stops: (() => Promise<void>)[] = [];
-  let lastLog = '';
+  /** Each Sluice process's log, numbered in the order the phases started them. */
+  const logs: [string, string][] = [];
   try {
     const redis = await startEmbeddedRedis({ binary: 'redis-server', dir: join(dir, 'redis'), appendfsync: 'everysec' });
     stops.unshift(() => redis.stop());
@@ -368,7 +369,7 @@ async function main(): Promise<void> {
     const sluiceFrom = (bin?: string) => (): Promise<Target> => {
       const d = join(dir, `sluice-${++started}`);
       mkdirSync(d);
-      lastLog = join(d, 'sluice.log');
+      logs.push([`${started}`, join(d, 'sluice.log')]);
       return startSluice(d, redis, secretFile, undefined, bin);
     };
     const measure = async (start: () => Promise<Target>, paths: string, counted: boolean): Promise<PhaseResult> => {
@@ -426,6 +427,10 @@ async function main(): Promise<void> {
       ceiling_rps: ceiling.rps,
       opens_share_of_ceiling: round(share, 3),
       opens_p50_ms: opensR.p50_ms,
+      // CPU of the server, Redis and wrk per request, µs, medians over the rounds: what a request costs
+      // the whole machine, which moves far less with the host's mood than requests/s do.
+      opens_cpu_us_all_processes: median(rounds.map((r) => cpuPerRequest(r.opens))),
+      ceiling_cpu_us_all_processes: median(rounds.map((r) => cpuPerRequest(r.ceiling))),
       opens_p99_ms: opensP99,
       clicks_p50_ms: clicksR.p50_ms,
       clicks_p99_ms: clicksR.p99_ms,
@@ -440,7 +445,8 @@ async function main(): Promise<void> {
     writeFileSync(join(ROOT, 'bench/results/tracking.json'), JSON.stringify(report, null, 2) + '\n');
 
     printTable({ ceiling, opens: opensR, clicks: clicksR });
-    console.log(`\nopens at ${(share * 100).toFixed(1)} % of the ceiling (median of ${ROUNDS} rounds; target ≥ ${TARGET_SHARE * 100} %), p99 ${opensP99} ms (target < ${TARGET_P99_MS} ms): ${report.target.met ? 'met' : 'MISSED'}`);
+    console.log(`\nCPU per request, server + Redis + wrk (medians): opens ${report.opens_cpu_us_all_processes} µs, ceiling ${report.ceiling_cpu_us_all_processes} µs`);
+    console.log(`opens at ${(share * 100).toFixed(1)} % of the ceiling (median of ${ROUNDS} rounds; target ≥ ${TARGET_SHARE * 100} %), p99 ${opensP99} ms (target < ${TARGET_P99_MS} ms): ${report.target.met ? 'met' : 'MISSED'}`);
     console.log(`events written: opens ${opensR.events_written}/${opensR.requests} (shed ${opensR.events_shed}), clicks ${clicksR.events_written}/${clicksR.requests} (shed ${clicksR.events_shed})`);
     const perCall = (r: PhaseResult): string => (r.redis_calls ? `${r.redis_calls} (${round((r.events_written ?? 0) / r.redis_calls, 1)} events each)` : '-');
     console.log(`Redis commands (a script counts once): opens ${perCall(opensR)}, clicks ${perCall(clicksR)}`);
@@ -449,8 +455,10 @@ async function main(): Promise<void> {
     console.log('\nwrote bench/results/tracking.json');
   } finally {
     for (const stop of stops) await stop().catch((err: unknown) => console.error('cleanup:', err));
-    // BENCH_KEEP_LOG=1 keeps Sluice's log (e.g. with BENCH_NODE_FLAGS=--trace-gc) outside the scratch folder.
-    if (process.env['BENCH_KEEP_LOG'] === '1' && lastLog) copyFileSync(lastLog, join(tmpdir(), 'sluice-bench-tracking.log'));
+    // BENCH_KEEP_LOG=1 keeps the Sluice processes' logs (e.g. with BENCH_NODE_FLAGS=--trace-gc) outside the scratch folder.
+    if (process.env['BENCH_KEEP_LOG'] === '1') {
+      for (const [name, file] of logs) copyFileSync(file, join(tmpdir(), `sluice-bench-tracking-${name}.log`));
+    }
     rmSync(dir, { recursive: true, force: true });
   }
 }
