@@ -18,36 +18,36 @@ export interface HttpConnectionLimits {
 }
 
 /**
- * Applies the limits to `server` and returns what its request handler asks first: whether the
- * request came on a refused connection. node:http may already have read a request from a socket
- * this refuses; that request must be served by no one (and nothing of it recorded).
+ * Applies the limits to `server` and returns what its request handler asks first, when there is a
+ * per-client cap (else null, and nothing is asked on the request path): whether the request came on
+ * a refused connection. node:http may already have read a request from a socket this refuses; that
+ * request must be served by no one (and nothing of it recorded).
  */
 export function limitHttpConnections(
   server: Server,
   limits: HttpConnectionLimits,
   refusal: string,
   onRefused: (reason: 'client_limit' | 'server_limit') => void,
-): (socket: Socket) => boolean {
+): ((socket: Socket) => boolean) | null {
   if (limits.maxConnections !== undefined) server.maxConnections = limits.maxConnections;
   server.on('drop', () => onRefused('server_limit'));
+  if (limits.maxConnectionsPerClient === undefined) return null;
   const refused = new WeakSet<Socket>();
-  if (limits.maxConnectionsPerClient !== undefined) {
-    const limiter = new ClientLimiter(limits.maxConnectionsPerClient, limits.clientLimitExempt ?? []);
-    server.on('connection', (socket: Socket) => {
-      const key = limiter.admit(socket.remoteAddress ?? '');
-      if (key === null) {
-        onRefused('client_limit');
-        refused.add(socket);
-        socket.end(refusal, () => socket.destroy());
-        return;
-      }
-      if (key !== '') socket.once('close', () => limiter.release(key));
-    });
-  }
+  const limiter = new ClientLimiter(limits.maxConnectionsPerClient, limits.clientLimitExempt ?? []);
+  server.on('connection', (socket: Socket) => {
+    const key = limiter.admit(socket.remoteAddress ?? '');
+    if (key === null) {
+      onRefused('client_limit');
+      refused.add(socket);
+      socket.end(refusal, () => socket.destroy());
+      return;
+    }
+    if (key !== '') socket.once('close', () => limiter.release(key));
+  });
   return (socket) => refused.has(socket);
 }
 
-/** A 503 answer with Connection: close and `body` (text/plain, or `type`). */
-export function closingAnswer(status: 503, body: string, type = 'text/plain; charset=utf-8'): string {
-  return `HTTP/1.1 ${status} Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\nContent-Type: ${type}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
+/** The raw answer to a refused connection: 503 with Connection: close and `body` (text/plain, or `type`). */
+export function serviceUnavailable(body: string, type = 'text/plain; charset=utf-8'): string {
+  return `HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nRetry-After: 1\r\nContent-Type: ${type}\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
 }

@@ -36,15 +36,18 @@ export const MAX_ID_ATTEMPTS = 3;
 /**
  * Creates a record named by a fresh id: `create` writes it only if the id is free and answers null
  * when it is taken (two processes can draw the same id in the same millisecond, 1 in 2^30 a pair),
- * and then it is tried again with a new id from `mint`. The record another process made is never
- * touched. Throws SLUICE_INTERNAL after MAX_ID_ATTEMPTS taken ids.
+ * and then it is tried again with a new id from `mint`. `first` is the id to try first (one the
+ * caller already used, e.g. in a Message-ID); by default one from `mint`. The record another process
+ * made is never touched. Throws SLUICE_INTERNAL after MAX_ID_ATTEMPTS taken ids.
  */
-export async function withFreeId<T>(mint: () => string, create: (id: string) => Promise<T | null>): Promise<T> {
-  for (let attempt = 1; attempt <= MAX_ID_ATTEMPTS; attempt++) {
-    const made = await create(mint());
+export async function withFreeId<T>(mint: () => string, create: (id: string) => Promise<T | null>, first: string = mint()): Promise<T> {
+  let id = first;
+  for (let attempt = 1; ; attempt++) {
+    const made = await create(id);
     if (made !== null) return made;
+    if (attempt === MAX_ID_ATTEMPTS) throw new SluiceError('SLUICE_INTERNAL', `no free id after ${attempt} attempts`);
+    id = mint();
   }
-  throw new SluiceError('SLUICE_INTERNAL', `no free id after ${MAX_ID_ATTEMPTS} attempts`);
 }
 
 const ID_RE = /^[0-9a-hjkmnp-tv-z]{16}$/;

@@ -5,7 +5,7 @@ import type { Keys } from '../redis/keys.js';
 import type { Metrics } from '../observability/metrics.js';
 import { SluiceError, toSluiceError, type FieldError } from '../core/errors.js';
 import { parseAddress } from '../core/address.js';
-import { MAX_ID_ATTEMPTS, newId } from '../core/ids.js';
+import { newId, withFreeId } from '../core/ids.js';
 import type { Account, AccountRegistry } from '../accounts/registry.js';
 import { reserveSending } from '../accounts/limits.js';
 import type { MessageKind, MessageSource, StoredRecipient } from '../store/messages.js';
@@ -124,13 +124,24 @@ export async function acceptMessage(deps: AcceptDeps, sub: Submission): Promise<
 
     const now = sub.acceptedAt ?? (deps.now ?? Date.now)();
     const reservation = await reserveSending(deps.redis, deps.keys, sub.account, rcpts.length, now);
-    let id = sub.id ?? newId(now);
-    let body = typeof sub.body === 'function' ? sub.body(id) : sub.body;
+    const first = sub.id ?? newId(now);
+    const original = typeof sub.body === 'function' ? sub.body(first) : sub.body;
+    // Another process may mint the same id in the same millisecond (1 in 2^30 a pair): then nothing
+    // of this message is stored, the other one is untouched, and it takes another id. A spec names
+    // its id in its Message-ID, so that is rewritten with it.
+    const bodyFor = (id: string): string | Buffer => {
+      if (id === first) return original;
+      if (typeof sub.body === 'function') return sub.body(id);
+      if (sub.kind === 'spec') return withMessageId(typeof original === 'string' ? Buffer.from(original, 'utf8') : original, first, id);
+      return original;
+    };
+    let id: string;
     try {
       const links = sub.links !== undefined && sub.links.length > 0 ? sub.links : undefined;
-      for (let attempt = 1; ; attempt++) {
+      id = await withFreeId(() => newId(now), async (candidate) => {
+        if (candidate !== first) deps.logger?.warn({ msgId: first, next: candidate }, 'message id already in use, taking another');
         const persisted = await persistMessage(deps.redis, deps.keys, deps.config.redis.scheduleShards, {
-          id,
+          id: candidate,
           account: sub.account.id,
           source: sub.source,
           kind: sub.kind,
@@ -140,27 +151,17 @@ export async function acceptMessage(deps: AcceptDeps, sub: Submission): Promise<
           acceptedAt: now,
           tags: sub.tags ?? [],
           metadata: sub.metadata ?? {},
-          body,
+          body: bodyFor(candidate),
           // Stored with the record, before the message is queued: no copy can go out with click URLs
           // the tracking server cannot redirect yet.
           links,
         }, refsTtlMs(deps.config), deps.config.retention.eventsMaxLen);
-        if (persisted.stored) {
-          if (persisted.eventError === undefined) deps.metrics?.eventsAppended.inc({ type: 'accepted' });
-          // The message is safe already; an event-stream hiccup must not turn the answer into a failure.
-          else deps.logger?.warn({ err: persisted.eventError, msgId: id }, 'could not append the accepted event');
-          break;
-        }
-        // Another process minted the same id in the same millisecond (1 in 2^30 a pair): nothing of
-        // this message was stored, and the other one is untouched. Take a new id; a spec names its
-        // id in its Message-ID, so that is rewritten with it.
-        if (attempt === MAX_ID_ATTEMPTS) throw new SluiceError('SLUICE_INTERNAL', `no free message id after ${attempt} attempts`);
-        const next = newId(now);
-        deps.logger?.warn({ msgId: id, next }, 'message id already in use, taking another');
-        if (typeof sub.body === 'function') body = sub.body(next);
-        else if (sub.kind === 'spec') body = withMessageId(typeof body === 'string' ? Buffer.from(body, 'utf8') : body, id, next);
-        id = next;
-      }
+        if (!persisted.stored) return null;
+        if (persisted.eventError === undefined) deps.metrics?.eventsAppended.inc({ type: 'accepted' });
+        // The message is safe already; an event-stream hiccup must not turn the answer into a failure.
+        else deps.logger?.warn({ err: persisted.eventError, msgId: candidate }, 'could not append the accepted event');
+        return candidate;
+      }, first);
       await deps.confirmDurable?.();
     } catch (err) {
       await reservation.release().catch(() => undefined);

@@ -172,8 +172,7 @@ export async function campaignRoute(method: string, path: string, headers: { rea
       imported = await importContacts(redis, keys, account.id, list.id, ndjson(input.recipients), { format: 'ndjson', limits: { maxBytes: CAMPAIGN_MAX_BODY_BYTES * 2, maxRows: 100_000 } });
     }
     const sendAt = input.sendAt === undefined ? null : toTime(input.sendAt, now());
-    const ids = [firstId];
-    const c = await withFreeId(() => ids.shift() ?? newId(now()), (id) => createCampaign(redis, keys, {
+    const c = await withFreeId(() => newId(now()), (id) => createCampaign(redis, keys, {
       id,
       account: account.id,
       name: input.name ?? input.subject,
@@ -188,7 +187,7 @@ export async function campaignRoute(method: string, path: string, headers: { rea
       sendAt,
       body: JSON.stringify(prepared.template),
       links: prepared.links,
-    }));
+    }), firstId);
     // The first id was taken (drawn twice in one millisecond): the list is named after the one it got.
     if (c.id !== firstId && input.recipients && listId !== undefined) await renameList(redis, keys, account.id, listId, `campaign ${c.id} recipients`, now());
     if (sendAt !== null && sendAt <= now()) ctx.onDue?.();

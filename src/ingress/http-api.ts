@@ -27,7 +27,7 @@ import { apiKeyAccount, operatorKeyId } from '../accounts/secrets.js';
 import { extractLinks } from '../render/links.js';
 import { encodeSpecRecord } from '../render/spec-record.js';
 import { listenOn } from '../core/listen.js';
-import { closingAnswer, limitHttpConnections } from '../core/http-connection-limit.js';
+import { limitHttpConnections, serviceUnavailable } from '../core/http-connection-limit.js';
 
 /**
  * The HTTP API, on plain node:http (this is a handful of routes; a framework would add more code
@@ -483,9 +483,9 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
     res.end(text);
   }
 
-  let isRefused: (socket: Socket) => boolean = () => false;
+  let isRefused: ((socket: Socket) => boolean) | null = null;
   const server = createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: cfg.requestTimeout, headersTimeout: Math.min(cfg.requestTimeout, 30_000) }, (req, res) => {
-    if (isRefused(req.socket)) return void res.destroy();
+    if (isRefused !== null && isRefused(req.socket)) return void res.destroy();
     let routeName: Route = 'other';
     route(req, res)
       .then(({ route: r, answer }) => {
@@ -509,7 +509,7 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
   isRefused = limitHttpConnections(
     server,
     { maxConnections: cfg.maxClients, maxConnectionsPerClient: cfg.maxClientsPerIp, clientLimitExempt: cfg.clientLimitExempt },
-    closingAnswer(503, JSON.stringify(new SluiceError('SLUICE_TOO_MANY_CONNECTIONS').toJSON()), 'application/json; charset=utf-8'),
+    serviceUnavailable(JSON.stringify(new SluiceError('SLUICE_TOO_MANY_CONNECTIONS').toJSON()), 'application/json; charset=utf-8'),
     (reason) => deps.metrics?.httpConnectionsRefused.inc({ reason }),
   );
   // Malformed requests, oversized headers and timeouts never reach the handler: Node's parser refuses

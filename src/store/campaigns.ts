@@ -1,7 +1,7 @@
 import type { Result } from 'ioredis';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
-import { execAll, jsonOr } from './record-io.js';
+import { execAll, flatFields, jsonOr } from './record-io.js';
 import { toEngagement, type Engagement } from './engagement.js';
 
 declare module 'ioredis' {
@@ -149,7 +149,6 @@ export function toCampaign(id: string, h: Readonly<Record<string, string>>): Cam
   };
 }
 
-/** Stores a new campaign (meta, template, link table, indexes) in one MULTI per slot. */
 /**
  * Stores a new campaign, in one step and only under a free id: null when `c.id` is taken (an accepted
  * message or another campaign drew it too), and then nothing is written; the caller takes another id.
@@ -177,9 +176,7 @@ export async function createCampaign(redis: RedisClient, keys: Keys, c: NewCampa
     skipped: 0,
     pending: 0,
   };
-  const flat: (string | number)[] = [];
-  for (const [k, v] of Object.entries(meta)) flat.push(k, v);
-  const stored = await redis.createCampaign(keys.msgMeta(c.id), keys.msgBody(c.id), keys.links(c.id), c.body, JSON.stringify(c.links), ...flat);
+  const stored = await redis.createCampaign(keys.msgMeta(c.id), keys.msgBody(c.id), keys.links(c.id), c.body, JSON.stringify(c.links), ...flatFields(meta));
   if (stored !== 1) return null;
   await redis.zadd(keys.accountCampaigns(c.account), c.createdAt, c.id);
   if (c.sendAt !== null) await redis.zadd(keys.campaignsDue(), c.sendAt, c.id);

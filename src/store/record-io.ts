@@ -27,9 +27,14 @@ export async function execAll(tx: ChainableCommander, what: string): Promise<voi
  * record has it, and then nothing is written. For records named by a random id (core/ids.ts withFreeId).
  */
 export async function createRecord(redis: RedisClient, key: string, fields: Readonly<Record<string, string | number | Buffer>>, ttlMs = 0): Promise<boolean> {
-  const flat: (string | number | Buffer)[] = [];
+  return (await redis.createHash(key, Math.max(0, Math.floor(ttlMs)), ...flatFields(fields))) === 1;
+}
+
+/** A record's fields as a script takes them: field, value, field, value, … */
+export function flatFields<V>(fields: Readonly<Record<string, V>>): (string | V)[] {
+  const flat: (string | V)[] = [];
   for (const [k, v] of Object.entries(fields)) flat.push(k, v);
-  return (await redis.createHash(key, Math.max(0, Math.floor(ttlMs)), ...flat)) === 1;
+  return flat;
 }
 
 /** A stored JSON field, or `fallback` when it is absent or not JSON. */

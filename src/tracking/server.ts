@@ -11,7 +11,7 @@ import { startRecorder } from './recorder.js';
 import { mark } from './record.js';
 import { unsubscribe, unsubscribeTarget } from './unsubscribe.js';
 import { listenOn } from '../core/listen.js';
-import { closingAnswer, limitHttpConnections, type HttpConnectionLimits } from '../core/http-connection-limit.js';
+import { limitHttpConnections, serviceUnavailable, type HttpConnectionLimits } from '../core/http-connection-limit.js';
 
 /**
  * The tracking server: the public surface every recipient touches, on plain node:http.
@@ -65,7 +65,7 @@ const TIMEOUT_CHECK_INTERVAL_MS = 1_000;
 const CLOSE_GRACE_MS = 5_000;
 
 /** What a client over its connection cap gets before the socket closes: a clear answer, not a reset. */
-const TOO_MANY_CONNECTIONS = closingAnswer(503, 'Too many connections from your address\n');
+const TOO_MANY_CONNECTIONS = serviceUnavailable('Too many connections from your address\n');
 
 /** An open's request result, counted when its batch verifies the token. */
 const COUNTED_LATER = '';
@@ -89,7 +89,7 @@ export async function startTrackingServer(deps: TrackingDeps, opts: TrackingServ
   ];
   let closing = false;
   /** Whether a request came on a connection over its client's cap (closing: nothing on it is served). */
-  let isRefused: (socket: Socket) => boolean = () => false;
+  let isRefused: ((socket: Socket) => boolean) | null = null;
 
   // Opens and clicks are written after their answer, in batches, by the recorder thread
   // (recorder.ts): bounded, and awaited by idle() and close().
@@ -209,7 +209,7 @@ export async function startTrackingServer(deps: TrackingDeps, opts: TrackingServ
       connectionsCheckingInterval: TIMEOUT_CHECK_INTERVAL_MS,
     },
     (req, res) => {
-      if (isRefused(req.socket)) return void res.destroy();
+      if (isRefused !== null && isRefused(req.socket)) return void res.destroy();
       const started = performance.now();
       const url = req.url ?? '/';
       // The hot path, synchronously and with its headers in one array: no promise, no header map.
