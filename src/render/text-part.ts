@@ -44,16 +44,15 @@ function fitsSevenBit(text: string, bytes: Buffer): boolean {
 }
 
 /** What the encoder does with a byte (one table lookup per byte on the hot path). */
-const LITERAL = 0; // printable ASCII except '=': written as it is
-const BLANK = 1; // SP, HTAB: literal, unless a line break or the end follows (rule 3)
-const CR_BYTE = 2; // CR: a hard line break when LF follows, else encoded
-const ENCODED = 3; // anything else: =XX
+const LITERAL = 0; // printable ASCII except '=', and SP and HTAB: written as they are (but see trailing blanks)
+const CR_BYTE = 1; // CR: a hard line break when LF follows, else encoded
+const ENCODED = 2; // anything else: =XX
 const BYTE_CLASS = (() => {
   const t = new Uint8Array(256).fill(ENCODED);
   for (let b = 33; b <= 126; b++) t[b] = LITERAL;
   t[EQ] = ENCODED;
-  t[SP] = BLANK;
-  t[TAB] = BLANK;
+  t[SP] = LITERAL;
+  t[TAB] = LITERAL;
   t[CR] = CR_BYTE;
   return t;
 })();
@@ -63,54 +62,60 @@ const QP_ROOM = QP_LINE - 1;
 /**
  * Quoted-printable encoding of CRLF text: hard breaks kept, soft breaks at 76 characters. The inner
  * loop copies a run of literal bytes up to the end of the encoded line, so the common byte costs one
- * table lookup and one store (measured 2× faster than deciding every byte's width on its own, which
- * was ~1 ms per 100 KB of HTML).
+ * table lookup and one store. Blanks are literal in that run too (HTML is ~15 % spaces, and stopping
+ * at each cost a quarter of the time); the one blank that must not stay literal, the last of a line
+ * (rule 3: transport strips trailing whitespace), is taken back and encoded when the hard break or
+ * the end of the text comes. Measured on bench/content.ts's 100 KB newsletter: ~0.43 ms, against
+ * ~0.55 ms stopping at every blank and ~1 ms deciding every byte's width on its own.
  */
 export function encodeQuotedPrintable(src: Buffer): Buffer {
   const n = src.length;
   // Worst case: every byte becomes =XX, plus a soft break ('=' CRLF) every 25 encoded bytes.
   const out = Buffer.allocUnsafe(n * 3 + Math.ceil(n / 25) * 3 + 3);
+  // Written out inline, without helper closures: `o` and `col` captured by a closure live in a heap
+  // context instead of registers, which made the loop ~25 % slower.
   let o = 0;
   let col = 0;
   let i = 0;
-  while (i < n) {
+  for (;;) {
     // A run of literal bytes, as far as the line has room.
     const limit = Math.min(n, i + (QP_ROOM - col));
     const runStart = i;
     while (i < limit && BYTE_CLASS[src[i] as number] === LITERAL) out[o++] = src[i++] as number;
     col += i - runStart;
-    if (i === n) break;
-    const b = src[i] as number;
-    if (col === QP_ROOM && !(b === CR && src[i + 1] === LF)) {
-      // The line is full and a hard break does not end it here: a soft one does.
-      out[o++] = EQ;
-      out[o++] = CR;
-      out[o++] = LF;
-      col = 0;
-      continue;
-    }
-    const kind = BYTE_CLASS[b] as number;
-    if (kind === LITERAL) continue;
-    if (kind === CR_BYTE && src[i + 1] === LF) {
+    const hardBreak = i < n && src[i] === CR && src[i + 1] === LF;
+    if (i === n || hardBreak) {
+      // The line ends: a blank written last is taken back and encoded.
+      const last = col > 0 ? (out[o - 1] as number) : 0;
+      if (last === SP || last === TAB) {
+        o--;
+        col--;
+        if (col > QP_ROOM - 3) {
+          out[o++] = EQ;
+          out[o++] = CR;
+          out[o++] = LF;
+          col = 0;
+        }
+        out[o++] = EQ;
+        out[o++] = HEX[last >> 4] as number;
+        out[o++] = HEX[last & 15] as number;
+      }
+      if (i === n) break;
       out[o++] = CR;
       out[o++] = LF;
       i += 2;
       col = 0;
       continue;
     }
-    // Whitespace at the end of a line would be stripped in transport: encode it there (rule 3).
-    if (kind === BLANK && i + 1 < n && !(src[i + 1] === CR && src[i + 2] === LF)) {
-      out[o++] = b;
-      col++;
-      i++;
-      continue;
-    }
-    if (col > QP_ROOM - 3) {
+    const b = src[i] as number;
+    // The line is full and no hard break ends it here: a soft one does.
+    if (col === QP_ROOM || (BYTE_CLASS[b] !== LITERAL && col > QP_ROOM - 3)) {
       out[o++] = EQ;
       out[o++] = CR;
       out[o++] = LF;
       col = 0;
     }
+    if (BYTE_CLASS[b] === LITERAL) continue;
     out[o++] = EQ;
     out[o++] = HEX[b >> 4] as number;
     out[o++] = HEX[b & 15] as number;

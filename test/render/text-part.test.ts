@@ -37,6 +37,8 @@ test('quoted-printable round-trips every byte, keeps lines ≤ 76, encodes = and
     'Grüße aus Köln = 100 % ✓ \t\r\nnext line with trailing space \r\nend',
     'a'.repeat(500) + '=' + 'é'.repeat(200),
     Array.from({ length: 256 }, (_, i) => String.fromCharCode(i)).join('').replace(/\r|\n/g, ''),
+    // A blank last on a line or last of all, at every column around the soft-break limit.
+    ...Array.from({ length: 10 }, (_, k) => `${'a'.repeat(70 + k)} \r\n${'b'.repeat(68 + k)}\t\r\n${'c'.repeat(70 + k)}  `),
   ];
   for (const s of samples) {
     const src = Buffer.from(s, 'utf8');
