@@ -70,7 +70,11 @@ export interface WebhookDispatcherOptions {
   pollIntervalMs?: number;
   /** Stream entries pending this long in a (dead) consumer are taken over. Default 60 s. */
   claimIdleMs?: number;
-  /** How long an account's endpoint list is cached. Default 5 s. */
+  /**
+   * How long an account's endpoint list is cached. Default 5 s. Registering or removing an endpoint
+   * clears every dispatcher's cache at its next pass anyway; this bounds what other writes to the
+   * lists (an account's erasure) take to be seen.
+   */
   endpointCacheMs?: number;
   /** Dead-letter batches kept per endpoint (the oldest go first). Default 10,000. */
   deadLetterMax?: number;
@@ -220,6 +224,8 @@ export class WebhookDispatcher {
   private readonly perEndpoint: number;
   private readonly maxInFlight: number;
   private readonly cache = new Map<string, { at: number; list: SealedEndpoint[] }>();
+  /** keys.webhookGeneration() when the cache was last valid. */
+  private generation: string | null = null;
   /** Endpoint ref → POSTs in flight. */
   private readonly inFlight = new Map<string, number>();
   private readonly deliveries = new Set<Promise<void>>();
@@ -296,6 +302,13 @@ export class WebhookDispatcher {
     const read = (await redis.xreadgroup('GROUP', this.group, this.consumer, 'COUNT', readCount, 'STREAMS', stream, '>')) as [string, StreamEntry[]][] | null;
     const fresh = read?.[0]?.[1] ?? [];
     entries.push(...fresh);
+    // Read after the entries: an endpoint registered before any of them was appended has moved the
+    // generation by now, so its account's cached list (perhaps empty) is not used for them.
+    const generation = await redis.get(keys.webhookGeneration());
+    if (generation !== this.generation) {
+      this.cache.clear();
+      this.generation = generation;
+    }
 
     const touched = await this.route(entries);
     const ids = [...entries.map((e) => e[0]), ...gone];

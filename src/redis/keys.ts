@@ -112,6 +112,11 @@ export function createKeys(prefix: string) {
     webhookDead: (account: string, id: string) => `${p}{a:${account}}:wh:${id}:dead`,
     /** SET of "<account>/<endpoint id>": every registered endpoint, walked by the dispatcher with SSCAN. */
     webhookEndpoints: () => `${p}webhooks:endpoints`,
+    /**
+     * STRING counter, incremented whenever an endpoint is registered or removed: dispatchers drop
+     * their cached endpoint lists when it moves (housekeeping/webhooks.ts).
+     */
+    webhookGeneration: () => `${p}webhooks:generation`,
     // account lifecycle (store/account-state.ts): one HASH, outside every account's tag, so that
     // deleting all of {a:<id>} never deletes the record that says the account is closed
     /** HASH account id → JSON { closedAt, purgeAt, by, deletedAt? }: closed accounts and their deletion. */

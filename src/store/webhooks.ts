@@ -170,6 +170,8 @@ export async function createWebhook(
   // Registered first, indexed second: a crash between leaves an endpoint that still receives new
   // events (the stream path reads the hash), and the dispatcher indexes it again when it queues one.
   await redis.sadd(keys.webhookEndpoints(), ref);
+  // Before the answer: every event appended after it finds dispatchers reloading the account's list.
+  await redis.incr(keys.webhookGeneration());
   return { endpoint: { id, account, url: stored.url, events: stored.events, created: now }, secret };
 }
 
@@ -203,5 +205,6 @@ export async function deleteWebhook(redis: RedisClient, keys: Keys, account: str
   if (removed === 0) return false;
   await redis.del(keys.webhookOutbox(account, id), keys.webhookDead(account, id));
   await redis.srem(keys.webhookEndpoints(), endpointRef(account, id));
+  await redis.incr(keys.webhookGeneration());
   return true;
 }

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { appendEvent } from '../../src/store/events.js';
-import { createWebhook, openSecret, getWebhook } from '../../src/store/webhooks.js';
+import { createWebhook, deleteWebhook, openSecret, getWebhook } from '../../src/store/webhooks.js';
 import { publicOnlyLookup, replayDeadLetters, verifyWebhookSignature, WebhookDispatcher, type WebhookDispatcherOptions } from '../../src/housekeeping/webhooks.js';
 import { connect } from 'node:net';
 import { createLogger } from '../../src/observability/logger.js';
@@ -174,6 +174,26 @@ test('events arrive signed, in bounded batches, once each; only subscribed types
   assert.is(await client.zcard(keys.webhookOutbox('acme', endpoint.id)), 0);
   const pending = (await client.xpending(keys.events(), 'webhooks')) as [number, ...unknown[]];
   assert.is(pending[0], 0, 'every stream entry acknowledged');
+});
+
+test("an endpoint registered while a dispatcher has the account's empty list cached gets the events appended after registration", async () => {
+  const { keys } = redis.fresh();
+  const rx = await receiver();
+  // The default cache (5 s): the first pass caches 'acme' as having no endpoint.
+  const d = dispatcher(keys, { endpointCacheMs: 60_000 });
+  await event(keys, 'delivered', 'acme', 'before-registration');
+  await pass(d);
+  const { endpoint } = await createWebhook(client, keys, 'acme', { url: rx.url, events: ['*'] });
+  const id = await event(keys, 'delivered', 'acme', 'after-registration');
+  await pass(d);
+  assert.equal(rx.received.flatMap((r) => r.events.map((e) => e.id)), [id], 'the event after registration, and only it');
+
+  // Removal is seen at once too: nothing more is queued for the deleted endpoint.
+  assert.ok(await deleteWebhook(client, keys, 'acme', endpoint.id));
+  await event(keys, 'delivered', 'acme', 'after-removal');
+  await pass(d);
+  assert.is(await client.zcard(keys.webhookOutbox('acme', endpoint.id)), 0, 'no outbox re-created for a removed endpoint');
+  assert.is(rx.received.length, 1);
 });
 
 test('a 500 is retried after the backoff with the same events; not before', async () => {
