@@ -132,6 +132,8 @@ const DEFAULT_CACHE_MS = 5_000;
 const DEFAULT_DEAD_MAX = 10_000;
 // Endpoints visited per tick for due retries (one SSCAN page); new events' endpoints are visited at once.
 const SCAN_COUNT = 200;
+// An endpoint's connection pool is closed after this long unused (its sockets are idle by then anyway).
+const AGENT_IDLE_MS = 5 * 60_000;
 // The response body is read only to free the socket; nobody needs more than this of it.
 const RESPONSE_LIMIT_BYTES = 64 * 1024;
 // Jitter of ±20 % spreads the retries of many batches that failed together (one receiver outage).
@@ -219,7 +221,12 @@ export class WebhookDispatcher {
   private readonly now: () => number;
   private readonly group: string;
   private readonly consumer: string;
-  private readonly agent: Agent;
+  /**
+   * One connection pool per endpoint, as wide as its in-flight limit: endpoints of different
+   * accounts often share a host (a webhook relay service), and a pool per origin would let one
+   * endpoint's hanging requests hold the sockets the other's wait for.
+   */
+  private readonly agents = new Map<string, { agent: Agent; usedAt: number }>();
   private readonly timeoutMs: number;
   private readonly perEndpoint: number;
   private readonly maxInFlight: number;
@@ -245,14 +252,6 @@ export class WebhookDispatcher {
     this.timeoutMs = opts.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.perEndpoint = opts.perEndpointInFlight ?? DEFAULT_PER_ENDPOINT;
     this.maxInFlight = opts.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
-    // One pool per origin, as wide as an endpoint may use: a receiver never sees more connections
-    // from this process than its in-flight limit.
-    this.agent = new Agent({
-      connections: this.perEndpoint,
-      connect: { timeout: this.timeoutMs, ...(opts.allowPrivateTargets ? {} : { lookup: publicOnlyLookup }) },
-      headersTimeout: this.timeoutMs,
-      bodyTimeout: this.timeoutMs,
-    });
     this.ticker = new Ticker(() => this.pass(), opts.pollIntervalMs ?? DEFAULT_POLL_MS, (err) => opts.logger.error({ err }, 'webhook tick failed'));
   }
 
@@ -265,7 +264,8 @@ export class WebhookDispatcher {
     this.stopping ??= (async () => {
       await this.ticker.stop();
       await this.drain();
-      await this.agent.close();
+      await Promise.all([...this.agents.values()].map((a) => a.agent.close()));
+      this.agents.clear();
     })();
     return this.stopping;
   }
@@ -320,6 +320,7 @@ export class WebhookDispatcher {
     this.scanCursor = cursor;
     for (const ref of new Set([...touched, ...page])) oldest = Math.min(oldest, await this.startDue(ref, now));
     this.o.metrics?.lagSeconds?.set(Math.max(0, now - oldest) / 1000);
+    this.closeIdleAgents();
     return fresh.length === readCount;
   }
 
@@ -441,6 +442,32 @@ export class WebhookDispatcher {
     this.deliveries.add(p);
   }
 
+  /** The endpoint's connection pool (see `agents`), made on first use. */
+  private agentFor(ref: string): Agent {
+    let a = this.agents.get(ref);
+    if (!a) {
+      const agent = new Agent({
+        connections: this.perEndpoint,
+        connect: { timeout: this.timeoutMs, ...(this.o.allowPrivateTargets ? {} : { lookup: publicOnlyLookup }) },
+        headersTimeout: this.timeoutMs,
+        bodyTimeout: this.timeoutMs,
+      });
+      this.agents.set(ref, (a = { agent, usedAt: Date.now() }));
+    }
+    a.usedAt = Date.now();
+    return a.agent;
+  }
+
+  /** Closes the pools of endpoints with nothing in flight that have not been used for AGENT_IDLE_MS. */
+  private closeIdleAgents(): void {
+    const cutoff = Date.now() - AGENT_IDLE_MS;
+    for (const [ref, a] of this.agents) {
+      if (a.usedAt >= cutoff || (this.inFlight.get(ref) ?? 0) > 0) continue;
+      this.agents.delete(ref);
+      a.agent.close().catch(() => undefined);
+    }
+  }
+
   private async deliver(ep: SealedEndpoint, outbox: string, member: string, batch: Batch): Promise<void> {
     const { redis, keys, logger } = this.o;
     const body = JSON.stringify({ events: batch.e });
@@ -455,7 +482,7 @@ export class WebhookDispatcher {
         if (why) throw Object.assign(new Error(`webhook endpoint host is ${why} (webhooks.allowPrivateTargets)`), { code: 'SLUICE_WEBHOOK_PRIVATE_TARGET' });
         const res = await request(ep.url, {
           method: 'POST',
-          dispatcher: this.agent,
+          dispatcher: this.agentFor(endpointRef(ep.account, ep.id)),
           body,
           headers: { 'content-type': 'application/json', 'user-agent': 'Sluice-Webhooks/1', [SIGNATURE_HEADER]: signature, 'sluice-webhook-id': ep.id },
           headersTimeout: this.timeoutMs,

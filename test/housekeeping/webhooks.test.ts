@@ -329,6 +329,38 @@ test("a hanging endpoint does not delay another account's webhooks", async () =>
   await d.stop();
 });
 
+test("a hanging endpoint does not delay another account's endpoint on the same host and port", async () => {
+  const { keys } = redis.fresh();
+  // One receiver for both (a webhook relay service): /slow never answers, every other path does.
+  const shared = await receiver();
+  const hanging: ServerResponse[] = [];
+  shared.server.removeAllListeners('request');
+  const fastEvents: string[] = [];
+  shared.server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      if (req.url === '/slow') return void hanging.push(res);
+      fastEvents.push(...(JSON.parse(Buffer.concat(chunks).toString()) as { events: { id: string }[] }).events.map((e) => e.id));
+      res.end('ok');
+    });
+  });
+  const origin = new URL(shared.url).origin;
+  await createWebhook(client, keys, 'slow', { url: `${origin}/slow`, events: ['*'] });
+  await createWebhook(client, keys, 'acme', { url: `${origin}/fast`, events: ['*'] });
+  // Two batches in flight per endpoint: both of the slow endpoint's hang, holding its two sockets.
+  const d = dispatcher(keys, { pollIntervalMs: 20, requestTimeoutMs: 30_000, maxBatchEvents: 1 });
+  await event(keys, 'delivered', 'slow', 's1');
+  await event(keys, 'delivered', 'slow', 's2');
+  d.start();
+  await until(() => hanging.length === 2, 'both slow requests to be open');
+  const ids = [await event(keys, 'delivered', 'acme', 'a1'), await event(keys, 'delivered', 'acme', 'a2')];
+  await until(() => fastEvents.length === 2, "the other account's events, well before the slow requests' 30 s timeout", 5_000);
+  assert.equal(fastEvents.sort(), [...ids].sort());
+  for (const res of hanging) res.end('ok');
+  await d.stop();
+});
+
 test("a dead consumer's pending entries are taken over and delivered", async () => {
   const { keys } = redis.fresh();
   const rx = await receiver();
