@@ -110,6 +110,8 @@ declare module 'ioredis' {
   interface RedisCommander<Context> {
     /** src/queue/lua/moveBatch-2.lua: 1 moved (retry or dead letter), 0 the batch changed meanwhile. */
     moveBatch(outbox: string, dead: string, member: string, next: string, score: number | '', deadMax: number): Result<number, Context>;
+    /** src/queue/lua/replayDeadPage-2.lua: 1 moved, 0 the dead-letter list's head changed meanwhile. */
+    replayDeadPage(dead: string, outbox: string, score: number, n: number, ...itemsThenBatches: string[]): Result<number, Context>;
   }
 }
 
@@ -534,7 +536,7 @@ export class WebhookDispatcher {
  */
 export async function replayDeadLetters(redis: RedisClient, keys: Keys, account: string, endpointId?: string, now: number = Date.now()): Promise<number> {
   const ids = endpointId !== undefined ? [endpointId] : (await loadWebhooks(redis, keys, account)).map((e) => e.id);
-  // Pages of 100 batches: each page is one MULTI, small enough not to stall Redis.
+  // Pages of 100 batches: each page is one script call, small enough not to stall Redis.
   const PAGE = 100;
   let moved = 0;
   for (const id of ids) {
@@ -544,16 +546,15 @@ export async function replayDeadLetters(redis: RedisClient, keys: Keys, account:
     for (;;) {
       const items = await redis.lrange(dead, 0, PAGE - 1);
       if (items.length === 0) break;
-      const tx = redis.multi();
-      for (const item of items) {
+      const batches = items.flatMap((item) => {
         const b = parseBatch(item);
-        if (!b) continue;
-        tx.zadd(outbox, now, newBatch(b.e, now));
-        moved++;
-        queued = true;
-      }
-      tx.ltrim(dead, items.length, -1);
-      await tx.exec();
+        return b ? [newBatch(b.e, now)] : [];
+      });
+      // Compare and move: a page that changed since it was read (a dispatcher pushed and trimmed,
+      // an erasure rewrote) is read again rather than trimmed by count.
+      if (Number(await redis.replayDeadPage(dead, outbox, now, items.length, ...items, ...batches)) !== 1) continue;
+      moved += batches.length;
+      queued ||= batches.length > 0;
     }
     if (queued) await redis.sadd(keys.webhookEndpoints(), endpointRef(account, id));
   }

@@ -306,6 +306,24 @@ test('an endpoint that stays down lands in dead letters; replay (function and CL
   assert.is(await client.llen(keys.webhookDead('acme', endpoint.id)), 0);
 });
 
+test('a dead-letter page that changed after it was read is not trimmed by count (no batch dropped unreplayed)', async () => {
+  const { keys } = redis.fresh();
+  const dead = keys.webhookDead('acme', 'ep1');
+  const outbox = keys.webhookOutbox('acme', 'ep1');
+  await client.rpush(dead, 'b1', 'b2', 'b3');
+  // Read b1, b2; meanwhile a dispatcher pushes b4 and trims the oldest (b1) at the list's bound.
+  const page = await client.lrange(dead, 0, 1);
+  await client.rpush(dead, 'b4');
+  await client.ltrim(dead, -3, -1);
+  assert.is(await client.replayDeadPage(dead, outbox, 1000, page.length, ...page, 'new1', 'new2'), 0, 'refused: the head is no longer the page');
+  assert.equal(await client.lrange(dead, 0, -1), ['b2', 'b3', 'b4'], 'nothing trimmed');
+  assert.is(await client.zcard(outbox), 0, 'nothing queued');
+  const again = await client.lrange(dead, 0, 1);
+  assert.is(await client.replayDeadPage(dead, outbox, 1000, again.length, ...again, 'new2', 'new3'), 1);
+  assert.equal(await client.lrange(dead, 0, -1), ['b4']);
+  assert.equal(await client.zrange(outbox, 0, -1), ['new2', 'new3']);
+});
+
 test("a hanging endpoint does not delay another account's webhooks", async () => {
   const { keys } = redis.fresh();
   const slow = await receiver(() => 'hang');

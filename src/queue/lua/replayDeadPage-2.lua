@@ -1,0 +1,27 @@
+--[[
+  replayDeadPage: moves a page of an endpoint's dead-letter batches back into its outbox, only if the
+  head of the dead-letter list is still exactly the page that was read (housekeeping/webhooks.ts
+  replayDeadLetters). Between the read and this script a dispatcher may have pushed a batch and
+  trimmed the oldest (the list is bounded), or an erasure may have rewritten one: trimming by count
+  then would drop a batch nobody replayed. Both keys share the account's hash tag.
+
+  KEYS[1] dead    LIST {a:<account>}:wh:<id>:dead
+  KEYS[2] outbox  ZSET {a:<account>}:wh:<id>:outbox  (member = batch JSON, score = when due, ms)
+  ARGV[1] score   when the replayed batches are due (ms)
+  ARGV[2] n       how many items were read from the head of the list
+  ARGV[3 .. 2+n]  those items, as read
+  ARGV[3+n ..]    the batches to queue for them (fresh attempt counts; unreadable items have none)
+
+  Returns 1 moved, 0 the list's head had changed (nothing done; the caller reads again).
+]]
+local n = tonumber(ARGV[2])
+local head = redis.call('LRANGE', KEYS[1], 0, n - 1)
+if #head ~= n then return 0 end
+for i = 1, n do
+  if head[i] ~= ARGV[2 + i] then return 0 end
+end
+redis.call('LTRIM', KEYS[1], n, -1)
+for i = 3 + n, #ARGV do
+  redis.call('ZADD', KEYS[2], ARGV[1], ARGV[i])
+end
+return 1
