@@ -157,11 +157,25 @@ test('tampered tokens record nothing, never redirect, and the pixel still answer
       assert.is(res.status, 404, `byte ${i}`);
       assert.is(res.headers['location'], undefined);
     }
+    // Every byte of a pixel token and of an unsubscribe token, each flipped in turn.
     const open = Buffer.from(f.token('o'), 'base64url');
-    open[3] = (open[3] as number) ^ 0x80;
-    const pixel = await get(f.base + tokenPath('o', open.toString('base64url')));
-    assert.is(pixel.status, 200);
-    assert.equal(pixel.body, PIXEL_GIF);
+    for (let i = 0; i < open.length; i++) {
+      const b = Buffer.from(open);
+      b[i] = (b[i] as number) ^ 0x80;
+      const pixel = await get(f.base + tokenPath('o', b.toString('base64url')));
+      assert.is(pixel.status, 200, `pixel byte ${i}`);
+      assert.equal(pixel.body, PIXEL_GIF);
+    }
+    const unsub = Buffer.from(f.token('u'), 'base64url');
+    for (let i = 0; i < unsub.length; i++) {
+      const b = Buffer.from(unsub);
+      b[i] = (b[i] as number) ^ 0x01;
+      const url = f.base + '/u/' + b.toString('base64url');
+      assert.is((await get(url)).status, 404, `unsubscribe page byte ${i}`);
+      const post = await get(url, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'List-Unsubscribe=One-Click' });
+      assert.is(post.status, 404, `one-click byte ${i}`);
+    }
+    assert.is(await suppressionOf(client, f.keys, 'acme', 'ann@example.org'), null, 'no tampered unsubscribe suppressed anyone');
     // A valid token of the wrong kind is refused too.
     assert.is((await get(f.base + '/c/' + f.token('o'))).status, 404);
     assert.is((await get(f.base + '/c/' + f.token('c') + '/../x')).status, 404);
