@@ -58,6 +58,8 @@ export interface InboundMxOptions {
   /** Bytes; real DSNs are a few KB, but some return the whole original message. */
   readonly maxMessageSize: number;
   readonly rawRetentionMs: number;
+  /** How long per-recipient marks are kept (config retention.records). */
+  readonly recordsRetentionMs?: number;
   readonly verifyUnsubscribeToken?: VerifyUnsubscribeToken | undefined;
   /** Key of the VERP tags (core/verp.ts): RCPT to an address with a wrong or missing tag gets 550. */
   readonly verpKey?: Buffer | undefined;
@@ -106,6 +108,7 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
     softBounceWindowMs: opts.softBounceWindowMs ?? DEFAULT_SOFT_BOUNCE_WINDOW_MS,
     eventsMaxLen: opts.eventsMaxLen ?? DEFAULT_EVENTS_MAX_LEN,
     rawRetentionMs: opts.rawRetentionMs,
+    recordsRetentionMs: opts.recordsRetentionMs,
   };
   const maxSize = opts.maxMessageSize;
   const maxRcpts = opts.maxRecipients ?? 50;

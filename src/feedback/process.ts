@@ -6,7 +6,9 @@ import { classifyMessage, type BounceRecord } from '../bounces/index.js';
 import { looksLikeBounce } from '../bounces/detect.js';
 import { parseMessage } from '../bounces/mime.js';
 import { isId } from '../core/ids.js';
+import { DAY } from '../core/time.js';
 import { appendEvent } from '../store/events.js';
+import { markUnsubscribe } from '../store/engagement.js';
 import type { MessageMeta } from '../store/messages.js';
 import { liveAddress, markRecipient, messageFor, unsubscribeRecipient, type MessageView } from '../store/recipients.js';
 import { addSuppression, normaliseForSuppression, GLOBAL_LIST, type SuppressionReason } from '../store/suppression.js';
@@ -60,7 +62,11 @@ export interface ProcessOptions {
   readonly eventsMaxLen: number;
   /** How long stored mail is kept (also bounds the unprocessed index). */
   readonly rawRetentionMs: number;
+  /** How long per-recipient marks (an unsubscribe's first/repeat) are kept: config retention.records. Default 90 days. */
+  readonly recordsRetentionMs?: number | undefined;
 }
+
+const DEFAULT_RECORDS_RETENTION_MS = 90 * DAY;
 
 export interface FeedbackMail {
   readonly id: string;
@@ -309,7 +315,14 @@ async function act(
 async function unsubscribe(deps: FeedbackDeps, opts: ProcessOptions, mail: FeedbackMail, view: MessageView, idx: number, address: string): Promise<FeedbackAction> {
   const meta = view.meta;
   const now = deps.now?.() ?? Date.now();
-  const eventId = await appendEvent(deps.redis, deps.keys, 'unsubscribed', { source: 'mailto', feedbackId: mail.id, msgId: meta.id, idx, account: meta.account, suppressed: meta.account }, opts.eventsMaxLen);
+  // Marked and counted as the one-click POST is (first or repeat, the message's `unsubscribes`), and
+  // the event has that path's fields (tracking/record.ts eventFlat), with via 'mail'.
+  const first = await markUnsubscribe(deps.redis, deps.keys, meta.id, idx, now, opts.recordsRetentionMs ?? DEFAULT_RECORDS_RETENTION_MS);
+  const eventId = await appendEvent(
+    deps.redis, deps.keys, 'unsubscribed',
+    { at: now, account: meta.account, msgId: meta.id, idx, first: first ? 1 : 0, machine: 0, via: 'mail', source: 'mailto', feedbackId: mail.id, suppressed: meta.account },
+    opts.eventsMaxLen,
+  );
   deps.metrics?.event?.('unsubscribed');
   await unsubscribeRecipient(deps.redis, deps.keys, view, idx, address, { now, evidence: { event: eventId, feedbackId: mail.id, msgId: meta.id, idx } });
   deps.metrics?.suppressed?.('account', 'unsubscribe');

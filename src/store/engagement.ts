@@ -1,5 +1,15 @@
+import type { Result } from 'ioredis';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    /** src/queue/lua/recordTrackingEvent-3.lua; idx '' is anonymous mode (counted, no mark). */
+    recordTrackingEvent(
+      marks: string, links: string, stats: string, kind: string, idx: number | '', link: number, now: number, burstMs: number, ttlMs: number, cls: '' | 'm', burstLinks: number,
+    ): Result<[number, number, string | null], Context>;
+  }
+}
 
 /**
  * A message's engagement counters, one HASH per message under its hash tag:
@@ -68,4 +78,16 @@ export function sumEngagement(all: Iterable<Engagement>): Engagement {
 /** One message's counters (all 0 when nothing was recorded or the record expired). */
 export async function readEngagement(redis: RedisClient, keys: Keys, msgId: string): Promise<Engagement> {
   return toEngagement(await redis.hgetall(keys.msgStats(msgId)));
+}
+
+/**
+ * Marks a recipient's unsubscribe and counts it in the message's `unsubscribes` (a repeat is not
+ * counted): what the tracking server's one-click does through tracking/record.ts mark(), for the
+ * roles that unsubscribe otherwise (mail to the List-Unsubscribe mailto address). True when it is
+ * the recipient's first. `ttlMs`: how long the mark is kept (config retention.records).
+ */
+export async function markUnsubscribe(redis: RedisClient, keys: Keys, msgId: string, idx: number, now: number, ttlMs: number): Promise<boolean> {
+  // The burst arguments only matter to clicks.
+  const [first] = await redis.recordTrackingEvent(keys.trackMarks(msgId), keys.links(msgId), keys.msgStats(msgId), 'u', idx, 0, now, 0, ttlMs, '', 0);
+  return first === 1;
 }

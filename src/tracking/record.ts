@@ -1,19 +1,9 @@
-import type { Result } from 'ioredis';
 import { memoize } from '../core/memo.js';
 import type { TokenPayload } from '../core/tokens.js';
 import { appendEvent } from '../store/events.js';
 import { anonymizeIp } from './anonymize-ip.js';
 import { BURST_LINKS, BURST_WINDOW_MS, type MachineReason } from './classify.js';
 import { anonymizationOf, DEFAULT_EVENTS_MAX_LEN, DEFAULT_RETENTION_MS, type TrackingDeps, type TrackingMode } from './deps.js';
-
-declare module 'ioredis' {
-  interface RedisCommander<Context> {
-    /** src/queue/lua/recordTrackingEvent-3.lua; idx '' is anonymous mode (counted, no mark). */
-    recordTrackingEvent(
-      marks: string, links: string, stats: string, kind: string, idx: number | '', link: number, now: number, burstMs: number, ttlMs: number, cls: '' | 'm', burstLinks: number,
-    ): Result<[number, number, string | null], Context>;
-  }
-}
 
 export interface Mark {
   readonly first: boolean;

@@ -15,6 +15,7 @@ import { RawSmtp } from '../helpers/raw-smtp.js';
 import { startInboundMx, type InboundMx, type InboundMxMetricsHook } from '../../src/feedback/inbound-mx.js';
 import { listUnprocessed, loadFeedback } from '../../src/feedback/raw-store.js';
 import { unsubscribeAddress } from '../../src/feedback/recipients.js';
+import { readEngagement } from '../../src/store/engagement.js';
 import { CORPUS_EMAILS } from '../helpers/corpus.js';
 
 const test = suite('feedback/inbound-mx');
@@ -244,6 +245,13 @@ test('mail to a verified unsubscribe address unsubscribes the recipient from tha
   const s = await suppressionOf(ctx.client, ctx.keys, 'acme', 'leaver@dest.test');
   assert.is(s?.list, 'acme');
   assert.is(s?.reason, 'unsubscribe');
+  // Marked and counted as the one-click POST is: first, then a repeat that is not counted again.
+  await send('From: leaver@dest.test\r\nSubject: unsubscribe\r\n\r\nunsubscribe\r\n', [unsubscribeAddress(`ok.${id}.0`, BOUNCE_DOMAIN)]);
+  const events = (await ctx.client.xrange(ctx.keys.events(), '-', '+'))
+    .map(([, flat]) => Object.fromEntries(Array.from({ length: flat.length / 2 }, (_, i) => [flat[2 * i], flat[2 * i + 1]])) as Record<string, string>)
+    .filter((e) => e['type'] === 'unsubscribed' && e['msgId'] === id);
+  assert.equal(events.map((e) => [e['first'], e['via'], e['idx'], e['account']]), [['1', 'mail', '0', 'acme'], ['0', 'mail', '0', 'acme']]);
+  assert.is((await readEngagement(ctx.client, ctx.keys, id)).unsubscribes, 1, "the message's unsubscribes count the recipient once");
   const forged = await refusal('Subject: x\r\n\r\nx\r\n', [unsubscribeAddress(`forged.${id}.0`, BOUNCE_DOMAIN)]);
   assert.is(forged.responseCode, 550);
 });
