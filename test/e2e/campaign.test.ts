@@ -201,6 +201,11 @@ test('an unsubscribe recorded mid-campaign stops that recipient; pause stops cla
   const unsub = await request(`http://127.0.0.1:${app.ports.tracking}/u/${token}`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'List-Unsubscribe=One-Click' });
   assert.is(unsub.statusCode, 200);
   await unsub.body.text();
+  // The contact itself is unsubscribed in the list (a later campaign to it leaves the address out).
+  const exported = await request(`http://127.0.0.1:${app.ports.http}/v1/lists/${listId}/contacts?format=ndjson`, { headers: { authorization: `Bearer ${acme.apiKey}` } });
+  const statuses = new Map((await exported.body.text()).trim().split('\n').map((l) => JSON.parse(l) as { email: string; status: string }).map((c) => [c.email, c.status]));
+  assert.is(statuses.get(`p${last - 1}@slow.test`), 'unsubscribed');
+  assert.is([...statuses.values()].filter((v) => v !== 'subscribed').length, 1, 'only that contact');
 
   const paused = await api(`/v1/campaigns/${id}/pause`, {});
   assert.is(paused.status, 200, JSON.stringify(paused.body));
