@@ -111,6 +111,11 @@ const MAX_RENDERED = 256;
 const MAX_TOKEN_WAIT_MS = 2_000;
 /** A closed account's copies are looked at again this often (reopening resumes them within it). */
 const CLOSED_HOLD_MS = 5 * 60_000;
+/**
+ * 'anonymous' tracking needs a crowd: an API message to fewer recipients is sent untracked (see
+ * specTrackingMode). Ten keeps a single open or click among at least ten people.
+ */
+export const ANONYMOUS_MIN_RECIPIENTS = 10;
 /** A copy of a sender paused by the reputation guard is looked at again this often (resume takes effect within it). */
 const PAUSED_SENDER_HOLD_MS = 60_000;
 /** Retries of a paused campaign claimed anyway (they sit in ready, not behind its pointer) wait this long. */
@@ -526,7 +531,7 @@ export class Dispatcher {
             return;
           }
           const task: RenderTask = { msgId: msg.id, kind: msg.kind, source: msg.body, signingDomain: msg.fromDomain, acceptedAt: msg.acceptedAt, frame: true, chunked, single: msg.rcpts.length === 1 };
-          if (msg.kind === 'spec') task.tracking = { account: msg.account, idx: entry.idx, mode: this.trackingModes.get(msg.account) ?? 'full' };
+          if (msg.kind === 'spec') task.tracking = { account: msg.account, idx: entry.idx, mode: this.specTrackingMode(msg.account, msg.rcpts.length) };
           tasks.push(task);
         });
         const t0 = performance.now();
@@ -627,6 +632,17 @@ export class Dispatcher {
   }
 
   /** The render task of one campaign recipient: the template is compiled once per worker, the copy is theirs. */
+  /**
+   * The tracking mode of an API message's copies. In 'anonymous' mode only aggregate counts are
+   * kept, and a message to fewer than ANONYMOUS_MIN_RECIPIENTS people has no aggregate to hide in
+   * (the one recipient of a message is its counts): it is sent untracked, as in 'off', keeping its
+   * List-Unsubscribe.
+   */
+  private specTrackingMode(account: string, recipients: number): TrackingMode {
+    const mode = this.trackingModes.get(account) ?? 'full';
+    return mode === 'anonymous' && recipients < ANONYMOUS_MIN_RECIPIENTS ? 'off' : mode;
+  }
+
   private campaignTask(msg: LoadedMessage, entry: QueueEntry, contact: CampaignContact, chunked: boolean): RenderTask {
     return {
       msgId: msg.id,

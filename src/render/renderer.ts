@@ -4,8 +4,8 @@
  * created; finished messages are kept in a small LRU per msgId, so a message sent to many
  * recipients is composed and signed once per worker rather than once per recipient.
  *
- * A tracked API message (spec.tracking, account mode not 'off') differs per recipient: its tokens
- * name the recipient. Its parsed spec and html template are prepared once per msgId (a second LRU);
+ * With token keys configured an API message differs per recipient: its List-Unsubscribe names the
+ * recipient, and so do its click URLs and pixel when it is tracked (spec.tracking, mode not 'off'). Its parsed spec and html template are prepared once per msgId (a second LRU);
  * per recipient the tokens are signed into the template, then the copy is composed and signed.
  *
  * A campaign copy (kind 'campaign') is always personal: campaign-copy.ts compiles the campaign's
@@ -108,7 +108,7 @@ export function createRenderer(init: WorkerInit, opts: RendererOptions = {}): Re
    * fresh copy (with a fresh issuedAt) from the prepared spec.
    */
   async function renderTracked(task: RenderTask, target: TrackingTarget, p: PreparedSpec, domain: string | null, started: number): Promise<Composed> {
-    const copy = (tracker as Tracker).copy(p.template, { account: target.account, msgId: task.msgId, idx: target.idx, issuedAt: Math.floor(now() / 1000) });
+    const copy = (tracker as Tracker).copy(target.mode === 'off' ? null : p.template, { account: target.account, msgId: task.msgId, idx: target.idx, issuedAt: Math.floor(now() / 1000) });
     const headers: Record<string, string> = {};
     // The sender's own List-Unsubscribe gives way: one-click must reach the server that suppresses.
     for (const [name, value] of Object.entries(p.spec.headers)) {
@@ -181,10 +181,9 @@ export function createRenderer(init: WorkerInit, opts: RendererOptions = {}): Re
       }
       if (task.kind === 'campaign') return await renderCampaign(task, task.campaign as CampaignTarget, domain, started);
       const target = task.tracking;
-      if (tracker !== null && task.kind === 'spec' && target !== undefined && target.mode !== 'off') {
-        const p = prepare(task);
-        if (p.spec.tracking !== undefined) return await renderTracked(task, target, p, domain, started);
-      }
+      // With token keys every API message gets its recipient's List-Unsubscribe, whatever the mode
+      // (as campaigns do); 'off', or a message prepared without a link table, gets nothing else.
+      if (tracker !== null && task.kind === 'spec' && target !== undefined) return await renderTracked(task, target, prepare(task), domain, started);
       const cacheKey = `${task.kind}\0${task.msgId}\0${domain ?? ''}`;
       const hit = cache.get(cacheKey);
       if (hit) {

@@ -20,7 +20,7 @@ import { txtTable, verifyWithMailauth } from '../helpers/dkim-verify.js';
  * Tracking in delivered API mail, end to end: ingress stores the link table, the render worker
  * rewrites links, adds the pixel and the RFC 8058 headers and DKIM-signs them, the message is
  * delivered to a capture peer, and the real tracking server redirects the clicks and honours the
- * one-click POST. Two accounts: 'acme' (tracking full) and 'quiet' (tracking off).
+ * one-click POST. Three accounts: 'acme' (tracking full), 'quiet' (tracking off) and 'anon' (anonymous).
  */
 const test = suite('e2e/tracked-delivery');
 
@@ -40,6 +40,7 @@ let dir: string;
 let codec: TokenCodec;
 let acme: AccountKeys;
 let quiet: AccountKeys;
+let anon: AccountKeys;
 let txt: Record<string, string>;
 
 test.before(async () => {
@@ -52,7 +53,8 @@ test.before(async () => {
   // A folder each: makeAccount names key files by selector, which the two accounts share.
   acme = await makeAccount(mkdtempSync(join(dir, 'acme-')), 'acme', 'acme.example');
   quiet = await makeAccount(mkdtempSync(join(dir, 'quiet-')), 'quiet', 'quiet.example', ['rsa']);
-  txt = txtTable([...acme.dkimKeys, ...quiet.dkimKeys]);
+  anon = await makeAccount(mkdtempSync(join(dir, 'anon-')), 'anon', 'anon.example', ['ed25519']);
+  txt = txtTable([...acme.dkimKeys, ...quiet.dkimKeys, ...anon.dkimKeys]);
   const config = loadConfig({
     env: {},
     overrides: {
@@ -64,7 +66,7 @@ test.before(async () => {
       ingress: { smtp: { enabled: false }, http: { host: '127.0.0.1', port: 0 } },
       delivery: { bounceDomain: BOUNCE_DOMAIN, pollInterval: '50ms', pool: { threads: 1 }, dns: { servers: ['127.0.0.1:9'], timeout: '1s' }, transport: { 'one.test': `${sink.host}:${sink.port}` } },
       tracking: { host: '127.0.0.1', port: 0, publicBaseUrl: PUBLIC_BASE, keys: [{ id: 'k1', secretFile: join(dir, 'k1.key'), notAfter: null }], signWith: 'k1' },
-      accounts: [acme.account, { ...quiet.account, tracking: { mode: 'off', anonymizeIp: 'none' } }],
+      accounts: [acme.account, { ...quiet.account, tracking: { mode: 'off', anonymizeIp: 'none' } }, { ...anon.account, tracking: { mode: 'anonymous', anonymizeIp: 'drop' } }],
     },
   });
   app = await startSluice(config, { logger: createLogger(process.env['TEST_LOG'] ?? 'silent') });
@@ -197,7 +199,7 @@ test('two recipients of one message get copies with their own tokens', async () 
   assert.equal([byRcpt.get('a@one.test'), byRcpt.get('b@one.test')], [0, 1]);
 });
 
-test("with the account's tracking mode 'off' nothing is rewritten or added, and no link table is stored", async () => {
+test("with the account's tracking mode 'off' nothing is rewritten or added but the recipient's List-Unsubscribe, and no link table is stored", async () => {
   const { id, mail } = await deliveredCopy(quiet, 'news@quiet.example', 'other@one.test');
   const parsed = await simpleParser(mail.raw);
   const html = String(parsed.html);
@@ -205,10 +207,34 @@ test("with the account's tracking mode 'off' nothing is rewritten or added, and 
   assert.not.match(html, '127.0.0.1');
   assert.not.match(html, '<img');
   const header = headerOf(mail.raw);
-  assert.not.match(header, /^List-Unsubscribe/im);
+  // Every message keeps a working unsubscribe, whatever the tracking mode.
+  const u = /^List-Unsubscribe: <http:\/\/127\.0\.0\.1\/u\/([A-Za-z0-9_-]+)>/im.exec(header)?.[1];
+  assert.equal(codec.verify(u ?? '', Date.now()), { kind: 'u', account: 'quiet', msgId: id, idx: 0, issuedAt: codec.verify(u ?? '', Date.now())?.issuedAt });
+  assert.match(header, /^List-Unsubscribe-Post: List-Unsubscribe=One-Click/im);
   const [v] = await verifyWithMailauth(mail.raw, txt);
   assert.ok(v?.pass, v?.detail);
   assert.is(await app.redis.client.exists(app.keys.links(id)), 0);
+});
+
+test("anonymous mode tracks a message to ten people, but not one to a single person (its counts would be that person's)", async () => {
+  const single = await deliveredCopy(anon, 'news@anon.example', 'solo@one.test');
+  const soloHtml = String((await simpleParser(single.mail.raw)).html);
+  assert.not.match(soloHtml, '<img', 'no pixel');
+  assert.not.match(soloHtml, '127.0.0.1', 'no click URL');
+  assert.match(headerOf(single.mail.raw), /^List-Unsubscribe: <http:\/\/127\.0\.0\.1\/u\//im, 'the unsubscribe stays');
+
+  const to = Array.from({ length: 10 }, (_, i) => `crowd${i}@one.test`);
+  const r = await api(anon, '/v1/messages', { from: 'news@anon.example', to, subject: 'Crowd', html: HTML });
+  assert.is(r.status, 202, JSON.stringify(r.body));
+  const got = (await sink.waitFor(sink.messages.length + 10, 15_000)).filter((m) => headerOf(m.raw).includes(`<${r.body.id}@sluice.test>`));
+  assert.is(got.length, 10);
+  for (const m of got) {
+    const html = String((await simpleParser(m.raw)).html);
+    assert.match(html, /<img src="http:\/\/127\.0\.0\.1\/o\//, 'pixel');
+    assert.match(html, 'http://127.0.0.1/c/', 'click URLs');
+    const [v] = await verifyWithMailauth(m.raw, txt);
+    assert.ok(v?.pass, v?.detail);
+  }
 });
 
 test.run();

@@ -164,7 +164,7 @@ test('a batch (render.many) composes every copy before signing: same copies as o
   assert.not.match(Buffer.from(unsigned.message).toString('latin1'), /^DKIM-Signature:/m);
 });
 
-test("anonymous mode renders the same mechanics; mode 'off' and untracked specs share one untouched copy", async () => {
+test("anonymous mode renders the same mechanics; mode 'off' and a spec without a link table get only their recipient's List-Unsubscribe", async () => {
   const msgId = newId(NOW_MS);
   const anon = ok(await render(task(msgId, spec(msgId), 2, 'anonymous')));
   assert.match(Buffer.from(anon.message).toString('latin1'), /^List-Unsubscribe-Post: List-Unsubscribe=One-Click/m);
@@ -173,13 +173,17 @@ test("anonymous mode renders the same mechanics; mode 'off' and untracked specs 
     [msgId, spec(msgId), 'off'],
     [newId(NOW_MS), (({ tracking: _, ...rest }) => rest)(spec(msgId)), 'full'],
   ] as const) {
-    const a = ok(await render(task(id, { ...s, messageId: `<${id}@mta.shop.example>` }, 0, mode)));
-    const b = ok(await render(task(id, { ...s, messageId: `<${id}@mta.shop.example>` }, 1, mode)));
-    const text = Buffer.from(a.message).toString('latin1');
-    assert.not.match(text, 't.shop.example', `${mode}: nothing points at the tracking host`);
-    assert.match(text, 'sender.example/own', "the sender's own header stays");
-    assert.is(b.signMs, 0, 'the second recipient is served from the shared cache');
-    assert.equal(Buffer.from(b.message), Buffer.from(a.message));
+    const copies = [0, 1].map(async (idx) => Buffer.from(ok(await render(task(id, { ...s, messageId: `<${id}@mta.shop.example>` }, idx, mode))).message).toString('latin1'));
+    for (const [idx, text] of (await Promise.all(copies)).entries()) {
+      const body = text.slice(text.indexOf('\r\n\r\n'));
+      assert.not.match(body, 't.shop.example', `${mode}: no pixel and no click URL in the body`);
+      assert.match(body, 'https://shop.example/a', `${mode}: the links are the sender's own`);
+      assert.not.match(text, 'sender.example/own', "the sender's own List-Unsubscribe gives way");
+      assert.match(text, /^List-Unsubscribe-Post: List-Unsubscribe=One-Click/m);
+      const tokens = tokensIn(text);
+      assert.ok(tokens.length > 0 && tokens.every((t) => t.path === 'u'), `${mode}: only unsubscribe tokens`);
+      assert.equal(tokens[0]?.payload, { kind: 'u', account: 'acme', msgId: id, idx, issuedAt: tokens[0]?.payload?.issuedAt }, `${mode}: the token names recipient ${idx}`);
+    }
   }
 });
 
