@@ -82,9 +82,11 @@ export async function main(argv: string[], io: Io = { out: process.stdout, err: 
         return await runPrivacy(rest, io);
       case 'bounce': {
         const [sub, ...files] = rest;
-        if (sub === 'classify' && files.length > 0 && files[0] !== '--help' && files[0] !== '-h') return await runBounceClassify(files, io.out, io.err);
-        println(io.out, 'Usage: sluice bounce classify FILE...\n\nPrints one JSON object per line per recipient found in each file:\n{"file","recipient","status","reason","hardbounce","feedbacktype"}. Reads files only; needs no Redis.');
-        return sub === 'classify' && files.length > 0 ? 0 : 2;
+        const help = rest.some((a) => a === '--help' || a === '-h');
+        if (sub === 'classify' && files.length > 0 && !help) return await runBounceClassify(files, io.out, io.err);
+        // Asked for: the usage on stdout, exit 0; a missing or unknown subcommand: on stderr, exit 2.
+        println(help ? io.out : io.err, 'Usage: sluice bounce classify FILE...\n\nPrints one JSON object per line per recipient found in each file:\n{"file","recipient","status","reason","hardbounce","feedbacktype"}. Reads files only; needs no Redis.');
+        return help ? 0 : 2;
       }
       case undefined:
       case 'help':

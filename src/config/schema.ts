@@ -36,11 +36,12 @@ const positiveInt = z.number().int().positive();
 const exemptNetworks = z.array(z.string().refine((v) => parseCidr(v) !== null, { message: 'must be an IP address or a CIDR network such as 127.0.0.0/8' }));
 
 /** Messages per second/minute/hour; null means no limit in that window. */
+/** Limits per window; a window left out or null has none. */
 const rate = z
   .object({
-    perSecond: positiveInt.nullable(),
-    perMinute: positiveInt.nullable(),
-    perHour: positiveInt.nullable(),
+    perSecond: positiveInt.nullable().default(null),
+    perMinute: positiveInt.nullable().default(null),
+    perHour: positiveInt.nullable().default(null),
   })
   .strict();
 
@@ -109,11 +110,13 @@ const account = z
           passwordHash: z.string().startsWith('scrypt$', 'must be a hash from `sluice secret hash`'),
         })
         .strict(),
-    ),
-    /** Recipients per UTC day; null = no quota. */
-    dailyQuota: positiveInt.nullable(),
-    /** Accepted recipients per window; null entries = no limit. */
-    rateLimit: rate,
+    )
+      // Optional: an account may submit over the HTTP API only.
+      .default([]),
+    /** Recipients per UTC day; null (or left out) = no quota. */
+    dailyQuota: positiveInt.nullable().default(null),
+    /** Accepted recipients per window; null entries (or left out) = no limit. */
+    rateLimit: rate.default({ perSecond: null, perMinute: null, perHour: null }),
     /**
      * Tracking of this account's mail: 'full' (per-recipient events), 'anonymous' (aggregate counts
      * only), 'off' (no pixel, no link rewriting); and what is kept of a reader's IP address.

@@ -18,8 +18,16 @@ const COMMANDS: [string[], RegExp][] = [
   [['secret', 'hash'], /^Usage: sluice secret hash/],
   [['config'], /^Usage: sluice config show/],
   [['config', 'check'], /^Usage: sluice config show/],
+  [['bounce'], /^Usage: sluice bounce classify/],
   [['bounce', 'classify'], /^Usage: sluice bounce classify/],
   [['sink'], /^Usage: sluice sink/],
+  [['campaign'], /^Usage: sluice campaign/],
+  [['account'], /^Usage: sluice account/],
+  [['audit'], /^Usage: sluice audit/],
+  [['privacy'], /^Usage: sluice privacy/],
+  [['webhooks'], /^Usage: sluice webhooks/],
+  [['suppression'], /^Usage: sluice suppression/],
+  [['list'], /^Usage: sluice list/],
 ];
 
 test('sluice --help lists every command and exits 0', async () => {
@@ -81,6 +89,8 @@ test('a missing, unknown or extra subcommand exits 2 with a message on stderr', 
   assert.match(extra.err, "unexpected argument 'hunter2'");
   const bounce = await sluice(['bounce', 'classify']);
   assert.is(bounce.code, 2, 'bounce classify without files');
+  assert.match(bounce.err, 'Usage: sluice bounce classify');
+  assert.is(bounce.out, '');
 });
 
 test('a flag that needs a value and has none is a usage error', async () => {

@@ -52,6 +52,14 @@ test('a file that is not YAML, or not a mapping, is refused with its name', () =
   assert.throws(() => loadConfig({ file: join(dir, 'missing.yaml'), env: {} }), /cannot read config file/);
 });
 
+test("an account's smtpUsers, dailyQuota and rateLimit are optional; a rate limit may name one window", () => {
+  const file = join(dir, 'opt.yaml');
+  writeFileSync(file, "accounts:\n  - id: a\n    domains: [{ domain: a.example, dkim: [] }]\n    apiKeys: []\n  - id: b\n    domains: []\n    apiKeys: []\n    rateLimit: { perHour: 500 }\n");
+  const [a, b] = loadConfig({ file, env: {} }).accounts;
+  assert.equal([a?.smtpUsers, a?.dailyQuota, a?.rateLimit], [[], null, { perSecond: null, perMinute: null, perHour: null }]);
+  assert.equal(b?.rateLimit, { perSecond: null, perMinute: null, perHour: 500 });
+});
+
 test('key files are resolved relative to the config file', () => {
   const file = join(dir, 'k.yaml');
   writeFileSync(file, 'accounts:\n  - id: a\n    domains: [{ domain: a.example, dkim: [{ selector: s, algorithm: rsa, keyFile: keys/a.pem }] }]\n    apiKeys: []\n    smtpUsers: []\n    dailyQuota: null\n    rateLimit: { perSecond: null, perMinute: null, perHour: null }\n');
