@@ -122,7 +122,8 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   const metrics = createMetrics();
   const roles = config.roles;
   const has = (r: Role) => roles.includes(r);
-  const stoppers: { name: string; stop: (graceMs: number) => Promise<void> }[] = [];
+  /** `listener`: a server taking connections from outside; consecutive ones are stopped together. */
+  const stoppers: { name: string; stop: (graceMs: number) => Promise<void>; listener?: boolean }[] = [];
   let stopping = false;
 
   const redis = await openRedis(config, log);
@@ -133,7 +134,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   const stopAll = async (graceMs: number) => {
     stopping = true;
     // reverse start order: the last started stops first; Redis was pushed first and closes last
-    for (const s of [...stoppers].reverse()) {
+    const stopOne = async (s: (typeof stoppers)[number]): Promise<void> => {
       const t0 = Date.now();
       try {
         await s.stop(graceMs);
@@ -141,6 +142,16 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
         log.error({ err, part: s.name }, 'error while stopping');
       }
       log.debug({ part: s.name, ms: Date.now() - t0 }, 'stopped');
+    };
+    const order = [...stoppers].reverse();
+    for (let i = 0; i < order.length; ) {
+      // The servers (started last, so stopped first) close together: each lets its sessions finish
+      // for up to its own close timeout, and one after another they added up past a container's
+      // stop grace period before the dispatcher's own grace had even begun.
+      let j = i + 1;
+      if (order[i]?.listener) while (j < order.length && order[j]?.listener) j++;
+      await Promise.all(order.slice(i, j).map(stopOne));
+      i = j;
     }
   };
 
@@ -280,12 +291,12 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       if (config.ingress.smtp.enabled) {
         const smtp = await startSubmissionServer({ ...deps, logger: logger.child({ role: 'ingress', interface: 'smtp' }) }, { host: config.ingress.smtp.host, port: config.ingress.smtp.port });
         ports.smtp = smtp.port;
-        stoppers.push({ name: 'smtp-submission', stop: () => smtp.close() });
+        stoppers.push({ name: 'smtp-submission', stop: () => smtp.close(), listener: true });
       }
       if (config.ingress.http.enabled) {
         const http = await startHttpApi({ ...deps, logger: logger.child({ role: 'ingress', interface: 'http' }) }, { host: config.ingress.http.host, port: config.ingress.http.port });
         ports.http = http.port;
-        stoppers.push({ name: 'http-api', stop: () => http.close() });
+        stoppers.push({ name: 'http-api', stop: () => http.close(), listener: true });
       }
     }
 
@@ -307,7 +318,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
         },
       );
       ports.tracking = server.port;
-      stoppers.push({ name: 'tracking', stop: () => server.close() });
+      stoppers.push({ name: 'tracking', stop: () => server.close(), listener: true });
     }
 
     if (has('feedback')) {
@@ -341,7 +352,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
         },
       );
       ports.feedback = mx.port;
-      stoppers.push({ name: 'feedback-mx', stop: () => mx.close() });
+      stoppers.push({ name: 'feedback-mx', stop: () => mx.close(), listener: true });
     }
 
     const admin: AdminServer = await startAdminServer({
