@@ -108,10 +108,10 @@ export function publicOnlyLookup(hostname: string, options: LookupOptions, callb
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    /** src/queue/lua/moveBatch-2.lua: 1 moved (retry or dead letter), 0 the batch changed meanwhile. */
-    moveBatch(outbox: string, dead: string, member: string, next: string, score: number | '', deadMax: number): Result<number, Context>;
-    /** src/queue/lua/replayDeadPage-2.lua: 1 moved, 0 the dead-letter list's head changed meanwhile. */
-    replayDeadPage(dead: string, outbox: string, score: number, n: number, ...itemsThenBatches: string[]): Result<number, Context>;
+    /** src/queue/lua/moveBatch-3.lua: 1 moved (retry or dead letter), 0 the batch changed meanwhile. */
+    moveBatch(outbox: string, dead: string, ages: string, member: string, next: string, score: number | '', deadMax: number, batchId: string): Result<number, Context>;
+    /** src/queue/lua/replayDeadPage-3.lua: 1 moved, 0 the dead-letter list's head changed meanwhile. */
+    replayDeadPage(dead: string, outbox: string, ages: string, score: number, n: number, ...itemsThenBatches: (string | number)[]): Result<number, Context>;
   }
 }
 
@@ -134,6 +134,9 @@ const DEFAULT_CACHE_MS = 5_000;
 const DEFAULT_DEAD_MAX = 10_000;
 // Endpoints visited per tick for due retries (one SSCAN page); new events' endpoints are visited at once.
 const SCAN_COUNT = 200;
+// The lag gauge forgets an endpoint not read for this long: the SSCAN walk reaches every endpoint
+// far sooner (200 a pass, 2 passes a second when idle), so it was deleted.
+const AGE_STALE_MS = 5 * 60_000;
 // An endpoint's connection pool is closed after this long unused (its sockets are idle by then anyway).
 const AGENT_IDLE_MS = 5 * 60_000;
 // The response body is read only to free the socket; nobody needs more than this of it.
@@ -195,8 +198,16 @@ function parseBatch(member: string): Batch | undefined {
   }
 }
 
-function newBatch(events: WebhookEvent[], now: number): string {
-  return JSON.stringify({ b: randomBytes(8).toString('base64url'), n: 0, f: now, e: events } satisfies Batch);
+/** A new batch of `events` (in stream order): its JSON, its id, and the time of its oldest event. */
+function newBatch(events: WebhookEvent[], now: number): { member: string; id: string; oldest: number } {
+  const id = randomBytes(8).toString('base64url');
+  return { member: JSON.stringify({ b: id, n: 0, f: now, e: events } satisfies Batch), id, oldest: oldestEvent(events, now) };
+}
+
+function oldestEvent(events: readonly { id: string }[], fallback: number): number {
+  let oldest = fallback;
+  for (const e of events) oldest = Math.min(oldest, streamIdTime(e.id));
+  return oldest;
 }
 
 type StreamEntry = [id: string, fields: string[]];
@@ -233,6 +244,8 @@ export class WebhookDispatcher {
   private readonly perEndpoint: number;
   private readonly maxInFlight: number;
   private readonly cache = new Map<string, { at: number; list: SealedEndpoint[] }>();
+  /** Per endpoint ref: its outbox's oldest event (ms) when last read, for the lag gauge. */
+  private readonly ages = new Map<string, { oldest: number; readAt: number }>();
   /** keys.webhookGeneration() when the cache was last valid. */
   private generation: string | null = null;
   /** Endpoint ref → POSTs in flight. */
@@ -320,10 +333,37 @@ export class WebhookDispatcher {
     let oldest = entries.length > 0 ? Math.min(...entries.map((e) => streamIdTime(e[0]))) : now;
     const [cursor, page] = await redis.sscan(keys.webhookEndpoints(), this.scanCursor, 'COUNT', SCAN_COUNT);
     this.scanCursor = cursor;
-    for (const ref of new Set([...touched, ...page])) oldest = Math.min(oldest, await this.startDue(ref, now));
-    this.o.metrics?.lagSeconds?.set(Math.max(0, now - oldest) / 1000);
+    for (const ref of new Set([...touched, ...page])) {
+      await this.startDue(ref, now);
+      await this.readAge(ref);
+    }
+    this.o.metrics?.lagSeconds?.set(Math.max(0, now - Math.min(oldest, this.oldestAwaited())) / 1000);
     this.closeIdleAgents();
     return fresh.length === readCount;
+  }
+
+  /**
+   * Reads the oldest event an endpoint's outbox still holds (in flight, due or waiting for a retry)
+   * into `ages`. Every endpoint is read in turn (SSCAN pages), those with new events at once.
+   */
+  private async readAge(ref: string): Promise<void> {
+    const parsed = parseEndpointRef(ref);
+    if (!parsed) return;
+    const [, score] = await this.o.redis.zrange(this.o.keys.webhookAges(parsed.account, parsed.id), 0, 0, 'WITHSCORES');
+    if (score === undefined) this.ages.delete(ref);
+    else this.ages.set(ref, { oldest: Number(score), readAt: Date.now() });
+  }
+
+  /** The oldest undelivered event over every endpoint read recently (Infinity: none). */
+  private oldestAwaited(): number {
+    const stale = Date.now() - AGE_STALE_MS;
+    let oldest = Number.POSITIVE_INFINITY;
+    for (const [ref, a] of this.ages) {
+      // Not read for a while: the endpoint is gone from the index (deleted), not merely far in the walk.
+      if (a.readAt < stale) this.ages.delete(ref);
+      else oldest = Math.min(oldest, a.oldest);
+    }
+    return oldest;
   }
 
   /** Puts each entry's event into the outbox of every endpoint that wants it. Returns the endpoints touched. */
@@ -356,7 +396,11 @@ export class WebhookDispatcher {
     const size = this.o.maxBatchEvents ?? DEFAULT_BATCH;
     const writes: Promise<unknown>[] = [];
     for (const [ref, { ep, events }] of perEndpoint) {
-      for (let i = 0; i < events.length; i += size) writes.push(redis.zadd(keys.webhookOutbox(ep.account, ep.id), now, newBatch(events.slice(i, i + size), now)));
+      for (let i = 0; i < events.length; i += size) {
+        const batch = newBatch(events.slice(i, i + size), now);
+        // One MULTI (both keys under the account's tag): a batch is in the ages exactly while it is in the outbox.
+        writes.push(redis.multi().zadd(keys.webhookOutbox(ep.account, ep.id), now, batch.member).zadd(keys.webhookAges(ep.account, ep.id), batch.oldest, batch.id).exec());
+      }
       // Keeps the walk's index whole even if a registration died before indexing itself.
       writes.push(redis.sadd(keys.webhookEndpoints(), ref));
     }
@@ -383,29 +427,28 @@ export class WebhookDispatcher {
   }
 
   /**
-   * Claims the endpoint's due batches, up to its free slots, and starts their POSTs. Returns the
-   * oldest event time among them (or `now`) for the lag gauge.
+   * Claims the endpoint's due batches, up to its free slots, and starts their POSTs.
    */
-  private async startDue(ref: string, now: number): Promise<number> {
+  private async startDue(ref: string, now: number): Promise<void> {
     const free = Math.min(this.perEndpoint - (this.inFlight.get(ref) ?? 0), this.maxInFlight - this.totalInFlight);
-    if (free <= 0) return now;
+    if (free <= 0) return;
     const parsed = parseEndpointRef(ref);
     const { redis, keys } = this.o;
     if (!parsed) {
       await redis.srem(keys.webhookEndpoints(), ref);
-      return now;
+      return;
     }
     const outbox = keys.webhookOutbox(parsed.account, parsed.id);
     const due = await redis.zrangebyscore(outbox, '-inf', now, 'LIMIT', 0, free);
-    if (due.length === 0) return now;
+    if (due.length === 0) return;
     const ep = (await this.endpointsOf(parsed.account)).find((e) => e.id === parsed.id) ?? (await this.reload(parsed.account, parsed.id));
     if (!ep) {
       // Deleted: nothing is left to deliver to.
-      await redis.del(outbox);
+      await redis.del(outbox, keys.webhookAges(parsed.account, parsed.id));
+      this.ages.delete(ref);
       await redis.srem(keys.webhookEndpoints(), ref);
-      return now;
+      return;
     }
-    let oldest = now;
     const leaseUntil = now + this.timeoutMs + LEASE_MARGIN_MS;
     for (const member of due) {
       // XX: never re-create a batch another dispatcher just finished; GT + CH: 1 only if the score
@@ -418,10 +461,8 @@ export class WebhookDispatcher {
         await redis.zrem(outbox, member);
         continue;
       }
-      for (const e of batch.e) oldest = Math.min(oldest, streamIdTime(e.id));
       this.launch(ref, ep, outbox, member, batch);
     }
-    return oldest;
   }
 
   private async reload(account: string, id: string): Promise<SealedEndpoint | undefined> {
@@ -505,7 +546,7 @@ export class WebhookDispatcher {
     }
 
     if (result === 'success') {
-      await redis.zrem(outbox, member);
+      await redis.multi().zrem(outbox, member).zrem(keys.webhookAges(ep.account, ep.id), batch.b).exec();
       this.o.metrics?.deliveries.inc({ result });
       return;
     }
@@ -515,7 +556,7 @@ export class WebhookDispatcher {
       const dead = keys.webhookDead(ep.account, ep.id);
       const max = this.o.deadLetterMax ?? DEFAULT_DEAD_MAX;
       // Conditional: a batch an erasure rewrote while it was POSTed is not put back as it was.
-      await redis.moveBatch(outbox, dead, member, JSON.stringify({ ...batch, n: attempts, lastError: detail }), '', max);
+      await redis.moveBatch(outbox, dead, keys.webhookAges(ep.account, ep.id), member, JSON.stringify({ ...batch, n: attempts, lastError: detail }), '', max, batch.b);
       this.o.metrics?.deliveries.inc({ result: 'dead_letter' });
       logger.warn({ endpoint: ep.id, attempts, events: batch.e.length, error: detail }, 'webhook batch moved to dead letters');
       return;
@@ -523,7 +564,7 @@ export class WebhookDispatcher {
     const base = this.o.retryBaseMs ?? DEFAULT_RETRY_BASE_MS;
     const delay = Math.min(base * 2 ** Math.min(attempts - 1, 30), this.o.retryMaxDelayMs ?? DEFAULT_RETRY_MAX_MS) * (1 - JITTER + 2 * JITTER * Math.random());
     const next: Batch = { ...batch, n: attempts };
-    await redis.moveBatch(outbox, keys.webhookDead(ep.account, ep.id), member, JSON.stringify(next), Math.round(now + delay), this.o.deadLetterMax ?? DEFAULT_DEAD_MAX);
+    await redis.moveBatch(outbox, keys.webhookDead(ep.account, ep.id), keys.webhookAges(ep.account, ep.id), member, JSON.stringify(next), Math.round(now + delay), this.o.deadLetterMax ?? DEFAULT_DEAD_MAX, batch.b);
     this.o.metrics?.deliveries.inc({ result });
     logger.info({ endpoint: ep.id, attempts, retryInMs: Math.round(delay), error: detail }, 'webhook delivery failed; will retry');
   }
@@ -552,7 +593,8 @@ export async function replayDeadLetters(redis: RedisClient, keys: Keys, account:
       });
       // Compare and move: a page that changed since it was read (a dispatcher pushed and trimmed,
       // an erasure rewrote) is read again rather than trimmed by count.
-      if (Number(await redis.replayDeadPage(dead, outbox, now, items.length, ...items, ...batches)) !== 1) continue;
+      const args = batches.flatMap((b) => [b.member, b.id, b.oldest]);
+      if (Number(await redis.replayDeadPage(dead, outbox, keys.webhookAges(account, id), now, items.length, ...items, ...args)) !== 1) continue;
       moved += batches.length;
       queued ||= batches.length > 0;
     }

@@ -110,6 +110,11 @@ export function createKeys(prefix: string) {
     webhookOutbox: (account: string, id: string) => `${p}{a:${account}}:wh:${id}:outbox`,
     /** LIST of JSON batches that ran out of retries, for an operator to replay. */
     webhookDead: (account: string, id: string) => `${p}{a:${account}}:wh:${id}:dead`,
+    /**
+     * ZSET member = id of a batch in the outbox, score = the time of its oldest event (ms): what the
+     * webhook lag gauge reads (the outbox's scores are due times, which retries move).
+     */
+    webhookAges: (account: string, id: string) => `${p}{a:${account}}:wh:${id}:ages`,
     /** SET of "<account>/<endpoint id>": every registered endpoint, walked by the dispatcher with SSCAN. */
     webhookEndpoints: () => `${p}webhooks:endpoints`,
     /**

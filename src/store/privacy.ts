@@ -324,28 +324,36 @@ function names(e: Record<string, unknown>, pairs: ReadonlySet<string>, ids: Read
 async function eraseFromWebhooks(redis: RedisClient, keys: Keys, accounts: readonly string[], pairs: ReadonlySet<string>, ids: ReadonlySet<string>): Promise<number> {
   if (pairs.size === 0 && ids.size === 0) return 0;
   let changed = 0;
-  const rewrite = (member: string): string | null | undefined => {
-    const batch = jsonOr<{ e?: Record<string, unknown>[] } | undefined>(member, undefined);
+  /** The batch without the erased events: undefined if unchanged, null if none is left. */
+  const rewrite = (member: string): { id: unknown; next: string | null; oldest: number } | undefined => {
+    const batch = jsonOr<{ b?: unknown; e?: Record<string, unknown>[] } | undefined>(member, undefined);
     if (!batch || !Array.isArray(batch.e)) return undefined;
     const kept = batch.e.filter((e) => !names(e, pairs, ids));
     if (kept.length === batch.e.length) return undefined;
-    return kept.length === 0 ? null : JSON.stringify({ ...batch, e: kept });
+    const oldest = Math.min(...kept.map((e) => (typeof e['id'] === 'string' ? streamIdTime(e['id']) : Number.POSITIVE_INFINITY)));
+    return { id: batch.b, next: kept.length === 0 ? null : JSON.stringify({ ...batch, e: kept }), oldest };
   };
   for (const account of accounts) {
     for (const ep of await loadWebhooks(redis, keys, account)) {
       const outbox = keys.webhookOutbox(account, ep.id);
+      const ages = keys.webhookAges(account, ep.id);
       const flat = await redis.zrange(outbox, 0, -1, 'WITHSCORES');
       for (let i = 0; i + 1 < flat.length; i += 2) {
-        const next = rewrite(flat[i] as string);
-        if (next === undefined) continue;
+        const r = rewrite(flat[i] as string);
+        if (r === undefined) continue;
         const tx = redis.multi().zrem(outbox, flat[i] as string);
-        if (next !== null) tx.zadd(outbox, flat[i + 1] as string, next);
+        // The batch's oldest event for the lag gauge: gone with the batch, or the oldest one kept.
+        if (r.next !== null) tx.zadd(outbox, flat[i + 1] as string, r.next);
+        if (typeof r.id === 'string') {
+          if (r.next === null || !Number.isFinite(r.oldest)) tx.zrem(ages, r.id);
+          else tx.zadd(ages, 'XX', r.oldest, r.id);
+        }
         await tx.exec();
         changed++;
       }
       const dead = keys.webhookDead(account, ep.id);
       for (const member of await redis.lrange(dead, 0, -1)) {
-        const next = rewrite(member);
+        const next = rewrite(member)?.next;
         if (next === undefined) continue;
         const tx = redis.multi().lrem(dead, 1, member);
         if (next !== null) tx.rpush(dead, next);

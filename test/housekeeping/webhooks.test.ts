@@ -222,6 +222,33 @@ test('a 500 is retried after the backoff with the same events; not before', asyn
   assert.ok(m.lag() >= 0);
 });
 
+test('webhook lag is the age of the oldest event not yet delivered, batches waiting for a retry included', async () => {
+  const { keys } = redis.fresh();
+  let answer = 500;
+  const rx = await receiver(() => answer);
+  const { endpoint } = await createWebhook(client, keys, 'acme', { url: rx.url, events: ['*'] });
+  const id = await event(keys, 'delivered', 'acme', 'm1');
+  const at = Number(id.split('-')[0]);
+  let now = at;
+  const m = counter();
+  const d = dispatcher(keys, { now: () => now, retryBaseMs: 2 * 3600_000, retryMaxDelayMs: 2 * 3600_000, metrics: m.metrics });
+  await pass(d);
+  assert.is(m.counts['http_error'], 1);
+  // Half an hour on, the batch waits for its retry (due in ~2 h): the lag is its event's age.
+  now = at + 30 * 60_000;
+  await pass(d);
+  assert.is(rx.received.length, 1, 'not retried yet');
+  assert.ok(Math.abs(m.lag() - 1800) < 5, `lag ${m.lag()} s, not 0`);
+  // Delivered at its retry: nothing is awaited any more.
+  answer = 200;
+  now = at + 3 * 3600_000;
+  await pass(d);
+  assert.is(rx.received.length, 2);
+  await pass(d);
+  assert.is(m.lag(), 0);
+  assert.is(await client.zcard(keys.webhookAges('acme', endpoint.id)), 0, 'the delivered batch left the ages');
+});
+
 test('a receiver that does not answer within the timeout is retried', async () => {
   const { keys } = redis.fresh();
   const rx = await receiver((n) => (n === 1 ? 'hang' : 204));
@@ -315,13 +342,15 @@ test('a dead-letter page that changed after it was read is not trimmed by count 
   const page = await client.lrange(dead, 0, 1);
   await client.rpush(dead, 'b4');
   await client.ltrim(dead, -3, -1);
-  assert.is(await client.replayDeadPage(dead, outbox, 1000, page.length, ...page, 'new1', 'new2'), 0, 'refused: the head is no longer the page');
+  const ages = keys.webhookAges('acme', 'ep1');
+  assert.is(await client.replayDeadPage(dead, outbox, ages, 1000, page.length, ...page, 'new1', 'id1', 500, 'new2', 'id2', 600), 0, 'refused: the head is no longer the page');
   assert.equal(await client.lrange(dead, 0, -1), ['b2', 'b3', 'b4'], 'nothing trimmed');
   assert.is(await client.zcard(outbox), 0, 'nothing queued');
   const again = await client.lrange(dead, 0, 1);
-  assert.is(await client.replayDeadPage(dead, outbox, 1000, again.length, ...again, 'new2', 'new3'), 1);
+  assert.is(await client.replayDeadPage(dead, outbox, ages, 1000, again.length, ...again, 'new2', 'id2', 600, 'new3', 'id3', 700), 1);
   assert.equal(await client.lrange(dead, 0, -1), ['b4']);
   assert.equal(await client.zrange(outbox, 0, -1), ['new2', 'new3']);
+  assert.equal(await client.zrange(ages, 0, -1, 'WITHSCORES'), ['id2', '600', 'id3', '700'], 'each replayed batch awaited since its oldest event');
 });
 
 test("a hanging endpoint does not delay another account's webhooks", async () => {

@@ -6,10 +6,12 @@
 
   KEYS[1] outbox  ZSET {a:<account>}:wh:<id>:outbox  (member = batch JSON, score = next attempt, ms)
   KEYS[2] dead    LIST {a:<account>}:wh:<id>:dead
+  KEYS[3] ages    ZSET {a:<account>}:wh:<id>:ages    (member = batch id, score = its oldest event, ms)
   ARGV[1] member   the batch as it was read
   ARGV[2] next     the batch to store (attempt count and error updated)
   ARGV[3] score    next attempt time (ms) to retry it; '' to move it to dead letters instead
   ARGV[4] deadMax  dead letters kept per endpoint (the oldest go first)
+  ARGV[5] batchId  the batch's id: a dead-lettered batch leaves the ages (it is no longer awaited)
 
   Returns 1 moved, 0 the batch had changed or gone (left as it is).
 ]]
@@ -19,5 +21,6 @@ if ARGV[3] ~= '' then
 else
   redis.call('RPUSH', KEYS[2], ARGV[2])
   redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1)
+  redis.call('ZREM', KEYS[3], ARGV[5])
 end
 return 1

@@ -7,10 +7,12 @@
 
   KEYS[1] dead    LIST {a:<account>}:wh:<id>:dead
   KEYS[2] outbox  ZSET {a:<account>}:wh:<id>:outbox  (member = batch JSON, score = when due, ms)
+  KEYS[3] ages    ZSET {a:<account>}:wh:<id>:ages    (member = batch id, score = its oldest event, ms)
   ARGV[1] score   when the replayed batches are due (ms)
   ARGV[2] n       how many items were read from the head of the list
   ARGV[3 .. 2+n]  those items, as read
-  ARGV[3+n ..]    the batches to queue for them (fresh attempt counts; unreadable items have none)
+  ARGV[3+n ..]    per batch to queue for them (fresh attempt counts; unreadable items have none):
+                  the batch, its id, its oldest event's time (ms)
 
   Returns 1 moved, 0 the list's head had changed (nothing done; the caller reads again).
 ]]
@@ -21,7 +23,8 @@ for i = 1, n do
   if head[i] ~= ARGV[2 + i] then return 0 end
 end
 redis.call('LTRIM', KEYS[1], n, -1)
-for i = 3 + n, #ARGV do
+for i = 3 + n, #ARGV, 3 do
   redis.call('ZADD', KEYS[2], ARGV[1], ARGV[i])
+  redis.call('ZADD', KEYS[3], ARGV[i + 2], ARGV[i + 1])
 end
 return 1
