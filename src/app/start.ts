@@ -205,6 +205,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
         redis: deliveryRedis, keys, config, logger: logger.child({ role: 'delivery' }), metrics, pool, resolver,
         messages: createMessageSource(deliveryRedis, keys, config.retention.records),
         events,
+        eventStream: { key: keys.events(), maxLen: config.retention.eventsMaxLen, appended: (type) => metrics.eventsAppended.inc({ type }) },
         classify: (code, enhanced, text) => classifySmtpReply(code, enhanced, text),
         reputation: holdClosed(reputation, closedAccounts),
         verpKey,

@@ -9,7 +9,8 @@ import type { RenderResult, RenderTask, TrackingMode } from '../render/protocol.
 import type { QueueEntry } from '../queue/entry.js';
 import { entryMember } from '../queue/entry.js';
 import { claim } from '../queue/claim.js';
-import { ack, ackAndFinish, retry, bounce, hold, release, extendLeases } from '../queue/outcome.js';
+import { ack, ackAndFinish, retry, bounce, hold, release, extendLeases, type OutcomeEvent } from '../queue/outcome.js';
+import { packEvent } from '../store/events.js';
 import { reapExpired } from '../queue/reap.js';
 import { dueDestinations, reschedule, postpone } from '../queue/schedule.js';
 import { takeTokens, refundTokens, acquireConnection, renewConnection, releaseConnection } from '../queue/throttle.js';
@@ -60,6 +61,12 @@ export interface DispatcherOptions {
   resolver: MxResolver;
   messages: MessageSource;
   events: EventSink;
+  /**
+   * The event stream, for outcome scripts to append their state change in the same step (single
+   * server; on a cluster the stream is in another slot and `events` appends it afterwards).
+   * `appended` is told each event so written (for the metric).
+   */
+  eventStream?: { readonly key: string; readonly maxLen: number; readonly appended: (type: string) => void } | undefined;
   classify: ReplyClassifier;
   /** Sender reputation: outcomes are counted, and a paused sender's mail waits (never bounces). */
   reputation?: ReputationRecorder | undefined;
@@ -777,19 +784,29 @@ export class Dispatcher {
     let bounceReason: string | undefined;
     let addressBounce = false;
 
+    // The state change's event: appended by the outcome's own script on a single server (so a crash
+    // cannot separate the two), else afterwards; either way only when the outcome applied (a no-op
+    // outcome's entry was settled, and its event written, by another holder).
+    const single = !(redis instanceof Cluster);
+    const stream = single ? this.o.eventStream : undefined;
+    let event: { type: string; fields: Record<string, string | number> } | undefined;
+    const eventOf = (type: string, f: Record<string, string | number>): OutcomeEvent | undefined => {
+      event = { type, fields: f };
+      return stream ? { stream: stream.key, maxLen: stream.maxLen, packed: packEvent(type, f) } : undefined;
+    };
     let finishedHere = false;
     if (outcome.result === 'delivered') {
-      if (msg?.kind !== 'campaign' && !(redis instanceof Cluster)) {
+      const ev = eventOf('delivered', fields);
+      if (msg?.kind !== 'campaign' && single) {
         // One script for the ack and the message's pending count (a campaign counts elsewhere).
-        const r = await ackAndFinish(redis, keys, entry, { ...base, recordTtlMs, messageTtlMs: recordTtlMs });
+        const r = await ackAndFinish(redis, keys, entry, { ...base, recordTtlMs, messageTtlMs: recordTtlMs, ...(ev ? { event: ev } : {}) });
         applied = r.reply;
         if (applied !== OUTCOME.NOOP) this.o.messages.finishedElsewhere(entry.msgId, r.pending);
         finishedHere = true;
-      } else applied = await ack(redis, keys, entry, { ...base, recordTtlMs });
+      } else applied = await ack(redis, keys, entry, { ...base, recordTtlMs, ...(ev ? { event: ev } : {}) });
       counter = 'delivered';
       m?.deliveryAttempts.inc({ result: 'delivered', provider: shaping.provider });
       m?.messagesDelivered.inc({ provider: shaping.provider });
-      this.o.events('delivered', fields);
       this.recordReputation(msg, 'delivered');
       final = true;
     } else if (outcome.result === 'deferred') {
@@ -797,31 +814,31 @@ export class Dispatcher {
       const nextAt = now + retryDelay(shaping, attemptsMade);
       const acceptedAt = msg?.acceptedAt ?? now;
       if (nextAt > acceptedAt + shaping.maxAge) {
-        applied = await bounce(redis, keys, entry, { ...base, state: 'expired', reason: 'expired', recordTtlMs });
+        const ev = eventOf('expired', { ...fields, reason: 'expired' });
+        applied = await bounce(redis, keys, entry, { ...base, state: 'expired', reason: 'expired', recordTtlMs, ...(ev ? { event: ev } : {}) });
         counter = 'expired';
         m?.deliveryAttempts.inc({ result: 'expired', provider: shaping.provider });
         m?.bounces.inc({ reason: 'expired', hard: 'false' });
-        this.o.events('expired', { ...fields, reason: 'expired' });
         final = true;
       } else {
-        applied = await retry(redis, keys, entry, { ...base, nextAt });
+        const ev = eventOf('deferred', { ...fields, nextAt });
+        applied = await retry(redis, keys, entry, { ...base, nextAt, ...(ev ? { event: ev } : {}) });
         counter = 'deferred';
         m?.deliveryAttempts.inc({ result: 'deferred', provider: shaping.provider });
-        this.o.events('deferred', { ...fields, nextAt });
       }
     } else if (reason === 'suppressed' || reason === 'cancelled') {
-      applied = await bounce(redis, keys, entry, { ...base, state: reason, reason, recordTtlMs });
+      const ev = eventOf(reason, fields);
+      applied = await bounce(redis, keys, entry, { ...base, state: reason, reason, recordTtlMs, ...(ev ? { event: ev } : {}) });
       counter = reason;
       m?.deliveryAttempts.inc({ result: reason, provider: shaping.provider });
-      this.o.events(reason, fields);
       final = true;
     } else {
       const verdict = reason ? { reason, hardbounce: true } : this.o.classify(outcome.code, outcome.enhanced, outcome.response);
-      applied = await bounce(redis, keys, entry, { ...base, state: 'bounced', reason: verdict.reason, recordTtlMs });
+      const ev = eventOf('bounced', { ...fields, reason: verdict.reason, hard: verdict.hardbounce ? 1 : 0 });
+      applied = await bounce(redis, keys, entry, { ...base, state: 'bounced', reason: verdict.reason, recordTtlMs, ...(ev ? { event: ev } : {}) });
       bounceReason = verdict.reason;
       m?.deliveryAttempts.inc({ result: 'bounced', provider: shaping.provider });
       m?.bounces.inc({ reason: verdict.reason, hard: verdict.hardbounce ? 'true' : 'false' });
-      this.o.events('bounced', { ...fields, reason: verdict.reason, hard: verdict.hardbounce ? 1 : 0 });
       // Only a remote server's verdict on the address counts against the sender (not our own drops).
       if (verdict.hardbounce && !reason && ADDRESS_REASONS.has(verdict.reason)) {
         this.recordReputation(msg, 'hardbounce');
@@ -832,6 +849,10 @@ export class Dispatcher {
     // Counted once: when another holder of the entry settled it first (a reaped lease), this outcome
     // changed nothing and must not take the recipient off the pending count a second time.
     if (applied === OUTCOME.NOOP) return;
+    if (event) {
+      if (stream) stream.appended(event.type);
+      else this.o.events(event.type, event.fields);
+    }
     if (msg?.kind === 'campaign') {
       await recordCampaignOutcome(redis, keys, msg.id, { counter, reason: bounceReason, final, now, hardbounce: addressBounce }).catch((err: unknown) => this.log.warn({ err, campaign: msg.id }, 'could not count the campaign outcome'));
       if (addressBounce) await this.o.reputation?.judgeCampaign?.(msg.id).catch((err: unknown) => this.log.warn({ err, campaign: msg.id }, 'campaign not judged'));

@@ -8,8 +8,13 @@ declare module 'ioredis' {
   interface RedisCommander<Context> {
     /** src/queue/lua/ack-3.lua */
     ack(leases: string, ready: string, rs: string, member: string, now: number, attempts: number, code: string, enhanced: string, response: string, ttlMs: number): Result<number, Context>;
-    /** src/queue/lua/ack-3.lua with the message's four keys added (single server): {reply, pending}. */
-    ackKeys(numKeys: 7, ...keysThenArgs: (string | number)[]): Result<[number, number], Context>;
+    /** src/queue/lua/ack-3.lua with the message's four keys and/or the event stream added (single server). */
+    ackKeys(numKeys: 4, ...keysThenArgs: (string | number)[]): Result<number, Context>;
+    ackKeys(numKeys: 7 | 8, ...keysThenArgs: (string | number)[]): Result<[number, number], Context>;
+    /** src/queue/lua/retry-3.lua with the event stream added (single server). */
+    retryKeys(numKeys: 4, ...keysThenArgs: (string | number)[]): Result<number, Context>;
+    /** src/queue/lua/bounce-3.lua with the event stream added (single server). */
+    bounceKeys(numKeys: 4, ...keysThenArgs: (string | number)[]): Result<number, Context>;
     /** src/queue/lua/retry-3.lua */
     retry(leases: string, ready: string, rs: string, member: string, next: string, now: number, nextAt: number, attempts: number, code: string, enhanced: string, response: string): Result<number, Context>;
     /** src/queue/lua/bounce-3.lua */
@@ -39,16 +44,26 @@ export type OutcomeReply = (typeof OUTCOME)[keyof typeof OUTCOME];
 const asReply = (reply: number): OutcomeReply => (reply === OUTCOME.APPLIED ? OUTCOME.APPLIED : reply === OUTCOME.APPLIED_AFTER_REAP ? OUTCOME.APPLIED_AFTER_REAP : OUTCOME.NOOP);
 const str = (v: number | string | null): string => (v === null ? '' : String(v));
 
+/**
+ * The state change's event, appended by the outcome script itself when the outcome applies (single
+ * server only: the stream is in another slot on a cluster): `packed` as store/events.ts packEvent
+ * makes it. Without one the caller appends the event afterwards.
+ */
+export interface OutcomeEvent {
+  readonly stream: string;
+  readonly maxLen: number;
+  readonly packed: string;
+}
+
 export async function ack(
   redis: RedisClient,
   keys: Keys,
   e: QueueEntry,
-  o: { now: number; code: number | null; enhanced: string | null; response: string; recordTtlMs: number },
+  o: { now: number; code: number | null; enhanced: string | null; response: string; recordTtlMs: number; event?: OutcomeEvent },
 ): Promise<OutcomeReply> {
-  const reply = await redis.ack(
-    keys.leases(e.domain), keys.ready(e.domain), keys.rcptState(e.domain, e.msgId, e.idx),
-    entryMember(e), o.now, e.attempt + 1, str(o.code), str(o.enhanced), truncateResponse(o.response), o.recordTtlMs,
-  );
+  const k = [keys.leases(e.domain), keys.ready(e.domain), keys.rcptState(e.domain, e.msgId, e.idx)] as const;
+  const a = [entryMember(e), o.now, e.attempt + 1, str(o.code), str(o.enhanced), truncateResponse(o.response), o.recordTtlMs] as const;
+  const reply = o.event ? await redis.ackKeys(4, ...k, o.event.stream, ...a, o.event.maxLen, o.event.packed) : await redis.ack(...k, ...a);
   return asReply(reply);
 }
 
@@ -62,13 +77,14 @@ export async function ackAndFinish(
   redis: RedisClient,
   keys: Keys,
   e: QueueEntry,
-  o: { now: number; code: number | null; enhanced: string | null; response: string; recordTtlMs: number; messageTtlMs: number },
+  o: { now: number; code: number | null; enhanced: string | null; response: string; recordTtlMs: number; messageTtlMs: number; event?: OutcomeEvent },
 ): Promise<{ reply: OutcomeReply; pending: number }> {
-  const [reply, pending] = await redis.ackKeys(
-    7, keys.leases(e.domain), keys.ready(e.domain), keys.rcptState(e.domain, e.msgId, e.idx),
+  const k = [
+    keys.leases(e.domain), keys.ready(e.domain), keys.rcptState(e.domain, e.msgId, e.idx),
     keys.msgMeta(e.msgId), keys.msgBody(e.msgId), keys.links(e.msgId), keys.msgStats(e.msgId),
-    entryMember(e), o.now, e.attempt + 1, str(o.code), str(o.enhanced), truncateResponse(o.response), o.recordTtlMs, o.messageTtlMs,
-  );
+  ] as const;
+  const a = [entryMember(e), o.now, e.attempt + 1, str(o.code), str(o.enhanced), truncateResponse(o.response), o.recordTtlMs, o.messageTtlMs] as const;
+  const [reply, pending] = o.event ? await redis.ackKeys(8, ...k, o.event.stream, ...a, o.event.maxLen, o.event.packed) : await redis.ackKeys(7, ...k, ...a);
   return { reply: asReply(reply), pending };
 }
 
@@ -77,13 +93,11 @@ export async function retry(
   redis: RedisClient,
   keys: Keys,
   e: QueueEntry,
-  o: { now: number; nextAt: number; code: number | null; enhanced: string | null; response: string },
+  o: { now: number; nextAt: number; code: number | null; enhanced: string | null; response: string; event?: OutcomeEvent },
 ): Promise<OutcomeReply> {
-  const reply = await redis.retry(
-    keys.leases(e.domain), keys.ready(e.domain), keys.rcptState(e.domain, e.msgId, e.idx),
-    entryMember(e), entryMember({ ...e, attempt: e.attempt + 1 }), o.now, o.nextAt, e.attempt + 1,
-    str(o.code), str(o.enhanced), truncateResponse(o.response),
-  );
+  const k = [keys.leases(e.domain), keys.ready(e.domain), keys.rcptState(e.domain, e.msgId, e.idx)] as const;
+  const a = [entryMember(e), entryMember({ ...e, attempt: e.attempt + 1 }), o.now, o.nextAt, e.attempt + 1, str(o.code), str(o.enhanced), truncateResponse(o.response)] as const;
+  const reply = o.event ? await redis.retryKeys(4, ...k, o.event.stream, ...a, o.event.maxLen, o.event.packed) : await redis.retry(...k, ...a);
   return asReply(reply);
 }
 
@@ -91,12 +105,11 @@ export async function bounce(
   redis: RedisClient,
   keys: Keys,
   e: QueueEntry,
-  o: { now: number; state: 'bounced' | 'expired' | 'suppressed' | 'cancelled'; code: number | null; enhanced: string | null; response: string; reason: string; recordTtlMs: number },
+  o: { now: number; state: 'bounced' | 'expired' | 'suppressed' | 'cancelled'; code: number | null; enhanced: string | null; response: string; reason: string; recordTtlMs: number; event?: OutcomeEvent },
 ): Promise<OutcomeReply> {
-  const reply = await redis.bounce(
-    keys.leases(e.domain), keys.ready(e.domain), keys.rcptState(e.domain, e.msgId, e.idx),
-    entryMember(e), o.now, o.state, e.attempt + 1, str(o.code), str(o.enhanced), truncateResponse(o.response), o.reason, o.recordTtlMs,
-  );
+  const k = [keys.leases(e.domain), keys.ready(e.domain), keys.rcptState(e.domain, e.msgId, e.idx)] as const;
+  const a = [entryMember(e), o.now, o.state, e.attempt + 1, str(o.code), str(o.enhanced), truncateResponse(o.response), o.reason, o.recordTtlMs] as const;
+  const reply = o.event ? await redis.bounceKeys(4, ...k, o.event.stream, ...a, o.event.maxLen, o.event.packed) : await redis.bounce(...k, ...a);
   return asReply(reply);
 }
 

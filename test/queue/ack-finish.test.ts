@@ -7,7 +7,8 @@ import { storeMessage } from '../../src/store/messages.js';
 import { enqueueRecipients } from '../../src/queue/enqueue.js';
 import { claim } from '../../src/queue/claim.js';
 import type { QueueEntry } from '../../src/queue/entry.js';
-import { ack, ackAndFinish } from '../../src/queue/outcome.js';
+import { ack, ackAndFinish, bounce, retry } from '../../src/queue/outcome.js';
+import { packEvent } from '../../src/store/events.js';
 import { OUTCOME } from '../../src/queue/outcome-codes.js';
 import { createMessageSource } from '../../src/store/message-source.js';
 
@@ -75,6 +76,23 @@ test('leaves what ack then finishRecipient leave, counts each recipient once, an
   const done = await left(a, '01aaaaaaaaaaaaaa', 2);
   assert.equal(done, await left(b, '01aaaaaaaaaaaaaa', 2));
   assert.equal(done, { meta: ['0', 'expires'], body: 0, links: 'expires', stats: 'expires', records: [['delivered', '250', '2.0.0'], ['delivered', '250', '2.0.0']] });
+});
+
+test('an outcome given its event appends it in the same step, only when it applies', async () => {
+  const { keys } = redis.fresh();
+  const [e0, e1, e2, e3] = await queued(keys, '01cccccccccccccc', 4) as [QueueEntry, QueueEntry, QueueEntry, QueueEntry];
+  const ev = (type: string, idx: number) => ({ stream: keys.events(), maxLen: 1000, packed: packEvent(type, { msgId: '01cccccccccccccc', idx, account: 'acme' }) });
+  const base = { now: T + 1, ...OK, recordTtlMs: RECORD_TTL };
+  assert.equal(await ackAndFinish(client, keys, e0, { ...base, messageTtlMs: MESSAGE_TTL, event: ev('delivered', 0) }), { reply: OUTCOME.APPLIED, pending: 3 });
+  assert.is(await ack(client, keys, e1, { ...base, event: ev('delivered', 1) }), OUTCOME.APPLIED);
+  assert.is(await retry(client, keys, e2, { ...base, code: 451, enhanced: '4.7.1', response: '451 later', nextAt: T + 60_000, event: ev('deferred', 2) }), OUTCOME.APPLIED);
+  assert.is(await bounce(client, keys, e3, { ...base, code: 550, enhanced: '5.1.1', response: '550 no', state: 'bounced', reason: 'userunknown', event: ev('bounced', 3) }), OUTCOME.APPLIED);
+  // Late outcomes of entries already settled: nothing changes and no event is appended.
+  assert.equal(await ackAndFinish(client, keys, e0, { ...base, messageTtlMs: MESSAGE_TTL, event: ev('delivered', 0) }), { reply: OUTCOME.NOOP, pending: -2 });
+  assert.is(await ack(client, keys, e1, { ...base, event: ev('delivered', 1) }), OUTCOME.NOOP);
+  assert.is(await bounce(client, keys, e3, { ...base, code: 550, enhanced: '5.1.1', response: '550 no', state: 'bounced', reason: 'userunknown', event: ev('bounced', 3) }), OUTCOME.NOOP);
+  const events = (await client.xrange(keys.events(), '-', '+')).map(([, f]) => `${f[1]}:${f[f.indexOf('idx') + 1]}`);
+  assert.equal(events, ['delivered:0', 'delivered:1', 'deferred:2', 'bounced:3']);
 });
 
 test('a message no longer stored: the ack is recorded, pending is -1 and no record is created', async () => {

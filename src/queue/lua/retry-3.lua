@@ -12,9 +12,12 @@
   ARGV[6] code    SMTP reply code, '' when none
   ARGV[7] enhanced  '' when none
   ARGV[8] response
+  KEYS[4], ARGV[#ARGV - 1], ARGV[#ARGV]  (optional, single server) the event stream, its maxLen and the
+          packed event, appended when the outcome applies, in the same step (lib/appendEvent.lua)
 
   Returns 2 / 1 / 0 as ack-3.lua.
 ]]
+--@include appendEvent
 local held = redis.call('ZREM', KEYS[1], ARGV[1])
 local reaped = redis.call('ZREM', KEYS[2], ARGV[1])
 if held == 0 and reaped == 0 then return 0 end
@@ -28,5 +31,6 @@ redis.call('HSET', KEYS[3], unpack(set))
 redis.call('HDEL', KEYS[3], unpack(del))
 -- a pending recipient's record lives as long as the entry does
 redis.call('PERSIST', KEYS[3])
+if #KEYS == 4 then appendEvent(KEYS[4], ARGV[#ARGV - 1], ARGV[#ARGV]) end
 if held == 1 then return 2 end
 return 1
