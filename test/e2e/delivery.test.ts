@@ -11,7 +11,8 @@ import { addSuppression } from '../../src/store/suppression.js';
 /**
  * The whole path, for real: HTTP and SMTP submission → Redis → dispatcher → render + DKIM in the
  * worker pool → SMTP to loopback peers through the transport map (and DNS for null MX), with every
- * signature checked by two verifiers that are not ours.
+ * signature of every delivered copy checked by two verifiers that are not ours: mailauth in each test,
+ * dkimpy once over all copies in the last test (the first copies also at once).
  */
 const test = suite('e2e/delivery');
 
@@ -56,13 +57,36 @@ test.after(async () => {
   await redis?.stop();
 });
 
-async function assertSignedTwice(raw: Buffer) {
+/** Every delivered copy checked so far (the peer's own Buffer), for the closing test's dkimpy batch. */
+const verified = new Map<Buffer, { label: string; raw: Buffer }>();
+
+/**
+ * A scripted peer keeps the DATA bytes as sent (smtp-peer.ts): undo dot-stuffing (RFC 5321 §4.5.2)
+ * so the verifiers see the message itself, as a capture peer (smtp-server) gives it.
+ */
+function unstuff(data: Buffer): Buffer {
+  const text = data.toString('latin1');
+  return Buffer.from((text.startsWith('.') ? text.slice(1) : text).replace(/\r\n\./g, '\r\n'), 'latin1');
+}
+
+/**
+ * One delivered copy, checked in-process by mailauth (cheap): exactly an RSA and an Ed25519
+ * signature, both passing. The copy is also kept for the one dkimpy run over every copy at the end.
+ */
+async function assertSigned(received: Buffer, label: string, { stuffed = false } = {}) {
+  const raw = stuffed ? unstuff(received) : received;
   const ma = await verifyWithMailauth(raw, s.txt);
-  assert.equal(ma.map((v) => v.algo).sort(), ['ed25519-sha256', 'rsa-sha256'], 'mailauth sees two signatures');
-  for (const v of ma) assert.ok(v.pass, `mailauth ${v.algo}: ${v.detail}`);
+  assert.equal(ma.map((v) => v.algo).sort(), ['ed25519-sha256', 'rsa-sha256'], `${label}: mailauth sees two signatures`);
+  for (const v of ma) assert.ok(v.pass, `${label}: mailauth ${v.algo}: ${v.detail}`);
+  verified.set(received, { label, raw });
+}
+
+/** As assertSigned, and dkimpy on this copy at once (a Python process each: used for the first copies only). */
+async function assertSignedTwice(raw: Buffer, label: string) {
+  await assertSigned(raw, label);
   const [py] = await verifyWithDkimpy([raw], s.txt);
-  assert.equal((py ?? []).map((v) => v.algo).sort(), ['ed25519-sha256', 'rsa-sha256'], 'dkimpy sees two signatures');
-  for (const v of py ?? []) assert.ok(v.pass, `dkimpy ${v.algo}: ${v.detail}`);
+  assert.equal((py ?? []).map((v) => v.algo).sort(), ['ed25519-sha256', 'rsa-sha256'], `${label}: dkimpy sees two signatures`);
+  for (const v of py ?? []) assert.ok(v.pass, `${label}: dkimpy ${v.algo}: ${v.detail}`);
 }
 
 test('HTTP submission is delivered over STARTTLS to every recipient, DKIM-signed with RSA and Ed25519', async () => {
@@ -95,7 +119,7 @@ test('HTTP submission is delivered over STARTTLS to every recipient, DKIM-signed
     assert.match(m!.envelope.from, new RegExp(`^b-${r.body.id}-\\d+-[0-9a-z]{8}@bounce\\.localhost$`), 'signed VERP envelope sender');
     assert.not.match(m!.raw.toString(), /bob@two\.test/, 'bcc never in headers');
     assert.match(m!.raw.toString(), /\r\n\.leading dot line/, 'dot-stuffing undone by the peer: content intact');
-    await assertSignedTwice(m!.raw);
+    await assertSignedTwice(m!.raw, rcpt);
   }
 });
 
@@ -110,7 +134,7 @@ test('SMTP submission is delivered with the submitted bytes, signed', async () =
   const [m] = (await sink.waitFor(before + 1)).slice(before);
   assert.is(m!.envelope.to[0], 'carol@one.test');
   assert.match(m!.raw.toString(), /X-Marker: keep-me/);
-  await assertSignedTwice(m!.raw);
+  await assertSignedTwice(m!.raw, 'smtp submission');
 });
 
 test('451 then 250: delivered on the second attempt', async () => {
@@ -120,6 +144,12 @@ test('451 then 250: delivered on the second attempt', async () => {
   assert.is(final.recipients[0].state, 'delivered');
   assert.is(final.recipients[0].attempts, 2);
   assert.is(retryPeer.commands.filter((c) => c.startsWith('RCPT')).length, 2);
+  // The first attempt's DATA, pipelined after the refused RCPT, got the peer's blind 354 and only
+  // the terminating dot: one copy with content, from the second attempt.
+  const copies = retryPeer.messages.filter((m) => m.length > 0);
+  assert.is(copies.length, 1, 'one copy with content');
+  assert.match(copies[0]!.toString(), /Subject: retry/);
+  await assertSigned(copies[0]!, '451 then 250', { stuffed: true });
 });
 
 test('a host whose STARTTLS breaks gets the message in plain text at once, and later ones without trying TLS', async () => {
@@ -133,6 +163,10 @@ test('a host whose STARTTLS breaks gets the message in plain text at once, and l
   assert.is((await s.waitFinal(second.body.id)).recipients[0].state, 'delivered');
   assert.is(brokenTlsPeer.commands.filter((c) => c === 'STARTTLS').length, 1, 'STARTTLS was tried once, not again for the next message');
   assert.is(brokenTlsPeer.messages.length, 2);
+  for (const [i, m] of brokenTlsPeer.messages.entries()) {
+    assert.match(m.toString(), new RegExp(`Subject: tls ${i + 1}`));
+    await assertSigned(m, `plain after broken STARTTLS, message ${i + 1}`, { stuffed: true });
+  }
 });
 
 test('550 bounces at once with its reason, no retry', async () => {
@@ -155,6 +189,7 @@ test('a connection dropped mid-DATA is retried and then delivered', async () => 
   assert.is(final.recipients[0].attempts, 2);
   assert.is(dropPeer.messages.length, 1, 'the second attempt arrived whole');
   assert.match(dropPeer.messages[0]!.toString(), /body that gets cut/);
+  await assertSigned(dropPeer.messages[0]!, 're-sent after a drop mid-DATA', { stuffed: true });
 });
 
 test('null MX (RFC 7505) bounces at once', async () => {
@@ -176,7 +211,9 @@ test('a retried POST with the same Idempotency-Key sends once', async () => {
   assert.is(b.body.id, a.body.id);
   await s.waitFinal(a.body.id);
   await new Promise((res) => setTimeout(res, 300));
-  assert.is(sink.messages.slice(before).filter((m) => m.envelope.to[0] === 'gina@one.test').length, 1);
+  const copies = sink.messages.slice(before).filter((m) => m.envelope.to[0] === 'gina@one.test');
+  assert.is(copies.length, 1);
+  await assertSigned(copies[0]!.raw, 'idempotent message');
 });
 
 test('a suppressed address is dropped at claim time, per account, and never sent', async () => {
@@ -188,8 +225,9 @@ test('a suppressed address is dropped at claim time, per account, and never sent
   assert.is((byAddr.get('gone@one.test') as { state: string }).state, 'suppressed');
   assert.is((byAddr.get('kept@one.test') as { state: string }).state, 'delivered');
   await new Promise((res) => setTimeout(res, 200));
-  const got = sink.messages.slice(before).map((m) => m.envelope.to[0]);
-  assert.equal(got, ['kept@one.test']);
+  const got = sink.messages.slice(before);
+  assert.equal(got.map((m) => m.envelope.to[0]), ['kept@one.test']);
+  await assertSigned(got[0]!.raw, 'kept@one.test beside a suppressed address');
 });
 
 test('a rule of 10 msgs/s holds over a window (counts, generous margin)', async () => {
@@ -206,6 +244,26 @@ test('a rule of 10 msgs/s holds over a window (counts, generous margin)', async 
   assert.ok(seen >= 5, `rate limiting must not stop delivery: ${seen}`);
   await rateSink.waitFor(n, 15_000);
   assert.is(rateSink.messages.length, n);
+  for (const m of rateSink.messages) await assertSigned(m.raw, `rate window: ${m.envelope.to[0]}`);
+});
+
+test('every copy any peer received was checked above, and dkimpy passes both signatures of each (one batch)', async () => {
+  const received = [
+    ...sink.messages.map((m) => m.raw), ...rateSink.messages.map((m) => m.raw),
+    // Not the empty DATA a client sends after a pipelined RCPT was refused (a scripted peer says 354 blindly).
+    ...[...retryPeer.messages, ...dropPeer.messages, ...brokenTlsPeer.messages, ...bouncePeer.messages].filter((m) => m.length > 0),
+  ];
+  const unchecked = received.filter((b) => !verified.has(b));
+  assert.is(unchecked.length, 0, `copies no test verified: ${unchecked.map((b) => /^Subject: .*$/m.exec(b.toString())?.[0]).join(', ')}`);
+  assert.is(received.length, 49, 'the copies the tests above deliver: 5 to the sink, 40 rate, 1 retry, 1 drop, 2 broken TLS');
+  const copies = [...verified.values()];
+  const verdicts = await verifyWithDkimpy(copies.map((c) => c.raw), s.txt);
+  assert.is(verdicts.length, copies.length, 'dkimpy answered for every copy');
+  copies.forEach((c, i) => {
+    const py = verdicts[i] ?? [];
+    assert.equal(py.map((v) => v.algo).sort(), ['ed25519-sha256', 'rsa-sha256'], `${c.label}: dkimpy sees two signatures`);
+    for (const v of py) assert.ok(v.pass, `${c.label}: dkimpy ${v.algo}: ${v.detail}`);
+  });
 });
 
 test.run();
