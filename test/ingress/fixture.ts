@@ -12,11 +12,26 @@ import { startRedis, type TestRedis } from '../helpers/redis.js';
 import type { RedisClient } from '../../src/redis/client.js';
 import type { Keys } from '../../src/redis/keys.js';
 
+/** The brisk account's rate limit: recipients per hour (a fixed window, src/accounts/limits.ts). */
+export const BRISK_PER_HOUR = 3;
+
+/**
+ * Waits out the end of the current hour when it is less than `marginMs` away, so that a test of the
+ * brisk account's hourly window runs inside one window (fixed windows reset at the hour).
+ */
+export async function awayFromHourBoundary(marginMs = 5000): Promise<void> {
+  const HOUR = 3_600_000;
+  const left = HOUR - (Date.now() % HOUR);
+  if (left < marginMs) await new Promise((r) => setTimeout(r, left + 50));
+}
+
 /**
  * Accounts for the ingress tests, hashed with the real hashSecret:
  *   acme  — owns acme.example, no quota; API key + SMTP user acme / acme-password
  *   other — owns other.example
  *   tiny  — owns tiny.example, a daily quota of 3 recipients; SMTP user tiny / tiny-password
+ *   brisk — owns brisk.example, a rate limit of 3 recipients per hour (fixed window); SMTP user
+ *           brisk / brisk-password
  */
 export interface IngressFixture {
   redis: TestRedis;
@@ -26,7 +41,7 @@ export interface IngressFixture {
   registry: AccountRegistry;
   logger: ReturnType<typeof createLogger>;
   dataDir: string;
-  apiKeys: { acme: string; other: string; tiny: string };
+  apiKeys: { acme: string; other: string; tiny: string; brisk: string };
   stop(): Promise<void>;
 }
 
@@ -35,7 +50,7 @@ export async function ingressFixture(ingress: Record<string, unknown> = {}): Pro
   const client = redis.client();
   const { prefix, keys } = redis.fresh();
   const dataDir = mkdtempSync(join(tmpdir(), 'sluice-ingress-'));
-  const apiKeys = { acme: generateApiKey('acme'), other: generateApiKey('other'), tiny: generateApiKey('tiny') };
+  const apiKeys = { acme: generateApiKey('acme'), other: generateApiKey('other'), tiny: generateApiKey('tiny'), brisk: generateApiKey('brisk') };
   const noRate = { perSecond: null, perMinute: null, perHour: null };
   const config = loadConfig({
     env: {},
@@ -52,6 +67,11 @@ export async function ingressFixture(ingress: Record<string, unknown> = {}): Pro
         {
           id: 'tiny', domains: [{ domain: 'tiny.example', dkim: [] }], apiKeys: [await hashSecret(apiKeys.tiny)],
           smtpUsers: [{ username: 'tiny', passwordHash: await hashSecret('tiny-password') }], dailyQuota: 3, rateLimit: noRate,
+        },
+        {
+          id: 'brisk', domains: [{ domain: 'brisk.example', dkim: [] }], apiKeys: [await hashSecret(apiKeys.brisk)],
+          smtpUsers: [{ username: 'brisk', passwordHash: await hashSecret('brisk-password') }], dailyQuota: null,
+          rateLimit: { perSecond: null, perMinute: null, perHour: BRISK_PER_HOUR },
         },
       ],
     },

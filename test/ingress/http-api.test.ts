@@ -2,7 +2,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { connect } from 'node:net';
 import type { HttpApi } from '../../src/ingress/http-api.js';
-import { apiCall, ingressFixture, startFixtureApi, type IngressFixture } from './fixture.js';
+import { apiCall, awayFromHourBoundary, BRISK_PER_HOUR, ingressFixture, startFixtureApi, type IngressFixture } from './fixture.js';
 import { decodeSpecRecord } from '../../src/render/spec-record.js';
 import type { MessageSpec } from '../../src/render/protocol.js';
 
@@ -118,6 +118,48 @@ test('quota exceeded → 429 with Retry-After', async () => {
   assert.is(r.status, 429);
   assert.is(r.json.code, 'SLUICE_INGRESS_QUOTA_EXCEEDED');
   assert.ok(Number(r.headers['retry-after']) >= 1);
+});
+
+test('account rate limit used up → 429 SLUICE_INGRESS_RATE_LIMITED with its reason and Retry-After; the refused message is not stored and counts nothing', async () => {
+  await awayFromHourBoundary();
+  const prefix = fx.keys.prefix;
+  const metas = async () => (await fx.client.keys(`${prefix}{m:*}:meta`)).length;
+  const windowCount = async () => {
+    const keys = await fx.client.keys(`${fx.keys.accountRate('brisk')}:h:*`);
+    assert.is(keys.length, 1, 'one hourly window');
+    return Number(await fx.client.get(keys[0] as string));
+  };
+  const brisk = (to: string[], bcc: string[] = []) => call('POST', '/v1/messages', { from: 'a@brisk.example', to, bcc, subject: 's', text: 't' }, {}, fx.apiKeys.brisk);
+  assert.is(BRISK_PER_HOUR, 3);
+
+  // Recipients count, bcc included: 2 of the 3 per hour.
+  const first = await brisk(['r1@rate.example'], ['r2@rate.example']);
+  assert.is(first.status, 202, JSON.stringify(first.json));
+  assert.is(await windowCount(), 2);
+
+  // Two more would make 4 > 3: refused whole, although one recipient is still free.
+  const beforeMetas = await metas();
+  const refused = await brisk(['r3@rate.example', 'r4@rate.example']);
+  assert.is(refused.status, 429, JSON.stringify(refused.json));
+  assert.equal(refused.json, { code: 'SLUICE_INGRESS_RATE_LIMITED', message: 'Sending rate limit of 3 recipients per hour reached, slow down', errors: [] });
+  const retryAfter = Number(refused.headers['retry-after']);
+  assert.ok(retryAfter >= 1 && retryAfter <= 3600, `Retry-After is the rest of the hour: ${refused.headers['retry-after']}`);
+  assert.is(await metas(), beforeMetas, 'no message stored for the refused request');
+  assert.equal(await fx.client.zrange(fx.keys.ready('rate.example'), 0, -1), (first.json['recipients'] as string[]).map((_, i) => `${first.json['id']}:${i}:0`), 'only the first message queued');
+  assert.is(await windowCount(), 2, 'the refused recipients were given back');
+
+  // So the one recipient left in the window is still there; after it, even one more is refused.
+  const last = await brisk(['r5@rate.example']);
+  assert.is(last.status, 202, JSON.stringify(last.json));
+  assert.is(await windowCount(), 3);
+  const over = await brisk(['r6@rate.example']);
+  assert.is(over.status, 429);
+  assert.is(over.json.code, 'SLUICE_INGRESS_RATE_LIMITED');
+  assert.is(await metas(), beforeMetas + 1);
+  assert.is(await fx.client.zcard(fx.keys.ready('rate.example')), 3);
+
+  // The limit is the account's: another account sends on.
+  assert.is((await call('POST', '/v1/messages', { from: 'a@acme.example', to: 'r7@rate.example', subject: 's', text: 't' })).status, 202);
 });
 
 test('oversized body → 413 without reading it all', async () => {

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { startSubmissionServer, type SubmissionServer } from '../../src/ingress/smtp-server.js';
 import { loadOrCreateTls } from '../../src/ingress/tls.js';
 import { createMetrics } from '../../src/observability/metrics.js';
-import { ingressFixture, type IngressFixture } from './fixture.js';
+import { awayFromHourBoundary, BRISK_PER_HOUR, ingressFixture, type IngressFixture } from './fixture.js';
 import { RawSmtp } from '../helpers/raw-smtp.js';
 
 const test = suite('ingress/smtp-server');
@@ -148,6 +148,49 @@ test('daily quota exceeded → 452 4.5.3, and nothing stored', async () => {
   assert.is(err.responseCode, 452);
   assert.match(err.response ?? '', '4.5.3');
   assert.is(await fx.client.zcard(fx.keys.ready('gmail.com')), before);
+});
+
+test('account rate limit used up → 451 4.7.1 with its reason at the end of DATA; the refused message is not stored and counts nothing', async () => {
+  await awayFromHourBoundary();
+  const prefix = fx.keys.prefix;
+  const metas = async () => (await fx.client.keys(`${prefix}{m:*}:meta`)).length;
+  const windowCount = async () => {
+    const keys = await fx.client.keys(`${fx.keys.accountRate('brisk')}:h:*`);
+    assert.is(keys.length, 1, 'one hourly window');
+    return Number(await fx.client.get(keys[0] as string));
+  };
+  const rejectedCount = async () => (await metrics.messagesRejected.get()).values.find((v) => v.labels['source'] === 'smtp' && v.labels['code'] === 'SLUICE_INGRESS_RATE_LIMITED')?.value ?? 0;
+  assert.is(BRISK_PER_HOUR, 3);
+  const t = transport({ user: 'brisk', pass: 'brisk-password' });
+  try {
+    // Envelope recipients count, bcc included: 2 of the 3 per hour.
+    const first = await t.sendMail({ from: 'a@brisk.example', to: 's1@rate.example', bcc: 's2@rate.example', subject: 'first', text: 't' });
+    assert.match(first.response, /^250 2\.0\.0 Ok: queued as [0-9a-z]{16}$/);
+    assert.is(await windowCount(), 2);
+
+    // Two more would make 4 > 3: refused whole, although one recipient is still free.
+    const beforeMetas = await metas();
+    const beforeRejected = await rejectedCount();
+    const err = await refusal(t.sendMail({ from: 'a@brisk.example', to: ['s3@rate.example', 's4@rate.example'], subject: 'second', text: 't' }));
+    assert.is(err.responseCode, 451, err.response);
+    assert.match(err.response ?? '', /^451 4\.7\.1 Sending rate limit of 3 recipients per hour reached, slow down \[[A-Za-z0-9]+\]$/);
+    assert.is(await metas(), beforeMetas, 'no message stored for the refused one');
+    assert.is(await fx.client.zcard(fx.keys.ready('rate.example')), 2, 'only the first message queued');
+    assert.is(await windowCount(), 2, 'the refused recipients were given back');
+    assert.is(await rejectedCount(), beforeRejected + 1, 'counted as a rate-limit refusal');
+
+    // The one recipient left in the window is still there; after it, even one more is refused.
+    const last = await t.sendMail({ from: 'a@brisk.example', to: 's5@rate.example', subject: 'third', text: 't' });
+    assert.match(last.response, /^250 /);
+    assert.is(await windowCount(), 3);
+    const over = await refusal(t.sendMail({ from: 'a@brisk.example', to: 's6@rate.example', subject: 'fourth', text: 't' }));
+    assert.is(over.responseCode, 451);
+    assert.match(over.response ?? '', '4.7.1');
+    assert.is(await metas(), beforeMetas + 1);
+    assert.is(await fx.client.zcard(fx.keys.ready('rate.example')), 3);
+  } finally {
+    t.close();
+  }
 });
 
 /** Writes lines to a plain TCP session and collects the reply lines. */
