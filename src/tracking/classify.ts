@@ -50,7 +50,10 @@ export const SCANNER_USER_AGENTS: readonly RegExp[] = [
  * leaves the SMTP transaction and the gateway's scan inside the window and almost no human.
  */
 export const CLICK_TOO_FAST_S = 10;
-/** A scanner follows every link of a mail at once: 3 distinct links within 2 s is not a reader. */
+/**
+ * A scanner follows every link of a mail at once: 3 distinct links within 2 s is not a reader, nor
+ * both links of a two-link mail (recordTrackingEvent-3.lua lowers the limit to the link count).
+ */
 export const BURST_WINDOW_MS = 2000;
 export const BURST_LINKS = 3;
 
@@ -59,12 +62,15 @@ export function classifyOpen(req: TrackingRequest): MachineReason | null {
   return common(req) ?? (isApple(req) ? 'apple-mpp' : null);
 }
 
-/** Why a click is a machine's, or null. `burst` is the recipient's distinct links in the burst window. */
-export function classifyClick(req: TrackingRequest, ctx: { nowS: number; issuedAt: number; burst: number }): MachineReason | null {
+/**
+ * Why a click is a machine's, or null. `burst` is the recipient's distinct links in the burst window,
+ * `burstLimit` the count that makes a burst for this message (BURST_LINKS by default).
+ */
+export function classifyClick(req: TrackingRequest, ctx: { nowS: number; issuedAt: number; burst: number; burstLimit?: number }): MachineReason | null {
   const c = common(req);
   if (c) return c;
   if (ctx.nowS - ctx.issuedAt < CLICK_TOO_FAST_S) return 'too-fast';
-  if (ctx.burst >= BURST_LINKS) return 'burst';
+  if (ctx.burst >= (ctx.burstLimit ?? BURST_LINKS)) return 'burst';
   return null;
 }
 

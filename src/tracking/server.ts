@@ -150,7 +150,7 @@ export async function startTrackingServer(deps: TrackingDeps, opts: TrackingServ
     res.writeHead(302, { Location: m.url, 'Cache-Control': 'no-store', 'Referrer-Policy': 'no-referrer', 'Content-Length': 0 });
     res.end();
     if (mode !== 'off') {
-      const machine = before ?? classifyClick(client, { ...ctx, burst: m.burst });
+      const machine = before ?? classifyClick(client, { ...ctx, burst: m.burst, burstLimit: m.burstLimit });
       recorder.event(p, { now: at, mode, first: m.first, machine, userAgent: client.userAgent, ip: client.ip });
     }
     return 'ok';

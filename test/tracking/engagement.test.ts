@@ -49,13 +49,13 @@ interface Fixture {
   close(): Promise<void>;
 }
 
-async function fixture(mode: TrackingMode = 'full'): Promise<Fixture> {
+async function fixture(mode: TrackingMode = 'full', links: readonly string[] = LINKS): Promise<Fixture> {
   const { keys } = redis.fresh();
   const msgId = newId(NOW);
   await storeMessage(client, keys, {
     id: msgId, account: 'acme', source: 'http', kind: 'raw', from: 'News <news@acme.example>', fromDomain: 'acme.example',
     rcpts: [0, 1, 2].map((i) => ({ address: `r${i}@example.org`, domain: 'example.org' })),
-    acceptedAt: NOW, tags: [], metadata: {}, body: 'x', links: LINKS,
+    acceptedAt: NOW, tags: [], metadata: {}, body: 'x', links: [...links],
   });
   const deps = { redis: client, keys, codec, logger: createLogger('silent'), now: () => NOW, settings: { mode }, retentionMs: RETENTION_MS, connect: { url: redis.url } };
   const server = await startTrackingServer(deps, { host: '127.0.0.1', port: 0, publicBaseUrl: 'https://t.example.com' });
@@ -147,6 +147,20 @@ test('clicks: every link at once is a burst, counted as machine clicks from the 
   try {
     for (const link of [0, 1, 2, 3]) assert.is(await f.click(2, link), 302);
     assert.equal(await f.stats(), counts({ clicks: 4, clicksHuman: 2, clicksUniqueHuman: 1, machineClicks: 2 }));
+  } finally {
+    await f.close();
+  }
+});
+
+test('clicks: both links of a two-link mail at once are a burst; one link clicked twice is not', async () => {
+  const f = await fixture('full', LINKS.slice(0, 2));
+  try {
+    assert.is(await f.click(0, 0), 302);
+    assert.is(await f.click(0, 0), 302);
+    assert.equal(await f.stats(), counts({ clicks: 2, clicksHuman: 2, clicksUniqueHuman: 1 }), 'a repeat of one link is a person');
+    assert.is(await f.click(1, 0), 302);
+    assert.is(await f.click(1, 1), 302);
+    assert.equal(await f.stats(), counts({ clicks: 4, clicksHuman: 3, clicksUniqueHuman: 2, machineClicks: 1 }), "the second link within 2 s is a scanner's");
   } finally {
     await f.close();
   }

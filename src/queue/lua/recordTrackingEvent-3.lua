@@ -24,7 +24,8 @@
   ARGV[7] cls           '' or 'm' (see KEYS[1])
   ARGV[8] burstLinks    distinct links in the window from which a click is a machine's (as classify.ts)
 
-  Returns {first (1|0), burst (distinct links in the window, 0 unless kind 'c'), url or false}.
+  Returns {first (1|0), burst (distinct links in the window, 0 unless kind 'c'), url or false,
+  the burst limit that applied (ARGV[8], or the message's link count when 2 ≤ links < ARGV[8])}.
   A click on a link the table does not hold writes nothing and returns {0, 0, false}.
 ]]
 local kind, idx, now, cls = ARGV[1], ARGV[2], tonumber(ARGV[4]), ARGV[7]
@@ -35,6 +36,13 @@ if kind == 'c' then
 end
 
 local first, burst = 0, 0
+-- Distinct links in the window from which clicks are a scanner's: ARGV[8], or every link of a mail
+-- with fewer (two links both clicked within the window); one link alone can show no burst.
+local burstLimit = tonumber(ARGV[8])
+if kind == 'c' then
+  local links = redis.call('LLEN', KEYS[2])
+  if links >= 2 and links < burstLimit then burstLimit = links end
+end
 if idx ~= '' then
   local field
   if kind == 'c' then field = cls .. 'c:' .. idx .. ':' .. ARGV[3] else field = cls .. kind .. ':' .. idx end
@@ -61,7 +69,7 @@ if kind == 'u' then
   if first == 1 or idx == '' then redis.call('HINCRBY', stats, 'unsubscribes', 1) end
 else
   local name = (kind == 'o') and 'opens' or 'clicks'
-  local machine = cls ~= '' or (kind == 'c' and burst >= tonumber(ARGV[8]))
+  local machine = cls ~= '' or (kind == 'c' and burst >= burstLimit)
   if machine then
     redis.call('HINCRBY', stats, 'machine_' .. name, 1)
   else
@@ -73,4 +81,4 @@ else
   end
 end
 redis.call('PEXPIRE', stats, ARGV[6], 'NX')
-return {first, burst, url}
+return {first, burst, url, burstLimit}
