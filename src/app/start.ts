@@ -32,8 +32,8 @@ import type { RedisClient } from '../redis/client.js';
 import { createEventWriter } from '../store/events.js';
 import { createMessageSource } from '../store/message-source.js';
 import { classifySmtpReply } from '../bounces/index.js';
-import { destinationStats } from '../queue/stats.js';
-import { resolveShaping } from '../queue/shaping.js';
+import { queueTotals, type QueueTotals } from '../queue/stats.js';
+import { resolveRecordedShaping } from '../queue/shaping.js';
 
 /**
  * The composition root: builds Redis, logger, metrics and the render pool, starts the configured
@@ -58,8 +58,6 @@ export interface StartOptions {
 
 /** How often the reaper visits the destinations. */
 const REAPER_INTERVAL_MS = 5_000;
-/** Destinations sampled per scrape for the queue gauges (bounded: the gauge must stay cheap). */
-const GAUGE_DESTINATIONS = 500;
 
 /**
  * A secret every process of the deployment must share and nobody needs to configure: made once
@@ -218,21 +216,25 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       metrics.sampleOn('poolQueue', () => metrics.poolQueue.set(p.queueSize()));
     }
 
-    // Queue depth by provider, sampled on scrape from a bounded number of destinations.
-    metrics.sampleOn('queueRecipients', async () => {
-      if (stopping) return;
-      const stats = await destinationStats(redis.client, keys, config.redis.scheduleShards, Date.now(), GAUGE_DESTINATIONS).catch(() => []);
-      const ready = new Map<string, number>();
-      const leased = new Map<string, number>();
-      for (const s of stats) {
-        const provider = resolveShaping(config.shaping, s.domain, []).provider;
-        ready.set(provider, (ready.get(provider) ?? 0) + s.ready + s.campaigns);
-        leased.set(provider, (leased.get(provider) ?? 0) + s.leased);
-      }
-      metrics.queueRecipients.reset();
-      metrics.queueLeases.reset();
-      for (const [p, n] of ready) metrics.queueRecipients.set({ provider: p }, n);
-      for (const [p, n] of leased) metrics.queueLeases.set({ provider: p }, n);
+    // Queue depth by provider, read on scrape from every destination (queue/stats.ts queueTotals:
+    // the labels are bounded, the reads grow with the destinations). Each destination counts under the
+    // rule the dispatcher resolved for it with its MX hosts (recorded in Redis), as its deliveries do.
+    // Both gauges are filled by one read per scrape, whichever of them is collected first.
+    let queueSample: Promise<void> | null = null;
+    metrics.sampleOn('queueRecipients', () => {
+      queueSample ??= (async () => {
+        if (stopping) return;
+        const totals = await queueTotals(redis.client, keys, config.redis.scheduleShards, (domain, recorded) => resolveRecordedShaping(config.shaping, domain, recorded).provider).catch(() => new Map<string, QueueTotals>());
+        metrics.queueRecipients.reset();
+        metrics.queueLeases.reset();
+        for (const [p, t] of totals) {
+          metrics.queueRecipients.set({ provider: p }, t.recipients);
+          metrics.queueLeases.set({ provider: p }, t.leased);
+        }
+      })().finally(() => {
+        queueSample = null;
+      });
+      return queueSample;
     });
 
     metrics.sampleOn('suppressionListSize', async () => {

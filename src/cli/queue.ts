@@ -2,17 +2,21 @@ import { loadConfig } from '../config/load.js';
 import { connectForCommand } from './redis-connect.js';
 import { createKeys } from '../redis/keys.js';
 import { destinationStats, scopeStats } from '../queue/stats.js';
-import { resolveShaping } from '../queue/shaping.js';
+import { resolveRecordedShaping } from '../queue/shaping.js';
 import { applyBackoff, backoffState } from '../queue/backoff.js';
 import { limitOption, parse, println, type Io } from './args.js';
 
 const USAGE = `Usage: sluice queue [--config FILE] [--limit N] [--json]
 
 Shows each destination with queued mail: recipients waiting (and due now), recipients leased
-(being delivered), the next attempt, and the throttle state of its shaping scope (connections in
-use / allowed, tokens left, backoff). A scope slowed by 421 / 4.7.x answers shows its level (each
-halves connections and rate; the limits shown are the slowed ones), its suspension, and the last
-answer that slowed it. Reads Redis directly (REDIS_URL, or the embedded server's socket).`;
+(being delivered), the next attempt, its shaping rule, and the throttle state of its shaping scope
+(connections in use / allowed, tokens left, backoff). The rule is the one the dispatcher resolved
+with the destination's MX hosts (a rule matching by MX, like google's '*.google.com'); until the
+dispatcher has visited a destination, the rule its domain alone matches. --limit (default 50) cuts
+the listing to the busiest destinations; every destination is read to rank them. A scope slowed by
+421 / 4.7.x answers shows its level (each halves connections and rate; the limits shown are the
+slowed ones), its suspension, and the last answer that slowed it. Reads Redis directly (REDIS_URL,
+or the embedded server's socket).`;
 
 /** Characters of the backoff reason shown in the table (--json has it whole). */
 const REASON_COLUMN = 60;
@@ -38,12 +42,14 @@ export async function runQueue(argv: string[], io: Io): Promise<number> {
     const dests = await destinationStats(redis, keys, cfg.redis.scheduleShards, now, limit);
     const rows = await Promise.all(
       dests.map(async (d) => {
-        const configured = resolveShaping(cfg.shaping, d.domain, []);
+        // The rule the dispatcher resolved with the MX hosts; by the domain alone while none is recorded.
+        const configured = resolveRecordedShaping(cfg.shaping, d.domain, d.recordedRule);
         const bo = await backoffState(redis, keys, configured.scope, now);
         const s = applyBackoff(configured, bo.level, cfg.delivery.backoff);
         const scope = await scopeStats(redis, keys, s.scope, s.rate, now);
+        const { recordedRule: _recorded, ...counts } = d;
         return {
-          ...d, rule: s.rule, scope: s.scope, connections: scope.connections, connectionLimit: s.connections, tokens: scope.tokens, rate: s.rate,
+          ...counts, rule: s.rule, scope: s.scope, connections: scope.connections, connectionLimit: s.connections, tokens: scope.tokens, rate: s.rate,
           backoffLevel: bo.level, backoffReason: bo.reason, suspendedUntil: bo.suspendedUntil,
           configuredConnectionLimit: configured.connections, configuredRate: configured.rate,
         };

@@ -29,6 +29,7 @@ import type { LoadedMessage, MessageSource } from '../store/message-source.js';
 import type { MxResolver, Route } from './mx.js';
 import { SmtpClient, SmtpConnectError, localOutcome, type SmtpOutcome } from './smtp-client.js';
 import { ExpiringLru } from '../core/lru.js';
+import { DestinationRuleRecorder } from '../queue/destination-rule.js';
 
 /**
  * The dispatcher: finds destinations with due work, opens SMTP connections to them within the
@@ -174,6 +175,8 @@ export class Dispatcher {
   /** 'host:port' of hosts sent to with DATA although they offer CHUNKING (BDAT was refused), each for PLAIN_FALLBACK_MS. */
   private readonly dataOnly = new ExpiringLru<true>(PLAIN_FALLBACK_HOSTS);
   private readonly backoffCfg: BackoffConfig;
+  /** Writes each destination's resolved rule for `sluice queue` and the queue gauges (when it changes, at most hourly otherwise). */
+  private readonly rules: DestinationRuleRecorder;
   private readonly renderSlots = new Semaphore(MAX_RENDERED);
   /** accounts[].tracking.mode by account id: each API message's copy is rendered for its recipient. */
   private readonly trackingModes: ReadonlyMap<string, TrackingMode>;
@@ -196,6 +199,7 @@ export class Dispatcher {
       maxLevel: b.maxLevel, recoverMs: b.recoverAfter, ratePerConnection: b.ratePerConnection,
     };
     this.trackingModes = new Map(opts.config.accounts.map((a) => [a.id, a.tracking.mode]));
+    this.rules = new DestinationRuleRecorder(opts.redis, opts.keys, (err) => this.log.warn({ err }, 'could not record a destination\'s shaping rule'));
   }
 
   start(): void {
@@ -290,6 +294,8 @@ export class Dispatcher {
     await reapExpired(redis, keys, domain, this.now(), 1000).then((n) => n > 0 && this.o.metrics?.leasesReaped.inc(n));
     const route = await this.o.resolver.resolve(domain);
     const configured = resolveShaping(config.shaping, domain, route.kind === 'hosts' ? route.mxHosts : []);
+    // Only a route with MX hosts says which rule the destination has; a DNS failure must not undo that.
+    if (route.kind === 'hosts') this.rules.record(domain, configured.rule, this.now());
 
     // Bulk outcomes below need no connection or rate: the configured shaping serves them.
     let shaping = configured;

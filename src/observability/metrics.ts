@@ -47,7 +47,9 @@ export function createMetrics() {
       name: 'sluice_queue_recipients', help: 'Recipients waiting in the queue by provider (sampled)', labelNames: ['provider'] as const, registers: [registry], ...sampled('queueRecipients'),
     }),
     queueLeases: new Gauge({
-      name: 'sluice_queue_leases', help: 'Recipients claimed (leased) by provider (sampled)', labelNames: ['provider'] as const, registers: [registry],
+      // Filled by the same sampler as sluice_queue_recipients: the registry collects the gauges
+      // concurrently, so without its own collect this one showed the previous scrape's figures.
+      name: 'sluice_queue_leases', help: 'Recipients claimed (leased) by provider (sampled)', labelNames: ['provider'] as const, registers: [registry], ...sampled('queueRecipients'),
     }),
     campaignRecipientsQueued: new Counter({
       name: 'sluice_campaign_recipients_queued_total', help: 'Campaign recipients queued by the campaign enqueuer', registers: [registry],

@@ -47,15 +47,39 @@ const normalize = (name: string): string => name.trim().toLowerCase().replace(/\
  */
 export function resolveShaping(shaping: Shaping, domain: string, mxHosts: readonly string[]): EffectiveShaping {
   const d = normalize(domain);
-  const hosts = mxHosts.map(normalize);
-  const compiledRules = patterns(shaping.rules);
-  const def = shaping.default;
+  return effective(shaping, firstMatch(shaping, d, mxHosts.map(normalize)), d);
+}
 
-  for (let i = 0; i < shaping.rules.length; i++) {
-    const rule = shaping.rules[i] as Shaping['rules'][number];
+/**
+ * The shaping of a destination for a reader that has no MX hosts (`sluice queue`, the queue
+ * gauges): `recordedRule` is the rule the dispatcher last resolved for it with its MX hosts
+ * (queue/destination-rule.ts), null when none is recorded. With the same config this gives what
+ * resolveShaping gave the dispatcher: the recorded rule, unless a rule before it matches by domain
+ * (then the config changed since, and that rule wins as it will at the next visit). A recorded
+ * name the config no longer has is ignored: the domain alone decides, as with nothing recorded.
+ */
+export function resolveRecordedShaping(shaping: Shaping, domain: string, recordedRule: string | null): EffectiveShaping {
+  const d = normalize(domain);
+  const byDomain = firstMatch(shaping, d, []);
+  const recorded = recordedRule === null ? -1 : shaping.rules.findIndex((r) => r.name === recordedRule);
+  return effective(shaping, recorded < 0 ? byDomain : byDomain < 0 ? recorded : Math.min(recorded, byDomain), d);
+}
+
+/** Index of the first rule matching the (normalized) domain or one of the (normalized) MX hosts; -1 for none. */
+function firstMatch(shaping: Shaping, d: string, hosts: readonly string[]): number {
+  const compiledRules = patterns(shaping.rules);
+  for (let i = 0; i < compiledRules.length; i++) {
     const p = compiledRules[i] as { domains: RegExp[]; mx: RegExp[] };
-    const hit = p.domains.some((re) => re.test(d)) || hosts.some((h) => p.mx.some((re) => re.test(h)));
-    if (!hit) continue;
+    if (p.domains.some((re) => re.test(d)) || hosts.some((h) => p.mx.some((re) => re.test(h)))) return i;
+  }
+  return -1;
+}
+
+/** The limits of rule `index` (-1: the default) for the normalized domain `d`. */
+function effective(shaping: Shaping, index: number, d: string): EffectiveShaping {
+  const def = shaping.default;
+  const rule = index < 0 ? undefined : shaping.rules[index];
+  if (rule) {
     const scope = rule.scope ?? def.scope;
     return {
       rule: rule.name,

@@ -18,46 +18,100 @@ export interface DestinationStats {
   nextAt: number | null;
   /** the destination's schedule score */
   scheduledAt: number | null;
+  /** the shaping rule the dispatcher last resolved for it with its MX hosts (destination-rule.ts); null when none is recorded */
+  recordedRule: string | null;
 }
 
 /** Domains read per SSCAN step: a hint to the server; it bounds one reply, not the walk. */
 const SCAN_COUNT = 500;
 
 /**
- * Queue figures per destination, for `sluice queue` and the queue-depth gauges: every destination
- * ever enqueued (all shards), busiest first (due, then ready + leased, then name), at most `limit`
- * when given. Destinations with nothing queued are left out. One round trip per SSCAN page plus one
- * auto-pipelined batch of single-key reads.
+ * Calls `visit` with each page of the destinations ever enqueued and not yet forgotten (every
+ * shard's set, SSCAN), one page at a time: the reads a caller makes per page stay bounded however
+ * many destinations there are.
  */
-export async function destinationStats(redis: RedisClient, keys: Keys, shards: number, now: number, limit?: number): Promise<DestinationStats[]> {
-  const domains: { domain: string; shard: number }[] = [];
+async function eachDestinationPage(redis: RedisClient, keys: Keys, shards: number, visit: (domains: string[], shard: number) => Promise<void>): Promise<void> {
   for (let shard = 0; shard < shards; shard++) {
     let cursor = '0';
     do {
       const [next, page] = await redis.sscan(keys.destinations(shard), cursor, 'COUNT', SCAN_COUNT);
-      for (const domain of page) domains.push({ domain, shard });
+      if (page.length > 0) await visit(page, shard);
       cursor = next;
     } while (cursor !== '0');
   }
+}
 
-  const all = await Promise.all(
-    domains.map(async ({ domain, shard }): Promise<DestinationStats> => {
-      const [ready, due, leased, nextAt, scheduled, campaignIds] = await Promise.all([
-        redis.zcard(keys.ready(domain)),
-        redis.zcount(keys.ready(domain), '-inf', now),
-        redis.zcard(keys.leases(domain)),
-        lowestScore(redis, keys.ready(domain)),
-        redis.zscore(keys.schedule(shard), domain),
-        redis.hkeys(keys.campaignPushed(domain)),
-      ]);
-      const waiting = await Promise.all(campaignIds.map((id) => redis.llen(keys.campaignQueue(domain, id))));
-      const campaigns = waiting.reduce((a, b) => a + b, 0);
-      return { domain, ready, campaigns, due, leased, nextAt, scheduledAt: scheduled === null ? null : Number(scheduled) };
-    }),
-  );
-  const busy = all.filter((s) => s.ready + s.campaigns + s.leased > 0);
+/** Campaign recipients waiting at a destination behind its campaigns' pointers. */
+async function campaignsWaiting(redis: RedisClient, keys: Keys, domain: string): Promise<number> {
+  const ids = await redis.hkeys(keys.campaignPushed(domain));
+  if (ids.length === 0) return 0;
+  const waiting = await Promise.all(ids.map((id) => redis.llen(keys.campaignQueue(domain, id))));
+  return waiting.reduce((a, b) => a + b, 0);
+}
+
+/**
+ * Queue figures per destination, for `sluice queue`: every destination in the destination sets
+ * (all shards) is read, then they are sorted busiest first (due, then ready + leased, then name) and
+ * at most `limit` are returned when given: the limit bounds the output, not the reads. Destinations
+ * with nothing queued are left out. One round trip per SSCAN page plus auto-pipelined batches of
+ * single-key reads (7 per destination, more with campaigns), one batch per page.
+ */
+export async function destinationStats(redis: RedisClient, keys: Keys, shards: number, now: number, limit?: number): Promise<DestinationStats[]> {
+  const busy: DestinationStats[] = [];
+  await eachDestinationPage(redis, keys, shards, async (domains, shard) => {
+    const page = await Promise.all(
+      domains.map(async (domain): Promise<DestinationStats> => {
+        const [ready, due, leased, nextAt, scheduled, campaigns, recordedRule] = await Promise.all([
+          redis.zcard(keys.ready(domain)),
+          redis.zcount(keys.ready(domain), '-inf', now),
+          redis.zcard(keys.leases(domain)),
+          lowestScore(redis, keys.ready(domain)),
+          redis.zscore(keys.schedule(shard), domain),
+          campaignsWaiting(redis, keys, domain),
+          redis.get(keys.destinationRule(domain)),
+        ]);
+        return { domain, ready, campaigns, due, leased, nextAt, scheduledAt: scheduled === null ? null : Number(scheduled), recordedRule };
+      }),
+    );
+    for (const s of page) if (s.ready + s.campaigns + s.leased > 0) busy.push(s);
+  });
   busy.sort((a, b) => b.due - a.due || b.ready + b.campaigns + b.leased - (a.ready + a.campaigns + a.leased) || (a.domain < b.domain ? -1 : a.domain > b.domain ? 1 : 0));
   return limit === undefined ? busy : busy.slice(0, Math.max(0, limit));
+}
+
+export interface QueueTotals {
+  /** recipients waiting: ready entries plus campaign recipients behind their pointers */
+  recipients: number;
+  /** recipients leased (being delivered) */
+  leased: number;
+}
+
+/**
+ * Queue depth per group over every destination, for the queue gauges: `groupOf` names each
+ * destination's group (a provider label: bounded) from its domain and its recorded rule (null when
+ * none). No destination is left out, so the totals are complete; the cost grows with the number of
+ * destinations in the sets (those with queued mail: the reaper takes idle ones out): 4 single-key
+ * reads each (more with campaigns), one auto-pipelined batch per SSCAN page of 500. Measured with
+ * 10,000 destinations (scripted, a local redis-server 7.0, a busy 2-CPU machine): 50 ms of Redis CPU
+ * and ~1 s of wall time per call, most of it in the client; 100,000 took ~8 s (README, Metrics).
+ * Groups with nothing queued are absent.
+ */
+export async function queueTotals(redis: RedisClient, keys: Keys, shards: number, groupOf: (domain: string, recordedRule: string | null) => string): Promise<Map<string, QueueTotals>> {
+  const totals = new Map<string, QueueTotals>();
+  await eachDestinationPage(redis, keys, shards, async (domains) => {
+    const page = await Promise.all(
+      domains.map((domain) => Promise.all([redis.zcard(keys.ready(domain)), campaignsWaiting(redis, keys, domain), redis.zcard(keys.leases(domain)), redis.get(keys.destinationRule(domain))])),
+    );
+    page.forEach(([ready, campaigns, leased, recordedRule], i) => {
+      if (ready + campaigns + leased === 0) return;
+      const group = groupOf(domains[i] as string, recordedRule);
+      const t = totals.get(group) ?? { recipients: 0, leased: 0 };
+      t.recipients += ready + campaigns;
+      t.leased += leased;
+      totals.set(group, t);
+    });
+  });
+  return totals;
 }
 
 const WINDOWS = [

@@ -2,7 +2,8 @@
  * Every Redis key name Sluice uses comes from here. Keys that one Lua script touches together share a
  * hash tag, so every script runs on one slot and the same code works on Redis Cluster:
  *
- *   {d:<domain>}   a destination's ready set, lease set and per-recipient delivery records
+ *   {d:<domain>}   a destination's ready set, lease set, per-recipient delivery records and the
+ *                  shaping rule the dispatcher resolved for it
  *   {t:<scope>}    a throttle scope's token buckets, connection leases and backoff state
  *                  (scope = '<rule>' for provider-wide rules, '<rule>:<domain>' for per-domain rules)
  *   {s:<n>}        shard n of the schedule of destinations with due work
@@ -29,6 +30,12 @@ export function createKeys(prefix: string) {
     campaignQueue: (domain: string, campaignId: string) => `${p}{d:${domain}}:cq:${campaignId}`,
     /** HASH campaign id → "<chunk>:<count>": the last enqueue chunk pushed here (pushCampaign-3.lua). */
     campaignPushed: (domain: string) => `${p}{d:${domain}}:cqpos`,
+    /**
+     * STRING with a TTL: the shaping rule the dispatcher last resolved for this destination with its
+     * MX hosts (queue/destination-rule.ts), so `sluice queue` and the queue gauges group it as
+     * deliveries do. Written alone, read alone.
+     */
+    destinationRule: (domain: string) => `${p}{d:${domain}}:rule`,
     // throttle scope
     bucket: (scope: string) => `${p}{t:${scope}}:bucket`,
     conns: (scope: string) => `${p}{t:${scope}}:conns`,

@@ -1,7 +1,9 @@
 /**
  * `sluice queue` over a real Redis holding queued mail: mail is accepted by a Sluice that runs only
  * the ingress role (so nothing is delivered and the entries stay), part of it is then leased as a
- * dispatcher would, and the command must show each destination's counts and shaping rule.
+ * dispatcher would, and the command must show each destination's counts and shaping rule. The queue
+ * gauges (sluice_queue_recipients / sluice_queue_leases) of that Sluice are read from its /metrics.
+ * One test runs a Sluice with the delivery role, whose dispatcher resolves a destination's MX.
  */
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -11,8 +13,11 @@ import * as assert from 'uvu/assert';
 import { claim } from '../../src/queue/claim.js';
 import { recordThrottleSignal } from '../../src/queue/backoff.js';
 import { resolveShaping } from '../../src/queue/shaping.js';
+import { enqueueRecipients } from '../../src/queue/enqueue.js';
 import { createKeys } from '../../src/redis/keys.js';
 import { freePort, startRedis, type TestRedis } from '../helpers/redis.js';
+import { startDnsStub } from '../helpers/dns-stub.js';
+import { adminGet, metricValue } from '../helpers/sluice-process.js';
 import { startSluiceFixture, type SluiceFixture } from '../helpers/sluice.js';
 import { sluice, spawnSluice } from './run-cli.js';
 
@@ -48,6 +53,17 @@ test.after(async () => {
   await s?.stop();
   await redis?.stop();
   rmSync(dir, { recursive: true, force: true });
+});
+
+test('the queue gauges count recipients and leases by provider, both from the first scrape', async () => {
+  const text = (await adminGet(s.app.ports.admin, '/metrics')).text;
+  const v = (name: string, provider: string) => metricValue(text, name, { provider });
+  // one.test: 2 ready + 2 leased, two.test: 1 (default); gmail.com: 2 (google, by domain)
+  assert.equal(
+    { recipients: v('sluice_queue_recipients', 'default'), leased: v('sluice_queue_leases', 'default'), google: v('sluice_queue_recipients', 'google'), googleLeased: v('sluice_queue_leases', 'google') },
+    { recipients: 3, leased: 2, google: 2, googleLeased: 0 },
+    text.split('\n').filter((l) => l.startsWith('sluice_queue_')).join('\n'),
+  );
 });
 
 test('--json: one row per destination with ready, due, leased counts and the matching rule', async () => {
@@ -127,6 +143,65 @@ test('no Redis: a clear error and exit 1, never a hang', async () => {
   const stale = await sluice(['queue'], { env: { REDIS_URL: join(dir, 'stale.sock') } });
   assert.is(stale.code, 1);
   assert.match(stale.err, 'cannot reach Redis at');
+});
+
+test('a destination whose rule matches only by MX: once the dispatcher resolved it, `sluice queue` and the gauges name the provider its attempts count under', async () => {
+  // hosted.test is sent to a host under google.com (which the shipped google rule matches by MX,
+  // '*.google.com'); nothing listens on its port, so every attempt is deferred and the mail stays.
+  // The host is reached as a named smarthost (delivery.transport), which Sluice resolves and shapes
+  // by like an MX host, so that the test does not depend on port 25 of this machine.
+  const deadPort = await freePort();
+  const dns = await startDnsStub({ 'mx1.hosted.google.com': { A: ['127.0.0.1'] } });
+  const d = await startSluiceFixture(redis, {
+    delivery: { dns: { servers: [dns.server] }, transport: { 'hosted.test': `mx1.hosted.google.com:${deadPort}` } },
+    shaping: { default: { retry: ['10m'] } },
+  });
+  try {
+    assert.is(resolveShaping(d.config.shaping, 'hosted.test', []).rule, 'default', 'the domain alone matches no rule');
+    const sent = await d.api('/v1/messages', { body: { from: 'news@acme.example', to: ['x@hosted.test', 'y@hosted.test'], subject: 'held', text: 'deferred' } });
+    assert.is(sent.status, 202, JSON.stringify(sent.body));
+    let text = '';
+    for (let i = 0; i < 200; i++) {
+      text = (await adminGet(d.app.ports.admin, '/metrics')).text;
+      if (metricValue(text, 'sluice_delivery_attempts_total', { result: 'deferred' }) === 2) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    assert.is(metricValue(text, 'sluice_delivery_attempts_total', { result: 'deferred', provider: 'google' }), 2, 'the dispatcher shaped it as google');
+    text = (await adminGet(d.app.ports.admin, '/metrics')).text;
+    assert.is(metricValue(text, 'sluice_queue_recipients', { provider: 'google' }), 2, 'the gauge counts it under google too');
+    assert.is(metricValue(text, 'sluice_queue_recipients', { provider: 'default' }), null, 'and not under default');
+
+    const file = join(dir, 'delivery.yaml');
+    writeFileSync(file, `redis:\n  url: ${JSON.stringify(redis.url)}\n  prefix: '${d.config.redis.prefix}'\n  scheduleShards: ${d.config.redis.scheduleShards}\n`);
+    const r = await sluice(['queue', '--config', file, '--json']);
+    assert.is(r.code, 0, r.err);
+    const rows = JSON.parse(r.out) as Row[];
+    assert.equal(rows.map((x) => ({ domain: x.domain, ready: x.ready, rule: x.rule, scope: x.scope, connectionLimit: x.connectionLimit })), [
+      { domain: 'hosted.test', ready: 2, rule: 'google', scope: 'google', connectionLimit: 20 },
+    ]);
+    assert.not.ok('recordedRule' in (rows[0] as object), 'the output keeps its shape');
+    const table = await sluice(['queue', '--config', file]);
+    assert.match(table.out, /^hosted\.test\s+2\s+0\s+0\s+0\s+in \d+m\s+google\s+0\/20\s/m);
+  } finally {
+    await d.stop();
+    await dns.close();
+  }
+});
+
+test('with more than 500 destinations the gauges still count every one; the listing stops at --limit', async () => {
+  const keys = createKeys(s.config.redis.prefix);
+  const N = 600;
+  // each extra destination holds one recipient due in an hour (after the fixture's own, in the listing)
+  await enqueueRecipients(redis.client(), keys, s.config.redis.scheduleShards, Array.from({ length: N }, (_, i) => ({ msgId: 'many', idx: i, domain: `d${i}.many.test`, dueAt: Date.now() + 3_600_000 })));
+  const text = (await adminGet(s.app.ports.admin, '/metrics')).text;
+  assert.is(metricValue(text, 'sluice_queue_recipients', { provider: 'default' }), 3 + N);
+  assert.is(metricValue(text, 'sluice_queue_leases', { provider: 'default' }), 2);
+  assert.is(metricValue(text, 'sluice_queue_recipients', { provider: 'google' }), 2);
+
+  const listed = await sluice(['queue', '--config', cfgFile, '--json']);
+  assert.is((JSON.parse(listed.out) as Row[]).length, 50, 'the default --limit');
+  const all = await sluice(['queue', '--config', cfgFile, '--json', '--limit', '1000']);
+  assert.is((JSON.parse(all.out) as Row[]).length, 3 + N);
 });
 
 test('as a real process: prints the table and exits 0', async () => {

@@ -19,7 +19,10 @@ import { recordThrottleSignal, recordSuccess, backoffState, applyBackoff, REASON
 import type { EffectiveShaping } from '../../src/queue/shaping.js';
 import { MINUTE, HOUR } from '../../src/core/time.js';
 import { recipientStates } from '../../src/queue/status.js';
-import { destinationStats, scopeStats } from '../../src/queue/stats.js';
+import { destinationStats, queueTotals, scopeStats } from '../../src/queue/stats.js';
+import { DestinationRuleRecorder, REWRITE_MS, RULE_TTL_S } from '../../src/queue/destination-rule.js';
+import { resolveRecordedShaping, resolveShaping } from '../../src/queue/shaping.js';
+import { loadConfig } from '../../src/config/load.js';
 import { pushCampaignChunk, controlCampaignQueue, holdCampaignEntries } from '../../src/queue/campaign.js';
 
 export interface Harness {
@@ -540,10 +543,78 @@ export function queueFlows(name: string, start: () => Promise<Harness>) {
 
     const stats = await destinationStats(redis, keys, SHARDS, T + 10);
     assert.equal(stats, [
-      { domain: 'big.test', ready: 3, campaigns: 0, due: 2, leased: 1, nextAt: T, scheduledAt: T },
-      { domain: 'small.test', ready: 1, campaigns: 0, due: 1, leased: 0, nextAt: T + 10, scheduledAt: T + 10 },
+      { domain: 'big.test', ready: 3, campaigns: 0, due: 2, leased: 1, nextAt: T, scheduledAt: T, recordedRule: null },
+      { domain: 'small.test', ready: 1, campaigns: 0, due: 1, leased: 0, nextAt: T + 10, scheduledAt: T + 10, recordedRule: null },
     ]);
     assert.equal((await destinationStats(redis, keys, SHARDS, T + 10, 1)).map((s) => s.domain), ['big.test']);
+  });
+
+  test('queueTotals counts every destination (600 here, over every shard), and destinationStats reads them all before its limit', async () => {
+    const keys = ctx();
+    const N = 600;
+    const domains = Array.from({ length: N }, (_, i) => `d${i}.test`);
+    // destination i holds 1 + i % 3 recipients, and the first 100 have one of them leased
+    await enqueueRecipients(redis, keys, SHARDS, domains.flatMap((domain, i) => Array.from({ length: 1 + (i % 3) }, (_, idx) => ({ msgId: `t${i}`, idx, domain, dueAt: T }))));
+    for (const domain of domains.slice(0, 100)) await claim(redis, keys, { domain, max: 1, leaseMs: LEASE, now: T });
+    const total = domains.reduce((n, _, i) => n + 1 + (i % 3), 0);
+    // two groups: the first 250 domains and the rest
+    const totals = await queueTotals(redis, keys, SHARDS, (domain) => (Number(domain.slice(1, -5)) < 250 ? 'first' : 'rest'));
+    const first = domains.slice(0, 250).reduce((n, _, i) => n + 1 + (i % 3), 0);
+    assert.equal(Object.fromEntries(totals), { first: { recipients: first - 100, leased: 100 }, rest: { recipients: total - first, leased: 0 } });
+
+    const all = await destinationStats(redis, keys, SHARDS, T);
+    assert.is(all.length, N, 'every destination, none cut at 500');
+    assert.is(all.reduce((n, s) => n + s.ready + s.leased, 0), total);
+    const top = await destinationStats(redis, keys, SHARDS, T, 50);
+    assert.equal(top, all.slice(0, 50), 'the limit cuts the ranked list (busiest first), not the destinations read');
+    assert.is(top[0]?.due, 3);
+  });
+
+  test("a destination's recorded rule: stats and totals group it as the dispatcher did; written on change or after REWRITE_MS, with a TTL", async () => {
+    const keys = ctx();
+    const { shaping } = loadConfig({ env: {} }); // the shipped rules: google matches '*.google.com' MX hosts
+    await enqueueRecipients(redis, keys, SHARDS, [
+      { msgId: 'r', idx: 0, domain: 'hosted.test', dueAt: T },
+      { msgId: 'r', idx: 1, domain: 'hosted.test', dueAt: T },
+      { msgId: 'r', idx: 2, domain: 'plain.test', dueAt: T },
+      { msgId: 'r', idx: 3, domain: 'gmail.com', dueAt: T },
+    ]);
+    await claim(redis, keys, { domain: 'hosted.test', max: 1, leaseMs: LEASE, now: T });
+    const provider = (domain: string, recorded: string | null) => resolveRecordedShaping(shaping, domain, recorded).provider;
+    assert.equal(Object.fromEntries(await queueTotals(redis, keys, SHARDS, provider)), { default: { recipients: 2, leased: 1 }, google: { recipients: 1, leased: 0 } }, 'before any visit: by domain alone');
+
+    // the dispatcher resolves hosted.test with its MX hosts and records the rule
+    const writes: string[] = [];
+    const recorder = new DestinationRuleRecorder(stepped(redis, async () => {
+      writes.push('set');
+    }, ['set']), keys);
+    const resolved = resolveShaping(shaping, 'hosted.test', ['alt1.aspmx.l.google.com']);
+    assert.is(resolved.rule, 'google');
+    recorder.record('hosted.test', resolved.rule, T);
+    recorder.record('hosted.test', resolved.rule, T + 1000); // the next claims: no write
+    await redis.ping();
+    assert.is(writes.length, 1);
+    assert.is(await redis.get(keys.destinationRule('hosted.test')), 'google');
+    const ttl = await redis.ttl(keys.destinationRule('hosted.test'));
+    assert.ok(ttl > RULE_TTL_S - 5 && ttl <= RULE_TTL_S, `TTL ${ttl}`);
+
+    const stats = await destinationStats(redis, keys, SHARDS, T);
+    assert.is(stats.find((s) => s.domain === 'hosted.test')?.recordedRule, 'google');
+    assert.is(stats.find((s) => s.domain === 'plain.test')?.recordedRule, null);
+    assert.equal(Object.fromEntries(await queueTotals(redis, keys, SHARDS, provider)), { default: { recipients: 1, leased: 0 }, google: { recipients: 2, leased: 1 } }, 'hosted.test now counts under google, as its deliveries do');
+
+    // unchanged: written again only after REWRITE_MS (which brings back a record lost meanwhile); changed: at once
+    await redis.del(keys.destinationRule('hosted.test'));
+    recorder.record('hosted.test', 'google', T + REWRITE_MS - 1);
+    await redis.ping();
+    assert.is(await redis.get(keys.destinationRule('hosted.test')), null);
+    recorder.record('hosted.test', 'google', T + REWRITE_MS);
+    await redis.ping();
+    assert.is(await redis.get(keys.destinationRule('hosted.test')), 'google');
+    recorder.record('hosted.test', 'default', T + REWRITE_MS + 1);
+    await redis.ping();
+    assert.is(await redis.get(keys.destinationRule('hosted.test')), 'default');
+    assert.is(writes.length, 3);
   });
 
   test('a campaign waits as contact numbers behind one pointer; claim expands them in order into lease entries', async () => {

@@ -1,7 +1,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { loadConfig } from '../../src/config/load.js';
-import { resolveShaping, retryDelay } from '../../src/queue/shaping.js';
+import { resolveRecordedShaping, resolveShaping, retryDelay } from '../../src/queue/shaping.js';
 import { MINUTE, HOUR } from '../../src/core/time.js';
 
 const test = suite('queue/shaping');
@@ -87,6 +87,26 @@ test('the returned shaping is a copy: changing it does not change the frozen con
   s.rate.perSecond = 99;
   assert.is(resolveShaping(shaping, 'gmail.com', []).retry.length, shaping.default.retry.length);
   assert.is(resolveShaping(shaping, 'gmail.com', []).rate.perSecond, null);
+});
+
+test('a recorded rule (the one the dispatcher resolved with the MX hosts) is what readers without MX hosts get', () => {
+  const mx = resolveShaping(shaping, 'acme.example', ['aspmx.l.google.com']);
+  assert.is(resolveShaping(shaping, 'acme.example', []).rule, 'default', 'by domain alone it is not google');
+  assert.equal(resolveRecordedShaping(shaping, 'acme.example', mx.rule), mx, 'the same shaping as the dispatcher had: rule, scope, limits');
+  assert.equal(resolveRecordedShaping(shaping, 'acme.example', null), resolveShaping(shaping, 'acme.example', []), 'nothing recorded: by domain');
+  assert.is(resolveRecordedShaping(shaping, 'x.example', 'mimecast').scope, 'mimecast');
+  assert.is(resolveRecordedShaping(shaping, 'x.example', 'default').rule, 'default');
+});
+
+test('a recorded rule gives way to the config: an unknown name is ignored, an earlier rule matching the domain wins', () => {
+  assert.is(resolveRecordedShaping(shaping, 'acme.example', 'renamed').rule, 'default', 'a rule the config no longer has');
+  assert.is(resolveRecordedShaping(shaping, 'gmail.com', 'renamed').rule, 'google');
+  // corp (2nd) matches a.corp.example by domain: a record of mimecast (3rd) is from an older config
+  assert.is(resolveRecordedShaping(shaping, 'a.corp.example', 'mimecast').rule, 'corp');
+  // google (1st) matched by MX before corp: the dispatcher found it first, so it stands
+  assert.is(resolveRecordedShaping(shaping, 'a.corp.example', 'google').rule, 'google');
+  assert.is(resolveShaping(shaping, 'a.corp.example', ['alt1.aspmx.l.google.com']).rule, 'google');
+  assert.is(resolveRecordedShaping(shaping, 'A.Corp.Example.', 'corp').scope, 'corp:a.corp.example', 'the domain is normalized as resolveShaping does');
 });
 
 test.run();
