@@ -19,7 +19,8 @@
  *        BENCH_BATCH (100), BENCH_CONCURRENCY (4), BENCH_SKIP_BUILD=1, BENCH_SLUICE='{json config overrides}',
  *        BENCH_ONLY=rsa,ed25519,rsa_100kb (a subset), BENCH_ROUNDS=3 (median of interleaved rounds), BENCH_SKIP_MEMORY=1,
  *        BENCH_NODE_FLAGS='--max-semi-space-size=16 --trace-gc' (Sluice's node flags instead of SLUICE_NODE_FLAGS),
- *        BENCH_KEEP_LOG=1 (copies each scenario's Sluice log to $TMPDIR/sluice-bench-<scenario>.log)
+ *        BENCH_KEEP_LOG=1 (copies each scenario's Sluice log to $TMPDIR/sluice-bench-<scenario>.log),
+ *        BENCH_DURABILITY=strict (redis.durability strict, Redis with appendfsync always)
  *
  * Prints a table and writes bench/results/e2e.json. Every wait is bounded (150 s per scenario);
  * at ~230 delivered/s the run takes ~5 min, plus ~40 s with --profile.
@@ -67,9 +68,17 @@ const SCENARIO_TIMEOUT_MS = 150_000;
  *   reconnecting every 100 messages.
  * - log warn: info logs one line per connection; production-like but noisy.
  */
+/**
+ * BENCH_DURABILITY=strict measures `redis.durability: strict` (README "Durability"): Redis fsyncs
+ * the AOF on every write (appendfsync always; this Redis predates WAITAOF), and Sluice acknowledges
+ * mail only once it is on disk. Default everysec, as Sluice's default.
+ */
+const DURABILITY = process.env['BENCH_DURABILITY'] === 'strict' ? 'strict' : 'everysec';
+const APPENDFSYNC = DURABILITY === 'strict' ? 'always' : 'everysec';
 const TUNING = mergeDeep(
   {
     log: { level: 'warn' },
+    redis: { durability: DURABILITY },
     delivery: { pool: { threads: 2, queuePerThread: 64 }, claimBatch: 50, maxConnections: 200 },
     shaping: { default: { connections: 2, messagesPerConnection: 1000 } },
   },
@@ -255,7 +264,7 @@ async function runScenario(sc: Scenario, account: Account, cpuProfDir?: string):
   let sluice: SluiceHandle | undefined;
   let client: Redis | undefined;
   try {
-    redis = await startEmbeddedRedis({ binary: 'redis-server', dir: join(dir, 'redis'), appendfsync: 'everysec' });
+    redis = await startEmbeddedRedis({ binary: 'redis-server', dir: join(dir, 'redis'), appendfsync: APPENDFSYNC });
     client = new Redis({ path: redis.socket, lazyConnect: false, maxRetriesPerRequest: 2 });
     sink = await startSink();
     sluice = await startSluiceProcess({ dir, redisUrl: redis.socket, sinkPort: sink.port, account, tuning: TUNING, ...(cpuProfDir ? { cpuProfDir } : {}) });
@@ -378,7 +387,7 @@ async function runMemory(account: Account): Promise<MemoryResult> {
   let sluice: SluiceHandle | undefined;
   let client: Redis | undefined;
   try {
-    redis = await startEmbeddedRedis({ binary: 'redis-server', dir: join(dir, 'redis'), appendfsync: 'everysec' });
+    redis = await startEmbeddedRedis({ binary: 'redis-server', dir: join(dir, 'redis'), appendfsync: APPENDFSYNC });
     client = new Redis({ path: redis.socket, maxRetriesPerRequest: 2 });
     sluice = await startSluiceProcess({ dir, redisUrl: redis.socket, sinkPort: 9, account, tuning: TUNING, roles: 'ingress' });
     const fanoutMessages = 100;
@@ -557,7 +566,7 @@ async function main(): Promise<void> {
       ...(profile ? { profile } : {}),
       ...(yardstick ? { postfix_yardstick: yardstick } : {}),
       ...(failures.length > 0 ? { failures } : {}),
-      settings: { recipients: RECIPIENTS, recipients_100kb: RECIPIENTS_100KB, domains: DOMAINS, batch: BATCH, concurrency: CONCURRENCY, sluice: TUNING, redis: 'redis-server, AOF appendfsync everysec, unix socket' },
+      settings: { recipients: RECIPIENTS, recipients_100kb: RECIPIENTS_100KB, domains: DOMAINS, batch: BATCH, concurrency: CONCURRENCY, sluice: TUNING, redis: `redis-server, AOF appendfsync ${APPENDFSYNC}, unix socket`, durability: DURABILITY },
       machine: { nproc: availableParallelism(), cpu: cpus()[0]?.model ?? 'unknown', ...signing, node: process.version, date: new Date().toISOString() },
     };
     mkdirSync(join(BENCH, 'results'), { recursive: true });
