@@ -257,7 +257,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
         metrics: { deliveries: metrics.webhookDeliveries, lagSeconds: metrics.webhookLag },
         ...(webhookKey ? { secretKey: webhookKey } : {}),
         maxAttemptsWindowMs: w.retryWindow, retryBaseMs: w.retryBase, retryMaxDelayMs: w.retryMaxDelay, requestTimeoutMs: w.timeout,
-        maxBatchEvents: w.batchSize, perEndpointInFlight: w.perEndpointInFlight, pollIntervalMs: w.pollInterval,
+        maxBatchEvents: w.batchSize, perEndpointInFlight: w.perEndpointInFlight, maxInFlight: w.maxInFlight, pollIntervalMs: w.pollInterval,
         allowPrivateTargets: w.allowPrivateTargets,
       });
       webhooks.start();

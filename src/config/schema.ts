@@ -333,6 +333,8 @@ export const configSchema = z
         timeout: duration,
         batchSize: positiveInt,
         perEndpointInFlight: positiveInt,
+        /** POSTs in flight per process, all endpoints together (each hanging one holds a slot up to `timeout`). */
+        maxInFlight: positiveInt,
         pollInterval: duration,
         /** Let endpoints be on loopback, private or link-local addresses (off: refused at registration and at connect). */
         allowPrivateTargets: z.boolean(),
