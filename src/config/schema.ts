@@ -210,6 +210,8 @@ export const configSchema = z
             /** Connections open at once from one client (an IPv4 address, an IPv6 /64); 503 and closed beyond. */
             maxClientsPerIp: positiveInt,
             clientLimitExempt: exemptNetworks,
+            /** Behind a proxy: the client is the last X-Forwarded-For hop, and only maxClients applies. */
+            trustProxy: z.boolean(),
           })
           .strict(),
         maxRecipients: positiveInt,

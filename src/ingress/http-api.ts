@@ -28,6 +28,7 @@ import { extractLinks } from '../render/links.js';
 import { encodeSpecRecord } from '../render/spec-record.js';
 import { listenOn } from '../core/listen.js';
 import { limitHttpConnections, serviceUnavailable } from '../core/http-connection-limit.js';
+import { lastForwardedHop } from '../core/forwarded.js';
 
 /**
  * The HTTP API, on plain node:http (this is a handful of routes; a framework would add more code
@@ -170,6 +171,17 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
   const principals = new WeakMap<IncomingMessage, Principal>();
 
   /**
+   * The client's address: the socket's, or behind a proxy (ingress.http.trustProxy) the last
+   * X-Forwarded-For hop, so that failed logins are throttled per client, not per proxy.
+   */
+  const clientAddress = (req: IncomingMessage): string => {
+    const socket = req.socket.remoteAddress ?? 'unknown';
+    if (!cfg.trustProxy) return socket;
+    const xff = req.headers['x-forwarded-for'];
+    return lastForwardedHop(xff === undefined ? [] : Array.isArray(xff) ? xff : [xff]) ?? socket;
+  };
+
+  /**
    * Who sends the request: an account (its own key) or an operator. Failures are throttled per
    * client IP and per claimed identity (the account or operator id a key names), in Redis, so a
    * guesser is slowed across every ingress process whichever address it comes from.
@@ -179,7 +191,7 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
     if (known) return known;
     const header = req.headers.authorization;
     if (!header) throw new SluiceError('SLUICE_AUTH_REQUIRED', 'Authentication required: send Authorization: Bearer <api key>');
-    const ip = req.socket.remoteAddress ?? 'unknown';
+    const ip = clientAddress(req);
     const key = /^Bearer +([\x21-\x7e]{1,200})$/i.exec(header)?.[1];
     const user = key === undefined ? undefined : claimedIdentity(key);
     const before = await throttle.check(ip, user);
@@ -508,7 +520,8 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
   });
   isRefused = limitHttpConnections(
     server,
-    { maxConnections: cfg.maxClients, maxConnectionsPerClient: cfg.maxClientsPerIp, clientLimitExempt: cfg.clientLimitExempt },
+    // Behind a proxy every connection has the proxy's address: only the total applies (as for tracking).
+    cfg.trustProxy ? { maxConnections: cfg.maxClients } : { maxConnections: cfg.maxClients, maxConnectionsPerClient: cfg.maxClientsPerIp, clientLimitExempt: cfg.clientLimitExempt },
     serviceUnavailable(JSON.stringify(new SluiceError('SLUICE_TOO_MANY_CONNECTIONS').toJSON()), 'application/json; charset=utf-8'),
     (reason) => deps.metrics?.httpConnectionsRefused.inc({ reason }),
   );

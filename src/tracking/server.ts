@@ -1,6 +1,7 @@
 import { createServer, STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { isIP, type Socket } from 'node:net';
+import type { Socket } from 'node:net';
+import { lastForwardedHop } from '../core/forwarded.js';
 import { performance } from 'node:perf_hooks';
 import type { TokenKind, TokenPayload } from '../core/tokens.js';
 import { classifyClick, type TrackingRequest } from './classify.js';
@@ -103,17 +104,14 @@ export async function startTrackingServer(deps: TrackingDeps, opts: TrackingServ
   const clientOf = (req: IncomingMessage): TrackingRequest => {
     let ip = req.socket.remoteAddress ?? '';
     let userAgent = '';
-    let forwarded = '';
+    const forwarded: string[] = [];
     const raw = req.rawHeaders;
     for (let i = 0; i + 1 < raw.length; i += 2) {
       const name = raw[i] as string;
       if (name.length === 10 && userAgent === '' && name.toLowerCase() === 'user-agent') userAgent = raw[i + 1] as string;
-      else if (opts.trustProxy && name.length === 15 && name.toLowerCase() === 'x-forwarded-for') forwarded += (forwarded ? ',' : '') + (raw[i + 1] as string);
+      else if (opts.trustProxy && name.length === 15 && name.toLowerCase() === 'x-forwarded-for') forwarded.push(raw[i + 1] as string);
     }
-    if (opts.trustProxy) {
-      const hop = forwarded.split(',').pop()?.trim() ?? '';
-      if (isIP(hop)) ip = hop;
-    }
+    if (opts.trustProxy) ip = lastForwardedHop(forwarded) ?? ip;
     return { method: req.method ?? 'GET', userAgent, ip };
   };
 

@@ -23,6 +23,7 @@ let redis: TestRedis;
 let dir = '';
 let a: RunningSluice;
 let b: RunningSluice;
+let proxied: RunningSluice;
 let acme: AccountKeys;
 let other: AccountKeys;
 const agents: Agent[] = [];
@@ -34,7 +35,7 @@ test.before(async () => {
   acme = await makeAccount(dir, 'acme', 'acme.example', ['ed25519']);
   other = await makeAccount(dir, 'other', 'other.example', ['ed25519']);
   const { prefix } = redis.fresh();
-  const start = () =>
+  const start = (trustProxy = false) =>
     startSluice(
       loadConfig({
         env: {},
@@ -43,7 +44,7 @@ test.before(async () => {
           instance: { hostname: 'sluice.test', dataDir: dir },
           redis: { url: redis.url, prefix },
           admin: { host: '127.0.0.1', port: 0 },
-          ingress: { smtp: { host: '127.0.0.1', port: 0, authFailuresBeforeDelay: REFUSE_AFTER - 1 }, http: { host: '127.0.0.1', port: 0 } },
+          ingress: { smtp: { host: '127.0.0.1', port: 0, authFailuresBeforeDelay: REFUSE_AFTER - 1 }, http: { host: '127.0.0.1', port: 0, trustProxy } },
           accounts: [acme.account, other.account],
         },
       }),
@@ -51,19 +52,22 @@ test.before(async () => {
     );
   a = await start();
   b = await start();
+  proxied = await start(true);
 });
 test.after(async () => {
   await Promise.all(agents.map((x) => x.close()));
   await a.stop(1000);
   await b.stop(1000);
+  await proxied.stop(1000);
   await redis.stop();
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function http(app: RunningSluice, from: string, key: string) {
+async function http(app: RunningSluice, from: string, key: string, forwardedFor?: string) {
   const agent = new Agent({ localAddress: from });
   agents.push(agent);
-  const res = await request(`http://127.0.0.1:${app.ports.http}/v1/suppressions`, { headers: { authorization: `Bearer ${key}` }, dispatcher: agent });
+  const headers: Record<string, string> = { authorization: `Bearer ${key}`, ...(forwardedFor ? { 'x-forwarded-for': forwardedFor } : {}) };
+  const res = await request(`http://127.0.0.1:${app.ports.http}/v1/suppressions`, { headers, dispatcher: agent });
   const body = JSON.parse(await res.body.text()) as { code?: string };
   return { status: res.statusCode, code: body.code };
 }
@@ -97,6 +101,16 @@ test('HTTP: failures on one instance lock the claimed user and the IP on the oth
   const ipLocked = await http(b, '127.0.0.2', other.apiKey);
   assert.is(ipLocked.status, 429, 'the IP is locked on the other instance, for every user');
   assert.is((await http(b, '127.0.0.3', other.apiKey)).status, 200, 'another user from another IP is served');
+});
+
+test('HTTP behind a proxy (ingress.http.trustProxy): the client is the last X-Forwarded-For hop, not the proxy', async () => {
+  // A guesser behind the proxy (socket 127.0.0.6 for everyone), claiming an account that does not exist.
+  const wrong = `sk_nobody_${'Q'.repeat(32)}`;
+  for (let i = 1; i <= REFUSE_AFTER; i++) assert.is((await http(proxied, '127.0.0.6', wrong, `198.51.100.9, 203.0.113.7`)).status, 401, `attempt ${i}`);
+  assert.is((await http(proxied, '127.0.0.6', other.apiKey, '203.0.113.7')).status, 429, 'the guessing client is locked');
+  assert.is((await http(proxied, '127.0.0.6', other.apiKey, '198.51.100.9, 203.0.113.8')).status, 200, 'another client through the same proxy is served');
+  // Without trustProxy the header means nothing: the socket's address is the client.
+  assert.is((await http(a, '127.0.0.6', other.apiKey, '203.0.113.7')).status, 200, 'the proxy itself was never locked');
 });
 
 test('SMTP: failures on one instance lock the user and the IP on the other', async () => {
