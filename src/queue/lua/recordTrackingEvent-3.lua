@@ -35,7 +35,7 @@ if kind == 'c' then
   if not url then return {0, 0, false} end
 end
 
-local first, burst = 0, 0
+local first, burst, burstStart = 0, 0, 0
 -- Distinct links in the window from which clicks are a scanner's: ARGV[8], or every link of a mail
 -- with fewer (two links both clicked within the window); one link alone can show no burst.
 local burstLimit = tonumber(ARGV[8])
@@ -57,7 +57,7 @@ if idx ~= '' then
     -- Only a first click on a link counts: one link clicked twice is a person, many links at once is not.
     if first == 1 then count = count + 1 end
     if count > 0 then redis.call('HSET', KEYS[1], 'b:' .. idx, start .. ':' .. count) end
-    burst = count
+    burst, burstStart = count, start
   end
   redis.call('PEXPIRE', KEYS[1], ARGV[6])
 end
@@ -70,6 +70,18 @@ if kind == 'u' then
 else
   local name = (kind == 'o') and 'opens' or 'clicks'
   local machine = cls ~= '' or (kind == 'c' and burst >= burstLimit)
+  if machine and cls == '' and first == 1 and burst == burstLimit then
+    -- This click makes the burst: the earlier first clicks of the window, counted as a person's
+    -- when they came, were the same scanner's. Their counts move to machine (their events stay as
+    -- written), and a first human click made within the window is no longer the recipient's.
+    redis.call('HINCRBY', stats, 'clicks_human', 1 - burst)
+    redis.call('HINCRBY', stats, 'machine_clicks', burst - 1)
+    local hc = tonumber(redis.call('HGET', KEYS[1], 'hc:' .. idx))
+    if hc and hc >= burstStart then
+      redis.call('HDEL', KEYS[1], 'hc:' .. idx)
+      redis.call('HINCRBY', stats, 'clicks_unique_human', -1)
+    end
+  end
   if machine then
     redis.call('HINCRBY', stats, 'machine_' .. name, 1)
   else
