@@ -544,7 +544,7 @@ export class Dispatcher {
             return;
           }
           const task: RenderTask = { msgId: msg.id, kind: msg.kind, source: msg.body, signingDomain: msg.fromDomain, acceptedAt: msg.acceptedAt, frame: true, chunked, single: msg.rcpts.length === 1 };
-          if (msg.kind === 'spec') task.tracking = { account: msg.account, idx: entry.idx, mode: this.specTrackingMode(msg.account, msg.rcpts.length) };
+          if (msg.kind === 'spec') task.tracking = { account: msg.account, idx: entry.idx, mode: this.trackingMode(msg.account, msg.rcpts.length) };
           tasks.push(task);
         });
         const t0 = performance.now();
@@ -646,14 +646,14 @@ export class Dispatcher {
 
   /** The render task of one campaign recipient: the template is compiled once per worker, the copy is theirs. */
   /**
-   * The tracking mode of an API message's copies. In 'anonymous' mode only aggregate counts are
-   * kept, and a message to fewer than ANONYMOUS_MIN_RECIPIENTS people has no aggregate to hide in
+   * The tracking mode of a message's or campaign's copies. In 'anonymous' mode only aggregate counts
+   * are kept, and mail to fewer than ANONYMOUS_MIN_RECIPIENTS people has no aggregate to hide in
    * (the one recipient of a message is its counts): it is sent untracked, as in 'off', keeping its
-   * List-Unsubscribe.
+   * List-Unsubscribe. `recipients` null: not known yet (a campaign still queueing its list).
    */
-  private specTrackingMode(account: string, recipients: number): TrackingMode {
+  private trackingMode(account: string, recipients: number | null): TrackingMode {
     const mode = this.trackingModes.get(account) ?? 'full';
-    return mode === 'anonymous' && recipients < ANONYMOUS_MIN_RECIPIENTS ? 'off' : mode;
+    return mode === 'anonymous' && recipients !== null && recipients < ANONYMOUS_MIN_RECIPIENTS ? 'off' : mode;
   }
 
   private campaignTask(msg: LoadedMessage, entry: QueueEntry, contact: CampaignContact, chunked: boolean): RenderTask {
@@ -668,7 +668,7 @@ export class Dispatcher {
       campaign: {
         recipient: { no: entry.idx, address: contact.email, fields: { ...contact.fields } },
         account: msg.account,
-        mode: this.trackingModes.get(msg.account) ?? 'full',
+        mode: this.trackingMode(msg.account, msg.campaign?.recipients ?? null),
       },
     };
   }

@@ -31,6 +31,8 @@ export interface LoadedCampaign {
   readonly state: CampaignState;
   readonly tracking: CampaignTracking;
   readonly throttlePerHour: number | null;
+  /** Recipients the campaign queued, once its whole list is queued; null before (the count still grows). */
+  readonly recipients: number | null;
 }
 
 export interface MessageSource {
@@ -94,7 +96,7 @@ export function createMessageSource(redis: RedisClient, keys: Keys, recordsTtlMs
         acceptedAt: c.startedAt ?? c.createdAt,
         // Bytes: the pool copies a body shared by a batch's tasks once, a string once per task.
         body,
-        campaign: { listId: c.listId, state: c.state, tracking: c.tracking, throttlePerHour: c.throttlePerHour },
+        campaign: { listId: c.listId, state: c.state, tracking: c.tracking, throttlePerHour: c.throttlePerHour, recipients: c.enqueued ? c.queued : null },
       };
     }
     const m = toMeta(msgId, metaHash);

@@ -11,6 +11,8 @@ import { createLogger } from '../../src/observability/logger.js';
 import { startSluice, type RunningSluice } from '../../src/app/start.js';
 import { createTokenCodec, type TokenCodec } from '../../src/core/tokens.js';
 import { suppressionOf } from '../../src/store/suppression.js';
+import { createList } from '../../src/store/contacts.js';
+import { importContacts } from '../../src/store/contact-import.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { startCapturePeer, type CapturePeer, type CapturedMessage } from '../helpers/smtp-peer.js';
 import { makeAccount, type AccountKeys } from '../helpers/sluice.js';
@@ -58,7 +60,7 @@ test.before(async () => {
   const config = loadConfig({
     env: {},
     overrides: {
-      roles: ['ingress', 'delivery', 'tracking'],
+      roles: ['ingress', 'delivery', 'tracking', 'housekeeping'],
       instance: { hostname: 'sluice.test', dataDir: dir },
       log: { level: 'silent' },
       redis: { url: redis.url, prefix: redis.fresh().prefix, scheduleShards: 4 },
@@ -234,6 +236,24 @@ test("anonymous mode tracks a message to ten people, but not one to a single per
     assert.match(html, 'http://127.0.0.1/c/', 'click URLs');
     const [v] = await verifyWithMailauth(m.raw, txt);
     assert.ok(v?.pass, v?.detail);
+  }
+});
+
+test('anonymous mode: a campaign to three contacts is sent untracked too, keeping each contact\'s List-Unsubscribe', async () => {
+  const list = await createList(app.redis.client, app.keys, 'anon', 'small');
+  async function* rows() {
+    for (const i of [0, 1, 2]) yield `${JSON.stringify({ email: `few${i}@one.test` })}\n`;
+  }
+  await importContacts(app.redis.client, app.keys, 'anon', list.id, rows(), { format: 'ndjson', limits: { maxBytes: 1_000_000, maxRows: 100 } });
+  const r = await api(anon, '/v1/campaigns', { from: 'news@anon.example', subject: 'Few', html: HTML, listId: list.id, sendAt: 'now' });
+  assert.is(r.status, 201, JSON.stringify(r.body));
+  const got = (await sink.waitFor(sink.messages.length + 3, 20_000)).filter((m) => m.envelope.to[0]?.startsWith('few'));
+  assert.is(got.length, 3);
+  for (const m of got) {
+    const html = String((await simpleParser(m.raw)).html);
+    assert.not.match(html, '<img', 'no pixel');
+    assert.not.match(html, 'http://127.0.0.1/c/', 'no click URL');
+    assert.match(headerOf(m.raw), /^List-Unsubscribe: <http:\/\/127\.0\.0\.1\/u\//im);
   }
 });
 
