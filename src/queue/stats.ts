@@ -43,10 +43,21 @@ async function eachDestinationPage(redis: RedisClient, keys: Keys, shards: numbe
 
 /** Campaign recipients waiting at a destination behind its campaigns' pointers. */
 async function campaignsWaiting(redis: RedisClient, keys: Keys, domain: string): Promise<number> {
+  return (await campaignsAt(redis, keys, domain)).waiting;
+}
+
+/**
+ * Campaign recipients waiting at a destination, and how many of its campaigns' pointers
+ * ("@<campaignId>", queue/campaign.ts) are in its ready set: entries of the set that are not recipients.
+ */
+async function campaignsAt(redis: RedisClient, keys: Keys, domain: string): Promise<{ waiting: number; pointers: number }> {
   const ids = await redis.hkeys(keys.campaignPushed(domain));
-  if (ids.length === 0) return 0;
-  const waiting = await Promise.all(ids.map((id) => redis.llen(keys.campaignQueue(domain, id))));
-  return waiting.reduce((a, b) => a + b, 0);
+  if (ids.length === 0) return { waiting: 0, pointers: 0 };
+  const [waiting, scores] = await Promise.all([
+    Promise.all(ids.map((id) => redis.llen(keys.campaignQueue(domain, id)))),
+    Promise.all(ids.map((id) => redis.zscore(keys.ready(domain), `@${id}`))),
+  ]);
+  return { waiting: waiting.reduce((a, b) => a + b, 0), pointers: scores.filter((x) => x !== null).length };
 }
 
 /**
@@ -100,13 +111,15 @@ export async function queueTotals(redis: RedisClient, keys: Keys, shards: number
   const totals = new Map<string, QueueTotals>();
   await eachDestinationPage(redis, keys, shards, async (domains) => {
     const page = await Promise.all(
-      domains.map((domain) => Promise.all([redis.zcard(keys.ready(domain)), campaignsWaiting(redis, keys, domain), redis.zcard(keys.leases(domain)), redis.get(keys.destinationRule(domain))])),
+      domains.map((domain) => Promise.all([redis.zcard(keys.ready(domain)), campaignsAt(redis, keys, domain), redis.zcard(keys.leases(domain)), redis.get(keys.destinationRule(domain))])),
     );
     page.forEach(([ready, campaigns, leased, recordedRule], i) => {
-      if (ready + campaigns + leased === 0) return;
+      // A campaign's pointer in the ready set stands for its waiting recipients, counted apart.
+      const recipients = ready - campaigns.pointers + campaigns.waiting;
+      if (recipients + leased === 0) return;
       const group = groupOf(domains[i] as string, recordedRule);
       const t = totals.get(group) ?? { recipients: 0, leased: 0 };
-      t.recipients += ready + campaigns;
+      t.recipients += recipients;
       t.leased += leased;
       totals.set(group, t);
     });

@@ -632,6 +632,8 @@ export function queueFlows(name: string, start: () => Promise<Harness>) {
 
     // a plain message entry and the pointer share the ready set; both are claimed
     await enqueueRecipients(redis, keys, SHARDS, [{ msgId: 'm', idx: 0, domain: 'a.test', dueAt: T + 1 }]);
+    // The gauges count recipients: the 6 waiting and the message's 1, not the pointers.
+    assert.equal(Object.fromEntries(await queueTotals(redis, keys, SHARDS, () => 'all')), { all: { recipients: 7, leased: 0 } });
     const first = await claim(redis, keys, { domain: 'a.test', max: 3, leaseMs: LEASE, now: T + 5 });
     assert.equal(first.entries.map(entryMember), ['c1:1:0', 'c1:2:0', 'c1:3:0']);
     assert.equal(await redis.zrange(keys.ready('a.test'), 0, -1), ['@c1', 'm:0:0'], 'the pointer stays while numbers wait');
