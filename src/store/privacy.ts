@@ -154,9 +154,15 @@ async function matchingEvents(redis: RedisClient, keys: Keys, pairs: ReadonlySet
   }
 }
 
-/** Raw feedback mail about the address: named by its events, or not understood and naming it. */
-async function feedbackIds(redis: RedisClient, keys: Keys, address: string, events: readonly StreamEvent[]): Promise<string[]> {
+/**
+ * Raw feedback mail about the address: named by its events (which are the scope's), and, for an
+ * operator's search of every account only, mail not understood that names it. Mail not understood
+ * was matched to no message, so nothing says whose it is (a bounce often quotes the original, which
+ * may be any account's): an account's own request never reads or erases it.
+ */
+async function feedbackIds(redis: RedisClient, keys: Keys, address: string, events: readonly StreamEvent[], scope: PrivacyScope): Promise<string[]> {
   const ids = new Set(events.flatMap((e) => (e.fields['feedbackId'] ? [e.fields['feedbackId']] : [])));
+  if (!scope.all) return [...ids];
   const unprocessed = await redis.zrange(keys.feedbackUnprocessed(), 0, -1);
   for (const id of unprocessed) {
     if (ids.has(id)) continue;
@@ -205,7 +211,7 @@ export async function exportAddress(redis: RedisClient, keys: Keys, address: str
     });
   }
   const feedback = [];
-  for (const id of await feedbackIds(redis, keys, f.address, events)) {
+  for (const id of await feedbackIds(redis, keys, f.address, events, scope)) {
     const h = await redis.hmget(keys.feedbackRaw(id), 'mailFrom', 'receivedAt', 'outcome', 'rcpts');
     const raw = await redis.hgetBuffer(keys.feedbackRaw(id), 'raw');
     if (raw === null) continue;
@@ -281,7 +287,7 @@ export async function eraseAddress(
   // Events naming the recipients, and the raw feedback mail they (or its text) point to.
   const pairs = new Set(f.refs.map((r) => pairOf(r.msgId, r.idx)));
   const events = await matchingEvents(redis, keys, pairs, Math.min(now, ...f.refs.map((r) => r.at)));
-  const fb = await feedbackIds(redis, keys, f.address, events);
+  const fb = await feedbackIds(redis, keys, f.address, events, scope);
   for (let i = 0; i < events.length; i += EVENTS_PAGE) await redis.xdel(keys.events(), ...events.slice(i, i + EVENTS_PAGE).map((e) => e.id));
   // Two slots ({f:<id>} and the index): two commands, not a MULTI (refused across slots on a cluster).
   for (const id of fb) await Promise.all([redis.del(keys.feedbackRaw(id)), redis.zrem(keys.feedbackUnprocessed(), id)]);

@@ -15,7 +15,7 @@ import { createCampaign } from '../../src/store/campaigns.js';
 import { pushCampaignChunk } from '../../src/queue/campaign.js';
 import { appendEvent } from '../../src/store/events.js';
 import { addSuppression, suppressionsOf, suppressionOf } from '../../src/store/suppression.js';
-import { storeFeedback } from '../../src/feedback/raw-store.js';
+import { recordOutcome, storeFeedback } from '../../src/feedback/raw-store.js';
 import { recordSoftBounce } from '../../src/feedback/soft-bounces.js';
 import { createWebhook } from '../../src/store/webhooks.js';
 import { eraseAddress, exportAddress } from '../../src/store/privacy.js';
@@ -141,6 +141,21 @@ test('export holds contacts, suppressions, messages with delivery states, opens,
   for (const kind of ['opens', 'clicks', 'unsubscribes', 'bounces', 'complaints', 'feedback', 'softBounces']) assert.is(e[kind]!.length > 0, true, kind);
   // another recipient's data is not in it
   assert.not.match(JSON.stringify(e), OTHER);
+});
+
+test("mail not understood that names the address is another account's business: only an operator's search of every account reads or erases it", async () => {
+  await populate();
+  // A bounce nobody could match: it quotes another account's message to the address.
+  await storeFeedback(client, keys, { id: 'fb-lost', raw: Buffer.from(`Subject: undeliverable\r\n\r\nTo: ${ADDRESS}\r\nFrom: ceo@other-account.test\r\n`), rcpts: ['postmaster@bounce.acme.test'], mailFrom: '', receivedAt: NOW }, 60_000);
+  await recordOutcome(client, keys, 'fb-lost', 'unmatched', NOW, 60_000);
+  const ids = (e: Record<string, unknown>) => (e['feedback'] as { id: string }[]).map((f) => f.id);
+  assert.not.ok(ids(await exportAddress(client, keys, ADDRESS, SCOPE)).includes('fb-lost'), "not in the account's export");
+  assert.ok(ids(await exportAddress(client, keys, ADDRESS, { accounts: [ACCOUNT], all: true })).includes('fb-lost'), "in the operator's");
+  const erase = { eventsMaxLen: 1000, recordTtlMs: 60_000, ref: 'sha256:test' };
+  await eraseAddress(client, keys, ADDRESS, SCOPE, erase);
+  assert.is(await client.exists(keys.feedbackRaw('fb-lost')), 1, "the account's erasure leaves it");
+  await eraseAddress(client, keys, ADDRESS, { accounts: [ACCOUNT], all: true }, erase);
+  assert.is(await client.exists(keys.feedbackRaw('fb-lost')), 0, "the operator's erases it");
 });
 
 test('erase leaves no trace of the address in any key or value, and its digest still suppresses it', async () => {
