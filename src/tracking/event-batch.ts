@@ -138,7 +138,7 @@ export function createEventBatch(deps: EventBatchDeps, opts: EventBatchOptions):
   };
 
   const flush = async (batch: readonly Entry[]): Promise<void> => {
-    const ready: Ready[] = [];
+    let ready: Ready[] = [];
     const opens: OpenMark[] = [];
     /** The event of each open whose first/repeat the marks decide (full mode), else null. */
     const marked: (Ready | null)[] = [];
@@ -170,9 +170,15 @@ export function createEventBatch(deps: EventBatchDeps, opts: EventBatchOptions):
     if (invalid > 0) deps.metrics?.requests.inc({ endpoint: 'open', result: 'invalid' }, invalid);
     if (opens.length > 0) {
       const firsts = await markOpens(deps.redis, deps.keys, opens, deps.retentionMs ?? DEFAULT_RETENTION_MS);
+      let erased: Set<Ready> | undefined;
       marked.forEach((event, i) => {
-        if (event) event.ctx = { ...event.ctx, first: firsts[i] === 1 };
+        if (!event) return;
+        // -1: an erased recipient's old pixel; nothing was marked, and no event is written.
+        if (firsts[i] === -1) (erased ??= new Set()).add(event);
+        else event.ctx = { ...event.ctx, first: firsts[i] === 1 };
       });
+      const gone = erased;
+      if (gone) ready = ready.filter((e) => !gone.has(e));
     }
     if (ready.length === 0) return;
     const entries = ready.map(({ p, ctx }) => packTrackingEvent(deps, p, ctx));

@@ -13,6 +13,8 @@ export interface Mark {
   readonly url: string | null;
   /** Distinct links in the window from which a click is a burst (fewer for a mail with fewer links). */
   readonly burstLimit: number;
+  /** The recipient was erased: nothing was written, and no event may be. */
+  readonly erased: boolean;
 }
 
 /**
@@ -26,14 +28,14 @@ export interface Mark {
 export async function mark(deps: TrackingDeps, p: TokenPayload, mode: TrackingMode, now: number, knownMachine = false): Promise<Mark> {
   if (mode === 'off' && p.kind !== 'u') {
     const url = p.kind === 'c' ? await deps.redis.lindex(deps.keys.links(p.msgId), p.link ?? 0) : null;
-    return { first: false, burst: 0, url, burstLimit: BURST_LINKS };
+    return { first: false, burst: 0, url, burstLimit: BURST_LINKS, erased: false };
   }
   const personal = mode === 'full' || p.kind === 'u';
-  const [first, burst, url, burstLimit] = await deps.redis.recordTrackingEvent(
+  const [first, burst, url, burstLimit, erased] = await deps.redis.recordTrackingEvent(
     deps.keys.trackMarks(p.msgId), deps.keys.links(p.msgId), deps.keys.msgStats(p.msgId), p.kind, personal ? p.idx : '', p.link ?? 0, now,
     BURST_WINDOW_MS, deps.retentionMs ?? DEFAULT_RETENTION_MS, knownMachine ? 'm' : '', BURST_LINKS,
   );
-  return { first: first === 1, burst, url: url ?? null, burstLimit: burstLimit ?? BURST_LINKS };
+  return { first: first === 1, burst, url: url ?? null, burstLimit: burstLimit ?? BURST_LINKS, erased: erased === 1 };
 }
 
 export const TYPES = { o: 'opened', c: 'clicked', u: 'unsubscribed' } as const;

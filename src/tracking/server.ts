@@ -147,7 +147,8 @@ export async function startTrackingServer(deps: TrackingDeps, opts: TrackingServ
     if (m.url === null || !/^https?:\/\//i.test(m.url)) return send(res, 404, TEXT, NOT_FOUND_TEXT, 'not_found');
     res.writeHead(302, { Location: m.url, 'Cache-Control': 'no-store', 'Referrer-Policy': 'no-referrer', 'Content-Length': 0 });
     res.end();
-    if (mode !== 'off') {
+    // An erased recipient's old link still leads where it led, but nothing about them is recorded.
+    if (mode !== 'off' && !m.erased) {
       const machine = before ?? classifyClick(client, { ...ctx, burst: m.burst, burstLimit: m.burstLimit });
       recorder.event(p, { now: at, mode, first: m.first, machine, userAgent: client.userAgent, ip: client.ip });
     }

@@ -318,10 +318,20 @@ test('export and erase of an address with data in every state, made through the 
   // ── the erased recipient's old tokens and VERP do nothing now ──
   assert.is(await tracking(`/u/${tokenOf(mail, 'u')}`), 404, 'no page for an erased recipient');
   assert.is(await tracking(`/u/${tokenOf(mail, 'u')}`, { method: 'POST', body: 'List-Unsubscribe=One-Click' }), 404);
+  // The pixel still answers and the link still leads where it led, but neither records anything.
+  assert.is(await tracking(`/o/${tokenOf(mail, 'o')}.gif`), 200);
+  assert.is(await tracking(`/c/${tokenOf(mail, 'c')}`), 302);
+  assert.is(await tracking(`/o/${tokenOf(copy, 'o')}.gif`), 200);
   await sendDsn(mail.envelope.from);
   await new Promise((r) => setTimeout(r, 500));
   const later2 = await streamEvents();
-  assert.not.ok(later2.some((x) => annPairs.includes(`${x.f['msgId']}:${x.f['idx']}`)), 'feedback and unsubscribe did not act');
+  assert.not.ok(later2.some((x) => annPairs.includes(`${x.f['msgId']}:${x.f['idx']}`)), 'feedback, tracking and unsubscribe did not act');
+  const [mailPair, copyPair] = [annPairs.find((p) => p.startsWith(`${ids.delivered}:`)), annPairs.find((p) => p.startsWith(`${ids.campaign}:`))];
+  for (const pair of [mailPair, copyPair]) {
+    const [msgId, idx] = (pair as string).split(':') as [string, string];
+    const marks = await client.hkeys(`${prefix}{m:${msgId}}:track`);
+    assert.not.ok(marks.some((f) => new RegExp(`^m?[oc]:${idx}(:|$)`).test(f)), `no open or click mark of the erased recipient (${pair}): ${marks.join(',')}`);
+  }
   assert.not.ok((await client.hkeys(`${prefix}{x:acme}:suppressed`)).includes(''), 'no suppression of an empty address');
 
   // ── idempotent ──

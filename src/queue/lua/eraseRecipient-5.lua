@@ -10,10 +10,14 @@
   ARGV[1] idx
   ARGV[2] address  lower-case; every occurrence in the body (any case) becomes ARGV[3]
   ARGV[3] replacement
+  ARGV[4] ttlMs    how long the erased mark is kept (the records' retention)
 
   Recipient idx becomes the tombstone {"address":"","domain":"","erased":true}, so indexes of the
   others keep their meaning. When every recipient is erased the whole message goes. The recipient's
-  tracking marks go in both cases (a campaign's too). The body keeps its TTL.
+  tracking marks go in both cases (a campaign's too), and an erased mark takes their place: 'x:<idx>',
+  or 'x:*' when the whole message went. The tracking scripts record nothing for an erased recipient
+  (recordTrackingOpens-2.lua, recordTrackingEvent-3.lua), so an old link writes nothing about them
+  again. The body keeps its TTL.
 
   Returns 2 message deleted, 1 recipient erased, 0 no such record.
 ]]
@@ -25,9 +29,15 @@ local human = 'hc:' .. idx
 for _, f in ipairs(marks) do
   if f == human or string.find(f, pattern) or string.find(f, clickPattern) then redis.call('HDEL', KEYS[4], f) end
 end
+local function erasedMark(field)
+  redis.call('HSET', KEYS[4], field, '1')
+  redis.call('PEXPIRE', KEYS[4], ARGV[4])
+end
 
 local rcptsJson = redis.call('HGET', KEYS[1], 'rcpts')
 if not rcptsJson then
+  -- A campaign (its recipients are contacts) or a message already gone.
+  erasedMark('x:' .. idx)
   return redis.call('EXISTS', KEYS[1])
 end
 local rcpts = cjson.decode(rcptsJson)
@@ -39,9 +49,11 @@ for _, r in ipairs(rcpts) do
 end
 if live == 0 then
   redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5])
+  erasedMark('x:*')
   return 2
 end
 redis.call('HSET', KEYS[1], 'rcpts', cjson.encode(rcpts))
+erasedMark('x:' .. idx)
 
 local body = redis.call('GET', KEYS[2])
 if body then

@@ -25,7 +25,8 @@
   ARGV[8] burstLinks    distinct links in the window from which a click is a machine's (as classify.ts)
 
   Returns {first (1|0), burst (distinct links in the window, 0 unless kind 'c'), url or false,
-  the burst limit that applied (ARGV[8], or the message's link count when 2 ≤ links < ARGV[8])}.
+  the burst limit that applied (ARGV[8], or the message's link count when 2 ≤ links < ARGV[8]),
+  erased (1: the recipient was erased, eraseRecipient-5.lua; nothing was written)}.
   A click on a link the table does not hold writes nothing and returns {0, 0, false}.
 ]]
 local kind, idx, now, cls = ARGV[1], ARGV[2], tonumber(ARGV[4]), ARGV[7]
@@ -35,6 +36,11 @@ if kind == 'c' then
   if not url then return {0, 0, false} end
 end
 
+-- An erased recipient (eraseRecipient-5.lua): nothing is marked or counted; a click still gets its URL.
+if idx ~= '' then
+  local x = redis.call('HMGET', KEYS[1], 'x:' .. idx, 'x:*')
+  if x[1] or x[2] then return {0, 0, url, tonumber(ARGV[8]), 1} end
+end
 local first, burst, burstStart = 0, 0, 0
 -- Distinct links in the window from which clicks are a scanner's: ARGV[8], or every link of a mail
 -- with fewer (two links both clicked within the window); one link alone can show no burst.
@@ -93,4 +99,4 @@ else
   end
 end
 redis.call('PEXPIRE', stats, ARGV[6], 'NX')
-return {first, burst, url, burstLimit}
+return {first, burst, url, burstLimit, 0}

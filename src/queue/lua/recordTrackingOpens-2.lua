@@ -23,8 +23,9 @@
   per counter that moved. A TTL is set only where one can be missing: on marks when a mark was added,
   on stats when this call created a counter (a hash that had it already got its TTL then).
 
-  Returns {first (1|0), ...}, one per quadruple, in their order: of two opens of one recipient in
-  the same batch, the earlier is the first.
+  Returns {first (1|0|-1), ...}, one per quadruple, in their order: of two opens of one recipient in
+  the same batch, the earlier is the first. -1: the recipient was erased (an 'x:<idx>' or 'x:*' mark,
+  eraseRecipient-5.lua): nothing was marked or counted, and the caller records no event.
 ]]
 local opens = cjson.decode(ARGV[2])
 local out = {}
@@ -35,23 +36,30 @@ for i = 1, #opens do
   local o = opens[i]
   local k, cls, idx = o[1], o[2], o[3]
   local first = 0
+  local erased = false
   if idx ~= '' then
-    first = redis.call('HSETNX', KEYS[2 * k - 1], cls .. 'o:' .. idx, o[4])
+    local x = redis.call('HMGET', KEYS[2 * k - 1], 'x:' .. idx, 'x:*')
+    erased = x[1] ~= false or x[2] ~= false
+    if not erased then first = redis.call('HSETNX', KEYS[2 * k - 1], cls .. 'o:' .. idx, o[4]) end
   end
-  local c = counts[k]
-  if not c then
-    c = {0, 0, 0, 0, 0}
-    counts[k] = c
-  end
-  c[1] = c[1] + 1
-  c[5] = c[5] + first
-  if cls == '' then
-    c[2] = c[2] + 1
-    c[3] = c[3] + first
+  if erased then
+    out[i] = -1
   else
-    c[4] = c[4] + 1
+    local c = counts[k]
+    if not c then
+      c = {0, 0, 0, 0, 0}
+      counts[k] = c
+    end
+    c[1] = c[1] + 1
+    c[5] = c[5] + first
+    if cls == '' then
+      c[2] = c[2] + 1
+      c[3] = c[3] + first
+    else
+      c[4] = c[4] + 1
+    end
+    out[i] = first
   end
-  out[i] = first
 end
 for k, c in pairs(counts) do
   local stats = KEYS[2 * k]
