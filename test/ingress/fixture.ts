@@ -25,6 +25,18 @@ export async function awayFromHourBoundary(marginMs = 5000): Promise<void> {
   if (left < marginMs) await new Promise((r) => setTimeout(r, left + 50));
 }
 
+/** Messages stored under the fixture's prefix (their records). */
+export async function storedMessages(fx: IngressFixture): Promise<number> {
+  return (await fx.client.keys(`${fx.keys.prefix}{m:*}:meta`)).length;
+}
+
+/** Recipients counted in the brisk account's current hourly rate window (exactly one must exist). */
+export async function briskWindowCount(fx: IngressFixture): Promise<number> {
+  const keys = await fx.client.keys(`${fx.keys.accountRate('brisk')}:h:*`);
+  if (keys.length !== 1) throw new Error(`expected one hourly rate window, found ${keys.length}`);
+  return Number(await fx.client.get(keys[0] as string));
+}
+
 /**
  * Accounts for the ingress tests, hashed with the real hashSecret:
  *   acme  — owns acme.example, no quota; API key + SMTP user acme / acme-password

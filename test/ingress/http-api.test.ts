@@ -2,7 +2,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { connect } from 'node:net';
 import type { HttpApi } from '../../src/ingress/http-api.js';
-import { apiCall, awayFromHourBoundary, BRISK_PER_HOUR, ingressFixture, startFixtureApi, type IngressFixture } from './fixture.js';
+import { apiCall, awayFromHourBoundary, BRISK_PER_HOUR, ingressFixture, startFixtureApi, type IngressFixture, briskWindowCount, storedMessages } from './fixture.js';
 import { decodeSpecRecord } from '../../src/render/spec-record.js';
 import type { MessageSpec } from '../../src/render/protocol.js';
 
@@ -122,13 +122,8 @@ test('quota exceeded → 429 with Retry-After', async () => {
 
 test('account rate limit used up → 429 SLUICE_INGRESS_RATE_LIMITED with its reason and Retry-After; the refused message is not stored and counts nothing', async () => {
   await awayFromHourBoundary();
-  const prefix = fx.keys.prefix;
-  const metas = async () => (await fx.client.keys(`${prefix}{m:*}:meta`)).length;
-  const windowCount = async () => {
-    const keys = await fx.client.keys(`${fx.keys.accountRate('brisk')}:h:*`);
-    assert.is(keys.length, 1, 'one hourly window');
-    return Number(await fx.client.get(keys[0] as string));
-  };
+  const metas = () => storedMessages(fx);
+  const windowCount = () => briskWindowCount(fx);
   const brisk = (to: string[], bcc: string[] = []) => call('POST', '/v1/messages', { from: 'a@brisk.example', to, bcc, subject: 's', text: 't' }, {}, fx.apiKeys.brisk);
   assert.is(BRISK_PER_HOUR, 3);
 

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { startSubmissionServer, type SubmissionServer } from '../../src/ingress/smtp-server.js';
 import { loadOrCreateTls } from '../../src/ingress/tls.js';
 import { createMetrics } from '../../src/observability/metrics.js';
-import { awayFromHourBoundary, BRISK_PER_HOUR, ingressFixture, type IngressFixture } from './fixture.js';
+import { awayFromHourBoundary, BRISK_PER_HOUR, ingressFixture, type IngressFixture, briskWindowCount, storedMessages } from './fixture.js';
 import { RawSmtp } from '../helpers/raw-smtp.js';
 
 const test = suite('ingress/smtp-server');
@@ -152,13 +152,8 @@ test('daily quota exceeded → 452 4.5.3, and nothing stored', async () => {
 
 test('account rate limit used up → 451 4.7.1 with its reason at the end of DATA; the refused message is not stored and counts nothing', async () => {
   await awayFromHourBoundary();
-  const prefix = fx.keys.prefix;
-  const metas = async () => (await fx.client.keys(`${prefix}{m:*}:meta`)).length;
-  const windowCount = async () => {
-    const keys = await fx.client.keys(`${fx.keys.accountRate('brisk')}:h:*`);
-    assert.is(keys.length, 1, 'one hourly window');
-    return Number(await fx.client.get(keys[0] as string));
-  };
+  const metas = () => storedMessages(fx);
+  const windowCount = () => briskWindowCount(fx);
   const rejectedCount = async () => (await metrics.messagesRejected.get()).values.find((v) => v.labels['source'] === 'smtp' && v.labels['code'] === 'SLUICE_INGRESS_RATE_LIMITED')?.value ?? 0;
   assert.is(BRISK_PER_HOUR, 3);
   const t = transport({ user: 'brisk', pass: 'brisk-password' });
