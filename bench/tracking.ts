@@ -319,7 +319,7 @@ async function commandCount(client: RedisClient): Promise<number> {
   let n = 0;
   for (const m of info.matchAll(/^cmdstat_([^:]+):calls=(\d+)/gm)) {
     // Calls made by a script are counted too: leave out what our scripts call, keep the scripts.
-    if (!/^(hsetnx|hincrby|pexpire|xadd|xtrim|lindex|hget|hgetall|info|xinfo|xlen)$/.test(m[1] as string)) n += Number(m[2]);
+    if (!/^(hsetnx|hset|hmget|hincrby|pexpire|xadd|xtrim|lindex|hget|hgetall|info|xinfo|xlen)$/.test(m[1] as string)) n += Number(m[2]);
   }
   return n;
 }

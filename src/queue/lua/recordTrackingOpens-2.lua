@@ -19,7 +19,7 @@
                 idx  the recipient index, or '' in anonymous mode: counted, no mark, never first
                 now  ms of the open (the value of a first mark)
 
-  Redis calls per open: one HSETNX (none in anonymous mode); per message of the batch, one HINCRBY
+  Redis calls per open: one HMGET, and an HSET for a first (none in anonymous mode); per message of the batch, one HINCRBY
   per counter that moved. A TTL is set only where one can be missing: on marks when a mark was added,
   on stats when this call created a counter (a hash that had it already got its TTL then).
 
@@ -38,9 +38,15 @@ for i = 1, #opens do
   local first = 0
   local erased = false
   if idx ~= '' then
-    local x = redis.call('HMGET', KEYS[2 * k - 1], 'x:' .. idx, 'x:*')
+    -- One read tells erased, repeat or first; only a first writes (a repeat costs no write, and
+    -- nothing of it goes to the AOF).
+    local field = cls .. 'o:' .. idx
+    local x = redis.call('HMGET', KEYS[2 * k - 1], 'x:' .. idx, 'x:*', field)
     erased = x[1] ~= false or x[2] ~= false
-    if not erased then first = redis.call('HSETNX', KEYS[2 * k - 1], cls .. 'o:' .. idx, o[4]) end
+    if not erased and x[3] == false then
+      redis.call('HSET', KEYS[2 * k - 1], field, o[4])
+      first = 1
+    end
   end
   if erased then
     out[i] = -1
