@@ -318,6 +318,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
         {
           host: t.host, port: t.port, publicBaseUrl: t.publicBaseUrl, trustProxy: t.trustProxy,
           maxConnections: t.maxClients, maxConnectionsPerClient: t.maxClientsPerIp, clientLimitExempt: t.clientLimitExempt,
+          recorderNice: t.recorderNice,
         },
       );
       ports.tracking = server.port;

@@ -308,6 +308,12 @@ export const configSchema = z
         maxClientsPerIp: positiveInt,
         clientLimitExempt: exemptNetworks,
         /**
+         * Nice value (0–19) of the thread that writes opens and clicks after their answer: above the
+         * answering thread's 0, so on a busy machine the answers come first and the writes catch up
+         * in larger batches. 0 = the same priority.
+         */
+        recorderNice: z.number().int().min(0).max(19),
+        /**
          * HMAC keys of the tokens. New tokens are signed with `signWith`; a key with notAfter still
          * verifies until then (rotation). Secrets are read from files (at least 16 bytes).
          */

@@ -16,6 +16,8 @@ export interface RecorderInit {
   readonly settings: TrackingSettings | undefined;
   readonly eventsMaxLen: number | undefined;
   readonly retentionMs: number | undefined;
+  /** The thread's nice value (0 = the process's own). */
+  readonly nice: number;
 }
 
 /**

@@ -1,3 +1,5 @@
+import { readlinkSync } from 'node:fs';
+import { setPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import { createTokenCodec } from '../core/tokens.js';
 import { createRedis } from '../redis/client.js';
@@ -16,6 +18,28 @@ const port = parentPort;
 if (!port) throw new Error('recorder-worker.ts runs as a worker thread');
 
 const post = (m: FromRecorder): void => port.postMessage(m);
+
+/**
+ * Below the answering thread's priority (nice init.nice, config tracking.recorderNice): on a machine
+ * with more runnable threads than cores, the scheduler lets the main thread answer first, and this
+ * thread's writes catch up in larger batches. Linux applies a nice value per thread, named by its
+ * id, which /proc/thread-self gives; elsewhere (no /proc) the thread keeps the process's priority.
+ */
+function lowerPriority(nice: number): void {
+  if (nice <= 0) return;
+  let tid: number;
+  try {
+    tid = Number(readlinkSync('/proc/thread-self').split('/').pop());
+  } catch {
+    return;
+  }
+  try {
+    setPriority(tid, nice);
+  } catch (err) {
+    post({ t: 'log', msg: 'tracking recorder thread keeps its priority', err: String((err as Error).message), events: undefined });
+  }
+}
+lowerPriority(init.nice);
 const redis = createRedis({ ...init.connect, name: 'sluice-tracking-recorder' });
 // ioredis reconnects by itself; the main thread's connection reports outages, so only note them here.
 redis.on('error', () => undefined);

@@ -35,6 +35,8 @@ export interface TrackingServerOptions extends HttpConnectionLimits {
   readonly trustProxy?: boolean;
   /** Events written after their answer that may be in flight at once; beyond, new ones are dropped. */
   readonly maxPendingRecords?: number;
+  /** Nice value of the recorder thread (default RECORDER_NICE; see recorder-worker.ts). */
+  readonly recorderNice?: number;
   readonly maxHeaderBytes?: number;
   readonly maxBodyBytes?: number;
   readonly headersTimeoutMs?: number;
@@ -51,6 +53,8 @@ export interface TrackingServer {
 /** The 43-byte transparent 1×1 GIF89a, made once. */
 export const PIXEL_GIF = Buffer.from('R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAAABAAEAAAICRAEAOw==', 'base64');
 
+/** The recorder thread's default nice value (config tracking.recorderNice). */
+export const RECORDER_NICE = 10;
 /** 10,000 events × ~1 KB of closures and buffers: ~10 MB at most waiting on a slow Redis. */
 const MAX_PENDING_RECORDS = 10_000;
 /** Tracking URLs are under 200 bytes and browsers send 1–2 KB of headers; 8 KiB leaves room for cookies of a shared domain. */
@@ -95,7 +99,10 @@ export async function startTrackingServer(deps: TrackingDeps, opts: TrackingServ
   // Opens and clicks are written after their answer, in batches, by the recorder thread
   // (recorder.ts): bounded, and awaited by idle() and close().
   const recorder = startRecorder(
-    { connect: deps.connect, prefix: deps.keys.prefix, codec: deps.codec.options, settings: deps.settings, eventsMaxLen: deps.eventsMaxLen, retentionMs: deps.retentionMs },
+    {
+      connect: deps.connect, prefix: deps.keys.prefix, codec: deps.codec.options, settings: deps.settings, eventsMaxLen: deps.eventsMaxLen, retentionMs: deps.retentionMs,
+      nice: opts.recorderNice ?? RECORDER_NICE,
+    },
     { maxPending, metrics: deps.metrics, logger: log },
   );
   const idle = (): Promise<void> => recorder.idle();

@@ -2,6 +2,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { Agent, request } from 'undici';
 import { connect } from 'node:net';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 import type { RedisClient } from '../../src/redis/client.js';
 import type { Keys } from '../../src/redis/keys.js';
@@ -126,6 +127,32 @@ test('close() returns once the recorder thread has written every answered open',
   const stats = await client.hgetall(f.keys.msgStats(f.msgId));
   assert.is(stats['opens_human'], String(n));
   assert.is(stats['opens_unique_human'], '2', 'two recipients, one first open each');
+});
+
+/** Nice values of this process's threads (Linux: field 19 of /proc/self/task/<tid>/stat). */
+function threadNices(): number[] {
+  return readdirSync('/proc/self/task').map((tid) => {
+    const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+    // After the command name in parentheses: state is field 3, nice field 19.
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+  });
+}
+
+test('the recorder thread runs at recorderNice, the rest of the process keeps its priority', async () => {
+  if (!existsSync('/proc/self/task')) return void console.log('  (no /proc: skipped)');
+  const before = threadNices();
+  assert.not.ok(before.includes(7), 'no thread at nice 7 before the server starts');
+  const f = await fixture({ server: { recorderNice: 7 } });
+  try {
+    // The thread starts with the first event.
+    await get(f.base + tokenPath('o', f.token('o')), { headers: { 'user-agent': BROWSER } });
+    assert.is((await f.events()).length, 1);
+    const nices = threadNices();
+    assert.is(nices.filter((n) => n === 7).length, 1, `one thread at nice 7: ${nices.join(',')}`);
+    assert.is(nices[0], before[0], 'the main thread (listed first) keeps its nice value');
+  } finally {
+    await f.close();
+  }
 });
 
 test('a click redirects to the link of the message table and is recorded once', async () => {
