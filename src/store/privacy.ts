@@ -183,6 +183,34 @@ async function suppressions(redis: RedisClient, keys: Keys, address: string, dig
   return out;
 }
 
+/**
+ * Whether a suppression's evidence is the scope's to see and erase: always for the operator; for an
+ * account, when it names one of the account's own recipients (`pairs`). The global list is everyone's:
+ * its entry may have been made by another account's mail (a hard bounce), whose ids stay that
+ * account's.
+ */
+function evidenceInScope(scope: PrivacyScope, pairs: ReadonlySet<string>, s: { list: string; entry: SuppressionEntry }): boolean {
+  if (scope.all || s.list !== GLOBAL_LIST) return true;
+  const ev = s.entry.evidence as Record<string, unknown> | undefined;
+  return typeof ev?.['msgId'] === 'string' && pairs.has(pairOf(ev['msgId'], String(ev['idx'])));
+}
+
+/**
+ * The address's soft-bounce history ("<msgId>:<idx>" → time) that the scope may see and erase: all
+ * of it for the operator, an account's own recipients for an account. The history is global (five
+ * soft bounces from any accounts' mail suppress the address everywhere): one account's erasure must
+ * not reset the count that other accounts' mail built.
+ */
+async function softBouncesInScope(redis: RedisClient, keys: Keys, digest: string, scope: PrivacyScope, pairs: ReadonlySet<string>): Promise<{ member: string; at: number }[]> {
+  const flat = await redis.zrange(keys.softBounces(digest), 0, -1, 'WITHSCORES');
+  const out: { member: string; at: number }[] = [];
+  for (let i = 0; i + 1 < flat.length; i += 2) {
+    const member = flat[i] as string;
+    if (scope.all || pairs.has(member)) out.push({ member, at: Number(flat[i + 1]) });
+  }
+  return out;
+}
+
 function eventJson(e: StreamEvent): Record<string, string> {
   return { ...e.fields, id: e.id, time: new Date(streamIdTime(e.id)).toISOString() };
 }
@@ -217,20 +245,25 @@ export async function exportAddress(redis: RedisClient, keys: Keys, address: str
     if (raw === null) continue;
     feedback.push({ id, receivedAt: new Date(Number(h[1] ?? 0)).toISOString(), outcome: h[2] ?? '', mailFrom: h[0] ?? '', rcpts: jsonOr<unknown>(h[3] ?? '[]', undefined), raw: raw.toString('utf8') });
   }
-  const soft = await redis.zrange(keys.softBounces(f.digest), 0, -1, 'WITHSCORES');
+  const soft = await softBouncesInScope(redis, keys, f.digest, scope, pairs);
   return {
     email: f.address,
     accounts: scope.all ? 'all' : scope.accounts,
     exportedAt: new Date(now).toISOString(),
     contacts: f.contacts.map((c) => ({ account: c.account, listId: c.listId, list: c.listName, no: c.no, email: c.email, status: c.status, fields: c.fields, created: new Date(c.created).toISOString(), updated: new Date(c.updated).toISOString() })),
-    suppressions: (await suppressions(redis, keys, f.address, f.digest, scope)).map((s) => ({ list: s.list === GLOBAL_LIST ? 'global' : s.list, erased: s.erased, ...s.entry })),
+    // Another account's evidence on the global list is left out: the entry's reason and time are the
+    // address's, the ids are that account's.
+    suppressions: (await suppressions(redis, keys, f.address, f.digest, scope)).map((s) => {
+      const { evidence, ...rest } = s.entry;
+      return { list: s.list === GLOBAL_LIST ? 'global' : s.list, erased: s.erased, ...rest, ...(evidenceInScope(scope, pairs, s) ? { evidence } : {}) };
+    }),
     messages,
     opens: byType('opened'),
     clicks: byType('clicked'),
     unsubscribes: byType('unsubscribed'),
     bounces: byType('bounced', 'expired', 'delayed', 'deferred'),
     complaints: byType('complained'),
-    softBounces: soft.flatMap((m, i) => (i % 2 === 0 ? [{ ref: m, at: new Date(Number(soft[i + 1])).toISOString() }] : [])),
+    softBounces: soft.map((s) => ({ ref: s.member, at: new Date(s.at).toISOString() })),
     feedback,
   };
 }
@@ -297,15 +330,21 @@ export async function eraseAddress(
   let contacts = 0;
   for (const c of f.contacts) if (await deleteContact(redis, keys, c.account, c.listId, c.email, now)) contacts++;
 
-  // Suppressions survive as the digest only; the evidence (event and message ids) goes.
+  // Suppressions survive as the digest only; the evidence (event and message ids) goes, but for
+  // another account's on the global list (its ids name no one once the address is a digest).
   let kept = 0;
   for (const s of await suppressions(redis, keys, f.address, f.digest, scope)) {
     if (s.erased) continue;
-    const entry: SuppressionEntry = { reason: s.entry.reason, at: s.entry.at, evidence: { erased: now } };
+    const evidence = evidenceInScope(scope, pairs, s) ? { erased: now } : s.entry.evidence;
+    const entry: SuppressionEntry = { reason: s.entry.reason, at: s.entry.at, evidence };
     await redis.multi().hset(keys.suppression(s.list), erasedField(f.digest), JSON.stringify(entry)).hdel(keys.suppression(s.list), f.address).exec();
     kept++;
   }
-  await redis.del(keys.softBounces(f.digest));
+  if (scope.all) await redis.del(keys.softBounces(f.digest));
+  else {
+    const own = await softBouncesInScope(redis, keys, f.digest, scope, pairs);
+    if (own.length > 0) await redis.zrem(keys.softBounces(f.digest), ...own.map((s) => s.member));
+  }
   const idempotency = await eraseFromIdempotency(redis, keys, scope.accounts, f.address);
 
   const report: ErasureReport = { contacts, messages, queued, events: events.length, feedback: fb.length, webhookBatches, suppressions: kept, idempotency };

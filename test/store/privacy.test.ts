@@ -158,6 +158,32 @@ test("mail not understood that names the address is another account's business: 
   assert.is(await client.exists(keys.feedbackRaw('fb-lost')), 0, "the operator's erases it");
 });
 
+test("the global list and the soft-bounce history are everyone's: an account sees and erases only its own part", async () => {
+  await populate();
+  // Beta's mail to the address soft-bounced too, and beta's hard bounce made the global entry.
+  await recordSoftBounce(client, keys, ADDRESS, 'b-1:0', NOW, 60_000);
+  await addSuppression(client, keys, '*', ADDRESS, { reason: 'hardbounce', at: NOW, evidence: { event: '9-9', msgId: 'b-1', idx: 0, status: '5.1.1' } });
+  const e = (await exportAddress(client, keys, ADDRESS, SCOPE)) as Record<string, Record<string, unknown>[]>;
+  assert.equal(e['softBounces']!.map((s) => s['ref']), ['m-deferred:0'], "acme's own soft bounce only");
+  const global = e['suppressions']!.find((s) => s['list'] === 'global');
+  assert.equal({ ...global }, { list: 'global', erased: false, reason: 'hardbounce', at: NOW }, "the global entry without beta's ids");
+  assert.ok(e['suppressions']!.find((s) => s['list'] === ACCOUNT)?.['evidence'], "acme's own entry keeps its evidence");
+  const operator = (await exportAddress(client, keys, ADDRESS, { accounts: [], all: true })) as Record<string, Record<string, unknown>[]>;
+  assert.equal(new Set(operator['softBounces']!.map((s) => s['ref'])), new Set(['m-deferred:0', 'b-1:0']));
+  assert.equal(operator['suppressions']!.find((s) => s['list'] === 'global')?.['evidence'], { event: '9-9', msgId: 'b-1', idx: 0, status: '5.1.1' });
+
+  await eraseAddress(client, keys, ADDRESS, SCOPE, { eventsMaxLen: 1000, recordTtlMs: 60_000, ref: 'sha256:test' });
+  const digestKey = keys.softBounces((await client.hkeys(keys.suppression('*'))).find((f) => f.startsWith('erased:'))!.slice('erased:'.length));
+  assert.equal(await client.zrange(digestKey, 0, -1), ['b-1:0'], "beta's soft bounce still counts");
+  const [field, json] = Object.entries(await client.hgetall(keys.suppression('*')))[0]!;
+  assert.ok(field.startsWith('erased:'), 'the global entry is kept by digest');
+  assert.equal(JSON.parse(json).evidence, { event: '9-9', msgId: 'b-1', idx: 0, status: '5.1.1' }, "beta's evidence stays");
+  assert.is((await suppressionOf(client, keys, 'beta', ADDRESS))?.reason, 'hardbounce', 'still suppressed everywhere');
+
+  await eraseAddress(client, keys, ADDRESS, { accounts: [], all: true }, { eventsMaxLen: 1000, recordTtlMs: 60_000, ref: 'sha256:test' });
+  assert.is(await client.exists(digestKey), 0, "the operator's erasure takes the whole history");
+});
+
 test('erase leaves no trace of the address in any key or value, and its digest still suppresses it', async () => {
   const { verp } = await populate();
   const before = await dump(keys.prefix);
