@@ -12,6 +12,7 @@ import type { Account } from '../accounts/registry.js';
 import { AuthThrottle, LimitError, type AuthThrottleOptions } from '../accounts/limits.js';
 import { messageStatus } from './message-status.js';
 import { acceptMessage, type AcceptDeps, type Submission } from './accept.js';
+import { refsTtlMs } from './persist.js';
 import { fieldErrors, messageSchema, toSpecSubmission, validateMessage } from './http-schema.js';
 import { IdempotencyStore, isValidIdempotencyKey, requestHash, type StoredAnswer } from './idempotency.js';
 import { matchSuppressionRoute, MAX_SUPPRESSION_BODY_BYTES } from './suppression-routes.js';
@@ -470,6 +471,7 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
     const list = await listRoute(method, req.url ?? '/', req, res, {
       redis: deps.redis, keys: deps.keys, authenticate: ctx.authenticate, readJson: ctx.readJson,
       limits: { maxBytes: deps.config.lists.maxImportBytes, maxRows: deps.config.lists.maxImportRows },
+      copiesTtlMs: refsTtlMs(deps.config),
       now: deps.now,
     });
     if (list === 'sent') return { route: 'lists', answer: null };

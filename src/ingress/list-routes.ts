@@ -13,6 +13,7 @@ import {
 import { importContacts, type ImportLimits, type ListFormat } from '../store/contact-import.js';
 import { exportContacts } from '../store/contact-export.js';
 import { addressRef } from '../store/audit.js';
+import { campaignsSentToList, keepCopiesFindable } from '../store/privacy.js';
 import { fieldErrors } from './http-schema.js';
 import { decodeSegment, JSON_TYPE, methodNotAllowed, splitUrl, type RouteAnswer } from './http-route.js';
 
@@ -45,6 +46,11 @@ export interface ListRouteContext {
   readJson(maxBytes: number): Promise<unknown>;
   /** lists.maxImportBytes and lists.maxImportRows. */
   readonly limits: ImportLimits;
+  /**
+   * How long a deleted contact's campaign copies stay findable by an erasure (ingress/persist.ts
+   * refsTtlMs: as long as their data can live); see store/privacy.ts keepCopiesFindable.
+   */
+  readonly copiesTtlMs: number;
   readonly now?: (() => number) | undefined;
 }
 
@@ -118,7 +124,9 @@ export async function listRoute(method: string, url: string, req: IncomingMessag
     const list = await ownList(ctx, account.id, m[1] as string);
     if (method === 'GET') return { status: 200, body: listView(list, await listFieldNames(ctx.redis, ctx.keys, list.id)) };
     if (method === 'DELETE') {
-      if (!(await deleteList(ctx.redis, ctx.keys, account.id, list.id))) throw new SluiceError('SLUICE_LIST_NOT_FOUND');
+      // A list that campaigns were sent to keeps its address index, alone, so an erasure still finds the copies.
+      const sent = (await campaignsSentToList(ctx.redis, ctx.keys, account.id, list.id)).length > 0;
+      if (!(await deleteList(ctx.redis, ctx.keys, account.id, list.id, sent ? ctx.copiesTtlMs : 0))) throw new SluiceError('SLUICE_LIST_NOT_FOUND');
       return { status: 200, body: { id: list.id, deleted: true }, audit: { action: 'list.delete', target: list.id } };
     }
     const input = parseBody(nameSchema, await readJsonBody(req, ctx), 'list');
@@ -158,6 +166,9 @@ export async function listRoute(method: string, url: string, req: IncomingMessag
     return { status: 200, body: contactView(c) };
   }
   if (method === 'DELETE') {
+    // Indexed before it goes, so an erasure still finds the campaign copies it received.
+    const held = await findContact(ctx.redis, ctx.keys, list.id, email);
+    if (held) await keepCopiesFindable(ctx.redis, ctx.keys, account.id, list.id, held, now(), ctx.copiesTtlMs);
     const c = await deleteContact(ctx.redis, ctx.keys, account.id, list.id, email, now());
     if (!c) throw new SluiceError('SLUICE_INGRESS_NOT_FOUND', 'No such contact');
     return { status: 200, body: { email: c.email, deleted: true }, audit: { action: 'contact.delete', target: `${list.id} ${await addressRef(ctx.redis, ctx.keys, c.email)}` } };

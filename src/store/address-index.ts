@@ -7,29 +7,33 @@ import { digestKey, digestWith } from './address-digest.js';
  * message: per address (named by its salted digest, never the address)
  *
  *   {r:<digest>}:refs  ZSET  "m:<msgId>:<idx>"  → accepted (ms)   recipient idx of a message
+ *                            "c:<campaignId>:<no>" → deleted (ms) a campaign copy of a deleted contact
  *                      TTL  the longest the referenced data can live (ingress/persist.ts refsTtlMs), renewed on each write
  *
- * Campaign copies are not indexed: they are found through the contact lists' address index
- * ({l:<id>}:emails), so a million-contact campaign costs nothing here. A reference whose data is gone
- * (purged, expired) is harmless: the reader skips it.
+ * Campaign copies are not indexed when sent: they are found through the contact lists' address index
+ * ({l:<id>}:emails), so a million-contact campaign costs nothing here. Only when a contact is deleted
+ * are the copies it received indexed ("c:"), so an erasure still finds them (store/privacy.ts
+ * keepCopiesFindable). A reference whose data is gone (purged, expired) is harmless: the reader
+ * skips it.
  *
  * Cost at acceptance: one ZADD and one PEXPIRE per recipient (~100 B of memory per reference), in
  * the message's own write (ingress/persist.ts: its script on a single server, pipelined with it on
  * a cluster), so no extra round trip on the accept path.
  */
 export interface AddressRef {
-  readonly kind: 'm';
+  /** 'm': recipient idx of a message; 'c': contact number idx of a campaign's copies. */
+  readonly kind: 'm' | 'c';
   readonly msgId: string;
   readonly idx: number;
 }
 
 export function refMember(ref: AddressRef): string {
-  return `m:${ref.msgId}:${ref.idx}`;
+  return `${ref.kind}:${ref.msgId}:${ref.idx}`;
 }
 
 export function parseRefMember(member: string): AddressRef | null {
-  const m = /^m:(.+):(\d+)$/.exec(member);
-  return m ? { kind: 'm', msgId: m[1] as string, idx: Number(m[2]) } : null;
+  const m = /^([mc]):(.+):(\d+)$/.exec(member);
+  return m ? { kind: m[1] as 'm' | 'c', msgId: m[2] as string, idx: Number(m[3]) } : null;
 }
 
 /**

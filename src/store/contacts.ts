@@ -220,11 +220,17 @@ export async function renameList(redis: RedisClient, keys: Keys, account: string
 /**
  * Deletes a list and its contacts. UNLINK frees a big list's memory in a background thread, so a
  * million contacts do not block Redis. The keys go before the index entry: a crash in between
- * leaves an id that listLists skips.
+ * leaves an id that listLists skips. With keepEmailsMs, the list's address index ({l:<id>}:emails,
+ * address → contact number) outlives it by that long (see there).
  */
-export async function deleteList(redis: RedisClient, keys: Keys, account: string, listId: string): Promise<boolean> {
+export async function deleteList(redis: RedisClient, keys: Keys, account: string, listId: string, keepEmailsMs = 0): Promise<boolean> {
   if ((await redis.hget(keys.listMeta(listId), 'account')) !== account) return false;
-  await redis.unlink(keys.listMeta(listId), keys.listContacts(listId), keys.listEmails(listId), keys.listFields(listId));
+  if (keepEmailsMs > 0) {
+    // Campaign copies to the list's contacts are found by an erasure through this index (address →
+    // contact number): it stays, alone, as long as their data can (store/privacy.ts).
+    await redis.unlink(keys.listMeta(listId), keys.listContacts(listId), keys.listFields(listId));
+    await redis.pexpire(keys.listEmails(listId), Math.floor(keepEmailsMs));
+  } else await redis.unlink(keys.listMeta(listId), keys.listContacts(listId), keys.listEmails(listId), keys.listFields(listId));
   await redis.srem(keys.accountLists(account), listId);
   return true;
 }

@@ -2,7 +2,8 @@ import type { Result } from 'ioredis';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { addressDigest, normaliseAddress } from './address-digest.js';
-import { readAddressRefs } from './address-index.js';
+import { indexAddresses, readAddressRefs } from './address-index.js';
+import { domainOf } from '../core/address.js';
 import { getMessage, type MessageMeta } from './messages.js';
 import { getCampaign, recordCampaignOutcome, type CampaignRecord } from './campaigns.js';
 import { readContacts, deleteContact, listLists, type Contact } from './contacts.js';
@@ -27,7 +28,9 @@ declare module 'ioredis' {
  * Where the data is found, without walking the keyspace:
  *   messages        the address index {r:<digest>}:refs (store/address-index.ts) → "<msgId>:<idx>"
  *   contacts        each list's address index {l:<id>}:emails, for every list of the accounts in scope
- *   campaign copies every campaign of those accounts sending to a list holding the address → contact no
+ *   campaign copies every campaign of those accounts sending to a list holding the address → contact no;
+ *                   of a deleted contact, the "c:" references its deletion left in the address index;
+ *                   of a deleted list, the list's address index, which it keeps (keepCopiesFindable)
  *   delivery        {d:<domain>}:rs:<msgId>:<idx>, queue entries "<msgId>:<idx>:<attempt>", campaign
  *                   queue numbers: from (msgId, idx, domain)
  *   events          the stream from the oldest reference on, in pages (ids are times), matched by
@@ -88,6 +91,8 @@ interface Found {
   readonly contacts: (Contact & { account: string; listId: string; listName: string })[];
   readonly refs: MessageRef[];
   readonly index: IndexEntry[];
+  /** Deleted lists whose kept address index (keepCopiesFindable) names the address. */
+  readonly deletedLists: string[];
 }
 
 function inScope(scope: PrivacyScope, account: string): boolean {
@@ -101,18 +106,35 @@ async function find(redis: RedisClient, keys: Keys, address: string, scope: Priv
   const norm = normaliseAddress(address);
   const digest = await addressDigest(redis, keys, norm);
   const refs: MessageRef[] = [];
+  const seen = new Set<string>();
+  // A campaign copy can be found twice (a "c:" reference and a contact still in the list): once.
+  const add = (r: MessageRef): void => {
+    const pair = pairOf(r.msgId, r.idx);
+    if (seen.has(pair)) return;
+    seen.add(pair);
+    refs.push(r);
+  };
   const index: IndexEntry[] = [];
   for (const r of await readAddressRefs(redis, keys, digest)) {
+    if (r.ref.kind === 'c') {
+      // The copies of a campaign to a contact deleted since (keepCopiesFindable).
+      const c = await getCampaign(redis, keys, null, r.ref.msgId);
+      index.push({ member: r.member, drop: c === null || inScope(scope, c.account) });
+      if (c && inScope(scope, c.account)) add({ msgId: c.id, idx: r.ref.idx, account: c.account, domain: domainOf(norm), campaign: c, meta: null, at: c.startedAt ?? c.createdAt });
+      continue;
+    }
     const msg = await getMessage(redis, keys, r.ref.msgId);
     const rcpt = msg?.meta.rcpts[r.ref.idx];
     const live = msg !== null && rcpt !== undefined && normaliseAddress(rcpt.address) === norm;
     index.push({ member: r.member, drop: !live || inScope(scope, msg.meta.account) });
     if (!live || !inScope(scope, msg.meta.account)) continue;
-    refs.push({ msgId: r.ref.msgId, idx: r.ref.idx, account: msg.meta.account, domain: rcpt.domain, campaign: null, meta: msg.meta, at: r.at });
+    add({ msgId: r.ref.msgId, idx: r.ref.idx, account: msg.meta.account, domain: rcpt.domain, campaign: null, meta: msg.meta, at: r.at });
   }
   const contacts: Found['contacts'] = [];
+  const deletedLists: string[] = [];
   for (const account of scope.accounts) {
     const lists = await listLists(redis, keys, account);
+    const live = new Set(lists.map((l) => l.id));
     const held: Found['contacts'] = [];
     for (const list of lists) {
       const no = await redis.hget(keys.listEmails(list.id), norm);
@@ -121,15 +143,63 @@ async function find(redis: RedisClient, keys: Keys, address: string, scope: Priv
       if (c) held.push({ ...c, account, listId: list.id, listName: list.name });
     }
     contacts.push(...held);
-    if (held.length === 0) continue;
     const campaignIds = await redis.zrange(keys.accountCampaigns(account), 0, -1);
-    for (const id of campaignIds) {
+    const listIds = await Promise.all(campaignIds.map((id) => redis.hget(keys.msgMeta(id), 'listId')));
+    /** The address's number in each deleted list's kept address index, read once per list. */
+    const keptNo = new Map<string, string | null>();
+    for (const [i, id] of campaignIds.entries()) {
+      const listId = listIds[i];
+      if (!listId) continue;
+      const contact = held.find((h) => h.listId === listId);
+      // A deleted list's address index is kept while its campaigns' copies may be (keepCopiesFindable).
+      if (!contact && !live.has(listId) && !keptNo.has(listId)) keptNo.set(listId, await redis.hget(keys.listEmails(listId), norm));
+      const kept = contact ? null : (keptNo.get(listId) ?? null);
+      if (!contact && kept === null) continue;
       const c = await getCampaign(redis, keys, account, id);
-      const contact = c && held.find((h) => h.listId === c.listId);
-      if (c && contact) refs.push({ msgId: c.id, idx: contact.no, account, domain: contact.domain, campaign: c, meta: null, at: c.startedAt ?? c.createdAt });
+      if (!c) continue;
+      if (kept !== null && !deletedLists.includes(listId)) deletedLists.push(listId);
+      add({ msgId: c.id, idx: contact ? contact.no : Number(kept), account, domain: contact ? contact.domain : domainOf(norm), campaign: c, meta: null, at: c.startedAt ?? c.createdAt });
     }
   }
-  return { address: norm, digest, contacts, refs, index };
+  return { address: norm, digest, contacts, refs, index, deletedLists };
+}
+
+/**
+ * The campaigns of `account` that began sending to `listId` (a copy may exist): a draft or a
+ * scheduled campaign made none.
+ */
+export async function campaignsSentToList(redis: RedisClient, keys: Keys, account: string, listId: string): Promise<CampaignRecord[]> {
+  const ids = await redis.zrange(keys.accountCampaigns(account), 0, -1);
+  const listIds = await Promise.all(ids.map((id) => redis.hget(keys.msgMeta(id), 'listId')));
+  const out: CampaignRecord[] = [];
+  for (const [i, id] of ids.entries()) {
+    if (listIds[i] !== listId) continue;
+    const c = await getCampaign(redis, keys, account, id);
+    if (c && c.startedAt !== null) out.push(c);
+  }
+  return out;
+}
+
+/**
+ * Keeps the campaign copies a contact received findable by a later erasure of the address, when the
+ * contact is about to be deleted from its list: erasure finds campaign copies through the lists'
+ * address index, which no longer names a deleted contact. One "c:<campaignId>:<no>" reference per
+ * campaign that began sending to the list, in the address index (store/address-index.ts), for
+ * `ttlMs` (ingress/persist.ts refsTtlMs: as long as a copy's data can live). Returns how many.
+ * (A deleted list keeps its address index for the same time instead: contacts.ts deleteList.)
+ */
+export async function keepCopiesFindable(
+  redis: RedisClient,
+  keys: Keys,
+  account: string,
+  listId: string,
+  contact: { readonly email: string; readonly no: number },
+  now: number,
+  ttlMs: number,
+): Promise<number> {
+  const campaigns = await campaignsSentToList(redis, keys, account, listId);
+  await indexAddresses(redis, keys, campaigns.map((c) => ({ address: contact.email, ref: { kind: 'c', msgId: c.id, idx: contact.no }, at: now })), ttlMs);
+  return campaigns.length;
 }
 
 interface StreamEvent {
@@ -329,6 +399,7 @@ export async function eraseAddress(
 
   let contacts = 0;
   for (const c of f.contacts) if (await deleteContact(redis, keys, c.account, c.listId, c.email, now)) contacts++;
+  for (const listId of f.deletedLists) await redis.hdel(keys.listEmails(listId), f.address);
 
   // Suppressions survive as the digest only; the evidence (event and message ids) goes, but for
   // another account's on the global list (its ids name no one once the address is a digest).

@@ -8,7 +8,10 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { request } from 'undici';
 import { startHttpApi, type HttpApi } from '../../src/ingress/http-api.js';
-import { getList } from '../../src/store/contacts.js';
+import { getList, findContact } from '../../src/store/contacts.js';
+import { createCampaign } from '../../src/store/campaigns.js';
+import { addressDigest } from '../../src/store/address-digest.js';
+import { newId } from '../../src/core/ids.js';
 import { ingressFixture, startFixtureApi, type IngressFixture } from './fixture.js';
 
 const test = suite('ingress/lists');
@@ -135,6 +138,30 @@ test('contacts: get, patch and delete one by address (percent-encoded, any case,
   assert.is((await call('DELETE', path)).status, 404);
   assert.equal([(await call('GET', `/v1/lists/${id}/contacts/not-an-address`)).json.code], ['SLUICE_INGRESS_BAD_ADDRESS']);
   assert.is((await call('GET', `/v1/lists/${id}`)).json['count'], 0);
+});
+
+test('deleting a contact or a list that a campaign was sent to keeps the copies findable by an erasure', async () => {
+  const id = await newList('Sent to');
+  const imp = await call('POST', `/v1/lists/${id}/contacts`, { body: 'email\nann@example.org\nbob@example.org\n', type: 'text/csv' });
+  assert.is(imp.status, 200, imp.text);
+  const ann = (await findContact(fx.client, fx.keys, id, 'ann@example.org'))!;
+  const campaignId = newId();
+  await createCampaign(fx.client, fx.keys, {
+    id: campaignId, account: 'acme', name: 'Spring', listId: id, from: 'news@acme.example', fromDomain: 'acme.example', subject: 'Spring',
+    tracking: { opens: true, clicks: true }, tags: [], throttlePerHour: null, createdAt: Date.now(), sendAt: null, body: '{}', links: [],
+  });
+  await fx.client.hset(fx.keys.msgMeta(campaignId), 'state', 'sending', 'startedAt', Date.now());
+
+  assert.is((await call('DELETE', `/v1/lists/${id}/contacts/ann%40example.org`)).status, 200);
+  const refs = fx.keys.addressRefs(await addressDigest(fx.client, fx.keys, 'ann@example.org'));
+  assert.equal(await fx.client.zrange(refs, 0, -1), [`c:${campaignId}:${ann.no}`], "the copy's reference in the address index");
+  assert.ok((await fx.client.pttl(refs)) > 0, 'with a TTL');
+
+  assert.is((await call('DELETE', `/v1/lists/${id}`)).status, 200);
+  assert.is(await fx.client.exists(fx.keys.listContacts(id)), 0, 'the contacts are gone');
+  assert.is(await fx.client.hget(fx.keys.listEmails(id), 'bob@example.org'), '2', "the list's address index stays");
+  assert.ok((await fx.client.pttl(fx.keys.listEmails(id))) > 0, 'for a while');
+  assert.is((await call('GET', `/v1/lists/${id}`)).status, 404, 'the list is gone');
 });
 
 test("another account's list is a 404 on every route, and nothing changes", async () => {

@@ -10,7 +10,7 @@ import * as assert from 'uvu/assert';
 import type { RedisClient } from '../../src/redis/client.js';
 import type { Keys } from '../../src/redis/keys.js';
 import { persistMessage } from '../../src/ingress/persist.js';
-import { createList, upsertContacts, findContact } from '../../src/store/contacts.js';
+import { createList, upsertContacts, findContact, deleteContact, deleteList } from '../../src/store/contacts.js';
 import { createCampaign } from '../../src/store/campaigns.js';
 import { pushCampaignChunk } from '../../src/queue/campaign.js';
 import { appendEvent } from '../../src/store/events.js';
@@ -18,7 +18,7 @@ import { addSuppression, suppressionsOf, suppressionOf } from '../../src/store/s
 import { recordOutcome, storeFeedback } from '../../src/feedback/raw-store.js';
 import { recordSoftBounce } from '../../src/feedback/soft-bounces.js';
 import { createWebhook } from '../../src/store/webhooks.js';
-import { eraseAddress, exportAddress } from '../../src/store/privacy.js';
+import { campaignsSentToList, eraseAddress, exportAddress, keepCopiesFindable } from '../../src/store/privacy.js';
 import { verpAddress } from '../../src/core/verp.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 
@@ -53,7 +53,7 @@ async function message(id: string, rcpts: string[]): Promise<void> {
 }
 
 /** Everything the address touches, through the modules that write it in production. */
-async function populate(): Promise<{ campaignId: string; verp: string }> {
+async function populate(): Promise<{ campaignId: string; verp: string; lists: string[] }> {
   const dom = 'example.org';
   const [l1, l2] = [await createList(client, keys, ACCOUNT, 'news'), await createList(client, keys, ACCOUNT, 'offers')];
   await upsertContacts(client, keys, ACCOUNT, l1.id, [{ email: ADDRESS, fields: { first: 'Ann' } }, { email: OTHER, fields: {} }], NOW);
@@ -104,7 +104,7 @@ async function populate(): Promise<{ campaignId: string; verp: string }> {
   await client.rpush(keys.webhookDead(ACCOUNT, endpoint.id), batch([{ id: bounced, type: 'bounced', msgId: 'm-bounced', idx: '0' }]));
   // an idempotent HTTP answer listing the recipients
   await client.set(keys.idempotency(ACCOUNT, 'abc'), JSON.stringify({ h: 'x', s: 202, b: JSON.stringify({ id: 'm-queued', recipients: [ADDRESS] }) }), 'PX', 60_000);
-  return { campaignId, verp };
+  return { campaignId, verp, lists: [l1.id, l2.id] };
 }
 
 /** Every key and value of the test's prefix as text: strings, hashes, lists, sets, zsets, streams. */
@@ -208,6 +208,64 @@ test('erase leaves no trace of the address in any key or value, and its digest s
   // idempotent: a second run finds nothing more
   const again = await eraseAddress(client, keys, ADDRESS, SCOPE, { eventsMaxLen: 1000, recordTtlMs: 60_000, ref: 'sha256:test' });
   assert.equal({ ...again, suppressions: 0 }, { contacts: 0, messages: 0, queued: 0, events: 0, feedback: 0, webhookBatches: 0, suppressions: 0, idempotency: 0 });
+});
+
+/** What the campaign copy to the address left: its queue entry, delivery record, events and marks. */
+async function copyTraces(campaignId: string, no: number): Promise<string[]> {
+  const out: string[] = [];
+  if ((await client.zrange(keys.campaignQueue('example.org', campaignId), 0, -1)).length > 0) out.push('queue');
+  if ((await client.exists(keys.rcptState('example.org', campaignId, no))) > 0) out.push('delivery record');
+  const events = await client.xrange(keys.events(), '-', '+');
+  if (events.some(([, f]) => f.includes(campaignId) && f.includes(String(no)))) out.push('event');
+  if ((await client.hkeys(keys.trackMarks(campaignId))).some((k) => new RegExp(`^m?[ocub]:${no}(:|$)`).test(k))) out.push('mark');
+  return out;
+}
+
+for (const how of ['contact', 'list'] as const) {
+  test(`campaign copies stay findable by export and erasure after their ${how === 'contact' ? 'contact was deleted from the list' : 'whole list was deleted'}`, async () => {
+    const { campaignId, lists } = await populate();
+    const [l1] = lists as [string];
+    await client.hset(keys.msgMeta(campaignId), 'state', 'sending', 'startedAt', NOW - 1500);
+    const contact = (await findContact(client, keys, l1, ADDRESS))!;
+    await client.hset(keys.rcptState('example.org', campaignId, contact.no), { state: 'delivered', response: `250 ok <${ADDRESS}>` });
+    assert.equal((await campaignsSentToList(client, keys, ACCOUNT, l1)).map((c) => c.id), [campaignId]);
+    if (how === 'contact') {
+      assert.is(await keepCopiesFindable(client, keys, ACCOUNT, l1, contact, NOW, 60_000), 1);
+      assert.ok(await deleteContact(client, keys, ACCOUNT, l1, ADDRESS, NOW));
+    } else {
+      assert.ok(await deleteList(client, keys, ACCOUNT, l1, 60_000));
+      assert.is(await client.exists(keys.listContacts(l1)), 0, "the list's contacts are gone");
+      assert.ok((await client.pttl(keys.listEmails(l1))) > 0, 'its address index stays, for a while');
+    }
+    const e = (await exportAddress(client, keys, ADDRESS, SCOPE)) as Record<string, { id: string; kind?: string; recipientIndex?: number }[]>;
+    const copy = e['messages']!.find((m) => m.id === campaignId);
+    assert.equal([copy?.kind, copy?.recipientIndex], ['campaign', contact.no], 'the copy is in the export');
+    assert.equal(e['unsubscribes']!.length, 1, "the copy's unsubscribe event");
+    // Another account's export does not see it.
+    const other = (await exportAddress(client, keys, ADDRESS, { accounts: ['beta'], all: false })) as Record<string, { id: string }[]>;
+    assert.not.ok(other['messages']!.some((m) => m.id === campaignId));
+
+    const report = await eraseAddress(client, keys, ADDRESS, SCOPE, { eventsMaxLen: 1000, recordTtlMs: 60_000, ref: 'sha256:test' });
+    assert.ok(report.queued >= 1, "the copy's queue entry");
+    const after = await dump(keys.prefix);
+    assert.not.ok(after.includes('ann.person'), 'no trace of the address anywhere (the kept address index included)');
+    assert.equal(await copyTraces(campaignId, contact.no), [], 'nothing of the copy is left');
+    const again = await eraseAddress(client, keys, ADDRESS, SCOPE, { eventsMaxLen: 1000, recordTtlMs: 60_000, ref: 'sha256:test' });
+    assert.is(again.messages + again.queued + again.events, 0, 'a second erasure finds nothing');
+  });
+}
+
+test('a list no campaign began sending to is deleted whole; a contact deleted from it indexes nothing', async () => {
+  const { campaignId, lists } = await populate();
+  const [l1, l2] = lists as [string, string];
+  // c-spring (on l1) never started; nothing was sent to l2.
+  assert.equal(await campaignsSentToList(client, keys, ACCOUNT, l1), []);
+  assert.equal(await campaignsSentToList(client, keys, ACCOUNT, l2), []);
+  const contact = (await findContact(client, keys, l2, ADDRESS))!;
+  assert.is(await keepCopiesFindable(client, keys, ACCOUNT, l2, contact, NOW, 60_000), 0);
+  assert.ok(await deleteList(client, keys, ACCOUNT, l2));
+  assert.is(await client.exists(keys.listEmails(l2)), 0);
+  assert.ok(campaignId);
 });
 
 test.run();
