@@ -7,7 +7,7 @@ declare module 'ioredis' {
     /** src/queue/lua/recordTrackingEvent-3.lua; idx '' is anonymous mode (counted, no mark). */
     recordTrackingEvent(
       marks: string, links: string, stats: string, kind: string, idx: number | '', link: number, now: number, burstMs: number, ttlMs: number, cls: '' | 'm', burstLinks: number,
-    ): Result<[number, number, string | null, number, number], Context>;
+    ): Result<[number, number, string | null, number, number, number], Context>;
   }
 }
 

@@ -2,7 +2,7 @@ import { Cluster, type Result } from 'ioredis';
 import type { TokenPayload } from '../core/tokens.js';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
-import { classifyOpen, type TrackingRequest } from './classify.js';
+import { BURST_WINDOW_MS, classifyOpen, type TrackingRequest } from './classify.js';
 import { DEFAULT_EVENTS_MAX_LEN, DEFAULT_RETENTION_MS, type TrackingDeps, type TrackingMode } from './deps.js';
 import { eventClass, packTrackingEvent, TYPES, type EventContext } from './record.js';
 import { EVENTS_PER_CALL, packBatch } from '../store/events.js';
@@ -47,12 +47,17 @@ export interface RawOpen extends TrackingRequest {
 export interface EventBatch {
   /** Queues an answered pixel request: verified, classified, marked and appended in the next flush. */
   open(raw: RawOpen): void;
-  /** Queues the event of a verified token whose marks are already made (a click). */
+  /**
+   * Queues the event of a verified token whose marks are already made (a click). A person's first
+   * click on a link is held for the burst window first (see CLICK_HOLD_MS).
+   */
   event(p: TokenPayload, ctx: EventContext): void;
-  /** Events queued or being written. */
+  /** Events queued, held or being written. */
   readonly pending: number;
-  /** Resolves when every queued event has been written (or has failed). */
+  /** Resolves when every queued event has been written (or has failed), held clicks included. */
   idle(): Promise<void>;
+  /** Queues the held clicks at once, as they are (closing). */
+  releaseHeld(): void;
 }
 
 export interface EventBatchOptions {
@@ -67,6 +72,8 @@ export interface EventBatchOptions {
   readonly lingerMs?: number;
   /** Called after each flush, written or failed, with how many queued entries it settled. */
   readonly onFlushed?: (entries: number) => void;
+  /** How long a person's first click on a link is held before it is queued (default CLICK_HOLD_MS; 0 = none). */
+  readonly clickHoldMs?: number;
 }
 
 /** What a batch needs of TrackingDeps: the recorder thread builds these without a pino logger. */
@@ -80,6 +87,26 @@ export const MAX_BATCH = EVENTS_PER_CALL;
 /** 10 ms: at 30,000 opens/s a flush carries ~300 events, not the ~75 that back-to-back flushes gather. */
 export const LINGER_MS = 10;
 
+/**
+ * A person's first click on a link (full mode) waits this long before it is queued: a link scanner
+ * clicks every link of a mail within BURST_WINDOW_MS, and only the click that makes the burst shows
+ * it (recordTrackingEvent-3.lua). That click carries the window's start (EventContext.burstSince), and
+ * the recipient's clicks held from then on are written as the scanner's ('burst') with it, as the
+ * counters already moved them; so the stream and the webhooks say what the counters say. Other
+ * events are not held: a repeat click or a machine's cannot turn out otherwise. The hold is from the
+ * event's arrival here, by this process's clock.
+ */
+export const CLICK_HOLD_MS = BURST_WINDOW_MS;
+
+/** A held click: queued at `until`, or earlier with a burst. */
+interface Held {
+  readonly key: string;
+  readonly p: TokenPayload;
+  readonly ctx: EventContext;
+  readonly until: number;
+  done: boolean;
+}
+
 type Entry = { readonly raw: RawOpen } | { readonly p: TokenPayload; readonly ctx: EventContext };
 
 interface Ready {
@@ -90,25 +117,91 @@ interface Ready {
 export function createEventBatch(deps: EventBatchDeps, opts: EventBatchOptions): EventBatch {
   const maxBatch = opts.maxBatch ?? MAX_BATCH;
   const lingerMs = opts.lingerMs ?? LINGER_MS;
+  const holdMs = opts.clickHoldMs ?? CLICK_HOLD_MS;
   const log = deps.logger;
   let queue: Entry[] = [];
   let inFlight = 0;
   let flushing = false;
   let scheduled = false;
   let idleWaiters: (() => void)[] = [];
+  /** Held clicks by recipient ("<msgId>:<idx>"), and all of them in order of `until` from holdHead on. */
+  const held = new Map<string, Held[]>();
+  let holdQueue: Held[] = [];
+  let holdHead = 0;
+  let heldCount = 0;
+  let holdTimer: ReturnType<typeof setTimeout> | null = null;
 
-  const push = (entry: Entry, endpoint: 'open' | 'click'): void => {
-    if (queue.length + inFlight >= opts.maxPending) {
-      deps.metrics?.requests.inc({ endpoint, result: 'shed' });
-      log.warn({ pending: queue.length + inFlight }, 'tracking event dropped: too many writes waiting');
-      return;
-    }
+  const pendingCount = (): number => queue.length + inFlight + heldCount;
+
+  /** Room for one more event, else it is dropped and counted. */
+  const admit = (endpoint: 'open' | 'click'): boolean => {
+    if (pendingCount() < opts.maxPending) return true;
+    deps.metrics?.requests.inc({ endpoint, result: 'shed' });
+    log.warn({ pending: pendingCount() }, 'tracking event dropped: too many writes waiting');
+    return false;
+  };
+
+  const enqueue = (entry: Entry): void => {
     queue.push(entry);
     if (!flushing && !scheduled) {
       scheduled = true;
       // After this turn's other requests: they join the same batch.
       setImmediate(run);
     }
+  };
+
+  const settle = (): void => {
+    if (flushing || scheduled || queue.length > 0 || heldCount > 0) return;
+    const waiters = idleWaiters;
+    idleWaiters = [];
+    for (const w of waiters) w();
+  };
+
+  /** Queues a held click (as it is, or as the scanner's), once. */
+  const unhold = (h: Held, asBurst: boolean): void => {
+    if (h.done) return;
+    h.done = true;
+    heldCount--;
+    const list = held.get(h.key);
+    if (list) {
+      list.splice(list.indexOf(h), 1);
+      if (list.length === 0) held.delete(h.key);
+    }
+    enqueue({ p: h.p, ctx: asBurst ? { ...h.ctx, machine: 'burst' } : h.ctx });
+  };
+
+  const releaseDue = (): void => {
+    holdTimer = null;
+    const now = Date.now();
+    while (holdHead < holdQueue.length) {
+      const h = holdQueue[holdHead] as Held;
+      if (!h.done && h.until > now) break;
+      holdHead++;
+      unhold(h, false);
+    }
+    // Drop what was released (in bulk, not one shift per click).
+    if (holdHead > 1024 && holdHead * 2 > holdQueue.length) {
+      holdQueue = holdQueue.slice(holdHead);
+      holdHead = 0;
+    }
+    const next = holdQueue[holdHead];
+    if (next) holdTimer = setTimeout(releaseDue, Math.max(1, next.until - now));
+    settle();
+  };
+
+  const hold = (p: TokenPayload, ctx: EventContext): void => {
+    const h: Held = { key: `${p.msgId}:${p.idx}`, p, ctx, until: Date.now() + holdMs, done: false };
+    const list = held.get(h.key);
+    if (list) list.push(h);
+    else held.set(h.key, [h]);
+    holdQueue.push(h);
+    heldCount++;
+    holdTimer ??= setTimeout(releaseDue, holdMs);
+  };
+
+  /** A burst-making click: the recipient's clicks held from the window's start are the scanner's. */
+  const releaseBurst = (key: string, since: number): void => {
+    for (const h of [...(held.get(key) ?? [])]) unhold(h, h.ctx.now >= since);
   };
 
   const run = async (): Promise<void> => {
@@ -132,9 +225,7 @@ export function createEventBatch(deps: EventBatchDeps, opts: EventBatchOptions):
       if (queue.length > 0 && queue.length < maxBatch && wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
     }
     flushing = false;
-    const waiters = idleWaiters;
-    idleWaiters = [];
-    for (const w of waiters) w();
+    settle();
   };
 
   const flush = async (batch: readonly Entry[]): Promise<void> => {
@@ -195,12 +286,27 @@ export function createEventBatch(deps: EventBatchDeps, opts: EventBatchOptions):
   };
 
   return {
-    open: (raw) => push({ raw }, 'open'),
-    event: (p, ctx) => push({ p, ctx }, 'click'),
-    get pending() {
-      return queue.length + inFlight;
+    open: (raw) => {
+      if (admit('open')) enqueue({ raw });
     },
-    idle: () => (!flushing && !scheduled && queue.length === 0 ? Promise.resolve() : new Promise((resolve) => idleWaiters.push(resolve))),
+    event: (p, ctx) => {
+      if (!admit('click')) return;
+      if (holdMs > 0 && p.kind === 'c' && ctx.mode === 'full' && ctx.first && ctx.machine === null) return hold(p, ctx);
+      if (ctx.machine === 'burst' && ctx.burstSince !== undefined) releaseBurst(`${p.msgId}:${p.idx}`, ctx.burstSince);
+      enqueue({ p, ctx });
+    },
+    get pending() {
+      return pendingCount();
+    },
+    idle: () => (!flushing && !scheduled && queue.length === 0 && heldCount === 0 ? Promise.resolve() : new Promise((resolve) => idleWaiters.push(resolve))),
+    releaseHeld() {
+      for (let i = holdHead; i < holdQueue.length; i++) unhold(holdQueue[i] as Held, false);
+      holdQueue = [];
+      holdHead = 0;
+      if (holdTimer) clearTimeout(holdTimer);
+      holdTimer = null;
+      settle();
+    },
   };
 }
 

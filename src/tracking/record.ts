@@ -15,6 +15,8 @@ export interface Mark {
   readonly burstLimit: number;
   /** The recipient was erased: nothing was written, and no event may be. */
   readonly erased: boolean;
+  /** Start (ms) of the recipient's burst window (a person's click), else 0: see EventContext.burstSince. */
+  readonly burstSince: number;
 }
 
 /**
@@ -28,14 +30,14 @@ export interface Mark {
 export async function mark(deps: TrackingDeps, p: TokenPayload, mode: TrackingMode, now: number, knownMachine = false): Promise<Mark> {
   if (mode === 'off' && p.kind !== 'u') {
     const url = p.kind === 'c' ? await deps.redis.lindex(deps.keys.links(p.msgId), p.link ?? 0) : null;
-    return { first: false, burst: 0, url, burstLimit: BURST_LINKS, erased: false };
+    return { first: false, burst: 0, url, burstLimit: BURST_LINKS, erased: false, burstSince: 0 };
   }
   const personal = mode === 'full' || p.kind === 'u';
-  const [first, burst, url, burstLimit, erased] = await deps.redis.recordTrackingEvent(
+  const [first, burst, url, burstLimit, erased, burstSince] = await deps.redis.recordTrackingEvent(
     deps.keys.trackMarks(p.msgId), deps.keys.links(p.msgId), deps.keys.msgStats(p.msgId), p.kind, personal ? p.idx : '', p.link ?? 0, now,
     BURST_WINDOW_MS, deps.retentionMs ?? DEFAULT_RETENTION_MS, knownMachine ? 'm' : '', BURST_LINKS,
   );
-  return { first: first === 1, burst, url: url ?? null, burstLimit: burstLimit ?? BURST_LINKS, erased: erased === 1 };
+  return { first: first === 1, burst, url: url ?? null, burstLimit: burstLimit ?? BURST_LINKS, erased: erased === 1, burstSince: burstSince ?? 0 };
 }
 
 export const TYPES = { o: 'opened', c: 'clicked', u: 'unsubscribed' } as const;
@@ -51,6 +53,12 @@ export interface EventContext {
   readonly userAgent: string;
   readonly ip: string;
   readonly via?: string;
+  /**
+   * A click classified 'burst': the start (ms) of the window whose clicks made the burst. The
+   * recipient's earlier first clicks from then on, held back for that reason (event-batch.ts), are
+   * written as the scanner's too. Not written itself.
+   */
+  readonly burstSince?: number;
 }
 
 /**

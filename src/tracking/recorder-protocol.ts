@@ -18,6 +18,8 @@ export interface RecorderInit {
   readonly retentionMs: number | undefined;
   /** The thread's nice value (0 = the process's own). */
   readonly nice: number;
+  /** event-batch.ts clickHoldMs. */
+  readonly clickHoldMs: number;
 }
 
 /**

@@ -81,6 +81,7 @@ const batch = createEventBatch(
   {
     // The main thread bounds what is pending; here everything it sends is taken.
     maxPending: Number.MAX_SAFE_INTEGER,
+    clickHoldMs: init.clickHoldMs,
     modeOf: (account) => modeOf(init.settings, account),
     verifyOpen: (token, at) => codec.verify(token, at, 'o'),
     onFlushed: (entries) => post({ t: 'flushed', entries, requests: drain(requests), events: drain(events) }),
@@ -89,6 +90,8 @@ const batch = createEventBatch(
 
 port.on('message', (m: ToRecorder) => {
   if (m.t === 'close') {
+    // Closing: held clicks are written now, as they are, not after their hold.
+    batch.releaseHeld();
     void batch
       .idle()
       .then(() => redis.quit())

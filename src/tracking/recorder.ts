@@ -21,7 +21,7 @@ import { type FromRecorder, type OpenTuples, type RecorderInit, type ToRecorder 
  * If the thread dies (it should not: event-batch.ts catches Redis errors), what it held is reported
  * lost and a new thread is started after a second; requests are answered all along.
  */
-export interface Recorder extends EventBatch {
+export interface Recorder extends Omit<EventBatch, 'releaseHeld'> {
   close(): Promise<void>;
 }
 

@@ -9,6 +9,7 @@ import { modeOf, type TrackingDeps } from './deps.js';
 import { isOneClickBody } from './one-click.js';
 import { badRequestPage, invalidLinkPage, NOT_FOUND_TEXT, unsubscribedPage, unsubscribeFormPage } from './pages.js';
 import { startRecorder } from './recorder.js';
+import { CLICK_HOLD_MS } from './event-batch.js';
 import { mark } from './record.js';
 import { unsubscribe, unsubscribeTarget } from './unsubscribe.js';
 import { listenOn } from '../core/listen.js';
@@ -37,6 +38,8 @@ export interface TrackingServerOptions extends HttpConnectionLimits {
   readonly maxPendingRecords?: number;
   /** Nice value of the recorder thread (default RECORDER_NICE; see recorder-worker.ts). */
   readonly recorderNice?: number;
+  /** How long a person's first click on a link is held before it is written (default CLICK_HOLD_MS, event-batch.ts). */
+  readonly clickHoldMs?: number;
   readonly maxHeaderBytes?: number;
   readonly maxBodyBytes?: number;
   readonly headersTimeoutMs?: number;
@@ -102,6 +105,7 @@ export async function startTrackingServer(deps: TrackingDeps, opts: TrackingServ
     {
       connect: deps.connect, prefix: deps.keys.prefix, codec: deps.codec.options, settings: deps.settings, eventsMaxLen: deps.eventsMaxLen, retentionMs: deps.retentionMs,
       nice: opts.recorderNice ?? RECORDER_NICE,
+      clickHoldMs: opts.clickHoldMs ?? CLICK_HOLD_MS,
     },
     { maxPending, metrics: deps.metrics, logger: log },
   );
@@ -157,7 +161,8 @@ export async function startTrackingServer(deps: TrackingDeps, opts: TrackingServ
     // An erased recipient's old link still leads where it led, but nothing about them is recorded.
     if (mode !== 'off' && !m.erased) {
       const machine = before ?? classifyClick(client, { ...ctx, burst: m.burst, burstLimit: m.burstLimit });
-      recorder.event(p, { now: at, mode, first: m.first, machine, userAgent: client.userAgent, ip: client.ip });
+      const burst = machine === 'burst' && m.burstSince > 0 ? { burstSince: m.burstSince } : {};
+      recorder.event(p, { now: at, mode, first: m.first, machine, userAgent: client.userAgent, ip: client.ip, ...burst });
     }
     return 'ok';
   };
@@ -273,7 +278,7 @@ export async function startTrackingServer(deps: TrackingDeps, opts: TrackingServ
       cut.unref();
       await closed;
       clearTimeout(cut);
-      await idle();
+      // The recorder writes what it holds, the clicks held for the burst window too, and stops.
       await recorder.close();
     },
   };

@@ -58,7 +58,8 @@ async function fixture(mode: TrackingMode = 'full', links: readonly string[] = L
     acceptedAt: NOW, tags: [], metadata: {}, body: 'x', links: [...links],
   });
   const deps = { redis: client, keys, codec, logger: createLogger('silent'), now: () => NOW, settings: { mode }, retentionMs: RETENTION_MS, connect: { url: redis.url } };
-  const server = await startTrackingServer(deps, { host: '127.0.0.1', port: 0, publicBaseUrl: 'https://t.example.com' });
+  // A short click hold: the tests wait for the written events (the hold has tests of its own).
+  const server = await startTrackingServer(deps, { host: '127.0.0.1', port: 0, publicBaseUrl: 'https://t.example.com', clickHoldMs: 200 });
   const base = `http://127.0.0.1:${server.port}`;
   const sign = (p: Omit<TokenPayload, 'account' | 'msgId' | 'issuedAt'>) => codec.sign({ account: 'acme', msgId, issuedAt: ISSUED, ...p } as TokenPayload);
   const get = async (path: string, userAgent: string) => {

@@ -8,6 +8,7 @@ import { createTokenCodec, type TokenPayload } from '../../src/core/tokens.js';
 import { newId } from '../../src/core/ids.js';
 import { createEventBatch, type EventBatchDeps, type EventBatchOptions } from '../../src/tracking/event-batch.js';
 import { toEngagement } from '../../src/store/engagement.js';
+import type { EventContext } from '../../src/tracking/record.js';
 
 const test = suite('tracking/event-batch');
 const NOW = Date.UTC(2026, 2, 1, 12);
@@ -117,7 +118,8 @@ test('a click event joins the queue behind the opens before it; anonymous and of
   const client = redis.client();
   const { keys } = redis.fresh();
   const modes: Record<string, 'full' | 'anonymous' | 'off'> = { acme: 'full', anon: 'anonymous', quiet: 'off' };
-  const { batch, events } = setup(client, keys, { modeOf: (a) => modes[a] ?? 'full' });
+  // No hold: this is about the queue's order (the hold has a test of its own).
+  const { batch, events } = setup(client, keys, { modeOf: (a) => modes[a] ?? 'full', clickHoldMs: 0 });
   const msgId = newId(NOW);
   const sign = (account: string) => codec.sign({ kind: 'o', account, msgId, idx: 0, issuedAt: ISSUED });
   batch.open(open(sign('acme'), NOW));
@@ -130,6 +132,44 @@ test('a click event joins the queue behind the opens before it; anonymous and of
   assert.equal(evs.map((e) => [e['type'], e['at']]), [['opened', String(NOW)], ['clicked', String(NOW + 1)], ['opened', String(NOW + 2)]]);
   assert.equal(evs[1], { type: 'clicked', at: String(NOW + 1), account: 'acme', msgId, idx: '0', link: '2', first: '1', machine: '0', ip: '192.0.2.1', ua: BROWSER });
   assert.equal(evs[2], { type: 'opened', at: String(NOW + 2), account: 'anon', msgId, machine: '0' });
+});
+
+test("a person's first click on a link is held for the burst window; a burst-making click writes the recipient's held clicks as the scanner's", async () => {
+  const client = redis.client();
+  const { keys } = redis.fresh();
+  const HOLD = 300;
+  const { batch, events } = setup(client, keys, { clickHoldMs: HOLD, maxPending: 5 });
+  const msgId = newId(NOW);
+  const click = (idx: number, link: number): TokenPayload => ({ kind: 'c', account: 'acme', msgId, idx, link, issuedAt: ISSUED });
+  const ctx = (now: number, over: Partial<EventContext> = {}): EventContext => ({ now, mode: 'full', first: true, machine: null, userAgent: BROWSER, ip: '192.0.2.1', ...over });
+  const started = Date.now();
+  // Recipient 0: two first clicks (held), then a repeat (not held: it cannot turn out a scanner's).
+  batch.event(click(0, 0), ctx(NOW));
+  batch.event(click(0, 1), ctx(NOW + 10));
+  batch.event(click(0, 1), ctx(NOW + 20, { first: false }));
+  // Recipient 1: one click before the window, two in it, then the third link makes the burst.
+  batch.event(click(1, 3), ctx(NOW - 5000));
+  batch.event(click(1, 0), ctx(NOW));
+  assert.is(batch.pending, 5, 'held clicks are pending');
+  batch.event(click(1, 9), ctx(NOW));
+  assert.is(batch.pending, 5, 'beyond maxPending a click is shed, held ones counted');
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal((await events()).map((e) => `${e['idx']}:${e['link']}`), ['0:1'], 'only the repeat is written at once');
+  batch.event(click(1, 1), ctx(NOW + 30, { machine: 'burst', burstSince: NOW - 100 }));
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal((await events()).map((e) => `${e['idx']}:${e['link']}:${e['reason'] ?? 'human'}`), ['0:1:human', '1:3:human', '1:0:burst', '1:1:burst'],
+    "the burst writes recipient 1's held clicks at once: the one before the window as a person's, the one in it as the scanner's");
+  await batch.idle();
+  assert.ok(Date.now() - started >= HOLD, 'idle() waits for the held clicks');
+  assert.equal((await events()).map((e) => `${e['idx']}:${e['link']}:${e['reason'] ?? 'human'}`).slice(4), ['0:0:human', '0:1:human'], "recipient 0's clicks after their hold, as a person's");
+  assert.is(batch.pending, 0);
+  // releaseHeld (closing) queues them at once.
+  batch.event(click(2, 0), ctx(NOW));
+  const t0 = Date.now();
+  batch.releaseHeld();
+  await batch.idle();
+  assert.ok(Date.now() - t0 < HOLD, 'written without waiting for the hold');
+  assert.is((await events()).length, 7);
 });
 
 test('the bound on pending writes sheds beyond it, and large queues go out in bounded batches', async () => {

@@ -66,8 +66,9 @@ async function fixture(
     connect: { url: redis.url },
     ...(opts.metrics ? { metrics: opts.metrics } : {}),
   };
+  // A short click hold (event-batch.ts): the tests wait for the written events.
   const server = await startTrackingServer(deps, {
-    host: '127.0.0.1', port: 0, publicBaseUrl: 'https://t.example.com', ...(opts.trustProxy ? { trustProxy: true } : {}), ...(opts.headersTimeoutMs ? { headersTimeoutMs: opts.headersTimeoutMs } : {}), ...opts.server,
+    host: '127.0.0.1', port: 0, publicBaseUrl: 'https://t.example.com', clickHoldMs: 200, ...(opts.trustProxy ? { trustProxy: true } : {}), ...(opts.headersTimeoutMs ? { headersTimeoutMs: opts.headersTimeoutMs } : {}), ...opts.server,
   });
   return {
     keys, msgId, server, deps,
@@ -344,15 +345,32 @@ test('machine opens and clicks are classified, and do not use up the first human
   }
 });
 
-test('all links clicked at once is a burst: the third distinct link is a machine click', async () => {
+test('all links clicked at once is a burst: every click of it is written as a machine click, the two before the third too', async () => {
   const f = await fixture();
   try {
+    // Recipient 0, a person: two links, each held for the burst window, then written as a person's.
+    for (const link of [0, 2]) await get(f.base + '/c/' + f.token('c', { idx: 0, link }), { headers: { 'user-agent': BROWSER } });
+    // Recipient 1, a scanner: every link at once.
     for (const link of [0, 1, 2, 3]) await get(f.base + '/c/' + f.token('c', { idx: 1, link }), { headers: { 'user-agent': BROWSER } });
-    const reasons = (await f.events()).map((e) => e['reason'] ?? 'human');
-    assert.equal(reasons, ['human', 'human', 'burst', 'burst']);
+    const events = await f.events();
+    const of = (idx: string) => events.filter((e) => e['idx'] === idx).map((e) => `${e['link']}:${e['machine']}:${e['reason'] ?? 'human'}`);
+    assert.equal(of('1'), ['0:1:burst', '1:1:burst', '2:1:burst', '3:1:burst'], 'the scanner');
+    assert.equal(of('0'), ['0:0:human', '2:0:human'], 'the person');
+    const stats = await client.hgetall(f.keys.msgStats(f.msgId));
+    assert.equal([stats['clicks_human'], stats['machine_clicks'], stats['clicks_unique_human']], ['2', '4', '1'], 'the counters say the same');
   } finally {
     await f.close();
   }
+});
+
+test('close() writes the clicks held for the burst window at once', async () => {
+  const f = await fixture();
+  await get(f.base + '/c/' + f.token('c', { link: 0 }), { headers: { 'user-agent': BROWSER } });
+  const started = Date.now();
+  await f.close();
+  assert.ok(Date.now() - started < 1500, `close took ${Date.now() - started} ms`);
+  const entries = await client.xrange(f.keys.events(), '-', '+');
+  assert.is(entries.length, 1, 'the held click is in the stream');
 });
 
 test('IP anonymisation: truncate zeroes the host part, drop stores none', async () => {

@@ -26,7 +26,8 @@
 
   Returns {first (1|0), burst (distinct links in the window, 0 unless kind 'c'), url or false,
   the burst limit that applied (ARGV[8], or the message's link count when 2 ≤ links < ARGV[8]),
-  erased (1: the recipient was erased, eraseRecipient-5.lua; nothing was written)}.
+  erased (1: the recipient was erased, eraseRecipient-5.lua; nothing was written),
+  the window's start (ms; 0 unless a person's click): the clicks from then on make the burst}.
   A click on a link the table does not hold writes nothing and returns {0, 0, false}.
 ]]
 local kind, idx, now, cls = ARGV[1], ARGV[2], tonumber(ARGV[4]), ARGV[7]
@@ -39,7 +40,7 @@ end
 -- An erased recipient (eraseRecipient-5.lua): nothing is marked or counted; a click still gets its URL.
 if idx ~= '' then
   local x = redis.call('HMGET', KEYS[1], 'x:' .. idx, 'x:*')
-  if x[1] or x[2] then return {0, 0, url, tonumber(ARGV[8]), 1} end
+  if x[1] or x[2] then return {0, 0, url, tonumber(ARGV[8]), 1, 0} end
 end
 local first, burst, burstStart = 0, 0, 0
 -- Distinct links in the window from which clicks are a scanner's: ARGV[8], or every link of a mail
@@ -99,4 +100,4 @@ else
   end
 end
 redis.call('PEXPIRE', stats, ARGV[6], 'NX')
-return {first, burst, url, burstLimit, 0}
+return {first, burst, url, burstLimit, 0, burstStart}
