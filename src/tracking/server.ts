@@ -155,8 +155,9 @@ export async function startTrackingServer(deps: TrackingDeps, opts: TrackingServ
     const before = classifyClick(client, ctx);
     const m = await mark(deps, p, mode, at, before !== null);
     // Only an http(s) URL of the message's own table is a target; anything else is not followed.
-    if (m.url === null || !/^https?:\/\//i.test(m.url)) return send(res, 404, TEXT, NOT_FOUND_TEXT, 'not_found');
-    res.writeHead(302, { Location: m.url, 'Cache-Control': 'no-store', 'Referrer-Policy': 'no-referrer', 'Content-Length': 0 });
+    const target = m.url === null ? null : redirectTarget(m.url);
+    if (target === null) return send(res, 404, TEXT, NOT_FOUND_TEXT, 'not_found');
+    res.writeHead(302, { Location: target, 'Cache-Control': 'no-store', 'Referrer-Policy': 'no-referrer', 'Content-Length': 0 });
     res.end();
     // An erased recipient's old link still leads where it led, but nothing about them is recorded.
     if (mode !== 'off' && !m.erased) {
@@ -203,11 +204,13 @@ export async function startTrackingServer(deps: TrackingDeps, opts: TrackingServ
     if (prefix === '/o' && rest.endsWith('.gif')) return ['open', notAllowed(res, 'GET, HEAD')];
     if (prefix === '/c') {
       if (!read) return ['click', notAllowed(res, 'GET, HEAD')];
-      return ['click', await click(req, res, rest)];
+      if (deps.redis.status !== 'ready') return ['click', unavailable(res)];
+      return ['click', await withDeadline(click(req, res, rest))];
     }
     if (prefix === '/u') {
       if (!read && method !== 'POST') return ['unsubscribe', notAllowed(res, 'GET, HEAD, POST')];
-      return ['unsubscribe', await unsubscribePage(req, res, rest)];
+      if (deps.redis.status !== 'ready') return ['unsubscribe', unavailable(res)];
+      return ['unsubscribe', await withDeadline(unsubscribePage(req, res, rest))];
     }
     return ['other', send(res, 404, TEXT, NOT_FOUND_TEXT, 'not_found')];
   };
@@ -243,7 +246,9 @@ export async function startTrackingServer(deps: TrackingDeps, opts: TrackingServ
         .catch((err: unknown) => {
           // Redis unreachable (a click or an unsubscribe needs it): say so, keep serving.
           log.warn({ err }, 'tracking request failed');
-          deps.metrics?.requests.inc({ endpoint: 'other', result: 'error' });
+          const endpoint: Endpoint = url.startsWith('/c/') ? 'click' : url.startsWith('/u/') ? 'unsubscribe' : 'other';
+          deps.metrics?.requests.inc({ endpoint, result: 'error' });
+          deps.metrics?.duration.observe({ endpoint }, (performance.now() - started) / 1000);
           if (!res.headersSent) send(res, 503, TEXT, 'Temporarily unavailable, please try again\n', 'error');
           else res.destroy();
         });
@@ -284,11 +289,46 @@ export async function startTrackingServer(deps: TrackingDeps, opts: TrackingServ
   };
 }
 
+/**
+ * The Location of a link as the message had it: parsed as a browser parses an href (WHATWG URL), so
+ * the redirect leads where a click on the untracked link would have. Links are stored as written in
+ * the HTML, where non-ASCII characters, spaces and line breaks (a long URL wrapped by its generator)
+ * occur; as a header value they would be sent as Latin-1 bytes or refused, where a browser
+ * percent-encodes them, turns the host to punycode and drops the line breaks. Null unless http(s).
+ */
+export function redirectTarget(url: string): string | null {
+  if (!URL.canParse(url)) return null;
+  const u = new URL(url);
+  return u.protocol === 'http:' || u.protocol === 'https:' ? u.href : null;
+}
+
 function send(res: ServerResponse, status: number, type: string, body: string, result: string): string {
   const buf = Buffer.from(body, 'utf8');
   res.writeHead(status, { 'Content-Type': type, 'Content-Length': buf.length, 'Cache-Control': 'no-store', 'Referrer-Policy': 'no-referrer' });
   res.end(res.req.method === 'HEAD' ? undefined : buf);
   return result;
+}
+
+/**
+ * A click or an unsubscribe needs Redis: while it is unreachable they are answered 503 at once. The
+ * shared client keeps commands queued until it reconnects (nothing accepted is lost that way), which
+ * would leave a recipient's browser waiting with no answer and its socket held.
+ */
+function unavailable(res: ServerResponse): string {
+  res.setHeader('Retry-After', '30');
+  return send(res, 503, TEXT, 'Temporarily unavailable, please try again\n', 'unavailable');
+}
+
+/** How long a click or an unsubscribe may wait on Redis before the recipient is answered 503. */
+const REDIS_DEADLINE_MS = 5_000;
+
+/** `work`, or a rejection after REDIS_DEADLINE_MS (the request handler answers 503); the work itself goes on. */
+function withDeadline<T>(work: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer from Redis within ${REDIS_DEADLINE_MS} ms`)), REDIS_DEADLINE_MS);
+  });
+  return Promise.race([work, deadline]).finally(() => clearTimeout(timer));
 }
 
 function notAllowed(res: ServerResponse, allow: string): string {

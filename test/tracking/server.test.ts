@@ -3,7 +3,8 @@ import * as assert from 'uvu/assert';
 import { Agent, request } from 'undici';
 import { connect } from 'node:net';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
-import { startRedis, type TestRedis } from '../helpers/redis.js';
+import { freePort, startRedis, type TestRedis } from '../helpers/redis.js';
+import { createRedis } from '../../src/redis/client.js';
 import type { RedisClient } from '../../src/redis/client.js';
 import type { Keys } from '../../src/redis/keys.js';
 import { createLogger } from '../../src/observability/logger.js';
@@ -211,6 +212,61 @@ test('tampered tokens record nothing, never redirect, and the pixel still answer
     assert.is(await client.exists(f.keys.trackMarks(f.msgId)), 0);
   } finally {
     await f.close();
+  }
+});
+
+test('a link as written in the HTML (non-ASCII, a wrapped line, an IDN host) redirects where a browser would have gone; a non-http link is not followed', async () => {
+  const f = await fixture();
+  try {
+    const msgId = newId(NOW);
+    const links = ['https://shop.example/straße?q=été', 'https://例え.jp/日本語', 'https://shop.example/spring-\nsale?a=1 ', 'javascript:alert(1)', 'https://shop.example/a b'];
+    await storeMessage(client, f.keys, {
+      id: msgId, account: 'acme', source: 'http', kind: 'raw', from: 'News <news@acme.example>', fromDomain: 'acme.example',
+      rcpts: [{ address: 'ann@example.org', domain: 'example.org' }], acceptedAt: NOW, tags: [], metadata: {}, body: 'x', links,
+    });
+    const locations = [];
+    for (const link of links.keys()) {
+      const res = await get(f.base + '/c/' + f.token('c', { msgId, link }), { headers: { 'user-agent': BROWSER } });
+      locations.push(res.status === 302 ? res.headers['location'] : res.status);
+    }
+    assert.equal(locations, [
+      'https://shop.example/stra%C3%9Fe?q=%C3%A9t%C3%A9',
+      'https://xn--r8jz45g.jp/%E6%97%A5%E6%9C%AC%E8%AA%9E',
+      'https://shop.example/spring-sale?a=1',
+      404,
+      'https://shop.example/a%20b',
+    ]);
+  } finally {
+    await f.close();
+  }
+});
+
+test('while Redis is unreachable, a click and the unsubscribe page are answered 503 at once; the pixel still answers', async () => {
+  const dead = `redis://127.0.0.1:${await freePort()}`;
+  const down = createRedis({ url: dead });
+  down.on('error', () => undefined);
+  const { keys } = redis.fresh();
+  const server = await startTrackingServer(
+    { redis: down, keys, codec, logger, now: () => NOW, settings: { mode: 'full', anonymizeIp: 'none' }, connect: { url: dead } },
+    { host: '127.0.0.1', port: 0, publicBaseUrl: 'https://t.example.com' },
+  );
+  const base = `http://127.0.0.1:${server.port}`;
+  const msgId = newId(NOW);
+  const sign = (kind: 'o' | 'c' | 'u') => codec.sign({ kind, account: 'acme', msgId, idx: 0, issuedAt: ISSUED, ...(kind === 'c' ? { link: 0 } : {}) } as TokenPayload);
+  try {
+    const started = Date.now();
+    const click = await get(base + '/c/' + sign('c'), { headers: { 'user-agent': BROWSER } });
+    const page = await get(base + '/u/' + sign('u'), { headers: { 'user-agent': BROWSER } });
+    const oneClick = await get(base + '/u/' + sign('u'), { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'List-Unsubscribe=One-Click' });
+    assert.equal([click.status, page.status, oneClick.status], [503, 503, 503]);
+    assert.is(click.headers['retry-after'], '30');
+    assert.ok(Date.now() - started < 3000, 'answered at once, not after a timeout');
+    const pixel = await get(base + tokenPath('o', sign('o')), { headers: { 'user-agent': BROWSER } });
+    assert.is(pixel.status, 200);
+    assert.equal(pixel.body, PIXEL_GIF);
+  } finally {
+    await Promise.race([server.close(), new Promise((r) => setTimeout(r, 3000))]);
+    down.disconnect();
   }
 });
 
