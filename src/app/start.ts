@@ -103,7 +103,7 @@ function readTokenKeys(config: Config): { keys: TokenKey[]; signWith: string } |
 }
 
 /** What the render workers need to put tracking in API messages: only the signing key crosses. */
-function workerTracking(config: Config, tokenKeys: { keys: TokenKey[]; signWith: string } | null): WorkerTracking | undefined {
+function workerTracking(config: Config, tokenKeys: { keys: TokenKey[]; signWith: string } | null, unsubscribeKey: Buffer): WorkerTracking | undefined {
   const signer = tokenKeys?.keys.find((k) => k.id === tokenKeys.signWith);
   if (!tokenKeys || !signer) return undefined;
   return {
@@ -111,6 +111,7 @@ function workerTracking(config: Config, tokenKeys: { keys: TokenKey[]; signWith:
     keys: [{ id: signer.id, secret: typeof signer.secret === 'string' ? Buffer.from(signer.secret, 'utf8') : signer.secret }],
     signWith: tokenKeys.signWith,
     bounceDomain: config.delivery.bounceDomain,
+    unsubscribeKey,
   };
 }
 
@@ -188,7 +189,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       pool = new RenderPool({
         threads,
         queuePerThread: config.delivery.pool.queuePerThread,
-        init: { keys: registry.readDkimKeys(), hostname: config.instance.hostname, tracking: workerTracking(config, tokenKeys) },
+        init: { keys: registry.readDkimKeys(), hostname: config.instance.hostname, tracking: workerTracking(config, tokenKeys, verpKey) },
         onSigned: (algorithm, seconds) => metrics.dkimSignDuration.observe({ algorithm }, seconds),
       });
       const p = pool;

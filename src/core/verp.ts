@@ -36,3 +36,33 @@ export function parseVerp(address: string, key?: Buffer): { msgId: string; idx: 
   }
   return { msgId, idx, domain: (m[4] as string).toLowerCase() };
 }
+
+/**
+ * The List-Unsubscribe mailto address of a recipient's copy: u-<msgId>-<idx>-<tag>@<bounceDomain>,
+ * ~35 characters of local part, case-insensitive, like the VERP return path and under RFC 5321's 64
+ * octets (a tracking token there was 64 and more, case-sensitive, and longer with a longer key id or
+ * account: a strict MTA or mail client refuses such an address). The tag is 40 bits of
+ * HMAC-SHA256(key, "u.<msgId>.<idx>"): the same key as the return path, another input, so a return
+ * path (which relays see) is not an unsubscribe address.
+ */
+const UNSUBSCRIBE_RE = /^u-([0-9a-hjkmnp-tv-z]{16})-(\d{1,6})-([0-9a-hjkmnp-tv-z]{8})@(.+)$/i;
+
+function unsubscribeTag(key: Buffer, msgId: string, idx: number): string {
+  return toBase32(textHmacSha256(key, `u.${msgId}.${idx}`).readUIntBE(0, 5), 8);
+}
+
+export function unsubscribeMailtoAddress(msgId: string, idx: number, bounceDomain: string, key: Buffer): string {
+  return `u-${msgId}-${idx}-${unsubscribeTag(key, msgId, idx)}@${bounceDomain}`;
+}
+
+/** The message and recipient of an unsubscribeMailtoAddress, only when its tag is right. */
+export function parseUnsubscribeMailto(address: string, key: Buffer): { msgId: string; idx: number; domain: string } | undefined {
+  const m = UNSUBSCRIBE_RE.exec(address.trim());
+  if (!m) return undefined;
+  const msgId = (m[1] as string).toLowerCase();
+  const idx = Number(m[2]);
+  const given = (m[3] as string).toLowerCase();
+  const want = unsubscribeTag(key, msgId, idx);
+  if (!timingSafeEqual(Buffer.from(given), Buffer.from(want))) return undefined;
+  return { msgId, idx, domain: (m[4] as string).toLowerCase() };
+}

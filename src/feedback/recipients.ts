@@ -1,4 +1,4 @@
-import { parseVerp } from '../core/verp.js';
+import { parseUnsubscribeMailto, parseVerp } from '../core/verp.js';
 import { UNSUBSCRIBE_MAILTO_PREFIX } from '../render/tracking.js';
 
 /**
@@ -6,8 +6,9 @@ import { UNSUBSCRIBE_MAILTO_PREFIX } from '../render/tracking.js';
  * anything not listed here is refused at RCPT:
  *
  *   b-<msgId>-<idx>-<tag>@<bounce domain>    VERP return path (core/verp.ts): a bounce or auto-reply for one recipient
- *   unsubscribe-<token>@<bounce domain>      RFC 2369 / 8058 mailto unsubscribe; the token's format and
- *                                            check belong to whoever mints it (verifyUnsubscribeToken)
+ *   u-<msgId>-<idx>-<tag>@<bounce domain>    RFC 2369 / 8058 mailto unsubscribe (core/verp.ts), tagged with the VERP key
+ *   unsubscribe-<token>@<bounce domain>      the same, as mail rendered before that form carries it: a tracking
+ *                                            token, whose check belongs to whoever mints it (verifyUnsubscribeToken)
  *   a configured FBL address                 ARF complaints from mailbox providers' feedback loops
  */
 export type FeedbackRecipient =
@@ -50,6 +51,10 @@ export function feedbackRecipient(address: string, rules: RecipientRules): Feedb
   if (rules.fblAddresses.includes(lower)) return { kind: 'fbl' };
   const verp = parseVerp(address, rules.verpKey);
   if (verp) return rules.bounceDomains.includes(verp.domain) ? { kind: 'verp', msgId: verp.msgId, idx: verp.idx } : undefined;
+  if (rules.verpKey) {
+    const u = parseUnsubscribeMailto(address, rules.verpKey);
+    if (u) return rules.bounceDomains.includes(u.domain) ? { kind: 'unsubscribe', msgId: u.msgId, idx: u.idx } : undefined;
+  }
   const token = parseUnsubscribeAddress(address, rules.bounceDomains);
   if (token !== undefined && rules.verifyUnsubscribeToken) {
     const target = rules.verifyUnsubscribeToken(token);

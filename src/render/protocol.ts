@@ -29,8 +29,13 @@ export interface WorkerTracking {
   /** Token keys: bytes, or a string of base64. Only the signing key is needed here. */
   keys: { id: string; secret: Uint8Array | string }[];
   signWith: string;
-  /** Domain of the mailto unsubscribe address `unsubscribe-<token>@<bounceDomain>`. */
+  /** Domain of the mailto unsubscribe address (core/verp.ts unsubscribeMailtoAddress). */
   bounceDomain: string;
+  /**
+   * Key of the mailto unsubscribe address's tag (the VERP key, secret:verp). Without it (tests of the
+   * parts) the address is the older `unsubscribe-<token>@<bounceDomain>`, which the inbound MX still takes.
+   */
+  unsubscribeKey?: Uint8Array;
 }
 
 export type TrackingMode = 'full' | 'anonymous' | 'off';

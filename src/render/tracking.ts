@@ -11,6 +11,7 @@
  * Copy = pieces[0] + slot 0 + pieces[1] + … + pieces[n]: one string join per recipient, no rescan.
  */
 import { createTokenCodec, tokenBase, tokenPath, type TokenCodec } from '../core/tokens.js';
+import { unsubscribeMailtoAddress } from '../core/verp.js';
 import { findLinks } from './links.js';
 import type { WorkerTracking } from './protocol.js';
 
@@ -89,7 +90,7 @@ export interface Tracker {
   urls(of: CopyOf): RecipientUrls;
 }
 
-/** Local part prefix of the mailto unsubscribe address, as feedback/recipients.ts parses it. */
+/** Local part prefix of the older mailto unsubscribe address (a token), as feedback/recipients.ts parses it. */
 export const UNSUBSCRIBE_MAILTO_PREFIX = 'unsubscribe-';
 
 /** Names of the headers a tracked copy sets; a sender's own are replaced (see renderer.ts). */
@@ -105,6 +106,10 @@ export function createTracker(init: WorkerTracking): Tracker {
   const base = tokenBase(init.publicBaseUrl);
   const attributeBase = escapeAttribute(base);
 
+  const mailtoKey = init.unsubscribeKey ? Buffer.from(init.unsubscribeKey) : null;
+  const mailto = (of: CopyOf, token: string): string =>
+    mailtoKey ? unsubscribeMailtoAddress(of.msgId, of.idx, init.bounceDomain, mailtoKey) : `${UNSUBSCRIBE_MAILTO_PREFIX}${token}@${init.bounceDomain}`;
+
   function urls(of: CopyOf): RecipientUrls {
     const sign = codec.signer({ account: of.account, msgId: of.msgId, idx: of.idx, issuedAt: of.issuedAt });
     const unsubscribe = sign('u');
@@ -113,7 +118,7 @@ export function createTracker(init: WorkerTracking): Tracker {
       unsubscribeUrl,
       headers: {
         // The https form first: RFC 8058 one-click needs it; the mailto form serves older clients.
-        'List-Unsubscribe': `<${unsubscribeUrl}>, <mailto:${UNSUBSCRIBE_MAILTO_PREFIX}${unsubscribe}@${init.bounceDomain}>`,
+        'List-Unsubscribe': `<${unsubscribeUrl}>, <mailto:${mailto(of, unsubscribe)}>`,
         'List-Unsubscribe-Post': 'List-Unsubscribe=One-Click',
       },
       pixelTag: () => pixelTag(base + tokenPath('o', sign('o'))),

@@ -1,7 +1,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { randomBytes } from 'node:crypto';
-import { parseVerp, verpAddress } from '../../src/core/verp.js';
+import { parseUnsubscribeMailto, parseVerp, unsubscribeMailtoAddress, verpAddress } from '../../src/core/verp.js';
 
 const test = suite('core/verp');
 const KEY = randomBytes(32);
@@ -30,6 +30,21 @@ test('without a key (tests of single parts) addresses carry no tag', () => {
   assert.is(verpAddress(ID, 0, 'b.example'), `b-${ID}-0@b.example`);
   assert.equal(parseVerp(`b-${ID}-0@b.example`), { msgId: ID, idx: 0, domain: 'b.example' });
   assert.is(parseVerp('b-short-0@b.example'), undefined);
+});
+
+test('the mailto unsubscribe address: short, case-insensitive, tagged apart from the return path', () => {
+  const a = unsubscribeMailtoAddress(ID, 123456, 'bounce.example', KEY);
+  assert.match(a, /^u-01jabcdefghjkmnp-123456-[0-9a-hjkmnp-tv-z]{8}@bounce\.example$/);
+  assert.ok(a.indexOf('@') <= 64, 'within RFC 5321\'s 64-octet local part at the largest index');
+  assert.equal(parseUnsubscribeMailto(a, KEY), { msgId: ID, idx: 123456, domain: 'bounce.example' });
+  assert.equal(parseUnsubscribeMailto(a.toUpperCase(), KEY), { msgId: ID, idx: 123456, domain: 'bounce.example' });
+  assert.is(parseUnsubscribeMailto(unsubscribeMailtoAddress(ID, 7, 'bounce.example', randomBytes(32)), KEY), undefined, 'another key');
+  assert.is(parseUnsubscribeMailto(a.replace('-123456-', '-123457-'), KEY), undefined, 'another recipient');
+  // The return path's tag does not make an unsubscribe address, nor the other way round.
+  const verpTag = /-([0-9a-z]{8})@/.exec(verpAddress(ID, 7, 'bounce.example', KEY))?.[1];
+  assert.is(parseUnsubscribeMailto(`u-${ID}-7-${verpTag}@bounce.example`, KEY), undefined);
+  const uTag = /-([0-9a-z]{8})@/.exec(unsubscribeMailtoAddress(ID, 7, 'bounce.example', KEY))?.[1];
+  assert.is(parseVerp(`b-${ID}-7-${uTag}@bounce.example`, KEY), undefined);
 });
 
 test.run();

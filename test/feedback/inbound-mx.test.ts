@@ -15,6 +15,7 @@ import { RawSmtp } from '../helpers/raw-smtp.js';
 import { startInboundMx, type InboundMx, type InboundMxMetricsHook } from '../../src/feedback/inbound-mx.js';
 import { listUnprocessed, loadFeedback } from '../../src/feedback/raw-store.js';
 import { unsubscribeAddress } from '../../src/feedback/recipients.js';
+import { unsubscribeMailtoAddress } from '../../src/core/verp.js';
 import { readEngagement } from '../../src/store/engagement.js';
 import { CORPUS_EMAILS } from '../helpers/corpus.js';
 
@@ -254,6 +255,34 @@ test('mail to a verified unsubscribe address unsubscribes the recipient from tha
   assert.is((await readEngagement(ctx.client, ctx.keys, id)).unsubscribes, 1, "the message's unsubscribes count the recipient once");
   const forged = await refusal('Subject: x\r\n\r\nx\r\n', [unsubscribeAddress(`forged.${id}.0`, BOUNCE_DOMAIN)]);
   assert.is(forged.responseCode, 550);
+});
+
+test("mail to a copy's short mailto unsubscribe address (u-<msgId>-<idx>-<tag>) unsubscribes the recipient; a wrong tag is refused", async () => {
+  const verpKey = randomBytes(32);
+  const mx = await startInboundMx(
+    { redis: ctx.client, keys: ctx.keys, logger: pino({ level: 'silent' }) },
+    { host: '127.0.0.1', port: 0, bounceDomains: [BOUNCE_DOMAIN], fblAddresses: [], maxMessageSize: MAX_SIZE, rawRetentionMs: 3_600_000, softBounceLimit: 2, softBounceWindowMs: 86_400_000, verpKey },
+  );
+  try {
+    const id = await sentMessage('acme', ['keep@dest.test', 'quitter@dest.test']);
+    const to = unsubscribeMailtoAddress(id, 1, BOUNCE_DOMAIN, verpKey);
+    const transport = nodemailer.createTransport({ host: '127.0.0.1', port: mx.port, secure: false, ignoreTLS: true });
+    try {
+      // As a mail client sends it: the address upper-cased by some, which is the same address.
+      await transport.sendMail({ envelope: { from: 'quitter@dest.test', to: [to.toUpperCase()] }, raw: 'From: quitter@dest.test\r\nSubject: unsubscribe\r\n\r\nunsubscribe\r\n' });
+      await mx.idle();
+      assert.is((await suppressionOf(ctx.client, ctx.keys, 'acme', 'quitter@dest.test'))?.reason, 'unsubscribe');
+      assert.is(await suppressionOf(ctx.client, ctx.keys, 'acme', 'keep@dest.test'), null, 'the other recipient is not');
+      const wrong = unsubscribeMailtoAddress(id, 0, BOUNCE_DOMAIN, randomBytes(32));
+      const refused = await transport.sendMail({ envelope: { from: 'x@dest.test', to: [wrong] }, raw: 'Subject: x\r\n\r\nx\r\n' }).then(() => null, (err: { responseCode?: number }) => err.responseCode);
+      assert.is(refused, 550);
+      assert.is(await suppressionOf(ctx.client, ctx.keys, 'acme', 'keep@dest.test'), null);
+    } finally {
+      transport.close();
+    }
+  } finally {
+    await mx.close();
+  }
 });
 
 test('the inbound MX refuses every other recipient with 550 5.1.1 and relays nothing', async () => {
