@@ -442,7 +442,7 @@ export class Dispatcher {
         this.claimed += entries.length;
         let r: BatchResult;
         try {
-          r = await this.deliverBatch(client, domain, shaping, entries, leaseStart);
+          r = await this.deliverBatch(client, domain, shaping, entries, connId);
         } finally {
           this.claimed -= entries.length;
         }
@@ -678,9 +678,22 @@ export class Dispatcher {
     domain: string,
     shaping: EffectiveShaping,
     entries: readonly QueueEntry[],
-    leaseStart: number,
+    connId: string,
   ): Promise<BatchResult> {
     const { redis, keys, config } = this.o;
+    // The leases of the copies not sent yet, and the connection slot, are kept alive on a timer for
+    // as long as the batch runs: one transaction may outlast a lease (timeouts.data is 10 min, the
+    // lease 5), and a lease that runs out is reaped and its copy claimed and sent again. A copy whose
+    // lease was lost anyway (Redis unreachable for longer than the lease) is not sent by this holder.
+    let next = 0;
+    const lost = new Set<string>();
+    const keepAlive = setInterval(() => {
+      const now = this.now();
+      void extendLeases(redis, keys, domain, entries.slice(next).map(entryMember), now + config.delivery.lease)
+        .then((gone) => gone.forEach((m) => lost.add(m)))
+        .catch((err: unknown) => this.log.warn({ err, domain }, 'leases could not be extended'));
+      void renewConnection(redis, keys, shaping.scope, connId, config.delivery.lease, now).catch(() => undefined);
+    }, Math.max(1000, Math.floor(config.delivery.lease / 3)));
     // Start every render now: the pool signs later copies while copy i is on the wire. Framed by the
     // worker for this session: BDAT chunks when the server offers CHUNKING, else DATA blocks.
     const rendered = this.renderAll(entries, client.chunking);
@@ -695,13 +708,14 @@ export class Dispatcher {
         this.renderSlots.release(i - freed);
         freed = i;
         const entry = entries[i] as QueueEntry;
+        next = i;
         if (this.stopping || !client.usable) {
           await release(redis, keys, entries.slice(i), this.now());
           break;
         }
-        if (this.now() - leaseStart > config.delivery.lease / 2) {
-          leaseStart = this.now();
-          await extendLeases(redis, keys, domain, entries.slice(i).map(entryMember), leaseStart + config.delivery.lease);
+        if (lost.has(entryMember(entry))) {
+          this.log.warn({ domain, msgId: entry.msgId, idx: entry.idx }, 'lease lost before sending (reaped): not sent by this holder');
+          continue;
         }
         let prepared: Prepared;
         try {
@@ -769,6 +783,7 @@ export class Dispatcher {
         await this.settle(entry, shaping, msg, outcome);
       }
     } finally {
+      clearInterval(keepAlive);
       // Copies whose turn never came (the connection broke, shutdown): their slots go as their render settles.
       for (let j = freed; j < entries.length; j++) void (rendered[j] as Promise<Prepared>).then(() => this.renderSlots.release(1), () => this.renderSlots.release(1));
     }

@@ -24,7 +24,7 @@ declare module 'ioredis' {
     /** src/queue/lua/release-2.lua */
     release(leases: string, ready: string, now: number, ...members: string[]): Result<number, Context>;
     /** src/queue/lua/extendLeases-1.lua */
-    extendLeases(leases: string, until: number, ...members: string[]): Result<number, Context>;
+    extendLeases(leases: string, until: number, ...members: string[]): Result<number[], Context>;
   }
 }
 
@@ -135,8 +135,12 @@ export async function release(redis: RedisClient, keys: Keys, entries: readonly 
   return (await Promise.all(calls)).reduce((a, b) => a + b, 0);
 }
 
-/** Moves the lease expiry of members still leased to `until` (never re-leases a lost one). */
-export async function extendLeases(redis: RedisClient, keys: Keys, domain: string, members: readonly string[], until: number): Promise<number> {
-  if (members.length === 0) return 0;
-  return redis.extendLeases(keys.leases(domain), until, ...members);
+/**
+ * Moves the lease expiry of members still leased to `until` (never re-leases a lost one). Returns
+ * the members that were not leased any more (reaped or settled): their holder must not send them.
+ */
+export async function extendLeases(redis: RedisClient, keys: Keys, domain: string, members: readonly string[], until: number): Promise<string[]> {
+  if (members.length === 0) return [];
+  const held = await redis.extendLeases(keys.leases(domain), until, ...members);
+  return members.filter((_, i) => held[i] !== 1);
 }

@@ -6,13 +6,15 @@
   ARGV[1] until   ms, new lease expiry
   ARGV[2..] members
 
-  Returns the number of members still leased (and so extended).
+  Returns one flag per member, in order: 1 still leased (and so extended), 0 not (reaped or settled).
 ]]
-local n = 0
+local held = {}
 for i = 2, #ARGV do
   if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
     redis.call('ZADD', KEYS[1], 'XX', ARGV[1], ARGV[i])
-    n = n + 1
+    held[i - 1] = 1
+  else
+    held[i - 1] = 0
   end
 end
-return n
+return held

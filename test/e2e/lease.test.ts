@@ -1,0 +1,69 @@
+/**
+ * A transaction that lasts longer than the delivery lease: the peer answers each DATA only after
+ * 4.5 s, the lease is 2 s and the reaper looks every 5 s; a claim takes two copies at a time. The holder keeps the leases of the copies it
+ * has not sent yet alive while it works, so none is reaped and claimed again by another connection:
+ * every recipient reaches the peer once. (Before, leases were extended only between sends, and a
+ * copy whose lease ran out during a slow transaction was sent a second time.)
+ */
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { SMTPServer } from 'smtp-server';
+import { startRedis, type TestRedis } from '../helpers/redis.js';
+import { startSluiceFixture, type SluiceFixture } from '../helpers/sluice.js';
+
+const test = suite('e2e/lease');
+const DATA_DELAY_MS = 4_500;
+
+let redis: TestRedis;
+let s: SluiceFixture;
+let peer: SMTPServer;
+let port = 0;
+/** RCPT TO addresses the peer accepted a message for, in order, across every session. */
+const delivered: string[] = [];
+
+test.before(async () => {
+  redis = await startRedis();
+  peer = new SMTPServer({
+    logger: false,
+    authOptional: true,
+    disabledCommands: ['AUTH', 'STARTTLS'],
+    closeTimeout: 50,
+    onData(stream, session, cb) {
+      stream.resume();
+      stream.on('end', () => {
+        setTimeout(() => {
+          delivered.push(...session.envelope.rcptTo.map((r) => r.address));
+          cb();
+        }, DATA_DELAY_MS);
+      });
+    },
+  });
+  peer.on('error', () => undefined);
+  await new Promise<void>((resolve) => peer.listen(0, '127.0.0.1', () => resolve()));
+  const address = peer.server.address();
+  port = typeof address === 'object' && address ? address.port : 0;
+  s = await startSluiceFixture(redis, {
+    // Two copies per claim: the first batch is full, so a second connection starts, and a reaped
+    // copy is claimed by a new connection while the first still holds it.
+    delivery: { transport: { 'slow.test': `127.0.0.1:${port}` }, lease: '2s', claimBatch: 2 },
+  });
+});
+
+test.after(async () => {
+  await s?.stop();
+  await new Promise<void>((resolve) => peer.close(() => resolve()));
+  await redis?.stop();
+});
+
+test('copies of a batch whose transactions outlast the lease are each delivered once', async () => {
+  const rcpts = ['r0@slow.test', 'r1@slow.test', 'r2@slow.test'];
+  const r = await s.api('/v1/messages', { body: { from: 'news@acme.example', to: rcpts, subject: 'slow', text: 'x' } });
+  assert.is(r.status, 202, JSON.stringify(r.body));
+  const final = await s.waitFinal(r.body.id, 40_000);
+  assert.equal(final.recipients.map((x: { state: string }) => x.state), rcpts.map(() => 'delivered'));
+  // A little longer than the reaper's interval: a copy reaped late would be sent again now.
+  await new Promise((resolve) => setTimeout(resolve, 6_000));
+  assert.equal([...delivered].sort(), rcpts, `each recipient once: ${delivered.join(', ')}`);
+});
+
+test.run();
