@@ -58,6 +58,12 @@ export function createKeys(prefix: string) {
     campaignDomains: (id: string) => `${p}{m:${id}}:domains`,
     /** STRING: held by the process enqueuing the campaign (one enqueuer at a time across processes). */
     campaignLock: (id: string) => `${p}{m:${id}}:lock`,
+    /**
+     * HASH contact number → address: the campaign's recipients whose contact was deleted since (or
+     * whose list was), so their unsubscribe, bounce or complaint still finds the address
+     * (store/privacy.ts keepCopiesFindable, store/recipients.ts messageFor). TTL as the copies' data.
+     */
+    campaignGone: (id: string) => `${p}{m:${id}}:gone`,
     // account
     quota: (account: string, day: string) => `${p}{a:${account}}:quota:${day}`,
     accountRate: (account: string) => `${p}{a:${account}}:rate`,

@@ -185,8 +185,11 @@ export async function campaignsSentToList(redis: RedisClient, keys: Keys, accoun
  * contact is about to be deleted from its list: erasure finds campaign copies through the lists'
  * address index, which no longer names a deleted contact. One "c:<campaignId>:<no>" reference per
  * campaign that began sending to the list, in the address index (store/address-index.ts), for
- * `ttlMs` (ingress/persist.ts refsTtlMs: as long as a copy's data can live). Returns how many.
- * (A deleted list keeps its address index for the same time instead: contacts.ts deleteList.)
+ * `ttlMs` (ingress/persist.ts refsTtlMs: as long as a copy's data can live); and the other way, the
+ * address under its contact number in each such campaign's {m:<id>}:gone, so the copies'
+ * unsubscribe links, bounces and complaints still name it (store/recipients.ts messageFor). Returns
+ * how many campaigns. (A deleted list keeps its address index for the same time instead:
+ * contacts.ts deleteList.)
  */
 export async function keepCopiesFindable(
   redis: RedisClient,
@@ -199,6 +202,9 @@ export async function keepCopiesFindable(
 ): Promise<number> {
   const campaigns = await campaignsSentToList(redis, keys, account, listId);
   await indexAddresses(redis, keys, campaigns.map((c) => ({ address: contact.email, ref: { kind: 'c', msgId: c.id, idx: contact.no }, at: now })), ttlMs);
+  // And the other way, for the copies' unsubscribe links, bounces and complaints (recipients.ts).
+  const ttl = Math.max(1, Math.floor(ttlMs));
+  await Promise.all(campaigns.flatMap((c) => [redis.hset(keys.campaignGone(c.id), String(contact.no), contact.email), redis.pexpire(keys.campaignGone(c.id), ttl)]));
   return campaigns.length;
 }
 
@@ -376,6 +382,7 @@ export async function eraseAddress(
     }
     const res = await redis.eraseRecipient(keys.msgMeta(r.msgId), keys.msgBody(r.msgId), keys.links(r.msgId), keys.trackMarks(r.msgId), keys.msgStats(r.msgId), r.idx, f.address, ERASED_ADDRESS, o.recordTtlMs);
     if (res > 0) messages++;
+    if (r.campaign) await redis.hdel(keys.campaignGone(r.msgId), String(r.idx));
   }
   // The index entries of other accounts stay, so their own erasure still finds their data.
   const dropped = f.index.filter((e) => e.drop).map((e) => e.member);

@@ -4,6 +4,7 @@ import { toMeta, type MessageMeta, type StoredRecipient } from './messages.js';
 import { recordCampaignOutcome, toCampaign } from './campaigns.js';
 import { readContacts, setContactStatus, type ContactStatus } from './contacts.js';
 import { addSuppression } from './suppression.js';
+import { domainOf } from '../core/address.js';
 
 /**
  * Who a (message id, recipient index) pair names, for the parts that start from a token or a VERP
@@ -30,7 +31,8 @@ export async function messageFor(redis: RedisClient, keys: Keys, msgId: string, 
   const rcpts: { address: string; domain: string }[] = [];
   if (idx !== undefined && Number.isSafeInteger(idx) && idx > 0) {
     const [contact] = await readContacts(redis, keys, c.listId, [idx]);
-    if (contact) rcpts[idx] = { address: contact.email, domain: contact.domain };
+    const address = contact?.email ?? (await goneContact(redis, keys, c.id, c.listId, idx));
+    if (address) rcpts[idx] = { address, domain: domainOf(address) };
   }
   return {
     listId: c.listId,
@@ -39,6 +41,35 @@ export async function messageFor(redis: RedisClient, keys: Keys, msgId: string, 
       acceptedAt: c.startedAt ?? c.createdAt, tags: c.tags, metadata: {}, pending: c.pending,
     },
   };
+}
+
+/**
+ * The address of a campaign's recipient whose contact was deleted since: kept under its number in
+ * {m:<id>}:gone (store/privacy.ts keepCopiesFindable); when the whole list was deleted, found in the
+ * list's address index, which a list that campaigns were sent to keeps (contacts.ts deleteList): a
+ * walk of it (HSCAN; rare: an unsubscribe, bounce or complaint of a deleted list's copy), whose
+ * answer is then kept in {m:<id>}:gone for the next time. Undefined when neither has it (erased,
+ * expired, or the list was deleted for good).
+ */
+async function goneContact(redis: RedisClient, keys: Keys, campaignId: string, listId: string, no: number): Promise<string | undefined> {
+  const kept = await redis.hget(keys.campaignGone(campaignId), String(no));
+  if (kept !== null) return kept;
+  if ((await redis.exists(keys.listMeta(listId))) === 1) return undefined;
+  const emails = keys.listEmails(listId);
+  const want = String(no);
+  let cursor = '0';
+  do {
+    const [next, flat] = await redis.hscan(emails, cursor, 'COUNT', 1000);
+    cursor = next;
+    for (let i = 0; i + 1 < flat.length; i += 2) {
+      if (flat[i + 1] !== want) continue;
+      const address = flat[i] as string;
+      const ttl = await redis.pttl(emails);
+      if (ttl > 0) await redis.multi().hset(keys.campaignGone(campaignId), want, address).pexpire(keys.campaignGone(campaignId), ttl).exec();
+      return address;
+    }
+  } while (cursor !== '0');
+  return undefined;
 }
 
 /**

@@ -14,7 +14,11 @@ import { createList, upsertContacts, findContact, deleteContact, deleteList } fr
 import { createCampaign } from '../../src/store/campaigns.js';
 import { pushCampaignChunk } from '../../src/queue/campaign.js';
 import { appendEvent } from '../../src/store/events.js';
-import { addSuppression, suppressionsOf, suppressionOf } from '../../src/store/suppression.js';
+import { addSuppression, normaliseForSuppression, suppressionsOf, suppressionOf } from '../../src/store/suppression.js';
+import { messageFor } from '../../src/store/recipients.js';
+import { unsubscribe, unsubscribeTarget } from '../../src/tracking/unsubscribe.js';
+import { createTokenCodec, type TokenPayload } from '../../src/core/tokens.js';
+import { createLogger } from '../../src/observability/logger.js';
 import { recordOutcome, storeFeedback } from '../../src/feedback/raw-store.js';
 import { recordSoftBounce } from '../../src/feedback/soft-bounces.js';
 import { createWebhook } from '../../src/store/webhooks.js';
@@ -252,6 +256,36 @@ for (const how of ['contact', 'list'] as const) {
     assert.equal(await copyTraces(campaignId, contact.no), [], 'nothing of the copy is left');
     const again = await eraseAddress(client, keys, ADDRESS, SCOPE, { eventsMaxLen: 1000, recordTtlMs: 60_000, ref: 'sha256:test' });
     assert.is(again.messages + again.queued + again.events, 0, 'a second erasure finds nothing');
+  });
+}
+
+for (const how of ['contact', 'list'] as const) {
+  test(`a campaign copy's unsubscribe link and feedback still name the address after its ${how} was deleted`, async () => {
+    const { campaignId, lists } = await populate();
+    const [l1] = lists as [string];
+    await client.hset(keys.msgMeta(campaignId), 'state', 'sending', 'startedAt', NOW - 1500);
+    const contact = (await findContact(client, keys, l1, ADDRESS))!;
+    if (how === 'contact') {
+      await keepCopiesFindable(client, keys, ACCOUNT, l1, contact, NOW, 60_000);
+      await deleteContact(client, keys, ACCOUNT, l1, ADDRESS, NOW);
+    } else await deleteList(client, keys, ACCOUNT, l1, 60_000);
+    const view = await messageFor(client, keys, campaignId, contact.no);
+    // A deleted list's index holds the address normalised (lower case), as suppression matches it.
+    assert.is(view?.meta.rcpts[contact.no]?.address.toLowerCase(), contact.email.toLowerCase(), 'the feedback and tracking resolver finds the address');
+    assert.is(view?.meta.rcpts[contact.no]?.domain, 'example.org');
+    const deps = { redis: client, keys, codec: createTokenCodec({ keys: [{ id: 'k1', secret: 'privacy-test-secret-0123456789' }], signWith: 'k1' }), logger: createLogger('silent'), now: () => NOW, settings: { mode: 'full' as const } };
+    const p: TokenPayload = { kind: 'u', account: ACCOUNT, msgId: campaignId, idx: contact.no, issuedAt: Math.floor(NOW / 1000) };
+    const target = await unsubscribeTarget(deps as never, p);
+    assert.is(target?.address.toLowerCase(), contact.email.toLowerCase(), 'the unsubscribe page names the address');
+    await client.hdel(keys.suppression(ACCOUNT), normaliseForSuppression(ADDRESS));
+    const r = await unsubscribe(deps as never, p, { via: 'http' });
+    assert.ok(r.ok, JSON.stringify(r));
+    assert.is((await suppressionOf(client, keys, ACCOUNT, ADDRESS))?.reason, 'unsubscribe', 'suppressed for the account');
+    assert.is(await findContact(client, keys, l1, ADDRESS), null, 'the deleted contact is not made again');
+    // An erasure takes the kept address too.
+    await eraseAddress(client, keys, ADDRESS, SCOPE, { eventsMaxLen: 1000, recordTtlMs: 60_000, ref: 'sha256:test' });
+    assert.is((await messageFor(client, keys, campaignId, contact.no))?.meta.rcpts[contact.no], undefined, 'erased: no address any more');
+    assert.not.ok((await dump(keys.prefix)).includes('ann.person'));
   });
 }
 
