@@ -26,6 +26,9 @@ import { HOUR, SECOND } from '../core/time.js';
  * outbox before a 2xx, so a crash anywhere repeats work and never loses it. A claimed batch keeps
  * its outbox entry with a score pushed one lease ahead: if this process dies mid-POST the batch comes
  * due again when the lease ends. Receivers de-duplicate on each event's `id` (its stream id).
+ * What the stream no longer holds when the dispatcher gets to it (trimmed at retention.eventsMaxLen
+ * or retention.events while the dispatcher was down or behind) is lost: counted (metrics.eventsLost)
+ * and logged, see readEvents-1.lua.
  *
  * Isolation: a tick only reads Redis and starts POSTs; it never awaits one. Each endpoint has its own
  * in-flight limit and request timeout, so a slow or failing endpoint holds its own slots, not the
@@ -42,7 +45,14 @@ export interface WebhookDispatcherOptions {
   redis: RedisClient;
   keys: Keys;
   logger: Logger;
-  metrics?: { deliveries: { inc(labels: { result: string }): void }; lagSeconds?: { set(v: number): void } } | undefined;
+  metrics?:
+    | {
+        deliveries: { inc(labels: { result: string }): void };
+        lagSeconds?: { set(v: number): void };
+        /** Events trimmed from the stream before they were routed to any endpoint. */
+        eventsLost?: { inc(n?: number): void };
+      }
+    | undefined;
   now?: () => number;
   /** Consumer group on the event stream. Default 'webhooks'. */
   group?: string;
@@ -112,6 +122,8 @@ declare module 'ioredis' {
     moveBatch(outbox: string, dead: string, ages: string, member: string, next: string, score: number | '', deadMax: number, batchId: string): Result<number, Context>;
     /** src/queue/lua/replayDeadPage-3.lua: 1 moved, 0 the dead-letter list's head changed meanwhile. */
     replayDeadPage(dead: string, outbox: string, ages: string, score: number, n: number, ...itemsThenBatches: (string | number)[]): Result<number, Context>;
+    /** src/queue/lua/readEvents-1.lua: [entries lost to trimming before the group read them, entries read]. */
+    readEvents(events: string, group: string, consumer: string, count: number, create: 0 | 1): Result<[number, [string, string[]][]], Context>;
   }
 }
 
@@ -298,24 +310,26 @@ export class WebhookDispatcher {
   private async pass(): Promise<boolean> {
     const { redis, keys } = this.o;
     const stream = keys.events();
-    if (!this.groupReady) {
-      // From '0': an endpoint registered before the dispatcher first ran still gets the events
-      // appended since its registration (older ones are filtered by `created`).
-      await redis.xgroup('CREATE', stream, this.group, '0', 'MKSTREAM').catch((err: Error) => {
-        if (!/BUSYGROUP/.test(err.message)) throw err;
-      });
-      this.groupReady = true;
-    }
     const readCount = this.o.readCount ?? DEFAULT_READ;
-    const entries: StreamEntry[] = [];
-    const gone: string[] = [];
-    const claimed = (await redis.xautoclaim(stream, this.group, this.consumer, this.o.claimIdleMs ?? DEFAULT_CLAIM_IDLE_MS, this.claimCursor, 'COUNT', readCount)) as [string, (StreamEntry | null)[], string[]?];
+    const noGroupYet = (err: Error): [string, StreamEntry[], string[]] => {
+      // The first pass's read creates the group; before it nothing can be pending.
+      if (!this.groupReady && /NOGROUP/.test(err.message)) return ['0-0', [], []];
+      throw err;
+    };
+    const claimed = (await redis.xautoclaim(stream, this.group, this.consumer, this.o.claimIdleMs ?? DEFAULT_CLAIM_IDLE_MS, this.claimCursor, 'COUNT', readCount).catch(noGroupYet)) as [string, (StreamEntry | null)[], string[]?];
     this.claimCursor = claimed[0];
+    const entries: StreamEntry[] = [];
     for (const e of claimed[1]) if (e) entries.push(e);
-    // Entries trimmed from the stream while pending (Redis 7 lists them) only need acknowledging.
-    gone.push(...(claimed[2] ?? []));
-    const read = (await redis.xreadgroup('GROUP', this.group, this.consumer, 'COUNT', readCount, 'STREAMS', stream, '>')) as [string, StreamEntry[]][] | null;
-    const fresh = read?.[0]?.[1] ?? [];
+    // Entries trimmed from the stream while pending in a consumer that died (Redis 7 lists them; an
+    // erasure's XDEL of one would be listed too): acknowledged, and lost.
+    const gone = claimed[2] ?? [];
+    // New entries, after counting those trimmed before the group got to them. The first pass creates
+    // the group from '0': an endpoint registered before the dispatcher first ran still gets the
+    // events appended since its registration (older ones are filtered by `created`).
+    const [lostUnread, fresh] = (await redis.readEvents(stream, this.group, this.consumer, readCount, this.groupReady ? 0 : 1)) as [number, StreamEntry[]];
+    this.groupReady = true;
+    // Counted at once: the script has already moved the group's counter past them.
+    this.countLost(Number(lostUnread));
     entries.push(...fresh);
     // Read after the entries: an endpoint registered before any of them was appended has moved the
     // generation by now, so its account's cached list (perhaps empty) is not used for them.
@@ -328,6 +342,8 @@ export class WebhookDispatcher {
     const touched = await this.route(entries);
     const ids = [...entries.map((e) => e[0]), ...gone];
     if (ids.length > 0) await redis.xack(stream, this.group, ...ids);
+    // After the XACK: a pass that failed before it lists them again.
+    this.countLost(gone.length);
 
     const now = this.now();
     let oldest = entries.length > 0 ? Math.min(...entries.map((e) => streamIdTime(e[0]))) : now;
@@ -341,6 +357,16 @@ export class WebhookDispatcher {
     this.o.metrics?.lagSeconds?.set(Math.max(0, now - Math.min(oldest, this.oldestAwaited())) / 1000);
     this.closeIdleAgents();
     return fresh.length === readCount;
+  }
+
+  /**
+   * Events that left the stream (trimmed: retention.eventsMaxLen or retention.events) before they
+   * were routed: no endpoint will get them. Said loudly, since at-least-once ends there.
+   */
+  private countLost(n: number): void {
+    if (n <= 0) return;
+    this.o.metrics?.eventsLost?.inc(n);
+    this.o.logger.warn({ lost: n }, 'webhook events were trimmed from the event stream before they were routed (retention.eventsMaxLen, retention.events)');
   }
 
   /**

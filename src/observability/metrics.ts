@@ -119,6 +119,9 @@ export function createMetrics() {
     webhookLag: new Gauge({
       name: 'sluice_webhook_lag_seconds', help: 'Age of the oldest event waiting for webhook delivery at the last pass', registers: [registry],
     }),
+    webhookEventsLost: new Counter({
+      name: 'sluice_webhook_events_lost_total', help: 'Events trimmed from the event stream (retention.eventsMaxLen, retention.events) before the webhook dispatcher routed them: no endpoint gets them', registers: [registry],
+    }),
     suppressionListSize: new Gauge({
       name: 'sluice_suppression_list_size', help: 'Addresses on suppression lists: list="global" (addresses that do not exist) or "accounts" (all accounts\' lists together)', labelNames: ['list'] as const, registers: [registry], ...sampled('suppressionListSize'),
     }),

@@ -2,7 +2,8 @@
  * The webhook dispatcher against a real Redis and real HTTP receivers on loopback: events arrive
  * signed, batched and once each; 500s and timeouts are retried; an endpoint that stays down ends in
  * the dead-letter list and is replayed from there (by the function and by `sluice webhooks`); a
- * hanging endpoint does not hold up another account's; a dead consumer's pending entries are taken over.
+ * hanging endpoint does not hold up another account's; a dead consumer's pending entries are taken over;
+ * events trimmed from the stream before they were routed are counted and logged.
  */
 import { createHmac } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -11,11 +12,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { appendEvent } from '../../src/store/events.js';
+import { appendEvent, packBatch, packEvent } from '../../src/store/events.js';
 import { createWebhook, deleteWebhook, openSecret, getWebhook } from '../../src/store/webhooks.js';
 import { publicOnlyLookup, replayDeadLetters, verifyWebhookSignature, WebhookDispatcher, type WebhookDispatcherOptions } from '../../src/housekeeping/webhooks.js';
 import { connect } from 'node:net';
-import { createLogger } from '../../src/observability/logger.js';
+import { createLogger, type Logger } from '../../src/observability/logger.js';
 import type { RedisClient } from '../../src/redis/client.js';
 import type { Keys } from '../../src/redis/keys.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
@@ -72,11 +73,32 @@ async function receiver(answer: (n: number) => number | 'hang' = () => 200): Pro
 function counter() {
   const counts: Record<string, number> = {};
   let lag = -1;
+  let lost = 0;
   return {
     counts,
     lag: () => lag,
-    metrics: { deliveries: { inc: (l: { result: string }) => void (counts[l.result] = (counts[l.result] ?? 0) + 1) }, lagSeconds: { set: (v: number) => void (lag = v) } },
+    lost: () => lost,
+    metrics: {
+      deliveries: { inc: (l: { result: string }) => void (counts[l.result] = (counts[l.result] ?? 0) + 1) },
+      lagSeconds: { set: (v: number) => void (lag = v) },
+      eventsLost: { inc: (n = 1) => void (lost += n) },
+    },
   };
+}
+
+/** A logger that keeps its warnings (and worse) as parsed lines. */
+function warnings(): { logger: Logger; lines: { msg: string; lost?: number }[] } {
+  const lines: { msg: string; lost?: number }[] = [];
+  return { lines, logger: createLogger('warn', { write: (line: string) => void lines.push(JSON.parse(line)) }) };
+}
+
+/** Appends `n` events of `account` with appendEvents (500 a call), trimming the stream to about `maxLen`. */
+async function appendMany(keys: Keys, account: string, n: number, maxLen: number): Promise<void> {
+  for (let i = 0; i < n; i += 500) {
+    const batch: string[] = [];
+    for (let j = i; j < Math.min(n, i + 500); j++) batch.push(packEvent('delivered', { account, msgId: `m${j}`, idx: 0 }));
+    await client.appendEvents(keys.events(), maxLen, packBatch(batch));
+  }
 }
 
 function dispatcher(keys: Keys, opts: Partial<WebhookDispatcherOptions> = {}): WebhookDispatcher {
@@ -419,6 +441,62 @@ test("a dead consumer's pending entries are taken over and delivered", async () 
   const d = dispatcher(keys, { claimIdleMs: 0, consumer: 'survivor' });
   await pass(d);
   assert.equal(rx.received.flatMap((r) => r.events.map((e) => e.id)), [id]);
+  const pending = (await client.xpending(keys.events(), 'webhooks')) as [number, ...unknown[]];
+  assert.is(pending[0], 0);
+});
+
+test('events trimmed from the stream before the dispatcher routed them are counted and logged, once each', async () => {
+  const { keys } = redis.fresh();
+  const rx = await receiver();
+  await createWebhook(client, keys, 'acme', { url: rx.url, events: ['*'] });
+  const m = counter();
+  const w = warnings();
+  const d = dispatcher(keys, { metrics: m.metrics, logger: w.logger });
+  await pass(d);
+  // The dispatcher idle (down) while 3000 events go through a stream bounded at ~500.
+  await appendMany(keys, 'acme', 3000, 500);
+  const kept = await client.xlen(keys.events());
+  assert.ok(kept < 1500, `trimmed to ${kept}`);
+  for (let i = 0; i < 4; i++) await pass(d);
+  const delivered = () => rx.received.reduce((n, r) => n + r.events.length, 0);
+  assert.is(delivered(), kept, 'what the stream still held is delivered');
+  assert.is(m.lost(), 3000 - kept, 'the rest is counted as lost');
+  assert.equal(w.lines.map((l) => [l.msg, l.lost]), [['webhook events were trimmed from the event stream before they were routed (retention.eventsMaxLen, retention.events)', 3000 - kept]]);
+
+  // Counted once; and a second gap is counted on its own, not with the first again.
+  await pass(d);
+  assert.is(m.lost(), 3000 - kept);
+  await appendMany(keys, 'acme', 1000, 500);
+  for (let i = 0; i < 4; i++) await pass(d);
+  assert.is(delivered() + m.lost(), 4000, `${delivered()} delivered + ${m.lost()} lost`);
+  assert.ok(m.lost() > 3000 - kept);
+});
+
+test("no loss is counted for entries trimmed before the group existed or erased unread; a dead consumer's pending entries trimmed are", async () => {
+  const { keys } = redis.fresh();
+  // A stream trimmed before the first dispatcher ran: those entries were never the group's.
+  await appendMany(keys, 'nobody', 2000, 100);
+  const rx = await receiver();
+  await createWebhook(client, keys, 'acme', { url: rx.url, events: ['*'] });
+  const m = counter();
+  const d = dispatcher(keys, { metrics: m.metrics, claimIdleMs: 0 });
+  await pass(d);
+  assert.is(m.lost(), 0, 'nothing lost by the group');
+  // An erasure deletes unread entries (XDEL): deliberate, not lost.
+  const ids: string[] = [];
+  for (let i = 0; i < 6; i++) ids.push(await event(keys, 'delivered', 'acme', `e${i}`));
+  await client.xdel(keys.events(), ids[1]!, ids[4]!);
+  await pass(d);
+  assert.equal(rx.received.flatMap((r) => r.events.map((e) => e.id)), [ids[0], ids[2], ids[3], ids[5]]);
+  assert.is(m.lost(), 0);
+  // Entries a dead consumer read and never routed, trimmed while pending: lost too.
+  const a = [await event(keys, 'delivered', 'acme', 'p1'), await event(keys, 'delivered', 'acme', 'p2')];
+  const kept = await event(keys, 'delivered', 'acme', 'p3');
+  await client.xreadgroup('GROUP', 'webhooks', 'crashed', 'COUNT', 10, 'STREAMS', keys.events(), '>');
+  await client.xtrim(keys.events(), 'MINID', kept);
+  await pass(d);
+  assert.equal(rx.received.flatMap((r) => r.events.map((e) => e.id)).slice(4), [kept]);
+  assert.is(m.lost(), 2, `${a.join(', ')} trimmed while pending`);
   const pending = (await client.xpending(keys.events(), 'webhooks')) as [number, ...unknown[]];
   assert.is(pending[0], 0);
 });
