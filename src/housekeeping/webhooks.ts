@@ -120,6 +120,8 @@ declare module 'ioredis' {
   interface RedisCommander<Context> {
     /** src/queue/lua/moveBatch-3.lua: 1 moved (retry or dead letter), 0 the batch changed meanwhile. */
     moveBatch(outbox: string, dead: string, ages: string, member: string, next: string, score: number | '', deadMax: number, batchId: string): Result<number, Context>;
+    /** src/queue/lua/claimBatch-1.lua: 1 taken for a POST, 0 no longer due (taken by another, or gone). */
+    claimBatch(outbox: string, member: string, now: number, leaseUntil: number): Result<number, Context>;
     /** src/queue/lua/replayDeadPage-3.lua: 1 moved, 0 the dead-letter list's head changed meanwhile. */
     replayDeadPage(dead: string, outbox: string, ages: string, score: number, n: number, ...itemsThenBatches: (string | number)[]): Result<number, Context>;
     /** src/queue/lua/readEvents-1.lua: [entries lost to trimming before the group read them, entries read]. */
@@ -478,10 +480,8 @@ export class WebhookDispatcher {
     }
     const leaseUntil = now + this.timeoutMs + LEASE_MARGIN_MS;
     for (const member of due) {
-      // XX: never re-create a batch another dispatcher just finished; GT + CH: 1 only if the score
-      // moved forward, i.e. this call took the batch out of the due range.
-      const took = await redis.zadd(outbox, 'XX', 'GT', 'CH', leaseUntil, member);
-      if (Number(took) !== 1) continue;
+      // Only if still due: not a batch another dispatcher took (or finished) since it was read.
+      if (Number(await redis.claimBatch(outbox, member, now, leaseUntil)) !== 1) continue;
       const batch = parseBatch(member);
       if (!batch) {
         this.o.logger.error({ endpoint: parsed.id }, 'unreadable webhook batch dropped');

@@ -430,6 +430,41 @@ test("a hanging endpoint does not delay another account's endpoint on the same h
   await d.stop();
 });
 
+test('of two dispatchers that both read a batch as due, one POSTs it (whichever clock is ahead)', async () => {
+  const { keys } = redis.fresh();
+  const rx = await receiver();
+  await createWebhook(client, keys, 'acme', { url: rx.url, events: ['*'] });
+  const id = await event(keys, 'delivered', 'acme', 'm1');
+  const t = Date.now();
+  // Routed into the outbox (due from t) by a dispatcher with no slots to POST it.
+  await pass(dispatcher(keys, { now: () => t, consumer: 'router', maxInFlight: 0 }));
+  assert.is(rx.received.length, 0);
+  const b = dispatcher(keys, { now: () => t, consumer: 'b' });
+  // A reads the batch as due; before it claims it, B (its clock 10 s behind A's) claims it and starts its POST.
+  let raced = false;
+  const slowA = new Proxy(client, {
+    get(target, prop) {
+      const v = Reflect.get(target, prop) as unknown;
+      if (prop === 'zrangebyscore' && !raced) {
+        return async (...args: unknown[]) => {
+          const due = (await (v as (...a: unknown[]) => Promise<string[]>).apply(target, args)) as string[];
+          if (due.length > 0) {
+            raced = true;
+            await b.tick();
+          }
+          return due;
+        };
+      }
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+  const a = dispatcher(keys, { redis: slowA, now: () => t + 10_000, consumer: 'a' });
+  await pass(a);
+  await b.drain();
+  assert.ok(raced);
+  assert.equal(rx.received.flatMap((r) => r.events.map((e) => e.id)), [id], 'POSTed once');
+});
+
 test("a dead consumer's pending entries are taken over and delivered", async () => {
   const { keys } = redis.fresh();
   const rx = await receiver();
