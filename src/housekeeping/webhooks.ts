@@ -266,6 +266,9 @@ export class WebhookDispatcher {
   private readonly inFlight = new Map<string, number>();
   private readonly deliveries = new Set<Promise<void>>();
   private totalInFlight = 0;
+  /** The global limit kept an endpoint from slots it had free since the last pass began (see refill). */
+  private heldBack = false;
+  private started = false;
   private groupReady = false;
   private claimCursor = '0-0';
   private scanCursor = '0';
@@ -285,6 +288,7 @@ export class WebhookDispatcher {
   }
 
   start(): void {
+    this.started = true;
     this.ticker.start(0);
   }
 
@@ -352,6 +356,7 @@ export class WebhookDispatcher {
     const [cursor, page] = await redis.sscan(keys.webhookEndpoints(), this.scanCursor, 'COUNT', SCAN_COUNT);
     this.scanCursor = cursor;
     const visit = [...new Set([...touched, ...page])];
+    this.heldBack = false;
     for (const ref of visit) await this.startDue(ref, now);
     // The ages after the claims (a claimed batch stays in the ages until it is settled), all at once:
     // one auto-pipelined burst of small reads instead of a round trip per endpoint.
@@ -456,10 +461,14 @@ export class WebhookDispatcher {
   }
 
   /**
-   * Claims the endpoint's due batches, up to its free slots, and starts their POSTs.
+   * Claims the endpoint's due batches, up to its free slots, and starts their POSTs. The slots are
+   * held from the start: a refill (after a POST) may run beside a pass, and the limits hold whatever
+   * the two interleave.
    */
   private async startDue(ref: string, now: number): Promise<void> {
-    const free = Math.min(this.perEndpoint - (this.inFlight.get(ref) ?? 0), this.maxInFlight - this.totalInFlight);
+    const own = this.perEndpoint - (this.inFlight.get(ref) ?? 0);
+    const free = Math.min(own, this.maxInFlight - this.totalInFlight);
+    if (free < own) this.heldBack = true;
     if (free <= 0) return;
     const parsed = parseEndpointRef(ref);
     const { redis, keys } = this.o;
@@ -467,29 +476,50 @@ export class WebhookDispatcher {
       await redis.srem(keys.webhookEndpoints(), ref);
       return;
     }
-    const outbox = keys.webhookOutbox(parsed.account, parsed.id);
-    const due = await redis.zrangebyscore(outbox, '-inf', now, 'LIMIT', 0, free);
-    if (due.length === 0) return;
-    const ep = (await this.endpointsOf(parsed.account)).find((e) => e.id === parsed.id) ?? (await this.reload(parsed.account, parsed.id));
-    if (!ep) {
-      // Deleted: nothing is left to deliver to.
-      await redis.del(outbox, keys.webhookAges(parsed.account, parsed.id));
-      this.ages.delete(ref);
-      await redis.srem(keys.webhookEndpoints(), ref);
-      return;
-    }
-    const leaseUntil = now + this.timeoutMs + LEASE_MARGIN_MS;
-    for (const member of due) {
-      // Only if still due: not a batch another dispatcher took (or finished) since it was read.
-      if (Number(await redis.claimBatch(outbox, member, now, leaseUntil)) !== 1) continue;
-      const batch = parseBatch(member);
-      if (!batch) {
-        this.o.logger.error({ endpoint: parsed.id }, 'unreadable webhook batch dropped');
-        await redis.zrem(outbox, member);
-        continue;
+    this.hold(ref, free);
+    let unused = free;
+    try {
+      const outbox = keys.webhookOutbox(parsed.account, parsed.id);
+      const due = await redis.zrangebyscore(outbox, '-inf', now, 'LIMIT', 0, free);
+      if (due.length === 0) return;
+      const ep = (await this.endpointsOf(parsed.account)).find((e) => e.id === parsed.id) ?? (await this.reload(parsed.account, parsed.id));
+      if (!ep) {
+        // Deleted: nothing is left to deliver to.
+        await redis.del(outbox, keys.webhookAges(parsed.account, parsed.id));
+        this.ages.delete(ref);
+        await redis.srem(keys.webhookEndpoints(), ref);
+        return;
       }
-      this.launch(ref, ep, outbox, member, batch);
+      const leaseUntil = now + this.timeoutMs + LEASE_MARGIN_MS;
+      for (const member of due) {
+        // Only if still due: not a batch another dispatcher, or a pass beside a refill, took or
+        // finished since it was read.
+        if (Number(await redis.claimBatch(outbox, member, now, leaseUntil)) !== 1) continue;
+        const batch = parseBatch(member);
+        if (!batch) {
+          this.o.logger.error({ endpoint: parsed.id }, 'unreadable webhook batch dropped');
+          await redis.zrem(outbox, member);
+          continue;
+        }
+        unused--;
+        this.launch(ref, ep, outbox, member, batch);
+      }
+    } finally {
+      this.release(ref, unused);
     }
+  }
+
+  private hold(ref: string, n: number): void {
+    this.inFlight.set(ref, (this.inFlight.get(ref) ?? 0) + n);
+    this.totalInFlight += n;
+  }
+
+  private release(ref: string, n: number): void {
+    if (n <= 0) return;
+    const left = (this.inFlight.get(ref) ?? n) - n;
+    if (left <= 0) this.inFlight.delete(ref);
+    else this.inFlight.set(ref, left);
+    this.totalInFlight -= n;
   }
 
   private async reload(account: string, id: string): Promise<SealedEndpoint | undefined> {
@@ -497,19 +527,31 @@ export class WebhookDispatcher {
     return (await this.endpointsOf(account)).find((e) => e.id === id);
   }
 
+  /** Runs one POST in a slot startDue holds; when it ends the slot is freed and refilled. */
   private launch(ref: string, ep: SealedEndpoint, outbox: string, member: string, batch: Batch): void {
-    this.inFlight.set(ref, (this.inFlight.get(ref) ?? 0) + 1);
-    this.totalInFlight++;
     const p: Promise<void> = this.deliver(ep, outbox, member, batch)
       .catch((err: unknown) => this.o.logger.error({ err, endpoint: ep.id }, 'webhook delivery bookkeeping failed'))
-      .finally(() => {
-        const n = (this.inFlight.get(ref) ?? 1) - 1;
-        if (n <= 0) this.inFlight.delete(ref);
-        else this.inFlight.set(ref, n);
-        this.totalInFlight--;
-        this.deliveries.delete(p);
-      });
+      .then(() => {
+        this.release(ref, 1);
+        return this.refill(ref);
+      })
+      .catch((err: unknown) => this.o.logger.error({ err, endpoint: ep.id }, 'webhook refill failed'))
+      .finally(() => this.deliveries.delete(p));
     this.deliveries.add(p);
+  }
+
+  /**
+   * A POST ended (2xx or not): its slot is used at once, not at the next pass. Waiting for the pass
+   * (pollIntervalMs apart when the stream is idle) held an endpoint to perEndpointInFlight batches a
+   * pass, ~650 events/s. The endpoint's next due batch takes the slot; with none due this is one
+   * ZRANGEBYSCORE. While the global limit holds endpoints back, this one would take the freed slot
+   * from them again and again: then a pass is woken instead, to hand slots out in its own order.
+   * Nothing new starts once stop() was called.
+   */
+  private async refill(ref: string): Promise<void> {
+    if (this.stopping) return;
+    if (!this.heldBack) return this.startDue(ref, this.now());
+    if (this.started) this.ticker.wake();
   }
 
   /** The endpoint's connection pool (see `agents`), made on first use. */

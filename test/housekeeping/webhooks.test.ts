@@ -3,7 +3,8 @@
  * signed, batched and once each; 500s and timeouts are retried; an endpoint that stays down ends in
  * the dead-letter list and is replayed from there (by the function and by `sluice webhooks`); a
  * hanging endpoint does not hold up another account's; a dead consumer's pending entries are taken over;
- * events trimmed from the stream before they were routed are counted and logged.
+ * events trimmed from the stream before they were routed are counted and logged; a finished POST's slot
+ * is refilled at once, within the in-flight limits.
  */
 import { createHmac } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -463,6 +464,75 @@ test('of two dispatchers that both read a batch as due, one POSTs it (whichever 
   await b.drain();
   assert.ok(raced);
   assert.equal(rx.received.flatMap((r) => r.events.map((e) => e.id)), [id], 'POSTed once');
+});
+
+/** A receiver answering each POST after `delayMs`, keeping how many were open at once (per path and in all). */
+async function slowReceiver(delayMs: number): Promise<{ url: string; events: Map<string, number>; most: Map<string, number> }> {
+  const r = await receiver();
+  r.server.removeAllListeners('request');
+  const open = new Map<string, number>();
+  const most = new Map<string, number>();
+  const events = new Map<string, number>();
+  const add = (k: string, d: number) => {
+    const n = (open.get(k) ?? 0) + d;
+    open.set(k, n);
+    most.set(k, Math.max(most.get(k) ?? 0, n));
+  };
+  r.server.on('request', (req: IncomingMessage, res: ServerResponse) => {
+    const path = req.url ?? '';
+    add(path, 1);
+    add('*', 1);
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const n = (JSON.parse(Buffer.concat(chunks).toString()) as { events: unknown[] }).events.length;
+      setTimeout(() => {
+        add(path, -1);
+        add('*', -1);
+        events.set(path, (events.get(path) ?? 0) + n);
+        res.end('ok');
+      }, delayMs);
+    });
+  });
+  return { url: new URL(r.url).origin, events, most };
+}
+
+test('a finished POST starts the next due batch at once, not at the next pass, within the per-endpoint limit', async () => {
+  const { keys } = redis.fresh();
+  const rx = await slowReceiver(10);
+  await createWebhook(client, keys, 'acme', { url: `${rx.url}/a`, events: ['*'] });
+  for (let i = 0; i < 100; i++) await event(keys, 'delivered', 'acme', `m${i}`);
+  // Ten batches, two in flight, and no second pass for a minute: only refilled slots deliver them all.
+  const d = dispatcher(keys, { pollIntervalMs: 60_000, maxBatchEvents: 10 });
+  d.start();
+  await until(() => rx.events.get('/a') === 100, 'all ten batches, long before the next pass', 4_000);
+  assert.is(rx.most.get('/a'), 2, 'never more than perEndpointInFlight at once');
+  await d.stop();
+});
+
+test('when the global in-flight limit holds endpoints back, a finished POST wakes a pass; nothing runs once all is delivered', async () => {
+  const { keys } = redis.fresh();
+  const rx = await slowReceiver(10);
+  await createWebhook(client, keys, 'acme', { url: `${rx.url}/a`, events: ['*'] });
+  await createWebhook(client, keys, 'beta', { url: `${rx.url}/b`, events: ['*'] });
+  for (let i = 0; i < 60; i++) {
+    await event(keys, 'delivered', 'acme', `a${i}`);
+    await event(keys, 'delivered', 'beta', `b${i}`);
+  }
+  const d = dispatcher(keys, { pollIntervalMs: 60_000, maxBatchEvents: 10, maxInFlight: 3 });
+  const inner = d as unknown as { pass: () => Promise<boolean> };
+  const pass0 = inner.pass.bind(d);
+  let passes = 0;
+  inner.pass = () => (passes++, pass0());
+  d.start();
+  await until(() => rx.events.get('/a') === 60 && rx.events.get('/b') === 60, "both endpoints' six batches", 4_000);
+  assert.ok((rx.most.get('*') ?? 0) <= 3, `${rx.most.get('*')} in flight at once, limit 3`);
+  assert.ok((rx.most.get('/a') ?? 0) <= 2 && (rx.most.get('/b') ?? 0) <= 2);
+  await d.drain();
+  const after = passes;
+  await new Promise((r) => setTimeout(r, 300));
+  assert.ok(passes - after <= 1, `${passes - after} passes while nothing was due`);
+  await d.stop();
 });
 
 test("a dead consumer's pending entries are taken over and delivered", async () => {
