@@ -4,9 +4,11 @@ import { fileURLToPath } from 'node:url';
 import type { Redis, Cluster } from 'ioredis';
 
 /**
- * Loads every Lua script in src/queue/lua once and defines it as an ioredis command. A file named
- * `<command>-<numberOfKeys>.lua` becomes `client.<command>(...keys, ...args)`. The typed signatures
- * are declared next to each operation's wrapper in src/queue/.
+ * Loads every Lua script in src/queue/lua once; defineScripts puts each on the client as a method that
+ * sends EVALSHA and, when the server answers NOSCRIPT, the script itself with EVAL (not ioredis's
+ * defineCommand: see there why). A file named `<command>-<numberOfKeys>.lua` becomes
+ * `client.<command>(...keys, ...args)`. The typed signatures are declared next to each operation's
+ * wrapper in src/queue/.
  */
 const LUA_DIR = fileURLToPath(new URL('../queue/lua/', import.meta.url));
 const NAME_RE = /^([A-Za-z][A-Za-z0-9]*)-(\d+)\.lua$/;
