@@ -56,7 +56,8 @@ export const address = z.unknown().transform((v, ctx): SpecAddress => {
   }
   const parsed = addr === undefined ? undefined : parseAddress(addr);
   if (!parsed) {
-    ctx.addIssue({ code: 'custom', message: `not a valid address: ${JSON.stringify(String(addr ?? v).slice(0, 100))}` });
+    // The text as sent: the parser takes a bare word ("nope") for a display name, leaving the address ''.
+    ctx.addIssue({ code: 'custom', message: `not a valid address: ${JSON.stringify((typeof v === 'string' ? v : (addr ?? '')).slice(0, 100))}` });
     return z.NEVER;
   }
   return name === undefined ? { address: parsed.address } : { name, address: parsed.address };

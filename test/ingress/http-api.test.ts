@@ -78,6 +78,17 @@ test('invalid fields → 400 naming the path of every one', async () => {
   assert.equal(paths, ['attachments.0.content', 'bc', 'from', 'headers.From', 'headers.X-Inject', 'headers.bad name', 'metadata.nested', 'subject', 'tags.1', 'text', 'to.1', 'to.2'].sort());
 });
 
+test('a bad address is quoted as sent in the 400, whatever the address parser made of it', async () => {
+  const r = await call('POST', '/v1/messages', message({ from: 'nope', to: ['Name <bad@@x>', { address: 'obj-nope' }], cc: undefined, bcc: undefined, replyTo: undefined }));
+  assert.is(r.status, 400);
+  const said = Object.fromEntries((r.json.errors ?? []).map((e) => [e.path, e.message]));
+  assert.equal(said, {
+    from: 'not a valid address: "nope"',
+    'to.0': 'not a valid address: "Name <bad@@x>"',
+    'to.1': 'not a valid address: "obj-nope"',
+  });
+});
+
 test('bad JSON → 400; wrong media type → 415; wrong method → 405; unknown route and id → 404', async () => {
   const bad = await call('POST', '/v1/messages', '{"from": ');
   assert.is(bad.status, 400);
