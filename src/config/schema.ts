@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import { parseDuration, parseSize, type Ms } from '../core/time.js';
 import { parseCidr } from '../core/client-limit.js';
@@ -34,6 +35,58 @@ const host = z.string().min(1);
 const positiveInt = z.number().int().positive();
 /** Addresses or CIDR networks whose clients a listener's per-client connection limit does not count. */
 const exemptNetworks = z.array(z.string().refine((v) => parseCidr(v) !== null, { message: 'must be an IP address or a CIDR network such as 127.0.0.0/8' }));
+
+/** The port of 'host:port' text, or why it is not one: digits, 1–65535. */
+function checkPort(text: string): string | null {
+  if (!/^\d{1,5}$/.test(text) || Number(text) < 1 || Number(text) > 65535) return `port must be 1–65535, not ${JSON.stringify(text)}`;
+  return null;
+}
+
+// A host name as a resolver takes it: dot-separated labels of letters, digits, - and _ (container
+// service names), none empty, at most 253 characters.
+const HOST_NAME = /^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/;
+
+/** Why a transport target is not 'host:port' (a name or an IPv4 address) or '[ipv6]:port'; null if it is. */
+function checkTransportTarget(v: string): string | null {
+  const m = /^\[([^\]]*)\]:(.*)$/.exec(v) ?? /^([^:[\]]*):(.*)$/.exec(v);
+  const bracketed = v.startsWith('[');
+  const host = m?.[1] ?? '';
+  let why: string | null;
+  if (!m) why = "must be 'host:port' or '[ipv6]:port'";
+  else if (!bracketed && v.indexOf(':') !== v.lastIndexOf(':')) why = 'an IPv6 address is written in brackets';
+  else if (bracketed && isIP(host) !== 6) why = 'must hold an IPv6 address between [ and ]';
+  else if (!bracketed && isIP(host) === 0 && !HOST_NAME.test(host)) why = `${JSON.stringify(host)} is not a host name or IPv4 address`;
+  else why = checkPort(m[2] as string);
+  return why && `${JSON.stringify(v)}: ${why} (e.g. 'smtp.example.com:587', '192.0.2.1:25', '[2001:db8::1]:25')`;
+}
+
+/**
+ * The transport map. Keys: '*' (every domain), '*.domain' (every subdomain of domain, not domain
+ * itself) or a domain; compared like the destination, without case or a trailing dot, so keys are
+ * stored lower-cased. Two keys that are the same domain are refused. Every bad key and target is
+ * reported, each under its key.
+ */
+const transportMap = z.record(z.string(), z.unknown()).transform((map, ctx) => {
+  const out: Record<string, string> = {};
+  const seen = new Set<string>();
+  for (const [key, target] of Object.entries(map)) {
+    const name = key.trim().toLowerCase().replace(/\.$/, '');
+    const domain = name.startsWith('*.') ? name.slice(2) : name;
+    if (name !== '*' && (domain.includes('*') || !HOST_NAME.test(domain) || isIP(domain) !== 0)) {
+      const message = key.includes('*')
+        ? "the only wildcards in a key are '*' (every domain) and '*.domain' (every subdomain of domain)"
+        : "a key must be a domain, '*.domain' or '*'";
+      ctx.addIssue({ code: 'custom', path: [key], message });
+    } else if (seen.has(name)) {
+      ctx.addIssue({ code: 'custom', path: [key], message: `the same destination as another key (${name}): keys are compared without case or a trailing dot` });
+    }
+    seen.add(name);
+    const why = typeof target === 'string' ? checkTransportTarget(target) : `must be a 'host:port' string, not ${JSON.stringify(target)}`;
+    if (why) ctx.addIssue({ code: 'custom', path: [key], message: why });
+    else out[name] = target as string;
+  }
+  return out;
+});
 
 /** Messages per second/minute/hour; null means no limit in that window. */
 /** Limits per window; a window left out or null has none. */
@@ -230,8 +283,8 @@ export const configSchema = z
         claimBatch: positiveInt,
         lease: duration,
         pollInterval: duration,
-        /** Domain (or '*') to 'host:port' – used instead of MX (smarthosts, tests). */
-        transport: z.record(z.string(), z.string().regex(/^\[?[A-Za-z0-9.:-]+\]?:\d+$/, "must be 'host:port'")),
+        /** Domain, '*.domain' or '*' to 'host:port' – used instead of MX (smarthosts, tests). */
+        transport: transportMap,
         dns: z
           .object({
             /** DNS servers ('ip' or 'ip:port'); empty = the system's. */

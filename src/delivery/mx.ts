@@ -7,7 +7,7 @@ import { DnsClient, type MxAnswer } from './dns-query.js';
 /**
  * Where mail for a domain goes (RFC 5321 §5.1), cached.
  *
- *   transport map hit (exact domain, else '*') ─► that host:port
+ *   transport map hit (exact domain, else the longest '*.suffix', else '*') ─► that host:port
  *   MX records ─► one null MX "0 ." (RFC 7505)          ─► nullmx
  *              ─► sorted by preference, equal ones shuffled ─► A/AAAA of each exchange ─► hosts
  *   no MX (NODATA) ─► A/AAAA of the domain itself (implicit MX) ─► hosts
@@ -44,7 +44,10 @@ export interface MxResolverOptions {
   timeoutMs: number;
   maxCacheTtlMs: number;
   negativeCacheTtlMs: number;
-  /** Domain or '*' → 'host:port'; an exact domain wins over '*'. */
+  /**
+   * Lower-case domain, '*.domain' (its subdomains, not itself) or '*' → 'host:port'. An exact domain
+   * wins, then the longest matching '*.domain', then '*'.
+   */
   transport: Readonly<Record<string, string>>;
   /** Port of MX hosts (default 25). */
   port?: number;
@@ -110,9 +113,7 @@ export class MxResolver {
 
   /** A route and how long it may be cached (0 = not at all: temporary failures are retried). */
   private async lookup(domain: string): Promise<{ route: Route; ttlMs: number }> {
-    // Own keys only: a domain named 'constructor' must not find Object.prototype's.
-    const map = this.opts.transport;
-    const target = Object.hasOwn(map, domain) ? map[domain] : Object.hasOwn(map, '*') ? map['*'] : undefined;
+    const target = this.transportTarget(domain);
     if (target !== undefined) return this.viaTransport(target);
 
     let answer: MxAnswer;
@@ -158,6 +159,18 @@ export class MxResolver {
       return this.negative({ kind: 'nxdomain' });
     }
     return this.hosts(found, names, false, ttlMs);
+  }
+
+  /** The transport map's entry for a domain: exact, then '*.parent' from the nearest parent up, then '*'. */
+  private transportTarget(domain: string): string | undefined {
+    // Own keys only: a domain named 'constructor' must not find Object.prototype's.
+    const map = this.opts.transport;
+    if (Object.hasOwn(map, domain)) return map[domain];
+    for (let dot = domain.indexOf('.'); dot !== -1; dot = domain.indexOf('.', dot + 1)) {
+      const key = `*${domain.slice(dot)}`;
+      if (Object.hasOwn(map, key)) return map[key];
+    }
+    return Object.hasOwn(map, '*') ? map['*'] : undefined;
   }
 
   private async viaTransport(target: string): Promise<{ route: Route; ttlMs: number }> {

@@ -43,6 +43,43 @@ test('every wrong key is named with its path; unknown keys are refused', () => {
   }
 });
 
+/** The errors of a configuration that must be refused, as path → messages. */
+function refused(opts: Parameters<typeof loadConfig>[0]): Map<string, string[]> {
+  try {
+    loadConfig(opts);
+  } catch (err) {
+    assert.ok(isSluiceError(err, 'SLUICE_CONFIG_INVALID'), String(err));
+    const out = new Map<string, string[]>();
+    for (const e of (err as SluiceError).errors) out.set(e.path, [...(out.get(e.path) ?? []), e.message]);
+    return out;
+  }
+  assert.unreachable('must refuse');
+  return new Map();
+}
+
+test("delivery.transport: keys are lower-cased domains, '*.domain' or '*'; targets host:port with a port of 1–65535", () => {
+  const ok = loadConfig({ env: { SLUICE__DELIVERY__TRANSPORT: '{"Example.COM.": "Smtp.Example.net:587", "*.Corp.test": "[2001:db8::1]:25", "*": "relay_1:2525", "v4.test": "192.0.2.1:1"}' } });
+  assert.equal(ok.delivery.transport, { 'example.com': 'Smtp.Example.net:587', '*.corp.test': '[2001:db8::1]:25', '*': 'relay_1:2525', 'v4.test': '192.0.2.1:1' });
+
+  const bad = refused({ env: { SLUICE__DELIVERY__TRANSPORT: JSON.stringify({
+    'Example.COM': '127.0.0.1:99999', 'example.com': 'a.test:25', 'zero.test': 'h:0', 'a*.test': 'x:1', '*.*.test': 'x:1', '192.0.2.9': 'x:1',
+    'noport.test': 'smtp', 'v6.test': '2001:db8::1:25', 'v4brackets.test': '[192.0.2.1]:25', 'num.test': 25, 'name.test': 'bad host:25',
+  }) } });
+  const has = (path: string, what: string) => assert.ok((bad.get(`delivery.transport.${path}`) ?? []).some((m) => m.includes(what)), `${path} → ${what}: ${JSON.stringify([...bad])}`);
+  has('Example.COM', 'port must be 1–65535, not "99999"');
+  has('example.com', 'the same destination as another key (example.com)');
+  has('zero.test', 'port must be 1–65535, not "0"');
+  has('a*.test', "the only wildcards in a key are '*' (every domain) and '*.domain'");
+  has('*.*.test', "the only wildcards in a key are '*'");
+  has('192.0.2.9', "a key must be a domain, '*.domain' or '*'");
+  has('noport.test', "must be 'host:port'");
+  has('v6.test', 'an IPv6 address is written in brackets');
+  has('v4brackets.test', 'must hold an IPv6 address between [ and ]');
+  has('num.test', "must be a 'host:port' string");
+  has('name.test', '"bad host" is not a host name');
+  assert.is(bad.size, 11, JSON.stringify([...bad]));
+});
+
 test('a file that is not YAML, or not a mapping, is refused with its name', () => {
   const file = join(dir, 'x.yaml');
   writeFileSync(file, 'admin: [unclosed\n');

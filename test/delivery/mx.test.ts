@@ -184,6 +184,18 @@ test('transport map: an exact domain wins over *, names are resolved without MX,
   assert.equal(hostsOf(await r.resolve('v6.test')).hosts, [{ host: '::1', port: 26, mx: '::1' }]);
 });
 
+test("transport map: '*.domain' takes every subdomain (the nearest wins) but not the domain itself; an exact domain and '*' as before", async () => {
+  const r = resolver({ transport: { '*.corp.test': '127.0.0.1:2601', '*.eu.corp.test': '127.0.0.1:2602', 'x.eu.corp.test': '127.0.0.1:2603', '*': '127.0.0.1:2600' } });
+  const port = async (domain: string) => hostsOf(await r.resolve(domain)).hosts[0]?.port;
+  assert.is(await port('a.corp.test'), 2601);
+  assert.is(await port('a.b.corp.test'), 2601, 'any depth');
+  assert.is(await port('y.eu.corp.test'), 2602, 'the nearest parent wins');
+  assert.is(await port('x.eu.corp.test'), 2603, 'an exact domain wins');
+  assert.is(await port('corp.test'), 2600, "'*.corp.test' is not corp.test itself");
+  assert.is(await port('notcorp.test'), 2600);
+  assert.is(dns.queries('a.corp.test'), 0);
+});
+
 test('a route lives no longer than its MX TTL, even when the addresses have longer ones', async () => {
   const r = resolver();
   const q0 = dns.queries('shortmx.test', 'MX');
