@@ -61,6 +61,20 @@ function checkTransportTarget(v: string): string | null {
 }
 
 /**
+ * A DNS server: 'ip', 'ip:port', '[ipv6]:port' or an IPv6 address alone (the forms of
+ * Resolver.setServers and delivery/dns-query.ts). An address, not a name: nothing resolves it.
+ */
+const dnsServer = z.string().superRefine((v, ctx) => {
+  const m = /^\[([^\]]*)\](?::(.*))?$/.exec(v) ?? /^([^:[\]]*)(?::(.*))?$/.exec(v);
+  let why: string | null = null;
+  if (isIP(v) === 6) why = null;
+  else if (!m) why = 'not an IP address';
+  else if (v.startsWith('[') ? isIP(m[1] as string) !== 6 : isIP(m[1] as string) !== 4) why = v.startsWith('[') ? 'must hold an IPv6 address between [ and ]' : 'not an IP address (a resolver is given by address, not by name)';
+  else if (m[2] !== undefined) why = checkPort(m[2]);
+  if (why) ctx.addIssue({ code: 'custom', message: `${JSON.stringify(v)}: ${why} (e.g. '192.0.2.53', '192.0.2.53:5353', '2001:db8::53', '[2001:db8::53]:5353')` });
+});
+
+/**
  * The transport map. Keys: '*' (every domain), '*.domain' (every subdomain of domain, not domain
  * itself) or a domain; compared like the destination, without case or a trailing dot, so keys are
  * stored lower-cased. Two keys that are the same domain are refused. Every bad key and target is
@@ -287,8 +301,8 @@ export const configSchema = z
         transport: transportMap,
         dns: z
           .object({
-            /** DNS servers ('ip' or 'ip:port'); empty = the system's. */
-            servers: z.array(z.string().min(1)),
+            /** DNS servers ('ip', 'ip:port', '[ipv6]:port'); empty = the system's. */
+            servers: z.array(dnsServer),
             timeout: duration,
             /** Longest time an MX answer is cached, whatever its TTL. */
             maxCacheTtl: duration,

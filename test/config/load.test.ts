@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loadConfig } from '../../src/config/load.js';
 import { isSluiceError, type SluiceError } from '../../src/core/errors.js';
+import { MxResolver } from '../../src/delivery/mx.js';
 
 const test = suite('config/load');
 let dir = '';
@@ -78,6 +79,24 @@ test("delivery.transport: keys are lower-cased domains, '*.domain' or '*'; targe
   has('num.test', "must be a 'host:port' string");
   has('name.test', '"bad host" is not a host name');
   assert.is(bad.size, 11, JSON.stringify([...bad]));
+});
+
+test('delivery.dns.servers: IP addresses with an optional port of 1–65535, as the resolver takes them; a name or a bad port is refused', () => {
+  const servers = ['192.0.2.53', '192.0.2.53:5353', '2001:db8::53', '[2001:db8::53]', '[2001:db8::53]:5353'];
+  const cfg = loadConfig({ env: { SLUICE__DELIVERY__DNS__SERVERS: JSON.stringify(servers) } });
+  assert.equal(cfg.delivery.dns.servers, servers);
+  const d = cfg.delivery;
+  new MxResolver({ servers: d.dns.servers, timeoutMs: d.dns.timeout, maxCacheTtlMs: d.dns.maxCacheTtl, negativeCacheTtlMs: d.dns.negativeCacheTtl, transport: d.transport });
+
+  const bad = refused({ env: { SLUICE__DELIVERY__DNS__SERVERS: '["dns.example", "192.0.2.53:0", "192.0.2.53:99999", "[192.0.2.53]:53", "192.0.2.53:", ""]' } });
+  const said = (i: number) => (bad.get(`delivery.dns.servers.${i}`) ?? []).join(' | ');
+  assert.match(said(0), '"dns.example": not an IP address');
+  assert.match(said(1), 'port must be 1–65535, not "0"');
+  assert.match(said(2), 'port must be 1–65535, not "99999"');
+  assert.match(said(3), 'must hold an IPv6 address between [ and ]');
+  assert.match(said(4), 'port must be 1–65535, not ""');
+  assert.match(said(5), 'not an IP address');
+  assert.is(bad.size, 6);
 });
 
 test('a file that is not YAML, or not a mapping, is refused with its name', () => {
