@@ -75,6 +75,19 @@ const dnsServer = z.string().superRefine((v, ctx) => {
 });
 
 /**
+ * redis.url (REDIS_URL): what redis/client.ts connects to. It takes any other text for a socket
+ * path, so 'localhost:6379' would be waited for forever as a file in the working directory.
+ */
+const redisUrl = z.string().superRefine((v, ctx) => {
+  if (/^rediss?:\/\//.test(v) || /^(?:unix:\/\/)?\//.test(v)) return;
+  const guess = /^[^/:\s]+:\d+$/.test(v) ? ` (redis://${v}?)` : '';
+  ctx.addIssue({
+    code: 'custom',
+    message: `${JSON.stringify(v)} is not a Redis address (REDIS_URL or redis.url): use redis://host:port${guess}, rediss://host:port (TLS), unix:///path/to/redis.sock or an absolute socket path`,
+  });
+});
+
+/**
  * The transport map. Keys: '*' (every domain), '*.domain' (every subdomain of domain, not domain
  * itself) or a domain; compared like the destination, without case or a trailing dot, so keys are
  * stored lower-cased. Two keys that are the same domain are refused. Every bad key and target is
@@ -215,8 +228,8 @@ export const configSchema = z
       .strict(),
     redis: z
       .object({
-        /** redis://, rediss:// or unix socket path; null = start an embedded redis-server. Env: REDIS_URL. */
-        url: z.string().min(1).nullable(),
+        /** redis://, rediss://, unix:///path or an absolute socket path; null = start an embedded redis-server. Env: REDIS_URL. */
+        url: redisUrl.nullable(),
         /** Seed nodes ('host:port') of a Redis Cluster; when non-empty, url is ignored. */
         cluster: z.array(z.string().min(1)),
         /** Prefix of every key Sluice writes. */

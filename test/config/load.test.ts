@@ -99,6 +99,18 @@ test('delivery.dns.servers: IP addresses with an optional port of 1–65535, as 
   assert.is(bad.size, 6);
 });
 
+test('redis.url / REDIS_URL: redis://, rediss://, unix:///path or an absolute socket path; host:port without a scheme is refused with the redis:// form', () => {
+  for (const url of ['redis://127.0.0.1:6390', 'rediss://:pw@redis.example:6380/1', 'unix:///run/redis.sock', '/run/redis.sock']) {
+    assert.is(loadConfig({ env: { REDIS_URL: url } }).redis.url, url);
+  }
+  assert.is(loadConfig({ env: {} }).redis.url, null, 'null: the embedded server');
+  const bare = refused({ env: { REDIS_URL: 'localhost:6379' } }).get('redis.url')?.join(' | ') ?? '';
+  assert.match(bare, '"localhost:6379" is not a Redis address (REDIS_URL or redis.url): use redis://host:port (redis://localhost:6379?)');
+  for (const url of ['redis.sock', 'unix://run/redis.sock', 'http://redis.example:6379']) {
+    assert.match(refused({ env: {}, overrides: { redis: { url } } }).get('redis.url')?.join(' | ') ?? '', 'is not a Redis address', url);
+  }
+});
+
 test('a file that is not YAML, or not a mapping, is refused with its name', () => {
   const file = join(dir, 'x.yaml');
   writeFileSync(file, 'admin: [unclosed\n');
