@@ -3,7 +3,7 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { hostname } from 'node:os';
 import YAML from 'yaml';
-import { SluiceError } from '../core/errors.js';
+import { SluiceError, type FieldError } from '../core/errors.js';
 import { configSchema, type Config } from './schema.js';
 
 /**
@@ -66,8 +66,13 @@ function keyPath(parts: string[], defaults: unknown): string[] {
   });
 }
 
-function envLayer(env: NodeJS.ProcessEnv, defaults: unknown): Tree {
+/**
+ * The environment's layer, and an error for each SLUICE__ variable whose value is not YAML (named
+ * with the config path it sets; its value is not repeated, it may be a secret).
+ */
+function envLayer(env: NodeJS.ProcessEnv, defaults: unknown): { layer: Tree; errors: FieldError[] } {
   let layer: Tree = {};
+  const errors: FieldError[] = [];
   const set = (path: string[], value: unknown) => {
     let obj: unknown = value;
     for (let i = path.length - 1; i >= 0; i--) obj = { [path[i] as string]: obj };
@@ -79,9 +84,18 @@ function envLayer(env: NodeJS.ProcessEnv, defaults: unknown): Tree {
     if (!name.startsWith('SLUICE__') || value === undefined) continue;
     const path = keyPath(name.slice('SLUICE__'.length).split('__').filter(Boolean), defaults);
     if (path.length === 0) continue;
-    set(path, YAML.parse(value));
+    let parsed: unknown;
+    try {
+      parsed = YAML.parse(value);
+    } catch (err) {
+      // The first line says what and where ("… at line 1, column 3:"); the rest quotes the value.
+      const why = ((err as Error).message.split('\n')[0] ?? '').replace(/:$/, '');
+      errors.push({ path: path.join('.'), message: `environment variable ${name} is not valid YAML: ${why}` });
+      continue;
+    }
+    set(path, parsed);
   }
-  return layer;
+  return { layer, errors };
 }
 
 /** Paths in the config that name files; made absolute relative to the file that set them. */
@@ -146,23 +160,28 @@ export function loadConfig(opts: LoadOptions = {}): Config {
     resolvePaths(layer, dirname(resolve(file)));
     tree = merge(tree, layer);
   }
-  tree = merge(tree, envLayer(env, defaults));
+  const fromEnv = envLayer(env, defaults);
+  tree = merge(tree, fromEnv.layer);
   if (opts.overrides !== undefined) tree = merge(tree, opts.overrides);
-  return validateConfig(tree, file);
+  return validateConfig(tree, file, fromEnv.errors);
 }
 
-export function validateConfig(tree: unknown, source?: string): Config {
+/** `earlier`: errors found before the schema (unreadable environment values), reported with its own. */
+export function validateConfig(tree: unknown, source?: string, earlier: readonly FieldError[] = []): Config {
   const result = configSchema.safeParse(tree);
-  if (!result.success) {
-    const errors = result.error.issues.map((i) => ({
-      path: i.path.map(String).join('.') || '(root)',
-      message: i.code === 'unrecognized_keys' ? `unknown key(s): ${(i as { keys: string[] }).keys.join(', ')}` : i.message,
-    }));
+  if (!result.success || earlier.length > 0) {
+    const errors = [
+      ...earlier,
+      ...(result.error?.issues ?? []).map((i) => ({
+        path: i.path.map(String).join('.') || '(root)',
+        message: i.code === 'unrecognized_keys' ? `unknown key(s): ${(i as { keys: string[] }).keys.join(', ')}` : i.message,
+      })),
+    ];
     const where = source ? ` in ${source}` : '';
     const lines = errors.map((e) => `  ${e.path}: ${e.message}`).join('\n');
     throw new SluiceError('SLUICE_CONFIG_INVALID', `configuration is invalid${where}:\n${lines}`, { errors });
   }
-  const cfg = result.data;
+  const cfg = result.data as Config;
   if (cfg.instance.hostname === 'auto') cfg.instance.hostname = hostname();
   return deepFreeze(cfg);
 }

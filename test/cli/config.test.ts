@@ -133,6 +133,18 @@ test('a file that is not YAML, not a mapping, or not there: exit 1 with the reas
   }
 });
 
+test('a SLUICE__ value that is not YAML: exit 1 naming the variable and the path it sets, with the other errors, without the value', async () => {
+  const r = await sluice(['config', 'check'], { env: { SLUICE__ADMIN__PORT: '[1', SLUICE__delivery__claimBatch: '{secret: 1', SLUICE__LOG__LEVEL: 'loud' } });
+  assert.is(r.code, 1);
+  assert.match(r.err, 'SLUICE_CONFIG_INVALID');
+  const lines = r.err.split('\n').map((l) => l.trim());
+  assert.ok(lines.includes('admin.port: environment variable SLUICE__ADMIN__PORT is not valid YAML: Flow sequence must end with a ] at line 1, column 3'), r.err);
+  assert.ok(lines.some((l) => l.startsWith('delivery.claimBatch: environment variable SLUICE__delivery__claimBatch is not valid YAML')), r.err);
+  assert.ok(lines.some((l) => l.startsWith('log.level: ')), `the schema's errors too:\n${r.err}`);
+  assert.not.match(r.err, 'secret');
+  assert.not.match(r.err, 'YAMLParseError');
+});
+
 test('config show: merged JSON with apiKeys, passwordHash and the redis.url password redacted', async () => {
   const file = configFile('show.yaml', { admin: { port: 9501 }, redis: { url: 'redis://default:s3cret@127.0.0.1:6390/2' }, accounts: [account()] });
   const r = await sluice(['config', 'show', '--config', file], { env: { SLUICE__ingress__http__port: '8099' } });
