@@ -113,7 +113,10 @@ export async function openRedis(config: Config, logger: Logger): Promise<RedisHa
     },
     async close() {
       for (const c of [...extra, client]) await c.quit().catch(() => c.disconnect());
-      await embedded?.stop();
+      if (embedded) {
+        await embedded.stop();
+        logger.info({ redisPid: embedded.pid }, 'embedded redis-server stopped');
+      }
     },
   };
 }

@@ -12,7 +12,8 @@ redis-server on a unix socket under instance.dataDir and stops it on shutdown.
   --roles LIST    comma-separated roles to run: ${ROLES.join(', ')} (default: the config's roles)
 
 Shutdown: the first signal stops accepting, lets SMTP transactions in flight finish (up to instance.shutdownGrace),
-returns unattempted claims to the queue and closes Redis last. A second signal exits at once;
+returns unattempted claims to the queue and closes Redis last (the embedded server is not in the
+terminal's process group: Ctrl-C reaches Sluice only, which stops it). A second signal exits at once;
 nothing acknowledged is lost (leases expire and the mail is delivered later).`;
 
 export async function runStart(argv: string[], io: Io): Promise<number> {
@@ -37,6 +38,13 @@ export async function runStart(argv: string[], io: Io): Promise<number> {
       signals++;
       if (signals > 1) {
         app.logger.warn({ signal: sig }, 'second signal: exiting now (leases will return unfinished mail to the queue)');
+        // The embedded redis-server is in its own process group (a terminal's Ctrl-C does not reach
+        // it): asked to stop, it writes its AOF and exits on its own while this process exits now.
+        try {
+          app.redis.embedded?.terminate();
+        } catch {
+          // already gone
+        }
         app.logger.flush();
         process.exit(130);
       }

@@ -55,6 +55,11 @@ export interface EmbeddedRedis {
   /** True when this is a server left by a previous Sluice that died, taken over rather than started. */
   readonly adopted?: boolean;
   stop(): Promise<void>;
+  /**
+   * SIGTERM without waiting (redis-server still writes its AOF and exits): for a Sluice that must
+   * exit at once (a second signal) and should not leave its server running.
+   */
+  terminate(): void;
   /** SIGKILL without a shutdown save (tests of crash recovery). */
   kill(): Promise<void>;
 }
@@ -129,6 +134,9 @@ function adopt(socket: string, ownerFile: string, owner: OwnerFile, port: number
       if (alive(owner.redisPid)) process.kill(owner.redisPid, 'SIGTERM');
       if (!(await gone(10_000))) process.kill(owner.redisPid, 'SIGKILL');
     },
+    terminate() {
+      if (alive(owner.redisPid)) process.kill(owner.redisPid, 'SIGTERM');
+    },
     async kill() {
       if (alive(owner.redisPid)) process.kill(owner.redisPid, 'SIGKILL');
       await gone(5_000);
@@ -169,7 +177,11 @@ export async function startEmbeddedRedis(opts: EmbeddedOptions): Promise<Embedde
     '--logfile', join(opts.dir, 'redis.log'),
     ...(opts.args ?? []),
   ];
-  const child: ChildProcess = spawn(opts.binary, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+  // detached: its own session and process group. A terminal's Ctrl-C (SIGINT to the whole foreground
+  // group) or a hangup reached redis-server together with Sluice, so it died before Sluice had written
+  // the outcomes of its last transactions; only Sluice stops it, last (stop()). A Sluice that dies
+  // without stopping it (SIGKILL) leaves it running: the next start adopts it (adopt()).
+  const child: ChildProcess = spawn(opts.binary, args, { stdio: ['ignore', 'ignore', 'pipe'], detached: true });
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
   let exited = false;
@@ -186,20 +198,29 @@ export async function startEmbeddedRedis(opts: EmbeddedOptions): Promise<Embedde
   }
 
   writeFileSync(ownerFile, JSON.stringify({ sluicePid: process.pid, redisPid: child.pid ?? 0 } satisfies OwnerFile));
+  // The server alone (or its stderr pipe) does not keep this process running: a Sluice whose shutdown
+  // gave up on something can still exit. stop() and kill() hold it again until the server has exited.
+  child.unref();
+  (child.stderr as { unref?: () => void } | null)?.unref?.();
   return {
     socket,
     port,
     pid: child.pid ?? 0,
     async stop() {
       if (exited) return;
+      child.ref(); // wait for its exit even when nothing else keeps this process running
       // SIGTERM makes redis-server fsync the AOF and exit cleanly.
       child.kill('SIGTERM');
       const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
       await exit;
       clearTimeout(t);
     },
+    terminate() {
+      if (!exited) child.kill('SIGTERM');
+    },
     async kill() {
       if (exited) return;
+      child.ref();
       child.kill('SIGKILL');
       await exit;
     },

@@ -1,0 +1,110 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import { createRedis } from '../../src/redis/client.js';
+import { createKeys } from '../../src/redis/keys.js';
+import { startEmbeddedRedis, pingSocket } from '../../src/redis/embedded.js';
+import {
+  writeSluiceConfig, startSluiceProcess, startSlowSink, submitAll, killAllSluiceProcesses, isAlive, waitGone, sleep,
+  type SluiceInstance, type SlowSink, type SluiceProcess, type LogLine,
+} from '../helpers/sluice-process.js';
+import { queueTotals } from '../helpers/fault-load.js';
+
+/**
+ * Shutdown as an operator's terminal and a supervisor cause it:
+ * - Ctrl-C: SIGINT to the whole foreground process group. The embedded redis-server must not get it
+ *   (it used to die at once, before Sluice had written its outcomes, and shutdown hung reconnecting
+ *   to it); Sluice stops it itself, last.
+ */
+const test = suite('e2e/shutdown');
+
+let sink: SlowSink;
+/** Milliseconds the sink waits before its 250: long enough for a signal to land inside the transaction. */
+let sinkDelayMs = 5;
+const instances: SluiceInstance[] = [];
+
+test.before(async () => {
+  sink = await startSlowSink(() => sinkDelayMs);
+});
+
+test.after(async () => {
+  await killAllSluiceProcesses();
+  await sink?.close();
+  for (const i of instances) i.remove();
+});
+
+/** One message to `rcpt`, held open at the sink (its data complete, the 250 pending) when this resolves. */
+async function oneTransactionOpen(p: SluiceProcess, inst: SluiceInstance, rcpt: string, delayMs: number): Promise<void> {
+  sinkDelayMs = delayMs;
+  const before = sink.total();
+  await submitAll(p.ports.http as number, inst.account.apiKey, [rcpt]);
+  for (let i = 0; i < 500 && sink.total() === before; i++) await sleep(20);
+  assert.ok(sink.total() > before, 'the message reached the sink');
+}
+
+const index = (logs: readonly LogLine[], msg: string) => logs.findIndex((l) => l.msg === msg);
+
+test('Ctrl-C (SIGINT to the process group) with the embedded Redis: the open transaction is acknowledged in Redis, Redis stops last, nothing is left running', async () => {
+  const domain = `c${randomUUID().slice(0, 6)}.test`;
+  const rcpt = `ctrl-c@${domain}`;
+  // A lease far longer than the test: the queue below shows what was written, not what expired.
+  const inst = await writeSluiceConfig({ redisUrl: null, transport: { [domain]: `${sink.host}:${sink.port}` }, overrides: { delivery: { lease: '5m' } } });
+  instances.push(inst);
+  const p = await startSluiceProcess(inst);
+  const redisPid = p.redisPid as number;
+  assert.ok(redisPid > 0, 'the embedded redis-server reported its pid');
+  // The sink answers 3 s after the data, as the auditor's peer did (8 s there).
+  await oneTransactionOpen(p, inst, rcpt, 3000);
+
+  const t0 = Date.now();
+  process.kill(-p.pid, 'SIGINT'); // what a terminal does on Ctrl-C: the whole foreground group
+  await sleep(300);
+  assert.ok(isAlive(redisPid), 'the redis-server did not get the terminal\'s SIGINT');
+  const exit = await p.waitExit(20_000);
+  const ms = Date.now() - t0;
+  console.log(`  ctrl-c: exited ${JSON.stringify(exit)} after ${ms} ms`);
+  assert.equal(exit, { code: 0, signal: null }, `clean exit: ${p.stderr()}`);
+  assert.ok(await waitGone(redisPid, 5000), `redis-server ${redisPid} is gone after Sluice exited`);
+  assert.not.ok(await pingSocket({ path: join(inst.dataDir, 'redis', 'redis.sock') }), 'nothing answers on the socket');
+
+  // The order in the log: every role stopped, then the embedded server, then "sluice stopped".
+  const logs = p.logs;
+  const down = index(logs, 'shutting down');
+  const redisStopped = index(logs, 'embedded redis-server stopped');
+  assert.ok(down >= 0 && redisStopped > down && index(logs, 'sluice stopped') > redisStopped, `log order: ${logs.map((l) => l.msg).join(' | ')}`);
+  assert.not.ok(logs.slice(down, redisStopped).some((l) => l.msg === 'redis connection error'), 'Redis stayed reachable until Sluice stopped it');
+
+  // What the AOF holds: the delivery was acknowledged (nothing ready or leased), so a restart sends nothing again.
+  const dir = join(inst.dataDir, 'redis');
+  const srv = await startEmbeddedRedis({ binary: 'redis-server', dir });
+  const c = createRedis({ url: srv.socket, name: 'shutdown-test' });
+  try {
+    assert.equal(await queueTotals(c, createKeys('sluice:'), [domain]), { ready: 0, leased: 0 }, 'the ack written during shutdown is in the AOF');
+  } finally {
+    c.disconnect();
+    await srv.stop();
+  }
+  assert.is(sink.counts.get(rcpt), 1, 'delivered once');
+});
+
+test('a second Ctrl-C exits at once and still stops the embedded redis-server', async () => {
+  const domain = `s${randomUUID().slice(0, 6)}.test`;
+  const inst = await writeSluiceConfig({ redisUrl: null, transport: { [domain]: `${sink.host}:${sink.port}` } });
+  instances.push(inst);
+  const p = await startSluiceProcess(inst);
+  const redisPid = p.redisPid as number;
+  // The sink holds the transaction far beyond anything this test waits for.
+  await oneTransactionOpen(p, inst, `twice@${domain}`, 20_000);
+  process.kill(-p.pid, 'SIGINT');
+  await p.waitForLog((l) => l.msg === 'shutting down', 5000);
+  await sleep(200);
+  assert.is(p.exited, null, 'still in its grace period');
+  process.kill(-p.pid, 'SIGINT');
+  const exit = await p.waitExit(5000);
+  assert.ok(exit.code !== 0 && exit.code !== null, `non-zero exit: ${JSON.stringify(exit)}`);
+  assert.ok(await waitGone(redisPid, 10_000), `redis-server ${redisPid} was stopped, not left behind`);
+  sinkDelayMs = 5;
+});
+
+test.run();
