@@ -8,6 +8,26 @@ import { Cluster } from 'ioredis';
 
 /** Longest a strict-mode accept waits for the fsync before refusing (the client then retries). */
 const WAITAOF_TIMEOUT_MS = 2_000;
+/** Longest close() waits for a connection's QUIT (its commands still pending are answered first). */
+const QUIT_TIMEOUT_MS = 2_000;
+
+/**
+ * Ends one connection within QUIT_TIMEOUT_MS. QUIT is sent after the commands already queued, so
+ * they are answered first; a connection that is not up is dropped at once (its queue would wait for
+ * a reconnection that is not coming: commands never give up, see redis/client.ts).
+ */
+async function closeConnection(c: RedisClient): Promise<void> {
+  if (c.status !== 'ready') {
+    c.disconnect();
+    return;
+  }
+  let timer: NodeJS.Timeout | undefined;
+  const quit = c.quit().then(() => true, () => false);
+  const late = new Promise<false>((r) => (timer = setTimeout(() => r(false), QUIT_TIMEOUT_MS)));
+  const ok = await Promise.race([quit, late]);
+  clearTimeout(timer);
+  if (!ok) c.disconnect();
+}
 
 /**
  * Strict durability: a message is acknowledged only once it is on disk. A server with
@@ -56,6 +76,12 @@ export interface RedisHandle {
   readonly connectOptions: ConnectOptions;
   /** Opens another connection (its errors logged like the main one's): for work that must not queue behind the main one's commands. */
   duplicate(name: string): RedisClient;
+  /** Whether the main connection is up (false while it reconnects). */
+  reachable(): boolean;
+  /**
+   * Closes every connection (each QUIT bounded; a connection that is down is dropped), then stops the
+   * embedded server. Never waits for Redis longer than a few seconds.
+   */
   close(): Promise<void>;
 }
 
@@ -111,8 +137,9 @@ export async function openRedis(config: Config, logger: Logger): Promise<RedisHa
       extra.push(c);
       return c;
     },
+    reachable: () => client.status === 'ready',
     async close() {
-      for (const c of [...extra, client]) await c.quit().catch(() => c.disconnect());
+      await Promise.all([...extra, client].map(closeConnection));
       if (embedded) {
         await embedded.stop();
         logger.info({ redisPid: embedded.pid }, 'embedded redis-server stopped');

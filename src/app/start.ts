@@ -38,7 +38,7 @@ import { resolveRecordedShaping } from '../queue/shaping.js';
 /**
  * The composition root: builds Redis, logger, metrics and the render pool, starts the configured
  * roles, and owns the shutdown order (stop accepting → finish or release deliveries → housekeeping →
- * worker threads → admin port → Redis last).
+ * worker threads → admin port → Redis last), bounded in time (stopAll).
  */
 export interface RunningSluice {
   readonly config: Config;
@@ -49,7 +49,15 @@ export interface RunningSluice {
   readonly roles: readonly Role[];
   readonly ports: { admin: number; smtp?: number; http?: number; feedback?: number; tracking?: number };
   readonly dispatcher: Dispatcher | null;
-  stop(graceMs?: number): Promise<void>;
+  /** Resolves when everything is stopped or given up on (see stopAll); never waits for Redis without bound. */
+  stop(graceMs?: number): Promise<StopResult>;
+}
+
+export interface StopResult {
+  /** False when the shutdown stopped waiting for some part (Redis unreachable, or the time limit). */
+  readonly complete: boolean;
+  /** The parts it stopped waiting for: what they had not written to Redis is retried after its lease. */
+  readonly unfinished: readonly string[];
 }
 
 export interface StartOptions {
@@ -58,6 +66,13 @@ export interface StartOptions {
 
 /** How often the reaper visits the destinations. */
 const REAPER_INTERVAL_MS = 5_000;
+/**
+ * The shutdown's time limit is the grace period plus this: the servers' own close timeouts (10 s,
+ * before the dispatcher's grace begins) and 5 s to write the outcomes of what the grace cut.
+ */
+const SHUTDOWN_SLACK_MS = 15_000;
+/** Redis unreachable this long during a shutdown: nothing more can be written, stop waiting for it. */
+const REDIS_LOST_MS = 5_000;
 
 /**
  * A secret every process of the deployment must share and nobody needs to configure: made once
@@ -122,25 +137,56 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   const roles = config.roles;
   const has = (r: Role) => roles.includes(r);
   /** `listener`: a server taking connections from outside; consecutive ones are stopped together. */
-  const stoppers: { name: string; stop: (graceMs: number) => Promise<void>; listener?: boolean }[] = [];
+  /** `final`: always waited for, even when the shutdown gave up on the others (it bounds itself). */
+  const stoppers: { name: string; stop: (graceMs: number) => Promise<void>; listener?: boolean; final?: boolean }[] = [];
   let stopping = false;
 
   const redis = await openRedis(config, log);
-  stoppers.push({ name: 'redis', stop: () => redis.close() });
+  stoppers.push({ name: 'redis', stop: () => redis.close(), final: true });
   const keys = createKeys(config.redis.prefix);
   log.info({ redis: redis.address, version: redis.version, roles }, 'redis connected');
 
-  const stopAll = async (graceMs: number) => {
+  /**
+   * Stops every part in reverse start order. Commands to Redis never give up by themselves (they wait
+   * in the client's queue for a reconnection), so each wait is bounded: the shutdown gives up on the
+   * parts still running once Redis has been unreachable for REDIS_LOST_MS, or at the time limit
+   * (grace + SHUTDOWN_SLACK_MS). Redis is closed (and the embedded server stopped) in any case, last.
+   */
+  const stopAll = async (graceMs: number): Promise<StopResult> => {
     stopping = true;
+    const limit = Date.now() + graceMs + SHUTDOWN_SLACK_MS;
+    let reason: string | null = null;
+    let resolveGiveUp!: () => void;
+    const givenUp = new Promise<void>((r) => (resolveGiveUp = r));
+    let lostSince: number | null = null;
+    const watch = setInterval(() => {
+      const now = Date.now();
+      lostSince = redis.reachable() ? null : (lostSince ?? now);
+      if (lostSince !== null && now - lostSince >= REDIS_LOST_MS) reason = `Redis unreachable for ${REDIS_LOST_MS / 1000} s`;
+      else if (now >= limit) reason = `time limit reached (shutdownGrace + ${SHUTDOWN_SLACK_MS / 1000} s)`;
+      if (reason === null) return;
+      clearInterval(watch);
+      log.warn({ reason, waitingFor: [...running] }, 'shutdown: not waiting any longer');
+      resolveGiveUp();
+    }, 100);
+    const running = new Set<string>();
+    const unfinished: string[] = [];
     // reverse start order: the last started stops first; Redis was pushed first and closes last
     const stopOne = async (s: (typeof stoppers)[number]): Promise<void> => {
       const t0 = Date.now();
-      try {
-        await s.stop(graceMs);
-      } catch (err) {
-        log.error({ err, part: s.name }, 'error while stopping');
-      }
-      log.debug({ part: s.name, ms: Date.now() - t0 }, 'stopped');
+      running.add(s.name);
+      const done = (async () => {
+        try {
+          await s.stop(graceMs);
+        } catch (err) {
+          log.error({ err, part: s.name }, 'error while stopping');
+        }
+        running.delete(s.name);
+        log.debug({ part: s.name, ms: Date.now() - t0 }, 'stopped');
+      })();
+      if (s.final) return done;
+      await Promise.race([done, givenUp]);
+      if (running.has(s.name)) unfinished.push(s.name);
     };
     const order = [...stoppers].reverse();
     for (let i = 0; i < order.length; ) {
@@ -152,6 +198,14 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       await Promise.all(order.slice(i, j).map(stopOne));
       i = j;
     }
+    clearInterval(watch);
+    if (unfinished.length > 0) {
+      log.error(
+        { reason, unfinished },
+        'shutdown incomplete: stopped waiting for these parts; what they had not written to Redis is not there, so mail in flight returns to the queue when its lease expires (a copy a peer already took may be sent again)',
+      );
+    }
+    return { complete: unfinished.length === 0, unfinished };
   };
 
   try {
@@ -380,8 +434,9 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
     return {
       config, logger, metrics, redis, keys, roles, ports, dispatcher,
       stop: async (graceMs = 30_000) => {
-        await stopAll(graceMs);
-        log.info('sluice stopped');
+        const result = await stopAll(graceMs);
+        log.info({ complete: result.complete }, 'sluice stopped');
+        return result;
       },
     };
   } catch (err) {

@@ -13,8 +13,9 @@ redis-server on a unix socket under instance.dataDir and stops it on shutdown.
 
 Shutdown: the first signal stops accepting, lets SMTP transactions in flight finish (up to instance.shutdownGrace),
 returns unattempted claims to the queue and closes Redis last (the embedded server is not in the
-terminal's process group: Ctrl-C reaches Sluice only, which stops it). A second signal exits at once;
-nothing acknowledged is lost (leases expire and the mail is delivered later).`;
+terminal's process group: Ctrl-C reaches Sluice only, which stops it). It stops waiting for Redis
+once Redis has been unreachable for 5 s, or at shutdownGrace + 15 s, and then exits with code 1.
+A second signal exits at once; nothing acknowledged is lost (leases expire and the mail is delivered later).`;
 
 export async function runStart(argv: string[], io: Io): Promise<number> {
   const args = parse({ name: 'start', usage: USAGE, options: { config: { type: 'string', short: 'c' }, roles: { type: 'string' } } }, argv);
@@ -34,6 +35,16 @@ export async function runStart(argv: string[], io: Io): Promise<number> {
 
   return new Promise<number>((resolve) => {
     let signals = 0;
+    const finish = (code: number) => {
+      // A handle nobody closed must not keep a stopped process alive: a clean stop has drained the
+      // event loop long before this fires (unref'd: it never delays the exit itself).
+      setTimeout(() => {
+        app.logger.warn({ resources: process.getActiveResourcesInfo() }, 'still busy 2 s after shutdown: exiting');
+        app.logger.flush();
+        process.exit(code);
+      }, 2_000).unref();
+      resolve(code);
+    };
     const onSignal = (sig: NodeJS.Signals) => {
       signals++;
       if (signals > 1) {
@@ -51,10 +62,16 @@ export async function runStart(argv: string[], io: Io): Promise<number> {
       app.logger.info({ signal: sig }, 'shutting down');
       app
         .stop(config.instance.shutdownGrace)
-        .then(() => resolve(0))
+        .then((r) => {
+          if (r.complete) return finish(0);
+          // It gave up on parts still waiting for Redis (their sockets and timers would keep the
+          // process alive): Redis is closed and the embedded server stopped, nothing is left to drain.
+          app.logger.flush();
+          process.exit(1);
+        })
         .catch((err: unknown) => {
           app.logger.error({ err }, 'shutdown failed');
-          resolve(1);
+          finish(1);
         })
         .finally(() => {
           process.off('SIGTERM', onSignal);

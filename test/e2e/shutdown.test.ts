@@ -2,6 +2,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
+import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { createRedis } from '../../src/redis/client.js';
 import { createKeys } from '../../src/redis/keys.js';
 import { startEmbeddedRedis, pingSocket } from '../../src/redis/embedded.js';
@@ -16,6 +17,7 @@ import { queueTotals } from '../helpers/fault-load.js';
  * - Ctrl-C: SIGINT to the whole foreground process group. The embedded redis-server must not get it
  *   (it used to die at once, before Sluice had written its outcomes, and shutdown hung reconnecting
  *   to it); Sluice stops it itself, last.
+ * - An external Redis that is gone: shutdown stops waiting for it and exits, never hangs.
  */
 const test = suite('e2e/shutdown');
 
@@ -23,6 +25,7 @@ let sink: SlowSink;
 /** Milliseconds the sink waits before its 250: long enough for a signal to land inside the transaction. */
 let sinkDelayMs = 5;
 const instances: SluiceInstance[] = [];
+const servers: TestRedis[] = [];
 
 test.before(async () => {
   sink = await startSlowSink(() => sinkDelayMs);
@@ -31,6 +34,7 @@ test.before(async () => {
 test.after(async () => {
   await killAllSluiceProcesses();
   await sink?.close();
+  for (const s of servers) await s.stop();
   for (const i of instances) i.remove();
 });
 
@@ -104,6 +108,30 @@ test('a second Ctrl-C exits at once and still stops the embedded redis-server', 
   const exit = await p.waitExit(5000);
   assert.ok(exit.code !== 0 && exit.code !== null, `non-zero exit: ${JSON.stringify(exit)}`);
   assert.ok(await waitGone(redisPid, 10_000), `redis-server ${redisPid} was stopped, not left behind`);
+  sinkDelayMs = 5;
+});
+
+test('SIGTERM with an external Redis that is already gone: Sluice stops waiting for it and exits, saying what it left', async () => {
+  const ext = await startRedis();
+  servers.push(ext);
+  const domain = `x${randomUUID().slice(0, 6)}.test`;
+  const prefix = `t${randomUUID().slice(0, 8)}:`;
+  // The default grace period (30 s): the exit must not need it to run out.
+  const inst = await writeSluiceConfig({ redisUrl: ext.url, prefix, transport: { [domain]: `${sink.host}:${sink.port}` }, overrides: { delivery: { lease: '5m' } } });
+  instances.push(inst);
+  const p = await startSluiceProcess(inst);
+  await oneTransactionOpen(p, inst, `gone@${domain}`, 1000);
+  await ext.server.kill();
+  const t0 = Date.now();
+  p.signal('SIGTERM');
+  const exit = await p.waitExit(20_000);
+  const ms = Date.now() - t0;
+  console.log(`  redis gone: exited ${JSON.stringify(exit)} after ${ms} ms`);
+  assert.is(exit.code, 1, `exit code 1 (outcomes may be missing): ${JSON.stringify(exit)} ${p.stderr()}`);
+  const line = p.logs.find((l) => l.msg?.startsWith('shutdown incomplete'));
+  assert.ok(line, `a log line says the shutdown is incomplete: ${p.logs.map((l) => l.msg).join(' | ')}`);
+  assert.ok(Array.isArray(line['unfinished']) && line['unfinished'].length > 0, `it names the parts it stopped waiting for: ${JSON.stringify(line)}`);
+  assert.ok(p.logs.some((l) => l.msg === 'sluice stopped'));
   sinkDelayMs = 5;
 });
 
