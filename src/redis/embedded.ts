@@ -72,18 +72,40 @@ export function findRedisServer(binary: string): boolean {
 }
 
 /** Sends PING over the socket; resolves true on +PONG. */
-export function pingSocket(target: { path: string } | { port: number; host: string }, timeoutMs = 500): Promise<boolean> {
+export async function pingSocket(target: { path: string } | { port: number; host: string }, timeoutMs = 500): Promise<boolean> {
+  return (await probeSocket(target, timeoutMs)) === 'ready';
+}
+
+/**
+ * What answers on the socket: 'ready' (+PONG), 'loading' (a redis-server still reading its AOF or
+ * RDB answers every command -LOADING, for minutes with a large queue: it is there, and it is not to
+ * be replaced or killed), 'other' (some other answer), or 'none'.
+ */
+export function probeSocket(target: { path: string } | { port: number; host: string }, timeoutMs = 500): Promise<'ready' | 'loading' | 'other' | 'none'> {
   return new Promise((resolve) => {
     const sock = createConnection(target as never);
-    const done = (ok: boolean) => {
+    const done = (r: 'ready' | 'loading' | 'other' | 'none') => {
       sock.destroy();
-      resolve(ok);
+      resolve(r);
     };
-    sock.setTimeout(timeoutMs, () => done(false));
-    sock.once('error', () => done(false));
+    sock.setTimeout(timeoutMs, () => done('none'));
+    sock.once('error', () => done('none'));
     sock.once('connect', () => sock.write('PING\r\n'));
-    sock.once('data', (d) => done(d.toString().startsWith('+PONG')));
+    sock.once('data', (d) => {
+      const text = d.toString();
+      done(text.startsWith('+PONG') ? 'ready' : text.startsWith('-LOADING') ? 'loading' : 'other');
+    });
   });
+}
+
+/** Whether `pid` runs a redis-server (Linux: its command line); elsewhere, whether it runs at all. */
+function runsRedis(pid: number): boolean {
+  if (!alive(pid)) return false;
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'latin1').includes('redis-server');
+  } catch {
+    return true;
+  }
 }
 
 /** Who started the server in a data folder: written next to the socket. */
@@ -152,10 +174,16 @@ export async function startEmbeddedRedis(opts: EmbeddedOptions): Promise<Embedde
   const socket = join(opts.dir, 'redis.sock');
   const ownerFile = join(opts.dir, 'owner.json');
   if (existsSync(socket)) {
-    if (await pingSocket({ path: socket })) {
-      const owner = readOwner(ownerFile);
+    const found = await probeSocket({ path: socket });
+    const owner = readOwner(ownerFile);
+    if (found === 'ready' || found === 'loading') {
       if (owner && !alive(owner.sluicePid) && alive(owner.redisPid)) return adopt(socket, ownerFile, owner, opts.port ?? 0);
       throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', `another redis-server already serves ${socket} (is another Sluice running with the same data folder?)`);
+    }
+    // A second server on the same folder would write the same AOF: never while the last one runs,
+    // even if it does not answer (stopped, hung).
+    if (owner && runsRedis(owner.redisPid)) {
+      throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', `the redis-server of ${opts.dir} (pid ${owner.redisPid}) still runs but does not answer on ${socket}; stop it (kill ${owner.redisPid}) and start again`);
     }
     rmSync(socket, { force: true });
   }
@@ -187,8 +215,15 @@ export async function startEmbeddedRedis(opts: EmbeddedOptions): Promise<Embedde
   let exited = false;
   const exit = new Promise<void>((resolve) => child.once('exit', () => ((exited = true), resolve())));
 
-  const deadline = Date.now() + 10_000;
-  while (!(await pingSocket({ path: socket }, 200))) {
+  // Written before it answers: a Sluice that dies while its server loads leaves a server the next
+  // start adopts, not one it would start a second server beside.
+  writeFileSync(ownerFile, JSON.stringify({ sluicePid: process.pid, redisPid: child.pid ?? 0 } satisfies OwnerFile));
+  // 10 s to answer at all; then as long as it says it is loading its data (a large AOF takes minutes).
+  let deadline = Date.now() + 10_000;
+  for (;;) {
+    const state = await probeSocket({ path: socket }, 200);
+    if (state === 'ready') break;
+    if (state === 'loading') deadline = Date.now() + 10_000;
     if (exited) throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', `redis-server exited at start: ${stderr.trim() || `see ${join(opts.dir, 'redis.log')}`}`);
     if (Date.now() > deadline) {
       child.kill('SIGKILL');
@@ -197,7 +232,6 @@ export async function startEmbeddedRedis(opts: EmbeddedOptions): Promise<Embedde
     await new Promise((r) => setTimeout(r, 20));
   }
 
-  writeFileSync(ownerFile, JSON.stringify({ sluicePid: process.pid, redisPid: child.pid ?? 0 } satisfies OwnerFile));
   // The server alone (or its stderr pipe) does not keep this process running: a Sluice whose shutdown
   // gave up on something can still exit. stop() and kill() hold it again until the server has exited.
   child.unref();

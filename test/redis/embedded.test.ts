@@ -2,6 +2,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { mkdtempSync, rmSync, existsSync, writeFileSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EMBEDDED_AOF_REWRITE_MIN_SIZE, EMBEDDED_SNAPSHOT_INTERVAL_S, startEmbeddedRedis } from '../../src/redis/embedded.js';
@@ -87,6 +88,48 @@ test('a server left by a Sluice that died is adopted, keeps its data, and is sto
   await adopted.stop();
   assert.throws(() => process.kill(orphan.pid, 0), 'the adopted server is gone after stop()');
   await orphan.stop(); // reaps our own child handle; no-op for the signal
+});
+
+test('a server still loading its data (-LOADING) is not replaced: the socket stays and a second start is refused', async () => {
+  const d = mkdtempSync(join(tmpdir(), 'sluice-emb-loading-'));
+  const socket = join(d, 'redis.sock');
+  // A stand-in for a redis-server reading a large AOF: it answers every command -LOADING.
+  const loading = createServer((c) => c.on('data', () => c.write('-LOADING Redis is loading the dataset in memory\r\n')));
+  await new Promise<void>((resolve) => loading.listen(socket, () => resolve()));
+  writeFileSync(join(d, 'owner.json'), JSON.stringify({ sluicePid: process.pid, redisPid: process.pid }));
+  try {
+    await startEmbeddedRedis({ binary: 'redis-server', dir: d });
+    assert.unreachable('a second server was started beside a loading one');
+  } catch (err) {
+    assert.ok(isSluiceError(err, 'SLUICE_REDIS_UNAVAILABLE'), String(err));
+    assert.match((err as Error).message, 'another redis-server already serves');
+  } finally {
+    assert.ok(existsSync(socket), 'the loading server\'s socket is left alone');
+    await new Promise<void>((resolve) => loading.close(() => resolve()));
+    rmSync(d, { recursive: true, force: true });
+  }
+});
+
+test('a redis-server of the folder that still runs but does not answer is not started beside', async () => {
+  const d = mkdtempSync(join(tmpdir(), 'sluice-emb-hung-'));
+  const other = await startEmbeddedRedis({ binary: 'redis-server', dir: join(d, 'other') });
+  // A stale socket file (nothing listens on it) and an owner file naming a live redis-server: the
+  // folder's server, stopped (SIGSTOP) or hung.
+  const stale = createServer();
+  await new Promise<void>((resolve) => stale.listen(join(d, 'redis.sock'), () => resolve()));
+  stale.close();
+  writeFileSync(join(d, 'redis.sock'), '');
+  writeFileSync(join(d, 'owner.json'), JSON.stringify({ sluicePid: spawnSync('true').pid, redisPid: other.pid }));
+  try {
+    await startEmbeddedRedis({ binary: 'redis-server', dir: d });
+    assert.unreachable('a second server was started on the folder');
+  } catch (err) {
+    assert.ok(isSluiceError(err, 'SLUICE_REDIS_UNAVAILABLE'), String(err));
+    assert.match((err as Error).message, `pid ${other.pid}`);
+  } finally {
+    await other.stop();
+    rmSync(d, { recursive: true, force: true });
+  }
 });
 
 test('a missing redis-server binary names the install command', async () => {
