@@ -74,6 +74,12 @@ const dnsServer = z.string().superRefine((v, ctx) => {
   if (why) ctx.addIssue({ code: 'custom', message: `${JSON.stringify(v)}: ${why} (e.g. '192.0.2.53', '192.0.2.53:5353', '2001:db8::53', '[2001:db8::53]:5353')` });
 });
 
+/** A Redis Cluster seed node: 'host:port' or '[ipv6]:port', as a transport target is written. */
+const clusterSeed = z.string().superRefine((v, ctx) => {
+  const why = checkTransportTarget(v);
+  if (why) ctx.addIssue({ code: 'custom', message: why.replace("'smtp.example.com:587', '192.0.2.1:25', '[2001:db8::1]:25'", "'redis-1:6379', '192.0.2.7:6379', '[2001:db8::7]:6379'") });
+});
+
 /**
  * redis.url (REDIS_URL): what redis/client.ts connects to. It takes any other text for a socket
  * path, so 'localhost:6379' would be waited for forever as a file in the working directory.
@@ -230,8 +236,8 @@ export const configSchema = z
       .object({
         /** redis://, rediss://, unix:///path or an absolute socket path; null = start an embedded redis-server. Env: REDIS_URL. */
         url: redisUrl.nullable(),
-        /** Seed nodes ('host:port') of a Redis Cluster; when non-empty, url is ignored. */
-        cluster: z.array(z.string().min(1)),
+        /** Seed nodes ('host:port' or '[ipv6]:port') of a Redis Cluster; when non-empty, url is ignored. */
+        cluster: z.array(clusterSeed),
         /** Prefix of every key Sluice writes. */
         prefix: z.string().regex(/^[A-Za-z0-9:_-]*$/),
         /** Number of shards of the due-destination schedule (fixed once data exists). */

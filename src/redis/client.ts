@@ -29,7 +29,8 @@ export function createRedis(opts: ConnectOptions): RedisClient {
   if (opts.cluster && opts.cluster.length > 0) {
     const nodes = opts.cluster.map((hp) => {
       const i = hp.lastIndexOf(':');
-      return { host: hp.slice(0, i), port: Number(hp.slice(i + 1)) };
+      // '[2001:db8::7]:6379': the address without its brackets (the config checked the form).
+      return { host: hp.slice(0, i).replace(/^\[(.*)\]$/, '$1'), port: Number(hp.slice(i + 1)) };
     });
     client = new Cluster(nodes, { redisOptions: { ...BASE, connectionName: name }, enableAutoPipelining: true, scaleReads: 'master' });
   } else if (opts.url && (opts.url.startsWith('redis://') || opts.url.startsWith('rediss://'))) {

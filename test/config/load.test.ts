@@ -99,6 +99,18 @@ test('delivery.dns.servers: IP addresses with an optional port of 1–65535, as 
   assert.is(bad.size, 6);
 });
 
+test("redis.cluster: seeds are 'host:port' or '[ipv6]:port'; a seed without a port, a bad port or a bare IPv6 address is refused", () => {
+  const seeds = ['redis-1:6379', '192.0.2.7:7000', '[2001:db8::7]:6379'];
+  assert.equal(loadConfig({ env: { SLUICE__REDIS__CLUSTER: JSON.stringify(seeds) } }).redis.cluster, seeds);
+  const bad = refused({ env: { SLUICE__REDIS__CLUSTER: '["redis-1", "redis-2:0", "2001:db8::7:6379"]' } });
+  const said = (i: number) => (bad.get(`redis.cluster.${i}`) ?? []).join(' | ');
+  assert.match(said(0), "must be 'host:port'");
+  assert.match(said(1), 'port must be 1–65535');
+  assert.match(said(2), 'an IPv6 address is written in brackets');
+  assert.match(said(0), "'redis-1:6379'", 'the example is a Redis one');
+  assert.is(bad.size, 3);
+});
+
 test('redis.url / REDIS_URL: redis://, rediss://, unix:///path or an absolute socket path; host:port without a scheme is refused with the redis:// form', () => {
   for (const url of ['redis://127.0.0.1:6390', 'rediss://:pw@redis.example:6380/1', 'unix:///run/redis.sock', '/run/redis.sock']) {
     assert.is(loadConfig({ env: { REDIS_URL: url } }).redis.url, url);
