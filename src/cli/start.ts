@@ -1,3 +1,4 @@
+import { constants as osConstants } from 'node:os';
 import { loadConfig } from '../config/load.js';
 import { startSluice } from '../app/start.js';
 import type { Role } from '../config/schema.js';
@@ -57,7 +58,8 @@ export async function runStart(argv: string[], io: Io): Promise<number> {
           // already gone
         }
         app.logger.flush();
-        process.exit(130);
+        // 128 + the signal's number, as a shell reports a process the signal ended (130 for SIGINT, 143 for SIGTERM).
+        process.exit(128 + (osConstants.signals[sig] ?? 2));
       }
       app.logger.info({ signal: sig }, 'shutting down');
       app
