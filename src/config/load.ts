@@ -67,6 +67,21 @@ function keyPath(parts: string[], defaults: unknown): string[] {
 }
 
 /**
+ * The index of the first part of `path` that the defaults' object at that place does not have, or
+ * null. Only objects with keys of their own are judged: an empty one (delivery.transport, a record
+ * of the operator's own keys) or a list takes any key.
+ */
+function unknownPart(path: readonly string[], defaults: unknown): number | null {
+  let node = defaults;
+  for (const [i, part] of path.entries()) {
+    if (!isPlainObject(node) || Object.keys(node).length === 0) return null;
+    if (!Object.prototype.hasOwnProperty.call(node, part)) return i;
+    node = node[part];
+  }
+  return null;
+}
+
+/**
  * The environment's layer, and an error for each SLUICE__ variable whose value is not YAML (named
  * with the config path it sets; its value is not repeated, it may be a secret).
  */
@@ -84,6 +99,12 @@ function envLayer(env: NodeJS.ProcessEnv, defaults: unknown): { layer: Tree; err
     if (!name.startsWith('SLUICE__') || value === undefined) continue;
     const path = keyPath(name.slice('SLUICE__'.length).split('__').filter(Boolean), defaults);
     if (path.length === 0) continue;
+    const unknown = unknownPart(path, defaults);
+    if (unknown !== null) {
+      // The schema refuses the key too ("unknown key(s)"), under its parent: this says which variable set it.
+      errors.push({ path: path.slice(0, unknown + 1).join('.'), message: `environment variable ${name} names no config key (${path.slice(0, unknown + 1).join('.')}); see config/default.yaml` });
+      continue;
+    }
     let parsed: unknown;
     try {
       parsed = YAML.parse(value);

@@ -99,6 +99,15 @@ test('delivery.dns.servers: IP addresses with an optional port of 1–65535, as 
   assert.is(bad.size, 6);
 });
 
+test('a SLUICE__ variable that names no config key is refused naming the variable; a record such as the transport map takes any key', () => {
+  const bad = refused({ env: { SLUICE__DELIVERY__LEASEX: '5m', SLUICE__TRAKING__PORT: '80' } });
+  assert.match((bad.get('delivery.LEASEX') ?? []).join(' | '), 'environment variable SLUICE__DELIVERY__LEASEX names no config key');
+  assert.match((bad.get('TRAKING') ?? []).join(' | '), 'environment variable SLUICE__TRAKING__PORT names no config key (TRAKING)');
+  const cfg = loadConfig({ env: { SLUICE__delivery__LEASE: '7m', 'SLUICE__DELIVERY__TRANSPORT__mail.example.org': 'smtp.example.net:25' } });
+  assert.is(cfg.delivery.lease, 7 * 60_000, 'a known key, in any case');
+  assert.equal(cfg.delivery.transport, { 'mail.example.org': 'smtp.example.net:25' });
+});
+
 test("redis.cluster: seeds are 'host:port' or '[ipv6]:port'; a seed without a port, a bad port or a bare IPv6 address is refused", () => {
   const seeds = ['redis-1:6379', '192.0.2.7:7000', '[2001:db8::7]:6379'];
   assert.equal(loadConfig({ env: { SLUICE__REDIS__CLUSTER: JSON.stringify(seeds) } }).redis.cluster, seeds);
