@@ -313,14 +313,26 @@ export class WebhookDispatcher {
     while (this.deliveries.size > 0) await Promise.allSettled([...this.deliveries]);
   }
 
+  /**
+   * The stream or its consumer group was deleted under a running dispatcher (DEL, FLUSHDB, XGROUP
+   * DESTROY): the next read creates the group again, from the stream's start (its entries, if any,
+   * are delivered again: at least once). Before, every pass failed with NOGROUP until a restart.
+   */
+  private groupGone(): void {
+    this.groupReady = false;
+    this.claimCursor = '0-0';
+    this.o.logger.warn({ group: this.group }, 'the event stream or its webhook consumer group is gone (deleted?): creating it again');
+  }
+
   private async pass(): Promise<boolean> {
     const { redis, keys } = this.o;
     const stream = keys.events();
     const readCount = this.o.readCount ?? DEFAULT_READ;
     const noGroupYet = (err: Error): [string, StreamEntry[], string[]] => {
       // The first pass's read creates the group; before it nothing can be pending.
-      if (!this.groupReady && /NOGROUP/.test(err.message)) return ['0-0', [], []];
-      throw err;
+      if (!/NOGROUP/.test(err.message)) throw err;
+      if (this.groupReady) this.groupGone();
+      return ['0-0', [], []];
     };
     const claimed = (await redis.xautoclaim(stream, this.group, this.consumer, this.o.claimIdleMs ?? DEFAULT_CLAIM_IDLE_MS, this.claimCursor, 'COUNT', readCount).catch(noGroupYet)) as [string, (StreamEntry | null)[], string[]?];
     this.claimCursor = claimed[0];
@@ -332,7 +344,14 @@ export class WebhookDispatcher {
     // New entries, after counting those trimmed before the group got to them. The first pass creates
     // the group from '0': an endpoint registered before the dispatcher first ran still gets the
     // events appended since its registration (older ones are filtered by `created`).
-    const [lostUnread, fresh] = (await redis.readEvents(stream, this.group, this.consumer, readCount, this.groupReady ? 0 : 1)) as [number, StreamEntry[]];
+    const read = await (redis.readEvents(stream, this.group, this.consumer, readCount, this.groupReady ? 0 : 1) as Promise<[number, StreamEntry[]]>).catch((err: Error) => {
+      if (!/NOGROUP/.test(err.message)) throw err;
+      this.groupGone();
+      return null;
+    });
+    // The group went between the two reads: the next pass creates it.
+    if (read === null) return false;
+    const [lostUnread, fresh] = read;
     this.groupReady = true;
     // Counted at once: the script has already moved the group's counter past them.
     this.countLost(Number(lostUnread));

@@ -550,6 +550,29 @@ test("a dead consumer's pending entries are taken over and delivered", async () 
   assert.is(pending[0], 0);
 });
 
+test('a stream or consumer group deleted under a running dispatcher is created again: the next events are delivered, not NOGROUP every pass', async () => {
+  const { keys } = redis.fresh();
+  const rx = await receiver();
+  await createWebhook(client, keys, 'acme', { url: rx.url, events: ['*'] });
+  const w = warnings();
+  const d = dispatcher(keys, { logger: w.logger });
+  const first = await event(keys, 'delivered', 'acme', 'm1');
+  await pass(d);
+  // FLUSHDB, a careless DEL: the stream and its group are gone.
+  await client.del(keys.events());
+  await pass(d);
+  const second = await event(keys, 'delivered', 'acme', 'm2');
+  await pass(d);
+  // XGROUP DESTROY alone: the group is made again and the stream's entries come again (at least once).
+  await client.xgroup('DESTROY', keys.events(), 'webhooks');
+  const third = await event(keys, 'delivered', 'acme', 'm3');
+  await pass(d);
+  await pass(d);
+  const got = rx.received.flatMap((r) => r.events.map((e) => e.id));
+  assert.equal(got, [first, second, second, third], 'each event after each loss; m2 again when only the group went');
+  assert.is(w.lines.filter((l) => /consumer group is gone/.test(l.msg)).length, 2, 'said once per loss');
+});
+
 test('events trimmed from the stream before the dispatcher routed them are counted and logged, once each', async () => {
   const { keys } = redis.fresh();
   const rx = await receiver();
