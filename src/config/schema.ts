@@ -56,6 +56,8 @@ function checkTransportTarget(v: string): string | null {
   else if (!bracketed && v.indexOf(':') !== v.lastIndexOf(':')) why = 'an IPv6 address is written in brackets';
   else if (bracketed && isIP(host) !== 6) why = 'must hold an IPv6 address between [ and ]';
   else if (!bracketed && isIP(host) === 0 && !HOST_NAME.test(host)) why = `${JSON.stringify(host)} is not a host name or IPv4 address`;
+  // All digits and dots is an address, or nothing: 999.1.1.1 is no name a resolver finds.
+  else if (!bracketed && isIP(host) === 0 && /^[\d.]+$/.test(host)) why = `${JSON.stringify(host)} is not a valid IPv4 address`;
   else why = checkPort(m[2] as string);
   return why && `${JSON.stringify(v)}: ${why} (e.g. 'smtp.example.com:587', '192.0.2.1:25', '[2001:db8::1]:25')`;
 }

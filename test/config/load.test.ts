@@ -65,6 +65,7 @@ test("delivery.transport: keys are lower-cased domains, '*.domain' or '*'; targe
   const bad = refused({ env: { SLUICE__DELIVERY__TRANSPORT: JSON.stringify({
     'Example.COM': '127.0.0.1:99999', 'example.com': 'a.test:25', 'zero.test': 'h:0', 'a*.test': 'x:1', '*.*.test': 'x:1', '192.0.2.9': 'x:1',
     'noport.test': 'smtp', 'v6.test': '2001:db8::1:25', 'v4brackets.test': '[192.0.2.1]:25', 'num.test': 25, 'name.test': 'bad host:25',
+    'badv4.test': '999.1.1.1:25',
   }) } });
   const has = (path: string, what: string) => assert.ok((bad.get(`delivery.transport.${path}`) ?? []).some((m) => m.includes(what)), `${path} → ${what}: ${JSON.stringify([...bad])}`);
   has('Example.COM', 'port must be 1–65535, not "99999"');
@@ -78,7 +79,8 @@ test("delivery.transport: keys are lower-cased domains, '*.domain' or '*'; targe
   has('v4brackets.test', 'must hold an IPv6 address between [ and ]');
   has('num.test', "must be a 'host:port' string");
   has('name.test', '"bad host" is not a host name');
-  assert.is(bad.size, 11, JSON.stringify([...bad]));
+  has('badv4.test', '"999.1.1.1" is not a valid IPv4 address');
+  assert.is(bad.size, 12, JSON.stringify([...bad]));
 });
 
 test('delivery.dns.servers: IP addresses with an optional port of 1–65535, as the resolver takes them; a name or a bad port is refused', () => {
