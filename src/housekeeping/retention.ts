@@ -79,7 +79,7 @@ const MESSAGE_TAG = /^\{m:([^}]+)\}:(.+)$/;
  */
 const ORPHAN_GRACE_MS = HOUR;
 /** The parts purgeMessage deletes; a store may add others under the tag (a campaign's domain set). */
-const MESSAGE_PARTS = new Set(['meta', 'body', 'links', 'track', 'stats']);
+const MESSAGE_PARTS = new Set(['meta', 'body', 'links', 'track', 'stats', 'gone']);
 const RECORD_TAG = /^\{d:[^}]+\}:rs:([^:]+):\d+$/;
 const FEEDBACK_TAG = /^\{f:([^}]+)\}:raw$/;
 const ACCOUNT_TAG = /^\{[ax]:([^}]+)\}:/;
@@ -172,6 +172,12 @@ export class RetentionJob {
     if (scopes.length > 0) await redis.zrem(keys.pausedSenders(), ...scopes.map((s) => `${account}|${s}`));
     // Contact lists live under their own tags ({l:<id>}); the account's index names them.
     for (const list of await listLists(redis, keys, account)) if (await deleteList(redis, keys, account, list.id)) n++;
+    // A deleted list that campaigns were sent to keeps its address index (contacts.ts deleteList):
+    // its campaigns name it, and it goes with the account, before they do.
+    for (const id of await redis.zrange(keys.accountCampaigns(account), 0, -1)) {
+      const listId = await redis.hget(keys.msgMeta(id), 'listId');
+      if (listId && (await redis.exists(keys.listMeta(listId))) === 0) n += await redis.unlink(keys.listEmails(listId));
+    }
     for (const purge of this.o.accountPurgers ?? []) n += await purge(account);
     return n;
   }

@@ -228,8 +228,8 @@ export async function deleteList(redis: RedisClient, keys: Keys, account: string
   if (keepEmailsMs > 0) {
     // Campaign copies to the list's contacts are found by an erasure through this index (address →
     // contact number): it stays, alone, as long as their data can (store/privacy.ts).
-    await redis.unlink(keys.listMeta(listId), keys.listContacts(listId), keys.listFields(listId));
-    await redis.pexpire(keys.listEmails(listId), Math.floor(keepEmailsMs));
+    // One transaction (one slot): a crash between the two would leave the index with no TTL.
+    await redis.multi().unlink(keys.listMeta(listId), keys.listContacts(listId), keys.listFields(listId)).pexpire(keys.listEmails(listId), Math.floor(keepEmailsMs)).exec();
   } else await redis.unlink(keys.listMeta(listId), keys.listContacts(listId), keys.listEmails(listId), keys.listFields(listId));
   await redis.srem(keys.accountLists(account), listId);
   return true;

@@ -11,7 +11,10 @@ import { closeAccount, closedRecord, reopenAccount } from '../../src/store/accou
 import { createWebhook, listWebhooks } from '../../src/store/webhooks.js';
 import { addSuppression } from '../../src/store/suppression.js';
 import { storeMessage } from '../../src/store/messages.js';
-import { createList, listLists } from '../../src/store/contacts.js';
+import { createList, listLists, upsertContacts, findContact, deleteContact, deleteList } from '../../src/store/contacts.js';
+import { createCampaign } from '../../src/store/campaigns.js';
+import { keepCopiesFindable } from '../../src/store/privacy.js';
+import { purgeMessage } from '../../src/store/retention.js';
 import { storeFeedback } from '../../src/feedback/raw-store.js';
 
 const test = suite('housekeeping/retention');
@@ -151,6 +154,42 @@ test('a closed account is deleted after its window: keys, messages, webhooks, li
   assert.is(purged.get('messages'), 1);
   assert.is(purged.get('account_events'), 1);
   assert.ok((purged.get('account_keys') ?? 0) >= 4, `account keys counted (${purged.get('account_keys')})`);
+});
+
+test("a closed account's deletion takes the address indexes its deleted lists kept and its campaigns' deleted contacts, wherever the walk starts", async () => {
+  const { keys, prefix } = redis.fresh();
+  const now = NOW;
+  const [l1, l2] = [await createList(client, keys, 'gone', 'news', now), await createList(client, keys, 'gone', 'other', now)];
+  await upsertContacts(client, keys, 'gone', l1.id, [{ email: 'ann.person@example.org', fields: {} }], now);
+  await upsertContacts(client, keys, 'gone', l2.id, [{ email: 'cat.person@example.org', fields: {} }], now);
+  const campaign = async (listId: string) => {
+    const id = newId(now - 1000);
+    await createCampaign(client, keys, { id, account: 'gone', name: 'x', listId, from: 'n@gone.example', fromDomain: 'gone.example', subject: 's', tracking: { opens: true, clicks: true }, tags: [], throttlePerHour: null, createdAt: now - 1000, sendAt: null, body: '{}', links: [] });
+    await client.hset(keys.msgMeta(id), 'state', 'sending', 'startedAt', now - 500);
+    return id;
+  };
+  const c1 = await campaign(l1.id);
+  await campaign(l2.id);
+  // Ann deleted from l1 (her copies stay findable: {m:<c1>}:gone), l2 deleted (its index kept).
+  const ann = (await findContact(client, keys, l1.id, 'ann.person@example.org'))!;
+  await keepCopiesFindable(client, keys, 'gone', l1.id, ann, now, 93 * DAY);
+  await deleteContact(client, keys, 'gone', l1.id, 'ann.person@example.org', now);
+  await deleteList(client, keys, 'gone', l2.id, 93 * DAY);
+  assert.ok((await client.pttl(keys.listEmails(l2.id))) > 0, 'the kept index has its TTL');
+  await closeAccount(client, keys, 'gone', { now: now - 100 * DAY, windowMs: DAY, by: 'cli' });
+  // As if the walk had met the campaign's meta first: its other keys are then orphans with a TTL.
+  await purgeMessage(client, keys, c1);
+  const { j } = job(keys, { scanCount: 1, now: () => now });
+  await fullPass(j, 5000);
+  await fullPass(j, 5000);
+  assert.ok((await closedRecord(client, keys, 'gone'))?.deletedAt, 'the account was deleted');
+  const left: string[] = [];
+  for (const k of await client.keys(`${prefix}*`)) {
+    const type = await client.type(k);
+    const text = type === 'hash' ? JSON.stringify(await client.hgetall(k)) : type === 'string' ? String(await client.get(k)) : '';
+    if (text.includes('person')) left.push(k);
+  }
+  assert.equal(left, [], 'no key holds an address of the deleted account');
 });
 
 test('reopening before the window ends keeps everything', async () => {
