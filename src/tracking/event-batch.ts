@@ -74,6 +74,8 @@ export interface EventBatchOptions {
   readonly onFlushed?: (entries: number) => void;
   /** How long a person's first click on a link is held before it is queued (default CLICK_HOLD_MS; 0 = none). */
   readonly clickHoldMs?: number;
+  /** Clicks held at most (default MAX_HELD); beyond, a click is queued at once. */
+  readonly maxHeld?: number;
 }
 
 /** What a batch needs of TrackingDeps: the recorder thread builds these without a pino logger. */
@@ -97,6 +99,13 @@ export const LINGER_MS = 10;
  * event's arrival here, by this process's clock.
  */
 export const CLICK_HOLD_MS = BURST_WINDOW_MS;
+/** Added to a hold counted from the click's own time (see hold()). */
+const HOLD_MARGIN_MS = 500;
+/**
+ * Held clicks at most: half the tracking server's bound on pending events (server.ts
+ * MAX_PENDING_RECORDS), so ~2,500 first clicks a second held for 2 s leave the rest for opens.
+ */
+export const MAX_HELD = 5_000;
 
 /** A held click: queued at `until`, or earlier with a burst. */
 interface Held {
@@ -107,7 +116,8 @@ interface Held {
   done: boolean;
 }
 
-type Entry = { readonly raw: RawOpen } | { readonly p: TokenPayload; readonly ctx: EventContext };
+/** `held`: a click released from its hold, whose recipient may have been erased meanwhile. */
+type Entry = { readonly raw: RawOpen } | { readonly p: TokenPayload; readonly ctx: EventContext; readonly held?: true };
 
 interface Ready {
   readonly p: TokenPayload;
@@ -118,6 +128,7 @@ export function createEventBatch(deps: EventBatchDeps, opts: EventBatchOptions):
   const maxBatch = opts.maxBatch ?? MAX_BATCH;
   const lingerMs = opts.lingerMs ?? LINGER_MS;
   const holdMs = opts.clickHoldMs ?? CLICK_HOLD_MS;
+  const maxHeld = opts.maxHeld ?? MAX_HELD;
   const log = deps.logger;
   let queue: Entry[] = [];
   let inFlight = 0;
@@ -167,7 +178,7 @@ export function createEventBatch(deps: EventBatchDeps, opts: EventBatchOptions):
       list.splice(list.indexOf(h), 1);
       if (list.length === 0) held.delete(h.key);
     }
-    enqueue({ p: h.p, ctx: asBurst ? { ...h.ctx, machine: 'burst' } : h.ctx });
+    enqueue({ p: h.p, ctx: asBurst ? { ...h.ctx, machine: 'burst' } : h.ctx, held: true });
   };
 
   const releaseDue = (): void => {
@@ -190,7 +201,9 @@ export function createEventBatch(deps: EventBatchDeps, opts: EventBatchOptions):
   };
 
   const hold = (p: TokenPayload, ctx: EventContext): void => {
-    const h: Held = { key: `${p.msgId}:${p.idx}`, p, ctx, until: Date.now() + holdMs, done: false };
+    // From the click's time too, with a margin: the click that makes the burst may reach this
+    // thread later after its own mark than this one did.
+    const h: Held = { key: `${p.msgId}:${p.idx}`, p, ctx, until: Math.max(Date.now() + holdMs, ctx.now + holdMs + HOLD_MARGIN_MS), done: false };
     const list = held.get(h.key);
     if (list) list.push(h);
     else held.set(h.key, [h]);
@@ -236,8 +249,13 @@ export function createEventBatch(deps: EventBatchDeps, opts: EventBatchOptions):
     // Counted per batch, not per request: a labelled counter costs a label lookup per call.
     let ok = 0;
     let invalid = 0;
+    // Held clicks were marked up to ~2.5 s ago: a recipient erased since (an x:<idx> or x:* mark,
+    // eraseRecipient-5.lua) gets no event, as recordTrackingEvent would have decided then.
+    const heldOnes = batch.filter((e): e is Extract<Entry, { p: TokenPayload }> => 'held' in e && e.held === true);
+    const erased = heldOnes.length === 0 ? null : new Set(await erasedOf(deps.redis, deps.keys, heldOnes));
     for (const entry of batch) {
       if (!('raw' in entry)) {
+        if (erased?.has(entry)) continue;
         ready.push({ p: entry.p, ctx: entry.ctx });
         continue;
       }
@@ -291,7 +309,9 @@ export function createEventBatch(deps: EventBatchDeps, opts: EventBatchOptions):
     },
     event: (p, ctx) => {
       if (!admit('click')) return;
-      if (holdMs > 0 && p.kind === 'c' && ctx.mode === 'full' && ctx.first && ctx.machine === null) return hold(p, ctx);
+      // Beyond maxHeld, a click is written at once (a burst may then leave it a person's): held
+      // clicks never push out opens and other clicks while Redis keeps up.
+      if (holdMs > 0 && heldCount < maxHeld && p.kind === 'c' && ctx.mode === 'full' && ctx.first && ctx.machine === null) return hold(p, ctx);
       if (ctx.machine === 'burst' && ctx.burstSince !== undefined) releaseBurst(`${p.msgId}:${p.idx}`, ctx.burstSince);
       enqueue({ p, ctx });
     },
@@ -308,6 +328,12 @@ export function createEventBatch(deps: EventBatchDeps, opts: EventBatchOptions):
       settle();
     },
   };
+}
+
+/** The entries whose recipient was erased (the message's x:<idx> or x:* mark), one HMGET each (auto-pipelined). */
+async function erasedOf<E extends { readonly p: TokenPayload }>(redis: RedisClient, keys: Keys, entries: readonly E[]): Promise<E[]> {
+  const marks = await Promise.all(entries.map((e) => redis.hmget(keys.trackMarks(e.p.msgId), `x:${e.p.idx}`, 'x:*')));
+  return entries.filter((_, i) => marks[i]?.some((v) => v !== null));
 }
 
 /** One verified open for recordTrackingOpens: idx '' in anonymous mode (counted, no mark). */

@@ -172,6 +172,24 @@ test("a person's first click on a link is held for the burst window; a burst-mak
   assert.is((await events()).length, 7);
 });
 
+test('a held click whose recipient was erased during the hold writes no event; beyond maxHeld a click is written at once', async () => {
+  const client = redis.client();
+  const { keys } = redis.fresh();
+  const { batch, events } = setup(client, keys, { clickHoldMs: 200, maxHeld: 2 });
+  const msgId = newId(NOW);
+  const click = (idx: number): TokenPayload => ({ kind: 'c', account: 'acme', msgId, idx, link: 0, issuedAt: ISSUED });
+  const ctx: EventContext = { now: NOW, mode: 'full', first: true, machine: null, userAgent: BROWSER, ip: '192.0.2.1' };
+  batch.event(click(0), ctx);
+  batch.event(click(1), ctx);
+  batch.event(click(2), ctx);
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal((await events()).map((e) => e['idx']), ['2'], 'the third, beyond maxHeld, is written at once');
+  // Recipient 0 is erased while its click is held (eraseRecipient-5.lua leaves this mark).
+  await client.hset(keys.trackMarks(msgId), 'x:0', '1');
+  await batch.idle();
+  assert.equal((await events()).map((e) => e['idx']), ['2', '1'], "the erased recipient's held click writes nothing");
+});
+
 test('the bound on pending writes sheds beyond it, and large queues go out in bounded batches', async () => {
   const client = redis.client();
   const { keys } = redis.fresh();
