@@ -13,7 +13,9 @@ import { toBase32 } from './ids.js';
  * guess 1 in 10^12, and each try costs an SMTP transaction. The key is shared by every process
  * (app/ keeps it in Redis). Without a key (tests of the parts) addresses carry no tag.
  */
-const VERP_RE = /^b-([0-9a-hjkmnp-tv-z]{16})-(\d{1,6})(?:-([0-9a-hjkmnp-tv-z]{8}))?@(.+)$/i;
+// Up to 9 digits of recipient index: a campaign's copies are numbered by contact, and a list's
+// numbers only grow (a million-contact list passes 6 digits).
+const VERP_RE = /^b-([0-9a-hjkmnp-tv-z]{16})-(\d{1,9})(?:-([0-9a-hjkmnp-tv-z]{8}))?@(.+)$/i;
 
 function tag(key: Buffer, msgId: string, idx: number): string {
   return toBase32(textHmacSha256(key, `${msgId}.${idx}`).readUIntBE(0, 5), 8);
@@ -45,7 +47,7 @@ export function parseVerp(address: string, key?: Buffer): { msgId: string; idx: 
  * HMAC-SHA256(key, "u.<msgId>.<idx>"): the same key as the return path, another input, so a return
  * path (which relays see) is not an unsubscribe address.
  */
-const UNSUBSCRIBE_RE = /^u-([0-9a-hjkmnp-tv-z]{16})-(\d{1,6})-([0-9a-hjkmnp-tv-z]{8})@(.+)$/i;
+const UNSUBSCRIBE_RE = /^u-([0-9a-hjkmnp-tv-z]{16})-(\d{1,9})-([0-9a-hjkmnp-tv-z]{8})@(.+)$/i;
 
 function unsubscribeTag(key: Buffer, msgId: string, idx: number): string {
   return toBase32(textHmacSha256(key, `u.${msgId}.${idx}`).readUIntBE(0, 5), 8);

@@ -764,6 +764,11 @@ export class Dispatcher {
           await this.settle(entry, shaping, msg, localOutcome('bounced', '5.3.0', 'message could not be prepared', 'LOAD', true), 'undefined');
           continue;
         }
+        if (lost.has(entryMember(entry))) {
+          // Lost while it waited for its render: another holder may be sending it now.
+          this.log.warn({ domain, msgId: entry.msgId, idx: entry.idx }, 'lease lost before sending (reaped): not sent by this holder');
+          continue;
+        }
         if (!result.ok) {
           const fatal = result.code === 'SLUICE_RENDER_FAILED';
           await this.settle(entry, shaping, msg, localOutcome(fatal ? 'bounced' : 'deferred', fatal ? '5.6.0' : '4.7.5', `${result.code}: ${result.message}`, 'RENDER', true), fatal ? 'contenterror' : undefined);

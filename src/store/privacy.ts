@@ -200,7 +200,9 @@ export async function keepCopiesFindable(
   now: number,
   ttlMs: number,
 ): Promise<number> {
-  const campaigns = await campaignsSentToList(redis, keys, account, listId);
+  // Only campaigns whose snapshot of the list holds the contact mailed it (lastNo: the list as it
+  // was when the campaign began; null while it is read).
+  const campaigns = (await campaignsSentToList(redis, keys, account, listId)).filter((c) => c.lastNo === null || contact.no <= c.lastNo);
   await indexAddresses(redis, keys, campaigns.map((c) => ({ address: contact.email, ref: { kind: 'c', msgId: c.id, idx: contact.no }, at: now })), ttlMs);
   // And the other way, for the copies' unsubscribe links, bounces and complaints (recipients.ts).
   const ttl = Math.max(1, Math.floor(ttlMs));

@@ -47,4 +47,11 @@ test('the mailto unsubscribe address: short, case-insensitive, tagged apart from
   assert.is(parseVerp(`b-${ID}-7-${uTag}@bounce.example`, KEY), undefined);
 });
 
+test('indexes past a million (a campaign to a big list numbers its copies by contact) round-trip in both forms', () => {
+  for (const idx of [1_000_000, 123_456_789]) {
+    assert.equal(parseVerp(verpAddress(ID, idx, 'bounce.example', KEY), KEY), { msgId: ID, idx, domain: 'bounce.example' });
+    assert.equal(parseUnsubscribeMailto(unsubscribeMailtoAddress(ID, idx, 'bounce.example', KEY), KEY), { msgId: ID, idx, domain: 'bounce.example' });
+  }
+});
+
 test.run();

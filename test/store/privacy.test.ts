@@ -289,6 +289,18 @@ for (const how of ['contact', 'list'] as const) {
   });
 }
 
+test("a contact added after a campaign's snapshot of the list is not indexed for that campaign when deleted", async () => {
+  const { campaignId, lists } = await populate();
+  const [l1] = lists as [string];
+  const contact = (await findContact(client, keys, l1, ADDRESS))!;
+  // The campaign read the list up to the contact before this one.
+  await client.hset(keys.msgMeta(campaignId), 'state', 'sending', 'startedAt', NOW - 1500, 'lastNo', contact.no - 1);
+  assert.is(await keepCopiesFindable(client, keys, ACCOUNT, l1, contact, NOW, 60_000), 0);
+  assert.is(await client.exists(keys.campaignGone(campaignId)), 0, "the campaign never mailed it: its address is not kept there");
+  await client.hset(keys.msgMeta(campaignId), 'lastNo', contact.no);
+  assert.is(await keepCopiesFindable(client, keys, ACCOUNT, l1, contact, NOW, 60_000), 1);
+});
+
 test('a list no campaign began sending to is deleted whole; a contact deleted from it indexes nothing', async () => {
   const { campaignId, lists } = await populate();
   const [l1, l2] = lists as [string, string];
