@@ -53,9 +53,12 @@ export async function messageFor(redis: RedisClient, keys: Keys, msgId: string, 
  */
 async function goneContact(redis: RedisClient, keys: Keys, campaignId: string, listId: string, no: number): Promise<string | undefined> {
   const kept = await redis.hget(keys.campaignGone(campaignId), String(no));
-  if (kept !== null) return kept;
+  // '' : a walk found no such number before (kept, so the next request does not walk again).
+  if (kept !== null) return kept === '' ? undefined : kept;
   if ((await redis.exists(keys.listMeta(listId))) === 1) return undefined;
   const emails = keys.listEmails(listId);
+  const ttl = await redis.pttl(emails);
+  if (ttl <= 0) return undefined;
   const want = String(no);
   let cursor = '0';
   do {
@@ -64,11 +67,11 @@ async function goneContact(redis: RedisClient, keys: Keys, campaignId: string, l
     for (let i = 0; i + 1 < flat.length; i += 2) {
       if (flat[i + 1] !== want) continue;
       const address = flat[i] as string;
-      const ttl = await redis.pttl(emails);
-      if (ttl > 0) await redis.multi().hset(keys.campaignGone(campaignId), want, address).pexpire(keys.campaignGone(campaignId), ttl).exec();
+      await redis.multi().hset(keys.campaignGone(campaignId), want, address).pexpire(keys.campaignGone(campaignId), ttl).exec();
       return address;
     }
   } while (cursor !== '0');
+  await redis.multi().hset(keys.campaignGone(campaignId), want, '').pexpire(keys.campaignGone(campaignId), ttl).exec();
   return undefined;
 }
 

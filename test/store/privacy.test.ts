@@ -301,6 +301,17 @@ test("a contact added after a campaign's snapshot of the list is not indexed for
   assert.is(await keepCopiesFindable(client, keys, ACCOUNT, l1, contact, NOW, 60_000), 1);
 });
 
+test("a deleted list's kept index is walked once for a number it does not hold: the miss is kept", async () => {
+  const { campaignId, lists } = await populate();
+  const [l1] = lists as [string];
+  await client.hset(keys.msgMeta(campaignId), 'state', 'sending', 'startedAt', NOW - 1500);
+  assert.ok(await deleteList(client, keys, ACCOUNT, l1, 60_000));
+  assert.is((await messageFor(client, keys, campaignId, 999))?.meta.rcpts[999], undefined);
+  assert.is(await client.hget(keys.campaignGone(campaignId), '999'), '', 'the miss is kept: the next request does not walk the index');
+  assert.ok((await client.pttl(keys.campaignGone(campaignId))) > 0);
+  assert.is((await messageFor(client, keys, campaignId, 999))?.meta.rcpts[999], undefined, 'and reads as no address');
+});
+
 test('a list no campaign began sending to is deleted whole; a contact deleted from it indexes nothing', async () => {
   const { campaignId, lists } = await populate();
   const [l1, l2] = lists as [string, string];
