@@ -6,7 +6,7 @@ import type { Rate } from './throttle.js';
 
 export interface DestinationStats {
   domain: string;
-  /** entries in the ready set (due now or later); a campaign's waiting recipients count as one pointer here */
+  /** recipients in the ready set (due now or later); campaigns' pointers there are left out (their recipients are `campaigns`) */
   ready: number;
   /** campaign recipients waiting behind the campaigns' pointers (paused campaigns' included) */
   campaigns: number;
@@ -41,11 +41,6 @@ async function eachDestinationPage(redis: RedisClient, keys: Keys, shards: numbe
   }
 }
 
-/** Campaign recipients waiting at a destination behind its campaigns' pointers. */
-async function campaignsWaiting(redis: RedisClient, keys: Keys, domain: string): Promise<number> {
-  return (await campaignsAt(redis, keys, domain)).waiting;
-}
-
 /**
  * Campaign recipients waiting at a destination, and how many of its campaigns' pointers
  * ("@<campaignId>", queue/campaign.ts) are in its ready set: entries of the set that are not recipients.
@@ -78,10 +73,11 @@ export async function destinationStats(redis: RedisClient, keys: Keys, shards: n
           redis.zcard(keys.leases(domain)),
           lowestScore(redis, keys.ready(domain)),
           redis.zscore(keys.schedule(shard), domain),
-          campaignsWaiting(redis, keys, domain),
+          campaignsAt(redis, keys, domain),
           redis.get(keys.destinationRule(domain)),
         ]);
-        return { domain, ready, campaigns, due, leased, nextAt, scheduledAt: scheduled === null ? null : Number(scheduled), recordedRule };
+        // A campaign's pointer in the ready set stands for its recipients, counted in `campaigns`.
+        return { domain, ready: ready - campaigns.pointers, campaigns: campaigns.waiting, due, leased, nextAt, scheduledAt: scheduled === null ? null : Number(scheduled), recordedRule };
       }),
     );
     for (const s of page) if (s.ready + s.campaigns + s.leased > 0) busy.push(s);

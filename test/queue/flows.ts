@@ -549,6 +549,15 @@ export function queueFlows(name: string, start: () => Promise<Harness>) {
     assert.equal((await destinationStats(redis, keys, SHARDS, T + 10, 1)).map((s) => s.domain), ['big.test']);
   });
 
+  test("destinationStats counts a campaign's recipients behind its pointer, not the pointer, as queueTotals does", async () => {
+    const keys = ctx();
+    await pushCampaignChunk(redis, keys, SHARDS, { campaignId: 'camp', chunk: 1, dueAt: T, sending: true, byDomain: new Map([['c.test', [1, 2, 3]]]) });
+    const [s] = await destinationStats(redis, keys, SHARDS, T);
+    assert.equal([s?.domain, s?.ready, s?.campaigns], ['c.test', 0, 3], 'the pointer is not a recipient');
+    const totals = await queueTotals(redis, keys, SHARDS, () => 'all');
+    assert.equal(totals.get('all'), { recipients: 3, leased: 0 });
+  });
+
   test('queueTotals counts every destination (600 here, over every shard), and destinationStats reads them all before its limit', async () => {
     const keys = ctx();
     const N = 600;
