@@ -7,6 +7,7 @@ import { listClosed, markDeleted } from '../store/account-state.js';
 import { deleteWebhook, listWebhooks } from '../store/webhooks.js';
 import { pausedScopes } from '../store/reputation.js';
 import { deleteList, listLists } from '../store/contacts.js';
+import { campaignListIds } from '../store/campaigns.js';
 import { Ticker } from '../core/ticker.js';
 import { HOUR } from '../core/time.js';
 import {
@@ -174,9 +175,8 @@ export class RetentionJob {
     for (const list of await listLists(redis, keys, account)) if (await deleteList(redis, keys, account, list.id)) n++;
     // A deleted list that campaigns were sent to keeps its address index (contacts.ts deleteList):
     // its campaigns name it, and it goes with the account, before they do.
-    for (const id of await redis.zrange(keys.accountCampaigns(account), 0, -1)) {
-      const listId = await redis.hget(keys.msgMeta(id), 'listId');
-      if (listId && (await redis.exists(keys.listMeta(listId))) === 0) n += await redis.unlink(keys.listEmails(listId));
+    for (const { listId } of await campaignListIds(redis, keys, account)) {
+      if ((await redis.exists(keys.listMeta(listId))) === 0) n += await redis.unlink(keys.listEmails(listId));
     }
     for (const purge of this.o.accountPurgers ?? []) n += await purge(account);
     return n;

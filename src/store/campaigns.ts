@@ -190,6 +190,17 @@ export async function getCampaign(redis: RedisClient, keys: Keys, account: strin
   return c;
 }
 
+/**
+ * Every campaign of an account with the list it was sent to (its meta's listId, one HGET each,
+ * auto-pipelined): what a list's deletion, an erasure and an account's purge need to find the
+ * campaigns of a list without reading whole records.
+ */
+export async function campaignListIds(redis: RedisClient, keys: Keys, account: string): Promise<{ id: string; listId: string }[]> {
+  const ids = await redis.zrange(keys.accountCampaigns(account), 0, -1);
+  const listIds = await Promise.all(ids.map((id) => redis.hget(keys.msgMeta(id), 'listId')));
+  return ids.flatMap((id, i) => (listIds[i] ? [{ id, listId: listIds[i] as string }] : []));
+}
+
 /** An account's campaigns, newest first. */
 export async function listCampaigns(redis: RedisClient, keys: Keys, account: string, limit = 100): Promise<CampaignRecord[]> {
   const ids = await redis.zrevrange(keys.accountCampaigns(account), 0, Math.max(0, limit - 1));

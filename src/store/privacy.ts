@@ -5,7 +5,7 @@ import { addressDigest, normaliseAddress } from './address-digest.js';
 import { indexAddresses, readAddressRefs } from './address-index.js';
 import { domainOf } from '../core/address.js';
 import { getMessage, type MessageMeta } from './messages.js';
-import { getCampaign, recordCampaignOutcome, type CampaignRecord } from './campaigns.js';
+import { campaignListIds, getCampaign, recordCampaignOutcome, type CampaignRecord } from './campaigns.js';
 import { readContacts, deleteContact, listLists, type Contact } from './contacts.js';
 import { appendEvent, streamFields, streamIdTime } from './events.js';
 import { erasedField, GLOBAL_LIST, type SuppressionEntry } from './suppression.js';
@@ -143,13 +143,9 @@ async function find(redis: RedisClient, keys: Keys, address: string, scope: Priv
       if (c) held.push({ ...c, account, listId: list.id, listName: list.name });
     }
     contacts.push(...held);
-    const campaignIds = await redis.zrange(keys.accountCampaigns(account), 0, -1);
-    const listIds = await Promise.all(campaignIds.map((id) => redis.hget(keys.msgMeta(id), 'listId')));
     /** The address's number in each deleted list's kept address index, read once per list. */
     const keptNo = new Map<string, string | null>();
-    for (const [i, id] of campaignIds.entries()) {
-      const listId = listIds[i];
-      if (!listId) continue;
+    for (const { id, listId } of await campaignListIds(redis, keys, account)) {
       const contact = held.find((h) => h.listId === listId);
       // A deleted list's address index is kept while its campaigns' copies may be (keepCopiesFindable).
       if (!contact && !live.has(listId) && !keptNo.has(listId)) keptNo.set(listId, await redis.hget(keys.listEmails(listId), norm));
@@ -169,11 +165,9 @@ async function find(redis: RedisClient, keys: Keys, address: string, scope: Priv
  * scheduled campaign made none.
  */
 export async function campaignsSentToList(redis: RedisClient, keys: Keys, account: string, listId: string): Promise<CampaignRecord[]> {
-  const ids = await redis.zrange(keys.accountCampaigns(account), 0, -1);
-  const listIds = await Promise.all(ids.map((id) => redis.hget(keys.msgMeta(id), 'listId')));
   const out: CampaignRecord[] = [];
-  for (const [i, id] of ids.entries()) {
-    if (listIds[i] !== listId) continue;
+  for (const { id, listId: sentTo } of await campaignListIds(redis, keys, account)) {
+    if (sentTo !== listId) continue;
     const c = await getCampaign(redis, keys, account, id);
     if (c && c.startedAt !== null) out.push(c);
   }
