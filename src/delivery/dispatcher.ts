@@ -644,7 +644,6 @@ export class Dispatcher {
     return out;
   }
 
-  /** The render task of one campaign recipient: the template is compiled once per worker, the copy is theirs. */
   /**
    * The tracking mode of a message's or campaign's copies. In 'anonymous' mode only aggregate counts
    * are kept, and mail to fewer than ANONYMOUS_MIN_RECIPIENTS people has no aggregate to hide in
@@ -656,6 +655,7 @@ export class Dispatcher {
     return mode === 'anonymous' && recipients !== null && recipients < ANONYMOUS_MIN_RECIPIENTS ? 'off' : mode;
   }
 
+  /** The render task of one campaign recipient: the template is compiled once per worker, the copy is theirs. */
   private campaignTask(msg: LoadedMessage, entry: QueueEntry, contact: CampaignContact, chunked: boolean): RenderTask {
     return {
       msgId: msg.id,
@@ -687,6 +687,11 @@ export class Dispatcher {
     // lease was lost anyway (Redis unreachable for longer than the lease) is not sent by this holder.
     let next = 0;
     const lost = new Set<string>();
+    const leaseLost = (entry: QueueEntry): boolean => {
+      if (!lost.has(entryMember(entry))) return false;
+      this.log.warn({ domain, msgId: entry.msgId, idx: entry.idx }, 'lease lost before sending (reaped): not sent by this holder');
+      return true;
+    };
     const keepAlive = setInterval(() => {
       const now = this.now();
       void extendLeases(redis, keys, domain, entries.slice(next).map(entryMember), now + config.delivery.lease)
@@ -713,10 +718,7 @@ export class Dispatcher {
           await release(redis, keys, entries.slice(i), this.now());
           break;
         }
-        if (lost.has(entryMember(entry))) {
-          this.log.warn({ domain, msgId: entry.msgId, idx: entry.idx }, 'lease lost before sending (reaped): not sent by this holder');
-          continue;
-        }
+        if (leaseLost(entry)) continue;
         let prepared: Prepared;
         try {
           prepared = await (rendered[i] as Promise<Prepared>);
@@ -764,11 +766,8 @@ export class Dispatcher {
           await this.settle(entry, shaping, msg, localOutcome('bounced', '5.3.0', 'message could not be prepared', 'LOAD', true), 'undefined');
           continue;
         }
-        if (lost.has(entryMember(entry))) {
-          // Lost while it waited for its render: another holder may be sending it now.
-          this.log.warn({ domain, msgId: entry.msgId, idx: entry.idx }, 'lease lost before sending (reaped): not sent by this holder');
-          continue;
-        }
+        // Lost while it waited for its render: another holder may be sending it now.
+        if (leaseLost(entry)) continue;
         if (!result.ok) {
           const fatal = result.code === 'SLUICE_RENDER_FAILED';
           await this.settle(entry, shaping, msg, localOutcome(fatal ? 'bounced' : 'deferred', fatal ? '5.6.0' : '4.7.5', `${result.code}: ${result.message}`, 'RENDER', true), fatal ? 'contenterror' : undefined);

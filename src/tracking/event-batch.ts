@@ -96,11 +96,10 @@ export const LINGER_MS = 10;
  * the recipient's clicks held from then on are written as the scanner's ('burst') with it, as the
  * counters already moved them; so the stream and the webhooks say what the counters say. Other
  * events are not held: a repeat click or a machine's cannot turn out otherwise. The hold is from the
- * event's arrival here, by this process's clock.
+ * event's arrival here, by this process's clock, and 500 ms longer than the window: the click that
+ * makes the burst may reach this thread later after its own mark than an earlier one did.
  */
-export const CLICK_HOLD_MS = BURST_WINDOW_MS;
-/** Added to a hold counted from the click's own time (see hold()). */
-const HOLD_MARGIN_MS = 500;
+export const CLICK_HOLD_MS = BURST_WINDOW_MS + 500;
 /**
  * Held clicks at most: half the tracking server's bound on pending events (server.ts
  * MAX_PENDING_RECORDS), so ~2,500 first clicks a second held for 2 s leave the rest for opens.
@@ -201,9 +200,7 @@ export function createEventBatch(deps: EventBatchDeps, opts: EventBatchOptions):
   };
 
   const hold = (p: TokenPayload, ctx: EventContext): void => {
-    // From the click's time too, with a margin: the click that makes the burst may reach this
-    // thread later after its own mark than this one did.
-    const h: Held = { key: `${p.msgId}:${p.idx}`, p, ctx, until: Math.max(Date.now() + holdMs, ctx.now + holdMs + HOLD_MARGIN_MS), done: false };
+    const h: Held = { key: `${p.msgId}:${p.idx}`, p, ctx, until: Date.now() + holdMs, done: false };
     const list = held.get(h.key);
     if (list) list.push(h);
     else held.set(h.key, [h]);

@@ -126,6 +126,13 @@ export async function startTrackingServer(deps: TrackingDeps, opts: TrackingServ
     return { method: req.method ?? 'GET', userAgent, ip };
   };
 
+  /**
+   * A click or an unsubscribe needs Redis: while the client is not connected it is answered 503 at
+   * once, and after REDIS_DEADLINE_MS without an answer (the request handler's catch).
+   */
+  const withRedis = (res: ServerResponse, work: () => Promise<string>): Promise<string> =>
+    deps.redis.status === 'ready' ? withDeadline(work()) : Promise.resolve(unavailable(res, 'unavailable'));
+
   // The codec refuses anything longer than a token or not base64url before decoding it.
   const verify = (token: string, kind: TokenKind): TokenPayload | null => deps.codec.verify(token, now(), kind);
 
@@ -204,13 +211,11 @@ export async function startTrackingServer(deps: TrackingDeps, opts: TrackingServ
     if (prefix === '/o' && rest.endsWith('.gif')) return ['open', notAllowed(res, 'GET, HEAD')];
     if (prefix === '/c') {
       if (!read) return ['click', notAllowed(res, 'GET, HEAD')];
-      if (deps.redis.status !== 'ready') return ['click', unavailable(res)];
-      return ['click', await withDeadline(click(req, res, rest))];
+      return ['click', await withRedis(res, () => click(req, res, rest))];
     }
     if (prefix === '/u') {
       if (!read && method !== 'POST') return ['unsubscribe', notAllowed(res, 'GET, HEAD, POST')];
-      if (deps.redis.status !== 'ready') return ['unsubscribe', unavailable(res)];
-      return ['unsubscribe', await withDeadline(unsubscribePage(req, res, rest))];
+      return ['unsubscribe', await withRedis(res, () => unsubscribePage(req, res, rest))];
     }
     return ['other', send(res, 404, TEXT, NOT_FOUND_TEXT, 'not_found')];
   };
@@ -249,7 +254,7 @@ export async function startTrackingServer(deps: TrackingDeps, opts: TrackingServ
           const endpoint: Endpoint = url.startsWith('/c/') ? 'click' : url.startsWith('/u/') ? 'unsubscribe' : 'other';
           deps.metrics?.requests.inc({ endpoint, result: 'error' });
           deps.metrics?.duration.observe({ endpoint }, (performance.now() - started) / 1000);
-          if (!res.headersSent) send(res, 503, TEXT, 'Temporarily unavailable, please try again\n', 'error');
+          if (!res.headersSent) unavailable(res, 'error');
           else res.destroy();
         });
     },
@@ -310,13 +315,13 @@ function send(res: ServerResponse, status: number, type: string, body: string, r
 }
 
 /**
- * A click or an unsubscribe needs Redis: while it is unreachable they are answered 503 at once. The
- * shared client keeps commands queued until it reconnects (nothing accepted is lost that way), which
- * would leave a recipient's browser waiting with no answer and its socket held.
+ * 503 for a request that needs Redis while it is unreachable. The shared client keeps commands
+ * queued until it reconnects (nothing accepted is lost that way), which would leave a recipient's
+ * browser waiting with no answer and its socket held.
  */
-function unavailable(res: ServerResponse): string {
+function unavailable(res: ServerResponse, result: string): string {
   res.setHeader('Retry-After', '30');
-  return send(res, 503, TEXT, 'Temporarily unavailable, please try again\n', 'unavailable');
+  return send(res, 503, TEXT, 'Temporarily unavailable, please try again\n', result);
 }
 
 /** How long a click or an unsubscribe may wait on Redis before the recipient is answered 503. */
