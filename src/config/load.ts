@@ -55,30 +55,20 @@ function readYaml(file: string): unknown {
  * Environment names are upper case by custom; config keys are camelCase. Each part of a
  * SLUICE__A__B path is matched case-insensitively against the keys of the defaults (which hold every
  * key), so SLUICE__ADMIN__PORT and SLUICE__delivery__claimBatch both work; a part that matches
- * nothing is kept as given and refused by validation with its path.
+ * nothing is kept as given. `unknownAt`: the index of the first part that an object of the defaults
+ * with keys of its own does not have (an empty one, delivery.transport, a record of the operator's
+ * own keys, or a list takes any key), else null.
  */
-function keyPath(parts: string[], defaults: unknown): string[] {
+function keyPath(parts: string[], defaults: unknown): { path: string[]; unknownAt: number | null } {
   let node = defaults;
-  return parts.map((part) => {
+  let unknownAt: number | null = null;
+  const path = parts.map((part, i) => {
     const known = isPlainObject(node) ? Object.keys(node).find((k) => k.toLowerCase() === part.toLowerCase()) : undefined;
+    if (known === undefined && unknownAt === null && isPlainObject(node) && Object.keys(node).length > 0) unknownAt = i;
     node = known !== undefined && isPlainObject(node) ? node[known] : undefined;
     return known ?? part;
   });
-}
-
-/**
- * The index of the first part of `path` that the defaults' object at that place does not have, or
- * null. Only objects with keys of their own are judged: an empty one (delivery.transport, a record
- * of the operator's own keys) or a list takes any key.
- */
-function unknownPart(path: readonly string[], defaults: unknown): number | null {
-  let node = defaults;
-  for (const [i, part] of path.entries()) {
-    if (!isPlainObject(node) || Object.keys(node).length === 0) return null;
-    if (!Object.prototype.hasOwnProperty.call(node, part)) return i;
-    node = node[part];
-  }
-  return null;
+  return { path, unknownAt };
 }
 
 /**
@@ -97,9 +87,8 @@ function envLayer(env: NodeJS.ProcessEnv, defaults: unknown): { layer: Tree; err
   if (env['SLUICE_LOG_LEVEL']) set(['log', 'level'], env['SLUICE_LOG_LEVEL']);
   for (const [name, value] of Object.entries(env)) {
     if (!name.startsWith('SLUICE__') || value === undefined) continue;
-    const path = keyPath(name.slice('SLUICE__'.length).split('__').filter(Boolean), defaults);
+    const { path, unknownAt: unknown } = keyPath(name.slice('SLUICE__'.length).split('__').filter(Boolean), defaults);
     if (path.length === 0) continue;
-    const unknown = unknownPart(path, defaults);
     if (unknown !== null) {
       // The schema refuses the key too ("unknown key(s)"), under its parent: this says which variable set it.
       errors.push({ path: path.slice(0, unknown + 1).join('.'), message: `environment variable ${name} names no config key (${path.slice(0, unknown + 1).join('.')}); see config/default.yaml` });

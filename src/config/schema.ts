@@ -47,7 +47,7 @@ function checkPort(text: string): string | null {
 const HOST_NAME = /^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9_])?)*\.?$/;
 
 /** Why a transport target is not 'host:port' (a name or an IPv4 address) or '[ipv6]:port'; null if it is. */
-function checkTransportTarget(v: string): string | null {
+function checkTransportTarget(v: string, examples = "'smtp.example.com:587', '192.0.2.1:25', '[2001:db8::1]:25'"): string | null {
   const m = /^\[([^\]]*)\]:(.*)$/.exec(v) ?? /^([^:[\]]*):(.*)$/.exec(v);
   const bracketed = v.startsWith('[');
   const host = m?.[1] ?? '';
@@ -59,7 +59,7 @@ function checkTransportTarget(v: string): string | null {
   // All digits and dots is an address, or nothing: 999.1.1.1 is no name a resolver finds.
   else if (!bracketed && isIP(host) === 0 && /^[\d.]+$/.test(host)) why = `${JSON.stringify(host)} is not a valid IPv4 address`;
   else why = checkPort(m[2] as string);
-  return why && `${JSON.stringify(v)}: ${why} (e.g. 'smtp.example.com:587', '192.0.2.1:25', '[2001:db8::1]:25')`;
+  return why && `${JSON.stringify(v)}: ${why} (e.g. ${examples})`;
 }
 
 /**
@@ -78,8 +78,8 @@ const dnsServer = z.string().superRefine((v, ctx) => {
 
 /** A Redis Cluster seed node: 'host:port' or '[ipv6]:port', as a transport target is written. */
 const clusterSeed = z.string().superRefine((v, ctx) => {
-  const why = checkTransportTarget(v);
-  if (why) ctx.addIssue({ code: 'custom', message: why.replace("'smtp.example.com:587', '192.0.2.1:25', '[2001:db8::1]:25'", "'redis-1:6379', '192.0.2.7:6379', '[2001:db8::7]:6379'") });
+  const why = checkTransportTarget(v, "'redis-1:6379', '192.0.2.7:6379', '[2001:db8::7]:6379'");
+  if (why) ctx.addIssue({ code: 'custom', message: why });
 });
 
 /**
