@@ -274,22 +274,17 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
     // Queue depth by provider, read on scrape from every destination (queue/stats.ts queueTotals:
     // the labels are bounded, the reads grow with the destinations). Each destination counts under the
     // rule the dispatcher resolved for it with its MX hosts (recorded in Redis), as its deliveries do.
-    // Both gauges are filled by one read per scrape, whichever of them is collected first.
-    let queueSample: Promise<void> | null = null;
-    metrics.sampleOn('queueRecipients', () => {
-      queueSample ??= (async () => {
-        if (stopping) return;
-        const totals = await queueTotals(redis.client, keys, config.redis.scheduleShards, (domain, recorded) => resolveRecordedShaping(config.shaping, domain, recorded).provider).catch(() => new Map<string, QueueTotals>());
-        metrics.queueRecipients.reset();
-        metrics.queueLeases.reset();
-        for (const [p, t] of totals) {
-          metrics.queueRecipients.set({ provider: p }, t.recipients);
-          metrics.queueLeases.set({ provider: p }, t.leased);
-        }
-      })().finally(() => {
-        queueSample = null;
-      });
-      return queueSample;
+    // Both gauges are filled by one read per scrape (metrics.ts runs a sampler once for the gauges
+    // collected while it runs).
+    metrics.sampleOn('queueRecipients', async () => {
+      if (stopping) return;
+      const totals = await queueTotals(redis.client, keys, config.redis.scheduleShards, (domain, recorded) => resolveRecordedShaping(config.shaping, domain, recorded).provider).catch(() => new Map<string, QueueTotals>());
+      metrics.queueRecipients.reset();
+      metrics.queueLeases.reset();
+      for (const [p, t] of totals) {
+        metrics.queueRecipients.set({ provider: p }, t.recipients);
+        metrics.queueLeases.set({ provider: p }, t.leased);
+      }
     });
 
     metrics.sampleOn('suppressionListSize', async () => {

@@ -12,9 +12,21 @@ type SampledGauge = 'queueRecipients' | 'poolUtilization' | 'poolQueue' | 'suppr
 export function createMetrics() {
   const registry = new Registry();
   const samplers = new Map<SampledGauge, () => void | Promise<void>>();
+  // A sampler that fills several gauges (queueRecipients fills sluice_queue_leases too) runs once per
+  // scrape: the gauges collected while it runs share its run.
+  const running = new Map<SampledGauge, Promise<void>>();
   const sampled = (name: SampledGauge) => ({
     async collect() {
-      await samplers.get(name)?.();
+      const fn = samplers.get(name);
+      if (!fn) return;
+      let run = running.get(name);
+      if (!run) {
+        run = Promise.resolve()
+          .then(fn)
+          .finally(() => running.delete(name));
+        running.set(name, run);
+      }
+      await run;
     },
   });
   collectDefaultMetrics({ register: registry, prefix: 'sluice_process_' });
