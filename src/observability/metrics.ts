@@ -29,7 +29,8 @@ export function createMetrics() {
       await run;
     },
   });
-  collectDefaultMetrics({ register: registry, prefix: 'sluice_process_' });
+  // prom-client's process and Node.js metrics, named sluice_process_* and sluice_nodejs_*.
+  collectDefaultMetrics({ register: registry, prefix: 'sluice_' });
 
   const m = {
     registry,
