@@ -1,4 +1,5 @@
 import { isIP } from 'node:net';
+import { domainToASCII } from 'node:url';
 import { z } from 'zod';
 import { parseDuration, parseSize, type Ms } from '../core/time.js';
 import { parseCidr } from '../core/client-limit.js';
@@ -97,16 +98,19 @@ const redisUrl = z.string().superRefine((v, ctx) => {
 
 /**
  * The transport map. Keys: '*' (every domain), '*.domain' (every subdomain of domain, not domain
- * itself) or a domain; compared like the destination, without case or a trailing dot, so keys are
- * stored lower-cased. Two keys that are the same domain are refused. Every bad key and target is
+ * itself) or a domain; compared like the destination, without case or a trailing dot and with an
+ * internationalised domain in its A-label (xn--) form, so keys are stored that way. Two keys that are the same domain are refused. Every bad key and target is
  * reported, each under its key.
  */
 const transportMap = z.record(z.string(), z.unknown()).transform((map, ctx) => {
   const out: Record<string, string> = {};
   const seen = new Set<string>();
   for (const [key, target] of Object.entries(map)) {
-    const name = key.trim().toLowerCase().replace(/\.$/, '');
-    const domain = name.startsWith('*.') ? name.slice(2) : name;
+    const lower = key.trim().toLowerCase().replace(/\.$/, '');
+    // An internationalised domain is compared in its A-label form, as destinations are (core/address.ts).
+    const wild = lower.startsWith('*.');
+    const domain = /[^\x00-\x7f]/.test(lower) ? domainToASCII(wild ? lower.slice(2) : lower) : wild ? lower.slice(2) : lower;
+    const name = wild ? `*.${domain}` : domain;
     if (name !== '*' && (domain.includes('*') || !HOST_NAME.test(domain) || isIP(domain) !== 0)) {
       const message = key.includes('*')
         ? "the only wildcards in a key are '*' (every domain) and '*.domain' (every subdomain of domain)"

@@ -59,8 +59,12 @@ function refused(opts: Parameters<typeof loadConfig>[0]): Map<string, string[]> 
 }
 
 test("delivery.transport: keys are lower-cased domains, '*.domain' or '*'; targets host:port with a port of 1–65535", () => {
-  const ok = loadConfig({ env: { SLUICE__DELIVERY__TRANSPORT: '{"Example.COM.": "Smtp.Example.net:587", "*.Corp.test": "[2001:db8::1]:25", "*": "relay_1:2525", "v4.test": "192.0.2.1:1"}' } });
-  assert.equal(ok.delivery.transport, { 'example.com': 'Smtp.Example.net:587', '*.corp.test': '[2001:db8::1]:25', '*': 'relay_1:2525', 'v4.test': '192.0.2.1:1' });
+  const ok = loadConfig({ env: { SLUICE__DELIVERY__TRANSPORT: '{"Example.COM.": "Smtp.Example.net:587", "*.Corp.test": "[2001:db8::1]:25", "*": "relay_1:2525", "v4.test": "192.0.2.1:1", "Bücher.example": "a.test:25", "*.München.test": "b.test:25"}' } });
+  assert.equal(ok.delivery.transport, {
+    'example.com': 'Smtp.Example.net:587', '*.corp.test': '[2001:db8::1]:25', '*': 'relay_1:2525', 'v4.test': '192.0.2.1:1',
+    // An internationalised key in its A-label form, as destinations are compared.
+    'xn--bcher-kva.example': 'a.test:25', '*.xn--mnchen-3ya.test': 'b.test:25',
+  });
 
   const bad = refused({ env: { SLUICE__DELIVERY__TRANSPORT: JSON.stringify({
     'Example.COM': '127.0.0.1:99999', 'example.com': 'a.test:25', 'zero.test': 'h:0', 'a*.test': 'x:1', '*.*.test': 'x:1', '192.0.2.9': 'x:1',
