@@ -6,7 +6,7 @@ import type { Metrics } from '../observability/metrics.js';
 import { getCampaign, markCampaignQueued, recordEnqueueChunk, snapshotCampaignList, type CampaignRecord } from '../store/campaigns.js';
 import { getList, lastContactNo, readContactRange } from '../store/contacts.js';
 import { suppressionsOf } from '../store/suppression.js';
-import { controlCampaignQueue, pushCampaignChunk, startCampaign } from '../queue/campaign.js';
+import { controlCampaignQueue, dropCancelledQueue, pushCampaignChunk, startCampaign } from '../queue/campaign.js';
 import { Ticker } from '../core/ticker.js';
 import { holdLock, releaseLock } from '../store/locks.js';
 
@@ -147,7 +147,10 @@ export class CampaignEnqueuer {
       // A pause or cancel that landed while this chunk was pushed did not see its pointers: apply it again.
       const now = await getCampaign(redis, keys, null, start.id);
       if (!now || now.state === 'cancelled') {
-        await controlCampaignQueue(redis, keys, shards, start.id, 'cancel', this.now());
+        // Counted for a cancelled campaign, as the cancel counts what it drops; a campaign that is
+        // gone (erased) has nothing left to count in.
+        if (now) await dropCancelledQueue(redis, keys, shards, start.id, this.now());
+        else await controlCampaignQueue(redis, keys, shards, start.id, 'cancel', this.now());
         return true;
       }
       if (now.state === 'paused' && state === 'sending') await controlCampaignQueue(redis, keys, shards, start.id, 'pause', this.now());

@@ -134,12 +134,22 @@ export async function resumeCampaign(redis: RedisClient, keys: Keys, shards: num
 export async function cancelCampaign(redis: RedisClient, keys: Keys, shards: number, id: string, now: number): Promise<LifecycleResult & { dropped?: number }> {
   const r = await transition(redis, keys, id, 'cancelled', 'cancelledAt', now, ['draft', 'scheduled', 'sending', 'paused']);
   if (!r.ok) return r;
+  const dropped = await dropCancelledQueue(redis, keys, shards, id, now);
+  await redis.zrem(keys.campaignsDue(), id);
+  return { ...r, dropped };
+}
+
+/**
+ * Drops what a cancelled campaign still has waiting in the queue and counts it: cancelled, and no
+ * longer pending. Cancel does it, and so does the enqueuer for a chunk it pushed while the cancel
+ * ran (the cancel did not see that chunk's queues). Returns the number dropped.
+ */
+export async function dropCancelledQueue(redis: RedisClient, keys: Keys, shards: number, id: string, now: number): Promise<number> {
   const dropped = await controlCampaignQueue(redis, keys, shards, id, 'cancel', now);
   if (dropped > 0) {
     await redis.multi().hincrby(keys.msgMeta(id), 'pending', -dropped).hincrby(keys.msgStats(id), 'cancelled', dropped).exec();
   }
-  await redis.zrem(keys.campaignsDue(), id);
-  return { ...r, dropped };
+  return dropped;
 }
 
 /** draft → scheduled (for `sendAt`, now or later): the enqueuer starts it when it is due. */

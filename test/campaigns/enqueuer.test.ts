@@ -1,7 +1,15 @@
 import * as assert from 'uvu/assert';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import YAML from 'yaml';
 import { redisSuite } from '../helpers/redis.js';
 import { CampaignEnqueuer } from '../../src/campaigns/enqueuer.js';
-import { createCampaign, getCampaign } from '../../src/store/campaigns.js';
+import { campaignStats, createCampaign, getCampaign } from '../../src/store/campaigns.js';
+import { startCampaign } from '../../src/queue/campaign.js';
+import type { Keys } from '../../src/redis/keys.js';
 import { createList, upsertContacts } from '../../src/store/contacts.js';
 import { newId } from '../../src/core/ids.js';
 import { createLogger } from '../../src/observability/logger.js';
@@ -46,6 +54,60 @@ test('an empty list queues nothing and finishes', async () => {
   const c = await getCampaign(env.client, keys, null, id);
   assert.is(c?.queued, 0);
   assert.is(c?.lastNo, 0);
+});
+
+/**
+ * `sluice campaign <op> ID` run to its end by another process, synchronously: called from the
+ * enqueuer's clock, it lands exactly between the enqueuer reading the campaign's state and pushing
+ * the chunk it read (the window an operator's pause, resume or cancel can hit at any time).
+ */
+function operatorMove(prefix: string, op: 'cancel', id: string): void {
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-enq-'));
+  try {
+    const cfg = join(dir, 'sluice.yaml');
+    writeFileSync(cfg, YAML.stringify({ redis: { url: env.redis.url, prefix } }));
+    const child = fileURLToPath(new URL('../helpers/sluice-child.ts', import.meta.url));
+    const r = spawnSync(process.execPath, ['--import', 'tsx', child, 'campaign', op, id, '--config', cfg], { cwd: fileURLToPath(new URL('../..', import.meta.url)), env: { PATH: process.env['PATH'] ?? '', HOME: process.env['HOME'] ?? '' }, encoding: 'utf8', timeout: 60_000 });
+    assert.is(r.status, 0, `sluice campaign ${op}: ${r.stdout}${r.stderr}`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function sendingCampaign(keys: Keys, n: number): Promise<string> {
+  const list = await createList(env.client, keys, 'acme', 'news', T);
+  await upsertContacts(env.client, keys, 'acme', list.id, rows(1, n), T);
+  const id = newId(T);
+  await createCampaign(env.client, keys, {
+    id, account: 'acme', name: 'moves', listId: list.id, from: 'news@acme.example', fromDomain: 'acme.example', subject: 's',
+    tracking: { opens: false, clicks: false }, tags: [], throttlePerHour: null, createdAt: T, sendAt: T, body: '{}', links: [],
+  });
+  assert.ok((await startCampaign(env.client, keys, id, T)).ok);
+  return id;
+}
+
+/** An enqueuer whose clock, read first right before a chunk is pushed, runs `move` once. */
+function enqueuerWith(keys: Keys, move: () => void): CampaignEnqueuer {
+  let armed = true;
+  const now = () => {
+    if (armed) {
+      armed = false;
+      move();
+    }
+    return T;
+  };
+  return new CampaignEnqueuer({ redis: env.client, keys, shards: 2, logger: createLogger('silent'), chunkSize: 100, now });
+}
+
+test('a cancel that lands while a chunk is pushed: what the enqueuer drops after it is counted as cancelled', async () => {
+  const { prefix, keys } = env.redis.fresh();
+  const id = await sendingCampaign(keys, 6);
+  assert.is(await enqueuerWith(keys, () => operatorMove(prefix, 'cancel', id)).advance(id), true);
+  const c = await getCampaign(env.client, keys, null, id);
+  assert.is(c?.state, 'cancelled');
+  for (const d of ['dest0.test', 'dest1.test', 'dest2.test']) assert.is(await env.client.llen(keys.campaignQueue(d, id)), 0, `nothing waits at ${d}`);
+  const s = await campaignStats(env.client, keys, c!);
+  assert.equal({ queued: s.queued, cancelled: s.cancelled, pending: s.pending }, { queued: 6, cancelled: 6, pending: 0 });
 });
 
 test.run();
