@@ -144,7 +144,7 @@ export class CampaignEnqueuer {
       await recordEnqueueChunk(redis, keys, start.id, { next: cursor, chunk, queued, skipped: contacts.length - queued });
       this.o.metrics?.campaignRecipientsQueued.inc(queued);
       if (queued > 0) this.o.onQueued?.();
-      // A pause or cancel that landed while this chunk was pushed did not see its pointers: apply it again.
+      // A pause, resume or cancel that landed while this chunk was pushed did not see it: apply it again.
       const now = await getCampaign(redis, keys, null, start.id);
       if (!now || now.state === 'cancelled') {
         // Counted for a cancelled campaign, as the cancel counts what it drops; a campaign that is
@@ -153,7 +153,10 @@ export class CampaignEnqueuer {
         else await controlCampaignQueue(redis, keys, shards, start.id, 'cancel', this.now());
         return true;
       }
+      // Likewise a pause that did not see this chunk's pointers, or a resume that did not see its
+      // queues (pushed without pointers while paused): those would wait for a pointer forever.
       if (now.state === 'paused' && state === 'sending') await controlCampaignQueue(redis, keys, shards, start.id, 'pause', this.now());
+      if (now.state === 'sending' && state === 'paused') await controlCampaignQueue(redis, keys, shards, start.id, 'resume', this.now());
       state = now.state;
       if (next === null) {
         finished = true;

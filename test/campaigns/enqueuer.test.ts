@@ -8,7 +8,7 @@ import YAML from 'yaml';
 import { redisSuite } from '../helpers/redis.js';
 import { CampaignEnqueuer } from '../../src/campaigns/enqueuer.js';
 import { campaignStats, createCampaign, getCampaign } from '../../src/store/campaigns.js';
-import { startCampaign } from '../../src/queue/campaign.js';
+import { pauseCampaign, startCampaign } from '../../src/queue/campaign.js';
 import type { Keys } from '../../src/redis/keys.js';
 import { createList, upsertContacts } from '../../src/store/contacts.js';
 import { newId } from '../../src/core/ids.js';
@@ -61,7 +61,7 @@ test('an empty list queues nothing and finishes', async () => {
  * enqueuer's clock, it lands exactly between the enqueuer reading the campaign's state and pushing
  * the chunk it read (the window an operator's pause, resume or cancel can hit at any time).
  */
-function operatorMove(prefix: string, op: 'cancel', id: string): void {
+function operatorMove(prefix: string, op: 'resume' | 'cancel', id: string): void {
   const dir = mkdtempSync(join(tmpdir(), 'sluice-enq-'));
   try {
     const cfg = join(dir, 'sluice.yaml');
@@ -108,6 +108,18 @@ test('a cancel that lands while a chunk is pushed: what the enqueuer drops after
   for (const d of ['dest0.test', 'dest1.test', 'dest2.test']) assert.is(await env.client.llen(keys.campaignQueue(d, id)), 0, `nothing waits at ${d}`);
   const s = await campaignStats(env.client, keys, c!);
   assert.equal({ queued: s.queued, cancelled: s.cancelled, pending: s.pending }, { queued: 6, cancelled: 6, pending: 0 });
+});
+
+test('a resume that lands while a paused campaign\'s chunk is pushed: the chunk\'s recipients get their pointers', async () => {
+  const { prefix, keys } = env.redis.fresh();
+  const id = await sendingCampaign(keys, 6);
+  assert.ok((await pauseCampaign(env.client, keys, 2, id, T)).ok);
+  assert.is(await enqueuerWith(keys, () => operatorMove(prefix, 'resume', id)).advance(id), true);
+  assert.is((await getCampaign(env.client, keys, null, id))?.state, 'sending');
+  for (const d of ['dest0.test', 'dest1.test', 'dest2.test']) {
+    assert.is(await env.client.llen(keys.campaignQueue(d, id)), 2, `two recipients wait at ${d}`);
+    assert.ok((await env.client.zscore(keys.ready(d), `@${id}`)) !== null, `the pointer at ${d} lets them be claimed`);
+  }
 });
 
 test.run();
