@@ -627,7 +627,7 @@ export class Dispatcher {
       }
       const now = this.now();
       if (c.state !== 'sending' && c.state !== 'completed') {
-        await holdCampaignEntries(redis, keys, id, js.map((j) => chunk[j] as QueueEntry), { pointerAt: null, holdUntil: now + PAUSED_HOLD_MS });
+        await holdCampaignEntries(redis, keys, this.o.config.redis.scheduleShards, id, js.map((j) => chunk[j] as QueueEntry), { pointerAt: null, holdUntil: now + PAUSED_HOLD_MS, now });
         for (const j of js) out[j] = 'held';
         continue;
       }
@@ -636,7 +636,7 @@ export class Dispatcher {
         const over = js.slice(t.granted);
         if (over.length > 0) {
           const at = t.retryAt ?? now + 1000;
-          await holdCampaignEntries(redis, keys, id, over.map((j) => chunk[j] as QueueEntry), { pointerAt: at, holdUntil: at });
+          await holdCampaignEntries(redis, keys, this.o.config.redis.scheduleShards, id, over.map((j) => chunk[j] as QueueEntry), { pointerAt: at, holdUntil: at, now });
           for (const j of over) out[j] = 'held';
         }
       }

@@ -63,31 +63,46 @@ export async function controlCampaignQueue(redis: RedisClient, keys: Keys, shard
   do {
     const [next, domains] = await redis.sscan(keys.campaignDomains(campaignId), cursor, 'COUNT', 200);
     cursor = next;
-    const waiting = await Promise.all(domains.map((d) => redis.campaignControl(keys.ready(d), keys.campaignQueue(d, campaignId), keys.campaignPushed(d), op, campaignId, now)));
-    total += waiting.reduce((a, b) => a + b, 0);
-    if (op === 'resume') {
-      const due = domains.filter((_, i) => (waiting[i] ?? 0) > 0);
-      if (due.length > 0) await scheduleDestinations(redis, keys, shards, new Map(due.map((d) => [d, now])));
-    }
+    total += await controlAt(redis, keys, shards, campaignId, op, domains, now);
   } while (cursor !== '0');
   return total;
+}
+
+/** controlCampaignQueue at the given destinations only. */
+async function controlAt(redis: RedisClient, keys: Keys, shards: number, campaignId: string, op: CampaignQueueOp, domains: readonly string[], now: number): Promise<number> {
+  const waiting = await Promise.all(domains.map((d) => redis.campaignControl(keys.ready(d), keys.campaignQueue(d, campaignId), keys.campaignPushed(d), op, campaignId, now)));
+  if (op === 'resume') {
+    const due = domains.filter((_, i) => (waiting[i] ?? 0) > 0);
+    if (due.length > 0) await scheduleDestinations(redis, keys, shards, new Map(due.map((d) => [d, now])));
+  }
+  return waiting.reduce((a, b) => a + b, 0);
 }
 
 /**
  * Gives claimed entries of one campaign back without an attempt: first attempts to the head of the
  * campaign's queue, retries to ready at `holdUntil`. `pointerAt` null (paused): the pointer goes and
  * resume brings it back; a time (throttled): the pointer waits until then.
+ *
+ * A hold for a pause can land after the resume: delivery decided on the state it read a moment
+ * earlier (and keeps for up to 500 ms, store/message-source.ts), and the resume's pointers went
+ * before this hold took them away again. The state is read once more after the hold, and a campaign
+ * sending again gets its pointers back here; else its recipients would wait behind no pointer.
  */
 export async function holdCampaignEntries(
   redis: RedisClient,
   keys: Keys,
+  shards: number,
   campaignId: string,
   entries: readonly QueueEntry[],
-  o: { pointerAt: number | null; holdUntil: number },
+  o: { pointerAt: number | null; holdUntil: number; now: number },
 ): Promise<number> {
+  const groups = [...byDomain(entries)];
   const moved = await Promise.all(
-    [...byDomain(entries)].map(([d, list]) => redis.campaignHold(keys.leases(d), keys.ready(d), keys.campaignQueue(d, campaignId), campaignId, o.pointerAt ?? '', o.holdUntil, ...list.map(entryMember))),
+    groups.map(([d, list]) => redis.campaignHold(keys.leases(d), keys.ready(d), keys.campaignQueue(d, campaignId), campaignId, o.pointerAt ?? '', o.holdUntil, ...list.map(entryMember))),
   );
+  if (o.pointerAt === null && (await redis.hget(keys.msgMeta(campaignId), 'state')) === 'sending') {
+    await controlAt(redis, keys, shards, campaignId, 'resume', groups.map(([d]) => d), o.now);
+  }
   return moved.reduce((a, b) => a + b, 0);
 }
 

@@ -23,7 +23,8 @@ import { destinationStats, queueTotals, scopeStats } from '../../src/queue/stats
 import { DestinationRuleRecorder, REWRITE_MS, RULE_TTL_S } from '../../src/queue/destination-rule.js';
 import { resolveRecordedShaping, resolveShaping } from '../../src/queue/shaping.js';
 import { loadConfig } from '../../src/config/load.js';
-import { pushCampaignChunk, controlCampaignQueue, holdCampaignEntries } from '../../src/queue/campaign.js';
+import { pushCampaignChunk, controlCampaignQueue, holdCampaignEntries, pauseCampaign, resumeCampaign, startCampaign } from '../../src/queue/campaign.js';
+import { createCampaign } from '../../src/store/campaigns.js';
 
 export interface Harness {
   client(): RedisClient;
@@ -677,7 +678,7 @@ export function queueFlows(name: string, start: () => Promise<Harness>) {
 
     // claimed entries of a campaign paused meanwhile go back to the head of its queue, unattempted
     await controlCampaignQueue(redis, keys, SHARDS, 'cp', 'pause', T + 4);
-    assert.is(await holdCampaignEntries(redis, keys, 'cp', got.entries, { pointerAt: null, holdUntil: T + 60_000 }), 2);
+    assert.is(await holdCampaignEntries(redis, keys, SHARDS, 'cp', got.entries, { pointerAt: null, holdUntil: T + 60_000, now: T + 4 }), 2);
     assert.equal(await redis.lrange(keys.campaignQueue('p1.test', 'cp'), 0, -1), ['1', '2', '3']);
     assert.is(await redis.zcard(keys.leases('p1.test')), 0);
     assert.is(await redis.zscore(keys.ready('p1.test'), '@cp'), null);
@@ -685,7 +686,7 @@ export function queueFlows(name: string, start: () => Promise<Harness>) {
     // over its throttle: back to the queue, the pointer waits until the bucket refills
     await controlCampaignQueue(redis, keys, SHARDS, 'cp', 'resume', T + 5);
     const again = await claim(redis, keys, { domain: 'p1.test', max: 1, leaseMs: LEASE, now: T + 5 });
-    await holdCampaignEntries(redis, keys, 'cp', again.entries, { pointerAt: T + 9_000, holdUntil: T + 9_000 });
+    await holdCampaignEntries(redis, keys, SHARDS, 'cp', again.entries, { pointerAt: T + 9_000, holdUntil: T + 9_000, now: T + 5 });
     assert.is(await redis.zscore(keys.ready('p1.test'), '@cp'), String(T + 9_000));
     assert.is((await claim(redis, keys, { domain: 'p1.test', max: 5, leaseMs: LEASE, now: T + 6 })).entries.length, 0);
 
@@ -694,6 +695,27 @@ export function queueFlows(name: string, start: () => Promise<Harness>) {
     assert.is(await controlCampaignQueue(redis, keys, SHARDS, 'cp', 'cancel', T + 7), 5, 'cancel reports what it dropped');
     assert.is((await redis.exists(keys.campaignQueue('p1.test', 'cp'))) + (await redis.exists(keys.campaignQueue('p2.test', 'cp'))), 0);
     assert.is(await redis.zcard(keys.ready('p2.test')), 0);
+  });
+
+  test('a hold for a pause that lands after the resume: the campaign keeps its pointer and its recipients are claimed', async () => {
+    const keys = ctx();
+    const id = 'c0000000000hold1';
+    await createCampaign(redis, keys, {
+      id, account: 'acme', name: 'hold', listId: 'l', from: 'a@acme.example', fromDomain: 'acme.example', subject: 's',
+      tracking: { opens: false, clicks: false }, tags: [], throttlePerHour: null, createdAt: T, sendAt: T, body: '{}', links: [],
+    });
+    assert.ok((await startCampaign(redis, keys, id, T)).ok);
+    await pushCampaignChunk(redis, keys, SHARDS, { campaignId: id, chunk: 1, dueAt: T, sending: true, byDomain: new Map([['h.test', [1, 2, 3]]]) });
+    const got = await claim(redis, keys, { domain: 'h.test', max: 2, leaseMs: LEASE, now: T + 1 });
+    assert.is(got.entries.length, 2);
+    // Delivery reads the campaign paused, then the operator resumes before delivery's hold runs.
+    assert.ok((await pauseCampaign(redis, keys, SHARDS, id, T + 2)).ok);
+    assert.ok((await resumeCampaign(redis, keys, SHARDS, id, T + 3)).ok);
+    assert.is(await holdCampaignEntries(redis, keys, SHARDS, id, got.entries, { pointerAt: null, holdUntil: T + 60_000, now: T + 4 }), 2);
+    assert.equal(await redis.lrange(keys.campaignQueue('h.test', id), 0, -1), ['1', '2', '3']);
+    assert.is(await redis.zscore(keys.ready('h.test'), `@${id}`), String(T + 4), 'the resumed campaign has its pointer');
+    assert.equal((await claim(redis, keys, { domain: 'h.test', max: 5, leaseMs: LEASE, now: T + 5 })).entries.map(entryMember), [`${id}:1:0`, `${id}:2:0`, `${id}:3:0`]);
+    assert.ok((await dueDestinations(redis, keys, shardOf('h.test', SHARDS), T + 5, 10)).includes('h.test'));
   });
 
   return test;
