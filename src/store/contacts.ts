@@ -12,9 +12,9 @@ import { createRecord } from './record-io.js';
 declare module 'ioredis' {
   interface RedisCommander<Context> {
     /** src/queue/lua/upsertContacts-5.lua: -1, or [outcome, no] per row. */
-    upsertContacts(meta: string, contacts: string, emails: string, fields: string, seen: string, account: string, now: number, seenTtlMs: number, ...rows: string[]): Result<number | number[], Context>;
-    /** src/queue/lua/updateContact-4.lua: -1 (no list), 0 (no contact), or [json, no]. */
-    updateContact(meta: string, contacts: string, emails: string, fieldNames: string, account: string, by: 'no' | 'key', ref: string | number, now: number, status: string, fieldsPatch: string, del: '0' | '1', key: string): Result<number | [string, number], Context>;
+    upsertContacts(meta: string, contacts: string, emails: string, fields: string, seen: string, account: string, now: number, seenTtlMs: number, maxFields: number, ...rows: string[]): Result<number | number[], Context>;
+    /** src/queue/lua/updateContact-4.lua: -1 (no list), 0 (no contact), -2 (too many fields), or [json, no]. */
+    updateContact(meta: string, contacts: string, emails: string, fieldNames: string, account: string, by: 'no' | 'key', ref: string | number, now: number, status: string, fieldsPatch: string, del: '0' | '1', key: string, maxFields: number): Result<number | [string, number], Context>;
     /** src/queue/lua/renameList-1.lua: 1 renamed, 0 no such list for the account. */
     renameList(meta: string, account: string, name: string, now: number): Result<number, Context>;
   }
@@ -119,6 +119,12 @@ export function fieldNameProblem(name: string): string | null {
   if (CONTROL.test(name)) return `field name ${JSON.stringify(name)} has control characters`;
   if (RESERVED.has(name.toLowerCase())) return `'${name}' is not a field name (it is the contact's own)`;
   return null;
+}
+
+const TOO_MANY_FIELDS = `the contact would have more than ${MAX_FIELDS} fields`;
+
+function tooManyFields(): SluiceError {
+  return new SluiceError('SLUICE_INGRESS_BAD_REQUEST', 'The contact fields are invalid', { errors: [{ path: 'fields', message: TOO_MANY_FIELDS }] });
 }
 
 /** Why a row's fields cannot be stored, or null: names checked, values bounded. */
@@ -280,7 +286,7 @@ export async function findContact(redis: RedisClient, keys: Keys, listId: string
  * recipient. False when the list or contact is gone.
  */
 export async function setContactStatus(redis: RedisClient, keys: Keys, listId: string, no: number, status: ContactStatus, now: number): Promise<boolean> {
-  const r = await redis.updateContact(keys.listMeta(listId), keys.listContacts(listId), keys.listEmails(listId), keys.listFields(listId), '', 'no', no, now, CODE[status], '', '0', '');
+  const r = await redis.updateContact(keys.listMeta(listId), keys.listContacts(listId), keys.listEmails(listId), keys.listFields(listId), '', 'no', no, now, CODE[status], '', '0', '', MAX_FIELDS);
   return Array.isArray(r);
 }
 
@@ -303,12 +309,14 @@ export async function patchContact(redis: RedisClient, keys: Keys, account: stri
     return problem ? [{ path: `fields.${name}`, message: problem }] : [];
   });
   if (errors.length > 0) throw new SluiceError('SLUICE_INGRESS_BAD_REQUEST', 'The contact fields are invalid', { errors });
+  if (Object.keys(patch.fields ?? {}).length > MAX_FIELDS) throw tooManyFields();
   if (patch.status === 'subscribed' && (await suppressionOf(redis, keys, account, checked.address))) throw new SluiceError('SLUICE_LIST_CONTACT_SUPPRESSED');
   const fields = patch.fields === undefined ? '' : JSON.stringify(Object.fromEntries(Object.entries(patch.fields).map(([k, v]) => [k, v === null || v === '' ? false : v])));
   const r = await redis.updateContact(
     keys.listMeta(listId), keys.listContacts(listId), keys.listEmails(listId), keys.listFields(listId),
-    account, 'key', normaliseAddress(checked.address), now, patch.status === undefined ? '' : CODE[patch.status], fields, '0', '',
+    account, 'key', normaliseAddress(checked.address), now, patch.status === undefined ? '' : CODE[patch.status], fields, '0', '', MAX_FIELDS,
   );
+  if (r === -2) throw tooManyFields();
   return Array.isArray(r) ? decodeContact(r[1], r[0]) : null;
 }
 
@@ -316,7 +324,7 @@ export async function patchContact(redis: RedisClient, keys: Keys, account: stri
 export async function deleteContact(redis: RedisClient, keys: Keys, account: string, listId: string, email: string, now: number = Date.now()): Promise<Contact | null> {
   const checked = checkAddress(email);
   if (!('address' in checked)) return null;
-  const r = await redis.updateContact(keys.listMeta(listId), keys.listContacts(listId), keys.listEmails(listId), keys.listFields(listId), account, 'key', normaliseAddress(checked.address), now, '', '', '1', '');
+  const r = await redis.updateContact(keys.listMeta(listId), keys.listContacts(listId), keys.listEmails(listId), keys.listFields(listId), account, 'key', normaliseAddress(checked.address), now, '', '', '1', '', MAX_FIELDS);
   return Array.isArray(r) ? decodeContact(r[1], r[0]) : null;
 }
 
@@ -368,11 +376,13 @@ export async function upsertContacts(redis: RedisClient, keys: Keys, account: st
   const ttl = opts.importId === undefined ? 0 : (opts.importTtlMs ?? DEFAULT_IMPORT_TTL_MS);
   const r = await redis.upsertContacts(
     keys.listMeta(listId), keys.listContacts(listId), keys.listEmails(listId), keys.listFields(listId), keys.listImportSeen(listId, importId),
-    account, now, ttl, ...args,
+    account, now, ttl, MAX_FIELDS, ...args,
   );
   if (!Array.isArray(r)) throw new SluiceError('SLUICE_LIST_NOT_FOUND');
   valid.forEach((v, j) => {
-    results[v.i] = { ok: true, outcome: OUTCOME[r[2 * j] as 1 | 2 | 3], no: r[2 * j + 1] as number, suppressed: hits[j] != null };
+    const outcome = r[2 * j] as 1 | 2 | 3 | 4;
+    // 4: merged with the fields the contact has, it would have too many; nothing was written.
+    results[v.i] = outcome === 4 ? { ok: false, reason: `${TOO_MANY_FIELDS} (with those it has)` } : { ok: true, outcome: OUTCOME[outcome], no: r[2 * j + 1] as number, suppressed: hits[j] != null };
   });
   return results;
 }

@@ -12,7 +12,7 @@ import * as assert from 'uvu/assert';
 import type { RedisClient } from '../../src/redis/client.js';
 import type { Keys } from '../../src/redis/keys.js';
 import {
-  createList, deleteContact, deleteList, findContact, getList, listLists, patchContact, readContactRange, readContacts, renameList, setContactStatus, upsertContacts,
+  createList, deleteContact, deleteList, findContact, getList, listLists, patchContact, readContactRange, readContacts, renameList, setContactStatus, upsertContacts, MAX_FIELDS,
 } from '../../src/store/contacts.js';
 import { importContacts, ImportAborted, type ImportResult, type ListFormat } from '../../src/store/contact-import.js';
 import { exportContacts } from '../../src/store/contact-export.js';
@@ -208,6 +208,35 @@ test('contacts by number: ranges skip holes, statuses and patches keep the count
   assert.equal((await getList(client, keys, 'acme', list.id))?.statuses, { subscribed: 2, unsubscribed: 1, bounced: 0, complained: 1 });
   // the new field is an export column
   assert.match((await exportText(list.id, 'csv')).split('\r\n')[0] as string, /^email,status,i,city$/);
+});
+
+test(`a contact never gets more than ${MAX_FIELDS} fields: not by an import merging new fields, not by a patch`, async () => {
+  const list = await createList(client, keys, 'acme', 'bounded');
+  const named = (prefix: string, n: number) => Object.fromEntries(Array.from({ length: n }, (_, i) => [`${prefix}${i}`, 'v']));
+  await upsertContacts(client, keys, 'acme', list.id, [{ email: 'ann@example.com', fields: named('a', 60) }], 1000);
+  // Line 2 would give Ann 120 fields; line 3, 100 (40 new): only line 2 is refused, and nothing of it is written.
+  const rows = [{ email: 'ann@example.com', ...named('b', 60) }, { email: 'ann@example.com', ...named('c', 40) }];
+  const r = await importText(list.id, 'ndjson', rows.map((o) => JSON.stringify(o)).join('\n'));
+  assert.equal([r.imported, r.invalid, r.errors], [1, 1, [{ line: 1, reason: `the contact would have more than ${MAX_FIELDS} fields (with those it has)` }]]);
+  const ann = await findContact(client, keys, list.id, 'ann@example.com');
+  assert.is(Object.keys(ann?.fields ?? {}).length, MAX_FIELDS);
+  assert.not.ok(Object.keys(ann?.fields ?? {}).some((k) => k.startsWith('b')), 'the refused row wrote nothing');
+  const refused = async (fields: Record<string, string | null>, why: string) => {
+    try {
+      await patchContact(client, keys, 'acme', list.id, 'ann@example.com', { fields, status: 'unsubscribed' });
+      assert.unreachable(why);
+    } catch (err) {
+      assert.is((err as { code: string }).code, 'SLUICE_INGRESS_BAD_REQUEST', why);
+    }
+  };
+  await refused({ d0: 'x' }, 'one more field than the bound');
+  await refused(named('e', MAX_FIELDS + 1), 'a patch of more fields than the bound');
+  const unchanged = await findContact(client, keys, list.id, 'ann@example.com');
+  assert.equal([Object.keys(unchanged?.fields ?? {}).length, unchanged?.status], [MAX_FIELDS, 'subscribed'], 'a refused patch changes nothing, status included');
+  // Removing one makes room for another.
+  const swapped = await patchContact(client, keys, 'acme', list.id, 'ann@example.com', { fields: { a0: null, d0: 'x' } });
+  assert.equal([Object.keys(swapped?.fields ?? {}).length, swapped?.fields['d0']], [MAX_FIELDS, 'x']);
+  assert.is(await assertConsistent(list.id), 1);
 });
 
 for (const format of ['csv', 'ndjson'] as const) {

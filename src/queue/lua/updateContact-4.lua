@@ -13,9 +13,11 @@
   ARGV[6] fields    JSON object: a string value sets the field, false removes it; '' = no change
   ARGV[7] delete    '1' removes the contact (ARGV[5], ARGV[6] ignored)
   ARGV[8] key       when by = 'no': the contact's normalised address, to unindex it on delete
+  ARGV[9] maxFields fields a contact may have: a patch that would leave it more changes nothing
 
   Returns -1 when the list does not exist or is another account's, 0 when there is no such
-  contact; else the contact's JSON as it is now (as it was, for a delete) and its number.
+  contact, -2 when the patch would leave the contact more than maxFields fields; else the
+  contact's JSON as it is now (as it was, for a delete) and its number.
 ]]
 local account = redis.call('HGET', KEYS[1], 'account')
 if not account or (ARGV[1] ~= '' and account ~= ARGV[1]) then return -1 end
@@ -44,21 +46,24 @@ if ARGV[7] == '1' then
   return { raw, tonumber(no) }
 end
 
+-- The fields first, and checked before anything is written.
+local patch = ARGV[6] ~= '' and cjson.decode(ARGV[6]) or nil
+if patch then
+  local n = 0
+  for name, value in pairs(patch) do
+    if value == false then c.f[name] = nil else c.f[name] = value end
+  end
+  for _ in pairs(c.f) do n = n + 1 end
+  if n > tonumber(ARGV[9]) then return -2 end
+  for name, value in pairs(patch) do
+    if value ~= false and redis.call('HEXISTS', KEYS[4], name) == 0 then redis.call('HSET', KEYS[4], name, redis.call('HLEN', KEYS[4]) + 1) end
+  end
+end
 local status = ARGV[5]
 if status ~= '' and status ~= c.s then
   redis.call('HINCRBY', KEYS[1], STATUS[c.s], -1)
   redis.call('HINCRBY', KEYS[1], STATUS[status], 1)
   c.s = status
-end
-if ARGV[6] ~= '' then
-  for name, value in pairs(cjson.decode(ARGV[6])) do
-    if value == false then
-      c.f[name] = nil
-    else
-      c.f[name] = value
-      if redis.call('HEXISTS', KEYS[4], name) == 0 then redis.call('HSET', KEYS[4], name, redis.call('HLEN', KEYS[4]) + 1) end
-    end
-  end
 end
 c.u = tonumber(now)
 raw = cjson.encode(c)

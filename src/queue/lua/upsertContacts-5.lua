@@ -11,7 +11,8 @@
   ARGV[1] account   the list must belong to it
   ARGV[2] now       ms
   ARGV[3] seenTtl   ms the bitmap is kept after this batch; '0' = this call is not part of an import
-  ARGV[4..] rows, 4 values each:
+  ARGV[4] maxFields fields a contact may have: a row whose merge would give its contact more is refused
+  ARGV[5..] rows, 4 values each:
             key     normalised address
             email   the address as written (normalised domain)
             fields  JSON object of non-empty string values
@@ -22,13 +23,15 @@
 
   Returns -1 when the list does not exist or is another account's; else a flat array with two
   numbers per row: outcome (1 created, 2 updated: the contact existed before this import,
-  3 duplicate: an earlier row of this import wrote it) and the contact number.
+  3 duplicate: an earlier row of this import wrote it, 4 refused: the contact would have more than
+  maxFields fields; nothing of the row is written) and the contact number.
 ]]
 if redis.call('HGET', KEYS[1], 'account') ~= ARGV[1] then return -1 end
 
 local STATUS = { s = 'subscribed', u = 'unsubscribed', b = 'bounced', c = 'complained' }
 local now = tonumber(ARGV[2])
 local seenTtl = tonumber(ARGV[3])
+local maxFields = tonumber(ARGV[4])
 local nextNo = tonumber(redis.call('HGET', KEYS[1], 'nextNo') or '1')
 local created = 0
 local knownFields = {}
@@ -48,14 +51,26 @@ local function noteFields(f)
   end
 end
 
-for i = 4, #ARGV, 4 do
+-- The number of fields a contact has once `f` is merged into its fields `have`.
+local function merged(have, f)
+  local n = 0
+  for _ in pairs(have) do n = n + 1 end
+  for name in pairs(f) do
+    if have[name] == nil then n = n + 1 end
+  end
+  return n
+end
+
+for i = 5, #ARGV, 4 do
   local key, email, status = ARGV[i], ARGV[i + 1], ARGV[i + 3]
   local f = cjson.decode(ARGV[i + 2])
   local no = tonumber(redis.call('HGET', KEYS[3], key))
   local raw = no and redis.call('HGET', KEYS[2], no)
+  local c = raw and cjson.decode(raw)
   local outcome
-  if raw then
-    local c = cjson.decode(raw)
+  if c and merged(c.f, f) > maxFields then
+    outcome = 4
+  elseif c then
     for name, value in pairs(f) do c.f[name] = value end
     c.e = email
     if status ~= '' and status ~= c.s and (status ~= 's' or c.s == 's') then
@@ -76,12 +91,14 @@ for i = 4, #ARGV, 4 do
     created = created + 1
     outcome = 1
   end
-  noteFields(f)
-  if inBatch[no] then
-    outcome = 3
-  else
-    inBatch[no] = true
-    if seenTtl > 0 and redis.call('SETBIT', KEYS[5], no, 1) == 1 then outcome = 3 end
+  if outcome ~= 4 then
+    noteFields(f)
+    if inBatch[no] then
+      outcome = 3
+    else
+      inBatch[no] = true
+      if seenTtl > 0 and redis.call('SETBIT', KEYS[5], no, 1) == 1 then outcome = 3 end
+    end
   end
   out[#out + 1] = outcome
   out[#out + 1] = no
