@@ -219,10 +219,13 @@ function readHeader(record: readonly string[], line: number): { email: number; s
   const email = lower.indexOf('email');
   if (email === -1) throw bad("no 'email' column");
   const status = lower.indexOf('status');
+  // 'email' and 'status' are found in any case; field names are case-sensitive, as in NDJSON, a
+  // patch and a template ({{Name}} is not {{name}}), so 'Name' and 'name' are two columns.
   const seen = new Set<string>();
   const fields = names.map((name, i) => {
-    if (seen.has(lower[i] as string)) throw bad(`column '${name}' appears twice`);
-    seen.add(lower[i] as string);
+    const id = i === email || i === status ? (lower[i] as string) : name;
+    if (seen.has(id)) throw bad(`column '${name}' appears twice`);
+    seen.add(id);
     if (i === email || i === status) return null;
     const problem = fieldNameProblem(name);
     if (problem) throw bad(problem);

@@ -117,6 +117,8 @@ export function fieldNameProblem(name: string): string | null {
   if (name.length === 0) return 'a field name is empty';
   if (name.length > MAX_FIELD_NAME_CHARS) return `field name '${name.slice(0, 20)}…' is longer than ${MAX_FIELD_NAME_CHARS} characters`;
   if (CONTROL.test(name)) return `field name ${JSON.stringify(name)} has control characters`;
+  // A CSV header is read trimmed: ' city' would come back from an export as 'city'.
+  if (name.trim() !== name) return `field name '${name.slice(0, 20)}' begins or ends with spaces`;
   if (RESERVED.has(name.toLowerCase())) return `'${name}' is not a field name (it is the contact's own)`;
   return null;
 }

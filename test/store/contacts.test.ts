@@ -266,6 +266,24 @@ for (const format of ['csv', 'ndjson'] as const) {
   });
 }
 
+test('field names that differ only in case are two fields in both formats, so a CSV export of them imports back; a name with outer spaces is refused', async () => {
+  const list = await createList(client, keys, 'acme', 'names');
+  const r = await importText(list.id, 'ndjson', ['{"email":"ann@example.com","Name":"Ann","name":"ann"}', '{"email":"bo@example.com"," city":"Oslo","city":"Rome"}'].join('\n'));
+  assert.equal([r.imported, r.errors], [1, [{ line: 2, reason: "field name ' city' begins or ends with spaces" }]]);
+  const csv = await exportText(list.id, 'csv');
+  assert.is(csv.split('\r\n')[0], 'email,status,Name,name');
+  const copy = await createList(client, keys, 'acme', 'names copy');
+  const back = await importText(copy.id, 'csv', csv);
+  assert.equal([back.imported, back.invalid], [1, 0]);
+  assert.equal((await findContact(client, keys, copy.id, 'ann@example.com'))?.fields, { Name: 'Ann', name: 'ann' });
+  try {
+    await importText(copy.id, 'csv', 'email,name,name\nann@example.com,a,b\n');
+    assert.unreachable('a column named twice');
+  } catch (err) {
+    assert.match((err as Error).message, "column 'name' appears twice");
+  }
+});
+
 test('an import over the byte limit stops midway: whole batches written, the result says how far', async () => {
   const list = await createList(client, keys, 'acme', 'limit');
   const body = `email,n\n${Array.from({ length: 400 }, (_, i) => `u${i + 2}@example.com,${i + 2}`).join('\n')}\n`;
