@@ -12,9 +12,9 @@ import { createRecord } from './record-io.js';
 declare module 'ioredis' {
   interface RedisCommander<Context> {
     /** src/queue/lua/upsertContacts-5.lua: -1, or [outcome, no] per row. */
-    upsertContacts(meta: string, contacts: string, emails: string, fields: string, seen: string, account: string, now: number, seenTtlMs: number, maxFields: number, ...rows: string[]): Result<number | number[], Context>;
-    /** src/queue/lua/updateContact-4.lua: -1 (no list), 0 (no contact), -2 (too many fields), or [json, no]. */
-    updateContact(meta: string, contacts: string, emails: string, fieldNames: string, account: string, by: 'no' | 'key', ref: string | number, now: number, status: string, fieldsPatch: string, del: '0' | '1', key: string, maxFields: number): Result<number | [string, number], Context>;
+    upsertContacts(meta: string, contacts: string, emails: string, fields: string, seen: string, account: string, now: number, seenTtlMs: number, maxFields: number, maxListFields: number, ...rows: string[]): Result<number | number[], Context>;
+    /** src/queue/lua/updateContact-4.lua: -1 (no list), 0 (no contact), -2 (too many fields), -3 (too many field names in the list), or [json, no]. */
+    updateContact(meta: string, contacts: string, emails: string, fieldNames: string, account: string, by: 'no' | 'key', ref: string | number, now: number, status: string, fieldsPatch: string, del: '0' | '1', key: string, maxFields: number, maxListFields: number): Result<number | [string, number], Context>;
     /** src/queue/lua/renameList-1.lua: 1 renamed, 0 no such list for the account. */
     renameList(meta: string, account: string, name: string, now: number): Result<number, Context>;
   }
@@ -86,6 +86,11 @@ export type UpsertOutcome =
 // Bounds per contact: merge fields are names and short values (a first name, a plan, a city). They
 // keep one contact's JSON small and a CSV export's header readable.
 export const MAX_FIELDS = 100;
+/**
+ * Field names of a whole list (its CSV export's columns, each written on every line): without a
+ * bound, rows of new names would make an export of N contacts cost N times every name ever used.
+ */
+export const MAX_LIST_FIELDS = 1000;
 export const MAX_FIELD_NAME_CHARS = 64;
 export const MAX_FIELD_VALUE_CHARS = 1024;
 export const MAX_LIST_NAME_CHARS = 200;
@@ -124,6 +129,7 @@ export function fieldNameProblem(name: string): string | null {
 }
 
 const TOO_MANY_FIELDS = `the contact would have more than ${MAX_FIELDS} fields`;
+const TOO_MANY_LIST_FIELDS = `the list would have more than ${MAX_LIST_FIELDS} field names`;
 
 function tooManyFields(): SluiceError {
   return new SluiceError('SLUICE_INGRESS_BAD_REQUEST', 'The contact fields are invalid', { errors: [{ path: 'fields', message: TOO_MANY_FIELDS }] });
@@ -288,7 +294,7 @@ export async function findContact(redis: RedisClient, keys: Keys, listId: string
  * recipient. False when the list or contact is gone.
  */
 export async function setContactStatus(redis: RedisClient, keys: Keys, listId: string, no: number, status: ContactStatus, now: number): Promise<boolean> {
-  const r = await redis.updateContact(keys.listMeta(listId), keys.listContacts(listId), keys.listEmails(listId), keys.listFields(listId), '', 'no', no, now, CODE[status], '', '0', '', MAX_FIELDS);
+  const r = await redis.updateContact(keys.listMeta(listId), keys.listContacts(listId), keys.listEmails(listId), keys.listFields(listId), '', 'no', no, now, CODE[status], '', '0', '', MAX_FIELDS, MAX_LIST_FIELDS);
   return Array.isArray(r);
 }
 
@@ -316,9 +322,10 @@ export async function patchContact(redis: RedisClient, keys: Keys, account: stri
   const fields = patch.fields === undefined ? '' : JSON.stringify(Object.fromEntries(Object.entries(patch.fields).map(([k, v]) => [k, v === null || v === '' ? false : v])));
   const r = await redis.updateContact(
     keys.listMeta(listId), keys.listContacts(listId), keys.listEmails(listId), keys.listFields(listId),
-    account, 'key', normaliseAddress(checked.address), now, patch.status === undefined ? '' : CODE[patch.status], fields, '0', '', MAX_FIELDS,
+    account, 'key', normaliseAddress(checked.address), now, patch.status === undefined ? '' : CODE[patch.status], fields, '0', '', MAX_FIELDS, MAX_LIST_FIELDS,
   );
   if (r === -2) throw tooManyFields();
+  if (r === -3) throw new SluiceError('SLUICE_INGRESS_BAD_REQUEST', 'The contact fields are invalid', { errors: [{ path: 'fields', message: TOO_MANY_LIST_FIELDS }] });
   return Array.isArray(r) ? decodeContact(r[1], r[0]) : null;
 }
 
@@ -326,7 +333,7 @@ export async function patchContact(redis: RedisClient, keys: Keys, account: stri
 export async function deleteContact(redis: RedisClient, keys: Keys, account: string, listId: string, email: string, now: number = Date.now()): Promise<Contact | null> {
   const checked = checkAddress(email);
   if (!('address' in checked)) return null;
-  const r = await redis.updateContact(keys.listMeta(listId), keys.listContacts(listId), keys.listEmails(listId), keys.listFields(listId), account, 'key', normaliseAddress(checked.address), now, '', '', '1', '', MAX_FIELDS);
+  const r = await redis.updateContact(keys.listMeta(listId), keys.listContacts(listId), keys.listEmails(listId), keys.listFields(listId), account, 'key', normaliseAddress(checked.address), now, '', '', '1', '', MAX_FIELDS, MAX_LIST_FIELDS);
   return Array.isArray(r) ? decodeContact(r[1], r[0]) : null;
 }
 
@@ -378,13 +385,16 @@ export async function upsertContacts(redis: RedisClient, keys: Keys, account: st
   const ttl = opts.importId === undefined ? 0 : (opts.importTtlMs ?? DEFAULT_IMPORT_TTL_MS);
   const r = await redis.upsertContacts(
     keys.listMeta(listId), keys.listContacts(listId), keys.listEmails(listId), keys.listFields(listId), keys.listImportSeen(listId, importId),
-    account, now, ttl, MAX_FIELDS, ...args,
+    account, now, ttl, MAX_FIELDS, MAX_LIST_FIELDS, ...args,
   );
   if (!Array.isArray(r)) throw new SluiceError('SLUICE_LIST_NOT_FOUND');
   valid.forEach((v, j) => {
-    const outcome = r[2 * j] as 1 | 2 | 3 | 4;
-    // 4: merged with the fields the contact has, it would have too many; nothing was written.
-    results[v.i] = outcome === 4 ? { ok: false, reason: `${TOO_MANY_FIELDS} (with those it has)` } : { ok: true, outcome: OUTCOME[outcome], no: r[2 * j + 1] as number, suppressed: hits[j] != null };
+    const outcome = r[2 * j] as 1 | 2 | 3 | 4 | 5;
+    // 4: merged with the fields the contact has, it would have too many; 5: the list would have too
+    // many field names. Nothing of the row was written.
+    if (outcome === 4) results[v.i] = { ok: false, reason: `${TOO_MANY_FIELDS} (with those it has)` };
+    else if (outcome === 5) results[v.i] = { ok: false, reason: TOO_MANY_LIST_FIELDS };
+    else results[v.i] = { ok: true, outcome: OUTCOME[outcome], no: r[2 * j + 1] as number, suppressed: hits[j] != null };
   });
   return results;
 }

@@ -12,7 +12,7 @@ import * as assert from 'uvu/assert';
 import type { RedisClient } from '../../src/redis/client.js';
 import type { Keys } from '../../src/redis/keys.js';
 import {
-  createList, deleteContact, deleteList, findContact, getList, listLists, patchContact, readContactRange, readContacts, renameList, setContactStatus, upsertContacts, MAX_FIELDS,
+  createList, deleteContact, deleteList, findContact, getList, listLists, patchContact, readContactRange, readContacts, renameList, setContactStatus, upsertContacts, MAX_FIELDS, MAX_LIST_FIELDS,
 } from '../../src/store/contacts.js';
 import { importContacts, ImportAborted, type ImportResult, type ListFormat } from '../../src/store/contact-import.js';
 import { exportContacts } from '../../src/store/contact-export.js';
@@ -265,6 +265,26 @@ for (const format of ['csv', 'ndjson'] as const) {
     if (format === 'csv') assert.match(exported, /^email,status,name,note\r\n/);
   });
 }
+
+test(`a list has at most ${MAX_LIST_FIELDS} field names: rows and patches that would add more are refused, known names still go in`, async () => {
+  const list = await createList(client, keys, 'acme', 'names bound');
+  const per = MAX_FIELDS;
+  const rows = Array.from({ length: MAX_LIST_FIELDS / per }, (_, r) => JSON.stringify({ email: `r${r}@example.com`, ...Object.fromEntries(Array.from({ length: per }, (_, i) => [`f${r * per + i}`, 'v'])) }));
+  rows.push(JSON.stringify({ email: 'late@example.com', f0: 'v', fresh: 'v' }), JSON.stringify({ email: 'known@example.com', f0: 'v', f999: 'v' }));
+  const r = await importText(list.id, 'ndjson', rows.join('\n'));
+  assert.equal([r.imported, r.errors], [rows.length - 1, [{ line: rows.length - 1, reason: `the list would have more than ${MAX_LIST_FIELDS} field names` }]]);
+  assert.is(await client.hlen(keys.listFields(list.id)), MAX_LIST_FIELDS);
+  assert.is(await findContact(client, keys, list.id, 'late@example.com'), null, 'nothing of the refused row is written');
+  try {
+    await patchContact(client, keys, 'acme', list.id, 'known@example.com', { fields: { another: 'v' } });
+    assert.unreachable('a patch adding a name');
+  } catch (err) {
+    assert.is((err as { code: string }).code, 'SLUICE_INGRESS_BAD_REQUEST');
+  }
+  assert.equal((await patchContact(client, keys, 'acme', list.id, 'known@example.com', { fields: { f5: 'w' } }))?.fields, { f0: 'v', f999: 'v', f5: 'w' });
+  assert.is((await exportText(list.id, 'csv')).split('\r\n')[0]?.split(',').length, 2 + MAX_LIST_FIELDS);
+  assert.is(await assertConsistent(list.id), rows.length - 1);
+});
 
 test('field names that differ only in case are two fields in both formats, so a CSV export of them imports back; a name with outer spaces is refused', async () => {
   const list = await createList(client, keys, 'acme', 'names');

@@ -14,9 +14,11 @@
   ARGV[7] delete    '1' removes the contact (ARGV[5], ARGV[6] ignored)
   ARGV[8] key       when by = 'no': the contact's normalised address, to unindex it on delete
   ARGV[9] maxFields fields a contact may have: a patch that would leave it more changes nothing
+  ARGV[10] maxListFields  field names the list may have: a patch that would add more changes nothing
 
   Returns -1 when the list does not exist or is another account's, 0 when there is no such
-  contact, -2 when the patch would leave the contact more than maxFields fields; else the
+  contact, -2 when the patch would leave the contact more than maxFields fields, -3 when it would
+  give the list more than maxListFields field names; else the
   contact's JSON as it is now (as it was, for a delete) and its number.
 ]]
 local account = redis.call('HGET', KEYS[1], 'account')
@@ -55,9 +57,13 @@ if patch then
   end
   for _ in pairs(c.f) do n = n + 1 end
   if n > tonumber(ARGV[9]) then return -2 end
+  local fresh = {}
   for name, value in pairs(patch) do
-    if value ~= false and redis.call('HEXISTS', KEYS[4], name) == 0 then redis.call('HSET', KEYS[4], name, redis.call('HLEN', KEYS[4]) + 1) end
+    if value ~= false and redis.call('HEXISTS', KEYS[4], name) == 0 then fresh[#fresh + 1] = name end
   end
+  local have = redis.call('HLEN', KEYS[4])
+  if have + #fresh > tonumber(ARGV[10]) then return -3 end
+  for k, name in ipairs(fresh) do redis.call('HSET', KEYS[4], name, have + k) end
 end
 local status = ARGV[5]
 if status ~= '' and status ~= c.s then

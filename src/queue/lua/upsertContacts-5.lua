@@ -12,7 +12,8 @@
   ARGV[2] now       ms
   ARGV[3] seenTtl   ms the bitmap is kept after this batch; '0' = this call is not part of an import
   ARGV[4] maxFields fields a contact may have: a row whose merge would give its contact more is refused
-  ARGV[5..] rows, 4 values each:
+  ARGV[5] maxListFields  field names the list may have: a row that would add more is refused
+  ARGV[6..] rows, 4 values each:
             key     normalised address
             email   the address as written (normalised domain)
             fields  JSON object of non-empty string values
@@ -24,7 +25,8 @@
   Returns -1 when the list does not exist or is another account's; else a flat array with two
   numbers per row: outcome (1 created, 2 updated: the contact existed before this import,
   3 duplicate: an earlier row of this import wrote it, 4 refused: the contact would have more than
-  maxFields fields; nothing of the row is written) and the contact number.
+  maxFields fields, 5 refused: the list would have more than maxListFields field names; nothing of a
+  refused row is written) and the contact number.
 ]]
 if redis.call('HGET', KEYS[1], 'account') ~= ARGV[1] then return -1 end
 
@@ -32,6 +34,7 @@ local STATUS = { s = 'subscribed', u = 'unsubscribed', b = 'bounced', c = 'compl
 local now = tonumber(ARGV[2])
 local seenTtl = tonumber(ARGV[3])
 local maxFields = tonumber(ARGV[4])
+local maxListFields = tonumber(ARGV[5])
 local nextNo = tonumber(redis.call('HGET', KEYS[1], 'nextNo') or '1')
 local created = 0
 local knownFields = {}
@@ -39,15 +42,22 @@ local fieldCount = nil
 local inBatch = {}
 local out = {}
 
-local function noteFields(f)
+-- The names of `f` the list does not have yet.
+local function newNames(f)
+  local names = {}
   for name in pairs(f) do
     if not knownFields[name] then
-      knownFields[name] = true
-      if redis.call('HEXISTS', KEYS[4], name) == 0 then
-        fieldCount = (fieldCount or redis.call('HLEN', KEYS[4])) + 1
-        redis.call('HSET', KEYS[4], name, fieldCount)
-      end
+      if redis.call('HEXISTS', KEYS[4], name) == 1 then knownFields[name] = true else names[#names + 1] = name end
     end
+  end
+  return names
+end
+
+local function addNames(names)
+  for _, name in ipairs(names) do
+    knownFields[name] = true
+    fieldCount = fieldCount + 1
+    redis.call('HSET', KEYS[4], name, fieldCount)
   end
 end
 
@@ -61,14 +71,18 @@ local function merged(have, f)
   return n
 end
 
-for i = 5, #ARGV, 4 do
+for i = 6, #ARGV, 4 do
   local key, email, status = ARGV[i], ARGV[i + 1], ARGV[i + 3]
   local f = cjson.decode(ARGV[i + 2])
   local no = tonumber(redis.call('HGET', KEYS[3], key))
   local raw = no and redis.call('HGET', KEYS[2], no)
   local c = raw and cjson.decode(raw)
+  local fresh = newNames(f)
+  if #fresh > 0 then fieldCount = fieldCount or redis.call('HLEN', KEYS[4]) end
   local outcome
-  if c and merged(c.f, f) > maxFields then
+  if #fresh > 0 and fieldCount + #fresh > maxListFields then
+    outcome = 5
+  elseif c and merged(c.f, f) > maxFields then
     outcome = 4
   elseif c then
     for name, value in pairs(f) do c.f[name] = value end
@@ -91,8 +105,8 @@ for i = 5, #ARGV, 4 do
     created = created + 1
     outcome = 1
   end
-  if outcome ~= 4 then
-    noteFields(f)
+  if outcome < 4 then
+    addNames(fresh)
     if inBatch[no] then
       outcome = 3
     else
