@@ -23,7 +23,7 @@ import { MAX_ADDRESS, methodNotAllowed, pathAddress, splitUrl, type RouteAnswer 
  *
  * Another account's list is never read or written: an address it suppressed is a 404 here. The
  * global list is not listed either (its addresses came from every account's mail); a lookup shows
- * its entry only for the address asked about. The module leaves authentication and body reading to
+ * its entry only for the address asked about, and its evidence only to the account whose mail made it. The module leaves authentication and body reading to
  * http-api.ts and answers plain { status, body } values.
  */
 export interface SuppressionRouteDeps {
@@ -102,7 +102,17 @@ async function list(deps: SuppressionRouteDeps, account: string, query: URLSearc
 async function lookup(deps: SuppressionRouteDeps, account: string, address: string): Promise<RouteAnswer> {
   const hit = await suppressionOf(deps.redis, deps.keys, account, address);
   if (!hit) throw new SluiceError('SLUICE_INGRESS_NOT_FOUND', 'The address is not suppressed for this account');
-  return { status: 200, body: { ...entryJson(address, hit), list: hit.list === GLOBAL_LIST ? 'global' : 'account' } };
+  if (hit.list !== GLOBAL_LIST) return { status: 200, body: { ...entryJson(address, hit), list: 'account' } };
+  // The global entry's reason and time are the address's; its evidence (event, message and feedback
+  // ids) is the account's whose mail made it, shown only to that account (as the export does).
+  const { evidence, ...rest } = entryJson(address, hit);
+  return { status: 200, body: { ...rest, ...((await madeByOwnMail(deps, account, hit.evidence)) ? { evidence } : {}), list: 'global' } };
+}
+
+/** Whether suppression evidence names a message or campaign of `account` (its meta says so). */
+async function madeByOwnMail(deps: SuppressionRouteDeps, account: string, evidence: SuppressionEntry['evidence'] | undefined): Promise<boolean> {
+  const msgId = evidence?.['msgId'];
+  return typeof msgId === 'string' && (await deps.redis.hget(deps.keys.msgMeta(msgId), 'account')) === account;
 }
 
 async function add(deps: SuppressionRouteDeps, account: string, input: unknown): Promise<RouteAnswer> {

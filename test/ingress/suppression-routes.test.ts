@@ -60,11 +60,11 @@ test("another account's suppressions are invisible: lookup and delete are 404, i
   assert.is((await suppressionOf(fx.client, fx.keys, 'acme', 'private@example.org'))?.reason, 'complaint');
 });
 
-test('the global list: a lookup shows its entry with the evidence; DELETE is 403 and changes nothing', async () => {
+test("the global list: a lookup shows its entry (another account's evidence left out); DELETE is 403 and changes nothing", async () => {
   await addSuppression(fx.client, fx.keys, GLOBAL_LIST, 'gone@example.net', { reason: 'hardbounce', at: Date.UTC(2026, 0, 2), evidence: { event: '1-0', status: '5.1.1' } });
   const look = await call('GET', '/v1/suppressions/gone@example.net', undefined, fx.apiKeys.other);
   assert.is(look.status, 200);
-  assert.equal(look.json, { email: 'gone@example.net', reason: 'hardbounce', at: '2026-01-02T00:00:00.000Z', evidence: { event: '1-0', status: '5.1.1' }, list: 'global' });
+  assert.equal(look.json, { email: 'gone@example.net', reason: 'hardbounce', at: '2026-01-02T00:00:00.000Z', list: 'global' });
   const del = await call('DELETE', '/v1/suppressions/gone@example.net', undefined, fx.apiKeys.other);
   assert.is(del.status, 403);
   assert.is(del.json['code'], 'SLUICE_SUPPRESSION_GLOBAL_READ_ONLY');
@@ -72,6 +72,20 @@ test('the global list: a lookup shows its entry with the evidence; DELETE is 403
   // The global list's addresses come from every account's mail: they are never listed to an account.
   const page = await call('GET', '/v1/suppressions?limit=1000', undefined, fx.apiKeys.other);
   assert.not.ok((page.json['suppressions'] as Json[]).some((e) => e['email'] === 'gone@example.net'));
+});
+
+test("a global entry's evidence (its event, message and feedback ids) is shown only to the account whose mail made it", async () => {
+  const sent = await call('POST', '/v1/messages', { from: 'a@acme.example', to: 'nobody@example.net', subject: 's', text: 't' });
+  assert.is(sent.status, 202, sent.text);
+  const evidence = { event: '1700000000000-0', feedbackId: 'fb-1', msgId: sent.json['id'] as string, idx: 0, status: '5.1.1' };
+  await addSuppression(fx.client, fx.keys, GLOBAL_LIST, 'nobody@example.net', { reason: 'hardbounce', at: Date.UTC(2026, 0, 3), evidence });
+  const own = await call('GET', '/v1/suppressions/nobody@example.net');
+  assert.is(own.status, 200, own.text);
+  assert.equal(own.json['evidence'], evidence, "acme's own bounce: its evidence");
+  const other = await call('GET', '/v1/suppressions/nobody@example.net', undefined, fx.apiKeys.other);
+  assert.is(other.status, 200, other.text);
+  assert.equal(other.json, { email: 'nobody@example.net', reason: 'hardbounce', at: '2026-01-03T00:00:00.000Z', list: 'global' }, "none of acme's ids");
+  assert.not.match(other.text, sent.json['id'] as string);
 });
 
 test('DELETE removes from the own list (204, empty body), then 404', async () => {
