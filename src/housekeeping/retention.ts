@@ -9,6 +9,7 @@ import { pausedScopes } from '../store/reputation.js';
 import { deleteList, listLists } from '../store/contacts.js';
 import { campaignListIds } from '../store/campaigns.js';
 import { Ticker } from '../core/ticker.js';
+import { streamField } from '../store/events.js';
 import { HOUR } from '../core/time.js';
 import {
   beginPass, holdLock, purgeMessage, readSweepState, releaseLock, saveEventsCursor, saveNodeCursor, scanNodes, trimSortedSetBefore, trimStreamBefore,
@@ -30,9 +31,11 @@ import {
  *                                   (a campaign's record is not aged out: its account deletes it)
  *   {m:<id>}:<other part>           of a due closed account; without a TTL past retention.records;
  *                                   or without its meta (an orphan of a crash) after an hour
- *   {d:<domain>}:rs:<msgId>:<idx>   without a TTL past retention.records (pending for ever)
+ *   {d:<domain>}:rs:<msgId>:<idx>   without a TTL past retention.records (pending for ever); while an
+ *                                   account is due, of its messages or campaigns, or without its meta
  *   {f:<id>}:raw                    received before retention.rawBounces (also when the period was
- *                                   shortened after the mail's TTL was set)
+ *                                   shortened after the mail's TTL was set); named by a due
+ *                                   account's events (the event walk)
  *   {a:<id>}:*, {x:<id>}:*          every key of a due closed account
  * Message ages come from the time inside their ids (core/ids.ts), so no read is needed to judge one.
  */
@@ -144,6 +147,12 @@ export class RetentionJob {
         const i = flat.indexOf('account');
         return i >= 0 && i % 2 === 0 && dueIds.has(flat[i + 1] as string);
       });
+      // The raw feedback mail its events name (bounces and complaints of its mail, which quote its
+      // recipients) goes with it, though rawBounces may outlast the account's window.
+      for (const fb of new Set(doomed.map(([, flat]) => streamField(flat, 'feedbackId')).filter((id): id is string => id !== undefined && id !== ''))) {
+        const [gone] = await Promise.all([redis.del(keys.feedbackRaw(fb)), redis.zrem(keys.feedbackUnprocessed(), fb)]);
+        count('raw_bounces', gone);
+      }
       if (doomed.length > 0) count('account_events', await redis.xdel(keys.events(), ...doomed.map(([id]) => id)));
       const last = page[page.length - 1];
       await saveEventsCursor(redis, keys, page.length < scanCount || !last ? 'done' : last[0]);
@@ -222,7 +231,16 @@ export class RetentionJob {
         const rec = RECORD_TAG.exec(rest);
         if (rec) {
           const msgId = rec[1] as string;
-          if (isId(msgId) && idTime(msgId) < recordsBefore && (await redis.pttl(key)) === -1) add('records', await redis.del(key));
+          if (!isId(msgId)) return;
+          if (idTime(msgId) < recordsBefore && (await redis.pttl(key)) === -1) add('records', await redis.del(key));
+          else if (dueIds.size > 0) {
+            // A due account's records name its recipients (the remote's answers) and keep a TTL of
+            // retention.records, which may outlast the account's window: they go with it. The meta
+            // (a message's or campaign's) says whose a record is; one without its meta is an orphan
+            // (a message's meta outlives its records), as when the walk took the meta first.
+            const account = await redis.hget(keys.msgMeta(msgId), 'account');
+            if (account === null ? idTime(msgId) < now - ORPHAN_GRACE_MS : dueIds.has(account)) add('records', await redis.del(key));
+          }
           return;
         }
         if (FEEDBACK_TAG.test(rest)) {

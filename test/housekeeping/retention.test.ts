@@ -192,6 +192,52 @@ test("a closed account's deletion takes the address indexes its deleted lists ke
   assert.equal(left, [], 'no key holds an address of the deleted account');
 });
 
+test("a closed account's delivery records and raw feedback mail go with it, though their TTLs outlast a short window", async () => {
+  const { keys, prefix } = redis.fresh();
+  const now = NOW;
+  const sent = now - 3 * DAY;
+  // What delivery and the feedback role leave of a recipient: a finished record naming the address
+  // (the remote's answer) with the records' TTL, raw feedback mail with its own, and its event.
+  const trace = async (account: string, address: string, msgId: string, fb: string) => {
+    await client.hset(keys.rcptState('x.example', msgId, 0), 'state', 'bounced', 'response', `550 5.1.1 <${address}>: no such user`);
+    await client.pexpire(keys.rcptState('x.example', msgId, 0), 90 * DAY);
+    await storeFeedback(client, keys, { id: fb, raw: Buffer.from(`Final-Recipient: rfc822; ${address}\r\n`), rcpts: [`b-${msgId}-0@bounce.example`], mailFrom: '', receivedAt: sent }, 30 * DAY);
+    await client.xadd(keys.events(), '*', 'type', 'bounced', 'account', account, 'msgId', msgId, 'idx', '0', 'feedbackId', fb);
+  };
+  const gone = await message(keys, 'gone', sent, true);
+  await trace('gone', 'ann.person@example.org', gone, 'fb-gone');
+  // A message whose meta the walk already took (it met the meta first): its record is left alone.
+  const early = await message(keys, 'gone', sent, true);
+  await client.hset(keys.rcptState('x.example', early, 0), 'state', 'delivered', 'response', '250 ok <bob.person@example.org>');
+  await client.pexpire(keys.rcptState('x.example', early, 0), 90 * DAY);
+  await purgeMessage(client, keys, early);
+  // A campaign copy's record: the campaign's meta names the account.
+  const list = await createList(client, keys, 'gone', 'news', sent);
+  const campaignId = newId(sent);
+  await createCampaign(client, keys, { id: campaignId, account: 'gone', name: 'x', listId: list.id, from: 'n@gone.example', fromDomain: 'gone.example', subject: 's', tracking: { opens: true, clicks: true }, tags: [], throttlePerHour: null, createdAt: sent, sendAt: null, body: '{}', links: [] });
+  await client.hset(keys.rcptState('example.org', campaignId, 1), 'state', 'delivered', 'response', '250 ok <cat.person@example.org>');
+  await client.pexpire(keys.rcptState('example.org', campaignId, 1), 90 * DAY);
+  const kept = await message(keys, 'kept', sent, true);
+  await trace('kept', 'dan.person@example.org', kept, 'fb-kept');
+  await closeAccount(client, keys, 'gone', { now: now - 2 * DAY, windowMs: DAY, by: 'cli' });
+
+  const { j, purged } = job(keys, { scanCount: 2, now: () => now });
+  await fullPass(j, 5000);
+  await fullPass(j, 5000);
+  assert.ok((await closedRecord(client, keys, 'gone'))?.deletedAt, 'the account was deleted');
+  const left: string[] = [];
+  for (const k of await client.keys(`${prefix}*`)) {
+    const type = await client.type(k);
+    const text = type === 'hash' ? JSON.stringify(await client.hgetall(k)) : type === 'string' ? String(await client.get(k)) : '';
+    if (/(ann|bob|cat)\.person/.test(text)) left.push(k);
+  }
+  assert.equal(left, [], 'no key holds an address of the deleted account');
+  assert.is(await client.exists(keys.rcptState('x.example', kept, 0), keys.feedbackRaw('fb-kept')), 2, "the other account's record and raw mail stay");
+  assert.is(await client.zcard(keys.feedbackUnprocessed()), 0);
+  assert.is(purged.get('records'), 3);
+  assert.is(purged.get('raw_bounces'), 1);
+});
+
 test('reopening before the window ends keeps everything', async () => {
   const { keys } = redis.fresh();
   let now = NOW;
