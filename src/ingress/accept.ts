@@ -40,11 +40,14 @@ export interface AcceptDeps {
   readonly closedAccounts?: ClosedAccounts | undefined;
 }
 
-/** Throws SLUICE_ACCOUNT_CLOSED when the account is closed: it may not send, whatever the interface. */
-export async function checkOpen(deps: Pick<AcceptDeps, 'closedAccounts'>, account: Account): Promise<void> {
+/**
+ * Throws SLUICE_ACCOUNT_CLOSED when the account is closed: it may not send, whatever the interface
+ * (nor, on the HTTP API, add or change data: `refused` says which).
+ */
+export async function checkOpen(deps: Pick<AcceptDeps, 'closedAccounts'>, account: Account, refused = 'cannot send'): Promise<void> {
   const closed = await deps.closedAccounts?.get(account.id);
   if (closed) {
-    throw new SluiceError('SLUICE_ACCOUNT_CLOSED', `Account ${account.id} was closed on ${new Date(closed.closedAt).toISOString()} and cannot send; an operator can reopen it`);
+    throw new SluiceError('SLUICE_ACCOUNT_CLOSED', `Account ${account.id} was closed on ${new Date(closed.closedAt).toISOString()} and ${refused}; an operator can reopen it`);
   }
 }
 

@@ -11,7 +11,7 @@ import { assertRedisReady } from '../redis/client.js';
 import type { Account } from '../accounts/registry.js';
 import { AuthThrottle, LimitError, type AuthThrottleOptions } from '../accounts/limits.js';
 import { messageStatus } from './message-status.js';
-import { acceptMessage, type AcceptDeps, type Submission } from './accept.js';
+import { acceptMessage, checkOpen, type AcceptDeps, type Submission } from './accept.js';
 import { refsTtlMs } from './persist.js';
 import { fieldErrors, messageSchema, toSpecSubmission, validateMessage } from './http-schema.js';
 import { IdempotencyStore, isValidIdempotencyKey, requestHash, type StoredAnswer } from './idempotency.js';
@@ -74,6 +74,15 @@ const MAX_HEADER_BYTES = 16 * 1024;
 const STATUS_PATH = /^\/v1\/messages\/([^/]+)$/;
 
 type Route = 'send' | 'batch' | 'status' | 'suppressions' | 'sender' | 'webhooks' | 'campaigns' | 'lists' | 'admin' | 'recipients' | 'other';
+
+/** The changes a closed account may still make besides DELETE: stopping its campaigns. */
+const STOPS_SENDING = /^\/v1\/campaigns\/[^/]+\/(?:pause|cancel)$/;
+
+/** Whether a request adds or changes an account's data (refused once the account is closed). */
+function addsData(req: IncomingMessage): boolean {
+  const method = req.method ?? 'GET';
+  return method !== 'GET' && method !== 'HEAD' && method !== 'DELETE' && !STOPS_SENDING.test(splitUrl(req.url ?? '/').path);
+}
 
 /** The caller of a request, once its key is verified. */
 type Principal =
@@ -221,11 +230,18 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
    */
   async function authenticate(req: IncomingMessage): Promise<Account> {
     const p = await identify(req);
-    if (p.kind === 'account') return p.account;
-    const id = namedAccount(req);
-    if (id === undefined) throw new SluiceError('SLUICE_ADMIN_ACCOUNT_REQUIRED');
-    const account = deps.registry.get(id);
-    if (!account) throw new SluiceError('SLUICE_ACCOUNT_UNKNOWN', `No account ${id} in the configuration`);
+    let account: Account | undefined;
+    if (p.kind === 'account') account = p.account;
+    else {
+      const id = namedAccount(req);
+      if (id === undefined) throw new SluiceError('SLUICE_ADMIN_ACCOUNT_REQUIRED');
+      account = deps.registry.get(id);
+      if (!account) throw new SluiceError('SLUICE_ACCOUNT_UNKNOWN', `No account ${id} in the configuration`);
+    }
+    // A closed account's data is deleted after its window, and what it wrote after the deletion (its
+    // record stays while the config names it) would be kept for ever: it may read, export, delete,
+    // erase and stop its campaigns, but not add or change data.
+    if (addsData(req)) await checkOpen(deps, account, 'cannot send, add or change data');
     return account;
   }
 

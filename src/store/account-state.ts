@@ -16,8 +16,9 @@ import type { ReputationRecorder } from './reputation.js';
  *     └──────◄── deleting (housekeeping/retention.ts removes the data, incrementally)
  *                  │ one whole keyspace pass done
  *                  ▼
- *                deleted (deletedAt set; the record stays, so the account still cannot send
- *                         while the config names it; reopen starts it afresh, with no data)
+ *                deleted (deletedAt set; the record stays, so the account still cannot send nor
+ *                         write data (ingress/http-api.ts) while the config names it; reopen starts
+ *                         it afresh, with no data)
  */
 export interface ClosedAccount {
   readonly account: string;

@@ -120,6 +120,43 @@ test('close stops sending on HTTP and SMTP at once; reopen restores it; both are
   }
 });
 
+test("a closed account's key may read, delete and erase, and stop its campaigns, but adds or changes no data", async () => {
+  const key = fx.apiKeys.brisk;
+  const list = await call('POST', '/v1/lists', key, { name: 'before' });
+  assert.is(list.status, 201, JSON.stringify(list.json));
+  const campaign = await call('POST', '/v1/campaigns', key, { from: 'a@brisk.example', subject: 's', text: 't', listId: list.json['id'] });
+  assert.is(campaign.status, 201, JSON.stringify(campaign.json));
+  assert.is((await call('POST', '/v1/accounts/brisk/close', opKey)).status, 200);
+
+  // What it wrote now would outlive the deletion of its data (the closed record stays): refused.
+  const writes: [string, string, unknown][] = [
+    ['POST', '/v1/lists', { name: 'after' }],
+    ['PATCH', `/v1/lists/${list.json['id']}`, { name: 'renamed' }],
+    ['POST', '/v1/webhooks', { url: 'https://hooks.brisk.example/', events: ['*'] }],
+    ['POST', '/v1/suppressions', { email: 'someone@x.example' }],
+    ['POST', '/v1/campaigns', { from: 'a@brisk.example', subject: 's', text: 't', recipients: [{ email: 'new.person@x.example' }] }],
+    ['POST', `/v1/campaigns/${campaign.json['id']}/schedule`, {}],
+  ];
+  const before = (await fx.client.keys(`${fx.keys.prefix}*`)).filter((k) => !k.includes('audit') && !k.includes('authfail')).sort();
+  for (const [method, path, body] of writes) {
+    const r = await call(method, path, key, body);
+    assert.is(r.status, 403, `${method} ${path} → ${r.status} ${JSON.stringify(r.json)}`);
+    assert.is(r.json['code'], 'SLUICE_ACCOUNT_CLOSED');
+    const op = await call(method, `${path}?account=brisk`, opKey, body);
+    assert.is(op.status, 403, `an operator acting on it too: ${method} ${path} → ${op.status}`);
+  }
+  const after = (await fx.client.keys(`${fx.keys.prefix}*`)).filter((k) => !k.includes('audit') && !k.includes('authfail')).sort();
+  assert.equal(after, before, 'no key was written');
+
+  assert.is((await call('GET', '/v1/lists', key)).status, 200, 'it reads');
+  assert.is((await call('GET', `/v1/recipients/${encodeURIComponent('r@x.example')}/export`, key)).status, 200, 'it exports');
+  assert.is((await call('POST', `/v1/campaigns/${campaign.json['id']}/cancel`, key, {})).status, 200, 'it stops its campaigns');
+  assert.is((await call('DELETE', `/v1/lists/${list.json['id']}`, key)).status, 200, 'it deletes');
+  assert.is((await call('DELETE', `/v1/recipients/${encodeURIComponent('r@x.example')}`, key)).status, 200, 'it erases');
+  assert.is((await call('POST', '/v1/accounts/brisk/reopen', opKey)).status, 200);
+  assert.is((await call('POST', '/v1/lists', key, { name: 'after' })).status, 201, 'reopened: it writes again');
+});
+
 test('suppression and webhook changes are audited with the key id and no address or secret', async () => {
   await call('POST', '/v1/suppressions', fx.apiKeys.acme, { email: 'Private.Person@x.example' });
   await call('DELETE', `/v1/suppressions/${encodeURIComponent('private.person@x.example')}`, fx.apiKeys.acme);
