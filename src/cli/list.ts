@@ -9,6 +9,7 @@ import { createList, getListAnyAccount, listFieldNames, listLists, type ContactL
 import { importContacts, ImportAborted, type ImportResult, type ListFormat } from '../store/contact-import.js';
 import { exportContacts } from '../store/contact-export.js';
 import { accountOption, parse, println, UsageError, type Io } from './args.js';
+import { auditCli } from './audit.js';
 import { connectForCommand } from './redis-connect.js';
 
 const USAGE = `Usage: sluice list <create|import|export|show> [ARGS] [options]
@@ -130,6 +131,7 @@ export async function runList(argv: string[], io: Io): Promise<number> {
     switch (sub) {
       case 'create': {
         const list = await createList(redis, keys, account as string, rest[0] as string);
+        await auditCli(redis, cfg, io, 'list.create', list.account, list.id);
         println(io.out, json ? JSON.stringify({ id: list.id, name: list.name }) : list.id);
         return 0;
       }
@@ -153,11 +155,16 @@ export async function runList(argv: string[], io: Io): Promise<number> {
             onProgress: (p) => bar.update(p),
           });
           bar.done();
+          await auditCli(redis, cfg, io, 'list.import', list.account, list.id);
           printResult(io, r, list.id, json);
           return 0;
         } catch (err) {
           bar.done();
-          if (err instanceof ImportAborted) printResult(io, err.result, list.id, json);
+          if (err instanceof ImportAborted) {
+            // The rows before the stop are in the list: a change, audited as the HTTP import is.
+            await auditCli(redis, cfg, io, 'list.import', list.account, list.id);
+            printResult(io, err.result, list.id, json);
+          }
           throw err;
         }
       }

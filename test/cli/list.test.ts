@@ -11,6 +11,7 @@ import { main } from '../../src/cli/main.js';
 import type { RedisClient } from '../../src/redis/client.js';
 import type { Keys } from '../../src/redis/keys.js';
 import { findContact, getList } from '../../src/store/contacts.js';
+import { readAudit } from '../../src/store/audit.js';
 import { sluice, startCliRedis, type CliRedis } from './run-cli.js';
 
 const test = suite('cli/list');
@@ -79,6 +80,19 @@ test('a progress bar on stderr when it is a terminal; a stopped import prints ho
   assert.match(errText, /more than 3000 rows \(lists\.maxImportRows\) \(SLUICE_LIST_IMPORT_TOO_LARGE\)/);
   assert.match(outText, new RegExp(`^stopped after 3,000 rows into list ${id}: created 3,000, .*; 3,001 lines$`, 'm'));
   assert.is((await getList(client, keys, 'acme', id))?.count, 3000);
+});
+
+test('create and import (whole or stopped) are in the audit log, as over HTTP', async () => {
+  const id = await create('Audited', 'other');
+  const file = join(dir, 'audited.csv');
+  writeFileSync(file, 'email\nzoe@example.com\n');
+  assert.is((await sluice(['list', 'import', id, file, '--config', cfg])).code, 0);
+  const rows = Array.from({ length: 3500 }, (_, i) => `q${i}@example.com`).join('\n');
+  writeFileSync(file, `email\n${rows}\n`);
+  assert.is((await sluice(['list', 'import', id, file, '--config', cfg])).code, 1, 'stopped by the row limit, after writing rows');
+  const log = await readAudit(client, keys, { account: 'other', limit: 10 });
+  assert.equal(log.map((e) => [e.action, e.target, e.from]), [['list.import', id, 'cli'], ['list.import', id, 'cli'], ['list.create', id, 'cli']]);
+  assert.match(log[0]!.actor, /^cli/);
 });
 
 test("another account's list is not found; usage errors exit 2", async () => {
