@@ -12,7 +12,7 @@ const USAGE = `Usage: sluice audit [--account ID] [--limit N] [--json]
 Prints the audit log, newest first: admin and account actions (suppression changes, sender resumes,
 webhook registrations and replays, account close and reopen) with who made them (account:<id>,
 operator:<id> or cli:<user>, and the API key's id), when, and from where (client IP or 'cli').
-Addresses appear only as sha256:… references.
+Addresses appear only as hmac:… references (keyed digests).
 
   --account ID  only actions on this account
   --limit N     at most N entries (default 100)

@@ -16,7 +16,7 @@ const USAGE = `Usage: sluice privacy <export|erase> EMAIL [--account ID]
 
 --account ID limits it to one account; without it every configured account is searched.
 Options: --config FILE. Reads Redis directly (REDIS_URL, or the embedded server's socket).
-Both are written to the audit log (the address as a sha256 reference only).`;
+Both are written to the audit log (the address as an hmac:… reference only).`;
 
 
 export async function runPrivacy(argv: string[], io: Io): Promise<number> {

@@ -52,6 +52,14 @@ test("each command's --help prints its usage on stdout and exits 0", async () =>
   }
 });
 
+test('privacy and audit help name addresses in the audit log as they are written: hmac:… references', async () => {
+  for (const cmd of ['privacy', 'audit']) {
+    const r = await sluice([cmd, '--help']);
+    assert.match(r.out, 'hmac:', cmd);
+    assert.not.match(r.out, 'sha256', `${cmd}: store/audit.ts addressRef writes keyed hmac: references, not sha256`);
+  }
+});
+
 test('no command at all prints the help and exits 2', async () => {
   const r = await sluice([]);
   assert.is(r.code, 2);
