@@ -22,7 +22,10 @@ import { createLogger } from '../../src/observability/logger.js';
 import { recordOutcome, storeFeedback } from '../../src/feedback/raw-store.js';
 import { recordSoftBounce } from '../../src/feedback/soft-bounces.js';
 import { createWebhook } from '../../src/store/webhooks.js';
-import { campaignsSentToList, eraseAddress, exportAddress, keepCopiesFindable } from '../../src/store/privacy.js';
+import { campaignsSentToList, eraseAddress, exportAddress, keepCopiesFindable, ERASED_ADDRESS } from '../../src/store/privacy.js';
+import { encodeSpecRecord } from '../../src/render/spec-record.js';
+import { parseSpec } from '../../src/render/compose.js';
+import type { MessageSpec } from '../../src/render/protocol.js';
 import { verpAddress } from '../../src/core/verp.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 
@@ -212,6 +215,30 @@ test('erase leaves no trace of the address in any key or value, and its digest s
   // idempotent: a second run finds nothing more
   const again = await eraseAddress(client, keys, ADDRESS, SCOPE, { eventsMaxLen: 1000, recordTtlMs: 60_000, ref: 'sha256:test' });
   assert.equal({ ...again, suppressions: 0 }, { contacts: 0, messages: 0, queued: 0, events: 0, feedback: 0, webhookBatches: 0, suppressions: 0, idempotency: 0 });
+});
+
+test("an API message's spec loses the erased recipient's display name with the address; the others' stay and it still parses", async () => {
+  const named = (name: string, address: string) => ({ name, address });
+  for (const [id, html] of [['m-spec-html', '<p>Hi, "friend"</p>'], ['m-spec-text', undefined]] as const) {
+    const spec = {
+      from: named('Acme News', 'news@acme.test'), to: [named('Ann "Q" Zquux', ADDRESS), named('Bob Yarrow', OTHER)], cc: [named('Ann "Q" Zquux', ADDRESS.toUpperCase())],
+      subject: 'hi', headers: {}, attachments: [], messageId: `<${id}@acme.test>`, text: 'Hello', ...(html ? { html } : {}),
+    } as unknown as MessageSpec;
+    await persistMessage(client, keys, 4, {
+      id, account: ACCOUNT, source: 'http', kind: 'spec', from: 'news@acme.test', fromDomain: 'acme.test',
+      rcpts: [ADDRESS, OTHER].map((a) => ({ address: a, domain: a.split('@')[1]!.toLowerCase() })), acceptedAt: NOW - 1000, tags: [], metadata: {}, body: encodeSpecRecord(spec),
+    });
+  }
+  await eraseAddress(client, keys, ADDRESS, SCOPE, { eventsMaxLen: 1000, recordTtlMs: 60_000, ref: 'hmac:test' });
+  const after = await dump(keys.prefix);
+  assert.not.ok(after.includes('zquux'), 'the display name went with the address');
+  assert.ok(after.includes('bob yarrow') && after.includes('acme news'), "the other recipient's and the sender's names stay");
+  for (const id of ['m-spec-html', 'm-spec-text']) {
+    const spec = parseSpec((await client.getBuffer(keys.msgBody(id)))!);
+    assert.equal(spec.to, [{ address: ERASED_ADDRESS }, named('Bob Yarrow', OTHER)], id);
+    assert.equal(spec.cc, [{ address: ERASED_ADDRESS }], id);
+  }
+  assert.is(parseSpec((await client.getBuffer(keys.msgBody('m-spec-html')))!).html, '<p>Hi, "friend"</p>', 'the html is intact');
 });
 
 /** What the campaign copy to the address left: its queue entry, delivery record, events and marks. */

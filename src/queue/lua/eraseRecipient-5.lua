@@ -8,7 +8,8 @@
   KEYS[4] marks  HASH   {m:<id>}:track  (fields "<cls><kind>:<idx>[:<link>]", "hc:<idx>", "b:<idx>")
   KEYS[5] stats  HASH   {m:<id>}:stats
   ARGV[1] idx
-  ARGV[2] address  lower-case; every occurrence in the body (any case) becomes ARGV[3]
+  ARGV[2] address  lower-case; every occurrence in the body (any case) becomes ARGV[3], and in an
+                   API message's spec its display name goes too
   ARGV[3] replacement
   ARGV[4] ttlMs    how long the erased mark is kept (the records' retention)
 
@@ -55,6 +56,47 @@ end
 redis.call('HSET', KEYS[1], 'rcpts', cjson.encode(rcpts))
 erasedMark('x:' .. idx)
 
+-- Whether text[i..j] is the inside of a JSON string: no quote but an escaped one.
+local function jsonStringBody(text, i, j)
+  local k = i
+  while k <= j do
+    local c = string.byte(text, k)
+    if c == 92 then k = k + 2
+    elseif c == 34 then return false
+    else k = k + 1 end
+  end
+  return k == j + 1
+end
+
+-- An API message's spec (render/spec-record.ts: 'S2 ' + a JSON header line, or all JSON) keeps each
+-- address as {"name":"…","address":"…"}: an erased address ({"address":"<replacement>"} by now)
+-- loses its display name too. The last '{"name":"' before it opens its object: a JSON string
+-- cannot hold that sequence unescaped.
+local function dropNames(json, replacement)
+  local needle = '","address":"' .. replacement .. '"}'
+  local out, from = {}, 1
+  while true do
+    local s = string.find(json, needle, from, true)
+    if not s then break end
+    local open, scan = nil, from
+    while true do
+      local o = string.find(json, '{"name":"', scan, true)
+      if not o or o > s then break end
+      open, scan = o, o + 1
+    end
+    local stop = s + #needle
+    if open and jsonStringBody(json, open + 9, s - 1) then
+      out[#out + 1] = string.sub(json, from, open - 1)
+      out[#out + 1] = '{"address":"' .. replacement .. '"}'
+    else
+      out[#out + 1] = string.sub(json, from, stop - 1)
+    end
+    from = stop
+  end
+  out[#out + 1] = string.sub(json, from)
+  return table.concat(out)
+end
+
 local body = redis.call('GET', KEYS[2])
 if body then
   local lower, needle = string.lower(body), ARGV[2]
@@ -66,9 +108,17 @@ if body then
     parts[#parts + 1] = ARGV[3]
     from = e + 1
   end
+  local updated = body
   if #parts > 0 then
     parts[#parts + 1] = string.sub(body, from)
-    redis.call('SET', KEYS[2], table.concat(parts), 'KEEPTTL')
+    updated = table.concat(parts)
   end
+  if string.sub(updated, 1, 3) == 'S2 ' then
+    local lf = string.find(updated, '\n', 1, true) or (#updated + 1)
+    updated = dropNames(string.sub(updated, 1, lf - 1), ARGV[3]) .. string.sub(updated, lf)
+  elseif string.sub(updated, 1, 1) == '{' then
+    updated = dropNames(updated, ARGV[3])
+  end
+  if updated ~= body then redis.call('SET', KEYS[2], updated, 'KEEPTTL') end
 end
 return 1
