@@ -10,7 +10,7 @@ import {
   checkAddress, createList, CONTACT_STATUSES, deleteContact, deleteList, findContact, getList, listFieldNames, listLists, patchContact, renameList,
   type Contact, type ContactList,
 } from '../store/contacts.js';
-import { importContacts, type ImportLimits, type ListFormat } from '../store/contact-import.js';
+import { ImportAborted, importContacts, type ImportLimits, type ListFormat } from '../store/contact-import.js';
 import { exportContacts } from '../store/contact-export.js';
 import { addressRef } from '../store/audit.js';
 import { campaignsSentToList, keepCopiesFindable } from '../store/privacy.js';
@@ -140,7 +140,16 @@ export async function listRoute(method: string, url: string, req: IncomingMessag
     if (method !== 'GET' && method !== 'POST') throw methodNotAllowed('GET, POST');
     const account = await ctx.authenticate();
     const list = await ownList(ctx, account.id, m[1] as string);
-    if (method === 'POST') return { status: 200, body: await importBody(req, ctx, account.id, list.id), audit: { action: 'list.import', target: list.id } };
+    if (method === 'POST') {
+      const audit = { action: 'list.import', target: list.id };
+      try {
+        return { status: 200, body: await importBody(req, ctx, account.id, list.id), audit };
+      } catch (err) {
+        // Stopped midway: the rows before the stop are in the list, a change audited as a whole import is.
+        if (err instanceof ImportAborted && err.result.imported > 0) return { status: err.http, body: err.toJSON(), audit };
+        throw err;
+      }
+    }
     const format = query.get('format') ?? 'csv';
     if (format !== 'csv' && format !== 'ndjson') {
       throw new SluiceError('SLUICE_INGRESS_BAD_REQUEST', 'Unknown export format', { errors: [{ path: 'format', message: "must be 'csv' or 'ndjson'" }] });

@@ -9,6 +9,7 @@ import * as assert from 'uvu/assert';
 import { request } from 'undici';
 import { startHttpApi, type HttpApi } from '../../src/ingress/http-api.js';
 import { getList, findContact } from '../../src/store/contacts.js';
+import { readAudit } from '../../src/store/audit.js';
 import { createCampaign } from '../../src/store/campaigns.js';
 import { addressDigest } from '../../src/store/address-digest.js';
 import { newId } from '../../src/core/ids.js';
@@ -241,6 +242,9 @@ test('an import with more rows than lists.maxImportRows → 413', async () => {
   assert.equal([r.status, r.json.code], [413, 'SLUICE_LIST_IMPORT_TOO_LARGE']);
   assert.match(r.json['message'] as string, /more than 50 rows/);
   assert.is((r.json['result'] as { imported: number }).imported, 50);
+  // The 50 rows before the stop are in the list: the import is in the audit log as a whole one is.
+  const log = await readAudit(fx.client, fx.keys, { account: 'acme', limit: 5 });
+  assert.equal(log.map((e) => [e.action, e.target]).find(([, t]) => t === id), ['list.import', id]);
 });
 
 test.run();
