@@ -70,4 +70,25 @@ test('LF and CRLF line ends classify the same', async () => {
   }
 });
 
+test('a body of delimiter-like lines without a Content-Type is read in linear work (no regex backtracking)', async () => {
+  // The lost-Content-Type sniff looks for a delimiter line followed, within 64 KiB, by a
+  // delivery-status part. Tried after each of 65,536 `--x` lines it took ~20 s per mail, blocking
+  // the feedback MX's event loop; 32 of them outlast the runner's per-file timeout by far.
+  for (let i = 0; i < 32; i++) {
+    const raw = Buffer.from(`From: MAILER-DAEMON@mx.example.org\r\nSubject: Returned mail\r\n\r\n${`--${i.toString(36)}\n`.repeat(64 * 1024)}`);
+    assert.equal(await classifyMessage(raw), []);
+  }
+  // The sniff still finds a real report's delimiter when the top-level Content-Type is gone.
+  const report = [
+    'From: MAILER-DAEMON@mx.example.org', 'Subject: Returned mail: see transcript for details', '',
+    'This is a MIME-encapsulated message', '', '--b1', 'Content-Type: text/plain', '', 'The original message was received.',
+    '   ----- The following addresses had permanent fatal errors -----', '<nobody@example.com>', '',
+    '--b1', 'Content-Type: message/delivery-status', '', 'Reporting-MTA: dns; mx.example.org', '',
+    'Final-Recipient: RFC822; nobody@example.com', 'Action: failed', 'Status: 5.1.1', 'Diagnostic-Code: SMTP; 550 5.1.1 <nobody@example.com>... User unknown', '',
+    '--b1--', '',
+  ].join('\r\n');
+  const got = await classifyMessage(Buffer.from(report));
+  assert.equal(got.map((r) => [r.recipient, r.status, r.reason]), [['nobody@example.com', '5.1.1', 'userunknown']]);
+});
+
 test.run();
