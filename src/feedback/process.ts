@@ -10,7 +10,7 @@ import { DAY } from '../core/time.js';
 import { appendEvent } from '../store/events.js';
 import { markUnsubscribe } from '../store/engagement.js';
 import type { MessageMeta } from '../store/messages.js';
-import { liveAddress, markRecipient, messageFor, unsubscribeRecipient, type MessageView } from '../store/recipients.js';
+import { firstFeedback, liveAddress, markRecipient, messageFor, unsubscribeRecipient, type MessageView } from '../store/recipients.js';
 import { addSuppression, normaliseForSuppression, GLOBAL_LIST, type SuppressionReason } from '../store/suppression.js';
 import { recordOutcome, type FeedbackOutcome } from './raw-store.js';
 import { feedbackRecipient, verpsInText, type VerifyUnsubscribeToken } from './recipients.js';
@@ -295,12 +295,15 @@ async function act(
     await addSuppression(deps.redis, deps.keys, list, address, { reason, at: now, evidence });
     m?.suppressed?.(list === GLOBAL_LIST ? 'global' : 'account', reason);
   }
+  // A complaint or hard bounce of a copy counts once, however many reports of it arrive.
+  const counts = verdict === 'complaint' || verdict === 'hard';
+  const first = counts && (await firstFeedback(deps.redis, deps.keys, meta.id, idx, verdict === 'complaint' ? 'complaint' : 'hardbounce', now, opts.recordsRetentionMs ?? DEFAULT_RECORDS_RETENTION_MS));
   const status = verdict === 'complaint' ? 'complained' : verdict === 'optout' ? 'unsubscribed' : verdict === 'hard' ? 'bounced' : null;
-  if (status) await markRecipient(deps.redis, deps.keys, view, idx, status, now, record.reason);
-  if (view.listId !== null && (verdict === 'complaint' || verdict === 'hard')) {
+  if (status && (first || !counts)) await markRecipient(deps.redis, deps.keys, view, idx, status, now, record.reason);
+  if (view.listId !== null && first) {
     await deps.reputation?.judgeCampaign?.(meta.id).catch((err: unknown) => deps.logger.warn({ err, campaign: meta.id }, 'campaign not judged'));
   }
-  if (verdict === 'complaint' || verdict === 'hard') {
+  if (first) {
     await deps.reputation
       ?.record({ account: meta.account, domain: meta.fromDomain || null, kind: verdict === 'complaint' ? 'complaint' : 'hardbounce' })
       .catch((err: unknown) => deps.logger.warn({ err, msgId: meta.id }, 'reputation not recorded'));

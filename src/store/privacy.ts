@@ -297,7 +297,7 @@ export async function exportAddress(redis: RedisClient, keys: Keys, address: str
   const messages = [];
   for (const r of f.refs) {
     const [delivery, marks] = await Promise.all([redis.hgetall(keys.rcptState(r.domain, r.msgId, r.idx)), redis.hgetall(keys.trackMarks(r.msgId))]);
-    const own = Object.fromEntries(Object.entries(marks).filter(([k]) => k === `hc:${r.idx}` || new RegExp(`^m?[ocub]:${r.idx}(:\\d+)?$`).test(k)));
+    const own = Object.fromEntries(Object.entries(marks).filter(([k]) => k === `hc:${r.idx}` || new RegExp(`^(?:m?[ocub]|f[ch]):${r.idx}(:\\d+)?$`).test(k)));
     messages.push({
       id: r.msgId,
       kind: r.campaign ? 'campaign' : 'message',

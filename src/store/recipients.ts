@@ -102,6 +102,20 @@ export async function markRecipient(redis: RedisClient, keys: Keys, view: Messag
 }
 
 /**
+ * Marks that a complaint or an address-level hard bounce of recipient `idx` was counted (in the
+ * campaign's stats and the sender's reputation figures): true the first time, false for a repeat —
+ * a provider's duplicate report, a relay retrying its DSN, or a recipient mailing their own VERP
+ * again, which would otherwise count again and could alone push a campaign past the 0.3 % line.
+ * Kept in the message's tracking marks ({m:<id>}:track, "fc:<idx>" and "fh:<idx>"), with their TTL
+ * (renewed as recordTrackingEvent-3.lua does), and erased with them (eraseRecipient-5.lua).
+ */
+export async function firstFeedback(redis: RedisClient, keys: Keys, msgId: string, idx: number, kind: 'complaint' | 'hardbounce', now: number, ttlMs: number): Promise<boolean> {
+  const marks = keys.trackMarks(msgId);
+  const res = await redis.multi().hsetnx(marks, `${kind === 'complaint' ? 'fc' : 'fh'}:${idx}`, now).pexpire(marks, Math.max(1, Math.floor(ttlMs))).exec();
+  return res?.[0]?.[1] === 1;
+}
+
+/**
  * What every unsubscribe does, whichever way it came (the one-click POST or page, mail to the mailto
  * address): the address goes on the account's suppression list at once, so a later send is refused
  * at claim time, and a campaign contact's status becomes unsubscribed. The caller records its own

@@ -13,6 +13,7 @@ import { createList, findContact, upsertContacts } from '../../src/store/contact
 import { suppressionOf } from '../../src/store/suppression.js';
 import { resumeCampaign, startCampaign } from '../../src/queue/campaign.js';
 import { ReputationGuard } from '../../src/feedback/reputation.js';
+import { readFigures } from '../../src/store/reputation.js';
 import { startInboundMx, type InboundMx } from '../../src/feedback/inbound-mx.js';
 import { CORPUS_EMAILS } from '../helpers/corpus.js';
 
@@ -128,6 +129,27 @@ test('a hard bounce by mail about a campaign copy: globally suppressed, contact 
   assert.is(st.bounced, 1);
   assert.is(Object.values(st.bouncedByReason).reduce((a, b) => a + b, 0), 1);
   assert.is(c.state, 'sending', '1 % hard bounces is under the 5 % threshold');
+});
+
+test('the same report twice about one copy counts once: one recipient cannot pause a campaign by repeating it', async () => {
+  // 1 complaint / 400 delivered = 0.25 %, under 0.3 %: a second copy of the same complaint (a
+  // provider's duplicate, or a recipient mailing their own VERP again) must not make it 0.5 %.
+  const { id } = await sentCampaign('dup', 400);
+  for (let i = 0; i < 3; i++) await send(corpus('arf-14.eml'), verpAddress(id, 5, BOUNCE_DOMAIN));
+  let c = await getCampaign(ctx.client, ctx.keys, 'dup', id);
+  assert.ok(c);
+  assert.is((await campaignStats(ctx.client, ctx.keys, c)).complaints, 1);
+  assert.is(c.state, 'sending');
+  assert.is((await eventsOf('complained', id)).length, 3, 'each report is still an event');
+  // A hard bounce reported twice (a relay retrying its DSN) is one hard bounce too.
+  await send(corpus('lhost-postfix-05.eml'), verpAddress(id, 9, BOUNCE_DOMAIN));
+  await send(corpus('lhost-postfix-05.eml'), verpAddress(id, 9, BOUNCE_DOMAIN));
+  c = await getCampaign(ctx.client, ctx.keys, 'dup', id);
+  assert.ok(c);
+  const st = await campaignStats(ctx.client, ctx.keys, c);
+  assert.equal([st.hardbounces, st.bounced], [1, 1]);
+  const f = (await readFigures(ctx.client, ctx.keys, 'dup', ['*'], Date.now(), 24)).get('*');
+  assert.equal([f?.complaints, f?.hardbounces], [1, 1], "the account's reputation figures count each copy once");
 });
 
 test.run();

@@ -5,7 +5,8 @@
   KEYS[1] meta   HASH   {m:<id>}:meta   (rcpts JSON [{address, domain}]; a campaign has none)
   KEYS[2] body   STRING {m:<id>}:body
   KEYS[3] links  LIST   {m:<id>}:links
-  KEYS[4] marks  HASH   {m:<id>}:track  (fields "<cls><kind>:<idx>[:<link>]", "hc:<idx>", "b:<idx>")
+  KEYS[4] marks  HASH   {m:<id>}:track  (fields "<cls><kind>:<idx>[:<link>]", "hc:<idx>", "b:<idx>",
+                                          "fc:<idx>"/"fh:<idx>": a complaint/hard bounce counted, store/recipients.ts)
   KEYS[5] stats  HASH   {m:<id>}:stats
   ARGV[1] idx
   ARGV[2] address  lower-case; every occurrence in the body (any case) becomes ARGV[3], and in an
@@ -27,8 +28,9 @@ local marks = redis.call('HKEYS', KEYS[4])
 local pattern = '^m?[ocub]:' .. idx .. '$'
 local clickPattern = '^m?c:' .. idx .. ':%d+$'
 local human = 'hc:' .. idx
+local feedbackPattern = '^f[ch]:' .. idx .. '$'
 for _, f in ipairs(marks) do
-  if f == human or string.find(f, pattern) or string.find(f, clickPattern) then redis.call('HDEL', KEYS[4], f) end
+  if f == human or string.find(f, pattern) or string.find(f, clickPattern) or string.find(f, feedbackPattern) then redis.call('HDEL', KEYS[4], f) end
 end
 local function erasedMark(field)
   redis.call('HSET', KEYS[4], field, '1')
