@@ -19,7 +19,7 @@ import { resolveShaping, retryDelay, type EffectiveShaping } from '../queue/shap
 import { shortId } from '../core/ids.js';
 import { Semaphore } from '../core/semaphore.js';
 import { verpAddress } from '../core/verp.js';
-import { suppressionsOf } from '../store/suppression.js';
+import { addSuppression, GLOBAL_LIST, suppressionsOf } from '../store/suppression.js';
 import { recordCampaignOutcome, type CampaignCounter } from '../store/campaigns.js';
 import { holdCampaignEntries } from '../queue/campaign.js';
 import { OUTCOME } from '../queue/outcome-codes.js';
@@ -99,7 +99,7 @@ const BULK_BATCH = 100;
  * that the first copy of a batch is on the wire soon.
  */
 const RENDER_CHUNK = 8;
-/** Bounce reasons that say the address does not exist: they count against the sender's list hygiene. */
+/** Bounce reasons that say the address does not exist: they count against the sender's list hygiene and suppress it globally. */
 const ADDRESS_REASONS = new Set(['userunknown', 'hostunknown', 'hasmoved', 'notaccept']);
 /**
  * Recipients one process holds claimed at once. At ~1,000 copies/s and a few ms per SMTP
@@ -784,7 +784,7 @@ export class Dispatcher {
         attempted++;
         if (outcome.result === 'delivered') succeeded = true;
         if (outcome.throttled) throttledReply = outcome.response;
-        await this.settle(entry, shaping, msg, outcome);
+        await this.settle(entry, shaping, msg, outcome, undefined, address);
       }
     } finally {
       clearInterval(keepAlive);
@@ -794,8 +794,12 @@ export class Dispatcher {
     return { attempted, succeeded, throttledReply };
   }
 
-  /** Applies one outcome: one Lua call, an event, metrics. */
-  private async settle(entry: QueueEntry, shaping: EffectiveShaping, msg: LoadedMessage | null, outcome: SmtpOutcome, reason?: string): Promise<void> {
+  /**
+   * Applies one outcome: one Lua call, an event, metrics. `address`: the recipient the remote server
+   * answered about, which its address-level hard bounce (5.1.1 user unknown …) puts on the global
+   * suppression list, as the same answer in a DSN does (feedback/process.ts).
+   */
+  private async settle(entry: QueueEntry, shaping: EffectiveShaping, msg: LoadedMessage | null, outcome: SmtpOutcome, reason?: string, address?: string): Promise<void> {
     const { redis, keys, config } = this.o;
     const now = this.now();
     const recordTtlMs = config.retention.records;
@@ -877,6 +881,12 @@ export class Dispatcher {
     if (event) {
       if (stream) stream.appended(event.type);
       else this.o.events(event.type, event.fields);
+    }
+    if (addressBounce && address !== undefined) {
+      const evidence = { source: 'delivery', msgId: entry.msgId, idx: entry.idx, status: outcome.enhanced ?? '', code: outcome.code ?? 0 };
+      await addSuppression(redis, keys, GLOBAL_LIST, address, { reason: 'hardbounce', at: now, evidence })
+        .then(() => m?.suppressionsAdded.inc({ list: 'global', reason: 'hardbounce' }))
+        .catch((err: unknown) => this.log.warn({ err, msgId: entry.msgId }, 'could not suppress the address'));
     }
     if (msg?.kind === 'campaign') {
       await recordCampaignOutcome(redis, keys, msg.id, { counter, reason: bounceReason, final, now, hardbounce: addressBounce }).catch((err: unknown) => this.log.warn({ err, campaign: msg.id }, 'could not count the campaign outcome'));

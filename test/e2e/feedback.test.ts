@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { createTransport } from 'nodemailer';
 import { request } from 'undici';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
-import { startCapturePeer, type CapturePeer } from '../helpers/smtp-peer.js';
+import { startCapturePeer, startScriptedPeer, type CapturePeer, type ScriptedPeer } from '../helpers/smtp-peer.js';
 import { startSluiceFixture, type SluiceFixture } from '../helpers/sluice.js';
 import { suppressionOf } from '../../src/store/suppression.js';
 import { CORPUS_EMAILS } from '../helpers/corpus.js';
@@ -17,22 +17,26 @@ import { CORPUS_EMAILS } from '../helpers/corpus.js';
 const test = suite('e2e/feedback');
 let redis: TestRedis;
 let sink: CapturePeer;
+let gonePeer: ScriptedPeer;
 let s: SluiceFixture;
 const CORPUS = CORPUS_EMAILS;
 
 test.before(async () => {
   redis = await startRedis();
   sink = await startCapturePeer();
+  // The receiving MX refuses the address at RCPT: a synchronous 550 5.1.1, no DSN ever comes.
+  gonePeer = await startScriptedPeer({ ehlo: ['PIPELINING'], on: { RCPT: '550 5.1.1 <nobody@gone.test>: Recipient address rejected: User unknown in virtual mailbox table' } });
   s = await startSluiceFixture(redis, {
     roles: ['ingress', 'delivery', 'feedback'],
     feedback: { host: '127.0.0.1', port: 0 },
-    delivery: { transport: { 'one.test': `${sink.host}:${sink.port}` } },
+    delivery: { transport: { 'one.test': `${sink.host}:${sink.port}`, 'gone.test': `${gonePeer.host}:${gonePeer.port}` } },
   });
 });
 
 test.after(async () => {
   await s?.stop();
   await sink?.close();
+  await gonePeer?.close();
   await redis?.stop();
 });
 
@@ -108,6 +112,21 @@ test('the inbound MX refuses every address that is not feedback, and relays noth
   }
   await new Promise((r) => setTimeout(r, 200));
   assert.not.ok(sink.messages.some((m) => m.envelope.to[0] === 'victim@one.test'));
+});
+
+test('a synchronous 550 5.1.1 at RCPT suppresses the address globally too; the next message is not sent', async () => {
+  const first = await s.api('/v1/messages', { body: { from: 'news@acme.example', to: 'nobody@gone.test', subject: 'one', text: 'x' } });
+  const r1 = (await s.waitFinal(first.body.id)).recipients[0];
+  assert.equal([r1.state, r1.reason], ['bounced', 'userunknown']);
+  const entry = await suppressionOf(s.app.redis.client, s.app.keys, 'beta', 'nobody@gone.test');
+  assert.is(entry?.reason, 'hardbounce');
+  assert.is(entry?.list, '*', 'on the global list: the address does not exist');
+  assert.is(entry?.evidence['status'], '5.1.1');
+
+  const rcpts = gonePeer.commands.filter((c) => c.startsWith('RCPT')).length;
+  const second = await s.api('/v1/messages', { body: { from: 'news@acme.example', to: 'nobody@gone.test', subject: 'two', text: 'x' } });
+  assert.is((await s.waitFinal(second.body.id)).recipients[0].state, 'suppressed');
+  assert.is(gonePeer.commands.filter((c) => c.startsWith('RCPT')).length, rcpts, 'never tried again');
 });
 
 test.run();
