@@ -70,7 +70,8 @@ export function feedbackRecipient(address: string, rules: RecipientRules): Feedb
 export function verpsInText(text: string, bounceDomains: readonly string[], limit = 10, verpKey?: Buffer): { msgId: string; idx: number }[] {
   const out: { msgId: string; idx: number }[] = [];
   const seen = new Set<string>();
-  for (const m of text.matchAll(/\bb-[0-9a-hjkmnp-tv-z]{16}-\d{1,6}(?:-[0-9a-hjkmnp-tv-z]{8})?@[a-z0-9.-]+/gi)) {
+  // Up to 9 digits of index, as core/verp.ts parses: a campaign's contact numbers pass 6 digits.
+  for (const m of text.matchAll(/\bb-[0-9a-hjkmnp-tv-z]{16}-\d{1,9}(?:-[0-9a-hjkmnp-tv-z]{8})?@[a-z0-9.-]+/gi)) {
     const v = parseVerp(m[0].replace(/\.+$/, ''), verpKey);
     if (!v || !bounceDomains.includes(v.domain)) continue;
     const key = `${v.msgId}:${v.idx}`;

@@ -27,6 +27,7 @@ const test = suite('feedback/campaign');
 const CORPUS = CORPUS_EMAILS;
 const corpus = (name: string) => readFileSync(new URL(name, CORPUS));
 const BOUNCE_DOMAIN = 'bounce.test';
+const FBL = 'fbl@feedback.test';
 
 const ctx = {} as { redis: TestRedis; client: RedisClient; keys: Keys; mx: InboundMx; guard: ReputationGuard };
 
@@ -37,7 +38,7 @@ test.before(async () => {
   ctx.guard = new ReputationGuard({ redis: ctx.client, keys: ctx.keys, eventsMaxLen: 10_000, shards: 4 }, { minVolume: 20, complaintRate: 0.003, hardBounceRate: 0.05, checkCacheMs: 0 });
   ctx.mx = await startInboundMx(
     { redis: ctx.client, keys: ctx.keys, logger: pino({ level: 'silent' }), reputation: ctx.guard },
-    { host: '127.0.0.1', port: 0, bounceDomains: [BOUNCE_DOMAIN], fblAddresses: [], maxMessageSize: 1024 * 1024, rawRetentionMs: 3_600_000, softBounceLimit: 3, softBounceWindowMs: 86_400_000 },
+    { host: '127.0.0.1', port: 0, bounceDomains: [BOUNCE_DOMAIN], fblAddresses: [FBL], maxMessageSize: 1024 * 1024, rawRetentionMs: 3_600_000, softBounceLimit: 3, softBounceWindowMs: 86_400_000 },
   );
 });
 
@@ -150,6 +151,26 @@ test('the same report twice about one copy counts once: one recipient cannot pau
   assert.equal([st.hardbounces, st.bounced], [1, 1]);
   const f = (await readFigures(ctx.client, ctx.keys, 'dup', ['*'], Date.now(), 24)).get('*');
   assert.equal([f?.complaints, f?.hardbounces], [1, 1], "the account's reputation figures count each copy once");
+});
+
+test('an FBL complaint quoting the VERP of a contact numbered past a million finds that contact', async () => {
+  // A list's numbers only grow: a big list's contacts are numbered in 7 digits (the VERP takes 9).
+  const { client, keys } = ctx;
+  const list = await createList(client, keys, 'big', `list ${newId()}`);
+  await client.hset(keys.listMeta(list.id), 'nextNo', 1_234_567);
+  await upsertContacts(client, keys, 'big', list.id, [{ email: 'million@dest.test', fields: {} }], Date.now());
+  assert.is((await findContact(client, keys, list.id, 'million@dest.test'))?.no, 1_234_567);
+  const id = newId();
+  await createCampaign(client, keys, {
+    id, account: 'big', name: 'c', listId: list.id, from: 'news@sender.test', fromDomain: 'sender.test', subject: 's',
+    tracking: { opens: false, clicks: false }, tags: [], throttlePerHour: null, createdAt: Date.now(), sendAt: Date.now(), body: '{}', links: [],
+  });
+  assert.ok((await startCampaign(client, keys, id, Date.now())).ok);
+  const raw = corpus('arf-14.eml').toString('latin1')
+    .replace('Return-Path: <222222222222eeee-00000000-2222-ffff-1111-333333332222-ffffff@amazonses.com>', `Return-Path: <${verpAddress(id, 1_234_567, BOUNCE_DOMAIN)}>`);
+  await send(Buffer.from(raw, 'latin1'), FBL);
+  assert.is((await suppressionOf(client, keys, 'big', 'million@dest.test'))?.reason, 'complaint');
+  assert.is((await findContact(client, keys, list.id, 'million@dest.test'))?.status, 'complained');
 });
 
 test.run();
