@@ -20,6 +20,7 @@ import { shortId } from '../core/ids.js';
 import { Semaphore } from '../core/semaphore.js';
 import { verpAddress } from '../core/verp.js';
 import { addSuppression, GLOBAL_LIST, suppressionsOf } from '../store/suppression.js';
+import { markDelivered } from '../store/soft-bounces.js';
 import { recordCampaignOutcome, type CampaignCounter } from '../store/campaigns.js';
 import { holdCampaignEntries } from '../queue/campaign.js';
 import { OUTCOME } from '../queue/outcome-codes.js';
@@ -834,6 +835,9 @@ export class Dispatcher {
         finishedHere = true;
       } else applied = await ack(redis, keys, entry, { ...base, recordTtlMs, ...(ev ? { event: ev } : {}) });
       counter = 'delivered';
+      // Ends the address's run of soft bounces, unless this copy bounces by mail later (store/soft-bounces.ts);
+      // one EXISTS for an address without soft bounces, not awaited (as the reputation count below).
+      if (address !== undefined) void markDelivered(redis, keys, address, `${entry.msgId}:${entry.idx}`, now).catch((err: unknown) => this.log.warn({ err, msgId: entry.msgId }, 'could not mark the delivery in the soft-bounce history'));
       m?.deliveryAttempts.inc({ result: 'delivered', provider: shaping.provider });
       m?.messagesDelivered.inc({ provider: shaping.provider });
       this.recordReputation(msg, 'delivered');

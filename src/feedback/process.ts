@@ -14,7 +14,7 @@ import { firstFeedback, liveAddress, markRecipient, messageFor, unsubscribeRecip
 import { addSuppression, normaliseForSuppression, GLOBAL_LIST, type SuppressionReason } from '../store/suppression.js';
 import { recordOutcome, type FeedbackOutcome } from './raw-store.js';
 import { feedbackRecipient, verpsInText, type VerifyUnsubscribeToken } from './recipients.js';
-import { recordSoftBounce } from './soft-bounces.js';
+import { recordSoftBounce } from '../store/soft-bounces.js';
 import { faultOf, feedbackTypeLabel, verdictOf, type Verdict } from './verdict.js';
 
 /**

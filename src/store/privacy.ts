@@ -11,6 +11,7 @@ import { appendEvent, streamFields, streamIdTime } from './events.js';
 import { erasedField, GLOBAL_LIST, type SuppressionEntry } from './suppression.js';
 import { loadWebhooks } from './webhooks.js';
 import { jsonOr } from './record-io.js';
+import { isDeliveryMark } from './soft-bounces.js';
 import { scanNodes } from './retention.js';
 
 declare module 'ioredis' {
@@ -268,7 +269,7 @@ function evidenceInScope(scope: PrivacyScope, pairs: ReadonlySet<string>, s: { l
 }
 
 /**
- * The address's soft-bounce history ("<msgId>:<idx>" → time) that the scope may see and erase: all
+ * The address's soft-bounce history ("<msgId>:<idx>" → time, and its copies' delivery marks) that the scope may see and erase: all
  * of it for the operator, an account's own recipients for an account. The history is global (five
  * soft bounces from any accounts' mail suppress the address everywhere): one account's erasure must
  * not reset the count that other accounts' mail built.
@@ -278,7 +279,8 @@ async function softBouncesInScope(redis: RedisClient, keys: Keys, digest: string
   const out: { member: string; at: number }[] = [];
   for (let i = 0; i + 1 < flat.length; i += 2) {
     const member = flat[i] as string;
-    if (scope.all || pairs.has(member)) out.push({ member, at: Number(flat[i + 1]) });
+    // A delivery mark ("d:<msgId>:<idx>", store/soft-bounces.ts) belongs to the copy it names.
+    if (scope.all || pairs.has(isDeliveryMark(member) ? member.slice(2) : member)) out.push({ member, at: Number(flat[i + 1]) });
   }
   return out;
 }
@@ -335,7 +337,7 @@ export async function exportAddress(redis: RedisClient, keys: Keys, address: str
     unsubscribes: byType('unsubscribed'),
     bounces: byType('bounced', 'expired', 'delayed', 'deferred'),
     complaints: byType('complained'),
-    softBounces: soft.map((s) => ({ ref: s.member, at: new Date(s.at).toISOString() })),
+    softBounces: soft.filter((s) => !isDeliveryMark(s.member)).map((s) => ({ ref: s.member, at: new Date(s.at).toISOString() })),
     feedback,
   };
 }

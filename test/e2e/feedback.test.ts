@@ -28,7 +28,7 @@ test.before(async () => {
   gonePeer = await startScriptedPeer({ ehlo: ['PIPELINING'], on: { RCPT: '550 5.1.1 <nobody@gone.test>: Recipient address rejected: User unknown in virtual mailbox table' } });
   s = await startSluiceFixture(redis, {
     roles: ['ingress', 'delivery', 'feedback'],
-    feedback: { host: '127.0.0.1', port: 0 },
+    feedback: { host: '127.0.0.1', port: 0, softBounceLimit: 2 },
     delivery: { transport: { 'one.test': `${sink.host}:${sink.port}`, 'gone.test': `${gonePeer.host}:${gonePeer.port}` } },
   });
 });
@@ -127,6 +127,47 @@ test('a synchronous 550 5.1.1 at RCPT suppresses the address globally too; the n
   const second = await s.api('/v1/messages', { body: { from: 'news@acme.example', to: 'nobody@gone.test', subject: 'two', text: 'x' } });
   assert.is((await s.waitFinal(second.body.id)).recipients[0].state, 'suppressed');
   assert.is(gonePeer.commands.filter((c) => c.startsWith('RCPT')).length, rcpts, 'never tried again');
+});
+
+/** Sends one message to `to` through the API, waits for its delivery to the sink, returns its VERP. */
+async function delivered(to: string, subject: string): Promise<string> {
+  const r = await s.api('/v1/messages', { body: { from: 'news@acme.example', to, subject, text: 'x' } });
+  assert.is((await s.waitFinal(r.body.id)).recipients[0].state, 'delivered');
+  const copy = sink.messages.find((m) => m.envelope.to[0] === to && m.envelope.from.startsWith(`b-${r.body.id}-`));
+  assert.ok(copy, `${subject} reached the sink`);
+  return copy!.envelope.from;
+}
+
+/** A real Postfix mailbox-full DSN to `verp`; resolves once the inbound MX has applied it (its event is on the stream). */
+async function mailboxFull(verp: string): Promise<void> {
+  const msgId = /^b-([0-9a-z]{16})-/.exec(verp)?.[1] as string;
+  const t = inbound();
+  try {
+    await t.sendMail({ envelope: { from: '', to: [verp] }, raw: readFileSync(new URL('lhost-postfix-45.eml', CORPUS)) });
+  } finally {
+    t.close();
+  }
+  for (let i = 0; i < 200; i++) {
+    const entries = await s.app.redis.client.xrange(s.app.keys.events(), '-', '+');
+    if (entries.some(([, f]) => f.includes('feedbackId') && f[f.indexOf('msgId') + 1] === msgId)) return;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  assert.unreachable(`the DSN for ${msgId} was not applied`);
+}
+
+test('soft bounces suppress only when consecutive: a delivery that did not bounce starts the count again', async () => {
+  const to = 'full@one.test';
+  const suppressed = () => suppressionOf(s.app.redis.client, s.app.keys, 'acme', to);
+  // Accepted (250), then bounced later by mail: the 250 was no delivery, so the two count as a run.
+  await mailboxFull(await delivered(to, 'soft 1'));
+  assert.is(await suppressed(), null, 'one soft bounce (limit 2)');
+  await delivered(to, 'soft 2: delivered, never bounced');
+  await mailboxFull(await delivered(to, 'soft 3'));
+  assert.is(await suppressed(), null, 'a delivery came between: the run is one long');
+  await mailboxFull(await delivered(to, 'soft 4'));
+  const entry = await suppressed();
+  assert.is(entry?.reason, 'softbounce', 'two in a row, each accepted then bounced');
+  assert.is(entry?.list, '*');
 });
 
 test.run();

@@ -20,7 +20,7 @@ import { unsubscribe, unsubscribeTarget } from '../../src/tracking/unsubscribe.j
 import { createTokenCodec, type TokenPayload } from '../../src/core/tokens.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { recordOutcome, storeFeedback } from '../../src/feedback/raw-store.js';
-import { recordSoftBounce } from '../../src/feedback/soft-bounces.js';
+import { recordSoftBounce } from '../../src/store/soft-bounces.js';
 import { createWebhook } from '../../src/store/webhooks.js';
 import { campaignsSentToList, eraseAddress, exportAddress, keepCopiesFindable, ERASED_ADDRESS } from '../../src/store/privacy.js';
 import { encodeSpecRecord } from '../../src/render/spec-record.js';
