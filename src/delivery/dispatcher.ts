@@ -20,7 +20,8 @@ import { shortId } from '../core/ids.js';
 import { Semaphore } from '../core/semaphore.js';
 import { verpAddress } from '../core/verp.js';
 import { addSuppression, GLOBAL_LIST, suppressionsOf } from '../store/suppression.js';
-import { markDelivered } from '../store/soft-bounces.js';
+import { markDelivered, recordSoftBounce } from '../store/soft-bounces.js';
+import { verdictOf } from '../bounces/verdict.js';
 import { recordCampaignOutcome, type CampaignCounter } from '../store/campaigns.js';
 import { holdCampaignEntries } from '../queue/campaign.js';
 import { OUTCOME } from '../queue/outcome-codes.js';
@@ -100,8 +101,6 @@ const BULK_BATCH = 100;
  * that the first copy of a batch is on the wire soon.
  */
 const RENDER_CHUNK = 8;
-/** Bounce reasons that say the address does not exist: they count against the sender's list hygiene and suppress it globally. */
-const ADDRESS_REASONS = new Set(['userunknown', 'hostunknown', 'hasmoved', 'notaccept']);
 /**
  * Recipients one process holds claimed at once. At ~1,000 copies/s and a few ms per SMTP
  * transaction, a few hundred in flight keep both the pool and the connections busy; bench/e2e.ts
@@ -797,8 +796,11 @@ export class Dispatcher {
 
   /**
    * Applies one outcome: one Lua call, an event, metrics. `address`: the recipient the remote server
-   * answered about, which its address-level hard bounce (5.1.1 user unknown …) puts on the global
-   * suppression list, as the same answer in a DSN does (feedback/process.ts).
+   * answered about. The remote server's verdict on it counts as the same answer in a DSN does
+   * (feedback/process.ts, by bounces/verdict.ts): an address-level hard bounce (5.1.1 user unknown …)
+   * puts it on the global suppression list; a soft one (5.2.2 mailbox full …), and a copy that
+   * expired after its last answer was the address's (not the sender's: no 4.7.x block), counts in its
+   * soft-bounce history, and a run of feedback.softBounceLimit suppresses it globally too.
    */
   private async settle(entry: QueueEntry, shaping: EffectiveShaping, msg: LoadedMessage | null, outcome: SmtpOutcome, reason?: string, address?: string): Promise<void> {
     const { redis, keys, config } = this.o;
@@ -813,6 +815,7 @@ export class Dispatcher {
     let counter: CampaignCounter = 'bounced';
     let bounceReason: string | undefined;
     let addressBounce = false;
+    let softBounce = false;
 
     // The state change's event: appended by the outcome's own script on a single server (so a crash
     // cannot separate the two), else afterwards; either way only when the outcome applied (a no-op
@@ -852,6 +855,8 @@ export class Dispatcher {
         counter = 'expired';
         m?.deliveryAttempts.inc({ result: 'expired', provider: shaping.provider });
         m?.bounces.inc({ reason: 'expired', hard: 'false' });
+        // The last answer says whose failure it was: the address's (mailbox full, host down) counts.
+        if (address !== undefined) softBounce = verdictOf({ ...this.o.classify(outcome.code, outcome.enhanced, outcome.response), hardbounce: false, action: 'failed', feedbacktype: null }) === 'soft';
         final = true;
       } else {
         const ev = eventOf('deferred', { ...fields, nextAt });
@@ -873,10 +878,12 @@ export class Dispatcher {
       m?.deliveryAttempts.inc({ result: 'bounced', provider: shaping.provider });
       m?.bounces.inc({ reason: verdict.reason, hard: verdict.hardbounce ? 'true' : 'false' });
       // Only a remote server's verdict on the address counts against the sender (not our own drops).
-      if (verdict.hardbounce && !reason && ADDRESS_REASONS.has(verdict.reason)) {
+      const about = reason ? null : verdictOf({ ...verdict, action: 'failed', feedbacktype: null });
+      if (about === 'hard') {
         this.recordReputation(msg, 'hardbounce');
         addressBounce = true;
       }
+      softBounce = about === 'soft' && address !== undefined;
       final = true;
     }
     // Counted once: when another holder of the entry settled it first (a reaped lease), this outcome
@@ -886,17 +893,31 @@ export class Dispatcher {
       if (stream) stream.appended(event.type);
       else this.o.events(event.type, event.fields);
     }
-    if (addressBounce && address !== undefined) {
-      const evidence = { source: 'delivery', msgId: entry.msgId, idx: entry.idx, status: outcome.enhanced ?? '', code: outcome.code ?? 0 };
-      await addSuppression(redis, keys, GLOBAL_LIST, address, { reason: 'hardbounce', at: now, evidence })
-        .then(() => m?.suppressionsAdded.inc({ list: 'global', reason: 'hardbounce' }))
-        .catch((err: unknown) => this.log.warn({ err, msgId: entry.msgId }, 'could not suppress the address'));
-    }
+    if (address !== undefined && (addressBounce || softBounce)) await this.suppressAfter(entry, outcome, address, addressBounce ? 'hardbounce' : 'softbounce', now);
     if (msg?.kind === 'campaign') {
       await recordCampaignOutcome(redis, keys, msg.id, { counter, reason: bounceReason, final, now, hardbounce: addressBounce }).catch((err: unknown) => this.log.warn({ err, campaign: msg.id }, 'could not count the campaign outcome'));
       if (addressBounce) await this.o.reputation?.judgeCampaign?.(msg.id).catch((err: unknown) => this.log.warn({ err, campaign: msg.id }, 'campaign not judged'));
     } else if (final && !finishedHere) {
       await this.o.messages.finished(entry.msgId).catch((err: unknown) => this.log.warn({ err, msgId: entry.msgId }, 'could not update message refcount'));
+    }
+  }
+
+  /**
+   * A remote server's bounce of the address: a hard one suppresses it globally at once; a soft one is
+   * counted in its soft-bounce history first and suppresses it at feedback.softBounceLimit in a row.
+   */
+  private async suppressAfter(entry: QueueEntry, outcome: SmtpOutcome, address: string, kind: 'hardbounce' | 'softbounce', now: number): Promise<void> {
+    const { redis, keys, config } = this.o;
+    try {
+      if (kind === 'softbounce') {
+        const run = await recordSoftBounce(redis, keys, address, `${entry.msgId}:${entry.idx}`, now, config.feedback.softBounceWindow);
+        if (run < config.feedback.softBounceLimit) return;
+      }
+      const evidence = { source: 'delivery', msgId: entry.msgId, idx: entry.idx, status: outcome.enhanced ?? '', code: outcome.code ?? 0 };
+      await addSuppression(redis, keys, GLOBAL_LIST, address, { reason: kind, at: now, evidence });
+      this.o.metrics?.suppressionsAdded.inc({ list: 'global', reason: kind });
+    } catch (err) {
+      this.log.warn({ err, msgId: entry.msgId }, 'could not suppress the address');
     }
   }
 

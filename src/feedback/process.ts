@@ -15,7 +15,7 @@ import { addSuppression, normaliseForSuppression, GLOBAL_LIST, type SuppressionR
 import { recordOutcome, type FeedbackOutcome } from './raw-store.js';
 import { feedbackRecipient, verpsInText, type VerifyUnsubscribeToken } from './recipients.js';
 import { recordSoftBounce } from '../store/soft-bounces.js';
-import { faultOf, feedbackTypeLabel, verdictOf, type Verdict } from './verdict.js';
+import { faultOf, feedbackTypeLabel, verdictOf, type Verdict } from '../bounces/verdict.js';
 
 /**
  * What one stored feedback mail does. The envelope recipient decides WHO it is about — a VERP

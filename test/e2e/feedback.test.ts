@@ -18,6 +18,9 @@ const test = suite('e2e/feedback');
 let redis: TestRedis;
 let sink: CapturePeer;
 let gonePeer: ScriptedPeer;
+let fullPeer: ScriptedPeer;
+let blockPeer: ScriptedPeer;
+let laterPeer: ScriptedPeer;
 let s: SluiceFixture;
 const CORPUS = CORPUS_EMAILS;
 
@@ -26,10 +29,21 @@ test.before(async () => {
   sink = await startCapturePeer();
   // The receiving MX refuses the address at RCPT: a synchronous 550 5.1.1, no DSN ever comes.
   gonePeer = await startScriptedPeer({ ehlo: ['PIPELINING'], on: { RCPT: '550 5.1.1 <nobody@gone.test>: Recipient address rejected: User unknown in virtual mailbox table' } });
+  // Synchronous soft bounces (the address's), a refusal of the sender, and a mailbox full for now.
+  fullPeer = await startScriptedPeer({ on: { RCPT: '552 5.2.2 <box@full.test>: Recipient address rejected: Mailbox full' } });
+  blockPeer = await startScriptedPeer({ on: { RCPT: '550 5.7.1 Service unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org' } });
+  laterPeer = await startScriptedPeer({ on: { RCPT: '452 4.2.2 <box@later.test>: Mailbox full, try again later' } });
   s = await startSluiceFixture(redis, {
     roles: ['ingress', 'delivery', 'feedback'],
     feedback: { host: '127.0.0.1', port: 0, softBounceLimit: 2 },
-    delivery: { transport: { 'one.test': `${sink.host}:${sink.port}`, 'gone.test': `${gonePeer.host}:${gonePeer.port}` } },
+    delivery: {
+      transport: {
+        'one.test': `${sink.host}:${sink.port}`, 'gone.test': `${gonePeer.host}:${gonePeer.port}`, 'full.test': `${fullPeer.host}:${fullPeer.port}`,
+        'block.test': `${blockPeer.host}:${blockPeer.port}`, 'later.test': `${laterPeer.host}:${laterPeer.port}`,
+      },
+    },
+    // later.test's copies expire at their first 4xx (the next attempt would be past maxAge).
+    shaping: { rules: [{ name: 'later', match: { domains: ['later.test'], mx: [] }, maxAge: '1s' }] },
   });
 });
 
@@ -37,6 +51,9 @@ test.after(async () => {
   await s?.stop();
   await sink?.close();
   await gonePeer?.close();
+  await fullPeer?.close();
+  await blockPeer?.close();
+  await laterPeer?.close();
   await redis?.stop();
 });
 
@@ -168,6 +185,33 @@ test('soft bounces suppress only when consecutive: a delivery that did not bounc
   const entry = await suppressed();
   assert.is(entry?.reason, 'softbounce', 'two in a row, each accepted then bounced');
   assert.is(entry?.list, '*');
+});
+
+test('synchronous soft bounces of the address count as DSN ones: a run of the limit suppresses it globally; a refusal of the sender never does', async () => {
+  const send = async (to: string, subject: string): Promise<{ state: string; reason?: string }> => {
+    const r = await s.api('/v1/messages', { body: { from: 'news@acme.example', to, subject, text: 'x' } });
+    return (await s.waitFinal(r.body.id)).recipients[0];
+  };
+  const entry = (to: string) => suppressionOf(s.app.redis.client, s.app.keys, 'acme', to);
+
+  // 552 5.2.2 at RCPT: bounced now, soft (mailboxfull); two in a row reach the limit of 2.
+  assert.is((await send('box@full.test', 'full 1')).state, 'bounced');
+  assert.is(await entry('box@full.test'), null, 'one soft bounce (limit 2)');
+  assert.is((await send('box@full.test', 'full 2')).state, 'bounced');
+  const full = await entry('box@full.test');
+  assert.is(full?.reason, 'softbounce', 'two synchronous soft bounces in a row');
+  assert.is(full?.list, '*');
+  assert.is(full?.evidence['status'], '5.2.2');
+
+  // 550 5.7.1 blocked: the sender's problem, however often.
+  for (let i = 0; i < 3; i++) assert.is((await send('box@block.test', `blocked ${i}`)).state, 'bounced');
+  assert.is(await entry('box@block.test'), null, 'a block list refusal says nothing about the address');
+
+  // 452 4.2.2 until the copy expires: the last answer was the mailbox's, so the expiry counts.
+  assert.is((await send('box@later.test', 'later 1')).state, 'expired');
+  assert.is(await entry('box@later.test'), null, 'one expiry (limit 2)');
+  assert.is((await send('box@later.test', 'later 2')).state, 'expired');
+  assert.is((await entry('box@later.test'))?.reason, 'softbounce', 'two expiries after the mailbox said full');
 });
 
 test.run();

@@ -1,7 +1,8 @@
-import type { BounceRecord } from '../bounces/index.js';
+import type { BounceRecord } from './index.js';
 
 /**
- * What a classified record means for the recipient, as data. The rule of DESIGN.md §6: only the
+ * What a classified record means for the recipient, as data: the inbound MX (feedback/process.ts)
+ * and the dispatcher (a synchronous refusal, delivery/dispatcher.ts) decide by the same rule. The rule of DESIGN.md §6: only the
  * address's own failures suppress it; a refusal because of the sender (reputation, policy,
  * authentication) or of this one message (content, size) says nothing about the address and must
  * never cost the sender a good recipient — it is reported as the sender's or message's problem.
@@ -31,7 +32,13 @@ const SENDER_PROBLEM = new Set([
 /** Refusals of this message's content or size: another message to the same address may well pass. */
 const MESSAGE_PROBLEM = new Set(['contenterror', 'mesgtoobig', 'exceedlimit', 'virusdetected']);
 
-export function verdictOf(r: BounceRecord): Verdict {
+/**
+ * The fields a verdict reads: a classified DSN or ARF record, or a synchronous SMTP answer the
+ * dispatcher classified (reason and hardbounce, action 'failed', no feedback type).
+ */
+export type VerdictInput = Pick<BounceRecord, 'reason' | 'hardbounce' | 'feedbacktype' | 'action'>;
+
+export function verdictOf(r: VerdictInput): Verdict {
   if (r.feedbacktype !== null || r.reason === 'feedback') {
     const type = (r.feedbacktype ?? '').toLowerCase();
     if (type === 'not-spam') return 'notspam';
