@@ -12,7 +12,7 @@
  *   {x:<account>}  an account's suppression list ('*' = the global list)
  *   {f:<id>}       one inbound feedback mail (bounce, complaint) kept raw for a retention period
  *   {l:<listId>}   one contact list: its meta, contacts, address index and field names (store/contacts.ts)
- *   {r:<digest>}   one address's references to its data, by salted digest (store/privacy.ts)
+ *   {r:<digest>}   one address's references to its data and its soft-bounce history, by salted digest (store/privacy.ts)
  *
  *   ready   ZSET  member "<msgId>:<rcptIdx>:<attempt>"  score = due time (ms)
  *   leases  ZSET  member as in ready                    score = lease expiry (ms)
@@ -98,8 +98,10 @@ export function createKeys(prefix: string) {
     /**
      * ZSET member "<msgId>:<idx>", score = time (ms): an address's recent soft bounces (N in M days →
      * suppressed), named by the address's salted digest (store/address-digest.ts), never the address.
+     * Under the address's own hash tag: the dispatcher reads it at every delivery (markDelivered), so
+     * on a cluster the histories spread over the slots instead of sharing one.
      */
-    softBounces: (digest: string) => `${p}{x:*}:soft:${digest}`,
+    softBounces: (digest: string) => `${p}{r:${digest}}:soft`,
     // feedback: each inbound mail kept raw (HASH, with a TTL); an index of those not understood
     feedbackRaw: (id: string) => `${p}{f:${id}}:raw`,
     /** ZSET feedback id → received time (ms): mail kept but not understood, unmatched or failed. */

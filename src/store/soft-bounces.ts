@@ -21,7 +21,7 @@ declare module 'ioredis' {
  * may accept a copy and bounce it by mail later, so the copy's own bounce takes its mark away
  * (recordSoftBounce-1.lua).
  *
- *   {x:*}:soft:<digest>  ZSET  "<msgId>:<idx>" → bounce time, "d:<msgId>:<idx>" → 250 time (ms)   TTL = window
+ *   {r:<digest>}:soft   ZSET  "<msgId>:<idx>" → bounce time, "d:<msgId>:<idx>" → 250 time (ms)   TTL = window
  *
  * named by the address's salted digest (store/address-digest.ts), so the key name holds no address.
  */
