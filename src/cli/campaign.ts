@@ -5,13 +5,14 @@ import { createKeys, type Keys } from '../redis/keys.js';
 import type { RedisClient } from '../redis/client.js';
 import { campaignStats, getCampaign, listCampaigns, type CampaignRecord, type CampaignStats } from '../store/campaigns.js';
 import { cancelCampaign, pauseCampaign, resumeCampaign } from '../queue/campaign.js';
-import { parse, println, UsageError, type Io } from './args.js';
+import { limitOption, parse, println, UsageError, type Io } from './args.js';
 import { connectForCommand } from './redis-connect.js';
 import { auditCli } from './audit.js';
 
 const USAGE = `Usage: sluice campaign <list|status|pause|resume|cancel> [ID] [options]
 
-  list    --account ID            the account's campaigns, newest first
+  list    --account ID            the account's campaigns, newest first, all of them read in pages
+          [--limit N] [--json]    of 1000 (--limit N: the N newest)
   status  ID [--watch] [--json]   state and counts: recipients, queued, delivered, deferred, bounced
                                   (by reason), opens, clicks, unsubscribes, complaints. --watch
                                   redraws every second until the campaign completes or is cancelled.
@@ -65,7 +66,7 @@ export async function runCampaign(argv: string[], io: Io): Promise<number> {
       name: 'campaign',
       usage: USAGE,
       allowPositionals: true,
-      options: { config: { type: 'string', short: 'c' }, account: { type: 'string' }, json: { type: 'boolean' }, watch: { type: 'boolean', short: 'w' }, interval: { type: 'string' } },
+      options: { config: { type: 'string', short: 'c' }, account: { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' }, watch: { type: 'boolean', short: 'w' }, interval: { type: 'string' } },
     },
     argv,
   );
@@ -82,6 +83,7 @@ export async function runCampaign(argv: string[], io: Io): Promise<number> {
   } else if (id === undefined || !isId(id)) {
     throw new UsageError(`${sub} needs a campaign id (16 characters), not '${id ?? ''}'\n${hint}`);
   }
+  const limit = args.values.limit === undefined ? Number.POSITIVE_INFINITY : limitOption(args.values.limit);
   const interval = args.values.interval === undefined ? 1000 : Number(args.values.interval);
   if (!Number.isFinite(interval) || interval < 100) throw new UsageError('--interval must be a number of milliseconds >= 100');
 
@@ -91,10 +93,17 @@ export async function runCampaign(argv: string[], io: Io): Promise<number> {
   const shards = cfg.redis.scheduleShards;
   try {
     if (sub === 'list') {
-      for (const c of await listCampaigns(redis, keys, args.values.account as string)) {
-        if (args.values.json) println(io.out, JSON.stringify({ id: c.id, name: c.name, state: c.state, created: new Date(c.createdAt).toISOString(), queued: c.queued }));
-        else println(io.out, `${c.id}  ${c.state.padEnd(9)}  ${new Date(c.createdAt).toISOString()}  ${c.queued} queued  ${c.name}`);
-      }
+      let cursor: string | null = null;
+      let shown = 0;
+      do {
+        const page = await listCampaigns(redis, keys, args.values.account as string, { cursor, limit: Math.min(1000, limit - shown) });
+        for (const c of page.campaigns) {
+          if (args.values.json) println(io.out, JSON.stringify({ id: c.id, name: c.name, state: c.state, created: new Date(c.createdAt).toISOString(), queued: c.queued }));
+          else println(io.out, `${c.id}  ${c.state.padEnd(9)}  ${new Date(c.createdAt).toISOString()}  ${c.queued} queued  ${c.name}`);
+          shown++;
+        }
+        cursor = page.cursor;
+      } while (cursor !== null && shown < limit);
       return 0;
     }
     const cid = id as string;

@@ -5,18 +5,19 @@ import { domainOf } from '../core/address.js';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { prepareCampaign } from '../render/campaign.js';
-import { campaignStats, createCampaign, getCampaign, listCampaigns, type CampaignRecord, type CampaignStats } from '../store/campaigns.js';
+import { campaignStats, createCampaign, getCampaign, isCampaignCursor, listCampaigns, type CampaignRecord, type CampaignStats } from '../store/campaigns.js';
 import { createList, getList, renameList } from '../store/contacts.js';
 import { importContacts, type ImportResult } from '../store/contact-import.js';
 import { cancelCampaign, pauseCampaign, resumeCampaign, scheduleCampaign, type LifecycleResult } from '../queue/campaign.js';
 import { address, fieldErrors } from './http-schema.js';
-import { JSON_TYPE, methodNotAllowed, type RouteAnswer } from './http-route.js';
+import { JSON_TYPE, methodNotAllowed, pageQuery, splitUrl, type RouteAnswer } from './http-route.js';
 
 /**
  * The campaign routes of the HTTP API, scoped to the authenticated account:
  *
  *   POST /v1/campaigns                  create (draft, or scheduled with sendAt / send: true)   → 201
- *   GET  /v1/campaigns                  the account's campaigns, newest first                    → 200
+ *   GET  /v1/campaigns?cursor=&limit=   a page of the account's campaigns, newest first
+ *                                       → 200 { campaigns, cursor } (cursor null after the last)
  *   GET  /v1/campaigns/:id              one campaign                                             → 200
  *   GET  /v1/campaigns/:id/stats        delivery and engagement counts                          → 200
  *   POST /v1/campaigns/:id/schedule     draft → scheduled { sendAt? }                            → 200
@@ -135,13 +136,15 @@ async function* ndjson(rows: readonly { email: string; fields?: Record<string, s
 }
 
 /** Answers a /v1/campaigns route; undefined when the path is not one of them. */
-export async function campaignRoute(method: string, path: string, headers: { readonly 'content-type'?: string | undefined; readonly 'content-length'?: string | undefined }, ctx: CampaignRouteContext): Promise<RouteAnswer | undefined> {
+export async function campaignRoute(method: string, url: string, headers: { readonly 'content-type'?: string | undefined; readonly 'content-length'?: string | undefined }, ctx: CampaignRouteContext): Promise<RouteAnswer | undefined> {
   const now = ctx.now ?? Date.now;
   const { redis, keys } = ctx;
+  const { path, query } = splitUrl(url);
   if (path === COLLECTION) {
     if (method === 'GET') {
       const account = await ctx.authenticate();
-      return { status: 200, body: { campaigns: (await listCampaigns(redis, keys, account.id)).map(view) } };
+      const page = await listCampaigns(redis, keys, account.id, pageQuery(query, isCampaignCursor));
+      return { status: 200, body: { campaigns: page.campaigns.map(view), cursor: page.cursor } };
     }
     if (method !== 'POST') throw methodNotAllowed('GET, POST');
     if (Number(headers['content-length'] ?? 0) > CAMPAIGN_MAX_BODY_BYTES) throw new SluiceError('SLUICE_INGRESS_TOO_LARGE', `The request body exceeds ${CAMPAIGN_MAX_BODY_BYTES} bytes`);

@@ -478,7 +478,7 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
       allowPrivateTargets: deps.config.webhooks.allowPrivateTargets,
     });
     if (webhook) return routed(req, 'webhooks', ctx.accountId(), webhook);
-    const campaign = await campaignRoute(method, path, req.headers, {
+    const campaign = await campaignRoute(method, req.url ?? '/', req.headers, {
       redis: deps.redis, keys: deps.keys, shards: deps.config.redis.scheduleShards, authenticate: ctx.authenticate, readJson: ctx.readJson,
       ownsDomain: (account, domain) => deps.registry.ownsDomain(account, domain),
       onDue: deps.onCampaignDue, now: deps.now,

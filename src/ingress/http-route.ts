@@ -1,9 +1,10 @@
-import { SluiceError } from '../core/errors.js';
+import { SluiceError, type FieldError } from '../core/errors.js';
 import { parseAddress } from '../core/address.js';
 
 /**
  * What every route module of the HTTP API shares: the answer it hands back to http-api.ts, the
- * request pieces it reads (path and query, a JSON Content-Type, an address in the path) and the 405
+ * request pieces it reads (path and query, a page's cursor and limit, a JSON Content-Type, an address in
+ * the path) and the 405
  * it throws. One copy, so the routes cannot drift apart in how they read a request.
  */
 
@@ -32,6 +33,29 @@ export function splitUrl(url: string): { path: string; query: URLSearchParams } 
   const q = url.indexOf('?');
   return q === -1 ? { path: url, query: new URLSearchParams() } : { path: url.slice(0, q), query: new URLSearchParams(url.slice(q + 1)) };
 }
+
+/** Items per page of a paged GET (`?limit=`) when none is asked for, and at most: 1000 bounds one answer. */
+export const DEFAULT_PAGE = 100;
+export const MAX_PAGE = 1000;
+
+/**
+ * A paged GET's `?cursor=` (null for the first page; `validCursor` tells a previous page's cursor from
+ * anything else) and `?limit=` (DEFAULT_PAGE by default, 1 to MAX_PAGE): 400 naming each bad one.
+ * The answer carries the next page's `cursor`, null after the last.
+ */
+export function pageQuery(query: URLSearchParams, validCursor: (cursor: string) => boolean): { cursor: string | null; limit: number } {
+  const cursor = query.get('cursor');
+  const limitText = query.get('limit');
+  const limit = limitText === null ? DEFAULT_PAGE : Number(limitText);
+  const errors: FieldError[] = [];
+  if (cursor !== null && !validCursor(cursor)) errors.push({ path: 'cursor', message: 'must be the cursor of a previous page' });
+  if (!Number.isInteger(limit) || limit < 1 || limit > MAX_PAGE) errors.push({ path: 'limit', message: `must be a whole number from 1 to ${MAX_PAGE}` });
+  if (errors.length > 0) throw new SluiceError('SLUICE_INGRESS_BAD_REQUEST', 'The query is invalid', { errors });
+  return { cursor, limit };
+}
+
+/** A SCAN cursor (HSCAN, SSCAN) as Redis gives it. */
+export const isScanCursor = (cursor: string): boolean => /^\d{1,20}$/.test(cursor);
 
 /** A path segment percent-decoded, or SLUICE_INGRESS_BAD_ADDRESS. */
 export function decodeSegment(segment: string): string {

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { SluiceError, type FieldError } from '../core/errors.js';
+import { SluiceError } from '../core/errors.js';
 import { normaliseDomain, parseAddress } from '../core/address.js';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
@@ -7,7 +7,7 @@ import { addSuppression, GLOBAL_LIST, listSuppressions, removeSuppression, suppr
 import { listPaused, resumeSender, type PauseRecord } from '../store/reputation.js';
 import { addressRef } from '../store/audit.js';
 import { fieldErrors } from './http-schema.js';
-import { MAX_ADDRESS, methodNotAllowed, pathAddress, splitUrl, type RouteAnswer } from './http-route.js';
+import { isScanCursor, MAX_ADDRESS, methodNotAllowed, pageQuery, pathAddress, splitUrl, type RouteAnswer } from './http-route.js';
 
 /**
  * The suppression and sender routes of the HTTP API, always scoped to the authenticated account:
@@ -43,9 +43,6 @@ export interface OwnRoute {
 
 /** An address and a reason, or a domain: a few hundred bytes; 16 KiB leaves room and bounds memory. */
 export const MAX_SUPPRESSION_BODY_BYTES = 16 * 1024;
-/** A page: HSCAN's COUNT is a hint, so a page may hold a little more or less. 1000 bounds one answer. */
-const DEFAULT_PAGE = 100;
-const MAX_PAGE = 1000;
 
 const ACCOUNT_REASONS = ['manual', 'unsubscribe', 'complaint', 'hardbounce', 'softbounce'] as const;
 const addSchema = z.object({ email: z.string().min(3).max(MAX_ADDRESS), reason: z.enum(ACCOUNT_REASONS).optional() }).strict();
@@ -85,14 +82,9 @@ function entryJson(address: string, e: SuppressionEntry): Record<string, unknown
 }
 
 async function list(deps: SuppressionRouteDeps, account: string, query: URLSearchParams): Promise<RouteAnswer> {
-  const cursor = query.get('cursor') ?? '0';
-  const limitText = query.get('limit');
-  const limit = limitText === null ? DEFAULT_PAGE : Number(limitText);
-  const errors: FieldError[] = [];
-  if (!/^\d{1,20}$/.test(cursor)) errors.push({ path: 'cursor', message: 'must be the cursor of a previous page' });
-  if (!Number.isInteger(limit) || limit < 1 || limit > MAX_PAGE) errors.push({ path: 'limit', message: `must be a whole number from 1 to ${MAX_PAGE}` });
-  if (errors.length > 0) throw new SluiceError('SLUICE_INGRESS_BAD_REQUEST', 'The query is invalid', { errors });
-  const page = await listSuppressions(deps.redis, deps.keys, account, cursor, limit);
+  // HSCAN's COUNT is a hint, so a page may hold a little more or less than the limit.
+  const { cursor, limit } = pageQuery(query, isScanCursor);
+  const page = await listSuppressions(deps.redis, deps.keys, account, cursor ?? '0', limit);
   return {
     status: 200,
     body: { suppressions: page.entries.map((e) => entryJson(e.address, e)), cursor: page.cursor === '0' ? null : page.cursor },

@@ -201,11 +201,52 @@ export async function campaignListIds(redis: RedisClient, keys: Keys, account: s
   return ids.flatMap((id, i) => (listIds[i] ? [{ id, listId: listIds[i] as string }] : []));
 }
 
-/** An account's campaigns, newest first. */
-export async function listCampaigns(redis: RedisClient, keys: Keys, account: string, limit = 100): Promise<CampaignRecord[]> {
-  const ids = await redis.zrevrange(keys.accountCampaigns(account), 0, Math.max(0, limit - 1));
-  const all = await Promise.all(ids.map((id) => getCampaign(redis, keys, account, id)));
-  return all.filter((c): c is CampaignRecord => c !== null);
+/** A page of an account's campaigns and where the next one starts (null after the last). */
+export interface CampaignPage {
+  readonly campaigns: CampaignRecord[];
+  readonly cursor: string | null;
+}
+
+/**
+ * A campaigns page's cursor: the creation time and id of the page's last campaign (its place in
+ * {a:<account>}:campaigns, which orders by time, then id). It holds even when campaigns are added
+ * meanwhile: a page starts right after the last one seen.
+ */
+const CAMPAIGN_CURSOR = /^(\d{1,16})-([0-9a-hjkmnp-tv-z]{16})$/;
+
+export function isCampaignCursor(cursor: string): boolean {
+  return CAMPAIGN_CURSOR.test(cursor);
+}
+
+/**
+ * An account's campaigns, newest first: `limit` of them after `cursor` (a previous page's; none for
+ * the first page), read with bounded ZREVRANGEBYSCORE … LIMIT calls. Campaigns created in the same
+ * millisecond as the cursor's come in reverse id order, as the index keeps them.
+ */
+export async function listCampaigns(redis: RedisClient, keys: Keys, account: string, page: { limit?: number; cursor?: string | null } = {}): Promise<CampaignPage> {
+  const limit = Math.max(1, Math.floor(page.limit ?? 100));
+  const m = page.cursor ? CAMPAIGN_CURSOR.exec(page.cursor) : null;
+  const after = m ? { at: Number(m[1]), id: m[2] as string } : null;
+  const key = keys.accountCampaigns(account);
+  // One more than the page, to tell whether another follows. Those of the cursor's millisecond that
+  // come before it (ids at or above its own) are passed over: a few at most.
+  const rows: { id: string; at: number }[] = [];
+  for (let offset = 0; ; ) {
+    const want = limit + 1 - rows.length;
+    const flat = await redis.zrevrangebyscore(key, after ? after.at : '+inf', '-inf', 'WITHSCORES', 'LIMIT', offset, want);
+    for (let i = 0; i + 1 < flat.length; i += 2) {
+      const id = flat[i] as string;
+      const at = Number(flat[i + 1]);
+      if (after && at === after.at && id >= after.id) continue;
+      rows.push({ id, at });
+    }
+    offset += flat.length / 2;
+    if (flat.length / 2 < want || rows.length > limit) break;
+  }
+  const shown = rows.slice(0, limit);
+  const last = shown[shown.length - 1];
+  const all = await Promise.all(shown.map((r) => getCampaign(redis, keys, account, r.id)));
+  return { campaigns: all.filter((c): c is CampaignRecord => c !== null), cursor: rows.length > limit && last ? `${last.at}-${last.id}` : null };
 }
 
 /**

@@ -54,6 +54,24 @@ test('status prints the counts; --json carries them as fields', async () => {
   assert.match(list.out, new RegExp(`^${id}  sending`, 'm'));
 });
 
+test('list prints every campaign, in pages of 1000 (the newest first); --limit N the N newest', async () => {
+  const list = await createList(client, keys, 'paged', `l ${newId()}`);
+  const t0 = Date.now() - 3_600_000;
+  const ids = await Promise.all(Array.from({ length: 1002 }, async (_, i) => {
+    const id = newId(t0 + i);
+    await createCampaign(client, keys, {
+      id, account: 'paged', name: `c${i}`, listId: list.id, from: 'news@acme.example', fromDomain: 'acme.example', subject: 'Hi',
+      tracking: { opens: true, clicks: true }, tags: [], throttlePerHour: null, createdAt: t0 + i, sendAt: null, body: '{}', links: [],
+    });
+    return id;
+  }));
+  const all = await sluice(['campaign', 'list', '--account', 'paged', '--json', '--config', cfg]);
+  assert.is(all.code, 0, all.err);
+  assert.equal(all.out.trim().split('\n').map((l) => (JSON.parse(l) as { id: string }).id), [...ids].reverse());
+  const newest = await sluice(['campaign', 'list', '--account', 'paged', '--limit', '3', '--config', cfg]);
+  assert.equal(newest.out.trim().split('\n').map((l) => l.slice(0, 16)), ids.slice(-3).reverse());
+});
+
 test('pause, resume and cancel move the campaign and its queue; a move its state refuses exits 1', async () => {
   const id = await sending();
   const paused = await sluice(['campaign', 'pause', id, '--config', cfg]);

@@ -1,0 +1,81 @@
+/**
+ * GET /v1/campaigns over a real HTTP server and Redis: every campaign is reached by following
+ * `cursor` (newest first, none twice, campaigns of one millisecond included), a campaign created
+ * between pages does not shift them, and a bad limit or cursor is a 400 naming it.
+ */
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { createCampaign } from '../../src/store/campaigns.js';
+import { createList } from '../../src/store/contacts.js';
+import { newId } from '../../src/core/ids.js';
+import { apiCall, ingressFixture, startFixtureApi, type IngressFixture } from './fixture.js';
+import type { HttpApi } from '../../src/ingress/http-api.js';
+
+const test = suite('ingress/campaigns');
+let fx: IngressFixture;
+let api: HttpApi;
+let base = '';
+
+test.before(async () => {
+  fx = await ingressFixture();
+  ({ api, base } = await startFixtureApi(fx));
+});
+test.after(async () => {
+  await api.close();
+  await fx.stop();
+});
+
+/** A draft campaign of `account` created at `at`. */
+async function campaign(account: string, at: number): Promise<string> {
+  const list = await createList(fx.client, fx.keys, account, `l ${newId()}`);
+  const id = newId(at);
+  await createCampaign(fx.client, fx.keys, {
+    id, account, name: `c ${id}`, listId: list.id, from: 'news@acme.example', fromDomain: 'acme.example', subject: 'Hi',
+    tracking: { opens: true, clicks: true }, tags: [], throttlePerHour: null, createdAt: at, sendAt: null, body: '{}', links: [],
+  });
+  return id;
+}
+
+type Page = { campaigns: { id: string }[]; cursor: string | null };
+
+test('GET /v1/campaigns: pages follow cursor to the last (null), newest first, ties and later campaigns included once', async () => {
+  const t0 = Date.now() - 60_000;
+  // Three campaigns share one millisecond: a page may end among them.
+  const made: { id: string; at: number }[] = [];
+  for (const at of [t0, t0 + 1, t0 + 2, t0 + 2, t0 + 2, t0 + 3, t0 + 4]) made.push({ id: await campaign('acme', at), at });
+  const expected = [...made].sort((a, b) => b.at - a.at || (a.id < b.id ? 1 : -1)).map((c) => c.id);
+
+  const whole = await apiCall<Page>(base, 'GET', '/v1/campaigns', { key: fx.apiKeys.acme });
+  assert.is(whole.status, 200, whole.text);
+  assert.equal(whole.json.campaigns.map((c) => c.id), expected, 'without paging: all of them, as before');
+  assert.is(whole.json.cursor, null);
+
+  const seen: string[] = [];
+  let cursor: string | null = null;
+  let pages = 0;
+  do {
+    const r: { status: number; text: string; json: Page } = await apiCall<Page>(base, 'GET', `/v1/campaigns?limit=2${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`, { key: fx.apiKeys.acme });
+    assert.is(r.status, 200, r.text);
+    assert.ok(r.json.campaigns.length <= 2);
+    seen.push(...r.json.campaigns.map((c) => c.id));
+    // A campaign created after the first page is newer: it does not shift the pages that follow.
+    if (pages === 0) await campaign('acme', Date.now());
+    cursor = r.json.cursor;
+    pages++;
+  } while (cursor !== null);
+  assert.equal(seen, expected);
+  assert.is(pages, 4);
+});
+
+test('GET /v1/campaigns: a bad limit or cursor is 400 with the field; another account sees none', async () => {
+  for (const [query, path] of [['limit=0', 'limit'], ['limit=1001', 'limit'], ['limit=x', 'limit'], ['cursor=nope', 'cursor'], ['cursor=0', 'cursor']] as const) {
+    const r = await apiCall(base, 'GET', `/v1/campaigns?${query}`, { key: fx.apiKeys.acme });
+    assert.is(r.status, 400, query);
+    assert.is(r.json['code'], 'SLUICE_INGRESS_BAD_REQUEST');
+    assert.equal(r.json['errors'].map((e: { path: string }) => e.path), [path], query);
+  }
+  const other = await apiCall<Page>(base, 'GET', '/v1/campaigns?limit=1000', { key: fx.apiKeys.other });
+  assert.equal([other.status, other.json.campaigns, other.json.cursor], [200, [], null]);
+});
+
+test.run();
