@@ -5,7 +5,7 @@ import { SluiceError } from '../core/errors.js';
 import { isId } from '../core/ids.js';
 import { createKeys, type Keys } from '../redis/keys.js';
 import type { RedisClient } from '../redis/client.js';
-import { createList, getListAnyAccount, listFieldNames, listLists, type ContactList } from '../store/contacts.js';
+import { createList, getListAnyAccount, listFieldNames, listListPage, type ContactList } from '../store/contacts.js';
 import { importContacts, ImportAborted, type ImportResult, type ListFormat } from '../store/contact-import.js';
 import { exportContacts } from '../store/contact-export.js';
 import { accountOption, parse, println, UsageError, type Io } from './args.js';
@@ -18,7 +18,8 @@ const USAGE = `Usage: sluice list <create|import|export|show> [ARGS] [options]
   import LIST FILE [--format F]      import contacts from FILE ('-' = stdin), CSV or NDJSON; a progress
                                      bar on stderr when it is a terminal; the counts at the end
   export LIST [--format F]           write the list's contacts to stdout (default csv)
-  show [LIST]                        the account's lists, or one list's counts by status
+  show [LIST]                        the account's lists (all of them, read in pages of 1000, oldest
+                                     first within a page), or one list's counts by status
 
 --format csv|ndjson (import: default from the file name, .csv / .ndjson / .jsonl).
 --account ID: whose list. Needed by create and by show without LIST; with a LIST it is optional
@@ -175,10 +176,19 @@ export async function runList(argv: string[], io: Io): Promise<number> {
       }
       default: {
         if (rest.length === 0) {
-          const lists = await listLists(redis, keys, account as string);
-          if (json) for (const l of lists) println(io.out, JSON.stringify({ id: l.id, name: l.name, count: l.count, statuses: l.statuses, created: iso(l.created), updated: iso(l.updated) }));
-          else if (lists.length === 0) println(io.err, `account ${account as string} has no lists`);
-          else for (const l of lists) println(io.out, `${l.id}\t${n(l.count)}\t${iso(l.created)}\t${l.name}`);
+          // In pages, printed as they come: an account with a list per campaign has many.
+          let cursor = '0';
+          let shown = 0;
+          do {
+            const page = await listListPage(redis, keys, account as string, cursor, 1000);
+            for (const l of page.lists) {
+              if (json) println(io.out, JSON.stringify({ id: l.id, name: l.name, count: l.count, statuses: l.statuses, created: iso(l.created), updated: iso(l.updated) }));
+              else println(io.out, `${l.id}\t${n(l.count)}\t${iso(l.created)}\t${l.name}`);
+              shown++;
+            }
+            cursor = page.cursor;
+          } while (cursor !== '0');
+          if (!json && shown === 0) println(io.err, `account ${account as string} has no lists`);
           return 0;
         }
         const list = await findList(redis, keys, rest[0] as string, account);

@@ -7,7 +7,7 @@ import { isId } from '../core/ids.js';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import {
-  checkAddress, createList, CONTACT_STATUSES, deleteContact, deleteList, findContact, getList, listFieldNames, listLists, patchContact, renameList,
+  checkAddress, createList, CONTACT_STATUSES, deleteContact, deleteList, findContact, getList, listFieldNames, listListPage, patchContact, renameList,
   type Contact, type ContactList,
 } from '../store/contacts.js';
 import { ImportAborted, importContacts, type ImportLimits, type ListFormat } from '../store/contact-import.js';
@@ -15,12 +15,12 @@ import { exportContacts } from '../store/contact-export.js';
 import { addressRef } from '../store/audit.js';
 import { campaignsSentToList, keepCopiesFindable } from '../store/privacy.js';
 import { fieldErrors } from './http-schema.js';
-import { decodeSegment, JSON_TYPE, methodNotAllowed, splitUrl, type RouteAnswer } from './http-route.js';
+import { decodeSegment, isScanCursor, JSON_TYPE, methodNotAllowed, pageQuery, splitUrl, type RouteAnswer } from './http-route.js';
 
 /**
  * The contact list routes of the HTTP API, scoped to the authenticated account:
  *
- *   GET    /v1/lists                          → 200 { lists: [list] }
+ *   GET    /v1/lists?cursor=&limit=           a page of the account's lists → 200 { lists: [list], cursor }
  *   POST   /v1/lists  { name }                → 201 list
  *   GET    /v1/lists/:id                      → 200 list with its field names
  *   PATCH  /v1/lists/:id  { name }            → 200 list
@@ -111,7 +111,12 @@ export async function listRoute(method: string, url: string, req: IncomingMessag
   if (path === COLLECTION) {
     if (method !== 'GET' && method !== 'POST') throw methodNotAllowed('GET, POST');
     const account = await ctx.authenticate();
-    if (method === 'GET') return { status: 200, body: { lists: (await listLists(ctx.redis, ctx.keys, account.id)).map((l) => listView(l)) } };
+    if (method === 'GET') {
+      // SSCAN's COUNT is a hint, so a page may hold a little more or less than the limit.
+      const { cursor, limit } = pageQuery(query, isScanCursor);
+      const page = await listListPage(ctx.redis, ctx.keys, account.id, cursor ?? '0', limit);
+      return { status: 200, body: { lists: page.lists.map((l) => listView(l)), cursor: page.cursor === '0' ? null : page.cursor } };
+    }
     const input = parseBody(nameSchema, await readJsonBody(req, ctx), 'list');
     const list = await createList(ctx.redis, ctx.keys, account.id, input.name, now());
     return { status: 201, body: listView(list), audit: { action: 'list.create', target: list.id } };

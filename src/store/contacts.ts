@@ -218,11 +218,29 @@ export async function getListAnyAccount(redis: RedisClient, keys: Keys, listId: 
   return h['account'] === undefined ? null : toList(listId, h);
 }
 
-/** The account's lists, oldest first (ids are time-ordered). */
-export async function listLists(redis: RedisClient, keys: Keys, account: string): Promise<ContactList[]> {
-  const ids = (await redis.smembers(keys.accountLists(account))).sort();
+/**
+ * A page of the account's lists: one SSCAN step from `cursor` ('0' to begin) of about `count` ids
+ * (SSCAN's COUNT is a hint: a small set comes whole), oldest first within the page (ids are
+ * time-ordered), and the next cursor ('0' after the last page). As with any SCAN, a list created or
+ * deleted meanwhile may be missed, and one may come twice.
+ */
+export async function listListPage(redis: RedisClient, keys: Keys, account: string, cursor = '0', count = 100): Promise<{ cursor: string; lists: ContactList[] }> {
+  const [next, found] = await redis.sscan(keys.accountLists(account), cursor, 'COUNT', count);
+  const ids = found.sort();
   const metas = await Promise.all(ids.map((id) => redis.hgetall(keys.listMeta(id))));
-  return ids.flatMap((id, i) => (metas[i]?.['account'] === account ? [toList(id, metas[i] as Record<string, string>)] : []));
+  return { cursor: next, lists: ids.flatMap((id, i) => (metas[i]?.['account'] === account ? [toList(id, metas[i] as Record<string, string>)] : [])) };
+}
+
+/** Every list of the account, oldest first, read in pages (listListPage). */
+export async function listLists(redis: RedisClient, keys: Keys, account: string): Promise<ContactList[]> {
+  const all = new Map<string, ContactList>();
+  let cursor = '0';
+  do {
+    const page = await listListPage(redis, keys, account, cursor, 1000);
+    for (const l of page.lists) all.set(l.id, l);
+    cursor = page.cursor;
+  } while (cursor !== '0');
+  return [...all.values()].sort((a, b) => (a.id < b.id ? -1 : 1));
 }
 
 export async function renameList(redis: RedisClient, keys: Keys, account: string, listId: string, name: string, now: number = Date.now()): Promise<ContactList | null> {

@@ -10,7 +10,7 @@ import * as assert from 'uvu/assert';
 import { main } from '../../src/cli/main.js';
 import type { RedisClient } from '../../src/redis/client.js';
 import type { Keys } from '../../src/redis/keys.js';
-import { findContact, getList } from '../../src/store/contacts.js';
+import { createList, findContact, getList } from '../../src/store/contacts.js';
 import { readAudit } from '../../src/store/audit.js';
 import { sluice, startCliRedis, type CliRedis } from './run-cli.js';
 
@@ -93,6 +93,14 @@ test('create and import (whole or stopped) are in the audit log, as over HTTP', 
   const log = await readAudit(client, keys, { account: 'other', limit: 10 });
   assert.equal(log.map((e) => [e.action, e.target, e.from]), [['list.import', id, 'cli'], ['list.import', id, 'cli'], ['list.create', id, 'cli']]);
   assert.match(log[0]!.actor, /^cli/);
+});
+
+test('show without LIST prints every list of the account, read in pages of 1000', async () => {
+  const made = await Promise.all(Array.from({ length: 1500 }, (_, i) => createList(client, keys, 'many', `l${i}`)));
+  const r = await sluice(['list', 'show', '--account', 'many', '--json', '--config', cfg]);
+  assert.is(r.code, 0, r.err);
+  const ids = r.out.trim().split('\n').map((l) => (JSON.parse(l) as { id: string }).id);
+  assert.equal([...new Set(ids)].sort(), made.map((l) => l.id).sort());
 });
 
 test("another account's list is not found; usage errors exit 2", async () => {

@@ -8,7 +8,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { request } from 'undici';
 import { startHttpApi, type HttpApi } from '../../src/ingress/http-api.js';
-import { getList, findContact } from '../../src/store/contacts.js';
+import { createList, getList, findContact } from '../../src/store/contacts.js';
 import { readAudit } from '../../src/store/audit.js';
 import { createCampaign } from '../../src/store/campaigns.js';
 import { addressDigest } from '../../src/store/address-digest.js';
@@ -69,6 +69,34 @@ async function newList(name: string, key: string = fx.apiKeys.acme): Promise<str
   assert.is(r.status, 201, r.text);
   return r.json['id'] as string;
 }
+
+test('GET /v1/lists: pages follow cursor to the last (null); a bad limit or cursor is 400 with the field', async () => {
+  // The tiny account's lists: only this test makes them.
+  const made = await Promise.all(Array.from({ length: 250 }, (_, i) => createList(fx.client, fx.keys, 'tiny', `l${i}`)));
+  const seen: string[] = [];
+  let cursor: string | null = null;
+  let pages = 0;
+  do {
+    const r: Call = await call('GET', `/v1/lists?limit=100${cursor ? `&cursor=${cursor}` : ''}`, { key: fx.apiKeys.tiny });
+    assert.is(r.status, 200, r.text);
+    const lists = r.json['lists'] as { id: string; name: string; count: number; statuses: unknown; created: string; updated: string }[];
+    // SSCAN's COUNT is a hint: about the limit, never the whole account at once.
+    assert.ok(lists.length < 200, `a page of ${lists.length}`);
+    assert.equal(lists.map((l) => l.id), [...lists.map((l) => l.id)].sort(), 'oldest first within a page');
+    assert.equal(Object.keys(lists[0] ?? { id: 0, name: 0, count: 0, statuses: 0, created: 0, updated: 0 }), ['id', 'name', 'count', 'statuses', 'created', 'updated']);
+    seen.push(...lists.map((l) => l.id));
+    cursor = r.json['cursor'] as string | null;
+    pages++;
+  } while (cursor !== null);
+  assert.ok(pages >= 2, `${pages} pages`);
+  assert.equal([...new Set(seen)].sort(), made.map((l) => l.id).sort());
+  const first = await call('GET', '/v1/lists', { key: fx.apiKeys.tiny });
+  assert.ok((first.json['lists'] as unknown[]).length < 200 && typeof first.json['cursor'] === 'string', 'a default page of about 100');
+  for (const [query, path] of [['limit=0', 'limit'], ['limit=1001', 'limit'], ['limit=2.5', 'limit'], ['cursor=abc', 'cursor']] as const) {
+    const r = await call('GET', `/v1/lists?${query}`, { key: fx.apiKeys.tiny });
+    assert.equal([r.status, r.json.code, r.json.errors?.map((e) => e.path)], [400, 'SLUICE_INGRESS_BAD_REQUEST', [path]], query);
+  }
+});
 
 test('lists: create, list, get, rename, delete', async () => {
   const id = await newList('Newsletter');
