@@ -15,7 +15,7 @@ import { JSON_TYPE, methodNotAllowed, pageQuery, splitUrl, type RouteAnswer } fr
 /**
  * The campaign routes of the HTTP API, scoped to the authenticated account:
  *
- *   POST /v1/campaigns                  create (draft, or scheduled with sendAt / send: true)   → 201
+ *   POST /v1/campaigns                  create: a draft, or scheduled with sendAt (a time, or "now") → 201
  *   GET  /v1/campaigns?cursor=&limit=   a page of the account's campaigns, newest first
  *                                       → 200 { campaigns, cursor } (cursor null after the last)
  *   GET  /v1/campaigns/:id              one campaign                                             → 200
