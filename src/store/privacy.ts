@@ -66,6 +66,8 @@ const ZREM_SLICE = 1000;
 export const ERASED_ADDRESS = 'erased@erased.invalid';
 /** Keys per SCAN step of the idempotency walk. */
 const SCAN_COUNT = 1000;
+/** Batches per ZSCAN step of a webhook outbox (a batch is up to webhooks.batchSize events). */
+export const OUTBOX_PAGE = 100;
 
 interface MessageRef {
   readonly msgId: string;
@@ -458,20 +460,27 @@ async function eraseFromWebhooks(redis: RedisClient, keys: Keys, accounts: reado
     for (const ep of await loadWebhooks(redis, keys, account)) {
       const outbox = keys.webhookOutbox(account, ep.id);
       const ages = keys.webhookAges(account, ep.id);
-      const flat = await redis.zrange(outbox, 0, -1, 'WITHSCORES');
-      for (let i = 0; i + 1 < flat.length; i += 2) {
-        const r = rewrite(flat[i] as string);
-        if (r === undefined) continue;
-        const tx = redis.multi().zrem(outbox, flat[i] as string);
-        // The batch's oldest event for the lag gauge: gone with the batch, or the oldest one kept.
-        if (r.next !== null) tx.zadd(outbox, flat[i + 1] as string, r.next);
-        if (typeof r.id === 'string') {
-          if (r.next === null || !Number.isFinite(r.oldest)) tx.zrem(ages, r.id);
-          else tx.zadd(ages, 'XX', r.oldest, r.id);
+      // In ZSCAN steps: a batch holds up to webhooks.batchSize events, so a whole outbox can be a big
+      // reply. ZSCAN returns every batch there from start to end, whatever this walk changes; a
+      // rewritten batch it may return again names no erased recipient any more and is left alone.
+      let cursor = '0';
+      do {
+        const [next, flat] = await redis.zscan(outbox, cursor, 'COUNT', OUTBOX_PAGE);
+        for (let i = 0; i + 1 < flat.length; i += 2) {
+          const r = rewrite(flat[i] as string);
+          if (r === undefined) continue;
+          const tx = redis.multi().zrem(outbox, flat[i] as string);
+          // The batch's oldest event for the lag gauge: gone with the batch, or the oldest one kept.
+          if (r.next !== null) tx.zadd(outbox, flat[i + 1] as string, r.next);
+          if (typeof r.id === 'string') {
+            if (r.next === null || !Number.isFinite(r.oldest)) tx.zrem(ages, r.id);
+            else tx.zadd(ages, 'XX', r.oldest, r.id);
+          }
+          await tx.exec();
+          changed++;
         }
-        await tx.exec();
-        changed++;
-      }
+        cursor = next;
+      } while (cursor !== '0');
       const dead = keys.webhookDead(account, ep.id);
       for (const member of await redis.lrange(dead, 0, -1)) {
         const next = rewrite(member)?.next;

@@ -8,6 +8,7 @@ import { startEmbeddedRedis, pingSocket, type EmbeddedRedis } from '../../src/re
 import { createRedis, type RedisClient } from '../../src/redis/client.js';
 import { createKeys, type Keys } from '../../src/redis/keys.js';
 import { suite, type Test } from 'uvu';
+import { Redis } from 'ioredis';
 
 /**
  * A real redis-server for one test file, on a unix socket in a fresh temporary folder. Each test
@@ -75,6 +76,32 @@ export function redisSuite(name: string): { test: Test; env: { redis: TestRedis;
   });
   test.after(() => env.redis?.stop());
   return { test, env };
+}
+
+/**
+ * The commands the server ran on `key` while `fn` ran, as MONITOR saw them (the name lower-case,
+ * then the arguments): for tests that a walk reads or trims a big key in bounded steps.
+ */
+export async function commandsOn(redis: TestRedis, key: string, fn: () => Promise<unknown>): Promise<string[][]> {
+  const monitor = await new Redis({ path: redis.url, lazyConnect: true }).monitor();
+  const seen: string[][] = [];
+  const marker = `monitor-end-${randomUUID()}`;
+  const ended = new Promise<void>((resolve) => {
+    monitor.on('monitor', (_time: string, args: string[]) => {
+      if (args[1] === key) seen.push([(args[0] as string).toLowerCase(), ...args.slice(1)]);
+      if (args[1] === marker) resolve();
+    });
+  });
+  try {
+    await fn();
+    const probe = new Redis({ path: redis.url });
+    await probe.exists(marker);
+    probe.disconnect();
+    await ended;
+  } finally {
+    monitor.disconnect();
+  }
+  return seen;
 }
 
 /** A free TCP port on 127.0.0.1 (closed again before returning). */

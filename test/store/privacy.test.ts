@@ -22,12 +22,12 @@ import { createLogger } from '../../src/observability/logger.js';
 import { recordOutcome, storeFeedback } from '../../src/feedback/raw-store.js';
 import { recordSoftBounce } from '../../src/store/soft-bounces.js';
 import { createWebhook } from '../../src/store/webhooks.js';
-import { campaignsSentToList, eraseAddress, exportAddress, keepCopiesFindable, ERASED_ADDRESS } from '../../src/store/privacy.js';
+import { campaignsSentToList, eraseAddress, exportAddress, keepCopiesFindable, ERASED_ADDRESS, OUTBOX_PAGE } from '../../src/store/privacy.js';
 import { encodeSpecRecord } from '../../src/render/spec-record.js';
 import { parseSpec } from '../../src/render/compose.js';
 import type { MessageSpec } from '../../src/render/protocol.js';
 import { verpAddress } from '../../src/core/verp.js';
-import { startRedis, type TestRedis } from '../helpers/redis.js';
+import { commandsOn, startRedis, type TestRedis } from '../helpers/redis.js';
 
 const test = suite('store/privacy');
 let redis: TestRedis;
@@ -315,6 +315,34 @@ for (const how of ['contact', 'list'] as const) {
     assert.not.ok((await dump(keys.prefix)).includes('ann.person'));
   });
 }
+
+test('an erasure walks a webhook outbox of more batches than one page in bounded steps, and rewrites every batch that names the recipient', async () => {
+  await message('m-ann', [ADDRESS]);
+  await message('m-bob', [OTHER]);
+  const { endpoint } = await createWebhook(client, keys, ACCOUNT, { url: 'https://hooks.acme.test/x', events: ['opened'] });
+  const outbox = keys.webhookOutbox(ACCOUNT, endpoint.id);
+  const ann = (n: number) => ({ id: `${NOW}-${n}`, type: 'opened', msgId: 'm-ann', idx: '0' });
+  const bob = (n: number) => ({ id: `${NOW}-${n + 10_000}`, type: 'opened', msgId: 'm-bob', idx: '0' });
+  const batch = (n: number, e: object[]) => JSON.stringify({ b: `b${n}`, n: 1, f: NOW, e });
+  // Two and a half pages: batches of Ann's events only (they go), of both (rewritten), of Bob's only (kept).
+  const count = Math.floor(OUTBOX_PAGE * 2.5);
+  const expected: string[] = [];
+  for (let n = 0; n < count; n++) {
+    const kind = n % 3;
+    await client.zadd(outbox, NOW + n, batch(n, kind === 0 ? [ann(n)] : kind === 1 ? [ann(n), bob(n)] : [bob(n)]));
+    if (kind !== 0) expected.push(batch(n, [bob(n)]));
+  }
+  let report: Awaited<ReturnType<typeof eraseAddress>> | undefined;
+  const seen = await commandsOn(redis, outbox, async () => {
+    report = await eraseAddress(client, keys, ADDRESS, SCOPE, { eventsMaxLen: 1000, recordTtlMs: 60_000, ref: 'sha256:test' });
+  });
+  assert.equal((await client.zrange(outbox, 0, -1)).sort(), expected.sort());
+  assert.is(report!.webhookBatches, count - Math.floor(count / 3));
+  // Each read of the outbox is one bounded step: never the whole of it at once.
+  const reads = seen.filter((c) => !['zrem', 'zadd'].includes(c[0] as string));
+  assert.ok(reads.length > 1, `${reads.length} reads`);
+  for (const c of reads) assert.equal([c[0], c[3], Number(c[4]) <= OUTBOX_PAGE], ['zscan', 'COUNT', true], c.join(' '));
+});
 
 test("a contact added after a campaign's snapshot of the list is not indexed for that campaign when deleted", async () => {
   const { campaignId, lists } = await populate();
