@@ -68,6 +68,8 @@ export const ERASED_ADDRESS = 'erased@erased.invalid';
 const SCAN_COUNT = 1000;
 /** Batches per ZSCAN step of a webhook outbox (a batch is up to webhooks.batchSize events). */
 export const OUTBOX_PAGE = 100;
+/** Ids per ZSCAN step of the unprocessed feedback index (an operator's search of every account). */
+export const UNPROCESSED_PAGE = 1000;
 
 interface MessageRef {
   readonly msgId: string;
@@ -238,12 +240,19 @@ async function matchingEvents(redis: RedisClient, keys: Keys, pairs: ReadonlySet
 async function feedbackIds(redis: RedisClient, keys: Keys, address: string, events: readonly StreamEvent[], scope: PrivacyScope): Promise<string[]> {
   const ids = new Set(events.flatMap((e) => (e.fields['feedbackId'] ? [e.fields['feedbackId']] : [])));
   if (!scope.all) return [...ids];
-  const unprocessed = await redis.zrange(keys.feedbackUnprocessed(), 0, -1);
-  for (const id of unprocessed) {
-    if (ids.has(id)) continue;
-    const [raw, rcpts] = await Promise.all([redis.hgetBuffer(keys.feedbackRaw(id), 'raw'), redis.hget(keys.feedbackRaw(id), 'rcpts')]);
-    if ((raw && raw.toString('latin1').toLowerCase().includes(address)) || rcpts?.toLowerCase().includes(address)) ids.add(id);
-  }
+  // In ZSCAN steps (the index holds the retention window's mail): every id there from start to end
+  // is returned, whatever the inbound MX adds or trims meanwhile (one returned twice is read twice).
+  let cursor = '0';
+  do {
+    const [next, flat] = await redis.zscan(keys.feedbackUnprocessed(), cursor, 'COUNT', UNPROCESSED_PAGE);
+    for (let i = 0; i < flat.length; i += 2) {
+      const id = flat[i] as string;
+      if (ids.has(id)) continue;
+      const [raw, rcpts] = await Promise.all([redis.hgetBuffer(keys.feedbackRaw(id), 'raw'), redis.hget(keys.feedbackRaw(id), 'rcpts')]);
+      if ((raw && raw.toString('latin1').toLowerCase().includes(address)) || rcpts?.toLowerCase().includes(address)) ids.add(id);
+    }
+    cursor = next;
+  } while (cursor !== '0');
   return [...ids];
 }
 

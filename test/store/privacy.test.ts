@@ -22,7 +22,7 @@ import { createLogger } from '../../src/observability/logger.js';
 import { recordOutcome, storeFeedback } from '../../src/feedback/raw-store.js';
 import { recordSoftBounce } from '../../src/store/soft-bounces.js';
 import { createWebhook } from '../../src/store/webhooks.js';
-import { campaignsSentToList, eraseAddress, exportAddress, keepCopiesFindable, ERASED_ADDRESS, OUTBOX_PAGE } from '../../src/store/privacy.js';
+import { campaignsSentToList, eraseAddress, exportAddress, keepCopiesFindable, ERASED_ADDRESS, OUTBOX_PAGE, UNPROCESSED_PAGE } from '../../src/store/privacy.js';
 import { encodeSpecRecord } from '../../src/render/spec-record.js';
 import { parseSpec } from '../../src/render/compose.js';
 import type { MessageSpec } from '../../src/render/protocol.js';
@@ -342,6 +342,34 @@ test('an erasure walks a webhook outbox of more batches than one page in bounded
   const reads = seen.filter((c) => !['zrem', 'zadd'].includes(c[0] as string));
   assert.ok(reads.length > 1, `${reads.length} reads`);
   for (const c of reads) assert.equal([c[0], c[3], Number(c[4]) <= OUTBOX_PAGE], ['zscan', 'COUNT', true], c.join(' '));
+});
+
+test("an operator's erasure walks an unprocessed feedback index of more mail than one page in bounded steps, and finds every mail naming the address", async () => {
+  const index = keys.feedbackUnprocessed();
+  const count = Math.floor(UNPROCESSED_PAGE * 1.5);
+  const naming = new Set<string>();
+  await Promise.all(Array.from({ length: count }, (_, n) => {
+    const id = `fb-${n}`;
+    // Every 97th names the address, in its text or as a recipient.
+    const names = n % 97 === 0;
+    if (names) naming.add(id);
+    const raw = Buffer.from(`Subject: undeliverable\r\n\r\nTo: ${names && n % 2 === 0 ? ADDRESS : OTHER}\r\n`);
+    return storeFeedback(client, keys, { id, raw, rcpts: [names && n % 2 === 1 ? ADDRESS.toLowerCase() : 'postmaster@bounce.acme.test'], mailFrom: '', receivedAt: NOW }, 60_000);
+  }));
+  await client.zadd(index, ...Array.from({ length: count }, (_, n) => [NOW, `fb-${n}`]).flat());
+  let report: Awaited<ReturnType<typeof eraseAddress>> | undefined;
+  const seen = await commandsOn(redis, index, async () => {
+    report = await eraseAddress(client, keys, ADDRESS, { accounts: [ACCOUNT], all: true }, { eventsMaxLen: 1000, recordTtlMs: 60_000, ref: 'sha256:test' });
+  });
+  assert.is(report!.feedback, naming.size);
+  const left = new Set(await client.zrange(index, 0, -1));
+  assert.is(left.size, count - naming.size);
+  for (const id of naming) assert.equal([left.has(id), await client.exists(keys.feedbackRaw(id))], [false, 0], id);
+  assert.is(await client.exists(keys.feedbackRaw('fb-1')), 1, 'mail naming someone else stays');
+  // Each read of the index is one bounded step: never the whole of it at once.
+  const reads = seen.filter((c) => c[0] !== 'zrem');
+  assert.ok(reads.length > 1, `${reads.length} reads`);
+  for (const c of reads) assert.equal([c[0], c[3], Number(c[4]) <= UNPROCESSED_PAGE], ['zscan', 'COUNT', true], c.join(' '));
 });
 
 test("a contact added after a campaign's snapshot of the list is not indexed for that campaign when deleted", async () => {
