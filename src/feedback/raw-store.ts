@@ -45,14 +45,28 @@ export async function storeFeedback(
   }
 }
 
-/** Records what processing made of a stored mail; mail not acted on goes to the unprocessed index. */
+/** Ids of expired mail taken out of the unprocessed index per step (one ZRANGE … LIMIT and one ZREM). */
+export const TRIM_STEP = 1000;
+
+/**
+ * Records what processing made of a stored mail; mail not acted on goes to the unprocessed index,
+ * which loses the ids received more than the retention before it, TRIM_STEP at a time: after a quiet
+ * spell (or a shorter retention) many may have expired at once, and one command removing them all
+ * would hold Redis for as long.
+ */
 export async function recordOutcome(redis: RedisClient, keys: Keys, id: string, outcome: FeedbackOutcome, receivedAt: number, retentionMs: number): Promise<void> {
   // HSET on an expired key would recreate it without a TTL: only touch it while it exists.
   const key = keys.feedbackRaw(id);
   if ((await redis.exists(key)) === 1) await redis.hset(key, 'outcome', outcome);
   if (outcome === 'processed') return;
   const index = keys.feedbackUnprocessed();
-  await redis.multi().zadd(index, receivedAt, id).zremrangebyscore(index, '-inf', `(${receivedAt - retentionMs}`).exec();
+  await redis.zadd(index, receivedAt, id);
+  // An id read here and re-added meanwhile keeps its score (its mail's receipt): still expired.
+  for (;;) {
+    const expired = await redis.zrangebyscore(index, '-inf', `(${receivedAt - retentionMs}`, 'LIMIT', 0, TRIM_STEP);
+    if (expired.length > 0) await redis.zrem(index, ...expired);
+    if (expired.length < TRIM_STEP) return;
+  }
 }
 
 export async function loadFeedback(redis: RedisClient, keys: Keys, id: string): Promise<StoredFeedback | null> {
