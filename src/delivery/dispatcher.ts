@@ -517,24 +517,27 @@ export class Dispatcher {
         // Given back one by one as deliverBatch sends or settles each copy.
         await this.renderSlots.acquire(chunk.length);
         const msgs = await Promise.all(chunk.map((e) => this.o.messages.load(e.msgId)));
-        const [contacts, holds] = await Promise.all([this.campaignContacts(chunk, msgs), this.holdCampaigns(chunk, msgs)]);
+        const contacts = await this.campaignContacts(chunk, msgs);
         const addresses = chunk.map((e, j) => {
           const msg = msgs[j];
           if (!msg) return undefined;
           // An erased recipient (store/privacy.ts) is a tombstone with an empty address: nobody to send to.
           return msg.kind === 'campaign' ? contacts[j]?.email : msg.rcpts[e.idx]?.address || undefined;
         });
-        const live = (j: number): boolean => msgs[j] != null && addresses[j] !== undefined && holds[j] === undefined;
+        const known = (j: number): boolean => msgs[j] != null && addresses[j] !== undefined;
         // Suppression is checked at claim time, so an unsubscribe or a hard bounce that arrived
         // after acceptance still stops the copy, before it costs a render.
         const [blocks, pauses] = await Promise.all([
-          this.suppressions(chunk.map((_, j) => (live(j) ? { account: (msgs[j] as LoadedMessage).account, address: addresses[j] as string } : null))),
-          Promise.all(msgs.map((msg, j) => (live(j) && msg && this.o.reputation ? this.o.reputation.check(msg.account, msg.fromDomain) : null))),
+          this.suppressions(chunk.map((_, j) => (known(j) ? { account: (msgs[j] as LoadedMessage).account, address: addresses[j] as string } : null))),
+          Promise.all(msgs.map((msg, j) => (known(j) && msg && this.o.reputation ? this.o.reputation.check(msg.account, msg.fromDomain) : null))),
         ]);
         const unsubscribed = (j: number): string | undefined => {
           const c = contacts[j];
           return c && c.status !== 'subscribed' ? c.status : undefined;
         };
+        // Only copies that would go now take a campaign's throttle tokens: a suppressed one is not sent.
+        const holds = await this.holdCampaigns(chunk, msgs, (j) => !known(j) || blocks[j] != null || pauses[j] != null || unsubscribed(j) !== undefined);
+        const live = (j: number): boolean => known(j) && holds[j] === undefined;
         const tasks: RenderTask[] = [];
         chunk.forEach((entry, j) => {
           const msg = msgs[j];
@@ -612,9 +615,11 @@ export class Dispatcher {
   /**
    * Campaign entries that must not be sent now: a paused campaign's go back to it (its first attempts
    * to the head of its queue, where resume finds them), a cancelled one's are dropped, and entries over
-   * the campaign's own throttle go back until its bucket refills.
+   * the campaign's own throttle go back until its bucket refills. `unsent(j)`: entry j will not be
+   * sent now whatever this decides (suppressed, unsubscribed, its sender paused, nobody to send to),
+   * so it takes no throttle token.
    */
-  private async holdCampaigns(chunk: readonly QueueEntry[], msgs: readonly (LoadedMessage | null)[]): Promise<('held' | 'cancelled' | undefined)[]> {
+  private async holdCampaigns(chunk: readonly QueueEntry[], msgs: readonly (LoadedMessage | null)[], unsent: (j: number) => boolean): Promise<('held' | 'cancelled' | undefined)[]> {
     const out: ('held' | 'cancelled' | undefined)[] = chunk.map(() => undefined);
     const byCampaign = campaignPositions(msgs);
     const { redis, keys } = this.o;
@@ -631,9 +636,10 @@ export class Dispatcher {
         for (const j of js) out[j] = 'held';
         continue;
       }
-      if (c.throttlePerHour !== null) {
-        const t = await takeTokens(redis, keys, `campaign:${id}`, { perSecond: null, perMinute: null, perHour: c.throttlePerHour }, js.length, now);
-        const over = js.slice(t.granted);
+      const sending = js.filter((j) => !unsent(j));
+      if (c.throttlePerHour !== null && sending.length > 0) {
+        const t = await takeTokens(redis, keys, `campaign:${id}`, { perSecond: null, perMinute: null, perHour: c.throttlePerHour }, sending.length, now);
+        const over = sending.slice(t.granted);
         if (over.length > 0) {
           const at = t.retryAt ?? now + 1000;
           await holdCampaignEntries(redis, keys, this.o.config.redis.scheduleShards, id, over.map((j) => chunk[j] as QueueEntry), { pointerAt: at, holdUntil: at, now });

@@ -14,6 +14,8 @@ import { createKeys } from '../../src/redis/keys.js';
 import { createTokenCodec, type TokenCodec } from '../../src/core/tokens.js';
 import { createList } from '../../src/store/contacts.js';
 import { importContacts } from '../../src/store/contact-import.js';
+import { addSuppression, GLOBAL_LIST } from '../../src/store/suppression.js';
+import { recordThrottleSignal } from '../../src/queue/backoff.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { startCapturePeer, type CapturePeer, type CapturedMessage } from '../helpers/smtp-peer.js';
 import { makeAccount, type AccountKeys } from '../helpers/sluice.js';
@@ -285,6 +287,33 @@ test("a campaign's own throttle: a full bucket's worth goes at once, the rest wa
   assert.is(await client.llen(keys.campaignQueue('d3.test', id)), 7, 'the rest wait as contact numbers');
   const due = Number(await client.zscore(keys.ready('d3.test'), `@${id}`));
   assert.ok(due > Date.now() + 60_000, 'the pointer waits for the bucket to refill (a token every 20 minutes)');
+  assert.is((await api(`/v1/campaigns/${id}/cancel`, {})).body.state, 'cancelled');
+});
+
+test("copies that are not sent (suppressed at claim time) take none of the campaign's throttle", async () => {
+  const keys = createKeys(prefix);
+  // d9.test is suspended for a few seconds (as after a run of 421s): the campaign is queued in full
+  // before any copy is claimed, and two addresses are suppressed in between, so the claim drops them.
+  const suspended = await recordThrottleSignal(client, keys, 'default:d9.test', { threshold: 1, windowMs: 60_000, suspendMs: 4_000, maxSuspendMs: 4_000, maxLevel: 1, recoverMs: 60_000, ratePerConnection: 100 }, Date.now(), '421 4.7.0 slow down');
+  assert.ok(suspended.suspendedUntil !== null);
+  const rows = Array.from({ length: 6 }, (_, i) => ({ email: `s${i}@d9.test`, fields: { first_name: `S${i}` } }));
+  const listId = await listOf('throttled-suppressed', rows);
+  const before = sink.messages.length;
+  const created = await api('/v1/campaigns', { from: 'news@acme.example', subject: 'Throttled, two suppressed', text: 'Hi {{first_name}}', listId, sendAt: 'now', throttle: { perHour: 3 } });
+  assert.is(created.status, 201, JSON.stringify(created.body));
+  const id = created.body.id as string;
+  await waitFor('the whole list queued', async () => ((await api(`/v1/campaigns/${id}/stats`)).body.queued === 6 ? true : undefined));
+  assert.ok(Date.now() < (suspended.suspendedUntil as number), 'queued while the destination is suspended');
+  for (const gone of ['s0@d9.test', 's1@d9.test']) await addSuppression(client, keys, GLOBAL_LIST, gone, { reason: 'hardbounce', at: Date.now(), evidence: {} });
+  await waitFor('three sent and two suppressed', async () => {
+    const st = (await api(`/v1/campaigns/${id}/stats`)).body;
+    return st.delivered + st.suppressed >= 5 ? true : undefined;
+  });
+  await sleep(1000);
+  const st = (await api(`/v1/campaigns/${id}/stats`)).body;
+  assert.equal([st.delivered, st.suppressed, st.pending], [3, 2, 1], JSON.stringify(st));
+  const sent = sink.messages.slice(before).map((m) => m.envelope.to[0]).sort();
+  assert.equal(sent, ['s2@d9.test', 's3@d9.test', 's4@d9.test'], "the campaign's three tokens went to three copies that were sent");
   assert.is((await api(`/v1/campaigns/${id}/cancel`, {})).body.state, 'cancelled');
 });
 
