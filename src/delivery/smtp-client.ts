@@ -284,6 +284,14 @@ export class SmtpClient {
     const { commandMs, dataMs } = this.opts.timeouts;
     if (UNSAFE_ADDRESS.test(envelope.from)) return localReject('MAIL FROM', 'sender address contains a line break or angle bracket');
     if (UNSAFE_ADDRESS.test(envelope.to)) return localReject('RCPT TO', 'recipient address contains a line break or angle bracket');
+    const block = this.block(message);
+    // RFC 1870 §6: a message larger than the server's declared fixed maximum is not sent (it would
+    // only be refused after the transfer, or accepted against the server's word); it is a permanent
+    // failure, as in Postfix ("message size exceeds size limit of server").
+    const limit = this.sizeLimit();
+    if (limit !== null && block.bytes.length > limit) {
+      return localOutcome('bounced', '5.3.4', `local: message size ${block.bytes.length} exceeds size limit ${limit} of server ${this.peer}`, 'MAIL FROM', true);
+    }
 
     if (this.dirty) {
       const reset = await this.command('RSET', 'RSET', commandMs);
@@ -296,7 +304,6 @@ export class SmtpClient {
       this.dirty = false;
     }
 
-    const block = this.block(message);
     const mail = `MAIL FROM:<${envelope.from}>${this.mailParams(envelope, block.bytes.length, block.eightBit)}`;
     const rcpt = `RCPT TO:<${envelope.to}>`;
     this.dirty = true; // until the final reply says 2xx
@@ -385,6 +392,14 @@ export class SmtpClient {
       return { ...localOutcome('deferred', '4.5.2', `BDAT refused although the server offered CHUNKING: ${final.lines.join(' ')}`, 'BDAT', false), chunkingRefused: true };
     }
     return this.ended(final, 'BDAT');
+  }
+
+  /** The server's fixed maximum message size (EHLO SIZE with a number above 0), else null. */
+  private sizeLimit(): number | null {
+    const declared = this.extensions.get('SIZE');
+    if (declared === undefined || !/^\d+$/.test(declared)) return null;
+    const limit = Number(declared);
+    return limit > 0 ? limit : null;
   }
 
   private mailParams(envelope: { from: string; to: string }, size: number, eightBit: boolean): string {

@@ -248,6 +248,24 @@ test('EHLO refused → HELO; a refused STARTTLS continues in plain text', async 
   });
 });
 
+test('a message larger than the SIZE the server declared is not sent: bounced 5.3.4 locally, the session goes on', async () => {
+  await scripted({ ehlo: ['PIPELINING', 'SIZE 100'] }, async (client, peer) => {
+    const big = await client.send({ from: 'b@bounce.test', to: 'x@example.test' }, Buffer.alloc(1000, 'a'));
+    assert.equal([big.result, big.code, big.enhanced, big.command, big.connectionUsable], ['bounced', null, '5.3.4', 'MAIL FROM', true]);
+    assert.match(big.response, /exceeds size limit 100/);
+    assert.is(peer.commands.filter((c) => c.startsWith('MAIL')).length, 0, 'no transaction was started');
+    assert.is(peer.messages.length, 0);
+    // A message within the limit goes, on the same session, without an RSET first.
+    const small = await client.send({ from: 'b@bounce.test', to: 'x@example.test' }, Buffer.from('Subject: s\r\n\r\nhi\r\n'));
+    assert.is(small.result, 'delivered', small.response);
+    assert.ok(!peer.commands.includes('RSET'));
+  });
+  // SIZE 0 (or without a number) declares no limit (RFC 1870 §4).
+  await scripted({ ehlo: ['SIZE 0'] }, async (client) => {
+    assert.is((await client.send({ from: 'b@bounce.test', to: 'x@example.test' }, Buffer.alloc(1000, 'a'))).result, 'delivered');
+  });
+});
+
 test('connection refused → deferred CONN with the socket error text', async () => {
   const port = await freePort();
   const o = await connectFails(options(port));
