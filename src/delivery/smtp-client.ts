@@ -108,6 +108,8 @@ export class SmtpClient {
   /** The last transaction did not complete: the next one starts with RSET. */
   private dirty = false;
   private closedReason: string | null = null;
+  /** The first reply that answered no command (a 421 aside): the server's replies are out of step with ours. */
+  private unsolicited: string | null = null;
 
   private constructor(
     private readonly opts: SmtpClientOptions,
@@ -391,6 +393,13 @@ export class SmtpClient {
       this.terminate('BDAT refused although the server offered CHUNKING');
       return { ...localOutcome('deferred', '4.5.2', `BDAT refused although the server offered CHUNKING: ${final.lines.join(' ')}`, 'BDAT', false), chunkingRefused: true };
     }
+    // Unlike DATA, whose 354 puts the replies back in step before the message, nothing tells the
+    // answer to BDAT from a second answer to MAIL or RCPT: a server that answered one command twice
+    // (the extra reply came with the others) may have refused the message with the reply after the
+    // 250 taken for it. Not proof of delivery: retried (a duplicate at worst, never a loss).
+    if (this.unsolicited !== null && isPositive(final)) {
+      return localOutcome('deferred', null, `protocol error: more replies than commands (${JSON.stringify(this.unsolicited.slice(0, 80))} answered none), so the answer to BDAT is unknown`, 'BDAT', false);
+    }
     return this.ended(final, 'BDAT');
   }
 
@@ -485,6 +494,8 @@ export class SmtpClient {
     this.disarm();
     if (!waiter) {
       // Unsolicited: typically "421 idle timeout" just before the server hangs up. The session is over.
+      // Anything else means a command got two answers, so the answers read so far may be off by one.
+      if (reply.code !== 421) this.unsolicited ??= reply.lines[0] ?? '';
       this.terminate(`unsolicited reply: ${reply.lines[0] ?? ''}`);
       return;
     }

@@ -3,6 +3,7 @@ import * as assert from 'uvu/assert';
 import { SmtpClient, SmtpConnectError, type SmtpClientOptions, type SmtpOutcome } from '../../src/delivery/smtp-client.js';
 import { startCapturePeer, startScriptedPeer, type PeerScript } from '../helpers/smtp-peer.js';
 import { freePort } from '../helpers/redis.js';
+import { createServer, type AddressInfo, type Socket } from 'node:net';
 
 const test = suite('delivery/smtp-client');
 
@@ -264,6 +265,72 @@ test('a message larger than the SIZE the server declared is not sent: bounced 5.
   await scripted({ ehlo: ['SIZE 0'] }, async (client) => {
     assert.is((await client.send({ from: 'b@bounce.test', to: 'x@example.test' }, Buffer.alloc(1000, 'a'))).result, 'delivered');
   });
+});
+
+/**
+ * A PIPELINING + CHUNKING server (the scripted peer knows no BDAT) that answers MAIL with `mail`
+ * (two replies when it misbehaves), BDAT with `bdat`, and writes the answers to each read at once.
+ */
+async function bdatPeer(mail: string, bdat: string): Promise<{ port: number; close: () => Promise<void> }> {
+  const sockets = new Set<Socket>();
+  const server = createServer((socket) => {
+    sockets.add(socket);
+    socket.on('error', () => undefined);
+    socket.write('220 bdat.test ESMTP\r\n');
+    let buf = Buffer.alloc(0);
+    let chunkLeft = 0;
+    socket.on('data', (data: Buffer) => {
+      buf = Buffer.concat([buf, data]);
+      let out = '';
+      for (;;) {
+        if (chunkLeft > 0) {
+          const take = Math.min(chunkLeft, buf.length);
+          chunkLeft -= take;
+          buf = buf.subarray(take);
+          if (chunkLeft > 0) break;
+          out += `${bdat}\r\n`;
+          continue;
+        }
+        const nl = buf.indexOf('\n');
+        if (nl === -1) break;
+        const line = buf.subarray(0, nl).toString().trim();
+        buf = buf.subarray(nl + 1);
+        const verb = line.split(/[ :]/)[0]?.toUpperCase();
+        if (verb === 'EHLO') out += '250-bdat.test\r\n250-PIPELINING\r\n250 CHUNKING\r\n';
+        else if (verb === 'MAIL') out += mail.split('\n').join('\r\n') + '\r\n';
+        else if (verb === 'RCPT') out += '250 2.1.5 ok\r\n';
+        else if (verb === 'BDAT') chunkLeft = Number(line.split(' ')[1]);
+        else out += '250 2.0.0 ok\r\n';
+      }
+      if (out !== '') socket.write(out);
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  return { port: (server.address() as AddressInfo).port, close: () => new Promise<void>((resolve) => (sockets.forEach((s) => s.destroy()), server.close(() => resolve()))) };
+}
+
+test('BDAT: a server that answers MAIL twice cannot have its refusal of the message taken for a 250 (deferred, not delivered)', async () => {
+  const cases = [
+    { mail: '250 2.1.0 ok', bdat: '552 5.3.4 message refused', want: ['bounced', 552, true] },
+    { mail: '250 2.1.0 ok\n250 2.1.0 ok', bdat: '552 5.3.4 message refused', want: ['deferred', null, false] },
+    { mail: '250 2.1.0 ok\n250 2.1.0 ok', bdat: '250 2.0.0 queued', want: ['deferred', null, false] },
+    // A 421 after the last answer is the server hanging up, not a second answer: the 250 stands.
+    { mail: '250 2.1.0 ok', bdat: '250 2.0.0 queued\n421 4.3.2 closing', want: ['delivered', 250, false] },
+  ];
+  for (const c of cases) {
+    const peer = await bdatPeer(c.mail, c.bdat);
+    const client = await SmtpClient.connect(options(peer.port));
+    try {
+      assert.ok(client.chunking);
+      const o = await client.send({ from: 'b@bounce.test', to: 'x@example.test' }, MESSAGE);
+      await new Promise((r) => setImmediate(r));
+      assert.equal([o.result, o.code, client.usable], c.want, `${JSON.stringify(c)} → ${o.response}`);
+      if (c.want[0] === 'deferred') assert.match(o.response, /more replies than commands/);
+    } finally {
+      client.close();
+      await peer.close();
+    }
+  }
 });
 
 test('connection refused → deferred CONN with the socket error text', async () => {
