@@ -1,3 +1,5 @@
+import { isUtf8 } from 'node:buffer';
+
 /**
  * Incremental parser of SMTP replies (RFC 5321 §4.2): lines "NNN-text" continue a reply, "NNN text"
  * (or a bare "NNN") ends it. Bytes arrive in arbitrary chunks; complete replies come out in order.
@@ -9,7 +11,7 @@
  */
 export interface Reply {
   code: number;
-  /** The reply lines as received (code and separator included), without line endings. */
+  /** The reply lines as received (code and separator included), without line endings, decoded by text(). */
   lines: string[];
 }
 
@@ -19,6 +21,18 @@ const MAX_LINE_BYTES = 4096;
 // A greeting or EHLO answer has a dozen lines at most in practice; 128 leaves room for chatty banners.
 const MAX_REPLY_LINES = 128;
 const REPLY_LINE = /^([2-5]\d\d)([ -]|$)/;
+const NON_ASCII = /[^\x00-\x7f]/;
+
+/**
+ * A complete line, held as latin1 (one char per byte), as text: UTF-8 when its bytes are UTF-8 (an
+ * SMTPUTF8 server's "550 5.1.1 Empfänger unbekannt", RFC 6531 §3.7.4), else latin1 as it stands (an
+ * old server's ISO-8859-1 text is then right, and nothing is replaced by U+FFFD).
+ */
+function text(line: string): string {
+  if (!NON_ASCII.test(line)) return line;
+  const bytes = Buffer.from(line, 'latin1');
+  return isUtf8(bytes) ? bytes.toString('utf8') : line;
+}
 
 export class ReplyParser {
   private buffered = '';
@@ -35,7 +49,7 @@ export class ReplyParser {
   push(chunk: Buffer): Reply[] {
     if (this.failure !== null) return [];
     // latin1 maps bytes 1:1, so a multi-byte UTF-8 sequence split across chunks cannot be corrupted
-    // before the line is complete; reply text is ASCII by the RFC anyway.
+    // before the line is complete; text() decodes each complete line.
     this.buffered += chunk.toString('latin1');
     const out: Reply[] = [];
     let nl: number;
@@ -58,7 +72,7 @@ export class ReplyParser {
     if (this.pending.length > 0 && code !== this.pendingCode) {
       return this.fail(`reply code changed from ${this.pendingCode} to ${code} within one reply`);
     }
-    this.pending.push(line);
+    this.pending.push(text(line));
     this.pendingCode = code;
     if (this.pending.length > MAX_REPLY_LINES) return this.fail(`reply longer than ${MAX_REPLY_LINES} lines`);
     if (m[2] === '-') return null;

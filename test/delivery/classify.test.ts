@@ -99,4 +99,13 @@ test('reply parser: multi-line replies across chunks, then a protocol error on g
   assert.ok(r.error?.includes('longer than'), 'an endless line is refused, not buffered forever');
 });
 
+test('reply parser: UTF-8 reply text arrives as UTF-8, even split inside a character; other 8-bit text as latin1', () => {
+  const p = new ReplyParser();
+  const utf8 = Buffer.from('550 5.1.1 Empfänger unbekannt ✓\r\n', 'utf8');
+  const cut = utf8.indexOf(0xc3) + 1; // between the two bytes of 'ä'
+  assert.equal(p.push(utf8.subarray(0, cut)), []);
+  assert.equal(p.push(utf8.subarray(cut)), [{ code: 550, lines: ['550 5.1.1 Empfänger unbekannt ✓'] }]);
+  assert.equal(p.push(Buffer.from('550 5.1.1 Empf\xe4nger unbekannt\r\n', 'latin1')), [{ code: 550, lines: ['550 5.1.1 Empfänger unbekannt'] }]);
+});
+
 test.run();
