@@ -9,7 +9,7 @@ import { DnsClient, type MxAnswer } from './dns-query.js';
  *
  *   transport map hit (exact domain, else the longest '*.suffix', else '*') ─► that host:port
  *   MX records ─► one null MX "0 ." (RFC 7505)          ─► nullmx
- *              ─► sorted by preference, equal ones shuffled ─► A/AAAA of each exchange ─► hosts
+ *              ─► sorted by preference, equal ones shuffled ─► A/AAAA of the first 20 exchanges ─► hosts
  *   no MX (NODATA) ─► A/AAAA of the domain itself (implicit MX) ─► hosts
  *   NXDOMAIN ─► nxdomain        SERVFAIL / timeout / refused ─► tempfail
  *
@@ -63,6 +63,10 @@ const DNS_TRIES = 2;
 // Postfix tries 5 addresses per delivery (smtp_mx_address_limit); the dispatcher walks the list on
 // connection failures, and beyond ten addresses the next retry is a better use of the time.
 const MAX_ADDRESSES = 10;
+// Exchanges looked up, in preference order: two per address kept leaves room for names without one.
+// An MX answer may hold thousands (a 64 KB TCP answer): all of them were two queries each, at once,
+// and all were kept in the cached route.
+const MAX_EXCHANGES = 2 * MAX_ADDRESSES;
 // A TTL of 0 would mean one query per message; one second keeps a busy domain to one query a second.
 const MIN_CACHE_TTL_MS = 1000;
 // Bounds memory with millions of recipient domains (~200 bytes an entry → ~20 MB). Oldest go first.
@@ -140,7 +144,8 @@ export class MxResolver {
     if (real.length === 0) return this.negative({ kind: 'nullmx' });
 
     const ordered = shuffle(real).sort((a, b) => a.priority - b.priority); // sort is stable: ties stay shuffled
-    const names = [...new Set(ordered.map((r) => r.exchange.toLowerCase().replace(/\.$/, '')))];
+    const all = [...new Set(ordered.map((r) => r.exchange.toLowerCase().replace(/\.$/, '')))];
+    const names = all.slice(0, MAX_EXCHANGES);
     const resolved = await Promise.all(names.map((mx) => this.addresses(mx)));
 
     const found: { mx: string; ips: string[] }[] = [];
@@ -156,6 +161,8 @@ export class MxResolver {
       // Every exchange failed. A lookup that might work later defers; exchanges that do not exist at
       // all leave no host to try, which is final (Postfix: "Host or domain name not found").
       if (failure !== null) return { route: { kind: 'tempfail', error: failure }, ttlMs: 0 };
+      // Exchanges left unasked might have addresses: not proof that there is no host.
+      if (all.length > names.length) return { route: { kind: 'tempfail', error: `MX ${domain}: none of the first ${names.length} of ${all.length} exchanges has an address` }, ttlMs: 0 };
       return this.negative({ kind: 'nxdomain' });
     }
     return this.hosts(found, names, false, ttlMs);

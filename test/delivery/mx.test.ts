@@ -67,6 +67,11 @@ const zone = {
   'mx.real.test': { A: ['192.0.2.60'] },
   [FORGED_EXCHANGE]: { A: ['203.0.113.66'] },
   'refused.test': { rcode: 'REFUSED' as const },
+  // 300 exchanges, each with an address; 25 where only the last one has an address
+  'huge.test': { MX: Array.from({ length: 300 }, (_, i) => ({ preference: i, exchange: `mx${i}.huge.test` })) },
+  ...Object.fromEntries(Array.from({ length: 300 }, (_, i) => [`mx${i}.huge.test`, { A: [`198.51.100.${i % 250}`] }])),
+  'deadlist.test': { MX: Array.from({ length: 25 }, (_, i) => ({ preference: i, exchange: `mx${i}.deadlist.test` })) },
+  'mx24.deadlist.test': { A: ['198.51.100.24'] },
 };
 
 function resolver(over: Partial<MxResolverOptions> = {}): MxResolver {
@@ -242,6 +247,18 @@ test('a CNAME in the MX answer is followed to its target, and its TTL bounds the
 
   // an alias to a name that does not exist: NXDOMAIN for the end of the chain
   assert.equal(await r.resolve('dangling.test'), { kind: 'nxdomain' });
+});
+
+test('a huge MX list: only the first exchanges by preference are looked up and kept; none of them with an address defers', async () => {
+  const route = hostsOf(await resolver().resolve('huge.test'));
+  assert.equal(route.hosts.map((h) => h.mx), Array.from({ length: 10 }, (_, i) => `mx${i}.huge.test`));
+  assert.is(route.mxHosts.length, 20);
+  let asked = 0;
+  for (let i = 0; i < 300; i++) if (dns.queries(`mx${i}.huge.test`) > 0) asked++;
+  assert.is(asked, 20, 'A/AAAA questions for 20 exchanges, not 300');
+  // The exchanges never asked might have addresses: not a bounce.
+  const dead = await resolver().resolve('deadlist.test');
+  assert.is(dead.kind, 'tempfail', JSON.stringify(dead));
 });
 
 test('a truncated UDP answer is asked again over TCP, and the whole answer is used', async () => {
