@@ -286,6 +286,12 @@ export class SmtpClient {
     const { commandMs, dataMs } = this.opts.timeouts;
     if (UNSAFE_ADDRESS.test(envelope.from)) return localReject('MAIL FROM', 'sender address contains a line break or angle bracket');
     if (UNSAFE_ADDRESS.test(envelope.to)) return localReject('RCPT TO', 'recipient address contains a line break or angle bracket');
+    if (!this.extensions.has('SMTPUTF8')) {
+      // RFC 6531 §3.2: an address that is not ASCII goes only to a server that offers SMTPUTF8 (it
+      // would be refused, or worse read as some other mailbox); as Postfix, a permanent 5.6.7.
+      if (NON_ASCII.test(envelope.from)) return localOutcome('bounced', '5.6.7', `local: the sender address needs SMTPUTF8, which ${this.peer} does not offer`, 'MAIL FROM', true);
+      if (NON_ASCII.test(envelope.to)) return localOutcome('bounced', '5.6.7', `local: the recipient address needs SMTPUTF8, which ${this.peer} does not offer`, 'RCPT TO', true);
+    }
     const block = this.block(message);
     // RFC 1870 §6: a message larger than the server's declared fixed maximum is not sent (it would
     // only be refused after the transfer, or accepted against the server's word); it is a permanent
@@ -415,7 +421,7 @@ export class SmtpClient {
     let params = '';
     if (this.extensions.has('SIZE')) params += ` SIZE=${size}`; // RFC 1870: lets the server refuse before the data
     if (eightBit && this.extensions.has('8BITMIME')) params += ' BODY=8BITMIME'; // RFC 6152
-    if (this.extensions.has('SMTPUTF8') && (NON_ASCII.test(envelope.from) || NON_ASCII.test(envelope.to))) params += ' SMTPUTF8'; // RFC 6531
+    if (NON_ASCII.test(envelope.from) || NON_ASCII.test(envelope.to)) params += ' SMTPUTF8'; // RFC 6531 (transaction() made sure it is offered)
     return params;
   }
 

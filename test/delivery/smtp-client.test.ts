@@ -333,6 +333,20 @@ test('BDAT: a server that answers MAIL twice cannot have its refusal of the mess
   }
 });
 
+test('a non-ASCII address goes only to a server that offers SMTPUTF8: else bounced 5.6.7 locally, nothing sent', async () => {
+  await scripted({ ehlo: ['PIPELINING', '8BITMIME'] }, async (client, peer) => {
+    const o = await client.send({ from: 'b@bounce.test', to: 'jösé@example.test' }, MESSAGE);
+    assert.equal([o.result, o.code, o.enhanced, o.command, o.connectionUsable], ['bounced', null, '5.6.7', 'RCPT TO', true]);
+    assert.match(o.response, /SMTPUTF8/);
+    assert.is(peer.commands.filter((c) => c.startsWith('MAIL') || c.startsWith('RCPT')).length, 0);
+    assert.is((await client.send({ from: 'b@bounce.test', to: 'jose@example.test' }, MESSAGE)).result, 'delivered');
+  });
+  await scripted({ ehlo: ['PIPELINING', 'SMTPUTF8'] }, async (client, peer) => {
+    assert.is((await client.send({ from: 'b@bounce.test', to: 'jösé@example.test' }, MESSAGE)).result, 'delivered');
+    assert.ok(peer.commands.includes('MAIL FROM:<b@bounce.test> SMTPUTF8'), JSON.stringify(peer.commands));
+  });
+});
+
 test('connection refused → deferred CONN with the socket error text', async () => {
   const port = await freePort();
   const o = await connectFails(options(port));
