@@ -380,7 +380,16 @@ export class Dispatcher {
   private async runConnection(domain: string, route: Extract<Route, { kind: 'hosts' }>, shaping: EffectiveShaping, connId: string, level: number): Promise<void> {
     const { redis, keys, config } = this.o;
     const shards = config.redis.scheduleShards;
-    const conn = await this.connect(route, shaping.provider);
+    // Connecting may take long (up to MAX_ADDRESSES hosts, each allowed delivery.timeouts.connect and
+    // .greeting): the connection slot is renewed meanwhile, or it would lapse and let another
+    // connection past the scope's limit while this one is still being set up.
+    const renewing = setInterval(() => void renewConnection(redis, keys, shaping.scope, connId, config.delivery.lease, this.now()).catch(() => undefined), Math.max(1000, Math.floor(config.delivery.lease / 3)));
+    let conn: SmtpClient | SmtpOutcome;
+    try {
+      conn = await this.connect(route, shaping.provider);
+    } finally {
+      clearInterval(renewing);
+    }
     if (!(conn instanceof SmtpClient)) {
       // Nothing reachable: every due recipient of the destination is deferred (or expires).
       if (conn.throttled) await this.throttled(shaping, conn.response);

@@ -10,6 +10,7 @@ import * as assert from 'uvu/assert';
 import { SMTPServer } from 'smtp-server';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { startSluiceFixture, type SluiceFixture } from '../helpers/sluice.js';
+import { startScriptedPeer, type ScriptedPeer } from '../helpers/smtp-peer.js';
 
 const test = suite('e2e/lease');
 const DATA_DELAY_MS = 4_500;
@@ -18,6 +19,8 @@ let redis: TestRedis;
 let s: SluiceFixture;
 let peer: SMTPServer;
 let port = 0;
+/** Accepts the connection and never greets. */
+let mute: ScriptedPeer;
 /** RCPT TO addresses the peer accepted a message for, in order, across every session. */
 const delivered: string[] = [];
 
@@ -42,16 +45,18 @@ test.before(async () => {
   await new Promise<void>((resolve) => peer.listen(0, '127.0.0.1', () => resolve()));
   const address = peer.server.address();
   port = typeof address === 'object' && address ? address.port : 0;
+  mute = await startScriptedPeer({ greeting: 'stall' });
   s = await startSluiceFixture(redis, {
     // Two copies per claim: the first batch is full, so a second connection starts, and a reaped
     // copy is claimed by a new connection while the first still holds it.
-    delivery: { transport: { 'slow.test': `127.0.0.1:${port}` }, lease: '2s', claimBatch: 2 },
+    delivery: { transport: { 'slow.test': `127.0.0.1:${port}`, 'mute.test': `${mute.host}:${mute.port}` }, lease: '2s', claimBatch: 2, timeouts: { greeting: '8s' } },
   });
 });
 
 test.after(async () => {
   await s?.stop();
   await new Promise<void>((resolve) => peer.close(() => resolve()));
+  await mute?.close();
   await redis?.stop();
 });
 
@@ -64,6 +69,20 @@ test('copies of a batch whose transactions outlast the lease are each delivered 
   // A little longer than the reaper's interval: a copy reaped late would be sent again now.
   await new Promise((resolve) => setTimeout(resolve, 6_000));
   assert.equal([...delivered].sort(), rcpts, `each recipient once: ${delivered.join(', ')}`);
+});
+
+test("a connection still waiting for the server's greeting keeps its connection slot past the lease", async () => {
+  const r = await s.api('/v1/messages', { body: { from: 'news@acme.example', to: 'x@mute.test', subject: 'mute', text: 'x' } });
+  assert.is(r.status, 202, JSON.stringify(r.body));
+  const conns = s.app.keys.conns('default:mute.test');
+  const client = s.app.redis.client;
+  // The connection is being set up: its slot is held.
+  for (let i = 0; i < 100 && (await client.zcard(conns)) === 0; i++) await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.is(await client.zcard(conns), 1, 'a slot taken for the connection');
+  // Two leases later (2 s each) the greeting has still not come (the timeout is 8 s): the slot must
+  // still be live, or another connection could take the scope past its limit meanwhile.
+  await new Promise((resolve) => setTimeout(resolve, 4_500));
+  assert.is(await client.zcount(conns, `(${Date.now()}`, '+inf'), 1, 'the slot is renewed while the connection waits');
 });
 
 test.run();
