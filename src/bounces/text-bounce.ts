@@ -8,7 +8,12 @@ import { findAddresses, cleanAddress } from './smtp-text.js';
 
 export interface TextRecipient { recipient: string; diagnostic: string }
 
-/** Where the copy of the returned message starts; everything after it is the sender's own mail. */
+/**
+ * Where the copy of the returned message starts; everything after it is the sender's own mail. Space
+ * before a marker is `[ \t]*`, never `\s*`: under the m flag `^\s*` also crosses line ends, so it was
+ * tried from every line start across every blank line after it, quadratic in a body of blank lines
+ * (64 KiB of CRLFs took ~45 s per mail, blocking the feedback MX's event loop).
+ */
 const ORIGINAL_MARKERS: readonly RegExp[] = [
   /^-+ ?below this line is a copy of the message/im,
   /^-+ ?this is a copy of the message/im,
@@ -16,13 +21,13 @@ const ORIGINAL_MARKERS: readonly RegExp[] = [
   /^-+ ?the header of the original message/im,
   /^-+ ?returned message/im,
   /^-+ ?undelivered message/im,
-  /^\s*-+ ?(?:original|returned) (?:mail|message) (?:header|follows)/im,
-  /^\s*original message headers:/im,
+  /^[ \t]*-+ ?(?:original|returned) (?:mail|message) (?:header|follows)/im,
+  /^[ \t]*original message headers:/im,
   /^-+ ?unsent message below/im,
   /^-+ ?copy of message follows/im,
-  /^\s*-+\s*message header follows/im,
-  /^\s*--- the message header ---/im,
-  /^\s*content-type: message\/rfc822/im,
+  /^[ \t]*-+[ \t]*message header follows/im,
+  /^[ \t]*--- the message header ---/im,
+  /^[ \t]*content-type: message\/rfc822/im,
   /^(?:return-path|received): /im,
 ];
 
