@@ -35,11 +35,45 @@ export function headerLines(raw: Buffer): string[] {
   return lines;
 }
 
+/**
+ * The From value with its quoted strings and comments taken out: what is left is where RFC 5322 puts
+ * the address (a display name may hold '@' or '<' only quoted or in a comment). Backslash escapes
+ * count inside both; comments nest.
+ */
+function bareText(value: string): string {
+  let out = '';
+  let depth = 0;
+  let quoted = false;
+  for (let i = 0; i < value.length; i++) {
+    const c = value[i] as string;
+    if ((quoted || depth > 0) && c === '\\') i++;
+    else if (quoted) quoted = c !== '"';
+    else if (c === '(') depth++;
+    else if (depth > 0) depth -= c === ')' ? 1 : 0;
+    else if (c === '"') quoted = true;
+    else out += c;
+  }
+  return out;
+}
+
+/**
+ * The one address of the From header. The message is signed and sent as it is, so the header must
+ * say one thing to every reader: the lenient parser takes `<news@own.example> <x@other.example>` or
+ * `x@other.example <news@own.example>` for news@own.example (the rest as a display name), where
+ * other parsers (Python's email, for one) read x@other.example — a From domain the account does
+ * not own, signed with one it does. So, outside quotes and comments, exactly one '@', at most one
+ * angle address, and nothing after it.
+ */
 export function headerFrom(raw: Buffer): string {
   const froms = headerLines(raw).filter((l) => /^from:/i.test(l));
   if (froms.length !== 1) throw malformed(froms.length === 0 ? 'no From header' : 'more than one From header');
   const value = (froms[0] as string).slice(5).trim();
   const list = addressparser(value, { flatten: true });
   if (list.length !== 1 || !list[0]?.address) throw malformed('the From header must name exactly one address');
+  const bare = bareText(value);
+  const angle = bare.indexOf('<');
+  if (bare.split('@').length !== 2 || angle !== bare.lastIndexOf('<') || (angle !== -1 && !/^<[^<>]*>\s*$/.test(bare.slice(angle)))) {
+    throw malformed('the From header must name exactly one address (a display name with "@" or "<" must be quoted)');
+  }
   return list[0].address;
 }

@@ -139,6 +139,25 @@ test('malformed message (no From header) → 554', async () => {
   assert.is(err.responseCode, 554);
 });
 
+test('a From header other parsers read as another address → 554 5.6.0, nothing stored; quoted names and comments are fine', async () => {
+  // The lenient parser reads each of these as news@acme.example (the rest a display name); Python's
+  // email reads evil@other.example from the first, and two addresses from the others. Signed with
+  // acme.example's key, they would show another domain's address with a passing signature.
+  const t = acme();
+  const before = await storedMessages(fx);
+  for (const from of ['evil@other.example <news@acme.example>', '<news@acme.example> <evil@other.example>', '<news@acme.example>evil@other.example', 'news@acme.example evil@other.example']) {
+    const err = await refusal(t.sendMail({ envelope: { from: 'news@acme.example', to: ['x@gmail.com'] }, raw: `From: ${from}\r\nTo: x@gmail.com\r\nSubject: s\r\n\r\nbody\r\n` }));
+    assert.is(err.responseCode, 554, from);
+    assert.match(err.response ?? '', /^554 5\.6\.0 /, from);
+  }
+  assert.is(await storedMessages(fx), before, 'none of them stored');
+  for (const from of ['"evil@other.example" <news@acme.example>', 'news@acme.example (Acme, <the> news)', 'Acme (the (nested) one) <news@acme.example>', 'John Q. Public <news@acme.example>']) {
+    const info = await t.sendMail({ envelope: { from: 'news@acme.example', to: ['x@gmail.com'] }, raw: `From: ${from}\r\nTo: x@gmail.com\r\nSubject: s\r\n\r\nbody\r\n` });
+    assert.match(info.response, /^250 /, from);
+  }
+  t.close();
+});
+
 test('daily quota exceeded → 452 4.5.3, and nothing stored', async () => {
   const t = transport({ user: 'tiny', pass: 'tiny-password' });
   await t.sendMail({ from: 'a@tiny.example', to: ['a@gmail.com', 'b@gmail.com'], subject: 's', text: 't' });
