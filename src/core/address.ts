@@ -15,7 +15,10 @@ export interface ParsedAddress {
 // RFC 5321 limits: 64 octets local part, 255 octets domain, 254 octets path.
 const MAX_LOCAL = 64;
 const MAX_DOMAIN = 253;
-const LOCAL_DOT_ATOM = /^[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\uFFFF-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\uFFFF-]+)*$/;
+// Non-ASCII (RFC 6531) is any character but a lone surrogate: a JSON "\udc00" decodes to one, which
+// has no UTF-8 form (it would be stored as U+FFFD, another address than the one accepted).
+const ATOM = String.raw`(?:[A-Za-z0-9!#$%&'*+/=?^_\`{|}~\u0080-\uD7FF\uE000-\uFFFF-]|[\uD800-\uDBFF][\uDC00-\uDFFF])+`;
+const LOCAL_DOT_ATOM = new RegExp(`^${ATOM}(?:\\.${ATOM})*$`);
 const LOCAL_QUOTED = /^"([\x20\x21\x23-\x5b\x5d-\x7e]|\\[\x20-\x7e])*"$/;
 const LABEL = /^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/;
 

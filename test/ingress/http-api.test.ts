@@ -89,6 +89,18 @@ test('a bad address is quoted as sent in the 400, whatever the address parser ma
   });
 });
 
+test('an address with a lone surrogate (JSON "\\udc00") → 400 naming it, nothing stored; a surrogate pair is a character', async () => {
+  // A lone surrogate has no UTF-8 form: accepted, it was answered as sent but stored as U+FFFD.
+  const before = await storedMessages(fx);
+  const r = await call('POST', '/v1/messages', message({ to: ['a\udc00b@gmail.com'], cc: { address: 'c\ud800@example.org' }, bcc: undefined }));
+  assert.is(r.status, 400, r.text);
+  assert.equal((r.json.errors ?? []).map((e) => e.path).sort(), ['cc.0', 'to.0']);
+  assert.is(await storedMessages(fx), before);
+  const ok = await call('POST', '/v1/messages', message({ to: ['smile\ud83d\ude00@gmail.com'], cc: undefined, bcc: undefined }));
+  assert.is(ok.status, 202, ok.text);
+  assert.equal(ok.json['recipients'], ['smile\ud83d\ude00@gmail.com']);
+});
+
 test('bad JSON → 400; wrong media type → 415; wrong method → 405; unknown route and id → 404', async () => {
   const bad = await call('POST', '/v1/messages', '{"from": ');
   assert.is(bad.status, 400);
