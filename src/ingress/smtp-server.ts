@@ -9,7 +9,7 @@ import type { Account } from '../accounts/registry.js';
 import { AuthThrottle, type AuthThrottleOptions } from '../accounts/limits.js';
 import { acceptMessage, checkFrom, checkOpen, type AcceptDeps } from './accept.js';
 import { headerFrom } from './header-from.js';
-import { checkMessageLines } from './message-check.js';
+import { checkMessageLines, malformed } from './message-check.js';
 import { loadOrCreateTls, type TlsMaterial } from './tls.js';
 import { ClientLimiter } from '../core/client-limit.js';
 import { createSmtpGuard } from '../core/smtp-guard.js';
@@ -201,7 +201,15 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
             answer(err instanceof SluiceError && err.code === 'SLUICE_INGRESS_BAD_MESSAGE' ? rejected(session, err) : reject(session, err));
           }
         })();
-      }, (err: Error) => answer(reject(session, err)));
+      }, (err: Error & { code?: string }) => {
+        // The client hung up before the end of the data (smtp-server destroys the stream with
+        // ECONNECTION): nothing was stored and nobody hears the answer. Not an internal error.
+        if (err.code === 'ECONNECTION') {
+          log.info({ sessionId: session.id }, 'client disconnected during DATA; nothing stored');
+          return answer(smtpReply(malformed('the connection closed before the end of the data'), session.id));
+        }
+        answer(reject(session, err));
+      });
     },
   });
 

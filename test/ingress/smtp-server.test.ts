@@ -9,17 +9,20 @@ import { loadOrCreateTls } from '../../src/ingress/tls.js';
 import { createMetrics } from '../../src/observability/metrics.js';
 import { awayFromHourBoundary, BRISK_PER_HOUR, ingressFixture, type IngressFixture, briskWindowCount, storedMessages } from './fixture.js';
 import { RawSmtp } from '../helpers/raw-smtp.js';
+import { createLogger } from '../../src/observability/logger.js';
 
 const test = suite('ingress/smtp-server');
 let fx: IngressFixture;
 let server: SubmissionServer;
 const metrics = createMetrics();
 const MAX_SIZE = 32 * 1024;
+type Logged = { level: string; msg: string; sessionId?: string };
+const logged: Logged[] = [];
 
 test.before(async () => {
   fx = await ingressFixture({ smtp: { maxMessageSize: MAX_SIZE, maxRecipients: 3 } });
   server = await startSubmissionServer(
-    { redis: fx.client, keys: fx.keys, config: fx.config, registry: fx.registry, logger: fx.logger, metrics },
+    { redis: fx.client, keys: fx.keys, config: fx.config, registry: fx.registry, logger: createLogger('info', { write: (line: string) => void logged.push(JSON.parse(line) as Logged) }), metrics },
     { host: '127.0.0.1', port: 0, authThrottle: { refuseAfter: 6, baseDelayMs: 1, maxDelayMs: 5 } },
   );
 });
@@ -156,6 +159,25 @@ test('a From header other parsers read as another address → 554 5.6.0, nothing
     assert.match(info.response, /^250 /, from);
   }
   t.close();
+});
+
+test('a client that hangs up in the middle of DATA: nothing stored, logged as a disconnect, not as an internal error', async () => {
+  const { client: c } = await RawSmtp.open(server.port);
+  await c.startTls();
+  assert.is((await c.auth('acme', 'acme-password')).code, 235);
+  assert.is((await c.cmd('MAIL FROM:<news@acme.example>')).code, 250);
+  assert.is((await c.cmd('RCPT TO:<x@gmail.com>')).code, 250);
+  assert.is((await c.cmd('DATA')).code, 354);
+  const before = await storedMessages(fx);
+  const errors = () => logged.filter((l) => l.level === 'error').length;
+  const errorsBefore = errors();
+  await c.write('From: news@acme.example\r\nTo: x@gmail.com\r\nSubject: cut\r\n\r\nhalf a mess');
+  c.close();
+  const line = async () => logged.find((l) => l.msg === 'client disconnected during DATA; nothing stored');
+  for (let i = 0; i < 100 && !(await line()); i++) await new Promise((r) => setTimeout(r, 20));
+  assert.is((await line())?.level, 'info');
+  assert.is(errors(), errorsBefore, 'no error logged');
+  assert.is(await storedMessages(fx), before, 'nothing stored');
 });
 
 test('daily quota exceeded → 452 4.5.3, and nothing stored', async () => {
