@@ -46,6 +46,18 @@ export interface PreparedCampaign {
  * and what each render worker keeps compiled.
  */
 export const MAX_TEMPLATE_CHARS = 1_000_000;
+/**
+ * Handlebars parses and compiles a template on the ingress thread (POST /v1/campaigns) at tens of
+ * µs per token, and recurses per nesting level: a 1 MB template of `{{a}}` kept the event loop busy
+ * ~60 s (every request of the process waiting), 1,000 nested blocks or 3,000 nested sub-expressions
+ * overflowed the stack (a 500). These bound the work far above real templates, which use tens to a
+ * few hundred expressions, nested a few levels.
+ */
+export const MAX_EXPRESSIONS = 1_000;
+/** Characters inside `{{…}}` in all, for expressions with thousands of parameters or path segments. */
+export const MAX_EXPRESSION_CHARS = 32 * 1024;
+/** Blocks and sub-expressions inside one another. */
+export const MAX_NESTING = 50;
 /** RFC 5322 §2.1.1: a header line is at most 998 characters. */
 const MAX_LINE = 998;
 /** As for API messages: room for every List-*, X-* header a sender uses, while bounding the work. */
@@ -143,13 +155,62 @@ function body(path: 'html' | 'text', source: unknown, options: typeof HTML_OPTIO
   return check(path, source, options, errors);
 }
 
+/**
+ * Why a template is too complex to parse, or null: checked on its text before parsing, since the
+ * parser's own work grows faster than the text (with the nesting of sub-expressions, for one).
+ * Comments are skipped: the parser takes each as one token.
+ */
+function tooComplex(source: string): string | null {
+  let count = 0;
+  let chars = 0;
+  for (const m of source.matchAll(/\{\{(?:!--[\s\S]*?--\}\}|![\s\S]*?\}\}|[\s\S]*?\}\})/g)) {
+    const expr = m[0];
+    if (expr[2] === '!') continue;
+    count++;
+    chars += expr.length;
+    let depth = 0;
+    for (let i = 0; i < expr.length; i++) {
+      const c = expr.charCodeAt(i);
+      if (c === 0x28 && ++depth > MAX_NESTING) return `sub-expressions may not be nested more than ${MAX_NESTING} deep`;
+      if (c === 0x29) depth--;
+    }
+  }
+  if (count > MAX_EXPRESSIONS) return `at most ${MAX_EXPRESSIONS} template expressions ({{…}}), found ${count}`;
+  if (chars > MAX_EXPRESSION_CHARS) return `at most ${MAX_EXPRESSION_CHARS} characters of template expressions ({{…}}) in all`;
+  return null;
+}
+
+/** The deepest block or sub-expression of a syntax tree inside another, the first one past MAX_NESTING; without recursion. */
+function tooDeep(ast: hbs.AST.Program): hbs.AST.Node | null {
+  const stack: [unknown, number][] = [[ast, 0]];
+  while (stack.length > 0) {
+    const [node, depth] = stack.pop() as [unknown, number];
+    if (typeof node !== 'object' || node === null) continue;
+    const type = (node as { type?: unknown }).type;
+    const d = type === 'BlockStatement' || type === 'SubExpression' ? depth + 1 : depth;
+    if (d > MAX_NESTING) return node as hbs.AST.Node;
+    for (const [k, v] of Object.entries(node)) if (k !== 'loc') stack.push([v, d]);
+  }
+  return null;
+}
+
 /** Parses and compiles one template; a failure becomes a FieldError with its position. */
 function check(path: string, source: string, options: typeof HTML_OPTIONS, errors: FieldError[]): Checked | null {
+  const complex = tooComplex(source);
+  if (complex !== null) {
+    errors.push({ path, message: complex });
+    return null;
+  }
   let ast: hbs.AST.Program;
   try {
     ast = engine.parse(source);
   } catch (err) {
     errors.push({ path, ...compileError(err, engine) });
+    return null;
+  }
+  const deep = tooDeep(ast);
+  if (deep !== null) {
+    errors.push({ path, message: `blocks and sub-expressions may not be nested more than ${MAX_NESTING} deep`, line: deep.loc.start.line, column: deep.loc.start.column + 1 });
     return null;
   }
 

@@ -6,7 +6,7 @@ import { isSluiceError, type FieldError } from '../../src/core/errors.js';
 import { newId } from '../../src/core/ids.js';
 import { createTokenCodec, type TokenCodec, type TokenPayload } from '../../src/core/tokens.js';
 import { unsubscribeAddress } from '../../src/feedback/recipients.js';
-import { prepareCampaign, type CampaignInput } from '../../src/render/campaign.js';
+import { MAX_EXPRESSION_CHARS, MAX_EXPRESSIONS, MAX_NESTING, prepareCampaign, type CampaignInput } from '../../src/render/campaign.js';
 import type { CampaignTemplate, RenderResult, RenderTask, TrackingMode, WorkerInit } from '../../src/render/protocol.js';
 import { createRenderer, type RenderFn } from '../../src/render/renderer.js';
 import { makeKey, txtTable, verifyWithDkimpy, verifyWithMailauth, type TestKey } from '../helpers/dkim-verify.js';
@@ -116,6 +116,20 @@ test('a template that does not compile is refused with path, line and column', (
   assert.equal(invalid({ html: '<p>{{> footer}}</p>' }), [{ path: 'html', message: 'partials are not supported', line: 1, column: 4 }]);
   assert.equal(invalid({ html: '{{#each this}}{{#each this}}x{{/each}}{{/each}}' })[0]?.message, '{{#each}} may not be nested more than 1 deep');
   assert.equal(invalid({ html: '{{log first}}' })[0]?.message, "unknown helper 'log'", 'no writing to the worker stderr');
+});
+
+test('a template too complex to check quickly is refused before the parser runs; at the limits it compiles', () => {
+  // Handlebars parses and compiles on the ingress thread: 1 MB of {{first}} kept it busy ~60 s, and
+  // nesting of a few thousand overflowed the stack (a 500).
+  assert.equal(invalid({ html: '<p>{{first}}</p>'.repeat(60_000) }), [{ path: 'html', message: `at most ${MAX_EXPRESSIONS} template expressions ({{…}}), found 60000` }]);
+  assert.equal(invalid({ text: `{{lookup this "${'x'.repeat(MAX_EXPRESSION_CHARS)}"}}` })[0]?.message, `at most ${MAX_EXPRESSION_CHARS} characters of template expressions ({{…}}) in all`);
+  assert.equal(invalid({ text: `{{lookup ${'(lookup this '.repeat(3_000)}"a"${')'.repeat(3_000)} "b"}}` })[0]?.message, `sub-expressions may not be nested more than ${MAX_NESTING} deep`);
+  const nested = (n: number) => `${'{{#if vip}}\n'.repeat(n)}x${'{{/if}}'.repeat(n)}`;
+  assert.equal(invalid({ html: nested(MAX_NESTING + 1) }), [{ path: 'html', message: `blocks and sub-expressions may not be nested more than ${MAX_NESTING} deep`, line: MAX_NESTING + 1, column: 1 }]);
+  assert.equal(invalid({ html: `{{#if a}}${'{{else if b}}'.repeat(MAX_NESTING)}{{/if}}` })[0]?.message, `blocks and sub-expressions may not be nested more than ${MAX_NESTING} deep`);
+  // A comment is one token, however long: not counted.
+  assert.ok(prepareCampaign({ from: { address: 'news@shop.example' }, subject: 's', tracking: { opens: true, clicks: true }, html: `{{!-- ${'{{x}} '.repeat(5_000)} --}}<p>{{first}}</p>` }).template.html);
+  assert.ok(prepareCampaign({ from: { address: 'news@shop.example' }, subject: 's', tracking: { opens: true, clicks: true }, html: nested(MAX_NESTING) + '{{first}}'.repeat(MAX_EXPRESSIONS - 2 * MAX_NESTING) }).template.html);
 });
 
 test('every invalid field is reported at once, by path', () => {
