@@ -175,22 +175,28 @@ export async function startTrackingServer(deps: TrackingDeps, opts: TrackingServ
     return 'ok';
   };
 
+  /**
+   * A POST's body is read before Redis is asked anything (and so before the Redis deadline starts):
+   * a client sending it slowly is the request timeout's business (408), not a Redis outage (503).
+   */
   const unsubscribePage = async (req: IncomingMessage, res: ServerResponse, token: string): Promise<string> => {
     const p = verify(token, 'u');
-    const target = p ? await unsubscribeTarget(deps, p) : null;
-    if (!p || !target) return send(res, 404, HTML, invalidLinkPage(), 'invalid');
-    if (req.method !== 'POST') return send(res, 200, HTML, unsubscribeFormPage(target.address, target.from), 'ok');
-
-    const body = await readBody(req, maxBody);
+    if (!p) return send(res, 404, HTML, invalidLinkPage(), 'invalid');
+    const body = req.method === 'POST' ? await readBody(req, maxBody) : null;
     if (body === 'too-large') {
       res.setHeader('Connection', 'close');
       return send(res, 413, TEXT, 'Request body too large\n', 'too_large');
     }
-    if (!isOneClickBody(String(req.headers['content-type'] ?? ''), body)) return send(res, 400, HTML, badRequestPage(), 'bad_request');
-    const client = clientOf(req);
-    const r = await unsubscribe(deps, p, { via: 'http', userAgent: client.userAgent, ip: client.ip, target });
-    if (!r.ok) return send(res, 404, HTML, invalidLinkPage(), 'invalid');
-    return send(res, 200, HTML, unsubscribedPage(r.address, r.from), 'ok');
+    return withRedis(res, async () => {
+      const target = await unsubscribeTarget(deps, p);
+      if (!target) return send(res, 404, HTML, invalidLinkPage(), 'invalid');
+      if (body === null) return send(res, 200, HTML, unsubscribeFormPage(target.address, target.from), 'ok');
+      if (!isOneClickBody(String(req.headers['content-type'] ?? ''), body)) return send(res, 400, HTML, badRequestPage(), 'bad_request');
+      const client = clientOf(req);
+      const r = await unsubscribe(deps, p, { via: 'http', userAgent: client.userAgent, ip: client.ip, target });
+      if (!r.ok) return send(res, 404, HTML, invalidLinkPage(), 'invalid');
+      return send(res, 200, HTML, unsubscribedPage(r.address, r.from), 'ok');
+    });
   };
 
   // ── routing ───────────────────────────────────────────────────────────────────────────────────
@@ -215,7 +221,7 @@ export async function startTrackingServer(deps: TrackingDeps, opts: TrackingServ
     }
     if (prefix === '/u') {
       if (!read && method !== 'POST') return ['unsubscribe', notAllowed(res, 'GET, HEAD, POST')];
-      return ['unsubscribe', await withRedis(res, () => unsubscribePage(req, res, rest))];
+      return ['unsubscribe', await unsubscribePage(req, res, rest)];
     }
     return ['other', send(res, 404, TEXT, NOT_FOUND_TEXT, 'not_found')];
   };

@@ -309,6 +309,29 @@ test('RFC 8058: the exact POST Gmail sends unsubscribes at once, recorded once',
   }
 });
 
+test('a one-click body that arrives slowly is waited for (within the request timeout), not answered 503 as if Redis were down', async () => {
+  // The body used to be read inside the 5 s Redis deadline: a client taking longer got 503 Retry-After
+  // and a warning blaming Redis, and its unsubscribe was lost.
+  const f = await fixture({ server: { requestTimeoutMs: 20_000 } });
+  try {
+    const answer = await new Promise<string>((resolve, reject) => {
+      const body = 'List-Unsubscribe=One-Click';
+      const sock = connect(f.server.port, '127.0.0.1', () => {
+        sock.write(`POST /u/${f.token('u')} HTTP/1.1\r\nHost: t\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body.slice(0, 5)}`);
+        setTimeout(() => sock.write(body.slice(5)), 6_000);
+      });
+      let out = '';
+      sock.on('data', (d) => (out += d.toString('latin1')));
+      sock.on('close', () => resolve(out));
+      sock.on('error', reject);
+    });
+    assert.match(answer, /^HTTP\/1\.1 200 /);
+    assert.is((await suppressionOf(client, f.keys, 'acme', 'ann@example.org'))?.reason, 'unsubscribe');
+  } finally {
+    await f.close();
+  }
+});
+
 test('GET shows the page and never unsubscribes; its own form does', async () => {
   const f = await fixture();
   try {
