@@ -149,15 +149,42 @@ function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
   });
 }
 
+/** Half of a surrogate pair without the other half: no Unicode character, and no UTF-8 form. */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/** Whether a string (or key) anywhere in a parsed JSON value holds a lone surrogate; without recursion. */
+function hasLoneSurrogate(value: unknown): boolean {
+  const stack = [value];
+  while (stack.length > 0) {
+    const v = stack.pop();
+    if (typeof v === 'string') {
+      if (LONE_SURROGATE.test(v)) return true;
+    } else if (typeof v === 'object' && v !== null) {
+      for (const [k, x] of Object.entries(v)) {
+        if (LONE_SURROGATE.test(k)) return true;
+        stack.push(x);
+      }
+    }
+  }
+  return false;
+}
+
 function parseJson(body: Buffer): unknown {
   try {
     // JSON bodies are nearly always ASCII (non-ASCII is usually \u-escaped): then a one-byte string
     // is a plain copy, cheaper than UTF-8 decoding megabytes of batch body.
-    if (isAscii(body)) return JSON.parse(body.toString('latin1'));
+    let value: unknown;
+    if (isAscii(body)) value = JSON.parse(body.toString('latin1'));
     // RFC 8259 §8.1: JSON text is UTF-8. Decoding invalid bytes would turn them silently into U+FFFD
     // and accept a message that says something else than what was sent.
-    if (!isUtf8(body)) throw new Error('the body is not valid UTF-8');
-    return JSON.parse(decodeUtf8(body));
+    else if (!isUtf8(body)) throw new Error('the body is not valid UTF-8');
+    else value = JSON.parse(decodeUtf8(body));
+    // The same for an escaped lone surrogate ("\ud800", RFC 8259 §8.2): stored as UTF-8 it becomes
+    // U+FFFD. Only a body that escapes a surrogate can hold one, so the bytes are searched first.
+    if ((body.includes('\\ud') || body.includes('\\uD')) && hasLoneSurrogate(value)) {
+      throw new Error('a string holds a lone surrogate (\\uD800-\\uDFFF without its pair), which is not Unicode text');
+    }
+    return value;
   } catch (err) {
     throw new SluiceError('SLUICE_INGRESS_BAD_JSON', `The request body is not valid JSON: ${(err as Error).message}`);
   }

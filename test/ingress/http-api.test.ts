@@ -89,14 +89,18 @@ test('a bad address is quoted as sent in the 400, whatever the address parser ma
   });
 });
 
-test('an address with a lone surrogate (JSON "\\udc00") → 400 naming it, nothing stored; a surrogate pair is a character', async () => {
-  // A lone surrogate has no UTF-8 form: accepted, it was answered as sent but stored as U+FFFD.
+test('a lone surrogate escaped anywhere in the JSON ("\\ud800") → 400 SLUICE_INGRESS_BAD_JSON, nothing stored; a surrogate pair is a character', async () => {
+  // A lone surrogate has no UTF-8 form: accepted, the subject was stored with U+FFFD in its place,
+  // and an address was answered as sent but stored as another.
   const before = await storedMessages(fx);
-  const r = await call('POST', '/v1/messages', message({ to: ['a\udc00b@gmail.com'], cc: { address: 'c\ud800@example.org' }, bcc: undefined }));
-  assert.is(r.status, 400, r.text);
-  assert.equal((r.json.errors ?? []).map((e) => e.path).sort(), ['cc.0', 'to.0']);
+  for (const over of [{ subject: 'Hi \ud800' }, { to: ['a\udc00b@gmail.com'] }, { headers: { 'X-Note': 'x\udbff' } }, { metadata: { ['k\udc00']: 1 } }]) {
+    const r = await call('POST', '/v1/messages', message(over));
+    assert.is(r.status, 400, r.text);
+    assert.is(r.json.code, 'SLUICE_INGRESS_BAD_JSON', JSON.stringify(over));
+    assert.match(String(r.json['message']), 'lone surrogate');
+  }
   assert.is(await storedMessages(fx), before);
-  const ok = await call('POST', '/v1/messages', message({ to: ['smile\ud83d\ude00@gmail.com'], cc: undefined, bcc: undefined }));
+  const ok = await call('POST', '/v1/messages', message({ subject: 'Hi \ud83d\ude00', to: ['smile\ud83d\ude00@gmail.com'], cc: undefined, bcc: undefined }));
   assert.is(ok.status, 202, ok.text);
   assert.equal(ok.json['recipients'], ['smile\ud83d\ude00@gmail.com']);
 });

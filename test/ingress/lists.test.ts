@@ -148,6 +148,15 @@ test('import: bad rows by line, counts; export CSV and NDJSON round-trip into a 
   assert.equal([noHeader.status, noHeader.json.code], [400, 'SLUICE_LIST_IMPORT_BAD_FORMAT']);
 });
 
+test('import: an address with a lone surrogate (NDJSON "\\udc00") is a bad row; a surrogate pair is a character', async () => {
+  // A lone surrogate has no UTF-8 form: imported, the contact was stored under another address (U+FFFD).
+  const id = await newList('surrogates');
+  const r = await call('POST', `/v1/lists/${id}/contacts`, { body: '{"email":"a\\udc00b@example.com"}\n{"email":"c\\ud800@example.com"}\n{"email":"smile\\ud83d\\ude00@example.com"}\n', type: 'application/x-ndjson' });
+  assert.is(r.status, 200, r.text);
+  assert.equal({ imported: r.json['imported'], invalid: r.json['invalid'] }, { imported: 1, invalid: 2 });
+  assert.equal((r.json.errors ?? []).map((e) => e.line), [1, 2]);
+});
+
 test('contacts: get, patch and delete one by address (percent-encoded, any case, IDN)', async () => {
   const id = await newList('contacts');
   await call('POST', `/v1/lists/${id}/contacts`, { body: '{"email":"Joe+news@Bücher.example","first":"Joe"}\n', type: 'application/x-ndjson' });
