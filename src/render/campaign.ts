@@ -163,9 +163,10 @@ function body(path: 'html' | 'text', source: unknown, options: typeof HTML_OPTIO
 function tooComplex(source: string): string | null {
   let count = 0;
   let chars = 0;
-  for (const m of source.matchAll(/\{\{(?:!--[\s\S]*?--\}\}|![\s\S]*?\}\}|[\s\S]*?\}\})/g)) {
+  // An expression left open runs to the end: the parser reads all of it before it fails.
+  for (const m of source.matchAll(/\{\{(?:!--[\s\S]*?--\}\}|![^}]*?\}\}|[\s\S]*?(?:\}\}|$))/g)) {
     const expr = m[0];
-    if (expr[2] === '!') continue;
+    if (expr[2] === '!' && expr.endsWith('}}')) continue;
     count++;
     chars += expr.length;
     let depth = 0;
