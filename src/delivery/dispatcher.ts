@@ -20,7 +20,7 @@ import { shortId } from '../core/ids.js';
 import { Semaphore } from '../core/semaphore.js';
 import { verpAddress } from '../core/verp.js';
 import { addSuppression, GLOBAL_LIST, suppressionsOf } from '../store/suppression.js';
-import { markDelivered, recordSoftBounce } from '../store/soft-bounces.js';
+import { DeliveryMarks, recordSoftBounce } from '../store/soft-bounces.js';
 import { verdictOf } from '../bounces/verdict.js';
 import { recordCampaignOutcome, type CampaignCounter } from '../store/campaigns.js';
 import { holdCampaignEntries } from '../queue/campaign.js';
@@ -177,6 +177,8 @@ export class Dispatcher {
   private readonly backoffCfg: BackoffConfig;
   /** Writes each destination's resolved rule for `sluice queue` and the queue gauges (when it changes, at most hourly otherwise). */
   private readonly rules: DestinationRuleRecorder;
+  /** The 250s noted in the recipients' soft-bounce histories, written in batches. */
+  private readonly deliveryMarks: DeliveryMarks;
   private readonly renderSlots = new Semaphore(MAX_RENDERED);
   /** accounts[].tracking.mode by account id: each API message's copy is rendered for its recipient. */
   private readonly trackingModes: ReadonlyMap<string, TrackingMode>;
@@ -200,6 +202,7 @@ export class Dispatcher {
     };
     this.trackingModes = new Map(opts.config.accounts.map((a) => [a.id, a.tracking.mode]));
     this.rules = new DestinationRuleRecorder(opts.redis, opts.keys, (err) => this.log.warn({ err }, 'could not record a destination\'s shaping rule'));
+    this.deliveryMarks = new DeliveryMarks(opts.redis, opts.keys, (err) => this.log.warn({ err }, 'could not mark deliveries in the soft-bounce histories'));
   }
 
   start(): void {
@@ -235,6 +238,7 @@ export class Dispatcher {
       for (const c of this.clients) c.close();
       await all;
     }
+    await this.deliveryMarks.flush();
   }
 
   private schedule(delayMs: number): void {
@@ -853,9 +857,9 @@ export class Dispatcher {
         finishedHere = true;
       } else applied = await ack(redis, keys, entry, { ...base, recordTtlMs, ...(ev ? { event: ev } : {}) });
       counter = 'delivered';
-      // Ends the address's run of soft bounces, unless this copy bounces by mail later (store/soft-bounces.ts);
-      // one EXISTS for an address without soft bounces, not awaited (as the reputation count below).
-      if (address !== undefined) void markDelivered(redis, keys, address, `${entry.msgId}:${entry.idx}`, now).catch((err: unknown) => this.log.warn({ err, msgId: entry.msgId }, 'could not mark the delivery in the soft-bounce history'));
+      // Ends the address's run of soft bounces, unless this copy bounces by mail later (store/soft-bounces.ts):
+      // written with the other 250s of the next few ms, an EXISTS each for addresses without soft bounces.
+      if (address !== undefined) this.deliveryMarks.add(address, `${entry.msgId}:${entry.idx}`, now);
       m?.deliveryAttempts.inc({ result: 'delivered', provider: shaping.provider });
       m?.messagesDelivered.inc({ provider: shaping.provider });
       this.recordReputation(msg, 'delivered');

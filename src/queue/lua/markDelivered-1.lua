@@ -1,14 +1,21 @@
 --[[
-  markDelivered: notes a 250 for a copy in its address's soft-bounce history (recordSoftBounce-1.lua),
-  which ends the address's run of soft bounces unless this copy bounces later by mail. An address
-  with no history is left alone: no key is written for the common case.
+  markDelivered: notes a 250 for copies in their addresses' soft-bounce histories (recordSoftBounce-1.lua),
+  which ends an address's run of soft bounces unless that copy bounces later by mail. An address with
+  no history is left alone: no key is written for the common case. The file name says 1 key: one
+  copy's; on a single Redis server the dispatcher sends many copies' marks in one call
+  (markDeliveredKeys), one key each, their ARGV pairs in the same order.
 
-  KEYS[1] history  ZSET (recordSoftBounce-1.lua)
-  ARGV[1] member   "<msgId>:<idx>"
-  ARGV[2] now      ms
+  KEYS[i]      history  ZSET (recordSoftBounce-1.lua) of copy i's address
+  ARGV[2i-1]   member   "<msgId>:<idx>" of copy i
+  ARGV[2i]     now      ms
 
-  Returns 1 when marked, 0 when the address has no history.
+  Returns how many copies were marked (those whose address has a history).
 ]]
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('ZADD', KEYS[1], tonumber(ARGV[2]), 'd:' .. ARGV[1])
-return 1
+local marked = 0
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    redis.call('ZADD', KEYS[i], tonumber(ARGV[2 * i]), 'd:' .. ARGV[2 * i - 1])
+    marked = marked + 1
+  end
+end
+return marked
