@@ -458,6 +458,8 @@ export const configSchema = z
         /** Feedback-loop addresses that providers send ARF complaints to. */
         fblAddresses: z.array(z.string().min(3)),
         maxMessageSize: size,
+        /** Bytes of feedback mail held in memory at once (received or awaiting processing); 452 4.3.1 beyond. */
+        maxBuffered: size,
         maxClients: positiveInt,
         maxClientsPerIp: positiveInt,
         clientLimitExempt: exemptNetworks,

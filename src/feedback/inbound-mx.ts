@@ -1,6 +1,6 @@
 import { smtpReply, type SmtpReplyError } from '../core/smtp-reply.js';
 import type { ReputationRecorder } from '../store/reputation.js';
-import { readBounded, callOnce } from '../core/read-bounded.js';
+import { readBounded, callOnce, ByteBudget } from '../core/read-bounded.js';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
 import type { Logger } from 'pino';
 import type { RedisClient } from '../redis/client.js';
@@ -57,6 +57,12 @@ export interface InboundMxOptions {
   readonly fblAddresses: readonly string[];
   /** Bytes; real DSNs are a few KB, but some return the whole original message. */
   readonly maxMessageSize: number;
+  /**
+   * Bytes of mail held in memory at once, over every session: being received, and stored but not yet
+   * processed. Beyond, a message is refused 452 4.3.1 (its sender retries) rather than buffered.
+   * Default: 256 MiB.
+   */
+  readonly maxBufferedBytes?: number;
   readonly rawRetentionMs: number;
   /** How long per-recipient marks are kept (config retention.records). */
   readonly recordsRetentionMs?: number;
@@ -111,6 +117,9 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
     recordsRetentionMs: opts.recordsRetentionMs,
   };
   const maxSize = opts.maxMessageSize;
+  // An unauthenticated port: without a bound, maxClients sessions of maxMessageSize each, and a
+  // backlog of stored mail waiting for processing, could all sit in memory at once.
+  const buffered = new ByteBudget(opts.maxBufferedBytes ?? 256 * 1024 * 1024);
   const maxRcpts = opts.maxRecipients ?? 50;
   const inFlight = new Set<Promise<void>>();
 
@@ -119,8 +128,11 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
     return smtpReply(err, session.id);
   };
 
-  /** Processing runs after the 250; its failure is recorded on the stored mail, never thrown. */
-  const processLater = (mail: ReceivedMail) => {
+  /**
+   * Processing runs after the 250; its failure is recorded on the stored mail, never thrown. The
+   * mail's bytes go back to the budget when it is done.
+   */
+  const processLater = (mail: ReceivedMail, bytes: number) => {
     const job = (async () => {
       try {
         await processFeedback({ ...deps, logger: log }, processing, mail);
@@ -131,7 +143,10 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
       }
     })();
     inFlight.add(job);
-    void job.finally(() => inFlight.delete(job));
+    void job.finally(() => {
+      inFlight.delete(job);
+      buffered.give(bytes);
+    });
   };
 
   const guard = createSmtpGuard({
@@ -167,7 +182,11 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
 
     onData(stream: SMTPServerDataStream, session: SMTPServerSession, cb) {
       const answer = callOnce<SmtpReplyError>(cb);
-      readBounded(stream, maxSize).then(({ data, size }) => {
+      readBounded(stream, maxSize, buffered).then(({ data, size, overBudget }) => {
+        if (overBudget) {
+          log.warn({ sessionId: session.id, buffered: buffered.used, limit: buffered.limit }, 'feedback mail refused for now: too much mail in memory');
+          return answer(refuse(session, new SluiceError('SLUICE_FEEDBACK_BUSY')));
+        }
         if (!data) {
           return answer(refuse(session, new SluiceError('SLUICE_FEEDBACK_TOO_LARGE', `Message exceeds the size limit of ${maxSize} bytes`)));
         }
@@ -185,6 +204,7 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
             );
           } catch (err) {
             // Not stored, so not accepted: a 4xx makes the sender keep it and retry.
+            buffered.give(size);
             const e = toSluiceError(err);
             log.error({ err: e.cause ?? e, sessionId: session.id }, 'feedback mail could not be stored');
             return answer(smtpReply(e.code === 'SLUICE_INTERNAL' ? new SluiceError('SLUICE_REDIS_UNAVAILABLE', undefined, { cause: err }) : e, session.id));
@@ -194,7 +214,7 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
             if (kind) deps.metrics?.received?.(kind);
           }
           log.info({ sessionId: session.id, feedbackId: mail.id, bytes: size }, 'feedback mail stored');
-          processLater(mail);
+          processLater(mail, size);
           answer(null, `2.0.0 Ok: stored as ${mail.id}`);
         })();
       }, (err: Error) => answer(smtpReply(err, session.id)));

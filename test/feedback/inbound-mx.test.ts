@@ -83,11 +83,11 @@ async function sentMessage(account: string, addresses: string[]): Promise<string
   return id;
 }
 
-async function send(raw: Buffer | string, to: string[]): Promise<string> {
-  const transport = nodemailer.createTransport({ host: '127.0.0.1', port: ctx.mx.port, secure: false, ignoreTLS: true });
+async function send(raw: Buffer | string, to: string[], mx: InboundMx = ctx.mx): Promise<string> {
+  const transport = nodemailer.createTransport({ host: '127.0.0.1', port: mx.port, secure: false, ignoreTLS: true });
   try {
     const info = await transport.sendMail({ envelope: { from: '', to }, raw });
-    await ctx.mx.idle();
+    await mx.idle();
     const id = /stored as (\S+)/.exec(info.response)?.[1];
     assert.ok(id, `no feedback id in ${info.response}`);
     return id;
@@ -96,8 +96,8 @@ async function send(raw: Buffer | string, to: string[]): Promise<string> {
   }
 }
 
-async function refusal(raw: Buffer | string, to: string[]): Promise<{ responseCode?: number; response?: string }> {
-  const transport = nodemailer.createTransport({ host: '127.0.0.1', port: ctx.mx.port, secure: false, ignoreTLS: true });
+async function refusal(raw: Buffer | string, to: string[], mx: InboundMx = ctx.mx): Promise<{ responseCode?: number; response?: string }> {
+  const transport = nodemailer.createTransport({ host: '127.0.0.1', port: mx.port, secure: false, ignoreTLS: true });
   try {
     await transport.sendMail({ envelope: { from: 'someone@elsewhere.test', to }, raw });
     assert.unreachable('the mail was accepted');
@@ -334,6 +334,26 @@ test('a mail over the size limit is refused with 552 and the next one is accepte
   assert.is(err.responseCode, 552);
   await send(corpus('lhost-postfix-05.eml'), [verpAddress(id, 0, BOUNCE_DOMAIN)]);
   assert.is((await suppressionOf(ctx.client, ctx.keys, 'acme', 'big@dest.test'))?.reason, 'hardbounce');
+});
+
+test('mail held in memory is bounded over all sessions: beyond maxBufferedBytes a message gets 452 4.3.1, and the bytes come back once mail is processed', async () => {
+  const mx = await startInboundMx(
+    { redis: ctx.client, keys: ctx.keys, logger: pino({ level: 'silent' }) },
+    { host: '127.0.0.1', port: 0, bounceDomains: [BOUNCE_DOMAIN], fblAddresses: [FBL], maxMessageSize: MAX_SIZE, rawRetentionMs: 3_600_000, maxBufferedBytes: 16 * 1024 },
+  );
+  try {
+    const to = [verpAddress(newId(), 0, BOUNCE_DOMAIN)];
+    const big = 'Subject: big\r\n\r\n' + ('x'.repeat(998) + '\r\n').repeat(30); // ~30 KB: under maxMessageSize, over the budget
+    const err = await refusal(big, to, mx);
+    assert.is(err.responseCode, 452, err.response);
+    assert.match(err.response ?? '', '4.3.1');
+    // Each DSN is a few KB: 40 of them in a row are several times the budget, so each one's bytes must have been given back.
+    const dsn = corpus('lhost-postfix-05.eml');
+    assert.ok(dsn.length * 40 > 4 * 16 * 1024, `${dsn.length} bytes`);
+    for (let i = 0; i < 40; i++) await send(dsn, to, mx);
+  } finally {
+    await mx.close();
+  }
 });
 
 test('one client gets maxClientsPerIp connections to the MX; the next is refused with 421 4.7.0 and counted', async () => {
