@@ -33,6 +33,7 @@ import { createEventWriter } from '../store/events.js';
 import { createMessageSource } from '../store/message-source.js';
 import { classifySmtpReply } from '../bounces/index.js';
 import { queueTotals, type QueueTotals } from '../queue/stats.js';
+import { ByteBudget } from '../core/read-bounded.js';
 import { resolveRecordedShaping } from '../queue/shaping.js';
 
 /**
@@ -354,6 +355,8 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
         webhookSecretKey: webhookKey,
         closedAccounts,
         operators,
+        // One bound on submitted mail in memory, over both servers.
+        buffered: new ByteBudget(config.ingress.maxBuffered),
       };
       if (config.ingress.smtp.enabled) {
         const smtp = await startSubmissionServer({ ...deps, logger: logger.child({ role: 'ingress', interface: 'smtp' }) }, { host: config.ingress.smtp.host, port: config.ingress.smtp.port });

@@ -308,6 +308,8 @@ export const configSchema = z
           .strict(),
         maxRecipients: positiveInt,
         idempotencyTtl: duration,
+        /** Bytes of submitted mail held in memory at once over SMTP and HTTP; 452 4.3.1 / 503 beyond. */
+        maxBuffered: size,
       })
       .strict(),
     delivery: z

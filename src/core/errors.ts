@@ -22,6 +22,7 @@ export const ERRORS = {
   SLUICE_AUTH_REQUIRED: { message: 'Authentication required', http: 401, smtp: [530, '5.7.0'] },
   SLUICE_AUTH_FAILED: { message: 'Invalid credentials', http: 401, smtp: [535, '5.7.8'] },
   SLUICE_AUTH_THROTTLED: { message: 'Too many failed authentication attempts, try again later', http: 429, smtp: [454, '4.7.0'] },
+  SLUICE_INGRESS_BUSY: { message: 'Too much mail is being received at once, try again later', http: 503, smtp: [452, '4.3.1'] },
   SLUICE_TOO_MANY_CONNECTIONS: { message: 'Too many connections from your address, try again later', http: 503, smtp: [421, '4.7.0'] },
 
   SLUICE_INGRESS_BAD_REQUEST: { message: 'The request is invalid', http: 400, smtp: [501, '5.5.4'] },

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
+import type { ByteBudget } from '../core/read-bounded.js';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -38,6 +39,11 @@ export interface AcceptDeps {
   readonly confirmDurable?: (() => Promise<void>) | undefined;
   /** Closed accounts (`sluice account close`): their submissions are refused with SLUICE_ACCOUNT_CLOSED. */
   readonly closedAccounts?: ClosedAccounts | undefined;
+  /**
+   * Bytes of submitted mail held in memory at once, shared by the SMTP and HTTP servers
+   * (ingress.maxBuffered); each server makes its own when none is given.
+   */
+  readonly buffered?: ByteBudget | undefined;
 }
 
 /**

@@ -9,6 +9,7 @@ import { decodeUtf8 } from '../core/utf8.js';
 import { isId, newId } from '../core/ids.js';
 import { assertRedisReady } from '../redis/client.js';
 import type { Account } from '../accounts/registry.js';
+import { ByteBudget } from '../core/read-bounded.js';
 import { AuthThrottle, LimitError, type AuthThrottleOptions } from '../accounts/limits.js';
 import { messageStatus } from './message-status.js';
 import { acceptMessage, checkOpen, type AcceptDeps, type Submission } from './accept.js';
@@ -114,11 +115,17 @@ function errorAnswer(err: SluiceError): Answer {
   if (err.code === 'SLUICE_AUTH_REQUIRED' || err.code === 'SLUICE_AUTH_FAILED') headers['www-authenticate'] = 'Bearer';
   if (err.code === 'SLUICE_AUTH_THROTTLED') headers['retry-after'] = '60';
   if (err.code === 'SLUICE_REDIS_UNAVAILABLE') headers['retry-after'] = '5';
+  if (err.code === 'SLUICE_INGRESS_BUSY') headers['retry-after'] = '5';
   const body = err.code === 'SLUICE_INTERNAL' ? { code: err.code, message: 'Internal error', errors: [] } : err.toJSON();
   return new Answer(err.http, body, headers);
 }
 
-function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
+/**
+ * The request body, at most `max` bytes. With a `budget`, the bytes are taken from it as they arrive
+ * (503 SLUICE_INGRESS_BUSY when it runs out, what was taken given back); the body's bytes stay taken
+ * when it resolves, and the caller gives them back once it lets go of the body.
+ */
+function readBody(req: IncomingMessage, max: number, budget?: ByteBudget): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -126,17 +133,24 @@ function readBody(req: IncomingMessage, max: number): Promise<Buffer> {
     const fail = (err: Error) => {
       if (done) return;
       done = true;
+      chunks.length = 0;
+      budget?.give(size);
       reject(err);
     };
     req.on('data', (chunk: Buffer) => {
       if (done) return;
-      size += chunk.length;
-      if (size > max) {
+      if (size + chunk.length > max) {
         // Stop buffering: the caller answers 413 and closes the connection.
         req.pause();
         fail(new SluiceError('SLUICE_INGRESS_TOO_LARGE', `The request body exceeds ${max} bytes`));
         return;
       }
+      if (budget && !budget.take(chunk.length)) {
+        req.pause();
+        fail(new SluiceError('SLUICE_INGRESS_BUSY'));
+        return;
+      }
+      size += chunk.length;
       chunks.push(chunk);
     });
     req.on('end', () => {
@@ -192,6 +206,7 @@ function parseJson(body: Buffer): unknown {
 
 export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {}): Promise<HttpApi> {
   const cfg = deps.config.ingress.http;
+  const buffered = deps.buffered ?? new ByteBudget(deps.config.ingress.maxBuffered);
   const log = deps.logger; // app/ binds { role, interface }
   const throttle = new AuthThrottle(deps.redis, deps.keys, { delayAfter: deps.config.ingress.smtp.authFailuresBeforeDelay, ...opts.authThrottle });
   const idempotency = new IdempotencyStore(deps.redis, deps.keys, deps.config.ingress.idempotencyTtl);
@@ -395,7 +410,16 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
     if (declared > cfg.maxBodySize) throw new SluiceError('SLUICE_INGRESS_TOO_LARGE', `The request body exceeds ${cfg.maxBodySize} bytes`);
     const account = await authenticate(req);
     if (!JSON_TYPE.test(req.headers['content-type'] ?? '')) throw new SluiceError('SLUICE_INGRESS_UNSUPPORTED_MEDIA');
-    const body = await readBody(req, cfg.maxBodySize);
+    // The body's bytes stay taken from the ingress budget until the request is answered.
+    const body = await readBody(req, cfg.maxBodySize, buffered);
+    try {
+      return await accept(req, route, account, body);
+    } finally {
+      buffered.give(body.length);
+    }
+  }
+
+  async function accept(req: IncomingMessage, route: 'send' | 'batch', account: Account, body: Buffer): Promise<Answer> {
 
     const idemHeader = req.headers['idempotency-key'];
     const idemKey = Array.isArray(idemHeader) ? idemHeader[0] : idemHeader;

@@ -1,5 +1,5 @@
 import { smtpReply, type SmtpReplyError } from '../core/smtp-reply.js';
-import { readBounded, callOnce } from '../core/read-bounded.js';
+import { readBounded, callOnce, ByteBudget } from '../core/read-bounded.js';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
 import type { Logger } from 'pino';
 import { SluiceError, toSluiceError } from '../core/errors.js';
@@ -72,6 +72,7 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
     },
   });
   const maxSize = cfg.maxMessageSize;
+  const buffered = deps.buffered ?? new ByteBudget(deps.config.ingress.maxBuffered);
 
   const reject = (session: SMTPServerSession, err: unknown): SmtpReplyError => {
     const e = toSluiceError(err);
@@ -171,12 +172,20 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
       // Read the whole message (bounded) before answering: the answer depends on all of it, and
       // smtp-server needs the stream drained either way.
       const answer = callOnce<SmtpReplyError>(cb);
-      readBounded(stream, maxSize).then(({ data, size }) => {
+      readBounded(stream, maxSize, buffered).then(({ data, size, overBudget }) => {
         void (async () => {
           const account = accountOf(session);
-          if (!account) return answer(smtpReply(new SluiceError('SLUICE_AUTH_REQUIRED'), session.id));
+          if (overBudget) {
+            log.warn({ sessionId: session.id, buffered: buffered.used, limit: buffered.limit }, 'message refused for now: too much mail in memory');
+            return answer(rejected(session, new SluiceError('SLUICE_INGRESS_BUSY')));
+          }
           if (!data) {
             return answer(rejected(session, new SluiceError('SLUICE_INGRESS_TOO_LARGE', `Message exceeds the size limit of ${maxSize} bytes`)));
+          }
+          // The message's bytes stay taken from the budget until it is persisted or refused.
+          if (!account) {
+            buffered.give(size);
+            return answer(smtpReply(new SluiceError('SLUICE_AUTH_REQUIRED'), session.id));
           }
           const raw = data;
           try {
@@ -199,6 +208,8 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
           } catch (err) {
             // acceptMessage counts its own refusals; header problems are counted here.
             answer(err instanceof SluiceError && err.code === 'SLUICE_INGRESS_BAD_MESSAGE' ? rejected(session, err) : reject(session, err));
+          } finally {
+            buffered.give(size);
           }
         })();
       }, (err: Error & { code?: string }) => {
