@@ -334,6 +334,8 @@ export const configSchema = z
             /** Longest time an MX answer is cached, whatever its TTL. */
             maxCacheTtl: duration,
             negativeCacheTtl: duration,
+            /** Follow MX hosts whose addresses are loopback or unspecified (this host); off by default. */
+            loopbackMx: z.boolean(),
           })
           .strict(),
         /** Send with BDAT (RFC 3030) when the server offers CHUNKING: one round trip a message instead of two. */

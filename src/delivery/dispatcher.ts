@@ -306,6 +306,10 @@ export class Dispatcher {
     if (route.kind === 'nullmx') {
       return this.settleAll(domain, shaping, { result: 'bounced', code: 556, enhanced: '5.1.10', response: `556 5.1.10 ${domain} does not accept mail (null MX, RFC 7505)`, command: 'MX', throttled: false, connectionUsable: false }, 'notaccept');
     }
+    if (route.kind === 'loopback') {
+      // Our own verdict, not the address's: it suppresses nothing (the domain's DNS may be fixed).
+      return this.settleAll(domain, shaping, { result: 'bounced', code: 554, enhanced: '5.4.6', response: `554 5.4.6 mail for ${domain} loops back to this host (MX ${route.hosts.join(', ')} has only loopback addresses)`, command: 'MX', throttled: false, connectionUsable: false }, 'systemerror');
+    }
     if (route.kind === 'nxdomain') {
       return this.settleAll(domain, shaping, { result: 'bounced', code: 550, enhanced: '5.1.2', response: `550 5.1.2 ${domain}: domain does not exist (NXDOMAIN)`, command: 'MX', throttled: false, connectionUsable: false }, 'hostunknown');
     }

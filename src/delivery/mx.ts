@@ -1,5 +1,5 @@
 import { Resolver } from 'node:dns/promises';
-import { isIP } from 'node:net';
+import { BlockList, isIP } from 'node:net';
 import { ExpiringLru } from '../core/lru.js';
 import { parseHostPort } from '../core/host-port.js';
 import { DnsClient, type MxAnswer } from './dns-query.js';
@@ -35,6 +35,8 @@ export type Route =
       viaTransport: boolean;
     }
   | { kind: 'nullmx' }
+  /** Every address of the MX hosts is this host's own (loopback, unspecified): see MxResolverOptions.loopbackMx. */
+  | { kind: 'loopback'; hosts: string[] }
   | { kind: 'nxdomain' }
   | { kind: 'tempfail'; error: string };
 
@@ -51,11 +53,30 @@ export interface MxResolverOptions {
   transport: Readonly<Record<string, string>>;
   /** Port of MX hosts (default 25). */
   port?: number;
+  /**
+   * Follow MX hosts (and implicit-MX domains) whose addresses are loopback or unspecified (127.0.0.0/8,
+   * ::1, 0.0.0.0, ::). Default false, as Exim's ignore_target_hosts: a domain whose DNS points at
+   * 127.0.0.1 would make Sluice hand its mail to whatever listens on this host's port 25. Such
+   * addresses are skipped; a destination with no other is a 'loopback' route. The transport map is
+   * not filtered: a smarthost on loopback is the operator's own choice.
+   */
+  loopbackMx?: boolean;
   /** Clock in ms, for tests that step over a TTL (default Date.now). */
   now?: () => number;
 }
 
 const DEFAULT_PORT = 25;
+/** This host, never a remote MX: loopback and unspecified addresses, IPv4-mapped forms included. */
+const OWN_ADDRESSES = (() => {
+  const b = new BlockList();
+  b.addSubnet('127.0.0.0', 8, 'ipv4');
+  b.addAddress('0.0.0.0', 'ipv4');
+  b.addAddress('::1', 'ipv6');
+  b.addAddress('::', 'ipv6');
+  b.addSubnet('::ffff:127.0.0.0', 104, 'ipv6');
+  b.addAddress('::ffff:0.0.0.0', 'ipv6');
+  return b;
+})();
 // c-ares waits `timeout` for the first try and doubles it for the next, so two tries starting at a
 // third of the budget end within about timeoutMs (t + 2t); dns-query.ts does the same for the MX
 // question. Two tries ride out one lost UDP datagram.
@@ -135,7 +156,9 @@ export class MxResolver {
       const addrs = await this.addresses(domain);
       if (addrs.kind === 'tempfail') return { route: { kind: 'tempfail', error: addrs.error }, ttlMs: 0 };
       if (addrs.kind === 'none') return this.negative({ kind: 'nxdomain' });
-      return this.hosts([{ mx: domain, ips: addrs.ips }], [domain], false, Math.min(mxTtlMs, addrs.ttlMs));
+      const ips = this.remote(addrs.ips);
+      if (ips.length === 0) return this.negative({ kind: 'loopback', hosts: [domain] });
+      return this.hosts([{ mx: domain, ips }], [domain], false, Math.min(mxTtlMs, addrs.ttlMs));
     }
 
     // RFC 7505 §3: a null MX is the single record "0 ." (dns-packet gives the root as '.'). A domain
@@ -149,14 +172,19 @@ export class MxResolver {
     const resolved = await Promise.all(names.map((mx) => this.addresses(mx)));
 
     const found: { mx: string; ips: string[] }[] = [];
+    const local: string[] = [];
     let ttlMs = mxTtlMs;
     let failure: string | null = null;
     resolved.forEach((addrs, i) => {
       if (addrs.kind === 'ok') {
-        found.push({ mx: names[i] as string, ips: addrs.ips });
+        const ips = this.remote(addrs.ips);
+        if (ips.length > 0) found.push({ mx: names[i] as string, ips });
+        else local.push(names[i] as string);
         ttlMs = Math.min(ttlMs, addrs.ttlMs);
       } else if (addrs.kind === 'tempfail') failure ??= addrs.error;
     });
+    // Exchanges that are all this host: nothing to deliver to (Postfix: "mail loops back to myself").
+    if (found.length === 0 && failure === null && local.length > 0 && all.length === names.length) return this.negative({ kind: 'loopback', hosts: local });
     if (found.length === 0) {
       // Every exchange failed. A lookup that might work later defers; exchanges that do not exist at
       // all leave no host to try, which is final (Postfix: "Host or domain name not found").
@@ -166,6 +194,11 @@ export class MxResolver {
       return this.negative({ kind: 'nxdomain' });
     }
     return this.hosts(found, names, false, ttlMs);
+  }
+
+  /** `ips` without this host's own addresses (loopback, unspecified), unless options.loopbackMx. */
+  private remote(ips: string[]): string[] {
+    return this.opts.loopbackMx ? ips : ips.filter((ip) => !OWN_ADDRESSES.check(ip, isIP(ip) === 6 ? 'ipv6' : 'ipv4'));
   }
 
   /** The transport map's entry for a domain: exact, then '*.parent' from the nearest parent up, then '*'. */

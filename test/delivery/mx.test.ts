@@ -72,6 +72,13 @@ const zone = {
   ...Object.fromEntries(Array.from({ length: 300 }, (_, i) => [`mx${i}.huge.test`, { A: [`198.51.100.${i % 250}`] }])),
   'deadlist.test': { MX: Array.from({ length: 25 }, (_, i) => ({ preference: i, exchange: `mx${i}.deadlist.test` })) },
   'mx24.deadlist.test': { A: ['198.51.100.24'] },
+  // exchanges (and an implicit MX) that are this host
+  'loop.test': { MX: [{ preference: 10, exchange: 'mx.loop.test' }, { preference: 20, exchange: 'mx6.loop.test' }] },
+  'mx.loop.test': { A: ['127.0.0.1'] },
+  'mx6.loop.test': { A: ['0.0.0.0'], AAAA: ['::1'] },
+  'halfloop.test': { MX: [{ preference: 10, exchange: 'mx.loop.test' }, { preference: 20, exchange: 'mx.halfloop.test' }] },
+  'mx.halfloop.test': { A: ['192.0.2.80', '127.0.0.2'] },
+  'implicitloop.test': { A: ['127.1.2.3'] },
 };
 
 function resolver(over: Partial<MxResolverOptions> = {}): MxResolver {
@@ -314,6 +321,20 @@ test('the DNS stub serves a long TXT record as 255-byte strings of one record (a
   const [record] = await r.resolveTxt('sel._domainkey.dkim.test');
   assert.equal(record?.map((s) => s.length), [255, 255, 108]);
   assert.is(record?.join(''), `v=DKIM1; k=rsa; p=${'A'.repeat(600)}`);
+});
+
+test('MX hosts whose addresses are this host (loopback, unspecified) are skipped; with only those the route is loopback; loopbackMx follows them', async () => {
+  const r = resolver();
+  assert.equal(await r.resolve('loop.test'), { kind: 'loopback', hosts: ['mx.loop.test', 'mx6.loop.test'] });
+  assert.equal(await r.resolve('implicitloop.test'), { kind: 'loopback', hosts: ['implicitloop.test'] });
+  const half = await r.resolve('halfloop.test');
+  assert.is(half.kind, 'hosts');
+  assert.equal(half.kind === 'hosts' ? half.hosts.map((h) => h.host) : [], ['192.0.2.80'], 'only the remote address is kept');
+  const follow = await resolver({ loopbackMx: true }).resolve('loop.test');
+  assert.equal(follow.kind === 'hosts' ? follow.hosts.map((h) => h.host) : follow, ['127.0.0.1', '0.0.0.0', '::1']);
+  // A smarthost on loopback is the operator's own choice: the transport map is not filtered.
+  const smarthost = await resolver({ transport: { 'loop.test': '127.0.0.1:2525' } }).resolve('loop.test');
+  assert.is(smarthost.kind, 'hosts');
 });
 
 test.run();

@@ -4,6 +4,7 @@ import { createTransport } from 'nodemailer';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { startCapturePeer, startScriptedPeer, type CapturePeer, type ScriptedPeer } from '../helpers/smtp-peer.js';
 import { startDnsStub, type DnsStub } from '../helpers/dns-stub.js';
+import { suppressionOf } from '../../src/store/suppression.js';
 import { verifyWithMailauth, verifyWithDkimpy } from '../helpers/dkim-verify.js';
 import { startSluiceFixture, type SluiceFixture } from '../helpers/sluice.js';
 import { addSuppression } from '../../src/store/suppression.js';
@@ -30,7 +31,11 @@ const hp = (p: { host: string; port: number }) => `${p.host}:${p.port}`;
 
 test.before(async () => {
   redis = await startRedis();
-  dns = await startDnsStub({ 'nullmx.test': { MX: [{ preference: 0, exchange: '.' }] }, 'nx-never-used.test': { rcode: 'NXDOMAIN' } });
+  dns = await startDnsStub({
+    'nullmx.test': { MX: [{ preference: 0, exchange: '.' }] }, 'nx-never-used.test': { rcode: 'NXDOMAIN' },
+    // A domain whose MX is this host: never connected to (delivery.dns.loopbackMx is off).
+    'selfmx.test': { MX: [{ preference: 10, exchange: 'mx.selfmx.test' }] }, 'mx.selfmx.test': { A: ['127.0.0.1'] },
+  });
   sink = await startCapturePeer({ tls: true });
   rateSink = await startCapturePeer();
   retryPeer = await startScriptedPeer({ ehlo: ['PIPELINING'], on: { RCPT: ['451 4.3.0 try again later', '250 2.1.5 ok'] } });
@@ -199,6 +204,15 @@ test('null MX (RFC 7505) bounces at once', async () => {
   assert.is(rc.state, 'bounced');
   assert.is(rc.enhanced, '5.1.10');
   assert.is(rc.attempts, 1);
+});
+
+test('an MX that is this host (127.0.0.1) bounces 5.4.6 at once, and suppresses nothing', async () => {
+  const r = await s.api('/v1/messages', { body: { from: 'news@acme.example', to: 'hal@selfmx.test', subject: 'loop', text: 'x' } });
+  const rc = (await s.waitFinal(r.body.id)).recipients[0];
+  assert.is(rc.state, 'bounced');
+  assert.is(rc.enhanced, '5.4.6');
+  assert.match(rc.response ?? rc.reason ?? JSON.stringify(rc), /loops back/);
+  assert.is(await suppressionOf(s.app.redis.client, s.app.keys, 'acme', 'hal@selfmx.test'), null);
 });
 
 test('a retried POST with the same Idempotency-Key sends once', async () => {
