@@ -107,6 +107,19 @@ async function listOf(name: string, rows: readonly { email: string; fields?: Rec
   return list.id;
 }
 
+/**
+ * A campaign sent now at 3 an hour to a new list `name` of `count` contacts <local><i>@<domain>;
+ * its id, and how many messages the sink held before it.
+ */
+async function throttledCampaign(name: string, local: string, domain: string, count: number, subject: string): Promise<{ id: string; before: number }> {
+  const rows = Array.from({ length: count }, (_, i) => ({ email: `${local}${i}@${domain}`, fields: { first_name: `${local.toUpperCase()}${i}` } }));
+  const listId = await listOf(name, rows);
+  const before = sink.messages.length;
+  const created = await api('/v1/campaigns', { from: 'news@acme.example', subject, text: 'Hi {{first_name}}', listId, sendAt: 'now', throttle: { perHour: 3 } });
+  assert.is(created.status, 201, JSON.stringify(created.body));
+  return { id: created.body.id as string, before };
+}
+
 async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -272,12 +285,7 @@ test('bad input: a template that does not compile, an unknown list, a From domai
 });
 
 test("a campaign's own throttle: a full bucket's worth goes at once, the rest waits behind the pointer", async () => {
-  const rows = Array.from({ length: 10 }, (_, i) => ({ email: `t${i}@d3.test`, fields: { first_name: `T${i}` } }));
-  const listId = await listOf('throttled', rows);
-  const before = sink.messages.length;
-  const created = await api('/v1/campaigns', { from: 'news@acme.example', subject: 'Throttled', text: 'Hi {{first_name}}', listId, sendAt: 'now', throttle: { perHour: 3 } });
-  assert.is(created.status, 201, JSON.stringify(created.body));
-  const id = created.body.id as string;
+  const { id, before } = await throttledCampaign('throttled', 't', 'd3.test', 10, 'Throttled');
   await waitFor('the first three copies', async () => (sink.messages.length - before >= 3 ? true : undefined));
   await sleep(1500);
   assert.is(sink.messages.length - before, 3, 'no more than the bucket held');
@@ -296,12 +304,7 @@ test("copies that are not sent (suppressed at claim time) take none of the campa
   // before any copy is claimed, and two addresses are suppressed in between, so the claim drops them.
   const suspended = await recordThrottleSignal(client, keys, 'default:d9.test', { threshold: 1, windowMs: 60_000, suspendMs: 4_000, maxSuspendMs: 4_000, maxLevel: 1, recoverMs: 60_000, ratePerConnection: 100 }, Date.now(), '421 4.7.0 slow down');
   assert.ok(suspended.suspendedUntil !== null);
-  const rows = Array.from({ length: 6 }, (_, i) => ({ email: `s${i}@d9.test`, fields: { first_name: `S${i}` } }));
-  const listId = await listOf('throttled-suppressed', rows);
-  const before = sink.messages.length;
-  const created = await api('/v1/campaigns', { from: 'news@acme.example', subject: 'Throttled, two suppressed', text: 'Hi {{first_name}}', listId, sendAt: 'now', throttle: { perHour: 3 } });
-  assert.is(created.status, 201, JSON.stringify(created.body));
-  const id = created.body.id as string;
+  const { id, before } = await throttledCampaign('throttled-suppressed', 's', 'd9.test', 6, 'Throttled, two suppressed');
   await waitFor('the whole list queued', async () => ((await api(`/v1/campaigns/${id}/stats`)).body.queued === 6 ? true : undefined));
   assert.ok(Date.now() < (suspended.suspendedUntil as number), 'queued while the destination is suspended');
   for (const gone of ['s0@d9.test', 's1@d9.test']) await addSuppression(client, keys, GLOBAL_LIST, gone, { reason: 'hardbounce', at: Date.now(), evidence: {} });

@@ -8,21 +8,14 @@ import * as assert from 'uvu/assert';
 import { createCampaign } from '../../src/store/campaigns.js';
 import { createList } from '../../src/store/contacts.js';
 import { newId } from '../../src/core/ids.js';
-import { apiCall, ingressFixture, startFixtureApi, type IngressFixture } from './fixture.js';
-import type { HttpApi } from '../../src/ingress/http-api.js';
+import { apiCall, withFixtureApi, type IngressFixture } from './fixture.js';
 
 const test = suite('ingress/campaigns');
 let fx: IngressFixture;
-let api: HttpApi;
 let base = '';
-
-test.before(async () => {
-  fx = await ingressFixture();
-  ({ api, base } = await startFixtureApi(fx));
-});
-test.after(async () => {
-  await api.close();
-  await fx.stop();
+withFixtureApi(test, (f, b) => {
+  fx = f;
+  base = b;
 });
 
 /** A draft campaign of `account` created at `at`. */

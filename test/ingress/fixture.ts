@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request, type Dispatcher } from 'undici';
+import type { Test } from 'uvu';
 import { loadConfig } from '../../src/config/load.js';
 import { startHttpApi, type HttpApi } from '../../src/ingress/http-api.js';
 import type { Config } from '../../src/config/schema.js';
@@ -101,6 +102,25 @@ export async function ingressFixture(ingress: Record<string, unknown> = {}): Pro
 export async function startFixtureApi(fx: IngressFixture): Promise<{ api: HttpApi; base: string }> {
   const api = await startHttpApi({ redis: fx.client, keys: fx.keys, config: fx.config, registry: fx.registry, logger: fx.logger }, { host: '127.0.0.1', port: 0 });
   return { api, base: `http://127.0.0.1:${api.port}` };
+}
+
+/**
+ * A suite's HTTP API over a fresh fixture: started before its tests, closed after them. `ready`
+ * receives the fixture and the API's base URL.
+ */
+export function withFixtureApi(test: Test, ready: (fx: IngressFixture, base: string) => void, ingress: Record<string, unknown> = {}): void {
+  let fx: IngressFixture | undefined;
+  let api: HttpApi | undefined;
+  test.before(async () => {
+    fx = await ingressFixture(ingress);
+    const started = await startFixtureApi(fx);
+    api = started.api;
+    ready(fx, started.base);
+  });
+  test.after(async () => {
+    await api?.close();
+    await fx?.stop();
+  });
 }
 
 /**

@@ -6,23 +6,16 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { request } from 'undici';
-import type { HttpApi } from '../../src/ingress/http-api.js';
 import { addSuppression, GLOBAL_LIST, suppressionOf } from '../../src/store/suppression.js';
 import { figuresOf, isPaused, pauseSender } from '../../src/store/reputation.js';
-import { apiCall, ingressFixture, startFixtureApi, type IngressFixture } from './fixture.js';
+import { apiCall, withFixtureApi, type IngressFixture } from './fixture.js';
 
 const test = suite('ingress/suppression-routes');
 let fx: IngressFixture;
-let api: HttpApi;
 let base = '';
-
-test.before(async () => {
-  fx = await ingressFixture();
-  ({ api, base } = await startFixtureApi(fx));
-});
-test.after(async () => {
-  await api.close();
-  await fx.stop();
+withFixtureApi(test, (f, b) => {
+  fx = f;
+  base = b;
 });
 
 type Json = Record<string, any>;

@@ -1,21 +1,14 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { request } from 'undici';
-import type { HttpApi } from '../../src/ingress/http-api.js';
-import { apiCall, ingressFixture, startFixtureApi, type IngressFixture } from './fixture.js';
+import { apiCall, withFixtureApi, type IngressFixture } from './fixture.js';
 
 const test = suite('ingress/webhook-routes');
 let fx: IngressFixture;
-let api: HttpApi;
 let base = '';
-
-test.before(async () => {
-  fx = await ingressFixture();
-  ({ api, base } = await startFixtureApi(fx));
-});
-test.after(async () => {
-  await api.close();
-  await fx.stop();
+withFixtureApi(test, (f, b) => {
+  fx = f;
+  base = b;
 });
 
 type Json = Record<string, unknown> & { code?: string; errors?: { path: string }[] };
