@@ -7,7 +7,7 @@ import type { Rate } from './throttle.js';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    /** src/queue/lua/queueDepth-4.lua: [recipients, leased, recorded rule or ''] a destination */
+    /** src/queue/lua/queueDepth-4.lua: [ready, waiting, leased, recorded rule or ''] a destination */
     queueDepth(ready: string, leases: string, cqpos: string, rule: string): Result<(number | string)[], Context>;
     queueDepthKeys(numberOfKeys: number, ...keys: string[]): Result<(number | string)[], Context>;
   }
@@ -50,46 +50,60 @@ async function eachDestinationPage(redis: RedisClient, keys: Keys, shards: numbe
   }
 }
 
+/** What a destination holds (queueDepth-4.lua). */
+interface Depth {
+  /** entries of its ready set other than campaign pointers */
+  ready: number;
+  /** campaign recipients waiting behind the pointers (paused campaigns' included) */
+  waiting: number;
+  leased: number;
+  /** the recorded shaping rule, null when none */
+  rule: string | null;
+}
+
+/** Destinations per queueDepth call on a single Redis server. */
+const DEPTH_CHUNK = 100;
+
 /**
- * Campaign recipients waiting at a destination, and how many of its campaigns' pointers
- * ("@<campaignId>", queue/campaign.ts) are in its ready set: entries of the set that are not recipients.
+ * queueDepth of each of `domains`, in order. A cluster spreads the destinations over its slots: one
+ * call each. A single server takes them DEPTH_CHUNK at a time (a call then holds Redis for ~2 ms,
+ * not a whole SSCAN page's ~10).
  */
-async function campaignsAt(redis: RedisClient, keys: Keys, domain: string): Promise<{ waiting: number; pointers: number }> {
-  const ids = await redis.hkeys(keys.campaignPushed(domain));
-  if (ids.length === 0) return { waiting: 0, pointers: 0 };
-  const [waiting, scores] = await Promise.all([
-    Promise.all(ids.map((id) => redis.llen(keys.campaignQueue(domain, id)))),
-    Promise.all(ids.map((id) => redis.zscore(keys.ready(domain), `@${id}`))),
-  ]);
-  return { waiting: waiting.reduce((a, b) => a + b, 0), pointers: scores.filter((x) => x !== null).length };
+async function depths(redis: RedisClient, keys: Keys, domains: readonly string[]): Promise<Depth[]> {
+  const keysOf = (d: string): string[] => [keys.ready(d), keys.leases(d), keys.campaignPushed(d), keys.destinationRule(d)];
+  const chunk = redis instanceof Cluster ? 1 : DEPTH_CHUNK;
+  const calls: Promise<(number | string)[]>[] = [];
+  for (let i = 0; i < domains.length; i += chunk) {
+    const part = domains.slice(i, i + chunk);
+    calls.push(redis.queueDepthKeys(4 * part.length, ...part.flatMap(keysOf)));
+  }
+  const replies = (await Promise.all(calls)).flat();
+  return domains.map((_, i) => {
+    const rule = String(replies[4 * i + 3]);
+    return { ready: Number(replies[4 * i]), waiting: Number(replies[4 * i + 1]), leased: Number(replies[4 * i + 2]), rule: rule === '' ? null : rule };
+  });
 }
 
 /**
  * Queue figures per destination, for `sluice queue`: every destination in the destination sets
  * (all shards) is read, then they are sorted busiest first (due, then ready + leased, then name) and
  * at most `limit` are returned when given: the limit bounds the output, not the reads. Destinations
- * with nothing queued are left out. One round trip per SSCAN page plus auto-pipelined batches of
- * single-key reads (7 per destination, more with campaigns), one batch per page.
+ * with nothing queued are left out. Per SSCAN page: the queueDepth calls of queueTotals, and three
+ * single-key reads a destination (due count, earliest entry, schedule score), auto-pipelined.
  */
 export async function destinationStats(redis: RedisClient, keys: Keys, shards: number, now: number, limit?: number): Promise<DestinationStats[]> {
   const busy: DestinationStats[] = [];
   await eachDestinationPage(redis, keys, shards, async (domains, shard) => {
-    const page = await Promise.all(
-      domains.map(async (domain): Promise<DestinationStats> => {
-        const [ready, due, leased, nextAt, scheduled, campaigns, recordedRule] = await Promise.all([
-          redis.zcard(keys.ready(domain)),
-          redis.zcount(keys.ready(domain), '-inf', now),
-          redis.zcard(keys.leases(domain)),
-          lowestScore(redis, keys.ready(domain)),
-          redis.zscore(keys.schedule(shard), domain),
-          campaignsAt(redis, keys, domain),
-          redis.get(keys.destinationRule(domain)),
-        ]);
-        // A campaign's pointer in the ready set stands for its recipients, counted in `campaigns`.
-        return { domain, ready: ready - campaigns.pointers, campaigns: campaigns.waiting, due, leased, nextAt, scheduledAt: scheduled === null ? null : Number(scheduled), recordedRule };
-      }),
-    );
-    for (const s of page) if (s.ready + s.campaigns + s.leased > 0) busy.push(s);
+    const [held, page] = await Promise.all([
+      depths(redis, keys, domains),
+      Promise.all(domains.map((domain) => Promise.all([redis.zcount(keys.ready(domain), '-inf', now), lowestScore(redis, keys.ready(domain)), redis.zscore(keys.schedule(shard), domain)]))),
+    ]);
+    domains.forEach((domain, i) => {
+      const d = held[i] as Depth;
+      const [due, nextAt, scheduled] = page[i] as [number, number | null, string | null];
+      // A campaign's pointer in the ready set stands for its recipients, counted in `campaigns`.
+      if (d.ready + d.waiting + d.leased > 0) busy.push({ domain, ready: d.ready, campaigns: d.waiting, due, leased: d.leased, nextAt, scheduledAt: scheduled === null ? null : Number(scheduled), recordedRule: d.rule });
+    });
   });
   busy.sort((a, b) => b.due - a.due || b.ready + b.campaigns + b.leased - (a.ready + a.campaigns + a.leased) || (a.domain < b.domain ? -1 : a.domain > b.domain ? 1 : 0));
   return limit === undefined ? busy : busy.slice(0, Math.max(0, limit));
@@ -107,38 +121,23 @@ export interface QueueTotals {
  * destination's group (a provider label: bounded) from its domain and its recorded rule (null when
  * none). No destination is left out, so the totals are complete; the cost grows with the number of
  * destinations in the sets (those with queued mail: the reaper takes idle ones out): a read-only script
- * call (queueDepth-4.lua) per DEPTH_CHUNK destinations of an SSCAN page of 500, or per destination on
- * a cluster. `npm run bench:queue-gauges` with 100,000 destinations (redis-server 7.0, this 2-CPU
+ * call (queueDepth-4.lua, see depths) per DEPTH_CHUNK destinations of an SSCAN page of 500, or per
+ * destination on a cluster. `npm run bench:queue-gauges` with 100,000 destinations (redis-server 7.0, this 2-CPU
  * machine): ~2 s, 0.7–1.0 s of client CPU and 1.3–1.6 s of Redis CPU per call, against 10–13 s,
  * ~6 s and ~0.6 s with the four pipelined reads a destination it replaced (client-bound: ioredis
  * spends ~15 µs a command). The gauges' sampler (app/start.ts) reuses a slow result for a while.
  * Groups with nothing queued are absent.
  */
-/** Destinations per queueDepth call on a single Redis server. */
-const DEPTH_CHUNK = 100;
-
 export async function queueTotals(redis: RedisClient, keys: Keys, shards: number, groupOf: (domain: string, recordedRule: string | null) => string): Promise<Map<string, QueueTotals>> {
   const totals = new Map<string, QueueTotals>();
-  const keysOf = (d: string): string[] => [keys.ready(d), keys.leases(d), keys.campaignPushed(d), keys.destinationRule(d)];
   await eachDestinationPage(redis, keys, shards, async (domains) => {
-    // A cluster spreads the destinations over its slots: one call each. A single server takes them
-    // DEPTH_CHUNK at a time (a call then holds Redis for ~2 ms, not the whole page's ~10).
-    const chunk = redis instanceof Cluster ? 1 : DEPTH_CHUNK;
-    const calls: Promise<(number | string)[]>[] = [];
-    for (let i = 0; i < domains.length; i += chunk) {
-      const part = domains.slice(i, i + chunk);
-      calls.push(redis.queueDepthKeys(4 * part.length, ...part.flatMap(keysOf)));
-    }
-    const replies = (await Promise.all(calls)).flat();
-    domains.forEach((domain, i) => {
-      const recipients = Number(replies[3 * i]);
-      const leased = Number(replies[3 * i + 1]);
-      const rule = String(replies[3 * i + 2]);
-      if (recipients + leased === 0) return;
-      const group = groupOf(domain, rule === '' ? null : rule);
+    (await depths(redis, keys, domains)).forEach((d, i) => {
+      const recipients = d.ready + d.waiting;
+      if (recipients + d.leased === 0) return;
+      const group = groupOf(domains[i] as string, d.rule);
       const t = totals.get(group) ?? { recipients: 0, leased: 0 };
       t.recipients += recipients;
-      t.leased += leased;
+      t.leased += d.leased;
       totals.set(group, t);
     });
   });
