@@ -157,24 +157,30 @@ function body(path: 'html' | 'text', source: unknown, options: typeof HTML_OPTIO
 
 /**
  * Why a template is too complex to parse, or null: checked on its text before parsing, since the
- * parser's own work grows faster than the text (with the nesting of sub-expressions, for one).
- * Comments are skipped: the parser takes each as one token.
+ * parser's own work grows faster than the text (with the nesting of sub-expressions, for one). One
+ * pass of native searches: each `{{` to its `}}` (a comment to its own end); an expression left open
+ * runs to the end of the text (the parser reads all of it before it fails). A comment counts as an
+ * expression (a token) but not its text, which the parser takes whole.
  */
 function tooComplex(source: string): string | null {
   let count = 0;
   let chars = 0;
-  // An expression left open runs to the end: the parser reads all of it before it fails.
-  for (const m of source.matchAll(/\{\{(?:!--[\s\S]*?--\}\}|![^}]*?\}\}|[\s\S]*?(?:\}\}|$))/g)) {
-    const expr = m[0];
-    if (expr[2] === '!' && expr.endsWith('}}')) continue;
+  for (let at = source.indexOf('{{'); at !== -1; ) {
+    const closer = source.startsWith('{{!--', at) ? '--}}' : '}}';
+    const comment = source.startsWith('{{!', at);
+    const close = source.indexOf(closer, at + (closer === '--}}' ? 5 : 2));
+    const end = close === -1 ? source.length : close + closer.length;
     count++;
-    chars += expr.length;
-    let depth = 0;
-    for (let i = 0; i < expr.length; i++) {
-      const c = expr.charCodeAt(i);
-      if (c === 0x28 && ++depth > MAX_NESTING) return `sub-expressions may not be nested more than ${MAX_NESTING} deep`;
-      if (c === 0x29) depth--;
+    if (!comment || close === -1) {
+      chars += end - at;
+      let depth = 0;
+      for (let i = at; i < end; i++) {
+        const c = source.charCodeAt(i);
+        if (c === 0x28 && ++depth > MAX_NESTING) return `sub-expressions may not be nested more than ${MAX_NESTING} deep`;
+        if (c === 0x29) depth--;
+      }
     }
+    at = close === -1 ? -1 : source.indexOf('{{', end);
   }
   if (count > MAX_EXPRESSIONS) return `at most ${MAX_EXPRESSIONS} template expressions ({{…}}), found ${count}`;
   if (chars > MAX_EXPRESSION_CHARS) return `at most ${MAX_EXPRESSION_CHARS} characters of template expressions ({{…}}) in all`;

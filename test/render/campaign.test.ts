@@ -127,6 +127,10 @@ test('a template too complex to check quickly is refused before the parser runs;
   // An expression left open is read to the end by the parser before it fails: it counts as one.
   assert.equal(invalid({ html: `<p>{{first}}</p>{{lookup this ${'a '.repeat(100_000)}` })[0]?.message, `at most ${MAX_EXPRESSION_CHARS} characters of template expressions ({{…}}) in all`);
   assert.equal(invalid({ text: `{{lookup ${'(lookup this '.repeat(3_000)}` })[0]?.message, `sub-expressions may not be nested more than ${MAX_NESTING} deep`);
+  // A long comment that never closes is one open expression, found with one search: checking
+  // '{{!-- }}' × 125,000 (1 MB) took ~45 s when each unclosed comment rescanned the rest of the text.
+  assert.equal(invalid({ html: '{{!-- }}'.repeat(125_000) })[0]?.message, `at most ${MAX_EXPRESSION_CHARS} characters of template expressions ({{…}}) in all`);
+  assert.equal(invalid({ html: '{{! a comment }}<p>x</p>'.repeat(MAX_EXPRESSIONS + 1) })[0]?.message, `at most ${MAX_EXPRESSIONS} template expressions ({{…}}), found ${MAX_EXPRESSIONS + 1}`);
   const nested = (n: number) => `${'{{#if vip}}\n'.repeat(n)}x${'{{/if}}'.repeat(n)}`;
   assert.equal(invalid({ html: nested(MAX_NESTING + 1) }), [{ path: 'html', message: `blocks and sub-expressions may not be nested more than ${MAX_NESTING} deep`, line: MAX_NESTING + 1, column: 1 }]);
   assert.equal(invalid({ html: `{{#if a}}${'{{else if b}}'.repeat(MAX_NESTING)}{{/if}}` })[0]?.message, `blocks and sub-expressions may not be nested more than ${MAX_NESTING} deep`);
