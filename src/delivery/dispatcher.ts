@@ -343,7 +343,23 @@ export class Dispatcher {
     }
   }
 
-  private async connect(route: Extract<Route, { kind: 'hosts' }>, provider: string): Promise<SmtpClient | SmtpOutcome> {
+  /**
+   * A session with the first host of the route that takes one, holding connection slot `connId` of
+   * the shaping's scope. Connecting may take long (up to MAX_ADDRESSES hosts, each allowed
+   * delivery.timeouts.connect and .greeting): the slot is renewed meanwhile, or it would lapse and
+   * let another connection past the scope's limit while this one is still being set up.
+   */
+  private async connect(route: Extract<Route, { kind: 'hosts' }>, shaping: EffectiveShaping, connId: string): Promise<SmtpClient | SmtpOutcome> {
+    const { redis, keys, config } = this.o;
+    const renewing = setInterval(() => void renewConnection(redis, keys, shaping.scope, connId, config.delivery.lease, this.now()).catch(() => undefined), Math.max(1000, Math.floor(config.delivery.lease / 3)));
+    try {
+      return await this.tryHosts(route, shaping.provider);
+    } finally {
+      clearInterval(renewing);
+    }
+  }
+
+  private async tryHosts(route: Extract<Route, { kind: 'hosts' }>, provider: string): Promise<SmtpClient | SmtpOutcome> {
     const d = this.o.config.delivery;
     let last: SmtpOutcome | undefined;
     for (const h of route.hosts) {
@@ -388,16 +404,7 @@ export class Dispatcher {
   private async runConnection(domain: string, route: Extract<Route, { kind: 'hosts' }>, shaping: EffectiveShaping, connId: string, level: number): Promise<void> {
     const { redis, keys, config } = this.o;
     const shards = config.redis.scheduleShards;
-    // Connecting may take long (up to MAX_ADDRESSES hosts, each allowed delivery.timeouts.connect and
-    // .greeting): the connection slot is renewed meanwhile, or it would lapse and let another
-    // connection past the scope's limit while this one is still being set up.
-    const renewing = setInterval(() => void renewConnection(redis, keys, shaping.scope, connId, config.delivery.lease, this.now()).catch(() => undefined), Math.max(1000, Math.floor(config.delivery.lease / 3)));
-    let conn: SmtpClient | SmtpOutcome;
-    try {
-      conn = await this.connect(route, shaping.provider);
-    } finally {
-      clearInterval(renewing);
-    }
+    const conn = await this.connect(route, shaping, connId);
     if (!(conn instanceof SmtpClient)) {
       // Nothing reachable: every due recipient of the destination is deferred (or expires).
       if (conn.throttled) await this.throttled(shaping, conn.response);
@@ -483,7 +490,7 @@ export class Dispatcher {
         }
         if (!client.usable) {
           this.closeClient(client, shaping.provider, false);
-          const next = await this.connect(route, shaping.provider);
+          const next = await this.connect(route, shaping, connId);
           if (!(next instanceof SmtpClient)) {
             await this.settleAll(domain, shaping, { ...next, result: 'deferred' });
             return;
@@ -822,8 +829,9 @@ export class Dispatcher {
    * answered about. The remote server's verdict on it counts as the same answer in a DSN does
    * (feedback/process.ts, by bounces/verdict.ts): an address-level hard bounce (5.1.1 user unknown …)
    * puts it on the global suppression list; a soft one (5.2.2 mailbox full …), and a copy that
-   * expired after its last answer was the address's (not the sender's: no 4.7.x block), counts in its
-   * soft-bounce history, and a run of feedback.softBounceLimit suppresses it globally too.
+   * expired after its last remote answer was the mailbox's (not the sender's: no 4.7.x block), counts
+   * in its soft-bounce history, and a run of feedback.softBounceLimit suppresses it globally too.
+   * An outcome with no remote reply code (a local refusal, a drop, a timeout) counts for neither.
    */
   private async settle(entry: QueueEntry, shaping: EffectiveShaping, msg: LoadedMessage | null, outcome: SmtpOutcome, reason?: string, address?: string): Promise<void> {
     const { redis, keys, config } = this.o;
@@ -878,8 +886,9 @@ export class Dispatcher {
         counter = 'expired';
         m?.deliveryAttempts.inc({ result: 'expired', provider: shaping.provider });
         m?.bounces.inc({ reason: 'expired', hard: 'false' });
-        // The last answer says whose failure it was: the address's (mailbox full, host down) counts.
-        if (address !== undefined) softBounce = verdictOf({ ...this.o.classify(outcome.code, outcome.enhanced, outcome.response), hardbounce: false, action: 'failed', feedbacktype: null }) === 'soft';
+        // The last remote answer says whose failure it was: the mailbox's own (4.2.2 full) counts; a
+        // drop or timeout with no answer (code null) says nothing about the address.
+        if (address !== undefined && outcome.code !== null) softBounce = verdictOf({ ...this.o.classify(outcome.code, outcome.enhanced, outcome.response), hardbounce: false, action: 'failed', feedbacktype: null }) === 'soft';
         final = true;
       } else {
         const ev = eventOf('deferred', { ...fields, nextAt });
@@ -901,7 +910,8 @@ export class Dispatcher {
       m?.deliveryAttempts.inc({ result: 'bounced', provider: shaping.provider });
       m?.bounces.inc({ reason: verdict.reason, hard: verdict.hardbounce ? 'true' : 'false' });
       // Only a remote server's verdict on the address counts against the sender (not our own drops).
-      const about = reason ? null : verdictOf({ ...verdict, action: 'failed', feedbacktype: null });
+      // A local refusal (no code: the client would not send it) is no remote verdict on the address.
+      const about = reason || outcome.code === null ? null : verdictOf({ ...verdict, action: 'failed', feedbacktype: null });
       if (about === 'hard') {
         this.recordReputation(msg, 'hardbounce');
         addressBounce = true;

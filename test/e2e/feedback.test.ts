@@ -21,6 +21,7 @@ let gonePeer: ScriptedPeer;
 let fullPeer: ScriptedPeer;
 let blockPeer: ScriptedPeer;
 let laterPeer: ScriptedPeer;
+let dropPeer: ScriptedPeer;
 let s: SluiceFixture;
 const CORPUS = CORPUS_EMAILS;
 
@@ -33,17 +34,19 @@ test.before(async () => {
   fullPeer = await startScriptedPeer({ on: { RCPT: '552 5.2.2 <box@full.test>: Recipient address rejected: Mailbox full' } });
   blockPeer = await startScriptedPeer({ on: { RCPT: '550 5.7.1 Service unavailable; Client host [192.0.2.1] blocked using zen.spamhaus.org' } });
   laterPeer = await startScriptedPeer({ on: { RCPT: '452 4.2.2 <box@later.test>: Mailbox full, try again later' } });
+  // Hangs up at RCPT: no answer at all, so nothing said about the address.
+  dropPeer = await startScriptedPeer({ on: { RCPT: 'drop' } });
   s = await startSluiceFixture(redis, {
     roles: ['ingress', 'delivery', 'feedback'],
     feedback: { host: '127.0.0.1', port: 0, softBounceLimit: 2 },
     delivery: {
       transport: {
         'one.test': `${sink.host}:${sink.port}`, 'gone.test': `${gonePeer.host}:${gonePeer.port}`, 'full.test': `${fullPeer.host}:${fullPeer.port}`,
-        'block.test': `${blockPeer.host}:${blockPeer.port}`, 'later.test': `${laterPeer.host}:${laterPeer.port}`,
+        'block.test': `${blockPeer.host}:${blockPeer.port}`, 'later.test': `${laterPeer.host}:${laterPeer.port}`, 'drops.test': `${dropPeer.host}:${dropPeer.port}`,
       },
     },
     // later.test's copies expire at their first 4xx (the next attempt would be past maxAge).
-    shaping: { rules: [{ name: 'later', match: { domains: ['later.test'], mx: [] }, maxAge: '1s' }] },
+    shaping: { rules: [{ name: 'later', match: { domains: ['later.test', 'drops.test'], mx: [] }, maxAge: '1s' }] },
   });
 });
 
@@ -54,6 +57,7 @@ test.after(async () => {
   await fullPeer?.close();
   await blockPeer?.close();
   await laterPeer?.close();
+  await dropPeer?.close();
   await redis?.stop();
 });
 
@@ -212,6 +216,11 @@ test('synchronous soft bounces of the address count as DSN ones: a run of the li
   assert.is(await entry('box@later.test'), null, 'one expiry (limit 2)');
   assert.is((await send('box@later.test', 'later 2')).state, 'expired');
   assert.is((await entry('box@later.test'))?.reason, 'softbounce', 'two expiries after the mailbox said full');
+
+  // Expired after connections dropped at RCPT: no remote answer, so no soft bounce of the address.
+  assert.is((await send('box@drops.test', 'drops 1')).state, 'expired');
+  assert.is((await send('box@drops.test', 'drops 2')).state, 'expired');
+  assert.is(await entry('box@drops.test'), null, 'two expiries without an answer say nothing about the address');
 });
 
 test.run();
