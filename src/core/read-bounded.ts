@@ -61,7 +61,11 @@ export function readBounded(stream: Readable & { sizeExceeded?: boolean }, max: 
       if (dropped || stream.sizeExceeded) {
         drop();
         resolve({ data: null, size, ...(overBudget ? { overBudget: true as const } : {}) });
-      } else resolve({ data: Buffer.concat(chunks, size), size });
+      } else {
+        // The bytes are the caller's to give back now: a late 'error' must not give them too.
+        taken = 0;
+        resolve({ data: Buffer.concat(chunks, size), size });
+      }
     });
   });
 }

@@ -66,15 +66,13 @@ export interface MxResolverOptions {
 }
 
 const DEFAULT_PORT = 25;
-/** This host, never a remote MX: loopback and unspecified addresses, IPv4-mapped forms included. */
+/** This host, never a remote MX: loopback and unspecified addresses (BlockList matches IPv4-mapped forms too). */
 const OWN_ADDRESSES = (() => {
   const b = new BlockList();
   b.addSubnet('127.0.0.0', 8, 'ipv4');
   b.addAddress('0.0.0.0', 'ipv4');
   b.addAddress('::1', 'ipv6');
   b.addAddress('::', 'ipv6');
-  b.addSubnet('::ffff:127.0.0.0', 104, 'ipv6');
-  b.addAddress('::ffff:0.0.0.0', 'ipv6');
   return b;
 })();
 // c-ares waits `timeout` for the first try and doubles it for the next, so two tries starting at a

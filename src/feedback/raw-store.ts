@@ -1,5 +1,6 @@
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
+import { trimSortedSetBefore } from '../store/retention.js';
 import { SluiceError } from '../core/errors.js';
 import { createRecord } from '../store/record-io.js';
 
@@ -62,11 +63,7 @@ export async function recordOutcome(redis: RedisClient, keys: Keys, id: string, 
   const index = keys.feedbackUnprocessed();
   await redis.zadd(index, receivedAt, id);
   // An id read here and re-added meanwhile keeps its score (its mail's receipt): still expired.
-  for (;;) {
-    const expired = await redis.zrangebyscore(index, '-inf', `(${receivedAt - retentionMs}`, 'LIMIT', 0, TRIM_STEP);
-    if (expired.length > 0) await redis.zrem(index, ...expired);
-    if (expired.length < TRIM_STEP) return;
-  }
+  while ((await trimSortedSetBefore(redis, index, receivedAt - retentionMs, TRIM_STEP)) === TRIM_STEP);
 }
 
 export async function loadFeedback(redis: RedisClient, keys: Keys, id: string): Promise<StoredFeedback | null> {

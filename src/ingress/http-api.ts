@@ -5,7 +5,7 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { SluiceError, toSluiceError, type FieldError } from '../core/errors.js';
-import { decodeUtf8 } from '../core/utf8.js';
+import { decodeUtf8, hasLoneSurrogate } from '../core/utf8.js';
 import { isId, newId } from '../core/ids.js';
 import { assertRedisReady } from '../redis/client.js';
 import type { Account } from '../accounts/registry.js';
@@ -163,19 +163,16 @@ function readBody(req: IncomingMessage, max: number, budget?: ByteBudget): Promi
   });
 }
 
-/** Half of a surrogate pair without the other half: no Unicode character, and no UTF-8 form. */
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
-
 /** Whether a string (or key) anywhere in a parsed JSON value holds a lone surrogate; without recursion. */
-function hasLoneSurrogate(value: unknown): boolean {
+function holdsLoneSurrogate(value: unknown): boolean {
   const stack = [value];
   while (stack.length > 0) {
     const v = stack.pop();
     if (typeof v === 'string') {
-      if (LONE_SURROGATE.test(v)) return true;
+      if (hasLoneSurrogate(v)) return true;
     } else if (typeof v === 'object' && v !== null) {
       for (const [k, x] of Object.entries(v)) {
-        if (LONE_SURROGATE.test(k)) return true;
+        if (hasLoneSurrogate(k)) return true;
         stack.push(x);
       }
     }
@@ -195,7 +192,7 @@ function parseJson(body: Buffer): unknown {
     else value = JSON.parse(decodeUtf8(body));
     // The same for an escaped lone surrogate ("\ud800", RFC 8259 §8.2): stored as UTF-8 it becomes
     // U+FFFD. Only a body that escapes a surrogate can hold one, so the bytes are searched first.
-    if ((body.includes('\\ud') || body.includes('\\uD')) && hasLoneSurrogate(value)) {
+    if ((body.includes('\\ud') || body.includes('\\uD')) && holdsLoneSurrogate(value)) {
       throw new Error('a string holds a lone surrogate (\\uD800-\\uDFFF without its pair), which is not Unicode text');
     }
     return value;

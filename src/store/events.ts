@@ -1,6 +1,7 @@
 import type { Result } from 'ioredis';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
+import { LONE_SURROGATE } from '../core/utf8.js';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
@@ -77,9 +78,6 @@ export const EVENTS_PER_CALL = 500;
 
 /** The stream's length bound when a caller is not given one (config retention.eventsMaxLen has the same default). */
 export const DEFAULT_EVENTS_MAX_LEN = 1_000_000;
-
-/** A lone UTF-16 surrogate (no valid pair around it). */
-const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
 
 /**
  * One entry as appendEvents-1.lua takes it: a JSON array of strings [field, value, …]. A lone

@@ -79,6 +79,7 @@ const zone = {
   'halfloop.test': { MX: [{ preference: 10, exchange: 'mx.loop.test' }, { preference: 20, exchange: 'mx.halfloop.test' }] },
   'mx.halfloop.test': { A: ['192.0.2.80', '127.0.0.2'] },
   'implicitloop.test': { A: ['127.1.2.3'] },
+  'mappedloop.test': { AAAA: ['::ffff:127.0.0.1'] },
 };
 
 function resolver(over: Partial<MxResolverOptions> = {}): MxResolver {
@@ -327,6 +328,7 @@ test('MX hosts whose addresses are this host (loopback, unspecified) are skipped
   const r = resolver();
   assert.equal(await r.resolve('loop.test'), { kind: 'loopback', hosts: ['mx.loop.test', 'mx6.loop.test'] });
   assert.equal(await r.resolve('implicitloop.test'), { kind: 'loopback', hosts: ['implicitloop.test'] });
+  assert.equal(await r.resolve('mappedloop.test'), { kind: 'loopback', hosts: ['mappedloop.test'] }, 'an IPv4-mapped loopback address too');
   const half = await r.resolve('halfloop.test');
   assert.is(half.kind, 'hosts');
   assert.equal(half.kind === 'hosts' ? half.hosts.map((h) => h.host) : [], ['192.0.2.80'], 'only the remote address is kept');
