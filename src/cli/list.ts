@@ -178,17 +178,19 @@ export async function runList(argv: string[], io: Io): Promise<number> {
         if (rest.length === 0) {
           // In pages, printed as they come: an account with a list per campaign has many.
           let cursor = '0';
-          let shown = 0;
+          // SSCAN may return a list twice (a rehash while it walks): each is printed once.
+          const shown = new Set<string>();
           do {
             const page = await listListPage(redis, keys, account as string, cursor, 1000);
             for (const l of page.lists) {
+              if (shown.has(l.id)) continue;
+              shown.add(l.id);
               if (json) println(io.out, JSON.stringify({ id: l.id, name: l.name, count: l.count, statuses: l.statuses, created: iso(l.created), updated: iso(l.updated) }));
               else println(io.out, `${l.id}\t${n(l.count)}\t${iso(l.created)}\t${l.name}`);
-              shown++;
             }
             cursor = page.cursor;
           } while (cursor !== '0');
-          if (!json && shown === 0) println(io.err, `account ${account as string} has no lists`);
+          if (!json && shown.size === 0) println(io.err, `account ${account as string} has no lists`);
           return 0;
         }
         const list = await findList(redis, keys, rest[0] as string, account);
