@@ -198,6 +198,13 @@ export class RetentionJob {
     const add = (kind: PurgeKind, n: number) => out.set(kind, (out.get(kind) ?? 0) + n);
     const p = keys.prefix.length;
     const recordsBefore = now - periods.recordsMs;
+    // A message's records are many keys of one page (a campaign's, thousands): its meta is read once.
+    const owners = new Map<string, Promise<string | null>>();
+    const ownerOf = (msgId: string): Promise<string | null> => {
+      let owner = owners.get(msgId);
+      if (!owner) owners.set(msgId, (owner = redis.hget(keys.msgMeta(msgId), 'account')));
+      return owner;
+    };
     await Promise.all(
       found.map(async (key) => {
         const rest = key.slice(p);
@@ -238,7 +245,7 @@ export class RetentionJob {
             // retention.records, which may outlast the account's window: they go with it. The meta
             // (a message's or campaign's) says whose a record is; one without its meta is an orphan
             // (a message's meta outlives its records), as when the walk took the meta first.
-            const account = await redis.hget(keys.msgMeta(msgId), 'account');
+            const account = await ownerOf(msgId);
             if (account === null ? idTime(msgId) < now - ORPHAN_GRACE_MS : dueIds.has(account)) add('records', await redis.del(key));
           }
           return;
