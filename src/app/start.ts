@@ -346,7 +346,14 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
     }
 
     const ports: { admin: number; smtp?: number; http?: number; feedback?: number; tracking?: number } = { admin: 0 };
+    // sluice_buffered_bytes{server}: what each inbound server holds in memory now.
+    const bufferedNow: [server: 'ingress' | 'feedback', read: () => number][] = [];
+    metrics.sampleOn('bufferedBytes', () => {
+      for (const [server, read] of bufferedNow) metrics.bufferedBytes.set({ server }, read());
+    });
     if (has('ingress')) {
+      const buffered = new ByteBudget(config.ingress.maxBuffered);
+      bufferedNow.push(['ingress', () => buffered.used]);
       const deps = {
         redis: redis.client, keys, config, registry, metrics,
         onAccepted: () => dispatcher?.wake(),
@@ -356,7 +363,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
         closedAccounts,
         operators,
         // One bound on submitted mail in memory, over both servers.
-        buffered: new ByteBudget(config.ingress.maxBuffered),
+        buffered,
       };
       if (config.ingress.smtp.enabled) {
         const smtp = await startSubmissionServer({ ...deps, logger: logger.child({ role: 'ingress', interface: 'smtp' }) }, { host: config.ingress.smtp.host, port: config.ingress.smtp.port });
@@ -423,6 +430,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
         },
       );
       ports.feedback = mx.port;
+      bufferedNow.push(['feedback', () => mx.bufferedBytes()]);
       stoppers.push({ name: 'feedback-mx', stop: () => mx.close(), listener: true });
     }
 

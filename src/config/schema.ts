@@ -220,6 +220,17 @@ const account = z
   })
   .strict();
 
+/**
+ * A memory budget (maxBuffered) below the largest message it must hold refuses such a message "for
+ * now" (452 4.3.1 / 503) on every try: the client retries until it gives up, days later, instead of
+ * getting the size limit's permanent answer at once.
+ */
+function atLeastLargest(ctx: z.RefinementCtx, budget: number, largest: number, largestKey: string): void {
+  if (budget < largest) {
+    ctx.addIssue({ code: 'custom', path: ['maxBuffered'], message: `must be at least ${largestKey} (${budget} < ${largest} bytes): a message of that size would be refused for now on every try` });
+  }
+}
+
 export const configSchema = z
   .object({
     roles: z.array(z.enum(['ingress', 'delivery', 'tracking', 'feedback', 'housekeeping'])).min(1),
@@ -311,7 +322,11 @@ export const configSchema = z
         /** Bytes of submitted mail held in memory at once over SMTP and HTTP; 452 4.3.1 / 503 beyond. */
         maxBuffered: size,
       })
-      .strict(),
+      .strict()
+      .superRefine((v, ctx) => {
+        if (v.smtp.enabled) atLeastLargest(ctx, v.maxBuffered, v.smtp.maxMessageSize, 'smtp.maxMessageSize');
+        if (v.http.enabled) atLeastLargest(ctx, v.maxBuffered, v.http.maxBodySize, 'http.maxBodySize');
+      }),
     delivery: z
       .object({
         /** Domain of the VERP envelope sender: b-<msgId>-<n>-<tag>@bounceDomain (core/verp.ts). */
@@ -473,7 +488,8 @@ export const configSchema = z
         softBounceLimit: positiveInt,
         softBounceWindow: duration,
       })
-      .strict(),
+      .strict()
+      .superRefine((v, ctx) => atLeastLargest(ctx, v.maxBuffered, v.maxMessageSize, 'maxMessageSize')),
     reputation: z
       .object({
         /** Complaints / delivered above this ratio pause the sender (account or From domain). */

@@ -93,6 +93,8 @@ export interface InboundMxOptions {
 
 export interface InboundMx {
   readonly port: number;
+  /** Bytes of mail held in memory now (sluice_buffered_bytes{server="feedback"}); bounded by maxBufferedBytes. */
+  bufferedBytes(): number;
   /** Resolves when every accepted mail has been processed (tests, graceful stop). */
   idle(): Promise<void>;
   close(): Promise<void>;
@@ -234,6 +236,7 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
   let closing: Promise<void> | undefined;
   return {
     port,
+    bufferedBytes: () => buffered.used,
     idle,
     close() {
       closing ??= new Promise<void>((resolve) => server.close(() => resolve())).then(idle);

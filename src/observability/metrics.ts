@@ -7,7 +7,7 @@ import { FastHistogram } from './histogram.js';
  * provider (a shaping rule name, or 'default'), reason, algorithm — never a recipient, id or raw domain.
  */
 /** Gauges read on scrape: app/ registers what fills them (see `sampleOn`). */
-type SampledGauge = 'queueRecipients' | 'poolUtilization' | 'poolQueue' | 'suppressionListSize' | 'sendersPaused';
+type SampledGauge = 'queueRecipients' | 'poolUtilization' | 'poolQueue' | 'suppressionListSize' | 'sendersPaused' | 'bufferedBytes';
 
 export function createMetrics() {
   const registry = new Registry();
@@ -137,6 +137,9 @@ export function createMetrics() {
     }),
     suppressionListSize: new Gauge({
       name: 'sluice_suppression_list_size', help: 'Addresses on suppression lists: list="global" (addresses that do not exist) or "accounts" (all accounts\' lists together)', labelNames: ['list'] as const, registers: [registry], ...sampled('suppressionListSize'),
+    }),
+    bufferedBytes: new Gauge({
+      name: 'sluice_buffered_bytes', help: 'Inbound mail held in memory until it is persisted (or, for feedback, processed), by server: ingress (SMTP submission and HTTP API together; bounded by ingress.maxBuffered) or feedback (feedback.maxBuffered)', labelNames: ['server'] as const, registers: [registry], ...sampled('bufferedBytes'),
     }),
     sendersPaused: new Gauge({
       name: 'sluice_senders_paused', help: 'Senders (accounts or From domains) paused by the reputation guard now', registers: [registry], ...sampled('sendersPaused'),

@@ -105,6 +105,18 @@ test('delivery.dns.servers: IP addresses with an optional port of 1–65535, as 
   assert.is(bad.size, 6);
 });
 
+test('a maxBuffered below the largest message it must hold is refused (such a message would be refused for now on every try); a disabled server is not counted', () => {
+  const bad = refused({ env: { SLUICE__INGRESS__MAXBUFFERED: '20MB', SLUICE__FEEDBACK__MAXBUFFERED: '1MB' } });
+  const said = (p: string) => (bad.get(p) ?? []).join(' | ');
+  assert.match(said('ingress.maxBuffered'), 'must be at least smtp.maxMessageSize');
+  assert.match(said('ingress.maxBuffered'), 'must be at least http.maxBodySize');
+  assert.match(said('feedback.maxBuffered'), 'must be at least maxMessageSize');
+  assert.is(bad.size, 2, JSON.stringify([...bad]));
+  // 20 MB holds neither 25 MB SMTP messages nor 35 MB bodies; with SMTP off and smaller bodies it does.
+  const cfg = loadConfig({ env: { SLUICE__INGRESS__MAXBUFFERED: '20MB', SLUICE__INGRESS__SMTP__ENABLED: 'false', SLUICE__INGRESS__HTTP__MAXBODYSIZE: '20MB' } });
+  assert.is(cfg.ingress.maxBuffered, 20 * 1024 * 1024);
+});
+
 test('a SLUICE__ variable that names no config key is refused naming the variable; a record such as the transport map takes any key', () => {
   const bad = refused({ env: { SLUICE__DELIVERY__LEASEX: '5m', SLUICE__TRAKING__PORT: '80' } });
   assert.match((bad.get('delivery.LEASEX') ?? []).join(' | '), 'environment variable SLUICE__DELIVERY__LEASEX names no config key');

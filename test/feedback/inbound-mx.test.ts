@@ -351,6 +351,8 @@ test('mail held in memory is bounded over all sessions: beyond maxBufferedBytes 
     const dsn = corpus('lhost-postfix-05.eml');
     assert.ok(dsn.length * 40 > 4 * 16 * 1024, `${dsn.length} bytes`);
     for (let i = 0; i < 40; i++) await send(dsn, to, mx);
+    await mx.idle();
+    assert.is(mx.bufferedBytes(), 0, 'every byte given back once processed (sluice_buffered_bytes{server="feedback"})');
   } finally {
     await mx.close();
   }
