@@ -541,13 +541,16 @@ export class Dispatcher {
         // Given back one by one as deliverBatch sends or settles each copy.
         await this.renderSlots.acquire(chunk.length);
         const msgs = await Promise.all(chunk.map((e) => this.o.messages.load(e.msgId)));
-        const contacts = await this.campaignContacts(chunk, msgs);
+        // A paused or cancelled campaign's entries go back (or are dropped) before anything is read for them.
+        const holds = await this.holdStoppedCampaigns(chunk, msgs);
+        const contacts = await this.campaignContacts(chunk, msgs.map((m, j) => (holds[j] === undefined ? m : null)));
         const addresses = chunk.map((e, j) => {
           const msg = msgs[j];
-          if (!msg) return undefined;
+          if (!msg || holds[j] !== undefined) return undefined;
           // An erased recipient (store/privacy.ts) is a tombstone with an empty address: nobody to send to.
           return msg.kind === 'campaign' ? contacts[j]?.email : msg.rcpts[e.idx]?.address || undefined;
         });
+        // Not known: nobody to send to, or held above (addresses[j] is undefined then).
         const known = (j: number): boolean => msgs[j] != null && addresses[j] !== undefined;
         // Suppression is checked at claim time, so an unsubscribe or a hard bounce that arrived
         // after acceptance still stops the copy, before it costs a render.
@@ -560,7 +563,7 @@ export class Dispatcher {
           return c && c.status !== 'subscribed' ? c.status : undefined;
         };
         // Only copies that would go now take a campaign's throttle tokens: a suppressed one is not sent.
-        const holds = await this.holdCampaigns(chunk, msgs, (j) => !known(j) || blocks[j] != null || pauses[j] != null || unsubscribed(j) !== undefined);
+        await this.throttleCampaigns(chunk, msgs, holds, (j) => !known(j) || blocks[j] != null || pauses[j] != null || unsubscribed(j) !== undefined);
         const live = (j: number): boolean => known(j) && holds[j] === undefined;
         const tasks: RenderTask[] = [];
         chunk.forEach((entry, j) => {
@@ -637,41 +640,45 @@ export class Dispatcher {
   }
 
   /**
-   * Campaign entries that must not be sent now: a paused campaign's go back to it (its first attempts
-   * to the head of its queue, where resume finds them), a cancelled one's are dropped, and entries over
-   * the campaign's own throttle go back until its bucket refills. `unsent(j)`: entry j will not be
-   * sent now whatever this decides (suppressed, unsubscribed, its sender paused, nobody to send to),
-   * so it takes no throttle token.
+   * Campaign entries that must not be sent now because of their campaign's state: a paused campaign's
+   * go back to it (its first attempts to the head of its queue, where resume finds them), a cancelled
+   * one's are dropped. The state comes with the loaded message, so a running campaign costs no read.
    */
-  private async holdCampaigns(chunk: readonly QueueEntry[], msgs: readonly (LoadedMessage | null)[], unsent: (j: number) => boolean): Promise<('held' | 'cancelled' | undefined)[]> {
+  private async holdStoppedCampaigns(chunk: readonly QueueEntry[], msgs: readonly (LoadedMessage | null)[]): Promise<('held' | 'cancelled' | undefined)[]> {
     const out: ('held' | 'cancelled' | undefined)[] = chunk.map(() => undefined);
-    const byCampaign = campaignPositions(msgs);
-    const { redis, keys } = this.o;
-    for (const [id, js] of byCampaign) {
+    for (const [id, js] of campaignPositions(msgs)) {
       const c = (msgs[js[0] as number] as LoadedMessage).campaign;
-      if (!c) continue;
+      if (!c || c.state === 'sending' || c.state === 'completed') continue;
       if (c.state === 'cancelled') {
         for (const j of js) out[j] = 'cancelled';
         continue;
       }
       const now = this.now();
-      if (c.state !== 'sending' && c.state !== 'completed') {
-        await holdCampaignEntries(redis, keys, this.o.config.redis.scheduleShards, id, js.map((j) => chunk[j] as QueueEntry), { pointerAt: null, holdUntil: now + PAUSED_HOLD_MS, now });
-        for (const j of js) out[j] = 'held';
-        continue;
-      }
-      const sending = js.filter((j) => !unsent(j));
-      if (c.throttlePerHour !== null && sending.length > 0) {
-        const t = await takeTokens(redis, keys, `campaign:${id}`, { perSecond: null, perMinute: null, perHour: c.throttlePerHour }, sending.length, now);
-        const over = sending.slice(t.granted);
-        if (over.length > 0) {
-          const at = t.retryAt ?? now + 1000;
-          await holdCampaignEntries(redis, keys, this.o.config.redis.scheduleShards, id, over.map((j) => chunk[j] as QueueEntry), { pointerAt: at, holdUntil: at, now });
-          for (const j of over) out[j] = 'held';
-        }
-      }
+      await holdCampaignEntries(this.o.redis, this.o.keys, this.o.config.redis.scheduleShards, id, js.map((j) => chunk[j] as QueueEntry), { pointerAt: null, holdUntil: now + PAUSED_HOLD_MS, now });
+      for (const j of js) out[j] = 'held';
     }
     return out;
+  }
+
+  /**
+   * Entries over their campaign's own throttle go back until its bucket refills (marked 'held' in
+   * `holds`). `unsent(j)`: entry j will not be sent now whatever this decides (held already,
+   * suppressed, unsubscribed, its sender paused, nobody to send to), so it takes no throttle token.
+   */
+  private async throttleCampaigns(chunk: readonly QueueEntry[], msgs: readonly (LoadedMessage | null)[], holds: ('held' | 'cancelled' | undefined)[], unsent: (j: number) => boolean): Promise<void> {
+    const { redis, keys } = this.o;
+    for (const [id, js] of campaignPositions(msgs)) {
+      const c = (msgs[js[0] as number] as LoadedMessage).campaign;
+      const sending = js.filter((j) => holds[j] === undefined && !unsent(j));
+      if (!c || c.throttlePerHour === null || sending.length === 0) continue;
+      const now = this.now();
+      const t = await takeTokens(redis, keys, `campaign:${id}`, { perSecond: null, perMinute: null, perHour: c.throttlePerHour }, sending.length, now);
+      const over = sending.slice(t.granted);
+      if (over.length === 0) continue;
+      const at = t.retryAt ?? now + 1000;
+      await holdCampaignEntries(redis, keys, this.o.config.redis.scheduleShards, id, over.map((j) => chunk[j] as QueueEntry), { pointerAt: at, holdUntil: at, now });
+      for (const j of over) holds[j] = 'held';
+    }
   }
 
   /**
