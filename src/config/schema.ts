@@ -339,6 +339,12 @@ export const configSchema = z
         claimBatch: positiveInt,
         lease: duration,
         pollInterval: duration,
+        /**
+         * Addresses of a destination's MX hosts one attempt tries at most (Postfix's
+         * smtp_mx_address_limit). At most 50 (Exim's hosts_max_try_hardlimit): a route looks up
+         * twice as many exchanges at once and keeps twice as many addresses.
+         */
+        maxAddresses: positiveInt.max(50),
         /** Domain, '*.domain' or '*' to 'host:port' – used instead of MX (smarthosts, tests). */
         transport: transportMap,
         dns: z

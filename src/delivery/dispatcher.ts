@@ -345,7 +345,7 @@ export class Dispatcher {
 
   /**
    * A session with the first host of the route that takes one, holding connection slot `connId` of
-   * the shaping's scope. Connecting may take long (up to MAX_ADDRESSES hosts, each allowed
+   * the shaping's scope. Connecting may take long (up to delivery.maxAddresses hosts, each allowed
    * delivery.timeouts.connect and .greeting): the slot is renewed meanwhile, or it would lapse and
    * let another connection past the scope's limit while this one is still being set up.
    */
@@ -359,10 +359,18 @@ export class Dispatcher {
     }
   }
 
+  /**
+   * Walks the attempt's addresses (MxResolver.attemptHosts: at most delivery.maxAddresses) until one
+   * gives a session; else the last failure, which defers the destination. Only the session's setup
+   * moves on to the next address: once a session is up, a 4xx to MAIL, RCPT or DATA defers that
+   * recipient on this host, so one attempt never has a second session (Postfix's
+   * smtp_mx_session_limit, which counts sessions past the EHLO and TLS handshake, would be 1 here).
+   * A retry of a broken STARTTLS in plain text is the same address again, not another one.
+   */
   private async tryHosts(route: Extract<Route, { kind: 'hosts' }>, provider: string): Promise<SmtpClient | SmtpOutcome> {
     const d = this.o.config.delivery;
     let last: SmtpOutcome | undefined;
-    for (const h of route.hosts) {
+    for (const h of this.o.resolver.attemptHosts(route)) {
       const key = `${h.host}:${h.port}`;
       let tls = d.tls.opportunistic && this.plainText.get(key, this.now()) === undefined;
       for (;;) {

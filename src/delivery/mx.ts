@@ -9,9 +9,13 @@ import { DnsClient, type MxAnswer } from './dns-query.js';
  *
  *   transport map hit (exact domain, else the longest '*.suffix', else '*') ─► that host:port
  *   MX records ─► one null MX "0 ." (RFC 7505)          ─► nullmx
- *              ─► sorted by preference, equal ones shuffled ─► A/AAAA of the first 20 exchanges ─► hosts
+ *              ─► sorted by preference, equal ones shuffled ─► A/AAAA of the first 2 × maxAddresses
+ *                 exchanges ─► their first 2 × maxAddresses addresses ─► hosts
  *   no MX (NODATA) ─► A/AAAA of the domain itself (implicit MX) ─► hosts
  *   NXDOMAIN ─► nxdomain        SERVFAIL / timeout / refused ─► tempfail
+ *
+ *   each attempt: attemptHosts(hosts) ─► by preference, reshuffled within one, IPv4 first ─► the
+ *                 first maxAddresses (Postfix's smtp_mx_address_limit); a transport route as it is
  *
  * The MX question goes through dns-query.ts (dns-packet over UDP, TCP for truncated answers),
  * because node's resolveMx() (c-ares) drops the records' TTL. Addresses come from node's Resolver,
@@ -25,11 +29,24 @@ import { DnsClient, type MxAnswer } from './dns-query.js';
  * temporary failures are not cached.
  */
 
+export interface RouteHost {
+  /** IP (or name) to connect to. */
+  host: string;
+  port: number;
+  /** MX name, for logs and shaping. */
+  mx: string;
+  /** The MX record's preference (0 for an implicit MX and the transport map). */
+  pref: number;
+}
+
 export type Route =
   | {
       kind: 'hosts';
-      /** In the order to try: MX preference (shuffled within a preference), IPv4 before IPv6. */
-      hosts: { host: string /* IP or name to connect to */; port: number; mx: string /* MX name for logs/shaping */ }[];
+      /**
+       * By MX preference (shuffled within a preference at lookup), each exchange's addresses IPv4
+       * before IPv6: up to 2 × maxAddresses, of which attemptHosts() draws the ones an attempt tries.
+       */
+      hosts: RouteHost[];
       /** MX names, for shaping rules by provider. */
       mxHosts: string[];
       viaTransport: boolean;
@@ -51,6 +68,12 @@ export interface MxResolverOptions {
    * wins, then the longest matching '*.domain', then '*'.
    */
   transport: Readonly<Record<string, string>>;
+  /**
+   * Addresses of MX hosts (or of an implicit MX) one delivery attempt tries at most, Postfix's
+   * smtp_mx_address_limit (see attemptHosts). A transport map entry is the operator's own host: its
+   * addresses are tried as resolved, up to TRANSPORT_MAX_ADDRESSES.
+   */
+  maxAddresses: number;
   /** Port of MX hosts (default 25). */
   port?: number;
   /**
@@ -79,13 +102,9 @@ const OWN_ADDRESSES = (() => {
 // third of the budget end within about timeoutMs (t + 2t); dns-query.ts does the same for the MX
 // question. Two tries ride out one lost UDP datagram.
 const DNS_TRIES = 2;
-// Postfix tries 5 addresses per delivery (smtp_mx_address_limit); the dispatcher walks the list on
-// connection failures, and beyond ten addresses the next retry is a better use of the time.
-const MAX_ADDRESSES = 10;
-// Exchanges looked up, in preference order: two per address kept leaves room for names without one.
-// An MX answer may hold thousands (a 64 KB TCP answer): all of them were two queries each, at once,
-// and all were kept in the cached route.
-const MAX_EXCHANGES = 2 * MAX_ADDRESSES;
+// Addresses of a smarthost by name (transport map) tried per attempt: the operator's own host, so
+// not bounded by maxAddresses, only so that a name with hundreds of addresses is no list to walk.
+const TRANSPORT_MAX_ADDRESSES = 10;
 // A TTL of 0 would mean one query per message; one second keeps a busy domain to one query a second.
 const MIN_CACHE_TTL_MS = 1000;
 // Bounds memory with millions of recipient domains (~200 bytes an entry → ~20 MB). Oldest go first.
@@ -100,6 +119,12 @@ export class MxResolver {
   private readonly resolver: Resolver;
   private readonly dns: DnsClient;
   private readonly port: number;
+  /**
+   * Exchanges looked up, in preference order: two per address kept leaves room for names without
+   * one. An MX answer may hold thousands (a 64 KB TCP answer): all of them were two queries each, at
+   * once, and all were kept in the cached route.
+   */
+  private readonly maxExchanges: number;
   private readonly now: () => number;
   private readonly cache = new ExpiringLru<Route>(MAX_CACHE_ENTRIES);
   private readonly inflight = new Map<string, Promise<Route>>();
@@ -109,6 +134,7 @@ export class MxResolver {
     if (opts.servers.length > 0) this.resolver.setServers([...opts.servers]);
     this.dns = new DnsClient({ servers: opts.servers, timeoutMs: opts.timeoutMs });
     this.port = opts.port ?? DEFAULT_PORT;
+    this.maxExchanges = 2 * opts.maxAddresses;
     this.now = opts.now ?? Date.now;
   }
 
@@ -156,7 +182,7 @@ export class MxResolver {
       if (addrs.kind === 'none') return this.negative({ kind: 'nxdomain' });
       const ips = this.remote(addrs.ips);
       if (ips.length === 0) return this.negative({ kind: 'loopback', hosts: [domain] });
-      return this.hosts([{ mx: domain, ips }], [domain], false, Math.min(mxTtlMs, addrs.ttlMs));
+      return this.hosts([{ mx: domain, pref: 0, ips }], [domain], false, Math.min(mxTtlMs, addrs.ttlMs));
     }
 
     // RFC 7505 §3: a null MX is the single record "0 ." (dns-packet gives the root as '.'). A domain
@@ -165,18 +191,24 @@ export class MxResolver {
     if (real.length === 0) return this.negative({ kind: 'nullmx' });
 
     const ordered = shuffle(real).sort((a, b) => a.priority - b.priority); // sort is stable: ties stay shuffled
-    const all = [...new Set(ordered.map((r) => r.exchange.toLowerCase().replace(/\.$/, '')))];
-    const names = all.slice(0, MAX_EXCHANGES);
+    // An exchange listed twice keeps its first (best) preference.
+    const prefs = new Map<string, number>();
+    for (const r of ordered) {
+      const name = r.exchange.toLowerCase().replace(/\.$/, '');
+      if (!prefs.has(name)) prefs.set(name, r.priority);
+    }
+    const all = [...prefs.keys()];
+    const names = all.slice(0, this.maxExchanges);
     const resolved = await Promise.all(names.map((mx) => this.addresses(mx)));
 
-    const found: { mx: string; ips: string[] }[] = [];
+    const found: { mx: string; pref: number; ips: string[] }[] = [];
     const local: string[] = [];
     let ttlMs = mxTtlMs;
     let failure: string | null = null;
     resolved.forEach((addrs, i) => {
       if (addrs.kind === 'ok') {
         const ips = this.remote(addrs.ips);
-        if (ips.length > 0) found.push({ mx: names[i] as string, ips });
+        if (ips.length > 0) found.push({ mx: names[i] as string, pref: prefs.get(names[i] as string) ?? 0, ips });
         else local.push(names[i] as string);
         ttlMs = Math.min(ttlMs, addrs.ttlMs);
       } else if (addrs.kind === 'tempfail') failure ??= addrs.error;
@@ -214,17 +246,36 @@ export class MxResolver {
   private async viaTransport(target: string): Promise<{ route: Route; ttlMs: number }> {
     const { host, port } = parseHostPort(target, this.port);
     if (isIP(host) !== 0) {
-      return { route: { kind: 'hosts', hosts: [{ host, port, mx: host }], mxHosts: [host], viaTransport: true }, ttlMs: this.opts.maxCacheTtlMs };
+      return { route: { kind: 'hosts', hosts: [{ host, port, mx: host, pref: 0 }], mxHosts: [host], viaTransport: true }, ttlMs: this.opts.maxCacheTtlMs };
     }
     // A smarthost by name: its addresses, never its MX (Postfix's [host] form).
     const addrs = await this.addresses(host);
     if (addrs.kind === 'tempfail') return { route: { kind: 'tempfail', error: addrs.error }, ttlMs: 0 };
     if (addrs.kind === 'none') return { route: { kind: 'tempfail', error: `transport host ${host} has no address` }, ttlMs: 0 };
-    return this.hosts([{ mx: host, ips: addrs.ips }], [host], true, addrs.ttlMs, port);
+    return this.hosts([{ mx: host, pref: 0, ips: addrs.ips }], [host], true, addrs.ttlMs, port);
   }
 
-  private hosts(found: { mx: string; ips: string[] }[], mxHosts: string[], viaTransport: boolean, ttlMs: number, port = this.port): { route: Route; ttlMs: number } {
-    const hosts = found.flatMap(({ mx, ips }) => ips.map((ip) => ({ host: ip, port, mx }))).slice(0, MAX_ADDRESSES);
+  /**
+   * The addresses one delivery attempt tries, in order: by preference, those of one preference in a
+   * fresh random order each attempt (IPv4 before IPv6), at most maxAddresses; a transport map route
+   * as it is. The route is cached for its TTL (up to an hour), so the order drawn at lookup alone
+   * would send every attempt of that time to the same first addresses, dead ones included, and never
+   * to the rest of their preference (Postfix shuffles at each delivery: smtp_randomize_addresses).
+   */
+  attemptHosts(route: Extract<Route, { kind: 'hosts' }>): RouteHost[] {
+    if (route.viaTransport) return route.hosts;
+    const family = (h: RouteHost): number => (isIP(h.host) === 6 ? 1 : 0);
+    // sort is stable: the shuffle decides the order within a preference and address family.
+    return shuffle(route.hosts)
+      .sort((a, b) => a.pref - b.pref || family(a) - family(b))
+      .slice(0, this.opts.maxAddresses);
+  }
+
+  /** The route of `found`'s addresses in order, at most 2 × maxAddresses (TRANSPORT_MAX_ADDRESSES via the transport map). */
+  private hosts(found: { mx: string; pref: number; ips: string[] }[], mxHosts: string[], viaTransport: boolean, ttlMs: number, port = this.port): { route: Route; ttlMs: number } {
+    // Twice what one attempt tries: the attempts' draws within a preference have more to choose from.
+    const limit = viaTransport ? TRANSPORT_MAX_ADDRESSES : 2 * this.opts.maxAddresses;
+    const hosts = found.flatMap(({ mx, pref, ips }) => ips.map((ip) => ({ host: ip, port, mx, pref }))).slice(0, limit);
     const capped = Math.max(MIN_CACHE_TTL_MS, Math.min(ttlMs, this.opts.maxCacheTtlMs));
     return { route: { kind: 'hosts', hosts, mxHosts, viaTransport }, ttlMs: capped };
   }

@@ -92,7 +92,7 @@ test('delivery.dns.servers: IP addresses with an optional port of 1–65535, as 
   const cfg = loadConfig({ env: { SLUICE__DELIVERY__DNS__SERVERS: JSON.stringify(servers) } });
   assert.equal(cfg.delivery.dns.servers, servers);
   const d = cfg.delivery;
-  new MxResolver({ servers: d.dns.servers, timeoutMs: d.dns.timeout, maxCacheTtlMs: d.dns.maxCacheTtl, negativeCacheTtlMs: d.dns.negativeCacheTtl, transport: d.transport });
+  new MxResolver({ servers: d.dns.servers, timeoutMs: d.dns.timeout, maxCacheTtlMs: d.dns.maxCacheTtl, negativeCacheTtlMs: d.dns.negativeCacheTtl, transport: d.transport, maxAddresses: d.maxAddresses });
 
   const bad = refused({ env: { SLUICE__DELIVERY__DNS__SERVERS: '["dns.example", "192.0.2.53:0", "192.0.2.53:99999", "[192.0.2.53]:53", "192.0.2.53:", ""]' } });
   const said = (i: number) => (bad.get(`delivery.dns.servers.${i}`) ?? []).join(' | ');
@@ -115,6 +115,12 @@ test('a maxBuffered below the largest message it must hold is refused (such a me
   // 20 MB holds neither 25 MB SMTP messages nor 35 MB bodies; with SMTP off and smaller bodies it does.
   const cfg = loadConfig({ env: { SLUICE__INGRESS__MAXBUFFERED: '20MB', SLUICE__INGRESS__SMTP__ENABLED: 'false', SLUICE__INGRESS__HTTP__MAXBODYSIZE: '20MB' } });
   assert.is(cfg.ingress.maxBuffered, 20 * 1024 * 1024);
+});
+
+test('delivery.maxAddresses: 5 by default; 1–50, anything else refused with its path', () => {
+  assert.is(loadConfig({ env: {} }).delivery.maxAddresses, 5);
+  assert.is(loadConfig({ env: { SLUICE__DELIVERY__MAXADDRESSES: '50' } }).delivery.maxAddresses, 50);
+  for (const bad of ['0', '51', '2.5']) assert.ok(refused({ env: { SLUICE__DELIVERY__MAXADDRESSES: bad } }).has('delivery.maxAddresses'), bad);
 });
 
 test('a SLUICE__ variable that names no config key is refused naming the variable; a record such as the transport map takes any key', () => {

@@ -79,11 +79,21 @@ const zone = {
   'halfloop.test': { MX: [{ preference: 10, exchange: 'mx.loop.test' }, { preference: 20, exchange: 'mx.halfloop.test' }] },
   'mx.halfloop.test': { A: ['192.0.2.80', '127.0.0.2'] },
   'implicitloop.test': { A: ['127.1.2.3'] },
+  // seven addresses: on seven exchanges of distinct preferences, on the domain itself (no MX), on a smarthost
+  'seven.test': { MX: Array.from({ length: 7 }, (_, i) => ({ preference: 10 * (i + 1), exchange: `mx${i}.seven.test` })) },
+  ...Object.fromEntries(Array.from({ length: 7 }, (_, i) => [`mx${i}.seven.test`, { A: [`192.0.2.${100 + i}`] }])),
+  'implicit7.test': { A: Array.from({ length: 7 }, (_, i) => `192.0.2.${110 + i}`) },
+  'smarthost7.test': { A: Array.from({ length: 7 }, (_, i) => `192.0.2.${120 + i}`) },
+  // four exchanges of one preference (one of them also on IPv6), and a backup
+  'equal.test': { MX: [...Array.from({ length: 4 }, (_, i) => ({ preference: 10, exchange: `mx${i}.equal.test` })), { preference: 20, exchange: 'backup.equal.test' }] },
+  ...Object.fromEntries(Array.from({ length: 4 }, (_, i) => [`mx${i}.equal.test`, { A: [`192.0.2.${130 + i}`] }])),
+  'mx0.equal.test': { A: ['192.0.2.130'], AAAA: ['2001:db8::130'] },
+  'backup.equal.test': { A: ['192.0.2.139'] },
   'mappedloop.test': { AAAA: ['::ffff:127.0.0.1'] },
 };
 
 function resolver(over: Partial<MxResolverOptions> = {}): MxResolver {
-  return new MxResolver({ servers: [dns.server], timeoutMs: 600, maxCacheTtlMs: 3_600_000, negativeCacheTtlMs: 300_000, transport: {}, now: () => clock, ...over });
+  return new MxResolver({ servers: [dns.server], timeoutMs: 600, maxCacheTtlMs: 3_600_000, negativeCacheTtlMs: 300_000, transport: {}, maxAddresses: 5, now: () => clock, ...over });
 }
 
 function hostsOf(route: Route) {
@@ -118,7 +128,7 @@ test('MX records are tried by preference, equal preferences in random order, IPv
 
 test('no MX record: the domain itself is the host (implicit MX, A fallback), on the configured port', async () => {
   const route = hostsOf(await resolver({ port: 2525 }).resolve('Implicit.Test.'));
-  assert.equal(route.hosts, [{ host: '192.0.2.9', port: 2525, mx: 'implicit.test' }]);
+  assert.equal(route.hosts, [{ host: '192.0.2.9', port: 2525, mx: 'implicit.test', pref: 0 }]);
   assert.equal(route.mxHosts, ['implicit.test']);
 });
 
@@ -189,12 +199,12 @@ test('negative answers are cached for negativeCacheTtlMs', async () => {
 test('transport map: an exact domain wins over *, names are resolved without MX, no MX query is sent', async () => {
   const r = resolver({ transport: { 'pref.test': '127.0.0.1:2525', '*': 'relay.test:587', 'v6.test': '[::1]:26' } });
   const exact = hostsOf(await r.resolve('pref.test'));
-  assert.equal(exact, { kind: 'hosts', hosts: [{ host: '127.0.0.1', port: 2525, mx: '127.0.0.1' }], mxHosts: ['127.0.0.1'], viaTransport: true });
+  assert.equal(exact, { kind: 'hosts', hosts: [{ host: '127.0.0.1', port: 2525, mx: '127.0.0.1', pref: 0 }], mxHosts: ['127.0.0.1'], viaTransport: true });
   const star = hostsOf(await r.resolve('anything.example'));
-  assert.equal(star.hosts, [{ host: '192.0.2.77', port: 587, mx: 'relay.test' }]);
+  assert.equal(star.hosts, [{ host: '192.0.2.77', port: 587, mx: 'relay.test', pref: 0 }]);
   assert.is(star.viaTransport, true);
   assert.is(dns.queries('anything.example'), 0);
-  assert.equal(hostsOf(await r.resolve('v6.test')).hosts, [{ host: '::1', port: 26, mx: '::1' }]);
+  assert.equal(hostsOf(await r.resolve('v6.test')).hosts, [{ host: '::1', port: 26, mx: '::1', pref: 0 }]);
 });
 
 test("transport map: '*.domain' takes every subdomain (the nearest wins) but not the domain itself; an exact domain and '*' as before", async () => {
@@ -212,7 +222,7 @@ test("transport map: '*.domain' takes every subdomain (the nearest wins) but not
 test('a route lives no longer than its MX TTL, even when the addresses have longer ones', async () => {
   const r = resolver();
   const q0 = dns.queries('shortmx.test', 'MX');
-  assert.equal(hostsOf(await r.resolve('shortmx.test')).hosts, [{ host: '192.0.2.30', port: 25, mx: 'mx.shortmx.test' }]);
+  assert.equal(hostsOf(await r.resolve('shortmx.test')).hosts, [{ host: '192.0.2.30', port: 25, mx: 'mx.shortmx.test', pref: 10 }]);
   clock += 29_000;
   await r.resolve('shortmx.test');
   assert.is(dns.queries('shortmx.test', 'MX'), q0 + 1, 'inside the 30 s MX TTL');
@@ -222,7 +232,7 @@ test('a route lives no longer than its MX TTL, even when the addresses have long
 
   // implicit MX: the CNAME met on the MX question bounds the route too
   const q1 = dns.queries('implicit-shortmx.test', 'MX');
-  assert.equal(hostsOf(await r.resolve('implicit-shortmx.test')).hosts, [{ host: '192.0.2.32', port: 25, mx: 'implicit-shortmx.test' }]);
+  assert.equal(hostsOf(await r.resolve('implicit-shortmx.test')).hosts, [{ host: '192.0.2.32', port: 25, mx: 'implicit-shortmx.test', pref: 0 }]);
   clock += 16_000;
   await r.resolve('implicit-shortmx.test');
   assert.is(dns.queries('implicit-shortmx.test', 'MX'), q1 + 2, 'the 15 s CNAME TTL ran out');
@@ -243,7 +253,7 @@ test('a route lives no longer than its shortest address TTL, even when the MX TT
 test('a CNAME in the MX answer is followed to its target, and its TTL bounds the route', async () => {
   const r = resolver();
   const route = hostsOf(await r.resolve('alias.test'));
-  assert.equal(route.hosts, [{ host: '192.0.2.40', port: 25, mx: 'mx.target.alias.test' }]);
+  assert.equal(route.hosts, [{ host: '192.0.2.40', port: 25, mx: 'mx.target.alias.test', pref: 10 }]);
   assert.equal(route.mxHosts, ['mx.target.alias.test']);
   const q0 = dns.queries('alias.test', 'MX');
   clock += 9000;
@@ -257,13 +267,13 @@ test('a CNAME in the MX answer is followed to its target, and its TTL bounds the
   assert.equal(await r.resolve('dangling.test'), { kind: 'nxdomain' });
 });
 
-test('a huge MX list: only the first exchanges by preference are looked up and kept; none of them with an address defers', async () => {
+test('a huge MX list: only the first 2 × maxAddresses exchanges by preference are looked up, as many addresses kept; none of them with an address defers', async () => {
   const route = hostsOf(await resolver().resolve('huge.test'));
   assert.equal(route.hosts.map((h) => h.mx), Array.from({ length: 10 }, (_, i) => `mx${i}.huge.test`));
-  assert.is(route.mxHosts.length, 20);
+  assert.is(route.mxHosts.length, 10);
   let asked = 0;
   for (let i = 0; i < 300; i++) if (dns.queries(`mx${i}.huge.test`) > 0) asked++;
-  assert.is(asked, 20, 'A/AAAA questions for 20 exchanges, not 300');
+  assert.is(asked, 10, 'A/AAAA questions for 10 exchanges, not 300');
   // The exchanges never asked might have addresses: not a bounce.
   const dead = await resolver().resolve('deadlist.test');
   assert.is(dead.kind, 'tempfail', JSON.stringify(dead));
@@ -322,6 +332,39 @@ test('the DNS stub serves a long TXT record as 255-byte strings of one record (a
   const [record] = await r.resolveTxt('sel._domainkey.dkim.test');
   assert.equal(record?.map((s) => s.length), [255, 255, 108]);
   assert.is(record?.join(''), `v=DKIM1; k=rsa; p=${'A'.repeat(600)}`);
+});
+
+test('an attempt tries at most maxAddresses addresses, by preference: of MX hosts and of an implicit MX (A fallback); a smarthost of the transport map all of its own', async () => {
+  const r = resolver();
+  const seven = hostsOf(await r.resolve('seven.test'));
+  assert.equal(r.attemptHosts(seven).map((h) => h.host), ['192.0.2.100', '192.0.2.101', '192.0.2.102', '192.0.2.103', '192.0.2.104']);
+  const implicit = r.attemptHosts(hostsOf(await r.resolve('implicit7.test')));
+  assert.is(implicit.length, 5);
+  assert.ok(implicit.every((h) => h.mx === 'implicit7.test' && /^192\.0\.2\.11[0-6]$/.test(h.host)));
+  const three = resolver({ maxAddresses: 3 });
+  assert.equal(three.attemptHosts(hostsOf(await three.resolve('seven.test'))).map((h) => h.host), ['192.0.2.100', '192.0.2.101', '192.0.2.102'], 'as configured');
+  // The operator's own host keeps its addresses, in the resolver's order, as before.
+  const smarthost = resolver({ transport: { 'seven.test': 'smarthost7.test:2525' } });
+  const via = hostsOf(await smarthost.resolve('seven.test'));
+  assert.equal(smarthost.attemptHosts(via).map((h) => h.host), Array.from({ length: 7 }, (_, i) => `192.0.2.${120 + i}`));
+  assert.ok(via.hosts.every((h) => h.port === 2525));
+  // A null MX has no address to try at all.
+  assert.equal(await r.resolve('nullmx.test'), { kind: 'nullmx' });
+});
+
+test('each attempt draws the order within a preference afresh from the cached route, IPv4 before IPv6, the backup last', async () => {
+  const r = resolver({ maxAddresses: 10 });
+  const route = hostsOf(await r.resolve('equal.test'));
+  const firsts = new Set<string>();
+  for (let i = 0; i < 40; i++) {
+    const hosts = r.attemptHosts(route).map((h) => h.host);
+    assert.equal(new Set(hosts.slice(0, 4)), new Set(['192.0.2.130', '192.0.2.131', '192.0.2.132', '192.0.2.133']));
+    assert.equal(hosts.slice(4), ['2001:db8::130', '192.0.2.139'], 'the IPv6 address after every IPv4 one of its preference, the backup after both');
+    firsts.add(hosts[0] as string);
+  }
+  assert.is(dns.queries('equal.test', 'MX'), 1, 'one lookup: the draws are per attempt, not per lookup');
+  // 40 draws of one of four, all missing one of them: probability below 4 × (3/4)^40 ≈ 4e-5.
+  assert.is(firsts.size, 4, 'every exchange of the preference comes first sometimes');
 });
 
 test('MX hosts whose addresses are this host (loopback, unspecified) are skipped; with only those the route is loopback; loopbackMx follows them', async () => {

@@ -60,7 +60,8 @@ export async function makeAccount(dir: string, id = 'acme', domain = 'acme.examp
   };
 }
 
-export async function startSluiceFixture(redis: TestRedis, overrides: Record<string, unknown> = {}): Promise<SluiceFixture> {
+/** `start.mxPort`: the port MX hosts are reached on (peers on loopback addresses share an ephemeral one). */
+export async function startSluiceFixture(redis: TestRedis, overrides: Record<string, unknown> = {}, start: { mxPort?: number } = {}): Promise<SluiceFixture> {
   const dataDir = mkdtempSync(join(tmpdir(), 'sluice-e2e-'));
   const acct = await makeAccount(dataDir);
   const { prefix } = redis.fresh();
@@ -76,7 +77,7 @@ export async function startSluiceFixture(redis: TestRedis, overrides: Record<str
     accounts: [acct.account],
   };
   const config = loadConfig({ env: {}, overrides: merge(base, overrides) });
-  const app = await startSluice(config, { logger: createLogger(process.env['TEST_LOG'] ?? 'silent') });
+  const app = await startSluice(config, { logger: createLogger(process.env['TEST_LOG'] ?? 'silent'), ...start });
   const url = `http://127.0.0.1:${app.ports.http}`;
   const api: SluiceFixture['api'] = async (path, init = {}) => {
     const res = await request(url + path, {

@@ -12,6 +12,16 @@ import { SMTPServer, type SMTPServerSession } from 'smtp-server';
  *   misbehaviour a library server will not produce: stalls, drops, 421s, garbage.
  */
 
+/**
+ * Where a peer listens: 127.0.0.1 and an ephemeral port by default. Several peers on one port at
+ * 127.0.0.2, 127.0.0.3, … (all of 127.0.0.0/8 is loopback on Linux) are MX hosts of one domain,
+ * whose addresses share the port MX routes use.
+ */
+export interface Listen {
+  host?: string;
+  port?: number;
+}
+
 // ── capture peer ──────────────────────────────────────────────────────────────
 
 export interface CapturedMessage {
@@ -49,7 +59,7 @@ export async function startCapturePeer(
     onData?: (msg: CapturedMessage) => null | SmtpReplyOverride;
     /** Advertised SIZE and enforced limit in bytes (smtp-server's default: no limit). */
     size?: number;
-  } = {},
+  } & Listen = {},
 ): Promise<CapturePeer> {
   const messages: CapturedMessage[] = [];
   const waiters: { n: number; resolve: () => void }[] = [];
@@ -98,7 +108,7 @@ export async function startCapturePeer(
 
   await new Promise<void>((resolve, rejectListen) => {
     server.once('error', rejectListen);
-    server.listen(0, '127.0.0.1', () => resolve());
+    server.listen(opts.port ?? 0, opts.host ?? '127.0.0.1', () => resolve());
   });
   // Errors of single sessions (a client that drops) are normal in these tests.
   server.on('error', () => undefined);
@@ -106,7 +116,7 @@ export async function startCapturePeer(
   const port = typeof address === 'object' && address ? address.port : 0;
 
   return {
-    host: '127.0.0.1',
+    host: opts.host ?? '127.0.0.1',
     port,
     messages,
     connections: () => connections,
@@ -180,7 +190,7 @@ const DEFAULTS: Record<string, ScriptAction> = {
 };
 const END_OF_DATA = Buffer.from('\r\n.\r\n');
 
-export async function startScriptedPeer(script: PeerScript = {}): Promise<ScriptedPeer> {
+export async function startScriptedPeer(script: PeerScript = {}, listen: Listen = {}): Promise<ScriptedPeer> {
   const commands: string[] = [];
   const messages: Buffer[] = [];
   const uses = new Map<string, number>();
@@ -274,13 +284,13 @@ export async function startScriptedPeer(script: PeerScript = {}): Promise<Script
 
   await new Promise<void>((resolve, rejectListen) => {
     server.once('error', rejectListen);
-    server.listen(0, '127.0.0.1', () => resolve());
+    server.listen(listen.port ?? 0, listen.host ?? '127.0.0.1', () => resolve());
   });
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : 0;
 
   return {
-    host: '127.0.0.1',
+    host: listen.host ?? '127.0.0.1',
     port,
     commands,
     messages,

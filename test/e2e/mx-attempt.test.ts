@@ -1,0 +1,140 @@
+/**
+ * How far one delivery attempt goes down a destination's MX hosts, with real peers: MX hosts at
+ * 127.0.0.2, 127.0.0.3, … (all loopback on Linux, followed with delivery.dns.loopbackMx) on one
+ * ephemeral port (the fixture's MX port), named by the DNS stub, with distinct preferences so the
+ * order is known. An address with nothing listening refuses the connection.
+ *
+ * An attempt tries at most delivery.maxAddresses addresses (5, as Postfix's smtp_mx_address_limit);
+ * a host whose session is up answers for the recipient: a 4xx defers it, a 5xx bounces it, and no
+ * other host is asked in that attempt.
+ */
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { startRedis, type TestRedis } from '../helpers/redis.js';
+import { startCapturePeer, startScriptedPeer, type CapturePeer, type ScriptedPeer } from '../helpers/smtp-peer.js';
+import { startDnsStub, type DnsStub } from '../helpers/dns-stub.js';
+import { startSluiceFixture, type SluiceFixture } from '../helpers/sluice.js';
+
+const test = suite('e2e/mx-attempt');
+
+let redis: TestRedis;
+let dns: DnsStub;
+let s: SluiceFixture;
+let port = 0;
+/** The sixth MX host of seven.test (127.0.0.7): it would deliver, if an attempt got that far. */
+let sixth: CapturePeer;
+/** Three MX hosts of rcpt451.test, each 451 to RCPT; of mail451.test, each 451 to MAIL. */
+let rcpt451: ScriptedPeer[] = [];
+let mail451: ScriptedPeer[] = [];
+/** hard.test: the first host answers 550 to RCPT, the second would take the mail. */
+let hardFirst: ScriptedPeer;
+let hardSecond: ScriptedPeer;
+
+const ip = (n: number) => `127.0.0.${n}`;
+/** An MX domain whose exchanges have the addresses `hosts`, at preferences 10, 20, 30, … */
+function mxZone(domain: string, hosts: number[]) {
+  return {
+    [domain]: { MX: hosts.map((_, i) => ({ preference: 10 * (i + 1), exchange: `mx${i}.${domain}` })) },
+    ...Object.fromEntries(hosts.map((h, i) => [`mx${i}.${domain}`, { A: [ip(h)] }])),
+  };
+}
+
+/** Every peer on one port at its own loopback address: that port is taken elsewhere at another address now and then, so a few tries. */
+async function startPeers(): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    const started: { close(): Promise<void> }[] = [];
+    try {
+      sixth = await startCapturePeer({ host: ip(7) });
+      started.push(sixth);
+      port = sixth.port;
+      const scripted = async (n: number, on: Record<string, string>) => {
+        const p = await startScriptedPeer({ ehlo: ['PIPELINING'], on }, { host: ip(n), port });
+        started.push(p);
+        return p;
+      };
+      rcpt451 = [await scripted(9, { RCPT: '451 4.3.0 mx1 try again later' }), await scripted(10, { RCPT: '451 4.3.0 mx2 try again later' }), await scripted(11, { RCPT: '451 4.3.0 mx3 try again later' })];
+      mail451 = [await scripted(12, { MAIL: '451 4.3.0 mx1 busy' }), await scripted(13, { MAIL: '451 4.3.0 mx2 busy' }), await scripted(14, { MAIL: '451 4.3.0 mx3 busy' })];
+      hardFirst = await scripted(15, { RCPT: '550 5.1.1 <nobody@hard.test>: user unknown' });
+      hardSecond = await scripted(16, {});
+      return;
+    } catch (err) {
+      await Promise.all(started.map((p) => p.close()));
+      if (attempt === 5) throw err;
+    }
+  }
+}
+
+test.before(async () => {
+  redis = await startRedis();
+  await startPeers();
+  dns = await startDnsStub({
+    // 127.0.0.2–6 and .8 refuse (nothing listens on the port there); .7 delivers.
+    ...mxZone('seven.test', [2, 3, 4, 5, 6, 7, 8]),
+    ...mxZone('rcpt451.test', [9, 10, 11]),
+    ...mxZone('mail451.test', [12, 13, 14]),
+    ...mxZone('hard.test', [15, 16]),
+  });
+  s = await startSluiceFixture(redis, { delivery: { dns: { servers: [dns.server], loopbackMx: true } } }, { mxPort: port });
+});
+
+test.after(async () => {
+  await s?.stop();
+  await Promise.all([sixth?.close(), ...rcpt451.map((p) => p.close()), ...mail451.map((p) => p.close()), hardFirst?.close(), hardSecond?.close(), dns?.close()]);
+  await redis?.stop();
+});
+
+async function send(fixture: SluiceFixture, to: string): Promise<string> {
+  const r = await fixture.api('/v1/messages', { body: { from: 'news@acme.example', to, subject: 'mx', text: 'x' } });
+  assert.is(r.status, 202, JSON.stringify(r.body));
+  return r.body.id as string;
+}
+
+test('seven MX addresses that refuse the connection: the attempt tries the first five by preference, then defers with the fifth one\'s error', async () => {
+  const rc = await s.waitRecipient(await send(s, 'ann@seven.test'), 'deferred');
+  assert.is(rc?.state, 'deferred', JSON.stringify(rc));
+  assert.is(rc.code, null);
+  assert.is(rc.response, `connect ECONNREFUSED ${ip(6)}:${port}`, 'the last address tried is the fifth');
+  // The retries (300 ms, then every 600 ms) go the same way: none reaches the sixth address, which would deliver.
+  await new Promise((res) => setTimeout(res, 1000));
+  assert.is(sixth.connections(), 0, 'the sixth address is never tried');
+  assert.is(sixth.messages.length, 0);
+});
+
+test('delivery.maxAddresses as configured: with 6 the sixth address is tried and delivers', async () => {
+  const six = await startSluiceFixture(redis, { delivery: { maxAddresses: 6, dns: { servers: [dns.server], loopbackMx: true } } }, { mxPort: port });
+  try {
+    const final = await six.waitFinal(await send(six, 'cat@seven.test'));
+    assert.is(final.recipients[0].state, 'delivered');
+    assert.is(final.recipients[0].attempts, 1, 'in one attempt: five refusals, then the sixth');
+    assert.is(sixth.messages.length, 1);
+    assert.equal(sixth.messages[0]!.envelope.to, ['cat@seven.test']);
+  } finally {
+    await six.stop();
+  }
+});
+
+for (const [verb, peers, answer] of [['RCPT', () => rcpt451, '451 4.3.0 mx1 try again later'], ['MAIL', () => mail451, '451 4.3.0 mx1 busy']] as const) {
+  test(`three MX hosts that greet and answer 451 to ${verb}: one session, with the first; the recipient is deferred with its answer`, async () => {
+    const domain = verb === 'RCPT' ? 'rcpt451.test' : 'mail451.test';
+    const rc = await s.waitRecipient(await send(s, `dan@${domain}`), 'deferred');
+    assert.is(rc?.state, 'deferred', JSON.stringify(rc));
+    assert.is(rc.code, 451);
+    assert.is(rc.enhanced, '4.3.0');
+    assert.is(rc.response, answer);
+    const [first, second, third] = peers();
+    assert.ok(first!.commands.some((c) => c.startsWith(verb)), 'the first host was asked');
+    assert.is(second!.connections() + third!.connections(), 0, 'no other host had a session in that attempt (nor in the retries)');
+  });
+}
+
+test('a 5xx from the first MX host bounces at once; the second is never asked', async () => {
+  const final = await s.waitFinal(await send(s, 'nobody@hard.test'));
+  const rc = final.recipients[0];
+  assert.is(rc.state, 'bounced');
+  assert.is(rc.attempts, 1);
+  assert.is(rc.code, 550);
+  assert.is(rc.enhanced, '5.1.1');
+  assert.is(hardSecond.connections(), 0);
+});
+
+test.run();
