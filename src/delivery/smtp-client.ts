@@ -89,6 +89,12 @@ interface Waiter {
   resolve: (answer: Answer) => void;
 }
 
+// Enhanced codes (RFC 3463) of a session that could not be set up and has no reply of the server's
+// to say why, as Postfix gives them: the TCP connection failed (refused, unreachable, timed out);
+// it was made but broke or went silent before the session was up; the TLS handshake failed.
+const NO_ANSWER = '4.4.1';
+const BAD_CONNECTION = '4.4.2';
+const TLS_FAILED = '4.7.5';
 // The answer to QUIT changes nothing (RFC 5321 §4.1.1.10): wait a little for politeness, then close.
 const QUIT_WAIT_MS = 5000;
 // Addresses are interpolated into command lines; a CR, LF or angle bracket would inject commands.
@@ -127,7 +133,7 @@ export class SmtpClient {
       await client.handshake();
     } catch (err) {
       client.close();
-      throw err instanceof SmtpConnectError ? err : connectError(`${(err as Error).message ?? String(err)}`, 'CONN', err);
+      throw err instanceof SmtpConnectError ? err : connectError(`${(err as Error).message ?? String(err)}`, 'CONN', BAD_CONNECTION, err);
     }
     return client;
   }
@@ -232,11 +238,14 @@ export class SmtpClient {
     throw this.refusal(answer, 'EHLO');
   }
 
-  /** The session could not be opened: a 554 greeting bounces, anything else defers (via classifyReply). */
+  /**
+   * The session could not be opened: a 554 greeting bounces, anything else defers (via classifyReply);
+   * no reply at all (a drop, a timeout, garbage) is a bad connection.
+   */
   private refusal(answer: Answer, command: string): SmtpConnectError {
     const outcome = this.outcome(answer, command, true);
     this.terminate(`session refused at ${command}: ${outcome.response}`);
-    return new SmtpConnectError({ ...outcome, connectionUsable: false });
+    return new SmtpConnectError({ ...outcome, ...(answer.code === null ? { enhanced: BAD_CONNECTION } : {}), connectionUsable: false });
   }
 
   private async upgrade(): Promise<void> {
@@ -269,7 +278,7 @@ export class SmtpClient {
       });
     }).catch((err: Error) => {
       this.terminate(`STARTTLS failed: ${err.message}`);
-      throw connectError(`STARTTLS failed: ${err.message}`, 'CONN', err);
+      throw connectError(`STARTTLS failed: ${err.message}`, 'CONN', TLS_FAILED, err);
     });
     // Bytes a server (or a man in the middle) sent in plain text after its 220 must not be read as
     // answers inside TLS (the STARTTLS command injection of CVE-2011-0411): start a fresh parser.
@@ -561,8 +570,8 @@ function localReject(command: string, why: string): SmtpOutcome {
   return localOutcome('bounced', '5.1.3', `local: ${why}`, command, true);
 }
 
-function connectError(response: string, command: string, cause?: unknown): SmtpConnectError {
-  return new SmtpConnectError(localOutcome('deferred', null, response, command, false), cause);
+function connectError(response: string, command: string, enhanced: string, cause?: unknown): SmtpConnectError {
+  return new SmtpConnectError(localOutcome('deferred', enhanced, response, command, false), cause);
 }
 
 function openSocket(opts: SmtpClientOptions): Promise<Socket> {
@@ -570,7 +579,7 @@ function openSocket(opts: SmtpClientOptions): Promise<Socket> {
     const socket = netConnect({ host: opts.host, port: opts.port, ...(opts.localAddress ? { localAddress: opts.localAddress } : {}) });
     const timer = setTimeout(() => {
       socket.destroy();
-      reject(connectError(`connect timeout after ${opts.timeouts.connectMs} ms to ${opts.host}:${opts.port}`, 'CONN'));
+      reject(connectError(`connect timeout after ${opts.timeouts.connectMs} ms to ${opts.host}:${opts.port}`, 'CONN', NO_ANSWER));
     }, opts.timeouts.connectMs);
     socket.once('connect', () => {
       clearTimeout(timer);
@@ -583,7 +592,7 @@ function openSocket(opts: SmtpClientOptions): Promise<Socket> {
       clearTimeout(timer);
       socket.destroy();
       // Node's message is already the useful one, e.g. 'connect ECONNREFUSED 127.0.0.1:2525'.
-      reject(connectError(err.message, 'CONN', err));
+      reject(connectError(err.message, 'CONN', NO_ANSWER, err));
     });
   });
 }

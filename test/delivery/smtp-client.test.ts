@@ -172,7 +172,7 @@ test('a stalled server is deferred by the command or data timeout', async () => 
   const peer = await startScriptedPeer({ greeting: 'stall' });
   try {
     const o = await connectFails(options(peer.port, { timeouts: { connectMs: 2000, greetingMs: 300, commandMs: 300, dataMs: 300 } }));
-    assert.equal([o.result, o.command], ['deferred', 'CONN']);
+    assert.equal([o.result, o.code, o.enhanced, o.command], ['deferred', null, '4.4.2', 'CONN'], 'connected, then no greeting: a bad connection');
     assert.ok(o.response.includes('timeout'), o.response);
   } finally {
     await peer.close();
@@ -221,6 +221,7 @@ test('a STARTTLS whose handshake breaks fails marked tlsFailed; a refusal in wor
       assert.instance(err, SmtpConnectError);
       assert.is((err as SmtpConnectError).tlsFailed, true, (err as Error).message);
       assert.match((err as SmtpConnectError).outcome.response, /STARTTLS failed/);
+      assert.is((err as SmtpConnectError).outcome.enhanced, '4.7.5');
       // The same host without STARTTLS works.
       const plain = await SmtpClient.connect(options(peer.port, { opportunisticTls: false }));
       assert.is(plain.secure, false);
@@ -347,10 +348,10 @@ test('a non-ASCII address goes only to a server that offers SMTPUTF8: else bounc
   });
 });
 
-test('connection refused → deferred CONN with the socket error text', async () => {
+test('connection refused → deferred 4.4.1 CONN with the socket error text', async () => {
   const port = await freePort();
   const o = await connectFails(options(port));
-  assert.equal([o.result, o.code, o.command, o.connectionUsable], ['deferred', null, 'CONN', false]);
+  assert.equal([o.result, o.code, o.enhanced, o.command, o.connectionUsable], ['deferred', null, '4.4.1', 'CONN', false], 'no answer from the host');
   assert.is(o.response, `connect ECONNREFUSED 127.0.0.1:${port}`);
 });
 

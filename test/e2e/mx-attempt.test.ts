@@ -93,6 +93,7 @@ test('seven MX addresses that refuse the connection: the attempt tries the first
   const rc = await s.waitRecipient(await send(s, 'ann@seven.test'), 'deferred');
   assert.is(rc?.state, 'deferred', JSON.stringify(rc));
   assert.is(rc.code, null);
+  assert.is(rc.enhanced, '4.4.1');
   assert.is(rc.response, `connect ECONNREFUSED ${ip(6)}:${port}`, 'the last address tried is the fifth');
   // The retries (300 ms, then every 600 ms) go the same way: none reaches the sixth address, which would deliver.
   await new Promise((res) => setTimeout(res, 1000));
