@@ -19,6 +19,7 @@ import { GLOBAL_LIST, suppressionCount } from '../store/suppression.js';
 import { pausedCount } from '../store/reputation.js';
 import { startSubmissionServer } from '../ingress/smtp-server.js';
 import { startHttpApi } from '../ingress/http-api.js';
+import { queueMaxAgeMs } from '../ingress/persist.js';
 import { CampaignEnqueuer } from '../campaigns/enqueuer.js';
 import { readContacts } from '../store/contacts.js';
 import { startInboundMx } from '../feedback/inbound-mx.js';
@@ -333,7 +334,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       const retention = new RetentionJob({
         redis: redis.client, keys, logger: logger.child({ role: 'housekeeping', part: 'retention' }),
         periods: { recordsMs: r.records, eventsMs: r.events, rawBouncesMs: r.rawBounces, auditMs: r.audit },
-        intervalMs: r.interval, scanCount: r.scanCount,
+        intervalMs: r.interval, scanCount: r.scanCount, queueMaxAgeMs: queueMaxAgeMs(config),
         onPurged: (kind, n) => metrics.retentionPurged.inc({ kind }, n),
       });
       retention.start();

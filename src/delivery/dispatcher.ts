@@ -946,7 +946,7 @@ export class Dispatcher {
       await recordCampaignOutcome(redis, keys, msg.id, { counter, reason: bounceReason, final, now, hardbounce: addressBounce }).catch((err: unknown) => this.log.warn({ err, campaign: msg.id }, 'could not count the campaign outcome'));
       if (addressBounce) await this.o.reputation?.judgeCampaign?.(msg.id).catch((err: unknown) => this.log.warn({ err, campaign: msg.id }, 'campaign not judged'));
     } else if (final && !finishedHere) {
-      await this.o.messages.finished(entry.msgId).catch((err: unknown) => this.log.warn({ err, msgId: entry.msgId }, 'could not update message refcount'));
+      await this.o.messages.finished(entry.msgId, now).catch((err: unknown) => this.log.warn({ err, msgId: entry.msgId }, 'could not update message refcount'));
     }
   }
 

@@ -26,18 +26,26 @@ import {
  *        ─► pass complete: the accounts due when it began are deleted
  *
  * What the key walk removes (the rest expires by its own TTL, set when the data was written):
- *   {m:<id>}:meta (+ body, links, marks, counters)  of a due closed account; or kept without a TTL
- *                                   (never finished: lost entries, held mail) past retention.records
+ *   {m:<id>}:meta (+ body, links, marks, counters)  of a due closed account; kept without a TTL
+ *                                   (never finished: lost entries, held mail) past retention.records;
+ *                                   or finished (its finishedAt) before retention.records, also when
+ *                                   the period was shortened after the record's TTL was set
  *                                   (a campaign's record is not aged out: its account deletes it)
- *   {m:<id>}:<other part>           of a due closed account; without a TTL past retention.records;
- *                                   or without its meta (an orphan of a crash) after an hour
- *   {d:<domain>}:rs:<msgId>:<idx>   without a TTL past retention.records (pending for ever); while an
- *                                   account is due, of its messages or campaigns, or without its meta
+ *   {m:<id>}:<other part>           with its meta, as above; without its meta (an orphan of a crash)
+ *                                   and without a TTL, after an hour
+ *   {d:<domain>}:rs:<msgId>:<idx>   without a TTL past retention.records (pending for ever); finished
+ *                                   (its updatedAt) before retention.records, as a message is; while
+ *                                   an account is due, of its messages or campaigns, or without its meta
  *   {f:<id>}:raw                    received before retention.rawBounces (also when the period was
  *                                   shortened after the mail's TTL was set); named by a due
  *                                   account's events (the event walk)
  *   {a:<id>}:*, {x:<id>}:*          every key of a due closed account
- * Message ages come from the time inside their ids (core/ids.ts), so no read is needed to judge one.
+ * Message ages come from the time inside their ids (core/ids.ts), so no read is needed to judge one
+ * accepted within retention.records: nothing of it can have finished before the period began. Only
+ * an older one's record is read, for when it finished: its TTL ran from then, and the period it ran
+ * for may since have been lowered, so a shortened retention.records applies to data already stored
+ * within one pass of the walk. A message accepted long ago may have finished recently (a scheduled
+ * campaign, mail held while its account was closed): it is kept retention.records from its finish.
  */
 export type PurgeKind = 'events' | 'audit' | 'messages' | 'records' | 'raw_bounces' | 'account_keys' | 'account_events' | 'accounts';
 
@@ -65,6 +73,11 @@ export interface RetentionOptions {
   readonly onPurged?: ((kind: PurgeKind, count: number) => void) | undefined;
   /** Stores outside the key walk's reach (their keys are not under {a:<id>} / {x:<id>}). */
   readonly accountPurgers?: readonly AccountPurger[] | undefined;
+  /**
+   * The longest a recipient stays queued (the largest shaping maxAge): a record finished before its
+   * finish time was kept (no finishedAt) counts as finished this long after acceptance.
+   */
+  readonly queueMaxAgeMs: number;
   readonly now?: (() => number) | undefined;
 }
 
@@ -87,6 +100,19 @@ const MESSAGE_PARTS = new Set(['meta', 'body', 'links', 'track', 'stats', 'gone'
 const RECORD_TAG = /^\{d:[^}]+\}:rs:([^:]+):\d+$/;
 const FEEDBACK_TAG = /^\{f:([^}]+)\}:raw$/;
 const ACCOUNT_TAG = /^\{[ax]:([^}]+)\}:/;
+
+/** What the walk judges a message by: its owner, kind, finish time (ms) and TTL (ms; -1 none, -2 gone). */
+interface MetaFacts {
+  readonly account: string | null;
+  readonly kind: string | null;
+  readonly finishedAt: number | null;
+  readonly ttl: number;
+}
+
+async function readMeta(redis: RedisClient, key: string): Promise<MetaFacts> {
+  const [[account, kind, finishedAt], ttl] = await Promise.all([redis.hmget(key, 'account', 'kind', 'finishedAt'), redis.pttl(key)]);
+  return { account: account ?? null, kind: kind ?? null, finishedAt: finishedAt ? Number(finishedAt) : null, ttl };
+}
 
 export class RetentionJob {
   private readonly token = randomBytes(12).toString('base64url');
@@ -191,6 +217,16 @@ export class RetentionJob {
     return n;
   }
 
+  /**
+   * Whether a message's record (accepted at `born`) is past retention.records: kept without a TTL
+   * (never finished), or finished before `before`. A record finished before finishedAt was kept
+   * counts as finished at the queue's maximum age (mail held past it by a closed account is not).
+   */
+  private finishedBefore(meta: MetaFacts, born: number, before: number): boolean {
+    if (meta.ttl === -1) return true;
+    return (meta.finishedAt ?? born + this.o.queueMaxAgeMs) < before;
+  }
+
   /** Judges one SCAN page; returns what it deleted, by kind. */
   private async judge(found: readonly string[], dueIds: ReadonlySet<string>, now: number): Promise<Map<PurgeKind, number>> {
     const { redis, keys, periods } = this.o;
@@ -198,12 +234,13 @@ export class RetentionJob {
     const add = (kind: PurgeKind, n: number) => out.set(kind, (out.get(kind) ?? 0) + n);
     const p = keys.prefix.length;
     const recordsBefore = now - periods.recordsMs;
-    // A message's records are many keys of one page (a campaign's, thousands): its meta is read once.
-    const owners = new Map<string, Promise<string | null>>();
-    const ownerOf = (msgId: string): Promise<string | null> => {
-      let owner = owners.get(msgId);
-      if (!owner) owners.set(msgId, (owner = redis.hget(keys.msgMeta(msgId), 'account')));
-      return owner;
+    // A message's keys are several of one page, its records many (a campaign's, thousands): its meta
+    // is read once per page.
+    const metas = new Map<string, Promise<MetaFacts>>();
+    const metaOf = (msgId: string): Promise<MetaFacts> => {
+      let facts = metas.get(msgId);
+      if (!facts) metas.set(msgId, (facts = readMeta(redis, keys.msgMeta(msgId))));
+      return facts;
     };
     await Promise.all(
       found.map(async (key) => {
@@ -221,31 +258,38 @@ export class RetentionJob {
             if ((await redis.exists(keys.msgMeta(id))) === 0 && (await redis.pttl(key)) === -1) add('messages', await redis.del(key));
             return;
           }
-          const meta = keys.msgMeta(id);
-          const [[account, kind], metaTtl] = await Promise.all([redis.hmget(meta, 'account', 'kind'), redis.pttl(meta)]);
-          if (account !== null && account !== undefined) {
+          const meta = await metaOf(id);
+          if (meta.account !== null) {
             // A campaign's record is its account's object, kept until the account deletes it (or is deleted).
-            const stale = dueIds.has(account) || (metaTtl === -1 && kind !== 'campaign' && idTime(id) < recordsBefore);
+            const stale = dueIds.has(meta.account) || (meta.kind !== 'campaign' && born < recordsBefore && this.finishedBefore(meta, born, recordsBefore));
             if (!stale) return;
             // One message counts once, whichever of its keys the walk met first.
             const n = (await purgeMessage(redis, keys, id)) + (MESSAGE_PARTS.has(part) ? 0 : await redis.del(key));
             if (n > 0) add('messages', 1);
             return;
           }
-          if (idTime(id) < now - ORPHAN_GRACE_MS && (await redis.pttl(key)) === -1) add('messages', await redis.del(key));
+          if (born < now - ORPHAN_GRACE_MS && (await redis.pttl(key)) === -1) add('messages', await redis.del(key));
           return;
         }
         const rec = RECORD_TAG.exec(rest);
         if (rec) {
           const msgId = rec[1] as string;
           if (!isId(msgId)) return;
-          if (idTime(msgId) < recordsBefore && (await redis.pttl(key)) === -1) add('records', await redis.del(key));
-          else if (dueIds.size > 0) {
+          if (idTime(msgId) < recordsBefore) {
+            // Pending for ever (no TTL), or final since before the period began: its TTL ran from
+            // updatedAt, for the period of that time, which may have been longer.
+            const [ttl, updatedAt] = await Promise.all([redis.pttl(key), redis.hget(key, 'updatedAt')]);
+            if (ttl === -1 || (ttl > 0 && updatedAt !== null && Number(updatedAt) < recordsBefore)) {
+              add('records', await redis.del(key));
+              return;
+            }
+          }
+          if (dueIds.size > 0) {
             // A due account's records name its recipients (the remote's answers) and keep a TTL of
             // retention.records, which may outlast the account's window: they go with it. The meta
             // (a message's or campaign's) says whose a record is; one without its meta is an orphan
             // (a message's meta outlives its records), as when the walk took the meta first.
-            const account = await ownerOf(msgId);
+            const { account } = await metaOf(msgId);
             if (account === null ? idTime(msgId) < now - ORPHAN_GRACE_MS : dueIds.has(account)) add('records', await redis.del(key));
           }
           return;

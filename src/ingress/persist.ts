@@ -9,15 +9,18 @@ import { digestKey, digestWith } from '../store/address-digest.js';
 import { enqueueRecipients, planEnqueue } from '../queue/enqueue.js';
 import { appendEvent, eventArgs } from '../store/events.js';
 
+/** The longest a recipient can stay queued: the largest maxAge of any shaping rule. */
+export function queueMaxAgeMs(config: Pick<Config, 'shaping'>): number {
+  return Math.max(config.shaping.default.maxAge, ...config.shaping.rules.map((r) => r.maxAge ?? 0));
+}
+
 /**
  * How long an address's reference to a message must live (store/address-index.ts): the longest a
- * recipient can stay queued (the largest maxAge of any shaping rule), then the longest its records,
- * events or raw bounces are kept.
+ * recipient can stay queued, then the longest its records, events or raw bounces are kept.
  */
 export function refsTtlMs(config: Pick<Config, 'shaping' | 'retention'>): number {
-  const maxAge = Math.max(config.shaping.default.maxAge, ...config.shaping.rules.map((r) => r.maxAge ?? 0));
   const r = config.retention;
-  return maxAge + Math.max(r.records, r.events, r.rawBounces);
+  return queueMaxAgeMs(config) + Math.max(r.records, r.events, r.rawBounces);
 }
 
 /** refsTtlMs of the default configuration (72 h maxAge + 90 d records), for callers without a config. */

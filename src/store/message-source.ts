@@ -38,8 +38,8 @@ export interface LoadedCampaign {
 export interface MessageSource {
   /** null when the message is no longer stored (purged, erased, or all recipients finished). */
   load(msgId: string): Promise<LoadedMessage | null>;
-  /** Called once per recipient that reached a final state (delivered, bounced, expired). */
-  finished(msgId: string): Promise<void>;
+  /** Called once per recipient that reached a final state (delivered, bounced, expired) at `now` (ms). */
+  finished(msgId: string, now: number): Promise<void>;
   /**
    * Instead of finished(), when the caller finished the recipient in a script of its own (ack on a
    * single server, queue/outcome.ts ackAndFinish) and got the message's pending count back.
@@ -50,7 +50,7 @@ export interface MessageSource {
 declare module 'ioredis' {
   interface RedisCommander<Context> {
     /** src/queue/lua/finishRecipient-4.lua */
-    finishRecipient(meta: string, body: string, links: string, stats: string, ttlMs: number): Result<number, Context>;
+    finishRecipient(meta: string, body: string, links: string, stats: string, ttlMs: number, now: number): Result<number, Context>;
   }
 }
 
@@ -127,8 +127,8 @@ export function createMessageSource(redis: RedisClient, keys: Keys, recordsTtlMs
       if (msg && (msg.rcpts.length > 1 || msg.kind === 'campaign')) cache.set(msgId, { msg, byteLength: msg.body.length + msg.rcpts.length * 64, loadedAt: Date.now() });
       return msg;
     },
-    async finished(msgId) {
-      const pending = await redis.finishRecipient(keys.msgMeta(msgId), keys.msgBody(msgId), keys.links(msgId), keys.msgStats(msgId), recordsTtlMs);
+    async finished(msgId, now) {
+      const pending = await redis.finishRecipient(keys.msgMeta(msgId), keys.msgBody(msgId), keys.links(msgId), keys.msgStats(msgId), recordsTtlMs, now);
       if (pending <= 0) cache.delete(msgId);
     },
     finishedElsewhere(msgId, pending) {

@@ -8,7 +8,8 @@ import { jsonOr } from './record-io.js';
  * A message is stored once, under its own hash tag, and referenced by every queue entry:
  *
  *   {m:<id>}:meta  HASH    account, source, kind, from, fromDomain, rcpts (JSON [{address, domain}]),
- *                          acceptedAt (ms), tags (JSON string[]), metadata (JSON object), pending
+ *                          acceptedAt (ms), tags (JSON string[]), metadata (JSON object), pending;
+ *                          finishedAt (ms) once no recipient is pending (the start of its TTL)
  *   {m:<id>}:body  STRING  raw MIME bytes (kind 'raw') or the JSON MessageSpec (kind 'spec')
  *
  * Recipient i of the message is queue entry "<id>:<i>:<attempt>" in the ready set of its domain.

@@ -387,7 +387,7 @@ export async function eraseAddress(
     queued += removed;
     if (removed > 0) {
       if (r.campaign) await recordCampaignOutcome(redis, keys, r.msgId, { counter: 'cancelled', final: true, now });
-      else await redis.finishRecipient(keys.msgMeta(r.msgId), keys.msgBody(r.msgId), keys.links(r.msgId), keys.msgStats(r.msgId), o.recordTtlMs);
+      else await redis.finishRecipient(keys.msgMeta(r.msgId), keys.msgBody(r.msgId), keys.links(r.msgId), keys.msgStats(r.msgId), o.recordTtlMs, now);
     }
     const res = await redis.eraseRecipient(keys.msgMeta(r.msgId), keys.msgBody(r.msgId), keys.links(r.msgId), keys.trackMarks(r.msgId), keys.msgStats(r.msgId), r.idx, f.address, ERASED_ADDRESS, o.recordTtlMs);
     if (res > 0) messages++;

@@ -16,6 +16,10 @@ import { createCampaign } from '../../src/store/campaigns.js';
 import { keepCopiesFindable } from '../../src/store/privacy.js';
 import { purgeMessage } from '../../src/store/retention.js';
 import { storeFeedback } from '../../src/feedback/raw-store.js';
+import { enqueueRecipients } from '../../src/queue/enqueue.js';
+import { claim } from '../../src/queue/claim.js';
+import { ackAndFinish } from '../../src/queue/outcome.js';
+import { markUnsubscribe } from '../../src/store/engagement.js';
 
 const test = suite('housekeeping/retention');
 let redis: TestRedis;
@@ -32,10 +36,10 @@ test.after(async () => {
   await redis.stop();
 });
 
-function job(keys: Keys, opts: { scanCount?: number; now?: () => number } = {}) {
+function job(keys: Keys, opts: { scanCount?: number; now?: () => number; recordsMs?: number } = {}) {
   const purged = new Map<PurgeKind, number>();
   const j = new RetentionJob({
-    redis: client, keys, periods, intervalMs: 1000, scanCount: opts.scanCount ?? 100, logger: createLogger('silent'),
+    redis: client, keys, periods: { ...periods, recordsMs: opts.recordsMs ?? periods.recordsMs }, intervalMs: 1000, scanCount: opts.scanCount ?? 100, queueMaxAgeMs: 72 * HOUR, logger: createLogger('silent'),
     onPurged: (kind, n) => purged.set(kind, (purged.get(kind) ?? 0) + n),
     now: opts.now ?? (() => NOW),
   });
@@ -48,12 +52,42 @@ async function fullPass(j: RetentionJob, max = 1000): Promise<number> {
   throw new Error('no pass completed');
 }
 
-async function message(keys: Keys, account: string, at: number, finished = false): Promise<string> {
+/** A message of one recipient accepted at `at`; finished at `finishedAt` as finishMessage leaves one. */
+async function message(keys: Keys, account: string, at: number, finishedAt?: number): Promise<string> {
   const id = newId(at);
   await storeMessage(client, keys, { id, account, source: 'http', kind: 'spec', from: `a@${account}.example`, fromDomain: `${account}.example`, rcpts: [{ address: 'r@x.example', domain: 'x.example' }], acceptedAt: at, tags: [], metadata: {}, body: '{}' });
   await client.rpush(keys.links(id), 'https://x.example/');
-  if (finished) await client.multi().pexpire(keys.msgMeta(id), 10 * DAY).pexpire(keys.links(id), 10 * DAY).del(keys.msgBody(id)).exec();
+  if (finishedAt !== undefined) {
+    await client.multi().hset(keys.msgMeta(id), 'pending', 0, 'finishedAt', finishedAt).pexpire(keys.msgMeta(id), 10 * DAY).pexpire(keys.links(id), 10 * DAY).del(keys.msgBody(id)).exec();
+  }
   return id;
+}
+
+/**
+ * A message as delivery leaves it, accepted at `at`, its recipient i delivered at finishes[i] (each
+ * record's TTL and, at the last, the message's set from retention.records = `ttlMs` then), with an
+ * unsubscribe mark (tracking) at the first finish.
+ */
+async function delivered(keys: Keys, at: number, finishes: readonly number[], ttlMs = 90 * DAY): Promise<string> {
+  const id = newId(at);
+  const rcpts = finishes.map((_, i) => ({ address: `r${i}@x.example`, domain: 'x.example' }));
+  await storeMessage(client, keys, { id, account: 'acme', source: 'http', kind: 'spec', from: 'a@acme.example', fromDomain: 'acme.example', rcpts, acceptedAt: at, tags: [], metadata: {}, body: '{}', links: ['https://acme.example/'] });
+  await enqueueRecipients(client, keys, 4, rcpts.map((_, idx) => ({ msgId: id, idx, domain: 'x.example', dueAt: at })));
+  const { entries } = await claim(client, keys, { domain: 'x.example', max: rcpts.length, leaseMs: 30_000, now: at });
+  assert.is(entries.length, rcpts.length);
+  for (const e of entries) {
+    const now = finishes[e.idx] as number;
+    await ackAndFinish(client, keys, e, { now, code: 250, enhanced: '2.0.0', response: '250 2.0.0 OK', recordTtlMs: ttlMs, messageTtlMs: ttlMs });
+  }
+  await markUnsubscribe(client, keys, id, 0, Math.min(...finishes), ttlMs);
+  return id;
+}
+
+/** How many of a delivered message's keys exist: meta, links, marks, counters, then each record. */
+async function kept(keys: Keys, id: string, rcpts: number): Promise<number[]> {
+  const parts = [keys.msgMeta(id), keys.links(id), keys.trackMarks(id), keys.msgStats(id)];
+  const records = Array.from({ length: rcpts }, (_, i) => keys.rcptState('x.example', id, i));
+  return Promise.all([client.exists(...parts), ...records.map((k) => client.exists(k))]);
 }
 
 test('events and audit entries past their period are trimmed, newer ones kept, at most scanCount per step', async () => {
@@ -80,7 +114,7 @@ test('a pass removes unfinished messages, orphans, records and raw bounces past 
   const { keys } = redis.fresh();
   const stuck = await message(keys, 'acme', NOW - 100 * DAY);
   const fresh = await message(keys, 'acme', NOW - DAY);
-  const finishedOld = await message(keys, 'acme', NOW - 100 * DAY, true);
+  const finishedOld = await message(keys, 'acme', NOW - 100 * DAY, NOW - 20 * DAY);
   const orphanId = newId(NOW - 2 * HOUR);
   await client.rpush(keys.links(orphanId), 'https://orphan.example/');
   const youngOrphan = newId(NOW - 60_000);
@@ -96,7 +130,7 @@ test('a pass removes unfinished messages, orphans, records and raw bounces past 
   assert.ok(steps > 3, `a small scanCount takes several steps (${steps})`);
   assert.is(await client.exists(keys.msgMeta(stuck), keys.msgBody(stuck), keys.links(stuck)), 0, 'the stuck message is gone with its body and links');
   assert.is(await client.exists(keys.msgMeta(fresh), keys.msgBody(fresh), keys.links(fresh)), 3, 'a pending message within its period stays');
-  assert.is(await client.exists(keys.msgMeta(finishedOld)), 1, 'a finished record expires by its own TTL, the walk leaves it');
+  assert.is(await client.exists(keys.msgMeta(finishedOld)), 1, 'a record finished within the period stays, however long ago it was accepted');
   assert.is(await client.exists(keys.links(orphanId)), 0, 'an orphan link table older than the grace period goes');
   assert.is(await client.exists(keys.links(youngOrphan)), 1, 'a link table written just before its meta is not an orphan yet');
   assert.is(await client.exists(keys.rcptState('x.example', stuck, 0)), 0);
@@ -107,6 +141,51 @@ test('a pass removes unfinished messages, orphans, records and raw bounces past 
   assert.is(purged.get('messages'), 2);
   assert.is(purged.get('records'), 1);
   assert.is(purged.get('raw_bounces'), 1);
+});
+
+test('a lowered retention.records applies to what was stored under the longer one, counted from each finish', async () => {
+  const { keys } = redis.fresh();
+  // Written while retention.records was 90 days: every TTL below is 90 days from its finish.
+  const old = await delivered(keys, NOW - 40 * DAY, [NOW - 40 * DAY]);
+  const recent = await delivered(keys, NOW - 10 * DAY, [NOW - 10 * DAY]);
+  // Accepted 80 days ago, held (its account was closed, then reopened), finished yesterday.
+  const late = await delivered(keys, NOW - 80 * DAY, [NOW - DAY]);
+  // Recipient 0 delivered at once, recipient 1 only yesterday: the message finished yesterday.
+  const split = await delivered(keys, NOW - 80 * DAY, [NOW - 79 * DAY, NOW - DAY]);
+  // Finished before finishedAt was kept: counted as finished at the queue's maximum age (72 h).
+  const legacyOld = await message(keys, 'acme', NOW - 34 * DAY, NOW);
+  const legacyNew = await message(keys, 'acme', NOW - 32 * DAY, NOW);
+  await client.hdel(keys.msgMeta(legacyOld), 'finishedAt');
+  await client.hdel(keys.msgMeta(legacyNew), 'finishedAt');
+  // A campaign is its account's object, whatever its age.
+  const campaignId = newId(NOW - 60 * DAY);
+  await createCampaign(client, keys, { id: campaignId, account: 'acme', name: 'x', listId: 'l1', from: 'n@acme.example', fromDomain: 'acme.example', subject: 's', tracking: { opens: true, clicks: true }, tags: [], throttlePerHour: null, createdAt: NOW - 60 * DAY, sendAt: null, body: '{}', links: [] });
+  await client.hset(keys.rcptState('x.example', campaignId, 1), 'state', 'delivered', 'updatedAt', NOW - 2 * DAY);
+  await client.pexpire(keys.rcptState('x.example', campaignId, 1), 90 * DAY);
+  await client.hset(keys.rcptState('x.example', campaignId, 2), 'state', 'delivered', 'updatedAt', NOW - 50 * DAY);
+  await client.pexpire(keys.rcptState('x.example', campaignId, 2), 90 * DAY);
+
+  const before = job(keys, { scanCount: 7 });
+  await fullPass(before.j);
+  await before.j.stop(); // hands the lock over to the next job at once
+  assert.is(before.purged.size, 0, 'nothing is past 90 days');
+  assert.equal(await kept(keys, old, 1), [4, 1]);
+
+  {
+    const { j, purged } = job(keys, { scanCount: 7, recordsMs: 30 * DAY });
+    await fullPass(j);
+    assert.equal(await kept(keys, old, 1), [0, 0], 'finished 40 days ago: record, links, marks, counters and delivery record gone');
+    assert.equal(await kept(keys, recent, 1), [4, 1], 'finished 10 days ago: kept');
+    assert.equal(await kept(keys, late, 1), [4, 1], 'accepted 80 days ago, finished yesterday: kept');
+    assert.equal(await kept(keys, split, 2), [4, 0, 1], "the message and yesterday's record kept; the record final 79 days ago gone");
+    assert.is(await client.exists(keys.msgMeta(legacyOld)), 0, 'accepted 34 days ago, no finishedAt: finished before the period began');
+    assert.is(await client.exists(keys.msgMeta(legacyNew)), 1, 'accepted 32 days ago, no finishedAt: may have finished within the period');
+    assert.is(await client.exists(keys.msgMeta(campaignId)), 1, 'a campaign stays');
+    assert.is(await client.exists(keys.rcptState('x.example', campaignId, 1)), 1, "a campaign copy's record final 2 days ago stays");
+    assert.is(await client.exists(keys.rcptState('x.example', campaignId, 2)), 0, "a campaign copy's record final 50 days ago goes");
+    assert.is(purged.get('messages'), 2);
+    assert.is(purged.get('records'), 3);
+  }
 });
 
 test('a closed account is deleted after its window: keys, messages, webhooks, lists, events — not other accounts', async () => {
@@ -198,10 +277,10 @@ test("a closed account's delivery records and raw feedback mail go with it, thou
     await storeFeedback(client, keys, { id: fb, raw: Buffer.from(`Final-Recipient: rfc822; ${address}\r\n`), rcpts: [`b-${msgId}-0@bounce.example`], mailFrom: '', receivedAt: sent }, 30 * DAY);
     await client.xadd(keys.events(), '*', 'type', 'bounced', 'account', account, 'msgId', msgId, 'idx', '0', 'feedbackId', fb);
   };
-  const gone = await message(keys, 'gone', sent, true);
+  const gone = await message(keys, 'gone', sent, sent);
   await trace('gone', 'ann.person@example.org', gone, 'fb-gone');
   // A message whose meta the walk already took (it met the meta first): its record is left alone.
-  const early = await message(keys, 'gone', sent, true);
+  const early = await message(keys, 'gone', sent, sent);
   await client.hset(keys.rcptState('x.example', early, 0), 'state', 'delivered', 'response', '250 ok <bob.person@example.org>');
   await client.pexpire(keys.rcptState('x.example', early, 0), 90 * DAY);
   await purgeMessage(client, keys, early);
@@ -211,8 +290,8 @@ test("a closed account's delivery records and raw feedback mail go with it, thou
   await createCampaign(client, keys, { id: campaignId, account: 'gone', name: 'x', listId: list.id, from: 'n@gone.example', fromDomain: 'gone.example', subject: 's', tracking: { opens: true, clicks: true }, tags: [], throttlePerHour: null, createdAt: sent, sendAt: null, body: '{}', links: [] });
   await client.hset(keys.rcptState('example.org', campaignId, 1), 'state', 'delivered', 'response', '250 ok <cat.person@example.org>');
   await client.pexpire(keys.rcptState('example.org', campaignId, 1), 90 * DAY);
-  const kept = await message(keys, 'kept', sent, true);
-  await trace('kept', 'dan.person@example.org', kept, 'fb-kept');
+  const other = await message(keys, 'kept', sent, sent);
+  await trace('kept', 'dan.person@example.org', other, 'fb-kept');
   await closeAccount(client, keys, 'gone', { now: now - 2 * DAY, windowMs: DAY, by: 'cli' });
 
   const { j, purged } = job(keys, { scanCount: 2, now: () => now });
@@ -220,7 +299,7 @@ test("a closed account's delivery records and raw feedback mail go with it, thou
   await fullPass(j, 5000);
   assert.ok((await closedRecord(client, keys, 'gone'))?.deletedAt, 'the account was deleted');
   assert.equal(await keysHolding(prefix, /(ann|bob|cat)\.person/), [], 'no key holds an address of the deleted account');
-  assert.is(await client.exists(keys.rcptState('x.example', kept, 0), keys.feedbackRaw('fb-kept')), 2, "the other account's record and raw mail stay");
+  assert.is(await client.exists(keys.rcptState('x.example', other, 0), keys.feedbackRaw('fb-kept')), 2, "the other account's record and raw mail stay");
   assert.is(await client.zcard(keys.feedbackUnprocessed()), 0);
   assert.is(purged.get('records'), 3);
   assert.is(purged.get('raw_bounces'), 1);

@@ -117,17 +117,17 @@ test('message source: loads for delivery; the last finished recipient drops the 
   const loaded8 = await src.load(eightBit);
   assert.ok(loaded8 && Buffer.isBuffer(loaded8.body) && loaded8.body.equals(raw));
   assert.equal(loaded8.rcpts, [{ address: 'zoë@example.org', domain: 'example.org' }]);
-  await src.finished(id);
-  await src.finished(id);
+  await src.finished(id, NOW);
+  await src.finished(id, NOW);
   assert.is(await client.exists(keys.msgBody(id)), 1);
-  await src.finished(id);
+  await src.finished(id, NOW);
   assert.is(await client.exists(keys.msgBody(id)), 0);
   const ttl = await client.pttl(keys.msgMeta(id));
   assert.ok(ttl > 0 && ttl <= 60_000);
   const linksTtl = await client.pttl(keys.links(id));
   assert.ok(linksTtl > 0 && linksTtl <= 60_000, 'the link table expires with the record');
   assert.is(await src.load(id), null);
-  await src.finished(newId(NOW));
+  await src.finished(newId(NOW), NOW);
   assert.is(await client.exists(keys.msgMeta('nothing')), 0);
 });
 

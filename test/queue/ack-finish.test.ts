@@ -45,7 +45,7 @@ async function queued(keys: Keys, msgId: string, rcpts: number): Promise<QueueEn
 async function left(keys: Keys, msgId: string, rcpts: number) {
   const expires = async (k: string) => ((await client.pttl(k)) > 0 ? 'expires' : String(await client.pttl(k)));
   return {
-    meta: [await client.hget(keys.msgMeta(msgId), 'pending'), await expires(keys.msgMeta(msgId))],
+    meta: [...(await client.hmget(keys.msgMeta(msgId), 'pending', 'finishedAt')), await expires(keys.msgMeta(msgId))],
     body: await client.exists(keys.msgBody(msgId)),
     links: await expires(keys.links(msgId)),
     stats: await expires(keys.msgStats(msgId)),
@@ -62,7 +62,7 @@ test('leaves what ack then finishRecipient leave, counts each recipient once, an
 
   assert.equal(await ackAndFinish(client, a, a0, { now: T + 1, ...OK, recordTtlMs: RECORD_TTL, messageTtlMs: MESSAGE_TTL }), { reply: OUTCOME.APPLIED, pending: 1 });
   assert.is(await ack(client, b, b0, { now: T + 1, ...OK, recordTtlMs: RECORD_TTL }), OUTCOME.APPLIED);
-  await src.finished('01aaaaaaaaaaaaaa');
+  await src.finished('01aaaaaaaaaaaaaa', T + 1);
   assert.equal(await left(a, '01aaaaaaaaaaaaaa', 2), await left(b, '01aaaaaaaaaaaaaa', 2));
   assert.is((await left(a, '01aaaaaaaaaaaaaa', 2)).body, 1, 'one recipient is still pending: the body stays');
 
@@ -72,10 +72,10 @@ test('leaves what ack then finishRecipient leave, counts each recipient once, an
 
   assert.equal(await ackAndFinish(client, a, a1, { now: T + 3, ...OK, recordTtlMs: RECORD_TTL, messageTtlMs: MESSAGE_TTL }), { reply: OUTCOME.APPLIED, pending: 0 });
   assert.is(await ack(client, b, b1, { now: T + 3, ...OK, recordTtlMs: RECORD_TTL }), OUTCOME.APPLIED);
-  await src.finished('01aaaaaaaaaaaaaa');
+  await src.finished('01aaaaaaaaaaaaaa', T + 3);
   const done = await left(a, '01aaaaaaaaaaaaaa', 2);
   assert.equal(done, await left(b, '01aaaaaaaaaaaaaa', 2));
-  assert.equal(done, { meta: ['0', 'expires'], body: 0, links: 'expires', stats: 'expires', records: [['delivered', '250', '2.0.0'], ['delivered', '250', '2.0.0']] });
+  assert.equal(done, { meta: ['0', String(T + 3), 'expires'], body: 0, links: 'expires', stats: 'expires', records: [['delivered', '250', '2.0.0'], ['delivered', '250', '2.0.0']] });
 });
 
 test('an outcome given its event appends it in the same step, only when it applies', async () => {

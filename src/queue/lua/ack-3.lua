@@ -51,4 +51,4 @@ if held == 1 then reply = 2 end
 if withEvent then appendEvent(KEYS[#KEYS], ARGV[#ARGV - 1], ARGV[#ARGV]) end
 if not withMessage then return reply end
 
-return {reply, finishMessage(KEYS[4], KEYS[5], KEYS[6], KEYS[7], ARGV[8])}
+return {reply, finishMessage(KEYS[4], KEYS[5], KEYS[6], KEYS[7], ARGV[8], ARGV[2])}

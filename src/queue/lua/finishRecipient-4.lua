@@ -9,8 +9,9 @@
   KEYS[4] stats HASH {m:<id>}:stats (engagement counters: expire with the record; when they do not
                 exist yet, the first tracking event creates them with the same retention)
   ARGV[1] ttlMs  how long the record of a finished message is kept
+  ARGV[2] now    ms: the record's finishedAt when this was the last recipient
 
   Returns the recipients still pending, or -1 when the message is not stored (erased, purged).
 ]]
 --@include finishMessage
-return finishMessage(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1])
+return finishMessage(KEYS[1], KEYS[2], KEYS[3], KEYS[4], ARGV[1], ARGV[2])
