@@ -24,6 +24,10 @@ export const ERRORS = {
   SLUICE_AUTH_THROTTLED: { message: 'Too many failed authentication attempts, try again later', http: 429, smtp: [454, '4.7.0'] },
   SLUICE_INGRESS_BUSY: { message: 'Too much mail is being received at once, try again later', http: 503, smtp: [452, '4.3.1'] },
   SLUICE_TOO_MANY_CONNECTIONS: { message: 'Too many connections from your address, try again later', http: 503, smtp: [421, '4.7.0'] },
+  // SMTP only (the submission server and the feedback MX); the HTTP status is never sent.
+  SLUICE_SMTP_PARAM_UNSUPPORTED: { message: 'A MAIL FROM or RCPT TO parameter is not supported here', http: 400, smtp: [555, '5.5.4'] },
+  SLUICE_SMTP_PARAM_INVALID: { message: 'A MAIL FROM or RCPT TO parameter is malformed', http: 400, smtp: [501, '5.5.4'] },
+  SLUICE_SMTP_UTF8_REQUIRED: { message: 'A non-ASCII address needs the SMTPUTF8 parameter on MAIL FROM', http: 400, smtp: [553, '5.6.7'] },
 
   SLUICE_INGRESS_BAD_REQUEST: { message: 'The request is invalid', http: 400, smtp: [501, '5.5.4'] },
   SLUICE_INGRESS_BAD_JSON: { message: 'The request body is not valid JSON', http: 400, smtp: [501, '5.5.4'] },

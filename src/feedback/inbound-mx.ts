@@ -16,6 +16,7 @@ import { DEFAULT_EVENTS_MAX_LEN } from '../store/events.js';
 import { ClientLimiter } from '../core/client-limit.js';
 import { createSmtpGuard } from '../core/smtp-guard.js';
 import { listenOn } from '../core/listen.js';
+import { checkMailParams, checkRcptParams, checkUtf8Address } from '../core/smtp-envelope.js';
 
 /**
  * The inbound MX of the bounce domain (the `feedback` role). It takes mail only for the VERP return
@@ -174,9 +175,25 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
     onConnect: (session: SMTPServerSession, cb: (err?: Error | null) => void) => guard.onConnect(session, cb),
     onClose: (session: SMTPServerSession) => guard.onClose(session),
 
+    onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, cb) {
+      try {
+        checkMailParams(address, { auth: false });
+        checkUtf8Address(address, address, 'MAIL FROM');
+      } catch (err) {
+        return cb(refuse(session, toSluiceError(err)));
+      }
+      cb();
+    },
+
     onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, cb) {
       if (session.envelope.rcptTo.length >= maxRcpts) {
         return cb(refuse(session, new SluiceError('SLUICE_INGRESS_TOO_MANY_RECIPIENTS', `Too many recipients, at most ${maxRcpts} per message`)));
+      }
+      try {
+        checkRcptParams(address);
+        checkUtf8Address(address, session.envelope.mailFrom, 'RCPT TO');
+      } catch (err) {
+        return cb(refuse(session, toSluiceError(err)));
       }
       if (!feedbackRecipient(address.address, rules)) return cb(refuse(session, new SluiceError('SLUICE_FEEDBACK_NO_SUCH_RECIPIENT')));
       cb();

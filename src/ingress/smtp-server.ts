@@ -14,6 +14,7 @@ import { loadOrCreateTls, type TlsMaterial } from './tls.js';
 import { ClientLimiter } from '../core/client-limit.js';
 import { createSmtpGuard } from '../core/smtp-guard.js';
 import { listenOn } from '../core/listen.js';
+import { checkMailParams, checkRcptParams, checkUtf8Address } from '../core/smtp-envelope.js';
 
 /**
  * SMTP submission (RFC 6409): AUTH PLAIN/LOGIN required, STARTTLS offered, and every transaction
@@ -144,8 +145,10 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
       if (!account) return cb(smtpReply(new SluiceError('SLUICE_AUTH_REQUIRED'), session.id));
       // The null sender (<>) names no domain; the header From is still checked after DATA.
       try {
-        assertRedisReady(deps.redis);
+        checkMailParams(address, { auth: true });
         if (address.address.includes(REPLACEMENT_CHAR)) throw new SluiceError('SLUICE_INGRESS_BAD_ADDRESS', 'The sender address is not valid UTF-8');
+        checkUtf8Address(address, address, 'MAIL FROM');
+        assertRedisReady(deps.redis);
       } catch (err) {
         return cb(rejected(session, err));
       }
@@ -162,8 +165,12 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
       if (session.envelope.rcptTo.length >= maxRcpts) {
         return cb(rejected(session, new SluiceError('SLUICE_INGRESS_TOO_MANY_RECIPIENTS', `Too many recipients, at most ${maxRcpts} per message`)));
       }
-      if (address.address.includes(REPLACEMENT_CHAR) || !parseAddress(address.address)) {
-        return cb(rejected(session, new SluiceError('SLUICE_INGRESS_BAD_ADDRESS', 'The recipient address is not valid')));
+      try {
+        checkRcptParams(address);
+        if (address.address.includes(REPLACEMENT_CHAR) || !parseAddress(address.address)) throw new SluiceError('SLUICE_INGRESS_BAD_ADDRESS', 'The recipient address is not valid');
+        checkUtf8Address(address, session.envelope.mailFrom, 'RCPT TO');
+      } catch (err) {
+        return cb(rejected(session, err));
       }
       cb();
     },

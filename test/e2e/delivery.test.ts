@@ -142,6 +142,21 @@ test('SMTP submission is delivered with the submitted bytes, signed', async () =
   await assertSignedTwice(m!.raw, 'smtp submission');
 });
 
+test('SMTP submission with SMTPUTF8: a recipient whose local part is not ASCII is delivered over SMTPUTF8, signed', async () => {
+  const before = sink.messages.length;
+  const transport = createTransport({ host: '127.0.0.1', port: s.app.ports.smtp, secure: false, requireTLS: true, tls: { rejectUnauthorized: false }, auth: s.smtpUser });
+  // nodemailer adds SMTPUTF8 to MAIL FROM for a non-ASCII address when the server offers it.
+  const info = await transport.sendMail({ from: 'ops@acme.example', to: 'jürgen@one.test', subject: 'grüße', text: 'über SMTPUTF8' });
+  transport.close();
+  const id = /queued as ([0-9a-z]{16})/.exec(info.response)?.[1];
+  assert.ok(id, `250 carries the id: ${info.response}`);
+  const final = await s.waitFinal(id!);
+  assert.is(final.recipients[0].state, 'delivered', JSON.stringify(final.recipients[0]));
+  const [m] = (await sink.waitFor(before + 1)).slice(before);
+  assert.is(m!.envelope.to[0], 'jürgen@one.test');
+  await assertSignedTwice(m!.raw, 'smtputf8 submission');
+});
+
 test('451 then 250: delivered on the second attempt', async () => {
   const r = await s.api('/v1/messages', { body: { from: 'news@acme.example', to: 'dave@retry.test', subject: 'retry', text: 'x' } });
   assert.is(r.status, 202);
@@ -269,7 +284,7 @@ test('every copy any peer received was checked above, and dkimpy passes both sig
   ];
   const unchecked = received.filter((b) => !verified.has(b));
   assert.is(unchecked.length, 0, `copies no test verified: ${unchecked.map((b) => /^Subject: .*$/m.exec(b.toString())?.[0]).join(', ')}`);
-  assert.is(received.length, 49, 'the copies the tests above deliver: 5 to the sink, 40 rate, 1 retry, 1 drop, 2 broken TLS');
+  assert.is(received.length, 50, 'the copies the tests above deliver: 6 to the sink, 40 rate, 1 retry, 1 drop, 2 broken TLS');
   const copies = [...verified.values()];
   const verdicts = await verifyWithDkimpy(copies.map((c) => c.raw), s.txt);
   assert.is(verdicts.length, copies.length, 'dkimpy answered for every copy');

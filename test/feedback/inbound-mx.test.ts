@@ -298,6 +298,37 @@ test('the inbound MX refuses every other recipient with 550 5.1.1 and relays not
   assert.ok(count('rejected:SLUICE_FEEDBACK_NO_SUCH_RECIPIENT') >= 5);
 });
 
+test('MAIL FROM and RCPT TO parameters the MX does not advertise (DSN, AUTH) → 555 5.5.4; a non-ASCII address without SMTPUTF8 → 553 5.6.7', async () => {
+  const id = await sentMessage('acme', ['params@dest.test']);
+  const verp = verpAddress(id, 0, BOUNCE_DOMAIN);
+  const { client: c } = await RawSmtp.open(ctx.mx.port);
+  try {
+    assert.is((await c.cmd('EHLO client.test')).code, 250);
+    // (REQUIRETLS gets smtp-server's own 530 on this plain-text port.)
+    for (const params of ['FOO=BAR', 'RET=HDRS ENVID=x', 'AUTH=<>']) {
+      const r = await c.cmd(`MAIL FROM:<mailer-daemon@elsewhere.test> ${params}`);
+      assert.is(r.code, 555, `${params}: ${r.text}`);
+      assert.match(r.text, /^555 5\.5\.4 /, params);
+    }
+    const utf8From = await c.cmd('MAIL FROM:<pöstmaster@elsewhere.test>');
+    assert.is(utf8From.code, 553, utf8From.text);
+    assert.match(utf8From.text, /^553 5\.6\.7 /);
+    assert.is((await c.cmd('MAIL FROM:<> SIZE=2000 BODY=8BITMIME')).code, 250);
+    const notify = await c.cmd(`RCPT TO:<${verp}> NOTIFY=NEVER`);
+    assert.is(notify.code, 555, notify.text);
+    assert.match(notify.text, /^555 5\.5\.4 /);
+    const utf8Rcpt = await c.cmd(`RCPT TO:<ü${verp}>`);
+    assert.is(utf8Rcpt.code, 553, utf8Rcpt.text);
+    assert.match(utf8Rcpt.text, /^553 5\.6\.7 /);
+    assert.is((await c.cmd(`RCPT TO:<${verp}>`)).code, 250, 'the transaction goes on');
+    assert.is((await c.cmd('QUIT')).code, 221);
+  } finally {
+    c.close();
+  }
+  assert.ok(count('rejected:SLUICE_SMTP_PARAM_UNSUPPORTED') >= 4);
+  assert.ok(count('rejected:SLUICE_SMTP_UTF8_REQUIRED') >= 2);
+});
+
 test('binary garbage to a VERP address is stored, counted as unparsed and listed, and never crashes', async () => {
   const id = await sentMessage('acme', ['garbage@dest.test']);
   const before = count('outcome:unparsed');

@@ -229,6 +229,84 @@ test('account rate limit used up → 451 4.7.1 with its reason at the end of DAT
   }
 });
 
+/** A raw session over STARTTLS, authenticated as acme. */
+async function acmeSession(): Promise<RawSmtp> {
+  const { client } = await RawSmtp.open(server.port);
+  await client.startTls();
+  assert.is((await client.auth('acme', 'acme-password')).code, 235);
+  return client;
+}
+
+/** The recipients stored with message `id`. */
+async function storedRcpts(id: string): Promise<string[]> {
+  const meta = await fx.client.hgetall(fx.keys.msgMeta(id));
+  return (JSON.parse(meta['rcpts'] ?? '[]') as { address: string }[]).map((r) => r.address);
+}
+
+test('a MAIL FROM or RCPT TO parameter of an extension not advertised → 555 5.5.4 and no transaction; the advertised ones are taken', async () => {
+  const c = await acmeSession();
+  try {
+    // DSN and REQUIRETLS are not advertised: their parameters would be promises Sluice does not keep.
+    for (const params of ['FOO=BAR', 'RET=FULL', 'ENVID=abc123', 'REQUIRETLS', 'SIZE=100 XTRA']) {
+      const r = await c.cmd(`MAIL FROM:<a@acme.example> ${params}`);
+      assert.is(r.code, 555, `${params}: ${r.text}`);
+      assert.match(r.text, /^555 5\.5\.4 .*not supported.* \[[A-Za-z0-9]+\]$/, params);
+      assert.is((await c.cmd('RCPT TO:<x@gmail.com>')).code, 503, `${params}: no transaction was opened`);
+    }
+    // AUTH is advertised, so MAIL FROM's AUTH= is allowed (RFC 4954 §5), but it needs a value.
+    const bare = await c.cmd('MAIL FROM:<a@acme.example> AUTH');
+    assert.is(bare.code, 501, bare.text);
+    assert.match(bare.text, /^501 5\.5\.4 /);
+    assert.is((await c.cmd('MAIL FROM:<a@acme.example> SIZE=100 BODY=8BITMIME AUTH=<>')).code, 250);
+    for (const params of ['NOTIFY=NEVER', 'NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;x@gmail.com', 'FOO']) {
+      const r = await c.cmd(`RCPT TO:<x@gmail.com> ${params}`);
+      assert.is(r.code, 555, `${params}: ${r.text}`);
+      assert.match(r.text, /^555 5\.5\.4 /, params);
+    }
+    // The transaction goes on: the refused RCPTs are not in it.
+    assert.is((await c.cmd('RCPT TO:<y@gmail.com>')).code, 250);
+    assert.is((await c.cmd('DATA')).code, 354);
+    const done = await c.cmd('From: a@acme.example\r\nSubject: params\r\n\r\nbody\r\n.');
+    assert.is(done.code, 250, done.text);
+    const id = /queued as (\S+)/.exec(done.text)?.[1] as string;
+    assert.equal(await storedRcpts(id), ['y@gmail.com']);
+  } finally {
+    c.close();
+  }
+});
+
+test('a non-ASCII address without SMTPUTF8 on MAIL FROM → 553 5.6.7; with it, accepted and queued as written', async () => {
+  const c = await acmeSession();
+  try {
+    const from = await c.cmd('MAIL FROM:<ünïcode@acme.example>');
+    assert.is(from.code, 553, from.text);
+    assert.match(from.text, /^553 5\.6\.7 /);
+    assert.is((await c.cmd('MAIL FROM:<a@acme.example>')).code, 250);
+    const rcpt = await c.cmd('RCPT TO:<jürgen@gmail.com>');
+    assert.is(rcpt.code, 553, rcpt.text);
+    assert.match(rcpt.text, /^553 5\.6\.7 /);
+    // An IDN domain sent as its A-label is ASCII on the wire (smtp-server shows it decoded).
+    assert.is((await c.cmd('RCPT TO:<x@xn--bcher-kva.example>')).code, 250);
+    assert.is((await c.cmd('RSET')).code, 250);
+    // A MAIL FROM with SMTPUTF8 that was refused leaves no SMTPUTF8 behind for the next one.
+    assert.is((await c.cmd('MAIL FROM:<a@acme.example> SMTPUTF8 FOO=1')).code, 555);
+    assert.is((await c.cmd('MAIL FROM:<a@acme.example>')).code, 250);
+    assert.is((await c.cmd('RCPT TO:<jürgen@gmail.com>')).code, 553);
+    assert.is((await c.cmd('RSET')).code, 250);
+
+    assert.is((await c.cmd('MAIL FROM:<ünïcode@acme.example> SMTPUTF8 BODY=8BITMIME')).code, 250);
+    assert.is((await c.cmd('RCPT TO:<jürgen@gmail.com>')).code, 250);
+    assert.is((await c.cmd('DATA')).code, 354);
+    const done = await c.cmd('From: Jürgen <ünïcode@acme.example>\r\nTo: jürgen@gmail.com\r\nSubject: grüße\r\n\r\nbody\r\n.');
+    assert.is(done.code, 250, done.text);
+    const id = /queued as (\S+)/.exec(done.text)?.[1] as string;
+    assert.equal(await storedRcpts(id), ['jürgen@gmail.com']);
+    assert.ok((await fx.client.zrange(fx.keys.ready('gmail.com'), 0, -1)).includes(`${id}:0:0`), 'queued for delivery');
+  } finally {
+    c.close();
+  }
+});
+
 /** Writes lines to a plain TCP session and collects the reply lines. */
 function rawSession(lines: (string | Buffer)[], quit: boolean): Promise<string[]> {
   return new Promise((resolve, reject) => {
