@@ -1,3 +1,4 @@
+import type { SMTPServer } from 'smtp-server';
 import { toSluiceError } from './errors.js';
 
 /** What smtp-server sends for an error passed to a handler callback: `responseCode` and the text. */
@@ -17,4 +18,26 @@ export function smtpReply(err: unknown, sessionId: string): SmtpReplyError {
   const out = new Error(`${enhanced} ${text.replace(/[\r\n]+/g, ' ')} [${sessionId}]`) as SmtpReplyError;
   out.responseCode = code;
   return out;
+}
+
+/** A reply text that starts with its own enhanced status code (RFC 3463), as smtpReply's do. */
+const OWN_ENHANCED = /^[245]\.\d{1,3}\.\d{1,3} /;
+
+/**
+ * Gives every reply of `server` an enhanced status code, for a server created with
+ * hideENHANCEDSTATUSCODES: false (so that EHLO advertises ENHANCEDSTATUSCODES, RFC 2034). smtp-server
+ * derives the code from the reply code and the command (250 2.1.5 after RCPT, 501 5.5.4, 503 5.5.1,
+ * 552 5.3.4 for SIZE= over the limit), which is right for its own replies but not for Sluice's
+ * refusals (550 would read 5.1.1 for a From not owned, 5.7.1): a text that carries its own code
+ * (smtpReply, the 250 after DATA, the guard's 421s) is sent as it is, without a second one.
+ */
+export function keepOwnEnhancedCodes(server: SMTPServer): void {
+  const connections = server.connections;
+  const add = connections.add.bind(connections);
+  // Every connection passes through this Set before its first reply (SMTPServer.connect).
+  connections.add = (conn) => {
+    const send = conn.send.bind(conn);
+    conn.send = (code, data, context) => send(code, data, typeof data === 'string' && OWN_ENHANCED.test(data) ? false : context);
+    return add(conn);
+  };
 }

@@ -1,4 +1,4 @@
-import { smtpReply, type SmtpReplyError } from '../core/smtp-reply.js';
+import { keepOwnEnhancedCodes, smtpReply, type SmtpReplyError } from '../core/smtp-reply.js';
 import type { ReputationRecorder } from '../store/reputation.js';
 import { readBounded, callOnce, ByteBudget } from '../core/read-bounded.js';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
@@ -169,7 +169,8 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
     socketTimeout: opts.socketTimeoutMs ?? 60_000,
     closeTimeout: opts.closeTimeoutMs ?? 10_000,
     disableReverseLookup: true,
-    hideENHANCEDSTATUSCODES: true,
+    // Every reply carries an enhanced code (see keepOwnEnhancedCodes).
+    hideENHANCEDSTATUSCODES: false,
     logger: false,
 
     onConnect: (session: SMTPServerSession, cb: (err?: Error | null) => void) => guard.onConnect(session, cb),
@@ -241,6 +242,7 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
   });
 
   // Socket-level trouble (resets, garbage) arrives as 'error' events; unheard, Node would throw them.
+  keepOwnEnhancedCodes(server);
   guard.attach(server);
   server.on('error', (err) => log.warn({ err }, 'feedback mx connection error'));
 

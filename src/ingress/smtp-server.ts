@@ -1,4 +1,4 @@
-import { smtpReply, type SmtpReplyError } from '../core/smtp-reply.js';
+import { keepOwnEnhancedCodes, smtpReply, type SmtpReplyError } from '../core/smtp-reply.js';
 import { readBounded, callOnce, ByteBudget } from '../core/read-bounded.js';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
 import type { Logger } from 'pino';
@@ -105,9 +105,9 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
     closeTimeout: opts.closeTimeoutMs ?? 10_000,
     // A PTR lookup per connection adds latency and a DNS dependency for nothing: the log has the IP.
     disableReverseLookup: true,
-    // smtp-server would derive the enhanced code from the reply code alone (550 → 5.1.1); Sluice
-    // writes its own precise one at the start of each reply text instead.
-    hideENHANCEDSTATUSCODES: true,
+    // Every reply carries an enhanced code: smtp-server's own derived ones, Sluice's refusals their
+    // precise one at the start of the text (keepOwnEnhancedCodes, below).
+    hideENHANCEDSTATUSCODES: false,
     logger: false,
 
     onConnect: (session: SMTPServerSession, cb: (err?: Error | null) => void) => guard.onConnect(session, cb),
@@ -231,6 +231,7 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
     },
   });
 
+  keepOwnEnhancedCodes(server);
   guard.attach(server);
   // smtp-server reports socket-level trouble (resets, TLS garbage) as 'error' events; without a
   // listener Node would throw them and end the process.

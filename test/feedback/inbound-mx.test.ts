@@ -329,6 +329,28 @@ test('MAIL FROM and RCPT TO parameters the MX does not advertise (DSN, AUTH) →
   assert.ok(count('rejected:SLUICE_SMTP_UTF8_REQUIRED') >= 2);
 });
 
+test('the MX advertises ENHANCEDSTATUSCODES and every reply after EHLO carries one code, Sluice\'s own not doubled', async () => {
+  const id = await sentMessage('acme', ['codes@dest.test']);
+  const { client: c } = await RawSmtp.open(ctx.mx.port);
+  const expect = async (line: string, reply: RegExp) => {
+    const r = await c.cmd(line);
+    assert.match(r.text, reply, `${line} → ${r.text}`);
+  };
+  try {
+    assert.ok((await c.cmd('EHLO client.test')).text.split('\n').includes('250-ENHANCEDSTATUSCODES'));
+    await expect('AUTH PLAIN AGFAYg==', /^500 5\.5\.2 /);
+    await expect('DATA', /^503 5\.5\.1 /);
+    await expect(`MAIL FROM:<> SIZE=${MAX_SIZE + 1}`, /^552 5\.3\.4 /);
+    await expect('MAIL FROM:<>', /^250 2\.1\.0 /);
+    await expect('RCPT TO:<victim@gmail.com>', /^550 5\.1\.1 No such recipient here: this server accepts only bounces and feedback \[[A-Za-z0-9]+\]$/);
+    await expect(`RCPT TO:<${verpAddress(id, 0, BOUNCE_DOMAIN)}>`, /^250 2\.1\.5 /);
+    await expect('RSET', /^250 2\.0\.0 /);
+    await expect('QUIT', /^221 2\.0\.0 /);
+  } finally {
+    c.close();
+  }
+});
+
 test('binary garbage to a VERP address is stored, counted as unparsed and listed, and never crashes', async () => {
   const id = await sentMessage('acme', ['garbage@dest.test']);
   const before = count('outcome:unparsed');

@@ -307,6 +307,38 @@ test('a non-ASCII address without SMTPUTF8 on MAIL FROM → 553 5.6.7; with it, 
   }
 });
 
+test('ENHANCEDSTATUSCODES is advertised and every reply but the greeting, EHLO and 3xx carries one code: smtp-server\'s own, or Sluice\'s precise one once', async () => {
+  const { client: c, greeting } = await RawSmtp.open(server.port);
+  const expect = async (line: string, reply: RegExp) => {
+    const r = await c.cmd(line);
+    assert.match(r.text, reply, `${line} → ${r.text}`);
+  };
+  try {
+    assert.match(greeting.text, /^220 sluice\.test ESMTP /);
+    const ehlo = await c.cmd('EHLO client.test');
+    assert.ok(ehlo.text.split('\n').includes('250-ENHANCEDSTATUSCODES'), ehlo.text);
+    await expect('MAIL FROM:<a@acme.example>', /^530 5\.7\.0 /);
+    await expect(`AUTH PLAIN ${Buffer.from('\0acme\0acme-password').toString('base64')}`, /^538 5\.7\.\d+ /);
+    await expect('BOGUS', /^500 5\.5\.2 /);
+    await c.startTls();
+    await expect(`AUTH PLAIN ${Buffer.from('\0acme\0wrong').toString('base64')}`, /^535 5\.7\.8 Invalid credentials \[[A-Za-z0-9]+\]$/);
+    await expect(`AUTH PLAIN ${Buffer.from('\0acme\0acme-password').toString('base64')}`, /^235 2\.7\.0 /);
+    await expect('MAIL FROM:<a@acme.example> SIZE=abc', /^501 5\.5\.4 /);
+    // A declared size over the limit is refused at MAIL FROM, before any data.
+    await expect(`MAIL FROM:<a@acme.example> SIZE=${MAX_SIZE + 1}`, /^552 5\.3\.4 /);
+    await expect('MAIL FROM:<ceo@other.example>', /^550 5\.7\.1 The From domain other\.example is not owned by this account \[[A-Za-z0-9]+\]$/);
+    await expect(`MAIL FROM:<a@acme.example> SIZE=${MAX_SIZE}`, /^250 2\.1\.0 /);
+    await expect('MAIL FROM:<a@acme.example>', /^503 5\.5\.1 /);
+    await expect('RCPT TO:<x@gmail.com>', /^250 2\.1\.5 /);
+    await expect('DATA', /^354 /);
+    await expect('From: a@acme.example\r\nSubject: codes\r\n\r\nbody\r\n.', /^250 2\.0\.0 Ok: queued as [0-9a-z]{16}$/);
+    await expect('NOOP', /^250 2\.0\.0 /);
+    await expect('QUIT', /^221 2\.0\.0 /);
+  } finally {
+    c.close();
+  }
+});
+
 /** Writes lines to a plain TCP session and collects the reply lines. */
 function rawSession(lines: (string | Buffer)[], quit: boolean): Promise<string[]> {
   return new Promise((resolve, reject) => {
