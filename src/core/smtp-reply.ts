@@ -32,12 +32,18 @@ const OWN_ENHANCED = /^[245]\.\d{1,3}\.\d{1,3} /;
  * (smtpReply, the 250 after DATA, the guard's 421s) is sent as it is, without a second one.
  */
 export function keepOwnEnhancedCodes(server: SMTPServer): void {
-  const connections = server.connections;
+  // smtp-server has no hook for this: it rests on SMTPServer.connections (a Set every connection
+  // joins before its first reply) and SMTPConnection.send(code, data, context). A version without
+  // the Set fails here, at start-up; one whose send() changed shows in the tests' exact reply texts.
+  const connections = (server as { connections?: unknown }).connections;
+  if (!(connections instanceof Set)) throw new Error('smtp-server: SMTPServer.connections is not a Set; keepOwnEnhancedCodes needs updating');
   const add = connections.add.bind(connections);
-  // Every connection passes through this Set before its first reply (SMTPServer.connect).
-  connections.add = (conn) => {
-    const send = conn.send.bind(conn);
-    conn.send = (code, data, context) => send(code, data, typeof data === 'string' && OWN_ENHANCED.test(data) ? false : context);
+  connections.add = (conn: Parameters<typeof server.connections.add>[0]) => {
+    // Never throw here: this runs in the listening socket's 'connection' event.
+    if (typeof conn?.send === 'function') {
+      const send = conn.send.bind(conn);
+      conn.send = (code, data, context) => send(code, data, typeof data === 'string' && OWN_ENHANCED.test(data) ? false : context);
+    }
     return add(conn);
   };
 }
