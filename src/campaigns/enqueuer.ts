@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import type { Metrics } from '../observability/metrics.js';
-import { getCampaign, markCampaignQueued, recordEnqueueChunk, snapshotCampaignList, type CampaignRecord } from '../store/campaigns.js';
+import { getCampaign, markCampaignQueued, recordEnqueueChunk, recordEnqueuePlan, snapshotCampaignList, type CampaignRecord } from '../store/campaigns.js';
 import { getList, lastContactNo, readContactRange } from '../store/contacts.js';
 import { suppressionsOf } from '../store/suppression.js';
 import { controlCampaignQueue, dropCancelledQueue, pushCampaignChunk, startCampaign } from '../queue/campaign.js';
@@ -125,6 +125,7 @@ export class CampaignEnqueuer {
     let cursor = start.cursor;
     let chunk = start.chunk;
     let state = start.state;
+    let queuedSoFar = start.queued;
     let finished = false;
     for (let n = 0; n < this.chunksPerTurn && !this.stopping; n++) {
       if (!list) break;
@@ -140,8 +141,13 @@ export class CampaignEnqueuer {
       });
       chunk++;
       cursor = next ?? cursor + this.chunkSize;
+      // Said before the push: delivery may claim these copies before recordEnqueueChunk counts them.
+      let planned = 0;
+      for (const nos of byDomain.values()) planned += nos.length;
+      if (planned > 0) await recordEnqueuePlan(redis, keys, start.id, queuedSoFar + planned);
       const queued = await pushCampaignChunk(redis, keys, shards, { campaignId: start.id, chunk, dueAt: this.now(), sending: state === 'sending', byDomain });
       await recordEnqueueChunk(redis, keys, start.id, { next: cursor, chunk, queued, skipped: contacts.length - queued });
+      queuedSoFar += queued;
       this.o.metrics?.campaignRecipientsQueued.inc(queued);
       if (queued > 0) this.o.onQueued?.();
       // A pause, resume or cancel that landed while this chunk was pushed did not see it: apply it again.

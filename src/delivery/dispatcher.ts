@@ -693,11 +693,14 @@ export class Dispatcher {
    * The tracking mode of a message's or campaign's copies. In 'anonymous' mode only aggregate counts
    * are kept, and mail to fewer than ANONYMOUS_MIN_RECIPIENTS people has no aggregate to hide in
    * (the one recipient of a message is its counts): it is sent untracked, as in 'off', keeping its
-   * List-Unsubscribe. `recipients` null: not known yet (a campaign still queueing its list).
+   * List-Unsubscribe. `recipients` null: not known yet (a campaign still queueing its list); then
+   * `atLeast`, what it will have at least, must show the crowd, or the copy goes untracked: a small
+   * campaign's copies were tracked while its list was being queued.
    */
-  private trackingMode(account: string, recipients: number | null): TrackingMode {
+  private trackingMode(account: string, recipients: number | null, atLeast = 0): TrackingMode {
     const mode = this.trackingModes.get(account) ?? 'full';
-    return mode === 'anonymous' && recipients !== null && recipients < ANONYMOUS_MIN_RECIPIENTS ? 'off' : mode;
+    if (mode !== 'anonymous') return mode;
+    return (recipients ?? atLeast) < ANONYMOUS_MIN_RECIPIENTS ? 'off' : mode;
   }
 
   /** The render task of one campaign recipient: the template is compiled once per worker, the copy is theirs. */
@@ -713,7 +716,7 @@ export class Dispatcher {
       campaign: {
         recipient: { no: entry.idx, address: contact.email, fields: { ...contact.fields } },
         account: msg.account,
-        mode: this.trackingMode(msg.account, msg.campaign?.recipients ?? null),
+        mode: this.trackingMode(msg.account, msg.campaign?.recipients ?? null, msg.campaign?.atLeast ?? 0),
       },
     };
   }

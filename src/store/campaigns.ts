@@ -26,7 +26,8 @@ declare module 'ioredis' {
  *                           tracking (JSON), tags (JSON), throttle (per hour, '' = none), times
  *                           (createdAt, sendAt, startedAt, pausedAt, cancelledAt, completedAt),
  *                           enqueuer progress (cursor = next contact number, chunk, enqueued),
- *                           counts (queued, skipped, pending)
+ *                           counts (queued, skipped, pending), atLeast (recipients the enqueuer
+ *                           is about to have queued, written before each chunk is pushed)
  *   {m:<id>}:body     STRING the prepared template (render/campaign.ts), rendered per recipient in the pool
  *   {m:<id>}:links    LIST  the template's click targets, extracted once
  *   {m:<id>}:stats    HASH  engagement counters (store/engagement.ts) and delivery counters (below)
@@ -80,6 +81,11 @@ export interface CampaignRecord {
   readonly enqueued: boolean;
   /** Recipients queued so far. */
   readonly queued: number;
+  /**
+   * Recipients queued once the chunk being pushed is (written before the push, so never behind what
+   * delivery can claim): a lower bound of the campaign's recipients while its list is still queueing.
+   */
+  readonly atLeast: number;
   /** Contacts left out when queueing: unsubscribed, bounced, complained or suppressed. */
   readonly skipped: number;
   /** Queued recipients not yet in a final state. */
@@ -142,6 +148,7 @@ export function toCampaign(id: string, h: Readonly<Record<string, string>>): Cam
     chunk: num(h['chunk']) ?? 0,
     enqueued: h['enqueued'] === '1',
     queued: num(h['queued']) ?? 0,
+    atLeast: Math.max(num(h['atLeast']) ?? 0, num(h['queued']) ?? 0),
     skipped: num(h['skipped']) ?? 0,
     pending: num(h['pending']) ?? 0,
     guardPause: jsonOr<CampaignGuardPause | null>(h['guardPause'], null),
@@ -260,6 +267,16 @@ export async function snapshotCampaignList(redis: RedisClient, keys: Keys, id: s
 }
 
 /** Records one enqueue chunk: cursor and counts move together (one slot, one MULTI). */
+/**
+ * Before a chunk is pushed: the campaign will have at least `n` recipients queued (those counted so
+ * far and the chunk's). Delivery may claim the chunk's copies before recordEnqueueChunk counts them;
+ * the tracking mode of an anonymous campaign needs to know by then that it is not sent to a few.
+ * The same `n` again after a crash mid-chunk: idempotent.
+ */
+export async function recordEnqueuePlan(redis: RedisClient, keys: Keys, id: string, n: number): Promise<void> {
+  await redis.hset(keys.msgMeta(id), 'atLeast', n);
+}
+
 export async function recordEnqueueChunk(redis: RedisClient, keys: Keys, id: string, o: { next: number; chunk: number; queued: number; skipped: number }): Promise<void> {
   const meta = keys.msgMeta(id);
   const tx = redis

@@ -33,6 +33,8 @@ export interface LoadedCampaign {
   readonly throttlePerHour: number | null;
   /** Recipients the campaign queued, once its whole list is queued; null before (the count still grows). */
   readonly recipients: number | null;
+  /** While `recipients` is null: it will be at least this many (CampaignRecord.atLeast). */
+  readonly atLeast: number;
 }
 
 export interface MessageSource {
@@ -96,7 +98,7 @@ export function createMessageSource(redis: RedisClient, keys: Keys, recordsTtlMs
         acceptedAt: c.startedAt ?? c.createdAt,
         // Bytes: the pool copies a body shared by a batch's tasks once, a string once per task.
         body,
-        campaign: { listId: c.listId, state: c.state, tracking: c.tracking, throttlePerHour: c.throttlePerHour, recipients: c.enqueued ? c.queued : null },
+        campaign: { listId: c.listId, state: c.state, tracking: c.tracking, throttlePerHour: c.throttlePerHour, recipients: c.enqueued ? c.queued : null, atLeast: c.atLeast },
       };
     }
     const m = toMeta(msgId, metaHash);

@@ -14,6 +14,8 @@ import { suppressionOf } from '../../src/store/suppression.js';
 import { parseUnsubscribeMailto } from '../../src/core/verp.js';
 import { createList } from '../../src/store/contacts.js';
 import { importContacts } from '../../src/store/contact-import.js';
+import { recordEnqueuePlan } from '../../src/store/campaigns.js';
+import { pushCampaignChunk } from '../../src/queue/campaign.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { startCapturePeer, type CapturePeer, type CapturedMessage } from '../helpers/smtp-peer.js';
 import { makeAccount, type AccountKeys } from '../helpers/sluice.js';
@@ -261,6 +263,38 @@ test('anonymous mode: a campaign to three contacts is sent untracked too, keepin
     assert.not.match(html, 'http://127.0.0.1/c/', 'no click URL');
     assert.match(headerOf(m.raw), /^List-Unsubscribe: <http:\/\/127\.0\.0\.1\/u\//im);
   }
+});
+
+test('anonymous mode, a campaign whose list is still being queued: its copies go tracked only when the enqueuer has said it will have at least 10 recipients', async () => {
+  // The enqueuer's steps for one chunk, stopped before recordEnqueueChunk counts it: delivery can
+  // claim the copies in that window (the campaign is not in campaigns:due, so the enqueuer leaves it).
+  async function queueing(name: string, atLeast: number): Promise<CapturedMessage[]> {
+    const list = await createList(app.redis.client, app.keys, 'anon', name);
+    async function* rows() {
+      for (const i of [0, 1, 2]) yield `${JSON.stringify({ email: `${name}${i}@one.test` })}\n`;
+    }
+    await importContacts(app.redis.client, app.keys, 'anon', list.id, rows(), { format: 'ndjson', limits: { maxBytes: 1_000_000, maxRows: 100 } });
+    const r = await api(anon, '/v1/campaigns', { from: 'news@anon.example', subject: name, html: HTML, listId: list.id });
+    assert.is(r.status, 201, JSON.stringify(r.body));
+    const id = r.body.id as string;
+    await app.redis.client.hset(app.keys.msgMeta(id), 'state', 'sending', 'startedAt', Date.now(), 'lastNo', 3);
+    await recordEnqueuePlan(app.redis.client, app.keys, id, atLeast);
+    const before = sink.messages.length;
+    await pushCampaignChunk(app.redis.client, app.keys, 4, { campaignId: id, chunk: 1, dueAt: Date.now(), sending: true, byDomain: new Map([['one.test', [1, 2, 3]]]) });
+    await sink.waitFor(before + 3, 20_000);
+    return sink.messages.filter((m) => m.envelope.to[0]?.startsWith(name));
+  }
+  const few = await queueing('queueingfew', 3);
+  assert.is(few.length, 3);
+  for (const m of few) {
+    const html = String((await simpleParser(m.raw)).html);
+    assert.not.match(html, '<img', 'no pixel: 3 recipients are no crowd');
+    assert.not.match(html, 'http://127.0.0.1/c/', 'no click URL');
+    assert.match(headerOf(m.raw), /^List-Unsubscribe: <http:\/\/127\.0\.0\.1\/u\//im);
+  }
+  const many = await queueing('queueingmany', 12);
+  assert.is(many.length, 3);
+  for (const m of many) assert.match(String((await simpleParser(m.raw)).html), 'http://127.0.0.1/c/', 'tracked: the campaign will have at least 12');
 });
 
 test.run();
