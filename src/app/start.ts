@@ -376,6 +376,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       if (config.ingress.http.enabled) {
         const http = await startHttpApi({ ...deps, logger: logger.child({ role: 'ingress', interface: 'http' }) }, { host: config.ingress.http.host, port: config.ingress.http.port });
         ports.http = http.port;
+        // Its close() ends the campaign preparation thread too, once its requests are answered.
         stoppers.push({ name: 'http-api', stop: () => http.close(), listener: true });
       }
     }

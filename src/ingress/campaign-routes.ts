@@ -4,7 +4,7 @@ import { newId, isId, withFreeId } from '../core/ids.js';
 import { domainOf } from '../core/address.js';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
-import { prepareCampaign } from '../render/campaign.js';
+import type { CampaignInput, PreparedCampaign } from '../render/campaign.js';
 import { campaignStats, createCampaign, getCampaign, isCampaignCursor, listCampaigns, type CampaignRecord, type CampaignStats } from '../store/campaigns.js';
 import { createList, getList, renameList } from '../store/contacts.js';
 import { importContacts, type ImportResult } from '../store/contact-import.js';
@@ -36,6 +36,8 @@ export interface CampaignRouteContext {
   /** Whether the account may send from the domain (its configured sending domains). */
   ownsDomain(account: string, domain: string): boolean;
   readJson(maxBytes: number): Promise<unknown>;
+  /** render/campaign.ts prepareCampaign, off this thread (render/prepare-pool.ts). */
+  prepare(input: CampaignInput): Promise<PreparedCampaign>;
   /** A campaign became due (scheduled now, resumed): the enqueuer of this process may look at once. */
   onDue?: (() => void) | undefined;
   readonly now?: (() => number) | undefined;
@@ -154,7 +156,7 @@ export async function campaignRoute(method: string, url: string, headers: { read
     const fromDomain = domainOf(input.from.address);
     if (!ctx.ownsDomain(account.id, fromDomain)) throw new SluiceError('SLUICE_INGRESS_FROM_NOT_OWNED', `The account does not own the From domain ${fromDomain}`, { errors: [{ path: 'from', message: `domain ${fromDomain} is not one of the account's sending domains` }] });
     // Everything that can be refused is checked before anything is written.
-    const prepared = prepareCampaign({
+    const prepared = await ctx.prepare({
       from: input.from,
       subject: input.subject,
       ...(input.html !== undefined ? { html: input.html } : {}),

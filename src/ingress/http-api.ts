@@ -27,6 +27,7 @@ import { addressRef, appendAudit } from '../store/audit.js';
 import { OperatorRegistry } from '../accounts/operators.js';
 import { apiKeyAccount, operatorKeyId } from '../accounts/secrets.js';
 import { extractLinks } from '../render/links.js';
+import { PreparePool, type PreparePoolOptions } from '../render/prepare-pool.js';
 import { encodeSpecRecord } from '../render/spec-record.js';
 import { listenOn } from '../core/listen.js';
 import { limitHttpConnections, serviceUnavailable } from '../core/http-connection-limit.js';
@@ -62,6 +63,8 @@ export interface HttpApiOptions {
   readonly batchConcurrency?: number;
   /** How long close() lets requests in progress finish. Default 10 s. */
   readonly closeTimeoutMs?: number;
+  /** The campaign preparation worker's bounds (render/prepare-pool.ts); its defaults otherwise. */
+  readonly prepare?: Omit<PreparePoolOptions, 'onFailed'>;
 }
 
 export interface HttpApi {
@@ -216,6 +219,9 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
   // the account's mode is not 'off'. Read once: the config is frozen.
   const tokensConfigured = deps.config.tracking.keys.length > 0;
   const trackingMode = new Map(deps.config.accounts.map((a) => [a.id, a.tracking.mode]));
+  // Campaign templates are validated and compiled in a thread of its own (started at the first
+  // POST /v1/campaigns), closed by close() once the requests that use it are answered.
+  const preparation = new PreparePool({ ...opts.prepare, onFailed: (err) => log.error({ err }, 'campaign preparation failed in its worker') });
 
   const principals = new WeakMap<IncomingMessage, Principal>();
 
@@ -529,6 +535,7 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
     const campaign = await campaignRoute(method, req.url ?? '/', req.headers, {
       redis: deps.redis, keys: deps.keys, shards: deps.config.redis.scheduleShards, authenticate: ctx.authenticate, readJson: ctx.readJson,
       ownsDomain: (account, domain) => deps.registry.ownsDomain(account, domain),
+      prepare: (input) => preparation.prepare(input),
       onDue: deps.onCampaignDue, now: deps.now,
     });
     if (campaign) return routed(req, 'campaigns', ctx.accountId(), campaign);
@@ -622,7 +629,9 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
           resolve();
         });
         server.closeIdleConnections();
-      });
+        // The preparation thread after the connections: a request still running (even one whose
+        // connection the timeout cut) finishes its preparation instead of failing on a closed pool.
+      }).then(() => preparation.close());
       return closing;
     },
   };

@@ -1,6 +1,6 @@
 /**
- * What campaign preparation (campaign.ts, main thread) and campaign rendering (campaign-copy.ts,
- * render workers) must agree on: the Handlebars dialect, the marks a prepared html template carries,
+ * What campaign preparation (campaign.ts, the ingress's preparation thread) and campaign rendering
+ * (campaign-copy.ts, render workers) must agree on: the Handlebars dialect, the marks a prepared html template carries,
  * and the stored CampaignTemplate record.
  *
  * The dialect: Handlebars with its built-in block helpers (if, unless, each, with, lookup) and one of

@@ -1,7 +1,9 @@
 /**
- * Campaign preparation, on the main thread, once per campaign: validate the templates (a template
- * that does not compile is refused with its line and column), extract the trackable links, place the
- * tracking marks, the unsubscribe footer and derive the text part. The result is a plain-JSON
+ * Campaign preparation, once per campaign (for POST /v1/campaigns in the ingress's preparation
+ * thread, prepare-worker.ts: up to most of a second of CPU, not the ingress thread's to spend):
+ * validate the templates (a template that does not compile is refused with its line and column),
+ * extract the trackable links, place the tracking marks, the unsubscribe footer and derive the text
+ * part. The result is a plain-JSON
  * CampaignTemplate that the campaign's owner stores as the campaign body; render workers turn it
  * into each recipient's copy (campaign-copy.ts) with nothing left to decide but merge values and
  * tokens.
@@ -47,11 +49,11 @@ export interface PreparedCampaign {
  */
 export const MAX_TEMPLATE_CHARS = 1_000_000;
 /**
- * Handlebars parses and compiles a template on the ingress thread (POST /v1/campaigns) at tens of
- * µs per token, and recurses per nesting level: a 1 MB template of `{{a}}` kept the event loop busy
- * ~60 s (every request of the process waiting), 1,000 nested blocks or 3,000 nested sub-expressions
- * overflowed the stack (a 500). These bound the work far above real templates, which use tens to a
- * few hundred expressions, nested a few levels.
+ * Handlebars parses and compiles a template at tens of µs per token, and recurses per nesting level:
+ * a 1 MB template of `{{a}}` took ~60 s (on the ingress thread then, every request of the process
+ * waiting; now on the ingress's one preparation thread, with campaigns queued behind it), 1,000
+ * nested blocks or 3,000 nested sub-expressions overflowed the stack (a 500). These bound the work
+ * far above real templates, which use tens to a few hundred expressions, nested a few levels.
  */
 export const MAX_EXPRESSIONS = 1_000;
 /** Characters inside `{{…}}` in all, for expressions with thousands of parameters or path segments. */

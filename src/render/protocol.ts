@@ -1,8 +1,10 @@
 /**
- * The messages that cross the thread boundary between `pool.ts` (main thread) and `worker.ts`.
+ * The messages that cross the thread boundaries between `pool.ts` (main thread) and `worker.ts`, and
+ * between `prepare-pool.ts` and `prepare-worker.ts`.
  * Types only: both sides import this file with `import type`, so neither pulls the other's code in.
  * Everything here must survive the structured clone of `postMessage` — plain data, no classes.
  */
+import type { ErrorCode, FieldError } from '../core/errors.js';
 
 export type DkimAlgorithm = 'rsa' | 'ed25519';
 
@@ -77,8 +79,8 @@ export interface MessageSpec {
 }
 
 /**
- * A campaign body as prepared once on the main thread by `prepareCampaign` (render/campaign.ts) and
- * stored by the campaign's owner; every recipient's copy is rendered from it in a worker. Plain JSON.
+ * A campaign body as prepared once per campaign by `prepareCampaign` (render/campaign.ts; on the
+ * ingress side in a thread of its own, prepare-pool.ts) and stored by the campaign's owner; every recipient's copy is rendered from it in a worker. Plain JSON.
  * The templates are Handlebars sources; the html already holds the tracking marks (links, pixel)
  * and the unsubscribe footer, so a worker only compiles it and fills it in.
  */
@@ -101,6 +103,15 @@ export interface CampaignTemplate {
   /** The link table: click token `link` i redirects to links[i]. */
   links: string[];
 }
+
+/**
+ * The answer of the campaign preparation worker (prepare-worker.ts) to prepare-pool.ts. A refusal
+ * travels as data: a SluiceError thrown across the thread boundary would arrive as a plain Error,
+ * without its code and field errors.
+ */
+export type PrepareResult =
+  | { ok: true; template: CampaignTemplate; links: string[] }
+  | { ok: false; code: ErrorCode; message: string; errors: FieldError[] };
 
 /** One recipient of a campaign. */
 export interface CampaignRecipient {

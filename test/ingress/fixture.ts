@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { request, type Dispatcher } from 'undici';
 import type { Test } from 'uvu';
 import { loadConfig } from '../../src/config/load.js';
-import { startHttpApi, type HttpApi } from '../../src/ingress/http-api.js';
+import { startHttpApi, type HttpApi, type HttpApiOptions } from '../../src/ingress/http-api.js';
 import type { Config } from '../../src/config/schema.js';
 import { AccountRegistry } from '../../src/accounts/registry.js';
 import { generateApiKey, hashSecret } from '../../src/accounts/secrets.js';
@@ -12,6 +12,7 @@ import { createLogger } from '../../src/observability/logger.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 import type { RedisClient } from '../../src/redis/client.js';
 import type { Keys } from '../../src/redis/keys.js';
+import { MAX_EXPRESSIONS, MAX_NESTING, MAX_TEMPLATE_CHARS } from '../../src/render/campaign.js';
 
 /** The brisk account's rate limit: recipients per hour (a fixed window, src/accounts/limits.ts). */
 export const BRISK_PER_HOUR = 3;
@@ -99,8 +100,8 @@ export async function ingressFixture(ingress: Record<string, unknown> = {}): Pro
 }
 
 /** The HTTP API on an ephemeral loopback port over a fixture's Redis and accounts. */
-export async function startFixtureApi(fx: IngressFixture): Promise<{ api: HttpApi; base: string }> {
-  const api = await startHttpApi({ redis: fx.client, keys: fx.keys, config: fx.config, registry: fx.registry, logger: fx.logger }, { host: '127.0.0.1', port: 0 });
+export async function startFixtureApi(fx: IngressFixture, opts: HttpApiOptions = {}): Promise<{ api: HttpApi; base: string }> {
+  const api = await startHttpApi({ redis: fx.client, keys: fx.keys, config: fx.config, registry: fx.registry, logger: fx.logger }, { ...opts, host: '127.0.0.1', port: 0 });
   return { api, base: `http://127.0.0.1:${api.port}` };
 }
 
@@ -142,4 +143,16 @@ export async function apiCall<J = Record<string, any>>(
   });
   const text = await res.body.text();
   return { status: res.statusCode, headers: res.headers, text, json: (text ? JSON.parse(text) : {}) as J };
+}
+
+/**
+ * A campaign html template at every limit of render/campaign.ts at once, the most preparation work
+ * one campaign can ask for: ~1 MB, 1,000 expressions, 50 nested blocks, 900 tracked links.
+ */
+export function limitCampaignHtml(): string {
+  let html = `<html><body>${'{{#if vip}}'.repeat(MAX_NESTING)}x${'{{/if}}'.repeat(MAX_NESTING)}`;
+  for (let i = 0; i < MAX_EXPRESSIONS - 2 * MAX_NESTING; i++) html += `<p>Hello {{first}} <a href="https://shop.acme.example/p/${i}">item ${i}</a></p>\n`;
+  const pad = `<p>${'lorem ipsum dolor sit amet '.repeat(10)}</p>\n`;
+  while (html.length + pad.length + 20 < MAX_TEMPLATE_CHARS) html += pad;
+  return `${html}</body></html>`;
 }
