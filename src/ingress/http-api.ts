@@ -15,7 +15,7 @@ import { messageStatus } from './message-status.js';
 import { acceptMessage, checkOpen, type AcceptDeps, type Submission } from './accept.js';
 import { refsTtlMs } from './persist.js';
 import { fieldErrors, messageSchema, toSpecSubmission, validateMessage } from './http-schema.js';
-import { IdempotencyStore, isValidIdempotencyKey, requestHash, type StoredAnswer } from './idempotency.js';
+import { IdempotencyStore, isValidIdempotencyKey, RequestHash, type StoredAnswer } from './idempotency.js';
 import { matchSuppressionRoute, MAX_SUPPRESSION_BODY_BYTES } from './suppression-routes.js';
 import { webhookRoute } from './webhook-routes.js';
 import { campaignRoute } from './campaign-routes.js';
@@ -126,9 +126,10 @@ function errorAnswer(err: SluiceError): Answer {
 /**
  * The request body, at most `max` bytes. With a `budget`, the bytes are taken from it as they arrive
  * (503 SLUICE_INGRESS_BUSY when it runs out, what was taken given back); the body's bytes stay taken
- * when it resolves, and the caller gives them back once it lets go of the body.
+ * when it resolves, and the caller gives them back once it lets go of the body. `hash` is fed each
+ * chunk as it is taken.
  */
-function readBody(req: IncomingMessage, max: number, budget?: ByteBudget): Promise<Buffer> {
+function readBody(req: IncomingMessage, max: number, budget?: ByteBudget, hash?: RequestHash): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -155,6 +156,7 @@ function readBody(req: IncomingMessage, max: number, budget?: ByteBudget): Promi
       }
       size += chunk.length;
       chunks.push(chunk);
+      hash?.update(chunk);
     });
     req.on('end', () => {
       if (done) return;
@@ -413,19 +415,23 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
     if (declared > cfg.maxBodySize) throw new SluiceError('SLUICE_INGRESS_TOO_LARGE', `The request body exceeds ${cfg.maxBodySize} bytes`);
     const account = await authenticate(req);
     if (!JSON_TYPE.test(req.headers['content-type'] ?? '')) throw new SluiceError('SLUICE_INGRESS_UNSUPPORTED_MEDIA');
+    const idemHeader = req.headers['idempotency-key'];
+    const idemKey = Array.isArray(idemHeader) ? idemHeader[0] : idemHeader;
+    if (idemKey !== undefined && !isValidIdempotencyKey(idemKey)) {
+      throw new SluiceError('SLUICE_INGRESS_BAD_REQUEST', 'Invalid Idempotency-Key', { errors: [{ path: 'Idempotency-Key', message: 'must be 1–255 printable ASCII characters' }] });
+    }
+    // With a key, the request is hashed while its body is read (see RequestHash).
+    const idem = idemKey === undefined ? undefined : { key: idemKey, hash: new RequestHash(route) };
     // The body's bytes stay taken from the ingress budget until the request is answered.
-    const body = await readBody(req, cfg.maxBodySize, buffered);
+    const body = await readBody(req, cfg.maxBodySize, buffered, idem?.hash);
     try {
-      return await accept(req, route, account, body);
+      return await accept(route, account, body, idem && { key: idem.key, hash: idem.hash.digest() });
     } finally {
       buffered.give(body.length);
     }
   }
 
-  async function accept(req: IncomingMessage, route: 'send' | 'batch', account: Account, body: Buffer): Promise<Answer> {
-
-    const idemHeader = req.headers['idempotency-key'];
-    const idemKey = Array.isArray(idemHeader) ? idemHeader[0] : idemHeader;
+  async function accept(route: 'send' | 'batch', account: Account, body: Buffer, idem: { key: string; hash: string } | undefined): Promise<Answer> {
     const run = async (): Promise<Answer> => {
       try {
         const input = parseJson(body);
@@ -436,11 +442,8 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
         return errorAnswer(toSluiceError(err));
       }
     };
-    if (idemKey === undefined) return run();
-    if (!isValidIdempotencyKey(idemKey)) {
-      throw new SluiceError('SLUICE_INGRESS_BAD_REQUEST', 'Invalid Idempotency-Key', { errors: [{ path: 'Idempotency-Key', message: 'must be 1–255 printable ASCII characters' }] });
-    }
-    const hash = requestHash([route, body]);
+    if (idem === undefined) return run();
+    const { key: idemKey, hash } = idem;
     const begun = await idempotency.begin(account.id, idemKey, hash);
     if (begun.kind === 'replay') return replay(begun.answer);
     let answer: Answer;

@@ -1,6 +1,8 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { connect } from 'node:net';
+import { Readable } from 'node:stream';
+import { request } from 'undici';
 import type { HttpApi } from '../../src/ingress/http-api.js';
 import { apiCall, awayFromHourBoundary, BRISK_PER_HOUR, ingressFixture, startFixtureApi, type IngressFixture, briskWindowCount, storedMessages } from './fixture.js';
 import { decodeSpecRecord } from '../../src/render/spec-record.js';
@@ -206,6 +208,36 @@ test('Idempotency-Key: a retry replays the first answer, one message only; anoth
   // the same key of another account is independent
   const foreign = await call('POST', '/v1/messages', { ...m, from: 'x@other.example' }, { 'idempotency-key': 'order-1' }, fx.apiKeys.other);
   assert.is(foreign.status, 202);
+});
+
+test('Idempotency-Key with a body that arrives in pieces: a retry cut otherwise replays the answer; one byte different → 422; a bad key → 400', async () => {
+  const countBefore = await storedMessages(fx);
+  const text = JSON.stringify(message({ to: 'pieces@gmail.com', cc: [], bcc: [], attachments: [], text: 'x'.repeat(40_000) }));
+  const send = async (body: string, pieces: number, key: string) => {
+    const size = Math.ceil(body.length / pieces);
+    // Each piece after a turn of the event loop, so the server reads them as separate chunks.
+    async function* sliced() {
+      for (let at = 0; at < body.length; at += size) {
+        yield Buffer.from(body.slice(at, at + size));
+        await new Promise((r) => setImmediate(r));
+      }
+    }
+    const res = await request(`${base}/v1/messages`, { method: 'POST', headers: { authorization: `Bearer ${fx.apiKeys.acme}`, 'content-type': 'application/json', 'idempotency-key': key }, body: Readable.from(sliced()) });
+    const answer = await res.body.text();
+    return { status: res.statusCode, replayed: res.headers['idempotent-replayed'], json: JSON.parse(answer) as Json };
+  };
+  const first = await send(text, 7, 'pieces-1');
+  assert.is(first.status, 202, JSON.stringify(first.json));
+  const retry = await send(text, 3, 'pieces-1');
+  assert.equal([retry.status, retry.replayed, retry.json], [202, 'true', first.json]);
+  const whole = await call('POST', '/v1/messages', JSON.parse(text), { 'idempotency-key': 'pieces-1' });
+  assert.equal([whole.status, whole.headers['idempotent-replayed'], whole.json], [202, 'true', first.json], 'sent whole: the same request');
+  const other = await send(text.replace('xxx', 'xyx'), 7, 'pieces-1');
+  assert.equal([other.status, other.json.code], [422, 'SLUICE_INGRESS_IDEMPOTENCY_MISMATCH']);
+  assert.is(await storedMessages(fx), countBefore + 1, 'one message');
+  // Refused before the body is read (a short one: a long one still being sent would meet the closed connection).
+  const bad = await call('POST', '/v1/messages', message(), { 'idempotency-key': 'k'.repeat(256) });
+  assert.equal([bad.status, bad.json.code, bad.json.errors?.map((e) => e.path)], [400, 'SLUICE_INGRESS_BAD_REQUEST', ['Idempotency-Key']]);
 });
 
 test('Idempotency-Key: concurrent duplicates → exactly one message; the rest 409 or replay', async () => {

@@ -1,6 +1,7 @@
 import * as assert from 'uvu/assert';
 import { redisSuite } from '../helpers/redis.js';
-import { IdempotencyStore } from '../../src/ingress/idempotency.js';
+import { createHash, randomBytes } from 'node:crypto';
+import { IdempotencyStore, RequestHash } from '../../src/ingress/idempotency.js';
 import { isSluiceError } from '../../src/core/errors.js';
 
 const { test, env } = redisSuite('ingress/idempotency');
@@ -73,6 +74,19 @@ test('the same key with another request is 422 (mismatch), in flight or answered
   await s.finish('acme', 'k4', 'h4', { status: 202, body: '{}' }, begun.kind === 'new' ? begun.lease : undefined);
   assert.is(await code(s.begin('acme', 'k4', 'other')), 'SLUICE_INGRESS_IDEMPOTENCY_MISMATCH');
   assert.is(await code(s.begin('other', 'k4', 'other')), 'ok', 'keys are per account');
+});
+
+test('a request hashed as its body arrives, in any slices, has the hash stored before (the whole body at once), so records of an earlier version still match', () => {
+  const body = randomBytes(1024 * 1024 + 7);
+  // What requestHash(['send', body]) gave: SHA-256 of each part followed by a NUL, base64url.
+  const before = createHash('sha256').update('send').update('\0').update(body).update('\0').digest('base64url');
+  for (const size of [1, 1000, 64 * 1024, body.length]) {
+    const h = new RequestHash('send');
+    for (let at = 0; at < body.length; at += size) h.update(body.subarray(at, at + size));
+    assert.is(h.digest(), before, `slices of ${size} bytes`);
+  }
+  const empty = new RequestHash('batch');
+  assert.is(empty.digest(), createHash('sha256').update('batch').update('\0').update('\0').digest('base64url'), 'an empty body');
 });
 
 test.run();
