@@ -25,6 +25,7 @@ Commands:
   start            run Sluice (all roles, or --roles LIST)
   send             submit one message through the HTTP API
   queue            show the queue: per-destination depth, leases, next attempt, throttle state
+  queue flush      make deferred mail of some or all destinations due now (postqueue -f)
   dkim keygen      generate a DKIM key and print the DNS TXT record to publish
   secret hash      hash an API key or SMTP password for the config (scrypt)
   bounce classify  classify bounce / complaint mail files (JSON lines)

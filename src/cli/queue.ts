@@ -4,9 +4,13 @@ import { createKeys } from '../redis/keys.js';
 import { destinationStats, scopeStats } from '../queue/stats.js';
 import { resolveRecordedShaping } from '../queue/shaping.js';
 import { applyBackoff, backoffState } from '../queue/backoff.js';
-import { limitOption, parse, println, type Io } from './args.js';
+import { normaliseDomain } from '../core/address.js';
+import { flushAll, flushDestination } from '../queue/flush.js';
+import { limitOption, parse, println, UsageError, type Io } from './args.js';
+import { auditCli } from './audit.js';
 
 const USAGE = `Usage: sluice queue [--config FILE] [--limit N] [--json]
+       sluice queue flush (--domain D [--domain D2 …] | --all) [--config FILE] [--json]
 
 Shows each destination with queued mail: recipients waiting (and due now), recipients leased
 (being delivered), the next attempt, its shaping rule, and the throttle state of its shaping scope
@@ -15,8 +19,16 @@ with the destination's MX hosts (a rule matching by MX, like google's '*.google.
 dispatcher has visited a destination, the rule its domain alone matches. --limit (default 50) cuts
 the listing to the busiest destinations; every destination is read to rank them. A scope slowed by
 421 / 4.7.x answers shows its level (each halves connections and rate; the limits shown are the
-slowed ones), its suspension, and the last answer that slowed it. Reads Redis directly (REDIS_URL,
-or the embedded server's socket).`;
+slowed ones), its suspension, and the last answer that slowed it.
+
+flush makes the waiting recipients of the destinations named (or of all of them) due now, as
+Postfix's postqueue -f: mail deferred after a destination's outage goes again at once instead of at
+its next retry. Delivery's limits still apply: each rule's rate and connections, a provider's
+backoff (421 / 4.7.x), a campaign's own throttle; mail held for a closed account or a paused sender
+is looked at and held again. Prints how many recipients each destination had made due; written to
+the audit log (queue.flush).
+
+Reads and writes Redis directly (REDIS_URL, or the embedded server's socket).`;
 
 /** Characters of the backoff reason shown in the table (--json has it whole). */
 const REASON_COLUMN = 60;
@@ -28,6 +40,7 @@ function fmtTime(t: number | null, now: number): string {
 }
 
 export async function runQueue(argv: string[], io: Io): Promise<number> {
+  if (argv[0] === 'flush') return runFlush(argv.slice(1), io);
   const args = parse({ name: 'queue', usage: USAGE, options: { config: { type: 'string', short: 'c' }, limit: { type: 'string', default: '50' }, json: { type: 'boolean' } } }, argv);
   if (args.values.help) {
     println(io.out, USAGE);
@@ -88,3 +101,43 @@ function fmtBackoff(level: number, suspendedUntil: number | null, reason: string
   return parts.join(', ') + why;
 }
 
+
+async function runFlush(argv: string[], io: Io): Promise<number> {
+  const args = parse({ name: 'queue', usage: USAGE, options: { config: { type: 'string', short: 'c' }, domain: { type: 'string', multiple: true }, all: { type: 'boolean' }, json: { type: 'boolean' } } }, argv);
+  if (args.values.help) {
+    println(io.out, USAGE);
+    return 0;
+  }
+  const named = args.values.domain ?? [];
+  if ((named.length > 0) === (args.values.all === true)) throw new UsageError("queue flush needs --domain D (one or more) or --all\nRun 'sluice queue --help' for usage.");
+  // As the queue names them: lower-case, an IDN as its A-label.
+  const domains = named.map((d) => {
+    const n = normaliseDomain(d);
+    if (n === undefined) throw new UsageError(`--domain must be a domain name, not '${d}'`);
+    return n;
+  });
+  const cfg = loadConfig({ file: args.values.config, env: io.env });
+  const redis = await connectForCommand(cfg);
+  try {
+    const keys = createKeys(cfg.redis.prefix);
+    const shards = cfg.redis.scheduleShards;
+    const now = Date.now();
+    let flushed: Map<string, number>;
+    if (args.values.all) flushed = await flushAll(redis, keys, shards, now);
+    else {
+      flushed = new Map();
+      for (const d of new Set(domains)) flushed.set(d, await flushDestination(redis, keys, shards, d, now));
+    }
+    const total = [...flushed.values()].reduce((a, b) => a + b, 0);
+    await auditCli(redis, cfg, io, 'queue.flush', '', args.values.all ? '*' : [...flushed.keys()].join(','));
+    if (args.values.json) {
+      println(io.out, JSON.stringify({ flushed: Object.fromEntries(flushed), total }, null, 2));
+      return 0;
+    }
+    for (const [d, n] of flushed) println(io.out, `${d}: ${n} recipient${n === 1 ? '' : 's'} due now`);
+    println(io.out, `${total} recipient${total === 1 ? '' : 's'} made due now`);
+    return 0;
+  } finally {
+    redis.disconnect();
+  }
+}

@@ -39,7 +39,7 @@ const SCAN_COUNT = 500;
  * shard's set, SSCAN), one page at a time: the reads a caller makes per page stay bounded however
  * many destinations there are.
  */
-async function eachDestinationPage(redis: RedisClient, keys: Keys, shards: number, visit: (domains: string[], shard: number) => Promise<void>): Promise<void> {
+export async function eachDestinationPage(redis: RedisClient, keys: Keys, shards: number, visit: (domains: string[], shard: number) => Promise<void>): Promise<void> {
   for (let shard = 0; shard < shards; shard++) {
     let cursor = '0';
     do {
