@@ -12,6 +12,7 @@ import type { Account } from '../accounts/registry.js';
 import { ByteBudget } from '../core/read-bounded.js';
 import { AuthThrottle, LimitError, type AuthThrottleOptions } from '../accounts/limits.js';
 import { messageStatus } from './message-status.js';
+import { cancelMessage } from './message-cancel.js';
 import { acceptMessage, checkOpen, type AcceptDeps, type Submission } from './accept.js';
 import { refsTtlMs } from './persist.js';
 import { fieldErrors, messageSchema, toSpecSubmission, validateMessage } from './http-schema.js';
@@ -487,8 +488,16 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
       return { route: 'batch', answer: await post(req, 'batch') };
     }
     const m = STATUS_PATH.exec(path);
+    if (m && method === 'DELETE') {
+      const account = await authenticate(req);
+      const id = m[1] as string;
+      const r = isId(id) ? await cancelMessage(deps.redis, deps.keys, id, account.id, { now: (deps.now ?? Date.now)(), recordTtlMs: deps.config.retention.records, eventsMaxLen: deps.config.retention.eventsMaxLen }) : null;
+      if (!r) throw new SluiceError('SLUICE_INGRESS_NOT_FOUND', 'No such message');
+      await audit(req, 'message.cancel', account.id, id);
+      return { route: 'status', answer: new Answer(200, { cancelled: r.cancelled, sending: r.sending, ...r.status }) };
+    }
     if (m) {
-      only('GET');
+      if (method !== 'GET') throw methodNotAllowed('GET, DELETE');
       const account = await authenticate(req);
       const id = m[1] as string;
       const status = isId(id) ? await messageStatus(deps.redis, deps.keys, id, account.id) : null;

@@ -18,7 +18,7 @@ declare module 'ioredis' {
     /** src/queue/lua/retry-3.lua */
     retry(leases: string, ready: string, rs: string, member: string, next: string, now: number, nextAt: number, attempts: number, code: string, enhanced: string, response: string): Result<number, Context>;
     /** src/queue/lua/bounce-3.lua */
-    bounce(leases: string, ready: string, rs: string, member: string, now: number, state: string, attempts: number, code: string, enhanced: string, response: string, reason: string, ttlMs: number): Result<number, Context>;
+    bounce(leases: string, ready: string, rs: string, member: string, now: number, state: string, attempts: number, code: string, enhanced: string, response: string, reason: string, ttlMs: number, waiting: '1' | ''): Result<number, Context>;
     /** src/queue/lua/hold-3.lua */
     hold(leases: string, ready: string, rs: string, member: string, now: number, nextAt: number, enhanced: string, response: string): Result<number, Context>;
     /** src/queue/lua/release-2.lua */
@@ -108,7 +108,24 @@ export async function bounce(
   o: { now: number; state: 'bounced' | 'expired' | 'suppressed' | 'cancelled'; code: number | null; enhanced: string | null; response: string; reason: string; recordTtlMs: number; event?: OutcomeEvent },
 ): Promise<OutcomeReply> {
   const k = [keys.leases(e.domain), keys.ready(e.domain), keys.rcptState(e.domain, e.msgId, e.idx)] as const;
-  const a = [entryMember(e), o.now, o.state, e.attempt + 1, str(o.code), str(o.enhanced), truncateResponse(o.response), o.reason, o.recordTtlMs] as const;
+  const a = [entryMember(e), o.now, o.state, e.attempt + 1, str(o.code), str(o.enhanced), truncateResponse(o.response), o.reason, o.recordTtlMs, ''] as const;
+  const reply = o.event ? await redis.bounceKeys(4, ...k, o.event.stream, ...a, o.event.maxLen, o.event.packed) : await redis.bounce(...k, ...a);
+  return asReply(reply);
+}
+
+/**
+ * Cancels an entry that waits in ready (DELETE /v1/messages/:id): final state 'cancelled', no attempt
+ * counted, the response saying why. An entry being sent now (leased) is not touched: NOOP, and its
+ * holder's outcome stands. Returns APPLIED_AFTER_REAP (taken from ready) when it was cancelled.
+ */
+export async function cancelWaiting(
+  redis: RedisClient,
+  keys: Keys,
+  e: QueueEntry,
+  o: { now: number; response: string; recordTtlMs: number; event?: OutcomeEvent },
+): Promise<OutcomeReply> {
+  const k = [keys.leases(e.domain), keys.ready(e.domain), keys.rcptState(e.domain, e.msgId, e.idx)] as const;
+  const a = [entryMember(e), o.now, 'cancelled', e.attempt, '', '', truncateResponse(o.response), 'cancelled', o.recordTtlMs, '1'] as const;
   const reply = o.event ? await redis.bounceKeys(4, ...k, o.event.stream, ...a, o.event.maxLen, o.event.packed) : await redis.bounce(...k, ...a);
   return asReply(reply);
 }

@@ -2,7 +2,7 @@ import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { entryMember } from './entry.js';
 
-export type RecipientState = 'queued' | 'sending' | 'deferred' | 'delivered' | 'bounced' | 'expired' | 'suppressed' | 'unknown';
+export type RecipientState = 'queued' | 'sending' | 'deferred' | 'delivered' | 'bounced' | 'expired' | 'suppressed' | 'cancelled' | 'unknown';
 
 export interface RecipientStatus {
   idx: number;
@@ -16,7 +16,7 @@ export interface RecipientStatus {
   updatedAt: number | null;
 }
 
-const FINAL = new Set(['delivered', 'bounced', 'expired', 'suppressed']);
+const FINAL = new Set(['delivered', 'bounced', 'expired', 'suppressed', 'cancelled']);
 const RS_FIELDS = ['state', 'attempts', 'code', 'enhanced', 'response', 'reason', 'nextAt', 'updatedAt'] as const;
 
 const num = (v: string | null | undefined): number | null => {

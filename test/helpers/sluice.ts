@@ -101,7 +101,7 @@ export async function startSluiceFixture(redis: TestRedis, overrides: Record<str
   return {
     app, config, apiKey: acct.apiKey, smtpUser: { user: 'acme', pass: acct.smtpPass }, dkimKeys: acct.dkimKeys, txt: txtTable(acct.dkimKeys), api,
     async waitFinal(id, timeoutMs = 15_000) {
-      const { body, done } = await pollStatus(id, timeoutMs, (rcpts) => rcpts.length > 0 && rcpts.every((x) => ['delivered', 'bounced', 'expired', 'suppressed'].includes(x.state)));
+      const { body, done } = await pollStatus(id, timeoutMs, (rcpts) => rcpts.length > 0 && rcpts.every((x) => ['delivered', 'bounced', 'expired', 'suppressed', 'cancelled'].includes(x.state)));
       if (!done) throw new Error(`message ${id} not final after ${timeoutMs} ms: ${JSON.stringify(body)}`);
       return body;
     },

@@ -1,0 +1,64 @@
+import { Cluster } from 'ioredis';
+import type { RedisClient } from '../redis/client.js';
+import type { Keys } from '../redis/keys.js';
+import { getMessage } from '../store/messages.js';
+import { appendEvent, packEvent } from '../store/events.js';
+import { recipientStates } from '../queue/status.js';
+import { cancelWaiting } from '../queue/outcome.js';
+import { OUTCOME } from '../queue/outcome-codes.js';
+import { messageStatus, type MessageStatus } from './message-status.js';
+
+export interface CancelResult {
+  /** Recipients taken out of the queue now. */
+  readonly cancelled: number;
+  /** Recipients being sent at that moment (leased): their delivery's outcome stands. */
+  readonly sending: number;
+  /** Each recipient's state after the cancel. */
+  readonly status: MessageStatus;
+}
+
+const RESPONSE = 'not sent: the message was cancelled';
+
+/**
+ * DELETE /v1/messages/:id: the recipients still waiting in the queue (queued, or deferred until their
+ * next attempt) are taken out and finished as `cancelled` (no attempt counted), each with a
+ * `cancelled` event, as a cancelled campaign's copies are; the message's record counts them off, so
+ * it is kept retention.records like any finished message. A recipient being sent at that moment is
+ * left to its delivery, and one already final keeps its state. Null when the message does not exist
+ * or is another account's (as for GET). A second cancel finds nothing left to cancel.
+ */
+export async function cancelMessage(
+  redis: RedisClient,
+  keys: Keys,
+  id: string,
+  accountId: string,
+  o: { readonly now: number; readonly recordTtlMs: number; readonly eventsMaxLen: number },
+): Promise<CancelResult | null> {
+  const msg = await getMessage(redis, keys, id);
+  if (!msg || msg.meta.account !== accountId) return null;
+  const rcpts = msg.meta.rcpts.map((r, idx) => ({ idx, domain: r.domain }));
+  // The outcome and its event in one script on a single server, as delivery's own outcomes are.
+  const single = !(redis instanceof Cluster);
+  let cancelled = 0;
+  let sending = 0;
+  await Promise.all(
+    (await recipientStates(redis, keys, id, rcpts)).map(async (s) => {
+      if (s.state === 'sending') sending++;
+      if (s.state !== 'queued' && s.state !== 'deferred') return;
+      const domain = (rcpts[s.idx] as { domain: string }).domain;
+      const fields = { msgId: id, idx: s.idx, account: accountId, domain, attempt: s.attempts, code: 0, enhanced: '', reason: 'cancelled' };
+      const event = single ? { stream: keys.events(), maxLen: o.eventsMaxLen, packed: packEvent('cancelled', fields) } : undefined;
+      const r = await cancelWaiting(redis, keys, { msgId: id, idx: s.idx, attempt: s.attempts, domain }, { now: o.now, response: RESPONSE, recordTtlMs: o.recordTtlMs, ...(event ? { event } : {}) });
+      // Claimed between the read and the cancel: its delivery goes on.
+      if (r === OUTCOME.NOOP) {
+        sending++;
+        return;
+      }
+      cancelled++;
+      if (!single) await appendEvent(redis, keys, 'cancelled', fields, o.eventsMaxLen);
+      await redis.finishRecipient(keys.msgMeta(id), keys.msgBody(id), keys.links(id), keys.msgStats(id), o.recordTtlMs, o.now);
+    }),
+  );
+  const status = await messageStatus(redis, keys, id, accountId);
+  return status && { cancelled, sending, status };
+}

@@ -1,0 +1,84 @@
+/**
+ * DELETE /v1/messages/:id over a real Redis, with a Sluice that runs only the ingress role (nothing
+ * is delivered, so each recipient's state is set up by the queue's own operations, as a dispatcher
+ * would): the waiting recipients are cancelled with their events, one being sent is left to its
+ * delivery, a delivered one keeps its state; another account's message is 404.
+ */
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { claim } from '../../src/queue/claim.js';
+import { ack, retry } from '../../src/queue/outcome.js';
+import { streamFields } from '../../src/store/events.js';
+import type { Keys } from '../../src/redis/keys.js';
+import { startRedis, type TestRedis } from '../helpers/redis.js';
+import { startSluiceFixture, type SluiceFixture } from '../helpers/sluice.js';
+
+const test = suite('ingress/message-cancel');
+const HOUR = 3_600_000;
+let redis: TestRedis;
+let s: SluiceFixture;
+let keys: Keys;
+
+test.before(async () => {
+  redis = await startRedis();
+  s = await startSluiceFixture(redis, { roles: ['ingress'] });
+  keys = s.app.keys;
+});
+
+test.after(async () => {
+  await s?.stop();
+  await redis?.stop();
+});
+
+test('waiting recipients (queued, deferred) are cancelled with an event each; one being sent and one delivered keep their state; a second DELETE cancels nothing', async () => {
+  const client = s.app.redis.client;
+  const sent = await s.api('/v1/messages', { body: { from: 'news@acme.example', to: ['q@q.test', 'd@d.test', 's@s.test', 'f@f.test'], subject: 'cancel me', text: 'hello' } });
+  assert.is(sent.status, 202, JSON.stringify(sent.body));
+  const id = sent.body.id as string;
+  const now = Date.now();
+  const one = async (domain: string) => (await claim(client, keys, { domain, max: 1, leaseMs: HOUR, now })).entries[0]!;
+  await retry(client, keys, await one('d.test'), { now, nextAt: now + HOUR, code: 451, enhanced: '4.3.0', response: '451 4.3.0 later' });
+  await one('s.test');
+  await ack(client, keys, await one('f.test'), { now, code: 250, enhanced: '2.0.0', response: '250 2.0.0 ok', recordTtlMs: HOUR });
+  // As the dispatcher does after an ack: the message counts the recipient off.
+  await client.finishRecipient(keys.msgMeta(id), keys.msgBody(id), keys.links(id), keys.msgStats(id), HOUR, now);
+
+  const r = await s.api(`/v1/messages/${id}`, { method: 'DELETE' });
+  assert.is(r.status, 200, JSON.stringify(r.body));
+  assert.is(r.body.cancelled, 2);
+  assert.is(r.body.sending, 1);
+  const state = Object.fromEntries((r.body.recipients as { address: string; state: string; response: string }[]).map((x) => [x.address, x]));
+  assert.is(state['q@q.test'].state, 'cancelled');
+  assert.is(state['q@q.test'].response, 'not sent: the message was cancelled');
+  assert.is(state['d@d.test'].state, 'cancelled');
+  assert.is(state['d@d.test'].attempts, 1, 'its attempt is kept, none counted for the cancel');
+  assert.is(state['s@s.test'].state, 'sending');
+  assert.is(state['f@f.test'].state, 'delivered');
+  // Nothing of the message is left waiting; the leased entry is still its holder's.
+  for (const d of ['q.test', 'd.test']) assert.is(await client.zcard(keys.ready(d)), 0, d);
+  assert.is(await client.zcard(keys.leases('s.test')), 1);
+  // An event each, as delivery writes its outcomes (webhooks route them).
+  const events = (await client.xrange(keys.events(), '-', '+')).map(([, f]) => streamFields(f)).filter((e) => e['msgId'] === id && e['type'] === 'cancelled');
+  assert.equal(events.map((e) => Number(e['idx'])).sort(), [0, 1]);
+  // Two of four finished here, one delivered: one pending (the one being sent).
+  assert.is(await client.hget(keys.msgMeta(id), 'pending'), '1');
+  const again = await s.api(`/v1/messages/${id}`, { method: 'DELETE' });
+  assert.is(again.status, 200);
+  assert.is(again.body.cancelled, 0);
+  const get = await s.api(`/v1/messages/${id}`);
+  assert.is(get.body.recipients[0].state, 'cancelled', 'GET shows it too');
+});
+
+test('an unknown id, a malformed one and another account\'s message are 404; other methods 405', async () => {
+  for (const path of ['/v1/messages/0000000000000000', '/v1/messages/not-an-id']) {
+    const r = await s.api(path, { method: 'DELETE' });
+    assert.is(r.status, 404, `${path}: ${JSON.stringify(r.body)}`);
+  }
+  const sent = await s.api('/v1/messages', { body: { from: 'news@acme.example', to: 'x@q.test', subject: 'mine', text: 'hello' } });
+  const foreign = await s.api(`/v1/messages/${sent.body.id}`, { method: 'DELETE', headers: { authorization: 'Bearer sk_other_0000000000000000000000000000' } });
+  assert.ok(foreign.status === 401 || foreign.status === 404, String(foreign.status));
+  const put = await s.api(`/v1/messages/${sent.body.id}`, { method: 'PUT' });
+  assert.is(put.status, 405);
+});
+
+test.run();
