@@ -20,6 +20,7 @@ import { pausedCount } from '../store/reputation.js';
 import { startSubmissionServer } from '../ingress/smtp-server.js';
 import { startHttpApi } from '../ingress/http-api.js';
 import { queueMaxAgeMs } from '../ingress/persist.js';
+import { loadOrCreateTls } from '../ingress/tls.js';
 import { CampaignEnqueuer } from '../campaigns/enqueuer.js';
 import { readContacts } from '../store/contacts.js';
 import { startInboundMx } from '../feedback/inbound-mx.js';
@@ -420,7 +421,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
           },
         },
         {
-          host: f.host, port: f.port, bounceDomains: [config.delivery.bounceDomain, ...f.extraBounceDomains], fblAddresses: f.fblAddresses,
+          host: f.host, port: f.port, tls: await loadOrCreateTls(config, 'feedback'), bounceDomains: [config.delivery.bounceDomain, ...f.extraBounceDomains], fblAddresses: f.fblAddresses,
           maxMessageSize: f.maxMessageSize, maxBufferedBytes: f.maxBuffered, rawRetentionMs: config.retention.rawBounces, recordsRetentionMs: config.retention.records, softBounceLimit: f.softBounceLimit, softBounceWindowMs: f.softBounceWindow,
           eventsMaxLen: config.retention.eventsMaxLen, hostname: config.instance.hostname, socketTimeoutMs: f.socketTimeout,
           maxClients: f.maxClients, maxClientsPerIp: f.maxClientsPerIp, clientLimitExempt: f.clientLimitExempt, maxRecipients: f.maxRecipients, verpKey,

@@ -116,11 +116,11 @@ function resolvePaths(tree: unknown, baseDir: string): void {
     inst['dataDir'] = resolve(baseDir, inst['dataDir']);
   }
   const ingress = tree['ingress'];
-  const smtp = isPlainObject(ingress) ? ingress['smtp'] : undefined;
-  if (isPlainObject(smtp)) {
+  for (const holder of [isPlainObject(ingress) ? ingress['smtp'] : undefined, tree['feedback']]) {
+    if (!isPlainObject(holder)) continue;
     for (const k of ['tlsKey', 'tlsCert']) {
-      const v = smtp[k];
-      if (typeof v === 'string' && !isAbsolute(v)) smtp[k] = resolve(baseDir, v);
+      const v = holder[k];
+      if (typeof v === 'string' && !isAbsolute(v)) holder[k] = resolve(baseDir, v);
     }
   }
   const webhooks = tree['webhooks'];

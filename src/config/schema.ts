@@ -478,6 +478,9 @@ export const configSchema = z
         /** The inbound MX for the bounce domain(s): DSNs, ARF complaints, mailto unsubscribes. */
         host,
         port,
+        /** PEM files for the opportunistic STARTTLS; both null = ingress.smtp's pair (its files, or the generated one). */
+        tlsKey: z.string().nullable(),
+        tlsCert: z.string().nullable(),
         /** Further bounce domains accepted besides delivery.bounceDomain (e.g. the previous one after a change). */
         extraBounceDomains: z.array(z.string().min(1)),
         /** Feedback-loop addresses that providers send ARF complaints to. */

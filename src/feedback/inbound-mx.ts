@@ -17,6 +17,7 @@ import { ClientLimiter } from '../core/client-limit.js';
 import { createSmtpGuard } from '../core/smtp-guard.js';
 import { listenOn } from '../core/listen.js';
 import { checkMailParams, checkRcptParams, checkUtf8Address } from '../core/smtp-envelope.js';
+import type { TlsMaterial } from '../ingress/tls.js';
 
 /**
  * The inbound MX of the bounce domain (the `feedback` role). It takes mail only for the VERP return
@@ -76,6 +77,12 @@ export interface InboundMxOptions {
   readonly softBounceWindowMs?: number;
   /** Default 1,000,000 (config retention.eventsMaxLen). */
   readonly eventsMaxLen?: number;
+  /**
+   * Key and certificate of the STARTTLS it offers (RFC 3207), never requires: a sender that cannot do
+   * TLS still gets its bounce through. The role passes loadOrCreateTls(config, 'feedback'); without
+   * it, STARTTLS is not offered.
+   */
+  readonly tls?: TlsMaterial | undefined;
   /** Name in the greeting. Default 'localhost'. */
   readonly hostname?: string;
   /** Idle limit per connection. Default 60 s: RFC 5321 §4.5.3.2 asks for minutes, but a bounce is small. */
@@ -162,7 +169,10 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
   const server = new SMTPServer({
     name: opts.hostname ?? 'localhost',
     banner: 'Sluice feedback MX',
-    disabledCommands: ['AUTH', 'STARTTLS'],
+    // Plain text first, STARTTLS on offer; nothing here ever requires TLS (no AUTH to protect).
+    secure: false,
+    ...(opts.tls ? { key: opts.tls.key, cert: opts.tls.cert } : {}),
+    disabledCommands: opts.tls ? ['AUTH'] : ['AUTH', 'STARTTLS'],
     authOptional: true,
     size: maxSize,
     maxClients: opts.maxClients ?? 100,
@@ -241,13 +251,14 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
     },
   });
 
-  // Socket-level trouble (resets, garbage) arrives as 'error' events; unheard, Node would throw them.
+  // Socket-level trouble (resets, garbage, a TLS handshake that fails) arrives as 'error' events;
+  // unheard, Node would throw them. smtp-server has already closed that connection.
   keepOwnEnhancedCodes(server);
   guard.attach(server);
   server.on('error', (err) => log.warn({ err }, 'feedback mx connection error'));
 
   const port = await listenOn(server.server, opts.port, opts.host);
-  log.info({ host: opts.host, port, bounceDomains }, 'feedback mx listening');
+  log.info({ host: opts.host, port, bounceDomains, starttls: opts.tls !== undefined }, 'feedback mx listening');
 
   const idle = async () => {
     while (inFlight.size > 0) await Promise.allSettled([...inFlight]);

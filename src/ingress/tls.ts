@@ -14,8 +14,13 @@ export interface TlsMaterial {
 }
 
 /**
- * STARTTLS key and certificate for submission: the configured PEM files, or a self-signed pair
- * created once under `<dataDir>/tls/` and reused on every later start.
+ * STARTTLS key and certificate for submission, or for the feedback MX: the configured PEM files, or a
+ * self-signed pair created once under `<dataDir>/tls/` and reused on every later start.
+ *
+ * The feedback MX takes `feedback.tlsKey`/`tlsCert`, and when both are null the submission server's
+ * pair (its files, or the generated one): both servers greet as instance.hostname, so a certificate
+ * an operator installed for submission names the MX's host as well. Senders' opportunistic TLS to an
+ * MX does not verify the certificate anyway (unless the bounce domain publishes MTA-STS or DANE).
  *
  * The pair is made with `openssl req -x509` because Node's crypto can create key pairs but has no API
  * to issue an X.509 certificate; hand-encoding ASN.1/DER here would be more code to trust than the
@@ -23,10 +28,11 @@ export interface TlsMaterial {
  * it and handshakes are far cheaper than with RSA. Ten years of validity, because a self-signed
  * certificate is not verified by clients anyway and an expiry would only break them someday.
  */
-export async function loadOrCreateTls(config: Config): Promise<TlsMaterial> {
-  const { tlsKey, tlsCert } = config.ingress.smtp;
+export async function loadOrCreateTls(config: Config, server: 'submission' | 'feedback' = 'submission'): Promise<TlsMaterial> {
+  const own = server === 'feedback' && (config.feedback.tlsKey !== null || config.feedback.tlsCert !== null);
+  const [path, { tlsKey, tlsCert }] = own ? ['feedback', config.feedback] : ['ingress.smtp', config.ingress.smtp];
   if ((tlsKey === null) !== (tlsCert === null)) {
-    throw new SluiceError('SLUICE_CONFIG_INVALID', 'ingress.smtp.tlsKey and ingress.smtp.tlsCert must be set together (or both null for a generated pair)');
+    throw new SluiceError('SLUICE_CONFIG_INVALID', `${path}.tlsKey and ${path}.tlsCert must be set together (or both null for ${own ? "ingress.smtp's pair" : 'a generated pair'})`);
   }
   if (tlsKey !== null && tlsCert !== null) return readPair(tlsKey, tlsCert);
 
@@ -57,7 +63,7 @@ export async function loadOrCreateTls(config: Config): Promise<TlsMaterial> {
     await rm(tmpCert, { force: true });
     throw new SluiceError(
       'SLUICE_CONFIG_INVALID',
-      `cannot generate a self-signed STARTTLS certificate with openssl (${(err as Error).message}); install openssl or set ingress.smtp.tlsKey and tlsCert`,
+      `cannot generate a self-signed STARTTLS certificate with openssl (${(err as Error).message}); install openssl or set ${server === 'feedback' ? 'feedback' : 'ingress.smtp'}.tlsKey and tlsCert`,
       { cause: err },
     );
   }

@@ -180,4 +180,13 @@ test('key files are resolved relative to the config file', () => {
   assert.is(cfg.accounts[0]?.domains[0]?.dkim[0]?.keyFile, join(dir, 'keys/a.pem'));
 });
 
+test("the STARTTLS files of submission and of the feedback MX are resolved relative to the config file; the MX's default to null", () => {
+  const file = join(dir, 'tls.yaml');
+  writeFileSync(file, 'ingress:\n  smtp:\n    tlsKey: tls/s.key\n    tlsCert: tls/s.crt\nfeedback:\n  tlsKey: tls/f.key\n  tlsCert: /etc/f.crt\n');
+  const cfg = loadConfig({ file, env: {} });
+  assert.equal([cfg.ingress.smtp.tlsKey, cfg.ingress.smtp.tlsCert], [join(dir, 'tls/s.key'), join(dir, 'tls/s.crt')]);
+  assert.equal([cfg.feedback.tlsKey, cfg.feedback.tlsCert], [join(dir, 'tls/f.key'), '/etc/f.crt']);
+  assert.equal([loadConfig({ env: {} }).feedback.tlsKey, loadConfig({ env: {} }).feedback.tlsCert], [null, null]);
+});
+
 test.run();

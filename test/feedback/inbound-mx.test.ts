@@ -1,6 +1,8 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import nodemailer from 'nodemailer';
 import { pino } from 'pino';
@@ -18,6 +20,8 @@ import { unsubscribeAddress } from '../../src/feedback/recipients.js';
 import { unsubscribeMailtoAddress } from '../../src/core/verp.js';
 import { readEngagement } from '../../src/store/engagement.js';
 import { CORPUS_EMAILS } from '../helpers/corpus.js';
+import { loadConfig } from '../../src/config/load.js';
+import { loadOrCreateTls, type TlsMaterial } from '../../src/ingress/tls.js';
 
 const test = suite('feedback/inbound-mx');
 const CORPUS = CORPUS_EMAILS;
@@ -33,6 +37,8 @@ const ctx = {} as {
   keys: Keys;
   mx: InboundMx;
   counts: Map<string, number>;
+  dataDir: string;
+  tls: TlsMaterial;
 };
 
 function count(name: string): number {
@@ -44,6 +50,9 @@ test.before(async () => {
   ctx.client = ctx.redis.client();
   ctx.keys = ctx.redis.fresh().keys;
   ctx.counts = new Map();
+  // The pair the role gets with feedback.tlsKey/tlsCert null: ingress.smtp's, here generated.
+  ctx.dataDir = mkdtempSync(join(tmpdir(), 'sluice-mx-'));
+  ctx.tls = await loadOrCreateTls(loadConfig({ env: {}, overrides: { instance: { hostname: 'mx.sluice.test', dataDir: ctx.dataDir } } }), 'feedback');
   const bump = (name: string) => ctx.counts.set(name, count(name) + 1);
   const metrics: InboundMxMetricsHook = {
     received: (kind) => bump(`received:${kind}`),
@@ -56,7 +65,7 @@ test.before(async () => {
   ctx.mx = await startInboundMx(
     { redis: ctx.client, keys: ctx.keys, logger: pino({ level: 'silent' }), metrics },
     {
-      host: '127.0.0.1', port: 0, bounceDomains: [BOUNCE_DOMAIN], fblAddresses: [FBL], maxMessageSize: MAX_SIZE,
+      host: '127.0.0.1', port: 0, tls: ctx.tls, bounceDomains: [BOUNCE_DOMAIN], fblAddresses: [FBL], maxMessageSize: MAX_SIZE,
       rawRetentionMs: 3_600_000, softBounceLimit: 2, softBounceWindowMs: 86_400_000,
       // A stand-in for tracking's signed tokens: "ok.<msgId>.<idx>" is valid, anything else forged.
       verifyUnsubscribeToken: (t) => {
@@ -70,6 +79,7 @@ test.before(async () => {
 test.after(async () => {
   await ctx.mx.close();
   await ctx.redis.stop();
+  rmSync(ctx.dataDir, { recursive: true, force: true });
 });
 
 /** A sent message with one recipient per address, in account `account`. */
@@ -83,8 +93,12 @@ async function sentMessage(account: string, addresses: string[]): Promise<string
   return id;
 }
 
-async function send(raw: Buffer | string, to: string[], mx: InboundMx = ctx.mx): Promise<string> {
-  const transport = nodemailer.createTransport({ host: '127.0.0.1', port: mx.port, secure: false, ignoreTLS: true });
+/** Sends in plain text, or over STARTTLS with `tls` (nodemailer's requireTLS: no TLS, no mail). */
+async function send(raw: Buffer | string, to: string[], mx: InboundMx = ctx.mx, tls = false): Promise<string> {
+  const transport = nodemailer.createTransport({
+    host: '127.0.0.1', port: mx.port, secure: false,
+    ...(tls ? { requireTLS: true, tls: { rejectUnauthorized: false } } : { ignoreTLS: true }),
+  });
   try {
     const info = await transport.sendMail({ envelope: { from: '', to }, raw });
     await mx.idle();
@@ -351,6 +365,100 @@ test('the MX advertises ENHANCEDSTATUSCODES and every reply after EHLO carries o
   }
 });
 
+test('the MX offers STARTTLS and never requires it: a DSN over TLS is processed as one in plain text is (the suppression happens)', async () => {
+  const { client: c } = await RawSmtp.open(ctx.mx.port);
+  try {
+    const plain = (await c.cmd('EHLO client.test')).text.split('\n');
+    assert.ok(plain.includes('250-STARTTLS'), plain.join(' | '));
+    const secure = (await c.startTls()).text.split('\n');
+    assert.is(secure[0]?.slice(0, 4), '250-', secure.join(' | '));
+    assert.not.ok(secure.some((l) => /STARTTLS|REQUIRETLS/.test(l)), `no second STARTTLS, no REQUIRETLS promise: ${secure.join(' | ')}`);
+    assert.match((await c.cmd('MAIL FROM:<> REQUIRETLS')).text, /^555 5\.5\.4 /);
+  } finally {
+    c.close();
+  }
+  const id = await sentMessage('acme', ['tls-first@dest.test', 'tls-alice@dest.test']);
+  const fid = await send(corpus('lhost-postfix-05.eml'), [verpAddress(id, 1, BOUNCE_DOMAIN)], ctx.mx, true);
+  const s = await suppressionOf(ctx.client, ctx.keys, 'acme', 'tls-alice@dest.test');
+  assert.is(s?.list, GLOBAL_LIST);
+  assert.is(s?.reason, 'hardbounce');
+  assert.is(s?.evidence['feedbackId'], fid);
+  assert.is((await loadFeedback(ctx.client, ctx.keys, fid))?.outcome, 'processed');
+  assert.equal((await eventsOf(id)).map((e) => [e['type'], e['idx'], e['reason']]), [['bounced', '1', 'userunknown']]);
+  // The same in plain text, on the same server.
+  const other = await sentMessage('acme', ['plain-alice@dest.test']);
+  await send(corpus('lhost-postfix-05.eml'), [verpAddress(other, 0, BOUNCE_DOMAIN)]);
+  assert.is((await suppressionOf(ctx.client, ctx.keys, 'acme', 'plain-alice@dest.test'))?.reason, 'hardbounce');
+});
+
+test("the MX's STARTTLS pair: feedback.tlsKey/tlsCert when set, else ingress.smtp's (its files, or the generated pair); one without the other is refused", async () => {
+  const config = (dataDir: string, smtp: object, feedback: object) =>
+    loadConfig({ env: {}, overrides: { instance: { hostname: 'mx.sluice.test', dataDir }, ingress: { smtp }, feedback } });
+  const none = { tlsKey: null, tlsCert: null };
+  assert.ok(ctx.tls.cert.equals((await loadOrCreateTls(config(ctx.dataDir, none, none))).cert), "null: submission's generated pair");
+  const other = mkdtempSync(join(tmpdir(), 'sluice-mx-'));
+  try {
+    const submission = await loadOrCreateTls(config(other, none, none));
+    assert.not.ok(submission.cert.equals(ctx.tls.cert));
+    const files = (dir: string) => ({ tlsKey: join(dir, 'tls', 'submission-key.pem'), tlsCert: join(dir, 'tls', 'submission-cert.pem') });
+    // The files configured for submission, whatever dataDir holds.
+    assert.ok((await loadOrCreateTls(config(ctx.dataDir, files(other), none), 'feedback')).cert.equals(submission.cert));
+    // The MX's own files win over submission's.
+    assert.ok((await loadOrCreateTls(config(other, files(other), files(ctx.dataDir)), 'feedback')).cert.equals(ctx.tls.cert));
+    await loadOrCreateTls(config(other, none, { tlsKey: files(other).tlsKey, tlsCert: null }), 'feedback').then(
+      () => assert.unreachable('a key without a certificate was taken'),
+      (err: { code?: string; message: string }) => {
+        assert.is(err.code, 'SLUICE_CONFIG_INVALID');
+        assert.match(err.message, 'feedback.tlsKey and feedback.tlsCert must be set together');
+      },
+    );
+  } finally {
+    rmSync(other, { recursive: true, force: true });
+  }
+});
+
+test('commands pipelined after STARTTLS are discarded, not run inside the TLS session (RFC 3207 §5)', async () => {
+  const id = await sentMessage('acme', ['injected@dest.test']);
+  const verp = verpAddress(id, 0, BOUNCE_DOMAIN);
+  const dsn = corpus('lhost-postfix-05.eml').toString('latin1').replace(/\r?\n/g, '\r\n').replace(/^\./gm, '..');
+  const before = (await ctx.client.keys(`${ctx.keys.prefix}{f:*`)).length;
+  const { client: c } = await RawSmtp.open(ctx.mx.port);
+  try {
+    const ehlo = await c.startTls({ pipelined: `MAIL FROM:<>\r\nRCPT TO:<${verp}>\r\nDATA\r\n${dsn}\r\n.\r\n` });
+    assert.is(ehlo.code, 250, `the first reply over TLS answers the client's EHLO: ${ehlo.text}`);
+    assert.ok(ehlo.text.split('\n').includes('250-ENHANCEDSTATUSCODES'), ehlo.text);
+    const rcpt = await c.cmd(`RCPT TO:<${verp}>`);
+    assert.match(rcpt.text, /^503 5\.5\.1 /, `no MAIL FROM was taken: ${rcpt.text}`);
+    assert.is((await c.cmd('QUIT')).code, 221);
+  } finally {
+    c.close();
+  }
+  await ctx.mx.idle();
+  assert.is((await ctx.client.keys(`${ctx.keys.prefix}{f:*`)).length, before, 'the injected mail was not stored');
+  assert.is(await suppressionOf(ctx.client, ctx.keys, 'acme', 'injected@dest.test'), null);
+});
+
+test('a TLS handshake that breaks (bytes that are not TLS, a client refusing the certificate) ends that connection only; the MX serves on', async () => {
+  const { client: a } = await RawSmtp.open(ctx.mx.port);
+  assert.is((await a.cmd('EHLO client.test')).code, 250);
+  assert.is((await a.cmd('STARTTLS')).code, 220);
+  await a.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+  await a.closed;
+  const { client: b } = await RawSmtp.open(ctx.mx.port);
+  try {
+    // A verifying client refuses the self-signed certificate and aborts the handshake.
+    await b.startTls({ tls: { rejectUnauthorized: true, servername: 'mx.sluice.test' } }).then(
+      () => assert.unreachable('the self-signed certificate was accepted'),
+      (err: Error) => assert.match(err.message, /self.signed|certificate/i),
+    );
+  } finally {
+    b.close();
+  }
+  const id = await sentMessage('acme', ['after-broken-tls@dest.test']);
+  await send(corpus('lhost-postfix-05.eml'), [verpAddress(id, 0, BOUNCE_DOMAIN)], ctx.mx, true);
+  assert.is((await suppressionOf(ctx.client, ctx.keys, 'acme', 'after-broken-tls@dest.test'))?.reason, 'hardbounce');
+});
+
 test('binary garbage to a VERP address is stored, counted as unparsed and listed, and never crashes', async () => {
   const id = await sentMessage('acme', ['garbage@dest.test']);
   const before = count('outcome:unparsed');
@@ -415,7 +523,7 @@ test('one client gets maxClientsPerIp connections to the MX; the next is refused
   let limited = 0;
   const mx = await startInboundMx(
     { redis: ctx.client, keys: ctx.keys, logger: pino({ level: 'silent' }), metrics: { clientLimited: () => limited++ } },
-    { host: '127.0.0.1', port: 0, bounceDomains: [BOUNCE_DOMAIN], fblAddresses: [FBL], maxMessageSize: MAX_SIZE, rawRetentionMs: 3_600_000, softBounceLimit: 2, softBounceWindowMs: 86_400_000, maxClientsPerIp: 1 },
+    { host: '127.0.0.1', port: 0, tls: ctx.tls, bounceDomains: [BOUNCE_DOMAIN], fblAddresses: [FBL], maxMessageSize: MAX_SIZE, rawRetentionMs: 3_600_000, softBounceLimit: 2, softBounceWindowMs: 86_400_000, maxClientsPerIp: 1 },
   );
   try {
     const a = await RawSmtp.open(mx.port);
@@ -426,6 +534,48 @@ test('one client gets maxClientsPerIp connections to the MX; the next is refused
     assert.is(limited, 1);
     assert.is((await a.client.cmd('EHLO sender.test')).code, 250, 'the admitted session is unaffected');
     a.client.close();
+  } finally {
+    await mx.close();
+  }
+});
+
+test('the per-client cap counts sessions over STARTTLS, and a handshake that breaks gives its slot back', async () => {
+  let limited = 0;
+  const mx = await startInboundMx(
+    { redis: ctx.client, keys: ctx.keys, logger: pino({ level: 'silent' }), metrics: { clientLimited: () => limited++ } },
+    { host: '127.0.0.1', port: 0, tls: ctx.tls, bounceDomains: [BOUNCE_DOMAIN], fblAddresses: [FBL], maxMessageSize: MAX_SIZE, rawRetentionMs: 3_600_000, maxClientsPerIp: 1 },
+  );
+  /** A new connection's greeting; smtp-server gives a closed connection's slot back on its next turn. */
+  const admitted = async (): Promise<RawSmtp> => {
+    for (let i = 0; ; i++) {
+      const { client, greeting } = await RawSmtp.open(mx.port);
+      if (greeting.code === 220 || i === 50) {
+        assert.is(greeting.code, 220, greeting.text);
+        return client;
+      }
+      client.close();
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  };
+  try {
+    const a = await admitted();
+    assert.is((await a.startTls()).code, 250);
+    const b = await RawSmtp.open(mx.port);
+    assert.is(b.greeting.code, 421, b.greeting.text);
+    assert.match(b.greeting.text, '4.7.0');
+    assert.is(limited, 1);
+    assert.is((await a.cmd('NOOP')).code, 250, 'the TLS session is unaffected');
+    a.close();
+    for (let round = 0; round < 3; round++) {
+      const c = await admitted();
+      await c.cmd('EHLO client.test');
+      assert.is((await c.cmd('STARTTLS')).code, 220);
+      await c.write(Buffer.alloc(64, 0x16));
+      await c.closed;
+    }
+    const d = await admitted();
+    assert.is((await d.startTls()).code, 250, 'the slot of each broken handshake came back');
+    d.close();
   } finally {
     await mx.close();
   }

@@ -1,5 +1,5 @@
 import { connect as netConnect, type Socket } from 'node:net';
-import { connect as tlsConnect } from 'node:tls';
+import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 
 /**
  * A raw SMTP client for the tests that feed servers bad input: it writes exactly the bytes it is
@@ -110,22 +110,28 @@ export class RawSmtp {
     return this.reply(timeoutMs);
   }
 
-  /** EHLO, STARTTLS and EHLO again over TLS (the server's self-signed certificate is accepted). */
-  async startTls(): Promise<void> {
+  /**
+   * EHLO, STARTTLS and EHLO again over TLS (the server's self-signed certificate is accepted unless
+   * `tls` says otherwise). `pipelined` is written in the same packet as STARTTLS, after it: a command
+   * injection (RFC 3207 §5: the server must discard it). Throws when the handshake fails; else the
+   * reply to the EHLO over TLS.
+   */
+  async startTls(opts: { pipelined?: string; tls?: Omit<ConnectionOptions, 'socket'> } = {}): Promise<SmtpReply | NoReply> {
     await this.cmd('EHLO client.test');
-    const go = await this.cmd('STARTTLS');
+    await this.write(`STARTTLS\r\n${opts.pipelined ?? ''}`);
+    const go = await this.reply();
     if (go.code !== 220) throw new Error(`STARTTLS refused: ${go.text}`);
     const plain = this.socket;
     plain.removeAllListeners('data');
     plain.removeAllListeners('close');
-    const secure = tlsConnect({ socket: plain, rejectUnauthorized: false });
+    const secure = tlsConnect({ rejectUnauthorized: false, ...opts.tls, socket: plain });
     await new Promise<void>((resolve, reject) => {
       secure.once('secureConnect', resolve);
       secure.once('error', reject);
     });
     this.socket = secure;
     this.attach(secure);
-    await this.cmd('EHLO client.test');
+    return this.cmd('EHLO client.test');
   }
 
   /** AUTH PLAIN; the reply. */
