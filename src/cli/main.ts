@@ -6,7 +6,7 @@ import { runSend } from './send.js';
 import { runQueue } from './queue.js';
 import { runSecret } from './secret.js';
 import { runConfig } from './config.js';
-import { runBounceClassify } from './bounce-classify.js';
+import { runBounce } from './bounce.js';
 import { runSink } from './sink.js';
 import { runSuppression } from './suppression.js';
 import { runSender } from './sender.js';
@@ -29,6 +29,7 @@ Commands:
   dkim keygen      generate a DKIM key and print the DNS TXT record to publish
   secret hash      hash an API key or SMTP password for the config (scrypt)
   bounce classify  classify bounce / complaint mail files (JSON lines)
+  bounce list      feedback mail the MX stored and did not act on (and mail to postmaster); show one
   config show      print the effective configuration, secrets redacted
   config check     validate a configuration file
   suppression      list, add, remove or look up suppressed addresses (per account, or the global list)
@@ -81,14 +82,8 @@ export async function main(argv: string[], io: Io = { out: process.stdout, err: 
         return await runAudit(rest, io);
       case 'privacy':
         return await runPrivacy(rest, io);
-      case 'bounce': {
-        const [sub, ...files] = rest;
-        const help = rest.some((a) => a === '--help' || a === '-h');
-        if (sub === 'classify' && files.length > 0 && !help) return await runBounceClassify(files, io.out, io.err);
-        // Asked for: the usage on stdout, exit 0; a missing or unknown subcommand: on stderr, exit 2.
-        println(help ? io.out : io.err, 'Usage: sluice bounce classify FILE...\n\nPrints one JSON object per line per recipient found in each file:\n{"file","recipient","status","reason","hardbounce","feedbacktype"}. Reads files only; needs no Redis.');
-        return help ? 0 : 2;
-      }
+      case 'bounce':
+        return await runBounce(rest, io);
       case undefined:
       case 'help':
       case '--help':

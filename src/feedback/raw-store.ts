@@ -68,8 +68,29 @@ export async function recordOutcome(redis: RedisClient, keys: Keys, id: string, 
 
 export async function loadFeedback(redis: RedisClient, keys: Keys, id: string): Promise<StoredFeedback | null> {
   const key = keys.feedbackRaw(id);
-  const [raw, fields] = await Promise.all([redis.hgetBuffer(key, 'raw'), redis.hmget(key, 'rcpts', 'mailFrom', 'receivedAt', 'outcome')]);
-  if (raw === null) return null;
+  const [raw, fields] = await Promise.all([redis.hgetBuffer(key, 'raw'), redis.hmget(key, ...ENVELOPE_FIELDS)]);
+  return raw === null ? null : { id, raw, ...envelopeOf(fields) };
+}
+
+/** What a stored mail's listing shows: its envelope and size, not its bytes (up to feedback.maxMessageSize each). */
+export type FeedbackSummary = Omit<StoredFeedback, 'raw'> & { readonly bytes: number };
+
+/** Summaries of stored mail, in the order of `ids`; null where the mail has expired. One round trip. */
+export async function summarizeFeedback(redis: RedisClient, keys: Keys, ids: readonly string[]): Promise<(FeedbackSummary | null)[]> {
+  const pipe = redis.pipeline();
+  for (const id of ids) pipe.hstrlen(keys.feedbackRaw(id), 'raw').hmget(keys.feedbackRaw(id), ...ENVELOPE_FIELDS);
+  const replies = (await pipe.exec()) ?? [];
+  return ids.map((id, i) => {
+    const [lenErr, bytes] = replies[2 * i] ?? [];
+    const [fieldsErr, fields] = replies[2 * i + 1] ?? [];
+    if (lenErr || fieldsErr) throw lenErr ?? fieldsErr;
+    return bytes === 0 ? null : { id, bytes: Number(bytes), ...envelopeOf(fields as (string | null)[]) };
+  });
+}
+
+const ENVELOPE_FIELDS = ['rcpts', 'mailFrom', 'receivedAt', 'outcome'] as const;
+
+function envelopeOf(fields: readonly (string | null)[]): Omit<StoredFeedback, 'id' | 'raw'> {
   const [rcpts, mailFrom, receivedAt, outcome] = fields;
   let list: string[] = [];
   try {
@@ -79,8 +100,6 @@ export async function loadFeedback(redis: RedisClient, keys: Keys, id: string): 
     list = [];
   }
   return {
-    id,
-    raw,
     rcpts: list,
     mailFrom: mailFrom ?? '',
     receivedAt: Number(receivedAt ?? 0),
@@ -88,9 +107,10 @@ export async function loadFeedback(redis: RedisClient, keys: Keys, id: string): 
   };
 }
 
-/** Ids of mail kept but not acted on, oldest first (a page). */
-export async function listUnprocessed(redis: RedisClient, keys: Keys, limit = 100): Promise<{ id: string; receivedAt: number }[]> {
-  const flat = await redis.zrange(keys.feedbackUnprocessed(), 0, limit - 1, 'WITHSCORES');
+/** Ids of mail kept but not acted on, oldest first, or newest first (a page). */
+export async function listUnprocessed(redis: RedisClient, keys: Keys, limit = 100, order: 'oldest' | 'newest' = 'oldest'): Promise<{ id: string; receivedAt: number }[]> {
+  const index = keys.feedbackUnprocessed();
+  const flat = order === 'oldest' ? await redis.zrange(index, 0, limit - 1, 'WITHSCORES') : await redis.zrevrange(index, 0, limit - 1, 'WITHSCORES');
   const out: { id: string; receivedAt: number }[] = [];
   for (let i = 0; i + 1 < flat.length; i += 2) out.push({ id: flat[i] as string, receivedAt: Number(flat[i + 1]) });
   return out;
