@@ -11,7 +11,7 @@ import { DAY } from '../core/time.js';
 import { assertRedisReady } from '../redis/client.js';
 import { processFeedback, type FeedbackMetricsHook, type ProcessOptions } from './process.js';
 import { recordOutcome, storeFeedback } from './raw-store.js';
-import { feedbackRecipient, type VerifyUnsubscribeToken } from './recipients.js';
+import { feedbackRecipient, type FeedbackRecipient, type VerifyUnsubscribeToken } from './recipients.js';
 import { DEFAULT_EVENTS_MAX_LEN } from '../store/events.js';
 import { ClientLimiter } from '../core/client-limit.js';
 import { createSmtpGuard } from '../core/smtp-guard.js';
@@ -21,7 +21,8 @@ import type { TlsMaterial } from '../ingress/tls.js';
 
 /**
  * The inbound MX of the bounce domain (the `feedback` role). It takes mail only for the VERP return
- * paths, the unsubscribe mailto addresses and the FBL addresses, and relays nothing. Each accepted
+ * paths, the unsubscribe mailto addresses, the FBL addresses and postmaster (feedback/recipients.ts),
+ * and relays nothing. Each accepted
  * mail is stored raw BEFORE the 250 — once answered, the sender forgets it — and processed after;
  * a failure there is recorded on the stored mail and counted, and touches no other mail.
  */
@@ -43,8 +44,8 @@ export interface InboundMxDeps {
 }
 
 export interface InboundMxMetricsHook extends FeedbackMetricsHook {
-  /** sluice_feedback_received_total{kind}: mail accepted and stored. */
-  received?(kind: 'verp' | 'fbl' | 'unsubscribe'): void;
+  /** sluice_feedback_received_total{kind}: mail accepted and stored, once per recipient. */
+  received?(kind: FeedbackRecipient['kind']): void;
   /** sluice_feedback_rejected_total{code}: RCPT or DATA refused, by error code. */
   rejected?(code: string): void;
   /** sluice_smtp_sessions_refused_total{interface="feedback"}: a connection refused for its client's count. */
@@ -239,11 +240,16 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
             log.error({ err: e.cause ?? e, sessionId: session.id }, 'feedback mail could not be stored');
             return answer(smtpReply(e.code === 'SLUICE_INTERNAL' ? new SluiceError('SLUICE_REDIS_UNAVAILABLE', undefined, { cause: err }) : e, session.id));
           }
+          let postmaster = false;
           for (const rcpt of mail.rcpts) {
             const kind = feedbackRecipient(rcpt, rules)?.kind;
             if (kind) deps.metrics?.received?.(kind);
+            postmaster ||= kind === 'postmaster';
           }
           log.info({ sessionId: session.id, feedbackId: mail.id, bytes: size }, 'feedback mail stored');
+          // Written by a person for a person (a provider about a block, a recipient about a mail), and
+          // rare: a warning, so that someone reads it.
+          if (postmaster) log.warn({ sessionId: session.id, feedbackId: mail.id, bytes: size }, 'mail to postmaster stored: read it with `sluice bounce show ID`');
           processLater(mail, size);
           answer(null, `2.0.0 Ok: stored as ${mail.id}`);
         })();

@@ -169,6 +169,7 @@ function findTargets(opts: ProcessOptions, mail: FeedbackMail): Target[] {
     if (r?.kind === 'verp') add({ msgId: r.msgId, idx: r.idx, via: 'verp' });
     else if (r?.kind === 'unsubscribe') add({ msgId: r.msgId, idx: r.idx, via: 'unsubscribe' });
     else if (r?.kind === 'fbl') fbl = true;
+    // postmaster: a person's mail, kept for the operator (unparsed or unmatched), never a target.
   }
   if (fbl && out.length === 0) {
     // latin1 maps every byte to one char: the regexes see ASCII exactly, whatever the charset.

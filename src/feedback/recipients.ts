@@ -10,11 +10,16 @@ import { UNSUBSCRIBE_MAILTO_PREFIX } from '../render/tracking.js';
  *   unsubscribe-<token>@<bounce domain>      the same, as mail rendered before that form carries it: a tracking
  *                                            token, whose check belongs to whoever mints it (verifyUnsubscribeToken)
  *   a configured FBL address                 ARF complaints from mailbox providers' feedback loops
+ *   postmaster@<bounce domain or FBL domain>,  RFC 5321 §4.5.1: every domain's SMTP server takes mail to
+ *   postmaster (any case, or bare)            postmaster (bare: §4.1.1.3). Written by people (a provider
+ *                                            about a block, a recipient about a mail): stored for the
+ *                                            operator to read, never acted on
  */
 export type FeedbackRecipient =
   | { readonly kind: 'verp'; readonly msgId: string; readonly idx: number }
   | { readonly kind: 'unsubscribe'; readonly msgId: string; readonly idx: number }
-  | { readonly kind: 'fbl' };
+  | { readonly kind: 'fbl' }
+  | { readonly kind: 'postmaster' };
 
 /** Resolves an unsubscribe token to the message recipient it was minted for, or undefined when forged. */
 export type VerifyUnsubscribeToken = (token: string) => { msgId: string; idx: number } | undefined;
@@ -49,6 +54,7 @@ export function unsubscribeAddress(token: string, bounceDomain: string): string 
 export function feedbackRecipient(address: string, rules: RecipientRules): FeedbackRecipient | undefined {
   const lower = address.trim().toLowerCase();
   if (rules.fblAddresses.includes(lower)) return { kind: 'fbl' };
+  if (isPostmaster(lower, rules)) return { kind: 'postmaster' };
   const verp = parseVerp(address, rules.verpKey);
   if (verp) return rules.bounceDomains.includes(verp.domain) ? { kind: 'verp', msgId: verp.msgId, idx: verp.idx } : undefined;
   if (rules.verpKey) {
@@ -61,6 +67,17 @@ export function feedbackRecipient(address: string, rules: RecipientRules): Feedb
     if (target) return { kind: 'unsubscribe', msgId: target.msgId, idx: target.idx };
   }
   return undefined;
+}
+
+/**
+ * The domains this MX receives for are the bounce domains and those of the FBL addresses: their
+ * postmaster is here too.
+ */
+function isPostmaster(lower: string, rules: RecipientRules): boolean {
+  if (lower === 'postmaster') return true;
+  if (!lower.startsWith('postmaster@')) return false;
+  const domain = lower.slice('postmaster@'.length);
+  return rules.bounceDomains.includes(domain) || rules.fblAddresses.some((a) => a.slice(a.lastIndexOf('@') + 1) === domain);
 }
 
 /**

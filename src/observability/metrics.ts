@@ -148,7 +148,7 @@ export function createMetrics() {
       name: 'sluice_sender_pauses_total', help: 'Senders (account or From domain) paused by the reputation guard', registers: [registry],
     }),
     feedbackReceived: new Counter({
-      name: 'sluice_feedback_received_total', help: 'Feedback mail accepted and stored by the inbound MX, by kind (verp, fbl, unsubscribe)', labelNames: ['kind'] as const, registers: [registry],
+      name: 'sluice_feedback_received_total', help: 'Feedback mail accepted and stored by the inbound MX, once per envelope recipient, by kind (verp, fbl, unsubscribe, postmaster)', labelNames: ['kind'] as const, registers: [registry],
     }),
     feedbackRejected: new Counter({
       name: 'sluice_feedback_rejected_total', help: 'Inbound MX refusals by error code', labelNames: ['code'] as const, registers: [registry],

@@ -302,14 +302,70 @@ test("mail to a copy's short mailto unsubscribe address (u-<msgId>-<idx>-<tag>) 
 test('the inbound MX refuses every other recipient with 550 5.1.1 and relays nothing', async () => {
   const before = await ctx.client.keys(`${ctx.keys.prefix}{f:*`);
   const id = await sentMessage('acme', ['x@dest.test']);
-  for (const to of ['victim@gmail.com', `postmaster@${BOUNCE_DOMAIN}`, verpAddress(id, 0, 'other-domain.test'), 'b-nonsense-1@bounce.test', `fbl@${BOUNCE_DOMAIN}`]) {
+  for (const to of ['victim@gmail.com', `nobody@${BOUNCE_DOMAIN}`, `abuse@${BOUNCE_DOMAIN}`, 'postmaster@gmail.com', `postmaster.x@${BOUNCE_DOMAIN}`, verpAddress(id, 0, 'other-domain.test'), 'b-nonsense-1@bounce.test', `fbl@${BOUNCE_DOMAIN}`]) {
     const err = await refusal('Subject: relay me\r\n\r\nhello\r\n', [to]);
     assert.is(err.responseCode, 550, to);
     assert.match(String(err.response), /5\.1\.1/, to);
   }
   const after = await ctx.client.keys(`${ctx.keys.prefix}{f:*`);
   assert.is(after.length, before.length, 'nothing was stored, so nothing can be relayed');
-  assert.ok(count('rejected:SLUICE_FEEDBACK_NO_SUCH_RECIPIENT') >= 5);
+  assert.ok(count('rejected:SLUICE_FEEDBACK_NO_SUCH_RECIPIENT') >= 8);
+});
+
+test('mail to postmaster (any case, on each bounce domain and FBL domain, or bare <Postmaster>) is accepted, stored, counted, listed and logged, never acted on', async () => {
+  const lines: { level: number; msg: string; feedbackId?: string }[] = [];
+  const logger = pino({ level: 'info' }, { write: (l: string) => void lines.push(JSON.parse(l) as (typeof lines)[number]) });
+  const received: string[] = [];
+  const outcomes: string[] = [];
+  const mx = await startInboundMx(
+    { redis: ctx.client, keys: ctx.keys, logger, metrics: { received: (k) => received.push(k), outcome: (o) => outcomes.push(o) } },
+    // delivery.bounceDomain and one of feedback.extraBounceDomains, as the role passes them.
+    { host: '127.0.0.1', port: 0, tls: ctx.tls, bounceDomains: [BOUNCE_DOMAIN, 'old-bounce.test'], fblAddresses: [FBL], maxMessageSize: MAX_SIZE, rawRetentionMs: 3_600_000 },
+  );
+  try {
+    // A person's mail quoting our VERP return path: read by the operator, not taken as a complaint.
+    const id = await sentMessage('acme', ['quoted@dest.test']);
+    const mail = `From: admin@provider.test\r\nSubject: your mail is blocked\r\n\r\nWe block mail with Return-Path: <${verpAddress(id, 0, BOUNCE_DOMAIN)}>.\r\n`;
+    const ids: string[] = [];
+    for (const to of [`postmaster@${BOUNCE_DOMAIN}`, 'PostMaster@Old-Bounce.TEST', 'postmaster@feedback.test']) ids.push(await send(mail, [to], mx));
+    // RFC 5321 §4.1.1.3: RCPT TO:<Postmaster>, no domain (nodemailer will not send that).
+    const { client: c } = await RawSmtp.open(mx.port);
+    try {
+      await c.cmd('EHLO client.test');
+      assert.is((await c.cmd('MAIL FROM:<admin@provider.test>')).code, 250);
+      assert.match((await c.cmd('RCPT TO:<Postmaster>')).text, /^250 2\.1\.5 /);
+      assert.is((await c.cmd('DATA')).code, 354);
+      const stored = await c.cmd(`${mail}.`);
+      const bare = /stored as (\S+)/.exec(stored.text)?.[1];
+      assert.ok(bare, stored.text);
+      ids.push(bare);
+      assert.is((await c.cmd('QUIT')).code, 221);
+    } finally {
+      c.close();
+    }
+    await mx.idle();
+    assert.equal(received, ['postmaster', 'postmaster', 'postmaster', 'postmaster'], 'sluice_feedback_received_total{kind="postmaster"}');
+    assert.equal(outcomes, ['unparsed', 'unparsed', 'unparsed', 'unparsed']);
+    const listed = new Set((await listUnprocessed(ctx.client, ctx.keys, 10_000)).map((u) => u.id));
+    for (const [i, fid] of ids.entries()) {
+      const kept = await loadFeedback(ctx.client, ctx.keys, fid);
+      assert.is(kept?.outcome, 'unparsed', fid);
+      assert.ok(kept?.raw.toString().includes('your mail is blocked'), 'kept whole');
+      // smtp-server lowers the domain, keeps the local part as sent.
+      assert.equal(kept?.rcpts, [[`postmaster@${BOUNCE_DOMAIN}`, 'PostMaster@old-bounce.test', 'postmaster@feedback.test', 'Postmaster'][i]]);
+      assert.ok(listed.has(fid), 'in the index an operator lists (sluice bounce list)');
+      const ttl = await ctx.client.pttl(ctx.keys.feedbackRaw(fid));
+      assert.ok(ttl > 0 && ttl <= 3_600_000, `kept for the retention: ${ttl}`);
+      assert.ok(lines.some((l) => l.level === 40 && l.feedbackId === fid && l.msg.startsWith('mail to postmaster stored')), `a warning names ${fid}`);
+    }
+    assert.is(await suppressionOf(ctx.client, ctx.keys, 'acme', 'quoted@dest.test'), null, 'nothing acted on');
+    assert.equal(await eventsOf(id), []);
+    // The same limits as any feedback mail.
+    const huge = 'Subject: big\r\n\r\n' + ('x'.repeat(998) + '\r\n').repeat(Math.ceil((MAX_SIZE + 4096) / 1000));
+    assert.is((await refusal(huge, [`postmaster@${BOUNCE_DOMAIN}`], mx)).responseCode, 552);
+  } finally {
+    await mx.close();
+  }
 });
 
 test('MAIL FROM and RCPT TO parameters the MX does not advertise (DSN, AUTH) → 555 5.5.4; a non-ASCII address without SMTPUTF8 → 553 5.6.7', async () => {
