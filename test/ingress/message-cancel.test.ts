@@ -47,13 +47,13 @@ test('waiting recipients (queued, deferred) are cancelled with an event each; on
   assert.is(r.status, 200, JSON.stringify(r.body));
   assert.is(r.body.cancelled, 2);
   assert.is(r.body.sending, 1);
-  const state = Object.fromEntries((r.body.recipients as { address: string; state: string; response: string }[]).map((x) => [x.address, x]));
-  assert.is(state['q@q.test'].state, 'cancelled');
-  assert.is(state['q@q.test'].response, 'not sent: the message was cancelled');
-  assert.is(state['d@d.test'].state, 'cancelled');
-  assert.is(state['d@d.test'].attempts, 1, 'its attempt is kept, none counted for the cancel');
-  assert.is(state['s@s.test'].state, 'sending');
-  assert.is(state['f@f.test'].state, 'delivered');
+  const state: Record<string, { state: string; response: string; attempts: number }> = Object.fromEntries((r.body.recipients as { address: string; state: string; response: string; attempts: number }[]).map((x) => [x.address, x]));
+  assert.is(state['q@q.test']?.state, 'cancelled');
+  assert.is(state['q@q.test']?.response, 'not sent: the message was cancelled');
+  assert.is(state['d@d.test']?.state, 'cancelled');
+  assert.is(state['d@d.test']?.attempts, 1, 'its attempt is kept, none counted for the cancel');
+  assert.is(state['s@s.test']?.state, 'sending');
+  assert.is(state['f@f.test']?.state, 'delivered');
   // Nothing of the message is left waiting; the leased entry is still its holder's.
   for (const d of ['q.test', 'd.test']) assert.is(await client.zcard(keys.ready(d)), 0, d);
   assert.is(await client.zcard(keys.leases('s.test')), 1);
