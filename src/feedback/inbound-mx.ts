@@ -17,7 +17,7 @@ import { ClientLimiter } from '../core/client-limit.js';
 import { createSmtpGuard } from '../core/smtp-guard.js';
 import { listenOn } from '../core/listen.js';
 import { checkMailParams, checkRcptParams, checkUtf8Address } from '../core/smtp-envelope.js';
-import type { TlsMaterial } from '../ingress/tls.js';
+import type { TlsMaterial } from '../core/tls-material.js';
 
 /**
  * The inbound MX of the bounce domain (the `feedback` role). It takes mail only for the VERP return

@@ -5,13 +5,11 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import type { Config } from '../config/schema.js';
 import { SluiceError } from '../core/errors.js';
+import type { TlsMaterial } from '../core/tls-material.js';
 
 const run = promisify(execFile);
 
-export interface TlsMaterial {
-  readonly key: Buffer;
-  readonly cert: Buffer;
-}
+export type { TlsMaterial };
 
 /**
  * STARTTLS key and certificate for submission, or for the feedback MX: the configured PEM files, or a
