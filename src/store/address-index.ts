@@ -1,3 +1,4 @@
+import type { Result } from 'ioredis';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { digestKey, digestWith } from './address-digest.js';
@@ -10,16 +11,30 @@ import { digestKey, digestWith } from './address-digest.js';
  *                            "c:<campaignId>:<no>" → deleted (ms) a campaign copy of a deleted contact
  *                      TTL  the longest the referenced data can live (ingress/persist.ts refsTtlMs), renewed on each write
  *
+ * A reference lives that long from its score, and no longer: each write also trims the references
+ * scored before that (queue/lua/lib/addRef.lua, at most 100 a write), so an address mailed daily for
+ * years holds its last refsTtlMs of references, not all it ever had. The score is when the data's
+ * lifetime began: its acceptance, or for a message that finished late (held mail released long after
+ * its acceptance) its finish, moved there by keepRefsOfLateFinish.
+ *
  * Campaign copies are not indexed when sent: they are found through the contact lists' address index
  * ({l:<id>}:emails), so a million-contact campaign costs nothing here. Only when a contact is deleted
  * are the copies it received indexed ("c:"), so an erasure still finds them (store/privacy.ts
  * keepCopiesFindable). A reference whose data is gone (purged, expired) is harmless: the reader
  * skips it.
  *
- * Cost at acceptance: one ZADD and one PEXPIRE per recipient (~100 B of memory per reference), in
- * the message's own write (ingress/persist.ts: its script on a single server, pipelined with it on
- * a cluster), so no extra round trip on the accept path.
+ * Cost at acceptance: one ZADD, one PEXPIRE and one ZCOUNT per recipient (~100 B of memory per
+ * reference), in the message's own write (ingress/persist.ts: its script on a single server,
+ * pipelined with it on a cluster), so no extra round trip on the accept path.
  */
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    /** src/queue/lua/addRef-1.lua */
+    addRef(refs: string, at: number, member: string, ttlMs: number): Result<number, Context>;
+  }
+}
+
 export interface AddressRef {
   /** 'm': recipient idx of a message; 'c': contact number idx of a campaign's copies. */
   readonly kind: 'm' | 'c';
@@ -37,20 +52,16 @@ export function parseRefMember(member: string): AddressRef | null {
 }
 
 /**
- * Adds references for (address, ref) pairs (any number of distinct addresses). Plain commands, which
- * ioredis auto-pipelines per node: the addresses' keys live in different slots, and an explicit
- * pipeline across slots is refused on Redis Cluster.
+ * Adds references for (address, ref) pairs (any number of distinct addresses), or moves existing ones
+ * later (a score never moves earlier), trimming each address's expired ones (addRef-1.lua). One call
+ * per reference, which ioredis auto-pipelines per node: the addresses' keys live in different slots,
+ * and an explicit pipeline across slots is refused on Redis Cluster.
  */
 export async function indexAddresses(redis: RedisClient, keys: Keys, refs: readonly { readonly address: string; readonly ref: AddressRef; readonly at: number }[], ttlMs: number): Promise<void> {
   if (refs.length === 0) return;
   const key = await digestKey(redis, keys);
   const ttl = Math.max(1, Math.floor(ttlMs));
-  await Promise.all(
-    refs.flatMap((r) => {
-      const name = keys.addressRefs(digestWith(key, r.address));
-      return [redis.zadd(name, r.at, refMember(r.ref)), redis.pexpire(name, ttl)];
-    }),
-  );
+  await Promise.all(refs.map((r) => redis.addRef(keys.addressRefs(digestWith(key, r.address)), Math.floor(r.at), refMember(r.ref), ttl)));
 }
 
 /** The references of an address (all of them: an address's messages within the retention period). */

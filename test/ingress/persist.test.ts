@@ -7,7 +7,7 @@ import { createMessageSource } from '../../src/store/message-source.js';
 import { appendEvent } from '../../src/store/events.js';
 import { newId } from '../../src/core/ids.js';
 import { shardOf } from '../../src/redis/keys.js';
-import { readAddressRefs } from '../../src/store/address-index.js';
+import { indexAddresses, readAddressRefs } from '../../src/store/address-index.js';
 import { digestKey, digestWith } from '../../src/store/address-digest.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 import type { RedisClient } from '../../src/redis/client.js';
@@ -78,6 +78,44 @@ for (const [count, path] of [[2000, 'one script'], [9000, 'chunked commands']] a
     }
   });
 }
+
+test("an address's references older than their lifetime are trimmed by its next write, at most 100 a write; younger ones stay", async () => {
+  const { keys } = redis.fresh();
+  const DAY = 86_400_000;
+  const ttl = 10 * DAY;
+  const address = 'regular@example.org';
+  const digest = digestWith(await digestKey(client, keys), address);
+  const refs = keys.addressRefs(digest);
+  // An index as the earlier release left it: every reference the address ever had (250 from a year
+  // ago), and two within the lifetime (9 days and 1 day old).
+  for (let i = 0; i < 250; i++) await client.zadd(refs, NOW - 365 * DAY + i, `m:${newId(NOW - 365 * DAY + i)}:0`);
+  const young = [`m:${newId(NOW - 9 * DAY)}:1`, `m:${newId(NOW - DAY)}:0`];
+  await client.zadd(refs, NOW - 9 * DAY, young[0]!, NOW - DAY, young[1]!);
+  const members = async () => (await readAddressRefs(client, keys, digest)).map((r) => r.member);
+
+  const one = (at: number) => ({ ...sample(newId(at)), acceptedAt: at, rcpts: [{ address, domain: 'example.org' }] });
+  const first = one(NOW);
+  await persistMessage(client, keys, 4, first, ttl);
+  assert.is((await members()).length, 150 + 2 + 1, 'a write trims at most 100 stale references');
+  // The general path (a cluster, a message of thousands of recipients, a deleted contact's copies).
+  await indexAddresses(client, keys, [{ address, ref: { kind: 'c', msgId: 'camp', idx: 7 }, at: NOW }], ttl);
+  await persistMessage(client, keys, 4, one(NOW + 1), ttl);
+  assert.equal((await members()).slice(0, 2), young, 'the backlog is gone after two more writes; the young ones stay');
+  assert.is((await members()).length, 5);
+
+  // A reference written again later keeps the later score (ZADD GT): an older write never moves it back.
+  await indexAddresses(client, keys, [{ address, ref: { kind: 'm', msgId: first.id, idx: 0 }, at: NOW + 5 * DAY }], ttl);
+  await indexAddresses(client, keys, [{ address, ref: { kind: 'm', msgId: first.id, idx: 0 }, at: NOW }], ttl);
+  assert.is(Number(await client.zscore(refs, `m:${first.id}:0`)), NOW + 5 * DAY);
+  // 12 days on: the 9-day-old, the 1-day-old and the first messages are past the lifetime; the one
+  // moved to NOW + 5 days is not.
+  await persistMessage(client, keys, 4, one(NOW + 12 * DAY), ttl);
+  const left = await members();
+  assert.not.ok(left.includes(young[0]!) || left.includes(young[1]!));
+  assert.ok(left.includes(`m:${first.id}:0`));
+  const ttlLeft = await client.pttl(refs);
+  assert.ok(ttlLeft > ttl - 60_000 && ttlLeft <= ttl, `TTL ${ttlLeft}`);
+});
 
 test('a later message never moves a destination\'s schedule later (ZADD LT); an earlier one moves it earlier', async () => {
   const { keys } = redis.fresh();

@@ -33,7 +33,8 @@
   KEYS[..+2S]      per schedule shard: its destinations SET, then its schedule ZSET
   KEYS[#KEYS]      events STREAM (only when nEvent > 0)
   ARGV (next)      R, D, S, at (the acceptance time: each reference's score), ttlMs (the references'
-                   TTL, renewed as every index write does), nEvent (the event's field and value count,
+                   lifetime: TTL renewed and older references trimmed, as every index write does:
+                   lib/addRef.lua), nEvent (the event's field and value count,
                    0: no event), maxLen (the stream's bound, MAXLEN ~); then the nEvent event
                    arguments; the R reference members; per domain a count then that many `score
                    member` arguments for ZADD NX; per shard a count then that many `minDue domain`
@@ -42,6 +43,8 @@
   Returns 1 when stored, 0 when the id is taken (nothing written).
 ]]
 if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
+
+--@include addRef
 
 -- unpack puts every value on Lua's C stack, which holds about 8,000: long lists go in slices (of an
 -- even length, so a slice never splits a `score member` pair).
@@ -70,8 +73,7 @@ local eventFrom = a
 a = a + nEvent
 
 for r = 1, R do
-  redis.call('ZADD', KEYS[3 + r], at, ARGV[a])
-  redis.call('PEXPIRE', KEYS[3 + r], ttl)
+  addRef(KEYS[3 + r], at, ARGV[a], ttl)
   a = a + 1
 end
 
