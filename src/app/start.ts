@@ -19,7 +19,7 @@ import { GLOBAL_LIST, suppressionCount } from '../store/suppression.js';
 import { pausedCount } from '../store/reputation.js';
 import { startSubmissionServer } from '../ingress/smtp-server.js';
 import { startHttpApi } from '../ingress/http-api.js';
-import { queueMaxAgeMs } from '../ingress/persist.js';
+import { queueMaxAgeMs, refsTtlMs } from '../ingress/persist.js';
 import { loadOrCreateTls } from '../ingress/tls.js';
 import { CampaignEnqueuer } from '../campaigns/enqueuer.js';
 import { readContacts } from '../store/contacts.js';
@@ -268,7 +268,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       const deliveryRedis = redis.duplicate('sluice-delivery');
       dispatcher = new Dispatcher({
         redis: deliveryRedis, keys, config, logger: logger.child({ role: 'delivery' }), metrics, pool, resolver,
-        messages: createMessageSource(deliveryRedis, keys, config.retention.records),
+        messages: createMessageSource(deliveryRedis, keys, config.retention.records, refsTtlMs(config)),
         events,
         eventStream: { key: keys.events(), maxLen: config.retention.eventsMaxLen, appended: (type) => metrics.eventsAppended.inc({ type }) },
         classify: (code, enhanced, text) => classifySmtpReply(code, enhanced, text),

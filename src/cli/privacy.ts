@@ -2,6 +2,7 @@ import { loadConfig } from '../config/load.js';
 import { parseAddress } from '../core/address.js';
 import { createKeys } from '../redis/keys.js';
 import { eraseAddress, exportAddress } from '../store/privacy.js';
+import { refsTtlMs } from '../ingress/persist.js';
 import { addressRef } from '../store/audit.js';
 import { accountOption, parse, println, subcommand, UsageError, type Io } from './args.js';
 import { connectForCommand } from './redis-connect.js';
@@ -44,7 +45,7 @@ export async function runPrivacy(argv: string[], io: Io): Promise<number> {
       return 0;
     }
     const ref = await addressRef(redis, keys, address);
-    const report = await eraseAddress(redis, keys, address, scope, { eventsMaxLen: cfg.retention.eventsMaxLen, recordTtlMs: cfg.retention.records, ref });
+    const report = await eraseAddress(redis, keys, address, scope, { eventsMaxLen: cfg.retention.eventsMaxLen, recordTtlMs: cfg.retention.records, refsTtlMs: refsTtlMs(cfg), ref });
     await auditCli(redis, cfg, io, 'recipient.erase', account ?? '', ref);
     println(io.out, JSON.stringify({ erased: report }));
     return 0;

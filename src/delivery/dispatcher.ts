@@ -883,7 +883,7 @@ export class Dispatcher {
         // One script for the ack and the message's pending count (a campaign counts elsewhere).
         const r = await ackAndFinish(redis, keys, entry, { ...base, recordTtlMs, messageTtlMs: recordTtlMs, ...(ev ? { event: ev } : {}) });
         applied = r.reply;
-        if (applied !== OUTCOME.NOOP) this.o.messages.finishedElsewhere(entry.msgId, r.pending);
+        if (applied !== OUTCOME.NOOP) await this.o.messages.finishedElsewhere(entry.msgId, r.pending, now).catch((err: unknown) => this.log.warn({ err, msgId: entry.msgId }, 'could not renew the address index of a late message'));
         finishedHere = true;
       } else applied = await ack(redis, keys, entry, { ...base, recordTtlMs, ...(ev ? { event: ev } : {}) });
       counter = 'delivered';

@@ -521,7 +521,7 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
       const p = await identify(req);
       const all = p.kind === 'operator' && namedAccount(req) === undefined;
       const accounts = all ? deps.config.accounts.map((a) => a.id) : [(await authenticate(req)).id];
-      const r = await privacy.run({ redis: deps.redis, keys: deps.keys, eventsMaxLen: deps.config.retention.eventsMaxLen, recordTtlMs: deps.config.retention.records }, { accounts, all });
+      const r = await privacy.run({ redis: deps.redis, keys: deps.keys, eventsMaxLen: deps.config.retention.eventsMaxLen, recordTtlMs: deps.config.retention.records, refsTtlMs: refsTtlMs(deps.config) }, { accounts, all });
       await audit(req, privacy.action, all ? '' : (accounts[0] as string), await addressRef(deps.redis, deps.keys, privacy.address));
       return { route: 'recipients', answer: new Answer(r.status, r.body) };
     }

@@ -19,6 +19,8 @@ export interface PrivacyRouteDeps {
   readonly keys: Keys;
   readonly eventsMaxLen: number;
   readonly recordTtlMs: number;
+  /** ingress/persist.ts refsTtlMs */
+  readonly refsTtlMs: number;
 }
 
 export interface PrivacyRoute {
@@ -47,7 +49,7 @@ export function matchPrivacyRoute(method: string, path: string): PrivacyRoute | 
       address: a,
       run: async (d, scope) => ({
         status: 200,
-        body: { erased: await eraseAddress(d.redis, d.keys, a, scope, { eventsMaxLen: d.eventsMaxLen, recordTtlMs: d.recordTtlMs, ref: await addressRef(d.redis, d.keys, a) }) },
+        body: { erased: await eraseAddress(d.redis, d.keys, a, scope, { eventsMaxLen: d.eventsMaxLen, recordTtlMs: d.recordTtlMs, refsTtlMs: d.refsTtlMs, ref: await addressRef(d.redis, d.keys, a) }) },
       }),
     };
   }

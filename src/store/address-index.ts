@@ -2,6 +2,8 @@ import type { Result } from 'ioredis';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { digestKey, digestWith } from './address-digest.js';
+import { getMessage } from './messages.js';
+import { idTime, isId } from '../core/ids.js';
 
 /**
  * Where an address's data is, so export and erase (store/privacy.ts) find it without walking every
@@ -62,6 +64,25 @@ export async function indexAddresses(redis: RedisClient, keys: Keys, refs: reado
   const key = await digestKey(redis, keys);
   const ttl = Math.max(1, Math.floor(ttlMs));
   await Promise.all(refs.map((r) => redis.addRef(keys.addressRefs(digestWith(key, r.address)), Math.floor(r.at), refMember(r.ref), ttl)));
+}
+
+/**
+ * Keeps the references of a message that finished just now (its last recipient) as long as its
+ * record: the record is kept `recordsTtlMs` from now, its references `refsTtlMs` from acceptance,
+ * which covers a finish up to the longest queue age after it. A message that finished later (mail
+ * held while its account was closed or its sender paused, released days later; a queue backlog) would
+ * otherwise outlive its references, and an export or erasure would miss it while it is still kept.
+ * Its recipients' references are written again scored now (erased recipients are skipped: their
+ * tombstone has no address). The age is in the id (core/ids.ts), so a message finished in time, all
+ * but a few, costs no read. Returns the references written.
+ */
+export async function keepRefsOfLateFinish(redis: RedisClient, keys: Keys, msgId: string, now: number, ttl: { readonly recordsMs: number; readonly refsMs: number }): Promise<number> {
+  if (!isId(msgId) || now + ttl.recordsMs <= idTime(msgId) + ttl.refsMs) return 0;
+  const msg = await getMessage(redis, keys, msgId);
+  if (!msg) return 0;
+  const refs = msg.meta.rcpts.flatMap((r, idx) => (r.address ? [{ address: r.address, ref: { kind: 'm' as const, msgId, idx }, at: now }] : []));
+  await indexAddresses(redis, keys, refs, ttl.refsMs);
+  return refs.length;
 }
 
 /** The references of an address (all of them: an address's messages within the retention period). */

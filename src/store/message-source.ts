@@ -4,11 +4,13 @@ import type { Keys } from '../redis/keys.js';
 import { toMeta } from './messages.js';
 import { ByteLru } from '../core/lru.js';
 import { CAMPAIGN_KIND, toCampaign, type CampaignState, type CampaignTracking } from './campaigns.js';
+import { keepRefsOfLateFinish } from './address-index.js';
 
 /**
  * What delivery needs from the message store: the message of a queue entry, and a way to say one of
  * its recipients is finished (finishRecipient-4.lua: when the last one is, the body is deleted and the
- * record kept for `recordsTtlMs`, retention.records, so status queries keep answering).
+ * record kept for `recordsTtlMs`, retention.records, so status queries keep answering; and when that
+ * is later than its recipients' address index covers, the index is renewed: keepRefsOfLateFinish).
  */
 export interface LoadedMessage {
   readonly id: string;
@@ -43,10 +45,10 @@ export interface MessageSource {
   /** Called once per recipient that reached a final state (delivered, bounced, expired) at `now` (ms). */
   finished(msgId: string, now: number): Promise<void>;
   /**
-   * Instead of finished(), when the caller finished the recipient in a script of its own (ack on a
-   * single server, queue/outcome.ts ackAndFinish) and got the message's pending count back.
+   * Instead of finished(), when the caller finished the recipient at `now` in a script of its own (ack
+   * on a single server, queue/outcome.ts ackAndFinish) and got the message's pending count back.
    */
-  finishedElsewhere(msgId: string, pending: number): void;
+  finishedElsewhere(msgId: string, pending: number, now: number): Promise<void>;
 }
 
 declare module 'ioredis' {
@@ -75,8 +77,18 @@ interface Cached {
   readonly loadedAt: number;
 }
 
-export function createMessageSource(redis: RedisClient, keys: Keys, recordsTtlMs: number): MessageSource {
+/**
+ * `refsTtlMs`: how long an address's reference lives from its score (ingress/persist.ts refsTtlMs),
+ * to tell a message that finished too late for the references written at its acceptance.
+ */
+export function createMessageSource(redis: RedisClient, keys: Keys, recordsTtlMs: number, refsTtlMs: number): MessageSource {
   const cache = new ByteLru<Cached>(CACHE_ENTRIES, CACHE_BYTES);
+  const ttl = { recordsMs: recordsTtlMs, refsMs: refsTtlMs };
+  /** The message's pending count after a recipient finished at `now`: 0 when it was the last. */
+  async function after(msgId: string, pending: number, now: number): Promise<void> {
+    if (pending <= 0) cache.delete(msgId);
+    if (pending === 0) await keepRefsOfLateFinish(redis, keys, msgId, now, ttl);
+  }
   const loading = new Map<string, Promise<LoadedMessage | null>>();
 
   async function read(msgId: string): Promise<LoadedMessage | null> {
@@ -130,11 +142,8 @@ export function createMessageSource(redis: RedisClient, keys: Keys, recordsTtlMs
       return msg;
     },
     async finished(msgId, now) {
-      const pending = await redis.finishRecipient(keys.msgMeta(msgId), keys.msgBody(msgId), keys.links(msgId), keys.msgStats(msgId), recordsTtlMs, now);
-      if (pending <= 0) cache.delete(msgId);
+      await after(msgId, await redis.finishRecipient(keys.msgMeta(msgId), keys.msgBody(msgId), keys.links(msgId), keys.msgStats(msgId), recordsTtlMs, now), now);
     },
-    finishedElsewhere(msgId, pending) {
-      if (pending <= 0) cache.delete(msgId);
-    },
+    finishedElsewhere: after,
   };
 }

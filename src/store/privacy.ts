@@ -2,7 +2,7 @@ import type { Result } from 'ioredis';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { addressDigest, normaliseAddress } from './address-digest.js';
-import { indexAddresses, readAddressRefs } from './address-index.js';
+import { indexAddresses, keepRefsOfLateFinish, readAddressRefs } from './address-index.js';
 import { domainOf } from '../core/address.js';
 import { getMessage, type MessageMeta } from './messages.js';
 import { campaignListIds, getCampaign, recordCampaignOutcome, type CampaignRecord } from './campaigns.js';
@@ -133,7 +133,8 @@ async function find(redis: RedisClient, keys: Keys, address: string, scope: Priv
     const live = msg !== null && rcpt !== undefined && normaliseAddress(rcpt.address) === norm;
     index.push({ member: r.member, drop: !live || inScope(scope, msg.meta.account) });
     if (!live || !inScope(scope, msg.meta.account)) continue;
-    add({ msgId: r.ref.msgId, idx: r.ref.idx, account: msg.meta.account, domain: rcpt.domain, campaign: null, meta: msg.meta, at: r.at });
+    // Its events from its acceptance on: the reference's score is later when the message finished late.
+    add({ msgId: r.ref.msgId, idx: r.ref.idx, account: msg.meta.account, domain: rcpt.domain, campaign: null, meta: msg.meta, at: Math.min(r.at, msg.meta.acceptedAt) });
   }
   const contacts: Found['contacts'] = [];
   const deletedLists: string[] = [];
@@ -374,7 +375,7 @@ export async function eraseAddress(
   keys: Keys,
   address: string,
   scope: PrivacyScope,
-  o: { readonly eventsMaxLen: number; readonly recordTtlMs: number; readonly ref: string; readonly now?: number },
+  o: { readonly eventsMaxLen: number; readonly recordTtlMs: number; readonly refsTtlMs: number; readonly ref: string; readonly now?: number },
 ): Promise<ErasureReport> {
   const now = o.now ?? Date.now();
   const f = await find(redis, keys, address, scope);
@@ -385,12 +386,15 @@ export async function eraseAddress(
     const cq = r.campaign ? keys.campaignQueue(r.domain, r.msgId) : keys.campaignQueue(r.domain, `${r.msgId}:none`);
     const removed = await redis.eraseEntry(keys.ready(r.domain), keys.leases(r.domain), keys.rcptState(r.domain, r.msgId, r.idx), cq, r.msgId, r.idx, ATTEMPT_FLOOR);
     queued += removed;
+    let pending = -1;
     if (removed > 0) {
       if (r.campaign) await recordCampaignOutcome(redis, keys, r.msgId, { counter: 'cancelled', final: true, now });
-      else await redis.finishRecipient(keys.msgMeta(r.msgId), keys.msgBody(r.msgId), keys.links(r.msgId), keys.msgStats(r.msgId), o.recordTtlMs, now);
+      else pending = await redis.finishRecipient(keys.msgMeta(r.msgId), keys.msgBody(r.msgId), keys.links(r.msgId), keys.msgStats(r.msgId), o.recordTtlMs, now);
     }
     const res = await redis.eraseRecipient(keys.msgMeta(r.msgId), keys.msgBody(r.msgId), keys.links(r.msgId), keys.trackMarks(r.msgId), keys.msgStats(r.msgId), r.idx, f.address, ERASED_ADDRESS, o.recordTtlMs);
     if (res > 0) messages++;
+    // This finished the message (the others' copies went before): its record stays for the others.
+    if (pending === 0 && res === 1) await keepRefsOfLateFinish(redis, keys, r.msgId, now, { recordsMs: o.recordTtlMs, refsMs: o.refsTtlMs });
     if (r.campaign) await redis.hdel(keys.campaignGone(r.msgId), String(r.idx));
   }
   // The index entries of other accounts stay, so their own erasure still finds their data.

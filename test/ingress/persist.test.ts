@@ -143,7 +143,7 @@ test('message source: loads for delivery; the last finished recipient drops the 
   const { keys } = redis.fresh();
   const id = newId(NOW);
   await persistMessage(client, keys, 4, { ...sample(id), links: ['https://example.org/a'] });
-  const src = createMessageSource(client, keys, 60_000);
+  const src = createMessageSource(client, keys, 60_000, 3_600_000);
   const loaded = await src.load(id);
   assert.ok(loaded);
   assert.ok(Buffer.isBuffer(loaded.body));

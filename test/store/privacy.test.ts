@@ -27,6 +27,8 @@ import { encodeSpecRecord } from '../../src/render/spec-record.js';
 import { parseSpec } from '../../src/render/compose.js';
 import type { MessageSpec } from '../../src/render/protocol.js';
 import { verpAddress } from '../../src/core/verp.js';
+import { createMessageSource } from '../../src/store/message-source.js';
+import { newId } from '../../src/core/ids.js';
 import { commandsOn, startRedis, type TestRedis } from '../helpers/redis.js';
 
 const test = suite('store/privacy');
@@ -158,7 +160,7 @@ test("mail not understood that names the address is another account's business: 
   const ids = (e: Record<string, unknown>) => (e['feedback'] as { id: string }[]).map((f) => f.id);
   assert.not.ok(ids(await exportAddress(client, keys, ADDRESS, SCOPE)).includes('fb-lost'), "not in the account's export");
   assert.ok(ids(await exportAddress(client, keys, ADDRESS, { accounts: [ACCOUNT], all: true })).includes('fb-lost'), "in the operator's");
-  const erase = { eventsMaxLen: 1000, recordTtlMs: 60_000, ref: 'sha256:test' };
+  const erase = { eventsMaxLen: 1000, recordTtlMs: 60_000, refsTtlMs: 3_600_000, ref: 'sha256:test' };
   await eraseAddress(client, keys, ADDRESS, SCOPE, erase);
   assert.is(await client.exists(keys.feedbackRaw('fb-lost')), 1, "the account's erasure leaves it");
   await eraseAddress(client, keys, ADDRESS, { accounts: [ACCOUNT], all: true }, erase);
@@ -179,7 +181,7 @@ test("the global list and the soft-bounce history are everyone's: an account see
   assert.equal(new Set(operator['softBounces']!.map((s) => s['ref'])), new Set(['m-deferred:0', 'b-1:0']));
   assert.equal(operator['suppressions']!.find((s) => s['list'] === 'global')?.['evidence'], { event: '9-9', msgId: 'b-1', idx: 0, status: '5.1.1' });
 
-  await eraseAddress(client, keys, ADDRESS, SCOPE, { eventsMaxLen: 1000, recordTtlMs: 60_000, ref: 'sha256:test' });
+  await eraseAddress(client, keys, ADDRESS, SCOPE, { eventsMaxLen: 1000, recordTtlMs: 60_000, refsTtlMs: 3_600_000, ref: 'sha256:test' });
   const digestKey = keys.softBounces((await client.hkeys(keys.suppression('*'))).find((f) => f.startsWith('erased:'))!.slice('erased:'.length));
   assert.equal(await client.zrange(digestKey, 0, -1), ['b-1:0'], "beta's soft bounce still counts");
   const [field, json] = Object.entries(await client.hgetall(keys.suppression('*')))[0]!;
@@ -187,7 +189,7 @@ test("the global list and the soft-bounce history are everyone's: an account see
   assert.equal(JSON.parse(json).evidence, { event: '9-9', msgId: 'b-1', idx: 0, status: '5.1.1' }, "beta's evidence stays");
   assert.is((await suppressionOf(client, keys, 'beta', ADDRESS))?.reason, 'hardbounce', 'still suppressed everywhere');
 
-  await eraseAddress(client, keys, ADDRESS, { accounts: [], all: true }, { eventsMaxLen: 1000, recordTtlMs: 60_000, ref: 'sha256:test' });
+  await eraseAddress(client, keys, ADDRESS, { accounts: [], all: true }, { eventsMaxLen: 1000, recordTtlMs: 60_000, refsTtlMs: 3_600_000, ref: 'sha256:test' });
   assert.is(await client.exists(digestKey), 0, "the operator's erasure takes the whole history");
 });
 
@@ -195,7 +197,7 @@ test('erase leaves no trace of the address in any key or value, and its digest s
   const { verp } = await populate();
   const before = await dump(keys.prefix);
   assert.match(before, ADDRESS.toLowerCase());
-  const report = await eraseAddress(client, keys, ADDRESS, SCOPE, { eventsMaxLen: 1000, recordTtlMs: 60_000, ref: 'sha256:test' });
+  const report = await eraseAddress(client, keys, ADDRESS, SCOPE, { eventsMaxLen: 1000, recordTtlMs: 60_000, refsTtlMs: 3_600_000, ref: 'sha256:test' });
   assert.is(report.contacts, 2);
   assert.is(report.queued >= 3, true, 'queued, leased and campaign entries removed');
   const after = await dump(keys.prefix);
@@ -213,7 +215,7 @@ test('erase leaves no trace of the address in any key or value, and its digest s
   const erased = (await client.xrange(keys.events(), '-', '+')).filter(([, f]) => f.includes('erased'));
   assert.is(erased.length, 1);
   // idempotent: a second run finds nothing more
-  const again = await eraseAddress(client, keys, ADDRESS, SCOPE, { eventsMaxLen: 1000, recordTtlMs: 60_000, ref: 'sha256:test' });
+  const again = await eraseAddress(client, keys, ADDRESS, SCOPE, { eventsMaxLen: 1000, recordTtlMs: 60_000, refsTtlMs: 3_600_000, ref: 'sha256:test' });
   assert.equal({ ...again, suppressions: 0 }, { contacts: 0, messages: 0, queued: 0, events: 0, feedback: 0, webhookBatches: 0, suppressions: 0, idempotency: 0 });
 });
 
@@ -229,7 +231,7 @@ test("an API message's spec loses the erased recipient's display name with the a
       rcpts: [ADDRESS, OTHER].map((a) => ({ address: a, domain: a.split('@')[1]!.toLowerCase() })), acceptedAt: NOW - 1000, tags: [], metadata: {}, body: encodeSpecRecord(spec),
     });
   }
-  await eraseAddress(client, keys, ADDRESS, SCOPE, { eventsMaxLen: 1000, recordTtlMs: 60_000, ref: 'hmac:test' });
+  await eraseAddress(client, keys, ADDRESS, SCOPE, { eventsMaxLen: 1000, recordTtlMs: 60_000, refsTtlMs: 3_600_000, ref: 'hmac:test' });
   const after = await dump(keys.prefix);
   assert.not.ok(after.includes('zquux'), 'the display name went with the address');
   assert.ok(after.includes('bob yarrow') && after.includes('acme news'), "the other recipient's and the sender's names stay");
@@ -276,12 +278,12 @@ for (const how of ['contact', 'list'] as const) {
     const other = (await exportAddress(client, keys, ADDRESS, { accounts: ['beta'], all: false })) as Record<string, { id: string }[]>;
     assert.not.ok(other['messages']!.some((m) => m.id === campaignId));
 
-    const report = await eraseAddress(client, keys, ADDRESS, SCOPE, { eventsMaxLen: 1000, recordTtlMs: 60_000, ref: 'sha256:test' });
+    const report = await eraseAddress(client, keys, ADDRESS, SCOPE, { eventsMaxLen: 1000, recordTtlMs: 60_000, refsTtlMs: 3_600_000, ref: 'sha256:test' });
     assert.ok(report.queued >= 1, "the copy's queue entry");
     const after = await dump(keys.prefix);
     assert.not.ok(after.includes('ann.person'), 'no trace of the address anywhere (the kept address index included)');
     assert.equal(await copyTraces(campaignId, contact.no), [], 'nothing of the copy is left');
-    const again = await eraseAddress(client, keys, ADDRESS, SCOPE, { eventsMaxLen: 1000, recordTtlMs: 60_000, ref: 'sha256:test' });
+    const again = await eraseAddress(client, keys, ADDRESS, SCOPE, { eventsMaxLen: 1000, recordTtlMs: 60_000, refsTtlMs: 3_600_000, ref: 'sha256:test' });
     assert.is(again.messages + again.queued + again.events, 0, 'a second erasure finds nothing');
   });
 }
@@ -310,7 +312,7 @@ for (const how of ['contact', 'list'] as const) {
     assert.is((await suppressionOf(client, keys, ACCOUNT, ADDRESS))?.reason, 'unsubscribe', 'suppressed for the account');
     assert.is(await findContact(client, keys, l1, ADDRESS), null, 'the deleted contact is not made again');
     // An erasure takes the kept address too.
-    await eraseAddress(client, keys, ADDRESS, SCOPE, { eventsMaxLen: 1000, recordTtlMs: 60_000, ref: 'sha256:test' });
+    await eraseAddress(client, keys, ADDRESS, SCOPE, { eventsMaxLen: 1000, recordTtlMs: 60_000, refsTtlMs: 3_600_000, ref: 'sha256:test' });
     assert.is((await messageFor(client, keys, campaignId, contact.no))?.meta.rcpts[contact.no], undefined, 'erased: no address any more');
     assert.not.ok((await dump(keys.prefix)).includes('ann.person'));
   });
@@ -334,7 +336,7 @@ test('an erasure walks a webhook outbox of more batches than one page in bounded
   }
   let report: Awaited<ReturnType<typeof eraseAddress>> | undefined;
   const seen = await commandsOn(redis, outbox, async () => {
-    report = await eraseAddress(client, keys, ADDRESS, SCOPE, { eventsMaxLen: 1000, recordTtlMs: 60_000, ref: 'sha256:test' });
+    report = await eraseAddress(client, keys, ADDRESS, SCOPE, { eventsMaxLen: 1000, recordTtlMs: 60_000, refsTtlMs: 3_600_000, ref: 'sha256:test' });
   });
   assert.equal((await client.zrange(outbox, 0, -1)).sort(), expected.sort());
   assert.is(report!.webhookBatches, count - Math.floor(count / 3));
@@ -359,7 +361,7 @@ test("an operator's erasure walks an unprocessed feedback index of more mail tha
   await client.zadd(index, ...Array.from({ length: count }, (_, n) => [NOW, `fb-${n}`]).flat());
   let report: Awaited<ReturnType<typeof eraseAddress>> | undefined;
   const seen = await commandsOn(redis, index, async () => {
-    report = await eraseAddress(client, keys, ADDRESS, { accounts: [ACCOUNT], all: true }, { eventsMaxLen: 1000, recordTtlMs: 60_000, ref: 'sha256:test' });
+    report = await eraseAddress(client, keys, ADDRESS, { accounts: [ACCOUNT], all: true }, { eventsMaxLen: 1000, recordTtlMs: 60_000, refsTtlMs: 3_600_000, ref: 'sha256:test' });
   });
   assert.is(report!.feedback, naming.size);
   const left = new Set(await client.zrange(index, 0, -1));
@@ -406,6 +408,58 @@ test('a list no campaign began sending to is deleted whole; a contact deleted fr
   assert.ok(await deleteList(client, keys, ACCOUNT, l2));
   assert.is(await client.exists(keys.listEmails(l2)), 0);
   assert.ok(campaignId);
+});
+
+const DAY = 86_400_000;
+/** Retention of 8 days for records and a queue age of 2: references live 10 days from their score. */
+const LATE = { recordsMs: 8 * DAY, refsMs: 10 * DAY };
+
+/** A message of `rcpts` accepted at `at`, its references living LATE.refsMs. */
+async function messageAt(at: number, rcpts: string[]): Promise<string> {
+  const id = newId(at);
+  await persistMessage(client, keys, 4, {
+    id, account: ACCOUNT, source: 'http', kind: 'raw', from: 'news@acme.test', fromDomain: 'acme.test',
+    rcpts: rcpts.map((a) => ({ address: a, domain: a.split('@')[1]!.toLowerCase() })), acceptedAt: at, tags: [], metadata: {}, body: `To: ${rcpts.join(', ')}\r\n\r\nhi\r\n`,
+  }, LATE.refsMs);
+  return id;
+}
+
+const ids = (e: Record<string, unknown>) => (e['messages'] as { id: string }[]).map((m) => m.id);
+
+test('a message held long past its acceptance is found by export and erasure for as long as its record is kept after it finishes', async () => {
+  // Accepted 9 days ago, held since (its account closed, or its sender paused), delivered today: its
+  // record is kept 8 more days, past the 10 days its references had from its acceptance.
+  const held = await messageAt(NOW - 9 * DAY, [ADDRESS, OTHER]);
+  await client.xadd(keys.events(), `${NOW - 9 * DAY}-1`, 'type', 'deferred', 'msgId', held, 'idx', '0', 'account', ACCOUNT);
+  const source = createMessageSource(client, keys, LATE.recordsMs, LATE.refsMs);
+  await source.finished(held, NOW);
+  await source.finishedElsewhere(held, 0, NOW);
+  // Two days on, new mail to both addresses trims their references past their lifetime.
+  const later = NOW + 2 * DAY;
+  const fresh = await messageAt(later, [ADDRESS, OTHER]);
+  const e = await exportAddress(client, keys, ADDRESS, SCOPE, later);
+  assert.equal(new Set(ids(e)), new Set([held, fresh]));
+  const found = (e['messages'] as { id: string; events: { type: string }[] }[]).find((m) => m.id === held)!;
+  assert.equal(found.events.map((x) => x.type), ['deferred'], 'its events from its acceptance on');
+  assert.equal(new Set(ids(await exportAddress(client, keys, OTHER, SCOPE, later))), new Set([held, fresh]), "every recipient's reference");
+
+  const report = await eraseAddress(client, keys, ADDRESS, SCOPE, { eventsMaxLen: 1000, recordTtlMs: LATE.recordsMs, refsTtlMs: LATE.refsMs, ref: 'sha256:test', now: later });
+  assert.is(report.messages, 2);
+  assert.is(report.events, 1);
+  assert.not.match(JSON.stringify(await client.hgetall(keys.msgMeta(held))), /ann\.person/i);
+});
+
+test('an erasure that finishes a held message keeps the other recipients\' references as long as its record', async () => {
+  const held = await messageAt(NOW - 9 * DAY, [ADDRESS, OTHER]);
+  // The other copy was delivered at once; this one was held until the erasure removes it today.
+  await client.zrem(keys.ready('example.net'), `${held}:1:0`);
+  await createMessageSource(client, keys, LATE.recordsMs, LATE.refsMs).finished(held, NOW - 9 * DAY + 1000);
+  const report = await eraseAddress(client, keys, ADDRESS, SCOPE, { eventsMaxLen: 1000, recordTtlMs: LATE.recordsMs, refsTtlMs: LATE.refsMs, ref: 'sha256:test', now: NOW });
+  assert.is(report.queued, 1);
+  assert.ok((await client.pttl(keys.msgMeta(held))) > 7 * DAY, 'finished now: kept 8 days');
+  const later = NOW + 2 * DAY;
+  await messageAt(later, [OTHER]);
+  assert.ok(ids(await exportAddress(client, keys, OTHER, SCOPE, later)).includes(held));
 });
 
 test.run();

@@ -210,7 +210,7 @@ test('off mode counts nothing; the counters expire with the message record', asy
     const pttl = await client.pttl(f.keys.msgStats(f.msgId));
     assert.ok(pttl > 0 && pttl <= RETENTION_MS, 'a new counters hash gets the retention at once');
     // The last recipient finishes: the record and its counters get the records TTL together.
-    const source = createMessageSource(client, f.keys, 60_000);
+    const source = createMessageSource(client, f.keys, 60_000, 3_600_000);
     for (let i = 0; i < 3; i++) await source.finished(f.msgId, Date.now());
     const [meta, stats] = await Promise.all([client.pttl(f.keys.msgMeta(f.msgId)), client.pttl(f.keys.msgStats(f.msgId))]);
     assert.ok(meta > 0 && meta <= 60_000);
