@@ -4,9 +4,9 @@ import type { Keys } from '../redis/keys.js';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    /** src/queue/lua/recordTrackingEvent-3.lua; idx '' is anonymous mode (counted, no mark). */
+    /** src/queue/lua/recordTrackingEvent-4.lua; idx '' is anonymous mode (counted, no mark). */
     recordTrackingEvent(
-      marks: string, links: string, stats: string, kind: string, idx: number | '', link: number, now: number, burstMs: number, ttlMs: number, cls: '' | 'm', burstLinks: number,
+      marks: string, links: string, stats: string, meta: string, kind: string, idx: number | '', link: number, now: number, burstMs: number, ttlMs: number, cls: '' | 'm', burstLinks: number,
     ): Result<[number, number, string | null, number, number, number], Context>;
   }
 }
@@ -20,7 +20,7 @@ declare module 'ioredis' {
  *                   clicks_human, clicks_unique_human, machine_clicks   the same for clicks
  *                   unsubscribes        recipients who unsubscribed (a repeat is not counted)
  *
- * The tracking scripts (recordTrackingOpens-2.lua, recordTrackingEvent-3.lua) increment them in the
+ * The tracking scripts (recordTrackingOpens-3.lua, recordTrackingEvent-4.lua) increment them in the
  * same call that sets the per-recipient marks, so counting costs no round trip of its own. They count
  * in 'anonymous' mode too, where no per-recipient mark exists: there the unique counts stay 0, since
  * "unique" needs to know who, which that mode must not keep. Fields that were never incremented are
@@ -88,6 +88,6 @@ export async function readEngagement(redis: RedisClient, keys: Keys, msgId: stri
  */
 export async function markUnsubscribe(redis: RedisClient, keys: Keys, msgId: string, idx: number, now: number, ttlMs: number): Promise<boolean> {
   // The burst arguments only matter to clicks.
-  const [first] = await redis.recordTrackingEvent(keys.trackMarks(msgId), keys.links(msgId), keys.msgStats(msgId), 'u', idx, 0, now, 0, ttlMs, '', 0);
+  const [first] = await redis.recordTrackingEvent(keys.trackMarks(msgId), keys.links(msgId), keys.msgStats(msgId), keys.msgMeta(msgId), 'u', idx, 0, now, 0, ttlMs, '', 0);
   return first === 1;
 }

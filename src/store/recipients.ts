@@ -107,7 +107,7 @@ export async function markRecipient(redis: RedisClient, keys: Keys, view: Messag
  * a provider's duplicate report, a relay retrying its DSN, or a recipient mailing their own VERP
  * again, which would otherwise count again and could alone push a campaign past the 0.3 % line.
  * Kept in the message's tracking marks ({m:<id>}:track, "fc:<idx>" and "fh:<idx>"), with their TTL
- * (renewed as recordTrackingEvent-3.lua does), and erased with them (eraseRecipient-5.lua).
+ * (renewed as recordTrackingEvent-4.lua does), and erased with them (eraseRecipient-5.lua).
  */
 export async function firstFeedback(redis: RedisClient, keys: Keys, msgId: string, idx: number, kind: 'complaint' | 'hardbounce', now: number, ttlMs: number): Promise<boolean> {
   const marks = keys.trackMarks(msgId);

@@ -52,7 +52,7 @@ export const SCANNER_USER_AGENTS: readonly RegExp[] = [
 export const CLICK_TOO_FAST_S = 10;
 /**
  * A scanner follows every link of a mail at once: 3 distinct links within 2 s is not a reader, nor
- * both links of a two-link mail (recordTrackingEvent-3.lua lowers the limit to the link count).
+ * both links of a two-link mail (recordTrackingEvent-4.lua lowers the limit to the link count).
  */
 export const BURST_WINDOW_MS = 2000;
 export const BURST_LINKS = 3;

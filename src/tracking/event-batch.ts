@@ -9,8 +9,8 @@ import { EVENTS_PER_CALL, packBatch } from '../store/events.js';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    /** src/queue/lua/recordTrackingOpens-2.lua: one message's marks and counters. */
-    recordTrackingOpens(marks: string, stats: string, ttlMs: number, quads: string): Result<number[], Context>;
+    /** src/queue/lua/recordTrackingOpens-3.lua: one message's marks and counters (its record's TTL read). */
+    recordTrackingOpens(marks: string, stats: string, meta: string, ttlMs: number, quads: string): Result<number[], Context>;
     /** The same script defined with a key count per call, for many messages on one server (see markOpens). */
     recordTrackingOpensKeys(numKeys: number, ...keysThenArgs: (string | number)[]): Result<number[], Context>;
   }
@@ -92,7 +92,7 @@ export const LINGER_MS = 10;
 /**
  * A person's first click on a link (full mode) waits this long before it is queued: a link scanner
  * clicks every link of a mail within BURST_WINDOW_MS, and only the click that makes the burst shows
- * it (recordTrackingEvent-3.lua). That click carries the window's start (EventContext.burstSince), and
+ * it (recordTrackingEvent-4.lua). That click carries the window's start (EventContext.burstSince), and
  * the recipient's clicks held from then on are written as the scanner's ('burst') with it, as the
  * counters already moved them; so the stream and the webhooks say what the counters say. Other
  * events are not held: a repeat click or a machine's cannot turn out otherwise. The hold is from the
@@ -241,8 +241,8 @@ export function createEventBatch(deps: EventBatchDeps, opts: EventBatchOptions):
   const flush = async (batch: readonly Entry[]): Promise<void> => {
     let ready: Ready[] = [];
     const opens: OpenMark[] = [];
-    /** The event of each open whose first/repeat the marks decide (full mode), else null. */
-    const marked: (Ready | null)[] = [];
+    /** The event of each open, and whether the marks decide its first/repeat (full mode). */
+    const marked: { event: Ready; full: boolean }[] = [];
     // Counted per batch, not per request: a labelled counter costs a label lookup per call.
     let ok = 0;
     let invalid = 0;
@@ -270,18 +270,18 @@ export function createEventBatch(deps: EventBatchDeps, opts: EventBatchOptions):
       ready.push(event);
       // Anonymous mode keeps no per-recipient marks (nothing is "first"), but the open is counted.
       opens.push({ msgId: p.msgId, cls: machine ? 'm' : '', idx: mode === 'full' ? p.idx : '', at: raw.at });
-      marked.push(mode === 'full' ? event : null);
+      marked.push({ event, full: mode === 'full' });
     }
     if (ok > 0) deps.metrics?.requests.inc({ endpoint: 'open', result: 'ok' }, ok);
     if (invalid > 0) deps.metrics?.requests.inc({ endpoint: 'open', result: 'invalid' }, invalid);
     if (opens.length > 0) {
       const firsts = await markOpens(deps.redis, deps.keys, opens, deps.retentionMs ?? DEFAULT_RETENTION_MS);
       let erased: Set<Ready> | undefined;
-      marked.forEach((event, i) => {
-        if (!event) return;
-        // -1: an erased recipient's old pixel; nothing was marked, and no event is written.
+      marked.forEach(({ event, full }, i) => {
+        // -1: an erased recipient's old pixel, or one of a message whose record is gone (any mode);
+        // nothing was marked or counted, and no event is written.
         if (firsts[i] === -1) (erased ??= new Set()).add(event);
-        else event.ctx = { ...event.ctx, first: firsts[i] === 1 };
+        else if (full) event.ctx = { ...event.ctx, first: firsts[i] === 1 };
       });
       const gone = erased;
       if (gone) ready = ready.filter((e) => !gone.has(e));
@@ -350,7 +350,7 @@ interface OpenMark {
 async function markOpens(redis: RedisClient, keys: Keys, opens: readonly OpenMark[], ttlMs: number): Promise<number[]> {
   const single = !(redis instanceof Cluster);
   const order: { group: string; pos: number }[] = [];
-  // One group per call: its key pairs (marks, stats; each message once) and its quadruples.
+  // One group per call: its key triples (marks, stats, meta; each message once) and its quadruples.
   const calls = new Map<string, { keys: string[]; index: Map<string, number>; quads: string[]; count: number }>();
   for (const o of opens) {
     const name = single ? '' : o.msgId;
@@ -358,8 +358,8 @@ async function markOpens(redis: RedisClient, keys: Keys, opens: readonly OpenMar
     if (!c) calls.set(name, (c = { keys: [], index: new Map(), quads: [], count: 0 }));
     let k = c.index.get(o.msgId);
     if (k === undefined) {
-      c.keys.push(keys.trackMarks(o.msgId), keys.msgStats(o.msgId));
-      c.index.set(o.msgId, (k = c.keys.length / 2));
+      c.keys.push(keys.trackMarks(o.msgId), keys.msgStats(o.msgId), keys.msgMeta(o.msgId));
+      c.index.set(o.msgId, (k = c.keys.length / 3));
     }
     // [k, cls, idx, at]: cls, idx and at are digits, '' or 'm', so no JSON escaping is needed.
     c.quads.push(`[${k},"${o.cls}","${o.idx}","${o.at}"]`);
@@ -371,7 +371,7 @@ async function markOpens(redis: RedisClient, keys: Keys, opens: readonly OpenMar
       // On a cluster the key comes first: ioredis's auto-pipelining routes a call by its first argument.
       const firsts = single
         ? await redis.recordTrackingOpensKeys(c.keys.length, ...c.keys, ttlMs, `[${c.quads.join(',')}]`)
-        : await redis.recordTrackingOpens(c.keys[0] as string, c.keys[1] as string, ttlMs, `[${c.quads.join(',')}]`);
+        : await redis.recordTrackingOpens(c.keys[0] as string, c.keys[1] as string, c.keys[2] as string, ttlMs, `[${c.quads.join(',')}]`);
       results.set(name, firsts);
     }),
   );

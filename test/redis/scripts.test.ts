@@ -50,10 +50,11 @@ test('a script variant called in the same tick as another command is pipelined w
   const onUncaught = (err: unknown) => uncaught.push(err);
   process.on('uncaughtException', onUncaught);
   try {
+    await client.hset(keys.msgMeta('m1'), 'account', 'acme');
     // Same tick: the GET opens the auto-pipeline, the script joins it.
     const [missing, firsts] = await Promise.all([
       client.get(`${keys.prefix}nothing`),
-      client.recordTrackingOpensKeys(2, keys.trackMarks('m1'), keys.msgStats('m1'), 60_000, `[[1,"","0","${Date.now()}"]]`),
+      client.recordTrackingOpensKeys(3, keys.trackMarks('m1'), keys.msgStats('m1'), keys.msgMeta('m1'), 60_000, `[[1,"","0","${Date.now()}"]]`),
     ]);
     assert.is(missing, null);
     assert.equal(firsts, [1], 'the first open of recipient 0 is its first');

@@ -88,10 +88,10 @@ async function populate(): Promise<{ campaignId: string; verp: string; lists: st
   await pushCampaignChunk(client, keys, 4, { campaignId, chunk: 1, dueAt: NOW, sending: true, byDomain: new Map([[dom, [contact!.no]]]) });
 
   // tracking: marks (the Lua script of the tracking server) and events
-  await client.recordTrackingEvent(keys.trackMarks('m-delivered'), keys.links('m-delivered'), keys.msgStats('m-delivered'), 'o', 0, 0, NOW, 2000, 60_000, '', 3);
+  await client.recordTrackingEvent(keys.trackMarks('m-delivered'), keys.links('m-delivered'), keys.msgStats('m-delivered'), keys.msgMeta('m-delivered'), 'o', 0, 0, NOW, 2000, 60_000, '', 3);
   await client.rpush(keys.links('m-delivered'), 'https://acme.test/x');
-  await client.recordTrackingEvent(keys.trackMarks('m-delivered'), keys.links('m-delivered'), keys.msgStats('m-delivered'), 'c', 0, 0, NOW, 2000, 60_000, '', 3);
-  await client.recordTrackingEvent(keys.trackMarks(campaignId), keys.links(campaignId), keys.msgStats(campaignId), 'u', contact!.no, 0, NOW, 2000, 60_000, '', 3);
+  await client.recordTrackingEvent(keys.trackMarks('m-delivered'), keys.links('m-delivered'), keys.msgStats('m-delivered'), keys.msgMeta('m-delivered'), 'c', 0, 0, NOW, 2000, 60_000, '', 3);
+  await client.recordTrackingEvent(keys.trackMarks(campaignId), keys.links(campaignId), keys.msgStats(campaignId), keys.msgMeta(campaignId), 'u', contact!.no, 0, NOW, 2000, 60_000, '', 3);
   const opened = await appendEvent(client, keys, 'opened', { account: ACCOUNT, msgId: 'm-delivered', idx: 0, ua: 'Mail' }, 1000);
   await appendEvent(client, keys, 'clicked', { account: ACCOUNT, msgId: 'm-delivered', idx: 0, link: 0 }, 1000);
   await appendEvent(client, keys, 'unsubscribed', { account: ACCOUNT, msgId: campaignId, idx: contact!.no }, 1000);

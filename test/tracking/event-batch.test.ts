@@ -65,6 +65,11 @@ function setup(client: RedisClient, keys: Keys, over: Partial<EventBatchOptions>
 const openToken = (msgId: string, idx: number) => codec.sign({ kind: 'o', account: 'acme', msgId, idx, issuedAt: ISSUED });
 const open = (token: string, at = NOW, userAgent = BROWSER) => ({ token, at, method: 'GET', userAgent, ip: '192.0.2.1' });
 
+/** Records for the messages (their opens are recorded only while the record is kept). */
+async function stored(client: RedisClient, keys: Keys, ...ids: string[]): Promise<void> {
+  await Promise.all(ids.map((id) => client.hset(keys.msgMeta(id), 'account', 'acme')));
+}
+
 async function scriptCalls(client: RedisClient): Promise<number> {
   const info = await (client as import('ioredis').Redis).info('commandstats');
   let n = 0;
@@ -77,9 +82,13 @@ test('opens of many messages queued in one turn are marked and appended by two s
   const { keys } = redis.fresh();
   const { batch, events, seen } = setup(client, keys);
   const msgs = [newId(NOW), newId(NOW + 1), newId(NOW + 2)];
+  await stored(client, keys, ...msgs);
   // Scripts load on their first use (NOSCRIPT, then EVAL): count the calls of a warm connection.
-  const warm = setup(client, redis.fresh().keys);
-  warm.batch.open(open(openToken(newId(NOW), 0)));
+  const warmKeys = redis.fresh().keys;
+  const warm = setup(client, warmKeys);
+  const warmId = newId(NOW);
+  await stored(client, warmKeys, warmId);
+  warm.batch.open(open(openToken(warmId, 0)));
   await warm.batch.idle();
   const before = await scriptCalls(client);
   // Every recipient opens three times; one of them first through Apple's proxy (a machine).
@@ -121,6 +130,7 @@ test('a click event joins the queue behind the opens before it; anonymous and of
   // No hold: this is about the queue's order (the hold has a test of its own).
   const { batch, events } = setup(client, keys, { modeOf: (a) => modes[a] ?? 'full', clickHoldMs: 0 });
   const msgId = newId(NOW);
+  await stored(client, keys, msgId);
   const sign = (account: string) => codec.sign({ kind: 'o', account, msgId, idx: 0, issuedAt: ISSUED });
   batch.open(open(sign('acme'), NOW));
   const click: TokenPayload = { kind: 'c', account: 'acme', msgId, idx: 0, link: 2, issuedAt: ISSUED };
@@ -194,6 +204,7 @@ test('the bound on pending writes sheds beyond it, and large queues go out in bo
   const client = redis.client();
   const { keys } = redis.fresh();
   const msgId = newId(NOW);
+  await stored(client, keys, msgId);
   const { batch, events, seen } = setup(client, keys, { maxPending: 5 });
   for (let i = 0; i < 8; i++) batch.open(open(openToken(msgId, i)));
   await batch.idle();
@@ -201,6 +212,7 @@ test('the bound on pending writes sheds beyond it, and large queues go out in bo
   assert.is(seen['open:shed'], 3);
 
   const { keys: k2 } = redis.fresh();
+  await stored(client, k2, msgId);
   const small = setup(client, k2, { maxBatch: 3 });
   const before = await scriptCalls(client);
   for (let i = 0; i < 7; i++) small.batch.open(open(openToken(msgId, i), NOW + i));
@@ -215,7 +227,10 @@ test('under load the next flush lingers: events queued during a flush go out tog
   const msgId = newId(NOW);
   const flushedAt: number[] = [];
   const { batch, events } = setup(client, keys, { lingerMs: 150, onFlushed: () => flushedAt.push(Date.now()) });
-  const warm = setup(client, redis.fresh().keys);
+  const warmKeys = redis.fresh().keys;
+  const warm = setup(client, warmKeys);
+  await stored(client, keys, msgId);
+  await stored(client, warmKeys, msgId);
   warm.batch.open(open(openToken(msgId, 0)));
   await warm.batch.idle();
   const before = await scriptCalls(client);
@@ -239,12 +254,36 @@ test('under load the next flush lingers: events queued during a flush go out tog
   assert.ok(Date.now() - t0 < 150, 'a lone event is not held back');
 });
 
+test("an open of a message whose record is gone (purged, erased whole) marks, counts and records nothing; a finished message's new counters expire with its record", async () => {
+  const client = redis.client();
+  const { keys } = redis.fresh();
+  const modes: Record<string, 'full' | 'anonymous'> = { acme: 'full', anon: 'anonymous' };
+  const { batch, events } = setup(client, keys, { modeOf: (a) => modes[a] ?? 'full' });
+  const [gone, kept, finished] = [newId(NOW), newId(NOW + 1), newId(NOW + 2)];
+  await stored(client, keys, kept, finished);
+  // Finished: its record is kept 10 more minutes, less than the marks' retention (the default).
+  await client.pexpire(keys.msgMeta(finished), 600_000);
+  const sign = (account: string, msgId: string) => codec.sign({ kind: 'o', account, msgId, idx: 0, issuedAt: ISSUED });
+  batch.open(open(sign('acme', gone), NOW));
+  batch.open(open(sign('anon', gone), NOW + 1));
+  batch.open(open(sign('acme', kept), NOW + 2));
+  batch.open(open(sign('acme', finished), NOW + 3));
+  batch.open(open(sign('acme', gone), NOW + 4));
+  await batch.idle();
+  assert.equal((await events()).map((e) => `${e['msgId']}:${e['first']}`), [`${kept}:1`, `${finished}:1`]);
+  assert.is(await client.exists(keys.trackMarks(gone), keys.msgStats(gone)), 0, 'no marks or counters made again');
+  assert.equal(await client.hkeys(keys.trackMarks(kept)), ['o:0']);
+  const left = await client.pttl(keys.msgStats(finished));
+  assert.ok(left > 590_000 && left <= 600_000, `the counters expire with the record (${left} ms)`);
+});
+
 test('Redis Cluster: marks are written per message slot, the events on the stream slot', async () => {
   const client = cluster.client();
   try {
     const { keys } = cluster.fresh();
     const { batch, events } = setup(client, keys);
     const msgs = Array.from({ length: 6 }, (_, i) => newId(NOW + i));
+    await stored(client, keys, ...msgs);
     for (const round of [0, 1]) for (const m of msgs) batch.open(open(openToken(m, 0), NOW + round));
     await batch.idle();
     const evs = await events();

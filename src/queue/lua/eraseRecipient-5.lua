@@ -18,7 +18,7 @@
   others keep their meaning. When every recipient is erased the whole message goes. The recipient's
   tracking marks go in both cases (a campaign's too), and an erased mark takes their place: 'x:<idx>',
   or 'x:*' when the whole message went. The tracking scripts record nothing for an erased recipient
-  (recordTrackingOpens-2.lua, recordTrackingEvent-3.lua), so an old link writes nothing about them
+  (recordTrackingOpens-3.lua, recordTrackingEvent-4.lua), so an old link writes nothing about them
   again. The body keeps its TTL.
 
   Returns 2 message deleted, 1 recipient erased, 0 no such record.

@@ -14,13 +14,19 @@
                  a scanner's visit does not use up the recipient's first human open or click.
   KEYS[2] links  LIST  the message's link table (read only; used for kind 'c')
   KEYS[3] stats  HASH  the engagement counters of src/store/engagement.ts
+  KEYS[4] meta   HASH  the message's record: only its TTL is read, when this call creates the counters
+                       (they get what is left of it, so they never outlive the record: see
+                       recordTrackingOpens-3.lua, which relies on that). A click needs the link table
+                       and an unsubscribe reads the record first (tracking/unsubscribe.ts), so neither
+                       comes here for a message whose record is gone.
   ARGV[1] kind          'o' | 'c' | 'u'
   ARGV[2] idx           recipient index, or '' in anonymous mode: counted, but no mark and never first
   ARGV[3] link          link index (kind 'c'), else ignored
   ARGV[4] now           ms
   ARGV[5] burstMs       the burst window
-  ARGV[6] ttlMs         how long the marks are kept (the message's retention); a stats hash without a
-                        TTL gets it too (finishRecipient-4.lua aligns it with the record's expiry)
+  ARGV[6] ttlMs         how long the marks are kept (the message's retention); a stats hash this call
+                        creates gets it too while the record has no TTL (pending: finishRecipient-4.lua
+                        aligns it with the record's expiry)
   ARGV[7] cls           '' or 'm' (see KEYS[1])
   ARGV[8] burstLinks    distinct links in the window from which a click is a machine's (as classify.ts)
 
@@ -99,5 +105,8 @@ else
     if unique == 1 then redis.call('HINCRBY', stats, name .. '_unique_human', 1) end
   end
 end
-redis.call('PEXPIRE', stats, ARGV[6], 'NX')
+if redis.call('PEXPIRE', stats, ARGV[6], 'NX') == 1 then
+  local left = redis.call('PTTL', KEYS[4])
+  if left > 0 then redis.call('PEXPIRE', stats, left) end
+end
 return {first, burst, url, burstLimit, 0, burstStart}
