@@ -61,7 +61,9 @@ export function createKeys(prefix: string) {
     /**
      * HASH contact number → address: the campaign's recipients whose contact was deleted since (or
      * whose list was), so their unsubscribe, bounce or complaint still finds the address
-     * (store/privacy.ts keepCopiesFindable, store/recipients.ts messageFor). TTL as the copies' data.
+     * (store/privacy.ts keepCopiesFindable, store/recipients.ts messageFor); "d:<digest>" → the
+     * deleted contact's numbers, so an erasure finds the address there (store/privacy.ts find).
+     * TTL as the copies' data, renewed by each deletion.
      */
     campaignGone: (id: string) => `${p}{m:${id}}:gone`,
     // account

@@ -30,7 +30,8 @@ declare module 'ioredis' {
  *   messages        the address index {r:<digest>}:refs (store/address-index.ts) → "<msgId>:<idx>"
  *   contacts        each list's address index {l:<id>}:emails, for every list of the accounts in scope
  *   campaign copies every campaign of those accounts sending to a list holding the address → contact no;
- *                   of a deleted contact, the "c:" references its deletion left in the address index;
+ *                   of a deleted contact, the "c:" references its deletion left in the address index,
+ *                   and its numbers under "d:<digest>" in each campaign's {m:<id>}:gone (kept longer);
  *                   of a deleted list, the list's address index, which it keeps (keepCopiesFindable)
  *   delivery        {d:<domain>}:rs:<msgId>:<idx>, queue entries "<msgId>:<idx>:<attempt>", campaign
  *                   queue numbers: from (msgId, idx, domain)
@@ -151,16 +152,24 @@ async function find(redis: RedisClient, keys: Keys, address: string, scope: Priv
     contacts.push(...held);
     /** The address's number in each deleted list's kept address index, read once per list. */
     const keptNo = new Map<string, string | null>();
-    for (const { id, listId } of await campaignListIds(redis, keys, account)) {
+    const campaigns = await campaignListIds(redis, keys, account);
+    // A deleted contact's numbers in each campaign's {m:<id>}:gone (keepCopiesFindable): found as long
+    // as the address is kept there, which may be longer than its "c:" reference lives. One HGET a
+    // campaign, auto-pipelined as campaignListIds reads them.
+    const goneNos = await Promise.all(campaigns.map(({ id }) => redis.hget(keys.campaignGone(id), goneField(digest))));
+    for (const [i, { id, listId }] of campaigns.entries()) {
       const contact = held.find((h) => h.listId === listId);
       // A deleted list's address index is kept while its campaigns' copies may be (keepCopiesFindable).
       if (!contact && !live.has(listId) && !keptNo.has(listId)) keptNo.set(listId, await redis.hget(keys.listEmails(listId), norm));
       const kept = contact ? null : (keptNo.get(listId) ?? null);
-      if (!contact && kept === null) continue;
+      const gone = goneNumbers(goneNos[i] ?? null);
+      if (!contact && kept === null && gone.length === 0) continue;
       const c = await getCampaign(redis, keys, account, id);
       if (!c) continue;
       if (kept !== null && !deletedLists.includes(listId)) deletedLists.push(listId);
-      add({ msgId: c.id, idx: contact ? contact.no : Number(kept), account, domain: contact ? contact.domain : domainOf(norm), campaign: c, meta: null, at: c.startedAt ?? c.createdAt });
+      const at = c.startedAt ?? c.createdAt;
+      if (contact || kept !== null) add({ msgId: c.id, idx: contact ? contact.no : Number(kept), account, domain: contact ? contact.domain : domainOf(norm), campaign: c, meta: null, at });
+      for (const no of gone) add({ msgId: c.id, idx: no, account, domain: domainOf(norm), campaign: c, meta: null, at });
     }
   }
   return { address: norm, digest, contacts, refs, index, deletedLists };
@@ -180,6 +189,15 @@ export async function campaignsSentToList(redis: RedisClient, keys: Keys, accoun
   return out;
 }
 
+/** The field of {m:<campaignId>}:gone naming a deleted contact's numbers by the address's digest. */
+const goneField = (digest: string): string => `d:${digest}`;
+
+/** The contact numbers of a goneField value ("5", or "5 9" for an address deleted twice). */
+function goneNumbers(value: string | null): number[] {
+  if (!value) return [];
+  return value.split(' ').map(Number).filter((n) => Number.isSafeInteger(n) && n > 0);
+}
+
 /**
  * Keeps the campaign copies a contact received findable by a later erasure of the address, when the
  * contact is about to be deleted from its list: erasure finds campaign copies through the lists'
@@ -187,9 +205,11 @@ export async function campaignsSentToList(redis: RedisClient, keys: Keys, accoun
  * campaign that began sending to the list, in the address index (store/address-index.ts), for
  * `ttlMs` (ingress/persist.ts refsTtlMs: as long as a copy's data can live); and the other way, the
  * address under its contact number in each such campaign's {m:<id>}:gone, so the copies'
- * unsubscribe links, bounces and complaints still name it (store/recipients.ts messageFor). Returns
- * how many campaigns. (A deleted list keeps its address index for the same time instead:
- * contacts.ts deleteList.)
+ * unsubscribe links, bounces and complaints still name it (store/recipients.ts messageFor), with the
+ * number under the address's digest ("d:<digest>"), which find() reads per campaign: the key's TTL
+ * is renewed by every later deletion in the campaign, so the address can stay there after its "c:"
+ * reference went, and an erasure must still find it. Returns how many campaigns. (A deleted list
+ * keeps its address index for the same time instead: contacts.ts deleteList.)
  */
 export async function keepCopiesFindable(
   redis: RedisClient,
@@ -206,7 +226,15 @@ export async function keepCopiesFindable(
   await indexAddresses(redis, keys, campaigns.map((c) => ({ address: contact.email, ref: { kind: 'c', msgId: c.id, idx: contact.no }, at: now })), ttlMs);
   // And the other way, for the copies' unsubscribe links, bounces and complaints (recipients.ts).
   const ttl = Math.max(1, Math.floor(ttlMs));
-  await Promise.all(campaigns.flatMap((c) => [redis.hset(keys.campaignGone(c.id), String(contact.no), contact.email), redis.pexpire(keys.campaignGone(c.id), ttl)]));
+  const field = goneField(await addressDigest(redis, keys, contact.email));
+  await Promise.all(
+    campaigns.map(async (c) => {
+      const gone = keys.campaignGone(c.id);
+      // An address deleted, added again and deleted while the campaign read its list has two numbers.
+      const nos = new Set([...goneNumbers(await redis.hget(gone, field)), contact.no]);
+      await redis.multi().hset(gone, String(contact.no), contact.email, field, [...nos].join(' ')).pexpire(gone, ttl).exec();
+    }),
+  );
   return campaigns.length;
 }
 
@@ -395,7 +423,7 @@ export async function eraseAddress(
     if (res > 0) messages++;
     // This finished the message (the others' copies went before): its record stays for the others.
     if (pending === 0 && res === 1) await keepRefsOfLateFinish(redis, keys, r.msgId, now, { recordsMs: o.recordTtlMs, refsMs: o.refsTtlMs });
-    if (r.campaign) await redis.hdel(keys.campaignGone(r.msgId), String(r.idx));
+    if (r.campaign) await redis.hdel(keys.campaignGone(r.msgId), String(r.idx), goneField(f.digest));
   }
   // The index entries of other accounts stay, so their own erasure still finds their data.
   const dropped = f.index.filter((e) => e.drop).map((e) => e.member);

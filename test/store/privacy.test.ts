@@ -22,6 +22,7 @@ import { createLogger } from '../../src/observability/logger.js';
 import { recordOutcome, storeFeedback } from '../../src/feedback/raw-store.js';
 import { recordSoftBounce } from '../../src/store/soft-bounces.js';
 import { createWebhook } from '../../src/store/webhooks.js';
+import { addressDigest } from '../../src/store/address-digest.js';
 import { campaignsSentToList, eraseAddress, exportAddress, keepCopiesFindable, ERASED_ADDRESS, OUTBOX_PAGE, UNPROCESSED_PAGE } from '../../src/store/privacy.js';
 import { encodeSpecRecord } from '../../src/render/spec-record.js';
 import { parseSpec } from '../../src/render/compose.js';
@@ -447,6 +448,48 @@ test('a message held long past its acceptance is found by export and erasure for
   assert.is(report.messages, 2);
   assert.is(report.events, 1);
   assert.not.match(JSON.stringify(await client.hgetall(keys.msgMeta(held))), /ann\.person/i);
+});
+
+test("a deleted contact's campaign copies are found and erased after its reference went, while later deletions keep the campaign's :gone", async () => {
+  const { campaignId, lists } = await populate();
+  const [l1] = lists as [string];
+  await upsertContacts(client, keys, ACCOUNT, l1, [{ email: 'cy@example.com', fields: {} }], NOW);
+  await client.hset(keys.msgMeta(campaignId), 'state', 'sending', 'startedAt', NOW - 12 * DAY);
+  const ann = (await findContact(client, keys, l1, ADDRESS))!;
+  // Ann's copy: delivered, bounced later by mail (raw feedback, event), a soft bounce, her unsubscribe (populate).
+  await client.hset(keys.rcptState('example.org', campaignId, ann.no), { state: 'delivered', response: `250 ok <${ADDRESS}>` });
+  await storeFeedback(client, keys, { id: 'fb-c', raw: Buffer.from(`Final-Recipient: rfc822; ${ADDRESS}\r\n`), rcpts: [verpAddress(campaignId, ann.no, 'bounce.acme.test')], mailFrom: '', receivedAt: NOW }, 60_000);
+  await appendEvent(client, keys, 'bounced', { account: ACCOUNT, msgId: campaignId, idx: ann.no, feedbackId: 'fb-c' }, 1000);
+  await recordSoftBounce(client, keys, ADDRESS, `${campaignId}:${ann.no}`, NOW, 60_000);
+  // Ann deleted 11 days ago; the others later, each renewing the campaign's :gone for 10 more days.
+  const remove = async (email: string, at: number): Promise<void> => {
+    const c = (await findContact(client, keys, l1, email))!;
+    assert.is(await keepCopiesFindable(client, keys, ACCOUNT, l1, c, at, LATE.refsMs), 1);
+    assert.ok(await deleteContact(client, keys, ACCOUNT, l1, email, at));
+  };
+  await remove(ADDRESS, NOW - 11 * DAY);
+  await remove(OTHER, NOW - 5 * DAY);
+  await remove('cy@example.com', NOW);
+  // Mail to Ann today trims her "c:" reference: it lived 10 days from her deletion.
+  const fresh = await messageAt(NOW, [ADDRESS]);
+  const digest = await addressDigest(client, keys, ADDRESS);
+  assert.not.ok((await client.zrange(keys.addressRefs(digest), 0, -1)).some((m) => m.startsWith('c:')), 'her reference is gone');
+  assert.is(await client.hget(keys.campaignGone(campaignId), String(ann.no)), ann.email, 'her address is still kept in :gone');
+
+  const e = (await exportAddress(client, keys, ADDRESS, SCOPE, NOW)) as Record<string, { id: string; recipientIndex?: number }[]>;
+  assert.equal(e['messages']!.filter((m) => m.id === campaignId).map((m) => m.recipientIndex), [ann.no], 'the copy is in the export');
+  assert.ok(ids(e).includes(fresh));
+  assert.ok(e['feedback']!.some((f) => f.id === 'fb-c'), "the copy's raw bounce");
+
+  const report = await eraseAddress(client, keys, ADDRESS, SCOPE, { eventsMaxLen: 1000, recordTtlMs: LATE.recordsMs, refsTtlMs: LATE.refsMs, ref: 'sha256:test', now: NOW });
+  assert.ok(report.queued >= 1, "the copy's queue entry");
+  assert.equal(await copyTraces(campaignId, ann.no), [], 'nothing of the copy is left');
+  assert.is(await client.exists(keys.feedbackRaw('fb-c')), 0, "the copy's raw bounce is erased");
+  assert.not.ok((await client.zrange(keys.softBounces(digest), 0, -1)).some((m) => m.includes(campaignId)), 'its soft bounce');
+  const gone = await client.hgetall(keys.campaignGone(campaignId));
+  assert.not.ok(String(ann.no) in gone || `d:${digest}` in gone, 'nothing of her is left in :gone');
+  assert.equal(Object.values(gone).filter((v) => v.includes('@')).sort(), ['bob@example.net', 'cy@example.com'], "the others' stay");
+  assert.not.ok((await dump(keys.prefix)).includes('ann.person'), 'no trace of the address anywhere');
 });
 
 test('an erasure that finishes a held message keeps the other recipients\' references as long as its record', async () => {
