@@ -96,7 +96,7 @@ const MESSAGE_TAG = /^\{m:([^}]+)\}:(.+)$/;
  */
 const ORPHAN_GRACE_MS = HOUR;
 /** The parts purgeMessage deletes; a store may add others under the tag (a campaign's domain set). */
-const MESSAGE_PARTS = new Set(['meta', 'body', 'links', 'track', 'stats', 'gone']);
+const MESSAGE_PARTS = new Set(['meta', 'body', 'links', 'track', 'stats', 'gone', 'goneAt']);
 const RECORD_TAG = /^\{d:[^}]+\}:rs:([^:]+):\d+$/;
 const FEEDBACK_TAG = /^\{f:([^}]+)\}:raw$/;
 const ACCOUNT_TAG = /^\{[ax]:([^}]+)\}:/;

@@ -63,9 +63,11 @@ export function createKeys(prefix: string) {
      * whose list was), so their unsubscribe, bounce or complaint still finds the address
      * (store/privacy.ts keepCopiesFindable, store/recipients.ts messageFor); "d:<digest>" → the
      * deleted contact's numbers, so an erasure finds the address there (store/privacy.ts find).
-     * TTL as the copies' data, renewed by each deletion.
+     * A deleted contact's fields live as the copies' data from its deletion (campaignGoneAt).
      */
     campaignGone: (id: string) => `${p}{m:${id}}:gone`,
+    /** ZSET "<no> <digest>" → deleted (ms): when each deleted contact's :gone fields go (queue/lua/keepGone-2.lua). */
+    campaignGoneAt: (id: string) => `${p}{m:${id}}:goneAt`,
     // account
     quota: (account: string, day: string) => `${p}{a:${account}}:quota:${day}`,
     accountRate: (account: string) => `${p}{a:${account}}:rate`,

@@ -20,6 +20,8 @@ declare module 'ioredis' {
     eraseEntry(ready: string, leases: string, rs: string, cq: string, msgId: string, idx: number, floor: number): Result<number, Context>;
     /** src/queue/lua/eraseRecipient-5.lua: 2 message deleted, 1 recipient erased, 0 no record. */
     eraseRecipient(meta: string, body: string, links: string, marks: string, stats: string, idx: number, address: string, replacement: string, ttlMs: number): Result<number, Context>;
+    /** src/queue/lua/keepGone-2.lua: the fields trimmed. */
+    keepGone(gone: string, goneAt: string, no: number, address: string, digest: string, at: number, ttlMs: number): Result<number, Context>;
   }
 }
 
@@ -192,7 +194,7 @@ export async function campaignsSentToList(redis: RedisClient, keys: Keys, accoun
 /** The field of {m:<campaignId>}:gone naming a deleted contact's numbers by the address's digest. */
 const goneField = (digest: string): string => `d:${digest}`;
 
-/** The contact numbers of a goneField value ("5", or "5 9" for an address deleted twice). */
+/** The contact numbers of a goneField value ("5", or "5 9": deleted, added again and deleted while the campaign read its list). */
 function goneNumbers(value: string | null): number[] {
   if (!value) return [];
   return value.split(' ').map(Number).filter((n) => Number.isSafeInteger(n) && n > 0);
@@ -206,10 +208,12 @@ function goneNumbers(value: string | null): number[] {
  * `ttlMs` (ingress/persist.ts refsTtlMs: as long as a copy's data can live); and the other way, the
  * address under its contact number in each such campaign's {m:<id>}:gone, so the copies'
  * unsubscribe links, bounces and complaints still name it (store/recipients.ts messageFor), with the
- * number under the address's digest ("d:<digest>"), which find() reads per campaign: the key's TTL
- * is renewed by every later deletion in the campaign, so the address can stay there after its "c:"
- * reference went, and an erasure must still find it. Returns how many campaigns. (A deleted list
- * keeps its address index for the same time instead: contacts.ts deleteList.)
+ * number under the address's digest ("d:<digest>"), which find() reads per campaign. Both fields
+ * live `ttlMs` from this deletion (their time in {m:<id>}:goneAt, trimmed by the campaign's later
+ * deletions, keepGone-2.lua), but only roughly, as the "c:" reference does (trimmed by the address's
+ * later writes): find() reads "d:" so that an address still kept there is found whichever went first.
+ * Returns how many campaigns. (A deleted list keeps its address index for the same time instead:
+ * contacts.ts deleteList.)
  */
 export async function keepCopiesFindable(
   redis: RedisClient,
@@ -226,15 +230,9 @@ export async function keepCopiesFindable(
   await indexAddresses(redis, keys, campaigns.map((c) => ({ address: contact.email, ref: { kind: 'c', msgId: c.id, idx: contact.no }, at: now })), ttlMs);
   // And the other way, for the copies' unsubscribe links, bounces and complaints (recipients.ts).
   const ttl = Math.max(1, Math.floor(ttlMs));
-  const field = goneField(await addressDigest(redis, keys, contact.email));
-  await Promise.all(
-    campaigns.map(async (c) => {
-      const gone = keys.campaignGone(c.id);
-      // An address deleted, added again and deleted while the campaign read its list has two numbers.
-      const nos = new Set([...goneNumbers(await redis.hget(gone, field)), contact.no]);
-      await redis.multi().hset(gone, String(contact.no), contact.email, field, [...nos].join(' ')).pexpire(gone, ttl).exec();
-    }),
-  );
+  // Each field for ttlMs from its deletion, however often later deletions renew the key (keepGone-2.lua).
+  const digest = await addressDigest(redis, keys, contact.email);
+  await Promise.all(campaigns.map((c) => redis.keepGone(keys.campaignGone(c.id), keys.campaignGoneAt(c.id), contact.no, contact.email, digest, Math.floor(now), ttl)));
   return campaigns.length;
 }
 
@@ -423,7 +421,7 @@ export async function eraseAddress(
     if (res > 0) messages++;
     // This finished the message (the others' copies went before): its record stays for the others.
     if (pending === 0 && res === 1) await keepRefsOfLateFinish(redis, keys, r.msgId, now, { recordsMs: o.recordTtlMs, refsMs: o.refsTtlMs });
-    if (r.campaign) await redis.hdel(keys.campaignGone(r.msgId), String(r.idx), goneField(f.digest));
+    if (r.campaign) await redis.multi().hdel(keys.campaignGone(r.msgId), String(r.idx), goneField(f.digest)).zrem(keys.campaignGoneAt(r.msgId), `${r.idx} ${f.digest}`).exec();
   }
   // The index entries of other accounts stay, so their own erasure still finds their data.
   const dropped = f.index.filter((e) => e.drop).map((e) => e.member);

@@ -36,7 +36,7 @@ export async function trimStreamBefore(redis: RedisClient, key: string, beforeMs
 
 /** Deletes one message's every key (meta, body, link table, tracking marks, counters: one slot). */
 export async function purgeMessage(redis: RedisClient, keys: Keys, msgId: string): Promise<number> {
-  return redis.del(keys.msgMeta(msgId), keys.msgBody(msgId), keys.links(msgId), keys.trackMarks(msgId), keys.msgStats(msgId), keys.campaignGone(msgId));
+  return redis.del(keys.msgMeta(msgId), keys.msgBody(msgId), keys.links(msgId), keys.trackMarks(msgId), keys.msgStats(msgId), keys.campaignGone(msgId), keys.campaignGoneAt(msgId));
 }
 
 /**

@@ -461,7 +461,8 @@ test("a deleted contact's campaign copies are found and erased after its referen
   await storeFeedback(client, keys, { id: 'fb-c', raw: Buffer.from(`Final-Recipient: rfc822; ${ADDRESS}\r\n`), rcpts: [verpAddress(campaignId, ann.no, 'bounce.acme.test')], mailFrom: '', receivedAt: NOW }, 60_000);
   await appendEvent(client, keys, 'bounced', { account: ACCOUNT, msgId: campaignId, idx: ann.no, feedbackId: 'fb-c' }, 1000);
   await recordSoftBounce(client, keys, ADDRESS, `${campaignId}:${ann.no}`, NOW, 60_000);
-  // Ann deleted 11 days ago; the others later, each renewing the campaign's :gone for 10 more days.
+  // Ann deleted 11 days ago; the others later, each renewing the campaign's :gone for 10 more days
+  // (and trimming the fields deleted more than 10 days before it: none of them yet).
   const remove = async (email: string, at: number): Promise<void> => {
     const c = (await findContact(client, keys, l1, email))!;
     assert.is(await keepCopiesFindable(client, keys, ACCOUNT, l1, c, at, LATE.refsMs), 1);
@@ -469,7 +470,7 @@ test("a deleted contact's campaign copies are found and erased after its referen
   };
   await remove(ADDRESS, NOW - 11 * DAY);
   await remove(OTHER, NOW - 5 * DAY);
-  await remove('cy@example.com', NOW);
+  await remove('cy@example.com', NOW - DAY);
   // Mail to Ann today trims her "c:" reference: it lived 10 days from her deletion.
   const fresh = await messageAt(NOW, [ADDRESS]);
   const digest = await addressDigest(client, keys, ADDRESS);
@@ -490,6 +491,27 @@ test("a deleted contact's campaign copies are found and erased after its referen
   assert.not.ok(String(ann.no) in gone || `d:${digest}` in gone, 'nothing of her is left in :gone');
   assert.equal(Object.values(gone).filter((v) => v.includes('@')).sort(), ['bob@example.net', 'cy@example.com'], "the others' stay");
   assert.not.ok((await dump(keys.prefix)).includes('ann.person'), 'no trace of the address anywhere');
+});
+
+test("a deleted contact's address leaves the campaign's :gone when its lifetime ends, however often later deletions renew the key", async () => {
+  const { campaignId, lists } = await populate();
+  const [l1] = lists as [string];
+  await client.hset(keys.msgMeta(campaignId), 'state', 'sending', 'startedAt', NOW - 12 * DAY);
+  const ann = (await findContact(client, keys, l1, ADDRESS))!;
+  const bob = (await findContact(client, keys, l1, OTHER))!;
+  assert.is(await keepCopiesFindable(client, keys, ACCOUNT, l1, ann, NOW - 11 * DAY, LATE.refsMs), 1);
+  await deleteContact(client, keys, ACCOUNT, l1, ADDRESS, NOW - 11 * DAY);
+  const digest = await addressDigest(client, keys, ADDRESS);
+  assert.is(await client.hget(keys.campaignGone(campaignId), `d:${digest}`), String(ann.no));
+  // Bob's deletion today renews the key for 10 days; Ann's fields were due a day ago.
+  assert.is(await keepCopiesFindable(client, keys, ACCOUNT, l1, bob, NOW, LATE.refsMs), 1);
+  const gone = await client.hgetall(keys.campaignGone(campaignId));
+  assert.equal(Object.values(gone).filter((v) => v.includes('@')), [OTHER], "only Bob's address is kept");
+  assert.not.ok(`d:${digest}` in gone, "nor Ann's digest");
+  assert.equal(await client.zrange(keys.campaignGoneAt(campaignId), 0, -1), [`${bob.no} ${await addressDigest(client, keys, OTHER)}`]);
+  assert.ok((await client.pttl(keys.campaignGoneAt(campaignId))) > 9 * DAY, 'the times live as long as the fields');
+  assert.is((await messageFor(client, keys, campaignId, bob.no))?.meta.rcpts[bob.no]?.address, OTHER, "Bob's copies still name him");
+  assert.is((await messageFor(client, keys, campaignId, ann.no))?.meta.rcpts[ann.no], undefined, "Ann's no longer");
 });
 
 test('an erasure that finishes a held message keeps the other recipients\' references as long as its record', async () => {
