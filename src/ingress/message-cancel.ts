@@ -3,7 +3,7 @@ import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { getMessage } from '../store/messages.js';
 import { appendEvent, packEvent } from '../store/events.js';
-import { recipientStates } from '../queue/status.js';
+import { recipientStates, type RecipientStatus } from '../queue/status.js';
 import { cancelWaiting } from '../queue/outcome.js';
 import { OUTCOME } from '../queue/outcome-codes.js';
 import { messageStatus, type MessageStatus } from './message-status.js';
@@ -17,7 +17,18 @@ export interface CancelResult {
   readonly status: MessageStatus;
 }
 
+interface CancelOptions {
+  readonly now: number;
+  readonly recordTtlMs: number;
+  readonly eventsMaxLen: number;
+}
+
 const RESPONSE = 'not sent: the message was cancelled';
+/**
+ * Cancels tried per recipient: each one that misses found the entry moved by delivery meanwhile (a
+ * claim, an outcome), so a few more only happen while its copies are being tried again and again.
+ */
+const MAX_TRIES = 4;
 
 /**
  * DELETE /v1/messages/:id: the recipients still waiting in the queue (queued, or deferred until their
@@ -27,38 +38,57 @@ const RESPONSE = 'not sent: the message was cancelled';
  * left to its delivery, and one already final keeps its state. Null when the message does not exist
  * or is another account's (as for GET). A second cancel finds nothing left to cancel.
  */
-export async function cancelMessage(
+export async function cancelMessage(redis: RedisClient, keys: Keys, id: string, accountId: string, o: CancelOptions): Promise<CancelResult | null> {
+  const msg = await getMessage(redis, keys, id);
+  if (!msg || msg.meta.account !== accountId) return null;
+  const rcpts = msg.meta.rcpts.map((r, idx) => ({ idx, domain: r.domain }));
+  const counts = await cancelRecipients(redis, keys, id, accountId, rcpts, await recipientStates(redis, keys, id, rcpts), o);
+  const status = await messageStatus(redis, keys, id, accountId);
+  return status && { ...counts, status };
+}
+
+/**
+ * Cancels the waiting ones of `states` (the recipients' states as read before, by recipientStates).
+ * Exported for tests, which move an entry between the read and the cancel.
+ */
+export async function cancelRecipients(
   redis: RedisClient,
   keys: Keys,
   id: string,
   accountId: string,
-  o: { readonly now: number; readonly recordTtlMs: number; readonly eventsMaxLen: number },
-): Promise<CancelResult | null> {
-  const msg = await getMessage(redis, keys, id);
-  if (!msg || msg.meta.account !== accountId) return null;
-  const rcpts = msg.meta.rcpts.map((r, idx) => ({ idx, domain: r.domain }));
+  rcpts: readonly { readonly idx: number; readonly domain: string }[],
+  states: readonly RecipientStatus[],
+  o: CancelOptions,
+): Promise<{ cancelled: number; sending: number }> {
   // The outcome and its event in one script on a single server, as delivery's own outcomes are.
   const single = !(redis instanceof Cluster);
   let cancelled = 0;
   let sending = 0;
   await Promise.all(
-    (await recipientStates(redis, keys, id, rcpts)).map(async (s) => {
-      if (s.state === 'sending') sending++;
-      if (s.state !== 'queued' && s.state !== 'deferred') return;
-      const domain = (rcpts[s.idx] as { domain: string }).domain;
-      const fields = { msgId: id, idx: s.idx, account: accountId, domain, attempt: s.attempts, code: 0, enhanced: '', reason: 'cancelled' };
-      const event = single ? { stream: keys.events(), maxLen: o.eventsMaxLen, packed: packEvent('cancelled', fields) } : undefined;
-      const r = await cancelWaiting(redis, keys, { msgId: id, idx: s.idx, attempt: s.attempts, domain }, { now: o.now, response: RESPONSE, recordTtlMs: o.recordTtlMs, ...(event ? { event } : {}) });
-      // Claimed between the read and the cancel: its delivery goes on.
-      if (r === OUTCOME.NOOP) {
-        sending++;
-        return;
+    states.map(async (first) => {
+      const rcpt = rcpts[first.idx] as { idx: number; domain: string };
+      let s = first;
+      for (let tries = 1; ; tries++) {
+        if (s.state === 'sending') sending++;
+        if (s.state !== 'queued' && s.state !== 'deferred') return;
+        const fields = { msgId: id, idx: s.idx, account: accountId, domain: rcpt.domain, attempt: s.attempts, code: 0, enhanced: '', reason: 'cancelled' };
+        const event = single ? { stream: keys.events(), maxLen: o.eventsMaxLen, packed: packEvent('cancelled', fields) } : undefined;
+        const r = await cancelWaiting(redis, keys, { msgId: id, idx: s.idx, attempt: s.attempts, domain: rcpt.domain }, { now: o.now, response: RESPONSE, recordTtlMs: o.recordTtlMs, ...(event ? { event } : {}) });
+        if (r !== OUTCOME.NOOP) {
+          cancelled++;
+          if (!single) await appendEvent(redis, keys, 'cancelled', fields, o.eventsMaxLen);
+          await redis.finishRecipient(keys.msgMeta(id), keys.msgBody(id), keys.links(id), keys.msgStats(id), o.recordTtlMs, o.now);
+          return;
+        }
+        // Not where the read saw it: claimed since (being sent now), or also deferred again or
+        // given back, as the next attempt's member, which the read did not name. Read it again.
+        if (tries === MAX_TRIES) {
+          sending++;
+          return;
+        }
+        s = (await recipientStates(redis, keys, id, [rcpt]))[0] as RecipientStatus;
       }
-      cancelled++;
-      if (!single) await appendEvent(redis, keys, 'cancelled', fields, o.eventsMaxLen);
-      await redis.finishRecipient(keys.msgMeta(id), keys.msgBody(id), keys.links(id), keys.msgStats(id), o.recordTtlMs, o.now);
     }),
   );
-  const status = await messageStatus(redis, keys, id, accountId);
-  return status && { cancelled, sending, status };
+  return { cancelled, sending };
 }

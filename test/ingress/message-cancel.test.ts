@@ -9,6 +9,8 @@ import * as assert from 'uvu/assert';
 import { claim } from '../../src/queue/claim.js';
 import { ack, retry } from '../../src/queue/outcome.js';
 import { streamFields } from '../../src/store/events.js';
+import { recipientStates } from '../../src/queue/status.js';
+import { cancelRecipients } from '../../src/ingress/message-cancel.js';
 import type { Keys } from '../../src/redis/keys.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { startSluiceFixture, type SluiceFixture } from '../helpers/sluice.js';
@@ -67,6 +69,24 @@ test('waiting recipients (queued, deferred) are cancelled with an event each; on
   assert.is(again.body.cancelled, 0);
   const get = await s.api(`/v1/messages/${id}`);
   assert.is(get.body.recipients[0].state, 'cancelled', 'GET shows it too');
+});
+
+test('an entry retried between the read and the cancel (its member is one attempt later) is still cancelled, not reported as being sent', async () => {
+  const client = s.app.redis.client;
+  const sent = await s.api('/v1/messages', { body: { from: 'news@acme.example', to: 'r@r.test', subject: 'moved', text: 'hello' } });
+  const id = sent.body.id as string;
+  const rcpts = [{ idx: 0, domain: 'r.test' }];
+  const before = await recipientStates(client, keys, id, rcpts);
+  assert.is(before[0]?.state, 'queued');
+  // Meanwhile a dispatcher claims it and the attempt is deferred: it waits again, as <id>:0:1.
+  const now = Date.now();
+  const [entry] = (await claim(client, keys, { domain: 'r.test', max: 1, leaseMs: HOUR, now })).entries;
+  await retry(client, keys, entry!, { now, nextAt: now + HOUR, code: 451, enhanced: '4.3.0', response: '451 4.3.0 later' });
+  const r = await cancelRecipients(client, keys, id, 'acme', rcpts, before, { now, recordTtlMs: HOUR, eventsMaxLen: 1000 });
+  assert.equal(r, { cancelled: 1, sending: 0 });
+  assert.is(await client.zcard(keys.ready('r.test')), 0, 'nothing of it left waiting');
+  assert.is((await recipientStates(client, keys, id, rcpts))[0]?.state, 'cancelled');
+  assert.is(await client.hget(keys.msgMeta(id), 'pending'), '0');
 });
 
 test('an unknown id, a malformed one and another account\'s message are 404; other methods 405', async () => {
