@@ -491,7 +491,7 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
     if (m && method === 'DELETE') {
       const account = await authenticate(req);
       const id = m[1] as string;
-      const r = isId(id) ? await cancelMessage(deps.redis, deps.keys, id, account.id, { now: (deps.now ?? Date.now)(), recordTtlMs: deps.config.retention.records, eventsMaxLen: deps.config.retention.eventsMaxLen }) : null;
+      const r = isId(id) ? await cancelMessage(deps.redis, deps.keys, id, account.id, { now: (deps.now ?? Date.now)(), recordTtlMs: deps.config.retention.records, refsTtlMs: refsTtlMs(deps.config), eventsMaxLen: deps.config.retention.eventsMaxLen }) : null;
       if (!r) throw new SluiceError('SLUICE_INGRESS_NOT_FOUND', 'No such message');
       await audit(req, 'message.cancel', account.id, id);
       return { route: 'status', answer: new Answer(200, { cancelled: r.cancelled, sending: r.sending, ...r.status }) };

@@ -3,6 +3,7 @@ import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { getMessage } from '../store/messages.js';
 import { appendEvent, packEvent } from '../store/events.js';
+import { keepRefsOfLateFinish } from '../store/address-index.js';
 import { recipientStates, type RecipientStatus } from '../queue/status.js';
 import { cancelWaiting } from '../queue/outcome.js';
 import { OUTCOME } from '../queue/outcome-codes.js';
@@ -20,6 +21,8 @@ export interface CancelResult {
 interface CancelOptions {
   readonly now: number;
   readonly recordTtlMs: number;
+  /** How long an address's reference lives (ingress/persist.ts refsTtlMs): see keepRefsOfLateFinish. */
+  readonly refsTtlMs: number;
   readonly eventsMaxLen: number;
 }
 
@@ -76,8 +79,12 @@ export async function cancelRecipients(
         const r = await cancelWaiting(redis, keys, { msgId: id, idx: s.idx, attempt: s.attempts, domain: rcpt.domain }, { now: o.now, response: RESPONSE, recordTtlMs: o.recordTtlMs, ...(event ? { event } : {}) });
         if (r !== OUTCOME.NOOP) {
           cancelled++;
+          // Counted off before the event on a cluster, so that a failed append cannot leave the
+          // message pending for ever; the last one finishes it, held mail maybe long after its
+          // acceptance: its references must then last as long as its record.
+          const pending = await redis.finishRecipient(keys.msgMeta(id), keys.msgBody(id), keys.links(id), keys.msgStats(id), o.recordTtlMs, o.now);
+          if (pending === 0) await keepRefsOfLateFinish(redis, keys, id, o.now, { recordsMs: o.recordTtlMs, refsMs: o.refsTtlMs });
           if (!single) await appendEvent(redis, keys, 'cancelled', fields, o.eventsMaxLen);
-          await redis.finishRecipient(keys.msgMeta(id), keys.msgBody(id), keys.links(id), keys.msgStats(id), o.recordTtlMs, o.now);
           return;
         }
         // Not where the read saw it: claimed since (being sent now), or also deferred again or

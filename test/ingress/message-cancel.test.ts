@@ -11,6 +11,9 @@ import { ack, retry } from '../../src/queue/outcome.js';
 import { streamFields } from '../../src/store/events.js';
 import { recipientStates } from '../../src/queue/status.js';
 import { cancelRecipients } from '../../src/ingress/message-cancel.js';
+import { persistMessage, refsTtlMs } from '../../src/ingress/persist.js';
+import { addressDigest } from '../../src/store/address-digest.js';
+import { newId } from '../../src/core/ids.js';
 import type { Keys } from '../../src/redis/keys.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { startSluiceFixture, type SluiceFixture } from '../helpers/sluice.js';
@@ -82,11 +85,30 @@ test('an entry retried between the read and the cancel (its member is one attemp
   const now = Date.now();
   const [entry] = (await claim(client, keys, { domain: 'r.test', max: 1, leaseMs: HOUR, now })).entries;
   await retry(client, keys, entry!, { now, nextAt: now + HOUR, code: 451, enhanced: '4.3.0', response: '451 4.3.0 later' });
-  const r = await cancelRecipients(client, keys, id, 'acme', rcpts, before, { now, recordTtlMs: HOUR, eventsMaxLen: 1000 });
+  const r = await cancelRecipients(client, keys, id, 'acme', rcpts, before, { now, recordTtlMs: HOUR, refsTtlMs: 2 * HOUR, eventsMaxLen: 1000 });
   assert.equal(r, { cancelled: 1, sending: 0 });
   assert.is(await client.zcard(keys.ready('r.test')), 0, 'nothing of it left waiting');
   assert.is((await recipientStates(client, keys, id, rcpts))[0]?.state, 'cancelled');
   assert.is(await client.hget(keys.msgMeta(id), 'pending'), '0');
+});
+
+test('a message held past its queue age and cancelled keeps its recipients\' references as long as its record', async () => {
+  const client = s.app.redis.client;
+  // Held (its account closed, its sender paused) for a day longer than its references cover a finish.
+  const refsMs = refsTtlMs(s.config);
+  const at = Date.now() - (refsMs - s.config.retention.records) - 86_400_000;
+  const id = newId(at);
+  const address = 'held@h.test';
+  await persistMessage(client, keys, s.config.redis.scheduleShards, {
+    id, account: 'acme', source: 'http', kind: 'raw', from: 'news@acme.example', fromDomain: 'acme.example',
+    rcpts: [{ address, domain: 'h.test' }], acceptedAt: at, tags: [], metadata: {}, body: `To: ${address}\r\n\r\nhi\r\n`,
+  }, refsMs);
+  const refs = keys.addressRefs(await addressDigest(client, keys, address));
+  assert.is(Number(await client.zscore(refs, `m:${id}:0`)), at);
+  const before = Date.now();
+  const r = await s.api(`/v1/messages/${id}`, { method: 'DELETE' });
+  assert.is(r.body.cancelled, 1, JSON.stringify(r.body));
+  assert.ok(Number(await client.zscore(refs, `m:${id}:0`)) >= before, 'the reference now counts from the finish, as the record does');
 });
 
 test('an unknown id, a malformed one and another account\'s message are 404; other methods 405', async () => {
