@@ -493,6 +493,8 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
       const id = m[1] as string;
       const r = isId(id) ? await cancelMessage(deps.redis, deps.keys, id, account.id, { now: (deps.now ?? Date.now)(), recordTtlMs: deps.config.retention.records, refsTtlMs: refsTtlMs(deps.config), eventsMaxLen: deps.config.retention.eventsMaxLen }) : null;
       if (!r) throw new SluiceError('SLUICE_INGRESS_NOT_FOUND', 'No such message');
+      // A cancelled event each (sluice_events_total counts every event written).
+      if (r.cancelled > 0) deps.metrics?.eventsAppended.inc({ type: 'cancelled' }, r.cancelled);
       await audit(req, 'message.cancel', account.id, id);
       return { route: 'status', answer: new Answer(200, { cancelled: r.cancelled, sending: r.sending, ...r.status }) };
     }

@@ -65,6 +65,9 @@ test('waiting recipients (queued, deferred) are cancelled with an event each; on
   // An event each, as delivery writes its outcomes (webhooks route them).
   const events = (await client.xrange(keys.events(), '-', '+')).map(([, f]) => streamFields(f)).filter((e) => e['msgId'] === id && e['type'] === 'cancelled');
   assert.equal(events.map((e) => Number(e['idx'])).sort(), [0, 1]);
+  // Counted as every event written (sluice_events_total{type}).
+  const counted = (await s.app.metrics.eventsAppended.get()).values.find((v) => v.labels['type'] === 'cancelled');
+  assert.is(counted?.value, 2);
   // Two of four finished here, one delivered: one pending (the one being sent).
   assert.is(await client.hget(keys.msgMeta(id), 'pending'), '1');
   const again = await s.api(`/v1/messages/${id}`, { method: 'DELETE' });
