@@ -5,8 +5,8 @@ import { eachDestinationPage } from './stats.js';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    /** src/queue/lua/flushReady-1.lua: [entries looked at, entries made due] */
-    flushReady(ready: string, now: number, limit: number, skip: number): Result<number[], Context>;
+    /** src/queue/lua/flushReady-1.lua: [entries looked at, entries made due, score reached, pointers at it] */
+    flushReady(ready: string, now: number, limit: number, from: string, skip: number): Result<[number, number, string, number], Context>;
   }
 }
 
@@ -23,15 +23,32 @@ const FLUSH_STEP = 1000;
 export async function flushDestination(redis: RedisClient, keys: Keys, shards: number, domain: string, now: number): Promise<number> {
   const ready = keys.ready(domain);
   let moved = 0;
-  let skip = 0;
-  for (;;) {
-    const [looked = 0, n = 0] = await redis.flushReady(ready, now, FLUSH_STEP, skip);
-    moved += n;
-    skip += looked - n;
-    if (looked < FLUSH_STEP) break;
-  }
+  let cursor: FlushCursor | null = null;
+  do {
+    const step: FlushStep = await flushStep(redis, ready, now, cursor);
+    moved += step.moved;
+    cursor = step.next;
+  } while (cursor);
   if ((await redis.zcard(ready)) > 0) await redis.zadd(keys.schedule(shardOf(domain, shards)), 'LT', now, domain);
   return moved;
+}
+
+/** Where a flush of one ready set goes on from (opaque to callers): a score, and the pointers there already looked at. */
+export interface FlushCursor {
+  readonly from: string;
+  readonly skip: number;
+}
+
+export interface FlushStep {
+  readonly moved: number;
+  /** null when the walk is done. */
+  readonly next: FlushCursor | null;
+}
+
+/** One call of flushReady: up to `limit` entries looked at, from `cursor` (null: the start). */
+export async function flushStep(redis: RedisClient, ready: string, now: number, cursor: FlushCursor | null, limit = FLUSH_STEP): Promise<FlushStep> {
+  const [looked, moved, from, skip] = await redis.flushReady(ready, now, limit, cursor?.from ?? `(${now}`, cursor?.skip ?? 0);
+  return { moved, next: looked < limit ? null : { from, skip } };
 }
 
 /** flushDestination for every destination with queued mail; returns those it made anything due at. */

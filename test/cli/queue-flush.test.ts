@@ -11,6 +11,7 @@ import * as assert from 'uvu/assert';
 import { enqueueRecipients } from '../../src/queue/enqueue.js';
 import { shardOf, type Keys } from '../../src/redis/keys.js';
 import { readAudit } from '../../src/store/audit.js';
+import { flushStep, type FlushCursor } from '../../src/queue/flush.js';
 import type { RedisClient } from '../../src/redis/client.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { startCapturePeer } from '../helpers/smtp-peer.js';
@@ -88,6 +89,26 @@ test('--all: every destination, each once, in steps of 1,000 entries past a run 
   assert.is(many.filter((s) => s === later - 10_000).length, 1_200, 'every pointer kept its time');
   const again = await sluice(['queue', 'flush', '--config', cfg, '--all']);
   assert.match(again.out, '0 recipients made due now');
+});
+
+test('a pointer that leaves the range between two steps (its campaign paused, or claimed and throttled to later) costs the walk no entry', async () => {
+  const { prefix, keys } = redis.fresh();
+  const { later } = await deferred(keys, prefix, { 'walk.test': 6 });
+  const ready = keys.ready('walk.test');
+  await client.zadd(ready, later - 10_000, '@p1', later - 10_000, '@p2', later - 10_000, '@p3');
+  const now = Date.now();
+  // Steps of 4: the three pointers and one entry, then the rest.
+  let step = await flushStep(client, ready, now, null, 4);
+  let moved = step.moved;
+  assert.is(moved, 1);
+  await client.zrem(ready, '@p1');
+  await client.zadd(ready, later + HOUR, '@p2');
+  for (let cursor: FlushCursor | null = step.next; cursor; cursor = step.next) {
+    step = await flushStep(client, ready, now, cursor, 4);
+    moved += step.moved;
+  }
+  assert.is(moved, 6, 'every entry made due');
+  assert.equal(await client.zrange(ready, '(' + now, '+inf', 'BYSCORE'), ['@p3', '@p2'], 'only the pointers wait');
 });
 
 test('a running Sluice delivers a flushed recipient at once: deferred by a 451 with its next attempt an hour away, delivered within seconds of the flush', async () => {
