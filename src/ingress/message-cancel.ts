@@ -38,7 +38,8 @@ const MAX_TRIES = 4;
  * next attempt) are taken out and finished as `cancelled` (no attempt counted), each with a
  * `cancelled` event, as a cancelled campaign's copies are; the message's record counts them off, so
  * it is kept retention.records like any finished message. A recipient being sent at that moment is
- * left to its delivery, and one already final keeps its state. Null when the message does not exist
+ * left to its delivery (deferred, it waits again: a later cancel takes it), and one already final
+ * keeps its state. Null when the message does not exist
  * or is another account's (as for GET). A second cancel finds nothing left to cancel.
  */
 export async function cancelMessage(redis: RedisClient, keys: Keys, id: string, accountId: string, o: CancelOptions): Promise<CancelResult | null> {
