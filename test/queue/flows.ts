@@ -25,6 +25,10 @@ import { resolveRecordedShaping, resolveShaping } from '../../src/queue/shaping.
 import { loadConfig } from '../../src/config/load.js';
 import { pushCampaignChunk, controlCampaignQueue, holdCampaignEntries, pauseCampaign, resumeCampaign, startCampaign } from '../../src/queue/campaign.js';
 import { createCampaign } from '../../src/store/campaigns.js';
+import { persistMessage } from '../../src/ingress/persist.js';
+import { cancelRecipients } from '../../src/ingress/message-cancel.js';
+import { streamFields } from '../../src/store/events.js';
+import { newId } from '../../src/core/ids.js';
 
 export interface Harness {
   client(): RedisClient;
@@ -664,6 +668,24 @@ export function queueFlows(name: string, start: () => Promise<Harness>) {
     assert.is(await redis.hget(keys.rcptState('a.test', 'c1', 1), 'state'), 'delivered');
     assert.ok(await retry(redis, keys, first.entries[1] as QueueEntry, { now: T + 6, nextAt: T + 60_000, ...SOFT }));
     assert.equal(await redis.zrange(keys.ready('a.test'), 0, -1), ['c1:2:1']);
+  });
+
+  test('a message cancel takes its waiting recipients out with an event each and counts them off; a leased one is left to its holder', async () => {
+    const keys = ctx();
+    const id = newId(T);
+    const rcpts = [{ address: 'a@ca.test', domain: 'ca.test' }, { address: 'b@cb.test', domain: 'cb.test' }, { address: 'c@cc.test', domain: 'cc.test' }];
+    await persistMessage(redis, keys, SHARDS, { id, account: 'acct', source: 'http', kind: 'raw', from: 'n@x.test', fromDomain: 'x.test', rcpts, acceptedAt: T, tags: [], metadata: {}, body: 'To: a@ca.test\r\n\r\nhi\r\n' });
+    const claimed = (await claim(redis, keys, { domain: 'cb.test', max: 1, leaseMs: LEASE, now: T })).entries[0] as QueueEntry;
+    await retry(redis, keys, (await claim(redis, keys, { domain: 'cc.test', max: 1, leaseMs: LEASE, now: T })).entries[0] as QueueEntry, { now: T, nextAt: T + HOUR, ...SOFT });
+    const idx = rcpts.map((r, i) => ({ idx: i, domain: r.domain }));
+    const r = await cancelRecipients(redis, keys, id, 'acct', idx, await recipientStates(redis, keys, id, idx), { now: T + 1, recordTtlMs: RECORD_TTL, refsTtlMs: 2 * RECORD_TTL, eventsMaxLen: 1000 });
+    assert.equal(r, { cancelled: 2, sending: 1 });
+    assert.equal((await recipientStates(redis, keys, id, idx)).map((s) => s.state), ['cancelled', 'sending', 'cancelled']);
+    assert.is(await redis.hget(keys.msgMeta(id), 'pending'), '1');
+    const events = (await redis.xrange(keys.events(), '-', '+')).map(([, f]) => streamFields(f)).filter((e) => e['type'] === 'cancelled');
+    assert.equal(events.map((e) => [e['idx'], e['attempt']]).sort(), [['0', '0'], ['2', '1']]);
+    // The holder's outcome still applies, and finishes the message.
+    assert.is(await ack(redis, keys, claimed, { now: T + 2, ...OK, recordTtlMs: RECORD_TTL }), OUTCOME.APPLIED);
   });
 
   test('pause removes a campaign from every destination, resume brings it back, cancel drops what waits', async () => {
