@@ -60,8 +60,11 @@ export async function makeAccount(dir: string, id = 'acme', domain = 'acme.examp
   };
 }
 
-/** `start.mxPort`: the port MX hosts are reached on (peers on loopback addresses share an ephemeral one). */
-export async function startSluiceFixture(redis: TestRedis, overrides: Record<string, unknown> = {}, start: { mxPort?: number } = {}): Promise<SluiceFixture> {
+/**
+ * `start.mxPort`: the port MX hosts are reached on (peers on loopback addresses share an ephemeral one).
+ * `start.extraAccounts`: more accounts beside 'acme' (makeAccount(...).account).
+ */
+export async function startSluiceFixture(redis: TestRedis, overrides: Record<string, unknown> = {}, start: { mxPort?: number; extraAccounts?: Record<string, unknown>[] } = {}): Promise<SluiceFixture> {
   const dataDir = mkdtempSync(join(tmpdir(), 'sluice-e2e-'));
   const acct = await makeAccount(dataDir);
   const { prefix } = redis.fresh();
@@ -74,10 +77,10 @@ export async function startSluiceFixture(redis: TestRedis, overrides: Record<str
     ingress: { smtp: { host: '127.0.0.1', port: 0 }, http: { host: '127.0.0.1', port: 0 } },
     delivery: { pollInterval: '50ms', pool: { threads: 1 }, dns: { servers: ['127.0.0.1:9'], timeout: '1s' } },
     shaping: { default: { retry: ['300ms', '600ms'] } },
-    accounts: [acct.account],
+    accounts: [acct.account, ...(start.extraAccounts ?? [])],
   };
   const config = loadConfig({ env: {}, overrides: merge(base, overrides) });
-  const app = await startSluice(config, { logger: createLogger(process.env['TEST_LOG'] ?? 'silent'), ...start });
+  const app = await startSluice(config, { logger: createLogger(process.env['TEST_LOG'] ?? 'silent'), ...(start.mxPort !== undefined ? { mxPort: start.mxPort } : {}) });
   const url = `http://127.0.0.1:${app.ports.http}`;
   const api: SluiceFixture['api'] = async (path, init = {}) => {
     const res = await request(url + path, {
