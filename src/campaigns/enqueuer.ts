@@ -38,9 +38,16 @@ export interface EnqueuerOptions {
   readonly intervalMs?: number;
   /** Called after a chunk is queued (the dispatcher of this process can look at once). */
   readonly onQueued?: () => void;
+  /** A campaign's lock while one process queues it (default LOCK_MS; tests shorten it). */
+  readonly lockMs?: number;
   readonly now?: () => number;
 }
 
+/**
+ * A turn holds its campaign's lock this long, renewed every third of it while the turn runs: a turn
+ * that outlasted its lock (a slow Redis, a list of huge chunks) ran beside another process's, both
+ * pushing the same contacts and counting them twice as skipped.
+ */
 const LOCK_MS = 60_000;
 const CAMPAIGNS_PER_TICK = 16;
 
@@ -96,7 +103,16 @@ export class CampaignEnqueuer {
     const { redis, keys } = this.o;
     const lock = keys.campaignLock(id);
     const token = randomBytes(8).toString('hex');
-    if (!(await holdLock(redis, lock, token, LOCK_MS))) return false;
+    const lockMs = this.o.lockMs ?? LOCK_MS;
+    if (!(await holdLock(redis, lock, token, lockMs))) return false;
+    // Renewed while the turn runs; once another token holds it, the turn ends before its next chunk.
+    let held = true;
+    const keepAlive = setInterval(() => {
+      holdLock(redis, lock, token, lockMs).then(
+        (ok) => (held &&= ok),
+        () => undefined,
+      );
+    }, Math.max(10, Math.floor(lockMs / 3)));
     try {
       let c = await getCampaign(redis, keys, null, id);
       if (c?.state === 'scheduled') {
@@ -108,16 +124,17 @@ export class CampaignEnqueuer {
         await redis.zrem(keys.campaignsDue(), id);
         return true;
       }
-      const done = await this.queueChunks(c);
+      const done = await this.queueChunks(c, () => held);
       if (done) await redis.zrem(keys.campaignsDue(), id);
       return done;
     } finally {
+      clearInterval(keepAlive);
       await releaseLock(redis, lock, token).catch(() => undefined);
     }
   }
 
-  /** Queues up to chunksPerTurn chunks; true when the whole list is queued. */
-  private async queueChunks(start: CampaignRecord): Promise<boolean> {
+  /** Queues up to chunksPerTurn chunks while `holding()`; true when the whole list is queued. */
+  private async queueChunks(start: CampaignRecord, holding: () => boolean): Promise<boolean> {
     const { redis, keys, shards, logger } = this.o;
     const list = await getList(redis, keys, start.account, start.listId);
     // The recipients are the list as it was when sending began; contacts added since wait for the next campaign.
@@ -129,6 +146,10 @@ export class CampaignEnqueuer {
     let finished = false;
     for (let n = 0; n < this.chunksPerTurn && !this.stopping; n++) {
       if (!list) break;
+      if (!holding()) {
+        logger.warn({ campaign: start.id }, 'campaign lock lost during a turn: another process queues the campaign now');
+        return false;
+      }
       const { contacts, next } = await readContactRange(redis, keys, start.listId, cursor, this.chunkSize, lastNo);
       const subscribed = contacts.filter((c) => c.status === 'subscribed');
       const blocked = await suppressionsOf(redis, keys, start.account, subscribed.map((c) => c.email));

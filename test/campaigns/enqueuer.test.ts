@@ -122,4 +122,35 @@ test('a resume that lands while a paused campaign\'s chunk is pushed: the chunk\
   }
 });
 
+test('a turn longer than its lock keeps the lock: a second process cannot queue the campaign meanwhile, and every contact is counted once', async () => {
+  const { keys } = env.redis.fresh();
+  const list = await createList(env.client, keys, 'acme', 'long', T);
+  const N = 2_000;
+  for (let from = 1; from <= N; from += 500) await upsertContacts(env.client, keys, 'acme', list.id, rows(from, 500), T);
+  const id = newId(T);
+  await createCampaign(env.client, keys, {
+    id, account: 'acme', name: 'long turn', listId: list.id, from: 'news@acme.example', fromDomain: 'acme.example', subject: 's',
+    tracking: { opens: false, clicks: false }, tags: [], throttlePerHour: null, createdAt: T, sendAt: T, body: '{}', links: [],
+  });
+  // One contact a chunk, the whole list in one turn: thousands of Redis round trips, far longer than
+  // the 300 ms lock, which must be renewed for the turn to keep it.
+  const opts = { redis: env.client, keys, shards: 2, logger: createLogger('silent'), chunkSize: 1, chunksPerTurn: 100_000, lockMs: 300, now: () => T };
+  const first = new CampaignEnqueuer(opts);
+  const second = new CampaignEnqueuer(opts);
+  let finished = false;
+  const turn = first.advance(id).finally(() => (finished = true));
+  while (((await getCampaign(env.client, keys, null, id))?.queued ?? 0) === 0) await new Promise((r) => setTimeout(r, 5));
+  let tries = 0;
+  while (!finished) {
+    await second.advance(id);
+    tries++;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.is(await turn, true, 'the first turn queued the whole list');
+  assert.ok(tries >= 3, `the turn outlasted its lock several times over (${tries} tries of the second process)`);
+  const c = await getCampaign(env.client, keys, null, id);
+  assert.is(c?.queued, N);
+  assert.is(c?.skipped, 0, 'no contact pushed twice (a second push counts its contacts as skipped)');
+});
+
 test.run();
