@@ -16,6 +16,7 @@ import { DEFAULT_EVENTS_MAX_LEN } from '../store/events.js';
 import { ClientLimiter } from '../core/client-limit.js';
 import { createSmtpGuard } from '../core/smtp-guard.js';
 import { listenOn } from '../core/listen.js';
+import { isPeerError } from '../core/peer-error.js';
 import { checkMailParams, checkRcptParams, checkUtf8Address } from '../core/smtp-envelope.js';
 import type { TlsMaterial } from '../core/tls-material.js';
 
@@ -261,7 +262,7 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
   // unheard, Node would throw them. smtp-server has already closed that connection.
   keepOwnEnhancedCodes(server);
   guard.attach(server);
-  server.on('error', (err) => log.warn({ err }, 'feedback mx connection error'));
+  server.on('error', (err) => (isPeerError(err) ? log.info({ err }, 'feedback mx connection error') : log.warn({ err }, 'feedback mx connection error')));
 
   const port = await listenOn(server.server, opts.port, opts.host);
   log.info({ host: opts.host, port, bounceDomains, starttls: opts.tls !== undefined }, 'feedback mx listening');

@@ -14,6 +14,7 @@ import { loadOrCreateTls, type TlsMaterial } from './tls.js';
 import { ClientLimiter } from '../core/client-limit.js';
 import { createSmtpGuard } from '../core/smtp-guard.js';
 import { listenOn } from '../core/listen.js';
+import { isPeerError } from '../core/peer-error.js';
 import { checkMailParams, checkRcptParams, checkUtf8Address } from '../core/smtp-envelope.js';
 
 /**
@@ -235,7 +236,7 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
   guard.attach(server);
   // smtp-server reports socket-level trouble (resets, TLS garbage) as 'error' events; without a
   // listener Node would throw them and end the process.
-  server.on('error', (err) => log.warn({ err }, 'smtp connection error'));
+  server.on('error', (err) => (isPeerError(err) ? log.info({ err }, 'smtp connection error') : log.warn({ err }, 'smtp connection error')));
 
   const host = opts.host ?? cfg.host;
   const port = opts.port ?? cfg.port;

@@ -515,6 +515,30 @@ test('a TLS handshake that breaks (bytes that are not TLS, a client refusing the
   assert.is((await suppressionOf(ctx.client, ctx.keys, 'acme', 'after-broken-tls@dest.test'))?.reason, 'hardbounce');
 });
 
+test('a TLS handshake a client breaks (a scanner\'s HTTP request after STARTTLS) is logged at info, routine on a public port, not as a warning', async () => {
+  const lines: { level: number; msg: string; err?: { code?: string } }[] = [];
+  const logger = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+  const mx = await startInboundMx(
+    { redis: ctx.client, keys: ctx.keys, logger },
+    { host: '127.0.0.1', port: 0, tls: ctx.tls, bounceDomains: [BOUNCE_DOMAIN], fblAddresses: [FBL], maxMessageSize: MAX_SIZE, rawRetentionMs: 3_600_000 },
+  );
+  try {
+    const { client } = await RawSmtp.open(mx.port);
+    assert.is((await client.cmd('EHLO scanner.test')).code, 250);
+    assert.is((await client.cmd('STARTTLS')).code, 220);
+    await client.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n');
+    await client.closed;
+    const errors = () => lines.filter((l) => l.msg === 'feedback mx connection error');
+    for (let i = 0; errors().length === 0; i++) {
+      assert.ok(i < 100, 'the broken handshake is logged');
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    for (const e of errors()) assert.is(e.level, 30, `logged at info: ${JSON.stringify(e)}`);
+  } finally {
+    await mx.close();
+  }
+});
+
 test('binary garbage to a VERP address is stored, counted as unparsed and listed, and never crashes', async () => {
   const id = await sentMessage('acme', ['garbage@dest.test']);
   const before = count('outcome:unparsed');
