@@ -3,7 +3,7 @@ import { formatDuration, type Ms } from '../core/time.js';
 import { createKeys } from '../redis/keys.js';
 import { closeAccount, closedRecord, listClosed, reopenAccount } from '../store/account-state.js';
 import { stateJson } from '../ingress/admin-routes.js';
-import { parse, println, subcommand, UsageError, type Io } from './args.js';
+import { configuredAccount, parse, println, subcommand, UsageError, type Io } from './args.js';
 import { auditCli } from './audit.js';
 import { connectForCommand } from './redis-connect.js';
 
@@ -38,10 +38,7 @@ export async function runAccount(argv: string[], io: Io): Promise<number> {
   if (id === undefined && sub !== 'status') throw new UsageError(`${sub} needs an account ID\n${hint}`);
 
   const cfg = loadConfig({ file: args.values.config, env: io.env });
-  if (id !== undefined && !cfg.accounts.some((a) => a.id === id)) {
-    println(io.err, `sluice: no account '${id}' in the configuration (SLUICE_ACCOUNT_UNKNOWN)`);
-    return 1;
-  }
+  if (id !== undefined && !configuredAccount(cfg, id, io)) return 1;
   const redis = await connectForCommand(cfg);
   try {
     const keys = createKeys(cfg.redis.prefix);

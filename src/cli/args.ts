@@ -1,5 +1,5 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { ACCOUNT_ID } from '../config/schema.js';
+import { ACCOUNT_ID, type Config } from '../config/schema.js';
 
 /**
  * Shared argument handling for the `sluice` commands: node's parseArgs (strict: unknown flags are
@@ -37,6 +37,18 @@ export function println(stream: NodeJS.WritableStream, text = ''): void {
 export function accountOption(account: string | undefined): string | undefined {
   if (account !== undefined && !ACCOUNT_ID.test(account)) throw new UsageError(`--account must be an account id (lower-case letters, digits, _ and -), not '${account}'`);
   return account;
+}
+
+/**
+ * Whether `account` is one of the configuration's; else says so on stderr (SLUICE_ACCOUNT_UNKNOWN)
+ * and the command exits 1. For commands that write an account's data (a typo would write to an
+ * account nobody sends as, and say it did); readers of stored data (export, audit) take any id, as
+ * an account removed from the configuration may still have data.
+ */
+export function configuredAccount(cfg: Pick<Config, 'accounts'>, account: string, io: Io): boolean {
+  if (cfg.accounts.some((a) => a.id === account)) return true;
+  println(io.err, `sluice: no account '${account}' in the configuration (SLUICE_ACCOUNT_UNKNOWN)`);
+  return false;
 }
 
 /** A --limit N option: a positive whole number. */

@@ -8,7 +8,7 @@ import type { RedisClient } from '../redis/client.js';
 import { createList, getListAnyAccount, listFieldNames, listListPage, type ContactList } from '../store/contacts.js';
 import { importContacts, ImportAborted, type ImportResult, type ListFormat } from '../store/contact-import.js';
 import { exportContacts } from '../store/contact-export.js';
-import { accountOption, parse, println, UsageError, type Io } from './args.js';
+import { accountOption, configuredAccount, parse, println, UsageError, type Io } from './args.js';
 import { auditCli } from './audit.js';
 import { connectForCommand } from './redis-connect.js';
 
@@ -126,6 +126,7 @@ export async function runList(argv: string[], io: Io): Promise<number> {
   const json = args.values.json === true;
 
   const cfg = loadConfig({ file: args.values.config, env: io.env });
+  if (sub === 'create' && !configuredAccount(cfg, account as string, io)) return 1;
   const redis = await connectForCommand(cfg);
   try {
     const keys = createKeys(cfg.redis.prefix);

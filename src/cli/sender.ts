@@ -3,7 +3,7 @@ import { normaliseDomain } from '../core/address.js';
 import { ReputationGuard } from '../feedback/reputation.js';
 import { createKeys } from '../redis/keys.js';
 import { ACCOUNT_SCOPE, type Figures } from '../store/reputation.js';
-import { accountOption, parse, println, subcommand, UsageError, type Io } from './args.js';
+import { accountOption, configuredAccount, parse, println, subcommand, UsageError, type Io } from './args.js';
 import { connectForCommand } from './redis-connect.js';
 import { auditCli } from './audit.js';
 
@@ -52,6 +52,7 @@ export async function runSender(argv: string[], io: Io): Promise<number> {
   if (sub === 'resume' && account === undefined) throw new UsageError(`resume needs --account ID\n${hint}`);
 
   const cfg = loadConfig({ file: args.values.config, env: io.env });
+  if (sub === 'resume' && !configuredAccount(cfg, account as string, io)) return 1;
   const redis = await connectForCommand(cfg);
   try {
     const guard = new ReputationGuard({ redis, keys: createKeys(cfg.redis.prefix), eventsMaxLen: cfg.retention.eventsMaxLen }, { checkCacheMs: 0 });

@@ -2,7 +2,7 @@ import { loadConfig } from '../config/load.js';
 import { parseAddress } from '../core/address.js';
 import { createKeys } from '../redis/keys.js';
 import { addSuppression, GLOBAL_LIST, listSuppressions, removeSuppression, suppressionOf, type SuppressionEntry, type SuppressionReason } from '../store/suppression.js';
-import { accountOption, limitOption, parse, println, subcommand, UsageError, type Io } from './args.js';
+import { accountOption, configuredAccount, limitOption, parse, println, subcommand, UsageError, type Io } from './args.js';
 import { connectForCommand } from './redis-connect.js';
 import { auditCli } from './audit.js';
 import { addressRef } from '../store/audit.js';
@@ -83,6 +83,7 @@ export async function runSuppression(argv: string[], io: Io): Promise<number> {
   const limit = limitOption(args.values.limit);
 
   const cfg = loadConfig({ file: args.values.config, env: io.env });
+  if (sub === 'add' && account !== undefined && !configuredAccount(cfg, account, io)) return 1;
   const redis = await connectForCommand(cfg);
   try {
     const keys = createKeys(cfg.redis.prefix);

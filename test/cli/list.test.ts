@@ -12,7 +12,7 @@ import type { RedisClient } from '../../src/redis/client.js';
 import type { Keys } from '../../src/redis/keys.js';
 import { createList, findContact, getList } from '../../src/store/contacts.js';
 import { readAudit } from '../../src/store/audit.js';
-import { sluice, startCliRedis, type CliRedis } from './run-cli.js';
+import { cliAccounts, sluice, startCliRedis, type CliRedis } from './run-cli.js';
 
 const test = suite('cli/list');
 let cli: CliRedis;
@@ -22,7 +22,7 @@ let dir: string;
 let cfg: string;
 
 test.before(async () => {
-  cli = await startCliRedis({ lists: { maxImportRows: 3000 } });
+  cli = await startCliRedis({ lists: { maxImportRows: 3000 }, accounts: cliAccounts('acme', 'other', 'many') });
   ({ client, keys, dir, cfg } = cli);
 });
 test.after(async () => {

@@ -132,6 +132,11 @@ export interface CliRedis {
 }
 
 /** `settings` are merged over `redis: { url, prefix }` in the config file. */
+/** Accounts for commands that write an account's data (they refuse one not in the configuration). */
+export function cliAccounts(...ids: string[]): Record<string, unknown>[] {
+  return ids.map((id) => ({ id, domains: [{ domain: `${id}.example`, dkim: [] }], apiKeys: [] }));
+}
+
 export async function startCliRedis(settings: Record<string, unknown> = {}): Promise<CliRedis> {
   const dir = mkdtempSync(join(tmpdir(), 'sluice-cli-'));
   const redis = await startRedis();

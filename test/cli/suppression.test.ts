@@ -9,7 +9,7 @@ import type { RedisClient } from '../../src/redis/client.js';
 import type { Keys } from '../../src/redis/keys.js';
 import { addSuppression, GLOBAL_LIST, suppressionOf } from '../../src/store/suppression.js';
 import { figuresOf, isPaused, pauseSender } from '../../src/store/reputation.js';
-import { sluice, startCliRedis, type CliRedis } from './run-cli.js';
+import { cliAccounts, sluice, startCliRedis, type CliRedis } from './run-cli.js';
 
 const test = suite('cli/suppression');
 let cli: CliRedis;
@@ -18,7 +18,7 @@ let keys: Keys;
 let cfg: string;
 
 test.before(async () => {
-  cli = await startCliRedis();
+  cli = await startCliRedis({ accounts: cliAccounts('acme', 'other') });
   ({ client, keys, cfg } = cli);
 });
 test.after(async () => {
@@ -99,6 +99,21 @@ test('sender status lists the pauses with their figures; resume lifts them', asy
   assert.is((await sluice(['sender', 'resume', '--account', 'acme', '--config', cfg])).code, 1, 'nothing left to resume');
   assert.is((await sluice(['sender', 'resume', '--account', 'other', '--config', cfg])).code, 0);
   assert.match((await sluice(['sender', 'status', '--config', cfg])).out, /no sender is paused/);
+});
+
+test('an account that is not in the configuration: add, sender resume and list create exit 1 naming it and write nothing; reading its list is allowed', async () => {
+  for (const argv of [
+    ['suppression', 'add', '--account', 'acmee', 'typo@example.com'],
+    ['sender', 'resume', '--account', 'acmee'],
+    ['list', 'create', 'Typo', '--account', 'acmee'],
+  ]) {
+    const r = await sluice([...argv, '--config', cfg]);
+    assert.is(r.code, 1, `${argv.join(' ')}: ${r.out}`);
+    assert.match(r.err, "no account 'acmee' in the configuration (SLUICE_ACCOUNT_UNKNOWN)");
+  }
+  assert.is(await suppressionOf(client, keys, 'acmee', 'typo@example.com'), null);
+  assert.is((await client.keys(`${keys.prefix}*acmee*`)).length, 0, 'nothing written for it');
+  assert.is((await sluice(['suppression', 'list', '--account', 'acmee', '--config', cfg])).code, 0);
 });
 
 test.run();
