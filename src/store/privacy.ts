@@ -327,6 +327,21 @@ function eventJson(e: StreamEvent): Record<string, string> {
   return { ...e.fields, id: e.id, time: new Date(streamIdTime(e.id)).toISOString() };
 }
 
+/**
+ * A delivery record ({d:<domain>}:rs:…, a Redis hash of strings) as GET /v1/messages/:id shows its
+ * values: counts and codes as numbers, times as ISO strings; other fields as stored.
+ */
+function deliveryJson(h: Readonly<Record<string, string>>): Record<string, string | number> {
+  const out: Record<string, string | number> = {};
+  for (const [k, v] of Object.entries(h)) {
+    const n = Number(v);
+    if ((k === 'attempts' || k === 'code') && v !== '' && Number.isFinite(n)) out[k] = n;
+    else if ((k === 'updatedAt' || k === 'nextAt') && v !== '' && Number.isFinite(n)) out[k] = new Date(n).toISOString();
+    else out[k] = v;
+  }
+  return out;
+}
+
 /** Everything held about `address` in `scope`, as one JSON-ready object. */
 export async function exportAddress(redis: RedisClient, keys: Keys, address: string, scope: PrivacyScope, now = Date.now()): Promise<Record<string, unknown>> {
   const f = await find(redis, keys, address, scope);
@@ -345,7 +360,7 @@ export async function exportAddress(redis: RedisClient, keys: Keys, address: str
       recipientIndex: r.idx,
       ...(r.campaign ? { campaign: { name: r.campaign.name, listId: r.campaign.listId, subject: r.campaign.subject } } : {}),
       ...(r.meta ? { from: r.meta.from, acceptedAt: new Date(r.meta.acceptedAt).toISOString(), tags: r.meta.tags, metadata: r.meta.metadata } : {}),
-      delivery: Object.keys(delivery).length > 0 ? delivery : null,
+      delivery: Object.keys(delivery).length > 0 ? deliveryJson(delivery) : null,
       tracking: own,
       events: events.filter((e) => e.fields['msgId'] === r.msgId && e.fields['idx'] === String(r.idx)).map(eventJson),
     });

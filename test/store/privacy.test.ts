@@ -78,7 +78,7 @@ async function populate(): Promise<{ campaignId: string; verp: string; lists: st
   await client.zadd(keys.leases(dom), NOW + 60_000, 'm-deferred:0:1');
   await client.hset(keys.rcptState(dom, 'm-deferred', 0), { state: 'deferred', attempts: 1, response: `451 4.2.0 <${ADDRESS}> try later` });
   await client.hset(keys.rcptState(dom, 'm-delivered', 0), { state: 'delivered', attempts: 1, response: `250 2.0.0 ok ${ADDRESS}` });
-  await client.hset(keys.rcptState(dom, 'm-bounced', 0), { state: 'bounced', attempts: 1, response: `550 5.1.1 <${ADDRESS}>: user unknown` });
+  await client.hset(keys.rcptState(dom, 'm-bounced', 0), { state: 'bounced', attempts: 1, code: 550, enhanced: '5.1.1', updatedAt: NOW, response: `550 5.1.1 <${ADDRESS}>: user unknown` });
 
   const campaignId = 'c-spring';
   await createCampaign(client, keys, {
@@ -144,9 +144,10 @@ test('export holds contacts, suppressions, messages with delivery states, opens,
   const e = (await exportAddress(client, keys, ADDRESS, SCOPE)) as Record<string, unknown[]>;
   assert.is(e['contacts']!.length, 2);
   assert.equal(new Set(e['suppressions']!.map((s) => (s as { reason: string }).reason)), new Set(['hardbounce', 'unsubscribe']));
-  const msgs = e['messages'] as { id: string; delivery: Record<string, string> | null }[];
+  const msgs = e['messages'] as { id: string; delivery: Record<string, string | number> | null }[];
   assert.equal(new Set(msgs.map((m) => m.id)), new Set(['m-queued', 'm-deferred', 'm-delivered', 'm-bounced', 'c-spring']));
-  assert.is(msgs.find((m) => m.id === 'm-bounced')!.delivery!['state'], 'bounced');
+  // As GET /v1/messages/:id shows a record: counts and codes numbers, times ISO strings.
+  assert.equal(msgs.find((m) => m.id === 'm-bounced')!.delivery, { state: 'bounced', attempts: 1, code: 550, enhanced: '5.1.1', updatedAt: new Date(NOW).toISOString(), response: `550 5.1.1 <${ADDRESS}>: user unknown` });
   assert.is(msgs.find((m) => m.id === 'm-delivered')!.delivery!['state'], 'delivered');
   for (const kind of ['opens', 'clicks', 'unsubscribes', 'bounces', 'complaints', 'feedback', 'softBounces']) assert.is(e[kind]!.length > 0, true, kind);
   // another recipient's data is not in it
