@@ -15,6 +15,20 @@ declare module 'ioredis' {
  * read with consumer groups. Entries carry ids (msgId, idx, account) and outcome codes, never message
  * content or addresses, so trimming and erasure requests stay simple.
  */
+/**
+ * Every type of event written to the stream, for webhook subscriptions (which take these or '*'):
+ * delivery outcomes (ingress/persist.ts, delivery/dispatcher.ts, ingress/message-cancel.ts), feedback
+ * mail (feedback/process.ts: a DSN's 'bounced' or 'delayed', an ARF 'complained', an opt-out's
+ * 'unsubscribed', a not-spam report's 'feedback', an 'autoreply'), tracking (tracking/record.ts),
+ * the reputation guard's pauses and resumes, and an erasure.
+ */
+export const EVENT_TYPES = [
+  'accepted', 'delivered', 'deferred', 'bounced', 'expired', 'suppressed', 'cancelled',
+  'delayed', 'complained', 'unsubscribed', 'feedback', 'autoreply',
+  'opened', 'clicked',
+  'campaign_paused', 'sender_paused', 'sender_resumed', 'erased',
+] as const;
+
 export type EventType =
   | 'accepted'
   | 'delivered'

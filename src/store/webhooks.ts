@@ -4,6 +4,7 @@ import { newId, isId, withFreeId } from '../core/ids.js';
 import { nonPublicHost } from '../core/public-address.js';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
+import { EVENT_TYPES } from './events.js';
 
 /**
  * Webhook endpoints an account registered: where to POST its events, which event types, and the
@@ -48,7 +49,8 @@ export const MAX_WEBHOOKS_PER_ACCOUNT = 20;
 // Long enough for any real receiver URL with a path and a token in the query; short enough to log.
 export const MAX_WEBHOOK_URL_LENGTH = 2048;
 export const MAX_EVENT_TYPES = 32;
-const EVENT_TYPE = /^(?:\*|[a-z][a-z0-9_.-]{0,63})$/;
+/** What an endpoint may subscribe to: a type that is written (a misspelt one would never receive anything), or '*'. */
+const SUBSCRIBABLE: ReadonlySet<string> = new Set(['*', ...EVENT_TYPES]);
 
 const GCM_IV_BYTES = 12; // the size GCM is specified for (NIST SP 800-38D §8.2)
 const KEY_BYTES = 32; // AES-256
@@ -95,7 +97,7 @@ export function validateWebhookInput(input: unknown, opts: { allowPrivateTargets
     errors.push({ path: 'events', message: `must be a list of 1–${MAX_EVENT_TYPES} event types ('*' for all)` });
   } else {
     events.forEach((e, i) => {
-      if (typeof e !== 'string' || !EVENT_TYPE.test(e)) errors.push({ path: `events.${i}`, message: "must be an event type such as 'delivered', or '*'" });
+      if (typeof e !== 'string' || !SUBSCRIBABLE.has(e)) errors.push({ path: `events.${i}`, message: `must be '*' or one of the event types: ${EVENT_TYPES.join(', ')}` });
     });
   }
   if (errors.length > 0) throw new SluiceError('SLUICE_INGRESS_BAD_REQUEST', 'The webhook is invalid', { errors });

@@ -1,3 +1,4 @@
+import { EVENT_TYPES } from '../../src/store/events.js';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { request } from 'undici';
@@ -73,6 +74,13 @@ test('bad input → 400 naming each field; no auth → 401; wrong method → 405
   assert.is(bad.status, 400);
   assert.is(bad.json.code, 'SLUICE_INGRESS_BAD_REQUEST');
   assert.equal((bad.json.errors ?? []).map((e) => e.path).sort(), ['events.0', 'events.1', 'extra', 'url']);
+  // A misspelt type would never receive anything: refused, naming the types there are.
+  const typo = await call('POST', '/v1/webhooks', { url: 'https://x.example/', events: ['delivered', 'deliverd', 'opens'] });
+  assert.is(typo.status, 400);
+  assert.equal((typo.json.errors ?? []).map((e) => e.path), ['events.1', 'events.2']);
+  assert.match(JSON.stringify(typo.json.errors), 'one of the event types: accepted, delivered, deferred, bounced');
+  const every = await call('POST', '/v1/webhooks', { url: 'https://x.example/', events: [...EVENT_TYPES] });
+  assert.is(every.status, 201, JSON.stringify(every.json));
   const noEvents = await call('POST', '/v1/webhooks', { url: 'https://x.example/', events: [] });
   assert.equal((noEvents.json.errors ?? []).map((e) => e.path), ['events']);
   const creds = await call('POST', '/v1/webhooks', { url: 'https://user:pw@x.example/', events: ['*'] });
