@@ -3,7 +3,7 @@ import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { getMessage } from '../store/messages.js';
 import { appendEvent, packEvent } from '../store/events.js';
-import { keepRefsOfLateFinish } from '../store/address-index.js';
+import { finishRecipient } from '../store/message-source.js';
 import { recipientStates, type RecipientStatus } from '../queue/status.js';
 import { cancelWaiting } from '../queue/outcome.js';
 import { OUTCOME } from '../queue/outcome-codes.js';
@@ -21,7 +21,7 @@ export interface CancelResult {
 interface CancelOptions {
   readonly now: number;
   readonly recordTtlMs: number;
-  /** How long an address's reference lives (ingress/persist.ts refsTtlMs): see keepRefsOfLateFinish. */
+  /** How long an address's reference lives (ingress/persist.ts refsTtlMs): see store/message-source.ts finishRecipient. */
   readonly refsTtlMs: number;
   readonly eventsMaxLen: number;
 }
@@ -83,8 +83,7 @@ export async function cancelRecipients(
           // Counted off before the event on a cluster, so that a failed append cannot leave the
           // message pending for ever; the last one finishes it, held mail maybe long after its
           // acceptance: its references must then last as long as its record.
-          const pending = await redis.finishRecipient(keys.msgMeta(id), keys.msgBody(id), keys.links(id), keys.msgStats(id), o.recordTtlMs, o.now);
-          if (pending === 0) await keepRefsOfLateFinish(redis, keys, id, o.now, { recordsMs: o.recordTtlMs, refsMs: o.refsTtlMs });
+          await finishRecipient(redis, keys, id, o.now, { recordsMs: o.recordTtlMs, refsMs: o.refsTtlMs });
           if (!single) await appendEvent(redis, keys, 'cancelled', fields, o.eventsMaxLen);
           return;
         }

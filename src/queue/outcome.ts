@@ -107,10 +107,7 @@ export async function bounce(
   e: QueueEntry,
   o: { now: number; state: 'bounced' | 'expired' | 'suppressed' | 'cancelled'; code: number | null; enhanced: string | null; response: string; reason: string; recordTtlMs: number; event?: OutcomeEvent },
 ): Promise<OutcomeReply> {
-  const k = [keys.leases(e.domain), keys.ready(e.domain), keys.rcptState(e.domain, e.msgId, e.idx)] as const;
-  const a = [entryMember(e), o.now, o.state, e.attempt + 1, str(o.code), str(o.enhanced), truncateResponse(o.response), o.reason, o.recordTtlMs, ''] as const;
-  const reply = o.event ? await redis.bounceKeys(4, ...k, o.event.stream, ...a, o.event.maxLen, o.event.packed) : await redis.bounce(...k, ...a);
-  return asReply(reply);
+  return bounceScript(redis, keys, e, [o.now, o.state, e.attempt + 1, str(o.code), str(o.enhanced), truncateResponse(o.response), o.reason, o.recordTtlMs, ''], o.event);
 }
 
 /**
@@ -124,9 +121,13 @@ export async function cancelWaiting(
   e: QueueEntry,
   o: { now: number; response: string; recordTtlMs: number; event?: OutcomeEvent },
 ): Promise<OutcomeReply> {
+  return bounceScript(redis, keys, e, [o.now, 'cancelled', e.attempt, '', '', truncateResponse(o.response), 'cancelled', o.recordTtlMs, '1'], o.event);
+}
+
+/** bounce-3.lua for entry `e`: its ARGV after the member (now … waiting), with the event on a single server. */
+async function bounceScript(redis: RedisClient, keys: Keys, e: QueueEntry, args: readonly [number, string, number, string, string, string, string, number, '1' | ''], event?: OutcomeEvent): Promise<OutcomeReply> {
   const k = [keys.leases(e.domain), keys.ready(e.domain), keys.rcptState(e.domain, e.msgId, e.idx)] as const;
-  const a = [entryMember(e), o.now, 'cancelled', e.attempt, '', '', truncateResponse(o.response), 'cancelled', o.recordTtlMs, '1'] as const;
-  const reply = o.event ? await redis.bounceKeys(4, ...k, o.event.stream, ...a, o.event.maxLen, o.event.packed) : await redis.bounce(...k, ...a);
+  const reply = event ? await redis.bounceKeys(4, ...k, event.stream, entryMember(e), ...args, event.maxLen, event.packed) : await redis.bounce(...k, entryMember(e), ...args);
   return asReply(reply);
 }
 

@@ -78,6 +78,18 @@ interface Cached {
 }
 
 /**
+ * One recipient of message `msgId` reached a final state at `now` (finishRecipient-4.lua: when it was
+ * the last, the body goes and the record is kept ttl.recordsMs); the last one keeps the recipients'
+ * address references as long as the record (keepRefsOfLateFinish). Returns the recipients still
+ * pending (-1: the message is not stored).
+ */
+export async function finishRecipient(redis: RedisClient, keys: Keys, msgId: string, now: number, ttl: { readonly recordsMs: number; readonly refsMs: number }): Promise<number> {
+  const pending = await redis.finishRecipient(keys.msgMeta(msgId), keys.msgBody(msgId), keys.links(msgId), keys.msgStats(msgId), ttl.recordsMs, now);
+  if (pending === 0) await keepRefsOfLateFinish(redis, keys, msgId, now, ttl);
+  return pending;
+}
+
+/**
  * `refsTtlMs`: how long an address's reference lives from its score (ingress/persist.ts refsTtlMs),
  * to tell a message that finished too late for the references written at its acceptance.
  */
@@ -142,7 +154,7 @@ export function createMessageSource(redis: RedisClient, keys: Keys, recordsTtlMs
       return msg;
     },
     async finished(msgId, now) {
-      await after(msgId, await redis.finishRecipient(keys.msgMeta(msgId), keys.msgBody(msgId), keys.links(msgId), keys.msgStats(msgId), recordsTtlMs, now), now);
+      if ((await finishRecipient(redis, keys, msgId, now, ttl)) <= 0) cache.delete(msgId);
     },
     finishedElsewhere: after,
   };
