@@ -8,7 +8,7 @@ import { getList, lastContactNo, readContactRange } from '../store/contacts.js';
 import { suppressionsOf } from '../store/suppression.js';
 import { controlCampaignQueue, dropCancelledQueue, pushCampaignChunk, startCampaign } from '../queue/campaign.js';
 import { Ticker } from '../core/ticker.js';
-import { holdLock, releaseLock } from '../store/locks.js';
+import { holdLock, keepRenewing, releaseLock } from '../store/locks.js';
 
 
 /**
@@ -105,14 +105,8 @@ export class CampaignEnqueuer {
     const token = randomBytes(8).toString('hex');
     const lockMs = this.o.lockMs ?? LOCK_MS;
     if (!(await holdLock(redis, lock, token, lockMs))) return false;
-    // Renewed while the turn runs; once another token holds it, the turn ends before its next chunk.
-    let held = true;
-    const keepAlive = setInterval(() => {
-      holdLock(redis, lock, token, lockMs).then(
-        (ok) => (held &&= ok),
-        () => undefined,
-      );
-    }, Math.max(10, Math.floor(lockMs / 3)));
+    // Renewed while the turn runs; once it lapsed or went to another token, the turn ends before its next chunk.
+    const renewal = keepRenewing(redis, lock, token, lockMs);
     try {
       let c = await getCampaign(redis, keys, null, id);
       if (c?.state === 'scheduled') {
@@ -124,11 +118,11 @@ export class CampaignEnqueuer {
         await redis.zrem(keys.campaignsDue(), id);
         return true;
       }
-      const done = await this.queueChunks(c, () => held);
+      const done = await this.queueChunks(c, () => renewal.held);
       if (done) await redis.zrem(keys.campaignsDue(), id);
       return done;
     } finally {
-      clearInterval(keepAlive);
+      await renewal.end();
       await releaseLock(redis, lock, token).catch(() => undefined);
     }
   }

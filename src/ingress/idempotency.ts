@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { SluiceError } from '../core/errors.js';
-import { renewLease } from '../store/locks.js';
+import { keepRenewing } from '../store/locks.js';
 
 /**
  * Idempotency-Key for the HTTP API (after draft-ietf-httpapi-idempotency-key-header):
@@ -99,7 +99,7 @@ export class IdempotencyStore {
     // Two tries: the record may expire between a failed SET NX and the GET.
     for (let attempt = 0; attempt < 2; attempt++) {
       const set = await this.redis.set(key, marker, 'PX', this.leaseMs, 'NX');
-      if (set === 'OK') return { kind: 'new', lease: this.renewing(key, marker) };
+      if (set === 'OK') return { kind: 'new', lease: keepRenewing(this.redis, key, marker, this.leaseMs) };
       const text = await this.redis.get(key);
       if (text === null) continue;
       let rec: { h?: unknown; s?: unknown; b?: unknown };
@@ -113,25 +113,6 @@ export class IdempotencyStore {
       return { kind: 'replay', answer: { status: rec.s, body: rec.b } };
     }
     throw new SluiceError('SLUICE_INGRESS_IDEMPOTENCY_CONFLICT');
-  }
-
-  /** Renews the marker every third of a lease until end(); a failed renewal is tried again at the next. */
-  private renewing(key: string, marker: string): InFlight {
-    let renewal: Promise<unknown> = Promise.resolve();
-    const timer = setInterval(() => {
-      renewal = renewLease(this.redis, key, marker, this.leaseMs).catch(() => false);
-    }, Math.max(1, Math.floor(this.leaseMs / 3)));
-    timer.unref();
-    let ended: Promise<void> | undefined;
-    return {
-      end: () => {
-        ended ??= (async () => {
-          clearInterval(timer);
-          await renewal;
-        })();
-        return ended;
-      },
-    };
   }
 
   /**
