@@ -336,27 +336,26 @@ export class Dispatcher {
       if (!st || st.workers <= 1) await postpone(redis, keys, config.redis.scheduleShards, domain, this.now() + 1000);
       return;
     }
+    // The slot lives a lease: it is renewed every third of one for as long as the connection runs
+    // (connecting through slow hosts, sending, idling), or it would lapse and let another connection
+    // past the scope's limit while this one still works.
+    const scope = shaping.scope;
+    const renewing = setInterval(() => void renewConnection(redis, keys, scope, connId, connTtl, this.now()).catch(() => undefined), Math.max(1000, Math.floor(connTtl / 3)));
     try {
-      await this.runConnection(domain, route, shaping, connId, bo.level);
+      await this.runConnection(domain, route, shaping, bo.level);
     } finally {
-      await releaseConnection(redis, keys, shaping.scope, connId).catch(() => undefined);
+      clearInterval(renewing);
+      await releaseConnection(redis, keys, scope, connId).catch(() => undefined);
     }
   }
 
   /**
-   * A session with the first host of the route that takes one, holding connection slot `connId` of
-   * the shaping's scope. Connecting may take long (up to delivery.maxAddresses hosts, each allowed
-   * delivery.timeouts.connect and .greeting): the slot is renewed meanwhile, or it would lapse and
-   * let another connection past the scope's limit while this one is still being set up.
+   * A session with the first host of the route that takes one. Connecting may take long (up to
+   * delivery.maxAddresses hosts, each allowed delivery.timeouts.connect and .greeting); the caller's
+   * connection slot is renewed meanwhile by its holder (see the slot's timer above).
    */
-  private async connect(route: Extract<Route, { kind: 'hosts' }>, shaping: EffectiveShaping, connId: string): Promise<SmtpClient | SmtpOutcome> {
-    const { redis, keys, config } = this.o;
-    const renewing = setInterval(() => void renewConnection(redis, keys, shaping.scope, connId, config.delivery.lease, this.now()).catch(() => undefined), Math.max(1000, Math.floor(config.delivery.lease / 3)));
-    try {
-      return await this.tryHosts(route, shaping.provider);
-    } finally {
-      clearInterval(renewing);
-    }
+  private connect(route: Extract<Route, { kind: 'hosts' }>, shaping: EffectiveShaping): Promise<SmtpClient | SmtpOutcome> {
+    return this.tryHosts(route, shaping.provider);
   }
 
   /**
@@ -409,10 +408,10 @@ export class Dispatcher {
   }
 
   /** `level`: the scope's slowdown level when the connection was set up (already applied to `shaping`). */
-  private async runConnection(domain: string, route: Extract<Route, { kind: 'hosts' }>, shaping: EffectiveShaping, connId: string, level: number): Promise<void> {
+  private async runConnection(domain: string, route: Extract<Route, { kind: 'hosts' }>, shaping: EffectiveShaping, level: number): Promise<void> {
     const { redis, keys, config } = this.o;
     const shards = config.redis.scheduleShards;
-    const conn = await this.connect(route, shaping, connId);
+    const conn = await this.connect(route, shaping);
     if (!(conn instanceof SmtpClient)) {
       // Nothing reachable: every due recipient of the destination is deferred (or expires).
       if (conn.throttled) await this.throttled(shaping, conn.response);
@@ -474,7 +473,7 @@ export class Dispatcher {
         this.claimed += entries.length;
         let r: BatchResult;
         try {
-          r = await this.deliverBatch(client, domain, shaping, entries, connId);
+          r = await this.deliverBatch(client, domain, shaping, entries);
         } finally {
           this.claimed -= entries.length;
         }
@@ -498,7 +497,7 @@ export class Dispatcher {
         }
         if (!client.usable) {
           this.closeClient(client, shaping.provider, false);
-          const next = await this.connect(route, shaping, connId);
+          const next = await this.connect(route, shaping);
           if (!(next instanceof SmtpClient)) {
             await this.settleAll(domain, shaping, { ...next, result: 'deferred' });
             return;
@@ -506,7 +505,6 @@ export class Dispatcher {
           client = next;
           this.clients.add(client);
         }
-        await renewConnection(redis, keys, shaping.scope, connId, config.delivery.lease, this.now());
       }
     } finally {
       this.closeClient(client, shaping.provider, true);
@@ -726,10 +724,9 @@ export class Dispatcher {
     domain: string,
     shaping: EffectiveShaping,
     entries: readonly QueueEntry[],
-    connId: string,
   ): Promise<BatchResult> {
     const { redis, keys, config } = this.o;
-    // The leases of the copies not sent yet, and the connection slot, are kept alive on a timer for
+    // The leases of the copies not sent yet are kept alive on a timer for
     // as long as the batch runs: one transaction may outlast a lease (timeouts.data is 10 min, the
     // lease 5), and a lease that runs out is reaped and its copy claimed and sent again. A copy whose
     // lease was lost anyway (Redis unreachable for longer than the lease) is not sent by this holder.
@@ -745,7 +742,6 @@ export class Dispatcher {
       void extendLeases(redis, keys, domain, entries.slice(next).map(entryMember), now + config.delivery.lease)
         .then((gone) => gone.forEach((m) => lost.add(m)))
         .catch((err: unknown) => this.log.warn({ err, domain }, 'leases could not be extended'));
-      void renewConnection(redis, keys, shaping.scope, connId, config.delivery.lease, now).catch(() => undefined);
     }, Math.max(1000, Math.floor(config.delivery.lease / 3)));
     // Start every render now: the pool signs later copies while copy i is on the wire. Framed by the
     // worker for this session: BDAT chunks when the server offers CHUNKING, else DATA blocks.
