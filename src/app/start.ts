@@ -31,7 +31,7 @@ import { SluiceError } from '../core/errors.js';
 import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import type { RedisClient } from '../redis/client.js';
-import { createEventWriter } from '../store/events.js';
+import { createEventWriter, type EventType } from '../store/events.js';
 import { createMessageSource } from '../store/message-source.js';
 import { classifySmtpReply } from '../bounces/index.js';
 import { queueTotals, type QueueTotals } from '../queue/stats.js';
@@ -230,7 +230,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
     const webhookKey = readKeyFile(config.webhooks.secretKeyFile, 'webhooks.secretKeyFile', 32);
     const writer = createEventWriter(redis.client, keys, config.retention.eventsMaxLen, (err, lost) => log.warn({ err, lost }, 'events could not be appended'));
     stoppers.push({ name: 'events', stop: () => writer.flush() });
-    const events = (type: string, fields: Record<string, string | number>) => {
+    const events = (type: EventType, fields: Record<string, string | number>) => {
       metrics.eventsAppended.inc({ type });
       writer.write(type, fields);
     };

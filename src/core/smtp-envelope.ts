@@ -1,5 +1,6 @@
 import type { SMTPServerAddress } from 'smtp-server';
 import { SluiceError } from './errors.js';
+import { NON_ASCII } from './utf8.js';
 
 /**
  * The MAIL FROM and RCPT TO parameters an inbound server takes, and the SMTPUTF8 rule for addresses.
@@ -14,7 +15,6 @@ import { SluiceError } from './errors.js';
 
 /** esmtp-keyword (RFC 5321 §4.1.2). */
 const KEYWORD = /^[A-Z0-9][A-Z0-9-]*$/;
-const NON_ASCII = /[^\x00-\x7f]/;
 
 /** MAIL FROM parameters of the advertised extensions whose values smtp-server has checked. */
 const MAIL_PARAMS = new Set(['SIZE', 'BODY', 'SMTPUTF8']);

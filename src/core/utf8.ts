@@ -42,3 +42,6 @@ export function hasLoneSurrogate(text: string): boolean {
   LONE_SURROGATE.lastIndex = 0;
   return LONE_SURROGATE.test(text);
 }
+
+/** A character above U+007F: text that is not plain ASCII (an address that needs SMTPUTF8, a reply line to decode). */
+export const NON_ASCII = /[^\x00-\x7f]/;

@@ -10,7 +10,7 @@ import type { QueueEntry } from '../queue/entry.js';
 import { entryMember } from '../queue/entry.js';
 import { claim } from '../queue/claim.js';
 import { ack, ackAndFinish, retry, bounce, hold, release, extendLeases, type OutcomeEvent } from '../queue/outcome.js';
-import { packEvent } from '../store/events.js';
+import { packEvent, type EventType } from '../store/events.js';
 import { reapExpired } from '../queue/reap.js';
 import { dueDestinations, reschedule, postpone } from '../queue/schedule.js';
 import { takeTokens, refundTokens, acquireConnection, renewConnection, releaseConnection } from '../queue/throttle.js';
@@ -48,7 +48,7 @@ import { DestinationRuleRecorder } from '../queue/destination-rule.js';
  * a full batch starts another one for its destination until the connection limit is reached.
  */
 
-export type EventSink = (type: string, fields: Record<string, string | number>) => void;
+export type EventSink = (type: EventType, fields: Record<string, string | number>) => void;
 
 export interface ReplyClassifier {
   (code: number | null, enhanced: string | null, text: string): { reason: string; hardbounce: boolean };
@@ -867,8 +867,8 @@ export class Dispatcher {
     // outcome's entry was settled, and its event written, by another holder).
     const single = !(redis instanceof Cluster);
     const stream = single ? this.o.eventStream : undefined;
-    let event: { type: string; fields: Record<string, string | number> } | undefined;
-    const eventOf = (type: string, f: Record<string, string | number>): OutcomeEvent | undefined => {
+    let event: { type: EventType; fields: Record<string, string | number> } | undefined;
+    const eventOf = (type: EventType, f: Record<string, string | number>): OutcomeEvent | undefined => {
       event = { type, fields: f };
       return stream ? { stream: stream.key, maxLen: stream.maxLen, packed: packEvent(type, f) } : undefined;
     };

@@ -1,4 +1,5 @@
 import { isUtf8 } from 'node:buffer';
+import { NON_ASCII } from '../core/utf8.js';
 
 /**
  * Incremental parser of SMTP replies (RFC 5321 §4.2): lines "NNN-text" continue a reply, "NNN text"
@@ -21,7 +22,6 @@ const MAX_LINE_BYTES = 4096;
 // A greeting or EHLO answer has a dozen lines at most in practice; 128 leaves room for chatty banners.
 const MAX_REPLY_LINES = 128;
 const REPLY_LINE = /^([2-5]\d\d)([ -]|$)/;
-const NON_ASCII = /[^\x00-\x7f]/;
 
 /**
  * A complete line, held as latin1 (one char per byte), as text: UTF-8 when its bytes are UTF-8 (an

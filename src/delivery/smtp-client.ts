@@ -1,6 +1,7 @@
 import { connect as netConnect, isIP, type Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { SluiceError } from '../core/errors.js';
+import { NON_ASCII } from '../core/utf8.js';
 import { classifyReply } from './classify.js';
 import { toChunk, toDataBlock, type DataBlock } from '../render/data-block.js';
 import { ReplyParser, type Reply } from './reply-parser.js';
@@ -99,7 +100,6 @@ const TLS_FAILED = '4.7.5';
 const QUIT_WAIT_MS = 5000;
 // Addresses are interpolated into command lines; a CR, LF or angle bracket would inject commands.
 const UNSAFE_ADDRESS = /[\r\n<>]/;
-const NON_ASCII = /[^\x00-\x7f]/;
 
 export class SmtpClient {
   private socket: Socket;

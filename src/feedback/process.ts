@@ -7,7 +7,7 @@ import { looksLikeBounce } from '../bounces/detect.js';
 import { parseMessage } from '../bounces/mime.js';
 import { isId } from '../core/ids.js';
 import { DAY } from '../core/time.js';
-import { appendEvent } from '../store/events.js';
+import { appendEvent, type EventType } from '../store/events.js';
 import { markUnsubscribe } from '../store/engagement.js';
 import type { MessageMeta } from '../store/messages.js';
 import { firstFeedback, liveAddress, markRecipient, messageFor, unsubscribeRecipient, type MessageView } from '../store/recipients.js';
@@ -232,7 +232,7 @@ function pickRecord(records: readonly BounceRecord[], meta: MessageMeta, target:
   return undefined;
 }
 
-const EVENT_OF: Readonly<Record<Verdict, string>> = {
+const EVENT_OF: Readonly<Record<Verdict, EventType | ''>> = {
   complaint: 'complained',
   optout: 'unsubscribed',
   notspam: 'feedback',

@@ -9,7 +9,6 @@ import type { TlsMaterial } from '../core/tls-material.js';
 
 const run = promisify(execFile);
 
-export type { TlsMaterial };
 
 /**
  * STARTTLS key and certificate for submission, or for the feedback MX: the configured PEM files, or a

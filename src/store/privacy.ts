@@ -328,8 +328,9 @@ function eventJson(e: StreamEvent): Record<string, string> {
 }
 
 /**
- * A delivery record ({d:<domain>}:rs:…, a Redis hash of strings) as GET /v1/messages/:id shows its
- * values: counts and codes as numbers, times as ISO strings; other fields as stored.
+ * A delivery record ({d:<domain>}:rs:…, a Redis hash of strings) typed: counts and codes as numbers
+ * (as GET /v1/messages/:id gives them), times as ISO strings like every other time of the export;
+ * other fields as stored.
  */
 function deliveryJson(h: Readonly<Record<string, string>>): Record<string, string | number> {
   const out: Record<string, string | number> = {};

@@ -21,7 +21,8 @@ import { unsubscribeMailtoAddress } from '../../src/core/verp.js';
 import { readEngagement } from '../../src/store/engagement.js';
 import { CORPUS_EMAILS } from '../helpers/corpus.js';
 import { loadConfig } from '../../src/config/load.js';
-import { loadOrCreateTls, type TlsMaterial } from '../../src/ingress/tls.js';
+import { loadOrCreateTls } from '../../src/ingress/tls.js';
+import type { TlsMaterial } from '../../src/core/tls-material.js';
 
 const test = suite('feedback/inbound-mx');
 const CORPUS = CORPUS_EMAILS;

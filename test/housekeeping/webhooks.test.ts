@@ -13,7 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { appendEvent, packBatch, packEvent } from '../../src/store/events.js';
+import { appendEvent, packBatch, packEvent, type EventType } from '../../src/store/events.js';
 import { createWebhook, deleteWebhook, openSecret, getWebhook } from '../../src/store/webhooks.js';
 import { publicOnlyLookup, replayDeadLetters, verifyWebhookSignature, WebhookDispatcher, type WebhookDispatcherOptions } from '../../src/housekeeping/webhooks.js';
 import { connect } from 'node:net';
@@ -121,7 +121,7 @@ async function until(cond: () => boolean | Promise<boolean>, what: string, limit
   }
 }
 
-const event = (keys: Keys, type: string, account: string, msgId: string) => appendEvent(client, keys, type, { account, msgId, idx: 0 }, 100_000);
+const event = (keys: Keys, type: EventType, account: string, msgId: string) => appendEvent(client, keys, type, { account, msgId, idx: 0 }, 100_000);
 
 test.before(async () => {
   redis = await startRedis();
