@@ -1,5 +1,6 @@
 import type { SMTPServer, SMTPServerSession } from 'smtp-server';
-import type { SmtpReplyError } from './smtp-reply.js';
+import { keepOwnEnhancedCodes, type SmtpReplyError } from './smtp-reply.js';
+import { isPeerError } from './peer-error.js';
 import type { ClientLimiter } from './client-limit.js';
 
 /**
@@ -9,7 +10,9 @@ import type { ClientLimiter } from './client-limit.js';
  * one byte) now and then never reaches.
  *
  * Wire it into smtp-server's onConnect and onClose, call authenticated() on a successful AUTH, and
- * attach() the server once it is created (the deadline needs its open connections to close one).
+ * attach() the server once it is created (the deadline needs its open connections to close one): that
+ * also gives it what every Sluice SMTP listener has (enhanced codes on every reply, its connection
+ * errors logged).
  */
 export interface SmtpGuardOptions {
   readonly limiter: ClientLimiter;
@@ -21,11 +24,23 @@ export interface SmtpGuardOptions {
   readonly onDeadline?: (ip: string) => void;
 }
 
+/** Where attach() logs a listener's connection errors (a pino logger). */
+export interface ConnectionErrorLog {
+  info(obj: object, msg: string): void;
+  warn(obj: object, msg: string): void;
+}
+
 export interface SmtpGuard {
   onConnect(session: SMTPServerSession, callback: (err?: Error | null) => void): void;
   onClose(session: SMTPServerSession): void;
   authenticated(session: SMTPServerSession): void;
-  attach(server: SMTPServer): void;
+  /**
+   * Also: every reply gets an enhanced status code (keepOwnEnhancedCodes), and the server's 'error'
+   * events (socket trouble of one connection, which smtp-server has closed; unheard, Node would throw
+   * them and end the process) are logged as `message`: at info when the client caused them
+   * (isPeerError: resets, broken TLS handshakes, routine on a public port), else as a warning.
+   */
+  attach(server: SMTPServer, log: ConnectionErrorLog, message: string): void;
 }
 
 interface Counted {
@@ -80,8 +95,10 @@ export function createSmtpGuard(opts: SmtpGuardOptions): SmtpGuard {
         c.timer = null;
       }
     },
-    attach(s) {
+    attach(s, log, message) {
       server = s;
+      keepOwnEnhancedCodes(s);
+      s.on('error', (err) => (isPeerError(err) ? log.info({ err }, message) : log.warn({ err }, message)));
     },
   };
 }

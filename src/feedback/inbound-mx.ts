@@ -1,4 +1,4 @@
-import { keepOwnEnhancedCodes, smtpReply, type SmtpReplyError } from '../core/smtp-reply.js';
+import { smtpReply, type SmtpReplyError } from '../core/smtp-reply.js';
 import type { ReputationRecorder } from '../store/reputation.js';
 import { readBounded, callOnce, ByteBudget } from '../core/read-bounded.js';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
@@ -16,7 +16,6 @@ import { DEFAULT_EVENTS_MAX_LEN } from '../store/events.js';
 import { ClientLimiter } from '../core/client-limit.js';
 import { createSmtpGuard } from '../core/smtp-guard.js';
 import { listenOn } from '../core/listen.js';
-import { isPeerError } from '../core/peer-error.js';
 import { checkMailParams, checkRcptParams, checkUtf8Address } from '../core/smtp-envelope.js';
 import type { TlsMaterial } from '../core/tls-material.js';
 
@@ -258,11 +257,7 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
     },
   });
 
-  // Socket-level trouble (resets, garbage, a TLS handshake that fails) arrives as 'error' events;
-  // unheard, Node would throw them. smtp-server has already closed that connection.
-  keepOwnEnhancedCodes(server);
-  guard.attach(server);
-  server.on('error', (err) => (isPeerError(err) ? log.info({ err }, 'feedback mx connection error') : log.warn({ err }, 'feedback mx connection error')));
+  guard.attach(server, log, 'feedback mx connection error');
 
   const port = await listenOn(server.server, opts.port, opts.host);
   log.info({ host: opts.host, port, bounceDomains, starttls: opts.tls !== undefined }, 'feedback mx listening');

@@ -1,4 +1,4 @@
-import { keepOwnEnhancedCodes, smtpReply, type SmtpReplyError } from '../core/smtp-reply.js';
+import { smtpReply, type SmtpReplyError } from '../core/smtp-reply.js';
 import { readBounded, callOnce, ByteBudget } from '../core/read-bounded.js';
 import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
 import type { Logger } from 'pino';
@@ -15,7 +15,6 @@ import type { TlsMaterial } from '../core/tls-material.js';
 import { ClientLimiter } from '../core/client-limit.js';
 import { createSmtpGuard } from '../core/smtp-guard.js';
 import { listenOn } from '../core/listen.js';
-import { isPeerError } from '../core/peer-error.js';
 import { checkMailParams, checkRcptParams, checkUtf8Address } from '../core/smtp-envelope.js';
 
 /**
@@ -233,11 +232,7 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
     },
   });
 
-  keepOwnEnhancedCodes(server);
-  guard.attach(server);
-  // smtp-server reports socket-level trouble (resets, TLS garbage) as 'error' events; without a
-  // listener Node would throw them and end the process.
-  server.on('error', (err) => (isPeerError(err) ? log.info({ err }, 'smtp connection error') : log.warn({ err }, 'smtp connection error')));
+  guard.attach(server, log, 'smtp connection error');
 
   const host = opts.host ?? cfg.host;
   const port = opts.port ?? cfg.port;
