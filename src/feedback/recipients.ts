@@ -1,4 +1,5 @@
 import { parseUnsubscribeMailto, parseVerp } from '../core/verp.js';
+import { domainOf } from '../core/address.js';
 import { UNSUBSCRIBE_MAILTO_PREFIX } from '../render/tracking.js';
 
 /**
@@ -77,7 +78,7 @@ function isPostmaster(lower: string, rules: RecipientRules): boolean {
   if (lower === 'postmaster') return true;
   if (!lower.startsWith('postmaster@')) return false;
   const domain = lower.slice('postmaster@'.length);
-  return rules.bounceDomains.includes(domain) || rules.fblAddresses.some((a) => a.slice(a.lastIndexOf('@') + 1) === domain);
+  return rules.bounceDomains.includes(domain) || rules.fblAddresses.some((a) => domainOf(a).toLowerCase() === domain);
 }
 
 /**
