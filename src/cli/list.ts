@@ -5,7 +5,7 @@ import { SluiceError } from '../core/errors.js';
 import { isId } from '../core/ids.js';
 import { createKeys, type Keys } from '../redis/keys.js';
 import type { RedisClient } from '../redis/client.js';
-import { createList, getListAnyAccount, listFieldNames, listListPage, type ContactList } from '../store/contacts.js';
+import { createList, eachList, getListAnyAccount, listFieldNames, type ContactList } from '../store/contacts.js';
 import { importContacts, ImportAborted, type ImportResult, type ListFormat } from '../store/contact-import.js';
 import { exportContacts } from '../store/contact-export.js';
 import { accountOption, configuredAccount, parse, println, UsageError, type Io } from './args.js';
@@ -177,21 +177,14 @@ export async function runList(argv: string[], io: Io): Promise<number> {
       }
       default: {
         if (rest.length === 0) {
-          // In pages, printed as they come: an account with a list per campaign has many.
-          let cursor = '0';
-          // SSCAN may return a list twice (a rehash while it walks): each is printed once.
-          const shown = new Set<string>();
-          do {
-            const page = await listListPage(redis, keys, account as string, cursor, 1000);
-            for (const l of page.lists) {
-              if (shown.has(l.id)) continue;
-              shown.add(l.id);
-              if (json) println(io.out, JSON.stringify({ id: l.id, name: l.name, count: l.count, statuses: l.statuses, created: iso(l.created), updated: iso(l.updated) }));
-              else println(io.out, `${l.id}\t${n(l.count)}\t${iso(l.created)}\t${l.name}`);
-            }
-            cursor = page.cursor;
-          } while (cursor !== '0');
-          if (!json && shown.size === 0) println(io.err, `account ${account as string} has no lists`);
+          // Printed as they come: an account with a list per campaign has many.
+          let shown = 0;
+          for await (const l of eachList(redis, keys, account as string)) {
+            shown++;
+            if (json) println(io.out, JSON.stringify({ id: l.id, name: l.name, count: l.count, statuses: l.statuses, created: iso(l.created), updated: iso(l.updated) }));
+            else println(io.out, `${l.id}\t${n(l.count)}\t${iso(l.created)}\t${l.name}`);
+          }
+          if (!json && shown === 0) println(io.err, `account ${account as string} has no lists`);
           return 0;
         }
         const list = await findList(redis, keys, rest[0] as string, account);

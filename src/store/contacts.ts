@@ -231,16 +231,29 @@ export async function listListPage(redis: RedisClient, keys: Keys, account: stri
   return { cursor: next, lists: ids.flatMap((id, i) => (metas[i]?.['account'] === account ? [toList(id, metas[i] as Record<string, string>)] : [])) };
 }
 
-/** Every list of the account, oldest first, read in pages (listListPage). */
-export async function listLists(redis: RedisClient, keys: Keys, account: string): Promise<ContactList[]> {
-  const all = new Map<string, ContactList>();
+/**
+ * Every list of the account, a page (listListPage, 1,000) at a time, each once: SSCAN may return a
+ * list twice (a rehash while it walks). In no order across pages.
+ */
+export async function* eachList(redis: RedisClient, keys: Keys, account: string): AsyncGenerator<ContactList> {
+  const seen = new Set<string>();
   let cursor = '0';
   do {
     const page = await listListPage(redis, keys, account, cursor, 1000);
-    for (const l of page.lists) all.set(l.id, l);
+    for (const l of page.lists) {
+      if (seen.has(l.id)) continue;
+      seen.add(l.id);
+      yield l;
+    }
     cursor = page.cursor;
   } while (cursor !== '0');
-  return [...all.values()].sort((a, b) => (a.id < b.id ? -1 : 1));
+}
+
+/** Every list of the account, oldest first. */
+export async function listLists(redis: RedisClient, keys: Keys, account: string): Promise<ContactList[]> {
+  const all: ContactList[] = [];
+  for await (const l of eachList(redis, keys, account)) all.push(l);
+  return all.sort((a, b) => (a.id < b.id ? -1 : 1));
 }
 
 export async function renameList(redis: RedisClient, keys: Keys, account: string, listId: string, name: string, now: number = Date.now()): Promise<ContactList | null> {
