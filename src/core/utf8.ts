@@ -32,15 +32,12 @@ export function decodeUtf8(buf: Buffer): string {
 }
 
 /**
- * Half of a UTF-16 surrogate pair without the other half (possible in any JS string, and in JSON as
- * an escape such as "\ud800"): no Unicode character, and no UTF-8 form. Global: for replace().
+ * Whether `text` holds half of a UTF-16 surrogate pair without the other half (possible in any JS
+ * string, and in JSON as an escape such as "\ud800"): no Unicode character, and no UTF-8 form.
+ * (String.prototype.isWellFormed, ES2024: native, no regular expression.)
  */
-export const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
-
-/** Whether `text` holds a lone surrogate. */
 export function hasLoneSurrogate(text: string): boolean {
-  LONE_SURROGATE.lastIndex = 0;
-  return LONE_SURROGATE.test(text);
+  return !text.isWellFormed();
 }
 
 /** A character above U+007F: text that is not plain ASCII (an address that needs SMTPUTF8, a reply line to decode). */

@@ -1,7 +1,6 @@
 import type { Result } from 'ioredis';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
-import { LONE_SURROGATE } from '../core/utf8.js';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
@@ -91,7 +90,7 @@ export function packEvent(type: string, fields: Readonly<Record<string, string |
   const flat: string[] = ['type', type];
   for (const k in fields) flat.push(k, String(fields[k]));
   const json = JSON.stringify(flat);
-  return json.includes('\\ud') || json.includes('\\uD') ? JSON.stringify(flat.map((s) => s.replace(LONE_SURROGATE, '\ufffd'))) : json;
+  return json.includes('\\ud') || json.includes('\\uD') ? JSON.stringify(flat.map((s) => s.toWellFormed())) : json;
 }
 
 /** Entries made by packEvent, as the one argument appendEvents-1.lua takes: a JSON array of them. */
