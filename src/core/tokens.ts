@@ -1,4 +1,4 @@
-import { timingSafeEqual } from 'node:crypto';
+import { createCipheriv, createHmac, timingSafeEqual } from 'node:crypto';
 import { hmacSha256, type HmacSha256 } from './hmac-sha256.js';
 import { SluiceError } from './errors.js';
 import { fromBase32, isId, toBase32 } from './ids.js';
@@ -16,6 +16,20 @@ import { fromBase32, isId, toBase32 } from './ids.js';
  *   └─────────┴────────┴─────────┴──────┴───────────┴────────┴─────────┴──────────┴────────┴─────────┴─────────┘
  *   link is present only for kind 'c'. The MAC is HMAC-SHA256(secret of kid, every byte before it),
  *   truncated to 12 bytes.
+ *
+ * An unsubscribe token ('u') may also carry its recipient's address, encrypted, between the account
+ * and the MAC, so that its link works after the message's record is purged (retention.records):
+ *
+ *   ┌──────────┬──────────┬───────────────────────┐
+ *   │ addr len │ SIV      │ address, AES-256-CTR  │
+ *   │ 1 B      │ 12 bytes │ 1–255 B               │
+ *   └──────────┴──────────┴───────────────────────┘
+ *   Keys of their own, derived from the kid's secret (HMAC-SHA256 of a label): one for the SIV, one
+ *   for the cipher. SIV = HMAC-SHA256(SIV key, msgId bytes ‖ idx varint ‖ address) truncated to 12
+ *   bytes, and the counter block is the SIV then 4 zero bytes: a keystream is only ever reused for
+ *   the same recipient of the same message with the same address, so it reveals nothing (RFC 5297's
+ *   synthetic IV idea; the MAC over the whole token authenticates it). Only the token's signer and
+ *   the servers that hold its key can read the address; the URL shows none of it.
  *
  * Why 12 bytes (96 bits) of MAC: a forger can only test guesses online, one HTTP request each, and the
  * server answers every bad guess the same way. At a million guesses a second, 2^96 guesses take about
@@ -38,6 +52,8 @@ export interface TokenPayload {
   readonly link?: number;
   /** Seconds since epoch: when the mail was rendered (the classifier spots clicks seconds after it). */
   readonly issuedAt: number;
+  /** Unsubscribe tokens only, when signed with one: the recipient's address (decrypted). */
+  readonly address?: string;
 }
 
 export interface TokenKey {
@@ -53,7 +69,11 @@ export interface TokenCodecOptions {
   readonly signWith: string;
 }
 
-/** Everything a token says but its kind and link: one recipient's copy of one message. */
+/**
+ * Everything a token says but its kind and link: one recipient's copy of one message. `address`
+ * goes (encrypted) into the copy's unsubscribe token only; one longer than 255 UTF-8 bytes (no
+ * SMTP path is) is left out.
+ */
 export type TokenSubject = Omit<TokenPayload, 'kind' | 'link'>;
 
 export interface TokenCodec {
@@ -80,8 +100,17 @@ const MAX_ACCOUNT_BYTES = 64;
 /** 7 varint bytes hold 49 bits: every safe integer a recipient index or a time in seconds needs. */
 const MAX_VARINT_BYTES = 7;
 const MAX_VARINT = 2 ** 49;
-/** Longer than any token the layout can produce; refuses huge inputs before decoding them. */
-const MAX_TOKEN_CHARS = 256;
+/** An unsubscribe token's encrypted address: its length byte, the SIV and at most this many bytes. */
+const SIV_BYTES = 12;
+const MAX_ADDRESS_BYTES = 255;
+/**
+ * Longer than any token the layout can produce (the largest, an unsubscribe token with a 64-byte
+ * account and a 255-byte address, is 388 bytes, 518 characters); refuses huge inputs before decoding.
+ */
+const MAX_TOKEN_CHARS = 518;
+/** Labels of the keys derived from a kid's secret for the address of an unsubscribe token. */
+const SIV_KEY_LABEL = 'sluice token address siv v1';
+const CIPHER_KEY_LABEL = 'sluice token address cipher v1';
 const KID_RE = /^[A-Za-z0-9_-]{1,16}$/;
 const B64URL_RE = /^[A-Za-z0-9_-]+$/;
 const KINDS: readonly TokenKind[] = ['o', 'c', 'u'];
@@ -91,14 +120,14 @@ function invalid(message: string): SluiceError {
 }
 
 export function createTokenCodec(opts: TokenCodecOptions): TokenCodec {
-  const keys = new Map<string, { mac: HmacSha256; notAfter: number | undefined }>();
+  const keys = new Map<string, { mac: HmacSha256; sealer: AddressSealer; notAfter: number | undefined }>();
   for (const k of opts.keys) {
     if (!KID_RE.test(k.id)) throw invalid(`key id '${k.id}' must be 1–16 of [A-Za-z0-9_-]`);
     if (keys.has(k.id)) throw invalid(`key id '${k.id}' appears twice`);
     const secret = typeof k.secret === 'string' ? Buffer.from(k.secret, 'utf8') : k.secret;
     // 16 bytes: below that an offline search of the key from one token becomes thinkable.
     if (secret.length < 16) throw invalid(`key '${k.id}' is shorter than 16 bytes`);
-    keys.set(k.id, { mac: hmacSha256(secret), notAfter: k.notAfter });
+    keys.set(k.id, { mac: hmacSha256(secret), sealer: addressSealer(secret), notAfter: k.notAfter });
   }
   const signKey = keys.get(opts.signWith);
   if (!signKey) throw invalid(`signWith names no key ('${opts.signWith}')`);
@@ -116,8 +145,11 @@ export function createTokenCodec(opts: TokenCodecOptions): TokenCodec {
     const tail: number[] = [];
     writeVarint(tail, p.issuedAt);
     tail.push(account.length, ...account);
-    // head, the link's varint (clicks), tail, then the MAC: one buffer per copy, rewritten per token.
-    const buf = Buffer.alloc(head.length + MAX_VARINT_BYTES + tail.length + MAC_BYTES);
+    const address = p.address === undefined ? null : Buffer.from(p.address, 'utf8');
+    const sealed = address !== null && address.length >= 1 && address.length <= MAX_ADDRESS_BYTES ? signKey.sealer.seal(idToBytes(p.msgId), p.idx, address) : null;
+    // head, the link's varint (clicks), tail, the sealed address ('u'), then the MAC: one buffer per
+    // copy, rewritten per token.
+    const buf = Buffer.alloc(head.length + MAX_VARINT_BYTES + tail.length + (sealed?.length ?? 0) + MAC_BYTES);
     buf.set(head);
     const tailBytes = Buffer.from(tail);
     return (kind, link) => {
@@ -127,6 +159,7 @@ export function createTokenCodec(opts: TokenCodecOptions): TokenCodec {
       let at = head.length;
       if (link !== undefined) at = putVarint(buf, at, link);
       at += tailBytes.copy(buf, at);
+      if (kind === 'u' && sealed !== null) at += sealed.copy(buf, at);
       signKey.mac(buf, 0, at, digest);
       digest.copy(buf, at, 0, MAC_BYTES);
       return buf.toString('base64url', 0, at + MAC_BYTES);
@@ -160,9 +193,44 @@ export function createTokenCodec(opts: TokenCodecOptions): TokenCodec {
       const issuedAt = r.varint();
       const accLen = r.byte();
       const account = r.bytes(accLen).toString('utf8');
-      if (r.failed || !r.atEnd() || accLen < 1) return null;
+      if (r.failed || accLen < 1) return null;
+      if (kind === 'u' && !r.atEnd()) {
+        const addrLen = r.byte();
+        const siv = r.bytes(SIV_BYTES);
+        const sealed = r.bytes(addrLen);
+        if (r.failed || !r.atEnd() || addrLen < 1) return null;
+        return { kind, account, msgId, idx, issuedAt, address: key.sealer.open(siv, sealed).toString('utf8') };
+      }
+      if (!r.atEnd()) return null;
       return link === undefined ? { kind, account, msgId, idx, issuedAt } : { kind, account, msgId, idx, link, issuedAt };
     },
+  };
+}
+
+/** Encrypts and decrypts the address of an unsubscribe token under one key (see the layout above). */
+interface AddressSealer {
+  /** [length, SIV…, ciphertext…] of `address` (1–255 bytes) for recipient `idx` of message `msgId` (its 10 bytes). */
+  seal(msgId: Buffer, idx: number, address: Buffer): Buffer;
+  /** The address of a sealed field whose MAC was verified. */
+  open(siv: Buffer, sealed: Buffer): Buffer;
+}
+
+function addressSealer(secret: Buffer): AddressSealer {
+  const sivKey = createHmac('sha256', secret).update(SIV_KEY_LABEL).digest();
+  const cipherKey = createHmac('sha256', secret).update(CIPHER_KEY_LABEL).digest();
+  const counterBlock = (siv: Buffer): Buffer => Buffer.concat([siv, Buffer.alloc(16 - SIV_BYTES)]);
+  const ctr = (siv: Buffer, data: Buffer): Buffer => {
+    const c = createCipheriv('aes-256-ctr', cipherKey, counterBlock(siv));
+    return Buffer.concat([c.update(data), c.final()]);
+  };
+  return {
+    seal(msgId, idx, address) {
+      const where: number[] = [];
+      writeVarint(where, idx);
+      const siv = createHmac('sha256', sivKey).update(msgId).update(Buffer.from(where)).update(address).digest().subarray(0, SIV_BYTES);
+      return Buffer.concat([Buffer.from([address.length]), siv, ctr(siv, address)]);
+    },
+    open: (siv, sealed) => ctr(siv, sealed),
   };
 }
 

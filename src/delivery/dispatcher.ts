@@ -580,7 +580,10 @@ export class Dispatcher {
             return;
           }
           const task: RenderTask = { msgId: msg.id, kind: msg.kind, source: msg.body, signingDomain: msg.fromDomain, acceptedAt: msg.acceptedAt, frame: true, chunked, single: msg.rcpts.length === 1 };
-          if (msg.kind === 'spec') task.tracking = { account: msg.account, idx: entry.idx, mode: this.trackingMode(msg.account, msg.rcpts.length) };
+          if (msg.kind === 'spec') {
+            const address = addresses[j];
+            task.tracking = { account: msg.account, idx: entry.idx, mode: this.trackingMode(msg.account, msg.rcpts.length), ...(address !== undefined ? { address } : {}) };
+          }
           tasks.push(task);
         });
         const t0 = performance.now();

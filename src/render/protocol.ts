@@ -49,6 +49,11 @@ export interface TrackingTarget {
   idx: number;
   /** The account's mode now: 'off' renders the untracked shared copy. */
   mode: TrackingMode;
+  /**
+   * The recipient's address, sealed into the copy's unsubscribe token (core/tokens.ts), so its
+   * link still works after the message's record is purged.
+   */
+  address?: string;
 }
 
 export interface MailboxSpec {

@@ -108,7 +108,7 @@ export function createRenderer(init: WorkerInit, opts: RendererOptions = {}): Re
    * fresh copy (with a fresh issuedAt) from the prepared spec.
    */
   async function renderTracked(task: RenderTask, target: TrackingTarget, p: PreparedSpec, domain: string | null, started: number): Promise<Composed> {
-    const copy = (tracker as Tracker).copy(target.mode === 'off' ? null : p.template, { account: target.account, msgId: task.msgId, idx: target.idx, issuedAt: Math.floor(now() / 1000) });
+    const copy = (tracker as Tracker).copy(target.mode === 'off' ? null : p.template, { account: target.account, msgId: task.msgId, idx: target.idx, issuedAt: Math.floor(now() / 1000), ...(target.address !== undefined ? { address: target.address } : {}) });
     const headers: Record<string, string> = {};
     // The sender's own List-Unsubscribe gives way: one-click must reach the server that suppresses.
     for (const [name, value] of Object.entries(p.spec.headers)) {

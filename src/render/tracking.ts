@@ -61,6 +61,8 @@ export interface CopyOf {
   readonly idx: number;
   /** Seconds since epoch, when the copy is rendered. */
   readonly issuedAt: number;
+  /** The recipient's address, sealed into the unsubscribe token (see TrackingTarget.address). */
+  readonly address?: string;
 }
 
 export interface TrackedCopy {
@@ -107,18 +109,19 @@ export function createTracker(init: WorkerTracking): Tracker {
   const attributeBase = escapeAttribute(base);
 
   const mailtoKey = init.unsubscribeKey ? Buffer.from(init.unsubscribeKey) : null;
-  const mailto = (of: CopyOf, token: string): string =>
-    mailtoKey ? unsubscribeMailtoAddress(of.msgId, of.idx, init.bounceDomain, mailtoKey) : `${UNSUBSCRIBE_MAILTO_PREFIX}${token}@${init.bounceDomain}`;
+  // The older form's local part is a token without the address: with it, it would pass 64 octets.
+  const mailto = (of: CopyOf, sign: (kind: 'u') => string): string =>
+    mailtoKey ? unsubscribeMailtoAddress(of.msgId, of.idx, init.bounceDomain, mailtoKey) : `${UNSUBSCRIBE_MAILTO_PREFIX}${of.address === undefined ? sign('u') : codec.signer({ account: of.account, msgId: of.msgId, idx: of.idx, issuedAt: of.issuedAt })('u')}@${init.bounceDomain}`;
 
   function urls(of: CopyOf): RecipientUrls {
-    const sign = codec.signer({ account: of.account, msgId: of.msgId, idx: of.idx, issuedAt: of.issuedAt });
+    const sign = codec.signer({ account: of.account, msgId: of.msgId, idx: of.idx, issuedAt: of.issuedAt, ...(of.address !== undefined ? { address: of.address } : {}) });
     const unsubscribe = sign('u');
     const unsubscribeUrl = base + tokenPath('u', unsubscribe);
     return {
       unsubscribeUrl,
       headers: {
         // The https form first: RFC 8058 one-click needs it; the mailto form serves older clients.
-        'List-Unsubscribe': `<${unsubscribeUrl}>, <mailto:${mailto(of, unsubscribe)}>`,
+        'List-Unsubscribe': `<${unsubscribeUrl}>, <mailto:${mailto(of, sign)}>`,
         'List-Unsubscribe-Post': 'List-Unsubscribe=One-Click',
       },
       pixelTag: () => pixelTag(base + tokenPath('o', sign('o'))),

@@ -25,11 +25,14 @@ ${body}
 `;
 }
 
+/** Who the pages say sends the mail: the message's sender, unknown once its record is purged. */
+const sender = (from: string | null): string => (from === null ? 'this sender' : `<strong>${escapeHtml(from)}</strong>`);
+
 /** The confirmation page of GET /u/<token>: the button POSTs the RFC 8058 field to the same URL. */
-export function unsubscribeFormPage(address: string, from: string): string {
+export function unsubscribeFormPage(address: string, from: string | null): string {
   return page(
     'Unsubscribe',
-    `<p>Stop mail from <strong>${escapeHtml(from)}</strong> to <strong>${escapeHtml(address)}</strong>?</p>
+    `<p>Stop mail from ${sender(from)} to <strong>${escapeHtml(address)}</strong>?</p>
 <form method="post">
 <input type="hidden" name="List-Unsubscribe" value="One-Click">
 <button type="submit">Unsubscribe</button>
@@ -37,10 +40,10 @@ export function unsubscribeFormPage(address: string, from: string): string {
   );
 }
 
-export function unsubscribedPage(address: string, from: string): string {
+export function unsubscribedPage(address: string, from: string | null): string {
   return page(
     'You are unsubscribed',
-    `<p role="status"><strong>${escapeHtml(address)}</strong> will no longer receive mail from <strong>${escapeHtml(from)}</strong>.</p>`,
+    `<p role="status"><strong>${escapeHtml(address)}</strong> will no longer receive mail from ${sender(from)}.</p>`,
   );
 }
 

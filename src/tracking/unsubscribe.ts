@@ -1,22 +1,33 @@
 import type { TokenPayload } from '../core/tokens.js';
 import { liveAddress, messageFor, unsubscribeRecipient, type MessageView } from '../store/recipients.js';
+import { addSuppression, suppressionOf } from '../store/suppression.js';
+import { closedRecord } from '../store/account-state.js';
 import { mark, appendTrackingEvent } from './record.js';
 import { modeOf, type TrackingDeps } from './deps.js';
 
 export type UnsubscribeResult =
-  | { readonly ok: true; readonly account: string; readonly address: string; readonly from: string; readonly first: boolean; readonly eventId: string }
+  | { readonly ok: true; readonly account: string; readonly address: string; readonly from: string | null; readonly first: boolean; readonly eventId: string }
   | { readonly ok: false; readonly reason: 'invalid-token' | 'unknown-recipient' };
 
-/** Who an unsubscribe token is about: its recipient's address and the message's sender. */
+/**
+ * Who an unsubscribe token is about: its recipient's address and the message's sender, read from
+ * the message's record; or, once the record is purged (retention.records), the address the token
+ * carries itself (core/tokens.ts), with no record (`view` null) and no sender to name.
+ */
 export interface UnsubscribeTarget {
   readonly address: string;
-  readonly from: string;
-  readonly view: MessageView;
+  readonly from: string | null;
+  readonly view: MessageView | null;
 }
 
 export async function unsubscribeTarget(deps: TrackingDeps, p: TokenPayload): Promise<UnsubscribeTarget | null> {
   if (p.kind !== 'u') return null;
   const view = await messageFor(deps.redis, deps.keys, p.msgId, p.idx);
+  if (!view) {
+    // Only an open account: a closed one's data is being deleted, and nothing written now may outlive that.
+    if (p.address === undefined || (await closedRecord(deps.redis, deps.keys, p.account)) !== null) return null;
+    return { address: p.address, from: null, view: null };
+  }
   // The account inside the signed token must be the message's: a token never acts across accounts.
   if (!view || view.meta.account !== p.account) return null;
   // An erased recipient has no page and cannot be unsubscribed again: there is nobody left to name.
@@ -45,9 +56,18 @@ export async function unsubscribe(
   const target = ctx.target ?? (await unsubscribeTarget(deps, p));
   if (!target) return { ok: false, reason: 'unknown-recipient' };
   const mode = modeOf(deps.settings, p.account);
-  const { first } = await mark(deps, p, mode, now);
-  // The view's account is the token's (unsubscribeTarget checked it).
-  await unsubscribeRecipient(deps.redis, deps.keys, target.view, p.idx, target.address, { now, evidence: { msgId: p.msgId, idx: p.idx, via: ctx.via ?? 'http' } });
+  const evidence = { msgId: p.msgId, idx: p.idx, via: ctx.via ?? 'http' };
+  let first: boolean;
+  if (target.view === null) {
+    // A purged message keeps no marks (they would outlive its record): first is whether this
+    // unsubscribe put the address on the account's list.
+    first = (await suppressionOf(deps.redis, deps.keys, p.account, target.address))?.list !== p.account;
+    await addSuppression(deps.redis, deps.keys, p.account, target.address, { reason: 'unsubscribe', at: now, evidence });
+  } else {
+    first = (await mark(deps, p, mode, now)).first;
+    // The view's account is the token's (unsubscribeTarget checked it).
+    await unsubscribeRecipient(deps.redis, deps.keys, target.view, p.idx, target.address, { now, evidence });
+  }
   const eventId = await appendTrackingEvent(deps, p, {
     now, mode, first, machine: null, userAgent: ctx.userAgent ?? '', ip: ctx.ip ?? '', via: ctx.via ?? 'http',
   });

@@ -142,4 +142,53 @@ test('sign refuses payloads it cannot represent', () => {
   assert.throws(() => codec.sign({ ...click, account: 'x'.repeat(65) }));
 });
 
+test('an unsubscribe token carries its recipient\'s address, encrypted: readable with the key, never in the text', () => {
+  const address = 'Kijitora.Ünï+news@example.org';
+  const sign = codec.signer({ account: 'acme', msgId, idx: 3, issuedAt: 1, address });
+  const u = sign('u');
+  assert.equal(codec.verify(u, NOW, 'u'), { kind: 'u', account: 'acme', msgId, idx: 3, issuedAt: 1, address });
+  // Only the unsubscribe token carries it: the pixel and click tokens are as without it.
+  const plain = codec.signer({ account: 'acme', msgId, idx: 3, issuedAt: 1 });
+  assert.is(sign('o'), plain('o'));
+  assert.is(sign('c', 2), plain('c', 2));
+  assert.equal(codec.verify(plain('u'), NOW, 'u'), { kind: 'u', account: 'acme', msgId, idx: 3, issuedAt: 1 }, 'a token without one still verifies');
+  // Neither the address nor any 4-byte piece of it shows in the token's bytes or text.
+  const raw = Buffer.from(u, 'base64url');
+  const bytes = Buffer.from(address, 'utf8');
+  for (let i = 0; i + 4 <= bytes.length; i++) assert.is(raw.indexOf(bytes.subarray(i, i + 4)), -1, `bytes ${i}–${i + 3}`);
+  assert.not.ok(u.toLowerCase().includes('kijitora'));
+  // Another key cannot read it (it does not verify at all), and the same copy signs the same token.
+  const other = createTokenCodec({ keys: [{ id: 'k1', secret: 'another-secret-of-32-bytes-len!!' }], signWith: 'k1' });
+  assert.is(other.verify(u, NOW, 'u'), null);
+  assert.is(codec.signer({ account: 'acme', msgId, idx: 3, issuedAt: 1, address })('u'), u);
+});
+
+test('the encrypted address differs between recipients and messages, and every byte of it is authenticated', () => {
+  const address = 'reader@example.org';
+  const tokenOf = (id: string, idx: number) => codec.signer({ account: 'acme', msgId: id, idx, issuedAt: 1, address })('u');
+  const sealedOf = (t: string) => Buffer.from(t, 'base64url').subarray(-12 - address.length - 12, -12);
+  const a = sealedOf(tokenOf(msgId, 1));
+  assert.not.equal(a, sealedOf(tokenOf(msgId, 2)), 'another recipient of the message');
+  assert.not.equal(a, sealedOf(tokenOf(newId(NOW + 1), 1)), 'the same recipient of another message');
+  const raw = Buffer.from(tokenOf(msgId, 1), 'base64url');
+  for (let i = 0; i < raw.length; i++) {
+    const b = Buffer.from(raw);
+    b[i] = (b[i] as number) ^ 0x01;
+    assert.is(codec.verify(b.toString('base64url'), NOW), null, `byte ${i}`);
+  }
+  // Cut after the account (the address field dropped whole) or inside it: the MAC no longer matches.
+  for (let n = raw.length - 1; n > raw.length - 12 - address.length - 14; n--) assert.is(codec.verify(raw.subarray(0, n).toString('base64url'), NOW), null, `first ${n} bytes`);
+});
+
+test('the longest unsubscribe token verifies; an address over 255 bytes is left out rather than refused', () => {
+  const account = 'a'.repeat(64);
+  const longKid = createTokenCodec({ keys: [{ id: 'k'.repeat(16), secret: K1.secret }], signWith: 'k'.repeat(16) });
+  const longest = { account, msgId, idx: 2 ** 49 - 1, issuedAt: 2 ** 49 - 1, address: `${'x'.repeat(243)}@example.org` };
+  const t = longKid.signer(longest)('u');
+  assert.is(t.length, 518);
+  assert.equal(longKid.verify(t, NOW, 'u'), { kind: 'u', ...longest });
+  const tooLong = { ...longest, address: `${'x'.repeat(244)}@example.org` };
+  assert.equal(longKid.verify(longKid.signer(tooLong)('u'), NOW, 'u'), { kind: 'u', account, msgId, idx: longest.idx, issuedAt: longest.issuedAt });
+});
+
 test.run();

@@ -153,6 +153,9 @@ test('a tracked message: every link rewritten, a pixel, both List-Unsubscribe he
   assert.ok(lu, header);
   const u = codec.verify(lu[2] as string, Date.now());
   assert.equal([u?.kind, u?.account, u?.msgId, u?.idx], ['u', 'acme', id, 0]);
+  // The recipient's address rides sealed in the link (it works after the record's retention), unreadable in it.
+  assert.is(u?.address, 'reader@one.test');
+  assert.not.ok(Buffer.from(lu[2] as string, 'base64url').includes('reader'));
   // The mailto address: short (RFC 5321's 64-octet local part), tagged with the deployment's VERP key.
   const mailto = lu[3] as string;
   assert.ok(mailto.indexOf('@') <= 64, mailto);
@@ -219,7 +222,7 @@ test("with the account's tracking mode 'off' nothing is rewritten or added but t
   const header = headerOf(mail.raw);
   // Every message keeps a working unsubscribe, whatever the tracking mode.
   const u = /^List-Unsubscribe: <http:\/\/127\.0\.0\.1\/u\/([A-Za-z0-9_-]+)>/im.exec(header)?.[1];
-  assert.equal(codec.verify(u ?? '', Date.now()), { kind: 'u', account: 'quiet', msgId: id, idx: 0, issuedAt: codec.verify(u ?? '', Date.now())?.issuedAt });
+  assert.equal(codec.verify(u ?? '', Date.now()), { kind: 'u', account: 'quiet', msgId: id, idx: 0, issuedAt: codec.verify(u ?? '', Date.now())?.issuedAt, address: 'other@one.test' });
   assert.match(header, /^List-Unsubscribe-Post: List-Unsubscribe=One-Click/im);
   const [v] = await verifyWithMailauth(mail.raw, txt);
   assert.ok(v?.pass, v?.detail);

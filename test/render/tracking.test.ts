@@ -114,6 +114,14 @@ test('a copy rewrites link i to a click token for link i, adds the pixel and RFC
   assert.equal(codec.verify(m[1] as string, NOW_MS), { kind: 'u', account: 'acme', msgId, idx: 4, issuedAt: 1000 });
   assert.is(m[2], unsubscribeAddress(m[1] as string, 'bounce.shop.example'), 'the mailto form is the one the feedback MX parses');
   assert.is(copy.headers['List-Unsubscribe-Post'], 'List-Unsubscribe=One-Click');
+
+  // With the recipient's address: sealed into the https token only; the older mailto form's local
+  // part stays a token without it, under RFC 5321's 64 octets.
+  const sealed = /^<https:\/\/t\.shop\.example\/u\/([A-Za-z0-9_-]+)>, <mailto:([^>]+)>$/.exec(tracker.urls({ account: 'acme', msgId, idx: 4, issuedAt: 1000, address: 'reader@example.org' }).headers['List-Unsubscribe'] as string);
+  assert.ok(sealed);
+  assert.equal(codec.verify(sealed[1] as string, NOW_MS), { kind: 'u', account: 'acme', msgId, idx: 4, issuedAt: 1000, address: 'reader@example.org' });
+  assert.is(sealed[2], m[2], 'the same mailto address as without it');
+  assert.ok((sealed[2] as string).indexOf('@') <= 64);
 });
 
 test('the renderer gives each recipient a copy with its own tokens, signed with both headers in h=', async () => {

@@ -10,7 +10,8 @@ import type { Keys } from '../../src/redis/keys.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { createTokenCodec, tokenPath, type TokenPayload } from '../../src/core/tokens.js';
 import { newId } from '../../src/core/ids.js';
-import { storeMessage } from '../../src/store/messages.js';
+import { deleteMessage, storeMessage } from '../../src/store/messages.js';
+import { closeAccount } from '../../src/store/account-state.js';
 import { suppressionOf } from '../../src/store/suppression.js';
 import { startTrackingServer, PIXEL_GIF, type TrackingServer, type TrackingServerOptions } from '../../src/tracking/server.js';
 import { unsubscribe } from '../../src/tracking/unsubscribe.js';
@@ -304,6 +305,45 @@ test('RFC 8058: the exact POST Gmail sends unsubscribes at once, recorded once',
     assert.is(evs[0]?.['type'], 'unsubscribed');
     assert.is(evs[0]?.['idx'], '0');
     assert.is(evs[0]?.['first'], '1');
+  } finally {
+    await f.close();
+  }
+});
+
+test('after its record is purged, an unsubscribe link that carries the address still unsubscribes (no sender named, nothing of the message written); one without, or of a closed account, is invalid', async () => {
+  const f = await fixture();
+  try {
+    const sealed = (idx: number, address: string) => codec.signer({ account: 'acme', msgId: f.msgId, idx, issuedAt: ISSUED, address })('u');
+    const url = f.base + '/u/' + sealed(1, 'bob<b>@example.org');
+    // The end of retention.records: the message's record, body and link table are gone.
+    await deleteMessage(client, f.keys, f.msgId);
+    const page = await get(url);
+    assert.is(page.status, 200);
+    assert.match(page.text, 'Stop mail from this sender to <strong>bob&lt;b&gt;@example.org</strong>?');
+    assert.is(await suppressionOf(client, f.keys, 'acme', 'bob<b>@example.org'), null, 'the page alone unsubscribes nobody');
+
+    const oneClick = () => get(url, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'List-Unsubscribe=One-Click' });
+    const done = await oneClick();
+    assert.is(done.status, 200);
+    assert.match(done.text, 'will no longer receive mail from this sender');
+    const entry = await suppressionOf(client, f.keys, 'acme', 'bob<b>@example.org');
+    assert.is(entry?.reason, 'unsubscribe');
+    assert.is(entry?.list, 'acme');
+    assert.equal(entry?.evidence, { msgId: f.msgId, idx: 1, via: 'http' });
+    assert.is((await oneClick()).status, 200, 'a repeat is answered the same');
+    const evs = await f.events();
+    assert.equal(evs.map((e) => [e['type'], e['msgId'], e['idx'], e['first']]), [['unsubscribed', f.msgId, '1', '1'], ['unsubscribed', f.msgId, '1', '0']]);
+    // No marks or counters made again for the purged message.
+    assert.equal(await client.keys(`*${f.msgId}*`), []);
+
+    // A token without the address has nothing left to name.
+    assert.is((await get(f.base + '/u/' + f.token('u', { idx: 0 }))).status, 404);
+    assert.is((await get(f.base + '/u/' + f.token('u', { idx: 0 }), { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'List-Unsubscribe=One-Click' })).status, 404);
+    // A closed account's data is being deleted: nothing is written for it any more.
+    await closeAccount(client, f.keys, 'acme', { now: NOW, windowMs: 86_400_000, by: 'cli' });
+    const closed = await get(f.base + '/u/' + sealed(0, 'ann@example.org'), { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'List-Unsubscribe=One-Click' });
+    assert.is(closed.status, 404);
+    assert.is(await suppressionOf(client, f.keys, 'acme', 'ann@example.org'), null);
   } finally {
     await f.close();
   }
