@@ -849,6 +849,12 @@ export class Dispatcher {
    * expired after its last remote answer was the mailbox's (not the sender's: no 4.7.x block), counts
    * in its soft-bounce history, and a run of feedback.softBounceLimit suppresses it globally too.
    * An outcome with no remote reply code (a local refusal, a drop, a timeout) counts for neither.
+   * The suppression is written before the outcome: whoever sees the recipient final (the API, a
+   * webhook, the next send to the address) sees the suppression too, and a crash between the two
+   * leaves the copy to be claimed again (and found suppressed, if it was) rather than an address
+   * bounced for good but never suppressed. Both writes are idempotent per copy (the soft-bounce
+   * history counts "<msgId>:<idx>" once), so an outcome that turns out a no-op (another holder
+   * settled the entry) changes nothing there.
    */
   private async settle(entry: QueueEntry, shaping: EffectiveShaping, msg: LoadedMessage | null, outcome: SmtpOutcome, reason?: string, address?: string): Promise<void> {
     const { redis, keys, config } = this.o;
@@ -863,7 +869,6 @@ export class Dispatcher {
     let counter: CampaignCounter = 'bounced';
     let bounceReason: string | undefined;
     let addressBounce = false;
-    let softBounce = false;
 
     // The state change's event: appended by the outcome's own script on a single server (so a crash
     // cannot separate the two), else afterwards; either way only when the outcome applied (a no-op
@@ -898,14 +903,16 @@ export class Dispatcher {
       const nextAt = now + retryDelay(shaping, attemptsMade);
       const acceptedAt = msg?.acceptedAt ?? now;
       if (nextAt > acceptedAt + shaping.maxAge) {
+        // The last remote answer says whose failure it was: the mailbox's own (4.2.2 full) counts; a
+        // drop or timeout with no answer (code null) says nothing about the address.
+        if (address !== undefined && outcome.code !== null && verdictOf({ ...this.o.classify(outcome.code, outcome.enhanced, outcome.response), hardbounce: false, action: 'failed', feedbacktype: null }) === 'soft') {
+          await this.suppressAfter(entry, outcome, address, 'softbounce', now);
+        }
         const ev = eventOf('expired', { ...fields, reason: 'expired' });
         applied = await bounce(redis, keys, entry, { ...base, state: 'expired', reason: 'expired', recordTtlMs, ...(ev ? { event: ev } : {}) });
         counter = 'expired';
         m?.deliveryAttempts.inc({ result: 'expired', provider: shaping.provider });
         m?.bounces.inc({ reason: 'expired', hard: 'false' });
-        // The last remote answer says whose failure it was: the mailbox's own (4.2.2 full) counts; a
-        // drop or timeout with no answer (code null) says nothing about the address.
-        if (address !== undefined && outcome.code !== null) softBounce = verdictOf({ ...this.o.classify(outcome.code, outcome.enhanced, outcome.response), hardbounce: false, action: 'failed', feedbacktype: null }) === 'soft';
         final = true;
       } else {
         const ev = eventOf('deferred', { ...fields, nextAt });
@@ -921,19 +928,17 @@ export class Dispatcher {
       final = true;
     } else {
       const verdict = reason ? { reason, hardbounce: true } : this.o.classify(outcome.code, outcome.enhanced, outcome.response);
+      // Only a remote server's verdict on the address counts against the sender (not our own drops).
+      // A local refusal (no code: the client would not send it) is no remote verdict on the address.
+      const about = reason || outcome.code === null ? null : verdictOf({ ...verdict, action: 'failed', feedbacktype: null });
+      addressBounce = about === 'hard';
+      if (address !== undefined && (about === 'hard' || about === 'soft')) await this.suppressAfter(entry, outcome, address, addressBounce ? 'hardbounce' : 'softbounce', now);
       const ev = eventOf('bounced', { ...fields, reason: verdict.reason, hard: verdict.hardbounce ? 1 : 0 });
       applied = await bounce(redis, keys, entry, { ...base, state: 'bounced', reason: verdict.reason, recordTtlMs, ...(ev ? { event: ev } : {}) });
       bounceReason = verdict.reason;
       m?.deliveryAttempts.inc({ result: 'bounced', provider: shaping.provider });
       m?.bounces.inc({ reason: verdict.reason, hard: verdict.hardbounce ? 'true' : 'false' });
-      // Only a remote server's verdict on the address counts against the sender (not our own drops).
-      // A local refusal (no code: the client would not send it) is no remote verdict on the address.
-      const about = reason || outcome.code === null ? null : verdictOf({ ...verdict, action: 'failed', feedbacktype: null });
-      if (about === 'hard') {
-        this.recordReputation(msg, 'hardbounce');
-        addressBounce = true;
-      }
-      softBounce = about === 'soft' && address !== undefined;
+      if (addressBounce) this.recordReputation(msg, 'hardbounce');
       final = true;
     }
     // Counted once: when another holder of the entry settled it first (a reaped lease), this outcome
@@ -943,7 +948,6 @@ export class Dispatcher {
       if (stream) stream.appended(event.type);
       else this.o.events(event.type, event.fields);
     }
-    if (address !== undefined && (addressBounce || softBounce)) await this.suppressAfter(entry, outcome, address, addressBounce ? 'hardbounce' : 'softbounce', now);
     if (msg?.kind === 'campaign') {
       await recordCampaignOutcome(redis, keys, msg.id, { counter, reason: bounceReason, final, now, hardbounce: addressBounce }).catch((err: unknown) => this.log.warn({ err, campaign: msg.id }, 'could not count the campaign outcome'));
       if (addressBounce) await this.o.reputation?.judgeCampaign?.(msg.id).catch((err: unknown) => this.log.warn({ err, campaign: msg.id }, 'campaign not judged'));

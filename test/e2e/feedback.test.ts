@@ -6,7 +6,7 @@ import { request } from 'undici';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { startCapturePeer, startScriptedPeer, type CapturePeer, type ScriptedPeer } from '../helpers/smtp-peer.js';
 import { startSluiceFixture, type SluiceFixture } from '../helpers/sluice.js';
-import { suppressionOf } from '../../src/store/suppression.js';
+import { GLOBAL_LIST, suppressionOf } from '../../src/store/suppression.js';
 import { addressDigest } from '../../src/store/address-digest.js';
 import { CORPUS_EMAILS } from '../helpers/corpus.js';
 
@@ -256,6 +256,36 @@ test('synchronous soft bounces of the address count as DSN ones: a run of the li
   assert.is((await send('box@drops.test', 'drops 1')).state, 'expired');
   assert.is((await send('box@drops.test', 'drops 2')).state, 'expired');
   assert.is(await entry('box@drops.test'), null, 'two expiries without an answer say nothing about the address');
+});
+
+test('a recipient bounced by the remote server is final only once the address is suppressed (the suppression is written first)', async () => {
+  // Redis's own keyspace notifications give the order of the writes, as the server ran them.
+  const redisClient = s.app.redis.client;
+  await redisClient.config('SET', 'notify-keyspace-events', 'Kht');
+  const sub = redis.client();
+  const suppressionKey = s.app.keys.suppression(GLOBAL_LIST);
+  const eventsKey = s.app.keys.events();
+  const order: string[] = [];
+  try {
+    sub.on('message', (channel: string, op: string) => order.push(`${channel.endsWith(suppressionKey) ? 'suppression' : 'events'}:${op}`));
+    await sub.subscribe(`__keyspace@0__:${suppressionKey}`, `__keyspace@0__:${eventsKey}`);
+    const [last] = await redisClient.xrevrange(eventsKey, '+', '-', 'COUNT', 1);
+    const r = await s.api('/v1/messages', { body: { from: 'news@acme.example', to: 'order@gone.test', subject: 'order', text: 'x' } });
+    const final = (await s.waitFinal(r.body.id)).recipients[0];
+    assert.equal([final.state, final.reason], ['bounced', 'userunknown']);
+    assert.is((await suppressedSoon('acme', 'order@gone.test'))?.reason, 'hardbounce');
+    // The bounced event is appended by the outcome's own script: its XADD is the outcome.
+    const entries = await redisClient.xrange(eventsKey, last ? `(${last[0]}` : '-', '+');
+    const at = entries.findIndex(([, f]) => f[1] === 'bounced' && f.includes(r.body.id));
+    assert.ok(at >= 0, 'the bounced event is on the stream');
+    const xadds = order.map((o, i) => [o, i] as const).filter(([o]) => o === 'events:xadd');
+    const outcomeAt = xadds[at]?.[1] ?? -1;
+    const suppressedAt = order.indexOf('suppression:hset');
+    assert.ok(suppressedAt >= 0 && outcomeAt > suppressedAt, order.join(' '));
+  } finally {
+    sub.disconnect();
+    await redisClient.config('SET', 'notify-keyspace-events', '');
+  }
 });
 
 test.run();
