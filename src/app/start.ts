@@ -19,7 +19,9 @@ import { GLOBAL_LIST, suppressionCount } from '../store/suppression.js';
 import { pausedCount } from '../store/reputation.js';
 import { startSubmissionServer } from '../ingress/smtp-server.js';
 import { startHttpApi } from '../ingress/http-api.js';
-import { queueMaxAgeMs, refsTtlMs } from '../ingress/persist.js';
+import { persistMessage, queueMaxAgeMs, refsTtlMs } from '../ingress/persist.js';
+import { parseAddress } from '../core/address.js';
+import { newId, withFreeId } from '../core/ids.js';
 import { loadOrCreateTls } from '../ingress/tls.js';
 import { CampaignEnqueuer } from '../campaigns/enqueuer.js';
 import { readContacts } from '../store/contacts.js';
@@ -275,6 +277,23 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
         reputation: holdClosed(reputation, closedAccounts),
         verpKey,
         contacts: { read: (listId, nos) => readContacts(deliveryRedis, keys, listId, nos) },
+        // A failure notice to an SMTP sender is a message of the sender's account like any other
+        // (queued, shaped, indexed for export and erasure), from MAILER-DAEMON, sent with MAIL FROM:<>.
+        sendNotice: async (n) => {
+          const to = parseAddress(n.to);
+          if (!to) return;
+          const now = Date.now();
+          const hostname = config.instance.hostname;
+          await withFreeId(() => newId(Date.now()), async (id) => {
+            const persisted = await persistMessage(redis.client, keys, config.redis.scheduleShards, {
+              id, account: n.account, source: 'dsn', kind: 'raw', from: `MAILER-DAEMON@${hostname}`, fromDomain: hostname.toLowerCase(),
+              rcpts: [{ address: to.address, domain: to.domain }], acceptedAt: now, tags: [], metadata: { about: n.about }, body: n.body,
+            }, refsTtlMs(config), config.retention.eventsMaxLen);
+            return persisted.stored ? id : null;
+          }, newId(now));
+          metrics.messagesAccepted.inc({ source: 'dsn' });
+          metrics.recipientsAccepted.inc({ source: 'dsn' });
+        },
       });
       const disp = dispatcher;
       disp.start();

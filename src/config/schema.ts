@@ -333,6 +333,8 @@ export const configSchema = z
         bounceDomain: z.string().min(1),
         /** Name sent in EHLO; null = instance.hostname. */
         ehloName: z.string().nullable(),
+        /** An SMTP submission's recipient that fails for good is reported to its envelope sender (delivery/failure-notice.ts). */
+        failureNotices: z.boolean(),
         /** Outbound SMTP connections this process keeps open at most, over all destinations. */
         maxConnections: positiveInt,
         /** Recipients claimed per Redis round trip for one connection. */

@@ -19,6 +19,8 @@ import { resolveShaping, retryDelay, type EffectiveShaping } from '../queue/shap
 import { shortId } from '../core/ids.js';
 import { Semaphore } from '../core/semaphore.js';
 import { verpAddress } from '../core/verp.js';
+import { failureNotice, headerSection } from './failure-notice.js';
+import { formatDuration } from '../core/time.js';
 import { addSuppression, GLOBAL_LIST, suppressionsOf } from '../store/suppression.js';
 import { DeliveryMarks, recordSoftBounce } from '../store/soft-bounces.js';
 import { verdictOf } from '../bounces/verdict.js';
@@ -77,6 +79,11 @@ export interface DispatcherOptions {
   verpKey?: Buffer | undefined;
   /** Campaign recipients: contacts of the campaign's list, by contact number (store/contacts.ts). */
   contacts?: CampaignContacts | undefined;
+  /**
+   * Queues a notice (failure-notice.ts) as a message of `account` to `to`, sent with the null
+   * reverse-path (config delivery.failureNotices; app/start.ts persists it as ingress does a message).
+   */
+  sendNotice?: ((notice: { readonly account: string; readonly to: string; readonly body: Buffer; readonly about: string }) => Promise<void>) | undefined;
   now?: () => number;
 }
 
@@ -821,7 +828,9 @@ export class Dispatcher {
           continue;
         }
         const t0 = performance.now();
-        const outcome = await client.send({ from: verpAddress(entry.msgId, entry.idx, config.delivery.bounceDomain, this.o.verpKey), to: address }, result.framed ? { bytes: Buffer.from(result.message.buffer, result.message.byteOffset, result.message.byteLength), eightBit: result.eightBit === true, chunked: result.chunked === true } : result.message);
+        // A notice goes with the null reverse-path (RFC 5321 §4.5.5): nothing may answer it.
+        const from = msg.source === 'dsn' ? '' : verpAddress(entry.msgId, entry.idx, config.delivery.bounceDomain, this.o.verpKey);
+        const outcome = await client.send({ from, to: address }, result.framed ? { bytes: Buffer.from(result.message.buffer, result.message.byteOffset, result.message.byteLength), eightBit: result.eightBit === true, chunked: result.chunked === true } : result.message);
         this.o.metrics?.smtpTransactionDuration.observe({ result: outcome.result }, (performance.now() - t0) / 1000);
         if (outcome.chunkingRefused) {
           // The next connection (this one is over) sends with DATA; the copy is retried as deferred.
@@ -908,6 +917,7 @@ export class Dispatcher {
         if (address !== undefined && outcome.code !== null && verdictOf({ ...this.o.classify(outcome.code, outcome.enhanced, outcome.response), hardbounce: false, action: 'failed', feedbacktype: null }) === 'soft') {
           await this.suppressAfter(entry, outcome, address, 'softbounce', now);
         }
+        await this.reportFailure(entry, msg, address, outcome, '4.4.7', `It could not be delivered within ${formatDuration(shaping.maxAge)}, the longest a message is retried.`);
         const ev = eventOf('expired', { ...fields, reason: 'expired' });
         applied = await bounce(redis, keys, entry, { ...base, state: 'expired', reason: 'expired', recordTtlMs, ...(ev ? { event: ev } : {}) });
         counter = 'expired';
@@ -921,6 +931,7 @@ export class Dispatcher {
         m?.deliveryAttempts.inc({ result: 'deferred', provider: shaping.provider });
       }
     } else if (reason === 'suppressed' || reason === 'cancelled') {
+      if (reason === 'suppressed') await this.reportFailure(entry, msg, address, outcome, '5.7.1', 'The address is on the suppression list (it unsubscribed, complained or bounced before), so it was not sent.');
       const ev = eventOf(reason, fields);
       applied = await bounce(redis, keys, entry, { ...base, state: reason, reason, recordTtlMs, ...(ev ? { event: ev } : {}) });
       counter = reason;
@@ -933,6 +944,7 @@ export class Dispatcher {
       const about = reason || outcome.code === null ? null : verdictOf({ ...verdict, action: 'failed', feedbacktype: null });
       addressBounce = about === 'hard';
       if (address !== undefined && (about === 'hard' || about === 'soft')) await this.suppressAfter(entry, outcome, address, addressBounce ? 'hardbounce' : 'softbounce', now);
+      await this.reportFailure(entry, msg, address, outcome, '5.0.0', outcome.code !== null ? 'The recipient\'s mail server refused it.' : `It was refused before sending: ${outcome.response}`);
       const ev = eventOf('bounced', { ...fields, reason: verdict.reason, hard: verdict.hardbounce ? 1 : 0 });
       applied = await bounce(redis, keys, entry, { ...base, state: 'bounced', reason: verdict.reason, recordTtlMs, ...(ev ? { event: ev } : {}) });
       bounceReason = verdict.reason;
@@ -954,6 +966,26 @@ export class Dispatcher {
     } else if (final && !finishedHere) {
       await this.o.messages.finished(entry.msgId, now).catch((err: unknown) => this.log.warn({ err, msgId: entry.msgId }, 'could not update message refcount'));
     }
+  }
+
+  /**
+   * An SMTP submission's recipient failed for good: its envelope sender gets a DSN (failure-notice.ts),
+   * queued before the outcome is written, so a crash between the two repeats the notice rather than
+   * losing it. Not for a null sender, nor about a notice (no loops), nor for API mail (webhooks and
+   * GET /v1/messages/:id report it). `status` stands in when the outcome has no enhanced code.
+   */
+  private async reportFailure(entry: QueueEntry, msg: LoadedMessage | null, address: string | undefined, outcome: SmtpOutcome, status: string, explanation: string): Promise<void> {
+    const send = this.o.sendNotice;
+    if (!send || !this.o.config.delivery.failureNotices || !msg || msg.source !== 'smtp' || !msg.returnPath || msg.kind !== 'raw') return;
+    const recipient = address ?? msg.rcpts[entry.idx]?.address;
+    if (!recipient) return;
+    const raw = typeof msg.body === 'string' ? Buffer.from(msg.body, 'utf8') : msg.body;
+    const reply = outcome.code === null ? null : /^\d{3}[ -]/.test(outcome.response) ? outcome.response : `${outcome.code} ${outcome.enhanced ? `${outcome.enhanced} ` : ''}${outcome.response}`;
+    const body = failureNotice({
+      hostname: this.o.config.instance.hostname, msgId: entry.msgId, idx: entry.idx, acceptedAt: msg.acceptedAt, now: this.now(),
+      to: msg.returnPath, recipient, status: outcome.enhanced ?? status, remoteReply: reply, explanation, originalHeaders: headerSection(raw),
+    });
+    await send({ account: msg.account, to: msg.returnPath, body, about: entry.msgId }).catch((err: unknown) => this.log.warn({ err, msgId: entry.msgId, idx: entry.idx }, 'could not queue the failure notice to the sender'));
   }
 
   /**

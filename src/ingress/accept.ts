@@ -65,6 +65,8 @@ export interface Submission {
   readonly from: string;
   /** Envelope recipients as given; duplicates are sent once. */
   readonly recipients: readonly string[];
+  /** SMTP submissions: the envelope sender ('' for <>), stored so a failure can be reported to it. */
+  readonly returnPath?: string | undefined;
   /** The body, or a function of the new message id (an API spec embeds its Message-ID). */
   readonly body: Buffer | string | ((id: string) => Buffer | string);
   readonly tags?: readonly string[] | undefined;
@@ -160,6 +162,7 @@ export async function acceptMessage(deps: AcceptDeps, sub: Submission): Promise<
           acceptedAt: now,
           tags: sub.tags ?? [],
           metadata: sub.metadata ?? {},
+          ...(sub.returnPath !== undefined ? { returnPath: sub.returnPath } : {}),
           body: bodyFor(candidate),
           // Stored with the record, before the message is queued: no copy can go out with click URLs
           // the tracking server cannot redirect yet.

@@ -208,6 +208,7 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
                 kind: 'raw',
                 from,
                 recipients: session.envelope.rcptTo.map((r) => r.address),
+                returnPath: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
                 body: raw,
               },
             );

@@ -1,7 +1,7 @@
 import type { Result } from 'ioredis';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
-import { toMeta } from './messages.js';
+import { toMeta, type MessageSource as Source } from './messages.js';
 import { ByteLru } from '../core/lru.js';
 import { CAMPAIGN_KIND, toCampaign, type CampaignState, type CampaignTracking } from './campaigns.js';
 import { keepRefsOfLateFinish } from './address-index.js';
@@ -16,6 +16,10 @@ export interface LoadedMessage {
   readonly id: string;
   readonly account: string;
   readonly kind: 'raw' | 'spec' | 'campaign';
+  /** How a message came in (a campaign: undefined). */
+  readonly source?: Source;
+  /** SMTP submissions: the envelope sender ('' for <>), whom a failure is reported to. */
+  readonly returnPath?: string;
   /** Domain of the From header: selects the DKIM keys. */
   readonly fromDomain: string | null;
   /** The recipients of a message; empty for a campaign (its recipients are contacts of `campaign.listId`). */
@@ -131,6 +135,8 @@ export function createMessageSource(redis: RedisClient, keys: Keys, recordsTtlMs
       id: m.id,
       account: m.account,
       kind: m.kind,
+      source: m.source,
+      ...(m.returnPath !== undefined ? { returnPath: m.returnPath } : {}),
       fromDomain: m.fromDomain || null,
       rcpts: m.rcpts,
       acceptedAt: m.acceptedAt,

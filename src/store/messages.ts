@@ -9,12 +9,14 @@ import { jsonOr } from './record-io.js';
  *
  *   {m:<id>}:meta  HASH    account, source, kind, from, fromDomain, rcpts (JSON [{address, domain}]),
  *                          acceptedAt (ms), tags (JSON string[]), metadata (JSON object), pending;
+ *                          returnPath (SMTP submissions: the envelope sender, '' for <>);
  *                          finishedAt (ms) once no recipient is pending (the start of its TTL)
  *   {m:<id>}:body  STRING  raw MIME bytes (kind 'raw') or the JSON MessageSpec (kind 'spec')
  *
  * Recipient i of the message is queue entry "<id>:<i>:<attempt>" in the ready set of its domain.
  */
-export type MessageSource = 'smtp' | 'http';
+/** 'dsn': a delivery status notification Sluice made itself (delivery/failure-notice.ts). */
+export type MessageSource = 'smtp' | 'http' | 'dsn';
 export type MessageKind = 'raw' | 'spec';
 
 export interface StoredRecipient {
@@ -36,6 +38,8 @@ export interface MessageMeta {
   readonly metadata: Readonly<Record<string, string | number | boolean>>;
   /** Recipients not yet in a final state. */
   readonly pending: number;
+  /** SMTP submissions: the envelope sender (MAIL FROM), '' for the null reverse-path. */
+  readonly returnPath?: string;
 }
 
 export interface NewMessage extends Omit<MessageMeta, 'pending'> {
@@ -74,6 +78,7 @@ export function messageWrite(keys: Keys, msg: NewMessage): { keys: [string, stri
     'tags', JSON.stringify(msg.tags),
     'metadata', JSON.stringify(msg.metadata),
     'pending', msg.rcpts.length,
+    ...(msg.returnPath !== undefined ? ['returnPath', msg.returnPath] : []),
   ];
   return { keys: [keys.msgMeta(msg.id), keys.msgBody(msg.id), keys.links(msg.id)], args: [links.length, meta.length, ...links, ...meta] };
 }
@@ -134,7 +139,7 @@ export function toMeta(id: string, h: Record<string, string>): MessageMeta | nul
   return {
     id,
     account,
-    source: h['source'] === 'http' ? 'http' : 'smtp',
+    source: h['source'] === 'http' || h['source'] === 'dsn' ? h['source'] : 'smtp',
     kind: h['kind'] === 'spec' ? 'spec' : 'raw',
     from: h['from'] ?? '',
     fromDomain: h['fromDomain'] ?? '',
@@ -143,6 +148,7 @@ export function toMeta(id: string, h: Record<string, string>): MessageMeta | nul
     tags: jsonOr<string[]>(h['tags'], []),
     metadata: jsonOr<Record<string, string | number | boolean>>(h['metadata'], {}),
     pending: Number(h['pending'] ?? 0),
+    ...(h['returnPath'] !== undefined ? { returnPath: h['returnPath'] } : {}),
   };
 }
 

@@ -1,0 +1,131 @@
+/**
+ * The non-delivery report of an SMTP submission: once Sluice has said 250 to a message, it owes its
+ * sender word of a recipient it could not deliver (RFC 5321 §6.1: "it MUST construct an
+ * 'undeliverable mail' notification message and send it to the originator", as given by the
+ * reverse-path). A DSN as RFC 3464 lays it out, in a multipart/report (RFC 6522):
+ *
+ *   text/plain              what happened, for a person
+ *   message/delivery-status Reporting-MTA, Arrival-Date; Final-Recipient, Action: failed, Status,
+ *                           Diagnostic-Code (the remote server's reply), Last-Attempt-Date
+ *   text/rfc822-headers     the header section of the message that failed
+ *
+ * sent from MAILER-DAEMON with the null reverse-path, so that a notice which cannot be delivered
+ * starts no loop (the dispatcher reports nothing about a notice, nor to a null sender). One notice
+ * per recipient that fails, when it fails for good: bounced, expired, or refused because the
+ * address is suppressed.
+ */
+export interface FailureNoticeInput {
+  /** This instance's host name: the Reporting-MTA and MAILER-DAEMON's domain. */
+  readonly hostname: string;
+  /** Sluice's id of the message that failed, and recipient index: make the notice's Message-ID. */
+  readonly msgId: string;
+  readonly idx: number;
+  /** ms since epoch */
+  readonly acceptedAt: number;
+  readonly now: number;
+  /** The failed message's envelope sender, to whom the notice goes. */
+  readonly to: string;
+  readonly recipient: string;
+  /** RFC 3463 status: the remote server's enhanced code, or one for the local reason. */
+  readonly status: string;
+  /** The remote server's reply ("550 5.1.1 …"), or null when no server answered. */
+  readonly remoteReply: string | null;
+  /** Why, in a sentence, for the person reading it. */
+  readonly explanation: string;
+  /** The header section of the message that failed (up to its blank line). */
+  readonly originalHeaders: Buffer;
+}
+
+/** The header section of a notice's original is cut at this size (a forwarded chain can be long). */
+const MAX_ORIGINAL_HEADERS = 32 * 1024;
+
+export function failureNotice(n: FailureNoticeInput): Buffer {
+  const boundary = `=_sluice-dsn-${n.msgId}-${n.idx}`;
+  const reply = n.remoteReply === null ? null : oneLine(n.remoteReply);
+  const human = [
+    `This is the mail system at host ${oneLine(n.hostname)}.`,
+    '',
+    `Your message could not be delivered to <${oneLine(n.recipient)}>.`,
+    oneLine(n.explanation),
+    ...(reply !== null ? ['', 'The recipient\'s mail server said:', `    ${reply}`] : []),
+    '',
+    'This report was sent automatically; please do not reply to it.',
+  ];
+  const status = [
+    `Reporting-MTA: dns; ${oneLine(n.hostname)}`,
+    `X-Sluice-Message-ID: ${n.msgId}`,
+    `Arrival-Date: ${rfc5322Date(n.acceptedAt)}`,
+    '',
+    `Final-Recipient: rfc822; ${oneLine(n.recipient)}`,
+    'Action: failed',
+    `Status: ${n.status}`,
+    ...(reply !== null ? [`Diagnostic-Code: smtp; ${reply}`] : []),
+    `Last-Attempt-Date: ${rfc5322Date(n.now)}`,
+  ];
+  const head = [
+    `From: Mail Delivery System <MAILER-DAEMON@${oneLine(n.hostname)}>`,
+    `To: <${oneLine(n.to)}>`,
+    'Subject: Undelivered Mail Returned to Sender',
+    `Date: ${rfc5322Date(n.now)}`,
+    `Message-ID: <dsn.${n.msgId}.${n.idx}@${oneLine(n.hostname)}>`,
+    // RFC 3834: an automatic answer to a message, which auto-responders must not answer in turn.
+    'Auto-Submitted: auto-replied',
+    'MIME-Version: 1.0',
+    `Content-Type: multipart/report; report-type=delivery-status; boundary="${boundary}"`,
+  ];
+  const text = [
+    ...head,
+    '',
+    'This is a MIME-encapsulated message.',
+    '',
+    `--${boundary}`,
+    'Content-Description: Notification',
+    'Content-Type: text/plain; charset=us-ascii',
+    '',
+    ...human,
+    '',
+    `--${boundary}`,
+    'Content-Description: Delivery report',
+    'Content-Type: message/delivery-status',
+    '',
+    ...status,
+    '',
+    `--${boundary}`,
+    'Content-Description: Undelivered message headers',
+    'Content-Type: text/rfc822-headers',
+    '',
+  ].join('\r\n');
+  return Buffer.concat([Buffer.from(`${text}\r\n`, 'latin1'), originalHeaders(n.originalHeaders), Buffer.from(`\r\n--${boundary}--\r\n`, 'latin1')]);
+}
+
+/** The header section of a raw message: up to its blank line (excluded), at most MAX_ORIGINAL_HEADERS. */
+export function headerSection(raw: Buffer): Buffer {
+  const end = raw.indexOf('\r\n\r\n');
+  return raw.subarray(0, end === -1 ? Math.min(raw.length, MAX_ORIGINAL_HEADERS) : Math.min(end, MAX_ORIGINAL_HEADERS));
+}
+
+/**
+ * The original's headers as the third part carries them: 7-bit (an 8-bit byte becomes '?', as the
+ * notice itself is plain ASCII), CRLF line ends, cut at a line end within MAX_ORIGINAL_HEADERS.
+ */
+function originalHeaders(headers: Buffer): Buffer {
+  let h = headers.subarray(0, MAX_ORIGINAL_HEADERS);
+  if (h.length === MAX_ORIGINAL_HEADERS) {
+    const lastLine = h.lastIndexOf('\r\n');
+    if (lastLine > 0) h = h.subarray(0, lastLine);
+  }
+  const out = Buffer.from(h);
+  for (let i = 0; i < out.length; i++) if ((out[i] as number) > 0x7e || ((out[i] as number) < 0x20 && out[i] !== 0x0d && out[i] !== 0x0a && out[i] !== 0x09)) out[i] = 0x3f;
+  // A bare CR or LF would not survive transport as it is: every line end becomes CRLF.
+  return Buffer.from(out.toString('latin1').replace(/\r\n|\r|\n/g, '\r\n'), 'latin1');
+}
+
+/** One line of printable ASCII: a remote reply's lines joined by spaces, anything else as '?'. */
+function oneLine(s: string): string {
+  return s.replace(/\s*[\r\n]+\s*/g, ' ').replace(/[^\x20-\x7e]/g, '?').slice(0, 900);
+}
+
+/** RFC 5322 §3.3 date-time, in UTC. */
+function rfc5322Date(ms: number): string {
+  return new Date(ms).toUTCString().replace(/GMT$/, '+0000');
+}
