@@ -188,21 +188,33 @@ async function delivered(to: string, subject: string): Promise<string> {
   return copy!.envelope.from;
 }
 
-/** A real Postfix mailbox-full DSN to `verp`; resolves once the inbound MX has applied it (its event is on the stream). */
+/**
+ * A real Postfix mailbox-full DSN to `verp`; resolves once the inbound MX has processed it whole. The
+ * MX answers 250 once the mail is stored and processes it after; its event comes before the
+ * suppression that event names (feedback/process.ts act), and the stored mail's outcome is written last.
+ */
 async function mailboxFull(verp: string): Promise<void> {
   const msgId = /^b-([0-9a-z]{16})-/.exec(verp)?.[1] as string;
   const t = inbound();
+  let stored: string;
   try {
-    await t.sendMail({ envelope: { from: '', to: [verp] }, raw: readFileSync(new URL('lhost-postfix-45.eml', CORPUS)) });
+    stored = (await t.sendMail({ envelope: { from: '', to: [verp] }, raw: readFileSync(new URL('lhost-postfix-45.eml', CORPUS)) })).response;
   } finally {
     t.close();
   }
+  const feedbackId = /stored as (\S+)/.exec(stored)?.[1];
+  assert.ok(feedbackId, stored);
   for (let i = 0; i < 200; i++) {
-    const entries = await s.app.redis.client.xrange(s.app.keys.events(), '-', '+');
-    if (entries.some(([, f]) => f.includes('feedbackId') && f[f.indexOf('msgId') + 1] === msgId)) return;
+    const outcome = await s.app.redis.client.hget(s.app.keys.feedbackRaw(feedbackId), 'outcome');
+    if (outcome) {
+      assert.is(outcome, 'processed', `the DSN for ${msgId}`);
+      const entries = await s.app.redis.client.xrange(s.app.keys.events(), '-', '+');
+      assert.ok(entries.some(([, f]) => f[f.indexOf('feedbackId') + 1] === feedbackId && f[f.indexOf('msgId') + 1] === msgId), `the DSN for ${msgId} was applied to it`);
+      return;
+    }
     await new Promise((r) => setTimeout(r, 25));
   }
-  assert.unreachable(`the DSN for ${msgId} was not applied`);
+  assert.unreachable(`the DSN for ${msgId} was not processed`);
 }
 
 test('soft bounces suppress only when consecutive: a delivery that did not bounce starts the count again', async () => {
