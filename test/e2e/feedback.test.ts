@@ -85,6 +85,18 @@ async function softBounceCounted(address: string, msgId: string): Promise<void> 
   assert.unreachable(`the soft bounce of ${msgId} was not counted`);
 }
 
+/**
+ * Resolves once the dispatcher is done with message `id` (one recipient): its body goes in the last
+ * step of the outcome, after any suppression, so "not suppressed" can be read then.
+ */
+async function settled(id: string): Promise<void> {
+  for (let i = 0; i < 200; i++) {
+    if ((await s.app.redis.client.exists(s.app.keys.msgBody(id))) === 0) return;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  assert.unreachable(`the outcome of ${id} was not finished`);
+}
+
 /** Plain text, or with `tls` over STARTTLS (nodemailer's requireTLS: without it, no mail). */
 function inbound(tls = false): ReturnType<typeof createTransport> {
   return createTransport({
@@ -254,8 +266,15 @@ test('synchronous soft bounces of the address count as DSN ones: a run of the li
   assert.is(full?.list, '*');
   assert.is(full?.evidence['status'], '5.2.2');
 
+  /** Sent to `to`, ended in `state`, and the dispatcher done with it: nothing more will be written for it. */
+  const ended = async (to: string, subject: string, state: string) => {
+    const r = await send(to, subject);
+    assert.is(r.state, state, subject);
+    await settled(r.id);
+  };
+
   // 550 5.7.1 blocked: the sender's problem, however often.
-  for (let i = 0; i < 3; i++) assert.is((await send('box@block.test', `blocked ${i}`)).state, 'bounced');
+  for (let i = 0; i < 3; i++) await ended('box@block.test', `blocked ${i}`, 'bounced');
   assert.is(await entry('box@block.test'), null, 'a block list refusal says nothing about the address');
 
   // 452 4.2.2 until the copy expires: the last answer was the mailbox's, so the expiry counts.
@@ -265,8 +284,8 @@ test('synchronous soft bounces of the address count as DSN ones: a run of the li
   assert.is((await suppressedSoon('acme', 'box@later.test'))?.reason, 'softbounce', 'two expiries after the mailbox said full');
 
   // Expired after connections dropped at RCPT: no remote answer, so no soft bounce of the address.
-  assert.is((await send('box@drops.test', 'drops 1')).state, 'expired');
-  assert.is((await send('box@drops.test', 'drops 2')).state, 'expired');
+  await ended('box@drops.test', 'drops 1', 'expired');
+  await ended('box@drops.test', 'drops 2', 'expired');
   assert.is(await entry('box@drops.test'), null, 'two expiries without an answer say nothing about the address');
 });
 
