@@ -264,7 +264,11 @@ test('an unsubscribe recorded mid-campaign stops that recipient; pause stops cla
   const sent2 = sink.messages.length - base2;
   await sleep(1000);
   assert.is(sink.messages.length - base2, sent2, 'nothing is sent after a cancel');
-  const s2 = (await api(`/v1/campaigns/${id2}/stats`)).body;
+  // Copies claimed before the cancel are counted after their outcome (recordCampaignOutcome).
+  const s2 = await waitFor('every copy of the cancelled campaign counted', async () => {
+    const st = (await api(`/v1/campaigns/${id2}/stats`)).body;
+    return st.delivered + st.cancelled + st.suppressed >= st.queued ? st : undefined;
+  }, 15_000);
   assert.ok(s2.cancelled > 0, 'what waited is counted as cancelled');
   assert.is(s2.delivered + s2.cancelled + s2.suppressed, s2.queued, JSON.stringify(s2));
   assert.is((await api(`/v1/campaigns/${id2}/resume`, {})).status, 409, 'a cancelled campaign cannot resume');
@@ -289,7 +293,11 @@ test("a campaign's own throttle: a full bucket's worth goes at once, the rest wa
   await waitFor('the first three copies', async () => (sink.messages.length - before >= 3 ? true : undefined));
   await sleep(1500);
   assert.is(sink.messages.length - before, 3, 'no more than the bucket held');
-  const s = (await api(`/v1/campaigns/${id}/stats`)).body;
+  // The peer has a copy before its 250; the campaign counts it after (recordCampaignOutcome).
+  const s = await waitFor('the three deliveries counted', async () => {
+    const st = (await api(`/v1/campaigns/${id}/stats`)).body;
+    return st.delivered >= 3 ? st : undefined;
+  }, 15_000);
   assert.equal([s.state, s.delivered, s.pending], ['sending', 3, 7]);
   const keys = createKeys(prefix);
   assert.is(await client.llen(keys.campaignQueue('d3.test', id)), 7, 'the rest wait as contact numbers');
