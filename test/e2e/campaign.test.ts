@@ -131,6 +131,12 @@ async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, tim
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/**
+ * Resolves once nothing is leased at `domain`: every copy claimed there before (a pause, a cancel)
+ * has had its outcome, and so has reached the peer if it was sent (the peer keeps it before its 250).
+ */
+const noneInFlight = (domain: string) =>
+  waitFor(`the copies claimed at ${domain} to finish`, async () => ((await client.zcard(createKeys(prefix).leases(domain))) === 0 ? true : undefined), 15_000);
 const toOf = (m: CapturedMessage) => m.envelope.to[0] as string;
 const header = (raw: string, name: string): string | undefined => {
   const m = new RegExp(`^${name}:([^\\r\\n]*(?:\\r\\n[ \\t][^\\r\\n]*)*)`, 'im').exec(raw);
@@ -226,7 +232,7 @@ test('an unsubscribe recorded mid-campaign stops that recipient; pause stops cla
   assert.is(paused.status, 200, JSON.stringify(paused.body));
   assert.is(paused.body.state, 'paused');
   assert.is((await api(`/v1/campaigns/${id}/pause`, {})).status, 409, 'pausing twice is refused');
-  await sleep(1500); // copies claimed before the pause finish
+  await noneInFlight('slow.test'); // copies claimed before the pause
   const afterPause = atPeer().length;
   await sleep(1500);
   assert.is(atPeer().length, afterPause, 'nothing more is sent while paused');
@@ -260,7 +266,7 @@ test('an unsubscribe recorded mid-campaign stops that recipient; pause stops cla
   await waitFor('the second campaign to send', async () => (sink.messages.length - base2 >= 3 ? true : undefined));
   const cancelled = await api(`/v1/campaigns/${id2}/cancel`, {});
   assert.is(cancelled.body.state, 'cancelled');
-  await sleep(1500);
+  await noneInFlight('slow.test');
   const sent2 = sink.messages.length - base2;
   await sleep(1000);
   assert.is(sink.messages.length - base2, sent2, 'nothing is sent after a cancel');
