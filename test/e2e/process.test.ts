@@ -10,7 +10,7 @@ import { createRedis, type RedisClient } from '../../src/redis/client.js';
 import { createKeys } from '../../src/redis/keys.js';
 import { pingSocket } from '../../src/redis/embedded.js';
 import {
-  writeSluiceConfig, startSluiceProcess, spawnSluice, startSlowSink, submitAll, adminGet, metricValue,
+  writeSluiceConfig, startSluiceProcess, spawnSluice, startSlowSink, submitAll, adminGet, metricValue, scrapeUntil,
   killAllSluiceProcesses, isAlive, waitGone, recipients, domainsOf, sleep, type SluiceInstance, type SlowSink,
 } from '../helpers/sluice-process.js';
 import { queueTotals, duplicatesOf } from '../helpers/fault-load.js';
@@ -219,13 +219,7 @@ test('/metrics after real deliveries: accepted, attempts, DKIM and SMTP timings,
   const p = await startSluiceProcess(inst);
   await submitAll(p.ports.http as number, inst.account.apiKey, [...good, ...dead]);
   for (let i = 0; i < 500 && tally(good).delivered < N; i++) await sleep(20);
-  let text = '';
-  for (let i = 0; i < 100; i++) {
-    text = (await adminGet(p.ports.admin, '/metrics')).text;
-    const settled = (metricValue(text, 'sluice_delivery_attempts_total', { result: 'delivered' }) ?? 0) + (metricValue(text, 'sluice_delivery_attempts_total', { result: 'deferred' }) ?? 0);
-    if (settled >= N + DEFERRED) break;
-    await sleep(50);
-  }
+  const text = await scrapeUntil(p.ports.admin, (t) => (metricValue(t, 'sluice_delivery_attempts_total', { result: 'delivered' }) ?? 0) + (metricValue(t, 'sluice_delivery_attempts_total', { result: 'deferred' }) ?? 0) >= N + DEFERRED, 100);
   const v = (name: string, labels: Record<string, string> = {}) => metricValue(text, name, labels);
   assert.is(v('sluice_messages_accepted_total', { source: 'http' }), N + DEFERRED);
   assert.is(v('sluice_delivery_attempts_total', { result: 'delivered', provider: 'default' }), N);

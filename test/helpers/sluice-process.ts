@@ -309,6 +309,21 @@ export async function adminGet(port: number, path: string): Promise<{ status: nu
   return { status: res.statusCode, text: await res.body.text() };
 }
 
+/**
+ * Scrapes /metrics every 50 ms until `done` holds of the text, at most `tries` times; returns the last
+ * text (the caller asserts). Counters move after the state they count, and the queue gauges may show
+ * an earlier read (app/start.ts reuses a slow one for a while).
+ */
+export async function scrapeUntil(port: number, done: (text: string) => boolean, tries = 200): Promise<string> {
+  let text = '';
+  for (let i = 0; i < tries; i++) {
+    text = (await adminGet(port, '/metrics')).text;
+    if (done(text)) break;
+    await sleep(50);
+  }
+  return text;
+}
+
 /** Submits single-recipient messages in batches (the API takes up to ingress.http.maxBatch = 1000). */
 export async function submitAll(port: number, apiKey: string, recipients: readonly string[], batch = 500): Promise<string[]> {
   const ids: string[] = [];
