@@ -45,6 +45,10 @@ function counters() {
 function setup(client: RedisClient, keys: Keys, over: Partial<EventBatchOptions> = {}) {
   const c = counters();
   const deps: EventBatchDeps = { redis: client, keys, logger: createLogger(process.env['DEBUG_BATCH'] ? 'warn' : 'silent'), metrics: c.metrics };
+  // Entries the flushes have settled so far: what is written "at once" is awaited by its flush, as
+  // idle() would also wait out the clicks held for the burst window.
+  let settled = 0;
+  const waiting: { n: number; resolve: () => void }[] = [];
   const batch = createEventBatch(deps, {
     maxPending: 1000, modeOf: () => 'full',
     verifyOpen: (t) => {
@@ -52,14 +56,24 @@ function setup(client: RedisClient, keys: Keys, over: Partial<EventBatchOptions>
       return p?.kind === 'o' ? p : null;
     },
     ...over,
+    onFlushed: (entries) => {
+      settled += entries;
+      for (const w of waiting.filter((x) => settled >= x.n)) {
+        waiting.splice(waiting.indexOf(w), 1);
+        w.resolve();
+      }
+      over.onFlushed?.(entries);
+    },
   });
+  /** Resolves once the flushes have settled `n` entries in all (written, or dropped as erased). */
+  const flushed = (n: number): Promise<void> => (settled >= n ? Promise.resolve() : new Promise((resolve) => waiting.push({ n, resolve })));
   const events = async () =>
     (await client.xrange(keys.events(), '-', '+')).map(([, flat]) => {
       const o: Record<string, string> = {};
       for (let i = 0; i + 1 < flat.length; i += 2) o[flat[i] as string] = flat[i + 1] as string;
       return o;
     });
-  return { batch, events, seen: c.seen };
+  return { batch, events, flushed, seen: c.seen };
 }
 
 const openToken = (msgId: string, idx: number) => codec.sign({ kind: 'o', account: 'acme', msgId, idx, issuedAt: ISSUED });
@@ -148,7 +162,7 @@ test("a person's first click on a link is held for the burst window; a burst-mak
   const client = redis.client();
   const { keys } = redis.fresh();
   const HOLD = 300;
-  const { batch, events } = setup(client, keys, { clickHoldMs: HOLD, maxPending: 5 });
+  const { batch, events, flushed } = setup(client, keys, { clickHoldMs: HOLD, maxPending: 5 });
   const msgId = newId(NOW);
   const click = (idx: number, link: number): TokenPayload => ({ kind: 'c', account: 'acme', msgId, idx, link, issuedAt: ISSUED });
   const ctx = (now: number, over: Partial<EventContext> = {}): EventContext => ({ now, mode: 'full', first: true, machine: null, userAgent: BROWSER, ip: '192.0.2.1', ...over });
@@ -163,10 +177,10 @@ test("a person's first click on a link is held for the burst window; a burst-mak
   assert.is(batch.pending, 5, 'held clicks are pending');
   batch.event(click(1, 9), ctx(NOW));
   assert.is(batch.pending, 5, 'beyond maxPending a click is shed, held ones counted');
-  await new Promise((r) => setTimeout(r, 50));
+  await flushed(1);
   assert.equal((await events()).map((e) => `${e['idx']}:${e['link']}`), ['0:1'], 'only the repeat is written at once');
   batch.event(click(1, 1), ctx(NOW + 30, { machine: 'burst', burstSince: NOW - 100 }));
-  await new Promise((r) => setTimeout(r, 50));
+  await flushed(4);
   assert.equal((await events()).map((e) => `${e['idx']}:${e['link']}:${e['reason'] ?? 'human'}`), ['0:1:human', '1:3:human', '1:0:burst', '1:1:burst'],
     "the burst writes recipient 1's held clicks at once: the one before the window as a person's, the one in it as the scanner's");
   await batch.idle();
@@ -185,14 +199,14 @@ test("a person's first click on a link is held for the burst window; a burst-mak
 test('a held click whose recipient was erased during the hold writes no event; beyond maxHeld a click is written at once', async () => {
   const client = redis.client();
   const { keys } = redis.fresh();
-  const { batch, events } = setup(client, keys, { clickHoldMs: 200, maxHeld: 2 });
+  const { batch, events, flushed } = setup(client, keys, { clickHoldMs: 200, maxHeld: 2 });
   const msgId = newId(NOW);
   const click = (idx: number): TokenPayload => ({ kind: 'c', account: 'acme', msgId, idx, link: 0, issuedAt: ISSUED });
   const ctx: EventContext = { now: NOW, mode: 'full', first: true, machine: null, userAgent: BROWSER, ip: '192.0.2.1' };
   batch.event(click(0), ctx);
   batch.event(click(1), ctx);
   batch.event(click(2), ctx);
-  await new Promise((r) => setTimeout(r, 50));
+  await flushed(1);
   assert.equal((await events()).map((e) => e['idx']), ['2'], 'the third, beyond maxHeld, is written at once');
   // Recipient 0 is erased while its click is held (eraseRecipient-5.lua leaves this mark).
   await client.hset(keys.trackMarks(msgId), 'x:0', '1');
