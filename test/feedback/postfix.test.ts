@@ -63,9 +63,23 @@ test.after(async () => {
   await redis?.stop();
 });
 
-/** Sessions Postfix's smtpd accepted mail in (one "client=" line per queued message). */
-function postfixIntake(): number {
-  return (postfix!.log().match(/postfix\/smtpd\[\d+\]: [0-9A-F]+: client=/g) ?? []).length;
+/** Sessions Postfix's smtpd accepted mail in (one "client=" line per queued message) in `log`. */
+function postfixIntake(log = postfix!.log()): number {
+  return (log.match(/postfix\/smtpd\[\d+\]: [0-9A-F]+: client=/g) ?? []).length;
+}
+
+/**
+ * Postfix's log once `done` holds of it, or after 10 s (the caller asserts): its daemons log through
+ * postlogd(8), which writes the file a moment after the event, so a line may lag what Sluice saw.
+ */
+async function logUntil(done: (log: string) => boolean): Promise<string> {
+  const deadline = Date.now() + 10_000;
+  let log = postfix!.log();
+  while (!done(log) && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 50));
+    log = postfix!.log();
+  }
+  return log;
 }
 
 const postfixTest = available.ok ? test : test.skip;
@@ -78,7 +92,8 @@ postfixTest('Postfix accepts, bounces with its own DSN to the VERP address; Slui
   assert.is(first.status, 202, JSON.stringify(first.body));
   const final = await fx.waitFinal(first.body.id);
   assert.is(final.recipients[0].state, 'delivered', 'Postfix answered 250 to the message');
-  assert.is(postfixIntake(), 1, postfix!.log());
+  const intake = await logUntil((log) => postfixIntake(log) > 0);
+  assert.is(postfixIntake(intake), 1, intake);
 
   let entry = null;
   for (const deadline = Date.now() + DSN_TIMEOUT_MS; !entry && Date.now() < deadline;) {
@@ -100,7 +115,7 @@ postfixTest('Postfix accepts, bounces with its own DSN to the VERP address; Slui
   assert.match(raw, /report-type=delivery-status/);
   assert.match(raw, new RegExp(`Reporting-MTA: dns; mx\\.${PFX_DOMAIN.replace('.', '\\.')}`));
   assert.match(raw, /X-Postfix-Queue-ID: [0-9A-F]+/);
-  assert.match(postfix!.log(), /sender non-delivery notification/);
+  assert.match(await logUntil((log) => /sender non-delivery notification/.test(log)), /sender non-delivery notification/);
 
   const records = await classifyMessage(stored!.raw);
   assert.is(records.length, 1, JSON.stringify(records));
