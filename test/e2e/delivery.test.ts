@@ -324,11 +324,13 @@ test('a rule of 10 msgs/s holds over a window (counts, generous margin)', async 
   const r = await s.api('/v1/messages/batch', { body: { messages } });
   assert.is(r.status, 202, JSON.stringify(r.body).slice(0, 300));
   await new Promise((res) => setTimeout(res, 1500));
+  // Rate limiting must not stop delivery: a few arrive (under load maybe only after the 1.5 s), and
+  // however long that took, no more than the rate allows.
+  await rateSink.waitFor(5, 15_000);
   const seen = rateSink.messages.length;
   const elapsedS = (Date.now() - t0) / 1000;
   // bucket capacity (10) + refill (10/s × elapsed) + slack for the sampling instant
   assert.ok(seen <= 10 + 10 * elapsedS + 5, `${seen} delivered in ${elapsedS.toFixed(2)} s exceeds 10/s`);
-  assert.ok(seen >= 5, `rate limiting must not stop delivery: ${seen}`);
   await rateSink.waitFor(n, 15_000);
   assert.is(rateSink.messages.length, n);
   for (const m of rateSink.messages) await assertSigned(m.raw, `rate window: ${m.envelope.to[0]}`);
