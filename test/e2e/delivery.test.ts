@@ -285,6 +285,7 @@ test('an MX that is this host (127.0.0.1) bounces 5.4.6 at once, and suppresses 
   assert.is(rc.state, 'bounced');
   assert.is(rc.enhanced, '5.4.6');
   assert.match(rc.response ?? rc.reason ?? JSON.stringify(rc), /loops back/);
+  await s.waitSettled(r.body.id);
   assert.is(await suppressionOf(s.app.redis.client, s.app.keys, 'acme', 'hal@selfmx.test'), null);
 });
 

@@ -85,18 +85,6 @@ async function softBounceCounted(address: string, msgId: string): Promise<void> 
   assert.unreachable(`the soft bounce of ${msgId} was not counted`);
 }
 
-/**
- * Resolves once the dispatcher is done with message `id` (one recipient): its body goes in the last
- * step of the outcome, after any suppression, so "not suppressed" can be read then.
- */
-async function settled(id: string): Promise<void> {
-  for (let i = 0; i < 200; i++) {
-    if ((await s.app.redis.client.exists(s.app.keys.msgBody(id))) === 0) return;
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  assert.unreachable(`the outcome of ${id} was not finished`);
-}
-
 /** Plain text, or with `tls` over STARTTLS (nodemailer's requireTLS: without it, no mail). */
 function inbound(tls = false): ReturnType<typeof createTransport> {
   return createTransport({
@@ -270,7 +258,7 @@ test('synchronous soft bounces of the address count as DSN ones: a run of the li
   const ended = async (to: string, subject: string, state: string) => {
     const r = await send(to, subject);
     assert.is(r.state, state, subject);
-    await settled(r.id);
+    await s.waitSettled(r.id);
   };
 
   // 550 5.7.1 blocked: the sender's problem, however often.

@@ -29,6 +29,12 @@ export interface SluiceFixture {
   waitFinal(id: string, timeoutMs?: number): Promise<any>;
   /** Polls GET /v1/messages/:id until its first recipient is in `state`; returns that recipient as last seen (the caller asserts). */
   waitRecipient(id: string, state: string, timeoutMs?: number): Promise<any>;
+  /**
+   * Polls until delivery is done with message `id` (not a campaign): its body goes when its last
+   * recipient is counted off, the last step of an outcome (settle), after any suppression. What a
+   * final state (waitFinal) shows comes first, so "nothing was suppressed" is read after this.
+   */
+  waitSettled(id: string, timeoutMs?: number): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -110,6 +116,13 @@ export async function startSluiceFixture(redis: TestRedis, overrides: Record<str
     },
     async waitRecipient(id, state, timeoutMs = 15_000) {
       return (await pollStatus(id, timeoutMs, (rcpts) => rcpts[0]?.state === state)).body?.recipients?.[0];
+    },
+    async waitSettled(id, timeoutMs = 15_000) {
+      const deadline = Date.now() + timeoutMs;
+      while ((await app.redis.client.exists(app.keys.msgBody(id))) === 1) {
+        if (Date.now() > deadline) throw new Error(`message ${id} still has its body after ${timeoutMs} ms: its outcome did not finish`);
+        await new Promise((res) => setTimeout(res, 25));
+      }
     },
     async stop() {
       await app.stop(2000);
