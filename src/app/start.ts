@@ -281,7 +281,8 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
         // (queued, shaped, indexed for export and erasure), from MAILER-DAEMON, sent with MAIL FROM:<>.
         sendNotice: async (n) => {
           const to = parseAddress(n.to);
-          if (!to) return;
+          // A closed account writes nothing new: its data is to be deleted (store/account-state.ts).
+          if (!to || (await closedAccounts.get(n.account)) !== null) return;
           const now = Date.now();
           const hostname = config.instance.hostname;
           await withFreeId(() => newId(Date.now()), async (id) => {
