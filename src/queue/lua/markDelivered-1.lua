@@ -9,11 +9,15 @@
   ARGV[2i-1]   member   "<msgId>:<idx>" of copy i
   ARGV[2i]     now      ms
 
+  A copy whose own soft bounce is in the history already (its DSN came back, or was processed,
+  before this mark was written: marks wait up to 50 ms in the dispatcher) is not marked: its 250
+  was no delivery, and the mark would end the run its bounce belongs to.
+
   Returns how many copies were marked (those whose address has a history).
 ]]
 local marked = 0
 for i = 1, #KEYS do
-  if redis.call('EXISTS', KEYS[i]) == 1 then
+  if redis.call('EXISTS', KEYS[i]) == 1 and not redis.call('ZSCORE', KEYS[i], ARGV[2 * i - 1]) then
     redis.call('ZADD', KEYS[i], tonumber(ARGV[2 * i]), 'd:' .. ARGV[2 * i - 1])
     marked = marked + 1
   end
