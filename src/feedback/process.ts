@@ -287,14 +287,16 @@ async function act(
   }
   if (record.feedbacktype !== null) fields['feedbacktype'] = feedbackTypeLabel(record.feedbacktype);
   if (list !== '') fields['suppressed'] = list;
+  // The suppression is written before the event that says so (a webhook consumer may look it up at
+  // once, and a failed write must not leave an event claiming it), then given the event's id as
+  // evidence: one more write of the same field.
+  const suppression = list !== '' && reason !== undefined ? { list, reason, evidence: { feedbackId: mail.id, msgId: meta.id, idx, ...(record.status ? { status: record.status } : {}) } } : null;
+  if (suppression) await addSuppression(deps.redis, deps.keys, suppression.list, address, { reason: suppression.reason, at: now, evidence: suppression.evidence });
   const eventId = await appendEvent(deps.redis, deps.keys, type, fields, opts.eventsMaxLen);
   m?.event?.(type);
-
-  if (list !== '' && reason !== undefined) {
-    const evidence: Record<string, string | number> = { event: eventId, feedbackId: mail.id, msgId: meta.id, idx };
-    if (record.status) evidence['status'] = record.status;
-    await addSuppression(deps.redis, deps.keys, list, address, { reason, at: now, evidence });
-    m?.suppressed?.(list === GLOBAL_LIST ? 'global' : 'account', reason);
+  if (suppression) {
+    await addSuppression(deps.redis, deps.keys, suppression.list, address, { reason: suppression.reason, at: now, evidence: { event: eventId, ...suppression.evidence } });
+    m?.suppressed?.(suppression.list === GLOBAL_LIST ? 'global' : 'account', suppression.reason);
   }
   // A complaint or hard bounce of a copy counts once, however many reports of it arrive.
   const counts = verdict === 'complaint' || verdict === 'hard';

@@ -167,6 +167,29 @@ test('a real Postfix userunknown DSN to a VERP address suppresses the VERP recip
   assert.ok((await ctx.client.pttl(ctx.keys.feedbackRaw(fid))) > 0, 'raw mail expires after the retention');
 });
 
+test('the suppression is written before the event that names it, then given its id as evidence', async () => {
+  const id = await sentMessage('acme', ['order@dest.test']);
+  // Redis's own keyspace notifications give the order of the writes, as the server ran them.
+  await ctx.client.config('SET', 'notify-keyspace-events', 'Kht');
+  const sub = ctx.redis.client();
+  const suppressionKey = ctx.keys.suppression(GLOBAL_LIST);
+  const order: string[] = [];
+  try {
+    sub.on('message', (channel: string, op: string) => order.push(`${channel.endsWith(suppressionKey) ? 'suppression' : 'events'}:${op}`));
+    await sub.subscribe(`__keyspace@0__:${suppressionKey}`, `__keyspace@0__:${ctx.keys.events()}`);
+    await send(corpus('lhost-postfix-05.eml'), [verpAddress(id, 0, BOUNCE_DOMAIN)]);
+    const s = await suppressionOf(ctx.client, ctx.keys, 'acme', 'order@dest.test');
+    const [entry] = (await ctx.client.xrange(ctx.keys.events(), '-', '+')).filter(([, f]) => f.includes(id));
+    assert.is(s?.evidence['event'], entry?.[0], 'the evidence names the event');
+    // The notifications reach the subscriber on its own connection: waited for (bounded).
+    for (let i = 0; i < 200 && order.length < 3; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(order, ['suppression:hset', 'events:xadd', 'suppression:hset']);
+  } finally {
+    sub.disconnect();
+    await ctx.client.config('SET', 'notify-keyspace-events', '');
+  }
+});
+
 test('a real Exim userunknown bounce is matched and suppressed the same way', async () => {
   const id = await sentMessage('acme', ['exim-victim@dest.test']);
   await send(corpus('lhost-exim-05.eml'), [verpAddress(id, 0, BOUNCE_DOMAIN)]);
