@@ -324,13 +324,16 @@ async function unsubscribe(deps: FeedbackDeps, opts: ProcessOptions, mail: Feedb
   // Marked and counted as the one-click POST is (first or repeat, the message's `unsubscribes`), and
   // the event has that path's fields (tracking/record.ts eventFlat), with via 'mail'.
   const first = await markUnsubscribe(deps.redis, deps.keys, meta.id, idx, now, opts.recordsRetentionMs ?? DEFAULT_RECORDS_RETENTION_MS);
+  // Suppressed before the event that says so, then given its id as evidence (as act() does).
+  const evidence = { feedbackId: mail.id, msgId: meta.id, idx };
+  await unsubscribeRecipient(deps.redis, deps.keys, view, idx, address, { now, evidence });
   const eventId = await appendEvent(
     deps.redis, deps.keys, 'unsubscribed',
     { at: now, account: meta.account, msgId: meta.id, idx, first: first ? 1 : 0, machine: 0, via: 'mail', source: 'mailto', feedbackId: mail.id, suppressed: meta.account },
     opts.eventsMaxLen,
   );
   deps.metrics?.event?.('unsubscribed');
-  await unsubscribeRecipient(deps.redis, deps.keys, view, idx, address, { now, evidence: { event: eventId, feedbackId: mail.id, msgId: meta.id, idx } });
+  await addSuppression(deps.redis, deps.keys, meta.account, address, { reason: 'unsubscribe', at: now, evidence: { event: eventId, ...evidence } });
   deps.metrics?.suppressed?.('account', 'unsubscribe');
   deps.logger.info({ msgId: meta.id, feedbackId: mail.id, idx }, 'unsubscribed by mail');
   return { msgId: meta.id, idx, verdict: 'unsubscribe', reason: 'unsubscribe', status: '', suppressed: meta.account, eventId };

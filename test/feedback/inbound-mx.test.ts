@@ -167,27 +167,36 @@ test('a real Postfix userunknown DSN to a VERP address suppresses the VERP recip
   assert.ok((await ctx.client.pttl(ctx.keys.feedbackRaw(fid))) > 0, 'raw mail expires after the retention');
 });
 
-test('the suppression is written before the event that names it, then given its id as evidence', async () => {
-  const id = await sentMessage('acme', ['order@dest.test']);
-  // Redis's own keyspace notifications give the order of the writes, as the server ran them.
+/**
+ * The writes to `suppressionKey` and the event stream, in the order the server ran them (Redis's own
+ * keyspace notifications), while `work` runs; waits (bounded) for `expected` of them to arrive.
+ */
+async function writeOrder(suppressionKey: string, expected: number, work: () => Promise<void>): Promise<string[]> {
   await ctx.client.config('SET', 'notify-keyspace-events', 'Kht');
   const sub = ctx.redis.client();
-  const suppressionKey = ctx.keys.suppression(GLOBAL_LIST);
   const order: string[] = [];
   try {
     sub.on('message', (channel: string, op: string) => order.push(`${channel.endsWith(suppressionKey) ? 'suppression' : 'events'}:${op}`));
     await sub.subscribe(`__keyspace@0__:${suppressionKey}`, `__keyspace@0__:${ctx.keys.events()}`);
-    await send(corpus('lhost-postfix-05.eml'), [verpAddress(id, 0, BOUNCE_DOMAIN)]);
-    const s = await suppressionOf(ctx.client, ctx.keys, 'acme', 'order@dest.test');
-    const [entry] = (await ctx.client.xrange(ctx.keys.events(), '-', '+')).filter(([, f]) => f.includes(id));
-    assert.is(s?.evidence['event'], entry?.[0], 'the evidence names the event');
-    // The notifications reach the subscriber on its own connection: waited for (bounded).
-    for (let i = 0; i < 200 && order.length < 3; i++) await new Promise((r) => setTimeout(r, 10));
-    assert.equal(order, ['suppression:hset', 'events:xadd', 'suppression:hset']);
+    await work();
+    // The notifications reach the subscriber on its own connection.
+    for (let i = 0; i < 200 && order.length < expected; i++) await new Promise((r) => setTimeout(r, 10));
+    return order;
   } finally {
     sub.disconnect();
     await ctx.client.config('SET', 'notify-keyspace-events', '');
   }
+}
+
+test('the suppression is written before the event that names it, then given its id as evidence', async () => {
+  const id = await sentMessage('acme', ['order@dest.test']);
+  const order = await writeOrder(ctx.keys.suppression(GLOBAL_LIST), 3, async () => {
+    await send(corpus('lhost-postfix-05.eml'), [verpAddress(id, 0, BOUNCE_DOMAIN)]);
+  });
+  assert.equal(order, ['suppression:hset', 'events:xadd', 'suppression:hset']);
+  const s = await suppressionOf(ctx.client, ctx.keys, 'acme', 'order@dest.test');
+  const [entry] = (await ctx.client.xrange(ctx.keys.events(), '-', '+')).filter(([, f]) => f.includes(id));
+  assert.is(s?.evidence['event'], entry?.[0], 'the evidence names the event');
 });
 
 test('a real Exim userunknown bounce is matched and suppressed the same way', async () => {
@@ -307,9 +316,16 @@ test("mail to a copy's short mailto unsubscribe address (u-<msgId>-<idx>-<tag>) 
     const transport = nodemailer.createTransport({ host: '127.0.0.1', port: mx.port, secure: false, ignoreTLS: true });
     try {
       // As a mail client sends it: the address upper-cased by some, which is the same address.
-      await transport.sendMail({ envelope: { from: 'quitter@dest.test', to: [to.toUpperCase()] }, raw: 'From: quitter@dest.test\r\nSubject: unsubscribe\r\n\r\nunsubscribe\r\n' });
-      await mx.idle();
-      assert.is((await suppressionOf(ctx.client, ctx.keys, 'acme', 'quitter@dest.test'))?.reason, 'unsubscribe');
+      const order = await writeOrder(ctx.keys.suppression('acme'), 3, async () => {
+        await transport.sendMail({ envelope: { from: 'quitter@dest.test', to: [to.toUpperCase()] }, raw: 'From: quitter@dest.test\r\nSubject: unsubscribe\r\n\r\nunsubscribe\r\n' });
+        await mx.idle();
+      });
+      const entry = await suppressionOf(ctx.client, ctx.keys, 'acme', 'quitter@dest.test');
+      assert.is(entry?.reason, 'unsubscribe');
+      // Suppressed before the event says so, then given the event's id as evidence.
+      assert.equal(order, ['suppression:hset', 'events:xadd', 'suppression:hset']);
+      const [event] = (await ctx.client.xrange(ctx.keys.events(), '-', '+')).filter(([, f]) => f.includes(id) && f.includes('unsubscribed'));
+      assert.is(entry?.evidence['event'], event?.[0]);
       assert.is(await suppressionOf(ctx.client, ctx.keys, 'acme', 'keep@dest.test'), null, 'the other recipient is not');
       const wrong = unsubscribeMailtoAddress(id, 0, BOUNCE_DOMAIN, randomBytes(32));
       const refused = await transport.sendMail({ envelope: { from: 'x@dest.test', to: [wrong] }, raw: 'Subject: x\r\n\r\nx\r\n' }).then(() => null, (err: { responseCode?: number }) => err.responseCode);
