@@ -12,9 +12,11 @@ const wait = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 test('a held lock is kept past its TTL while renewed, and goes when renewing ends', async () => {
   const key = `${env.redis.fresh().prefix}lock:a`;
-  assert.ok(await holdLock(env.client, key, 'me', 150));
-  const r = keepRenewing(env.client, key, 'me', 150);
-  await wait(500);
+  // Renewed every third of the TTL: long enough that a stalled event loop (a loaded CI machine)
+  // does not let it lapse, and held three TTLs over.
+  assert.ok(await holdLock(env.client, key, 'me', 400));
+  const r = keepRenewing(env.client, key, 'me', 400);
+  await wait(1300);
   assert.is(await env.client.get(key), 'me', 'still held after three TTLs');
   assert.is(r.held, true);
   await r.end();
