@@ -3,7 +3,7 @@ import * as assert from 'uvu/assert';
 import { readFileSync } from 'node:fs';
 import { createTransport } from 'nodemailer';
 import { request } from 'undici';
-import { startRedis, type TestRedis } from '../helpers/redis.js';
+import { commandsOn, startRedis, type TestRedis } from '../helpers/redis.js';
 import { startCapturePeer, startScriptedPeer, type CapturePeer, type ScriptedPeer } from '../helpers/smtp-peer.js';
 import { startSluiceFixture, type SluiceFixture } from '../helpers/sluice.js';
 import { GLOBAL_LIST, suppressionOf } from '../../src/store/suppression.js';
@@ -278,33 +278,21 @@ test('synchronous soft bounces of the address count as DSN ones: a run of the li
 });
 
 test('a recipient bounced by the remote server is final only once the address is suppressed (the suppression is written first)', async () => {
-  // Redis's own keyspace notifications give the order of the writes, as the server ran them.
-  const redisClient = s.app.redis.client;
-  await redisClient.config('SET', 'notify-keyspace-events', 'Kht');
-  const sub = redis.client();
   const suppressionKey = s.app.keys.suppression(GLOBAL_LIST);
-  const eventsKey = s.app.keys.events();
-  const order: string[] = [];
-  try {
-    sub.on('message', (channel: string, op: string) => order.push(`${channel.endsWith(suppressionKey) ? 'suppression' : 'events'}:${op}`));
-    await sub.subscribe(`__keyspace@0__:${suppressionKey}`, `__keyspace@0__:${eventsKey}`);
-    const [last] = await redisClient.xrevrange(eventsKey, '+', '-', 'COUNT', 1);
+  let id = '';
+  // The writes to the global list and the event stream, in the order the server ran them.
+  const ran = await commandsOn(redis, [suppressionKey, s.app.keys.events()], async () => {
     const r = await s.api('/v1/messages', { body: { from: 'news@acme.example', to: 'order@gone.test', subject: 'order', text: 'x' } });
-    const final = (await s.waitFinal(r.body.id)).recipients[0];
+    id = r.body.id;
+    const final = (await s.waitFinal(id)).recipients[0];
     assert.equal([final.state, final.reason], ['bounced', 'userunknown']);
     assert.is((await suppressedSoon('acme', 'order@gone.test'))?.reason, 'hardbounce');
-    // The bounced event is appended by the outcome's own script: its XADD is the outcome.
-    const entries = await redisClient.xrange(eventsKey, last ? `(${last[0]}` : '-', '+');
-    const at = entries.findIndex(([, f]) => f[1] === 'bounced' && f.includes(r.body.id));
-    assert.ok(at >= 0, 'the bounced event is on the stream');
-    const xadds = order.map((o, i) => [o, i] as const).filter(([o]) => o === 'events:xadd');
-    const outcomeAt = xadds[at]?.[1] ?? -1;
-    const suppressedAt = order.indexOf('suppression:hset');
-    assert.ok(suppressedAt >= 0 && outcomeAt > suppressedAt, order.join(' '));
-  } finally {
-    sub.disconnect();
-    await redisClient.config('SET', 'notify-keyspace-events', '');
-  }
+  });
+  // The bounced event is appended by the outcome's own script: its XADD is the outcome.
+  const outcomeAt = ran.findIndex(([cmd, , ...fields]) => cmd === 'xadd' && fields.includes('bounced') && fields.includes(id));
+  const suppressedAt = ran.findIndex(([cmd, key]) => cmd === 'hset' && key === suppressionKey);
+  assert.ok(outcomeAt >= 0, 'the bounced event is on the stream');
+  assert.ok(suppressedAt >= 0 && outcomeAt > suppressedAt, ran.map(([cmd]) => cmd).join(' '));
 });
 
 test.run();

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import nodemailer from 'nodemailer';
 import { pino } from 'pino';
-import { startRedis, type TestRedis } from '../helpers/redis.js';
+import { commandsOn, startRedis, type TestRedis } from '../helpers/redis.js';
 import type { RedisClient } from '../../src/redis/client.js';
 import type { Keys } from '../../src/redis/keys.js';
 import { newId } from '../../src/core/ids.js';
@@ -167,30 +167,15 @@ test('a real Postfix userunknown DSN to a VERP address suppresses the VERP recip
   assert.ok((await ctx.client.pttl(ctx.keys.feedbackRaw(fid))) > 0, 'raw mail expires after the retention');
 });
 
-/**
- * The writes to `suppressionKey` and the event stream, in the order the server ran them (Redis's own
- * keyspace notifications), while `work` runs; waits (bounded) for `expected` of them to arrive.
- */
-async function writeOrder(suppressionKey: string, expected: number, work: () => Promise<void>): Promise<string[]> {
-  await ctx.client.config('SET', 'notify-keyspace-events', 'Kht');
-  const sub = ctx.redis.client();
-  const order: string[] = [];
-  try {
-    sub.on('message', (channel: string, op: string) => order.push(`${channel.endsWith(suppressionKey) ? 'suppression' : 'events'}:${op}`));
-    await sub.subscribe(`__keyspace@0__:${suppressionKey}`, `__keyspace@0__:${ctx.keys.events()}`);
-    await work();
-    // The notifications reach the subscriber on its own connection.
-    for (let i = 0; i < 200 && order.length < expected; i++) await new Promise((r) => setTimeout(r, 10));
-    return order;
-  } finally {
-    sub.disconnect();
-    await ctx.client.config('SET', 'notify-keyspace-events', '');
-  }
+/** The writes to the suppression list `suppressionKey` and to the event stream while `work` ran, in order. */
+async function writeOrder(suppressionKey: string, work: () => Promise<void>): Promise<string[]> {
+  const ran = await commandsOn(ctx.redis, [suppressionKey, ctx.keys.events()], work);
+  return ran.filter(([cmd]) => cmd === 'hset' || cmd === 'xadd').map(([cmd, key]) => `${key === suppressionKey ? 'suppression' : 'events'}:${cmd}`);
 }
 
 test('the suppression is written before the event that names it, then given its id as evidence', async () => {
   const id = await sentMessage('acme', ['order@dest.test']);
-  const order = await writeOrder(ctx.keys.suppression(GLOBAL_LIST), 3, async () => {
+  const order = await writeOrder(ctx.keys.suppression(GLOBAL_LIST), async () => {
     await send(corpus('lhost-postfix-05.eml'), [verpAddress(id, 0, BOUNCE_DOMAIN)]);
   });
   assert.equal(order, ['suppression:hset', 'events:xadd', 'suppression:hset']);
@@ -316,7 +301,7 @@ test("mail to a copy's short mailto unsubscribe address (u-<msgId>-<idx>-<tag>) 
     const transport = nodemailer.createTransport({ host: '127.0.0.1', port: mx.port, secure: false, ignoreTLS: true });
     try {
       // As a mail client sends it: the address upper-cased by some, which is the same address.
-      const order = await writeOrder(ctx.keys.suppression('acme'), 3, async () => {
+      const order = await writeOrder(ctx.keys.suppression('acme'), async () => {
         await transport.sendMail({ envelope: { from: 'quitter@dest.test', to: [to.toUpperCase()] }, raw: 'From: quitter@dest.test\r\nSubject: unsubscribe\r\n\r\nunsubscribe\r\n' });
         await mx.idle();
       });

@@ -79,16 +79,18 @@ export function redisSuite(name: string): { test: Test; env: { redis: TestRedis;
 }
 
 /**
- * The commands the server ran on `key` while `fn` ran, as MONITOR saw them (the name lower-case,
- * then the arguments): for tests that a walk reads or trims a big key in bounded steps.
+ * The commands the server ran on `key` (or any of `keys`) while `fn` ran, in the order it ran them,
+ * scripts' commands included, as MONITOR saw them (the name lower-case, then the arguments): for
+ * tests that a walk reads or trims a big key in bounded steps, or that one write comes before another.
  */
-export async function commandsOn(redis: TestRedis, key: string, fn: () => Promise<unknown>): Promise<string[][]> {
+export async function commandsOn(redis: TestRedis, keys: string | readonly string[], fn: () => Promise<unknown>): Promise<string[][]> {
+  const watched = new Set(typeof keys === 'string' ? [keys] : keys);
   const monitor = await new Redis({ path: redis.url, lazyConnect: true }).monitor();
   const seen: string[][] = [];
   const marker = `monitor-end-${randomUUID()}`;
   const ended = new Promise<void>((resolve) => {
     monitor.on('monitor', (_time: string, args: string[]) => {
-      if (args[1] === key) seen.push([(args[0] as string).toLowerCase(), ...args.slice(1)]);
+      if (watched.has(args[1] as string)) seen.push([(args[0] as string).toLowerCase(), ...args.slice(1)]);
       if (args[1] === marker) resolve();
     });
   });
