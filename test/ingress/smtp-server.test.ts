@@ -238,6 +238,14 @@ async function acmeSession(): Promise<RawSmtp> {
 }
 
 /** The recipients stored with message `id`. */
+/** DATA with `message` (ended by the caller's "\r\n."): 354, then 250; the queued message's id. */
+async function sendData(c: RawSmtp, message: string): Promise<string> {
+  assert.is((await c.cmd('DATA')).code, 354);
+  const done = await c.cmd(message);
+  assert.is(done.code, 250, done.text);
+  return /queued as (\S+)/.exec(done.text)?.[1] as string;
+}
+
 async function storedRcpts(id: string): Promise<string[]> {
   const meta = await fx.client.hgetall(fx.keys.msgMeta(id));
   return (JSON.parse(meta['rcpts'] ?? '[]') as { address: string }[]).map((r) => r.address);
@@ -265,10 +273,7 @@ test('a MAIL FROM or RCPT TO parameter of an extension not advertised → 555 5.
     }
     // The transaction goes on: the refused RCPTs are not in it.
     assert.is((await c.cmd('RCPT TO:<y@gmail.com>')).code, 250);
-    assert.is((await c.cmd('DATA')).code, 354);
-    const done = await c.cmd('From: a@acme.example\r\nSubject: params\r\n\r\nbody\r\n.');
-    assert.is(done.code, 250, done.text);
-    const id = /queued as (\S+)/.exec(done.text)?.[1] as string;
+    const id = await sendData(c, 'From: a@acme.example\r\nSubject: params\r\n\r\nbody\r\n.');
     assert.equal(await storedRcpts(id), ['y@gmail.com']);
   } finally {
     c.close();
@@ -296,10 +301,7 @@ test('a non-ASCII address without SMTPUTF8 on MAIL FROM → 553 5.6.7; with it, 
 
     assert.is((await c.cmd('MAIL FROM:<ünïcode@acme.example> SMTPUTF8 BODY=8BITMIME')).code, 250);
     assert.is((await c.cmd('RCPT TO:<jürgen@gmail.com>')).code, 250);
-    assert.is((await c.cmd('DATA')).code, 354);
-    const done = await c.cmd('From: Jürgen <ünïcode@acme.example>\r\nTo: jürgen@gmail.com\r\nSubject: grüße\r\n\r\nbody\r\n.');
-    assert.is(done.code, 250, done.text);
-    const id = /queued as (\S+)/.exec(done.text)?.[1] as string;
+    const id = await sendData(c, 'From: Jürgen <ünïcode@acme.example>\r\nTo: jürgen@gmail.com\r\nSubject: grüße\r\n\r\nbody\r\n.');
     assert.equal(await storedRcpts(id), ['jürgen@gmail.com']);
     assert.ok((await fx.client.zrange(fx.keys.ready('gmail.com'), 0, -1)).includes(`${id}:0:0`), 'queued for delivery');
   } finally {
