@@ -290,6 +290,8 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
               id, account: n.account, source: 'dsn', kind: 'raw', from: `MAILER-DAEMON@${hostname}`, fromDomain: hostname.toLowerCase(),
               rcpts: [{ address: to.address, domain: to.domain }], acceptedAt: now, tags: [], metadata: { about: n.about }, body: n.body,
             }, refsTtlMs(config), config.retention.eventsMaxLen);
+            // Its `accepted` event is appended with it, as a submission's is (ingress/accept.ts).
+            if (persisted.stored && persisted.eventError === undefined) metrics.eventsAppended.inc({ type: 'accepted' });
             return persisted.stored ? id : null;
           }, newId(now));
           metrics.messagesAccepted.inc({ source: 'dsn' });

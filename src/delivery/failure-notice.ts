@@ -41,9 +41,10 @@ const MAX_ORIGINAL_HEADERS = 32 * 1024;
 
 export function failureNotice(n: FailureNoticeInput): Buffer {
   const boundary = `=_sluice-dsn-${n.msgId}-${n.idx}`;
+  const host = oneLine(n.hostname);
   const reply = n.remoteReply === null ? null : oneLine(n.remoteReply);
   const human = [
-    `This is the mail system at host ${oneLine(n.hostname)}.`,
+    `This is the mail system at host ${host}.`,
     '',
     `Your message could not be delivered to <${oneLine(n.recipient)}>.`,
     oneLine(n.explanation),
@@ -52,7 +53,7 @@ export function failureNotice(n: FailureNoticeInput): Buffer {
     'This report was sent automatically; please do not reply to it.',
   ];
   const status = [
-    `Reporting-MTA: dns; ${oneLine(n.hostname)}`,
+    `Reporting-MTA: dns; ${host}`,
     `X-Sluice-Message-ID: ${n.msgId}`,
     `Arrival-Date: ${rfc5322Date(n.acceptedAt)}`,
     '',
@@ -63,11 +64,11 @@ export function failureNotice(n: FailureNoticeInput): Buffer {
     `Last-Attempt-Date: ${rfc5322Date(n.now)}`,
   ];
   const head = [
-    `From: Mail Delivery System <MAILER-DAEMON@${oneLine(n.hostname)}>`,
+    `From: Mail Delivery System <MAILER-DAEMON@${host}>`,
     `To: <${oneLine(n.to)}>`,
     'Subject: Undelivered Mail Returned to Sender',
     `Date: ${rfc5322Date(n.now)}`,
-    `Message-ID: <dsn.${n.msgId}.${n.idx}@${oneLine(n.hostname)}>`,
+    `Message-ID: <dsn.${n.msgId}.${n.idx}@${host}>`,
     // RFC 3834: an automatic answer to a message, which auto-responders must not answer in turn.
     'Auto-Submitted: auto-replied',
     'MIME-Version: 1.0',

@@ -173,20 +173,21 @@ test('an SMTP submission that bounces is reported to its envelope sender by a DS
       transport.close();
     }
   };
-  const notices = async () => {
-    const text = await (await request(`http://127.0.0.1:${s.app.ports.admin}/metrics`)).body.text();
-    return Number(/^sluice_messages_accepted_total\{source="dsn"\} (\d+)$/m.exec(text)?.[1] ?? 0);
-  };
+  const metric = async (re: RegExp) => Number(re.exec(await (await request(`http://127.0.0.1:${s.app.ports.admin}/metrics`)).body.text())?.[1] ?? 0);
+  const notices = () => metric(/^sluice_messages_accepted_total\{source="dsn"\} (\d+)$/m);
+  const acceptedEvents = () => metric(/^sluice_events_total\{type="accepted"\} (\d+)$/m);
   // The notice is queued before the failure is written: once a recipient is final, its notice exists or never will.
   const api = await s.api('/v1/messages', { body: { from: 'news@acme.example', to: 'api-sender@bounce.test', subject: 'api', text: 'x' } });
   assert.is((await s.waitFinal(api.body.id)).recipients[0].state, 'bounced');
   assert.is((await s.waitFinal(await submit('', 'null-sender@bounce.test', 'null sender'))).recipients[0].state, 'bounced');
   assert.is(await notices(), 0, 'no notice for API mail nor to a null sender');
 
+  const eventsBefore = await acceptedEvents();
   const id = await submit('ops@acme.example', 'dsn-nobody@bounce.test', 'will bounce');
   const final = (await s.waitFinal(id)).recipients[0];
   assert.is(final.state, 'bounced');
   assert.is(await notices(), 1);
+  assert.is(await acceptedEvents(), eventsBefore + 2, 'the submission and its notice, each with its accepted event');
   const dsn = await (async () => {
     for (let i = 0; i < 200; i++) {
       const m = sink.messages.find((x) => x.envelope.to[0] === 'ops@acme.example');
