@@ -266,7 +266,6 @@ export async function snapshotCampaignList(redis: RedisClient, keys: Keys, id: s
   return num((await redis.hget(meta, 'lastNo')) ?? undefined) ?? lastNo;
 }
 
-/** Records one enqueue chunk: cursor and counts move together (one slot, one MULTI). */
 /**
  * Before a chunk is pushed: the campaign will have at least `n` recipients queued (those counted so
  * far and the chunk's). Delivery may claim the chunk's copies before recordEnqueueChunk counts them;
@@ -277,6 +276,7 @@ export async function recordEnqueuePlan(redis: RedisClient, keys: Keys, id: stri
   await redis.hset(keys.msgMeta(id), 'atLeast', n);
 }
 
+/** Records one enqueue chunk: cursor and counts move together (one slot, one MULTI). */
 export async function recordEnqueueChunk(redis: RedisClient, keys: Keys, id: string, o: { next: number; chunk: number; queued: number; skipped: number }): Promise<void> {
   const meta = keys.msgMeta(id);
   const tx = redis
