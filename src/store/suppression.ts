@@ -38,8 +38,9 @@ export function erasedField(digest: string): string {
   return `erased:${digest}`;
 }
 
-export async function addSuppression(redis: RedisClient, keys: Keys, account: string, address: string, entry: SuppressionEntry): Promise<void> {
-  await redis.hset(keys.suppression(account), normaliseForSuppression(address), JSON.stringify(entry));
+/** Puts (or writes again) `address` on `account`'s list; true when it was not on that list before. */
+export async function addSuppression(redis: RedisClient, keys: Keys, account: string, address: string, entry: SuppressionEntry): Promise<boolean> {
+  return (await redis.hset(keys.suppression(account), normaliseForSuppression(address), JSON.stringify(entry))) === 1;
 }
 
 export async function removeSuppression(redis: RedisClient, keys: Keys, account: string, address: string): Promise<boolean> {

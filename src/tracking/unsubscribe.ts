@@ -1,6 +1,6 @@
 import type { TokenPayload } from '../core/tokens.js';
 import { liveAddress, messageFor, unsubscribeRecipient, type MessageView } from '../store/recipients.js';
-import { addSuppression, suppressionOf } from '../store/suppression.js';
+import { addSuppression } from '../store/suppression.js';
 import { closedRecord } from '../store/account-state.js';
 import { mark, appendTrackingEvent } from './record.js';
 import { modeOf, type TrackingDeps } from './deps.js';
@@ -29,7 +29,7 @@ export async function unsubscribeTarget(deps: TrackingDeps, p: TokenPayload): Pr
     return { address: p.address, from: null, view: null };
   }
   // The account inside the signed token must be the message's: a token never acts across accounts.
-  if (!view || view.meta.account !== p.account) return null;
+  if (view.meta.account !== p.account) return null;
   // An erased recipient has no page and cannot be unsubscribed again: there is nobody left to name.
   const address = liveAddress(view.meta, p.idx);
   return address !== undefined ? { address, from: view.meta.from, view } : null;
@@ -61,8 +61,7 @@ export async function unsubscribe(
   if (target.view === null) {
     // A purged message keeps no marks (they would outlive its record): first is whether this
     // unsubscribe put the address on the account's list.
-    first = (await suppressionOf(deps.redis, deps.keys, p.account, target.address))?.list !== p.account;
-    await addSuppression(deps.redis, deps.keys, p.account, target.address, { reason: 'unsubscribe', at: now, evidence });
+    first = await addSuppression(deps.redis, deps.keys, p.account, target.address, { reason: 'unsubscribe', at: now, evidence });
   } else {
     first = (await mark(deps, p, mode, now)).first;
     // The view's account is the token's (unsubscribeTarget checked it).
