@@ -86,7 +86,7 @@ export const DEFAULT_EVENTS_MAX_LEN = 1_000_000;
  * surrogate (possible in any JS string) becomes U+FFFD, as it would on its way to Redis as UTF-8:
  * JSON.stringify would write it as a \ud800 escape, which cjson refuses, losing the whole batch.
  */
-export function packEvent(type: string, fields: Readonly<Record<string, string | number>>): string {
+export function packEvent(type: EventType, fields: Readonly<Record<string, string | number>>): string {
   const flat: string[] = ['type', type];
   for (const k in fields) flat.push(k, String(fields[k]));
   const json = JSON.stringify(flat);

@@ -8,7 +8,7 @@ import { enqueueRecipients } from '../../src/queue/enqueue.js';
 import { claim } from '../../src/queue/claim.js';
 import type { QueueEntry } from '../../src/queue/entry.js';
 import { ack, ackAndFinish, bounce, retry } from '../../src/queue/outcome.js';
-import { packEvent } from '../../src/store/events.js';
+import { packEvent, type EventType } from '../../src/store/events.js';
 import { OUTCOME } from '../../src/queue/outcome-codes.js';
 import { createMessageSource } from '../../src/store/message-source.js';
 
@@ -82,7 +82,7 @@ test('leaves what ack then finishRecipient leave, counts each recipient once, an
 test('an outcome given its event appends it in the same step, only when it applies', async () => {
   const { keys } = redis.fresh();
   const [e0, e1, e2, e3] = await queued(keys, '01cccccccccccccc', 4) as [QueueEntry, QueueEntry, QueueEntry, QueueEntry];
-  const ev = (type: string, idx: number) => ({ stream: keys.events(), maxLen: 1000, packed: packEvent(type, { msgId: '01cccccccccccccc', idx, account: 'acme' }) });
+  const ev = (type: EventType, idx: number) => ({ stream: keys.events(), maxLen: 1000, packed: packEvent(type, { msgId: '01cccccccccccccc', idx, account: 'acme' }) });
   const base = { now: T + 1, ...OK, recordTtlMs: RECORD_TTL };
   assert.equal(await ackAndFinish(client, keys, e0, { ...base, messageTtlMs: MESSAGE_TTL, event: ev('delivered', 0) }), { reply: OUTCOME.APPLIED, pending: 3 });
   assert.is(await ack(client, keys, e1, { ...base, event: ev('delivered', 1) }), OUTCOME.APPLIED);
