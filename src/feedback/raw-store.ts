@@ -75,17 +75,19 @@ export async function loadFeedback(redis: RedisClient, keys: Keys, id: string): 
 /** What a stored mail's listing shows: its envelope and size, not its bytes (up to feedback.maxMessageSize each). */
 export type FeedbackSummary = Omit<StoredFeedback, 'raw'> & { readonly bytes: number };
 
-/** Summaries of stored mail, in the order of `ids`; null where the mail has expired. One round trip. */
+/**
+ * Summaries of stored mail, in the order of `ids`; null where the mail has expired. Plain commands,
+ * which ioredis auto-pipelines per node: each mail's key is in its own slot, and an explicit pipeline
+ * across slots is refused on Redis Cluster.
+ */
 export async function summarizeFeedback(redis: RedisClient, keys: Keys, ids: readonly string[]): Promise<(FeedbackSummary | null)[]> {
-  const pipe = redis.pipeline();
-  for (const id of ids) pipe.hstrlen(keys.feedbackRaw(id), 'raw').hmget(keys.feedbackRaw(id), ...ENVELOPE_FIELDS);
-  const replies = (await pipe.exec()) ?? [];
-  return ids.map((id, i) => {
-    const [lenErr, bytes] = replies[2 * i] ?? [];
-    const [fieldsErr, fields] = replies[2 * i + 1] ?? [];
-    if (lenErr || fieldsErr) throw lenErr ?? fieldsErr;
-    return bytes === 0 ? null : { id, bytes: Number(bytes), ...envelopeOf(fields as (string | null)[]) };
-  });
+  return Promise.all(
+    ids.map(async (id) => {
+      const key = keys.feedbackRaw(id);
+      const [bytes, fields] = await Promise.all([redis.hstrlen(key, 'raw'), redis.hmget(key, ...ENVELOPE_FIELDS)]);
+      return bytes === 0 ? null : { id, bytes, ...envelopeOf(fields) };
+    }),
+  );
 }
 
 const ENVELOPE_FIELDS = ['rcpts', 'mailFrom', 'receivedAt', 'outcome'] as const;

@@ -3,8 +3,8 @@
  * the retention window in bounded steps, however many ids expired at once.
  */
 import * as assert from 'uvu/assert';
-import { recordOutcome, storeFeedback, TRIM_STEP } from '../../src/feedback/raw-store.js';
-import { commandsOn, redisSuite } from '../helpers/redis.js';
+import { recordOutcome, storeFeedback, summarizeFeedback, TRIM_STEP } from '../../src/feedback/raw-store.js';
+import { commandsOn, redisSuite, startCluster } from '../helpers/redis.js';
 
 const { test, env } = redisSuite('feedback/raw-store');
 
@@ -36,6 +36,25 @@ test('mail processed stays out of the index', async () => {
   await storeFeedback(env.client, keys, { id: 'ok', raw: Buffer.from('x'), rcpts: [], mailFrom: '', receivedAt: now }, 60_000);
   await recordOutcome(env.client, keys, 'ok', 'processed', now, 60_000);
   assert.equal([await env.client.exists(keys.feedbackUnprocessed()), await env.client.hget(keys.feedbackRaw('ok'), 'outcome')], [0, 'processed']);
+});
+
+test("summaries of stored mail on a Redis Cluster: each mail's key in its own slot, so one read each, not a pipeline (refused across nodes)", async () => {
+  const cluster = await startCluster();
+  const client = cluster.client();
+  try {
+    const { keys } = cluster.fresh();
+    const now = Date.now();
+    // Enough ids that their keys sit on more than one of the three masters.
+    const ids = Array.from({ length: 12 }, (_, n) => `fb-${n}`);
+    for (const [n, id] of ids.entries()) {
+      assert.ok(await storeFeedback(client, keys, { id, raw: Buffer.alloc(n + 1, 0x61), rcpts: [`b-${n}@bounce.test`], mailFrom: '', receivedAt: now + n }, 60_000));
+    }
+    const rows = await summarizeFeedback(client, keys, [...ids, 'fb-gone']);
+    assert.equal(rows.map((r) => r && [r.id, r.bytes, r.rcpts[0], r.receivedAt]), [...ids.map((id, n) => [id, n + 1, `b-${n}@bounce.test`, now + n]), null]);
+  } finally {
+    client.disconnect();
+    await cluster.stop();
+  }
 });
 
 test.run();
