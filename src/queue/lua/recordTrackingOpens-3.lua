@@ -1,7 +1,7 @@
 --[[
   recordTrackingOpens: marks a batch of opens in one call, each first or repeat, and counts them in
   the messages' engagement counters, so the tracking server spends one round trip on many pixels
-  instead of one each. The marks are those of recordTrackingEvent-3.lua ('o:<idx>' for a presumed
+  instead of one each. The marks are those of recordTrackingEvent-4.lua ('o:<idx>' for a presumed
   person, 'mo:<idx>' for a known machine); the counters are those of src/store/engagement.ts.
 
   The file name says 3 keys: the script loader defines it that way, for one message. The tracking
