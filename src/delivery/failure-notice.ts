@@ -1,3 +1,5 @@
+import { formatRfc5322Date } from '../render/headers.js';
+
 /**
  * The non-delivery report of an SMTP submission: once Sluice has said 250 to a message, it owes its
  * sender word of a recipient it could not deliver (RFC 5321 §6.1: "it MUST construct an
@@ -55,19 +57,19 @@ export function failureNotice(n: FailureNoticeInput): Buffer {
   const status = [
     `Reporting-MTA: dns; ${host}`,
     `X-Sluice-Message-ID: ${n.msgId}`,
-    `Arrival-Date: ${rfc5322Date(n.acceptedAt)}`,
+    `Arrival-Date: ${formatRfc5322Date(n.acceptedAt)}`,
     '',
     `Final-Recipient: rfc822; ${oneLine(n.recipient)}`,
     'Action: failed',
     `Status: ${n.status}`,
     ...(reply !== null ? [`Diagnostic-Code: smtp; ${reply}`] : []),
-    `Last-Attempt-Date: ${rfc5322Date(n.now)}`,
+    `Last-Attempt-Date: ${formatRfc5322Date(n.now)}`,
   ];
   const head = [
     `From: Mail Delivery System <MAILER-DAEMON@${host}>`,
     `To: <${oneLine(n.to)}>`,
     'Subject: Undelivered Mail Returned to Sender',
-    `Date: ${rfc5322Date(n.now)}`,
+    `Date: ${formatRfc5322Date(n.now)}`,
     `Message-ID: <dsn.${n.msgId}.${n.idx}@${host}>`,
     // RFC 3834: an automatic answer to a message, which auto-responders must not answer in turn.
     'Auto-Submitted: auto-replied',
@@ -124,9 +126,4 @@ function originalHeaders(headers: Buffer): Buffer {
 /** One line of printable ASCII: a remote reply's lines joined by spaces, anything else as '?'. */
 function oneLine(s: string): string {
   return s.replace(/\s*[\r\n]+\s*/g, ' ').replace(/[^\x20-\x7e]/g, '?').slice(0, 900);
-}
-
-/** RFC 5322 §3.3 date-time, in UTC. */
-function rfc5322Date(ms: number): string {
-  return new Date(ms).toUTCString().replace(/GMT$/, '+0000');
 }
