@@ -357,21 +357,14 @@ export class Dispatcher {
   }
 
   /**
-   * A session with the first host of the route that takes one. Connecting may take long (up to
-   * delivery.maxAddresses hosts, each allowed delivery.timeouts.connect and .greeting); the caller's
-   * connection slot is renewed meanwhile by its holder (see the slot's timer above).
-   */
-  private connect(route: Extract<Route, { kind: 'hosts' }>, shaping: EffectiveShaping): Promise<SmtpClient | SmtpOutcome> {
-    return this.tryHosts(route, shaping.provider);
-  }
-
-  /**
    * Walks the attempt's addresses (MxResolver.attemptHosts: at most delivery.maxAddresses) until one
    * gives a session; else the last failure, which defers the destination. Only the session's setup
    * moves on to the next address: once a session is up, a 4xx to MAIL, RCPT or DATA defers that
    * recipient on this host, so one attempt never has a second session (Postfix's
    * smtp_mx_session_limit, which counts sessions past the EHLO and TLS handshake, would be 1 here).
    * A retry of a broken STARTTLS in plain text is the same address again, not another one.
+   * Connecting may take long (each address is allowed delivery.timeouts.connect and .greeting): the
+   * caller's connection slot is renewed meanwhile by its holder (see the slot's timer above).
    */
   private async tryHosts(route: Extract<Route, { kind: 'hosts' }>, provider: string): Promise<SmtpClient | SmtpOutcome> {
     const d = this.o.config.delivery;
@@ -418,7 +411,7 @@ export class Dispatcher {
   private async runConnection(domain: string, route: Extract<Route, { kind: 'hosts' }>, shaping: EffectiveShaping, level: number): Promise<void> {
     const { redis, keys, config } = this.o;
     const shards = config.redis.scheduleShards;
-    const conn = await this.connect(route, shaping);
+    const conn = await this.tryHosts(route, shaping.provider);
     if (!(conn instanceof SmtpClient)) {
       // Nothing reachable: every due recipient of the destination is deferred (or expires).
       if (conn.throttled) await this.throttled(shaping, conn.response);
@@ -504,7 +497,7 @@ export class Dispatcher {
         }
         if (!client.usable) {
           this.closeClient(client, shaping.provider, false);
-          const next = await this.connect(route, shaping);
+          const next = await this.tryHosts(route, shaping.provider);
           if (!(next instanceof SmtpClient)) {
             await this.settleAll(domain, shaping, { ...next, result: 'deferred' });
             return;
