@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
-import { createServer } from 'node:net';
+import { connect, createServer, type Socket } from 'node:net';
 import { startEmbeddedRedis, pingSocket, type EmbeddedRedis } from '../../src/redis/embedded.js';
 import { createRedis, type RedisClient } from '../../src/redis/client.js';
 import { createKeys, type Keys } from '../../src/redis/keys.js';
@@ -104,6 +104,37 @@ export async function commandsOn(redis: TestRedis, keys: string | readonly strin
     monitor.disconnect();
   }
   return seen;
+}
+
+/**
+ * A client whose every request reaches the server `delayMs` later (a unix-socket relay in front of
+ * it, order kept): a Redis at a distance. Each round trip then takes at least that long whatever
+ * the machine's speed, so a test can make work of N round trips outlast a lease by construction
+ * instead of hoping the machine is slow enough. The relay and the client close with `close()`.
+ */
+export async function distantClient(redis: TestRedis, delayMs: number): Promise<{ client: RedisClient; close(): Promise<void> }> {
+  const path = join(redis.dir, `relay-${randomUUID().slice(0, 8)}.sock`);
+  const sockets = new Set<Socket>();
+  const relay = createServer((near) => {
+    const far = connect(redis.url);
+    sockets.add(near).add(far);
+    near.on('data', (chunk: Buffer) => void setTimeout(() => far.write(chunk), delayMs));
+    far.on('data', (chunk: Buffer) => near.write(chunk));
+    near.on('close', () => void setTimeout(() => far.destroy(), delayMs));
+    far.on('close', () => near.destroy());
+    near.on('error', () => far.destroy());
+    far.on('error', () => near.destroy());
+  });
+  await new Promise<void>((resolve, reject) => relay.once('error', reject).listen(path, () => resolve()));
+  const client = createRedis({ url: path, name: 'sluice-test-distant' });
+  return {
+    client,
+    async close() {
+      await client.quit().catch(() => client.disconnect());
+      for (const s of sockets) s.destroy();
+      await new Promise((resolve) => relay.close(resolve));
+    },
+  };
 }
 
 /** A free TCP port on 127.0.0.1 (closed again before returning). */
