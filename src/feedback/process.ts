@@ -13,7 +13,7 @@ import type { MessageMeta } from '../store/messages.js';
 import { firstFeedback, liveAddress, markRecipient, messageFor, unsubscribeRecipient, type MessageView } from '../store/recipients.js';
 import { addSuppression, normaliseForSuppression, GLOBAL_LIST, type SuppressionReason } from '../store/suppression.js';
 import { recordOutcome, type FeedbackOutcome } from './raw-store.js';
-import { feedbackRecipient, verpsInText, type VerifyUnsubscribeToken } from './recipients.js';
+import { copiesInText, feedbackRecipient, type VerifyUnsubscribeToken } from './recipients.js';
 import { recordSoftBounce } from '../store/soft-bounces.js';
 import { faultOf, feedbackTypeLabel, verdictOf, type Verdict } from '../bounces/verdict.js';
 
@@ -21,8 +21,12 @@ import { faultOf, feedbackTypeLabel, verdictOf, type Verdict } from '../bounces/
  * What one stored feedback mail does. The envelope recipient decides WHO it is about — a VERP
  * return path names the message and recipient, whatever the body says (or fails to say); the
  * classifier decides WHAT happened. Mail to the FBL address carries no VERP in its envelope, so
- * the returned message inside the report is searched for one (its Return-Path), then for a
- * Message-ID Sluice minted, checked against the message's recipients.
+ * the returned message inside the report is searched for what only its copy carries, signed (its
+ * Return-Path, its List-Unsubscribe token or mailto: recipients.ts copiesInText), then for a
+ * Message-ID Sluice minted. A Message-ID names the message, not the copy, and the recipient a report
+ * names is the reporter's to write: any recipient of a message could name another. So a Message-ID
+ * is acted on only for a message of one recipient; for several it is kept as 'ambiguous' for the
+ * operator, and nobody is suppressed.
  *
  * Every action is one event on the stream with ids, reason and status — never content or addresses.
  */
@@ -96,7 +100,10 @@ interface Target {
   readonly msgId: string;
   /** Undefined for a Message-ID match: the index comes from the recipient the report names. */
   readonly idx: number | undefined;
-  /** 'verp' and 'unsubscribe' are authoritative (our own envelope); 'quoted' and 'message-id' were read from the mail. */
+  /**
+   * 'verp' and 'unsubscribe' are our own envelope; 'quoted' is a copy's signed data read from the
+   * mail (as good: only that copy carried it); 'message-id' names the message only.
+   */
   readonly via: 'verp' | 'unsubscribe' | 'quoted' | 'message-id';
 }
 
@@ -110,6 +117,8 @@ export async function processFeedback(deps: FeedbackDeps, opts: ProcessOptions, 
   const targets = findTargets(opts, mail);
   const actions: FeedbackAction[] = [];
   let matched = false;
+  // A Message-ID of a message of several recipients, and nothing that says whose copy: see above.
+  let ambiguous = false;
   let understood = records.length > 0;
   // Our own VERP or unsubscribe address naming an erased recipient (a tombstone): about nobody now.
   let erased = false;
@@ -118,6 +127,11 @@ export async function processFeedback(deps: FeedbackDeps, opts: ProcessOptions, 
     const stored = await messageFor(deps.redis, deps.keys, target.msgId, target.idx);
     if (!stored) continue;
     const meta = stored.meta;
+    if (target.via === 'message-id' && meta.rcpts.length > 1) {
+      ambiguous = true;
+      deps.logger.info({ msgId: meta.id, feedbackId: mail.id }, 'feedback names a message of several recipients by its Message-ID only: not acted on');
+      continue;
+    }
     if (target.via !== 'quoted' && target.via !== 'message-id' && target.idx !== undefined && meta.rcpts[target.idx] && liveAddress(meta, target.idx) === undefined) erased = true;
     if (target.via === 'unsubscribe') {
       // An erased recipient (a tombstone) is nobody to act on: liveAddress is undefined for it.
@@ -148,7 +162,7 @@ export async function processFeedback(deps: FeedbackDeps, opts: ProcessOptions, 
   const unsubscribing = targets.some((t) => t.via === 'unsubscribe');
   const outcome: FeedbackOutcome = actions.length > 0 ? 'processed'
     : !understood && !unsubscribing ? 'unparsed'
-    : matched ? 'processed' : 'unmatched';
+    : matched ? 'processed' : ambiguous ? 'ambiguous' : 'unmatched';
   deps.metrics?.outcome?.(outcome);
   await recordOutcome(deps.redis, deps.keys, mail.id, outcome, mail.receivedAt, opts.rawRetentionMs);
   return { outcome, actions };
@@ -174,7 +188,7 @@ function findTargets(opts: ProcessOptions, mail: FeedbackMail): Target[] {
   if (fbl && out.length === 0) {
     // latin1 maps every byte to one char: the regexes see ASCII exactly, whatever the charset.
     const text = mail.raw.toString('latin1');
-    for (const v of verpsInText(text, opts.bounceDomains, MAX_TARGETS, opts.verpKey)) add({ msgId: v.msgId, idx: v.idx, via: 'quoted' });
+    for (const v of copiesInText(text, opts, MAX_TARGETS)) add({ msgId: v.msgId, idx: v.idx, via: 'quoted' });
     if (out.length === 0) {
       for (const m of text.matchAll(MESSAGE_ID_RE)) {
         const id = (m[1] as string).toLowerCase();
@@ -210,8 +224,8 @@ function looksLikeBounceMail(raw: Buffer): boolean {
 /**
  * The record about this target's recipient. A record naming the recipient wins; otherwise, for a
  * VERP (ours, so authoritative) the report is about that copy whatever address the body names — a
- * forwarder's final address, or none at all. A Message-ID match needs the report to name one of
- * the message's recipients, or it is not ours to act on.
+ * forwarder's final address, or none at all. A Message-ID match (a message of one recipient) needs
+ * the report to name that recipient, or it is not ours to act on.
  */
 function pickRecord(records: readonly BounceRecord[], meta: MessageMeta, target: Target): { record: BounceRecord; idx: number; address: string } | undefined {
   const useful = records.filter((r) => verdictOf(r) !== 'ignore');

@@ -11,9 +11,13 @@ import { createRecord } from '../store/record-io.js';
  *   {f:<id>}:raw            HASH  raw (bytes), rcpts (JSON string[]), mailFrom, receivedAt (ms),
  *                                 outcome ('' until processed, then a FeedbackOutcome)   TTL = retention
  *   feedback:unprocessed    ZSET  id → receivedAt, for mail kept but not acted on (unparsed, unmatched,
- *                                 failed): what an operator looks at; trimmed to the retention window
+ *                                 ambiguous, failed): what an operator looks at; trimmed to the
+ *                                 retention window
+ *
+ * 'ambiguous': a report that names a message of several recipients by its Message-ID only, and no
+ * copy of it (feedback/process.ts): not acted on, since any of them could have written it.
  */
-export type FeedbackOutcome = 'processed' | 'unparsed' | 'unmatched' | 'failed';
+export type FeedbackOutcome = 'processed' | 'unparsed' | 'unmatched' | 'ambiguous' | 'failed';
 
 export interface StoredFeedback {
   readonly id: string;

@@ -81,22 +81,50 @@ function isPostmaster(lower: string, rules: RecipientRules): boolean {
   return rules.bounceDomains.includes(domain) || rules.fblAddresses.some((a) => domainOf(a).toLowerCase() === domain);
 }
 
+/** Candidates tried per mail, found or not: each costs an HMAC, and a hostile mail can hold millions. */
+const MAX_QUOTED_CANDIDATES = 200;
+
 /**
- * VERP return paths quoted inside a mail (the returned message's Return-Path in an ARF report or a
- * DSN): how an FBL complaint, which arrives at the FBL address, finds its message and recipient.
+ * The copies a mail quotes by what only that copy carries, each checked by its tag or signature: the
+ * returned message's VERP return path, its List-Unsubscribe mailto (u-<msgId>-<idx>-<tag>, or the
+ * older unsubscribe-<token>) and its https one-click URL (…/u/<token>). How an FBL complaint, which
+ * arrives at the FBL address, finds its message and recipient: a Message-ID names the message, not
+ * the copy, and the address a report names (Original-Rcpt-To, To) is the reporter's to write.
  */
-export function verpsInText(text: string, bounceDomains: readonly string[], limit = 10, verpKey?: Buffer): { msgId: string; idx: number }[] {
+export function copiesInText(text: string, rules: RecipientRules, limit = 10): { msgId: string; idx: number }[] {
   const out: { msgId: string; idx: number }[] = [];
   const seen = new Set<string>();
+  let tried = 0;
+  const found = (c: { msgId: string; idx: number } | undefined): boolean => {
+    tried++;
+    const key = c ? `${c.msgId}:${c.idx}` : '';
+    if (c && !seen.has(key)) {
+      seen.add(key);
+      out.push({ msgId: c.msgId, idx: c.idx });
+    }
+    return out.length >= limit || tried >= MAX_QUOTED_CANDIDATES;
+  };
+  const inDomain = <T extends { domain: string }>(v: T | undefined) => (v && rules.bounceDomains.includes(v.domain) ? v : undefined);
   // Up to 9 digits of index, as core/verp.ts parses: a campaign's contact numbers pass 6 digits.
   for (const m of text.matchAll(/\bb-[0-9a-hjkmnp-tv-z]{16}-\d{1,9}(?:-[0-9a-hjkmnp-tv-z]{8})?@[a-z0-9.-]+/gi)) {
-    const v = parseVerp(m[0].replace(/\.+$/, ''), verpKey);
-    if (!v || !bounceDomains.includes(v.domain)) continue;
-    const key = `${v.msgId}:${v.idx}`;
-    if (seen.has(key)) continue;
-    seen.add(key);
-    out.push({ msgId: v.msgId, idx: v.idx });
-    if (out.length >= limit) break;
+    if (found(inDomain(parseVerp(m[0].replace(/\.+$/, ''), rules.verpKey)))) return out;
+  }
+  const key = rules.verpKey;
+  if (key) {
+    for (const m of text.matchAll(/\bu-[0-9a-hjkmnp-tv-z]{16}-\d{1,9}-[0-9a-hjkmnp-tv-z]{8}@[a-z0-9.-]+/gi)) {
+      if (found(inDomain(parseUnsubscribeMailto(m[0].replace(/\.+$/, ''), key)))) return out;
+    }
+  }
+  const verify = rules.verifyUnsubscribeToken;
+  if (verify) {
+    for (const m of text.matchAll(/\bunsubscribe-[A-Za-z0-9_.~=-]{1,200}@[a-z0-9.-]+/gi)) {
+      const token = parseUnsubscribeAddress(m[0].replace(/\.+$/, ''), rules.bounceDomains);
+      if (found(token === undefined ? undefined : verify(token))) return out;
+    }
+    // core/tokens.ts: base64url, at most 518 characters; the shortest real one is longer than 16.
+    for (const m of text.matchAll(/\/u\/([A-Za-z0-9_-]{16,518})(?![A-Za-z0-9_-])/g)) {
+      if (found(verify(m[1] as string))) return out;
+    }
   }
   return out;
 }

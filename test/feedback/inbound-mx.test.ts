@@ -19,7 +19,9 @@ import { listUnprocessed, loadFeedback } from '../../src/feedback/raw-store.js';
 import { unsubscribeAddress } from '../../src/feedback/recipients.js';
 import { unsubscribeMailtoAddress } from '../../src/core/verp.js';
 import { readEngagement } from '../../src/store/engagement.js';
-import { CORPUS_EMAILS } from '../helpers/corpus.js';
+import { CORPUS_DIR, CORPUS_EMAILS } from '../helpers/corpus.js';
+import { createTokenCodec } from '../../src/core/tokens.js';
+import { createTracker, type Tracker } from '../../src/render/tracking.js';
 import { loadConfig } from '../../src/config/load.js';
 import { loadOrCreateTls } from '../../src/ingress/tls.js';
 import type { TlsMaterial } from '../../src/core/tls-material.js';
@@ -40,7 +42,17 @@ const ctx = {} as {
   counts: Map<string, number>;
   dataDir: string;
   tls: TlsMaterial;
+  /** An MX keyed as the role's is: VERP tags (secret:verp) and tracking's token codec. */
+  signed: InboundMx;
 };
+
+/** The keys the delivery role signs copies with, and the MX ctx.signed checks them by. */
+const SIGNED = (() => {
+  const verpKey = randomBytes(32);
+  const keys = [{ id: 'k1', secret: randomBytes(32) }];
+  const tracker: Tracker = createTracker({ publicBaseUrl: 'https://t.sender.test', keys, signWith: 'k1', bounceDomain: BOUNCE_DOMAIN, unsubscribeKey: verpKey });
+  return { verpKey, codec: createTokenCodec({ keys, signWith: 'k1' }), tracker };
+})();
 
 function count(name: string): number {
   return ctx.counts.get(name) ?? 0;
@@ -75,10 +87,22 @@ test.before(async () => {
       },
     },
   );
+  ctx.signed = await startInboundMx(
+    { redis: ctx.client, keys: ctx.keys, logger: pino({ level: 'silent' }), metrics },
+    {
+      host: '127.0.0.1', port: 0, bounceDomains: [BOUNCE_DOMAIN], fblAddresses: [FBL], maxMessageSize: MAX_SIZE, rawRetentionMs: 3_600_000, verpKey: SIGNED.verpKey,
+      // As app/start.ts passes it.
+      verifyUnsubscribeToken: (token) => {
+        const p = SIGNED.codec.verify(token, Date.now(), 'u');
+        return p ? { msgId: p.msgId, idx: p.idx } : undefined;
+      },
+    },
+  );
 });
 
 test.after(async () => {
   await ctx.mx.close();
+  await ctx.signed.close();
   await ctx.redis.stop();
   rmSync(ctx.dataDir, { recursive: true, force: true });
 });
@@ -236,6 +260,118 @@ test('an ARF complaint to the FBL address finds its message through the quoted V
   const s = await suppressionOf(ctx.client, ctx.keys, 'shop', 'fbl-user@dest.test');
   assert.is(s?.list, 'shop');
   assert.is(s?.reason, 'complaint');
+});
+
+/**
+ * A complaint at the FBL address, as a provider writes one (RFC 5965): the report names the
+ * recipient (Original-Rcpt-To) and returns the headers of the copy it is about, `returned`.
+ */
+function arfReport(originalRcptTo: string, returned: readonly string[]): string {
+  return [
+    'From: fbl@provider.test',
+    `To: ${FBL}`,
+    'Subject: complaint',
+    'MIME-Version: 1.0',
+    'Content-Type: multipart/report; report-type=feedback-report; boundary="b1"',
+    '',
+    '--b1',
+    'Content-Type: text/plain',
+    '',
+    'A complaint about a message.',
+    '--b1',
+    'Content-Type: message/feedback-report',
+    '',
+    'Feedback-Type: abuse',
+    'User-Agent: provider-fbl/1.0',
+    'Version: 1',
+    `Original-Rcpt-To: ${originalRcptTo}`,
+    '',
+    '--b1',
+    'Content-Type: text/rfc822-headers',
+    '',
+    ...returned,
+    '',
+    '--b1--',
+    '',
+  ].join('\r\n');
+}
+
+/** What a copy's headers say of it, signed as the delivery role signs them (secret:verp, tracking's token key). */
+function copyHeaders(id: string, idx: number, address: string): { returnPath: string; listUnsubscribe: string } {
+  const listUnsubscribe = SIGNED.tracker.urls({ account: 'acme', msgId: id, idx, issuedAt: Math.floor(Date.now() / 1000), address }).headers['List-Unsubscribe'] as string;
+  return { returnPath: `Return-Path: <${verpAddress(id, idx, BOUNCE_DOMAIN, SIGNED.verpKey)}>`, listUnsubscribe: `List-Unsubscribe: ${listUnsubscribe}` };
+}
+
+test('a co-recipient cannot have another recipient suppressed by an ARF report that names them and the Message-ID only: kept as ambiguous, listed, nothing acted on', async () => {
+  const id = await sentMessage('acme', ['victim@dest.test', 'attacker@dest.test']);
+  const before = count('outcome:ambiguous');
+  // The attacker's own copy, its Return-Path and List-Unsubscribe left out, the victim named.
+  const fid = await send(arfReport('victim@dest.test', [`Message-ID: <${id}@mta.sender.test>`, 'From: news@sender.test', 'To: victim@dest.test, attacker@dest.test', 'Subject: hi']), [FBL], ctx.signed);
+  assert.is(await suppressionOf(ctx.client, ctx.keys, 'acme', 'victim@dest.test'), null, 'the victim is not suppressed');
+  assert.is(await suppressionOf(ctx.client, ctx.keys, 'acme', 'attacker@dest.test'), null, 'nor anyone else');
+  assert.equal(await eventsOf(id), [], 'no complaint counted against the sender');
+  assert.is((await loadFeedback(ctx.client, ctx.keys, fid))?.outcome, 'ambiguous');
+  assert.is(count('outcome:ambiguous'), before + 1, 'sluice_feedback_outcomes_total{outcome="ambiguous"}');
+  assert.ok((await listUnprocessed(ctx.client, ctx.keys, 10_000)).some((u) => u.id === fid), 'listed for the operator (sluice bounce list)');
+});
+
+test("an ARF report is matched by what only the copy it returns carries, each signed (VERP return path, List-Unsubscribe's https token or mailto), whatever recipient the report names", async () => {
+  const cases: [string, (h: ReturnType<typeof copyHeaders>) => string[]][] = [
+    ['return path', (h) => [h.returnPath]],
+    ['both List-Unsubscribe forms', (h) => [h.listUnsubscribe]],
+    ['https token', (h) => [h.listUnsubscribe.replace(/, <mailto:[^>]*>/, '')]],
+    ['mailto', (h) => [`List-Unsubscribe: ${/<mailto:[^>]*>/.exec(h.listUnsubscribe)?.[0] ?? ''}`]],
+  ];
+  for (const [name, pick] of cases) {
+    const id = await sentMessage('acme', [`named-${name.length}@dest.test`, `reporter-${name.length}@dest.test`]);
+    const h = copyHeaders(id, 1, `reporter-${name.length}@dest.test`);
+    // A provider that writes the wrong recipient, or a forger, names index 0: the signed copy is index 1.
+    await send(arfReport(`named-${name.length}@dest.test`, [...pick(h), `Message-ID: <${id}@mta.sender.test>`, 'Subject: hi']), [FBL], ctx.signed);
+    assert.is((await suppressionOf(ctx.client, ctx.keys, 'acme', `reporter-${name.length}@dest.test`))?.reason, 'complaint', name);
+    assert.is(await suppressionOf(ctx.client, ctx.keys, 'acme', `named-${name.length}@dest.test`), null, name);
+    assert.equal((await eventsOf(id)).map((e) => [e['type'], e['idx']]), [['complained', '1']], name);
+  }
+  // The same headers signed with other keys are the forger's: not the copy, so Message-ID only, ambiguous.
+  const id = await sentMessage('acme', ['other-key-a@dest.test', 'other-key-b@dest.test']);
+  const forged = [
+    `Return-Path: <${verpAddress(id, 0, BOUNCE_DOMAIN, randomBytes(32))}>`,
+    `List-Unsubscribe: <https://t.sender.test/u/${createTokenCodec({ keys: [{ id: 'k1', secret: randomBytes(32) }], signWith: 'k1' }).sign({ kind: 'u', account: 'acme', msgId: id, idx: 0, issuedAt: 1 })}>, <mailto:${unsubscribeMailtoAddress(id, 0, BOUNCE_DOMAIN, randomBytes(32))}>`,
+    `Message-ID: <${id}@mta.sender.test>`,
+  ];
+  const fid = await send(arfReport('other-key-a@dest.test', forged), [FBL], ctx.signed);
+  assert.is((await loadFeedback(ctx.client, ctx.keys, fid))?.outcome, 'ambiguous');
+  assert.is(await suppressionOf(ctx.client, ctx.keys, 'acme', 'other-key-a@dest.test'), null);
+});
+
+test("the corpus's ARF reports: matched by Message-ID for a message of one recipient, ambiguous for several, and by the returned copy's List-Unsubscribe", async () => {
+  const rows = readFileSync(join(CORPUS_DIR, 'dev.jsonl'), 'utf8').split('\n').filter((l) => l.trim() !== '')
+    .map((l) => JSON.parse(l) as { file: string; recipient: string | null; mta: string });
+  let files = 0;
+  for (const row of rows) {
+    if (row.mta !== 'ARF' || row.recipient === null) continue;
+    const raw = readFileSync(join(CORPUS_DIR, row.file), 'latin1');
+    const eol = raw.includes('\r\n') ? '\r\n' : '\n';
+    // The returned message starts after its part's headers.
+    const part = /^content-type:\s*(?:message\/rfc822|text\/rfc822-headers)/im.exec(raw);
+    const start = part ? raw.indexOf(`${eol}${eol}`, part.index) : -1;
+    if (start < 0) continue;
+    files++;
+    const into = (lines: string[]) => Buffer.from(raw.slice(0, start + 2 * eol.length) + lines.map((l) => l + eol).join('') + raw.slice(start + 2 * eol.length), 'latin1');
+
+    const solo = await sentMessage('acme', [row.recipient]);
+    await send(into([`Message-ID: <${solo}@mta.sender.test>`]), [FBL], ctx.signed);
+    assert.equal((await eventsOf(solo)).map((e) => [e['type'], e['idx']]), [['complained', '0']], `${row.file}: one recipient, by Message-ID`);
+
+    const shared = await sentMessage('acme', [row.recipient, `co-${files}@dest.test`]);
+    const fid = await send(into([`Message-ID: <${shared}@mta.sender.test>`]), [FBL], ctx.signed);
+    assert.is((await loadFeedback(ctx.client, ctx.keys, fid))?.outcome, 'ambiguous', `${row.file}: two recipients, by Message-ID`);
+    assert.equal(await eventsOf(shared), [], row.file);
+
+    const signed = await sentMessage('acme', [`co-${files}@dest.test`, row.recipient]);
+    await send(into([copyHeaders(signed, 1, row.recipient).listUnsubscribe, `Message-ID: <${signed}@mta.sender.test>`]), [FBL], ctx.signed);
+    assert.equal((await eventsOf(signed)).map((e) => [e['type'], e['idx']]), [['complained', '1']], `${row.file}: by List-Unsubscribe`);
+  }
+  assert.ok(files >= 4, `${files} corpus reports return their message`);
 });
 
 test('an auto-reply suppresses nothing and is reported as an auto-reply', async () => {
