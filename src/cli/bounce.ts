@@ -16,8 +16,9 @@ const USAGE = `Usage: sluice bounce classify FILE...
             needs no Redis.
   list      mail the feedback MX stored and did not act on, newest first (default 100): what could
             not be parsed, matched no message, named a message of several recipients by its Message-ID
-            only (ambiguous), failed, and mail to postmaster; id, received, outcome, envelope
-            recipients and sender, size. Kept for retention.rawBounces
+            only (ambiguous), failed, and mail to postmaster (also when acted on for a VERP address
+            it was sent to as well); id, received, outcome, envelope recipients and sender, size.
+            Kept for retention.rawBounces
   show      the raw mail stored as ID (any stored mail, acted on or not), as received; on a terminal
             control characters are shown as '?'. Written to the audit log (feedback.read)
 

@@ -114,7 +114,7 @@ const MESSAGE_ID_RE = /<([0-9a-hjkmnp-tv-z]{16})@[^>\s]{1,255}>/gi;
 
 export async function processFeedback(deps: FeedbackDeps, opts: ProcessOptions, mail: FeedbackMail): Promise<ProcessResult> {
   const records = await classifyMessage(mail.raw);
-  const targets = findTargets(opts, mail);
+  const { targets, postmaster } = findTargets(opts, mail);
   const actions: FeedbackAction[] = [];
   let matched = false;
   // A Message-ID of a message of several recipients, and nothing that says whose copy: see above.
@@ -164,11 +164,13 @@ export async function processFeedback(deps: FeedbackDeps, opts: ProcessOptions, 
     : !understood && !unsubscribing ? 'unparsed'
     : matched ? 'processed' : ambiguous ? 'ambiguous' : 'unmatched';
   deps.metrics?.outcome?.(outcome);
-  await recordOutcome(deps.redis, deps.keys, mail.id, outcome, mail.receivedAt, opts.rawRetentionMs);
+  // Mail to postmaster is a person's, for the operator to read, whatever else it was sent to.
+  await recordOutcome(deps.redis, deps.keys, mail.id, outcome, mail.receivedAt, opts.rawRetentionMs, outcome !== 'processed' || postmaster);
   return { outcome, actions };
 }
 
-function findTargets(opts: ProcessOptions, mail: FeedbackMail): Target[] {
+/** What the mail is about, and whether postmaster is among its recipients. */
+function findTargets(opts: ProcessOptions, mail: FeedbackMail): { targets: Target[]; postmaster: boolean } {
   const out: Target[] = [];
   const seen = new Set<string>();
   const add = (t: Target) => {
@@ -178,12 +180,14 @@ function findTargets(opts: ProcessOptions, mail: FeedbackMail): Target[] {
     out.push(t);
   };
   let fbl = false;
+  let postmaster = false;
   for (const rcpt of mail.rcpts) {
     const r = feedbackRecipient(rcpt, opts);
     if (r?.kind === 'verp') add({ msgId: r.msgId, idx: r.idx, via: 'verp' });
     else if (r?.kind === 'unsubscribe') add({ msgId: r.msgId, idx: r.idx, via: 'unsubscribe' });
     else if (r?.kind === 'fbl') fbl = true;
-    // postmaster: a person's mail, kept for the operator (unparsed or unmatched), never a target.
+    // postmaster: a person's mail, kept for the operator (listed), never a target.
+    else if (r?.kind === 'postmaster') postmaster = true;
   }
   if (fbl && out.length === 0) {
     // latin1 maps every byte to one char: the regexes see ASCII exactly, whatever the charset.
@@ -197,7 +201,7 @@ function findTargets(opts: ProcessOptions, mail: FeedbackMail): Target[] {
       }
     }
   }
-  return out;
+  return { targets: out, postmaster };
 }
 
 /**

@@ -11,8 +11,8 @@ import { createRecord } from '../store/record-io.js';
  *   {f:<id>}:raw            HASH  raw (bytes), rcpts (JSON string[]), mailFrom, receivedAt (ms),
  *                                 outcome ('' until processed, then a FeedbackOutcome)   TTL = retention
  *   feedback:unprocessed    ZSET  id → receivedAt, for mail kept but not acted on (unparsed, unmatched,
- *                                 ambiguous, failed): what an operator looks at; trimmed to the
- *                                 retention window
+ *                                 ambiguous, failed) and mail to postmaster: what an operator looks at;
+ *                                 trimmed to the retention window
  *
  * 'ambiguous': a report that names a message of several recipients by its Message-ID only, and no
  * copy of it (feedback/process.ts): not acted on, since any of them could have written it.
@@ -54,16 +54,24 @@ export async function storeFeedback(
 export const TRIM_STEP = 1000;
 
 /**
- * Records what processing made of a stored mail; mail not acted on goes to the unprocessed index,
- * which loses the ids received more than the retention before it, TRIM_STEP at a time: after a quiet
- * spell (or a shorter retention) many may have expired at once, and one command removing them all
- * would hold Redis for as long.
+ * Records what processing made of a stored mail; mail `listed` (by default: not acted on; also mail
+ * to postmaster, acted on or not) goes to the unprocessed index, which loses the ids received more
+ * than the retention before it, TRIM_STEP at a time: after a quiet spell (or a shorter retention)
+ * many may have expired at once, and one command removing them all would hold Redis for as long.
  */
-export async function recordOutcome(redis: RedisClient, keys: Keys, id: string, outcome: FeedbackOutcome, receivedAt: number, retentionMs: number): Promise<void> {
+export async function recordOutcome(
+  redis: RedisClient,
+  keys: Keys,
+  id: string,
+  outcome: FeedbackOutcome,
+  receivedAt: number,
+  retentionMs: number,
+  listed = outcome !== 'processed',
+): Promise<void> {
   // HSET on an expired key would recreate it without a TTL: only touch it while it exists.
   const key = keys.feedbackRaw(id);
   if ((await redis.exists(key)) === 1) await redis.hset(key, 'outcome', outcome);
-  if (outcome === 'processed') return;
+  if (!listed) return;
   const index = keys.feedbackUnprocessed();
   await redis.zadd(index, receivedAt, id);
   // An id read here and re-added meanwhile keeps its score (its mail's receipt): still expired.

@@ -529,6 +529,18 @@ test('mail to postmaster (any case, on each bounce domain and FBL domain, or bar
   }
 });
 
+test('mail to postmaster and to a VERP address in one delivery is acted on for the VERP and still listed for the operator', async () => {
+  const id = await sentMessage('acme', ['both@dest.test']);
+  const fid = await send(corpus('lhost-postfix-05.eml'), [`postmaster@${BOUNCE_DOMAIN}`, verpAddress(id, 0, BOUNCE_DOMAIN)]);
+  assert.is((await suppressionOf(ctx.client, ctx.keys, 'acme', 'both@dest.test'))?.reason, 'hardbounce', 'the VERP part is processed');
+  assert.is((await loadFeedback(ctx.client, ctx.keys, fid))?.outcome, 'processed');
+  assert.ok((await listUnprocessed(ctx.client, ctx.keys, 10_000)).some((u) => u.id === fid), 'the postmaster copy is listed (sluice bounce list)');
+  // Without postmaster, mail acted on is not listed.
+  const other = await sentMessage('acme', ['verp-only@dest.test']);
+  const quiet = await send(corpus('lhost-postfix-05.eml'), [verpAddress(other, 0, BOUNCE_DOMAIN)]);
+  assert.not.ok((await listUnprocessed(ctx.client, ctx.keys, 10_000)).some((u) => u.id === quiet));
+});
+
 test('MAIL FROM and RCPT TO parameters the MX does not advertise (DSN, AUTH) → 555 5.5.4; a non-ASCII address without SMTPUTF8 → 553 5.6.7', async () => {
   const id = await sentMessage('acme', ['params@dest.test']);
   const verp = verpAddress(id, 0, BOUNCE_DOMAIN);
