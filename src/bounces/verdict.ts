@@ -10,6 +10,9 @@ import type { BounceRecord } from './index.js';
  *   complaint    ARF / provider complaint           → account list, reason 'complaint'
  *   optout       ARF opt-out (unsubscribe request)  → account list, reason 'unsubscribe'
  *   notspam      ARF not-spam                       → event only
+ *   report       ARF auth-failure or virus: the       → event only
+ *                receiver's report on the message,
+ *                not the recipient's complaint
  *   hard         address does not exist             → global list, reason 'hardbounce'
  *   soft         the address failed for now         → counted; N in the window → global, 'softbounce'
  *   sender       the sender's problem               → event only (fault 'sender')
@@ -18,7 +21,7 @@ import type { BounceRecord } from './index.js';
  *   autoreply    vacation / auto-reply              → event only
  *   ignore       a success notice (delivered)       → nothing
  */
-export type Verdict = 'complaint' | 'optout' | 'notspam' | 'hard' | 'soft' | 'sender' | 'message' | 'delayed' | 'autoreply' | 'ignore';
+export type Verdict = 'complaint' | 'optout' | 'notspam' | 'report' | 'hard' | 'soft' | 'sender' | 'message' | 'delayed' | 'autoreply' | 'ignore';
 
 /** Address-level reasons: the mailbox or domain does not exist (or moved, or takes no mail at all). */
 const ADDRESS_HARD = new Set(['userunknown', 'hostunknown', 'hasmoved', 'notaccept']);
@@ -28,6 +31,9 @@ const SENDER_PROBLEM = new Set([
   'blocked', 'spamdetected', 'policyviolation', 'rejected', 'securityerror', 'norelaying', 'toomanyconn',
   'authfailure', 'badreputation', 'speeding', 'requireptr', 'notcompliantrfc', 'failedstarttls', 'syntaxerror',
 ]);
+
+/** ARF feedback types that are the receiving system's report on a message, not its recipient's complaint. */
+const NOT_COMPLAINTS = new Set(['auth-failure', 'virus']);
 
 /** Refusals of this message's content or size: another message to the same address may well pass. */
 const MESSAGE_PROBLEM = new Set(['contenterror', 'mesgtoobig', 'exceedlimit', 'virusdetected']);
@@ -43,6 +49,10 @@ export function verdictOf(r: VerdictInput): Verdict {
     const type = (r.feedbacktype ?? '').toLowerCase();
     if (type === 'not-spam') return 'notspam';
     if (type === 'opt-out') return 'optout';
+    // RFC 6591 auth-failure: the receiver found the message failing SPF, DKIM or DMARC (often mail
+    // forged in the sender's name); virus: it carried malware. Neither is the recipient asking not
+    // to be mailed, nor a complaint against the sender's rate: the report is for the sender to read.
+    if (NOT_COMPLAINTS.has(type)) return 'report';
     return 'complaint';
   }
   if (r.reason === 'vacation') return 'autoreply';

@@ -254,6 +254,7 @@ const EVENT_OF: Readonly<Record<Verdict, EventType | ''>> = {
   complaint: 'complained',
   optout: 'unsubscribed',
   notspam: 'feedback',
+  report: 'feedback',
   hard: 'bounced',
   soft: 'bounced',
   sender: 'bounced',
@@ -330,7 +331,7 @@ async function act(
       .catch((err: unknown) => deps.logger.warn({ err, msgId: meta.id }, 'reputation not recorded'));
   }
   if (type === 'bounced') m?.bounce?.(record.reason, record.hardbounce ? 'hard' : 'soft');
-  if (verdict === 'complaint' || verdict === 'optout' || verdict === 'notspam') m?.complaint?.(feedbackTypeLabel(record.feedbacktype));
+  if (verdict === 'complaint' || verdict === 'optout' || verdict === 'notspam' || verdict === 'report') m?.complaint?.(feedbackTypeLabel(record.feedbacktype));
   deps.logger.info({ msgId: meta.id, feedbackId: mail.id, idx, verdict, reason: record.reason, status: record.status, suppressed: list }, 'feedback applied');
   return { msgId: meta.id, idx, verdict, reason: record.reason, status: record.status, suppressed: list, eventId };
 }

@@ -157,7 +157,7 @@ export function createMetrics() {
       name: 'sluice_feedback_outcomes_total', help: 'Stored feedback mail by what processing made of it (processed, unparsed, unmatched, ambiguous, failed)', labelNames: ['outcome'] as const, registers: [registry],
     }),
     complaints: new Counter({
-      name: 'sluice_complaints_total', help: 'ARF complaints by feedback type', labelNames: ['type'] as const, registers: [registry],
+      name: 'sluice_complaints_total', help: 'ARF reports by feedback type (not-spam, auth-failure and virus suppress nobody)', labelNames: ['type'] as const, registers: [registry],
     }),
     suppressionsAdded: new Counter({
       name: 'sluice_suppressions_added_total', help: 'Addresses added to a suppression list (global or account) by reason', labelNames: ['list', 'reason'] as const, registers: [registry],

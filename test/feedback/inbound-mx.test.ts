@@ -252,6 +252,18 @@ test('an ARF complaint suppresses the recipient for that account only', async ()
   assert.is(count('complaint:abuse'), before + 1);
 });
 
+test('an ARF auth-failure report (RFC 6591) is the receiver\'s report on the message: nobody is suppressed, no complaint is counted', async () => {
+  const id = await sentMessage('acme', ['kijitora@dest.test']);
+  const before = count('complaint:auth-failure');
+  await send(corpus('arf-18.eml'), [verpAddress(id, 0, BOUNCE_DOMAIN)]);
+  assert.is(await suppressionOf(ctx.client, ctx.keys, 'acme', 'kijitora@dest.test'), null, 'the recipient did not complain');
+  const [ev] = await eventsOf(id);
+  assert.is(ev?.['type'], 'feedback');
+  assert.is(ev?.['feedbacktype'], 'auth-failure');
+  assert.is(ev?.['suppressed'], undefined);
+  assert.is(count('complaint:auth-failure'), before + 1, 'counted by its type');
+});
+
 test('an ARF complaint to the FBL address finds its message through the quoted VERP return path', async () => {
   const id = await sentMessage('shop', ['fbl-user@dest.test']);
   const raw = corpus('arf-14.eml').toString('latin1')
@@ -345,7 +357,7 @@ test("an ARF report is matched by what only the copy it returns carries, each si
 
 test("the corpus's ARF reports: matched by Message-ID for a message of one recipient, ambiguous for several, and by the returned copy's List-Unsubscribe", async () => {
   const rows = readFileSync(join(CORPUS_DIR, 'dev.jsonl'), 'utf8').split('\n').filter((l) => l.trim() !== '')
-    .map((l) => JSON.parse(l) as { file: string; recipient: string | null; mta: string });
+    .map((l) => JSON.parse(l) as { file: string; recipient: string | null; mta: string; feedbacktype: string | null });
   let files = 0;
   for (const row of rows) {
     if (row.mta !== 'ARF' || row.recipient === null) continue;
@@ -356,11 +368,13 @@ test("the corpus's ARF reports: matched by Message-ID for a message of one recip
     const start = part ? raw.indexOf(`${eol}${eol}`, part.index) : -1;
     if (start < 0) continue;
     files++;
+    // What the report's type makes of the copy (bounces/verdict.ts): an auth-failure report is not a complaint.
+    const type = row.feedbacktype === 'auth-failure' ? 'feedback' : row.feedbacktype === 'opt-out' ? 'unsubscribed' : 'complained';
     const into = (lines: string[]) => Buffer.from(raw.slice(0, start + 2 * eol.length) + lines.map((l) => l + eol).join('') + raw.slice(start + 2 * eol.length), 'latin1');
 
     const solo = await sentMessage('acme', [row.recipient]);
     await send(into([`Message-ID: <${solo}@mta.sender.test>`]), [FBL], ctx.signed);
-    assert.equal((await eventsOf(solo)).map((e) => [e['type'], e['idx']]), [['complained', '0']], `${row.file}: one recipient, by Message-ID`);
+    assert.equal((await eventsOf(solo)).map((e) => [e['type'], e['idx']]), [[type, '0']], `${row.file}: one recipient, by Message-ID`);
 
     const shared = await sentMessage('acme', [row.recipient, `co-${files}@dest.test`]);
     const fid = await send(into([`Message-ID: <${shared}@mta.sender.test>`]), [FBL], ctx.signed);
@@ -369,7 +383,7 @@ test("the corpus's ARF reports: matched by Message-ID for a message of one recip
 
     const signed = await sentMessage('acme', [`co-${files}@dest.test`, row.recipient]);
     await send(into([copyHeaders(signed, 1, row.recipient).listUnsubscribe, `Message-ID: <${signed}@mta.sender.test>`]), [FBL], ctx.signed);
-    assert.equal((await eventsOf(signed)).map((e) => [e['type'], e['idx']]), [['complained', '1']], `${row.file}: by List-Unsubscribe`);
+    assert.equal((await eventsOf(signed)).map((e) => [e['type'], e['idx']]), [[type, '1']], `${row.file}: by List-Unsubscribe`);
   }
   assert.ok(files >= 4, `${files} corpus reports return their message`);
 });
