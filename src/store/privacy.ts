@@ -4,6 +4,7 @@ import type { Keys } from '../redis/keys.js';
 import { addressDigest, normaliseAddress } from './address-digest.js';
 import { indexAddresses, keepRefsOfLateFinish, readAddressRefs } from './address-index.js';
 import { domainOf } from '../core/address.js';
+import { idTime, isId } from '../core/ids.js';
 import { getMessage, type MessageMeta } from './messages.js';
 import { campaignListIds, getCampaign, recordCampaignOutcome, type CampaignRecord } from './campaigns.js';
 import { readContacts, deleteContact, listLists, type Contact } from './contacts.js';
@@ -38,7 +39,9 @@ declare module 'ioredis' {
  *   delivery        {d:<domain>}:rs:<msgId>:<idx>, queue entries "<msgId>:<idx>:<attempt>", campaign
  *                   queue numbers: from (msgId, idx, domain)
  *   events          the stream from the oldest reference on, in pages (ids are times), matched by
- *                   (msgId, idx); their feedbackId names the raw bounces and complaints
+ *                   (msgId, idx); their feedbackId names the raw bounces and complaints. A reference
+ *                   whose record is gone (past retention.records, which events may outlast: an open
+ *                   comes after the finish) is matched too, and its events' `account` says whose it is
  *   raw feedback    those ids, plus the mail not understood (feedback:unprocessed) that names the address
  *   webhooks        every endpoint's outbox and dead letters of the accounts in scope, by (msgId, idx)
  *   suppression     the accounts' lists and the global list, by address; soft bounces by address
@@ -81,7 +84,7 @@ interface MessageRef {
   readonly domain: string;
   /** Campaign copies: the campaign and its list; null for a message. */
   readonly campaign: CampaignRecord | null;
-  /** A message's record as find() read it; null for a campaign copy. */
+  /** A message's record as find() read it; null for a campaign copy. Both null: the record is gone, its events are left (withEvents). */
   readonly meta: MessageMeta | null;
   readonly at: number;
 }
@@ -93,11 +96,21 @@ interface IndexEntry {
   readonly drop: boolean;
 }
 
+/** A reference of the address index whose message or campaign record is gone: only its events may be left. */
+interface LooseRef {
+  readonly msgId: string;
+  readonly idx: number;
+  readonly member: string;
+  readonly at: number;
+}
+
 interface Found {
   readonly address: string;
   readonly digest: string;
   readonly contacts: (Contact & { account: string; listId: string; listName: string })[];
   readonly refs: MessageRef[];
+  /** Their entries of the address index are not in `index`: whose they are is known from their events (withEvents). */
+  readonly loose: LooseRef[];
   readonly index: IndexEntry[];
   /** Deleted lists whose kept address index (keepCopiesFindable) names the address. */
   readonly deletedLists: string[];
@@ -123,17 +136,31 @@ async function find(redis: RedisClient, keys: Keys, address: string, scope: Priv
     refs.push(r);
   };
   const index: IndexEntry[] = [];
+  const loose: LooseRef[] = [];
+  // Events are kept from their own time (retention.events), so they can outlive their record.
+  const gone = (r: { ref: { msgId: string; idx: number }; member: string; at: number }): void => {
+    loose.push({ msgId: r.ref.msgId, idx: r.ref.idx, member: r.member, at: isId(r.ref.msgId) ? Math.min(r.at, idTime(r.ref.msgId)) : r.at });
+  };
   for (const r of await readAddressRefs(redis, keys, digest)) {
     if (r.ref.kind === 'c') {
       // The copies of a campaign to a contact deleted since (keepCopiesFindable).
       const c = await getCampaign(redis, keys, null, r.ref.msgId);
-      index.push({ member: r.member, drop: c === null || inScope(scope, c.account) });
-      if (c && inScope(scope, c.account)) add({ msgId: c.id, idx: r.ref.idx, account: c.account, domain: domainOf(norm), campaign: c, meta: null, at: c.startedAt ?? c.createdAt });
+      if (c === null) {
+        gone(r);
+        continue;
+      }
+      index.push({ member: r.member, drop: inScope(scope, c.account) });
+      if (inScope(scope, c.account)) add({ msgId: c.id, idx: r.ref.idx, account: c.account, domain: domainOf(norm), campaign: c, meta: null, at: c.startedAt ?? c.createdAt });
       continue;
     }
     const msg = await getMessage(redis, keys, r.ref.msgId);
-    const rcpt = msg?.meta.rcpts[r.ref.idx];
-    const live = msg !== null && rcpt !== undefined && normaliseAddress(rcpt.address) === norm;
+    if (msg === null) {
+      gone(r);
+      continue;
+    }
+    const rcpt = msg.meta.rcpts[r.ref.idx];
+    // An erased recipient's tombstone has no address: the entry names nothing any more.
+    const live = rcpt !== undefined && normaliseAddress(rcpt.address) === norm;
     index.push({ member: r.member, drop: !live || inScope(scope, msg.meta.account) });
     if (!live || !inScope(scope, msg.meta.account)) continue;
     // Its events from its acceptance on: the reference's score is later when the message finished late.
@@ -174,7 +201,35 @@ async function find(redis: RedisClient, keys: Keys, address: string, scope: Priv
       for (const no of gone) add({ msgId: c.id, idx: no, account, domain: domainOf(norm), campaign: c, meta: null, at });
     }
   }
-  return { address: norm, digest, contacts, refs, index, deletedLists };
+  return { address: norm, digest, contacts, refs, loose, index, deletedLists };
+}
+
+/**
+ * The events of the address's references, with one walk of the stream, and what the references whose
+ * record is gone (`loose`) turned out to be: one whose events are the scope's account's is the
+ * scope's (a message ref, its record null), one whose events are another account's is left with its
+ * index entry for that account's own erasure, one with no event left names nothing and its entry may
+ * go. Returns every reference and index entry, and the events of the scope's references.
+ */
+async function withEvents(redis: RedisClient, keys: Keys, f: Found, scope: PrivacyScope, now: number): Promise<{ refs: MessageRef[]; index: IndexEntry[]; events: StreamEvent[] }> {
+  const loose = new Map(f.loose.map((l) => [pairOf(l.msgId, l.idx), l]));
+  const pairs = new Set([...f.refs.map((r) => pairOf(r.msgId, r.idx)), ...loose.keys()]);
+  const found = await matchingEvents(redis, keys, pairs, Math.min(now, ...f.refs.map((r) => r.at), ...f.loose.map((l) => l.at)));
+  const owner = new Map<string, string>();
+  for (const e of found) {
+    const pair = pairOf(e.fields['msgId'] ?? '', e.fields['idx'] ?? '');
+    if (loose.has(pair) && !owner.has(pair)) owner.set(pair, e.fields['account'] ?? '');
+  }
+  const refs = [...f.refs];
+  const index = [...f.index];
+  for (const [pair, l] of loose) {
+    const account = owner.get(pair);
+    const mine = account !== undefined && inScope(scope, account);
+    index.push({ member: l.member, drop: account === undefined || mine });
+    if (mine) refs.push({ msgId: l.msgId, idx: l.idx, account, domain: domainOf(f.address), campaign: null, meta: null, at: l.at });
+  }
+  const kept = new Set(refs.map((r) => pairOf(r.msgId, r.idx)));
+  return { refs, index, events: found.filter((e) => kept.has(pairOf(e.fields['msgId'] ?? '', e.fields['idx'] ?? ''))) };
 }
 
 /**
@@ -346,12 +401,11 @@ function deliveryJson(h: Readonly<Record<string, string>>): Record<string, strin
 /** Everything held about `address` in `scope`, as one JSON-ready object. */
 export async function exportAddress(redis: RedisClient, keys: Keys, address: string, scope: PrivacyScope, now = Date.now()): Promise<Record<string, unknown>> {
   const f = await find(redis, keys, address, scope);
-  const pairs = new Set(f.refs.map((r) => pairOf(r.msgId, r.idx)));
-  const since = Math.min(now, ...f.refs.map((r) => r.at));
-  const events = await matchingEvents(redis, keys, pairs, since);
+  const { refs, events } = await withEvents(redis, keys, f, scope, now);
+  const pairs = new Set(refs.map((r) => pairOf(r.msgId, r.idx)));
   const byType = (...types: string[]) => events.filter((e) => types.includes(e.fields['type'] ?? '')).map(eventJson);
   const messages = [];
-  for (const r of f.refs) {
+  for (const r of refs) {
     const [delivery, marks] = await Promise.all([redis.hgetall(keys.rcptState(r.domain, r.msgId, r.idx)), redis.hgetall(keys.trackMarks(r.msgId))]);
     const own = Object.fromEntries(Object.entries(marks).filter(([k]) => k === `hc:${r.idx}` || new RegExp(`^(?:m?[ocub]|f[ch]):${r.idx}(:\\d+)?$`).test(k)));
     messages.push({
@@ -424,10 +478,12 @@ export async function eraseAddress(
   let queued = 0;
   let messages = 0;
   // Queue first, so nothing is claimed again while the rest goes; then the records.
-  for (const r of f.refs) {
+  const eraseRef = async (r: MessageRef): Promise<void> => {
     const cq = r.campaign ? keys.campaignQueue(r.domain, r.msgId) : keys.campaignQueue(r.domain, `${r.msgId}:none`);
     const removed = await redis.eraseEntry(keys.ready(r.domain), keys.leases(r.domain), keys.rcptState(r.domain, r.msgId, r.idx), cq, r.msgId, r.idx, ATTEMPT_FLOOR);
     queued += removed;
+    // A reference whose record is gone: its delivery record and queue entries went above, if any were left.
+    if (r.meta === null && r.campaign === null) return;
     let pending = -1;
     if (removed > 0) {
       if (r.campaign) await recordCampaignOutcome(redis, keys, r.msgId, { counter: 'cancelled', final: true, now });
@@ -438,10 +494,14 @@ export async function eraseAddress(
     // This finished the message (the others' copies went before): its record stays for the others.
     if (pending === 0 && res === 1) await keepRefsOfLateFinish(redis, keys, r.msgId, now, { recordsMs: o.recordTtlMs, refsMs: o.refsTtlMs });
     if (r.campaign) await redis.multi().hdel(keys.campaignGone(r.msgId), String(r.idx), goneField(f.digest)).zrem(keys.campaignGoneAt(r.msgId), `${r.idx} ${f.digest}`).exec();
-  }
+  };
+  for (const r of f.refs) await eraseRef(r);
+  // Events naming the recipients: walked after the queue, so an outcome applied meanwhile is in it.
+  const { refs, index, events } = await withEvents(redis, keys, f, scope, now);
+  for (const r of refs.slice(f.refs.length)) await eraseRef(r);
   // The index entries of other accounts stay, so their own erasure still finds their data.
-  const dropped = f.index.filter((e) => e.drop).map((e) => e.member);
-  if (dropped.length === f.index.length) await redis.del(keys.addressRefs(f.digest));
+  const dropped = index.filter((e) => e.drop).map((e) => e.member);
+  if (dropped.length === index.length) await redis.del(keys.addressRefs(f.digest));
   else {
     // In slices, for an address that received tens of thousands of messages in the retention period:
     // one ZREM of them all would hold the server for its whole length, and ioredis spreads every
@@ -449,9 +509,8 @@ export async function eraseAddress(
     for (let i = 0; i < dropped.length; i += ZREM_SLICE) await redis.zrem(keys.addressRefs(f.digest), ...dropped.slice(i, i + ZREM_SLICE));
   }
 
-  // Events naming the recipients, and the raw feedback mail they (or its text) point to.
-  const pairs = new Set(f.refs.map((r) => pairOf(r.msgId, r.idx)));
-  const events = await matchingEvents(redis, keys, pairs, Math.min(now, ...f.refs.map((r) => r.at)));
+  // The events, and the raw feedback mail they (or its text) point to.
+  const pairs = new Set(refs.map((r) => pairOf(r.msgId, r.idx)));
   const fb = await feedbackIds(redis, keys, f.address, events, scope);
   for (let i = 0; i < events.length; i += EVENTS_PAGE) await redis.xdel(keys.events(), ...events.slice(i, i + EVENTS_PAGE).map((e) => e.id));
   // Two slots ({f:<id>} and the index): two commands, not a MULTI (refused across slots on a cluster).
@@ -481,7 +540,7 @@ export async function eraseAddress(
   const idempotency = await eraseFromIdempotency(redis, keys, scope.accounts, f.address);
 
   const report: ErasureReport = { contacts, messages, queued, events: events.length, feedback: fb.length, webhookBatches, suppressions: kept, idempotency };
-  const touched = new Set([...f.contacts.map((c) => c.account), ...f.refs.map((r) => r.account), ...(scope.all ? [] : scope.accounts)]);
+  const touched = new Set([...f.contacts.map((c) => c.account), ...refs.map((r) => r.account), ...(scope.all ? [] : scope.accounts)]);
   for (const account of touched) {
     await appendEvent(redis, keys, 'erased', { account, ref: o.ref, contacts, messages, events: events.length }, o.eventsMaxLen);
   }

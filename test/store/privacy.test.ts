@@ -30,6 +30,7 @@ import type { MessageSpec } from '../../src/render/protocol.js';
 import { verpAddress } from '../../src/core/verp.js';
 import { createMessageSource } from '../../src/store/message-source.js';
 import { newId } from '../../src/core/ids.js';
+import { purgeMessage } from '../../src/store/retention.js';
 import { commandsOn, startRedis, type TestRedis } from '../helpers/redis.js';
 
 const test = suite('store/privacy');
@@ -417,8 +418,7 @@ const DAY = 86_400_000;
 const LATE = { recordsMs: 8 * DAY, refsMs: 10 * DAY };
 
 /** A message of `rcpts` accepted at `at`, its references living LATE.refsMs. */
-async function messageAt(at: number, rcpts: string[]): Promise<string> {
-  const id = newId(at);
+async function messageAt(at: number, rcpts: string[], id = newId(at)): Promise<string> {
   await persistMessage(client, keys, 4, {
     id, account: ACCOUNT, source: 'http', kind: 'raw', from: 'news@acme.test', fromDomain: 'acme.test',
     rcpts: rcpts.map((a) => ({ address: a, domain: a.split('@')[1]!.toLowerCase() })), acceptedAt: at, tags: [], metadata: {}, body: `To: ${rcpts.join(', ')}\r\n\r\nhi\r\n`,
@@ -526,6 +526,45 @@ test('an erasure that finishes a held message keeps the other recipients\' refer
   const later = NOW + 2 * DAY;
   await messageAt(later, [OTHER]);
   assert.ok(ids(await exportAddress(client, keys, OTHER, SCOPE, later)).includes(held));
+});
+
+test("a message's events outlive its record: export and erasure still find them (an expired copy, a purged delivered one), and leave another account's", async () => {
+  // Acme's mail to Ann: one copy expired after its retries, one delivered and opened later; beta's
+  // message to her delivered. Each record is gone (retention.records), their events are kept longer.
+  const [expired, opened, beta] = [newId(NOW - 6 * DAY), newId(NOW - 5 * DAY), newId(NOW - 5 * DAY)];
+  // The events first: a stream's ids only grow, and acceptance appends one now.
+  const ev = async (at: number, type: string, msgId: string, idx: number, account = ACCOUNT): Promise<string> =>
+    (await client.xadd(keys.events(), `${at}-0`, 'type', type, 'account', account, 'msgId', msgId, 'idx', String(idx), 'domain', 'example.org'))!;
+  await ev(NOW - 6 * DAY, 'deferred', expired, 0);
+  await ev(NOW - 5 * DAY, 'delivered', opened, 0);
+  await ev(NOW - 5 * DAY + 1, 'delivered', beta, 0, 'beta');
+  const gaveUp = await ev(NOW - 4 * DAY, 'expired', expired, 0);
+  await ev(NOW - 4 * DAY + 1, 'delivered', expired, 1);
+  await ev(NOW - 3 * DAY, 'opened', opened, 0);
+  await messageAt(NOW - 6 * DAY, [ADDRESS, OTHER], expired);
+  await messageAt(NOW - 5 * DAY, [ADDRESS], opened);
+  await persistMessage(client, keys, 4, {
+    id: beta, account: 'beta', source: 'http', kind: 'raw', from: 'hi@beta.test', fromDomain: 'beta.test',
+    rcpts: [{ address: ADDRESS, domain: 'example.org' }], acceptedAt: NOW - 5 * DAY, tags: [], metadata: {}, body: 'To: x\r\n\r\nhi\r\n',
+  }, LATE.refsMs);
+  for (const id of [expired, opened, beta]) await purgeMessage(client, keys, id);
+  const { endpoint } = await createWebhook(client, keys, ACCOUNT, { url: 'https://hooks.acme.test/x', events: ['expired'] });
+  await client.rpush(keys.webhookDead(ACCOUNT, endpoint.id), JSON.stringify({ b: 'x', n: 1, f: NOW, e: [{ id: gaveUp, type: 'expired', msgId: expired, idx: '0' }] }));
+
+  const e = (await exportAddress(client, keys, ADDRESS, SCOPE)) as Record<string, { id?: string; type?: string; msgId?: string; events?: unknown[] }[]>;
+  assert.equal(new Set(e['messages']!.map((m) => m.id)), new Set([expired, opened]), "acme's copies, not beta's");
+  assert.equal(e['bounces']!.map((b) => b.type), ['deferred', 'expired']);
+  assert.equal(e['opens']!.map((o) => o.msgId), [opened]);
+  assert.not.match(JSON.stringify(e), beta);
+
+  const report = await eraseAddress(client, keys, ADDRESS, SCOPE, { eventsMaxLen: 1000, recordTtlMs: LATE.recordsMs, refsTtlMs: LATE.refsMs, ref: 'sha256:test', now: NOW });
+  assert.is(report.events, 4);
+  assert.is(report.webhookBatches, 1);
+  const left = (await client.xrange(keys.events(), '-', '+')).map(([, f]) => `${f[1]} ${f[5]}:${f[7]}`);
+  assert.equal(left.filter((l) => !l.startsWith('erased')), [`delivered ${beta}:0`, `delivered ${expired}:1`], "beta's event and Bob's stay");
+  assert.is(await client.llen(keys.webhookDead(ACCOUNT, endpoint.id)), 0);
+  // Beta's reference stays for beta's own erasure, which finds its event.
+  assert.is((await eraseAddress(client, keys, ADDRESS, { accounts: ['beta'], all: false }, { eventsMaxLen: 1000, recordTtlMs: LATE.recordsMs, refsTtlMs: LATE.refsMs, ref: 'sha256:test', now: NOW })).events, 1);
 });
 
 test.run();
