@@ -66,7 +66,7 @@ export function createKeys(prefix: string) {
      * A deleted contact's fields live as the copies' data from its deletion (campaignGoneAt).
      */
     campaignGone: (id: string) => `${p}{m:${id}}:gone`,
-    /** ZSET "<no> <digest>" → deleted (ms): when each deleted contact's :gone fields go (queue/lua/keepGone-2.lua). */
+    /** ZSET "<no> <digest>" → deleted (ms): when each deleted contact's :gone fields go (queue/lua/keepGone-3.lua). */
     campaignGoneAt: (id: string) => `${p}{m:${id}}:goneAt`,
     // account
     quota: (account: string, day: string) => `${p}{a:${account}}:quota:${day}`,

@@ -21,8 +21,8 @@ declare module 'ioredis' {
     eraseEntry(ready: string, leases: string, rs: string, cq: string, msgId: string, idx: number, floor: number): Result<number, Context>;
     /** src/queue/lua/eraseRecipient-5.lua: 2 message deleted, 1 recipient erased, 0 no record. */
     eraseRecipient(meta: string, body: string, links: string, marks: string, stats: string, idx: number, address: string, replacement: string, ttlMs: number): Result<number, Context>;
-    /** src/queue/lua/keepGone-2.lua: the fields trimmed. */
-    keepGone(gone: string, goneAt: string, no: number, address: string, digest: string, at: number, ttlMs: number): Result<number, Context>;
+    /** src/queue/lua/keepGone-3.lua: the fields trimmed. */
+    keepGone(gone: string, goneAt: string, marks: string, no: number, address: string, digest: string, at: number, ttlMs: number): Result<number, Context>;
   }
 }
 
@@ -265,9 +265,10 @@ function goneNumbers(value: string | null): number[] {
  * unsubscribe links, bounces and complaints still name it (store/recipients.ts messageFor), with the
  * number under the address's digest ("d:<digest>"), which find() reads per campaign. Both fields
  * live `ttlMs` from this deletion (their time in {m:<id>}:goneAt, trimmed by the campaign's later
- * deletions, keepGone-2.lua), but only roughly, as the "c:" reference does (trimmed by the address's
+ * deletions, keepGone-3.lua), but only roughly, as the "c:" reference does (trimmed by the address's
  * later writes): find() reads "d:" so that an address still kept there is found whichever went first.
- * Returns how many campaigns. (A deleted list keeps its address index for the same time instead:
+ * The copies record no open or click from then on (an "x:<no>" mark, as an erasure leaves): the
+ * person is no longer the account's contact. Returns how many campaigns. (A deleted list keeps its address index for the same time instead:
  * contacts.ts deleteList.)
  */
 export async function keepCopiesFindable(
@@ -285,9 +286,9 @@ export async function keepCopiesFindable(
   await indexAddresses(redis, keys, campaigns.map((c) => ({ address: contact.email, ref: { kind: 'c', msgId: c.id, idx: contact.no }, at: now })), ttlMs);
   // And the other way, for the copies' unsubscribe links, bounces and complaints (recipients.ts).
   const ttl = Math.max(1, Math.floor(ttlMs));
-  // Each field for ttlMs from its deletion, however often later deletions renew the key (keepGone-2.lua).
+  // Each field for ttlMs from its deletion, however often later deletions renew the key (keepGone-3.lua).
   const digest = await addressDigest(redis, keys, contact.email);
-  await Promise.all(campaigns.map((c) => redis.keepGone(keys.campaignGone(c.id), keys.campaignGoneAt(c.id), contact.no, contact.email, digest, Math.floor(now), ttl)));
+  await Promise.all(campaigns.map((c) => redis.keepGone(keys.campaignGone(c.id), keys.campaignGoneAt(c.id), keys.trackMarks(c.id), contact.no, contact.email, digest, Math.floor(now), ttl)));
   return campaigns.length;
 }
 

@@ -567,4 +567,24 @@ test("a message's events outlive its record: export and erasure still find them 
   assert.is((await eraseAddress(client, keys, ADDRESS, { accounts: ['beta'], all: false }, { eventsMaxLen: 1000, recordTtlMs: LATE.recordsMs, refsTtlMs: LATE.refsMs, ref: 'sha256:test', now: NOW })).events, 1);
 });
 
+test("a deleted contact's copies record no open or click of them any more, as an erased recipient's do; the other contacts' still count", async () => {
+  const { campaignId, lists } = await populate();
+  const [l1] = lists as [string];
+  await client.hset(keys.msgMeta(campaignId), 'state', 'sending', 'startedAt', NOW - DAY);
+  const ann = (await findContact(client, keys, l1, ADDRESS))!;
+  const bob = (await findContact(client, keys, l1, OTHER))!;
+  // As DELETE /v1/lists/:id/contacts/:email does (ingress/list-routes.ts).
+  await keepCopiesFindable(client, keys, ACCOUNT, l1, ann, NOW, LATE.refsMs);
+  await deleteContact(client, keys, ACCOUNT, l1, ADDRESS, NOW);
+  const [marks, links, stats, meta] = [keys.trackMarks(campaignId), keys.links(campaignId), keys.msgStats(campaignId), keys.msgMeta(campaignId)];
+  const opens = await client.recordTrackingOpens(marks, stats, meta, 60_000, JSON.stringify([[1, '', String(ann.no), NOW], [1, '', String(bob.no), NOW]]));
+  assert.equal(opens, [-1, 1], "Ann's open writes nothing (its caller appends no event); Bob's is his first");
+  const click = await client.recordTrackingEvent(marks, links, stats, meta, 'c', ann.no, 0, NOW, 2000, 60_000, '', 3);
+  assert.equal([click[2], click[4]], ['https://acme.test/a', 1], 'the link still redirects, as erased');
+  assert.equal(Object.keys(await client.hgetall(marks)).filter((f) => f.endsWith(`:${ann.no}`) && !f.startsWith('u:')), [`x:${ann.no}`], 'no mark of her but the block');
+  assert.is(await client.hget(stats, 'opens_human'), '1', "only Bob's open counts");
+  // Her unsubscribe link still works (the :gone field names her), so she can still opt out.
+  assert.is((await messageFor(client, keys, campaignId, ann.no))?.meta.rcpts[ann.no]?.address, ann.email);
+});
+
 test.run();

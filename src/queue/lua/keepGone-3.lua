@@ -5,10 +5,15 @@
   with steady deletions a whole-key TTL never ends: each field keeps its own deletion time in
   :goneAt, and the fields deleted more than ttlMs before this one go here, at most TRIM_MAX a call
   (their ZRANGEBYSCORE is O(log N + TRIM_MAX)), as an address's index trims its references
-  (lib/addRef.lua). Both keys share the campaign's hash tag.
+  (lib/addRef.lua). The contact's copies also stop recording opens and clicks of a person who is no
+  longer in the list: an 'x:<no>' mark in the campaign's marks, as an erased recipient's
+  (eraseRecipient-5.lua), which the tracking scripts already read with the mark they look up, so an
+  open costs nothing more. Its unsubscribe link still works (it reads :gone). All keys share the
+  campaign's hash tag.
 
   KEYS[1] gone    HASH {m:<id>}:gone    "<no>" → address; "d:<digest>" → the numbers, space-separated
   KEYS[2] goneAt  ZSET {m:<id>}:goneAt  "<no> <digest>" → deleted (ms)
+  KEYS[3] marks   HASH {m:<id>}:track   (recordTrackingEvent-4.lua); gets "x:<no>", kept at least ttlMs
   ARGV[1] no       the contact's number
   ARGV[2] address
   ARGV[3] digest   the address's salted digest (store/address-digest.ts)
@@ -47,4 +52,9 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], field, numbers(redis.call('HGET', 
 redis.call('ZADD', KEYS[2], 'GT', at, ARGV[1] .. ' ' .. ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PEXPIRE', KEYS[2], ttl)
+-- The marks' TTL is the tracking scripts' (the records' retention, renewed by each mark): only made
+-- longer here, so the block lasts as long as the address is kept findable.
+local left = redis.call('PTTL', KEYS[3])
+redis.call('HSET', KEYS[3], 'x:' .. ARGV[1], '1')
+if left == -2 or (left >= 0 and left < ttl) then redis.call('PEXPIRE', KEYS[3], ttl) end
 return #stale
