@@ -13,7 +13,7 @@
 
   KEYS[1] gone    HASH {m:<id>}:gone    "<no>" → address; "d:<digest>" → the numbers, space-separated
   KEYS[2] goneAt  ZSET {m:<id>}:goneAt  "<no> <digest>" → deleted (ms)
-  KEYS[3] marks   HASH {m:<id>}:track   (recordTrackingEvent-4.lua); gets "x:<no>", kept at least ttlMs
+  KEYS[3] marks   HASH {m:<id>}:track   (recordTrackingEvent-4.lua); gets "x:<no>"
   ARGV[1] no       the contact's number
   ARGV[2] address
   ARGV[3] digest   the address's salted digest (store/address-digest.ts)
@@ -52,8 +52,9 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], field, numbers(redis.call('HGET', 
 redis.call('ZADD', KEYS[2], 'GT', at, ARGV[1] .. ' ' .. ARGV[3])
 redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PEXPIRE', KEYS[2], ttl)
--- The marks' TTL is the tracking scripts' (the records' retention, renewed by each mark): only made
--- longer here, so the block lasts as long as the address is kept findable.
+-- The marks' TTL is the tracking scripts' (the records' retention, set again by each mark): only made
+-- longer here. A later mark of another contact sets it back, so the block lasts until the campaign
+-- has had no mark for the records' retention, and the whole hash expires.
 local left = redis.call('PTTL', KEYS[3])
 redis.call('HSET', KEYS[3], 'x:' .. ARGV[1], '1')
 if left == -2 or (left >= 0 and left < ttl) then redis.call('PEXPIRE', KEYS[3], ttl) end
