@@ -41,7 +41,9 @@ declare module 'ioredis' {
  *   events          the stream from the oldest reference on, in pages (ids are times), matched by
  *                   (msgId, idx); their feedbackId names the raw bounces and complaints. A reference
  *                   whose record is gone (past retention.records, which events may outlast: an open
- *                   comes after the finish) is matched too, and its events' `account` says whose it is
+ *                   comes after the finish) is matched too, and its events' `account` says whose it is;
+ *                   so is the copy a suppression's evidence names when its record is gone (a one-click
+ *                   unsubscribe after the purge: its token carries the address, core/tokens.ts)
  *   raw feedback    those ids, plus the mail not understood (feedback:unprocessed) that names the address
  *   webhooks        every endpoint's outbox and dead letters of the accounts in scope, by (msgId, idx)
  *   suppression     the accounts' lists and the global list, by address; soft bounces by address
@@ -96,11 +98,12 @@ interface IndexEntry {
   readonly drop: boolean;
 }
 
-/** A reference of the address index whose message or campaign record is gone: only its events may be left. */
+/** A copy whose message or campaign record is gone: only its events may be left. */
 interface LooseRef {
   readonly msgId: string;
   readonly idx: number;
-  readonly member: string;
+  /** Its entry of the address index; null when a suppression's evidence named it (find). */
+  readonly member: string | null;
   readonly at: number;
 }
 
@@ -166,6 +169,17 @@ async function find(redis: RedisClient, keys: Keys, address: string, scope: Priv
     // Its events from its acceptance on: the reference's score is later when the message finished late.
     add({ msgId: r.ref.msgId, idx: r.ref.idx, account: msg.meta.account, domain: rcpt.domain, campaign: null, meta: msg.meta, at: Math.min(r.at, msg.meta.acceptedAt) });
   }
+  // A copy unsubscribed after its record was purged may be named by nothing else: its unsubscribe
+  // event can be written long after the address's reference went (as long as the link's key verifies).
+  const named = new Set([...seen, ...loose.map((l) => pairOf(l.msgId, l.idx))]);
+  for (const s of await suppressions(redis, keys, norm, digest, scope)) {
+    const ev = s.entry.evidence as Record<string, unknown> | undefined;
+    const msgId = ev?.['msgId'];
+    const idx = Number(ev?.['idx']);
+    if (typeof msgId !== 'string' || !Number.isSafeInteger(idx) || named.has(pairOf(msgId, idx))) continue;
+    named.add(pairOf(msgId, idx));
+    if ((await redis.exists(keys.msgMeta(msgId))) === 0) loose.push({ msgId, idx, member: null, at: isId(msgId) ? idTime(msgId) : s.entry.at });
+  }
   const contacts: Found['contacts'] = [];
   const deletedLists: string[] = [];
   for (const account of scope.accounts) {
@@ -225,7 +239,7 @@ async function withEvents(redis: RedisClient, keys: Keys, f: Found, scope: Priva
   for (const [pair, l] of loose) {
     const account = owner.get(pair);
     const mine = account !== undefined && inScope(scope, account);
-    index.push({ member: l.member, drop: account === undefined || mine });
+    if (l.member !== null) index.push({ member: l.member, drop: account === undefined || mine });
     if (mine) refs.push({ msgId: l.msgId, idx: l.idx, account, domain: domainOf(f.address), campaign: null, meta: null, at: l.at });
   }
   const kept = new Set(refs.map((r) => pairOf(r.msgId, r.idx)));

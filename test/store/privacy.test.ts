@@ -587,4 +587,25 @@ test("a deleted contact's copies record no open or click of them any more, as an
   assert.is((await messageFor(client, keys, campaignId, ann.no))?.meta.rcpts[ann.no]?.address, ann.email);
 });
 
+test("an unsubscribe after the message's record and its reference are gone is found by export and erased: its suppression's evidence names the copy", async () => {
+  // Accepted 20 days ago: its record went at 8 days, the address's reference at 10; a message to the
+  // address today trims it. The link carries the address (core/tokens.ts), so it still unsubscribes.
+  const old = await messageAt(NOW - 20 * DAY, [ADDRESS]);
+  await purgeMessage(client, keys, old);
+  await messageAt(NOW, [ADDRESS]);
+  const digest = await addressDigest(client, keys, ADDRESS);
+  assert.not.ok((await client.zrange(keys.addressRefs(digest), 0, -1)).some((m) => m.includes(old)), 'its reference is gone');
+  const deps = { redis: client, keys, codec: createTokenCodec({ keys: [{ id: 'k1', secret: 'privacy-test-secret-0123456789' }], signWith: 'k1' }), logger: createLogger('silent'), now: () => NOW, settings: { mode: 'full' as const } };
+  const p: TokenPayload = { kind: 'u', account: ACCOUNT, msgId: old, idx: 0, issuedAt: Math.floor(NOW / 1000), address: ADDRESS };
+  const r = await unsubscribe(deps as never, p, { via: 'http', userAgent: 'Mail', ip: '192.0.2.7' });
+  assert.ok(r.ok, JSON.stringify(r));
+
+  const e = (await exportAddress(client, keys, ADDRESS, SCOPE, NOW)) as Record<string, { msgId?: string; ip?: string }[]>;
+  assert.equal(e['unsubscribes']!.map((u) => u.msgId), [old], 'the unsubscribe event is in the export');
+  const report = await eraseAddress(client, keys, ADDRESS, SCOPE, { eventsMaxLen: 1000, recordTtlMs: LATE.recordsMs, refsTtlMs: LATE.refsMs, ref: 'sha256:test', now: NOW });
+  assert.is(report.events, 1, 'the unsubscribe');
+  assert.not.ok(JSON.stringify(await client.xrange(keys.events(), '-', '+')).includes(old), 'no event names the old copy');
+  assert.is((await suppressionOf(client, keys, ACCOUNT, ADDRESS))?.reason, 'unsubscribe', 'still suppressed by digest');
+});
+
 test.run();
