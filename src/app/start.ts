@@ -357,7 +357,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       const retention = new RetentionJob({
         redis: redis.client, keys, logger: logger.child({ role: 'housekeeping', part: 'retention' }),
         periods: { recordsMs: r.records, eventsMs: r.events, rawBouncesMs: r.rawBounces, auditMs: r.audit },
-        intervalMs: r.interval, scanCount: r.scanCount, queueMaxAgeMs: queueMaxAgeMs(config),
+        intervalMs: r.interval, scanCount: r.scanCount, queueMaxAgeMs: queueMaxAgeMs(config), refsMs: refsTtlMs(config),
         onPurged: (kind, n) => metrics.retentionPurged.inc({ kind }, n),
       });
       retention.start();

@@ -22,7 +22,8 @@ import {
  *   step ─► lock (one process at a time) ─► trim event stream and audit log by age (≤ scanCount each)
  *        ─► trim the unprocessed-feedback index ─► detach due closed accounts (webhooks, pauses)
  *        ─► one SCAN page (COUNT scanCount) of the keyspace, cursor in Redis ─► judge each key
- *        ─► after the keyspace: walk the event stream for due accounts' entries (XRANGE pages)
+ *        ─► after the keyspace: walk the event stream (XRANGE pages) for due accounts' entries and
+ *           those no export can find any more
  *        ─► pass complete: the accounts due when it began are deleted
  *
  * What the key walk removes (the rest expires by its own TTL, set when the data was written):
@@ -40,6 +41,12 @@ import {
  *                                   shortened after the mail's TTL was set); named by a due
  *                                   account's events (the event walk)
  *   {a:<id>}:*, {x:<id>}:*          every key of a due closed account
+ * What the event walk removes, with the raw feedback mail the entries name:
+ *   a due closed account's entries
+ *   entries about a message accepted more than `refsMs` ago whose record is gone: an open or a
+ *                                   complaint comes after delivery, so retention.events may keep it
+ *                                   past the address's reference to the message (store/address-index.ts),
+ *                                   and then no export or erasure of the address can find it
  * Message ages come from the time inside their ids (core/ids.ts), so no read is needed to judge one
  * accepted within retention.records: nothing of it can have finished before the period began. Only
  * an older one's record is read, for when it finished: its TTL ran from then, and the period it ran
@@ -78,6 +85,8 @@ export interface RetentionOptions {
    * finish time was kept (no finishedAt) counts as finished this long after acceptance.
    */
   readonly queueMaxAgeMs: number;
+  /** How long an address's reference to a message lives from its acceptance (ingress/persist.ts refsTtlMs). */
+  readonly refsMs: number;
   readonly now?: (() => number) | undefined;
 }
 
@@ -166,20 +175,22 @@ export class RetentionJob {
       await saveNodeCursor(redis, keys, node.name, next === '0' ? 'done' : next);
       return { ran: true, purged, passCompleted: false };
     }
-    if (dueIds.size > 0 && state.eventsCursor !== 'done') {
+    if (state.eventsCursor !== 'done') {
       const from = state.eventsCursor === '' ? '-' : `(${state.eventsCursor}`;
       const page = (await redis.xrange(keys.events(), from, '+', 'COUNT', scanCount)) as [string, string[]][];
       const doomed = page.filter(([, flat]) => {
-        const i = flat.indexOf('account');
-        return i >= 0 && i % 2 === 0 && dueIds.has(flat[i + 1] as string);
+        const account = streamField(flat, 'account');
+        return account !== undefined && dueIds.has(account);
       });
+      const unfindable = await this.unfindable(page.filter((e) => !doomed.includes(e)), now);
       // The raw feedback mail its events name (bounces and complaints of its mail, which quote its
-      // recipients) goes with it, though rawBounces may outlast the account's window.
-      for (const fb of new Set(doomed.map(([, flat]) => streamField(flat, 'feedbackId')).filter((id): id is string => id !== undefined && id !== ''))) {
+      // recipients) goes with it, though rawBounces may outlast the account's window or the reference.
+      for (const fb of new Set([...doomed, ...unfindable].map(([, flat]) => streamField(flat, 'feedbackId')).filter((id): id is string => id !== undefined && id !== ''))) {
         const [gone] = await Promise.all([redis.del(keys.feedbackRaw(fb)), redis.zrem(keys.feedbackUnprocessed(), fb)]);
         count('raw_bounces', gone);
       }
       if (doomed.length > 0) count('account_events', await redis.xdel(keys.events(), ...doomed.map(([id]) => id)));
+      if (unfindable.length > 0) count('events', await redis.xdel(keys.events(), ...unfindable.map(([id]) => id)));
       const last = page[page.length - 1];
       await saveEventsCursor(redis, keys, page.length < scanCount || !last ? 'done' : last[0]);
       return { ran: true, purged, passCompleted: false };
@@ -215,6 +226,23 @@ export class RetentionJob {
     }
     for (const purge of this.o.accountPurgers ?? []) n += await purge(account);
     return n;
+  }
+
+  /**
+   * The entries about a message accepted more than refsMs ago whose record is gone (see the module
+   * comment); a campaign's record is kept while its account keeps it, and a message finished late
+   * keeps its record longer. One EXISTS per such message of the page (auto-pipelined).
+   */
+  private async unfindable(page: readonly [string, string[]][], now: number): Promise<[string, string[]][]> {
+    const before = now - this.o.refsMs;
+    const old = page.filter(([, flat]) => {
+      const id = streamField(flat, 'msgId');
+      return id !== undefined && isId(id) && idTime(id) < before;
+    });
+    const ids = [...new Set(old.map(([, flat]) => streamField(flat, 'msgId') as string))];
+    const exists = await Promise.all(ids.map((id) => this.o.redis.exists(this.o.keys.msgMeta(id))));
+    const gone = new Set(ids.filter((_, i) => exists[i] === 0));
+    return old.filter(([, flat]) => gone.has(streamField(flat, 'msgId') as string));
   }
 
   /**

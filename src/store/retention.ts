@@ -10,7 +10,7 @@ import { holdLock as takeLock, releaseLock as freeLock } from './locks.js';
  *
  *   retention:cursor  HASH  pass      ms when the current pass over the keyspace began
  *                           scan:<n>  SCAN cursor of node n ('done' once the node is walked)
- *                           events    last event-stream id examined by the closed-account walk
+ *                           events    last event-stream id examined by the event walk
  *   retention:lock    STRING  token of the process running a step (PX: a few intervals)
  */
 
@@ -58,7 +58,7 @@ export interface SweepState {
   readonly passStartedAt: number;
   /** The cursor of each node in this pass ('done' once walked; absent = not begun). */
   readonly cursors: ReadonlyMap<string, string>;
-  /** The closed-account event walk's position ('' = from the start; 'done' = reached the end). */
+  /** The event walk's position ('' = from the start; 'done' = reached the end). */
   readonly eventsCursor: string;
 }
 

@@ -39,7 +39,7 @@ test.after(async () => {
 function job(keys: Keys, opts: { scanCount?: number; now?: () => number; recordsMs?: number } = {}) {
   const purged = new Map<PurgeKind, number>();
   const j = new RetentionJob({
-    redis: client, keys, periods: { ...periods, recordsMs: opts.recordsMs ?? periods.recordsMs }, intervalMs: 1000, scanCount: opts.scanCount ?? 100, queueMaxAgeMs: 72 * HOUR, logger: createLogger('silent'),
+    redis: client, keys, periods: { ...periods, recordsMs: opts.recordsMs ?? periods.recordsMs }, intervalMs: 1000, scanCount: opts.scanCount ?? 100, queueMaxAgeMs: 72 * HOUR, refsMs: 72 * HOUR + 90 * DAY, logger: createLogger('silent'),
     onPurged: (kind, n) => purged.set(kind, (purged.get(kind) ?? 0) + n),
     now: opts.now ?? (() => NOW),
   });
@@ -186,6 +186,34 @@ test('a lowered retention.records applies to what was stored under the longer on
     assert.is(purged.get('messages'), 2);
     assert.is(purged.get('records'), 3);
   }
+});
+
+test("events about a message no address reference can name any more go: accepted before the references' lifetime, record gone; not a campaign's, nor a kept record's", async () => {
+  const { keys } = redis.fresh();
+  // References live 72 h + 90 days from acceptance (ingress/persist.ts refsTtlMs). An open 80 days
+  // after acceptance is kept 90 days from then by retention.events, past its message's references:
+  // no export or erasure could find it from day 93 on.
+  const opened = newId(NOW - 100 * DAY);
+  const recent = newId(NOW - 10 * DAY);
+  const campaignId = newId(NOW - 100 * DAY);
+  const held = await message(keys, 'acme', NOW - 100 * DAY, NOW - DAY);
+  await createCampaign(client, keys, { id: campaignId, account: 'acme', name: 'x', listId: 'l1', from: 'n@acme.example', fromDomain: 'acme.example', subject: 's', tracking: { opens: true, clicks: true }, tags: [], throttlePerHour: null, createdAt: NOW - 100 * DAY, sendAt: null, body: '{}', links: [] });
+  await storeFeedback(client, keys, { id: 'fb-late', raw: Buffer.from('complaint'), rcpts: [], mailFrom: '', receivedAt: NOW - 20 * DAY }, 365 * DAY);
+  const ev = (at: number, type: string, msgId: string, more: string[] = []) => client.xadd(keys.events(), `${at}-0`, 'type', type, 'account', 'acme', 'msgId', msgId, 'idx', '0', ...more);
+  await ev(NOW - 30 * DAY, 'opened', opened);
+  await ev(NOW - 29 * DAY, 'opened', campaignId);
+  await ev(NOW - 28 * DAY, 'opened', held);
+  await ev(NOW - 20 * DAY, 'complained', opened, ['feedbackId', 'fb-late']);
+  await ev(NOW - 9 * DAY, 'opened', recent);
+  await client.xadd(keys.events(), `${NOW - 8 * DAY}-0`, 'type', 'erased', 'account', 'acme', 'ref', 'hmac:x');
+
+  const { j, purged } = job(keys, { scanCount: 2 });
+  await fullPass(j);
+  const left = ((await client.xrange(keys.events(), '-', '+')) as [string, string[]][]).map(([, f]) => `${f[1]} ${f[5] ?? ''}`);
+  assert.equal(left, [`opened ${campaignId}`, `opened ${held}`, `opened ${recent}`, 'erased hmac:x'], "the old message's open and complaint went");
+  assert.is(await client.exists(keys.feedbackRaw('fb-late')), 0, 'the raw complaint its event named went with it');
+  assert.is(purged.get('events'), 2);
+  assert.is(purged.get('raw_bounces'), 1);
 });
 
 test('a closed account is deleted after its window: keys, messages, webhooks, lists, events — not other accounts', async () => {
