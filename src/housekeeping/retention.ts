@@ -9,7 +9,7 @@ import { pausedScopes } from '../store/reputation.js';
 import { deleteList, listLists } from '../store/contacts.js';
 import { campaignListIds } from '../store/campaigns.js';
 import { Ticker } from '../core/ticker.js';
-import { streamField } from '../store/events.js';
+import { streamField, streamIdTime } from '../store/events.js';
 import { HOUR } from '../core/time.js';
 import {
   beginPass, holdLock, purgeMessage, readSweepState, releaseLock, saveEventsCursor, saveNodeCursor, scanNodes, trimSortedSetBefore, trimStreamBefore,
@@ -46,7 +46,11 @@ import {
  *   entries about a message accepted more than `refsMs` ago whose record is gone: an open or a
  *                                   complaint comes after delivery, so retention.events may keep it
  *                                   past the address's reference to the message (store/address-index.ts),
- *                                   and then no export or erasure of the address can find it
+ *                                   and then no export or erasure of the address can find it. Not an
+ *                                   unsubscribe (a link that outlives the record writes one, found
+ *                                   through its suppression's evidence, store/privacy.ts), nor one
+ *                                   appended within the last hour (the webhook dispatcher may not have
+ *                                   routed it yet)
  * Message ages come from the time inside their ids (core/ids.ts), so no read is needed to judge one
  * accepted within retention.records: nothing of it can have finished before the period began. Only
  * an older one's record is read, for when it finished: its TTL ran from then, and the period it ran
@@ -235,9 +239,9 @@ export class RetentionJob {
    */
   private async unfindable(page: readonly [string, string[]][], now: number): Promise<[string, string[]][]> {
     const before = now - this.o.refsMs;
-    const old = page.filter(([, flat]) => {
+    const old = page.filter(([entry, flat]) => {
       const id = streamField(flat, 'msgId');
-      return id !== undefined && isId(id) && idTime(id) < before;
+      return id !== undefined && isId(id) && idTime(id) < before && streamIdTime(entry) < now - ORPHAN_GRACE_MS && streamField(flat, 'type') !== 'unsubscribed';
     });
     const ids = [...new Set(old.map(([, flat]) => streamField(flat, 'msgId') as string))];
     const exists = await Promise.all(ids.map((id) => this.o.redis.exists(this.o.keys.msgMeta(id))));

@@ -206,11 +206,15 @@ test("events about a message no address reference can name any more go: accepted
   await ev(NOW - 20 * DAY, 'complained', opened, ['feedbackId', 'fb-late']);
   await ev(NOW - 9 * DAY, 'opened', recent);
   await client.xadd(keys.events(), `${NOW - 8 * DAY}-0`, 'type', 'erased', 'account', 'acme', 'ref', 'hmac:x');
+  // An unsubscribe through a link that outlived the record: its suppression's evidence names it.
+  await ev(NOW - 2 * HOUR, 'unsubscribed', opened);
+  // Appended a moment ago: the webhook dispatcher may not have routed it yet.
+  await ev(NOW - 60_000, 'complained', opened);
 
   const { j, purged } = job(keys, { scanCount: 2 });
   await fullPass(j);
   const left = ((await client.xrange(keys.events(), '-', '+')) as [string, string[]][]).map(([, f]) => `${f[1]} ${f[5] ?? ''}`);
-  assert.equal(left, [`opened ${campaignId}`, `opened ${held}`, `opened ${recent}`, 'erased hmac:x'], "the old message's open and complaint went");
+  assert.equal(left, [`opened ${campaignId}`, `opened ${held}`, `opened ${recent}`, 'erased hmac:x', `unsubscribed ${opened}`, `complained ${opened}`], "the old message's open and complaint went");
   assert.is(await client.exists(keys.feedbackRaw('fb-late')), 0, 'the raw complaint its event named went with it');
   assert.is(purged.get('events'), 2);
   assert.is(purged.get('raw_bounces'), 1);
