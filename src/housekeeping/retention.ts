@@ -41,6 +41,12 @@ import {
  *                                   shortened after the mail's TTL was set); named by a due
  *                                   account's events (the event walk)
  *   {a:<id>}:*, {x:<id>}:*          every key of a due closed account
+ *   {m:<id>}:gone fields            a campaign's deleted contacts kept (store/privacy.ts keepCopiesFindable)
+ *                                   longer than `refsMs` from their deletion (keepGone-3.lua: each
+ *                                   deletion trims them too, but a campaign may have none for long)
+ *   {l:<id>}:emails                 of a deleted list, kept for its campaigns' copies: its TTL cut to
+ *                                   `refsMs` (its deletion time is not kept, so from this pass)
+ * These apply a lowered retention to what was stored under the longer one.
  * What the event walk removes, with the raw feedback mail the entries name:
  *   a due closed account's entries
  *   entries about a message accepted more than `refsMs` ago whose record is gone: an open or a
@@ -112,6 +118,7 @@ const ORPHAN_GRACE_MS = HOUR;
 const MESSAGE_PARTS = new Set(['meta', 'body', 'links', 'track', 'stats', 'gone', 'goneAt']);
 const RECORD_TAG = /^\{d:[^}]+\}:rs:([^:]+):\d+$/;
 const FEEDBACK_TAG = /^\{f:([^}]+)\}:raw$/;
+const LIST_EMAILS_TAG = /^\{l:([^}]+)\}:emails$/;
 const ACCOUNT_TAG = /^\{[ax]:([^}]+)\}:/;
 
 /** What the walk judges a message by: its owner, kind, finish time (ms) and TTL (ms; -1 none, -2 gone). */
@@ -233,6 +240,21 @@ export class RetentionJob {
   }
 
   /**
+   * Trims a campaign's deleted contacts kept past refsMs (keepGone-3.lua, at most 100 a call): calls
+   * until one finds nothing more, or the step's bound (scanCount fields) is reached. Returns the
+   * fields trimmed.
+   */
+  private async trimGone(campaignId: string, now: number): Promise<number> {
+    const { redis, keys } = this.o;
+    let trimmed = 0;
+    for (;;) {
+      const n = await redis.keepGone(keys.campaignGone(campaignId), keys.campaignGoneAt(campaignId), keys.trackMarks(campaignId), '', '', '', Math.floor(now), Math.max(1, Math.floor(this.o.refsMs)));
+      trimmed += n;
+      if (n === 0 || trimmed >= this.o.scanCount) return trimmed;
+    }
+  }
+
+  /**
    * The entries about a message accepted more than refsMs ago whose record is gone (see the module
    * comment); a campaign's record is kept while its account keeps it, and a message finished late
    * keeps its record longer. One EXISTS per such message of the page (auto-pipelined).
@@ -294,7 +316,10 @@ export class RetentionJob {
           if (meta.account !== null) {
             // A campaign's record is its account's object, kept until the account deletes it (or is deleted).
             const stale = dueIds.has(meta.account) || (meta.kind !== 'campaign' && born < recordsBefore && this.finishedBefore(meta, born, recordsBefore));
-            if (!stale) return;
+            if (!stale) {
+              if (part === 'goneAt' && meta.kind === 'campaign') add('records', await this.trimGone(id, now));
+              return;
+            }
             // One message counts once, whichever of its keys the walk met first.
             const n = (await purgeMessage(redis, keys, id)) + (MESSAGE_PARTS.has(part) ? 0 : await redis.del(key));
             if (n > 0) add('messages', 1);
@@ -329,6 +354,11 @@ export class RetentionJob {
         if (FEEDBACK_TAG.test(rest)) {
           const receivedAt = Number((await redis.hget(key, 'receivedAt')) ?? 0);
           if (receivedAt < now - periods.rawBouncesMs) add('raw_bounces', await redis.del(key));
+          return;
+        }
+        const list = LIST_EMAILS_TAG.exec(rest);
+        if (list) {
+          if ((await redis.exists(keys.listMeta(list[1] as string))) === 0 && (await redis.pttl(key)) > this.o.refsMs) await redis.pexpire(key, this.o.refsMs);
           return;
         }
         const acct = ACCOUNT_TAG.exec(rest);

@@ -21,8 +21,8 @@ declare module 'ioredis' {
     eraseEntry(ready: string, leases: string, rs: string, cq: string, msgId: string, idx: number, floor: number): Result<number, Context>;
     /** src/queue/lua/eraseRecipient-5.lua: 2 message deleted, 1 recipient erased, 0 no record. */
     eraseRecipient(meta: string, body: string, links: string, marks: string, stats: string, idx: number, address: string, replacement: string, ttlMs: number): Result<number, Context>;
-    /** src/queue/lua/keepGone-3.lua: the fields trimmed. */
-    keepGone(gone: string, goneAt: string, marks: string, no: number, address: string, digest: string, at: number, ttlMs: number): Result<number, Context>;
+    /** src/queue/lua/keepGone-3.lua: the fields trimmed (no '': only that). */
+    keepGone(gone: string, goneAt: string, marks: string, no: number | '', address: string, digest: string, at: number, ttlMs: number): Result<number, Context>;
   }
 }
 

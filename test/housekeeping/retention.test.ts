@@ -36,10 +36,10 @@ test.after(async () => {
   await redis.stop();
 });
 
-function job(keys: Keys, opts: { scanCount?: number; now?: () => number; recordsMs?: number } = {}) {
+function job(keys: Keys, opts: { scanCount?: number; now?: () => number; recordsMs?: number; refsMs?: number } = {}) {
   const purged = new Map<PurgeKind, number>();
   const j = new RetentionJob({
-    redis: client, keys, periods: { ...periods, recordsMs: opts.recordsMs ?? periods.recordsMs }, intervalMs: 1000, scanCount: opts.scanCount ?? 100, queueMaxAgeMs: 72 * HOUR, refsMs: 72 * HOUR + 90 * DAY, logger: createLogger('silent'),
+    redis: client, keys, periods: { ...periods, recordsMs: opts.recordsMs ?? periods.recordsMs }, intervalMs: 1000, scanCount: opts.scanCount ?? 100, queueMaxAgeMs: 72 * HOUR, refsMs: opts.refsMs ?? 72 * HOUR + 90 * DAY, logger: createLogger('silent'),
     onPurged: (kind, n) => purged.set(kind, (purged.get(kind) ?? 0) + n),
     now: opts.now ?? (() => NOW),
   });
@@ -218,6 +218,41 @@ test("events about a message no address reference can name any more go: accepted
   assert.is(await client.exists(keys.feedbackRaw('fb-late')), 0, 'the raw complaint its event named went with it');
   assert.is(purged.get('events'), 2);
   assert.is(purged.get('raw_bounces'), 1);
+});
+
+test("a lowered retention shortens what deleted contacts leave: a campaign's kept addresses and a deleted list's kept index", async () => {
+  const { keys } = redis.fresh();
+  const [l1, l2] = [await createList(client, keys, 'acme', 'news', NOW - 60 * DAY), await createList(client, keys, 'acme', 'other', NOW - 60 * DAY)];
+  await upsertContacts(client, keys, 'acme', l1.id, [{ email: 'ann@example.org', fields: {} }, { email: 'bob@example.org', fields: {} }], NOW - 60 * DAY);
+  await upsertContacts(client, keys, 'acme', l2.id, [{ email: 'cat@example.org', fields: {} }], NOW - 60 * DAY);
+  const campaign = async (listId: string): Promise<string> => {
+    const id = newId(NOW - 50 * DAY);
+    await createCampaign(client, keys, { id, account: 'acme', name: 'x', listId, from: 'n@acme.example', fromDomain: 'acme.example', subject: 's', tracking: { opens: true, clicks: true }, tags: [], throttlePerHour: null, createdAt: NOW - 50 * DAY, sendAt: null, body: '{}', links: [] });
+    await client.hset(keys.msgMeta(id), 'state', 'sent', 'startedAt', NOW - 50 * DAY);
+    return id;
+  };
+  const c1 = await campaign(l1.id);
+  await campaign(l2.id);
+  // Kept for 93 days (72 h + retention.records of 90 days) from each deletion: Ann 40 days ago, Bob
+  // 5 days ago; the whole of l2 40 days ago.
+  const remove = async (email: string, at: number): Promise<void> => {
+    await keepCopiesFindable(client, keys, 'acme', l1.id, (await findContact(client, keys, l1.id, email))!, at, 93 * DAY);
+    await deleteContact(client, keys, 'acme', l1.id, email, at);
+  };
+  await remove('ann@example.org', NOW - 40 * DAY);
+  await remove('bob@example.org', NOW - 5 * DAY);
+  await deleteList(client, keys, 'acme', l2.id, 93 * DAY);
+  await client.pexpire(keys.listEmails(l2.id), 53 * DAY);
+
+  // retention.records and events lowered to 30 days: references, and these, live 33 days.
+  const { j } = job(keys, { scanCount: 3, recordsMs: 30 * DAY, refsMs: 72 * HOUR + 30 * DAY });
+  await fullPass(j);
+  const gone = await client.hgetall(keys.campaignGone(c1));
+  assert.equal(Object.values(gone).filter((v) => v.includes('@')), ['bob@example.org'], "Ann's address went, deleted 40 days ago; Bob's stays");
+  assert.is(Object.keys(gone).filter((f) => f.startsWith('d:')).length, 1, 'and her digest field');
+  assert.is(await client.zcard(keys.campaignGoneAt(c1)), 1);
+  const left = await client.pttl(keys.listEmails(l2.id));
+  assert.ok(left > 0 && left <= 33 * DAY, `the deleted list's index lives no longer than the new lifetime (${left} ms)`);
 });
 
 test('a closed account is deleted after its window: keys, messages, webhooks, lists, events — not other accounts', async () => {

@@ -14,7 +14,8 @@
   KEYS[1] gone    HASH {m:<id>}:gone    "<no>" → address; "d:<digest>" → the numbers, space-separated
   KEYS[2] goneAt  ZSET {m:<id>}:goneAt  "<no> <digest>" → deleted (ms)
   KEYS[3] marks   HASH {m:<id>}:track   (recordTrackingEvent-4.lua); gets "x:<no>"
-  ARGV[1] no       the contact's number
+  ARGV[1] no       the contact's number; '' only trims (the retention walk, housekeeping/retention.ts:
+                   a lowered retention applies to the fields kept under the longer one)
   ARGV[2] address
   ARGV[3] digest   the address's salted digest (store/address-digest.ts)
   ARGV[4] at       ms, the deletion
@@ -46,6 +47,8 @@ for _, member in ipairs(stale) do
   end
   redis.call('ZREM', KEYS[2], member)
 end
+
+if ARGV[1] == '' then return #stale end
 
 local field = 'd:' .. ARGV[3]
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2], field, numbers(redis.call('HGET', KEYS[1], field), ARGV[1], true))
