@@ -35,6 +35,7 @@ import { randomBytes } from 'node:crypto';
 import type { RedisClient } from '../redis/client.js';
 import { createEventWriter, type EventType } from '../store/events.js';
 import { createMessageSource } from '../store/message-source.js';
+import { getMessage } from '../store/messages.js';
 import { classifySmtpReply } from '../bounces/index.js';
 import { queueTotals, type QueueTotals } from '../queue/stats.js';
 import { ByteBudget } from '../core/read-bounded.js';
@@ -285,15 +286,21 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
           if (!to || (await closedAccounts.get(n.account)) !== null) return;
           const now = Date.now();
           const hostname = config.instance.hostname;
-          await withFreeId(() => newId(Date.now()), async (id) => {
+          // Stored under n.id (the same for every holder of the recipient): found taken by a notice
+          // about the same message, it was queued before (a second holder, a repeat after a crash)
+          // and is not queued again; taken by anything else (1 in 2^30), it goes under a fresh id.
+          const fresh = await withFreeId(() => newId(Date.now()), async (id) => {
             const persisted = await persistMessage(redis.client, keys, config.redis.scheduleShards, {
               id, account: n.account, source: 'dsn', kind: 'raw', from: `MAILER-DAEMON@${hostname}`, fromDomain: hostname.toLowerCase(),
               rcpts: [{ address: to.address, domain: to.domain }], acceptedAt: now, tags: [], metadata: { about: n.about }, body: n.body,
             }, refsTtlMs(config), config.retention.eventsMaxLen);
             // Its `accepted` event is appended with it, as a submission's is (ingress/accept.ts).
             if (persisted.stored && persisted.eventError === undefined) metrics.eventsAppended.inc({ type: 'accepted' });
-            return persisted.stored ? id : null;
-          }, newId(now));
+            if (persisted.stored) return true;
+            const other = id === n.id ? await getMessage(redis.client, keys, id) : null;
+            return other?.meta.source === 'dsn' && other.meta.metadata['about'] === n.about ? false : null;
+          }, n.id);
+          if (!fresh) return;
           metrics.messagesAccepted.inc({ source: 'dsn' });
           metrics.recipientsAccepted.inc({ source: 'dsn' });
         },

@@ -19,7 +19,7 @@ import { resolveShaping, retryDelay, type EffectiveShaping } from '../queue/shap
 import { shortId } from '../core/ids.js';
 import { Semaphore } from '../core/semaphore.js';
 import { verpAddress } from '../core/verp.js';
-import { failureNotice, headerSection } from './failure-notice.js';
+import { failureNotice, headerSection, noticeId } from './failure-notice.js';
 import { formatDuration } from '../core/time.js';
 import { addSuppression, GLOBAL_LIST, suppressionsOf } from '../store/suppression.js';
 import { DeliveryMarks, recordSoftBounce } from '../store/soft-bounces.js';
@@ -82,8 +82,10 @@ export interface DispatcherOptions {
   /**
    * Queues a notice (failure-notice.ts) as a message of `account` to `to`, sent with the null
    * reverse-path (config delivery.failureNotices; app/start.ts persists it as ingress does a message).
+   * `id`: the id to store it under (noticeId); when a notice about the same message (`about`) has it
+   * already, nothing is stored: the notice was queued before.
    */
-  sendNotice?: ((notice: { readonly account: string; readonly to: string; readonly body: Buffer; readonly about: string }) => Promise<void>) | undefined;
+  sendNotice?: ((notice: { readonly id: string; readonly account: string; readonly to: string; readonly body: Buffer; readonly about: string }) => Promise<void>) | undefined;
   now?: () => number;
 }
 
@@ -964,7 +966,8 @@ export class Dispatcher {
   /**
    * An SMTP submission's recipient failed for good: its envelope sender gets a DSN (failure-notice.ts),
    * queued before the outcome is written, so a crash between the two repeats the notice rather than
-   * losing it. Not for a null sender, nor about a notice (no loops), nor for API mail (webhooks and
+   * losing it; the repeat, and the notice of a second holder whose outcome turns out a no-op, finds
+   * the first stored under the same id (noticeId) and is not sent again. Not for a null sender, nor about a notice (no loops), nor for API mail (webhooks and
    * GET /v1/messages/:id report it). `status` stands in when the outcome has no enhanced code.
    */
   private async reportFailure(entry: QueueEntry, msg: LoadedMessage | null, address: string | undefined, outcome: SmtpOutcome, status: string, explanation: string): Promise<void> {
@@ -978,7 +981,7 @@ export class Dispatcher {
       hostname: this.o.config.instance.hostname, msgId: entry.msgId, idx: entry.idx, acceptedAt: msg.acceptedAt, now: this.now(),
       to: msg.returnPath, recipient, status: outcome.enhanced ?? status, remoteReply: reply, explanation, originalHeaders: headerSection(raw),
     });
-    await send({ account: msg.account, to: msg.returnPath, body, about: entry.msgId }).catch((err: unknown) => this.log.warn({ err, msgId: entry.msgId, idx: entry.idx }, 'could not queue the failure notice to the sender'));
+    await send({ id: noticeId(entry.msgId, entry.idx), account: msg.account, to: msg.returnPath, body, about: entry.msgId }).catch((err: unknown) => this.log.warn({ err, msgId: entry.msgId, idx: entry.idx }, 'could not queue the failure notice to the sender'));
   }
 
   /**

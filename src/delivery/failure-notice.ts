@@ -1,4 +1,5 @@
 import { formatRfc5322Date } from '../render/headers.js';
+import { fromBase32, toBase32 } from '../core/ids.js';
 
 /**
  * The non-delivery report of an SMTP submission: once Sluice has said 250 to a message, it owes its
@@ -36,6 +37,19 @@ export interface FailureNoticeInput {
   readonly explanation: string;
   /** The header section of the message that failed (up to its blank line). */
   readonly originalHeaders: Buffer;
+}
+
+/**
+ * The id a notice about recipient `idx` of message `msgId` is stored under: the same for every
+ * holder of the recipient, so that a second notice (two dispatchers settled the recipient, one after
+ * a reaped lease; a crash between the notice and the outcome) finds the first one's id taken and
+ * stores nothing (app/start.ts). The original's time part (core/ids.ts: retention reasons from its
+ * finishedAt, not its birth, once it is finished) and its random part plus idx + 1, so no two notices of one
+ * message share an id, nor a notice its original; another message minted in the same millisecond
+ * takes it once in 2^30, which the caller tells from a notice by the record's `about`.
+ */
+export function noticeId(msgId: string, idx: number): string {
+  return msgId.slice(0, 10) + toBase32((fromBase32(msgId, 10, 6) + idx + 1) % 2 ** 30, 6);
 }
 
 /** The header section of a notice's original is cut at this size (a forwarded chain can be long). */

@@ -1,7 +1,8 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { simpleParser } from 'mailparser';
-import { failureNotice, headerSection } from '../../src/delivery/failure-notice.js';
+import { failureNotice, headerSection, noticeId } from '../../src/delivery/failure-notice.js';
+import { idTime, isId } from '../../src/core/ids.js';
 import { classifyMessage } from '../../src/bounces/index.js';
 
 const test = suite('delivery/failure-notice');
@@ -38,6 +39,15 @@ test('no remote reply: no Diagnostic-Code; 8-bit and control bytes of the origin
   assert.ok(text.endsWith(`\r\n--=_sluice-dsn-${base.msgId}-2--\r\n`));
   assert.ok(raw.length < 40_000);
   for (const b of raw) assert.ok(b === 0x0d || b === 0x0a || (b >= 0x20 && b <= 0x7e), `byte ${b}`);
+});
+
+test('noticeId: one id per recipient of a message, its original\'s time, none equal to the original nor to each other, even where the random part wraps', () => {
+  for (const msgId of [base.msgId, '01m8f2rda1zzzzzz']) {
+    const ids = Array.from({ length: 1000 }, (_, i) => noticeId(msgId, i));
+    assert.is(new Set([msgId, ...ids]).size, 1001);
+    for (const id of ids) assert.ok(isId(id) && idTime(id) === idTime(msgId), id);
+    assert.is(noticeId(msgId, 7), ids[7], 'the same for every holder');
+  }
 });
 
 test.run();

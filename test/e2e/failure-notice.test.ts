@@ -1,0 +1,136 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { SMTPServer } from 'smtp-server';
+import { createTransport } from 'nodemailer';
+import { request } from 'undici';
+import { pino } from 'pino';
+import { startRedis, type TestRedis } from '../helpers/redis.js';
+import { startCapturePeer, type CapturePeer } from '../helpers/smtp-peer.js';
+import { startSluiceFixture, type SluiceFixture } from '../helpers/sluice.js';
+import { Reaper } from '../../src/housekeeping/reaper.js';
+import type { RedisClient } from '../../src/redis/client.js';
+
+/**
+ * Failure notices (DSNs) to SMTP submitters, end to end: SMTP submission → delivery to a real peer
+ * that refuses the recipient → the notice queued and delivered to the sender's own domain (a capture
+ * peer), with two Sluice processes on one Redis where two holders settle one recipient.
+ */
+const test = suite('e2e/failure-notice');
+
+let redis: TestRedis;
+let rc: RedisClient;
+/** The senders' domain (acme.example): notices arrive here. */
+let sink: CapturePeer;
+/** Refuses every recipient (550 5.1.1); the first RCPT of `gate.test` is answered when `openGate` is called. */
+let refuser: SMTPServer;
+let refuserPort = 0;
+let firstRcpt: Promise<void>;
+let openGate: () => void = () => undefined;
+let a: SluiceFixture;
+let b: SluiceFixture;
+
+test.before(async () => {
+  redis = await startRedis();
+  rc = redis.client();
+  sink = await startCapturePeer();
+  let seen: () => void = () => undefined;
+  firstRcpt = new Promise((r) => (seen = r));
+  const gate = new Promise<void>((r) => (openGate = r));
+  let gated = true;
+  refuser = new SMTPServer({
+    logger: false,
+    authOptional: true,
+    disabledCommands: ['AUTH', 'STARTTLS'],
+    closeTimeout: 50,
+    async onRcptTo(address, _session, cb) {
+      if (address.address.endsWith('@gate.test') && gated) {
+        gated = false;
+        seen();
+        await gate;
+      }
+      cb(Object.assign(new Error(`5.1.1 <${address.address}>: Recipient address rejected: User unknown`), { responseCode: 550 }));
+    },
+  });
+  refuser.on('error', () => undefined);
+  await new Promise<void>((resolve) => refuser.listen(0, '127.0.0.1', () => resolve()));
+  const address = refuser.server.address();
+  refuserPort = typeof address === 'object' && address ? address.port : 0;
+  const transport = { 'gate.test': `127.0.0.1:${refuserPort}`, 'refuse.test': `127.0.0.1:${refuserPort}`, 'acme.example': `127.0.0.1:${sink.port}` };
+  a = await startSluiceFixture(redis, { delivery: { transport } });
+  // A second process on the same keys: delivery only.
+  b = await startSluiceFixture(redis, { roles: ['delivery'], redis: { prefix: a.config.redis.prefix }, delivery: { transport } });
+});
+
+test.after(async () => {
+  openGate();
+  await Promise.all([a?.stop(), b?.stop()]);
+  await new Promise<void>((resolve) => (refuser ? refuser.close(() => resolve()) : resolve()));
+  await sink?.close();
+  await redis?.stop();
+});
+
+/** Submits one message over SMTP (AUTH after STARTTLS) to Sluice `s`; returns its id. */
+async function submit(s: SluiceFixture, to: string, subject: string): Promise<string> {
+  const transport = createTransport({ host: '127.0.0.1', port: s.app.ports.smtp, secure: false, requireTLS: true, tls: { rejectUnauthorized: false }, auth: s.smtpUser });
+  try {
+    const raw = `From: ops@acme.example\r\nTo: ${to}\r\nSubject: ${subject}\r\n\r\nbody\r\n`;
+    const info = await transport.sendMail({ envelope: { from: 'ops@acme.example', to: [to] }, raw });
+    return /queued as ([0-9a-z]{16})/.exec(info.response)?.[1] as string;
+  } finally {
+    transport.close();
+  }
+}
+
+/** A counter summed over both processes (each has its own registry). */
+async function metricSum(re: RegExp): Promise<number> {
+  let sum = 0;
+  for (const s of [a, b]) {
+    const text = await (await request(`http://127.0.0.1:${s.app.ports.admin}/metrics`)).body.text();
+    for (const m of text.matchAll(re)) sum += Number(m[1]);
+  }
+  return sum;
+}
+
+/** The notices stored in Redis about message `about` (records of source dsn). */
+async function noticesAbout(about: string): Promise<string[]> {
+  const out: string[] = [];
+  const k = a.app.keys;
+  let cursor = '0';
+  do {
+    const [next, found] = await rc.scan(cursor, 'MATCH', k.msgMeta('*'), 'COUNT', 1000);
+    cursor = next;
+    for (const key of found) {
+      const [source, metadata] = await rc.hmget(key, 'source', 'metadata');
+      if (source === 'dsn' && JSON.parse(metadata ?? '{}').about === about) out.push(key);
+    }
+  } while (cursor !== '0');
+  return out;
+}
+
+test('two holders of one recipient (a reaped lease) settle it both: its sender gets one notice', async () => {
+  const id = await submit(a, 'held@gate.test', 'two holders');
+  // The first holder waits for the peer's answer to RCPT...
+  await firstRcpt;
+  // ...longer than its lease (it stalled; the lease is 5 min, and renewed every third of it: the
+  // test stands in for the time passing), and the reaper returns the recipient to the queue, as it
+  // does with a lease that ran out. A second holder (either process) claims it and is refused at once.
+  const k = a.app.keys;
+  const [member] = await rc.zrange(k.leases('gate.test'), 0, -1);
+  assert.ok(member, 'the recipient is leased');
+  await rc.zadd(k.leases('gate.test'), 'XX', Date.now() - 1000, member!);
+  const reaper = new Reaper({ redis: rc, keys: k, shards: a.config.redis.scheduleShards, intervalMs: 60_000, logger: pino({ level: 'silent' }) });
+  assert.is((await reaper.tick()).reaped, 1);
+  assert.is((await a.waitFinal(id)).recipients[0].state, 'bounced');
+  // Now the first holder gets its 550 too, and settles the recipient again: a no-op outcome.
+  openGate();
+  const bounced = /^sluice_delivery_attempts_total\{result="bounced",[^}]*\} (\d+)$/gm;
+  for (let i = 0; i < 400 && (await metricSum(bounced)) < 2; i++) await new Promise((r) => setTimeout(r, 25));
+  assert.is(await metricSum(bounced), 2, 'both holders settled the recipient');
+  assert.is((await noticesAbout(id)).length, 1, 'one notice stored');
+  assert.is(await metricSum(/^sluice_messages_accepted_total\{source="dsn"\} (\d+)$/gm), 1, 'one notice counted');
+  const [notice] = await sink.waitFor(1);
+  assert.is(notice!.envelope.to[0], 'ops@acme.example');
+  assert.match(notice!.raw.toString('latin1'), 'Final-Recipient: rfc822; held@gate.test');
+});
+
+test.run();
