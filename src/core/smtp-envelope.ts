@@ -9,8 +9,9 @@ import { NON_ASCII } from './utf8.js';
  * not, REQUIRETLS and the DSN ones) and stores any other in `args` without a word, so the client is
  * answered 250 for a promise the server does not keep (NOTIFY=NEVER, REQUIRETLS). RFC 5321 §4.1.1.11:
  * a parameter of an extension the server did not advertise gets 555. Sluice advertises SIZE,
- * 8BITMIME and SMTPUTF8, and AUTH on submission; no DSN (its bounces go to the account's webhooks,
- * not to a return path) and no REQUIRETLS (delivery does not hold a message to verified TLS).
+ * 8BITMIME and SMTPUTF8; on submission AUTH and DSN (RFC 3461: its failure notices go to the
+ * envelope sender and honour NOTIFY, RET, ENVID and ORCPT), the feedback MX neither; no REQUIRETLS
+ * (delivery does not hold a message to verified TLS).
  */
 
 /** esmtp-keyword (RFC 5321 §4.1.2). */
@@ -22,24 +23,48 @@ const MAIL_PARAMS = new Set(['SIZE', 'BODY', 'SMTPUTF8']);
 export interface MailParamOptions {
   /** AUTH is advertised: MAIL FROM may carry AUTH=<mailbox> (RFC 4954 §5), taken and not used. */
   readonly auth: boolean;
+  /** DSN is advertised (smtp-server's hideDSN: false, which checks RET's and NOTIFY's values). */
+  readonly dsn: boolean;
 }
+
+/**
+ * The longest ENVID and ORCPT (RFC 3461 §4.4: 100 characters; §4.2: 500), counted once decoded from
+ * xtext: they are stored with the message and go into its notices.
+ */
+const MAX_ENVID = 100;
+const MAX_ORCPT = 500;
+/** A decoded ENVID or ORCPT: printable ASCII (RFC 3461 §4: xtext stands for US-ASCII). */
+const PRINTABLE = /^[\x20-\x7e]+$/;
 
 /** Refuses a parameter of an extension not advertised (555 5.5.4), or malformed (501 5.5.4). */
 export function checkMailParams(from: SMTPServerAddress, opts: MailParamOptions): void {
   for (const [key, value] of Object.entries(from.args || {})) {
-    if (MAIL_PARAMS.has(key)) continue;
+    if (MAIL_PARAMS.has(key) || (key === 'RET' && opts.dsn)) continue;
     if (key === 'AUTH' && opts.auth) {
       if (typeof value !== 'string' || value === '') throw new SluiceError('SLUICE_SMTP_PARAM_INVALID', 'The AUTH parameter needs a value: AUTH=<> or AUTH=mailbox');
+      continue;
+    }
+    if (key === 'ENVID' && opts.dsn) {
+      if (typeof value !== 'string' || value.length > MAX_ENVID || !PRINTABLE.test(value)) throw new SluiceError('SLUICE_SMTP_PARAM_INVALID', `The ENVID parameter must be 1 to ${MAX_ENVID} printable ASCII characters once decoded from xtext`);
       continue;
     }
     throw unsupported('MAIL FROM', key);
   }
 }
 
-/** No RCPT TO parameter is advertised (DSN's NOTIFY and ORCPT are not): any one gets 555 5.5.4. */
-export function checkRcptParams(to: SMTPServerAddress): void {
-  const key = Object.keys(to.args || {})[0];
-  if (key !== undefined) throw unsupported('RCPT TO', key);
+/**
+ * With DSN advertised, NOTIFY (its values checked by smtp-server) and ORCPT (addr-type;address,
+ * its syntax checked by smtp-server); any other parameter, or these without DSN, gets 555 5.5.4.
+ */
+export function checkRcptParams(to: SMTPServerAddress, opts: { readonly dsn: boolean }): void {
+  for (const [key, value] of Object.entries(to.args || {})) {
+    if (key === 'NOTIFY' && opts.dsn) continue;
+    if (key === 'ORCPT' && opts.dsn) {
+      if (typeof value !== 'string' || value.length > MAX_ORCPT || !PRINTABLE.test(value)) throw new SluiceError('SLUICE_SMTP_PARAM_INVALID', `The ORCPT parameter must be 1 to ${MAX_ORCPT} printable ASCII characters once decoded from xtext`);
+      continue;
+    }
+    throw unsupported('RCPT TO', key);
+  }
 }
 
 function unsupported(command: string, key: string): SluiceError {

@@ -19,7 +19,7 @@ import { resolveShaping, retryDelay, type EffectiveShaping } from '../queue/shap
 import { shortId } from '../core/ids.js';
 import { Semaphore } from '../core/semaphore.js';
 import { verpAddress } from '../core/verp.js';
-import { failureNotice, headerSection, noticeId } from './failure-notice.js';
+import { failureNotice, noticeId } from './failure-notice.js';
 import { formatDuration } from '../core/time.js';
 import { addSuppression, GLOBAL_LIST, suppressionsOf } from '../store/suppression.js';
 import { DeliveryMarks, recordSoftBounce } from '../store/soft-bounces.js';
@@ -886,6 +886,7 @@ export class Dispatcher {
     };
     let finishedHere = false;
     if (outcome.result === 'delivered') {
+      if (msg?.dsn) await this.reportToSender(entry, msg, address, outcome, '2.0.0', 'That server does not report delivery to the mailbox: this is the last report on it.', 'relayed');
       const ev = eventOf('delivered', fields);
       if (msg?.kind !== 'campaign' && single) {
         // One script for the ack and the message's pending count (a campaign counts elsewhere).
@@ -912,7 +913,7 @@ export class Dispatcher {
         if (address !== undefined && outcome.code !== null && verdictOf({ ...this.o.classify(outcome.code, outcome.enhanced, outcome.response), hardbounce: false, action: 'failed', feedbacktype: null }) === 'soft') {
           await this.suppressAfter(entry, outcome, address, 'softbounce', now);
         }
-        await this.reportFailure(entry, msg, address, outcome, '4.4.7', `It could not be delivered within ${formatDuration(shaping.maxAge)}, the longest a message is retried.`);
+        await this.reportToSender(entry, msg, address, outcome, '4.4.7', `It could not be delivered within ${formatDuration(shaping.maxAge)}, the longest a message is retried.`);
         const ev = eventOf('expired', { ...fields, reason: 'expired' });
         applied = await bounce(redis, keys, entry, { ...base, state: 'expired', reason: 'expired', recordTtlMs, ...(ev ? { event: ev } : {}) });
         counter = 'expired';
@@ -926,7 +927,7 @@ export class Dispatcher {
         m?.deliveryAttempts.inc({ result: 'deferred', provider: shaping.provider });
       }
     } else if (reason === 'suppressed' || reason === 'cancelled') {
-      if (reason === 'suppressed') await this.reportFailure(entry, msg, address, outcome, '5.7.1', 'The address is on the suppression list (it unsubscribed, complained or bounced before), so it was not sent.');
+      if (reason === 'suppressed') await this.reportToSender(entry, msg, address, outcome, '5.7.1', 'The address is on the suppression list (it unsubscribed, complained or bounced before), so it was not sent.');
       const ev = eventOf(reason, fields);
       applied = await bounce(redis, keys, entry, { ...base, state: reason, reason, recordTtlMs, ...(ev ? { event: ev } : {}) });
       counter = reason;
@@ -939,7 +940,7 @@ export class Dispatcher {
       const about = reason || outcome.code === null ? null : verdictOf({ ...verdict, action: 'failed', feedbacktype: null });
       addressBounce = about === 'hard';
       if (address !== undefined && (about === 'hard' || about === 'soft')) await this.suppressAfter(entry, outcome, address, addressBounce ? 'hardbounce' : 'softbounce', now);
-      await this.reportFailure(entry, msg, address, outcome, '5.0.0', outcome.code !== null ? 'The recipient\'s mail server refused it.' : `It was refused before sending: ${outcome.response}`);
+      await this.reportToSender(entry, msg, address, outcome, '5.0.0', outcome.code !== null ? 'The recipient\'s mail server refused it.' : `It was refused before sending: ${outcome.response}`);
       const ev = eventOf('bounced', { ...fields, reason: verdict.reason, hard: verdict.hardbounce ? 1 : 0 });
       applied = await bounce(redis, keys, entry, { ...base, state: 'bounced', reason: verdict.reason, recordTtlMs, ...(ev ? { event: ev } : {}) });
       bounceReason = verdict.reason;
@@ -967,21 +968,32 @@ export class Dispatcher {
    * An SMTP submission's recipient failed for good: its envelope sender gets a DSN (failure-notice.ts),
    * queued before the outcome is written, so a crash between the two repeats the notice rather than
    * losing it; the repeat, and the notice of a second holder whose outcome turns out a no-op, finds
-   * the first stored under the same id (noticeId) and is not sent again. Not for a null sender, nor about a notice (no loops), nor for API mail (webhooks and
-   * GET /v1/messages/:id report it). `status` stands in when the outcome has no enhanced code.
+   * the first stored under the same id (noticeId) and is not sent again. Not for a null sender, nor
+   * about a notice (no loops), nor for API mail (webhooks and GET /v1/messages/:id report it).
+   * `status` stands in when the outcome has no enhanced code.
+   *
+   * The recipient's NOTIFY (RFC 3461 §4.1), when the submission gave one, says which notices it
+   * wants: without FAILURE (NEVER, say) none of failure; with SUCCESS one when the next hop took
+   * the message, Action: relayed (§5.2.2: Sluice passes no DSN parameters on. Its envelope sender
+   * is its own VERP address, so the next hop's reports come to the feedback MX, which suppresses
+   * addresses by them: a NOTIFY=NEVER passed on would hide those, and its success or delay reports
+   * would reach Sluice, not the sender). No delay warnings (NOTIFY=DELAY asks for none to be sent).
    */
-  private async reportFailure(entry: QueueEntry, msg: LoadedMessage | null, address: string | undefined, outcome: SmtpOutcome, status: string, explanation: string): Promise<void> {
+  private async reportToSender(entry: QueueEntry, msg: LoadedMessage | null, address: string | undefined, outcome: SmtpOutcome, status: string, explanation: string, action: 'failed' | 'relayed' = 'failed'): Promise<void> {
     const send = this.o.sendNotice;
     if (!send || !this.o.config.delivery.failureNotices || !msg || msg.source !== 'smtp' || !msg.returnPath || msg.kind !== 'raw') return;
+    const asked = msg.dsn?.rcpts?.[entry.idx];
+    if (action === 'relayed' ? !asked?.notify?.includes('SUCCESS') : asked?.notify && !asked.notify.includes('FAILURE')) return;
     const recipient = address ?? msg.rcpts[entry.idx]?.address;
     if (!recipient) return;
     const raw = typeof msg.body === 'string' ? Buffer.from(msg.body, 'utf8') : msg.body;
     const reply = outcome.code === null ? null : /^\d{3}[ -]/.test(outcome.response) ? outcome.response : `${outcome.code} ${outcome.enhanced ? `${outcome.enhanced} ` : ''}${outcome.response}`;
     const body = failureNotice({
       hostname: this.o.config.instance.hostname, msgId: entry.msgId, idx: entry.idx, acceptedAt: msg.acceptedAt, now: this.now(),
-      to: msg.returnPath, recipient, status: outcome.enhanced ?? status, remoteReply: reply, explanation, originalHeaders: headerSection(raw),
+      to: msg.returnPath, recipient, action, status: outcome.enhanced ?? status, remoteReply: reply, explanation, original: raw,
+      ret: msg.dsn?.ret, envid: msg.dsn?.envid, orcpt: asked?.orcpt,
     });
-    await send({ id: noticeId(entry.msgId, entry.idx), account: msg.account, to: msg.returnPath, body, about: entry.msgId }).catch((err: unknown) => this.log.warn({ err, msgId: entry.msgId, idx: entry.idx }, 'could not queue the failure notice to the sender'));
+    await send({ id: noticeId(entry.msgId, entry.idx), account: msg.account, to: msg.returnPath, body, about: entry.msgId }).catch((err: unknown) => this.log.warn({ err, msgId: entry.msgId, idx: entry.idx }, 'could not queue the notice to the sender'));
   }
 
   /**

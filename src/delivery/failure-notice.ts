@@ -8,14 +8,16 @@ import { fromBase32, toBase32 } from '../core/ids.js';
  * reverse-path). A DSN as RFC 3464 lays it out, in a multipart/report (RFC 6522):
  *
  *   text/plain              what happened, for a person
- *   message/delivery-status Reporting-MTA, Arrival-Date; Final-Recipient, Action: failed, Status,
- *                           Diagnostic-Code (the remote server's reply), Last-Attempt-Date
- *   text/rfc822-headers     the header section of the message that failed
+ *   message/delivery-status [Original-Envelope-Id], Reporting-MTA, Arrival-Date; [Original-Recipient],
+ *                           Final-Recipient, Action, Status, Diagnostic-Code (the remote server's
+ *                           reply), Last-Attempt-Date
+ *   text/rfc822-headers     the header section of the message (message/rfc822: all of it, RET=FULL)
  *
  * sent from MAILER-DAEMON with the null reverse-path, so that a notice which cannot be delivered
  * starts no loop (the dispatcher reports nothing about a notice, nor to a null sender). One notice
  * per recipient that fails, when it fails for good: bounced, expired, or refused because the
- * address is suppressed.
+ * address is suppressed; or (Action: relayed) that the next hop took, when the submission asked for
+ * it with NOTIFY=SUCCESS (RFC 3461 §5.2.2: Sluice passes no DSN parameters on, see dispatcher.ts).
  */
 export interface FailureNoticeInput {
   /** This instance's host name: the Reporting-MTA and MAILER-DAEMON's domain. */
@@ -29,14 +31,20 @@ export interface FailureNoticeInput {
   /** The failed message's envelope sender, to whom the notice goes. */
   readonly to: string;
   readonly recipient: string;
+  /** 'failed' unless said: 'relayed', the next hop took the message (NOTIFY=SUCCESS). */
+  readonly action?: 'failed' | 'relayed';
   /** RFC 3463 status: the remote server's enhanced code, or one for the local reason. */
   readonly status: string;
   /** The remote server's reply ("550 5.1.1 …"), or null when no server answered. */
   readonly remoteReply: string | null;
   /** Why, in a sentence, for the person reading it. */
   readonly explanation: string;
-  /** The header section of the message that failed (up to its blank line). */
-  readonly originalHeaders: Buffer;
+  /** The message the notice is about, as stored (raw MIME): its header section, or all of it, goes back. */
+  readonly original: Buffer;
+  /** The submission's DSN parameters (RFC 3461), xtext-decoded: RET, ENVID, and the recipient's ORCPT. */
+  readonly ret?: 'FULL' | 'HDRS' | undefined;
+  readonly envid?: string | undefined;
+  readonly orcpt?: string | undefined;
 }
 
 /**
@@ -54,27 +62,38 @@ export function noticeId(msgId: string, idx: number): string {
 
 /** The header section of a notice's original is cut at this size (a forwarded chain can be long). */
 const MAX_ORIGINAL_HEADERS = 32 * 1024;
+/**
+ * RET=FULL returns a message up to this size; a larger one, or one that is not 7-bit (the notice is
+ * plain ASCII), has its header section returned instead (as Postfix does beyond bounce_size_limit).
+ */
+const MAX_RETURNED_MESSAGE = 64 * 1024;
 
 export function failureNotice(n: FailureNoticeInput): Buffer {
   const boundary = `=_sluice-dsn-${n.msgId}-${n.idx}`;
   const host = oneLine(n.hostname);
   const reply = n.remoteReply === null ? null : oneLine(n.remoteReply);
+  const relayed = n.action === 'relayed';
+  // RET applies to a report of failure (RFC 3461 §4.3); one of success returns the headers.
+  const whole = !relayed && n.ret === 'FULL' ? returnable(n.original) : null;
   const human = [
     `This is the mail system at host ${host}.`,
     '',
-    `Your message could not be delivered to <${oneLine(n.recipient)}>.`,
+    relayed ? `Your message was handed on to the mail server of <${oneLine(n.recipient)}>.` : `Your message could not be delivered to <${oneLine(n.recipient)}>.`,
     oneLine(n.explanation),
-    ...(reply !== null ? ['', 'The recipient\'s mail server said:', `    ${reply}`] : []),
+    ...(reply !== null ? ['', relayed ? 'That server said:' : 'The recipient\'s mail server said:', `    ${reply}`] : []),
+    ...(!relayed && n.ret === 'FULL' && !whole ? ['', 'The message was too large to return (or not 7-bit): only its header section is attached.'] : []),
     '',
     'This report was sent automatically; please do not reply to it.',
   ];
   const status = [
+    ...(n.envid !== undefined ? [`Original-Envelope-Id: ${oneLine(n.envid)}`] : []),
     `Reporting-MTA: dns; ${host}`,
     `X-Sluice-Message-ID: ${n.msgId}`,
     `Arrival-Date: ${formatRfc5322Date(n.acceptedAt)}`,
     '',
+    ...(n.orcpt !== undefined ? [`Original-Recipient: ${originalRecipient(n.orcpt)}`] : []),
     `Final-Recipient: rfc822; ${oneLine(n.recipient)}`,
-    'Action: failed',
+    `Action: ${relayed ? 'relayed' : 'failed'}`,
     `Status: ${n.status}`,
     ...(reply !== null ? [`Diagnostic-Code: smtp; ${reply}`] : []),
     `Last-Attempt-Date: ${formatRfc5322Date(n.now)}`,
@@ -82,7 +101,7 @@ export function failureNotice(n: FailureNoticeInput): Buffer {
   const head = [
     `From: Mail Delivery System <MAILER-DAEMON@${host}>`,
     `To: <${oneLine(n.to)}>`,
-    'Subject: Undelivered Mail Returned to Sender',
+    `Subject: ${relayed ? 'Successful Mail Delivery Report' : 'Undelivered Mail Returned to Sender'}`,
     `Date: ${formatRfc5322Date(n.now)}`,
     `Message-ID: <dsn.${n.msgId}.${n.idx}@${host}>`,
     // RFC 3834: an automatic answer to a message, which auto-responders must not answer in turn.
@@ -108,15 +127,31 @@ export function failureNotice(n: FailureNoticeInput): Buffer {
     ...status,
     '',
     `--${boundary}`,
-    'Content-Description: Undelivered message headers',
-    'Content-Type: text/rfc822-headers',
+    ...(whole ? ['Content-Description: Undelivered message', 'Content-Type: message/rfc822'] : [`Content-Description: ${relayed ? 'Message' : 'Undelivered message'} headers`, 'Content-Type: text/rfc822-headers']),
     '',
   ].join('\r\n');
-  return Buffer.concat([Buffer.from(`${text}\r\n`, 'latin1'), originalHeaders(n.originalHeaders), Buffer.from(`\r\n--${boundary}--\r\n`, 'latin1')]);
+  return Buffer.concat([Buffer.from(`${text}\r\n`, 'latin1'), whole ?? originalHeaders(headerSection(n.original)), Buffer.from(`\r\n--${boundary}--\r\n`, 'latin1')]);
+}
+
+/**
+ * RET=FULL: the whole message with CRLF line ends, when it is 7-bit and at most
+ * MAX_RETURNED_MESSAGE; else null (its header section goes instead).
+ */
+function returnable(raw: Buffer): Buffer | null {
+  if (raw.length > MAX_RETURNED_MESSAGE) return null;
+  for (const b of raw) if (b > 0x7e || (b < 0x20 && b !== 0x0d && b !== 0x0a && b !== 0x09)) return null;
+  const text = raw.toString('latin1').replace(/\r\n|\r|\n/g, '\r\n');
+  return Buffer.from(text.endsWith('\r\n') ? text.slice(0, -2) : text, 'latin1');
+}
+
+/** ORCPT's "addr-type;address" as RFC 3464 §2.3.1 writes it: "addr-type; address". */
+function originalRecipient(orcpt: string): string {
+  const semi = orcpt.indexOf(';');
+  return oneLine(semi === -1 ? orcpt : `${orcpt.slice(0, semi)}; ${orcpt.slice(semi + 1)}`);
 }
 
 /** The header section of a raw message: up to its blank line (excluded), at most MAX_ORIGINAL_HEADERS. */
-export function headerSection(raw: Buffer): Buffer {
+function headerSection(raw: Buffer): Buffer {
   const end = raw.indexOf('\r\n\r\n');
   return raw.subarray(0, end === -1 ? Math.min(raw.length, MAX_ORIGINAL_HEADERS) : Math.min(end, MAX_ORIGINAL_HEADERS));
 }

@@ -189,7 +189,7 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
 
     onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, cb) {
       try {
-        checkMailParams(address, { auth: false });
+        checkMailParams(address, { auth: false, dsn: false });
         checkUtf8Address(address, address, 'MAIL FROM');
       } catch (err) {
         return cb(refuse(session, toSluiceError(err)));
@@ -202,7 +202,7 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
         return cb(refuse(session, new SluiceError('SLUICE_INGRESS_TOO_MANY_RECIPIENTS', `Too many recipients, at most ${maxRcpts} per message`)));
       }
       try {
-        checkRcptParams(address);
+        checkRcptParams(address, { dsn: false });
         checkUtf8Address(address, session.envelope.mailFrom, 'RCPT TO');
       } catch (err) {
         return cb(refuse(session, toSluiceError(err)));

@@ -9,7 +9,7 @@ import { parseAddress } from '../core/address.js';
 import { newId, withFreeId } from '../core/ids.js';
 import type { Account, AccountRegistry } from '../accounts/registry.js';
 import { reserveSending } from '../accounts/limits.js';
-import type { MessageKind, MessageSource, StoredRecipient } from '../store/messages.js';
+import type { MessageDsn, MessageKind, MessageSource, StoredRecipient } from '../store/messages.js';
 import { persistMessage, refsTtlMs } from './persist.js';
 import { withMessageId } from '../render/spec-record.js';
 import type { ClosedAccounts } from '../store/account-state.js';
@@ -67,6 +67,8 @@ export interface Submission {
   readonly recipients: readonly string[];
   /** SMTP submissions: the envelope sender ('' for <>), stored so a failure can be reported to it. */
   readonly returnPath?: string | undefined;
+  /** SMTP submissions that gave DSN parameters: `rcpts` in the order of `recipients`. */
+  readonly dsn?: MessageDsn | undefined;
   /** The body, or a function of the new message id (an API spec embeds its Message-ID). */
   readonly body: Buffer | string | ((id: string) => Buffer | string);
   readonly tags?: readonly string[] | undefined;
@@ -89,8 +91,11 @@ export interface Accepted {
   readonly recipients: string[];
 }
 
-/** Validates and normalises recipients; every bad one is named (SLUICE_INGRESS_BAD_ADDRESS). */
-export function normaliseRecipients(recipients: readonly string[], paths?: readonly string[]): StoredRecipient[] {
+/**
+ * Validates and normalises recipients; every bad one is named (SLUICE_INGRESS_BAD_ADDRESS). `kept`
+ * receives the position in `recipients` of each one returned (duplicates are dropped).
+ */
+export function normaliseRecipients(recipients: readonly string[], paths?: readonly string[], kept?: number[]): StoredRecipient[] {
   const out: StoredRecipient[] = [];
   const seen = new Set<string>();
   const errors: FieldError[] = [];
@@ -103,6 +108,7 @@ export function normaliseRecipients(recipients: readonly string[], paths?: reado
     if (seen.has(parsed.address)) return;
     seen.add(parsed.address);
     out.push({ address: parsed.address, domain: parsed.domain });
+    kept?.push(i);
   });
   if (errors.length > 0) {
     const first = errors[0] as FieldError;
@@ -130,7 +136,11 @@ export async function acceptMessage(deps: AcceptDeps, sub: Submission): Promise<
     if (sub.recipients.length > max) {
       throw new SluiceError('SLUICE_INGRESS_TOO_MANY_RECIPIENTS', `Too many recipients: ${sub.recipients.length}, at most ${max}`);
     }
-    const rcpts = normaliseRecipients(sub.recipients, sub.recipientPaths);
+    const kept: number[] = [];
+    const rcpts = normaliseRecipients(sub.recipients, sub.recipientPaths, kept);
+    // A recipient's DSN parameters follow it to its place in the stored list.
+    const given = sub.dsn?.rcpts;
+    const dsn = given ? { ...sub.dsn, rcpts: kept.map((i) => given[i] ?? null) } : sub.dsn;
     await checkOpen(deps, sub.account);
 
     const now = sub.acceptedAt ?? (deps.now ?? Date.now)();
@@ -163,6 +173,7 @@ export async function acceptMessage(deps: AcceptDeps, sub: Submission): Promise<
           tags: sub.tags ?? [],
           metadata: sub.metadata ?? {},
           ...(sub.returnPath !== undefined ? { returnPath: sub.returnPath } : {}),
+          ...(dsn !== undefined ? { dsn } : {}),
           body: bodyFor(candidate),
           // Stored with the record, before the message is queued: no copy can go out with click URLs
           // the tracking server cannot redirect yet.

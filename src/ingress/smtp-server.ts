@@ -1,6 +1,7 @@
 import { smtpReply, type SmtpReplyError } from '../core/smtp-reply.js';
 import { readBounded, callOnce, ByteBudget } from '../core/read-bounded.js';
-import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type SMTPServerDataStream, type SMTPServerSession } from 'smtp-server';
+import { SMTPServer, type SMTPServerAddress, type SMTPServerAuthentication, type SMTPServerDataStream, type SMTPServerEnvelope, type SMTPServerSession } from 'smtp-server';
+import type { DsnNotify, MessageDsn } from '../store/messages.js';
 import type { Logger } from 'pino';
 import { SluiceError, toSluiceError } from '../core/errors.js';
 import { parseAddress } from '../core/address.js';
@@ -49,6 +50,21 @@ export interface SubmissionServer {
  * address means the client sent bytes that are not UTF-8 (RFC 6531 allows UTF-8 addresses only).
  */
 const REPLACEMENT_CHAR = '\uFFFD';
+
+/**
+ * The transaction's DSN parameters as the message keeps them, or undefined when it gave none. RET
+ * and ENVID are read from the accepted MAIL FROM's own parameters (xtext-decoded by smtp-server):
+ * envelope.dsn keeps those of a MAIL FROM that was refused.
+ */
+function dsnOf(envelope: SMTPServerEnvelope): MessageDsn | undefined {
+  const args = (envelope.mailFrom && envelope.mailFrom.args) || {};
+  const ret = typeof args['RET'] === 'string' ? args['RET'].toUpperCase() : undefined;
+  const envid = typeof args['ENVID'] === 'string' ? args['ENVID'] : undefined;
+  const rcpts = envelope.rcptTo.map((r) => (r.dsn?.notify || r.dsn?.orcpt ? { ...(r.dsn.notify ? { notify: r.dsn.notify as DsnNotify[] } : {}), ...(r.dsn.orcpt ? { orcpt: r.dsn.orcpt } : {}) } : null));
+  const given = rcpts.some((r) => r !== null);
+  if (ret === undefined && envid === undefined && !given) return undefined;
+  return { ...(ret === 'FULL' || ret === 'HDRS' ? { ret } : {}), ...(envid !== undefined ? { envid } : {}), ...(given ? { rcpts } : {}) };
+}
 
 interface SessionUser {
   accountId: string;
@@ -109,6 +125,9 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
     // Every reply carries an enhanced code: smtp-server's own derived ones, Sluice's refusals their
     // precise one at the start of the text (keepOwnEnhancedCodes, below).
     hideENHANCEDSTATUSCODES: false,
+    // DSN (RFC 3461): smtp-server checks RET's and NOTIFY's values and ORCPT's syntax (501 5.5.4);
+    // the message keeps them (dsnOf) and its failure notices honour them (delivery/dispatcher.ts).
+    hideDSN: false,
     logger: false,
 
     onConnect: (session: SMTPServerSession, cb: (err?: Error | null) => void) => guard.onConnect(session, cb),
@@ -146,7 +165,7 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
       if (!account) return cb(smtpReply(new SluiceError('SLUICE_AUTH_REQUIRED'), session.id));
       // The null sender (<>) names no domain; the header From is still checked after DATA.
       try {
-        checkMailParams(address, { auth: true });
+        checkMailParams(address, { auth: true, dsn: true });
         if (address.address.includes(REPLACEMENT_CHAR)) throw new SluiceError('SLUICE_INGRESS_BAD_ADDRESS', 'The sender address is not valid UTF-8');
         checkUtf8Address(address, address, 'MAIL FROM');
         assertRedisReady(deps.redis);
@@ -167,7 +186,7 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
         return cb(rejected(session, new SluiceError('SLUICE_INGRESS_TOO_MANY_RECIPIENTS', `Too many recipients, at most ${maxRcpts} per message`)));
       }
       try {
-        checkRcptParams(address);
+        checkRcptParams(address, { dsn: true });
         if (address.address.includes(REPLACEMENT_CHAR) || !parseAddress(address.address)) throw new SluiceError('SLUICE_INGRESS_BAD_ADDRESS', 'The recipient address is not valid');
         checkUtf8Address(address, session.envelope.mailFrom, 'RCPT TO');
       } catch (err) {
@@ -209,6 +228,7 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
                 from,
                 recipients: session.envelope.rcptTo.map((r) => r.address),
                 returnPath: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
+                dsn: dsnOf(session.envelope),
                 body: raw,
               },
             );

@@ -1,7 +1,7 @@
 import type { Result } from 'ioredis';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
-import { toMeta, type MessageSource as Source } from './messages.js';
+import { toMeta, type MessageDsn, type MessageSource as Source } from './messages.js';
 import { ByteLru } from '../core/lru.js';
 import { CAMPAIGN_KIND, toCampaign, type CampaignState, type CampaignTracking } from './campaigns.js';
 import { keepRefsOfLateFinish } from './address-index.js';
@@ -20,6 +20,8 @@ export interface LoadedMessage {
   readonly source?: Source;
   /** SMTP submissions: the envelope sender ('' for <>), whom a failure is reported to. */
   readonly returnPath?: string;
+  /** SMTP submissions that gave DSN parameters (RFC 3461): what their notices honour. */
+  readonly dsn?: MessageDsn;
   /** Domain of the From header: selects the DKIM keys. */
   readonly fromDomain: string | null;
   /** The recipients of a message; empty for a campaign (its recipients are contacts of `campaign.listId`). */
@@ -137,6 +139,7 @@ export function createMessageSource(redis: RedisClient, keys: Keys, recordsTtlMs
       kind: m.kind,
       source: m.source,
       ...(m.returnPath !== undefined ? { returnPath: m.returnPath } : {}),
+      ...(m.dsn !== undefined ? { dsn: m.dsn } : {}),
       fromDomain: m.fromDomain || null,
       rcpts: m.rcpts,
       acceptedAt: m.acceptedAt,

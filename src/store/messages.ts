@@ -10,6 +10,7 @@ import { jsonOr } from './record-io.js';
  *   {m:<id>}:meta  HASH    account, source, kind, from, fromDomain, rcpts (JSON [{address, domain}]),
  *                          acceptedAt (ms), tags (JSON string[]), metadata (JSON object), pending;
  *                          returnPath (SMTP submissions: the envelope sender, '' for <>);
+ *                          dsn (SMTP submissions that gave DSN parameters: JSON MessageDsn);
  *                          finishedAt (ms) once no recipient is pending (the start of its TTL)
  *   {m:<id>}:body  STRING  raw MIME bytes (kind 'raw') or the JSON MessageSpec (kind 'spec')
  *
@@ -23,6 +24,20 @@ export interface StoredRecipient {
   readonly address: string;
   /** Normalised (A-label, lower-case) destination domain: the queue the recipient goes to. */
   readonly domain: string;
+}
+
+/** NOTIFY values of RCPT TO (RFC 3461 §4.1): NEVER alone, or any of the others. */
+export type DsnNotify = 'NEVER' | 'SUCCESS' | 'FAILURE' | 'DELAY';
+
+/**
+ * The DSN parameters (RFC 3461) an SMTP submission gave, xtext-decoded, each only when given:
+ * RET and ENVID of MAIL FROM, and NOTIFY and ORCPT of each recipient, in the order of `rcpts`
+ * (null for a recipient that gave neither).
+ */
+export interface MessageDsn {
+  readonly ret?: 'FULL' | 'HDRS';
+  readonly envid?: string;
+  readonly rcpts?: readonly ({ readonly notify?: readonly DsnNotify[]; readonly orcpt?: string } | null)[];
 }
 
 export interface MessageMeta {
@@ -40,6 +55,7 @@ export interface MessageMeta {
   readonly pending: number;
   /** SMTP submissions: the envelope sender (MAIL FROM), '' for the null reverse-path. */
   readonly returnPath?: string;
+  readonly dsn?: MessageDsn;
 }
 
 export interface NewMessage extends Omit<MessageMeta, 'pending'> {
@@ -79,6 +95,7 @@ export function messageWrite(keys: Keys, msg: NewMessage): { keys: [string, stri
     'metadata', JSON.stringify(msg.metadata),
     'pending', msg.rcpts.length,
     ...(msg.returnPath !== undefined ? ['returnPath', msg.returnPath] : []),
+    ...(msg.dsn !== undefined ? ['dsn', JSON.stringify(msg.dsn)] : []),
   ];
   return { keys: [keys.msgMeta(msg.id), keys.msgBody(msg.id), keys.links(msg.id)], args: [links.length, meta.length, ...links, ...meta] };
 }
@@ -149,6 +166,7 @@ export function toMeta(id: string, h: Record<string, string>): MessageMeta | nul
     metadata: jsonOr<Record<string, string | number | boolean>>(h['metadata'], {}),
     pending: Number(h['pending'] ?? 0),
     ...(h['returnPath'] !== undefined ? { returnPath: h['returnPath'] } : {}),
+    ...(h['dsn'] !== undefined ? { dsn: jsonOr<MessageDsn>(h['dsn'], {}) } : {}),
   };
 }
 

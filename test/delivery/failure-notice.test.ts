@@ -1,7 +1,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { simpleParser } from 'mailparser';
-import { failureNotice, headerSection, noticeId } from '../../src/delivery/failure-notice.js';
+import { failureNotice, noticeId } from '../../src/delivery/failure-notice.js';
 import { idTime, isId } from '../../src/core/ids.js';
 import { classifyMessage } from '../../src/bounces/index.js';
 
@@ -13,7 +13,7 @@ const base = {
 };
 
 test('an expired recipient: the last remote reply, on one line, as Diagnostic-Code; its 4.x status kept (as Postfix does)', async () => {
-  const raw = failureNotice({ ...base, remoteReply: '452-4.2.2 Mailbox full\r\n452 4.2.2 try again later', originalHeaders: headerSection(Buffer.from('Subject: hi\r\nFrom: ops@acme.example\r\n\r\nbody')) });
+  const raw = failureNotice({ ...base, remoteReply: '452-4.2.2 Mailbox full\r\n452 4.2.2 try again later', original: Buffer.from('Subject: hi\r\nFrom: ops@acme.example\r\n\r\nbody') });
   const text = raw.toString('latin1');
   assert.match(text, '\r\nDiagnostic-Code: smtp; 452-4.2.2 Mailbox full 452 4.2.2 try again later\r\n');
   assert.match(text, '\r\nStatus: 4.2.2\r\nDiagnostic-Code');
@@ -30,7 +30,7 @@ test('an expired recipient: the last remote reply, on one line, as Diagnostic-Co
 
 test('no remote reply: no Diagnostic-Code; 8-bit and control bytes of the original become "?", and a huge header section is cut at a line end', () => {
   const long = Buffer.concat([Buffer.from('Subject: caf\xc3\xa9\x01\r\n', 'latin1'), Buffer.from(`X-Long: ${'a'.repeat(40_000)}\r\nX-After: cut\r\n`)]);
-  const raw = failureNotice({ ...base, status: '5.7.1', remoteReply: null, explanation: 'Suppressed.\r\nInjected: header', originalHeaders: headerSection(long) });
+  const raw = failureNotice({ ...base, status: '5.7.1', remoteReply: null, explanation: 'Suppressed.\r\nInjected: header', original: long });
   const text = raw.toString('latin1');
   assert.not.match(text, 'Diagnostic-Code');
   assert.match(text, 'Subject: caf???\r\n');
@@ -39,6 +39,23 @@ test('no remote reply: no Diagnostic-Code; 8-bit and control bytes of the origin
   assert.ok(text.endsWith(`\r\n--=_sluice-dsn-${base.msgId}-2--\r\n`));
   assert.ok(raw.length < 40_000);
   for (const b of raw) assert.ok(b === 0x0d || b === 0x0a || (b >= 0x20 && b <= 0x7e), `byte ${b}`);
+});
+
+test('RET=FULL returns the whole message only when it is 7-bit and at most 64 KiB, else its header section with a word why; a report of success returns the headers', () => {
+  const small = Buffer.from('Subject: hi\r\n\r\nbody line\n');
+  const full = failureNotice({ ...base, remoteReply: null, original: small, ret: 'FULL' }).toString('latin1');
+  assert.match(full, '\r\nContent-Type: message/rfc822\r\n\r\nSubject: hi\r\n\r\nbody line\r\n--=_sluice-dsn-');
+  for (const original of [Buffer.from('Subject: caf\xc3\xa9\r\n\r\nbody\r\n', 'latin1'), Buffer.from(`Subject: big\r\n\r\n${'x'.repeat(70 * 1024)}\r\n`)]) {
+    const text = failureNotice({ ...base, remoteReply: null, original, ret: 'FULL' }).toString('latin1');
+    assert.match(text, '\r\nContent-Type: text/rfc822-headers\r\n');
+    assert.match(text, 'only its header section is attached');
+    assert.not.match(text, /body|xxxx/);
+  }
+  const relayed = failureNotice({ ...base, action: 'relayed', status: '2.0.0', remoteReply: '250 2.0.0 queued', original: small, ret: 'FULL', orcpt: 'rfc822;orig@far.example', envid: 'e1' }).toString('latin1');
+  assert.match(relayed, '\r\nOriginal-Envelope-Id: e1\r\nReporting-MTA: dns; mta.example.net\r\n');
+  assert.match(relayed, '\r\nOriginal-Recipient: rfc822; orig@far.example\r\nFinal-Recipient: rfc822; full@far.example\r\nAction: relayed\r\nStatus: 2.0.0\r\n');
+  assert.match(relayed, '\r\nContent-Type: text/rfc822-headers\r\n');
+  assert.not.match(relayed, 'body line');
 });
 
 test('noticeId: one id per recipient of a message, its original\'s time, none equal to the original nor to each other, even where the random part wraps', () => {

@@ -5,7 +5,10 @@ import { createTransport } from 'nodemailer';
 import { request } from 'undici';
 import { pino } from 'pino';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
-import { startCapturePeer, type CapturePeer } from '../helpers/smtp-peer.js';
+import { startCapturePeer, type CapturePeer, type CapturedMessage } from '../helpers/smtp-peer.js';
+import { RawSmtp } from '../helpers/raw-smtp.js';
+import { simpleParser } from 'mailparser';
+import { classifyMessage } from '../../src/bounces/index.js';
 import { startSluiceFixture, type SluiceFixture } from '../helpers/sluice.js';
 import { Reaper } from '../../src/housekeeping/reaper.js';
 import type { RedisClient } from '../../src/redis/client.js';
@@ -55,7 +58,7 @@ test.before(async () => {
   await new Promise<void>((resolve) => refuser.listen(0, '127.0.0.1', () => resolve()));
   const address = refuser.server.address();
   refuserPort = typeof address === 'object' && address ? address.port : 0;
-  const transport = { 'gate.test': `127.0.0.1:${refuserPort}`, 'refuse.test': `127.0.0.1:${refuserPort}`, 'acme.example': `127.0.0.1:${sink.port}` };
+  const transport = { 'gate.test': `127.0.0.1:${refuserPort}`, 'refuse.test': `127.0.0.1:${refuserPort}`, 'acme.example': `127.0.0.1:${sink.port}`, 'ok.test': `127.0.0.1:${sink.port}` };
   a = await startSluiceFixture(redis, { delivery: { transport } });
   // A second process on the same keys: delivery only.
   b = await startSluiceFixture(redis, { roles: ['delivery'], redis: { prefix: a.config.redis.prefix }, delivery: { transport } });
@@ -131,6 +134,87 @@ test('two holders of one recipient (a reaped lease) settle it both: its sender g
   const [notice] = await sink.waitFor(1);
   assert.is(notice!.envelope.to[0], 'ops@acme.example');
   assert.match(notice!.raw.toString('latin1'), 'Final-Recipient: rfc822; held@gate.test');
+});
+
+/**
+ * One SMTP submission to Sluice `a` with DSN parameters: MAIL FROM's `mailParams`, and each
+ * recipient's own; returns the message's id once every recipient is final and settled.
+ */
+async function submitDsn(mailParams: string, rcpts: readonly (readonly [string, string])[], message: string): Promise<string> {
+  const { client: c } = await RawSmtp.open(a.app.ports.smtp as number);
+  try {
+    await c.startTls();
+    assert.is((await c.auth(a.smtpUser.user, a.smtpUser.pass)).code, 235);
+    const mail = await c.cmd(`MAIL FROM:<ops@acme.example> ${mailParams}`.trim());
+    assert.is(mail.code, 250, mail.text);
+    for (const [to, params] of rcpts) {
+      const r = await c.cmd(`RCPT TO:<${to}> ${params}`.trim());
+      assert.is(r.code, 250, r.text);
+    }
+    assert.is((await c.cmd('DATA')).code, 354);
+    const done = await c.cmd(`${message}\r\n.`);
+    assert.is(done.code, 250, done.text);
+    const id = /queued as (\S+)/.exec(done.text)?.[1] as string;
+    await a.waitFinal(id);
+    await a.waitSettled(id);
+    return id;
+  } finally {
+    c.close();
+  }
+}
+
+/** The notice about message `id` the sender's server received (from either process). */
+async function noticeAt(id: string, recipient: string): Promise<CapturedMessage> {
+  for (let i = 0; i < 400; i++) {
+    const m = sink.messages.find((x) => x.envelope.from === '' && x.raw.includes(`X-Sluice-Message-ID: ${id}`) && x.raw.includes(`Final-Recipient: rfc822; ${recipient}`));
+    if (m) return m;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`no notice about ${recipient} of ${id} arrived`);
+}
+
+const ORIGINAL = 'From: ops@acme.example\r\nTo: them\r\nSubject: dsn parameters\r\n\r\nthe body line\r\n';
+
+test('NOTIFY=NEVER: no notice for that recipient; NOTIFY=FAILURE: one, with Original-Recipient (ORCPT) and Original-Envelope-Id (ENVID); RET=HDRS: the headers only', async () => {
+  const id = await submitDsn('RET=HDRS ENVID=batch+2B42', [['never@refuse.test', 'NOTIFY=NEVER'], ['failure@refuse.test', 'NOTIFY=FAILURE ORCPT=rfc822;Orig+2Bfailure@refuse.test']], ORIGINAL);
+  // Each notice is stored before its recipient's outcome: with both final, any notice exists.
+  const stored = await noticesAbout(id);
+  assert.is(stored.length, 1, 'one notice: none for NOTIFY=NEVER');
+  const notice = await noticeAt(id, 'failure@refuse.test');
+  const text = notice.raw.toString('latin1');
+  assert.match(text, /\r\nContent-Type: message\/delivery-status\r\n\r\nOriginal-Envelope-Id: batch\+42\r\nReporting-MTA: dns; /);
+  assert.match(text, /\r\nOriginal-Recipient: rfc822; Orig\+failure@refuse\.test\r\nFinal-Recipient: rfc822; failure@refuse\.test\r\nAction: failed\r\n/);
+  assert.not.match(text, 'never@refuse.test');
+  const parsed = await simpleParser(notice.raw);
+  assert.equal(parsed.attachments.map((x) => x.contentType), ['text/rfc822-headers']);
+  assert.match(parsed.attachments[0]!.content.toString(), 'Subject: dsn parameters');
+  assert.not.match(text, 'the body line', 'RET=HDRS: no body');
+  const [record] = await classifyMessage(notice.raw);
+  assert.equal([record?.recipient, record?.action, record?.status], ['failure@refuse.test', 'failed', '5.1.1']);
+});
+
+test('RET=FULL: the notice returns the whole message as message/rfc822; without NOTIFY a recipient gets the notice it always got', async () => {
+  const id = await submitDsn('RET=FULL', [['full@refuse.test', '']], ORIGINAL);
+  const notice = await noticeAt(id, 'full@refuse.test');
+  const parsed = await simpleParser(notice.raw);
+  const returned = parsed.attachments.find((x) => x.contentType === 'message/rfc822');
+  assert.ok(returned, `a message/rfc822 part: ${parsed.attachments.map((x) => x.contentType).join(', ')}`);
+  assert.ok(notice.raw.toString('latin1').includes(`\r\nContent-Type: message/rfc822\r\n\r\n${ORIGINAL}`), 'the message as submitted, whole');
+  assert.not.match(notice.raw.toString('latin1'), 'Original-Recipient', 'no ORCPT given');
+});
+
+test('NOTIFY=SUCCESS: a recipient the next hop took is reported as relayed (Sluice passes no DSN on); one without NOTIFY gets no report of success', async () => {
+  const id = await submitDsn('', [['glad@ok.test', 'NOTIFY=SUCCESS,FAILURE'], ['quiet@ok.test', '']], ORIGINAL);
+  assert.equal((await a.waitFinal(id)).recipients.map((r: { state: string }) => r.state), ['delivered', 'delivered']);
+  assert.is((await noticesAbout(id)).length, 1);
+  const notice = await noticeAt(id, 'glad@ok.test');
+  const text = notice.raw.toString('latin1');
+  assert.match(text, /\r\nFinal-Recipient: rfc822; glad@ok\.test\r\nAction: relayed\r\nStatus: 2\.\d\.\d\r\nDiagnostic-Code: smtp; 250 /);
+  assert.match(text, '\r\nSubject: Successful Mail Delivery Report\r\n');
+  const parsed = await simpleParser(notice.raw);
+  assert.equal(parsed.attachments.map((x) => x.contentType), ['text/rfc822-headers'], 'a report of success returns the headers');
+  // The copy the next hop got carries no DSN parameters, and went out as usual.
+  assert.ok(sink.messages.some((m) => m.envelope.to[0] === 'glad@ok.test'));
 });
 
 test.run();

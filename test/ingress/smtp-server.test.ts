@@ -254,8 +254,8 @@ async function storedRcpts(id: string): Promise<string[]> {
 test('a MAIL FROM or RCPT TO parameter of an extension not advertised → 555 5.5.4 and no transaction; the advertised ones are taken', async () => {
   const c = await acmeSession();
   try {
-    // DSN and REQUIRETLS are not advertised: their parameters would be promises Sluice does not keep.
-    for (const params of ['FOO=BAR', 'RET=FULL', 'ENVID=abc123', 'REQUIRETLS', 'SIZE=100 XTRA']) {
+    // REQUIRETLS is not advertised: its parameter would be a promise Sluice does not keep.
+    for (const params of ['FOO=BAR', 'REQUIRETLS', 'SIZE=100 XTRA']) {
       const r = await c.cmd(`MAIL FROM:<a@acme.example> ${params}`);
       assert.is(r.code, 555, `${params}: ${r.text}`);
       assert.match(r.text, /^555 5\.5\.4 .*not supported.* \[[A-Za-z0-9]+\]$/, params);
@@ -266,7 +266,7 @@ test('a MAIL FROM or RCPT TO parameter of an extension not advertised → 555 5.
     assert.is(bare.code, 501, bare.text);
     assert.match(bare.text, /^501 5\.5\.4 /);
     assert.is((await c.cmd('MAIL FROM:<a@acme.example> SIZE=100 BODY=8BITMIME AUTH=<>')).code, 250);
-    for (const params of ['NOTIFY=NEVER', 'NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;x@gmail.com', 'FOO']) {
+    for (const params of ['FOO', 'NOTIFY=NEVER FOO=1', 'XTRA=1']) {
       const r = await c.cmd(`RCPT TO:<x@gmail.com> ${params}`);
       assert.is(r.code, 555, `${params}: ${r.text}`);
       assert.match(r.text, /^555 5\.5\.4 /, params);
@@ -275,6 +275,45 @@ test('a MAIL FROM or RCPT TO parameter of an extension not advertised → 555 5.
     assert.is((await c.cmd('RCPT TO:<y@gmail.com>')).code, 250);
     const id = await sendData(c, 'From: a@acme.example\r\nSubject: params\r\n\r\nbody\r\n.');
     assert.equal(await storedRcpts(id), ['y@gmail.com']);
+  } finally {
+    c.close();
+  }
+});
+
+test('DSN (RFC 3461) is advertised: RET and ENVID, and each recipient\'s NOTIFY and ORCPT, are stored with the message (xtext decoded); bad values → 501 5.5.4; a refused MAIL FROM leaves none behind', async () => {
+  const c = await acmeSession();
+  try {
+    const ehlo = await c.cmd('EHLO client.test');
+    assert.ok(ehlo.text.split('\n').includes('250-DSN'), ehlo.text);
+    for (const [params, text] of [['RET=BOTH', /^501 5\.5\.4 Invalid RET parameter value\. Must be FULL or HDRS/], ['ENVID=', /^501 5\.5\.4 /], [`ENVID=${'x'.repeat(101)}`, /^501 5\.5\.4 The ENVID parameter must be 1 to 100 printable ASCII/]] as const) {
+      const r = await c.cmd(`MAIL FROM:<a@acme.example> ${params}`);
+      assert.match(r.text, text, `${params}: ${r.text}`);
+    }
+    // Refused at the From check: its RET and ENVID must not stick to the next transaction.
+    assert.is((await c.cmd('MAIL FROM:<ceo@other.example> RET=FULL ENVID=stale')).code, 550);
+    assert.is((await c.cmd('MAIL FROM:<a@acme.example>')).code, 250);
+    assert.is((await c.cmd('RCPT TO:<plain@gmail.com>')).code, 250);
+    const plain = await sendData(c, 'From: a@acme.example\r\nSubject: no dsn\r\n\r\nbody\r\n.');
+    assert.is(await fx.client.hget(fx.keys.msgMeta(plain), 'dsn'), null, 'no DSN parameters, nothing stored');
+
+    assert.is((await c.cmd('MAIL FROM:<a@acme.example> RET=hdrs ENVID=QQ314159+2Bx')).code, 250);
+    for (const [params, text] of [
+      ['NOTIFY=SOMETIMES', /^501 5\.5\.4 Error: NOTIFY parameter must be NEVER, SUCCESS, FAILURE, or DELAY/],
+      ['NOTIFY=NEVER,FAILURE', /^501 5\.5\.4 Error: NOTIFY=NEVER cannot be combined with other values/],
+      ['ORCPT=x@gmail.com', /^501 5\.5\.4 Error: Bad ORCPT parameter syntax/],
+      [`ORCPT=rfc822;${'x'.repeat(501)}`, /^501 5\.5\.4 The ORCPT parameter must be 1 to 500 printable ASCII/],
+    ] as const) {
+      const r = await c.cmd(`RCPT TO:<x@gmail.com> ${params}`);
+      assert.match(r.text, text, `${params}: ${r.text}`);
+    }
+    assert.is((await c.cmd('RCPT TO:<never@gmail.com> NOTIFY=NEVER')).code, 250);
+    assert.is((await c.cmd('RCPT TO:<none@gmail.com>')).code, 250);
+    assert.is((await c.cmd('RCPT TO:<both@gmail.com> NOTIFY=success,FAILURE ORCPT=rfc822;Both+2Bx@gmail.com')).code, 250);
+    const id = await sendData(c, 'From: a@acme.example\r\nSubject: dsn\r\n\r\nbody\r\n.');
+    assert.equal(JSON.parse((await fx.client.hget(fx.keys.msgMeta(id), 'dsn')) ?? 'null'), {
+      ret: 'HDRS', envid: 'QQ314159+x',
+      rcpts: [{ notify: ['NEVER'] }, null, { notify: ['SUCCESS', 'FAILURE'], orcpt: 'rfc822;Both+x@gmail.com' }],
+    });
   } finally {
     c.close();
   }

@@ -10,6 +10,7 @@ import * as assert from 'uvu/assert';
 import type { RedisClient } from '../../src/redis/client.js';
 import type { Keys } from '../../src/redis/keys.js';
 import { persistMessage } from '../../src/ingress/persist.js';
+import type { MessageDsn } from '../../src/store/messages.js';
 import { createList, upsertContacts, findContact, deleteContact, deleteList } from '../../src/store/contacts.js';
 import { createCampaign } from '../../src/store/campaigns.js';
 import { pushCampaignChunk } from '../../src/queue/campaign.js';
@@ -55,9 +56,10 @@ test.after(async () => {
   await redis.stop();
 });
 
-async function message(id: string, rcpts: string[]): Promise<void> {
+async function message(id: string, rcpts: string[], dsn?: MessageDsn): Promise<void> {
   await persistMessage(client, keys, 4, {
-    id, account: ACCOUNT, source: 'http', kind: 'raw', from: 'news@acme.test', fromDomain: 'acme.test',
+    id, account: ACCOUNT, source: dsn ? 'smtp' : 'http', kind: 'raw', from: 'news@acme.test', fromDomain: 'acme.test',
+    ...(dsn ? { returnPath: 'news@acme.test', dsn } : {}),
     rcpts: rcpts.map((a) => ({ address: a, domain: a.split('@')[1]!.toLowerCase() })),
     acceptedAt: NOW - 1000, tags: [], metadata: {}, body: `To: ${rcpts.join(', ')}\r\nSubject: hi\r\n\r\nHello ${rcpts[0]}\r\n`,
   });
@@ -71,7 +73,8 @@ async function populate(): Promise<{ campaignId: string; verp: string; lists: st
   await upsertContacts(client, keys, ACCOUNT, l2.id, [{ email: ADDRESS.toUpperCase(), fields: { city: 'Oslo' } }], NOW);
 
   await message('m-queued', [ADDRESS]);
-  await message('m-deferred', [ADDRESS, OTHER]);
+  // An SMTP submission with DSN parameters: each ORCPT names its recipient.
+  await message('m-deferred', [ADDRESS, OTHER], { envid: 'e1', rcpts: [{ notify: ['FAILURE'], orcpt: `rfc822;${ADDRESS}` }, { orcpt: `rfc822;${OTHER}` }] });
   await message('m-delivered', [ADDRESS]);
   await message('m-bounced', [ADDRESS]);
   // deferred: attempt 1 leased; delivered and bounced: records with the remote's reply naming the address
@@ -209,6 +212,7 @@ test('erase leaves no trace of the address in any key or value, and its digest s
   assert.not.ok(after.includes('ann.person'), 'no part of it is left');
   // the other recipient is intact: its message, queue entry, event and webhook event
   assert.ok(after.includes(OTHER));
+  assert.equal(JSON.parse((await client.hget(keys.msgMeta('m-deferred'), 'dsn')) ?? 'null'), { envid: 'e1', rcpts: [{ notify: ['FAILURE'] }, { orcpt: `rfc822;${OTHER}` }] }, 'only the erased ORCPT goes');
   assert.ok((await client.zscore(keys.ready('example.net'), 'm-deferred:1:0')) !== null);
   // still never mailed: account and global suppression by digest
   assert.is((await suppressionOf(client, keys, ACCOUNT, ADDRESS.toLowerCase()))?.reason, 'unsubscribe');

@@ -2,7 +2,8 @@
   eraseRecipient: removes one recipient from a message's record, for the erasure of an address
   (store/privacy.ts). All keys share the message's hash tag.
 
-  KEYS[1] meta   HASH   {m:<id>}:meta   (rcpts JSON [{address, domain}]; a campaign has none)
+  KEYS[1] meta   HASH   {m:<id>}:meta   (rcpts JSON [{address, domain}]; a campaign has none; dsn
+                                          JSON {rcpts: [{orcpt, …} | null]}, some SMTP submissions)
   KEYS[2] body   STRING {m:<id>}:body
   KEYS[3] links  LIST   {m:<id>}:links
   KEYS[4] marks  HASH   {m:<id>}:track  (fields "<cls><kind>:<idx>[:<link>]", "hc:<idx>", "b:<idx>",
@@ -57,6 +58,16 @@ if live == 0 then
 end
 redis.call('HSET', KEYS[1], 'rcpts', cjson.encode(rcpts))
 erasedMark('x:' .. idx)
+-- An SMTP submission's DSN parameters (src/store/messages.ts MessageDsn): the recipient's ORCPT is
+-- an address too (its own, as a rule).
+local dsnJson = redis.call('HGET', KEYS[1], 'dsn')
+if dsnJson then
+  local dsn = cjson.decode(dsnJson)
+  if type(dsn.rcpts) == 'table' and type(dsn.rcpts[i]) == 'table' and dsn.rcpts[i].orcpt then
+    dsn.rcpts[i].orcpt = nil
+    redis.call('HSET', KEYS[1], 'dsn', cjson.encode(dsn))
+  end
+end
 
 -- Whether text[i..j] is the inside of a JSON string: no quote but an escaped one.
 local function jsonStringBody(text, i, j)
