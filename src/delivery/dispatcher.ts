@@ -910,10 +910,11 @@ export class Dispatcher {
       if (nextAt > acceptedAt + shaping.maxAge) {
         // The last remote answer says whose failure it was: the mailbox's own (4.2.2 full) counts; a
         // drop or timeout with no answer (code null) says nothing about the address.
+        // The notice first: when it cannot be queued, nothing of this outcome is written (reportToSender).
+        await this.reportToSender(entry, msg, address, outcome, '4.4.7', `It could not be delivered within ${formatDuration(shaping.maxAge)}, the longest a message is retried.`);
         if (address !== undefined && outcome.code !== null && verdictOf({ ...this.o.classify(outcome.code, outcome.enhanced, outcome.response), hardbounce: false, action: 'failed', feedbacktype: null }) === 'soft') {
           await this.suppressAfter(entry, outcome, address, 'softbounce', now);
         }
-        await this.reportToSender(entry, msg, address, outcome, '4.4.7', `It could not be delivered within ${formatDuration(shaping.maxAge)}, the longest a message is retried.`);
         const ev = eventOf('expired', { ...fields, reason: 'expired' });
         applied = await bounce(redis, keys, entry, { ...base, state: 'expired', reason: 'expired', recordTtlMs, ...(ev ? { event: ev } : {}) });
         counter = 'expired';
@@ -939,8 +940,10 @@ export class Dispatcher {
       // A local refusal (no code: the client would not send it) is no remote verdict on the address.
       const about = reason || outcome.code === null ? null : verdictOf({ ...verdict, action: 'failed', feedbacktype: null });
       addressBounce = about === 'hard';
-      if (address !== undefined && (about === 'hard' || about === 'soft')) await this.suppressAfter(entry, outcome, address, addressBounce ? 'hardbounce' : 'softbounce', now);
+      // The notice first: when it cannot be queued, nothing of this outcome is written (reportToSender),
+      // and the next attempt is refused as this one was, not found suppressed by this one.
       await this.reportToSender(entry, msg, address, outcome, '5.0.0', outcome.code !== null ? 'The recipient\'s mail server refused it.' : `It was refused before sending: ${outcome.response}`);
+      if (address !== undefined && (about === 'hard' || about === 'soft')) await this.suppressAfter(entry, outcome, address, addressBounce ? 'hardbounce' : 'softbounce', now);
       const ev = eventOf('bounced', { ...fields, reason: verdict.reason, hard: verdict.hardbounce ? 1 : 0 });
       applied = await bounce(redis, keys, entry, { ...base, state: 'bounced', reason: verdict.reason, recordTtlMs, ...(ev ? { event: ev } : {}) });
       bounceReason = verdict.reason;
@@ -993,7 +996,16 @@ export class Dispatcher {
       to: msg.returnPath, recipient, action, status: outcome.enhanced ?? status, remoteReply: reply, explanation, original: raw,
       ret: msg.dsn?.ret, envid: msg.dsn?.envid, orcpt: asked?.orcpt,
     });
-    await send({ id: noticeId(entry.msgId, entry.idx), account: msg.account, to: msg.returnPath, body, about: entry.msgId }).catch((err: unknown) => this.log.warn({ err, msgId: entry.msgId, idx: entry.idx }, 'could not queue the notice to the sender'));
+    const queued = send({ id: noticeId(entry.msgId, entry.idx), account: msg.account, to: msg.returnPath, body, about: entry.msgId });
+    // A report of success is not worth a second copy to the recipient: it may be lost.
+    if (action === 'relayed') return void (await queued.catch((err: unknown) => this.log.warn({ err, msgId: entry.msgId, idx: entry.idx }, 'could not queue the report to the sender')));
+    // A failure notice may not be (RFC 5321 §6.1): unqueued, the outcome is not written either. The
+    // recipient keeps its lease, which runs out and returns it to the queue, and its next attempt
+    // (the same refusal, the same expiry) queues the notice; one queued meanwhile counts once (noticeId).
+    await queued.catch((err: unknown) => {
+      this.log.error({ err, msgId: entry.msgId, idx: entry.idx }, 'could not queue the notice to the sender: the recipient is retried when its lease runs out');
+      throw err;
+    });
   }
 
   /**

@@ -12,6 +12,7 @@ import { classifyMessage } from '../../src/bounces/index.js';
 import { startSluiceFixture, type SluiceFixture } from '../helpers/sluice.js';
 import { Reaper } from '../../src/housekeeping/reaper.js';
 import type { RedisClient } from '../../src/redis/client.js';
+import { noticeId } from '../../src/delivery/failure-notice.js';
 
 /**
  * Failure notices (DSNs) to SMTP submitters, end to end: SMTP submission → delivery to a real peer
@@ -24,8 +25,15 @@ let redis: TestRedis;
 let rc: RedisClient;
 /** The senders' domain (acme.example): notices arrive here. */
 let sink: CapturePeer;
-/** Refuses every recipient (550 5.1.1); the first RCPT of `gate.test` is answered when `openGate` is called. */
+/**
+ * Refuses every recipient (550 5.1.1); the first RCPT of `gate.test` is answered when `openGate` is
+ * called, the first of `poison.test` when `openPoison` is, and `poisonClosed` resolves when that
+ * session ends.
+ */
 let refuser: SMTPServer;
+let poisonRcpt: Promise<void>;
+let openPoison: () => void = () => undefined;
+let poisonClosed: Promise<void>;
 let refuserPort = 0;
 let firstRcpt: Promise<void>;
 let openGate: () => void = () => undefined;
@@ -40,16 +48,30 @@ test.before(async () => {
   firstRcpt = new Promise((r) => (seen = r));
   const gate = new Promise<void>((r) => (openGate = r));
   let gated = true;
+  let poisonSeen: () => void = () => undefined;
+  poisonRcpt = new Promise((r) => (poisonSeen = r));
+  const poisonGate = new Promise<void>((r) => (openPoison = r));
+  let poisonSession = '';
+  let poisonEnded: () => void = () => undefined;
+  poisonClosed = new Promise((r) => (poisonEnded = r));
   refuser = new SMTPServer({
     logger: false,
     authOptional: true,
     disabledCommands: ['AUTH', 'STARTTLS'],
     closeTimeout: 50,
-    async onRcptTo(address, _session, cb) {
+    onClose(session) {
+      if (session.id === poisonSession) poisonEnded();
+    },
+    async onRcptTo(address, session, cb) {
       if (address.address.endsWith('@gate.test') && gated) {
         gated = false;
         seen();
         await gate;
+      }
+      if (address.address.endsWith('@poison.test') && poisonSession === '') {
+        poisonSession = session.id;
+        poisonSeen();
+        await poisonGate;
       }
       cb(Object.assign(new Error(`5.1.1 <${address.address}>: Recipient address rejected: User unknown`), { responseCode: 550 }));
     },
@@ -58,7 +80,7 @@ test.before(async () => {
   await new Promise<void>((resolve) => refuser.listen(0, '127.0.0.1', () => resolve()));
   const address = refuser.server.address();
   refuserPort = typeof address === 'object' && address ? address.port : 0;
-  const transport = { 'gate.test': `127.0.0.1:${refuserPort}`, 'refuse.test': `127.0.0.1:${refuserPort}`, 'acme.example': `127.0.0.1:${sink.port}`, 'ok.test': `127.0.0.1:${sink.port}` };
+  const transport = { 'gate.test': `127.0.0.1:${refuserPort}`, 'poison.test': `127.0.0.1:${refuserPort}`, 'refuse.test': `127.0.0.1:${refuserPort}`, 'acme.example': `127.0.0.1:${sink.port}`, 'ok.test': `127.0.0.1:${sink.port}` };
   a = await startSluiceFixture(redis, { delivery: { transport } });
   // A second process on the same keys: delivery only.
   b = await startSluiceFixture(redis, { roles: ['delivery'], redis: { prefix: a.config.redis.prefix }, delivery: { transport } });
@@ -66,6 +88,7 @@ test.before(async () => {
 
 test.after(async () => {
   openGate();
+  openPoison();
   await Promise.all([a?.stop(), b?.stop()]);
   await new Promise<void>((resolve) => (refuser ? refuser.close(() => resolve()) : resolve()));
   await sink?.close();
@@ -103,7 +126,8 @@ async function noticesAbout(about: string): Promise<string[]> {
     const [next, found] = await rc.scan(cursor, 'MATCH', k.msgMeta('*'), 'COUNT', 1000);
     cursor = next;
     for (const key of found) {
-      const [source, metadata] = await rc.hmget(key, 'source', 'metadata');
+      // (A key in the way of a notice is no record: see the test of a notice that cannot be stored.)
+      const [source, metadata] = (await rc.type(key)) === 'hash' ? await rc.hmget(key, 'source', 'metadata') : [null, null];
       if (source === 'dsn' && JSON.parse(metadata ?? '{}').about === about) out.push(key);
     }
   } while (cursor !== '0');
@@ -134,6 +158,33 @@ test('two holders of one recipient (a reaped lease) settle it both: its sender g
   const [notice] = await sink.waitFor(1);
   assert.is(notice!.envelope.to[0], 'ops@acme.example');
   assert.match(notice!.raw.toString('latin1'), 'Final-Recipient: rfc822; held@gate.test');
+});
+
+test('a notice that cannot be stored keeps its recipient unsettled: the recipient is retried, and settled once its notice is queued', async () => {
+  const id = await submit(a, 'lost@poison.test', 'notice not stored');
+  await poisonRcpt;
+  // While the peer holds its answer, the notice's record is made unwritable (a string where its hash
+  // goes: storing it fails with WRONGTYPE), as a Redis refusing that write would.
+  const k = a.app.keys;
+  const noticeMeta = k.msgMeta(noticeId(id, 0));
+  await rc.set(noticeMeta, 'in the way');
+  openPoison();
+  // The holder gets its 550, cannot queue the notice, writes no outcome and gives up the session.
+  await poisonClosed;
+  const [member] = await rc.zrange(k.leases('poison.test'), 0, -1);
+  assert.ok(member, 'the recipient is still leased: no outcome was written');
+  assert.is((await a.api(`/v1/messages/${id}`)).body.recipients[0].state, 'sending');
+  assert.equal(await noticesAbout(id), []);
+  // The write works again; the lease runs out (the test stands in for the time) and the reaper
+  // returns the recipient to the queue: its next attempt is refused again and queues the notice.
+  await rc.del(noticeMeta);
+  await rc.zadd(k.leases('poison.test'), 'XX', Date.now() - 1000, member!);
+  const reaper = new Reaper({ redis: rc, keys: k, shards: a.config.redis.scheduleShards, intervalMs: 60_000, logger: pino({ level: 'silent' }) });
+  assert.is((await reaper.tick()).reaped, 1);
+  assert.is((await a.waitFinal(id)).recipients[0].state, 'bounced');
+  await a.waitSettled(id);
+  assert.is((await noticesAbout(id)).length, 1, 'the notice is stored');
+  await noticeAt(id, 'lost@poison.test');
 });
 
 /**
