@@ -4,9 +4,11 @@
  * ephemeral port (the fixture's MX port), named by the DNS stub, with distinct preferences so the
  * order is known. An address with nothing listening refuses the connection.
  *
- * An attempt tries at most delivery.maxAddresses addresses (5, as Postfix's smtp_mx_address_limit);
- * a host whose session is up answers for the recipient: a 4xx defers it, a 5xx bounces it, and no
- * other host is asked in that attempt.
+ * An attempt tries at most delivery.maxAddresses addresses (5, as Postfix's smtp_mx_address_limit),
+ * whether they refuse the connection or take it and never greet; a host that will not have the
+ * session (4xx to the greeting or EHLO) sends the attempt on to the next (RFC 5321 §5.1). A host
+ * whose session is up answers for the recipient: a 4xx defers it, a 5xx bounces it, and no other
+ * host is asked in that attempt.
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -29,6 +31,14 @@ let mail451: ScriptedPeer[] = [];
 /** hard.test: the first host answers 550 to RCPT, the second would take the mail. */
 let hardFirst: ScriptedPeer;
 let hardSecond: ScriptedPeer;
+/** busy.test: the first host greets with 421; ehlo451.test: the first host answers 451 to EHLO. The second of each takes the mail. */
+let busyFirst: ScriptedPeer;
+let busySecond: CapturePeer;
+let ehloFirst: ScriptedPeer;
+let ehloSecond: CapturePeer;
+/** slow.test: three hosts that take the connection and never greet, then one that would deliver. */
+let slow: ScriptedPeer[] = [];
+let slowFourth: CapturePeer;
 
 const ip = (n: number) => `127.0.0.${n}`;
 /** An MX domain whose exchanges have the addresses `hosts`, at preferences 10, 20, 30, … */
@@ -52,10 +62,25 @@ async function startPeers(): Promise<void> {
         started.push(p);
         return p;
       };
+      const stalled = async (n: number) => {
+        const p = await startScriptedPeer({ greeting: 'stall' }, { host: ip(n), port });
+        started.push(p);
+        return p;
+      };
       rcpt451 = [await scripted(9, { RCPT: '451 4.3.0 mx1 try again later' }), await scripted(10, { RCPT: '451 4.3.0 mx2 try again later' }), await scripted(11, { RCPT: '451 4.3.0 mx3 try again later' })];
       mail451 = [await scripted(12, { MAIL: '451 4.3.0 mx1 busy' }), await scripted(13, { MAIL: '451 4.3.0 mx2 busy' }), await scripted(14, { MAIL: '451 4.3.0 mx3 busy' })];
       hardFirst = await scripted(15, { RCPT: '550 5.1.1 <nobody@hard.test>: user unknown' });
       hardSecond = await scripted(16, {});
+      busyFirst = await startScriptedPeer({ greeting: '421 4.3.2 mx1 busy, try the next one' }, { host: ip(17), port });
+      started.push(busyFirst);
+      busySecond = await startCapturePeer({ host: ip(18), port });
+      started.push(busySecond);
+      ehloFirst = await scripted(19, { EHLO: '451 4.3.0 mx1 not now', HELO: '250 should not be asked' });
+      ehloSecond = await startCapturePeer({ host: ip(20), port });
+      started.push(ehloSecond);
+      slow = [await stalled(21), await stalled(22), await stalled(23)];
+      slowFourth = await startCapturePeer({ host: ip(24), port });
+      started.push(slowFourth);
       return;
     } catch (err) {
       await Promise.all(started.map((p) => p.close()));
@@ -73,13 +98,16 @@ test.before(async () => {
     ...mxZone('rcpt451.test', [9, 10, 11]),
     ...mxZone('mail451.test', [12, 13, 14]),
     ...mxZone('hard.test', [15, 16]),
+    ...mxZone('busy.test', [17, 18]),
+    ...mxZone('ehlo451.test', [19, 20]),
+    ...mxZone('slow.test', [21, 22, 23, 24]),
   });
   s = await startSluiceFixture(redis, { delivery: { dns: { servers: [dns.server], loopbackMx: true } } }, { mxPort: port });
 });
 
 test.after(async () => {
   await s?.stop();
-  await Promise.all([sixth?.close(), ...rcpt451.map((p) => p.close()), ...mail451.map((p) => p.close()), hardFirst?.close(), hardSecond?.close(), dns?.close()]);
+  await Promise.all([sixth?.close(), ...rcpt451.map((p) => p.close()), ...mail451.map((p) => p.close()), hardFirst?.close(), hardSecond?.close(), busyFirst?.close(), busySecond?.close(), ehloFirst?.close(), ehloSecond?.close(), ...slow.map((p) => p.close()), slowFourth?.close(), dns?.close()]);
   await redis?.stop();
 });
 
@@ -114,6 +142,21 @@ test('delivery.maxAddresses as configured: with 6 the sixth address is tried and
   }
 });
 
+test('hosts that take the connection and never greet count towards delivery.maxAddresses (3 here): the fourth is never tried, the recipient is deferred', async () => {
+  const three = await startSluiceFixture(redis, { delivery: { maxAddresses: 3, timeouts: { greeting: '200ms' }, dns: { servers: [dns.server], loopbackMx: true } } }, { mxPort: port });
+  try {
+    const rc = await three.waitRecipient(await send(three, 'gus@slow.test'), 'deferred');
+    assert.is(rc?.state, 'deferred', JSON.stringify(rc));
+    assert.is(rc.enhanced, '4.4.2', 'connected, but the session never came up');
+    assert.match(rc.response, /timeout .* CONN/);
+    await new Promise((res) => setTimeout(res, 1000)); // the retries (300 ms, then every 600 ms) go the same way
+  } finally {
+    await three.stop();
+  }
+  for (const [i, p] of slow.entries()) assert.ok(p.connections() >= 1, `slow host ${i + 1} was tried`);
+  assert.is(slowFourth.connections(), 0, 'the fourth address is never tried');
+});
+
 for (const [verb, peers, answer] of [['RCPT', () => rcpt451, '451 4.3.0 mx1 try again later'], ['MAIL', () => mail451, '451 4.3.0 mx1 busy']] as const) {
   test(`three MX hosts that greet and answer 451 to ${verb}: one session, with the first; the recipient is deferred with its answer`, async () => {
     const domain = verb === 'RCPT' ? 'rcpt451.test' : 'mail451.test';
@@ -136,6 +179,30 @@ test('a 5xx from the first MX host bounces at once; the second is never asked', 
   assert.is(rc.code, 550);
   assert.is(rc.enhanced, '5.1.1');
   assert.is(hardSecond.connections(), 0);
+});
+
+// RFC 5321 §5.1: a 4xx to the greeting or EHLO says nothing about the recipient, only that this host
+// will not have the session now: the client tries the next address in the same attempt.
+test('the first MX host greets with 421: the same attempt delivers to the second', async () => {
+  const final = await s.waitFinal(await send(s, 'eve@busy.test'));
+  const rc = final.recipients[0];
+  assert.is(rc.state, 'delivered', JSON.stringify(rc));
+  assert.is(rc.attempts, 1, 'in the first attempt, not a retry');
+  assert.ok(busyFirst.connections() >= 1, 'the first host was tried');
+  assert.equal(busyFirst.commands, [], 'and asked nothing after its 421');
+  assert.is(busySecond.messages.length, 1);
+  assert.equal(busySecond.messages[0]!.envelope.to, ['eve@busy.test']);
+});
+
+test('the first MX host answers 451 to EHLO: no HELO there; the same attempt delivers to the second', async () => {
+  const final = await s.waitFinal(await send(s, 'fay@ehlo451.test'));
+  const rc = final.recipients[0];
+  assert.is(rc.state, 'delivered', JSON.stringify(rc));
+  assert.is(rc.attempts, 1);
+  assert.ok(ehloFirst.commands.some((c) => c.startsWith('EHLO')), 'the first host was greeted');
+  assert.not.ok(ehloFirst.commands.some((c) => c.startsWith('HELO') || c.startsWith('MAIL')), 'a 4xx to EHLO is no reason to fall back to HELO');
+  assert.is(ehloSecond.messages.length, 1);
+  assert.equal(ehloSecond.messages[0]!.envelope.to, ['fay@ehlo451.test']);
 });
 
 test.run();
