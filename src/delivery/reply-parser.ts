@@ -5,12 +5,17 @@ import { NON_ASCII } from '../core/utf8.js';
  * Incremental parser of SMTP replies (RFC 5321 §4.2): lines "NNN-text" continue a reply, "NNN text"
  * (or a bare "NNN") ends it. Bytes arrive in arbitrary chunks; complete replies come out in order.
  *
+ * RFC 5321 §4.2.1 has every line of a reply carry the same code; a server that mixes them ("250-ok"
+ * then "550 no") still ends its reply with the space, so the reply is whole and takes the code of its
+ * last line, as in Postfix (smtp_chat.c), with every line kept.
+ *
  * A remote server is untrusted input, so everything is bounded: a line longer than MAX_LINE_BYTES, a
- * reply of more than MAX_REPLY_LINES lines, a line that is not a reply, or a continuation whose code
- * differs from its first line is a protocol error, after which the parser accepts nothing more (the
- * session is over: we can no longer tell which answer belongs to which command).
+ * reply of more than MAX_REPLY_LINES lines, or a line that is not a reply is a protocol error, after
+ * which the parser accepts nothing more (the session is over: we can no longer tell which answer
+ * belongs to which command).
  */
 export interface Reply {
+  /** The code of the last line: the one acted on. */
   code: number;
   /** The reply lines as received (code and separator included), without line endings, decoded by text(). */
   lines: string[];
@@ -37,7 +42,6 @@ function text(line: string): string {
 export class ReplyParser {
   private buffered = '';
   private pending: string[] = [];
-  private pendingCode = 0;
   private failure: string | null = null;
 
   /** Set once the stream is no longer SMTP; the caller must drop the connection. */
@@ -68,15 +72,10 @@ export class ReplyParser {
     if (line.length > MAX_LINE_BYTES) return this.fail(`reply line longer than ${MAX_LINE_BYTES} bytes`);
     const m = REPLY_LINE.exec(line);
     if (!m) return this.fail(`invalid reply line: ${JSON.stringify(line.slice(0, 80))}`);
-    const code = Number(m[1]);
-    if (this.pending.length > 0 && code !== this.pendingCode) {
-      return this.fail(`reply code changed from ${this.pendingCode} to ${code} within one reply`);
-    }
     this.pending.push(text(line));
-    this.pendingCode = code;
     if (this.pending.length > MAX_REPLY_LINES) return this.fail(`reply longer than ${MAX_REPLY_LINES} lines`);
     if (m[2] === '-') return null;
-    const reply = { code, lines: this.pending };
+    const reply = { code: Number(m[1]), lines: this.pending };
     this.pending = [];
     return reply;
   }

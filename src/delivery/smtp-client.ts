@@ -223,7 +223,7 @@ export class SmtpClient {
     const { ehloName, timeouts } = this.opts;
     const answer = await this.command(`EHLO ${ehloName}`, 'EHLO', timeouts.commandMs);
     if (answer.code === 250) {
-      this.extensions = parseExtensions(answer.lines);
+      this.extensions = parseExtensions(acted(answer));
       return;
     }
     // RFC 5321 §3.2: a server that does not know EHLO (500/502) is greeted with HELO instead.
@@ -440,9 +440,9 @@ export class SmtpClient {
       return localOutcome('deferred', null, answer.reason, command, false);
     }
     const response = answer.lines.join('\n');
-    const c = classifyReply(answer.code, response);
+    const c = classifyReply(answer.code, acted(answer).join('\n'));
     // 421: the server is closing the channel (RFC 5321 §3.8); close ours too.
-    if (answer.code === 421) this.terminate(`server closed the session: ${answer.lines[0] ?? '421'}`);
+    if (answer.code === 421) this.terminate(`server closed the session: ${answer.lines.at(-1) ?? '421'}`);
     const result = failed && c.result === 'delivered' ? 'deferred' : c.result;
     return { result, code: answer.code, enhanced: c.enhanced, response, command, throttled: c.throttled, connectionUsable: this.isUsable };
   }
@@ -551,6 +551,17 @@ export class SmtpClient {
 
 function isPositive(answer: Answer): boolean {
   return answer.code !== null && answer.code >= 200 && answer.code < 300;
+}
+
+/**
+ * The lines of a reply that carry its code (the last line's), from the first of them on: all of them,
+ * unless the server mixed codes against RFC 5321 §4.2.1 ("250-ok" then "550 5.7.1 no"). The enhanced
+ * code and the EHLO keywords are read from these; the recorded response keeps every line.
+ */
+function acted(answer: { code: number; lines: readonly string[] }): readonly string[] {
+  const prefix = String(answer.code);
+  const first = answer.lines.findIndex((line) => line.startsWith(prefix));
+  return first <= 0 ? answer.lines : answer.lines.slice(first);
 }
 
 function parseExtensions(lines: readonly string[]): Map<string, string> {

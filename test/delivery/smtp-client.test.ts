@@ -35,7 +35,11 @@ async function connectFails(opts: SmtpClientOptions): Promise<SmtpOutcome> {
 
 async function scripted(script: PeerScript, body: (client: SmtpClient, peer: Awaited<ReturnType<typeof startScriptedPeer>>) => Promise<void>, over: Partial<SmtpClientOptions> = {}) {
   const peer = await startScriptedPeer(script);
-  const client = await SmtpClient.connect(options(peer.port, over));
+  // A peer left open (connect rejected) would keep the file from ending.
+  const client = await SmtpClient.connect(options(peer.port, over)).catch(async (err: unknown) => {
+    await peer.close();
+    throw err;
+  });
   try {
     await body(client, peer);
   } finally {
@@ -206,6 +210,72 @@ test('5xx greeting → connect rejects with a bounced outcome; 421 greeting → 
     await p554.close();
     await p421.close();
   }
+});
+
+// RFC 5321 §4.2.1: every line of a multiline reply carries the same code. A server that mixes codes
+// is acted on by its last line's code, as Postfix does (smtp_chat.c), with the whole text recorded.
+test('a greeting that mixes codes is acted on by its last line: 554 bounces the session, 421 defers it, 220 opens it', async () => {
+  const refused = await startScriptedPeer({ greeting: '220-mx.test ESMTP\n554 5.7.1 no service for you' });
+  const busy = await startScriptedPeer({ greeting: '220-mx.test ESMTP\n421 4.3.2 busy' });
+  const ready = await startScriptedPeer({ greeting: '554-5.7.1 wait for it\n220 mx.test ready' });
+  try {
+    const a = await connectFails(options(refused.port));
+    assert.equal([a.result, a.code, a.enhanced, a.command], ['bounced', 554, '5.7.1', 'CONN']);
+    assert.is(a.response, '220-mx.test ESMTP\n554 5.7.1 no service for you', 'the whole reply is kept');
+    const b = await connectFails(options(busy.port));
+    assert.equal([b.result, b.code, b.enhanced, b.throttled], ['deferred', 421, '4.3.2', true]);
+    const c = await SmtpClient.connect(options(ready.port));
+    try {
+      assert.is((await c.send({ from: 'b@bounce.test', to: 'x@example.test' }, MESSAGE)).result, 'delivered');
+    } finally {
+      c.close();
+    }
+  } finally {
+    await Promise.all([refused.close(), busy.close(), ready.close()]);
+  }
+});
+
+test('an EHLO answer that mixes codes: a last 5xx falls back to HELO; a last 250 gives the keywords of its 250 lines', async () => {
+  await scripted({ on: { EHLO: '250-mx.test hello\n250-PIPELINING\n502 5.5.2 changed my mind' } }, async (client, peer) => {
+    assert.equal(peer.commands.slice(0, 2), ['EHLO sluice.test', 'HELO sluice.test']);
+    assert.is(client.serverExtensions.size, 0);
+  });
+  await scripted({ on: { EHLO: '500-5.5.1 what\n250-mx.test hello\n250 PIPELINING' } }, async (client, peer) => {
+    assert.equal([...client.serverExtensions], ['PIPELINING'], 'not the hostname line, nor the 500 line');
+    assert.not.ok(peer.commands.some((c) => c.startsWith('HELO')));
+  });
+});
+
+for (const ehlo of [[], ['PIPELINING']]) {
+  const how = ehlo.length ? 'pipelined' : 'one by one';
+  for (const [verb, command, refusal, result, code, enhanced] of [
+    ['MAIL', 'MAIL FROM', '250-2.1.0 sender ok\n550 5.7.1 sender refused', 'bounced', 550, '5.7.1'],
+    ['RCPT', 'RCPT TO', '250-2.1.5 ok\n451 4.3.0 try later', 'deferred', 451, '4.3.0'],
+  ] as const) {
+    test(`${verb} answers that mix codes are acted on by their last line, the whole text recorded; the session stays in step (${how})`, async () => {
+      // The n-th use of the step takes the n-th answer: the first transaction is refused, the second goes.
+      await scripted({ ehlo, on: { [verb]: [refusal, '550-5.1.0 not so fast\n250 2.1.0 ok after all'] } }, async (client, peer) => {
+        const refused = await client.send({ from: 'b@bounce.test', to: 'x@example.test' }, MESSAGE);
+        assert.equal([refused.result, refused.code, refused.enhanced, refused.command, refused.connectionUsable], [result, code, enhanced, command, true]);
+        assert.is(refused.response, refusal, 'the whole reply is kept');
+        const ok = await client.send({ from: 'b@bounce.test', to: 'y@example.test' }, MESSAGE);
+        assert.equal([ok.result, ok.code, ok.enhanced], ['delivered', 250, '2.0.0'], ok.response);
+        assert.is(peer.messages.filter((m) => m.length > 0).length, 1, 'one message sent, to y');
+      });
+    });
+  }
+}
+
+test('the answer after the data that mixes codes is acted on by its last line: 451 defers, 250 delivers', async () => {
+  await scripted({ on: { '.': ['250-2.0.0 queued\n451 4.3.0 lost it', '451-4.3.0 hmm\n250 2.0.0 queued as X1'] } }, async (client) => {
+    const lost = await client.send({ from: 'b@bounce.test', to: 'x@example.test' }, MESSAGE);
+    assert.equal([lost.result, lost.code, lost.enhanced, lost.command, lost.connectionUsable], ['deferred', 451, '4.3.0', 'DATA', true]);
+    assert.is(lost.response, '250-2.0.0 queued\n451 4.3.0 lost it');
+    const queued = await client.send({ from: 'b@bounce.test', to: 'y@example.test' }, MESSAGE);
+    assert.equal([queued.result, queued.code, queued.enhanced], ['delivered', 250, '2.0.0']);
+    assert.is(queued.response, '451-4.3.0 hmm\n250 2.0.0 queued as X1');
+    assert.is(client.messagesSent, 1);
+  });
 });
 
 test('a STARTTLS whose handshake breaks fails marked tlsFailed; a refusal in words is not', async () => {

@@ -50,11 +50,14 @@ const CASES: Case[] = [
     response: /421|busy/,
   },
   { name: '421-after-ehlo', script: { on: { MAIL: { reply: '421 4.7.0 try again later', then: 'drop' } } }, expect: 'deferred', response: /421|try again/ },
+  // Lines of one reply with different codes (RFC 5321 §4.2.1 forbids it): acted on by the last line's, recorded whole.
+  { name: 'mixed-codes-after-data', script: { on: { '.': '250-2.0.0 queued\n451 4.3.0 lost it' } }, expect: 'deferred', response: /^250-2\.0\.0 queued\n451 4\.3\.0 lost it$/ },
   // Misbehave once, then recover: the second attempt delivers.
   { name: 'stall-once', script: { on: { '.': ['stall', '250 2.0.0 queued'] } }, expect: 'delivered' },
   { name: 'drop-once-mid-data', script: { on: { BODY: ['drop', ''] } }, expect: 'delivered' },
   { name: 'garbage-once', script: { greeting: ['garbage garbage', '220 ok ESMTP'] }, expect: 'delivered' },
   { name: '421-once', script: { on: { RCPT: ['421 4.3.2 busy', '250 2.1.5 ok'] } }, expect: 'delivered' },
+  { name: 'mixed-codes-once', script: { on: { RCPT: ['250-2.1.5 ok\n451 4.3.0 try later', '451-4.3.0 hmm\n250 2.1.5 ok'] } }, expect: 'delivered' },
 ];
 
 let redis: TestRedis;
