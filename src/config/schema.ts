@@ -347,6 +347,12 @@ export const configSchema = z
          * twice as many exchanges at once and keeps twice as many addresses.
          */
         maxAddresses: positiveInt.max(50),
+        /**
+         * Sessions one attempt opens at most that come up (past EHLO and STARTTLS) and are over before
+         * their first transaction (Postfix's smtp_mx_session_limit): each next one is sought from the
+         * next address. At most 50, as maxAddresses: sessions come from the attempt's addresses.
+         */
+        maxSessions: positiveInt.max(50),
         /** Domain, '*.domain' or '*' to 'host:port' – used instead of MX (smarthosts, tests). */
         transport: transportMap,
         dns: z

@@ -30,7 +30,7 @@ import { OUTCOME } from '../queue/outcome-codes.js';
 import type { ReputationRecorder } from '../store/reputation.js';
 import { ACCOUNT_CLOSED_REASON } from '../store/account-state.js';
 import type { LoadedMessage, MessageSource } from '../store/message-source.js';
-import type { MxResolver, Route } from './mx.js';
+import type { MxResolver, Route, RouteHost } from './mx.js';
 import { SmtpClient, SmtpConnectError, localOutcome, type SmtpOutcome } from './smtp-client.js';
 import { ExpiringLru } from '../core/lru.js';
 import { DestinationRuleRecorder } from '../queue/destination-rule.js';
@@ -170,6 +170,15 @@ interface BatchResult {
 
 interface DestinationState {
   workers: number;
+}
+
+/** One attempt's way down a destination's addresses (MxResolver.attemptHosts), session after session. */
+interface HostWalk {
+  readonly hosts: readonly RouteHost[];
+  /** The address the next session is sought from. */
+  next: number;
+  /** Sessions that came up in this attempt (past EHLO and STARTTLS). */
+  sessions: number;
 }
 
 export class Dispatcher {
@@ -359,19 +368,22 @@ export class Dispatcher {
   }
 
   /**
-   * Walks the attempt's addresses (MxResolver.attemptHosts: at most delivery.maxAddresses) until one
-   * gives a session; else the last failure, which defers the destination. Only the session's setup
-   * moves on to the next address: once a session is up, a 4xx to MAIL, RCPT or DATA defers that
-   * recipient on this host, so one attempt never has a second session (Postfix's
-   * smtp_mx_session_limit, which counts sessions past the EHLO and TLS handshake, would be 1 here).
-   * A retry of a broken STARTTLS in plain text is the same address again, not another one.
+   * Walks on from `walk.next` down the attempt's addresses (MxResolver.attemptHosts: at most
+   * delivery.maxAddresses) until one gives a session; else the last failure, which defers the
+   * destination. A failed setup (connect, greeting, EHLO, STARTTLS) moves on to the next address;
+   * once a session is up, a 4xx to MAIL, RCPT or DATA defers that recipient on this host. Only a
+   * session that is over before its first transaction has runConnection seek another here, from the
+   * next address, up to delivery.maxSessions (Postfix's smtp_mx_session_limit, which likewise counts
+   * only sessions past the EHLO and TLS handshake). A retry of a broken STARTTLS in plain text is the
+   * same address again, not another one.
    * Connecting may take long (each address is allowed delivery.timeouts.connect and .greeting): the
    * caller's connection slot is renewed meanwhile by its holder (see the slot's timer above).
    */
-  private async tryHosts(route: Extract<Route, { kind: 'hosts' }>, provider: string): Promise<SmtpClient | SmtpOutcome> {
+  private async tryHosts(walk: HostWalk, provider: string): Promise<SmtpClient | SmtpOutcome> {
     const d = this.o.config.delivery;
     let last: SmtpOutcome | undefined;
-    for (const h of this.o.resolver.attemptHosts(route)) {
+    while (walk.next < walk.hosts.length) {
+      const h = walk.hosts[walk.next++] as RouteHost;
       const key = `${h.host}:${h.port}`;
       let tls = d.tls.opportunistic && this.plainText.get(key, this.now()) === undefined;
       for (;;) {
@@ -387,6 +399,7 @@ export class Dispatcher {
           });
           this.o.metrics?.smtpConnectionsOpened.inc({ result: 'ok', tls: client.secure ? 'yes' : 'no' });
           this.o.metrics?.smtpConnections.inc({ provider });
+          walk.sessions++;
           return client;
         } catch (err) {
           // Opportunistic TLS only (RFC 3207 §4.1 lets a client deliver in plain text): with
@@ -409,11 +422,17 @@ export class Dispatcher {
     return last ?? localOutcome('deferred', '4.4.1', 'no host to connect to', 'CONN', false);
   }
 
+  /** A new attempt's addresses: drawn afresh (MxResolver.attemptHosts), none tried yet. */
+  private walk(route: Extract<Route, { kind: 'hosts' }>): HostWalk {
+    return { hosts: this.o.resolver.attemptHosts(route), next: 0, sessions: 0 };
+  }
+
   /** `level`: the scope's slowdown level when the connection was set up (already applied to `shaping`). */
   private async runConnection(domain: string, route: Extract<Route, { kind: 'hosts' }>, shaping: EffectiveShaping, level: number): Promise<void> {
     const { redis, keys, config } = this.o;
     const shards = config.redis.scheduleShards;
-    const conn = await this.tryHosts(route, shaping.provider);
+    let walk = this.walk(route);
+    const conn = await this.tryHosts(walk, shaping.provider);
     if (!(conn instanceof SmtpClient)) {
       // Nothing reachable: every due recipient of the destination is deferred (or expires).
       if (conn.throttled) await this.throttled(shaping, conn.response);
@@ -421,6 +440,8 @@ export class Dispatcher {
     }
     let client: SmtpClient = conn;
     this.clients.add(client);
+    /** The session has carried a transaction: it answered for its recipients. */
+    let carried = false;
     let sent = 0;
     let idleSince: number | undefined;
     let slowdown = level;
@@ -480,6 +501,7 @@ export class Dispatcher {
           this.claimed -= entries.length;
         }
         sent += r.attempted;
+        if (r.attempted > 0) carried = true;
         if (r.succeeded && r.throttledReply === null && slowdown > 0) {
           // Good answers only: recovery removes a level once the scope has been quiet long enough.
           const after = await recordSuccess(redis, keys, shaping.scope, this.backoffCfg, this.now());
@@ -499,12 +521,22 @@ export class Dispatcher {
         }
         if (!client.usable) {
           this.closeClient(client, shaping.provider, false);
-          const next = await this.tryHosts(route, shaping.provider);
+          if (this.stopping) continue; // the copies not sent went back to the queue
+          if (carried) walk = this.walk(route); // the copies still due get an attempt of their own
+          else if (walk.sessions >= config.delivery.maxSessions || walk.next >= walk.hosts.length) {
+            // Its copies went back unsent (deliverBatch): taken again by another session of this
+            // attempt, and another, a server that hangs up after EHLO would have them forever.
+            const why = `session with ${client.peer} over before a transaction: ${client.closeReason ?? 'connection closed'}`;
+            await this.settleAll(domain, shaping, localOutcome('deferred', '4.4.2', why, 'CONN', false));
+            return;
+          }
+          const next = await this.tryHosts(walk, shaping.provider);
           if (!(next instanceof SmtpClient)) {
             await this.settleAll(domain, shaping, { ...next, result: 'deferred' });
             return;
           }
           client = next;
+          carried = false;
           this.clients.add(client);
         }
       }

@@ -150,6 +150,11 @@ export class SmtpClient {
     return this.sent;
   }
 
+  /** Why the session is over (a drop, a timeout, an unsolicited reply…), null while it is not. */
+  get closeReason(): string | null {
+    return this.isUsable ? null : this.closedReason;
+  }
+
   /** EHLO keywords the server announced (upper case), e.g. PIPELINING, STARTTLS, SIZE. */
   get serverExtensions(): ReadonlySet<string> {
     return new Set(this.extensions.keys());

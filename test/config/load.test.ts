@@ -123,6 +123,12 @@ test('delivery.maxAddresses: 5 by default; 1–50, anything else refused with it
   for (const bad of ['0', '51', '2.5']) assert.ok(refused({ env: { SLUICE__DELIVERY__MAXADDRESSES: bad } }).has('delivery.maxAddresses'), bad);
 });
 
+test('delivery.maxSessions: 2 by default; 1–50, anything else refused with its path', () => {
+  assert.is(loadConfig({ env: {} }).delivery.maxSessions, 2);
+  assert.is(loadConfig({ env: { SLUICE__DELIVERY__MAXSESSIONS: '50' } }).delivery.maxSessions, 50);
+  for (const bad of ['0', '51', '2.5']) assert.ok(refused({ env: { SLUICE__DELIVERY__MAXSESSIONS: bad } }).has('delivery.maxSessions'), bad);
+});
+
 test('a SLUICE__ variable that names no config key is refused naming the variable; a record such as the transport map takes any key', () => {
   const bad = refused({ env: { SLUICE__DELIVERY__LEASEX: '5m', SLUICE__TRAKING__PORT: '80' } });
   assert.match((bad.get('delivery.LEASEX') ?? []).join(' | '), 'environment variable SLUICE__DELIVERY__LEASEX names no config key');

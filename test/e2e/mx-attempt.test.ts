@@ -6,14 +6,15 @@
  *
  * An attempt tries at most delivery.maxAddresses addresses (5, as Postfix's smtp_mx_address_limit),
  * whether they refuse the connection or take it and never greet; a host that will not have the
- * session (4xx to the greeting or EHLO) sends the attempt on to the next (RFC 5321 §5.1). A host
- * whose session is up answers for the recipient: a 4xx defers it, a 5xx bounces it, and no other
- * host is asked in that attempt.
+ * session (4xx to the greeting or EHLO) sends the attempt on to the next (RFC 5321 §5.1), and so does
+ * a session that is over before its first transaction, for at most delivery.maxSessions (2, as
+ * Postfix's smtp_mx_session_limit) such sessions. A host whose session carries the transaction answers
+ * for the recipient: a 4xx defers it, a 5xx bounces it, and no other host is asked in that attempt.
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
-import { startCapturePeer, startScriptedPeer, type CapturePeer, type ScriptedPeer } from '../helpers/smtp-peer.js';
+import { startCapturePeer, startScriptedPeer, type CapturePeer, type ScriptedPeer, type ScriptStep } from '../helpers/smtp-peer.js';
 import { startDnsStub, type DnsStub } from '../helpers/dns-stub.js';
 import { startSluiceFixture, type SluiceFixture } from '../helpers/sluice.js';
 
@@ -39,6 +40,17 @@ let ehloSecond: CapturePeer;
 /** slow.test: three hosts that take the connection and never greet, then one that would deliver. */
 let slow: ScriptedPeer[] = [];
 let slowFourth: CapturePeer;
+/**
+ * Hosts whose session comes up and is over before its first transaction: the EHLO answer and an
+ * unsolicited 421 in one write, then the connection closed (the client sees both at once, so the
+ * session is unusable before a transaction can start, every time). cut.test: one such host, then one
+ * that delivers; cut3.test: three such hosts, then one that would deliver.
+ */
+let cutFirst: ScriptedPeer;
+let cutSecond: CapturePeer;
+let cut3: ScriptedPeer[] = [];
+let cut3Fourth: CapturePeer;
+const CUT = { EHLO: { reply: '250 scripted.test\n421 4.3.2 closing now', then: 'drop' as const } };
 
 const ip = (n: number) => `127.0.0.${n}`;
 /** An MX domain whose exchanges have the addresses `hosts`, at preferences 10, 20, 30, … */
@@ -57,7 +69,7 @@ async function startPeers(): Promise<void> {
       sixth = await startCapturePeer({ host: ip(7) });
       started.push(sixth);
       port = sixth.port;
-      const scripted = async (n: number, on: Record<string, string>) => {
+      const scripted = async (n: number, on: Record<string, ScriptStep>) => {
         const p = await startScriptedPeer({ ehlo: ['PIPELINING'], on }, { host: ip(n), port });
         started.push(p);
         return p;
@@ -81,6 +93,12 @@ async function startPeers(): Promise<void> {
       slow = [await stalled(21), await stalled(22), await stalled(23)];
       slowFourth = await startCapturePeer({ host: ip(24), port });
       started.push(slowFourth);
+      cutFirst = await scripted(25, CUT);
+      cutSecond = await startCapturePeer({ host: ip(26), port });
+      started.push(cutSecond);
+      cut3 = [await scripted(27, CUT), await scripted(28, CUT), await scripted(29, CUT)];
+      cut3Fourth = await startCapturePeer({ host: ip(30), port });
+      started.push(cut3Fourth);
       return;
     } catch (err) {
       await Promise.all(started.map((p) => p.close()));
@@ -101,13 +119,15 @@ test.before(async () => {
     ...mxZone('busy.test', [17, 18]),
     ...mxZone('ehlo451.test', [19, 20]),
     ...mxZone('slow.test', [21, 22, 23, 24]),
+    ...mxZone('cut.test', [25, 26]),
+    ...mxZone('cut3.test', [27, 28, 29, 30]),
   });
   s = await startSluiceFixture(redis, { delivery: { dns: { servers: [dns.server], loopbackMx: true } } }, { mxPort: port });
 });
 
 test.after(async () => {
   await s?.stop();
-  await Promise.all([sixth?.close(), ...rcpt451.map((p) => p.close()), ...mail451.map((p) => p.close()), hardFirst?.close(), hardSecond?.close(), busyFirst?.close(), busySecond?.close(), ehloFirst?.close(), ehloSecond?.close(), ...slow.map((p) => p.close()), slowFourth?.close(), dns?.close()]);
+  await Promise.all([sixth?.close(), ...rcpt451.map((p) => p.close()), ...mail451.map((p) => p.close()), hardFirst?.close(), hardSecond?.close(), busyFirst?.close(), busySecond?.close(), ehloFirst?.close(), ehloSecond?.close(), ...slow.map((p) => p.close()), slowFourth?.close(), cutFirst?.close(), cutSecond?.close(), ...cut3.map((p) => p.close()), cut3Fourth?.close(), dns?.close()]);
   await redis?.stop();
 });
 
@@ -155,6 +175,40 @@ test('hosts that take the connection and never greet count towards delivery.maxA
   }
   for (const [i, p] of slow.entries()) assert.ok(p.connections() >= 1, `slow host ${i + 1} was tried`);
   assert.is(slowFourth.connections(), 0, 'the fourth address is never tried');
+});
+
+// The retries of these are an hour away: each connection counted below belongs to the first attempt.
+test('a session that is over before its first transaction: the next session goes to the next address, and the same attempt delivers there', async () => {
+  const late = await startSluiceFixture(redis, { delivery: { dns: { servers: [dns.server], loopbackMx: true } }, shaping: { default: { retry: ['1h'] } } }, { mxPort: port });
+  try {
+    const final = await late.waitFinal(await send(late, 'hal@cut.test'));
+    const rc = final.recipients[0];
+    assert.is(rc.state, 'delivered', JSON.stringify(rc));
+    assert.is(rc.attempts, 1);
+    assert.is(cutFirst.connections(), 1, 'one session with the first host, not one after another');
+    assert.is(cutSecond.messages.length, 1);
+  } finally {
+    await late.stop();
+  }
+});
+
+test('sessions that are over before their first transaction: delivery.maxSessions (2) of them, then the recipient is deferred; with 3, a third', async () => {
+  for (const [maxSessions, tried] of [[undefined, 2], [3, 3]] as const) {
+    const before = cut3.map((p) => p.connections());
+    const f = await startSluiceFixture(redis, { delivery: { ...(maxSessions ? { maxSessions } : {}), dns: { servers: [dns.server], loopbackMx: true } }, shaping: { default: { retry: ['1h'] } } }, { mxPort: port });
+    try {
+      const rc = await f.waitRecipient(await send(f, `ivy${tried}@cut3.test`), 'deferred');
+      assert.is(rc?.state, 'deferred', JSON.stringify(rc));
+      assert.is(rc.attempts, 1);
+      assert.is(rc.enhanced, '4.4.2');
+      assert.is(rc.response, `session with ${ip(26 + tried)}:${port} over before a transaction: unsolicited reply: 421 4.3.2 closing now`, 'the last session\'s');
+      await new Promise((res) => setTimeout(res, 300)); // time for a session too many, if one were opened
+    } finally {
+      await f.stop();
+    }
+    assert.equal(cut3.map((p, i) => p.connections() - (before[i] as number)), [1, 1, tried === 3 ? 1 : 0], `one session each with the first ${tried}`);
+  }
+  assert.is(cut3Fourth.connections(), 0, 'the fourth address is never tried');
 });
 
 for (const [verb, peers, answer] of [['RCPT', () => rcpt451, '451 4.3.0 mx1 try again later'], ['MAIL', () => mail451, '451 4.3.0 mx1 busy']] as const) {

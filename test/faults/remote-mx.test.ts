@@ -50,6 +50,8 @@ const CASES: Case[] = [
     response: /421|busy/,
   },
   { name: '421-after-ehlo', script: { on: { MAIL: { reply: '421 4.7.0 try again later', then: 'drop' } } }, expect: 'deferred', response: /421|try again/ },
+  // Up, then over before a transaction (EHLO's answer, an unsolicited 421 and a hang-up at once): one smarthost, so one session an attempt.
+  { name: 'close-after-ehlo', script: { on: { EHLO: { reply: '250 scripted.test\n421 4.3.2 closing now', then: 'drop' } } }, expect: 'deferred', response: /over before a transaction: unsolicited reply: 421 4\.3\.2 closing now/ },
   // Lines of one reply with different codes (RFC 5321 §4.2.1 forbids it): acted on by the last line's, recorded whole.
   { name: 'mixed-codes-after-data', script: { on: { '.': '250-2.0.0 queued\n451 4.3.0 lost it' } }, expect: 'deferred', response: /^250-2\.0\.0 queued\n451 4\.3\.0 lost it$/ },
   // Misbehave once, then recover: the second attempt delivers.
