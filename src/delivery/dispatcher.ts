@@ -369,8 +369,8 @@ export class Dispatcher {
 
   /**
    * Walks on from `walk.next` down the attempt's addresses (MxResolver.attemptHosts: at most
-   * delivery.maxAddresses) until one gives a session; else the last failure, which defers the
-   * destination. A failed setup (connect, greeting, EHLO, STARTTLS) moves on to the next address;
+   * delivery.maxAddresses) until one gives a session; else the most telling failure (moreTelling),
+   * which defers the destination. A failed setup (connect, greeting, EHLO, STARTTLS) moves on to the next address;
    * once a session is up, a 4xx to MAIL, RCPT or DATA defers that recipient on this host. Only a
    * session that is over before its first transaction has runConnection seek another here, from the
    * next address, up to delivery.maxSessions (Postfix's smtp_mx_session_limit, which likewise counts
@@ -412,8 +412,8 @@ export class Dispatcher {
             continue;
           }
           this.o.metrics?.smtpConnectionsOpened.inc({ result: 'failed', tls: 'no' });
-          const outcome = (err as { outcome?: SmtpOutcome }).outcome;
-          last = outcome ?? localOutcome('deferred', '4.4.1', `connect to ${h.host}:${h.port} failed: ${(err as Error).message}`, 'CONN', false);
+          const outcome = (err as { outcome?: SmtpOutcome }).outcome ?? localOutcome('deferred', '4.4.1', `connect to ${h.host}:${h.port} failed: ${(err as Error).message}`, 'CONN', false);
+          last = moreTelling(last, outcome);
           // A 5xx greeting is the host's final word for this connection, not for the recipient; try the next MX.
           break;
         }
@@ -1082,6 +1082,18 @@ export class Dispatcher {
     await reschedule(redis, keys, config.redis.scheduleShards, domain, nextAt, this.now());
     if (outcome.result !== 'delivered') this.log.info({ domain, response: outcome.response }, 'destination failed as a whole');
   }
+}
+
+/**
+ * Which of two failed session setups an attempt reports: a remote server's answer over a failure
+ * without one, and a throttling answer over another, else the later. A primary's "421 too many
+ * connections" says more than the backup's refused connection, and carries the throttle signal the
+ * destination's backoff reads (runConnection).
+ */
+function moreTelling(earlier: SmtpOutcome | undefined, later: SmtpOutcome): SmtpOutcome {
+  if (earlier === undefined || earlier.code === null) return later;
+  if (later.code === null || (earlier.throttled && !later.throttled)) return earlier;
+  return later;
 }
 
 /** Positions of a chunk's campaign entries, by campaign id. */

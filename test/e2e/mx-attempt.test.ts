@@ -35,6 +35,8 @@ let hardSecond: ScriptedPeer;
 /** busy.test: the first host greets with 421; ehlo451.test: the first host answers 451 to EHLO. The second of each takes the mail. */
 let busyFirst: ScriptedPeer;
 let busySecond: CapturePeer;
+/** lonebusy.test: the first host greets with 421, the second (nothing listening) refuses the connection. */
+let loneBusy: ScriptedPeer;
 let ehloFirst: ScriptedPeer;
 let ehloSecond: CapturePeer;
 /** slow.test: three hosts that take the connection and never greet, then one that would deliver. */
@@ -87,6 +89,8 @@ async function startPeers(): Promise<void> {
       started.push(busyFirst);
       busySecond = await startCapturePeer({ host: ip(18), port });
       started.push(busySecond);
+      loneBusy = await startScriptedPeer({ greeting: '421 4.7.0 mx1 too many connections, slow down' }, { host: ip(31), port });
+      started.push(loneBusy);
       ehloFirst = await scripted(19, { EHLO: '451 4.3.0 mx1 not now', HELO: '250 should not be asked' });
       ehloSecond = await startCapturePeer({ host: ip(20), port });
       started.push(ehloSecond);
@@ -121,13 +125,15 @@ test.before(async () => {
     ...mxZone('slow.test', [21, 22, 23, 24]),
     ...mxZone('cut.test', [25, 26]),
     ...mxZone('cut3.test', [27, 28, 29, 30]),
+    // 127.0.0.32: nothing listens.
+    ...mxZone('lonebusy.test', [31, 32]),
   });
   s = await startSluiceFixture(redis, { delivery: { dns: { servers: [dns.server], loopbackMx: true } } }, { mxPort: port });
 });
 
 test.after(async () => {
   await s?.stop();
-  await Promise.all([sixth?.close(), ...rcpt451.map((p) => p.close()), ...mail451.map((p) => p.close()), hardFirst?.close(), hardSecond?.close(), busyFirst?.close(), busySecond?.close(), ehloFirst?.close(), ehloSecond?.close(), ...slow.map((p) => p.close()), slowFourth?.close(), cutFirst?.close(), cutSecond?.close(), ...cut3.map((p) => p.close()), cut3Fourth?.close(), dns?.close()]);
+  await Promise.all([sixth?.close(), ...rcpt451.map((p) => p.close()), ...mail451.map((p) => p.close()), hardFirst?.close(), hardSecond?.close(), busyFirst?.close(), busySecond?.close(), loneBusy?.close(), ehloFirst?.close(), ehloSecond?.close(), ...slow.map((p) => p.close()), slowFourth?.close(), cutFirst?.close(), cutSecond?.close(), ...cut3.map((p) => p.close()), cut3Fourth?.close(), dns?.close()]);
   await redis?.stop();
 });
 
@@ -257,6 +263,14 @@ test('the first MX host answers 451 to EHLO: no HELO there; the same attempt del
   assert.not.ok(ehloFirst.commands.some((c) => c.startsWith('HELO') || c.startsWith('MAIL')), 'a 4xx to EHLO is no reason to fall back to HELO');
   assert.is(ehloSecond.messages.length, 1);
   assert.equal(ehloSecond.messages[0]!.envelope.to, ['fay@ehlo451.test']);
+});
+
+test('the first MX host greets with 421 and the second refuses the connection: the recipient is deferred with the 421, the answer that says why', async () => {
+  const rc = await s.waitRecipient(await send(s, 'gus@lonebusy.test'), 'deferred');
+  assert.is(rc?.state, 'deferred', JSON.stringify(rc));
+  assert.ok(loneBusy.connections() >= 1);
+  assert.is(rc.code, 421, 'a remote server\'s answer, not the later connection error');
+  assert.match(rc.response, 'mx1 too many connections');
 });
 
 test.run();
