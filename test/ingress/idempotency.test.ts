@@ -22,14 +22,16 @@ test('a request that runs longer than the lease keeps its key: a concurrent retr
   const { keys } = env.redis.fresh();
   // Renewed every third of the lease: an event loop stalled for most of a lease (a loaded CI machine)
   // must not end it, so the lease is long enough for that, and the request outlasts it three times.
-  const a = new IdempotencyStore(env.client, keys, DAY, { leaseMs: 400 });
-  const b = new IdempotencyStore(env.client, keys, DAY, { leaseMs: 400 });
+  // (A lease of 400 ms, renewed every 133 ms, ended once under a load average of 10: a stall of
+  // 270 ms. At 1.2 s a stall has to last 800 ms.)
+  const a = new IdempotencyStore(env.client, keys, DAY, { leaseMs: 1200 });
+  const b = new IdempotencyStore(env.client, keys, DAY, { leaseMs: 1200 });
   const begun = await a.begin('acme', 'k1', 'h1');
   assert.is(begun.kind, 'new');
   // Four leases long: without renewal the marker would have expired three times over.
   for (let i = 0; i < 6; i++) {
-    await sleep(270);
-    assert.is(await code(b.begin('acme', 'k1', 'h1')), 'SLUICE_INGRESS_IDEMPOTENCY_CONFLICT', `still in flight after ${(i + 1) * 270} ms`);
+    await sleep(810);
+    assert.is(await code(b.begin('acme', 'k1', 'h1')), 'SLUICE_INGRESS_IDEMPOTENCY_CONFLICT', `still in flight after ${(i + 1) * 810} ms`);
   }
   await a.finish('acme', 'k1', 'h1', { status: 202, body: '{"id":"x"}' }, begun.kind === 'new' ? begun.lease : undefined);
   const again = await b.begin('acme', 'k1', 'h1');
@@ -53,19 +55,19 @@ test('a request whose process died frees its key one lease later: the retry then
 test('a renewal never brings back a key that was answered or freed, nor takes over another request’s marker', async () => {
   const { keys } = env.redis.fresh();
   // Leases long enough that a stalled event loop does not end b's (see the first test).
-  const a = new IdempotencyStore(env.client, keys, DAY, { leaseMs: 300 });
+  const a = new IdempotencyStore(env.client, keys, DAY, { leaseMs: 900 });
   const begun = await a.begin('acme', 'k3', 'h3');
   // A 503 frees the key for the retry it invites.
   await a.finish('acme', 'k3', 'h3', { status: 503, body: '{}' }, begun.kind === 'new' ? begun.lease : undefined);
-  await sleep(250);
-  const b = new IdempotencyStore(env.client, keys, DAY, { leaseMs: 300 });
+  await sleep(750);
+  const b = new IdempotencyStore(env.client, keys, DAY, { leaseMs: 900 });
   const next = await b.begin('acme', 'k3', 'h3');
   assert.is(next.kind, 'new', 'the key was free, not re-created by a late renewal');
   // The marker is b's: a's lease (ended) and a second holder cannot renew it.
-  await sleep(900);
+  await sleep(2700);
   assert.is(await code(a.begin('acme', 'k3', 'h3')), 'SLUICE_INGRESS_IDEMPOTENCY_CONFLICT', 'b keeps it alive');
   if (next.kind === 'new') await next.lease.end();
-  await sleep(600);
+  await sleep(1800);
   assert.is((await a.begin('acme', 'k3', 'h3')).kind, 'new', 'and it lapses once b stops');
 });
 
