@@ -19,9 +19,8 @@ import { GLOBAL_LIST, suppressionCount } from '../store/suppression.js';
 import { pausedCount } from '../store/reputation.js';
 import { startSubmissionServer } from '../ingress/smtp-server.js';
 import { startHttpApi } from '../ingress/http-api.js';
-import { persistMessage, queueMaxAgeMs, refsTtlMs } from '../ingress/persist.js';
-import { parseAddress } from '../core/address.js';
-import { newId, withFreeId } from '../core/ids.js';
+import { queueMaxAgeMs, refsTtlMs } from '../ingress/persist.js';
+import { createNoticeSender, laterFailureNotices } from './notices.js';
 import { loadOrCreateTls } from '../ingress/tls.js';
 import { CampaignEnqueuer } from '../campaigns/enqueuer.js';
 import { readContacts } from '../store/contacts.js';
@@ -35,7 +34,6 @@ import { randomBytes } from 'node:crypto';
 import type { RedisClient } from '../redis/client.js';
 import { createEventWriter, type EventType } from '../store/events.js';
 import { createMessageSource } from '../store/message-source.js';
-import { getMessage } from '../store/messages.js';
 import { classifySmtpReply } from '../bounces/index.js';
 import { queueTotals, type QueueTotals } from '../queue/stats.js';
 import { ByteBudget } from '../core/read-bounded.js';
@@ -250,6 +248,8 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
     // Built before the pool: a bad key fails start-up here, with the config path, not in a worker.
     const tokenKeys = readTokenKeys(config);
     const codec = tokenKeys ? createTokenCodec(tokenKeys) : null;
+    // Notices to SMTP submitters: the dispatcher's and the feedback role's go through this one.
+    const sendNotice = createNoticeSender({ redis: redis.client, keys, config, metrics, closedAccounts });
     let dispatcher: Dispatcher | null = null;
     let enqueuer: CampaignEnqueuer | null = null;
     let pool: RenderPool | null = null;
@@ -278,32 +278,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
         reputation: holdClosed(reputation, closedAccounts),
         verpKey,
         contacts: { read: (listId, nos) => readContacts(deliveryRedis, keys, listId, nos) },
-        // A failure notice to an SMTP sender is a message of the sender's account like any other
-        // (queued, shaped, indexed for export and erasure), from MAILER-DAEMON, sent with MAIL FROM:<>.
-        sendNotice: async (n) => {
-          const to = parseAddress(n.to);
-          // A closed account writes nothing new: its data is to be deleted (store/account-state.ts).
-          if (!to || (await closedAccounts.get(n.account)) !== null) return;
-          const now = Date.now();
-          const hostname = config.instance.hostname;
-          // Stored under n.id (the same for every holder of the recipient): found taken by a notice
-          // about the same message, it was queued before (a second holder, a repeat after a crash)
-          // and is not queued again; taken by anything else (1 in 2^30), it goes under a fresh id.
-          const fresh = await withFreeId(() => newId(Date.now()), async (id) => {
-            const persisted = await persistMessage(redis.client, keys, config.redis.scheduleShards, {
-              id, account: n.account, source: 'dsn', kind: 'raw', from: `MAILER-DAEMON@${hostname}`, fromDomain: hostname.toLowerCase(),
-              rcpts: [{ address: to.address, domain: to.domain }], acceptedAt: now, tags: [], metadata: { about: n.about }, body: n.body,
-            }, refsTtlMs(config), config.retention.eventsMaxLen);
-            // Its `accepted` event is appended with it, as a submission's is (ingress/accept.ts).
-            if (persisted.stored && persisted.eventError === undefined) metrics.eventsAppended.inc({ type: 'accepted' });
-            if (persisted.stored) return true;
-            const other = id === n.id ? await getMessage(redis.client, keys, id) : null;
-            return other?.meta.source === 'dsn' && other.meta.metadata['about'] === n.about ? false : null;
-          }, n.id);
-          if (!fresh) return;
-          metrics.messagesAccepted.inc({ source: 'dsn' });
-          metrics.recipientsAccepted.inc({ source: 'dsn' });
-        },
+        sendNotice,
       });
       const disp = dispatcher;
       disp.start();
@@ -438,6 +413,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       const mx = await startInboundMx(
         {
           redis: redis.client, keys, logger: logger.child({ role: 'feedback' }), reputation,
+          reportFailure: laterFailureNotices({ redis: redis.client, keys, config, send: sendNotice }),
           metrics: {
             received: (kind) => metrics.feedbackReceived.inc({ kind }),
             rejected: (code) => metrics.feedbackRejected.inc({ code }),

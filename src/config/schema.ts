@@ -333,7 +333,7 @@ export const configSchema = z
         bounceDomain: z.string().min(1),
         /** Name sent in EHLO; null = instance.hostname. */
         ehloName: z.string().nullable(),
-        /** An SMTP submission's recipient that fails for good is reported to its envelope sender (delivery/failure-notice.ts). */
+        /** An SMTP submission's recipient that fails for good (during delivery, or by a later DSN) is reported to its envelope sender (delivery/failure-notice.ts). */
         failureNotices: z.boolean(),
         /** Outbound SMTP connections this process keeps open at most, over all destinations. */
         maxConnections: positiveInt,

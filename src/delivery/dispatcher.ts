@@ -19,7 +19,7 @@ import { resolveShaping, retryDelay, type EffectiveShaping } from '../queue/shap
 import { shortId } from '../core/ids.js';
 import { Semaphore } from '../core/semaphore.js';
 import { verpAddress } from '../core/verp.js';
-import { failureNotice, noticeId } from './failure-notice.js';
+import { noticeToSender, type NoticeSender } from './failure-notice.js';
 import { formatDuration } from '../core/time.js';
 import { addSuppression, GLOBAL_LIST, suppressionsOf } from '../store/suppression.js';
 import { DeliveryMarks, recordSoftBounce } from '../store/soft-bounces.js';
@@ -80,12 +80,10 @@ export interface DispatcherOptions {
   /** Campaign recipients: contacts of the campaign's list, by contact number (store/contacts.ts). */
   contacts?: CampaignContacts | undefined;
   /**
-   * Queues a notice (failure-notice.ts) as a message of `account` to `to`, sent with the null
-   * reverse-path (config delivery.failureNotices; app/start.ts persists it as ingress does a message).
-   * `id`: the id to store it under (noticeId); when a notice about the same message (`about`) has it
-   * already, nothing is stored: the notice was queued before.
+   * Queues a notice (failure-notice.ts) to an SMTP sender (config delivery.failureNotices;
+   * app/notices.ts persists it as ingress does a message; the feedback role queues through the same one).
    */
-  sendNotice?: ((notice: { readonly id: string; readonly account: string; readonly to: string; readonly body: Buffer; readonly about: string }) => Promise<void>) | undefined;
+  sendNotice?: NoticeSender | undefined;
   now?: () => number;
 }
 
@@ -1004,31 +1002,25 @@ export class Dispatcher {
    * queued before the outcome is written, so a crash between the two repeats the notice rather than
    * losing it; the repeat, and the notice of a second holder whose outcome turns out a no-op, finds
    * the first stored under the same id (noticeId) and is not sent again. Not for a null sender, nor
-   * about a notice (no loops), nor for API mail (webhooks and GET /v1/messages/:id report it).
+   * about a notice (no loops), nor for API mail, nor against the recipient's NOTIFY (noticeToSender).
    * `status` stands in when the outcome has no enhanced code.
    *
-   * The recipient's NOTIFY (RFC 3461 §4.1), when the submission gave one, says which notices it
-   * wants: without FAILURE (NEVER, say) none of failure; with SUCCESS one when the next hop took
-   * the message, Action: relayed (§5.2.2: Sluice passes no DSN parameters on. Its envelope sender
-   * is its own VERP address, so the next hop's reports come to the feedback MX, which suppresses
-   * addresses by them: a NOTIFY=NEVER passed on would hide those, and its success or delay reports
-   * would reach Sluice, not the sender). No delay warnings (NOTIFY=DELAY asks for none to be sent).
+   * With NOTIFY=SUCCESS a copy the next hop took is reported as Action: relayed (RFC 3461 §5.2.2:
+   * Sluice passes no DSN parameters on. Its envelope sender is its own VERP address, so the next
+   * hop's reports come to the feedback MX, which suppresses addresses by them and passes a failure
+   * on to the sender: a NOTIFY=NEVER passed on would hide those). No delay warnings (NOTIFY=DELAY
+   * asks for none to be sent).
    */
   private async reportToSender(entry: QueueEntry, msg: LoadedMessage | null, address: string | undefined, outcome: SmtpOutcome, status: string, explanation: string, action: 'failed' | 'relayed' = 'failed'): Promise<void> {
     const send = this.o.sendNotice;
-    if (!send || !this.o.config.delivery.failureNotices || !msg || msg.source !== 'smtp' || !msg.returnPath || msg.kind !== 'raw') return;
-    const asked = msg.dsn?.rcpts?.[entry.idx];
-    if (action === 'relayed' ? !asked?.notify?.includes('SUCCESS') : asked?.notify && !asked.notify.includes('FAILURE')) return;
-    const recipient = address ?? msg.rcpts[entry.idx]?.address;
-    if (!recipient) return;
-    const raw = typeof msg.body === 'string' ? Buffer.from(msg.body, 'utf8') : msg.body;
+    if (!send || !this.o.config.delivery.failureNotices || !msg) return;
     const reply = outcome.code === null ? null : /^\d{3}[ -]/.test(outcome.response) ? outcome.response : `${outcome.code} ${outcome.enhanced ? `${outcome.enhanced} ` : ''}${outcome.response}`;
-    const body = failureNotice({
-      hostname: this.o.config.instance.hostname, msgId: entry.msgId, idx: entry.idx, acceptedAt: msg.acceptedAt, now: this.now(),
-      to: msg.returnPath, recipient, action, status: outcome.enhanced ?? status, remoteReply: reply, explanation, original: raw,
-      ret: msg.dsn?.ret, envid: msg.dsn?.envid, orcpt: asked?.orcpt,
+    const notice = noticeToSender(msg, {
+      hostname: this.o.config.instance.hostname, now: this.now(), idx: entry.idx, recipient: address, action,
+      status: outcome.enhanced ?? status, remoteReply: reply, explanation, original: typeof msg.body === 'string' ? Buffer.from(msg.body, 'utf8') : msg.body,
     });
-    const queued = send({ id: noticeId(entry.msgId, entry.idx), account: msg.account, to: msg.returnPath, body, about: entry.msgId });
+    if (!notice) return;
+    const queued = send(notice);
     // A report of success is not worth a second copy to the recipient: it may be lost.
     if (action === 'relayed') return void (await queued.catch((err: unknown) => this.log.warn({ err, msgId: entry.msgId, idx: entry.idx }, 'could not queue the report to the sender')));
     // A failure notice may not be (RFC 5321 §6.1): unqueued, the outcome is not written either. The

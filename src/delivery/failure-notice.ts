@@ -1,5 +1,6 @@
 import { formatRfc5322Date } from '../render/headers.js';
 import { fromBase32, toBase32 } from '../core/ids.js';
+import type { MessageDsn } from '../store/messages.js';
 
 /**
  * The non-delivery report of an SMTP submission: once Sluice has said 250 to a message, it owes its
@@ -18,6 +19,9 @@ import { fromBase32, toBase32 } from '../core/ids.js';
  * per recipient that fails, when it fails for good: bounced, expired, or refused because the
  * address is suppressed; or (Action: relayed) that the next hop took, when the submission asked for
  * it with NOTIFY=SUCCESS (RFC 3461 §5.2.2: Sluice passes no DSN parameters on, see dispatcher.ts).
+ * A copy the next hop took and bounced later is reported too: its DSN came to Sluice's VERP address,
+ * not to the sender whose return path Sluice replaced, so the feedback role passes the failure on
+ * (RFC 5321 §6.1, RFC 3461 §6.2), with the remote status, Remote-MTA and Diagnostic-Code.
  */
 export interface FailureNoticeInput {
   /** This instance's host name: the Reporting-MTA and MAILER-DAEMON's domain. */
@@ -39,8 +43,14 @@ export interface FailureNoticeInput {
   readonly remoteReply: string | null;
   /** Why, in a sentence, for the person reading it. */
   readonly explanation: string;
-  /** The message the notice is about, as stored (raw MIME): its header section, or all of it, goes back. */
-  readonly original: Buffer;
+  /** The remote MTA that reported the failure (a later DSN's Remote-MTA or Reporting-MTA), when known. */
+  readonly remoteMta?: string | undefined;
+  /**
+   * The message the notice is about, as stored (raw MIME): its header section, or all of it, goes
+   * back. null once it is no longer stored (a later bounce of a message whose copies were all
+   * settled): the notice is the report without its third part (RFC 6522 §3 makes it optional).
+   */
+  readonly original: Buffer | null;
   /** The submission's DSN parameters (RFC 3461), xtext-decoded: RET, ENVID, and the recipient's ORCPT. */
   readonly ret?: 'FULL' | 'HDRS' | undefined;
   readonly envid?: string | undefined;
@@ -56,8 +66,71 @@ export interface FailureNoticeInput {
  * message share an id, nor a notice its original; another message minted in the same millisecond
  * takes it once in 2^30, which the caller tells from a notice by the record's `about`.
  */
-export function noticeId(msgId: string, idx: number): string {
-  return msgId.slice(0, 10) + toBase32((fromBase32(msgId, 10, 6) + idx + 1) % 2 ** 30, 6);
+export function noticeId(msgId: string, idx: number, action: 'failed' | 'relayed' = 'failed'): string {
+  // A report of success has ids of its own (2^29 on): a copy relayed (NOTIFY=SUCCESS,FAILURE) and
+  // bounced by the next hop later gets both reports, and each of them once.
+  return msgId.slice(0, 10) + toBase32((fromBase32(msgId, 10, 6) + (action === 'relayed' ? 2 ** 29 : 0) + idx + 1) % 2 ** 30, 6);
+}
+
+/** A notice as the sender of notices (app/notices.ts) queues it: see Dispatcher's sendNotice. */
+export interface QueuedNotice {
+  readonly id: string;
+  readonly account: string;
+  readonly to: string;
+  readonly body: Buffer;
+  readonly about: string;
+}
+
+/**
+ * Queues a notice as a message of `account` to `to`, sent with the null reverse-path; `id`: the id
+ * to store it under (noticeId): when a notice about the same message (`about`) has it already,
+ * nothing is stored, the notice was queued before. Rejects when it cannot be queued.
+ */
+export type NoticeSender = (notice: QueuedNotice) => Promise<void>;
+
+/**
+ * The fields of a stored message that decide whether its sender is owed a notice: a LoadedMessage
+ * (delivery) or a MessageMeta (feedback).
+ */
+export interface NoticeSubject {
+  readonly id: string;
+  readonly account: string;
+  readonly kind: string;
+  readonly source?: string | undefined;
+  readonly returnPath?: string | undefined;
+  readonly dsn?: MessageDsn | undefined;
+  readonly rcpts: readonly { readonly address: string }[];
+  readonly acceptedAt: number;
+}
+
+/** What happened to one recipient, as the notice reports it. */
+export type RecipientReport = Pick<FailureNoticeInput, 'hostname' | 'now' | 'status' | 'remoteReply' | 'remoteMta' | 'explanation' | 'original'> & {
+  readonly idx: number;
+  /** The address the remote server answered about; else the message's recipient `idx`. */
+  readonly recipient?: string | undefined;
+  readonly action?: 'failed' | 'relayed';
+};
+
+/**
+ * The notice the sender of `msg` is owed about recipient `r.idx`, or null when none is: only an SMTP
+ * submission (raw, with a sender: not a notice, sent with <>, nor API mail, which webhooks and GET
+ * /v1/messages/:id report) gets one. The recipient's NOTIFY (RFC 3461 §4.1), when the submission
+ * gave one, says which: without FAILURE (NEVER, say) none of failure; with SUCCESS one of relay.
+ * The one rule for the dispatcher (a refusal, an expiry) and the feedback role (a later bounce).
+ */
+export function noticeToSender(msg: NoticeSubject, r: RecipientReport): QueuedNotice | null {
+  if (msg.source !== 'smtp' || !msg.returnPath || msg.kind !== 'raw') return null;
+  const action = r.action ?? 'failed';
+  const asked = msg.dsn?.rcpts?.[r.idx];
+  if (action === 'relayed' ? !asked?.notify?.includes('SUCCESS') : asked?.notify && !asked.notify.includes('FAILURE')) return null;
+  const recipient = r.recipient ?? msg.rcpts[r.idx]?.address;
+  if (!recipient) return null;
+  const body = failureNotice({
+    hostname: r.hostname, msgId: msg.id, idx: r.idx, acceptedAt: msg.acceptedAt, now: r.now, to: msg.returnPath, recipient, action,
+    status: r.status, remoteReply: r.remoteReply, remoteMta: r.remoteMta, explanation: r.explanation, original: r.original,
+    ret: msg.dsn?.ret, envid: msg.dsn?.envid, orcpt: asked?.orcpt ?? undefined,
+  });
+  return { id: noticeId(msg.id, r.idx, action), account: msg.account, to: msg.returnPath, body, about: msg.id };
 }
 
 /** The header section of a notice's original is cut at this size (a forwarded chain can be long). */
@@ -74,14 +147,14 @@ export function failureNotice(n: FailureNoticeInput): Buffer {
   const reply = n.remoteReply === null ? null : oneLine(n.remoteReply);
   const relayed = n.action === 'relayed';
   // RET applies to a report of failure (RFC 3461 §4.3); one of success returns the headers.
-  const whole = !relayed && n.ret === 'FULL' ? returnable(n.original) : null;
+  const whole = !relayed && n.ret === 'FULL' && n.original ? returnable(n.original) : null;
   const human = [
     `This is the mail system at host ${host}.`,
     '',
     relayed ? `Your message was handed on to the mail server of <${oneLine(n.recipient)}>.` : `Your message could not be delivered to <${oneLine(n.recipient)}>.`,
     oneLine(n.explanation),
     ...(reply !== null ? ['', relayed ? 'That server said:' : 'The recipient\'s mail server said:', `    ${reply}`] : []),
-    ...(!relayed && n.ret === 'FULL' && !whole ? ['', 'The message was too large to return (or not 7-bit): only its header section is attached.'] : []),
+    ...(n.original === null ? ['', 'The message is no longer stored here, so it is not returned.'] : !relayed && n.ret === 'FULL' && !whole ? ['', 'The message was too large to return (or not 7-bit): only its header section is attached.'] : []),
     '',
     'This report was sent automatically; please do not reply to it.',
   ];
@@ -95,6 +168,7 @@ export function failureNotice(n: FailureNoticeInput): Buffer {
     `Final-Recipient: rfc822; ${oneLine(n.recipient)}`,
     `Action: ${relayed ? 'relayed' : 'failed'}`,
     `Status: ${n.status}`,
+    ...(n.remoteMta ? [`Remote-MTA: dns; ${oneLine(n.remoteMta)}`] : []),
     ...(reply !== null ? [`Diagnostic-Code: smtp; ${reply}`] : []),
     `Last-Attempt-Date: ${formatRfc5322Date(n.now)}`,
   ];
@@ -126,11 +200,14 @@ export function failureNotice(n: FailureNoticeInput): Buffer {
     '',
     ...status,
     '',
-    `--${boundary}`,
+    `--${boundary}${n.original === null ? '--' : ''}`,
+  ];
+  if (n.original === null) return Buffer.from(`${text.join('\r\n')}\r\n`, 'latin1');
+  const third = [
     ...(whole ? ['Content-Description: Undelivered message', 'Content-Type: message/rfc822'] : [`Content-Description: ${relayed ? 'Message' : 'Undelivered message'} headers`, 'Content-Type: text/rfc822-headers']),
     '',
-  ].join('\r\n');
-  return Buffer.concat([Buffer.from(`${text}\r\n`, 'latin1'), whole ?? originalHeaders(headerSection(n.original)), Buffer.from(`\r\n--${boundary}--\r\n`, 'latin1')]);
+  ];
+  return Buffer.concat([Buffer.from(`${[...text, ...third].join('\r\n')}\r\n`, 'latin1'), whole ?? originalHeaders(headerSection(n.original)), Buffer.from(`\r\n--${boundary}--\r\n`, 'latin1')]);
 }
 
 /**

@@ -9,7 +9,7 @@ import { SluiceError, toSluiceError } from '../core/errors.js';
 import { newId, withFreeId } from '../core/ids.js';
 import { DAY } from '../core/time.js';
 import { assertRedisReady } from '../redis/client.js';
-import { processFeedback, type FeedbackMetricsHook, type ProcessOptions } from './process.js';
+import { processFeedback, type FeedbackDeps, type FeedbackMetricsHook, type ProcessOptions } from './process.js';
 import { recordOutcome, storeFeedback } from './raw-store.js';
 import { feedbackRecipient, type FeedbackRecipient, type VerifyUnsubscribeToken } from './recipients.js';
 import { DEFAULT_EVENTS_MAX_LEN } from '../store/events.js';
@@ -40,6 +40,8 @@ export interface InboundMxDeps {
   readonly logger: Logger;
   readonly metrics?: InboundMxMetricsHook | undefined;
   readonly reputation?: ReputationRecorder | undefined;
+  /** A copy's later failure, passed on to its SMTP sender (process.ts FeedbackDeps). */
+  readonly reportFailure?: FeedbackDeps['reportFailure'];
   readonly now?: (() => number) | undefined;
 }
 

@@ -51,7 +51,29 @@ export interface FeedbackDeps {
   readonly now?: (() => number) | undefined;
   /** Complaints and address-level hard bounces count against the sender's reputation. */
   readonly reputation?: ReputationRecorder | undefined;
+  /**
+   * Passes a copy's failure on to the sender of its message (app/notices.ts: an SMTP submitter, whose
+   * return path the copy's VERP address replaced, gets a failure notice); rejects when the notice
+   * cannot be queued.
+   */
+  readonly reportFailure?: ((failure: LaterFailure) => Promise<void>) | undefined;
 }
+
+/** A copy the next hop took and later reported undeliverable, as reportFailure gets it. */
+export interface LaterFailure {
+  readonly meta: MessageMeta;
+  readonly idx: number;
+  readonly address: string;
+  readonly record: BounceRecord;
+  readonly now: number;
+}
+
+/**
+ * The verdicts that say the copy was not delivered (the address's failure, the sender's, or the
+ * message's): its sender is told. A delay warning is not a failure (the next hop keeps trying, and
+ * Sluice sends no delay warnings), nor an auto-reply or a complaint.
+ */
+const UNDELIVERED: ReadonlySet<Verdict> = new Set(['hard', 'soft', 'sender', 'message']);
 
 export interface ProcessOptions {
   /** Lower-case bounce domains of the VERP addresses. */
@@ -333,6 +355,14 @@ async function act(
   if (type === 'bounced') m?.bounce?.(record.reason, record.hardbounce ? 'hard' : 'soft');
   if (verdict === 'complaint' || verdict === 'optout' || verdict === 'notspam' || verdict === 'report') m?.complaint?.(feedbackTypeLabel(record.feedbacktype));
   deps.logger.info({ msgId: meta.id, feedbackId: mail.id, idx, verdict, reason: record.reason, status: record.status, suppressed: list }, 'feedback applied');
+  // Last, once the bounce is acted on: a notice that cannot be queued fails this mail's processing,
+  // which keeps it as 'failed' (inbound-mx.ts), listed by `sluice bounce list` for the operator.
+  if (deps.reportFailure && UNDELIVERED.has(verdict)) {
+    await deps.reportFailure({ meta, idx, address, record, now }).catch((err: unknown) => {
+      deps.logger.error({ err, msgId: meta.id, feedbackId: mail.id, idx }, 'could not queue the failure notice to the sender');
+      throw err;
+    });
+  }
   return { msgId: meta.id, idx, verdict, reason: record.reason, status: record.status, suppressed: list, eventId };
 }
 

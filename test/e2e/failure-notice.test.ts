@@ -13,11 +13,17 @@ import { startSluiceFixture, type SluiceFixture } from '../helpers/sluice.js';
 import { Reaper } from '../../src/housekeeping/reaper.js';
 import type { RedisClient } from '../../src/redis/client.js';
 import { noticeId } from '../../src/delivery/failure-notice.js';
+import { readFileSync } from 'node:fs';
+import { CORPUS_EMAILS } from '../helpers/corpus.js';
+import { verpAddress } from '../../src/core/verp.js';
+import { listUnprocessed, loadFeedback } from '../../src/feedback/raw-store.js';
+import { GLOBAL_LIST, suppressionOf } from '../../src/store/suppression.js';
 
 /**
  * Failure notices (DSNs) to SMTP submitters, end to end: SMTP submission → delivery to a real peer
  * that refuses the recipient → the notice queued and delivered to the sender's own domain (a capture
- * peer), with two Sluice processes on one Redis where two holders settle one recipient.
+ * peer), with two Sluice processes on one Redis where two holders settle one recipient; and a copy
+ * the peer took (250) and bounced later, by a DSN to its VERP address at the feedback MX of `a`.
  */
 const test = suite('e2e/failure-notice');
 
@@ -81,7 +87,7 @@ test.before(async () => {
   const address = refuser.server.address();
   refuserPort = typeof address === 'object' && address ? address.port : 0;
   const transport = { 'gate.test': `127.0.0.1:${refuserPort}`, 'poison.test': `127.0.0.1:${refuserPort}`, 'refuse.test': `127.0.0.1:${refuserPort}`, 'acme.example': `127.0.0.1:${sink.port}`, 'ok.test': `127.0.0.1:${sink.port}` };
-  a = await startSluiceFixture(redis, { delivery: { transport } });
+  a = await startSluiceFixture(redis, { roles: ['ingress', 'delivery', 'housekeeping', 'feedback'], feedback: { host: '127.0.0.1', port: 0 }, delivery: { transport } });
   // A second process on the same keys: delivery only.
   b = await startSluiceFixture(redis, { roles: ['delivery'], redis: { prefix: a.config.redis.prefix }, delivery: { transport } });
 });
@@ -266,6 +272,129 @@ test('NOTIFY=SUCCESS: a recipient the next hop took is reported as relayed (Slui
   assert.equal(parsed.attachments.map((x) => x.contentType), ['text/rfc822-headers'], 'a report of success returns the headers');
   // The copy the next hop got carries no DSN parameters, and went out as usual.
   assert.ok(sink.messages.some((m) => m.envelope.to[0] === 'glad@ok.test'));
+});
+
+/** A real Courier bounce (550 5.1.1 User Unknown, Remote-MTA mx.example.co.jp) of a copy that was taken. */
+const COURIER_DSN = readFileSync(new URL('lhost-courier-01.eml', CORPUS_EMAILS));
+
+/** Sends `raw` to the feedback MX of `a` for `verp`, and resolves once the MX has processed it. */
+async function bounceLater(verp: string, raw: Buffer): Promise<void> {
+  const outcomes = /^sluice_feedback_outcomes_total\{[^}]*\} (\d+)$/gm;
+  const before = await metricSum(outcomes);
+  const t = createTransport({ host: '127.0.0.1', port: a.app.ports.feedback, secure: false, ignoreTLS: true });
+  try {
+    await t.sendMail({ envelope: { from: '', to: [verp] }, raw });
+  } finally {
+    t.close();
+  }
+  for (let i = 0; i < 400 && (await metricSum(outcomes)) === before; i++) await new Promise((r) => setTimeout(r, 25));
+  assert.is(await metricSum(outcomes), before + 1, 'the feedback mail was processed');
+}
+
+/** The copy of `to` the peer took: its envelope sender is the copy's VERP address. */
+async function takenCopy(to: string): Promise<CapturedMessage> {
+  for (let i = 0; i < 400; i++) {
+    const m = sink.messages.find((x) => x.envelope.to[0] === to && x.envelope.from !== '');
+    if (m) return m;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error(`no copy of ${to} arrived`);
+}
+
+test('a copy the next hop took and bounced later: its SMTP sender gets one notice, with the remote status, Remote-MTA and Diagnostic-Code', async () => {
+  const id = await submit(a, 'later@ok.test', 'bounced later');
+  assert.is((await a.waitFinal(id)).recipients[0].state, 'delivered');
+  await a.waitSettled(id);
+  const copy = await takenCopy('later@ok.test');
+  assert.equal(await noticesAbout(id), [], 'no notice while the copy is delivered');
+  await bounceLater(copy.envelope.from, COURIER_DSN);
+  const notice = await noticeAt(id, 'later@ok.test');
+  assert.is(notice.envelope.to[0], 'ops@acme.example');
+  const text = notice.raw.toString('latin1');
+  assert.match(text, /\r\nFinal-Recipient: rfc822; later@ok\.test\r\nAction: failed\r\nStatus: 5\.\d\.\d\r\nRemote-MTA: dns; mx\.example\.co\.jp \[192\.0\.2\.95\]\r\nDiagnostic-Code: smtp; 550 5\.1\.1 <kijitora@example\.co\.jp>\.\.\. User Unknown\r\n/);
+  // Every recipient was settled, so the message's body is gone: the report goes without a third part.
+  assert.equal((await simpleParser(notice.raw)).attachments.map((x) => x.contentType), []);
+  assert.match(text, 'The message is no longer stored here');
+  const [record] = await classifyMessage(notice.raw);
+  assert.equal([record?.recipient, record?.action], ['later@ok.test', 'failed']);
+  // The same bounce again (a retrying MTA, a second report): no second notice.
+  await bounceLater(copy.envelope.from, COURIER_DSN);
+  assert.is((await noticesAbout(id)).length, 1, 'one notice for the copy');
+});
+
+test('a later failure whose notice cannot be queued: the bounce is acted on, and the feedback mail kept as failed for the operator', async () => {
+  const id = await submit(a, 'stuck@ok.test', 'notice in the way');
+  await a.waitFinal(id);
+  await a.waitSettled(id);
+  const noticeMeta = a.app.keys.msgMeta(noticeId(id, 0));
+  await rc.set(noticeMeta, 'in the way');
+  try {
+    await bounceLater((await takenCopy('stuck@ok.test')).envelope.from, COURIER_DSN);
+  } finally {
+    await rc.del(noticeMeta);
+  }
+  assert.equal(await noticesAbout(id), []);
+  assert.is(await metricSum(/^sluice_feedback_outcomes_total\{outcome="failed"\} (\d+)$/gm), 1);
+  const listed = await listUnprocessed(rc, a.app.keys, 100, 'newest');
+  const kept = await Promise.all(listed.map((x) => loadFeedback(rc, a.app.keys, x.id)));
+  assert.ok(kept.some((f) => f?.outcome === 'failed' && f.raw.includes('User Unknown')), 'listed by `sluice bounce list`, outcome failed');
+  assert.is((await suppressionOf(rc, a.app.keys, GLOBAL_LIST, 'stuck@ok.test'))?.reason, 'hardbounce', 'the bounce itself was acted on');
+});
+
+test('a later bounce of an API message sends no notice; nor does a delay warning of an SMTP one', async () => {
+  const api = await a.api('/v1/messages', { body: { from: 'news@acme.example', to: 'viaapi@ok.test', subject: 'api', text: 'x' } });
+  assert.is(api.status, 202, JSON.stringify(api.body));
+  await a.waitFinal(api.body.id);
+  await bounceLater((await takenCopy('viaapi@ok.test')).envelope.from, COURIER_DSN);
+  assert.equal(await noticesAbout(api.body.id), []);
+  const id = await submit(a, 'slow@ok.test', 'delayed');
+  await a.waitFinal(id);
+  const delay = Buffer.from(COURIER_DSN.toString('latin1').replace('Action: failed', 'Action: delayed').replace('Status: 5.0.0', 'Status: 4.4.1').replace('550 5.1.1', '451 4.4.1'), 'latin1');
+  assert.ok(delay.includes('Action: delayed'));
+  await bounceLater((await takenCopy('slow@ok.test')).envelope.from, delay);
+  assert.equal(await noticesAbout(id), []);
+});
+
+test('a copy already reported at its refusal gets no second notice from a DSN to its VERP address', async () => {
+  const id = await submit(a, 'twice@refuse.test', 'refused then reported');
+  assert.is((await a.waitFinal(id)).recipients[0].state, 'bounced');
+  await a.waitSettled(id);
+  await noticeAt(id, 'twice@refuse.test');
+  const verpKey = Buffer.from((await rc.get(a.app.keys.verpKey())) as string, 'base64');
+  await bounceLater(verpAddress(id, 0, a.config.delivery.bounceDomain, verpKey), COURIER_DSN);
+  assert.is((await noticesAbout(id)).length, 1);
+  assert.is(sink.messages.filter((m) => m.envelope.from === '' && m.raw.includes(`X-Sluice-Message-ID: ${id}`)).length, 1);
+});
+
+test('NOTIFY=SUCCESS,FAILURE: a copy reported relayed and bounced later gets both reports, the failure with the headers of the message still stored', async () => {
+  const { client: c } = await RawSmtp.open(a.app.ports.smtp as number);
+  let id = '';
+  try {
+    await c.startTls();
+    assert.is((await c.auth(a.smtpUser.user, a.smtpUser.pass)).code, 235);
+    assert.is((await c.cmd('MAIL FROM:<ops@acme.example>')).code, 250);
+    assert.is((await c.cmd('RCPT TO:<both@ok.test> NOTIFY=SUCCESS,FAILURE')).code, 250);
+    // A second recipient deferred and retried (its domain has no MX to be found): the message stays stored meanwhile.
+    assert.is((await c.cmd('RCPT TO:<wait@nowhere.test>')).code, 250);
+    assert.is((await c.cmd('DATA')).code, 354);
+    const done = await c.cmd(`${ORIGINAL}\r\n.`);
+    id = /queued as (\S+)/.exec(done.text)?.[1] as string;
+  } finally {
+    c.close();
+  }
+  await a.waitRecipient(id, 'delivered');
+  const relayed = await noticeAt(id, 'both@ok.test');
+  assert.match(relayed.raw.toString('latin1'), 'Action: relayed');
+  await bounceLater((await takenCopy('both@ok.test')).envelope.from, COURIER_DSN);
+  let failed: CapturedMessage | undefined;
+  for (let i = 0; i < 400 && !failed; i++) {
+    failed = sink.messages.find((x) => x.envelope.from === '' && x.raw.includes(`X-Sluice-Message-ID: ${id}`) && x.raw.includes('Action: failed'));
+    if (!failed) await new Promise((r) => setTimeout(r, 25));
+  }
+  assert.ok(failed, 'the later failure is reported too');
+  const parsed = await simpleParser(failed!.raw);
+  assert.equal(parsed.attachments.map((x) => x.contentType), ['text/rfc822-headers']);
+  assert.match(parsed.attachments[0]!.content.toString(), 'Subject: dsn parameters');
 });
 
 test.run();
