@@ -7,6 +7,7 @@ import { persistMessage, refsTtlMs } from '../ingress/persist.js';
 import { parseAddress } from '../core/address.js';
 import { newId, withFreeId } from '../core/ids.js';
 import { getMessage } from '../store/messages.js';
+import { indexAddresses } from '../store/address-index.js';
 import { noticeToSender, type NoticeSender } from '../delivery/failure-notice.js';
 import type { LaterFailure } from '../feedback/process.js';
 
@@ -17,7 +18,8 @@ import type { LaterFailure } from '../feedback/process.js';
  * feedback role may run in a process without the delivery role.
  *
  * A notice is a message of the sender's account like any other (queued, shaped, indexed for export
- * and erasure), from MAILER-DAEMON, sent with MAIL FROM:<>.
+ * and erasure under its sender's address, and under the failed recipient's it names), from
+ * MAILER-DAEMON, sent with MAIL FROM:<>.
  */
 export function createNoticeSender(deps: { readonly redis: RedisClient; readonly keys: Keys; readonly config: Config; readonly metrics: Metrics; readonly closedAccounts: ClosedAccounts }): NoticeSender {
   const { redis, keys, config, metrics, closedAccounts } = deps;
@@ -32,6 +34,10 @@ export function createNoticeSender(deps: { readonly redis: RedisClient; readonly
     // dispatcher's notice of a copy a later DSN reports again) and is not queued again; taken by
     // anything else (1 in 2^30), it goes under a fresh id.
     const fresh = await withFreeId(() => newId(Date.now()), async (id) => {
+      // The notice quotes its failed recipient (Final-Recipient, the returned headers): indexed under
+      // that address too, before it is stored (a reference to nothing is skipped; a notice stored
+      // unindexed would escape the recipient's export and erasure, store/privacy.ts).
+      await indexAddresses(redis, keys, [{ address: n.names, ref: { kind: 'n', msgId: id, idx: 0 }, at: now }], refsTtlMs(config));
       const persisted = await persistMessage(redis, keys, config.redis.scheduleShards, {
         id, account: n.account, source: 'dsn', kind: 'raw', from: `MAILER-DAEMON@${hostname}`, fromDomain: hostname.toLowerCase(),
         rcpts: [{ address: to.address, domain: to.domain }], acceptedAt: now, tags: [], metadata: { about: n.about }, body: n.body,

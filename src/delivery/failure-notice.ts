@@ -79,6 +79,8 @@ export interface QueuedNotice {
   readonly to: string;
   readonly body: Buffer;
   readonly about: string;
+  /** The recipient the notice is about: its address is in the body, so it is indexed under it too. */
+  readonly names: string;
 }
 
 /**
@@ -130,7 +132,7 @@ export function noticeToSender(msg: NoticeSubject, r: RecipientReport): QueuedNo
     status: r.status, remoteReply: r.remoteReply, remoteMta: r.remoteMta, explanation: r.explanation, original: r.original,
     ret: msg.dsn?.ret, envid: msg.dsn?.envid, orcpt: asked?.orcpt ?? undefined,
   });
-  return { id: noticeId(msg.id, r.idx, action), account: msg.account, to: msg.returnPath, body, about: msg.id };
+  return { id: noticeId(msg.id, r.idx, action), account: msg.account, to: msg.returnPath, body, about: msg.id, names: recipient };
 }
 
 /** The header section of a notice's original is cut at this size (a forwarded chain can be long). */

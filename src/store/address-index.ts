@@ -11,6 +11,8 @@ import { idTime, isId } from '../core/ids.js';
  *
  *   {r:<digest>}:refs  ZSET  "m:<msgId>:<idx>"  → accepted (ms)   recipient idx of a message
  *                            "c:<campaignId>:<no>" → deleted (ms) a campaign copy of a deleted contact
+ *                            "n:<noticeId>:0"   → queued (ms)   a failure notice to a sender that names
+ *                                                              the address (its failed recipient: app/notices.ts)
  *                      TTL  the longest the referenced data can live (ingress/persist.ts refsTtlMs), renewed on each write
  *
  * A reference lives that long from its score, and no longer: each write also trims the references
@@ -38,8 +40,8 @@ declare module 'ioredis' {
 }
 
 export interface AddressRef {
-  /** 'm': recipient idx of a message; 'c': contact number idx of a campaign's copies. */
-  readonly kind: 'm' | 'c';
+  /** 'm': recipient idx of a message; 'c': contact number idx of a campaign's copies; 'n': a notice naming the address (idx 0). */
+  readonly kind: 'm' | 'c' | 'n';
   readonly msgId: string;
   readonly idx: number;
 }
@@ -49,8 +51,8 @@ export function refMember(ref: AddressRef): string {
 }
 
 export function parseRefMember(member: string): AddressRef | null {
-  const m = /^([mc]):(.+):(\d+)$/.exec(member);
-  return m ? { kind: m[1] as 'm' | 'c', msgId: m[2] as string, idx: Number(m[3]) } : null;
+  const m = /^([mcn]):(.+):(\d+)$/.exec(member);
+  return m ? { kind: m[1] as AddressRef['kind'], msgId: m[2] as string, idx: Number(m[3]) } : null;
 }
 
 /**

@@ -21,6 +21,8 @@ declare module 'ioredis' {
     eraseEntry(ready: string, leases: string, rs: string, cq: string, msgId: string, idx: number, floor: number): Result<number, Context>;
     /** src/queue/lua/eraseRecipient-5.lua: 2 message deleted, 1 recipient erased, 0 no record. */
     eraseRecipient(meta: string, body: string, links: string, marks: string, stats: string, idx: number, address: string, replacement: string, ttlMs: number): Result<number, Context>;
+    /** src/queue/lua/redactBody-1.lua: 1 when the body named the address (now replaced), else 0. */
+    redactBody(body: string, address: string, replacement: string): Result<number, Context>;
     /** src/queue/lua/keepGone-3.lua: the fields trimmed (no '': only that). */
     keepGone(gone: string, goneAt: string, marks: string, no: number | '', address: string, digest: string, at: number, ttlMs: number): Result<number, Context>;
   }
@@ -45,6 +47,8 @@ declare module 'ioredis' {
  *                   so is the copy a suppression's evidence names when its record is gone (a one-click
  *                   unsubscribe after the purge: its token carries the address, core/tokens.ts)
  *   raw feedback    those ids, plus the mail not understood (feedback:unprocessed) that names the address
+ *   notices         failure notices to SMTP senders naming the address as their failed recipient: the
+ *                   "n:" references of the address index (app/notices.ts indexes each notice so)
  *   webhooks        every endpoint's outbox and dead letters of the accounts in scope, by (msgId, idx)
  *   suppression     the accounts' lists and the global list, by address; soft bounces by address
  *   idempotency     the accounts' stored answers (they list accepted recipients): a SCAN, see below
@@ -91,6 +95,17 @@ interface MessageRef {
   readonly at: number;
 }
 
+/**
+ * A failure notice that names the address (its failed recipient) in its body: a message of the
+ * sender's account, to the sender. Its body, while stored (until the notice is sent), quotes the
+ * address; once it is gone, the record names only the message the notice was about.
+ */
+interface NoticeRef {
+  readonly id: string;
+  readonly account: string;
+  readonly meta: MessageMeta;
+}
+
 /** An entry of the address index: its member, and whether this erasure may drop it. */
 interface IndexEntry {
   readonly member: string;
@@ -112,6 +127,7 @@ interface Found {
   readonly digest: string;
   readonly contacts: (Contact & { account: string; listId: string; listName: string })[];
   readonly refs: MessageRef[];
+  readonly notices: NoticeRef[];
   /** Their entries of the address index are not in `index`: whose they are is known from their events (withEvents). */
   readonly loose: LooseRef[];
   readonly index: IndexEntry[];
@@ -140,11 +156,20 @@ async function find(redis: RedisClient, keys: Keys, address: string, scope: Priv
   };
   const index: IndexEntry[] = [];
   const loose: LooseRef[] = [];
+  const notices: NoticeRef[] = [];
   // Events are kept from their own time (retention.events), so they can outlive their record.
   const gone = (r: { ref: { msgId: string; idx: number }; member: string; at: number }): void => {
     loose.push({ msgId: r.ref.msgId, idx: r.ref.idx, member: r.member, at: isId(r.ref.msgId) ? Math.min(r.at, idTime(r.ref.msgId)) : r.at });
   };
   for (const r of await readAddressRefs(redis, keys, digest)) {
+    if (r.ref.kind === 'n') {
+      // A notice's events name its own recipient (the sender), never this address: gone, it names nothing.
+      const notice = await getMessage(redis, keys, r.ref.msgId);
+      const mine = notice !== null && notice.meta.source === 'dsn' && inScope(scope, notice.meta.account);
+      index.push({ member: r.member, drop: notice === null || notice.meta.source !== 'dsn' || mine });
+      if (mine) notices.push({ id: notice.meta.id, account: notice.meta.account, meta: notice.meta });
+      continue;
+    }
     if (r.ref.kind === 'c') {
       // The copies of a campaign to a contact deleted since (keepCopiesFindable).
       const c = await getCampaign(redis, keys, null, r.ref.msgId);
@@ -215,7 +240,7 @@ async function find(redis: RedisClient, keys: Keys, address: string, scope: Priv
       for (const no of gone) add({ msgId: c.id, idx: no, account, domain: domainOf(norm), campaign: c, meta: null, at });
     }
   }
-  return { address: norm, digest, contacts, refs, loose, index, deletedLists };
+  return { address: norm, digest, contacts, refs, notices, loose, index, deletedLists };
 }
 
 /**
@@ -442,6 +467,11 @@ export async function exportAddress(redis: RedisClient, keys: Keys, address: str
     if (raw === null) continue;
     feedback.push({ id, receivedAt: new Date(Number(h[1] ?? 0)).toISOString(), outcome: h[2] ?? '', mailFrom: h[0] ?? '', rcpts: jsonOr<unknown>(h[3] ?? '[]', undefined), raw: raw.toString('utf8') });
   }
+  const notices = [];
+  for (const n of f.notices) {
+    const body = await redis.getBuffer(keys.msgBody(n.id));
+    notices.push({ id: n.id, account: n.account, about: n.meta.metadata['about'] ?? null, to: n.meta.rcpts[0]?.address ?? null, queuedAt: new Date(n.meta.acceptedAt).toISOString(), body: body === null ? null : body.toString('utf8') });
+  }
   const soft = await softBouncesInScope(redis, keys, f.digest, scope, pairs);
   return {
     email: f.address,
@@ -462,6 +492,7 @@ export async function exportAddress(redis: RedisClient, keys: Keys, address: str
     complaints: byType('complained'),
     softBounces: soft.filter((s) => !isDeliveryMark(s.member)).map((s) => ({ ref: s.member, at: new Date(s.at).toISOString() })),
     feedback,
+    notices,
   };
 }
 
@@ -471,6 +502,8 @@ export interface ErasureReport {
   readonly queued: number;
   readonly events: number;
   readonly feedback: number;
+  /** Failure notices still queued whose body named the address: it is replaced there. */
+  readonly notices: number;
   readonly webhookBatches: number;
   readonly suppressions: number;
   readonly idempotency: number;
@@ -511,6 +544,9 @@ export async function eraseAddress(
     if (r.campaign) await redis.multi().hdel(keys.campaignGone(r.msgId), String(r.idx), goneField(f.digest)).zrem(keys.campaignGoneAt(r.msgId), `${r.idx} ${f.digest}`).exec();
   };
   for (const r of f.refs) await eraseRef(r);
+  // A notice still queued goes on to its sender (who sent the message), with the address replaced.
+  let notices = 0;
+  for (const n of f.notices) notices += await redis.redactBody(keys.msgBody(n.id), f.address, ERASED_ADDRESS);
   // Events naming the recipients: walked after the queue, so an outcome applied meanwhile is in it.
   const { refs, index, events } = await withEvents(redis, keys, f, scope, now);
   for (const r of refs.slice(f.refs.length)) await eraseRef(r);
@@ -554,7 +590,7 @@ export async function eraseAddress(
   }
   const idempotency = await eraseFromIdempotency(redis, keys, scope.accounts, f.address);
 
-  const report: ErasureReport = { contacts, messages, queued, events: events.length, feedback: fb.length, webhookBatches, suppressions: kept, idempotency };
+  const report: ErasureReport = { contacts, messages, queued, events: events.length, feedback: fb.length, notices, webhookBatches, suppressions: kept, idempotency };
   const touched = new Set([...f.contacts.map((c) => c.account), ...refs.map((r) => r.account), ...(scope.all ? [] : scope.accounts)]);
   for (const account of touched) {
     await appendEvent(redis, keys, 'erased', { account, ref: o.ref, contacts, messages, events: events.length }, o.eventsMaxLen);

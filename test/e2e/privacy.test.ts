@@ -337,7 +337,7 @@ test('export and erase of an address with data in every state, made through the 
   // ── idempotent ──
   const second = await call(acme.apiKey, `/v1/recipients/${encodeURIComponent(ANN)}`, { method: 'DELETE' });
   assert.is(second.status, 200);
-  assert.equal({ ...second.body.erased, suppressions: 0, messages: 0 }, { contacts: 0, messages: 0, queued: 0, events: 0, feedback: 0, webhookBatches: 0, suppressions: 0, idempotency: 0 });
+  assert.equal({ ...second.body.erased, suppressions: 0, messages: 0 }, { contacts: 0, messages: 0, queued: 0, events: 0, feedback: 0, notices: 0, webhookBatches: 0, suppressions: 0, idempotency: 0 });
 
   // ── still never mailed, by digest ──
   const before = sink.messages.length;

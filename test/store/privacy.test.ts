@@ -33,6 +33,12 @@ import { createMessageSource } from '../../src/store/message-source.js';
 import { newId } from '../../src/core/ids.js';
 import { purgeMessage } from '../../src/store/retention.js';
 import { commandsOn, startRedis, type TestRedis } from '../helpers/redis.js';
+import { getMessage } from '../../src/store/messages.js';
+import { noticeToSender } from '../../src/delivery/failure-notice.js';
+import { createNoticeSender } from '../../src/app/notices.js';
+import { loadConfig } from '../../src/config/load.js';
+import { createMetrics } from '../../src/observability/metrics.js';
+import { ClosedAccounts } from '../../src/store/account-state.js';
 
 const test = suite('store/privacy');
 let redis: TestRedis;
@@ -223,7 +229,39 @@ test('erase leaves no trace of the address in any key or value, and its digest s
   assert.is(erased.length, 1);
   // idempotent: a second run finds nothing more
   const again = await eraseAddress(client, keys, ADDRESS, SCOPE, { eventsMaxLen: 1000, recordTtlMs: 60_000, refsTtlMs: 3_600_000, ref: 'sha256:test' });
-  assert.equal({ ...again, suppressions: 0 }, { contacts: 0, messages: 0, queued: 0, events: 0, feedback: 0, webhookBatches: 0, suppressions: 0, idempotency: 0 });
+  assert.equal({ ...again, suppressions: 0 }, { contacts: 0, messages: 0, queued: 0, events: 0, feedback: 0, notices: 0, webhookBatches: 0, suppressions: 0, idempotency: 0 });
+});
+
+test('a failure notice quoting the address (its failed recipient) is exported, and erased from its body; it still goes to its sender', async () => {
+  const id = newId(NOW - 1000);
+  await message(id, [ADDRESS, OTHER], {});
+  const original = await getMessage(client, keys, id);
+  // The notice the dispatcher queues when the recipient is refused, through the sender Sluice uses.
+  const notice = noticeToSender(original!.meta, {
+    hostname: 'sluice.test', now: NOW, idx: 0, status: '5.1.1', remoteReply: `550 5.1.1 <${ADDRESS}>: User unknown`,
+    explanation: 'The recipient\'s mail server refused it.', original: await original!.body(),
+  });
+  assert.ok(notice);
+  const config = loadConfig({ env: {}, overrides: { redis: { scheduleShards: 4 } } });
+  await createNoticeSender({ redis: client, keys, config, metrics: createMetrics(), closedAccounts: new ClosedAccounts(client, keys) })(notice!);
+  const body = (await client.getBuffer(keys.msgBody(notice!.id)))!.toString('latin1');
+  assert.match(body, `Final-Recipient: rfc822; ${ADDRESS}`);
+
+  const exported = await exportAddress(client, keys, ADDRESS.toUpperCase(), SCOPE) as { notices: { id: string; about: string; to: string; body: string }[] };
+  assert.equal(exported.notices.map((n) => [n.id, n.about, n.to]), [[notice!.id, id, 'news@acme.test']]);
+  assert.match(exported.notices[0]!.body, `Final-Recipient: rfc822; ${ADDRESS}`);
+  assert.equal((await exportAddress(client, keys, OTHER, SCOPE) as { notices: unknown[] }).notices, [], 'the notice names one recipient');
+  assert.equal((await exportAddress(client, keys, ADDRESS, { accounts: ['other'], all: false }) as { notices: unknown[] }).notices, [], "another account's export does not see it");
+
+  const report = await eraseAddress(client, keys, ADDRESS, SCOPE, { eventsMaxLen: 1000, recordTtlMs: 60_000, refsTtlMs: 3_600_000, ref: 'sha256:test' });
+  assert.is(report.notices, 1);
+  const after = await dump(keys.prefix);
+  assert.not.ok(after.toLowerCase().includes('ann.person'), 'no part of the address is left');
+  const redacted = (await client.getBuffer(keys.msgBody(notice!.id)))!.toString('latin1');
+  assert.match(redacted, `Final-Recipient: rfc822; ${ERASED_ADDRESS}`);
+  assert.ok(redacted.includes(OTHER), 'the returned headers keep the other recipient');
+  assert.ok((await client.zscore(keys.ready('acme.test'), `${notice!.id}:0:0`)) !== null, 'the notice is still queued to its sender');
+  assert.is((await eraseAddress(client, keys, ADDRESS, SCOPE, { eventsMaxLen: 1000, recordTtlMs: 60_000, refsTtlMs: 3_600_000, ref: 'sha256:test' })).notices, 0);
 });
 
 test("an API message's spec loses the erased recipient's display name with the address; the others' stay and it still parses", async () => {

@@ -110,22 +110,10 @@ local function dropNames(json, replacement)
   return table.concat(out)
 end
 
+--@include replaceAddress
 local body = redis.call('GET', KEYS[2])
 if body then
-  local lower, needle = string.lower(body), ARGV[2]
-  local parts, from = {}, 1
-  while true do
-    local s, e = string.find(lower, needle, from, true)
-    if not s then break end
-    parts[#parts + 1] = string.sub(body, from, s - 1)
-    parts[#parts + 1] = ARGV[3]
-    from = e + 1
-  end
-  local updated = body
-  if #parts > 0 then
-    parts[#parts + 1] = string.sub(body, from)
-    updated = table.concat(parts)
-  end
+  local updated = replaceAddress(body, ARGV[2], ARGV[3])
   if string.sub(updated, 1, 3) == 'S2 ' then
     local lf = string.find(updated, '\n', 1, true) or (#updated + 1)
     updated = dropNames(string.sub(updated, 1, lf - 1), ARGV[3]) .. string.sub(updated, lf)
