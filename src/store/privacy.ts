@@ -46,7 +46,8 @@ declare module 'ioredis' {
  *                   comes after the finish) is matched too, and its events' `account` says whose it is;
  *                   so is the copy a suppression's evidence names when its record is gone (a one-click
  *                   unsubscribe after the purge: its token carries the address, core/tokens.ts)
- *   raw feedback    those ids, plus the mail not understood (feedback:unprocessed) that names the address
+ *   raw feedback    those ids, plus the mail kept for the operator (feedback:unprocessed: not understood,
+ *                   ambiguous, postmaster's) that names the address
  *   notices         failure notices to SMTP senders naming the address as their failed recipient: the
  *                   "n:" references of the address index (app/notices.ts indexes each notice so)
  *   webhooks        every endpoint's outbox and dead letters of the accounts in scope, by (msgId, idx)
@@ -355,9 +356,10 @@ async function matchingEvents(redis: RedisClient, keys: Keys, pairs: ReadonlySet
 
 /**
  * Raw feedback mail about the address: named by its events (which are the scope's), and, for an
- * operator's search of every account only, mail not understood that names it. Mail not understood
- * was matched to no message, so nothing says whose it is (a bounce often quotes the original, which
- * may be any account's): an account's own request never reads or erases it.
+ * operator's search of every account only, mail of the unprocessed index that names it (not
+ * understood, ambiguous, or sent to postmaster). Such mail was acted on for no copy, or not only for
+ * one, so nothing says whose it is (a bounce often quotes the original, which may be any account's):
+ * an account's own request never reads or erases it.
  */
 async function feedbackIds(redis: RedisClient, keys: Keys, address: string, events: readonly StreamEvent[], scope: PrivacyScope): Promise<string[]> {
   const ids = new Set(events.flatMap((e) => (e.fields['feedbackId'] ? [e.fields['feedbackId']] : [])));
