@@ -10,7 +10,7 @@ import { newId, withFreeId } from '../core/ids.js';
 import { DAY } from '../core/time.js';
 import { assertRedisReady } from '../redis/client.js';
 import { processFeedback, type FeedbackDeps, type FeedbackMetricsHook, type ProcessOptions } from './process.js';
-import { recordOutcome, storeFeedback } from './raw-store.js';
+import { claimDue, dropPending, loadFeedback, MAX_ATTEMPTS, recordOutcome, retryLater, storeFeedback } from './raw-store.js';
 import { feedbackRecipient, type FeedbackRecipient, type VerifyUnsubscribeToken } from './recipients.js';
 import { DEFAULT_EVENTS_MAX_LEN } from '../store/events.js';
 import { ClientLimiter } from '../core/client-limit.js';
@@ -100,6 +100,13 @@ export interface InboundMxOptions {
   readonly maxRecipients?: number;
   /** How long close() lets sessions finish. Default 10 s. */
   readonly closeTimeoutMs?: number;
+  /**
+   * After a failed processing the mail is tried again after this, then twice as long, … (raw-store.ts
+   * retryDelayMs, MAX_ATTEMPTS in all). Default 1 min.
+   */
+  readonly retryBaseMs?: number;
+  /** How often mail due for processing (failed, or never processed: the process died) is looked for. Default 10 s. */
+  readonly pendingIntervalMs?: number;
 }
 
 export interface InboundMx {
@@ -110,6 +117,13 @@ export interface InboundMx {
   idle(): Promise<void>;
   close(): Promise<void>;
 }
+
+const RETRY_BASE_MS = 60_000;
+const PENDING_INTERVAL_MS = 10_000;
+/** A taken mail is another process's to take again after this (its processing takes milliseconds). */
+const PENDING_LEASE_MS = 10 * 60_000;
+/** Mails taken per look; each is processed in turn, so at most one is held in memory for it. */
+const PENDING_PER_LOOK = 20;
 
 /** Five soft bounces in a row over a week: a mailbox full that long is abandoned, not busy. */
 const DEFAULT_SOFT_BOUNCE_LIMIT = 5;
@@ -142,25 +156,63 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
   };
 
   /**
-   * Processing runs after the 250; its failure is recorded on the stored mail, never thrown. The
-   * mail's bytes go back to the budget when it is done.
+   * Processes a stored mail; a failure is recorded on it (outcome 'failed', listed) and it is tried
+   * again later (raw-store.ts retryLater), never thrown.
    */
+  const processStored = async (mail: ReceivedMail): Promise<void> => {
+    try {
+      await processFeedback({ ...deps, logger: log }, processing, mail);
+    } catch (err) {
+      deps.metrics?.outcome?.('failed');
+      const again = await retryLater(deps.redis, deps.keys, mail.id, now(), opts.retryBaseMs ?? RETRY_BASE_MS).catch(() => true);
+      log.error({ err, feedbackId: mail.id, retried: again }, again ? 'feedback processing failed; the mail is kept and tried again later' : `feedback processing failed ${MAX_ATTEMPTS} times; the mail is kept for the operator`);
+      await recordOutcome(deps.redis, deps.keys, mail.id, 'failed', mail.receivedAt, opts.rawRetentionMs).catch((e: unknown) => log.warn({ err: e, feedbackId: mail.id }, 'could not record the failure'));
+    }
+  };
+
+  /** Processing runs after the 250. The mail's bytes go back to the budget when it is done. */
   const processLater = (mail: ReceivedMail, bytes: number) => {
-    const job = (async () => {
-      try {
-        await processFeedback({ ...deps, logger: log }, processing, mail);
-      } catch (err) {
-        log.error({ err, feedbackId: mail.id }, 'feedback processing failed; the mail is kept');
-        deps.metrics?.outcome?.('failed');
-        await recordOutcome(deps.redis, deps.keys, mail.id, 'failed', mail.receivedAt, opts.rawRetentionMs).catch((e: unknown) => log.warn({ err: e, feedbackId: mail.id }, 'could not record the failure'));
-      }
-    })();
+    const job = processStored(mail);
     inFlight.add(job);
     void job.finally(() => {
       inFlight.delete(job);
       buffered.give(bytes);
     });
   };
+
+  /**
+   * Stored mail whose processing is due: it failed (Redis refused a write, say) and its wait is over,
+   * or it was answered 250 and the process died before processing it. One at a time.
+   */
+  let looking = false;
+  let closed = false;
+  const takeDue = async (): Promise<void> => {
+    if (looking || closed || deps.redis.status !== 'ready') return;
+    looking = true;
+    try {
+      for (const id of await claimDue(deps.redis, deps.keys, now(), PENDING_LEASE_MS, PENDING_PER_LOOK)) {
+        if (closed) break;
+        const stored = await loadFeedback(deps.redis, deps.keys, id);
+        // Gone (its retention ended) or processed meanwhile: nothing to do.
+        if (!stored || (stored.outcome !== '' && stored.outcome !== 'failed')) {
+          await dropPending(deps.redis, deps.keys, id);
+          continue;
+        }
+        log.info({ feedbackId: id, outcome: stored.outcome || 'not processed' }, 'processing stored feedback mail again');
+        await processStored({ id, raw: stored.raw, rcpts: [...stored.rcpts], receivedAt: stored.receivedAt });
+      }
+    } catch (err) {
+      log.warn({ err }, 'could not look for feedback mail due for processing');
+    } finally {
+      looking = false;
+    }
+  };
+  const pendingTimer = setInterval(() => {
+    const job = takeDue();
+    inFlight.add(job);
+    void job.finally(() => inFlight.delete(job));
+  }, opts.pendingIntervalMs ?? PENDING_INTERVAL_MS);
+  pendingTimer.unref();
 
   const guard = createSmtpGuard({
     limiter: new ClientLimiter(opts.maxClientsPerIp ?? 10, opts.clientLimitExempt ?? []),
@@ -273,6 +325,8 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
     bufferedBytes: () => buffered.used,
     idle,
     close() {
+      closed = true;
+      clearInterval(pendingTimer);
       closing ??= new Promise<void>((resolve) => server.close(() => resolve())).then(idle);
       return closing;
     },

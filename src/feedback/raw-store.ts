@@ -1,8 +1,16 @@
+import type { Result } from 'ioredis';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { trimSortedSetBefore } from '../store/retention.js';
 import { SluiceError } from '../core/errors.js';
 import { createRecord } from '../store/record-io.js';
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    /** src/queue/lua/claimFeedback-1.lua */
+    claimFeedback(pending: string, now: number, leaseMs: number, limit: number): Result<string[], Context>;
+  }
+}
 
 /**
  * Every mail the inbound MX accepts is stored raw before it is answered 250, so nothing a receiver
@@ -13,6 +21,11 @@ import { createRecord } from '../store/record-io.js';
  *   feedback:unprocessed    ZSET  id → receivedAt, for mail kept but not acted on (unparsed, unmatched,
  *                                 ambiguous, failed) and mail to postmaster: what an operator looks at;
  *                                 trimmed to the retention window
+ *   feedback:pending        ZSET  id → when its processing is due: from its receipt (+ PENDING_GRACE_MS)
+ *                                 until an outcome other than 'failed' is recorded; a failure makes it
+ *                                 due again later (retryDelayMs), up to MAX_ATTEMPTS. So a mail answered
+ *                                 250 is acted on even when the process died before processing it, or
+ *                                 Redis failed during it (inbound-mx.ts takes the due ones)
  *
  * 'ambiguous': a report that names a message of several recipients by its Message-ID only, and no
  * copy of it (feedback/process.ts): not acted on, since any of them could have written it.
@@ -39,6 +52,8 @@ export async function storeFeedback(
   retentionMs: number,
 ): Promise<boolean> {
   try {
+    // Due first, stored second: a crash between leaves an id with no mail, which the taker drops.
+    await redis.zadd(keys.feedbackPending(), mail.receivedAt + PENDING_GRACE_MS, mail.id);
     return await createRecord(
       redis,
       keys.feedbackRaw(mail.id),
@@ -48,6 +63,44 @@ export async function storeFeedback(
   } catch (err) {
     throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', 'the feedback mail could not be stored', { cause: err });
   }
+}
+
+/**
+ * A stored mail is processed at once after its 250; one still pending this long after its receipt
+ * was not (the process died first), and is taken by the next look (inbound-mx.ts).
+ */
+export const PENDING_GRACE_MS = 5 * 60_000;
+/** Processing attempts of one mail at most; after the last failure it stays 'failed', listed for the operator. */
+export const MAX_ATTEMPTS = 8;
+
+/** The wait before attempt n + 1 (n ≥ 1 attempts failed): base, 2 × base, 4 × base, … (1 min base: ~4 h in all). */
+export function retryDelayMs(failed: number, baseMs: number): number {
+  return baseMs * 2 ** Math.max(0, failed - 1);
+}
+
+/**
+ * After a failed processing: due again after retryDelayMs, or, after MAX_ATTEMPTS, no more (it stays
+ * 'failed' and listed). Returns whether it will be tried again.
+ */
+export async function retryLater(redis: RedisClient, keys: Keys, id: string, now: number, baseMs: number): Promise<boolean> {
+  const key = keys.feedbackRaw(id);
+  const failed = (await redis.exists(key)) === 1 ? await redis.hincrby(key, 'attempts', 1) : MAX_ATTEMPTS;
+  if (failed >= MAX_ATTEMPTS) {
+    await redis.zrem(keys.feedbackPending(), id);
+    return false;
+  }
+  await redis.zadd(keys.feedbackPending(), now + retryDelayMs(failed, baseMs), id);
+  return true;
+}
+
+/** Ids whose processing is due, each taken for leaseMs (claimFeedback-1.lua). */
+export async function claimDue(redis: RedisClient, keys: Keys, now: number, leaseMs: number, limit: number): Promise<string[]> {
+  return redis.claimFeedback(keys.feedbackPending(), now, leaseMs, limit);
+}
+
+/** A mail that needs no (more) processing: gone, or its outcome recorded. */
+export async function dropPending(redis: RedisClient, keys: Keys, id: string): Promise<void> {
+  await redis.zrem(keys.feedbackPending(), id);
 }
 
 /** Ids of expired mail taken out of the unprocessed index per step (one ZRANGE … LIMIT and one ZREM). */
@@ -71,7 +124,12 @@ export async function recordOutcome(
   // HSET on an expired key would recreate it without a TTL: only touch it while it exists.
   const key = keys.feedbackRaw(id);
   if ((await redis.exists(key)) === 1) await redis.hset(key, 'outcome', outcome);
-  if (!listed) return;
+  // Processed for good (a failure is retried: retryLater); a retry that succeeds unlists the failure.
+  if (outcome !== 'failed') await redis.zrem(keys.feedbackPending(), id);
+  if (!listed) {
+    await redis.zrem(keys.feedbackUnprocessed(), id);
+    return;
+  }
   const index = keys.feedbackUnprocessed();
   await redis.zadd(index, receivedAt, id);
   // An id read here and re-added meanwhile keeps its score (its mail's receipt): still expired.

@@ -110,6 +110,8 @@ export function createKeys(prefix: string) {
     feedbackRaw: (id: string) => `${p}{f:${id}}:raw`,
     /** ZSET feedback id → received time (ms): mail kept but not understood, unmatched or failed. */
     feedbackUnprocessed: () => `${p}feedback:unprocessed`,
+    /** ZSET feedback id → when its processing is due: stored and not yet processed, or failed and retried (raw-store.ts). */
+    feedbackPending: () => `${p}feedback:pending`,
     // the key of the VERP tags (core/verp.ts), made once, shared by every process
     verpKey: () => `${p}secret:verp`,
     /** STRING: the salt (HMAC key) of address digests (store/address-digest.ts), made once, never rotated. */

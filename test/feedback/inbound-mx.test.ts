@@ -15,7 +15,7 @@ import { storeMessage } from '../../src/store/messages.js';
 import { GLOBAL_LIST, suppressionOf } from '../../src/store/suppression.js';
 import { RawSmtp } from '../helpers/raw-smtp.js';
 import { startInboundMx, type InboundMx, type InboundMxMetricsHook } from '../../src/feedback/inbound-mx.js';
-import { listUnprocessed, loadFeedback } from '../../src/feedback/raw-store.js';
+import { listUnprocessed, loadFeedback, PENDING_GRACE_MS, storeFeedback } from '../../src/feedback/raw-store.js';
 import { unsubscribeAddress } from '../../src/feedback/recipients.js';
 import { unsubscribeMailtoAddress } from '../../src/core/verp.js';
 import { readEngagement } from '../../src/store/engagement.js';
@@ -80,6 +80,8 @@ test.before(async () => {
     {
       host: '127.0.0.1', port: 0, tls: ctx.tls, bounceDomains: [BOUNCE_DOMAIN], fblAddresses: [FBL], maxMessageSize: MAX_SIZE,
       rawRetentionMs: 3_600_000, softBounceLimit: 2, softBounceWindowMs: 86_400_000,
+      // Failed mail is tried again 200 ms later, then 400, … (production: 1 min, 2, …).
+      retryBaseMs: 200, pendingIntervalMs: 50,
       // A stand-in for tracking's signed tokens: "ok.<msgId>.<idx>" is valid, anything else forged.
       verifyUnsubscribeToken: (t) => {
         const m = /^ok\.([0-9a-z]{16})\.(\d+)$/.exec(t);
@@ -206,6 +208,42 @@ test('the suppression is written before the event that names it, then given its 
   const s = await suppressionOf(ctx.client, ctx.keys, 'acme', 'order@dest.test');
   const [entry] = (await ctx.client.xrange(ctx.keys.events(), '-', '+')).filter(([, f]) => f.includes(id));
   assert.is(s?.evidence['event'], entry?.[0], 'the evidence names the event');
+});
+
+test('a bounce whose processing fails (Redis refuses a read) is kept as failed, tried again, and acted on once Redis answers', async () => {
+  const id = await sentMessage('acme', ['retry-me@dest.test']);
+  // The message's record made unreadable (a string where its hash is): processing fails with WRONGTYPE.
+  const meta = ctx.keys.msgMeta(id);
+  await ctx.client.rename(meta, `${meta}:aside`);
+  await ctx.client.set(meta, 'in the way');
+  const fid = await send(corpus('lhost-exim-05.eml'), [verpAddress(id, 0, BOUNCE_DOMAIN)]);
+  assert.is((await loadFeedback(ctx.client, ctx.keys, fid))?.outcome, 'failed');
+  assert.ok((await ctx.client.zscore(ctx.keys.feedbackUnprocessed(), fid)) !== null, 'listed for the operator meanwhile');
+  assert.ok((await ctx.client.zscore(ctx.keys.feedbackPending(), fid)) !== null, 'and due again');
+  assert.is(await suppressionOf(ctx.client, ctx.keys, 'acme', 'retry-me@dest.test'), null);
+  // Redis answers again: a later look takes the mail and processes it.
+  await ctx.client.del(meta);
+  await ctx.client.rename(`${meta}:aside`, meta);
+  for (let i = 0; i < 400 && (await loadFeedback(ctx.client, ctx.keys, fid))?.outcome !== 'processed'; i++) await new Promise((r) => setTimeout(r, 25));
+  await ctx.mx.idle();
+  assert.is((await loadFeedback(ctx.client, ctx.keys, fid))?.outcome, 'processed');
+  assert.is((await suppressionOf(ctx.client, ctx.keys, 'acme', 'retry-me@dest.test'))?.reason, 'hardbounce');
+  assert.equal((await eventsOf(id)).map((e) => e['type']), ['bounced']);
+  assert.is(await ctx.client.zscore(ctx.keys.feedbackPending(), fid), null, 'no longer due');
+  assert.is(await ctx.client.zscore(ctx.keys.feedbackUnprocessed(), fid), null, 'no longer listed');
+});
+
+test('a bounce stored and answered 250 but never processed (the process died first) is processed by a later look', async () => {
+  const id = await sentMessage('acme', ['orphan@dest.test']);
+  // As the MX stores it before its 250, received longer ago than the grace: its processing never ran.
+  const fid = newId();
+  const receivedAt = Date.now() - PENDING_GRACE_MS - 1000;
+  assert.ok(await storeFeedback(ctx.client, ctx.keys, { id: fid, raw: corpus('lhost-exim-05.eml'), rcpts: [verpAddress(id, 0, BOUNCE_DOMAIN)], mailFrom: '', receivedAt }, 3_600_000));
+  for (let i = 0; i < 400 && (await loadFeedback(ctx.client, ctx.keys, fid))?.outcome === ''; i++) await new Promise((r) => setTimeout(r, 25));
+  await ctx.mx.idle();
+  assert.is((await loadFeedback(ctx.client, ctx.keys, fid))?.outcome, 'processed');
+  assert.is((await suppressionOf(ctx.client, ctx.keys, 'acme', 'orphan@dest.test'))?.reason, 'hardbounce');
+  assert.is(await ctx.client.zscore(ctx.keys.feedbackPending(), fid), null);
 });
 
 test('a real Exim userunknown bounce is matched and suppressed the same way', async () => {
