@@ -333,8 +333,8 @@ async function act(
   // evidence: one more write of the same field.
   const suppression = list !== '' && reason !== undefined ? { list, reason, evidence: { feedbackId: mail.id, msgId: meta.id, idx, ...(record.status ? { status: record.status } : {}) } } : null;
   if (suppression) await addSuppression(deps.redis, deps.keys, suppression.list, address, { reason: suppression.reason, at: now, evidence: suppression.evidence });
-  const eventId = await appendEvent(deps.redis, deps.keys, type, fields, opts.eventsMaxLen);
-  m?.event?.(type);
+  const { id: eventId, fresh } = await eventOnce(deps, mail, meta.id, idx, () => appendEvent(deps.redis, deps.keys, type, fields, opts.eventsMaxLen));
+  if (fresh) m?.event?.(type);
   if (suppression) {
     await addSuppression(deps.redis, deps.keys, suppression.list, address, { reason: suppression.reason, at: now, evidence: { event: eventId, ...suppression.evidence } });
     m?.suppressed?.(suppression.list === GLOBAL_LIST ? 'global' : 'account', suppression.reason);
@@ -356,7 +356,7 @@ async function act(
   if (verdict === 'complaint' || verdict === 'optout' || verdict === 'notspam' || verdict === 'report') m?.complaint?.(feedbackTypeLabel(record.feedbacktype));
   deps.logger.info({ msgId: meta.id, feedbackId: mail.id, idx, verdict, reason: record.reason, status: record.status, suppressed: list }, 'feedback applied');
   // Last, once the bounce is acted on: a notice that cannot be queued fails this mail's processing,
-  // which keeps it as 'failed' (inbound-mx.ts), listed by `sluice bounce list` for the operator.
+  // which keeps it as 'failed' (inbound-mx.ts), listed by `sluice bounce list`, and tries it again.
   if (deps.reportFailure && UNDELIVERED.has(verdict)) {
     await deps.reportFailure({ meta, idx, address, record, now }).catch((err: unknown) => {
       deps.logger.error({ err, msgId: meta.id, feedbackId: mail.id, idx }, 'could not queue the failure notice to the sender');
@@ -364,6 +364,23 @@ async function act(
     });
   }
   return { msgId: meta.id, idx, verdict, reason: record.reason, status: record.status, suppressed: list, eventId };
+}
+
+/**
+ * The event of this mail's action on one copy, appended once: its id is kept on the stored mail
+ * (field ev:<msgId>:<idx>), so a processing tried again after failing partway (inbound-mx.ts) finds
+ * it and appends none. The rest of an action is idempotent by itself (suppressions, marks, counts,
+ * the notice's id).
+ */
+async function eventOnce(deps: FeedbackDeps, mail: FeedbackMail, msgId: string, idx: number, append: () => Promise<string>): Promise<{ id: string; fresh: boolean }> {
+  const stored = deps.keys.feedbackRaw(mail.id);
+  const field = `ev:${msgId}:${idx}`;
+  const prior = await deps.redis.hget(stored, field);
+  if (prior) return { id: prior, fresh: false };
+  const id = await append();
+  // Only while the mail is stored: an HSET on an expired key would make it again, without a TTL.
+  if ((await deps.redis.exists(stored)) === 1) await deps.redis.hset(stored, field, id);
+  return { id, fresh: true };
 }
 
 /** Mail to an unsubscribe mailto address: the same effect as the one-click POST (RFC 8058). */
@@ -376,12 +393,12 @@ async function unsubscribe(deps: FeedbackDeps, opts: ProcessOptions, mail: Feedb
   // Suppressed before the event that says so, then given its id as evidence (as act() does).
   const evidence = { feedbackId: mail.id, msgId: meta.id, idx };
   await unsubscribeRecipient(deps.redis, deps.keys, view, idx, address, { now, evidence });
-  const eventId = await appendEvent(
+  const { id: eventId, fresh } = await eventOnce(deps, mail, meta.id, idx, () => appendEvent(
     deps.redis, deps.keys, 'unsubscribed',
     { at: now, account: meta.account, msgId: meta.id, idx, first: first ? 1 : 0, machine: 0, via: 'mail', source: 'mailto', feedbackId: mail.id, suppressed: meta.account },
     opts.eventsMaxLen,
-  );
-  deps.metrics?.event?.('unsubscribed');
+  ));
+  if (fresh) deps.metrics?.event?.('unsubscribed');
   await addSuppression(deps.redis, deps.keys, meta.account, address, { reason: 'unsubscribe', at: now, evidence: { event: eventId, ...evidence } });
   deps.metrics?.suppressed?.('account', 'unsubscribe');
   deps.logger.info({ msgId: meta.id, feedbackId: mail.id, idx }, 'unsubscribed by mail');

@@ -233,6 +233,42 @@ test('a bounce whose processing fails (Redis refuses a read) is kept as failed, 
   assert.is(await ctx.client.zscore(ctx.keys.feedbackUnprocessed(), fid), null, 'no longer listed');
 });
 
+test('a processing that fails after its event (the notice to the sender could not be queued) appends no second event when tried again', async () => {
+  let calls = 0;
+  // Keys of its own: the file's other MX processes would take its due mail from a shared keyspace.
+  const { keys } = ctx.redis.fresh();
+  // The notice path fails once, as it does when Redis refuses the notice's write (app/notices.ts).
+  const flaky = await startInboundMx(
+    {
+      redis: ctx.client, keys, logger: pino({ level: 'silent' }),
+      reportFailure: async () => {
+        if (calls++ === 0) throw new Error('the notice could not be stored');
+      },
+    },
+    { host: '127.0.0.1', port: 0, bounceDomains: [BOUNCE_DOMAIN], fblAddresses: [FBL], maxMessageSize: MAX_SIZE, rawRetentionMs: 3_600_000, retryBaseMs: 100, pendingIntervalMs: 50 },
+  );
+  const eventsOfHere = async (msgId: string) => (await ctx.client.xrange(keys.events(), '-', '+')).filter(([, f]) => f[f.indexOf('msgId') + 1] === msgId);
+  try {
+    const id = newId();
+    await storeMessage(ctx.client, keys, {
+      id, account: 'acme', source: 'http', kind: 'raw', from: 'news@sender.test', fromDomain: 'sender.test',
+      rcpts: [{ address: 'twice@dest.test', domain: 'dest.test' }], acceptedAt: Date.now(), tags: [], metadata: {}, body: 'Subject: hi\r\n\r\nhello\r\n',
+    });
+    const fid = await send(corpus('lhost-exim-05.eml'), [verpAddress(id, 0, BOUNCE_DOMAIN)], flaky);
+    assert.is((await loadFeedback(ctx.client, keys, fid))?.outcome, 'failed');
+    assert.is((await eventsOfHere(id)).length, 1, 'acted on before the notice failed');
+    for (let i = 0; i < 400 && (await loadFeedback(ctx.client, keys, fid))?.outcome !== 'processed'; i++) await new Promise((r) => setTimeout(r, 25));
+    await flaky.idle();
+    assert.is((await loadFeedback(ctx.client, keys, fid))?.outcome, 'processed');
+    assert.is(calls, 2, 'the notice was asked for again');
+    const events = await eventsOfHere(id);
+    assert.is(events.length, 1, 'one event');
+    assert.is((await suppressionOf(ctx.client, keys, 'acme', 'twice@dest.test'))?.evidence['event'], events[0]?.[0], 'the suppression names that one event');
+  } finally {
+    await flaky.close();
+  }
+});
+
 test('a bounce stored and answered 250 but never processed (the process died first) is processed by a later look', async () => {
   const id = await sentMessage('acme', ['orphan@dest.test']);
   // As the MX stores it before its 250, received longer ago than the grace: its processing never ran.
