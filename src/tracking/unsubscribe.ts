@@ -70,5 +70,8 @@ export async function unsubscribe(
   const eventId = await appendTrackingEvent(deps, p, {
     now, mode, first, machine: null, userAgent: ctx.userAgent ?? '', ip: ctx.ip ?? '', via: ctx.via ?? 'http',
   });
+  // Then given the event's id as evidence, as the mailto path and bounces and complaints do
+  // (feedback/process.ts): the suppression is written before the event that says so, and names it after.
+  await addSuppression(deps.redis, deps.keys, p.account, target.address, { reason: 'unsubscribe', at: now, evidence: { event: eventId, ...evidence } });
   return { ok: true, account: p.account, address: target.address, from: target.from, first, eventId };
 }

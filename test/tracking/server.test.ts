@@ -299,7 +299,8 @@ test('RFC 8058: the exact POST Gmail sends unsubscribes at once, recorded once',
     assert.match(res.text, 'ann@example.org');
     const s = await suppressionOf(client, f.keys, 'acme', 'ann@example.org');
     assert.is(s?.reason, 'unsubscribe');
-    assert.equal(s?.evidence, { msgId: f.msgId, idx: 0, via: 'http' });
+    const eventId = (await client.xrange(f.keys.events(), '-', '+'))[0]?.[0];
+    assert.equal(s?.evidence, { event: eventId, msgId: f.msgId, idx: 0, via: 'http' }, 'the evidence names the event');
     const evs = await f.events();
     assert.is(evs.length, 1);
     assert.is(evs[0]?.['type'], 'unsubscribed');
@@ -329,7 +330,8 @@ test('after its record is purged, an unsubscribe link that carries the address s
     const entry = await suppressionOf(client, f.keys, 'acme', 'bob<b>@example.org');
     assert.is(entry?.reason, 'unsubscribe');
     assert.is(entry?.list, 'acme');
-    assert.equal(entry?.evidence, { msgId: f.msgId, idx: 1, via: 'http' });
+    const eventId = (await client.xrange(f.keys.events(), '-', '+'))[0]?.[0];
+    assert.equal(entry?.evidence, { event: eventId, msgId: f.msgId, idx: 1, via: 'http' });
     assert.is((await oneClick()).status, 200, 'a repeat is answered the same');
     const evs = await f.events();
     assert.equal(evs.map((e) => [e['type'], e['msgId'], e['idx'], e['first']]), [['unsubscribed', f.msgId, '1', '1'], ['unsubscribed', f.msgId, '1', '0']]);
