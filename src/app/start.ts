@@ -319,6 +319,9 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
     metrics.sampleOn('sendersPaused', async () => {
       if (!stopping) metrics.sendersPaused.set(await pausedCount(redis.client, keys).catch(() => 0));
     });
+    metrics.sampleOn('feedbackPending', async () => {
+      if (!stopping) metrics.feedbackPending.set(await redis.client.zcard(keys.feedbackPending()).catch(() => 0));
+    });
 
     if (has('housekeeping')) {
       const reaper = new Reaper({ redis: redis.client, keys, shards: config.redis.scheduleShards, intervalMs: REAPER_INTERVAL_MS, logger: logger.child({ role: 'housekeeping' }), metrics });

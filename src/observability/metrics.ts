@@ -7,7 +7,7 @@ import { FastHistogram } from './histogram.js';
  * provider (a shaping rule name, or 'default'), reason, algorithm — never a recipient, id or raw domain.
  */
 /** Gauges read on scrape: app/ registers what fills them (see `sampleOn`). */
-type SampledGauge = 'queueRecipients' | 'poolUtilization' | 'poolQueue' | 'suppressionListSize' | 'sendersPaused' | 'bufferedBytes';
+type SampledGauge = 'queueRecipients' | 'poolUtilization' | 'poolQueue' | 'suppressionListSize' | 'sendersPaused' | 'bufferedBytes' | 'feedbackPending';
 
 export function createMetrics() {
   const registry = new Registry();
@@ -140,6 +140,9 @@ export function createMetrics() {
     }),
     bufferedBytes: new Gauge({
       name: 'sluice_buffered_bytes', help: 'Inbound mail held in memory until it is persisted (or, for feedback, processed), by server: ingress (SMTP submission and HTTP API together; bounded by ingress.maxBuffered) or feedback (feedback.maxBuffered)', labelNames: ['server'] as const, registers: [registry], ...sampled('bufferedBytes'),
+    }),
+    feedbackPending: new Gauge({
+      name: 'sluice_feedback_pending', help: 'Stored feedback mail not processed for good yet: received in the last moments, or failed and waiting for its retry', registers: [registry], ...sampled('feedbackPending'),
     }),
     sendersPaused: new Gauge({
       name: 'sluice_senders_paused', help: 'Senders (accounts or From domains) paused by the reputation guard now', registers: [registry], ...sampled('sendersPaused'),

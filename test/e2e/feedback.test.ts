@@ -9,6 +9,8 @@ import { startSluiceFixture, type SluiceFixture } from '../helpers/sluice.js';
 import { GLOBAL_LIST, suppressionOf } from '../../src/store/suppression.js';
 import { addressDigest } from '../../src/store/address-digest.js';
 import { CORPUS_EMAILS } from '../helpers/corpus.js';
+import { newId } from '../../src/core/ids.js';
+import { dropPending, storeFeedback } from '../../src/feedback/raw-store.js';
 
 /**
  * The feedback loop through `sluice start` itself: a message is delivered with its VERP return
@@ -117,6 +119,14 @@ test('a DSN to the VERP address suppresses the recipient globally; the next mess
   const metrics = await (await request(`http://127.0.0.1:${s.app.ports.admin}/metrics`)).body.text();
   assert.match(metrics, /^sluice_suppression_list_size\{list="global"\} 1$/m, 'the global list size is exported');
   assert.match(metrics, /^sluice_senders_paused 0$/m);
+  assert.match(metrics, /^sluice_feedback_pending 0$/m, 'the bounce was processed for good');
+  // A mail stored as the MX stores it, whose processing has not run (it waits out its 5 min grace
+  // here): pending until then.
+  const stray = newId();
+  await storeFeedback(s.app.redis.client, s.app.keys, { id: stray, raw: Buffer.from('Subject: x\r\n\r\nx\r\n'), rcpts: ['postmaster@bounce.sluice.test'], mailFrom: '', receivedAt: Date.now() }, 3_600_000);
+  const later = await (await request(`http://127.0.0.1:${s.app.ports.admin}/metrics`)).body.text();
+  assert.match(later, /^sluice_feedback_pending 1$/m, 'a stored mail waiting for its processing is counted');
+  await dropPending(s.app.redis.client, s.app.keys, stray);
 
   const before = sink.messages.length;
   const second = await s.api('/v1/messages', { body: { from: 'news@acme.example', to: 'kijitora@one.test', subject: 'two', text: 'x' } });
