@@ -116,6 +116,8 @@ test('a DSN to the VERP address suppresses the recipient globally; the next mess
   assert.is(entry!.reason, 'hardbounce');
   assert.is(entry!.list, '*', 'on the global list: the address does not exist');
 
+  // The suppression comes first in the bounce's processing; its outcome, which ends its pending entry, last.
+  for (let i = 0; i < 200 && (await s.app.redis.client.zcard(s.app.keys.feedbackPending())) > 0; i++) await new Promise((r) => setTimeout(r, 25));
   const metrics = await (await request(`http://127.0.0.1:${s.app.ports.admin}/metrics`)).body.text();
   assert.match(metrics, /^sluice_suppression_list_size\{list="global"\} 1$/m, 'the global list size is exported');
   assert.match(metrics, /^sluice_senders_paused 0$/m);

@@ -85,7 +85,7 @@ export function redisSuite(name: string): { test: Test; env: { redis: TestRedis;
  */
 export async function commandsOn(redis: TestRedis, keys: string | readonly string[], fn: () => Promise<unknown>): Promise<string[][]> {
   const watched = new Set(typeof keys === 'string' ? [keys] : keys);
-  const monitor = await new Redis({ path: redis.url, lazyConnect: true }).monitor();
+  const monitor = await startMonitor(redis.url);
   const seen: string[][] = [];
   const marker = `monitor-end-${randomUUID()}`;
   const ended = new Promise<void>((resolve) => {
@@ -104,6 +104,29 @@ export async function commandsOn(redis: TestRedis, keys: string | readonly strin
     monitor.disconnect();
   }
   return seen;
+}
+
+/**
+ * A MONITOR connection. ioredis switches a connection to monitor mode a microtask after MONITOR's
+ * OK, so a monitored command arriving in the same read as the OK (a busy server) finds no command
+ * waiting for it: "Command queue state error", which rejects the connection's setup. Nothing was
+ * watched yet then, so a new connection is as good: up to 5 tries, each failed one closed.
+ */
+async function startMonitor(path: string): Promise<Redis> {
+  for (let attempt = 1; ; attempt++) {
+    const conn = new Redis({ path, monitor: true, lazyConnect: false });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        conn.once('monitoring', () => resolve());
+        // `on`, not `once`: the rest of the same read fails the same way, and must not go unhandled.
+        conn.on('error', reject);
+      });
+      return conn;
+    } catch (err) {
+      conn.disconnect();
+      if (attempt === 5 || !String((err as Error).message).includes('Command queue state error')) throw err;
+    }
+  }
 }
 
 /**
