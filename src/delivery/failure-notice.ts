@@ -179,7 +179,8 @@ export function failureNotice(n: FailureNoticeInput): Buffer {
     `To: <${oneLine(n.to)}>`,
     `Subject: ${relayed ? 'Successful Mail Delivery Report' : 'Undelivered Mail Returned to Sender'}`,
     `Date: ${formatRfc5322Date(n.now)}`,
-    `Message-ID: <dsn.${n.msgId}.${n.idx}@${host}>`,
+    // A report of relay and a later one of failure about the same copy are two messages.
+    `Message-ID: <${relayed ? 'relayed' : 'dsn'}.${n.msgId}.${n.idx}@${host}>`,
     // RFC 3834: an automatic answer to a message, which auto-responders must not answer in turn.
     'Auto-Submitted: auto-replied',
     'MIME-Version: 1.0',

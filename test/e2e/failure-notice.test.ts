@@ -395,6 +395,8 @@ test('NOTIFY=SUCCESS,FAILURE: a copy reported relayed and bounced later gets bot
   const parsed = await simpleParser(failed!.raw);
   assert.equal(parsed.attachments.map((x) => x.contentType), ['text/rfc822-headers']);
   assert.match(parsed.attachments[0]!.content.toString(), 'Subject: dsn parameters');
+  const messageId = (m: CapturedMessage) => /^Message-ID: (.*)$/m.exec(m.raw.toString('latin1'))?.[1]?.trim();
+  assert.is.not(messageId(failed!), messageId(relayed), 'two reports, two Message-IDs');
 });
 
 test.run();
