@@ -9,7 +9,7 @@ import { SluiceError, toSluiceError } from '../core/errors.js';
 import { newId, withFreeId } from '../core/ids.js';
 import { DAY } from '../core/time.js';
 import { assertRedisReady } from '../redis/client.js';
-import { processFeedback, type FeedbackDeps, type FeedbackMetricsHook, type ProcessOptions } from './process.js';
+import { processFeedback, type FeedbackDeps, type FeedbackMail, type FeedbackMetricsHook, type ProcessOptions } from './process.js';
 import { claimDue, dropPending, loadFeedback, MAX_ATTEMPTS, recordOutcome, retryLater, storeFeedback } from './raw-store.js';
 import { feedbackRecipient, type FeedbackRecipient, type VerifyUnsubscribeToken } from './recipients.js';
 import { DEFAULT_EVENTS_MAX_LEN } from '../store/events.js';
@@ -22,18 +22,10 @@ import type { TlsMaterial } from '../core/tls-material.js';
 /**
  * The inbound MX of the bounce domain (the `feedback` role). It takes mail only for the VERP return
  * paths, the unsubscribe mailto addresses, the FBL addresses and postmaster (feedback/recipients.ts),
- * and relays nothing. Each accepted
- * mail is stored raw BEFORE the 250 — once answered, the sender forgets it — and processed after;
- * a failure there is recorded on the stored mail and counted, and touches no other mail.
+ * and relays nothing. Each accepted mail is stored raw BEFORE the 250 — once answered, the sender
+ * forgets it — and processed after; a failure there is recorded on the stored mail and counted,
+ * touches no other mail, and is tried again later (raw-store.ts feedback:pending).
  */
-/** A mail this MX stored, as processing takes it. */
-interface ReceivedMail {
-  readonly id: string;
-  readonly raw: Buffer;
-  readonly rcpts: string[];
-  readonly receivedAt: number;
-}
-
 export interface InboundMxDeps {
   readonly redis: RedisClient;
   readonly keys: Keys;
@@ -159,7 +151,7 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
    * Processes a stored mail; a failure is recorded on it (outcome 'failed', listed) and it is tried
    * again later (raw-store.ts retryLater), never thrown.
    */
-  const processStored = async (mail: ReceivedMail): Promise<void> => {
+  const processStored = async (mail: FeedbackMail): Promise<void> => {
     try {
       await processFeedback({ ...deps, logger: log }, processing, mail);
     } catch (err) {
@@ -171,7 +163,7 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
   };
 
   /** Processing runs after the 250. The mail's bytes go back to the budget when it is done. */
-  const processLater = (mail: ReceivedMail, bytes: number) => {
+  const processLater = (mail: FeedbackMail, bytes: number) => {
     const job = processStored(mail);
     inFlight.add(job);
     void job.finally(() => {
@@ -199,7 +191,7 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
           continue;
         }
         log.info({ feedbackId: id, outcome: stored.outcome || 'not processed' }, 'processing stored feedback mail again');
-        await processStored({ id, raw: stored.raw, rcpts: [...stored.rcpts], receivedAt: stored.receivedAt });
+        await processStored(stored);
       }
     } catch (err) {
       log.warn({ err }, 'could not look for feedback mail due for processing');
@@ -279,7 +271,7 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
         const rcpts = session.envelope.rcptTo.map((r) => r.address);
         const mailFrom = session.envelope.mailFrom ? session.envelope.mailFrom.address : '';
         void (async () => {
-          let mail: ReceivedMail;
+          let mail: FeedbackMail;
           try {
             // While Redis is down the mail cannot be stored: a 4xx at once, not a wait for the outage.
             assertRedisReady(deps.redis);
