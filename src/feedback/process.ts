@@ -12,7 +12,7 @@ import { markUnsubscribe } from '../store/engagement.js';
 import type { MessageMeta } from '../store/messages.js';
 import { firstFeedback, liveAddress, markRecipient, messageFor, unsubscribeRecipient, type MessageView } from '../store/recipients.js';
 import { addSuppression, normaliseForSuppression, GLOBAL_LIST, type SuppressionReason } from '../store/suppression.js';
-import { recordOutcome, type FeedbackOutcome } from './raw-store.js';
+import { appendedEvent, keepAppendedEvent, recordOutcome, type FeedbackOutcome } from './raw-store.js';
 import { copiesInText, feedbackRecipient, type VerifyUnsubscribeToken } from './recipients.js';
 import { recordSoftBounce } from '../store/soft-bounces.js';
 import { faultOf, feedbackTypeLabel, verdictOf, type Verdict } from '../bounces/verdict.js';
@@ -368,18 +368,15 @@ async function act(
 
 /**
  * The event of this mail's action on one copy, appended once: its id is kept on the stored mail
- * (field ev:<msgId>:<idx>), so a processing tried again after failing partway (inbound-mx.ts) finds
- * it and appends none. The rest of an action is idempotent by itself (suppressions, marks, counts,
- * the notice's id).
+ * (raw-store.ts), so a processing tried again after failing partway (inbound-mx.ts) finds it and
+ * appends none. The rest of an action is idempotent by itself (suppressions, marks, counts, the
+ * notice's id).
  */
 async function eventOnce(deps: FeedbackDeps, mail: FeedbackMail, msgId: string, idx: number, append: () => Promise<string>): Promise<{ id: string; fresh: boolean }> {
-  const stored = deps.keys.feedbackRaw(mail.id);
-  const field = `ev:${msgId}:${idx}`;
-  const prior = await deps.redis.hget(stored, field);
+  const prior = await appendedEvent(deps.redis, deps.keys, mail.id, msgId, idx);
   if (prior) return { id: prior, fresh: false };
   const id = await append();
-  // Only while the mail is stored: an HSET on an expired key would make it again, without a TTL.
-  if ((await deps.redis.exists(stored)) === 1) await deps.redis.hset(stored, field, id);
+  await keepAppendedEvent(deps.redis, deps.keys, mail.id, msgId, idx, id);
   return { id, fresh: true };
 }
 

@@ -17,7 +17,9 @@ declare module 'ioredis' {
  * told us is lost to a crash or a classifier bug, and it can be processed again:
  *
  *   {f:<id>}:raw            HASH  raw (bytes), rcpts (JSON string[]), mailFrom, receivedAt (ms),
- *                                 outcome ('' until processed, then a FeedbackOutcome)   TTL = retention
+ *                                 outcome ('' until processed, then a FeedbackOutcome), attempts (failed
+ *                                 processings), ev:<msgId>:<idx> (the event it appended about a copy)
+ *                                 TTL = retention
  *   feedback:unprocessed    ZSET  id → receivedAt, for mail kept but not acted on (unparsed, unmatched,
  *                                 ambiguous, failed) and mail to postmaster: what an operator looks at;
  *                                 trimmed to the retention window
@@ -82,6 +84,24 @@ export function retryDelayMs(failed: number, baseMs: number): number {
  * After a failed processing: due again after retryDelayMs, or, after MAX_ATTEMPTS, no more (it stays
  * 'failed' and listed). Returns whether it will be tried again.
  */
+/**
+ * Writes a field of a stored mail while it is stored: an HSET on an expired key would make it again,
+ * without a TTL.
+ */
+async function setStoredField(redis: RedisClient, keys: Keys, id: string, field: string, value: string): Promise<void> {
+  const key = keys.feedbackRaw(id);
+  if ((await redis.exists(key)) === 1) await redis.hset(key, field, value);
+}
+
+/** The id of the event a processing of mail `id` appended about copy (msgId, idx), or null: a retry appends none (process.ts). */
+export async function appendedEvent(redis: RedisClient, keys: Keys, id: string, msgId: string, idx: number): Promise<string | null> {
+  return redis.hget(keys.feedbackRaw(id), `ev:${msgId}:${idx}`);
+}
+
+export async function keepAppendedEvent(redis: RedisClient, keys: Keys, id: string, msgId: string, idx: number, eventId: string): Promise<void> {
+  await setStoredField(redis, keys, id, `ev:${msgId}:${idx}`, eventId);
+}
+
 export async function retryLater(redis: RedisClient, keys: Keys, id: string, now: number, baseMs: number): Promise<boolean> {
   const key = keys.feedbackRaw(id);
   const failed = (await redis.exists(key)) === 1 ? await redis.hincrby(key, 'attempts', 1) : MAX_ATTEMPTS;
@@ -121,9 +141,7 @@ export async function recordOutcome(
   retentionMs: number,
   listed = outcome !== 'processed',
 ): Promise<void> {
-  // HSET on an expired key would recreate it without a TTL: only touch it while it exists.
-  const key = keys.feedbackRaw(id);
-  if ((await redis.exists(key)) === 1) await redis.hset(key, 'outcome', outcome);
+  await setStoredField(redis, keys, id, 'outcome', outcome);
   // Processed for good (a failure is retried: retryLater); a retry that succeeds unlists the failure.
   if (outcome !== 'failed') await redis.zrem(keys.feedbackPending(), id);
   if (!listed) {
