@@ -330,7 +330,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       const w = config.webhooks;
       const webhooks = new WebhookDispatcher({
         redis: redis.client, keys, logger: logger.child({ role: 'housekeeping', part: 'webhooks' }),
-        metrics: { deliveries: metrics.webhookDeliveries, lagSeconds: metrics.webhookLag, eventsLost: metrics.webhookEventsLost },
+        metrics: { deliveries: metrics.webhookDeliveries, lagSeconds: metrics.webhookLag, eventsLost: metrics.webhookEventsLost, deadLettersDropped: metrics.webhookDeadLettersDropped },
         ...(webhookKey ? { secretKey: webhookKey } : {}),
         maxAttemptsWindowMs: w.retryWindow, retryBaseMs: w.retryBase, retryMaxDelayMs: w.retryMaxDelay, requestTimeoutMs: w.timeout,
         maxBatchEvents: w.batchSize, perEndpointInFlight: w.perEndpointInFlight, maxInFlight: w.maxInFlight, pollIntervalMs: w.pollInterval,

@@ -51,6 +51,8 @@ export interface WebhookDispatcherOptions {
         lagSeconds?: { set(v: number): void };
         /** Events trimmed from the stream before they were routed to any endpoint. */
         eventsLost?: { inc(n?: number): void };
+        /** Dead-lettered batches dropped (the oldest) to keep an endpoint's list at deadLetterMax. */
+        deadLettersDropped?: { inc(n?: number): void };
       }
     | undefined;
   now?: () => number;
@@ -118,8 +120,8 @@ export function publicOnlyLookup(hostname: string, options: LookupOptions, callb
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    /** src/queue/lua/moveBatch-3.lua: 1 moved (retry or dead letter), 0 the batch changed meanwhile. */
-    moveBatch(outbox: string, dead: string, ages: string, member: string, next: string, score: number | '', deadMax: number, batchId: string): Result<number, Context>;
+    /** src/queue/lua/moveBatch-3.lua: [1 moved (retry or dead letter) or 0 the batch changed meanwhile, dead letters dropped for room]. */
+    moveBatch(outbox: string, dead: string, ages: string, member: string, next: string, score: number | '', deadMax: number, batchId: string): Result<[number, number], Context>;
     /** src/queue/lua/claimBatch-1.lua: 1 taken for a POST, 0 no longer due (taken by another, or gone). */
     claimBatch(outbox: string, member: string, now: number, leaseUntil: number): Result<number, Context>;
     /** src/queue/lua/replayDeadPage-3.lua: 1 moved, 0 the dead-letter list's head changed meanwhile. */
@@ -145,7 +147,7 @@ const DEFAULT_MAX_IN_FLIGHT = 256; // sockets; 128 endpoints all hanging at once
 const DEFAULT_POLL_MS = 500;
 const DEFAULT_CLAIM_IDLE_MS = 60_000; // far beyond one tick's Redis work, so only a dead consumer's entries
 const DEFAULT_CACHE_MS = 5_000;
-const DEFAULT_DEAD_MAX = 10_000;
+const DEFAULT_DEAD_MAX = 10_000; // 1,000,000 events at the default batch size; beyond, the oldest are dropped (counted)
 // Endpoints visited per tick for due retries (one SSCAN page); new events' endpoints are visited at once.
 const SCAN_COUNT = 200;
 // The lag gauge forgets an endpoint not read for this long: the SSCAN walk reaches every endpoint
@@ -644,9 +646,14 @@ export class WebhookDispatcher {
       const dead = keys.webhookDead(ep.account, ep.id);
       const max = this.o.deadLetterMax ?? DEFAULT_DEAD_MAX;
       // Conditional: a batch an erasure rewrote while it was POSTed is not put back as it was.
-      await redis.moveBatch(outbox, dead, keys.webhookAges(ep.account, ep.id), member, JSON.stringify({ ...batch, n: attempts, lastError: detail }), '', max, batch.b);
+      const [, dropped] = await redis.moveBatch(outbox, dead, keys.webhookAges(ep.account, ep.id), member, JSON.stringify({ ...batch, n: attempts, lastError: detail }), '', max, batch.b);
       this.o.metrics?.deliveries.inc({ result: 'dead_letter' });
       logger.warn({ endpoint: ep.id, attempts, events: batch.e.length, error: detail }, 'webhook batch moved to dead letters');
+      // The list is full: its oldest batches are gone for good, which a replay would otherwise find out.
+      if (Number(dropped) > 0) {
+        this.o.metrics?.deadLettersDropped?.inc(Number(dropped));
+        logger.warn({ account: ep.account, endpoint: ep.id, dropped: Number(dropped), deadLetterMax: max }, 'the oldest dead-lettered webhook batches were dropped: the dead-letter list is full (replay it)');
+      }
       return;
     }
     const base = this.o.retryBaseMs ?? DEFAULT_RETRY_BASE_MS;

@@ -135,6 +135,9 @@ export function createMetrics() {
     webhookEventsLost: new Counter({
       name: 'sluice_webhook_events_lost_total', help: 'Events trimmed from the event stream (retention.eventsMaxLen, retention.events) before the webhook dispatcher routed them: no endpoint gets them', registers: [registry],
     }),
+    webhookDeadLettersDropped: new Counter({
+      name: 'sluice_webhook_dead_letters_dropped_total', help: 'Dead-lettered webhook batches dropped, oldest first, to keep an endpoint\'s dead-letter list at 10,000 batches: no replay sends them', registers: [registry],
+    }),
     suppressionListSize: new Gauge({
       name: 'sluice_suppression_list_size', help: 'Addresses on suppression lists: list="global" (addresses that do not exist) or "accounts" (all accounts\' lists together)', labelNames: ['list'] as const, registers: [registry], ...sampled('suppressionListSize'),
     }),

@@ -75,14 +75,17 @@ function counter() {
   const counts: Record<string, number> = {};
   let lag = -1;
   let lost = 0;
+  let dropped = 0;
   return {
     counts,
     lag: () => lag,
     lost: () => lost,
+    dropped: () => dropped,
     metrics: {
       deliveries: { inc: (l: { result: string }) => void (counts[l.result] = (counts[l.result] ?? 0) + 1) },
       lagSeconds: { set: (v: number) => void (lag = v) },
       eventsLost: { inc: (n = 1) => void (lost += n) },
+      deadLettersDropped: { inc: (n = 1) => void (dropped += n) },
     },
   };
 }
@@ -354,6 +357,28 @@ test('an endpoint that stays down lands in dead letters; replay (function and CL
   await pass(d);
   assert.equal(rx.received.at(-1)!.events.map((e) => e.id), [second]);
   assert.is(await client.llen(keys.webhookDead('acme', endpoint.id)), 0);
+});
+
+test('dead letters dropped to keep the list at its bound are counted and logged, not lost in silence', async () => {
+  const { keys } = redis.fresh();
+  const rx = await receiver(() => 503);
+  const { endpoint } = await createWebhook(client, keys, 'acme', { url: rx.url, events: ['*'] });
+  const m = counter();
+  const w = warnings();
+  // No retry window: each failed batch goes to the dead-letter list at once, which holds two.
+  const d = dispatcher(keys, { maxAttemptsWindowMs: 0, deadLetterMax: 2, metrics: m.metrics, logger: w.logger });
+  const ids: string[] = [];
+  for (let i = 0; i < 3; i++) {
+    ids.push(await event(keys, 'delivered', 'acme', `m${i}`));
+    await pass(d);
+  }
+  assert.is(m.counts['dead_letter'], 3);
+  const dead = (await client.lrange(keys.webhookDead('acme', endpoint.id), 0, -1)).map((b) => (JSON.parse(b) as { e: { id: string }[] }).e[0]!.id);
+  assert.equal(dead, [ids[1], ids[2]], 'the oldest went');
+  assert.is(m.dropped(), 1, 'the dropped batch is counted');
+  const said = w.lines.filter((l) => /dropped/.test(l.msg));
+  assert.is(said.length, 1, JSON.stringify(w.lines));
+  assert.is((said[0] as { dropped?: number }).dropped, 1);
 });
 
 test('a dead-letter page that changed after it was read is not trimmed by count (no batch dropped unreplayed)', async () => {

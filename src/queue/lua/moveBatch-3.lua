@@ -13,14 +13,16 @@
   ARGV[4] deadMax  dead letters kept per endpoint (the oldest go first)
   ARGV[5] batchId  the batch's id: a dead-lettered batch leaves the ages (it is no longer awaited)
 
-  Returns 1 moved, 0 the batch had changed or gone (left as it is).
+  Returns { moved, dropped }: moved 1, or 0 when the batch had changed or gone (left as it is);
+  dropped, the oldest dead letters trimmed to keep the list at deadMax (the caller says so: nobody
+  can replay them any more).
 ]]
-if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return { 0, 0 } end
 if ARGV[3] ~= '' then
   redis.call('ZADD', KEYS[1], ARGV[3], ARGV[2])
-else
-  redis.call('RPUSH', KEYS[2], ARGV[2])
-  redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1)
-  redis.call('ZREM', KEYS[3], ARGV[5])
+  return { 1, 0 }
 end
-return 1
+local over = redis.call('RPUSH', KEYS[2], ARGV[2]) - tonumber(ARGV[4])
+if over > 0 then redis.call('LTRIM', KEYS[2], over, -1) end
+redis.call('ZREM', KEYS[3], ARGV[5])
+return { 1, math.max(over, 0) }
