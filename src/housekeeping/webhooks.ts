@@ -151,7 +151,8 @@ const DEFAULT_DEAD_MAX = 10_000; // 1,000,000 events at the default batch size; 
 // Endpoints visited per tick for due retries (one SSCAN page); new events' endpoints are visited at once.
 const SCAN_COUNT = 200;
 // The lag gauge forgets an endpoint not read for this long: the SSCAN walk reaches every endpoint
-// far sooner (200 a pass, 2 passes a second when idle), so it was deleted.
+// far sooner (200 a pass, 2 passes a second when idle), so it was deleted. A backstop: a deletion
+// moves the generation, and the next pass reads every age again.
 const AGE_STALE_MS = 5 * 60_000;
 // An endpoint's connection pool is closed after this long unused (its sockets are idle by then anyway).
 const AGENT_IDLE_MS = 5 * 60_000;
@@ -361,6 +362,10 @@ export class WebhookDispatcher {
     // Read after the entries: an endpoint registered before any of them was appended has moved the
     // generation by now, so its account's cached list (perhaps empty) is not used for them.
     const generation = await redis.get(keys.webhookGeneration());
+    // An endpoint deleted elsewhere (the API, an account's deletion) leaves the walk, so its age
+    // would never be read again: the lag gauge kept its backlog for AGE_STALE_MS. Every endpoint
+    // with an age is read again on a change instead (the deleted one's ages key is gone with it).
+    const recheck = generation !== this.generation ? [...this.ages.keys()] : [];
     if (generation !== this.generation) {
       this.cache.clear();
       this.generation = generation;
@@ -381,7 +386,7 @@ export class WebhookDispatcher {
     for (const ref of visit) await this.startDue(ref, now);
     // The ages after the claims (a claimed batch stays in the ages until it is settled), all at once:
     // one auto-pipelined burst of small reads instead of a round trip per endpoint.
-    await Promise.all(visit.map((ref) => this.readAge(ref)));
+    await Promise.all([...new Set([...visit, ...recheck])].map((ref) => this.readAge(ref)));
     this.o.metrics?.lagSeconds?.set(Math.max(0, now - Math.min(oldest, this.oldestAwaited())) / 1000);
     this.closeIdleAgents();
     return fresh.length === readCount;

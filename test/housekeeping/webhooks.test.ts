@@ -275,6 +275,24 @@ test('webhook lag is the age of the oldest event not yet delivered, batches wait
   assert.is(await client.zcard(keys.webhookAges('acme', endpoint.id)), 0, 'the delivered batch left the ages');
 });
 
+test('webhook lag forgets an endpoint deleted elsewhere at the next pass: its backlog is no longer awaited', async () => {
+  const { keys } = redis.fresh();
+  const rx = await receiver(() => 500);
+  const { endpoint } = await createWebhook(client, keys, 'acme', { url: rx.url, events: ['*'] });
+  const at = Number((await event(keys, 'delivered', 'acme', 'm1')).split('-')[0]);
+  let now = at;
+  const m = counter();
+  const d = dispatcher(keys, { now: () => now, retryBaseMs: 2 * 3600_000, retryMaxDelayMs: 2 * 3600_000, metrics: m.metrics });
+  await pass(d);
+  now = at + 30 * 60_000;
+  await pass(d);
+  assert.ok(Math.abs(m.lag() - 1800) < 5, `lag ${m.lag()} s while the batch waits`);
+  // Deleted through the API (another process): its outbox goes with it, and nothing is awaited.
+  assert.ok(await deleteWebhook(client, keys, 'acme', endpoint.id));
+  await pass(d);
+  assert.is(m.lag(), 0, 'the deleted backlog is not reported as lag');
+});
+
 test('a receiver that does not answer within the timeout is retried', async () => {
   const { keys } = redis.fresh();
   const rx = await receiver((n) => (n === 1 ? 'hang' : 204));
