@@ -334,7 +334,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
         ...(webhookKey ? { secretKey: webhookKey } : {}),
         maxAttemptsWindowMs: w.retryWindow, retryBaseMs: w.retryBase, retryMaxDelayMs: w.retryMaxDelay, requestTimeoutMs: w.timeout,
         maxBatchEvents: w.batchSize, perEndpointInFlight: w.perEndpointInFlight, maxInFlight: w.maxInFlight, pollIntervalMs: w.pollInterval,
-        allowPrivateTargets: w.allowPrivateTargets,
+        allowPrivateTargets: w.allowPrivateTargets, dnsServers: config.delivery.dns.servers,
       });
       webhooks.start();
       stoppers.push({ name: 'webhooks', stop: () => webhooks.stop() });

@@ -1,7 +1,8 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
-import { lookup, type LookupAddress, type LookupOptions } from 'node:dns';
+import type { LookupAddress, LookupOptions } from 'node:dns';
+import { Resolver } from 'node:dns/promises';
 import { Agent, request } from 'undici';
 import type { Result } from 'ioredis';
 import type { RedisClient } from '../redis/client.js';
@@ -96,26 +97,47 @@ export interface WebhookDispatcherOptions {
    * resolves to one, fails as a network error (retried, then dead-lettered) and nothing is sent.
    */
   allowPrivateTargets?: boolean;
+  /** DNS servers endpoint names are resolved with unless allowPrivateTargets (delivery.dns.servers); none = the system's. */
+  dnsServers?: readonly string[];
 }
 
+type LookupCallback = (err: Error | null, address: string | LookupAddress[], family?: number) => void;
+
 /**
- * dns.lookup for the webhook connections, refusing non-public answers. The check is on the address
+ * A dns.lookup for the webhook connections, refusing non-public answers. The check is on the address
  * the socket will connect to, so a name that resolves to a private address only at delivery time
  * (DNS rebinding) is refused too. Node's net.connect calls it with `all` set when it tries several
  * addresses (autoSelectFamily), else without: both answers are checked.
+ *
+ * The name is asked of `resolver` (c-ares: A and AAAA in DNS), not of dns.lookup: getaddrinfo runs
+ * on libuv's thread pool (4 threads, shared with file and crypto work), and a lookup whose name
+ * server never answers holds a thread for the system resolver's whole timeout, past the request's.
+ * Any account could register names like that and hold every thread, so every other account's
+ * lookups timed out waiting for one. c-ares waits on its sockets in the event loop. Names are DNS
+ * names only (no /etc/hosts, no search domains): an endpoint on the public Internet has one.
  */
-export function publicOnlyLookup(hostname: string, options: LookupOptions, callback: (err: Error | null, address: string | LookupAddress[], family?: number) => void): void {
-  lookup(hostname, { ...options, all: true }, (err, addresses) => {
-    if (err) return callback(err, '');
-    const bad = addresses.find((a) => !isPublicAddress(a.address));
-    if (bad || addresses.length === 0) {
-      const e = new Error(`webhook endpoint ${hostname} resolves to ${bad?.address ?? 'nothing'}, not a public address (webhooks.allowPrivateTargets)`);
-      return callback(Object.assign(e, { code: 'SLUICE_WEBHOOK_PRIVATE_TARGET' }), '');
-    }
-    if (options.all) return callback(null, addresses);
-    const first = addresses[0] as LookupAddress;
-    callback(null, first.address, first.family);
-  });
+export function publicOnlyLookup(resolver: Resolver): (hostname: string, options: LookupOptions, callback: LookupCallback) => void {
+  return (hostname, options, callback) => {
+    const family = options.family === 'IPv4' ? 4 : options.family === 'IPv6' ? 6 : options.family;
+    const ask = (v: 4 | 6): Promise<LookupAddress[]> =>
+      family !== undefined && family !== 0 && family !== v ? Promise.resolve([]) : (v === 4 ? resolver.resolve4(hostname) : resolver.resolve6(hostname)).then((list) => list.map((address) => ({ address, family: v })));
+    void Promise.allSettled([ask(4), ask(6)]).then(([a, aaaa]) => {
+      const addresses = [...(a.status === 'fulfilled' ? a.value : []), ...(aaaa.status === 'fulfilled' ? aaaa.value : [])];
+      if (addresses.length === 0) {
+        // Neither family answered: the A question's error (ENOTFOUND, ETIMEOUT…), as lookup would give.
+        const failed = a.status === 'rejected' ? a : aaaa.status === 'rejected' ? aaaa : undefined;
+        if (failed) return callback(failed.reason as Error, '');
+      }
+      const bad = addresses.find((x) => !isPublicAddress(x.address));
+      if (bad || addresses.length === 0) {
+        const e = new Error(`webhook endpoint ${hostname} resolves to ${bad?.address ?? 'nothing'}, not a public address (webhooks.allowPrivateTargets)`);
+        return callback(Object.assign(e, { code: 'SLUICE_WEBHOOK_PRIVATE_TARGET' }), '');
+      }
+      if (options.all) return callback(null, addresses);
+      const first = addresses[0] as LookupAddress;
+      callback(null, first.address, first.family);
+    });
+  };
 }
 
 declare module 'ioredis' {
@@ -260,6 +282,8 @@ export class WebhookDispatcher {
   private readonly timeoutMs: number;
   private readonly perEndpoint: number;
   private readonly maxInFlight: number;
+  /** The endpoints' connect lookup (publicOnlyLookup), unless private targets are allowed. */
+  private readonly lookup: ReturnType<typeof publicOnlyLookup> | undefined;
   private readonly cache = new Map<string, { at: number; list: SealedEndpoint[] }>();
   /** Per endpoint ref: its outbox's oldest event (ms) when last read, for the lag gauge. */
   private readonly ages = new Map<string, { oldest: number; readAt: number }>();
@@ -287,6 +311,12 @@ export class WebhookDispatcher {
     this.timeoutMs = opts.requestTimeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.perEndpoint = opts.perEndpointInFlight ?? DEFAULT_PER_ENDPOINT;
     this.maxInFlight = opts.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
+    if (!opts.allowPrivateTargets) {
+      // As delivery/mx.ts: two tries at a third of the request's time each end within about that time.
+      const resolver = new Resolver({ timeout: Math.max(1, Math.floor(this.timeoutMs / 3)), tries: 2 });
+      if (opts.dnsServers && opts.dnsServers.length > 0) resolver.setServers([...opts.dnsServers]);
+      this.lookup = publicOnlyLookup(resolver);
+    }
     this.ticker = new Ticker(() => this.pass(), opts.pollIntervalMs ?? DEFAULT_POLL_MS, (err) => opts.logger.error({ err }, 'webhook tick failed'));
   }
 
@@ -586,7 +616,7 @@ export class WebhookDispatcher {
     if (!a) {
       const agent = new Agent({
         connections: this.perEndpoint,
-        connect: { timeout: this.timeoutMs, ...(this.o.allowPrivateTargets ? {} : { lookup: publicOnlyLookup }) },
+        connect: { timeout: this.timeoutMs, ...(this.lookup ? { lookup: this.lookup } : {}) },
         headersTimeout: this.timeoutMs,
         bodyTimeout: this.timeoutMs,
       });

@@ -8,7 +8,9 @@
  */
 import { createHmac } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, constants as fsConstants, mkdtempSync, open, openSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { Resolver } from 'node:dns/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
@@ -21,6 +23,7 @@ import { createLogger, type Logger } from '../../src/observability/logger.js';
 import type { RedisClient } from '../../src/redis/client.js';
 import type { Keys } from '../../src/redis/keys.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
+import { startDnsStub } from '../helpers/dns-stub.js';
 import { sluice } from '../cli/run-cli.js';
 
 const test = suite('housekeeping/webhooks');
@@ -152,12 +155,72 @@ test('private targets are refused unless allowed: an IP-literal endpoint and a n
   assert.equal(c.counts, { network_error: 1 });
 
   // A name is checked on the addresses it resolves to, where the socket connects.
-  const refused = await new Promise<NodeJS.ErrnoException | null>((resolve) => {
-    const sock = connect({ host: 'localhost', port: Number(new URL(rx.url).port), lookup: publicOnlyLookup });
-    sock.once('connect', () => (sock.destroy(), resolve(null)));
-    sock.once('error', (err) => resolve(err));
-  });
-  assert.is(refused?.code, 'SLUICE_WEBHOOK_PRIVATE_TARGET');
+  const dns = await startDnsStub({ 'loop.test': { A: ['127.0.0.1'] }, 'loop6.test': { AAAA: ['::1'] } });
+  try {
+    const resolver = new Resolver();
+    resolver.setServers([dns.server]);
+    for (const host of ['loop.test', 'loop6.test']) {
+      const refused = await new Promise<NodeJS.ErrnoException | null>((resolve) => {
+        const sock = connect({ host, port: Number(new URL(rx.url).port), lookup: publicOnlyLookup(resolver) });
+        sock.once('connect', () => (sock.destroy(), resolve(null)));
+        sock.once('error', (err) => resolve(err));
+      });
+      assert.is(refused?.code, 'SLUICE_WEBHOOK_PRIVATE_TARGET', host);
+    }
+  } finally {
+    await dns.close();
+  }
+});
+
+/**
+ * Blocks every thread of libuv's pool (where getaddrinfo, fs and crypto run) with opens of FIFOs no
+ * writer has opened, as lookups to a name server that never answers block them; returns the release.
+ */
+function blockThreadPool(): () => Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-pool-'));
+  const fifos: string[] = [];
+  for (let i = 0; i < Number(process.env['UV_THREADPOOL_SIZE'] ?? 4); i++) {
+    const f = join(dir, `fifo${i}`);
+    execFileSync('mkfifo', [f]);
+    fifos.push(f);
+    open(f, 'r', (err, fd) => void (err ? undefined : closeSync(fd)));
+  }
+  return async () => {
+    // Non-blocking: a FIFO whose reader is not there yet (ENXIO) is tried again, never waited on.
+    for (const f of fifos) {
+      for (let i = 0; ; i++) {
+        try {
+          closeSync(openSync(f, fsConstants.O_WRONLY | fsConstants.O_NONBLOCK));
+          break;
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code !== 'ENXIO' || i > 500) throw err;
+          await new Promise((r) => setTimeout(r, 10));
+        }
+      }
+    }
+    rmSync(dir, { recursive: true, force: true });
+  };
+}
+
+test("an endpoint's name is resolved off libuv's thread pool: lookups hanging there (another account's dead name server) do not hold it up", async () => {
+  const { keys } = redis.fresh();
+  const rx = await receiver();
+  const dns = await startDnsStub({ 'hook.test': { A: ['127.0.0.1'] } });
+  await createWebhook(client, keys, 'acme', { url: `http://hook.test:${new URL(rx.url).port}/hook`, events: ['*'] });
+  await event(keys, 'delivered', 'acme', 'm-pool');
+  const c = counter();
+  const w = warnings();
+  const release = blockThreadPool();
+  try {
+    await pass(dispatcher(keys, { metrics: c.metrics, logger: w.logger, allowPrivateTargets: false, dnsServers: [dns.server], requestTimeoutMs: 3_000 }));
+  } finally {
+    await release();
+    await dns.close();
+  }
+  // The name was resolved (to loopback, refused) while the pool was held, not timed out waiting for a thread.
+  assert.equal(c.counts, { network_error: 1 });
+  assert.is(rx.received.length, 0);
+  assert.ok(await client.zcard(keys.webhookOutbox('acme', (await client.hkeys(keys.webhooks('acme')))[0]!)), 'kept for a retry');
 });
 
 test('events arrive signed, in bounded batches, once each; only subscribed types of the own account, after registration', async () => {
