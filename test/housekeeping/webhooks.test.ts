@@ -356,6 +356,28 @@ test('webhook lag forgets an endpoint deleted elsewhere at the next pass: its ba
   assert.is(m.lag(), 0, 'the deleted backlog is not reported as lag');
 });
 
+test('a redirect is not followed: the target gets nothing and the batch is retried', async () => {
+  const { keys } = redis.fresh();
+  const target = await receiver();
+  const redirecting = createServer((req, res) => {
+    req.resume();
+    req.on('end', () => res.writeHead(307, { location: target.url }).end());
+  });
+  await new Promise<void>((resolve) => redirecting.listen(0, '127.0.0.1', resolve));
+  try {
+    const { endpoint } = await createWebhook(client, keys, 'acme', { url: `http://127.0.0.1:${(redirecting.address() as { port: number }).port}/hook`, events: ['*'] });
+    await event(keys, 'delivered', 'acme', 'm-redirect');
+    const m = counter();
+    await pass(dispatcher(keys, { metrics: m.metrics }));
+    assert.equal(m.counts, { http_error: 1 });
+    assert.is(target.received.length, 0, 'the Location was not requested');
+    assert.is(await client.zcard(keys.webhookOutbox('acme', endpoint.id)), 1, 'kept for a retry');
+  } finally {
+    redirecting.closeAllConnections();
+    await new Promise((r) => redirecting.close(r));
+  }
+});
+
 test('a receiver that does not answer within the timeout is retried', async () => {
   const { keys } = redis.fresh();
   const rx = await receiver((n) => (n === 1 ? 'hang' : 204));
