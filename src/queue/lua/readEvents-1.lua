@@ -15,8 +15,12 @@
   the entries still in the stream after that id is the gap. Once counted, the group's counter is set
   past the gap (XGROUP SETID, same id), so the next call, from any dispatcher, counts it no more.
   A group is created with its counter set (0 for a new stream; the entries already trimmed from an
-  existing one were never its to read). When Redis has no lag to give (null: entries deleted with
-  XDEL, an erasure, lie ahead of the group), nothing is counted: erased entries are not lost ones.
+  existing one were never its to read). Entries deleted with XDEL (an erasure, a deleted account's
+  events) are not lost ones: with the group's next entry still in the stream nothing is counted.
+  While such an entry lies in the stream ahead of the group Redis has no lag to give (null); if the
+  group's next entry is gone then, the gap is the entries added after the group's counter that the
+  stream no longer holds, the deleted ones among them (Redis cannot tell which they were). Before,
+  nothing was counted then: a dispatcher far behind during an erasure lost events in silence.
 
   Returns { lost, entries }: the entries lost to trimming (0: none, or not known) and the entries
   read, each { id, { field, value, … } } as XREADGROUP gives them.
@@ -59,14 +63,15 @@ if not group then
   return read(0)
 end
 
-local lag = group['lag']
-if not lag then return read(0) end
 local last = group['last-delivered-id']
 -- Entries still in the stream after the group's position: all of them if the first is past it; if
 -- not, the group's next entry is still there and nothing between was trimmed.
 local present = stream['length']
 local first = stream['first-entry']
 if present > 0 and not (first and after(first[1], last)) then return read(0) end
+local lag = group['lag']
+if not lag and group['entries-read'] then lag = stream['entries-added'] - group['entries-read'] end
+if not lag then return read(0) end
 local lost = lag - present
 if lost <= 0 then return read(0) end
 redis.call('XGROUP', 'SETID', KEYS[1], ARGV[1], last, 'ENTRIESREAD', stream['entries-added'] - present)
