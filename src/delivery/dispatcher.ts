@@ -370,7 +370,8 @@ export class Dispatcher {
    * delivery.maxAddresses) until one gives a session; else the most telling failure (moreTelling),
    * which defers the destination. A failed setup (connect, greeting, EHLO, STARTTLS) moves on to the next address;
    * once a session is up, a 4xx to MAIL, RCPT or DATA defers that recipient on this host. Only a
-   * session that is over before its first transaction has runConnection seek another here, from the
+   * session that is over before its first transaction (lost before it got under way included:
+   * SmtpOutcome.sessionLost) has runConnection seek another here, from the
    * next address, up to delivery.maxSessions (Postfix's smtp_mx_session_limit, which likewise counts
    * only sessions past the EHLO and TLS handshake). A retry of a broken STARTTLS in plain text is the
    * same address again, not another one.
@@ -861,6 +862,13 @@ export class Dispatcher {
           // The next connection (this one is over) sends with DATA; the copy is retried as deferred.
           this.dataOnly.set(client.peer, true, this.now() + PLAIN_FALLBACK_MS);
           this.log.warn({ host: client.peer, response: outcome.response }, 'BDAT refused although CHUNKING was offered: sending to this host with DATA for an hour');
+        }
+        if (outcome.sessionLost) {
+          // No attempt: the session was lost before this transaction got under way. The copy goes
+          // back with the rest, and runConnection seeks another session (the next address, when this
+          // one carried no transaction), as after a drop between two transactions.
+          await release(redis, keys, entries.slice(i), this.now());
+          break;
         }
         attempted++;
         if (outcome.result === 'delivered') succeeded = true;

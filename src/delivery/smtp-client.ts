@@ -57,6 +57,15 @@ export interface SmtpOutcome {
    * the session is over, the message is deferred, and the host should get DATA from now on.
    */
   chunkingRefused?: true;
+  /**
+   * The session was lost (a drop, a timeout, a reply that is not SMTP) before this transaction got
+   * under way: before the message was written, or (MAIL, RCPT and BDAT with the message pipelined)
+   * before the server answered MAIL FROM. Nothing was said about the recipient or the message, so it
+   * is no attempt: the caller gives the copy back and seeks another session, as for a session that
+   * ended before the transaction began (RFC 5321 §5.1: the next MX host). A duplicate is no likelier
+   * than after a deferral, whose retry sends the copy again too.
+   */
+  sessionLost?: true;
 }
 
 /**
@@ -296,7 +305,7 @@ export class SmtpClient {
   // ── one transaction ───────────────────────────────────────────────────────
 
   private async transaction(envelope: { from: string; to: string }, message: Buffer | Uint8Array | DataBlock): Promise<SmtpOutcome> {
-    if (!this.isUsable) return this.dead('MAIL FROM');
+    if (!this.isUsable) return lostBefore(this.dead('MAIL FROM'));
     const { commandMs, dataMs } = this.opts.timeouts;
     if (UNSAFE_ADDRESS.test(envelope.from)) return localReject('MAIL FROM', 'sender address contains a line break or angle bracket');
     if (UNSAFE_ADDRESS.test(envelope.to)) return localReject('RCPT TO', 'recipient address contains a line break or angle bracket');
@@ -321,7 +330,7 @@ export class SmtpClient {
         // RSET failing says nothing about this message: defer it and drop the session.
         const outcome = this.outcome(reset, 'RSET', true);
         this.terminate('RSET was refused');
-        return { ...outcome, result: 'deferred', connectionUsable: false };
+        return lostBefore({ ...outcome, result: 'deferred', connectionUsable: false });
       }
       this.dirty = false;
     }
@@ -355,7 +364,7 @@ export class SmtpClient {
         }
       }
     }
-    if (failed) return this.outcome(failed.answer, failed.command, true);
+    if (failed) return lostBefore(this.outcome(failed.answer, failed.command, true));
 
     // The data timer runs from the first byte written to the final reply, so a server that stops
     // reading (TCP back-pressure) is caught by the same deadline as one that never answers.
@@ -395,14 +404,15 @@ export class SmtpClient {
       const pending = [this.expect('MAIL FROM', commandMs), this.expect('RCPT TO', commandMs), this.expect('BDAT', dataMs)] as const;
       this.writeWith(`${mail}\r\n${rcpt}\r\n${bdat}`, bytes);
       const [m, r, b] = [await pending[0], await pending[1], await pending[2]];
-      if (!isPositive(m)) return this.outcome(m, 'MAIL FROM', true);
+      // The message went with the commands: only a MAIL FROM without an answer is a session lost before the transaction.
+      if (!isPositive(m)) return lostBefore(this.outcome(m, 'MAIL FROM', true));
       if (!isPositive(r)) return this.outcome(r, 'RCPT TO', true);
       final = b;
     } else {
       const m = await this.command(mail, 'MAIL FROM', commandMs);
-      if (!isPositive(m)) return this.outcome(m, 'MAIL FROM', true);
+      if (!isPositive(m)) return lostBefore(this.outcome(m, 'MAIL FROM', true));
       const r = await this.command(rcpt, 'RCPT TO', commandMs);
-      if (!isPositive(r)) return this.outcome(r, 'RCPT TO', true);
+      if (!isPositive(r)) return lostBefore(this.outcome(r, 'RCPT TO', true));
       const b = this.expect('BDAT', dataMs);
       this.writeWith(bdat, bytes);
       final = await b;
@@ -579,6 +589,11 @@ function parseExtensions(lines: readonly string[]): Map<string, string> {
     out.set((space === -1 ? text : text.slice(0, space)).toUpperCase(), space === -1 ? '' : text.slice(space + 1).trim());
   }
   return out;
+}
+
+/** `outcome` of a step before the transaction got under way: without an answer, the session was lost there (SmtpOutcome.sessionLost). */
+function lostBefore(outcome: SmtpOutcome): SmtpOutcome {
+  return outcome.code === null ? { ...outcome, sessionLost: true } : outcome;
 }
 
 function localReject(command: string, why: string): SmtpOutcome {

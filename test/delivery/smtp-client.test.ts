@@ -162,6 +162,46 @@ test('a drop in the middle of DATA → deferred, connection unusable', async () 
   });
 });
 
+// sessionLost: nothing of the transaction reached the server (or was answered, MAIL FROM pipelined
+// with the message), so the dispatcher gives the copy back and seeks another session rather than
+// spending an attempt on it. A drop once the message was written is a deferral: the server may have it.
+test('a session lost before the transaction got under way is marked sessionLost; one lost after the message was written is deferred, never delivered', async () => {
+  const to = { from: 'b@bounce.test', to: 'x@example.test' };
+  const cases: { ehlo: string[]; on: PeerScript['on']; command: string; lost: boolean }[] = [
+    { ehlo: [], on: { MAIL: 'drop' }, command: 'MAIL FROM', lost: true },
+    { ehlo: [], on: { RCPT: 'drop' }, command: 'RCPT TO', lost: true },
+    { ehlo: [], on: { DATA: 'drop' }, command: 'DATA', lost: true },
+    { ehlo: ['PIPELINING'], on: { MAIL: 'drop' }, command: 'MAIL FROM', lost: true },
+    { ehlo: ['PIPELINING'], on: { RCPT: 'drop' }, command: 'RCPT TO', lost: true },
+    { ehlo: ['PIPELINING', 'CHUNKING'], on: { MAIL: 'drop' }, command: 'MAIL FROM', lost: true },
+    // The message went with MAIL, RCPT and BDAT, and MAIL was answered: the server may have it.
+    { ehlo: ['PIPELINING', 'CHUNKING'], on: { RCPT: 'drop' }, command: 'RCPT TO', lost: false },
+    { ehlo: [], on: { BODY: 'drop' }, command: 'DATA', lost: false },
+    { ehlo: ['PIPELINING'], on: { '.': 'drop' }, command: 'DATA', lost: false },
+  ];
+  for (const c of cases) {
+    await scripted({ ehlo: c.ehlo, on: c.on }, async (client) => {
+      const o = await client.send(to, MESSAGE);
+      const what = `${JSON.stringify(c)} → ${JSON.stringify(o)}`;
+      assert.equal([o.result, o.code, o.command, o.connectionUsable], ['deferred', null, c.command, false], what);
+      assert.is(o.sessionLost === true, c.lost, what);
+    });
+  }
+  // The second of two transactions, after the first went well: the same.
+  await scripted({ on: { MAIL: ['250 2.1.0 ok', 'drop'] } }, async (client) => {
+    assert.is((await client.send(to, MESSAGE)).result, 'delivered');
+    const o = await client.send(to, MESSAGE);
+    assert.equal([o.result, o.command, o.sessionLost], ['deferred', 'MAIL FROM', true]);
+    // A session already over: nothing is sent, and nothing was said about the copy either.
+    assert.equal([(await client.send(to, MESSAGE)).sessionLost], [true]);
+  });
+  // An answer is not a lost session: a 451 to MAIL defers as before.
+  await scripted({ on: { MAIL: '451 4.3.0 busy' } }, async (client) => {
+    const o = await client.send(to, MESSAGE);
+    assert.equal([o.result, o.code, o.sessionLost], ['deferred', 451, undefined]);
+  });
+});
+
 test('a stalled server is deferred by the command or data timeout', async () => {
   const short = { timeouts: { connectMs: 2000, greetingMs: 2000, commandMs: 300, dataMs: 300 } };
   await scripted({ on: { RCPT: 'stall' } }, async (client) => {

@@ -7,8 +7,8 @@
  * An attempt tries at most delivery.maxAddresses addresses (5, as Postfix's smtp_mx_address_limit),
  * whether they refuse the connection or take it and never greet; a host that will not have the
  * session (4xx to the greeting or EHLO) sends the attempt on to the next (RFC 5321 §5.1), and so does
- * a session that is over before its first transaction, for at most delivery.maxSessions (2, as
- * Postfix's smtp_mx_session_limit) such sessions. A host whose session carries the transaction answers
+ * a session that is over before its first transaction (or lost at its first MAIL FROM, without an
+ * answer), for at most delivery.maxSessions (2, as Postfix's smtp_mx_session_limit) such sessions. A host whose session carries the transaction answers
  * for the recipient: a 4xx defers it, a 5xx bounces it, and no other host is asked in that attempt.
  */
 import { suite } from 'uvu';
@@ -53,6 +53,16 @@ let cutSecond: CapturePeer;
 let cut3: ScriptedPeer[] = [];
 let cut3Fourth: CapturePeer;
 const CUT = { EHLO: { reply: '250 scripted.test\n421 4.3.2 closing now', then: 'drop' as const } };
+/**
+ * Hosts whose session comes up and is lost at MAIL FROM (the connection closed without an answer),
+ * then one that delivers: mailcut.test (MAIL, RCPT and DATA pipelined), bdatcut.test (MAIL, RCPT and
+ * BDAT with the message, pipelined), mailcut2.test (two such hosts and nothing else).
+ */
+let mailCutFirst: ScriptedPeer;
+let mailCutSecond: CapturePeer;
+let bdatCutFirst: ScriptedPeer;
+let bdatCutSecond: CapturePeer;
+let mailCut2: ScriptedPeer[] = [];
 
 const ip = (n: number) => `127.0.0.${n}`;
 /** An MX domain whose exchanges have the addresses `hosts`, at preferences 10, 20, 30, … */
@@ -103,6 +113,14 @@ async function startPeers(): Promise<void> {
       cut3 = [await scripted(27, CUT), await scripted(28, CUT), await scripted(29, CUT)];
       cut3Fourth = await startCapturePeer({ host: ip(30), port });
       started.push(cut3Fourth);
+      mailCutFirst = await scripted(33, { MAIL: 'drop' });
+      mailCutSecond = await startCapturePeer({ host: ip(34), port });
+      started.push(mailCutSecond);
+      bdatCutFirst = await startScriptedPeer({ ehlo: ['PIPELINING', 'CHUNKING'], on: { MAIL: 'drop' } }, { host: ip(35), port });
+      started.push(bdatCutFirst);
+      bdatCutSecond = await startCapturePeer({ host: ip(36), port });
+      started.push(bdatCutSecond);
+      mailCut2 = [await scripted(37, { MAIL: 'drop' }), await scripted(38, { MAIL: 'drop' })];
       return;
     } catch (err) {
       await Promise.all(started.map((p) => p.close()));
@@ -127,13 +145,16 @@ test.before(async () => {
     ...mxZone('cut3.test', [27, 28, 29, 30]),
     // 127.0.0.32: nothing listens.
     ...mxZone('lonebusy.test', [31, 32]),
+    ...mxZone('mailcut.test', [33, 34]),
+    ...mxZone('bdatcut.test', [35, 36]),
+    ...mxZone('mailcut2.test', [37, 38]),
   });
   s = await startSluiceFixture(redis, { delivery: { dns: { servers: [dns.server], loopbackMx: true } } }, { mxPort: port });
 });
 
 test.after(async () => {
   await s?.stop();
-  await Promise.all([sixth?.close(), ...rcpt451.map((p) => p.close()), ...mail451.map((p) => p.close()), hardFirst?.close(), hardSecond?.close(), busyFirst?.close(), busySecond?.close(), loneBusy?.close(), ehloFirst?.close(), ehloSecond?.close(), ...slow.map((p) => p.close()), slowFourth?.close(), cutFirst?.close(), cutSecond?.close(), ...cut3.map((p) => p.close()), cut3Fourth?.close(), dns?.close()]);
+  await Promise.all([sixth?.close(), ...rcpt451.map((p) => p.close()), ...mail451.map((p) => p.close()), hardFirst?.close(), hardSecond?.close(), busyFirst?.close(), busySecond?.close(), loneBusy?.close(), ehloFirst?.close(), ehloSecond?.close(), ...slow.map((p) => p.close()), slowFourth?.close(), cutFirst?.close(), cutSecond?.close(), ...cut3.map((p) => p.close()), cut3Fourth?.close(), mailCutFirst?.close(), mailCutSecond?.close(), bdatCutFirst?.close(), bdatCutSecond?.close(), ...mailCut2.map((p) => p.close()), dns?.close()]);
   await redis?.stop();
 });
 
@@ -215,6 +236,42 @@ test('sessions that are over before their first transaction: delivery.maxSession
     assert.equal(cut3.map((p, i) => p.connections() - (before[i] as number)), [1, 1, tried === 3 ? 1 : 0], `one session each with the first ${tried}`);
   }
   assert.is(cut3Fourth.connections(), 0, 'the fourth address is never tried');
+});
+
+// A connection lost with no answer to MAIL FROM says nothing about the recipient: it is a failed
+// session, as a connection lost after EHLO is (Postfix: "lost connection ... while sending MAIL
+// FROM" keeps the recipients for the next MX host). Before, the copy was deferred for a retry step.
+for (const [domain, first, second] of [['mailcut.test', () => mailCutFirst, () => mailCutSecond], ['bdatcut.test', () => bdatCutFirst, () => bdatCutSecond]] as const) {
+  test(`the first MX host's connection is lost at MAIL FROM (${domain}): the same attempt delivers to the second`, async () => {
+    const late = await startSluiceFixture(redis, { delivery: { dns: { servers: [dns.server], loopbackMx: true } }, shaping: { default: { retry: ['1h'] } } }, { mxPort: port });
+    try {
+      const final = await late.waitFinal(await send(late, `joe@${domain}`));
+      const rc = final.recipients[0];
+      assert.is(rc.state, 'delivered', JSON.stringify(rc));
+      assert.is(rc.attempts, 1, 'in the first attempt, not a retry an hour later');
+      assert.ok(first().commands.some((c) => c.startsWith('MAIL')), 'the first host was asked');
+      assert.is(first().connections(), 1);
+      assert.is(second().messages.length, 1);
+      assert.equal(second().messages[0]!.envelope.to, [`joe@${domain}`]);
+    } finally {
+      await late.stop();
+    }
+  });
+}
+
+test('every MX host\'s connection is lost at MAIL FROM: one session each, then deferred 4.4.2 with the last one\'s reason', async () => {
+  const late = await startSluiceFixture(redis, { delivery: { dns: { servers: [dns.server], loopbackMx: true } }, shaping: { default: { retry: ['1h'] } } }, { mxPort: port });
+  try {
+    const rc = await late.waitRecipient(await send(late, 'kim@mailcut2.test'), 'deferred');
+    assert.is(rc?.state, 'deferred', JSON.stringify(rc));
+    assert.is(rc.attempts, 1);
+    assert.is(rc.enhanced, '4.4.2');
+    assert.is(rc.response, `session with ${ip(38)}:${port} over before a transaction: connection closed by the remote host`);
+    await new Promise((res) => setTimeout(res, 300)); // time for a session too many, if one were opened
+  } finally {
+    await late.stop();
+  }
+  assert.equal(mailCut2.map((p) => p.connections()), [1, 1]);
 });
 
 for (const [verb, peers, answer] of [['RCPT', () => rcpt451, '451 4.3.0 mx1 try again later'], ['MAIL', () => mail451, '451 4.3.0 mx1 busy']] as const) {
