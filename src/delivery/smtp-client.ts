@@ -1,3 +1,4 @@
+import { isAscii } from 'node:buffer';
 import { connect as netConnect, isIP, type Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { SluiceError } from '../core/errors.js';
@@ -309,13 +310,18 @@ export class SmtpClient {
     const { commandMs, dataMs } = this.opts.timeouts;
     if (UNSAFE_ADDRESS.test(envelope.from)) return localReject('MAIL FROM', 'sender address contains a line break or angle bracket');
     if (UNSAFE_ADDRESS.test(envelope.to)) return localReject('RCPT TO', 'recipient address contains a line break or angle bracket');
-    if (!this.extensions.has('SMTPUTF8')) {
-      // RFC 6531 §3.2: an address that is not ASCII goes only to a server that offers SMTPUTF8 (it
-      // would be refused, or worse read as some other mailbox); as Postfix, a permanent 5.6.7.
+    const block = this.block(message);
+    // RFC 6531 §3.4: an address that is not ASCII, or a header section in UTF-8 (RFC 6532), makes
+    // the transaction need SMTPUTF8.
+    const utf8 = NON_ASCII.test(envelope.from) || NON_ASCII.test(envelope.to) || utf8Headers(block);
+    if (utf8 && !this.extensions.has('SMTPUTF8')) {
+      // RFC 6531 §3.2: such mail goes only to a server that offers SMTPUTF8 (an address would be
+      // refused, or worse read as some other mailbox; UTF-8 headers read as garbage); as Postfix, a
+      // permanent 5.6.7.
       if (NON_ASCII.test(envelope.from)) return localOutcome('bounced', '5.6.7', `local: the sender address needs SMTPUTF8, which ${this.peer} does not offer`, 'MAIL FROM', true);
       if (NON_ASCII.test(envelope.to)) return localOutcome('bounced', '5.6.7', `local: the recipient address needs SMTPUTF8, which ${this.peer} does not offer`, 'RCPT TO', true);
+      return localOutcome('bounced', '5.6.7', `local: the message has UTF-8 header fields, which need SMTPUTF8, which ${this.peer} does not offer`, 'DATA', true);
     }
-    const block = this.block(message);
     // RFC 1870 §6: a message larger than the server's declared fixed maximum is not sent (it would
     // only be refused after the transfer, or accepted against the server's word); it is a permanent
     // failure, as in Postfix ("message size exceeds size limit of server").
@@ -335,7 +341,7 @@ export class SmtpClient {
       this.dirty = false;
     }
 
-    const mail = `MAIL FROM:<${envelope.from}>${this.mailParams(envelope, block.bytes.length, block.eightBit)}`;
+    const mail = `MAIL FROM:<${envelope.from}>${this.mailParams(block.bytes.length, block.eightBit, utf8)}`;
     const rcpt = `RCPT TO:<${envelope.to}>`;
     this.dirty = true; // until the final reply says 2xx
     if (block.chunked === true) return this.chunked(mail, rcpt, block.bytes);
@@ -441,11 +447,11 @@ export class SmtpClient {
     return limit > 0 ? limit : null;
   }
 
-  private mailParams(envelope: { from: string; to: string }, size: number, eightBit: boolean): string {
+  private mailParams(size: number, eightBit: boolean, utf8: boolean): string {
     let params = '';
     if (this.extensions.has('SIZE')) params += ` SIZE=${size}`; // RFC 1870: lets the server refuse before the data
     if (eightBit && this.extensions.has('8BITMIME')) params += ' BODY=8BITMIME'; // RFC 6152
-    if (NON_ASCII.test(envelope.from) || NON_ASCII.test(envelope.to)) params += ' SMTPUTF8'; // RFC 6531 (transaction() made sure it is offered)
+    if (utf8) params += ' SMTPUTF8'; // RFC 6531 (transaction() made sure it is offered)
     return params;
   }
 
@@ -589,6 +595,20 @@ function parseExtensions(lines: readonly string[]): Map<string, string> {
     out.set((space === -1 ? text : text.slice(0, space)).toUpperCase(), space === -1 ? '' : text.slice(space + 1).trim());
   }
   return out;
+}
+
+/**
+ * The message's header section has a byte that is not ASCII: UTF-8 header fields (RFC 6532; ingress
+ * refuses a header section that is not valid UTF-8, and Sluice's own headers are ASCII). Read only
+ * for a message with 8-bit bytes: up to the empty line that ends the header section.
+ */
+function utf8Headers(block: DataBlock): boolean {
+  if (!block.eightBit) return false;
+  const { bytes } = block;
+  // A message that starts with the empty line has no header section.
+  if (bytes[0] === 0x0d && bytes[1] === 0x0a) return false;
+  const end = bytes.indexOf('\r\n\r\n');
+  return !isAscii(bytes.subarray(0, end === -1 ? bytes.length : end));
 }
 
 /** `outcome` of a step before the transaction got under way: without an answer, the session was lost there (SmtpOutcome.sessionLost). */
