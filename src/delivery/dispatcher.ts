@@ -867,6 +867,7 @@ export class Dispatcher {
           // No attempt: the session was lost before this transaction got under way. The copy goes
           // back with the rest, and runConnection seeks another session (the next address, when this
           // one carried no transaction), as after a drop between two transactions.
+          this.log.info({ domain, host: client.peer, msgId: entry.msgId, idx: entry.idx, response: outcome.response }, 'session lost before the transaction: the copy goes back unattempted');
           await release(redis, keys, entries.slice(i), this.now());
           break;
         }
