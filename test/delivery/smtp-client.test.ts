@@ -195,6 +195,17 @@ test('a session lost before the transaction got under way is marked sessionLost;
     // A session already over: nothing is sent, and nothing was said about the copy either.
     assert.equal([(await client.send(to, MESSAGE)).sessionLost], [true]);
   });
+  // The RSET after a failed transaction, dropped; a MAIL FROM never answered (the command timeout).
+  await scripted({ on: { RCPT: '451 4.3.0 later', RSET: 'drop' } }, async (client) => {
+    assert.is((await client.send(to, MESSAGE)).code, 451);
+    const o = await client.send(to, MESSAGE);
+    assert.equal([o.result, o.command, o.sessionLost], ['deferred', 'RSET', true]);
+  });
+  await scripted({ on: { MAIL: 'stall' } }, async (client) => {
+    const o = await client.send(to, MESSAGE);
+    assert.equal([o.result, o.command, o.sessionLost], ['deferred', 'MAIL FROM', true]);
+    assert.match(o.response, /timeout after 300 ms/);
+  }, { timeouts: { connectMs: 2000, greetingMs: 2000, commandMs: 300, dataMs: 300 } });
   // An answer is not a lost session: a 451 to MAIL defers as before.
   await scripted({ on: { MAIL: '451 4.3.0 busy' } }, async (client) => {
     const o = await client.send(to, MESSAGE);
