@@ -311,17 +311,18 @@ export class SmtpClient {
     if (UNSAFE_ADDRESS.test(envelope.from)) return localReject('MAIL FROM', 'sender address contains a line break or angle bracket');
     if (UNSAFE_ADDRESS.test(envelope.to)) return localReject('RCPT TO', 'recipient address contains a line break or angle bracket');
     const block = this.block(message);
-    // RFC 6531 §3.4: an address that is not ASCII, or a header section in UTF-8 (RFC 6532), makes
-    // the transaction need SMTPUTF8.
-    const utf8 = NON_ASCII.test(envelope.from) || NON_ASCII.test(envelope.to) || utf8Headers(block);
-    if (utf8 && !this.extensions.has('SMTPUTF8')) {
-      // RFC 6531 §3.2: such mail goes only to a server that offers SMTPUTF8 (an address would be
-      // refused, or worse read as some other mailbox; UTF-8 headers read as garbage); as Postfix, a
-      // permanent 5.6.7.
+    // RFC 6531 §3.4: an address that is not ASCII makes the transaction need SMTPUTF8.
+    const utf8Address = NON_ASCII.test(envelope.from) || NON_ASCII.test(envelope.to);
+    if (utf8Address && !this.extensions.has('SMTPUTF8')) {
+      // RFC 6531 §3.2: such an address goes only to a server that offers SMTPUTF8 (it would be
+      // refused, or worse read as some other mailbox); as Postfix, a permanent 5.6.7.
       if (NON_ASCII.test(envelope.from)) return localOutcome('bounced', '5.6.7', `local: the sender address needs SMTPUTF8, which ${this.peer} does not offer`, 'MAIL FROM', true);
-      if (NON_ASCII.test(envelope.to)) return localOutcome('bounced', '5.6.7', `local: the recipient address needs SMTPUTF8, which ${this.peer} does not offer`, 'RCPT TO', true);
-      return localOutcome('bounced', '5.6.7', `local: the message has UTF-8 header fields, which need SMTPUTF8, which ${this.peer} does not offer`, 'DATA', true);
+      return localOutcome('bounced', '5.6.7', `local: the recipient address needs SMTPUTF8, which ${this.peer} does not offer`, 'RCPT TO', true);
     }
+    // UTF-8 header fields (RFC 6532) go with SMTPUTF8 where it is offered. Where it is not, the
+    // message goes as it is, as Postfix sends mail its sender did not submit with SMTPUTF8 (ingress
+    // requires SMTPUTF8 only for addresses): bouncing it would refuse mail most servers take.
+    const utf8 = utf8Address || (this.extensions.has('SMTPUTF8') && utf8Headers(block));
     // RFC 1870 §6: a message larger than the server's declared fixed maximum is not sent (it would
     // only be refused after the transfer, or accepted against the server's word); it is a permanent
     // failure, as in Postfix ("message size exceeds size limit of server").

@@ -469,19 +469,17 @@ test('a non-ASCII address goes only to a server that offers SMTPUTF8: else bounc
   });
 });
 
-// RFC 6531 §3.4 and RFC 6532: UTF-8 in the header section makes the message need SMTPUTF8 as a
-// UTF-8 address does; 8-bit bytes in the body alone do not (that is 8BITMIME's).
-test('a message with UTF-8 header fields goes with SMTPUTF8, and only to a server that offers it: else bounced 5.6.7, nothing sent', async () => {
+// RFC 6531 §3.4 and RFC 6532: UTF-8 in the header section takes SMTPUTF8 where the server offers
+// it; 8-bit bytes in the body alone do not (that is 8BITMIME's). Where it is not offered the message
+// goes as it is, as Postfix sends mail not submitted with SMTPUTF8 (only an address needs it).
+test('a message with UTF-8 header fields goes with SMTPUTF8 where it is offered, and as it is where not', async () => {
   const to = { from: 'b@bounce.test', to: 'x@example.test' };
   const utf8Header = Buffer.from('From: Jörg <j@sender.test>\r\nTo: x@example.test\r\nSubject: Grüße\r\n\r\nHallo\r\n');
   const utf8Body = Buffer.from('From: j@sender.test\r\nTo: x@example.test\r\nSubject: hi\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\nGrüße\r\n');
   await scripted({ ehlo: ['PIPELINING', '8BITMIME'] }, async (client, peer) => {
-    const o = await client.send(to, utf8Header);
-    assert.equal([o.result, o.code, o.enhanced, o.command, o.connectionUsable], ['bounced', null, '5.6.7', 'DATA', true]);
-    assert.match(o.response, /UTF-8 header fields.*SMTPUTF8/);
-    assert.is(peer.commands.filter((c) => c.startsWith('MAIL')).length, 0, 'nothing sent');
+    assert.is((await client.send(to, utf8Header)).result, 'delivered');
     assert.is((await client.send(to, utf8Body)).result, 'delivered', 'an 8-bit body with ASCII headers goes');
-    assert.equal(peer.commands.filter((c) => c.startsWith('MAIL')), ['MAIL FROM:<b@bounce.test> BODY=8BITMIME']);
+    assert.equal(peer.commands.filter((c) => c.startsWith('MAIL')), ['MAIL FROM:<b@bounce.test> BODY=8BITMIME', 'MAIL FROM:<b@bounce.test> BODY=8BITMIME']);
   });
   await scripted({ ehlo: ['PIPELINING', '8BITMIME', 'SMTPUTF8'] }, async (client, peer) => {
     assert.is((await client.send(to, utf8Header)).result, 'delivered');
