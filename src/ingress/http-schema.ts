@@ -66,11 +66,26 @@ export const address = z.unknown().transform((v, ctx): SpecAddress => {
 /** A single address or a list; the list form reports errors as `to.2`. */
 const addressList = z.preprocess((v) => (Array.isArray(v) ? v : v === undefined ? v : [v]), z.array(address));
 
+/** Any character base64 (RFC 4648 §4) has but its padding. */
+const NOT_BASE64 = /[^A-Za-z0-9+/]/;
+
+/**
+ * Standard base64 without line breaks: groups of 4, '=' only as the last one or two. Checked with a
+ * search for a stray character, not one pattern over the whole string: ^(?:[A-Za-z0-9+/]{4})*…$
+ * keeps a backtrack entry per group, and V8 runs out of backtrack stack at a few MB (a RangeError:
+ * an attachment of 3 MB, far within ingress.http.maxBodySize, was answered 500).
+ */
+function isBase64(s: string): boolean {
+  if (s.length % 4 !== 0) return false;
+  const end = s.endsWith('==') ? s.length - 2 : s.endsWith('=') ? s.length - 1 : s.length;
+  return !NOT_BASE64.test(end === s.length ? s : s.slice(0, end));
+}
+
 const attachment = z
   .object({
     filename: z.string().min(1).max(255).regex(NO_CRLF, 'must not contain line breaks'),
     contentType: z.string().max(127).regex(/^[A-Za-z0-9!#$&^_.+-]+\/[A-Za-z0-9!#$&^_.+-]+$/, 'must be a MIME type such as application/pdf').optional(),
-    content: z.string().regex(/^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/, 'must be base64 without line breaks'),
+    content: z.string().refine(isBase64, 'must be base64 without line breaks'),
     cid: z.string().regex(/^[^\s<>"]{1,250}$/, 'must be a Content-ID without <>, quotes or spaces').optional(),
   })
   .strict();
