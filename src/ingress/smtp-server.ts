@@ -90,6 +90,7 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
     },
   });
   const maxSize = cfg.maxMessageSize;
+  const insecureAuth = opts.allowInsecureAuth ?? false;
   const buffered = deps.buffered ?? new ByteBudget(deps.config.ingress.maxBuffered);
 
   const reject = (session: SMTPServerSession, err: unknown): SmtpReplyError => {
@@ -115,7 +116,7 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
     cert: tls.cert,
     authMethods: ['PLAIN', 'LOGIN'],
     authOptional: false,
-    allowInsecureAuth: opts.allowInsecureAuth ?? false,
+    allowInsecureAuth: insecureAuth,
     size: maxSize,
     maxClients: cfg.maxClients,
     socketTimeout: cfg.socketTimeout,
@@ -130,7 +131,17 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
     hideDSN: false,
     logger: false,
 
-    onConnect: (session: SMTPServerSession, cb: (err?: Error | null) => void) => guard.onConnect(session, cb),
+    onConnect: (session: SMTPServerSession, cb: (err?: Error | null) => void) => {
+      // Until STARTTLS, AUTH is neither listed in EHLO nor taken (500 5.5.2): a client that sees it
+      // listed may send AUTH PLAIN with its password in the initial response, in the clear, before
+      // any refusal can stop it (RFC 4954 §4; Postfix's smtpd_tls_auth_only). TLS lifts it (onSecure).
+      if (!insecureAuth) session.disabledCommands = ['AUTH'];
+      guard.onConnect(session, cb);
+    },
+    onSecure: (_socket, session: SMTPServerSession, cb: (err?: Error | null) => void) => {
+      session.disabledCommands = undefined;
+      cb();
+    },
     onClose: (session: SMTPServerSession) => guard.onClose(session),
 
     onAuth(auth: SMTPServerAuthentication, session: SMTPServerSession, cb) {

@@ -359,7 +359,6 @@ test('ENHANCEDSTATUSCODES is advertised and every reply but the greeting, EHLO a
     const ehlo = await c.cmd('EHLO client.test');
     assert.ok(ehlo.text.split('\n').includes('250-ENHANCEDSTATUSCODES'), ehlo.text);
     await expect('MAIL FROM:<a@acme.example>', /^530 5\.7\.0 /);
-    await expect(`AUTH PLAIN ${Buffer.from('\0acme\0acme-password').toString('base64')}`, /^538 5\.7\.\d+ /);
     await expect('BOGUS', /^500 5\.5\.2 /);
     await c.startTls();
     await expect(`AUTH PLAIN ${Buffer.from('\0acme\0wrong').toString('base64')}`, /^535 5\.7\.8 Invalid credentials \[[A-Za-z0-9]+\]$/);
@@ -375,6 +374,24 @@ test('ENHANCEDSTATUSCODES is advertised and every reply but the greeting, EHLO a
     await expect('From: a@acme.example\r\nSubject: codes\r\n\r\nbody\r\n.', /^250 2\.0\.0 Ok: queued as [0-9a-z]{16}$/);
     await expect('NOOP', /^250 2\.0\.0 /);
     await expect('QUIT', /^221 2\.0\.0 /);
+  } finally {
+    c.close();
+  }
+});
+
+test('AUTH is offered only over TLS: EHLO in the clear does not list it (a client would send its password in it), AUTH there is 500 and authenticates nobody', async () => {
+  const { client: c } = await RawSmtp.open(server.port);
+  const plain = `AUTH PLAIN ${Buffer.from('\0acme\0acme-password').toString('base64')}`;
+  try {
+    const ehlo = await c.cmd('EHLO client.test');
+    assert.ok(ehlo.text.split('\n').includes('250-STARTTLS'), ehlo.text);
+    assert.not.match(ehlo.text, /^250[- ]AUTH/m, ehlo.text);
+    assert.match((await c.cmd(plain)).text, /^500 5\.5\.2 /);
+    assert.match((await c.cmd('MAIL FROM:<a@acme.example>')).text, /^530 5\.7\.0 /);
+    const secure = await c.startTls();
+    assert.ok(secure.text.split('\n').includes('250-AUTH PLAIN LOGIN'), secure.text);
+    assert.match((await c.cmd(plain)).text, /^235 2\.7\.0 /);
+    assert.match((await c.cmd('MAIL FROM:<a@acme.example>')).text, /^250 2\.1\.0 /);
   } finally {
     c.close();
   }
