@@ -229,6 +229,16 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
   const principals = new WeakMap<IncomingMessage, Principal>();
 
   /**
+   * The error a request is answered with; a failure of the server's own (Redis refused or could not
+   * be reached, a bug) is logged first, since its answer tells the client no more than its code.
+   */
+  const failure = (err: unknown): SluiceError => {
+    const e = toSluiceError(err);
+    if (e.code === 'SLUICE_INTERNAL' || e.code === 'SLUICE_REDIS_UNAVAILABLE') log.error({ err: e.cause ?? e }, 'http request failed');
+    return e;
+  };
+
+  /**
    * The client's address: the socket's, or behind a proxy (ingress.http.trustProxy) the last
    * X-Forwarded-For hop, so that failed logins are throttled per client, not per proxy.
    */
@@ -440,7 +450,7 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
         const r = await acceptMessage(acceptDeps, prepareMessage(account, input, (deps.now ?? Date.now)()));
         return new Answer(202, { id: r.id, recipients: r.recipients });
       } catch (err) {
-        return errorAnswer(toSluiceError(err));
+        return errorAnswer(failure(err));
       }
     };
     if (idem === undefined) return run();
@@ -593,8 +603,7 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
         else deps.metrics?.httpRequests.inc({ route: r, status: `${Math.floor(res.statusCode / 100)}xx` });
       })
       .catch((err: unknown) => {
-        const e = toSluiceError(err);
-        if (e.code === 'SLUICE_INTERNAL' || e.code === 'SLUICE_REDIS_UNAVAILABLE') log.error({ err: e.cause ?? e }, 'http request failed');
+        const e = failure(err);
         const answer = errorAnswer(e);
         const allow = (err as { allow?: string }).allow;
         if (allow) answer.headers['allow'] = allow;

@@ -3,7 +3,8 @@ import * as assert from 'uvu/assert';
 import { connect } from 'node:net';
 import { Readable } from 'node:stream';
 import { request } from 'undici';
-import type { HttpApi } from '../../src/ingress/http-api.js';
+import { startHttpApi, type HttpApi } from '../../src/ingress/http-api.js';
+import { createLogger } from '../../src/observability/logger.js';
 import { apiCall, awayFromHourBoundary, BRISK_PER_HOUR, ingressFixture, startFixtureApi, type IngressFixture, briskWindowCount, storedMessages } from './fixture.js';
 import { decodeSpecRecord } from '../../src/render/spec-record.js';
 import type { MessageSpec } from '../../src/render/protocol.js';
@@ -311,6 +312,26 @@ test('one client over ingress.http.maxClientsPerIp gets 503 SLUICE_TOO_MANY_CONN
     await lapi.close();
     await limited.stop();
   }
+});
+
+test('Redis refusing writes (at maxmemory): 503 SLUICE_REDIS_UNAVAILABLE with Retry-After, nothing stored, and the failure is logged', async () => {
+  const logged: { level: string; msg: string; err?: { message?: string } }[] = [];
+  const logger = createLogger('info', { write: (line: string) => void logged.push(JSON.parse(line) as (typeof logged)[number]) });
+  const watched = await startHttpApi({ redis: fx.client, keys: fx.keys, config: fx.config, registry: fx.registry, logger }, { host: '127.0.0.1', port: 0 });
+  const before = await storedMessages(fx);
+  await fx.client.config('SET', 'maxmemory', '1');
+  try {
+    const r = await apiCall<Json>(`http://127.0.0.1:${watched.port}`, 'POST', '/v1/messages', { key: fx.apiKeys.acme, body: message({ to: 'oom@gmail.com', cc: [], bcc: [] }) });
+    assert.equal([r.status, r.json.code, r.headers['retry-after']], [503, 'SLUICE_REDIS_UNAVAILABLE', '5'], r.text);
+  } finally {
+    await fx.client.config('SET', 'maxmemory', '0');
+    await watched.close();
+  }
+  assert.is(await storedMessages(fx), before);
+  // The client learns only the code: the reason must be in the log for the operator.
+  const errors = logged.filter((l) => l.level === 'error');
+  assert.equal(errors.map((l) => l.msg), ['http request failed']);
+  assert.match(String(errors[0]?.err?.message), /OOM|EXECABORT/);
 });
 
 test.run();
