@@ -14,11 +14,38 @@ export const REDACT_PATHS = [
   'token', '*.token', 'apiKeys', '*.apiKeys', 'passwordHash', '*.passwordHash', 'privateKeyPem', '*.privateKeyPem',
 ];
 
+/** A serialized error's own fields that hold a command (ioredis puts { name, args } on a ReplyError). */
+type Serialized = Record<string, unknown> & { command?: unknown; previousErrors?: unknown };
+
+/**
+ * pino's error serializer, without the arguments of the Redis commands an error carries: ioredis
+ * puts the failed command's on a ReplyError (`command.args`), and on an EXECABORT those of every
+ * command of the transaction (`previousErrors`). Those are a message's recipients and its whole
+ * body: a Redis refusing writes (maxmemory, MISCONF) made each submission's error line hold the
+ * message, 25 MB as a JSON array of bytes. The command's name and Redis's answer are kept.
+ */
+function serializeError(err: unknown): unknown {
+  const out = pino.stdSerializers.err(err as Error) as unknown;
+  if (typeof out !== 'object' || out === null) return out;
+  const e = out as Serialized;
+  const nameOnly = (command: unknown): unknown =>
+    typeof command === 'object' && command !== null && 'args' in command ? { name: (command as { name?: unknown }).name } : command;
+  if (e.command !== undefined) e.command = nameOnly(e.command);
+  if (Array.isArray(e.previousErrors)) {
+    e.previousErrors = e.previousErrors.map((p: unknown) => {
+      const prev = p as { message?: unknown; command?: unknown } | null;
+      return { message: prev?.message, command: nameOnly(prev?.command) };
+    });
+  }
+  return e;
+}
+
 export function createLogger(level: string, destination?: DestinationStream): Logger {
   const opts: LoggerOptions = {
     level,
     base: { pid: process.pid },
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
+    serializers: { err: serializeError },
     timestamp: pino.stdTimeFunctions.isoTime,
     formatters: { level: (label) => ({ level: label }) },
   };

@@ -314,7 +314,7 @@ test('one client over ingress.http.maxClientsPerIp gets 503 SLUICE_TOO_MANY_CONN
   }
 });
 
-test('Redis refusing writes (at maxmemory): 503 SLUICE_REDIS_UNAVAILABLE with Retry-After, nothing stored, and the failure is logged', async () => {
+test('Redis refusing writes (at maxmemory): 503 SLUICE_REDIS_UNAVAILABLE with Retry-After, nothing stored, and the failure is logged without the message', async () => {
   const logged: { level: string; msg: string; err?: { message?: string } }[] = [];
   const logger = createLogger('info', { write: (line: string) => void logged.push(JSON.parse(line) as (typeof logged)[number]) });
   const watched = await startHttpApi({ redis: fx.client, keys: fx.keys, config: fx.config, registry: fx.registry, logger }, { host: '127.0.0.1', port: 0 });
@@ -332,6 +332,11 @@ test('Redis refusing writes (at maxmemory): 503 SLUICE_REDIS_UNAVAILABLE with Re
   const errors = logged.filter((l) => l.level === 'error');
   assert.equal(errors.map((l) => l.msg), ['http request failed']);
   assert.match(String(errors[0]?.err?.message), /OOM|EXECABORT/);
+  // With Redis's answer, and without the commands' arguments: those are the recipients and the body.
+  const line = JSON.stringify(errors[0]);
+  assert.match(line, /OOM command not allowed/);
+  assert.not.match(line, 'oom@gmail.com');
+  assert.not.match(line, 'X-Campaign');
 });
 
 test.run();
