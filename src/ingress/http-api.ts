@@ -186,16 +186,63 @@ function holdsLoneSurrogate(value: unknown): boolean {
   return false;
 }
 
+const QUOTE = 0x22;
+const BACKSLASH = 0x5c;
+
+/**
+ * The first name given twice in one object of a JSON text that JSON.parse took, or undefined.
+ * JSON.parse keeps the last (RFC 8259 §4: names SHOULD be unique, parsers differ on which counts):
+ * {"to": [...], ..., "to": [...]} from a client that builds its JSON by hand sent to the second list
+ * only, in silence, as a misspelt field would without the schema's strictness. Strings are skipped
+ * with indexOf, so a body of megabytes of base64 or html costs little over JSON.parse's own pass.
+ */
+function duplicateName(text: string): string | undefined {
+  // One entry per open container: the names of an object so far, null for an array.
+  const open: (Set<string> | null)[] = [];
+  let nameNext = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === QUOTE) {
+      // The string ends at the next quote not escaped (preceded by an even number of backslashes).
+      let end = text.indexOf('"', i + 1);
+      for (;;) {
+        let escapes = 0;
+        while (text.charCodeAt(end - 1 - escapes) === BACKSLASH) escapes++;
+        if (escapes % 2 === 0) break;
+        end = text.indexOf('"', end + 1);
+      }
+      if (nameNext) {
+        const raw = text.slice(i + 1, end);
+        const name = raw.includes('\\') ? (JSON.parse(text.slice(i, end + 1)) as string) : raw;
+        const names = open[open.length - 1] as Set<string>;
+        if (names.has(name)) return name;
+        names.add(name);
+        nameNext = false;
+      }
+      i = end;
+    } else if (c === 0x7b) {
+      open.push(new Set());
+      nameNext = true;
+    } else if (c === 0x5b) open.push(null);
+    else if (c === 0x7d || c === 0x5d) open.pop();
+    else if (c === 0x2c) nameNext = open[open.length - 1] instanceof Set;
+  }
+  return undefined;
+}
+
 function parseJson(body: Buffer): unknown {
   try {
     // JSON bodies are nearly always ASCII (non-ASCII is usually \u-escaped): then a one-byte string
     // is a plain copy, cheaper than UTF-8 decoding megabytes of batch body.
-    let value: unknown;
-    if (isAscii(body)) value = JSON.parse(body.toString('latin1'));
+    let text: string;
+    if (isAscii(body)) text = body.toString('latin1');
     // RFC 8259 §8.1: JSON text is UTF-8. Decoding invalid bytes would turn them silently into U+FFFD
     // and accept a message that says something else than what was sent.
     else if (!isUtf8(body)) throw new Error('the body is not valid UTF-8');
-    else value = JSON.parse(decodeUtf8(body));
+    else text = decodeUtf8(body);
+    const value: unknown = JSON.parse(text);
+    const twice = duplicateName(text);
+    if (twice !== undefined) throw new Error(`the name ${JSON.stringify(twice.slice(0, 100))} is given twice in one object`);
     // The same for an escaped lone surrogate ("\ud800", RFC 8259 §8.2): stored as UTF-8 it becomes
     // U+FFFD. Only a body that escapes a surrogate can hold one, so the bytes are searched first.
     if ((body.includes('\\ud') || body.includes('\\uD')) && holdsLoneSurrogate(value)) {

@@ -108,6 +108,21 @@ test('a lone surrogate escaped anywhere in the JSON ("\\ud800") → 400 SLUICE_I
   assert.equal(ok.json['recipients'], ['smile\ud83d\ude00@gmail.com']);
 });
 
+test('a name given twice in one object → 400 SLUICE_INGRESS_BAD_JSON naming it, nothing stored (JSON.parse kept the last: mail to the second "to" only); one name in different objects is fine', async () => {
+  const before = await storedMessages(fx);
+  const one = '{"from":"a@acme.example","to":"first@gmail.com","subject":"s","text":"t","to":"second@gmail.com"}';
+  const nested = '{"messages":[{"from":"a@acme.example","to":"b@gmail.com","subject":"s","text":"t","metadata":{"k":1,"k":2}}]}';
+  const escaped = '{"from":"a@acme.example","to":"first@gmail.com","subject":"s","text":"t","t\\u006f":"second@gmail.com"}';
+  for (const [path, body, name] of [['/v1/messages', one, 'to'], ['/v1/messages/batch', nested, 'k'], ['/v1/messages', escaped, 'to']] as const) {
+    const r = await call('POST', path, body);
+    assert.equal([r.status, r.json.code], [400, 'SLUICE_INGRESS_BAD_JSON'], r.text);
+    assert.match(String(r.json['message']), `the name "${name}" is given twice in one object`);
+  }
+  assert.is(await storedMessages(fx), before);
+  const fine = await call('POST', '/v1/messages/batch', '{"messages":[{"from":"a@acme.example","to":"d1@gmail.com","subject":"s \\" \\\\","text":"t","metadata":{"to":"x"}},{"from":"a@acme.example","to":"d2@gmail.com","subject":"s","text":"t"}]}');
+  assert.equal([fine.status, fine.json['accepted']], [202, 2], fine.text);
+});
+
 test('bad JSON → 400; wrong media type → 415; wrong method → 405; unknown route and id → 404', async () => {
   const bad = await call('POST', '/v1/messages', '{"from": ');
   assert.is(bad.status, 400);
