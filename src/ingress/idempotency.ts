@@ -96,11 +96,15 @@ export class IdempotencyStore {
   async begin(account: string, idemKey: string, hash: string): Promise<BeginResult> {
     const key = this.key(account, idemKey);
     const marker = JSON.stringify({ h: hash, s: 0, o: randomBytes(9).toString('base64url') });
+    // A Redis that refuses the write (maxmemory, MISCONF) is a 503 to retry, as for the message itself.
+    const unavailable = (cause: unknown): never => {
+      throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', 'the Idempotency-Key could not be checked', { cause });
+    };
     // Two tries: the record may expire between a failed SET NX and the GET.
     for (let attempt = 0; attempt < 2; attempt++) {
-      const set = await this.redis.set(key, marker, 'PX', this.leaseMs, 'NX');
+      const set = await this.redis.set(key, marker, 'PX', this.leaseMs, 'NX').catch(unavailable);
       if (set === 'OK') return { kind: 'new', lease: keepRenewing(this.redis, key, marker, this.leaseMs) };
-      const text = await this.redis.get(key);
+      const text = await this.redis.get(key).catch(unavailable);
       if (text === null) continue;
       let rec: { h?: unknown; s?: unknown; b?: unknown };
       try {

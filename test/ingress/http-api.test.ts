@@ -354,4 +354,18 @@ test('Redis refusing writes (at maxmemory): 503 SLUICE_REDIS_UNAVAILABLE with Re
   assert.not.match(line, 'X-Campaign');
 });
 
+test('with an Idempotency-Key, Redis refusing writes is 503 SLUICE_REDIS_UNAVAILABLE too (not 500), and the key is not held: the retry goes through', async () => {
+  const m = message({ to: 'oom-idem@gmail.com', cc: [], bcc: [] });
+  const headers = { 'idempotency-key': 'oom-1' };
+  await fx.client.config('SET', 'maxmemory', '1');
+  try {
+    const r = await call('POST', '/v1/messages', m, headers);
+    assert.equal([r.status, r.json.code, r.headers['retry-after']], [503, 'SLUICE_REDIS_UNAVAILABLE', '5'], r.text);
+  } finally {
+    await fx.client.config('SET', 'maxmemory', '0');
+  }
+  const retry = await call('POST', '/v1/messages', m, headers);
+  assert.equal([retry.status, retry.headers['idempotent-replayed']], [202, undefined], retry.text);
+});
+
 test.run();
