@@ -138,7 +138,12 @@ async function* ndjson(rows: readonly { email: string; fields?: Record<string, s
 }
 
 /** Answers a /v1/campaigns route; undefined when the path is not one of them. */
-export async function campaignRoute(method: string, url: string, headers: { readonly 'content-type'?: string | undefined; readonly 'content-length'?: string | undefined }, ctx: CampaignRouteContext): Promise<RouteAnswer | undefined> {
+export async function campaignRoute(
+  method: string,
+  url: string,
+  headers: { readonly 'content-type'?: string | undefined; readonly 'content-length'?: string | undefined; readonly 'transfer-encoding'?: string | undefined },
+  ctx: CampaignRouteContext,
+): Promise<RouteAnswer | undefined> {
   const now = ctx.now ?? Date.now;
   const { redis, keys } = ctx;
   const { path, query } = splitUrl(url);
@@ -218,7 +223,9 @@ export async function campaignRoute(method: string, url: string, headers: { read
   let r: LifecycleResult;
   const t = now();
   if (action === 'schedule') {
-    const hasBody = Number(headers['content-length'] ?? 0) > 0;
+    // A body of unknown length comes chunked, without Content-Length: ignored, its sendAt would be
+    // taken for none and the whole list sent now.
+    const hasBody = headers['transfer-encoding'] !== undefined || Number(headers['content-length'] ?? 0) > 0;
     if (hasBody && !JSON_TYPE.test(headers['content-type'] ?? '')) throw new SluiceError('SLUICE_INGRESS_UNSUPPORTED_MEDIA');
     const input = hasBody ? parse(scheduleSchema, await ctx.readJson(16 * 1024)) : {};
     const sendAt = toTime(input.sendAt, t);

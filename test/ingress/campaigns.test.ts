@@ -1,10 +1,13 @@
 /**
  * GET /v1/campaigns over a real HTTP server and Redis: every campaign is reached by following
  * `cursor` (newest first, none twice, campaigns of one millisecond included), a campaign created
- * between pages does not shift them, and a bad limit or cursor is a 400 naming it.
+ * between pages does not shift them, and a bad limit or cursor is a 400 naming it. A schedule's
+ * body is read whether its length is declared or it comes chunked.
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { Readable } from 'node:stream';
+import { request } from 'undici';
 import { createCampaign } from '../../src/store/campaigns.js';
 import { createList } from '../../src/store/contacts.js';
 import { newId } from '../../src/core/ids.js';
@@ -69,6 +72,27 @@ test('GET /v1/campaigns: a bad limit or cursor is 400 with the field; another ac
   }
   const other = await apiCall<Page>(base, 'GET', '/v1/campaigns?limit=1000', { key: fx.apiKeys.other });
   assert.equal([other.status, other.json.campaigns, other.json.cursor], [200, [], null]);
+});
+
+test('POST /v1/campaigns/:id/schedule: a chunked body (no Content-Length) is read: the campaign waits for its sendAt', async () => {
+  const id = await campaign('acme', Date.now());
+  const sendAt = '2031-05-01T09:00:00.000Z';
+  // A body of unknown length, as a client streaming it sends it: Transfer-Encoding: chunked.
+  const res = await request(`${base}/v1/campaigns/${id}/schedule`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${fx.apiKeys.acme}`, 'content-type': 'application/json' },
+    body: Readable.from([JSON.stringify({ sendAt })]),
+  });
+  const text = await res.body.text();
+  assert.is(res.statusCode, 200, text);
+  const c = JSON.parse(text) as { state: string; sendAt: string };
+  assert.equal([c.state, c.sendAt], ['scheduled', sendAt], 'scheduled for its sendAt, not now');
+  assert.is(Number(await fx.client.zscore(fx.keys.campaignsDue(), id)), Date.parse(sendAt), 'the enqueuer looks at it then');
+  // Without a body at all it is still due now.
+  const now = await campaign('acme', Date.now());
+  const r = await apiCall(base, 'POST', `/v1/campaigns/${now}/schedule`, { key: fx.apiKeys.acme });
+  assert.is(r.status, 200, r.text);
+  assert.ok(Date.parse(r.json['sendAt']) <= Date.now());
 });
 
 test.run();
