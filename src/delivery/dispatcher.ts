@@ -822,7 +822,7 @@ export class Dispatcher {
         if (msg && paused) {
           // Held without an attempt, so a resumed sender's mail goes within PAUSED_SENDER_HOLD_MS
           // rather than on the retry schedule's longest delay; it still expires at the rule's maxAge.
-          if (this.now() + PAUSED_SENDER_HOLD_MS > msg.acceptedAt + shaping.maxAge) {
+          if (this.now() + PAUSED_SENDER_HOLD_MS > (await this.retriedSince(entry, msg, this.now())) + shaping.maxAge) {
             await this.settle(entry, shaping, msg, localOutcome('deferred', '4.7.0', `sender paused by the reputation guard (${paused}) until the message expired`, 'REPUTATION', true));
           } else {
             await hold(redis, keys, entry, { now: this.now(), nextAt: this.now() + PAUSED_SENDER_HOLD_MS, enhanced: '4.7.0', response: `held: sender paused by the reputation guard (${paused}); resumes when an operator resumes it` });
@@ -882,6 +882,21 @@ export class Dispatcher {
       for (let j = freed; j < entries.length; j++) void (rendered[j] as Promise<Prepared>).then(() => this.renderSlots.release(1), () => this.renderSlots.release(1));
     }
     return { attempted, succeeded, throttledReply };
+  }
+
+  /**
+   * Since when a copy's retries count towards shaping.maxAge: a message's since its acceptance, a
+   * campaign copy's since its own first attempt (firstAt in its delivery record, written by
+   * retry-3.lua at the first deferral), not since the campaign started: a campaign throttled, paused
+   * or queued for longer than maxAge has copies first tried days after its start, and each of those
+   * expired at its first 4xx (a greylisting) with no retry at all. A copy not tried yet starts now.
+   */
+  private async retriedSince(entry: QueueEntry, msg: LoadedMessage | null, now: number): Promise<number> {
+    if (msg?.kind !== 'campaign') return msg?.acceptedAt ?? now;
+    if (entry.attempt === 0) return now;
+    const first = Number(await this.o.redis.hget(this.o.keys.rcptState(entry.domain, entry.msgId, entry.idx), 'firstAt'));
+    // Deferred before firstAt was written: counted from the campaign's start, as it was then.
+    return first > 0 ? first : msg.acceptedAt;
   }
 
   /**
@@ -945,8 +960,7 @@ export class Dispatcher {
     } else if (outcome.result === 'deferred') {
       const attemptsMade = entry.attempt + 1;
       const nextAt = now + retryDelay(shaping, attemptsMade);
-      const acceptedAt = msg?.acceptedAt ?? now;
-      if (nextAt > acceptedAt + shaping.maxAge) {
+      if (nextAt > (await this.retriedSince(entry, msg, now)) + shaping.maxAge) {
         // The last remote answer says whose failure it was: the mailbox's own (4.2.2 full) counts; a
         // drop or timeout with no answer (code null) says nothing about the address.
         // The notice first: when it cannot be queued, nothing of this outcome is written (reportToSender).

@@ -16,7 +16,7 @@
  *
  *   ready   ZSET  member "<msgId>:<rcptIdx>:<attempt>"  score = due time (ms)
  *   leases  ZSET  member as in ready                    score = lease expiry (ms)
- *   rs:<msgId>:<idx>  HASH  state, attempts, code, enhanced, response, nextAt, updatedAt
+ *   rs:<msgId>:<idx>  HASH  state, attempts, code, enhanced, response, nextAt, updatedAt, firstAt (the first attempt, once deferred)
  */
 export function createKeys(prefix: string) {
   const p = prefix;

@@ -26,7 +26,10 @@ export interface LoadedMessage {
   readonly fromDomain: string | null;
   /** The recipients of a message; empty for a campaign (its recipients are contacts of `campaign.listId`). */
   readonly rcpts: readonly { readonly address: string; readonly domain: string }[];
-  /** When the message was accepted, or the campaign started sending: retries expire counted from it. */
+  /**
+   * When the message was accepted (its retries expire counted from it), or the campaign started
+   * sending (a campaign copy's expire counted from its own first attempt: dispatcher retriedSince).
+   */
   readonly acceptedAt: number;
   /** Raw MIME, a JSON MessageSpec, or a campaign's prepared template. */
   readonly body: Buffer | string;

@@ -36,6 +36,9 @@ const BIG = 5000;
 let redis: TestRedis;
 let client: RedisClient;
 let sink: CapturePeer;
+/** grey.test's MX: refuses each address's first RCPT with a 451 (greylisting), accepts it after. */
+let grey: CapturePeer;
+const greeted = new Set<string>();
 let app: RunningSluice;
 let config: Config;
 let dir: string;
@@ -45,7 +48,7 @@ let acme: AccountKeys;
 let txt: Record<string, string>;
 
 function configFor(): Config {
-  const transport = Object.fromEntries([...DOMAINS, 'slow.test'].map((d) => [d, `${sink.host}:${sink.port}`]));
+  const transport = { ...Object.fromEntries([...DOMAINS, 'slow.test'].map((d) => [d, `${sink.host}:${sink.port}`])), 'grey.test': `${grey.host}:${grey.port}` };
   return loadConfig({
     env: {},
     overrides: {
@@ -56,7 +59,12 @@ function configFor(): Config {
       admin: { host: '127.0.0.1', port: 0 },
       ingress: { smtp: { enabled: false }, http: { host: '127.0.0.1', port: 0 } },
       delivery: { bounceDomain: BOUNCE_DOMAIN, pollInterval: '50ms', pool: { threads: 2 }, dns: { servers: ['127.0.0.1:9'], timeout: '1s' }, transport },
-      shaping: { rules: [{ name: 'slow', match: { domains: ['slow.test'], mx: [] }, rate: { perSecond: 5, perMinute: null, perHour: null }, connections: 1 }] },
+      shaping: {
+        rules: [
+          { name: 'slow', match: { domains: ['slow.test'], mx: [] }, rate: { perSecond: 5, perMinute: null, perHour: null }, connections: 1 },
+          { name: 'grey', match: { domains: ['grey.test'], mx: [] }, retry: ['1s'], maxAge: '10m' },
+        ],
+      },
       tracking: { host: '127.0.0.1', port: 0, publicBaseUrl: 'http://127.0.0.1', keys: [{ id: 'k1', secretFile: join(dir, 'k1.key'), notAfter: null }], signWith: 'k1' },
       accounts: [acme.account],
     },
@@ -68,6 +76,7 @@ test.before(async () => {
   client = redis.client();
   prefix = redis.fresh().prefix;
   sink = await startCapturePeer();
+  grey = await startCapturePeer({ onRcpt: (to) => (greeted.has(to) ? null : (greeted.add(to), { code: 451, message: '4.7.1 Greylisted, try again later' })) });
   dir = mkdtempSync(join(tmpdir(), 'sluice-campaign-'));
   const secret = randomBytes(32);
   writeFileSync(join(dir, 'k1.key'), secret, { mode: 0o600 });
@@ -81,6 +90,7 @@ test.before(async () => {
 test.after(async () => {
   await app?.stop(2000);
   await sink?.close();
+  await grey?.close();
   await redis?.stop();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
@@ -332,6 +342,25 @@ test("copies that are not sent (suppressed at claim time) take none of the campa
   const sent = sink.messages.slice(before).map((m) => m.envelope.to[0]).sort();
   assert.equal(sent, ['s2@d9.test', 's3@d9.test', 's4@d9.test'], "the campaign's three tokens went to three copies that were sent");
   assert.is((await api(`/v1/campaigns/${id}/cancel`, {})).body.state, 'cancelled');
+});
+
+test("a campaign copy first tried after the campaign's maxAge is retried: its retries count from its own first attempt", async () => {
+  const keys = createKeys(prefix);
+  const listId = await listOf('greylisted', ['g0', 'g1', 'g2'].map((l) => ({ email: `${l}@grey.test` })));
+  const created = await api('/v1/campaigns', { from: 'news@acme.example', subject: 'Late copies', text: 'Hi', listId });
+  assert.is(created.status, 201, JSON.stringify(created.body));
+  const id = created.body.id as string;
+  // It began sending 11 minutes ago (throttled, or paused a while): longer than grey.test's maxAge
+  // of 10 minutes, and its copies are tried only now; the first try of each is greylisted.
+  await client.hset(keys.msgMeta(id), 'state', 'sending', 'startedAt', Date.now() - 11 * 60_000);
+  await client.zadd(keys.campaignsDue(), Date.now(), id);
+  const st = await waitFor('every copy final', async () => {
+    const s = (await api(`/v1/campaigns/${id}/stats`)).body;
+    return s.queued === 3 && s.pending === 0 ? s : undefined;
+  });
+  assert.equal({ delivered: st.delivered, expired: st.expired, deferred: st.deferred }, { delivered: 3, expired: 0, deferred: 3 }, JSON.stringify(st));
+  assert.equal(grey.messages.map(toOf).sort(), ['g0@grey.test', 'g1@grey.test', 'g2@grey.test']);
+  assert.is((await api(`/v1/campaigns/${id}`)).body.state, 'completed');
 });
 
 test.run();

@@ -25,6 +25,8 @@ if held == 0 and reaped == 0 then return 0 end
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[2])
 -- One HSET and one HDEL (see ack-3.lua).
 local set, del = {'state', 'deferred', 'attempts', ARGV[5], 'response', ARGV[8], 'nextAt', ARGV[4], 'updatedAt', ARGV[3]}, {'reason'}
+-- The first attempt's time: a campaign copy's retries expire counted from it (delivery/dispatcher.ts retriedSince).
+if ARGV[5] == '1' then set[#set + 1] = 'firstAt'; set[#set + 1] = ARGV[3] end
 if ARGV[6] ~= '' then set[#set + 1] = 'code'; set[#set + 1] = ARGV[6] else del[#del + 1] = 'code' end
 if ARGV[7] ~= '' then set[#set + 1] = 'enhanced'; set[#set + 1] = ARGV[7] else del[#del + 1] = 'enhanced' end
 redis.call('HSET', KEYS[3], unpack(set))
