@@ -36,6 +36,12 @@ export interface CampaignRouteContext {
   /** Whether the account may send from the domain (its configured sending domains). */
   ownsDomain(account: string, domain: string): boolean;
   readJson(maxBytes: number): Promise<unknown>;
+  /**
+   * Whether copies can carry their one-click unsubscribe link (tracking.keys are configured): the
+   * render worker refuses a campaign copy without one, so a campaign created without keys would see
+   * its whole list bounced at send time.
+   */
+  readonly unsubscribeLinks: boolean;
   /** render/campaign.ts prepareCampaign, off this thread (render/prepare-pool.ts). */
   prepare(input: CampaignInput): Promise<PreparedCampaign>;
   /** A campaign became due (scheduled now, resumed): the enqueuer of this process may look at once. */
@@ -158,6 +164,7 @@ export async function campaignRoute(
     const account = await ctx.authenticate();
     if (!JSON_TYPE.test(headers['content-type'] ?? '')) throw new SluiceError('SLUICE_INGRESS_UNSUPPORTED_MEDIA');
     const input = parse(createSchema, await ctx.readJson(CAMPAIGN_MAX_BODY_BYTES));
+    if (!ctx.unsubscribeLinks) throw new SluiceError('SLUICE_CONFIG_INVALID', 'Campaigns need tracking keys (tracking.keys, tracking.signWith): every copy carries its recipient\'s one-click unsubscribe link');
     const fromDomain = domainOf(input.from.address);
     if (!ctx.ownsDomain(account.id, fromDomain)) throw new SluiceError('SLUICE_INGRESS_FROM_NOT_OWNED', `The account does not own the From domain ${fromDomain}`, { errors: [{ path: 'from', message: `domain ${fromDomain} is not one of the account's sending domains` }] });
     // Everything that can be refused is checked before anything is written.

@@ -606,6 +606,7 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
     const campaign = await campaignRoute(method, req.url ?? '/', req.headers, {
       redis: deps.redis, keys: deps.keys, shards: deps.config.redis.scheduleShards, authenticate: ctx.authenticate, readJson: ctx.readJson,
       ownsDomain: (account, domain) => deps.registry.ownsDomain(account, domain),
+      unsubscribeLinks: tokensConfigured,
       prepare: (input) => preparation.prepare(input),
       onDue: deps.onCampaignDue, now: deps.now,
     });

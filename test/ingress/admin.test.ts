@@ -30,7 +30,7 @@ const opKey = generateOperatorKey('ops');
 let cfgFile = '';
 
 test.before(async () => {
-  fx = await ingressFixture();
+  fx = await ingressFixture({}, { trackingKeys: true });
   // Cache off: a close through the CLI (another "process") is seen by the next request.
   const closedAccounts = new ClosedAccounts(fx.client, fx.keys, 0);
   const deps = { redis: fx.client, keys: fx.keys, config: fx.config, registry: fx.registry, logger: fx.logger, closedAccounts, operators: new OperatorRegistry([{ id: 'ops', apiKeys: [await hashSecret(opKey)] }]) };

@@ -23,7 +23,7 @@ let tinyHeap = '';
 let noQueue = '';
 
 test.before(async () => {
-  fx = await ingressFixture();
+  fx = await ingressFixture({}, { trackingKeys: true });
   for (const [opts, set] of [
     [{}, (b: string) => (base = b)],
     [{ prepare: { maxHeapMb: 12 } }, (b: string) => (tinyHeap = b)],

@@ -2,7 +2,8 @@
  * GET /v1/campaigns over a real HTTP server and Redis: every campaign is reached by following
  * `cursor` (newest first, none twice, campaigns of one millisecond included), a campaign created
  * between pages does not shift them, and a bad limit or cursor is a 400 naming it. A schedule's
- * body is read whether its length is declared or it comes chunked.
+ * body is read whether its length is declared or it comes chunked. Without token keys (this fixture
+ * has none) no campaign is taken: its copies could not carry their unsubscribe links.
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -93,6 +94,19 @@ test('POST /v1/campaigns/:id/schedule: a chunked body (no Content-Length) is rea
   const r = await apiCall(base, 'POST', `/v1/campaigns/${now}/schedule`, { key: fx.apiKeys.acme });
   assert.is(r.status, 200, r.text);
   assert.ok(Date.parse(r.json['sendAt']) <= Date.now());
+});
+
+test('POST /v1/campaigns without tracking keys is refused before anything is written: no copy could carry its unsubscribe link', async () => {
+  const before = await fx.client.zcard(fx.keys.accountCampaigns('other'));
+  const due = await fx.client.zcard(fx.keys.campaignsDue());
+  const r = await apiCall(base, 'POST', '/v1/campaigns', { key: fx.apiKeys.other, body: { from: 'news@other.example', subject: 'Hi', text: 'Hello', recipients: [{ email: 'reader@d0.test' }], sendAt: 'now' } });
+  assert.is(r.status, 500, r.text);
+  assert.is(r.json['code'], 'SLUICE_CONFIG_INVALID');
+  assert.match(r.json['message'], 'tracking.keys');
+  assert.is(await fx.client.zcard(fx.keys.accountCampaigns('other')), before, 'no campaign');
+  const lists = await apiCall(base, 'GET', '/v1/lists', { key: fx.apiKeys.other });
+  assert.equal(lists.json['lists'], [], 'no list of uploaded recipients');
+  assert.is(await fx.client.zcard(fx.keys.campaignsDue()), due, 'nothing due');
 });
 
 test.run();

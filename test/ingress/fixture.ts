@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request, type Dispatcher } from 'undici';
@@ -59,11 +59,17 @@ export interface IngressFixture {
   stop(): Promise<void>;
 }
 
-export async function ingressFixture(ingress: Record<string, unknown> = {}): Promise<IngressFixture> {
+/**
+ * `o.trackingKeys`: a token key is configured (tracking.keys), as campaigns need for their copies'
+ * unsubscribe links; without, the API takes no campaign.
+ */
+export async function ingressFixture(ingress: Record<string, unknown> = {}, o: { trackingKeys?: boolean } = {}): Promise<IngressFixture> {
   const redis = await startRedis();
   const client = redis.client();
   const { prefix, keys } = redis.fresh();
   const dataDir = mkdtempSync(join(tmpdir(), 'sluice-ingress-'));
+  if (o.trackingKeys) writeFileSync(join(dataDir, 'k1.key'), Buffer.alloc(32, 7), { mode: 0o600 });
+  const tracking = o.trackingKeys ? { tracking: { publicBaseUrl: 'http://127.0.0.1', keys: [{ id: 'k1', secretFile: join(dataDir, 'k1.key'), notAfter: null }], signWith: 'k1' } } : {};
   const apiKeys = { acme: generateApiKey('acme'), other: generateApiKey('other'), tiny: generateApiKey('tiny'), brisk: generateApiKey('brisk') };
   const noRate = { perSecond: null, perMinute: null, perHour: null };
   const config = loadConfig({
@@ -72,6 +78,7 @@ export async function ingressFixture(ingress: Record<string, unknown> = {}): Pro
       instance: { hostname: 'sluice.test', dataDir },
       redis: { url: redis.url, prefix, scheduleShards: 4 },
       ingress,
+      ...tracking,
       accounts: [
         {
           id: 'acme', domains: [{ domain: 'Acme.Example', dkim: [] }], apiKeys: [await hashSecret(apiKeys.acme)],

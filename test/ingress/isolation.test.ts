@@ -79,7 +79,7 @@ async function snapshot(): Promise<Map<string, string>> {
 let ids: Ids;
 
 test.before(async () => {
-  fx = await ingressFixture();
+  fx = await ingressFixture({}, { trackingKeys: true });
   ({ api, base } = await startFixtureApi(fx));
   const A = fx.apiKeys.acme;
   const sent = await call('POST', '/v1/messages', A, { from: 'a@acme.example', to: 'r@x.example', subject: 's', text: 't' });
