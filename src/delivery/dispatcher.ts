@@ -837,9 +837,15 @@ export class Dispatcher {
           await this.settle(entry, shaping, null, localOutcome('bounced', '5.3.0', 'message is no longer stored (purged or erased)', 'LOAD', true), 'undefined');
           continue;
         }
+        if (address === undefined && msg.kind === 'campaign') {
+          // The contact (or its list) was deleted after the campaign queued it: nobody to send to, as
+          // after an erasure. A bounce would count against the campaign's bounce rate, and tell the
+          // webhooks this address failed hard.
+          await this.settle(entry, shaping, msg, localOutcome('bounced', '5.1.3', `not sent: contact ${entry.idx} was deleted from the campaign's list`, 'CAMPAIGN', true), 'cancelled');
+          continue;
+        }
         if (address === undefined) {
-          const where = msg.kind === 'campaign' ? `the list of campaign ${entry.msgId} (contact deleted)` : `message ${entry.msgId}`;
-          await this.settle(entry, shaping, msg, localOutcome('bounced', '5.1.3', `recipient ${entry.idx} is not in ${where}`, 'LOAD', true), 'undefined');
+          await this.settle(entry, shaping, msg, localOutcome('bounced', '5.1.3', `recipient ${entry.idx} is not in message ${entry.msgId}`, 'LOAD', true), 'undefined');
           continue;
         }
         if (!result) {

@@ -363,4 +363,27 @@ test("a campaign copy first tried after the campaign's maxAge is retried: its re
   assert.is((await api(`/v1/campaigns/${id}`)).body.state, 'completed');
 });
 
+test('a contact deleted after its copy was queued: not sent, counted cancelled, not bounced', async () => {
+  const keys = createKeys(prefix);
+  // d8.test is suspended for a few seconds: the list is queued in full before any copy is claimed,
+  // and one contact is deleted in between.
+  const suspended = await recordThrottleSignal(client, keys, 'default:d8.test', { threshold: 1, windowMs: 60_000, suspendMs: 4_000, maxSuspendMs: 4_000, maxLevel: 1, recoverMs: 60_000, ratePerConnection: 100 }, Date.now(), '421 4.7.0 slow down');
+  assert.ok(suspended.suspendedUntil !== null);
+  const listId = await listOf('deleted-contact', ['x0', 'x1', 'x2'].map((l) => ({ email: `${l}@d8.test` })));
+  const before = sink.messages.length;
+  const created = await api('/v1/campaigns', { from: 'news@acme.example', subject: 'One deleted', text: 'Hi', listId, sendAt: 'now' });
+  assert.is(created.status, 201, JSON.stringify(created.body));
+  const id = created.body.id as string;
+  await waitFor('the whole list queued', async () => ((await api(`/v1/campaigns/${id}/stats`)).body.queued === 3 ? true : undefined));
+  assert.ok(Date.now() < (suspended.suspendedUntil as number), 'queued while the destination is suspended');
+  assert.is((await api(`/v1/lists/${listId}/contacts/x1%40d8.test`, undefined, 'DELETE')).status, 200);
+  const st = await waitFor('every copy final', async () => {
+    const s = (await api(`/v1/campaigns/${id}/stats`)).body;
+    return s.pending === 0 && s.delivered + s.bounced + s.cancelled === 3 ? s : undefined;
+  });
+  assert.equal({ delivered: st.delivered, bounced: st.bounced, cancelled: st.cancelled, byReason: st.bouncedByReason }, { delivered: 2, bounced: 0, cancelled: 1, byReason: {} }, JSON.stringify(st));
+  assert.equal(sink.messages.slice(before).map(toOf).filter((to) => to.endsWith('@d8.test')).sort(), ['x0@d8.test', 'x2@d8.test']);
+  assert.is((await api(`/v1/campaigns/${id}`)).body.state, 'completed');
+});
+
 test.run();
