@@ -90,7 +90,13 @@ export class CampaignEnqueuer {
       const due = await redis.zrangebyscore(keys.campaignsDue(), '-inf', this.now(), 'LIMIT', 0, CAMPAIGNS_PER_TICK);
       for (const id of due) {
         if (this.stopping) break;
-        if (!(await this.advance(id))) unfinished++;
+        try {
+          if (!(await this.advance(id))) unfinished++;
+        } catch (err) {
+          // One campaign's failure is its own: the campaigns due after it still get their turn (they
+          // waited behind it for good when it failed every time). Tried again at the next interval.
+          this.o.logger.error({ err, campaign: id }, 'campaign enqueuer turn failed');
+        }
       }
     } catch (err) {
       this.o.logger.error({ err }, 'campaign enqueuer tick failed');

@@ -168,4 +168,29 @@ test('a turn longer than its lock keeps the lock: a second process cannot queue 
   }
 });
 
+test("a campaign whose turn fails does not hold back the campaigns due after it", async () => {
+  const { keys } = env.redis.fresh();
+  const make = async (name: string, sendAt: number): Promise<{ id: string; listId: string }> => {
+    const list = await createList(env.client, keys, 'acme', name, T);
+    await upsertContacts(env.client, keys, 'acme', list.id, rows(1, 3), T);
+    const id = newId(T);
+    await createCampaign(env.client, keys, {
+      id, account: 'acme', name, listId: list.id, from: 'news@acme.example', fromDomain: 'acme.example', subject: 's',
+      tracking: { opens: false, clicks: false }, tags: [], throttlePerHour: null, createdAt: T, sendAt, body: '{}', links: [],
+    });
+    return { id, listId: list.id };
+  };
+  // Due first, and its list unreadable (a key of the wrong type: every read of it fails).
+  const broken = await make('broken', T - 1000);
+  await env.client.del(keys.listContacts(broken.listId));
+  await env.client.set(keys.listContacts(broken.listId), 'not a hash');
+  const fine = await make('fine', T);
+  const enqueuer = new CampaignEnqueuer({ redis: env.client, keys, shards: 2, logger: createLogger('silent'), now: () => T });
+  await enqueuer.tick();
+  const c = await getCampaign(env.client, keys, null, fine.id);
+  assert.is(c?.queued, 3, 'the campaign due after the failing one is queued');
+  assert.ok(c?.enqueued);
+  assert.ok((await env.client.zscore(keys.campaignsDue(), broken.id)) !== null, 'the failing one stays due, to be tried again');
+});
+
 test.run();
