@@ -86,7 +86,8 @@ async function controlAt(redis: RedisClient, keys: Keys, shards: number, campaig
  * A hold for a pause can land after the resume: delivery decided on the state it read a moment
  * earlier (and keeps for up to 500 ms, store/message-source.ts), and the resume's pointers went
  * before this hold took them away again. The state is read once more after the hold, and a campaign
- * sending again gets its pointers back here; else its recipients would wait behind no pointer.
+ * sending again gets its pointers back here; else its recipients would wait behind no pointer. A
+ * campaign cancelled meanwhile has what the hold gave back dropped and counted, as the cancel does.
  */
 export async function holdCampaignEntries(
   redis: RedisClient,
@@ -100,9 +101,13 @@ export async function holdCampaignEntries(
   const moved = await Promise.all(
     groups.map(([d, list]) => redis.campaignHold(keys.leases(d), keys.ready(d), keys.campaignQueue(d, campaignId), campaignId, o.pointerAt ?? '', o.holdUntil, ...list.map(entryMember))),
   );
-  if (o.pointerAt === null && (await redis.hget(keys.msgMeta(campaignId), 'state')) === 'sending') {
+  const state = await redis.hget(keys.msgMeta(campaignId), 'state');
+  if (o.pointerAt === null && state === 'sending') {
     await controlAt(redis, keys, shards, campaignId, 'resume', groups.map(([d]) => d), o.now);
   }
+  // Likewise a cancel that ran while these were claimed: it dropped the queue before they came back
+  // to it, so they would wait there for good (behind no pointer), pending and never counted.
+  if (state === 'cancelled') await dropCancelledQueue(redis, keys, shards, campaignId, o.now, groups.map(([d]) => d));
   return moved.reduce((a, b) => a + b, 0);
 }
 
@@ -157,10 +162,11 @@ export async function cancelCampaign(redis: RedisClient, keys: Keys, shards: num
 /**
  * Drops what a cancelled campaign still has waiting in the queue and counts it: cancelled, and no
  * longer pending. Cancel does it, and so does the enqueuer for a chunk it pushed while the cancel
- * ran (the cancel did not see that chunk's queues). Returns the number dropped.
+ * ran (the cancel did not see that chunk's queues), and a hold that gave claimed copies back after it
+ * (at `domains` only). Returns the number dropped.
  */
-export async function dropCancelledQueue(redis: RedisClient, keys: Keys, shards: number, id: string, now: number): Promise<number> {
-  const dropped = await controlCampaignQueue(redis, keys, shards, id, 'cancel', now);
+export async function dropCancelledQueue(redis: RedisClient, keys: Keys, shards: number, id: string, now: number, domains?: readonly string[]): Promise<number> {
+  const dropped = domains ? await controlAt(redis, keys, shards, id, 'cancel', domains, now) : await controlCampaignQueue(redis, keys, shards, id, 'cancel', now);
   if (dropped > 0) {
     await redis.multi().hincrby(keys.msgMeta(id), 'pending', -dropped).hincrby(keys.msgStats(id), 'cancelled', dropped).exec();
   }

@@ -8,7 +8,8 @@ import YAML from 'yaml';
 import { distantClient, redisSuite } from '../helpers/redis.js';
 import { CampaignEnqueuer } from '../../src/campaigns/enqueuer.js';
 import { campaignStats, createCampaign, getCampaign } from '../../src/store/campaigns.js';
-import { pauseCampaign, startCampaign } from '../../src/queue/campaign.js';
+import { cancelCampaign, holdCampaignEntries, pauseCampaign, startCampaign } from '../../src/queue/campaign.js';
+import { claim } from '../../src/queue/claim.js';
 import type { Keys } from '../../src/redis/keys.js';
 import { createList, upsertContacts } from '../../src/store/contacts.js';
 import { newId } from '../../src/core/ids.js';
@@ -191,6 +192,25 @@ test("a campaign whose turn fails does not hold back the campaigns due after it"
   assert.is(c?.queued, 3, 'the campaign due after the failing one is queued');
   assert.ok(c?.enqueued);
   assert.ok((await env.client.zscore(keys.campaignsDue(), broken.id)) !== null, 'the failing one stays due, to be tried again');
+});
+
+test("a pause's hold that lands after a cancel: the copies it gives back are dropped and counted, not left waiting", async () => {
+  const { keys } = env.redis.fresh();
+  const id = await sendingCampaign(keys, 6);
+  const enqueuer = new CampaignEnqueuer({ redis: env.client, keys, shards: 2, logger: createLogger('silent'), now: () => T });
+  assert.is(await enqueuer.advance(id), true);
+  // Delivery claims dest0.test's two copies, then reads the campaign as paused (its state is kept
+  // up to 500 ms) and holds them; the cancel runs in between.
+  const claimed = await claim(env.client, keys, { domain: 'dest0.test', max: 10, leaseMs: 60_000, now: T });
+  assert.is(claimed.entries.length, 2);
+  assert.ok((await pauseCampaign(env.client, keys, 2, id, T)).ok);
+  const cancelled = await cancelCampaign(env.client, keys, 2, id, T);
+  assert.equal([cancelled.ok, cancelled.dropped], [true, 4], 'the cancel drops what waits at the other two destinations');
+  assert.is(await holdCampaignEntries(env.client, keys, 2, id, claimed.entries, { pointerAt: null, holdUntil: T + 60_000, now: T }), 2);
+  assert.is(await env.client.llen(keys.campaignQueue('dest0.test', id)), 0, 'nothing left waiting behind no pointer');
+  const c = await getCampaign(env.client, keys, null, id);
+  const s = await campaignStats(env.client, keys, c!);
+  assert.equal({ state: c?.state, cancelled: s.cancelled, pending: s.pending }, { state: 'cancelled', cancelled: 6, pending: 0 });
 });
 
 test.run();
