@@ -821,7 +821,8 @@ export class Dispatcher {
         }
         if (msg && paused) {
           // Held without an attempt, so a resumed sender's mail goes within PAUSED_SENDER_HOLD_MS
-          // rather than on the retry schedule's longest delay; it still expires at the rule's maxAge.
+          // rather than on the retry schedule's longest delay; it still expires at the rule's maxAge
+          // (a campaign copy not tried yet never does, as while its campaign is paused: retriedSince).
           if (this.now() + PAUSED_SENDER_HOLD_MS > (await this.retriedSince(entry, msg, this.now())) + shaping.maxAge) {
             await this.settle(entry, shaping, msg, localOutcome('deferred', '4.7.0', `sender paused by the reputation guard (${paused}) until the message expired`, 'REPUTATION', true));
           } else {
