@@ -184,6 +184,9 @@ const RESPONSE_LIMIT_BYTES = 64 * 1024;
 const JITTER = 0.2;
 // A claimed batch is hidden this much longer than the request may take, so it never comes due mid-POST.
 const LEASE_MARGIN_MS = 30_000;
+// A broken endpoint (an unreadable record, Redis failing on its keys) is met on every pass, 2 a
+// second: it is logged once per this long, not each time.
+const BROKEN_LOG_MS = 10 * 60_000;
 
 export interface WebhookEvent {
   /** The stream id: unique and ordered; the de-duplication key for receivers. */
@@ -291,6 +294,8 @@ export class WebhookDispatcher {
   private generation: string | null = null;
   /** Endpoint ref → POSTs in flight. */
   private readonly inFlight = new Map<string, number>();
+  /** Endpoint ref → when its breakage was last logged (see BROKEN_LOG_MS). */
+  private readonly brokenLogged = new Map<string, number>();
   private readonly deliveries = new Set<Promise<void>>();
   private totalInFlight = 0;
   /** The global limit kept an endpoint from slots it had free since the last pass began (see refill). */
@@ -413,7 +418,8 @@ export class WebhookDispatcher {
     this.scanCursor = cursor;
     const visit = [...new Set([...touched, ...page])];
     this.heldBack = false;
-    for (const ref of visit) await this.startDue(ref, now);
+    // One endpoint failing (Redis refusing its keys) is its own problem: the others still start.
+    for (const ref of visit) await this.startDue(ref, now).catch((err: unknown) => this.broken(ref, 'starting its due webhook batches failed', err));
     // The ages after the claims (a claimed batch stays in the ages until it is settled), all at once:
     // one auto-pipelined burst of small reads instead of a round trip per endpoint.
     await Promise.all([...new Set([...visit, ...recheck])].map((ref) => this.readAge(ref)));
@@ -509,7 +515,7 @@ export class WebhookDispatcher {
     const cached = this.cachedEndpoints(account);
     if (cached) return cached;
     const t = Date.now();
-    const list = await loadWebhooks(this.o.redis, this.o.keys, account);
+    const list = await loadWebhooks(this.o.redis, this.o.keys, account, (id) => this.broken(endpointRef(account, id), 'unreadable webhook endpoint record skipped (delete it: DELETE /v1/webhooks/:id)'));
     // Bounded: an event storm over many accounts must not grow this without limit.
     if (this.cache.size >= 10_000) this.cache.clear();
     this.cache.set(account, { at: t, list });
@@ -563,6 +569,17 @@ export class WebhookDispatcher {
     } finally {
       this.release(ref, unused);
     }
+  }
+
+  /** Logs what is wrong with one endpoint, at most once per BROKEN_LOG_MS for it. */
+  private broken(ref: string, msg: string, err?: unknown): void {
+    const t = Date.now();
+    if (t - (this.brokenLogged.get(ref) ?? Number.NEGATIVE_INFINITY) < BROKEN_LOG_MS) return;
+    // Bounded: many broken endpoints must not grow this without limit.
+    if (this.brokenLogged.size >= 10_000) this.brokenLogged.clear();
+    this.brokenLogged.set(ref, t);
+    const parsed = parseEndpointRef(ref);
+    this.o.logger.error({ err, account: parsed?.account, endpoint: parsed?.id ?? ref }, msg);
   }
 
   private hold(ref: string, n: number): void {

@@ -135,13 +135,24 @@ function checkKey(key: Buffer | undefined): void {
   if (key && key.length !== KEY_BYTES) throw new SluiceError('SLUICE_CONFIG_INVALID', `the webhook secret key must be ${KEY_BYTES} bytes`);
 }
 
-function decode(account: string, json: string): SealedEndpoint | undefined {
+/**
+ * The record stored under `field`, if it has the shape createWebhook writes. A record of another
+ * shape (written by hand, cut short, from another version) is undefined, not half an endpoint: the
+ * dispatcher read `events` of every endpoint for every event of its account, and one record without
+ * it threw on every pass, which stopped every account's webhooks.
+ */
+function decode(account: string, field: string, json: string): SealedEndpoint | undefined {
+  let r: Partial<Record<keyof StoredEndpoint, unknown>>;
   try {
-    const r = JSON.parse(json) as StoredEndpoint;
-    return { id: r.id, account, url: r.url, events: r.events, created: r.created, sealedSecret: r.secret };
+    r = JSON.parse(json) as typeof r;
   } catch {
     return undefined;
   }
+  if (!r || typeof r !== 'object' || r.id !== field || !isId(field)) return undefined;
+  const { url, events, created, secret } = r;
+  if (typeof url !== 'string' || typeof secret !== 'string' || typeof created !== 'number' || !Number.isFinite(created)) return undefined;
+  if (!Array.isArray(events) || !events.every((e): e is string => typeof e === 'string')) return undefined;
+  return { id: field, account, url, events, created, sealedSecret: secret };
 }
 
 /**
@@ -177,19 +188,25 @@ export async function createWebhook(
   return { endpoint: { id, account, url: stored.url, events: stored.events, created: now }, secret };
 }
 
-/** The account's endpoints with sealed secrets, oldest first. */
-export async function loadWebhooks(redis: RedisClient, keys: Keys, account: string): Promise<SealedEndpoint[]> {
+/**
+ * The account's endpoints with sealed secrets, oldest first. A record that is not an endpoint's
+ * (see decode) is left out, and its field given to `unreadable`; DELETE /v1/webhooks/:id still removes it.
+ */
+export async function loadWebhooks(redis: RedisClient, keys: Keys, account: string, unreadable?: (id: string) => void): Promise<SealedEndpoint[]> {
   const all = await redis.hgetall(keys.webhooks(account));
-  return Object.values(all)
-    .map((json) => decode(account, json))
-    .filter((e): e is SealedEndpoint => e !== undefined)
-    .sort((a, b) => a.created - b.created || (a.id < b.id ? -1 : 1));
+  const list: SealedEndpoint[] = [];
+  for (const [field, json] of Object.entries(all)) {
+    const e = decode(account, field, json);
+    if (e) list.push(e);
+    else unreadable?.(field);
+  }
+  return list.sort((a, b) => a.created - b.created || (a.id < b.id ? -1 : 1));
 }
 
 export async function getWebhook(redis: RedisClient, keys: Keys, account: string, id: string): Promise<SealedEndpoint | undefined> {
   if (!isId(id)) return undefined;
   const json = await redis.hget(keys.webhooks(account), id);
-  return json === null ? undefined : decode(account, json);
+  return json === null ? undefined : decode(account, id, json);
 }
 
 /** The account's endpoints as an API answers them: never the secret. */

@@ -663,6 +663,29 @@ test('when the global in-flight limit holds endpoints back, a finished POST wake
   await d.stop();
 });
 
+test("an unreadable endpoint record, or an endpoint whose keys Redis refuses, stops only itself: another account's endpoint gets its events", async () => {
+  const { keys } = redis.fresh();
+  const rx = await receiver();
+  // A record without `events` (written by hand, cut short), of an account with events of its own.
+  const badId = '0000000000000001';
+  await client.hset(keys.webhooks('broken'), badId, JSON.stringify({ id: badId, url: rx.url, created: 0, secret: 'plain:x' }));
+  // An endpoint whose outbox Redis refuses (WRONGTYPE), as a failing cluster node would: its events come first.
+  const refused = await createWebhook(client, keys, 'refused', { url: rx.url, events: ['*'] });
+  await client.set(keys.webhookOutbox('refused', refused.endpoint.id), 'not a zset');
+  await createWebhook(client, keys, 'acme', { url: rx.url, events: ['*'] });
+  await event(keys, 'delivered', 'broken', 'b1');
+  await event(keys, 'delivered', 'refused', 'r1');
+  const id = await event(keys, 'delivered', 'acme', 'a1');
+  const w = warnings();
+  const d = dispatcher(keys, { logger: w.logger });
+  await pass(d);
+  await pass(d);
+  assert.equal(rx.received.flatMap((r) => r.events.map((e) => e.id)), [id], "acme's event, and only it");
+  const said = (what: RegExp) => w.lines.filter((l) => what.test(l.msg)).map((l) => (l as { endpoint?: string }).endpoint);
+  assert.equal(said(/unreadable webhook endpoint record/), [badId], 'the bad record is named once over two passes');
+  assert.equal(said(/due webhook batches failed/), [refused.endpoint.id], 'the refused endpoint is named once over two passes');
+});
+
 test("a dead consumer's pending entries are taken over and delivered", async () => {
   const { keys } = redis.fresh();
   const rx = await receiver();
