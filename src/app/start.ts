@@ -330,10 +330,10 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       const w = config.webhooks;
       const webhooks = new WebhookDispatcher({
         redis: redis.client, keys, logger: logger.child({ role: 'housekeeping', part: 'webhooks' }),
-        metrics: { deliveries: metrics.webhookDeliveries, lagSeconds: metrics.webhookLag, eventsLost: metrics.webhookEventsLost, deadLettersDropped: metrics.webhookDeadLettersDropped },
+        metrics: { deliveries: metrics.webhookDeliveries, lagSeconds: metrics.webhookLag, eventsLost: metrics.webhookEventsLost, deadLettersDropped: metrics.webhookDeadLettersDropped, outboxFull: metrics.webhookOutboxFull },
         ...(webhookKey ? { secretKey: webhookKey } : {}),
         maxAttemptsWindowMs: w.retryWindow, retryBaseMs: w.retryBase, retryMaxDelayMs: w.retryMaxDelay, requestTimeoutMs: w.timeout,
-        maxBatchEvents: w.batchSize, perEndpointInFlight: w.perEndpointInFlight, maxInFlight: w.maxInFlight, pollIntervalMs: w.pollInterval,
+        maxBatchEvents: w.batchSize, perEndpointInFlight: w.perEndpointInFlight, maxOutbox: w.maxOutbox, maxInFlight: w.maxInFlight, pollIntervalMs: w.pollInterval,
         allowPrivateTargets: w.allowPrivateTargets, dnsServers: config.delivery.dns.servers,
       });
       webhooks.start();

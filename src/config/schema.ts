@@ -466,6 +466,8 @@ export const configSchema = z
         timeout: duration,
         batchSize: positiveInt,
         perEndpointInFlight: positiveInt,
+        /** Events an endpoint's outbox may hold; new batches beyond go straight to its dead-letter list. */
+        maxOutbox: positiveInt,
         /** POSTs in flight per process, all endpoints together (each hanging one holds a slot up to `timeout`). */
         maxInFlight: positiveInt,
         pollInterval: duration,

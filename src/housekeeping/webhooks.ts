@@ -22,9 +22,11 @@ import { HOUR, SECOND } from '../core/time.js';
  *   outbox ZSET ──due, claimed with a lease──► POST (undici, timeouts) ──2xx──► ZREM
  *                                                      └── failure ──► re-ZADD at now + backoff
  *                                                      └── past maxAttemptsWindowMs ──► dead LIST
+ *   (an outbox holding maxOutbox events takes no new batch: it goes to the dead LIST at once)
  *
- * Nothing is acknowledged on the stream before it is durable in an outbox, and nothing leaves an
- * outbox before a 2xx, so a crash anywhere repeats work and never loses it. A claimed batch keeps
+ * Nothing is acknowledged on the stream before it is durable in an outbox (or a dead-letter list, when
+ * the outbox is full; an endpoint whose keys Redis refuses is logged and passed over), and nothing
+ * leaves an outbox before a 2xx, so a crash anywhere repeats work and never loses it. A claimed batch keeps
  * its outbox entry with a score pushed one lease ahead: if this process dies mid-POST the batch comes
  * due again when the lease ends. Receivers de-duplicate on each event's `id` (its stream id).
  * What the stream no longer holds when the dispatcher gets to it (trimmed at retention.eventsMaxLen
@@ -54,6 +56,8 @@ export interface WebhookDispatcherOptions {
         eventsLost?: { inc(n?: number): void };
         /** Dead-lettered batches dropped (the oldest) to keep an endpoint's list at deadLetterMax. */
         deadLettersDropped?: { inc(n?: number): void };
+        /** New batches put straight into dead letters: their endpoint's outbox held maxOutbox events. */
+        outboxFull?: { inc(n?: number): void };
       }
     | undefined;
   now?: () => number;
@@ -91,6 +95,11 @@ export interface WebhookDispatcherOptions {
   endpointCacheMs?: number;
   /** Dead-letter batches kept per endpoint (the oldest go first). Default 10,000. */
   deadLetterMax?: number;
+  /**
+   * Events an endpoint's outbox may hold (config webhooks.maxOutbox); new batches beyond go to its
+   * dead-letter list. Default 1,000,000.
+   */
+  maxOutbox?: number;
   /**
    * Connect to endpoints on loopback, private, link-local or other non-public addresses (config
    * webhooks.allowPrivateTargets). Off by default: a URL naming such an address, or a name that
@@ -142,12 +151,14 @@ export function publicOnlyLookup(resolver: Resolver): (hostname: string, options
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    /** src/queue/lua/moveBatch-3.lua: [1 moved (retry or dead letter) or 0 the batch changed meanwhile, dead letters dropped for room]. */
-    moveBatch(outbox: string, dead: string, ages: string, member: string, next: string, score: number | '', deadMax: number, batchId: string): Result<[number, number], Context>;
+    /** src/queue/lua/moveBatch-4.lua: [1 settled (delivered, retry or dead letter) or 0 the batch changed meanwhile, dead letters dropped for room]. */
+    moveBatch(outbox: string, dead: string, ages: string, events: string, member: string, next: string, score: number | 'dead' | 'delivered', deadMax: number, batchId: string, n: number): Result<[number, number], Context>;
+    /** src/queue/lua/queueBatch-4.lua: [1 queued or 0 dead-lettered (the outbox is full), dead letters dropped for room]. */
+    queueBatch(outbox: string, ages: string, dead: string, events: string, score: number, member: string, batchId: string, oldest: number, n: number, maxOutbox: number, deadMax: number): Result<[number, number], Context>;
     /** src/queue/lua/claimBatch-1.lua: 1 taken for a POST, 0 no longer due (taken by another, or gone). */
     claimBatch(outbox: string, member: string, now: number, leaseUntil: number): Result<number, Context>;
-    /** src/queue/lua/replayDeadPage-3.lua: 1 moved, 0 the dead-letter list's head changed meanwhile. */
-    replayDeadPage(dead: string, outbox: string, ages: string, score: number, n: number, ...itemsThenBatches: (string | number)[]): Result<number, Context>;
+    /** src/queue/lua/replayDeadPage-4.lua: 1 moved, 0 the dead-letter list's head changed meanwhile. */
+    replayDeadPage(dead: string, outbox: string, ages: string, events: string, score: number, n: number, ...itemsThenBatches: (string | number)[]): Result<number, Context>;
     /** src/queue/lua/readEvents-1.lua: [entries lost to trimming before the group read them, entries read]. */
     readEvents(events: string, group: string, consumer: string, count: number, create: 0 | 1): Result<[number, [string, string[]][]], Context>;
   }
@@ -170,6 +181,8 @@ const DEFAULT_POLL_MS = 500;
 const DEFAULT_CLAIM_IDLE_MS = 60_000; // far beyond one tick's Redis work, so only a dead consumer's entries
 const DEFAULT_CACHE_MS = 5_000;
 const DEFAULT_DEAD_MAX = 10_000; // 1,000,000 events at the default batch size; beyond, the oldest are dropped (counted)
+// As many as the event stream keeps (retention.eventsMaxLen): one endpoint never holds more than the stream.
+const DEFAULT_MAX_OUTBOX = 1_000_000;
 // Endpoints visited per tick for due retries (one SSCAN page); new events' endpoints are visited at once.
 const SCAN_COUNT = 200;
 // The lag gauge forgets an endpoint not read for this long: the SSCAN walk reaches every endpoint
@@ -184,9 +197,9 @@ const RESPONSE_LIMIT_BYTES = 64 * 1024;
 const JITTER = 0.2;
 // A claimed batch is hidden this much longer than the request may take, so it never comes due mid-POST.
 const LEASE_MARGIN_MS = 30_000;
-// A broken endpoint (an unreadable record, Redis failing on its keys) is met on every pass, 2 a
-// second: it is logged once per this long, not each time.
-const BROKEN_LOG_MS = 10 * 60_000;
+// What is met on every pass (2 a second) about one endpoint, a broken record or a full outbox, is
+// logged once per this long for it, not each time (the metrics count every time).
+const ENDPOINT_LOG_MS = 10 * 60_000;
 
 export interface WebhookEvent {
   /** The stream id: unique and ordered; the de-duplication key for receivers. */
@@ -240,10 +253,10 @@ function parseBatch(member: string): Batch | undefined {
   }
 }
 
-/** A new batch of `events` (in stream order): its JSON, its id, and the time of its oldest event. */
-function newBatch(events: WebhookEvent[], now: number): { member: string; id: string; oldest: number } {
+/** A new batch of `events` (in stream order): its JSON, its id, the time of its oldest event, how many. */
+function newBatch(events: WebhookEvent[], now: number): { member: string; id: string; oldest: number; events: number } {
   const id = randomBytes(8).toString('base64url');
-  return { member: JSON.stringify({ b: id, n: 0, f: now, e: events } satisfies Batch), id, oldest: oldestEvent(events, now) };
+  return { member: JSON.stringify({ b: id, n: 0, f: now, e: events } satisfies Batch), id, oldest: oldestEvent(events, now), events: events.length };
 }
 
 function oldestEvent(events: readonly { id: string }[], fallback: number): number {
@@ -294,8 +307,8 @@ export class WebhookDispatcher {
   private generation: string | null = null;
   /** Endpoint ref → POSTs in flight. */
   private readonly inFlight = new Map<string, number>();
-  /** Endpoint ref → when its breakage was last logged (see BROKEN_LOG_MS). */
-  private readonly brokenLogged = new Map<string, number>();
+  /** "<ref> <message>" → when it was last logged (see ENDPOINT_LOG_MS). */
+  private readonly logged = new Map<string, number>();
   private readonly deliveries = new Set<Promise<void>>();
   private totalInFlight = 0;
   /** The global limit kept an endpoint from slots it had free since the last pass began (see refill). */
@@ -419,7 +432,7 @@ export class WebhookDispatcher {
     const visit = [...new Set([...touched, ...page])];
     this.heldBack = false;
     // One endpoint failing (Redis refusing its keys) is its own problem: the others still start.
-    for (const ref of visit) await this.startDue(ref, now).catch((err: unknown) => this.broken(ref, 'starting its due webhook batches failed', err));
+    for (const ref of visit) await this.startDue(ref, now).catch((err: unknown) => this.logOnce('error', ref, { err }, 'starting its due webhook batches failed'));
     // The ages after the claims (a claimed batch stays in the ages until it is settled), all at once:
     // one auto-pipelined burst of small reads instead of a round trip per endpoint.
     await Promise.all([...new Set([...visit, ...recheck])].map((ref) => this.readAge(ref)));
@@ -490,18 +503,51 @@ export class WebhookDispatcher {
     const { redis, keys } = this.o;
     const now = this.now();
     const size = this.o.maxBatchEvents ?? DEFAULT_BATCH;
-    const writes: Promise<unknown>[] = [];
-    for (const [ref, { ep, events }] of perEndpoint) {
+    const maxOutbox = this.o.maxOutbox ?? DEFAULT_MAX_OUTBOX;
+    const deadMax = this.o.deadLetterMax ?? DEFAULT_DEAD_MAX;
+    const queue = async (ref: string, ep: SealedEndpoint, events: WebhookEvent[]): Promise<void> => {
+      const k = [keys.webhookOutbox(ep.account, ep.id), keys.webhookAges(ep.account, ep.id), keys.webhookDead(ep.account, ep.id), keys.webhookOutboxEvents(ep.account, ep.id)] as const;
+      const writes: Promise<[number, number]>[] = [];
+      const sizes: number[] = [];
       for (let i = 0; i < events.length; i += size) {
         const batch = newBatch(events.slice(i, i + size), now);
-        // One MULTI (both keys under the account's tag): a batch is in the ages exactly while it is in the outbox.
-        writes.push(redis.multi().zadd(keys.webhookOutbox(ep.account, ep.id), now, batch.member).zadd(keys.webhookAges(ep.account, ep.id), batch.oldest, batch.id).exec());
+        sizes.push(batch.events);
+        // One script (every key under the account's tag): a batch is in the ages exactly while it is
+        // in the outbox, and the outbox's bound holds whichever dispatchers write at once.
+        writes.push(redis.queueBatch(...k, now, batch.member, batch.id, batch.oldest, batch.events, maxOutbox, deadMax));
       }
       // Keeps the walk's index whole even if a registration died before indexing itself.
-      writes.push(redis.sadd(keys.webhookEndpoints(), ref));
-    }
-    await Promise.all(writes);
-    return new Set(perEndpoint.keys());
+      const [results] = await Promise.all([Promise.all(writes), redis.sadd(keys.webhookEndpoints(), ref)]);
+      let full = 0;
+      let turnedAway = 0;
+      let dropped = 0;
+      results.forEach(([queued, d], j) => {
+        dropped += Number(d);
+        if (Number(queued) === 1) return;
+        full++;
+        turnedAway += sizes[j] ?? 0;
+      });
+      if (full === 0) return;
+      this.o.metrics?.outboxFull?.inc(full);
+      if (dropped > 0) this.o.metrics?.deadLettersDropped?.inc(dropped);
+      this.logOnce('warn', ref, { batches: full, events: turnedAway, maxOutbox, deadLettersDropped: dropped }, 'webhook outbox full (webhooks.maxOutbox): new batches go to the dead-letter list (replay them once the endpoint is back)');
+    };
+    const failed = await Promise.all(
+      [...perEndpoint].map(([ref, { ep, events }]) =>
+        queue(ref, ep, events).then(
+          () => false,
+          (err: unknown) => {
+            // Redis refused this endpoint's keys (WRONGTYPE: something else is stored there): its own
+            // problem, logged, and its events are not sent to it. Anything else (connection lost, OOM,
+            // cluster down) fails the pass, and the entries are read again.
+            if (!(err instanceof Error && err.message.startsWith('WRONGTYPE'))) throw err;
+            this.logOnce('error', ref, { err, events: events.length }, 'queueing webhook events failed: Redis refuses the endpoint\'s keys; they are not sent to it');
+            return true;
+          },
+        ),
+      ),
+    );
+    return new Set([...perEndpoint.keys()].filter((_, i) => !failed[i]));
   }
 
   /** The account's endpoints if the cache has them fresh (no await: route() asks once per event). */
@@ -515,7 +561,7 @@ export class WebhookDispatcher {
     const cached = this.cachedEndpoints(account);
     if (cached) return cached;
     const t = Date.now();
-    const list = await loadWebhooks(this.o.redis, this.o.keys, account, (id) => this.broken(endpointRef(account, id), 'unreadable webhook endpoint record skipped (delete it: DELETE /v1/webhooks/:id)'));
+    const list = await loadWebhooks(this.o.redis, this.o.keys, account, (id) => this.logOnce('error', endpointRef(account, id), {}, 'unreadable webhook endpoint record skipped (delete it: DELETE /v1/webhooks/:id)'));
     // Bounded: an event storm over many accounts must not grow this without limit.
     if (this.cache.size >= 10_000) this.cache.clear();
     this.cache.set(account, { at: t, list });
@@ -547,7 +593,7 @@ export class WebhookDispatcher {
       const ep = (await this.endpointsOf(parsed.account)).find((e) => e.id === parsed.id) ?? (await this.reload(parsed.account, parsed.id));
       if (!ep) {
         // Deleted: nothing is left to deliver to.
-        await redis.del(outbox, keys.webhookAges(parsed.account, parsed.id));
+        await redis.del(outbox, keys.webhookAges(parsed.account, parsed.id), keys.webhookOutboxEvents(parsed.account, parsed.id));
         this.ages.delete(ref);
         await redis.srem(keys.webhookEndpoints(), ref);
         return;
@@ -571,15 +617,16 @@ export class WebhookDispatcher {
     }
   }
 
-  /** Logs what is wrong with one endpoint, at most once per BROKEN_LOG_MS for it. */
-  private broken(ref: string, msg: string, err?: unknown): void {
+  /** Logs `msg` about one endpoint, at most once per ENDPOINT_LOG_MS for it. */
+  private logOnce(level: 'warn' | 'error', ref: string, fields: Record<string, unknown>, msg: string): void {
+    const key = `${ref} ${msg}`;
     const t = Date.now();
-    if (t - (this.brokenLogged.get(ref) ?? Number.NEGATIVE_INFINITY) < BROKEN_LOG_MS) return;
+    if (t - (this.logged.get(key) ?? Number.NEGATIVE_INFINITY) < ENDPOINT_LOG_MS) return;
     // Bounded: many broken endpoints must not grow this without limit.
-    if (this.brokenLogged.size >= 10_000) this.brokenLogged.clear();
-    this.brokenLogged.set(ref, t);
+    if (this.logged.size >= 10_000) this.logged.clear();
+    this.logged.set(key, t);
     const parsed = parseEndpointRef(ref);
-    this.o.logger.error({ err, account: parsed?.account, endpoint: parsed?.id ?? ref }, msg);
+    this.o.logger[level]({ account: parsed?.account, endpoint: parsed?.id ?? ref, ...fields }, msg);
   }
 
   private hold(ref: string, n: number): void {
@@ -688,7 +735,7 @@ export class WebhookDispatcher {
     }
 
     if (result === 'success') {
-      await redis.multi().zrem(outbox, member).zrem(keys.webhookAges(ep.account, ep.id), batch.b).exec();
+      await redis.moveBatch(outbox, keys.webhookDead(ep.account, ep.id), keys.webhookAges(ep.account, ep.id), keys.webhookOutboxEvents(ep.account, ep.id), member, '', 'delivered', this.o.deadLetterMax ?? DEFAULT_DEAD_MAX, batch.b, batch.e.length);
       this.o.metrics?.deliveries.inc({ result });
       return;
     }
@@ -698,7 +745,7 @@ export class WebhookDispatcher {
       const dead = keys.webhookDead(ep.account, ep.id);
       const max = this.o.deadLetterMax ?? DEFAULT_DEAD_MAX;
       // Conditional: a batch an erasure rewrote while it was POSTed is not put back as it was.
-      const [, dropped] = await redis.moveBatch(outbox, dead, keys.webhookAges(ep.account, ep.id), member, JSON.stringify({ ...batch, n: attempts, lastError: detail }), '', max, batch.b);
+      const [, dropped] = await redis.moveBatch(outbox, dead, keys.webhookAges(ep.account, ep.id), keys.webhookOutboxEvents(ep.account, ep.id), member, JSON.stringify({ ...batch, n: attempts, lastError: detail }), 'dead', max, batch.b, batch.e.length);
       this.o.metrics?.deliveries.inc({ result: 'dead_letter' });
       logger.warn({ endpoint: ep.id, attempts, events: batch.e.length, error: detail }, 'webhook batch moved to dead letters');
       // The list is full: its oldest batches are gone for good, which a replay would otherwise find out.
@@ -711,7 +758,7 @@ export class WebhookDispatcher {
     const base = this.o.retryBaseMs ?? DEFAULT_RETRY_BASE_MS;
     const delay = Math.min(base * 2 ** Math.min(attempts - 1, 30), this.o.retryMaxDelayMs ?? DEFAULT_RETRY_MAX_MS) * (1 - JITTER + 2 * JITTER * Math.random());
     const next: Batch = { ...batch, n: attempts };
-    await redis.moveBatch(outbox, keys.webhookDead(ep.account, ep.id), keys.webhookAges(ep.account, ep.id), member, JSON.stringify(next), Math.round(now + delay), this.o.deadLetterMax ?? DEFAULT_DEAD_MAX, batch.b);
+    await redis.moveBatch(outbox, keys.webhookDead(ep.account, ep.id), keys.webhookAges(ep.account, ep.id), keys.webhookOutboxEvents(ep.account, ep.id), member, JSON.stringify(next), Math.round(now + delay), this.o.deadLetterMax ?? DEFAULT_DEAD_MAX, batch.b, batch.e.length);
     this.o.metrics?.deliveries.inc({ result });
     logger.info({ endpoint: ep.id, attempts, retryInMs: Math.round(delay), error: detail }, 'webhook delivery failed; will retry');
   }
@@ -740,8 +787,8 @@ export async function replayDeadLetters(redis: RedisClient, keys: Keys, account:
       });
       // Compare and move: a page that changed since it was read (a dispatcher pushed and trimmed,
       // an erasure rewrote) is read again rather than trimmed by count.
-      const args = batches.flatMap((b) => [b.member, b.id, b.oldest]);
-      if (Number(await redis.replayDeadPage(dead, outbox, keys.webhookAges(account, id), now, items.length, ...items, ...args)) !== 1) continue;
+      const args = batches.flatMap((b) => [b.member, b.id, b.oldest, b.events]);
+      if (Number(await redis.replayDeadPage(dead, outbox, keys.webhookAges(account, id), keys.webhookOutboxEvents(account, id), now, items.length, ...items, ...args)) !== 1) continue;
       moved += batches.length;
       queued ||= batches.length > 0;
     }

@@ -138,6 +138,9 @@ export function createMetrics() {
     webhookDeadLettersDropped: new Counter({
       name: 'sluice_webhook_dead_letters_dropped_total', help: 'Dead-lettered webhook batches dropped, oldest first, to keep an endpoint\'s dead-letter list at 10,000 batches: no replay sends them', registers: [registry],
     }),
+    webhookOutboxFull: new Counter({
+      name: 'sluice_webhook_outbox_full_total', help: 'New webhook batches put straight into their endpoint\'s dead-letter list because its outbox held webhooks.maxOutbox events', registers: [registry],
+    }),
     suppressionListSize: new Gauge({
       name: 'sluice_suppression_list_size', help: 'Addresses on suppression lists: list="global" (addresses that do not exist) or "accounts" (all accounts\' lists together)', labelNames: ['list'] as const, registers: [registry], ...sampled('suppressionListSize'),
     }),

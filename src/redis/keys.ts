@@ -136,6 +136,11 @@ export function createKeys(prefix: string) {
      * webhook lag gauge reads (the outbox's scores are due times, which retries move).
      */
     webhookAges: (account: string, id: string) => `${p}{a:${account}}:wh:${id}:ages`,
+    /**
+     * STRING: the events the outbox holds, kept by the scripts that add and take its batches, so
+     * queueBatch-4.lua can hold it to webhooks.maxOutbox without reading it.
+     */
+    webhookOutboxEvents: (account: string, id: string) => `${p}{a:${account}}:wh:${id}:events`,
     /** SET of "<account>/<endpoint id>": every registered endpoint, walked by the dispatcher with SSCAN. */
     webhookEndpoints: () => `${p}webhooks:endpoints`,
     /**

@@ -615,18 +615,20 @@ async function eraseFromWebhooks(redis: RedisClient, keys: Keys, accounts: reado
   if (pairs.size === 0 && ids.size === 0) return 0;
   let changed = 0;
   /** The batch without the erased events: undefined if unchanged, null if none is left. */
-  const rewrite = (member: string): { id: unknown; next: string | null; oldest: number } | undefined => {
+  const rewrite = (member: string): { id: unknown; next: string | null; oldest: number; removed: number } | undefined => {
     const batch = jsonOr<{ b?: unknown; e?: Record<string, unknown>[] } | undefined>(member, undefined);
     if (!batch || !Array.isArray(batch.e)) return undefined;
     const kept = batch.e.filter((e) => !names(e, pairs, ids));
     if (kept.length === batch.e.length) return undefined;
     const oldest = Math.min(...kept.map((e) => (typeof e['id'] === 'string' ? streamIdTime(e['id']) : Number.POSITIVE_INFINITY)));
-    return { id: batch.b, next: kept.length === 0 ? null : JSON.stringify({ ...batch, e: kept }), oldest };
+    return { id: batch.b, next: kept.length === 0 ? null : JSON.stringify({ ...batch, e: kept }), oldest, removed: batch.e.length - kept.length };
   };
   for (const account of accounts) {
     for (const ep of await loadWebhooks(redis, keys, account)) {
       const outbox = keys.webhookOutbox(account, ep.id);
       const ages = keys.webhookAges(account, ep.id);
+      // The outbox's event count (webhooks.maxOutbox), less the erased events.
+      const held = keys.webhookOutboxEvents(account, ep.id);
       // In ZSCAN steps: a batch holds up to webhooks.batchSize events, so a whole outbox can be a big
       // reply. ZSCAN returns every batch there from start to end, whatever this walk changes; a
       // rewritten batch it may return again names no erased recipient any more and is left alone.
@@ -636,7 +638,7 @@ async function eraseFromWebhooks(redis: RedisClient, keys: Keys, accounts: reado
         for (let i = 0; i + 1 < flat.length; i += 2) {
           const r = rewrite(flat[i] as string);
           if (r === undefined) continue;
-          const tx = redis.multi().zrem(outbox, flat[i] as string);
+          const tx = redis.multi().zrem(outbox, flat[i] as string).decrby(held, r.removed);
           // The batch's oldest event for the lag gauge: gone with the batch, or the oldest one kept.
           if (r.next !== null) tx.zadd(outbox, flat[i + 1] as string, r.next);
           if (typeof r.id === 'string') {

@@ -222,7 +222,7 @@ export async function deleteWebhook(redis: RedisClient, keys: Keys, account: str
   if (!isId(id)) return false;
   const removed = await redis.hdel(keys.webhooks(account), id);
   if (removed === 0) return false;
-  await redis.del(keys.webhookOutbox(account, id), keys.webhookDead(account, id), keys.webhookAges(account, id));
+  await redis.del(keys.webhookOutbox(account, id), keys.webhookDead(account, id), keys.webhookAges(account, id), keys.webhookOutboxEvents(account, id));
   await redis.srem(keys.webhookEndpoints(), endpointRef(account, id));
   await redis.incr(keys.webhookGeneration());
   return true;

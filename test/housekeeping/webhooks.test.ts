@@ -484,6 +484,49 @@ test('dead letters dropped to keep the list at its bound are counted and logged,
   assert.is((said[0] as { dropped?: number }).dropped, 1);
 });
 
+test("an endpoint's outbox holds at most maxOutbox events: new batches beyond go to its dead letters, counted and logged, and are replayed", async () => {
+  const { keys } = redis.fresh();
+  let up = false;
+  const rx = await receiver(() => (up ? 200 : 503));
+  const { endpoint } = await createWebhook(client, keys, 'acme', { url: rx.url, events: ['*'] });
+  const outbox = keys.webhookOutbox('acme', endpoint.id);
+  const held = keys.webhookOutboxEvents('acme', endpoint.id);
+  const dead = keys.webhookDead('acme', endpoint.id);
+  let now = Date.now();
+  const m = counter();
+  let full = 0;
+  const w = warnings();
+  // Two dispatchers (two housekeeping processes) share the stream; retries wait an hour.
+  const opts = { now: () => now, maxOutbox: 5, maxBatchEvents: 2, readCount: 3, retryBaseMs: 3600_000, logger: w.logger, metrics: { ...m.metrics, outboxFull: { inc: (n = 1) => void (full += n) } } };
+  const [d1, d2] = [dispatcher(keys, { ...opts, consumer: 'one' }), dispatcher(keys, { ...opts, consumer: 'two' })];
+  const ids: string[] = [];
+  for (let i = 0; i < 12; i++) ids.push(await event(keys, 'delivered', 'acme', `m${i}`));
+  for (let i = 0; i < 3; i++) {
+    await Promise.all([d1.tick(), d2.tick()]);
+    await Promise.all([d1.drain(), d2.drain()]);
+  }
+  const inOutbox = (await client.zrange(outbox, 0, -1)).flatMap((b) => (JSON.parse(b) as { e: { id: string }[] }).e.map((e) => e.id));
+  const deadLettered = (await client.lrange(dead, 0, -1)).map((b) => JSON.parse(b) as { lastError: string; e: { id: string }[] });
+  assert.ok(inOutbox.length <= 5, `${inOutbox.length} events in the outbox, at most 5`);
+  assert.is(Number(await client.get(held)), inOutbox.length, 'the count is the events the outbox holds');
+  assert.equal([...inOutbox, ...deadLettered.flatMap((b) => b.e.map((e) => e.id))].sort(), [...ids].sort(), 'each event in one of the two');
+  assert.ok(deadLettered.length > 0 && deadLettered.every((b) => /outbox full/.test(b.lastError)));
+  assert.is(full, deadLettered.length, 'each batch turned away counted');
+  const said = w.lines.filter((l) => /outbox full/.test(l.msg)) as { account?: string; endpoint?: string }[];
+  assert.ok(said.length >= 1 && said.length <= 2, `logged once per process, not per pass (${said.length})`);
+  assert.equal([said[0]?.account, said[0]?.endpoint], ['acme', endpoint.id]);
+
+  // Back up: the retries and a replay deliver everything, and the outbox's count goes with its batches.
+  up = true;
+  const before = rx.received.length;
+  now += 2 * 3600_000;
+  assert.is(await replayDeadLetters(client, keys, 'acme', endpoint.id, now), deadLettered.length);
+  for (let i = 0; i < 5 && (await client.zcard(outbox)) > 0; i++) await pass(d1);
+  assert.equal([...new Set(rx.received.slice(before).flatMap((r) => r.events.map((e) => e.id)))].sort(), [...ids].sort(), 'every event delivered once up');
+  assert.is(await client.zcard(outbox), 0);
+  assert.is(await client.exists(held), 0, 'no count left for an empty outbox');
+});
+
 test('a dead-letter page that changed after it was read is not trimmed by count (no batch dropped unreplayed)', async () => {
   const { keys } = redis.fresh();
   const dead = keys.webhookDead('acme', 'ep1');
@@ -494,14 +537,16 @@ test('a dead-letter page that changed after it was read is not trimmed by count 
   await client.rpush(dead, 'b4');
   await client.ltrim(dead, -3, -1);
   const ages = keys.webhookAges('acme', 'ep1');
-  assert.is(await client.replayDeadPage(dead, outbox, ages, 1000, page.length, ...page, 'new1', 'id1', 500, 'new2', 'id2', 600), 0, 'refused: the head is no longer the page');
+  const held = keys.webhookOutboxEvents('acme', 'ep1');
+  assert.is(await client.replayDeadPage(dead, outbox, ages, held, 1000, page.length, ...page, 'new1', 'id1', 500, 1, 'new2', 'id2', 600, 1), 0, 'refused: the head is no longer the page');
   assert.equal(await client.lrange(dead, 0, -1), ['b2', 'b3', 'b4'], 'nothing trimmed');
   assert.is(await client.zcard(outbox), 0, 'nothing queued');
   const again = await client.lrange(dead, 0, 1);
-  assert.is(await client.replayDeadPage(dead, outbox, ages, 1000, again.length, ...again, 'new2', 'id2', 600, 'new3', 'id3', 700), 1);
+  assert.is(await client.replayDeadPage(dead, outbox, ages, held, 1000, again.length, ...again, 'new2', 'id2', 600, 1, 'new3', 'id3', 700, 2), 1);
   assert.equal(await client.lrange(dead, 0, -1), ['b4']);
   assert.equal(await client.zrange(outbox, 0, -1), ['new2', 'new3']);
   assert.equal(await client.zrange(ages, 0, -1, 'WITHSCORES'), ['id2', '600', 'id3', '700'], 'each replayed batch awaited since its oldest event');
+  assert.is(await client.get(held), '3', 'their events counted in the outbox');
 });
 
 test("a hanging endpoint does not delay another account's webhooks", async () => {
