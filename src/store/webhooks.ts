@@ -1,10 +1,18 @@
 import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import type { Result } from 'ioredis';
 import { SluiceError } from '../core/errors.js';
 import { newId, isId, withFreeId } from '../core/ids.js';
 import { nonPublicHost } from '../core/public-address.js';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { EVENT_TYPES } from './events.js';
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    /** src/queue/lua/addWebhook-1.lua: 1 written, 0 the id is taken, -1 the account is at its limit. */
+    addWebhook(webhooks: string, id: string, record: string, max: number): Result<number, Context>;
+  }
+}
 
 /**
  * Webhook endpoints an account registered: where to POST its events, which event types, and the
@@ -168,15 +176,15 @@ export async function createWebhook(
 ): Promise<{ endpoint: WebhookEndpoint; secret: string }> {
   checkKey(opts.secretKey);
   const now = opts.now ?? Date.now();
-  if ((await redis.hlen(keys.webhooks(account))) >= MAX_WEBHOOKS_PER_ACCOUNT) {
-    throw new SluiceError('SLUICE_INGRESS_BAD_REQUEST', `An account has at most ${MAX_WEBHOOKS_PER_ACCOUNT} webhooks`);
-  }
   // 32 random bytes: a full SHA-256 block's worth of key strength for the HMAC.
   const secret = `whsec_${randomBytes(32).toString('base64url')}`;
-  // HSETNX: an id the account already uses (drawn twice in one millisecond) is never overwritten.
+  // The limit and the write in one script, so concurrent registrations cannot pass it together; an
+  // id the account already uses (drawn twice in one millisecond) is never overwritten.
   const stored = await withFreeId(opts.mint ?? (() => newId(now)), async (id) => {
     const s: StoredEndpoint = { id, url: input.url, events: [...input.events], created: now, secret: sealSecret(secret, endpointRef(account, id), opts.secretKey) };
-    return (await redis.hsetnx(keys.webhooks(account), id, JSON.stringify(s))) === 1 ? s : null;
+    const added = Number(await redis.addWebhook(keys.webhooks(account), id, JSON.stringify(s), MAX_WEBHOOKS_PER_ACCOUNT));
+    if (added === -1) throw new SluiceError('SLUICE_INGRESS_BAD_REQUEST', `An account has at most ${MAX_WEBHOOKS_PER_ACCOUNT} webhooks`);
+    return added === 1 ? s : null;
   });
   const id = stored.id;
   const ref = endpointRef(account, id);

@@ -16,7 +16,7 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { appendEvent, packBatch, packEvent, type EventType } from '../../src/store/events.js';
-import { createWebhook, deleteWebhook, openSecret, getWebhook } from '../../src/store/webhooks.js';
+import { createWebhook, deleteWebhook, openSecret, getWebhook, MAX_WEBHOOKS_PER_ACCOUNT } from '../../src/store/webhooks.js';
 import { publicOnlyLookup, replayDeadLetters, verifyWebhookSignature, WebhookDispatcher, type WebhookDispatcherOptions } from '../../src/housekeeping/webhooks.js';
 import { connect } from 'node:net';
 import { createLogger, type Logger } from '../../src/observability/logger.js';
@@ -835,6 +835,15 @@ test("no loss is counted for entries trimmed before the group existed or erased 
   assert.is(m.lost(), 2, `${a.join(', ')} trimmed while pending`);
   const pending = (await client.xpending(keys.events(), 'webhooks')) as [number, ...unknown[]];
   assert.is(pending[0], 0);
+});
+
+test('concurrent registrations cannot take an account past its webhook limit', async () => {
+  const { keys } = redis.fresh();
+  const tries = await Promise.allSettled(Array.from({ length: 30 }, (_, i) => createWebhook(client, keys, 'acme', { url: `https://hooks.acme.test/${i}`, events: ['*'] })));
+  const refused = tries.filter((t): t is PromiseRejectedResult => t.status === 'rejected');
+  assert.is(tries.length - refused.length, MAX_WEBHOOKS_PER_ACCOUNT);
+  assert.ok(refused.every((t) => (t.reason as { code?: string }).code === 'SLUICE_INGRESS_BAD_REQUEST'), String(refused[0]?.reason));
+  assert.is(await client.hlen(keys.webhooks('acme')), MAX_WEBHOOKS_PER_ACCOUNT);
 });
 
 test('a secret sealed with a key is not stored in clear, signs with the key, and refuses a wrong key', async () => {
