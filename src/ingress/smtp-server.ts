@@ -193,7 +193,10 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
     },
 
     onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, cb) {
-      if (session.envelope.rcptTo.length >= maxRcpts) {
+      // A repeated recipient (any case) replaces its earlier entry in smtp-server's envelope: it adds
+      // none, so it is taken at the limit too, as smtp-server's own maxRecipients check does.
+      const key = address.address.toLowerCase();
+      if (session.envelope.rcptTo.length >= maxRcpts && !session.envelope.rcptTo.some((r) => r.address.toLowerCase() === key)) {
         return cb(rejected(session, new SluiceError('SLUICE_INGRESS_TOO_MANY_RECIPIENTS', `Too many recipients, at most ${maxRcpts} per message`)));
       }
       try {

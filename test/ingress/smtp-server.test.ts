@@ -124,6 +124,21 @@ test('more recipients than the limit → 452 4.5.3 for the excess', async () => 
   assert.match(rej?.response ?? '', '4.5.3');
 });
 
+test('at the recipient limit a repeated recipient (any case) is still taken: it adds none, and the message goes to each once', async () => {
+  const c = await acmeSession();
+  try {
+    assert.is((await c.cmd('MAIL FROM:<news@acme.example>')).code, 250);
+    for (const r of ['r1@gmail.com', 'r2@gmail.com', 'r3@gmail.com']) assert.is((await c.cmd(`RCPT TO:<${r}>`)).code, 250);
+    const again = await c.cmd('RCPT TO:<R2@gmail.com>');
+    assert.is(again.code, 250, again.text);
+    assert.is((await c.cmd('RCPT TO:<r4@gmail.com>')).code, 452, 'a new one is still refused');
+    const id = await sendData(c, 'From: news@acme.example\r\nSubject: s\r\n\r\nbody\r\n.');
+    assert.equal((await storedRcpts(id)).map((a) => a.toLowerCase()).sort(), ['r1@gmail.com', 'r2@gmail.com', 'r3@gmail.com']);
+  } finally {
+    c.close();
+  }
+});
+
 test('From domain not owned → 550 5.7.1 (header From after DATA, and MAIL FROM)', async () => {
   const t = acme();
   const err = await refusal(t.sendMail({ envelope: { from: 'a@acme.example', to: ['x@gmail.com'] }, from: 'ceo@other.example', to: 'x@gmail.com', subject: 's', text: 't' }));
