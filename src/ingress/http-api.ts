@@ -427,9 +427,15 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
     const messages = parsed.data.messages;
     const count = messages.length;
     const results: ({ id: string; recipients: string[] } | { error: { code: string; message: string; errors: readonly FieldError[] } })[] = new Array(count);
+    // Redis refusing writes fails every message of the batch alike: one line for them all, after it.
+    let unavailable: { count: number; err: unknown } | undefined;
     const failed = (i: number, err: unknown): void => {
       const e = toSluiceError(err);
       if (e.code === 'SLUICE_INTERNAL') log.error({ err: e.cause ?? e }, 'batch message failed');
+      if (e.code === 'SLUICE_REDIS_UNAVAILABLE') {
+        if (unavailable) unavailable.count++;
+        else unavailable = { count: 1, err: e.cause ?? e };
+      }
       results[i] = { error: errorAnswer(e).body as { code: string; message: string; errors: readonly FieldError[] } };
     };
     // Every message is prepared (and its strings let go) before the first is persisted.
@@ -464,6 +470,8 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
       }
     };
     await Promise.all(Array.from({ length: Math.min(batchConcurrency, count) }, worker));
+    const down = unavailable as { count: number; err: unknown } | undefined;
+    if (down) log.error({ err: down.err, messages: down.count, batch: count }, 'batch messages failed: Redis unavailable');
     return new Answer(202, { results, accepted, rejected: count - accepted });
   }
 

@@ -354,6 +354,30 @@ test('Redis refusing writes (at maxmemory): 503 SLUICE_REDIS_UNAVAILABLE with Re
   assert.not.match(line, 'X-Campaign');
 });
 
+test('a batch refused by Redis (at maxmemory): each message SLUICE_REDIS_UNAVAILABLE, and one error line says why, without the messages', async () => {
+  const logged: { level: string; msg: string; messages?: number; err?: { message?: string } }[] = [];
+  const logger = createLogger('info', { write: (line: string) => void logged.push(JSON.parse(line) as (typeof logged)[number]) });
+  const watched = await startHttpApi({ redis: fx.client, keys: fx.keys, config: fx.config, registry: fx.registry, logger }, { host: '127.0.0.1', port: 0 });
+  const before = await storedMessages(fx);
+  const m = (to: string) => message({ to, cc: [], bcc: [] });
+  await fx.client.config('SET', 'maxmemory', '1');
+  try {
+    const r = await apiCall<Json>(`http://127.0.0.1:${watched.port}`, 'POST', '/v1/messages/batch', { key: fx.apiKeys.acme, body: { messages: [m('oom-b1@gmail.com'), m('oom-b2@gmail.com'), m('oom-b3@gmail.com')] } });
+    assert.is(r.status, 202, r.text);
+    const results = r.json['results'] as { error?: { code: string } }[];
+    assert.equal(results.map((x) => x.error?.code), ['SLUICE_REDIS_UNAVAILABLE', 'SLUICE_REDIS_UNAVAILABLE', 'SLUICE_REDIS_UNAVAILABLE']);
+  } finally {
+    await fx.client.config('SET', 'maxmemory', '0');
+    await watched.close();
+  }
+  assert.is(await storedMessages(fx), before);
+  const errors = logged.filter((l) => l.level === 'error');
+  assert.equal(errors.map((l) => [l.msg, l.messages]), [['batch messages failed: Redis unavailable', 3]]);
+  const line = JSON.stringify(errors[0]);
+  assert.match(line, /OOM command not allowed/);
+  assert.not.match(line, 'oom-b1@gmail.com');
+});
+
 test('with an Idempotency-Key, Redis refusing writes is 503 SLUICE_REDIS_UNAVAILABLE too (not 500), and the key is not held: the retry goes through', async () => {
   const m = message({ to: 'oom-idem@gmail.com', cc: [], bcc: [] });
   const headers = { 'idempotency-key': 'oom-1' };
