@@ -38,6 +38,13 @@ const WINDOWS = [
   { name: 'perHour', tag: 'h', size: HOUR },
 ] as const;
 
+/** A rejection handler: Redis's own error becomes SLUICE_REDIS_UNAVAILABLE (retryable), its cause kept for the log. */
+function redisRefused(what: string): (cause: unknown) => never {
+  return (cause) => {
+    throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', what, { cause });
+  };
+}
+
 /** The UTC day of `now` as YYYY-MM-DD, the quota key's suffix. */
 export function utcDay(now: number): string {
   return new Date(now).toISOString().slice(0, 10);
@@ -91,7 +98,9 @@ export async function reserveSending(redis: RedisClient, keys: Keys, account: Ac
   if (counters.length === 0 || count <= 0) return { release: async () => {} };
   const tx = redis.multi();
   for (const c of counters) tx.incrby(c.key, count).pexpire(c.key, c.ttlMs);
-  const res = await tx.exec();
+  // A Redis refusing writes (maxmemory, MISCONF) aborts the whole MULTI (EXECABORT): nothing was
+  // counted, and the client is told to retry (503 / 451), as when the message cannot be stored.
+  const res = await tx.exec().catch(redisRefused('the sending quota could not be counted'));
   if (!res) throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', 'quota transaction was aborted');
   let exceeded: Counter | undefined;
   counters.forEach((c, i) => {
@@ -183,7 +192,9 @@ export class AuthThrottle {
   async fail(ip: string, user?: string): Promise<AuthVerdict> {
     const counts = await Promise.all(
       this.subjects(ip, user).map(async (k) => {
-        const res = await this.redis.multi().incr(k).pexpire(k, this.windowMs).exec();
+        // A failure Redis will not count is answered 503 / 451 (retry later), not as a wrong password:
+        // that would let a guesser go on unthrottled for as long as Redis refuses writes.
+        const res = await this.redis.multi().incr(k).pexpire(k, this.windowMs).exec().catch(redisRefused('the failed login could not be counted'));
         return Number(res?.[0]?.[1] ?? 0);
       }),
     );
@@ -196,9 +207,13 @@ export class AuthThrottle {
     }
   }
 
-  /** A success clears the user's count (not the IP's: one valid login must not reset a guesser's IP). */
+  /**
+   * A success clears the user's count (not the IP's: one valid login must not reset a guesser's IP).
+   * When Redis refuses the DEL (MISCONF, no replicas) the count is left to expire with its window:
+   * the right credentials must not be refused while reads (a message's status) still work.
+   */
   async succeed(user: string): Promise<void> {
     const [, userKey] = this.subjects('-', user);
-    if (userKey) await this.redis.del(userKey);
+    if (userKey) await this.redis.del(userKey).catch(() => undefined);
   }
 }

@@ -94,4 +94,38 @@ test('auth throttle: delays after N failures, refuses after more, across instanc
   assert.is((await a.check('10.0.0.2', 'bob')).delayMs, 0, 'success clears the user count');
 });
 
+/** Runs `fn` while Redis refuses writes: at maxmemory (OOM), or with too few replicas (NOREPLICAS: every write, DEL too). */
+async function refusingWrites<T>(how: 'oom' | 'noreplicas', fn: () => Promise<T>): Promise<T> {
+  const [name, on, off] = how === 'oom' ? ['maxmemory', '1', '0'] : ['min-replicas-to-write', '1', '0'];
+  await client.config('SET', name, on);
+  try {
+    return await fn();
+  } finally {
+    await client.config('SET', name, off);
+  }
+}
+
+test('Redis refusing writes: a reservation is SLUICE_REDIS_UNAVAILABLE (retry later), not an internal error', async () => {
+  const { keys } = redis.fresh();
+  const acc = account({ dailyQuota: 5, rateLimit: { perSecond: 4, perMinute: null, perHour: null } });
+  for (const how of ['oom', 'noreplicas'] as const) {
+    const err = await refusingWrites(how, () => reserveSending(client, keys, acc, 1, NOON).then(() => null, (e: unknown) => e));
+    assert.ok(isSluiceError(err, 'SLUICE_REDIS_UNAVAILABLE'), `${how}: ${String(err)}`);
+  }
+  assert.is(await client.get(keys.quota('acme', utcDay(NOON))), null, 'nothing counted');
+});
+
+test('Redis refusing writes: a failed login is SLUICE_REDIS_UNAVAILABLE; a good one still succeeds, its count left to expire', async () => {
+  const { keys } = redis.fresh();
+  const t = new AuthThrottle(client, keys, { delayAfter: 2, refuseAfter: 4, baseDelayMs: 10 });
+  await t.fail('10.0.0.1', 'bob');
+  for (const how of ['oom', 'noreplicas'] as const) {
+    const err = await refusingWrites(how, () => t.fail('10.0.0.1', 'bob').then(() => null, (e: unknown) => e));
+    assert.ok(isSluiceError(err, 'SLUICE_REDIS_UNAVAILABLE'), `${how}: ${String(err)}`);
+  }
+  // DEL is refused too without replicas: clearing the count is not worth refusing the right password.
+  await refusingWrites('noreplicas', () => t.succeed('bob'));
+  assert.is((await t.check('10.0.0.1', 'bob')).userFailures, 1);
+});
+
 test.run();

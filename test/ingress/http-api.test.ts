@@ -392,4 +392,20 @@ test('with an Idempotency-Key, Redis refusing writes is 503 SLUICE_REDIS_UNAVAIL
   assert.equal([retry.status, retry.headers['idempotent-replayed']], [202, undefined], retry.text);
 });
 
+test('Redis refusing writes: a wrong API key is 503 SLUICE_REDIS_UNAVAILABLE with Retry-After (its failure cannot be counted), the right one still reads', async () => {
+  const sent = await call('POST', '/v1/messages', message({ to: 'oom-auth@gmail.com', cc: [], bcc: [] }));
+  assert.is(sent.status, 202, sent.text);
+  await fx.client.config('SET', 'maxmemory', '1');
+  try {
+    const wrong = await call('GET', '/v1/messages/x', undefined, {}, `${fx.apiKeys.acme.slice(0, -4)}AAAA`);
+    assert.equal([wrong.status, wrong.json.code, wrong.headers['retry-after']], [503, 'SLUICE_REDIS_UNAVAILABLE', '5'], wrong.text);
+    const read = await call('GET', `/v1/messages/${sent.json['id'] as string}`);
+    assert.is(read.status, 200, read.text);
+  } finally {
+    await fx.client.config('SET', 'maxmemory', '0');
+  }
+  const wrong = await call('GET', '/v1/messages/x', undefined, {}, `${fx.apiKeys.acme.slice(0, -4)}AAAA`);
+  assert.is(wrong.status, 401, 'a wrong key again once Redis takes writes');
+});
+
 test.run();
