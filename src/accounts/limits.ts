@@ -53,6 +53,8 @@ export function utcDay(now: number): string {
 interface Counter {
   key: string;
   limit: number;
+  /** The limit as the account's configuration names it, for a message it can never fit. */
+  what: string;
   ttlMs: number;
   code: ErrorCode;
   message: string;
@@ -68,6 +70,7 @@ function countersFor(keys: Keys, account: Account, now: number): Counter[] {
       limit: account.dailyQuota,
       // Two days: the key outlives its day even when process clocks disagree a little.
       ttlMs: 2 * DAY,
+      what: `its daily quota of ${account.dailyQuota}`,
       code: 'SLUICE_INGRESS_QUOTA_EXCEEDED',
       message: `Daily quota of ${account.dailyQuota} recipients reached; it resets at 00:00 UTC`,
       retryAfterMs: nextMidnight - now,
@@ -81,6 +84,7 @@ function countersFor(keys: Keys, account: Account, now: number): Counter[] {
       key: `${keys.accountRate(account.id)}:${w.tag}:${window}`,
       limit,
       ttlMs: 2 * w.size,
+      what: `its rate limit of ${limit} ${w.name.replace('per', 'per ').toLowerCase()}`,
       code: 'SLUICE_INGRESS_RATE_LIMITED',
       message: `Sending rate limit of ${limit} recipients ${w.name.replace('per', 'per ').toLowerCase()} reached, slow down`,
       retryAfterMs: (window + 1) * w.size - now,
@@ -90,12 +94,28 @@ function countersFor(keys: Keys, account: Account, now: number): Counter[] {
 }
 
 /**
+ * The most recipients one message of this account can ever be counted for (its smallest limit), or
+ * null when it has no limit. SMTP refuses RCPT TO past it, so that a client splits the message.
+ */
+export function recipientCap(account: Account): number | null {
+  const limits = [account.dailyQuota, ...WINDOWS.map((w) => account.rateLimit[w.name])].filter((l): l is number => l !== null);
+  return limits.length === 0 ? null : Math.min(...limits);
+}
+
+/**
  * Counts `count` recipients against the account's daily quota and rate windows, or throws a
  * LimitError (quota first: it lasts longer, so it is the more useful answer) and counts nothing.
+ * A message with more recipients than a limit allows is SLUICE_INGRESS_TOO_MANY_RECIPIENTS: no
+ * window will ever take it, so a 429 with Retry-After would have the client retry it for ever.
  */
 export async function reserveSending(redis: RedisClient, keys: Keys, account: Account, count: number, now: number): Promise<Reservation> {
   const counters = countersFor(keys, account, now);
   if (counters.length === 0 || count <= 0) return { release: async () => {} };
+  // The smallest limit (the quota first on a tie: it lasts longer).
+  const cap = counters.reduce((min, c) => (c.limit < min.limit ? c : min));
+  if (count > cap.limit) {
+    throw new SluiceError('SLUICE_INGRESS_TOO_MANY_RECIPIENTS', `Too many recipients: ${count}, this account may send at most ${cap.limit} recipients per message (${cap.what}); split it`);
+  }
   const tx = redis.multi();
   for (const c of counters) tx.incrby(c.key, count).pexpire(c.key, c.ttlMs);
   // A Redis refusing writes (maxmemory, MISCONF) aborts the whole MULTI (EXECABORT): nothing was

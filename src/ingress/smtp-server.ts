@@ -7,7 +7,7 @@ import { SluiceError, toSluiceError } from '../core/errors.js';
 import { parseAddress } from '../core/address.js';
 import { assertRedisReady } from '../redis/client.js';
 import type { Account } from '../accounts/registry.js';
-import { AuthThrottle, type AuthThrottleOptions } from '../accounts/limits.js';
+import { AuthThrottle, recipientCap, type AuthThrottleOptions } from '../accounts/limits.js';
 import { acceptMessage, checkFrom, checkOpen, type AcceptDeps } from './accept.js';
 import { headerFrom } from './header-from.js';
 import { checkMessageLines, malformed } from './message-check.js';
@@ -198,6 +198,14 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
       const key = address.address.toLowerCase();
       if (session.envelope.rcptTo.length >= maxRcpts && !session.envelope.rcptTo.some((r) => r.address.toLowerCase() === key)) {
         return cb(rejected(session, new SluiceError('SLUICE_INGRESS_TOO_MANY_RECIPIENTS', `Too many recipients, at most ${maxRcpts} per message`)));
+      }
+      // Past the account's smallest limit (quota, rate window) the message could never be accepted:
+      // 452 here makes the client send these recipients in a later transaction (RFC 5321 §4.5.3.1.10),
+      // where the 451 after DATA would have it retry the whole message, refused again, for days.
+      const account = accountOf(session);
+      const cap = account ? recipientCap(account) : null;
+      if (cap !== null && session.envelope.rcptTo.length >= cap) {
+        return cb(rejected(session, new SluiceError('SLUICE_INGRESS_TOO_MANY_RECIPIENTS', `Too many recipients, this account may send at most ${cap} per message`)));
       }
       try {
         checkRcptParams(address, { dsn: true });

@@ -1,6 +1,6 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { AuthThrottle, LimitError, reserveSending, utcDay } from '../../src/accounts/limits.js';
+import { AuthThrottle, LimitError, recipientCap, reserveSending, utcDay } from '../../src/accounts/limits.js';
 import type { Account } from '../../src/accounts/registry.js';
 import { isSluiceError } from '../../src/core/errors.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
@@ -126,6 +126,25 @@ test('Redis refusing writes: a failed login is SLUICE_REDIS_UNAVAILABLE; a good 
   // DEL is refused too without replicas: clearing the count is not worth refusing the right password.
   await refusingWrites('noreplicas', () => t.succeed('bob'));
   assert.is((await t.check('10.0.0.1', 'bob')).userFailures, 1);
+});
+
+test('a message with more recipients than a limit can ever count is refused for good (too many recipients), not told to retry', async () => {
+  const { keys, prefix } = redis.fresh();
+  const cases: [Partial<Account>, number, RegExp][] = [
+    [{ rateLimit: { perSecond: 4, perMinute: 100, perHour: null } }, 4, /at most 4 recipients per message \(its rate limit of 4 per second\)/],
+    [{ dailyQuota: 5, rateLimit: { perSecond: null, perMinute: 10, perHour: null } }, 5, /at most 5 recipients per message \(its daily quota of 5\)/],
+  ];
+  for (const [over, cap, text] of cases) {
+    const acc = account(over);
+    assert.is(recipientCap(acc), cap);
+    const err = await reserveSending(client, keys, acc, 6, NOON).then(() => null, (e: unknown) => e);
+    assert.ok(isSluiceError(err, 'SLUICE_INGRESS_TOO_MANY_RECIPIENTS'), String(err));
+    assert.match((err as Error).message, text);
+  }
+  assert.equal(await client.keys(`${prefix}*`), [], 'nothing counted');
+  assert.is(recipientCap(account({})), null);
+  // As many as the smallest limit still fits a fresh window.
+  await reserveSending(client, keys, account({ rateLimit: { perSecond: 4, perMinute: 100, perHour: null } }), 4, NOON);
 });
 
 test.run();

@@ -408,4 +408,12 @@ test('Redis refusing writes: a wrong API key is 503 SLUICE_REDIS_UNAVAILABLE wit
   assert.is(wrong.status, 401, 'a wrong key again once Redis takes writes');
 });
 
+test('a message with more recipients than the account\'s rate limit allows in a window is 400 SLUICE_INGRESS_TOO_MANY_RECIPIENTS (for good), not 429 to retry', async () => {
+  const before = await briskWindowCount(fx).catch(() => 0);
+  const r = await call('POST', '/v1/messages', { from: 'a@brisk.example', to: ['w1@rate.example', 'w2@rate.example'], bcc: ['w3@rate.example', 'w4@rate.example'], subject: 's', text: 't' }, {}, fx.apiKeys.brisk);
+  assert.equal([r.status, r.json.code, r.headers['retry-after']], [400, 'SLUICE_INGRESS_TOO_MANY_RECIPIENTS', undefined], r.text);
+  assert.match(String(r.json['message']), `at most ${BRISK_PER_HOUR} recipients per message (its rate limit of ${BRISK_PER_HOUR} per hour)`);
+  assert.is(await briskWindowCount(fx).catch(() => 0), before, 'nothing counted');
+});
+
 test.run();

@@ -244,6 +244,42 @@ test('account rate limit used up → 451 4.7.1 with its reason at the end of DAT
   }
 });
 
+test('RCPT TO past the account\'s smallest limit → 452 4.5.3, so the client sends the rest in another transaction; nothing counted', async () => {
+  // A server that takes more recipients per transaction than brisk's rate limit (3 per hour).
+  const wide = await guardedServer({ maxRecipients: 10 });
+  const { client } = await RawSmtp.open(wide.port);
+  try {
+    await client.cmd('EHLO client.test');
+    assert.is((await client.auth('brisk', 'brisk-password')).code, 235);
+    const before = await fx.client.keys(`${fx.keys.accountRate('brisk')}:h:*`);
+    const counted = await Promise.all(before.map((k) => fx.client.get(k)));
+    assert.is((await client.cmd('MAIL FROM:<a@brisk.example>')).code, 250);
+    for (let i = 1; i <= BRISK_PER_HOUR; i++) assert.is((await client.cmd(`RCPT TO:<cap${i}@rate.example>`)).code, 250);
+    const over = await client.cmd('RCPT TO:<cap4@rate.example>');
+    assert.is(over.code, 452, over.text);
+    assert.match(over.text, /^452 4\.5\.3 Too many recipients, this account may send at most 3 per message \[[A-Za-z0-9]+\]$/);
+    assert.is((await client.cmd('RSET')).code, 250);
+    assert.equal(await Promise.all(before.map((k) => fx.client.get(k))), counted, 'RCPT counts nothing');
+    // Another account, without limits, takes the server's 10.
+    assert.is((await client.cmd('QUIT')).code, 221);
+  } finally {
+    client.close();
+    await wide.close();
+  }
+  const other = await guardedServer({ maxRecipients: 10 });
+  const { client: c } = await RawSmtp.open(other.port);
+  try {
+    await c.cmd('EHLO client.test');
+    assert.is((await c.auth('acme', 'acme-password')).code, 235);
+    assert.is((await c.cmd('MAIL FROM:<a@acme.example>')).code, 250);
+    for (let i = 1; i <= 10; i++) assert.is((await c.cmd(`RCPT TO:<wide${i}@gmail.com>`)).code, 250);
+    assert.is((await c.cmd('RCPT TO:<wide11@gmail.com>')).code, 452);
+  } finally {
+    c.close();
+    await other.close();
+  }
+});
+
 /** A raw session over STARTTLS, authenticated as acme. */
 async function acmeSession(): Promise<RawSmtp> {
   const { client } = await RawSmtp.open(server.port);
