@@ -14,7 +14,7 @@ import { MxResolver } from '../delivery/mx.js';
 import { Dispatcher } from '../delivery/dispatcher.js';
 import { Reaper } from '../housekeeping/reaper.js';
 import { WebhookDispatcher } from '../housekeeping/webhooks.js';
-import { ReputationGuard } from '../feedback/reputation.js';
+import { ReputationGuard, reputationOptionsOf } from '../feedback/reputation.js';
 import { GLOBAL_LIST, suppressionCount } from '../store/suppression.js';
 import { pausedCount } from '../store/reputation.js';
 import { startSubmissionServer } from '../ingress/smtp-server.js';
@@ -240,10 +240,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       redis: redis.client, keys, eventsMaxLen: config.retention.eventsMaxLen, logger: logger.child({ role: 'feedback', part: 'reputation' }),
       onPaused: () => metrics.senderPauses.inc(),
       shards: config.redis.scheduleShards,
-    }, {
-      complaintRate: config.reputation.complaintRate, hardBounceRate: config.reputation.hardBounceRate, minVolume: config.reputation.minVolume,
-      windowHours: Math.max(1, Math.round(config.reputation.window / 3_600_000)), deliveredFlushMs: config.reputation.countFlush,
-    });
+    }, reputationOptionsOf(config.reputation));
     stoppers.push({ name: 'reputation', stop: () => reputation.close() });
     // Built before the pool: a bad key fails start-up here, with the config path, not in a worker.
     const tokenKeys = readTokenKeys(config);

@@ -1,6 +1,6 @@
 import { loadConfig } from '../config/load.js';
 import { normaliseDomain } from '../core/address.js';
-import { ReputationGuard } from '../feedback/reputation.js';
+import { ReputationGuard, reputationOptionsOf } from '../feedback/reputation.js';
 import { createKeys } from '../redis/keys.js';
 import { ACCOUNT_SCOPE, type Figures } from '../store/reputation.js';
 import { accountOption, configuredAccount, parse, println, subcommand, UsageError, type Io } from './args.js';
@@ -55,7 +55,7 @@ export async function runSender(argv: string[], io: Io): Promise<number> {
   if (sub === 'resume' && !configuredAccount(cfg, account as string, io)) return 1;
   const redis = await connectForCommand(cfg);
   try {
-    const guard = new ReputationGuard({ redis, keys: createKeys(cfg.redis.prefix), eventsMaxLen: cfg.retention.eventsMaxLen }, { checkCacheMs: 0 });
+    const guard = new ReputationGuard({ redis, keys: createKeys(cfg.redis.prefix), eventsMaxLen: cfg.retention.eventsMaxLen }, { ...reputationOptionsOf(cfg.reputation), checkCacheMs: 0 });
     if (sub === 'resume') {
       const resumed = await guard.resume(account as string, domain, 'cli');
       if (resumed.length === 0) {

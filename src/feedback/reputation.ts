@@ -1,4 +1,6 @@
 import type { Logger } from 'pino';
+import type { Config } from '../config/schema.js';
+import { HOUR } from '../core/time.js';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import {
@@ -56,6 +58,20 @@ export const DEFAULT_REPUTATION_OPTIONS: ReputationOptions = {
   checkCacheMs: 1000,
   deliveredFlushMs: 0,
 };
+
+/**
+ * The guard's options from the config's `reputation` section: one reading for the daemon and the
+ * CLI, so that `sluice sender status` judges the figures over the window the daemon pauses on.
+ */
+export function reputationOptionsOf(cfg: Config['reputation']): Partial<ReputationOptions> {
+  return {
+    complaintRate: cfg.complaintRate,
+    hardBounceRate: cfg.hardBounceRate,
+    minVolume: cfg.minVolume,
+    windowHours: Math.max(1, Math.round(cfg.window / HOUR)),
+    deliveredFlushMs: cfg.countFlush,
+  };
+}
 
 export interface ReputationDeps {
   readonly redis: RedisClient;

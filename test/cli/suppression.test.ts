@@ -8,7 +8,10 @@ import * as assert from 'uvu/assert';
 import type { RedisClient } from '../../src/redis/client.js';
 import type { Keys } from '../../src/redis/keys.js';
 import { addSuppression, GLOBAL_LIST, suppressionOf } from '../../src/store/suppression.js';
-import { figuresOf, isPaused, pauseSender } from '../../src/store/reputation.js';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import YAML from 'yaml';
+import { figuresOf, isPaused, pauseSender, recordOutcome } from '../../src/store/reputation.js';
 import { cliAccounts, sluice, startCliRedis, type CliRedis } from './run-cli.js';
 
 const test = suite('cli/suppression');
@@ -114,6 +117,23 @@ test('an account that is not in the configuration: add, sender resume and list c
   assert.is(await suppressionOf(client, keys, 'acmee', 'typo@example.com'), null);
   assert.is((await client.keys(`${keys.prefix}*acmee*`)).length, 0, 'nothing written for it');
   assert.is((await sluice(['suppression', 'list', '--account', 'acmee', '--config', cfg])).code, 0);
+});
+
+test("sender status reads the current figures over the configured reputation.window, not the default 24 h", async () => {
+  const wide = join(cli.dir, 'wide-window.yaml');
+  writeFileSync(wide, YAML.stringify({ ...(YAML.parse(readFileSync(cfg, 'utf8')) as object), reputation: { window: '72h' } }));
+  const now = Date.now();
+  await pauseSender(client, keys, 'other', 'late.example', 'hardbounces', figuresOf(0, 1, 0), { threshold: 0.05, windowHours: 72 }, { now, eventsMaxLen: 1000 });
+  // Within 72 h, not within 24.
+  await recordOutcome(client, keys, { account: 'other', domain: 'late.example', kind: 'hardbounce', now: now - 30 * 3_600_000 }, 72);
+  try {
+    const st = await sluice(['sender', 'status', '--account', 'other', '--json', '--config', wide]);
+    assert.is(st.code, 0, st.err);
+    const row = JSON.parse(st.out.trim()) as { domain: string; current: { hardbounces: number } };
+    assert.equal([row.domain, row.current.hardbounces], ['late.example', 1]);
+  } finally {
+    await sluice(['sender', 'resume', '--account', 'other', '--config', cfg]);
+  }
 });
 
 test.run();
