@@ -153,6 +153,12 @@ export interface AuthThrottleOptions {
   /** Delay after the first failure past delayAfter; doubles with each further failure. */
   baseDelayMs?: number;
   maxDelayMs?: number;
+  /**
+   * Whether a user's failures refuse it from every IP (default true). Off for credentials no one can
+   * guess (API keys, 190 bits): the lock-out would protect nothing, and anyone could stop an account's
+   * API by sending refuseAfter wrong keys naming it. Its failures still delay wrong answers.
+   */
+  lockUsers?: boolean;
 }
 
 export interface AuthVerdict {
@@ -167,7 +173,8 @@ export interface AuthVerdict {
  * per user name (hashed: user names come from the network and are not key material). After
  * `delayAfter` failures each answer is delayed (250 ms doubling to 5 s: a person retyping a password
  * barely notices, a guesser's rate drops by orders of magnitude); after `refuseAfter` (default 20)
- * attempts are refused with SLUICE_AUTH_THROTTLED until `windowMs` (default 15 min) passes.
+ * attempts are refused with SLUICE_AUTH_THROTTLED until `windowMs` (default 15 min) passes (a
+ * user's, only with lockUsers).
  */
 export class AuthThrottle {
   private readonly refuseAfter: number;
@@ -205,7 +212,8 @@ export class AuthThrottle {
     // Separate GETs: the keys have no common hash tag (an IP and a user are unrelated), so one
     // MULTI could span two cluster slots.
     const counts = (await Promise.all(this.subjects(ip, user).map((k) => this.redis.get(k)))).map((c) => Number(c ?? 0));
-    return this.verdict(Math.max(0, ...counts), counts[1] ?? 0);
+    const [ipFailures = 0, userFailures = 0] = counts;
+    return this.verdict(this.opts.lockUsers === false ? ipFailures : Math.max(ipFailures, userFailures), userFailures);
   }
 
   /** Records a failure; the verdict says how long to delay the failure's answer. */

@@ -258,7 +258,8 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
   const cfg = deps.config.ingress.http;
   const buffered = deps.buffered ?? new ByteBudget(deps.config.ingress.maxBuffered);
   const log = deps.logger; // app/ binds { role, interface }
-  const throttle = new AuthThrottle(deps.redis, deps.keys, { delayAfter: deps.config.ingress.smtp.authFailuresBeforeDelay, ...opts.authThrottle });
+  // API keys cannot be guessed: an account's failures delay wrong keys, never refuse its right one.
+  const throttle = new AuthThrottle(deps.redis, deps.keys, { delayAfter: deps.config.ingress.smtp.authFailuresBeforeDelay, lockUsers: false, ...opts.authThrottle });
   const idempotency = new IdempotencyStore(deps.redis, deps.keys, deps.config.ingress.idempotencyTtl);
   const schema = messageSchema();
   const batchSchema = z.object({ messages: z.array(z.unknown()).min(1).max(cfg.maxBatch) }).strict();

@@ -147,4 +147,17 @@ test('a message with more recipients than a limit can ever count is refused for 
   await reserveSending(client, keys, account({ rateLimit: { perSecond: 4, perMinute: 100, perHour: null } }), 4, NOON);
 });
 
+test('auth throttle with lockUsers off (API keys): a user\'s failures from many IPs never refuse it, its IP is still refused', async () => {
+  const { keys } = redis.fresh();
+  const t = new AuthThrottle(client, keys, { delayAfter: 2, refuseAfter: 4, baseDelayMs: 10, lockUsers: false });
+  for (let i = 1; i <= 4; i++) await t.fail(`10.0.1.${i}`, 'api:acme');
+  await t.fail('10.0.1.1', 'api:acme');
+  await t.fail('10.0.1.1', 'api:acme');
+  await t.fail('10.0.1.1', 'api:acme');
+  const v = await t.check('10.0.2.1', 'api:acme');
+  assert.is(v.userFailures, 7, 'still counted');
+  const err = await t.check('10.0.1.1', 'api:acme').then(() => null, (e: unknown) => e);
+  assert.ok(isSluiceError(err, 'SLUICE_AUTH_THROTTLED'), 'the IP with 4 failures is refused');
+});
+
 test.run();
