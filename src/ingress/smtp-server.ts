@@ -195,8 +195,10 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
     onRcptTo(address: SMTPServerAddress, session: SMTPServerSession, cb) {
       // A repeated recipient (any case) replaces its earlier entry in smtp-server's envelope: it adds
       // none, so it is taken at the limit too, as smtp-server's own maxRecipients check does.
+      // Looked for only at a limit: a scan per RCPT would make a long envelope quadratic.
       const key = address.address.toLowerCase();
-      if (session.envelope.rcptTo.length >= maxRcpts && !session.envelope.rcptTo.some((r) => r.address.toLowerCase() === key)) {
+      const repeat = (): boolean => session.envelope.rcptTo.some((r) => r.address.toLowerCase() === key);
+      if (session.envelope.rcptTo.length >= maxRcpts && !repeat()) {
         return cb(rejected(session, new SluiceError('SLUICE_INGRESS_TOO_MANY_RECIPIENTS', `Too many recipients, at most ${maxRcpts} per message`)));
       }
       // Past the account's smallest limit (quota, rate window) the message could never be accepted:
@@ -204,7 +206,7 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
       // where the 451 after DATA would have it retry the whole message, refused again, for days.
       const account = accountOf(session);
       const cap = account ? recipientCap(account) : null;
-      if (cap !== null && session.envelope.rcptTo.length >= cap) {
+      if (cap !== null && session.envelope.rcptTo.length >= cap && !repeat()) {
         return cb(rejected(session, new SluiceError('SLUICE_INGRESS_TOO_MANY_RECIPIENTS', `Too many recipients, this account may send at most ${cap} per message`)));
       }
       try {

@@ -258,6 +258,7 @@ test('RCPT TO past the account\'s smallest limit → 452 4.5.3, so the client se
     const over = await client.cmd('RCPT TO:<cap4@rate.example>');
     assert.is(over.code, 452, over.text);
     assert.match(over.text, /^452 4\.5\.3 Too many recipients, this account may send at most 3 per message \[[A-Za-z0-9]+\]$/);
+    assert.is((await client.cmd('RCPT TO:<CAP2@rate.example>')).code, 250, 'a repeat adds none: taken at the cap too');
     assert.is((await client.cmd('RSET')).code, 250);
     assert.equal(await Promise.all(before.map((k) => fx.client.get(k))), counted, 'RCPT counts nothing');
     // Another account, without limits, takes the server's 10.
