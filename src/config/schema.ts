@@ -34,6 +34,8 @@ const size = z.union([z.number().int().nonnegative(), z.string()]).transform((v,
 const port = z.number().int().min(0).max(65535);
 const host = z.string().min(1);
 const positiveInt = z.number().int().positive();
+/** delivery.lease at least: twice the shortest renewal period, so a renewal late by up to one period still lands. */
+const MIN_LEASE_MS = 2_000;
 /** Addresses or CIDR networks whose clients a listener's per-client connection limit does not count. */
 const exemptNetworks = z.array(z.string().refine((v) => parseCidr(v) !== null, { message: 'must be an IP address or a CIDR network such as 127.0.0.0/8' }));
 
@@ -339,7 +341,8 @@ export const configSchema = z
         maxConnections: positiveInt,
         /** Recipients claimed per Redis round trip for one connection. */
         claimBatch: positiveInt,
-        lease: duration,
+        /** A claim (and a connection slot) lives this long unless its holder renews it (delivery/dispatcher.ts). */
+        lease: duration.refine((v) => v >= MIN_LEASE_MS, { message: 'must be at least 2s: leases are renewed every third of the lease but at most once a second, so a shorter one could run out before its renewal and its copies be sent twice' }),
         pollInterval: duration,
         /**
          * Addresses of a destination's MX hosts one attempt tries at most (Postfix's

@@ -129,6 +129,15 @@ test('delivery.maxSessions: 2 by default; 1–50, anything else refused with its
   for (const bad of ['0', '51', '2.5']) assert.ok(refused({ env: { SLUICE__DELIVERY__MAXSESSIONS: bad } }).has('delivery.maxSessions'), bad);
 });
 
+test('delivery.lease: at least 2s (renewed every third of it, at most once a second); a shorter one is refused with its path and why', () => {
+  assert.is(loadConfig({ env: { SLUICE__DELIVERY__LEASE: '2s' } }).delivery.lease, 2_000);
+  for (const bad of ['1s', '1500ms', '0s']) {
+    const said = (refused({ env: { SLUICE__DELIVERY__LEASE: bad } }).get('delivery.lease') ?? []).join(' | ');
+    assert.match(said, 'must be at least 2s', bad);
+    assert.match(said, 'sent twice', bad);
+  }
+});
+
 test('a SLUICE__ variable that names no config key is refused naming the variable; a record such as the transport map takes any key', () => {
   const bad = refused({ env: { SLUICE__DELIVERY__LEASEX: '5m', SLUICE__TRAKING__PORT: '80' } });
   assert.match((bad.get('delivery.LEASEX') ?? []).join(' | '), 'environment variable SLUICE__DELIVERY__LEASEX names no config key');
