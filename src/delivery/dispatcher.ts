@@ -108,12 +108,6 @@ const BULK_BATCH = 100;
  * that the first copy of a batch is on the wire soon.
  */
 const RENDER_CHUNK = 8;
-/**
- * Recipients one process holds claimed at once. At ~1,000 copies/s and a few ms per SMTP
- * transaction, a few hundred in flight keep both the pool and the connections busy; bench/e2e.ts
- * showed 10,000 claimed at once (200 connections × 50) adding ~0.5 GB of RSS and GC time for nothing.
- */
-const MAX_CLAIMED = 2_000;
 const CLAIM_WAIT_MS = 5;
 /**
  * Copies rendered (or being rendered) and not yet sent, over all connections of this process. A
@@ -161,6 +155,8 @@ interface Prepared {
 
 interface BatchResult {
   attempted: number;
+  /** Mean time of the batch's transactions (ms), null when it had none. */
+  paceMs: number | null;
   succeeded: boolean;
   /** the last slow-down answer (421, 4.7.x) of the batch, null when there was none */
   throttledReply: string | null;
@@ -444,19 +440,23 @@ export class Dispatcher {
     let sent = 0;
     let idleSince: number | undefined;
     let slowdown = level;
+    /** Mean transaction time of the last batch that had one (ms): it sizes the claims (claimSize). */
+    let paceMs: number | null = null;
     try {
       for (;;) {
         if (this.stopping) {
           await reschedule(redis, keys, shards, domain, this.now(), this.now());
           return;
         }
-        if (this.claimed >= MAX_CLAIMED) {
+        const maxClaimed = config.delivery.maxClaimed;
+        if (this.claimed >= maxClaimed) {
           // Enough is claimed to keep the render pool and every connection busy; claiming more would
           // only hold leases and message bodies in memory while they wait for a worker thread.
           await sleep(CLAIM_WAIT_MS);
           continue;
         }
-        const want = Math.min(config.delivery.claimBatch, shaping.messagesPerConnection - sent, MAX_CLAIMED - this.claimed);
+        const size = this.claimSize(paceMs);
+        const want = Math.min(size, shaping.messagesPerConnection - sent, maxClaimed - this.claimed);
         if (want <= 0) {
           // This connection has carried its share; the destination stays due and a fresh worker takes over.
           await reschedule(redis, keys, shards, domain, this.now(), this.now());
@@ -490,15 +490,13 @@ export class Dispatcher {
           return;
         }
         idleSince = undefined;
-        if (entries.length === granted && !this.stopping) this.rampUp(domain, shaping);
+        // A full claim means more is due, so another connection helps; a claim cut down to a slow
+        // peer's pace is full with little due, and more is due only if the queue says so.
+        const backlog = size < config.delivery.claimBatch ? nextAt !== null && nextAt <= leaseStart : true;
+        if (entries.length === granted && backlog && !this.stopping) this.rampUp(domain, shaping);
 
-        this.claimed += entries.length;
-        let r: BatchResult;
-        try {
-          r = await this.deliverBatch(client, domain, shaping, entries);
-        } finally {
-          this.claimed -= entries.length;
-        }
+        const r = await this.deliverBatch(client, domain, shaping, entries);
+        if (r.paceMs !== null) paceMs = r.paceMs;
         sent += r.attempted;
         if (r.attempted > 0) carried = true;
         if (r.succeeded && r.throttledReply === null && slowdown > 0) {
@@ -565,6 +563,20 @@ export class Dispatcher {
     if (!st || st.workers >= shaping.connections) return;
     if (this.totalWorkers >= this.o.config.delivery.maxConnections) return;
     this.startWorker(domain);
+  }
+
+  /**
+   * Copies one claim of a connection takes: delivery.claimBatch, or fewer when its transactions are
+   * slow, as many as it sends in delivery.claimWindow (at least one). What a connection claims waits,
+   * leased and counted against delivery.maxClaimed, until its turn: a peer that answers slowly (a
+   * tarpit holds each reply up to the timeouts, minutes) would otherwise hold claimBatch copies for
+   * claimBatch of its transactions, and with enough such connections the whole budget, while every
+   * other destination's connections wait for it.
+   */
+  private claimSize(paceMs: number | null): number {
+    const d = this.o.config.delivery;
+    if (paceMs === null || paceMs * d.claimBatch <= d.claimWindow) return d.claimBatch;
+    return Math.max(1, Math.floor(d.claimWindow / paceMs));
   }
 
   /**
@@ -767,6 +779,17 @@ export class Dispatcher {
     // lease 5), and a lease that runs out is reaped and its copy claimed and sent again. A copy whose
     // lease was lost anyway (Redis unreachable for longer than the lease) is not sent by this holder.
     let next = 0;
+    /** Copies from here on are no longer this batch's (given back): not sent, renewed or released by it. */
+    let end = entries.length;
+    /** Takes the copies from `from` on out of the batch, to be given back: it no longer sends or renews them. */
+    const rest = (from: number): QueueEntry[] => {
+      const out = entries.slice(from, end);
+      end = Math.min(end, from);
+      return out;
+    };
+    // Counted against delivery.maxClaimed until settled or given back.
+    let holding = entries.length;
+    this.claimed += holding;
     const lost = new Set<string>();
     const leaseLost = (entry: QueueEntry): boolean => {
       if (!lost.has(entryMember(entry))) return false;
@@ -775,7 +798,7 @@ export class Dispatcher {
     };
     const keepAlive = setInterval(() => {
       const now = this.now();
-      void extendLeases(redis, keys, domain, entries.slice(next).map(entryMember), now + config.delivery.lease)
+      void extendLeases(redis, keys, domain, entries.slice(next, end).map(entryMember), now + config.delivery.lease)
         .then((gone) => gone.forEach((m) => lost.add(m)))
         .catch((err: unknown) => this.log.warn({ err, domain }, 'leases could not be extended'));
     }, Math.max(1000, Math.floor(config.delivery.lease / 3)));
@@ -783,19 +806,44 @@ export class Dispatcher {
     // worker for this session: BDAT chunks when the server offers CHUNKING, else DATA blocks.
     const rendered = this.renderAll(entries, client.chunking);
     for (const p of rendered) p.catch(() => undefined);
+    // Copy j's render slot (and bytes) goes as its render settles.
+    const slotBack = (j: number): void => void (rendered[j] as Promise<Prepared>).then(() => this.renderSlots.release(1), () => this.renderSlots.release(1));
+    /** Copies from here on had their render slots handed back with them (giveBack). */
+    let slotsTo = entries.length;
     let attempted = 0;
+    let txMs = 0;
     let succeeded = false;
     let throttledReply: string | null = null;
     let freed = 0;
+    // A claim still on the wire delivery.claimWindow after its first transaction began is slow (the
+    // peer holds its replies): the copies it has not started go back, due at once and no attempt
+    // counted, so they wait neither behind it nor against delivery.maxClaimed, which every other
+    // destination draws on. Its next claims are sized to its pace (claimSize).
+    let windowTimer: NodeJS.Timeout | undefined;
+    let givingBack: Promise<void> | undefined;
+    const giveBack = (): void => {
+      const from = next + 1;
+      const back = rest(from);
+      if (back.length === 0) return;
+      holding -= back.length;
+      this.claimed -= back.length;
+      // Their render slots too (MAX_RENDERED is shared by every connection as the claim budget is).
+      for (let j = from; j < from + back.length; j++) slotBack(j);
+      slotsTo = from;
+      this.log.info({ domain, host: client.peer, copies: back.length }, 'slow transactions: the copies of the claim not started go back to the queue');
+      givingBack = release(redis, keys, back, this.now())
+        .then((moved) => refundTokens(redis, keys, shaping.scope, shaping.rate, moved, this.now()))
+        .catch((err: unknown) => this.log.warn({ err, domain }, 'copies could not be given back: they return when their leases run out'));
+    };
     try {
-      for (let i = 0; i < entries.length; i++) {
+      for (let i = 0; i < end; i++) {
         // Copies before i are sent or settled: their render slots (and bytes) can go.
         this.renderSlots.release(i - freed);
         freed = i;
         const entry = entries[i] as QueueEntry;
         next = i;
         if (this.stopping || !client.usable) {
-          await release(redis, keys, entries.slice(i), this.now());
+          await release(redis, keys, rest(i), this.now());
           break;
         }
         if (leaseLost(entry)) continue;
@@ -861,6 +909,7 @@ export class Dispatcher {
           continue;
         }
         const t0 = performance.now();
+        windowTimer ??= setTimeout(giveBack, config.delivery.claimWindow);
         // A notice goes with the null reverse-path (RFC 5321 §4.5.5): nothing may answer it.
         const from = msg.source === 'dsn' ? '' : verpAddress(entry.msgId, entry.idx, config.delivery.bounceDomain, this.o.verpKey);
         const outcome = await client.send({ from, to: address }, result.framed ? { bytes: Buffer.from(result.message.buffer, result.message.byteOffset, result.message.byteLength), eightBit: result.eightBit === true, chunked: result.chunked === true } : result.message);
@@ -875,20 +924,24 @@ export class Dispatcher {
           // back with the rest, and runConnection seeks another session (the next address, when this
           // one carried no transaction), as after a drop between two transactions.
           this.log.info({ domain, host: client.peer, msgId: entry.msgId, idx: entry.idx, response: outcome.response }, 'session lost before the transaction: the copy goes back unattempted');
-          await release(redis, keys, entries.slice(i), this.now());
+          await release(redis, keys, rest(i), this.now());
           break;
         }
         attempted++;
+        txMs += performance.now() - t0;
         if (outcome.result === 'delivered') succeeded = true;
         if (outcome.throttled) throttledReply = outcome.response;
         await this.settle(entry, shaping, msg, outcome, undefined, address);
       }
     } finally {
       clearInterval(keepAlive);
+      clearTimeout(windowTimer);
+      this.claimed -= holding;
       // Copies whose turn never came (the connection broke, shutdown): their slots go as their render settles.
-      for (let j = freed; j < entries.length; j++) void (rendered[j] as Promise<Prepared>).then(() => this.renderSlots.release(1), () => this.renderSlots.release(1));
+      for (let j = freed; j < slotsTo; j++) slotBack(j);
+      await givingBack;
     }
-    return { attempted, succeeded, throttledReply };
+    return { attempted, paceMs: attempted > 0 ? txMs / attempted : null, succeeded, throttledReply };
   }
 
   /**

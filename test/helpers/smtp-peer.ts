@@ -56,7 +56,8 @@ export async function startCapturePeer(
   opts: {
     tls?: boolean;
     onRcpt?: (to: string) => null | SmtpReplyOverride;
-    onData?: (msg: CapturedMessage) => null | SmtpReplyOverride;
+    /** May answer later (a promise): the peer holds its reply to the message until then. */
+    onData?: (msg: CapturedMessage) => null | SmtpReplyOverride | Promise<null | SmtpReplyOverride>;
     /** Advertised SIZE and enforced limit in bytes (smtp-server's default: no limit). */
     size?: number;
   } & Listen = {},
@@ -94,14 +95,18 @@ export async function startCapturePeer(
           secure: session.secure,
           sessionId: session.id,
         };
+        const accept = (override: null | SmtpReplyOverride): void => {
+          if (override) return cb(reject(override));
+          messages.push(msg);
+          for (const w of waiters.filter((w) => messages.length >= w.n)) {
+            waiters.splice(waiters.indexOf(w), 1);
+            w.resolve();
+          }
+          cb();
+        };
         const override = opts.onData?.(msg) ?? null;
-        if (override) return cb(reject(override));
-        messages.push(msg);
-        for (const w of waiters.filter((w) => messages.length >= w.n)) {
-          waiters.splice(waiters.indexOf(w), 1);
-          w.resolve();
-        }
-        cb();
+        if (override instanceof Promise) void override.then(accept);
+        else accept(override);
       });
     },
   });

@@ -1,0 +1,84 @@
+/**
+ * A peer that answers slowly (a tarpit holds each reply up to the timeouts) must not starve other
+ * destinations of this process's claim budget (delivery.maxClaimed). Here the budget is one claim
+ * (maxClaimed = claimBatch = 4), each destination has one connection, and slow.test's peer holds
+ * its 250 after the first message until the test lets it go, then answers each later one after
+ * 400 ms, longer than claimWindow (300 ms). The slow connection gives back the copies of its claim
+ * it has not started, so fast.test's mail goes while the first slow transaction is still waiting,
+ * and then claims one copy at a time. (Before, the slow connection held its four copies, the whole
+ * budget, until its peer had answered all four, and fast.test's connection waited for them.)
+ */
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { startRedis, type TestRedis } from '../helpers/redis.js';
+import { startSluiceFixture, type SluiceFixture } from '../helpers/sluice.js';
+import { startCapturePeer, type CapturePeer } from '../helpers/smtp-peer.js';
+import { until } from '../helpers/fault-load.js';
+
+const test = suite('e2e/slow-peer');
+const LATER_REPLY_MS = 400;
+
+let redis: TestRedis;
+let s: SluiceFixture;
+let slow: CapturePeer;
+let fast: CapturePeer;
+/** Lets the slow peer answer its first message. */
+let answerFirst: () => void = () => undefined;
+let slowReceived = 0;
+
+test.before(async () => {
+  redis = await startRedis();
+  slow = await startCapturePeer({
+    onData: () => new Promise((resolve) => {
+      if (slowReceived++ === 0) answerFirst = () => resolve(null);
+      else setTimeout(() => resolve(null), LATER_REPLY_MS);
+    }),
+  });
+  fast = await startCapturePeer();
+  s = await startSluiceFixture(redis, {
+    delivery: { transport: { 'slow.test': `127.0.0.1:${slow.port}`, 'fast.test': `127.0.0.1:${fast.port}` }, claimBatch: 4, maxClaimed: 4, claimWindow: '300ms' },
+    shaping: { default: { connections: 1 } },
+  });
+});
+
+test.after(async () => {
+  answerFirst();
+  await s?.stop();
+  await slow?.close();
+  await fast?.close();
+  await redis?.stop();
+});
+
+/** Copies rendered so far (one observation of sluice_render_duration_seconds each). */
+function rendered(): number {
+  return s.app.metrics.renderDuration.get().values.find((v) => v.metricName === 'sluice_render_duration_seconds_count')?.value ?? 0;
+}
+
+test("a slow peer gives back the copies it has not started: another destination's mail goes meanwhile; each slow copy goes once, with one attempt", async () => {
+  const slowRcpts = [0, 1, 2, 3, 4, 5].map((i) => `s${i}@slow.test`);
+  const a = await s.api('/v1/messages', { body: { from: 'news@acme.example', to: slowRcpts, subject: 'slow', text: 'x' } });
+  assert.is(a.status, 202, JSON.stringify(a.body));
+  // Its connection claimed four copies, the whole budget, and the first transaction waits for its reply.
+  assert.ok(await until(() => slowReceived === 1, 10_000), 'the slow peer got the first message');
+
+  const fastRcpts = ['f0@fast.test', 'f1@fast.test', 'f2@fast.test'];
+  const b = await s.api('/v1/messages', { body: { from: 'news@acme.example', to: fastRcpts, subject: 'fast', text: 'x' } });
+  assert.is(b.status, 202, JSON.stringify(b.body));
+  const fastFinal = await s.waitFinal(b.body.id, 8_000);
+  assert.equal(fastFinal.recipients.map((x: { state: string }) => x.state), ['delivered', 'delivered', 'delivered']);
+  assert.is(slow.messages.length, 0, 'fast.test was served while the first slow transaction still waited for its reply');
+  const client = s.app.redis.client;
+  assert.is(await client.zcard(s.app.keys.leases('slow.test')), 1, 'only the copy on the wire is still claimed');
+  assert.is(await client.zcard(s.app.keys.ready('slow.test')), 5, 'the three given back are due again, with the two never claimed');
+
+  answerFirst();
+  const slowFinal = await s.waitFinal(a.body.id, 15_000);
+  assert.equal(slowFinal.recipients.map((x: { state: string }) => x.state), slowRcpts.map(() => 'delivered'));
+  assert.equal(slowFinal.recipients.map((x: { attempts: number }) => x.attempts), slowRcpts.map(() => 1), 'giving back counted no attempt');
+  assert.equal(slow.messages.flatMap((m) => m.envelope.to).sort(), slowRcpts, 'each slow recipient once');
+  // The first claim's four, then one copy per claim at the slow peer's pace, and fast.test's three:
+  // a claim of four again would have rendered copies only to give them back.
+  assert.is(rendered(), 4 + 5 + 3);
+});
+
+test.run();
