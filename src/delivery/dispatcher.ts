@@ -837,8 +837,9 @@ export class Dispatcher {
     };
     try {
       for (let i = 0; i < end; i++) {
-        // Copies before i are sent or settled: their render slots (and bytes) can go.
-        this.renderSlots.release(i - freed);
+        // Copies before i are sent or settled: their render slots (and bytes) can go. None at i = 0:
+        // release(0) gives one permit back (Semaphore takes and gives at least one).
+        if (i > freed) this.renderSlots.release(i - freed);
         freed = i;
         const entry = entries[i] as QueueEntry;
         next = i;

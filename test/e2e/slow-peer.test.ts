@@ -14,6 +14,7 @@ import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { startSluiceFixture, type SluiceFixture } from '../helpers/sluice.js';
 import { startCapturePeer, type CapturePeer } from '../helpers/smtp-peer.js';
 import { until } from '../helpers/fault-load.js';
+import type { Semaphore } from '../../src/core/semaphore.js';
 
 const test = suite('e2e/slow-peer');
 const LATER_REPLY_MS = 400;
@@ -70,6 +71,14 @@ test("a slow peer gives back the copies it has not started: another destination'
   const client = s.app.redis.client;
   assert.is(await client.zcard(s.app.keys.leases('slow.test')), 1, 'only the copy on the wire is still claimed');
   assert.is(await client.zcard(s.app.keys.ready('slow.test')), 5, 'the three given back are due again, with the two never claimed');
+  // Render slots (MAX_RENDERED, shared by every connection) are held by rendered copies not yet
+  // sent: now only the one on the wire. (Each batch gave one back that it never took, and the bound
+  // grew by one a batch under load.)
+  // (Read once fast.test's connection is done with its batch: its last copy is settled.)
+  await s.waitSettled(b.body.id);
+  const slots = (s.app.dispatcher as unknown as { renderSlots: Semaphore }).renderSlots;
+  await until(() => slots.permits - slots.free === 1, 2_000, 10);
+  assert.is(slots.permits - slots.free, 1, 'one render slot taken: the copy on the wire');
 
   answerFirst();
   const slowFinal = await s.waitFinal(a.body.id, 15_000);
