@@ -175,10 +175,18 @@ export async function dropCancelledQueue(redis: RedisClient, keys: Keys, shards:
 
 /** draft → scheduled (for `sendAt`, now or later): the enqueuer starts it when it is due. */
 export async function scheduleCampaign(redis: RedisClient, keys: Keys, id: string, sendAt: number, now: number): Promise<LifecycleResult> {
+  // On the schedule before the state changes (the schedule is in another slot: no one script does
+  // both): a process killed between the two left a campaign scheduled that no enqueuer ever saw.
+  // Killed before the change, the entry names a draft, which the enqueuer drops. NX: a campaign
+  // already scheduled or sending keeps its place.
+  const added = await redis.zadd(keys.campaignsDue(), 'NX', sendAt, id);
   const r = await transition(redis, keys, id, 'scheduled', 'scheduledAt', now, ['draft']);
   if (r.ok) {
+    // Once more: an enqueuer that looked before the change saw a draft and dropped the entry.
+    await redis.zadd(keys.campaignsDue(), 'NX', sendAt, id);
     await redis.hset(keys.msgMeta(id), 'sendAt', sendAt);
-    await redis.zadd(keys.campaignsDue(), sendAt, id);
+  } else if (added === 1 && r.state !== 'scheduled' && r.state !== 'sending' && r.state !== 'paused') {
+    await redis.zrem(keys.campaignsDue(), id);
   }
   return r;
 }

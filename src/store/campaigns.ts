@@ -183,10 +183,21 @@ export async function createCampaign(redis: RedisClient, keys: Keys, c: NewCampa
     skipped: 0,
     pending: 0,
   };
+  // The account's index and the schedule are in other slots than the campaign ({a:…}, none), so no
+  // one script writes all three. They are written first: a process killed after the campaign but
+  // before them left it unlisted, and scheduled for ever with no enqueuer ever looking. Killed
+  // before the campaign, it leaves an entry naming no campaign: listing passes over it and the
+  // enqueuer drops it. NX: an id that turns out taken keeps its own entries.
+  const listed = await redis.zadd(keys.accountCampaigns(c.account), 'NX', c.createdAt, c.id);
+  const due = c.sendAt !== null ? await redis.zadd(keys.campaignsDue(), 'NX', c.sendAt, c.id) : 0;
   const stored = await redis.createCampaign(keys.msgMeta(c.id), keys.msgBody(c.id), keys.links(c.id), c.body, JSON.stringify(c.links), ...flatFields(meta));
-  if (stored !== 1) return null;
-  await redis.zadd(keys.accountCampaigns(c.account), c.createdAt, c.id);
-  if (c.sendAt !== null) await redis.zadd(keys.campaignsDue(), c.sendAt, c.id);
+  if (stored !== 1) {
+    if (listed === 1) await redis.zrem(keys.accountCampaigns(c.account), c.id);
+    if (due === 1) await redis.zrem(keys.campaignsDue(), c.id);
+    return null;
+  }
+  // Once more: an enqueuer that looked before the script ran found no campaign and dropped the entry.
+  if (c.sendAt !== null) await redis.zadd(keys.campaignsDue(), 'NX', c.sendAt, c.id);
   return toCampaign(c.id, await redis.hgetall(keys.msgMeta(c.id))) as CampaignRecord;
 }
 

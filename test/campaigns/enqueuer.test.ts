@@ -7,10 +7,11 @@ import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
 import { distantClient, redisSuite } from '../helpers/redis.js';
 import { CampaignEnqueuer } from '../../src/campaigns/enqueuer.js';
-import { campaignStats, createCampaign, getCampaign } from '../../src/store/campaigns.js';
-import { cancelCampaign, holdCampaignEntries, pauseCampaign, startCampaign } from '../../src/queue/campaign.js';
+import { campaignStats, createCampaign, getCampaign, listCampaigns } from '../../src/store/campaigns.js';
+import { cancelCampaign, holdCampaignEntries, pauseCampaign, scheduleCampaign, startCampaign } from '../../src/queue/campaign.js';
 import { claim } from '../../src/queue/claim.js';
 import type { Keys } from '../../src/redis/keys.js';
+import type { RedisClient } from '../../src/redis/client.js';
 import { createList, upsertContacts } from '../../src/store/contacts.js';
 import { newId } from '../../src/core/ids.js';
 import { createLogger } from '../../src/observability/logger.js';
@@ -211,6 +212,77 @@ test("a pause's hold that lands after a cancel: the copies it gives back are dro
   const c = await getCampaign(env.client, keys, null, id);
   const s = await campaignStats(env.client, keys, c!);
   assert.equal({ state: c?.state, cancelled: s.cancelled, pending: s.pending }, { state: 'cancelled', cancelled: 6, pending: 0 });
+});
+
+/**
+ * env.client as seen by a process killed right after `command` landed: that call completes, every
+ * call after it fails and writes nothing (the crash point of a write made in several steps).
+ */
+function killedAfter(command: string): RedisClient {
+  let dead = false;
+  return new Proxy(env.client, {
+    get(target, prop) {
+      const v: unknown = Reflect.get(target, prop, target);
+      if (typeof v !== 'function') return v;
+      return (...args: unknown[]) => {
+        if (dead) return Promise.reject(new Error('process killed'));
+        const r: unknown = (v as (...a: unknown[]) => unknown).apply(target, args);
+        if (prop === command) dead = true;
+        return r;
+      };
+    },
+  });
+}
+
+/** A draft of a list of three contacts. */
+async function draftOf(keys: Keys): Promise<string> {
+  const list = await createList(env.client, keys, 'acme', 'news', T);
+  await upsertContacts(env.client, keys, 'acme', list.id, rows(1, 3), T);
+  const id = newId(T);
+  await createCampaign(env.client, keys, {
+    id, account: 'acme', name: 'draft', listId: list.id, from: 'news@acme.example', fromDomain: 'acme.example', subject: 's',
+    tracking: { opens: false, clicks: false }, tags: [], throttlePerHour: null, createdAt: T, sendAt: null, body: '{}', links: [],
+  });
+  return id;
+}
+
+test('a process killed right after a campaign is written leaves it listed and due: the enqueuer queues it', async () => {
+  const { keys } = env.redis.fresh();
+  const list = await createList(env.client, keys, 'acme', 'news', T);
+  await upsertContacts(env.client, keys, 'acme', list.id, rows(1, 3), T);
+  const id = newId(T);
+  const made = createCampaign(killedAfter('createCampaign'), keys, {
+    id, account: 'acme', name: 'crash', listId: list.id, from: 'news@acme.example', fromDomain: 'acme.example', subject: 's',
+    tracking: { opens: false, clicks: false }, tags: [], throttlePerHour: null, createdAt: T, sendAt: T, body: '{}', links: [],
+  });
+  await made.catch(() => undefined);
+  assert.is((await getCampaign(env.client, keys, null, id))?.state, 'scheduled', 'the campaign was written');
+  assert.equal((await listCampaigns(env.client, keys, 'acme')).campaigns.map((c) => c.id), [id], "in the account's list");
+  await new CampaignEnqueuer({ redis: env.client, keys, shards: 2, logger: createLogger('silent'), now: () => T }).tick();
+  const c = await getCampaign(env.client, keys, null, id);
+  assert.equal([c?.state, c?.queued], ['sending', 3], 'the enqueuer found it and queued its list');
+});
+
+test('a process killed right after a draft became scheduled leaves it due: the enqueuer queues it', async () => {
+  const { keys } = env.redis.fresh();
+  const id = await draftOf(keys);
+  await scheduleCampaign(killedAfter('campaignTransition'), keys, id, T, T).catch(() => undefined);
+  assert.is((await getCampaign(env.client, keys, null, id))?.state, 'scheduled');
+  await new CampaignEnqueuer({ redis: env.client, keys, shards: 2, logger: createLogger('silent'), now: () => T }).tick();
+  const c = await getCampaign(env.client, keys, null, id);
+  assert.equal([c?.state, c?.queued], ['sending', 3], 'the enqueuer found it and queued its list');
+});
+
+test('a draft put on the schedule by a process killed before it changed state is dropped from it; scheduled later, it is sent', async () => {
+  const { keys } = env.redis.fresh();
+  const id = await draftOf(keys);
+  await scheduleCampaign(killedAfter('zadd'), keys, id, T, T).catch(() => undefined);
+  const enqueuer = new CampaignEnqueuer({ redis: env.client, keys, shards: 2, logger: createLogger('silent'), now: () => T });
+  await enqueuer.tick();
+  assert.equal([(await getCampaign(env.client, keys, null, id))?.state, await env.client.zscore(keys.campaignsDue(), id)], ['draft', null], 'a draft is not sent');
+  assert.ok((await scheduleCampaign(env.client, keys, id, T, T)).ok);
+  await enqueuer.tick();
+  assert.is((await getCampaign(env.client, keys, null, id))?.queued, 3);
 });
 
 test.run();
