@@ -22,7 +22,8 @@ import { holdLock, keepRenewing, releaseLock } from '../store/locks.js';
  *
  * Restart-safe: the cursor is recorded after each chunk, and a chunk pushed again after a crash is a
  * no-op per destination (pushCampaign-3.lua). One enqueuer per campaign across processes (a lock key
- * with a lease), bounded work per turn so that one huge campaign cannot starve the others.
+ * with a lease), bounded work per turn, after which the campaign waits behind the others due, so
+ * that huge campaigns cannot starve a small one.
  */
 export interface EnqueuerOptions {
   readonly redis: RedisClient;
@@ -94,8 +95,10 @@ export class CampaignEnqueuer {
           if (!(await this.advance(id))) unfinished++;
         } catch (err) {
           // One campaign's failure is its own: the campaigns due after it still get their turn (they
-          // waited behind it for good when it failed every time). Tried again at the next interval.
+          // waited behind it for good when it failed every time). Tried again at the next interval,
+          // after them: CAMPAIGNS_PER_TICK failing every time would otherwise take every pass.
           this.o.logger.error({ err, campaign: id }, 'campaign enqueuer turn failed');
+          await this.behindOthers(id).catch(() => undefined);
         }
       }
     } catch (err) {
@@ -126,11 +129,23 @@ export class CampaignEnqueuer {
       }
       const done = await this.queueChunks(c, () => renewal.held);
       if (done) await redis.zrem(keys.campaignsDue(), id);
+      else await this.behindOthers(id);
       return done;
     } finally {
       await renewal.end();
       await releaseLock(redis, lock, token).catch(() => undefined);
     }
+  }
+
+  /**
+   * A campaign whose turn ended with contacts left goes back on the schedule as due now, behind the
+   * campaigns that were due before its turn: every due campaign gets a turn within ⌈due /
+   * CAMPAIGNS_PER_TICK⌉ passes, however long the lists before it (a campaign kept its send time, so
+   * the first CAMPAIGNS_PER_TICK held the passes until their lists were queued whole). XX: never
+   * brings back one a cancel took off.
+   */
+  private async behindOthers(id: string): Promise<void> {
+    await this.o.redis.zadd(this.o.keys.campaignsDue(), 'XX', this.now(), id);
   }
 
   /** Queues up to chunksPerTurn chunks while `holding()`; true when the whole list is queued. */

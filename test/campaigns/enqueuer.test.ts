@@ -182,17 +182,22 @@ test("a campaign whose turn fails does not hold back the campaigns due after it"
     });
     return { id, listId: list.id };
   };
-  // Due first, and its list unreadable (a key of the wrong type: every read of it fails).
-  const broken = await make('broken', T - 1000);
-  await env.client.del(keys.listContacts(broken.listId));
-  await env.client.set(keys.listContacts(broken.listId), 'not a hash');
-  const fine = await make('fine', T);
+  // Due first, as many as a pass takes, and their lists unreadable (a key of the wrong type: every read of it fails).
+  const broken: string[] = [];
+  for (let i = 0; i < 16; i++) {
+    const b = await make(`broken${i}`, T - 1000 + i);
+    await env.client.del(keys.listContacts(b.listId));
+    await env.client.set(keys.listContacts(b.listId), 'not a hash');
+    broken.push(b.id);
+  }
+  const fine = await make('fine', T - 1);
   const enqueuer = new CampaignEnqueuer({ redis: env.client, keys, shards: 2, logger: createLogger('silent'), now: () => T });
   await enqueuer.tick();
+  await enqueuer.tick();
   const c = await getCampaign(env.client, keys, null, fine.id);
-  assert.is(c?.queued, 3, 'the campaign due after the failing one is queued');
+  assert.is(c?.queued, 3, 'the campaign due after the failing ones is queued in the next pass');
   assert.ok(c?.enqueued);
-  assert.ok((await env.client.zscore(keys.campaignsDue(), broken.id)) !== null, 'the failing one stays due, to be tried again');
+  for (const id of broken) assert.ok((await env.client.zscore(keys.campaignsDue(), id)) !== null, 'the failing ones stay due, to be tried again');
 });
 
 test("a pause's hold that lands after a cancel: the copies it gives back are dropped and counted, not left waiting", async () => {
@@ -283,6 +288,34 @@ test('a draft put on the schedule by a process killed before it changed state is
   assert.ok((await scheduleCampaign(env.client, keys, id, T, T)).ok);
   await enqueuer.tick();
   assert.is((await getCampaign(env.client, keys, null, id))?.queued, 3);
+});
+
+test('a small campaign due after 16 big ones gets its turn within two passes, while theirs are still queueing', async () => {
+  const { keys } = env.redis.fresh();
+  const make = async (name: string, contacts: number, sendAt: number): Promise<string> => {
+    const list = await createList(env.client, keys, 'acme', name, T);
+    await upsertContacts(env.client, keys, 'acme', list.id, rows(1, contacts), T);
+    const id = newId(T);
+    await createCampaign(env.client, keys, {
+      id, account: 'acme', name, listId: list.id, from: 'news@acme.example', fromDomain: 'acme.example', subject: 's',
+      tracking: { opens: false, clicks: false }, tags: [], throttlePerHour: null, createdAt: T, sendAt, body: '{}', links: [],
+    });
+    return id;
+  };
+  // One contact a chunk, one chunk a turn: each big list takes 10 turns; a pass takes 16 campaigns.
+  const big: string[] = [];
+  for (let i = 0; i < 16; i++) big.push(await make(`big${i}`, 10, T - 1000 + i));
+  const small = await make('urgent', 1, T - 1);
+  const enqueuer = new CampaignEnqueuer({ redis: env.client, keys, shards: 2, logger: createLogger('silent'), chunkSize: 1, chunksPerTurn: 1, now: () => T });
+  let passes = 0;
+  while (!(await getCampaign(env.client, keys, null, small))?.enqueued && passes < 20) {
+    await enqueuer.tick();
+    passes++;
+  }
+  assert.is((await getCampaign(env.client, keys, null, small))?.queued, 1, 'the small campaign is queued');
+  assert.ok(passes <= 2, `queued after ${passes} passes (17 due, 16 a pass)`);
+  const bigs = await Promise.all(big.map((id) => getCampaign(env.client, keys, null, id)));
+  assert.ok(bigs.every((c) => c && !c.enqueued && c.queued > 0), 'the big ones are still queueing, each has had a turn');
 });
 
 test.run();
