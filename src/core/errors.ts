@@ -60,6 +60,7 @@ export const ERRORS = {
   SLUICE_LIST_IMPORT_TOO_LARGE: { message: 'The import exceeds the size or row limit', http: 413, smtp: [552, '5.3.4'] },
   SLUICE_LIST_IMPORT_BAD_FORMAT: { message: 'The import cannot be read as CSV or NDJSON', http: 400, smtp: [554, '5.6.0'] },
   SLUICE_CAMPAIGN_STATE: { message: "The campaign's state does not allow this", http: 409, smtp: [550, '5.5.1'] },
+  SLUICE_LIST_IN_USE: { message: 'Campaigns that have not queued the list yet use it: cancel them first', http: 409, smtp: [550, '5.5.1'] },
   SLUICE_LIST_CONTACT_SUPPRESSED: { message: 'The address is suppressed: remove the suppression before subscribing it again', http: 409, smtp: [550, '5.7.1'] },
   SLUICE_SUPPRESSION_GLOBAL_READ_ONLY: { message: 'The address is on the global suppression list (it does not exist), which accounts cannot change', http: 403, smtp: [550, '5.7.1'] },
 } as const satisfies Record<string, ErrorSpec>;

@@ -13,7 +13,8 @@ import {
 import { ImportAborted, importContacts, type ImportLimits, type ListFormat } from '../store/contact-import.js';
 import { exportContacts } from '../store/contact-export.js';
 import { addressRef } from '../store/audit.js';
-import { campaignsSentToList, keepCopiesFindable } from '../store/privacy.js';
+import { keepCopiesFindable } from '../store/privacy.js';
+import { campaignsOfList, readsListYet } from '../store/campaigns.js';
 import { fieldErrors } from './http-schema.js';
 import { decodeSegment, isScanCursor, JSON_TYPE, methodNotAllowed, pageQuery, splitUrl, type RouteAnswer } from './http-route.js';
 
@@ -129,8 +130,18 @@ export async function listRoute(method: string, url: string, req: IncomingMessag
     const list = await ownList(ctx, account.id, m[1] as string);
     if (method === 'GET') return { status: 200, body: listView(list, await listFieldNames(ctx.redis, ctx.keys, list.id)) };
     if (method === 'DELETE') {
+      const campaigns = await campaignsOfList(ctx.redis, ctx.keys, account.id, list.id);
+      // Deleted under a campaign that has yet to read it, the list went and the campaign completed
+      // with fewer recipients, or none, without a word: refused until those campaigns are cancelled.
+      const reading = campaigns.filter(readsListYet);
+      if (reading.length > 0) {
+        const named = reading.slice(0, 10).map((c) => `${c.id} (${c.state})`).join(', ') + (reading.length > 10 ? `, and ${reading.length - 10} more` : '');
+        throw new SluiceError('SLUICE_LIST_IN_USE', `Campaigns that have not queued the list yet use it: ${named}; cancel them first`, {
+          errors: reading.slice(0, 100).map((c) => ({ path: 'campaigns', message: `${c.id} is ${c.state}` })),
+        });
+      }
       // A list that campaigns were sent to keeps its address index, alone, so an erasure still finds the copies.
-      const sent = (await campaignsSentToList(ctx.redis, ctx.keys, account.id, list.id)).length > 0;
+      const sent = campaigns.some((c) => c.startedAt !== null);
       if (!(await deleteList(ctx.redis, ctx.keys, account.id, list.id, sent ? ctx.copiesTtlMs : 0))) throw new SluiceError('SLUICE_LIST_NOT_FOUND');
       return { status: 200, body: { id: list.id, deleted: true }, audit: { action: 'list.delete', target: list.id } };
     }

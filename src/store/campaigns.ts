@@ -219,6 +219,21 @@ export async function campaignListIds(redis: RedisClient, keys: Keys, account: s
   return ids.flatMap((id, i) => (listIds[i] ? [{ id, listId: listIds[i] as string }] : []));
 }
 
+/** Every campaign of `account` sent (or to be sent) to `listId`. */
+export async function campaignsOfList(redis: RedisClient, keys: Keys, account: string, listId: string): Promise<CampaignRecord[]> {
+  const ids = (await campaignListIds(redis, keys, account)).filter((c) => c.listId === listId);
+  const all = await Promise.all(ids.map((c) => getCampaign(redis, keys, account, c.id)));
+  return all.filter((c): c is CampaignRecord => c !== null);
+}
+
+/**
+ * The campaign will still read its list: not yet begun (a draft, scheduled), or its list not yet
+ * queued whole. Its list deleted, it would complete with fewer recipients, or none, and say nothing.
+ */
+export function readsListYet(c: CampaignRecord): boolean {
+  return c.state === 'draft' || c.state === 'scheduled' || ((c.state === 'sending' || c.state === 'paused') && !c.enqueued);
+}
+
 /** A page of an account's campaigns and where the next one starts (null after the last). */
 export interface CampaignPage {
   readonly campaigns: CampaignRecord[];

@@ -6,7 +6,7 @@ import { indexAddresses, keepRefsOfLateFinish, readAddressRefs } from './address
 import { domainOf } from '../core/address.js';
 import { idTime, isId } from '../core/ids.js';
 import { getMessage, type MessageMeta } from './messages.js';
-import { campaignListIds, getCampaign, recordCampaignOutcome, type CampaignRecord } from './campaigns.js';
+import { campaignListIds, campaignsOfList, getCampaign, recordCampaignOutcome, type CampaignRecord } from './campaigns.js';
 import { readContacts, deleteContact, listLists, type Contact } from './contacts.js';
 import { appendEvent, streamFields, streamIdTime } from './events.js';
 import { erasedField, GLOBAL_LIST, type SuppressionEntry } from './suppression.js';
@@ -277,13 +277,7 @@ async function withEvents(redis: RedisClient, keys: Keys, f: Found, scope: Priva
  * scheduled campaign made none.
  */
 export async function campaignsSentToList(redis: RedisClient, keys: Keys, account: string, listId: string): Promise<CampaignRecord[]> {
-  const out: CampaignRecord[] = [];
-  for (const { id, listId: sentTo } of await campaignListIds(redis, keys, account)) {
-    if (sentTo !== listId) continue;
-    const c = await getCampaign(redis, keys, account, id);
-    if (c && c.startedAt !== null) out.push(c);
-  }
-  return out;
+  return (await campaignsOfList(redis, keys, account, listId)).filter((c) => c.startedAt !== null);
 }
 
 /** The field of {m:<campaignId>}:gone naming a deleted contact's numbers by the address's digest. */

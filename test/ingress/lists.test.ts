@@ -188,7 +188,8 @@ test('deleting a contact or a list that a campaign was sent to keeps the copies 
     id: campaignId, account: 'acme', name: 'Spring', listId: id, from: 'news@acme.example', fromDomain: 'acme.example', subject: 'Spring',
     tracking: { opens: true, clicks: true }, tags: [], throttlePerHour: null, createdAt: Date.now(), sendAt: null, body: '{}', links: [],
   });
-  await fx.client.hset(fx.keys.msgMeta(campaignId), 'state', 'sending', 'startedAt', Date.now());
+  // Its list queued whole: the list may go.
+  await fx.client.hset(fx.keys.msgMeta(campaignId), 'state', 'sending', 'startedAt', Date.now(), 'enqueued', 1);
 
   assert.is((await call('DELETE', `/v1/lists/${id}/contacts/ann%40example.org`)).status, 200);
   const refs = fx.keys.addressRefs(await addressDigest(fx.client, fx.keys, 'ann@example.org'));
@@ -200,6 +201,37 @@ test('deleting a contact or a list that a campaign was sent to keeps the copies 
   assert.is(await fx.client.hget(fx.keys.listEmails(id), 'bob@example.org'), '2', "the list's address index stays");
   assert.ok((await fx.client.pttl(fx.keys.listEmails(id))) > 0, 'for a while');
   assert.is((await call('GET', `/v1/lists/${id}`)).status, 404, 'the list is gone');
+});
+
+test('a list that campaigns have yet to queue cannot be deleted (409 naming them) until they are cancelled', async () => {
+  const id = await newList('In use');
+  assert.is((await call('POST', `/v1/lists/${id}/contacts`, { body: 'email\nann@example.org\n', type: 'text/csv' })).status, 200);
+  const campaign = async (name: string, sendAt: number | null): Promise<string> => {
+    const campaignId = newId();
+    await createCampaign(fx.client, fx.keys, {
+      id: campaignId, account: 'acme', name, listId: id, from: 'news@acme.example', fromDomain: 'acme.example', subject: name,
+      tracking: { opens: true, clicks: true }, tags: [], throttlePerHour: null, createdAt: Date.now(), sendAt, body: '{}', links: [],
+    });
+    return campaignId;
+  };
+  const scheduled = await campaign('Tomorrow', Date.now() + 86_400_000);
+  const queueing = await campaign('Half queued', Date.now());
+  await fx.client.hset(fx.keys.msgMeta(queueing), 'state', 'sending', 'startedAt', Date.now(), 'cursor', 2);
+  const done = await campaign('Queued', Date.now());
+  await fx.client.hset(fx.keys.msgMeta(done), 'state', 'completed', 'startedAt', Date.now(), 'enqueued', 1);
+
+  const refused = await call('DELETE', `/v1/lists/${id}`);
+  assert.is(refused.status, 409, refused.text);
+  assert.is(refused.json.code, 'SLUICE_LIST_IN_USE');
+  const named = (refused.json.errors ?? []).map((e) => String((e as { message?: string }).message));
+  assert.equal(named.sort(), [`${scheduled} is scheduled`, `${queueing} is sending`].sort(), 'the campaigns that still read the list, not the one done with it');
+  assert.ok(String(refused.json['message']).includes(scheduled));
+  assert.is((await call('GET', `/v1/lists/${id}`)).status, 200, 'the list is kept');
+  assert.is(await fx.client.hlen(fx.keys.listContacts(id)), 1, 'with its contacts');
+
+  for (const c of [scheduled, queueing]) assert.is((await call('POST', `/v1/campaigns/${c}/cancel`)).status, 200);
+  assert.is((await call('DELETE', `/v1/lists/${id}`)).status, 200, 'deleted once they are cancelled');
+  assert.is((await call('GET', `/v1/lists/${id}`)).status, 404);
 });
 
 test("another account's list is a 404 on every route, and nothing changes", async () => {
