@@ -97,8 +97,9 @@ test('a campaign is not stored under the id of an accepted message or of another
   const msgId = newId();
   await client.hset(keys.msgMeta(msgId), { account: 'globex', kind: 'api' });
   await client.set(keys.msgBody(msgId), 'the accepted message');
-  assert.is(await createCampaign(client, keys, campaign(msgId, 'spring')), null);
+  assert.is(await createCampaign(client, keys, { ...campaign(msgId, 'spring'), sendAt: 1 }), null);
   assert.equal(await client.hgetall(keys.msgMeta(msgId)), { account: 'globex', kind: 'api' });
+  assert.equal([await client.zscore(keys.accountCampaigns('acme'), msgId), await client.zscore(keys.campaignsDue(), msgId)], [null, null], 'not listed nor scheduled');
   assert.is(await client.get(keys.msgBody(msgId)), 'the accepted message');
   assert.is(await client.exists(keys.links(msgId)), 0);
 
@@ -106,8 +107,11 @@ test('a campaign is not stored under the id of an accepted message or of another
   const stored = await createCampaign(client, keys, campaign(id, 'spring'));
   assert.is(stored?.name, 'spring');
   assert.equal(await client.lrange(keys.links(id), 0, -1), ['https://acme.example/1']);
-  assert.is(await createCampaign(client, keys, campaign(id, 'autumn')), null);
+  const listedAt = await client.zscore(keys.accountCampaigns('acme'), id);
+  assert.ok(listedAt !== null);
+  assert.is(await createCampaign(client, keys, { ...campaign(id, 'autumn'), createdAt: 1, sendAt: 1 }), null);
   assert.is((await getCampaign(client, keys, 'acme', id))?.name, 'spring');
+  assert.equal([await client.zscore(keys.accountCampaigns('acme'), id), await client.zscore(keys.campaignsDue(), id)], [listedAt, null], 'the draft stays listed as it was, not scheduled');
   assert.is(await client.get(keys.msgBody(id)), '{"t":"spring"}');
   assert.is(await client.llen(keys.links(id)), 1);
 });
