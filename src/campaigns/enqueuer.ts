@@ -83,7 +83,11 @@ export class CampaignEnqueuer {
     await this.ticker.stop();
   }
 
-  /** One pass over the due campaigns; returns how many still have contacts to queue. */
+  /**
+   * One pass over the due campaigns; returns how many this process left with contacts to queue. A
+   * campaign another process is queueing is not counted: it is no work for this one, and counted it
+   * made the ticker come again at once, round after round, for as long as the other's turn lasted.
+   */
   async tick(): Promise<number> {
     const { redis, keys } = this.o;
     let unfinished = 0;
@@ -92,7 +96,7 @@ export class CampaignEnqueuer {
       for (const id of due) {
         if (this.stopping) break;
         try {
-          if (!(await this.advance(id))) unfinished++;
+          if ((await this.turn(id)) === 'more') unfinished++;
         } catch (err) {
           // One campaign's failure is its own: the campaigns due after it still get their turn (they
           // waited behind it for good when it failed every time). Tried again at the next interval,
@@ -109,11 +113,16 @@ export class CampaignEnqueuer {
 
   /** One turn of one campaign. Returns true when the campaign needs nothing more from the enqueuer. */
   async advance(id: string): Promise<boolean> {
+    return (await this.turn(id)) === 'done';
+  }
+
+  /** One turn: 'done' (nothing more to queue), 'more', or 'locked' (another process has the turn). */
+  private async turn(id: string): Promise<'done' | 'more' | 'locked'> {
     const { redis, keys } = this.o;
     const lock = keys.campaignLock(id);
     const token = randomBytes(8).toString('hex');
     const lockMs = this.o.lockMs ?? LOCK_MS;
-    if (!(await holdLock(redis, lock, token, lockMs))) return false;
+    if (!(await holdLock(redis, lock, token, lockMs))) return 'locked';
     // Renewed while the turn runs; once it lapsed or went to another token, the turn ends before its next chunk.
     const renewal = keepRenewing(redis, lock, token, lockMs);
     try {
@@ -125,12 +134,12 @@ export class CampaignEnqueuer {
       }
       if (!c || (c.state !== 'sending' && c.state !== 'paused') || c.enqueued) {
         await redis.zrem(keys.campaignsDue(), id);
-        return true;
+        return 'done';
       }
       const done = await this.queueChunks(c, () => renewal.held);
       if (done) await redis.zrem(keys.campaignsDue(), id);
       else await this.behindOthers(id);
-      return done;
+      return done ? 'done' : 'more';
     } finally {
       await renewal.end();
       await releaseLock(redis, lock, token).catch(() => undefined);

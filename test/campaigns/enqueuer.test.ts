@@ -15,6 +15,7 @@ import type { RedisClient } from '../../src/redis/client.js';
 import { createList, upsertContacts } from '../../src/store/contacts.js';
 import { newId } from '../../src/core/ids.js';
 import { createLogger } from '../../src/observability/logger.js';
+import { holdLock, releaseLock } from '../../src/store/locks.js';
 
 const { test, env } = redisSuite('campaigns/enqueuer');
 
@@ -316,6 +317,20 @@ test('a small campaign due after 16 big ones gets its turn within two passes, wh
   assert.ok(passes <= 2, `queued after ${passes} passes (17 due, 16 a pass)`);
   const bigs = await Promise.all(big.map((id) => getCampaign(env.client, keys, null, id)));
   assert.ok(bigs.every((c) => c && !c.enqueued && c.queued > 0), 'the big ones are still queueing, each has had a turn');
+});
+
+test('a campaign another process is queueing is no work left for this one: its pass does not ask to come again at once', async () => {
+  const { keys } = env.redis.fresh();
+  const id = await draftOf(keys);
+  assert.ok((await scheduleCampaign(env.client, keys, id, T, T)).ok);
+  const enqueuer = new CampaignEnqueuer({ redis: env.client, keys, shards: 2, logger: createLogger('silent'), chunkSize: 1, chunksPerTurn: 1, now: () => T });
+  // Another process's turn (its lock): counted as left to do, the ticker came again at once, round after round.
+  assert.ok(await holdLock(env.client, keys.campaignLock(id), 'another process', 60_000));
+  assert.is(await enqueuer.tick(), 0, 'nothing this process can do now');
+  assert.is((await getCampaign(env.client, keys, null, id))?.queued, 0);
+  await releaseLock(env.client, keys.campaignLock(id), 'another process');
+  assert.is(await enqueuer.tick(), 1, 'its own turn left contacts to queue: it comes again at once');
+  assert.is((await getCampaign(env.client, keys, null, id))?.queued, 1);
 });
 
 test.run();
