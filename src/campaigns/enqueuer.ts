@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import type { Metrics } from '../observability/metrics.js';
-import { getCampaign, markCampaignQueued, recordEnqueueChunk, recordEnqueuePlan, snapshotCampaignList, type CampaignRecord } from '../store/campaigns.js';
+import { getCampaign, markCampaignQueued, markListGone, recordEnqueueChunk, recordEnqueuePlan, snapshotCampaignList, type CampaignRecord } from '../store/campaigns.js';
 import { getList, lastContactNo, readContactRange } from '../store/contacts.js';
 import { suppressionsOf } from '../store/suppression.js';
 import { controlCampaignQueue, dropCancelledQueue, pushCampaignChunk, startCampaign } from '../queue/campaign.js';
@@ -215,6 +215,12 @@ export class CampaignEnqueuer {
       }
     }
     if (list && !finished) return false;
+    if (!list) {
+      // Deleted under the campaign (the route refuses that, but a delete racing the campaign's
+      // creation gets through): said on the campaign, else it completed short, or empty, without a word.
+      await markListGone(redis, keys, start.id, this.now());
+      logger.warn({ campaign: start.id, account: start.account, list: start.listId, queued: queuedSoFar }, 'campaign list deleted before it was queued whole');
+    }
     // No chunk can follow: the per-destination chunk records can go once their queues drain.
     await controlCampaignQueue(redis, keys, shards, start.id, 'seal', this.now());
     const after = await markCampaignQueued(redis, keys, start.id, this.now());

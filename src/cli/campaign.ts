@@ -34,7 +34,7 @@ function render(c: CampaignRecord, s: CampaignStats): string {
   const e = s.engagement;
   return [
     `campaign ${c.id}  ${c.name}`,
-    line('state', c.state + (c.enqueued ? '' : c.state === 'sending' || c.state === 'paused' ? ' (queueing the list)' : '')),
+    line('state', c.state + (c.enqueued ? '' : c.state === 'sending' || c.state === 'paused' ? ' (queueing the list)' : '') + (c.listGoneAt === null ? '' : ` (list deleted before it was queued whole, ${new Date(c.listGoneAt).toISOString()})`)),
     line('recipients', `${s.recipients} (${s.skipped} left out: unsubscribed, bounced or suppressed)`),
     line('queued', s.queued),
     line('pending', s.pending),
@@ -55,7 +55,7 @@ async function show(redis: RedisClient, keys: Keys, id: string, json: boolean, i
   const c = await getCampaign(redis, keys, null, id);
   if (!c) return null;
   const s = await campaignStats(redis, keys, c);
-  if (json) println(io.out, JSON.stringify({ id: c.id, account: c.account, name: c.name, state: c.state, listQueued: c.enqueued, ...s }));
+  if (json) println(io.out, JSON.stringify({ id: c.id, account: c.account, name: c.name, state: c.state, listQueued: c.enqueued, listGone: c.listGoneAt === null ? null : new Date(c.listGoneAt).toISOString(), ...s }));
   else println(io.out, render(c, s));
   return c;
 }

@@ -102,6 +102,8 @@ function view(c: CampaignRecord): Record<string, unknown> {
     completed: iso(c.completedAt),
     cancelled: iso(c.cancelledAt),
     recipients: { queued: c.queued, skipped: c.skipped, pending: Math.max(0, c.pending), listQueued: c.enqueued },
+    // Set when its list was deleted before it was queued whole: it went to `queued` recipients only.
+    listGone: iso(c.listGoneAt),
     // Set when the reputation guard paused it: why, when, and the figures it judged.
     pausedBy: c.guardPause === null ? null : { ...c.guardPause, at: iso(c.guardPause.at) },
   };

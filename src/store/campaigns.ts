@@ -27,7 +27,8 @@ declare module 'ioredis' {
  *                           (createdAt, sendAt, startedAt, pausedAt, cancelledAt, completedAt),
  *                           enqueuer progress (cursor = next contact number, chunk, enqueued),
  *                           counts (queued, skipped, pending), atLeast (recipients the enqueuer
- *                           is about to have queued, written before each chunk is pushed)
+ *                           is about to have queued, written before each chunk is pushed),
+ *                           listGoneAt (the enqueuer found the list deleted before it was queued whole)
  *   {m:<id>}:body     STRING the prepared template (render/campaign.ts), rendered per recipient in the pool
  *   {m:<id>}:links    LIST  the template's click targets, extracted once
  *   {m:<id>}:stats    HASH  engagement counters (store/engagement.ts) and delivery counters (below)
@@ -90,6 +91,11 @@ export interface CampaignRecord {
   readonly skipped: number;
   /** Queued recipients not yet in a final state. */
   readonly pending: number;
+  /**
+   * When the enqueuer found the list deleted before it had queued it whole (null: it did not): the
+   * campaign went to the recipients queued by then, maybe none.
+   */
+  readonly listGoneAt: number | null;
   /** Why the reputation guard paused it (null when it did not, or after a resume). */
   readonly guardPause: CampaignGuardPause | null;
   /** The counts the guard judges from (set at resume: a resumed campaign is judged on what it sends next). */
@@ -151,6 +157,7 @@ export function toCampaign(id: string, h: Readonly<Record<string, string>>): Cam
     atLeast: Math.max(num(h['atLeast']) ?? 0, num(h['queued']) ?? 0),
     skipped: num(h['skipped']) ?? 0,
     pending: num(h['pending']) ?? 0,
+    listGoneAt: num(h['listGoneAt']),
     guardPause: jsonOr<CampaignGuardPause | null>(h['guardPause'], null),
     guardBase: jsonOr<CampaignRecord['guardBase']>(h['guardBase'], null),
   };
@@ -312,6 +319,11 @@ export async function recordEnqueueChunk(redis: RedisClient, keys: Keys, id: str
     .hincrby(meta, 'skipped', o.skipped)
     .hset(meta, 'cursor', o.next, 'chunk', o.chunk);
   await execAll(tx, 'the campaign progress could not be recorded');
+}
+
+/** The enqueuer found the campaign's list deleted before it was queued whole (the first time is kept). */
+export async function markListGone(redis: RedisClient, keys: Keys, id: string, now: number): Promise<void> {
+  await redis.hsetnx(keys.msgMeta(id), 'listGoneAt', now);
 }
 
 /** The list is queued whole; returns the state after (completed when nothing is pending). */

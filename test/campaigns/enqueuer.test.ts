@@ -12,7 +12,7 @@ import { cancelCampaign, holdCampaignEntries, pauseCampaign, scheduleCampaign, s
 import { claim } from '../../src/queue/claim.js';
 import type { Keys } from '../../src/redis/keys.js';
 import type { RedisClient } from '../../src/redis/client.js';
-import { createList, upsertContacts } from '../../src/store/contacts.js';
+import { createList, deleteList, upsertContacts } from '../../src/store/contacts.js';
 import { newId } from '../../src/core/ids.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { holdLock, releaseLock } from '../../src/store/locks.js';
@@ -331,6 +331,17 @@ test('a campaign another process is queueing is no work left for this one: its p
   await releaseLock(env.client, keys.campaignLock(id), 'another process');
   assert.is(await enqueuer.tick(), 1, 'its own turn left contacts to queue: it comes again at once');
   assert.is((await getCampaign(env.client, keys, null, id))?.queued, 1);
+});
+
+test('a campaign whose list was deleted before it was queued whole says so (listGoneAt), not only that it completed', async () => {
+  const { keys } = env.redis.fresh();
+  const id = await draftOf(keys);
+  assert.ok((await scheduleCampaign(env.client, keys, id, T, T)).ok);
+  // A delete that got past the route's check (it raced the campaign's creation).
+  assert.ok(await deleteList(env.client, keys, 'acme', (await getCampaign(env.client, keys, null, id))!.listId));
+  await new CampaignEnqueuer({ redis: env.client, keys, shards: 2, logger: createLogger('silent'), now: () => T }).tick();
+  const c = await getCampaign(env.client, keys, null, id);
+  assert.equal({ state: c?.state, queued: c?.queued, listGoneAt: c?.listGoneAt }, { state: 'completed', queued: 0, listGoneAt: T });
 });
 
 test.run();
