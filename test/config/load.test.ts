@@ -138,6 +138,14 @@ test('delivery.lease: at least 2s (renewed every third of it, at most once a sec
   }
 });
 
+test('delivery.claimWindow: at least 1s; a shorter one is refused with its path and why', () => {
+  assert.is(loadConfig({ env: { SLUICE__DELIVERY__CLAIMWINDOW: '1s' } }).delivery.claimWindow, 1_000);
+  for (const bad of ['0s', '500ms']) {
+    const said = (refused({ env: { SLUICE__DELIVERY__CLAIMWINDOW: bad } }).get('delivery.claimWindow') ?? []).join(' | ');
+    assert.match(said, 'must be at least 1s', bad);
+  }
+});
+
 test('a SLUICE__ variable that names no config key is refused naming the variable; a record such as the transport map takes any key', () => {
   const bad = refused({ env: { SLUICE__DELIVERY__LEASEX: '5m', SLUICE__TRAKING__PORT: '80' } });
   assert.match((bad.get('delivery.LEASEX') ?? []).join(' | '), 'environment variable SLUICE__DELIVERY__LEASEX names no config key');
