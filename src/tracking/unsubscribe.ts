@@ -22,12 +22,14 @@ export interface UnsubscribeTarget {
 
 export async function unsubscribeTarget(deps: TrackingDeps, p: TokenPayload): Promise<UnsubscribeTarget | null> {
   if (p.kind !== 'u') return null;
-  const view = await messageFor(deps.redis, deps.keys, p.msgId, p.idx);
-  if (!view) {
-    // Only an open account: a closed one's data is being deleted, and nothing written now may outlive that.
-    if (p.address === undefined || (await closedRecord(deps.redis, deps.keys, p.account)) !== null) return null;
-    return { address: p.address, from: null, view: null };
-  }
+  const [view, closed] = await Promise.all([messageFor(deps.redis, deps.keys, p.msgId, p.idx), closedRecord(deps.redis, deps.keys, p.account)]);
+  // Once an account's deletion is due, the retention walk removes its keys in keyspace order: a
+  // suppression written after the walk passed {a:<id>}:suppression, through a record it has not
+  // reached yet, would outlive the deletion. Until then a closed account's recipient may still opt
+  // out (its mail is held, and goes out again if the account is reopened); what that writes goes
+  // with the account's data.
+  if (closed !== null && (closed.deletedAt !== null || closed.purgeAt <= (deps.now ?? Date.now)())) return null;
+  if (!view) return p.address === undefined ? null : { address: p.address, from: null, view: null };
   // The account inside the signed token must be the message's: a token never acts across accounts.
   if (view.meta.account !== p.account) return null;
   // An erased recipient has no page and cannot be unsubscribed again: there is nobody left to name.

@@ -341,11 +341,37 @@ test('after its record is purged, an unsubscribe link that carries the address s
     // A token without the address has nothing left to name.
     assert.is((await get(f.base + '/u/' + f.token('u', { idx: 0 }))).status, 404);
     assert.is((await get(f.base + '/u/' + f.token('u', { idx: 0 }), { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'List-Unsubscribe=One-Click' })).status, 404);
-    // A closed account's data is being deleted: nothing is written for it any more.
-    await closeAccount(client, f.keys, 'acme', { now: NOW, windowMs: 86_400_000, by: 'cli' });
+    // A closed account's data is being deleted (its purgeAt has come): nothing is written for it any more.
+    await closeAccount(client, f.keys, 'acme', { now: NOW, windowMs: 0, by: 'cli' });
     const closed = await get(f.base + '/u/' + sealed(0, 'ann@example.org'), { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'List-Unsubscribe=One-Click' });
     assert.is(closed.status, 404);
     assert.is(await suppressionOf(client, f.keys, 'acme', 'ann@example.org'), null);
+  } finally {
+    await f.close();
+  }
+});
+
+test("a closed account's recipient may still opt out until its deletion is due; from then the link is invalid and writes nothing, the message's record kept or not", async () => {
+  const f = await fixture();
+  try {
+    const oneClick = (token: string) => get(f.base + '/u/' + token, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'List-Unsubscribe=One-Click' });
+    // Closed, data kept for a day: its mail is held, and goes out again if it is reopened.
+    await closeAccount(client, f.keys, 'acme', { now: NOW - 1000, windowMs: 86_400_000, by: 'cli' });
+    assert.is((await oneClick(f.token('u', { idx: 1 }))).status, 200);
+    assert.is((await suppressionOf(client, f.keys, 'acme', 'bob<b>@example.org'))?.reason, 'unsubscribe');
+
+    // The deletion is due: the retention walk is removing the account's keys, the record of this
+    // message among them, in keyspace order. A suppression written now could outlive it.
+    await client.hdel(f.keys.closedAccounts(), 'acme');
+    await closeAccount(client, f.keys, 'acme', { now: NOW - 1000, windowMs: 1000, by: 'cli' });
+    const before = (await f.events()).length;
+    const page = await get(f.base + '/u/' + f.token('u'));
+    assert.is(page.status, 404, 'the page of a kept record');
+    assert.match(page.text, 'not valid');
+    assert.is((await oneClick(f.token('u'))).status, 404, 'the one-click of a kept record');
+    assert.is(await suppressionOf(client, f.keys, 'acme', 'ann@example.org'), null);
+    assert.is((await f.events()).length, before, 'no event');
+    assert.is(await client.hget(f.keys.trackMarks(f.msgId), 'u:0'), null, 'no mark');
   } finally {
     await f.close();
   }
