@@ -30,7 +30,10 @@ import { limitHttpConnections, serviceUnavailable, type HttpConnectionLimits } f
 export interface TrackingServerOptions extends HttpConnectionLimits {
   readonly host: string;
   readonly port: number;
-  /** Where recipients reach this server, e.g. https://t.example.com (the page's form posts there). */
+  /**
+   * Where recipients reach this server, e.g. https://t.example.com (the page's form posts there). A
+   * path in it (https://example.com/t) is served with and without it: a proxy may strip it or not.
+   */
   readonly publicBaseUrl: string;
   /** Take the client address from the last X-Forwarded-For hop (only behind a proxy you run). */
   readonly trustProxy?: boolean;
@@ -90,6 +93,9 @@ export async function startTrackingServer(deps: TrackingDeps, opts: TrackingServ
   const maxPending = opts.maxPendingRecords ?? MAX_PENDING_RECORDS;
   const maxBody = opts.maxBodyBytes ?? MAX_BODY_BYTES;
   const publicOrigin = new URL(opts.publicBaseUrl).origin;
+  // The path of publicBaseUrl ('' at its root), which every tracking URL starts with: a proxy that
+  // passes it on as is reaches the same endpoints as one that strips it.
+  const basePath = new URL(opts.publicBaseUrl).pathname.replace(/\/+$/, '');
   const csp = `default-src 'none'; style-src 'unsafe-inline'; form-action 'self' ${publicOrigin}; frame-ancestors 'none'`;
   const pixelHeaders = [
     'X-Content-Type-Options', 'nosniff', 'Content-Security-Policy', csp,
@@ -201,9 +207,9 @@ export async function startTrackingServer(deps: TrackingDeps, opts: TrackingServ
 
   // ── routing ───────────────────────────────────────────────────────────────────────────────────
 
-  const route = async (req: IncomingMessage, res: ServerResponse): Promise<[Endpoint, string]> => {
+  const route = async (req: IncomingMessage, res: ServerResponse, url: string): Promise<[Endpoint, string]> => {
     const method = req.method ?? 'GET';
-    const path = (req.url ?? '/').split('?')[0] as string;
+    const path = url.split('?')[0] as string;
     const read = method === 'GET' || method === 'HEAD';
     if (path === '/healthz' || path === '/readyz') {
       if (!read) return ['health', notAllowed(res, 'GET, HEAD')];
@@ -236,7 +242,8 @@ export async function startTrackingServer(deps: TrackingDeps, opts: TrackingServ
     (req, res) => {
       if (isRefused !== null && isRefused(req.socket)) return void res.destroy();
       const started = performance.now();
-      const url = req.url ?? '/';
+      const raw = req.url ?? '/';
+      const url = basePath !== '' && raw.startsWith(basePath) && raw.charCodeAt(basePath.length) === 47 ? raw.slice(basePath.length) : raw;
       // The hot path, synchronously and with its headers in one array: no promise, no header map.
       if (url.startsWith('/o/') && (req.method === 'GET' || req.method === 'HEAD')) {
         const path = url.split('?')[0] as string;
@@ -249,7 +256,7 @@ export async function startTrackingServer(deps: TrackingDeps, opts: TrackingServ
       }
       res.setHeader('X-Content-Type-Options', 'nosniff');
       res.setHeader('Content-Security-Policy', csp);
-      route(req, res)
+      route(req, res, url)
         .then(([endpoint, result]) => {
           if (result !== COUNTED_LATER) deps.metrics?.requests.inc({ endpoint, result });
           deps.metrics?.duration.observe({ endpoint }, (performance.now() - started) / 1000);

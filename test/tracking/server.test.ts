@@ -377,6 +377,31 @@ test("a closed account's recipient may still opt out until its deletion is due; 
   }
 });
 
+test('with a path in publicBaseUrl, the URLs written into mail reach every endpoint as a proxy passes them on, the path kept or stripped', async () => {
+  const f = await fixture({ server: { publicBaseUrl: 'https://example.com/track' } });
+  try {
+    for (const prefix of ['/track', '']) {
+      const pixel = await get(f.base + prefix + tokenPath('o', f.token('o')), { headers: { 'user-agent': BROWSER } });
+      assert.is(pixel.status, 200, `${prefix} pixel`);
+      assert.equal(pixel.body, PIXEL_GIF);
+      const click = await get(f.base + prefix + tokenPath('c', f.token('c', { link: 2 })) + '?utm=x', { headers: { 'user-agent': BROWSER } });
+      assert.is(click.status, 302, `${prefix} click`);
+      assert.is(click.headers['location'], LINKS[2]);
+      assert.is((await get(f.base + prefix + '/u/' + f.token('u'))).status, 200, `${prefix} page`);
+      assert.is((await get(f.base + prefix + '/healthz')).status, 200);
+    }
+    const done = await get(f.base + '/track/u/' + f.token('u', { idx: 1 }), { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'List-Unsubscribe=One-Click' });
+    assert.is(done.status, 200);
+    assert.is((await suppressionOf(client, f.keys, 'acme', 'bob<b>@example.org'))?.reason, 'unsubscribe');
+    // A person's first click is held for the burst window: the stream's order is not the requests'.
+    assert.equal((await f.events()).map((e) => e['type']).sort(), ['clicked', 'clicked', 'opened', 'opened', 'unsubscribed']);
+    // Only the whole path segment: /trackx/… is not /track/….
+    assert.is((await get(f.base + '/trackx/c/' + f.token('c'))).status, 404);
+  } finally {
+    await f.close();
+  }
+});
+
 test('a one-click body that arrives slowly is waited for (within the request timeout), not answered 503 as if Redis were down', async () => {
   // The body used to be read inside the 5 s Redis deadline: a client taking longer got 503 Retry-After
   // and a warning blaming Redis, and its unsubscribe was lost.
