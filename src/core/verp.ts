@@ -10,7 +10,8 @@ import { toBase32 } from './ids.js';
  * The tag is 40 bits of HMAC-SHA256(key, "<msgId>.<idx>") in the same base32: message ids are not
  * secret (they are in every Message-ID header), so without it anyone could send a forged DSN for
  * b-<id>-<n>@… and suppress the other recipients of a message they received. 40 bits make a blind
- * guess 1 in 10^12, and each try costs an SMTP transaction. The key is shared by every process
+ * guess 1 in 10^12, and each try costs an RCPT command, of which the inbound MX takes 20 refused
+ * per connection (feedback/inbound-mx.ts MAX_REFUSED_RCPTS). The key is shared by every process
  * (app/ keeps it in Redis). Without a key (tests of the parts) addresses carry no tag.
  */
 // Up to 9 digits of recipient index: a campaign's copies are numbered by contact, and a list's

@@ -117,6 +117,14 @@ const PENDING_LEASE_MS = 10 * 60_000;
 /** Mails taken per look; each is processed in turn, so at most one is held in memory for it. */
 const PENDING_PER_LOOK = 20;
 
+/**
+ * Refused RCPTs a connection may make; the next is answered 421 and the connection closed (Postfix's
+ * smtpd_hard_error_limit is 20 too). A VERP or unsubscribe address's tag is 40 bits (core/verp.ts):
+ * without a bound, one connection could test guesses as fast as it pipelines RCPT commands, and a
+ * right one forges a hard bounce (a global suppression) or an unsubscribe. A real sender names one
+ * or a few addresses per message.
+ */
+export const MAX_REFUSED_RCPTS = 20;
 /** Five soft bounces in a row over a week: a mailbox full that long is abandoned, not busy. */
 const DEFAULT_SOFT_BOUNCE_LIMIT = 5;
 const DEFAULT_SOFT_BOUNCE_WINDOW_MS = 7 * DAY;
@@ -140,6 +148,8 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
   // backlog of stored mail waiting for processing, could all sit in memory at once.
   const buffered = new ByteBudget(opts.maxBufferedBytes ?? 256 * 1024 * 1024);
   const maxRcpts = opts.maxRecipients ?? 50;
+  /** Refused RCPTs of each open session (by session id): see MAX_REFUSED_RCPTS. */
+  const refusedRcpts = new Map<string, number>();
   const inFlight = new Set<Promise<void>>();
 
   const refuse = (session: SMTPServerSession, err: SluiceError): SmtpReplyError => {
@@ -231,7 +241,10 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
     logger: false,
 
     onConnect: (session: SMTPServerSession, cb: (err?: Error | null) => void) => guard.onConnect(session, cb),
-    onClose: (session: SMTPServerSession) => guard.onClose(session),
+    onClose: (session: SMTPServerSession) => {
+      refusedRcpts.delete(session.id);
+      guard.onClose(session);
+    },
 
     onMailFrom(address: SMTPServerAddress, session: SMTPServerSession, cb) {
       try {
@@ -253,7 +266,13 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
       } catch (err) {
         return cb(refuse(session, toSluiceError(err)));
       }
-      if (!feedbackRecipient(address.address, rules)) return cb(refuse(session, new SluiceError('SLUICE_FEEDBACK_NO_SUCH_RECIPIENT')));
+      if (!feedbackRecipient(address.address, rules)) {
+        const refused = (refusedRcpts.get(session.id) ?? 0) + 1;
+        refusedRcpts.set(session.id, refused);
+        // 421 closes the connection (smtp-server): the next guesses need a new one.
+        if (refused >= MAX_REFUSED_RCPTS) return cb(refuse(session, new SluiceError('SLUICE_FEEDBACK_GUESSING')));
+        return cb(refuse(session, new SluiceError('SLUICE_FEEDBACK_NO_SUCH_RECIPIENT')));
+      }
       cb();
     },
 

@@ -660,6 +660,37 @@ test('MAIL FROM and RCPT TO parameters the MX does not advertise (DSN, AUTH) →
   assert.ok(count('rejected:SLUICE_SMTP_UTF8_REQUIRED') >= 2);
 });
 
+test('guessing VERP and unsubscribe tags: the 20th refused RCPT of a connection is 421 4.7.0 and closes it; a new connection is served, the right address accepted', async () => {
+  const id = await sentMessage('acme', ['guessed@dest.test']);
+  const verp = verpAddress(id, 0, BOUNCE_DOMAIN, SIGNED.verpKey);
+  const wrong = (i: number) => (i % 2 === 0 ? verp.replace(/-[0-9a-z]{8}@/, `-${String(i).padStart(8, 'a')}@`) : `u-${id}-0-${String(i).padStart(8, 'a')}@${BOUNCE_DOMAIN}`);
+  const { client: c } = await RawSmtp.open(ctx.signed.port);
+  try {
+    assert.is((await c.cmd('EHLO client.test')).code, 250);
+    assert.is((await c.cmd('MAIL FROM:<>')).code, 250);
+    for (let i = 1; i < 20; i++) assert.is((await c.cmd(`RCPT TO:<${wrong(i)}>`)).code, 550, `guess ${i}`);
+    // A new transaction on the same connection does not start the count again.
+    assert.is((await c.cmd('RSET')).code, 250);
+    assert.is((await c.cmd('MAIL FROM:<>')).code, 250);
+    const last = await c.cmd(`RCPT TO:<${wrong(20)}>`);
+    assert.match(last.text, /^421 4\.7\.0 /);
+    await c.closed;
+  } finally {
+    c.close();
+  }
+  assert.ok(count('rejected:SLUICE_FEEDBACK_GUESSING') >= 1);
+  const { client: again } = await RawSmtp.open(ctx.signed.port);
+  try {
+    assert.is((await again.cmd('EHLO client.test')).code, 250);
+    assert.is((await again.cmd('MAIL FROM:<>')).code, 250);
+    assert.is((await again.cmd(`RCPT TO:<${wrong(2)}>`)).code, 550, 'a new connection has its own count');
+    assert.is((await again.cmd(`RCPT TO:<${verp}>`)).code, 250);
+    assert.is((await again.cmd('QUIT')).code, 221);
+  } finally {
+    again.close();
+  }
+});
+
 test('the MX advertises ENHANCEDSTATUSCODES and every reply after EHLO carries one code, Sluice\'s own not doubled', async () => {
   const id = await sentMessage('acme', ['codes@dest.test']);
   const { client: c } = await RawSmtp.open(ctx.mx.port);
