@@ -1,6 +1,7 @@
 import { createServer, STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import type { Socket } from 'node:net';
+import { ReplyError } from 'ioredis';
 import { lastForwardedHop } from '../core/forwarded.js';
 import { performance } from 'node:perf_hooks';
 import type { TokenKind, TokenPayload } from '../core/tokens.js';
@@ -166,12 +167,20 @@ export async function startTrackingServer(deps: TrackingDeps, opts: TrackingServ
     const at = now();
     const ctx = { nowS: Math.floor(at / 1000), issuedAt: p.issuedAt, burst: 0 };
     const before = classifyClick(client, ctx);
-    const m = await mark(deps, p, mode, at, before !== null);
+    const m = await mark(deps, p, mode, at, before !== null).catch(async (err: unknown) => {
+      // Redis answered but refused the marks (maxmemory, MISCONF, a read-only replica): the link
+      // table can still be read, and a working link matters more than its count. Unreachable or
+      // silent, it is the 503 of the request handler.
+      if (!(err instanceof ReplyError)) throw err;
+      log.warn({ err }, 'click not recorded: Redis refused the write');
+      return { url: await deps.redis.lindex(deps.keys.links(p.msgId), p.link ?? 0), unrecorded: true } as const;
+    });
     // Only an http(s) URL of the message's own table is a target; anything else is not followed.
     const target = m.url === null ? null : redirectTarget(m.url);
     if (target === null) return send(res, 404, TEXT, NOT_FOUND_TEXT, 'not_found');
     res.writeHead(302, { Location: target, 'Cache-Control': 'no-store', 'Referrer-Policy': 'no-referrer', 'Content-Length': 0 });
     res.end();
+    if ('unrecorded' in m) return 'unrecorded';
     // An erased recipient's old link still leads where it led, but nothing about them is recorded.
     if (mode !== 'off' && !m.erased) {
       const machine = before ?? classifyClick(client, { ...ctx, burst: m.burst, burstLimit: m.burstLimit });

@@ -271,6 +271,33 @@ test('while Redis is unreachable, a click and the unsubscribe page are answered 
   }
 });
 
+test('while Redis refuses writes (maxmemory, too few replicas), a click still redirects, recording nothing; an unsubscribe is 503 to retry', async () => {
+  const f = await fixture();
+  try {
+    for (const [name, on] of [['maxmemory', '1'], ['min-replicas-to-write', '1']] as const) {
+      await client.config('SET', name, on);
+      try {
+        const res = await get(f.base + tokenPath('c', f.token('c', { link: 3 })), { headers: { 'user-agent': BROWSER } });
+        assert.is(res.status, 302, name);
+        assert.is(res.headers['location'], LINKS[3]);
+        assert.is((await get(f.base + tokenPath('c', f.token('c', { link: 99 })))).status, 404, `${name}: a link the table lacks`);
+        const unsub = await get(f.base + '/u/' + f.token('u'), { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'List-Unsubscribe=One-Click' });
+        assert.is(unsub.status, 503, `${name}: the unsubscribe cannot be written`);
+        assert.is(unsub.headers['retry-after'], '30');
+      } finally {
+        await client.config('SET', name, '0');
+      }
+    }
+    assert.equal(await f.events(), []);
+    assert.is(await client.exists(f.keys.trackMarks(f.msgId)), 0);
+    // Writes taken again: the next click is recorded.
+    assert.is((await get(f.base + tokenPath('c', f.token('c', { link: 3 })), { headers: { 'user-agent': BROWSER } })).status, 302);
+    assert.is((await f.events()).length, 1);
+  } finally {
+    await f.close();
+  }
+});
+
 test("a token from another message cannot reach this message's links", async () => {
   const f = await fixture();
   try {
