@@ -351,7 +351,7 @@ export const configSchema = z
          * A connection claims no more than it sends in this time: a claim still on the wire this long
          * after its first transaction began gives back the copies it has not started (delivery/dispatcher.ts).
          */
-        claimWindow: duration.refine((v) => v >= 1_000, { message: 'must be at least 1s: a shorter window gives back the rest of every claim as soon as its first transaction begins, so each connection sends one recipient per claim' }),
+        claimWindow: duration.refine((v) => v >= 100, { message: 'must be at least 100ms: a shorter window gives back the rest of every claim as soon as its first transaction begins, so each connection sends one recipient per claim' }),
         /** A claim (and a connection slot) lives this long unless its holder renews it (delivery/dispatcher.ts). */
         lease: duration.refine((v) => v >= MIN_LEASE_MS, { message: 'must be at least 2s: leases are renewed every third of the lease but at most once a second, so a shorter one could run out before its renewal and its copies be sent twice' }),
         pollInterval: duration,

@@ -138,11 +138,11 @@ test('delivery.lease: at least 2s (renewed every third of it, at most once a sec
   }
 });
 
-test('delivery.claimWindow: at least 1s; a shorter one is refused with its path and why', () => {
-  assert.is(loadConfig({ env: { SLUICE__DELIVERY__CLAIMWINDOW: '1s' } }).delivery.claimWindow, 1_000);
-  for (const bad of ['0s', '500ms']) {
+test('delivery.claimWindow: at least 100ms; a shorter one is refused with its path and why', () => {
+  assert.is(loadConfig({ env: { SLUICE__DELIVERY__CLAIMWINDOW: '100ms' } }).delivery.claimWindow, 100);
+  for (const bad of ['0s', '99ms']) {
     const said = (refused({ env: { SLUICE__DELIVERY__CLAIMWINDOW: bad } }).get('delivery.claimWindow') ?? []).join(' | ');
-    assert.match(said, 'must be at least 1s', bad);
+    assert.match(said, 'must be at least 100ms', bad);
   }
 });
 
