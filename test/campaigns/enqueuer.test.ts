@@ -128,7 +128,7 @@ test('a resume that lands while a paused campaign\'s chunk is pushed: the chunk\
 test('a turn longer than its lock keeps the lock: a second process cannot queue the campaign meanwhile, and every contact is counted once', async () => {
   const { keys } = env.redis.fresh();
   const list = await createList(env.client, keys, 'acme', 'long', T);
-  const N = 200;
+  const N = 300;
   await upsertContacts(env.client, keys, 'acme', list.id, rows(1, N), T);
   const id = newId(T);
   await createCampaign(env.client, keys, {
@@ -136,9 +136,10 @@ test('a turn longer than its lock keeps the lock: a second process cannot queue 
     tracking: { opens: false, clicks: false }, tags: [], throttlePerHour: null, createdAt: T, sendAt: T, body: '{}', links: [],
   });
   // One contact a chunk, the whole list in one turn, every round trip 5 ms long (a Redis at a
-  // distance): 200 chunks of at least one round trip each outlast the 300 ms lock several times
-  // over on any machine, so the turn must renew the lock to keep it.
-  const LOCK_MS = 300;
+  // distance): 300 chunks of at least one round trip each outlast the 1 s lock on any machine, so
+  // the turn must renew the lock to keep it. The lock is renewed every third of it: 1 s leaves a
+  // loaded machine (the suite beside other work) room for a late renewal, which 300 ms did not.
+  const LOCK_MS = 1_000;
   const DELAY_MS = 5;
   const far = await distantClient(env.redis, DELAY_MS);
   const opts = { keys, shards: 2, logger: createLogger('silent'), chunkSize: 1, chunksPerTurn: 100_000, lockMs: LOCK_MS, now: () => T };
