@@ -39,7 +39,8 @@ export const SCANNER_USER_AGENTS: readonly RegExp[] = [
   /fortiguard|fortinet/i,
   /checkpoint|check point/i,
   /safelinks|microsoft office existence discovery|ms-office/i,
-  /bot\b|bot\/|crawler|spider|slurp/i,
+  // Crawlers name themselves …bot; a CUBOT phone's browser ("CUBOT X30 Build/…") is a person.
+  /(?<!cu)bot\b|bot\/|crawler|spider|slurp/i,
   /headlesschrome|phantomjs|puppeteer|playwright/i,
   /^(curl|wget|python-requests|python-urllib|go-http-client|okhttp|java|libwww-perl|axios|node-fetch|undici|httpclient|apache-httpclient)\b/i,
 ];

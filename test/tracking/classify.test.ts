@@ -27,6 +27,13 @@ test('clicks: too fast after sending, bursts, scanners', () => {
   assert.is(classifyClick(req(BROWSER), { ...ctx, issuedAt: ctx.nowS - 3 }), 'too-fast');
   assert.is(classifyClick(req(BROWSER), { ...ctx, burst: 3 }), 'burst');
   assert.is(classifyClick(req('Mozilla/5.0 Mimecast'), ctx), 'scanner');
+  for (const bot of ['Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)', 'Mozilla/5.0 (compatible; bingbot/2.0)', 'Mozilla/5.0 (compatible; AhrefsBot/7.0)', 'Slackbot-LinkExpanding 1.0', 'facebookexternalhit/1.1 Twitterbot']) {
+    assert.is(classifyClick(req(bot), ctx), 'scanner', bot);
+  }
+  // A phone whose model name ends in "BOT" is a person's browser.
+  const cubot = 'Mozilla/5.0 (Linux; Android 12; CUBOT X30 Build/SP1A.210812.016) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/118.0 Mobile Safari/537.36';
+  assert.is(classifyClick(req(cubot), ctx), null);
+  assert.is(classifyOpen(req(cubot)), null);
 });
 
 test('IP anonymisation', () => {
