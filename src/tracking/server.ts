@@ -251,7 +251,9 @@ export async function startTrackingServer(deps: TrackingDeps, opts: TrackingServ
     (req, res) => {
       if (isRefused !== null && isRefused(req.socket)) return void res.destroy();
       const started = performance.now();
-      const raw = req.url ?? '/';
+      // RFC 9112 §3.2.2: a server MUST accept the absolute form (GET http://host/c/…), as a proxy or
+      // some clients send it; its path is what routes. The origin form (the usual) is left as it is.
+      const raw = originForm(req.url ?? '/');
       const url = basePath !== '' && raw.startsWith(basePath) && raw.charCodeAt(basePath.length) === 47 ? raw.slice(basePath.length) : raw;
       // The hot path, synchronously and with its headers in one array: no promise, no header map.
       if (url.startsWith('/o/') && (req.method === 'GET' || req.method === 'HEAD')) {
@@ -382,4 +384,18 @@ function readBody(req: IncomingMessage, limit: number): Promise<Buffer | 'too-la
     req.on('end', () => resolve(Buffer.concat(chunks)));
     req.on('error', reject);
   });
+}
+
+/**
+ * The origin form (path and query) of a request target: an absolute-form target ("http://host/c/…",
+ * RFC 9112 §3.2.2) loses its scheme and authority; anything else is returned as it is.
+ */
+export function originForm(target: string): string {
+  if (target.charCodeAt(0) === 47) return target;
+  const scheme = /^https?:\/\//i.exec(target);
+  if (!scheme) return target;
+  const rest = target.slice(scheme[0].length);
+  const cut = rest.search(/[/?]/);
+  if (cut === -1) return '/';
+  return rest.charCodeAt(cut) === 47 ? rest.slice(cut) : `/${rest.slice(cut)}`;
 }

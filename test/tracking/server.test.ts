@@ -429,6 +429,30 @@ test('with a path in publicBaseUrl, the URLs written into mail reach every endpo
   }
 });
 
+test('a request in absolute form (GET http://host/c/…, RFC 9112 §3.2.2) is served as its path', async () => {
+  const f = await fixture();
+  const port = Number(new URL(f.base).port);
+  /** One request with `target` over a raw socket: its status line and Location. */
+  const raw = (target: string): Promise<{ status: number; location: string | undefined }> =>
+    new Promise((resolve, reject) => {
+      const s = connect(port, '127.0.0.1');
+      let text = '';
+      s.on('data', (d) => (text += d.toString('latin1')));
+      s.on('error', reject);
+      s.on('end', () => resolve({ status: Number(text.split(' ')[1]), location: /\r\nlocation: ([^\r]*)/i.exec(text)?.[1] }));
+      s.write(`GET ${target} HTTP/1.1\r\nHost: t.example.com\r\nUser-Agent: ${BROWSER}\r\nConnection: close\r\n\r\n`);
+    });
+  try {
+    const click = await raw('http://t.example.com' + tokenPath('c', f.token('c', { link: 1 })));
+    assert.equal([click.status, click.location], [302, LINKS[1]]);
+    assert.is((await raw('HTTPS://t.example.com:443' + tokenPath('o', f.token('o')))).status, 200);
+    assert.is((await raw('http://t.example.com/healthz')).status, 200);
+    assert.is((await raw('http://t.example.com')).status, 404, 'no path: the root');
+  } finally {
+    await f.close();
+  }
+});
+
 test('a one-click body that arrives slowly is waited for (within the request timeout), not answered 503 as if Redis were down', async () => {
   // The body used to be read inside the 5 s Redis deadline: a client taking longer got 503 Retry-After
   // and a warning blaming Redis, and its unsubscribe was lost.
