@@ -30,6 +30,7 @@ import { createTokenCodec, type TokenKey } from '../core/tokens.js';
 import type { WorkerTracking } from '../render/protocol.js';
 import { SluiceError } from '../core/errors.js';
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { RedisClient } from '../redis/client.js';
 import { createEventWriter, type EventType } from '../store/events.js';
@@ -53,6 +54,12 @@ export interface RunningSluice {
   readonly roles: readonly Role[];
   readonly ports: { admin: number; smtp?: number; http?: number; feedback?: number; tracking?: number };
   readonly dispatcher: Dispatcher | null;
+  /**
+   * Resolves, with why, if something this process cannot work without fails while it runs: the
+   * embedded redis-server exited. The process should then stop (stop()) and exit non-zero, for its
+   * supervisor to start it again (a start brings up the server from its AOF); never resolves otherwise.
+   */
+  readonly failed: Promise<string>;
   /** Resolves when everything is stopped or given up on (see stopAll); never waits for Redis without bound. */
   stop(graceMs?: number): Promise<StopResult>;
 }
@@ -156,6 +163,16 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
 
   const redis = await openRedis(config, log);
   stoppers.push({ name: 'redis', stop: () => redis.close(), final: true });
+  let fail!: (reason: string) => void;
+  const failed = new Promise<string>((resolve) => (fail = resolve));
+  // Nothing else would notice: the connections retry for ever, every submission is refused 503 and
+  // /healthz stays 200, so a supervisor never restarts the process that could bring the server back.
+  redis.embedded?.onExit((how) => {
+    if (stopping) return;
+    const reason = `the embedded redis-server (pid ${redis.embedded?.pid}) exited while Sluice ran (${how}; see ${join(config.instance.dataDir, config.redis.embedded.dir, 'redis.log')})`;
+    log.error({ redisPid: redis.embedded?.pid, exit: how }, `${reason}: stopping`);
+    fail(reason);
+  });
   const keys = createKeys(config.redis.prefix);
   log.info({ redis: redis.address, version: redis.version, roles }, 'redis connected');
 
@@ -462,7 +479,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
 
     log.info({ ports, roles }, 'sluice started');
     return {
-      config, logger, metrics, redis, keys, roles, ports, dispatcher,
+      config, logger, metrics, redis, keys, roles, ports, dispatcher, failed,
       stop: async (graceMs = 30_000) => {
         const result = await stopAll(graceMs);
         log.info({ complete: result.complete }, 'sluice stopped');

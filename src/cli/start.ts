@@ -16,7 +16,8 @@ Shutdown: the first signal stops accepting, lets SMTP transactions in flight fin
 returns unattempted claims to the queue and closes Redis last (the embedded server is not in the
 terminal's process group: Ctrl-C reaches Sluice only, which stops it). It stops waiting for Redis
 once Redis has been unreachable for 5 s, or at shutdownGrace + 15 s, and then exits with code 1.
-A second signal exits at once; nothing acknowledged is lost (leases expire and the mail is delivered later).`;
+A second signal exits at once; nothing acknowledged is lost (leases expire and the mail is delivered later).
+If the embedded redis-server dies while Sluice runs, Sluice shuts down the same way and exits with code 1.`;
 
 export async function runStart(argv: string[], io: Io): Promise<number> {
   const args = parse({ name: 'start', usage: USAGE, options: { config: { type: 'string', short: 'c' }, roles: { type: 'string' } } }, argv);
@@ -35,7 +36,6 @@ export async function runStart(argv: string[], io: Io): Promise<number> {
   const app = await startSluice(config);
 
   return new Promise<number>((resolve) => {
-    let signals = 0;
     const finish = (code: number) => {
       // A handle nobody closed must not keep a stopped process alive: a clean stop has drained the
       // event loop long before this fires (unref'd: it never delays the exit itself).
@@ -46,26 +46,14 @@ export async function runStart(argv: string[], io: Io): Promise<number> {
       }, 2_000).unref();
       resolve(code);
     };
-    const onSignal = (sig: NodeJS.Signals) => {
-      signals++;
-      if (signals > 1) {
-        app.logger.warn({ signal: sig }, 'second signal: exiting now (leases will return unfinished mail to the queue)');
-        // The embedded redis-server is in its own process group (a terminal's Ctrl-C does not reach
-        // it): asked to stop, it writes its AOF and exits on its own while this process exits now.
-        try {
-          app.redis.embedded?.terminate();
-        } catch {
-          // already gone
-        }
-        app.logger.flush();
-        // 128 + the signal's number, as a shell reports a process the signal ended (130 for SIGINT, 143 for SIGTERM).
-        process.exit(128 + (osConstants.signals[sig] ?? 2));
-      }
-      app.logger.info({ signal: sig }, 'shutting down');
+    let stopping = false;
+    /** `failure`: why the process stops on its own; it then exits 1 even when the stop is complete. */
+    const shutdown = (failure: string | null) => {
+      stopping = true;
       app
         .stop(config.instance.shutdownGrace)
         .then((r) => {
-          if (r.complete) return finish(0);
+          if (r.complete) return finish(failure === null ? 0 : 1);
           // It gave up on parts still waiting for Redis (their sockets and timers would keep the
           // process alive): Redis is closed and the embedded server stopped, nothing is left to drain.
           app.logger.flush();
@@ -80,6 +68,29 @@ export async function runStart(argv: string[], io: Io): Promise<number> {
           process.off('SIGINT', onSignal);
         });
     };
+    const onSignal = (sig: NodeJS.Signals) => {
+      // A signal while stopping (after a first signal, or a failure) is the operator's "now".
+      if (stopping) {
+        app.logger.warn({ signal: sig }, 'second signal: exiting now (leases will return unfinished mail to the queue)');
+        // The embedded redis-server is in its own process group (a terminal's Ctrl-C does not reach
+        // it): asked to stop, it writes its AOF and exits on its own while this process exits now.
+        try {
+          app.redis.embedded?.terminate();
+        } catch {
+          // already gone
+        }
+        app.logger.flush();
+        // 128 + the signal's number, as a shell reports a process the signal ended (130 for SIGINT, 143 for SIGTERM).
+        process.exit(128 + (osConstants.signals[sig] ?? 2));
+      }
+      app.logger.info({ signal: sig }, 'shutting down');
+      shutdown(null);
+    };
+    void app.failed.then((reason) => {
+      if (stopping) return;
+      app.logger.error({ reason }, 'shutting down: Sluice cannot run on');
+      shutdown(reason);
+    });
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
   });

@@ -62,6 +62,11 @@ export interface EmbeddedRedis {
   terminate(): void;
   /** SIGKILL without a shutdown save (tests of crash recovery). */
   kill(): Promise<void>;
+  /**
+   * Calls `listener` once when the server exits, whoever ended it (stop() too): how it ended, e.g.
+   * 'signal SIGKILL' or 'code 1' ('gone' for an adopted server, which is not our child).
+   */
+  onExit(listener: (how: string) => void): void;
 }
 
 export const INSTALL_HINT = 'install it with: apt-get update && apt-get install -y redis-server';
@@ -141,6 +146,9 @@ function readOwner(file: string): OwnerFile | undefined {
  */
 function adopt(socket: string, ownerFile: string, owner: OwnerFile, port: number): EmbeddedRedis {
   writeFileSync(ownerFile, JSON.stringify({ sluicePid: process.pid, redisPid: owner.redisPid } satisfies OwnerFile));
+  // Not our child: no exit event, so its pid is looked at once a second while anyone listens.
+  let watch: NodeJS.Timeout | undefined;
+  const listeners: ((how: string) => void)[] = [];
   const gone = async (timeoutMs: number) => {
     const deadline = Date.now() + timeoutMs;
     while (alive(owner.redisPid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
@@ -162,6 +170,14 @@ function adopt(socket: string, ownerFile: string, owner: OwnerFile, port: number
     async kill() {
       if (alive(owner.redisPid)) process.kill(owner.redisPid, 'SIGKILL');
       await gone(5_000);
+    },
+    onExit(listener) {
+      listeners.push(listener);
+      watch ??= setInterval(() => {
+        if (alive(owner.redisPid)) return;
+        clearInterval(watch);
+        for (const l of listeners) l('gone');
+      }, 1_000).unref();
     },
   };
 }
@@ -213,7 +229,14 @@ export async function startEmbeddedRedis(opts: EmbeddedOptions): Promise<Embedde
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
   let exited = false;
-  const exit = new Promise<void>((resolve) => child.once('exit', () => ((exited = true), resolve())));
+  let how = '';
+  const exit = new Promise<void>((resolve) =>
+    child.once('exit', (code, signal) => {
+      exited = true;
+      how = signal ? `signal ${signal}` : `code ${code}`;
+      resolve();
+    }),
+  );
 
   // Written before it answers: a Sluice that dies while its server loads leaves a server the next
   // start adopts, not one it would start a second server beside.
@@ -257,6 +280,9 @@ export async function startEmbeddedRedis(opts: EmbeddedOptions): Promise<Embedde
       child.ref();
       child.kill('SIGKILL');
       await exit;
+    },
+    onExit(listener) {
+      void exit.then(() => listener(how));
     },
   };
 }

@@ -194,6 +194,38 @@ test('embedded default: redis-server on <dataDir>/redis/redis.sock with AOF, /re
   assert.not.ok(await pingSocket({ path: socket }), 'nothing answers on the socket any more');
 });
 
+test('the embedded redis-server killed while Sluice runs: Sluice logs it and exits 1; the next start brings it back with its data', async () => {
+  const inst = await writeSluiceConfig({ redisUrl: null, transport: {} });
+  instances.push(inst);
+  const p = await startSluiceProcess(inst);
+  const socket = join(inst.dataDir, 'redis', 'redis.sock');
+  const c = createRedis({ url: socket, name: 'process-test' });
+  // fsynced before it is answered, so the SIGKILL below cannot take it
+  await c.config('SET', 'appendfsync', 'always');
+  await c.set('process-test:kept', 'yes');
+  c.disconnect();
+  // The OOM killer's choice: the largest process of the service.
+  process.kill(p.redisPid as number, 'SIGKILL');
+  // Before: it ran on with every submission refused and /healthz 200, never to recover.
+  const exit = await p.waitExit(35_000);
+  assert.is(exit.code, 1, p.stderr());
+  const line = p.logs.find((l) => l.level === 'error' && /embedded redis-server .*exited while Sluice ran/.test(l.msg ?? ''));
+  assert.ok(line, JSON.stringify(p.logs.filter((l) => l.level !== 'info')));
+  assert.match(String(line?.['exit']), 'SIGKILL');
+
+  const again = await startSluiceProcess(inst);
+  const ready = await adminGet(again.ports.admin, '/readyz');
+  assert.is(ready.status, 200, ready.text);
+  const c2 = createRedis({ url: socket, name: 'process-test' });
+  try {
+    assert.is(await c2.get('process-test:kept'), 'yes');
+  } finally {
+    c2.disconnect();
+  }
+  again.signal('SIGTERM');
+  assert.is((await again.waitExit(35_000)).code, 0, again.stderr());
+});
+
 test('without redis-server on PATH, `sluice start` exits non-zero naming `apt-get install -y redis-server`', async () => {
   const inst = await writeSluiceConfig({ redisUrl: null, transport: {} });
   instances.push(inst);
