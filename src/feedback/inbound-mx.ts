@@ -324,7 +324,7 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
 
   guard.attach(server, log, 'feedback mx connection error');
 
-  const port = await listenOn(server.server, opts.port, opts.host);
+  const port = await listenOn(server.server, opts.port, opts.host, 'feedback');
   log.info({ host: opts.host, port, bounceDomains, starttls: opts.tls !== undefined }, 'feedback mx listening');
 
   const idle = async () => {

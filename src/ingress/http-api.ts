@@ -694,7 +694,7 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
 
   const host = opts.host ?? cfg.host;
   const port = opts.port ?? cfg.port;
-  const bound = await listenOn(server, port, host);
+  const bound = await listenOn(server, port, host, 'ingress.http');
   log.info({ port: bound }, 'http api listening');
 
   let closing: Promise<void> | undefined;

@@ -281,7 +281,7 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
 
   const host = opts.host ?? cfg.host;
   const port = opts.port ?? cfg.port;
-  const bound = await listenOn(server.server, port, host);
+  const bound = await listenOn(server.server, port, host, 'ingress.smtp');
   log.info({ port: bound }, 'smtp submission listening');
 
   let closing: Promise<void> | undefined;

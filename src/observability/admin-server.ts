@@ -51,7 +51,7 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
   });
   server.requestTimeout = 10_000;
   server.headersTimeout = 5_000;
-  const port = await listenOn(server, opts.port, opts.host);
+  const port = await listenOn(server, opts.port, opts.host, 'admin');
   return {
     port,
     close: () =>

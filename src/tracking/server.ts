@@ -297,7 +297,7 @@ export async function startTrackingServer(deps: TrackingDeps, opts: TrackingServ
     } else socket.destroy();
   });
 
-  const port = await listenOn(server, opts.port, opts.host);
+  const port = await listenOn(server, opts.port, opts.host, 'tracking');
   server.on('error', (err) => log.error({ err }, 'tracking server error'));
   log.info({ port }, 'tracking server listening');
 
