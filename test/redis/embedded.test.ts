@@ -90,6 +90,31 @@ test('a server left by a Sluice that died is adopted, keeps its data, and is sto
   await orphan.stop(); // reaps our own child handle; no-op for the signal
 });
 
+test('onExit tells how the server ended: our child by its signal, an adopted one (not our child) once it is gone', async () => {
+  const d = mkdtempSync(join(tmpdir(), 'sluice-emb-exit-'));
+  // The server and the watch of an adopted one's pid are unref'd (they keep no process alive): in
+  // Sluice its servers do; here this timer, or the test run ends while waiting.
+  const hold = setInterval(() => undefined, 1000);
+  try {
+    const own = await startEmbeddedRedis({ binary: 'redis-server', dir: d });
+    const ownExit = new Promise<string>((resolve) => own.onExit(resolve));
+    process.kill(own.pid, 'SIGKILL');
+    assert.is(await ownExit, 'signal SIGKILL');
+
+    const orphan = await startEmbeddedRedis({ binary: 'redis-server', dir: d });
+    writeFileSync(join(d, 'owner.json'), JSON.stringify({ sluicePid: spawnSync('true').pid, redisPid: orphan.pid }));
+    const adopted = await startEmbeddedRedis({ binary: 'redis-server', dir: d });
+    assert.is(adopted.adopted, true);
+    const adoptedExit = new Promise<string>((resolve) => adopted.onExit(resolve));
+    process.kill(orphan.pid, 'SIGKILL');
+    assert.is(await adoptedExit, 'gone');
+    await orphan.stop();
+  } finally {
+    clearInterval(hold);
+    rmSync(d, { recursive: true, force: true });
+  }
+});
+
 test('a server still loading its data (-LOADING) is not replaced: the socket stays and a second start is refused', async () => {
   const d = mkdtempSync(join(tmpdir(), 'sluice-emb-loading-'));
   const socket = join(d, 'redis.sock');
