@@ -26,7 +26,7 @@ import { CampaignEnqueuer } from '../campaigns/enqueuer.js';
 import { readContacts } from '../store/contacts.js';
 import { startInboundMx } from '../feedback/inbound-mx.js';
 import { startTrackingServer } from '../tracking/server.js';
-import { createTokenCodec, type TokenKey } from '../core/tokens.js';
+import { createTokenCodec, type TokenCodec, type TokenKey } from '../core/tokens.js';
 import type { WorkerTracking } from '../render/protocol.js';
 import { SluiceError } from '../core/errors.js';
 import { readFileSync } from 'node:fs';
@@ -137,6 +137,19 @@ function readTokenKeys(config: Config): { keys: TokenKey[]; signWith: string } |
   return { keys, signWith };
 }
 
+/**
+ * The key files start-up reads and the settings it needs for its roles, checked without Redis and
+ * before anything runs; `sluice config check` runs the same, so a configuration it passes is not
+ * refused by `sluice start` for a missing key file or a tracking role without keys.
+ */
+export function readStartKeys(config: Config): { webhookKey: Buffer | undefined; tokenKeys: { keys: TokenKey[]; signWith: string } | null; codec: TokenCodec | null } {
+  const webhookKey = readKeyFile(config.webhooks.secretKeyFile, 'webhooks.secretKeyFile', 32);
+  const tokenKeys = readTokenKeys(config);
+  if (config.roles.includes('tracking') && !tokenKeys) throw new SluiceError('SLUICE_CONFIG_INVALID', "role 'tracking' needs token keys: set tracking.keys and tracking.signWith");
+  // Built here: a key too short or a signWith naming none fails with the others.
+  return { webhookKey, tokenKeys, codec: tokenKeys ? createTokenCodec(tokenKeys) : null };
+}
+
 /** What the render workers need to put tracking in API messages: only the signing key crosses. */
 function workerTracking(config: Config, tokenKeys: { keys: TokenKey[]; signWith: string } | null, unsubscribeKey: Buffer): WorkerTracking | undefined {
   const signer = tokenKeys?.keys.find((k) => k.id === tokenKeys.signWith);
@@ -161,6 +174,8 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   const stoppers: { name: string; stop: (graceMs: number) => Promise<void>; listener?: boolean; final?: boolean }[] = [];
   let stopping = false;
 
+  // Before Redis: a bad key file fails start-up at once, without starting the embedded server.
+  const { webhookKey, tokenKeys, codec } = readStartKeys(config);
   const redis = await openRedis(config, log);
   stoppers.push({ name: 'redis', stop: () => redis.close(), final: true });
   let fail!: (reason: string) => void;
@@ -245,7 +260,6 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
     // submissions and holds queued mail everywhere within a second.
     const closedAccounts = new ClosedAccounts(redis.client, keys);
     const verpKey = await sharedSecret(redis.client, keys.verpKey());
-    const webhookKey = readKeyFile(config.webhooks.secretKeyFile, 'webhooks.secretKeyFile', 32);
     const writer = createEventWriter(redis.client, keys, config.retention.eventsMaxLen, (err, lost) => log.warn({ err, lost }, 'events could not be appended'));
     stoppers.push({ name: 'events', stop: () => writer.flush() });
     const events = (type: EventType, fields: Record<string, string | number>) => {
@@ -259,9 +273,6 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       shards: config.redis.scheduleShards,
     }, reputationOptionsOf(config.reputation));
     stoppers.push({ name: 'reputation', stop: () => reputation.close() });
-    // Built before the pool: a bad key fails start-up here, with the config path, not in a worker.
-    const tokenKeys = readTokenKeys(config);
-    const codec = tokenKeys ? createTokenCodec(tokenKeys) : null;
     // Notices to SMTP submitters: the dispatcher's and the feedback role's go through this one.
     const sendNotice = createNoticeSender({ redis: redis.client, keys, config, metrics, closedAccounts });
     let dispatcher: Dispatcher | null = null;
@@ -404,7 +415,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
     }
 
     if (has('tracking')) {
-      if (!codec) throw new SluiceError('SLUICE_CONFIG_INVALID', "role 'tracking' needs token keys: set tracking.keys and tracking.signWith");
+      if (!codec) throw new SluiceError('SLUICE_CONFIG_INVALID', "role 'tracking' needs token keys"); // refused by readStartKeys already
       const t = config.tracking;
       const server = await startTrackingServer(
         {

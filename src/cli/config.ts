@@ -1,4 +1,5 @@
 import { AccountRegistry } from '../accounts/registry.js';
+import { readStartKeys } from '../app/start.js';
 import { loadConfig, redactConfig } from '../config/load.js';
 import { parse, println, subcommand, type Io } from './args.js';
 
@@ -7,7 +8,9 @@ const USAGE = `Usage: sluice config show [--config FILE]
 
 show   prints the effective configuration (defaults, file, environment merged) as JSON, secrets redacted.
 check  validates it and names the path of every wrong key, then runs the checks of start-up that
-       need no Redis (accounts, secret hashes, DKIM key files); exit code 1 when invalid.`;
+       need no Redis (accounts, secret hashes, DKIM key files, webhooks.secretKeyFile, the tracking
+       keys' files, and keys for the tracking role when the config's roles include it); exit code 1
+       when invalid.`;
 
 export async function runConfig(argv: string[], io: Io): Promise<number> {
   const args = parse({ name: 'config', usage: USAGE, allowPositionals: true, options: { config: { type: 'string', short: 'c' } } }, argv);
@@ -23,8 +26,10 @@ export async function runConfig(argv: string[], io: Io): Promise<number> {
     return 0;
   }
   // What `sluice start` would refuse after the schema: duplicate accounts or domains, malformed
-  // hashes, DKIM key files that are missing, unreadable or of another algorithm.
+  // hashes, DKIM key files that are missing, unreadable or of another algorithm; the webhook and
+  // tracking key files, and the tracking role without keys.
   new AccountRegistry(cfg.accounts).readDkimKeys();
+  readStartKeys(cfg);
   println(io.out, 'configuration is valid');
   return 0;
 }

@@ -120,6 +120,30 @@ test('checks of start-up beyond the schema: missing or mistyped DKIM key files, 
   assert.match(twice.err, 'account acme is defined twice');
 });
 
+test('what sluice start reads before it runs is checked too: webhook and tracking key files, keys for the tracking role', async () => {
+  // Each of these passed `config check` ("configuration is valid") and was refused by `sluice start`.
+  const webhook = await sluice(['config', 'check', '--config', configFile('webhook-key.yaml', { webhooks: { secretKeyFile: './keys/webhooks.key' } })]);
+  assert.is(webhook.code, 1, webhook.out);
+  assert.match(webhook.err, `webhooks.secretKeyFile: cannot read ${join(dir, 'keys', 'webhooks.key')}`);
+
+  const trackingFile = await sluice(['config', 'check', '--config', configFile('tracking-key.yaml', {
+    tracking: { keys: [{ id: 'k1', secretFile: './keys/k1.key', notAfter: null }], signWith: 'k1' },
+  })]);
+  assert.is(trackingFile.code, 1, trackingFile.out);
+  assert.match(trackingFile.err, `tracking key 'k1': cannot read ${join(dir, 'keys', 'k1.key')}`);
+
+  writeFileSync(join(dir, 'keys', 'short.key'), 'eight by');
+  const short = await sluice(['config', 'check', '--config', configFile('tracking-short.yaml', {
+    tracking: { keys: [{ id: 'k1', secretFile: './keys/short.key', notAfter: null }], signWith: 'k1' },
+  })]);
+  assert.is(short.code, 1, short.out);
+  assert.match(short.err, 'shorter than 16 bytes');
+
+  const role = await sluice(['config', 'check', '--config', configFile('tracking-role.yaml', { roles: ['ingress', 'tracking'] })]);
+  assert.is(role.code, 1, role.out);
+  assert.match(role.err, "role 'tracking' needs token keys");
+});
+
 test('a file that is not YAML, not a mapping, or not there: exit 1 with the reason', async () => {
   const cases: [string, string][] = [
     [configFile('broken.yaml', 'admin: [1, 2\n'), 'is not valid YAML'],
