@@ -85,7 +85,8 @@ export interface RedisHandle {
   close(): Promise<void>;
 }
 
-export async function openRedis(config: Config, logger: Logger): Promise<RedisHandle> {
+/** `signal`: gives up the start of the embedded server (see EmbeddedOptions.signal). */
+export async function openRedis(config: Config, logger: Logger, signal?: AbortSignal): Promise<RedisHandle> {
   const r = config.redis;
   let embedded: EmbeddedRedis | null = null;
   let url = r.url;
@@ -97,6 +98,7 @@ export async function openRedis(config: Config, logger: Logger): Promise<RedisHa
       aofRewriteMinSize: r.embedded.aofRewriteMinSize,
       snapshotIntervalS: r.embedded.snapshotInterval === null ? null : r.embedded.snapshotInterval / 1000,
       appendfsync: r.durability === 'strict' ? 'always' : 'everysec',
+      ...(signal ? { signal } : {}),
     });
     url = embedded.socket;
     logger.info({ socket: embedded.socket, redisPid: embedded.pid, adopted: embedded.adopted ?? false }, embedded.adopted ? 'embedded redis-server adopted (left running by a Sluice that died)' : 'embedded redis-server started');

@@ -75,6 +75,11 @@ export interface StartOptions {
   logger?: Logger;
   /** Port of MX hosts, for tests whose MX peers listen on loopback addresses at an ephemeral port (default 25). */
   mxPort?: number;
+  /**
+   * Gives the start up (a signal to `sluice start` before it runs): an embedded server still loading
+   * its data is stopped, and the start rejects with SLUICE_SHUTTING_DOWN after stopping what it started.
+   */
+  signal?: AbortSignal;
 }
 
 /** How often the reaper visits the destinations. */
@@ -176,7 +181,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
 
   // Before Redis: a bad key file fails start-up at once, without starting the embedded server.
   const { webhookKey, tokenKeys, codec } = readStartKeys(config);
-  const redis = await openRedis(config, log);
+  const redis = await openRedis(config, log, opts.signal);
   stoppers.push({ name: 'redis', stop: () => redis.close(), final: true });
   let fail!: (reason: string) => void;
   const failed = new Promise<string>((resolve) => (fail = resolve));
@@ -488,6 +493,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
     // The admin port closes just before Redis, so /readyz answers "shutting down" meanwhile.
     stoppers.splice(1, 0, { name: 'admin', stop: () => admin.close() });
 
+    if (opts.signal?.aborted) throw new SluiceError('SLUICE_SHUTTING_DOWN', 'start-up given up: stopped what had started');
     log.info({ ports, roles }, 'sluice started');
     return {
       config, logger, metrics, redis, keys, roles, ports, dispatcher, failed,

@@ -1,6 +1,6 @@
 import { constants as osConstants } from 'node:os';
 import { loadConfig } from '../config/load.js';
-import { startSluice } from '../app/start.js';
+import { startSluice, type RunningSluice } from '../app/start.js';
 import type { Role } from '../config/schema.js';
 import { parse, println, UsageError, type Io } from './args.js';
 
@@ -17,7 +17,9 @@ returns unattempted claims to the queue and closes Redis last (the embedded serv
 terminal's process group: Ctrl-C reaches Sluice only, which stops it). It stops waiting for Redis
 once Redis has been unreachable for 5 s, or at shutdownGrace + 15 s, and then exits with code 1.
 A second signal exits at once; nothing acknowledged is lost (leases expire and the mail is delivered later).
-If the embedded redis-server dies while Sluice runs, Sluice shuts down the same way and exits with code 1.`;
+A signal during start-up (the embedded server may load its data for minutes) stops what has started
+and exits with 128 + the signal's number. If the embedded redis-server dies while Sluice runs, Sluice
+shuts down as on a signal and exits with code 1.`;
 
 export async function runStart(argv: string[], io: Io): Promise<number> {
   const args = parse({ name: 'start', usage: USAGE, options: { config: { type: 'string', short: 'c' }, roles: { type: 'string' } } }, argv);
@@ -33,7 +35,30 @@ export async function runStart(argv: string[], io: Io): Promise<number> {
     roles = list as Role[];
   }
   const config = loadConfig({ file: args.values.config, env: io.env, overrides: roles ? { roles } : undefined });
-  const app = await startSluice(config);
+  // A signal before Sluice runs (the embedded server may load a large AOF for minutes) gives the start
+  // up: what started is stopped, the loading redis-server included, rather than left running behind a
+  // process that died of the signal. A second one exits at once.
+  const giveUp = new AbortController();
+  let startSignal: NodeJS.Signals | null = null;
+  const exitCode = (sig: NodeJS.Signals) => 128 + (osConstants.signals[sig] ?? 2);
+  const duringStart = (sig: NodeJS.Signals) => {
+    if (startSignal !== null) process.exit(exitCode(sig));
+    startSignal = sig;
+    println(io.err, `sluice: ${sig} during start-up: stopping what has started`);
+    giveUp.abort();
+  };
+  process.on('SIGTERM', duringStart);
+  process.on('SIGINT', duringStart);
+  let app: RunningSluice;
+  try {
+    app = await startSluice(config, { signal: giveUp.signal });
+  } catch (err) {
+    if (startSignal === null) throw err;
+    return exitCode(startSignal);
+  } finally {
+    process.off('SIGTERM', duringStart);
+    process.off('SIGINT', duringStart);
+  }
 
   return new Promise<number>((resolve) => {
     const finish = (code: number) => {
@@ -81,7 +106,7 @@ export async function runStart(argv: string[], io: Io): Promise<number> {
         }
         app.logger.flush();
         // 128 + the signal's number, as a shell reports a process the signal ended (130 for SIGINT, 143 for SIGTERM).
-        process.exit(128 + (osConstants.signals[sig] ?? 2));
+        process.exit(exitCode(sig));
       }
       app.logger.info({ signal: sig }, 'shutting down');
       shutdown(null);

@@ -45,6 +45,11 @@ export interface EmbeddedOptions {
   args?: string[];
   /** TCP port instead of (in addition to) the socket: 0 = none. */
   port?: number;
+  /**
+   * Gives up the start (Sluice got a signal): the server being started, which may be loading its
+   * data for minutes, is stopped, and the start rejects with SLUICE_SHUTTING_DOWN.
+   */
+  signal?: AbortSignal;
 }
 
 export interface EmbeddedRedis {
@@ -247,6 +252,14 @@ export async function startEmbeddedRedis(opts: EmbeddedOptions): Promise<Embedde
     const state = await probeSocket({ path: socket }, 200);
     if (state === 'ready') break;
     if (state === 'loading') deadline = Date.now() + 10_000;
+    if (opts.signal?.aborted && !exited) {
+      // redis-server exits on SIGTERM while loading, without writing anything.
+      child.kill('SIGTERM');
+      const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      await exit;
+      clearTimeout(t);
+      throw new SluiceError('SLUICE_SHUTTING_DOWN', `start-up given up before redis-server answered on ${socket}; it was stopped`);
+    }
     if (exited) throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', `redis-server exited at start: ${stderr.trim() || `see ${join(opts.dir, 'redis.log')}`}`);
     if (Date.now() > deadline) {
       child.kill('SIGKILL');

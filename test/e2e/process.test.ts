@@ -1,14 +1,14 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { randomUUID } from 'node:crypto';
-import { existsSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startRedis, freePort, type TestRedis } from '../helpers/redis.js';
 import { createRedis, type RedisClient } from '../../src/redis/client.js';
 import { createKeys } from '../../src/redis/keys.js';
-import { pingSocket } from '../../src/redis/embedded.js';
+import { pingSocket, probeSocket } from '../../src/redis/embedded.js';
 import {
   writeSluiceConfig, startSluiceProcess, spawnSluice, startSlowSink, submitAll, adminGet, metricValue, scrapeUntil,
   killAllSluiceProcesses, isAlive, waitGone, recipients, domainsOf, sleep, type SluiceInstance, type SlowSink,
@@ -224,6 +224,42 @@ test('the embedded redis-server killed while Sluice runs: Sluice logs it and exi
   }
   again.signal('SIGTERM');
   assert.is((await again.waitExit(35_000)).code, 0, again.stderr());
+});
+
+test('a signal while the embedded redis-server still loads its data gives the start up: the server is stopped, exit 130', async () => {
+  // A stand-in for a redis-server reading a large AOF (minutes): it answers every command -LOADING.
+  const bin = mkdtempSync(join(tmpdir(), 'sluice-loading-'));
+  scratch.push(bin);
+  const fake = join(bin, 'redis-server');
+  writeFileSync(fake, `#!${process.execPath}
+const args = process.argv.slice(2);
+if (args[0] === '--version') process.exit(0);
+const socket = args[args.indexOf('--unixsocket') + 1];
+require('node:net').createServer((c) => c.on('data', () => c.write('-LOADING Redis is loading the dataset in memory\\r\\n'))).listen(socket);
+process.on('SIGTERM', () => process.exit(0));
+`);
+  chmodSync(fake, 0o755);
+  const inst = await writeSluiceConfig({ redisUrl: null, transport: {}, overrides: { redis: { embedded: { binary: fake } } } });
+  instances.push(inst);
+  const p = spawnSluice({ args: ['start', '--config', inst.configFile] });
+  const dir = join(inst.dataDir, 'redis');
+  let pid = 0;
+  for (let i = 0; i < 1000 && !(pid > 0 && (await probeSocket({ path: join(dir, 'redis.sock') })) === 'loading'); i++) {
+    await sleep(20);
+    if (existsSync(join(dir, 'owner.json'))) pid = (JSON.parse(readFileSync(join(dir, 'owner.json'), 'utf8')) as { redisPid: number }).redisPid;
+  }
+  assert.ok(pid > 0 && isAlive(pid), 'the stand-in is loading');
+  try {
+    p.signal('SIGINT');
+    const exit = await p.waitExit(20_000);
+    // Before: node died of the signal (no code) and the server ran on, detached, with nobody to stop it.
+    assert.equal(exit, { code: 130, signal: null }, p.stderr());
+    assert.ok(await waitGone(pid), `the loading redis-server ${pid} was stopped`);
+    assert.match(p.stderr(), 'SIGINT during start-up');
+    assert.not.ok(p.logs.some((l) => l.msg === 'sluice started'));
+  } finally {
+    if (isAlive(pid)) process.kill(pid, 'SIGKILL');
+  }
 });
 
 test('without redis-server on PATH, `sluice start` exits non-zero naming `apt-get install -y redis-server`', async () => {
