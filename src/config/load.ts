@@ -75,16 +75,18 @@ function keyPath(parts: string[], defaults: unknown): { path: string[]; unknownA
  * The environment's layer, and an error for each SLUICE__ variable whose value is not YAML (named
  * with the config path it sets; its value is not repeated, it may be a secret).
  */
-function envLayer(env: NodeJS.ProcessEnv, defaults: unknown): { layer: Tree; errors: FieldError[] } {
+function envLayer(env: NodeJS.ProcessEnv, defaults: unknown): { layer: Tree; errors: FieldError[]; sources: Map<string, string> } {
   let layer: Tree = {};
   const errors: FieldError[] = [];
-  const set = (path: string[], value: unknown) => {
+  const sources = new Map<string, string>();
+  const set = (path: string[], value: unknown, name: string) => {
+    sources.set(path.join('.'), name);
     let obj: unknown = value;
     for (let i = path.length - 1; i >= 0; i--) obj = { [path[i] as string]: obj };
     layer = merge(layer, obj) as Tree;
   };
-  if (env['REDIS_URL']) set(['redis', 'url'], env['REDIS_URL']);
-  if (env['SLUICE_LOG_LEVEL']) set(['log', 'level'], env['SLUICE_LOG_LEVEL']);
+  if (env['REDIS_URL']) set(['redis', 'url'], env['REDIS_URL'], 'REDIS_URL');
+  if (env['SLUICE_LOG_LEVEL']) set(['log', 'level'], env['SLUICE_LOG_LEVEL'], 'SLUICE_LOG_LEVEL');
   for (const [name, value] of Object.entries(env)) {
     if (!name.startsWith('SLUICE__') || value === undefined) continue;
     const { path, unknownAt: unknown } = keyPath(name.slice('SLUICE__'.length).split('__').filter(Boolean), defaults);
@@ -103,9 +105,9 @@ function envLayer(env: NodeJS.ProcessEnv, defaults: unknown): { layer: Tree; err
       errors.push({ path: path.join('.'), message: `environment variable ${name} is not valid YAML: ${why}` });
       continue;
     }
-    set(path, parsed);
+    set(path, parsed, name);
   }
-  return { layer, errors };
+  return { layer, errors, sources };
 }
 
 /** Paths in the config that name files; made absolute relative to the file that set them. */
@@ -173,18 +175,29 @@ export function loadConfig(opts: LoadOptions = {}): Config {
   const fromEnv = envLayer(env, defaults);
   tree = merge(tree, fromEnv.layer);
   if (opts.overrides !== undefined) tree = merge(tree, opts.overrides);
-  return validateConfig(tree, file, fromEnv.errors);
+  return validateConfig(tree, file, fromEnv.errors, fromEnv.sources);
 }
 
-/** `earlier`: errors found before the schema (unreadable environment values), reported with its own. */
-export function validateConfig(tree: unknown, source?: string, earlier: readonly FieldError[] = []): Config {
+/**
+ * `earlier`: errors found before the schema (unreadable environment values), reported with its own.
+ * `fromEnv`: config path → the environment variable that set it; an error at or under that path
+ * names the variable (the file may hold a good value the variable replaced).
+ */
+export function validateConfig(tree: unknown, source?: string, earlier: readonly FieldError[] = [], fromEnv: ReadonlyMap<string, string> = new Map()): Config {
   const result = configSchema.safeParse(tree);
   if (!result.success || earlier.length > 0) {
+    const setBy = (path: (string | number | symbol)[]): string => {
+      for (let n = path.length; n > 0; n--) {
+        const name = fromEnv.get(path.slice(0, n).map(String).join('.'));
+        if (name) return ` (set by the environment variable ${name})`;
+      }
+      return '';
+    };
     const errors = [
       ...earlier,
       ...(result.error?.issues ?? []).map((i) => ({
         path: i.path.map(String).join('.') || '(root)',
-        message: i.code === 'unrecognized_keys' ? `unknown key(s): ${(i as { keys: string[] }).keys.join(', ')}` : i.message,
+        message: (i.code === 'unrecognized_keys' ? `unknown key(s): ${(i as { keys: string[] }).keys.join(', ')}` : i.message) + setBy(i.path),
       })),
     ];
     const where = source ? ` in ${source}` : '';

@@ -169,6 +169,20 @@ test('a SLUICE__ value that is not YAML: exit 1 naming the variable and the path
   assert.not.match(r.err, 'YAMLParseError');
 });
 
+test('a wrong value an environment variable set names the variable: the file may hold a good one it replaced', async () => {
+  const file = configFile('env-over.yaml', { admin: { port: 9464 }, log: { level: 'info' } });
+  const r = await sluice(['config', 'check', '--config', file], { env: { SLUICE__ADMIN__PORT: 'abc', SLUICE_LOG_LEVEL: 'loud', SLUICE__DELIVERY: '{claimBatchh: 5}' } });
+  assert.is(r.code, 1);
+  const lines = r.err.split('\n').map((l) => l.trim());
+  assert.ok(lines.some((l) => l.startsWith('admin.port: ') && l.includes('(set by the environment variable SLUICE__ADMIN__PORT)')), r.err);
+  assert.ok(lines.some((l) => l.startsWith('log.level: ') && l.includes('(set by the environment variable SLUICE_LOG_LEVEL)')), r.err);
+  assert.ok(lines.some((l) => l.startsWith('delivery: unknown key(s): claimBatchh') && l.includes('SLUICE__DELIVERY')), r.err);
+  // An error the file made names no variable.
+  const own = await sluice(['config', 'check', '--config', configFile('file-bad.yaml', { admin: { port: 'abc' } })], { env: { SLUICE__LOG__LEVEL: 'debug' } });
+  assert.is(own.code, 1);
+  assert.not.match(own.err, 'set by the environment');
+});
+
 test('config show: merged JSON with apiKeys, passwordHash and the redis.url password redacted', async () => {
   const file = configFile('show.yaml', { admin: { port: 9501 }, redis: { url: 'redis://default:s3cret@127.0.0.1:6390/2' }, accounts: [account()] });
   const r = await sluice(['config', 'show', '--config', file], { env: { SLUICE__ingress__http__port: '8099' } });
