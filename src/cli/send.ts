@@ -101,6 +101,10 @@ export async function runSend(argv: string[], io: Io): Promise<number> {
     headers,
     attachments: (v.attach ?? []).map((f) => ({ filename: basename(f), content: (readArg('--attach', f) as Buffer).toString('base64') })),
   };
+  // Without a scheme ('127.0.0.1:8025', 'localhost:8025') it is not a URL, or one of another scheme.
+  if (v.api !== undefined && !(URL.canParse(v.api) && /^https?:$/.test(new URL(v.api).protocol))) {
+    throw new UsageError(`--api '${v.api}' is not an http:// or https:// URL (e.g. http://127.0.0.1:8025)\nRun 'sluice send --help' for usage.`);
+  }
   const api = (v.api ?? `http://127.0.0.1:${loadConfig({ file: v.config, env: io.env }).ingress.http.port}`).replace(/\/$/, '');
 
   try {

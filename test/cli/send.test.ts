@@ -108,7 +108,7 @@ test('a refused request exits 1 with the code and the reasons on stderr', async 
   assert.match(badKey.err, 'refused (401): SLUICE_AUTH_FAILED');
 });
 
-test('usage errors exit 2: no key, no recipient, an unreadable file, a bad header or timeout', async () => {
+test('usage errors exit 2: no key, no recipient, an unreadable file, a bad header, timeout or --api', async () => {
   const common = ['send', '--api', api, '--from', 'news@acme.example', '--subject', 's'];
   const cases: [string[], string][] = [
     [[...common, '--to', 'a@one.test', '--text', 'x'], 'no API key: pass --key or set SLUICE_API_KEY'],
@@ -117,6 +117,9 @@ test('usage errors exit 2: no key, no recipient, an unreadable file, a bad heade
     [[...common, '--key', 'k', '--to', 'a@one.test', '--text', 'x', '--attach', join(dir, 'absent.pdf')], 'cannot read it (ENOENT)'],
     [[...common, '--key', 'k', '--to', 'a@one.test', '--text', 'x', '--header', 'NoColon'], "--header must be 'Name: value'"],
     [[...common, '--key', 'k', '--to', 'a@one.test', '--text', 'x', '--wait', '--timeout', 'soon'], "--timeout 'soon' is not a duration"],
+    // Sent before, and refused as an unreachable API (exit 1, ERR_INVALID_URL or a scheme error).
+    [['send', '--api', '127.0.0.1:8025', '--key', 'k', '--from', 'news@acme.example', '--subject', 's', '--to', 'a@one.test', '--text', 'x'], "--api '127.0.0.1:8025' is not an http:// or https:// URL"],
+    [['send', '--api', 'notaurl', '--key', 'k', '--from', 'news@acme.example', '--subject', 's', '--to', 'a@one.test', '--text', 'x'], "--api 'notaurl' is not an http:// or https:// URL"],
   ];
   for (const [argv, message] of cases) {
     const r = await sluice(argv);
