@@ -104,6 +104,12 @@ export async function runCampaign(argv: string[], io: Io): Promise<number> {
         }
         cursor = page.cursor;
       } while (cursor !== null && shown < limit);
+      // Nothing listed says why on stderr (stdout stays a clean list): a mistyped account was silence.
+      if (shown === 0) {
+        const account = args.values.account as string;
+        const known = cfg.accounts.some((a) => a.id === account);
+        println(io.err, `sluice: account '${account}' has no campaigns${known ? '' : ' (and no account of that id is in the configuration)'}`);
+      }
       return 0;
     }
     const cid = id as string;

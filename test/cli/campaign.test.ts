@@ -98,6 +98,10 @@ test('unknown campaign exits 1; bad usage exits 2', async () => {
   assert.is((await sluice(['campaign', 'status', 'not-an-id', '--config', cfg])).code, 2);
   assert.is((await sluice(['campaign', 'explode', '--config', cfg])).code, 2);
   assert.is((await sluice(['campaign', 'list', '--config', cfg])).code, 2, 'list needs --account');
+  // A reader: an account with no campaigns (or a mistyped one) is no error, but is said on stderr.
+  const none = await sluice(['campaign', 'list', '--account', 'acme-typo', '--config', cfg]);
+  assert.equal([none.code, none.out], [0, '']);
+  assert.match(none.err, "account 'acme-typo' has no campaigns (and no account of that id is in the configuration)");
   const help = await sluice(['campaign', '--help']);
   assert.is(help.code, 0);
   assert.match(help.out, 'Usage: sluice campaign');
