@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { SluiceError } from '../core/errors.js';
@@ -187,11 +187,58 @@ function adopt(socket: string, ownerFile: string, owner: OwnerFile, port: number
   };
 }
 
+/**
+ * Takes `file` for this process: created only if absent (link() of a file already holding our pid,
+ * so a reader never sees it empty), or taken over from a process that no longer runs. Returns
+ * false when a live process holds it.
+ */
+function takeLock(file: string): { held: true } | { held: false; pid: number } {
+  const mine = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}`;
+  writeFileSync(mine, String(process.pid));
+  try {
+    for (;;) {
+      try {
+        linkSync(mine, file);
+        return { held: true };
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
+      }
+      let pid = NaN;
+      try {
+        pid = Number(readFileSync(file, 'utf8'));
+      } catch {
+        continue; // released meanwhile
+      }
+      if (alive(pid)) return { held: false, pid };
+      rmSync(file, { force: true }); // left by a start that died
+    }
+  } finally {
+    rmSync(mine, { force: true });
+  }
+}
+
 export async function startEmbeddedRedis(opts: EmbeddedOptions): Promise<EmbeddedRedis> {
   if (!findRedisServer(opts.binary)) {
     throw new SluiceError('SLUICE_REDIS_NOT_INSTALLED', `${opts.binary} was not found on PATH; ${INSTALL_HINT} (or set REDIS_URL to use an existing server)`);
   }
   mkdirSync(opts.dir, { recursive: true });
+  // Two starts at the same instant on a folder both found no socket and each started a server: two
+  // redis-servers writing one AOF. The checks below and the start are one start's alone (start.lock,
+  // held until its server answers or the start fails); after that the socket answers, and the
+  // checks refuse or adopt.
+  const lockFile = join(opts.dir, 'start.lock');
+  const lock = takeLock(lockFile);
+  if (!lock.held) {
+    throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', `another Sluice (pid ${lock.pid}) is starting the redis-server of ${opts.dir} (is another Sluice running with the same data folder?)`);
+  }
+  try {
+    return await startLocked(opts);
+  } finally {
+    rmSync(lockFile, { force: true });
+  }
+}
+
+async function startLocked(opts: EmbeddedOptions): Promise<EmbeddedRedis> {
   const socket = join(opts.dir, 'redis.sock');
   const ownerFile = join(opts.dir, 'owner.json');
   if (existsSync(socket)) {

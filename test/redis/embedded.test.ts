@@ -157,6 +157,24 @@ test('a redis-server of the folder that still runs but does not answer is not st
   }
 });
 
+test('two starts at the same instant on a fresh folder: one server runs, the other start is refused', async () => {
+  const d = mkdtempSync(join(tmpdir(), 'sluice-emb-race-'));
+  // A start that died before its server answered left its lock: taken over.
+  writeFileSync(join(d, 'start.lock'), String(spawnSync('true').pid));
+  try {
+    const both = await Promise.allSettled([startEmbeddedRedis({ binary: 'redis-server', dir: d }), startEmbeddedRedis({ binary: 'redis-server', dir: d })]);
+    const up = both.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+    const refused = both.flatMap((r) => (r.status === 'rejected' ? [r.reason as Error] : []));
+    for (const s of up) await s.stop();
+    assert.is(up.length, 1, 'exactly one server started');
+    assert.ok(isSluiceError(refused[0], 'SLUICE_REDIS_UNAVAILABLE'), String(refused[0]));
+    assert.match(refused[0]!.message, `another Sluice (pid ${process.pid}) is starting the redis-server of ${d}`);
+    assert.not.ok(existsSync(join(d, 'start.lock')), 'the lock is released');
+  } finally {
+    rmSync(d, { recursive: true, force: true });
+  }
+});
+
 test('a missing redis-server binary names the install command', async () => {
   try {
     await startEmbeddedRedis({ binary: 'redis-server-that-does-not-exist', dir });
