@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, linkSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, linkSync, mkdirSync, readFileSync, readlinkSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { createConnection } from 'node:net';
 import { join } from 'node:path';
 import { SluiceError } from '../core/errors.js';
@@ -108,13 +108,26 @@ export function probeSocket(target: { path: string } | { port: number; host: str
   });
 }
 
-/** Whether `pid` runs a redis-server (Linux: its command line); elsewhere, whether it runs at all. */
-function runsRedis(pid: number): boolean {
+/**
+ * Whether `pid` runs the redis-server of `dir`. After a reboot (or enough time) the pid in an old
+ * owner.json names an unrelated process, or another folder's redis-server: not ours, not to be
+ * refused over nor adopted. Linux: its title (`redis-server unixsocket:<socket>`) or its working
+ * folder (redis-server changes to --dir) names the folder. Elsewhere: whether it runs at all.
+ */
+function runsRedisOf(pid: number, dir: string, socket: string): boolean {
   if (!alive(pid)) return false;
+  let cmdline: string;
   try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'latin1').includes('redis-server');
+    cmdline = readFileSync(`/proc/${pid}/cmdline`, 'latin1');
   } catch {
     return true;
+  }
+  if (!cmdline.includes('redis-server')) return false;
+  if (cmdline.includes(socket)) return true;
+  try {
+    return readlinkSync(`/proc/${pid}/cwd`) === realpathSync(dir);
+  } catch {
+    return false; // another user's process (its cwd is not readable): not one this Sluice started
   }
 }
 
@@ -245,12 +258,12 @@ async function startLocked(opts: EmbeddedOptions): Promise<EmbeddedRedis> {
     const found = await probeSocket({ path: socket });
     const owner = readOwner(ownerFile);
     if (found === 'ready' || found === 'loading') {
-      if (owner && !alive(owner.sluicePid) && alive(owner.redisPid)) return adopt(socket, ownerFile, owner, opts.port ?? 0);
+      if (owner && !alive(owner.sluicePid) && runsRedisOf(owner.redisPid, opts.dir, socket)) return adopt(socket, ownerFile, owner, opts.port ?? 0);
       throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', `another redis-server already serves ${socket} (is another Sluice running with the same data folder?)`);
     }
     // A second server on the same folder would write the same AOF: never while the last one runs,
     // even if it does not answer (stopped, hung).
-    if (owner && runsRedis(owner.redisPid)) {
+    if (owner && runsRedisOf(owner.redisPid, opts.dir, socket)) {
       throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', `the redis-server of ${opts.dir} (pid ${owner.redisPid}) still runs but does not answer on ${socket}; stop it (kill ${owner.redisPid}) and start again`);
     }
     rmSync(socket, { force: true });

@@ -1,7 +1,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { mkdtempSync, rmSync, existsSync, writeFileSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,6 +11,14 @@ import { createRedis, checkRedisVersion } from '../../src/redis/client.js';
 import { isSluiceError } from '../../src/core/errors.js';
 
 const test = suite('redis/embedded');
+const alive = (pid: number) => {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+};
 let dir = '';
 test.before(() => { dir = mkdtempSync(join(tmpdir(), 'sluice-emb-')); });
 test.after(() => rmSync(dir, { recursive: true, force: true }));
@@ -137,21 +145,42 @@ test('a server still loading its data (-LOADING) is not replaced: the socket sta
 
 test('a redis-server of the folder that still runs but does not answer is not started beside', async () => {
   const d = mkdtempSync(join(tmpdir(), 'sluice-emb-hung-'));
-  const other = await startEmbeddedRedis({ binary: 'redis-server', dir: join(d, 'other') });
-  // A stale socket file (nothing listens on it) and an owner file naming a live redis-server: the
-  // folder's server, stopped (SIGSTOP) or hung.
-  const stale = createServer();
-  await new Promise<void>((resolve) => stale.listen(join(d, 'redis.sock'), () => resolve()));
-  stale.close();
-  writeFileSync(join(d, 'redis.sock'), '');
-  writeFileSync(join(d, 'owner.json'), JSON.stringify({ sluicePid: spawnSync('true').pid, redisPid: other.pid }));
+  const hung = await startEmbeddedRedis({ binary: 'redis-server', dir: d });
+  // The folder's server, stopped (SIGSTOP) or hung, left by a Sluice that died: its socket takes
+  // the connection and never answers.
+  process.kill(hung.pid, 'SIGSTOP');
+  writeFileSync(join(d, 'owner.json'), JSON.stringify({ sluicePid: spawnSync('true').pid, redisPid: hung.pid }));
   try {
     await startEmbeddedRedis({ binary: 'redis-server', dir: d });
     assert.unreachable('a second server was started on the folder');
   } catch (err) {
     assert.ok(isSluiceError(err, 'SLUICE_REDIS_UNAVAILABLE'), String(err));
-    assert.match((err as Error).message, `pid ${other.pid}`);
+    assert.match((err as Error).message, `pid ${hung.pid}`);
   } finally {
+    process.kill(hung.pid, 'SIGCONT');
+    await hung.stop();
+    rmSync(d, { recursive: true, force: true });
+  }
+});
+
+test('an owner.json whose redis pid now runs something else (another folder\'s redis-server, any process) does not block the start', async () => {
+  const d = mkdtempSync(join(tmpdir(), 'sluice-emb-reused-'));
+  // After a reboot the pids of the old owner.json name whatever runs now: here another folder's
+  // redis-server, and a sleep.
+  const other = await startEmbeddedRedis({ binary: 'redis-server', dir: join(d, 'other') });
+  const sleep = spawn('sleep', ['60'], { stdio: 'ignore' });
+  try {
+    for (const pid of [other.pid, sleep.pid as number]) {
+      writeFileSync(join(d, 'redis.sock'), ''); // the old server's socket file, nothing listens
+      writeFileSync(join(d, 'owner.json'), JSON.stringify({ sluicePid: spawnSync('true').pid, redisPid: pid }));
+      const srv = await startEmbeddedRedis({ binary: 'redis-server', dir: d });
+      assert.is.not(srv.pid, pid);
+      assert.is(srv.adopted, undefined);
+      await srv.stop();
+      assert.ok(alive(pid), 'the unrelated process is left alone');
+    }
+  } finally {
+    sleep.kill();
     await other.stop();
     rmSync(d, { recursive: true, force: true });
   }
