@@ -241,8 +241,9 @@ export async function startEmbeddedRedis(opts: EmbeddedOptions): Promise<Embedde
   // checks refuse or adopt.
   const lockFile = join(opts.dir, 'start.lock');
   const lock = takeLock(lockFile);
+  // A start killed while its server loaded (minutes), then a reboot: the lock's pid may run anything.
   if (!lock.held) {
-    throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', `another Sluice (pid ${lock.pid}) is starting the redis-server of ${opts.dir} (is another Sluice running with the same data folder?)`);
+    throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', `another Sluice (pid ${lock.pid}) is starting the redis-server of ${opts.dir} (is another Sluice running with the same data folder? if none runs, the pid is another process's now: remove ${lockFile})`);
   }
   try {
     return await startLocked(opts);

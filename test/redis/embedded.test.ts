@@ -198,6 +198,7 @@ test('two starts at the same instant on a fresh folder: one server runs, the oth
     assert.is(up.length, 1, 'exactly one server started');
     assert.ok(isSluiceError(refused[0], 'SLUICE_REDIS_UNAVAILABLE'), String(refused[0]));
     assert.match(refused[0]!.message, `another Sluice (pid ${process.pid}) is starting the redis-server of ${d}`);
+    assert.match(refused[0]!.message, `if none runs, the pid is another process's now: remove ${join(d, 'start.lock')}`);
     assert.not.ok(existsSync(join(d, 'start.lock')), 'the lock is released');
   } finally {
     rmSync(d, { recursive: true, force: true });
