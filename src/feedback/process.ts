@@ -15,6 +15,7 @@ import { addSuppression, normaliseForSuppression, GLOBAL_LIST, type SuppressionR
 import { appendedEvent, keepAppendedEvent, recordOutcome, type FeedbackOutcome } from './raw-store.js';
 import { copiesInText, feedbackRecipient, type VerifyUnsubscribeToken } from './recipients.js';
 import { recordSoftBounce } from '../store/soft-bounces.js';
+import { deletionDue } from '../store/account-state.js';
 import { faultOf, feedbackTypeLabel, verdictOf, type Verdict } from '../bounces/verdict.js';
 
 /**
@@ -144,11 +145,23 @@ export async function processFeedback(deps: FeedbackDeps, opts: ProcessOptions, 
   let understood = records.length > 0;
   // Our own VERP or unsubscribe address naming an erased recipient (a tombstone): about nobody now.
   let erased = false;
+  // A message of an account whose deletion is due or done: as if its record were gone (see below).
+  let accountDeleted = false;
+  const now = deps.now?.() ?? Date.now();
 
   for (const target of targets) {
     const stored = await messageFor(deps.redis, deps.keys, target.msgId, target.idx);
     if (!stored) continue;
     const meta = stored.meta;
+    // The retention walk removes such an account's keys in keyspace order: a suppression, mark, count
+    // or event written now, after the walk passed its key, would outlive the deletion (as the
+    // tracking server's unsubscribe refuses, tracking/unsubscribe.ts). Nothing is done for it,
+    // whatever the mail says; a hard bounce's global suppression included, since it names the copy.
+    if (await deletionDue(deps.redis, deps.keys, meta.account, now)) {
+      accountDeleted = true;
+      deps.logger.info({ msgId: meta.id, account: meta.account, feedbackId: mail.id }, "feedback about a message of an account being deleted: not acted on");
+      continue;
+    }
     if (target.via === 'message-id' && meta.rcpts.length > 1) {
       ambiguous = true;
       deps.logger.info({ msgId: meta.id, feedbackId: mail.id }, 'feedback names a message of several recipients by its Message-ID only: not acted on');
@@ -174,15 +187,18 @@ export async function processFeedback(deps: FeedbackDeps, opts: ProcessOptions, 
     if (action) actions.push(action);
   }
 
-  if (erased && actions.length === 0) {
+  if ((erased || (accountDeleted && !postmaster)) && actions.length === 0) {
     // Kept, the mail would carry the erased person's VERP address (and maybe more) past their
-    // erasure, found by nothing: it is dropped, and counts as handled.
+    // erasure, or a deleted account's recipient's past the account's deletion, found by nothing: it
+    // is dropped, and counts as handled ('account-deleted' for the latter).
     await deps.redis.del(deps.keys.feedbackRaw(mail.id));
-    deps.metrics?.outcome?.('processed');
-    return { outcome: 'processed', actions };
+    const outcome: FeedbackOutcome = erased ? 'processed' : 'account-deleted';
+    deps.metrics?.outcome?.(outcome);
+    return { outcome, actions };
   }
   const unsubscribing = targets.some((t) => t.via === 'unsubscribe');
   const outcome: FeedbackOutcome = actions.length > 0 ? 'processed'
+    : accountDeleted ? 'account-deleted'
     : !understood && !unsubscribing ? 'unparsed'
     : matched ? 'processed' : ambiguous ? 'ambiguous' : 'unmatched';
   deps.metrics?.outcome?.(outcome);

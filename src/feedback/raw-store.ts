@@ -31,8 +31,10 @@ declare module 'ioredis' {
  *
  * 'ambiguous': a report that names a message of several recipients by its Message-ID only, and no
  * copy of it (feedback/process.ts): not acted on, since any of them could have written it.
+ * 'account-deleted': about a message of an account whose deletion is due or done: not acted on, and
+ * the mail is dropped rather than stored with this outcome (unless it went to postmaster too).
  */
-export type FeedbackOutcome = 'processed' | 'unparsed' | 'unmatched' | 'ambiguous' | 'failed';
+export type FeedbackOutcome = 'processed' | 'unparsed' | 'unmatched' | 'ambiguous' | 'account-deleted' | 'failed';
 
 export interface StoredFeedback {
   readonly id: string;

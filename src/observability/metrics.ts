@@ -163,7 +163,7 @@ export function createMetrics() {
       name: 'sluice_feedback_rejected_total', help: 'Inbound MX refusals by error code', labelNames: ['code'] as const, registers: [registry],
     }),
     feedbackOutcomes: new Counter({
-      name: 'sluice_feedback_outcomes_total', help: 'Stored feedback mail by what processing made of it (processed, unparsed, unmatched, ambiguous, failed)', labelNames: ['outcome'] as const, registers: [registry],
+      name: 'sluice_feedback_outcomes_total', help: 'Stored feedback mail by what processing made of it (processed, unparsed, unmatched, ambiguous, account-deleted, failed)', labelNames: ['outcome'] as const, registers: [registry],
     }),
     complaints: new Counter({
       name: 'sluice_complaints_total', help: 'ARF reports by feedback type (not-spam, auth-failure and virus suppress nobody)', labelNames: ['type'] as const, registers: [registry],

@@ -74,6 +74,17 @@ export async function closedRecord(redis: RedisClient, keys: Keys, account: stri
   return parse(account, await redis.hget(keys.closedAccounts(), account));
 }
 
+/**
+ * Whether nothing may be written for the account any more: its deletion is due (purgeAt passed) or
+ * done (deletedAt set). The retention walk removes its keys in keyspace order, so a write reaching a
+ * key the walk has already passed (its suppression list, the event stream's entries about it) would
+ * outlive the deletion. Until then a closed account's data is kept, and what is written goes with it.
+ */
+export async function deletionDue(redis: RedisClient, keys: Keys, account: string, now: number): Promise<boolean> {
+  const closed = await closedRecord(redis, keys, account);
+  return closed !== null && (closed.deletedAt !== null || closed.purgeAt <= now);
+}
+
 /** Every closed account (one HGETALL: closed accounts are few, a few hundred bytes each). */
 export async function listClosed(redis: RedisClient, keys: Keys): Promise<ClosedAccount[]> {
   const flat = await redis.hgetall(keys.closedAccounts());

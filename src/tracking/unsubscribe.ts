@@ -1,7 +1,7 @@
 import type { TokenPayload } from '../core/tokens.js';
 import { liveAddress, messageFor, unsubscribeRecipient, type MessageView } from '../store/recipients.js';
 import { addSuppression } from '../store/suppression.js';
-import { closedRecord } from '../store/account-state.js';
+import { deletionDue } from '../store/account-state.js';
 import { mark, appendTrackingEvent } from './record.js';
 import { modeOf, type TrackingDeps } from './deps.js';
 
@@ -22,13 +22,12 @@ export interface UnsubscribeTarget {
 
 export async function unsubscribeTarget(deps: TrackingDeps, p: TokenPayload): Promise<UnsubscribeTarget | null> {
   if (p.kind !== 'u') return null;
-  const [view, closed] = await Promise.all([messageFor(deps.redis, deps.keys, p.msgId, p.idx), closedRecord(deps.redis, deps.keys, p.account)]);
-  // Once an account's deletion is due, the retention walk removes its keys in keyspace order: a
-  // suppression written after the walk passed {a:<id>}:suppression, through a record it has not
-  // reached yet, would outlive the deletion. Until then a closed account's recipient may still opt
-  // out (its mail is held, and goes out again if the account is reopened); what that writes goes
-  // with the account's data.
-  if (closed !== null && (closed.deletedAt !== null || closed.purgeAt <= (deps.now ?? Date.now)())) return null;
+  const [view, gone] = await Promise.all([messageFor(deps.redis, deps.keys, p.msgId, p.idx), deletionDue(deps.redis, deps.keys, p.account, (deps.now ?? Date.now)())]);
+  // Once an account's deletion is due, a suppression written through a record the retention walk has
+  // not reached yet would outlive the deletion (store/account-state.ts). Until then a closed
+  // account's recipient may still opt out (its mail is held, and goes out again if the account is
+  // reopened); what that writes goes with the account's data.
+  if (gone) return null;
   if (!view) return p.address === undefined ? null : { address: p.address, from: null, view: null };
   // The account inside the signed token must be the message's: a token never acts across accounts.
   if (view.meta.account !== p.account) return null;

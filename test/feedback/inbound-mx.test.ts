@@ -25,6 +25,7 @@ import { createTracker, type Tracker } from '../../src/render/tracking.js';
 import { loadConfig } from '../../src/config/load.js';
 import { loadOrCreateTls } from '../../src/ingress/tls.js';
 import type { TlsMaterial } from '../../src/core/tls-material.js';
+import { closeAccount } from '../../src/store/account-state.js';
 
 const test = suite('feedback/inbound-mx');
 const CORPUS = CORPUS_EMAILS;
@@ -546,6 +547,37 @@ test("mail to a copy's short mailto unsubscribe address (u-<msgId>-<idx>-<tag>) 
   } finally {
     await mx.close();
   }
+});
+
+test("feedback about a message of an account whose deletion is due writes nothing: a hard bounce, a complaint and a mail unsubscribe are dropped as 'account-deleted'", async () => {
+  // The retention walk removes such an account's keys in keyspace order: a suppression, mark or event
+  // written behind it would outlive the deletion (as the tracking server's unsubscribe refuses).
+  const id = await sentMessage('closing', ['hard@dest.test', 'complainer@dest.test', 'leaver@dest.test']);
+  await closeAccount(ctx.client, ctx.keys, 'closing', { now: Date.now() - 1000, windowMs: 1000, by: 'cli' });
+  const keysBefore = new Set(await ctx.client.keys('*'));
+  const before = count('outcome:account-deleted');
+  const fids = [
+    await send(corpus('lhost-postfix-05.eml'), [verpAddress(id, 0, BOUNCE_DOMAIN)]),
+    await send(corpus('arf-14.eml'), [verpAddress(id, 1, BOUNCE_DOMAIN)]),
+    await send('From: leaver@dest.test\r\nSubject: unsubscribe\r\n\r\nunsubscribe\r\n', [unsubscribeAddress(`ok.${id}.2`, BOUNCE_DOMAIN)]),
+  ];
+  for (const address of ['hard@dest.test', 'complainer@dest.test', 'leaver@dest.test']) {
+    assert.is(await suppressionOf(ctx.client, ctx.keys, 'closing', address), null, `${address} is not suppressed, globally or for the account`);
+  }
+  assert.equal(await eventsOf(id), [], 'no event');
+  assert.is((await readEngagement(ctx.client, ctx.keys, id)).unsubscribes, 0, 'no unsubscribe counted');
+  const added = (await ctx.client.keys('*')).filter((k) => !keysBefore.has(k) && k !== ctx.keys.feedbackPending());
+  assert.equal(added, [], 'no key written but the feedback bookkeeping');
+  // Kept, each mail would carry the deleted account's recipient past the deletion: dropped, counted.
+  for (const fid of fids) assert.is(await loadFeedback(ctx.client, ctx.keys, fid), null);
+  assert.is(count('outcome:account-deleted'), before + 3);
+
+  // While the deletion is not due, the same account's feedback is acted on (its data is kept, and what
+  // is written goes with it).
+  const kept = await sentMessage('closing-later', ['later@dest.test']);
+  await closeAccount(ctx.client, ctx.keys, 'closing-later', { now: Date.now(), windowMs: 86_400_000, by: 'cli' });
+  await send(corpus('arf-14.eml'), [verpAddress(kept, 0, BOUNCE_DOMAIN)]);
+  assert.is((await suppressionOf(ctx.client, ctx.keys, 'closing-later', 'later@dest.test'))?.reason, 'complaint');
 });
 
 test('the inbound MX refuses every other recipient with 550 5.1.1 and relays nothing', async () => {
