@@ -13,7 +13,7 @@ import type { MessageMeta } from '../store/messages.js';
 import { firstFeedback, liveAddress, markRecipient, messageFor, unsubscribeRecipient, type MessageView } from '../store/recipients.js';
 import { addSuppression, normaliseForSuppression, GLOBAL_LIST, type SuppressionReason } from '../store/suppression.js';
 import { appendedEvent, keepAppendedEvent, recordOutcome, type FeedbackOutcome } from './raw-store.js';
-import { copiesInText, feedbackRecipient, type VerifyUnsubscribeToken } from './recipients.js';
+import { copiesInText, feedbackRecipient, MAX_QUOTED_CANDIDATES, type VerifyUnsubscribeToken } from './recipients.js';
 import { recordSoftBounce } from '../store/soft-bounces.js';
 import { deletionDue } from '../store/account-state.js';
 import { faultOf, feedbackTypeLabel, verdictOf, type Verdict } from '../bounces/verdict.js';
@@ -137,12 +137,14 @@ const MESSAGE_ID_RE = /<([0-9a-hjkmnp-tv-z]{16})@[^>\s]{1,255}>/gi;
 
 export async function processFeedback(deps: FeedbackDeps, opts: ProcessOptions, mail: FeedbackMail): Promise<ProcessResult> {
   const records = await classifyMessage(mail.raw);
-  const { targets, postmaster } = findTargets(opts, mail);
+  const { targets, postmaster, guessing } = findTargets(opts, mail);
+  if (guessing) deps.logger.warn({ feedbackId: mail.id, max: MAX_QUOTED_CANDIDATES }, 'feedback mail quotes more candidate copies than a report would: not searched, kept as unparsed');
   const actions: FeedbackAction[] = [];
   let matched = false;
   // A Message-ID of a message of several recipients, and nothing that says whose copy: see above.
   let ambiguous = false;
-  let understood = records.length > 0;
+  // A mail that is guessing is garbage, whatever the classifier made of it.
+  let understood = records.length > 0 && !guessing;
   // Our own VERP or unsubscribe address naming an erased recipient (a tombstone): about nobody now.
   let erased = false;
   // A message of an account whose deletion is due or done: as if its record were gone (see below).
@@ -207,8 +209,11 @@ export async function processFeedback(deps: FeedbackDeps, opts: ProcessOptions, 
   return { outcome, actions };
 }
 
-/** What the mail is about, and whether postmaster is among its recipients. */
-function findTargets(opts: ProcessOptions, mail: FeedbackMail): { targets: Target[]; postmaster: boolean } {
+/**
+ * What the mail is about, whether postmaster is among its recipients, and whether it quotes more
+ * candidate copies than a report would (recipients.ts MAX_QUOTED_CANDIDATES): then it names nothing.
+ */
+function findTargets(opts: ProcessOptions, mail: FeedbackMail): { targets: Target[]; postmaster: boolean; guessing: boolean } {
   const out: Target[] = [];
   const seen = new Set<string>();
   const add = (t: Target) => {
@@ -230,7 +235,11 @@ function findTargets(opts: ProcessOptions, mail: FeedbackMail): { targets: Targe
   if (fbl && out.length === 0) {
     // latin1 maps every byte to one char: the regexes see ASCII exactly, whatever the charset.
     const text = mail.raw.toString('latin1');
-    for (const v of copiesInText(text, opts, MAX_TARGETS)) add({ msgId: v.msgId, idx: v.idx, via: 'quoted' });
+    const quoted = copiesInText(text, opts, MAX_TARGETS);
+    // A report is about a few copies: a mail quoting that many candidates is guessing (or garbage),
+    // and is not searched further, for a Message-ID either.
+    if (quoted.tooMany) return { targets: [], postmaster, guessing: true };
+    for (const v of quoted.copies) add({ msgId: v.msgId, idx: v.idx, via: 'quoted' });
     if (out.length === 0) {
       for (const m of text.matchAll(MESSAGE_ID_RE)) {
         const id = (m[1] as string).toLowerCase();
@@ -239,7 +248,7 @@ function findTargets(opts: ProcessOptions, mail: FeedbackMail): { targets: Targe
       }
     }
   }
-  return { targets: out, postmaster };
+  return { targets: out, postmaster, guessing: false };
 }
 
 /**

@@ -81,8 +81,13 @@ function isPostmaster(lower: string, rules: RecipientRules): boolean {
   return rules.bounceDomains.includes(domain) || rules.fblAddresses.some((a) => domainOf(a).toLowerCase() === domain);
 }
 
-/** Candidates tried per mail, found or not: each costs an HMAC, and a hostile mail can hold millions. */
-const MAX_QUOTED_CANDIDATES = 200;
+/**
+ * Distinct candidates one mail may quote: each costs an HMAC, and a forged report could hold
+ * thousands of guesses. A copy carries at most its VERP return path, its mailto and its one-click
+ * URL (each repeated by a report as often as it likes: a repeat is not tried again), and a report
+ * is about a few copies (feedback/process.ts takes 10): a mail quoting more is not a report.
+ */
+export const MAX_QUOTED_CANDIDATES = 50;
 
 /**
  * The copies a mail quotes by what only that copy carries, each checked by its tag or signature: the
@@ -90,41 +95,51 @@ const MAX_QUOTED_CANDIDATES = 200;
  * older unsubscribe-<token>) and its https one-click URL (…/u/<token>). How an FBL complaint, which
  * arrives at the FBL address, finds its message and recipient: a Message-ID names the message, not
  * the copy, and the address a report names (Original-Rcpt-To, To) is the reporter's to write.
+ * `tooMany` when the mail quotes more than MAX_QUOTED_CANDIDATES before `limit` copies are found:
+ * then `copies` is empty, and the caller treats the mail as garbage.
  */
-export function copiesInText(text: string, rules: RecipientRules, limit = 10): { msgId: string; idx: number }[] {
+export function copiesInText(text: string, rules: RecipientRules, limit = 10): { copies: { msgId: string; idx: number }[]; tooMany: boolean } {
   const out: { msgId: string; idx: number }[] = [];
   const seen = new Set<string>();
-  let tried = 0;
-  const found = (c: { msgId: string; idx: number } | undefined): boolean => {
-    tried++;
+  const tried = new Set<string>();
+  /** Checks candidate `text` (once) by `resolve`; true when the search is over: `limit` found, or too many tried. */
+  const check = (text: string, resolve: () => { msgId: string; idx: number } | undefined): boolean => {
+    if (tried.has(text)) return false;
+    tried.add(text);
+    if (tried.size > MAX_QUOTED_CANDIDATES) return true;
+    const c = resolve();
     const key = c ? `${c.msgId}:${c.idx}` : '';
     if (c && !seen.has(key)) {
       seen.add(key);
       out.push({ msgId: c.msgId, idx: c.idx });
     }
-    return out.length >= limit || tried >= MAX_QUOTED_CANDIDATES;
+    return out.length >= limit;
   };
+  const result = () => (tried.size > MAX_QUOTED_CANDIDATES ? { copies: [], tooMany: true } : { copies: out, tooMany: false });
   const inDomain = <T extends { domain: string }>(v: T | undefined) => (v && rules.bounceDomains.includes(v.domain) ? v : undefined);
   // Up to 9 digits of index, as core/verp.ts parses: a campaign's contact numbers pass 6 digits.
   for (const m of text.matchAll(/\bb-[0-9a-hjkmnp-tv-z]{16}-\d{1,9}(?:-[0-9a-hjkmnp-tv-z]{8})?@[a-z0-9.-]+/gi)) {
-    if (found(inDomain(parseVerp(m[0].replace(/\.+$/, ''), rules.verpKey)))) return out;
+    const address = m[0].replace(/\.+$/, '');
+    if (check(address, () => inDomain(parseVerp(address, rules.verpKey)))) return result();
   }
   const key = rules.verpKey;
   if (key) {
     for (const m of text.matchAll(/\bu-[0-9a-hjkmnp-tv-z]{16}-\d{1,9}-[0-9a-hjkmnp-tv-z]{8}@[a-z0-9.-]+/gi)) {
-      if (found(inDomain(parseUnsubscribeMailto(m[0].replace(/\.+$/, ''), key)))) return out;
+      const address = m[0].replace(/\.+$/, '');
+      if (check(address, () => inDomain(parseUnsubscribeMailto(address, key)))) return result();
     }
   }
   const verify = rules.verifyUnsubscribeToken;
   if (verify) {
     for (const m of text.matchAll(/\bunsubscribe-[A-Za-z0-9_.~=-]{1,200}@[a-z0-9.-]+/gi)) {
       const token = parseUnsubscribeAddress(m[0].replace(/\.+$/, ''), rules.bounceDomains);
-      if (found(token === undefined ? undefined : verify(token))) return out;
+      if (token !== undefined && check(`unsubscribe-${token}`, () => verify(token))) return result();
     }
     // core/tokens.ts: base64url, at most 518 characters; the shortest real one is longer than 16.
     for (const m of text.matchAll(/\/u\/([A-Za-z0-9_-]{16,518})(?![A-Za-z0-9_-])/g)) {
-      if (found(verify(m[1] as string))) return out;
+      const token = m[1] as string;
+      if (check(`/u/${token}`, () => verify(token))) return result();
     }
   }
-  return out;
+  return result();
 }

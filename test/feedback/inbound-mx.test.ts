@@ -16,7 +16,7 @@ import { GLOBAL_LIST, suppressionOf } from '../../src/store/suppression.js';
 import { RawSmtp } from '../helpers/raw-smtp.js';
 import { startInboundMx, type InboundMx, type InboundMxMetricsHook } from '../../src/feedback/inbound-mx.js';
 import { listUnprocessed, loadFeedback, PENDING_GRACE_MS, storeFeedback } from '../../src/feedback/raw-store.js';
-import { unsubscribeAddress } from '../../src/feedback/recipients.js';
+import { MAX_QUOTED_CANDIDATES, unsubscribeAddress } from '../../src/feedback/recipients.js';
 import { unsubscribeMailtoAddress } from '../../src/core/verp.js';
 import { readEngagement } from '../../src/store/engagement.js';
 import { CORPUS_DIR, CORPUS_EMAILS } from '../helpers/corpus.js';
@@ -428,6 +428,23 @@ test("an ARF report is matched by what only the copy it returns carries, each si
   const fid = await send(arfReport('other-key-a@dest.test', forged), [FBL], ctx.signed);
   assert.is((await loadFeedback(ctx.client, ctx.keys, fid))?.outcome, 'ambiguous');
   assert.is(await suppressionOf(ctx.client, ctx.keys, 'acme', 'other-key-a@dest.test'), null);
+});
+
+test('a report quoting more candidate copies than a report would (guessed tags) is garbage: not searched, kept as unparsed, nobody suppressed; repeats of one copy are not guesses', async () => {
+  const id = await sentMessage('acme', ['guessed@dest.test']);
+  // Each guess costs the MX an HMAC: a forger quotes many, hoping one tag is right. The real copy's
+  // return path is among them here; so many candidates are not a report, whichever one is right.
+  const guesses = Array.from({ length: MAX_QUOTED_CANDIDATES }, (_, i) => `X-Guess: <mailto:u-${id}-${i}-${newId().slice(8)}@${BOUNCE_DOMAIN}>`);
+  const before = count('outcome:unparsed');
+  const fid = await send(arfReport('guessed@dest.test', [`Return-Path: <${verpAddress(id, 0, BOUNCE_DOMAIN, SIGNED.verpKey)}>`, ...guesses, 'Subject: hi']), [FBL], ctx.signed);
+  assert.is((await loadFeedback(ctx.client, ctx.keys, fid))?.outcome, 'unparsed');
+  assert.is(count('outcome:unparsed'), before + 1);
+  assert.is(await suppressionOf(ctx.client, ctx.keys, 'acme', 'guessed@dest.test'), null);
+  assert.equal(await eventsOf(id), []);
+  // One copy's return path quoted as often: one candidate, acted on.
+  const repeated = Array.from({ length: MAX_QUOTED_CANDIDATES + 10 }, () => `X-Quoted: <${verpAddress(id, 0, BOUNCE_DOMAIN, SIGNED.verpKey)}>`);
+  await send(arfReport('guessed@dest.test', [...repeated, 'Subject: hi']), [FBL], ctx.signed);
+  assert.is((await suppressionOf(ctx.client, ctx.keys, 'acme', 'guessed@dest.test'))?.reason, 'complaint');
 });
 
 test("the corpus's ARF reports: matched by Message-ID for a message of one recipient, ambiguous for several, and by the returned copy's List-Unsubscribe", async () => {
