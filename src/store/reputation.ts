@@ -12,6 +12,11 @@ import { appendEvent } from './events.js';
  *   {a:<account>}:paused             HASH  scope → JSON PauseRecord
  *   senders:paused                   ZSET  "<account>|<scope>" → paused at (ms)
  *
+ * The index and a record may live on different Cluster slots, so no one step writes both. They are
+ * ordered so that no crash between the two writes hides a pause: the index entry is written before
+ * the record on pause and removed after it on resume. What a crash can leave is a phantom entry (no
+ * record behind it), which the readers of the index (listPaused, pausedCount) check for and drop.
+ *
  * A scope is '*' (the whole account) or a sending (From) domain. Buckets are one hour: a window of
  * W hours sums the current bucket and the W - 1 before it, so it covers between W - 1 and W hours,
  * and a count costs one HINCRBY per scope whatever the volume. All keys of one account share its
@@ -136,8 +141,12 @@ export async function pauseSender(
 ): Promise<PauseRecord | null> {
   const scope = scopeOf(domain);
   const record: PauseRecord = { account, scope, reason, at: opts.now, figures, threshold: detail.threshold, windowHours: detail.windowHours };
+  const member = `${account}|${scope}`;
+  // The index entry first (see the top): NX keeps an existing entry's time, and heals a missing one.
+  await redis.zadd(keys.pausedSenders(), 'NX', opts.now, member);
   if ((await redis.hsetnx(keys.senderPaused(account), scope, JSON.stringify(record))) === 0) return null;
-  await redis.zadd(keys.pausedSenders(), opts.now, `${account}|${scope}`);
+  // Again after the record: a reader that found no record yet may have dropped the entry meanwhile.
+  await redis.zadd(keys.pausedSenders(), 'NX', opts.now, member);
   await appendEvent(redis, keys, 'sender_paused', {
     account,
     scope,
@@ -182,9 +191,10 @@ export async function resumeSender(redis: RedisClient, keys: Keys, account: stri
     const json = await redis.hget(key, scope);
     if ((await redis.hdel(key, scope)) === 0) continue;
     resumed.push(scope);
-    await redis.zrem(keys.pausedSenders(), `${account}|${scope}`);
-    await clearFigures(redis, keys, account, scope, opts.now);
     const was = parsePause(account, scope, json);
+    // The index entry after the record (see the top).
+    await dropIndexEntry(redis, keys, account, scope, was && was.at > 0 ? was.at : opts.now);
+    await clearFigures(redis, keys, account, scope, opts.now);
     await appendEvent(redis, keys, 'sender_resumed', {
       account,
       scope,
@@ -231,21 +241,62 @@ export async function listPaused(redis: RedisClient, keys: Keys, account?: strin
     const flat = await redis.hgetall(keys.senderPaused(account));
     return Object.entries(flat).map(([scope, json]) => parsePause(account, scope, json) as PauseRecord).sort((a, b) => a.at - b.at);
   }
-  const members = await redis.zrange(keys.pausedSenders(), 0, limit - 1);
+  return indexedPauses(redis, keys, limit);
+}
+
+/** How many senders are paused now (for the sluice_senders_paused gauge): the index's entries that a record confirms. */
+export async function pausedCount(redis: RedisClient, keys: Keys): Promise<number> {
+  return (await indexedPauses(redis, keys, Infinity)).length;
+}
+
+// Index entries read per round trip; pauses are rare, so the whole index is a page or two.
+const INDEX_PAGE = 500;
+
+/**
+ * The pauses the index names, oldest first, at most `limit`: each entry is checked against its
+ * record, and an entry without one (left by a pause or resume that died between its two writes, or
+ * malformed) is dropped from the index as it is met, so the gauge and the listing heal on read.
+ */
+async function indexedPauses(redis: RedisClient, keys: Keys, limit: number): Promise<PauseRecord[]> {
   const out: PauseRecord[] = [];
-  for (const m of members) {
-    const bar = m.indexOf('|');
-    if (bar <= 0) continue;
-    const [acct, scope] = [m.slice(0, bar), m.slice(bar + 1)];
-    const rec = parsePause(acct, scope, await redis.hget(keys.senderPaused(acct), scope));
-    if (rec) out.push(rec);
+  let offset = 0;
+  while (out.length < limit) {
+    const page = await redis.zrange(keys.pausedSenders(), offset, offset + INDEX_PAGE - 1, 'WITHSCORES');
+    if (page.length === 0) break;
+    const entries = Array.from({ length: page.length / 2 }, (_, i) => ({ member: page[2 * i] as string, score: Number(page[2 * i + 1]) }));
+    const records = await Promise.all(
+      entries.map(({ member }) => {
+        const bar = member.indexOf('|');
+        return bar <= 0 ? null : redis.hget(keys.senderPaused(member.slice(0, bar)), member.slice(bar + 1));
+      }),
+    );
+    let dropped = 0;
+    for (const [i, { member, score }] of entries.entries()) {
+      const bar = member.indexOf('|');
+      const json = records[i] ?? null;
+      if (json !== null && bar > 0) {
+        if (out.length < limit) out.push(parsePause(member.slice(0, bar), member.slice(bar + 1), json) as PauseRecord);
+        continue;
+      }
+      if (bar <= 0 ? (await redis.zrem(keys.pausedSenders(), member)) > 0 : await dropIndexEntry(redis, keys, member.slice(0, bar), member.slice(bar + 1), score)) dropped++;
+    }
+    if (entries.length < INDEX_PAGE) break;
+    offset += entries.length - dropped;
   }
   return out;
 }
 
-/** How many senders are paused now (for the sluice_senders_paused gauge). */
-export async function pausedCount(redis: RedisClient, keys: Keys): Promise<number> {
-  return redis.zcard(keys.pausedSenders());
+/**
+ * Removes a sender's index entry whose record is gone, and puts it back if the record is there
+ * again by then: a pause written between the caller's read and the removal (its second ZADD may
+ * have come before the removal) must not be left out of the index. True when the entry stays gone.
+ */
+async function dropIndexEntry(redis: RedisClient, keys: Keys, account: string, scope: string, score: number): Promise<boolean> {
+  const member = `${account}|${scope}`;
+  await redis.zrem(keys.pausedSenders(), member);
+  if ((await redis.hexists(keys.senderPaused(account), scope)) === 0) return true;
+  await redis.zadd(keys.pausedSenders(), 'NX', score, member);
+  return false;
 }
 
 /**

@@ -152,6 +152,66 @@ test('resume: the pause and its figures go, a sender_resumed event says who, and
   assert.equal(await guard.resume('acme', 'acme.example', 'test'), [], 'nothing left to resume');
 });
 
+/** The real client, except that its next `command` fails: the connection lost between a pause's or a resume's two writes. */
+function failingOnce(command: 'zadd' | 'zrem'): RedisClient {
+  let armed = true;
+  return new Proxy(client, {
+    get(target, prop, receiver) {
+      const v = Reflect.get(target, prop, receiver) as unknown;
+      if (prop !== command || typeof v !== 'function') return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      return (...args: unknown[]) => {
+        if (!armed) return (v as (...a: unknown[]) => unknown).apply(target, args);
+        armed = false;
+        return Promise.reject(new Error(`connection lost before ${command}`));
+      };
+    },
+  });
+}
+
+async function failure(p: Promise<unknown>): Promise<string> {
+  return p.then(() => 'no error', (e: unknown) => String(e));
+}
+
+test('the paused-senders index heals: a phantom entry (record never written, or removed) is dropped by the gauge and the status', async () => {
+  const { keys, guard, record } = setup();
+  // A pause that died after its first write (the index entry) and before the record.
+  await client.zadd(keys.pausedSenders(), T0, 'acme|acme.example');
+  assert.is(await pausedCount(client, keys), 0, 'no record behind the entry: nothing is paused');
+  assert.equal(await guard.status(), []);
+  assert.is(await client.zcard(keys.pausedSenders()), 0, 'the phantom was dropped');
+
+  // A resume that died after its first write (the record's removal) and before the index's.
+  await record('acme', 'acme.example', 'delivered', 1000);
+  await record('acme', 'acme.example', 'complaint', 4);
+  await record('beta', null, 'delivered', 1000);
+  await record('beta', null, 'complaint', 4);
+  await client.hdel(keys.senderPaused('acme'), 'acme.example');
+  assert.equal((await guard.status()).map((r) => `${r.pause.account}|${r.pause.scope}`), ['beta|*']);
+  assert.is(await pausedCount(client, keys), 1, 'only beta is paused');
+  assert.equal(await client.zrange(keys.pausedSenders(), 0, -1), ['beta|*']);
+});
+
+test('a pause or resume cut between its two writes never hides a pause from the all-accounts status, nor leaves the gauge above it', async () => {
+  const { keys } = setup();
+  const cut = new ReputationGuard({ redis: failingOnce('zadd'), keys, eventsMaxLen: 10_000, now: () => T0 }, { checkCacheMs: 0 });
+  for (let i = 0; i < 1000; i++) await cut.record({ account: 'acme', domain: 'acme.example', kind: 'delivered' });
+  for (let i = 0; i < 3; i++) await cut.record({ account: 'acme', domain: 'acme.example', kind: 'complaint' });
+  assert.match(await failure(cut.record({ account: 'acme', domain: 'acme.example', kind: 'complaint' })), /connection lost/);
+  const own = (await listPaused(client, keys, 'acme')).map((p) => p.scope);
+  assert.equal((await cut.status()).map((r) => r.pause.scope), own, 'every pause of the account is in the all-accounts status');
+  assert.is(await pausedCount(client, keys), own.length);
+  // The next bad outcome pauses (the cut write came before the record, so there was none yet).
+  assert.is((await cut.record({ account: 'acme', domain: 'acme.example', kind: 'complaint' })).length, 1);
+  assert.equal((await cut.status()).map((r) => r.pause.scope), ['acme.example']);
+  assert.is(await pausedCount(client, keys), 1);
+
+  const cutResume = new ReputationGuard({ redis: failingOnce('zrem'), keys, eventsMaxLen: 10_000, now: () => T0 }, { checkCacheMs: 0 });
+  assert.match(await failure(cutResume.resume('acme', 'acme.example', 'test')), /connection lost/);
+  assert.is(await isPaused(client, keys, 'acme', 'acme.example'), null);
+  assert.is(await pausedCount(client, keys), 0, 'the gauge does not count the resumed sender');
+  assert.equal(await cutResume.status(), []);
+});
+
 test('a cached check sees the pause the same guard made at once', async () => {
   const { keys } = redis.fresh();
   const guard = new ReputationGuard({ redis: client, keys, eventsMaxLen: 1000, now: () => T0 }, { checkCacheMs: 60_000 });
