@@ -80,6 +80,16 @@ export async function suppressionCount(redis: RedisClient, keys: Keys, account: 
 }
 
 /**
+ * Whether `address` was erased with a suppression kept (store/privacy.ts): an `erased:<digest>` entry
+ * on `account`'s list or the global one. Without one, nothing tells an erased address from any other.
+ */
+export async function erasedSuppression(redis: RedisClient, keys: Keys, account: string, address: string): Promise<boolean> {
+  const field = erasedField(digestWith(await digestKey(redis, keys), normaliseForSuppression(address)));
+  const [own, global] = await Promise.all([redis.hexists(keys.suppression(account), field), redis.hexists(keys.suppression(GLOBAL_LIST), field)]);
+  return own === 1 || global === 1;
+}
+
+/**
  * The entry that blocks each of `addresses` for `account` (its own list, else the global one), null
  * where none does: two HMGETs however many addresses (the campaign enqueuer's chunks, the
  * dispatcher's claims, an import batch). Each address is looked up with its digest too: an erased

@@ -1,6 +1,6 @@
 import type { TokenPayload } from '../core/tokens.js';
 import { liveAddress, messageFor, unsubscribeRecipient, type MessageView } from '../store/recipients.js';
-import { addSuppression } from '../store/suppression.js';
+import { addSuppression, erasedSuppression } from '../store/suppression.js';
 import { deletionDue } from '../store/account-state.js';
 import { mark, appendTrackingEvent } from './record.js';
 import { modeOf, type TrackingDeps } from './deps.js';
@@ -28,7 +28,14 @@ export async function unsubscribeTarget(deps: TrackingDeps, p: TokenPayload): Pr
   // account's recipient may still opt out (its mail is held, and goes out again if the account is
   // reopened); what that writes goes with the account's data.
   if (gone) return null;
-  if (!view) return p.address === undefined ? null : { address: p.address, from: null, view: null };
+  if (!view) {
+    if (p.address === undefined) return null;
+    // Erased, its suppression kept as a digest: the address written again in clear beside it would
+    // undo the erasure, for an opt-out already honoured. An erasure that kept no suppression leaves
+    // nothing to tell by: then the click is the person's own opt-out, and written as one.
+    if (await erasedSuppression(deps.redis, deps.keys, p.account, p.address)) return null;
+    return { address: p.address, from: null, view: null };
+  }
   // The account inside the signed token must be the message's: a token never acts across accounts.
   if (view.meta.account !== p.account) return null;
   // An erased recipient has no page and cannot be unsubscribed again: there is nobody left to name.

@@ -13,6 +13,7 @@ import { newId } from '../../src/core/ids.js';
 import { deleteMessage, storeMessage } from '../../src/store/messages.js';
 import { closeAccount } from '../../src/store/account-state.js';
 import { suppressionOf } from '../../src/store/suppression.js';
+import { eraseAddress } from '../../src/store/privacy.js';
 import { startTrackingServer, PIXEL_GIF, type TrackingServer, type TrackingServerOptions } from '../../src/tracking/server.js';
 import { unsubscribe } from '../../src/tracking/unsubscribe.js';
 import type { TrackingDeps, TrackingMetrics, TrackingMode } from '../../src/tracking/deps.js';
@@ -373,6 +374,34 @@ test('after its record is purged, an unsubscribe link that carries the address s
     const closed = await get(f.base + '/u/' + sealed(0, 'ann@example.org'), { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'List-Unsubscribe=One-Click' });
     assert.is(closed.status, 404);
     assert.is(await suppressionOf(client, f.keys, 'acme', 'ann@example.org'), null);
+  } finally {
+    await f.close();
+  }
+});
+
+test("after its record is purged, an erased recipient's link that carries the address answers 404 and writes nothing when the erasure kept its suppression; without one it is an opt-out", async () => {
+  const f = await fixture();
+  try {
+    const sealed = (idx: number, address: string) => codec.signer({ account: 'acme', msgId: f.msgId, idx, issuedAt: ISSUED, address })('u');
+    const oneClick = (token: string) => get(f.base + '/u/' + token, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'List-Unsubscribe=One-Click' });
+    await deleteMessage(client, f.keys, f.msgId);
+    assert.is((await oneClick(sealed(1, 'bob<b>@example.org'))).status, 200);
+    await eraseAddress(client, f.keys, 'bob<b>@example.org', { accounts: ['acme'], all: true }, { eventsMaxLen: 1000, recordTtlMs: 60_000, refsTtlMs: 3_600_000, ref: 'hmac:test' });
+    const fields = await client.hkeys(f.keys.suppression('acme'));
+    assert.ok(fields.length === 1 && fields[0]?.startsWith('erased:'), 'the erasure kept the suppression as a digest');
+    const events = (await f.events()).length;
+
+    // The same link again: the address would be written in clear beside its digest.
+    assert.is((await get(f.base + '/u/' + sealed(1, 'BOB<b>@example.org'))).status, 404);
+    assert.is((await oneClick(sealed(1, 'BOB<b>@example.org'))).status, 404);
+    assert.equal(await client.hkeys(f.keys.suppression('acme')), fields);
+    assert.is((await f.events()).length, events);
+    assert.ok((await suppressionOf(client, f.keys, 'acme', 'bob<b>@example.org')) !== null, 'still never mailed');
+
+    // Erased with no suppression kept, nothing tells the address from any other: the click opts it out.
+    await eraseAddress(client, f.keys, 'ann@example.org', { accounts: ['acme'], all: true }, { eventsMaxLen: 1000, recordTtlMs: 60_000, refsTtlMs: 3_600_000, ref: 'hmac:test' });
+    assert.is((await oneClick(sealed(0, 'ann@example.org'))).status, 200);
+    assert.is((await suppressionOf(client, f.keys, 'acme', 'ann@example.org'))?.reason, 'unsubscribe');
   } finally {
     await f.close();
   }
