@@ -734,31 +734,33 @@ export class WebhookDispatcher {
       detail = (err as Error).message;
     }
 
+    const deadMax = this.o.deadLetterMax ?? DEFAULT_DEAD_MAX;
+    /** Settles the batch (moveBatch-4.lua): delivered, dead-lettered as `next`, or put back as `next` at a retry time. */
+    const settle = (next: string, score: number | 'dead' | 'delivered'): Promise<[number, number]> =>
+      redis.moveBatch(outbox, keys.webhookDead(ep.account, ep.id), keys.webhookAges(ep.account, ep.id), keys.webhookOutboxEvents(ep.account, ep.id), member, next, score, deadMax, batch.b, batch.e.length);
     if (result === 'success') {
-      await redis.moveBatch(outbox, keys.webhookDead(ep.account, ep.id), keys.webhookAges(ep.account, ep.id), keys.webhookOutboxEvents(ep.account, ep.id), member, '', 'delivered', this.o.deadLetterMax ?? DEFAULT_DEAD_MAX, batch.b, batch.e.length);
+      await settle('', 'delivered');
       this.o.metrics?.deliveries.inc({ result });
       return;
     }
     const now = this.now();
     const attempts = batch.n + 1;
     if (now - batch.f >= (this.o.maxAttemptsWindowMs ?? DEFAULT_WINDOW_MS)) {
-      const dead = keys.webhookDead(ep.account, ep.id);
-      const max = this.o.deadLetterMax ?? DEFAULT_DEAD_MAX;
       // Conditional: a batch an erasure rewrote while it was POSTed is not put back as it was.
-      const [, dropped] = await redis.moveBatch(outbox, dead, keys.webhookAges(ep.account, ep.id), keys.webhookOutboxEvents(ep.account, ep.id), member, JSON.stringify({ ...batch, n: attempts, lastError: detail }), 'dead', max, batch.b, batch.e.length);
+      const [, dropped] = await settle(JSON.stringify({ ...batch, n: attempts, lastError: detail }), 'dead');
       this.o.metrics?.deliveries.inc({ result: 'dead_letter' });
       logger.warn({ endpoint: ep.id, attempts, events: batch.e.length, error: detail }, 'webhook batch moved to dead letters');
       // The list is full: its oldest batches are gone for good, which a replay would otherwise find out.
       if (Number(dropped) > 0) {
         this.o.metrics?.deadLettersDropped?.inc(Number(dropped));
-        logger.warn({ account: ep.account, endpoint: ep.id, dropped: Number(dropped), deadLetterMax: max }, 'the oldest dead-lettered webhook batches were dropped: the dead-letter list is full (replay it)');
+        logger.warn({ account: ep.account, endpoint: ep.id, dropped: Number(dropped), deadLetterMax: deadMax }, 'the oldest dead-lettered webhook batches were dropped: the dead-letter list is full (replay it)');
       }
       return;
     }
     const base = this.o.retryBaseMs ?? DEFAULT_RETRY_BASE_MS;
     const delay = Math.min(base * 2 ** Math.min(attempts - 1, 30), this.o.retryMaxDelayMs ?? DEFAULT_RETRY_MAX_MS) * (1 - JITTER + 2 * JITTER * Math.random());
     const next: Batch = { ...batch, n: attempts };
-    await redis.moveBatch(outbox, keys.webhookDead(ep.account, ep.id), keys.webhookAges(ep.account, ep.id), keys.webhookOutboxEvents(ep.account, ep.id), member, JSON.stringify(next), Math.round(now + delay), this.o.deadLetterMax ?? DEFAULT_DEAD_MAX, batch.b, batch.e.length);
+    await settle(JSON.stringify(next), Math.round(now + delay));
     this.o.metrics?.deliveries.inc({ result });
     logger.info({ endpoint: ep.id, attempts, retryInMs: Math.round(delay), error: detail }, 'webhook delivery failed; will retry');
   }
