@@ -9,57 +9,77 @@ import { BlockList, isIP } from 'node:net';
  *
  * Not public: the IANA special-purpose ranges that are not globally reachable (RFC 6890 and its
  * updates), IPv4 multicast and reserved space, and their IPv6 counterparts. An IPv4-mapped IPv6
- * address (::ffff:a.b.c.d) is judged as the IPv4 address it is.
+ * address (::ffff:a.b.c.d) is judged as the IPv4 address it is. The delivery role asks the same of
+ * MX hosts' addresses (delivery/mx.ts), where loopback, private and documentation ones differ.
  */
-const NOT_PUBLIC_V4: readonly [string, number][] = [
-  ['0.0.0.0', 8], // "this network"
-  ['10.0.0.0', 8], // private (RFC 1918)
-  ['100.64.0.0', 10], // shared address space, carrier-grade NAT (RFC 6598)
-  ['127.0.0.0', 8], // loopback
-  ['169.254.0.0', 16], // link-local, where clouds serve instance metadata
-  ['172.16.0.0', 12], // private
-  ['192.0.0.0', 24], // IETF protocol assignments
-  ['192.0.2.0', 24], // documentation (TEST-NET-1)
-  ['192.88.99.0', 24], // 6to4 relay anycast (deprecated)
-  ['192.168.0.0', 16], // private
-  ['198.18.0.0', 15], // benchmarking
-  ['198.51.100.0', 24], // documentation (TEST-NET-2)
-  ['203.0.113.0', 24], // documentation (TEST-NET-3)
-  ['224.0.0.0', 4], // multicast
-  ['240.0.0.0', 4], // reserved, and the limited broadcast address
-];
-const NOT_PUBLIC_V6: readonly [string, number][] = [
-  ['::', 128], // unspecified
-  ['::1', 128], // loopback
-  ['64:ff9b:1::', 48], // local-use IPv4/IPv6 translation
-  ['100::', 64], // discard-only
-  ['2001::', 23], // IETF protocol assignments (Teredo, benchmarking, ORCHID…)
-  ['2001:db8::', 32], // documentation
-  ['fc00::', 7], // unique local
-  ['fe80::', 10], // link-local
-  ['ff00::', 8], // multicast
+export type AddressScope = 'public' | 'loopback' | 'private' | 'documentation';
+
+/**
+ * Not public, by what they are. 'loopback' is this host (loopback and unspecified); 'private' is
+ * someone's internal network or no host at all: private, link-local, shared (CGNAT), unique local,
+ * multicast and reserved space; 'documentation' is set aside for examples (RFC 5737, RFC 3849): routed
+ * nowhere, and nobody's network.
+ */
+const NOT_PUBLIC: readonly [string, number, 'ipv4' | 'ipv6', Exclude<AddressScope, 'public'>][] = [
+  ['127.0.0.0', 8, 'ipv4', 'loopback'],
+  ['0.0.0.0', 32, 'ipv4', 'loopback'], // unspecified: a connect() to it reaches this host
+  ['::1', 128, 'ipv6', 'loopback'],
+  ['::', 128, 'ipv6', 'loopback'], // unspecified
+  ['0.0.0.0', 8, 'ipv4', 'private'], // "this network"
+  ['10.0.0.0', 8, 'ipv4', 'private'], // private (RFC 1918)
+  ['100.64.0.0', 10, 'ipv4', 'private'], // shared address space, carrier-grade NAT (RFC 6598)
+  ['169.254.0.0', 16, 'ipv4', 'private'], // link-local, where clouds serve instance metadata
+  ['172.16.0.0', 12, 'ipv4', 'private'], // private
+  ['192.0.0.0', 24, 'ipv4', 'private'], // IETF protocol assignments
+  ['192.88.99.0', 24, 'ipv4', 'private'], // 6to4 relay anycast (deprecated)
+  ['192.168.0.0', 16, 'ipv4', 'private'], // private
+  ['198.18.0.0', 15, 'ipv4', 'private'], // benchmarking
+  ['224.0.0.0', 4, 'ipv4', 'private'], // multicast
+  ['240.0.0.0', 4, 'ipv4', 'private'], // reserved, and the limited broadcast address
+  ['64:ff9b:1::', 48, 'ipv6', 'private'], // local-use IPv4/IPv6 translation
+  ['100::', 64, 'ipv6', 'private'], // discard-only
+  ['2001::', 23, 'ipv6', 'private'], // IETF protocol assignments (Teredo, benchmarking, ORCHID…)
+  ['fc00::', 7, 'ipv6', 'private'], // unique local
+  ['fe80::', 10, 'ipv6', 'private'], // link-local
+  ['ff00::', 8, 'ipv6', 'private'], // multicast
+  ['192.0.2.0', 24, 'ipv4', 'documentation'], // TEST-NET-1
+  ['198.51.100.0', 24, 'ipv4', 'documentation'], // TEST-NET-2
+  ['203.0.113.0', 24, 'ipv4', 'documentation'], // TEST-NET-3
+  ['2001:db8::', 32, 'ipv6', 'documentation'],
 ];
 
-const blocked = new BlockList();
-for (const [net, bits] of NOT_PUBLIC_V4) blocked.addSubnet(net, bits, 'ipv4');
-for (const [net, bits] of NOT_PUBLIC_V6) blocked.addSubnet(net, bits, 'ipv6');
+// One list per scope, asked in the table's order: 0.0.0.0 is this host before 0.0.0.0/8 is "this network".
+const SCOPES = (['loopback', 'private', 'documentation'] as const).map((scope) => {
+  const list = new BlockList();
+  for (const [net, bits, family, s] of NOT_PUBLIC) if (s === scope) list.addSubnet(net, bits, family);
+  return { scope, list };
+});
 
-/** True for an IP address on the public Internet; false for any other address and for non-addresses. */
-export function isPublicAddress(address: string): boolean {
+/**
+ * What an IP address is (bracketed IPv6 too), or null for a string that is no address. An IPv4-mapped
+ * IPv6 address (::ffff:a.b.c.d) is judged as the IPv4 address it is.
+ */
+export function addressScope(address: string): AddressScope | null {
   const ip = address.startsWith('[') && address.endsWith(']') ? address.slice(1, -1) : address;
   const family = isIP(ip);
-  if (family === 0) return false;
+  if (family === 0) return null;
   if (family === 6) {
     // IPv4-mapped, dotted (::ffff:127.0.0.1) or in hex as URLs normalise it (::ffff:7f00:1).
     const dotted = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip)?.[1];
-    if (dotted !== undefined) return isPublicAddress(dotted);
+    if (dotted !== undefined) return addressScope(dotted);
     const hex = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/i.exec(ip);
     if (hex) {
       const [hi, lo] = [parseInt(hex[1] as string, 16), parseInt(hex[2] as string, 16)];
-      return isPublicAddress(`${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`);
+      return addressScope(`${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`);
     }
   }
-  return !blocked.check(ip, family === 4 ? 'ipv4' : 'ipv6');
+  const type = family === 4 ? 'ipv4' : 'ipv6';
+  return SCOPES.find(({ list }) => list.check(ip, type))?.scope ?? 'public';
+}
+
+/** True for an IP address on the public Internet; false for any other address and for non-addresses. */
+export function isPublicAddress(address: string): boolean {
+  return addressScope(address) === 'public';
 }
 
 /**
