@@ -294,7 +294,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       const p = pool;
       stoppers.push({ name: 'render-pool', stop: () => p.close() });
       const d = config.delivery;
-      const resolver = new MxResolver({ servers: d.dns.servers, timeoutMs: d.dns.timeout, maxCacheTtlMs: d.dns.maxCacheTtl, negativeCacheTtlMs: d.dns.negativeCacheTtl, transport: d.transport, loopbackMx: d.dns.loopbackMx, maxAddresses: d.maxAddresses, ...(opts.mxPort !== undefined ? { port: opts.mxPort } : {}) });
+      const resolver = new MxResolver({ servers: d.dns.servers, timeoutMs: d.dns.timeout, maxCacheTtlMs: d.dns.maxCacheTtl, negativeCacheTtlMs: d.dns.negativeCacheTtl, transport: d.transport, loopbackMx: d.dns.loopbackMx, privateMx: d.dns.privateMx, maxAddresses: d.maxAddresses, ...(opts.mxPort !== undefined ? { port: opts.mxPort } : {}) });
       // Delivery's own connection: on the shared one its claims, loads and acks queued behind the
       // ingress's message writes (a 100-message batch of 10 KB each is ~1 MB of commands ahead of
       // them), so during a submission burst the render workers sat idle waiting for work.

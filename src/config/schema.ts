@@ -379,6 +379,8 @@ export const configSchema = z
             negativeCacheTtl: duration,
             /** Follow MX hosts whose addresses are loopback or unspecified (this host); off by default. */
             loopbackMx: z.boolean(),
+            /** Follow MX hosts whose addresses are private or reserved (RFC 1918, link-local, ULA, multicast…); off by default. */
+            privateMx: z.boolean(),
           })
           .strict(),
         /** Send with BDAT (RFC 3030) when the server offers CHUNKING: one round trip a message instead of two. */

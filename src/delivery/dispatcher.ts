@@ -322,6 +322,11 @@ export class Dispatcher {
       // Our own verdict, not the address's: it suppresses nothing (the domain's DNS may be fixed).
       return this.settleAll(domain, shaping, { result: 'bounced', code: 554, enhanced: '5.4.6', response: `554 5.4.6 mail for ${domain} loops back to this host (MX ${route.hosts.join(', ')} has only loopback addresses)`, command: 'MX', throttled: false, connectionUsable: false }, 'systemerror');
     }
+    if (route.kind === 'private') {
+      // Not followed (delivery.dns.privateMx): an MX into a private network is a misconfiguration or
+      // an attempt at the operator's network, neither of which waiting mends. Our verdict, as above.
+      return this.settleAll(domain, shaping, { result: 'bounced', code: 554, enhanced: '5.4.4', response: `554 5.4.4 mail for ${domain} is not routed to private or reserved addresses (MX ${route.hosts.join(', ')} has no other)`, command: 'MX', throttled: false, connectionUsable: false }, 'systemerror');
+    }
     if (route.kind === 'nxdomain') {
       return this.settleAll(domain, shaping, { result: 'bounced', code: 550, enhanced: '5.1.2', response: `550 5.1.2 ${domain}: domain does not exist (NXDOMAIN)`, command: 'MX', throttled: false, connectionUsable: false }, 'hostunknown');
     }

@@ -1,7 +1,8 @@
 import { Resolver } from 'node:dns/promises';
-import { BlockList, isIP } from 'node:net';
+import { isIP } from 'node:net';
 import { ExpiringLru } from '../core/lru.js';
 import { parseHostPort } from '../core/host-port.js';
+import { addressScope } from '../core/public-address.js';
 import { DnsClient, type MxAnswer } from './dns-query.js';
 
 /**
@@ -13,6 +14,8 @@ import { DnsClient, type MxAnswer } from './dns-query.js';
  *                 exchanges ─► their first 2 × maxAddresses addresses ─► hosts
  *   no MX (NODATA) ─► A/AAAA of the domain itself (implicit MX) ─► hosts
  *   NXDOMAIN ─► nxdomain        SERVFAIL / timeout / refused ─► tempfail
+ *   addresses of MX hosts (and of an implicit MX) that are this host, or private or reserved, are
+ *   skipped (loopbackMx, privateMx): with no other ─► loopback (all were this host's) or private
  *
  *   each attempt: attemptHosts(hosts) ─► by preference, reshuffled within one, IPv4 first ─► the
  *                 first maxAddresses (Postfix's smtp_mx_address_limit); a transport route as it is
@@ -54,6 +57,11 @@ export type Route =
   | { kind: 'nullmx' }
   /** Every address of the MX hosts is this host's own (loopback, unspecified): see MxResolverOptions.loopbackMx. */
   | { kind: 'loopback'; hosts: string[] }
+  /**
+   * Every address of the MX hosts was skipped, and some are private or reserved (the rest this
+   * host's): see MxResolverOptions.privateMx. `hosts` are the skipped exchanges, by preference.
+   */
+  | { kind: 'private'; hosts: string[] }
   | { kind: 'nxdomain' }
   | { kind: 'tempfail'; error: string };
 
@@ -84,20 +92,23 @@ export interface MxResolverOptions {
    * not filtered: a smarthost on loopback is the operator's own choice.
    */
   loopbackMx?: boolean;
+  /**
+   * Follow MX hosts (and implicit-MX domains) whose addresses are private or reserved: RFC 1918,
+   * link-local (169.254.169.254 is a cloud's instance metadata), shared CGNAT space, unique local and
+   * link-local IPv6, multicast and reserved space, and their IPv4-mapped forms (core/public-address.ts,
+   * scope 'private'). Default false, as Exim's ignore_target_hosts: a domain an attacker controls
+   * would otherwise make Sluice open SMTP sessions into the operator's network, and multicast or
+   * reserved addresses never take mail. Such addresses are skipped; a destination with no other is a
+   * 'private' route. Documentation ranges (192.0.2.0/24…) are followed: routed nowhere, nobody's
+   * network. The transport map is not filtered. On for a Sluice inside a private network that relays
+   * to internal MX hosts.
+   */
+  privateMx?: boolean;
   /** Clock in ms, for tests that step over a TTL (default Date.now). */
   now?: () => number;
 }
 
 const DEFAULT_PORT = 25;
-/** This host, never a remote MX: loopback and unspecified addresses (BlockList matches IPv4-mapped forms too). */
-const OWN_ADDRESSES = (() => {
-  const b = new BlockList();
-  b.addSubnet('127.0.0.0', 8, 'ipv4');
-  b.addAddress('0.0.0.0', 'ipv4');
-  b.addAddress('::1', 'ipv6');
-  b.addAddress('::', 'ipv6');
-  return b;
-})();
 // c-ares waits `timeout` for the first try and doubles it for the next, so two tries starting at a
 // third of the budget end within about timeoutMs (t + 2t); dns-query.ts does the same for the MX
 // question. Two tries ride out one lost UDP datagram.
@@ -180,8 +191,8 @@ export class MxResolver {
       const addrs = await this.addresses(domain);
       if (addrs.kind === 'tempfail') return { route: { kind: 'tempfail', error: addrs.error }, ttlMs: 0 };
       if (addrs.kind === 'none') return this.negative({ kind: 'nxdomain' });
-      const ips = this.remote(addrs.ips);
-      if (ips.length === 0) return this.negative({ kind: 'loopback', hosts: [domain] });
+      const ips = this.followed(addrs.ips);
+      if (ips.length === 0) return this.negative({ kind: allOwn(addrs.ips) ? 'loopback' : 'private', hosts: [domain] });
       return this.hosts([{ mx: domain, pref: 0, ips }], [domain], false, Math.min(mxTtlMs, addrs.ttlMs));
     }
 
@@ -202,19 +213,25 @@ export class MxResolver {
     const resolved = await Promise.all(names.map((mx) => this.addresses(mx)));
 
     const found: { mx: string; pref: number; ips: string[] }[] = [];
-    const local: string[] = [];
+    // Exchanges whose addresses were all skipped, and whether any of those was private or reserved.
+    const skipped: string[] = [];
+    let anyPrivate = false;
     let ttlMs = mxTtlMs;
     let failure: string | null = null;
     resolved.forEach((addrs, i) => {
       if (addrs.kind === 'ok') {
-        const ips = this.remote(addrs.ips);
+        const ips = this.followed(addrs.ips);
         if (ips.length > 0) found.push({ mx: names[i] as string, pref: prefs.get(names[i] as string) ?? 0, ips });
-        else local.push(names[i] as string);
+        else {
+          skipped.push(names[i] as string);
+          anyPrivate ||= !allOwn(addrs.ips);
+        }
         ttlMs = Math.min(ttlMs, addrs.ttlMs);
       } else if (addrs.kind === 'tempfail') failure ??= addrs.error;
     });
     // Exchanges that are all this host: nothing to deliver to (Postfix: "mail loops back to myself").
-    if (found.length === 0 && failure === null && local.length > 0 && all.length === names.length) return this.negative({ kind: 'loopback', hosts: local });
+    // With a private or reserved address among them, that is what the route is about.
+    if (found.length === 0 && failure === null && skipped.length > 0 && all.length === names.length) return this.negative({ kind: anyPrivate ? 'private' : 'loopback', hosts: skipped });
     if (found.length === 0) {
       // Every exchange failed. A lookup that might work later defers; exchanges that do not exist at
       // all leave no host to try, which is final (Postfix: "Host or domain name not found").
@@ -226,9 +243,17 @@ export class MxResolver {
     return this.hosts(found, names, false, ttlMs);
   }
 
-  /** `ips` without this host's own addresses (loopback, unspecified), unless options.loopbackMx. */
-  private remote(ips: string[]): string[] {
-    return this.opts.loopbackMx ? ips : ips.filter((ip) => !OWN_ADDRESSES.check(ip, isIP(ip) === 6 ? 'ipv6' : 'ipv4'));
+  /**
+   * `ips` without this host's own addresses (loopback, unspecified) unless options.loopbackMx, and
+   * without private or reserved ones unless options.privateMx.
+   */
+  private followed(ips: string[]): string[] {
+    return ips.filter((ip) => {
+      const scope = addressScope(ip);
+      if (scope === 'loopback') return this.opts.loopbackMx === true;
+      if (scope === 'private') return this.opts.privateMx === true;
+      return true;
+    });
   }
 
   /** The transport map's entry for a domain: exact, then '*.parent' from the nearest parent up, then '*'. */
@@ -299,6 +324,11 @@ export class MxResolver {
     }
     return { kind: 'none' };
   }
+}
+
+/** Whether every address is this host's own (loopback, unspecified): a skipped MX that loops back, not a private one. */
+function allOwn(ips: readonly string[]): boolean {
+  return ips.every((ip) => addressScope(ip) === 'loopback');
 }
 
 function shuffle<T>(items: readonly T[]): T[] {

@@ -90,6 +90,19 @@ const zone = {
   'mx0.equal.test': { A: ['192.0.2.130'], AAAA: ['2001:db8::130'] },
   'backup.equal.test': { A: ['192.0.2.139'] },
   'mappedloop.test': { AAAA: ['::ffff:127.0.0.1'] },
+  // exchanges (and implicit MXs) on private or reserved addresses
+  'halfpriv.test': { MX: [{ preference: 10, exchange: 'mx.priv.test' }, { preference: 20, exchange: 'mx.halfpriv.test' }] },
+  'mx.priv.test': { A: ['10.0.0.5'] },
+  'mx.halfpriv.test': { A: ['192.0.2.90', '172.16.0.9'], AAAA: ['fd00::25', '2001:db8::90'] },
+  'allpriv.test': { MX: ['mx.priv.test', 'mx.meta.test', 'mx.ula.test', 'mx.mapped.test', 'mx.reserved.test'].map((exchange, i) => ({ preference: 10 * (i + 1), exchange })) },
+  'mx.meta.test': { A: ['169.254.169.254'] },
+  'mx.ula.test': { AAAA: ['fd12:3456::25', 'fe80::1', 'ff02::1'] },
+  'mx.mapped.test': { AAAA: ['::ffff:192.168.1.1', '::ffff:a00:7'] },
+  'mx.reserved.test': { A: ['100.64.0.1', '192.0.0.8', '198.18.0.1', '224.0.0.1', '240.0.0.1', '0.1.2.3'] },
+  'implicitpriv.test': { A: ['192.168.1.10'] },
+  'implicitula.test': { AAAA: ['fc00::1'] },
+  'loopandpriv.test': { MX: [{ preference: 10, exchange: 'mx.loop.test' }, { preference: 20, exchange: 'mx.priv.test' }] },
+  'smarthost.priv.test': { A: ['10.0.0.7'] },
 };
 
 function resolver(over: Partial<MxResolverOptions> = {}): MxResolver {
@@ -380,6 +393,43 @@ test('MX hosts whose addresses are this host (loopback, unspecified) are skipped
   // A smarthost on loopback is the operator's own choice: the transport map is not filtered.
   const smarthost = await resolver({ transport: { 'loop.test': '127.0.0.1:2525' } }).resolve('loop.test');
   assert.is(smarthost.kind, 'hosts');
+});
+
+test('MX hosts whose addresses are private or reserved are skipped: an exchange keeps its public ones, another exchange is used', async () => {
+  const r = resolver();
+  const half = hostsOf(await r.resolve('halfpriv.test'));
+  assert.equal(half.hosts.map((h) => h.host), ['192.0.2.90', '2001:db8::90'], 'documentation addresses are followed, 10/8, 172.16/12 and fc00::/7 are not');
+  assert.equal(half.mxHosts, ['mx.priv.test', 'mx.halfpriv.test']);
+});
+
+test('only private or reserved addresses (IPv4, IPv6 ULA/link-local/multicast, IPv4-mapped) → a private route, cached as negative; privateMx follows them', async () => {
+  const r = resolver();
+  assert.equal(await r.resolve('allpriv.test'), { kind: 'private', hosts: ['mx.priv.test', 'mx.meta.test', 'mx.ula.test', 'mx.mapped.test', 'mx.reserved.test'] });
+  assert.equal(await r.resolve('implicitpriv.test'), { kind: 'private', hosts: ['implicitpriv.test'] }, 'an implicit MX (A fallback) too');
+  assert.equal(await r.resolve('implicitula.test'), { kind: 'private', hosts: ['implicitula.test'] });
+  assert.equal(await r.resolve('loopandpriv.test'), { kind: 'private', hosts: ['mx.loop.test', 'mx.priv.test'] }, 'loopback and private exchanges: the route is about the private ones');
+  assert.equal(await r.resolve('loop.test'), { kind: 'loopback', hosts: ['mx.loop.test', 'mx6.loop.test'] }, 'loopback alone is still a loop');
+  const asked = dns.queries('allpriv.test', 'MX');
+  clock += 60_000; // within negativeCacheTtlMs
+  await r.resolve('allpriv.test');
+  assert.is(dns.queries('allpriv.test', 'MX'), asked, 'cached for negativeCacheTtlMs');
+
+  const follow = resolver({ privateMx: true, maxAddresses: 10 });
+  const all = hostsOf(await follow.resolve('allpriv.test'));
+  assert.equal(all.hosts.map((h) => h.host), ['10.0.0.5', '169.254.169.254', 'fd12:3456::25', 'fe80::1', 'ff02::1', '::ffff:192.168.1.1', '::ffff:10.0.0.7', '100.64.0.1', '192.0.0.8', '198.18.0.1', '224.0.0.1', '240.0.0.1', '0.1.2.3']);
+  assert.equal(hostsOf(await follow.resolve('implicitpriv.test')).hosts.map((h) => h.host), ['192.168.1.10']);
+  // privateMx does not follow loopback ones (loopbackMx's), nor loopbackMx private ones.
+  assert.equal(await follow.resolve('loop.test'), { kind: 'loopback', hosts: ['mx.loop.test', 'mx6.loop.test'] });
+  assert.equal(hostsOf(await follow.resolve('loopandpriv.test')).hosts.map((h) => h.host), ['10.0.0.5']);
+  assert.equal(await resolver({ loopbackMx: true }).resolve('implicitpriv.test'), { kind: 'private', hosts: ['implicitpriv.test'] });
+});
+
+test('the transport map is never filtered: a smarthost on a private address, by IP or by name, is used', async () => {
+  const byIp = hostsOf(await resolver({ transport: { 'allpriv.test': '10.0.0.5:2525' } }).resolve('allpriv.test'));
+  assert.equal(byIp.hosts, [{ host: '10.0.0.5', port: 2525, mx: '10.0.0.5', pref: 0 }]);
+  const byName = hostsOf(await resolver({ transport: { '*': 'smarthost.priv.test:25' } }).resolve('implicitpriv.test'));
+  assert.equal(byName.hosts.map((h) => h.host), ['10.0.0.7']);
+  assert.is(byName.viaTransport, true);
 });
 
 test.run();

@@ -38,6 +38,8 @@ test.before(async () => {
     'nullmx.test': { MX: [{ preference: 0, exchange: '.' }] }, 'nx-never-used.test': { rcode: 'NXDOMAIN' },
     // A domain whose MX is this host: never connected to (delivery.dns.loopbackMx is off).
     'selfmx.test': { MX: [{ preference: 10, exchange: 'mx.selfmx.test' }] }, 'mx.selfmx.test': { A: ['127.0.0.1'] },
+    // A domain whose MX is in a private network: never connected to (delivery.dns.privateMx is off).
+    'privmx.test': { MX: [{ preference: 10, exchange: 'mx.privmx.test' }] }, 'mx.privmx.test': { A: ['10.0.0.5'], AAAA: ['fd00::25'] },
   });
   sink = await startCapturePeer({ tls: true });
   rateSink = await startCapturePeer();
@@ -288,6 +290,17 @@ test('an MX that is this host (127.0.0.1) bounces 5.4.6 at once, and suppresses 
   assert.match(rc.response ?? rc.reason ?? JSON.stringify(rc), /loops back/);
   await s.waitSettled(r.body.id);
   assert.is(await suppressionOf(s.app.redis.client, s.app.keys, 'acme', 'hal@selfmx.test'), null);
+});
+
+test('an MX on private addresses (10.0.0.5, fd00::25) bounces 5.4.4 at once, never connected to, and suppresses nothing', async () => {
+  const r = await s.api('/v1/messages', { body: { from: 'news@acme.example', to: 'ivy@privmx.test', subject: 'private', text: 'x' } });
+  const rc = (await s.waitFinal(r.body.id)).recipients[0];
+  assert.is(rc.state, 'bounced');
+  assert.is(rc.enhanced, '5.4.4');
+  assert.is(rc.attempts, 1);
+  assert.match(rc.response ?? rc.reason ?? JSON.stringify(rc), /not routed to private or reserved addresses \(MX mx\.privmx\.test/);
+  await s.waitSettled(r.body.id);
+  assert.is(await suppressionOf(s.app.redis.client, s.app.keys, 'acme', 'ivy@privmx.test'), null);
 });
 
 test('a retried POST with the same Idempotency-Key sends once', async () => {
