@@ -56,25 +56,54 @@ const SCOPES = (['loopback', 'private', 'documentation'] as const).map((scope) =
 });
 
 /**
- * What an IP address is (bracketed IPv6 too), or null for a string that is no address. An IPv4-mapped
- * IPv6 address (::ffff:a.b.c.d) is judged as the IPv4 address it is.
+ * What an IP address is (bracketed IPv6 too), or null for a string that is no address. An IPv6
+ * address that carries an IPv4 address in its last 32 bits is judged as that IPv4 address, in any of
+ * its text forms (::ffff:10.0.0.5, ::ffff:a00:5, 0:0:0:0:0:ffff:a00:5):
+ *   ::ffff:0:0/96   IPv4-mapped (RFC 4291 §2.5.5.2)
+ *   64:ff9b::/96    the NAT64 well-known prefix (RFC 6052): through a translator it reaches the IPv4
+ *                   address, so 64:ff9b::a00:5 is 10.0.0.5
+ *   ::/96           IPv4-compatible (deprecated, RFC 4291 §2.5.5.1), but for :: and ::1 themselves
  */
 export function addressScope(address: string): AddressScope | null {
   const ip = address.startsWith('[') && address.endsWith(']') ? address.slice(1, -1) : address;
   const family = isIP(ip);
   if (family === 0) return null;
   if (family === 6) {
-    // IPv4-mapped, dotted (::ffff:127.0.0.1) or in hex as URLs normalise it (::ffff:7f00:1).
-    const dotted = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip)?.[1];
-    if (dotted !== undefined) return addressScope(dotted);
-    const hex = /^::ffff:([0-9a-f]{1,4}):([0-9a-f]{1,4})$/i.exec(ip);
-    if (hex) {
-      const [hi, lo] = [parseInt(hex[1] as string, 16), parseInt(hex[2] as string, 16)];
-      return addressScope(`${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`);
-    }
+    const embedded = embeddedIpv4(ip);
+    if (embedded !== undefined) return addressScope(embedded);
   }
   const type = family === 4 ? 'ipv4' : 'ipv6';
   return SCOPES.find(({ list }) => list.check(ip, type))?.scope ?? 'public';
+}
+
+/** The IPv4 address in the last 32 bits of an IPv6 address of the three kinds above, dotted; else undefined. */
+function embeddedIpv4(ip: string): string | undefined {
+  const g = ipv6Groups(ip);
+  if (g === undefined) return undefined;
+  const zeros = (from: number, to: number): boolean => g.slice(from, to).every((x) => x === 0);
+  const mapped = zeros(0, 5) && g[5] === 0xffff;
+  const nat64 = g[0] === 0x64 && g[1] === 0xff9b && zeros(2, 6);
+  const compatible = zeros(0, 6) && !(g[6] === 0 && (g[7] as number) <= 1);
+  if (!mapped && !nat64 && !compatible) return undefined;
+  const [hi, lo] = [g[6] as number, g[7] as number];
+  return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
+}
+
+/** The eight 16-bit groups of an IPv6 address (isIP already said it is one), a zone index dropped. */
+function ipv6Groups(ip: string): number[] | undefined {
+  let text = ip.split('%')[0] as string;
+  // A dotted IPv4 tail (::ffff:1.2.3.4) becomes its two groups.
+  const dotted = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
+  if (dotted) {
+    const b = dotted.slice(1, 5).map(Number) as [number, number, number, number];
+    text = `${text.slice(0, dotted.index)}${((b[0] << 8) | b[1]).toString(16)}:${((b[2] << 8) | b[3]).toString(16)}`;
+  }
+  const [head, tail] = text.split('::') as [string, string | undefined];
+  const part = (s: string | undefined): number[] => (s ? s.split(':').map((x) => parseInt(x, 16)) : []);
+  const left = part(head);
+  const right = part(tail);
+  const groups = tail === undefined ? left : [...left, ...new Array<number>(8 - left.length - right.length).fill(0), ...right];
+  return groups.length === 8 ? groups : undefined;
 }
 
 /** True for an IP address on the public Internet; false for any other address and for non-addresses. */
