@@ -234,6 +234,89 @@ test('a stalled server is deferred by the command or data timeout', async () => 
   }
 });
 
+// A peer that answers 354 (or reads the BDAT command) and then stops reading the socket, a tarpit
+// or a wedged server: the message is larger than loopback's buffers (net.ipv4.tcp_wmem's 4 MB
+// sending, a receive window that does not grow while nothing is read), so the client's write never
+// completes. The data timeout runs from the first byte of the message, so the transaction still
+// ends: deferred with the timeout text, the connection destroyed. What the peer reads once it
+// reads again (what the kernels held) is less than the message: the write really was stuck.
+const TARPIT_SIZE = 8 * 1024 * 1024;
+
+async function tarpit(ehlo: string[]): Promise<{ port: number; unread: () => Promise<number>; close: () => Promise<void> }> {
+  const sockets = new Set<Socket>();
+  let stopped: Socket | null = null;
+  let afterStop = 0;
+  const server = createServer((socket) => {
+    sockets.add(socket);
+    socket.on('error', () => undefined);
+    socket.write('220 tarpit.test ESMTP\r\n');
+    let buf = Buffer.alloc(0);
+    socket.on('data', (data: Buffer) => {
+      if (stopped === socket) {
+        afterStop += data.length;
+        return;
+      }
+      buf = Buffer.concat([buf, data]);
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) !== -1) {
+        const verb = buf.subarray(0, nl).toString().trim().split(/[ :]/)[0]?.toUpperCase();
+        buf = buf.subarray(nl + 1);
+        if (verb === 'EHLO') socket.write(['250' + (ehlo.length ? '-' : ' ') + 'tarpit.test', ...ehlo.map((k, i) => `250${i === ehlo.length - 1 ? ' ' : '-'}${k}`)].join('\r\n') + '\r\n');
+        else if (verb === 'DATA' || verb === 'BDAT') {
+          if (verb === 'DATA') socket.write('354 go ahead\r\n');
+          // Stop reading: what already arrived is counted, nothing more is taken from the kernel.
+          stopped = socket;
+          afterStop = buf.length;
+          socket.pause();
+          return;
+        } else socket.write('250 ok\r\n');
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  return {
+    port: (server.address() as AddressInfo).port,
+    // Reads again, to the end of the connection the client destroyed: all that was ever sent of the message.
+    unread: () =>
+      new Promise<number>((resolve) => {
+        const s = stopped;
+        if (!s) return resolve(-1);
+        s.once('close', () => resolve(afterStop));
+        s.resume();
+      }),
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+test('a peer that stops reading in the middle of the message (DATA, BDAT): the data timeout ends the transaction, deferred, connection destroyed', async () => {
+  const message = Buffer.alloc(TARPIT_SIZE, 'a');
+  for (let i = 76; i < message.length; i += 78) message.write('\r\n', i - 2);
+  const cases = [
+    { ehlo: [], command: 'DATA' },
+    { ehlo: ['PIPELINING'], command: 'DATA' },
+    { ehlo: ['CHUNKING'], command: 'BDAT' },
+    { ehlo: ['PIPELINING', 'CHUNKING'], command: 'BDAT' },
+  ];
+  for (const c of cases) {
+    const peer = await tarpit(c.ehlo);
+    try {
+      const client = await SmtpClient.connect(options(peer.port, { timeouts: { connectMs: 2000, greetingMs: 2000, commandMs: 2000, dataMs: 500 } }));
+      const o = await client.send({ from: 'b@bounce.test', to: 'x@example.test' }, message);
+      const what = `${JSON.stringify(c)} → ${JSON.stringify(o)}`;
+      assert.equal([o.result, o.code, o.command, o.connectionUsable, o.sessionLost], ['deferred', null, c.command, false, undefined], what);
+      assert.match(o.response, new RegExp(`timeout after 500 ms waiting for the reply to ${c.command}`), what);
+      assert.is(client.usable, false);
+      const got = await peer.unread();
+      assert.ok(got >= 0 && got < message.length, `${JSON.stringify(c)}: the peer got ${got} of ${message.length} bytes: the write was stuck when the timeout fired`);
+    } finally {
+      await peer.close();
+    }
+  }
+});
+
 test('garbage replies → deferred, no crash, connection unusable', async () => {
   await scripted({ on: { MAIL: 'hello there, I am not SMTP' } }, async (client) => {
     const o = await client.send({ from: 'b@bounce.test', to: 'x@example.test' }, MESSAGE);

@@ -32,11 +32,21 @@ interface Case {
   expect: 'deferred' | 'delivered';
   /** What the deferred record's response must mention. */
   response?: RegExp;
+  /** The message's text is about this many bytes (default a line). */
+  size?: number;
 }
+
+// Larger than loopback's socket buffers (net.ipv4.tcp_wmem's 4 MB maximum on the sending side, and a
+// receive window that does not grow while the peer reads nothing): a peer that stops reading leaves
+// the client's write of the message unfinished.
+const BEYOND_SOCKET_BUFFERS = 8 * 1024 * 1024;
 
 const CASES: Case[] = [
   { name: 'stall-after-data', script: { on: { '.': 'stall' } }, expect: 'deferred', response: /timeout/i },
   { name: 'stall-mid-data', script: { on: { BODY: 'stall' } }, expect: 'deferred', response: /timeout/i },
+  // A peer that stops reading in the middle of the message (a tarpit, a wedged server): the write of
+  // the message never completes, and the data timeout (from its first byte) ends the attempt.
+  { name: 'stop-reading-mid-data', script: { on: { BODY: 'stop-reading' } }, expect: 'deferred', response: /timeout after \d+ ms waiting for the reply to DATA/, size: BEYOND_SOCKET_BUFFERS },
   { name: 'stall-greeting', script: { greeting: 'stall' }, expect: 'deferred', response: /timeout/i },
   { name: 'drop-at-rcpt', script: { on: { RCPT: 'drop' } }, expect: 'deferred' },
   { name: 'drop-mid-data', script: { on: { BODY: 'drop' } }, expect: 'deferred' },
@@ -56,6 +66,7 @@ const CASES: Case[] = [
   { name: 'mixed-codes-after-data', script: { on: { '.': '250-2.0.0 queued\n451 4.3.0 lost it' } }, expect: 'deferred', response: /^250-2\.0\.0 queued\n451 4\.3\.0 lost it$/ },
   // Misbehave once, then recover: the second attempt delivers.
   { name: 'stall-once', script: { on: { '.': ['stall', '250 2.0.0 queued'] } }, expect: 'delivered' },
+  { name: 'stop-reading-once', script: { on: { BODY: ['stop-reading', ''] } }, expect: 'delivered', size: BEYOND_SOCKET_BUFFERS },
   { name: 'drop-once-mid-data', script: { on: { BODY: ['drop', ''] } }, expect: 'delivered' },
   { name: 'garbage-once', script: { greeting: ['garbage garbage', '220 ok ESMTP'] }, expect: 'delivered' },
   { name: '421-once', script: { on: { RCPT: ['421 4.3.2 busy', '250 2.1.5 ok'] } }, expect: 'delivered' },
@@ -77,6 +88,14 @@ test.after(async () => {
   await redis?.stop();
   inst?.remove();
 });
+
+/** `fault <name>`, then lines up to the case's size. */
+function textOf(c: Case): string {
+  const first = `fault ${c.name}`;
+  if (c.size === undefined) return first;
+  const line = `${'x'.repeat(70)}\n`;
+  return `${first}\n${line.repeat(Math.ceil(c.size / line.length))}`;
+}
 
 interface RcptState {
   state: string;
@@ -109,7 +128,7 @@ test('misbehaving MXs: nothing hangs, each message deferred with its next attemp
 
   const ids = new Map<string, string>();
   for (const c of CASES) {
-    const r = await callApi(http, apiKey, '/v1/messages', { from: 'news@acme.example', to: `someone@${domainOf(c)}`, subject: c.name, text: `fault ${c.name}` });
+    const r = await callApi(http, apiKey, '/v1/messages', { from: 'news@acme.example', to: `someone@${domainOf(c)}`, subject: c.name, text: textOf(c) });
     assert.is(r.status, 202, `${c.name}: accepted`);
     ids.set(c.name, r.body.id as string);
   }
@@ -168,6 +187,12 @@ test('misbehaving MXs: nothing hangs, each message deferred with its next attemp
   for (const [i, c] of CASES.entries()) {
     if (c.expect === 'delivered') assert.ok((peers[i] as ScriptedPeer).messages.length >= 1, `${c.name}: the peer has the message`);
   }
+  // A peer that stopped reading never got a whole message from the attempt it stalled: the recovered
+  // one holds the copy of the retry alone, the other none.
+  const peerOf = (name: string) => peers[CASES.findIndex((c) => c.name === name)] as ScriptedPeer;
+  assert.is(peerOf('stop-reading-once').messages.length, 1, 'stop-reading-once: one copy, from the retry');
+  assert.ok((peerOf('stop-reading-once').messages[0]?.length ?? 0) > BEYOND_SOCKET_BUFFERS, 'stop-reading-once: the whole message');
+  assert.is(peerOf('stop-reading-mid-data').messages.length, 0, 'stop-reading-mid-data: never a whole message');
   assert.is(health.status, 200, 'the process still answers');
   assert.ok(slowestStatusMs < 1000, `the API answered throughout (slowest status read ${slowestStatusMs} ms)`);
 

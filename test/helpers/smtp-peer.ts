@@ -144,6 +144,9 @@ export async function startCapturePeer(
  *                                 so 'hello there' sends garbage
  *   'drop'                        destroy the socket without a word
  *   'stall'                       never answer, ignore everything that follows on this connection
+ *   'stop-reading'                never answer, and stop reading the socket (socket.pause()): a
+ *                                 tarpit or a wedged server; once the kernel's buffers are full, the
+ *                                 client's writes go nowhere (at 'BODY', for a message larger than them)
  *   { reply, then: 'drop' }       answer, then destroy the socket (a 421 that hangs up)
  */
 export type ScriptAction = string | { reply: string; then: 'drop' };
@@ -226,6 +229,8 @@ export async function startScriptedPeer(script: PeerScript = {}, listen: Listen 
     let inData = false;
     let bodyStarted = false;
     let stalled = false;
+    /** In the data: how far the message so far (with the CRLF before it) has been searched for the terminator. */
+    let scanned = 0;
 
     /** Performs an action; false when the connection is gone or stalled. */
     const act = (action: ScriptAction): boolean => {
@@ -234,8 +239,9 @@ export async function startScriptedPeer(script: PeerScript = {}, listen: Listen 
         socket.destroy();
         return false;
       }
-      if (action === 'stall') {
+      if (action === 'stall' || action === 'stop-reading') {
         stalled = true;
+        if (action === 'stop-reading') socket.pause();
         return false;
       }
       const reply = typeof action === 'string' ? action : action.reply;
@@ -255,12 +261,17 @@ export async function startScriptedPeer(script: PeerScript = {}, listen: Listen 
             if (!act(actionFor('BODY'))) return;
           }
           // The terminator is CRLF.CRLF; an empty message is just ".\r\n" right after the 354.
+          // Searched from where the last search stopped, so a message of megabytes is read in one pass.
           const probe = Buffer.concat([Buffer.from('\r\n'), buf]);
-          const end = probe.indexOf(END_OF_DATA);
-          if (end === -1) return;
+          const end = probe.indexOf(END_OF_DATA, scanned);
+          if (end === -1) {
+            scanned = Math.max(0, probe.length - END_OF_DATA.length + 1);
+            return;
+          }
           messages.push(probe.subarray(2, end + 2));
           buf = probe.subarray(end + END_OF_DATA.length);
           inData = false;
+          scanned = 0;
           if (!act(actionFor('.'))) return;
           continue;
         }
