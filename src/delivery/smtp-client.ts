@@ -35,6 +35,7 @@ export interface SmtpClientOptions {
   opportunisticTls: boolean;
   /** Refuse a certificate that does not verify for `host`. */
   verifyTls: boolean;
+  /** `dataMs` runs from the message's first byte to the final reply: it bounds the write of the message too. */
   timeouts: { connectMs: number; greetingMs: number; commandMs: number; dataMs: number };
   localAddress?: string;
   /** Send with BDAT when the server offers CHUNKING (default true). */
