@@ -131,10 +131,42 @@ function runsRedisOf(pid: number, dir: string, socket: string): boolean {
   }
 }
 
-/** Who started the server in a data folder: written next to the socket. */
+/**
+ * Who started the server in a data folder: written next to the socket. The start times tell a pid
+ * reused by another process (after a reboot, or once pids wrap) from the process that wrote it.
+ */
 interface OwnerFile {
   sluicePid: number;
   redisPid: number;
+  /** procStart of each pid when written; absent in files of older versions, or without /proc. */
+  sluiceStart?: string;
+  redisStart?: string;
+}
+
+/**
+ * When `pid` started, as `<boot id>:<start time in clock ticks since boot>` (Linux /proc), or
+ * undefined when unknown (no /proc, process gone). Two processes never share it: a pid reused after
+ * a reboot differs by boot id, one reused in the same boot by start time.
+ */
+export function procStart(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'latin1');
+    // pid (comm) state ppid … : comm may hold spaces and parentheses, so fields count from its last ')'.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const ticks = fields[19]; // field 22, starttime
+    if (!ticks || !/^\d+$/.test(ticks)) return undefined;
+    return `${readFileSync('/proc/sys/kernel/random/boot_id', 'latin1').trim()}:${ticks}`;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether `pid` runs and is the process that had start time `start` (when both are known). */
+function stillRuns(pid: number, start: string | undefined): boolean {
+  if (!alive(pid)) return false;
+  if (start === undefined) return true;
+  const now = procStart(pid);
+  return now === undefined || now === start;
 }
 
 function alive(pid: number): boolean {
@@ -147,10 +179,25 @@ function alive(pid: number): boolean {
   }
 }
 
+function writeOwner(file: string, redisPid: number): void {
+  const o: OwnerFile = { sluicePid: process.pid, redisPid };
+  const sluiceStart = procStart(process.pid);
+  const redisStart = procStart(redisPid);
+  if (sluiceStart) o.sluiceStart = sluiceStart;
+  if (redisStart) o.redisStart = redisStart;
+  writeFileSync(file, JSON.stringify(o));
+}
+
 function readOwner(file: string): OwnerFile | undefined {
   try {
     const o = JSON.parse(readFileSync(file, 'utf8')) as OwnerFile;
-    return typeof o.sluicePid === 'number' && typeof o.redisPid === 'number' ? o : undefined;
+    if (typeof o.sluicePid !== 'number' || typeof o.redisPid !== 'number') return undefined;
+    return {
+      sluicePid: o.sluicePid,
+      redisPid: o.redisPid,
+      ...(typeof o.sluiceStart === 'string' ? { sluiceStart: o.sluiceStart } : {}),
+      ...(typeof o.redisStart === 'string' ? { redisStart: o.redisStart } : {}),
+    };
   } catch {
     return undefined;
   }
@@ -163,7 +210,7 @@ function readOwner(file: string): OwnerFile | undefined {
  * still alive belongs to another running Sluice: refused.
  */
 function adopt(socket: string, ownerFile: string, owner: OwnerFile, port: number): EmbeddedRedis {
-  writeFileSync(ownerFile, JSON.stringify({ sluicePid: process.pid, redisPid: owner.redisPid } satisfies OwnerFile));
+  writeOwner(ownerFile, owner.redisPid);
   // Not our child: no exit event, so its pid is looked at once a second while anyone listens.
   let watch: NodeJS.Timeout | undefined;
   const listeners: ((how: string) => void)[] = [];
@@ -207,7 +254,8 @@ function adopt(socket: string, ownerFile: string, owner: OwnerFile, port: number
  */
 function takeLock(file: string): { held: true } | { held: false; pid: number } {
   const mine = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}`;
-  writeFileSync(mine, String(process.pid));
+  // `<pid> <procStart>`: a pid that runs another process by now (after a reboot) does not hold it.
+  writeFileSync(mine, `${process.pid} ${procStart(process.pid) ?? ''}`.trim());
   try {
     for (;;) {
       try {
@@ -217,12 +265,15 @@ function takeLock(file: string): { held: true } | { held: false; pid: number } {
         if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
       }
       let pid = NaN;
+      let start: string | undefined;
       try {
-        pid = Number(readFileSync(file, 'utf8'));
+        const [p, s] = readFileSync(file, 'utf8').trim().split(' ');
+        pid = Number(p);
+        start = s || undefined;
       } catch {
         continue; // released meanwhile
       }
-      if (alive(pid)) return { held: false, pid };
+      if (stillRuns(pid, start)) return { held: false, pid };
       rmSync(file, { force: true }); // left by a start that died
     }
   } finally {
@@ -259,7 +310,7 @@ async function startLocked(opts: EmbeddedOptions): Promise<EmbeddedRedis> {
     const found = await probeSocket({ path: socket });
     const owner = readOwner(ownerFile);
     if (found === 'ready' || found === 'loading') {
-      if (owner && !alive(owner.sluicePid) && runsRedisOf(owner.redisPid, opts.dir, socket)) return adopt(socket, ownerFile, owner, opts.port ?? 0);
+      if (owner && !stillRuns(owner.sluicePid, owner.sluiceStart) && runsRedisOf(owner.redisPid, opts.dir, socket)) return adopt(socket, ownerFile, owner, opts.port ?? 0);
       throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', `another redis-server already serves ${socket} (is another Sluice running with the same data folder?)`);
     }
     // A second server on the same folder would write the same AOF: never while the last one runs,
@@ -306,7 +357,7 @@ async function startLocked(opts: EmbeddedOptions): Promise<EmbeddedRedis> {
 
   // Written before it answers: a Sluice that dies while its server loads leaves a server the next
   // start adopts, not one it would start a second server beside.
-  writeFileSync(ownerFile, JSON.stringify({ sluicePid: process.pid, redisPid: child.pid ?? 0 } satisfies OwnerFile));
+  writeOwner(ownerFile, child.pid ?? 0);
   // 10 s to answer at all; then as long as it says it is loading its data (a large AOF takes minutes).
   let deadline = Date.now() + 10_000;
   for (;;) {

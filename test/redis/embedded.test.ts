@@ -1,11 +1,11 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdtempSync, rmSync, existsSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { spawn, spawnSync } from 'node:child_process';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { EMBEDDED_AOF_REWRITE_MIN_SIZE, EMBEDDED_SNAPSHOT_INTERVAL_S, startEmbeddedRedis } from '../../src/redis/embedded.js';
+import { EMBEDDED_AOF_REWRITE_MIN_SIZE, EMBEDDED_SNAPSHOT_INTERVAL_S, procStart, startEmbeddedRedis } from '../../src/redis/embedded.js';
 import { loadConfig } from '../../src/config/load.js';
 import { createRedis, checkRedisVersion } from '../../src/redis/client.js';
 import { isSluiceError } from '../../src/core/errors.js';
@@ -201,6 +201,46 @@ test('two starts at the same instant on a fresh folder: one server runs, the oth
     assert.match(refused[0]!.message, `if none runs, the pid is another process's now: remove ${join(d, 'start.lock')}`);
     assert.not.ok(existsSync(join(d, 'start.lock')), 'the lock is released');
   } finally {
+    rmSync(d, { recursive: true, force: true });
+  }
+});
+
+test('owner.json and start.lock record start times: a pid reused by an unrelated process is not taken for the Sluice that wrote them', async () => {
+  const d = mkdtempSync(join(tmpdir(), 'sluice-emb-pidreuse-'));
+  const sleep = spawn('sleep', ['60'], { stdio: 'ignore' });
+  const other = procStart(sleep.pid as number);
+  assert.ok(other, '/proc gives start times');
+  // What a Sluice writes: its pid and its start time, its server's too.
+  const orphan = await startEmbeddedRedis({ binary: 'redis-server', dir: d });
+  try {
+    const written = JSON.parse(readFileSync(join(d, 'owner.json'), 'utf8')) as Record<string, unknown>;
+    assert.equal(written, { sluicePid: process.pid, redisPid: orphan.pid, sluiceStart: procStart(process.pid), redisStart: procStart(orphan.pid) });
+    // The Sluice that started the server died; its pid now runs the sleep (started at another time).
+    const stale = `${other!.split(':')[0]}:1`;
+    writeFileSync(join(d, 'owner.json'), JSON.stringify({ sluicePid: sleep.pid, sluiceStart: stale, redisPid: orphan.pid, redisStart: procStart(orphan.pid) }));
+    // And a start that died left its lock, whose pid is the sleep's now too.
+    writeFileSync(join(d, 'start.lock'), `${sleep.pid} ${stale}`);
+    // Before: refused ("another Sluice (pid N) is starting", then "another redis-server already serves").
+    const adopted = await startEmbeddedRedis({ binary: 'redis-server', dir: d });
+    assert.is(adopted.adopted, true);
+    assert.is(adopted.pid, orphan.pid);
+    await adopted.stop();
+    assert.ok(alive(sleep.pid as number), 'the unrelated process is left alone');
+    // Its own start time in the file: the pid is the Sluice that wrote it, still running: refused.
+    const again = await startEmbeddedRedis({ binary: 'redis-server', dir: d });
+    writeFileSync(join(d, 'owner.json'), JSON.stringify({ sluicePid: sleep.pid, sluiceStart: other, redisPid: again.pid }));
+    try {
+      await startEmbeddedRedis({ binary: 'redis-server', dir: d });
+      assert.unreachable('a server whose Sluice runs was adopted');
+    } catch (err) {
+      assert.ok(isSluiceError(err, 'SLUICE_REDIS_UNAVAILABLE'), String(err));
+      assert.match((err as Error).message, 'another redis-server already serves');
+    } finally {
+      await again.stop();
+    }
+  } finally {
+    sleep.kill();
+    await orphan.stop();
     rmSync(d, { recursive: true, force: true });
   }
 });
