@@ -2,7 +2,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import { createRedis, checkRedisVersion, type ConnectOptions, type RedisClient } from '../redis/client.js';
-import { startEmbeddedRedis, type EmbeddedRedis } from '../redis/embedded.js';
+import { exitReport, startEmbeddedRedis, type EmbeddedRedis } from '../redis/embedded.js';
 import { SluiceError } from '../core/errors.js';
 import { Cluster } from 'ioredis';
 
@@ -27,6 +27,21 @@ async function closeConnection(c: RedisClient): Promise<void> {
   const ok = await Promise.race([quit, late]);
   clearTimeout(timer);
   if (!ok) c.disconnect();
+}
+
+/**
+ * Ends a connection to a server that is gone, failing the commands waiting in it and any sent later.
+ * disconnect() alone leaves a connection that is between two reconnection attempts 'reconnecting'
+ * for ever, its queued commands and later ones waiting (ioredis fails them when a socket closes, and
+ * it has none then): what its close handler would do is done here (ioredis 5 internals, so each is
+ * called only if present; test/app/embedded-start.test.ts hangs if they are gone).
+ */
+function dropConnection(c: RedisClient): void {
+  c.disconnect();
+  if (c.status === 'end') return;
+  const internals = c as unknown as { flushQueue?: (err: Error) => void; setStatus?: (status: string) => void };
+  internals.setStatus?.('end');
+  internals.flushQueue?.(new Error('Connection is closed (the embedded redis-server exited).'));
 }
 
 /**
@@ -76,6 +91,8 @@ export interface RedisHandle {
   readonly connectOptions: ConnectOptions;
   /** Opens another connection (its errors logged like the main one's): for work that must not queue behind the main one's commands. */
   duplicate(name: string): RedisClient;
+  /** Ends every connection at once, failing their waiting commands: the embedded server died during start-up. */
+  abandon(): void;
   /** Whether the main connection is up (false while it reconnects). */
   reachable(): boolean;
   /**
@@ -83,6 +100,14 @@ export interface RedisHandle {
    * embedded server. Never waits for Redis longer than a few seconds.
    */
   close(): Promise<void>;
+}
+
+/**
+ * Why Sluice cannot go on, when the embedded server exited `how` `when` ('while Sluice ran', 'during
+ * start-up'): its pid, exit and last log lines.
+ */
+export function embeddedExitReason(embedded: EmbeddedRedis, how: string, when: string): string {
+  return `the embedded redis-server (pid ${embedded.pid}) exited ${when} (${exitReport(embedded.logFile, how)})`;
 }
 
 /** `signal`: gives up the start of the embedded server (see EmbeddedOptions.signal). */
@@ -106,26 +131,39 @@ export async function openRedis(config: Config, logger: Logger, signal?: AbortSi
   const connect = (name: string) => createRedis({ url, cluster: r.cluster, name });
   const client = connect('sluice');
   client.on('error', (err: Error) => logger.warn({ err: { message: err.message } }, 'redis connection error'));
+  // The embedded server dying before this returns (startSluice watches it from then on): the
+  // connection would retry for ever and the start never end. Dropped, its commands fail at once.
+  let opened = false;
+  let died: string | null = null;
+  embedded?.onExit((how) => {
+    if (opened) return;
+    died = how;
+    dropConnection(client);
+  });
+  const failed = async (err: unknown): Promise<never> => {
+    client.disconnect();
+    await embedded?.stop();
+    if (died !== null && embedded) throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', embeddedExitReason(embedded, died, 'during start-up'), { cause: err });
+    throw err;
+  };
   let version: string;
   try {
     version = await checkRedisVersion(client);
   } catch (err) {
-    client.disconnect();
-    await embedded?.stop();
-    throw err;
+    return failed(err);
   }
   let confirmDurable: (() => Promise<void>) | undefined;
   if (r.durability === 'strict') {
     try {
       confirmDurable = await strictBarrier(client, version);
     } catch (err) {
-      client.disconnect();
-      await embedded?.stop();
-      throw err;
+      return failed(err);
     }
   }
+  opened = true;
   const address = r.cluster.length > 0 ? `cluster ${r.cluster.join(',')}` : (url ?? '').replace(/\/\/([^@/]*)@/, '//[redacted]@');
   const extra: RedisClient[] = [];
+  let abandoned = false;
   return {
     client,
     embedded,
@@ -137,7 +175,12 @@ export async function openRedis(config: Config, logger: Logger, signal?: AbortSi
       const c = connect(name);
       c.on('error', (err: Error) => logger.warn({ err: { message: err.message }, connection: name }, 'redis connection error'));
       extra.push(c);
+      if (abandoned) dropConnection(c);
       return c;
+    },
+    abandon() {
+      abandoned = true;
+      for (const c of [...extra, client]) dropConnection(c);
     },
     reachable: () => client.status === 'ready',
     async close() {

@@ -4,7 +4,7 @@ import { createLogger } from '../observability/logger.js';
 import { createMetrics, type Metrics } from '../observability/metrics.js';
 import { startAdminServer, type AdminServer } from '../observability/admin-server.js';
 import { createKeys, type Keys } from '../redis/keys.js';
-import { openRedis, type RedisHandle } from './redis.js';
+import { embeddedExitReason, openRedis, type RedisHandle } from './redis.js';
 import { AccountRegistry } from '../accounts/registry.js';
 import { OperatorRegistry } from '../accounts/operators.js';
 import { ClosedAccounts, holdClosed } from '../store/account-state.js';
@@ -30,7 +30,6 @@ import { createTokenCodec, type TokenCodec, type TokenKey } from '../core/tokens
 import type { WorkerTracking } from '../render/protocol.js';
 import { SluiceError } from '../core/errors.js';
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { RedisClient } from '../redis/client.js';
 import { createEventWriter, type EventType } from '../store/events.js';
@@ -185,13 +184,20 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   stoppers.push({ name: 'redis', stop: () => redis.close(), final: true });
   let fail!: (reason: string) => void;
   const failed = new Promise<string>((resolve) => (fail = resolve));
+  let started = false;
+  /** Why the start cannot finish: the embedded server exited before Sluice was ready. */
+  let startFailure: string | null = null;
   // Nothing else would notice: the connections retry for ever, every submission is refused 503 and
   // /healthz stays 200, so a supervisor never restarts the process that could bring the server back.
+  // Before Sluice is ready the start itself would wait for ever on a Redis command: its connections
+  // are closed (their commands fail at once) and the start fails with the reason.
   redis.embedded?.onExit((how) => {
-    if (stopping) return;
-    const reason = `the embedded redis-server (pid ${redis.embedded?.pid}) exited while Sluice ran (${how}; see ${join(config.instance.dataDir, config.redis.embedded.dir, 'redis.log')})`;
-    log.error({ redisPid: redis.embedded?.pid, exit: how }, `${reason}: stopping`);
-    fail(reason);
+    if (stopping || !redis.embedded) return;
+    const reason = embeddedExitReason(redis.embedded, how, started ? 'while Sluice ran' : 'during start-up');
+    log.error({ redisPid: redis.embedded.pid, exit: how }, `${reason}: stopping`);
+    if (started) return fail(reason);
+    startFailure = reason;
+    redis.abandon();
   });
   const keys = createKeys(config.redis.prefix);
   log.info({ redis: redis.address, version: redis.version, roles }, 'redis connected');
@@ -493,7 +499,9 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
     // The admin port closes just before Redis, so /readyz answers "shutting down" meanwhile.
     stoppers.splice(1, 0, { name: 'admin', stop: () => admin.close() });
 
+    if (startFailure !== null) throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', startFailure);
     if (opts.signal?.aborted) throw new SluiceError('SLUICE_SHUTTING_DOWN', 'start-up given up: stopped what had started');
+    started = true;
     log.info({ ports, roles }, 'sluice started');
     return {
       config, logger, metrics, redis, keys, roles, ports, dispatcher, failed,
@@ -505,6 +513,8 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
     };
   } catch (err) {
     await stopAll(1000);
+    // A Redis command failed because the embedded server died (its connections were closed): the death is why.
+    if (startFailure !== null && !(err instanceof SluiceError && err.message === startFailure)) throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', startFailure, { cause: err });
     throw err;
   }
 }

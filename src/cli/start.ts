@@ -18,8 +18,9 @@ terminal's process group: Ctrl-C reaches Sluice only, which stops it). It stops 
 once Redis has been unreachable for 5 s, or at shutdownGrace + 15 s, and then exits with code 1.
 A second signal exits at once; nothing acknowledged is lost (leases expire and the mail is delivered later).
 A signal during start-up (the embedded server may load its data for minutes) stops what has started
-and exits with 128 + the signal's number. If the embedded redis-server dies while Sluice runs, Sluice
-shuts down as on a signal and exits with code 1.`;
+and exits with 128 + the signal's number. If the embedded redis-server exits before Sluice is ready
+(a corrupt AOF, killed while loading), the start exits with code 1 naming its exit and the last lines
+of its redis.log. If it dies while Sluice runs, Sluice shuts down as on a signal and exits with code 1.`;
 
 export async function runStart(argv: string[], io: Io): Promise<number> {
   const args = parse({ name: 'start', usage: USAGE, options: { config: { type: 'string', short: 'c' }, roles: { type: 'string' } } }, argv);

@@ -59,6 +59,8 @@ export interface EmbeddedRedis {
   readonly pid: number;
   /** True when this is a server left by a previous Sluice that died, taken over rather than started. */
   readonly adopted?: boolean;
+  /** Its log file (redis-server writes its warnings and errors there, not to stderr). */
+  readonly logFile: string;
   stop(): Promise<void>;
   /**
    * SIGTERM without waiting (redis-server still writes its AOF and exits): for a Sluice that must
@@ -204,13 +206,76 @@ function readOwner(file: string): OwnerFile | undefined {
 }
 
 /**
+ * How a server of the folder ended, for an operator: how it exited, what it wrote to stderr (before
+ * its log file was open: a bad argument, an unwritable folder) and the last lines of its log (a
+ * corrupt AOF, a failed fsync), each without redis-server's pid and timestamp prefix.
+ */
+export function exitReport(logFile: string, how: string, stderr = ''): string {
+  let lines: string[] = [];
+  try {
+    lines = readFileSync(logFile, 'utf8')
+      .split('\n')
+      .map((l) => l.replace(/^\d+:[A-Z] \d+ \w+ \d+ [\d:.]+ [.\-*#] /, '').trim())
+      .filter((l) => l !== '')
+      .slice(-3)
+      .map((l) => (l.length > 300 ? `${l.slice(0, 300)}…` : l));
+  } catch {
+    // no log (yet): stderr says why, if anything does
+  }
+  const err = stderr.trim() ? `; stderr: ${stderr.trim().split('\n').slice(-3).join(' / ')}` : '';
+  return `${how}${err}; ${lines.length > 0 ? `last lines of ${logFile}: ${lines.join(' / ')}` : `${logFile} has nothing`}`;
+}
+
+/** How waitReady sees the server it waits for. */
+interface Starting {
+  socket: string;
+  logFile: string;
+  /** How it ended, or null while it runs. */
+  exited(): string | null;
+  stderr(): string;
+  /** Stops it (given up: a signal), waiting for its exit. */
+  stop(): Promise<void>;
+  /** Ends it when it never answered. */
+  silent(): void;
+}
+
+/**
+ * Waits until the server answers PING: 10 s to answer at all, then as long as it says it is loading
+ * its data (a large AOF takes minutes). Throws SLUICE_SHUTTING_DOWN, after stopping it, when `signal`
+ * gives the start up; SLUICE_REDIS_UNAVAILABLE, with its exit code and last log lines, when it exits.
+ */
+async function waitReady(server: Starting, signal: AbortSignal | undefined, adopted: boolean): Promise<void> {
+  let deadline = Date.now() + 10_000;
+  const whose = adopted ? 'the adopted redis-server (left running by a Sluice that died)' : 'redis-server';
+  for (;;) {
+    const state = await probeSocket({ path: server.socket }, 200);
+    if (state === 'ready') return;
+    if (state === 'loading') deadline = Date.now() + 10_000;
+    const how = server.exited();
+    if (signal?.aborted && how === null) {
+      // redis-server exits on SIGTERM while loading, without writing anything.
+      await server.stop();
+      throw new SluiceError('SLUICE_SHUTTING_DOWN', `start-up given up before ${whose} answered on ${server.socket}; it was stopped`);
+    }
+    if (how !== null) throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', `${whose} exited before it was ready (${exitReport(server.logFile, how, server.stderr())})`);
+    if (Date.now() > deadline) {
+      server.silent();
+      throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', `${whose} did not answer on ${server.socket} within 10 s`);
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/**
  * A redis-server left running by a Sluice that died without stopping it (SIGKILL, OOM kill) is
  * adopted rather than refused: it holds the queue, it is ours (its owner file names a Sluice pid
  * that no longer runs), and it is stopped like our own child on shutdown. A server whose owner is
- * still alive belongs to another running Sluice: refused.
+ * still alive belongs to another running Sluice: refused. One still loading its data is waited for
+ * as our own is (waitReady): a signal meanwhile stops it, and its death ends the start.
  */
-function adopt(socket: string, ownerFile: string, owner: OwnerFile, port: number): EmbeddedRedis {
+async function adopt(socket: string, ownerFile: string, owner: OwnerFile, opts: EmbeddedOptions): Promise<EmbeddedRedis> {
   writeOwner(ownerFile, owner.redisPid);
+  const logFile = join(opts.dir, 'redis.log');
   // Not our child: no exit event, so its pid is looked at once a second while anyone listens.
   let watch: NodeJS.Timeout | undefined;
   const listeners: ((how: string) => void)[] = [];
@@ -219,11 +284,12 @@ function adopt(socket: string, ownerFile: string, owner: OwnerFile, port: number
     while (alive(owner.redisPid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
     return !alive(owner.redisPid);
   };
-  return {
+  const server: EmbeddedRedis = {
     socket,
-    port,
+    port: opts.port ?? 0,
     pid: owner.redisPid,
     adopted: true,
+    logFile,
     async stop() {
       // SIGTERM makes redis-server write its AOF and exit, as for our own child.
       if (alive(owner.redisPid)) process.kill(owner.redisPid, 'SIGTERM');
@@ -245,6 +311,18 @@ function adopt(socket: string, ownerFile: string, owner: OwnerFile, port: number
       }, 1_000).unref();
     },
   };
+  await waitReady(
+    {
+      socket, logFile,
+      exited: () => (alive(owner.redisPid) ? null : 'gone'),
+      stderr: () => '',
+      stop: () => server.stop(),
+      silent: () => undefined, // not ours to kill: the refusal of the next start names its pid
+    },
+    opts.signal,
+    true,
+  );
+  return server;
 }
 
 /**
@@ -310,7 +388,7 @@ async function startLocked(opts: EmbeddedOptions): Promise<EmbeddedRedis> {
     const found = await probeSocket({ path: socket });
     const owner = readOwner(ownerFile);
     if (found === 'ready' || found === 'loading') {
-      if (owner && !stillRuns(owner.sluicePid, owner.sluiceStart) && runsRedisOf(owner.redisPid, opts.dir, socket)) return adopt(socket, ownerFile, owner, opts.port ?? 0);
+      if (owner && !stillRuns(owner.sluicePid, owner.sluiceStart) && runsRedisOf(owner.redisPid, opts.dir, socket)) return adopt(socket, ownerFile, owner, opts);
       throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', `another redis-server already serves ${socket} (is another Sluice running with the same data folder?)`);
     }
     // A second server on the same folder would write the same AOF: never while the last one runs,
@@ -358,27 +436,23 @@ async function startLocked(opts: EmbeddedOptions): Promise<EmbeddedRedis> {
   // Written before it answers: a Sluice that dies while its server loads leaves a server the next
   // start adopts, not one it would start a second server beside.
   writeOwner(ownerFile, child.pid ?? 0);
-  // 10 s to answer at all; then as long as it says it is loading its data (a large AOF takes minutes).
-  let deadline = Date.now() + 10_000;
-  for (;;) {
-    const state = await probeSocket({ path: socket }, 200);
-    if (state === 'ready') break;
-    if (state === 'loading') deadline = Date.now() + 10_000;
-    if (opts.signal?.aborted && !exited) {
-      // redis-server exits on SIGTERM while loading, without writing anything.
-      child.kill('SIGTERM');
-      const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
-      await exit;
-      clearTimeout(t);
-      throw new SluiceError('SLUICE_SHUTTING_DOWN', `start-up given up before redis-server answered on ${socket}; it was stopped`);
-    }
-    if (exited) throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', `redis-server exited at start: ${stderr.trim() || `see ${join(opts.dir, 'redis.log')}`}`);
-    if (Date.now() > deadline) {
-      child.kill('SIGKILL');
-      throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', `redis-server did not answer on ${socket} within 10 s`);
-    }
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  const logFile = join(opts.dir, 'redis.log');
+  await waitReady(
+    {
+      socket, logFile,
+      exited: () => (exited ? how : null),
+      stderr: () => stderr,
+      async stop() {
+        child.kill('SIGTERM');
+        const t = setTimeout(() => child.kill('SIGKILL'), 10_000);
+        await exit;
+        clearTimeout(t);
+      },
+      silent: () => child.kill('SIGKILL'),
+    },
+    opts.signal,
+    false,
+  );
 
   // The server alone (or its stderr pipe) does not keep this process running: a Sluice whose shutdown
   // gave up on something can still exit. stop() and kill() hold it again until the server has exited.
@@ -388,6 +462,7 @@ async function startLocked(opts: EmbeddedOptions): Promise<EmbeddedRedis> {
     socket,
     port,
     pid: child.pid ?? 0,
+    logFile,
     async stop() {
       if (exited) return;
       child.ref(); // wait for its exit even when nothing else keeps this process running

@@ -1,11 +1,11 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { randomUUID } from 'node:crypto';
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { startRedis, freePort, type TestRedis } from '../helpers/redis.js';
+import { startRedis, startLoadingOrphan, freePort, type TestRedis } from '../helpers/redis.js';
 import { createRedis, type RedisClient } from '../../src/redis/client.js';
 import { createKeys } from '../../src/redis/keys.js';
 import { pingSocket, probeSocket } from '../../src/redis/embedded.js';
@@ -260,6 +260,50 @@ process.on('SIGTERM', () => process.exit(0));
   } finally {
     if (isAlive(pid)) process.kill(pid, 'SIGKILL');
   }
+});
+
+test('a signal while an adopted redis-server still loads its data gives the start up at once: the server is stopped, exit 143', async () => {
+  const inst = await writeSluiceConfig({ redisUrl: null, transport: {} });
+  instances.push(inst);
+  const dir = join(inst.dataDir, 'redis');
+  // Left by a Sluice that was killed, loading its AOF for ~100 s.
+  const orphan = await startLoadingOrphan(dir);
+  try {
+    const p = spawnSluice({ args: ['start', '--config', inst.configFile] });
+    const ownerPid = () => {
+      try {
+        return (JSON.parse(readFileSync(join(dir, 'owner.json'), 'utf8')) as { sluicePid: number }).sluicePid;
+      } catch {
+        return 0; // being written
+      }
+    };
+    for (let i = 0; i < 1000 && ownerPid() !== p.pid && p.exited === null; i++) await sleep(20);
+    assert.is(ownerPid(), p.pid, `adopted by the new start: ${p.stderr()}`);
+    p.signal('SIGTERM');
+    // Before: the start went on waiting for the server to finish loading, deaf to the signal.
+    const exit = await p.waitExit(20_000);
+    assert.equal(exit, { code: 143, signal: null }, p.stderr());
+    assert.ok(await waitGone(orphan.pid), `the loading redis-server ${orphan.pid} was stopped`);
+    assert.match(p.stderr(), 'SIGTERM during start-up');
+  } finally {
+    orphan.kill();
+  }
+});
+
+test('an embedded redis-server that exits at start (corrupt AOF): `sluice start` exits 1 naming its exit code and log line', async () => {
+  const inst = await writeSluiceConfig({ redisUrl: null, transport: {} });
+  instances.push(inst);
+  const aof = join(inst.dataDir, 'redis', 'appendonlydir');
+  mkdirSync(aof, { recursive: true });
+  writeFileSync(join(aof, 'appendonly.aof.manifest'), 'file appendonly.aof.1.incr.aof seq 1 type i\n');
+  writeFileSync(join(aof, 'appendonly.aof.1.incr.aof'), 'this is not an AOF\r\n');
+  const p = spawnSluice({ args: ['start', '--config', inst.configFile] });
+  const exit = await p.waitExit(20_000);
+  assert.equal(exit, { code: 1, signal: null }, p.stderr());
+  // Before: "redis-server exited at start: see …/redis.log".
+  assert.match(p.stderr(), 'redis-server exited before it was ready (code 1');
+  assert.match(p.stderr(), 'Bad file format reading the append only file');
+  assert.not.ok(p.logs.some((l) => l.msg === 'sluice started'));
 });
 
 test('without redis-server on PATH, `sluice start` exits non-zero naming `apt-get install -y redis-server`', async () => {

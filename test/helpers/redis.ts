@@ -1,10 +1,10 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { connect, createServer, type Socket } from 'node:net';
-import { startEmbeddedRedis, pingSocket, type EmbeddedRedis } from '../../src/redis/embedded.js';
+import { startEmbeddedRedis, pingSocket, probeSocket, type EmbeddedRedis } from '../../src/redis/embedded.js';
 import { createRedis, type RedisClient } from '../../src/redis/client.js';
 import { createKeys, type Keys } from '../../src/redis/keys.js';
 import { suite, type Test } from 'uvu';
@@ -39,6 +39,50 @@ export async function startRedis(opts: { appendfsync?: 'everysec' | 'always'; po
       await closeAll();
       await server.stop();
       rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * A real redis-server of the data folder `dir` left running by a Sluice that died (owner.json names
+ * a Sluice pid that no longer runs) and still loading its AOF: 50,000 keys in its RDB base, each
+ * loaded 2 ms late (`key-load-delay`, ~100 s), answering -LOADING meanwhile. Resolves once it does.
+ * Not our child's handle: `pid` is for signals, `kill()` ends it.
+ */
+export async function startLoadingOrphan(dir: string): Promise<{ pid: number; kill(): void }> {
+  const seed = await startEmbeddedRedis({ binary: 'redis-server', dir });
+  const c = createRedis({ url: seed.socket, name: 'sluice-test-seed' });
+  for (let i = 0; i < 50_000; i += 5_000) {
+    const p = c.pipeline();
+    for (let j = i; j < i + 5_000; j++) p.set(`seed:${j}`, 'x');
+    await p.exec();
+  }
+  // The keys into the AOF's RDB base: key-load-delay slows the loading of an RDB.
+  await c.bgrewriteaof();
+  while (/aof_rewrite_in_progress:1|aof_rewrite_scheduled:1/.test(await c.info('persistence'))) await new Promise((r) => setTimeout(r, 50));
+  c.disconnect();
+  await seed.stop();
+  const socket = join(dir, 'redis.sock');
+  const child = spawn('redis-server', [
+    '--port', '0', '--unixsocket', socket, '--unixsocketperm', '700', '--dir', dir, '--daemonize', 'no', '--appendonly', 'yes',
+    '--loglevel', 'warning', '--logfile', join(dir, 'redis.log'),
+    '--key-load-delay', '2000', '--loading-process-events-interval-bytes', '1024',
+  ], { stdio: 'ignore', detached: true });
+  child.unref();
+  const pid = child.pid as number;
+  writeFileSync(join(dir, 'owner.json'), JSON.stringify({ sluicePid: spawnSync('true').pid, redisPid: pid }));
+  for (let i = 0; (await probeSocket({ path: socket })) !== 'loading'; i++) {
+    if (i > 500) throw new Error(`the loading redis-server of ${dir} never answered -LOADING`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return {
+    pid,
+    kill() {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone already
+      }
     },
   };
 }

@@ -1,11 +1,12 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdtempSync, rmSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, rmSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { spawn, spawnSync } from 'node:child_process';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { EMBEDDED_AOF_REWRITE_MIN_SIZE, EMBEDDED_SNAPSHOT_INTERVAL_S, procStart, startEmbeddedRedis } from '../../src/redis/embedded.js';
+import { startLoadingOrphan } from '../helpers/redis.js';
 import { loadConfig } from '../../src/config/load.js';
 import { createRedis, checkRedisVersion } from '../../src/redis/client.js';
 import { isSluiceError } from '../../src/core/errors.js';
@@ -20,6 +21,11 @@ const alive = (pid: number) => {
   }
 };
 let dir = '';
+/** A start that should have failed but returned a server: stopped, and told apart from an error. */
+const started = async (s: { stop(): Promise<void> }) => {
+  await s.stop();
+  return 'a running server';
+};
 test.before(() => { dir = mkdtempSync(join(tmpdir(), 'sluice-emb-')); });
 test.after(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -201,6 +207,70 @@ test('two starts at the same instant on a fresh folder: one server runs, the oth
     assert.match(refused[0]!.message, `if none runs, the pid is another process's now: remove ${join(d, 'start.lock')}`);
     assert.not.ok(existsSync(join(d, 'start.lock')), 'the lock is released');
   } finally {
+    rmSync(d, { recursive: true, force: true });
+  }
+});
+
+test('a redis-server that exits at start (corrupt AOF) fails the start with its exit code and last log lines', async () => {
+  const d = mkdtempSync(join(tmpdir(), 'sluice-emb-corrupt-'));
+  mkdirSync(join(d, 'appendonlydir'));
+  writeFileSync(join(d, 'appendonlydir', 'appendonly.aof.manifest'), 'file appendonly.aof.1.incr.aof seq 1 type i\n');
+  writeFileSync(join(d, 'appendonlydir', 'appendonly.aof.1.incr.aof'), 'this is not an AOF\r\n');
+  try {
+    await startEmbeddedRedis({ binary: 'redis-server', dir: d });
+    assert.unreachable('a server with a corrupt AOF started');
+  } catch (err) {
+    assert.ok(isSluiceError(err, 'SLUICE_REDIS_UNAVAILABLE'), String(err));
+    // Before: "redis-server exited at start: see <dir>/redis.log", neither how nor why.
+    assert.match((err as Error).message, 'exited before it was ready (code 1');
+    assert.match((err as Error).message, `last lines of ${join(d, 'redis.log')}`);
+    assert.match((err as Error).message, 'Bad file format reading the append only file');
+  } finally {
+    rmSync(d, { recursive: true, force: true });
+  }
+});
+
+test('an adopted server still loading its data is waited for: a signal meanwhile stops it and gives the start up', async () => {
+  const d = mkdtempSync(join(tmpdir(), 'sluice-emb-adopt-sig-'));
+  const orphan = await startLoadingOrphan(d);
+  try {
+    const giveUp = new AbortController();
+    const start = startEmbeddedRedis({ binary: 'redis-server', dir: d, signal: giveUp.signal });
+    giveUp.abort();
+    // Before: adopted at once, loading (a start then waited on Redis for as long as it loaded, deaf to the signal).
+    const err = await start.then(started, (e: unknown) => e);
+    assert.ok(isSluiceError(err, 'SLUICE_SHUTTING_DOWN'), `start ended with ${String(err)}`);
+    assert.match((err as Error).message, 'before the adopted redis-server');
+    assert.not.ok(alive(orphan.pid), 'the loading server was stopped');
+    assert.not.ok(existsSync(join(d, 'start.lock')), 'the lock is released');
+  } finally {
+    orphan.kill();
+    rmSync(d, { recursive: true, force: true });
+  }
+});
+
+test('an adopted server that dies while loading fails the start, naming it', async () => {
+  const d = mkdtempSync(join(tmpdir(), 'sluice-emb-adopt-die-'));
+  const orphan = await startLoadingOrphan(d);
+  try {
+    const start = startEmbeddedRedis({ binary: 'redis-server', dir: d });
+    const outcome = start.then(started, (e: unknown) => e);
+    // Once adopted (owner.json names this process), not before: a server that died before its
+    // adoption is simply started again.
+    const ownerPid = () => {
+      try {
+        return (JSON.parse(readFileSync(join(d, 'owner.json'), 'utf8')) as { sluicePid: number }).sluicePid;
+      } catch {
+        return 0; // being written
+      }
+    };
+    while (ownerPid() !== process.pid) await new Promise((r) => setTimeout(r, 10));
+    process.kill(orphan.pid, 'SIGKILL');
+    const err = await outcome;
+    assert.ok(isSluiceError(err, 'SLUICE_REDIS_UNAVAILABLE'), `start ended with ${String(err)}`);
+    assert.match((err as Error).message, 'the adopted redis-server (left running by a Sluice that died) exited before it was ready (gone');
+  } finally {
+    orphan.kill();
     rmSync(d, { recursive: true, force: true });
   }
 });
