@@ -216,7 +216,9 @@ export function exitReport(logFile: string, how: string, stderr = ''): string {
     lines = readFileSync(logFile, 'utf8')
       .split('\n')
       .map((l) => l.replace(/^\d+:[A-Z] \d+ \w+ \d+ [\d:.]+ [.\-*#] /, '').trim())
-      .filter((l) => l !== '')
+      // Redis warns about vm.overcommit_memory at every start, in one ~400-character line: it says
+      // nothing about why this server ended and would push out a line that does.
+      .filter((l) => l !== '' && !l.startsWith('WARNING Memory overcommit'))
       .slice(-3)
       .map((l) => (l.length > 300 ? `${l.slice(0, 300)}…` : l));
   } catch {

@@ -5,7 +5,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { EMBEDDED_AOF_REWRITE_MIN_SIZE, EMBEDDED_SNAPSHOT_INTERVAL_S, procStart, startEmbeddedRedis } from '../../src/redis/embedded.js';
+import { EMBEDDED_AOF_REWRITE_MIN_SIZE, EMBEDDED_SNAPSHOT_INTERVAL_S, exitReport, procStart, startEmbeddedRedis } from '../../src/redis/embedded.js';
 import { startLoadingOrphan } from '../helpers/redis.js';
 import { loadConfig } from '../../src/config/load.js';
 import { createRedis, checkRedisVersion } from '../../src/redis/client.js';
@@ -323,6 +323,23 @@ test('a missing redis-server binary names the install command', async () => {
     assert.ok(isSluiceError(err, 'SLUICE_REDIS_NOT_INSTALLED'));
     assert.match((err as Error).message, 'apt-get install -y redis-server');
   }
+});
+
+test('exitReport: the last log lines that say why, without the overcommit warning every start writes', () => {
+  const log = join(dir, 'report.log');
+  writeFileSync(log, [
+    '4242:C 28 Nov 2026 04:00:00.000 # oO0OoO0OoO0Oo Redis is starting oO0OoO0OoO0Oo',
+    '4242:M 28 Nov 2026 04:00:00.001 * Reading RDB base file on AOF loading...',
+    '4242:M 28 Nov 2026 04:00:00.002 # Bad file format reading the append only file appendonly.aof.1.incr.aof',
+    "4242:M 28 Nov 2026 04:00:00.003 # WARNING Memory overcommit must be enabled! Without it, a background save or replication may fail under low memory condition.",
+    '',
+  ].join('\n'));
+  const report = exitReport(log, 'exited with code 1', 'stderr line\n');
+  assert.ok(report.startsWith('exited with code 1; stderr: stderr line; last lines of '), report);
+  assert.ok(report.includes('Bad file format reading the append only file'), report);
+  assert.ok(report.includes('Redis is starting'), report);
+  assert.not.ok(report.includes('overcommit'), report);
+  assert.not.ok(report.includes('4242:M'), report);
 });
 
 test.run();
