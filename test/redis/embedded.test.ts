@@ -9,9 +9,24 @@ import { EMBEDDED_AOF_REWRITE_MIN_SIZE, EMBEDDED_SNAPSHOT_INTERVAL_S, exitReport
 import { startLoadingOrphan } from '../helpers/redis.js';
 import { loadConfig } from '../../src/config/load.js';
 import { createRedis, checkRedisVersion } from '../../src/redis/client.js';
-import { isSluiceError } from '../../src/core/errors.js';
+import { isSluiceError, type ErrorCode } from '../../src/core/errors.js';
 
 const test = suite('redis/embedded');
+
+/**
+ * startEmbeddedRedis(opts) must fail with the SluiceError `code` (`why` says what a success would
+ * mean), its message holding each of `says`.
+ */
+async function refusedStart(opts: { dir: string; binary?: string }, code: ErrorCode, why: string, ...says: string[]): Promise<void> {
+  try {
+    await startEmbeddedRedis({ binary: 'redis-server', ...opts });
+  } catch (err) {
+    assert.ok(isSluiceError(err, code), String(err));
+    for (const text of says) assert.match((err as Error).message, text);
+    return;
+  }
+  assert.unreachable(why);
+}
 const alive = (pid: number) => {
   try {
     process.kill(pid, 0);
@@ -76,10 +91,7 @@ test('the AOF rewrite threshold comes from redis.embedded.aofRewriteMinSize, who
 test('refuses a second server on the same folder while the first runs', async () => {
   const srv = await startEmbeddedRedis({ binary: 'redis-server', dir });
   try {
-    await startEmbeddedRedis({ binary: 'redis-server', dir });
-    assert.unreachable('second start should fail');
-  } catch (err) {
-    assert.ok(isSluiceError(err, 'SLUICE_REDIS_UNAVAILABLE'));
+    await refusedStart({ dir }, 'SLUICE_REDIS_UNAVAILABLE', 'second start should fail');
   } finally {
     await srv.stop();
   }
@@ -137,11 +149,7 @@ test('a server still loading its data (-LOADING) is not replaced: the socket sta
   await new Promise<void>((resolve) => loading.listen(socket, () => resolve()));
   writeFileSync(join(d, 'owner.json'), JSON.stringify({ sluicePid: process.pid, redisPid: process.pid }));
   try {
-    await startEmbeddedRedis({ binary: 'redis-server', dir: d });
-    assert.unreachable('a second server was started beside a loading one');
-  } catch (err) {
-    assert.ok(isSluiceError(err, 'SLUICE_REDIS_UNAVAILABLE'), String(err));
-    assert.match((err as Error).message, 'another redis-server already serves');
+    await refusedStart({ dir: d }, 'SLUICE_REDIS_UNAVAILABLE', 'a second server was started beside a loading one', 'another redis-server already serves');
   } finally {
     assert.ok(existsSync(socket), 'the loading server\'s socket is left alone');
     await new Promise<void>((resolve) => loading.close(() => resolve()));
@@ -157,11 +165,7 @@ test('a redis-server of the folder that still runs but does not answer is not st
   process.kill(hung.pid, 'SIGSTOP');
   writeFileSync(join(d, 'owner.json'), JSON.stringify({ sluicePid: spawnSync('true').pid, redisPid: hung.pid }));
   try {
-    await startEmbeddedRedis({ binary: 'redis-server', dir: d });
-    assert.unreachable('a second server was started on the folder');
-  } catch (err) {
-    assert.ok(isSluiceError(err, 'SLUICE_REDIS_UNAVAILABLE'), String(err));
-    assert.match((err as Error).message, `pid ${hung.pid}`);
+    await refusedStart({ dir: d }, 'SLUICE_REDIS_UNAVAILABLE', 'a second server was started on the folder', `pid ${hung.pid}`);
   } finally {
     process.kill(hung.pid, 'SIGCONT');
     await hung.stop();
@@ -217,14 +221,9 @@ test('a redis-server that exits at start (corrupt AOF) fails the start with its 
   writeFileSync(join(d, 'appendonlydir', 'appendonly.aof.manifest'), 'file appendonly.aof.1.incr.aof seq 1 type i\n');
   writeFileSync(join(d, 'appendonlydir', 'appendonly.aof.1.incr.aof'), 'this is not an AOF\r\n');
   try {
-    await startEmbeddedRedis({ binary: 'redis-server', dir: d });
-    assert.unreachable('a server with a corrupt AOF started');
-  } catch (err) {
-    assert.ok(isSluiceError(err, 'SLUICE_REDIS_UNAVAILABLE'), String(err));
     // Before: "redis-server exited at start: see <dir>/redis.log", neither how nor why.
-    assert.match((err as Error).message, 'exited before it was ready (code 1');
-    assert.match((err as Error).message, `last lines of ${join(d, 'redis.log')}`);
-    assert.match((err as Error).message, 'Bad file format reading the append only file');
+    await refusedStart({ dir: d }, 'SLUICE_REDIS_UNAVAILABLE', 'a server with a corrupt AOF started',
+      'exited before it was ready (code 1', `last lines of ${join(d, 'redis.log')}`, 'Bad file format reading the append only file');
   } finally {
     rmSync(d, { recursive: true, force: true });
   }
@@ -300,11 +299,7 @@ test('owner.json and start.lock record start times: a pid reused by an unrelated
     const again = await startEmbeddedRedis({ binary: 'redis-server', dir: d });
     writeFileSync(join(d, 'owner.json'), JSON.stringify({ sluicePid: sleep.pid, sluiceStart: other, redisPid: again.pid }));
     try {
-      await startEmbeddedRedis({ binary: 'redis-server', dir: d });
-      assert.unreachable('a server whose Sluice runs was adopted');
-    } catch (err) {
-      assert.ok(isSluiceError(err, 'SLUICE_REDIS_UNAVAILABLE'), String(err));
-      assert.match((err as Error).message, 'another redis-server already serves');
+      await refusedStart({ dir: d }, 'SLUICE_REDIS_UNAVAILABLE', 'a server whose Sluice runs was adopted', 'another redis-server already serves');
     } finally {
       await again.stop();
     }
@@ -316,13 +311,7 @@ test('owner.json and start.lock record start times: a pid reused by an unrelated
 });
 
 test('a missing redis-server binary names the install command', async () => {
-  try {
-    await startEmbeddedRedis({ binary: 'redis-server-that-does-not-exist', dir });
-    assert.unreachable('should fail');
-  } catch (err) {
-    assert.ok(isSluiceError(err, 'SLUICE_REDIS_NOT_INSTALLED'));
-    assert.match((err as Error).message, 'apt-get install -y redis-server');
-  }
+  await refusedStart({ dir, binary: 'redis-server-that-does-not-exist' }, 'SLUICE_REDIS_NOT_INSTALLED', 'should fail', 'apt-get install -y redis-server');
 });
 
 test('exitReport: the last log lines that say why, without the overcommit warning every start writes', () => {
