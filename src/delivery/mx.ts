@@ -95,7 +95,7 @@ export interface MxResolverOptions {
   /**
    * Follow MX hosts (and implicit-MX domains) whose addresses are private or reserved: RFC 1918,
    * link-local (169.254.169.254 is a cloud's instance metadata), shared CGNAT space, unique local and
-   * link-local IPv6, multicast and reserved space, and their IPv4-mapped forms (core/public-address.ts,
+   * link-local IPv6, multicast and reserved space, and IPv6 forms that carry such an IPv4 address (core/public-address.ts,
    * scope 'private'). Default false, as Exim's ignore_target_hosts: a domain an attacker controls
    * would otherwise make Sluice open SMTP sessions into the operator's network, and multicast or
    * reserved addresses never take mail. Such addresses are skipped; a destination with no other is a
@@ -191,8 +191,8 @@ export class MxResolver {
       const addrs = await this.addresses(domain);
       if (addrs.kind === 'tempfail') return { route: { kind: 'tempfail', error: addrs.error }, ttlMs: 0 };
       if (addrs.kind === 'none') return this.negative({ kind: 'nxdomain' });
-      const ips = this.followed(addrs.ips);
-      if (ips.length === 0) return this.negative({ kind: allOwn(addrs.ips) ? 'loopback' : 'private', hosts: [domain] });
+      const { ips, anyPrivate } = this.followed(addrs.ips);
+      if (ips.length === 0) return this.negative({ kind: anyPrivate ? 'private' : 'loopback', hosts: [domain] });
       return this.hosts([{ mx: domain, pref: 0, ips }], [domain], false, Math.min(mxTtlMs, addrs.ttlMs));
     }
 
@@ -220,11 +220,11 @@ export class MxResolver {
     let failure: string | null = null;
     resolved.forEach((addrs, i) => {
       if (addrs.kind === 'ok') {
-        const ips = this.followed(addrs.ips);
-        if (ips.length > 0) found.push({ mx: names[i] as string, pref: prefs.get(names[i] as string) ?? 0, ips });
+        const kept = this.followed(addrs.ips);
+        if (kept.ips.length > 0) found.push({ mx: names[i] as string, pref: prefs.get(names[i] as string) ?? 0, ips: kept.ips });
         else {
           skipped.push(names[i] as string);
-          anyPrivate ||= !allOwn(addrs.ips);
+          anyPrivate ||= kept.anyPrivate;
         }
         ttlMs = Math.min(ttlMs, addrs.ttlMs);
       } else if (addrs.kind === 'tempfail') failure ??= addrs.error;
@@ -245,15 +245,22 @@ export class MxResolver {
 
   /**
    * `ips` without this host's own addresses (loopback, unspecified) unless options.loopbackMx, and
-   * without private or reserved ones unless options.privateMx.
+   * without private or reserved ones unless options.privateMx; `anyPrivate` when one of those was
+   * skipped (a skipped exchange that is not all this host's is a private route, not a loop).
    */
-  private followed(ips: string[]): string[] {
-    return ips.filter((ip) => {
+  private followed(ips: readonly string[]): { ips: string[]; anyPrivate: boolean } {
+    const kept: string[] = [];
+    let anyPrivate = false;
+    for (const ip of ips) {
       const scope = addressScope(ip);
-      if (scope === 'loopback') return this.opts.loopbackMx === true;
-      if (scope === 'private') return this.opts.privateMx === true;
-      return true;
-    });
+      if (scope === 'loopback' && this.opts.loopbackMx !== true) continue;
+      if (scope === 'private' && this.opts.privateMx !== true) {
+        anyPrivate = true;
+        continue;
+      }
+      kept.push(ip);
+    }
+    return { ips: kept, anyPrivate };
   }
 
   /** The transport map's entry for a domain: exact, then '*.parent' from the nearest parent up, then '*'. */
@@ -324,11 +331,6 @@ export class MxResolver {
     }
     return { kind: 'none' };
   }
-}
-
-/** Whether every address is this host's own (loopback, unspecified): a skipped MX that loops back, not a private one. */
-function allOwn(ips: readonly string[]): boolean {
-  return ips.every((ip) => addressScope(ip) === 'loopback');
 }
 
 function shuffle<T>(items: readonly T[]): T[] {
