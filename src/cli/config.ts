@@ -7,7 +7,8 @@ const USAGE = `Usage: sluice config show [--config FILE]
        sluice config check [--config FILE]
 
 show   prints the effective configuration (defaults, file, environment merged) as JSON, secrets redacted.
-check  validates it and names the path of every wrong key, then runs the checks of start-up that
+check  validates it and names the path of every wrong key (and both keys of two listeners of the
+       roles that run on one port and overlapping hosts), then runs the checks of start-up that
        need no Redis (accounts, secret hashes, DKIM key files, webhooks.secretKeyFile, the tracking
        keys' files, and keys for the tracking role when the config's roles include it); exit code 1
        when invalid.`;

@@ -3,6 +3,7 @@ import { domainToASCII } from 'node:url';
 import { z } from 'zod';
 import { parseDuration, parseSize, type Ms } from '../core/time.js';
 import { parseCidr } from '../core/client-limit.js';
+import { listenerClashes, listenersOf } from './listeners.js';
 
 /**
  * The one schema of Sluice's configuration. It gives both the validator and the TypeScript type.
@@ -576,7 +577,17 @@ export const configSchema = z
     ),
     accounts: z.array(account),
   })
-  .strict();
+  .strict()
+  // Two listeners of the roles that run on one port and overlapping addresses: refused here, with both
+  // paths, instead of the second listen() failing with EADDRINUSE after other roles started.
+  // `when`: checked even when other keys are wrong, so it is reported with them (listenersOf skips a
+  // listener whose own host or port is wrong).
+  .superRefine(
+    (cfg, ctx) => {
+      for (const clash of listenerClashes(listenersOf(cfg))) ctx.addIssue({ code: 'custom', path: clash.path, message: clash.message });
+    },
+    { when: () => true },
+  );
 
 export type ConfigInput = z.input<typeof configSchema>;
 export type Config = z.output<typeof configSchema>;

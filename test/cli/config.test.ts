@@ -183,6 +183,19 @@ test('a wrong value an environment variable set names the variable: the file may
   assert.not.match(own.err, 'set by the environment');
 });
 
+test('two listeners on one port and overlapping hosts: exit 1 naming both paths; without the role of one of them, valid', async () => {
+  const clash = { roles: ['ingress', 'tracking'], admin: { host: '0.0.0.0', port: 8080 } };
+  const r = await sluice(['config', 'check', '--config', configFile('clash.yaml', clash)]);
+  assert.is(r.code, 1);
+  assert.is(r.out, '');
+  assert.match(r.err, 'SLUICE_CONFIG_INVALID');
+  const lines = r.err.split('\n').map((l) => l.trim());
+  assert.ok(lines.some((l) => l.startsWith('tracking.port: 8080 is also admin.port (both on 0.0.0.0)')), r.err);
+  // The tracking server does not run without its role, so its port is nobody else's.
+  const alone = await sluice(['config', 'check', '--config', configFile('no-clash.yaml', { ...clash, roles: ['ingress'] })]);
+  assert.is(alone.code, 0, alone.err);
+});
+
 test('config show: merged JSON with apiKeys, passwordHash and the redis.url password redacted', async () => {
   const file = configFile('show.yaml', { admin: { port: 9501 }, redis: { url: 'redis://default:s3cret@127.0.0.1:6390/2' }, accounts: [account()] });
   const r = await sluice(['config', 'show', '--config', file], { env: { SLUICE__ingress__http__port: '8099' } });

@@ -212,4 +212,80 @@ test("the STARTTLS files of submission and of the feedback MX are resolved relat
   assert.equal([loadConfig({ env: {} }).feedback.tlsKey, loadConfig({ env: {} }).feedback.tlsCert], [null, null]);
 });
 
+/** The errors refused at `path` when `overrides` are merged over the defaults (no file, no environment). */
+function clashAt(overrides: unknown, path: string): string {
+  return (refused({ env: {}, overrides }).get(path) ?? []).join(' | ');
+}
+const accepted = (overrides: unknown) => loadConfig({ env: {}, overrides });
+
+test('two listeners of the roles that run on one port and the same host are refused, naming both paths; a role that does not run cannot clash', () => {
+  const both = { roles: ['ingress', 'tracking'], admin: { host: '127.0.0.1', port: 9464 }, tracking: { host: '127.0.0.1', port: 9464 } };
+  assert.is(clashAt(both, 'tracking.port'), '9464 is also admin.port (both on 127.0.0.1)');
+  // Submission and the HTTP API of ingress; the feedback MX against submission.
+  assert.is(clashAt({ ingress: { http: { port: 2587 } } }, 'ingress.http.port'), '2587 is also ingress.smtp.port (both on 0.0.0.0)');
+  assert.is(clashAt({ roles: ['ingress', 'feedback'], feedback: { port: 2587 } }, 'feedback.port'), '2587 is also ingress.smtp.port (both on 0.0.0.0)');
+  // Each clashing pair is named (three on one port: two errors at the last one, one at the second).
+  const three = refused({ env: {}, overrides: { roles: ['ingress', 'tracking', 'feedback'], tracking: { port: 2587 }, feedback: { port: 2587 } } });
+  assert.equal(three.get('tracking.port'), ['2587 is also ingress.smtp.port (both on 0.0.0.0)']);
+  assert.equal(three.get('feedback.port'), ['2587 is also ingress.smtp.port (both on 0.0.0.0)', '2587 is also tracking.port (both on 0.0.0.0)']);
+
+  // Not started, so not bound: tracking without its role (`--roles ingress` is merged into roles before
+  // validation), feedback without its role, a disabled server of ingress, ingress without its role.
+  assert.is(accepted({ ...both, roles: ['ingress'] }).tracking.port, 9464);
+  assert.is(accepted({ feedback: { port: 2587 } }).feedback.port, 2587);
+  assert.is(accepted({ ingress: { http: { enabled: false, port: 2587 } } }).ingress.http.port, 2587);
+  assert.is(accepted({ roles: ['delivery'], ingress: { http: { port: 2587 } } }).ingress.http.port, 2587);
+});
+
+test('listeners on one port do not clash on different addresses of one family, on an IPv6 address beside 0.0.0.0, or on port 0 (each beside a neighbour that does)', () => {
+  const roles = ['ingress', 'tracking'];
+  const pair = (adminHost: string, trackingHost: string, port: number) => ({ roles, admin: { host: adminHost, port }, tracking: { host: trackingHost, port } });
+  // [admin.host, tracking.host that does not clash with it, one that does]
+  const cases: [string, string, string][] = [
+    ['127.0.0.1', '127.0.0.2', '127.0.0.1'],
+    ['::1', '2001:db8::1', '::1'],
+    // 0.0.0.0 takes IPv4 addresses only; '::' takes IPv6 and IPv4 ones.
+    ['::1', '0.0.0.0', '::'],
+    // Names are not resolved: a name clashes with itself (and '::') only.
+    ['127.0.0.1', 'mail.example', '::'],
+    ['mail.example', 'smtp.example', 'Mail.Example'],
+  ];
+  for (const [admin, apart, clashing] of cases) {
+    assert.is(accepted(pair(admin, apart, 7000)).tracking.host, apart, `${admin} and ${apart}`);
+    assert.match(clashAt(pair(admin, clashing, 7000), 'tracking.port'), '7000 is also admin.port', `${admin} and ${clashing}`);
+  }
+  // Port 0: each listener gets its own ephemeral port, whatever its host.
+  accepted({ ...pair('0.0.0.0', '0.0.0.0', 0), roles: ['ingress', 'tracking', 'feedback'], feedback: { host: '::', port: 0 }, ingress: { smtp: { port: 0 }, http: { port: 0 } } });
+  assert.match(clashAt(pair('0.0.0.0', '0.0.0.0', 1), 'tracking.port'), '1 is also admin.port (both on 0.0.0.0)');
+});
+
+test("a wildcard host clashes with the hosts it takes: '0.0.0.0' every IPv4 one, '::' every one (IPv4 too, said in the error)", () => {
+  const roles = ['ingress', 'tracking'];
+  assert.is(
+    clashAt({ roles, admin: { host: '127.0.0.1', port: 8080 } }, 'tracking.port'),
+    '8080 is also admin.port (tracking.host 0.0.0.0 takes every IPv4 address, 127.0.0.1 among them)',
+  );
+  assert.is(
+    clashAt({ roles, admin: { host: '0.0.0.0', port: 8080 }, tracking: { host: '192.0.2.7' } }, 'tracking.port'),
+    '8080 is also admin.port (admin.host 0.0.0.0 takes every IPv4 address, 192.0.2.7 among them)',
+  );
+  const v6 = clashAt({ roles, admin: { host: '::', port: 8080 } }, 'tracking.port');
+  assert.match(v6, '8080 is also admin.port (admin.host :: takes every address, 0.0.0.0 among them');
+  assert.match(v6, "Node listens on '::' for IPv4 too, so it is taken to clash with every host; only an IPv6-only OS would let both listen");
+  assert.match(clashAt({ roles, admin: { host: 'localhost', port: 8080 }, tracking: { host: '::' } }, 'tracking.port'), 'tracking.host :: takes every address, localhost among them');
+  // One address written two ways is the same address: IPv6 forms, an IPv4-mapped address, a name's case.
+  assert.is(clashAt({ roles, admin: { host: '::1', port: 8080 }, tracking: { host: '0:0:0:0:0:0:0:1' } }, 'tracking.port'), '8080 is also admin.port (admin.host ::1 and tracking.host 0:0:0:0:0:0:0:1 are the same address)');
+  assert.match(clashAt({ roles, admin: { host: '127.0.0.1', port: 8080 }, tracking: { host: '::ffff:127.0.0.1' } }, 'tracking.port'), 'are the same address');
+  assert.match(clashAt({ roles, admin: { host: 'localhost', port: 8080 }, tracking: { host: 'LocalHost.' } }, 'tracking.port'), 'are the same address');
+});
+
+test('a clash is reported with the errors of other keys; a listener whose own host or port is wrong is left to its own error', () => {
+  const bad = refused({ env: {}, overrides: { log: { level: 'loud' }, ingress: { http: { port: 2587 } }, admin: { port: 'x' } } });
+  assert.ok(bad.has('log.level'), JSON.stringify([...bad]));
+  assert.ok(bad.has('admin.port'), JSON.stringify([...bad]));
+  assert.equal(bad.get('ingress.http.port'), ['2587 is also ingress.smtp.port (both on 0.0.0.0)']);
+  const wrongPort = refused({ env: {}, overrides: { ingress: { http: { port: 70000 }, smtp: { port: 70000 } } } });
+  assert.not.ok((wrongPort.get('ingress.http.port') ?? []).some((m) => m.includes('is also')), JSON.stringify([...wrongPort]));
+});
+
 test.run();
