@@ -1,5 +1,7 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { ACCOUNT_ID, type Config } from '../config/schema.js';
+import { ACCOUNT_ID, ROLES, type Config, type Role } from '../config/schema.js';
+
+export { ROLES };
 
 /**
  * Shared argument handling for the `sluice` commands: node's parseArgs (strict: unknown flags are
@@ -69,4 +71,13 @@ export function subcommand(name: string, positionals: readonly string[], known: 
   if (!known.includes(sub)) throw new UsageError(`unknown subcommand '${sub}' (known: ${known.join(', ')})\n${hint}`);
   if (extra.length > 0) throw new UsageError(`unexpected argument '${extra[0] as string}'\n${hint}`);
   return sub;
+}
+
+/** A --roles LIST option (comma-separated), or undefined when it is not given; an unknown or empty list is a usage error. */
+export function parseRoles(value: string | undefined): Role[] | undefined {
+  if (value === undefined) return undefined;
+  const list = value.split(',').map((r) => r.trim()).filter(Boolean);
+  const bad = list.filter((r) => !(ROLES as readonly string[]).includes(r));
+  if (bad.length > 0 || list.length === 0) throw new UsageError(`--roles: unknown role(s) ${bad.join(', ') || '(none given)'}; known: ${ROLES.join(', ')}`);
+  return list as Role[];
 }

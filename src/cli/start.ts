@@ -1,10 +1,8 @@
 import { constants as osConstants } from 'node:os';
 import { loadConfig } from '../config/load.js';
 import { startSluice, type RunningSluice } from '../app/start.js';
-import type { Role } from '../config/schema.js';
-import { parse, println, UsageError, type Io } from './args.js';
+import { parse, parseRoles, println, ROLES, type Io } from './args.js';
 
-const ROLES: readonly Role[] = ['ingress', 'delivery', 'tracking', 'feedback', 'housekeeping'];
 const USAGE = `Usage: sluice start [--config FILE] [--roles LIST]
 
 Runs Sluice until SIGTERM or SIGINT. With REDIS_URL (or redis.url) unset it starts its own private
@@ -28,13 +26,7 @@ export async function runStart(argv: string[], io: Io): Promise<number> {
     println(io.out, USAGE);
     return 0;
   }
-  let roles: Role[] | undefined;
-  if (args.values.roles !== undefined) {
-    const list = args.values.roles.split(',').map((r) => r.trim()).filter(Boolean);
-    const bad = list.filter((r) => !ROLES.includes(r as Role));
-    if (bad.length > 0 || list.length === 0) throw new UsageError(`--roles: unknown role(s) ${bad.join(', ') || '(none given)'}; known: ${ROLES.join(', ')}`);
-    roles = list as Role[];
-  }
+  const roles = parseRoles(args.values.roles);
   const config = loadConfig({ file: args.values.config, env: io.env, overrides: roles ? { roles } : undefined });
   // A signal before Sluice runs (the embedded server may load a large AOF for minutes) gives the start
   // up: what started is stopped, the loading redis-server included, rather than left running behind a

@@ -234,9 +234,12 @@ function atLeastLargest(ctx: z.RefinementCtx, budget: number, largest: number, l
   }
 }
 
+/** The roles a process can run (`roles`, `sluice start --roles`). */
+export const ROLES = ['ingress', 'delivery', 'tracking', 'feedback', 'housekeeping'] as const;
+
 export const configSchema = z
   .object({
-    roles: z.array(z.enum(['ingress', 'delivery', 'tracking', 'feedback', 'housekeeping'])).min(1),
+    roles: z.array(z.enum(ROLES)).min(1),
     instance: z
       .object({
         /** Name used in SMTP greetings/EHLO and Message-IDs. */

@@ -194,6 +194,16 @@ test('two listeners on one port and overlapping hosts: exit 1 naming both paths;
   // The tracking server does not run without its role, so its port is nobody else's.
   const alone = await sluice(['config', 'check', '--config', configFile('no-clash.yaml', { ...clash, roles: ['ingress'] })]);
   assert.is(alone.code, 0, alone.err);
+  // --roles checks the file as `sluice start --roles` would run it: the ingress-only process of a shared file is valid…
+  const asIngress = await sluice(['config', 'check', '--config', configFile('clash.yaml', clash), '--roles', 'ingress,delivery']);
+  assert.is(asIngress.code, 0, asIngress.err);
+  // …and a process given the tracking role is refused even when the file's roles leave it out.
+  const asTracking = await sluice(['config', 'check', '--config', configFile('no-clash.yaml', { ...clash, roles: ['ingress'] }), '--roles', 'tracking']);
+  assert.is(asTracking.code, 1);
+  assert.match(asTracking.err, 'tracking.port: 8080 is also admin.port');
+  const bad = await sluice(['config', 'check', '--config', configFile('clash.yaml', clash), '--roles', 'tracking,mailroom']);
+  assert.is(bad.code, 2, bad.err);
+  assert.match(bad.err, '--roles: unknown role(s) mailroom');
 });
 
 test('config show: merged JSON with apiKeys, passwordHash and the redis.url password redacted', async () => {
