@@ -123,6 +123,31 @@ export function redisSuite(name: string): { test: Test; env: { redis: TestRedis;
 }
 
 /**
+ * Every key and value under `prefix` as one lower-case text (strings, hashes, lists, sets, zsets,
+ * streams): what privacy tests search for an address that must be gone from every key and value.
+ */
+export async function keyspaceText(client: RedisClient, prefix: string): Promise<string> {
+  const out: string[] = [];
+  let cursor = '0';
+  do {
+    const [next, found] = await client.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
+    cursor = next;
+    for (const key of found) {
+      out.push(key);
+      const type = await client.type(key);
+      if (type === 'string') out.push((await client.getBuffer(key))?.toString('latin1') ?? '');
+      else if (type === 'hash') out.push(...Object.entries(await client.hgetall(key)).flat());
+      else if (type === 'list') out.push(...(await client.lrange(key, 0, -1)));
+      else if (type === 'set') out.push(...(await client.smembers(key)));
+      else if (type === 'zset') out.push(...(await client.zrange(key, 0, -1)));
+      else if (type === 'stream') out.push(JSON.stringify(await client.xrange(key, '-', '+')));
+      else if (type !== 'none') throw new Error(`unexpected type ${type} of ${key}`);
+    }
+  } while (cursor !== '0');
+  return out.join('\n').toLowerCase();
+}
+
+/**
  * The commands the server ran on `key` (or any of `keys`) while `fn` ran, in the order it ran them,
  * scripts' commands included, as MONITOR saw them (the name lower-case, then the arguments): for
  * tests that a walk reads or trims a big key in bounded steps, or that one write comes before another.

@@ -32,7 +32,7 @@ import { verpAddress } from '../../src/core/verp.js';
 import { createMessageSource } from '../../src/store/message-source.js';
 import { newId } from '../../src/core/ids.js';
 import { purgeMessage } from '../../src/store/retention.js';
-import { commandsOn, startRedis, type TestRedis } from '../helpers/redis.js';
+import { commandsOn, keyspaceText, startRedis, type TestRedis } from '../helpers/redis.js';
 import { getMessage } from '../../src/store/messages.js';
 import { noticeToSender } from '../../src/delivery/failure-notice.js';
 import { createNoticeSender } from '../../src/app/notices.js';
@@ -127,27 +127,8 @@ async function populate(): Promise<{ campaignId: string; verp: string; lists: st
   return { campaignId, verp, lists: [l1.id, l2.id] };
 }
 
-/** Every key and value of the test's prefix as text: strings, hashes, lists, sets, zsets, streams. */
-async function dump(prefix: string): Promise<string> {
-  const out: string[] = [];
-  let cursor = '0';
-  do {
-    const [next, found] = await client.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000);
-    cursor = next;
-    for (const key of found) {
-      out.push(key);
-      const type = await client.type(key);
-      if (type === 'string') out.push((await client.getBuffer(key))!.toString('latin1'));
-      else if (type === 'hash') out.push(...(await client.hgetall(key) ? Object.entries(await client.hgetall(key)).flat() : []));
-      else if (type === 'list') out.push(...(await client.lrange(key, 0, -1)));
-      else if (type === 'set') out.push(...(await client.smembers(key)));
-      else if (type === 'zset') out.push(...(await client.zrange(key, 0, -1)));
-      else if (type === 'stream') out.push(JSON.stringify(await client.xrange(key, '-', '+')));
-      else throw new Error(`unexpected type ${type} of ${key}`);
-    }
-  } while (cursor !== '0');
-  return out.join('\n').toLowerCase();
-}
+/** Every key and value of the test's prefix as text (helpers/redis.ts keyspaceText). */
+const dump = (prefix: string): Promise<string> => keyspaceText(client, prefix);
 
 test('export holds contacts, suppressions, messages with delivery states, opens, clicks, unsubscribes, bounces and complaints', async () => {
   await populate();
