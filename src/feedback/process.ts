@@ -12,10 +12,11 @@ import { markUnsubscribe } from '../store/engagement.js';
 import type { MessageMeta } from '../store/messages.js';
 import { firstFeedback, liveAddress, markRecipient, messageFor, unsubscribeRecipient, type MessageView } from '../store/recipients.js';
 import { addSuppression, normaliseForSuppression, GLOBAL_LIST, type SuppressionReason } from '../store/suppression.js';
-import { appendedEvent, keepAppendedEvent, recordOutcome, type FeedbackOutcome } from './raw-store.js';
+import { appendedEvent, dropFeedback, keepAppendedEvent, recordOutcome, type FeedbackOutcome } from './raw-store.js';
 import { copiesInText, feedbackRecipient, MAX_QUOTED_CANDIDATES, type VerifyUnsubscribeToken } from './recipients.js';
 import { recordSoftBounce } from '../store/soft-bounces.js';
 import { deletionDue } from '../store/account-state.js';
+import { tombstoneOf } from '../store/tombstone.js';
 import { faultOf, feedbackTypeLabel, verdictOf, type Verdict } from '../bounces/verdict.js';
 
 /**
@@ -153,7 +154,16 @@ export async function processFeedback(deps: FeedbackDeps, opts: ProcessOptions, 
 
   for (const target of targets) {
     const stored = await messageFor(deps.redis, deps.keys, target.msgId, target.idx);
-    if (!stored) continue;
+    if (!stored) {
+      // A message erased whole (or its recipient, once the record expired) or a deleted account's
+      // leaves a tombstone (store/tombstone.ts): mail about it is about an erased person, or a
+      // deleted account's recipient, as while the record was kept. Without one it is unknown.
+      const gone = await tombstoneOf(deps.redis, deps.keys, target.msgId, target.via === 'message-id' ? undefined : target.idx);
+      if (gone === 'erased') erased = true;
+      else if (gone === 'account-deleted') accountDeleted = true;
+      if (gone !== null) deps.logger.info({ msgId: target.msgId, feedbackId: mail.id, gone }, 'feedback about a message whose record was removed: not acted on');
+      continue;
+    }
     const meta = stored.meta;
     // The retention walk removes such an account's keys in keyspace order: a suppression, mark, count
     // or event written now, after the walk passed its key, would outlive the deletion (as the
@@ -169,7 +179,8 @@ export async function processFeedback(deps: FeedbackDeps, opts: ProcessOptions, 
       deps.logger.info({ msgId: meta.id, feedbackId: mail.id }, 'feedback names a message of several recipients by its Message-ID only: not acted on');
       continue;
     }
-    if (target.via !== 'quoted' && target.via !== 'message-id' && target.idx !== undefined && meta.rcpts[target.idx] && liveAddress(meta, target.idx) === undefined) erased = true;
+    // A quoted copy is named by its own signed data, as a VERP names it: as good a sign of whose it was.
+    if (target.via !== 'message-id' && target.idx !== undefined && meta.rcpts[target.idx] && liveAddress(meta, target.idx) === undefined) erased = true;
     if (target.via === 'unsubscribe') {
       // An erased recipient (a tombstone) is nobody to act on: liveAddress is undefined for it.
       const address = liveAddress(meta, target.idx);
@@ -189,11 +200,14 @@ export async function processFeedback(deps: FeedbackDeps, opts: ProcessOptions, 
     if (action) actions.push(action);
   }
 
-  if ((erased || (accountDeleted && !postmaster)) && actions.length === 0) {
+  if (erased || (accountDeleted && !postmaster && actions.length === 0)) {
     // Kept, the mail would carry the erased person's VERP address (and maybe more) past their
     // erasure, or a deleted account's recipient's past the account's deletion, found by nothing: it
-    // is dropped, and counts as handled ('account-deleted' for the latter).
-    await deps.redis.del(deps.keys.feedbackRaw(mail.id));
+    // is dropped, and counts as handled ('account-deleted' for the latter). About an erased person it
+    // is dropped even when it was acted on for another copy it names too (mixed mail): nothing in it
+    // can be told from the erased person's part, and the tombstone holds no address to redact by.
+    // Those actions stand; their events name a mail no longer kept.
+    await dropFeedback(deps.redis, deps.keys, mail.id);
     const outcome: FeedbackOutcome = erased ? 'processed' : 'account-deleted';
     deps.metrics?.outcome?.(outcome);
     return { outcome, actions };

@@ -31,8 +31,9 @@ declare module 'ioredis' {
  *
  * 'ambiguous': a report that names a message of several recipients by its Message-ID only, and no
  * copy of it (feedback/process.ts): not acted on, since any of them could have written it.
- * 'account-deleted': about a message of an account whose deletion is due or done: not acted on, and
- * the mail is dropped rather than stored with this outcome (unless it went to postmaster too).
+ * 'account-deleted': about a message of an account whose deletion is due or done (its record, or once
+ * it is deleted its tombstone, store/tombstone.ts): not acted on, and the mail is dropped rather than
+ * stored with this outcome (unless it went to postmaster too).
  */
 export type FeedbackOutcome = 'processed' | 'unparsed' | 'unmatched' | 'ambiguous' | 'account-deleted' | 'failed';
 
@@ -118,6 +119,15 @@ export async function retryLater(redis: RedisClient, keys: Keys, id: string, now
 /** Ids whose processing is due, each taken for leaseMs (claimFeedback-1.lua). */
 export async function claimDue(redis: RedisClient, keys: Keys, now: number, leaseMs: number, limit: number): Promise<string[]> {
   return redis.claimFeedback(keys.feedbackPending(), now, leaseMs, limit);
+}
+
+/**
+ * A mail that must not be kept (about an erased person, or a deleted account's recipient:
+ * process.ts): its bytes, and its id in both indexes (an earlier failed attempt listed it). Three
+ * slots: three commands, not a MULTI (refused across slots on a cluster).
+ */
+export async function dropFeedback(redis: RedisClient, keys: Keys, id: string): Promise<void> {
+  await Promise.all([redis.del(keys.feedbackRaw(id)), redis.zrem(keys.feedbackUnprocessed(), id), redis.zrem(keys.feedbackPending(), id)]);
 }
 
 /** A mail that needs no (more) processing: gone, or its outcome recorded. */

@@ -27,7 +27,8 @@ import {
  *        ─► pass complete: the accounts due when it began are deleted
  *
  * What the key walk removes (the rest expires by its own TTL, set when the data was written):
- *   {m:<id>}:meta (+ body, links, marks, counters)  of a due closed account; kept without a TTL
+ *   {m:<id>}:meta (+ body, links, marks, counters)  of a due closed account (its marks left as the
+ *                                   tombstone x:* = 'a' for retention.records, store/tombstone.ts); kept without a TTL
  *                                   (never finished: lost entries, held mail) past retention.records;
  *                                   or finished (its finishedAt) before retention.records, also when
  *                                   the period was shortened after the record's TTL was set
@@ -320,8 +321,12 @@ export class RetentionJob {
               if (part === 'goneAt' && meta.kind === 'campaign') add('records', await this.trimGone(id, now));
               return;
             }
-            // One message counts once, whichever of its keys the walk met first.
-            const n = (await purgeMessage(redis, keys, id)) + (MESSAGE_PARTS.has(part) ? 0 : await redis.del(key));
+            // One message counts once, whichever of its keys the walk met first. A due account's
+            // leaves its tombstone (store/tombstone.ts), for retention.records: a bounce or complaint
+            // about it that comes later is dropped, not kept as mail about nothing with its
+            // recipient's address in it. One past retention.records leaves none: that is its end of
+            // life, not a deletion (mail about it later is unmatched, as about any unknown message).
+            const n = (await purgeMessage(redis, keys, id, dueIds.has(meta.account) ? periods.recordsMs : undefined)) + (MESSAGE_PARTS.has(part) ? 0 : await redis.del(key));
             if (n > 0) add('messages', 1);
             return;
           }

@@ -55,7 +55,9 @@ declare module 'ioredis' {
  *   idempotency     the accounts' stored answers (they list accepted recipients): a SCAN, see below
  *
  * Erasure keeps one thing: a suppression, as the address's salted digest, so the person is still
- * never mailed. It is idempotent (a second run finds nothing) and safe while mail is in flight: a
+ * never mailed. (And names nobody in the tombstones it leaves: an erased recipient's x:<idx> mark, a
+ * message's x:* once every recipient is erased, store/tombstone.ts, by which later mail about them is
+ * known and dropped.) It is idempotent (a second run finds nothing) and safe while mail is in flight: a
  * queue entry removed while leased makes its holder's outcome a no-op, but the copy being sent at
  * that moment may still go out, and its delivery event may be appended after the walk (run erase
  * again to remove it). A webhook batch being POSTed at that moment may be put back by a failed

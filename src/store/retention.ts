@@ -2,6 +2,7 @@ import { Cluster, type Redis } from 'ioredis';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { holdLock as takeLock, releaseLock as freeLock } from './locks.js';
+import { ACCOUNT_DELETED, ALL_ERASED } from './tombstone.js';
 
 /**
  * The Redis primitives of the retention job (housekeeping/retention.ts): trimming streams by age
@@ -34,9 +35,21 @@ export async function trimStreamBefore(redis: RedisClient, key: string, beforeMs
   return Number(await redis.xtrim(key, 'MINID', nextStreamId(last)));
 }
 
-/** Deletes one message's every key (meta, body, link table, tracking marks, counters: one slot). */
-export async function purgeMessage(redis: RedisClient, keys: Keys, msgId: string): Promise<number> {
-  return redis.del(keys.msgMeta(msgId), keys.msgBody(msgId), keys.links(msgId), keys.trackMarks(msgId), keys.msgStats(msgId), keys.campaignGone(msgId), keys.campaignGoneAt(msgId));
+/**
+ * Deletes one message's every key (meta, body, link table, tracking marks, counters: one slot).
+ * With `tombstoneMs` (its account's deletion, not the end of its life) its marks are left as the
+ * tombstone alone (store/tombstone.ts), for that long, in the same MULTI: a bounce or complaint that
+ * names the message later is then known to be about a deleted account's mail. Returns the keys
+ * deleted, the marks not counted then (a second purge finds only the tombstone: nothing more went).
+ */
+export async function purgeMessage(redis: RedisClient, keys: Keys, msgId: string, tombstoneMs?: number): Promise<number> {
+  const parts = [keys.msgMeta(msgId), keys.msgBody(msgId), keys.links(msgId), keys.msgStats(msgId), keys.campaignGone(msgId), keys.campaignGoneAt(msgId)];
+  if (tombstoneMs === undefined) return redis.del(...parts, keys.trackMarks(msgId));
+  const marks = keys.trackMarks(msgId);
+  const res = await redis.multi().del(...parts).del(marks).hset(marks, ALL_ERASED, ACCOUNT_DELETED).pexpire(marks, Math.max(1, Math.floor(tombstoneMs))).exec();
+  const [err, n] = res?.[0] ?? [new Error('the purge was not run')];
+  if (err) throw err;
+  return Number(n);
 }
 
 /**

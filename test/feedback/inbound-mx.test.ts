@@ -680,7 +680,8 @@ test("mail to postmaster and to a VERP address in one delivery is acted on for t
   assert.not.ok((await listUnprocessed(ctx.client, ctx.keys, 10_000)).some((u) => u.id === quiet));
   // An erased recipient's: postmaster or not, the mail would keep the person (their VERP address, the
   // bounce naming them) past the erasure, and the tombstone holds no address to redact: dropped.
-  // (Two recipients: a message left with none is deleted whole, and mail about it is then unmatched.)
+  // (Two recipients, so the record is kept with a tombstone in it: a message erased whole is
+  // feedback/tombstone.test.ts.)
   const erased = await sentMessage('acme', ['gone@dest.test', 'stays@dest.test']);
   await indexAddresses(ctx.client, ctx.keys, [{ address: 'gone@dest.test', ref: { kind: 'm', msgId: erased, idx: 0 }, at: Date.now() }], 3_600_000);
   await eraseAddress(ctx.client, ctx.keys, 'gone@dest.test', { accounts: ['acme'], all: true }, { eventsMaxLen: 1000, recordTtlMs: 60_000, refsTtlMs: 3_600_000, ref: 'hmac:test' });

@@ -20,7 +20,8 @@
   tracking marks go in both cases (a campaign's too), and an erased mark takes their place: 'x:<idx>',
   or 'x:*' when the whole message went. The tracking scripts record nothing for an erased recipient
   (recordTrackingOpens-3.lua, recordTrackingEvent-4.lua), so an old link writes nothing about them
-  again. The body keeps its TTL.
+  again, and feedback mail that names the recipient, or the message once its record is gone, is
+  dropped (store/tombstone.ts, feedback/process.ts). The body keeps its TTL.
 
   Returns 2 message deleted, 1 recipient erased, 0 no such record.
 ]]
