@@ -181,6 +181,8 @@ export async function processFeedback(deps: FeedbackDeps, opts: ProcessOptions, 
     }
     // A quoted copy is named by its own signed data, as a VERP names it: as good a sign of whose it was.
     if (target.via !== 'message-id' && target.idx !== undefined && meta.rcpts[target.idx] && liveAddress(meta, target.idx) === undefined) erased = true;
+    // A campaign's erased contact is gone from its list, not a tombstone in the record: its x:<no> mark says so.
+    if (stored.listId !== null && target.via !== 'message-id' && target.idx !== undefined && meta.rcpts[target.idx] === undefined && (await tombstoneOf(deps.redis, deps.keys, meta.id, target.idx)) === 'erased') erased = true;
     if (target.via === 'unsubscribe') {
       // An erased recipient (a tombstone) is nobody to act on: liveAddress is undefined for it.
       const address = liveAddress(meta, target.idx);

@@ -13,7 +13,10 @@ import type { Keys } from '../redis/keys.js';
  *   {m:<id>}:track  x:*      '1'  every recipient was erased: eraseRecipient-5.lua deleted the record
  *                            'a'  its account was deleted: the retention walk's purgeMessage
  *                   x:<idx>  '1'  recipient idx was erased (eraseRecipient-5.lua), the others kept;
- *                                 it may outlive the record, whose own TTL ran from its finish
+ *                                 it may outlive the record, whose own TTL ran from its finish. A
+ *                                 campaign's erased contact leaves its list: this mark is then all
+ *                                 that says so (keepGone-3.lua writes it for a deleted contact too,
+ *                                 whose address {m:<id>}:gone keeps, so that one is still found)
  *
  * The key lives retention.records from the erasure or deletion (the marks' TTL): as long as the
  * record, had it been kept, would have matched such mail, since the record lives that long from its
@@ -33,8 +36,8 @@ export type Tombstone = 'erased' | 'account-deleted';
 
 /**
  * The tombstone of message `msgId`, or of its recipient `idx` (undefined: the message as a whole,
- * as a Message-ID names it). One HMGET. Meaningful only once the record is gone: while it is kept,
- * its recipients say who was erased (store/recipients.ts liveAddress).
+ * as a Message-ID names it). One HMGET. Read once the record is gone; while a message's is kept,
+ * its recipients say who was erased (store/recipients.ts liveAddress), but not a campaign's.
  */
 export async function tombstoneOf(redis: RedisClient, keys: Keys, msgId: string, idx: number | undefined): Promise<Tombstone | null> {
   const [all, one] = await redis.hmget(keys.trackMarks(msgId), ALL_ERASED, idx === undefined ? ALL_ERASED : `x:${idx}`);

@@ -3,7 +3,7 @@ import * as assert from 'uvu/assert';
 import { readFileSync } from 'node:fs';
 import nodemailer from 'nodemailer';
 import { pino } from 'pino';
-import { startRedis, type TestRedis } from '../helpers/redis.js';
+import { keyspaceText, startRedis, type TestRedis } from '../helpers/redis.js';
 import type { RedisClient } from '../../src/redis/client.js';
 import type { Keys } from '../../src/redis/keys.js';
 import { newId } from '../../src/core/ids.js';
@@ -16,6 +16,8 @@ import { ReputationGuard } from '../../src/feedback/reputation.js';
 import { readFigures } from '../../src/store/reputation.js';
 import { startInboundMx, type InboundMx } from '../../src/feedback/inbound-mx.js';
 import { CORPUS_EMAILS } from '../helpers/corpus.js';
+import { eraseAddress } from '../../src/store/privacy.js';
+import { listUnprocessed } from '../../src/feedback/raw-store.js';
 
 /**
  * Feedback about campaign copies, through the real inbound MX: a complaint or a hard bounce names a
@@ -171,6 +173,27 @@ test('an FBL complaint quoting the VERP of a contact numbered past a million fin
   await send(Buffer.from(raw, 'latin1'), FBL);
   assert.is((await suppressionOf(client, keys, 'big', 'million@dest.test'))?.reason, 'complaint');
   assert.is((await findContact(client, keys, list.id, 'million@dest.test'))?.status, 'complained');
+});
+
+test("a DSN about an erased contact's campaign copy is dropped, as an erased message recipient's is: the campaign's x:<no> mark says so", async () => {
+  const { client, keys } = ctx;
+  const list = await createList(client, keys, 'acme', `list ${newId()}`);
+  await upsertContacts(client, keys, 'acme', list.id, [{ email: 'erased.contact@dest.test', fields: {} }, { email: 'kept.contact@dest.test', fields: {} }], Date.now());
+  const id = newId();
+  await createCampaign(client, keys, {
+    id, account: 'acme', name: 'c', listId: list.id, from: 'news@sender.test', fromDomain: 'sender.test', subject: 's',
+    tracking: { opens: false, clicks: false }, tags: [], throttlePerHour: null, createdAt: Date.now(), sendAt: Date.now(), body: '{}', links: [],
+  });
+  assert.ok((await startCampaign(client, keys, id, Date.now())).ok);
+  await eraseAddress(client, keys, 'erased.contact@dest.test', { accounts: ['acme'], all: false }, { eventsMaxLen: 1000, recordTtlMs: 3_600_000, refsTtlMs: 3_600_000, ref: 'hmac:test' });
+  const dsn = (no: number, address: string) => Buffer.from(corpus('lhost-postfix-05.eml').toString('latin1').replaceAll('kijitora@example.org', address).replaceAll('shironeko@example.co.jp', verpAddress(id, no, BOUNCE_DOMAIN)), 'latin1');
+  const listed = (await listUnprocessed(client, keys, 10_000)).length;
+  await send(dsn(1, 'erased.contact@dest.test'), verpAddress(id, 1, BOUNCE_DOMAIN));
+  assert.is((await listUnprocessed(client, keys, 10_000)).length, listed, 'not kept as unmatched');
+  assert.not.ok((await keyspaceText(client, keys.prefix)).includes('erased.contact'), 'the address is in no key or value');
+  // The other contact's copy: acted on as before.
+  await send(dsn(2, 'kept.contact@dest.test'), verpAddress(id, 2, BOUNCE_DOMAIN));
+  assert.is((await findContact(client, keys, list.id, 'kept.contact@dest.test'))?.status, 'bounced');
 });
 
 test.run();
