@@ -140,6 +140,21 @@ const rate = z
   })
   .strict();
 
+/**
+ * How an outbound session uses STARTTLS, as Postfix's smtp_tls_security_level:
+ *   none     never (plain text even where STARTTLS is offered)
+ *   may      when offered; plain text where it is not, or is refused (RFC 3207 §4.1: opportunistic)
+ *   encrypt  mandatory: no STARTTLS offered, STARTTLS refused or a failed handshake ends the session
+ *            (deferred, 4.7.x) before any mail is sent; the certificate is not checked
+ *   verify   mandatory as encrypt, and the certificate must verify (a trusted CA, the MX host name)
+ */
+export const TLS_POLICIES = ['none', 'may', 'encrypt', 'verify'] as const;
+export type TlsPolicy = (typeof TLS_POLICIES)[number];
+
+const tlsPolicy = z.enum(TLS_POLICIES, {
+  error: (issue) => `must be one of none, may, encrypt or verify (the STARTTLS policy of the rule's destinations), not ${JSON.stringify(issue.input)}`,
+});
+
 const shapingFields = {
   /** 'domain': each matching destination domain has its own limits; 'provider': all matching domains share them. */
   scope: z.enum(['domain', 'provider']),
@@ -167,6 +182,12 @@ const shapingRule = z
     rate: shapingFields.rate.optional(),
     retry: shapingFields.retry.optional(),
     maxAge: shapingFields.maxAge.optional(),
+    /**
+     * STARTTLS policy for the destinations this rule matches (by domain or MX host name); left out,
+     * delivery.tls decides. Resolved after the MX lookup, as the rule itself, and needed only when
+     * connecting, so a rule by MX provider can require TLS of every domain hosted there.
+     */
+    tls: tlsPolicy.optional(),
   })
   .strict();
 
@@ -389,14 +410,24 @@ export const configSchema = z
           .strict(),
         /** Send with BDAT (RFC 3030) when the server offers CHUNKING: one round trip a message instead of two. */
         chunking: z.boolean(),
+        /** The TLS policy of destinations whose shaping rule sets none (TlsPolicy): verify → 'verify', else opportunistic → 'may', else 'none'. */
         tls: z
           .object({
             /** Use STARTTLS when the server offers it. */
             opportunistic: z.boolean(),
-            /** Refuse certificates that do not verify (most MX certificates don't; off by default like Postfix 'may'). */
+            /**
+             * Mandatory TLS with a certificate that verifies for the MX host name (Postfix 'verify'):
+             * a host without STARTTLS, or whose STARTTLS or certificate fails, gets no mail (deferred
+             * 4.7.x). Most MX certificates don't verify: off by default like Postfix 'may'.
+             */
             verify: z.boolean(),
           })
-          .strict(),
+          .strict()
+          .superRefine((v, ctx) => {
+            if (v.verify && !v.opportunistic) {
+              ctx.addIssue({ code: 'custom', path: ['verify'], message: 'verify (mandatory, verified TLS) contradicts opportunistic: false (no STARTTLS at all): set opportunistic: true, or verify: false' });
+            }
+          }),
         timeouts: z
           .object({
             connect: duration,

@@ -1,6 +1,6 @@
 import { Cluster } from 'ioredis';
 import type { Logger } from 'pino';
-import type { Config } from '../config/schema.js';
+import type { Config, TlsPolicy } from '../config/schema.js';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -379,21 +379,26 @@ export class Dispatcher {
    * Connecting may take long (each address is allowed delivery.timeouts.connect and .greeting): the
    * caller's connection slot is renewed meanwhile by its holder (see the slot's timer above).
    */
-  private async tryHosts(walk: HostWalk, provider: string): Promise<SmtpClient | SmtpOutcome> {
+  private async tryHosts(walk: HostWalk, shaping: EffectiveShaping): Promise<SmtpClient | SmtpOutcome> {
     const d = this.o.config.delivery;
+    const provider = shaping.provider;
+    // The destination's rule, else delivery.tls. Mandatory TLS (encrypt, verify) is never given up
+    // for plain text: a host that fails it is skipped for the next, as any failed session setup.
+    const policy = shaping.tls ?? defaultTlsPolicy(d.tls);
     let last: SmtpOutcome | undefined;
     while (walk.next < walk.hosts.length) {
       const h = walk.hosts[walk.next++] as RouteHost;
       const key = `${h.host}:${h.port}`;
-      let tls = d.tls.opportunistic && this.plainText.get(key, this.now()) === undefined;
+      // A host in plainText broke the STARTTLS of an opportunistic session: a mandatory one tries TLS all the same.
+      let tls: TlsPolicy = policy === 'may' && this.plainText.get(key, this.now()) !== undefined ? 'none' : policy;
       for (;;) {
         try {
           const client = await SmtpClient.connect({
             host: h.host,
             port: h.port,
             ehloName: d.ehloName ?? this.o.config.instance.hostname,
-            opportunisticTls: tls,
-            verifyTls: d.tls.verify,
+            tls,
+            tlsName: h.mx,
             timeouts: { connectMs: d.timeouts.connect, greetingMs: d.timeouts.greeting, commandMs: d.timeouts.command, dataMs: d.timeouts.data },
             chunking: d.chunking && this.dataOnly.get(key, this.now()) === undefined,
           });
@@ -402,13 +407,13 @@ export class Dispatcher {
           walk.sessions++;
           return client;
         } catch (err) {
-          // Opportunistic TLS only (RFC 3207 §4.1 lets a client deliver in plain text): with
-          // delivery.tls.verify the operator asked for verified TLS, and plain text would be a downgrade.
-          if (err instanceof SmtpConnectError && err.tlsFailed && tls && !d.tls.verify) {
+          // Opportunistic TLS only (RFC 3207 §4.1 lets a client deliver in plain text): under a
+          // mandatory policy (encrypt, verify) plain text would be the downgrade it exists to prevent.
+          if (err instanceof SmtpConnectError && err.tlsFailed && tls === 'may') {
             this.o.metrics?.smtpConnectionsOpened.inc({ result: 'tls_failed', tls: 'no' });
             this.log.warn({ host: h.host, port: h.port, mx: h.mx, error: err.outcome.response }, 'STARTTLS failed: delivering to this host in plain text for an hour');
             this.plainText.set(key, true, this.now() + PLAIN_FALLBACK_MS);
-            tls = false;
+            tls = 'none';
             continue;
           }
           this.o.metrics?.smtpConnectionsOpened.inc({ result: 'failed', tls: 'no' });
@@ -432,7 +437,7 @@ export class Dispatcher {
     const { redis, keys, config } = this.o;
     const shards = config.redis.scheduleShards;
     let walk = this.walk(route);
-    const conn = await this.tryHosts(walk, shaping.provider);
+    const conn = await this.tryHosts(walk, shaping);
     if (!(conn instanceof SmtpClient)) {
       // Nothing reachable: every due recipient of the destination is deferred (or expires).
       if (conn.throttled) await this.throttled(shaping, conn.response);
@@ -532,7 +537,7 @@ export class Dispatcher {
             await this.settleAll(domain, shaping, localOutcome('deferred', '4.4.2', why, 'CONN', false));
             return;
           }
-          const next = await this.tryHosts(walk, shaping.provider);
+          const next = await this.tryHosts(walk, shaping);
           if (!(next instanceof SmtpClient)) {
             await this.settleAll(domain, shaping, { ...next, result: 'deferred' });
             return;
@@ -1163,6 +1168,16 @@ export class Dispatcher {
     await reschedule(redis, keys, config.redis.scheduleShards, domain, nextAt, this.now());
     if (outcome.result !== 'delivered') this.log.info({ domain, response: outcome.response }, 'destination failed as a whole');
   }
+}
+
+/**
+ * The TLS policy of a destination whose shaping rule sets none: delivery.tls.verify is mandatory,
+ * verified TLS; else opportunistic, or none at all without delivery.tls.opportunistic (the schema
+ * refuses verify without opportunistic).
+ */
+function defaultTlsPolicy(tls: Config['delivery']['tls']): TlsPolicy {
+  if (tls.verify) return 'verify';
+  return tls.opportunistic ? 'may' : 'none';
 }
 
 /**

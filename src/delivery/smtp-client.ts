@@ -1,6 +1,7 @@
 import { isAscii } from 'node:buffer';
 import { connect as netConnect, isIP, type Socket } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
+import type { TlsPolicy } from '../config/schema.js';
 import { SluiceError } from '../core/errors.js';
 import { NON_ASCII } from '../core/utf8.js';
 import { classifyReply } from './classify.js';
@@ -31,10 +32,13 @@ export interface SmtpClientOptions {
   host: string;
   port: number;
   ehloName: string;
-  /** Upgrade with STARTTLS when the server offers it. */
-  opportunisticTls: boolean;
-  /** Refuse a certificate that does not verify for `host`. */
-  verifyTls: boolean;
+  /** STARTTLS policy of this session (config/schema.ts TlsPolicy). */
+  tls: TlsPolicy;
+  /**
+   * The name the server's certificate must match under 'verify', and the SNI: the MX host name
+   * (RouteHost.mx; `host` is its address). Default `host`.
+   */
+  tlsName?: string;
   /** `dataMs` runs from the message's first byte to the final reply: it bounds the write of the message too. */
   timeouts: { connectMs: number; greetingMs: number; commandMs: number; dataMs: number };
   localAddress?: string;
@@ -107,6 +111,9 @@ interface Waiter {
 const NO_ANSWER = '4.4.1';
 const BAD_CONNECTION = '4.4.2';
 const TLS_FAILED = '4.7.5';
+// Mandatory TLS the server does not offer or refuses (RFC 3463 "security features not supported"),
+// as Postfix's "4.7.4 TLS is required, but was not offered by host …".
+const TLS_REQUIRED = '4.7.4';
 // The answer to QUIT changes nothing (RFC 5321 §4.1.1.10): wait a little for politeness, then close.
 const QUIT_WAIT_MS = 5000;
 // Addresses are interpolated into command lines; a CR, LF or angle bracket would inject commands.
@@ -217,13 +224,24 @@ export class SmtpClient {
     const greeting = await this.expect('CONN', timeouts.greetingMs);
     if (greeting.code !== 220) throw this.refusal(greeting, 'CONN');
     await this.ehlo();
-    if (!this.opts.opportunisticTls || !this.extensions.has('STARTTLS')) return;
+    const { tls } = this.opts;
+    if (tls === 'none') return;
+    // Mandatory TLS (encrypt, verify): nothing goes in plain text past EHLO, so a server without
+    // STARTTLS, or a man in the middle who struck it from the EHLO answer, gets no mail.
+    const required = tls !== 'may';
+    if (!this.extensions.has('STARTTLS')) {
+      if (required) throw this.tlsRequired(`TLS is required, but was not offered by host ${this.label}`, 'EHLO');
+      return;
+    }
 
     const answer = await this.command('STARTTLS', 'STARTTLS', timeouts.commandMs);
     if (answer.code === null) throw this.refusal(answer, 'STARTTLS');
     // Opportunistic TLS (RFC 3207 §4.1): when the server declines (454 etc.) the session goes on in
     // plain text, exactly as if STARTTLS had not been offered.
-    if (answer.code !== 220) return;
+    if (answer.code !== 220) {
+      if (required) throw this.tlsRequired(`TLS is required, but host ${this.label} refused to start TLS: ${answer.lines.join(' ')}`, 'STARTTLS');
+      return;
+    }
     try {
       await this.upgrade();
       // RFC 3207 §4.2: forget everything learnt before TLS and ask again.
@@ -264,19 +282,39 @@ export class SmtpClient {
     return new SmtpConnectError({ ...outcome, ...(answer.code === null ? { enhanced: BAD_CONNECTION } : {}), connectionUsable: false });
   }
 
+  /**
+   * The session cannot meet its mandatory TLS policy: deferred (the server may offer TLS later, or
+   * the next MX host does), never a bounce, whatever the server answered to STARTTLS; the answer
+   * says nothing about the recipient, so it is no code of the server's. The caller tries the next host.
+   */
+  private tlsRequired(why: string, command: string): SmtpConnectError {
+    this.terminate(why);
+    return connectError(why, command, TLS_REQUIRED);
+  }
+
+  /** The server as logs and outcomes name it: 'mx.example.com[192.0.2.1]:25', or 'host:port' without a name. */
+  private get label(): string {
+    const { tlsName, host, port } = this.opts;
+    return tlsName !== undefined && tlsName !== host ? `${tlsName}[${host}]:${port}` : `${host}:${port}`;
+  }
+
   private async upgrade(): Promise<void> {
     const plain = this.socket;
     this.detach(plain);
     // The TLS socket reports failures of the transport under it; this only keeps an error on the
     // plain socket from being an unhandled 'error' event.
     plain.on('error', () => undefined);
-    const { host, verifyTls, timeouts } = this.opts;
+    const { host, tls: policy, timeouts } = this.opts;
+    const name = this.opts.tlsName ?? host;
     const secure = await new Promise<TLSSocket>((resolve, reject) => {
       const tls = tlsConnect({
         socket: plain,
         // SNI takes a host name, never an IP literal (RFC 6066 §3).
-        ...(isIP(host) === 0 ? { servername: host } : {}),
-        rejectUnauthorized: verifyTls,
+        ...(isIP(name) === 0 ? { servername: name } : {}),
+        // Node checks the certificate against servername, else `host`: without this, an MX reached
+        // by its address would be checked against the address, which no MX certificate names.
+        host: name,
+        rejectUnauthorized: policy === 'verify',
       });
       const timer = setTimeout(() => {
         tls.destroy();
@@ -293,8 +331,9 @@ export class SmtpClient {
         reject(err);
       });
     }).catch((err: Error) => {
-      this.terminate(`STARTTLS failed: ${err.message}`);
-      throw connectError(`STARTTLS failed: ${err.message}`, 'CONN', TLS_FAILED, err);
+      const why = `STARTTLS failed with ${this.label}: ${err.message}`;
+      this.terminate(why);
+      throw connectError(policy === 'may' ? why : `TLS is required, but ${why}`, 'CONN', TLS_FAILED, err);
     });
     // Bytes a server (or a man in the middle) sent in plain text after its 220 must not be read as
     // answers inside TLS (the STARTTLS command injection of CVE-2011-0411): start a fresh parser.

@@ -1,4 +1,4 @@
-import type { Config } from '../config/schema.js';
+import type { Config, TlsPolicy } from '../config/schema.js';
 import { MINUTE, type Ms } from '../core/time.js';
 import type { Rate } from './throttle.js';
 
@@ -15,6 +15,8 @@ export interface EffectiveShaping {
   rate: Rate;
   retry: Ms[];
   maxAge: Ms;
+  /** The rule's STARTTLS policy; null when it sets none (or for the default): delivery.tls decides. */
+  tls: TlsPolicy | null;
 }
 
 type Shaping = Config['shaping'];
@@ -90,6 +92,7 @@ function effective(shaping: Shaping, index: number, d: string): EffectiveShaping
       rate: { ...(rule.rate ?? def.rate) },
       retry: [...(rule.retry ?? def.retry)],
       maxAge: rule.maxAge ?? def.maxAge,
+      tls: rule.tls ?? null,
     };
   }
   return {
@@ -101,6 +104,7 @@ function effective(shaping: Shaping, index: number, d: string): EffectiveShaping
     rate: { ...def.rate },
     retry: [...def.retry],
     maxAge: def.maxAge,
+    tls: null,
   };
 }
 

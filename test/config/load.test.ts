@@ -87,6 +87,24 @@ test("delivery.transport: keys are lower-cased domains, '*.domain' or '*'; targe
   assert.is(bad.size, 12, JSON.stringify([...bad]));
 });
 
+test('TLS policy: shaping.rules[].tls is none, may, encrypt or verify (left out: delivery.tls decides); delivery.tls.verify needs opportunistic', () => {
+  const rules = [
+    { name: 'banks', match: { domains: ['*.bank.test'], mx: [] }, tls: 'verify' },
+    { name: 'partner', match: { domains: [], mx: ['*.partner.test'] }, tls: 'encrypt' },
+    { name: 'plain', match: { domains: ['plain.test'], mx: [] } },
+  ];
+  const ok = loadConfig({ env: {}, overrides: { shaping: { rules } } });
+  assert.equal(ok.shaping.rules.map((r) => r.tls), ['verify', 'encrypt', undefined]);
+  assert.equal(ok.delivery.tls, { opportunistic: true, verify: false }, 'the default: opportunistic');
+
+  const bad = refused({ env: {}, overrides: { shaping: { rules: [{ name: 'x', match: { domains: ['x.test'], mx: [] }, tls: 'required' }, { name: 'y', match: { domains: ['y.test'], mx: [] }, tls: true }] }, delivery: { tls: { opportunistic: false, verify: true } } } });
+  const said = (path: string) => (bad.get(path) ?? []).join(' | ');
+  assert.match(said('shaping.rules.0.tls'), 'must be one of none, may, encrypt or verify (the STARTTLS policy of the rule\'s destinations), not "required"');
+  assert.match(said('shaping.rules.1.tls'), 'not true');
+  assert.match(said('delivery.tls.verify'), 'contradicts opportunistic: false');
+  assert.is(bad.size, 3, JSON.stringify([...bad]));
+});
+
 test('delivery.dns.servers: IP addresses with an optional port of 1–65535, as the resolver takes them; a name or a bad port is refused', () => {
   const servers = ['192.0.2.53', '192.0.2.53:5353', '2001:db8::53', '[2001:db8::53]', '[2001:db8::53]:5353'];
   const cfg = loadConfig({ env: { SLUICE__DELIVERY__DNS__SERVERS: JSON.stringify(servers) } });

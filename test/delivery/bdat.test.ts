@@ -37,7 +37,7 @@ test.after(async () => {
 });
 
 const connect = (chunking?: boolean) =>
-  SmtpClient.connect({ host: '127.0.0.1', port: postfix!.port, ehloName: 'sluice.test', opportunisticTls: false, verifyTls: false, timeouts: TIMEOUTS, ...(chunking === undefined ? {} : { chunking }) });
+  SmtpClient.connect({ host: '127.0.0.1', port: postfix!.port, ehloName: 'sluice.test', tls: 'none', timeouts: TIMEOUTS, ...(chunking === undefined ? {} : { chunking }) });
 
 function message(n: number): Buffer {
   // Complete headers (Postfix's cleanup adds a missing Date), a line that starts with a dot (DATA

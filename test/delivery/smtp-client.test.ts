@@ -12,8 +12,7 @@ const options = (port: number, over: Partial<SmtpClientOptions> = {}): SmtpClien
   host: '127.0.0.1',
   port,
   ehloName: 'sluice.test',
-  opportunisticTls: true,
-  verifyTls: false,
+  tls: 'may',
   timeouts: { connectMs: 2000, greetingMs: 2000, commandMs: 2000, dataMs: 2000 },
   ...over,
 });
@@ -85,7 +84,7 @@ test('plain text when STARTTLS is not offered, or when opportunistic TLS is off'
     assert.is(a.secure, false);
     assert.is((await a.send({ from: 'b@bounce.test', to: 'x@example.test' }, Buffer.from('Subject: x\n\nbare LF body\n'))).result, 'delivered');
     await a.quit();
-    const b = await SmtpClient.connect(options(tlsPeer.port, { opportunisticTls: false }));
+    const b = await SmtpClient.connect(options(tlsPeer.port, { tls: 'none' }));
     assert.is(b.secure, false);
     await b.quit();
     const [m] = await plain.waitFor(1);
@@ -427,7 +426,7 @@ test('a STARTTLS whose handshake breaks fails marked tlsFailed; a refusal in wor
       assert.match((err as SmtpConnectError).outcome.response, /STARTTLS failed/);
       assert.is((err as SmtpConnectError).outcome.enhanced, '4.7.5');
       // The same host without STARTTLS works.
-      const plain = await SmtpClient.connect(options(peer.port, { opportunisticTls: false }));
+      const plain = await SmtpClient.connect(options(peer.port, { tls: 'none' }));
       assert.is(plain.secure, false);
       plain.close();
     }
@@ -452,6 +451,71 @@ test('EHLO refused → HELO; a refused STARTTLS continues in plain text', async 
     assert.ok(peer.commands.includes('STARTTLS'));
     assert.is((await client.send({ from: 'b@bounce.test', to: 'x@example.test' }, MESSAGE)).result, 'delivered');
   });
+});
+
+test("mandatory TLS ('encrypt', 'verify'): no STARTTLS offered, or STARTTLS refused, ends the setup deferred 4.7.4 naming the host, before any MAIL", async () => {
+  const plain = await startScriptedPeer({ ehlo: ['PIPELINING', 'CHUNKING'] });
+  const refusing = await startScriptedPeer({ ehlo: ['PIPELINING', 'STARTTLS'], on: { STARTTLS: '554 5.7.3 no TLS for you' } });
+  try {
+    for (const tls of ['encrypt', 'verify'] as const) {
+      const notOffered = await SmtpClient.connect(options(plain.port, { tls, tlsName: 'mx.plain.test' })).then(
+        (c) => (c.close(), null),
+        (e: unknown) => e,
+      );
+      assert.instance(notOffered, SmtpConnectError, tls);
+      const o = (notOffered as SmtpConnectError).outcome;
+      assert.equal([o.result, o.code, o.enhanced, o.throttled, o.connectionUsable], ['deferred', null, '4.7.4', false, false]);
+      assert.is(o.response, `TLS is required, but was not offered by host mx.plain.test[127.0.0.1]:${plain.port}`);
+      assert.is((notOffered as SmtpConnectError).tlsFailed, false, 'nothing broke: no plain-text retry is called for');
+
+      // A 5xx to STARTTLS is no verdict on any recipient: deferred as well, with the server's words.
+      const refused = await SmtpClient.connect(options(refusing.port, { tls })).then(
+        (c) => (c.close(), null),
+        (e: unknown) => e,
+      );
+      assert.instance(refused, SmtpConnectError, tls);
+      const r = (refused as SmtpConnectError).outcome;
+      assert.equal([r.result, r.code, r.enhanced, r.command], ['deferred', null, '4.7.4', 'STARTTLS']);
+      assert.is(r.response, `TLS is required, but host 127.0.0.1:${refusing.port} refused to start TLS: 554 5.7.3 no TLS for you`);
+    }
+    assert.equal(plain.commands.filter((c) => !c.startsWith('EHLO')), [], 'nothing but EHLO reached the host without STARTTLS');
+    assert.equal(refusing.commands.filter((c) => !c.startsWith('EHLO') && c !== 'STARTTLS'), []);
+    // 'may' goes on in plain text with both, as before.
+    for (const peer of [plain, refusing]) {
+      const c = await SmtpClient.connect(options(peer.port, { tls: 'may' }));
+      assert.is(c.secure, false);
+      c.close();
+    }
+  } finally {
+    await Promise.all([plain.close(), refusing.close()]);
+  }
+});
+
+test("'verify' refuses a self-signed certificate (4.7.5, marked tlsFailed); 'encrypt' takes it and delivers over TLS", async () => {
+  const peer = await startCapturePeer({ tls: true });
+  try {
+    const err = await SmtpClient.connect(options(peer.port, { tls: 'verify', tlsName: 'mx.self.test' })).then(
+      (c) => (c.close(), null),
+      (e: unknown) => e,
+    );
+    assert.instance(err, SmtpConnectError);
+    assert.is((err as SmtpConnectError).tlsFailed, true);
+    const o = (err as SmtpConnectError).outcome;
+    assert.equal([o.result, o.code, o.enhanced], ['deferred', null, '4.7.5']);
+    assert.match(o.response, new RegExp(`^TLS is required, but STARTTLS failed with mx\\.self\\.test\\[127\\.0\\.0\\.1\\]:${peer.port}: .*certificate`));
+
+    const client = await SmtpClient.connect(options(peer.port, { tls: 'encrypt', tlsName: 'mx.self.test' }));
+    try {
+      assert.is(client.secure, true);
+      assert.is((await client.send({ from: 'b@bounce.test', to: 'x@example.test' }, MESSAGE)).result, 'delivered');
+      const [m] = await peer.waitFor(1);
+      assert.is(m?.secure, true);
+    } finally {
+      client.close();
+    }
+  } finally {
+    await peer.close();
+  }
 });
 
 test('a message larger than the SIZE the server declared is not sent: bounced 5.3.4 locally, the session goes on', async () => {
