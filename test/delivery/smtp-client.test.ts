@@ -4,6 +4,12 @@ import { SmtpClient, SmtpConnectError, type SmtpClientOptions, type SmtpOutcome 
 import { startCapturePeer, startScriptedPeer, type PeerScript } from '../helpers/smtp-peer.js';
 import { freePort } from '../helpers/redis.js';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { promisify } from 'node:util';
 
 const test = suite('delivery/smtp-client');
 
@@ -515,6 +521,36 @@ test("'verify' refuses a self-signed certificate (4.7.5, marked tlsFailed); 'enc
     }
   } finally {
     await peer.close();
+  }
+});
+
+test("'verify' checks the certificate against the MX host name (tlsName), not the address connected to", async () => {
+  // A CA of the test's own, trusted by a child process (NODE_EXTRA_CA_CERTS is read at start-up
+  // only), and a certificate it issued for mx.verified.test, served at 127.0.0.1.
+  const dir = mkdtempSync(join(tmpdir(), 'sluice-tls-'));
+  const run = promisify(execFile);
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  const at = (f: string) => join(dir, f);
+  let peer: Awaited<ReturnType<typeof startCapturePeer>> | undefined;
+  try {
+    await run('openssl', ['req', '-x509', ...ec, '-days', '2', '-subj', '/CN=Sluice test CA', '-addext', 'basicConstraints=critical,CA:TRUE', '-addext', 'keyUsage=critical,keyCertSign', '-keyout', at('ca.key'), '-out', at('ca.pem')]);
+    await run('openssl', ['req', ...ec, '-subj', '/CN=mx.verified.test', '-keyout', at('mx.key'), '-out', at('mx.csr')]);
+    writeFileSync(at('ext'), 'subjectAltName=DNS:mx.verified.test\n');
+    await run('openssl', ['x509', '-req', '-in', at('mx.csr'), '-CA', at('ca.pem'), '-CAkey', at('ca.key'), '-CAcreateserial', '-days', '2', '-extfile', at('ext'), '-out', at('mx.pem')]);
+    peer = await startCapturePeer({ tls: true, key: readFileSync(at('mx.key')), cert: readFileSync(at('mx.pem')) });
+    const child = fileURLToPath(new URL('../helpers/smtp-connect-child.ts', import.meta.url));
+    const connect = async (tls: string, name: string) => {
+      const { stdout } = await run(process.execPath, ['--import', 'tsx', child, String(peer!.port), tls, name], { env: { ...process.env, NODE_EXTRA_CA_CERTS: at('ca.pem') } });
+      return JSON.parse(stdout.trim()) as { secure?: boolean; enhanced?: string; response?: string };
+    };
+    assert.equal(await connect('verify', 'mx.verified.test'), { secure: true }, 'verified for the MX name, although reached by its address');
+    const other = await connect('verify', 'mx.other.test');
+    assert.is(other.enhanced, '4.7.5', JSON.stringify(other));
+    assert.match(other.response ?? '', /mx\.other\.test\[127\.0\.0\.1\].*(altnames|does not match)/);
+    assert.is((await connect('verify', '')).enhanced, '4.7.5', 'without a name, the address is what the certificate must name');
+  } finally {
+    await peer?.close();
+    rmSync(dir, { recursive: true, force: true });
   }
 });
 

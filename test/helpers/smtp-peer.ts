@@ -55,6 +55,9 @@ const CAPTURE_CLOSE_TIMEOUT_MS = 50;
 export async function startCapturePeer(
   opts: {
     tls?: boolean;
+    /** PEM key and certificate of the STARTTLS (with `tls`); default smtp-server's built-in self-signed pair. */
+    key?: Buffer;
+    cert?: Buffer;
     onRcpt?: (to: string) => null | SmtpReplyOverride;
     /** May answer later (a promise): the peer holds its reply to the message until then. */
     onData?: (msg: CapturedMessage) => null | SmtpReplyOverride | Promise<null | SmtpReplyOverride>;
@@ -73,6 +76,7 @@ export async function startCapturePeer(
     authOptional: true,
     disabledCommands: opts.tls ? ['AUTH'] : ['AUTH', 'STARTTLS'],
     closeTimeout: CAPTURE_CLOSE_TIMEOUT_MS,
+    ...(opts.key !== undefined && opts.cert !== undefined ? { key: opts.key, cert: opts.cert } : {}),
     ...(opts.size !== undefined ? { size: opts.size } : {}),
     onConnect(_session, cb) {
       connections++;
