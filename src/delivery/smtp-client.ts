@@ -235,7 +235,9 @@ export class SmtpClient {
     }
 
     const answer = await this.command('STARTTLS', 'STARTTLS', timeouts.commandMs);
-    if (answer.code === null) throw this.refusal(answer, 'STARTTLS');
+    // No answer, or 421 (RFC 5321 §3.8: the server is closing the channel): the session is over,
+    // under any policy; there is no plain text to go on in.
+    if (answer.code === null || answer.code === 421) throw this.refusal(answer, 'STARTTLS');
     // Opportunistic TLS (RFC 3207 §4.1): when the server declines (454 etc.) the session goes on in
     // plain text, exactly as if STARTTLS had not been offered.
     if (answer.code !== 220) {

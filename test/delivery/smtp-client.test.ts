@@ -459,6 +459,18 @@ test('EHLO refused → HELO; a refused STARTTLS continues in plain text', async 
   });
 });
 
+test("a 421 to STARTTLS ends the session, deferred and throttled, under 'may' too: the server is closing, nothing goes on in plain text", async () => {
+  const peer = await startScriptedPeer({ ehlo: ['PIPELINING', 'STARTTLS'], on: { STARTTLS: '421 4.3.2 Service shutting down' } });
+  try {
+    const o = await connectFails(options(peer.port));
+    assert.equal([o.result, o.code, o.command, o.throttled, o.connectionUsable], ['deferred', 421, 'STARTTLS', true, false]);
+    assert.match(o.response, 'Service shutting down');
+    assert.not.ok(peer.commands.some((c) => c.startsWith('MAIL')), peer.commands.join(' | '));
+  } finally {
+    await peer.close();
+  }
+});
+
 test("mandatory TLS ('encrypt', 'verify'): no STARTTLS offered, or STARTTLS refused, ends the setup deferred 4.7.4 naming the host, before any MAIL", async () => {
   const plain = await startScriptedPeer({ ehlo: ['PIPELINING', 'CHUNKING'] });
   const refusing = await startScriptedPeer({ ehlo: ['PIPELINING', 'STARTTLS'], on: { STARTTLS: '554 5.7.3 no TLS for you' } });
