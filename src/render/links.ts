@@ -11,6 +11,8 @@
  * `href=` inside another attribute's value (title="see href='x'") is never taken for markup.
  */
 
+import { decodeHTMLAttribute } from 'entities';
+
 export interface LinkSite {
   /** Offset of the first character of the href value (after the opening quote). */
   readonly start: number;
@@ -68,7 +70,9 @@ function hrefOf(attrs: string, offset: number): LinkSite | null {
     if ((m[1] as string).toLowerCase() !== 'href') continue;
     const quoted = m[2] ?? m[3];
     if (quoted === undefined) return null; // bare or missing value: left as it is
-    const url = decodeReferences(quoted).trim();
+    // HTML's own attribute-value decoding (entities is generated from the spec's table): the full
+    // named table, case-sensitive names, `&lt=5` and `&copy=x` left literal, bad code points U+FFFD.
+    const url = stripUrlSpaces(decodeHTMLAttribute(quoted));
     if (!TRACKABLE_RE.test(url)) return null;
     // The value ends just before the closing quote, which is the match's last character.
     const end = offset + ATTR_RE.lastIndex - 1;
@@ -77,18 +81,14 @@ function hrefOf(attrs: string, offset: number): LinkSite | null {
   return null;
 }
 
-const NAMED: Readonly<Record<string, string>> = { amp: '&', quot: '"', apos: "'", lt: '<', gt: '>', nbsp: '\u00a0' };
-
 /**
- * Character references as they appear in attribute values (`&amp;` in query strings above all).
- * Only the few names URLs need, and only with their ';': in an attribute a browser leaves `&lt=5`
- * of a query string as it is, and so does this. Anything else stays literal.
+ * A URL parser strips leading and trailing C0 controls and spaces (WHATWG URL), and nothing else:
+ * String.trim would also take a no-break space (`&nbsp;`) a browser keeps and percent-encodes.
  */
-function decodeReferences(value: string): string {
-  if (!value.includes('&')) return value;
-  return value.replace(/&(?:#(\d{1,7});?|#[xX]([0-9a-fA-F]{1,6});?|([a-zA-Z]+);)/g, (ref, dec?: string, hex?: string, name?: string) => {
-    if (name !== undefined) return NAMED[name.toLowerCase()] ?? ref;
-    const cp = dec !== undefined ? Number.parseInt(dec, 10) : Number.parseInt(hex as string, 16);
-    return cp > 0 && cp <= 0x10ffff && (cp < 0xd800 || cp > 0xdfff) ? String.fromCodePoint(cp) : ref;
-  });
+function stripUrlSpaces(url: string): string {
+  let a = 0;
+  let b = url.length;
+  while (a < b && url.charCodeAt(a) <= 0x20) a++;
+  while (b > a && url.charCodeAt(b - 1) <= 0x20) b--;
+  return a === 0 && b === url.length ? url : url.slice(a, b);
 }

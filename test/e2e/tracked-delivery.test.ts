@@ -93,8 +93,8 @@ async function api(as: AccountKeys, path: string, body?: unknown): Promise<{ sta
   return { status: res.statusCode, body: await res.body.json() };
 }
 
-async function sendAndWait(as: AccountKeys, from: string, to: string): Promise<{ id: string; state: string }> {
-  const r = await api(as, '/v1/messages', { from, to, subject: 'News', text: 'Plain https://acme.example/plain', html: HTML });
+async function sendAndWait(as: AccountKeys, from: string, to: string, html = HTML): Promise<{ id: string; state: string }> {
+  const r = await api(as, '/v1/messages', { from, to, subject: 'News', text: 'Plain https://acme.example/plain', html });
   assert.is(r.status, 202, JSON.stringify(r.body));
   const id = r.body.id as string;
   // Count-bounded: 300 polls of 50 ms.
@@ -107,9 +107,9 @@ async function sendAndWait(as: AccountKeys, from: string, to: string): Promise<{
   throw new Error(`message ${id} did not reach a final state`);
 }
 
-async function deliveredCopy(as: AccountKeys, from: string, to: string): Promise<{ id: string; mail: CapturedMessage }> {
+async function deliveredCopy(as: AccountKeys, from: string, to: string, html = HTML): Promise<{ id: string; mail: CapturedMessage }> {
   const before = sink.messages.length;
-  const { id, state } = await sendAndWait(as, from, to);
+  const { id, state } = await sendAndWait(as, from, to, html);
   assert.is(state, 'delivered');
   const [mail] = (await sink.waitFor(before + 1)).slice(before);
   assert.ok(mail);
@@ -196,6 +196,29 @@ test('a tracked message: every link rewritten, a pixel, both List-Unsubscribe he
   const next = await sendAndWait(acme, 'news@acme.example', 'reader@one.test');
   assert.is(next.state, 'suppressed');
   assert.is(sink.messages.length, before, 'nothing was sent to the unsubscribed reader');
+});
+
+test('character references in hrefs: the stored link table and the 302 Location are where a browser goes', async () => {
+  const hrefs = [
+    'https://acme.example/caf&eacute;?a=1&amp;b=2&AMP;c=3',
+    'https://acme.example/?x=1&Amp;y=2&copy=3&copy;', // &Amp; is no reference; a legacy name then '=' stays literal
+    'https://acme.example/&#0;&#xD800;&#x110000;&#x41', // invalid code points are U+FFFD, as in browsers
+  ];
+  const html = `<html><body>${hrefs.map((h, i) => `<a href="${h}">${i}</a>`).join(' ')}</body></html>`;
+  const table = ['https://acme.example/café?a=1&b=2&c=3', 'https://acme.example/?x=1&Amp;y=2&copy=3©', 'https://acme.example/\uFFFD\uFFFD\uFFFDA'];
+  const locations = ['https://acme.example/caf%C3%A9?a=1&b=2&c=3', 'https://acme.example/?x=1&Amp;y=2&copy=3%C2%A9', 'https://acme.example/%EF%BF%BD%EF%BF%BD%EF%BF%BDA'];
+  const { id, mail } = await deliveredCopy(acme, 'news@acme.example', 'refs@one.test', html);
+  assert.equal(await app.redis.client.lrange(app.keys.links(id), 0, -1), table);
+
+  const copy = String((await simpleParser(mail.raw)).html);
+  const clicks = [...copy.matchAll(/href="(http:\/\/127\.0\.0\.1\/c\/[A-Za-z0-9_-]+)"/g)].map((m) => m[1] as string);
+  assert.is(clicks.length, 3);
+  for (const [i, href] of clicks.entries()) {
+    const res = await request(href.replace(PUBLIC_BASE, trackingBase()), { headers: { 'user-agent': 'Mozilla/5.0 (Windows NT 10.0) Firefox/128.0' } });
+    await res.body.text();
+    assert.is(res.statusCode, 302);
+    assert.is(res.headers['location'], locations[i]);
+  }
 });
 
 test('two recipients of one message get copies with their own tokens', async () => {

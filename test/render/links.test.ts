@@ -55,6 +55,25 @@ test('character references are decoded in the URL; the offsets still cover the r
   assert.is(html[site.end], '"');
 });
 
+test("references decode by HTML's attribute rules: the full table, case-sensitive names, legacy names only when no '=' or alphanumeric follows", () => {
+  const cases: [string, string][] = [
+    ['https://a.example/caf&eacute;', 'https://a.example/café'],
+    ['https://a.example/?a=1&AMP;b=2', 'https://a.example/?a=1&b=2'], // &AMP; is in HTML's table
+    ['https://a.example/?a=1&Amp;b=2', 'https://a.example/?a=1&Amp;b=2'], // &Amp; is not: literal
+    ['https://a.example/?x=1&copy=1', 'https://a.example/?x=1&copy=1'], // legacy name then '=': literal
+    ['https://a.example/?x=1&not1', 'https://a.example/?x=1&not1'], // legacy name then alphanumeric: literal
+    ['https://a.example/?x=1&copy;', 'https://a.example/?x=1©'],
+    ['https://a.example/?x=1&amp;y=2&amp;z', 'https://a.example/?x=1&y=2&z'],
+    ['https://a.example/&#x41;&#66;&#x43', 'https://a.example/ABC'],
+    ['https://a.example/&#0;|&#xD800;|&#x110000;|&#99999999;', 'https://a.example/\uFFFD|\uFFFD|\uFFFD|\uFFFD'],
+    ['https://a.example/&#x80;', 'https://a.example/€'], // C1 references mean windows-1252, as in browsers
+    ['https://a.example/x&nbsp;', 'https://a.example/x\u00a0'], // a URL parser strips only C0 and space
+    ['&#32;https://a.example/y&#9;', 'https://a.example/y'],
+  ];
+  const html = cases.map(([raw]) => `<a href="${raw}">x</a>`).join('');
+  assert.equal(extractLinks(html), cases.map(([, url]) => url));
+});
+
 test('offsets point at each value exactly, with single quotes and surrounding whitespace', () => {
   const html = "<p>x</p><a  href = 'https://a.example/1' >A</a><a href=\"https://b.example/2\">B</a>";
   const sites = findLinks(html);
