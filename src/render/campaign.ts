@@ -16,14 +16,15 @@
  *
  * - a link is tracked when its whole href value is template text (a ContentStatement) with no `{{`
  *   in it: `https://shop.example/?u={{id}}` differs per recipient and cannot be in one link table;
- * - the footer and the pixel go before the last `</body` that is top-level template text (not
- *   inside a block, which might not render), else at the end.
+ * - the footer and the pixel go before the last `</body` end tag that is top-level template text (not
+ *   inside a block, which might not render) and not inside an html comment or raw text (links.ts
+ *   scanHtml), else at the end.
  */
 import { parseAddress } from '../core/address.js';
 import { SluiceError, type FieldError } from '../core/errors.js';
 import { createTemplateEngine, HTML_OPTIONS, linkMark, PIXEL_MARK, TEXT_OPTIONS, UNSUBSCRIBE_VAR } from './campaign-template.js';
 import { htmlToText } from './html-text.js';
-import { findLinks } from './links.js';
+import { scanHtml } from './links.js';
 import type { CampaignTemplate, MailboxSpec } from './protocol.js';
 
 export interface CampaignInput {
@@ -283,16 +284,19 @@ function prepareHtml(t: Checked, tracking: { opens: boolean; clicks: boolean }, 
   const { source, content } = t;
   const within = (start: number, end: number, topOnly: boolean) => content.some((c) => start >= c.start && end <= c.end && (!topOnly || c.top));
 
+  // The html is scanned with the template syntax blanked out (offsets unchanged), so a `<!--` or a
+  // quote inside a mustache or a {{!-- comment --}} does not change what the html around it is.
+  const scanned = scanHtml(blankSyntax(source, content));
   const cuts: { start: number; end: number; text: string }[] = [];
   if (tracking.clicks) {
-    for (const site of findLinks(source)) {
+    for (const site of scanned.links) {
       if (site.url.includes('{{') || !within(site.start, site.end, false)) continue;
       cuts.push({ start: site.start, end: site.end, text: linkMark(links.length) });
       links.push(site.url);
     }
   }
   let bodyEnd = source.length;
-  for (const m of source.matchAll(/<\/body/gi)) if (within(m.index, m.index + m[0].length, true)) bodyEnd = m.index;
+  for (const at of scanned.bodyEnds) if (within(at, at + '</body'.length, true)) bodyEnd = at;
   const footer = t.usesUnsubscribe ? '' : HTML_FOOTER;
   const pixel = tracking.opens ? PIXEL_MARK : '';
   // The href of a link never contains '</body' (it is one quoted value), so the insertion sits
@@ -308,6 +312,18 @@ function prepareHtml(t: Checked, tracking: { opens: boolean; clicks: boolean }, 
   }
   html += authored(source.slice(pos));
   return { html, footed: source.slice(0, bodyEnd) + footer + source.slice(bodyEnd) };
+}
+
+/** `source` with everything but its template text (`content`) replaced by spaces: same length, same offsets. */
+function blankSyntax(source: string, content: Checked['content']): string {
+  let out = '';
+  let pos = 0;
+  for (const c of [...content].sort((x, y) => x.start - y.start)) {
+    if (c.start > pos) out += ' '.repeat(c.start - pos);
+    if (c.end > pos) out += source.slice(Math.max(c.start, pos), c.end);
+    pos = Math.max(pos, c.end);
+  }
+  return out + ' '.repeat(source.length - pos);
 }
 
 /** The author's own text, with any U+E000 (the mark character) written as a character reference. */

@@ -12,7 +12,7 @@
  */
 import { createTokenCodec, tokenBase, tokenPath, type TokenCodec } from '../core/tokens.js';
 import { unsubscribeMailtoAddress } from '../core/verp.js';
-import { findLinks } from './links.js';
+import { scanHtml } from './links.js';
 import type { WorkerTracking } from './protocol.js';
 
 type Slot = { readonly link: number } | 'pixel';
@@ -26,18 +26,19 @@ export interface Template {
 }
 
 /**
- * Splits `html` around its trackable links and the pixel's place (before the last `</body`, or at
- * the end). `links` is the count ingress stored in the link table; if this html yields a different
- * count (a message accepted by a version that found links differently), the links are left as they
- * are rather than pointed at the wrong table entries — the pixel is still placed.
+ * Splits `html` around its trackable links and the pixel's place (before the last `</body` end tag
+ * that every client sees, or at the end: a `</body>` in a comment, in a script, style, textarea or
+ * title, or in an attribute value is not one, see scanHtml). `links` is the count ingress stored in
+ * the link table; if this html yields a different count (a message accepted by a version that found
+ * links differently), the links are left as they are rather than pointed at the wrong table
+ * entries — the pixel is still placed.
  */
 export function prepareTemplate(html: string, links: number): Template {
-  const found = findLinks(html);
+  const { links: found, bodyEnds } = scanHtml(html);
   const sites = found.length === links ? found : [];
-  let pixelAt = html.length;
-  // The last `</body`, found without lower-casing (which can change a string's length: 'İ' → 'i̇').
-  for (const m of html.matchAll(/<\/body/gi)) pixelAt = m.index;
-  // `</body>` inside an href value is not the end of the body.
+  let pixelAt = bodyEnds.at(-1) ?? html.length;
+  // `</body>` inside an href value is not the end of the body (the scan skips attribute values
+  // already; this keeps the cuts apart should it ever not).
   if (sites.some((s) => pixelAt >= s.start && pixelAt < s.end)) pixelAt = html.length;
 
   const cuts: { start: number; end: number; slot: Slot }[] = sites.map((s, i) => ({ start: s.start, end: s.end, slot: { link: i } }));

@@ -198,19 +198,20 @@ test('a tracked message: every link rewritten, a pixel, both List-Unsubscribe he
   assert.is(sink.messages.length, before, 'nothing was sent to the unsubscribed reader');
 });
 
-test('character references in hrefs: the stored link table and the 302 Location are where a browser goes', async () => {
+test('character references in hrefs: the stored link table and the 302 Location are where a browser goes; a commented-out link stays as it is', async () => {
   const hrefs = [
     'https://acme.example/caf&eacute;?a=1&amp;b=2&AMP;c=3',
     'https://acme.example/?x=1&Amp;y=2&copy=3&copy;', // &Amp; is no reference; a legacy name then '=' stays literal
     'https://acme.example/&#0;&#xD800;&#x110000;&#x41', // invalid code points are U+FFFD, as in browsers
   ];
-  const html = `<html><body>${hrefs.map((h, i) => `<a href="${h}">${i}</a>`).join(' ')}</body></html>`;
+  const html = `<html><body>${hrefs.map((h, i) => `<a href="${h}">${i}</a>`).join(' ')}<!-- <a href="https://acme.example/old">old</a> --></body></html>`;
   const table = ['https://acme.example/café?a=1&b=2&c=3', 'https://acme.example/?x=1&Amp;y=2&copy=3©', 'https://acme.example/\uFFFD\uFFFD\uFFFDA'];
   const locations = ['https://acme.example/caf%C3%A9?a=1&b=2&c=3', 'https://acme.example/?x=1&Amp;y=2&copy=3%C2%A9', 'https://acme.example/%EF%BF%BD%EF%BF%BD%EF%BF%BDA'];
   const { id, mail } = await deliveredCopy(acme, 'news@acme.example', 'refs@one.test', html);
   assert.equal(await app.redis.client.lrange(app.keys.links(id), 0, -1), table);
 
   const copy = String((await simpleParser(mail.raw)).html);
+  assert.match(copy, '<!-- <a href="https://acme.example/old">old</a> -->', 'the commented-out link is not rewritten');
   const clicks = [...copy.matchAll(/href="(http:\/\/127\.0\.0\.1\/c\/[A-Za-z0-9_-]+)"/g)].map((m) => m[1] as string);
   assert.is(clicks.length, 3);
   for (const [i, href] of clicks.entries()) {

@@ -107,6 +107,20 @@ test('preparation extracts the trackable links once: literal http(s) hrefs only,
   assert.not.match(untracked.template.html as string, '\uE000');
 });
 
+test('html comments and raw text are not markup to preparation either; a {{!-- comment --}} holding "<!--" hides nothing', () => {
+  const html = [
+    '<html><body>{{!-- <!-- --}}',
+    '<a href="https://shop.example/a">A</a>',
+    '<!-- <a href="https://old.example/">old</a> -->',
+    '</body>',
+    '<!-- </body> --><script>"</body>"</script></html>',
+  ].join('\n');
+  const { template, links } = prepareCampaign({ from: { address: 'news@shop.example' }, subject: 's', html, tracking: { opens: true, clicks: true } });
+  assert.equal(links, ['https://shop.example/a']);
+  assert.match(template.html as string, '<!-- <a href="https://old.example/">old</a> -->');
+  assert.match(template.html as string, '\uE000p\uE000</body>\n<!-- </body> -->');
+});
+
 test('a template that does not compile is refused with path, line and column', () => {
   assert.equal(invalid({ html: '<p>\n  Hello {{first}\n</p>' }), [{ path: 'html', message: "syntax error: found an invalid character where '}}', a name, '}}}', ')', … was expected", line: 2, column: 16 }]);
   const [mismatch] = invalid({ text: 'a\n{{#if vip}}\nyes\n{{/each}}' });

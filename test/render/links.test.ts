@@ -1,6 +1,6 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { extractLinks, findLinks, MAX_TRACKED_LINKS } from '../../src/render/links.js';
+import { extractLinks, findLinks, MAX_TRACKED_LINKS, scanHtml } from '../../src/render/links.js';
 
 const test = suite('render/links');
 
@@ -88,6 +88,37 @@ test('an unterminated tag or quote finds nothing past it and does not hang', () 
 test('a hostile body of unclosed tags is scanned in one pass (count-bounded: 200k tags)', () => {
   const html = '<a title="x '.repeat(200_000) + '<a href="https://end.example/">e</a>';
   assert.equal(extractLinks(html), ['https://end.example/']);
+});
+
+test('links in comments, scripts, styles, textareas and titles are not links; in an Outlook conditional comment they are', () => {
+  const html = [
+    '<html><head><title><a href="https://no1.example/"></title>',
+    '<style>a::after{content:\'<a href="https://no2.example/">\'}</style></head><body>',
+    '<!-- <a href="https://no3.example/">old</a> -->',
+    '<!--[if mso]><a href="https://outlook.example/">o</a><![endif]-->',
+    '<!--[if !mso]><!--><a href="https://others.example/">x</a><!--<![endif]-->',
+    '<script>document.write(\'<a href="https://no4.example/">\')</script>',
+    '<textarea><a href="https://no5.example/"></textarea>',
+    '<!----><a href="https://yes1.example/">y</a><!-- x --!><a href="https://yes2.example/">y</a>',
+    '<SCRIPT type="x">"</script ><a href="https://yes3.example/">y</a>',
+    '<a title="1 < 2" href="https://yes4.example/">y</a>',
+    '<!-- never closed <a href="https://no6.example/">',
+  ].join('\n');
+  assert.equal(extractLinks(html), ['https://outlook.example/', 'https://others.example/', 'https://yes1.example/', 'https://yes2.example/', 'https://yes3.example/', 'https://yes4.example/']);
+});
+
+test('</body end tags are found where every client sees them: not in a comment, raw text or an attribute value', () => {
+  const html = '<body><p title="</body>">x</p><!-- </body> --><!--[if mso]></body><![endif]--><script>"</body>"</script></body ><bodyx></bodyx><style></body></style>';
+  assert.equal(scanHtml(html).bodyEnds, [html.indexOf('</body >')]);
+  assert.equal(scanHtml('<p>x</p><!-- </body> -->').bodyEnds, []);
+});
+
+test('hostile comments, conditional comments and raw text are scanned in one pass (count-bounded: 100k each)', () => {
+  const end = '<a href="https://end.example/">e</a>';
+  // A quote left open in each of many conditional comments is looked for only up to that comment's end.
+  assert.equal(extractLinks('<!--[if mso]><a title="-->'.repeat(100_000) + end), ['https://end.example/']);
+  assert.equal(extractLinks('<script></scrip'.repeat(100_000) + '</script>' + end), ['https://end.example/']);
+  assert.equal(extractLinks('<!--<!-- -- >'.repeat(100_000) + '-->' + end), ['https://end.example/']);
 });
 
 test('the same html always yields the same table, and at most MAX_TRACKED_LINKS entries', () => {

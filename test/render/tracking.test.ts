@@ -93,6 +93,33 @@ test('without </body> the pixel goes at the end', () => {
   assert.is(t.pieces[2], '');
 });
 
+test('the pixel goes before the real </body>, not one in a comment, a script, style, textarea or title, or an attribute value', () => {
+  const tail = '<!-- </body> --><script>"</body>"</script><style>/* </body> */</style><textarea></body></textarea><title></body></title><p title="</body>">x</p><!--[if mso]></body><![endif]-->';
+  const html = `<html><body><a href="https://x.example/">x</a></body>\n${tail}</html>`;
+  const t = prepareTemplate(html, 1);
+  assert.equal(t.slots, [{ link: 0 }, 'pixel']);
+  assert.is(t.pieces[1], '">x</a>');
+  assert.is(t.pieces[2], `</body>\n${tail}</html>`);
+});
+
+test('when the only </body> is in a comment, the pixel goes at the end, as when there is none', () => {
+  const html = '<p><a href="https://x.example/">x</a></p><!-- </body> -->';
+  const t = prepareTemplate(html, 1);
+  assert.equal(t.slots, [{ link: 0 }, 'pixel']);
+  assert.is(t.pieces[2], '');
+  assert.is(t.pieces[1], '">x</a></p><!-- </body> -->');
+});
+
+test('a commented-out link is not rewritten; one in an Outlook conditional comment is', () => {
+  const tracker = createTracker({ publicBaseUrl: BASE, keys: [{ id: 'k1', secret: new Uint8Array(secret) }], signWith: 'k1', bounceDomain: 'bounce.shop.example' });
+  const html = '<body><!-- <a href="https://old.example/">old</a> --><!--[if mso]><a href="https://outlook.example/">o</a><![endif]--></body>';
+  assert.equal(extractLinks(html), ['https://outlook.example/']);
+  const copy = tracker.copy(prepareTemplate(html, 1), { account: 'acme', msgId: newId(NOW_MS), idx: 0, issuedAt: 1000 }).html as string;
+  assert.match(copy, '<!-- <a href="https://old.example/">old</a> -->');
+  assert.not.match(copy, 'outlook.example');
+  assert.equal(tokensIn(copy).map((t) => t.path), ['c', 'o']);
+});
+
 test('a copy rewrites link i to a click token for link i, adds the pixel and RFC 8058 headers', () => {
   const tracker = createTracker({ publicBaseUrl: BASE, keys: [{ id: 'k1', secret: new Uint8Array(secret) }], signWith: 'k1', bounceDomain: 'bounce.shop.example' });
   const msgId = newId(NOW_MS);
