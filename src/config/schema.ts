@@ -433,6 +433,9 @@ export const configSchema = z
             connect: duration,
             greeting: duration,
             command: duration,
+            /** RFC 5321 §4.5.3.2.5: writing the message fails only after this long without progress. */
+            dataBlock: duration,
+            /** RFC 5321 §4.5.3.2.6: from the end of the message (the "." or the last BDAT chunk) to the final reply. */
             data: duration,
             idle: duration,
           })

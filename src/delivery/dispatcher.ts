@@ -399,7 +399,7 @@ export class Dispatcher {
             ehloName: d.ehloName ?? this.o.config.instance.hostname,
             tls,
             tlsName: h.mx,
-            timeouts: { connectMs: d.timeouts.connect, greetingMs: d.timeouts.greeting, commandMs: d.timeouts.command, dataMs: d.timeouts.data },
+            timeouts: { connectMs: d.timeouts.connect, greetingMs: d.timeouts.greeting, commandMs: d.timeouts.command, dataBlockMs: d.timeouts.dataBlock, dataMs: d.timeouts.data },
             chunking: d.chunking && this.dataOnly.get(key, this.now()) === undefined,
           });
           this.o.metrics?.smtpConnectionsOpened.inc({ result: 'ok', tls: client.secure ? 'yes' : 'no' });
@@ -786,7 +786,7 @@ export class Dispatcher {
     const { redis, keys, config } = this.o;
     // The leases of the copies not sent yet are kept alive on a timer for
     // as long as the batch runs: one transaction may outlast a lease (timeouts.data is 10 min, the
-    // lease 5), and a lease that runs out is reaped and its copy claimed and sent again. A copy whose
+    // lease 5, and a slow link may take longer still to carry the message), and a lease that runs out is reaped and its copy claimed and sent again. A copy whose
     // lease was lost anyway (Redis unreachable for longer than the lease) is not sent by this holder.
     let next = 0;
     /** Copies from here on are no longer this batch's (given back): not sent, renewed or released by it. */

@@ -21,7 +21,9 @@ import { ReplyParser, type Reply } from './reply-parser.js';
  *
  * Written on node:net/tls instead of nodemailer's SMTPConnection for three reasons that matter here:
  * - Timeouts per phase (RFC 5321 §4.5.3.2): nodemailer has one socket inactivity timeout, so the
- *   10-minute wait after the final "." and a 5-minute command timeout cannot both hold.
+ *   10-minute wait after the final "." and a 5-minute command timeout cannot both hold. While the
+ *   message is written, only a lack of progress ends the session (the 3-minute data block timeout),
+ *   so a slow link that keeps moving delivers however large the message.
  * - PIPELINING (RFC 2920): MAIL, RCPT and DATA go out in one write, so a message costs two round
  *   trips instead of four; nodemailer waits for each reply.
  * - Every failure is an outcome: a reply, a drop, a timeout or a protocol violation is returned from
@@ -39,8 +41,15 @@ export interface SmtpClientOptions {
    * (RouteHost.mx; `host` is its address). Default `host`.
    */
   tlsName?: string;
-  /** `dataMs` runs from the message's first byte to the final reply: it bounds the write of the message too. */
-  timeouts: { connectMs: number; greetingMs: number; commandMs: number; dataMs: number };
+  /**
+   * RFC 5321 §4.5.3.2: `dataBlockMs` bounds each step of writing the message (DATA after the 354, or
+   * BDAT with its chunk): the session ends when the server takes none of it for that long (it stopped
+   * reading), never for the total time a slow link takes. `dataMs` runs from the message's last byte
+   * written (the terminating "." or the end of the last chunk) to the final reply. No other reply's
+   * timer runs while the message is written: a server may hold its answers to MAIL and RCPT,
+   * pipelined with BDAT, until it has read the chunk (RFC 2920 §3.1).
+   */
+  timeouts: { connectMs: number; greetingMs: number; commandMs: number; dataBlockMs: number; dataMs: number };
   localAddress?: string;
   /** Send with BDAT when the server offers CHUNKING (default true). */
   chunking?: boolean;
@@ -102,6 +111,8 @@ type Answer = { code: number; lines: string[] } | { code: null; reason: string }
 interface Waiter {
   command: string;
   timeoutMs: number;
+  /** The reply that ends a transaction (to the data): its timer is the data termination timeout. */
+  final: boolean;
   resolve: (answer: Answer) => void;
 }
 
@@ -118,12 +129,21 @@ const TLS_REQUIRED = '4.7.4';
 const QUIT_WAIT_MS = 5000;
 // Addresses are interpolated into command lines; a CR, LF or angle bracket would inject commands.
 const UNSAFE_ADDRESS = /[\r\n<>]/;
+// The message goes to the socket in pieces of this size, each taken by the socket a sign of progress
+// (the data block timer restarts). Small next to the kernel's buffers (megabytes on a fast link),
+// large enough that a 25 MB message is a few hundred writes.
+const DATA_PIECE_BYTES = 64 * 1024;
 
 export class SmtpClient {
   private socket: Socket;
   private parser = new ReplyParser();
   private readonly waiters: Waiter[] = [];
   private timer: NodeJS.Timeout | null = null;
+  /**
+   * While the message is written: the data block timer, restarted each time the socket takes a piece.
+   * No reply timer runs meanwhile (arm() waits for the write to end).
+   */
+  private writing: NodeJS.Timeout | null = null;
   /** EHLO keywords (upper case) → their parameters, e.g. SIZE → '52428800'. */
   private extensions = new Map<string, string>();
   private isSecure = false;
@@ -415,10 +435,11 @@ export class SmtpClient {
     }
     if (failed) return lostBefore(this.outcome(failed.answer, failed.command, true));
 
-    // The data timer runs from the first byte written to the final reply, so a server that stops
-    // reading (TCP back-pressure) is caught by the same deadline as one that never answers.
-    const final = this.expect('DATA', dataMs);
-    this.socket.write(block.bytes);
+    // While the message is written, the session ends only when the server takes none of it for
+    // dataBlockMs (it stopped reading: TCP back-pressure); the wait for the final reply (dataMs) starts
+    // once the terminating "." is written.
+    const final = this.expect('DATA', dataMs, false, true);
+    await this.writeMessage('', block.bytes);
     return this.ended(await final, 'DATA');
   }
 
@@ -450,8 +471,8 @@ export class SmtpClient {
     const bdat = `BDAT ${bytes.length} LAST\r\n`;
     let final: Answer;
     if (this.extensions.has('PIPELINING')) {
-      const pending = [this.expect('MAIL FROM', commandMs), this.expect('RCPT TO', commandMs), this.expect('BDAT', dataMs)] as const;
-      this.writeWith(`${mail}\r\n${rcpt}\r\n${bdat}`, bytes);
+      const pending = [this.expect('MAIL FROM', commandMs), this.expect('RCPT TO', commandMs), this.expect('BDAT', dataMs, false, true)] as const;
+      await this.writeMessage(`${mail}\r\n${rcpt}\r\n${bdat}`, bytes);
       const [m, r, b] = [await pending[0], await pending[1], await pending[2]];
       // The message went with the commands: only a MAIL FROM without an answer is a session lost before the transaction.
       if (!isPositive(m)) return lostBefore(this.outcome(m, 'MAIL FROM', true));
@@ -462,8 +483,8 @@ export class SmtpClient {
       if (!isPositive(m)) return lostBefore(this.outcome(m, 'MAIL FROM', true));
       const r = await this.command(rcpt, 'RCPT TO', commandMs);
       if (!isPositive(r)) return lostBefore(this.outcome(r, 'RCPT TO', true));
-      const b = this.expect('BDAT', dataMs);
-      this.writeWith(bdat, bytes);
+      const b = this.expect('BDAT', dataMs, false, true);
+      await this.writeMessage(bdat, bytes);
       final = await b;
     }
     if (final.code === 500 || final.code === 502) {
@@ -527,34 +548,71 @@ export class SmtpClient {
     if (!this.socket.destroyed) this.socket.write(text, 'utf8');
   }
 
-  /** Command lines and the bytes that follow them, in one write (one writev) to the socket. */
-  private writeWith(lines: string, bytes: Buffer): void {
-    if (this.socket.destroyed) return;
-    this.socket.cork();
-    this.socket.write(lines, 'utf8');
-    this.socket.write(bytes);
-    this.socket.uncork();
+  /**
+   * Writes command lines (may be '') and the message after them, in pieces: the first piece goes in
+   * one write (one writev) with the lines, each further one when the socket has taken the ones before
+   * ('drain'). Returns once the socket has taken the last piece (at most its high-water mark, 16 KB,
+   * still in Node's buffer), or when the session ended. Each
+   * piece taken restarts the data block timer, whose end (dataBlockMs without progress) ends the
+   * session; the reply timers are armed again after the last byte (the final one: dataMs from here).
+   * Awaited before the final reply is read, so no command of a later transaction can be written
+   * between two pieces of this message.
+   */
+  private async writeMessage(lines: string, bytes: Buffer): Promise<void> {
+    const socket = this.socket;
+    if (socket.destroyed) return;
+    const { dataBlockMs } = this.opts.timeouts;
+    this.disarm();
+    this.writing = setTimeout(() => {
+      this.writing = null;
+      this.terminate(`data block timeout: the server took none of the message for ${dataBlockMs} ms`);
+    }, dataBlockMs);
+    try {
+      let at = Math.min(DATA_PIECE_BYTES, bytes.length);
+      socket.cork();
+      let room = lines === '' || socket.write(lines, 'utf8');
+      if (at > 0) room = socket.write(bytes.subarray(0, at));
+      socket.uncork();
+      while (!socket.destroyed) {
+        if (!room) {
+          if (!(await drained(socket))) return;
+          this.writing?.refresh();
+        }
+        if (at >= bytes.length) break;
+        room = socket.write(bytes.subarray(at, at + DATA_PIECE_BYTES));
+        at += DATA_PIECE_BYTES;
+      }
+    } finally {
+      if (this.writing !== null) clearTimeout(this.writing);
+      this.writing = null;
+      if (this.isUsable) this.arm();
+    }
   }
 
   /** Queues a waiter for the next reply; replies are matched to waiters in order (RFC 2920 §3.1). */
-  private expect(command: string, timeoutMs: number, evenIfUnusable = false): Promise<Answer> {
+  private expect(command: string, timeoutMs: number, evenIfUnusable = false, final = false): Promise<Answer> {
     if ((!this.isUsable && !evenIfUnusable) || this.socket.destroyed) {
       return Promise.resolve({ code: null, reason: this.closedReason ?? 'connection is closed' });
     }
     return new Promise((resolve) => {
-      this.waiters.push({ command, timeoutMs, resolve });
+      this.waiters.push({ command, timeoutMs, final, resolve });
       this.arm();
     });
   }
 
-  /** One timer, always for the oldest waiter: a reply may take up to its own timeout from its turn. */
+  /**
+   * One timer, always for the oldest waiter: a reply may take up to its own timeout from its turn.
+   * None while the message is written (the data block timer runs instead): the turn of a reply
+   * pipelined before or with the message starts when its last byte is written.
+   */
   private arm(): void {
-    if (this.timer !== null) return;
+    if (this.timer !== null || this.writing !== null) return;
     const head = this.waiters[0];
     if (!head) return;
     this.timer = setTimeout(() => {
       this.timer = null;
-      this.terminate(`timeout after ${head.timeoutMs} ms waiting for the reply to ${head.command}`);
+      const what = head.final ? `the final reply to ${head.command} (after the end of the message)` : `the reply to ${head.command}`;
+      this.terminate(`timeout after ${head.timeoutMs} ms waiting for ${what}`);
     }, head.timeoutMs);
   }
 
@@ -607,10 +665,27 @@ export class SmtpClient {
     this.isUsable = false;
     this.closedReason ??= reason;
     this.disarm();
+    if (this.writing !== null) clearTimeout(this.writing);
+    this.writing = null;
     if (!this.socket.destroyed) this.socket.destroy();
     const why = this.closedReason;
     for (const waiter of this.waiters.splice(0)) waiter.resolve({ code: null, reason: `${why} (during ${waiter.command})` });
   }
+}
+
+/** Resolves true at the socket's next 'drain', false when it closes first. */
+function drained(socket: Socket): Promise<boolean> {
+  return new Promise((resolve) => {
+    const done = (ok: boolean) => () => {
+      socket.off('drain', onDrain);
+      socket.off('close', onClose);
+      resolve(ok);
+    };
+    const onDrain = done(true);
+    const onClose = done(false);
+    socket.on('drain', onDrain);
+    socket.on('close', onClose);
+  });
 }
 
 function isPositive(answer: Answer): boolean {

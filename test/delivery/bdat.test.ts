@@ -15,7 +15,7 @@ import { startCapturePeer, type CapturePeer } from '../helpers/smtp-peer.js';
 const test = suite('delivery/bdat');
 
 const DOMAIN = 'chunk.test';
-const TIMEOUTS = { connectMs: 5_000, greetingMs: 10_000, commandMs: 10_000, dataMs: 20_000 };
+const TIMEOUTS = { connectMs: 5_000, greetingMs: 10_000, commandMs: 10_000, dataBlockMs: 20_000, dataMs: 20_000 };
 const available = await ensurePostfix();
 let postfix: PrivatePostfix | undefined;
 let peer: CapturePeer | undefined;

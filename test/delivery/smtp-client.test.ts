@@ -19,7 +19,7 @@ const options = (port: number, over: Partial<SmtpClientOptions> = {}): SmtpClien
   port,
   ehloName: 'sluice.test',
   tls: 'may',
-  timeouts: { connectMs: 2000, greetingMs: 2000, commandMs: 2000, dataMs: 2000 },
+  timeouts: { connectMs: 2000, greetingMs: 2000, commandMs: 2000, dataBlockMs: 2000, dataMs: 2000 },
   ...over,
 });
 
@@ -210,7 +210,7 @@ test('a session lost before the transaction got under way is marked sessionLost;
     const o = await client.send(to, MESSAGE);
     assert.equal([o.result, o.command, o.sessionLost], ['deferred', 'MAIL FROM', true]);
     assert.match(o.response, /timeout after 300 ms/);
-  }, { timeouts: { connectMs: 2000, greetingMs: 2000, commandMs: 300, dataMs: 300 } });
+  }, { timeouts: { connectMs: 2000, greetingMs: 2000, commandMs: 300, dataBlockMs: 300, dataMs: 300 } });
   // An answer is not a lost session: a 451 to MAIL defers as before.
   await scripted({ on: { MAIL: '451 4.3.0 busy' } }, async (client) => {
     const o = await client.send(to, MESSAGE);
@@ -219,7 +219,7 @@ test('a session lost before the transaction got under way is marked sessionLost;
 });
 
 test('a stalled server is deferred by the command or data timeout', async () => {
-  const short = { timeouts: { connectMs: 2000, greetingMs: 2000, commandMs: 300, dataMs: 300 } };
+  const short = { timeouts: { connectMs: 2000, greetingMs: 2000, commandMs: 300, dataBlockMs: 300, dataMs: 300 } };
   await scripted({ on: { RCPT: 'stall' } }, async (client) => {
     const o = await client.send({ from: 'b@bounce.test', to: 'x@example.test' }, MESSAGE);
     assert.equal([o.result, o.code, o.command, o.connectionUsable], ['deferred', null, 'RCPT TO', false]);
@@ -231,7 +231,7 @@ test('a stalled server is deferred by the command or data timeout', async () => 
   }, short);
   const peer = await startScriptedPeer({ greeting: 'stall' });
   try {
-    const o = await connectFails(options(peer.port, { timeouts: { connectMs: 2000, greetingMs: 300, commandMs: 300, dataMs: 300 } }));
+    const o = await connectFails(options(peer.port, { timeouts: { connectMs: 2000, greetingMs: 300, commandMs: 300, dataBlockMs: 300, dataMs: 300 } }));
     assert.equal([o.result, o.code, o.enhanced, o.command], ['deferred', null, '4.4.2', 'CONN'], 'connected, then no greeting: a bad connection');
     assert.ok(o.response.includes('timeout'), o.response);
   } finally {
@@ -239,40 +239,32 @@ test('a stalled server is deferred by the command or data timeout', async () => 
   }
 });
 
-// A peer that answers 354 (or reads the BDAT command) and then stops reading the socket, a tarpit
-// or a wedged server: the message is larger than loopback's buffers (net.ipv4.tcp_wmem's 4 MB
-// sending, a receive window that does not grow while nothing is read), so the client's write never
-// completes. The data timeout runs from the first byte of the message, so the transaction still
-// ends: deferred with the timeout text, the connection destroyed. What the peer reads once it
-// reads again (what the kernels held) is less than the message: the write really was stuck.
-const TARPIT_SIZE = 8 * 1024 * 1024;
-
-async function tarpit(ehlo: string[]): Promise<{ port: number; unread: () => Promise<number>; close: () => Promise<void> }> {
+/**
+ * A peer that answers EHLO (with `ehlo`'s keywords), MAIL and RCPT with 250, and at the message (after
+ * its 354 to DATA, or at the BDAT line) hands the connection to `take`, with what it already read of
+ * the message and the BDAT chunk's size (null for DATA). `take` reads the rest its own way.
+ */
+async function messagePeer(ehlo: string[], take: (socket: Socket, rest: Buffer, chunkSize: number | null) => void): Promise<{ port: number; close: () => Promise<void> }> {
   const sockets = new Set<Socket>();
-  let stopped: Socket | null = null;
-  let afterStop = 0;
   const server = createServer((socket) => {
     sockets.add(socket);
     socket.on('error', () => undefined);
-    socket.write('220 tarpit.test ESMTP\r\n');
+    socket.write('220 peer.test ESMTP\r\n');
     let buf = Buffer.alloc(0);
+    let taken = false;
     socket.on('data', (data: Buffer) => {
-      if (stopped === socket) {
-        afterStop += data.length;
-        return;
-      }
+      if (taken) return;
       buf = Buffer.concat([buf, data]);
       let nl: number;
       while ((nl = buf.indexOf('\n')) !== -1) {
-        const verb = buf.subarray(0, nl).toString().trim().split(/[ :]/)[0]?.toUpperCase();
+        const line = buf.subarray(0, nl).toString().trim();
+        const verb = line.split(/[ :]/)[0]?.toUpperCase();
         buf = buf.subarray(nl + 1);
-        if (verb === 'EHLO') socket.write(['250' + (ehlo.length ? '-' : ' ') + 'tarpit.test', ...ehlo.map((k, i) => `250${i === ehlo.length - 1 ? ' ' : '-'}${k}`)].join('\r\n') + '\r\n');
+        if (verb === 'EHLO') socket.write(['250' + (ehlo.length ? '-' : ' ') + 'peer.test', ...ehlo.map((k, i) => `250${i === ehlo.length - 1 ? ' ' : '-'}${k}`)].join('\r\n') + '\r\n');
         else if (verb === 'DATA' || verb === 'BDAT') {
           if (verb === 'DATA') socket.write('354 go ahead\r\n');
-          // Stop reading: what already arrived is counted, nothing more is taken from the kernel.
-          stopped = socket;
-          afterStop = buf.length;
-          socket.pause();
+          taken = true;
+          take(socket, buf, verb === 'BDAT' ? Number(line.split(' ')[1]) : null);
           return;
         } else socket.write('250 ok\r\n');
       }
@@ -281,14 +273,6 @@ async function tarpit(ehlo: string[]): Promise<{ port: number; unread: () => Pro
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
   return {
     port: (server.address() as AddressInfo).port,
-    // Reads again, to the end of the connection the client destroyed: all that was ever sent of the message.
-    unread: () =>
-      new Promise<number>((resolve) => {
-        const s = stopped;
-        if (!s) return resolve(-1);
-        s.once('close', () => resolve(afterStop));
-        s.resume();
-      }),
     close: async () => {
       for (const s of sockets) s.destroy();
       await new Promise<void>((resolve) => server.close(() => resolve()));
@@ -296,26 +280,145 @@ async function tarpit(ehlo: string[]): Promise<{ port: number; unread: () => Pro
   };
 }
 
-test('a peer that stops reading in the middle of the message (DATA, BDAT): the data timeout ends the transaction, deferred, connection destroyed', async () => {
-  const message = Buffer.alloc(TARPIT_SIZE, 'a');
+// A peer that answers 354 (or reads the BDAT command) and then stops reading the socket, a tarpit
+// or a wedged server: the message is larger than loopback's buffers (net.ipv4.tcp_wmem's 4 MB
+// sending, a receive window that does not grow while nothing is read), so the client's write never
+// completes. The data block timeout (no progress) ends the transaction all the same: deferred with
+// its text, the connection destroyed. What the peer reads once it reads again (what the kernels
+// held) is less than the message: the write really was stuck.
+const TARPIT_SIZE = 8 * 1024 * 1024;
+
+async function tarpit(ehlo: string[]): Promise<{ port: number; unread: () => Promise<number>; close: () => Promise<void> }> {
+  let stopped: Socket | null = null;
+  let afterStop = 0;
+  const peer = await messagePeer(ehlo, (socket, rest) => {
+    // Stop reading: what already arrived is counted, nothing more is taken from the kernel.
+    stopped = socket;
+    afterStop = rest.length;
+    socket.pause();
+    socket.on('data', (data: Buffer) => (afterStop += data.length));
+  });
+  return {
+    ...peer,
+    // Reads again, to the end of the connection the client destroyed: all that was ever sent of the message.
+    unread: () =>
+      new Promise<number>((resolve) => {
+        const s: Socket | null = stopped;
+        if (!s) return resolve(-1);
+        s.once('close', () => resolve(afterStop));
+        s.resume();
+      }),
+  };
+}
+
+/** A message of `size` bytes in 78-byte lines of 'a', CRLF line ends (no dot to stuff). */
+function bigMessage(size: number): Buffer {
+  const message = Buffer.alloc(size, 'a');
   for (let i = 76; i < message.length; i += 78) message.write('\r\n', i - 2);
-  const cases = [
-    { ehlo: [], command: 'DATA' },
-    { ehlo: ['PIPELINING'], command: 'DATA' },
-    { ehlo: ['CHUNKING'], command: 'BDAT' },
-    { ehlo: ['PIPELINING', 'CHUNKING'], command: 'BDAT' },
-  ];
-  for (const c of cases) {
+  return message;
+}
+
+const PEER_CASES = [
+  { ehlo: [], command: 'DATA' },
+  { ehlo: ['PIPELINING'], command: 'DATA' },
+  { ehlo: ['CHUNKING'], command: 'BDAT' },
+  { ehlo: ['PIPELINING', 'CHUNKING'], command: 'BDAT' },
+];
+
+test('a peer that stops reading in the middle of the message (DATA, BDAT): the data block timeout ends the transaction, deferred, connection destroyed', async () => {
+  const message = bigMessage(TARPIT_SIZE);
+  for (const c of PEER_CASES) {
     const peer = await tarpit(c.ehlo);
     try {
-      const client = await SmtpClient.connect(options(peer.port, { timeouts: { connectMs: 2000, greetingMs: 2000, commandMs: 2000, dataMs: 500 } }));
+      // Only the data block timeout can end it: the final reply's would be a minute after the end.
+      const client = await SmtpClient.connect(options(peer.port, { timeouts: { connectMs: 2000, greetingMs: 2000, commandMs: 2000, dataBlockMs: 500, dataMs: 60_000 } }));
       const o = await client.send({ from: 'b@bounce.test', to: 'x@example.test' }, message);
       const what = `${JSON.stringify(c)} → ${JSON.stringify(o)}`;
       assert.equal([o.result, o.code, o.command, o.connectionUsable, o.sessionLost], ['deferred', null, c.command, false, undefined], what);
-      assert.match(o.response, new RegExp(`timeout after 500 ms waiting for the reply to ${c.command}`), what);
+      assert.is(o.response, `data block timeout: the server took none of the message for 500 ms (during ${c.command})`, what);
       assert.is(client.usable, false);
       const got = await peer.unread();
       assert.ok(got >= 0 && got < message.length, `${JSON.stringify(c)}: the peer got ${got} of ${message.length} bytes: the write was stuck when the timeout fired`);
+    } finally {
+      await peer.close();
+    }
+  }
+});
+
+/**
+ * A peer that reads the message `quota` bytes at a time, one such read every `tickMs` (`pace`), or
+ * as fast as it comes (null); at its end (the "." line, or the chunk's size) it answers 250, or
+ * nothing when `answer` is false. `done` resolves with the bytes it read.
+ */
+async function slowReader(ehlo: string[], pace: { quota: number; tickMs: number } | null, answer: boolean): Promise<{ port: number; done: Promise<number>; close: () => Promise<void> }> {
+  let finish: (n: number) => void = () => undefined;
+  const done = new Promise<number>((resolve) => (finish = resolve));
+  const peer = await messagePeer(ehlo, (socket, rest, chunkSize) => {
+    let read = rest.length;
+    let tail = rest.subarray(-5);
+    const ended = () => (chunkSize === null ? tail.equals(Buffer.from('\r\n.\r\n')) : read >= chunkSize);
+    let allowance = pace?.quota ?? 0;
+    const ticker = pace
+      ? setInterval(() => {
+          allowance = pace.quota;
+          socket.resume();
+        }, pace.tickMs)
+      : undefined;
+    const end = () => {
+      clearInterval(ticker);
+      if (answer) socket.write('250 2.0.0 queued\r\n');
+      finish(read);
+    };
+    socket.on('close', () => clearInterval(ticker));
+    socket.on('data', (data: Buffer) => {
+      read += data.length;
+      tail = Buffer.concat([tail, data]).subarray(-5);
+      if (ended()) return end();
+      allowance -= data.length;
+      if (pace && allowance <= 0) socket.pause();
+    });
+    if (ended()) end();
+  });
+  return { ...peer, done };
+}
+
+// RFC 5321 §4.5.3.2.5: a slow link that keeps moving is not cut off, however long the message takes.
+// The peer reads 2 MB every 100 ms (enough each time for the client's socket to take more: loopback
+// wakes a writer when a third of its send buffer, at most 4 MB, is free), so the 48 MB message
+// (far more than loopback's buffers hold, so the client's write keeps pace with the peer's reads)
+// takes at least 23 ticks, 2.3 s: more than dataBlockMs and dataMs together. A deadline from the
+// message's first byte (dataMs) fails it; one that each piece taken restarts (dataBlockMs) does not.
+test('a peer that reads the message slowly but steadily, for longer than the data block and data timeouts together: delivered', async () => {
+  const message = bigMessage(48 * 1024 * 1024);
+  for (const c of [PEER_CASES[0], PEER_CASES[3]]) {
+    if (!c) continue;
+    const peer = await slowReader(c.ehlo, { quota: 2 * 1024 * 1024, tickMs: 100 }, true);
+    try {
+      const client = await SmtpClient.connect(options(peer.port, { timeouts: { connectMs: 2000, greetingMs: 2000, commandMs: 2000, dataBlockMs: 1000, dataMs: 1000 } }));
+      const o = await client.send({ from: 'b@bounce.test', to: 'x@example.test' }, message);
+      const what = `${JSON.stringify(c)} → ${JSON.stringify(o)}`;
+      assert.equal([o.result, o.code, o.command, o.connectionUsable], ['delivered', 250, c.command, true], what);
+      assert.ok((await peer.done) >= message.length, `${JSON.stringify(c)}: the peer read the whole message`);
+      client.close();
+    } finally {
+      await peer.close();
+    }
+  }
+});
+
+// RFC 5321 §4.5.3.2.6: the final reply still has its own deadline, from the end of the message.
+test('a peer that reads the whole message and never answers: the final reply timeout (data) ends the transaction, deferred, connection destroyed', async () => {
+  for (const c of PEER_CASES) {
+    const peer = await slowReader(c.ehlo, null, false);
+    try {
+      // Only the final reply's timeout can end it: the data block's is a minute.
+      const client = await SmtpClient.connect(options(peer.port, { timeouts: { connectMs: 2000, greetingMs: 2000, commandMs: 2000, dataBlockMs: 60_000, dataMs: 300 } }));
+      const o = await client.send({ from: 'b@bounce.test', to: 'x@example.test' }, MESSAGE);
+      const what = `${JSON.stringify(c)} → ${JSON.stringify(o)}`;
+      assert.equal([o.result, o.code, o.command, o.connectionUsable, o.sessionLost], ['deferred', null, c.command, false, undefined], what);
+      assert.is(o.response, `timeout after 300 ms waiting for the final reply to ${c.command} (after the end of the message) (during ${c.command})`, what);
+      assert.ok((await peer.done) > 0, `${JSON.stringify(c)}: the peer read the message`);
+      assert.is(client.usable, false);
     } finally {
       await peer.close();
     }

@@ -42,11 +42,12 @@ interface Case {
 const BEYOND_SOCKET_BUFFERS = 8 * 1024 * 1024;
 
 const CASES: Case[] = [
-  { name: 'stall-after-data', script: { on: { '.': 'stall' } }, expect: 'deferred', response: /timeout/i },
+  // The message was written whole: the final reply's timeout (delivery.timeouts.data) ends the attempt.
+  { name: 'stall-after-data', script: { on: { '.': 'stall' } }, expect: 'deferred', response: /timeout after \d+ ms waiting for the final reply to DATA/ },
   { name: 'stall-mid-data', script: { on: { BODY: 'stall' } }, expect: 'deferred', response: /timeout/i },
   // A peer that stops reading in the middle of the message (a tarpit, a wedged server): the write of
-  // the message never completes, and the data timeout (from its first byte) ends the attempt.
-  { name: 'stop-reading-mid-data', script: { on: { BODY: 'stop-reading' } }, expect: 'deferred', response: /timeout after \d+ ms waiting for the reply to DATA/, size: BEYOND_SOCKET_BUFFERS },
+  // the message never completes, and the data block timeout (no progress) ends the attempt.
+  { name: 'stop-reading-mid-data', script: { on: { BODY: 'stop-reading' } }, expect: 'deferred', response: /data block timeout: the server took none of the message for \d+ ms \(during DATA\)/, size: BEYOND_SOCKET_BUFFERS },
   { name: 'stall-greeting', script: { greeting: 'stall' }, expect: 'deferred', response: /timeout/i },
   { name: 'drop-at-rcpt', script: { on: { RCPT: 'drop' } }, expect: 'deferred' },
   { name: 'drop-mid-data', script: { on: { BODY: 'drop' } }, expect: 'deferred' },
@@ -117,7 +118,7 @@ test('misbehaving MXs: nothing hangs, each message deferred with its next attemp
     prefix: `t${randomUUID().slice(0, 8)}:`,
     transport,
     overrides: {
-      delivery: { timeouts: { connect: TIMEOUT, greeting: TIMEOUT, command: TIMEOUT, data: TIMEOUT, idle: TIMEOUT } },
+      delivery: { timeouts: { connect: TIMEOUT, greeting: TIMEOUT, command: TIMEOUT, dataBlock: TIMEOUT, data: TIMEOUT, idle: TIMEOUT } },
       shaping: { default: { retry: RETRY } },
     },
   });
