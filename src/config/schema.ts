@@ -22,6 +22,9 @@ const duration = z
     return v;
   });
 
+/** A timeout of an outbound step: 0 would end every such step at once, and every attempt would fail. */
+const stepTimeout = duration.refine((v) => v > 0, { message: 'must be more than 0: a timeout of 0 ends the step at once, so every delivery attempt would fail (there is no "no timeout")' });
+
 const size = z.union([z.number().int().nonnegative(), z.string()]).transform((v, ctx): number => {
   if (typeof v === 'number') return v;
   const n = parseSize(v);
@@ -430,13 +433,13 @@ export const configSchema = z
           }),
         timeouts: z
           .object({
-            connect: duration,
-            greeting: duration,
-            command: duration,
+            connect: stepTimeout,
+            greeting: stepTimeout,
+            command: stepTimeout,
             /** RFC 5321 §4.5.3.2.5: writing the message fails only after this long without progress. */
-            dataBlock: duration,
+            dataBlock: stepTimeout,
             /** RFC 5321 §4.5.3.2.6: from the end of the message (the "." or the last BDAT chunk) to the final reply. */
-            data: duration,
+            data: stepTimeout,
             idle: duration,
           })
           .strict(),

@@ -164,6 +164,15 @@ test('delivery.claimWindow: at least 100ms; a shorter one is refused with its pa
   }
 });
 
+test('delivery.timeouts: connect, greeting, command, dataBlock and data of 0 are refused with their paths (every attempt would fail at once); idle may be 0', () => {
+  for (const key of ['connect', 'greeting', 'command', 'dataBlock', 'data']) {
+    const said = (refused({ env: { [`SLUICE__DELIVERY__TIMEOUTS__${key.toUpperCase()}`]: '0s' } }).get(`delivery.timeouts.${key}`) ?? []).join(' | ');
+    assert.match(said, 'must be more than 0', key);
+    assert.is(loadConfig({ env: { [`SLUICE__DELIVERY__TIMEOUTS__${key.toUpperCase()}`]: '1ms' } }).delivery.timeouts[key as 'data'], 1);
+  }
+  assert.is(loadConfig({ env: { SLUICE__DELIVERY__TIMEOUTS__IDLE: '0s' } }).delivery.timeouts.idle, 0);
+});
+
 test('a SLUICE__ variable that names no config key is refused naming the variable; a record such as the transport map takes any key', () => {
   const bad = refused({ env: { SLUICE__DELIVERY__LEASEX: '5m', SLUICE__TRAKING__PORT: '80' } });
   assert.match((bad.get('delivery.LEASEX') ?? []).join(' | '), 'environment variable SLUICE__DELIVERY__LEASEX names no config key');
