@@ -2,7 +2,7 @@ import { loadConfig } from '../config/load.js';
 import { connectForCommand } from './redis-connect.js';
 import { createKeys } from '../redis/keys.js';
 import { destinationStats, scopeStats } from '../queue/stats.js';
-import { resolveRecordedShaping } from '../queue/shaping.js';
+import { resolveRecordedShaping, tlsPolicyOf } from '../queue/shaping.js';
 import { applyBackoff, backoffState } from '../queue/backoff.js';
 import { normaliseDomain } from '../core/address.js';
 import { flushAll, flushDestination } from '../queue/flush.js';
@@ -13,7 +13,8 @@ const USAGE = `Usage: sluice queue [--config FILE] [--limit N] [--json]
        sluice queue flush (--domain D [--domain D2 …] | --all) [--config FILE] [--json]
 
 Shows each destination with queued mail: recipients waiting (and due now), recipients leased
-(being delivered), the next attempt, its shaping rule, and the throttle state of its shaping scope
+(being delivered), the next attempt, its shaping rule, its STARTTLS policy (the rule's tls, else
+delivery.tls: none, may, encrypt or verify), and the throttle state of its shaping scope
 (connections in use / allowed, tokens left, backoff). The rule is the one the dispatcher resolved
 with the destination's MX hosts (a rule matching by MX, like google's '*.google.com'); until the
 dispatcher has visited a destination, the rule its domain alone matches. --limit (default 50) cuts
@@ -62,7 +63,7 @@ export async function runQueue(argv: string[], io: Io): Promise<number> {
         const scope = await scopeStats(redis, keys, s.scope, s.rate, now);
         const { recordedRule: _recorded, ...counts } = d;
         return {
-          ...counts, rule: s.rule, scope: s.scope, connections: scope.connections, connectionLimit: s.connections, tokens: scope.tokens, rate: s.rate,
+          ...counts, rule: s.rule, tls: tlsPolicyOf(configured, cfg.delivery.tls), scope: s.scope, connections: scope.connections, connectionLimit: s.connections, tokens: scope.tokens, rate: s.rate,
           backoffLevel: bo.level, backoffReason: bo.reason, suspendedUntil: bo.suspendedUntil,
           configuredConnectionLimit: configured.connections, configuredRate: configured.rate,
         };
@@ -76,9 +77,9 @@ export async function runQueue(argv: string[], io: Io): Promise<number> {
       println(io.out, 'queue is empty');
       return 0;
     }
-    const header = ['DESTINATION', 'READY', 'CAMPAIGNS', 'DUE', 'LEASED', 'NEXT', 'RULE', 'CONNS', 'TOKENS', 'BACKOFF'];
+    const header = ['DESTINATION', 'READY', 'CAMPAIGNS', 'DUE', 'LEASED', 'NEXT', 'RULE', 'TLS', 'CONNS', 'TOKENS', 'BACKOFF'];
     const table = rows.map((r) => [
-      r.domain, String(r.ready), String(r.campaigns), String(r.due), String(r.leased), fmtTime(r.nextAt, now), r.rule,
+      r.domain, String(r.ready), String(r.campaigns), String(r.due), String(r.leased), fmtTime(r.nextAt, now), r.rule, r.tls,
       `${r.connections}/${r.connectionLimit}`,
       Object.entries(r.tokens).map(([k, v]) => `${k}:${Math.floor(v)}`).join(' ') || '-',
       fmtBackoff(r.backoffLevel, r.suspendedUntil, r.backoffReason, now),

@@ -15,7 +15,7 @@ import { reapExpired } from '../queue/reap.js';
 import { dueDestinations, reschedule, postpone } from '../queue/schedule.js';
 import { takeTokens, refundTokens, acquireConnection, renewConnection, releaseConnection } from '../queue/throttle.js';
 import { recordThrottleSignal, recordSuccess, backoffState, applyBackoff, type BackoffConfig } from '../queue/backoff.js';
-import { resolveShaping, retryDelay, type EffectiveShaping } from '../queue/shaping.js';
+import { resolveShaping, retryDelay, tlsPolicyOf, type EffectiveShaping } from '../queue/shaping.js';
 import { shortId } from '../core/ids.js';
 import { Semaphore } from '../core/semaphore.js';
 import { verpAddress } from '../core/verp.js';
@@ -384,7 +384,7 @@ export class Dispatcher {
     const provider = shaping.provider;
     // The destination's rule, else delivery.tls. Mandatory TLS (encrypt, verify) is never given up
     // for plain text: a host that fails it is skipped for the next, as any failed session setup.
-    const policy = shaping.tls ?? defaultTlsPolicy(d.tls);
+    const policy = tlsPolicyOf(shaping, d.tls);
     let last: SmtpOutcome | undefined;
     while (walk.next < walk.hosts.length) {
       const h = walk.hosts[walk.next++] as RouteHost;
@@ -1168,16 +1168,6 @@ export class Dispatcher {
     await reschedule(redis, keys, config.redis.scheduleShards, domain, nextAt, this.now());
     if (outcome.result !== 'delivered') this.log.info({ domain, response: outcome.response }, 'destination failed as a whole');
   }
-}
-
-/**
- * The TLS policy of a destination whose shaping rule sets none: delivery.tls.verify is mandatory,
- * verified TLS; else opportunistic, or none at all without delivery.tls.opportunistic (the schema
- * refuses verify without opportunistic).
- */
-function defaultTlsPolicy(tls: Config['delivery']['tls']): TlsPolicy {
-  if (tls.verify) return 'verify';
-  return tls.opportunistic ? 'may' : 'none';
 }
 
 /**

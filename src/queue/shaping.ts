@@ -116,3 +116,14 @@ export function retryDelay(s: EffectiveShaping, attemptsMade: number): Ms {
   const i = Math.min(Math.max(Math.floor(attemptsMade) - 1, 0), s.retry.length - 1);
   return s.retry[i] ?? MINUTE;
 }
+
+/**
+ * The STARTTLS policy delivery uses for a destination: its shaping rule's, else delivery.tls's —
+ * verify is mandatory, verified TLS; else opportunistic ('may'), or none at all without
+ * delivery.tls.opportunistic (the schema refuses verify without opportunistic).
+ */
+export function tlsPolicyOf(shaping: Pick<EffectiveShaping, 'tls'>, tls: Config['delivery']['tls']): TlsPolicy {
+  if (shaping.tls !== null) return shaping.tls;
+  if (tls.verify) return 'verify';
+  return tls.opportunistic ? 'may' : 'none';
+}

@@ -5,7 +5,7 @@
  * gauges (sluice_queue_recipients / sluice_queue_leases) of that Sluice are read from its /metrics.
  * One test runs a Sluice with the delivery role, whose dispatcher resolves a destination's MX.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
@@ -28,7 +28,7 @@ let s: SluiceFixture;
 let dir: string;
 let cfgFile: string;
 
-interface Row { domain: string; ready: number; due: number; leased: number; rule: string; scope: string; connections: number; connectionLimit: number }
+interface Row { domain: string; ready: number; due: number; leased: number; rule: string; tls: string; scope: string; connections: number; connectionLimit: number }
 
 test.before(async () => {
   dir = mkdtempSync(join(tmpdir(), 'sluice-cli-queue-'));
@@ -80,19 +80,30 @@ test('--json: one row per destination with ready, due, leased counts and the mat
   assert.is(by.get('gmail.com')?.connectionLimit, 20, "the google rule's connection limit");
   assert.is(by.get('two.test')?.ready, 1);
   assert.is(by.get('two.test')?.connectionLimit, 10, 'the default connection limit');
+  assert.equal(rows.map((x) => x.tls), ['may', 'may', 'may'], 'delivery.tls: opportunistic');
+  // The policy delivery would use: delivery.tls.verify for a rule without its own, a rule's tls over it.
+  const strict = join(dir, 'strict.yaml');
+  writeFileSync(
+    strict,
+    `${readFileSync(cfgFile, 'utf8')}delivery:\n  tls:\n    verify: true\nshaping:\n  rules:\n    - name: two\n      match: { domains: ['two.test'], mx: [] }\n      tls: encrypt\n`,
+  );
+  const v = await sluice(['queue', '--config', strict, '--json']);
+  assert.is(v.code, 0, v.err);
+  assert.equal(Object.fromEntries((JSON.parse(v.out) as Row[]).map((x) => [x.domain, x.tls])), { 'one.test': 'verify', 'gmail.com': 'verify', 'two.test': 'encrypt' });
 });
 
 test('the table lists each destination with its counts and rule, busiest first; --limit cuts it', async () => {
   const r = await sluice(['queue', '--config', cfgFile]);
   assert.is(r.code, 0, r.err);
   const lines = r.out.trimEnd().split('\n');
-  assert.match(lines[0] as string, /^DESTINATION\s+READY\s+CAMPAIGNS\s+DUE\s+LEASED\s+NEXT\s+RULE\s+CONNS\s+TOKENS\s+BACKOFF$/);
+  assert.match(lines[0] as string, /^DESTINATION\s+READY\s+CAMPAIGNS\s+DUE\s+LEASED\s+NEXT\s+RULE\s+TLS\s+CONNS\s+TOKENS\s+BACKOFF$/);
   const cells = lines.slice(1).map((l) => l.split(/\s+/));
   assert.equal(cells.map((c) => c[0]), ['one.test', 'gmail.com', 'two.test'], `due desc, then ready+leased, then name:\n${r.out}`);
   assert.equal(cells[0]?.slice(0, 7), ['one.test', '2', '0', '2', '2', 'now', 'default']);
   assert.equal(cells[1]?.slice(0, 7), ['gmail.com', '2', '0', '2', '0', 'now', 'google']);
   assert.equal(cells[2]?.slice(0, 7), ['two.test', '1', '0', '1', '0', 'now', 'default']);
-  assert.equal(cells.map((c) => c[7]), ['0/10', '0/20', '0/10'], 'connections in use / limit');
+  assert.equal(cells.map((c) => c[7]), ['may', 'may', 'may'], 'STARTTLS policy');
+  assert.equal(cells.map((c) => c[8]), ['0/10', '0/20', '0/10'], 'connections in use / limit');
 
   const limited = await sluice(['queue', '--config', cfgFile, '--limit', '1', '--json']);
   assert.equal((JSON.parse(limited.out) as Row[]).map((x) => x.domain), ['one.test']);
@@ -177,7 +188,7 @@ test('a destination whose rule matches only by MX: once the dispatcher resolved 
     ]);
     assert.not.ok('recordedRule' in (rows[0] as object), 'the output keeps its shape');
     const table = await sluice(['queue', '--config', file]);
-    assert.match(table.out, /^hosted\.test\s+2\s+0\s+0\s+0\s+in \d+m\s+google\s+0\/20\s/m);
+    assert.match(table.out, /^hosted\.test\s+2\s+0\s+0\s+0\s+in \d+m\s+google\s+may\s+0\/20\s/m);
   } finally {
     await d.stop();
     await dns.close();
