@@ -151,8 +151,8 @@ export function publicOnlyLookup(resolver: Resolver): (hostname: string, options
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    /** src/queue/lua/moveBatch-4.lua: [1 settled (delivered, retry or dead letter) or 0 the batch changed meanwhile, dead letters dropped for room]. */
-    moveBatch(outbox: string, dead: string, ages: string, events: string, member: string, next: string, score: number | 'dead' | 'delivered', deadMax: number, batchId: string, n: number): Result<[number, number], Context>;
+    /** src/queue/lua/moveBatch-4.lua: [1 settled (delivered, retry, dead letter or dropped unreadable) or 0 the batch changed meanwhile, dead letters dropped for room]. */
+    moveBatch(outbox: string, dead: string, ages: string, events: string, member: string, next: string, score: number | 'dead' | 'delivered' | 'dropped', deadMax: number, batchId: string, n: number): Result<[number, number], Context>;
     /** src/queue/lua/queueBatch-4.lua: [1 queued or 0 dead-lettered (the outbox is full), dead letters dropped for room]. */
     queueBatch(outbox: string, ages: string, dead: string, events: string, score: number, member: string, batchId: string, oldest: number, n: number, maxOutbox: number, deadMax: number): Result<[number, number], Context>;
     /** src/queue/lua/claimBatch-1.lua: 1 taken for a POST, 0 no longer due (taken by another, or gone). */
@@ -251,6 +251,22 @@ function parseBatch(member: string): Batch | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * What can still be read of an unreadable batch, to take it off the ages and the event count: its id
+ * (`b` is its first key, as newBatch and every rewrite write it, so a batch cut short keeps it), and
+ * its events if they parse. '' and 0 when not even that is left.
+ */
+function unreadableBatch(member: string): { id: string; events: number } {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(member);
+  } catch {
+    return { id: /^\{"b":"([\w-]{1,64})"/.exec(member)?.[1] ?? '', events: 0 };
+  }
+  const b = typeof parsed === 'object' && parsed !== null ? (parsed as Partial<Record<keyof Batch, unknown>>) : {};
+  return { id: typeof b.b === 'string' ? b.b : '', events: Array.isArray(b.e) ? b.e.length : 0 };
 }
 
 /** A new batch of `events` (in stream order): its JSON, its id, the time of its oldest event, how many. */
@@ -606,7 +622,10 @@ export class WebhookDispatcher {
         const batch = parseBatch(member);
         if (!batch) {
           this.o.logger.error({ endpoint: parsed.id }, 'unreadable webhook batch dropped');
-          await redis.zrem(outbox, member);
+          // With its age (one script): a plain ZREM left it in the ages for good, and the lag gauge
+          // reported it, older each pass. An age whose id cannot be read goes when the outbox empties.
+          const { id, events } = unreadableBatch(member);
+          await redis.moveBatch(outbox, keys.webhookDead(parsed.account, parsed.id), keys.webhookAges(parsed.account, parsed.id), keys.webhookOutboxEvents(parsed.account, parsed.id), member, '', 'dropped', this.o.deadLetterMax ?? DEFAULT_DEAD_MAX, id, events);
           continue;
         }
         unused--;

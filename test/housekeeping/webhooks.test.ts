@@ -356,6 +356,47 @@ test('webhook lag forgets an endpoint deleted elsewhere at the next pass: its ba
   assert.is(m.lag(), 0, 'the deleted backlog is not reported as lag');
 });
 
+test('an unreadable batch dropped from the outbox leaves the ages with it: the lag reports only batches still awaited', async () => {
+  const { keys } = redis.fresh();
+  let answer = 500;
+  const rx = await receiver(() => answer);
+  const { endpoint } = await createWebhook(client, keys, 'acme', { url: rx.url, events: ['*'] });
+  const outbox = keys.webhookOutbox('acme', endpoint.id);
+  const ages = keys.webhookAges('acme', endpoint.id);
+  const at = Number((await event(keys, 'delivered', 'acme', 'm1')).split('-')[0]);
+  let now = at;
+  const m = counter();
+  const d = dispatcher(keys, { now: () => now, retryBaseMs: 2 * 3600_000, retryMaxDelayMs: 2 * 3600_000, metrics: m.metrics });
+  await pass(d);
+  const [first] = await client.zrange(outbox, 0, 0);
+  await event(keys, 'delivered', 'acme', 'm2');
+  await pass(d);
+  assert.is(m.counts['http_error'], 2, 'two batches wait for their retries');
+  const second = (await client.zrange(outbox, 0, -1)).find((b) => b !== first) as string;
+  const idOf = (member: string): string => (JSON.parse(member) as { b: string }).b;
+  // The first batch cut short (a hand edit, a restored dump): unreadable, its id still at its head. Due now.
+  await client.zrem(outbox, first as string);
+  await client.zadd(outbox, now, (first as string).slice(0, 40));
+  now = at + 30 * 60_000;
+  await pass(d);
+  assert.equal(await client.zrange(outbox, 0, -1), [second], 'the unreadable batch was dropped, the other waits');
+  assert.equal(await client.zrange(ages, 0, -1), [idOf(second)], 'the dropped batch left the ages');
+  assert.ok(Math.abs(m.lag() - 1800) < 5, `lag ${m.lag()} s: the waiting batch's`);
+
+  // A batch with nothing readable left, not even its id, and its age: gone once the outbox is empty.
+  await client.zadd(outbox, now, 'not json');
+  await client.zadd(ages, at - 60_000, 'lost-id');
+  answer = 200;
+  now = at + 3 * 3600_000;
+  await pass(d);
+  await pass(d);
+  assert.is(rx.received.length, 3, 'the readable batch was delivered; nothing unreadable was POSTed');
+  assert.is(await client.zcard(outbox), 0);
+  assert.equal(await client.zrange(ages, 0, -1), [], 'an empty outbox awaits nothing');
+  assert.is(await client.exists(keys.webhookOutboxEvents('acme', endpoint.id)), 0, 'the event count went with the last batch');
+  assert.is(m.lag(), 0, 'no lag once nothing is awaited');
+});
+
 test('a redirect is not followed: the target gets nothing and the batch is retried', async () => {
   const { keys } = redis.fresh();
   const target = await receiver();
