@@ -416,7 +416,10 @@ export class Dispatcher {
             tls = 'none';
             continue;
           }
-          this.o.metrics?.smtpConnectionsOpened.inc({ result: 'failed', tls: 'no' });
+          // The policy alone refused the host (STARTTLS not offered or refused, handshake or certificate
+          // failed; 'may' fell back above): counted apart, so operators can alert on it.
+          const policyFailed = err instanceof SmtpConnectError && (err.tlsNotStarted || err.tlsFailed);
+          this.o.metrics?.smtpConnectionsOpened.inc({ result: policyFailed ? 'tls_required' : 'failed', tls: 'no' });
           const outcome = (err as { outcome?: SmtpOutcome }).outcome ?? localOutcome('deferred', '4.4.1', `connect to ${h.host}:${h.port} failed: ${(err as Error).message}`, 'CONN', false);
           last = moreTelling(last, outcome);
           // A 5xx greeting is the host's final word for this connection, not for the recipient; try the next MX.

@@ -99,6 +99,11 @@ export class SmtpConnectError extends SluiceError {
    * the peer's TLS is broken, and a new session without STARTTLS may well deliver (the caller decides).
    */
   tlsFailed = false;
+  /**
+   * Under a mandatory TLS policy (encrypt, verify) the server did not offer STARTTLS or refused it
+   * (4.7.4): the session was given up after EHLO for the policy alone.
+   */
+  tlsNotStarted = false;
   constructor(outcome: SmtpOutcome, cause?: unknown) {
     super('SLUICE_DELIVERY_CONNECT_FAILED', outcome.response, cause === undefined ? {} : { cause });
     this.outcome = outcome;
@@ -311,7 +316,9 @@ export class SmtpClient {
    */
   private tlsRequired(why: string, command: string): SmtpConnectError {
     this.terminate(why);
-    return connectError(why, command, TLS_REQUIRED);
+    const err = connectError(why, command, TLS_REQUIRED);
+    err.tlsNotStarted = true;
+    return err;
   }
 
   /** The server as logs and outcomes name it: 'mx.example.com[192.0.2.1]:25', or 'host:port' without a name. */

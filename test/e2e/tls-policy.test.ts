@@ -14,6 +14,7 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { request } from 'undici';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { startCapturePeer, startScriptedPeer, type CapturePeer, type ScriptedPeer } from '../helpers/smtp-peer.js';
 import { startDnsStub, type DnsStub } from '../helpers/dns-stub.js';
@@ -183,6 +184,26 @@ test("'encrypt': a first MX without STARTTLS is skipped for the next MX host, wh
   assert.is(final.recipients[0].attempts, 1);
   assert.equal(receivedFor(plain, 'joe@next-enc.test'), []);
   assert.is(receivedFor(selfSigned, 'joe@next-enc.test')[0]?.secure, true);
+});
+
+/** sluice_smtp_connections_opened_total by result, summed over its `tls` label, from the admin /metrics endpoint. */
+async function opened(): Promise<Record<string, number>> {
+  const text = await (await request(`http://127.0.0.1:${s.app.ports.admin}/metrics`)).body.text();
+  const counts: Record<string, number> = {};
+  for (const [, result, n] of text.matchAll(/^sluice_smtp_connections_opened_total\{result="([^"]+)",[^}]*\} (\d+)$/gm)) counts[result as string] = (counts[result as string] ?? 0) + Number(n);
+  return counts;
+}
+
+test("a host failing the mandatory policy (not offered, refused, certificate) is counted as connections opened result tls_required, not failed", async () => {
+  const before = await opened();
+  for (const to of ['kit@plain-ver.test', 'lea@refused-enc.test', 'max@self-ver.test']) {
+    const rc = await s.waitRecipient(await send(to), 'deferred');
+    assert.ok(['4.7.4', '4.7.5'].includes(rc?.enhanced), JSON.stringify(rc));
+  }
+  const after = await opened();
+  assert.ok((after['tls_required'] ?? 0) - (before['tls_required'] ?? 0) >= 3, `tls_required ${JSON.stringify(before)} → ${JSON.stringify(after)}`);
+  // Every connection of this suite that did not open failed the policy: none is a plain failure.
+  assert.is(after['failed'] ?? 0, 0, JSON.stringify(after));
 });
 
 test.run();
