@@ -1,6 +1,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, linkSync, mkdirSync, readFileSync, readlinkSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
-import { createConnection } from 'node:net';
+import { createHash } from 'node:crypto';
+import { existsSync, linkSync, mkdirSync, readFileSync, readlinkSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createConnection, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { SluiceError } from '../core/errors.js';
 
@@ -327,15 +328,134 @@ async function adopt(socket: string, ownerFile: string, owner: OwnerFile, opts: 
   return server;
 }
 
+/** What a start lock holds or answers: `<pid> <procStart>` of the start holding it. */
+function holderLine(): string {
+  return `${process.pid} ${procStart(process.pid) ?? ''}`.trim();
+}
+
+/**
+ * The start lock of a data folder: held from the checks of startLocked until its server answers or
+ * the start fails, so that those checks and the spawn are one start's alone. Resolves to its
+ * release; throws SLUICE_REDIS_UNAVAILABLE, naming the holder's pid, while another start holds it.
+ * Linux: a listening unix socket on an abstract name (takeSocketLock), which the kernel frees when
+ * its holder exits, however it ends: nothing is ever taken over. Elsewhere (no abstract sockets):
+ * start.lock (takeFileLock). A start sees no lock of the other kind: a platform uses one kind only.
+ */
+export async function takeStartLock(dir: string, kind: 'socket' | 'file' = process.platform === 'linux' ? 'socket' : 'file'): Promise<() => Promise<void>> {
+  if (kind === 'socket') return takeSocketLock(dir);
+  const file = join(dir, 'start.lock');
+  const lock = takeFileLock(file);
+  // A start killed while its server loaded (minutes), then a reboot: the lock's pid may run anything.
+  if (!lock.held) {
+    throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', `another Sluice (pid ${lock.pid}) is starting the redis-server of ${dir} (is another Sluice running with the same data folder? if none runs, the pid is another process's now: remove ${file})`);
+  }
+  return async () => rmSync(file, { force: true });
+}
+
+/**
+ * sun_path's size (Linux). An abstract name is every byte of the address given to bind(): Node 20
+ * gives all of sun_path, the name's trailing NULs included, where a libuv that counts only the
+ * name's own bytes would bind another name. A name that fills sun_path is the same for both.
+ */
+const SUN_PATH_BYTES = 108;
+
+/**
+ * The abstract socket name of a folder's start lock (Linux: a name of the network namespace, not a
+ * file). The folder is named by its device and inode, not its path: one folder reached by two
+ * paths (a bind mount, a symlink) is one lock. A process of another network namespace (a container
+ * of its own, systemd PrivateNetwork=) sees other names: not excluded.
+ */
+function startLockName(dir: string): string {
+  const { dev, ino } = statSync(dir, { bigint: true });
+  return `\0sluice-start-${createHash('sha256').update(`${dev}:${ino}`).digest('hex')}`.padEnd(SUN_PATH_BYTES, '.');
+}
+
+/**
+ * A start one waits for to say who it is: it answers from its event loop, which a start never
+ * blocks for long. Silent beyond that: refused without its pid.
+ */
+const LOCK_ASK_TIMEOUT_MS = 1000;
+
+/**
+ * Takes the start lock of `dir` as a unix socket listening on its abstract name: bind() fails with
+ * EADDRINUSE while another process listens there. The listener answers each connection with its
+ * holderLine, for the refusal to name the pid. Neither it nor its connections keep the process
+ * running, and redis-server does not inherit it (libuv opens sockets close-on-exec).
+ */
+async function takeSocketLock(dir: string): Promise<() => Promise<void>> {
+  const name = startLockName(dir);
+  const line = holderLine();
+  // The holder may release between our bind and our question: bind again. Every round means a
+  // start came and went; 20 bound a loop over a name that someone else keeps taking and freeing.
+  for (let round = 0; ; round++) {
+    const asking = new Set<Socket>();
+    const server = createServer((c) => {
+      asking.add(c);
+      c.unref();
+      c.on('error', () => undefined); // the asker gone already
+      c.once('close', () => asking.delete(c));
+      c.end(line);
+    });
+    const failed = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
+      server.once('error', resolve);
+      server.listen(name, () => resolve(undefined));
+    });
+    if (!failed) {
+      server.unref();
+      return () =>
+        new Promise<void>((resolve) => {
+          server.close(() => resolve());
+          // close() waits for open connections: an asker that never closes its end must not hold
+          // up the start.
+          for (const c of asking) c.destroy();
+        });
+    }
+    if (failed.code !== 'EADDRINUSE') {
+      throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', `could not take the start lock of ${dir} (a unix socket on an abstract name): ${failed.message}`, { cause: failed });
+    }
+    const holder = await askHolder(name);
+    if (holder === 'gone' && round < 20) continue;
+    const who = typeof holder === 'number' ? `another Sluice (pid ${holder})` : 'another Sluice';
+    throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', `${who} is starting the redis-server of ${dir} (is another Sluice running with the same data folder?)`);
+  }
+}
+
+/**
+ * Asks the holder of the lock `name` for its pid: the pid, 'gone' (released meanwhile: nothing
+ * listens, or it closed without a word), or 'unknown' (no answer in time, not a pid).
+ */
+function askHolder(name: string): Promise<number | 'gone' | 'unknown'> {
+  return new Promise((resolve) => {
+    const sock = createConnection(name);
+    let text = '';
+    const done = (r: number | 'gone' | 'unknown') => {
+      sock.destroy();
+      resolve(r);
+    };
+    sock.setTimeout(LOCK_ASK_TIMEOUT_MS, () => done('unknown'));
+    sock.on('error', (err: NodeJS.ErrnoException) => done(err.code === 'ECONNREFUSED' || err.code === 'ECONNRESET' ? 'gone' : 'unknown'));
+    sock.on('data', (d) => {
+      text += d.toString('latin1');
+      if (text.length > 200) done('unknown');
+    });
+    sock.on('end', () => {
+      const pid = Number(text.split(' ')[0]);
+      done(text === '' ? 'gone' : Number.isInteger(pid) && pid > 0 ? pid : 'unknown');
+    });
+  });
+}
+
 /**
  * Takes `file` for this process: created only if absent (link() of a file already holding our pid,
  * so a reader never sees it empty), or taken over from a process that no longer runs. Returns
- * false when a live process holds it.
+ * false when a live process holds it. Used only where abstract sockets are missing, for its flaw:
+ * two starts that read one stale lock at the same instant may both take it over (the second removes
+ * the lock the first has just linked), where the socket lock has nothing to take over.
  */
-function takeLock(file: string): { held: true } | { held: false; pid: number } {
+function takeFileLock(file: string): { held: true } | { held: false; pid: number } {
   const mine = `${file}.${process.pid}.${Math.random().toString(36).slice(2)}`;
   // `<pid> <procStart>`: a pid that runs another process by now (after a reboot) does not hold it.
-  writeFileSync(mine, `${process.pid} ${procStart(process.pid) ?? ''}`.trim());
+  writeFileSync(mine, holderLine());
   try {
     for (;;) {
       try {
@@ -367,19 +487,14 @@ export async function startEmbeddedRedis(opts: EmbeddedOptions): Promise<Embedde
   }
   mkdirSync(opts.dir, { recursive: true });
   // Two starts at the same instant on a folder both found no socket and each started a server: two
-  // redis-servers writing one AOF. The checks below and the start are one start's alone (start.lock,
-  // held until its server answers or the start fails); after that the socket answers, and the
-  // checks refuse or adopt.
-  const lockFile = join(opts.dir, 'start.lock');
-  const lock = takeLock(lockFile);
-  // A start killed while its server loaded (minutes), then a reboot: the lock's pid may run anything.
-  if (!lock.held) {
-    throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', `another Sluice (pid ${lock.pid}) is starting the redis-server of ${opts.dir} (is another Sluice running with the same data folder? if none runs, the pid is another process's now: remove ${lockFile})`);
-  }
+  // redis-servers writing one AOF. The checks below and the start are one start's alone (the start
+  // lock, held until its server answers or the start fails, a signal included); after that the
+  // socket answers, and the checks refuse or adopt.
+  const release = await takeStartLock(opts.dir);
   try {
     return await startLocked(opts);
   } finally {
-    rmSync(lockFile, { force: true });
+    await release();
   }
 }
 

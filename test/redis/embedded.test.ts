@@ -5,7 +5,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { EMBEDDED_AOF_REWRITE_MIN_SIZE, EMBEDDED_SNAPSHOT_INTERVAL_S, exitReport, procStart, startEmbeddedRedis } from '../../src/redis/embedded.js';
+import { EMBEDDED_AOF_REWRITE_MIN_SIZE, EMBEDDED_SNAPSHOT_INTERVAL_S, exitReport, procStart, startEmbeddedRedis, takeStartLock } from '../../src/redis/embedded.js';
 import { startLoadingOrphan } from '../helpers/redis.js';
 import { loadConfig } from '../../src/config/load.js';
 import { createRedis, checkRedisVersion } from '../../src/redis/client.js';
@@ -198,7 +198,8 @@ test('an owner.json whose redis pid now runs something else (another folder\'s r
 
 test('two starts at the same instant on a fresh folder: one server runs, the other start is refused', async () => {
   const d = mkdtempSync(join(tmpdir(), 'sluice-emb-race-'));
-  // A start that died before its server answered left its lock: taken over.
+  // A start that died before its server answered left its lock file (an older version's, or one of
+  // a system without abstract sockets): on Linux no file is read, none is written.
   writeFileSync(join(d, 'start.lock'), String(spawnSync('true').pid));
   try {
     const both = await Promise.allSettled([startEmbeddedRedis({ binary: 'redis-server', dir: d }), startEmbeddedRedis({ binary: 'redis-server', dir: d })]);
@@ -207,10 +208,40 @@ test('two starts at the same instant on a fresh folder: one server runs, the oth
     for (const s of up) await s.stop();
     assert.is(up.length, 1, 'exactly one server started');
     assert.ok(isSluiceError(refused[0], 'SLUICE_REDIS_UNAVAILABLE'), String(refused[0]));
-    assert.match(refused[0]!.message, `another Sluice (pid ${process.pid}) is starting the redis-server of ${d}`);
-    assert.match(refused[0]!.message, `if none runs, the pid is another process's now: remove ${join(d, 'start.lock')}`);
-    assert.not.ok(existsSync(join(d, 'start.lock')), 'the lock is released');
+    assert.match(refused[0]!.message, `another Sluice (pid ${process.pid}) is starting the redis-server of ${d} (is another Sluice running with the same data folder?)`);
+    // The lock is released: a start now gets past it (and starts the server again).
+    const again = await startEmbeddedRedis({ binary: 'redis-server', dir: d });
+    await again.stop();
   } finally {
+    rmSync(d, { recursive: true, force: true });
+  }
+});
+
+test('the file lock (systems without abstract sockets): a stale one is taken over, a held one refused naming its pid and the file', async () => {
+  const d = mkdtempSync(join(tmpdir(), 'sluice-emb-filelock-'));
+  const file = join(d, 'start.lock');
+  const sleep = spawn('sleep', ['60'], { stdio: 'ignore' });
+  try {
+    // Left by a start that died; then by one whose pid runs an unrelated process by now (the
+    // sleep, started at another time: after a reboot).
+    for (const stale of [String(spawnSync('true').pid), `${sleep.pid} ${procStart(sleep.pid as number)!.split(':')[0]}:1`]) {
+      writeFileSync(file, stale);
+      const release = await takeStartLock(d, 'file');
+      assert.is(readFileSync(file, 'utf8'), `${process.pid} ${procStart(process.pid)}`);
+      try {
+        await takeStartLock(d, 'file');
+        assert.unreachable('a held lock was taken');
+      } catch (err) {
+        assert.ok(isSluiceError(err, 'SLUICE_REDIS_UNAVAILABLE'), String(err));
+        assert.match((err as Error).message, `another Sluice (pid ${process.pid}) is starting the redis-server of ${d}`);
+        assert.match((err as Error).message, `if none runs, the pid is another process's now: remove ${file}`);
+      }
+      await release();
+      assert.not.ok(existsSync(file), 'the lock is released');
+    }
+    assert.ok(alive(sleep.pid as number), 'the unrelated process is left alone');
+  } finally {
+    sleep.kill();
     rmSync(d, { recursive: true, force: true });
   }
 });
@@ -224,6 +255,7 @@ test('a redis-server that exits at start (corrupt AOF) fails the start with its 
     // Before: "redis-server exited at start: see <dir>/redis.log", neither how nor why.
     await refusedStart({ dir: d }, 'SLUICE_REDIS_UNAVAILABLE', 'a server with a corrupt AOF started',
       'exited before it was ready (code 1', `last lines of ${join(d, 'redis.log')}`, 'Bad file format reading the append only file');
+    await (await takeStartLock(d))(); // released on failure too
   } finally {
     rmSync(d, { recursive: true, force: true });
   }
@@ -241,7 +273,8 @@ test('an adopted server still loading its data is waited for: a signal meanwhile
     assert.ok(isSluiceError(err, 'SLUICE_SHUTTING_DOWN'), `start ended with ${String(err)}`);
     assert.match((err as Error).message, 'before the adopted redis-server');
     assert.not.ok(alive(orphan.pid), 'the loading server was stopped');
-    assert.not.ok(existsSync(join(d, 'start.lock')), 'the lock is released');
+    // The lock is released: taken at once.
+    await (await takeStartLock(d))();
   } finally {
     orphan.kill();
     rmSync(d, { recursive: true, force: true });
@@ -274,7 +307,7 @@ test('an adopted server that dies while loading fails the start, naming it', asy
   }
 });
 
-test('owner.json and start.lock record start times: a pid reused by an unrelated process is not taken for the Sluice that wrote them', async () => {
+test('owner.json records start times: a pid reused by an unrelated process is not taken for the Sluice that wrote them', async () => {
   const d = mkdtempSync(join(tmpdir(), 'sluice-emb-pidreuse-'));
   const sleep = spawn('sleep', ['60'], { stdio: 'ignore' });
   const other = procStart(sleep.pid as number);
@@ -287,9 +320,7 @@ test('owner.json and start.lock record start times: a pid reused by an unrelated
     // The Sluice that started the server died; its pid now runs the sleep (started at another time).
     const stale = `${other!.split(':')[0]}:1`;
     writeFileSync(join(d, 'owner.json'), JSON.stringify({ sluicePid: sleep.pid, sluiceStart: stale, redisPid: orphan.pid, redisStart: procStart(orphan.pid) }));
-    // And a start that died left its lock, whose pid is the sleep's now too.
-    writeFileSync(join(d, 'start.lock'), `${sleep.pid} ${stale}`);
-    // Before: refused ("another Sluice (pid N) is starting", then "another redis-server already serves").
+    // Before: refused ("another redis-server already serves").
     const adopted = await startEmbeddedRedis({ binary: 'redis-server', dir: d });
     assert.is(adopted.adopted, true);
     assert.is(adopted.pid, orphan.pid);
