@@ -626,6 +626,8 @@ export class WebhookDispatcher {
           // reported it, older each pass. An age whose id cannot be read goes when the outbox empties.
           const { id, events } = unreadableBatch(member);
           await redis.moveBatch(outbox, keys.webhookDead(parsed.account, parsed.id), keys.webhookAges(parsed.account, parsed.id), keys.webhookOutboxEvents(parsed.account, parsed.id), member, '', 'dropped', this.o.deadLetterMax ?? DEFAULT_DEAD_MAX, id, events);
+          // Counted, not only logged: its events reach no one, and an alert on the results sees it.
+          this.o.metrics?.deliveries.inc({ result: 'unreadable' });
           continue;
         }
         unused--;

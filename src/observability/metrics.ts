@@ -127,7 +127,7 @@ export function createMetrics() {
       labelNames: ['reason'] as const, registers: [registry],
     }),
     webhookDeliveries: new Counter({
-      name: 'sluice_webhook_deliveries_total', help: 'Webhook batch deliveries by result (success, http_error, timeout, network_error, secret_error, dead_letter)', labelNames: ['result'] as const, registers: [registry],
+      name: 'sluice_webhook_deliveries_total', help: 'Webhook batch deliveries by result (success, http_error, timeout, network_error, secret_error, dead_letter; unreadable: a batch in an outbox that could not be read, dropped unsent)', labelNames: ['result'] as const, registers: [registry],
     }),
     webhookLag: new Gauge({
       name: 'sluice_webhook_lag_seconds', help: 'Age of the oldest event waiting for webhook delivery at the last pass', registers: [registry],

@@ -382,6 +382,7 @@ test('an unreadable batch dropped from the outbox leaves the ages with it: the l
   assert.equal(await client.zrange(outbox, 0, -1), [second], 'the unreadable batch was dropped, the other waits');
   assert.equal(await client.zrange(ages, 0, -1), [idOf(second)], 'the dropped batch left the ages');
   assert.ok(Math.abs(m.lag() - 1800) < 5, `lag ${m.lag()} s: the waiting batch's`);
+  assert.is(m.counts['unreadable'], 1, 'the dropped batch is counted');
 
   // A batch with nothing readable left, not even its id, and its age: gone once the outbox is empty.
   await client.zadd(outbox, now, 'not json');
@@ -395,6 +396,7 @@ test('an unreadable batch dropped from the outbox leaves the ages with it: the l
   assert.equal(await client.zrange(ages, 0, -1), [], 'an empty outbox awaits nothing');
   assert.is(await client.exists(keys.webhookOutboxEvents('acme', endpoint.id)), 0, 'the event count went with the last batch');
   assert.is(m.lag(), 0, 'no lag once nothing is awaited');
+  assert.is(m.counts['unreadable'], 2, 'both unreadable batches counted');
 });
 
 test('a redirect is not followed: the target gets nothing and the batch is retried', async () => {
