@@ -528,8 +528,15 @@ export async function eraseAddress(
     const cq = r.campaign ? keys.campaignQueue(r.domain, r.msgId) : keys.campaignQueue(r.domain, `${r.msgId}:none`);
     const removed = await redis.eraseEntry(keys.ready(r.domain), keys.leases(r.domain), keys.rcptState(r.domain, r.msgId, r.idx), cq, r.msgId, r.idx, ATTEMPT_FLOOR);
     queued += removed;
-    // A reference whose record is gone: its delivery record and queue entries went above, if any were left.
-    if (r.meta === null && r.campaign === null) return;
+    // A reference whose record is gone (its life ended): its delivery record and queue entries went
+    // above, if any were left. A bounce or complaint naming the copy can still come, and would be kept
+    // as unmatched mail with the address in it: the copy's erased mark (store/tombstone.ts) says it is
+    // about an erased person. Made with the records' TTL, or kept with its own if the marks exist.
+    if (r.meta === null && r.campaign === null) {
+      const marks = keys.trackMarks(r.msgId);
+      await redis.multi().hset(marks, `x:${r.idx}`, '1').pexpire(marks, Math.max(1, o.recordTtlMs), 'NX').exec();
+      return;
+    }
     let pending = -1;
     if (removed > 0) {
       if (r.campaign) await recordCampaignOutcome(redis, keys, r.msgId, { counter: 'cancelled', final: true, now });

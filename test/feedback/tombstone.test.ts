@@ -29,6 +29,7 @@ import { unsubscribeAddress } from '../../src/feedback/recipients.js';
 import { dropFeedback, listUnprocessed, loadFeedback, recordOutcome, storeFeedback } from '../../src/feedback/raw-store.js';
 import { purgeMessage } from '../../src/store/retention.js';
 import { tombstoneOf } from '../../src/store/tombstone.js';
+import { appendEvent } from '../../src/store/events.js';
 import { RetentionJob } from '../../src/housekeeping/retention.js';
 import { createLogger } from '../../src/observability/logger.js';
 
@@ -201,6 +202,24 @@ test("mixed mail naming an erased recipient is dropped, though acted on for the 
   // The live recipient of the same message is complained about as before.
   await send(complaint('live.person@dest.test', [`Return-Path: <${verpAddress(shared, 1, BOUNCE_DOMAIN)}>`, 'Subject: hi']), [FBL]);
   assert.is((await suppressionOf(ctx.client, ctx.keys, 'acme', 'live.person@dest.test'))?.reason, 'complaint');
+});
+
+test("a copy erased after its record's life ended gets its erased mark: a DSN for it that comes later is dropped, not kept as unmatched", async () => {
+  const id = await sentMessage('acme', ['expired.person@dest.test', 'other.person@dest.test']);
+  // Its delivery event outlives the record (events have their own retention): it names the account.
+  await appendEvent(ctx.client, ctx.keys, 'delivered', { account: 'acme', msgId: id, idx: 0 }, 1000);
+  // Its record ended its life (the walk past retention.records, or its TTL): no tombstone then.
+  await purgeMessage(ctx.client, ctx.keys, id);
+  assert.is(await ctx.client.exists(ctx.keys.msgMeta(id), ctx.keys.trackMarks(id)), 0);
+  await erase('expired.person@dest.test');
+  assert.is(await tombstoneOf(ctx.client, ctx.keys, id, 0), 'erased', 'the erased copy is marked');
+  assert.is(await tombstoneOf(ctx.client, ctx.keys, id, 1), null, 'the other copy is not');
+  const ttl = await ctx.client.pttl(ctx.keys.trackMarks(id));
+  assert.ok(ttl > 89 * DAY && ttl <= 90 * DAY, `the mark lives retention.records (${ttl} ms)`);
+  await dropped(await send(dsn(id, 0, 'expired.person@dest.test'), [verpAddress(id, 0, BOUNCE_DOMAIN)]), 'expired.person@dest.test', 'the DSN of a copy erased after its record ended');
+  // The other copy's DSN is about an unknown message, as before.
+  const other = await send(dsn(id, 1, 'other.person@dest.test'), [verpAddress(id, 1, BOUNCE_DOMAIN)]);
+  assert.is((await loadFeedback(ctx.client, ctx.keys, other))?.outcome, 'unmatched');
 });
 
 test("on a Redis Cluster: a deleted account's message is purged and tombstoned in its own slot, and a dropped mail's bytes and index entries go, each in its own", async () => {
