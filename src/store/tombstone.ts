@@ -28,8 +28,10 @@ import type { Keys } from '../redis/keys.js';
  * the operator until retention.rawBounces, as mail about any unknown message is.
  */
 export const ALL_ERASED = 'x:*';
-/** The value of ALL_ERASED for a message whose account was deleted; an erasure writes '1'. */
+/** The value of ALL_ERASED for a message whose account was deleted. */
 export const ACCOUNT_DELETED = 'a';
+/** The value an erasure writes (x:* when every recipient was erased, x:<idx> for one). */
+export const ERASED = '1';
 
 /** Why a message (or its recipient idx) whose record is gone is gone; null when nothing says so. */
 export type Tombstone = 'erased' | 'account-deleted';
@@ -41,6 +43,8 @@ export type Tombstone = 'erased' | 'account-deleted';
  */
 export async function tombstoneOf(redis: RedisClient, keys: Keys, msgId: string, idx: number | undefined): Promise<Tombstone | null> {
   const [all, one] = await redis.hmget(keys.trackMarks(msgId), ALL_ERASED, idx === undefined ? ALL_ERASED : `x:${idx}`);
+  // An erased person first: their account's later deletion does not make mail about them the account's.
+  if (idx !== undefined && one != null) return 'erased';
   if (all === ACCOUNT_DELETED) return 'account-deleted';
-  return all != null || one != null ? 'erased' : null;
+  return all != null ? 'erased' : null;
 }

@@ -222,6 +222,26 @@ test("a copy erased after its record's life ended gets its erased mark: a DSN fo
   assert.is((await loadFeedback(ctx.client, ctx.keys, other))?.outcome, 'unmatched');
 });
 
+test("a recipient erased before their account was deleted stays erased: mail about them, to postmaster too, is dropped; the other copy's is the deleted account's", async () => {
+  const id = await sentMessage('closing', ['erased.first@dest.test', 'stays.second@dest.test']);
+  await eraseAddress(ctx.client, ctx.keys, 'erased.first@dest.test', { accounts: ['closing'], all: false }, { eventsMaxLen: 1000, recordTtlMs: 90 * DAY, refsTtlMs: 93 * DAY, ref: 'hmac:test' });
+  await ctx.client.hset(ctx.keys.trackMarks(id), 'o:1', Date.now());
+  // The retention walk's purge of a due account's message.
+  await purgeMessage(ctx.client, ctx.keys, id, 90 * DAY);
+  assert.equal(await ctx.client.hgetall(ctx.keys.trackMarks(id)), { 'x:0': '1', 'x:*': 'a' }, "the erasure's mark is kept, the engagement marks go");
+  assert.is(await tombstoneOf(ctx.client, ctx.keys, id, 0), 'erased');
+  assert.is(await tombstoneOf(ctx.client, ctx.keys, id, 1), 'account-deleted');
+  assert.is(await tombstoneOf(ctx.client, ctx.keys, id, undefined), 'account-deleted');
+  const postmaster = `postmaster@${BOUNCE_DOMAIN}`;
+  await dropped(await send(dsn(id, 0, 'erased.first@dest.test'), [verpAddress(id, 0, BOUNCE_DOMAIN), postmaster]), 'erased.first@dest.test', 'the erased copy\'s DSN, to postmaster too');
+  // The other copy's, to postmaster too: a person's mail for the operator, kept as a deleted account's.
+  const kept = await send(dsn(id, 1, 'stays.second@dest.test'), [verpAddress(id, 1, BOUNCE_DOMAIN), postmaster]);
+  assert.is((await loadFeedback(ctx.client, ctx.keys, kept))?.outcome, 'account-deleted');
+  // A second purge (the walk met another of its keys) keeps both marks.
+  await purgeMessage(ctx.client, ctx.keys, id, 90 * DAY);
+  assert.equal(await ctx.client.hgetall(ctx.keys.trackMarks(id)), { 'x:0': '1', 'x:*': 'a' });
+});
+
 test("on a Redis Cluster: a deleted account's message is purged and tombstoned in its own slot, and a dropped mail's bytes and index entries go, each in its own", async () => {
   const cluster = await startCluster();
   const client = cluster.client();
