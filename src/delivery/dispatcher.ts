@@ -834,6 +834,15 @@ export class Dispatcher {
     // destination draws on. Its next claims are sized to its pace (claimSize).
     let windowTimer: NodeJS.Timeout | undefined;
     let givingBack: Promise<void> | undefined;
+    /**
+     * Copies that go back to the queue unsent (the connection broke, the session was lost before its
+     * transaction, shutdown): their rate tokens are refunded, as a claim window's give-back does, for
+     * nothing reached a server. A copy already sent or attempted is not among them.
+     */
+    const giveBackUnsent = async (back: QueueEntry[]): Promise<void> => {
+      const moved = await release(redis, keys, back, this.now());
+      await refundTokens(redis, keys, shaping.scope, shaping.rate, moved, this.now()).catch((err: unknown) => this.log.warn({ err, domain }, 'rate tokens not refunded'));
+    };
     const giveBack = (): void => {
       const from = next + 1;
       const back = rest(from);
@@ -857,7 +866,7 @@ export class Dispatcher {
         const entry = entries[i] as QueueEntry;
         next = i;
         if (this.stopping || !client.usable) {
-          await release(redis, keys, rest(i), this.now());
+          await giveBackUnsent(rest(i));
           break;
         }
         if (leaseLost(entry)) continue;
@@ -938,7 +947,7 @@ export class Dispatcher {
           // back with the rest, and runConnection seeks another session (the next address, when this
           // one carried no transaction), as after a drop between two transactions.
           this.log.info({ domain, host: client.peer, msgId: entry.msgId, idx: entry.idx, response: outcome.response }, 'session lost before the transaction: the copy goes back unattempted');
-          await release(redis, keys, rest(i), this.now());
+          await giveBackUnsent(rest(i));
           break;
         }
         attempted++;

@@ -259,8 +259,9 @@ for (const [domain, first, second] of [['mailcut.test', () => mailCutFirst, () =
   });
 }
 
-test('every MX host\'s connection is lost at MAIL FROM: one session each, then deferred 4.4.2 with the last one\'s reason', async () => {
-  const late = await startSluiceFixture(redis, { delivery: { dns: { servers: [dns.server], loopbackMx: true } }, shaping: { default: { retry: ['1h'] } } }, { mxPort: port });
+test('every MX host\'s connection is lost at MAIL FROM: one session each, then deferred 4.4.2 with the last one\'s reason; the rate tokens of the copies given back are refunded', async () => {
+  // A rate of 1,000 an hour (its own bucket for the domain): nothing reached a server, so nothing counts against it.
+  const late = await startSluiceFixture(redis, { delivery: { dns: { servers: [dns.server], loopbackMx: true } }, shaping: { default: { retry: ['1h'], scope: 'domain', rate: { perSecond: null, perMinute: null, perHour: 1000 } } } }, { mxPort: port });
   try {
     const rc = await late.waitRecipient(await send(late, 'kim@mailcut2.test'), 'deferred');
     assert.is(rc?.state, 'deferred', JSON.stringify(rc));
@@ -268,6 +269,9 @@ test('every MX host\'s connection is lost at MAIL FROM: one session each, then d
     assert.is(rc.enhanced, '4.4.2');
     assert.is(rc.response, `session with ${ip(38)}:${port} over before a transaction: connection closed by the remote host`);
     await new Promise((res) => setTimeout(res, 300)); // time for a session too many, if one were opened
+    // Each lost session took a token for the copy and gave the copy back: the bucket is (nearly: it refills) full.
+    const left = Number(await late.app.redis.client.hget(late.app.keys.bucket('default:mailcut2.test'), 'h'));
+    assert.ok(left > 999, `${left} of 1000 tokens left`);
   } finally {
     await late.stop();
   }
