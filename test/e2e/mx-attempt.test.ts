@@ -14,8 +14,8 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
-import { startCapturePeer, startScriptedPeer, type CapturePeer, type ScriptedPeer, type ScriptStep } from '../helpers/smtp-peer.js';
-import { startDnsStub, type DnsStub } from '../helpers/dns-stub.js';
+import { startCapturePeer, startOnOnePort, startScriptedPeer, type CapturePeer, type ScriptedPeer, type ScriptStep } from '../helpers/smtp-peer.js';
+import { loopbackIp, mxZone, startDnsStub, type DnsStub } from '../helpers/dns-stub.js';
 import { startSluiceFixture, type SluiceFixture } from '../helpers/sluice.js';
 
 const test = suite('e2e/mx-attempt');
@@ -64,69 +64,36 @@ let bdatCutFirst: ScriptedPeer;
 let bdatCutSecond: CapturePeer;
 let mailCut2: ScriptedPeer[] = [];
 
-const ip = (n: number) => `127.0.0.${n}`;
-/** An MX domain whose exchanges have the addresses `hosts`, at preferences 10, 20, 30, … */
-function mxZone(domain: string, hosts: number[]) {
-  return {
-    [domain]: { MX: hosts.map((_, i) => ({ preference: 10 * (i + 1), exchange: `mx${i}.${domain}` })) },
-    ...Object.fromEntries(hosts.map((h, i) => [`mx${i}.${domain}`, { A: [ip(h)] }])),
-  };
-}
+const ip = loopbackIp;
 
-/** Every peer on one port at its own loopback address: that port is taken elsewhere at another address now and then, so a few tries. */
 async function startPeers(): Promise<void> {
-  for (let attempt = 1; ; attempt++) {
-    const started: { close(): Promise<void> }[] = [];
-    try {
-      sixth = await startCapturePeer({ host: ip(7) });
-      started.push(sixth);
-      port = sixth.port;
-      const scripted = async (n: number, on: Record<string, ScriptStep>) => {
-        const p = await startScriptedPeer({ ehlo: ['PIPELINING'], on }, { host: ip(n), port });
-        started.push(p);
-        return p;
-      };
-      const stalled = async (n: number) => {
-        const p = await startScriptedPeer({ greeting: 'stall' }, { host: ip(n), port });
-        started.push(p);
-        return p;
-      };
-      rcpt451 = [await scripted(9, { RCPT: '451 4.3.0 mx1 try again later' }), await scripted(10, { RCPT: '451 4.3.0 mx2 try again later' }), await scripted(11, { RCPT: '451 4.3.0 mx3 try again later' })];
-      mail451 = [await scripted(12, { MAIL: '451 4.3.0 mx1 busy' }), await scripted(13, { MAIL: '451 4.3.0 mx2 busy' }), await scripted(14, { MAIL: '451 4.3.0 mx3 busy' })];
-      hardFirst = await scripted(15, { RCPT: '550 5.1.1 <nobody@hard.test>: user unknown' });
-      hardSecond = await scripted(16, {});
-      busyFirst = await startScriptedPeer({ greeting: '421 4.3.2 mx1 busy, try the next one' }, { host: ip(17), port });
-      started.push(busyFirst);
-      busySecond = await startCapturePeer({ host: ip(18), port });
-      started.push(busySecond);
-      loneBusy = await startScriptedPeer({ greeting: '421 4.7.0 mx1 too many connections, slow down' }, { host: ip(31), port });
-      started.push(loneBusy);
-      ehloFirst = await scripted(19, { EHLO: '451 4.3.0 mx1 not now', HELO: '250 should not be asked' });
-      ehloSecond = await startCapturePeer({ host: ip(20), port });
-      started.push(ehloSecond);
-      slow = [await stalled(21), await stalled(22), await stalled(23)];
-      slowFourth = await startCapturePeer({ host: ip(24), port });
-      started.push(slowFourth);
-      cutFirst = await scripted(25, CUT);
-      cutSecond = await startCapturePeer({ host: ip(26), port });
-      started.push(cutSecond);
-      cut3 = [await scripted(27, CUT), await scripted(28, CUT), await scripted(29, CUT)];
-      cut3Fourth = await startCapturePeer({ host: ip(30), port });
-      started.push(cut3Fourth);
-      mailCutFirst = await scripted(33, { MAIL: 'drop' });
-      mailCutSecond = await startCapturePeer({ host: ip(34), port });
-      started.push(mailCutSecond);
-      bdatCutFirst = await startScriptedPeer({ ehlo: ['PIPELINING', 'CHUNKING'], on: { MAIL: 'drop' } }, { host: ip(35), port });
-      started.push(bdatCutFirst);
-      bdatCutSecond = await startCapturePeer({ host: ip(36), port });
-      started.push(bdatCutSecond);
-      mailCut2 = [await scripted(37, { MAIL: 'drop' }), await scripted(38, { MAIL: 'drop' })];
-      return;
-    } catch (err) {
-      await Promise.all(started.map((p) => p.close()));
-      if (attempt === 5) throw err;
-    }
-  }
+  await startOnOnePort(async (track) => {
+    sixth = track(await startCapturePeer({ host: ip(7) }));
+    port = sixth.port;
+    const scripted = async (n: number, on: Record<string, ScriptStep>) => track(await startScriptedPeer({ ehlo: ['PIPELINING'], on }, { host: ip(n), port }));
+    const stalled = async (n: number) => track(await startScriptedPeer({ greeting: 'stall' }, { host: ip(n), port }));
+    const capture = async (n: number) => track(await startCapturePeer({ host: ip(n), port }));
+    rcpt451 = [await scripted(9, { RCPT: '451 4.3.0 mx1 try again later' }), await scripted(10, { RCPT: '451 4.3.0 mx2 try again later' }), await scripted(11, { RCPT: '451 4.3.0 mx3 try again later' })];
+    mail451 = [await scripted(12, { MAIL: '451 4.3.0 mx1 busy' }), await scripted(13, { MAIL: '451 4.3.0 mx2 busy' }), await scripted(14, { MAIL: '451 4.3.0 mx3 busy' })];
+    hardFirst = await scripted(15, { RCPT: '550 5.1.1 <nobody@hard.test>: user unknown' });
+    hardSecond = await scripted(16, {});
+    busyFirst = track(await startScriptedPeer({ greeting: '421 4.3.2 mx1 busy, try the next one' }, { host: ip(17), port }));
+    busySecond = await capture(18);
+    loneBusy = track(await startScriptedPeer({ greeting: '421 4.7.0 mx1 too many connections, slow down' }, { host: ip(31), port }));
+    ehloFirst = await scripted(19, { EHLO: '451 4.3.0 mx1 not now', HELO: '250 should not be asked' });
+    ehloSecond = await capture(20);
+    slow = [await stalled(21), await stalled(22), await stalled(23)];
+    slowFourth = await capture(24);
+    cutFirst = await scripted(25, CUT);
+    cutSecond = await capture(26);
+    cut3 = [await scripted(27, CUT), await scripted(28, CUT), await scripted(29, CUT)];
+    cut3Fourth = await capture(30);
+    mailCutFirst = await scripted(33, { MAIL: 'drop' });
+    mailCutSecond = await capture(34);
+    bdatCutFirst = track(await startScriptedPeer({ ehlo: ['PIPELINING', 'CHUNKING'], on: { MAIL: 'drop' } }, { host: ip(35), port }));
+    bdatCutSecond = await capture(36);
+    mailCut2 = [await scripted(37, { MAIL: 'drop' }), await scripted(38, { MAIL: 'drop' })];
+  });
 }
 
 test.before(async () => {

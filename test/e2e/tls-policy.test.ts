@@ -16,8 +16,8 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { request } from 'undici';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
-import { startCapturePeer, startScriptedPeer, type CapturePeer, type ScriptedPeer } from '../helpers/smtp-peer.js';
-import { startDnsStub, type DnsStub } from '../helpers/dns-stub.js';
+import { startCapturePeer, startOnOnePort, startScriptedPeer, type CapturePeer, type ScriptedPeer } from '../helpers/smtp-peer.js';
+import { loopbackIp, mxZone, startDnsStub, type DnsStub } from '../helpers/dns-stub.js';
 import { startSluiceFixture, type SluiceFixture } from '../helpers/sluice.js';
 
 const test = suite('e2e/tls-policy');
@@ -31,35 +31,16 @@ let selfSigned: CapturePeer;
 let refusing: ScriptedPeer;
 let chunking: ScriptedPeer;
 
-const ip = (n: number) => `127.0.0.${n}`;
-/** An MX domain whose exchanges have the addresses `hosts`, at preferences 10, 20, … */
-function mxZone(domain: string, hosts: number[]) {
-  return {
-    [domain]: { MX: hosts.map((_, i) => ({ preference: 10 * (i + 1), exchange: `mx${i}.${domain}` })) },
-    ...Object.fromEntries(hosts.map((h, i) => [`mx${i}.${domain}`, { A: [ip(h)] }])),
-  };
-}
+const ip = loopbackIp;
 
-/** Every peer on one port at its own loopback address: that port may be taken at another address, so a few tries. */
 async function startPeers(): Promise<void> {
-  for (let attempt = 1; ; attempt++) {
-    const started: { close(): Promise<void> }[] = [];
-    try {
-      plain = await startCapturePeer({ host: ip(2) });
-      started.push(plain);
-      port = plain.port;
-      selfSigned = await startCapturePeer({ host: ip(3), port, tls: true });
-      started.push(selfSigned);
-      refusing = await startScriptedPeer({ ehlo: ['PIPELINING', 'STARTTLS'], on: { STARTTLS: '454 4.7.0 TLS not available due to local problem' } }, { host: ip(4), port });
-      started.push(refusing);
-      chunking = await startScriptedPeer({ ehlo: ['PIPELINING', 'CHUNKING'] }, { host: ip(5), port });
-      started.push(chunking);
-      return;
-    } catch (err) {
-      await Promise.all(started.map((p) => p.close()));
-      if (attempt === 5) throw err;
-    }
-  }
+  await startOnOnePort(async (track) => {
+    plain = track(await startCapturePeer({ host: ip(2) }));
+    port = plain.port;
+    selfSigned = track(await startCapturePeer({ host: ip(3), port, tls: true }));
+    refusing = track(await startScriptedPeer({ ehlo: ['PIPELINING', 'STARTTLS'], on: { STARTTLS: '454 4.7.0 TLS not available due to local problem' } }, { host: ip(4), port }));
+    chunking = track(await startScriptedPeer({ ehlo: ['PIPELINING', 'CHUNKING'] }, { host: ip(5), port }));
+  });
 }
 
 test.before(async () => {

@@ -52,6 +52,17 @@ export interface DnsRecord {
 /** The exchange a forged reply names. */
 export const FORGED_EXCHANGE = 'forged.invalid';
 
+/** 127.0.0.<n>: every one is loopback on Linux, so each MX host of a test can have its own address. */
+export const loopbackIp = (n: number): string => `127.0.0.${n}`;
+
+/** An MX domain whose exchanges mx0.<domain>, mx1.<domain>, … have the addresses 127.0.0.<hosts[i]>, at preferences 10, 20, … */
+export function mxZone(domain: string, hosts: number[]): Record<string, DnsRecord> {
+  return {
+    [domain]: { MX: hosts.map((_, i) => ({ preference: 10 * (i + 1), exchange: `mx${i}.${domain}` })) },
+    ...Object.fromEntries(hosts.map((h, i) => [`mx${i}.${domain}`, { A: [loopbackIp(h)] }])),
+  };
+}
+
 export interface ReceivedQuery {
   transport: 'udp' | 'tcp';
   id: number;

@@ -321,3 +321,25 @@ export async function startScriptedPeer(script: PeerScript = {}, listen: Listen 
     },
   };
 }
+
+/**
+ * Starts peers at several loopback addresses on one port (the first one's ephemeral port, so a DNS
+ * stub can name them all with one MX port): `start` passes each peer it starts through `track`. That
+ * port may be taken at one of the other addresses now and then: every peer started is then closed
+ * and all start again, `tries` times at most.
+ */
+export async function startOnOnePort(start: (track: <P extends { close(): Promise<void> }>(peer: P) => P) => Promise<void>, tries = 5): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    const started: { close(): Promise<void> }[] = [];
+    try {
+      await start((peer) => {
+        started.push(peer);
+        return peer;
+      });
+      return;
+    } catch (err) {
+      await Promise.all(started.map((p) => p.close()));
+      if (attempt === tries) throw err;
+    }
+  }
+}
