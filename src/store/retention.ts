@@ -1,8 +1,14 @@
-import { Cluster, type Redis } from 'ioredis';
+import { Cluster, type Redis, type Result } from 'ioredis';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { holdLock as takeLock, releaseLock as freeLock } from './locks.js';
-import { ACCOUNT_DELETED, ALL_ERASED, ERASED } from './tombstone.js';
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    /** src/queue/lua/purgeMessage-7.lua: how many of the six record keys existed. */
+    purgeMessage(meta: string, body: string, links: string, stats: string, gone: string, goneAt: string, marks: string, ttlMs: number): Result<number, Context>;
+  }
+}
 
 /**
  * The Redis primitives of the retention job (housekeeping/retention.ts): trimming streams by age
@@ -38,32 +44,17 @@ export async function trimStreamBefore(redis: RedisClient, key: string, beforeMs
 /**
  * Deletes one message's every key (meta, body, link table, tracking marks, counters: one slot).
  * With `tombstoneMs` (its account's deletion, not the end of its life) its marks are left as the
- * tombstone alone (store/tombstone.ts), for that long, in the same MULTI: a bounce or complaint that
- * names the message later is then known to be about a deleted account's mail. Erasure marks already
- * there (x:<idx>, or x:* = '1' when every recipient was erased) are kept: mail about an erased person
- * is dropped as such, even when it also went to postmaster (which keeps a deleted account's mail).
- * They are found with HSCAN before the MULTI (a marks hash can hold a field per recipient, too many
- * for one call); an erasure landing in between loses its mark, which only an erasure during the
- * account's own deletion can do. Returns the keys deleted, the marks not counted then (a second purge
- * finds only the tombstone: nothing more went).
+ * tombstone (store/tombstone.ts), for that long: a bounce or complaint that names the message later
+ * is then known to be about a deleted account's mail. Erasure marks already there (x:<idx>, or x:* =
+ * '1' when every recipient was erased) are kept: mail about an erased person is dropped as such, even
+ * when it also went to postmaster (which keeps a deleted account's mail). One script on the message's
+ * slot (purgeMessage-7.lua), so an erasure running meanwhile cannot lose its mark. Returns the keys
+ * deleted, the marks not counted then (a second purge finds only the tombstone: nothing more went).
  */
 export async function purgeMessage(redis: RedisClient, keys: Keys, msgId: string, tombstoneMs?: number): Promise<number> {
-  const parts = [keys.msgMeta(msgId), keys.msgBody(msgId), keys.links(msgId), keys.msgStats(msgId), keys.campaignGone(msgId), keys.campaignGoneAt(msgId)];
+  const parts = [keys.msgMeta(msgId), keys.msgBody(msgId), keys.links(msgId), keys.msgStats(msgId), keys.campaignGone(msgId), keys.campaignGoneAt(msgId)] as const;
   if (tombstoneMs === undefined) return redis.del(...parts, keys.trackMarks(msgId));
-  const marks = keys.trackMarks(msgId);
-  const erased = new Map<string, string>();
-  let cursor = '0';
-  do {
-    const [next, flat] = await redis.hscan(marks, cursor, 'MATCH', 'x:*', 'COUNT', 1000);
-    for (let i = 0; i + 1 < flat.length; i += 2) erased.set(flat[i] as string, flat[i + 1] as string);
-    cursor = next;
-  } while (cursor !== '0');
-  // Every recipient erased stays 'erased'; else the message is the deleted account's.
-  if (erased.get(ALL_ERASED) !== ERASED) erased.set(ALL_ERASED, ACCOUNT_DELETED);
-  const res = await redis.multi().del(...parts).del(marks).hset(marks, Object.fromEntries(erased)).pexpire(marks, Math.max(1, Math.floor(tombstoneMs))).exec();
-  const [err, n] = res?.[0] ?? [new Error('the purge was not run')];
-  if (err) throw err;
-  return Number(n);
+  return redis.purgeMessage(...parts, keys.trackMarks(msgId), Math.max(1, Math.floor(tombstoneMs)));
 }
 
 /**

@@ -12,6 +12,8 @@ import type { Keys } from '../redis/keys.js';
  *
  *   {m:<id>}:track  x:*      '1'  every recipient was erased: eraseRecipient-5.lua deleted the record
  *                            'a'  its account was deleted: the retention walk's purgeMessage
+ *                                 (purgeMessage-7.lua), which keeps the x:<idx> marks there and an
+ *                                 x:* of '1' (an erased recipient stays erased)
  *                   x:<idx>  '1'  recipient idx was erased (eraseRecipient-5.lua), the others kept;
  *                                 it may outlive the record, whose own TTL ran from its finish. A
  *                                 campaign's erased contact leaves its list: this mark is then all

@@ -242,6 +242,50 @@ test("a recipient erased before their account was deleted stays erased: mail abo
   assert.equal(await ctx.client.hgetall(ctx.keys.trackMarks(id)), { 'x:0': '1', 'x:*': 'a' });
 });
 
+test("the purge of a deleted account's message is one step on its slot: an erasure landing while it runs keeps its mark, and an every-recipient erasure stays 'erased'", async () => {
+  const id = await sentMessage('closing', ['first.gone@dest.test', 'second.gone@dest.test', 'third.stays@dest.test']);
+  const scope = { accounts: ['closing'], all: false };
+  const opts = { eventsMaxLen: 1000, recordTtlMs: 90 * DAY, refsTtlMs: 93 * DAY, ref: 'hmac:test' };
+  await eraseAddress(ctx.client, ctx.keys, 'first.gone@dest.test', scope, opts);
+  await ctx.client.hset(ctx.keys.trackMarks(id), 'o:1', Date.now(), 'c:2:0', Date.now());
+  // Its delivery event names the account, should the erasure find the record gone.
+  await appendEvent(ctx.client, ctx.keys, 'delivered', { account: 'closing', msgId: id, idx: 1 }, 1000);
+  // The purge's client: the second recipient's erasure (another process) lands as soon as the purge's
+  // first Redis call has answered, before anything else the purge sends.
+  let landed = false;
+  const racing = new Proxy(ctx.client, {
+    get(target, name, receiver) {
+      const value = Reflect.get(target, name, receiver) as unknown;
+      if (typeof value !== 'function') return value;
+      return (...args: unknown[]) => {
+        const out = (value as (...a: unknown[]) => unknown).apply(target, args);
+        if (!(out instanceof Promise) || landed) return out;
+        return out.then(async (answer: unknown) => {
+          if (!landed) {
+            landed = true;
+            await eraseAddress(ctx.client, ctx.keys, 'second.gone@dest.test', scope, opts);
+          }
+          return answer;
+        });
+      };
+    },
+  });
+  await purgeMessage(racing, ctx.keys, id, 90 * DAY);
+  assert.ok(landed, 'the erasure ran');
+  assert.equal(await ctx.client.hgetall(ctx.keys.trackMarks(id)), { 'x:0': '1', 'x:1': '1', 'x:*': 'a' }, 'both erasure marks, the engagement marks gone');
+  assert.is(await tombstoneOf(ctx.client, ctx.keys, id, 1), 'erased');
+  assert.is(await tombstoneOf(ctx.client, ctx.keys, id, 2), 'account-deleted');
+
+  // Marks saying every recipient was erased (x:* = '1') keep saying so: 'erased' wins.
+  const whole = newId();
+  await ctx.client.hset(ctx.keys.trackMarks(whole), 'x:*', '1', 'o:0', Date.now());
+  assert.is(await purgeMessage(ctx.client, ctx.keys, whole, DAY), 0, 'no record left to delete');
+  assert.equal(await ctx.client.hgetall(ctx.keys.trackMarks(whole)), { 'x:*': '1' });
+  assert.is(await tombstoneOf(ctx.client, ctx.keys, whole, 0), 'erased');
+  const ttl = await ctx.client.pttl(ctx.keys.trackMarks(whole));
+  assert.ok(ttl > DAY - HOUR && ttl <= DAY, `the tombstone's TTL (${ttl} ms)`);
+});
+
 test("on a Redis Cluster: a deleted account's message is purged and tombstoned in its own slot, and a dropped mail's bytes and index entries go, each in its own", async () => {
   const cluster = await startCluster();
   const client = cluster.client();
