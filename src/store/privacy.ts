@@ -14,6 +14,7 @@ import { loadWebhooks } from './webhooks.js';
 import { jsonOr } from './record-io.js';
 import { isDeliveryMark } from './soft-bounces.js';
 import { scanNodes } from './retention.js';
+import { ERASED } from './tombstone.js';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
@@ -523,6 +524,13 @@ export async function eraseAddress(
   const f = await find(redis, keys, address, scope);
   let queued = 0;
   let messages = 0;
+  // The erased mark of a copy whose record is gone (store/tombstone.ts): made with the records' TTL,
+  // or kept with the marks' own when they exist. The copy's index is always known: the address index
+  // and a suppression's evidence name (msgId, idx), and the events are matched by both.
+  const markErased = async (msgId: string, idx: number): Promise<void> => {
+    const marks = keys.trackMarks(msgId);
+    await redis.multi().hset(marks, `x:${idx}`, ERASED).pexpire(marks, Math.max(1, o.recordTtlMs), 'NX').exec();
+  };
   // Queue first, so nothing is claimed again while the rest goes; then the records.
   const eraseRef = async (r: MessageRef): Promise<void> => {
     const cq = r.campaign ? keys.campaignQueue(r.domain, r.msgId) : keys.campaignQueue(r.domain, `${r.msgId}:none`);
@@ -533,8 +541,7 @@ export async function eraseAddress(
     // as unmatched mail with the address in it: the copy's erased mark (store/tombstone.ts) says it is
     // about an erased person. Made with the records' TTL, or kept with its own if the marks exist.
     if (r.meta === null && r.campaign === null) {
-      const marks = keys.trackMarks(r.msgId);
-      await redis.multi().hset(marks, `x:${r.idx}`, '1').pexpire(marks, Math.max(1, o.recordTtlMs), 'NX').exec();
+      await markErased(r.msgId, r.idx);
       return;
     }
     let pending = -1;
@@ -555,6 +562,13 @@ export async function eraseAddress(
   // Events naming the recipients: walked after the queue, so an outcome applied meanwhile is in it.
   const { refs, index, events } = await withEvents(redis, keys, f, scope, now);
   for (const r of refs.slice(f.refs.length)) await eraseRef(r);
+  // A copy whose record is gone and which no event names any more: a scoped erasure cannot tell it
+  // was the scope's (it is left unmarked), an erasure everywhere need not. It was this address's copy
+  // (its index entry or a suppression named it), so mail about it is about the erased person too.
+  if (scope.all) {
+    const owned = new Set(refs.map((r) => pairOf(r.msgId, r.idx)));
+    for (const l of f.loose) if (!owned.has(pairOf(l.msgId, l.idx))) await markErased(l.msgId, l.idx);
+  }
   // The index entries of other accounts stay, so their own erasure still finds their data.
   const dropped = index.filter((e) => e.drop).map((e) => e.member);
   if (dropped.length === index.length) await redis.del(keys.addressRefs(f.digest));

@@ -222,6 +222,26 @@ test("a copy erased after its record's life ended gets its erased mark: a DSN fo
   assert.is((await loadFeedback(ctx.client, ctx.keys, other))?.outcome, 'unmatched');
 });
 
+test("a copy whose record and events are both gone gets its erased mark from an erasure everywhere, not from an account's", async () => {
+  const id = await sentMessage('acme', ['unnamed.person@dest.test', 'other.person@dest.test']);
+  // Its record ended its life, and no event names it any more (or ever did): only the address index does.
+  await purgeMessage(ctx.client, ctx.keys, id);
+  const opts = { eventsMaxLen: 1000, recordTtlMs: 90 * DAY, refsTtlMs: 93 * DAY, ref: 'hmac:test' };
+  // An account's erasure cannot tell the copy was its own: no mark (and the index entry, naming nothing, goes).
+  await eraseAddress(ctx.client, ctx.keys, 'unnamed.person@dest.test', { accounts: ['acme'], all: false }, opts);
+  assert.is(await tombstoneOf(ctx.client, ctx.keys, id, 0), null);
+  // The operator's erasure everywhere (sluice privacy erase without --account): it finds the copy the same way and marks it.
+  const again = await sentMessage('acme', ['unnamed.person@dest.test']);
+  await purgeMessage(ctx.client, ctx.keys, again);
+  await eraseAddress(ctx.client, ctx.keys, 'unnamed.person@dest.test', { accounts: [], all: true }, opts);
+  assert.is(await tombstoneOf(ctx.client, ctx.keys, again, 0), 'erased');
+  const ttl = await ctx.client.pttl(ctx.keys.trackMarks(again));
+  assert.ok(ttl > 89 * DAY && ttl <= 90 * DAY, `the mark lives retention.records (${ttl} ms)`);
+  await dropped(await send(dsn(again, 0, 'unnamed.person@dest.test'), [verpAddress(again, 0, BOUNCE_DOMAIN)]), 'unnamed.person@dest.test', 'the DSN of a copy no event named');
+  // The other recipient of the first message is not marked.
+  assert.is(await tombstoneOf(ctx.client, ctx.keys, id, 1), null);
+});
+
 test("a recipient erased before their account was deleted stays erased: mail about them, to postmaster too, is dropped; the other copy's is the deleted account's", async () => {
   const id = await sentMessage('closing', ['erased.first@dest.test', 'stays.second@dest.test']);
   await eraseAddress(ctx.client, ctx.keys, 'erased.first@dest.test', { accounts: ['closing'], all: false }, { eventsMaxLen: 1000, recordTtlMs: 90 * DAY, refsTtlMs: 93 * DAY, ref: 'hmac:test' });
