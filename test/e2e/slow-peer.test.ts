@@ -90,4 +90,34 @@ test("a slow peer gives back the copies it has not started: another destination'
   assert.is(rendered(), 4 + 5 + 3);
 });
 
+test('shutdown gives back the copies claimed and not attempted with their rate tokens; the copy on the wire counts against the rate', async () => {
+  // Its own Sluice: this one is stopped in the test. held.test's peer never answers its first message.
+  let received = 0;
+  const held = await startCapturePeer({ onData: () => new Promise(() => void received++) });
+  const f = await startSluiceFixture(redis, {
+    // No claim window within the test: the copies not started go back at the shutdown, not before.
+    delivery: { transport: { 'held.test': `127.0.0.1:${held.port}` }, claimWindow: '10m' },
+    shaping: { default: { connections: 1, scope: 'domain', rate: { perSecond: null, perMinute: null, perHour: 100 } } },
+  });
+  const bucket = f.app.keys.bucket('default:held.test');
+  const leases = f.app.keys.leases('held.test');
+  const client = redis.client();
+  try {
+    const rcpts = [0, 1, 2, 3, 4].map((i) => `h${i}@held.test`);
+    const a = await f.api('/v1/messages', { body: { from: 'news@acme.example', to: rcpts, subject: 'held', text: 'x' } });
+    assert.is(a.status, 202, JSON.stringify(a.body));
+    assert.ok(await until(() => received === 1, 10_000), 'the first copy is on the wire');
+    assert.is(await client.zcard(leases), 5, 'all five claimed together');
+    assert.ok(Number(await client.hget(bucket, 'h')) < 95.5, 'a token taken for each copy claimed');
+  } finally {
+    // The grace runs out on the open transaction (its connection is closed: an attempt), and the
+    // four copies never started go back to the queue.
+    await f.stop();
+    await held.close();
+  }
+  assert.is(await client.zcard(leases), 0, 'nothing left claimed');
+  const left = Number(await client.hget(bucket, 'h'));
+  assert.ok(left > 98.5 && left < 99.5, `${left} of 100 tokens left: the four given back were refunded, the attempted one was not`);
+});
+
 test.run();
