@@ -13,7 +13,7 @@ import { ack, ackAndFinish, retry, bounce, hold, release, extendLeases, type Out
 import { packEvent, type EventType } from '../store/events.js';
 import { reapExpired } from '../queue/reap.js';
 import { dueDestinations, reschedule, postpone } from '../queue/schedule.js';
-import { takeTokens, refundTokens, acquireConnection, renewConnection, releaseConnection } from '../queue/throttle.js';
+import { takeTokens, refundTokens, acquireConnection, renewConnection, releaseConnection, type Rate } from '../queue/throttle.js';
 import { recordThrottleSignal, recordSuccess, backoffState, applyBackoff, type BackoffConfig } from '../queue/backoff.js';
 import { resolveShaping, retryDelay, tlsPolicyOf, type EffectiveShaping } from '../queue/shaping.js';
 import { shortId } from '../core/ids.js';
@@ -175,6 +175,49 @@ interface HostWalk {
   sessions: number;
 }
 
+/** A campaign's own throttle (campaign.throttle.perHour) as a rate for throttle.ts: bucket campaign:<id>. */
+const campaignRate = (perHour: number): Rate => ({ perSecond: null, perMinute: null, perHour });
+
+/**
+ * The campaign throttle tokens the copies of one claim took, by the copy's place in the claim. They
+ * are taken as each chunk is rendered (throttleCampaigns), before the copy's turn on the wire; a copy
+ * given back unsent (the claim window, the session lost before its transaction, the connection
+ * broken, shutdown) gets its token back. A give-back is always the claim's tail, from some place on:
+ * a copy there takes no token any more, and one that took it meanwhile (its chunk's takeTokens was
+ * under way) has it refunded at once. A token leaves the ledger when it is handed back, so none is
+ * refunded twice; one lost in a crash is not refunded (the bucket refills with time, never past its size).
+ */
+class CampaignTokens {
+  private readonly taken = new Map<number, { id: string; perHour: number }>();
+  private backFrom = Number.POSITIVE_INFINITY;
+
+  /** Copy i was given back: it takes no token. */
+  isBack(i: number): boolean {
+    return i >= this.backFrom;
+  }
+
+  /** Notes the token copy i took; false when the copy was given back meanwhile (the token goes back at once). */
+  took(i: number, id: string, perHour: number): boolean {
+    if (this.isBack(i)) return false;
+    this.taken.set(i, { id, perHour });
+    return true;
+  }
+
+  /** The copies from `from` on go back: the tokens they took, by campaign (and out of the ledger). */
+  giveBack(from: number): Map<string, { perHour: number; n: number }> {
+    this.backFrom = Math.min(this.backFrom, from);
+    const out = new Map<string, { perHour: number; n: number }>();
+    for (const [i, t] of this.taken) {
+      if (i < from) continue;
+      this.taken.delete(i);
+      const c = out.get(t.id);
+      if (c) c.n++;
+      else out.set(t.id, { perHour: t.perHour, n: 1 });
+    }
+    return out;
+  }
+}
+
 export class Dispatcher {
   private readonly o: DispatcherOptions;
   private readonly now: () => number;
@@ -192,6 +235,8 @@ export class Dispatcher {
   /** The 250s noted in the recipients' soft-bounce histories, written in batches. */
   private readonly deliveryMarks: DeliveryMarks;
   private readonly renderSlots = new Semaphore(MAX_RENDERED);
+  /** Campaign throttle refunds made outside a batch's own steps (CampaignTokens): stop() waits for them. */
+  private readonly refunding = new Set<Promise<void>>();
   /** accounts[].tracking.mode by account id: each API message's copy is rendered for its recipient. */
   private readonly trackingModes: ReadonlyMap<string, TrackingMode>;
   private totalWorkers = 0;
@@ -250,6 +295,8 @@ export class Dispatcher {
       for (const c of this.clients) c.close();
       await all;
     }
+    // Tokens of copies given back while their render took them: handed back before Redis closes.
+    await Promise.allSettled([...this.refunding]);
     await this.deliveryMarks.flush();
   }
 
@@ -597,7 +644,7 @@ export class Dispatcher {
    * promise per entry, so that copy i goes on the wire as soon as its chunk is signed while later
    * chunks are still in the pool.
    */
-  private renderAll(entries: readonly QueueEntry[], chunked: boolean): Promise<Prepared>[] {
+  private renderAll(entries: readonly QueueEntry[], chunked: boolean, tokens: CampaignTokens): Promise<Prepared>[] {
     const out: Promise<Prepared>[] = [];
     for (let i = 0; i < entries.length; i += RENDER_CHUNK) {
       const chunk = entries.slice(i, i + RENDER_CHUNK);
@@ -627,7 +674,8 @@ export class Dispatcher {
           return c && c.status !== 'subscribed' ? c.status : undefined;
         };
         // Only copies that would go now take a campaign's throttle tokens: a suppressed one is not sent.
-        await this.throttleCampaigns(chunk, msgs, holds, (j) => !known(j) || blocks[j] != null || pauses[j] != null || unsubscribed(j) !== undefined);
+        // A copy given back meanwhile (its place in the claim is `i + j`) is not sent by this claim either.
+        await this.throttleCampaigns(chunk, msgs, holds, (j) => tokens.isBack(i + j) || !known(j) || blocks[j] != null || pauses[j] != null || unsubscribed(j) !== undefined, (j) => i + j, tokens);
         const live = (j: number): boolean => known(j) && holds[j] === undefined;
         const tasks: RenderTask[] = [];
         chunk.forEach((entry, j) => {
@@ -730,22 +778,45 @@ export class Dispatcher {
   /**
    * Entries over their campaign's own throttle go back until its bucket refills (marked 'held' in
    * `holds`). `unsent(j)`: entry j will not be sent now whatever this decides (held already,
-   * suppressed, unsubscribed, its sender paused, nobody to send to), so it takes no throttle token.
+   * suppressed, unsubscribed, its sender paused, nobody to send to, given back), so it takes no
+   * throttle token. The tokens taken go in `tokens` by the entry's place in its claim (`place(j)`),
+   * to be refunded if the copy is given back unsent.
    */
-  private async throttleCampaigns(chunk: readonly QueueEntry[], msgs: readonly (LoadedMessage | null)[], holds: ('held' | 'cancelled' | undefined)[], unsent: (j: number) => boolean): Promise<void> {
+  private async throttleCampaigns(chunk: readonly QueueEntry[], msgs: readonly (LoadedMessage | null)[], holds: ('held' | 'cancelled' | undefined)[], unsent: (j: number) => boolean, place: (j: number) => number, tokens: CampaignTokens): Promise<void> {
     const { redis, keys } = this.o;
     for (const [id, js] of campaignPositions(msgs)) {
       const c = (msgs[js[0] as number] as LoadedMessage).campaign;
       const sending = js.filter((j) => holds[j] === undefined && !unsent(j));
       if (!c || c.throttlePerHour === null || sending.length === 0) continue;
+      const perHour = c.throttlePerHour;
       const now = this.now();
-      const t = await takeTokens(redis, keys, `campaign:${id}`, { perSecond: null, perMinute: null, perHour: c.throttlePerHour }, sending.length, now);
+      const t = await takeTokens(redis, keys, `campaign:${id}`, campaignRate(perHour), sending.length, now);
+      // Given back while the tokens were being taken: not sent by this claim, so its token goes back now.
+      const back = sending.slice(0, t.granted).filter((j) => !tokens.took(place(j), id, perHour)).length;
+      if (back > 0) this.refundCampaigns(new Map([[id, { perHour, n: back }]]));
       const over = sending.slice(t.granted);
       if (over.length === 0) continue;
       const at = t.retryAt ?? now + 1000;
       await holdCampaignEntries(redis, keys, this.o.config.redis.scheduleShards, id, over.map((j) => chunk[j] as QueueEntry), { pointerAt: at, holdUntil: at, now });
       for (const j of over) holds[j] = 'held';
     }
+  }
+
+  /**
+   * Refunds campaign throttle tokens (CampaignTokens.giveBack) of copies given back unsent; a failure
+   * is logged and the bucket refills with time. stop() waits for refunds under way.
+   */
+  private refundCampaigns(byCampaign: ReadonlyMap<string, { perHour: number; n: number }>): Promise<void> {
+    if (byCampaign.size === 0) return Promise.resolve();
+    const { redis, keys } = this.o;
+    const p = Promise.all(
+      [...byCampaign].map(([id, { perHour, n }]) =>
+        refundTokens(redis, keys, `campaign:${id}`, campaignRate(perHour), n, this.now()).catch((err: unknown) => this.log.warn({ err, campaign: id }, 'campaign throttle tokens not refunded')),
+      ),
+    ).then(() => undefined);
+    this.refunding.add(p);
+    void p.finally(() => this.refunding.delete(p));
+    return p;
   }
 
   /**
@@ -817,7 +888,8 @@ export class Dispatcher {
     }, Math.max(1000, Math.floor(config.delivery.lease / 3)));
     // Start every render now: the pool signs later copies while copy i is on the wire. Framed by the
     // worker for this session: BDAT chunks when the server offers CHUNKING, else DATA blocks.
-    const rendered = this.renderAll(entries, client.chunking);
+    const campaignTokens = new CampaignTokens();
+    const rendered = this.renderAll(entries, client.chunking, campaignTokens);
     for (const p of rendered) p.catch(() => undefined);
     // Copy j's render slot (and bytes) goes as its render settles.
     const slotBack = (j: number): void => void (rendered[j] as Promise<Prepared>).then(() => this.renderSlots.release(1), () => this.renderSlots.release(1));
@@ -837,11 +909,16 @@ export class Dispatcher {
     /**
      * Copies that go back to the queue unsent (the connection broke, the session was lost before its
      * transaction, shutdown): their rate tokens are refunded, as a claim window's give-back does, for
-     * nothing reached a server. A copy already sent or attempted is not among them.
+     * nothing reached a server, and so are their campaign throttle tokens. A copy already sent or
+     * attempted is not among them. `from`: the first copy given back (the rest of the claim goes with it).
      */
-    const giveBackUnsent = async (back: QueueEntry[]): Promise<void> => {
+    const giveBackUnsent = async (from: number): Promise<void> => {
+      const back = rest(from);
       const moved = await release(redis, keys, back, this.now());
-      await refundTokens(redis, keys, shaping.scope, shaping.rate, moved, this.now()).catch((err: unknown) => this.log.warn({ err, domain }, 'rate tokens not refunded'));
+      await Promise.all([
+        refundTokens(redis, keys, shaping.scope, shaping.rate, moved, this.now()).catch((err: unknown) => this.log.warn({ err, domain }, 'rate tokens not refunded')),
+        this.refundCampaigns(campaignTokens.giveBack(from)),
+      ]);
     };
     const giveBack = (): void => {
       const from = next + 1;
@@ -853,9 +930,11 @@ export class Dispatcher {
       for (let j = from; j < from + back.length; j++) slotBack(j);
       slotsTo = from;
       this.log.info({ domain, host: client.peer, copies: back.length }, 'slow transactions: the copies of the claim not started go back to the queue');
+      const campaigns = campaignTokens.giveBack(from);
       givingBack = release(redis, keys, back, this.now())
         .then((moved) => refundTokens(redis, keys, shaping.scope, shaping.rate, moved, this.now()))
-        .catch((err: unknown) => this.log.warn({ err, domain }, 'copies could not be given back: they return when their leases run out'));
+        .catch((err: unknown) => this.log.warn({ err, domain }, 'copies could not be given back: they return when their leases run out'))
+        .then(() => this.refundCampaigns(campaigns));
     };
     try {
       for (let i = 0; i < end; i++) {
@@ -866,7 +945,7 @@ export class Dispatcher {
         const entry = entries[i] as QueueEntry;
         next = i;
         if (this.stopping || !client.usable) {
-          await giveBackUnsent(rest(i));
+          await giveBackUnsent(i);
           break;
         }
         if (leaseLost(entry)) continue;
@@ -947,7 +1026,7 @@ export class Dispatcher {
           // back with the rest, and runConnection seeks another session (the next address, when this
           // one carried no transaction), as after a drop between two transactions.
           this.log.info({ domain, host: client.peer, msgId: entry.msgId, idx: entry.idx, response: outcome.response }, 'session lost before the transaction: the copy goes back unattempted');
-          await giveBackUnsent(rest(i));
+          await giveBackUnsent(i);
           break;
         }
         attempted++;

@@ -17,7 +17,7 @@ import { importContacts } from '../../src/store/contact-import.js';
 import { addSuppression, GLOBAL_LIST } from '../../src/store/suppression.js';
 import { recordThrottleSignal } from '../../src/queue/backoff.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
-import { startCapturePeer, type CapturePeer, type CapturedMessage } from '../helpers/smtp-peer.js';
+import { startCapturePeer, startScriptedPeer, type CapturePeer, type CapturedMessage, type ScriptedPeer } from '../helpers/smtp-peer.js';
 import { makeAccount, type AccountKeys } from '../helpers/sluice.js';
 import { txtTable, verifyBoth } from '../helpers/dkim-verify.js';
 
@@ -39,6 +39,8 @@ let sink: CapturePeer;
 /** grey.test's MX: refuses each address's first RCPT with a 451 (greylisting), accepts it after. */
 let grey: CapturePeer;
 const greeted = new Set<string>();
+/** cut.test's MX: the session is lost at MAIL FROM (the connection closed without an answer), every time. */
+let cut: ScriptedPeer;
 let app: RunningSluice;
 let config: Config;
 let dir: string;
@@ -48,7 +50,7 @@ let acme: AccountKeys;
 let txt: Record<string, string>;
 
 function configFor(): Config {
-  const transport = { ...Object.fromEntries([...DOMAINS, 'slow.test'].map((d) => [d, `${sink.host}:${sink.port}`])), 'grey.test': `${grey.host}:${grey.port}` };
+  const transport = { ...Object.fromEntries([...DOMAINS, 'slow.test'].map((d) => [d, `${sink.host}:${sink.port}`])), 'grey.test': `${grey.host}:${grey.port}`, 'cut.test': `${cut.host}:${cut.port}` };
   return loadConfig({
     env: {},
     overrides: {
@@ -76,6 +78,7 @@ test.before(async () => {
   client = redis.client();
   prefix = redis.fresh().prefix;
   sink = await startCapturePeer();
+  cut = await startScriptedPeer({ ehlo: ['PIPELINING'], on: { MAIL: 'drop' } });
   grey = await startCapturePeer({ onRcpt: (to) => (greeted.has(to) ? null : (greeted.add(to), { code: 451, message: '4.7.1 Greylisted, try again later' })) });
   dir = mkdtempSync(join(tmpdir(), 'sluice-campaign-'));
   const secret = randomBytes(32);
@@ -91,6 +94,7 @@ test.after(async () => {
   await app?.stop(2000);
   await sink?.close();
   await grey?.close();
+  await cut?.close();
   await redis?.stop();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
@@ -341,6 +345,23 @@ test("copies that are not sent (suppressed at claim time) take none of the campa
   assert.equal([st.delivered, st.suppressed, st.pending], [3, 2, 1], JSON.stringify(st));
   const sent = sink.messages.slice(before).map((m) => m.envelope.to[0]).sort();
   assert.equal(sent, ['s2@d9.test', 's3@d9.test', 's4@d9.test'], "the campaign's three tokens went to three copies that were sent");
+  assert.is((await api(`/v1/campaigns/${id}/cancel`, {})).body.state, 'cancelled');
+});
+
+test("copies given back unsent (the session lost before their transaction) get their campaign throttle tokens back", async () => {
+  const keys = createKeys(prefix);
+  const { id } = await throttledCampaign('throttled-cut', 'c', 'cut.test', 2, 'Throttled, session lost');
+  // Both copies are claimed together and take a token each; the session is lost at the first MAIL
+  // FROM, so both go back unsent, and the destination (one host) is deferred.
+  const st = await waitFor('both copies deferred', async () => {
+    const s = (await api(`/v1/campaigns/${id}/stats`)).body;
+    return s.deferred >= 2 ? s : undefined;
+  });
+  assert.is(st.delivered, 0, JSON.stringify(st));
+  assert.ok(cut.connections() >= 1, 'the session was opened');
+  // Nothing reached a server: the bucket (3 an hour) is full again, not down to one token.
+  const left = Number(await client.hget(keys.bucket(`campaign:${id}`), 'h'));
+  assert.ok(left > 2.9, `${left} of the campaign's 3 tokens left`);
   assert.is((await api(`/v1/campaigns/${id}/cancel`, {})).body.state, 'cancelled');
 });
 

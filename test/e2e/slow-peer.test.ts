@@ -9,23 +9,35 @@
  * budget, until its peer had answered all four, and fast.test's connection waited for them.)
  */
 import { suite } from 'uvu';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import * as assert from 'uvu/assert';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { startSluiceFixture, type SluiceFixture } from '../helpers/sluice.js';
 import { startCapturePeer, type CapturePeer } from '../helpers/smtp-peer.js';
 import { until } from '../helpers/fault-load.js';
 import type { Semaphore } from '../../src/core/semaphore.js';
+import { createList } from '../../src/store/contacts.js';
+import { importContacts } from '../../src/store/contact-import.js';
 
 const test = suite('e2e/slow-peer');
 const LATER_REPLY_MS = 400;
 
 let redis: TestRedis;
+/** The tracking key's folder (campaign copies carry signed unsubscribe links). */
+let dir: string;
 let s: SluiceFixture;
 let slow: CapturePeer;
 let fast: CapturePeer;
 /** Lets the slow peer answer its first message. */
 let answerFirst: () => void = () => undefined;
 let slowReceived = 0;
+/** slowc.test's peer (a campaign's copies): holds its reply to the first message until the test lets it go. */
+let slowCampaign: CapturePeer;
+let answerFirstCampaign: () => void = () => undefined;
+let slowCampaignReceived = 0;
 
 test.before(async () => {
   redis = await startRedis();
@@ -36,18 +48,30 @@ test.before(async () => {
     }),
   });
   fast = await startCapturePeer();
+  slowCampaign = await startCapturePeer({
+    onData: () => new Promise((resolve) => {
+      if (slowCampaignReceived++ === 0) answerFirstCampaign = () => resolve(null);
+      else resolve(null);
+    }),
+  });
+  dir = mkdtempSync(join(tmpdir(), 'sluice-slow-peer-'));
+  writeFileSync(join(dir, 'k1.key'), randomBytes(32), { mode: 0o600 });
   s = await startSluiceFixture(redis, {
-    delivery: { transport: { 'slow.test': `127.0.0.1:${slow.port}`, 'fast.test': `127.0.0.1:${fast.port}` }, claimBatch: 4, maxClaimed: 4, claimWindow: '300ms' },
+    tracking: { host: '127.0.0.1', port: 0, publicBaseUrl: 'http://127.0.0.1', keys: [{ id: 'k1', secretFile: join(dir, 'k1.key'), notAfter: null }], signWith: 'k1' },
+    delivery: { transport: { 'slow.test': `127.0.0.1:${slow.port}`, 'fast.test': `127.0.0.1:${fast.port}`, 'slowc.test': `127.0.0.1:${slowCampaign.port}` }, claimBatch: 4, maxClaimed: 4, claimWindow: '300ms' },
     shaping: { default: { connections: 1 } },
   });
 });
 
 test.after(async () => {
   answerFirst();
+  answerFirstCampaign();
   await s?.stop();
+  await slowCampaign?.close();
   await slow?.close();
   await fast?.close();
   await redis?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
 /** Copies rendered so far (one observation of sluice_render_duration_seconds each). */
@@ -88,6 +112,32 @@ test("a slow peer gives back the copies it has not started: another destination'
   // The first claim's four, then one copy per claim at the slow peer's pace, and fast.test's three:
   // a claim of four again would have rendered copies only to give them back.
   assert.is(rendered(), 4 + 5 + 3);
+});
+
+test("a slow peer's claim of campaign copies: those given back get their campaign throttle tokens back, and each copy sent takes one", async () => {
+  const client = s.app.redis.client;
+  const keys = s.app.keys;
+  const list = await createList(client, keys, 'acme', 'slow-campaign');
+  const rows = [0, 1, 2, 3].map((i) => JSON.stringify({ email: `c${i}@slowc.test` })).join('\n');
+  const imported = await importContacts(client, keys, 'acme', list.id, (async function* () { yield rows; })(), { format: 'ndjson', limits: { maxBytes: 1_000_000, maxRows: 100 } });
+  assert.is(imported.imported, 4);
+  const created = await s.api('/v1/campaigns', { body: { from: 'news@acme.example', subject: 'Slow', text: 'Hi', listId: list.id, sendAt: 'now', throttle: { perHour: 10 } } });
+  assert.is(created.status, 201, JSON.stringify(created.body));
+  const id = created.body.id as string;
+  const bucket = keys.bucket(`campaign:${id}`);
+  const tokens = async (): Promise<number> => Number(await client.hget(bucket, 'h'));
+  // One claim of four (claimBatch) took four tokens; the first copy waits for its reply, and past the
+  // claim window the three not started go back to the queue, with their tokens.
+  assert.ok(await until(() => slowCampaignReceived === 1, 10_000), 'the first copy is on the wire');
+  let left = await tokens();
+  for (let i = 0; i < 100 && left <= 8.5; i++) left = await new Promise((r) => setTimeout(r, 100)).then(tokens);
+  assert.ok(left > 8.5, `${left} of 10 tokens left while the first copy waits: the three given back were refunded`);
+  assert.is(await client.zcard(keys.leases('slowc.test')), 1, 'only the copy on the wire is still claimed');
+  answerFirstCampaign();
+  await until(() => slowCampaign.messages.length === 4, 15_000);
+  assert.equal(slowCampaign.messages.map((m) => m.envelope.to[0]).sort(), ['c0@slowc.test', 'c1@slowc.test', 'c2@slowc.test', 'c3@slowc.test']);
+  left = await tokens();
+  assert.ok(left > 5.5 && left < 6.5, `${left} of 10 tokens left: one for each of the four copies sent`);
 });
 
 test('shutdown gives back the copies claimed and not attempted with their rate tokens; the copy on the wire counts against the rate', async () => {
