@@ -190,10 +190,12 @@ const campaignRate = (perHour: number): Rate => ({ perSecond: null, perMinute: n
 class CampaignTokens {
   private readonly taken = new Map<number, { id: string; perHour: number }>();
   private backFrom = Number.POSITIVE_INFINITY;
+  /** Copies done with unsent one by one (takeBack), before backFrom. */
+  private readonly backAt = new Set<number>();
 
-  /** Copy i was given back: it takes no token. */
+  /** Copy i was given back, or settled unsent: it takes no token. */
   isBack(i: number): boolean {
-    return i >= this.backFrom;
+    return i >= this.backFrom || this.backAt.has(i);
   }
 
   /** Notes the token copy i took; false when the copy was given back meanwhile (the token goes back at once). */
@@ -206,9 +208,19 @@ class CampaignTokens {
   /** The copies from `from` on go back: the tokens they took, by campaign (and out of the ledger). */
   giveBack(from: number): Map<string, { perHour: number; n: number }> {
     this.backFrom = Math.min(this.backFrom, from);
+    return this.out((i) => i >= from);
+  }
+
+  /** Copies `places` were settled, held or lost without reaching a server: the tokens they took, as giveBack. */
+  takeBack(places: readonly number[]): Map<string, { perHour: number; n: number }> {
+    for (const i of places) this.backAt.add(i);
+    return this.out((i) => this.backAt.has(i));
+  }
+
+  private out(back: (i: number) => boolean): Map<string, { perHour: number; n: number }> {
     const out = new Map<string, { perHour: number; n: number }>();
     for (const [i, t] of this.taken) {
-      if (i < from) continue;
+      if (!back(i)) continue;
       this.taken.delete(i);
       const c = out.get(t.id);
       if (c) c.n++;
@@ -896,6 +908,9 @@ export class Dispatcher {
     /** Copies from here on had their render slots handed back with them (giveBack). */
     let slotsTo = entries.length;
     let attempted = 0;
+    /** The copies this loop dealt with (0..handled-1, given back ones excluded) and those of them that went to the server. */
+    let handled = 0;
+    const wentOut = new Set<number>();
     let txMs = 0;
     let succeeded = false;
     let throttledReply: string | null = null;
@@ -948,6 +963,7 @@ export class Dispatcher {
           await giveBackUnsent(i);
           break;
         }
+        handled = i + 1;
         if (leaseLost(entry)) continue;
         let prepared: Prepared;
         try {
@@ -1026,10 +1042,12 @@ export class Dispatcher {
           // back with the rest, and runConnection seeks another session (the next address, when this
           // one carried no transaction), as after a drop between two transactions.
           this.log.info({ domain, host: client.peer, msgId: entry.msgId, idx: entry.idx, response: outcome.response }, 'session lost before the transaction: the copy goes back unattempted');
+          handled = i;
           await giveBackUnsent(i);
           break;
         }
         attempted++;
+        wentOut.add(i);
         txMs += performance.now() - t0;
         if (outcome.result === 'delivered') succeeded = true;
         if (outcome.throttled) throttledReply = outcome.response;
@@ -1042,8 +1060,28 @@ export class Dispatcher {
       // Copies whose turn never came (the connection broke, shutdown): their slots go as their render settles.
       for (let j = freed; j < slotsTo; j++) slotBack(j);
       await givingBack;
+      await this.refundUnsent(domain, shaping, campaignTokens, handled, wentOut);
     }
     return { attempted, paceMs: attempted > 0 ? txMs / attempted : null, succeeded, throttledReply };
+  }
+
+  /**
+   * Copies of a claim dealt with without reaching a server — settled (suppressed, cancelled, not
+   * stored, not rendered), held (a paused sender, a closed account, the campaign's own throttle) or
+   * lost to another holder — took a destination rate token at the claim, and a campaign copy its
+   * campaign's token as it was rendered: both go back, as for copies given back unsent. A suppressed
+   * address or a failing render no longer spends a destination's hourly rate on mail that never went.
+   * `handled`: copies 0..handled-1 were dealt with by the loop; `wentOut`: those that had a transaction.
+   */
+  private async refundUnsent(domain: string, shaping: EffectiveShaping, tokens: CampaignTokens, handled: number, wentOut: ReadonlySet<number>): Promise<void> {
+    const unsent: number[] = [];
+    for (let j = 0; j < handled; j++) if (!wentOut.has(j)) unsent.push(j);
+    if (unsent.length === 0) return;
+    const { redis, keys } = this.o;
+    await Promise.all([
+      refundTokens(redis, keys, shaping.scope, shaping.rate, unsent.length, this.now()).catch((err: unknown) => this.log.warn({ err, domain }, 'rate tokens not refunded')),
+      this.refundCampaigns(tokens.takeBack(unsent)),
+    ]);
   }
 
   /**

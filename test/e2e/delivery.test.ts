@@ -51,7 +51,7 @@ test.before(async () => {
   s = await startSluiceFixture(redis, {
     delivery: {
       transport: {
-        'one.test': hp(sink), 'two.test': hp(sink), 'rate.test': hp(rateSink),
+        'one.test': hp(sink), 'two.test': hp(sink), 'rate.test': hp(rateSink), 'hourly.test': hp(sink),
         'retry.test': hp(retryPeer), 'bounce.test': hp(bouncePeer), 'drop.test': hp(dropPeer),
         'brokentls.test': hp(brokenTlsPeer),
         // SMTP senders' own domain: their failure notices (DSNs) arrive here.
@@ -59,7 +59,12 @@ test.before(async () => {
       },
       dns: { servers: [dns.server] },
     },
-    shaping: { rules: [{ name: 'slowpoke', match: { domains: ['rate.test'], mx: [] }, rate: { perSecond: 10, perMinute: null, perHour: null } }] },
+    shaping: {
+      rules: [
+        { name: 'slowpoke', match: { domains: ['rate.test'], mx: [] }, rate: { perSecond: 10, perMinute: null, perHour: null } },
+        { name: 'hourly', match: { domains: ['hourly.test'], mx: [] }, scope: 'domain', rate: { perSecond: null, perMinute: null, perHour: 100 } },
+      ],
+    },
   });
 });
 
@@ -332,6 +337,21 @@ test('a suppressed address is dropped at claim time, per account, and never sent
   await assertSigned(got[0]!.raw, 'kept@one.test beside a suppressed address');
 });
 
+test('copies settled unsent (suppressed) give their rate tokens back: only the copy sent counts against the rule', async () => {
+  const before = sink.messages.length;
+  for (const a of ['no1@hourly.test', 'no2@hourly.test']) await addSuppression(s.app.redis.client, s.app.keys, 'acme', a, { reason: 'unsubscribe', at: Date.now(), evidence: { test: 2 } });
+  const r = await s.api('/v1/messages', { body: { from: 'news@acme.example', to: ['no1@hourly.test', 'yes@hourly.test', 'no2@hourly.test'], subject: 'tokens', text: 'x' } });
+  const final = await s.waitFinal(r.body.id);
+  assert.equal(final.recipients.map((x: { state: string }) => x.state).sort(), ['delivered', 'suppressed', 'suppressed']);
+  await new Promise((res) => setTimeout(res, 200));
+  const got = sink.messages.slice(before);
+  assert.equal(got.map((m) => m.envelope.to[0]), ['yes@hourly.test']);
+  await assertSigned(got[0]!.raw, 'yes@hourly.test beside two suppressed addresses');
+  // The claim took a token per copy; the two suppressed ones are refunded (100/h refills 0.03 a second).
+  const left = Number(await s.app.redis.client.hget(s.app.keys.bucket('hourly:hourly.test'), 'h'));
+  assert.ok(left > 98.5 && left <= 99.5, `${left} of 100 tokens left`);
+});
+
 test('a rule of 10 msgs/s holds over a window (counts, generous margin)', async () => {
   const n = 40;
   const messages = Array.from({ length: n }, (_, i) => ({ from: 'news@acme.example', to: `r${i}@rate.test`, subject: `rate ${i}`, text: 'x' }));
@@ -360,7 +380,7 @@ test('every copy any peer received was checked above, and dkimpy passes both sig
   ];
   const unchecked = received.filter((b) => !verified.has(b));
   assert.is(unchecked.length, 0, `copies no test verified: ${unchecked.map((b) => /^Subject: .*$/m.exec(b.toString())?.[0]).join(', ')}`);
-  assert.is(received.length, 50, 'the copies the tests above deliver: 6 to the sink, 40 rate, 1 retry, 1 drop, 2 broken TLS');
+  assert.is(received.length, 51, 'the copies the tests above deliver: 7 to the sink, 40 rate, 1 retry, 1 drop, 2 broken TLS');
   const copies = [...verified.values()];
   const verdicts = await verifyWithDkimpy(copies.map((c) => c.raw), s.txt);
   assert.is(verdicts.length, copies.length, 'dkimpy answered for every copy');
