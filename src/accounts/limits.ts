@@ -1,9 +1,19 @@
 import { createHash } from 'node:crypto';
+import type { Result } from 'ioredis';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { SluiceError, type ErrorCode } from '../core/errors.js';
 import { DAY, HOUR, MINUTE, SECOND } from '../core/time.js';
 import type { Account } from './registry.js';
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    /** src/queue/lua/takeSending-4.lua: [granted, room per counter (-1: no limit)]. */
+    takeSending(quota: string, second: string, minute: string, hour: string, want: number, ...limitsAndTtls: (string | number)[]): Result<number[], Context>;
+    /** src/queue/lua/returnSending-4.lua: the counters decremented. */
+    returnSending(quota: string, second: string, minute: string, hour: string, n: number, ...counted: string[]): Result<number, Context>;
+  }
+}
 
 /**
  * Per-account sending limits, in Redis so they hold across every ingress process:
@@ -141,6 +151,72 @@ export async function reserveSending(redis: RedisClient, keys: Keys, account: Ac
     throw new LimitError(exceeded.code, exceeded.message, exceeded.retryAfterMs);
   }
   return { release };
+}
+
+/** What takeSending needs of an account: its id and limits. */
+export type SendingLimits = Pick<Account, 'id' | 'dailyQuota' | 'rateLimit'>;
+
+/** The counters a takeSending call counted on, for returnSending. */
+export interface SendingCounted {
+  /** The four counter keys (quota, second, minute, hour), every one named even when it has no limit. */
+  readonly keys: readonly [string, string, string, string];
+  /** '1' for each counter counted on, '' for the others. */
+  readonly counted: readonly [string, string, string, string];
+  /** One string for the four keys: refunds of one claim are summed by it. */
+  readonly id: string;
+}
+
+export interface SendingTake {
+  /** Copies counted, at most the number asked for. */
+  readonly granted: number;
+  /** When the counters that stopped the rest have room again (the end of their window); null when all were granted. */
+  readonly retryAt: number | null;
+  /** The limit that stopped the rest, as the configuration names it. */
+  readonly what: string | null;
+  /** Null when the account has no limit (nothing was counted). */
+  readonly counters: SendingCounted | null;
+}
+
+/**
+ * Counts up to `want` campaign copies against the account's daily quota and rate windows, the same
+ * counters its submissions count on (reserveSending), as they are about to be sent: as many as every
+ * counter has room for (queue/lua/takeSending-4.lua, one step). The rest wait for `retryAt`. A
+ * campaign's copies are counted when sent, not when it is launched, so one larger than a day's quota
+ * goes over several days at the quota's pace instead of being refused.
+ */
+export async function takeSending(redis: RedisClient, keys: Keys, account: SendingLimits, want: number, now: number): Promise<SendingTake> {
+  const counters = countersFor(keys, account as Account, now);
+  if (counters.length === 0 || want <= 0) return { granted: Math.max(0, want), retryAt: null, what: null, counters: null };
+  const window = (tag: string, size: number): string => `${keys.accountRate(account.id)}:${tag}:${Math.floor(now / size)}`;
+  const names = [keys.quota(account.id, utcDay(now)), window('s', SECOND), window('m', MINUTE), window('h', HOUR)] as const;
+  const byKey = new Map(counters.map((c) => [c.key, c]));
+  const slots = names.map((k) => byKey.get(k));
+  const limits = slots.map((c) => (c ? String(c.limit) : ''));
+  const ttls = slots.map((c) => (c ? c.ttlMs : 0));
+  const res = await redis.takeSending(...names, want, ...limits, ...ttls).catch(redisRefused('the sending quota could not be counted'));
+  const granted = Number(res[0]);
+  let retryAt: number | null = null;
+  let what: string | null = null;
+  if (granted < want) {
+    // Every counter with no more room than was granted stops the rest: they go when the last of them resets.
+    slots.forEach((c, i) => {
+      const room = Number(res[i + 1]);
+      if (!c || room < 0 || room > granted) return;
+      const at = now + c.retryAfterMs;
+      if (retryAt === null || at > retryAt) {
+        retryAt = at;
+        what = c.what;
+      }
+    });
+  }
+  const counted = limits.map((l) => (l === '' || granted === 0 ? '' : '1')) as unknown as [string, string, string, string];
+  return { granted, retryAt, what, counters: granted === 0 ? null : { keys: names, counted, id: names.join(' ') } };
+}
+
+/** Gives back `n` copies counted by takeSending and not sent; a counter whose window is over is left alone. */
+export async function returnSending(redis: RedisClient, counted: SendingCounted, n: number): Promise<void> {
+  if (n <= 0) return;
+  await redis.returnSending(...counted.keys, n, ...counted.counted);
 }
 
 export interface AuthThrottleOptions {

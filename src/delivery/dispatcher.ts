@@ -13,6 +13,7 @@ import { ack, ackAndFinish, retry, bounce, hold, release, extendLeases, type Out
 import { packEvent, type EventType } from '../store/events.js';
 import { reapExpired } from '../queue/reap.js';
 import { dueDestinations, reschedule, postpone } from '../queue/schedule.js';
+import { takeSending, returnSending, type SendingCounted, type SendingLimits } from '../accounts/limits.js';
 import { takeTokens, refundTokens, acquireConnection, renewConnection, releaseConnection, type Rate } from '../queue/throttle.js';
 import { recordThrottleSignal, recordSuccess, backoffState, applyBackoff, type BackoffConfig } from '../queue/backoff.js';
 import { resolveShaping, retryDelay, tlsPolicyOf, type EffectiveShaping } from '../queue/shaping.js';
@@ -178,55 +179,86 @@ interface HostWalk {
 /** A campaign's own throttle (campaign.throttle.perHour) as a rate for throttle.ts: bucket campaign:<id>. */
 const campaignRate = (perHour: number): Rate => ({ perSecond: null, perMinute: null, perHour });
 
+/** What one copy of a claim took as its chunk was rendered: its campaign's throttle token, its account's sending count. */
+interface Took {
+  campaign: { id: string; perHour: number } | null;
+  account: SendingCounted | null;
+}
+
+/** Throttle tokens and sending counts to give back, summed by campaign and by the account's counters. */
+interface Refund {
+  campaigns: Map<string, { perHour: number; n: number }>;
+  accounts: Map<string, { counted: SendingCounted; n: number }>;
+}
+
+/** n copies' worth of what `t` took. */
+function refundOf(t: Took, n: number): Refund {
+  const r: Refund = { campaigns: new Map(), accounts: new Map() };
+  addRefund(r, t, n);
+  return r;
+}
+
+function addRefund(r: Refund, t: Took, n: number): void {
+  if (t.campaign) {
+    const c = r.campaigns.get(t.campaign.id);
+    if (c) c.n += n;
+    else r.campaigns.set(t.campaign.id, { perHour: t.campaign.perHour, n });
+  }
+  if (t.account) {
+    const a = r.accounts.get(t.account.id);
+    if (a) a.n += n;
+    else r.accounts.set(t.account.id, { counted: t.account, n });
+  }
+}
+
 /**
- * The campaign throttle tokens the copies of one claim took, by the copy's place in the claim. They
- * are taken as each chunk is rendered (throttleCampaigns), before the copy's turn on the wire; a copy
- * given back unsent (the claim window, the session lost before its transaction, the connection
- * broken, shutdown) gets its token back. A give-back is always the claim's tail, from some place on:
- * a copy there takes no token any more, and one that took it meanwhile (its chunk's takeTokens was
- * under way) has it refunded at once. A token leaves the ledger when it is handed back, so none is
- * refunded twice; one lost in a crash is not refunded (the bucket refills with time, never past its size).
+ * What the campaign copies of one claim took (Took), by the copy's place in the claim. It is taken
+ * as each chunk is rendered (throttleCampaigns), before the copy's turn on the wire; a copy given
+ * back unsent (the claim window, the session lost before its transaction, the connection broken,
+ * shutdown) or dealt with without reaching a server gets it back. A give-back is always the claim's
+ * tail, from some place on: a copy there takes nothing any more, and one that took it meanwhile (its
+ * chunk's takeTokens was under way) has it refunded at once. What is handed back leaves the ledger,
+ * so nothing is refunded twice; a refund lost in a crash is not made (the bucket refills with time,
+ * the counters' windows end), never one granted twice.
  */
 class CampaignTokens {
-  private readonly taken = new Map<number, { id: string; perHour: number }>();
+  private readonly taken = new Map<number, Took>();
   private backFrom = Number.POSITIVE_INFINITY;
   /** Copies done with unsent one by one (takeBack), before backFrom. */
   private readonly backAt = new Set<number>();
 
-  /** Copy i was given back, or settled unsent: it takes no token. */
+  /** Copy i was given back, or settled unsent: it takes nothing. */
   isBack(i: number): boolean {
     return i >= this.backFrom || this.backAt.has(i);
   }
 
-  /** Notes the token copy i took; false when the copy was given back meanwhile (the token goes back at once). */
-  took(i: number, id: string, perHour: number): boolean {
+  /** Notes what copy i took; false when the copy was given back meanwhile (it goes back at once). */
+  took(i: number, t: Took): boolean {
     if (this.isBack(i)) return false;
-    this.taken.set(i, { id, perHour });
+    this.taken.set(i, t);
     return true;
   }
 
-  /** The copies from `from` on go back: the tokens they took, by campaign (and out of the ledger). */
-  giveBack(from: number): Map<string, { perHour: number; n: number }> {
+  /** The copies from `from` on go back: what they took (and out of the ledger). */
+  giveBack(from: number): Refund {
     this.backFrom = Math.min(this.backFrom, from);
     return this.out((i) => i >= from);
   }
 
-  /** Copies `places` were settled, held or lost without reaching a server: the tokens they took, as giveBack. */
-  takeBack(places: readonly number[]): Map<string, { perHour: number; n: number }> {
+  /** Copies `places` were settled, held or lost without reaching a server: what they took, as giveBack. */
+  takeBack(places: readonly number[]): Refund {
     for (const i of places) this.backAt.add(i);
     return this.out((i) => this.backAt.has(i));
   }
 
-  private out(back: (i: number) => boolean): Map<string, { perHour: number; n: number }> {
-    const out = new Map<string, { perHour: number; n: number }>();
+  private out(back: (i: number) => boolean): Refund {
+    const r: Refund = { campaigns: new Map(), accounts: new Map() };
     for (const [i, t] of this.taken) {
       if (!back(i)) continue;
       this.taken.delete(i);
-      const c = out.get(t.id);
-      if (c) c.n++;
-      else out.set(t.id, { perHour: t.perHour, n: 1 });
+      addRefund(r, t, 1);
     }
-    return out;
+    return r;
   }
 }
 
@@ -247,8 +279,10 @@ export class Dispatcher {
   /** The 250s noted in the recipients' soft-bounce histories, written in batches. */
   private readonly deliveryMarks: DeliveryMarks;
   private readonly renderSlots = new Semaphore(MAX_RENDERED);
-  /** Campaign throttle refunds made outside a batch's own steps (CampaignTokens): stop() waits for them. */
+  /** Campaign throttle and account sending refunds made outside a batch's own steps (CampaignTokens): stop() waits for them. */
   private readonly refunding = new Set<Promise<void>>();
+  /** Accounts with a daily quota or a rate limit, by id: their campaign copies count against them as they are sent. */
+  private readonly sendingLimits: ReadonlyMap<string, SendingLimits>;
   /** accounts[].tracking.mode by account id: each API message's copy is rendered for its recipient. */
   private readonly trackingModes: ReadonlyMap<string, TrackingMode>;
   private totalWorkers = 0;
@@ -270,6 +304,11 @@ export class Dispatcher {
       maxLevel: b.maxLevel, recoverMs: b.recoverAfter, ratePerConnection: b.ratePerConnection,
     };
     this.trackingModes = new Map(opts.config.accounts.map((a) => [a.id, a.tracking.mode]));
+    this.sendingLimits = new Map(
+      opts.config.accounts
+        .filter((a) => a.dailyQuota !== null || Object.values(a.rateLimit).some((l) => l !== null))
+        .map((a) => [a.id, { id: a.id, dailyQuota: a.dailyQuota, rateLimit: a.rateLimit }]),
+    );
     this.rules = new DestinationRuleRecorder(opts.redis, opts.keys, (err) => this.log.warn({ err }, 'could not record a destination\'s shaping rule'));
     this.deliveryMarks = new DeliveryMarks(opts.redis, opts.keys, (err) => this.log.warn({ err }, 'could not mark deliveries in the soft-bounce histories'));
   }
@@ -788,44 +827,68 @@ export class Dispatcher {
   }
 
   /**
-   * Entries over their campaign's own throttle go back until its bucket refills (marked 'held' in
-   * `holds`). `unsent(j)`: entry j will not be sent now whatever this decides (held already,
-   * suppressed, unsubscribed, its sender paused, nobody to send to, given back), so it takes no
-   * throttle token. The tokens taken go in `tokens` by the entry's place in its claim (`place(j)`),
-   * to be refunded if the copy is given back unsent.
+   * Entries over their campaign's own throttle, or over their account's daily quota or rate limit
+   * (accounts/limits.ts takeSending: the counters its submissions count on too), go back until the
+   * bucket refills or the counter's window ends (marked 'held' in `holds`). `unsent(j)`: entry j will
+   * not be sent now whatever this decides (held already, suppressed, unsubscribed, its sender paused,
+   * nobody to send to, given back), so it takes nothing. What is taken goes in `tokens` by the entry's
+   * place in its claim (`place(j)`), to be refunded if the copy is given back unsent.
    */
   private async throttleCampaigns(chunk: readonly QueueEntry[], msgs: readonly (LoadedMessage | null)[], holds: ('held' | 'cancelled' | undefined)[], unsent: (j: number) => boolean, place: (j: number) => number, tokens: CampaignTokens): Promise<void> {
     const { redis, keys } = this.o;
     for (const [id, js] of campaignPositions(msgs)) {
-      const c = (msgs[js[0] as number] as LoadedMessage).campaign;
+      const msg = msgs[js[0] as number] as LoadedMessage;
+      const c = msg.campaign;
+      const limits = this.sendingLimits.get(msg.account);
       const sending = js.filter((j) => holds[j] === undefined && !unsent(j));
-      if (!c || c.throttlePerHour === null || sending.length === 0) continue;
-      const perHour = c.throttlePerHour;
+      if (!c || sending.length === 0 || (c.throttlePerHour === null && !limits)) continue;
       const now = this.now();
-      const t = await takeTokens(redis, keys, `campaign:${id}`, campaignRate(perHour), sending.length, now);
-      // Given back while the tokens were being taken: not sent by this claim, so its token goes back now.
-      const back = sending.slice(0, t.granted).filter((j) => !tokens.took(place(j), id, perHour)).length;
-      if (back > 0) this.refundCampaigns(new Map([[id, { perHour, n: back }]]));
-      const over = sending.slice(t.granted);
+      let granted = sending.length;
+      let at: number | null = null;
+      let campaign: Took['campaign'] = null;
+      if (c.throttlePerHour !== null) {
+        campaign = { id, perHour: c.throttlePerHour };
+        const t = await takeTokens(redis, keys, `campaign:${id}`, campaignRate(c.throttlePerHour), granted, now);
+        granted = t.granted;
+        at = t.retryAt;
+      }
+      let account: SendingCounted | null = null;
+      if (limits && granted > 0) {
+        const a = await takeSending(redis, keys, limits, granted, now);
+        if (a.granted < granted) {
+          // Over the account's limit: those copies' campaign tokens go back with them.
+          if (campaign) this.refundTaken(refundOf({ campaign, account: null }, granted - a.granted));
+          at = Math.max(at ?? 0, a.retryAt ?? now + 1000);
+          this.log.info({ campaign: id, account: msg.account, copies: sending.length - a.granted, until: new Date(at).toISOString(), limit: a.what }, "campaign copies wait for the account's sending limit");
+          granted = a.granted;
+        }
+        account = a.counters;
+      }
+      // Given back while they were being taken: not sent by this claim, so what they took goes back now.
+      const back = sending.slice(0, granted).filter((j) => !tokens.took(place(j), { campaign, account })).length;
+      if (back > 0) this.refundTaken(refundOf({ campaign, account }, back));
+      const over = sending.slice(granted);
       if (over.length === 0) continue;
-      const at = t.retryAt ?? now + 1000;
-      await holdCampaignEntries(redis, keys, this.o.config.redis.scheduleShards, id, over.map((j) => chunk[j] as QueueEntry), { pointerAt: at, holdUntil: at, now });
+      const until = at ?? now + 1000;
+      await holdCampaignEntries(redis, keys, this.o.config.redis.scheduleShards, id, over.map((j) => chunk[j] as QueueEntry), { pointerAt: until, holdUntil: until, now });
       for (const j of over) holds[j] = 'held';
     }
   }
 
   /**
-   * Refunds campaign throttle tokens (CampaignTokens.giveBack) of copies given back unsent; a failure
-   * is logged and the bucket refills with time. stop() waits for refunds under way.
+   * Refunds what campaign copies given back unsent, or dealt with without reaching a server, took
+   * (CampaignTokens): campaign throttle tokens and account sending counts. A failure is logged (the
+   * bucket refills with time, the counter's window ends). stop() waits for refunds under way.
    */
-  private refundCampaigns(byCampaign: ReadonlyMap<string, { perHour: number; n: number }>): Promise<void> {
-    if (byCampaign.size === 0) return Promise.resolve();
+  private refundTaken(r: Refund): Promise<void> {
+    if (r.campaigns.size === 0 && r.accounts.size === 0) return Promise.resolve();
     const { redis, keys } = this.o;
-    const p = Promise.all(
-      [...byCampaign].map(([id, { perHour, n }]) =>
+    const p = Promise.all([
+      ...[...r.campaigns].map(([id, { perHour, n }]) =>
         refundTokens(redis, keys, `campaign:${id}`, campaignRate(perHour), n, this.now()).catch((err: unknown) => this.log.warn({ err, campaign: id }, 'campaign throttle tokens not refunded')),
       ),
-    ).then(() => undefined);
+      ...[...r.accounts.values()].map(({ counted, n }) => returnSending(redis, counted, n).catch((err: unknown) => this.log.warn({ err, counters: counted.id }, 'account sending counts not refunded'))),
+    ]).then(() => undefined);
     this.refunding.add(p);
     void p.finally(() => this.refunding.delete(p));
     return p;
@@ -932,7 +995,7 @@ export class Dispatcher {
       const moved = await release(redis, keys, back, this.now());
       await Promise.all([
         refundTokens(redis, keys, shaping.scope, shaping.rate, moved, this.now()).catch((err: unknown) => this.log.warn({ err, domain }, 'rate tokens not refunded')),
-        this.refundCampaigns(campaignTokens.giveBack(from)),
+        this.refundTaken(campaignTokens.giveBack(from)),
       ]);
     };
     const giveBack = (): void => {
@@ -949,7 +1012,7 @@ export class Dispatcher {
       givingBack = release(redis, keys, back, this.now())
         .then((moved) => refundTokens(redis, keys, shaping.scope, shaping.rate, moved, this.now()))
         .catch((err: unknown) => this.log.warn({ err, domain }, 'copies could not be given back: they return when their leases run out'))
-        .then(() => this.refundCampaigns(campaigns));
+        .then(() => this.refundTaken(campaigns));
     };
     try {
       for (let i = 0; i < end; i++) {
@@ -1080,7 +1143,7 @@ export class Dispatcher {
     const { redis, keys } = this.o;
     await Promise.all([
       refundTokens(redis, keys, shaping.scope, shaping.rate, unsent.length, this.now()).catch((err: unknown) => this.log.warn({ err, domain }, 'rate tokens not refunded')),
-      this.refundCampaigns(tokens.takeBack(unsent)),
+      this.refundTaken(tokens.takeBack(unsent)),
     ]);
   }
 

@@ -1,6 +1,6 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { AuthThrottle, LimitError, recipientCap, reserveSending, utcDay } from '../../src/accounts/limits.js';
+import { AuthThrottle, LimitError, recipientCap, reserveSending, returnSending, takeSending, utcDay } from '../../src/accounts/limits.js';
 import type { Account } from '../../src/accounts/registry.js';
 import { isSluiceError } from '../../src/core/errors.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
@@ -39,6 +39,46 @@ test('daily quota counts recipients per UTC day and refuses past it without coun
   assert.ok(ttl > 0 && ttl <= 2 * 86_400_000);
   // the next UTC day starts from zero
   await reserveSending(client, keys, acc, 5, Date.UTC(2026, 0, 16, 0, 0, 1));
+});
+
+test('campaign copies (takeSending) take what every counter has room for, on the counters submissions use; returnSending gives back, never below 0 nor into a window that is over', async () => {
+  const { keys } = redis.fresh();
+  const acc = account({ dailyQuota: 10, rateLimit: { perSecond: null, perMinute: 4, perHour: null } });
+  const day = keys.quota('acme', utcDay(NOON));
+  const minute = `${keys.accountRate('acme')}:m:${Math.floor(NOON / 60_000)}`;
+  await reserveSending(client, keys, acc, 1, NOON);
+  // Room: 9 in the day, 3 in the minute. The minute stops the rest until it ends.
+  const t = await takeSending(client, keys, acc, 5, NOON);
+  assert.is(t.granted, 3);
+  assert.is(t.retryAt, Math.floor(NOON / 60_000) * 60_000 + 60_000);
+  assert.match(String(t.what), /per minute/);
+  assert.equal([await client.get(day), await client.get(minute)], ['4', '4']);
+  assert.equal(await client.exists(`${keys.accountRate('acme')}:s:${Math.floor(NOON / 1000)}`, `${keys.accountRate('acme')}:h:${Math.floor(NOON / 3_600_000)}`), 0, 'a window with no limit is not counted');
+  // Full: nothing granted, nothing counted, a submission refused.
+  const none = await takeSending(client, keys, acc, 2, NOON + 10);
+  assert.equal([none.granted, none.counters], [0, null]);
+  assert.equal([await client.get(day), await client.get(minute)], ['4', '4']);
+  try {
+    await reserveSending(client, keys, acc, 1, NOON + 20);
+    assert.unreachable();
+  } catch (err) {
+    assert.ok(isSluiceError(err, 'SLUICE_INGRESS_RATE_LIMITED'), String(err));
+  }
+  // Two copies went back unsent: both counters get them back.
+  await returnSending(client, t.counters!, 2);
+  assert.equal([await client.get(day), await client.get(minute)], ['2', '2']);
+  // The minute's window ended (its key expired): only the day's counter is decremented, and no key without a TTL is made.
+  await client.del(minute);
+  await returnSending(client, t.counters!, 1);
+  assert.equal([await client.get(day), await client.get(minute)], ['1', null]);
+  await returnSending(client, t.counters!, 5);
+  assert.is(await client.get(day), '0', 'never below 0');
+  assert.ok((await client.pttl(day)) > 0);
+  // The next minute has room again.
+  assert.is((await takeSending(client, keys, acc, 5, NOON + 60_000)).granted, 4);
+  // No limits: everything granted, nothing counted.
+  const free = await takeSending(client, keys, account({}), 7, NOON);
+  assert.equal([free.granted, free.retryAt, free.counters], [7, null, null]);
 });
 
 test('rate windows: per-second limit refuses the excess and says when to retry', async () => {

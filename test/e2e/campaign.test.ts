@@ -47,10 +47,12 @@ let dir: string;
 let prefix: string;
 let codec: TokenCodec;
 let acme: AccountKeys;
+/** An account with a daily quota of 4 recipients: its campaign copies count against it as they are sent. */
+let capped: AccountKeys;
 let txt: Record<string, string>;
 
 function configFor(): Config {
-  const transport = { ...Object.fromEntries([...DOMAINS, 'slow.test'].map((d) => [d, `${sink.host}:${sink.port}`])), 'grey.test': `${grey.host}:${grey.port}`, 'cut.test': `${cut.host}:${cut.port}` };
+  const transport = { ...Object.fromEntries([...DOMAINS, 'slow.test', 'quota.test'].map((d) => [d, `${sink.host}:${sink.port}`])), 'grey.test': `${grey.host}:${grey.port}`, 'cut.test': `${cut.host}:${cut.port}` };
   return loadConfig({
     env: {},
     overrides: {
@@ -68,7 +70,7 @@ function configFor(): Config {
         ],
       },
       tracking: { host: '127.0.0.1', port: 0, publicBaseUrl: 'http://127.0.0.1', keys: [{ id: 'k1', secretFile: join(dir, 'k1.key'), notAfter: null }], signWith: 'k1' },
-      accounts: [acme.account],
+      accounts: [acme.account, { ...capped.account, dailyQuota: 4 }],
     },
   });
 }
@@ -85,6 +87,7 @@ test.before(async () => {
   writeFileSync(join(dir, 'k1.key'), secret, { mode: 0o600 });
   codec = createTokenCodec({ keys: [{ id: 'k1', secret }], signWith: 'k1' });
   acme = await makeAccount(dir, 'acme', 'acme.example');
+  capped = await makeAccount(dir, 'capped', 'capped.example', ['ed25519']);
   txt = txtTable(acme.dkimKeys);
   config = configFor();
   app = await startSluice(config, { logger: createLogger(process.env['TEST_LOG'] ?? 'silent') });
@@ -99,24 +102,25 @@ test.after(async () => {
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-async function api(path: string, body?: unknown, method?: string): Promise<{ status: number; body: any }> {
+async function api(path: string, body?: unknown, method?: string, as: AccountKeys = acme): Promise<{ status: number; body: any; retryAfter?: string }> {
   const res = await request(`http://127.0.0.1:${app.ports.http}${path}`, {
     method: (method ?? (body !== undefined ? 'POST' : 'GET')) as 'GET',
-    headers: { authorization: `Bearer ${acme.apiKey}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
+    headers: { authorization: `Bearer ${as.apiKey}`, ...(body !== undefined ? { 'content-type': 'application/json' } : {}) },
     ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
   });
   const text = await res.body.text();
-  return { status: res.statusCode, body: text ? JSON.parse(text) : null };
+  const retryAfter = res.headers['retry-after'];
+  return { status: res.statusCode, body: text ? JSON.parse(text) : null, ...(typeof retryAfter === 'string' ? { retryAfter } : {}) };
 }
 
 async function* ndjson(rows: readonly object[]): AsyncIterable<string> {
   for (const r of rows) yield `${JSON.stringify(r)}\n`;
 }
 
-async function listOf(name: string, rows: readonly { email: string; fields?: Record<string, string> }[]): Promise<string> {
+async function listOf(name: string, rows: readonly { email: string; fields?: Record<string, string> }[], account = 'acme'): Promise<string> {
   const keys = createKeys(prefix);
-  const list = await createList(client, keys, 'acme', name);
-  const r = await importContacts(client, keys, 'acme', list.id, ndjson(rows), { format: 'ndjson', limits: { maxBytes: 50_000_000, maxRows: 1_000_000 } });
+  const list = await createList(client, keys, account, name);
+  const r = await importContacts(client, keys, account, list.id, ndjson(rows), { format: 'ndjson', limits: { maxBytes: 50_000_000, maxRows: 1_000_000 } });
   assert.is(r.imported, rows.length, `import of ${name}`);
   return list.id;
 }
@@ -363,6 +367,58 @@ test("copies given back unsent (the session lost before their transaction) get t
   const left = Number(await client.hget(keys.bucket(`campaign:${id}`), 'h'));
   assert.ok(left > 2.9, `${left} of the campaign's 3 tokens left`);
   assert.is((await api(`/v1/campaigns/${id}/cancel`, {})).body.state, 'cancelled');
+});
+
+test("campaign copies given back unsent (the session lost before their transaction) are taken off the account's quota again", async () => {
+  const keys = createKeys(prefix);
+  const listId = await listOf('quota-cut', [{ email: 'qc0@cut.test' }, { email: 'qc1@cut.test' }], 'capped');
+  const created = await api('/v1/campaigns', { from: 'news@capped.example', subject: 'Quota, session lost', text: 'Hi', listId, sendAt: 'now' }, undefined, capped);
+  assert.is(created.status, 201, JSON.stringify(created.body));
+  const id = created.body.id as string;
+  const st = await waitFor('both copies deferred', async () => {
+    const s = (await api(`/v1/campaigns/${id}/stats`, undefined, undefined, capped)).body;
+    return s.deferred >= 2 ? s : undefined;
+  });
+  assert.is(st.delivered, 0, JSON.stringify(st));
+  // Both were counted as they were rendered (2 of 4), and both went back: nothing reached a server.
+  assert.is(await client.get(keys.quota('capped', new Date().toISOString().slice(0, 10))), '0');
+  assert.is((await api(`/v1/campaigns/${id}/cancel`, {}, undefined, capped)).body.state, 'cancelled');
+});
+
+test("an account's daily quota counts its campaign copies as they are sent: the rest wait for the next UTC day, and its submissions are refused meanwhile", async () => {
+  const keys = createKeys(prefix);
+  const rows = Array.from({ length: 6 }, (_, i) => ({ email: `q${i}@quota.test`, fields: { first_name: `Q${i}` } }));
+  const listId = await listOf('quota', rows, 'capped');
+  const before = sink.messages.length;
+  const created = await api('/v1/campaigns', { from: 'news@capped.example', subject: 'Quota', text: 'Hi {{first_name}}', listId, sendAt: 'now' }, undefined, capped);
+  assert.is(created.status, 201, JSON.stringify(created.body));
+  const id = created.body.id as string;
+  const s = await waitFor('four delivered', async () => {
+    const st = (await api(`/v1/campaigns/${id}/stats`, undefined, undefined, capped)).body;
+    return st.delivered >= 4 ? st : undefined;
+  }, 20_000);
+  await sleep(1000);
+  const st = (await api(`/v1/campaigns/${id}/stats`, undefined, undefined, capped)).body;
+  assert.equal([st.state, st.delivered, st.pending], ['sending', 4, 2], JSON.stringify({ s, st }));
+  const got = sink.messages.slice(before).filter((m) => toOf(m).endsWith('@quota.test'));
+  assert.is(got.length, 4, 'no more than the quota went');
+  for (const m of got) {
+    const v = await verifyBoth(m.raw, txtTable(capped.dkimKeys));
+    for (const verdicts of [v.mailauth, v.dkimpy]) {
+      assert.equal(verdicts.map((d) => [d.algo, d.pass]), [['ed25519-sha256', true]], `quota copy to ${toOf(m)}: ${JSON.stringify(verdicts)}`);
+    }
+  }
+  const day = new Date().toISOString().slice(0, 10);
+  assert.is(await client.get(keys.quota('capped', day)), '4', "the campaign's copies are on the account's quota counter");
+  // The rest wait behind the pointer for the quota's reset (00:00 UTC), not re-claimed in the meantime.
+  const due = Number(await client.zscore(keys.ready('quota.test'), `@${id}`));
+  const midnight = Math.floor(Date.now() / 86_400_000) * 86_400_000 + 86_400_000;
+  assert.ok(due >= midnight, `the pointer waits for the next UTC day (${new Date(due).toISOString()})`);
+  // The same quota: the account's own submissions are refused until it resets.
+  const r = await api('/v1/messages', { from: 'news@capped.example', to: 'one@quota.test', subject: 'over', text: 'x' }, undefined, capped);
+  assert.is(r.status, 429, JSON.stringify(r.body));
+  assert.ok(Number(r.retryAfter) > 0, 'with Retry-After');
+  assert.is((await api(`/v1/campaigns/${id}/cancel`, {}, undefined, capped)).body.state, 'cancelled');
 });
 
 test("a campaign copy first tried after the campaign's maxAge is retried: its retries count from its own first attempt", async () => {
