@@ -500,7 +500,7 @@ export class Dispatcher {
             timeouts: { connectMs: d.timeouts.connect, greetingMs: d.timeouts.greeting, commandMs: d.timeouts.command, dataBlockMs: d.timeouts.dataBlock, dataMs: d.timeouts.data },
             chunking: d.chunking && this.dataOnly.get(key, this.now()) === undefined,
           });
-          this.o.metrics?.smtpConnectionsOpened.inc({ result: 'ok', tls: client.secure ? 'yes' : 'no' });
+          this.o.metrics?.smtpConnectionsOpened.inc({ provider, result: 'ok', tls: client.secure ? 'yes' : 'no' });
           this.o.metrics?.smtpConnections.inc({ provider });
           walk.sessions++;
           return client;
@@ -508,7 +508,7 @@ export class Dispatcher {
           // Opportunistic TLS only (RFC 3207 §4.1 lets a client deliver in plain text): under a
           // mandatory policy (encrypt, verify) plain text would be the downgrade it exists to prevent.
           if (err instanceof SmtpConnectError && err.tlsFailed && tls === 'may') {
-            this.o.metrics?.smtpConnectionsOpened.inc({ result: 'tls_failed', tls: 'no' });
+            this.o.metrics?.smtpConnectionsOpened.inc({ provider, result: 'tls_failed', tls: 'no' });
             this.log.warn({ host: h.host, port: h.port, mx: h.mx, error: err.outcome.response }, 'STARTTLS failed: delivering to this host in plain text for an hour');
             this.plainText.set(key, true, this.now() + PLAIN_FALLBACK_MS);
             tls = 'none';
@@ -517,7 +517,7 @@ export class Dispatcher {
           // The policy alone refused the host (STARTTLS not offered or refused, handshake or certificate
           // failed; 'may' fell back above): counted apart, so operators can alert on it.
           const policyFailed = err instanceof SmtpConnectError && (err.tlsNotStarted || err.tlsFailed);
-          this.o.metrics?.smtpConnectionsOpened.inc({ result: policyFailed ? 'tls_required' : 'failed', tls: 'no' });
+          this.o.metrics?.smtpConnectionsOpened.inc({ provider, result: policyFailed ? 'tls_required' : 'failed', tls: 'no' });
           const outcome = (err as { outcome?: SmtpOutcome }).outcome ?? localOutcome('deferred', '4.4.1', `connect to ${h.host}:${h.port} failed: ${(err as Error).message}`, 'CONN', false);
           last = moreTelling(last, outcome);
           // A 5xx greeting is the host's final word for this connection, not for the recipient; try the next MX.

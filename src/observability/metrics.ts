@@ -86,7 +86,7 @@ export function createMetrics() {
       name: 'sluice_smtp_connections', help: 'Open outbound SMTP connections by provider', labelNames: ['provider'] as const, registers: [registry],
     }),
     smtpConnectionsOpened: new Counter({
-      name: 'sluice_smtp_connections_opened_total', help: 'Outbound SMTP connections opened by result (ok, failed, tls_failed, tls_required) and TLS', labelNames: ['result', 'tls'] as const, registers: [registry],
+      name: 'sluice_smtp_connections_opened_total', help: 'Outbound SMTP connections opened by provider group, result (ok, failed, tls_failed, tls_required) and TLS', labelNames: ['provider', 'result', 'tls'] as const, registers: [registry],
     }),
     poolUtilization: new Gauge({
       name: 'sluice_render_pool_utilization_ratio', help: 'Share of time the render worker threads were busy (0–1)', registers: [registry], ...sampled('poolUtilization'),

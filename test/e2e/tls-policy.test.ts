@@ -167,11 +167,19 @@ test("'encrypt': a first MX without STARTTLS is skipped for the next MX host, wh
   assert.is(receivedFor(selfSigned, 'joe@next-enc.test')[0]?.secure, true);
 });
 
-/** sluice_smtp_connections_opened_total by result, summed over its `tls` label, from the admin /metrics endpoint. */
+/**
+ * sluice_smtp_connections_opened_total by result, summed over its `tls` label (and by `<provider>/<result>`),
+ * from the admin /metrics endpoint.
+ */
 async function opened(): Promise<Record<string, number>> {
   const text = await (await request(`http://127.0.0.1:${s.app.ports.admin}/metrics`)).body.text();
   const counts: Record<string, number> = {};
-  for (const [, result, n] of text.matchAll(/^sluice_smtp_connections_opened_total\{result="([^"]+)",[^}]*\} (\d+)$/gm)) counts[result as string] = (counts[result as string] ?? 0) + Number(n);
+  const add = (k: string, n: number): void => void (counts[k] = (counts[k] ?? 0) + n);
+  for (const [, labels, n] of text.matchAll(/^sluice_smtp_connections_opened_total\{([^}]*)\} (\d+)$/gm)) {
+    const result = /\bresult="([^"]+)"/.exec(labels as string)?.[1] as string;
+    add(result, Number(n));
+    add(`${/\bprovider="([^"]+)"/.exec(labels as string)?.[1]}/${result}`, Number(n));
+  }
   return counts;
 }
 
@@ -183,6 +191,9 @@ test("a host failing the mandatory policy (not offered, refused, certificate) is
   }
   const after = await opened();
   assert.ok((after['tls_required'] ?? 0) - (before['tls_required'] ?? 0) >= 3, `tls_required ${JSON.stringify(before)} → ${JSON.stringify(after)}`);
+  // By the destination's provider group: two hosts under the 'ver' rule, one under 'enc'.
+  assert.ok((after['ver/tls_required'] ?? 0) - (before['ver/tls_required'] ?? 0) >= 2, `ver ${JSON.stringify(before)} → ${JSON.stringify(after)}`);
+  assert.ok((after['enc/tls_required'] ?? 0) - (before['enc/tls_required'] ?? 0) >= 1, `enc ${JSON.stringify(before)} → ${JSON.stringify(after)}`);
   // Every connection of this suite that did not open failed the policy: none is a plain failure.
   assert.is(after['failed'] ?? 0, 0, JSON.stringify(after));
 });
