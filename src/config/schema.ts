@@ -413,7 +413,7 @@ export const configSchema = z
           .strict(),
         /** Send with BDAT (RFC 3030) when the server offers CHUNKING: one round trip a message instead of two. */
         chunking: z.boolean(),
-        /** The TLS policy of destinations whose shaping rule sets none (TlsPolicy): verify → 'verify', else opportunistic → 'may', else 'none'. */
+        /** The TLS policy of destinations whose shaping rule sets none (TlsPolicy): verify → 'verify', else encrypt → 'encrypt', else opportunistic → 'may', else 'none'. */
         tls: z
           .object({
             /** Use STARTTLS when the server offers it. */
@@ -424,11 +424,20 @@ export const configSchema = z
              * 4.7.x). Most MX certificates don't verify: off by default like Postfix 'may'.
              */
             verify: z.boolean(),
+            /**
+             * Mandatory TLS without checking the certificate (Postfix 'encrypt'): a host without
+             * STARTTLS, or whose STARTTLS fails, gets no mail (deferred 4.7.x). Off by default;
+             * verify, when on, is stricter and wins.
+             */
+            encrypt: z.boolean(),
           })
           .strict()
           .superRefine((v, ctx) => {
             if (v.verify && !v.opportunistic) {
               ctx.addIssue({ code: 'custom', path: ['verify'], message: 'verify (mandatory, verified TLS) contradicts opportunistic: false (no STARTTLS at all): set opportunistic: true, or verify: false' });
+            }
+            if (v.encrypt && !v.opportunistic) {
+              ctx.addIssue({ code: 'custom', path: ['encrypt'], message: 'encrypt (mandatory TLS) contradicts opportunistic: false (no STARTTLS at all): set opportunistic: true, or encrypt: false' });
             }
           }),
         timeouts: z

@@ -125,5 +125,6 @@ export function retryDelay(s: EffectiveShaping, attemptsMade: number): Ms {
 export function tlsPolicyOf(shaping: Pick<EffectiveShaping, 'tls'>, tls: Config['delivery']['tls']): TlsPolicy {
   if (shaping.tls !== null) return shaping.tls;
   if (tls.verify) return 'verify';
+  if (tls.encrypt) return 'encrypt';
   return tls.opportunistic ? 'may' : 'none';
 }

@@ -95,14 +95,15 @@ test('TLS policy: shaping.rules[].tls is none, may, encrypt or verify (left out:
   ];
   const ok = loadConfig({ env: {}, overrides: { shaping: { rules } } });
   assert.equal(ok.shaping.rules.map((r) => r.tls), ['verify', 'encrypt', undefined]);
-  assert.equal(ok.delivery.tls, { opportunistic: true, verify: false }, 'the default: opportunistic');
+  assert.equal(ok.delivery.tls, { opportunistic: true, verify: false, encrypt: false }, 'the default: opportunistic');
 
-  const bad = refused({ env: {}, overrides: { shaping: { rules: [{ name: 'x', match: { domains: ['x.test'], mx: [] }, tls: 'required' }, { name: 'y', match: { domains: ['y.test'], mx: [] }, tls: true }] }, delivery: { tls: { opportunistic: false, verify: true } } } });
+  const bad = refused({ env: {}, overrides: { shaping: { rules: [{ name: 'x', match: { domains: ['x.test'], mx: [] }, tls: 'required' }, { name: 'y', match: { domains: ['y.test'], mx: [] }, tls: true }] }, delivery: { tls: { opportunistic: false, verify: true, encrypt: true } } } });
   const said = (path: string) => (bad.get(path) ?? []).join(' | ');
   assert.match(said('shaping.rules.0.tls'), 'must be one of none, may, encrypt or verify (the STARTTLS policy of the rule\'s destinations), not "required"');
   assert.match(said('shaping.rules.1.tls'), 'not true');
   assert.match(said('delivery.tls.verify'), 'contradicts opportunistic: false');
-  assert.is(bad.size, 3, JSON.stringify([...bad]));
+  assert.match(said('delivery.tls.encrypt'), 'encrypt (mandatory TLS) contradicts opportunistic: false');
+  assert.is(bad.size, 4, JSON.stringify([...bad]));
 });
 
 test('delivery.dns.servers: IP addresses with an optional port of 1–65535, as the resolver takes them; a name or a bad port is refused', () => {

@@ -167,6 +167,36 @@ test("'encrypt': a first MX without STARTTLS is skipped for the next MX host, wh
   assert.is(receivedFor(selfSigned, 'joe@next-enc.test')[0]?.secure, true);
 });
 
+test("delivery.tls.encrypt makes 'encrypt' the policy of destinations whose rule sets none: no STARTTLS, nothing sent, 4.7.4; TLS where offered; a rule's 'may' still wins", async () => {
+  const strict = await startSluiceFixture(
+    redis,
+    {
+      delivery: { dns: { servers: [dns.server], loopbackMx: true }, tls: { encrypt: true } },
+      shaping: { rules: [{ name: 'lax', match: { domains: ['plain-enc.test'], mx: [] }, tls: 'may' }] },
+    },
+    { mxPort: port },
+  );
+  try {
+    const send2 = async (to: string): Promise<string> => {
+      const r = await strict.api('/v1/messages', { body: { from: 'news@acme.example', to, subject: `strict ${to}`, text: 'x' } });
+      assert.is(r.status, 202, JSON.stringify(r.body));
+      return r.body.id as string;
+    };
+    const rc = await strict.waitRecipient(await send2('uma@plain-may.test'), 'deferred');
+    assert.is(rc?.enhanced, '4.7.4', JSON.stringify(rc));
+    assert.is(rc.response, `TLS is required, but was not offered by host mx0.plain-may.test[${ip(2)}]:${port}`);
+    assert.equal(receivedFor(plain, 'uma@plain-may.test'), []);
+    const b = await strict.waitFinal(await send2('vic@self-may.test'));
+    assert.is(b.recipients[0].state, 'delivered', JSON.stringify(b));
+    assert.is(receivedFor(selfSigned, 'vic@self-may.test')[0]?.secure, true, 'encrypted, the self-signed certificate not checked');
+    const c = await strict.waitFinal(await send2('wes@plain-enc.test'));
+    assert.is(c.recipients[0].state, 'delivered', JSON.stringify(c));
+    assert.is(receivedFor(plain, 'wes@plain-enc.test')[0]?.secure, false, "the rule's 'may' over delivery.tls");
+  } finally {
+    await strict.stop();
+  }
+});
+
 /**
  * sluice_smtp_connections_opened_total by result, summed over its `tls` label (and by `<provider>/<result>`),
  * from the admin /metrics endpoint.
