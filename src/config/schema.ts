@@ -363,6 +363,14 @@ export const configSchema = z
         bounceDomain: z.string().min(1),
         /** Name sent in EHLO; null = instance.hostname. */
         ehloName: z.string().nullable(),
+        /**
+         * Source address of outbound SMTP connections to IPv4 hosts (Postfix smtp_bind_address): on a
+         * host with several addresses, the one whose PTR names ehloName and that SPF allows. null = the
+         * system's choice. Checked at start: an address this host does not have is refused.
+         */
+        bindAddress: z.string().refine((v) => isIP(v) === 4, { message: 'must be an IPv4 address of this host' }).nullable(),
+        /** The same for IPv6 hosts (Postfix smtp_bind_address6). */
+        bindAddress6: z.string().refine((v) => isIP(v) === 6, { message: 'must be an IPv6 address of this host' }).nullable(),
         /** An SMTP submission's recipient that fails for good (during delivery, or by a later DSN) is reported to its envelope sender (delivery/failure-notice.ts). */
         failureNotices: z.boolean(),
         /** Outbound SMTP connections this process keeps open at most, over all destinations. */

@@ -13,6 +13,7 @@ import { ack, ackAndFinish, retry, bounce, hold, release, extendLeases, type Out
 import { packEvent, type EventType } from '../store/events.js';
 import { reapExpired } from '../queue/reap.js';
 import { dueDestinations, reschedule, postpone } from '../queue/schedule.js';
+import { sourceFor } from './bind.js';
 import { takeSending, returnSending, type SendingCounted, type SendingLimits } from '../accounts/limits.js';
 import { takeTokens, refundTokens, acquireConnection, renewConnection, releaseConnection, type Rate } from '../queue/throttle.js';
 import { recordThrottleSignal, recordSuccess, backoffState, applyBackoff, type BackoffConfig } from '../queue/backoff.js';
@@ -494,6 +495,7 @@ export class Dispatcher {
           const client = await SmtpClient.connect({
             host: h.host,
             port: h.port,
+            ...sourceFor(h.host, { v4: d.bindAddress, v6: d.bindAddress6 }),
             ehloName: d.ehloName ?? this.o.config.instance.hostname,
             tls,
             tlsName: h.mx,

@@ -50,6 +50,7 @@ export interface SmtpClientOptions {
    * pipelined with BDAT, until it has read the chunk (RFC 2920 §3.1).
    */
   timeouts: { connectMs: number; greetingMs: number; commandMs: number; dataBlockMs: number; dataMs: number };
+  /** Source address of the connection (delivery/bind.ts sourceFor). */
   localAddress?: string;
   /** Send with BDAT when the server offers CHUNKING (default true). */
   chunking?: boolean;

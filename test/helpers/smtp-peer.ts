@@ -31,6 +31,8 @@ export interface CapturedMessage {
   /** The session was upgraded with STARTTLS. */
   secure: boolean;
   sessionId: string;
+  /** The client's address: the source address of Sluice's connection. */
+  remoteAddress: string;
 }
 
 export interface SmtpReplyOverride {
@@ -98,6 +100,7 @@ export async function startCapturePeer(
           raw: Buffer.concat(chunks),
           secure: session.secure,
           sessionId: session.id,
+          remoteAddress: session.remoteAddress,
         };
         const accept = (override: null | SmtpReplyOverride): void => {
           if (override) return cb(reject(override));
