@@ -42,11 +42,27 @@ export type Tombstone = 'erased' | 'account-deleted';
  * The tombstone of message `msgId`, or of its recipient `idx` (undefined: the message as a whole,
  * as a Message-ID names it). One HMGET. Read once the record is gone; while a message's is kept,
  * its recipients say who was erased (store/recipients.ts liveAddress), but not a campaign's.
+ *
+ * A deleted account's message named by its Message-ID alone, when one of its recipients had been
+ * erased, is 'erased': the mail may be about that person, and nothing tells which copy it is about.
+ * Found with HSCAN of the x:<idx> marks, only on that path (the marks may hold a field per recipient).
  */
 export async function tombstoneOf(redis: RedisClient, keys: Keys, msgId: string, idx: number | undefined): Promise<Tombstone | null> {
-  const [all, one] = await redis.hmget(keys.trackMarks(msgId), ALL_ERASED, idx === undefined ? ALL_ERASED : `x:${idx}`);
+  const marks = keys.trackMarks(msgId);
+  const [all, one] = await redis.hmget(marks, ALL_ERASED, idx === undefined ? ALL_ERASED : `x:${idx}`);
   // An erased person first: their account's later deletion does not make mail about them the account's.
   if (idx !== undefined && one != null) return 'erased';
-  if (all === ACCOUNT_DELETED) return 'account-deleted';
+  if (all === ACCOUNT_DELETED) return idx === undefined && (await anyErased(redis, marks)) ? 'erased' : 'account-deleted';
   return all != null ? 'erased' : null;
+}
+
+/** Whether the marks hold an erased recipient's x:<idx>. */
+async function anyErased(redis: RedisClient, marks: string): Promise<boolean> {
+  let cursor = '0';
+  do {
+    const [next, flat] = await redis.hscan(marks, cursor, 'MATCH', 'x:[0-9]*', 'COUNT', 1000);
+    if (flat.length > 0) return true;
+    cursor = next;
+  } while (cursor !== '0');
+  return false;
 }
