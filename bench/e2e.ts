@@ -20,7 +20,10 @@
  *        BENCH_ONLY=rsa,ed25519,rsa_100kb (a subset), BENCH_ROUNDS=3 (median of interleaved rounds), BENCH_SKIP_MEMORY=1,
  *        BENCH_NODE_FLAGS='--max-semi-space-size=16 --trace-gc' (Sluice's node flags instead of SLUICE_NODE_FLAGS),
  *        BENCH_KEEP_LOG=1 (copies each scenario's Sluice log to $TMPDIR/sluice-bench-<scenario>.log),
- *        BENCH_DURABILITY=strict (redis.durability strict, Redis with appendfsync always)
+ *        BENCH_DURABILITY=strict (redis.durability strict, Redis with appendfsync always),
+ *        BENCH_SPLIT=1 (Sluice as two processes on the same Redis: `--roles ingress` takes the
+ *        submissions, `--roles delivery` delivers; CPU and RSS are summed, threads are the delivery
+ *        process's)
  *
  * Prints a table and writes bench/results/e2e.json. Every wait is bounded (150 s per scenario);
  * on the AMD EPYC host of 2026-11-28 one round took ~2.5 min (the 100 KB scenario ~65 s of it).
@@ -75,6 +78,8 @@ const SCENARIO_TIMEOUT_MS = 150_000;
  * mail only once it is on disk. Default everysec, as Sluice's default.
  */
 const DURABILITY = process.env['BENCH_DURABILITY'] === 'strict' ? 'strict' : 'everysec';
+/** BENCH_SPLIT=1: ingress and delivery in two Sluice processes (README "Roles"), each its own main thread. */
+const SPLIT = process.env['BENCH_SPLIT'] === '1';
 const APPENDFSYNC = DURABILITY === 'strict' ? 'always' : 'everysec';
 const TUNING = mergeDeep(
   {
@@ -208,6 +213,7 @@ interface ScenarioResult {
   /** CPU milliseconds per delivered recipient (accepting included): independent of other load on the machine. */
   cpu_ms_per_recipient: { sluice: number; all_bench_processes: number };
   sluice_thread_ms_per_recipient: { main: number; render_workers: number; other_threads: number };
+  split: { ingress_cpu_ms_per_recipient: number; delivery_cpu_ms_per_recipient: number } | null;
   /** Recipients/s if every core of the machine did nothing but this work at the CPU cost measured. */
   cpu_bound_ceiling_per_s: number;
   /** With BENCH_ROUNDS > 1: delivered/s of every round, in order (the row is the median round's). */
@@ -263,20 +269,32 @@ async function runScenario(sc: Scenario, account: Account, cpuProfDir?: string):
   let redis: EmbeddedRedis | undefined;
   let sink: SinkHandle | undefined;
   let sluice: SluiceHandle | undefined;
+  /** With BENCH_SPLIT: the delivery process (sluice is then the ingress one). */
+  let deliverer: SluiceHandle | undefined;
   let client: Redis | undefined;
   try {
     redis = await startEmbeddedRedis({ binary: 'redis-server', dir: join(dir, 'redis'), appendfsync: APPENDFSYNC });
     client = new Redis({ path: redis.socket, lazyConnect: false, maxRetriesPerRequest: 2 });
     sink = await startSink();
-    sluice = await startSluiceProcess({ dir, redisUrl: redis.socket, sinkPort: sink.port, account, tuning: TUNING, ...(cpuProfDir ? { cpuProfDir } : {}) });
+    sluice = await startSluiceProcess({ dir, redisUrl: redis.socket, sinkPort: sink.port, account, tuning: TUNING, ...(cpuProfDir ? { cpuProfDir } : {}), ...(SPLIT ? { roles: 'ingress' } : {}) });
+    if (SPLIT) {
+      const ddir = join(dir, 'delivery');
+      mkdirSync(ddir);
+      deliverer = await startSluiceProcess({ dir: ddir, redisUrl: redis.socket, sinkPort: sink.port, account, tuning: TUNING, roles: 'delivery' });
+    }
+    /** The process that delivers: its threads and delivery metrics are the ones reported. */
+    const worker = deliverer ?? sluice;
+    const pids = [sluice.pid, ...(deliverer ? [deliverer.pid] : [])];
+    const sluiceCpu = (): CpuTimes => pids.map(cpuTimes).reduce((a, b) => ({ user: a.user + b.user, system: a.system + b.system }));
     const warm = await warmUp(sc, account, sluice, sink, client);
-    const metrics0 = await fetchMetrics(sluice.adminUrl);
+    const metrics0 = await fetchMetrics(worker.adminUrl);
     const memBase = await redisMemory(client);
     const loadgen = await startLoadgen();
 
     const load1 = loadavg()[0] ?? 0;
-    const cpu0: Record<'sluice' | 'redis' | 'sink', CpuTimes> = { sluice: cpuTimes(sluice.pid), redis: cpuTimes(redis.pid), sink: cpuTimes(sink.child.pid ?? 0) };
-    const threads0 = threadCpu(sluice.pid);
+    const cpu0: Record<'sluice' | 'redis' | 'sink', CpuTimes> = { sluice: sluiceCpu(), redis: cpuTimes(redis.pid), sink: cpuTimes(sink.child.pid ?? 0) };
+    const ingress0 = cpuTimes(sluice.pid);
+    const threads0 = threadCpu(worker.pid);
     const busy0 = machineBusySeconds();
     const t0 = Date.now();
     const allDelivered = sink.waitFor(sc.recipients, SCENARIO_TIMEOUT_MS);
@@ -287,10 +305,11 @@ async function runScenario(sc: Scenario, account: Account, cpuProfDir?: string):
     const atSubmitEnd = await sink.ask('stats');
     const fin = await allDelivered;
     const tEnd = Date.now();
-    const cpu1 = { sluice: cpuTimes(sluice.pid), redis: cpuTimes(redis.pid), sink: cpuTimes(sink.child.pid ?? 0) };
-    const threads = threadSplit(threads0, threadCpu(sluice.pid), sluice.pid, POOL_THREADS);
+    const cpu1 = { sluice: sluiceCpu(), redis: cpuTimes(redis.pid), sink: cpuTimes(sink.child.pid ?? 0) };
+    const ingressCpu = cpuDelta(ingress0, cpuTimes(sluice.pid)).total;
+    const threads = threadSplit(threads0, threadCpu(worker.pid), worker.pid, POOL_THREADS);
     const machineBusy = machineBusySeconds() - busy0;
-    const metrics = await scrapeMetrics(sluice.adminUrl, metrics0);
+    const metrics = await scrapeMetrics(worker.adminUrl, metrics0);
     const commands = await commandsPerRecipient(client, fin.distinct);
     // Give the last acks a moment to land before reading what Redis keeps per delivered recipient.
     await sleep(500);
@@ -342,9 +361,11 @@ async function runScenario(sc: Scenario, account: Account, cpuProfDir?: string):
       // Sluice's threads (/proc/<pid>/task): the main thread, the render workers (the busiest others)
       // and the rest (V8's GC and compiler threads above all), per recipient.
       sluice_thread_ms_per_recipient: { main: perRcpt(threads.main), render_workers: perRcpt(threads.poolSeconds), other_threads: perRcpt(threads.restSeconds) },
+      // BENCH_SPLIT: the two processes' CPU per recipient (the threads above are the delivery process's).
+      split: deliverer ? { ingress_cpu_ms_per_recipient: perRcpt(ingressCpu), delivery_cpu_ms_per_recipient: perRcpt(cpu.sluice.total - ingressCpu) } : null,
       cpu_bound_ceiling_per_s: ours > 0 ? round((availableParallelism() * fin.distinct) / ours) : 0,
       load_average_1m_before: round(load1, 2),
-      sluice_peak_rss_bytes: rss(sluice.pid).hwm,
+      sluice_peak_rss_bytes: pids.reduce((sum, pid) => sum + rss(pid).hwm, 0),
       redis_peak_bytes: memEnd.peak,
       redis_retained_bytes_per_delivered: fin.distinct > 0 ? round((memEnd.used - memBase.used) / fin.distinct) : 0,
       sink_connections: fin.connections,
@@ -356,6 +377,7 @@ async function runScenario(sc: Scenario, account: Account, cpuProfDir?: string):
     };
   } finally {
     await sluice?.stop();
+    await deliverer?.stop();
     await sink?.close();
     client?.disconnect();
     await redis?.stop();
@@ -465,7 +487,8 @@ function printTable(rows: ScenarioResult[], mem: MemoryResult | null): void {
     console.log(`${r.label}: submit ${r.submit_seconds}s, deliver ${r.deliver_seconds}s (${r.delivered_during_submit} delivered while submitting), sluice peak RSS ${mb(r.sluice_peak_rss_bytes)}, redis peak ${mb(r.redis_peak_bytes)}, ` +
       `sign ${r.metrics['dkim_sign_mean_ms']} ms, render task ${r.metrics['render_task_mean_ms']} ms, SMTP txn ${r.metrics['smtp_transaction_mean_ms']} ms, ${r.sink_connections} SMTP connections opened (the warm-up's stay open), ` +
       `${r.redis_commands_per_recipient['total']} Redis commands per recipient, Sluice threads ms CPU/rcpt: main ${r.sluice_thread_ms_per_recipient.main}, ` +
-      `render workers ${r.sluice_thread_ms_per_recipient.render_workers}, other threads ${r.sluice_thread_ms_per_recipient.other_threads}` + (r.errors.length ? `, errors: ${r.errors.join(' | ')}` : ''));
+      `render workers ${r.sluice_thread_ms_per_recipient.render_workers}, other threads ${r.sluice_thread_ms_per_recipient.other_threads}` +
+      (r.split ? ` (the delivery process's; split ms CPU/rcpt: ingress process ${r.split.ingress_cpu_ms_per_recipient}, delivery process ${r.split.delivery_cpu_ms_per_recipient})` : '') + (r.errors.length ? `, errors: ${r.errors.join(' | ')}` : ''));
   }
   if (mem) console.log(`Redis memory (--roles ingress): ${mem.bytes_per_queued_recipient} B per queued recipient (${mem.recipients_queued} in ${mem.messages_fanout} messages), ${mem.bytes_per_10kb_message} B per 10 KB personal message (spec JSON ${mem.spec_json_bytes_per_message} B)`);
 }
@@ -567,12 +590,14 @@ async function main(): Promise<void> {
       ...(profile ? { profile } : {}),
       ...(yardstick ? { postfix_yardstick: yardstick } : {}),
       ...(failures.length > 0 ? { failures } : {}),
-      settings: { recipients: RECIPIENTS, recipients_100kb: RECIPIENTS_100KB, domains: DOMAINS, batch: BATCH, concurrency: CONCURRENCY, sluice: TUNING, redis: `redis-server, AOF appendfsync ${APPENDFSYNC}, unix socket`, durability: DURABILITY },
+      settings: { recipients: RECIPIENTS, recipients_100kb: RECIPIENTS_100KB, domains: DOMAINS, batch: BATCH, concurrency: CONCURRENCY, sluice: TUNING, redis: `redis-server, AOF appendfsync ${APPENDFSYNC}, unix socket`, durability: DURABILITY, processes: SPLIT ? 'two: --roles ingress and --roles delivery' : 'one, every role' },
       machine: { nproc: availableParallelism(), cpu: cpus()[0]?.model ?? 'unknown', ...signing, node: process.version, date: new Date().toISOString() },
     };
     mkdirSync(join(BENCH, 'results'), { recursive: true });
-    writeFileSync(join(BENCH, 'results', 'e2e.json'), JSON.stringify(out, null, 2) + '\n');
-    console.log('\nwrote bench/results/e2e.json');
+    // A split run is another deployment, not the default's figures: it has its own file.
+    const file = SPLIT ? 'e2e-split.json' : 'e2e.json';
+    writeFileSync(join(BENCH, 'results', file), JSON.stringify(out, null, 2) + '\n');
+    console.log(`\nwrote bench/results/${file}`);
   } finally {
     rmSync(keysDir, { recursive: true, force: true });
   }
