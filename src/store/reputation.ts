@@ -18,8 +18,10 @@ import { appendEvent } from './events.js';
  * record behind it), which the readers of the index (listPaused, pausedCount) check for and drop.
  *
  * A scope is '*' (the whole account) or a sending (From) domain. Buckets are one hour: a window of
- * W hours sums the current bucket and the W - 1 before it, so it covers between W - 1 and W hours,
- * and a count costs one HINCRBY per scope whatever the volume. All keys of one account share its
+ * W hours sums the current bucket, the W - 1 before it, and the share of the one before those that
+ * the window still covers (the part of the hour not yet elapsed in the current bucket, rounded):
+ * a sliding window of W hours, its oldest hour taken as evenly spread. A count costs one HINCRBY per
+ * scope whatever the volume. A bucket lives W + 1 hours from its start, so that oldest one is there. All keys of one account share its
  * hash tag, so a record is one MULTI on one slot, on Redis Cluster too.
  */
 export const ACCOUNT_SCOPE = '*';
@@ -107,9 +109,15 @@ export async function readFigures(redis: RedisClient, keys: Keys, account: strin
   const fields = scopes.flatMap((s) => KINDS.map((k) => `${s}|${k}`));
   const last = bucketOf(now);
   const hours = Math.min(Math.max(1, Math.ceil(windowHours)), MAX_WINDOW_HOURS);
-  const rows = await Promise.all(Array.from({ length: hours }, (_, i) => redis.hmget(keys.reputation(account, last - i * BUCKET_MS), ...fields)));
+  // The W hours' buckets, and the one before them, of which the window still covers the rest of an hour.
+  const rows = await Promise.all(Array.from({ length: hours + 1 }, (_, i) => redis.hmget(keys.reputation(account, last - i * BUCKET_MS), ...fields)));
+  const covered = 1 - (now - last) / BUCKET_MS;
   const sums = new Array<number>(fields.length).fill(0);
-  for (const row of rows) row.forEach((v, i) => (sums[i] = (sums[i] as number) + (v === null ? 0 : Number(v) || 0)));
+  rows.forEach((row, r) => {
+    const weight = r < hours ? 1 : covered;
+    row.forEach((v, i) => (sums[i] = (sums[i] as number) + weight * (v === null ? 0 : Number(v) || 0)));
+  });
+  for (let i = 0; i < sums.length; i++) sums[i] = Math.round(sums[i] as number);
   const out = new Map<string, Figures>();
   scopes.forEach((s, i) => out.set(s, figuresOf(sums[3 * i] as number, sums[3 * i + 1] as number, sums[3 * i + 2] as number)));
   return out;

@@ -110,6 +110,22 @@ test('the window: outcomes older than windowHours no longer count', async () => 
   assert.is((await other.record('acme', 'acme.example', 'complaint', 4))[0]?.reason, 'complaints', 'within the window they still count');
 });
 
+test('the window slides: the hour bucket that is leaving it counts for the share of an hour it still covers', async () => {
+  // 1,000 delivered at 10:30; a 2-hour window.
+  const { guard, record, setNow } = setup({ windowHours: 2 });
+  await record('acme', 'acme.example', 'delivered', 1000);
+  const delivered = async (): Promise<number> => (await guard.evaluate('acme', 'acme.example')).figures.get('acme.example')?.delivered ?? -1;
+  setNow(Date.UTC(2026, 2, 1, 11, 59));
+  assert.is(await delivered(), 1000, 'at 11:59 the 10:00 bucket is within the window');
+  // At 12:15 the window is 10:15–12:15: three quarters of the 10:00 bucket (the bucket is taken as evenly spread).
+  setNow(Date.UTC(2026, 2, 1, 12, 15));
+  assert.is(await delivered(), 750);
+  setNow(Date.UTC(2026, 2, 1, 12, 45));
+  assert.is(await delivered(), 250);
+  setNow(Date.UTC(2026, 2, 1, 13, 0));
+  assert.is(await delivered(), 0, 'gone once the window starts after its hour');
+});
+
 test('a problem spread over small domains pauses the whole account, which stops every domain', async () => {
   const { guard, record } = setup();
   for (const d of ['a.example', 'b.example', 'c.example', 'd.example']) await record('acme', d, 'delivered', 200);
