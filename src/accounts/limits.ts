@@ -63,6 +63,8 @@ export function utcDay(now: number): string {
 interface Counter {
   key: string;
   limit: number;
+  /** The limit's config key: dailyQuota, rateLimit.perSecond … */
+  name: SendingLimitName;
   /** The limit as the account's configuration names it, for a message it can never fit. */
   what: string;
   ttlMs: number;
@@ -78,6 +80,7 @@ function countersFor(keys: Keys, account: Account, now: number): Counter[] {
     out.push({
       key: keys.quota(account.id, utcDay(now)),
       limit: account.dailyQuota,
+      name: 'dailyQuota',
       // Two days: the key outlives its day even when process clocks disagree a little.
       ttlMs: 2 * DAY,
       what: `its daily quota of ${account.dailyQuota}`,
@@ -93,6 +96,7 @@ function countersFor(keys: Keys, account: Account, now: number): Counter[] {
     out.push({
       key: `${keys.accountRate(account.id)}:${w.tag}:${window}`,
       limit,
+      name: `rateLimit.${w.name}`,
       ttlMs: 2 * w.size,
       what: `its rate limit of ${limit} ${w.name.replace('per', 'per ').toLowerCase()}`,
       code: 'SLUICE_INGRESS_RATE_LIMITED',
@@ -153,6 +157,9 @@ export async function reserveSending(redis: RedisClient, keys: Keys, account: Ac
   return { release };
 }
 
+/** An account's sending limit by its config key. */
+export type SendingLimitName = 'dailyQuota' | 'rateLimit.perSecond' | 'rateLimit.perMinute' | 'rateLimit.perHour';
+
 /** What takeSending needs of an account: its id and limits. */
 export type SendingLimits = Pick<Account, 'id' | 'dailyQuota' | 'rateLimit'>;
 
@@ -171,8 +178,10 @@ export interface SendingTake {
   readonly granted: number;
   /** When the counters that stopped the rest have room again (the end of their window); null when all were granted. */
   readonly retryAt: number | null;
-  /** The limit that stopped the rest, as the configuration names it. */
+  /** The limit that stopped the rest, as the configuration names it, in words. */
   readonly what: string | null;
+  /** The same: its config key and value. */
+  readonly stoppedBy: { readonly name: SendingLimitName; readonly limit: number } | null;
   /** Null when the account has no limit (nothing was counted). */
   readonly counters: SendingCounted | null;
 }
@@ -186,7 +195,7 @@ export interface SendingTake {
  */
 export async function takeSending(redis: RedisClient, keys: Keys, account: SendingLimits, want: number, now: number): Promise<SendingTake> {
   const counters = countersFor(keys, account as Account, now);
-  if (counters.length === 0 || want <= 0) return { granted: Math.max(0, want), retryAt: null, what: null, counters: null };
+  if (counters.length === 0 || want <= 0) return { granted: Math.max(0, want), retryAt: null, what: null, stoppedBy: null, counters: null };
   const window = (tag: string, size: number): string => `${keys.accountRate(account.id)}:${tag}:${Math.floor(now / size)}`;
   const names = [keys.quota(account.id, utcDay(now)), window('s', SECOND), window('m', MINUTE), window('h', HOUR)] as const;
   const byKey = new Map(counters.map((c) => [c.key, c]));
@@ -196,7 +205,7 @@ export async function takeSending(redis: RedisClient, keys: Keys, account: Sendi
   const res = await redis.takeSending(...names, want, ...limits, ...ttls).catch(redisRefused('the sending quota could not be counted'));
   const granted = Number(res[0]);
   let retryAt: number | null = null;
-  let what: string | null = null;
+  let stopper: Counter | null = null;
   if (granted < want) {
     // Every counter with no more room than was granted stops the rest: they go when the last of them resets.
     slots.forEach((c, i) => {
@@ -205,12 +214,13 @@ export async function takeSending(redis: RedisClient, keys: Keys, account: Sendi
       const at = now + c.retryAfterMs;
       if (retryAt === null || at > retryAt) {
         retryAt = at;
-        what = c.what;
+        stopper = c;
       }
     });
   }
   const counted = limits.map((l) => (l === '' || granted === 0 ? '' : '1')) as unknown as [string, string, string, string];
-  return { granted, retryAt, what, counters: granted === 0 ? null : { keys: names, counted, id: names.join(' ') } };
+  const by = stopper as Counter | null;
+  return { granted, retryAt, what: by?.what ?? null, stoppedBy: by ? { name: by.name, limit: by.limit } : null, counters: granted === 0 ? null : { keys: names, counted, id: names.join(' ') } };
 }
 
 /** Gives back `n` copies counted by takeSending and not sent; a counter whose window is over is left alone. */

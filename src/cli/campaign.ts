@@ -48,6 +48,7 @@ function render(c: CampaignRecord, s: CampaignStats): string {
     line('clicks', `${e.clicksUniqueHuman} unique human, ${e.clicks} total (${e.machineClicks} machine)`),
     line('unsubscribes', e.unsubscribes),
     line('complaints', s.complaints),
+    ...(s.waiting ? [line('waiting', `for ${s.waiting.by} (${s.waiting.limit}) until ${new Date(s.waiting.until).toISOString()}`)] : []),
   ].join('\n');
 }
 

@@ -26,7 +26,7 @@ import { formatDuration } from '../core/time.js';
 import { addSuppression, GLOBAL_LIST, suppressionsOf } from '../store/suppression.js';
 import { DeliveryMarks, recordSoftBounce } from '../store/soft-bounces.js';
 import { verdictOf } from '../bounces/verdict.js';
-import { recordCampaignOutcome, type CampaignCounter } from '../store/campaigns.js';
+import { noteCampaignWait, recordCampaignOutcome, type CampaignCounter, type CampaignWait } from '../store/campaigns.js';
 import { holdCampaignEntries } from '../queue/campaign.js';
 import { OUTCOME } from '../queue/outcome-codes.js';
 import type { ReputationRecorder } from '../store/reputation.js';
@@ -848,11 +848,14 @@ export class Dispatcher {
       let granted = sending.length;
       let at: number | null = null;
       let campaign: Took['campaign'] = null;
+      /** What the copies not granted wait for, for the campaign's stats. */
+      let waitBy: Omit<CampaignWait, 'until'> | null = null;
       if (c.throttlePerHour !== null) {
         campaign = { id, perHour: c.throttlePerHour };
         const t = await takeTokens(redis, keys, `campaign:${id}`, campaignRate(c.throttlePerHour), granted, now);
         granted = t.granted;
         at = t.retryAt;
+        if (granted < sending.length) waitBy = { by: 'throttle.perHour', limit: c.throttlePerHour };
       }
       let account: SendingCounted | null = null;
       if (limits && granted > 0) {
@@ -860,7 +863,9 @@ export class Dispatcher {
         if (a.granted < granted) {
           // Over the account's limit: those copies' campaign tokens go back with them.
           if (campaign) this.refundTaken(refundOf({ campaign, account: null }, granted - a.granted));
-          at = Math.max(at ?? 0, a.retryAt ?? now + 1000);
+          const until = a.retryAt ?? now + 1000;
+          if (at === null || until >= at) waitBy = a.stoppedBy ? { by: a.stoppedBy.name, limit: a.stoppedBy.limit } : waitBy;
+          at = Math.max(at ?? 0, until);
           this.log.info({ campaign: id, account: msg.account, copies: sending.length - a.granted, until: new Date(at).toISOString(), limit: a.what }, "campaign copies wait for the account's sending limit");
           granted = a.granted;
         }
@@ -874,6 +879,7 @@ export class Dispatcher {
       const until = at ?? now + 1000;
       await holdCampaignEntries(redis, keys, this.o.config.redis.scheduleShards, id, over.map((j) => chunk[j] as QueueEntry), { pointerAt: until, holdUntil: until, now });
       for (const j of over) holds[j] = 'held';
+      if (waitBy) await noteCampaignWait(redis, keys, id, { ...waitBy, until }).catch((err: unknown) => this.log.warn({ err, campaign: id }, 'campaign wait not noted'));
     }
   }
 

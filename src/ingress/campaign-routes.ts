@@ -128,6 +128,8 @@ export function statsView(s: CampaignStats): Record<string, unknown> {
     opens: { total: e.opens, human: e.opensHuman, uniqueHuman: e.opensUniqueHuman, machine: e.machineOpens },
     clicks: { total: e.clicks, human: e.clicksHuman, uniqueHuman: e.clicksUniqueHuman, machine: e.machineClicks },
     unsubscribes: e.unsubscribes,
+    // Copies held back by the campaign's throttle or its account's limit: which (config key), and until when.
+    waiting: s.waiting === null ? null : { by: s.waiting.by, limit: s.waiting.limit, until: new Date(s.waiting.until).toISOString() },
   };
 }
 

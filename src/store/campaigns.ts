@@ -366,9 +366,36 @@ export interface CampaignStats {
   /** Hard bounces saying the address does not exist (at delivery or by mail later): what the reputation guard judges. */
   readonly hardbounces: number;
   readonly engagement: Engagement;
+  /** Copies wait for a limit (noteCampaignWait) until then; null when none does now. */
+  readonly waiting: CampaignWait | null;
 }
 
-export async function campaignStats(redis: RedisClient, keys: Keys, c: CampaignRecord): Promise<CampaignStats> {
+/**
+ * Why a campaign's copies wait behind its pointers: its own throttle or its account's quota or rate
+ * limit (by config key), the limit, and until when (ms). Delivery notes it when it holds copies back.
+ */
+export interface CampaignWait {
+  readonly by: 'throttle.perHour' | 'dailyQuota' | 'rateLimit.perSecond' | 'rateLimit.perMinute' | 'rateLimit.perHour';
+  readonly limit: number;
+  readonly until: number;
+}
+
+const WAIT_FIELDS = ['wait:by', 'wait:limit', 'wait:until'] as const;
+
+/** Notes why and until when a campaign's copies wait (in its stats HASH; the latest hold wins). */
+export async function noteCampaignWait(redis: RedisClient, keys: Keys, id: string, w: CampaignWait): Promise<void> {
+  await redis.hset(keys.msgStats(id), WAIT_FIELDS[0], w.by, WAIT_FIELDS[1], w.limit, WAIT_FIELDS[2], w.until);
+}
+
+function waitOf(h: Record<string, string>, now: number): CampaignWait | null {
+  const until = Number(h[WAIT_FIELDS[2]]);
+  const limit = Number(h[WAIT_FIELDS[1]]);
+  const by = h[WAIT_FIELDS[0]];
+  if (!(until > now) || !by) return null;
+  return { by: by as CampaignWait['by'], limit: Number.isFinite(limit) ? limit : 0, until };
+}
+
+export async function campaignStats(redis: RedisClient, keys: Keys, c: CampaignRecord, now = Date.now()): Promise<CampaignStats> {
   const h = await redis.hgetall(keys.msgStats(c.id));
   const n = (f: string): number => {
     const v = Number(h[f] ?? 0);
@@ -391,5 +418,7 @@ export async function campaignStats(redis: RedisClient, keys: Keys, c: CampaignR
     complaints: n('complaints'),
     hardbounces: n('hardbounces'),
     engagement: toEngagement(h),
+    // Only while it lasts, and only for a campaign still sending.
+    waiting: c.state === 'sending' ? waitOf(h, now) : null,
   };
 }

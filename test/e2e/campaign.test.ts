@@ -327,6 +327,9 @@ test("a campaign's own throttle: a full bucket's worth goes at once, the rest wa
   assert.is(await client.llen(keys.campaignQueue('d3.test', id)), 7, 'the rest wait as contact numbers');
   const due = Number(await client.zscore(keys.ready('d3.test'), `@${id}`));
   assert.ok(due > Date.now() + 60_000, 'the pointer waits for the bucket to refill (a token every 20 minutes)');
+  const waiting = (await api(`/v1/campaigns/${id}/stats`)).body.waiting;
+  assert.equal([waiting?.by, waiting?.limit], ['throttle.perHour', 3], JSON.stringify(waiting));
+  assert.ok(Date.parse(waiting.until) > Date.now() + 60_000, `until the bucket refills: ${waiting.until}`);
   assert.is((await api(`/v1/campaigns/${id}/cancel`, {})).body.state, 'cancelled');
 });
 
@@ -422,6 +425,8 @@ test("an account's daily quota counts its campaign copies as they are sent: the 
   const due = Number(await client.zscore(keys.ready('quota.test'), `@${id}`));
   const midnight = Math.floor(Date.now() / 86_400_000) * 86_400_000 + 86_400_000;
   assert.ok(due >= midnight, `the pointer waits for the next UTC day (${new Date(due).toISOString()})`);
+  // The stats say what the rest wait for: the account's quota, until 00:00 UTC.
+  assert.equal(st.waiting, { by: 'dailyQuota', limit: 4, until: new Date(midnight).toISOString() });
   // The same quota: the account's own submissions are refused until it resets.
   const r = await api('/v1/messages', { from: 'news@capped.example', to: 'one@quota.test', subject: 'over', text: 'x' }, undefined, capped);
   assert.is(r.status, 429, JSON.stringify(r.body));
