@@ -1140,8 +1140,9 @@ export class Dispatcher {
    * Copies of a claim dealt with without reaching a server — settled (suppressed, cancelled, not
    * stored, not rendered), held (a paused sender, a closed account, the campaign's own throttle) or
    * lost to another holder — took a destination rate token at the claim, and a campaign copy its
-   * campaign's token as it was rendered: both go back, as for copies given back unsent. A suppressed
-   * address or a failing render no longer spends a destination's hourly rate on mail that never went.
+   * campaign's token and its account's sending count as it was rendered: all go back, as for copies
+   * given back unsent. A suppressed address or a failing render does not spend a destination's hourly
+   * rate on mail that never went.
    * `handled`: copies 0..handled-1 were dealt with by the loop; `wentOut`: those that had a transaction.
    */
   private async refundUnsent(domain: string, shaping: EffectiveShaping, tokens: CampaignTokens, handled: number, wentOut: ReadonlySet<number>): Promise<void> {
