@@ -12,7 +12,7 @@ import { RetentionJob } from '../housekeeping/retention.js';
 import { RenderPool } from '../render/pool.js';
 import { MxResolver } from '../delivery/mx.js';
 import { Dispatcher } from '../delivery/dispatcher.js';
-import { checkBindable } from '../delivery/bind.js';
+import { checkBindable, bindAddressesOf } from '../delivery/bind.js';
 import { Reaper } from '../housekeeping/reaper.js';
 import { WebhookDispatcher } from '../housekeeping/webhooks.js';
 import { ReputationGuard, reputationOptionsOf } from '../feedback/reputation.js';
@@ -182,7 +182,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   // Before Redis: a bad key file fails start-up at once, without starting the embedded server.
   const { webhookKey, tokenKeys, codec } = readStartKeys(config);
   // So is a source address this host does not have (delivery.bindAddress, bindAddress6).
-  if (has('delivery')) await checkBindable({ v4: config.delivery.bindAddress, v6: config.delivery.bindAddress6 });
+  if (has('delivery')) await checkBindable(bindAddressesOf(config));
   const redis = await openRedis(config, log, opts.signal);
   stoppers.push({ name: 'redis', stop: () => redis.close(), final: true });
   let fail!: (reason: string) => void;

@@ -158,6 +158,10 @@ const tlsPolicy = z.enum(TLS_POLICIES, {
   error: (issue) => `must be one of none, may, encrypt or verify (the STARTTLS policy of the rule's destinations), not ${JSON.stringify(issue.input)}`,
 });
 
+/** A source address of outbound connections (delivery.bindAddress, a shaping rule's). */
+const ipv4 = z.string().refine((v) => isIP(v) === 4, { message: 'must be an IPv4 address of this host' });
+const ipv6 = z.string().refine((v) => isIP(v) === 6, { message: 'must be an IPv6 address of this host' });
+
 const shapingFields = {
   /** 'domain': each matching destination domain has its own limits; 'provider': all matching domains share them. */
   scope: z.enum(['domain', 'provider']),
@@ -191,6 +195,13 @@ const shapingRule = z
      * connecting, so a rule by MX provider can require TLS of every domain hosted there.
      */
     tls: tlsPolicy.optional(),
+    /**
+     * Source addresses of connections to this rule's destinations, over delivery.bindAddress /
+     * bindAddress6 (a partner that accepts mail only from one address, a new address warmed up with
+     * one provider). Checked at start, as those are.
+     */
+    bindAddress: ipv4.optional(),
+    bindAddress6: ipv6.optional(),
   })
   .strict();
 
@@ -368,9 +379,9 @@ export const configSchema = z
          * host with several addresses, the one whose PTR names ehloName and that SPF allows. null = the
          * system's choice. Checked at start: an address this host does not have is refused.
          */
-        bindAddress: z.string().refine((v) => isIP(v) === 4, { message: 'must be an IPv4 address of this host' }).nullable(),
+        bindAddress: ipv4.nullable(),
         /** The same for IPv6 hosts (Postfix smtp_bind_address6). */
-        bindAddress6: z.string().refine((v) => isIP(v) === 6, { message: 'must be an IPv6 address of this host' }).nullable(),
+        bindAddress6: ipv6.nullable(),
         /** An SMTP submission's recipient that fails for good (during delivery, or by a later DSN) is reported to its envelope sender (delivery/failure-notice.ts). */
         failureNotices: z.boolean(),
         /** Outbound SMTP connections this process keeps open at most, over all destinations. */

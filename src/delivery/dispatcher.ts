@@ -495,7 +495,8 @@ export class Dispatcher {
           const client = await SmtpClient.connect({
             host: h.host,
             port: h.port,
-            ...sourceFor(h.host, { v4: d.bindAddress, v6: d.bindAddress6 }),
+            // The rule's source address of the host's family, else delivery.bindAddress / bindAddress6.
+            ...sourceFor(h.host, { v4: shaping.bind?.v4 ?? d.bindAddress, v6: shaping.bind?.v6 ?? d.bindAddress6 }),
             ehloName: d.ehloName ?? this.o.config.instance.hostname,
             tls,
             tlsName: h.mx,

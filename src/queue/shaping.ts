@@ -17,6 +17,8 @@ export interface EffectiveShaping {
   maxAge: Ms;
   /** The rule's STARTTLS policy; null when it sets none (or for the default): delivery.tls decides. */
   tls: TlsPolicy | null;
+  /** The rule's source addresses (IPv4, IPv6); null when it sets none: delivery.bindAddress / bindAddress6 decide. */
+  bind: { v4: string | null; v6: string | null } | null;
 }
 
 type Shaping = Config['shaping'];
@@ -93,6 +95,7 @@ function effective(shaping: Shaping, index: number, d: string): EffectiveShaping
       retry: [...(rule.retry ?? def.retry)],
       maxAge: rule.maxAge ?? def.maxAge,
       tls: rule.tls ?? null,
+      bind: rule.bindAddress === undefined && rule.bindAddress6 === undefined ? null : { v4: rule.bindAddress ?? null, v6: rule.bindAddress6 ?? null },
     };
   }
   return {
@@ -105,6 +108,7 @@ function effective(shaping: Shaping, index: number, d: string): EffectiveShaping
     retry: [...def.retry],
     maxAge: def.maxAge,
     tls: null,
+    bind: null,
   };
 }
 

@@ -4,14 +4,15 @@ import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { startCapturePeer, type CapturePeer } from '../helpers/smtp-peer.js';
 import { startSluiceFixture, type SluiceFixture } from '../helpers/sluice.js';
 import { startDnsStub, type DnsStub } from '../helpers/dns-stub.js';
-import { checkBindable, sourceFor } from '../../src/delivery/bind.js';
+import { bindAddressesOf, checkBindable, sourceFor } from '../../src/delivery/bind.js';
 import { loadConfig } from '../../src/config/load.js';
 import { isSluiceError } from '../../src/core/errors.js';
 
 /**
  * delivery.bindAddress / bindAddress6 (Postfix smtp_bind_address): outbound connections leave from
  * the configured address of the host's family. The peer on 127.0.0.1 sees the connection come from
- * 127.0.0.9, reached through the transport map and through an MX lookup (a DNS stub).
+ * 127.0.0.9, reached through the transport map and through an MX lookup (a DNS stub); a shaping
+ * rule's own address (127.0.0.10) wins for its destinations.
  */
 const test = suite('e2e/bind-address');
 
@@ -29,9 +30,10 @@ test.before(async () => {
     {
       delivery: {
         bindAddress: '127.0.0.9',
-        transport: { 'bymap.test': `${sink.host}:${sink.port}` },
+        transport: { 'bymap.test': `${sink.host}:${sink.port}`, 'ruled.test': `${sink.host}:${sink.port}` },
         dns: { servers: [dns.server], loopbackMx: true },
       },
+      shaping: { rules: [{ name: 'partner', match: { domains: ['ruled.test'], mx: [] }, bindAddress: '127.0.0.10' }] },
     },
     { mxPort: sink.port },
   );
@@ -44,15 +46,15 @@ test.after(async () => {
   await redis?.stop();
 });
 
-test('mail leaves from delivery.bindAddress, through the transport map and through MX', async () => {
-  for (const to of ['ann@bymap.test', 'bob@bymx.test']) {
+test("mail leaves from delivery.bindAddress, through the transport map and through MX, and from a rule's own address for its destinations", async () => {
+  for (const [to, from] of [['ann@bymap.test', '127.0.0.9'], ['bob@bymx.test', '127.0.0.9'], ['cy@ruled.test', '127.0.0.10']] as const) {
     const r = await s.api('/v1/messages', { body: { from: 'news@acme.example', to, subject: `bind ${to}`, text: 'x' } });
     assert.is(r.status, 202, JSON.stringify(r.body));
     const final = await s.waitFinal(r.body.id);
     assert.is(final.recipients[0].state, 'delivered', JSON.stringify(final));
     const got = sink.messages.filter((m) => m.envelope.to.includes(to));
     assert.is(got.length, 1);
-    assert.is(got[0]?.remoteAddress, '127.0.0.9', `${to} came from ${got[0]?.remoteAddress}`);
+    assert.is(got[0]?.remoteAddress, from, `${to} came from ${got[0]?.remoteAddress}`);
   }
 });
 
@@ -66,13 +68,18 @@ test("sourceFor: an IP address takes its family's source address, or none (the s
 });
 
 test('an address this host does not have is refused at start, naming the key; one that is not an IP by the config check', async () => {
-  await checkBindable({ v4: '127.0.0.9', v6: null });
-  try {
-    await checkBindable({ v4: '192.0.2.77', v6: null });
-    assert.unreachable('192.0.2.77 is not on this host');
-  } catch (err) {
-    assert.ok(isSluiceError(err, 'SLUICE_CONFIG_INVALID'), String(err));
-    assert.match((err as Error).message, /^delivery\.bindAddress: 192\.0\.2\.77 is not an address of this host \(EADDRNOTAVAIL\)/);
+  const config = (bindAddress: string | null, ruleAddress: string) =>
+    loadConfig({ env: {}, overrides: { delivery: { bindAddress }, shaping: { rules: [{ name: 'partner', match: { domains: ['p.test'], mx: [] }, bindAddress: ruleAddress }] } } });
+  await checkBindable(bindAddressesOf(config('127.0.0.9', '127.0.0.10')));
+  for (const [c, key] of [[config('192.0.2.77', '127.0.0.10'), 'delivery.bindAddress'], [config('127.0.0.9', '192.0.2.77'), 'shaping.rules.0.bindAddress']] as const) {
+    try {
+      await checkBindable(bindAddressesOf(c));
+      assert.unreachable('192.0.2.77 is not on this host');
+    } catch (err) {
+      assert.ok(isSluiceError(err, 'SLUICE_CONFIG_INVALID'), String(err));
+      assert.is((err as Error).message.split(' (')[0], `${key}: 192.0.2.77 is not an address of this host`);
+      assert.match((err as Error).message, /\(EADDRNOTAVAIL\)/);
+    }
   }
   try {
     loadConfig({ env: {}, overrides: { delivery: { bindAddress: 'mail.example', bindAddress6: '10.0.0.1' } } });
