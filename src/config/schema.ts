@@ -202,6 +202,8 @@ const shapingRule = z
      */
     bindAddress: ipv4.optional(),
     bindAddress6: ipv6.optional(),
+    /** The EHLO name of connections to this rule's destinations (the name its bindAddress's PTR gives); left out, delivery.ehloName. */
+    ehloName: z.string().min(1).optional(),
   })
   .strict();
 

@@ -497,7 +497,7 @@ export class Dispatcher {
             port: h.port,
             // The rule's source address of the host's family, else delivery.bindAddress / bindAddress6.
             ...sourceFor(h.host, { v4: shaping.bind?.v4 ?? d.bindAddress, v6: shaping.bind?.v6 ?? d.bindAddress6 }),
-            ehloName: d.ehloName ?? this.o.config.instance.hostname,
+            ehloName: shaping.ehloName ?? d.ehloName ?? this.o.config.instance.hostname,
             tls,
             tlsName: h.mx,
             timeouts: { connectMs: d.timeouts.connect, greetingMs: d.timeouts.greeting, commandMs: d.timeouts.command, dataBlockMs: d.timeouts.dataBlock, dataMs: d.timeouts.data },

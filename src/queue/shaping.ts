@@ -19,6 +19,8 @@ export interface EffectiveShaping {
   tls: TlsPolicy | null;
   /** The rule's source addresses (IPv4, IPv6); null when it sets none: delivery.bindAddress / bindAddress6 decide. */
   bind: { v4: string | null; v6: string | null } | null;
+  /** The rule's EHLO name; null when it sets none: delivery.ehloName decides. */
+  ehloName: string | null;
 }
 
 type Shaping = Config['shaping'];
@@ -96,6 +98,7 @@ function effective(shaping: Shaping, index: number, d: string): EffectiveShaping
       maxAge: rule.maxAge ?? def.maxAge,
       tls: rule.tls ?? null,
       bind: rule.bindAddress === undefined && rule.bindAddress6 === undefined ? null : { v4: rule.bindAddress ?? null, v6: rule.bindAddress6 ?? null },
+      ehloName: rule.ehloName ?? null,
     };
   }
   return {
@@ -109,6 +112,7 @@ function effective(shaping: Shaping, index: number, d: string): EffectiveShaping
     maxAge: def.maxAge,
     tls: null,
     bind: null,
+    ehloName: null,
   };
 }
 

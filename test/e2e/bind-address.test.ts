@@ -33,7 +33,7 @@ test.before(async () => {
         transport: { 'bymap.test': `${sink.host}:${sink.port}`, 'ruled.test': `${sink.host}:${sink.port}` },
         dns: { servers: [dns.server], loopbackMx: true },
       },
-      shaping: { rules: [{ name: 'partner', match: { domains: ['ruled.test'], mx: [] }, bindAddress: '127.0.0.10' }] },
+      shaping: { rules: [{ name: 'partner', match: { domains: ['ruled.test'], mx: [] }, bindAddress: '127.0.0.10', ehloName: 'out2.sluice.test' }] },
     },
     { mxPort: sink.port },
   );
@@ -46,8 +46,8 @@ test.after(async () => {
   await redis?.stop();
 });
 
-test("mail leaves from delivery.bindAddress, through the transport map and through MX, and from a rule's own address for its destinations", async () => {
-  for (const [to, from] of [['ann@bymap.test', '127.0.0.9'], ['bob@bymx.test', '127.0.0.9'], ['cy@ruled.test', '127.0.0.10']] as const) {
+test("mail leaves from delivery.bindAddress, through the transport map and through MX, and from a rule's own address and EHLO name for its destinations", async () => {
+  for (const [to, from, ehlo] of [['ann@bymap.test', '127.0.0.9', 'sluice.test'], ['bob@bymx.test', '127.0.0.9', 'sluice.test'], ['cy@ruled.test', '127.0.0.10', 'out2.sluice.test']] as const) {
     const r = await s.api('/v1/messages', { body: { from: 'news@acme.example', to, subject: `bind ${to}`, text: 'x' } });
     assert.is(r.status, 202, JSON.stringify(r.body));
     const final = await s.waitFinal(r.body.id);
@@ -55,6 +55,7 @@ test("mail leaves from delivery.bindAddress, through the transport map and throu
     const got = sink.messages.filter((m) => m.envelope.to.includes(to));
     assert.is(got.length, 1);
     assert.is(got[0]?.remoteAddress, from, `${to} came from ${got[0]?.remoteAddress}`);
+    assert.is(got[0]?.ehloName, ehlo, `${to}: EHLO ${got[0]?.ehloName}`);
   }
 });
 

@@ -33,6 +33,8 @@ export interface CapturedMessage {
   sessionId: string;
   /** The client's address: the source address of Sluice's connection. */
   remoteAddress: string;
+  /** The name the client gave in EHLO/HELO. */
+  ehloName: string;
 }
 
 export interface SmtpReplyOverride {
@@ -101,6 +103,7 @@ export async function startCapturePeer(
           secure: session.secure,
           sessionId: session.id,
           remoteAddress: session.remoteAddress,
+          ehloName: session.hostNameAppearsAs,
         };
         const accept = (override: null | SmtpReplyOverride): void => {
           if (override) return cb(reject(override));

@@ -469,7 +469,7 @@ export function queueFlows(name: string, start: () => Promise<Harness>) {
 
   test('adaptive backoff: the level cuts connections and rate; good answers remove one level per quiet period', async () => {
     const keys = ctx();
-    const configured: EffectiveShaping = { rule: 'big', provider: 'big', scope: 'big', connections: 8, messagesPerConnection: 100, rate: { perSecond: 40, perMinute: null, perHour: null }, retry: [MINUTE], maxAge: HOUR, tls: null, bind: null };
+    const configured: EffectiveShaping = { rule: 'big', provider: 'big', scope: 'big', connections: 8, messagesPerConnection: 100, rate: { perSecond: 40, perMinute: null, perHour: null }, retry: [MINUTE], maxAge: HOUR, tls: null, bind: null, ehloName: null };
     let now = T;
     for (let k = 0; k < 3; k++, now += 20_000) {
       for (let i = 0; i < 3; i++) await recordThrottleSignal(redis, keys, 'big', BACKOFF, now + i, SLOW);
