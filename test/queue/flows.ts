@@ -29,6 +29,8 @@ import { persistMessage } from '../../src/ingress/persist.js';
 import { cancelRecipients } from '../../src/ingress/message-cancel.js';
 import { streamFields } from '../../src/store/events.js';
 import { newId } from '../../src/core/ids.js';
+import { reserveSending, returnSending, takeSending } from '../../src/accounts/limits.js';
+import type { Account } from '../../src/accounts/registry.js';
 
 export interface Harness {
   client(): RedisClient;
@@ -738,6 +740,18 @@ export function queueFlows(name: string, start: () => Promise<Harness>) {
     assert.is(await redis.zscore(keys.ready('h.test'), `@${id}`), String(T + 4), 'the resumed campaign has its pointer');
     assert.equal((await claim(redis, keys, { domain: 'h.test', max: 5, leaseMs: LEASE, now: T + 5 })).entries.map(entryMember), [`${id}:1:0`, `${id}:2:0`, `${id}:3:0`]);
     assert.ok((await dueDestinations(redis, keys, shardOf('h.test', SHARDS), T + 5, 10)).includes('h.test'));
+  });
+
+  test("campaign copies count on the account's quota and rate counters (one slot, its hash tag): a partial grant, its refund, and a submission that then fits", async () => {
+    const keys = ctx();
+    const acct: Account = { id: 'capped', domains: new Set(['capped.example']), dailyQuota: 10, rateLimit: { perSecond: null, perMinute: null, perHour: 6 } };
+    const t = await takeSending(redis, keys, acct, 8, T);
+    assert.equal([t.granted, t.stoppedBy], [6, { name: 'rateLimit.perHour', limit: 6 }]);
+    assert.is(t.retryAt, Math.floor(T / HOUR) * HOUR + HOUR);
+    assert.is((await takeSending(other, keys, acct, 1, T + 1)).granted, 0, 'another process sees the same counters');
+    await returnSending(redis, t.counters!, 2);
+    await reserveSending(other, keys, acct, 2, T + 2);
+    assert.is((await takeSending(redis, keys, acct, 1, T + 3)).granted, 0, 'the submission took the two refunded');
   });
 
   return test;
