@@ -880,7 +880,10 @@ export class Dispatcher {
       const until = at ?? now + 1000;
       await holdCampaignEntries(redis, keys, this.o.config.redis.scheduleShards, id, over.map((j) => chunk[j] as QueueEntry), { pointerAt: until, holdUntil: until, now });
       for (const j of over) holds[j] = 'held';
-      if (waitBy) await noteCampaignWait(redis, keys, id, { ...waitBy, until }).catch((err: unknown) => this.log.warn({ err, campaign: id }, 'campaign wait not noted'));
+      if (waitBy) {
+        this.o.metrics?.campaignCopiesHeld.inc({ by: waitBy.by }, over.length);
+        await noteCampaignWait(redis, keys, id, { ...waitBy, until }).catch((err: unknown) => this.log.warn({ err, campaign: id }, 'campaign wait not noted'));
+      }
     }
   }
 

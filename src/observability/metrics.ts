@@ -64,6 +64,9 @@ export function createMetrics() {
       // concurrently, so without its own collect this one showed the previous scrape's figures.
       name: 'sluice_queue_leases', help: 'Recipients claimed (leased) by provider (sampled)', labelNames: ['provider'] as const, registers: [registry], ...sampled('queueRecipients'),
     }),
+    campaignCopiesHeld: new Counter({
+      name: 'sluice_campaign_copies_held_total', help: "Campaign copies held back at claim time by a limit: the campaign's throttle.perHour, or its account's dailyQuota or rateLimit.perSecond/perMinute/perHour", labelNames: ['by'] as const, registers: [registry],
+    }),
     campaignRecipientsQueued: new Counter({
       name: 'sluice_campaign_recipients_queued_total', help: 'Campaign recipients queued by the campaign enqueuer', registers: [registry],
     }),

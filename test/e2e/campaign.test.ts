@@ -425,8 +425,10 @@ test("an account's daily quota counts its campaign copies as they are sent: the 
   const due = Number(await client.zscore(keys.ready('quota.test'), `@${id}`));
   const midnight = Math.floor(Date.now() / 86_400_000) * 86_400_000 + 86_400_000;
   assert.ok(due >= midnight, `the pointer waits for the next UTC day (${new Date(due).toISOString()})`);
-  // The stats say what the rest wait for: the account's quota, until 00:00 UTC.
+  // The stats say what the rest wait for: the account's quota, until 00:00 UTC; the metric counts them.
   assert.equal(st.waiting, { by: 'dailyQuota', limit: 4, until: new Date(midnight).toISOString() });
+  const metrics = await (await request(`http://127.0.0.1:${app.ports.admin}/metrics`)).body.text();
+  assert.ok(Number(/^sluice_campaign_copies_held_total\{by="dailyQuota"\} (\d+)$/m.exec(metrics)?.[1]) >= 2, 'sluice_campaign_copies_held_total{by="dailyQuota"}');
   // The same quota: the account's own submissions are refused until it resets.
   const r = await api('/v1/messages', { from: 'news@capped.example', to: 'one@quota.test', subject: 'over', text: 'x' }, undefined, capped);
   assert.is(r.status, 429, JSON.stringify(r.body));
