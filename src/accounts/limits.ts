@@ -8,10 +8,10 @@ import type { Account } from './registry.js';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    /** src/queue/lua/takeSending-4.lua: [granted, room per counter (-1: no limit)]. */
-    takeSending(quota: string, second: string, minute: string, hour: string, want: number, ...limitsAndTtls: (string | number)[]): Result<number[], Context>;
-    /** src/queue/lua/returnSending-4.lua: the counters decremented. */
-    returnSending(quota: string, second: string, minute: string, hour: string, n: number, ...counted: string[]): Result<number, Context>;
+    /** src/queue/lua/takeSending-1.lua over numberOfKeys counters: [granted, room per counter]. */
+    takeSendingKeys(numberOfKeys: number, ...keysThenArgs: (string | number)[]): Result<number[], Context>;
+    /** src/queue/lua/returnSending-1.lua over numberOfKeys counters: the counters decremented. */
+    returnSendingKeys(numberOfKeys: number, ...keysThenArgs: (string | number)[]): Result<number, Context>;
   }
 }
 
@@ -73,7 +73,7 @@ interface Counter {
   retryAfterMs: number;
 }
 
-function countersFor(keys: Keys, account: Account, now: number): Counter[] {
+function countersFor(keys: Keys, account: SendingLimits, now: number): Counter[] {
   const out: Counter[] = [];
   if (account.dailyQuota !== null) {
     const nextMidnight = Math.floor(now / DAY) * DAY + DAY;
@@ -165,11 +165,8 @@ export type SendingLimits = Pick<Account, 'id' | 'dailyQuota' | 'rateLimit'>;
 
 /** The counters a takeSending call counted on, for returnSending. */
 export interface SendingCounted {
-  /** The four counter keys (quota, second, minute, hour), every one named even when it has no limit. */
-  readonly keys: readonly [string, string, string, string];
-  /** '1' for each counter counted on, '' for the others. */
-  readonly counted: readonly [string, string, string, string];
-  /** One string for the four keys: refunds of one claim are summed by it. */
+  readonly keys: readonly string[];
+  /** The keys as one string: refunds of one claim are summed by it. */
   readonly id: string;
 }
 
@@ -189,44 +186,43 @@ export interface SendingTake {
 /**
  * Counts up to `want` campaign copies against the account's daily quota and rate windows, the same
  * counters its submissions count on (reserveSending), as they are about to be sent: as many as every
- * counter has room for (queue/lua/takeSending-4.lua, one step). The rest wait for `retryAt`. A
+ * counter has room for (queue/lua/takeSending-1.lua, one step). The rest wait for `retryAt`. A
  * campaign's copies are counted when sent, not when it is launched, so one larger than a day's quota
  * goes over several days at the quota's pace instead of being refused.
  */
 export async function takeSending(redis: RedisClient, keys: Keys, account: SendingLimits, want: number, now: number): Promise<SendingTake> {
-  const counters = countersFor(keys, account as Account, now);
+  const counters = countersFor(keys, account, now);
   if (counters.length === 0 || want <= 0) return { granted: Math.max(0, want), retryAt: null, what: null, stoppedBy: null, counters: null };
-  const window = (tag: string, size: number): string => `${keys.accountRate(account.id)}:${tag}:${Math.floor(now / size)}`;
-  const names = [keys.quota(account.id, utcDay(now)), window('s', SECOND), window('m', MINUTE), window('h', HOUR)] as const;
-  const byKey = new Map(counters.map((c) => [c.key, c]));
-  const slots = names.map((k) => byKey.get(k));
-  const limits = slots.map((c) => (c ? String(c.limit) : ''));
-  const ttls = slots.map((c) => (c ? c.ttlMs : 0));
-  const res = await redis.takeSending(...names, want, ...limits, ...ttls).catch(redisRefused('the sending quota could not be counted'));
+  const names = counters.map((c) => c.key);
+  const res = await redis
+    .takeSendingKeys(counters.length, ...names, want, ...counters.map((c) => c.limit), ...counters.map((c) => c.ttlMs))
+    .catch(redisRefused('the sending quota could not be counted'));
   const granted = Number(res[0]);
-  let retryAt: number | null = null;
-  let stopper: Counter | null = null;
+  // Every counter with no more room than was granted stops the rest: they go when the last of them resets.
+  let by: Counter | null = null;
   if (granted < want) {
-    // Every counter with no more room than was granted stops the rest: they go when the last of them resets.
-    slots.forEach((c, i) => {
-      const room = Number(res[i + 1]);
-      if (!c || room < 0 || room > granted) return;
-      const at = now + c.retryAfterMs;
-      if (retryAt === null || at > retryAt) {
-        retryAt = at;
-        stopper = c;
-      }
-    });
+    for (const [i, c] of counters.entries()) {
+      if (Number(res[i + 1]) <= granted && (by === null || c.retryAfterMs > by.retryAfterMs)) by = c;
+    }
   }
-  const counted = limits.map((l) => (l === '' || granted === 0 ? '' : '1')) as unknown as [string, string, string, string];
-  const by = stopper as Counter | null;
-  return { granted, retryAt, what: by?.what ?? null, stoppedBy: by ? { name: by.name, limit: by.limit } : null, counters: granted === 0 ? null : { keys: names, counted, id: names.join(' ') } };
+  return {
+    granted,
+    retryAt: by ? now + by.retryAfterMs : null,
+    what: by?.what ?? null,
+    stoppedBy: by ? { name: by.name, limit: by.limit } : null,
+    counters: granted === 0 ? null : { keys: names, id: names.join(' ') },
+  };
 }
 
 /** Gives back `n` copies counted by takeSending and not sent; a counter whose window is over is left alone. */
 export async function returnSending(redis: RedisClient, counted: SendingCounted, n: number): Promise<void> {
   if (n <= 0) return;
-  await redis.returnSending(...counted.keys, n, ...counted.counted);
+  await redis.returnSendingKeys(counted.keys.length, ...counted.keys, n);
+}
+
+/** Whether the account has a daily quota or a rate limit at all (takeSending counts nothing otherwise). */
+export function hasSendingLimits(account: SendingLimits): boolean {
+  return account.dailyQuota !== null || WINDOWS.some((w) => account.rateLimit[w.name] !== null);
 }
 
 export interface AuthThrottleOptions {

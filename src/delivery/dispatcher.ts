@@ -14,7 +14,7 @@ import { packEvent, type EventType } from '../store/events.js';
 import { reapExpired } from '../queue/reap.js';
 import { dueDestinations, reschedule, postpone } from '../queue/schedule.js';
 import { sourceFor } from './bind.js';
-import { takeSending, returnSending, type SendingCounted, type SendingLimits } from '../accounts/limits.js';
+import { hasSendingLimits, takeSending, returnSending, type SendingCounted, type SendingLimits } from '../accounts/limits.js';
 import { takeTokens, refundTokens, acquireConnection, renewConnection, releaseConnection, type Rate } from '../queue/throttle.js';
 import { recordThrottleSignal, recordSuccess, backoffState, applyBackoff, type BackoffConfig } from '../queue/backoff.js';
 import { resolveShaping, retryDelay, tlsPolicyOf, type EffectiveShaping } from '../queue/shaping.js';
@@ -307,7 +307,7 @@ export class Dispatcher {
     this.trackingModes = new Map(opts.config.accounts.map((a) => [a.id, a.tracking.mode]));
     this.sendingLimits = new Map(
       opts.config.accounts
-        .filter((a) => a.dailyQuota !== null || Object.values(a.rateLimit).some((l) => l !== null))
+        .filter(hasSendingLimits)
         .map((a) => [a.id, { id: a.id, dailyQuota: a.dailyQuota, rateLimit: a.rateLimit }]),
     );
     this.rules = new DestinationRuleRecorder(opts.redis, opts.keys, (err) => this.log.warn({ err }, 'could not record a destination\'s shaping rule'));
@@ -1005,10 +1005,7 @@ export class Dispatcher {
     const giveBackUnsent = async (from: number): Promise<void> => {
       const back = rest(from);
       const moved = await release(redis, keys, back, this.now());
-      await Promise.all([
-        refundTokens(redis, keys, shaping.scope, shaping.rate, moved, this.now()).catch((err: unknown) => this.log.warn({ err, domain }, 'rate tokens not refunded')),
-        this.refundTaken(campaignTokens.giveBack(from)),
-      ]);
+      await this.refundCopies(domain, shaping, moved, campaignTokens.giveBack(from));
     };
     const giveBack = (): void => {
       const from = next + 1;
@@ -1020,11 +1017,11 @@ export class Dispatcher {
       for (let j = from; j < from + back.length; j++) slotBack(j);
       slotsTo = from;
       this.log.info({ domain, host: client.peer, copies: back.length }, 'slow transactions: the copies of the claim not started go back to the queue');
-      const campaigns = campaignTokens.giveBack(from);
-      givingBack = release(redis, keys, back, this.now())
-        .then((moved) => refundTokens(redis, keys, shaping.scope, shaping.rate, moved, this.now()))
-        .catch((err: unknown) => this.log.warn({ err, domain }, 'copies could not be given back: they return when their leases run out'))
-        .then(() => this.refundTaken(campaigns));
+      const taken = campaignTokens.giveBack(from);
+      givingBack = release(redis, keys, back, this.now()).then(
+        (moved) => this.refundCopies(domain, shaping, moved, taken),
+        (err: unknown) => this.log.warn({ err, domain }, 'copies could not be given back: they return when their leases run out'),
+      );
     };
     try {
       for (let i = 0; i < end; i++) {
@@ -1135,28 +1132,28 @@ export class Dispatcher {
       // Copies whose turn never came (the connection broke, shutdown): their slots go as their render settles.
       for (let j = freed; j < slotsTo; j++) slotBack(j);
       await givingBack;
-      await this.refundUnsent(domain, shaping, campaignTokens, handled, wentOut);
+      // Copies dealt with here without reaching a server: what they took at the claim and render goes back.
+      const unsent: number[] = [];
+      for (let j = 0; j < handled; j++) if (!wentOut.has(j)) unsent.push(j);
+      await this.refundCopies(domain, shaping, unsent.length, campaignTokens.takeBack(unsent));
     }
     return { attempted, paceMs: attempted > 0 ? txMs / attempted : null, succeeded, throttledReply };
   }
 
   /**
-   * Copies of a claim dealt with without reaching a server — settled (suppressed, cancelled, not
-   * stored, not rendered), held (a paused sender, a closed account, the campaign's own throttle) or
-   * lost to another holder — took a destination rate token at the claim, and a campaign copy its
-   * campaign's token and its account's sending count as it was rendered: all go back, as for copies
-   * given back unsent. A suppressed address or a failing render does not spend a destination's hourly
-   * rate on mail that never went.
-   * `handled`: copies 0..handled-1 were dealt with by the loop; `wentOut`: those that had a transaction.
+   * Gives back what `n` copies of a claim took without reaching a server: a destination rate token
+   * each (taken at the claim), and `taken`, their campaigns' throttle tokens and accounts' sending
+   * counts (taken as they were rendered). For copies given back to the queue unsent (the claim window,
+   * a session lost before its transaction, a broken connection, shutdown) and for those settled, held
+   * or lost to another holder without a transaction (suppressed, cancelled, not stored, not rendered,
+   * a paused sender, a closed account, a campaign's throttle): a suppressed address or a failing
+   * render does not spend a destination's hourly rate on mail that never went. Failures are logged.
    */
-  private async refundUnsent(domain: string, shaping: EffectiveShaping, tokens: CampaignTokens, handled: number, wentOut: ReadonlySet<number>): Promise<void> {
-    const unsent: number[] = [];
-    for (let j = 0; j < handled; j++) if (!wentOut.has(j)) unsent.push(j);
-    if (unsent.length === 0) return;
+  private async refundCopies(domain: string, shaping: EffectiveShaping, n: number, taken: Refund): Promise<void> {
     const { redis, keys } = this.o;
     await Promise.all([
-      refundTokens(redis, keys, shaping.scope, shaping.rate, unsent.length, this.now()).catch((err: unknown) => this.log.warn({ err, domain }, 'rate tokens not refunded')),
-      this.refundTaken(tokens.takeBack(unsent)),
+      refundTokens(redis, keys, shaping.scope, shaping.rate, n, this.now()).catch((err: unknown) => this.log.warn({ err, domain }, 'rate tokens not refunded')),
+      this.refundTaken(taken),
     ]);
   }
 

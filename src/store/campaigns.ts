@@ -375,6 +375,7 @@ export interface CampaignStats {
  * limit (by config key), the limit, and until when (ms). Delivery notes it when it holds copies back.
  */
 export interface CampaignWait {
+  /** The campaign's own throttle, or the account's limit by its config key (accounts/limits.ts SendingLimitName: layers below may not import each other). */
   readonly by: 'throttle.perHour' | 'dailyQuota' | 'rateLimit.perSecond' | 'rateLimit.perMinute' | 'rateLimit.perHour';
   readonly limit: number;
   readonly until: number;

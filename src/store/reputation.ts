@@ -20,9 +20,10 @@ import { appendEvent } from './events.js';
  * A scope is '*' (the whole account) or a sending (From) domain. Buckets are one hour: a window of
  * W hours sums the current bucket, the W - 1 before it, and the share of the one before those that
  * the window still covers (the part of the hour not yet elapsed in the current bucket, rounded):
- * a sliding window of W hours, its oldest hour taken as evenly spread. A count costs one HINCRBY per
- * scope whatever the volume. A bucket lives W + 1 hours from its start, so that oldest one is there. All keys of one account share its
- * hash tag, so a record is one MULTI on one slot, on Redis Cluster too.
+ * a sliding window of W hours, its oldest hour taken as evenly spread. A bucket lives W + 1 hours
+ * from its start, so that oldest one is there. A count costs one HINCRBY per scope whatever the
+ * volume. All keys of one account share its hash tag, so a record is one MULTI on one slot, on Redis
+ * Cluster too.
  */
 export const ACCOUNT_SCOPE = '*';
 export const BUCKET_MS = HOUR;

@@ -378,17 +378,26 @@ async function clearOfMidnight(): Promise<void> {
   if (left < 90_000) await sleep(left + 1000);
 }
 
+/** A campaign of the capped account to `listId`, sent now; its id. */
+async function cappedCampaign(listId: string, subject: string, text: string): Promise<string> {
+  const created = await api('/v1/campaigns', { from: 'news@capped.example', subject, text, listId, sendAt: 'now' }, undefined, capped);
+  assert.is(created.status, 201, JSON.stringify(created.body));
+  return created.body.id as string;
+}
+
+/** The capped account's campaign's stats once `done` holds for them. */
+const cappedStatsOnce = (id: string, what: string, done: (st: any) => boolean, timeoutMs?: number): Promise<any> =>
+  waitFor(what, async () => {
+    const st = (await api(`/v1/campaigns/${id}/stats`, undefined, undefined, capped)).body;
+    return done(st) ? st : undefined;
+  }, timeoutMs);
+
 test("campaign copies given back unsent (the session lost before their transaction) are taken off the account's quota again", async () => {
   await clearOfMidnight();
   const keys = createKeys(prefix);
   const listId = await listOf('quota-cut', [{ email: 'qc0@cut.test' }, { email: 'qc1@cut.test' }], 'capped');
-  const created = await api('/v1/campaigns', { from: 'news@capped.example', subject: 'Quota, session lost', text: 'Hi', listId, sendAt: 'now' }, undefined, capped);
-  assert.is(created.status, 201, JSON.stringify(created.body));
-  const id = created.body.id as string;
-  const st = await waitFor('both copies deferred', async () => {
-    const s = (await api(`/v1/campaigns/${id}/stats`, undefined, undefined, capped)).body;
-    return s.deferred >= 2 ? s : undefined;
-  });
+  const id = await cappedCampaign(listId, 'Quota, session lost', 'Hi');
+  const st = await cappedStatsOnce(id, 'both copies deferred', (s) => s.deferred >= 2);
   assert.is(st.delivered, 0, JSON.stringify(st));
   // Both were counted as they were rendered (2 of 4), and both went back: nothing reached a server.
   assert.is(await client.get(keys.quota('capped', new Date().toISOString().slice(0, 10))), '0');
@@ -401,15 +410,10 @@ test("an account's daily quota counts its campaign copies as they are sent: the 
   const rows = Array.from({ length: 6 }, (_, i) => ({ email: `q${i}@quota.test`, fields: { first_name: `Q${i}` } }));
   const listId = await listOf('quota', rows, 'capped');
   const before = sink.messages.length;
-  const created = await api('/v1/campaigns', { from: 'news@capped.example', subject: 'Quota', text: 'Hi {{first_name}}', listId, sendAt: 'now' }, undefined, capped);
-  assert.is(created.status, 201, JSON.stringify(created.body));
-  const id = created.body.id as string;
-  const s = await waitFor('four delivered', async () => {
-    const st = (await api(`/v1/campaigns/${id}/stats`, undefined, undefined, capped)).body;
-    return st.delivered >= 4 ? st : undefined;
-  }, 20_000);
+  const id = await cappedCampaign(listId, 'Quota', 'Hi {{first_name}}');
+  const s = await cappedStatsOnce(id, 'four delivered', (st) => st.delivered >= 4, 20_000);
   await sleep(1000);
-  const st = (await api(`/v1/campaigns/${id}/stats`, undefined, undefined, capped)).body;
+  const st = await cappedStatsOnce(id, 'the stats', () => true);
   assert.equal([st.state, st.delivered, st.pending], ['sending', 4, 2], JSON.stringify({ s, st }));
   const got = sink.messages.slice(before).filter((m) => toOf(m).endsWith('@quota.test'));
   assert.is(got.length, 4, 'no more than the quota went');

@@ -1,0 +1,33 @@
+--[[
+  takeSending: counts up to `want` campaign copies against an account's daily quota and fixed rate
+  windows (accounts/limits.ts takeSending), as many as every counter still has room for. The same
+  counters count the recipients its API and SMTP submissions have accepted (reserveSending), so both
+  draw on one quota. The file name says 1 key: the account's counters are as many as it has limits
+  (takeSendingKeys), all on its hash tag {a:<account>}.
+
+  KEYS[i]        counter i (STRING)
+  ARGV[1]        want
+  ARGV[1 + i]    counter i's limit
+  ARGV[1 + n + i] counter i's TTL in ms (n = #KEYS)
+
+  Returns {granted, room_1, …, room_n}: what each counter had left before. Nothing is counted when
+  granted is 0.
+]]
+local n = #KEYS
+local granted = tonumber(ARGV[1])
+local rooms = {}
+for i = 1, n do
+  local room = tonumber(ARGV[1 + i]) - tonumber(redis.call('GET', KEYS[i]) or '0')
+  if room < 0 then room = 0 end
+  rooms[i] = room
+  if room < granted then granted = room end
+end
+if granted > 0 then
+  for i = 1, n do
+    redis.call('INCRBY', KEYS[i], granted)
+    redis.call('PEXPIRE', KEYS[i], ARGV[1 + n + i])
+  end
+end
+local out = { granted }
+for i = 1, n do out[i + 1] = rooms[i] end
+return out
