@@ -221,9 +221,10 @@ export interface SluiceProcessOptions {
  * The node flags Sluice is run with (package.json `start`, docker/Dockerfile, bin/sluice.js's shebang):
  * a 4 MB young-generation semi-space. Sluice's garbage is short-lived copies; V8's default (16 MB,
  * ~100 MB committed on the main thread) bought no throughput and most of the RSS over 300 MB in
- * bench/campaign.ts.
+ * bench/campaign.ts. One V8 helper thread instead of Node's 4 (README "CPU"): on 2 cores they
+ * competed with the main thread for a core.
  */
-export const SLUICE_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4', '--initial-old-space-size=32'];
+export const SLUICE_NODE_FLAGS: readonly string[] = ['--max-semi-space-size=4', '--initial-old-space-size=32', '--v8-pool-size=1'];
 
 /**
  * `node bin/sluice.js start --config FILE [--roles …]`, waiting for /readyz. The log goes to <dir>/sluice.log.

@@ -1,4 +1,4 @@
-#!/usr/bin/env -S node --max-semi-space-size=4 --initial-old-space-size=32
+#!/usr/bin/env -S node --max-semi-space-size=4 --initial-old-space-size=32 --v8-pool-size=1
 // The `sluice` command. Runs the compiled program in dist/ (built by `npm run build`).
 import { existsSync } from 'node:fs';
 const entry = new URL('../dist/cli/main.js', import.meta.url);

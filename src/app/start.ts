@@ -297,7 +297,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       pool = new RenderPool({
         threads,
         queuePerThread: config.delivery.pool.queuePerThread,
-        init: { keys: registry.readDkimKeys(), hostname: config.instance.hostname, tracking: workerTracking(config, tokenKeys, verpKey) },
+        init: { keys: registry.readDkimKeys(), hostname: config.instance.hostname, tracking: workerTracking(config, tokenKeys, verpKey), nice: config.delivery.pool.nice },
         onSigned: (algorithm, seconds) => metrics.dkimSignDuration.observe({ algorithm }, seconds),
       });
       const p = pool;

@@ -479,6 +479,8 @@ export const configSchema = z
             threads: z.number().int().nonnegative(),
             /** Tasks waiting per thread before callers wait for 'drain'. */
             queuePerThread: positiveInt,
+            /** Nice values below the process that the threads run at (Linux); 0 = the process's priority. */
+            nice: z.number().int().min(0).max(19),
           })
           .strict(),
         backoff: z

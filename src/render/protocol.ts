@@ -22,6 +22,11 @@ export interface WorkerInit {
   hostname: string;
   /** Present when tracking tokens are configured: API messages then get click URLs, pixel, List-Unsubscribe. */
   tracking?: WorkerTracking;
+  /**
+   * Nice values below the process that the thread runs at (delivery.pool.nice; Linux, see
+   * core/thread-priority.ts). Absent or 0: the process's own priority.
+   */
+  nice?: number;
 }
 
 /** What a worker needs to sign tracking tokens; no config or Redis crosses into the worker. */

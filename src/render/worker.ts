@@ -5,10 +5,14 @@
  */
 import { workerData } from 'node:worker_threads';
 import { move, transferableSymbol, valueSymbol } from 'piscina';
+import { lowerThreadPriority } from '../core/thread-priority.js';
 import { createRenderer } from './renderer.js';
 import type { RenderResult, RenderTask, WorkerInit } from './protocol.js';
 
-const render = createRenderer(workerData as WorkerInit);
+const init = workerData as WorkerInit;
+// delivery.pool.nice: this thread yields to the main thread, which serves every connection.
+if (init.nice !== undefined) lowerThreadPriority(init.nice);
+const render = createRenderer(init);
 
 /**
  * The message goes back as a transfer, not a structured-clone copy. It is copied once into an

@@ -52,4 +52,15 @@ test('the README begins with the two commands', () => {
   assert.is(blocks[1], 'npm test');
 });
 
+test('Sluice is started with the same node flags everywhere, as the README says', () => {
+  const read = (path: string): string => readFileSync(new URL(`../../${path}`, import.meta.url), 'utf8');
+  const flagsOf = (text: string | undefined): string => (text ?? '').match(/--[a-z0-9-]+=\d+/g)?.join(' ') ?? '';
+  const shebang = flagsOf(read('bin/sluice.js').split('\n')[0]);
+  assert.match(shebang, /--max-semi-space-size=\d+ .*--v8-pool-size=\d+/);
+  const start = (JSON.parse(read('package.json')) as { scripts: Record<string, string> }).scripts['start'];
+  assert.is(flagsOf(start), shebang, 'package.json start');
+  assert.is(flagsOf(read('docker/Dockerfile').split('\n').find((l) => l.startsWith('ENTRYPOINT'))?.replace(/", "/g, ' ')), shebang, 'the Dockerfile');
+  assert.ok(readme.includes(`node ${shebang} bin/sluice.js start`), 'the README');
+});
+
 test.run();

@@ -1,3 +1,5 @@
+import { readdirSync, readFileSync } from 'node:fs';
+import { getPriority } from 'node:os';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { isSluiceError } from '../../src/core/errors.js';
@@ -163,6 +165,31 @@ test('renderMany calls of one event-loop turn are sent together and each caller 
   });
   const empty = await pool.renderMany([]);
   assert.equal(empty, []);
+});
+
+/** Nice value of each thread of this process (Linux /proc; field 19 of stat, after the parenthesised name). */
+function threadNices(): number[] {
+  return readdirSync('/proc/self/task').map((tid) => {
+    const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'latin1');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+  });
+}
+
+test('delivery.pool.nice: each render thread runs that many nice values below the process, the rest of the process does not', async () => {
+  const base = getPriority(0);
+  const want = Math.min(19, base + 3);
+  const before = threadNices().filter((n) => n === want).length;
+  const niced = new RenderPool({ threads: 2, queuePerThread: 2, init: { keys: [ed], hostname: 'mta.pool.example', nice: 3 } });
+  try {
+    // Both threads have loaded the worker (and lowered themselves) once each has rendered.
+    const results = await Promise.all(Array.from({ length: 8 }, (_, i) => niced.renderAndSign(raw(`01j2nice0000000${i}`))));
+    for (const r of results) ok(r);
+    const nices = threadNices();
+    assert.is(nices.filter((n) => n === want).length - before, 2, `thread nice values: ${nices.join(' ')}`);
+    assert.is(getPriority(0), base, 'the main thread keeps its priority');
+  } finally {
+    await niced.close();
+  }
 });
 
 test('close() finishes accepted work, then refuses new tasks with SLUICE_SHUTTING_DOWN', async () => {
