@@ -34,7 +34,7 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { startEmbeddedRedis, type EmbeddedRedis } from '../src/redis/embedded.js';
 import {
-  BENCH, buildSluice, counter, signingSpeed, exited, fetchMetrics, forkTs, histogram, makeAccount, mb, mergeDeep, nextMessage, redisMemory, rss, sleep, startSink, startSluiceProcess,
+  BENCH, buildSluice, counter, signingSpeed, signRate, exited, fetchMetrics, forkTs, histogram, makeAccount, mb, mergeDeep, nextMessage, redisMemory, rss, sleep, startSink, startSluiceProcess,
   type Account, type SinkHandle, type SluiceHandle,
 } from './harness.js';
 import { cpuDelta, cpuTimes, machineBusySeconds, round, threadCpu, threadSplit, type CpuTimes } from './proc.js';
@@ -219,6 +219,12 @@ interface ScenarioResult {
   /** With BENCH_ROUNDS > 1: delivered/s of every round, in order (the row is the median round's). */
   delivered_per_s_rounds?: number[];
   load_average_1m_before: number;
+  /**
+   * Ed25519 signatures/s on one core of the idle machine just before the measured submission: the
+   * host's speed moves by a quarter from minute to minute (other guests on it), and rounds compare
+   * only alongside it.
+   */
+  host_ed25519_signs_per_s_before: number;
   sluice_peak_rss_bytes: number;
   redis_peak_bytes: number;
   redis_retained_bytes_per_delivered: number;
@@ -292,6 +298,8 @@ async function runScenario(sc: Scenario, account: Account, cpuProfDir?: string):
     const loadgen = await startLoadgen();
 
     const load1 = loadavg()[0] ?? 0;
+    // 300 ms of the bench's own thread, with Sluice, Redis and the sink idle (the warm-up has settled).
+    const hostSpeed = signRate('ed25519', 300);
     const cpu0: Record<'sluice' | 'redis' | 'sink', CpuTimes> = { sluice: sluiceCpu(), redis: cpuTimes(redis.pid), sink: cpuTimes(sink.child.pid ?? 0) };
     const ingress0 = cpuTimes(sluice.pid);
     const threads0 = threadCpu(worker.pid);
@@ -365,6 +373,7 @@ async function runScenario(sc: Scenario, account: Account, cpuProfDir?: string):
       split: deliverer ? { ingress_cpu_ms_per_recipient: perRcpt(ingressCpu), delivery_cpu_ms_per_recipient: perRcpt(cpu.sluice.total - ingressCpu) } : null,
       cpu_bound_ceiling_per_s: ours > 0 ? round((availableParallelism() * fin.distinct) / ours) : 0,
       load_average_1m_before: round(load1, 2),
+      host_ed25519_signs_per_s_before: hostSpeed,
       sluice_peak_rss_bytes: pids.reduce((sum, pid) => sum + rss(pid).hwm, 0),
       redis_peak_bytes: memEnd.peak,
       redis_retained_bytes_per_delivered: fin.distinct > 0 ? round((memEnd.used - memBase.used) / fin.distinct) : 0,
@@ -530,7 +539,7 @@ async function main(): Promise<void> {
         });
         if (!r) continue;
         runs.set(sc.key, [...(runs.get(sc.key) ?? []), r]);
-        console.log(`  accepted ${r.accepted_per_s}/s, delivered ${r.delivered_per_s}/s, ${r.recipients_delivered_distinct}/${sc.recipients} distinct, ${r.duplicates} duplicates`);
+        console.log(`  accepted ${r.accepted_per_s}/s, delivered ${r.delivered_per_s}/s, ${r.recipients_delivered_distinct}/${sc.recipients} distinct, ${r.duplicates} duplicates (host: ${r.host_ed25519_signs_per_s_before} Ed25519 signatures/s on one core just before)`);
       }
     }
     for (const sc of SCENARIOS) {
@@ -538,7 +547,7 @@ async function main(): Promise<void> {
       if (done.length === 0) continue;
       const median = [...done].sort((a, b) => a.delivered_per_s - b.delivered_per_s)[Math.floor((done.length - 1) / 2)] as ScenarioResult;
       rows.push(done.length > 1 ? { ...median, delivered_per_s_rounds: done.map((r) => r.delivered_per_s) } : median);
-      if (done.length > 1) console.log(`${sc.label}: delivered/s per round ${done.map((r) => r.delivered_per_s).join(', ')}; the table shows the median round`);
+      if (done.length > 1) console.log(`${sc.label}: delivered/s per round ${done.map((r) => r.delivered_per_s).join(', ')} (host Ed25519 signatures/s before each: ${done.map((r) => r.host_ed25519_signs_per_s_before).join(', ')}); the table shows the median round`);
     }
     // BENCH_SKIP_MEMORY=1 skips the memory phase (quick profiling runs).
     let mem: MemoryResult | null = null;
