@@ -860,7 +860,13 @@ export class Dispatcher {
       }
       let account: SendingCounted | null = null;
       if (limits && granted > 0) {
-        const a = await takeSending(redis, keys, limits, granted, now);
+        const taken = granted;
+        const a = await takeSending(redis, keys, limits, taken, now).catch((err: unknown) => {
+          // Not counted (Redis refused): the chunk fails and its copies go back, so the campaign
+          // tokens they just took go back too, or the campaign would wait for them to refill.
+          if (campaign) void this.refundTaken(refundOf({ campaign, account: null }, taken));
+          throw err;
+        });
         if (a.granted < granted) {
           // Over the account's limit: those copies' campaign tokens go back with them.
           if (campaign) this.refundTaken(refundOf({ campaign, account: null }, granted - a.granted));

@@ -440,6 +440,36 @@ test("an account's daily quota counts its campaign copies as they are sent: the 
   assert.is((await api(`/v1/campaigns/${id}/cancel`, {}, undefined, capped)).body.state, 'cancelled');
 });
 
+test("Redis refusing the account's count (its quota counter is not a counter): the chunk fails, and the campaign throttle tokens its copies took go back", async () => {
+  await clearOfMidnight();
+  const keys = createKeys(prefix);
+  const quota = keys.quota('capped', new Date().toISOString().slice(0, 10));
+  const [count, ttl] = await Promise.all([client.get(quota), client.pttl(quota)]);
+  // A list where takeSending-1.lua reads a number: the script fails with WRONGTYPE, after the
+  // campaign's own throttle granted its tokens.
+  await client.del(quota);
+  await client.rpush(quota, 'not a counter');
+  try {
+    const listId = await listOf('quota-refused', [{ email: 'refused0@quota.test' }, { email: 'refused1@quota.test' }], 'capped');
+    const created = await api('/v1/campaigns', { from: 'news@capped.example', subject: 'Quota refused', text: 'Hi', listId, sendAt: 'now', throttle: { perHour: 3 } }, undefined, capped);
+    assert.is(created.status, 201, JSON.stringify(created.body));
+    const id = created.body.id as string;
+    const bucket = keys.bucket(`campaign:${id}`);
+    // The bucket is made by the first take (3 tokens less 2) and refilled by the refund.
+    const left = await waitFor('the bucket taken from and given back', async () => {
+      const h = await client.hget(bucket, 'h');
+      return h !== null && Number(h) > 2.9 ? Number(h) : undefined;
+    }, 20_000);
+    assert.ok(left <= 3, `${left}`);
+    const st = await cappedStatsOnce(id, 'the stats', () => true);
+    assert.is(st.delivered, 0, JSON.stringify(st));
+    assert.is((await api(`/v1/campaigns/${id}/cancel`, {}, undefined, capped)).body.state, 'cancelled');
+  } finally {
+    await client.del(quota);
+    if (count !== null) await client.set(quota, count, 'PX', ttl > 0 ? ttl : 172_800_000);
+  }
+});
+
 test("a campaign copy first tried after the campaign's maxAge is retried: its retries count from its own first attempt", async () => {
   const keys = createKeys(prefix);
   const listId = await listOf('greylisted', ['g0', 'g1', 'g2'].map((l) => ({ email: `${l}@grey.test` })));
