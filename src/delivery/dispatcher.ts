@@ -14,7 +14,7 @@ import { packEvent, type EventType } from '../store/events.js';
 import { reapExpired } from '../queue/reap.js';
 import { dueDestinations, reschedule, postpone } from '../queue/schedule.js';
 import { sourceFor } from './bind.js';
-import { hasSendingLimits, takeSending, returnSending, type SendingCounted, type SendingLimits } from '../accounts/limits.js';
+import { hasSendingLimits, takeSending, returnSending, type SendingCounted, type SendingLimits, type SendingTake } from '../accounts/limits.js';
 import { takeTokens, refundTokens, acquireConnection, renewConnection, releaseConnection, type Rate } from '../queue/throttle.js';
 import { recordThrottleSignal, recordSuccess, backoffState, applyBackoff, type BackoffConfig } from '../queue/backoff.js';
 import { resolveShaping, retryDelay, tlsPolicyOf, type EffectiveShaping } from '../queue/shaping.js';
@@ -860,16 +860,19 @@ export class Dispatcher {
       }
       let account: SendingCounted | null = null;
       if (limits && granted > 0) {
-        const taken = granted;
-        const a = await takeSending(redis, keys, limits, taken, now).catch((err: unknown) => {
-          // Not counted (Redis refused): the chunk fails and its copies go back, so the campaign
-          // tokens they just took go back too, or the campaign would wait for them to refill.
-          if (campaign) void this.refundTaken(refundOf({ campaign, account: null }, taken));
+        // Copies the account's count did not take give back the campaign tokens they just took: over
+        // its limit, or all of them when Redis refused the count (the chunk then fails and they go
+        // back to the queue); else the campaign would wait for its bucket to refill.
+        const uncounted = (n: number): void => void (campaign && this.refundTaken(refundOf({ campaign, account: null }, n)));
+        let a: SendingTake;
+        try {
+          a = await takeSending(redis, keys, limits, granted, now);
+        } catch (err) {
+          uncounted(granted);
           throw err;
-        });
+        }
         if (a.granted < granted) {
-          // Over the account's limit: those copies' campaign tokens go back with them.
-          if (campaign) this.refundTaken(refundOf({ campaign, account: null }, granted - a.granted));
+          uncounted(granted - a.granted);
           const until = a.retryAt ?? now + 1000;
           if (at === null || until >= at) waitBy = a.stoppedBy ? { by: a.stoppedBy.name, limit: a.stoppedBy.limit } : waitBy;
           at = Math.max(at ?? 0, until);
