@@ -5,6 +5,7 @@ import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import type { Metrics } from '../observability/metrics.js';
 import type { RenderPool } from '../render/pool.js';
+import type { DataBlock } from '../render/data-block.js';
 import type { RenderResult, RenderTask, TrackingMode } from '../render/protocol.js';
 import type { QueueEntry } from '../queue/entry.js';
 import { entryMember } from '../queue/entry.js';
@@ -162,6 +163,21 @@ interface BatchResult {
   succeeded: boolean;
   /** the last slow-down answer (421, 4.7.x) of the batch, null when there was none */
   throttledReply: string | null;
+}
+
+/** A rendered copy as SmtpClient.send takes it: framed by the worker (a DATA block or a BDAT chunk), or as it is. */
+function onWire(result: Extract<RenderResult, { ok: true }>): Uint8Array | DataBlock {
+  return result.framed ? { bytes: Buffer.from(result.message.buffer, result.message.byteOffset, result.message.byteLength), eightBit: result.eightBit === true, chunked: result.chunked === true } : result.message;
+}
+
+/** A copy on its way to the attempt's next host (Dispatcher.sendOnward), with the answer it has so far. */
+interface Onward {
+  readonly entry: QueueEntry;
+  readonly msg: LoadedMessage;
+  readonly result: Extract<RenderResult, { ok: true }>;
+  readonly address: string;
+  readonly from: string;
+  outcome: SmtpOutcome;
 }
 
 interface DestinationState {
@@ -469,7 +485,8 @@ export class Dispatcher {
    * Walks on from `walk.next` down the attempt's addresses (MxResolver.attemptHosts: at most
    * delivery.maxAddresses) until one gives a session; else the most telling failure (moreTelling),
    * which defers the destination. A failed setup (connect, greeting, EHLO, STARTTLS) moves on to the next address;
-   * once a session is up, a 4xx to MAIL, RCPT or DATA defers that recipient on this host. Only a
+   * once a session is up, a 4xx to MAIL, RCPT or DATA that is not a slow-down sends that copy on to
+   * the next address (deliverBatch's sendOnward, in a session of its own), else defers it. Only a
    * session that is over before its first transaction (lost before it got under way included:
    * SmtpOutcome.sessionLost) has runConnection seek another here, from the
    * next address, up to delivery.maxSessions (Postfix's smtp_mx_session_limit, which likewise counts
@@ -609,7 +626,7 @@ export class Dispatcher {
         const backlog = size < config.delivery.claimBatch ? nextAt !== null && nextAt <= leaseStart : true;
         if (entries.length === granted && backlog && !this.stopping) this.rampUp(domain, shaping);
 
-        const r = await this.deliverBatch(client, domain, shaping, entries);
+        const r = await this.deliverBatch(client, domain, shaping, entries, walk);
         if (r.paceMs !== null) paceMs = r.paceMs;
         sent += r.attempted;
         if (r.attempted > 0) carried = true;
@@ -947,11 +964,77 @@ export class Dispatcher {
     };
   }
 
+  /**
+   * A copy goes on to the attempt's next host (Postfix's smtp_trouble.c keeps a recipient for the
+   * next server after a 4xx from one that is not the last): when this host answered it with a 4xx
+   * that is not a slow-down, and the attempt has an address left and may open another session
+   * (delivery.maxSessions). A slow-down (421, or 450/451/4.7.x with THROTTLE_PATTERNS' words) goes to
+   * the provider's backoff instead: its other hosts would be asked to take the same mail faster. A
+   * drop or a timeout mid-transaction does not move on either: the message may have arrived.
+   */
+  private movesOn(outcome: SmtpOutcome, walk: HostWalk): boolean {
+    return outcome.result === 'deferred' && outcome.code !== null && outcome.code >= 400 && outcome.code < 500 && !outcome.throttled
+      && walk.next < walk.hosts.length && walk.sessions < this.o.config.delivery.maxSessions;
+  }
+
+  /**
+   * Sends the copies a host answered 4xx (movesOn) to the attempt's next hosts, one session each,
+   * walking on from where `walk` stopped; it does not move `walk` itself, whose session stays up for
+   * the connection's next claims. A copy settles with the answer of the last host that had it: the
+   * first that takes or refuses it for good, or the last one asked when none will. With no host left
+   * to connect to, or once Sluice is stopping, they settle with their own host's 4xx. The copies'
+   * leases are renewed by the batch's timer until each settles.
+   */
+  private async sendOnward(domain: string, shaping: EffectiveShaping, walk: HostWalk, onward: Onward[], leaseLost: (e: QueueEntry) => boolean): Promise<{ succeeded: boolean; throttledReply: string | null }> {
+    const fork: HostWalk = { hosts: walk.hosts, next: walk.next, sessions: walk.sessions };
+    let succeeded = false;
+    let throttledReply: string | null = null;
+    const settle = async (o: Onward): Promise<void> => {
+      onward.splice(onward.indexOf(o), 1);
+      await this.settle(o.entry, shaping, o.msg, o.outcome, undefined, o.address);
+    };
+    while (onward.length > 0 && !this.stopping && this.movesOn(onward[0]!.outcome, fork)) {
+      const next = await this.tryHosts(fork, shaping);
+      if (!(next instanceof SmtpClient)) break;
+      this.clients.add(next);
+      this.log.info({ domain, host: next.peer, copies: onward.length }, 'sending copies a host deferred on to the next MX host');
+      try {
+        for (const o of [...onward]) {
+          if (!next.usable || this.stopping) break;
+          if (leaseLost(o.entry)) {
+            onward.splice(onward.indexOf(o), 1);
+            continue;
+          }
+          const t0 = performance.now();
+          const outcome = await next.send({ from: o.from, to: o.address }, onWire(o.result));
+          this.o.metrics?.smtpTransactionDuration.observe({ result: outcome.result }, (performance.now() - t0) / 1000);
+          // Lost before the transaction got under way: nothing was said, and the copy keeps its host's answer.
+          if (outcome.sessionLost) break;
+          if (outcome.chunkingRefused) this.dataOnly.set(next.peer, true, this.now() + PLAIN_FALLBACK_MS);
+          if (outcome.result === 'delivered') succeeded = true;
+          if (outcome.throttled) throttledReply = outcome.response;
+          o.outcome = outcome;
+          if (this.movesOn(outcome, fork)) continue;
+          await settle(o);
+        }
+      } finally {
+        this.closeClient(next, shaping.provider, true);
+      }
+    }
+    for (const o of [...onward]) await settle(o);
+    return { succeeded, throttledReply };
+  }
+
+  /**
+   * `walk`: the attempt `client`'s session belongs to. A copy this host answers with a 4xx that is not
+   * a slow-down (movesOn) goes on to the attempt's next host once the batch is through (sendOnward).
+   */
   private async deliverBatch(
     client: SmtpClient,
     domain: string,
     shaping: EffectiveShaping,
     entries: readonly QueueEntry[],
+    walk: HostWalk,
   ): Promise<BatchResult> {
     const { redis, keys, config } = this.o;
     // The leases of the copies not sent yet are kept alive on a timer for
@@ -976,9 +1059,12 @@ export class Dispatcher {
       this.log.warn({ domain, msgId: entry.msgId, idx: entry.idx }, 'lease lost before sending (reaped): not sent by this holder');
       return true;
     };
+    /** Copies this host answered with a 4xx that sends them on to the attempt's next host (movesOn): leased until settled. */
+    const onward: Onward[] = [];
     const keepAlive = setInterval(() => {
       const now = this.now();
-      void extendLeases(redis, keys, domain, entries.slice(next, end).map(entryMember), now + config.delivery.lease)
+      const members = [...onward.map((o) => entryMember(o.entry)), ...entries.slice(next, end).map(entryMember)];
+      void extendLeases(redis, keys, domain, members, now + config.delivery.lease)
         .then((gone) => gone.forEach((m) => lost.add(m)))
         .catch((err: unknown) => this.log.warn({ err, domain }, 'leases could not be extended'));
     }, Math.max(1000, Math.floor(config.delivery.lease / 3)));
@@ -1111,7 +1197,7 @@ export class Dispatcher {
         windowTimer ??= setTimeout(giveBack, config.delivery.claimWindow);
         // A notice goes with the null reverse-path (RFC 5321 §4.5.5): nothing may answer it.
         const from = msg.source === 'dsn' ? '' : verpAddress(entry.msgId, entry.idx, config.delivery.bounceDomain, this.o.verpKey);
-        const outcome = await client.send({ from, to: address }, result.framed ? { bytes: Buffer.from(result.message.buffer, result.message.byteOffset, result.message.byteLength), eightBit: result.eightBit === true, chunked: result.chunked === true } : result.message);
+        const outcome = await client.send({ from, to: address }, onWire(result));
         this.o.metrics?.smtpTransactionDuration.observe({ result: outcome.result }, (performance.now() - t0) / 1000);
         if (outcome.chunkingRefused) {
           // The next connection (this one is over) sends with DATA; the copy is retried as deferred.
@@ -1132,7 +1218,17 @@ export class Dispatcher {
         txMs += performance.now() - t0;
         if (outcome.result === 'delivered') succeeded = true;
         if (outcome.throttled) throttledReply = outcome.response;
+        if (this.movesOn(outcome, walk)) {
+          this.log.info({ domain, host: client.peer, msgId: entry.msgId, idx: entry.idx, response: outcome.response }, 'temporary failure: the copy goes on to the next MX host in this attempt');
+          onward.push({ entry, msg, result, address, from, outcome });
+          continue;
+        }
         await this.settle(entry, shaping, msg, outcome, undefined, address);
+      }
+      if (onward.length > 0) {
+        const r = await this.sendOnward(domain, shaping, walk, onward, leaseLost);
+        if (r.succeeded) succeeded = true;
+        if (r.throttledReply !== null) throttledReply = r.throttledReply;
       }
     } finally {
       clearInterval(keepAlive);

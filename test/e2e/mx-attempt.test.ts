@@ -9,7 +9,9 @@
  * session (4xx to the greeting or EHLO) sends the attempt on to the next (RFC 5321 §5.1), and so does
  * a session that is over before its first transaction (or lost at its first MAIL FROM, without an
  * answer), for at most delivery.maxSessions (2, as Postfix's smtp_mx_session_limit) such sessions. A host whose session carries the transaction answers
- * for the recipient: a 4xx defers it, a 5xx bounces it, and no other host is asked in that attempt.
+ * for the recipient with a 5xx (bounced, no other host asked) or a slow-down (deferred, no other host
+ * asked); a 4xx that is not a slow-down sends the copy on to the next host in the same attempt, as
+ * Postfix keeps a recipient for the next server, within the same delivery.maxSessions.
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -63,6 +65,15 @@ let mailCutSecond: CapturePeer;
 let bdatCutFirst: ScriptedPeer;
 let bdatCutSecond: CapturePeer;
 let mailCut2: ScriptedPeer[] = [];
+/** grey.test: the first host greylists at RCPT (450, not a slow-down), the second takes the mail. */
+let greyFirst: ScriptedPeer;
+let greySecond: CapturePeer;
+/** dataend.test: the first host answers 451 after the end of data, the second takes the mail. */
+let dataEndFirst: ScriptedPeer;
+let dataEndSecond: CapturePeer;
+/** greylone.test: the first host greylists at RCPT, the second (nothing listening) refuses the connection. */
+let greyLone: ScriptedPeer;
+const GREYLISTED = '450 4.2.0 Recipient address rejected: Greylisted, see https://postgrey.example/help';
 
 const ip = loopbackIp;
 
@@ -93,6 +104,11 @@ async function startPeers(): Promise<void> {
     bdatCutFirst = track(await startScriptedPeer({ ehlo: ['PIPELINING', 'CHUNKING'], on: { MAIL: 'drop' } }, { host: ip(35), port }));
     bdatCutSecond = await capture(36);
     mailCut2 = [await scripted(37, { MAIL: 'drop' }), await scripted(38, { MAIL: 'drop' })];
+    greyFirst = await scripted(39, { RCPT: GREYLISTED });
+    greySecond = await capture(40);
+    dataEndFirst = await scripted(41, { '.': '451 4.3.0 mx1 error writing the queue file' });
+    dataEndSecond = await capture(42);
+    greyLone = await scripted(43, { RCPT: GREYLISTED });
   });
 }
 
@@ -115,13 +131,17 @@ test.before(async () => {
     ...mxZone('mailcut.test', [33, 34]),
     ...mxZone('bdatcut.test', [35, 36]),
     ...mxZone('mailcut2.test', [37, 38]),
+    ...mxZone('grey.test', [39, 40]),
+    ...mxZone('dataend.test', [41, 42]),
+    // 127.0.0.44: nothing listens.
+    ...mxZone('greylone.test', [43, 44]),
   });
   s = await startSluiceFixture(redis, { delivery: { dns: { servers: [dns.server], loopbackMx: true } } }, { mxPort: port });
 });
 
 test.after(async () => {
   await s?.stop();
-  await Promise.all([sixth?.close(), ...rcpt451.map((p) => p.close()), ...mail451.map((p) => p.close()), hardFirst?.close(), hardSecond?.close(), busyFirst?.close(), busySecond?.close(), loneBusy?.close(), ehloFirst?.close(), ehloSecond?.close(), ...slow.map((p) => p.close()), slowFourth?.close(), cutFirst?.close(), cutSecond?.close(), ...cut3.map((p) => p.close()), cut3Fourth?.close(), mailCutFirst?.close(), mailCutSecond?.close(), bdatCutFirst?.close(), bdatCutSecond?.close(), ...mailCut2.map((p) => p.close()), dns?.close()]);
+  await Promise.all([sixth?.close(), ...rcpt451.map((p) => p.close()), ...mail451.map((p) => p.close()), hardFirst?.close(), hardSecond?.close(), busyFirst?.close(), busySecond?.close(), loneBusy?.close(), ehloFirst?.close(), ehloSecond?.close(), ...slow.map((p) => p.close()), slowFourth?.close(), cutFirst?.close(), cutSecond?.close(), ...cut3.map((p) => p.close()), cut3Fourth?.close(), mailCutFirst?.close(), mailCutSecond?.close(), bdatCutFirst?.close(), bdatCutSecond?.close(), ...mailCut2.map((p) => p.close()), greyFirst?.close(), greySecond?.close(), dataEndFirst?.close(), dataEndSecond?.close(), greyLone?.close(), dns?.close()]);
   await redis?.stop();
 });
 
@@ -245,19 +265,84 @@ test('every MX host\'s connection is lost at MAIL FROM: one session each, then d
   assert.equal(mailCut2.map((p) => p.connections()), [1, 1]);
 });
 
-for (const [verb, peers, answer] of [['RCPT', () => rcpt451, '451 4.3.0 mx1 try again later'], ['MAIL', () => mail451, '451 4.3.0 mx1 busy']] as const) {
-  test(`three MX hosts that greet and answer 451 to ${verb}: one session, with the first; the recipient is deferred with its answer`, async () => {
-    const domain = verb === 'RCPT' ? 'rcpt451.test' : 'mail451.test';
-    const rc = await s.waitRecipient(await send(s, `dan@${domain}`), 'deferred');
+// A slow-down answer ("try again later" with a 451) goes to the provider's backoff: its other hosts
+// are not asked to take the same mail faster.
+test('three MX hosts that greet and answer a slow-down 451 to RCPT: one session, with the first; the recipient is deferred with its answer', async () => {
+  const rc = await s.waitRecipient(await send(s, 'dan@rcpt451.test'), 'deferred');
+  assert.is(rc?.state, 'deferred', JSON.stringify(rc));
+  assert.is(rc.code, 451);
+  assert.is(rc.enhanced, '4.3.0');
+  assert.is(rc.response, '451 4.3.0 mx1 try again later');
+  const [first, second, third] = rcpt451;
+  assert.ok(first!.commands.some((c) => c.startsWith('RCPT')), 'the first host was asked');
+  assert.is(second!.connections() + third!.connections(), 0, 'no other host had a session in that attempt (nor in the retries)');
+});
+
+// Postfix (smtp_trouble.c) keeps a recipient a server that is not the last answered with a 4xx for
+// the next server. Before, the copy was deferred for a retry step while the next MX host would have taken it.
+test('the first MX host greylists at RCPT (450): the same attempt delivers every copy to the second', async () => {
+  const late = await startSluiceFixture(redis, { delivery: { dns: { servers: [dns.server], loopbackMx: true } }, shaping: { default: { retry: ['1h'] } } }, { mxPort: port });
+  try {
+    const ids = [await send(late, 'kim@grey.test'), await send(late, 'kit@grey.test'), await send(late, 'kay@grey.test')];
+    for (const id of ids) {
+      const rc = (await late.waitFinal(id)).recipients[0];
+      assert.is(rc.state, 'delivered', JSON.stringify(rc));
+      assert.is(rc.attempts, 1, 'in the first attempt, not a retry an hour later');
+      assert.is(rc.code, 250, 'the answer of the host that took it');
+    }
+    assert.is(greyFirst.commands.filter((c) => c.startsWith('RCPT')).length, 3, 'the first host was asked for each');
+    assert.equal(greySecond.messages.map((m) => m.envelope.to[0]).sort(), ['kay@grey.test', 'kim@grey.test', 'kit@grey.test']);
+    for (const m of greySecond.messages) assert.match(m.raw.toString('latin1'), /^DKIM-Signature: /m, 'signed');
+  } finally {
+    await late.stop();
+  }
+});
+
+test('the first MX host answers 451 after the end of data: the same attempt delivers the same bytes to the second', async () => {
+  const late = await startSluiceFixture(redis, { delivery: { dns: { servers: [dns.server], loopbackMx: true } }, shaping: { default: { retry: ['1h'] } } }, { mxPort: port });
+  try {
+    const rc = (await late.waitFinal(await send(late, 'lou@dataend.test'))).recipients[0];
+    assert.is(rc.state, 'delivered', JSON.stringify(rc));
+    assert.is(rc.attempts, 1);
+    assert.is(dataEndFirst.messages.length, 1, 'the first host had the message');
+    assert.is(dataEndSecond.messages.length, 1);
+    assert.is(dataEndSecond.messages[0]!.raw.toString('latin1'), dataEndFirst.messages[0]!.toString('latin1'), 'the second got what the first did');
+  } finally {
+    await late.stop();
+  }
+});
+
+test('the first MX host greylists and the second refuses the connection: the recipient is deferred with the greylisting answer', async () => {
+  const late = await startSluiceFixture(redis, { delivery: { dns: { servers: [dns.server], loopbackMx: true } }, shaping: { default: { retry: ['1h'] } } }, { mxPort: port });
+  try {
+    const rc = await late.waitRecipient(await send(late, 'max@greylone.test'), 'deferred');
     assert.is(rc?.state, 'deferred', JSON.stringify(rc));
-    assert.is(rc.code, 451);
-    assert.is(rc.enhanced, '4.3.0');
-    assert.is(rc.response, answer);
-    const [first, second, third] = peers();
-    assert.ok(first!.commands.some((c) => c.startsWith(verb)), 'the first host was asked');
-    assert.is(second!.connections() + third!.connections(), 0, 'no other host had a session in that attempt (nor in the retries)');
-  });
-}
+    assert.is(rc.attempts, 1);
+    assert.is(rc.code, 450);
+    assert.is(rc.response, GREYLISTED, 'the remote answer, not the refused connection');
+    assert.is(greyLone.connections(), 1);
+  } finally {
+    await late.stop();
+  }
+});
+
+test('MX hosts that answer 451 to MAIL (not a slow-down): delivery.maxSessions (2) hosts asked, the recipient deferred with the last one\'s answer; with 1, only the first', async () => {
+  for (const [maxSessions, tried] of [[undefined, 2], [1, 1]] as const) {
+    const before = mail451.map((p) => p.connections());
+    const f = await startSluiceFixture(redis, { delivery: { ...(maxSessions ? { maxSessions } : {}), dns: { servers: [dns.server], loopbackMx: true } }, shaping: { default: { retry: ['1h'] } } }, { mxPort: port });
+    try {
+      const rc = await f.waitRecipient(await send(f, `dan${tried}@mail451.test`), 'deferred');
+      assert.is(rc?.state, 'deferred', JSON.stringify(rc));
+      assert.is(rc.attempts, 1);
+      assert.is(rc.code, 451);
+      assert.is(rc.response, `451 4.3.0 mx${tried} busy`, 'the last host asked');
+      await new Promise((res) => setTimeout(res, 300)); // time for a session too many, if one were opened
+    } finally {
+      await f.stop();
+    }
+    assert.equal(mail451.map((p, i) => p.connections() - (before[i] as number)), [1, tried === 2 ? 1 : 0, 0], `one session each with the first ${tried}`);
+  }
+});
 
 test('a 5xx from the first MX host bounces at once; the second is never asked', async () => {
   const final = await s.waitFinal(await send(s, 'nobody@hard.test'));
