@@ -1014,7 +1014,10 @@ export class Dispatcher {
           if (outcome.result === 'delivered') succeeded = true;
           if (outcome.throttled) throttledReply = outcome.response;
           o.outcome = outcome;
-          if (this.movesOn(outcome, fork)) continue;
+          if (this.movesOn(outcome, fork)) {
+            this.o.metrics?.deliveryMovedOn.inc({ provider: shaping.provider });
+            continue;
+          }
           await settle(o);
         }
       } finally {
@@ -1221,6 +1224,7 @@ export class Dispatcher {
         if (this.movesOn(outcome, walk)) {
           this.log.info({ domain, host: client.peer, msgId: entry.msgId, idx: entry.idx, response: outcome.response }, 'temporary failure: the copy goes on to the next MX host in this attempt');
           onward.push({ entry, msg, result, address, from, outcome });
+          this.o.metrics?.deliveryMovedOn.inc({ provider: shaping.provider });
           continue;
         }
         await this.settle(entry, shaping, msg, outcome, undefined, address);

@@ -50,6 +50,9 @@ export function createMetrics() {
     deliveryAttempts: new Counter({
       name: 'sluice_delivery_attempts_total', help: 'Delivery attempts by result (delivered, deferred, bounced, expired) and provider', labelNames: ['result', 'provider'] as const, registers: [registry],
     }),
+    deliveryMovedOn: new Counter({
+      name: 'sluice_delivery_moved_on_total', help: 'Copies a host answered with a 4xx (not a slow-down) that went on to the next MX host of the same attempt', labelNames: ['provider'] as const, registers: [registry],
+    }),
     messagesDelivered: new Counter({
       name: 'sluice_messages_delivered_total', help: 'Recipients delivered (remote 2xx)', labelNames: ['provider'] as const, registers: [registry],
     }),

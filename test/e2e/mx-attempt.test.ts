@@ -283,6 +283,10 @@ test('three MX hosts that greet and answer a slow-down 451 to RCPT: one session,
 test('the first MX host greylists at RCPT (450): the same attempt delivers every copy to the second', async () => {
   const late = await startSluiceFixture(redis, { delivery: { dns: { servers: [dns.server], loopbackMx: true } }, shaping: { default: { retry: ['1h'] } } }, { mxPort: port });
   try {
+    const movedOn = async (): Promise<number> => {
+      const text = await (await fetch(`http://127.0.0.1:${late.app.ports.admin}/metrics`)).text();
+      return [...text.matchAll(/^sluice_delivery_moved_on_total\{[^}]*\} (\d+)$/gm)].reduce((n, m) => n + Number(m[1]), 0);
+    };
     const ids = [await send(late, 'kim@grey.test'), await send(late, 'kit@grey.test'), await send(late, 'kay@grey.test')];
     for (const id of ids) {
       const rc = (await late.waitFinal(id)).recipients[0];
@@ -293,6 +297,7 @@ test('the first MX host greylists at RCPT (450): the same attempt delivers every
     assert.is(greyFirst.commands.filter((c) => c.startsWith('RCPT')).length, 3, 'the first host was asked for each');
     assert.equal(greySecond.messages.map((m) => m.envelope.to[0]).sort(), ['kay@grey.test', 'kim@grey.test', 'kit@grey.test']);
     for (const m of greySecond.messages) assert.match(m.raw.toString('latin1'), /^DKIM-Signature: /m, 'signed');
+    assert.is(await movedOn(), 3, 'sluice_delivery_moved_on_total');
   } finally {
     await late.stop();
   }
