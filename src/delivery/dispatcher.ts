@@ -163,6 +163,14 @@ interface BatchResult {
   succeeded: boolean;
   /** the last slow-down answer (421, 4.7.x) of the batch, null when there was none */
   throttledReply: string | null;
+  /** The session of the next host, which took every copy this one deferred: the connection goes on with it. */
+  session?: Session;
+}
+
+/** A session and the attempt it belongs to. */
+interface Session {
+  readonly client: SmtpClient;
+  readonly walk: HostWalk;
 }
 
 /** A rendered copy as SmtpClient.send takes it: framed by the worker (a DATA block or a BDAT chunk), or as it is. */
@@ -627,6 +635,12 @@ export class Dispatcher {
         if (entries.length === granted && backlog && !this.stopping) this.rampUp(domain, shaping);
 
         const r = await this.deliverBatch(client, domain, shaping, entries, walk);
+        if (r.session) {
+          this.log.info({ domain, host: client.peer, next: r.session.client.peer }, 'this host deferred every copy of a claim and the next host took them: the connection goes on with the next');
+          this.closeClient(client, shaping.provider, true);
+          client = r.session.client;
+          walk = r.session.walk;
+        }
         if (r.paceMs !== null) paceMs = r.paceMs;
         sent += r.attempted;
         if (r.attempted > 0) carried = true;
@@ -983,12 +997,22 @@ export class Dispatcher {
    * the connection's next claims. A copy settles with the answer of the last host that had it: the
    * first that takes or refuses it for good, or the last one asked when none will. With no host left
    * to connect to, or once Sluice is stopping, they settle with their own host's 4xx. The copies'
-   * leases are renewed by the batch's timer until each settles.
+   * leases are renewed by the batch's timer until each settles. With `adopt` (the first host deferred
+   * every copy it was sent), a session that delivered and settled every copy left is returned instead
+   * of closed, for the connection to go on with.
    */
-  private async sendOnward(domain: string, shaping: EffectiveShaping, walk: HostWalk, onward: Onward[], leaseLost: (e: QueueEntry) => boolean): Promise<{ succeeded: boolean; throttledReply: string | null }> {
+  private async sendOnward(
+    domain: string,
+    shaping: EffectiveShaping,
+    walk: HostWalk,
+    onward: Onward[],
+    leaseLost: (e: QueueEntry) => boolean,
+    adopt: boolean,
+  ): Promise<{ succeeded: boolean; throttledReply: string | null; session?: Session }> {
     const fork: HostWalk = { hosts: walk.hosts, next: walk.next, sessions: walk.sessions };
     let succeeded = false;
     let throttledReply: string | null = null;
+    let session: Session | undefined;
     const settle = async (o: Onward): Promise<void> => {
       onward.splice(onward.indexOf(o), 1);
       await this.settle(o.entry, shaping, o.msg, o.outcome, undefined, o.address);
@@ -998,6 +1022,8 @@ export class Dispatcher {
       if (!(next instanceof SmtpClient)) break;
       this.clients.add(next);
       this.log.info({ domain, host: next.peer, copies: onward.length }, 'sending copies a host deferred on to the next MX host');
+      let delivered = 0;
+      let done = false;
       try {
         for (const o of [...onward]) {
           if (!next.usable || this.stopping) break;
@@ -1011,7 +1037,10 @@ export class Dispatcher {
           // Lost before the transaction got under way: nothing was said, and the copy keeps its host's answer.
           if (outcome.sessionLost) break;
           if (outcome.chunkingRefused) this.dataOnly.set(next.peer, true, this.now() + PLAIN_FALLBACK_MS);
-          if (outcome.result === 'delivered') succeeded = true;
+          if (outcome.result === 'delivered') {
+            succeeded = true;
+            delivered++;
+          }
           if (outcome.throttled) throttledReply = outcome.response;
           o.outcome = outcome;
           if (this.movesOn(outcome, fork)) {
@@ -1020,12 +1049,15 @@ export class Dispatcher {
           }
           await settle(o);
         }
+        done = true;
       } finally {
-        this.closeClient(next, shaping.provider, true);
+        // Every copy of the batch went on (adopt) and this host took them: the connection goes on with it.
+        if (done && adopt && delivered > 0 && onward.length === 0 && next.usable && !this.stopping) session = { client: next, walk: { ...fork } };
+        else this.closeClient(next, shaping.provider, true);
       }
     }
     for (const o of [...onward]) await settle(o);
-    return { succeeded, throttledReply };
+    return { succeeded, throttledReply, ...(session ? { session } : {}) };
   }
 
   /**
@@ -1064,6 +1096,7 @@ export class Dispatcher {
     };
     /** Copies this host answered with a 4xx that sends them on to the attempt's next host (movesOn): leased until settled. */
     const onward: Onward[] = [];
+    let session: Session | undefined;
     const keepAlive = setInterval(() => {
       const now = this.now();
       const members = [...onward.map((o) => entryMember(o.entry)), ...entries.slice(next, end).map(entryMember)];
@@ -1230,9 +1263,13 @@ export class Dispatcher {
         await this.settle(entry, shaping, msg, outcome, undefined, address);
       }
       if (onward.length > 0) {
-        const r = await this.sendOnward(domain, shaping, walk, onward, leaseLost);
+        // This host deferred every copy it was sent (a greylister, a host in trouble): the next host
+        // that takes them all takes the connection's next claims too, as Postfix's session cache
+        // hands its later deliveries the backup's session.
+        const r = await this.sendOnward(domain, shaping, walk, onward, leaseLost, onward.length === attempted);
         if (r.succeeded) succeeded = true;
         if (r.throttledReply !== null) throttledReply = r.throttledReply;
+        if (r.session) session = r.session;
       }
     } finally {
       clearInterval(keepAlive);
@@ -1246,7 +1283,7 @@ export class Dispatcher {
       for (let j = 0; j < handled; j++) if (!wentOut.has(j)) unsent.push(j);
       await this.refundCopies(domain, shaping, unsent.length, campaignTokens.takeBack(unsent));
     }
-    return { attempted, paceMs: attempted > 0 ? txMs / attempted : null, succeeded, throttledReply };
+    return { attempted, paceMs: attempted > 0 ? txMs / attempted : null, succeeded, throttledReply, ...(session ? { session } : {}) };
   }
 
   /**

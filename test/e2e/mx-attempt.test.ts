@@ -73,6 +73,9 @@ let dataEndFirst: ScriptedPeer;
 let dataEndSecond: CapturePeer;
 /** greylone.test: the first host greylists at RCPT, the second (nothing listening) refuses the connection. */
 let greyLone: ScriptedPeer;
+/** greyall.test: as grey.test, for a connection that claims one copy at a time. */
+let greyAllFirst: ScriptedPeer;
+let greyAllSecond: CapturePeer;
 const GREYLISTED = '450 4.2.0 Recipient address rejected: Greylisted, see https://postgrey.example/help';
 
 const ip = loopbackIp;
@@ -109,6 +112,8 @@ async function startPeers(): Promise<void> {
     dataEndFirst = await scripted(41, { '.': '451 4.3.0 mx1 error writing the queue file' });
     dataEndSecond = await capture(42);
     greyLone = await scripted(43, { RCPT: GREYLISTED });
+    greyAllFirst = await scripted(45, { RCPT: GREYLISTED });
+    greyAllSecond = await capture(46);
   });
 }
 
@@ -135,13 +140,14 @@ test.before(async () => {
     ...mxZone('dataend.test', [41, 42]),
     // 127.0.0.44: nothing listens.
     ...mxZone('greylone.test', [43, 44]),
+    ...mxZone('greyall.test', [45, 46]),
   });
   s = await startSluiceFixture(redis, { delivery: { dns: { servers: [dns.server], loopbackMx: true } } }, { mxPort: port });
 });
 
 test.after(async () => {
   await s?.stop();
-  await Promise.all([sixth?.close(), ...rcpt451.map((p) => p.close()), ...mail451.map((p) => p.close()), hardFirst?.close(), hardSecond?.close(), busyFirst?.close(), busySecond?.close(), loneBusy?.close(), ehloFirst?.close(), ehloSecond?.close(), ...slow.map((p) => p.close()), slowFourth?.close(), cutFirst?.close(), cutSecond?.close(), ...cut3.map((p) => p.close()), cut3Fourth?.close(), mailCutFirst?.close(), mailCutSecond?.close(), bdatCutFirst?.close(), bdatCutSecond?.close(), ...mailCut2.map((p) => p.close()), greyFirst?.close(), greySecond?.close(), dataEndFirst?.close(), dataEndSecond?.close(), greyLone?.close(), dns?.close()]);
+  await Promise.all([sixth?.close(), ...rcpt451.map((p) => p.close()), ...mail451.map((p) => p.close()), hardFirst?.close(), hardSecond?.close(), busyFirst?.close(), busySecond?.close(), loneBusy?.close(), ehloFirst?.close(), ehloSecond?.close(), ...slow.map((p) => p.close()), slowFourth?.close(), cutFirst?.close(), cutSecond?.close(), ...cut3.map((p) => p.close()), cut3Fourth?.close(), mailCutFirst?.close(), mailCutSecond?.close(), bdatCutFirst?.close(), bdatCutSecond?.close(), ...mailCut2.map((p) => p.close()), greyFirst?.close(), greySecond?.close(), dataEndFirst?.close(), dataEndSecond?.close(), greyLone?.close(), greyAllFirst?.close(), greyAllSecond?.close(), dns?.close()]);
   await redis?.stop();
 });
 
@@ -298,6 +304,24 @@ test('the first MX host greylists at RCPT (450): the same attempt delivers every
     assert.equal(greySecond.messages.map((m) => m.envelope.to[0]).sort(), ['kay@grey.test', 'kim@grey.test', 'kit@grey.test']);
     for (const m of greySecond.messages) assert.match(m.raw.toString('latin1'), /^DKIM-Signature: /m, 'signed');
     assert.is(await movedOn(), 3, 'sluice_delivery_moved_on_total');
+  } finally {
+    await late.stop();
+  }
+});
+
+test('a host that deferred every copy of a claim, which the next host took: the connection goes on with the next host for its later claims', async () => {
+  // One copy a claim and one connection to the destination: every copy after the first comes in a claim of its own on the same connection.
+  const late = await startSluiceFixture(redis, { delivery: { claimBatch: 1, dns: { servers: [dns.server], loopbackMx: true } }, shaping: { default: { retry: ['1h'], connections: 1 } } }, { mxPort: port });
+  try {
+    const ids = [await send(late, 'ned@greyall.test'), await send(late, 'nia@greyall.test'), await send(late, 'noa@greyall.test')];
+    for (const id of ids) {
+      const rc = (await late.waitFinal(id)).recipients[0];
+      assert.is(rc.state, 'delivered', JSON.stringify(rc));
+      assert.is(rc.attempts, 1);
+    }
+    assert.is(greyAllSecond.messages.length, 3);
+    assert.is(greyAllSecond.connections(), 1, 'one session with the second host, for all three');
+    assert.is(greyAllFirst.commands.filter((c) => c.startsWith('RCPT')).length, 1, 'the first host was asked for the first copy only');
   } finally {
     await late.stop();
   }
