@@ -1021,7 +1021,7 @@ export class Dispatcher {
       const next = await this.tryHosts(fork, shaping);
       if (!(next instanceof SmtpClient)) break;
       this.clients.add(next);
-      this.log.info({ domain, host: next.peer, copies: onward.length }, 'sending copies a host deferred on to the next MX host');
+      this.log.info({ domain, host: next.peer, copies: onward.length, response: onward[0]?.outcome.response }, 'sending copies a host deferred on to the next MX host');
       let delivered = 0;
       let done = false;
       try {
@@ -1255,7 +1255,8 @@ export class Dispatcher {
         if (outcome.result === 'delivered') succeeded = true;
         if (outcome.throttled) throttledReply = outcome.response;
         if (this.movesOn(outcome, walk)) {
-          this.log.info({ domain, host: client.peer, msgId: entry.msgId, idx: entry.idx, response: outcome.response }, 'temporary failure: the copy goes on to the next MX host in this attempt');
+          // Per copy at debug: outcomes are events, not log lines; sendOnward logs each session it opens with the answer.
+          this.log.debug({ domain, host: client.peer, msgId: entry.msgId, idx: entry.idx, response: outcome.response }, 'temporary failure: the copy goes on to the next MX host in this attempt');
           onward.push({ entry, msg, result, address, from, outcome });
           this.o.metrics?.deliveryMovedOn.inc({ provider: shaping.provider });
           continue;
