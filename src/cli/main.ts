@@ -26,6 +26,7 @@ Commands:
   send             submit one message through the HTTP API
   queue            show the queue: per-destination depth, leases, next attempt, throttle state
   queue flush      make deferred mail of some or all destinations due now (postqueue -f)
+  queue cancel     cancel the waiting mail of destinations that will never take it (postsuper -d)
   dkim keygen      generate a DKIM key and print the DNS TXT record to publish
   secret hash      hash an API key or SMTP password for the config (scrypt)
   bounce classify  classify bounce / complaint mail files (JSON lines)

@@ -6,11 +6,14 @@ import { resolveRecordedShaping, tlsPolicyOf } from '../queue/shaping.js';
 import { applyBackoff, backoffState } from '../queue/backoff.js';
 import { normaliseDomain } from '../core/address.js';
 import { flushAll, flushDestination } from '../queue/flush.js';
+import { cancelDestination, type DestinationCancel } from '../ingress/message-cancel.js';
+import { refsTtlMs } from '../ingress/persist.js';
 import { limitOption, parse, println, UsageError, type Io } from './args.js';
 import { auditCli } from './audit.js';
 
 const USAGE = `Usage: sluice queue [--config FILE] [--limit N] [--json]
        sluice queue flush (--domain D [--domain D2 …] | --all) [--config FILE] [--json]
+       sluice queue cancel --domain D [--domain D2 …] [--config FILE] [--json]
 
 Shows each destination with queued mail: recipients waiting (and due now), recipients leased
 (being delivered), the next attempt, its shaping rule, its STARTTLS policy (the rule's tls, else
@@ -29,6 +32,13 @@ backoff (421 / 4.7.x), a campaign's own throttle; mail held for a closed account
 is looked at and held again. Prints how many recipients each destination had made due; written to
 the audit log (queue.flush).
 
+cancel takes the waiting recipients of the messages queued for the destinations named out of the
+queue, whatever the account, as Postfix's postsuper -d does for a destination that will never take
+its mail: each becomes 'cancelled' (no attempt counted, a 'cancelled' event for webhooks, its message
+counted off), as DELETE /v1/messages/:id does. Recipients being sent at that moment are left to their
+delivery. A campaign's copies are left alone and counted: pause or cancel their campaign (sluice
+campaign). Prints the counts per destination; written to the audit log (queue.cancel).
+
 Reads and writes Redis directly (REDIS_URL, or the embedded server's socket).`;
 
 /** Characters of the backoff reason shown in the table (--json has it whole). */
@@ -42,6 +52,7 @@ function fmtTime(t: number | null, now: number): string {
 
 export async function runQueue(argv: string[], io: Io): Promise<number> {
   if (argv[0] === 'flush') return runFlush(argv.slice(1), io);
+  if (argv[0] === 'cancel') return runCancel(argv.slice(1), io);
   const args = parse({ name: 'queue', usage: USAGE, options: { config: { type: 'string', short: 'c' }, limit: { type: 'string', default: '50' }, json: { type: 'boolean' } } }, argv);
   if (args.values.help) {
     println(io.out, USAGE);
@@ -103,6 +114,51 @@ function fmtBackoff(level: number, suspendedUntil: number | null, reason: string
 }
 
 
+/** --domain values as the queue names destinations: lower-case, an IDN as its A-label. */
+function domainOptions(named: readonly string[]): string[] {
+  return named.map((d) => {
+    const n = normaliseDomain(d);
+    if (n === undefined) throw new UsageError(`--domain must be a domain name, not '${d}'`);
+    return n;
+  });
+}
+
+async function runCancel(argv: string[], io: Io): Promise<number> {
+  const args = parse({ name: 'queue', usage: USAGE, options: { config: { type: 'string', short: 'c' }, domain: { type: 'string', multiple: true }, json: { type: 'boolean' } } }, argv);
+  if (args.values.help) {
+    println(io.out, USAGE);
+    return 0;
+  }
+  // No --all: cancelling every destination's mail is not a thing to do by a slip of the keyboard.
+  const domains = domainOptions(args.values.domain ?? []);
+  if (domains.length === 0) throw new UsageError("queue cancel needs --domain D (one or more)\nRun 'sluice queue --help' for usage.");
+  const cfg = loadConfig({ file: args.values.config, env: io.env });
+  const redis = await connectForCommand(cfg);
+  try {
+    const keys = createKeys(cfg.redis.prefix);
+    const opts = { now: Date.now(), recordTtlMs: cfg.retention.records, refsTtlMs: refsTtlMs(cfg), eventsMaxLen: cfg.retention.eventsMaxLen, response: 'not sent: cancelled by the operator (sluice queue cancel)' };
+    const done = new Map<string, DestinationCancel>();
+    for (const d of new Set(domains)) done.set(d, await cancelDestination(redis, keys, d, opts));
+    const total = [...done.values()].reduce((a, b) => a + b.cancelled, 0);
+    await auditCli(redis, cfg, io, 'queue.cancel', '', [...done.keys()].join(','));
+    if (args.values.json) {
+      println(io.out, JSON.stringify({ destinations: Object.fromEntries(done), cancelled: total }, null, 2));
+      return 0;
+    }
+    const n = (k: number, what: string): string => `${k} ${what}${k === 1 ? '' : 's'}`;
+    for (const [d, r] of done) {
+      let line = `${d}: ${n(r.cancelled, 'recipient')} of ${n(r.messages, 'message')} cancelled`;
+      if (r.sending > 0) line += `; ${r.sending} being sent, left to their delivery`;
+      if (r.campaigns > 0) line += `; copies of ${n(r.campaigns, 'campaign')} left (pause or cancel the campaign)`;
+      println(io.out, line);
+    }
+    println(io.out, `${n(total, 'recipient')} cancelled`);
+    return 0;
+  } finally {
+    redis.disconnect();
+  }
+}
+
 async function runFlush(argv: string[], io: Io): Promise<number> {
   const args = parse({ name: 'queue', usage: USAGE, options: { config: { type: 'string', short: 'c' }, domain: { type: 'string', multiple: true }, all: { type: 'boolean' }, json: { type: 'boolean' } } }, argv);
   if (args.values.help) {
@@ -111,12 +167,7 @@ async function runFlush(argv: string[], io: Io): Promise<number> {
   }
   const named = args.values.domain ?? [];
   if ((named.length > 0) === (args.values.all === true)) throw new UsageError("queue flush needs --domain D (one or more) or --all\nRun 'sluice queue --help' for usage.");
-  // As the queue names them: lower-case, an IDN as its A-label.
-  const domains = named.map((d) => {
-    const n = normaliseDomain(d);
-    if (n === undefined) throw new UsageError(`--domain must be a domain name, not '${d}'`);
-    return n;
-  });
+  const domains = domainOptions(named);
   const cfg = loadConfig({ file: args.values.config, env: io.env });
   const redis = await connectForCommand(cfg);
   try {

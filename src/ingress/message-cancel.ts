@@ -6,6 +6,7 @@ import { appendEvent, packEvent } from '../store/events.js';
 import { finishRecipient } from '../store/message-source.js';
 import { recipientStates, type RecipientStatus } from '../queue/status.js';
 import { cancelWaiting } from '../queue/outcome.js';
+import { parseMember } from '../queue/entry.js';
 import { OUTCOME } from '../queue/outcome-codes.js';
 import { messageStatus, type MessageStatus } from './message-status.js';
 
@@ -24,6 +25,8 @@ interface CancelOptions {
   /** How long an address's reference lives (ingress/persist.ts refsTtlMs): see store/message-source.ts finishRecipient. */
   readonly refsTtlMs: number;
   readonly eventsMaxLen: number;
+  /** The recipients' response (default: the message was cancelled). */
+  readonly response?: string;
 }
 
 const RESPONSE = 'not sent: the message was cancelled';
@@ -77,7 +80,7 @@ export async function cancelRecipients(
         if (s.state !== 'queued' && s.state !== 'deferred') return;
         const fields = { msgId: id, idx: s.idx, account: accountId, domain: rcpt.domain, attempt: s.attempts, code: 0, enhanced: '', reason: 'cancelled' };
         const event = single ? { stream: keys.events(), maxLen: o.eventsMaxLen, packed: packEvent('cancelled', fields) } : undefined;
-        const r = await cancelWaiting(redis, keys, { msgId: id, idx: s.idx, attempt: s.attempts, domain: rcpt.domain }, { now: o.now, response: RESPONSE, recordTtlMs: o.recordTtlMs, ...(event ? { event } : {}) });
+        const r = await cancelWaiting(redis, keys, { msgId: id, idx: s.idx, attempt: s.attempts, domain: rcpt.domain }, { now: o.now, response: o.response ?? RESPONSE, recordTtlMs: o.recordTtlMs, ...(event ? { event } : {}) });
         if (r !== OUTCOME.NOOP) {
           cancelled++;
           // Counted off before the event on a cluster, so that a failed append cannot leave the
@@ -98,4 +101,63 @@ export async function cancelRecipients(
     }),
   );
   return { cancelled, sending };
+}
+
+export interface DestinationCancel {
+  /** Recipients taken out of the queue now. */
+  readonly cancelled: number;
+  /** Recipients of those messages being sent to the destination at that moment: left to their delivery. */
+  readonly sending: number;
+  /** Messages that had recipients cancelled. */
+  readonly messages: number;
+  /** Campaigns with copies waiting or being sent here: left alone (a campaign is paused or cancelled as a whole). */
+  readonly campaigns: number;
+}
+
+/** Members one ZSCAN step asks for. */
+const SCAN_COUNT = 1_000;
+
+/**
+ * `sluice queue cancel --domain D` (an operator's postsuper -d for a destination that will never take
+ * its mail): every message recipient waiting at destination `domain` is cancelled as DELETE
+ * /v1/messages/:id cancels it (cancelRecipients: `cancelled`, no attempt counted, a `cancelled` event,
+ * counted off its message), whatever the account. Those being sent at that moment are left to their
+ * delivery and counted in `sending`. A campaign's copies are not touched: they are counted by
+ * campaign, whose pause or cancel applies to all its copies. The destination's ready and lease sets
+ * are read first (ZSCAN), then each message once; mail queued for it meanwhile is not cancelled.
+ */
+export async function cancelDestination(redis: RedisClient, keys: Keys, domain: string, o: CancelOptions): Promise<DestinationCancel> {
+  const ids = new Set<string>();
+  for (const key of [keys.ready(domain), keys.leases(domain)]) {
+    let cursor = '0';
+    do {
+      const [next, flat] = await redis.zscan(key, cursor, 'COUNT', SCAN_COUNT);
+      cursor = next;
+      for (let i = 0; i < flat.length; i += 2) {
+        const member = flat[i] as string;
+        // '@<campaign id>': a campaign's pointer (its copies not expanded yet).
+        const id = member.startsWith('@') ? member.slice(1) : parseMember(domain, member)?.msgId;
+        if (id !== undefined) ids.add(id);
+      }
+    } while (cursor !== '0');
+  }
+  let cancelled = 0;
+  let sending = 0;
+  let messages = 0;
+  let campaigns = 0;
+  for (const id of ids) {
+    const msg = await getMessage(redis, keys, id);
+    if (!msg) {
+      // A campaign (the {m:<id>} layout, kind campaign), or a message purged since the read.
+      if ((await redis.hget(keys.msgMeta(id), 'kind')) === 'campaign') campaigns++;
+      continue;
+    }
+    const rcpts = msg.meta.rcpts.map((r, idx) => ({ idx, domain: r.domain }));
+    const here = rcpts.filter((r) => r.domain === domain);
+    const r = await cancelRecipients(redis, keys, id, msg.meta.account, rcpts, await recipientStates(redis, keys, id, here), o);
+    if (r.cancelled > 0) messages++;
+    cancelled += r.cancelled;
+    sending += r.sending;
+  }
+  return { cancelled, sending, messages, campaigns };
 }

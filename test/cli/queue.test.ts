@@ -19,7 +19,7 @@ import { freePort, startRedis, type TestRedis } from '../helpers/redis.js';
 import { startDnsStub } from '../helpers/dns-stub.js';
 import { adminGet, metricValue, scrapeUntil } from '../helpers/sluice-process.js';
 import { startSluiceFixture, type SluiceFixture } from '../helpers/sluice.js';
-import { sluice, spawnSluice } from './run-cli.js';
+import { cliConfigFor, sluice, spawnSluice } from './run-cli.js';
 
 const test = suite('cli/queue');
 
@@ -45,8 +45,7 @@ test.before(async () => {
   const client = redis.client();
   const claimed = await claim(client, createKeys(s.config.redis.prefix), { domain: 'one.test', max: 2, leaseMs: 60_000, now: Date.now() });
   assert.is(claimed.entries.length, 2);
-  cfgFile = join(dir, 'sluice.yaml');
-  writeFileSync(cfgFile, `redis:\n  url: ${JSON.stringify(redis.url)}\n  prefix: '${s.config.redis.prefix}'\n  scheduleShards: ${s.config.redis.scheduleShards}\n`);
+  cfgFile = cliConfigFor(dir, redis, s.config);
 });
 
 test.after(async () => {
@@ -178,8 +177,7 @@ test('a destination whose rule matches only by MX: once the dispatcher resolved 
     assert.is(metricValue(text, 'sluice_queue_recipients', { provider: 'google' }), 2, 'the gauge counts it under google too');
     assert.is(metricValue(text, 'sluice_queue_recipients', { provider: 'default' }), null, 'and not under default');
 
-    const file = join(dir, 'delivery.yaml');
-    writeFileSync(file, `redis:\n  url: ${JSON.stringify(redis.url)}\n  prefix: '${d.config.redis.prefix}'\n  scheduleShards: ${d.config.redis.scheduleShards}\n`);
+    const file = cliConfigFor(dir, redis, d.config, 'delivery.yaml');
     const r = await sluice(['queue', '--config', file, '--json']);
     assert.is(r.code, 0, r.err);
     const rows = JSON.parse(r.out) as Row[];

@@ -119,6 +119,13 @@ export async function spawnSluice(argv: string[], opts: { env?: NodeJS.ProcessEn
 }
 
 /** A real Redis under a fresh key prefix, and a config file in a temporary folder pointing `sluice` at it. */
+/** A config file in `dir` for the CLI to reach a Sluice fixture's Redis: its URL, key prefix and schedule shards. */
+export function cliConfigFor(dir: string, redis: { url: string }, config: { redis: { prefix: string; scheduleShards: number } }, name = 'sluice.yaml'): string {
+  const file = join(dir, name);
+  writeFileSync(file, `redis:\n  url: ${JSON.stringify(redis.url)}\n  prefix: '${config.redis.prefix}'\n  scheduleShards: ${config.redis.scheduleShards}\n`);
+  return file;
+}
+
 export interface CliRedis {
   redis: TestRedis;
   client: RedisClient;
