@@ -979,6 +979,22 @@ export class Dispatcher {
   }
 
   /**
+   * One transaction of a rendered copy on `client`'s session, its time observed. A server that offered
+   * CHUNKING and did not know BDAT gets DATA for an hour from the next connection (this one is over;
+   * the copy is deferred).
+   */
+  private async sendCopy(client: SmtpClient, from: string, to: string, result: Extract<RenderResult, { ok: true }>): Promise<SmtpOutcome> {
+    const t0 = performance.now();
+    const outcome = await client.send({ from, to }, onWire(result));
+    this.o.metrics?.smtpTransactionDuration.observe({ result: outcome.result }, (performance.now() - t0) / 1000);
+    if (outcome.chunkingRefused) {
+      this.dataOnly.set(client.peer, true, this.now() + PLAIN_FALLBACK_MS);
+      this.log.warn({ host: client.peer, response: outcome.response }, 'BDAT refused although CHUNKING was offered: sending to this host with DATA for an hour');
+    }
+    return outcome;
+  }
+
+  /**
    * A copy goes on to the attempt's next host (Postfix's smtp_trouble.c keeps a recipient for the
    * next server after a 4xx from one that is not the last): when this host answered it with a 4xx
    * that is not a slow-down, and the attempt has an address left and may open another session
@@ -1031,12 +1047,9 @@ export class Dispatcher {
             onward.splice(onward.indexOf(o), 1);
             continue;
           }
-          const t0 = performance.now();
-          const outcome = await next.send({ from: o.from, to: o.address }, onWire(o.result));
-          this.o.metrics?.smtpTransactionDuration.observe({ result: outcome.result }, (performance.now() - t0) / 1000);
+          const outcome = await this.sendCopy(next, o.from, o.address, o.result);
           // Lost before the transaction got under way: nothing was said, and the copy keeps its host's answer.
           if (outcome.sessionLost) break;
-          if (outcome.chunkingRefused) this.dataOnly.set(next.peer, true, this.now() + PLAIN_FALLBACK_MS);
           if (outcome.result === 'delivered') {
             succeeded = true;
             delivered++;
@@ -1233,13 +1246,7 @@ export class Dispatcher {
         windowTimer ??= setTimeout(giveBack, config.delivery.claimWindow);
         // A notice goes with the null reverse-path (RFC 5321 §4.5.5): nothing may answer it.
         const from = msg.source === 'dsn' ? '' : verpAddress(entry.msgId, entry.idx, config.delivery.bounceDomain, this.o.verpKey);
-        const outcome = await client.send({ from, to: address }, onWire(result));
-        this.o.metrics?.smtpTransactionDuration.observe({ result: outcome.result }, (performance.now() - t0) / 1000);
-        if (outcome.chunkingRefused) {
-          // The next connection (this one is over) sends with DATA; the copy is retried as deferred.
-          this.dataOnly.set(client.peer, true, this.now() + PLAIN_FALLBACK_MS);
-          this.log.warn({ host: client.peer, response: outcome.response }, 'BDAT refused although CHUNKING was offered: sending to this host with DATA for an hour');
-        }
+        const outcome = await this.sendCopy(client, from, address, result);
         if (outcome.sessionLost) {
           // No attempt: the session was lost before this transaction got under way. The copy goes
           // back with the rest, and runConnection seeks another session (the next address, when this

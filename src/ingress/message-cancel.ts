@@ -1,7 +1,7 @@
 import { Cluster } from 'ioredis';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
-import { getMessage } from '../store/messages.js';
+import { getMessage, toMeta, type MessageMeta } from '../store/messages.js';
 import { appendEvent, packEvent } from '../store/events.js';
 import { finishRecipient } from '../store/message-source.js';
 import { recipientStates, type RecipientStatus } from '../queue/status.js';
@@ -48,10 +48,15 @@ const MAX_TRIES = 4;
 export async function cancelMessage(redis: RedisClient, keys: Keys, id: string, accountId: string, o: CancelOptions): Promise<CancelResult | null> {
   const msg = await getMessage(redis, keys, id);
   if (!msg || msg.meta.account !== accountId) return null;
-  const rcpts = msg.meta.rcpts.map((r, idx) => ({ idx, domain: r.domain }));
+  const rcpts = recipientsOf(msg.meta);
   const counts = await cancelRecipients(redis, keys, id, accountId, rcpts, await recipientStates(redis, keys, id, rcpts), o);
   const status = await messageStatus(redis, keys, id, accountId);
   return status && { ...counts, status };
+}
+
+/** A message's recipients as recipientStates and cancelRecipients take them: index and destination. */
+function recipientsOf(meta: MessageMeta): { idx: number; domain: string }[] {
+  return meta.rcpts.map((r, idx) => ({ idx, domain: r.domain }));
 }
 
 /**
@@ -148,15 +153,16 @@ export async function cancelDestination(redis: RedisClient, keys: Keys, domain: 
   let messages = 0;
   let campaigns = 0;
   const cancelOne = async (id: string): Promise<void> => {
-    const msg = await getMessage(redis, keys, id);
-    if (!msg) {
-      // A campaign (the {m:<id>} layout, kind campaign), or a message purged since the read.
-      if ((await redis.hget(keys.msgMeta(id), 'kind')) === 'campaign') campaigns++;
+    // One read of the {m:<id>} hash: a message's metadata, or a campaign's (kind campaign), or nothing (purged since).
+    const h = await redis.hgetall(keys.msgMeta(id));
+    const meta = toMeta(id, h);
+    if (!meta) {
+      if (h['kind'] === 'campaign') campaigns++;
       return;
     }
-    const rcpts = msg.meta.rcpts.map((r, idx) => ({ idx, domain: r.domain }));
+    const rcpts = recipientsOf(meta);
     const here = rcpts.filter((r) => r.domain === domain);
-    const r = await cancelRecipients(redis, keys, id, msg.meta.account, rcpts, await recipientStates(redis, keys, id, here), o);
+    const r = await cancelRecipients(redis, keys, id, meta.account, rcpts, await recipientStates(redis, keys, id, here), o);
     if (r.cancelled > 0) messages++;
     cancelled += r.cancelled;
     sending += r.sending;
