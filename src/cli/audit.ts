@@ -10,7 +10,7 @@ import { connectForCommand } from './redis-connect.js';
 const USAGE = `Usage: sluice audit [--account ID] [--limit N] [--json]
 
 Prints the audit log, newest first: admin and account actions (suppression changes, sender resumes,
-webhook registrations and replays, account close and reopen, queue flushes and cancels) with who made them (account:<id>,
+webhook registrations and replays, account close and reopen, queue flushes, cancels, holds and releases) with who made them (account:<id>,
 operator:<id> or cli:<user>, and the API key's id), when, and from where (client IP or 'cli').
 Addresses appear only as hmac:… references (keyed digests).
 
@@ -21,7 +21,7 @@ Options: --config FILE. Reads Redis directly (REDIS_URL, or the embedded server'
 
 
 /** Who runs a command: the local user name, so the log says which operator typed it. */
-function cliActor(): string {
+export function cliActor(): string {
   try {
     return `cli:${userInfo().username}`;
   } catch {

@@ -1,3 +1,4 @@
+import type { Config } from '../config/schema.js';
 import { loadConfig } from '../config/load.js';
 import { connectForCommand } from './redis-connect.js';
 import { createKeys } from '../redis/keys.js';
@@ -9,11 +10,16 @@ import { flushAll, flushDestination } from '../queue/flush.js';
 import { cancelDestination, type DestinationCancel } from '../ingress/message-cancel.js';
 import { refsTtlMs } from '../ingress/persist.js';
 import { limitOption, parse, println, UsageError, type Io } from './args.js';
-import { auditCli } from './audit.js';
+import { auditCli, cliActor } from './audit.js';
+import { holdOf, placeHolds, readHolds, releaseHolds, type Hold } from '../queue/holds.js';
+import { parseDuration } from '../core/time.js';
 
 const USAGE = `Usage: sluice queue [--config FILE] [--limit N] [--json]
        sluice queue flush (--domain D [--domain D2 …] | --all) [--config FILE] [--json]
        sluice queue cancel --domain D [--domain D2 …] [--config FILE] [--json]
+       sluice queue hold (--domain D … | --rule NAME …) [--for DURATION] [--reason TEXT] [--config FILE] [--json]
+       sluice queue release (--domain D … | --rule NAME … | --all) [--config FILE] [--json]
+       sluice queue holds [--config FILE] [--json]
 
 Shows each destination with queued mail: recipients waiting (and due now), recipients leased
 (being delivered), the next attempt, its shaping rule, its STARTTLS policy (the rule's tls, else
@@ -39,6 +45,19 @@ counted off), as DELETE /v1/messages/:id does. Recipients being sent at that mom
 delivery. A campaign's copies are left alone and counted: pause or cancel their campaign (sluice
 campaign). Prints the counts per destination; written to the audit log (queue.cancel).
 
+hold stops delivery to the destinations named, or to every destination of a shaping rule (--rule
+microsoft: the domains whose MX its patterns match, 'default' for those no rule matches), while
+their mail waits in the queue: for a provider that blocks the sending IPs (its 5.7.x answers would
+bounce every copy) or a domain whose DNS is broken (NXDOMAIN bounces), as Postfix's
+defer_transports. Every delivery process stops within a second: no new connection, and a connection
+sending there claims nothing after its current batch. Nothing is attempted, deferred or bounced
+while held, but mail keeps its age: what is older than its rule's maxAge when the hold ends expires.
+--for 2h ends the hold by itself (else it lasts until released); --reason is shown by 'holds'.
+Holding again replaces the hold. The DESTINATION table shows HELD. Audited (queue.hold).
+
+release ends holds (--all: every one), and the destinations released are made due at once. Audited
+(queue.release). holds lists the holds in force.
+
 Reads and writes Redis directly (REDIS_URL, or the embedded server's socket).`;
 
 /** Characters of the backoff reason shown in the table (--json has it whole). */
@@ -53,6 +72,9 @@ function fmtTime(t: number | null, now: number): string {
 export async function runQueue(argv: string[], io: Io): Promise<number> {
   if (argv[0] === 'flush') return runFlush(argv.slice(1), io);
   if (argv[0] === 'cancel') return runCancel(argv.slice(1), io);
+  if (argv[0] === 'hold') return runHold(argv.slice(1), io);
+  if (argv[0] === 'release') return runRelease(argv.slice(1), io);
+  if (argv[0] === 'holds') return runHolds(argv.slice(1), io);
   const args = parse({ name: 'queue', usage: USAGE, options: { config: { type: 'string', short: 'c' }, limit: { type: 'string', default: '50' }, json: { type: 'boolean' } } }, argv);
   if (args.values.help) {
     println(io.out, USAGE);
@@ -65,6 +87,7 @@ export async function runQueue(argv: string[], io: Io): Promise<number> {
     const keys = createKeys(cfg.redis.prefix);
     const now = Date.now();
     const dests = await destinationStats(redis, keys, cfg.redis.scheduleShards, now, limit);
+    const holds = await readHolds(redis, keys, now);
     const rows = await Promise.all(
       dests.map(async (d) => {
         // The rule the dispatcher resolved with the MX hosts; by the domain alone while none is recorded.
@@ -73,8 +96,10 @@ export async function runQueue(argv: string[], io: Io): Promise<number> {
         const s = applyBackoff(configured, bo.level, cfg.delivery.backoff);
         const scope = await scopeStats(redis, keys, s.scope, s.rate, now);
         const { recordedRule: _recorded, ...counts } = d;
+        const h = holdOf(holds, d.domain, s.rule, now);
         return {
-          ...counts, rule: s.rule, tls: tlsPolicyOf(configured, cfg.delivery.tls), scope: s.scope, connections: scope.connections, connectionLimit: s.connections, tokens: scope.tokens, rate: s.rate,
+          ...counts, held: h === null ? null : { kind: h.kind, name: h.name, until: h.until, reason: h.reason },
+          rule: s.rule, tls: tlsPolicyOf(configured, cfg.delivery.tls), scope: s.scope, connections: scope.connections, connectionLimit: s.connections, tokens: scope.tokens, rate: s.rate,
           backoffLevel: bo.level, backoffReason: bo.reason, suspendedUntil: bo.suspendedUntil,
           configuredConnectionLimit: configured.connections, configuredRate: configured.rate,
         };
@@ -88,9 +113,11 @@ export async function runQueue(argv: string[], io: Io): Promise<number> {
       println(io.out, 'queue is empty');
       return 0;
     }
-    const header = ['DESTINATION', 'READY', 'CAMPAIGNS', 'DUE', 'LEASED', 'NEXT', 'RULE', 'TLS', 'CONNS', 'TOKENS', 'BACKOFF'];
+    const header = ['DESTINATION', 'READY', 'CAMPAIGNS', 'DUE', 'LEASED', 'NEXT', 'HELD', 'RULE', 'TLS', 'CONNS', 'TOKENS', 'BACKOFF'];
     const table = rows.map((r) => [
-      r.domain, String(r.ready), String(r.campaigns), String(r.due), String(r.leased), fmtTime(r.nextAt, now), r.rule, r.tls,
+      r.domain, String(r.ready), String(r.campaigns), String(r.due), String(r.leased), fmtTime(r.nextAt, now),
+      r.held === null ? '-' : `${r.held.kind === 'rule' ? `rule ${r.held.name}` : 'yes'}${r.held.until === null ? '' : `, ends ${fmtTime(r.held.until, now)}`}`,
+      r.rule, r.tls,
       `${r.connections}/${r.connectionLimit}`,
       Object.entries(r.tokens).map(([k, v]) => `${k}:${Math.floor(v)}`).join(' ') || '-',
       fmtBackoff(r.backoffLevel, r.suspendedUntil, r.backoffReason, now),
@@ -188,6 +215,116 @@ async function runFlush(argv: string[], io: Io): Promise<number> {
     }
     for (const [d, n] of flushed) println(io.out, `${d}: ${n} recipient${n === 1 ? '' : 's'} due now`);
     println(io.out, `${total} recipient${total === 1 ? '' : 's'} made due now`);
+    return 0;
+  } finally {
+    redis.disconnect();
+  }
+}
+
+type HoldTarget = { kind: Hold['kind']; name: string };
+
+/** --domain and --rule values as hold targets; a rule must be one the config has ('default' included). */
+function holdTargets(cfg: Config, domains: readonly string[], rules: readonly string[]): HoldTarget[] {
+  const known = new Set(['default', ...cfg.shaping.rules.map((r) => r.name)]);
+  for (const r of rules) {
+    if (!known.has(r)) throw new UsageError(`--rule '${r}' is not a shaping rule of this configuration (${[...known].join(', ')})`);
+  }
+  const out = new Map<string, HoldTarget>();
+  for (const d of domainOptions(domains)) out.set(`domain:${d}`, { kind: 'domain', name: d });
+  for (const r of rules) out.set(`rule:${r}`, { kind: 'rule', name: r });
+  return [...out.values()];
+}
+
+const holdName = (h: Pick<Hold, 'kind' | 'name'>): string => (h.kind === 'rule' ? `rule ${h.name}` : h.name);
+
+function fmtHold(h: Hold, now: number): string {
+  const until = h.until === null ? 'until released' : `until ${new Date(h.until).toISOString()} (${fmtTime(h.until, now)})`;
+  return `${holdName(h)}: held ${until}, since ${new Date(h.at).toISOString()} by ${h.by || '?'}${h.reason ? `: ${h.reason}` : ''}`;
+}
+
+const HOLD_OPTIONS = { config: { type: 'string', short: 'c' }, domain: { type: 'string', multiple: true }, rule: { type: 'string', multiple: true }, json: { type: 'boolean' } } as const;
+
+async function runHold(argv: string[], io: Io): Promise<number> {
+  const args = parse({ name: 'queue', usage: USAGE, options: { ...HOLD_OPTIONS, for: { type: 'string' }, reason: { type: 'string' } } }, argv);
+  if (args.values.help) {
+    println(io.out, USAGE);
+    return 0;
+  }
+  const domains = args.values.domain ?? [];
+  const rules = args.values.rule ?? [];
+  if (domains.length + rules.length === 0) throw new UsageError("queue hold needs --domain D or --rule NAME (one or more)\nRun 'sluice queue --help' for usage.");
+  let forMs: number | null = null;
+  if (args.values.for !== undefined) {
+    const d = parseDuration(args.values.for);
+    if (d === undefined || d <= 0) throw new UsageError(`--for must be a duration such as 30m, 2h or 1d, not '${args.values.for}'`);
+    forMs = d;
+  }
+  const cfg = loadConfig({ file: args.values.config, env: io.env });
+  const targets = holdTargets(cfg, domains, rules);
+  const redis = await connectForCommand(cfg);
+  try {
+    const keys = createKeys(cfg.redis.prefix);
+    const now = Date.now();
+    const placed = await placeHolds(redis, keys, targets, { until: forMs === null ? null : now + forMs, reason: args.values.reason ?? '', by: cliActor(), now });
+    await auditCli(redis, cfg, io, 'queue.hold', '', placed.map((h) => `${h.kind}:${h.name}`).join(','));
+    if (args.values.json) {
+      println(io.out, JSON.stringify({ held: placed }, null, 2));
+      return 0;
+    }
+    for (const h of placed) println(io.out, fmtHold(h, now));
+    println(io.out, 'delivery there stops within a second; the mail waits (sluice queue release to end it)');
+    return 0;
+  } finally {
+    redis.disconnect();
+  }
+}
+
+async function runRelease(argv: string[], io: Io): Promise<number> {
+  const args = parse({ name: 'queue', usage: USAGE, options: { ...HOLD_OPTIONS, all: { type: 'boolean' } } }, argv);
+  if (args.values.help) {
+    println(io.out, USAGE);
+    return 0;
+  }
+  const domains = args.values.domain ?? [];
+  const rules = args.values.rule ?? [];
+  if ((domains.length + rules.length > 0) === (args.values.all === true)) throw new UsageError("queue release needs --domain D or --rule NAME (one or more), or --all\nRun 'sluice queue --help' for usage.");
+  const cfg = loadConfig({ file: args.values.config, env: io.env });
+  // A rule that has left the config may still be held: release takes any name.
+  const targets: HoldTarget[] | 'all' = args.values.all ? 'all' : [...domainOptions(domains).map((d): HoldTarget => ({ kind: 'domain', name: d })), ...rules.map((r): HoldTarget => ({ kind: 'rule', name: r }))];
+  const redis = await connectForCommand(cfg);
+  try {
+    const keys = createKeys(cfg.redis.prefix);
+    const released = await releaseHolds(redis, keys, cfg.redis.scheduleShards, targets, Date.now(), (d, recorded) => resolveRecordedShaping(cfg.shaping, d, recorded).rule);
+    await auditCli(redis, cfg, io, 'queue.release', '', targets === 'all' ? '*' : targets.map((t) => `${t.kind}:${t.name}`).join(','));
+    if (args.values.json) {
+      println(io.out, JSON.stringify({ released }, null, 2));
+      return 0;
+    }
+    for (const h of released) println(io.out, `${holdName(h)}: released`);
+    if (targets !== 'all') {
+      for (const t of targets) if (!released.some((h) => h.kind === t.kind && h.name === t.name)) println(io.out, `${holdName(t)}: was not held`);
+    }
+    println(io.out, `${released.length} hold${released.length === 1 ? '' : 's'} released`);
+    return 0;
+  } finally {
+    redis.disconnect();
+  }
+}
+
+async function runHolds(argv: string[], io: Io): Promise<number> {
+  const args = parse({ name: 'queue', usage: USAGE, options: { config: { type: 'string', short: 'c' }, json: { type: 'boolean' } } }, argv);
+  if (args.values.help) {
+    println(io.out, USAGE);
+    return 0;
+  }
+  const cfg = loadConfig({ file: args.values.config, env: io.env });
+  const redis = await connectForCommand(cfg);
+  try {
+    const now = Date.now();
+    const holds = await readHolds(redis, createKeys(cfg.redis.prefix), now);
+    if (args.values.json) println(io.out, JSON.stringify(holds, null, 2));
+    else if (holds.length === 0) println(io.out, 'no holds');
+    else for (const h of holds) println(io.out, fmtHold(h, now));
     return 0;
   } finally {
     redis.disconnect();

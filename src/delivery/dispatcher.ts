@@ -37,6 +37,7 @@ import type { MxResolver, Route, RouteHost } from './mx.js';
 import { SmtpClient, SmtpConnectError, localOutcome, type SmtpOutcome } from './smtp-client.js';
 import { ExpiringLru } from '../core/lru.js';
 import { DestinationRuleRecorder } from '../queue/destination-rule.js';
+import { HoldCache, holdOf, recheckAt, type Hold } from '../queue/holds.js';
 
 /**
  * The dispatcher: finds destinations with due work, opens SMTP connections to them within the
@@ -301,6 +302,8 @@ export class Dispatcher {
   private readonly backoffCfg: BackoffConfig;
   /** Writes each destination's resolved rule for `sluice queue` and the queue gauges (when it changes, at most hourly otherwise). */
   private readonly rules: DestinationRuleRecorder;
+  /** Operator holds (sluice queue hold), read about once a second. */
+  private readonly holds: HoldCache;
   /** The 250s noted in the recipients' soft-bounce histories, written in batches. */
   private readonly deliveryMarks: DeliveryMarks;
   private readonly renderSlots = new Semaphore(MAX_RENDERED);
@@ -333,6 +336,14 @@ export class Dispatcher {
       opts.config.accounts
         .filter(hasSendingLimits)
         .map((a) => [a.id, { id: a.id, dailyQuota: a.dailyQuota, rateLimit: a.rateLimit }]),
+    );
+    this.holds = new HoldCache(
+      opts.redis, opts.keys,
+      (holds) => {
+        this.o.metrics?.holds.set({ kind: 'domain' }, holds.filter((h) => h.kind === 'domain').length);
+        this.o.metrics?.holds.set({ kind: 'rule' }, holds.filter((h) => h.kind === 'rule').length);
+      },
+      (err) => this.log.warn({ err }, 'could not read the operator holds; the last ones read still apply'),
     );
     this.rules = new DestinationRuleRecorder(opts.redis, opts.keys, (err) => this.log.warn({ err }, 'could not record a destination\'s shaping rule'));
     this.deliveryMarks = new DeliveryMarks(opts.redis, opts.keys, (err) => this.log.warn({ err }, 'could not mark deliveries in the soft-bounce histories'));
@@ -428,13 +439,36 @@ export class Dispatcher {
     this.inflight.add(p);
   }
 
+  /**
+   * True when an operator hold (queue/holds.ts) stops delivery to `domain` (by its own hold, or by
+   * its `rule`'s when one is given): the destination is then postponed until the hold runs out or
+   * is looked at again (recheckAt), and nothing of its mail is touched.
+   */
+  private async held(domain: string, rule: string | null): Promise<boolean> {
+    let now = this.now();
+    if (holdOf(await this.holds.get(now), domain, rule, now) === null) return false;
+    // Held by the copy: read again before postponing, or a release just made would be undone.
+    now = this.now();
+    const h: Hold | null = holdOf(await this.holds.get(now, true), domain, rule, now);
+    if (h === null) return false;
+    const { redis, keys, config } = this.o;
+    await postpone(redis, keys, config.redis.scheduleShards, domain, recheckAt(h, now));
+    this.o.metrics?.held.inc({ kind: h.kind });
+    this.log.debug({ domain, hold: `${h.kind}:${h.name}`, until: h.until, reason: h.reason }, 'destination held by the operator');
+    return true;
+  }
+
   private async serve(domain: string): Promise<void> {
     const { redis, keys, config } = this.o;
     await reapExpired(redis, keys, domain, this.now(), 1000).then((n) => n > 0 && this.o.metrics?.leasesReaped.inc(n));
+    // A held domain is not even looked up: its DNS may be what is broken (NXDOMAIN would bounce it all).
+    if (await this.held(domain, null)) return;
     const route = await this.o.resolver.resolve(domain);
     const configured = resolveShaping(config.shaping, domain, route.kind === 'hosts' ? route.mxHosts : []);
     // Only a route with MX hosts says which rule the destination has; a DNS failure must not undo that.
     if (route.kind === 'hosts') this.rules.record(domain, configured.rule, this.now());
+    // A held rule holds its destinations whatever their DNS says (null MX and NXDOMAIN bounce below).
+    if (await this.held(domain, configured.rule)) return;
 
     // Bulk outcomes below need no connection or rate: the configured shaping serves them.
     let shaping = configured;
@@ -587,6 +621,8 @@ export class Dispatcher {
           await reschedule(redis, keys, shards, domain, this.now(), this.now());
           return;
         }
+        // Held while this connection sends: it claims nothing more (what it holds was sent above).
+        if (await this.held(domain, shaping.rule)) return;
         const maxClaimed = config.delivery.maxClaimed;
         if (this.claimed >= maxClaimed) {
           // Enough is claimed to keep the render pool and every connection busy; claiming more would

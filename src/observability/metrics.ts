@@ -106,6 +106,12 @@ export function createMetrics() {
     backoffLevel: new Gauge({
       name: 'sluice_backoff_level', help: 'Slowdown level of the throttle scope last served (0 = full speed; each level halves connections and rate)', labelNames: ['provider'] as const, registers: [registry],
     }),
+    held: new Counter({
+      name: 'sluice_delivery_held_total', help: 'Destination visits an operator hold postponed (sluice queue hold), by the kind of hold (domain, rule)', labelNames: ['kind'] as const, registers: [registry],
+    }),
+    holds: new Gauge({
+      name: 'sluice_delivery_holds', help: 'Operator holds in force (sluice queue hold), by kind (domain, rule), as this delivery process last read them', labelNames: ['kind'] as const, registers: [registry],
+    }),
     eventsAppended: new Counter({
       name: 'sluice_events_total', help: 'Events appended to the event stream by type', labelNames: ['type'] as const, registers: [registry],
     }),

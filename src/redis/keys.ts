@@ -78,6 +78,8 @@ export function createKeys(prefix: string) {
     senderPaused: (account: string) => `${p}{a:${account}}:paused`,
     /** ZSET "<account>|<scope>" → paused time (ms): every paused sender, for status and the gauge. */
     pausedSenders: () => `${p}senders:paused`,
+    /** HASH 'domain:<d>' | 'rule:<name>' → JSON hold: destinations an operator stopped delivery to (queue/holds.ts). */
+    holds: () => `${p}delivery:holds`,
     /** ZSET campaign id → created (ms): an account's campaigns. */
     accountCampaigns: (account: string) => `${p}{a:${account}}:campaigns`,
     /** ZSET campaign id → when its enqueuer should look (send time; now while its list is being queued). */

@@ -95,14 +95,14 @@ test('the table lists each destination with its counts and rule, busiest first; 
   const r = await sluice(['queue', '--config', cfgFile]);
   assert.is(r.code, 0, r.err);
   const lines = r.out.trimEnd().split('\n');
-  assert.match(lines[0] as string, /^DESTINATION\s+READY\s+CAMPAIGNS\s+DUE\s+LEASED\s+NEXT\s+RULE\s+TLS\s+CONNS\s+TOKENS\s+BACKOFF$/);
+  assert.match(lines[0] as string, /^DESTINATION\s+READY\s+CAMPAIGNS\s+DUE\s+LEASED\s+NEXT\s+HELD\s+RULE\s+TLS\s+CONNS\s+TOKENS\s+BACKOFF$/);
   const cells = lines.slice(1).map((l) => l.split(/\s+/));
   assert.equal(cells.map((c) => c[0]), ['one.test', 'gmail.com', 'two.test'], `due desc, then ready+leased, then name:\n${r.out}`);
-  assert.equal(cells[0]?.slice(0, 7), ['one.test', '2', '0', '2', '2', 'now', 'default']);
-  assert.equal(cells[1]?.slice(0, 7), ['gmail.com', '2', '0', '2', '0', 'now', 'google']);
-  assert.equal(cells[2]?.slice(0, 7), ['two.test', '1', '0', '1', '0', 'now', 'default']);
-  assert.equal(cells.map((c) => c[7]), ['may', 'may', 'may'], 'STARTTLS policy');
-  assert.equal(cells.map((c) => c[8]), ['0/10', '0/20', '0/10'], 'connections in use / limit');
+  assert.equal(cells[0]?.slice(0, 8), ['one.test', '2', '0', '2', '2', 'now', '-', 'default']);
+  assert.equal(cells[1]?.slice(0, 8), ['gmail.com', '2', '0', '2', '0', 'now', '-', 'google']);
+  assert.equal(cells[2]?.slice(0, 8), ['two.test', '1', '0', '1', '0', 'now', '-', 'default']);
+  assert.equal(cells.map((c) => c[8]), ['may', 'may', 'may'], 'STARTTLS policy');
+  assert.equal(cells.map((c) => c[9]), ['0/10', '0/20', '0/10'], 'connections in use / limit');
 
   const limited = await sluice(['queue', '--config', cfgFile, '--limit', '1', '--json']);
   assert.equal((JSON.parse(limited.out) as Row[]).map((x) => x.domain), ['one.test']);
@@ -186,7 +186,7 @@ test('a destination whose rule matches only by MX: once the dispatcher resolved 
     ]);
     assert.not.ok('recordedRule' in (rows[0] as object), 'the output keeps its shape');
     const table = await sluice(['queue', '--config', file]);
-    assert.match(table.out, /^hosted\.test\s+2\s+0\s+0\s+0\s+in \d+m\s+google\s+may\s+0\/20\s/m);
+    assert.match(table.out, /^hosted\.test\s+2\s+0\s+0\s+0\s+in \d+m\s+-\s+google\s+may\s+0\/20\s/m);
   } finally {
     await d.stop();
     await dns.close();

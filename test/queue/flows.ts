@@ -22,6 +22,7 @@ import { recipientStates } from '../../src/queue/status.js';
 import { destinationStats, queueTotals, scopeStats } from '../../src/queue/stats.js';
 import { DestinationRuleRecorder, REWRITE_MS, RULE_TTL_S } from '../../src/queue/destination-rule.js';
 import { resolveRecordedShaping, resolveShaping } from '../../src/queue/shaping.js';
+import { placeHolds, readHolds, releaseHolds } from '../../src/queue/holds.js';
 import { loadConfig } from '../../src/config/load.js';
 import { pushCampaignChunk, controlCampaignQueue, holdCampaignEntries, pauseCampaign, resumeCampaign, startCampaign } from '../../src/queue/campaign.js';
 import { createCampaign } from '../../src/store/campaigns.js';
@@ -752,6 +753,21 @@ export function queueFlows(name: string, start: () => Promise<Harness>) {
     await returnSending(redis, t.counters!, 2);
     await reserveSending(other, keys, acct, 2, T + 2);
     assert.is((await takeSending(redis, keys, acct, 1, T + 3)).granted, 0, 'the submission took the two refunded');
+  });
+
+  test('an operator hold on a rule, released: every destination of that rule with work is made due now (its recorded rule, or its domain\'s), others keep their time', async () => {
+    const keys = ctx();
+    const later = T + HOUR;
+    await enqueueRecipients(redis, keys, SHARDS, ['mx-ruled.test', 'named.ruled.test', 'other.test'].map((domain, i) => ({ msgId: `h${i}`, idx: 0, domain, dueAt: later })));
+    await redis.set(keys.destinationRule('mx-ruled.test'), 'ruled');
+    await placeHolds(redis, keys, [{ kind: 'rule', name: 'ruled' }, { kind: 'domain', name: 'idle.test' }], { until: null, reason: 'blocked', by: 'test', now: T });
+    const shaping = loadConfig({ env: {}, overrides: { shaping: { rules: [{ name: 'ruled', match: { domains: ['*.ruled.test'], mx: ['*.mx.test'] } }] } } }).shaping;
+    const gone = await releaseHolds(redis, keys, SHARDS, [{ kind: 'rule', name: 'ruled' }], T + 5, (d, recorded) => resolveRecordedShaping(shaping, d, recorded).rule);
+    assert.equal(gone.map((h) => `${h.kind}:${h.name}`), ['rule:ruled']);
+    assert.is(await score(keys, 'mx-ruled.test'), T + 5, 'its recorded rule is the one released');
+    assert.is(await score(keys, 'named.ruled.test'), T + 5, 'its domain matches the rule');
+    assert.is(await score(keys, 'other.test'), later);
+    assert.equal((await readHolds(redis, keys, T + 5)).map((h) => h.name), ['idle.test'], 'the domain hold stays');
   });
 
   return test;
