@@ -386,6 +386,12 @@ export const configSchema = z
         bindAddress6: ipv6.nullable(),
         /** An SMTP submission's recipient that fails for good (during delivery, or by a later DSN) is reported to its envelope sender (delivery/failure-notice.ts). */
         failureNotices: z.boolean(),
+        /**
+         * A recipient of an SMTP submission still deferred this long after acceptance gets its sender
+         * one warning (a DSN with Action: delayed), when its NOTIFY asks for delays or it gave none
+         * (sendmail's Timeout.queuewarn, Postfix's delay_warning_time). null = never.
+         */
+        delayWarning: duration.nullable(),
         /** Outbound SMTP connections this process keeps open at most, over all destinations. */
         maxConnections: positiveInt,
         /** Recipients claimed per Redis round trip for one connection. */

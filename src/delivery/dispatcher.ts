@@ -22,7 +22,7 @@ import { resolveShaping, retryDelay, tlsPolicyOf, type EffectiveShaping } from '
 import { shortId } from '../core/ids.js';
 import { Semaphore } from '../core/semaphore.js';
 import { verpAddress } from '../core/verp.js';
-import { noticeToSender, type NoticeSender } from './failure-notice.js';
+import { noticeToSender, type NoticeAction, type NoticeSender } from './failure-notice.js';
 import { formatDuration } from '../core/time.js';
 import { addSuppression, GLOBAL_LIST, suppressionsOf } from '../store/suppression.js';
 import { DeliveryMarks, recordSoftBounce } from '../store/soft-bounces.js';
@@ -1423,7 +1423,8 @@ export class Dispatcher {
     } else if (outcome.result === 'deferred') {
       const attemptsMade = entry.attempt + 1;
       const nextAt = now + retryDelay(shaping, attemptsMade);
-      if (nextAt > (await this.retriedSince(entry, msg, now)) + shaping.maxAge) {
+      const retryUntil = (await this.retriedSince(entry, msg, now)) + shaping.maxAge;
+      if (nextAt > retryUntil) {
         // The last remote answer says whose failure it was: the mailbox's own (4.2.2 full) counts; a
         // drop or timeout with no answer (code null) says nothing about the address.
         // The notice first: when it cannot be queued, nothing of this outcome is written (reportToSender).
@@ -1438,6 +1439,7 @@ export class Dispatcher {
         m?.bounces.inc({ reason: 'expired', hard: 'false' });
         final = true;
       } else {
+        await this.warnSender(entry, msg, address, outcome, retryUntil, now);
         const ev = eventOf('deferred', { ...fields, nextAt });
         applied = await retry(redis, keys, entry, { ...base, nextAt, ...(ev ? { event: ev } : {}) });
         counter = 'deferred';
@@ -1494,21 +1496,23 @@ export class Dispatcher {
    * With NOTIFY=SUCCESS a copy the next hop took is reported as Action: relayed (RFC 3461 §5.2.2:
    * Sluice passes no DSN parameters on. Its envelope sender is its own VERP address, so the next
    * hop's reports come to the feedback MX, which suppresses addresses by them and passes a failure
-   * on to the sender: a NOTIFY=NEVER passed on would hide those). No delay warnings (NOTIFY=DELAY
-   * asks for none to be sent).
+   * on to the sender: a NOTIFY=NEVER passed on would hide those). A warning of delay (Action:
+   * delayed, warnSender) is queued like a report of success: when it cannot be, the outcome is
+   * written all the same.
    */
-  private async reportToSender(entry: QueueEntry, msg: LoadedMessage | null, address: string | undefined, outcome: SmtpOutcome, status: string, explanation: string, action: 'failed' | 'relayed' = 'failed'): Promise<void> {
+  private async reportToSender(entry: QueueEntry, msg: LoadedMessage | null, address: string | undefined, outcome: SmtpOutcome, status: string, explanation: string, action: NoticeAction = 'failed', retryUntil?: number): Promise<void> {
     const send = this.o.sendNotice;
     if (!send || !this.o.config.delivery.failureNotices || !msg) return;
     const reply = outcome.code === null ? null : /^\d{3}[ -]/.test(outcome.response) ? outcome.response : `${outcome.code} ${outcome.enhanced ? `${outcome.enhanced} ` : ''}${outcome.response}`;
     const notice = noticeToSender(msg, {
-      hostname: this.o.config.instance.hostname, now: this.now(), idx: entry.idx, recipient: address, action,
-      status: outcome.enhanced ?? status, remoteReply: reply, explanation, original: typeof msg.body === 'string' ? Buffer.from(msg.body, 'utf8') : msg.body,
+      hostname: this.o.config.instance.hostname, now: this.now(), idx: entry.idx, recipient: address, action, retryUntil,
+      status: action === 'delayed' ? (outcome.enhanced?.startsWith('4.') ? outcome.enhanced : status) : (outcome.enhanced ?? status),
+      remoteReply: reply, explanation, original: typeof msg.body === 'string' ? Buffer.from(msg.body, 'utf8') : msg.body,
     });
     if (!notice) return;
     const queued = send(notice);
-    // A report of success is not worth a second copy to the recipient: it may be lost.
-    if (action === 'relayed') return void (await queued.catch((err: unknown) => this.log.warn({ err, msgId: entry.msgId, idx: entry.idx }, 'could not queue the report to the sender')));
+    // A report of success, or a warning, is not worth a second copy to the recipient: it may be lost.
+    if (action !== 'failed') return void (await queued.catch((err: unknown) => this.log.warn({ err, msgId: entry.msgId, idx: entry.idx, action }, 'could not queue the report to the sender')));
     // A failure notice may not be (RFC 5321 §6.1): unqueued, the outcome is not written either. The
     // recipient keeps its lease, which runs out and returns it to the queue, and its next attempt
     // (the same refusal, the same expiry) queues the notice; one queued meanwhile counts once (noticeId).
@@ -1516,6 +1520,21 @@ export class Dispatcher {
       this.log.error({ err, msgId: entry.msgId, idx: entry.idx }, 'could not queue the notice to the sender: the recipient is retried when its lease runs out');
       throw err;
     });
+  }
+
+  /**
+   * A recipient of an SMTP submission deferred delivery.delayWarning or more after its acceptance:
+   * its sender is warned that it is still being retried, and until when (RFC 3464 Action: delayed,
+   * Will-Retry-Until), once: every later deferral queues the same warning under the same id
+   * (noticeId 'delayed'), which the notice sender finds taken and does not store again. Its NOTIFY
+   * decides as for failures (noticeToSender: DELAY, or no NOTIFY). A warning that cannot be queued is
+   * logged and the deferral written all the same (the next one tries again).
+   */
+  private async warnSender(entry: QueueEntry, msg: LoadedMessage | null, address: string | undefined, outcome: SmtpOutcome, retryUntil: number, now: number): Promise<void> {
+    const after = this.o.config.delivery.delayWarning;
+    if (after === null || !msg || msg.source !== 'smtp' || now - msg.acceptedAt < after) return;
+    const waited = roughly(now - msg.acceptedAt);
+    await this.reportToSender(entry, msg, address, outcome, '4.0.0', `It was accepted ${waited} ago and is still being retried: Sluice keeps trying until ${new Date(retryUntil).toUTCString()}, and will tell you if it gives up.`, 'delayed', retryUntil);
   }
 
   /**
@@ -1588,4 +1607,10 @@ function campaignPositions(msgs: readonly (LoadedMessage | null)[]): Map<string,
 
 function sleep(msDelay: number): Promise<void> {
   return new Promise((r) => setTimeout(r, Math.max(0, msDelay)));
+}
+
+/** A duration in words for people: '5 hours', '40 minutes', '30 seconds'. */
+function roughly(ms: number): string {
+  const [n, unit] = ms >= 2 * 3_600_000 ? [Math.round(ms / 3_600_000), 'hour'] : ms >= 2 * 60_000 ? [Math.round(ms / 60_000), 'minute'] : [Math.max(1, Math.round(ms / 1000)), 'second'];
+  return `${n} ${unit}${n === 1 ? '' : 's'}`;
 }

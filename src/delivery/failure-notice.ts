@@ -35,8 +35,13 @@ export interface FailureNoticeInput {
   /** The failed message's envelope sender, to whom the notice goes. */
   readonly to: string;
   readonly recipient: string;
-  /** 'failed' unless said: 'relayed', the next hop took the message (NOTIFY=SUCCESS). */
-  readonly action?: 'failed' | 'relayed';
+  /**
+   * 'failed' unless said: 'relayed', the next hop took the message (NOTIFY=SUCCESS); 'delayed', a
+   * warning that it is still being retried (delivery.delayWarning; NOTIFY=DELAY or no NOTIFY).
+   */
+  readonly action?: NoticeAction;
+  /** A warning's Will-Retry-Until (RFC 3464 §2.3.8): when Sluice gives up (ms). */
+  readonly retryUntil?: number | undefined;
   /** RFC 3463 status: the remote server's enhanced code, or one for the local reason. */
   readonly status: string;
   /** The remote server's reply ("550 5.1.1 …"), or null when no server answered. */
@@ -66,11 +71,16 @@ export interface FailureNoticeInput {
  * message share an id, nor a notice its original; another message minted in the same millisecond
  * takes it once in 2^30, which the caller tells from a notice by the record's `about`.
  */
-export function noticeId(msgId: string, idx: number, action: 'failed' | 'relayed' = 'failed'): string {
-  // A report of success has ids of its own (2^29 on): a copy relayed (NOTIFY=SUCCESS,FAILURE) and
-  // bounced by the next hop later gets both reports, and each of them once.
-  return msgId.slice(0, 10) + toBase32((fromBase32(msgId, 10, 6) + (action === 'relayed' ? 2 ** 29 : 0) + idx + 1) % 2 ** 30, 6);
+export function noticeId(msgId: string, idx: number, action: NoticeAction = 'failed'): string {
+  // A report of success has ids of its own (2^29 on), and a delay warning (2^28 on): a copy relayed
+  // (NOTIFY=SUCCESS,FAILURE) and bounced by the next hop later gets both reports, a copy warned
+  // about and failed later both, and each of them once.
+  return msgId.slice(0, 10) + toBase32((fromBase32(msgId, 10, 6) + NOTICE_ID_OFFSET[action] + idx + 1) % 2 ** 30, 6);
 }
+
+export type NoticeAction = 'failed' | 'relayed' | 'delayed';
+
+const NOTICE_ID_OFFSET: Record<NoticeAction, number> = { failed: 0, relayed: 2 ** 29, delayed: 2 ** 28 };
 
 /** A notice as the sender of notices (app/notices.ts) queues it: see Dispatcher's sendNotice. */
 export interface QueuedNotice {
@@ -106,30 +116,33 @@ export interface NoticeSubject {
 }
 
 /** What happened to one recipient, as the notice reports it. */
-export type RecipientReport = Pick<FailureNoticeInput, 'hostname' | 'now' | 'status' | 'remoteReply' | 'remoteMta' | 'explanation' | 'original'> & {
+export type RecipientReport = Pick<FailureNoticeInput, 'hostname' | 'now' | 'status' | 'remoteReply' | 'remoteMta' | 'explanation' | 'original' | 'retryUntil'> & {
   readonly idx: number;
   /** The address the remote server answered about; else the message's recipient `idx`. */
   readonly recipient?: string | undefined;
-  readonly action?: 'failed' | 'relayed';
+  readonly action?: NoticeAction;
 };
 
 /**
  * The notice the sender of `msg` is owed about recipient `r.idx`, or null when none is: only an SMTP
  * submission (raw, with a sender: not a notice, sent with <>, nor API mail, which webhooks and GET
  * /v1/messages/:id report) gets one. The recipient's NOTIFY (RFC 3461 §4.1), when the submission
- * gave one, says which: without FAILURE (NEVER, say) none of failure; with SUCCESS one of relay.
+ * gave one, says which: without FAILURE (NEVER, say) none of failure; with SUCCESS one of relay;
+ * without DELAY no warning of delay. Without NOTIFY: failure and delay, not success.
  * The one rule for the dispatcher (a refusal, an expiry) and the feedback role (a later bounce).
  */
 export function noticeToSender(msg: NoticeSubject, r: RecipientReport): QueuedNotice | null {
   if (msg.source !== 'smtp' || !msg.returnPath || msg.kind !== 'raw') return null;
   const action = r.action ?? 'failed';
   const asked = msg.dsn?.rcpts?.[r.idx];
-  if (action === 'relayed' ? !asked?.notify?.includes('SUCCESS') : asked?.notify && !asked.notify.includes('FAILURE')) return null;
+  const notify = asked?.notify;
+  const wanted = action === 'relayed' ? notify?.includes('SUCCESS') === true : !notify || notify.includes(action === 'delayed' ? 'DELAY' : 'FAILURE');
+  if (!wanted) return null;
   const recipient = r.recipient ?? msg.rcpts[r.idx]?.address;
   if (!recipient) return null;
   const body = failureNotice({
     hostname: r.hostname, msgId: msg.id, idx: r.idx, acceptedAt: msg.acceptedAt, now: r.now, to: msg.returnPath, recipient, action,
-    status: r.status, remoteReply: r.remoteReply, remoteMta: r.remoteMta, explanation: r.explanation, original: r.original,
+    status: r.status, remoteReply: r.remoteReply, remoteMta: r.remoteMta, explanation: r.explanation, original: r.original, retryUntil: r.retryUntil,
     ret: msg.dsn?.ret, envid: msg.dsn?.envid, orcpt: asked?.orcpt ?? undefined,
   });
   return { id: noticeId(msg.id, r.idx, action), account: msg.account, to: msg.returnPath, body, about: msg.id, names: recipient };
@@ -143,20 +156,40 @@ const MAX_ORIGINAL_HEADERS = 32 * 1024;
  */
 const MAX_RETURNED_MESSAGE = 64 * 1024;
 
+/** What differs between the three kinds of report. */
+const WORDING: Record<NoticeAction, { subject: string; idPart: string; opening: (rcpt: string) => string[]; replyIntro: string; third: string }> = {
+  failed: {
+    subject: 'Undelivered Mail Returned to Sender', idPart: 'dsn',
+    opening: (r) => [`Your message could not be delivered to <${r}>.`], replyIntro: 'The recipient\'s mail server said:', third: 'Undelivered message',
+  },
+  relayed: {
+    subject: 'Successful Mail Delivery Report', idPart: 'relayed',
+    opening: (r) => [`Your message was handed on to the mail server of <${r}>.`], replyIntro: 'That server said:', third: 'Message',
+  },
+  delayed: {
+    // Postfix's subject and banner: a warning must not read as a failure, or the sender resends.
+    subject: 'Delayed Mail (still being retried)', idPart: 'delayed',
+    opening: (r) => ['####  THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE.  ####', '', `Your message to <${r}> has not been delivered yet.`],
+    replyIntro: 'The recipient\'s mail server last said:', third: 'Delayed message',
+  },
+};
+
 export function failureNotice(n: FailureNoticeInput): Buffer {
   const boundary = `=_sluice-dsn-${n.msgId}-${n.idx}`;
   const host = oneLine(n.hostname);
   const reply = n.remoteReply === null ? null : oneLine(n.remoteReply);
-  const relayed = n.action === 'relayed';
-  // RET applies to a report of failure (RFC 3461 §4.3); one of success returns the headers.
-  const whole = !relayed && n.ret === 'FULL' && n.original ? returnable(n.original) : null;
+  const action = n.action ?? 'failed';
+  const words = WORDING[action];
+  // RET applies to a report of failure (RFC 3461 §4.3); one of success or delay returns the headers.
+  const failed = action === 'failed';
+  const whole = failed && n.ret === 'FULL' && n.original ? returnable(n.original) : null;
   const human = [
     `This is the mail system at host ${host}.`,
     '',
-    relayed ? `Your message was handed on to the mail server of <${oneLine(n.recipient)}>.` : `Your message could not be delivered to <${oneLine(n.recipient)}>.`,
+    ...words.opening(oneLine(n.recipient)),
     oneLine(n.explanation),
-    ...(reply !== null ? ['', relayed ? 'That server said:' : 'The recipient\'s mail server said:', `    ${reply}`] : []),
-    ...(n.original === null ? ['', 'The message is no longer stored here, so it is not returned.'] : !relayed && n.ret === 'FULL' && !whole ? ['', 'The message was too large to return (or not 7-bit): only its header section is attached.'] : []),
+    ...(reply !== null ? ['', words.replyIntro, `    ${reply}`] : []),
+    ...(n.original === null ? ['', 'The message is no longer stored here, so it is not returned.'] : failed && n.ret === 'FULL' && !whole ? ['', 'The message was too large to return (or not 7-bit): only its header section is attached.'] : []),
     '',
     'This report was sent automatically; please do not reply to it.',
   ];
@@ -168,19 +201,20 @@ export function failureNotice(n: FailureNoticeInput): Buffer {
     '',
     ...(n.orcpt !== undefined ? [`Original-Recipient: ${originalRecipient(n.orcpt)}`] : []),
     `Final-Recipient: rfc822; ${oneLine(n.recipient)}`,
-    `Action: ${relayed ? 'relayed' : 'failed'}`,
+    `Action: ${action}`,
     `Status: ${n.status}`,
     ...(n.remoteMta ? [`Remote-MTA: dns; ${oneLine(n.remoteMta)}`] : []),
     ...(reply !== null ? [`Diagnostic-Code: smtp; ${reply}`] : []),
     `Last-Attempt-Date: ${formatRfc5322Date(n.now)}`,
+    ...(action === 'delayed' && n.retryUntil !== undefined ? [`Will-Retry-Until: ${formatRfc5322Date(n.retryUntil)}`] : []),
   ];
   const head = [
     `From: Mail Delivery System <MAILER-DAEMON@${host}>`,
     `To: <${oneLine(n.to)}>`,
-    `Subject: ${relayed ? 'Successful Mail Delivery Report' : 'Undelivered Mail Returned to Sender'}`,
+    `Subject: ${words.subject}`,
     `Date: ${formatRfc5322Date(n.now)}`,
-    // A report of relay and a later one of failure about the same copy are two messages.
-    `Message-ID: <${relayed ? 'relayed' : 'dsn'}.${n.msgId}.${n.idx}@${host}>`,
+    // A report of relay (or a warning) and a later one of failure about the same copy are two messages.
+    `Message-ID: <${words.idPart}.${n.msgId}.${n.idx}@${host}>`,
     // RFC 3834: an automatic answer to a message, which auto-responders must not answer in turn.
     'Auto-Submitted: auto-replied',
     'MIME-Version: 1.0',
@@ -207,7 +241,7 @@ export function failureNotice(n: FailureNoticeInput): Buffer {
   ];
   if (n.original === null) return Buffer.from(`${text.join('\r\n')}\r\n`, 'latin1');
   const third = [
-    ...(whole ? ['Content-Description: Undelivered message', 'Content-Type: message/rfc822'] : [`Content-Description: ${relayed ? 'Message' : 'Undelivered message'} headers`, 'Content-Type: text/rfc822-headers']),
+    ...(whole ? ['Content-Description: Undelivered message', 'Content-Type: message/rfc822'] : [`Content-Description: ${words.third} headers`, 'Content-Type: text/rfc822-headers']),
     '',
   ];
   return Buffer.concat([Buffer.from(`${[...text, ...third].join('\r\n')}\r\n`, 'latin1'), whole ?? originalHeaders(headerSection(n.original)), Buffer.from(`\r\n--${boundary}--\r\n`, 'latin1')]);
