@@ -10,7 +10,7 @@ import { connectForCommand } from './redis-connect.js';
 const USAGE = `Usage: sluice audit [--account ID] [--limit N] [--json]
 
 Prints the audit log, newest first: admin and account actions (suppression changes, sender resumes,
-webhook registrations and replays, account close and reopen, queue flushes, cancels, holds and releases) with who made them (account:<id>,
+webhook registrations and replays, account close and reopen, queue listings, flushes, cancels, holds and releases) with who made them (account:<id>,
 operator:<id> or cli:<user>, and the API key's id), when, and from where (client IP or 'cli').
 Addresses appear only as hmac:… references (keyed digests).
 

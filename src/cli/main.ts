@@ -27,6 +27,7 @@ Commands:
   queue            show the queue: per-destination depth, leases, next attempt, throttle state
   queue flush      make deferred mail of some or all destinations due now (postqueue -f)
   queue cancel     cancel the waiting mail of destinations that will never take it (postsuper -d)
+  queue list       the recipients queued for a destination, with why they wait (mailq)
   queue hold       stop delivery to destinations or a provider's rule, the mail kept (defer_transports)
   queue release    end holds; queue holds lists them
   dkim keygen      generate a DKIM key and print the DNS TXT record to publish

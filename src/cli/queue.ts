@@ -13,10 +13,13 @@ import { limitOption, parse, println, UsageError, type Io } from './args.js';
 import { auditCli, cliActor } from './audit.js';
 import { holdOf, placeHolds, readHolds, releaseHolds, type Hold } from '../queue/holds.js';
 import { parseDuration } from '../core/time.js';
+import { listDestination, type ListedRecipient } from '../queue/listing.js';
+import { getMessage } from '../store/messages.js';
 
 const USAGE = `Usage: sluice queue [--config FILE] [--limit N] [--json]
        sluice queue flush (--domain D [--domain D2 …] | --all) [--config FILE] [--json]
        sluice queue cancel --domain D [--domain D2 …] [--config FILE] [--json]
+       sluice queue list --domain D [--domain D2 …] [--limit N] [--config FILE] [--json]
        sluice queue hold (--domain D … | --rule NAME …) [--for DURATION] [--reason TEXT] [--config FILE] [--json]
        sluice queue release (--domain D … | --rule NAME … | --all) [--config FILE] [--json]
        sluice queue holds [--config FILE] [--json]
@@ -45,6 +48,13 @@ counted off), as DELETE /v1/messages/:id does. Recipients being sent at that mom
 delivery. A campaign's copies are left alone and counted: pause or cancel their campaign (sluice
 campaign). Prints the counts per destination; written to the audit log (queue.cancel).
 
+list shows the recipients queued for the destinations named, one per line, as Postfix's mailq:
+those being sent first, then the soonest due; each with its message id and recipient index, state
+(queued, deferred, sending), attempts, next attempt, account, sender, recipient, and the last answer
+of a deferred one (why it waits). A campaign's recipients are one line per campaign with their
+count. --limit N (default 100) recipients per destination. It shows addresses: written to the audit
+log (queue.list).
+
 hold stops delivery to the destinations named, or to every destination of a shaping rule (--rule
 microsoft: the domains whose MX its patterns match, 'default' for those no rule matches), while
 their mail waits in the queue: for a provider that blocks the sending IPs (its 5.7.x answers would
@@ -72,6 +82,7 @@ function fmtTime(t: number | null, now: number): string {
 export async function runQueue(argv: string[], io: Io): Promise<number> {
   if (argv[0] === 'flush') return runFlush(argv.slice(1), io);
   if (argv[0] === 'cancel') return runCancel(argv.slice(1), io);
+  if (argv[0] === 'list') return runList(argv.slice(1), io);
   if (argv[0] === 'hold') return runHold(argv.slice(1), io);
   if (argv[0] === 'release') return runRelease(argv.slice(1), io);
   if (argv[0] === 'holds') return runHolds(argv.slice(1), io);
@@ -122,12 +133,17 @@ export async function runQueue(argv: string[], io: Io): Promise<number> {
       Object.entries(r.tokens).map(([k, v]) => `${k}:${Math.floor(v)}`).join(' ') || '-',
       fmtBackoff(r.backoffLevel, r.suspendedUntil, r.backoffReason, now),
     ]);
-    const widths = header.map((h, i) => Math.max(h.length, ...table.map((row) => (row[i] as string).length)));
-    for (const row of [header, ...table]) println(io.out, row.map((c, i) => c.padEnd(widths[i] as number)).join('  ').trimEnd());
+    printTable(io, header, table);
     return 0;
   } finally {
     redis.disconnect();
   }
+}
+
+/** Columns padded to their widest cell, two spaces apart. */
+function printTable(io: Io, header: readonly string[], rows: readonly (readonly string[])[], indent = ''): void {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((row) => (row[i] as string).length)));
+  for (const row of [header, ...rows]) println(io.out, `${indent}${row.map((c, i) => c.padEnd(widths[i] as number)).join('  ').trimEnd()}`);
 }
 
 /** 'level 2, suspended until <ISO>: 421 4.7.0 Try again later' or '-' for a scope at full speed. */
@@ -325,6 +341,66 @@ async function runHolds(argv: string[], io: Io): Promise<number> {
     if (args.values.json) println(io.out, JSON.stringify(holds, null, 2));
     else if (holds.length === 0) println(io.out, 'no holds');
     else for (const h of holds) println(io.out, fmtHold(h, now));
+    return 0;
+  } finally {
+    redis.disconnect();
+  }
+}
+
+/** Characters of the last answer shown per line (--json has it whole). */
+const ANSWER_COLUMN = 100;
+
+async function runList(argv: string[], io: Io): Promise<number> {
+  const args = parse({ name: 'queue', usage: USAGE, options: { config: { type: 'string', short: 'c' }, domain: { type: 'string', multiple: true }, limit: { type: 'string', default: '100' }, json: { type: 'boolean' } } }, argv);
+  if (args.values.help) {
+    println(io.out, USAGE);
+    return 0;
+  }
+  const domains = [...new Set(domainOptions(args.values.domain ?? []))];
+  if (domains.length === 0) throw new UsageError("queue list needs --domain D (one or more); 'sluice queue' shows every destination\nRun 'sluice queue --help' for usage.");
+  const limit = limitOption(args.values.limit);
+  const cfg = loadConfig({ file: args.values.config, env: io.env });
+  const redis = await connectForCommand(cfg);
+  try {
+    const keys = createKeys(cfg.redis.prefix);
+    const now = Date.now();
+    // Each message read once, however many of its recipients are listed.
+    const messages = new Map<string, Promise<Awaited<ReturnType<typeof getMessage>>>>();
+    const messageOf = (id: string) => {
+      let m = messages.get(id);
+      if (!m) messages.set(id, (m = getMessage(redis, keys, id)));
+      return m;
+    };
+    const listings = await Promise.all(domains.map(async (d) => {
+      const l = await listDestination(redis, keys, d, limit);
+      const recipients = await Promise.all(l.recipients.map(async (r: ListedRecipient) => {
+        const meta = (await messageOf(r.msgId))?.meta;
+        return { ...r, account: meta?.account ?? null, from: meta?.from ?? null, to: meta?.rcpts[r.idx]?.address ?? null };
+      }));
+      return { ...l, recipients };
+    }));
+    await auditCli(redis, cfg, io, 'queue.list', '', domains.join(','));
+    if (args.values.json) {
+      println(io.out, JSON.stringify(listings, null, 2));
+      return 0;
+    }
+    for (const l of listings) {
+      println(io.out, `${l.domain}: ${l.waiting} waiting, ${l.sending} being sent${l.campaigns.length > 0 ? `, and the recipients of ${l.campaigns.length} campaign${l.campaigns.length === 1 ? '' : 's'}` : ''}`);
+      const table = l.recipients.map((r) => {
+        const answer = r.response === null ? '-' : r.response.replace(/\s+/g, ' ');
+        return [
+          `${r.msgId}:${r.idx}`, r.state, String(r.attempts), r.state === 'sending' ? '-' : fmtTime(r.at, now), r.account ?? '?', r.from ?? '?', r.to ?? '?',
+          answer.length > ANSWER_COLUMN ? `${answer.slice(0, ANSWER_COLUMN - 1)}…` : answer,
+        ];
+      });
+      if (table.length > 0) {
+        const header = ['ID', 'STATE', 'TRIES', 'NEXT', 'ACCOUNT', 'FROM', 'TO', 'LAST ANSWER'];
+        printTable(io, header, table, '  ');
+      }
+      const more = l.waiting + l.sending - l.recipients.length;
+      if (more > 0) println(io.out, `  … and ${more} more (--limit)`);
+      for (const c of l.campaigns) println(io.out, `  campaign ${c.campaignId}: ${c.waiting} recipient${c.waiting === 1 ? '' : 's'} waiting, ${c.at === null ? 'paused' : `next ${fmtTime(c.at, now)}`}`);
+    }
     return 0;
   } finally {
     redis.disconnect();
