@@ -36,7 +36,7 @@ Commands:
   bounce list      feedback mail the MX stored and did not act on (and mail to postmaster); show one
   config show      print the effective configuration, secrets redacted
   config check     validate a configuration file
-  suppression      list, add, remove or look up suppressed addresses (per account, or the global list)
+  suppression      list, add, remove, look up or import suppressed addresses (per account, or the global list)
   list             contact lists: create, import (CSV/NDJSON, with a progress bar), export, show
   campaign         list campaigns, live status, pause, resume or cancel a campaign
   sender           status and resume of senders paused by the reputation guard

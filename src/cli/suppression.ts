@@ -6,13 +6,24 @@ import { accountOption, configuredAccount, limitOption, parse, println, subcomma
 import { connectForCommand } from './redis-connect.js';
 import { auditCli } from './audit.js';
 import { addressRef } from '../store/audit.js';
+import { createReadStream } from 'node:fs';
+import { cliActor } from './audit.js';
+import { importSuppressions, type SuppressionFormat } from '../store/suppression-import.js';
 
-const USAGE = `Usage: sluice suppression <list|add|remove|lookup> (--account ID | --global) [EMAIL] [options]
+const USAGE = `Usage: sluice suppression <list|add|remove|lookup|import> (--account ID | --global) [EMAIL | FILE] [options]
 
   list    the list's addresses with reason, time and evidence  [--limit N (default 1000)] [--json]
   add     add EMAIL to the list                                [--reason R (default manual)]
   remove  remove EMAIL from the list
   lookup  why EMAIL is not mailed for the account: its own entry, else the global list's  [--json]
+  import  add every address of FILE ('-' = stdin), as when moving a sender here from another
+          service: [--format csv|ndjson|text] (default from the name: .csv, .ndjson/.jsonl, .txt),
+          [--reason R] for rows that name none (default manual). CSV: a header row with an
+          'email' (or 'email address', 'address') column and optionally 'reason'; other columns
+          are ignored. NDJSON: {"email", "reason"?} per line. Text: one address per line. A reason
+          is read leniently ('unsubscribed', 'spam', 'bounce', …); one not recognised keeps the
+          default and is noted in the evidence. An address already on the list keeps its entry.
+          Prints the counts and every invalid row (line: why)  [--json]
 
 --account ID is one account's list; --global is the list of addresses that do not exist, shared by
 every account. Reasons: ${['manual', 'unsubscribe', 'complaint', 'hardbounce', 'softbounce'].join(', ')}.
@@ -46,6 +57,7 @@ export async function runSuppression(argv: string[], io: Io): Promise<number> {
         account: { type: 'string' },
         global: { type: 'boolean' },
         reason: { type: 'string' },
+        format: { type: 'string' },
         limit: { type: 'string', default: '1000' },
         json: { type: 'boolean' },
       },
@@ -57,7 +69,7 @@ export async function runSuppression(argv: string[], io: Io): Promise<number> {
     return 0;
   }
   const [subText, ...rest] = args.positionals;
-  const sub = subcommand('suppression', subText === undefined ? [] : [subText], ['list', 'add', 'remove', 'lookup']);
+  const sub = subcommand('suppression', subText === undefined ? [] : [subText], ['list', 'add', 'remove', 'lookup', 'import']);
   const hint = "Run 'sluice suppression --help' for usage.";
 
   const { global } = args.values;
@@ -66,6 +78,11 @@ export async function runSuppression(argv: string[], io: Io): Promise<number> {
   const list = account ?? GLOBAL_LIST;
   if (sub === 'lookup' && global) throw new UsageError(`lookup answers for an account: give --account ID\n${hint}`);
 
+  if (args.values.format !== undefined && sub !== 'import') throw new UsageError(`--format is for import only\n${hint}`);
+  if (sub === 'import') {
+    if (rest.length !== 1) throw new UsageError(`import takes one FILE ('-' = stdin)\n${hint}`);
+    return runImport(rest[0] as string, list, args.values, io, hint);
+  }
   let address = '';
   if (sub === 'list') {
     if (rest.length > 0) throw new UsageError(`unexpected argument '${rest[0] as string}'\n${hint}`);
@@ -133,6 +150,47 @@ export async function runSuppression(argv: string[], io: Io): Promise<number> {
       default:
         throw new UsageError(`unknown subcommand '${sub}'\n${hint}`);
     }
+  } finally {
+    redis.disconnect();
+  }
+}
+
+const FORMATS: readonly SuppressionFormat[] = ['csv', 'ndjson', 'text'];
+
+function formatOf(file: string, given: string | undefined, hint: string): SuppressionFormat {
+  if (given !== undefined) {
+    if (!FORMATS.includes(given as SuppressionFormat)) throw new UsageError(`--format must be one of ${FORMATS.join(', ')}, not '${given}'`);
+    return given as SuppressionFormat;
+  }
+  const ext = /\.([a-z]+)$/i.exec(file)?.[1]?.toLowerCase();
+  const byExt: Record<string, SuppressionFormat> = { csv: 'csv', ndjson: 'ndjson', jsonl: 'ndjson', txt: 'text' };
+  const f = ext === undefined ? undefined : byExt[ext];
+  if (!f) throw new UsageError(`cannot tell the format of '${file}': give --format csv, ndjson or text\n${hint}`);
+  return f;
+}
+
+async function runImport(file: string, list: string, values: { config?: string | undefined; reason?: string | undefined; format?: string | undefined; json?: boolean | undefined }, io: Io, hint: string): Promise<number> {
+  const format = formatOf(file, values.format, hint);
+  const reason = (values.reason ?? 'manual') as SuppressionReason;
+  if (!REASONS.includes(reason)) throw new UsageError(`--reason must be one of ${REASONS.join(', ')}, not '${values.reason}'`);
+  const cfg = loadConfig({ file: values.config, env: io.env });
+  if (list !== GLOBAL_LIST && !configuredAccount(cfg, list, io)) return 1;
+  const source = file === '-' ? io.stdin : createReadStream(file, { highWaterMark: 64 * 1024 });
+  const redis = await connectForCommand(cfg);
+  try {
+    const keys = createKeys(cfg.redis.prefix);
+    const label = list === GLOBAL_LIST ? 'the global list' : `account ${list}'s list`;
+    const result = await importSuppressions(redis, keys, list, source, { format, reason, now: Date.now(), by: cliActor() });
+    await auditCli(redis, cfg, io, 'suppression.import', list === GLOBAL_LIST ? '' : list, `${result.added} added from ${file === '-' ? 'stdin' : file}`);
+    if (values.json) println(io.out, JSON.stringify(result));
+    else {
+      for (const e of result.errors) println(io.err, `line ${e.line}: ${e.reason}`);
+      if (result.invalid > result.errors.length) println(io.err, `… and ${result.invalid - result.errors.length} more invalid rows`);
+      println(io.out, `${result.rows} rows read into ${label}: ${result.added} added, ${result.existing} already there (kept as they were), ${result.invalid} invalid`);
+    }
+    if (result.stopped === null) return 0;
+    println(io.err, `sluice: the import stopped: ${result.stopped} (the rows read before it were written)`);
+    return 1;
   } finally {
     redis.disconnect();
   }
