@@ -5,12 +5,18 @@ import { createKeys } from '../redis/keys.js';
 import { ACCOUNT_SCOPE, type Figures } from '../store/reputation.js';
 import { accountOption, configuredAccount, parse, println, subcommand, UsageError, type Io } from './args.js';
 import { connectForCommand } from './redis-connect.js';
-import { auditCli } from './audit.js';
+import { auditCli, cliActor } from './audit.js';
 
-const USAGE = `Usage: sluice sender <status|resume> [options]
+const USAGE = `Usage: sluice sender <status|pause|resume> [options]
 
-  status  the senders the reputation guard has paused: account, domain ('*' = the whole account),
-          why, when, the figures that paused it and the figures now    [--account ID] [--json]
+  status  the paused senders: account, domain ('*' = the whole account), why, when, the figures
+          that paused it and the figures now (the reputation guard's), or who paused it and why
+          (an operator's)    [--account ID] [--json]
+  pause   pause a sender by hand: --account ID, and --domain D for one sending domain (without it,
+          the whole account), [--reason TEXT]. Its mail waits, held; submissions are still taken.
+          The account cannot resume it (POST /v1/sender/resume answers 403
+          SLUICE_SENDER_PAUSED_BY_OPERATOR): only an operator does. It replaces the guard's pause
+          of the same scope.
   resume  resume a paused sender: --account ID, and --domain D for one sending domain (without it,
           every pause of the account). Its figures start again from zero.
 
@@ -32,7 +38,7 @@ export async function runSender(argv: string[], io: Io): Promise<number> {
       name: 'sender',
       usage: USAGE,
       allowPositionals: true,
-      options: { config: { type: 'string', short: 'c' }, account: { type: 'string' }, domain: { type: 'string' }, json: { type: 'boolean' } },
+      options: { config: { type: 'string', short: 'c' }, account: { type: 'string' }, domain: { type: 'string' }, reason: { type: 'string' }, json: { type: 'boolean' } },
     },
     argv,
   );
@@ -40,22 +46,29 @@ export async function runSender(argv: string[], io: Io): Promise<number> {
     println(io.out, USAGE);
     return 0;
   }
-  const sub = subcommand('sender', args.positionals, ['status', 'resume']);
+  const sub = subcommand('sender', args.positionals, ['status', 'pause', 'resume']);
   const hint = "Run 'sluice sender --help' for usage.";
   const account = accountOption(args.values.account);
   let domain: string | null = null;
   if (args.values.domain !== undefined) {
-    if (sub !== 'resume') throw new UsageError(`--domain is for resume only\n${hint}`);
+    if (sub === 'status') throw new UsageError(`--domain is for pause and resume\n${hint}`);
     domain = normaliseDomain(args.values.domain) ?? null;
     if (domain === null) throw new UsageError(`--domain must be a domain name, not '${args.values.domain}'`);
   }
-  if (sub === 'resume' && account === undefined) throw new UsageError(`resume needs --account ID\n${hint}`);
+  if (sub !== 'status' && account === undefined) throw new UsageError(`${sub} needs --account ID\n${hint}`);
+  if (args.values.reason !== undefined && sub !== 'pause') throw new UsageError(`--reason is for pause only\n${hint}`);
 
   const cfg = loadConfig({ file: args.values.config, env: io.env });
-  if (sub === 'resume' && !configuredAccount(cfg, account as string, io)) return 1;
+  if (sub !== 'status' && !configuredAccount(cfg, account as string, io)) return 1;
   const redis = await connectForCommand(cfg);
   try {
     const guard = new ReputationGuard({ redis, keys: createKeys(cfg.redis.prefix), eventsMaxLen: cfg.retention.eventsMaxLen }, { ...reputationOptionsOf(cfg.reputation), checkCacheMs: 0 });
+    if (sub === 'pause') {
+      const p = await guard.pauseByOperator(account as string, domain, { by: cliActor(), note: args.values.reason ?? '' });
+      await auditCli(redis, cfg, io, 'sender.pause', account as string, p.scope);
+      println(io.out, `paused ${account} ${p.scope === ACCOUNT_SCOPE ? '(the whole account)' : p.scope}: its mail waits until an operator resumes it (sluice sender resume)`);
+      return 0;
+    }
     if (sub === 'resume') {
       const resumed = await guard.resume(account as string, domain, 'cli');
       if (resumed.length === 0) {
@@ -68,7 +81,11 @@ export async function runSender(argv: string[], io: Io): Promise<number> {
     }
     const rows = await guard.status(account);
     if (args.values.json) {
-      for (const r of rows) println(io.out, JSON.stringify({ account: r.pause.account, domain: r.pause.scope === ACCOUNT_SCOPE ? null : r.pause.scope, reason: r.pause.reason, pausedAt: new Date(r.pause.at).toISOString(), threshold: r.pause.threshold, windowHours: r.pause.windowHours, figures: r.pause.figures, current: r.current }));
+      for (const r of rows) {
+        const p = r.pause;
+        const how = p.reason === 'operator' ? { by: p.by ?? null, note: p.note ?? '' } : { threshold: p.threshold, windowHours: p.windowHours, figures: p.figures };
+        println(io.out, JSON.stringify({ account: p.account, domain: p.scope === ACCOUNT_SCOPE ? null : p.scope, reason: p.reason, pausedAt: new Date(p.at).toISOString(), ...how, current: r.current }));
+      }
       return 0;
     }
     if (rows.length === 0) {
@@ -77,7 +94,8 @@ export async function runSender(argv: string[], io: Io): Promise<number> {
     }
     for (const r of rows) {
       const p = r.pause;
-      println(io.out, `${p.account} ${p.scope}: paused ${new Date(p.at).toISOString()} for ${p.reason} above ${pct(p.threshold)} over ${p.windowHours} h — ${figuresText(p.figures)}; now ${figuresText(r.current)}`);
+      const why = p.reason === 'operator' ? `by the operator (${p.by ?? '?'})${p.note ? `: ${p.note}` : ''}` : `for ${p.reason} above ${pct(p.threshold)} over ${p.windowHours} h — ${figuresText(p.figures)}`;
+      println(io.out, `${p.account} ${p.scope}: paused ${new Date(p.at).toISOString()} ${why}; now ${figuresText(r.current)}`);
     }
     return 0;
   } finally {

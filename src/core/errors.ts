@@ -57,6 +57,7 @@ export const ERRORS = {
   SLUICE_ACCOUNT_UNKNOWN: { message: 'No such account in the configuration', http: 404, smtp: [550, '5.7.1'] },
   SLUICE_ADMIN_ACCOUNT_REQUIRED: { message: 'An operator key must name the account it acts on: add ?account=ID', http: 400, smtp: [501, '5.5.4'] },
   SLUICE_ADMIN_REQUIRED: { message: 'This route needs an operator key', http: 403, smtp: [550, '5.7.1'] },
+  SLUICE_SENDER_PAUSED_BY_OPERATOR: { message: 'An operator paused this sender: only an operator resumes it', http: 403, smtp: [550, '5.7.1'] },
   SLUICE_LIST_NOT_FOUND: { message: 'No such contact list', http: 404, smtp: [550, '5.1.1'] },
   SLUICE_LIST_IMPORT_TOO_LARGE: { message: 'The import exceeds the size or row limit', http: 413, smtp: [552, '5.3.4'] },
   SLUICE_LIST_IMPORT_BAD_FORMAT: { message: 'The import cannot be read as CSV or NDJSON', http: 400, smtp: [554, '5.6.0'] },

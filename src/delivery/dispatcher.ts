@@ -1244,7 +1244,7 @@ export class Dispatcher {
           if (this.now() + PAUSED_SENDER_HOLD_MS > (await this.retriedSince(entry, msg, this.now())) + shaping.maxAge) {
             await this.settle(entry, shaping, msg, localOutcome('deferred', '4.7.0', `sender paused by the reputation guard (${paused}) until the message expired`, 'REPUTATION', true));
           } else {
-            await hold(redis, keys, entry, { now: this.now(), nextAt: this.now() + PAUSED_SENDER_HOLD_MS, enhanced: '4.7.0', response: `held: sender paused by the reputation guard (${paused}); resumes when an operator resumes it` });
+            await hold(redis, keys, entry, { now: this.now(), nextAt: this.now() + PAUSED_SENDER_HOLD_MS, enhanced: '4.7.0', response: paused === 'operator' ? 'held: sender paused by the operator (sluice sender pause); resumes when an operator resumes it' : `held: sender paused by the reputation guard (${paused}); resumes when an operator resumes it` });
           }
           continue;
         }

@@ -14,9 +14,10 @@ import {
   readFigures,
   recordOutcome,
   resumeSender,
+  pauseByOperator,
   type Figures,
   type OutcomeKind,
-  type PauseReason,
+  type GuardReason,
   type PauseRecord,
   BUCKET_MS,
 } from '../store/reputation.js';
@@ -102,7 +103,7 @@ export interface Evaluation {
 }
 
 /** What crosses a threshold in these figures, complaints first (the graver signal), or null. */
-export function thresholdCrossed(f: Figures, o: Pick<ReputationOptions, 'complaintRate' | 'hardBounceRate' | 'minVolume'>): { reason: PauseReason; threshold: number } | null {
+export function thresholdCrossed(f: Figures, o: Pick<ReputationOptions, 'complaintRate' | 'hardBounceRate' | 'minVolume'>): { reason: GuardReason; threshold: number } | null {
   if (f.sent < o.minVolume) return null;
   if (f.complaintRate > o.complaintRate) return { reason: 'complaints', threshold: o.complaintRate };
   if (f.hardBounceRate > o.hardBounceRate) return { reason: 'hardbounces', threshold: o.hardBounceRate };
@@ -198,7 +199,7 @@ export class ReputationGuard {
     const scopes = [...(own === null ? [] : [own]), ACCOUNT_SCOPE, ...others];
     const figures = await readFigures(redis, keys, account, scopes, now, this.options.windowHours);
     const paused: PauseRecord[] = [];
-    const pause = async (scope: string, f: Figures, v: { reason: PauseReason; threshold: number }) => {
+    const pause = async (scope: string, f: Figures, v: { reason: GuardReason; threshold: number }) => {
       const rec = await pauseSender(redis, keys, account, scope === ACCOUNT_SCOPE ? null : scope, v.reason, f, { threshold: v.threshold, windowHours: this.options.windowHours }, { now, eventsMaxLen: this.deps.eventsMaxLen });
       if (!rec) return;
       paused.push(rec);
@@ -244,6 +245,13 @@ export class ReputationGuard {
       this.#cache.set(key, { until: now + ttl, pause });
     }
     return pause;
+  }
+
+  /** An operator pauses the domain (the whole account when null) by hand: see store/reputation.ts pauseByOperator. */
+  async pauseByOperator(account: string, domain: string | null, who: { by: string; note: string }): Promise<PauseRecord> {
+    const record = await pauseByOperator(this.deps.redis, this.deps.keys, account, domain, who, { now: this.#now(), eventsMaxLen: this.deps.eventsMaxLen });
+    this.#forget(account);
+    return record;
   }
 
   /** Resumes the domain's pause, or every pause of the account when `domain` is null. */

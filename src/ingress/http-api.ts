@@ -602,7 +602,8 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
         const body = await readBody(req, MAX_SUPPRESSION_BODY_BYTES);
         if (body.length > 0) input = parseJson(body);
       }
-      const r = await own.run({ redis: deps.redis, keys: deps.keys, eventsMaxLen: deps.config.retention.eventsMaxLen, now: deps.now }, account.id, input);
+      const operator = (await identify(req)).kind === 'operator';
+      const r = await own.run({ redis: deps.redis, keys: deps.keys, eventsMaxLen: deps.config.retention.eventsMaxLen, now: deps.now, operator }, account.id, input);
       return routed(req, own.name, account.id, r);
     }
     const ctx = scoped(req);

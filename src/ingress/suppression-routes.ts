@@ -4,7 +4,7 @@ import { normaliseDomain, parseAddress } from '../core/address.js';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { addSuppression, GLOBAL_LIST, listSuppressions, removeSuppression, suppressionOf, type SuppressionEntry } from '../store/suppression.js';
-import { listPaused, resumeSender, type PauseRecord } from '../store/reputation.js';
+import { listPaused, operatorPaused, resumeSender, type PauseRecord } from '../store/reputation.js';
 import { addressRef } from '../store/audit.js';
 import { fieldErrors } from './http-schema.js';
 import { isScanCursor, MAX_ADDRESS, methodNotAllowed, pageQuery, pathAddress, splitUrl, type RouteAnswer } from './http-route.js';
@@ -19,7 +19,9 @@ import { isScanCursor, MAX_ADDRESS, methodNotAllowed, pageQuery, pathAddress, sp
  *   DELETE /v1/suppressions/:email          → 204, 404 when not on the account's list, 403 when only
  *                                           on the global list (addresses that do not exist: read-only)
  *   GET    /v1/sender                       the account's paused senders → 200 { paused }
- *   POST   /v1/sender/resume {domain?}      → 200 { resumed }: that domain, or every pause of the account
+ *   POST   /v1/sender/resume {domain?}      → 200 { resumed }: that domain, or every pause of the account;
+ *                                           an operator's pause only with an operator's key (else kept,
+ *                                           as keptByOperator, or 403 when nothing else was paused)
  *
  * Another account's list is never read or written: an address it suppressed is a 404 here. The
  * global list is not listed either (its addresses came from every account's mail); a lookup shows
@@ -31,6 +33,8 @@ export interface SuppressionRouteDeps {
   readonly keys: Keys;
   readonly eventsMaxLen: number;
   readonly now?: (() => number) | undefined;
+  /** The caller is an operator (acting for the account): it may lift an operator's pause. */
+  readonly operator?: boolean;
 }
 
 export interface OwnRoute {
@@ -133,9 +137,8 @@ function pauseJson(p: PauseRecord): Record<string, unknown> {
     domain: p.scope === '*' ? null : p.scope,
     reason: p.reason,
     pausedAt: p.at > 0 ? new Date(p.at).toISOString() : null,
-    threshold: p.threshold,
-    windowHours: p.windowHours,
-    figures: p.figures,
+    // An operator's pause says who and why; the guard's, the figures that crossed its threshold.
+    ...(p.reason === 'operator' ? { by: p.by ?? null, note: p.note ?? '' } : { threshold: p.threshold, windowHours: p.windowHours, figures: p.figures }),
   };
 }
 
@@ -151,7 +154,15 @@ async function resume(deps: SuppressionRouteDeps, account: string, input: unknow
     domain = normaliseDomain(parsed.data.domain) ?? null;
     if (domain === null) throw new SluiceError('SLUICE_INGRESS_BAD_REQUEST', 'The request is invalid', { errors: [{ path: 'domain', message: 'not a valid domain' }] });
   }
-  const resumed = await resumeSender(deps.redis, deps.keys, account, domain, 'api', { now: deps.now?.() ?? Date.now(), eventsMaxLen: deps.eventsMaxLen });
+  const keepOperator = deps.operator !== true;
+  const resumed = await resumeSender(deps.redis, deps.keys, account, domain, 'api', { now: deps.now?.() ?? Date.now(), eventsMaxLen: deps.eventsMaxLen, keepOperator });
+  // What an operator paused stays paused for the account's own key (sluice sender pause).
+  const kept = keepOperator ? await operatorPaused(deps.redis, deps.keys, account, domain) : [];
+  if (resumed.length === 0 && kept.length > 0) throw new SluiceError('SLUICE_SENDER_PAUSED_BY_OPERATOR', `An operator paused ${kept.map((s) => (s === '*' ? 'the whole account' : s)).join(', ')}: only an operator resumes it`);
   if (resumed.length === 0) throw new SluiceError('SLUICE_INGRESS_NOT_FOUND', domain === null ? 'No sender of this account is paused' : `The sender domain ${domain} is not paused`);
-  return { status: 200, body: { resumed: resumed.map((s) => (s === '*' ? null : s)) }, audit: { action: 'sender.resume', target: resumed.join(',') } };
+  return {
+    status: 200,
+    body: { resumed: resumed.map((s) => (s === '*' ? null : s)), ...(kept.length > 0 ? { keptByOperator: kept.map((s) => (s === '*' ? null : s)) } : {}) },
+    audit: { action: 'sender.resume', target: resumed.join(',') },
+  };
 }

@@ -45,7 +45,10 @@ export interface Figures {
   readonly complaintRate: number;
 }
 
-export type PauseReason = 'complaints' | 'hardbounces';
+/** Why a sender is paused: by the reputation guard for its rates, or by an operator's hand ('operator'). */
+export type PauseReason = GuardReason | 'operator';
+/** The reputation guard's reasons: the rate that crossed its threshold. */
+export type GuardReason = 'complaints' | 'hardbounces';
 
 export interface PauseRecord {
   readonly account: string;
@@ -55,9 +58,12 @@ export interface PauseRecord {
   /** ms since epoch */
   readonly at: number;
   readonly figures: Figures;
-  /** The threshold that was crossed (a ratio, 0–1) and the window it was measured over. */
+  /** The threshold that was crossed (a ratio, 0–1) and the window it was measured over (0 for an operator's pause). */
   readonly threshold: number;
   readonly windowHours: number;
+  /** An operator's pause: who placed it (the audit log's actor) and why, in their words. */
+  readonly by?: string;
+  readonly note?: string;
 }
 
 export interface EventOptions {
@@ -143,7 +149,7 @@ export async function pauseSender(
   keys: Keys,
   account: string,
   domain: string | null,
-  reason: PauseReason,
+  reason: GuardReason,
   figures: Figures,
   detail: { readonly threshold: number; readonly windowHours: number },
   opts: EventOptions,
@@ -173,6 +179,33 @@ export async function pauseSender(
   return record;
 }
 
+/**
+ * An operator pauses a sender (the whole account when `domain` is null) by hand: abuse under
+ * investigation, a customer's list that must not go out. Replaces a guard's pause of the same scope,
+ * so that the account, which may lift the guard's pauses itself (POST /v1/sender/resume), cannot lift
+ * this one: only an operator resumes it (resumeSender without keepOperator). Its mail waits, held
+ * as for any pause. Appends a 'sender_paused' event (reason operator, by, note).
+ */
+export async function pauseByOperator(redis: RedisClient, keys: Keys, account: string, domain: string | null, who: { readonly by: string; readonly note: string }, opts: EventOptions): Promise<PauseRecord> {
+  const scope = scopeOf(domain);
+  const note = who.note.replace(/\s+/g, ' ').trim().slice(0, 200);
+  const record: PauseRecord = { account, scope, reason: 'operator', at: opts.now, figures: figuresOf(0, 0, 0), threshold: 0, windowHours: 0, by: who.by, note };
+  const member = `${account}|${scope}`;
+  await redis.zadd(keys.pausedSenders(), 'NX', opts.now, member);
+  await redis.hset(keys.senderPaused(account), scope, JSON.stringify(record));
+  await redis.zadd(keys.pausedSenders(), 'NX', opts.now, member);
+  await appendEvent(redis, keys, 'sender_paused', { account, scope, ...(scope === ACCOUNT_SCOPE ? {} : { domain: scope }), reason: 'operator', by: who.by, ...(note ? { note } : {}) }, opts.eventsMaxLen);
+  return record;
+}
+
+/** The scopes of `account` (the one of `domain`, or all when null) that an operator paused. */
+export async function operatorPaused(redis: RedisClient, keys: Keys, account: string, domain: string | null): Promise<string[]> {
+  const all = await redis.hgetall(keys.senderPaused(account));
+  return Object.entries(all)
+    .filter(([scope, json]) => (domain === null || scope === scopeOf(domain)) && parsePause(account, scope, json)?.reason === 'operator')
+    .map(([scope]) => scope);
+}
+
 /** Six significant decimals: enough for a 0.3 % threshold, short in the event. */
 function round(ratio: number): number {
   return Math.round(ratio * 1e6) / 1e6;
@@ -192,12 +225,14 @@ export async function isPaused(redis: RedisClient, keys: Keys, account: string, 
  * from now on, not again on the mail that paused it. Appends one 'sender_resumed' event per scope.
  * Returns the scopes that were paused and are not any more.
  */
-export async function resumeSender(redis: RedisClient, keys: Keys, account: string, domain: string | null, by: string, opts: EventOptions): Promise<string[]> {
+export async function resumeSender(redis: RedisClient, keys: Keys, account: string, domain: string | null, by: string, opts: EventOptions & { readonly keepOperator?: boolean }): Promise<string[]> {
   const key = keys.senderPaused(account);
   const scopes = domain === null ? await redis.hkeys(key) : [scopeOf(domain)];
   const resumed: string[] = [];
   for (const scope of scopes) {
     const json = await redis.hget(key, scope);
+    // An operator's pause is not the account's to lift (the route for accounts keeps it).
+    if (opts.keepOperator && parsePause(account, scope, json)?.reason === 'operator') continue;
     if ((await redis.hdel(key, scope)) === 0) continue;
     resumed.push(scope);
     const was = parsePause(account, scope, json);

@@ -74,7 +74,7 @@ test('usage errors exit 2 and name the problem', async () => {
     [['suppression', 'add', '--account', 'acme', 'a@example.com', '--reason', 'whim'], /--reason must be one of/],
     [['suppression', 'drop', '--account', 'acme'], /unknown subcommand/],
     [['sender', 'resume'], /needs --account/],
-    [['sender', 'status', '--domain', 'x.example'], /--domain is for resume/],
+    [['sender', 'status', '--domain', 'x.example'], /--domain is for pause and resume/],
   ];
   for (const [argv, re] of cases) {
     const r = await sluice([...argv, '--config', cfg]);

@@ -2,7 +2,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { CapturePeer } from '../helpers/smtp-peer.js';
 import { startSluiceWithPeer, type PeerSluice, type SluiceFixture } from '../helpers/sluice.js';
-import { figuresOf, pauseSender, resumeSender } from '../../src/store/reputation.js';
+import { figuresOf, pauseByOperator, pauseSender, resumeSender } from '../../src/store/reputation.js';
 
 /**
  * A sender paused by the reputation guard: its mail is held by the dispatcher — not sent, not
@@ -52,6 +52,22 @@ test("a paused sender's copies are held without an attempt, and go after a resum
   assert.is(final.recipients[0].state, 'delivered');
   assert.is(final.recipients[0].attempts, 1, 'the delivery is its first attempt');
   assert.is(peer.messages.length, 1);
+});
+
+test("an operator's pause holds the sender's copies the same way, saying so", async () => {
+  const { client } = s.app.redis;
+  const keys = s.app.keys;
+  await pauseByOperator(client, keys, 'acme', null, { by: 'test', note: 'under review' }, { now: Date.now(), eventsMaxLen: 1000 });
+  await new Promise((r) => setTimeout(r, 1100)); // the dispatcher's one-second view of pauses
+  const before = peer.messages.length;
+  const sent = await s.api('/v1/messages', { body: { from: 'a@acme.example', to: 'r@two.test', subject: 'held by hand', text: 't' } });
+  assert.is(sent.status, 202);
+  const rc = await s.waitRecipient(sent.body.id as string, 'deferred', 5000);
+  assert.is(rc?.state, 'deferred', JSON.stringify(rc));
+  assert.match(rc?.response ?? '', 'held: sender paused by the operator (sluice sender pause)');
+  assert.is(rc?.attempts ?? 0, 0, 'no attempt spent');
+  assert.is(peer.messages.length, before);
+  await resumeSender(client, keys, 'acme', null, 'test', { now: Date.now(), eventsMaxLen: 1000 });
 });
 
 test.run();

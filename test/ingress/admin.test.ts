@@ -12,6 +12,7 @@ import { OperatorRegistry } from '../../src/accounts/operators.js';
 import { generateOperatorKey, hashSecret } from '../../src/accounts/secrets.js';
 import { ClosedAccounts, closedRecord } from '../../src/store/account-state.js';
 import { readAudit } from '../../src/store/audit.js';
+import { figuresOf, isPaused, pauseSender } from '../../src/store/reputation.js';
 import { ingressFixture, type IngressFixture } from './fixture.js';
 import { sluice } from '../cli/run-cli.js';
 
@@ -204,6 +205,37 @@ test('sluice account close / status / reopen and sluice audit, from the command 
   }
   const text = await sluice(['audit', '--limit', '1', '--config', cfgFile]);
   assert.match(text.out, /suppression\.add\tother\thmac:/);
+});
+
+test("an operator's pause of a sender (sluice sender pause) is not the account's to lift: its key gets 403, or the guard's pauses only; an operator's key lifts it", async () => {
+  const opts = { now: Date.now(), eventsMaxLen: 1000 };
+  const paused = await sluice(['sender', 'pause', '--account', 'acme', '--reason', 'abuse report 42 under review', '--config', cfgFile]);
+  assert.is(paused.code, 0, paused.err);
+  assert.match(paused.out, 'paused acme (the whole account)');
+  const rec = await isPaused(fx.client, fx.keys, 'acme', 'acme.example');
+  assert.equal([rec?.reason, rec?.note, rec?.by?.startsWith('cli')], ['operator', 'abuse report 42 under review', true]);
+  const st = await call('GET', '/v1/sender', fx.apiKeys.acme);
+  assert.equal(st.json['paused'].map((p: Record<string, unknown>) => [p['domain'], p['reason'], p['note']]), [[null, 'operator', 'abuse report 42 under review']]);
+
+  const refused = await call('POST', '/v1/sender/resume', fx.apiKeys.acme, {});
+  assert.is(refused.status, 403);
+  assert.is(refused.json['code'], 'SLUICE_SENDER_PAUSED_BY_OPERATOR');
+  assert.is((await isPaused(fx.client, fx.keys, 'acme', null))?.reason, 'operator', 'still paused');
+
+  // A guard's pause beside it is the account's to lift; the operator's stays.
+  await pauseSender(fx.client, fx.keys, 'acme', 'acme.example', 'complaints', figuresOf(1000, 0, 9), { threshold: 0.003, windowHours: 24 }, opts);
+  const partly = await call('POST', '/v1/sender/resume', fx.apiKeys.acme, {});
+  assert.is(partly.status, 200);
+  assert.equal([partly.json['resumed'], partly.json['keptByOperator']], [['acme.example'], [null]]);
+
+  const lifted = await call('POST', '/v1/sender/resume?account=acme', opKey, {});
+  assert.is(lifted.status, 200, JSON.stringify(lifted.json));
+  assert.equal(lifted.json['resumed'], [null]);
+  assert.is(await isPaused(fx.client, fx.keys, 'acme', null), null);
+  const [audit] = await readAudit(fx.client, fx.keys, { limit: 1 });
+  assert.equal([audit?.action, audit?.account], ['sender.resume', 'acme']);
+  const events = (await fx.client.xrange(fx.keys.events(), '-', '+')).map(([, f]) => f.join(' '));
+  assert.ok(events.some((e) => /sender_paused .*reason operator .*note abuse report 42 under review/.test(e)), 'a sender_paused event with the reason and note');
 });
 
 test.run();
