@@ -17,7 +17,7 @@ import { acceptMessage, checkOpen, type AcceptDeps, type Submission } from './ac
 import { refsTtlMs } from './persist.js';
 import { fieldErrors, messageSchema, toSpecSubmission, validateMessage } from './http-schema.js';
 import { IdempotencyStore, isValidIdempotencyKey, RequestHash, type StoredAnswer } from './idempotency.js';
-import { matchSuppressionRoute, MAX_SUPPRESSION_BODY_BYTES } from './suppression-routes.js';
+import { importSuppressionsRoute, matchSuppressionRoute, MAX_SUPPRESSION_BODY_BYTES, SUPPRESSION_IMPORT_PATH } from './suppression-routes.js';
 import { webhookRoute } from './webhook-routes.js';
 import { campaignRoute } from './campaign-routes.js';
 import { listRoute } from './list-routes.js';
@@ -592,6 +592,14 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
       const r = await privacy.run({ redis: deps.redis, keys: deps.keys, eventsMaxLen: deps.config.retention.eventsMaxLen, recordTtlMs: deps.config.retention.records, refsTtlMs: refsTtlMs(deps.config) }, { accounts, all });
       await audit(req, privacy.action, all ? '' : (accounts[0] as string), await addressRef(deps.redis, deps.keys, privacy.address));
       return { route: 'recipients', answer: new Answer(r.status, r.body) };
+    }
+    if (path === SUPPRESSION_IMPORT_PATH) {
+      if (method !== 'POST') throw methodNotAllowed('POST');
+      const account = await authenticate(req);
+      const p = await identify(req);
+      const by = p.kind === 'account' ? `account:${p.account.id}` : `operator:${p.id}`;
+      const r = await importSuppressionsRoute(req, { redis: deps.redis, keys: deps.keys, eventsMaxLen: deps.config.retention.eventsMaxLen, now: deps.now, maxBytes: deps.config.lists.maxImportBytes, by }, account.id);
+      return routed(req, 'suppressions', account.id, r);
     }
     const own = matchSuppressionRoute(method, req.url ?? '/');
     if (own) {

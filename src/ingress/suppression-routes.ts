@@ -6,6 +6,9 @@ import type { Keys } from '../redis/keys.js';
 import { addSuppression, GLOBAL_LIST, listSuppressions, removeSuppression, suppressionOf, type SuppressionEntry } from '../store/suppression.js';
 import { listPaused, operatorPaused, resumeSender, type PauseRecord } from '../store/reputation.js';
 import { addressRef } from '../store/audit.js';
+import type { IncomingMessage } from 'node:http';
+import { importSuppressions, type SuppressionFormat } from '../store/suppression-import.js';
+import type { SuppressionReason } from '../store/suppression.js';
 import { fieldErrors } from './http-schema.js';
 import { isScanCursor, MAX_ADDRESS, methodNotAllowed, pageQuery, pathAddress, splitUrl, type RouteAnswer } from './http-route.js';
 
@@ -18,6 +21,9 @@ import { isScanCursor, MAX_ADDRESS, methodNotAllowed, pageQuery, pathAddress, sp
  *   POST   /v1/suppressions {email, reason?}  → 201 added, 200 when it was there already (kept as it was)
  *   DELETE /v1/suppressions/:email          → 204, 404 when not on the account's list, 403 when only
  *                                           on the global list (addresses that do not exist: read-only)
+ *   POST   /v1/suppressions/import?reason=R  a whole list: body text/csv, application/x-ndjson or
+ *                                           text/plain (one address per line), read as it arrives
+ *                                           (importSuppressionsRoute) → 200 with the counts
  *   GET    /v1/sender                       the account's paused senders → 200 { paused }
  *   POST   /v1/sender/resume {domain?}      → 200 { resumed }: that domain, or every pause of the account;
  *                                           an operator's pause only with an operator's key (else kept,
@@ -165,4 +171,43 @@ async function resume(deps: SuppressionRouteDeps, account: string, input: unknow
     body: { resumed: resumed.map((s) => (s === '*' ? null : s)), ...(kept.length > 0 ? { keptByOperator: kept.map((s) => (s === '*' ? null : s)) } : {}) },
     audit: { action: 'sender.resume', target: resumed.join(',') },
   };
+}
+
+/** The path of a bulk import (http-api routes it before the JSON-bodied routes above). */
+export const SUPPRESSION_IMPORT_PATH = '/v1/suppressions/import';
+
+const IMPORT_TYPES: readonly [RegExp, SuppressionFormat][] = [
+  [/^text\/csv\s*(?:;|$)/i, 'csv'],
+  [/^application\/(?:x-ndjson|ndjson|jsonl|x-jsonlines)\s*(?:;|$)/i, 'ndjson'],
+  [/^text\/plain\s*(?:;|$)/i, 'text'],
+];
+
+/**
+ * POST /v1/suppressions/import: a whole suppression list into the account's (store/suppression-import.ts:
+ * CSV with an address column and an optional reason, NDJSON, or one address per line), as a sender
+ * moving here brings its unsubscribes, complaints and bounces; ?reason= for rows that name none
+ * (default manual). The body is read as it arrives, up to `maxBytes` (lists.maxImportBytes): past
+ * it, 413 with the counts of what came before, which was written. A broken file: 400 with the
+ * counts. An address already on the list keeps its entry.
+ */
+export async function importSuppressionsRoute(req: IncomingMessage, deps: SuppressionRouteDeps & { readonly maxBytes: number; readonly by: string }, account: string): Promise<RouteAnswer> {
+  const type = req.headers['content-type'] ?? '';
+  const format = IMPORT_TYPES.find(([re]) => re.test(type))?.[1];
+  if (!format) throw new SluiceError('SLUICE_INGRESS_UNSUPPORTED_MEDIA', 'Content-Type must be text/csv, application/x-ndjson or text/plain');
+  const reasonText = splitUrl(req.url ?? '/').query.get('reason') ?? 'manual';
+  if (!(ACCOUNT_REASONS as readonly string[]).includes(reasonText)) {
+    throw new SluiceError('SLUICE_INGRESS_BAD_REQUEST', 'The request is invalid', { errors: [{ path: 'reason', message: `must be one of ${ACCOUNT_REASONS.join(', ')}` }] });
+  }
+  if (Number(req.headers['content-length'] ?? 0) > deps.maxBytes) {
+    throw new SluiceError('SLUICE_LIST_IMPORT_TOO_LARGE', `The import exceeds ${deps.maxBytes} bytes (lists.maxImportBytes)`);
+  }
+  // destroyOnReturn: false: stopped early, the request stays open for the answer (http-api closes
+  // the connection after it, the body unread).
+  const body = req.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>;
+  const r = await importSuppressions(deps.redis, deps.keys, account, body, { format, reason: reasonText as SuppressionReason, now: deps.now?.() ?? Date.now(), by: deps.by, maxBytes: deps.maxBytes });
+  const counts = { rows: r.rows, added: r.added, existing: r.existing, invalid: r.invalid, errors: r.errors };
+  const audit = r.added > 0 || r.stopped === null ? { action: 'suppression.import', target: `${r.added} added` } : undefined;
+  if (r.tooLarge) return { status: 413, body: { code: 'SLUICE_LIST_IMPORT_TOO_LARGE', message: r.stopped, ...counts }, audit };
+  if (r.stopped !== null) return { status: 400, body: { code: 'SLUICE_INGRESS_BAD_REQUEST', message: `The import stopped: ${r.stopped}`, ...counts }, audit };
+  return { status: 200, body: counts, audit };
 }

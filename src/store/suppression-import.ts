@@ -36,8 +36,11 @@ export interface SuppressionImportResult {
   invalid: number;
   /** The first MAX_REPORTED invalid rows. */
   errors: { line: number; reason: string }[];
-  /** Why the input could not be read to its end (no header, a broken CSV), or null; what was read before it is written. */
+  /** Why the input could not be read to its end (no header, a broken CSV, too large), or null; what was read before it is written. */
   stopped: string | null;
+  /** It stopped at opts.maxBytes. */
+  tooLarge: boolean;
+  bytes: number;
 }
 
 export interface SuppressionImportOptions {
@@ -48,6 +51,8 @@ export interface SuppressionImportOptions {
   /** Written into each entry's evidence, beside `source: 'import'` (who ran it). */
   readonly by: string;
   readonly batchSize?: number;
+  /** Bytes read at most; beyond, the import stops (tooLarge) with what came before written. */
+  readonly maxBytes?: number;
 }
 
 const BATCH = 1000;
@@ -163,7 +168,27 @@ async function* textRows(source: AsyncIterable<Buffer | string>, json: boolean):
  * read before; a Redis failure throws.
  */
 export async function importSuppressions(redis: RedisClient, keys: Keys, list: string, source: AsyncIterable<Buffer | string>, opts: SuppressionImportOptions): Promise<SuppressionImportResult> {
-  const result: SuppressionImportResult = { rows: 0, added: 0, existing: 0, invalid: 0, errors: [], stopped: null };
+  const result: SuppressionImportResult = { rows: 0, added: 0, existing: 0, invalid: 0, errors: [], stopped: null, tooLarge: false, bytes: 0 };
+  const maxBytes = opts.maxBytes ?? Infinity;
+  // Counted as it is read. Past maxBytes the input ends at the last line break before the limit, so
+  // no line is cut in two (an address cut short could pass for another one).
+  async function* counted(): AsyncGenerator<Buffer> {
+    for await (const c of source) {
+      const b = typeof c === 'string' ? Buffer.from(c, 'utf8') : c;
+      if (result.bytes + b.length > maxBytes) {
+        result.tooLarge = true;
+        const room = maxBytes - result.bytes;
+        const cut = b.subarray(0, room).lastIndexOf(0x0a);
+        if (cut >= 0) {
+          result.bytes += cut + 1;
+          yield b.subarray(0, cut + 1);
+        }
+        return;
+      }
+      result.bytes += b.length;
+      yield b;
+    }
+  }
   const batchSize = opts.batchSize ?? BATCH;
   let batch = new Map<string, SuppressionEntry>();
   const flush = async () => {
@@ -183,7 +208,8 @@ export async function importSuppressions(redis: RedisClient, keys: Keys, list: s
     result.invalid++;
     if (result.errors.length < MAX_REPORTED) result.errors.push({ line, reason });
   };
-  const rows = opts.format === 'csv' ? csvRows(source) : textRows(source, opts.format === 'ndjson');
+  const input = counted();
+  const rows = opts.format === 'csv' ? csvRows(input) : textRows(input, opts.format === 'ndjson');
   try {
     for await (const row of rows) {
       result.rows++;
@@ -211,5 +237,6 @@ export async function importSuppressions(redis: RedisClient, keys: Keys, list: s
     result.stopped = (err as Error).message;
   }
   await flush();
+  if (result.tooLarge && result.stopped === null) result.stopped = `the import exceeds ${maxBytes} bytes: what came before was written`;
   return result;
 }

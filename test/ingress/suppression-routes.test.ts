@@ -9,6 +9,7 @@ import { request } from 'undici';
 import { addSuppression, GLOBAL_LIST, suppressionOf } from '../../src/store/suppression.js';
 import { figuresOf, isPaused, pauseSender } from '../../src/store/reputation.js';
 import { apiCall, withFixtureApi, type IngressFixture } from './fixture.js';
+import { importSuppressions } from '../../src/store/suppression-import.js';
 
 const test = suite('ingress/suppression-routes');
 let fx: IngressFixture;
@@ -155,6 +156,50 @@ test('GET /v1/sender lists the account\'s pauses; POST /v1/sender/resume resumes
 
   const other = await call('POST', '/v1/sender/resume', { domain: null }, fx.apiKeys.other);
   assert.equal(other.json['resumed'], [null], 'null = the account-wide pause');
+});
+
+test('POST /v1/suppressions/import: a CSV export into the account\'s own list, counts and invalid rows by line; NDJSON and text too; audited; a wrong type 415, a bad reason 400', async () => {
+  const csv = 'Email,Reason,Date\nimp1@example.com,unsubscribed,2024-01-01\nnot-an-address,,x\nIMP2@example.com,"550 5.1.1 unknown",x\n';
+  const r = await apiCall<Json>(base, 'POST', '/v1/suppressions/import?reason=hardbounce', { key: fx.apiKeys.acme, body: csv, headers: { 'content-type': 'text/csv' } });
+  assert.is(r.status, 200, r.text);
+  assert.equal([r.json['rows'], r.json['added'], r.json['existing'], r.json['invalid']], [3, 2, 0, 1]);
+  assert.equal(r.json['errors'], [{ line: 3, reason: "'not-an-address' is not an email address" }]);
+  assert.is((await suppressionOf(fx.client, fx.keys, 'acme', 'imp1@example.com'))?.reason, 'unsubscribe');
+  const two = await suppressionOf(fx.client, fx.keys, 'acme', 'imp2@example.com');
+  assert.equal([two?.reason, two?.evidence['note'], two?.evidence['by']], ['hardbounce', '550 5.1.1 unknown', 'account:acme']);
+  assert.is(await suppressionOf(fx.client, fx.keys, 'other', 'imp1@example.com'), null, "not on another account's list");
+
+  const nd = await apiCall<Json>(base, 'POST', '/v1/suppressions/import', { key: fx.apiKeys.acme, body: '{"email":"imp1@example.com"}\n{"email":"imp3@example.com","reason":"complaint"}\n', headers: { 'content-type': 'application/x-ndjson' } });
+  assert.equal([nd.status, nd.json['added'], nd.json['existing']], [200, 1, 1]);
+  const txt = await apiCall<Json>(base, 'POST', '/v1/suppressions/import', { key: fx.apiKeys.acme, body: 'imp4@example.com\n', headers: { 'content-type': 'text/plain' } });
+  assert.equal([txt.status, txt.json['added']], [200, 1]);
+  assert.is((await suppressionOf(fx.client, fx.keys, 'acme', 'imp4@example.com'))?.reason, 'manual');
+  const audit = await fx.client.xrevrange(fx.keys.audit(), '+', '-', 'COUNT', 1);
+  assert.match(audit[0]![1].join(' '), /suppression\.import/);
+
+  const json = await apiCall<Json>(base, 'POST', '/v1/suppressions/import', { key: fx.apiKeys.acme, body: '{}', headers: { 'content-type': 'application/json' } });
+  assert.is(json.status, 415);
+  const bad = await apiCall<Json>(base, 'POST', '/v1/suppressions/import?reason=meh', { key: fx.apiKeys.acme, body: 'x@example.com\n', headers: { 'content-type': 'text/plain' } });
+  assert.is(bad.status, 400);
+  assert.is(bad.json['errors'][0].path, 'reason');
+  const broken = await apiCall<Json>(base, 'POST', '/v1/suppressions/import', { key: fx.apiKeys.acme, body: 'name\nx\n', headers: { 'content-type': 'text/csv' } });
+  assert.is(broken.status, 400);
+  assert.match(broken.json['message'], 'no address column');
+  assert.is((await apiCall<Json>(base, 'GET', '/v1/suppressions/import', { key: fx.apiKeys.acme })).status, 405);
+});
+
+test('an import past its byte limit stops at the last whole line before it, with what came before written (tooLarge)', async () => {
+  const lines = Array.from({ length: 50 }, (_, i) => `cap${i}@example.com`).join('\n') + '\n';
+  const chunks = (async function* () {
+    yield Buffer.from(lines.slice(0, 300));
+    yield Buffer.from(lines.slice(300));
+  })();
+  const r = await importSuppressions(fx.client, fx.keys, 'acme', chunks, { format: 'text', reason: 'manual', now: Date.now(), by: 'test', maxBytes: 500 });
+  assert.ok(r.tooLarge);
+  assert.match(r.stopped ?? '', 'exceeds 500 bytes');
+  assert.ok(r.bytes <= 500 && r.bytes > 400, `${r.bytes} bytes read`);
+  assert.is(r.invalid, 0, 'no line cut in two');
+  assert.is(r.added, lines.slice(0, r.bytes).split('\n').filter(Boolean).length);
 });
 
 test.run();
