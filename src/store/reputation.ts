@@ -2,6 +2,14 @@ import { HOUR } from '../core/time.js';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { appendEvent } from './events.js';
+import type { Result } from 'ioredis';
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    /** src/queue/lua/liftPause-1.lua: the record removed, null when none, 0 when an operator's was kept. */
+    liftPause(paused: string, scope: string, keepOperator: '1' | '0'): Result<string | null | 0, Context>;
+  }
+}
 
 /**
  * The reputation guard's records: rolling outcome counts and pause records of senders. The policy
@@ -230,10 +238,10 @@ export async function resumeSender(redis: RedisClient, keys: Keys, account: stri
   const scopes = domain === null ? await redis.hkeys(key) : [scopeOf(domain)];
   const resumed: string[] = [];
   for (const scope of scopes) {
-    const json = await redis.hget(key, scope);
-    // An operator's pause is not the account's to lift (the route for accounts keeps it).
-    if (opts.keepOperator && parsePause(account, scope, json)?.reason === 'operator') continue;
-    if ((await redis.hdel(key, scope)) === 0) continue;
+    // An operator's pause is not the account's to lift (the route for accounts keeps it): read and
+    // removed in one step (liftPause-1.lua).
+    const json = await redis.liftPause(key, scope, opts.keepOperator ? '1' : '0');
+    if (typeof json !== 'string') continue;
     resumed.push(scope);
     const was = parsePause(account, scope, json);
     // The index entry after the record (see the top).

@@ -10,7 +10,7 @@ import { ReputationGuard, type ReputationOptions } from '../../src/feedback/repu
 import { HOUR } from '../../src/core/time.js';
 import type { RedisClient } from '../../src/redis/client.js';
 import type { Keys } from '../../src/redis/keys.js';
-import { isPaused, listPaused, pausedCount, type OutcomeKind } from '../../src/store/reputation.js';
+import { figuresOf, isPaused, listPaused, pauseByOperator, pausedCount, pauseSender, resumeSender, type OutcomeKind } from '../../src/store/reputation.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 
 const test = suite('feedback/reputation');
@@ -252,6 +252,20 @@ test('options are checked: the window is whole hours from 1 to 168', () => {
   assert.throws(() => new ReputationGuard({ redis: client, keys, eventsMaxLen: 1 }, { windowHours: 0 }), /windowHours/);
   assert.throws(() => new ReputationGuard({ redis: client, keys, eventsMaxLen: 1 }, { windowHours: 1.5 }), /windowHours/);
   assert.throws(() => new ReputationGuard({ redis: client, keys, eventsMaxLen: 1 }, { windowHours: 169 }), /windowHours/);
+});
+
+test("resumeSender keepOperator: an operator's pause stays, a guard's and a damaged record go; without it, all go", async () => {
+  const { keys } = redis.fresh();
+  const opts = { now: T0, eventsMaxLen: 100 };
+  await pauseByOperator(client, keys, 'acme', null, { by: 'cli:ops', note: 'review' }, opts);
+  await pauseSender(client, keys, 'acme', 'a.example', 'complaints', figuresOf(1000, 0, 9), { threshold: 0.003, windowHours: 24 }, opts);
+  await client.hset(keys.senderPaused('acme'), 'b.example', '{damaged');
+  const kept = await resumeSender(client, keys, 'acme', null, 'api', { ...opts, keepOperator: true });
+  assert.equal(kept.sort(), ['a.example', 'b.example']);
+  assert.equal([(await isPaused(client, keys, 'acme', null))?.reason, (await isPaused(client, keys, 'acme', null))?.by], ['operator', 'cli:ops']);
+  assert.equal(await resumeSender(client, keys, 'acme', null, 'api', { ...opts, keepOperator: true }), [], 'nothing the account may lift');
+  assert.equal(await resumeSender(client, keys, 'acme', null, 'cli', opts), ['*']);
+  assert.equal(await listPaused(client, keys, 'acme'), []);
 });
 
 test.run();
