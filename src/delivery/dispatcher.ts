@@ -400,6 +400,8 @@ export class Dispatcher {
     try {
       const shards = this.o.config.redis.scheduleShards;
       const now = this.now();
+      // Keeps the holds gauge current while no destination is visited (one read a second at most).
+      void this.holds.get(now);
       const start = this.shardCursor++ % shards;
       for (let i = 0; i < shards && !this.stopping; i++) {
         if (this.totalWorkers >= this.o.config.delivery.maxConnections) break;

@@ -82,6 +82,11 @@ const heldVisits = async (): Promise<number> => {
   const text = await (await fetch(`http://127.0.0.1:${s.app.ports.admin}/metrics`)).text();
   return [...text.matchAll(/^sluice_delivery_held_total\{[^}]*\} (\d+)$/gm)].reduce((n, m) => n + Number(m[1]), 0);
 };
+/** sluice_delivery_holds{kind}: the holds in force as the dispatcher last read them. */
+const holdsGauge = async (kind: string): Promise<number> => {
+  const text = await (await fetch(`http://127.0.0.1:${s.app.ports.admin}/metrics`)).text();
+  return Number(new RegExp(`^sluice_delivery_holds\\{kind="${kind}"\\} (\\d+)$`, 'm').exec(text)?.[1] ?? -1);
+};
 const scheduledAt = async (domain: string): Promise<number | null> => {
   const score = await s.app.redis.client.zscore(s.app.keys.schedule(shardOf(domain, s.config.redis.scheduleShards)), domain);
   return score === null ? null : Number(score);
@@ -93,6 +98,7 @@ test('a held domain gets nothing while its mail waits unattempted; another desti
   assert.is(held.code, 0, held.err);
   assert.match(held.out, /held\.test: held until released, since .* by cli:.*: blocked by the provider/);
   await sleep(SEEN_MS);
+  assert.is(await holdsGauge('domain'), 1, 'the gauge counts the hold');
   const waiting = await send('ann@held.test');
   const other = await send('bob@free.test');
   assert.is((await s.waitFinal(other)).recipients[0].state, 'delivered');
@@ -119,6 +125,9 @@ test('a held domain gets nothing while its mail waits unattempted; another desti
   // (its copy may be a second old), sent it at that visit: no postponement after the release.
   assert.is(await heldVisits(), visits, 'not postponed again after the release');
   assert.is(rcptsAt(sink, 'held.test'), 1);
+  // Read again within a second by the dispatcher's tick, with nothing left to deliver.
+  for (let i = 0; i < 40 && (await holdsGauge('domain')) !== 0; i++) await sleep(100);
+  assert.is(await holdsGauge('domain'), 0, 'the gauge follows the release');
 });
 
 test('a held domain with a null MX is not looked up and not bounced while held; released, it bounces as before', async () => {
