@@ -1,6 +1,6 @@
 import { parse } from 'csv-parse';
 import { isUtf8 } from 'node:buffer';
-import { Readable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
 import { parseAddress } from '../core/address.js';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
@@ -78,27 +78,30 @@ type Row = { line: number; email: string; reason: string } | { line: number; bad
 
 async function* csvRows(source: AsyncIterable<Buffer | string>): AsyncGenerator<Row> {
   const parser = parse({ bom: true, info: true, relax_column_count: true, relax_quotes: true, skip_empty_lines: true, max_record_size: MAX_RECORD_BYTES });
-  const feeding = new Promise<void>((resolve, reject) => {
-    Readable.from(source).on('error', reject).pipe(parser).on('end', resolve).on('error', reject);
-  });
+  // pipeline: a failing source (a client gone mid-upload) destroys the parser, which ends the loop.
+  const feeding = pipeline(source, parser);
   feeding.catch(() => undefined); // the loop below gets the parser's error
   let email = -1;
   let reason = -1;
   let header = true;
-  for await (const { record, info } of parser as AsyncIterable<{ record: string[]; info: { lines: number } }>) {
-    const line = info.lines;
-    if (header) {
-      const names = record.map((n) => n.trim().toLowerCase());
-      email = names.findIndex((n) => ADDRESS_COLUMNS.includes(n));
-      if (email === -1) throw new Error(`line ${line} (the header): no address column (one of ${ADDRESS_COLUMNS.map((c) => `'${c}'`).join(', ')})`);
-      reason = names.indexOf('reason');
-      header = false;
-      continue;
+  try {
+    for await (const { record, info } of parser as AsyncIterable<{ record: string[]; info: { lines: number } }>) {
+      const line = info.lines;
+      if (header) {
+        const names = record.map((n) => n.trim().toLowerCase());
+        email = names.findIndex((n) => ADDRESS_COLUMNS.includes(n));
+        if (email === -1) throw new Error(`line ${line} (the header): no address column (one of ${ADDRESS_COLUMNS.map((c) => `'${c}'`).join(', ')})`);
+        reason = names.indexOf('reason');
+        header = false;
+        continue;
+      }
+      if (record.some((v) => v.includes('\uFFFD'))) yield { line, bad: 'not valid UTF-8' };
+      else yield { line, email: (record[email] ?? '').trim(), reason: reason === -1 ? '' : (record[reason] ?? '').trim() };
     }
-    if (record.some((v) => v.includes('\uFFFD'))) yield { line, bad: 'not valid UTF-8' };
-    else yield { line, email: (record[email] ?? '').trim(), reason: reason === -1 ? '' : (record[reason] ?? '').trim() };
+    await feeding;
+  } finally {
+    parser.destroy();
   }
-  await feeding;
   if (header) throw new Error("the CSV is empty: it needs a header row with an 'email' column");
 }
 
