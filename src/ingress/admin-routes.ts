@@ -6,6 +6,11 @@ import type { AccountRegistry } from '../accounts/registry.js';
 import { closeAccount, closedRecord, reopenAccount, type ClosedAccount } from '../store/account-state.js';
 import { readAudit, type AuditRecord } from '../store/audit.js';
 import { methodNotAllowed, splitUrl } from './http-route.js';
+import type { Config } from '../config/schema.js';
+import { normaliseDomain } from '../core/address.js';
+import { parseDuration } from '../core/time.js';
+import { placeHolds, readHolds, releaseHolds, type Hold } from '../queue/holds.js';
+import { resolveRecordedShaping } from '../queue/shaping.js';
 
 /**
  * The operator-only routes of the HTTP API (an operator key, `op_…`; an account key gets 403):
@@ -15,6 +20,11 @@ import { methodNotAllowed, splitUrl } from './http-route.js';
  *                                 → 200 { …state } (closing a closed account changes nothing)
  *   POST /v1/accounts/:id/reopen  → 200 { …state }, 404 when it was not closed
  *   GET  /v1/audit?account=&limit=  the audit log, newest first → 200 { entries }
+ *   GET  /v1/holds                the operator holds in force (queue/holds.ts) → 200 { holds }
+ *   POST /v1/holds {domain | rule, for?, reason?}  holds a destination or a shaping rule's
+ *                                 destinations (as sluice queue hold) → 201 { hold }
+ *   DELETE /v1/holds/domain/:d, /v1/holds/rule/:name  releases it, its destinations due at once
+ *                                 → 200 { released }, 404 when it was not held
  *
  * Accounts are those of the configuration: an unknown id is a 404 (SLUICE_ACCOUNT_UNKNOWN).
  */
@@ -24,17 +34,22 @@ export interface AdminRouteDeps {
   readonly registry: AccountRegistry;
   readonly closeAfterMs: number;
   readonly now: () => number;
+  /** For the holds: the rules a hold may name, and the schedule a release makes destinations due in. */
+  readonly shaping: Config['shaping'];
+  readonly shards: number;
 }
 
 export interface AdminAnswer {
   readonly status: number;
   readonly body: unknown;
   /** What changed, for the audit log (undefined for reads and for requests that changed nothing). */
-  readonly audit?: { readonly action: string; readonly account: string } | undefined;
+  readonly audit?: { readonly action: string; readonly account: string; readonly target?: string } | undefined;
 }
 
 export interface AdminRoute {
-  run(deps: AdminRouteDeps, operator: string): Promise<AdminAnswer>;
+  /** The route reads a JSON body (http-api reads it, bounded, and passes it as `input`). */
+  readonly hasBody?: boolean;
+  run(deps: AdminRouteDeps, operator: string, input?: unknown): Promise<AdminAnswer>;
 }
 
 const ACCOUNT_PATH = /^\/v1\/accounts\/([a-z0-9][a-z0-9_-]{0,62})(?:\/(close|reopen))?$/;
@@ -64,6 +79,18 @@ export function matchAdminRoute(method: string, url: string): AdminRoute | null 
   if (path === '/v1/audit') {
     if (method !== 'GET') throw methodNotAllowed('GET');
     return { run: (d) => audit(d, query) };
+  }
+  if (path === '/v1/holds') {
+    if (method === 'GET') return { run: async (d) => ({ status: 200, body: { holds: (await readHolds(d.redis, d.keys, d.now())).map(holdJson) } }) };
+    if (method === 'POST') return { hasBody: true, run: (d, operator, input) => placeHold(d, operator, input) };
+    throw methodNotAllowed('GET, POST');
+  }
+  const held = HOLD_PATH.exec(path);
+  if (held) {
+    if (method !== 'DELETE') throw methodNotAllowed('DELETE');
+    const kind = held[1] as Hold['kind'];
+    const name = kind === 'domain' ? normaliseDomain(decodeURIComponent(held[2] as string)) : decodeURIComponent(held[2] as string);
+    return { run: (d) => releaseHold(d, kind, name) };
   }
   const m = ACCOUNT_PATH.exec(path);
   if (!m) return null;
@@ -104,4 +131,44 @@ async function audit(d: AdminRouteDeps, query: URLSearchParams): Promise<AdminAn
   if (account !== undefined && !ACCOUNT_ID.test(account)) errors.push({ path: 'account', message: 'must be an account id' });
   if (errors.length > 0) throw new SluiceError('SLUICE_INGRESS_BAD_REQUEST', 'The query is invalid', { errors });
   return { status: 200, body: { entries: (await readAudit(d.redis, d.keys, { account, limit })).map(auditJson) } };
+}
+
+const HOLD_PATH = /^\/v1\/holds\/(domain|rule)\/([^/]{1,300})$/;
+
+export function holdJson(h: Hold): Record<string, unknown> {
+  return { kind: h.kind, name: h.name, until: h.until === null ? null : new Date(h.until).toISOString(), reason: h.reason, by: h.by, at: new Date(h.at).toISOString() };
+}
+
+async function placeHold(d: AdminRouteDeps, operator: string, input: unknown): Promise<AdminAnswer> {
+  const o = (typeof input === 'object' && input !== null && !Array.isArray(input) ? input : {}) as Record<string, unknown>;
+  const errors: FieldError[] = [];
+  const rules = new Set(['default', ...d.shaping.rules.map((r) => r.name)]);
+  let target: { kind: Hold['kind']; name: string } | null = null;
+  if ((o['domain'] === undefined) === (o['rule'] === undefined)) errors.push({ path: 'domain', message: 'give exactly one of domain and rule' });
+  else if (o['domain'] !== undefined) {
+    const dom = typeof o['domain'] === 'string' ? normaliseDomain(o['domain']) : undefined;
+    if (dom === undefined) errors.push({ path: 'domain', message: 'must be a domain name' });
+    else target = { kind: 'domain', name: dom };
+  } else if (typeof o['rule'] !== 'string' || !rules.has(o['rule'])) errors.push({ path: 'rule', message: `must be a shaping rule of the configuration (${[...rules].join(', ')})` });
+  else target = { kind: 'rule', name: o['rule'] };
+  let forMs: number | null = null;
+  if (o['for'] !== undefined && o['for'] !== null) {
+    const ms = typeof o['for'] === 'string' ? parseDuration(o['for']) : undefined;
+    if (ms === undefined || ms <= 0) errors.push({ path: 'for', message: "must be a duration such as '30m', '2h' or '1d'" });
+    else forMs = ms;
+  }
+  if (o['reason'] !== undefined && typeof o['reason'] !== 'string') errors.push({ path: 'reason', message: 'must be a string' });
+  const extra = Object.keys(o).find((k) => !['domain', 'rule', 'for', 'reason'].includes(k));
+  if (extra !== undefined) errors.push({ path: extra, message: 'unknown field' });
+  if (errors.length > 0 || target === null) throw new SluiceError('SLUICE_INGRESS_BAD_REQUEST', 'The request is invalid', { errors });
+  const now = d.now();
+  const [hold] = await placeHolds(d.redis, d.keys, [target], { until: forMs === null ? null : now + forMs, reason: (o['reason'] as string | undefined) ?? '', by: `operator:${operator}`, now });
+  return { status: 201, body: { hold: holdJson(hold as Hold) }, audit: { action: 'queue.hold', account: '', target: `${target.kind}:${target.name}` } };
+}
+
+async function releaseHold(d: AdminRouteDeps, kind: Hold['kind'], name: string | undefined): Promise<AdminAnswer> {
+  if (name === undefined) throw new SluiceError('SLUICE_INGRESS_NOT_FOUND', 'No such hold');
+  const gone = await releaseHolds(d.redis, d.keys, d.shards, [{ kind, name }], d.now(), (dom, recorded) => resolveRecordedShaping(d.shaping, dom, recorded).rule);
+  if (gone.length === 0) throw new SluiceError('SLUICE_INGRESS_NOT_FOUND', `${kind} ${name} is not held`);
+  return { status: 200, body: { released: holdJson(gone[0] as Hold) }, audit: { action: 'queue.release', account: '', target: `${kind}:${name}` } };
 }

@@ -351,6 +351,17 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
     return account;
   }
 
+  /**
+   * The optional JSON body of a small request (a suppression, a resume, a hold): read whole, bounded
+   * by MAX_SUPPRESSION_BODY_BYTES; undefined when there is none.
+   */
+  async function smallJsonBody(req: IncomingMessage): Promise<unknown> {
+    if (req.headers['transfer-encoding'] === undefined && !(Number(req.headers['content-length'] ?? 0) > 0)) return undefined;
+    if (!JSON_TYPE.test(req.headers['content-type'] ?? '')) throw new SluiceError('SLUICE_INGRESS_UNSUPPORTED_MEDIA');
+    const body = await readBody(req, MAX_SUPPRESSION_BODY_BYTES);
+    return body.length > 0 ? parseJson(body) : undefined;
+  }
+
   /** The account an operator names with ?account=ID; undefined when none is named. */
   function namedAccount(req: IncomingMessage): string | undefined {
     return splitUrl(req.url ?? '/').query.get('account') || undefined;
@@ -576,10 +587,11 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
     if (admin) {
       const p = await identify(req);
       if (p.kind !== 'operator') throw new SluiceError('SLUICE_ADMIN_REQUIRED');
-      const r = await admin.run({ redis: deps.redis, keys: deps.keys, registry: deps.registry, closeAfterMs: deps.config.retention.closedAccounts, now: deps.now ?? Date.now }, p.id);
+      const input = admin.hasBody ? await smallJsonBody(req) : undefined;
+      const r = await admin.run({ redis: deps.redis, keys: deps.keys, registry: deps.registry, closeAfterMs: deps.config.retention.closedAccounts, now: deps.now ?? Date.now, shaping: deps.config.shaping, shards: deps.config.redis.scheduleShards }, p.id, input);
       if (r.audit) {
         deps.closedAccounts?.forget();
-        await audit(req, r.audit.action, r.audit.account);
+        await audit(req, r.audit.action, r.audit.account, r.audit.target);
       }
       return { route: 'admin', answer: new Answer(r.status, r.body) };
     }
@@ -604,12 +616,7 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
     const own = matchSuppressionRoute(method, req.url ?? '/');
     if (own) {
       const account = await authenticate(req);
-      let input: unknown;
-      if (own.hasBody && (req.headers['transfer-encoding'] !== undefined || Number(req.headers['content-length'] ?? 0) > 0)) {
-        if (!JSON_TYPE.test(req.headers['content-type'] ?? '')) throw new SluiceError('SLUICE_INGRESS_UNSUPPORTED_MEDIA');
-        const body = await readBody(req, MAX_SUPPRESSION_BODY_BYTES);
-        if (body.length > 0) input = parseJson(body);
-      }
+      const input = own.hasBody ? await smallJsonBody(req) : undefined;
       const operator = (await identify(req)).kind === 'operator';
       const r = await own.run({ redis: deps.redis, keys: deps.keys, eventsMaxLen: deps.config.retention.eventsMaxLen, now: deps.now, operator }, account.id, input);
       return routed(req, own.name, account.id, r);

@@ -13,6 +13,8 @@ import { generateOperatorKey, hashSecret } from '../../src/accounts/secrets.js';
 import { ClosedAccounts, closedRecord } from '../../src/store/account-state.js';
 import { readAudit } from '../../src/store/audit.js';
 import { figuresOf, isPaused, pauseSender } from '../../src/store/reputation.js';
+import { readHolds } from '../../src/queue/holds.js';
+import { shardOf } from '../../src/redis/keys.js';
 import { ingressFixture, type IngressFixture } from './fixture.js';
 import { sluice } from '../cli/run-cli.js';
 
@@ -236,6 +238,38 @@ test("an operator's pause of a sender (sluice sender pause) is not the account's
   assert.equal([audit?.action, audit?.account], ['sender.resume', 'acme']);
   const events = (await fx.client.xrange(fx.keys.events(), '-', '+')).map(([, f]) => f.join(' '));
   assert.ok(events.some((e) => /sender_paused .*reason operator .*note abuse report 42 under review/.test(e)), 'a sender_paused event with the reason and note');
+});
+
+test('holds over the API (operator keys only): POST places one (a domain or a configured rule, for a while), GET lists them, DELETE releases and makes the destination due; bad input named; audited', async () => {
+  assert.is((await call('GET', '/v1/holds', fx.apiKeys.acme)).status, 403, 'not for an account key');
+  const placed = await call('POST', '/v1/holds', opKey, { domain: 'Blocked.Example', for: '2h', reason: 'S3150 listing' });
+  assert.is(placed.status, 201, JSON.stringify(placed.json));
+  assert.equal([placed.json['hold'].kind, placed.json['hold'].name, placed.json['hold'].reason, placed.json['hold'].by], ['domain', 'blocked.example', 'S3150 listing', 'operator:ops']);
+  const until = Date.parse(placed.json['hold'].until);
+  assert.ok(Math.abs(until - (Date.now() + 7_200_000)) < 10_000, 'for 2h');
+  const rule = await call('POST', '/v1/holds', opKey, { rule: 'default' });
+  assert.is(rule.status, 201);
+  const list = await call('GET', '/v1/holds', opKey);
+  assert.equal(list.json['holds'].map((h: Record<string, unknown>) => `${h['kind']}:${h['name']}`), ['domain:blocked.example', 'rule:default']);
+  assert.equal((await readHolds(fx.client, fx.keys, Date.now())).length, 2, 'as the dispatcher reads them');
+
+  for (const [body, path] of [[{ domain: 'x.example', rule: 'default' }, 'domain'], [{ rule: 'nosuch' }, 'rule'], [{ domain: 'x.example', for: 'soon' }, 'for'], [{ domain: 'x.example', colour: 'red' }, 'colour']] as const) {
+    const bad = await call('POST', '/v1/holds', opKey, body);
+    assert.is(bad.status, 400, JSON.stringify(body));
+    assert.is(bad.json['errors'][0].path, path);
+  }
+
+  const sched = fx.keys.schedule(shardOf('blocked.example', fx.config.redis.scheduleShards));
+  await fx.client.zadd(sched, Date.now() + 3_600_000, 'blocked.example');
+  const released = await call('DELETE', '/v1/holds/domain/blocked.example', opKey);
+  assert.is(released.status, 200, JSON.stringify(released.json));
+  assert.is(released.json['released'].name, 'blocked.example');
+  assert.ok(Number(await fx.client.zscore(sched, 'blocked.example')) <= Date.now(), 'due at once');
+  assert.is((await call('DELETE', '/v1/holds/domain/blocked.example', opKey)).status, 404);
+  assert.is((await call('DELETE', '/v1/holds/rule/default', opKey)).status, 200);
+  assert.equal((await call('GET', '/v1/holds', opKey)).json['holds'], []);
+  const [entry] = await readAudit(fx.client, fx.keys, { limit: 1 });
+  assert.equal([entry?.action, entry?.target, entry?.actor], ['queue.release', 'rule:default', 'operator:ops']);
 });
 
 test.run();
