@@ -2,19 +2,17 @@ import type { Config } from '../config/schema.js';
 import { loadConfig } from '../config/load.js';
 import { connectForCommand } from './redis-connect.js';
 import { createKeys } from '../redis/keys.js';
-import { destinationStats, scopeStats } from '../queue/stats.js';
-import { resolveRecordedShaping, tlsPolicyOf } from '../queue/shaping.js';
-import { applyBackoff, backoffState } from '../queue/backoff.js';
+import { queueOverview } from '../queue/overview.js';
+import { resolveRecordedShaping } from '../queue/shaping.js';
 import { normaliseDomain } from '../core/address.js';
 import { flushAll, flushDestination } from '../queue/flush.js';
 import { cancelDestination, type DestinationCancel } from '../ingress/message-cancel.js';
 import { refsTtlMs } from '../ingress/persist.js';
 import { limitOption, parse, println, UsageError, type Io } from './args.js';
 import { auditCli, cliActor } from './audit.js';
-import { holdOf, placeHolds, readHolds, releaseHolds, type Hold } from '../queue/holds.js';
+import { placeHolds, readHolds, releaseHolds, type Hold } from '../queue/holds.js';
 import { parseDuration } from '../core/time.js';
-import { listDestination, type ListedRecipient } from '../queue/listing.js';
-import { getMessage } from '../store/messages.js';
+import { describeDestinations } from '../ingress/queue-view.js';
 
 const USAGE = `Usage: sluice queue [--config FILE] [--limit N] [--json]
        sluice queue flush (--domain D [--domain D2 …] | --all) [--config FILE] [--json]
@@ -97,25 +95,7 @@ export async function runQueue(argv: string[], io: Io): Promise<number> {
   try {
     const keys = createKeys(cfg.redis.prefix);
     const now = Date.now();
-    const dests = await destinationStats(redis, keys, cfg.redis.scheduleShards, now, limit);
-    const holds = await readHolds(redis, keys, now);
-    const rows = await Promise.all(
-      dests.map(async (d) => {
-        // The rule the dispatcher resolved with the MX hosts; by the domain alone while none is recorded.
-        const configured = resolveRecordedShaping(cfg.shaping, d.domain, d.recordedRule);
-        const bo = await backoffState(redis, keys, configured.scope, now);
-        const s = applyBackoff(configured, bo.level, cfg.delivery.backoff);
-        const scope = await scopeStats(redis, keys, s.scope, s.rate, now);
-        const { recordedRule: _recorded, ...counts } = d;
-        const h = holdOf(holds, d.domain, s.rule, now);
-        return {
-          ...counts, held: h === null ? null : { kind: h.kind, name: h.name, until: h.until, reason: h.reason },
-          rule: s.rule, tls: tlsPolicyOf(configured, cfg.delivery.tls), scope: s.scope, connections: scope.connections, connectionLimit: s.connections, tokens: scope.tokens, rate: s.rate,
-          backoffLevel: bo.level, backoffReason: bo.reason, suspendedUntil: bo.suspendedUntil,
-          configuredConnectionLimit: configured.connections, configuredRate: configured.rate,
-        };
-      }),
-    );
+    const rows = await queueOverview(redis, keys, cfg, cfg.redis.scheduleShards, now, limit);
     if (args.values.json) {
       println(io.out, JSON.stringify(rows, null, 2));
       return 0;
@@ -364,21 +344,7 @@ async function runList(argv: string[], io: Io): Promise<number> {
   try {
     const keys = createKeys(cfg.redis.prefix);
     const now = Date.now();
-    // Each message read once, however many of its recipients are listed.
-    const messages = new Map<string, Promise<Awaited<ReturnType<typeof getMessage>>>>();
-    const messageOf = (id: string) => {
-      let m = messages.get(id);
-      if (!m) messages.set(id, (m = getMessage(redis, keys, id)));
-      return m;
-    };
-    const listings = await Promise.all(domains.map(async (d) => {
-      const l = await listDestination(redis, keys, d, limit);
-      const recipients = await Promise.all(l.recipients.map(async (r: ListedRecipient) => {
-        const meta = (await messageOf(r.msgId))?.meta;
-        return { ...r, account: meta?.account ?? null, from: meta?.from ?? null, to: meta?.rcpts[r.idx]?.address ?? null };
-      }));
-      return { ...l, recipients };
-    }));
+    const listings = await describeDestinations(redis, keys, domains, limit);
     await auditCli(redis, cfg, io, 'queue.list', '', domains.join(','));
     if (args.values.json) {
       println(io.out, JSON.stringify(listings, null, 2));

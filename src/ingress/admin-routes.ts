@@ -11,6 +11,8 @@ import { normaliseDomain } from '../core/address.js';
 import { parseDuration } from '../core/time.js';
 import { placeHolds, readHolds, releaseHolds, type Hold } from '../queue/holds.js';
 import { resolveRecordedShaping } from '../queue/shaping.js';
+import { queueOverview } from '../queue/overview.js';
+import { describeDestinations } from './queue-view.js';
 
 /**
  * The operator-only routes of the HTTP API (an operator key, `op_…`; an account key gets 403):
@@ -20,6 +22,9 @@ import { resolveRecordedShaping } from '../queue/shaping.js';
  *                                 → 200 { …state } (closing a closed account changes nothing)
  *   POST /v1/accounts/:id/reopen  → 200 { …state }, 404 when it was not closed
  *   GET  /v1/audit?account=&limit=  the audit log, newest first → 200 { entries }
+ *   GET  /v1/queue?limit=         the busiest destinations as `sluice queue --json` shows them → 200 { destinations }
+ *   GET  /v1/queue/:domain?limit= its recipients one by one as `sluice queue list` → 200 { destination }
+ *                                 (addresses: audited as queue.list)
  *   GET  /v1/holds                the operator holds in force (queue/holds.ts) → 200 { holds }
  *   POST /v1/holds {domain | rule, for?, reason?}  holds a destination or a shaping rule's
  *                                 destinations (as sluice queue hold) → 201 { hold }
@@ -34,9 +39,10 @@ export interface AdminRouteDeps {
   readonly registry: AccountRegistry;
   readonly closeAfterMs: number;
   readonly now: () => number;
-  /** For the holds: the rules a hold may name, and the schedule a release makes destinations due in. */
+  /** For the holds and the queue: the rules, the schedule's shards, delivery's TLS and backoff settings. */
   readonly shaping: Config['shaping'];
   readonly shards: number;
+  readonly delivery: Config['delivery'];
 }
 
 export interface AdminAnswer {
@@ -79,6 +85,24 @@ export function matchAdminRoute(method: string, url: string): AdminRoute | null 
   if (path === '/v1/audit') {
     if (method !== 'GET') throw methodNotAllowed('GET');
     return { run: (d) => audit(d, query) };
+  }
+  if (path === '/v1/queue') {
+    if (method !== 'GET') throw methodNotAllowed('GET');
+    return { run: async (d) => ({ status: 200, body: { destinations: await queueOverview(d.redis, d.keys, d, d.shards, d.now(), limitOf(query, 50, 1000)) } }) };
+  }
+  const queued = QUEUE_PATH.exec(path);
+  if (queued) {
+    if (method !== 'GET') throw methodNotAllowed('GET');
+    const domain = normaliseDomain(decodeURIComponent(queued[1] as string));
+    if (domain === undefined) throw new SluiceError('SLUICE_INGRESS_BAD_REQUEST', 'The request is invalid', { errors: [{ path: 'domain', message: 'must be a domain name' }] });
+    const limit = limitOf(query, 100, 1000);
+    return {
+      run: async (d) => {
+        const [destination] = await describeDestinations(d.redis, d.keys, [domain], limit);
+        // It shows recipients' addresses: who read them is in the audit log, as for the CLI.
+        return { status: 200, body: { destination }, audit: { action: 'queue.list', account: '', target: domain } };
+      },
+    };
   }
   if (path === '/v1/holds') {
     if (method === 'GET') return { run: async (d) => ({ status: 200, body: { holds: (await readHolds(d.redis, d.keys, d.now())).map(holdJson) } }) };
@@ -171,4 +195,15 @@ async function releaseHold(d: AdminRouteDeps, kind: Hold['kind'], name: string |
   const gone = await releaseHolds(d.redis, d.keys, d.shards, [{ kind, name }], d.now(), (dom, recorded) => resolveRecordedShaping(d.shaping, dom, recorded).rule);
   if (gone.length === 0) throw new SluiceError('SLUICE_INGRESS_NOT_FOUND', `${kind} ${name} is not held`);
   return { status: 200, body: { released: holdJson(gone[0] as Hold) }, audit: { action: 'queue.release', account: '', target: `${kind}:${name}` } };
+}
+
+const QUEUE_PATH = /^\/v1\/queue\/([^/]{1,300})$/;
+
+/** ?limit=N, a whole number from 1 to `max`; `dflt` when absent. */
+function limitOf(query: URLSearchParams, dflt: number, max: number): number {
+  const text = query.get('limit');
+  if (text === null) return dflt;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1 || n > max) throw new SluiceError('SLUICE_INGRESS_BAD_REQUEST', 'The query is invalid', { errors: [{ path: 'limit', message: `must be a whole number from 1 to ${max}` }] });
+  return n;
 }

@@ -588,7 +588,7 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
       const p = await identify(req);
       if (p.kind !== 'operator') throw new SluiceError('SLUICE_ADMIN_REQUIRED');
       const input = admin.hasBody ? await smallJsonBody(req) : undefined;
-      const r = await admin.run({ redis: deps.redis, keys: deps.keys, registry: deps.registry, closeAfterMs: deps.config.retention.closedAccounts, now: deps.now ?? Date.now, shaping: deps.config.shaping, shards: deps.config.redis.scheduleShards }, p.id, input);
+      const r = await admin.run({ redis: deps.redis, keys: deps.keys, registry: deps.registry, closeAfterMs: deps.config.retention.closedAccounts, now: deps.now ?? Date.now, shaping: deps.config.shaping, shards: deps.config.redis.scheduleShards, delivery: deps.config.delivery }, p.id, input);
       if (r.audit) {
         deps.closedAccounts?.forget();
         await audit(req, r.audit.action, r.audit.account, r.audit.target);

@@ -272,4 +272,23 @@ test('holds over the API (operator keys only): POST places one (a domain or a co
   assert.equal([entry?.action, entry?.target, entry?.actor], ['queue.release', 'rule:default', 'operator:ops']);
 });
 
+test('the queue over the API (operator keys only): GET /v1/queue as sluice queue --json, GET /v1/queue/:domain as sluice queue list (audited: it shows addresses)', async () => {
+  const sent = await call('POST', '/v1/messages', fx.apiKeys.acme, { ...MESSAGE, to: 'reader@queued.example' });
+  assert.is(sent.status, 202, JSON.stringify(sent.json));
+  assert.is((await call('GET', '/v1/queue', fx.apiKeys.acme)).status, 403);
+  const all = await call('GET', '/v1/queue?limit=1000', opKey);
+  assert.is(all.status, 200);
+  const row = all.json['destinations'].find((d: Record<string, unknown>) => d['domain'] === 'queued.example');
+  assert.equal([row?.ready, row?.rule, row?.held], [1, 'default', null]);
+  const one = await call('GET', '/v1/queue/Queued.Example', opKey);
+  assert.is(one.status, 200, JSON.stringify(one.json));
+  const d = one.json['destination'];
+  assert.equal([d.domain, d.waiting, d.sending], ['queued.example', 1, 0]);
+  assert.equal(d.recipients.map((r: Record<string, unknown>) => [r['msgId'], r['state'], r['account'], r['from'], r['to']]), [[sent.json['id'], 'queued', 'acme', 'a@acme.example', 'reader@queued.example']]);
+  const [entry] = await readAudit(fx.client, fx.keys, { limit: 1 });
+  assert.equal([entry?.action, entry?.target, entry?.actor], ['queue.list', 'queued.example', 'operator:ops']);
+  assert.is((await call('GET', '/v1/queue?limit=0', opKey)).status, 400);
+  assert.is((await call('POST', '/v1/queue', opKey, {})).status, 405);
+});
+
 test.run();
