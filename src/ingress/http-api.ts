@@ -390,11 +390,16 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
     return { route: name, answer: new Answer(r.status, r.body) };
   }
 
+  /** Who made a request, as the audit log names them: account:<id> or operator:<id>. */
+  function actorOf(p: Principal): string {
+    return p.kind === 'account' ? `account:${p.account.id}` : `operator:${p.id}`;
+  }
+
   /** Writes the audit entry of a change the request made. The change is done: a failure is logged, not answered. */
   async function audit(req: IncomingMessage, action: string, account: string, target?: string): Promise<void> {
     const p = principals.get(req);
     if (!p) return;
-    const actor = p.kind === 'account' ? `account:${p.account.id}` : `operator:${p.id}`;
+    const actor = actorOf(p);
     await appendAudit(deps.redis, deps.keys, { actor, key: p.keyId, action, account, target, from: p.ip }, deps.config.retention.auditMaxLen)
       .catch((err: unknown) => log.error({ err, action, account }, 'could not write the audit entry'));
   }
@@ -608,8 +613,7 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
     if (path === SUPPRESSION_IMPORT_PATH) {
       if (method !== 'POST') throw methodNotAllowed('POST');
       const account = await authenticate(req);
-      const p = await identify(req);
-      const by = p.kind === 'account' ? `account:${p.account.id}` : `operator:${p.id}`;
+      const by = actorOf(await identify(req));
       const r = await importSuppressionsRoute(req, { redis: deps.redis, keys: deps.keys, eventsMaxLen: deps.config.retention.eventsMaxLen, now: deps.now, maxBytes: deps.config.lists.maxImportBytes, by }, account.id);
       return routed(req, 'suppressions', account.id, r);
     }
@@ -617,8 +621,10 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
     if (own) {
       const account = await authenticate(req);
       const input = own.hasBody ? await smallJsonBody(req) : undefined;
-      const operator = (await identify(req)).kind === 'operator';
-      const r = await own.run({ redis: deps.redis, keys: deps.keys, eventsMaxLen: deps.config.retention.eventsMaxLen, now: deps.now, operator }, account.id, input);
+      const who = await identify(req);
+      const operator = who.kind === 'operator';
+      const actor = actorOf(who);
+      const r = await own.run({ redis: deps.redis, keys: deps.keys, eventsMaxLen: deps.config.retention.eventsMaxLen, now: deps.now, operator, actor }, account.id, input);
       return routed(req, own.name, account.id, r);
     }
     const ctx = scoped(req);

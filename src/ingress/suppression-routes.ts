@@ -4,7 +4,7 @@ import { normaliseDomain, parseAddress } from '../core/address.js';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { addSuppression, GLOBAL_LIST, listSuppressions, removeSuppression, suppressionOf, type SuppressionEntry } from '../store/suppression.js';
-import { listPaused, operatorPaused, resumeSender, type PauseRecord } from '../store/reputation.js';
+import { listPaused, operatorPaused, pauseByOperator, resumeSender, type PauseRecord } from '../store/reputation.js';
 import { addressRef } from '../store/audit.js';
 import type { IncomingMessage } from 'node:http';
 import { importSuppressions, type SuppressionFormat } from '../store/suppression-import.js';
@@ -25,6 +25,8 @@ import { isScanCursor, MAX_ADDRESS, methodNotAllowed, pageQuery, pathAddress, sp
  *                                           text/plain (one address per line), read as it arrives
  *                                           (importSuppressionsRoute) → 200 with the counts
  *   GET    /v1/sender                       the account's paused senders → 200 { paused }
+ *   POST   /v1/sender/pause {domain?, reason?}  operator keys only (?account=ID): pauses that sending
+ *                                           domain, or the whole account, as sluice sender pause → 200 { paused }
  *   POST   /v1/sender/resume {domain?}      → 200 { resumed }: that domain, or every pause of the account;
  *                                           an operator's pause only with an operator's key (else kept,
  *                                           as keptByOperator, or 403 when nothing else was paused)
@@ -39,8 +41,10 @@ export interface SuppressionRouteDeps {
   readonly keys: Keys;
   readonly eventsMaxLen: number;
   readonly now?: (() => number) | undefined;
-  /** The caller is an operator (acting for the account): it may lift an operator's pause. */
+  /** The caller is an operator (acting for the account): it may pause a sender, and lift an operator's pause. */
   readonly operator?: boolean;
+  /** Who calls, as the audit log names it (operator:<id> or account:<id>). */
+  readonly actor?: string;
 }
 
 export interface OwnRoute {
@@ -57,6 +61,7 @@ export const MAX_SUPPRESSION_BODY_BYTES = 16 * 1024;
 const ACCOUNT_REASONS = ['manual', 'unsubscribe', 'complaint', 'hardbounce', 'softbounce'] as const;
 const addSchema = z.object({ email: z.string().min(3).max(MAX_ADDRESS), reason: z.enum(ACCOUNT_REASONS).optional() }).strict();
 const resumeSchema = z.object({ domain: z.string().min(1).max(253).nullable().optional() }).strict();
+const pauseSchema = z.object({ domain: z.string().min(1).max(253).nullable().optional(), reason: z.string().max(200).optional() }).strict();
 
 const LIST_PATH = '/v1/suppressions';
 const ONE_PATH = /^\/v1\/suppressions\/([^/]+)$/;
@@ -82,6 +87,10 @@ export function matchSuppressionRoute(method: string, url: string): OwnRoute | n
   }
   if (path === '/v1/sender/resume') {
     if (method === 'POST') return { name: 'sender', hasBody: true, run: resume };
+    throw methodNotAllowed('POST');
+  }
+  if (path === '/v1/sender/pause') {
+    if (method === 'POST') return { name: 'sender', hasBody: true, run: pause };
     throw methodNotAllowed('POST');
   }
   return null;
@@ -150,6 +159,20 @@ function pauseJson(p: PauseRecord): Record<string, unknown> {
 
 async function status(deps: SuppressionRouteDeps, account: string): Promise<RouteAnswer> {
   return { status: 200, body: { paused: (await listPaused(deps.redis, deps.keys, account)).map(pauseJson) } };
+}
+
+async function pause(deps: SuppressionRouteDeps, account: string, input: unknown): Promise<RouteAnswer> {
+  // An account pausing itself would be a pause it could not lift: this is the operator's tool.
+  if (deps.operator !== true) throw new SluiceError('SLUICE_ADMIN_REQUIRED');
+  const parsed = pauseSchema.safeParse(input ?? {});
+  if (!parsed.success) throw new SluiceError('SLUICE_INGRESS_BAD_REQUEST', 'The request is invalid', { errors: fieldErrors(parsed.error) });
+  let domain: string | null = null;
+  if (typeof parsed.data.domain === 'string') {
+    domain = normaliseDomain(parsed.data.domain) ?? null;
+    if (domain === null) throw new SluiceError('SLUICE_INGRESS_BAD_REQUEST', 'The request is invalid', { errors: [{ path: 'domain', message: 'not a valid domain' }] });
+  }
+  const p = await pauseByOperator(deps.redis, deps.keys, account, domain, { by: deps.actor ?? 'operator', note: parsed.data.reason ?? '' }, { now: deps.now?.() ?? Date.now(), eventsMaxLen: deps.eventsMaxLen });
+  return { status: 200, body: { paused: pauseJson(p) }, audit: { action: 'sender.pause', target: p.scope } };
 }
 
 async function resume(deps: SuppressionRouteDeps, account: string, input: unknown): Promise<RouteAnswer> {

@@ -234,6 +234,16 @@ test("an operator's pause of a sender (sluice sender pause) is not the account's
   assert.is(lifted.status, 200, JSON.stringify(lifted.json));
   assert.equal(lifted.json['resumed'], [null]);
   assert.is(await isPaused(fx.client, fx.keys, 'acme', null), null);
+
+  // Over the API: an operator's key pauses (one domain here), an account's key may not.
+  assert.is((await call('POST', '/v1/sender/pause', fx.apiKeys.acme, { reason: 'self' })).status, 403);
+  assert.is(await isPaused(fx.client, fx.keys, 'acme', 'acme.example'), null);
+  const byApi = await call('POST', '/v1/sender/pause?account=acme', opKey, { domain: 'ACME.example', reason: 'ticket 7' });
+  assert.is(byApi.status, 200, JSON.stringify(byApi.json));
+  assert.equal([byApi.json['paused'].domain, byApi.json['paused'].reason, byApi.json['paused'].by, byApi.json['paused'].note], ['acme.example', 'operator', 'operator:ops', 'ticket 7']);
+  assert.is((await call('POST', '/v1/sender/pause?account=acme', opKey, { domain: 'not a domain' })).status, 400);
+  assert.is((await call('POST', '/v1/sender/resume', fx.apiKeys.acme, { domain: 'acme.example' })).status, 403);
+  assert.is((await call('POST', '/v1/sender/resume?account=acme', opKey, { domain: 'acme.example' })).status, 200);
   const [audit] = await readAudit(fx.client, fx.keys, { limit: 1 });
   assert.equal([audit?.action, audit?.account], ['sender.resume', 'acme']);
   const events = (await fx.client.xrange(fx.keys.events(), '-', '+')).map(([, f]) => f.join(' '));
