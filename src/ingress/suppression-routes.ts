@@ -161,16 +161,20 @@ async function status(deps: SuppressionRouteDeps, account: string): Promise<Rout
   return { status: 200, body: { paused: (await listPaused(deps.redis, deps.keys, account)).map(pauseJson) } };
 }
 
+/** A body's sending domain, normalised; null (the whole account) when none is given. */
+function senderDomain(text: string | null | undefined): string | null {
+  if (typeof text !== 'string') return null;
+  const domain = normaliseDomain(text);
+  if (domain === undefined) throw new SluiceError('SLUICE_INGRESS_BAD_REQUEST', 'The request is invalid', { errors: [{ path: 'domain', message: 'not a valid domain' }] });
+  return domain;
+}
+
 async function pause(deps: SuppressionRouteDeps, account: string, input: unknown): Promise<RouteAnswer> {
   // An account pausing itself would be a pause it could not lift: this is the operator's tool.
   if (deps.operator !== true) throw new SluiceError('SLUICE_ADMIN_REQUIRED');
   const parsed = pauseSchema.safeParse(input ?? {});
   if (!parsed.success) throw new SluiceError('SLUICE_INGRESS_BAD_REQUEST', 'The request is invalid', { errors: fieldErrors(parsed.error) });
-  let domain: string | null = null;
-  if (typeof parsed.data.domain === 'string') {
-    domain = normaliseDomain(parsed.data.domain) ?? null;
-    if (domain === null) throw new SluiceError('SLUICE_INGRESS_BAD_REQUEST', 'The request is invalid', { errors: [{ path: 'domain', message: 'not a valid domain' }] });
-  }
+  const domain = senderDomain(parsed.data.domain);
   const p = await pauseByOperator(deps.redis, deps.keys, account, domain, { by: deps.actor ?? 'operator', note: parsed.data.reason ?? '' }, { now: deps.now?.() ?? Date.now(), eventsMaxLen: deps.eventsMaxLen });
   return { status: 200, body: { paused: pauseJson(p) }, audit: { action: 'sender.pause', target: p.scope } };
 }
@@ -178,11 +182,7 @@ async function pause(deps: SuppressionRouteDeps, account: string, input: unknown
 async function resume(deps: SuppressionRouteDeps, account: string, input: unknown): Promise<RouteAnswer> {
   const parsed = resumeSchema.safeParse(input ?? {});
   if (!parsed.success) throw new SluiceError('SLUICE_INGRESS_BAD_REQUEST', 'The request is invalid', { errors: fieldErrors(parsed.error) });
-  let domain: string | null = null;
-  if (typeof parsed.data.domain === 'string') {
-    domain = normaliseDomain(parsed.data.domain) ?? null;
-    if (domain === null) throw new SluiceError('SLUICE_INGRESS_BAD_REQUEST', 'The request is invalid', { errors: [{ path: 'domain', message: 'not a valid domain' }] });
-  }
+  const domain = senderDomain(parsed.data.domain);
   const keepOperator = deps.operator !== true;
   const resumed = await resumeSender(deps.redis, deps.keys, account, domain, 'api', { now: deps.now?.() ?? Date.now(), eventsMaxLen: deps.eventsMaxLen, keepOperator });
   // What an operator paused stays paused for the account's own key (sluice sender pause).
