@@ -3,6 +3,7 @@ import { loadConfig } from '../config/load.js';
 import { connectForCommand } from './redis-connect.js';
 import { createKeys } from '../redis/keys.js';
 import { queueOverview } from '../queue/overview.js';
+import { destinationStats } from '../queue/stats.js';
 import { resolveRecordedShaping } from '../queue/shaping.js';
 import { normaliseDomain } from '../core/address.js';
 import { flushAll, flushDestination } from '../queue/flush.js';
@@ -17,7 +18,7 @@ import { describeDestinations } from '../ingress/queue-view.js';
 const USAGE = `Usage: sluice queue [--config FILE] [--limit N] [--json]
        sluice queue flush (--domain D [--domain D2 …] | --all) [--config FILE] [--json]
        sluice queue cancel --domain D [--domain D2 …] [--config FILE] [--json]
-       sluice queue list --domain D [--domain D2 …] [--limit N] [--config FILE] [--json]
+       sluice queue list [--domain D …] [--limit N] [--config FILE] [--json]
        sluice queue hold (--domain D … | --rule NAME …) [--for DURATION] [--reason TEXT] [--config FILE] [--json]
        sluice queue release (--domain D … | --rule NAME … | --all) [--config FILE] [--json]
        sluice queue holds [--config FILE] [--json]
@@ -46,7 +47,8 @@ counted off), as DELETE /v1/messages/:id does. Recipients being sent at that mom
 delivery. A campaign's copies are left alone and counted: pause or cancel their campaign (sluice
 campaign). Prints the counts per destination; written to the audit log (queue.cancel).
 
-list shows the recipients queued for the destinations named, one per line, as Postfix's mailq:
+list shows the recipients queued for the destinations named (without --domain: the 10 busiest),
+one per line, as Postfix's mailq:
 those being sent first, then the soonest due; each with its message id and recipient index, state
 (queued, deferred, sending), attempts, next attempt, account, sender, recipient, and the last answer
 of a deferred one (why it waits). A campaign's recipients are one line per campaign with their
@@ -327,6 +329,9 @@ async function runHolds(argv: string[], io: Io): Promise<number> {
   }
 }
 
+/** Destinations `queue list` shows without --domain. */
+const LIST_BUSIEST = 10;
+
 /** Characters of the last answer shown per line (--json has it whole). */
 const ANSWER_COLUMN = 100;
 
@@ -336,16 +341,17 @@ async function runList(argv: string[], io: Io): Promise<number> {
     println(io.out, USAGE);
     return 0;
   }
-  const domains = [...new Set(domainOptions(args.values.domain ?? []))];
-  if (domains.length === 0) throw new UsageError("queue list needs --domain D (one or more); 'sluice queue' shows every destination\nRun 'sluice queue --help' for usage.");
+  let domains = [...new Set(domainOptions(args.values.domain ?? []))];
   const limit = limitOption(args.values.limit);
   const cfg = loadConfig({ file: args.values.config, env: io.env });
   const redis = await connectForCommand(cfg);
   try {
     const keys = createKeys(cfg.redis.prefix);
     const now = Date.now();
+    // No --domain: the busiest destinations, as `sluice queue` ranks them.
+    if (domains.length === 0) domains = (await destinationStats(redis, keys, cfg.redis.scheduleShards, now, LIST_BUSIEST)).map((d) => d.domain);
     const listings = await describeDestinations(redis, keys, domains, limit);
-    await auditCli(redis, cfg, io, 'queue.list', '', domains.join(','));
+    await auditCli(redis, cfg, io, 'queue.list', '', domains.join(',') || '-');
     if (args.values.json) {
       println(io.out, JSON.stringify(listings, null, 2));
       return 0;
