@@ -9,8 +9,9 @@ import { connectForCommand } from './redis-connect.js';
 
 const USAGE = `Usage: sluice audit [--account ID] [--limit N] [--json]
 
-Prints the audit log, newest first: admin and account actions (suppression changes, sender resumes,
-webhook registrations and replays, account close and reopen, queue listings, flushes, cancels, holds and releases) with who made them (account:<id>,
+Prints the audit log, newest first: admin and account actions (suppression changes and imports,
+sender pauses and resumes, webhook registrations and replays, account close and reopen, queue
+listings, flushes, cancels, holds and releases) with who made them (account:<id>,
 operator:<id> or cli:<user>, and the API key's id), when, and from where (client IP or 'cli').
 Addresses appear only as hmac:… references (keyed digests).
 
