@@ -48,12 +48,12 @@ delivery. A campaign's copies are left alone and counted: pause or cancel their 
 campaign). Prints the counts per destination; written to the audit log (queue.cancel).
 
 list shows the recipients queued for the destinations named (without --domain: the 10 busiest),
-one per line, as Postfix's mailq:
-those being sent first, then the soonest due; each with its message id and recipient index, state
-(queued, deferred, sending), attempts, next attempt, account, sender, recipient, and the last answer
-of a deferred one (why it waits). A campaign's recipients are one line per campaign with their
-count. --limit N (default 100) recipients per destination. It shows addresses: written to the audit
-log (queue.list).
+one per line, as Postfix's mailq: those being sent first, then the soonest due; each with its
+message id and recipient index, state (queued, deferred, sending), attempts, next attempt, account,
+sender, recipient, and the last answer of a deferred one (why it waits). A campaign's recipients are
+one line per campaign with their count. A destination an operator holds says so, with the reason.
+--limit N (default 100) recipients per destination. It shows addresses: written to the audit log
+(queue.list).
 
 hold stops delivery to the destinations named, or to every destination of a shaping rule (--rule
 microsoft: the domains whose MX its patterns match, 'default' for those no rule matches), while
@@ -350,7 +350,7 @@ async function runList(argv: string[], io: Io): Promise<number> {
     const now = Date.now();
     // No --domain: the busiest destinations, as `sluice queue` ranks them.
     if (domains.length === 0) domains = (await destinationStats(redis, keys, cfg.redis.scheduleShards, now, LIST_BUSIEST)).map((d) => d.domain);
-    const listings = await describeDestinations(redis, keys, domains, limit);
+    const listings = await describeDestinations(redis, keys, cfg.shaping, domains, limit);
     await auditCli(redis, cfg, io, 'queue.list', '', domains.join(',') || '-');
     if (args.values.json) {
       println(io.out, JSON.stringify(listings, null, 2));
@@ -358,6 +358,7 @@ async function runList(argv: string[], io: Io): Promise<number> {
     }
     for (const l of listings) {
       println(io.out, `${l.domain}: ${l.waiting} waiting, ${l.sending} being sent${l.campaigns.length > 0 ? `, and the recipients of ${l.campaigns.length} campaign${l.campaigns.length === 1 ? '' : 's'}` : ''}`);
+      if (l.held) println(io.out, `  held by the operator (${l.held.kind === 'rule' ? `rule ${l.held.name}` : 'this domain'}) ${l.held.until === null ? 'until released' : `until ${new Date(l.held.until).toISOString()}`}${l.held.reason ? `: ${l.held.reason}` : ''}`);
       const table = l.recipients.map((r) => {
         const answer = r.response === null ? '-' : r.response.replace(/\s+/g, ' ');
         return [

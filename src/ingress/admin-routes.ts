@@ -98,7 +98,7 @@ export function matchAdminRoute(method: string, url: string): AdminRoute | null 
     const limit = limitOf(query, 100, 1000);
     return {
       run: async (d) => {
-        const [destination] = await describeDestinations(d.redis, d.keys, [domain], limit);
+        const [destination] = await describeDestinations(d.redis, d.keys, d.shaping, [domain], limit);
         // It shows recipients' addresses: who read them is in the audit log, as for the CLI.
         return { status: 200, body: { destination }, audit: { action: 'queue.list', account: '', target: domain } };
       },

@@ -2,16 +2,26 @@ import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { listDestination, type DestinationListing, type ListedRecipient } from '../queue/listing.js';
 import { getMessage } from '../store/messages.js';
+import type { Config } from '../config/schema.js';
+import { holdOf, readHolds } from '../queue/holds.js';
+import { resolveRecordedShaping } from '../queue/shaping.js';
 
 /** A listed recipient with what its message says of it: account, sender, address (null when the message is gone). */
 export type DescribedRecipient = ListedRecipient & { readonly account: string | null; readonly from: string | null; readonly to: string | null };
 
+/** An operator's hold on a listed destination (its own, or its rule's), as the listing shows it. */
+export interface ListedHold { readonly kind: 'domain' | 'rule'; readonly name: string; readonly until: number | null; readonly reason: string }
+
 /**
  * The recipients queued at each destination (queue/listing.ts, at most `limit` each), with their
- * messages' account, sender and the recipient's address: what `sluice queue list` and GET
- * /v1/queue/:domain show. Each message is read once, however many of its recipients are listed.
+ * messages' account, sender and the recipient's address, and the operator's hold that keeps the
+ * destination waiting, if any (by its own name, or by the rule the dispatcher resolved for it):
+ * what `sluice queue list` and GET /v1/queue/:domain show. Each message is read once, however many
+ * of its recipients are listed.
  */
-export async function describeDestinations(redis: RedisClient, keys: Keys, domains: readonly string[], limit: number): Promise<(Omit<DestinationListing, 'recipients'> & { recipients: DescribedRecipient[] })[]> {
+export async function describeDestinations(redis: RedisClient, keys: Keys, shaping: Config['shaping'], domains: readonly string[], limit: number): Promise<(Omit<DestinationListing, 'recipients'> & { recipients: DescribedRecipient[]; held: ListedHold | null })[]> {
+  const now = Date.now();
+  const holds = await readHolds(redis, keys, now);
   const messages = new Map<string, ReturnType<typeof getMessage>>();
   const messageOf = (id: string) => {
     let m = messages.get(id);
@@ -19,11 +29,12 @@ export async function describeDestinations(redis: RedisClient, keys: Keys, domai
     return m;
   };
   return Promise.all(domains.map(async (d) => {
-    const l = await listDestination(redis, keys, d, limit);
+    const [l, recorded] = await Promise.all([listDestination(redis, keys, d, limit), holds.length > 0 ? redis.get(keys.destinationRule(d)) : null]);
+    const h = holdOf(holds, d, resolveRecordedShaping(shaping, d, recorded).rule, now);
     const recipients = await Promise.all(l.recipients.map(async (r): Promise<DescribedRecipient> => {
       const meta = (await messageOf(r.msgId))?.meta;
       return { ...r, account: meta?.account ?? null, from: meta?.from ?? null, to: meta?.rcpts[r.idx]?.address ?? null };
     }));
-    return { ...l, recipients };
+    return { ...l, recipients, held: h === null ? null : { kind: h.kind, name: h.name, until: h.until, reason: h.reason } };
   }));
 }

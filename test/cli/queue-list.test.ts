@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { readAudit } from '../../src/store/audit.js';
+import { placeHolds, releaseHolds } from '../../src/queue/holds.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { startCapturePeer, type CapturePeer } from '../helpers/smtp-peer.js';
 import { startSluiceFixture, type SluiceFixture } from '../helpers/sluice.js';
@@ -98,6 +99,21 @@ test('a destination with nothing queued lists nothing; without --domain, the bus
   const all = await sluice(['queue', 'list', '--config', cfg, '--json']);
   assert.is(all.code, 0, all.err);
   assert.equal((JSON.parse(all.out) as Listed[]).map((l) => [l.domain, l.recipients.length]), [['grey.test', 3]]);
+});
+
+test("a held destination's listing says so: its own hold, or its rule's, with the reason", async () => {
+  const k = s.app.keys;
+  const client = s.app.redis.client;
+  await placeHolds(client, k, [{ kind: 'domain', name: 'grey.test' }], { until: null, reason: 'provider block', by: 'test', now: Date.now() });
+  const r = await sluice(['queue', 'list', '--config', cfg, '--domain', 'grey.test']);
+  assert.match(r.out, /^grey\.test: 3 waiting.*\n {2}held by the operator \(this domain\) until released: provider block$/m);
+  await releaseHolds(client, k, 4, 'all', Date.now());
+  await placeHolds(client, k, [{ kind: 'rule', name: 'default' }], { until: Date.now() + HOUR, reason: '', by: 'test', now: Date.now() });
+  const j = JSON.parse((await sluice(['queue', 'list', '--config', cfg, '--domain', 'grey.test', '--json'])).out) as { held: { kind: string; name: string; until: number } | null }[];
+  assert.equal([j[0]?.held?.kind, j[0]?.held?.name], ['rule', 'default']);
+  await releaseHolds(client, k, 4, 'all', Date.now());
+  const after = JSON.parse((await sluice(['queue', 'list', '--config', cfg, '--domain', 'grey.test', '--json'])).out) as { held: unknown }[];
+  assert.is(after[0]?.held, null);
 });
 
 test.run();
