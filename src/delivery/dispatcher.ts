@@ -22,7 +22,7 @@ import { resolveShaping, retryDelay, tlsPolicyOf, type EffectiveShaping } from '
 import { shortId } from '../core/ids.js';
 import { Semaphore } from '../core/semaphore.js';
 import { verpAddress } from '../core/verp.js';
-import { noticeToSender, type NoticeAction, type NoticeSender } from './failure-notice.js';
+import { noticeId, noticeToSender, type NoticeAction, type NoticeSender } from './failure-notice.js';
 import { formatDuration } from '../core/time.js';
 import { addSuppression, GLOBAL_LIST, suppressionsOf } from '../store/suppression.js';
 import { DeliveryMarks, recordSoftBounce } from '../store/soft-bounces.js';
@@ -1527,14 +1527,18 @@ export class Dispatcher {
   /**
    * A recipient of an SMTP submission deferred delivery.delayWarning or more after its acceptance:
    * its sender is warned that it is still being retried, and until when (RFC 3464 Action: delayed,
-   * Will-Retry-Until), once: every later deferral queues the same warning under the same id
-   * (noticeId 'delayed'), which the notice sender finds taken and does not store again. Its NOTIFY
+   * Will-Retry-Until), once: a later deferral finds the warning stored under its id (noticeId
+   * 'delayed') and does nothing; two holders racing queue it under the same id, which the notice
+   * sender finds taken and does not store again. Its NOTIFY
    * decides as for failures (noticeToSender: DELAY, or no NOTIFY). A warning that cannot be queued is
    * logged and the deferral written all the same (the next one tries again).
    */
   private async warnSender(entry: QueueEntry, msg: LoadedMessage | null, address: string | undefined, outcome: SmtpOutcome, retryUntil: number, now: number): Promise<void> {
     const after = this.o.config.delivery.delayWarning;
     if (after === null || !msg || msg.source !== 'smtp' || now - msg.acceptedAt < after) return;
+    // Warned at an earlier deferral: its notice is stored under the id this one would take. Not
+    // composed (and found taken by the notice sender) again at every later retry of a long outage.
+    if ((await this.o.redis.exists(this.o.keys.msgMeta(noticeId(entry.msgId, entry.idx, 'delayed')))) === 1) return;
     const waited = roughly(now - msg.acceptedAt);
     await this.reportToSender(entry, msg, address, outcome, '4.0.0', `It was accepted ${waited} ago and is still being retried: Sluice keeps trying until ${new Date(retryUntil).toUTCString()}, and will tell you if it gives up.`, 'delayed', retryUntil);
   }

@@ -34,6 +34,15 @@ export interface Hold {
   readonly at: number;
 }
 
+/** A hold as a destination's listing shows it (`sluice queue`, `queue list`, the queue routes). */
+export interface HoldView { readonly kind: Hold['kind']; readonly name: string; readonly until: number | null; readonly reason: string }
+
+/** The hold that stops delivery to `domain` under `rule` at `now`, as a listing shows it; null when none. */
+export function heldView(holds: readonly Hold[], domain: string, rule: string | null, now: number): HoldView | null {
+  const h = holdOf(holds, domain, rule, now);
+  return h === null ? null : { kind: h.kind, name: h.name, until: h.until, reason: h.reason };
+}
+
 /** How soon a held destination is looked at again (a rule's release is seen by then; a domain's at once). */
 export const HOLD_RECHECK_MS = 10_000;
 

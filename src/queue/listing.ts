@@ -1,6 +1,7 @@
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { parseMember } from './entry.js';
+import { num } from './status.js';
 
 /**
  * The recipients queued at one destination, one by one, for an operator's `sluice queue list`
@@ -40,8 +41,6 @@ export interface DestinationListing {
   readonly waiting: number;
   readonly sending: number;
 }
-
-const num = (v: string | null | undefined): number | null => (v === null || v === undefined || v === '' || !Number.isFinite(Number(v)) ? null : Number(v));
 
 export async function listDestination(redis: RedisClient, keys: Keys, domain: string, limit: number): Promise<DestinationListing> {
   // The campaigns that queued recipients here (the hash of their last pushed chunk, queue/campaign.ts);

@@ -2,7 +2,7 @@ import type { Config } from '../config/schema.js';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { applyBackoff, backoffState } from './backoff.js';
-import { holdOf, readHolds } from './holds.js';
+import { heldView, readHolds } from './holds.js';
 import { resolveRecordedShaping, tlsPolicyOf } from './shaping.js';
 import { destinationStats, scopeStats } from './stats.js';
 
@@ -23,9 +23,8 @@ export async function queueOverview(redis: RedisClient, keys: Keys, cfg: Pick<Co
       const s = applyBackoff(configured, bo.level, cfg.delivery.backoff);
       const scope = await scopeStats(redis, keys, s.scope, s.rate, now);
       const { recordedRule: _recorded, ...counts } = d;
-      const h = holdOf(holds, d.domain, s.rule, now);
       return {
-        ...counts, held: h === null ? null : { kind: h.kind, name: h.name, until: h.until, reason: h.reason },
+        ...counts, held: heldView(holds, d.domain, s.rule, now),
         rule: s.rule, tls: tlsPolicyOf(configured, cfg.delivery.tls), scope: s.scope, connections: scope.connections, connectionLimit: s.connections, tokens: scope.tokens, rate: s.rate,
         backoffLevel: bo.level, backoffReason: bo.reason, suspendedUntil: bo.suspendedUntil,
         configuredConnectionLimit: configured.connections, configuredRate: configured.rate,

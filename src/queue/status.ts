@@ -19,7 +19,8 @@ export interface RecipientStatus {
 const FINAL = new Set(['delivered', 'bounced', 'expired', 'suppressed', 'cancelled']);
 const RS_FIELDS = ['state', 'attempts', 'code', 'enhanced', 'response', 'reason', 'nextAt', 'updatedAt'] as const;
 
-const num = (v: string | null | undefined): number | null => {
+/** A number field of a Redis record; null when missing, empty or not a number. */
+export const num = (v: string | null | undefined): number | null => {
   if (v === null || v === undefined || v === '') return null;
   const n = Number(v);
   return Number.isFinite(n) ? n : null;

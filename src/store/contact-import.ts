@@ -2,6 +2,7 @@ import { isUtf8 } from 'node:buffer';
 import { randomBytes } from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
 import { parse, type CsvError } from 'csv-parse';
+import { byteLines } from '../core/lines.js';
 import { SluiceError, toSluiceError, type ErrorCode } from '../core/errors.js';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
@@ -236,49 +237,19 @@ function readHeader(record: readonly string[], line: number): { email: number; s
 
 /** NDJSON lines, cut at MAX_RECORD_BYTES; a longer line is reported and skipped, not buffered. */
 async function* ndjsonItems(input: Input): AsyncGenerator<Item> {
-  let line = 0;
-  let parts: Buffer[] = [];
-  let size = 0;
-  let overlong = false;
-  const take = (piece: Buffer) => {
-    if (overlong) return;
-    size += piece.length;
-    if (size > MAX_RECORD_BYTES) {
-      overlong = true;
-      parts = [];
-    } else if (piece.length > 0) parts.push(piece);
-  };
-  const finish = (): Item | null => {
-    line++;
-    const item = overlong ? { line, reason: `the line is longer than ${MAX_RECORD_BYTES} bytes` } : ndjsonItem(line, Buffer.concat(parts, size));
-    parts = [];
-    size = 0;
-    overlong = false;
-    return item;
-  };
-  for await (const chunk of input.chunks) {
-    let start = 0;
-    for (let nl = chunk.indexOf(0x0a, start); nl !== -1; nl = chunk.indexOf(0x0a, start)) {
-      take(chunk.subarray(start, nl));
-      start = nl + 1;
-      const item = finish();
-      if (item) yield item;
-    }
-    take(chunk.subarray(start));
-  }
-  // A stopped input's last line may be cut short: it is not read.
-  if (input.stop) throw input.stop;
-  if (size > 0 || overlong) {
-    const item = finish();
+  for await (const { line, bytes, last } of byteLines(input.chunks, MAX_RECORD_BYTES)) {
+    // A stopped input's last line may be cut short: it is not read.
+    if (last && input.stop) break;
+    const item = bytes === null ? { line, reason: `the line is longer than ${MAX_RECORD_BYTES} bytes` } : ndjsonItem(line, bytes);
     if (item) yield item;
   }
+  if (input.stop) throw input.stop;
 }
 
 const NESTED_KEYS = new Set(['email', 'fields', 'status', 'created', 'updated']);
 
-function ndjsonItem(line: number, raw: Buffer): Item | null {
-  let bytes = raw;
-  if (line === 1 && bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf) bytes = bytes.subarray(3);
+/** One NDJSON line (its BOM, on the first, already dropped: core/lines.ts). */
+function ndjsonItem(line: number, bytes: Buffer): Item | null {
   if (!isUtf8(bytes)) return { line, reason: 'not valid UTF-8' };
   const text = bytes.toString('utf8').trim();
   if (text === '') return null;

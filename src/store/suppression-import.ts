@@ -2,6 +2,7 @@ import { parse } from 'csv-parse';
 import { isUtf8 } from 'node:buffer';
 import { pipeline } from 'node:stream/promises';
 import { parseAddress } from '../core/address.js';
+import { byteLines } from '../core/lines.js';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { normaliseForSuppression, type SuppressionEntry, type SuppressionReason } from './suppression.js';
@@ -105,42 +106,12 @@ async function* csvRows(source: AsyncIterable<Buffer | string>): AsyncGenerator<
   if (header) throw new Error("the CSV is empty: it needs a header row with an 'email' column");
 }
 
-/** Lines of the input, as Buffers (split on LF, CR dropped); a line longer than MAX_RECORD_BYTES is reported, not kept. */
-async function* lines(source: AsyncIterable<Buffer | string>): AsyncGenerator<{ line: number; bytes: Buffer | null }> {
-  let line = 0;
-  let parts: Buffer[] = [];
-  let size = 0;
-  const finish = () => {
-    line++;
-    const bytes = size > MAX_RECORD_BYTES ? null : Buffer.concat(parts, size);
-    parts = [];
-    size = 0;
-    return { line, bytes: bytes && bytes[bytes.length - 1] === 0x0d ? bytes.subarray(0, -1) : bytes };
-  };
-  for await (const c of source) {
-    const chunk = typeof c === 'string' ? Buffer.from(c, 'utf8') : c;
-    let start = 0;
-    for (let nl = chunk.indexOf(0x0a); nl !== -1; nl = chunk.indexOf(0x0a, start)) {
-      const piece = chunk.subarray(start, nl);
-      size += piece.length;
-      if (size <= MAX_RECORD_BYTES) parts.push(piece);
-      start = nl + 1;
-      yield finish();
-    }
-    const rest = chunk.subarray(start);
-    size += rest.length;
-    if (size <= MAX_RECORD_BYTES) parts.push(rest);
-  }
-  if (size > 0) yield finish();
-}
-
 async function* textRows(source: AsyncIterable<Buffer | string>, json: boolean): AsyncGenerator<Row> {
-  for await (const { line, bytes } of lines(source)) {
-    if (bytes === null) {
+  for await (const { line, bytes: b } of byteLines(source, MAX_RECORD_BYTES)) {
+    if (b === null) {
       yield { line, bad: `the line is longer than ${MAX_RECORD_BYTES} bytes` };
       continue;
     }
-    const b = line === 1 && bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf ? bytes.subarray(3) : bytes;
     if (!isUtf8(b)) {
       yield { line, bad: 'not valid UTF-8' };
       continue;
