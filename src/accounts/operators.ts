@@ -16,18 +16,33 @@ export interface Operator {
 }
 
 export class OperatorRegistry {
-  private readonly byId = new Map<string, readonly string[]>();
+  private byId: ReadonlyMap<string, readonly string[]>;
   private readonly verifier: SecretVerifier;
 
   constructor(operators: Config['operators'], opts: VerifyCacheOptions = {}) {
     this.verifier = new SecretVerifier(opts);
+    this.byId = OperatorRegistry.index(operators);
+  }
+
+  /** Checks and indexes `operators`: throws SLUICE_CONFIG_INVALID for a repeated id or a malformed hash. */
+  static index(operators: Config['operators']): ReadonlyMap<string, readonly string[]> {
+    const byId = new Map<string, readonly string[]>();
     for (const o of operators) {
-      if (this.byId.has(o.id)) throw new SluiceError('SLUICE_CONFIG_INVALID', `operator ${o.id} is defined twice`);
+      if (byId.has(o.id)) throw new SluiceError('SLUICE_CONFIG_INVALID', `operator ${o.id} is defined twice`);
       for (const h of o.apiKeys) {
         if (!parseSecretHash(h)) throw new SluiceError('SLUICE_CONFIG_INVALID', `operator ${o.id}: an API key hash is malformed`);
       }
-      this.byId.set(o.id, o.apiKeys);
+      byId.set(o.id, o.apiKeys);
     }
+    return byId;
+  }
+
+  /**
+   * Puts a reloaded configuration's operators in force (checked beforehand with index()). A cached
+   * verification is bound to the hash it matched, so a key whose hash is gone stops working at once.
+   */
+  replace(indexed: ReadonlyMap<string, readonly string[]>): void {
+    this.byId = indexed;
   }
 
   /** True when `key` has the operator key's form (op_…): it is then never tried as an account key. */

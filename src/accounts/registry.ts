@@ -12,6 +12,8 @@ export interface Account {
   readonly domains: ReadonlySet<string>;
   readonly dailyQuota: number | null;
   readonly rateLimit: AccountConfig['rateLimit'];
+  /** Per-recipient tracking (full, anonymous, off) and how visitors' addresses are kept. */
+  readonly tracking: Readonly<AccountConfig['tracking']>;
 }
 
 /** A DKIM private key read from its file, ready for the render workers. */
@@ -35,17 +37,17 @@ interface Entry {
 }
 
 /**
- * The accounts of the configuration, indexed for the ingress hot path: API keys by the account id
- * they name, SMTP users by user name, domains as a set. Built once; the config is immutable.
+ * The accounts of one configuration, checked and indexed: API keys by the account id they name, SMTP
+ * users by user name, domains as a set. Immutable; a reload builds a new one (and reads its DKIM
+ * key files) before anything is replaced, so a bad file changes nothing.
  */
-export class AccountRegistry {
-  private readonly byId = new Map<string, Entry>();
-  private readonly smtpUsers = new Map<string, { accountId: string; hash: string }>();
-  private readonly dkim: DkimKeyRef[] = [];
-  private readonly verifier: SecretVerifier;
+export class AccountTable {
+  readonly byId = new Map<string, Entry>();
+  readonly smtpUsers = new Map<string, { accountId: string; hash: string }>();
+  readonly dkim: readonly DkimKeyRef[];
 
-  constructor(accounts: readonly AccountConfig[], opts: VerifyCacheOptions = {}) {
-    this.verifier = new SecretVerifier(opts);
+  constructor(accounts: readonly AccountConfig[]) {
+    const dkim: DkimKeyRef[] = [];
     const domainOwner = new Map<string, string>();
     for (const cfg of accounts) {
       if (this.byId.has(cfg.id)) throw new SluiceError('SLUICE_CONFIG_INVALID', `account ${cfg.id} is defined twice`);
@@ -58,7 +60,7 @@ export class AccountRegistry {
         if (owner !== undefined) throw new SluiceError('SLUICE_CONFIG_INVALID', `domain ${domain} is owned by both ${owner} and ${cfg.id}`);
         domainOwner.set(domain, cfg.id);
         domains.add(domain);
-        for (const k of d.dkim) this.dkim.push({ domain, selector: k.selector, algorithm: k.algorithm, keyFile: k.keyFile });
+        for (const k of d.dkim) dkim.push({ domain, selector: k.selector, algorithm: k.algorithm, keyFile: k.keyFile });
       }
       for (const h of cfg.apiKeys) {
         if (!parseSecretHash(h)) throw new SluiceError('SLUICE_CONFIG_INVALID', `account ${cfg.id}: an API key hash is malformed`);
@@ -68,9 +70,74 @@ export class AccountRegistry {
         if (this.smtpUsers.has(u.username)) throw new SluiceError('SLUICE_CONFIG_INVALID', `SMTP user ${u.username} is defined twice`);
         this.smtpUsers.set(u.username, { accountId: cfg.id, hash: u.passwordHash });
       }
-      const account: Account = Object.freeze({ id: cfg.id, domains, dailyQuota: cfg.dailyQuota, rateLimit: cfg.rateLimit });
+      const account: Account = Object.freeze({
+        id: cfg.id, domains, dailyQuota: cfg.dailyQuota, rateLimit: cfg.rateLimit,
+        tracking: Object.freeze({ mode: cfg.tracking.mode, anonymizeIp: cfg.tracking.anonymizeIp }),
+      });
       this.byId.set(cfg.id, { account, apiKeys: cfg.apiKeys });
     }
+    this.dkim = dkim;
+  }
+
+  /**
+   * Reads every configured DKIM key file and checks that it holds a private key of the declared
+   * algorithm, so a wrong file fails at start-up (or refuses a reload) with its name rather than at
+   * the first send. Synchronous: it runs before any role serves traffic, or once per reload.
+   */
+  readDkimKeys(): DkimKeyMaterial[] {
+    return this.dkim.map((ref) => {
+      const where = `${ref.keyFile} (${ref.selector}._domainkey.${ref.domain})`;
+      let pem: string;
+      try {
+        pem = readFileSync(ref.keyFile, 'utf8');
+      } catch (err) {
+        throw new SluiceError('SLUICE_DKIM_KEY_INVALID', `cannot read DKIM key ${where}: ${(err as Error).message}`, { cause: err });
+      }
+      let type: string | undefined;
+      try {
+        type = createPrivateKey(pem).asymmetricKeyType;
+      } catch (err) {
+        throw new SluiceError('SLUICE_DKIM_KEY_INVALID', `DKIM key ${where} is not a PEM private key`, { cause: err });
+      }
+      if (type !== ref.algorithm) {
+        throw new SluiceError('SLUICE_DKIM_KEY_INVALID', `DKIM key ${where} is ${type ?? 'of unknown type'}, but the config says ${ref.algorithm}`);
+      }
+      return { domain: ref.domain, selector: ref.selector, algorithm: ref.algorithm, privateKeyPem: pem };
+    });
+  }
+}
+
+/**
+ * The accounts as the ingress hot path reads them, from the table in force: replace() swaps in a
+ * reloaded configuration's table at once (a request authenticated before it keeps the Account it
+ * got). The verification cache stays: an entry is bound to the stored hash it matched, so a key
+ * whose hash a reload removed no longer authenticates.
+ */
+export class AccountRegistry {
+  #table: AccountTable;
+  private readonly verifier: SecretVerifier;
+
+  constructor(accounts: readonly AccountConfig[] | AccountTable, opts: VerifyCacheOptions = {}) {
+    this.verifier = new SecretVerifier(opts);
+    this.#table = accounts instanceof AccountTable ? accounts : new AccountTable(accounts);
+  }
+
+  /** The table in force. */
+  get table(): AccountTable {
+    return this.#table;
+  }
+
+  /** Puts a reloaded configuration's accounts in force (built, and its keys read, beforehand). */
+  replace(table: AccountTable): void {
+    this.#table = table;
+  }
+
+  private get byId(): Map<string, Entry> {
+    return this.#table.byId;
+  }
+
+  private get smtpUsers(): Map<string, { accountId: string; hash: string }> {
+    return this.#table.smtpUsers;
   }
 
   get(id: string): Account | undefined {
@@ -96,11 +163,25 @@ export class AccountRegistry {
   }
 
   async authenticateSmtp(username: string, password: string): Promise<Account | null> {
+    return (await this.authenticateSmtpUser(username, password))?.account ?? null;
+  }
+
+  /** As authenticateSmtp, with the stored hash the password matched (for smtpUserInForce). */
+  async authenticateSmtpUser(username: string, password: string): Promise<{ account: Account; hash: string } | null> {
     const user = typeof username === 'string' ? this.smtpUsers.get(username) : undefined;
     // The cache is keyed by the password's digest and bound to this user's hash, so a password
     // shared by two users never authenticates the wrong one. No such user: the decoy hash is checked.
     const i = await this.verifier.verifyAny(typeof password === 'string' ? password : '', user ? [user.hash] : []);
-    return user && i >= 0 ? (this.byId.get(user.accountId)?.account ?? null) : null;
+    const account = user && i >= 0 ? this.byId.get(user.accountId)?.account : undefined;
+    return user && account ? { account, hash: user.hash } : null;
+  }
+
+  /**
+   * True while SMTP user `username` exists with the password hash `hash` (the one it authenticated
+   * with): a session whose user a reload removed, or whose password it changed, is not let on.
+   */
+  smtpUserInForce(username: string, hash: string): boolean {
+    return this.smtpUsers.get(username)?.hash === hash;
   }
 
   /** Exact, case-insensitive, IDN-normalised match; a subdomain of an owned domain is not owned. */
@@ -109,30 +190,8 @@ export class AccountRegistry {
     return d !== undefined && this.byId.get(accountId)?.account.domains.has(d) === true;
   }
 
-  /**
-   * Reads every configured DKIM key file and checks that it holds a private key of the declared
-   * algorithm, so a wrong file fails at start-up with its name rather than at the first send.
-   * Synchronous: it runs once, before any role serves traffic.
-   */
+  /** The DKIM keys of the accounts in force, read from their files (AccountTable.readDkimKeys). */
   readDkimKeys(): DkimKeyMaterial[] {
-    return this.dkim.map((ref) => {
-      const where = `${ref.keyFile} (${ref.selector}._domainkey.${ref.domain})`;
-      let pem: string;
-      try {
-        pem = readFileSync(ref.keyFile, 'utf8');
-      } catch (err) {
-        throw new SluiceError('SLUICE_DKIM_KEY_INVALID', `cannot read DKIM key ${where}: ${(err as Error).message}`, { cause: err });
-      }
-      let type: string | undefined;
-      try {
-        type = createPrivateKey(pem).asymmetricKeyType;
-      } catch (err) {
-        throw new SluiceError('SLUICE_DKIM_KEY_INVALID', `DKIM key ${where} is not a PEM private key`, { cause: err });
-      }
-      if (type !== ref.algorithm) {
-        throw new SluiceError('SLUICE_DKIM_KEY_INVALID', `DKIM key ${where} is ${type ?? 'of unknown type'}, but the config says ${ref.algorithm}`);
-      }
-      return { domain: ref.domain, selector: ref.selector, algorithm: ref.algorithm, privateKeyPem: pem };
-    });
+    return this.#table.readDkimKeys();
   }
 }

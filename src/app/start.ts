@@ -28,7 +28,7 @@ import { readContacts } from '../store/contacts.js';
 import { startInboundMx } from '../feedback/inbound-mx.js';
 import { startTrackingServer } from '../tracking/server.js';
 import { createTokenCodec, type TokenCodec, type TokenKey } from '../core/tokens.js';
-import type { WorkerTracking } from '../render/protocol.js';
+import type { WorkerInit, WorkerTracking } from '../render/protocol.js';
 import { SluiceError } from '../core/errors.js';
 import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -39,6 +39,8 @@ import { classifySmtpReply } from '../bounces/index.js';
 import { queueTotals, type QueueTotals } from '../queue/stats.js';
 import { ByteBudget } from '../core/read-bounded.js';
 import { resolveRecordedShaping } from '../queue/shaping.js';
+import { trackingSettingsOf, type TrackingSettings } from '../tracking/deps.js';
+import { ConfigReloader, type ReloadResult } from './reload.js';
 
 /**
  * The composition root: builds Redis, logger, metrics and the render pool, starts the configured
@@ -46,6 +48,7 @@ import { resolveRecordedShaping } from '../queue/shaping.js';
  * worker threads → admin port → Redis last), bounded in time (stopAll).
  */
 export interface RunningSluice {
+  /** The configuration in force: the start's, with the accounts and operators of the last reload. */
   readonly config: Config;
   readonly logger: Logger;
   readonly metrics: Metrics;
@@ -60,6 +63,11 @@ export interface RunningSluice {
    * supervisor to start it again (a start brings up the server from its AOF); never resolves otherwise.
    */
   readonly failed: Promise<string>;
+  /**
+   * Applies a reloaded configuration's accounts and operators (app/reload.ts; `sluice start` calls it
+   * on SIGHUP). Throws, changing nothing, when the configuration or a key file it names is wrong.
+   */
+  reload(next: Config | (() => Config)): ReloadResult;
   /** Resolves when everything is stopped or given up on (see stopAll); never waits for Redis without bound. */
   stop(graceMs?: number): Promise<StopResult>;
 }
@@ -292,15 +300,18 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
     let dispatcher: Dispatcher | null = null;
     let enqueuer: CampaignEnqueuer | null = null;
     let pool: RenderPool | null = null;
+    let render: { init: WorkerInit; replaceInit(init: WorkerInit): void } | null = null;
     if (has('delivery')) {
       const threads = config.delivery.pool.threads;
+      const init: WorkerInit = { keys: registry.readDkimKeys(), hostname: config.instance.hostname, tracking: workerTracking(config, tokenKeys, verpKey), nice: config.delivery.pool.nice };
       pool = new RenderPool({
         threads,
         queuePerThread: config.delivery.pool.queuePerThread,
-        init: { keys: registry.readDkimKeys(), hostname: config.instance.hostname, tracking: workerTracking(config, tokenKeys, verpKey), nice: config.delivery.pool.nice },
+        init,
         onSigned: (algorithm, seconds) => metrics.dkimSignDuration.observe({ algorithm }, seconds),
       });
       const p = pool;
+      render = { init, replaceInit: (next) => p.replaceInit(next) };
       stoppers.push({ name: 'render-pool', stop: () => p.close() });
       const d = config.delivery;
       const resolver = new MxResolver({ servers: d.dns.servers, timeoutMs: d.dns.timeout, maxCacheTtlMs: d.dns.maxCacheTtl, negativeCacheTtlMs: d.dns.negativeCacheTtl, transport: d.transport, loopbackMx: d.dns.loopbackMx, privateMx: d.dns.privateMx, maxAddresses: d.maxAddresses, ...(opts.mxPort !== undefined ? { port: opts.mxPort } : {}) });
@@ -351,7 +362,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
 
     metrics.sampleOn('suppressionListSize', async () => {
       if (stopping) return;
-      const [global, ...own] = await Promise.all([GLOBAL_LIST, ...config.accounts.map((a) => a.id)].map((a) => suppressionCount(redis.client, keys, a).catch(() => 0)));
+      const [global, ...own] = await Promise.all([GLOBAL_LIST, ...registry.list().map((a) => a.id)].map((a) => suppressionCount(redis.client, keys, a).catch(() => 0)));
       metrics.suppressionListSize.set({ list: 'global' }, global ?? 0);
       metrics.suppressionListSize.set({ list: 'accounts' }, own.reduce((x, y) => x + y, 0));
     });
@@ -428,6 +439,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       }
     }
 
+    let trackingServer: { updateSettings(settings: TrackingSettings): void } | null = null;
     if (has('tracking')) {
       if (!codec) throw new SluiceError('SLUICE_CONFIG_INVALID', "role 'tracking' needs token keys"); // refused by readStartKeys already
       const t = config.tracking;
@@ -435,7 +447,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
         {
           redis: redis.client, keys, codec, logger: logger.child({ role: 'tracking' }),
           metrics: { requests: metrics.trackingRequests, events: metrics.trackingEvents, duration: metrics.trackingDuration, connectionsRefused: metrics.trackingConnectionsRefused },
-          settings: { accounts: new Map(config.accounts.map((a) => [a.id, { mode: a.tracking.mode, anonymizeIp: a.tracking.anonymizeIp }])) },
+          settings: trackingSettingsOf(config.accounts),
           connect: redis.connectOptions,
           eventsMaxLen: config.retention.eventsMaxLen,
           retentionMs: config.retention.records,
@@ -447,6 +459,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
         },
       );
       ports.tracking = server.port;
+      trackingServer = server;
       stoppers.push({ name: 'tracking', stop: () => server.close(), listener: true });
     }
 
@@ -504,10 +517,15 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
 
     if (startFailure !== null) throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', startFailure);
     if (opts.signal?.aborted) throw new SluiceError('SLUICE_SHUTTING_DOWN', 'start-up given up: stopped what had started');
+    const reloader = new ConfigReloader({ config, registry, operators, render, dispatcher, tracking: trackingServer, metrics, logger: log });
     started = true;
     log.info({ ports, roles }, 'sluice started');
     return {
-      config, logger, metrics, redis, keys, roles, ports, dispatcher, failed,
+      get config() {
+        return reloader.config;
+      },
+      logger, metrics, redis, keys, roles, ports, dispatcher, failed,
+      reload: (next) => reloader.reload(next),
       stop: async (graceMs = 30_000) => {
         const result = await stopAll(graceMs);
         log.info({ complete: result.complete }, 'sluice stopped');

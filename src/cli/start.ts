@@ -18,7 +18,14 @@ A second signal exits at once; nothing acknowledged is lost (leases expire and t
 A signal during start-up (the embedded server may load its data for minutes) stops what has started
 and exits with 128 + the signal's number. If the embedded redis-server exits before Sluice is ready
 (a corrupt AOF, killed while loading), the start exits with code 1 naming its exit and the last lines
-of its redis.log. If it dies while Sluice runs, Sluice shuts down as on a signal and exits with code 1.`;
+of its redis.log. If it dies while Sluice runs, Sluice shuts down as on a signal and exits with code 1.
+
+Reload: SIGHUP reads the configuration again (the same file, environment and --roles) and applies its
+accounts (domains, DKIM keys, API keys, SMTP users, quotas, rate limits, tracking) and operators without
+a restart; DKIM key files are read again even when their names did not change. All or nothing: a file
+that does not load, or a key file that cannot be read, refuses the reload (logged, with why) and the
+configuration in force stays. Other changed settings are logged as needing a restart. Check a file first
+with \`sluice config check\`.`;
 
 export async function runStart(argv: string[], io: Io): Promise<number> {
   const args = parse({ name: 'start', usage: USAGE, options: { config: { type: 'string', short: 'c' }, roles: { type: 'string' } } }, argv);
@@ -27,7 +34,16 @@ export async function runStart(argv: string[], io: Io): Promise<number> {
     return 0;
   }
   const roles = parseRoles(args.values.roles);
-  const config = loadConfig({ file: args.values.config, env: io.env, overrides: roles ? { roles } : undefined });
+  const load = () => loadConfig({ file: args.values.config, env: io.env, overrides: roles ? { roles } : undefined });
+  const config = load();
+  // SIGHUP reloads the configuration (app/reload.ts). Node's default for it is to end the process
+  // at once, without the shutdown: it is caught from here on. One during start-up is answered once
+  // Sluice runs (the file may have changed after it was read).
+  let reloadAsked = false;
+  const hangupDuringStart = () => {
+    reloadAsked = true;
+  };
+  process.on('SIGHUP', hangupDuringStart);
   // A signal before Sluice runs (the embedded server may load a large AOF for minutes) gives the start
   // up: what started is stopped, the loading redis-server included, rather than left running behind a
   // process that died of the signal. A second one exits at once.
@@ -51,6 +67,7 @@ export async function runStart(argv: string[], io: Io): Promise<number> {
   } finally {
     process.off('SIGTERM', duringStart);
     process.off('SIGINT', duringStart);
+    process.off('SIGHUP', hangupDuringStart);
   }
 
   return new Promise<number>((resolve) => {
@@ -84,7 +101,20 @@ export async function runStart(argv: string[], io: Io): Promise<number> {
         .finally(() => {
           process.off('SIGTERM', onSignal);
           process.off('SIGINT', onSignal);
+          process.off('SIGHUP', onHangup);
         });
+    };
+    const onHangup = () => {
+      if (stopping) {
+        app.logger.warn('SIGHUP while shutting down: no reload');
+        return;
+      }
+      app.logger.info({ signal: 'SIGHUP' }, 'reloading the configuration');
+      try {
+        app.reload(load);
+      } catch {
+        // Logged by the reload, with why; the configuration in force stays.
+      }
     };
     const onSignal = (sig: NodeJS.Signals) => {
       // A signal while stopping (after a first signal, or a failure) is the operator's "now".
@@ -111,5 +141,7 @@ export async function runStart(argv: string[], io: Io): Promise<number> {
     });
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
+    process.on('SIGHUP', onHangup);
+    if (reloadAsked) onHangup();
   });
 }

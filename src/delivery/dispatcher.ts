@@ -310,9 +310,9 @@ export class Dispatcher {
   /** Campaign throttle and account sending refunds made outside a batch's own steps (CampaignTokens): stop() waits for them. */
   private readonly refunding = new Set<Promise<void>>();
   /** Accounts with a daily quota or a rate limit, by id: their campaign copies count against them as they are sent. */
-  private readonly sendingLimits: ReadonlyMap<string, SendingLimits>;
+  private sendingLimits: ReadonlyMap<string, SendingLimits> = new Map();
   /** accounts[].tracking.mode by account id: each API message's copy is rendered for its recipient. */
-  private readonly trackingModes: ReadonlyMap<string, TrackingMode>;
+  private trackingModes: ReadonlyMap<string, TrackingMode> = new Map();
   private totalWorkers = 0;
   /** Recipients claimed and not yet settled, over all connections of this process. */
   private claimed = 0;
@@ -331,12 +331,7 @@ export class Dispatcher {
       threshold: b.threshold, windowMs: b.window, suspendMs: b.suspend, maxSuspendMs: b.maxSuspend,
       maxLevel: b.maxLevel, recoverMs: b.recoverAfter, ratePerConnection: b.ratePerConnection,
     };
-    this.trackingModes = new Map(opts.config.accounts.map((a) => [a.id, a.tracking.mode]));
-    this.sendingLimits = new Map(
-      opts.config.accounts
-        .filter(hasSendingLimits)
-        .map((a) => [a.id, { id: a.id, dailyQuota: a.dailyQuota, rateLimit: a.rateLimit }]),
-    );
+    this.setAccounts(opts.config.accounts);
     this.holds = new HoldCache(
       opts.redis, opts.keys,
       (holds) => {
@@ -347,6 +342,15 @@ export class Dispatcher {
     );
     this.rules = new DestinationRuleRecorder(opts.redis, opts.keys, (err) => this.log.warn({ err }, 'could not record a destination\'s shaping rule'));
     this.deliveryMarks = new DeliveryMarks(opts.redis, opts.keys, (err) => this.log.warn({ err }, 'could not mark deliveries in the soft-bounce histories'));
+  }
+
+  /**
+   * The accounts' tracking modes and sending limits, from the configuration (a reload passes the
+   * new one's accounts): copies claimed from now on are rendered and counted by them.
+   */
+  setAccounts(accounts: Config['accounts']): void {
+    this.trackingModes = new Map(accounts.map((a) => [a.id, a.tracking.mode]));
+    this.sendingLimits = new Map(accounts.filter(hasSendingLimits).map((a) => [a.id, { id: a.id, dailyQuota: a.dailyQuota, rateLimit: a.rateLimit }]));
   }
 
   start(): void {

@@ -267,9 +267,8 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
   const hostname = deps.config.instance.hostname;
   const acceptDeps: AcceptDeps = { ...deps, logger: log };
   // Mail is tracked when tokens can be signed (tracking.keys, as app/start.ts builds the codec) and
-  // the account's mode is not 'off'. Read once: the config is frozen.
+  // the account's mode (as the registry has it: a reload may change it) is not 'off'.
   const tokensConfigured = deps.config.tracking.keys.length > 0;
-  const trackingMode = new Map(deps.config.accounts.map((a) => [a.id, a.tracking.mode]));
   // Campaign templates are validated and compiled in a thread of its own (started at the first
   // POST /v1/campaigns), closed by close() once the requests that use it are answered.
   const preparation = new PreparePool({ ...opts.prepare, onFailed: (err) => log.error({ err }, 'campaign preparation failed in its worker') });
@@ -415,7 +414,7 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
     const parsed = validateMessage(schema, input);
     if (!parsed.ok) throw new SluiceError('SLUICE_INGRESS_BAD_REQUEST', 'The message is invalid', { errors: parsed.errors });
     const sub = toSpecSubmission(parsed.message, hostname);
-    const tracked = tokensConfigured && (trackingMode.get(account.id) ?? 'full') !== 'off';
+    const tracked = tokensConfigured && account.tracking.mode !== 'off';
     // Links are found once here, not per recipient: the worker rewrites link i to the click URL of
     // entry i of this table. Copied out of the html, whose substrings they are (see ownString).
     const links = tracked ? extractLinks(parsed.message.html ?? '').map(ownString) : undefined;
@@ -605,7 +604,7 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
       // An account's key: its own account. An operator's: ?account=ID, else every account.
       const p = await identify(req);
       const all = p.kind === 'operator' && namedAccount(req) === undefined;
-      const accounts = all ? deps.config.accounts.map((a) => a.id) : [(await authenticate(req)).id];
+      const accounts = all ? deps.registry.list().map((a) => a.id) : [(await authenticate(req)).id];
       const r = await privacy.run({ redis: deps.redis, keys: deps.keys, eventsMaxLen: deps.config.retention.eventsMaxLen, recordTtlMs: deps.config.retention.records, refsTtlMs: refsTtlMs(deps.config) }, { accounts, all });
       await audit(req, privacy.action, all ? '' : (accounts[0] as string), await addressRef(deps.redis, deps.keys, privacy.address));
       return { route: 'recipients', answer: new Answer(r.status, r.body) };

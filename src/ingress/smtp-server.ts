@@ -68,6 +68,9 @@ function dsnOf(envelope: SMTPServerEnvelope): MessageDsn | undefined {
 
 interface SessionUser {
   accountId: string;
+  username: string;
+  /** The stored hash the password matched: a reload that changes or removes it ends the login. */
+  hash: string;
 }
 
 export async function startSubmissionServer(deps: SubmissionDeps, opts: SubmissionOptions = {}): Promise<SubmissionServer> {
@@ -105,7 +108,7 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
   };
   const accountOf = (session: SMTPServerSession): Account | undefined => {
     const user = session.user as SessionUser | undefined;
-    return user ? deps.registry.get(user.accountId) : undefined;
+    return user && deps.registry.smtpUserInForce(user.username, user.hash) ? deps.registry.get(user.accountId) : undefined;
   };
 
   const server = new SMTPServer({
@@ -152,12 +155,13 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
           // AUTH, MAIL and DATA need Redis: while it is down, a 4xx at once rather than a wait.
           assertRedisReady(deps.redis);
           await throttle.check(ip, username);
-          const account = await deps.registry.authenticateSmtp(username, auth.password ?? '');
-          if (account) {
+          const found = await deps.registry.authenticateSmtpUser(username, auth.password ?? '');
+          if (found) {
+            const { account } = found;
             await throttle.succeed(username);
             log.info({ sessionId: session.id, account: account.id }, 'smtp auth ok');
             guard.authenticated(session);
-            const user: SessionUser = { accountId: account.id };
+            const user: SessionUser = { accountId: account.id, username, hash: found.hash };
             return cb(null, { user });
           }
           deps.metrics?.authFailures.inc({ interface: 'smtp' });

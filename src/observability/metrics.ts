@@ -196,6 +196,15 @@ export function createMetrics() {
     authFailures: new Counter({
       name: 'sluice_auth_failures_total', help: 'Failed authentications by interface (smtp, http)', labelNames: ['interface'] as const, registers: [registry],
     }),
+    configReloads: new Counter({
+      name: 'sluice_config_reloads_total', help: 'Configuration reloads (SIGHUP) by result: applied, or refused (the file or a key file was wrong; the configuration in force is kept)', labelNames: ['result'] as const, registers: [registry],
+    }),
+    configReloadSuccessful: new Gauge({
+      name: 'sluice_config_last_reload_successful', help: '1 when the last configuration reload was applied (or none was asked for since the start), 0 when it was refused', registers: [registry],
+    }),
+    configLoadedAt: new Gauge({
+      name: 'sluice_config_last_reload_success_timestamp_seconds', help: 'When the configuration in force was loaded: the start, or the last reload applied (Unix seconds)', registers: [registry],
+    }),
   };
   return m;
 }

@@ -50,9 +50,19 @@ interface Pending {
   readonly resolve: (results: RenderResult[]) => void;
 }
 
+/** One set of worker threads, started with one WorkerInit (replaceInit starts another). */
+interface Generation {
+  readonly piscina: Piscina;
+  /** Tasks sent to these threads and not settled yet. */
+  inFlight: number;
+}
+
 export class RenderPool {
-  readonly #piscina: Piscina;
+  #gen: Generation;
+  /** Generations replaced by replaceInit, ending once their tasks are done (awaited by close()). */
+  readonly #retired = new Set<Promise<void>>();
   readonly #maxQueue: number;
+  readonly #onError: (err: unknown) => void;
   readonly #onSigned: RenderPoolOptions['onSigned'];
   readonly #waiting: (() => void)[] = [];
   #inFlight = 0;
@@ -69,21 +79,47 @@ export class RenderPool {
     this.#threads = threads;
     this.#maxQueue = threads * Math.max(1, opts.queuePerThread);
     this.#onSigned = opts.onSigned;
-    this.#piscina = new Piscina({
+    this.#onError = opts.onError ?? (() => {});
+    this.#gen = this.#start(opts.init);
+  }
+
+  #start(init: WorkerInit): Generation {
+    const piscina = new Piscina({
       filename: WORKER_URL,
-      minThreads: threads,
-      maxThreads: threads,
+      minThreads: this.#threads,
+      maxThreads: this.#threads,
       maxQueue: this.#maxQueue,
-      workerData: opts.init,
+      workerData: init,
       // Workers hold parsed keys and the message cache; keep them for the life of the pool.
       idleTimeout: Number.POSITIVE_INFINITY,
       // A render's garbage is a copy or two (tens of KB): V8's default young generation (~48 MB
       // committed per worker, measured by bench/campaign.ts) buys nothing but resident memory.
       resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_GENERATION_MB },
     });
-    this.#piscina.on('drain', () => this.#pump());
-    const onError = opts.onError ?? (() => {});
-    this.#piscina.on('error', onError);
+    piscina.on('drain', () => this.#pump());
+    piscina.on('error', this.#onError);
+    return { piscina, inFlight: 0 };
+  }
+
+  /**
+   * New worker threads started with `init` (a configuration reload's DKIM keys) take every task from
+   * now on. The threads they replace finish the tasks they were given (copies already claimed are
+   * rendered with the keys in force when they were sent) and then end; close() waits for them too.
+   */
+  replaceInit(init: WorkerInit): void {
+    if (this.#closing) throw new SluiceError('SLUICE_SHUTTING_DOWN', 'the render pool is closed');
+    const old = this.#gen;
+    this.#gen = this.#start(init);
+    this.#retire(old);
+  }
+
+  #retire(gen: Generation): void {
+    if (gen.inFlight > 0) return; // #settled retires it with its last task
+    const ended: Promise<void> = gen.piscina
+      .close()
+      .catch((err: unknown) => this.#onError(err))
+      .finally(() => this.#retired.delete(ended));
+    this.#retired.add(ended);
   }
 
   /**
@@ -124,7 +160,7 @@ export class RenderPool {
 
   /** Tasks waiting for a worker (in piscina's queue, in the backpressure FIFO, and calls of this turn not sent yet). */
   queueSize(): number {
-    return this.#piscina.queueSize + this.#waiting.length + this.#pending.length;
+    return this.#gen.piscina.queueSize + this.#waiting.length + this.#pending.length;
   }
 
   /**
@@ -134,7 +170,8 @@ export class RenderPool {
   close(): Promise<void> {
     this.#closing ??= (async () => {
       if (this.#inFlight > 0 || this.#waiting.length > 0 || this.#pending.length > 0) await new Promise<void>((resolve) => (this.#idle = resolve));
-      await this.#piscina.close();
+      await this.#gen.piscina.close();
+      await Promise.all([...this.#retired]);
     })();
     return this.#closing;
   }
@@ -146,7 +183,7 @@ export class RenderPool {
   }
 
   #enqueue<T>(start: () => Promise<T>): Promise<T> {
-    if (this.#waiting.length === 0 && this.#piscina.queueSize < this.#maxQueue) return start();
+    if (this.#waiting.length === 0 && this.#gen.piscina.queueSize < this.#maxQueue) return start();
     return new Promise((resolve) => this.#waiting.push(() => resolve(start())));
   }
 
@@ -186,22 +223,26 @@ export class RenderPool {
   }
 
   #run(task: RenderTask): Promise<RenderResult> {
+    const gen = this.#gen;
     this.#inFlight++;
+    gen.inFlight++;
     // piscina.run enqueues synchronously, so #pump sees the new queue size at once.
-    return (this.#piscina.run(task) as Promise<RenderResult>).then(
+    return (gen.piscina.run(task) as Promise<RenderResult>).then(
       (r) => {
-        this.#settled();
+        this.#settled(gen);
         return this.#received(r);
       },
       (err: unknown) => {
-        this.#settled();
+        this.#settled(gen);
         return workerFailed(err);
       },
     );
   }
 
   #runBatch(tasks: readonly RenderTask[]): Promise<RenderResult[]> {
+    const gen = this.#gen;
     this.#inFlight++;
+    gen.inFlight++;
     // Message bytes move to the worker rather than being cloned: a Buffer read from a socket is
     // usually a view into a larger ArrayBuffer, and a structured clone copies all of that. One
     // exact-size copy here, then a transfer (measured: the clone was ~15 % of the delivery thread
@@ -220,21 +261,23 @@ export class RenderPool {
       }
       return { ...t, source: own };
     });
-    return (this.#piscina.run(sent, { name: 'renderBatch', transferList }) as Promise<RenderResult[]>).then(
+    return (gen.piscina.run(sent, { name: 'renderBatch', transferList }) as Promise<RenderResult[]>).then(
       (results) => {
-        this.#settled();
+        this.#settled(gen);
         return results.map((r) => this.#received(r));
       },
       (err: unknown) => {
-        this.#settled();
+        this.#settled(gen);
         const failed = workerFailed(err);
         return tasks.map(() => failed);
       },
     );
   }
 
-  #settled(): void {
+  #settled(gen: Generation): void {
     this.#inFlight--;
+    gen.inFlight--;
+    if (gen !== this.#gen && gen.inFlight === 0) this.#retire(gen);
     this.#pump();
     if (this.#idle && this.#inFlight === 0 && this.#waiting.length === 0 && this.#pending.length === 0) {
       this.#idle();
@@ -243,7 +286,7 @@ export class RenderPool {
   }
 
   #pump(): void {
-    while (this.#waiting.length > 0 && this.#piscina.queueSize < this.#maxQueue) (this.#waiting.shift() as () => void)();
+    while (this.#waiting.length > 0 && this.#gen.piscina.queueSize < this.#maxQueue) (this.#waiting.shift() as () => void)();
   }
 
   #received(r: RenderResult): RenderResult {

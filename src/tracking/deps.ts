@@ -52,6 +52,11 @@ export interface TrackingSettings {
   readonly accounts?: ReadonlyMap<string, { readonly mode: TrackingMode; readonly anonymizeIp: IpAnonymization }>;
 }
 
+/** The per-account settings of a configuration's accounts. */
+export function trackingSettingsOf(accounts: readonly { readonly id: string; readonly tracking: { readonly mode: TrackingMode; readonly anonymizeIp: IpAnonymization } }[]): TrackingSettings {
+  return { accounts: new Map(accounts.map((a) => [a.id, { mode: a.tracking.mode, anonymizeIp: a.tracking.anonymizeIp }])) };
+}
+
 export function modeOf(settings: TrackingSettings | undefined, account: string): TrackingMode {
   return settings?.accounts?.get(account)?.mode ?? settings?.mode ?? 'full';
 }

@@ -32,6 +32,7 @@ export const OPEN_FIELDS = 5;
 /** Main → recorder. */
 export type ToRecorder =
   | { readonly t: 'record'; readonly opens: OpenTuples; readonly events: readonly { readonly p: TokenPayload; readonly ctx: EventContext }[] }
+  | { readonly t: 'settings'; readonly settings: TrackingSettings }
   | { readonly t: 'close' };
 
 /** Counter increments the recorder made, as [label, label, count]: applied to prom-client by the main thread. */

@@ -5,7 +5,7 @@ import { createTokenCodec } from '../core/tokens.js';
 import { createRedis } from '../redis/client.js';
 import { createKeys } from '../redis/keys.js';
 import { modeOf } from './deps.js';
-import { createEventBatch } from './event-batch.js';
+import { createEventBatch, type EventBatchDeps } from './event-batch.js';
 import { OPEN_FIELDS, type Counts, type FromRecorder, type RecorderInit, type ToRecorder } from './recorder-protocol.js';
 
 /**
@@ -59,36 +59,43 @@ const drain = (m: Map<string, number>): Counts => {
   return out;
 };
 
-const batch = createEventBatch(
-  {
-    redis,
-    keys: createKeys(init.prefix),
-    settings: init.settings,
-    eventsMaxLen: init.eventsMaxLen,
-    retentionMs: init.retentionMs,
-    logger: {
-      warn: (obj, msg) => {
-        const o = obj as { err?: unknown; events?: number };
-        post({ t: 'log', msg, err: o.err === undefined ? undefined : String((o.err as Error)?.message ?? o.err), events: o.events });
-      },
-    },
-    metrics: {
-      requests: { inc: (l, n = 1) => bump(requests, `${l.endpoint}\t${l.result}`, n) },
-      events: { inc: (l, n = 1) => bump(events, `${l.type}\t${l.class}`, n) },
-      duration: { observe: () => undefined },
+/** The accounts' tracking settings: the start's, then each reload's ({ t: 'settings' }). */
+let settings = init.settings;
+// createEventBatch reads deps.settings per event: a reload replaces it here.
+const batchDeps: { -readonly [K in keyof EventBatchDeps]: EventBatchDeps[K] } = {
+  redis,
+  keys: createKeys(init.prefix),
+  settings,
+  eventsMaxLen: init.eventsMaxLen,
+  retentionMs: init.retentionMs,
+  logger: {
+    warn: (obj, msg) => {
+      const o = obj as { err?: unknown; events?: number };
+      post({ t: 'log', msg, err: o.err === undefined ? undefined : String((o.err as Error)?.message ?? o.err), events: o.events });
     },
   },
-  {
-    // The main thread bounds what is pending; here everything it sends is taken.
-    maxPending: Number.MAX_SAFE_INTEGER,
-    clickHoldMs: init.clickHoldMs,
-    modeOf: (account) => modeOf(init.settings, account),
-    verifyOpen: (token, at) => codec.verify(token, at, 'o'),
-    onFlushed: (entries) => post({ t: 'flushed', entries, requests: drain(requests), events: drain(events) }),
+  metrics: {
+    requests: { inc: (l, n = 1) => bump(requests, `${l.endpoint}\t${l.result}`, n) },
+    events: { inc: (l, n = 1) => bump(events, `${l.type}\t${l.class}`, n) },
+    duration: { observe: () => undefined },
   },
-);
+};
+
+const batch = createEventBatch(batchDeps, {
+  // The main thread bounds what is pending; here everything it sends is taken.
+  maxPending: Number.MAX_SAFE_INTEGER,
+  clickHoldMs: init.clickHoldMs,
+  modeOf: (account) => modeOf(settings, account),
+  verifyOpen: (token, at) => codec.verify(token, at, 'o'),
+  onFlushed: (entries) => post({ t: 'flushed', entries, requests: drain(requests), events: drain(events) }),
+});
 
 port.on('message', (m: ToRecorder) => {
+  if (m.t === 'settings') {
+    settings = m.settings;
+    batchDeps.settings = m.settings;
+    return;
+  }
   if (m.t === 'close') {
     // Closing: held clicks are written now, as they are, not after their hold.
     batch.releaseHeld();

@@ -3,7 +3,7 @@ import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { TokenPayload } from '../core/tokens.js';
 import type { EventBatch, RawOpen } from './event-batch.js';
-import type { TrackingMetrics } from './deps.js';
+import type { TrackingMetrics, TrackingSettings } from './deps.js';
 import type { EventContext } from './record.js';
 import { type FromRecorder, type OpenTuples, type RecorderInit, type ToRecorder } from './recorder-protocol.js';
 
@@ -22,6 +22,8 @@ import { type FromRecorder, type OpenTuples, type RecorderInit, type ToRecorder 
  * lost and a new thread is started after a second; requests are answered all along.
  */
 export interface Recorder extends Omit<EventBatch, 'releaseHeld'> {
+  /** New per-account settings for what is sent from now on (a thread started later gets them too). */
+  updateSettings(settings: TrackingSettings): void;
   close(): Promise<void>;
 }
 
@@ -46,7 +48,9 @@ const CLOSE_GRACE_MS = 10_000;
 /** Young generation of the thread's heap: its garbage is short-lived batches (see render/pool.ts). */
 const YOUNG_GENERATION_MB = 16;
 
-export function startRecorder(init: RecorderInit, opts: RecorderOptions): Recorder {
+export function startRecorder(start: RecorderInit, opts: RecorderOptions): Recorder {
+  /** What a thread is started with: the settings of the latest reload. */
+  let init = start;
   let opens: OpenTuples = [];
   let events: { p: TokenPayload; ctx: EventContext }[] = [];
   let queued = 0;
@@ -128,6 +132,12 @@ export function startRecorder(init: RecorderInit, opts: RecorderOptions): Record
   };
 
   return {
+    updateSettings(settings) {
+      init = { ...init, settings };
+      // Ordered after the events already posted, before any sent later; a thread not started (or
+      // being restarted) gets them with its workerData.
+      if (alive && worker) worker.postMessage({ t: 'settings', settings } satisfies ToRecorder);
+    },
     open(raw: RawOpen) {
       if (take('open')) opens.push(raw.token, raw.at, raw.method, raw.userAgent, raw.ip);
     },

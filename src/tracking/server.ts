@@ -6,7 +6,7 @@ import { lastForwardedHop } from '../core/forwarded.js';
 import { performance } from 'node:perf_hooks';
 import type { TokenKind, TokenPayload } from '../core/tokens.js';
 import { classifyClick, type TrackingRequest } from './classify.js';
-import { modeOf, type TrackingDeps } from './deps.js';
+import { modeOf, type TrackingDeps, type TrackingSettings } from './deps.js';
 import { isOneClickBody } from './one-click.js';
 import { badRequestPage, invalidLinkPage, NOT_FOUND_TEXT, unsubscribedPage, unsubscribeFormPage } from './pages.js';
 import { startRecorder } from './recorder.js';
@@ -52,6 +52,11 @@ export interface TrackingServerOptions extends HttpConnectionLimits {
 
 export interface TrackingServer {
   readonly port: number;
+  /**
+   * Puts a reloaded configuration's per-account settings (mode, IP anonymisation) in force: for
+   * requests answered from now on, here and in the recorder thread.
+   */
+  updateSettings(settings: TrackingSettings): void;
   /** Resolves when every event written after its answer has been written (or has failed). */
   idle(): Promise<void>;
   close(): Promise<void>;
@@ -88,7 +93,10 @@ const HTML = 'text/html; charset=utf-8';
 
 type Endpoint = 'open' | 'click' | 'unsubscribe' | 'health' | 'other';
 
-export async function startTrackingServer(deps: TrackingDeps, opts: TrackingServerOptions): Promise<TrackingServer> {
+export async function startTrackingServer(given: TrackingDeps, opts: TrackingServerOptions): Promise<TrackingServer> {
+  // A copy of its own, whose settings updateSettings() replaces: every reader takes deps.settings
+  // when it answers a request.
+  const deps: { -readonly [K in keyof TrackingDeps]: TrackingDeps[K] } = { ...given };
   const log = deps.logger.child({ role: 'tracking' });
   const now = deps.now ?? Date.now;
   const maxPending = opts.maxPendingRecords ?? MAX_PENDING_RECORDS;
@@ -304,6 +312,10 @@ export async function startTrackingServer(deps: TrackingDeps, opts: TrackingServ
   return {
     port,
     idle,
+    updateSettings(settings) {
+      deps.settings = settings;
+      recorder.updateSettings(settings);
+    },
     async close() {
       closing = true;
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));

@@ -10,7 +10,7 @@ const test = suite('accounts/limits');
 let redis: TestRedis;
 let client: RedisClient;
 const NOON = Date.UTC(2026, 0, 15, 12, 0, 0, 500);
-const account = (over: Partial<Account>): Account => ({ id: 'acme', domains: new Set(['acme.example']), dailyQuota: null, rateLimit: { perSecond: null, perMinute: null, perHour: null }, ...over });
+const account = (over: Partial<Account>): Account => ({ id: 'acme', domains: new Set(['acme.example']), dailyQuota: null, rateLimit: { perSecond: null, perMinute: null, perHour: null }, tracking: { mode: 'full', anonymizeIp: 'none' }, ...over });
 
 test.before(async () => {
   redis = await startRedis();

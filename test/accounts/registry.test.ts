@@ -4,8 +4,9 @@ import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AccountRegistry } from '../../src/accounts/registry.js';
-import { generateApiKey, hashSecret } from '../../src/accounts/secrets.js';
+import { AccountRegistry, AccountTable } from '../../src/accounts/registry.js';
+import { OperatorRegistry } from '../../src/accounts/operators.js';
+import { generateApiKey, generateOperatorKey, hashSecret } from '../../src/accounts/secrets.js';
 import { isSluiceError } from '../../src/core/errors.js';
 import type { AccountConfig } from '../../src/config/schema.js';
 
@@ -77,6 +78,39 @@ test('a domain owned twice or a malformed hash is a config error', () => {
   const acme = accounts[0] as AccountConfig;
   assert.throws(() => new AccountRegistry([acme, { ...(accounts[1] as AccountConfig), domains: [{ domain: 'bücher.example', dkim: [] }] }]), (e: unknown) => isSluiceError(e, 'SLUICE_CONFIG_INVALID'));
   assert.throws(() => new AccountRegistry([{ ...acme, apiKeys: ['scrypt$broken'] }]), (e: unknown) => isSluiceError(e, 'SLUICE_CONFIG_INVALID'));
+});
+
+test("replace() (a reload): a key authenticated and cached before stops working once its hash is gone; the new table's keys, users, domains and tracking apply; a bad table throws before anything changes", async () => {
+  const own = new AccountRegistry(accounts);
+  assert.is((await own.authenticateApiKey(key))?.id, 'acme', 'verified, and now cached');
+  const login = await own.authenticateSmtpUser('acme-smtp', 'pw');
+  assert.ok(login && own.smtpUserInForce('acme-smtp', login.hash));
+  const next = generateApiKey('acme');
+  const acme = accounts[0] as AccountConfig;
+  const changed: AccountConfig = { ...acme, apiKeys: [await hashSecret(next)], smtpUsers: [{ username: 'acme-smtp', passwordHash: await hashSecret('pw2') }], tracking: { mode: 'off', anonymizeIp: 'drop' } };
+  const gamma: AccountConfig = { ...(accounts[1] as AccountConfig), id: 'gamma', domains: [{ domain: 'gamma.example', dkim: [] }] };
+  assert.throws(() => new AccountTable([changed, { ...gamma, domains: [{ domain: 'bücher.example', dkim: [] }] }]), (e: unknown) => isSluiceError(e, 'SLUICE_CONFIG_INVALID'));
+  own.replace(new AccountTable([changed, gamma]));
+  assert.is(await own.authenticateApiKey(key), null, 'the cached key is refused: its hash is gone');
+  assert.is((await own.authenticateApiKey(next))?.id, 'acme');
+  assert.not.ok(own.smtpUserInForce('acme-smtp', login.hash), 'the earlier login is over');
+  assert.is(await own.authenticateSmtp('acme-smtp', 'pw'), null);
+  assert.is((await own.authenticateSmtp('acme-smtp', 'pw2'))?.id, 'acme');
+  assert.equal(own.get('acme')?.tracking, { mode: 'off', anonymizeIp: 'drop' });
+  assert.is(own.get('beta'), undefined, 'beta removed');
+  assert.ok(own.ownsDomain('gamma', 'gamma.example'));
+  assert.equal(own.list().map((a) => a.id), ['acme', 'gamma']);
+});
+
+test('operators: replace() drops a removed key at once, also when its verification was cached; index() refuses a repeated id', async () => {
+  const k1 = generateOperatorKey('alice');
+  const k2 = generateOperatorKey('bob');
+  const ops = new OperatorRegistry([{ id: 'alice', apiKeys: [await hashSecret(k1)] }]);
+  assert.is((await ops.authenticate(k1))?.id, 'alice');
+  ops.replace(OperatorRegistry.index([{ id: 'bob', apiKeys: [await hashSecret(k2)] }]));
+  assert.is(await ops.authenticate(k1), null);
+  assert.is((await ops.authenticate(k2))?.id, 'bob');
+  assert.throws(() => OperatorRegistry.index([{ id: 'bob', apiKeys: [] }, { id: 'bob', apiKeys: [] }]), (e: unknown) => isSluiceError(e, 'SLUICE_CONFIG_INVALID'));
 });
 
 test.run();

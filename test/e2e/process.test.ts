@@ -10,10 +10,12 @@ import { createRedis, type RedisClient } from '../../src/redis/client.js';
 import { createKeys } from '../../src/redis/keys.js';
 import { pingSocket, probeSocket } from '../../src/redis/embedded.js';
 import {
-  writeSluiceConfig, startSluiceProcess, spawnSluice, startSlowSink, submitAll, adminGet, metricValue, scrapeUntil,
+  writeSluiceConfig, startSluiceProcess, spawnSluice, startSlowSink, submitAll, adminGet, metricValue, scrapeUntil, callApi,
   killAllSluiceProcesses, isAlive, waitGone, recipients, domainsOf, sleep, type SluiceInstance, type SlowSink,
 } from '../helpers/sluice-process.js';
 import { queueTotals, duplicatesOf } from '../helpers/fault-load.js';
+import YAML from 'yaml';
+import { generateApiKey, hashSecret } from '../../src/accounts/secrets.js';
 
 /**
  * `sluice start` as a process: graceful shutdown on SIGTERM, the immediate exit on a second signal,
@@ -318,6 +320,37 @@ test('without redis-server on PATH, `sluice start` exits non-zero naming `apt-ge
   assert.ok(exit.code !== 0 && exit.code !== null, `exit ${JSON.stringify(exit)}`);
   assert.match(p.stderr(), /apt-get install -y redis-server/);
   assert.not.ok(p.logs.some((l) => l.msg === 'sluice started'));
+});
+
+test('SIGHUP reloads the configuration: a key added to the file works without a restart; a broken file is refused, logged, and changes nothing', async () => {
+  const rcpt = [`hup-${randomUUID().slice(0, 6)}@hup.test`];
+  const { inst } = await externalInstance(rcpt);
+  const p = await startSluiceProcess(inst);
+  const send = (key: string, to: string) => callApi(p.ports.http as number, key, '/v1/messages', { from: 'news@acme.example', to, subject: 'hup', text: 'x' });
+  const second = generateApiKey('acme');
+  assert.is((await send(second, rcpt[0] as string)).status, 401);
+
+  const tree = YAML.parse(readFileSync(inst.configFile, 'utf8')) as { accounts: { apiKeys: string[] }[] };
+  (tree.accounts[0] as { apiKeys: string[] }).apiKeys.push(await hashSecret(second));
+  writeFileSync(inst.configFile, YAML.stringify(tree));
+  p.signal('SIGHUP');
+  const done = await p.waitForLog((l) => l.msg === 'configuration reloaded', 10_000);
+  assert.equal(done['accounts'], { added: [], removed: [], changed: ['acme'] });
+  assert.is((await send(second, rcpt[0] as string)).status, 202, 'the added key works');
+  assert.is((await send(inst.account.apiKey, rcpt[0] as string)).status, 202, 'the first key still does');
+
+  writeFileSync(inst.configFile, 'accounts: [ this is not YAML');
+  p.signal('SIGHUP');
+  const refused = await p.waitForLog((l) => String(l.msg).startsWith('configuration reload refused'), 10_000);
+  assert.is(refused['code'], 'SLUICE_CONFIG_INVALID');
+  assert.is((await send(second, rcpt[0] as string)).status, 202, 'the configuration in force stays');
+  const text = (await adminGet(p.ports.admin, '/metrics')).text;
+  assert.is(metricValue(text, 'sluice_config_reloads_total', { result: 'applied' }), 1);
+  assert.is(metricValue(text, 'sluice_config_reloads_total', { result: 'refused' }), 1);
+  assert.is(metricValue(text, 'sluice_config_last_reload_successful'), 0);
+  assert.is(p.exited, null, 'still running');
+  p.signal('SIGTERM');
+  assert.is((await p.waitExit(35_000)).code, 0);
 });
 
 test('/metrics after real deliveries: accepted, attempts, DKIM and SMTP timings, pool utilization, queue depth', async () => {

@@ -7,6 +7,7 @@ import type { Config } from '../../src/config/schema.js';
 import { generateApiKey, hashSecret } from '../../src/accounts/secrets.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { startSluice, type RunningSluice } from '../../src/app/start.js';
+import type { ReloadResult } from '../../src/app/reload.js';
 import { makeKey, txtTable, type TestKey } from './dkim-verify.js';
 import { startRedis, type TestRedis } from './redis.js';
 import { startCapturePeer, type CapturePeer } from './smtp-peer.js';
@@ -19,11 +20,18 @@ import { startCapturePeer, type CapturePeer } from './smtp-peer.js';
 export interface SluiceFixture {
   app: RunningSluice;
   config: Config;
+  /** The API key api() sends (a test that rotates acme's key sets the new one here). */
   apiKey: string;
   smtpUser: { user: string; pass: string };
   dkimKeys: TestKey[];
   /** TXT records of the DKIM keys, for the verifiers. */
   txt: Record<string, string>;
+  /** The folder of the key files (and dataDir): makeAccount(dir, …) writes another account's there. */
+  dir: string;
+  /** 'acme' as configured (makeAccount's `account`), for a reload that keeps it. */
+  account: Record<string, unknown>;
+  /** The configuration as the test gave it (before loading), deep-merged with `patch` (lists replace), reloaded (RunningSluice.reload). */
+  reloadWith(patch: Record<string, unknown>): ReloadResult;
   api(path: string, init?: { method?: string; body?: unknown; headers?: Record<string, string> }): Promise<{ status: number; body: any }>;
   /** Polls GET /v1/messages/:id until every recipient is in a final state (or timeout). */
   waitFinal(id: string, timeoutMs?: number): Promise<any>;
@@ -85,13 +93,14 @@ export async function startSluiceFixture(redis: TestRedis, overrides: Record<str
     shaping: { default: { retry: ['300ms', '600ms'] } },
     accounts: [acct.account, ...(start.extraAccounts ?? [])],
   };
-  const config = loadConfig({ env: {}, overrides: merge(base, overrides) });
+  const raw = merge(base, overrides);
+  const config = loadConfig({ env: {}, overrides: raw });
   const app = await startSluice(config, { logger: createLogger(process.env['TEST_LOG'] ?? 'silent'), ...(start.mxPort !== undefined ? { mxPort: start.mxPort } : {}) });
   const url = `http://127.0.0.1:${app.ports.http}`;
   const api: SluiceFixture['api'] = async (path, init = {}) => {
     const res = await request(url + path, {
       method: (init.method ?? (init.body !== undefined ? 'POST' : 'GET')) as 'GET',
-      headers: { authorization: `Bearer ${acct.apiKey}`, ...(init.body !== undefined ? { 'content-type': 'application/json' } : {}), ...init.headers },
+      headers: { authorization: `Bearer ${fixture.apiKey}`, ...(init.body !== undefined ? { 'content-type': 'application/json' } : {}), ...init.headers },
       ...(init.body !== undefined ? { body: JSON.stringify(init.body) } : {}),
     });
     const text = await res.body.text();
@@ -107,8 +116,10 @@ export async function startSluiceFixture(redis: TestRedis, overrides: Record<str
       await new Promise((res) => setTimeout(res, 50));
     }
   };
-  return {
+  const fixture: SluiceFixture = {
     app, config, apiKey: acct.apiKey, smtpUser: { user: 'acme', pass: acct.smtpPass }, dkimKeys: acct.dkimKeys, txt: txtTable(acct.dkimKeys), api,
+    dir: dataDir, account: acct.account,
+    reloadWith: (patch) => app.reload(() => loadConfig({ env: {}, overrides: merge(raw, patch) })),
     async waitFinal(id, timeoutMs = 15_000) {
       const { body, done } = await pollStatus(id, timeoutMs, (rcpts) => rcpts.length > 0 && rcpts.every((x) => ['delivered', 'bounced', 'expired', 'suppressed', 'cancelled'].includes(x.state)));
       if (!done) throw new Error(`message ${id} not final after ${timeoutMs} ms: ${JSON.stringify(body)}`);
@@ -129,6 +140,7 @@ export async function startSluiceFixture(redis: TestRedis, overrides: Record<str
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
+  return fixture;
 }
 
 /** A whole Sluice on a Redis of its own that delivers every destination to one capture peer. */

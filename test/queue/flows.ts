@@ -745,7 +745,7 @@ export function queueFlows(name: string, start: () => Promise<Harness>) {
 
   test("campaign copies count on the account's quota and rate counters (one slot, its hash tag): a partial grant, its refund, and a submission that then fits", async () => {
     const keys = ctx();
-    const acct: Account = { id: 'capped', domains: new Set(['capped.example']), dailyQuota: 10, rateLimit: { perSecond: null, perMinute: null, perHour: 6 } };
+    const acct: Account = { id: 'capped', domains: new Set(['capped.example']), dailyQuota: 10, rateLimit: { perSecond: null, perMinute: null, perHour: 6 }, tracking: { mode: 'full', anonymizeIp: 'none' } };
     const t = await takeSending(redis, keys, acct, 8, T);
     assert.equal([t.granted, t.stoppedBy], [6, { name: 'rateLimit.perHour', limit: 6 }]);
     assert.is(t.retryAt, Math.floor(T / HOUR) * HOUR + HOUR);

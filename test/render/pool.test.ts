@@ -192,6 +192,32 @@ test('delivery.pool.nice: each render thread runs that many nice values below th
   }
 });
 
+test('replaceInit (a reload with new DKIM keys): copies handed to the threads before are signed by them with the old key, every copy sent after by new threads with the new one; close() ends both', async () => {
+  const own = new RenderPool({ threads: 1, queuePerThread: 4, init: { keys: [rsa], hostname: 'mta.pool.example' } });
+  const rotated = makeKey('pool.example', 'r2', 'rsa');
+  const before = Array.from({ length: 6 }, (_, i) => own.renderAndSign(raw(`01j2rotb${String(i).padStart(8, '0')}`)));
+  own.replaceInit({ keys: [rotated], hostname: 'mta.pool.example' });
+  const after = Array.from({ length: 6 }, (_, i) => own.renderAndSign(raw(`01j2rota${String(i).padStart(8, '0')}`)));
+  const selectors = async (rs: Promise<RenderResult>[]) => Promise.all((await Promise.all(rs)).map((r) => /\bs=([^;\s]+)/.exec(Buffer.from(ok(r).message).toString('latin1'))?.[1]));
+  // The first went to the old thread at once; those still waiting for room in the queue (1 thread ×
+  // 4) when the keys changed are rendered by the new threads, with the new key: both are published.
+  const old = await selectors(before);
+  assert.is(old[0], 'r1', 'handed to the old thread: signed there with the key in force then');
+  assert.ok(old.every((sel) => sel === 'r1' || sel === 'r2'), JSON.stringify(old));
+  assert.equal(await selectors(after), Array(6).fill('r2'), 'sent after: the new key');
+  const [late] = await Promise.all([own.renderAndSign(raw('01j2rotlate00001'))]);
+  const verdicts = await verifyWithMailauth(Buffer.from(ok(late as RenderResult).message), txtTable([rotated]));
+  assert.equal(verdicts.map((v) => [v.selector, v.pass]), [['r2', true]]);
+  await own.close();
+  try {
+    await own.renderAndSign(raw('01j2rotclosed001'));
+    assert.unreachable('closed');
+  } catch (err) {
+    assert.ok(isSluiceError(err, 'SLUICE_SHUTTING_DOWN'));
+  }
+  assert.throws(() => own.replaceInit({ keys: [rsa], hostname: 'x' }), (e: unknown) => isSluiceError(e, 'SLUICE_SHUTTING_DOWN'));
+});
+
 test('close() finishes accepted work, then refuses new tasks with SLUICE_SHUTTING_DOWN', async () => {
   const inFlight = Array.from({ length: 12 }, (_, i) => pool.renderAndSign(raw(`01j2close${String(i).padStart(7, '0')}`)));
   const closed = pool.close();

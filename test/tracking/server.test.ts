@@ -667,6 +667,43 @@ test('anonymous mode stores no recipient; off mode records nothing but still red
   }
 });
 
+test("updateSettings (a configuration reload) applies from the next request, in the answering thread and the recorder thread: full → anonymous → off, and the IP's anonymisation", async () => {
+  const f = await fixture({ mode: 'full' });
+  try {
+    const open = () => get(f.base + tokenPath('o', f.token('o')), { headers: { 'user-agent': BROWSER } });
+    await open();
+    let evs = await f.events();
+    assert.is(evs.length, 1);
+    assert.is(evs[0]?.['idx'], '0', 'full: the recipient is in the event');
+    assert.ok(evs[0]?.['ip'], 'full: the address is kept');
+
+    // The recorder thread is running (it wrote the open): the new settings reach it by message.
+    f.server.updateSettings({ accounts: new Map([['acme', { mode: 'anonymous', anonymizeIp: 'none' }]]) });
+    await open();
+    assert.is((await get(f.base + '/c/' + f.token('c'))).status, 302);
+    evs = await f.events();
+    assert.is(evs.length, 3);
+    for (const e of evs.slice(1)) {
+      for (const field of ['idx', 'ip', 'ua', 'first']) assert.is(e[field], undefined, `anonymous ${e['type']} has no ${field}`);
+    }
+
+    f.server.updateSettings({ accounts: new Map([['acme', { mode: 'full', anonymizeIp: 'drop' }]]) });
+    await open();
+    evs = await f.events();
+    assert.is(evs.length, 4);
+    assert.is(evs[3]?.['idx'], '0');
+    assert.is(evs[3]?.['ip'], undefined, 'drop: no address');
+
+    f.server.updateSettings({ accounts: new Map([['acme', { mode: 'off', anonymizeIp: 'none' }]]) });
+    await open();
+    const click = await get(f.base + '/c/' + f.token('c', { link: 2 }));
+    assert.is(click.headers['location'], LINKS[2], 'off still redirects');
+    assert.is((await f.events()).length, 4, 'off: nothing recorded');
+  } finally {
+    await f.close();
+  }
+});
+
 test('limits: huge headers get 431, a huge body 413, slow or garbage clients are dropped; the server keeps serving', async () => {
   const f = await fixture();
   try {

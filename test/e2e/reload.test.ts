@@ -1,0 +1,182 @@
+import { suite } from 'uvu';
+import * as assert from 'uvu/assert';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createTransport } from 'nodemailer';
+import type { CapturePeer } from '../helpers/smtp-peer.js';
+import { makeAccount, startSluiceWithPeer, type PeerSluice, type SluiceFixture } from '../helpers/sluice.js';
+import { makeKey, txtTable, verifyWithDkimpy, verifyWithMailauth } from '../helpers/dkim-verify.js';
+import { generateApiKey, hashSecret } from '../../src/accounts/secrets.js';
+import { isSluiceError } from '../../src/core/errors.js';
+import { metricValue } from '../helpers/sluice-process.js';
+
+/**
+ * A configuration reload (RunningSluice.reload, what `sluice start` does on SIGHUP) on a running
+ * Sluice with a capture peer: accounts and operators take effect without a restart, key files are
+ * read again, a wrong file changes nothing, and what only a restart applies is named.
+ */
+const test = suite('e2e/reload');
+let run: PeerSluice;
+let peer: CapturePeer;
+let s: SluiceFixture;
+/** acme as configured now, and its API key: the rotation test changes both. */
+let acme: Record<string, unknown>;
+let key: string;
+
+test.before(async () => {
+  run = await startSluiceWithPeer();
+  ({ peer, s } = run);
+  acme = s.account;
+  key = s.apiKey;
+});
+test.after(async () => {
+  await run?.stop();
+});
+
+const as = (key: string) => ({ authorization: `Bearer ${key}` });
+const metric = async (name: string, labels: Record<string, string> = {}) => metricValue(await s.app.metrics.registry.metrics(), name, labels);
+/** Another account's key files in a folder of their own (makeAccount names files by selector). */
+const another = (id: string, algorithms: ('rsa' | 'ed25519')[]) => makeAccount(mkdtempSync(join(s.dir, `${id}-`)), id, `${id}.example`, algorithms);
+/** Signature verdicts as [algorithm, pass], sorted by algorithm. */
+const byAlgo = (vs: { algo: string; pass: boolean }[]) => vs.map((v) => [v.algo, v.pass]).sort();
+
+/** Waits until message `id` (of the account whose key is `apiKey`) is delivered; its copy at the peer. */
+async function delivered(id: string, apiKey = key): Promise<Buffer> {
+  const deadline = Date.now() + 15_000;
+  let state: unknown;
+  for (;;) {
+    state = (await s.api(`/v1/messages/${id}`, { headers: as(apiKey) })).body?.recipients?.[0]?.state;
+    if (state === 'delivered' || Date.now() > deadline) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  assert.is(state, 'delivered', `message ${id}`);
+  const m = peer.messages.find((x) => x.raw.toString('latin1').includes(id));
+  assert.ok(m, `the peer has message ${id}`);
+  return m.raw;
+}
+
+test("an account added by a reload sends at once, signed with its own DKIM key; the render threads are replaced and acme's mail is still signed", async () => {
+  const beta = await another('beta', ['ed25519']);
+  const before = await s.api('/v1/messages', { headers: as(beta.apiKey), body: { from: 'news@beta.example', to: 'r1@one.test', subject: 'before', text: 'x' } });
+  assert.is(before.status, 401, 'not configured yet');
+
+  const result = s.reloadWith({ accounts: [acme, beta.account] });
+  assert.equal(result.accounts, { added: ['beta'], removed: [], changed: [] });
+  assert.is(result.dkimKeysReplaced, true);
+  assert.equal(result.restartNeeded, []);
+  assert.is(s.app.config.accounts.length, 2, 'the configuration in force has both');
+
+  const sent = await s.api('/v1/messages', { headers: as(beta.apiKey), body: { from: 'news@beta.example', to: 'r2@one.test', subject: 'after', text: 'hello from beta' } });
+  assert.is(sent.status, 202, JSON.stringify(sent.body));
+  const raw = await delivered(sent.body.id as string, beta.apiKey);
+  const table = txtTable(beta.dkimKeys);
+  const [mailauth, [dkimpy]] = await Promise.all([verifyWithMailauth(raw, table), verifyWithDkimpy([raw], table)]);
+  assert.equal(mailauth.map((v) => [v.domain, v.selector, v.pass]), [['beta.example', beta.dkimKeys[0]?.selector, true]], JSON.stringify(mailauth));
+  assert.equal(dkimpy?.map((v) => [v.domain, v.pass]), [['beta.example', true]], JSON.stringify(dkimpy));
+
+  // acme, whose keys did not change, is signed by the new threads with both of its keys.
+  const own = await s.api('/v1/messages', { body: { from: 'a@acme.example', to: 'r3@one.test', subject: 'acme', text: 'x' } });
+  assert.is(own.status, 202);
+  const acmeRaw = await delivered(own.body.id as string);
+  const verdicts = await verifyWithMailauth(acmeRaw, s.txt);
+  assert.equal(verdicts.map((v) => v.pass), [true, true], JSON.stringify(verdicts));
+  assert.is(await metric('sluice_config_reloads_total', { result: 'applied' }), 1);
+});
+
+test('a reload that changes no DKIM key keeps the render threads; a key rotated in place (same file name) replaces them', async () => {
+  const fewer = s.reloadWith({});
+  assert.equal(fewer.accounts, { added: [], removed: ['beta'], changed: [] }, 'beta is gone: the patch has acme only');
+  assert.is(fewer.dkimKeysReplaced, true, "beta's key is no longer loaded");
+  const same = s.reloadWith({});
+  assert.is(same.dkimKeysReplaced, false);
+  assert.equal(same.accounts, { added: [], removed: [], changed: [] });
+
+  // acme's RSA key file gets a new key: the same selector, the same path, new bytes.
+  const rsa = s.dkimKeys.find((k) => k.algorithm === 'rsa');
+  assert.ok(rsa);
+  const rotated = makeKey('acme.example', rsa.selector, 'rsa');
+  writeFileSync(join(s.dir, `${rsa.selector}.pem`), rotated.privateKeyPem);
+  const r = s.reloadWith({});
+  assert.is(r.dkimKeysReplaced, true);
+  assert.equal(r.accounts.changed, [], 'the configuration did not change, the file did');
+  const sent = await s.api('/v1/messages', { headers: as(key), body: { from: 'a@acme.example', to: 'r4@one.test', subject: 'rotated', text: 'x' } });
+  const raw = await delivered(sent.body.id as string);
+  const ed = s.dkimKeys.find((k) => k.algorithm === 'ed25519');
+  assert.ok(ed);
+  const newTable = txtTable([rotated, ed]);
+  const verdicts = await verifyWithMailauth(raw, newTable);
+  assert.equal(byAlgo(verdicts), [['ed25519-sha256', true], ['rsa-sha256', true]], JSON.stringify(verdicts));
+  // Against the key published before the rotation, the RSA signature fails: it was made with the new one.
+  const old = await verifyWithMailauth(raw, s.txt);
+  assert.equal(byAlgo(old), [['ed25519-sha256', true], ['rsa-sha256', false]]);
+  s.dkimKeys.splice(s.dkimKeys.indexOf(rsa), 1, rotated);
+  Object.assign(s.txt, newTable);
+});
+
+test("rotated credentials: the old API key gets 401 and the new one 202; an SMTP login whose password changed is refused at its next MAIL FROM, the new password logs in", async () => {
+  const transport = (pass: string) => createTransport({ host: '127.0.0.1', port: s.app.ports.smtp, secure: false, requireTLS: true, tls: { rejectUnauthorized: false }, auth: { user: 'acme', pass }, pool: true, maxMessages: 10 });
+  const oldSmtp = transport(s.smtpUser.pass);
+  // A session logged in before the reload, kept open by the pool.
+  const first = await oldSmtp.sendMail({ from: 'a@acme.example', to: 'r5@one.test', subject: 'before rotation', text: 'x' });
+  assert.match(first.response, /^250 /);
+
+  const newKey = generateApiKey('acme');
+  const newPass = 'acme-new-password';
+  const account = { ...acme, apiKeys: [await hashSecret(newKey)], smtpUsers: [{ username: 'acme', passwordHash: await hashSecret(newPass) }] };
+  const r = s.reloadWith({ accounts: [account] });
+  assert.equal(r.accounts.changed, ['acme']);
+  assert.is(r.dkimKeysReplaced, false);
+
+  assert.is((await s.api('/v1/messages', { headers: as(key), body: { from: 'a@acme.example', to: 'r6@one.test', subject: 'old key', text: 'x' } })).status, 401);
+  const ok = await s.api('/v1/messages', { headers: as(newKey), body: { from: 'a@acme.example', to: 'r6@one.test', subject: 'new key', text: 'x' } });
+  assert.is(ok.status, 202);
+
+  const err = await oldSmtp.sendMail({ from: 'a@acme.example', to: 'r7@one.test', subject: 'same session', text: 'x' }).then(
+    () => null,
+    (e: { responseCode?: number }) => e,
+  );
+  assert.is(err?.responseCode, 530, 'the login of the old password is over');
+  oldSmtp.close();
+  const fresh = transport(newPass);
+  const sent = await fresh.sendMail({ from: 'a@acme.example', to: 'r8@one.test', subject: 'new password', text: 'x' });
+  assert.match(sent.response, /^250 /);
+  fresh.close();
+  const wrong = transport(s.smtpUser.pass);
+  const refused = await wrong.sendMail({ from: 'a@acme.example', to: 'r9@one.test', subject: 'old password', text: 'x' }).then(
+    () => null,
+    (e: { responseCode?: number }) => e,
+  );
+  assert.is(refused?.responseCode, 535);
+  wrong.close();
+  acme = account;
+  key = newKey;
+  s.apiKey = newKey;
+});
+
+test('a refused reload changes nothing: a missing DKIM key file, then a file that does not validate', async () => {
+  const gamma = await another('gamma', ['rsa']);
+  const broken = { ...gamma.account, domains: [{ domain: 'gamma.example', dkim: [{ selector: 'x', algorithm: 'rsa', keyFile: join(s.dir, 'missing.pem') }] }] };
+  const refusedBefore = (await metric('sluice_config_reloads_total', { result: 'refused' })) ?? 0;
+  assert.throws(() => s.reloadWith({ accounts: [acme, broken] }), (e: unknown) => isSluiceError(e, 'SLUICE_DKIM_KEY_INVALID') && /missing\.pem/.test((e as Error).message));
+  assert.is(await metric('sluice_config_last_reload_successful'), 0);
+  assert.is((await s.api('/v1/messages', { headers: as(gamma.apiKey), body: { from: 'a@gamma.example', to: 'r@one.test', subject: 'x', text: 'x' } })).status, 401, 'gamma was not added');
+  assert.is(s.app.config.accounts.length, 1);
+
+  assert.throws(() => s.reloadWith({ accounts: [acme], delivery: { claimBatch: 'many' } }), (e: unknown) => isSluiceError(e, 'SLUICE_CONFIG_INVALID'));
+  assert.is(await metric('sluice_config_reloads_total', { result: 'refused' }), refusedBefore + 2);
+  const still = await s.api('/v1/messages', { headers: as(key), body: { from: 'a@acme.example', to: 'r10@one.test', subject: 'still', text: 'x' } });
+  assert.is(still.status, 202, 'the key in force still works');
+  await delivered(still.body.id as string);
+
+  s.reloadWith({ accounts: [acme, gamma.account] });
+  assert.is(await metric('sluice_config_last_reload_successful'), 1, 'a later good reload is applied');
+});
+
+test('settings only a restart applies are named, and not applied', async () => {
+  const pollBefore = s.app.config.delivery.pollInterval;
+  const r = s.reloadWith({ accounts: [acme], delivery: { pollInterval: '2s', claimBatch: 7 } });
+  assert.equal(r.restartNeeded, ['delivery.claimBatch', 'delivery.pollInterval']);
+  assert.is(s.app.config.delivery.pollInterval, pollBefore);
+});
+
+test.run();
