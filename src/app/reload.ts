@@ -5,7 +5,8 @@ import { changedPaths } from '../config/diff.js';
 import { AccountTable, type AccountRegistry, type DkimKeyMaterial } from '../accounts/registry.js';
 import { OperatorRegistry } from '../accounts/operators.js';
 import type { WorkerInit } from '../render/protocol.js';
-import type { Dispatcher } from '../delivery/dispatcher.js';
+import { checkBindable } from '../delivery/bind.js';
+import { queueMaxAgeMs } from '../ingress/persist.js';
 import { trackingSettingsOf, type TrackingSettings } from '../tracking/deps.js';
 import type { Metrics } from '../observability/metrics.js';
 import { toSluiceError } from '../core/errors.js';
@@ -15,26 +16,35 @@ import { toSluiceError } from '../core/errors.js';
  * effect without a restart, which would close every SMTP session and make the dispatcher give its
  * connections up.
  *
- * Applied: `accounts` (domains, DKIM keys, API keys, SMTP users, quotas and rate limits, tracking
- * settings) and `operators`. DKIM key files are read again even when the file names did not change
- * (a key rotated in place); when any key differs, the render threads are replaced by new ones
- * started with the new keys (render/pool.ts replaceInit), and copies already handed to the old ones
- * are finished by them.
+ * Applied:
+ * - `accounts` (domains, DKIM keys, API keys, SMTP users, quotas and rate limits, tracking settings).
+ *   DKIM key files are read again even when the file names did not change (a key rotated in place);
+ *   when any key differs, the render threads are replaced by new ones started with the new keys
+ *   (render/pool.ts replaceInit), and copies already handed to the old ones are finished by them.
+ * - `operators`.
+ * - `shaping`: destinations served from then on are matched and limited by the new rules; an open
+ *   connection keeps its limits until it ends. Not when the largest maxAge grows: how long address
+ *   references and queued messages' records are kept was sized by it at start-up (ingress/persist.ts),
+ *   so mail could outlive them; the section then stays as it was and is listed as restartNeeded.
+ * - `delivery.transport`: routes are looked up again (the resolver's cache is dropped).
  *
- * All or nothing: the new accounts and operators are checked, and their key files read, before any
- * part is changed; a wrong one refuses the whole reload and the configuration in force stays.
+ * All or nothing: the new accounts and operators are checked, their key files read and the new
+ * rules' source addresses tried (with the delivery role) before any part is changed; a wrong one
+ * refuses the whole reload and the configuration in force stays.
  *
  * Every other setting differs only after a restart: the reload names the ones that changed
  * (restartNeeded) and applies the rest.
  */
-export const RELOADABLE = ['accounts', 'operators'] as const;
-
 export interface ReloadResult {
   /** Account ids added, removed and changed by the reload. */
   readonly accounts: { readonly added: string[]; readonly removed: string[]; readonly changed: string[] };
   readonly operatorsChanged: boolean;
   /** The render threads were replaced to sign with the DKIM keys read now. */
   readonly dkimKeysReplaced: boolean;
+  /** The shaping rules changed and are in force. */
+  readonly shapingChanged: boolean;
+  /** The transport map changed and is in force. */
+  readonly transportChanged: boolean;
   /** Dotted paths of settings that changed but that only a restart applies (not applied). */
   readonly restartNeeded: string[];
 }
@@ -46,7 +56,12 @@ export interface ReloadParts {
   readonly operators: OperatorRegistry;
   /** The render pool and what its threads were started with (role delivery). */
   readonly render: { readonly init: WorkerInit; replaceInit(init: WorkerInit): void } | null;
-  readonly dispatcher: Pick<Dispatcher, 'setAccounts'> | null;
+  /** The dispatcher and its resolver (role delivery). */
+  readonly delivery: {
+    setAccounts(accounts: Config['accounts']): void;
+    setShaping(shaping: Config['shaping']): void;
+    setTransport(transport: Config['delivery']['transport']): void;
+  } | null;
   readonly tracking: { updateSettings(settings: TrackingSettings): void } | null;
   readonly metrics: Pick<Metrics, 'configReloads' | 'configReloadSuccessful' | 'configLoadedAt'>;
   readonly logger: Logger;
@@ -62,10 +77,29 @@ function accountChanges(before: Config['accounts'], after: Config['accounts']): 
   };
 }
 
+/** A configuration without what a reload applies: what is left differs only after a restart. */
+function restartOnly(c: Config): Record<string, unknown> {
+  const { accounts: _a, operators: _o, shaping: _s, delivery, ...rest } = c;
+  const { transport: _t, ...otherDelivery } = delivery;
+  return { ...rest, delivery: otherDelivery };
+}
+
+/** The source addresses of the shaping rules, by config path (delivery/bind.ts bindAddressesOf, rules only). */
+function ruleAddresses(shaping: Config['shaping']): Record<string, string | undefined> {
+  const out: Record<string, string | undefined> = {};
+  shaping.rules.forEach((r, i) => {
+    out[`shaping.rules.${i}.bindAddress`] = r.bindAddress;
+    out[`shaping.rules.${i}.bindAddress6`] = r.bindAddress6;
+  });
+  return out;
+}
+
 export class ConfigReloader {
   readonly #p: ReloadParts;
   #inForce: Config;
   #keys: DkimKeyMaterial[];
+  /** The reload running: a second SIGHUP meanwhile waits for it, then reads the file again. */
+  #last: Promise<unknown> = Promise.resolve();
 
   constructor(parts: ReloadParts) {
     this.#p = parts;
@@ -75,22 +109,28 @@ export class ConfigReloader {
     parts.metrics.configLoadedAt.set(Math.floor(Date.now() / 1000));
   }
 
-  /** The configuration in force: the start's, with the accounts and operators of the last reload applied. */
+  /** The configuration in force: the start's, with what the reloads applied. */
   get config(): Config {
     return this.#inForce;
   }
 
   /**
    * Applies `next` (loaded and validated as at start-up: config/load.ts loadConfig, or a function
-   * that loads it, whose failure counts as a refused reload). Throws a
-   * SluiceError, changing nothing, when an account, an operator or a DKIM key file is wrong.
-   * Synchronous (key files are small): two reloads never interleave.
+   * that loads it, whose failure counts as a refused reload). Rejects with a SluiceError, changing
+   * nothing, when an account, an operator, a DKIM key file or a rule's source address is wrong.
+   * Reloads run one after another.
    */
-  reload(next: Config | (() => Config)): ReloadResult {
+  reload(next: Config | (() => Config)): Promise<ReloadResult> {
+    const run = this.#last.then(() => this.#reload(next));
+    this.#last = run.catch(() => undefined);
+    return run;
+  }
+
+  async #reload(next: Config | (() => Config)): Promise<ReloadResult> {
     const { metrics, logger } = this.#p;
     try {
       // A file that does not load (YAML, an unknown key, a wrong value) is refused as a bad key file is.
-      const result = this.#apply(typeof next === 'function' ? next() : next);
+      const result = await this.#apply(typeof next === 'function' ? next() : next);
       metrics.configReloads.inc({ result: 'applied' });
       metrics.configReloadSuccessful.set(1);
       metrics.configLoadedAt.set(Math.floor(Date.now() / 1000));
@@ -105,7 +145,7 @@ export class ConfigReloader {
     }
   }
 
-  #apply(next: Config): ReloadResult {
+  async #apply(next: Config): Promise<ReloadResult> {
     const p = this.#p;
     const before = this.#inForce;
     // Everything is checked, and the key files read, before anything changes.
@@ -113,17 +153,15 @@ export class ConfigReloader {
     const operators = OperatorRegistry.index(next.operators);
     const keys = p.render ? table.readDkimKeys() : [];
     const dkimKeysReplaced = p.render !== null && !isDeepStrictEqual(keys, this.#keys);
-    const rest = (c: Config): Record<string, unknown> => {
-      const copy: Record<string, unknown> = { ...c };
-      for (const k of RELOADABLE) delete copy[k];
-      return copy;
-    };
-    const result: ReloadResult = {
-      accounts: accountChanges(before.accounts, next.accounts),
-      operatorsChanged: !isDeepStrictEqual(before.operators, next.operators),
-      dkimKeysReplaced,
-      restartNeeded: changedPaths(rest(p.config), rest(next)),
-    };
+    const restartNeeded = changedPaths(restartOnly(p.config), restartOnly(next));
+    let shaping = next.shaping;
+    if (!isDeepStrictEqual(before.shaping, next.shaping) && queueMaxAgeMs(next) > queueMaxAgeMs(p.config)) {
+      restartNeeded.push(...changedPaths(before.shaping, next.shaping, 'shaping'));
+      shaping = before.shaping;
+    }
+    const shapingChanged = !isDeepStrictEqual(before.shaping, shaping);
+    if (shapingChanged && p.delivery) await checkBindable(ruleAddresses(shaping));
+    const transportChanged = !isDeepStrictEqual(before.delivery.transport, next.delivery.transport);
 
     p.registry.replace(table);
     p.operators.replace(operators);
@@ -131,9 +169,19 @@ export class ConfigReloader {
       p.render.replaceInit({ ...p.render.init, keys });
       this.#keys = keys;
     }
-    p.dispatcher?.setAccounts(next.accounts);
+    p.delivery?.setAccounts(next.accounts);
+    if (shapingChanged) p.delivery?.setShaping(shaping);
+    if (transportChanged) p.delivery?.setTransport(next.delivery.transport);
     p.tracking?.updateSettings(trackingSettingsOf(next.accounts));
-    this.#inForce = Object.freeze({ ...before, accounts: next.accounts, operators: next.operators });
-    return result;
+    this.#inForce = Object.freeze({
+      ...before, accounts: next.accounts, operators: next.operators, shaping,
+      delivery: Object.freeze({ ...before.delivery, transport: next.delivery.transport }),
+    });
+    return {
+      accounts: accountChanges(before.accounts, next.accounts),
+      operatorsChanged: !isDeepStrictEqual(before.operators, next.operators),
+      dkimKeysReplaced, shapingChanged, transportChanged,
+      restartNeeded: restartNeeded.sort(),
+    };
   }
 }

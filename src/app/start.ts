@@ -40,7 +40,7 @@ import { queueTotals, type QueueTotals } from '../queue/stats.js';
 import { ByteBudget } from '../core/read-bounded.js';
 import { resolveRecordedShaping } from '../queue/shaping.js';
 import { trackingSettingsOf, type TrackingSettings } from '../tracking/deps.js';
-import { ConfigReloader, type ReloadResult } from './reload.js';
+import { ConfigReloader, type ReloadParts, type ReloadResult } from './reload.js';
 
 /**
  * The composition root: builds Redis, logger, metrics and the render pool, starts the configured
@@ -64,10 +64,11 @@ export interface RunningSluice {
    */
   readonly failed: Promise<string>;
   /**
-   * Applies a reloaded configuration's accounts and operators (app/reload.ts; `sluice start` calls it
-   * on SIGHUP). Throws, changing nothing, when the configuration or a key file it names is wrong.
+   * Applies a reloaded configuration's accounts, operators, shaping rules and transport map
+   * (app/reload.ts; `sluice start` calls it on SIGHUP). Rejects, changing nothing, when the
+   * configuration or a key file it names is wrong.
    */
-  reload(next: Config | (() => Config)): ReloadResult;
+  reload(next: Config | (() => Config)): Promise<ReloadResult>;
   /** Resolves when everything is stopped or given up on (see stopAll); never waits for Redis without bound. */
   stop(graceMs?: number): Promise<StopResult>;
 }
@@ -300,7 +301,11 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
     let dispatcher: Dispatcher | null = null;
     let enqueuer: CampaignEnqueuer | null = null;
     let pool: RenderPool | null = null;
-    let render: { init: WorkerInit; replaceInit(init: WorkerInit): void } | null = null;
+    let render: ReloadParts['render'] = null;
+    let deliveryReload: ReloadParts['delivery'] = null;
+    /** The configuration in force (app/reload.ts), for the parts that read it as they go. */
+    let reloader: ConfigReloader | null = null;
+    const inForce = (): Config => reloader?.config ?? config;
     if (has('delivery')) {
       const threads = config.delivery.pool.threads;
       const init: WorkerInit = { keys: registry.readDkimKeys(), hostname: config.instance.hostname, tracking: workerTracking(config, tokenKeys, verpKey), nice: config.delivery.pool.nice };
@@ -331,6 +336,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
         sendNotice,
       });
       const disp = dispatcher;
+      deliveryReload = { setAccounts: (a) => disp.setAccounts(a), setShaping: (sh) => disp.setShaping(sh), setTransport: (t) => resolver.setTransport(t) };
       disp.start();
       stoppers.push({ name: 'dispatcher', stop: (graceMs) => disp.stop(graceMs) });
       metrics.sampleOn('poolUtilization', () => metrics.poolUtilization.set(p.utilization()));
@@ -349,7 +355,8 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       if (stopping) return;
       if (queueReadMs >= QUEUE_GAUGE_SLOW_MS && Date.now() - queueReadAt < QUEUE_GAUGE_REUSE * queueReadMs) return;
       const started = Date.now();
-      const totals = await queueTotals(redis.client, keys, config.redis.scheduleShards, (domain, recorded) => resolveRecordedShaping(config.shaping, domain, recorded).provider).catch(() => new Map<string, QueueTotals>());
+      const shaping = inForce().shaping;
+      const totals = await queueTotals(redis.client, keys, config.redis.scheduleShards, (domain, recorded) => resolveRecordedShaping(shaping, domain, recorded).provider).catch(() => new Map<string, QueueTotals>());
       metrics.queueRecipients.reset();
       metrics.queueLeases.reset();
       for (const [p, t] of totals) {
@@ -423,6 +430,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
         webhookSecretKey: webhookKey,
         closedAccounts,
         operators,
+        configNow: inForce,
         // One bound on submitted mail in memory, over both servers.
         buffered,
       };
@@ -517,15 +525,16 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
 
     if (startFailure !== null) throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', startFailure);
     if (opts.signal?.aborted) throw new SluiceError('SLUICE_SHUTTING_DOWN', 'start-up given up: stopped what had started');
-    const reloader = new ConfigReloader({ config, registry, operators, render, dispatcher, tracking: trackingServer, metrics, logger: log });
+    const live = new ConfigReloader({ config, registry, operators, render, delivery: deliveryReload, tracking: trackingServer, metrics, logger: log });
+    reloader = live;
     started = true;
     log.info({ ports, roles }, 'sluice started');
     return {
       get config() {
-        return reloader.config;
+        return live.config;
       },
       logger, metrics, redis, keys, roles, ports, dispatcher, failed,
-      reload: (next) => reloader.reload(next),
+      reload: (next) => live.reload(next),
       stop: async (graceMs = 30_000) => {
         const result = await stopAll(graceMs);
         log.info({ complete: result.complete }, 'sluice stopped');

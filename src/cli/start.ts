@@ -21,11 +21,11 @@ and exits with 128 + the signal's number. If the embedded redis-server exits bef
 of its redis.log. If it dies while Sluice runs, Sluice shuts down as on a signal and exits with code 1.
 
 Reload: SIGHUP reads the configuration again (the same file, environment and --roles) and applies its
-accounts (domains, DKIM keys, API keys, SMTP users, quotas, rate limits, tracking) and operators without
-a restart; DKIM key files are read again even when their names did not change. All or nothing: a file
-that does not load, or a key file that cannot be read, refuses the reload (logged, with why) and the
-configuration in force stays. Other changed settings are logged as needing a restart. Check a file first
-with \`sluice config check\`.`;
+accounts (domains, DKIM keys, API keys, SMTP users, quotas, rate limits, tracking), operators, shaping
+rules and transport map without a restart; DKIM key files are read again even when their names did not
+change. All or nothing: a file that does not load, or a key file that cannot be read, refuses the reload
+(logged, with why) and the configuration in force stays. Other changed settings are logged as needing a
+restart. Check a file first with \`sluice config check\`.`;
 
 export async function runStart(argv: string[], io: Io): Promise<number> {
   const args = parse({ name: 'start', usage: USAGE, options: { config: { type: 'string', short: 'c' }, roles: { type: 'string' } } }, argv);
@@ -110,11 +110,8 @@ export async function runStart(argv: string[], io: Io): Promise<number> {
         return;
       }
       app.logger.info({ signal: 'SIGHUP' }, 'reloading the configuration');
-      try {
-        app.reload(load);
-      } catch {
-        // Logged by the reload, with why; the configuration in force stays.
-      }
+      // A refusal is logged by the reload, with why; the configuration in force stays.
+      app.reload(load).catch(() => undefined);
     };
     const onSignal = (sig: NodeJS.Signals) => {
       // A signal while stopping (after a first signal, or a failure) is the operator's "now".

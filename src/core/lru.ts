@@ -83,6 +83,10 @@ export class ExpiringLru<V> {
     this.#map.delete(key);
   }
 
+  clear(): void {
+    this.#map.clear();
+  }
+
   get size(): number {
     return this.#map.size;
   }

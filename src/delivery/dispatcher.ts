@@ -289,7 +289,8 @@ class CampaignTokens {
 }
 
 export class Dispatcher {
-  private readonly o: DispatcherOptions;
+  /** Its options; setShaping replaces `config.shaping` (a reload). */
+  private o: DispatcherOptions;
   private readonly now: () => number;
   private readonly log: Logger;
   private readonly destinations = new Map<string, DestinationState>();
@@ -348,6 +349,14 @@ export class Dispatcher {
    * The accounts' tracking modes and sending limits, from the configuration (a reload passes the
    * new one's accounts): copies claimed from now on are rendered and counted by them.
    */
+  /**
+   * Reloaded shaping rules: each destination served from now on is matched and limited by them; a
+   * connection already open keeps the limits it started with until it ends (messagesPerConnection).
+   */
+  setShaping(shaping: Config['shaping']): void {
+    this.o = { ...this.o, config: { ...this.o.config, shaping } };
+  }
+
   setAccounts(accounts: Config['accounts']): void {
     this.trackingModes = new Map(accounts.map((a) => [a.id, a.tracking.mode]));
     this.sendingLimits = new Map(accounts.filter(hasSendingLimits).map((a) => [a.id, { id: a.id, dailyQuota: a.dailyQuota, rateLimit: a.rateLimit }]));

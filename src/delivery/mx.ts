@@ -139,6 +139,8 @@ export class MxResolver {
   private readonly now: () => number;
   private readonly cache = new ExpiringLru<Route>(MAX_CACHE_ENTRIES);
   private readonly inflight = new Map<string, Promise<Route>>();
+  /** delivery.transport as in force (setTransport replaces it). */
+  private transport: Readonly<Record<string, string>>;
 
   constructor(private readonly opts: MxResolverOptions) {
     this.resolver = new Resolver({ timeout: Math.max(1, Math.floor(opts.timeoutMs / 3)), tries: DNS_TRIES });
@@ -147,6 +149,17 @@ export class MxResolver {
     this.port = opts.port ?? DEFAULT_PORT;
     this.maxExchanges = 2 * opts.maxAddresses;
     this.now = opts.now ?? Date.now;
+    this.transport = opts.transport;
+  }
+
+  /**
+   * A reloaded transport map: every cached route is dropped (a route of the old map, or an MX route
+   * of a domain the new map sends elsewhere, must not outlive it). A lookup running now finishes
+   * with the map it started with.
+   */
+  setTransport(transport: Readonly<Record<string, string>>): void {
+    this.transport = transport;
+    this.cache.clear();
   }
 
   /** Never rejects: a failure is a `tempfail` route. */
@@ -266,7 +279,7 @@ export class MxResolver {
   /** The transport map's entry for a domain: exact, then '*.parent' from the nearest parent up, then '*'. */
   private transportTarget(domain: string): string | undefined {
     // Own keys only: a domain named 'constructor' must not find Object.prototype's.
-    const map = this.opts.transport;
+    const map = this.transport;
     if (Object.hasOwn(map, domain)) return map[domain];
     for (let dot = domain.indexOf('.'); dot !== -1; dot = domain.indexOf('.', dot + 1)) {
       const key = `*${domain.slice(dot)}`;

@@ -16,6 +16,7 @@ import { cancelMessage } from './message-cancel.js';
 import { acceptMessage, checkOpen, type AcceptDeps, type Submission } from './accept.js';
 import { refsTtlMs } from './persist.js';
 import { fieldErrors, messageSchema, toSpecSubmission, validateMessage } from './http-schema.js';
+import type { Config } from '../config/schema.js';
 import { IdempotencyStore, isValidIdempotencyKey, RequestHash, type StoredAnswer } from './idempotency.js';
 import { importSuppressionsRoute, matchSuppressionRoute, MAX_SUPPRESSION_BODY_BYTES, SUPPRESSION_IMPORT_PATH } from './suppression-routes.js';
 import { webhookRoute } from './webhook-routes.js';
@@ -53,6 +54,8 @@ export interface HttpApiDeps extends AcceptDeps {
   readonly onCampaignDue?: (() => void) | undefined;
   /** Operator keys (config operators): admin rights; none = no key has them. */
   readonly operators?: OperatorRegistry | undefined;
+  /** The configuration in force, when a reload may change it (app/reload.ts: shaping rules); default `config`. */
+  readonly configNow?: (() => Config) | undefined;
 }
 
 export interface HttpApiOptions {
@@ -592,7 +595,7 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
       const p = await identify(req);
       if (p.kind !== 'operator') throw new SluiceError('SLUICE_ADMIN_REQUIRED');
       const input = admin.hasBody ? await smallJsonBody(req) : undefined;
-      const r = await admin.run({ redis: deps.redis, keys: deps.keys, registry: deps.registry, closeAfterMs: deps.config.retention.closedAccounts, now: deps.now ?? Date.now, shaping: deps.config.shaping, shards: deps.config.redis.scheduleShards, delivery: deps.config.delivery }, p.id, input);
+      const r = await admin.run({ redis: deps.redis, keys: deps.keys, registry: deps.registry, closeAfterMs: deps.config.retention.closedAccounts, now: deps.now ?? Date.now, shaping: (deps.configNow?.() ?? deps.config).shaping, shards: deps.config.redis.scheduleShards, delivery: deps.config.delivery }, p.id, input);
       if (r.audit) {
         deps.closedAccounts?.forget();
         await audit(req, r.audit.action, r.audit.account, r.audit.target);

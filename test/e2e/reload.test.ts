@@ -3,7 +3,7 @@ import * as assert from 'uvu/assert';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { createTransport } from 'nodemailer';
-import type { CapturePeer } from '../helpers/smtp-peer.js';
+import { startCapturePeer, type CapturePeer } from '../helpers/smtp-peer.js';
 import { makeAccount, startSluiceWithPeer, type PeerSluice, type SluiceFixture } from '../helpers/sluice.js';
 import { makeKey, txtTable, verifyWithDkimpy, verifyWithMailauth } from '../helpers/dkim-verify.js';
 import { generateApiKey, hashSecret } from '../../src/accounts/secrets.js';
@@ -37,6 +37,12 @@ const as = (key: string) => ({ authorization: `Bearer ${key}` });
 const metric = async (name: string, labels: Record<string, string> = {}) => metricValue(await s.app.metrics.registry.metrics(), name, labels);
 /** Another account's key files in a folder of their own (makeAccount names files by selector). */
 const another = (id: string, algorithms: ('rsa' | 'ed25519')[]) => makeAccount(mkdtempSync(join(s.dir, `${id}-`)), id, `${id}.example`, algorithms);
+/** Asserts that `run` rejects with an error `check` accepts. */
+async function rejects(run: () => Promise<unknown>, check: (e: unknown) => boolean): Promise<void> {
+  const err = await run().then(() => null, (e: unknown) => e ?? new Error('rejected without a reason'));
+  assert.ok(err !== null, 'expected a rejection');
+  assert.ok(check(err), String(err));
+}
 /** Signature verdicts as [algorithm, pass], sorted by algorithm. */
 const byAlgo = (vs: { algo: string; pass: boolean }[]) => vs.map((v) => [v.algo, v.pass]).sort();
 
@@ -60,7 +66,7 @@ test("an account added by a reload sends at once, signed with its own DKIM key; 
   const before = await s.api('/v1/messages', { headers: as(beta.apiKey), body: { from: 'news@beta.example', to: 'r1@one.test', subject: 'before', text: 'x' } });
   assert.is(before.status, 401, 'not configured yet');
 
-  const result = s.reloadWith({ accounts: [acme, beta.account] });
+  const result = await s.reloadWith({ accounts: [acme, beta.account] });
   assert.equal(result.accounts, { added: ['beta'], removed: [], changed: [] });
   assert.is(result.dkimKeysReplaced, true);
   assert.equal(result.restartNeeded, []);
@@ -84,10 +90,10 @@ test("an account added by a reload sends at once, signed with its own DKIM key; 
 });
 
 test('a reload that changes no DKIM key keeps the render threads; a key rotated in place (same file name) replaces them', async () => {
-  const fewer = s.reloadWith({});
+  const fewer = await s.reloadWith({});
   assert.equal(fewer.accounts, { added: [], removed: ['beta'], changed: [] }, 'beta is gone: the patch has acme only');
   assert.is(fewer.dkimKeysReplaced, true, "beta's key is no longer loaded");
-  const same = s.reloadWith({});
+  const same = await s.reloadWith({});
   assert.is(same.dkimKeysReplaced, false);
   assert.equal(same.accounts, { added: [], removed: [], changed: [] });
 
@@ -96,7 +102,7 @@ test('a reload that changes no DKIM key keeps the render threads; a key rotated 
   assert.ok(rsa);
   const rotated = makeKey('acme.example', rsa.selector, 'rsa');
   writeFileSync(join(s.dir, `${rsa.selector}.pem`), rotated.privateKeyPem);
-  const r = s.reloadWith({});
+  const r = await s.reloadWith({});
   assert.is(r.dkimKeysReplaced, true);
   assert.equal(r.accounts.changed, [], 'the configuration did not change, the file did');
   const sent = await s.api('/v1/messages', { headers: as(key), body: { from: 'a@acme.example', to: 'r4@one.test', subject: 'rotated', text: 'x' } });
@@ -123,7 +129,7 @@ test("rotated credentials: the old API key gets 401 and the new one 202; an SMTP
   const newKey = generateApiKey('acme');
   const newPass = 'acme-new-password';
   const account = { ...acme, apiKeys: [await hashSecret(newKey)], smtpUsers: [{ username: 'acme', passwordHash: await hashSecret(newPass) }] };
-  const r = s.reloadWith({ accounts: [account] });
+  const r = await s.reloadWith({ accounts: [account] });
   assert.equal(r.accounts.changed, ['acme']);
   assert.is(r.dkimKeysReplaced, false);
 
@@ -157,24 +163,67 @@ test('a refused reload changes nothing: a missing DKIM key file, then a file tha
   const gamma = await another('gamma', ['rsa']);
   const broken = { ...gamma.account, domains: [{ domain: 'gamma.example', dkim: [{ selector: 'x', algorithm: 'rsa', keyFile: join(s.dir, 'missing.pem') }] }] };
   const refusedBefore = (await metric('sluice_config_reloads_total', { result: 'refused' })) ?? 0;
-  assert.throws(() => s.reloadWith({ accounts: [acme, broken] }), (e: unknown) => isSluiceError(e, 'SLUICE_DKIM_KEY_INVALID') && /missing\.pem/.test((e as Error).message));
+  await rejects(() => s.reloadWith({ accounts: [acme, broken] }), (e: unknown) => isSluiceError(e, 'SLUICE_DKIM_KEY_INVALID') && /missing\.pem/.test((e as Error).message));
   assert.is(await metric('sluice_config_last_reload_successful'), 0);
   assert.is((await s.api('/v1/messages', { headers: as(gamma.apiKey), body: { from: 'a@gamma.example', to: 'r@one.test', subject: 'x', text: 'x' } })).status, 401, 'gamma was not added');
   assert.is(s.app.config.accounts.length, 1);
 
-  assert.throws(() => s.reloadWith({ accounts: [acme], delivery: { claimBatch: 'many' } }), (e: unknown) => isSluiceError(e, 'SLUICE_CONFIG_INVALID'));
+  await rejects(() => s.reloadWith({ accounts: [acme], delivery: { claimBatch: 'many' } }), (e: unknown) => isSluiceError(e, 'SLUICE_CONFIG_INVALID'));
   assert.is(await metric('sluice_config_reloads_total', { result: 'refused' }), refusedBefore + 2);
   const still = await s.api('/v1/messages', { headers: as(key), body: { from: 'a@acme.example', to: 'r10@one.test', subject: 'still', text: 'x' } });
   assert.is(still.status, 202, 'the key in force still works');
   await delivered(still.body.id as string);
 
-  s.reloadWith({ accounts: [acme, gamma.account] });
+  await s.reloadWith({ accounts: [acme, gamma.account] });
   assert.is(await metric('sluice_config_last_reload_successful'), 1, 'a later good reload is applied');
+});
+
+test('shaping rules and the transport map apply to destinations served after the reload: a new rule sets its EHLO name, a new route reaches another peer; a rule whose source address is not on this host refuses the reload', async () => {
+  const second = await startCapturePeer();
+  try {
+    await rejects(
+      () => s.reloadWith({ accounts: [acme], shaping: { rules: [{ name: 'partner', match: { domains: ['partner.test'], mx: [] }, bindAddress: '192.0.2.1' }] } }),
+      (e: unknown) => isSluiceError(e, 'SLUICE_CONFIG_INVALID') && /shaping\.rules\.0\.bindAddress: 192\.0\.2\.1/.test((e as Error).message),
+    );
+    const r = await s.reloadWith({
+      accounts: [acme],
+      shaping: { rules: [{ name: 'partner', match: { domains: ['partner.test'], mx: [] }, ehloName: 'partner-ehlo.example' }] },
+      delivery: { transport: { 'moved.test': `127.0.0.1:${second.port}` } },
+    });
+    assert.equal([r.shapingChanged, r.transportChanged, r.restartNeeded], [true, true, []]);
+    assert.is(s.app.config.shaping.rules[0]?.name, 'partner', 'in force');
+
+    const toPartner = await s.api('/v1/messages', { headers: as(key), body: { from: 'a@acme.example', to: 'p@partner.test', subject: 'partner', text: 'x' } });
+    await delivered(toPartner.body.id as string);
+    assert.is(peer.messages.find((m) => m.envelope.to.includes('p@partner.test'))?.ehloName, 'partner-ehlo.example');
+    const toOther = await s.api('/v1/messages', { headers: as(key), body: { from: 'a@acme.example', to: 'o@other.test', subject: 'other', text: 'x' } });
+    await delivered(toOther.body.id as string);
+    assert.is.not(peer.messages.find((m) => m.envelope.to.includes('o@other.test'))?.ehloName, 'partner-ehlo.example', 'the rule matches its domains only');
+
+    const moved = await s.api('/v1/messages', { headers: as(key), body: { from: 'a@acme.example', to: 'm@moved.test', subject: 'moved', text: 'x' } });
+    assert.is(moved.status, 202);
+    const deadline = Date.now() + 15_000;
+    while (second.messages.length === 0 && Date.now() < deadline) await new Promise((res) => setTimeout(res, 50));
+    assert.equal(second.messages.map((m) => m.envelope.to), [['m@moved.test']], 'the new route');
+    assert.not.ok(peer.messages.some((m) => m.envelope.to.includes('m@moved.test')));
+  } finally {
+    await second.close();
+  }
+});
+
+test('a longer largest maxAge is not applied by a reload (references and records were sized by it at start): the shaping section stays and is named', async () => {
+  const r = await s.reloadWith({ accounts: [acme], shaping: { default: { maxAge: '96h' } } });
+  assert.is(r.shapingChanged, false);
+  assert.ok(r.restartNeeded.includes('shaping.default.maxAge'), JSON.stringify(r.restartNeeded));
+  assert.is(s.app.config.shaping.default.maxAge, 72 * 3600_000);
+  const shorter = await s.reloadWith({ accounts: [acme], shaping: { default: { maxAge: '48h' } } });
+  assert.is(shorter.shapingChanged, true, 'a shorter one is');
+  assert.is(s.app.config.shaping.default.maxAge, 48 * 3600_000);
 });
 
 test('settings only a restart applies are named, and not applied', async () => {
   const pollBefore = s.app.config.delivery.pollInterval;
-  const r = s.reloadWith({ accounts: [acme], delivery: { pollInterval: '2s', claimBatch: 7 } });
+  const r = await s.reloadWith({ accounts: [acme], delivery: { pollInterval: '2s', claimBatch: 7 } });
   assert.equal(r.restartNeeded, ['delivery.claimBatch', 'delivery.pollInterval']);
   assert.is(s.app.config.delivery.pollInterval, pollBefore);
 });

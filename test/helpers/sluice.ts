@@ -31,7 +31,7 @@ export interface SluiceFixture {
   /** 'acme' as configured (makeAccount's `account`), for a reload that keeps it. */
   account: Record<string, unknown>;
   /** The configuration as the test gave it (before loading), deep-merged with `patch` (lists replace), reloaded (RunningSluice.reload). */
-  reloadWith(patch: Record<string, unknown>): ReloadResult;
+  reloadWith(patch: Record<string, unknown>): Promise<ReloadResult>;
   api(path: string, init?: { method?: string; body?: unknown; headers?: Record<string, string> }): Promise<{ status: number; body: any }>;
   /** Polls GET /v1/messages/:id until every recipient is in a final state (or timeout). */
   waitFinal(id: string, timeoutMs?: number): Promise<any>;
