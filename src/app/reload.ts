@@ -10,6 +10,8 @@ import { queueMaxAgeMs } from '../ingress/persist.js';
 import { trackingSettingsOf, type TrackingSettings } from '../tracking/deps.js';
 import type { Metrics } from '../observability/metrics.js';
 import { toSluiceError } from '../core/errors.js';
+import { createTokenCodec, type TokenCodec } from '../core/tokens.js';
+import { readTokenKeys, type TokenKeys } from './token-keys.js';
 
 /**
  * A configuration reload (SIGHUP to `sluice start`): what an operator changes day to day takes
@@ -27,6 +29,11 @@ import { toSluiceError } from '../core/errors.js';
  *   references and queued messages' records are kept was sized by it at start-up (ingress/persist.ts),
  *   so mail could outlive them; the section then stays as it was and is listed as restartNeeded.
  * - `delivery.transport`: routes are looked up again (the resolver's cache is dropped).
+ * - `tracking.keys` and `tracking.signWith` (key files read again, as DKIM's): the tracking server
+ *   and its recorder thread verify with the new keys from the next request, the inbound MX the
+ *   mailto unsubscribe tokens, and the render threads sign with the new signWith key (replaced as
+ *   for DKIM). Not from none to some or back: publicBaseUrl and the tracking role were set up at
+ *   start for them; that is named as restartNeeded.
  *
  * All or nothing: the new accounts and operators are checked, their key files read and the new
  * rules' source addresses tried (with the delivery role) before any part is changed; a wrong one
@@ -45,6 +52,8 @@ export interface ReloadResult {
   readonly shapingChanged: boolean;
   /** The transport map changed and is in force. */
   readonly transportChanged: boolean;
+  /** Token keys (or the signing key) changed and are in force. */
+  readonly tokenKeysChanged: boolean;
   /** Dotted paths of settings that changed but that only a restart applies (not applied). */
   readonly restartNeeded: string[];
 }
@@ -63,6 +72,8 @@ export interface ReloadParts {
     setTransport(transport: Config['delivery']['transport']): void;
   } | null;
   readonly tracking: { updateSettings(settings: TrackingSettings): void } | null;
+  /** The token keys in force (tracking.keys), and what takes new ones; null when none are configured. */
+  readonly tokens: { readonly keys: TokenKeys; apply(keys: TokenKeys, codec: TokenCodec): void } | null;
   readonly metrics: Pick<Metrics, 'configReloads' | 'configReloadSuccessful' | 'configLoadedAt'>;
   readonly logger: Logger;
 }
@@ -79,9 +90,10 @@ function accountChanges(before: Config['accounts'], after: Config['accounts']): 
 
 /** A configuration without what a reload applies: what is left differs only after a restart. */
 function restartOnly(c: Config): Record<string, unknown> {
-  const { accounts: _a, operators: _o, shaping: _s, delivery, ...rest } = c;
+  const { accounts: _a, operators: _o, shaping: _s, delivery, tracking, ...rest } = c;
   const { transport: _t, ...otherDelivery } = delivery;
-  return { ...rest, delivery: otherDelivery };
+  const { keys: _k, signWith: _w, ...otherTracking } = tracking;
+  return { ...rest, delivery: otherDelivery, tracking: otherTracking };
 }
 
 /** The source addresses of the shaping rules, by config path (delivery/bind.ts bindAddressesOf, rules only). */
@@ -98,6 +110,9 @@ export class ConfigReloader {
   readonly #p: ReloadParts;
   #inForce: Config;
   #keys: DkimKeyMaterial[];
+  /** What the render threads in force were started with. */
+  #init: WorkerInit | null;
+  #tokenKeys: TokenKeys | null;
   /** The reload running: a second SIGHUP meanwhile waits for it, then reads the file again. */
   #last: Promise<unknown> = Promise.resolve();
 
@@ -105,6 +120,8 @@ export class ConfigReloader {
     this.#p = parts;
     this.#inForce = parts.config;
     this.#keys = parts.render?.init.keys ?? [];
+    this.#init = parts.render?.init ?? null;
+    this.#tokenKeys = parts.tokens?.keys ?? null;
     parts.metrics.configReloadSuccessful.set(1);
     parts.metrics.configLoadedAt.set(Math.floor(Date.now() / 1000));
   }
@@ -162,12 +179,31 @@ export class ConfigReloader {
     const shapingChanged = !isDeepStrictEqual(before.shaping, shaping);
     if (shapingChanged && p.delivery) await checkBindable(ruleAddresses(shaping));
     const transportChanged = !isDeepStrictEqual(before.delivery.transport, next.delivery.transport);
+    // Token keys: read (and a codec made, which checks them) now; none ↔ some needs a restart.
+    let tokens: { keys: TokenKeys; codec: TokenCodec } | null = null;
+    if ((this.#tokenKeys === null) !== (next.tracking.keys.length === 0)) restartNeeded.push('tracking.keys');
+    else if (this.#tokenKeys !== null) {
+      const read = readTokenKeys(next) as TokenKeys;
+      if (!isDeepStrictEqual(read, this.#tokenKeys)) tokens = { keys: read, codec: createTokenCodec(read) };
+    }
+    let init = this.#init;
+    if (init && dkimKeysReplaced) init = { ...init, keys };
+    if (init?.tracking && tokens) {
+      const signer = tokens.keys.keys.find((k) => k.id === tokens.keys.signWith);
+      const secret = typeof signer?.secret === 'string' ? Buffer.from(signer.secret, 'utf8') : signer?.secret;
+      if (signer && secret) init = { ...init, tracking: { ...init.tracking, keys: [{ id: signer.id, secret }], signWith: tokens.keys.signWith } };
+    }
 
     p.registry.replace(table);
     p.operators.replace(operators);
-    if (p.render && dkimKeysReplaced) {
-      p.render.replaceInit({ ...p.render.init, keys });
-      this.#keys = keys;
+    if (p.render && init && init !== this.#init) {
+      p.render.replaceInit(init);
+      this.#init = init;
+      this.#keys = init.keys;
+    }
+    if (tokens) {
+      p.tokens?.apply(tokens.keys, tokens.codec);
+      this.#tokenKeys = tokens.keys;
     }
     p.delivery?.setAccounts(next.accounts);
     if (shapingChanged) p.delivery?.setShaping(shaping);
@@ -176,11 +212,12 @@ export class ConfigReloader {
     this.#inForce = Object.freeze({
       ...before, accounts: next.accounts, operators: next.operators, shaping,
       delivery: Object.freeze({ ...before.delivery, transport: next.delivery.transport }),
+      tracking: tokens ? Object.freeze({ ...before.tracking, keys: next.tracking.keys, signWith: next.tracking.signWith }) : before.tracking,
     });
     return {
       accounts: accountChanges(before.accounts, next.accounts),
       operatorsChanged: !isDeepStrictEqual(before.operators, next.operators),
-      dkimKeysReplaced, shapingChanged, transportChanged,
+      dkimKeysReplaced, shapingChanged, transportChanged, tokenKeysChanged: tokens !== null,
       restartNeeded: restartNeeded.sort(),
     };
   }

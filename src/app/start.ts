@@ -27,8 +27,8 @@ import { CampaignEnqueuer } from '../campaigns/enqueuer.js';
 import { readContacts } from '../store/contacts.js';
 import { startInboundMx } from '../feedback/inbound-mx.js';
 import { startTrackingServer } from '../tracking/server.js';
-import { createTokenCodec, type TokenCodec, type TokenKey } from '../core/tokens.js';
-import type { WorkerInit, WorkerTracking } from '../render/protocol.js';
+import { createTokenCodec, type TokenCodec } from '../core/tokens.js';
+import type { WorkerInit } from '../render/protocol.js';
 import { SluiceError } from '../core/errors.js';
 import { readFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -39,6 +39,7 @@ import { classifySmtpReply } from '../bounces/index.js';
 import { queueTotals, type QueueTotals } from '../queue/stats.js';
 import { ByteBudget } from '../core/read-bounded.js';
 import { resolveRecordedShaping } from '../queue/shaping.js';
+import { readTokenKeys, workerTracking, type TokenKeys } from './token-keys.js';
 import { trackingSettingsOf, type TrackingSettings } from '../tracking/deps.js';
 import { ConfigReloader, type ReloadParts, type ReloadResult } from './reload.js';
 
@@ -48,7 +49,7 @@ import { ConfigReloader, type ReloadParts, type ReloadResult } from './reload.js
  * worker threads → admin port → Redis last), bounded in time (stopAll).
  */
 export interface RunningSluice {
-  /** The configuration in force: the start's, with the accounts and operators of the last reload. */
+  /** The configuration in force: the start's, with what the reloads applied (accounts, operators, shaping, transport map, token keys). */
   readonly config: Config;
   readonly logger: Logger;
   readonly metrics: Metrics;
@@ -64,8 +65,8 @@ export interface RunningSluice {
    */
   readonly failed: Promise<string>;
   /**
-   * Applies a reloaded configuration's accounts, operators, shaping rules and transport map
-   * (app/reload.ts; `sluice start` calls it on SIGHUP). Rejects, changing nothing, when the
+   * Applies a reloaded configuration's accounts, operators, shaping rules, transport map and token
+   * keys (app/reload.ts; `sluice start` calls it on SIGHUP). Rejects, changing nothing, when the
    * configuration or a key file it names is wrong.
    */
   reload(next: Config | (() => Config)): Promise<ReloadResult>;
@@ -132,49 +133,17 @@ function readKeyFile(file: string | null, key: string, bytes: number): Buffer | 
   return data;
 }
 
-/** The keys of tracking.keys read from their files, or null when none are configured. */
-function readTokenKeys(config: Config): { keys: TokenKey[]; signWith: string } | null {
-  const t = config.tracking;
-  if (t.keys.length === 0) return null;
-  const keys = t.keys.map((k) => {
-    let secret: Buffer;
-    try {
-      secret = readFileSync(k.secretFile);
-    } catch (err) {
-      throw new SluiceError('SLUICE_CONFIG_INVALID', `tracking key '${k.id}': cannot read ${k.secretFile}: ${(err as Error).message}`, { cause: err });
-    }
-    return { id: k.id, secret, ...(k.notAfter !== null ? { notAfter: Date.parse(k.notAfter) } : {}) };
-  });
-  const current = keys.filter((k) => k.notAfter === undefined);
-  const signWith = t.signWith ?? current[current.length - 1]?.id;
-  if (!signWith) throw new SluiceError('SLUICE_CONFIG_INVALID', 'tracking.signWith is not set and every tracking key has a notAfter date');
-  return { keys, signWith };
-}
-
 /**
  * The key files start-up reads and the settings it needs for its roles, checked without Redis and
  * before anything runs; `sluice config check` runs the same, so a configuration it passes is not
  * refused by `sluice start` for a missing key file or a tracking role without keys.
  */
-export function readStartKeys(config: Config): { webhookKey: Buffer | undefined; tokenKeys: { keys: TokenKey[]; signWith: string } | null; codec: TokenCodec | null } {
+export function readStartKeys(config: Config): { webhookKey: Buffer | undefined; tokenKeys: TokenKeys | null; codec: TokenCodec | null } {
   const webhookKey = readKeyFile(config.webhooks.secretKeyFile, 'webhooks.secretKeyFile', 32);
   const tokenKeys = readTokenKeys(config);
   if (config.roles.includes('tracking') && !tokenKeys) throw new SluiceError('SLUICE_CONFIG_INVALID', "role 'tracking' needs token keys: set tracking.keys and tracking.signWith");
   // Built here: a key too short or a signWith naming none fails with the others.
   return { webhookKey, tokenKeys, codec: tokenKeys ? createTokenCodec(tokenKeys) : null };
-}
-
-/** What the render workers need to put tracking in API messages: only the signing key crosses. */
-function workerTracking(config: Config, tokenKeys: { keys: TokenKey[]; signWith: string } | null, unsubscribeKey: Buffer): WorkerTracking | undefined {
-  const signer = tokenKeys?.keys.find((k) => k.id === tokenKeys.signWith);
-  if (!tokenKeys || !signer) return undefined;
-  return {
-    publicBaseUrl: config.tracking.publicBaseUrl,
-    keys: [{ id: signer.id, secret: typeof signer.secret === 'string' ? Buffer.from(signer.secret, 'utf8') : signer.secret }],
-    signWith: tokenKeys.signWith,
-    bounceDomain: config.delivery.bounceDomain,
-    unsubscribeKey,
-  };
 }
 
 export async function startSluice(config: Config, opts: StartOptions = {}): Promise<RunningSluice> {
@@ -447,7 +416,9 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       }
     }
 
-    let trackingServer: { updateSettings(settings: TrackingSettings): void } | null = null;
+    let trackingServer: { updateSettings(settings: TrackingSettings): void; updateCodec(codec: TokenCodec): void } | null = null;
+    /** The token codec in force: a reload with new tracking keys replaces it (app/reload.ts). */
+    let liveCodec = codec;
     if (has('tracking')) {
       if (!codec) throw new SluiceError('SLUICE_CONFIG_INVALID', "role 'tracking' needs token keys"); // refused by readStartKeys already
       const t = config.tracking;
@@ -494,9 +465,9 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
           eventsMaxLen: config.retention.eventsMaxLen, hostname: config.instance.hostname, socketTimeoutMs: f.socketTimeout,
           maxClients: f.maxClients, maxClientsPerIp: f.maxClientsPerIp, clientLimitExempt: f.clientLimitExempt, maxRecipients: f.maxRecipients, verpKey,
           // Mail to the List-Unsubscribe mailto address carries a tracking token ('u').
-          verifyUnsubscribeToken: codec
+          verifyUnsubscribeToken: liveCodec
             ? (token: string) => {
-                const p = codec.verify(token, Date.now(), 'u');
+                const p = liveCodec?.verify(token, Date.now(), 'u');
                 return p ? { msgId: p.msgId, idx: p.idx } : undefined;
               }
             : undefined,
@@ -525,7 +496,17 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
 
     if (startFailure !== null) throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', startFailure);
     if (opts.signal?.aborted) throw new SluiceError('SLUICE_SHUTTING_DOWN', 'start-up given up: stopped what had started');
-    const live = new ConfigReloader({ config, registry, operators, render, delivery: deliveryReload, tracking: trackingServer, metrics, logger: log });
+    const tracking = trackingServer;
+    const tokens: ReloadParts['tokens'] = tokenKeys
+      ? {
+          keys: tokenKeys,
+          apply: (_keys, next) => {
+            liveCodec = next;
+            tracking?.updateCodec(next);
+          },
+        }
+      : null;
+    const live = new ConfigReloader({ config, registry, operators, render, delivery: deliveryReload, tracking, tokens, metrics, logger: log });
     reloader = live;
     started = true;
     log.info({ ports, roles }, 'sluice started');

@@ -33,6 +33,7 @@ export const OPEN_FIELDS = 5;
 export type ToRecorder =
   | { readonly t: 'record'; readonly opens: OpenTuples; readonly events: readonly { readonly p: TokenPayload; readonly ctx: EventContext }[] }
   | { readonly t: 'settings'; readonly settings: TrackingSettings }
+  | { readonly t: 'codec'; readonly codec: TokenCodecOptions }
   | { readonly t: 'close' };
 
 /** Counter increments the recorder made, as [label, label, count]: applied to prom-client by the main thread. */

@@ -43,7 +43,8 @@ lowerPriority(init.nice);
 const redis = createRedis({ ...init.connect, name: 'sluice-tracking-recorder' });
 // ioredis reconnects by itself; the main thread's connection reports outages, so only note them here.
 redis.on('error', () => undefined);
-const codec = createTokenCodec(init.codec);
+/** Verifies the opens: the start's keys, then each reload's ({ t: 'codec' }). */
+let codec = createTokenCodec(init.codec);
 
 // Counter increments since the last report, keyed "label\tlabel".
 const requests = new Map<string, number>();
@@ -91,6 +92,10 @@ const batch = createEventBatch(batchDeps, {
 });
 
 port.on('message', (m: ToRecorder) => {
+  if (m.t === 'codec') {
+    codec = createTokenCodec(m.codec);
+    return;
+  }
   if (m.t === 'settings') {
     settings = m.settings;
     batchDeps.settings = m.settings;

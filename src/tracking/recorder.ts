@@ -1,7 +1,7 @@
 import { Worker } from 'node:worker_threads';
 import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { TokenPayload } from '../core/tokens.js';
+import type { TokenCodecOptions, TokenPayload } from '../core/tokens.js';
 import type { EventBatch, RawOpen } from './event-batch.js';
 import type { TrackingMetrics, TrackingSettings } from './deps.js';
 import type { EventContext } from './record.js';
@@ -24,6 +24,8 @@ import { type FromRecorder, type OpenTuples, type RecorderInit, type ToRecorder 
 export interface Recorder extends Omit<EventBatch, 'releaseHeld'> {
   /** New per-account settings for what is sent from now on (a thread started later gets them too). */
   updateSettings(settings: TrackingSettings): void;
+  /** New token keys for the opens sent from now on (a thread started later gets them too). */
+  updateCodec(codec: TokenCodecOptions): void;
   close(): Promise<void>;
 }
 
@@ -137,6 +139,10 @@ export function startRecorder(start: RecorderInit, opts: RecorderOptions): Recor
       // Ordered after the events already posted, before any sent later; a thread not started (or
       // being restarted) gets them with its workerData.
       if (alive && worker) worker.postMessage({ t: 'settings', settings } satisfies ToRecorder);
+    },
+    updateCodec(codec) {
+      init = { ...init, codec };
+      if (alive && worker) worker.postMessage({ t: 'codec', codec } satisfies ToRecorder);
     },
     open(raw: RawOpen) {
       if (take('open')) opens.push(raw.token, raw.at, raw.method, raw.userAgent, raw.ip);

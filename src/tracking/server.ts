@@ -4,7 +4,7 @@ import type { Socket } from 'node:net';
 import { ReplyError } from 'ioredis';
 import { lastForwardedHop } from '../core/forwarded.js';
 import { performance } from 'node:perf_hooks';
-import type { TokenKind, TokenPayload } from '../core/tokens.js';
+import type { TokenCodec, TokenKind, TokenPayload } from '../core/tokens.js';
 import { classifyClick, type TrackingRequest } from './classify.js';
 import { modeOf, type TrackingDeps, type TrackingSettings } from './deps.js';
 import { isOneClickBody } from './one-click.js';
@@ -57,6 +57,8 @@ export interface TrackingServer {
    * requests answered from now on, here and in the recorder thread.
    */
   updateSettings(settings: TrackingSettings): void;
+  /** Reloaded token keys (tracking.keys): tokens are verified with them from the next request. */
+  updateCodec(codec: TokenCodec): void;
   /** Resolves when every event written after its answer has been written (or has failed). */
   idle(): Promise<void>;
   close(): Promise<void>;
@@ -315,6 +317,10 @@ export async function startTrackingServer(given: TrackingDeps, opts: TrackingSer
     updateSettings(settings) {
       deps.settings = settings;
       recorder.updateSettings(settings);
+    },
+    updateCodec(codec) {
+      deps.codec = codec;
+      recorder.updateCodec(codec.options);
     },
     async close() {
       closing = true;

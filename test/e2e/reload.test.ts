@@ -221,11 +221,62 @@ test('a longer largest maxAge is not applied by a reload (references and records
   assert.is(s.app.config.shaping.default.maxAge, 48 * 3600_000);
 });
 
-test('settings only a restart applies are named, and not applied', async () => {
+test('reloads while mail flows lose nothing: 150 messages in batches while the DKIM key file changes and is reloaded 6 times; each copy arrives once, signed by a key that was published', async () => {
+  const rsa = s.dkimKeys.find((k) => k.algorithm === 'rsa');
+  const ed = s.dkimKeys.find((k) => k.algorithm === 'ed25519');
+  assert.ok(rsa && ed);
+  const file = join(s.dir, `${rsa.selector}.pem`);
+  // Every key the RSA selector has had, by its public TXT record: a copy may be signed by any of them.
+  const published: string[] = [txtTable([rsa])[`${rsa.selector}._domainkey.acme.example`] as string];
+  const before = peer.messages.length;
+  const ids: string[] = [];
+  const submit = async (n: number) => {
+    const messages = Array.from({ length: 25 }, (_, i) => ({ from: 'a@acme.example', to: `flow${n}-${i}@flow${i % 5}.test`, subject: `flow ${n}-${i}`, text: 'x' }));
+    const r = await s.api('/v1/messages/batch', { headers: as(key), body: { messages } });
+    assert.is(r.status, 202, JSON.stringify(r.body).slice(0, 300));
+    for (const x of r.body.results as { id: string }[]) ids.push(x.id);
+  };
+  for (let round = 0; round < 6; round++) {
+    await submit(round);
+    const next = makeKey('acme.example', rsa.selector, 'rsa');
+    writeFileSync(file, next.privateKeyPem);
+    published.push(txtTable([next])[`${rsa.selector}._domainkey.acme.example`] as string);
+    const r = await s.reloadWith({ accounts: [acme] });
+    assert.is(r.dkimKeysReplaced, true);
+  }
+  const deadline = Date.now() + 30_000;
+  while (peer.messages.length - before < ids.length && Date.now() < deadline) await new Promise((res) => setTimeout(res, 100));
+  const arrived = peer.messages.slice(before);
+  assert.is(arrived.length, ids.length, 'every copy arrived');
+  const perRcpt = new Map<string, number>();
+  for (const m of arrived) for (const t of m.envelope.to) perRcpt.set(t, (perRcpt.get(t) ?? 0) + 1);
+  assert.is(perRcpt.size, ids.length, 'each recipient once');
+  // Each copy's RSA signature verifies against one of the keys published for the selector.
+  let verified = 0;
+  for (const m of arrived) {
+    let ok = false;
+    for (const txt of published) {
+      const v = await verifyWithMailauth(m.raw, { ...s.txt, [`${rsa.selector}._domainkey.acme.example`]: txt });
+      if (v.every((x) => x.pass) && v.length === 2) {
+        ok = true;
+        break;
+      }
+    }
+    if (ok) verified++;
+  }
+  assert.is(verified, arrived.length, 'every copy is signed by a published key (both signatures pass)');
+  s.txt[`${rsa.selector}._domainkey.acme.example`] = published[published.length - 1] as string;
+});
+
+test('settings only a restart applies are named, and not applied: also tracking keys where Sluice started with none', async () => {
   const pollBefore = s.app.config.delivery.pollInterval;
-  const r = await s.reloadWith({ accounts: [acme], delivery: { pollInterval: '2s', claimBatch: 7 } });
-  assert.equal(r.restartNeeded, ['delivery.claimBatch', 'delivery.pollInterval']);
+  const secret = join(s.dir, 'k1.key');
+  writeFileSync(secret, Buffer.alloc(32, 7));
+  const r = await s.reloadWith({ accounts: [acme], delivery: { pollInterval: '2s', claimBatch: 7 }, tracking: { keys: [{ id: 'k1', secretFile: secret, notAfter: null }], signWith: 'k1' } });
+  assert.equal(r.restartNeeded, ['delivery.claimBatch', 'delivery.pollInterval', 'tracking.keys']);
+  assert.is(r.tokenKeysChanged, false);
   assert.is(s.app.config.delivery.pollInterval, pollBefore);
+  assert.equal(s.app.config.tracking.keys, []);
 });
 
 test.run();

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { simpleParser } from 'mailparser';
 import { request } from 'undici';
-import { loadConfig } from '../../src/config/load.js';
+import { loadConfig, merge } from '../../src/config/load.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { startSluice, type RunningSluice } from '../../src/app/start.js';
 import { createTokenCodec, type TokenCodec } from '../../src/core/tokens.js';
@@ -47,6 +47,8 @@ let acme: AccountKeys;
 let quiet: AccountKeys;
 let anon: AccountKeys;
 let txt: Record<string, string>;
+/** The configuration as given (before loading), for a reload. */
+let raw: Record<string, unknown>;
 
 test.before(async () => {
   redis = await startRedis();
@@ -60,20 +62,18 @@ test.before(async () => {
   quiet = await makeAccount(mkdtempSync(join(dir, 'quiet-')), 'quiet', 'quiet.example', ['rsa']);
   anon = await makeAccount(mkdtempSync(join(dir, 'anon-')), 'anon', 'anon.example', ['ed25519']);
   txt = txtTable([...acme.dkimKeys, ...quiet.dkimKeys, ...anon.dkimKeys]);
-  const config = loadConfig({
-    env: {},
-    overrides: {
-      roles: ['ingress', 'delivery', 'tracking', 'housekeeping'],
-      instance: { hostname: 'sluice.test', dataDir: dir },
-      log: { level: 'silent' },
-      redis: { url: redis.url, prefix: redis.fresh().prefix, scheduleShards: 4 },
-      admin: { host: '127.0.0.1', port: 0 },
-      ingress: { smtp: { enabled: false }, http: { host: '127.0.0.1', port: 0 } },
-      delivery: { bounceDomain: BOUNCE_DOMAIN, pollInterval: '50ms', pool: { threads: 1 }, dns: { servers: ['127.0.0.1:9'], timeout: '1s' }, transport: { 'one.test': `${sink.host}:${sink.port}` } },
-      tracking: { host: '127.0.0.1', port: 0, publicBaseUrl: PUBLIC_BASE, keys: [{ id: 'k1', secretFile: join(dir, 'k1.key'), notAfter: null }], signWith: 'k1' },
-      accounts: [acme.account, { ...quiet.account, tracking: { mode: 'off', anonymizeIp: 'none' } }, { ...anon.account, tracking: { mode: 'anonymous', anonymizeIp: 'drop' } }],
-    },
-  });
+  raw = {
+    roles: ['ingress', 'delivery', 'tracking', 'housekeeping'],
+    instance: { hostname: 'sluice.test', dataDir: dir },
+    log: { level: 'silent' },
+    redis: { url: redis.url, prefix: redis.fresh().prefix, scheduleShards: 4 },
+    admin: { host: '127.0.0.1', port: 0 },
+    ingress: { smtp: { enabled: false }, http: { host: '127.0.0.1', port: 0 } },
+    delivery: { bounceDomain: BOUNCE_DOMAIN, pollInterval: '50ms', pool: { threads: 1 }, dns: { servers: ['127.0.0.1:9'], timeout: '1s' }, transport: { 'one.test': `${sink.host}:${sink.port}` } },
+    tracking: { host: '127.0.0.1', port: 0, publicBaseUrl: PUBLIC_BASE, keys: [{ id: 'k1', secretFile: join(dir, 'k1.key'), notAfter: null }], signWith: 'k1' },
+    accounts: [acme.account, { ...quiet.account, tracking: { mode: 'off', anonymizeIp: 'none' } }, { ...anon.account, tracking: { mode: 'anonymous', anonymizeIp: 'drop' } }],
+  };
+  const config = loadConfig({ env: {}, overrides: raw });
   app = await startSluice(config, { logger: createLogger(process.env['TEST_LOG'] ?? 'silent') });
 });
 
@@ -322,6 +322,48 @@ test('anonymous mode, a campaign whose list is still being queued: its copies go
   const many = await queueing('queueingmany', 12);
   assert.is(many.length, 3);
   for (const m of many) assert.match(String((await simpleParser(m.raw)).html), 'http://127.0.0.1/c/', 'tracked: the campaign will have at least 12');
+});
+
+test('a reload rotates the tracking key: k2 signs the copies rendered after it and the recorder thread verifies their opens; k1, kept until its notAfter, still redirects the earlier links; dropped, they answer 404', async () => {
+  const first = await deliveredCopy(acme, 'news@acme.example', 'rotation-1@one.test');
+  const linkOf = (mail: CapturedMessage) => /href="http:\/\/127\.0\.0\.1\/c\/([A-Za-z0-9_-]+)"/.exec(mail.raw.toString('latin1').replace(/=\r\n/g, '').replace(/=3D/g, '='))?.[1];
+  const pixelOf = (mail: CapturedMessage) => /127\.0\.0\.1\/o\/([A-Za-z0-9_-]+)\.gif/.exec(mail.raw.toString('latin1').replace(/=\r\n/g, '').replace(/=3D/g, '='))?.[1];
+  const t1 = linkOf(first.mail);
+  assert.ok(t1 && codec.verify(t1, Date.now()), 'k1 signed the first copy');
+
+  const secret2 = randomBytes(32);
+  writeFileSync(join(dir, 'k2.key'), secret2, { mode: 0o600 });
+  const k1 = { id: 'k1', secretFile: join(dir, 'k1.key'), notAfter: new Date(Date.now() + 86_400_000).toISOString() };
+  const k2 = { id: 'k2', secretFile: join(dir, 'k2.key'), notAfter: null };
+  const r = await app.reload(() => loadConfig({ env: {}, overrides: merge(raw, { tracking: { keys: [k1, k2], signWith: 'k2' } }) }));
+  assert.equal([r.tokenKeysChanged, r.dkimKeysReplaced, r.restartNeeded], [true, false, []]);
+
+  const second = await deliveredCopy(acme, 'news@acme.example', 'rotation-2@one.test');
+  const t2 = linkOf(second.mail);
+  const codec2 = createTokenCodec({ keys: [{ id: 'k2', secret: secret2 }], signWith: 'k2' });
+  assert.ok(t2 && codec2.verify(t2, Date.now()), 'k2 signed the copy rendered after the reload');
+  assert.is(codec.verify(t2, Date.now()), null, 'not k1');
+  const click = async (token: string) => {
+    const res = await request(`${trackingBase()}/c/${token}`);
+    await res.body.text();
+    return res.statusCode;
+  };
+  assert.equal([await click(t1), await click(t2)], [302, 302], 'both keys verify');
+  // The open is verified by the recorder thread: recorded only if the thread has k2 too.
+  const pixel = pixelOf(second.mail);
+  assert.ok(pixel);
+  const open = await request(`${trackingBase()}/o/${pixel}.gif`, { headers: { 'user-agent': 'Mozilla/5.0 (Windows NT 10.0) Firefox/128.0' } });
+  await open.body.arrayBuffer();
+  let opened = false;
+  for (let i = 0; i < 100 && !opened; i++) {
+    const entries = await app.redis.client.xrange(app.keys.events(), '-', '+');
+    opened = entries.some(([, f]) => f.includes('opened') && f.includes(second.id));
+    if (!opened) await new Promise((res) => setTimeout(res, 50));
+  }
+  assert.ok(opened, 'the open of a k2 token was recorded');
+
+  await app.reload(() => loadConfig({ env: {}, overrides: merge(raw, { tracking: { keys: [k2], signWith: 'k2' } }) }));
+  assert.equal([await click(t1), await click(t2)], [404, 302], 'k1 dropped: its links are invalid');
 });
 
 test.run();
