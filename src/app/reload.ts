@@ -12,6 +12,7 @@ import type { Metrics } from '../observability/metrics.js';
 import { toSluiceError } from '../core/errors.js';
 import { createTokenCodec, type TokenCodec } from '../core/tokens.js';
 import { readTokenKeys, type TokenKeys } from './token-keys.js';
+import type { AuditEntry } from '../store/audit.js';
 
 /**
  * A configuration reload (SIGHUP to `sluice start`): what an operator changes day to day takes
@@ -76,6 +77,32 @@ export interface ReloadParts {
   readonly tokens: { readonly keys: TokenKeys; apply(keys: TokenKeys, codec: TokenCodec): void } | null;
   readonly metrics: Pick<Metrics, 'configReloads' | 'configReloadSuccessful' | 'configLoadedAt'>;
   readonly logger: Logger;
+  /** Writes an applied reload's entries to the audit log (store/audit.ts); a failure is only logged. */
+  readonly audit?: (entries: readonly AuditEntry[]) => Promise<void>;
+}
+
+/**
+ * The audit log's record of an applied reload (actor `reload`, from how it was asked: `sighup`):
+ * `config.reload` with what changed as the target (`accounts,dkim,shaping`…, or `none`), and
+ * `account.config` per account added, removed or changed (target `added`, `removed`, `changed`), so
+ * an account's log shows when its keys or domains changed by configuration.
+ */
+export function reloadAudit(r: ReloadResult, from: string): AuditEntry[] {
+  const parts = [
+    r.accounts.added.length + r.accounts.removed.length + r.accounts.changed.length > 0 ? 'accounts' : null,
+    r.operatorsChanged ? 'operators' : null,
+    r.dkimKeysReplaced ? 'dkim' : null,
+    r.shapingChanged ? 'shaping' : null,
+    r.transportChanged ? 'transport' : null,
+    r.tokenKeysChanged ? 'tracking_keys' : null,
+  ].filter((x): x is string => x !== null);
+  const entry = (action: string, account: string, target: string): AuditEntry => ({ actor: 'reload', action, account, target, from });
+  return [
+    entry('config.reload', '', parts.length > 0 ? parts.join(',') : 'none'),
+    ...r.accounts.added.map((id) => entry('account.config', id, 'added')),
+    ...r.accounts.removed.map((id) => entry('account.config', id, 'removed')),
+    ...r.accounts.changed.map((id) => entry('account.config', id, 'changed')),
+  ];
 }
 
 function accountChanges(before: Config['accounts'], after: Config['accounts']): ReloadResult['accounts'] {
@@ -137,22 +164,22 @@ export class ConfigReloader {
    * nothing, when an account, an operator, a DKIM key file or a rule's source address is wrong.
    * Reloads run one after another.
    */
-  reload(next: Config | (() => Config)): Promise<ReloadResult> {
-    const run = this.#last.then(() => this.#reload(next));
+  reload(next: Config | (() => Config), from = 'sighup'): Promise<ReloadResult> {
+    const run = this.#last.then(() => this.#reload(next, from));
     this.#last = run.catch(() => undefined);
     return run;
   }
 
-  async #reload(next: Config | (() => Config)): Promise<ReloadResult> {
+  async #reload(next: Config | (() => Config), from: string): Promise<ReloadResult> {
     const { metrics, logger } = this.#p;
+    let result: ReloadResult;
     try {
       // A file that does not load (YAML, an unknown key, a wrong value) is refused as a bad key file is.
-      const result = await this.#apply(typeof next === 'function' ? next() : next);
+      result = await this.#apply(typeof next === 'function' ? next() : next);
       metrics.configReloads.inc({ result: 'applied' });
       metrics.configReloadSuccessful.set(1);
       metrics.configLoadedAt.set(Math.floor(Date.now() / 1000));
       logger.info(result, result.restartNeeded.length > 0 ? 'configuration reloaded; some changed settings apply only after a restart' : 'configuration reloaded');
-      return result;
     } catch (err) {
       metrics.configReloads.inc({ result: 'refused' });
       metrics.configReloadSuccessful.set(0);
@@ -160,6 +187,9 @@ export class ConfigReloader {
       logger.error({ err: e, code: e.code }, 'configuration reload refused: the configuration in force is kept');
       throw e;
     }
+    // Applied: the audit entries follow (Redis may be down; the reload stands either way).
+    await this.#p.audit?.(reloadAudit(result, from)).catch((err: unknown) => logger.warn({ err }, 'the reload could not be written to the audit log'));
+    return result;
   }
 
   async #apply(next: Config): Promise<ReloadResult> {

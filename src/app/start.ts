@@ -40,6 +40,7 @@ import { queueTotals, type QueueTotals } from '../queue/stats.js';
 import { ByteBudget } from '../core/read-bounded.js';
 import { resolveRecordedShaping } from '../queue/shaping.js';
 import { readTokenKeys, workerTracking, type TokenKeys } from './token-keys.js';
+import { appendAudit } from '../store/audit.js';
 import { trackingSettingsOf, type TrackingSettings } from '../tracking/deps.js';
 import { ConfigReloader, type ReloadParts, type ReloadResult } from './reload.js';
 
@@ -69,7 +70,7 @@ export interface RunningSluice {
    * keys (app/reload.ts; `sluice start` calls it on SIGHUP). Rejects, changing nothing, when the
    * configuration or a key file it names is wrong.
    */
-  reload(next: Config | (() => Config)): Promise<ReloadResult>;
+  reload(next: Config | (() => Config), from?: string): Promise<ReloadResult>;
   /** Resolves when everything is stopped or given up on (see stopAll); never waits for Redis without bound. */
   stop(graceMs?: number): Promise<StopResult>;
 }
@@ -506,7 +507,12 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
           },
         }
       : null;
-    const live = new ConfigReloader({ config, registry, operators, render, delivery: deliveryReload, tracking, tokens, metrics, logger: log });
+    const live = new ConfigReloader({
+      config, registry, operators, render, delivery: deliveryReload, tracking, tokens, metrics, logger: log,
+      audit: async (entries) => {
+        for (const e of entries) await appendAudit(redis.client, keys, e, config.retention.auditMaxLen);
+      },
+    });
     reloader = live;
     started = true;
     log.info({ ports, roles }, 'sluice started');
@@ -515,7 +521,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
         return live.config;
       },
       logger, metrics, redis, keys, roles, ports, dispatcher, failed,
-      reload: (next) => live.reload(next),
+      reload: (next, from) => live.reload(next, from),
       stop: async (graceMs = 30_000) => {
         const result = await stopAll(graceMs);
         log.info({ complete: result.complete }, 'sluice stopped');

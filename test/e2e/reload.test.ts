@@ -9,6 +9,7 @@ import { makeKey, txtTable, verifyWithDkimpy, verifyWithMailauth } from '../help
 import { generateApiKey, hashSecret } from '../../src/accounts/secrets.js';
 import { isSluiceError } from '../../src/core/errors.js';
 import { metricValue } from '../helpers/sluice-process.js';
+import { readAudit } from '../../src/store/audit.js';
 
 /**
  * A configuration reload (RunningSluice.reload, what `sluice start` does on SIGHUP) on a running
@@ -87,6 +88,12 @@ test("an account added by a reload sends at once, signed with its own DKIM key; 
   const verdicts = await verifyWithMailauth(acmeRaw, s.txt);
   assert.equal(verdicts.map((v) => v.pass), [true, true], JSON.stringify(verdicts));
   assert.is(await metric('sluice_config_reloads_total', { result: 'applied' }), 1);
+  // The audit log: the reload, and the account it added.
+  const audit = await readAudit(s.app.redis.client, s.app.keys, { limit: 10 });
+  assert.equal(
+    audit.map((e) => [e.actor, e.action, e.account, e.target, e.from]).sort(),
+    [['reload', 'account.config', 'beta', 'added', 'sighup'], ['reload', 'config.reload', '', 'accounts,dkim', 'sighup']],
+  );
 });
 
 test('a reload that changes no DKIM key keeps the render threads; a key rotated in place (same file name) replaces them', async () => {
