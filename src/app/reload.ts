@@ -13,6 +13,8 @@ import { toSluiceError } from '../core/errors.js';
 import { createTokenCodec, type TokenCodec } from '../core/tokens.js';
 import { readTokenKeys, type TokenKeys } from './token-keys.js';
 import type { AuditEntry } from '../store/audit.js';
+import { checkTlsPair, loadOrCreateTls } from '../ingress/tls.js';
+import type { TlsMaterial } from '../core/tls-material.js';
 
 /**
  * A configuration reload (SIGHUP to `sluice start`): what an operator changes day to day takes
@@ -35,6 +37,8 @@ import type { AuditEntry } from '../store/audit.js';
  *   mailto unsubscribe tokens, and the render threads sign with the new signWith key (replaced as
  *   for DKIM). Not from none to some or back: publicBaseUrl and the tracking role were set up at
  *   start for them; that is named as restartNeeded.
+ * - STARTTLS key and certificate of submission and of the feedback MX (`ingress.smtp.tlsKey/tlsCert`,
+ *   `feedback.tlsKey/tlsCert`), read again: a renewed certificate is used from the next handshake.
  *
  * All or nothing: the new accounts and operators are checked, their key files read and the new
  * rules' source addresses tried (with the delivery role) before any part is changed; a wrong one
@@ -55,6 +59,8 @@ export interface ReloadResult {
   readonly transportChanged: boolean;
   /** Token keys (or the signing key) changed and are in force. */
   readonly tokenKeysChanged: boolean;
+  /** The servers whose STARTTLS key and certificate changed and are in force. */
+  readonly tlsReplaced: ('submission' | 'feedback')[];
   /** Dotted paths of settings that changed but that only a restart applies (not applied). */
   readonly restartNeeded: string[];
 }
@@ -77,6 +83,8 @@ export interface ReloadParts {
   readonly tokens: { readonly keys: TokenKeys; apply(keys: TokenKeys, codec: TokenCodec): void } | null;
   readonly metrics: Pick<Metrics, 'configReloads' | 'configReloadSuccessful' | 'configLoadedAt'>;
   readonly logger: Logger;
+  /** The STARTTLS servers of this process, the pair each uses, and how to give it a new one. */
+  readonly tlsServers: readonly { readonly name: 'submission' | 'feedback'; readonly tls: TlsMaterial; updateTls(tls: TlsMaterial): void }[];
   /** Writes an applied reload's entries to the audit log (store/audit.ts); a failure is only logged. */
   readonly audit?: (entries: readonly AuditEntry[]) => Promise<void>;
 }
@@ -95,6 +103,7 @@ export function reloadAudit(r: ReloadResult, from: string): AuditEntry[] {
     r.shapingChanged ? 'shaping' : null,
     r.transportChanged ? 'transport' : null,
     r.tokenKeysChanged ? 'tracking_keys' : null,
+    r.tlsReplaced.length > 0 ? 'tls' : null,
   ].filter((x): x is string => x !== null);
   const entry = (action: string, account: string, target: string): AuditEntry => ({ actor: 'reload', action, account, target, from });
   return [
@@ -117,10 +126,12 @@ function accountChanges(before: Config['accounts'], after: Config['accounts']): 
 
 /** A configuration without what a reload applies: what is left differs only after a restart. */
 function restartOnly(c: Config): Record<string, unknown> {
-  const { accounts: _a, operators: _o, shaping: _s, delivery, tracking, ...rest } = c;
+  const { accounts: _a, operators: _o, shaping: _s, delivery, tracking, ingress, feedback, ...rest } = c;
   const { transport: _t, ...otherDelivery } = delivery;
   const { keys: _k, signWith: _w, ...otherTracking } = tracking;
-  return { ...rest, delivery: otherDelivery, tracking: otherTracking };
+  const { tlsKey: _ik, tlsCert: _ic, ...otherSmtp } = ingress.smtp;
+  const { tlsKey: _fk, tlsCert: _fc, ...otherFeedback } = feedback;
+  return { ...rest, delivery: otherDelivery, tracking: otherTracking, ingress: { ...ingress, smtp: otherSmtp }, feedback: otherFeedback };
 }
 
 /** The source addresses of the shaping rules, by config path (delivery/bind.ts bindAddressesOf, rules only). */
@@ -140,6 +151,8 @@ export class ConfigReloader {
   /** What the render threads in force were started with. */
   #init: WorkerInit | null;
   #tokenKeys: TokenKeys | null;
+  /** The STARTTLS pair each server uses now. */
+  readonly #tls = new Map<'submission' | 'feedback', TlsMaterial>();
   /** The reload running: a second SIGHUP meanwhile waits for it, then reads the file again. */
   #last: Promise<unknown> = Promise.resolve();
 
@@ -149,6 +162,7 @@ export class ConfigReloader {
     this.#keys = parts.render?.init.keys ?? [];
     this.#init = parts.render?.init ?? null;
     this.#tokenKeys = parts.tokens?.keys ?? null;
+    for (const t of parts.tlsServers) this.#tls.set(t.name, t.tls);
     parts.metrics.configReloadSuccessful.set(1);
     parts.metrics.configLoadedAt.set(Math.floor(Date.now() / 1000));
   }
@@ -216,6 +230,15 @@ export class ConfigReloader {
       const read = readTokenKeys(next) as TokenKeys;
       if (!isDeepStrictEqual(read, this.#tokenKeys)) tokens = { keys: read, codec: createTokenCodec(read) };
     }
+    // STARTTLS pairs: read (the files, or the generated pair) and checked now.
+    const tlsNext: { server: ReloadParts['tlsServers'][number]; tls: TlsMaterial }[] = [];
+    for (const server of p.tlsServers) {
+      const tls = await loadOrCreateTls(next, server.name);
+      const now = this.#tls.get(server.name);
+      if (now && tls.key.equals(now.key) && tls.cert.equals(now.cert)) continue;
+      checkTlsPair(tls, server.name === 'feedback' ? 'feedback' : 'ingress.smtp');
+      tlsNext.push({ server, tls });
+    }
     let init = this.#init;
     if (init && dkimKeysReplaced) init = { ...init, keys };
     if (init?.tracking && tokens) {
@@ -235,12 +258,18 @@ export class ConfigReloader {
       p.tokens?.apply(tokens.keys, tokens.codec);
       this.#tokenKeys = tokens.keys;
     }
+    for (const { server, tls } of tlsNext) {
+      server.updateTls(tls);
+      this.#tls.set(server.name, tls);
+    }
     p.delivery?.setAccounts(next.accounts);
     if (shapingChanged) p.delivery?.setShaping(shaping);
     if (transportChanged) p.delivery?.setTransport(next.delivery.transport);
     p.tracking?.updateSettings(trackingSettingsOf(next.accounts));
     this.#inForce = Object.freeze({
       ...before, accounts: next.accounts, operators: next.operators, shaping,
+      ingress: Object.freeze({ ...before.ingress, smtp: Object.freeze({ ...before.ingress.smtp, tlsKey: next.ingress.smtp.tlsKey, tlsCert: next.ingress.smtp.tlsCert }) }),
+      feedback: Object.freeze({ ...before.feedback, tlsKey: next.feedback.tlsKey, tlsCert: next.feedback.tlsCert }),
       delivery: Object.freeze({ ...before.delivery, transport: next.delivery.transport }),
       tracking: tokens ? Object.freeze({ ...before.tracking, keys: next.tracking.keys, signWith: next.tracking.signWith }) : before.tracking,
     });
@@ -248,6 +277,7 @@ export class ConfigReloader {
       accounts: accountChanges(before.accounts, next.accounts),
       operatorsChanged: !isDeepStrictEqual(before.operators, next.operators),
       dkimKeysReplaced, shapingChanged, transportChanged, tokenKeysChanged: tokens !== null,
+      tlsReplaced: tlsNext.map((t) => t.server.name),
       restartNeeded: restartNeeded.sort(),
     };
   }

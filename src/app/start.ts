@@ -384,6 +384,8 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
     }
 
     const ports: { admin: number; smtp?: number; http?: number; feedback?: number; tracking?: number } = { admin: 0 };
+    /** The STARTTLS servers started below, for a reload that renews their certificates. */
+    const tlsServers: ReloadParts['tlsServers'][number][] = [];
     // sluice_buffered_bytes{server}: what each inbound server holds in memory now.
     const bufferedNow: [server: 'ingress' | 'feedback', read: () => number][] = [];
     metrics.sampleOn('bufferedBytes', () => {
@@ -408,6 +410,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
         const smtp = await startSubmissionServer({ ...deps, logger: logger.child({ role: 'ingress', interface: 'smtp' }) }, { host: config.ingress.smtp.host, port: config.ingress.smtp.port });
         ports.smtp = smtp.port;
         stoppers.push({ name: 'smtp-submission', stop: () => smtp.close(), listener: true });
+        tlsServers.push({ name: 'submission', tls: smtp.tls, updateTls: (t) => smtp.updateTls(t) });
       }
       if (config.ingress.http.enabled) {
         const http = await startHttpApi({ ...deps, logger: logger.child({ role: 'ingress', interface: 'http' }) }, { host: config.ingress.http.host, port: config.ingress.http.port });
@@ -445,6 +448,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
 
     if (has('feedback')) {
       const f = config.feedback;
+      const feedbackTls = await loadOrCreateTls(config, 'feedback');
       const mx = await startInboundMx(
         {
           redis: redis.client, keys, logger: logger.child({ role: 'feedback' }), reputation,
@@ -461,7 +465,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
           },
         },
         {
-          host: f.host, port: f.port, tls: await loadOrCreateTls(config, 'feedback'), bounceDomains: [config.delivery.bounceDomain, ...f.extraBounceDomains], fblAddresses: f.fblAddresses,
+          host: f.host, port: f.port, tls: feedbackTls, bounceDomains: [config.delivery.bounceDomain, ...f.extraBounceDomains], fblAddresses: f.fblAddresses,
           maxMessageSize: f.maxMessageSize, maxBufferedBytes: f.maxBuffered, rawRetentionMs: config.retention.rawBounces, recordsRetentionMs: config.retention.records, softBounceLimit: f.softBounceLimit, softBounceWindowMs: f.softBounceWindow,
           eventsMaxLen: config.retention.eventsMaxLen, hostname: config.instance.hostname, socketTimeoutMs: f.socketTimeout,
           maxClients: f.maxClients, maxClientsPerIp: f.maxClientsPerIp, clientLimitExempt: f.clientLimitExempt, maxRecipients: f.maxRecipients, verpKey,
@@ -477,6 +481,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       ports.feedback = mx.port;
       bufferedNow.push(['feedback', () => mx.bufferedBytes()]);
       stoppers.push({ name: 'feedback-mx', stop: () => mx.close(), listener: true });
+      tlsServers.push({ name: 'feedback', tls: feedbackTls, updateTls: (t) => mx.updateTls(t) });
     }
 
     const admin: AdminServer = await startAdminServer({
@@ -508,7 +513,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
         }
       : null;
     const live = new ConfigReloader({
-      config, registry, operators, render, delivery: deliveryReload, tracking, tokens, metrics, logger: log,
+      config, registry, operators, render, delivery: deliveryReload, tracking, tokens, tlsServers, metrics, logger: log,
       audit: async (entries) => {
         for (const e of entries) await appendAudit(redis.client, keys, e, config.retention.auditMaxLen);
       },

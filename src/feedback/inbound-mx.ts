@@ -103,6 +103,8 @@ export interface InboundMxOptions {
 
 export interface InboundMx {
   readonly port: number;
+  /** A renewed STARTTLS key and certificate (a reload): handshakes from now on use them. */
+  updateTls(tls: TlsMaterial): void;
   /** Bytes of mail held in memory now (sluice_buffered_bytes{server="feedback"}); bounded by maxBufferedBytes. */
   bufferedBytes(): number;
   /** Resolves when every accepted mail has been processed (tests, graceful stop). */
@@ -333,6 +335,9 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
   let closing: Promise<void> | undefined;
   return {
     port,
+    updateTls(next) {
+      server.updateSecureContext({ key: next.key, cert: next.cert });
+    },
     bufferedBytes: () => buffered.used,
     idle,
     close() {

@@ -42,6 +42,10 @@ export interface SubmissionOptions {
 
 export interface SubmissionServer {
   readonly port: number;
+  /** The STARTTLS key and certificate in force. */
+  readonly tls: TlsMaterial;
+  /** A renewed key and certificate (a reload): STARTTLS handshakes from now on use them. */
+  updateTls(tls: TlsMaterial): void;
   close(): Promise<void>;
 }
 
@@ -289,8 +293,16 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
   log.info({ port: bound }, 'smtp submission listening');
 
   let closing: Promise<void> | undefined;
+  let inForce = tls;
   return {
     port: bound,
+    get tls() {
+      return inForce;
+    },
+    updateTls(next) {
+      server.updateSecureContext({ key: next.key, cert: next.cert });
+      inForce = next;
+    },
     close() {
       closing ??= new Promise<void>((resolve) => server.close(() => resolve()));
       return closing;

@@ -1,4 +1,5 @@
 import { execFile } from 'node:child_process';
+import { createSecureContext } from 'node:tls';
 import { chmod, mkdir, readFile, rename, rm } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -72,5 +73,17 @@ async function readPair(keyFile: string, certFile: string): Promise<TlsMaterial>
     return { key: await readFile(keyFile), cert: await readFile(certFile) };
   } catch (err) {
     throw new SluiceError('SLUICE_CONFIG_INVALID', `cannot read the STARTTLS key or certificate: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/**
+ * Throws SLUICE_CONFIG_INVALID unless the pair makes a TLS context (PEM that parses, a key that
+ * matches the certificate): a reload checks renewed files before handing them to a server.
+ */
+export function checkTlsPair(m: TlsMaterial, what: string): void {
+  try {
+    createSecureContext({ key: m.key, cert: m.cert });
+  } catch (err) {
+    throw new SluiceError('SLUICE_CONFIG_INVALID', `${what}: the STARTTLS key and certificate cannot be used together: ${(err as Error).message}`, { cause: err });
   }
 }

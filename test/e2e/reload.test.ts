@@ -1,6 +1,9 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { connect } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { join } from 'node:path';
 import { createTransport } from 'nodemailer';
 import { startCapturePeer, type CapturePeer } from '../helpers/smtp-peer.js';
@@ -273,6 +276,68 @@ test('reloads while mail flows lose nothing: 150 messages in batches while the D
   }
   assert.is(verified, arrived.length, 'every copy is signed by a published key (both signatures pass)');
   s.txt[`${rsa.selector}._domainkey.acme.example`] = published[published.length - 1] as string;
+});
+
+/** Generates a self-signed ECDSA pair with openssl; the paths of its key and certificate. */
+function makePair(name: string): { key: string; cert: string } {
+  const key = join(s.dir, `${name}-key.pem`);
+  const cert = join(s.dir, `${name}-cert.pem`);
+  execFileSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes', '-days', '2', '-subj', `/CN=${name}.test`, '-keyout', key, '-out', cert], { stdio: 'ignore' });
+  return { key, cert };
+}
+
+/** The subject CN of the certificate the submission port presents after STARTTLS. */
+async function starttlsName(port: number): Promise<string> {
+  const plain = connect(port, '127.0.0.1');
+  let buffered = '';
+  const reply = (code: string) =>
+    new Promise<void>((resolve, reject) => {
+      const onData = (d: Buffer) => {
+        buffered += d.toString('latin1');
+        if (new RegExp(`^${code} `, 'm').test(buffered)) {
+          plain.off('data', onData);
+          buffered = '';
+          resolve();
+        }
+      };
+      plain.on('data', onData);
+      plain.once('error', reject);
+    });
+  await reply('220');
+  plain.write('EHLO client.test\r\n');
+  await reply('250');
+  plain.write('STARTTLS\r\n');
+  await reply('220');
+  const secure = tlsConnect({ socket: plain, rejectUnauthorized: false, servername: 'sluice.test' });
+  await new Promise<void>((resolve, reject) => secure.once('secureConnect', resolve).once('error', reject));
+  const cn = String(secure.getPeerCertificate().subject?.CN ?? '');
+  secure.destroy();
+  return cn;
+}
+
+test('a renewed STARTTLS certificate is used from the next handshake; a key that does not match its certificate is refused', async () => {
+  const first = makePair('renewed-one');
+  const second = makePair('renewed-two');
+  const port = s.app.ports.smtp as number;
+  assert.is.not(await starttlsName(port), 'renewed-one.test', 'the generated pair first');
+  await rejects(
+    () => s.reloadWith({ accounts: [acme], ingress: { smtp: { tlsKey: first.key, tlsCert: second.cert } } }),
+    (e: unknown) => isSluiceError(e, 'SLUICE_CONFIG_INVALID') && /ingress\.smtp: the STARTTLS key and certificate cannot be used together/.test((e as Error).message),
+  );
+  const r = await s.reloadWith({ accounts: [acme], ingress: { smtp: { tlsKey: first.key, tlsCert: first.cert } } });
+  assert.equal([r.tlsReplaced, r.restartNeeded], [['submission'], []]);
+  assert.is(await starttlsName(port), 'renewed-one.test');
+  // Renewed in place (certbot rewrites the same files): the next reload picks the new bytes up.
+  writeFileSync(first.key, readFileSync(second.key));
+  writeFileSync(first.cert, readFileSync(second.cert));
+  const again = await s.reloadWith({ accounts: [acme], ingress: { smtp: { tlsKey: first.key, tlsCert: first.cert } } });
+  assert.equal(again.tlsReplaced, ['submission']);
+  assert.is(await starttlsName(port), 'renewed-two.test');
+  // Submission still works over the new certificate.
+  const transport = createTransport({ host: '127.0.0.1', port, secure: false, requireTLS: true, tls: { rejectUnauthorized: false }, auth: { user: 'acme', pass: 'acme-new-password' } });
+  const sent = await transport.sendMail({ from: 'a@acme.example', to: 'tls@one.test', subject: 'after renewal', text: 'x' });
+  assert.match(sent.response, /^250 /);
+  transport.close();
 });
 
 test('settings only a restart applies are named, and not applied: also tracking keys where Sluice started with none', async () => {
