@@ -37,6 +37,8 @@ import type { TlsMaterial } from '../core/tls-material.js';
  *   mailto unsubscribe tokens, and the render threads sign with the new signWith key (replaced as
  *   for DKIM). Not from none to some or back: publicBaseUrl and the tracking role were set up at
  *   start for them; that is named as restartNeeded.
+ * - `log.level`: set on the root logger, whose children (made without a level of their own) take
+ *   it at once.
  * - STARTTLS key and certificate of submission and of the feedback MX (`ingress.smtp.tlsKey/tlsCert`,
  *   `feedback.tlsKey/tlsCert`), read again: a renewed certificate is used from the next handshake.
  *
@@ -59,6 +61,8 @@ export interface ReloadResult {
   readonly transportChanged: boolean;
   /** Token keys (or the signing key) changed and are in force. */
   readonly tokenKeysChanged: boolean;
+  /** The new log level, when it changed. */
+  readonly logLevel: string | null;
   /** The servers whose STARTTLS key and certificate changed and are in force. */
   readonly tlsReplaced: ('submission' | 'feedback')[];
   /** Dotted paths of settings that changed but that only a restart applies (not applied). */
@@ -83,6 +87,8 @@ export interface ReloadParts {
   readonly tokens: { readonly keys: TokenKeys; apply(keys: TokenKeys, codec: TokenCodec): void } | null;
   readonly metrics: Pick<Metrics, 'configReloads' | 'configReloadSuccessful' | 'configLoadedAt'>;
   readonly logger: Logger;
+  /** Sets the level of the root logger (pino: the children made without a level follow it). */
+  readonly setLogLevel: (level: Config['log']['level']) => void;
   /** The STARTTLS servers of this process, the pair each uses, and how to give it a new one. */
   readonly tlsServers: readonly { readonly name: 'submission' | 'feedback'; readonly tls: TlsMaterial; updateTls(tls: TlsMaterial): void }[];
   /** Writes an applied reload's entries to the audit log (store/audit.ts); a failure is only logged. */
@@ -104,6 +110,7 @@ export function reloadAudit(r: ReloadResult, from: string): AuditEntry[] {
     r.transportChanged ? 'transport' : null,
     r.tokenKeysChanged ? 'tracking_keys' : null,
     r.tlsReplaced.length > 0 ? 'tls' : null,
+    r.logLevel !== null ? 'log_level' : null,
   ].filter((x): x is string => x !== null);
   const entry = (action: string, account: string, target: string): AuditEntry => ({ actor: 'reload', action, account, target, from });
   return [
@@ -126,12 +133,13 @@ function accountChanges(before: Config['accounts'], after: Config['accounts']): 
 
 /** A configuration without what a reload applies: what is left differs only after a restart. */
 function restartOnly(c: Config): Record<string, unknown> {
-  const { accounts: _a, operators: _o, shaping: _s, delivery, tracking, ingress, feedback, ...rest } = c;
+  const { accounts: _a, operators: _o, shaping: _s, delivery, tracking, ingress, feedback, log, ...rest } = c;
+  const { level: _l, ...otherLog } = log;
   const { transport: _t, ...otherDelivery } = delivery;
   const { keys: _k, signWith: _w, ...otherTracking } = tracking;
   const { tlsKey: _ik, tlsCert: _ic, ...otherSmtp } = ingress.smtp;
   const { tlsKey: _fk, tlsCert: _fc, ...otherFeedback } = feedback;
-  return { ...rest, delivery: otherDelivery, tracking: otherTracking, ingress: { ...ingress, smtp: otherSmtp }, feedback: otherFeedback };
+  return { ...rest, delivery: otherDelivery, tracking: otherTracking, ingress: { ...ingress, smtp: otherSmtp }, feedback: otherFeedback, log: otherLog };
 }
 
 /** The source addresses of the shaping rules, by config path (delivery/bind.ts bindAddressesOf, rules only). */
@@ -262,6 +270,8 @@ export class ConfigReloader {
       server.updateTls(tls);
       this.#tls.set(server.name, tls);
     }
+    const logLevel = next.log.level !== before.log.level ? next.log.level : null;
+    if (logLevel !== null) p.setLogLevel(logLevel);
     p.delivery?.setAccounts(next.accounts);
     if (shapingChanged) p.delivery?.setShaping(shaping);
     if (transportChanged) p.delivery?.setTransport(next.delivery.transport);
@@ -270,6 +280,7 @@ export class ConfigReloader {
       ...before, accounts: next.accounts, operators: next.operators, shaping,
       ingress: Object.freeze({ ...before.ingress, smtp: Object.freeze({ ...before.ingress.smtp, tlsKey: next.ingress.smtp.tlsKey, tlsCert: next.ingress.smtp.tlsCert }) }),
       feedback: Object.freeze({ ...before.feedback, tlsKey: next.feedback.tlsKey, tlsCert: next.feedback.tlsCert }),
+      log: Object.freeze({ ...before.log, level: next.log.level }),
       delivery: Object.freeze({ ...before.delivery, transport: next.delivery.transport }),
       tracking: tokens ? Object.freeze({ ...before.tracking, keys: next.tracking.keys, signWith: next.tracking.signWith }) : before.tracking,
     });
@@ -278,6 +289,7 @@ export class ConfigReloader {
       operatorsChanged: !isDeepStrictEqual(before.operators, next.operators),
       dkimKeysReplaced, shapingChanged, transportChanged, tokenKeysChanged: tokens !== null,
       tlsReplaced: tlsNext.map((t) => t.server.name),
+      logLevel,
       restartNeeded: restartNeeded.sort(),
     };
   }

@@ -514,6 +514,9 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       : null;
     const live = new ConfigReloader({
       config, registry, operators, render, delivery: deliveryReload, tracking, tokens, tlsServers, metrics, logger: log,
+      setLogLevel: (level) => {
+        logger.level = level;
+      },
       audit: async (entries) => {
         for (const e of entries) await appendAudit(redis.client, keys, e, config.retention.auditMaxLen);
       },

@@ -22,7 +22,7 @@ of its redis.log. If it dies while Sluice runs, Sluice shuts down as on a signal
 
 Reload: SIGHUP reads the configuration again (the same file, environment and --roles) and applies its
 accounts (domains, DKIM keys, API keys, SMTP users, quotas, rate limits, tracking), operators, shaping
-rules, transport map, tracking token keys and STARTTLS certificates without a restart; key and
+rules, transport map, tracking token keys, STARTTLS certificates and log level without a restart; key and
 certificate files are read again even when their names did not change. All or nothing: a file that does not load, or a key file that cannot be read, refuses the reload
 (logged, with why) and the configuration in force stays. Other changed settings are logged as needing a
 restart. Check a file first with \`sluice config check\`.`;

@@ -340,6 +340,19 @@ test('a renewed STARTTLS certificate is used from the next handshake; a key that
   transport.close();
 });
 
+test('log.level: set on the root logger, and the children made at start follow it', async () => {
+  const child = s.app.logger.child({ role: 'made-before' });
+  const was = s.app.logger.level;
+  assert.not.ok(child.isLevelEnabled('debug'));
+  const r = await s.reloadWith({ accounts: [acme], log: { level: 'debug' } });
+  assert.equal([r.logLevel, r.restartNeeded], ['debug', []]);
+  assert.ok(child.isLevelEnabled('debug'), 'a child made before the reload logs at the new level');
+  assert.is(s.app.config.log.level, 'debug');
+  const back = await s.reloadWith({ accounts: [acme], log: { level: was } });
+  assert.is(back.logLevel, was);
+  assert.not.ok(child.isLevelEnabled('debug'));
+});
+
 test('settings only a restart applies are named, and not applied: also tracking keys where Sluice started with none', async () => {
   const pollBefore = s.app.config.delivery.pollInterval;
   const secret = join(s.dir, 'k1.key');
