@@ -183,8 +183,8 @@ export class ConfigReloader {
   /**
    * Applies `next` (loaded and validated as at start-up: config/load.ts loadConfig, or a function
    * that loads it, whose failure counts as a refused reload). Rejects with a SluiceError, changing
-   * nothing, when an account, an operator, a DKIM key file or a rule's source address is wrong.
-   * Reloads run one after another.
+   * nothing, when an account, an operator, a DKIM or tracking key file, a STARTTLS pair or a rule's
+   * source address is wrong. Reloads run one after another.
    */
   reload(next: Config | (() => Config), from = 'sighup'): Promise<ReloadResult> {
     const run = this.#last.then(() => this.#reload(next, from));
