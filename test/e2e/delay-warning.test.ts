@@ -117,7 +117,8 @@ test('NOTIFY=FAILURE (no DELAY) and NOTIFY=NEVER: no warning; NOTIFY=DELAY: one;
   const others = [failureOnly, never, api.body.id as string];
   for (const id of others) {
     const r = (await s.api(`/v1/messages/${id}`)).body.recipients[0];
-    assert.is(r.state, 'deferred', JSON.stringify(r));
+    // Still being retried: deferred between attempts, or sending when the read meets an attempt.
+    assert.ok(r.state === 'deferred' || r.state === 'sending', JSON.stringify(r));
     await attempted(id, (r.attempts as number) + 2);
   }
   // The last of those deferrals' warnings, had there been one, would be on its way: give it the time the first took.
