@@ -5,7 +5,7 @@ import { changedPaths } from '../config/diff.js';
 import { AccountTable, type AccountRegistry, type DkimKeyMaterial } from '../accounts/registry.js';
 import { OperatorRegistry } from '../accounts/operators.js';
 import type { WorkerInit } from '../render/protocol.js';
-import { checkBindable } from '../delivery/bind.js';
+import { bindAddressesOf, checkBindable } from '../delivery/bind.js';
 import { queueMaxAgeMs } from '../ingress/persist.js';
 import { trackingSettingsOf, type TrackingSettings } from '../tracking/deps.js';
 import type { Metrics } from '../observability/metrics.js';
@@ -142,16 +142,6 @@ function restartOnly(c: Config): Record<string, unknown> {
   return { ...rest, delivery: otherDelivery, tracking: otherTracking, ingress: { ...ingress, smtp: otherSmtp }, feedback: otherFeedback, log: otherLog };
 }
 
-/** The source addresses of the shaping rules, by config path (delivery/bind.ts bindAddressesOf, rules only). */
-function ruleAddresses(shaping: Config['shaping']): Record<string, string | undefined> {
-  const out: Record<string, string | undefined> = {};
-  shaping.rules.forEach((r, i) => {
-    out[`shaping.rules.${i}.bindAddress`] = r.bindAddress;
-    out[`shaping.rules.${i}.bindAddress6`] = r.bindAddress6;
-  });
-  return out;
-}
-
 export class ConfigReloader {
   readonly #p: ReloadParts;
   #inForce: Config;
@@ -229,7 +219,7 @@ export class ConfigReloader {
       shaping = before.shaping;
     }
     const shapingChanged = !isDeepStrictEqual(before.shaping, shaping);
-    if (shapingChanged && p.delivery) await checkBindable(ruleAddresses(shaping));
+    if (shapingChanged && p.delivery) await checkBindable(bindAddressesOf({ delivery: before.delivery, shaping }));
     const transportChanged = !isDeepStrictEqual(before.delivery.transport, next.delivery.transport);
     // Token keys: read (and a codec made, which checks them) now; none ↔ some needs a restart.
     let tokens: { keys: TokenKeys; codec: TokenCodec } | null = null;
