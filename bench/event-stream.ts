@@ -1,7 +1,7 @@
 /**
  * What the event stream costs Redis per event, by entry format: the figure behind issue 4's share of
  * the ceiling (each open is one stream entry). Batches of tracking-open events go through the real
- * appendEvents-1.lua on an embedded redis-server (unix socket), with AOF on (as Sluice runs it) and
+ * appendEvents-2.lua on an embedded redis-server (unix socket), with AOF on (as Sluice runs it) and
  * off; Redis's own CPU (utime + stime from /proc) is divided by the events appended.
  *
  *   per-event  today's format: one XADD per event, its 9 fields as they are (tracking/record.ts)
@@ -55,7 +55,7 @@ async function measure(format: Format, aof: boolean): Promise<number> {
   const redis = createRedis({ url: server.socket, name: 'bench-event-stream' });
   try {
     const before = cpuMs(server.pid);
-    for (let b = 0; b < BATCHES; b++) await redis.appendEvents('bench:events', 1_000_000, batchArg(format, b * BATCH));
+    for (let b = 0; b < BATCHES; b++) await redis.appendEvents('bench:events', 'bench:{bench:events}:erased', 1_000_000, batchArg(format, b * BATCH));
     return ((cpuMs(server.pid) - before) * 1000) / (BATCHES * BATCH);
   } finally {
     redis.disconnect();

@@ -126,6 +126,12 @@ export function createKeys(prefix: string) {
     addressRefs: (digest: string) => `${p}{r:${digest}}:refs`,
     // events (one stream; consumers use groups)
     events: () => `${p}events`,
+    /**
+     * ZSET "<msgId>:<idx>" → time erased (ms): recipients whose events appendEvents-2.lua drops, for
+     * an hour after their erasure began (store/privacy.ts). In the stream's slot: its hash tag is the
+     * stream's whole name, which is what that name, without braces, is hashed by.
+     */
+    eventsErased: () => `${p}{${p}events}:erased`,
     // webhooks: an account's endpoints under its tag; per endpoint an outbox and a dead-letter list
     /** HASH endpoint id → JSON record (url, events, sealed signing secret, created). */
     webhooks: (account: string) => `${p}{a:${account}}:webhooks`,

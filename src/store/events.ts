@@ -4,8 +4,8 @@ import type { Keys } from '../redis/keys.js';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    /** src/queue/lua/appendEvents-1.lua */
-    appendEvents(events: string, maxLen: number, entries: string): Result<number, Context>;
+    /** src/queue/lua/appendEvents-2.lua */
+    appendEvents(events: string, erased: string, maxLen: number, entries: string): Result<number, Context>;
   }
 }
 
@@ -82,7 +82,7 @@ export const EVENTS_PER_CALL = 500;
 export const DEFAULT_EVENTS_MAX_LEN = 1_000_000;
 
 /**
- * One entry as appendEvents-1.lua takes it: a JSON array of strings [field, value, …]. A lone
+ * One entry as appendEvents-2.lua takes it: a JSON array of strings [field, value, …]. A lone
  * surrogate (possible in any JS string) becomes U+FFFD, as it would on its way to Redis as UTF-8:
  * JSON.stringify would write it as a \ud800 escape, which cjson refuses, losing the whole batch.
  */
@@ -93,9 +93,17 @@ export function packEvent(type: EventType, fields: Readonly<Record<string, strin
   return json.includes('\\ud') || json.includes('\\uD') ? JSON.stringify(flat.map((s) => s.toWellFormed())) : json;
 }
 
-/** Entries made by packEvent, as the one argument appendEvents-1.lua takes: a JSON array of them. */
+/** Entries made by packEvent, as the one argument appendEvents-2.lua takes: a JSON array of them. */
 export function packBatch(entries: readonly string[]): string {
   return `[${entries.join(',')}]`;
+}
+
+/**
+ * Appends entries made by packEvent, in order, in one script call (at most EVENTS_PER_CALL of them).
+ * Entries naming a recipient being erased are dropped (appendEvents-2.lua). Returns how many were appended.
+ */
+export function appendEventBatch(redis: RedisClient, keys: Keys, maxLen: number, entries: readonly string[]): Promise<number> {
+  return redis.appendEvents(keys.events(), keys.eventsErased(), maxLen, packBatch(entries));
 }
 
 export interface EventWriter {
@@ -117,7 +125,7 @@ export function createEventWriter(redis: RedisClient, keys: Keys, maxLen: number
     while (queue.length > 0) {
       const batch = queue.splice(0, EVENTS_PER_CALL);
       try {
-        await redis.appendEvents(keys.events(), maxLen, packBatch(batch));
+        await appendEventBatch(redis, keys, maxLen, batch);
       } catch (err) {
         onError(err, batch.length);
       }

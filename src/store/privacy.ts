@@ -60,9 +60,14 @@ declare module 'ioredis' {
  * message's x:* once every recipient is erased, store/tombstone.ts, by which later mail about them is
  * known and dropped.) It is idempotent (a second run finds nothing) and safe while mail is in flight: a
  * queue entry removed while leased makes its holder's outcome a no-op, but the copy being sent at
- * that moment may still go out, and its delivery event may be appended after the walk (run erase
- * again to remove it). A webhook batch being POSTed at that moment may be put back by a failed
- * attempt the same way.
+ * that moment may still go out. Events about the copies that come while the erasure runs or later
+ * (that copy's delivery outcome, an open or click decided before the marks went, a held click) are
+ * dropped by the stream's script for an hour (keys.eventsErased, appendEvents-2.lua; the copies are
+ * added before the walk, so an event is either walked or dropped), and the tracking scripts write
+ * none after that (the erased marks). Two single appends are not guarded (store/events.ts
+ * appendEvent): an unsubscribe (page or mail) or a bounce being processed at that very moment can
+ * still leave its event (run erase again to remove it). A webhook batch being POSTed at that moment
+ * may be put back by a failed attempt the same way.
  */
 export interface PrivacyScope {
   /** The accounts whose lists, campaigns, suppression lists and webhooks are searched. */
@@ -555,12 +560,17 @@ export async function eraseAddress(
     if (pending === 0 && res === 1) await keepRefsOfLateFinish(redis, keys, r.msgId, now, { recordsMs: o.recordTtlMs, refsMs: o.refsTtlMs });
     if (r.campaign) await redis.multi().hdel(keys.campaignGone(r.msgId), String(r.idx), goneField(f.digest)).zrem(keys.campaignGoneAt(r.msgId), `${r.idx} ${f.digest}`).exec();
   };
+  // From here on no event naming these copies reaches the stream (appendEvents-2.lua): an open or
+  // click decided before their marks go, or a delivery outcome, is dropped rather than appended
+  // after the walk below.
+  await guardEvents(redis, keys, f.refs, now);
   for (const r of f.refs) await eraseRef(r);
   // A notice still queued goes on to its sender (who sent the message), with the address replaced.
   let notices = 0;
   for (const n of f.notices) notices += await redis.redactBody(keys.msgBody(n.id), f.address, ERASED_ADDRESS);
   // Events naming the recipients: walked after the queue, so an outcome applied meanwhile is in it.
   const { refs, index, events } = await withEvents(redis, keys, f, scope, now);
+  await guardEvents(redis, keys, refs.slice(f.refs.length), now);
   for (const r of refs.slice(f.refs.length)) await eraseRef(r);
   // A copy whose record is gone and which no event names any more: a scoped erasure cannot tell it
   // was the scope's (it is left unmarked), an erasure everywhere need not. It was this address's copy
@@ -615,6 +625,23 @@ export async function eraseAddress(
     await appendEvent(redis, keys, 'erased', { account, ref: o.ref, contacts, messages, events: events.length }, o.eventsMaxLen);
   }
   return report;
+}
+
+/**
+ * How long appendEvents-2.lua drops the events of an erased copy: far longer than any event takes
+ * from its decision to its append (a held click ~2.5 s, a recorder's queue, a delivery outcome's
+ * write), and short enough that the set holds only the last hour's erasures.
+ */
+export const EVENTS_GUARD_MS = 3_600_000;
+
+/** Adds the copies to the stream's erased set (appendEvents-2.lua), dropping members past EVENTS_GUARD_MS. */
+async function guardEvents(redis: RedisClient, keys: Keys, refs: readonly { readonly msgId: string; readonly idx: number }[], now: number): Promise<void> {
+  if (refs.length === 0) return;
+  const key = keys.eventsErased();
+  const members = refs.flatMap((r) => [now, pairOf(r.msgId, r.idx)]);
+  for (let i = 0; i < members.length; i += 2 * ZREM_SLICE) {
+    await redis.multi().zremrangebyscore(key, '-inf', now - EVENTS_GUARD_MS).zadd(key, ...members.slice(i, i + 2 * ZREM_SLICE)).pexpire(key, EVENTS_GUARD_MS).exec();
+  }
 }
 
 /** Events of a webhook batch that name an erased recipient (by stream id or by msgId/idx). */

@@ -5,7 +5,7 @@ import type { Keys } from '../redis/keys.js';
 import { BURST_WINDOW_MS, classifyOpen, type TrackingRequest } from './classify.js';
 import { DEFAULT_EVENTS_MAX_LEN, DEFAULT_RETENTION_MS, type TrackingDeps, type TrackingMode } from './deps.js';
 import { eventClass, packTrackingEvent, TYPES, type EventContext } from './record.js';
-import { EVENTS_PER_CALL, packBatch } from '../store/events.js';
+import { appendEventBatch, EVENTS_PER_CALL } from '../store/events.js';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
@@ -288,7 +288,7 @@ export function createEventBatch(deps: EventBatchDeps, opts: EventBatchOptions):
     }
     if (ready.length === 0) return;
     const entries = ready.map(({ p, ctx }) => packTrackingEvent(deps, p, ctx));
-    await deps.redis.appendEvents(deps.keys.events(), deps.eventsMaxLen ?? DEFAULT_EVENTS_MAX_LEN, packBatch(entries));
+    await appendEventBatch(deps.redis, deps.keys, deps.eventsMaxLen ?? DEFAULT_EVENTS_MAX_LEN, entries);
     const counts = new Map<string, { type: string; cls: string; n: number }>();
     for (const { p, ctx } of ready) {
       const type = TYPES[p.kind];

@@ -93,7 +93,7 @@ export function eventFields(deps: Pick<TrackingDeps, 'settings'>, p: TokenPayloa
 }
 
 /**
- * One tracking event as appendEvents-1.lua takes it (store/events.ts packEvent's format):
+ * One tracking event as appendEvents-2.lua takes it (store/events.ts packEvent's format):
  * JSON.stringify(['type', type, ...eventFlat(…)]), written out directly. It is the costliest step of
  * recording an open after the MAC, so the JSON is built as a string, with the escaped forms of the
  * strings that repeat (accounts, user agents) kept in a small cache. test/tracking/record.test.ts

@@ -15,7 +15,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { appendEvent, packBatch, packEvent, type EventType } from '../../src/store/events.js';
+import { appendEvent, appendEventBatch, packEvent, type EventType } from '../../src/store/events.js';
 import { createWebhook, deleteWebhook, openSecret, getWebhook, MAX_WEBHOOKS_PER_ACCOUNT } from '../../src/store/webhooks.js';
 import { publicOnlyLookup, replayDeadLetters, verifyWebhookSignature, WebhookDispatcher, type WebhookDispatcherOptions } from '../../src/housekeeping/webhooks.js';
 import { connect } from 'node:net';
@@ -104,7 +104,7 @@ async function appendMany(keys: Keys, account: string, n: number, maxLen: number
   for (let i = 0; i < n; i += 500) {
     const batch: string[] = [];
     for (let j = i; j < Math.min(n, i + 500); j++) batch.push(packEvent('delivered', { account, msgId: `m${j}`, idx: 0 }));
-    await client.appendEvents(keys.events(), maxLen, packBatch(batch));
+    await appendEventBatch(client, keys, maxLen, batch);
   }
 }
 

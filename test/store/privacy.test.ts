@@ -14,7 +14,8 @@ import type { MessageDsn } from '../../src/store/messages.js';
 import { createList, upsertContacts, findContact, deleteContact, deleteList } from '../../src/store/contacts.js';
 import { createCampaign } from '../../src/store/campaigns.js';
 import { pushCampaignChunk } from '../../src/queue/campaign.js';
-import { appendEvent } from '../../src/store/events.js';
+import { appendEvent, appendEventBatch, packEvent } from '../../src/store/events.js';
+import { createEventBatch } from '../../src/tracking/event-batch.js';
 import { addSuppression, normaliseForSuppression, suppressionsOf, suppressionOf } from '../../src/store/suppression.js';
 import { messageFor } from '../../src/store/recipients.js';
 import { unsubscribe, unsubscribeTarget } from '../../src/tracking/unsubscribe.js';
@@ -24,7 +25,7 @@ import { recordOutcome, storeFeedback } from '../../src/feedback/raw-store.js';
 import { recordSoftBounce } from '../../src/store/soft-bounces.js';
 import { createWebhook } from '../../src/store/webhooks.js';
 import { addressDigest } from '../../src/store/address-digest.js';
-import { campaignsSentToList, eraseAddress, exportAddress, keepCopiesFindable, ERASED_ADDRESS, OUTBOX_PAGE, UNPROCESSED_PAGE } from '../../src/store/privacy.js';
+import { campaignsSentToList, eraseAddress, exportAddress, keepCopiesFindable, ERASED_ADDRESS, EVENTS_GUARD_MS, OUTBOX_PAGE, UNPROCESSED_PAGE } from '../../src/store/privacy.js';
 import { encodeSpecRecord } from '../../src/render/spec-record.js';
 import { parseSpec } from '../../src/render/compose.js';
 import type { MessageSpec } from '../../src/render/protocol.js';
@@ -633,6 +634,62 @@ test("an unsubscribe after the message's record and its reference are gone is fo
   assert.is(report.events, 1, 'the unsubscribe');
   assert.not.ok(JSON.stringify(await client.xrange(keys.events(), '-', '+')).includes(old), 'no event names the old copy');
   assert.is((await suppressionOf(client, keys, ACCOUNT, ADDRESS))?.reason, 'unsubscribe', 'still suppressed by digest');
+});
+
+test('an event decided before the erasure and appended after its walk is dropped: held clicks checked for erased marks just before it', async () => {
+  await populate();
+  const opts = { eventsMaxLen: 1000, recordTtlMs: 60_000, refsTtlMs: 3_600_000, ref: 'sha256:test' };
+  // The tracking batch's client is the real one, but its stream append waits for a whole erasure
+  // first: the held clicks passed their erased-mark check (erasedOf), then the erasure walked the
+  // stream, then they come. The race the recorder thread can lose when it is descheduled there.
+  let erasures = 0;
+  const racing = new Proxy(client, {
+    get(target, prop) {
+      if (prop === 'appendEvents') {
+        return async (...args: Parameters<RedisClient['appendEvents']>) => {
+          if (erasures++ === 0) await eraseAddress(client, keys, ADDRESS, SCOPE, opts);
+          return target.appendEvents(...args);
+        };
+      }
+      const v = Reflect.get(target, prop, target) as unknown;
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+  const batch = createEventBatch({ redis: racing, keys, logger: createLogger('silent'), metrics: undefined }, {
+    maxPending: 100, modeOf: () => 'full', verifyOpen: () => null, clickHoldMs: 20,
+  });
+  const click = (msgId: string, idx: number) => batch.event(
+    { kind: 'c', account: ACCOUNT, msgId, idx, link: 0, issuedAt: Math.floor(NOW / 1000) - 3600 },
+    { now: Date.now(), mode: 'full', first: true, machine: null, userAgent: 'Mail', ip: '192.0.2.1' },
+  );
+  click('m-delivered', 0); // Ann's
+  click('m-deferred', 1); // Bob's
+  await batch.idle();
+  assert.is(erasures, 1, 'the erasure ran between the check and the append');
+  const clicks = (await client.xrange(keys.events(), '-', '+')).map(([, f]) => f).filter((f) => f[1] === 'clicked');
+  assert.equal(clicks.map((f) => `${f[f.indexOf('msgId') + 1]}:${f[f.indexOf('idx') + 1]}`), ['m-deferred:1'], "Bob's click is written, Ann's is not");
+
+  // Any later append naming her copies (a delivery outcome, another process's batch) is dropped too,
+  // in order with the others; the set holds pairs only, no address.
+  const n = await appendEventBatch(client, keys, 1000, [
+    packEvent('delivered', { account: ACCOUNT, msgId: 'm-queued', idx: 0 }),
+    packEvent('opened', { account: ACCOUNT, msgId: 'm-deferred', idx: 1 }),
+    packEvent('delivered', { account: ACCOUNT, msgId: 'm-queued', idx: 1 }),
+  ]);
+  assert.is(n, 2);
+  const last = (await client.xrange(keys.events(), '-', '+')).slice(-2).map(([, f]) => `${f[1]} ${f[f.indexOf('msgId') + 1]}:${f[f.indexOf('idx') + 1]}`);
+  assert.equal(last, ['opened m-deferred:1', 'delivered m-queued:1']);
+  const guarded = await client.zrange(keys.eventsErased(), 0, -1);
+  assert.ok(guarded.includes('m-queued:0') && guarded.includes('m-delivered:0'), guarded.join(','));
+  assert.not.ok(guarded.join(' ').toLowerCase().includes('ann'));
+  assert.ok((await client.pttl(keys.eventsErased())) > EVENTS_GUARD_MS - 60_000, 'the set goes by itself an hour after the last erasure');
+
+  // An erasure more than an hour later drops the old pairs from the set as it adds its own.
+  await message('m-later', [OTHER]);
+  await eraseAddress(client, keys, OTHER, SCOPE, { ...opts, now: Date.now() + EVENTS_GUARD_MS + 1000 });
+  const after = await client.zrange(keys.eventsErased(), 0, -1);
+  assert.ok(after.includes('m-later:0'), after.join(','));
+  assert.not.ok(after.includes('m-delivered:0'), after.join(','));
 });
 
 test.run();
