@@ -377,7 +377,8 @@ async function act(
   const { id: eventId, fresh } = await eventOnce(deps, mail, meta.id, idx, () => appendEvent(deps.redis, deps.keys, type, fields, opts.eventsMaxLen));
   if (fresh) m?.event?.(type);
   if (suppression) {
-    await addSuppression(deps.redis, deps.keys, suppression.list, address, { reason: suppression.reason, at: now, evidence: { event: eventId, ...suppression.evidence } });
+    // No id: the copy is being erased (store/privacy.ts), which keeps the suppression as a digest only.
+    if (eventId !== '') await addSuppression(deps.redis, deps.keys, suppression.list, address, { reason: suppression.reason, at: now, evidence: { event: eventId, ...suppression.evidence } });
     m?.suppressed?.(suppression.list === GLOBAL_LIST ? 'global' : 'account', suppression.reason);
   }
   // A complaint or hard bounce of a copy counts once, however many reports of it arrive.
@@ -437,7 +438,7 @@ async function unsubscribe(deps: FeedbackDeps, opts: ProcessOptions, mail: Feedb
     opts.eventsMaxLen,
   ));
   if (fresh) deps.metrics?.event?.('unsubscribed');
-  await addSuppression(deps.redis, deps.keys, meta.account, address, { reason: 'unsubscribe', at: now, evidence: { event: eventId, ...evidence } });
+  if (eventId !== '') await addSuppression(deps.redis, deps.keys, meta.account, address, { reason: 'unsubscribe', at: now, evidence: { event: eventId, ...evidence } });
   deps.metrics?.suppressed?.('account', 'unsubscribe');
   deps.logger.info({ msgId: meta.id, feedbackId: mail.id, idx }, 'unsubscribed by mail');
   return { msgId: meta.id, idx, verdict: 'unsubscribe', reason: 'unsubscribe', status: '', suppressed: meta.account, eventId };

@@ -6,6 +6,8 @@ declare module 'ioredis' {
   interface RedisCommander<Context> {
     /** src/queue/lua/appendEvents-2.lua */
     appendEvents(events: string, erased: string, maxLen: number, entries: string): Result<number, Context>;
+    /** The same, answering each entry's id ('' for one dropped as erased). */
+    appendEvents(events: string, erased: string, maxLen: number, entries: string, ids: '1'): Result<string[], Context>;
   }
 }
 
@@ -34,6 +36,9 @@ export type EventType = (typeof EVENT_TYPES)[number];
 /**
  * XADD with `MAXLEN ~ maxLen`: the approximate trim lets Redis drop whole radix-tree nodes, which is
  * O(1) amortised, where an exact trim would cut inside nodes on every append. Returns the entry id.
+ * An event about one copy (msgId and idx: an unsubscribe, a bounce, a complaint) goes through
+ * appendEvents-2.lua instead, which drops it while the copy is being erased, or was lately: the id
+ * is then ''.
  */
 export async function appendEvent(
   redis: RedisClient,
@@ -42,6 +47,10 @@ export async function appendEvent(
   fields: Readonly<Record<string, string | number>>,
   maxLen: number,
 ): Promise<string> {
+  if (fields['msgId'] !== undefined && fields['idx'] !== undefined) {
+    const [id] = await redis.appendEvents(keys.events(), keys.eventsErased(), maxLen, packBatch([packEvent(type, fields)]), '1');
+    return id ?? '';
+  }
   const id = await redis.xadd(keys.events(), 'MAXLEN', '~', maxLen, '*', ...eventArgs(type, fields));
   return id as string;
 }

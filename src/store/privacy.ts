@@ -64,10 +64,10 @@ declare module 'ioredis' {
  * (that copy's delivery outcome, an open or click decided before the marks went, a held click) are
  * dropped by the stream's script for an hour (keys.eventsErased, appendEvents-2.lua; the copies are
  * added before the walk, so an event is either walked or dropped), and the tracking scripts write
- * none after that (the erased marks). Two single appends are not guarded (store/events.ts
- * appendEvent): an unsubscribe (page or mail) or a bounce being processed at that very moment can
- * still leave its event (run erase again to remove it). A webhook batch being POSTed at that moment
- * may be put back by a failed attempt the same way.
+ * none after that (the erased marks). An unsubscribe (page or mail) or feedback mail being processed
+ * at that very moment may still write the address to a suppression list before its event is dropped
+ * (run erase again to turn it into a digest). A webhook batch being POSTed at that moment may be put
+ * back by a failed attempt the same way.
  */
 export interface PrivacyScope {
   /** The accounts whose lists, campaigns, suppression lists and webhooks are searched. */

@@ -80,6 +80,7 @@ export async function unsubscribe(
   });
   // Then given the event's id as evidence, as the mailto path and bounces and complaints do
   // (feedback/process.ts): the suppression is written before the event that says so, and names it after.
-  await addSuppression(deps.redis, deps.keys, p.account, target.address, { reason: 'unsubscribe', at: now, evidence: { event: eventId, ...evidence } });
+  // No id: the copy is being erased (store/privacy.ts), which keeps the suppression as a digest only.
+  if (eventId !== '') await addSuppression(deps.redis, deps.keys, p.account, target.address, { reason: 'unsubscribe', at: now, evidence: { event: eventId, ...evidence } });
   return { ok: true, account: p.account, address: target.address, from: target.from, first, eventId };
 }

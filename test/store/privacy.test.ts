@@ -679,6 +679,10 @@ test('an event decided before the erasure and appended after its walk is dropped
   assert.is(n, 2);
   const last = (await client.xrange(keys.events(), '-', '+')).slice(-2).map(([, f]) => `${f[1]} ${f[f.indexOf('msgId') + 1]}:${f[f.indexOf('idx') + 1]}`);
   assert.equal(last, ['opened m-deferred:1', 'delivered m-queued:1']);
+  // A single append about her copy (an unsubscribe, a bounce being processed meanwhile) too: no id.
+  assert.is(await appendEvent(client, keys, 'bounced', { account: ACCOUNT, msgId: 'm-bounced', idx: 0, reason: 'userunknown' }, 1000), '');
+  assert.match(await appendEvent(client, keys, 'bounced', { account: ACCOUNT, msgId: 'm-deferred', idx: 1, reason: 'userunknown' }, 1000), /^\d+-\d+$/);
+  assert.equal((await client.xrange(keys.events(), '-', '+')).filter(([, f]) => f[1] === 'bounced').map(([, f]) => f[f.indexOf('msgId') + 1]), ['m-deferred']);
   const guarded = await client.zrange(keys.eventsErased(), 0, -1);
   assert.ok(guarded.includes('m-queued:0') && guarded.includes('m-delivered:0'), guarded.join(','));
   assert.not.ok(guarded.join(' ').toLowerCase().includes('ann'));

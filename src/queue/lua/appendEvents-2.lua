@@ -9,6 +9,7 @@
                      walks the stream)
   ARGV[1]   maxLen   the stream's approximate length bound
   ARGV[2]   entries  one JSON array of entries, each an array of strings [field, value, field, value, …]
+  ARGV[3]   ids      optional: '1' returns each entry's id ('' for one dropped) instead of the count
 
   One argument for the whole batch: building and writing a command's arguments is most of what a
   batch costs the Node process (microseconds per argument), and cjson decodes the batch in C. Values
@@ -21,11 +22,12 @@
   walk finds it) or dropped here. The set exists only for a while after an erasure; without it the
   check is one EXISTS per call.
 
-  Returns the number of entries appended.
+  Returns the number of entries appended (or their ids, see ARGV[3]).
 ]]
 local entries = cjson.decode(ARGV[2])
 local guarded = redis.call('EXISTS', KEYS[2]) == 1
 local appended = 0
+local ids = ARGV[3] == '1' and {} or nil
 for i = 1, #entries do
   local e = entries[i]
   local keep = true
@@ -38,10 +40,12 @@ for i = 1, #entries do
     end
     if msgId and idx and redis.call('ZSCORE', KEYS[2], msgId .. ':' .. idx) then keep = false end
   end
+  local id = ''
   if keep then
-    redis.call('XADD', KEYS[1], '*', unpack(e))
+    id = redis.call('XADD', KEYS[1], '*', unpack(e))
     appended = appended + 1
   end
+  if ids then ids[i] = id end
 end
 redis.call('XTRIM', KEYS[1], 'MAXLEN', '~', ARGV[1])
-return appended
+return ids or appended
