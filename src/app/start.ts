@@ -429,7 +429,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       const server = await startTrackingServer(
         {
           redis: redis.client, keys, codec, logger: logger.child({ role: 'tracking' }),
-          metrics: { requests: metrics.trackingRequests, events: metrics.trackingEvents, duration: metrics.trackingDuration, connectionsRefused: metrics.trackingConnectionsRefused },
+          metrics: { requests: metrics.trackingRequests, events: metrics.trackingEvents, duration: metrics.trackingDuration, connectionsRefused: metrics.trackingConnectionsRefused, pixelsHeld: metrics.trackingPixelsHeld },
           settings: trackingSettingsOf(config.accounts),
           connect: redis.connectOptions,
           eventsMaxLen: config.retention.eventsMaxLen,

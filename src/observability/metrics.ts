@@ -128,6 +128,11 @@ export function createMetrics() {
       name: 'sluice_tracking_request_duration_seconds', help: 'Tracking request latency by endpoint', labelNames: ['endpoint'] as const,
       buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1], registers: [registry],
     }),
+    trackingPixelsHeld: new Counter({
+      name: 'sluice_tracking_pixels_held_total',
+      help: 'Open pixels whose answer was held back (up to 250 ms) because the opens waiting to be written passed half their bound: the clients slow down instead of their opens being dropped',
+      registers: [registry],
+    }),
     httpConnectionsRefused: new Counter({
       name: 'sluice_http_connections_refused_total',
       help: 'HTTP API connections refused by reason: client_limit (answered 503: too many from one client), server_limit (closed: ingress.http.maxClients open)',

@@ -25,6 +25,8 @@ export interface TrackingMetrics {
   readonly duration: { observe(labels: { endpoint: string }, seconds: number): void };
   /** sluice_tracking_connections_refused_total{reason}: client_limit, server_limit */
   readonly connectionsRefused?: { inc(labels: { reason: 'client_limit' | 'server_limit' }): void };
+  /** sluice_tracking_pixels_held_total: pixel answers held back while the recorder is behind (server.ts). */
+  readonly pixelsHeld?: { inc(): void };
 }
 
 export interface TrackingDeps {

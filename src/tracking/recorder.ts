@@ -31,6 +31,8 @@ export interface Recorder extends Omit<EventBatch, 'releaseHeld'> {
 
 export interface RecorderOptions {
   readonly maxPending: number;
+  /** Called whenever the thread reports a flush (pending went down). */
+  readonly onFlushed?: () => void;
   readonly metrics: TrackingMetrics | undefined;
   readonly logger: { warn(obj: object, msg: string): void; error(obj: object, msg: string): void };
 }
@@ -45,6 +47,8 @@ const WORKER_ENTRY = `${WORKER_URL.endsWith('.ts') ? "import('tsx/esm/api').then
   .then(() => import(${JSON.stringify(WORKER_URL)}))
   .catch((err) => process.nextTick(() => { throw err; }));`;
 const RESTART_DELAY_MS = 1_000;
+/** Dropped events are logged at most once a second, with how many since the last line. */
+const SHED_LOG_INTERVAL_MS = 1_000;
 /** close(): how long the thread gets to write what it holds before it is stopped. */
 const CLOSE_GRACE_MS = 10_000;
 /** Young generation of the thread's heap: its garbage is short-lived batches (see render/pool.ts). */
@@ -96,6 +100,7 @@ export function startRecorder(start: RecorderInit, opts: RecorderOptions): Recor
       for (const [endpoint, result, n] of m.requests) opts.metrics?.requests.inc({ endpoint, result }, n);
       for (const [type, cls, n] of m.events) opts.metrics?.events.inc({ type, class: cls }, n);
       settle();
+      opts.onFlushed?.();
     });
     w.on('error', (err) => opts.logger.error({ err }, 'tracking recorder thread failed'));
     w.on('exit', (code) => {
@@ -117,11 +122,20 @@ export function startRecorder(start: RecorderInit, opts: RecorderOptions): Recor
     return w;
   };
 
+  /** Drops since the last warning: one line a second at most, however many are dropped (a flood of them would take the CPU the writes need). */
+  let shed = 0;
+  let shedLoggedAt = 0;
   const take = (endpoint: 'open' | 'click'): boolean => {
     if (worker === null && !closing) worker = spawn();
     if (queued + sent >= opts.maxPending) {
       opts.metrics?.requests.inc({ endpoint, result: 'shed' });
-      opts.logger.warn({ pending: queued + sent }, 'tracking event dropped: too many writes waiting');
+      shed++;
+      const t = Date.now();
+      if (t - shedLoggedAt >= SHED_LOG_INTERVAL_MS) {
+        opts.logger.warn({ pending: queued + sent, dropped: shed }, 'tracking events dropped: too many writes waiting');
+        shed = 0;
+        shedLoggedAt = t;
+      }
       return false;
     }
     queued++;

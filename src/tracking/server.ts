@@ -26,7 +26,8 @@ import { limitHttpConnections, serviceUnavailable, type HttpConnectionLimits } f
  *   GET  /healthz /readyz
  *
  * Tokens are verified without Redis; a bad token writes nothing anywhere. Events recorded after the
- * answer are bounded in number (maxPendingRecords), so a slow Redis sheds events instead of memory.
+ * answer are bounded in number (maxPendingRecords), so a slow Redis sheds events instead of memory;
+ * past half the bound a pixel's answer waits (PIXEL_HOLD_MS), which slows keep-alive clients first.
  */
 export interface TrackingServerOptions extends HttpConnectionLimits {
   readonly host: string;
@@ -38,8 +39,16 @@ export interface TrackingServerOptions extends HttpConnectionLimits {
   readonly publicBaseUrl: string;
   /** Take the client address from the last X-Forwarded-For hop (only behind a proxy you run). */
   readonly trustProxy?: boolean;
-  /** Events written after their answer that may be in flight at once; beyond, new ones are dropped. */
+  /**
+   * Events written after their answer that may be in flight at once; beyond, new ones are dropped.
+   * Past half of it, pixel answers are held back (see pixelHoldMs).
+   */
   readonly maxPendingRecords?: number;
+  /**
+   * While more than half of maxPendingRecords wait to be written, a pixel's answer waits until they
+   * fall under half, or this long (default PIXEL_HOLD_MS; 0 = never held).
+   */
+  readonly pixelHoldMs?: number;
   /** Nice value of the recorder thread (default RECORDER_NICE; see recorder-worker.ts). */
   readonly recorderNice?: number;
   /** How long a person's first click on a link is held before it is written (default CLICK_HOLD_MS, event-batch.ts). */
@@ -71,6 +80,15 @@ export const PIXEL_GIF = Buffer.from('R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAA
 export const RECORDER_NICE = 10;
 /** 10,000 events × ~1 KB of closures and buffers: ~10 MB at most waiting on a slow Redis. */
 const MAX_PENDING_RECORDS = 10_000;
+/**
+ * How long a pixel's answer may be held while the recorder is behind. Image proxies (Gmail's, Apple's)
+ * and browsers fetch over keep-alive connections, one request at a time on each: an answer held is a
+ * request not yet sent, so the recorder thread gets the CPU and Redis the time to catch up, where
+ * answering at full speed would have the bound reached and opens dropped (bench/tracking.ts, in a
+ * minute when the host had ~half its speed: 19 % of the opens). A quarter of a second is nothing to
+ * an image in a mail, and bounds what a stuck Redis costs every client.
+ */
+const PIXEL_HOLD_MS = 250;
 /** Tracking URLs are under 200 bytes and browsers send 1–2 KB of headers; 8 KiB leaves room for cookies of a shared domain. */
 const MAX_HEADER_BYTES = 8 * 1024;
 /** A one-click body is 26 bytes; a multipart one a few hundred. */
@@ -88,6 +106,8 @@ const TOO_MANY_CONNECTIONS = serviceUnavailable('Too many connections from your 
 
 /** An open's request result, counted when its batch verifies the token. */
 const COUNTED_LATER = '';
+/** The same, its answer held back: its duration is observed when it is sent. */
+const HELD = 'held';
 
 const TOKEN_RE = /^[A-Za-z0-9_-]{1,256}$/;
 const TEXT = 'text/plain; charset=utf-8';
@@ -124,9 +144,44 @@ export async function startTrackingServer(given: TrackingDeps, opts: TrackingSer
       nice: opts.recorderNice ?? RECORDER_NICE,
       clickHoldMs: opts.clickHoldMs ?? CLICK_HOLD_MS,
     },
-    { maxPending, metrics: deps.metrics, logger: log },
+    { maxPending, metrics: deps.metrics, logger: log, onFlushed: () => releaseAnswers(false) },
   );
   const idle = (): Promise<void> => recorder.idle();
+
+  // ── pixel answers held while the recorder is behind (PIXEL_HOLD_MS) ─────────────────────────────
+  const holdAbove = Math.max(1, Math.floor(maxPending / 2));
+  const pixelHoldMs = opts.pixelHoldMs ?? PIXEL_HOLD_MS;
+  /** Oldest first; `started` is the request's performance.now(). */
+  let held: { res: ServerResponse; started: number }[] = [];
+  let holdTimer: NodeJS.Timeout | null = null;
+
+  const answerPixel = (res: ServerResponse): void => {
+    res.writeHead(200, pixelHeaders);
+    res.end(res.req.method === 'HEAD' ? undefined : PIXEL_GIF);
+  };
+
+  /** Sends the held answers: all of them once the recorder is under the mark (or `all`), else those held long enough. */
+  const releaseAnswers = (all: boolean): void => {
+    if (held.length === 0) return;
+    const t = performance.now();
+    let n = held.length;
+    if (!all && recorder.pending >= holdAbove) {
+      n = 0;
+      while (n < held.length && t - (held[n] as { started: number }).started >= pixelHoldMs) n++;
+      if (n === 0) return;
+    }
+    const out = n === held.length ? held : held.slice(0, n);
+    held = n === held.length ? [] : held.slice(n);
+    for (const h of out) {
+      // A client that went away meanwhile gets nothing; its open is recorded all the same.
+      if (!h.res.destroyed) answerPixel(h.res);
+      deps.metrics?.duration.observe({ endpoint: 'open' }, (t - h.started) / 1000);
+    }
+    if (held.length === 0 && holdTimer) {
+      clearInterval(holdTimer);
+      holdTimer = null;
+    }
+  };
 
   // Read from the raw header list: req.headers would build an object of every header, per pixel.
   const clientOf = (req: IncomingMessage): TrackingRequest => {
@@ -160,13 +215,19 @@ export async function startTrackingServer(given: TrackingDeps, opts: TrackingSer
    * answer needs nothing from the token, so all of its work (HMAC, decoding, classification, marks)
    * happens in the batch; the request result ('ok' or 'invalid') is counted there too.
    */
-  const open = (req: IncomingMessage, res: ServerResponse, token: string): string => {
-    res.writeHead(200, pixelHeaders);
-    res.end(req.method === 'HEAD' ? undefined : PIXEL_GIF);
-    if (!TOKEN_RE.test(token)) return 'invalid';
+  const open = (req: IncomingMessage, res: ServerResponse, token: string, started: number): string => {
+    // Over the mark, the answer of a request that is recorded waits (PIXEL_HOLD_MS); else it goes first.
+    const wellFormed = TOKEN_RE.test(token);
+    const hold = wellFormed && pixelHoldMs > 0 && !closing && recorder.pending >= holdAbove;
+    if (!hold) answerPixel(res);
+    if (!wellFormed) return 'invalid';
     const client = clientOf(req);
     recorder.open({ token, at: now(), method: client.method, userAgent: client.userAgent, ip: client.ip });
-    return COUNTED_LATER;
+    if (!hold) return COUNTED_LATER;
+    held.push({ res, started });
+    deps.metrics?.pixelsHeld?.inc();
+    holdTimer ??= setInterval(() => releaseAnswers(false), Math.max(5, Math.floor(pixelHoldMs / 5)));
+    return HELD;
   };
 
   const click = async (req: IncomingMessage, res: ServerResponse, token: string): Promise<string> => {
@@ -269,7 +330,8 @@ export async function startTrackingServer(given: TrackingDeps, opts: TrackingSer
       if (url.startsWith('/o/') && (req.method === 'GET' || req.method === 'HEAD')) {
         const path = url.split('?')[0] as string;
         if (path.endsWith('.gif')) {
-          const result = open(req, res, path.slice('/o/'.length, -'.gif'.length));
+          const result = open(req, res, path.slice('/o/'.length, -'.gif'.length), started);
+          if (result === HELD) return;
           if (result !== COUNTED_LATER) deps.metrics?.requests.inc({ endpoint: 'open', result });
           deps.metrics?.duration.observe({ endpoint: 'open' }, (performance.now() - started) / 1000);
           return;
@@ -324,6 +386,7 @@ export async function startTrackingServer(given: TrackingDeps, opts: TrackingSer
     },
     async close() {
       closing = true;
+      releaseAnswers(true);
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       server.closeIdleConnections();
       const cut = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);

@@ -133,6 +133,69 @@ test('close() returns once the recorder thread has written every answered open',
   assert.is(stats['opens_unique_human'], '2', 'two recipients, one first open each');
 });
 
+/** Metrics that count held pixels and request results (the other tracking metrics are ignored). */
+function holdCounter(): { metrics: TrackingMetrics; seen: { held: number; results: Record<string, number> } } {
+  const seen = { held: 0, results: {} as Record<string, number> };
+  const metrics: TrackingMetrics = {
+    requests: { inc: (l, n = 1) => void (seen.results[`${l.endpoint}:${l.result}`] = (seen.results[`${l.endpoint}:${l.result}`] ?? 0) + n) },
+    events: { inc: () => undefined },
+    duration: { observe: () => undefined },
+    pixelsHeld: { inc: () => void seen.held++ },
+  };
+  return { metrics, seen };
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+test('while the recorder is behind (over half its bound waiting), pixel answers wait until it catches up; nothing is dropped', async () => {
+  const { metrics, seen } = holdCounter();
+  const f = await fixture({ server: { maxPendingRecords: 40, pixelHoldMs: 60_000 }, metrics });
+  const pixel = (i: number) => get(f.base + tokenPath('o', f.token('o', { idx: i % 2 })), { headers: { 'user-agent': BROWSER } });
+  try {
+    await pixel(0); // the recorder thread is started and connected
+    await f.server.idle();
+    // Redis takes no write: the recorder's flush waits, and what it was given stays pending.
+    await client.call('CLIENT', 'PAUSE', '60000', 'WRITE');
+    const early = await Promise.all(Array.from({ length: 20 }, (_, i) => pixel(i)));
+    assert.ok(early.every((r) => r.status === 200 && r.body.equals(PIXEL_GIF)), 'under half the bound: answered at once');
+    let answered = 0;
+    const late = Array.from({ length: 10 }, (_, i) => pixel(i).then((r) => (answered++, r)));
+    await sleep(300);
+    assert.is(answered, 0, 'over half the bound: held while nothing can be written');
+    assert.is(seen.held, 10);
+    await client.call('CLIENT', 'UNPAUSE');
+    const res = await Promise.all(late);
+    assert.ok(res.every((r) => r.status === 200 && r.body.equals(PIXEL_GIF)), 'answered once the recorder caught up');
+    assert.is((await f.events()).length, 31, 'every open written');
+    assert.is(seen.results['open:shed'], undefined, 'none dropped');
+    assert.is(seen.results['open:ok'], 31);
+  } finally {
+    await client.call('CLIENT', 'UNPAUSE');
+    await f.close();
+  }
+});
+
+test('a held pixel is answered after pixelHoldMs even while Redis takes nothing; past the bound opens are dropped and counted, the pixel still answers', async () => {
+  const { metrics, seen } = holdCounter();
+  const f = await fixture({ server: { maxPendingRecords: 10, pixelHoldMs: 100 }, metrics });
+  const pixel = (i: number) => get(f.base + tokenPath('o', f.token('o', { idx: i % 2 })), { headers: { 'user-agent': BROWSER } });
+  try {
+    await pixel(0);
+    await f.server.idle();
+    await client.call('CLIENT', 'PAUSE', '60000', 'WRITE');
+    // 5 at once, then 10 held (each answered after 100 ms, Redis still paused): 5 recorded, 5 dropped.
+    const res = await Promise.all(Array.from({ length: 15 }, (_, i) => pixel(i)));
+    assert.ok(res.every((r) => r.status === 200 && r.body.equals(PIXEL_GIF)), 'every pixel answered while Redis is paused');
+    assert.is(seen.held, 10, 'held: every request over half the bound, the dropped ones too');
+    assert.is(seen.results['open:shed'], 5, 'over the bound: dropped, counted');
+    await client.call('CLIENT', 'UNPAUSE');
+    assert.is((await f.events()).length, 11, 'the warm-up and the ten within the bound');
+  } finally {
+    await client.call('CLIENT', 'UNPAUSE');
+    await f.close();
+  }
+});
+
 /** Nice values of this process's threads (Linux: field 19 of /proc/self/task/<tid>/stat). */
 function threadNices(): number[] {
   return readdirSync('/proc/self/task').map((tid) => {
