@@ -53,15 +53,21 @@ export async function runDkim(argv: string[], io: Io): Promise<number> {
   writeKey(out, pair.privateKey, args.values.force === true);
 
   const record = dnsRecord(pair.publicKey, type);
-  const chunks = record.match(new RegExp(`.{1,${TXT_STRING_MAX}}`, 'g')) ?? [record];
   println(io.out, `private key written to ${out}`);
   println(io.out, '');
   println(io.out, 'Publish this DNS TXT record:');
-  println(io.out, `${selector}._domainkey.${domain}. IN TXT ${chunks.map((c) => `"${c}"`).join(' ')}`);
+  println(io.out, zoneTxtLine(`${selector}._domainkey.${domain}`, record));
+  println(io.out, `(then \`sluice domain check --domain ${domain}\` checks what receivers find)`);
   println(io.out, '');
   println(io.out, `Add to the account's domain '${domain}' in the config:`);
   println(io.out, `  dkim:\n    - { selector: ${selector}, algorithm: ${type}, keyFile: ${JSON.stringify(out)} }`);
   return 0;
+}
+
+/** A TXT record as a zone file line: the value in quoted strings of at most 255 characters. */
+export function zoneTxtLine(name: string, value: string): string {
+  const chunks = value.match(new RegExp(`.{1,${TXT_STRING_MAX}}`, 'g')) ?? [value];
+  return `${name}. IN TXT ${chunks.map((c) => `"${c}"`).join(' ')}`;
 }
 
 /**

@@ -2,6 +2,7 @@ import { SluiceError } from '../core/errors.js';
 import { UsageError, println, type Io } from './args.js';
 import { runStart } from './start.js';
 import { runDkim } from './dkim.js';
+import { runDomain } from './domain.js';
 import { runSend } from './send.js';
 import { runQueue } from './queue.js';
 import { runSecret } from './secret.js';
@@ -31,6 +32,7 @@ Commands:
   queue hold       stop delivery to destinations or a provider's rule, the mail kept (defer_transports)
   queue release    end holds; queue holds lists them
   dkim keygen      generate a DKIM key and print the DNS TXT record to publish
+  domain check     what receivers find in DNS: each account domain's DKIM keys and DMARC, the bounce domain's MX and SPF
   secret hash      hash an API key or SMTP password for the config (scrypt)
   bounce classify  classify bounce / complaint mail files (JSON lines)
   bounce list      feedback mail the MX stored and did not act on (and mail to postmaster); show one
@@ -62,6 +64,8 @@ export async function main(argv: string[], io: Io = { out: process.stdout, err: 
         return await runSend(rest, io);
       case 'queue':
         return await runQueue(rest, io);
+      case 'domain':
+        return await runDomain(rest, io);
       case 'dkim':
         return await runDkim(rest, io);
       case 'secret':

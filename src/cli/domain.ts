@@ -1,0 +1,79 @@
+import { AccountRegistry } from '../accounts/registry.js';
+import { checkDomains, createDnsLookup, type CheckStatus, type DomainReport } from '../app/domain-check.js';
+import { normaliseDomain } from '../core/address.js';
+import { loadConfig } from '../config/load.js';
+import { zoneTxtLine } from './dkim.js';
+import { accountOption, parse, println, subcommand, UsageError, type Io } from './args.js';
+
+const USAGE = `Usage: sluice domain check [--account ID] [--domain D] [--json] [--config FILE]
+
+Asks DNS what receivers will find about the domains Sluice sends for, and says what is missing or
+wrong before mail goes out:
+  each account domain  DKIM: every configured key published at <selector>._domainkey.<domain>, and
+                       this key (not an old one), of its type, not revoked, usable for mail
+                       DMARC: a record at _dmarc.<domain> (or a parent's), with a valid policy
+  the bounce domain    MX: it resolves, so receivers take MAIL FROM of it and bounces come back
+                       SPF: one v=spf1 record (not evaluated against the sending addresses)
+Resolvers: delivery.dns.servers (else the system's). Nothing is written anywhere.
+
+  --account ID  only this account's domains (the bounce domain is checked too)
+  --domain D    only this sending domain
+  --json        one JSON object: {domains: [{domain, kind, account, checks: [{check, name, status, detail, …}]}], failed, warnings}
+Exit code 1 when a check fails (mail would fail authentication or be refused), else 0 (warnings too).`;
+
+const MARK: Record<CheckStatus, string> = { ok: 'ok  ', warn: 'WARN', fail: 'FAIL' };
+
+export async function runDomain(argv: string[], io: Io): Promise<number> {
+  const args = parse({
+    name: 'domain', usage: USAGE, allowPositionals: true,
+    options: { config: { type: 'string', short: 'c' }, account: { type: 'string' }, domain: { type: 'string' }, json: { type: 'boolean' } },
+  }, argv);
+  if (args.values.help) {
+    println(io.out, USAGE);
+    return 0;
+  }
+  subcommand('domain', args.positionals, ['check']);
+  const account = accountOption(args.values.account);
+  let only: string | undefined;
+  if (args.values.domain !== undefined) {
+    only = normaliseDomain(args.values.domain) ?? undefined;
+    if (!only) throw new UsageError(`--domain '${args.values.domain}' is not a valid domain name`);
+  }
+  const cfg = loadConfig({ file: args.values.config, env: io.env });
+  if (account !== undefined && !cfg.accounts.some((a) => a.id === account)) throw new UsageError(`no account '${account}' in the configuration`);
+  // The key files as start-up reads them (a missing or wrong one stops here, named).
+  const keys = new AccountRegistry(cfg.accounts).readDkimKeys();
+  const domains = cfg.accounts
+    .filter((a) => account === undefined || a.id === account)
+    .flatMap((a) => a.domains.map((d) => ({ account: a.id, domain: d.domain.toLowerCase() })))
+    .filter((d) => only === undefined || d.domain === only)
+    .map((d) => ({ ...d, keys: keys.filter((k) => k.domain.toLowerCase() === d.domain) }));
+  if (only !== undefined && domains.length === 0) throw new UsageError(`no account${account ? ` '${account}'` : ''} sends for '${only}' in the configuration`);
+
+  const dns = createDnsLookup(cfg.delivery.dns.servers, cfg.delivery.dns.timeout);
+  const reports = await checkDomains(dns, { domains, bounceDomains: only === undefined ? [cfg.delivery.bounceDomain.toLowerCase()] : [] });
+  // A domain without a key sends unsigned: its mail fails DMARC (the envelope sender is the bounce domain).
+  const withUnsigned: DomainReport[] = reports.map((r) =>
+    r.kind === 'sending' && !r.checks.some((c) => c.check === 'dkim')
+      ? { ...r, checks: [{ check: 'dkim', name: `_domainkey.${r.domain}`, status: 'fail', detail: 'no DKIM key configured: its mail goes unsigned and fails DMARC (the envelope sender is the bounce domain); `sluice dkim keygen`' }, ...r.checks] }
+      : r,
+  );
+  const all = withUnsigned.flatMap((r) => r.checks);
+  const failed = all.filter((c) => c.status === 'fail').length;
+  const warnings = all.filter((c) => c.status === 'warn').length;
+  if (args.values.json) {
+    println(io.out, JSON.stringify({ domains: withUnsigned, failed, warnings }));
+  } else {
+    for (const r of withUnsigned) {
+      println(io.out, r.kind === 'sending' ? `${r.domain} (account ${r.account})` : `${r.domain} (bounce domain: the envelope sender of every message)`);
+      for (const c of r.checks) {
+        const what = c.check === 'dkim' && c.selector ? `dkim ${c.selector} ${c.algorithm}` : c.check;
+        println(io.out, `  ${MARK[c.status]}  ${what.padEnd(24)} ${c.detail}`);
+        if (c.status !== 'ok' && c.found && c.found.length > 0) for (const f of c.found) println(io.out, `        found at ${c.name}: ${f}`);
+        if (c.status === 'fail' && c.expected) println(io.out, `        publish: ${zoneTxtLine(c.name, c.expected)}`);
+      }
+    }
+    println(io.out, `${failed} failed, ${warnings} warning${warnings === 1 ? '' : 's'}`);
+  }
+  return failed > 0 ? 1 : 0;
+}
