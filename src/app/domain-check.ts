@@ -1,6 +1,8 @@
 import { Resolver } from 'node:dns/promises';
 import { dnsRecord } from '../render/dkim.js';
 import type { DkimKeyMaterial } from '../render/protocol.js';
+import { isIP } from 'node:net';
+import { evaluateSpf, MAX_SPF_LOOKUPS, type Answer, type SpfDns } from './spf.js';
 
 /**
  * What receivers will find in DNS about the domains Sluice sends for (`sluice domain check`): the
@@ -18,7 +20,8 @@ import type { DkimKeyMaterial } from '../render/protocol.js';
  *                           domain that does not resolve, and bounces and complaints come back
  *                           through its MX. Missing or null MX is a failure; A/AAAA only, a warning
  *                    SPF    the envelope sender's SPF: one v=spf1 record (two are a permerror for
- *                           every message); none is a warning. Not evaluated against addresses.
+ *                           every message), within receivers' limits (spf.ts); none is a warning.
+ *                           Each known sending address evaluated: fail fails, softfail/neutral warn.
  *
  * Failures make mail fail authentication or be refused; warnings cost deliverability. Nothing here
  * writes anything: it only asks DNS (delivery.dns.servers, else the system's resolvers).
@@ -34,6 +37,8 @@ export interface DomainCheck {
   /** DKIM: the key checked. */
   readonly selector?: string;
   readonly algorithm?: string;
+  /** SPF: the sending address evaluated. */
+  readonly address?: string;
   /** The records found there, as published (TXT strings joined). */
   readonly found?: readonly string[];
   /** DKIM: the record to publish for this key. */
@@ -48,10 +53,9 @@ export interface DomainReport {
   readonly checks: readonly DomainCheck[];
 }
 
-/** A DNS answer: the records, or why there are none. */
-export type Answer<T> = { readonly ok: true; readonly records: readonly T[] } | { readonly ok: false; readonly why: 'nxdomain' | 'nodata' | 'error'; readonly message: string };
+export type { Answer };
 
-export interface DnsLookup {
+export interface DnsLookup extends SpfDns {
   /** TXT records, each one's strings joined (RFC 6376 §3.6.2.2, RFC 7208 §3.3). */
   txt(name: string): Promise<Answer<string>>;
   mx(name: string): Promise<Answer<{ exchange: string; priority: number }>>;
@@ -78,6 +82,7 @@ export function createDnsLookup(servers: readonly string[], timeoutMs: number): 
   return {
     txt: (name) => ask(async () => (await resolver.resolveTxt(name)).map((chunks) => chunks.join(''))),
     mx: (name) => ask(() => resolver.resolveMx(name)),
+    ips: (name, family) => ask(() => (family === 4 ? resolver.resolve4(name) : resolver.resolve6(name))),
     addresses: async (name) => {
       const [a, aaaa] = await Promise.all([ask(() => resolver.resolve4(name)), ask(() => resolver.resolve6(name))]);
       if (a.ok || aaaa.ok) return { ok: true, records: [...(a.ok ? a.records : []), ...(aaaa.ok ? aaaa.records : [])] };
@@ -214,24 +219,49 @@ export async function checkBounceMx(dns: DnsLookup, domain: string): Promise<Dom
   return { check: 'mx', name: domain, status: 'fail', detail: 'no MX and no address: receivers refuse MAIL FROM of a domain that does not resolve, and bounces cannot come back' };
 }
 
-export async function checkSpf(dns: DnsLookup, domain: string): Promise<DomainCheck> {
+/** An address no host sends from (TEST-NET-1, RFC 5737): evaluated for it, the whole record is walked, so its errors and lookups show. */
+const PROBE_IP = '192.0.2.1';
+
+/**
+ * The envelope sender domain's SPF: its record (one; a permerror for any address, such as more than
+ * 10 DNS-querying terms, fails), then, for each address Sluice sends from that is known, whether
+ * receivers would find it allowed (evaluateSpf, as for MAIL FROM <b-…@domain>).
+ */
+export async function checkSpf(dns: DnsLookup, domain: string, addresses: readonly string[]): Promise<DomainCheck[]> {
   const answer = await dns.txt(domain);
-  if (!answer.ok && answer.why === 'error') return { check: 'spf', name: domain, status: 'warn', detail: `the lookup failed (${answer.message})` };
+  if (!answer.ok && answer.why === 'error') return [{ check: 'spf', name: domain, status: 'warn', detail: `the lookup failed (${answer.message})` }];
   const found = answer.ok ? answer.records : [];
   // RFC 7208 §4.5: "v=spf1" followed by a space or the end, case-insensitively.
   const spf = found.filter((r) => /^v=spf1(\s|$)/i.test(r));
+  const sample = addresses.length > 0 ? addresses.join(', ') : '<sending addresses>';
   if (spf.length === 0) {
-    return { check: 'spf', name: domain, ...(found.length > 0 ? { found } : {}), status: 'warn', detail: `no SPF record: receivers find SPF "none" for MAIL FROM <…@${domain}>; publish "v=spf1 ip4:<sending addresses> -all"` };
+    return [{ check: 'spf', name: domain, ...(found.length > 0 ? { found } : {}), status: 'warn', detail: `no SPF record: receivers find SPF "none" for MAIL FROM <…@${domain}>; publish "v=spf1 ip4:${sample} -all"` }];
   }
-  if (spf.length > 1) return { check: 'spf', name: domain, found, status: 'fail', detail: `${spf.length} SPF records: every message's SPF is a permerror (RFC 7208 §4.5); merge them into one` };
-  return { check: 'spf', name: domain, found, status: 'ok', detail: 'one SPF record (not evaluated: check that it names every address Sluice sends from)' };
+  if (spf.length > 1) return [{ check: 'spf', name: domain, found, status: 'fail', detail: `${spf.length} SPF records: every message's SPF is a permerror (RFC 7208 §4.5); merge them into one` }];
+  const sender = `postmaster@${domain}`;
+  const probe = await evaluateSpf(dns, PROBE_IP, sender);
+  if (probe.result === 'permerror') return [{ check: 'spf', name: domain, found, status: 'fail', detail: `the record is a permerror for every message: ${probe.reason}` }];
+  const record: DomainCheck = probe.result === 'temperror'
+    ? { check: 'spf', name: domain, found, status: 'warn', detail: `a lookup it needs failed: ${probe.reason}` }
+    : probe.ptr
+      ? { check: 'spf', name: domain, found, status: 'warn', detail: `one SPF record, ${probe.lookups} of ${MAX_SPF_LOOKUPS} DNS-querying terms; it uses ptr, which is deprecated and slow (RFC 7208 §5.5; not evaluated here)` }
+      : { check: 'spf', name: domain, found, status: 'ok', detail: `one SPF record, ${probe.lookups} of ${MAX_SPF_LOOKUPS} DNS-querying terms${addresses.length === 0 ? ' (not evaluated for the sending addresses: none is configured; give --ip ADDRESS, the address receivers see)' : ''}` };
+  const perAddress = await Promise.all(addresses.map(async (ip): Promise<DomainCheck> => {
+    const r = await evaluateSpf(dns, ip, sender);
+    const status: CheckStatus = r.result === 'pass' ? 'ok' : r.result === 'fail' || r.result === 'permerror' ? 'fail' : 'warn';
+    const fix = r.result === 'pass' ? '' : `; add ${isIP(ip) === 6 ? 'ip6' : 'ip4'}:${ip} to the record`;
+    return { check: 'spf', name: domain, address: ip, status, detail: `${ip}: ${r.result} (${r.reason})${fix}` };
+  }));
+  return [record, ...perAddress];
 }
 
 export interface DomainCheckInput {
   /** Account domains with their keys (accounts/registry.ts readDkimKeys), and which account owns each. */
   readonly domains: readonly { readonly account: string; readonly domain: string; readonly keys: readonly DkimKeyMaterial[] }[];
-  /** delivery.bounceDomain and feedback.domains, checked as envelope-sender domains. */
+  /** delivery.bounceDomain: the envelope sender's domain. */
   readonly bounceDomains: readonly string[];
+  /** Addresses Sluice sends from (public source addresses of the configuration, --ip): SPF is evaluated for each. */
+  readonly addresses: readonly string[];
 }
 
 /** Every check, sending domains first, in the configuration's order. */
@@ -240,6 +270,6 @@ export async function checkDomains(dns: DnsLookup, input: DomainCheckInput): Pro
     const checks = await Promise.all([...d.keys.map((k) => checkDkimKey(dns, k)), checkDmarc(dns, d.domain)]);
     return { domain: d.domain, kind: 'sending', account: d.account, checks };
   });
-  const bounce = input.bounceDomains.map(async (domain): Promise<DomainReport> => ({ domain, kind: 'bounce', checks: await Promise.all([checkBounceMx(dns, domain), checkSpf(dns, domain)]) }));
+  const bounce = input.bounceDomains.map(async (domain): Promise<DomainReport> => ({ domain, kind: 'bounce', checks: [await checkBounceMx(dns, domain), ...(await checkSpf(dns, domain, input.addresses))] }));
   return Promise.all([...sending, ...bounce]);
 }

@@ -1,11 +1,13 @@
 import { AccountRegistry } from '../accounts/registry.js';
 import { checkDomains, createDnsLookup, type CheckStatus, type DomainReport } from '../app/domain-check.js';
+import { isIP } from 'node:net';
 import { normaliseDomain } from '../core/address.js';
+import { isPublicAddress } from '../core/public-address.js';
 import { loadConfig } from '../config/load.js';
 import { zoneTxtLine } from './dkim.js';
 import { accountOption, parse, println, subcommand, UsageError, type Io } from './args.js';
 
-const USAGE = `Usage: sluice domain check [--account ID] [--domain D] [--json] [--config FILE]
+const USAGE = `Usage: sluice domain check [--account ID] [--domain D] [--ip ADDRESS …] [--json] [--config FILE]
 
 Asks DNS what receivers will find about the domains Sluice sends for, and says what is missing or
 wrong before mail goes out:
@@ -13,11 +15,15 @@ wrong before mail goes out:
                        this key (not an old one), of its type, not revoked, usable for mail
                        DMARC: a record at _dmarc.<domain> (or a parent's), with a valid policy
   the bounce domain    MX: it resolves, so receivers take MAIL FROM of it and bounces come back
-                       SPF: one v=spf1 record (not evaluated against the sending addresses)
+                       SPF: one v=spf1 record within receivers' limits (10 DNS-querying terms),
+                       and evaluated for each address Sluice sends from: the public source
+                       addresses of the configuration (delivery.bindAddress(6), shaping rules'),
+                       and --ip
 Resolvers: delivery.dns.servers (else the system's). Nothing is written anywhere.
 
   --account ID  only this account's domains (the bounce domain is checked too)
   --domain D    only this sending domain
+  --ip ADDRESS  an address receivers see this host's mail come from (behind NAT, the public one); repeat for more
   --json        one JSON object: {domains: [{domain, kind, account, checks: [{check, name, status, detail, …}]}], failed, warnings}
 Exit code 1 when a check fails (mail would fail authentication or be refused), else 0 (warnings too).`;
 
@@ -26,7 +32,7 @@ const MARK: Record<CheckStatus, string> = { ok: 'ok  ', warn: 'WARN', fail: 'FAI
 export async function runDomain(argv: string[], io: Io): Promise<number> {
   const args = parse({
     name: 'domain', usage: USAGE, allowPositionals: true,
-    options: { config: { type: 'string', short: 'c' }, account: { type: 'string' }, domain: { type: 'string' }, json: { type: 'boolean' } },
+    options: { config: { type: 'string', short: 'c' }, account: { type: 'string' }, domain: { type: 'string' }, ip: { type: 'string', multiple: true }, json: { type: 'boolean' } },
   }, argv);
   if (args.values.help) {
     println(io.out, USAGE);
@@ -50,8 +56,14 @@ export async function runDomain(argv: string[], io: Io): Promise<number> {
     .map((d) => ({ ...d, keys: keys.filter((k) => k.domain.toLowerCase() === d.domain) }));
   if (only !== undefined && domains.length === 0) throw new UsageError(`no account${account ? ` '${account}'` : ''} sends for '${only}' in the configuration`);
 
+  for (const ip of args.values.ip ?? []) if (isIP(ip) === 0) throw new UsageError(`--ip '${ip}' is not an IP address`);
+  // The addresses receivers see: --ip, and the configured source addresses that are public (a
+  // private one is translated on its way out, and its SPF verdict would say nothing).
+  const configured = [cfg.delivery.bindAddress, cfg.delivery.bindAddress6, ...cfg.shaping.rules.flatMap((r) => [r.bindAddress, r.bindAddress6])];
+  const addresses = [...new Set([...(args.values.ip ?? []), ...configured.filter((a): a is string => typeof a === 'string' && isPublicAddress(a))])];
+
   const dns = createDnsLookup(cfg.delivery.dns.servers, cfg.delivery.dns.timeout);
-  const reports = await checkDomains(dns, { domains, bounceDomains: only === undefined ? [cfg.delivery.bounceDomain.toLowerCase()] : [] });
+  const reports = await checkDomains(dns, { domains, bounceDomains: only === undefined ? [cfg.delivery.bounceDomain.toLowerCase()] : [], addresses });
   // A domain without a key sends unsigned: its mail fails DMARC (the envelope sender is the bounce domain).
   const withUnsigned: DomainReport[] = reports.map((r) =>
     r.kind === 'sending' && !r.checks.some((c) => c.check === 'dkim')
@@ -67,9 +79,9 @@ export async function runDomain(argv: string[], io: Io): Promise<number> {
     for (const r of withUnsigned) {
       println(io.out, r.kind === 'sending' ? `${r.domain} (account ${r.account})` : `${r.domain} (bounce domain: the envelope sender of every message)`);
       for (const c of r.checks) {
-        const what = c.check === 'dkim' && c.selector ? `dkim ${c.selector} ${c.algorithm}` : c.check;
+        const what = c.check === 'dkim' && c.selector ? `dkim ${c.selector} ${c.algorithm}` : c.address ? `${c.check} ${c.address}` : c.check;
         println(io.out, `  ${MARK[c.status]}  ${what.padEnd(24)} ${c.detail}`);
-        if (c.status !== 'ok' && c.found && c.found.length > 0) for (const f of c.found) println(io.out, `        found at ${c.name}: ${f}`);
+        if (c.status !== 'ok' && c.address === undefined && c.found && c.found.length > 0) for (const f of c.found) println(io.out, `        found at ${c.name}: ${f}`);
         if (c.status === 'fail' && c.expected) println(io.out, `        publish: ${zoneTxtLine(c.name, c.expected)}`);
       }
     }

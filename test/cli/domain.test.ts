@@ -24,7 +24,7 @@ let apiHash: string;
 const printed: Record<string, string> = {};
 const pem = (name: string): string => readFileSync(join(dir, `${name}.pem`), 'utf8');
 
-interface Check { check: string; name: string; status: string; detail: string; selector?: string; found?: string[]; expected?: string }
+interface Check { check: string; name: string; status: string; detail: string; selector?: string; address?: string; found?: string[]; expected?: string }
 interface Report { domain: string; kind: string; account?: string; checks: Check[] }
 
 test.before(async () => {
@@ -166,6 +166,35 @@ test('bounce domains: null MX, two SPF records, no such domain fail; an address 
   const aOnly = await bounce('aonly.test');
   assert.equal(statuses(aOnly), ['mx warn', 'spf warn']);
   assert.equal(aOnly?.checks[0]?.found, ['192.0.2.30']);
+});
+
+test("SPF is evaluated for --ip and the configuration's public source addresses; a record over receivers' lookup limit fails", async () => {
+  const file = join(dir, 'addresses.yaml');
+  writeFileSync(file, YAML.stringify({
+    // 10.0.0.5 is translated on its way out: not evaluated. 1.2.3.4 is not in the record.
+    delivery: { bounceDomain: 'bounce.test', bindAddress: '10.0.0.5', dns: { servers: [dns.server], timeout: '3s' } },
+    shaping: { rules: [{ name: 'partner', match: { domains: ['partner.test'], mx: [] }, bindAddress: '1.2.3.4' }] },
+    accounts: [{ id: 'acme', domains: [{ domain: 'good.test', dkim: keys(['s1', 'rsa', 'rsa']) }], apiKeys: [apiHash], smtpUsers: [], dailyQuota: null, rateLimit: { perSecond: null, perMinute: null, perHour: null } }],
+  }));
+  const r = await check(file, '--ip', '192.0.2.25');
+  assert.is(r.code, 1);
+  const spfChecks = r.reports[1]?.checks.filter((c) => c.check === 'spf') ?? [];
+  assert.equal(spfChecks.map((c) => `${c.address ?? 'record'} ${c.status}`), ['record ok', '192.0.2.25 ok', '1.2.3.4 fail']);
+  assert.match(spfChecks[0]?.detail ?? '', '0 of 10 DNS-querying terms');
+  assert.match(spfChecks[2]?.detail ?? '', '1.2.3.4: fail (-all at bounce.test); add ip4:1.2.3.4 to the record');
+  assert.is((await sluice(['domain', 'check', '--config', file, '--ip', 'nope'])).code, 2);
+
+  dns.set('bounce.test', { MX: [{ preference: 10, exchange: 'mx1.bounce.test' }], TXT: [`v=spf1 ${Array.from({ length: 11 }, (_, i) => `include:p${i}.bounce.test`).join(' ')} -all`] });
+  for (let i = 0; i < 11; i++) dns.set(`p${i}.bounce.test`, { TXT: [`v=spf1 ip4:198.51.100.${i} -all`] });
+  try {
+    const over = await check(configFile('over.yaml', [{ domain: 'good.test', dkim: keys(['s1', 'rsa', 'rsa']) }]));
+    assert.is(over.code, 1);
+    const [spf] = over.reports[1]?.checks.filter((c) => c.check === 'spf') ?? [];
+    assert.is(spf?.status, 'fail');
+    assert.match(spf?.detail ?? '', 'more than 10 DNS-querying terms');
+  } finally {
+    dns.set('bounce.test', { MX: [{ preference: 20, exchange: 'mx2.bounce.test' }, { preference: 10, exchange: 'mx1.bounce.test' }], TXT: ['v=spf1 ip4:192.0.2.25 -all', 'other=1'] });
+  }
 });
 
 test('--account and --domain narrow the check; an unknown one is a usage error', async () => {
