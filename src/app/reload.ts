@@ -131,15 +131,49 @@ function accountChanges(before: Config['accounts'], after: Config['accounts']): 
   };
 }
 
-/** A configuration without what a reload applies: what is left differs only after a restart. */
-function restartOnly(c: Config): Record<string, unknown> {
-  const { accounts: _a, operators: _o, shaping: _s, delivery, tracking, ingress, feedback, log, ...rest } = c;
-  const { level: _l, ...otherLog } = log;
-  const { transport: _t, ...otherDelivery } = delivery;
-  const { keys: _k, signWith: _w, ...otherTracking } = tracking;
-  const { tlsKey: _ik, tlsCert: _ic, ...otherSmtp } = ingress.smtp;
-  const { tlsKey: _fk, tlsCert: _fc, ...otherFeedback } = feedback;
-  return { ...rest, delivery: otherDelivery, tracking: otherTracking, ingress: { ...ingress, smtp: otherSmtp }, feedback: otherFeedback, log: otherLog };
+/**
+ * The keys a reload applies, as paths: what is compared to name the changes that need a restart
+ * (everything but these) and what the configuration in force takes from the new one (these), from one
+ * list. Each is applied in #apply; a key added here without that is a bug.
+ */
+export const RELOADABLE = [
+  'accounts', 'operators', 'shaping', 'delivery.transport', 'tracking.keys', 'tracking.signWith',
+  'ingress.smtp.tlsKey', 'ingress.smtp.tlsCert', 'feedback.tlsKey', 'feedback.tlsCert', 'log.level',
+] as const;
+type ReloadablePath = (typeof RELOADABLE)[number];
+type Tree = Record<string, unknown>;
+
+/** `config` without the reloadable keys: what is left differs only after a restart. */
+export function restartOnly(config: Config): Tree {
+  const out: Tree = { ...config };
+  for (const path of RELOADABLE) {
+    const keys = path.split('.');
+    let node = out;
+    for (const k of keys.slice(0, -1)) node = node[k] = { ...(node[k] as Tree) };
+    delete node[keys[keys.length - 1] as string];
+  }
+  return out;
+}
+
+/** `base` with the values at `paths` taken from `from`; every object copied on the way is frozen, as the configuration is. */
+function withValuesOf(base: Config, from: Config, paths: readonly ReloadablePath[]): Config {
+  const out: Tree = { ...base };
+  const copies: Tree[] = [out];
+  for (const path of paths) {
+    const keys = path.split('.');
+    let node = out;
+    let source = from as unknown as Tree;
+    for (const k of keys.slice(0, -1)) {
+      // A level copied once for all the paths under it.
+      if (!copies.includes(node[k] as Tree)) copies.push((node[k] = { ...(node[k] as Tree) }));
+      node = node[k] as Tree;
+      source = source[k] as Tree;
+    }
+    const last = keys[keys.length - 1] as string;
+    node[last] = source[last];
+  }
+  for (const c of copies) Object.freeze(c);
+  return out as unknown as Config;
 }
 
 export class ConfigReloader {
@@ -266,14 +300,9 @@ export class ConfigReloader {
     if (shapingChanged) p.delivery?.setShaping(shaping);
     if (transportChanged) p.delivery?.setTransport(next.delivery.transport);
     p.tracking?.updateSettings(trackingSettingsOf(next.accounts));
-    this.#inForce = Object.freeze({
-      ...before, accounts: next.accounts, operators: next.operators, shaping,
-      ingress: Object.freeze({ ...before.ingress, smtp: Object.freeze({ ...before.ingress.smtp, tlsKey: next.ingress.smtp.tlsKey, tlsCert: next.ingress.smtp.tlsCert }) }),
-      feedback: Object.freeze({ ...before.feedback, tlsKey: next.feedback.tlsKey, tlsCert: next.feedback.tlsCert }),
-      log: Object.freeze({ ...before.log, level: next.log.level }),
-      delivery: Object.freeze({ ...before.delivery, transport: next.delivery.transport }),
-      tracking: tokens ? Object.freeze({ ...before.tracking, keys: next.tracking.keys, signWith: next.tracking.signWith }) : before.tracking,
-    });
+    // What stayed as it was: shaping whose largest maxAge grew, token keys going none ↔ some (named in restartNeeded).
+    const kept = new Set<ReloadablePath>([...(shaping === next.shaping ? [] : ['shaping' as const]), ...(tokens ? [] : ['tracking.keys' as const, 'tracking.signWith' as const])]);
+    this.#inForce = withValuesOf(before, next, RELOADABLE.filter((path) => !kept.has(path)));
     return {
       accounts: accountChanges(before.accounts, next.accounts),
       operatorsChanged: !isDeepStrictEqual(before.operators, next.operators),
