@@ -42,6 +42,9 @@ test.before(async () => {
     's1._domainkey.good.test': { TXT: [printed['rsa'] as string] },
     'e1._domainkey.good.test': { TXT: [printed['ed'] as string] },
     '_dmarc.good.test': { TXT: ['v=DMARC1; p=reject; rua=mailto:d@good.test'] },
+    // cname.test: its key delegated by CNAME to a zone the operator runs (as providers ask customers to).
+    's1._domainkey.cname.test': { CNAME: 's1.keys.sluice-operator.test' },
+    's1.keys.sluice-operator.test': { TXT: [printed['rsa'] as string] },
     // bad.test: s1 not published, e1 another key; no DMARC anywhere.
     'e1._domainkey.bad.test': { TXT: [printed['ed2'] as string] },
     // news.org.test: s1 revoked, e1 with the RSA key type; DMARC from org.test's sp=.
@@ -103,6 +106,11 @@ test('keys published as `dkim keygen` printed them, a DMARC policy, a bounce dom
   assert.is(text.code, 0);
   assert.match(text.out, /^good\.test \(account acme\)\n {2}ok {4}dkim s1 rsa/m);
   assert.match(text.out, '0 failed, 0 warnings\n');
+});
+
+test('a key published through a CNAME (delegated to the operator) is found as receivers find it', async () => {
+  const r = await check(configFile('cname.yaml', [{ domain: 'cname.test', dkim: keys(['s1', 'rsa', 'rsa']) }]));
+  assert.equal(statuses(r.reports[0]), ['dkim s1 ok', 'dmarc warn']);
 });
 
 test('a key not published, another key, a revoked key and a wrong k=: each fails with what to publish; exit 1', async () => {
