@@ -84,8 +84,9 @@ export class AccountTable {
    * algorithm, so a wrong file fails at start-up (or refuses a reload) with its name rather than at
    * the first send. Synchronous: it runs before any role serves traffic, or once per reload.
    */
-  readDkimKeys(): DkimKeyMaterial[] {
-    return this.dkim.map((ref) => {
+  readDkimKeys(domains?: ReadonlySet<string>): DkimKeyMaterial[] {
+    const refs = domains === undefined ? this.dkim : this.dkim.filter((ref) => domains.has(ref.domain));
+    return refs.map((ref) => {
       const where = `${ref.keyFile} (${ref.selector}._domainkey.${ref.domain})`;
       let pem: string;
       try {
@@ -190,8 +191,8 @@ export class AccountRegistry {
     return d !== undefined && this.byId.get(accountId)?.account.domains.has(d) === true;
   }
 
-  /** The DKIM keys of the accounts in force, read from their files (AccountTable.readDkimKeys). */
-  readDkimKeys(): DkimKeyMaterial[] {
-    return this.#table.readDkimKeys();
+  /** The DKIM keys of the accounts in force (of those domains only, when given), read from their files (AccountTable.readDkimKeys). */
+  readDkimKeys(domains?: ReadonlySet<string>): DkimKeyMaterial[] {
+    return this.#table.readDkimKeys(domains);
   }
 }

@@ -1,8 +1,7 @@
 import { AccountRegistry } from '../accounts/registry.js';
-import { checkDomains, createDnsLookup, type CheckStatus, type DomainReport } from '../app/domain-check.js';
+import { checkDomains, createDnsLookup, publicSourceAddresses, tally, type CheckStatus } from '../accounts/domain-check.js';
 import { isIP } from 'node:net';
 import { normaliseDomain } from '../core/address.js';
-import { isPublicAddress } from '../core/public-address.js';
 import { loadConfig } from '../config/load.js';
 import { zoneTxtLine } from './dkim.js';
 import { accountOption, parse, println, subcommand, UsageError, type Io } from './args.js';
@@ -46,37 +45,29 @@ export async function runDomain(argv: string[], io: Io): Promise<number> {
     if (!only) throw new UsageError(`--domain '${args.values.domain}' is not a valid domain name`);
   }
   const cfg = loadConfig({ file: args.values.config, env: io.env });
-  if (account !== undefined && !cfg.accounts.some((a) => a.id === account)) throw new UsageError(`no account '${account}' in the configuration`);
-  // The key files as start-up reads them (a missing or wrong one stops here, named).
-  const keys = new AccountRegistry(cfg.accounts).readDkimKeys();
-  const domains = cfg.accounts
+  const registry = new AccountRegistry(cfg.accounts);
+  if (account !== undefined && !registry.get(account)) throw new UsageError(`no account '${account}' in the configuration`);
+  const domains = registry.list()
     .filter((a) => account === undefined || a.id === account)
-    .flatMap((a) => a.domains.map((d) => ({ account: a.id, domain: d.domain.toLowerCase() })))
-    .filter((d) => only === undefined || d.domain === only)
-    .map((d) => ({ ...d, keys: keys.filter((k) => k.domain.toLowerCase() === d.domain) }));
+    .flatMap((a) => [...a.domains].map((domain) => ({ account: a.id, domain })))
+    .filter((d) => only === undefined || d.domain === only);
   if (only !== undefined && domains.length === 0) throw new UsageError(`no account${account ? ` '${account}'` : ''} sends for '${only}' in the configuration`);
-
+  // The key files as start-up reads them (a missing or wrong one stops here, named).
+  const keys = registry.readDkimKeys(new Set(domains.map((d) => d.domain)));
   for (const ip of args.values.ip ?? []) if (isIP(ip) === 0) throw new UsageError(`--ip '${ip}' is not an IP address`);
-  // The addresses receivers see: --ip, and the configured source addresses that are public (a
-  // private one is translated on its way out, and its SPF verdict would say nothing).
-  const configured = [cfg.delivery.bindAddress, cfg.delivery.bindAddress6, ...cfg.shaping.rules.flatMap((r) => [r.bindAddress, r.bindAddress6])];
-  const addresses = [...new Set([...(args.values.ip ?? []), ...configured.filter((a): a is string => typeof a === 'string' && isPublicAddress(a))])];
+  const addresses = [...new Set([...(args.values.ip ?? []), ...publicSourceAddresses(cfg.delivery, cfg.shaping.rules)])];
 
   const dns = createDnsLookup(cfg.delivery.dns.servers, cfg.delivery.dns.timeout);
-  const reports = await checkDomains(dns, { domains, bounceDomains: only === undefined ? [cfg.delivery.bounceDomain.toLowerCase()] : [], addresses });
-  // A domain without a key sends unsigned: its mail fails DMARC (the envelope sender is the bounce domain).
-  const withUnsigned: DomainReport[] = reports.map((r) =>
-    r.kind === 'sending' && !r.checks.some((c) => c.check === 'dkim')
-      ? { ...r, checks: [{ check: 'dkim', name: `_domainkey.${r.domain}`, status: 'fail', detail: 'no DKIM key configured: its mail goes unsigned and fails DMARC (the envelope sender is the bounce domain); `sluice dkim keygen`' }, ...r.checks] }
-      : r,
-  );
-  const all = withUnsigned.flatMap((r) => r.checks);
-  const failed = all.filter((c) => c.status === 'fail').length;
-  const warnings = all.filter((c) => c.status === 'warn').length;
+  const reports = await checkDomains(dns, {
+    domains: domains.map((d) => ({ ...d, keys: keys.filter((k) => k.domain === d.domain) })),
+    bounceDomains: only === undefined ? [cfg.delivery.bounceDomain.toLowerCase()] : [],
+    addresses,
+  });
+  const { failed, warnings } = tally(reports.flatMap((r) => r.checks));
   if (args.values.json) {
-    println(io.out, JSON.stringify({ domains: withUnsigned, failed, warnings }));
+    println(io.out, JSON.stringify({ domains: reports, failed, warnings }));
   } else {
-    for (const r of withUnsigned) {
+    for (const r of reports) {
       println(io.out, r.kind === 'sending' ? `${r.domain} (account ${r.account})` : `${r.domain} (bounce domain: the envelope sender of every message)`);
       for (const c of r.checks) {
         const what = c.check === 'dkim' && c.selector ? `dkim ${c.selector} ${c.algorithm}` : c.address ? `${c.check} ${c.address}` : c.check;

@@ -24,6 +24,8 @@ import { campaignRoute } from './campaign-routes.js';
 import { listRoute } from './list-routes.js';
 import { matchAdminRoute } from './admin-routes.js';
 import { matchPrivacyRoute } from './privacy-routes.js';
+import { createDomainRoutes } from './domain-routes.js';
+import { createDnsLookup, publicSourceAddresses } from '../accounts/domain-check.js';
 import { JSON_TYPE, methodNotAllowed, splitUrl, type RouteAnswer } from './http-route.js';
 import { addressRef, appendAudit } from '../store/audit.js';
 import { OperatorRegistry } from '../accounts/operators.js';
@@ -81,7 +83,7 @@ export interface HttpApi {
 const MAX_HEADER_BYTES = 16 * 1024;
 const STATUS_PATH = /^\/v1\/messages\/([^/]+)$/;
 
-type Route = 'send' | 'batch' | 'status' | 'suppressions' | 'sender' | 'webhooks' | 'campaigns' | 'lists' | 'admin' | 'recipients' | 'other';
+type Route = 'send' | 'batch' | 'status' | 'suppressions' | 'sender' | 'webhooks' | 'campaigns' | 'lists' | 'admin' | 'recipients' | 'domains' | 'other';
 
 /** The changes a closed account may still make besides DELETE: stopping its campaigns. */
 const STOPS_SENDING = /^\/v1\/campaigns\/[^/]+\/(?:pause|cancel)$/;
@@ -373,6 +375,11 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
    * The request hooks an account-scoped route module takes. authenticate() remembers the account it
    * resolved (the caller's, or the one an operator named), for the audit entry of the route's change.
    */
+  // GET /v1/domains: DNS as receivers see it, through delivery's resolvers, results kept a minute.
+  const domainRoutes = createDomainRoutes();
+  const domainDns = createDnsLookup(deps.config.delivery.dns.servers, deps.config.delivery.dns.timeout);
+  const sourceAddresses = publicSourceAddresses(deps.config.delivery, deps.config.shaping.rules);
+
   function scoped(req: IncomingMessage) {
     let accountId = '';
     return {
@@ -630,6 +637,11 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
       return routed(req, own.name, account.id, r);
     }
     const ctx = scoped(req);
+    const domain = await domainRoutes.route(method, path, {
+      authenticate: ctx.authenticate, readDkimKeys: (domains) => deps.registry.readDkimKeys(domains),
+      dns: domainDns, bounceDomain: deps.config.delivery.bounceDomain, addresses: sourceAddresses, now: deps.now,
+    });
+    if (domain) return routed(req, 'domains', ctx.accountId(), domain);
     const webhook = await webhookRoute(method, path, req.headers, {
       redis: deps.redis, keys: deps.keys, authenticate: ctx.authenticate, readJson: ctx.readJson,
       ...(deps.webhookSecretKey ? { secretKey: deps.webhookSecretKey } : {}),

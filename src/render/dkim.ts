@@ -6,7 +6,7 @@
  * key of the domain (dual signing costs one extra signature, not one extra pass over the body).
  * Per key everything that does not depend on the message (KeyObject, tag prefix) is prepared once.
  */
-import { createHash, createPrivateKey, createPublicKey, sign, type KeyObject } from 'node:crypto';
+import { createHash, createPrivateKey, sign, type KeyObject } from 'node:crypto';
 import { normaliseDomain } from '../core/address.js';
 import { SluiceError } from '../core/errors.js';
 import { toCrlf } from './crlf.js';
@@ -246,22 +246,5 @@ function relaxedBody(body: Buffer): Buffer {
   return out.subarray(0, o);
 }
 
-/**
- * The DNS TXT record to publish at `<selector>._domainkey.<domain>` for a key. Accepts a public key
- * PEM, or a private key PEM (its public half is derived).
- *   rsa:     'v=DKIM1; k=rsa; p=<base64 SubjectPublicKeyInfo DER>'
- *   ed25519: 'v=DKIM1; k=ed25519; p=<base64 of the 32 raw key bytes>' (RFC 8463 §4.2)
- */
-export function dnsRecord(publicKeyPem: string, algorithm: DkimAlgorithm): string {
-  let spki: Buffer;
-  try {
-    const pub = createPublicKey(publicKeyPem);
-    if (pub.asymmetricKeyType !== algorithm) throw new Error(`key is ${pub.asymmetricKeyType ?? 'unknown'}, not ${algorithm}`);
-    spki = pub.export({ type: 'spki', format: 'der' });
-  } catch (err) {
-    throw keyInvalid(`cannot read the ${algorithm} public key`, err);
-  }
-  // An Ed25519 SubjectPublicKeyInfo is a fixed 12-byte prefix followed by the 32-byte key.
-  const p = algorithm === 'rsa' ? spki : spki.subarray(spki.length - 32);
-  return `v=DKIM1; k=${algorithm}; p=${p.toString('base64')}`;
-}
+/** The DNS TXT record of a key (core/dkim-record.ts), here too for the signer's users. */
+export { dnsRecord } from '../core/dkim-record.js';

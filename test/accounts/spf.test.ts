@@ -1,5 +1,5 @@
 /**
- * app/spf.ts evaluateSpf against a real DNS server on loopback (helpers/dns-stub.ts), each case also
+ * accounts/spf.ts evaluateSpf against a real DNS server on loopback (helpers/dns-stub.ts), each case also
  * evaluated by an independent implementation, mailauth's SPF verifier (npm mailauth 4), through the
  * same server: both must give the expected result. Mechanisms, qualifiers, include and redirect,
  * CIDR lengths, macros, the lookup and void-lookup limits, syntax errors, two records, no record
@@ -9,8 +9,8 @@ import { Resolver } from 'node:dns/promises';
 import { createRequire } from 'node:module';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { createDnsLookup } from '../../src/app/domain-check.js';
-import { evaluateSpf, type SpfResult } from '../../src/app/spf.js';
+import { createDnsLookup } from '../../src/accounts/domain-check.js';
+import { evaluateSpf, type SpfResult } from '../../src/accounts/spf.js';
 import { startDnsStub, type DnsRecord, type DnsStub } from '../helpers/dns-stub.js';
 
 const require = createRequire(import.meta.url);
@@ -18,7 +18,7 @@ const { spf: mailauthSpf } = require('mailauth/lib/spf') as {
   spf(opts: { sender: string; ip: string; helo: string; mta: string; resolver: (name: string, type: string) => Promise<unknown> }): Promise<{ status: { result: string } }>;
 };
 
-const test = suite('app/spf');
+const test = suite('accounts/spf');
 let dns: DnsStub;
 
 const spf = (record: string, more: DnsRecord = {}): DnsRecord => ({ ...more, TXT: [record, ...(more.TXT ?? [])] });

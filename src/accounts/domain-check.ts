@@ -1,7 +1,8 @@
 import { Resolver } from 'node:dns/promises';
-import { dnsRecord } from '../render/dkim.js';
-import type { DkimKeyMaterial } from '../render/protocol.js';
+import { dnsRecord } from '../core/dkim-record.js';
+import type { DkimKeyMaterial } from './registry.js';
 import { isIP } from 'node:net';
+import { isPublicAddress } from '../core/public-address.js';
 import { evaluateSpf, MAX_SPF_LOOKUPS, type Answer, type SpfDns } from './spf.js';
 
 /**
@@ -255,6 +256,28 @@ export async function checkSpf(dns: DnsLookup, domain: string, addresses: readon
   return [record, ...perAddress];
 }
 
+/**
+ * The configured source addresses receivers see, for SPF: delivery.bindAddress(6) and the shaping
+ * rules' that are public (a private one is translated on its way out; its SPF verdict says nothing).
+ */
+export function publicSourceAddresses(delivery: { readonly bindAddress: string | null; readonly bindAddress6: string | null }, rules: readonly { readonly bindAddress?: string | undefined; readonly bindAddress6?: string | undefined }[]): string[] {
+  const all = [delivery.bindAddress, delivery.bindAddress6, ...rules.flatMap((r) => [r.bindAddress, r.bindAddress6])];
+  return [...new Set(all.filter((a): a is string => typeof a === 'string' && isPublicAddress(a)))];
+}
+
+/** A sending domain's own checks: each key's DKIM record (a domain without a key fails), and DMARC. */
+export async function checkSendingDomain(dns: DnsLookup, domain: string, keys: readonly DkimKeyMaterial[]): Promise<DomainCheck[]> {
+  const dkim: DomainCheck[] = keys.length > 0
+    ? await Promise.all(keys.map((k) => checkDkimKey(dns, k)))
+    : [{ check: 'dkim', name: `_domainkey.${domain}`, status: 'fail', detail: 'no DKIM key configured: its mail goes unsigned and fails DMARC (the envelope sender is the bounce domain); `sluice dkim keygen`' }];
+  return [...dkim, await checkDmarc(dns, domain)];
+}
+
+/** The bounce domain's checks: MX, SPF (and SPF for each sending address). */
+export async function checkBounceDomain(dns: DnsLookup, domain: string, addresses: readonly string[]): Promise<DomainCheck[]> {
+  return [await checkBounceMx(dns, domain), ...(await checkSpf(dns, domain, addresses))];
+}
+
 export interface DomainCheckInput {
   /** Account domains with their keys (accounts/registry.ts readDkimKeys), and which account owns each. */
   readonly domains: readonly { readonly account: string; readonly domain: string; readonly keys: readonly DkimKeyMaterial[] }[];
@@ -266,10 +289,12 @@ export interface DomainCheckInput {
 
 /** Every check, sending domains first, in the configuration's order. */
 export async function checkDomains(dns: DnsLookup, input: DomainCheckInput): Promise<DomainReport[]> {
-  const sending = input.domains.map(async (d): Promise<DomainReport> => {
-    const checks = await Promise.all([...d.keys.map((k) => checkDkimKey(dns, k)), checkDmarc(dns, d.domain)]);
-    return { domain: d.domain, kind: 'sending', account: d.account, checks };
-  });
-  const bounce = input.bounceDomains.map(async (domain): Promise<DomainReport> => ({ domain, kind: 'bounce', checks: [await checkBounceMx(dns, domain), ...(await checkSpf(dns, domain, input.addresses))] }));
+  const sending = input.domains.map(async (d): Promise<DomainReport> => ({ domain: d.domain, kind: 'sending', account: d.account, checks: await checkSendingDomain(dns, d.domain, d.keys) }));
+  const bounce = input.bounceDomains.map(async (domain): Promise<DomainReport> => ({ domain, kind: 'bounce', checks: await checkBounceDomain(dns, domain, input.addresses) }));
   return Promise.all([...sending, ...bounce]);
+}
+
+/** Counts of failed and warned checks. */
+export function tally(checks: readonly DomainCheck[]): { failed: number; warnings: number } {
+  return { failed: checks.filter((c) => c.status === 'fail').length, warnings: checks.filter((c) => c.status === 'warn').length };
 }
