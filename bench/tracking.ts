@@ -240,12 +240,14 @@ interface PhaseResult {
   server_cpu_us_per_request: number;
   events_written?: number;
   events_shed?: number;
+  /** Pixel answers held back while the recorder was behind (sluice_tracking_pixels_held_total). */
+  pixels_held?: number;
   /** Commands the server ran (INFO commandstats, scripts counted as one): how well the recorder batches. */
   redis_calls?: number;
 }
 
 /** `settle` runs between warm-up and measurement (and after it): the events of the warm-up are not counted. */
-async function phase(target: Target, redisPid: number, pathsFile: string, script: string, settle?: () => Promise<[number, number, number]>): Promise<PhaseResult> {
+async function phase(target: Target, redisPid: number, pathsFile: string, script: string, settle?: () => Promise<[number, number, number, number]>): Promise<PhaseResult> {
   await wrk(target.port, pathsFile, script, WARMUP_S);
   const before = await settle?.();
   const [s0, r0, m0, t0] = [cpuTimes(target.pid), cpuTimes(redisPid), machineBusySeconds(), threadCpu(target.pid)];
@@ -259,7 +261,7 @@ async function phase(target: Target, redisPid: number, pathsFile: string, script
   const perSec = (x: number) => round(x / secs, 2);
   const after = await settle?.();
   return {
-    ...(before && after ? { events_written: after[0] - before[0], events_shed: after[1] - before[1], redis_calls: after[2] - before[2] } : {}),
+    ...(before && after ? { events_written: after[0] - before[0], events_shed: after[1] - before[1], redis_calls: after[2] - before[2], pixels_held: after[3] - before[3] } : {}),
     rps: Math.round(w.requests / secs),
     p50_ms: round(w.p50_us / 1000, 2),
     p99_ms: round(w.p99_us / 1000, 2),
@@ -331,12 +333,14 @@ async function commandCount(client: RedisClient): Promise<number> {
   return n;
 }
 
-async function shedCount(adminUrl: string | undefined): Promise<number> {
-  if (!adminUrl) return 0;
+/** Events shed, and pixel answers held, so far (the server's /metrics). */
+async function dropCounts(adminUrl: string | undefined): Promise<[shed: number, held: number]> {
+  if (!adminUrl) return [0, 0];
   const text = await request(`${adminUrl}/metrics`).then((r) => r.body.text()).catch(() => '');
   let n = 0;
   for (const m of text.matchAll(/^sluice_tracking_requests_total\{[^}]*result="shed"[^}]*\} (\d+)/gm)) n += Number(m[1]);
-  return n;
+  const held = /^sluice_tracking_pixels_held_total (\d+)/m.exec(text);
+  return [n, held ? Number(held[1]) : 0];
 }
 
 // ── main ────────────────────────────────────────────────────────────────────────────────────────
@@ -382,7 +386,10 @@ async function main(): Promise<void> {
     const measure = async (start: () => Promise<Target>, paths: string, counted: boolean): Promise<PhaseResult> => {
       const t = await start();
       try {
-        const settle = async (): Promise<[number, number, number]> => [await settledEvents(client, keys), await shedCount(t.adminUrl), await commandCount(client)];
+        const settle = async (): Promise<[number, number, number, number]> => {
+          const [shed, held] = await dropCounts(t.adminUrl);
+          return [await settledEvents(client, keys), shed, await commandCount(client), held];
+        };
         return await phase(t, redis.pid, paths, script, counted ? settle : undefined);
       } finally {
         await t.stop();
@@ -454,7 +461,7 @@ async function main(): Promise<void> {
     printTable({ ceiling, opens: opensR, clicks: clicksR });
     console.log(`\nCPU per request, server + Redis + wrk (medians): opens ${report.opens_cpu_us_all_processes} µs, ceiling ${report.ceiling_cpu_us_all_processes} µs`);
     console.log(`opens at ${(share * 100).toFixed(1)} % of the ceiling (median of ${ROUNDS} rounds; target ≥ ${TARGET_SHARE * 100} %), p99 ${opensP99} ms (target < ${TARGET_P99_MS} ms): ${report.target.met ? 'met' : 'MISSED'}`);
-    console.log(`events written: opens ${opensR.events_written}/${opensR.requests} (shed ${opensR.events_shed}), clicks ${clicksR.events_written}/${clicksR.requests} (shed ${clicksR.events_shed})`);
+    console.log(`events written: opens ${opensR.events_written}/${opensR.requests} (shed ${opensR.events_shed}, answers held ${opensR.pixels_held}), clicks ${clicksR.events_written}/${clicksR.requests} (shed ${clicksR.events_shed})`);
     const perCall = (r: PhaseResult): string => (r.redis_calls ? `${r.redis_calls} (${round((r.events_written ?? 0) / r.redis_calls, 1)} events each)` : '-');
     console.log(`Redis commands (a script counts once): opens ${perCall(opensR)}, clicks ${perCall(clicksR)}`);
     console.log(`"others" = CPU used by processes outside this benchmark (other work on the machine); load average before: ${round(load0, 2)}`);
