@@ -45,9 +45,12 @@ export class AccountTable {
   readonly byId = new Map<string, Entry>();
   readonly smtpUsers = new Map<string, { accountId: string; hash: string }>();
   readonly dkim: readonly DkimKeyRef[];
+  /** Sending domain → the domain of its envelope sender, where the config gives one (returnPathsOf). */
+  readonly returnPaths: ReadonlyMap<string, string>;
 
   constructor(accounts: readonly AccountConfig[]) {
     const dkim: DkimKeyRef[] = [];
+    const returnPaths = new Map<string, string>();
     const domainOwner = new Map<string, string>();
     for (const cfg of accounts) {
       if (this.byId.has(cfg.id)) throw new SluiceError('SLUICE_CONFIG_INVALID', `account ${cfg.id} is defined twice`);
@@ -61,6 +64,7 @@ export class AccountTable {
         domainOwner.set(domain, cfg.id);
         domains.add(domain);
         for (const k of d.dkim) dkim.push({ domain, selector: k.selector, algorithm: k.algorithm, keyFile: k.keyFile });
+        if (d.returnPath !== undefined) returnPaths.set(domain, returnPathDomain(cfg.id, domain, d.returnPath));
       }
       for (const h of cfg.apiKeys) {
         if (!parseSecretHash(h)) throw new SluiceError('SLUICE_CONFIG_INVALID', `account ${cfg.id}: an API key hash is malformed`);
@@ -77,6 +81,7 @@ export class AccountTable {
       this.byId.set(cfg.id, { account, apiKeys: cfg.apiKeys });
     }
     this.dkim = dkim;
+    this.returnPaths = returnPaths;
   }
 
   /**
@@ -191,8 +196,46 @@ export class AccountRegistry {
     return d !== undefined && this.byId.get(accountId)?.account.domains.has(d) === true;
   }
 
+  /** The return-path domain of a (normalised) sending domain, when its account gives one. */
+  returnPathOf(domain: string): string | undefined {
+    return this.#table.returnPaths.get(domain);
+  }
+
   /** The DKIM keys of the accounts in force (of those domains only, when given), read from their files (AccountTable.readDkimKeys). */
   readDkimKeys(domains?: ReadonlySet<string>): DkimKeyMaterial[] {
     return this.#table.readDkimKeys(domains);
   }
+}
+
+/** A sending domain's configured return-path domain, normalised; it must be a subdomain of the sending domain. */
+function returnPathDomain(account: string, domain: string, given: string): string {
+  const rp = normaliseDomain(given);
+  if (!rp) throw new SluiceError('SLUICE_CONFIG_INVALID', `account ${account}: returnPath ${JSON.stringify(given)} of ${domain} is not a domain`);
+  // DMARC's relaxed SPF alignment wants the same organisational domain: a subdomain of the sending
+  // domain always is, and is what receivers' and providers' guides ask for.
+  if (!rp.endsWith(`.${domain}`)) throw new SluiceError('SLUICE_CONFIG_INVALID', `account ${account}: returnPath ${rp} of ${domain} must be a subdomain of it (e.g. bounces.${domain})`);
+  return rp;
+}
+
+/**
+ * Sending domain → return-path domain, from the accounts' config (the dispatcher's view; the
+ * registry checked them at start and on each reload).
+ */
+export function returnPathsOf(accounts: readonly AccountConfig[]): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const a of accounts) {
+    for (const d of a.domains) {
+      const domain = normaliseDomain(d.domain);
+      if (domain && d.returnPath !== undefined) out.set(domain, returnPathDomain(a.id, domain, d.returnPath));
+    }
+  }
+  return out;
+}
+
+/**
+ * Every domain the feedback MX takes VERP and unsubscribe mail for: delivery.bounceDomain,
+ * feedback.extraBounceDomains, and the sending domains' return-path domains.
+ */
+export function bounceDomainsOf(config: { readonly delivery: { readonly bounceDomain: string }; readonly feedback: { readonly extraBounceDomains: readonly string[] }; readonly accounts: readonly AccountConfig[] }): string[] {
+  return [...new Set([config.delivery.bounceDomain, ...config.feedback.extraBounceDomains, ...returnPathsOf(config.accounts).values()])];
 }

@@ -2,7 +2,7 @@ import { isDeepStrictEqual } from 'node:util';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import { changedPaths } from '../config/diff.js';
-import { AccountTable, type AccountRegistry, type DkimKeyMaterial } from '../accounts/registry.js';
+import { AccountTable, bounceDomainsOf, type AccountRegistry, type DkimKeyMaterial } from '../accounts/registry.js';
 import { OperatorRegistry } from '../accounts/operators.js';
 import type { WorkerInit } from '../render/protocol.js';
 import { bindAddressesOf, checkBindable } from '../delivery/bind.js';
@@ -83,6 +83,8 @@ export interface ReloadParts {
     setTransport(transport: Config['delivery']['transport']): void;
   } | null;
   readonly tracking: { updateSettings(settings: TrackingSettings): void } | null;
+  /** The feedback MX (role feedback): the bounce domains it takes, return-path domains of accounts included. */
+  readonly feedback?: { setBounceDomains(domains: readonly string[]): void } | null;
   /** The token keys in force (tracking.keys), and what takes new ones; null when none are configured. */
   readonly tokens: { readonly keys: TokenKeys; apply(keys: TokenKeys, codec: TokenCodec): void } | null;
   readonly metrics: Pick<Metrics, 'configReloads' | 'configReloadSuccessful' | 'configLoadedAt'>;
@@ -297,6 +299,8 @@ export class ConfigReloader {
     const logLevel = next.log.level !== before.log.level ? next.log.level : null;
     if (logLevel !== null) p.setLogLevel(logLevel);
     p.delivery?.setAccounts(next.accounts);
+    // delivery.bounceDomain and feedback.extraBounceDomains as started (restart-only), the accounts' return paths as reloaded.
+    p.feedback?.setBounceDomains(bounceDomainsOf({ ...p.config, accounts: next.accounts }));
     if (shapingChanged) p.delivery?.setShaping(shaping);
     if (transportChanged) p.delivery?.setTransport(next.delivery.transport);
     p.tracking?.updateSettings(trackingSettingsOf(next.accounts));

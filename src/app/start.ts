@@ -5,7 +5,7 @@ import { createMetrics, type Metrics } from '../observability/metrics.js';
 import { startAdminServer, type AdminServer } from '../observability/admin-server.js';
 import { createKeys, type Keys } from '../redis/keys.js';
 import { embeddedExitReason, openRedis, type RedisHandle } from './redis.js';
-import { AccountRegistry } from '../accounts/registry.js';
+import { AccountRegistry, bounceDomainsOf } from '../accounts/registry.js';
 import { OperatorRegistry } from '../accounts/operators.js';
 import { ClosedAccounts, holdClosed } from '../store/account-state.js';
 import { RetentionJob } from '../housekeeping/retention.js';
@@ -273,6 +273,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
     let pool: RenderPool | null = null;
     let render: ReloadParts['render'] = null;
     let deliveryReload: ReloadParts['delivery'] = null;
+    let feedbackReload: ReloadParts['feedback'] = null;
     /** The configuration in force (app/reload.ts), for the parts that read it as they go. */
     let reloader: ConfigReloader | null = null;
     const inForce = (): Config => reloader?.config ?? config;
@@ -465,7 +466,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
           },
         },
         {
-          host: f.host, port: f.port, tls: feedbackTls, bounceDomains: [config.delivery.bounceDomain, ...f.extraBounceDomains], fblAddresses: f.fblAddresses,
+          host: f.host, port: f.port, tls: feedbackTls, bounceDomains: bounceDomainsOf(config), fblAddresses: f.fblAddresses,
           maxMessageSize: f.maxMessageSize, maxBufferedBytes: f.maxBuffered, rawRetentionMs: config.retention.rawBounces, recordsRetentionMs: config.retention.records, softBounceLimit: f.softBounceLimit, softBounceWindowMs: f.softBounceWindow,
           eventsMaxLen: config.retention.eventsMaxLen, hostname: config.instance.hostname, socketTimeoutMs: f.socketTimeout,
           maxClients: f.maxClients, maxClientsPerIp: f.maxClientsPerIp, clientLimitExempt: f.clientLimitExempt, maxRecipients: f.maxRecipients, verpKey,
@@ -482,6 +483,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       bufferedNow.push(['feedback', () => mx.bufferedBytes()]);
       stoppers.push({ name: 'feedback-mx', stop: () => mx.close(), listener: true });
       tlsServers.push({ name: 'feedback', tls: feedbackTls, updateTls: (t) => mx.updateTls(t) });
+      feedbackReload = { setBounceDomains: (domains) => mx.setBounceDomains(domains) };
     }
 
     const admin: AdminServer = await startAdminServer({
@@ -513,7 +515,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
         }
       : null;
     const live = new ConfigReloader({
-      config, registry, operators, render, delivery: deliveryReload, tracking, tokens, tlsServers, metrics, logger: log,
+      config, registry, operators, render, delivery: deliveryReload, feedback: feedbackReload, tracking, tokens, tlsServers, metrics, logger: log,
       setLogLevel: (level) => {
         logger.level = level;
       },

@@ -1,4 +1,4 @@
-import { AccountRegistry } from '../accounts/registry.js';
+import { AccountRegistry, returnPathsOf } from '../accounts/registry.js';
 import { checkDomains, createDnsLookup, publicSourceAddresses, tally, type CheckStatus } from '../accounts/domain-check.js';
 import { isIP } from 'node:net';
 import { normaliseDomain } from '../core/address.js';
@@ -13,7 +13,8 @@ wrong before mail goes out:
   each account domain  DKIM: every configured key published at <selector>._domainkey.<domain>, and
                        this key (not an old one), of its type, not revoked, usable for mail
                        DMARC: a record at _dmarc.<domain> (or a parent's), with a valid policy
-  the bounce domain    MX: it resolves, so receivers take MAIL FROM of it and bounces come back
+  envelope domains     delivery.bounceDomain, and a domain's returnPath when it has one:
+                       MX: it resolves, so receivers take MAIL FROM of it and bounces come back
                        SPF: one v=spf1 record within receivers' limits (10 DNS-querying terms),
                        and evaluated for each address Sluice sends from: the public source
                        addresses of the configuration (delivery.bindAddress(6), shaping rules'),
@@ -58,9 +59,18 @@ export async function runDomain(argv: string[], io: Io): Promise<number> {
   const addresses = [...new Set([...(args.values.ip ?? []), ...publicSourceAddresses(cfg.delivery, cfg.shaping.rules)])];
 
   const dns = createDnsLookup(cfg.delivery.dns.servers, cfg.delivery.dns.timeout);
+  // Envelope sender domains: each selected domain's own return path, and delivery.bounceDomain for
+  // the others (all of them when no --domain narrows the check).
+  const returnPaths = returnPathsOf(cfg.accounts);
+  const envelope = new Map<string, string>();
+  for (const d of domains) {
+    const rp = returnPaths.get(d.domain);
+    if (rp !== undefined) envelope.set(rp, `return path of ${d.domain}`);
+  }
+  if (only === undefined || !returnPaths.has(only)) envelope.set(cfg.delivery.bounceDomain.toLowerCase(), 'bounce domain: the envelope sender of mail without a return path of its own');
   const reports = await checkDomains(dns, {
     domains: domains.map((d) => ({ ...d, keys: keys.filter((k) => k.domain === d.domain) })),
-    bounceDomains: only === undefined ? [cfg.delivery.bounceDomain.toLowerCase()] : [],
+    bounceDomains: [...envelope.keys()],
     addresses,
   });
   const { failed, warnings } = tally(reports.flatMap((r) => r.checks));
@@ -68,7 +78,7 @@ export async function runDomain(argv: string[], io: Io): Promise<number> {
     println(io.out, JSON.stringify({ domains: reports, failed, warnings }));
   } else {
     for (const r of reports) {
-      println(io.out, r.kind === 'sending' ? `${r.domain} (account ${r.account})` : `${r.domain} (bounce domain: the envelope sender of every message)`);
+      println(io.out, r.kind === 'sending' ? `${r.domain} (account ${r.account})` : `${r.domain} (${envelope.get(r.domain) ?? 'bounce domain'})`);
       for (const c of r.checks) {
         const what = c.check === 'dkim' && c.selector ? `dkim ${c.selector} ${c.algorithm}` : c.address ? `${c.check} ${c.address}` : c.check;
         println(io.out, `  ${MARK[c.status]}  ${what.padEnd(24)} ${c.detail}`);

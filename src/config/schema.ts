@@ -230,6 +230,12 @@ const account = z
         .object({
           domain: z.string().min(1),
           dkim: z.array(dkimKey),
+          /**
+           * The domain of this domain's mail's envelope sender (its VERP Return-Path) instead of
+           * delivery.bounceDomain: a subdomain of `domain`, so SPF aligns for DMARC too. Its MX must
+           * point at the feedback role, and its SPF name the sending addresses.
+           */
+          returnPath: z.string().min(1).optional(),
         })
         .strict(),
     ),

@@ -16,6 +16,7 @@ import { reapExpired } from '../queue/reap.js';
 import { dueDestinations, reschedule, postpone } from '../queue/schedule.js';
 import { sourceFor } from './bind.js';
 import { hasSendingLimits, takeSending, returnSending, type SendingCounted, type SendingLimits, type SendingTake } from '../accounts/limits.js';
+import { returnPathsOf } from '../accounts/registry.js';
 import { takeTokens, refundTokens, acquireConnection, renewConnection, releaseConnection, type Rate } from '../queue/throttle.js';
 import { recordThrottleSignal, recordSuccess, backoffState, applyBackoff, type BackoffConfig } from '../queue/backoff.js';
 import { resolveShaping, retryDelay, tlsPolicyOf, type EffectiveShaping } from '../queue/shaping.js';
@@ -314,6 +315,8 @@ export class Dispatcher {
   private sendingLimits: ReadonlyMap<string, SendingLimits> = new Map();
   /** accounts[].tracking.mode by account id: each API message's copy is rendered for its recipient. */
   private trackingModes: ReadonlyMap<string, TrackingMode> = new Map();
+  /** Sending domain → its envelope sender's domain, where the account gives one (else delivery.bounceDomain). */
+  private returnPaths: ReadonlyMap<string, string> = new Map();
   private totalWorkers = 0;
   /** Recipients claimed and not yet settled, over all connections of this process. */
   private claimed = 0;
@@ -359,6 +362,7 @@ export class Dispatcher {
 
   setAccounts(accounts: Config['accounts']): void {
     this.trackingModes = new Map(accounts.map((a) => [a.id, a.tracking.mode]));
+    this.returnPaths = returnPathsOf(accounts);
     this.sendingLimits = new Map(accounts.filter(hasSendingLimits).map((a) => [a.id, { id: a.id, dailyQuota: a.dailyQuota, rateLimit: a.rateLimit }]));
   }
 
@@ -1296,7 +1300,8 @@ export class Dispatcher {
         const t0 = performance.now();
         windowTimer ??= setTimeout(giveBack, config.delivery.claimWindow);
         // A notice goes with the null reverse-path (RFC 5321 §4.5.5): nothing may answer it.
-        const from = msg.source === 'dsn' ? '' : verpAddress(entry.msgId, entry.idx, config.delivery.bounceDomain, this.o.verpKey);
+        // The sending domain's own return-path domain, when it has one (SPF then aligns for DMARC).
+        const from = msg.source === 'dsn' ? '' : verpAddress(entry.msgId, entry.idx, (msg.fromDomain ? this.returnPaths.get(msg.fromDomain) : undefined) ?? config.delivery.bounceDomain, this.o.verpKey);
         const outcome = await this.sendCopy(client, from, address, result);
         if (outcome.sessionLost) {
           // No attempt: the session was lost before this transaction got under way. The copy goes

@@ -105,6 +105,8 @@ export interface InboundMx {
   readonly port: number;
   /** A renewed STARTTLS key and certificate (a reload): handshakes from now on use them. */
   updateTls(tls: TlsMaterial): void;
+  /** The domains whose VERP and unsubscribe addresses it takes, from the next RCPT TO on (a reload). */
+  setBounceDomains(domains: readonly string[]): void;
   /** Bytes of mail held in memory now (sluice_buffered_bytes{server="feedback"}); bounded by maxBufferedBytes. */
   bufferedBytes(): number;
   /** Resolves when every accepted mail has been processed (tests, graceful stop). */
@@ -134,11 +136,15 @@ const DEFAULT_SOFT_BOUNCE_WINDOW_MS = 7 * DAY;
 export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions): Promise<InboundMx> {
   const log = deps.logger;
   const now = deps.now ?? Date.now;
-  const bounceDomains = opts.bounceDomains.map((d) => d.trim().toLowerCase().replace(/\.$/, ''));
+  const normalised = (domains: readonly string[]): string[] => domains.map((d) => d.trim().toLowerCase().replace(/\.$/, ''));
   const fblAddresses = opts.fblAddresses.map((a) => a.trim().toLowerCase());
-  const rules = { bounceDomains, fblAddresses, verifyUnsubscribeToken: opts.verifyUnsubscribeToken, verpKey: opts.verpKey };
+  // bounceDomains is replaced by setBounceDomains (a reload that adds an account's return-path domain).
+  const rules = { bounceDomains: normalised(opts.bounceDomains), fblAddresses, verifyUnsubscribeToken: opts.verifyUnsubscribeToken, verpKey: opts.verpKey };
   const processing: ProcessOptions = {
-    ...rules,
+    get bounceDomains() {
+      return rules.bounceDomains;
+    },
+    fblAddresses, verifyUnsubscribeToken: opts.verifyUnsubscribeToken, verpKey: opts.verpKey,
     softBounceLimit: opts.softBounceLimit ?? DEFAULT_SOFT_BOUNCE_LIMIT,
     softBounceWindowMs: opts.softBounceWindowMs ?? DEFAULT_SOFT_BOUNCE_WINDOW_MS,
     eventsMaxLen: opts.eventsMaxLen ?? DEFAULT_EVENTS_MAX_LEN,
@@ -327,7 +333,7 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
   guard.attach(server, log, 'feedback mx connection error');
 
   const port = await listenOn(server.server, opts.port, opts.host, 'feedback');
-  log.info({ host: opts.host, port, bounceDomains, starttls: opts.tls !== undefined }, 'feedback mx listening');
+  log.info({ host: opts.host, port, bounceDomains: rules.bounceDomains, starttls: opts.tls !== undefined }, 'feedback mx listening');
 
   const idle = async () => {
     while (inFlight.size > 0) await Promise.allSettled([...inFlight]);
@@ -337,6 +343,9 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
     port,
     updateTls(next) {
       server.updateSecureContext({ key: next.key, cert: next.cert });
+    },
+    setBounceDomains(domains) {
+      rules.bounceDomains = normalised(domains);
     },
     bufferedBytes: () => buffered.used,
     idle,

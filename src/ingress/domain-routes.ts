@@ -10,11 +10,13 @@ import { decodeSegment, methodNotAllowed, type RouteAnswer } from './http-route.
  * The account's sending domains, and what receivers find about them in DNS (accounts/domain-check.ts,
  * as `sluice domain check` does), so a customer can publish its records and see them take effect:
  *
- *   GET /v1/domains          → 200 { domains: [{ domain, dkim: [{ selector, algorithm, name, record }] }],
- *                              bounceDomain }: the TXT record to publish at `name` for each key
+ *   GET /v1/domains          → 200 { domains: [{ domain, dkim: [{ selector, algorithm, name, record }],
+ *                              returnPath }], bounceDomain }: the TXT record to publish at `name` for
+ *                              each key, and the domain's own envelope sender domain (null: bounceDomain)
  *   GET /v1/domains/:domain  → 200 { domain, checks, bounceDomain: { domain, checks }, failed, warnings,
- *                              checkedAt }: the checks as of checkedAt; 404 for a domain the account
- *                              does not send for (another account's is answered the same)
+ *                              checkedAt }: the checks as of checkedAt, bounceDomain being the domain's
+ *                              return path or delivery's; 404 for a domain the account does not send
+ *                              for (another account's is answered the same)
  *
  * A domain's result is kept CACHE_MS, and so is the bounce domain's (shared by every account): a
  * client polling for its records to appear does not turn into DNS traffic, and concurrent asks share
@@ -28,6 +30,8 @@ export interface DomainRouteDeps {
   readonly dns: DnsLookup;
   /** delivery.bounceDomain. */
   readonly bounceDomain: string;
+  /** A sending domain's own return-path domain (accounts' returnPath), else undefined: it uses bounceDomain. */
+  returnPathOf(domain: string): string | undefined;
   /** Addresses SPF is evaluated for (publicSourceAddresses). */
   readonly addresses: readonly string[];
   readonly now?: (() => number) | undefined;
@@ -72,6 +76,7 @@ export function createDomainRoutes(): DomainRoutes {
         const domains = [...account.domains].map((domain) => ({
           domain,
           dkim: keys.filter((k) => k.domain === domain).map((k) => ({ selector: k.selector, algorithm: k.algorithm, name: `${k.selector}._domainkey.${domain}`, record: dnsRecord(k.privateKeyPem, k.algorithm) })),
+          returnPath: deps.returnPathOf(domain) ?? null,
         }));
         return { status: 200, body: { domains, bounceDomain: deps.bounceDomain } };
       }
@@ -79,12 +84,13 @@ export function createDomainRoutes(): DomainRoutes {
       if (!domain || !account.domains.has(domain)) throw new SluiceError('SLUICE_INGRESS_NOT_FOUND', 'No such domain: the account does not send for it');
       const now = (deps.now ?? Date.now)();
       const own = cached(`d:${domain}`, now, async () => checkSendingDomain(deps.dns, domain, deps.readDkimKeys(new Set([domain]))));
-      const bounce = cached(`b:${deps.bounceDomain}`, now, () => checkBounceDomain(deps.dns, deps.bounceDomain, deps.addresses));
+      const envelope = deps.returnPathOf(domain) ?? deps.bounceDomain;
+      const bounce = cached(`b:${envelope}`, now, () => checkBounceDomain(deps.dns, envelope, deps.addresses));
       const [checks, bounceChecks] = await Promise.all([own.checks, bounce.checks]);
       const { failed, warnings } = tally([...checks, ...bounceChecks]);
       return {
         status: 200,
-        body: { domain, checks, bounceDomain: { domain: deps.bounceDomain, checks: bounceChecks }, failed, warnings, checkedAt: new Date(Math.min(own.at, bounce.at)).toISOString() },
+        body: { domain, checks, bounceDomain: { domain: envelope, checks: bounceChecks }, failed, warnings, checkedAt: new Date(Math.min(own.at, bounce.at)).toISOString() },
       };
     },
   };

@@ -639,7 +639,7 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
     const ctx = scoped(req);
     const domain = await domainRoutes.route(method, path, {
       authenticate: ctx.authenticate, readDkimKeys: (domains) => deps.registry.readDkimKeys(domains),
-      dns: domainDns, bounceDomain: deps.config.delivery.bounceDomain, addresses: sourceAddresses, now: deps.now,
+      dns: domainDns, bounceDomain: deps.config.delivery.bounceDomain, returnPathOf: (d) => deps.registry.returnPathOf(d), addresses: sourceAddresses, now: deps.now,
     });
     if (domain) return routed(req, 'domains', ctx.accountId(), domain);
     const webhook = await webhookRoute(method, path, req.headers, {

@@ -4,7 +4,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { AccountRegistry, AccountTable } from '../../src/accounts/registry.js';
+import { AccountRegistry, AccountTable, returnPathsOf } from '../../src/accounts/registry.js';
 import { OperatorRegistry } from '../../src/accounts/operators.js';
 import { generateApiKey, generateOperatorKey, hashSecret } from '../../src/accounts/secrets.js';
 import { isSluiceError } from '../../src/core/errors.js';
@@ -78,6 +78,19 @@ test('a domain owned twice or a malformed hash is a config error', () => {
   const acme = accounts[0] as AccountConfig;
   assert.throws(() => new AccountRegistry([acme, { ...(accounts[1] as AccountConfig), domains: [{ domain: 'bücher.example', dkim: [] }] }]), (e: unknown) => isSluiceError(e, 'SLUICE_CONFIG_INVALID'));
   assert.throws(() => new AccountRegistry([{ ...acme, apiKeys: ['scrypt$broken'] }]), (e: unknown) => isSluiceError(e, 'SLUICE_CONFIG_INVALID'));
+});
+
+test('a return path is a subdomain of its sending domain, normalised (IDN, case); anything else is a config error', () => {
+  const beta = accounts[1] as AccountConfig;
+  const acme = accounts[0] as AccountConfig;
+  const withRp = (a: AccountConfig, returnPath: string): AccountConfig => ({ ...a, domains: [{ ...(a.domains[0] as AccountConfig['domains'][number]), returnPath }] });
+  const r = new AccountRegistry([withRp(acme, 'RP.Bücher.Example'), beta]);
+  assert.is(r.returnPathOf('xn--bcher-kva.example'), 'rp.xn--bcher-kva.example');
+  assert.is(r.returnPathOf('beta.example'), undefined);
+  assert.equal([...returnPathsOf([withRp(acme, 'RP.Bücher.Example'), beta])], [['xn--bcher-kva.example', 'rp.xn--bcher-kva.example']]);
+  for (const bad of ['bücher.example', 'bounces.beta.example', 'xbücher.example', 'not a domain']) {
+    assert.throws(() => new AccountRegistry([withRp(acme, bad)]), (e: unknown) => isSluiceError(e, 'SLUICE_CONFIG_INVALID') && /returnPath/.test((e as Error).message), bad);
+  }
 });
 
 test("replace() (a reload): a key authenticated and cached before stops working once its hash is gone; the new table's keys, users, domains and tracking apply; a bad table throws before anything changes", async () => {

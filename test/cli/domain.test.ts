@@ -63,6 +63,7 @@ test.before(async () => {
     'nullmx.test': { MX: [{ preference: 0, exchange: '.' }], TXT: ['v=spf1 -all'] },
     'twospf.test': { MX: [{ preference: 10, exchange: 'mx.twospf.test' }], TXT: ['v=spf1 ip4:192.0.2.25 -all', 'v=spf1 include:_spf.example -all'] },
     'aonly.test': { A: ['192.0.2.30'] },
+    'rp.good.test': { MX: [{ preference: 10, exchange: 'mx1.bounce.test' }], TXT: ['v=spf1 ip4:192.0.2.0/24 -all'] },
   });
 });
 test.after(async () => {
@@ -205,10 +206,21 @@ test("SPF is evaluated for --ip and the configuration's public source addresses;
   }
 });
 
+test("a domain's own return path is checked as its envelope domain; the bounce domain still for the others", async () => {
+  const file = configFile('rp.yaml', [{ domain: 'good.test', dkim: keys(['s1', 'rsa', 'rsa']), returnPath: 'rp.good.test' } as never, { domain: 'warn.test', dkim: keys(['s1', 'rsa', 'rsa']) }]);
+  const r = await check(file, '--ip', '192.0.2.25');
+  assert.equal(r.reports.map((x) => `${x.domain} ${x.kind}`), ['good.test sending', 'warn.test sending', 'rp.good.test bounce', 'bounce.test bounce']);
+  assert.equal(statuses(r.reports[2]), ['mx ok', 'spf ok', 'spf ok']);
+  const only = await check(file, '--domain', 'good.test');
+  assert.equal(only.reports.map((x) => x.domain), ['good.test', 'rp.good.test'], 'its mail never uses the bounce domain');
+  const text = await sluice(['domain', 'check', '--config', file, '--domain', 'good.test']);
+  assert.match(text.out, 'rp.good.test (return path of good.test)');
+});
+
 test('--account and --domain narrow the check; an unknown one is a usage error', async () => {
   const file = configFile('two.yaml', [{ domain: 'good.test', dkim: keys(['s1', 'rsa', 'rsa']) }, { domain: 'bad.test', dkim: keys(['s1', 'rsa', 'rsa']) }]);
   const one = await check(file, '--domain', 'GOOD.test');
-  assert.equal(one.reports.map((x) => x.domain), ['good.test'], 'that domain only, without the bounce domain');
+  assert.equal(one.reports.map((x) => x.domain), ['good.test', 'bounce.test'], 'that domain, and the bounce domain its mail goes out with');
   assert.is(one.code, 0);
   assert.equal((await check(file, '--account', 'acme')).reports.map((x) => x.domain), ['good.test', 'bad.test', 'bounce.test']);
   const unknown = await sluice(['domain', 'check', '--config', file, '--account', 'nobody']);

@@ -85,6 +85,7 @@ test("GET /v1/domains: the account's domains, each key's record to publish (its 
   assert.equal(r.json, {
     domains: [{
       domain: 'acme.example',
+      returnPath: null,
       dkim: [
         { selector: 's1', algorithm: 'rsa', name: 's1._domainkey.acme.example', record: dnsRecord(pub['rsa'] as string, 'rsa') },
         { selector: 'e1', algorithm: 'ed25519', name: 'e1._domainkey.acme.example', record: dnsRecord(pub['ed'] as string, 'ed25519') },
@@ -94,7 +95,7 @@ test("GET /v1/domains: the account's domains, each key's record to publish (its 
   });
   assert.not.match(r.text, 'PRIVATE');
   const other = await call('GET', '/v1/domains', keysOf.other);
-  assert.equal(other.json['domains'], [{ domain: 'other.example', dkim: [] }]);
+  assert.equal(other.json['domains'], [{ domain: 'other.example', dkim: [], returnPath: null }]);
 });
 
 test('GET /v1/domains/:domain: the checks, kept a minute; a record published shows once the result has aged', async () => {
