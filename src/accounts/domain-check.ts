@@ -170,7 +170,8 @@ function dmarcCandidates(domain: string): string[] {
 
 const DMARC_POLICIES = new Set(['none', 'quarantine', 'reject']);
 
-export async function checkDmarc(dns: DnsLookup, domain: string): Promise<DomainCheck> {
+/** `returnPath`: the domain's own envelope sender domain, when it has one (SPF then aligns too). */
+export async function checkDmarc(dns: DnsLookup, domain: string, returnPath?: string): Promise<DomainCheck> {
   for (const at of dmarcCandidates(domain)) {
     const name = `_dmarc.${at}`;
     const answer = await dns.txt(name);
@@ -190,7 +191,8 @@ export async function checkDmarc(dns: DnsLookup, domain: string): Promise<Domain
       return { check: 'dmarc', name, found, status: 'warn', detail: `the record at ${name} is invalid (${tags === null ? 'malformed tag list' : 'p= must be none, quarantine or reject'}): receivers apply no policy` };
     }
     const from = inherited ? ` (the policy of ${at}${tags.has('sp') ? ' for its subdomains, sp=' : ', p='}${policy})` : '';
-    const detail = `p=${policy}${from}${policy === 'none' ? ': monitoring only, nothing is refused' : ''}; Sluice signs with d=${domain}, so its DKIM signatures align`;
+    const spf = returnPath ? `, and its envelope sender's domain ${returnPath} aligns SPF` : '; SPF does not align (the envelope sender is the bounce domain; a returnPath under the domain would)';
+    const detail = `p=${policy}${from}${policy === 'none' ? ': monitoring only, nothing is refused' : ''}; Sluice signs with d=${domain}, so its DKIM signatures align${spf}`;
     return { check: 'dmarc', name, found, status: 'ok', detail };
   }
   return {
@@ -266,11 +268,11 @@ export function publicSourceAddresses(delivery: { readonly bindAddress: string |
 }
 
 /** A sending domain's own checks: each key's DKIM record (a domain without a key fails), and DMARC. */
-export async function checkSendingDomain(dns: DnsLookup, domain: string, keys: readonly DkimKeyMaterial[]): Promise<DomainCheck[]> {
+export async function checkSendingDomain(dns: DnsLookup, domain: string, keys: readonly DkimKeyMaterial[], returnPath?: string): Promise<DomainCheck[]> {
   const dkim: DomainCheck[] = keys.length > 0
     ? await Promise.all(keys.map((k) => checkDkimKey(dns, k)))
     : [{ check: 'dkim', name: `_domainkey.${domain}`, status: 'fail', detail: 'no DKIM key configured: its mail goes unsigned and fails DMARC (the envelope sender is the bounce domain); `sluice dkim keygen`' }];
-  return [...dkim, await checkDmarc(dns, domain)];
+  return [...dkim, await checkDmarc(dns, domain, returnPath)];
 }
 
 /** The bounce domain's checks: MX, SPF (and SPF for each sending address). */
@@ -280,7 +282,7 @@ export async function checkBounceDomain(dns: DnsLookup, domain: string, addresse
 
 export interface DomainCheckInput {
   /** Account domains with their keys (accounts/registry.ts readDkimKeys), and which account owns each. */
-  readonly domains: readonly { readonly account: string; readonly domain: string; readonly keys: readonly DkimKeyMaterial[] }[];
+  readonly domains: readonly { readonly account: string; readonly domain: string; readonly keys: readonly DkimKeyMaterial[]; readonly returnPath?: string | undefined }[];
   /** delivery.bounceDomain: the envelope sender's domain. */
   readonly bounceDomains: readonly string[];
   /** Addresses Sluice sends from (public source addresses of the configuration, --ip): SPF is evaluated for each. */
@@ -289,7 +291,7 @@ export interface DomainCheckInput {
 
 /** Every check, sending domains first, in the configuration's order. */
 export async function checkDomains(dns: DnsLookup, input: DomainCheckInput): Promise<DomainReport[]> {
-  const sending = input.domains.map(async (d): Promise<DomainReport> => ({ domain: d.domain, kind: 'sending', account: d.account, checks: await checkSendingDomain(dns, d.domain, d.keys) }));
+  const sending = input.domains.map(async (d): Promise<DomainReport> => ({ domain: d.domain, kind: 'sending', account: d.account, checks: await checkSendingDomain(dns, d.domain, d.keys, d.returnPath) }));
   const bounce = input.bounceDomains.map(async (domain): Promise<DomainReport> => ({ domain, kind: 'bounce', checks: await checkBounceDomain(dns, domain, input.addresses) }));
   return Promise.all([...sending, ...bounce]);
 }

@@ -69,7 +69,7 @@ export async function runDomain(argv: string[], io: Io): Promise<number> {
   }
   if (only === undefined || !returnPaths.has(only)) envelope.set(cfg.delivery.bounceDomain.toLowerCase(), 'bounce domain: the envelope sender of mail without a return path of its own');
   const reports = await checkDomains(dns, {
-    domains: domains.map((d) => ({ ...d, keys: keys.filter((k) => k.domain === d.domain) })),
+    domains: domains.map((d) => ({ ...d, keys: keys.filter((k) => k.domain === d.domain), returnPath: returnPaths.get(d.domain) })),
     bounceDomains: [...envelope.keys()],
     addresses,
   });

@@ -83,7 +83,7 @@ export function createDomainRoutes(): DomainRoutes {
       const domain = normaliseDomain(decodeSegment((ITEM.exec(path) as RegExpExecArray)[1] as string));
       if (!domain || !account.domains.has(domain)) throw new SluiceError('SLUICE_INGRESS_NOT_FOUND', 'No such domain: the account does not send for it');
       const now = (deps.now ?? Date.now)();
-      const own = cached(`d:${domain}`, now, async () => checkSendingDomain(deps.dns, domain, deps.readDkimKeys(new Set([domain]))));
+      const own = cached(`d:${domain}`, now, async () => checkSendingDomain(deps.dns, domain, deps.readDkimKeys(new Set([domain])), deps.returnPathOf(domain)));
       const envelope = deps.returnPathOf(domain) ?? deps.bounceDomain;
       const bounce = cached(`b:${envelope}`, now, () => checkBounceDomain(deps.dns, envelope, deps.addresses));
       const [checks, bounceChecks] = await Promise.all([own.checks, bounce.checks]);

@@ -98,6 +98,7 @@ test('keys published as `dkim keygen` printed them, a DMARC policy, a bounce dom
   assert.equal(r.reports.map((x) => `${x.domain} ${x.kind}`), ['good.test sending', 'bounce.test bounce']);
   assert.equal(statuses(r.reports[0]), ['dkim s1 ok', 'dkim e1 ok', 'dmarc ok']);
   assert.match(r.reports[0]?.checks[2]?.detail ?? '', 'p=reject');
+  assert.match(r.reports[0]?.checks[2]?.detail ?? '', 'SPF does not align', 'no returnPath: the envelope sender is the bounce domain');
   assert.equal(statuses(r.reports[1]), ['mx ok', 'spf ok']);
   assert.equal(r.reports[1]?.checks[0]?.found, ['10 mx1.bounce.test', '20 mx2.bounce.test'], 'by preference');
   assert.equal(r.reports[1]?.checks[1]?.found, ['v=spf1 ip4:192.0.2.25 -all', 'other=1']);
@@ -211,6 +212,7 @@ test("a domain's own return path is checked as its envelope domain; the bounce d
   const r = await check(file, '--ip', '192.0.2.25');
   assert.equal(r.reports.map((x) => `${x.domain} ${x.kind}`), ['good.test sending', 'warn.test sending', 'rp.good.test bounce', 'bounce.test bounce']);
   assert.equal(statuses(r.reports[2]), ['mx ok', 'spf ok', 'spf ok']);
+  assert.match(r.reports[0]?.checks.at(-1)?.detail ?? '', "its envelope sender's domain rp.good.test aligns SPF");
   const only = await check(file, '--domain', 'good.test');
   assert.equal(only.reports.map((x) => x.domain), ['good.test', 'rp.good.test'], 'its mail never uses the bounce domain');
   const text = await sluice(['domain', 'check', '--config', file, '--domain', 'good.test']);
