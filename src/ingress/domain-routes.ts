@@ -50,6 +50,18 @@ export interface DomainRoutes {
   route(method: string, path: string, deps: DomainRouteDeps): Promise<RouteAnswer | undefined>;
 }
 
+/**
+ * The keys of those domains; a key file that cannot be read is the operator's to fix (`sluice config
+ * check` names it): the API says so without the server's paths.
+ */
+function keysOf(deps: DomainRouteDeps, domains: ReadonlySet<string>): DkimKeyMaterial[] {
+  try {
+    return deps.readDkimKeys(domains);
+  } catch (err) {
+    throw new SluiceError('SLUICE_DKIM_KEY_INVALID', 'A DKIM key of this account cannot be loaded on the server; the operator can find it with sluice config check', { cause: err });
+  }
+}
+
 export function createDomainRoutes(): DomainRoutes {
   /** "d:<domain>" and "b:<bounce domain>" → the checks being made or made at `at`. */
   const cache = new Map<string, { at: number; checks: Promise<DomainCheck[]> }>();
@@ -59,7 +71,9 @@ export function createDomainRoutes(): DomainRoutes {
     if (hit && now - hit.at < CACHE_MS) return hit;
     const entry = { at: now, checks: run() };
     // A failure is not kept: the next ask tries again.
-    entry.checks.catch(() => cache.delete(key));
+    entry.checks.catch(() => {
+      if (cache.get(key) === entry) cache.delete(key);
+    });
     cache.delete(key);
     cache.set(key, entry);
     if (cache.size > CACHE_MAX) cache.delete(cache.keys().next().value as string);
@@ -72,7 +86,7 @@ export function createDomainRoutes(): DomainRoutes {
       if (method !== 'GET') throw methodNotAllowed('GET');
       const account = await deps.authenticate();
       if (path === COLLECTION) {
-        const keys = deps.readDkimKeys(account.domains);
+        const keys = keysOf(deps, account.domains);
         const domains = [...account.domains].map((domain) => ({
           domain,
           dkim: keys.filter((k) => k.domain === domain).map((k) => ({ selector: k.selector, algorithm: k.algorithm, name: `${k.selector}._domainkey.${domain}`, record: dnsRecord(k.privateKeyPem, k.algorithm) })),
@@ -83,7 +97,7 @@ export function createDomainRoutes(): DomainRoutes {
       const domain = normaliseDomain(decodeSegment((ITEM.exec(path) as RegExpExecArray)[1] as string));
       if (!domain || !account.domains.has(domain)) throw new SluiceError('SLUICE_INGRESS_NOT_FOUND', 'No such domain: the account does not send for it');
       const now = (deps.now ?? Date.now)();
-      const own = cached(`d:${domain}`, now, async () => checkSendingDomain(deps.dns, domain, deps.readDkimKeys(new Set([domain])), deps.returnPathOf(domain)));
+      const own = cached(`d:${domain}`, now, async () => checkSendingDomain(deps.dns, domain, keysOf(deps, new Set([domain])), deps.returnPathOf(domain)));
       const envelope = deps.returnPathOf(domain) ?? deps.bounceDomain;
       const bounce = cached(`b:${envelope}`, now, () => checkBounceDomain(deps.dns, envelope, deps.addresses));
       const [checks, bounceChecks] = await Promise.all([own.checks, bounce.checks]);

@@ -134,4 +134,21 @@ test("another account's domain and an unknown one are 404; no key is 401; POST i
   assert.equal(statuses(other.json['checks']), ['dkim fail', 'dmarc warn']);
 });
 
+test("a key file the server cannot read is a 500 that names no server path; a later ask tries again", async () => {
+  const { renameSync } = await import('node:fs');
+  renameSync(join(dir, 'rsa.pem'), join(dir, 'rsa.pem.away'));
+  try {
+    for (const path of ['/v1/domains', '/v1/domains/acme.example']) {
+      clock += CACHE_MS + 1;
+      const r = await call('GET', path);
+      assert.equal([r.status, r.json['code']], [500, 'SLUICE_DKIM_KEY_INVALID'], path);
+      assert.not.match(r.text, dir, 'no server path');
+      assert.match(r.json['message'] as string, 'sluice config check');
+    }
+  } finally {
+    renameSync(join(dir, 'rsa.pem.away'), join(dir, 'rsa.pem'));
+  }
+  assert.is((await call('GET', '/v1/domains/acme.example')).status, 200, 'the failure was not kept');
+});
+
 test.run();
