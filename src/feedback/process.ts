@@ -11,7 +11,7 @@ import { appendEvent, type EventType } from '../store/events.js';
 import { markUnsubscribe } from '../store/engagement.js';
 import type { MessageMeta } from '../store/messages.js';
 import { firstFeedback, liveAddress, markRecipient, messageFor, unsubscribeRecipient, type MessageView } from '../store/recipients.js';
-import { addSuppression, normaliseForSuppression, GLOBAL_LIST, type SuppressionReason } from '../store/suppression.js';
+import { addSuppression, attachEvidence, normaliseForSuppression, GLOBAL_LIST, type SuppressionReason } from '../store/suppression.js';
 import { appendedEvent, dropFeedback, keepAppendedEvent, recordOutcome, type FeedbackOutcome } from './raw-store.js';
 import { copiesInText, feedbackRecipient, MAX_QUOTED_CANDIDATES, type VerifyUnsubscribeToken } from './recipients.js';
 import { recordSoftBounce } from '../store/soft-bounces.js';
@@ -378,7 +378,8 @@ async function act(
   if (fresh) m?.event?.(type);
   if (suppression) {
     // No id: the copy is being erased (store/privacy.ts), which keeps the suppression as a digest only.
-    if (eventId !== '') await addSuppression(deps.redis, deps.keys, suppression.list, address, { reason: suppression.reason, at: now, evidence: { event: eventId, ...suppression.evidence } });
+    // Only while still listed: an erasure that ran meanwhile keeps the address as its digest alone.
+    if (eventId !== '') await attachEvidence(deps.redis, deps.keys, suppression.list, address, { reason: suppression.reason, at: now, evidence: { event: eventId, ...suppression.evidence } });
     m?.suppressed?.(suppression.list === GLOBAL_LIST ? 'global' : 'account', suppression.reason);
   }
   // A complaint or hard bounce of a copy counts once, however many reports of it arrive.
@@ -438,7 +439,7 @@ async function unsubscribe(deps: FeedbackDeps, opts: ProcessOptions, mail: Feedb
     opts.eventsMaxLen,
   ));
   if (fresh) deps.metrics?.event?.('unsubscribed');
-  if (eventId !== '') await addSuppression(deps.redis, deps.keys, meta.account, address, { reason: 'unsubscribe', at: now, evidence: { event: eventId, ...evidence } });
+  if (eventId !== '') await attachEvidence(deps.redis, deps.keys, meta.account, address, { reason: 'unsubscribe', at: now, evidence: { event: eventId, ...evidence } });
   deps.metrics?.suppressed?.('account', 'unsubscribe');
   deps.logger.info({ msgId: meta.id, feedbackId: mail.id, idx }, 'unsubscribed by mail');
   return { msgId: meta.id, idx, verdict: 'unsubscribe', reason: 'unsubscribe', status: '', suppressed: meta.account, eventId };

@@ -64,10 +64,11 @@ declare module 'ioredis' {
  * (that copy's delivery outcome, an open or click decided before the marks went, a held click) are
  * dropped by the stream's script for an hour (keys.eventsErased, appendEvents-2.lua; the copies are
  * added before the walk, so an event is either walked or dropped), and the tracking scripts write
- * none after that (the erased marks). An unsubscribe (page or mail) or feedback mail being processed
- * at that very moment may still write the address to a suppression list before its event is dropped
- * (run erase again to turn it into a digest). A webhook batch being POSTed at that moment may be put
- * back by a failed attempt the same way.
+ * none after that (the erased marks). An unsubscribe (page or mail) or feedback mail that found the
+ * copy before the erasure began and writes its suppression only after the erasure ended may still
+ * leave the address on a list (run erase again to turn it into a digest); its second write, with the
+ * event's id, never puts an erased address back (store/suppression.ts attachEvidence). A webhook
+ * batch being POSTed at that moment may be put back by a failed attempt the same way.
  */
 export interface PrivacyScope {
   /** The accounts whose lists, campaigns, suppression lists and webhooks are searched. */

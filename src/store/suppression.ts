@@ -1,3 +1,4 @@
+import type { Result } from 'ioredis';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { digestKey, digestWith, normaliseAddress } from './address-digest.js';
@@ -19,6 +20,13 @@ import { digestKey, digestWith, normaliseAddress } from './address-digest.js';
  */
 export const GLOBAL_LIST = '*';
 
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    /** src/queue/lua/updateSuppression-1.lua: 1 written, 0 not on the list. */
+    updateSuppression(list: string, field: string, entry: string): Result<number, Context>;
+  }
+}
+
 export type SuppressionReason = 'unsubscribe' | 'complaint' | 'hardbounce' | 'softbounce' | 'manual';
 
 export interface SuppressionEntry {
@@ -36,6 +44,15 @@ export function normaliseForSuppression(address: string): string {
 /** The field under which an erased address's entry is kept: its salted digest. */
 export function erasedField(digest: string): string {
   return `erased:${digest}`;
+}
+
+/**
+ * Writes `address`'s entry again (with the evidence that became known after it was added, such as
+ * the event's id) only while it is still on `account`'s list; false, writing nothing, when it went
+ * meanwhile (erased: kept as its digest; removed by an operator). updateSuppression-1.lua.
+ */
+export async function attachEvidence(redis: RedisClient, keys: Keys, account: string, address: string, entry: SuppressionEntry): Promise<boolean> {
+  return (await redis.updateSuppression(keys.suppression(account), normaliseForSuppression(address), JSON.stringify(entry))) === 1;
 }
 
 /** Puts (or writes again) `address` on `account`'s list; true when it was not on that list before. */

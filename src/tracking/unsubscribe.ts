@@ -1,6 +1,6 @@
 import type { TokenPayload } from '../core/tokens.js';
 import { liveAddress, messageFor, unsubscribeRecipient, type MessageView } from '../store/recipients.js';
-import { addSuppression, erasedSuppression } from '../store/suppression.js';
+import { addSuppression, attachEvidence, erasedSuppression } from '../store/suppression.js';
 import { deletionDue } from '../store/account-state.js';
 import { mark, appendTrackingEvent } from './record.js';
 import { modeOf, type TrackingDeps } from './deps.js';
@@ -81,6 +81,7 @@ export async function unsubscribe(
   // Then given the event's id as evidence, as the mailto path and bounces and complaints do
   // (feedback/process.ts): the suppression is written before the event that says so, and names it after.
   // No id: the copy is being erased (store/privacy.ts), which keeps the suppression as a digest only.
-  if (eventId !== '') await addSuppression(deps.redis, deps.keys, p.account, target.address, { reason: 'unsubscribe', at: now, evidence: { event: eventId, ...evidence } });
+  // Only while still listed: an erasure that ran meanwhile keeps the address as its digest alone.
+  if (eventId !== '') await attachEvidence(deps.redis, deps.keys, p.account, target.address, { reason: 'unsubscribe', at: now, evidence: { event: eventId, ...evidence } });
   return { ok: true, account: p.account, address: target.address, from: target.from, first, eventId };
 }

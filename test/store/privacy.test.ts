@@ -16,7 +16,7 @@ import { createCampaign } from '../../src/store/campaigns.js';
 import { pushCampaignChunk } from '../../src/queue/campaign.js';
 import { appendEvent, appendEventBatch, packEvent } from '../../src/store/events.js';
 import { createEventBatch } from '../../src/tracking/event-batch.js';
-import { addSuppression, normaliseForSuppression, suppressionsOf, suppressionOf } from '../../src/store/suppression.js';
+import { addSuppression, attachEvidence, normaliseForSuppression, suppressionsOf, suppressionOf } from '../../src/store/suppression.js';
 import { messageFor } from '../../src/store/recipients.js';
 import { unsubscribe, unsubscribeTarget } from '../../src/tracking/unsubscribe.js';
 import { createTokenCodec, type TokenPayload } from '../../src/core/tokens.js';
@@ -634,6 +634,20 @@ test("an unsubscribe after the message's record and its reference are gone is fo
   assert.is(report.events, 1, 'the unsubscribe');
   assert.not.ok(JSON.stringify(await client.xrange(keys.events(), '-', '+')).includes(old), 'no event names the old copy');
   assert.is((await suppressionOf(client, keys, ACCOUNT, ADDRESS))?.reason, 'unsubscribe', 'still suppressed by digest');
+});
+
+test("an unsubscribe's or bounce's second write (its event's id as evidence) after an erasure does not put the address back", async () => {
+  await populate();
+  const opts = { eventsMaxLen: 1000, recordTtlMs: 60_000, refsTtlMs: 3_600_000, ref: 'sha256:test' };
+  await eraseAddress(client, keys, ADDRESS, SCOPE, opts);
+  const entry = { reason: 'unsubscribe' as const, at: NOW, evidence: { event: '1-1', msgId: 'm-delivered', idx: 0 } };
+  assert.is(await attachEvidence(client, keys, ACCOUNT, ADDRESS, entry), false, 'not on the list any more: nothing written');
+  assert.not.ok((await dump(keys.prefix)).includes(ADDRESS.toLowerCase()), 'the address is still gone');
+  assert.is((await suppressionOf(client, keys, ACCOUNT, ADDRESS))?.reason, 'unsubscribe', 'its digest still suppresses it');
+  // While listed, the evidence is written.
+  await addSuppression(client, keys, ACCOUNT, OTHER, { reason: 'unsubscribe', at: NOW, evidence: {} });
+  assert.is(await attachEvidence(client, keys, ACCOUNT, OTHER, { ...entry, evidence: { event: '2-2' } }), true);
+  assert.equal((await suppressionOf(client, keys, ACCOUNT, OTHER))?.evidence, { event: '2-2' });
 });
 
 test('an event decided before the erasure and appended after its walk is dropped: held clicks checked for erased marks just before it', async () => {
