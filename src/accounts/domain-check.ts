@@ -1,4 +1,4 @@
-import { Resolver } from 'node:dns/promises';
+import { createResolver } from '../core/dns-resolver.js';
 import { dnsRecord } from '../core/dkim-record.js';
 import type { DkimKeyMaterial } from './registry.js';
 import { isIP } from 'node:net';
@@ -66,9 +66,7 @@ export interface DnsLookup extends SpfDns {
 
 /** The resolvers of delivery.dns (servers by address; empty = the system's), with its timeout. */
 export function createDnsLookup(servers: readonly string[], timeoutMs: number): DnsLookup {
-  // c-ares doubles the timeout on each try: two tries from a third of the budget end within it.
-  const resolver = new Resolver({ timeout: Math.max(1, Math.floor(timeoutMs / 3)), tries: 2 });
-  if (servers.length > 0) resolver.setServers([...servers]);
+  const resolver = createResolver(servers, timeoutMs);
   const ask = async <T>(q: () => Promise<T[]>): Promise<Answer<T>> => {
     try {
       const records = await q();

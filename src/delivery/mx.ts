@@ -1,4 +1,5 @@
-import { Resolver } from 'node:dns/promises';
+import type { Resolver } from 'node:dns/promises';
+import { createResolver } from '../core/dns-resolver.js';
 import { isIP } from 'node:net';
 import { ExpiringLru } from '../core/lru.js';
 import { parseHostPort } from '../core/host-port.js';
@@ -109,10 +110,6 @@ export interface MxResolverOptions {
 }
 
 const DEFAULT_PORT = 25;
-// c-ares waits `timeout` for the first try and doubles it for the next, so two tries starting at a
-// third of the budget end within about timeoutMs (t + 2t); dns-query.ts does the same for the MX
-// question. Two tries ride out one lost UDP datagram.
-const DNS_TRIES = 2;
 // Addresses of a smarthost by name (transport map) tried per attempt: the operator's own host, so
 // not bounded by maxAddresses, only so that a name with hundreds of addresses is no list to walk.
 const TRANSPORT_MAX_ADDRESSES = 10;
@@ -143,8 +140,7 @@ export class MxResolver {
   private transport: Readonly<Record<string, string>>;
 
   constructor(private readonly opts: MxResolverOptions) {
-    this.resolver = new Resolver({ timeout: Math.max(1, Math.floor(opts.timeoutMs / 3)), tries: DNS_TRIES });
-    if (opts.servers.length > 0) this.resolver.setServers([...opts.servers]);
+    this.resolver = createResolver(opts.servers, opts.timeoutMs);
     this.dns = new DnsClient({ servers: opts.servers, timeoutMs: opts.timeoutMs });
     this.port = opts.port ?? DEFAULT_PORT;
     this.maxExchanges = 2 * opts.maxAddresses;

@@ -2,7 +2,8 @@ import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { LookupAddress, LookupOptions } from 'node:dns';
-import { Resolver } from 'node:dns/promises';
+import type { Resolver } from 'node:dns/promises';
+import { createResolver } from '../core/dns-resolver.js';
 import { Agent, request } from 'undici';
 import type { Result } from 'ioredis';
 import type { RedisClient } from '../redis/client.js';
@@ -346,10 +347,8 @@ export class WebhookDispatcher {
     this.perEndpoint = opts.perEndpointInFlight ?? DEFAULT_PER_ENDPOINT;
     this.maxInFlight = opts.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
     if (!opts.allowPrivateTargets) {
-      // As delivery/mx.ts: two tries at a third of the request's time each end within about that time.
-      const resolver = new Resolver({ timeout: Math.max(1, Math.floor(this.timeoutMs / 3)), tries: 2 });
-      if (opts.dnsServers && opts.dnsServers.length > 0) resolver.setServers([...opts.dnsServers]);
-      this.lookup = publicOnlyLookup(resolver);
+      // Answered or given up within about the request's time.
+      this.lookup = publicOnlyLookup(createResolver(opts.dnsServers, this.timeoutMs));
     }
     this.ticker = new Ticker(() => this.pass(), opts.pollIntervalMs ?? DEFAULT_POLL_MS, (err) => opts.logger.error({ err }, 'webhook tick failed'));
   }
