@@ -3,7 +3,7 @@ import { dnsRecord } from '../core/dkim-record.js';
 import type { DkimKeyMaterial } from './registry.js';
 import { isIP } from 'node:net';
 import { isPublicAddress } from '../core/public-address.js';
-import { evaluateSpf, MAX_SPF_LOOKUPS, type Answer, type SpfDns } from './spf.js';
+import { evaluateSpf, MAX_SPF_LOOKUPS, onceEach, spfRecords, type Answer, type SpfDns } from './spf.js';
 
 /**
  * What receivers will find in DNS about the domains Sluice sends for (`sluice domain check`): the
@@ -228,12 +228,13 @@ const PROBE_IP = '192.0.2.1';
  * 10 DNS-querying terms, fails), then, for each address Sluice sends from that is known, whether
  * receivers would find it allowed (evaluateSpf, as for MAIL FROM <b-…@domain>).
  */
-export async function checkSpf(dns: DnsLookup, domain: string, addresses: readonly string[]): Promise<DomainCheck[]> {
+export async function checkSpf(lookup: DnsLookup, domain: string, addresses: readonly string[]): Promise<DomainCheck[]> {
+  // The record is read here to be shown, then evaluated once per address: each name asked once.
+  const dns = onceEach(lookup);
   const answer = await dns.txt(domain);
   if (!answer.ok && answer.why === 'error') return [{ check: 'spf', name: domain, status: 'warn', detail: `the lookup failed (${answer.message})` }];
   const found = answer.ok ? answer.records : [];
-  // RFC 7208 §4.5: "v=spf1" followed by a space or the end, case-insensitively.
-  const spf = found.filter((r) => /^v=spf1(\s|$)/i.test(r));
+  const spf = spfRecords(found);
   const sample = addresses.length > 0 ? addresses.join(', ') : '<sending addresses>';
   if (spf.length === 0) {
     return [{ check: 'spf', name: domain, ...(found.length > 0 ? { found } : {}), status: 'warn', detail: `no SPF record: receivers find SPF "none" for MAIL FROM <…@${domain}>; publish "v=spf1 ip4:${sample} -all"` }];

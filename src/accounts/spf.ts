@@ -1,4 +1,5 @@
 import { BlockList, isIP } from 'node:net';
+import { expandIpv6 } from '../core/ip.js';
 
 /**
  * SPF as a receiver evaluates it (RFC 7208 §4, check_host()), for `sluice domain check`: would mail
@@ -56,6 +57,29 @@ interface State {
 
 const QUALIFIERS: Record<string, SpfResult> = { '+': 'pass', '-': 'fail', '~': 'softfail', '?': 'neutral' };
 
+/** The SPF records among a name's TXT records: "v=spf1" then a space or the end, in any case (RFC 7208 §4.5). */
+export function spfRecords(txt: readonly string[]): string[] {
+  return txt.filter((r) => /^v=spf1(\s|$)/i.test(r));
+}
+
+/**
+ * `dns` answering each question once: a check that evaluates one record for several addresses (and
+ * read it first to show it) asks DNS once per name and type, not once per evaluation.
+ */
+export function onceEach(dns: SpfDns): SpfDns {
+  const seen = new Map<string, Promise<unknown>>();
+  const once = <T>(key: string, ask: () => Promise<T>): Promise<T> => {
+    let p = seen.get(key) as Promise<T> | undefined;
+    if (!p) seen.set(key, (p = ask()));
+    return p;
+  };
+  return {
+    txt: (name) => once(`txt ${name}`, () => dns.txt(name)),
+    mx: (name) => once(`mx ${name}`, () => dns.mx(name)),
+    ips: (name, family) => once(`${family} ${name}`, () => dns.ips(name, family)),
+  };
+}
+
 /** Evaluates SPF for mail from `ip` with MAIL FROM `sender` (its domain is where the check starts). */
 export async function evaluateSpf(dns: SpfDns, ip: string, sender: string, helo = 'localhost'): Promise<SpfEvaluation> {
   const family = isIP(ip);
@@ -89,7 +113,7 @@ function records<T>(state: State, a: Answer<T>, what: string): readonly T[] {
 async function checkHost(dns: SpfDns, state: State, domain: string, depth: number): Promise<{ result: SpfResult; reason: string }> {
   const answer = await dns.txt(domain);
   if (!answer.ok && answer.why === 'error') throw new SpfError('temperror', `DNS lookup of ${domain} TXT failed (${answer.message})`);
-  const spf = (answer.ok ? answer.records : []).filter((r) => /^v=spf1(\s|$)/i.test(r));
+  const spf = spfRecords(answer.ok ? answer.records : []);
   if (spf.length === 0) return { result: 'none', reason: `no SPF record at ${domain}` };
   if (spf.length > 1) throw new SpfError('permerror', `${spf.length} SPF records at ${domain}`);
   const terms = (spf[0] as string).split(/\s+/).slice(1).filter((t) => t !== '');
@@ -211,12 +235,7 @@ function inNetwork(ip: string, family: 4 | 6, network: string, prefix: number): 
 
 /** The dotted nibbles of an IPv6 address (RFC 7208 §7.3: %{i} of an IPv6 client). */
 function nibbles(ip: string): string {
-  const halves = ip.split('::');
-  const words = (s: string | undefined) => (s ? s.split(':') : []);
-  const head = words(halves[0]);
-  const tail = words(halves[1]);
-  const full = halves.length === 2 ? [...head, ...Array(8 - head.length - tail.length).fill('0'), ...tail] : head;
-  return full.map((w) => w.padStart(4, '0')).join('').split('').join('.');
+  return (expandIpv6(ip) ?? []).map((g) => g.toString(16).padStart(4, '0')).join('').split('').join('.');
 }
 
 /** Expands the macros of a domain-spec (RFC 7208 §7); a malformed one is a permerror. */

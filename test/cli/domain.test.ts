@@ -186,8 +186,10 @@ test("SPF is evaluated for --ip and the configuration's public source addresses;
     shaping: { rules: [{ name: 'partner', match: { domains: ['partner.test'], mx: [] }, bindAddress: '1.2.3.4' }] },
     accounts: [{ id: 'acme', domains: [{ domain: 'good.test', dkim: keys(['s1', 'rsa', 'rsa']) }], apiKeys: [apiHash], smtpUsers: [], dailyQuota: null, rateLimit: { perSecond: null, perMinute: null, perHour: null } }],
   }));
+  const asked = dns.queries('bounce.test', 'TXT');
   const r = await check(file, '--ip', '192.0.2.25');
   assert.is(r.code, 1);
+  assert.is(dns.queries('bounce.test', 'TXT') - asked, 1, 'the record read once for showing it and the three evaluations');
   const spfChecks = r.reports[1]?.checks.filter((c) => c.check === 'spf') ?? [];
   assert.equal(spfChecks.map((c) => `${c.address ?? 'record'} ${c.status}`), ['record ok', '192.0.2.25 ok', '1.2.3.4 fail']);
   assert.match(spfChecks[0]?.detail ?? '', '0 of 10 DNS-querying terms');
