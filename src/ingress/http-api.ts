@@ -378,7 +378,6 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
   // GET /v1/domains: DNS as receivers see it, through delivery's resolvers, results kept a minute.
   const domainRoutes = createDomainRoutes();
   const domainDns = createDnsLookup(deps.config.delivery.dns.servers, deps.config.delivery.dns.timeout);
-  const sourceAddresses = publicSourceAddresses(deps.config.delivery, deps.config.shaping.rules);
 
   function scoped(req: IncomingMessage) {
     let accountId = '';
@@ -639,7 +638,9 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
     const ctx = scoped(req);
     const domain = await domainRoutes.route(method, path, {
       authenticate: ctx.authenticate, readDkimKeys: (domains) => deps.registry.readDkimKeys(domains),
-      dns: domainDns, bounceDomain: deps.config.delivery.bounceDomain, returnPathOf: (d) => deps.registry.returnPathOf(d), addresses: sourceAddresses, now: deps.now,
+      dns: domainDns, bounceDomain: deps.config.delivery.bounceDomain, returnPathOf: (d) => deps.registry.returnPathOf(d),
+      // The shaping rules' source addresses as reloaded (delivery.bindAddress(6) needs a restart).
+      addresses: publicSourceAddresses(deps.config.delivery, (deps.configNow?.() ?? deps.config).shaping.rules), now: deps.now,
     });
     if (domain) return routed(req, 'domains', ctx.accountId(), domain);
     const webhook = await webhookRoute(method, path, req.headers, {
