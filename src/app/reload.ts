@@ -11,7 +11,7 @@ import { trackingSettingsOf, type TrackingSettings } from '../tracking/deps.js';
 import type { Metrics } from '../observability/metrics.js';
 import { toSluiceError } from '../core/errors.js';
 import { createTokenCodec, type TokenCodec } from '../core/tokens.js';
-import { readTokenKeys, type TokenKeys } from './token-keys.js';
+import { readTokenKeys, workerTracking, type TokenKeys } from './token-keys.js';
 import type { AuditEntry } from '../store/audit.js';
 import { checkTlsPair, loadOrCreateTls } from '../ingress/tls.js';
 import type { TlsMaterial } from '../core/tls-material.js';
@@ -275,11 +275,9 @@ export class ConfigReloader {
     }
     let init = this.#init;
     if (init && dkimKeysReplaced) init = { ...init, keys };
-    if (init?.tracking && tokens) {
-      const signer = tokens.keys.keys.find((k) => k.id === tokens.keys.signWith);
-      const secret = typeof signer?.secret === 'string' ? Buffer.from(signer.secret, 'utf8') : signer?.secret;
-      if (signer && secret) init = { ...init, tracking: { ...init.tracking, keys: [{ id: signer.id, secret }], signWith: tokens.keys.signWith } };
-    }
+    // The render threads' tracking as start-up makes it (workerTracking), from the new keys; the rest
+    // of it (publicBaseUrl, bounce domain, unsubscribe key) needs a restart, so is the start's.
+    if (init?.tracking && tokens) init = { ...init, tracking: workerTracking(p.config, tokens.keys, init.tracking.unsubscribeKey) ?? init.tracking };
 
     p.registry.replace(table);
     p.operators.replace(operators);

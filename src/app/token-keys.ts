@@ -30,7 +30,7 @@ export function readTokenKeys(config: Config): TokenKeys | null {
 }
 
 /** What the render workers need to put tracking in API messages: only the signing key crosses. */
-export function workerTracking(config: Pick<Config, 'tracking' | 'delivery'>, tokenKeys: TokenKeys | null, unsubscribeKey: Uint8Array): WorkerTracking | undefined {
+export function workerTracking(config: Pick<Config, 'tracking' | 'delivery'>, tokenKeys: TokenKeys | null, unsubscribeKey: Uint8Array | undefined): WorkerTracking | undefined {
   const signer = tokenKeys?.keys.find((k) => k.id === tokenKeys.signWith);
   if (!tokenKeys || !signer) return undefined;
   return {
@@ -38,6 +38,6 @@ export function workerTracking(config: Pick<Config, 'tracking' | 'delivery'>, to
     keys: [{ id: signer.id, secret: typeof signer.secret === 'string' ? Buffer.from(signer.secret, 'utf8') : signer.secret }],
     signWith: tokenKeys.signWith,
     bounceDomain: config.delivery.bounceDomain,
-    unsubscribeKey,
+    ...(unsubscribeKey ? { unsubscribeKey } : {}),
   };
 }
