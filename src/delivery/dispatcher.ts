@@ -142,6 +142,13 @@ const PAUSED_HOLD_MS = 60_000;
 const PLAIN_FALLBACK_MS = 60 * 60_000;
 /** Hosts remembered that way at most (oldest forgotten first), per fallback: a bound, not a working size. */
 const PLAIN_FALLBACK_HOSTS = 10_000;
+/**
+ * The commands whose refusal is a verdict on the recipient. RFC 5321 §3.3: the reply to MAIL is about
+ * the reverse-path (our bounce address), and those to the greeting, EHLO or STARTTLS about the session;
+ * only RCPT (and DATA/BDAT, where some servers check the recipient after the content) speak of the
+ * address. "550 5.1.1 Sender address rejected: User unknown" at MAIL FROM must not suppress the recipient.
+ */
+const RECIPIENT_COMMANDS: ReadonlySet<string> = new Set(['RCPT TO', 'DATA', 'BDAT']);
 
 interface Prepared {
   msg: LoadedMessage | null;
@@ -1449,7 +1456,7 @@ export class Dispatcher {
         // drop or timeout with no answer (code null) says nothing about the address.
         // The notice first: when it cannot be queued, nothing of this outcome is written (reportToSender).
         await this.reportToSender(entry, msg, address, outcome, '4.4.7', `It could not be delivered within ${formatDuration(shaping.maxAge)}, the longest a message is retried.`);
-        if (address !== undefined && outcome.code !== null && verdictOf({ ...this.o.classify(outcome.code, outcome.enhanced, outcome.response), hardbounce: false, action: 'failed', feedbacktype: null }) === 'soft') {
+        if (address !== undefined && outcome.code !== null && RECIPIENT_COMMANDS.has(outcome.command) && verdictOf({ ...this.o.classify(outcome.code, outcome.enhanced, outcome.response), hardbounce: false, action: 'failed', feedbacktype: null }) === 'soft') {
           await this.suppressAfter(entry, outcome, address, 'softbounce', now);
         }
         const ev = eventOf('expired', { ...fields, reason: 'expired' });
@@ -1473,10 +1480,16 @@ export class Dispatcher {
       m?.deliveryAttempts.inc({ result: reason, provider: shaping.provider });
       final = true;
     } else {
-      const verdict = reason ? { reason, hardbounce: true } : this.o.classify(outcome.code, outcome.enhanced, outcome.response);
+      let verdict = reason ? { reason, hardbounce: true } : this.o.classify(outcome.code, outcome.enhanced, outcome.response);
       // Only a remote server's verdict on the address counts against the sender (not our own drops).
       // A local refusal (no code: the client would not send it) is no remote verdict on the address.
-      const about = reason || outcome.code === null ? null : verdictOf({ ...verdict, action: 'failed', feedbacktype: null });
+      let about = reason || outcome.code === null ? null : verdictOf({ ...verdict, action: 'failed', feedbacktype: null });
+      // A refusal of our envelope sender or of the session, worded as an address failure, is the
+      // sender's problem: Sisimai's 'rejected' (the sender address was refused), never suppressed.
+      if ((about === 'hard' || about === 'soft') && !RECIPIENT_COMMANDS.has(outcome.command)) {
+        verdict = { ...verdict, reason: 'rejected' };
+        about = 'sender';
+      }
       addressBounce = about === 'hard';
       // The notice first: when it cannot be queued, nothing of this outcome is written (reportToSender),
       // and the next attempt is refused as this one was, not found suppressed by this one.

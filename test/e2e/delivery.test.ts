@@ -27,6 +27,7 @@ let rateSink: CapturePeer;
 let retryPeer: ScriptedPeer;
 let bouncePeer: ScriptedPeer;
 let dropPeer: ScriptedPeer;
+let senderRejectPeer: ScriptedPeer;
 let brokenTlsPeer: ScriptedPeer;
 let s: SluiceFixture;
 
@@ -46,6 +47,8 @@ test.before(async () => {
   retryPeer = await startScriptedPeer({ ehlo: ['PIPELINING'], on: { RCPT: ['451 4.3.0 try again later', '250 2.1.5 ok'] } });
   bouncePeer = await startScriptedPeer({ ehlo: ['PIPELINING'], on: { RCPT: '550 5.1.1 <nobody@bounce.test>: Recipient address rejected: User unknown' } });
   dropPeer = await startScriptedPeer({ on: { BODY: ['drop', ''] } });
+  // Refuses our envelope sender (sender verification), in the words of an unknown mailbox.
+  senderRejectPeer = await startScriptedPeer({ ehlo: ['PIPELINING'], on: { MAIL: '550 5.1.1 <bounce@acme.example>: Sender address rejected: undeliverable address: User unknown' } });
   // Offers STARTTLS, says yes, and hangs up instead of a TLS handshake: broken TLS, working SMTP.
   brokenTlsPeer = await startScriptedPeer({ ehlo: ['PIPELINING', 'STARTTLS'], on: { STARTTLS: { reply: '220 2.0.0 ready to start TLS', then: 'drop' } } });
   s = await startSluiceFixture(redis, {
@@ -53,6 +56,7 @@ test.before(async () => {
       transport: {
         'one.test': hp(sink), 'two.test': hp(sink), 'rate.test': hp(rateSink), 'hourly.test': hp(sink),
         'retry.test': hp(retryPeer), 'bounce.test': hp(bouncePeer), 'drop.test': hp(dropPeer),
+        'senderreject.test': hp(senderRejectPeer),
         'brokentls.test': hp(brokenTlsPeer),
         // SMTP senders' own domain: their failure notices (DSNs) arrive here.
         'acme.example': hp(sink),
@@ -70,7 +74,7 @@ test.before(async () => {
 
 test.after(async () => {
   await s?.stop();
-  await Promise.all([sink?.close(), rateSink?.close(), retryPeer?.close(), bouncePeer?.close(), dropPeer?.close(), brokenTlsPeer?.close(), dns?.close()]);
+  await Promise.all([sink?.close(), rateSink?.close(), retryPeer?.close(), bouncePeer?.close(), dropPeer?.close(), senderRejectPeer?.close(), brokenTlsPeer?.close(), dns?.close()]);
   await redis?.stop();
 });
 
@@ -266,6 +270,20 @@ test('550 bounces at once with its reason, no retry', async () => {
   assert.is(rc.reason, 'userunknown');
   await new Promise((res) => setTimeout(res, 800)); // longer than the whole retry schedule
   assert.is(rcpts(), before + 1, 'never retried');
+});
+
+test('a 5xx to MAIL FROM bounces as the sender\'s problem (rejected): the recipient is not suppressed, where a 5.1.1 to RCPT is', async () => {
+  const r = await s.api('/v1/messages', { body: { from: 'news@acme.example', to: 'olga@senderreject.test', subject: 'sender', text: 'x' } });
+  const rc = (await s.waitFinal(r.body.id)).recipients[0];
+  assert.is(rc.state, 'bounced');
+  assert.is(rc.code, 550);
+  assert.is(rc.enhanced, '5.1.1');
+  assert.is(rc.reason, 'rejected');
+  assert.is(senderRejectPeer.commands.filter((c) => c.startsWith('RCPT')).length <= 1, true);
+  await s.waitSettled(r.body.id);
+  assert.is(await suppressionOf(s.app.redis.client, s.app.keys, 'acme', 'olga@senderreject.test'), null);
+  // The same words to RCPT are about the address: suppressed (the test above sent nobody@bounce.test).
+  assert.is((await suppressionOf(s.app.redis.client, s.app.keys, 'acme', 'nobody@bounce.test'))?.reason, 'hardbounce');
 });
 
 test('a connection dropped mid-DATA is retried and then delivered', async () => {
