@@ -184,7 +184,9 @@ interface Session {
 
 /** A rendered copy as SmtpClient.send takes it: framed by the worker (a DATA block or a BDAT chunk), or as it is. */
 function onWire(result: Extract<RenderResult, { ok: true }>): Uint8Array | DataBlock {
-  return result.framed ? { bytes: Buffer.from(result.message.buffer, result.message.byteOffset, result.message.byteLength), eightBit: result.eightBit === true, chunked: result.chunked === true } : result.message;
+  return result.framed
+    ? { bytes: Buffer.from(result.message.buffer, result.message.byteOffset, result.message.byteLength), eightBit: result.eightBit === true, chunked: result.chunked === true, ...(result.size !== undefined ? { size: result.size } : {}) }
+    : result.message;
 }
 
 /** A copy on its way to the attempt's next host (Dispatcher.sendOnward), with the answer it has so far. */

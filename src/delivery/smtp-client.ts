@@ -270,6 +270,10 @@ export class SmtpClient {
       if (required) throw this.tlsRequired(`TLS is required, but host ${this.label} refused to start TLS: ${answer.lines.join(' ')}`, 'STARTTLS');
       return;
     }
+    // A reply that came with the 220 answered no command (replies injected in plain text, the
+    // pattern of CVE-2011-0411) and ended the session: no handshake on the closed socket, which would
+    // only time out and mark the host's TLS broken. A bad connection, tried again on a new one.
+    if (!this.isUsable) throw this.refusal({ code: null, reason: this.closedReason ?? 'connection is closed' }, 'STARTTLS');
     try {
       await this.upgrade();
       // RFC 3207 §4.2: forget everything learnt before TLS and ask again.
@@ -397,8 +401,9 @@ export class SmtpClient {
     // only be refused after the transfer, or accepted against the server's word); it is a permanent
     // failure, as in Postfix ("message size exceeds size limit of server").
     const limit = this.sizeLimit();
-    if (limit !== null && block.bytes.length > limit) {
-      return localOutcome('bounced', '5.3.4', `local: message size ${block.bytes.length} exceeds size limit ${limit} of server ${this.peer}`, 'MAIL FROM', true);
+    const size = block.size ?? block.bytes.length;
+    if (limit !== null && size > limit) {
+      return localOutcome('bounced', '5.3.4', `local: message size ${size} exceeds size limit ${limit} of server ${this.peer}`, 'MAIL FROM', true);
     }
 
     if (this.dirty) {
@@ -412,7 +417,7 @@ export class SmtpClient {
       this.dirty = false;
     }
 
-    const mail = `MAIL FROM:<${envelope.from}>${this.mailParams(block.bytes.length, block.eightBit, utf8)}`;
+    const mail = `MAIL FROM:<${envelope.from}>${this.mailParams(size, block.eightBit, utf8)}`;
     const rcpt = `RCPT TO:<${envelope.to}>`;
     this.dirty = true; // until the final reply says 2xx
     if (block.chunked === true) return this.chunked(mail, rcpt, block.bytes);

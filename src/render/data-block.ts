@@ -26,6 +26,12 @@ export interface DataBlock {
   eightBit: boolean;
   /** A BDAT chunk (toChunk) rather than a DATA block: for a server that offers CHUNKING. */
   chunked?: boolean;
+  /**
+   * The message size of RFC 1870 §3 (SIZE=, and what the server's SIZE limit is compared with): its
+   * octets with CRLF line ends, not counting the doubled dots or the terminating '.' CRLF. Left out,
+   * `bytes.length` (a chunk, which has neither).
+   */
+  size?: number;
 }
 
 export function toDataBlock(message: Uint8Array): DataBlock {
@@ -48,6 +54,7 @@ function frame(message: Uint8Array, chunk: boolean): DataBlock {
   const n = buf.length;
   const at: number[] = [];
   const insert: number[] = [];
+  let crs = 0;
   let lineStart = 0;
   while (lineStart < n) {
     if (!chunk && buf[lineStart] === DOT) {
@@ -59,12 +66,14 @@ function frame(message: Uint8Array, chunk: boolean): DataBlock {
     if (lf === 0 || buf[lf - 1] !== CR) {
       at.push(lf);
       insert.push(CR);
+      crs++;
     }
     lineStart = lf + 1;
   }
   const unended = n > 0 && buf[n - 1] !== LF;
   const eightBit = !isAscii(buf);
   if (chunk && at.length === 0 && !unended) return { bytes: buf, eightBit, chunked: true };
+  const size = n + crs + (unended ? 2 : 0);
 
   // The closing CRLF of the last line, then for DATA ".\r\n".
   const out = Buffer.allocUnsafe(n + at.length + (unended ? 2 : 0) + (chunk ? 0 : 3));
@@ -85,5 +94,5 @@ function frame(message: Uint8Array, chunk: boolean): DataBlock {
   out[o++] = DOT;
   out[o++] = CR;
   out[o++] = LF;
-  return { bytes: out, eightBit };
+  return { bytes: out, eightBit, size };
 }

@@ -191,6 +191,8 @@ export type RenderResult =
       owned?: boolean;
       /** Some byte is above 0x7F (BODY=8BITMIME); known when framed, else null. */
       eightBit: boolean | null;
+      /** A DATA block's message size (RFC 1870 §3: without the doubled dots and the terminator); see DataBlock.size. */
+      size?: number;
       /** One entry per DKIM-Signature prepended, in header order. */
       signatures: DkimAlgorithm[];
       /** Time spent hashing and signing for this task; 0 when the worker served it from its cache. */

@@ -231,14 +231,14 @@ function failed(err: unknown): RenderResult {
  * the message itself when nothing needed changing, which is only the result's own when the message
  * is not cached (`alone`).
  */
-function frameAs(task: RenderTask, message: Buffer, alone: boolean): { message: Uint8Array; framed: boolean; chunked?: boolean; eightBit: boolean | null; owned: boolean } {
+function frameAs(task: RenderTask, message: Buffer, alone: boolean): { message: Uint8Array; framed: boolean; chunked?: boolean; eightBit: boolean | null; size?: number; owned: boolean } {
   if (task.frame !== true) return { message, framed: false, eightBit: null, owned: false };
   if (task.chunked === true) {
     const chunk = toChunk(message);
     return { message: chunk.bytes, framed: true, chunked: true, eightBit: chunk.eightBit, owned: alone || chunk.bytes !== message };
   }
   const block = toDataBlock(message);
-  return { message: block.bytes, framed: true, eightBit: block.eightBit, owned: true };
+  return { message: block.bytes, framed: true, eightBit: block.eightBit, ...(block.size !== undefined ? { size: block.size } : {}), owned: true };
 }
 
 /** A campaign template as the JSON text it was stored as. */

@@ -1,6 +1,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { SmtpClient, SmtpConnectError, type SmtpClientOptions, type SmtpOutcome } from '../../src/delivery/smtp-client.js';
+import { toDataBlock } from '../../src/render/data-block.js';
 import { startCapturePeer, startScriptedPeer, type PeerScript } from '../helpers/smtp-peer.js';
 import { freePort } from '../helpers/redis.js';
 import { createServer, type AddressInfo, type Socket } from 'node:net';
@@ -550,6 +551,25 @@ test('a STARTTLS whose handshake breaks fails marked tlsFailed; a refusal in wor
   }
 });
 
+test('a reply that comes with the 220 to STARTTLS (injected plain text, CVE-2011-0411) ends the session at once, not marked tlsFailed', async () => {
+  const peer = await startScriptedPeer({ ehlo: ['STARTTLS'], on: { STARTTLS: '220 2.0.0 go ahead\n250 injected' } });
+  try {
+    const err = await SmtpClient.connect(options(peer.port)).then(
+      (c) => (c.close(), null),
+      (e: unknown) => e,
+    );
+    assert.instance(err, SmtpConnectError);
+    const e = err as SmtpConnectError;
+    assert.is(e.tlsFailed, false, 'TLS did not fail: the server spoke out of turn');
+    assert.is(e.outcome.result, 'deferred');
+    assert.is(e.outcome.command, 'STARTTLS');
+    // Not "TLS handshake timed out": no handshake was tried on the closed socket.
+    assert.match(e.outcome.response, /unsolicited reply: 250 injected/);
+  } finally {
+    await peer.close();
+  }
+});
+
 test('EHLO refused → HELO; a refused STARTTLS continues in plain text', async () => {
   await scripted({ on: { EHLO: '502 5.5.2 command not recognized' } }, async (client, peer) => {
     assert.is((await client.send({ from: 'b@bounce.test', to: 'x@example.test' }, MESSAGE)).result, 'delivered');
@@ -680,6 +700,20 @@ test('a message larger than the SIZE the server declared is not sent: bounced 5.
     const small = await client.send({ from: 'b@bounce.test', to: 'x@example.test' }, Buffer.from('Subject: s\r\n\r\nhi\r\n'));
     assert.is(small.result, 'delivered', small.response);
     assert.ok(!peer.commands.includes('RSET'));
+  });
+  // RFC 1870 §3: the size is the message's own octets, not the doubled dots nor the final ".": a
+  // message of exactly the limit goes (as bytes, and as a block the render thread framed), one more does not.
+  const exact = Buffer.from('Subject: s\r\n\r\n.dot\r\n' + 'x'.repeat(78) + '\r\n');
+  assert.is(exact.length, 100);
+  await scripted({ ehlo: ['PIPELINING', 'SIZE 100'] }, async (client, peer) => {
+    const sent = await client.send({ from: 'b@bounce.test', to: 'x@example.test' }, exact);
+    assert.is(sent.result, 'delivered', sent.response);
+    assert.ok(peer.commands.includes('MAIL FROM:<b@bounce.test> SIZE=100'), peer.commands.join(' | '));
+    const framed = await client.send({ from: 'b@bounce.test', to: 'x@example.test' }, toDataBlock(exact));
+    assert.is(framed.result, 'delivered', framed.response);
+    const over = await client.send({ from: 'b@bounce.test', to: 'x@example.test' }, Buffer.concat([exact, Buffer.from('y')]));
+    assert.equal([over.result, over.enhanced], ['bounced', '5.3.4']);
+    assert.match(over.response, /message size 103 exceeds size limit 100/, 'the unended last line counts its CRLF');
   });
   // SIZE 0 (or without a number) declares no limit (RFC 1870 §4).
   await scripted({ ehlo: ['SIZE 0'] }, async (client) => {
