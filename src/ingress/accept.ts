@@ -117,12 +117,16 @@ export function normaliseRecipients(recipients: readonly string[], paths?: reado
   return out;
 }
 
-/** Throws SLUICE_INGRESS_FROM_NOT_OWNED unless `from` is an address in a domain the account owns. */
-export function checkFrom(registry: AccountRegistry, account: Account, from: string): { address: string; domain: string } {
+/**
+ * Throws SLUICE_INGRESS_FROM_NOT_OWNED unless `from` is an address in a domain the account owns.
+ * `field`: the header it came from (a submitted message's Sender or Resent-From is held to the same rule).
+ */
+export function checkFrom(registry: AccountRegistry, account: Account, from: string, field = 'From'): { address: string; domain: string } {
+  const path = field.toLowerCase();
   const parsed = parseAddress(from);
-  if (!parsed) throw new SluiceError('SLUICE_INGRESS_BAD_ADDRESS', `the From address is not valid: ${JSON.stringify(String(from).slice(0, 100))}`, { errors: [{ path: 'from', message: 'not a valid address' }] });
+  if (!parsed) throw new SluiceError('SLUICE_INGRESS_BAD_ADDRESS', `the ${field} address is not valid: ${JSON.stringify(String(from).slice(0, 100))}`, { errors: [{ path, message: 'not a valid address' }] });
   if (!registry.ownsDomain(account.id, parsed.domain)) {
-    throw new SluiceError('SLUICE_INGRESS_FROM_NOT_OWNED', `The From domain ${parsed.domain} is not owned by this account`, { errors: [{ path: 'from', message: 'domain not owned by this account' }] });
+    throw new SluiceError('SLUICE_INGRESS_FROM_NOT_OWNED', `The ${field} domain ${parsed.domain} is not owned by this account`, { errors: [{ path, message: 'domain not owned by this account' }] });
   }
   return parsed;
 }

@@ -11,6 +11,9 @@ const HEADER_LIMIT = 256 * 1024;
 
 /** The header section (unfolded lines), or throws SLUICE_INGRESS_BAD_MESSAGE. */
 export function headerLines(raw: Buffer): string[] {
+  // RFC 5322 §3.5: the header section ends at the first empty line. A message that starts with one
+  // has none, whatever follows (render/headers.ts reads it so, and would send it without a From).
+  if (raw.length >= 2 && raw[0] === 0x0d && raw[1] === 0x0a) return [];
   const window = raw.subarray(0, HEADER_LIMIT);
   let end = window.indexOf('\r\n\r\n');
   const lf = window.indexOf('\n\n');
@@ -56,24 +59,56 @@ function bareText(value: string): string {
   return out;
 }
 
+/** The one address of the From header, which must name exactly one mailbox (see oneAddress). */
+export function headerFrom(raw: Buffer): string {
+  return headerAuthors(raw).from;
+}
+
+/** The fields besides From that name who the message is from (see headerAuthors). */
+const OTHER_AUTHORS = /^(sender|resent-from|resent-sender):/i;
+
+export interface HeaderAuthors {
+  /** The one address of From (see headerFrom). */
+  readonly from: string;
+  /** The address of each Sender, Resent-From and Resent-Sender field, with the field's name as written. */
+  readonly others: readonly { readonly field: string; readonly address: string }[];
+}
+
 /**
- * The one address of the From header. The message is signed and sent as it is, so the header must
+ * The From address and the other author addresses a reader is shown: Sender (mail clients show "x on
+ * behalf of" the From) and the Resent-From / Resent-Sender of a resent message (RFC 5322 §3.6.6). The
+ * message goes out signed with the account's key, so each of them is the account's to use, as From
+ * is, and each must name one address as plainly as From must (see oneAddress).
+ */
+export function headerAuthors(raw: Buffer): HeaderAuthors {
+  const lines = headerLines(raw);
+  const froms = lines.filter((l) => /^from:/i.test(l));
+  if (froms.length !== 1) throw malformed(froms.length === 0 ? 'no From header' : 'more than one From header');
+  const others: { field: string; address: string }[] = [];
+  for (const line of lines) {
+    if (!OTHER_AUTHORS.test(line)) continue;
+    const colon = line.indexOf(':');
+    const field = line.slice(0, colon);
+    others.push({ field, address: oneAddress(field, line.slice(colon + 1).trim()) });
+  }
+  return { from: oneAddress('From', (froms[0] as string).slice(5).trim()), others };
+}
+
+/**
+ * The one address of an author field. The message is signed and sent as it is, so the field must
  * say one thing to every reader: the lenient parser takes `<news@own.example> <x@other.example>` or
  * `x@other.example <news@own.example>` for news@own.example (the rest as a display name), where
- * other parsers (Python's email, for one) read x@other.example — a From domain the account does
- * not own, signed with one it does. So, outside quotes and comments, exactly one '@', at most one
- * angle address, and nothing after it.
+ * other parsers (Python's email, for one) read x@other.example — a domain the account does not own,
+ * signed with one it does. So, outside quotes and comments, exactly one '@', at most one angle
+ * address, and nothing after it.
  */
-export function headerFrom(raw: Buffer): string {
-  const froms = headerLines(raw).filter((l) => /^from:/i.test(l));
-  if (froms.length !== 1) throw malformed(froms.length === 0 ? 'no From header' : 'more than one From header');
-  const value = (froms[0] as string).slice(5).trim();
+function oneAddress(field: string, value: string): string {
   const list = addressparser(value, { flatten: true });
-  if (list.length !== 1 || !list[0]?.address) throw malformed('the From header must name exactly one address');
+  if (list.length !== 1 || !list[0]?.address) throw malformed(`the ${field} header must name exactly one address`);
   const bare = bareText(value);
   const angle = bare.indexOf('<');
   if (bare.split('@').length !== 2 || angle !== bare.lastIndexOf('<') || (angle !== -1 && !/^<[^<>]*>\s*$/.test(bare.slice(angle)))) {
-    throw malformed('the From header must name exactly one address (a display name with "@" or "<" must be quoted)');
+    throw malformed(`the ${field} header must name exactly one address (a display name with "@" or "<" must be quoted)`);
   }
   return list[0].address;
 }

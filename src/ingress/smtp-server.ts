@@ -9,7 +9,7 @@ import { assertRedisReady } from '../redis/client.js';
 import type { Account } from '../accounts/registry.js';
 import { AuthThrottle, recipientCap, type AuthThrottleOptions } from '../accounts/limits.js';
 import { acceptMessage, checkFrom, checkOpen, type AcceptDeps } from './accept.js';
-import { headerFrom } from './header-from.js';
+import { headerAuthors } from './header-from.js';
 import { checkMessageLines, malformed } from './message-check.js';
 import { loadOrCreateTls } from './tls.js';
 import type { TlsMaterial } from '../core/tls-material.js';
@@ -249,8 +249,16 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
           const raw = data;
           try {
             assertRedisReady(deps.redis);
-            checkMessageLines(raw);
-            const from = headerFrom(raw);
+            let from: string;
+            try {
+              checkMessageLines(raw);
+              const authors = headerAuthors(raw);
+              from = checkFrom(deps.registry, account, authors.from).address;
+              for (const o of authors.others) checkFrom(deps.registry, account, o.address, o.field);
+            } catch (err) {
+              // acceptMessage counts its own refusals; those of the message's lines and headers are counted here.
+              return answer(rejected(session, err));
+            }
             const accepted = await acceptMessage(
               { ...deps, logger: log },
               {
@@ -267,8 +275,7 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
             log.info({ sessionId: session.id, msgId: accepted.id, account: account.id, recipients: accepted.recipients.length, bytes: size }, 'message accepted');
             answer(null, `2.0.0 Ok: queued as ${accepted.id}`);
           } catch (err) {
-            // acceptMessage counts its own refusals; header problems are counted here.
-            answer(err instanceof SluiceError && err.code === 'SLUICE_INGRESS_BAD_MESSAGE' ? rejected(session, err) : reject(session, err));
+            answer(reject(session, err));
           } finally {
             buffered.give(size);
           }

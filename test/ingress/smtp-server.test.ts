@@ -157,6 +157,33 @@ test('malformed message (no From header) → 554', async () => {
   assert.is(err.responseCode, 554);
 });
 
+test('a message that starts with an empty line has no header section (RFC 5322 §3.5): 554 no From, although a From follows it; nothing stored', async () => {
+  const t = acme();
+  const before = await storedMessages(fx);
+  const err = await refusal(t.sendMail({ envelope: { from: 'news@acme.example', to: ['x@gmail.com'] }, raw: '\r\nFrom: news@acme.example\r\nTo: x@gmail.com\r\nSubject: s\r\n\r\nbody\r\n' }));
+  t.close();
+  assert.is(err.responseCode, 554);
+  assert.match(err.response ?? '', /^554 5\.6\.0 .*no From header/);
+  assert.is(await storedMessages(fx), before);
+});
+
+test('Sender, Resent-From and Resent-Sender are held to From\'s rule: another domain → 550 5.7.1 naming the field, nothing stored; the account\'s own → 250', async () => {
+  const t = acme();
+  const before = await storedMessages(fx);
+  for (const field of ['Sender', 'Resent-From', 'resent-sender']) {
+    const err = await refusal(t.sendMail({ envelope: { from: 'news@acme.example', to: ['x@gmail.com'] }, raw: `From: news@acme.example\r\n${field}: ceo@evil.example\r\nTo: x@gmail.com\r\nSubject: s\r\n\r\nbody\r\n` }));
+    assert.is(err.responseCode, 550, field);
+    assert.match(err.response ?? '', new RegExp(`^550 5\\.7\\.1 The ${field} domain evil\\.example is not owned`), field);
+  }
+  // Ambiguous as From would be: 554.
+  const odd = await refusal(t.sendMail({ envelope: { from: 'news@acme.example', to: ['x@gmail.com'] }, raw: 'From: news@acme.example\r\nSender: ceo@evil.example <news@acme.example>\r\nTo: x@gmail.com\r\nSubject: s\r\n\r\nbody\r\n' }));
+  assert.is(odd.responseCode, 554);
+  assert.is(await storedMessages(fx), before, 'none of them stored');
+  const info = await t.sendMail({ envelope: { from: 'news@acme.example', to: ['x@gmail.com'] }, raw: 'From: news@acme.example\r\nSender: Desk <desk@acme.example>\r\nTo: x@gmail.com\r\nSubject: s\r\n\r\nbody\r\n' });
+  assert.match(info.response, /^250 /);
+  t.close();
+});
+
 test('a From header other parsers read as another address → 554 5.6.0, nothing stored; quoted names and comments are fine', async () => {
   // The lenient parser reads each of these as news@acme.example (the rest a display name); Python's
   // email reads evil@other.example from the first, and two addresses from the others. Signed with
