@@ -11,6 +11,7 @@ import type { Account, AccountRegistry } from '../accounts/registry.js';
 import { reserveSending } from '../accounts/limits.js';
 import type { MessageDsn, MessageKind, MessageSource, StoredRecipient } from '../store/messages.js';
 import { persistMessage, refsTtlMs } from './persist.js';
+import { cancelMessage } from './message-cancel.js';
 import { withMessageId } from '../render/spec-record.js';
 import type { ClosedAccounts } from '../store/account-state.js';
 
@@ -33,7 +34,7 @@ export interface AcceptDeps {
   /**
    * Strict durability (redis.durability: strict): resolves once the write is on disk (WAITAOF);
    * rejects when it cannot be confirmed in time, and then the submission is refused with a 4xx so
-   * the client retries. Undefined when every write is durable already (appendfsync always) or in
+   * the client retries, and its copies are withdrawn (confirmOrWithdraw). Undefined when every write is durable already (appendfsync always) or in
    * 'everysec' mode.
    */
   readonly confirmDurable?: (() => Promise<void>) | undefined;
@@ -131,6 +132,27 @@ export function checkFrom(registry: AccountRegistry, account: Account, from: str
   return parsed;
 }
 
+/** What a copy withdrawn by confirmOrWithdraw says as its recipient's response. */
+export const WITHDRAWN_RESPONSE = 'not sent: the submission was refused, its write not confirmed on disk in time (strict durability)';
+
+/**
+ * Strict durability: the write is confirmed on disk, or the submission is refused (4xx, the client
+ * tries again) and nothing of it goes out: it is queued already, so its waiting copies are cancelled
+ * first, each recorded as `cancelled` with WITHDRAWN_RESPONSE. A copy delivery claimed in the
+ * moment between is being sent and stays so (the client's retry then sends it a second time).
+ */
+async function confirmOrWithdraw(deps: AcceptDeps, id: string, accountId: string, now: number): Promise<void> {
+  if (!deps.confirmDurable) return;
+  try {
+    await deps.confirmDurable();
+  } catch (err) {
+    await cancelMessage(deps.redis, deps.keys, id, accountId, {
+      now, recordTtlMs: deps.config.retention.records, refsTtlMs: refsTtlMs(deps.config), eventsMaxLen: deps.config.retention.eventsMaxLen, response: WITHDRAWN_RESPONSE,
+    }).catch((cancelErr: unknown) => deps.logger?.error({ err: cancelErr, msgId: id }, 'a refused submission could not be withdrawn: it may still be delivered'));
+    throw err;
+  }
+}
+
 export async function acceptMessage(deps: AcceptDeps, sub: Submission): Promise<Accepted> {
   try {
     const from = checkFrom(deps.registry, sub.account, sub.from);
@@ -189,7 +211,7 @@ export async function acceptMessage(deps: AcceptDeps, sub: Submission): Promise<
         else deps.logger?.warn({ err: persisted.eventError, msgId: candidate }, 'could not append the accepted event');
         return candidate;
       }, first);
-      await deps.confirmDurable?.();
+      await confirmOrWithdraw(deps, id, sub.account.id, now);
     } catch (err) {
       await reservation.release().catch(() => undefined);
       throw err;
