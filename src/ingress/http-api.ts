@@ -195,13 +195,14 @@ const QUOTE = 0x22;
 const BACKSLASH = 0x5c;
 
 /**
- * The first name given twice in one object of a JSON text that JSON.parse took, or undefined.
- * JSON.parse keeps the last (RFC 8259 §4: names SHOULD be unique, parsers differ on which counts):
- * {"to": [...], ..., "to": [...]} from a client that builds its JSON by hand sent to the second list
- * only, in silence, as a misspelt field would without the schema's strictness. Strings are skipped
+ * What is wrong with the names of a JSON text that JSON.parse took, or undefined. A name given twice
+ * in one object: JSON.parse keeps the last (RFC 8259 §4: names SHOULD be unique, parsers differ on
+ * which counts): {"to": [...], ..., "to": [...]} from a client that builds its JSON by hand sent to
+ * the second list only, in silence, as a misspelt field would without the schema's strictness. And
+ * the name __proto__, which an object built from the parsed one drops. Strings are skipped
  * with indexOf, so a body of megabytes of base64 or html costs little over JSON.parse's own pass.
  */
-function duplicateName(text: string): string | undefined {
+function nameProblem(text: string): string | undefined {
   // One entry per open container: the names of an object so far, null for an array.
   const open: (Set<string> | null)[] = [];
   let nameNext = false;
@@ -220,7 +221,10 @@ function duplicateName(text: string): string | undefined {
         const raw = text.slice(i + 1, end);
         const name = raw.includes('\\') ? (JSON.parse(text.slice(i, end + 1)) as string) : raw;
         const names = open[open.length - 1] as Set<string>;
-        if (names.has(name)) return name;
+        if (names.has(name)) return `the name ${JSON.stringify(name.slice(0, 100))} is given twice in one object`;
+        // A plain object's key: assigning it sets the prototype instead, so in metadata or headers it
+        // would vanish in silence (or worse, read as inherited fields).
+        if (name === '__proto__') return 'the name "__proto__" is not accepted';
         names.add(name);
         nameNext = false;
       }
@@ -246,8 +250,8 @@ function parseJson(body: Buffer): unknown {
     else if (!isUtf8(body)) throw new Error('the body is not valid UTF-8');
     else text = decodeUtf8(body);
     const value: unknown = JSON.parse(text);
-    const twice = duplicateName(text);
-    if (twice !== undefined) throw new Error(`the name ${JSON.stringify(twice.slice(0, 100))} is given twice in one object`);
+    const problem = nameProblem(text);
+    if (problem !== undefined) throw new Error(problem);
     // The same for an escaped lone surrogate ("\ud800", RFC 8259 §8.2): stored as UTF-8 it becomes
     // U+FFFD. Only a body that escapes a surrogate can hold one, so the bytes are searched first.
     if ((body.includes('\\ud') || body.includes('\\uD')) && holdsLoneSurrogate(value)) {

@@ -118,6 +118,12 @@ test('a name given twice in one object → 400 SLUICE_INGRESS_BAD_JSON naming it
     assert.equal([r.status, r.json.code], [400, 'SLUICE_INGRESS_BAD_JSON'], r.text);
     assert.match(String(r.json['message']), `the name "${name}" is given twice in one object`);
   }
+  // __proto__ would be dropped from metadata or headers in silence (zod builds the record by assignment).
+  for (const body of ['{"from":"a@acme.example","to":"b@gmail.com","subject":"s","text":"t","metadata":{"__proto__":"x","ok":1}}', '{"from":"a@acme.example","to":"b@gmail.com","subject":"s","text":"t","headers":{"__pr\\u006fto__":"x"}}']) {
+    const r = await call('POST', '/v1/messages', body);
+    assert.equal([r.status, r.json.code], [400, 'SLUICE_INGRESS_BAD_JSON'], r.text);
+    assert.match(String(r.json['message']), 'the name "__proto__" is not accepted');
+  }
   assert.is(await storedMessages(fx), before);
   const fine = await call('POST', '/v1/messages/batch', '{"messages":[{"from":"a@acme.example","to":"d1@gmail.com","subject":"s \\" \\\\","text":"t","metadata":{"to":"x"}},{"from":"a@acme.example","to":"d2@gmail.com","subject":"s","text":"t"}]}');
   assert.equal([fine.status, fine.json['accepted']], [202, 2], fine.text);
