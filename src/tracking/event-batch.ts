@@ -4,7 +4,7 @@ import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { BURST_WINDOW_MS, classifyOpen, type TrackingRequest } from './classify.js';
 import { DEFAULT_EVENTS_MAX_LEN, DEFAULT_RETENTION_MS, type TrackingDeps, type TrackingMode } from './deps.js';
-import { eventClass, packTrackingEvent, TYPES, type EventContext } from './record.js';
+import { eventClass, packTrackingEvent, storedIp, TYPES, type EventContext } from './record.js';
 import { appendEventBatch, EVENTS_PER_CALL } from '../store/events.js';
 
 declare module 'ioredis' {
@@ -19,11 +19,12 @@ declare module 'ioredis' {
 /**
  * Opens and clicks are written to Redis in batches, after their answer:
  *
- *   request ─► answer ─► queue [open, open, click, open, …]        (bounded: maxPending, else shed)
+ *   request ─► answer ─► verify an open (keys, mode, address kept: as of now)
+ *                          ─► queue [open, open, click, open, …]   (bounded: maxPending, else shed)
  *                          │ one flush at a time: as soon as the previous one is done, or under
  *                          │ load LINGER_MS after it began
  *                          ▼
- *              verify + classify the opens
+ *              classify the opens
  *              one recordTrackingOpens call per message (Cluster) or for all (single server) ─► first / repeat,
  *                                                                                 engagement counters
  *              one appendEvents call on the stream key, entries in arrival order
@@ -45,7 +46,7 @@ export interface RawOpen extends TrackingRequest {
 }
 
 export interface EventBatch {
-  /** Queues an answered pixel request: verified, classified, marked and appended in the next flush. */
+  /** Queues an answered pixel request, verified now (see OpenEntry): classified, marked and appended in the next flush. */
   open(raw: RawOpen): void;
   /**
    * Queues the event of a verified token whose marks are already made (a click). A person's first
@@ -63,8 +64,9 @@ export interface EventBatch {
 export interface EventBatchOptions {
   /** Events queued or in flight at most; beyond, new ones are dropped (counted as result 'shed'). */
   readonly maxPending: number;
-  /** Verifies an open token (kind 'o') as of `at` (the request's time), or null. */
+  /** Verifies an open token (kind 'o') as of `at` (the request's time), or null; with the keys in force, when the open is queued. */
   readonly verifyOpen: (token: string, at: number) => TokenPayload | null;
+  /** An account's tracking mode in force, asked when an open is queued (its IP anonymisation is deps.settings's then). */
   readonly modeOf: (account: string) => TrackingMode;
   /** Events per script call at most (default MAX_BATCH). */
   readonly maxBatch?: number;
@@ -115,8 +117,19 @@ interface Held {
   done: boolean;
 }
 
+/**
+ * An open is decided when it arrives, under the keys and settings in force then (the main thread
+ * sends opens and reloads in the order it answered and took them): verified (null: a bad token), its
+ * account's mode, and the address it may keep. A reload before its flush changes none of that.
+ */
+interface OpenEntry {
+  readonly raw: RawOpen;
+  readonly p: TokenPayload | null;
+  readonly mode: TrackingMode;
+  readonly ip: string;
+}
 /** `held`: a click released from its hold, whose recipient may have been erased meanwhile. */
-type Entry = { readonly raw: RawOpen } | { readonly p: TokenPayload; readonly ctx: EventContext; readonly held?: true };
+type Entry = OpenEntry | { readonly p: TokenPayload; readonly ctx: EventContext; readonly held?: true };
 
 interface Ready {
   readonly p: TokenPayload;
@@ -256,17 +269,16 @@ export function createEventBatch(deps: EventBatchDeps, opts: EventBatchOptions):
         ready.push({ p: entry.p, ctx: entry.ctx });
         continue;
       }
-      const { raw } = entry;
-      const p = opts.verifyOpen(raw.token, raw.at);
+      const { raw, p, mode } = entry;
       if (!p) {
         invalid++;
         continue;
       }
       ok++;
-      const mode = opts.modeOf(p.account);
       if (mode === 'off') continue;
+      // Classified by the address as seen (Apple's proxies by their ranges), stored as the account allows.
       const machine = classifyOpen(raw);
-      const event: Ready = { p, ctx: { now: raw.at, mode, first: false, machine, userAgent: raw.userAgent, ip: raw.ip } };
+      const event: Ready = { p, ctx: { now: raw.at, mode, first: false, machine, userAgent: raw.userAgent, ip: entry.ip } };
       ready.push(event);
       // Anonymous mode keeps no per-recipient marks (nothing is "first"), but the open is counted.
       opens.push({ msgId: p.msgId, cls: machine ? 'm' : '', idx: mode === 'full' ? p.idx : '', at: raw.at });
@@ -287,7 +299,7 @@ export function createEventBatch(deps: EventBatchDeps, opts: EventBatchOptions):
       if (gone) ready = ready.filter((e) => !gone.has(e));
     }
     if (ready.length === 0) return;
-    const entries = ready.map(({ p, ctx }) => packTrackingEvent(deps, p, ctx));
+    const entries = ready.map(({ p, ctx }) => packTrackingEvent(p, ctx));
     await appendEventBatch(deps.redis, deps.keys, deps.eventsMaxLen ?? DEFAULT_EVENTS_MAX_LEN, entries);
     const counts = new Map<string, { type: string; cls: string; n: number }>();
     for (const { p, ctx } of ready) {
@@ -302,7 +314,10 @@ export function createEventBatch(deps: EventBatchDeps, opts: EventBatchOptions):
 
   return {
     open: (raw) => {
-      if (admit('open')) enqueue({ raw });
+      if (!admit('open')) return;
+      const p = opts.verifyOpen(raw.token, raw.at);
+      const mode = p ? opts.modeOf(p.account) : 'off';
+      enqueue({ raw, p, mode, ip: p && mode !== 'off' ? storedIp(deps.settings, p.account, raw.ip) : '' });
     },
     event: (p, ctx) => {
       if (!admit('click')) return;

@@ -3,7 +3,7 @@ import type { TokenPayload } from '../core/tokens.js';
 import { appendEvent } from '../store/events.js';
 import { anonymizeIp } from './anonymize-ip.js';
 import { BURST_LINKS, BURST_WINDOW_MS, type MachineReason } from './classify.js';
-import { anonymizationOf, DEFAULT_EVENTS_MAX_LEN, DEFAULT_RETENTION_MS, type TrackingDeps, type TrackingMode } from './deps.js';
+import { anonymizationOf, DEFAULT_EVENTS_MAX_LEN, DEFAULT_RETENTION_MS, type TrackingDeps, type TrackingMode, type TrackingSettings } from './deps.js';
 
 export interface Mark {
   readonly first: boolean;
@@ -51,6 +51,10 @@ export interface EventContext {
   readonly first: boolean;
   readonly machine: MachineReason | null;
   readonly userAgent: string;
+  /**
+   * The client's address as it may be stored: anonymised (storedIp) by whoever made the context,
+   * under the account's setting when the request was answered; '' stores none.
+   */
   readonly ip: string;
   readonly via?: string;
   /**
@@ -67,7 +71,16 @@ export interface EventContext {
  * aggregate counts need. Flat strings because a batch of thousands a second is packed straight from
  * them (packTrackingEvent).
  */
-export function eventFlat(deps: Pick<TrackingDeps, 'settings'>, p: TokenPayload, ctx: EventContext): string[] {
+/**
+ * The client address an event of `account` may keep, by the account's IP anonymisation in `settings`:
+ * applied when the request is answered (or reaches the recorder thread, in the order it was
+ * answered), so that a reload that loosens the setting never reaches events taken under the old one.
+ */
+export function storedIp(settings: TrackingSettings | undefined, account: string, ip: string): string {
+  return anonymizeIp(ip, anonymizationOf(settings, account));
+}
+
+export function eventFlat(p: TokenPayload, ctx: EventContext): string[] {
   const f: string[] = ['at', String(ctx.now), 'account', p.account, 'msgId', p.msgId];
   const personal = ctx.mode === 'full' || p.kind === 'u';
   if (personal) f.push('idx', String(p.idx));
@@ -77,16 +90,15 @@ export function eventFlat(deps: Pick<TrackingDeps, 'settings'>, p: TokenPayload,
   if (ctx.machine) f.push('reason', ctx.machine);
   if (ctx.via) f.push('via', ctx.via);
   if (personal) {
-    const ip = anonymizeIp(ctx.ip, anonymizationOf(deps.settings, p.account));
-    if (ip) f.push('ip', ip);
+    if (ctx.ip) f.push('ip', ctx.ip);
     if (ctx.userAgent) f.push('ua', ctx.userAgent.slice(0, MAX_USER_AGENT_CHARS));
   }
   return f;
 }
 
 /** eventFlat as an object, for appendEvent. */
-export function eventFields(deps: Pick<TrackingDeps, 'settings'>, p: TokenPayload, ctx: EventContext): Record<string, string> {
-  const flat = eventFlat(deps, p, ctx);
+export function eventFields(p: TokenPayload, ctx: EventContext): Record<string, string> {
+  const flat = eventFlat(p, ctx);
   const fields: Record<string, string> = {};
   for (let i = 0; i + 1 < flat.length; i += 2) fields[flat[i] as string] = flat[i + 1] as string;
   return fields;
@@ -103,7 +115,7 @@ export function eventFields(deps: Pick<TrackingDeps, 'settings'>, p: TokenPayloa
  * decodes as latin1 (code units 0–255); the account was decoded from the token's UTF-8 (invalid
  * sequences become U+FFFD); everything else is digits, ids and fixed words.
  */
-export function packTrackingEvent(deps: Pick<TrackingDeps, 'settings'>, p: TokenPayload, ctx: EventContext): string {
+export function packTrackingEvent(p: TokenPayload, ctx: EventContext): string {
   const personal = ctx.mode === 'full' || p.kind === 'u';
   // msgId is base32 (the token decoder makes it): no escaping.
   let out = `["type","${TYPES[p.kind]}","at","${ctx.now}","account",${quoted(p.account)},"msgId","${p.msgId}"`;
@@ -113,8 +125,7 @@ export function packTrackingEvent(deps: Pick<TrackingDeps, 'settings'>, p: Token
   out += ctx.machine ? `,"machine","1","reason",${quoted(ctx.machine)}` : ',"machine","0"';
   if (ctx.via) out += `,"via",${quoted(ctx.via)}`;
   if (personal) {
-    const ip = anonymizeIp(ctx.ip, anonymizationOf(deps.settings, p.account));
-    if (ip) out += `,"ip",${JSON.stringify(ip)}`;
+    if (ctx.ip) out += `,"ip",${JSON.stringify(ctx.ip)}`;
     if (ctx.userAgent) out += `,"ua",${quoted(ctx.userAgent.slice(0, MAX_USER_AGENT_CHARS))}`;
   }
   return out + ']';
@@ -133,7 +144,7 @@ export function eventClass(ctx: Pick<EventContext, 'first' | 'machine'>): 'machi
  * events whose caller needs the id (an unsubscribe). Opens and clicks go through event-batch.ts.
  */
 export async function appendTrackingEvent(deps: TrackingDeps, p: TokenPayload, ctx: EventContext): Promise<string> {
-  const id = await appendEvent(deps.redis, deps.keys, TYPES[p.kind], eventFields(deps, p, ctx), deps.eventsMaxLen ?? DEFAULT_EVENTS_MAX_LEN);
+  const id = await appendEvent(deps.redis, deps.keys, TYPES[p.kind], eventFields(p, ctx), deps.eventsMaxLen ?? DEFAULT_EVENTS_MAX_LEN);
   deps.metrics?.events.inc({ type: TYPES[p.kind], class: eventClass(ctx) });
   return id;
 }

@@ -150,13 +150,20 @@ export function startRecorder(start: RecorderInit, opts: RecorderOptions): Recor
   return {
     updateSettings(settings) {
       init = { ...init, settings };
-      // Ordered after the events already posted, before any sent later; a thread not started (or
+      // After the events answered before it (this turn's too, sent first), before any answered
+      // later: the thread decides each under the settings of its answer. A thread not started (or
       // being restarted) gets them with its workerData.
-      if (alive && worker) worker.postMessage({ t: 'settings', settings } satisfies ToRecorder);
+      if (alive && worker) {
+        if (queued > 0) send();
+        worker.postMessage({ t: 'settings', settings } satisfies ToRecorder);
+      }
     },
     updateCodec(codec) {
       init = { ...init, codec };
-      if (alive && worker) worker.postMessage({ t: 'codec', codec } satisfies ToRecorder);
+      if (alive && worker) {
+        if (queued > 0) send();
+        worker.postMessage({ t: 'codec', codec } satisfies ToRecorder);
+      }
     },
     open(raw: RawOpen) {
       if (take('open')) opens.push(raw.token, raw.at, raw.method, raw.userAgent, raw.ip);

@@ -11,7 +11,7 @@ import { isOneClickBody } from './one-click.js';
 import { badRequestPage, invalidLinkPage, NOT_FOUND_TEXT, unsubscribedPage, unsubscribeFormPage } from './pages.js';
 import { startRecorder } from './recorder.js';
 import { CLICK_HOLD_MS } from './event-batch.js';
-import { mark } from './record.js';
+import { mark, storedIp } from './record.js';
 import { unsubscribe, unsubscribeTarget } from './unsubscribe.js';
 import { listenOn } from '../core/listen.js';
 import { limitHttpConnections, serviceUnavailable, type HttpConnectionLimits } from '../core/http-connection-limit.js';
@@ -230,9 +230,8 @@ export async function startTrackingServer(given: TrackingDeps, opts: TrackingSer
     return HELD;
   };
 
-  const click = async (req: IncomingMessage, res: ServerResponse, token: string): Promise<string> => {
-    const p = verify(token, 'c');
-    if (!p) return send(res, 404, TEXT, NOT_FOUND_TEXT, 'invalid');
+  /** A click of a verified token (route verified it before asking for Redis: a bad link is a 404 whatever Redis's state). */
+  const click = async (req: IncomingMessage, res: ServerResponse, p: TokenPayload): Promise<string> => {
     const mode = modeOf(deps.settings, p.account);
     const client = clientOf(req);
     const at = now();
@@ -256,7 +255,7 @@ export async function startTrackingServer(given: TrackingDeps, opts: TrackingSer
     if (mode !== 'off' && !m.erased) {
       const machine = before ?? classifyClick(client, { ...ctx, burst: m.burst, burstLimit: m.burstLimit });
       const burst = machine === 'burst' && m.burstSince > 0 ? { burstSince: m.burstSince } : {};
-      recorder.event(p, { now: at, mode, first: m.first, machine, userAgent: client.userAgent, ip: client.ip, ...burst });
+      recorder.event(p, { now: at, mode, first: m.first, machine, userAgent: client.userAgent, ip: storedIp(deps.settings, p.account, client.ip), ...burst });
     }
     return 'ok';
   };
@@ -303,7 +302,9 @@ export async function startTrackingServer(given: TrackingDeps, opts: TrackingSer
     if (prefix === '/o' && rest.endsWith('.gif')) return ['open', notAllowed(res, 'GET, HEAD')];
     if (prefix === '/c') {
       if (!read) return ['click', notAllowed(res, 'GET, HEAD')];
-      return ['click', await withRedis(res, () => click(req, res, rest))];
+      const p = verify(rest, 'c');
+      if (!p) return ['click', send(res, 404, TEXT, NOT_FOUND_TEXT, 'invalid')];
+      return ['click', await withRedis(res, () => click(req, res, p))];
     }
     if (prefix === '/u') {
       if (!read && method !== 'POST') return ['unsubscribe', notAllowed(res, 'GET, HEAD, POST')];
@@ -364,7 +365,11 @@ export async function startTrackingServer(given: TrackingDeps, opts: TrackingSer
     // can, then drop it. Never an exception: a bad client must not touch the process.
     const status = err.code === 'HPE_HEADER_OVERFLOW' ? 431 : err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : 400;
     if (err.code !== 'ECONNRESET') deps.metrics?.requests.inc({ endpoint: 'other', result: String(status) });
-    if (socket.writable && err.code !== 'ECONNRESET') {
+    // Only while no answer is under way on the connection: behind a pipelined request still being
+    // answered (a click waiting for Redis) or answered in part, a raw status line would be read as
+    // that request's answer or as part of it. Then the connection is cut, and the client asks again.
+    const answering = (socket as Duplex & { _httpMessage?: unknown })._httpMessage;
+    if (socket.writable && err.code !== 'ECONNRESET' && !answering) {
       socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
     } else socket.destroy();
   });

@@ -2,7 +2,7 @@ import type { TokenPayload } from '../core/tokens.js';
 import { liveAddress, messageFor, unsubscribeRecipient, type MessageView } from '../store/recipients.js';
 import { addSuppression, attachEvidence, erasedSuppression } from '../store/suppression.js';
 import { deletionDue } from '../store/account-state.js';
-import { mark, appendTrackingEvent } from './record.js';
+import { mark, appendTrackingEvent, storedIp } from './record.js';
 import { modeOf, type TrackingDeps } from './deps.js';
 
 export type UnsubscribeResult =
@@ -76,7 +76,7 @@ export async function unsubscribe(
     await unsubscribeRecipient(deps.redis, deps.keys, target.view, p.idx, target.address, { now, evidence });
   }
   const eventId = await appendTrackingEvent(deps, p, {
-    now, mode, first, machine: null, userAgent: ctx.userAgent ?? '', ip: ctx.ip ?? '', via: ctx.via ?? 'http',
+    now, mode, first, machine: null, userAgent: ctx.userAgent ?? '', ip: storedIp(deps.settings, p.account, ctx.ip ?? ''), via: ctx.via ?? 'http',
   });
   // Then given the event's id as evidence, as the mailto path and bounces and complaints do
   // (feedback/process.ts): the suppression is written before the event that says so, and names it after.

@@ -1,6 +1,6 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { eventFlat, packTrackingEvent, TYPES, type EventContext } from '../../src/tracking/record.js';
+import { eventFlat, packTrackingEvent, storedIp, TYPES, type EventContext } from '../../src/tracking/record.js';
 import type { TokenPayload } from '../../src/core/tokens.js';
 import type { TrackingMode, TrackingSettings } from '../../src/tracking/deps.js';
 import type { MachineReason } from '../../src/tracking/classify.js';
@@ -27,12 +27,21 @@ test('packTrackingEvent equals the JSON of eventFlat for every kind, mode, class
           for (const ip of ips)
             for (const s of settings)
               for (const [first, via] of [[true, undefined], [false, 'mail']] as const) {
-                const ctx: EventContext = { now: 1772366400123, mode, first, machine, userAgent, ip, ...(via ? { via } : {}) };
-                const expected = JSON.stringify(['type', TYPES[p.kind], ...eventFlat({ settings: s }, p, ctx)]);
-                assert.is(packTrackingEvent({ settings: s }, p, ctx), expected, `${p.kind} ${mode} ${machine} ${JSON.stringify(userAgent).slice(0, 20)} ${ip} ${s.anonymizeIp}`);
+                const ctx: EventContext = { now: 1772366400123, mode, first, machine, userAgent, ip: storedIp(s, p.account, ip), ...(via ? { via } : {}) };
+                const expected = JSON.stringify(['type', TYPES[p.kind], ...eventFlat(p, ctx)]);
+                assert.is(packTrackingEvent(p, ctx), expected, `${p.kind} ${mode} ${machine} ${JSON.stringify(userAgent).slice(0, 20)} ${ip} ${s.anonymizeIp}`);
                 n++;
               }
   assert.ok(n > 5000);
+});
+
+test('storedIp: the address an account may keep (none, truncate, drop; an IPv4-mapped client as its IPv4 address)', () => {
+  const settings: TrackingSettings = { anonymizeIp: 'none', accounts: new Map([['cut', { mode: 'full', anonymizeIp: 'truncate' }], ['nil', { mode: 'full', anonymizeIp: 'drop' }]]) };
+  assert.is(storedIp(settings, 'acme', '::ffff:192.0.2.7'), '192.0.2.7');
+  assert.is(storedIp(settings, 'cut', '192.0.2.7'), '192.0.2.0');
+  assert.is(storedIp(settings, 'cut', '2001:db8:1:2:3:4:5:6'), '2001:db8:1::');
+  assert.is(storedIp(settings, 'nil', '192.0.2.7'), '');
+  assert.is(storedIp(undefined, 'acme', '192.0.2.7'), '192.0.2.7');
 });
 
 test.run();

@@ -326,6 +326,12 @@ test('while Redis is unreachable, a click and the unsubscribe page are answered 
     assert.equal([click.status, page.status, oneClick.status], [503, 503, 503]);
     assert.is(click.headers['retry-after'], '30');
     assert.ok(Date.now() - started < 3000, 'answered at once, not after a timeout');
+    // A bad link is no link whatever Redis's state: 404, not "try again", as a bad unsubscribe link.
+    const forged = sign('c').slice(0, -2) + (sign('c').endsWith('AA') ? 'BB' : 'AA');
+    const badClick = await get(base + '/c/' + forged);
+    const badPage = await get(base + '/u/' + sign('u').slice(0, -3));
+    assert.equal([badClick.status, badPage.status], [404, 404]);
+    assert.is(badClick.headers['retry-after'], undefined);
     const pixel = await get(base + tokenPath('o', sign('o')), { headers: { 'user-agent': BROWSER } });
     assert.is(pixel.status, 200);
     assert.equal(pixel.body, PIXEL_GIF);
@@ -767,6 +773,28 @@ test("updateSettings (a configuration reload) applies from the next request, in 
   }
 });
 
+test('a reload does not reach events answered before it: opens waiting for the recorder thread and a held first click keep the mode and IP setting of their answer', async () => {
+  // anonymous: opens keep no recipient; drop: a click keeps no address. The thread is not started
+  // yet (no request so far), so the opens reach it with the reload's message right behind them.
+  const f = await fixture({ mode: 'anonymous', ip: 'drop' });
+  try {
+    const opens = await Promise.all(Array.from({ length: 20 }, () => get(f.base + tokenPath('o', f.token('o')), { headers: { 'user-agent': BROWSER } })));
+    assert.ok(opens.every((r) => r.status === 200));
+    f.server.updateSettings({ mode: 'full', anonymizeIp: 'none' });
+    // Answered under the new settings, but with the old IP setting: held for the burst window meanwhile.
+    f.server.updateSettings({ mode: 'full', anonymizeIp: 'drop' });
+    assert.is((await get(f.base + '/c/' + f.token('c'), { headers: { 'user-agent': BROWSER } })).status, 302);
+    f.server.updateSettings({ mode: 'full', anonymizeIp: 'none' });
+    const evs = await f.events();
+    assert.equal(evs.map((e) => e['type']), [...Array<string>(20).fill('opened'), 'clicked']);
+    for (const e of evs.slice(0, 20)) for (const field of ['idx', 'ip', 'ua', 'first']) assert.is(e[field], undefined, `an open answered in anonymous mode has no ${field}`);
+    assert.is(evs[20]?.['idx'], '0');
+    assert.is(evs[20]?.['ip'], undefined, 'the click was answered under drop');
+  } finally {
+    await f.close();
+  }
+});
+
 test('limits: huge headers get 431, a huge body 413, slow or garbage clients are dropped; the server keeps serving', async () => {
   const f = await fixture();
   try {
@@ -782,6 +810,21 @@ test('limits: huge headers get 431, a huge body 413, slow or garbage clients are
     assert.is((await get(f.base + '/readyz')).status, 200);
     assert.is((await get(f.base + '/nope')).status, 404);
     assert.is((await get(f.base + '/c/x', { method: 'POST', body: '' })).status, 405);
+  } finally {
+    await f.close();
+  }
+});
+
+test('a bad request pipelined behind a click still being answered cuts the connection: no 431 that the client would read as the click\'s answer', async () => {
+  const f = await fixture();
+  try {
+    const pipelined = `GET /c/${f.token('c')} HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\nX-Junk: ${'a'.repeat(20_000)}\r\n\r\n`;
+    const answer = await rawExchange(f.server.port, pipelined).catch(() => '');
+    assert.not.match(answer, /^HTTP\/1\.1 431/, 'the 431 is not the first answer');
+    if (answer !== '') assert.match(answer, /^HTTP\/1\.1 302 /);
+    // Alone, the bad request still gets its 431.
+    assert.match(await rawExchange(f.server.port, `GET /healthz HTTP/1.1\r\nHost: x\r\nX-Junk: ${'a'.repeat(20_000)}\r\n\r\n`), /^HTTP\/1\.1 431 /);
+    assert.is((await get(f.base + '/healthz')).status, 200);
   } finally {
     await f.close();
   }
