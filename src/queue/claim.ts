@@ -13,7 +13,8 @@ declare module 'ioredis' {
 
 /**
  * Moves up to `max` entries due at or before `now` from the destination's ready set to its lease set
- * (score now + leaseMs), earliest first, in one script. `nextAt` is the earliest score left in ready
+ * (score now + leaseMs), in one script: the due entries of their own earliest first, then the due
+ * campaigns' recipients, the campaigns taking equal parts of what is left (claim-2.lua). `nextAt` is the earliest score left in ready
  * or leases (null when both are empty): the time to look at this destination again.
  */
 export async function claim(

@@ -634,6 +634,18 @@ export function queueFlows(name: string, start: () => Promise<Harness>) {
     assert.is(writes.length, 3);
   });
 
+  test('campaigns at one destination share each claim in turn: the later one is not kept waiting until the first is drained', async () => {
+    const keys = ctx();
+    await pushCampaignChunk(redis, keys, SHARDS, { campaignId: 'old', chunk: 1, dueAt: T, sending: true, byDomain: new Map([['s.test', [1, 2, 3, 4, 5, 6, 7, 8]]]) });
+    await pushCampaignChunk(redis, keys, SHARDS, { campaignId: 'new', chunk: 1, dueAt: T + 1_000, sending: true, byDomain: new Map([['s.test', [1, 2]]]) });
+    const first = await claim(redis, keys, { domain: 's.test', max: 4, leaseMs: LEASE, now: T + 2_000 });
+    assert.equal(first.entries.map(entryMember), ['old:1:0', 'old:2:0', 'new:1:0', 'new:2:0']);
+    // A campaign with fewer waiting than its share leaves the rest to the others.
+    const second = await claim(redis, keys, { domain: 's.test', max: 10, leaseMs: LEASE, now: T + 2_000 });
+    assert.equal(second.entries.map(entryMember), ['old:3:0', 'old:4:0', 'old:5:0', 'old:6:0', 'old:7:0', 'old:8:0']);
+    assert.is(await redis.zcard(keys.ready('s.test')), 0);
+  });
+
   test('a campaign waits as contact numbers behind one pointer; claim expands them in order into lease entries', async () => {
     const keys = ctx();
     const byDomain = new Map([['a.test', [1, 2, 3, 4, 5]], ['b.test', [6]]]);
@@ -647,15 +659,16 @@ export function queueFlows(name: string, start: () => Promise<Harness>) {
     assert.is(await pushCampaignChunk(redis, keys, SHARDS, { campaignId: 'c1', chunk: 1, dueAt: T, sending: true, byDomain }), 6);
     assert.is(await redis.llen(keys.campaignQueue('a.test', 'c1')), 5);
 
-    // a plain message entry and the pointer share the ready set; both are claimed
+    // a plain message entry and the pointer share the ready set; both are claimed, the message's
+    // recipient first although the campaign was queued before it (it does not wait out the campaign)
     await enqueueRecipients(redis, keys, SHARDS, [{ msgId: 'm', idx: 0, domain: 'a.test', dueAt: T + 1 }]);
     // The gauges count recipients: the 6 waiting and the message's 1, not the pointers.
     assert.equal(Object.fromEntries(await queueTotals(redis, keys, SHARDS, () => 'all')), { all: { recipients: 7, leased: 0 } });
     const first = await claim(redis, keys, { domain: 'a.test', max: 3, leaseMs: LEASE, now: T + 5 });
-    assert.equal(first.entries.map(entryMember), ['c1:1:0', 'c1:2:0', 'c1:3:0']);
-    assert.equal(await redis.zrange(keys.ready('a.test'), 0, -1), ['@c1', 'm:0:0'], 'the pointer stays while numbers wait');
+    assert.equal(first.entries.map(entryMember), ['m:0:0', 'c1:1:0', 'c1:2:0']);
+    assert.equal(await redis.zrange(keys.ready('a.test'), 0, -1), ['@c1'], 'the pointer stays while numbers wait');
     const second = await claim(redis, keys, { domain: 'a.test', max: 10, leaseMs: LEASE, now: T + 5 });
-    assert.equal(second.entries.map(entryMember), ['c1:4:0', 'c1:5:0', 'm:0:0']);
+    assert.equal(second.entries.map(entryMember), ['c1:3:0', 'c1:4:0', 'c1:5:0']);
     assert.is(await redis.zcard(keys.ready('a.test')), 0, 'an empty queue takes its pointer with it');
     assert.is(await redis.exists(keys.campaignQueue('a.test', 'c1')), 0);
     // sealed (the list is queued whole): the chunk record of a drained destination goes, no push is taken after
@@ -667,9 +680,9 @@ export function queueFlows(name: string, start: () => Promise<Harness>) {
     assert.is(await redis.hexists(keys.campaignPushed('b.test'), 'c1'), 0, 'the claim that drains a sealed queue drops its record');
 
     // a campaign recipient, once claimed, is settled like any entry
-    assert.ok(await ack(redis, keys, first.entries[0] as QueueEntry, { now: T + 6, ...OK, recordTtlMs: RECORD_TTL }));
+    assert.ok(await ack(redis, keys, first.entries[1] as QueueEntry, { now: T + 6, ...OK, recordTtlMs: RECORD_TTL }));
     assert.is(await redis.hget(keys.rcptState('a.test', 'c1', 1), 'state'), 'delivered');
-    assert.ok(await retry(redis, keys, first.entries[1] as QueueEntry, { now: T + 6, nextAt: T + 60_000, ...SOFT }));
+    assert.ok(await retry(redis, keys, first.entries[2] as QueueEntry, { now: T + 6, nextAt: T + 60_000, ...SOFT }));
     assert.equal(await redis.zrange(keys.ready('a.test'), 0, -1), ['c1:2:1']);
   });
 

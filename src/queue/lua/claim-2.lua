@@ -15,6 +15,9 @@
   "<campaignId>:<no>:0" only when claimed. The pointer goes when its list is empty, and so does the
   campaign's entry in "<dest>:cqpos" once the enqueuer has sealed it (nothing more will be pushed).
 
+  Order: the due entries of their own first, then the due campaigns' recipients, shared equally
+  between the campaigns (see below).
+
   Returns { nextAt, member1, member2, ... }
     nextAt: the earliest score left in ready or leases after the claim, '' when both are empty.
             Lease expiries count because a lease that runs out puts its entry back to work, and an
@@ -30,31 +33,42 @@ local out = { '' }
 local n = 0
 if max > 0 then
   local due = redis.call('ZRANGE', KEYS[1], '-inf', now, 'BYSCORE', 'LIMIT', 0, max)
+  -- Entries of their own first (a message's recipients, retries), then the campaigns share what is
+  -- left, each in turn taking an equal part: a campaign's pointer keeps the score of its first push,
+  -- so claimed in score order it took every claim of the destination until its list was empty, and
+  -- a password reset due now waited behind a whole newsletter (and every other campaign behind the
+  -- first). An entry of its own is one recipient and there are at most `max` of them here: a claim
+  -- cannot starve the campaigns, only serve them after.
+  local pointers = {}
   for i = 1, #due do
-    if n >= max then break end
     local m = due[i]
     if string.sub(m, 1, 1) == '@' then
-      local cid = string.sub(m, 2)
-      local q = base .. 'cq:' .. cid
-      local nos = redis.call('LPOP', q, max - n)
-      if nos then
-        for j = 1, #nos do
-          local member = cid .. ':' .. nos[j] .. ':0'
-          redis.call('ZADD', KEYS[2], expiry, member)
-          n = n + 1
-          out[n + 1] = member
-        end
-      end
-      if redis.call('LLEN', q) == 0 then
-        redis.call('ZREM', KEYS[1], m)
-        local pos = base .. 'cqpos'
-        if redis.call('HGET', pos, cid) == 'sealed' then redis.call('HDEL', pos, cid) end
-      end
-    else
+      pointers[#pointers + 1] = m
+    elseif n < max then
       redis.call('ZREM', KEYS[1], m)
       redis.call('ZADD', KEYS[2], expiry, m)
       n = n + 1
       out[n + 1] = m
+    end
+  end
+  for k = 1, #pointers do
+    if n >= max then break end
+    local m = pointers[k]
+    local cid = string.sub(m, 2)
+    local q = base .. 'cq:' .. cid
+    local nos = redis.call('LPOP', q, math.ceil((max - n) / (#pointers - k + 1)))
+    if nos then
+      for j = 1, #nos do
+        local member = cid .. ':' .. nos[j] .. ':0'
+        redis.call('ZADD', KEYS[2], expiry, member)
+        n = n + 1
+        out[n + 1] = member
+      end
+    end
+    if redis.call('LLEN', q) == 0 then
+      redis.call('ZREM', KEYS[1], m)
+      local pos = base .. 'cqpos'
+      if redis.call('HGET', pos, cid) == 'sealed' then redis.call('HDEL', pos, cid) end
     end
   end
 end
