@@ -20,7 +20,7 @@ import { returnPathsOf } from '../accounts/registry.js';
 import { takeTokens, refundTokens, acquireConnection, renewConnection, releaseConnection, type Rate } from '../queue/throttle.js';
 import { recordThrottleSignal, recordSuccess, backoffState, applyBackoff, type BackoffConfig } from '../queue/backoff.js';
 import { resolveShaping, retryDelay, tlsPolicyOf, type EffectiveShaping } from '../queue/shaping.js';
-import { shortId } from '../core/ids.js';
+import { idTime, isId, shortId } from '../core/ids.js';
 import { Semaphore } from '../core/semaphore.js';
 import { verpAddress } from '../core/verp.js';
 import { noticeId, noticeToSender, type NoticeAction, type NoticeSender } from './failure-notice.js';
@@ -1384,11 +1384,16 @@ export class Dispatcher {
    * expired at its first 4xx (a greylisting) with no retry at all. A copy not tried yet starts now.
    */
   private async retriedSince(entry: QueueEntry, msg: LoadedMessage | null, now: number): Promise<number> {
-    if (msg?.kind !== 'campaign') return msg?.acceptedAt ?? now;
-    if (entry.attempt === 0) return now;
+    if (msg !== null && msg.kind !== 'campaign') return msg.acceptedAt;
+    if (msg !== null && entry.attempt === 0) return now;
     const first = Number(await this.o.redis.hget(this.o.keys.rcptState(entry.domain, entry.msgId, entry.idx), 'firstAt'));
+    if (first > 0) return first;
     // Deferred before firstAt was written: counted from the campaign's start, as it was then.
-    return first > 0 ? first : msg.acceptedAt;
+    if (msg !== null) return msg.acceptedAt;
+    // Not loaded (it failed before sending, again and again): from the id's time (a message id is
+    // its acceptance's millisecond, a campaign's its creation's), not from now, which would push the
+    // maximum age back at every attempt and retry it for ever.
+    return isId(entry.msgId) ? Math.min(now, idTime(entry.msgId)) : now;
   }
 
   /**

@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { HOLD_RECHECK_MS, placeHolds } from '../../src/queue/holds.js';
+import { HOLD_RECHECK_MS, placeHolds, releaseHolds } from '../../src/queue/holds.js';
 import { shardOf } from '../../src/redis/keys.js';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { startCapturePeer, type CapturePeer } from '../helpers/smtp-peer.js';
@@ -46,10 +46,10 @@ test.before(async () => {
     await onSlowData?.();
     return null;
   } });
-  const shaping = { rules: [{ name: 'ruled', match: { domains: ['*.rule.test'], mx: [] } }] };
+  const shaping = { rules: [{ name: 'ruled', match: { domains: ['*.rule.test'], mx: [] } }, { name: 'brief', match: { domains: ['brief.test'], mx: [] }, maxAge: '2s' }] };
   s = await startSluiceFixture(redis, {
     delivery: {
-      transport: { 'held.test': hp(sink), 'free.test': hp(sink), 'a.rule.test': hp(sink), 'slow.test': hp(slow) },
+      transport: { 'held.test': hp(sink), 'free.test': hp(sink), 'brief.test': hp(sink), 'a.rule.test': hp(sink), 'slow.test': hp(slow) },
       dns: { servers: [dns.server] },
       claimBatch: 1,
     },
@@ -189,6 +189,24 @@ test('a hold placed while a connection sends there stops it after the message be
   for (const id of ids) assert.is((await s.waitFinal(id, 8_000)).recipients[0].state, 'delivered');
   assert.is(slow.messages.length, 4);
   onSlowData = null;
+});
+
+test('a copy whose message cannot be loaded is deferred, and expires at its maximum age counted from its acceptance, not retried for ever', async () => {
+  const client = s.app.redis.client;
+  const keys = s.app.keys;
+  // Held while its record is made unreadable (a string where the hash was: every load fails).
+  await placeHolds(client, keys, [{ kind: 'domain', name: 'brief.test' }], { until: null, reason: 'poison', by: 'test', now: Date.now() });
+  await sleep(SEEN_MS);
+  const id = await send('pat@brief.test');
+  await client.del(keys.msgMeta(id));
+  await client.set(keys.msgMeta(id), 'unreadable');
+  await releaseHolds(client, keys, s.config.redis.scheduleShards, [{ kind: 'domain', name: 'brief.test' }], Date.now());
+  const state = () => client.hget(keys.rcptState('brief.test', id, 0), 'state');
+  const deadline = Date.now() + 20_000;
+  while ((await state()) !== 'expired' && Date.now() < deadline) await sleep(100);
+  assert.is(await state(), 'expired', `retried until brief.test's maxAge (2 s) after its acceptance: ${JSON.stringify(await client.hgetall(keys.rcptState('brief.test', id, 0)))}`);
+  assert.is(rcptsAt(sink, 'brief.test'), 0);
+  await client.del(keys.msgMeta(id));
 });
 
 test('usage: no target, an unknown rule, or a bad --for is exit 2 naming the problem; releasing what is not held says so', async () => {
