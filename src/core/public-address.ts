@@ -1,4 +1,5 @@
 import { BlockList, isIP } from 'node:net';
+import { expandIpv6 } from './ip.js';
 
 /**
  * Whether an address is on the public Internet: what Sluice checks before it makes an HTTP request
@@ -78,8 +79,8 @@ export function addressScope(address: string): AddressScope | null {
 
 /** The IPv4 address in the last 32 bits of an IPv6 address of the three kinds above, dotted; else undefined. */
 function embeddedIpv4(ip: string): string | undefined {
-  const g = ipv6Groups(ip);
-  if (g === undefined) return undefined;
+  const g = expandIpv6(ip);
+  if (g === null) return undefined;
   const zeros = (from: number, to: number): boolean => g.slice(from, to).every((x) => x === 0);
   const mapped = zeros(0, 5) && g[5] === 0xffff;
   const nat64 = g[0] === 0x64 && g[1] === 0xff9b && zeros(2, 6);
@@ -87,23 +88,6 @@ function embeddedIpv4(ip: string): string | undefined {
   if (!mapped && !nat64 && !compatible) return undefined;
   const [hi, lo] = [g[6] as number, g[7] as number];
   return `${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
-}
-
-/** The eight 16-bit groups of an IPv6 address (isIP already said it is one), a zone index dropped. */
-function ipv6Groups(ip: string): number[] | undefined {
-  let text = ip.split('%')[0] as string;
-  // A dotted IPv4 tail (::ffff:1.2.3.4) becomes its two groups.
-  const dotted = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(text);
-  if (dotted) {
-    const b = dotted.slice(1, 5).map(Number) as [number, number, number, number];
-    text = `${text.slice(0, dotted.index)}${((b[0] << 8) | b[1]).toString(16)}:${((b[2] << 8) | b[3]).toString(16)}`;
-  }
-  const [head, tail] = text.split('::') as [string, string | undefined];
-  const part = (s: string | undefined): number[] => (s ? s.split(':').map((x) => parseInt(x, 16)) : []);
-  const left = part(head);
-  const right = part(tail);
-  const groups = tail === undefined ? left : [...left, ...new Array<number>(8 - left.length - right.length).fill(0), ...right];
-  return groups.length === 8 ? groups : undefined;
 }
 
 /** True for an IP address on the public Internet; false for any other address and for non-addresses. */
