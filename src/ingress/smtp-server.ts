@@ -10,6 +10,7 @@ import type { Account } from '../accounts/registry.js';
 import { AuthThrottle, recipientCap, type AuthThrottleOptions } from '../accounts/limits.js';
 import { acceptMessage, checkFrom, checkOpen, type AcceptDeps } from './accept.js';
 import { headerAuthors } from './header-from.js';
+import { withoutBcc } from '../render/raw.js';
 import { checkMessageLines, malformed } from './message-check.js';
 import { loadOrCreateTls } from './tls.js';
 import type { TlsMaterial } from '../core/tls-material.js';
@@ -269,7 +270,8 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
                 recipients: session.envelope.rcptTo.map((r) => r.address),
                 returnPath: session.envelope.mailFrom ? session.envelope.mailFrom.address : '',
                 dsn: dsnOf(session.envelope),
-                body: raw,
+                // Kept as submitted, but for a Bcc field: every recipient gets these bytes.
+                body: withoutBcc(raw),
               },
             );
             log.info({ sessionId: session.id, msgId: accepted.id, account: account.id, recipients: accepted.recipients.length, bytes: size }, 'message accepted');

@@ -25,3 +25,24 @@ export function prepareRaw(source: Buffer, msgId: string, hostname: string, acce
   out.write(appended, at, 'latin1');
   return out;
 }
+
+/**
+ * The message without its Bcc and Resent-Bcc fields (folded lines included), as Postfix's cleanup
+ * strips Bcc: a submitted message is sent to every recipient byte for byte, so a Bcc field left in
+ * it would show each of them the blind copies' addresses (RFC 5322 §3.6.3: the field is removed, or
+ * sent to the blind recipients alone). The same buffer when there is none.
+ */
+export function withoutBcc(msg: Buffer): Buffer {
+  const block = readHeaderBlock(msg);
+  const drop = block.fields.filter((f) => f.name === 'bcc' || f.name === 'resent-bcc');
+  if (drop.length === 0) return msg;
+  const parts: Buffer[] = [];
+  let from = 0;
+  for (const f of drop) {
+    parts.push(msg.subarray(from, f.start));
+    // The field's own CRLF goes with it (a last field without one is cut to the end of the block).
+    from = Math.min(f.end + 2, block.text.length);
+  }
+  parts.push(msg.subarray(from));
+  return Buffer.concat(parts);
+}

@@ -82,6 +82,16 @@ test('accepts over STARTTLS + AUTH, answers 250 with the id only after persistin
   assert.is(accepted.values.find((v) => v.labels['source'] === 'smtp')?.value, 1);
 });
 
+test('a Bcc (or Resent-Bcc) field in the submitted message is stripped, folded lines too; every other byte is kept', async () => {
+  const t = acme();
+  const raw = 'From: news@acme.example\r\nTo: one@gmail.com\r\nBcc: secret1@gmail.com,\r\n  secret2@gmail.com\r\nSubject: s\r\nRESENT-BCC: secret3@gmail.com\r\n\r\nBcc: in the body stays\r\n';
+  const info = await t.sendMail({ envelope: { from: 'news@acme.example', to: ['one@gmail.com', 'secret1@gmail.com'] }, raw });
+  t.close();
+  const id = (/queued as ([0-9a-z]{16})$/.exec(info.response) as RegExpExecArray)[1] as string;
+  const body = await fx.client.get(fx.keys.msgBody(id));
+  assert.is(body, 'From: news@acme.example\r\nTo: one@gmail.com\r\nSubject: s\r\n\r\nBcc: in the body stays\r\n');
+});
+
 test('no AUTH → 530', async () => {
   const t = transport(null);
   const err = await refusal(t.sendMail({ from: 'a@acme.example', to: 'x@gmail.com', subject: 's', text: 't' }));
