@@ -23,10 +23,26 @@ export function looksLikeBounce(h: Headers, hasReport: boolean): boolean {
   if (h.fields.has('x-failed-recipients')) return true;
   const from = header(h, 'from');
   if (BOUNCE_SENDER.test(from)) return true;
+  // An auto-reply (RFC 3834) quotes the subject it answers: "Automatic reply: Your parcel could not
+  // be delivered" is someone's out-of-office, not a delivery notice. A real notice that is marked
+  // auto-replied too (Gmail's) comes from a daemon or carries a report, both decided above.
+  if (isAutoReply(h)) return false;
   const subject = decodeWords(header(h, 'subject'));
   if (BOUNCE_SUBJECT.test(subject)) return true;
   const returnPath = header(h, 'return-path');
-  return /^<\s*>$/.test(returnPath) && !isAutoReply(h);
+  return /^<\s*>$/.test(returnPath);
+}
+
+/**
+ * A delay warning in words (a notice without a machine-readable report, or whose report was lost on
+ * the way): "THIS IS A WARNING MESSAGE ONLY" (Sendmail, Postfix), "has not yet been delivered …
+ * Delivery attempts will continue" (Exim), "Delivery Status Notification (Delay)" (Exchange), "will
+ * retry" (Gmail), a Will-Retry-Until field. Not a failure (RFC 3464 §2.3.3 action "delayed").
+ */
+const DELAY_NOTICE = /\bwarning (?:message )?only\b|you do not need to resend|\bwill-retry-until:|has not (?:yet )?been delivered|delivery attempts will continue|\bwill (?:retry|keep trying|continue (?:trying|to try))\b|delivery (?:is |has been )?delayed|\(delay\)|delayed mail|could not send message for past/i;
+
+export function isDelayNotice(subject: string, notice: string): boolean {
+  return DELAY_NOTICE.test(subject) || DELAY_NOTICE.test(notice);
 }
 
 /** RFC 3834 auto-responses and the common vendor equivalents. */

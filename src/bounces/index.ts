@@ -9,10 +9,11 @@
  *   each failure ─► findReason (status code + phrase tables) ─► hard/soft
  */
 import { isFeedbackReport, parseFeedbackReport } from './arf.js';
-import { isAutoReply, looksLikeBounce } from './detect.js';
+import { isAutoReply, isDelayNotice, looksLikeBounce } from './detect.js';
 import { parseDeliveryStatus } from './dsn.js';
 import { findReason, type Fact } from './find-reason.js';
-import { header, parseMessage, walk, type MimePart } from './mime.js';
+import { decodeWords, header, parseMessage, walk, type MimePart } from './mime.js';
+import { ADDRESS_HARD } from './verdict.js';
 import { MTA_HINTS } from './mta-hints.js';
 import { isHardBounce, pseudoStatus, reasonOfStatus } from './reasons.js';
 import { findAddresses, findCommand, findReplyCode, findStatus } from './smtp-text.js';
@@ -114,9 +115,10 @@ function classify(raw: Buffer): BounceRecord[] {
     }
     if (list.length > 0) {
       const fromList = /googlegroups\.com/i.test(header(root.headers, 'from') + ' ' + header(root.headers, 'x-failed-recipients'));
+      const action = isDelayNotice(decodeWords(header(root.headers, 'subject')), notice) ? 'delayed' : '';
       return list.map((t) => build(t.recipient, {
         status: '', diagnostic: t.diagnostic, context: list.length === 1 ? humanPart(notice) : t.diagnostic,
-        diagnosticType: '', action: '', remoteMta: '', fromList,
+        diagnosticType: '', action, remoteMta: '', fromList,
       }, notice));
     }
   }
@@ -155,7 +157,11 @@ function build(recipient: string, e: Evidence, notice: string): BounceRecord {
   if ((status === '' || VAGUE_STATUS.test(status)) && inText && !/\.0\.0$/.test(inText) && inText !== status && inText[0] === (status[0] ?? inText[0])) status = inText;
   if (status === '') status = inText;
   const replyCode = findReplyCode(diagnostic) || findReplyCode(context);
-  const hint = MTA_HINTS.find((h) => h.pattern.test(diagnostic) || h.pattern.test(context));
+  // A provider's sentence decides the reason, but never makes a refusal of the sender (X.1.7/X.1.8:
+  // the sender's address, RFC 3463; X.7.x: policy) the recipient's own failure: Gmail's "because the
+  // address couldn't be found" with 501 5.1.8 is about the envelope sender.
+  const senderStatus = /^[45]\.(?:1\.[78]|7\.\d{1,3})$/.test(status);
+  const hint = MTA_HINTS.find((h) => (h.pattern.test(diagnostic) || h.pattern.test(context)) && !(senderStatus && ADDRESS_HARD.has(h.reason)));
   const listReason = e.fromList ? 'rejected' : '';
   const fact: Fact = {
     reason: listReason || (hint?.reason ?? ''),

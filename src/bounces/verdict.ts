@@ -24,7 +24,7 @@ import type { BounceRecord } from './index.js';
 export type Verdict = 'complaint' | 'optout' | 'notspam' | 'report' | 'hard' | 'soft' | 'sender' | 'message' | 'delayed' | 'autoreply' | 'ignore';
 
 /** Address-level reasons: the mailbox or domain does not exist (or moved, or takes no mail at all). */
-const ADDRESS_HARD = new Set(['userunknown', 'hostunknown', 'hasmoved', 'notaccept']);
+export const ADDRESS_HARD: ReadonlySet<string> = new Set(['userunknown', 'hostunknown', 'hasmoved', 'notaccept']);
 
 /** Reputation, policy and authentication refusals: the sender has a problem, not the address. */
 const SENDER_PROBLEM = new Set([
