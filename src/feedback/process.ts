@@ -133,8 +133,14 @@ interface Target {
 
 /** Targets per mail: a bounce is about one copy; a few more cover a digest of several reports. */
 const MAX_TARGETS = 10;
-/** Sluice's Message-IDs are <msgId@hostname> (render/raw.ts); a hit only counts once the report names one of its recipients. */
-const MESSAGE_ID_RE = /<([0-9a-hjkmnp-tv-z]{16})@[^>\s]{1,255}>/gi;
+/**
+ * Sluice's Message-IDs are <msgId@hostname> (render/raw.ts); a hit only counts once the report names
+ * one of its recipients. Only a Message-ID field is read, and after the report's own header (that
+ * is the returned message's): an id in References or In-Reply-To names another message of the
+ * thread, which the complaint is not about (a reply to a Sluice message sent from elsewhere, a
+ * support thread of several), and anywhere in a body it is anyone's text.
+ */
+const MESSAGE_ID_RE = /^Message-ID:[ \t]*(?:\r?\n[ \t]+)?<([0-9a-hjkmnp-tv-z]{16})@[^>\s]{1,255}>/gim;
 
 export async function processFeedback(deps: FeedbackDeps, opts: ProcessOptions, mail: FeedbackMail): Promise<ProcessResult> {
   const records = await classifyMessage(mail.raw);
@@ -257,10 +263,13 @@ function findTargets(opts: ProcessOptions, mail: FeedbackMail): { targets: Targe
     if (quoted.tooMany) return { targets: [], postmaster, guessing: true };
     for (const v of quoted.copies) add({ msgId: v.msgId, idx: v.idx, via: 'quoted' });
     if (out.length === 0) {
+      // One message at most: a report is about the message it returns, whose header is the first after the report's own.
+      const ownHeaderEnd = text.search(/\r?\n\r?\n/);
       for (const m of text.matchAll(MESSAGE_ID_RE)) {
         const id = (m[1] as string).toLowerCase();
-        if (isId(id)) add({ msgId: id, idx: undefined, via: 'message-id' });
-        if (out.length >= MAX_TARGETS) break;
+        if (ownHeaderEnd === -1 || (m.index ?? 0) < ownHeaderEnd || !isId(id)) continue;
+        add({ msgId: id, idx: undefined, via: 'message-id' });
+        break;
       }
     }
   }

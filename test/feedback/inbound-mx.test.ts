@@ -404,6 +404,21 @@ test('a co-recipient cannot have another recipient suppressed by an ARF report t
   assert.ok((await listUnprocessed(ctx.client, ctx.keys, 10_000)).some((u) => u.id === fid), 'listed for the operator (sluice bounce list)');
 });
 
+test('a complaint by Message-ID is about the returned message only: ids in its References and In-Reply-To (the rest of a thread) are not charged a complaint', async () => {
+  const first = await sentMessage('acme', ['thread@dest.test']);
+  const second = await sentMessage('acme', ['thread@dest.test']);
+  const third = await sentMessage('acme', ['thread@dest.test']);
+  await send(arfReport('thread@dest.test', [`Message-ID: <${third}@mta.sender.test>`, `In-Reply-To: <${second}@mta.sender.test>`, `References: <${first}@mta.sender.test> <${second}@mta.sender.test>`, 'Subject: re: hi']), [FBL], ctx.signed);
+  assert.equal((await eventsOf(third)).map((e) => e['type']), ['complained']);
+  assert.equal(await eventsOf(second), [], 'the message replied to is not complained of');
+  assert.equal(await eventsOf(first), []);
+  // A report about a message Sluice did not send, in reply to one it did: nothing acted on.
+  const earlier = await sentMessage('acme', ['elsewhere@dest.test']);
+  await send(arfReport('elsewhere@dest.test', ['Message-ID: <CAF+x=abc123@mail.gmail.com>', `References: <${earlier}@mta.sender.test>`, 'Subject: re: hi']), [FBL], ctx.signed);
+  assert.equal(await eventsOf(earlier), []);
+  assert.is(await suppressionOf(ctx.client, ctx.keys, 'acme', 'elsewhere@dest.test'), null);
+});
+
 test("an ARF report is matched by what only the copy it returns carries, each signed (VERP return path, List-Unsubscribe's https token or mailto), whatever recipient the report names", async () => {
   const cases: [string, (h: ReturnType<typeof copyHeaders>) => string[]][] = [
     ['return path', (h) => [h.returnPath]],
