@@ -81,3 +81,6 @@ export function isHardBounce(reason: string, status: string, replyCode: string):
   if (reason === 'notaccept') return status.startsWith('5') || (status === '' && replyCode.startsWith('5'));
   return false;
 }
+
+/** Address-level reasons: the mailbox or domain does not exist (or moved, or takes no mail at all). */
+export const ADDRESS_HARD: ReadonlySet<string> = new Set(['userunknown', 'hostunknown', 'hasmoved', 'notaccept']);

@@ -1,4 +1,5 @@
 import type { BounceRecord } from './index.js';
+import { ADDRESS_HARD } from './reasons.js';
 
 /**
  * What a classified record means for the recipient, as data: the inbound MX (feedback/process.ts)
@@ -23,8 +24,6 @@ import type { BounceRecord } from './index.js';
  */
 export type Verdict = 'complaint' | 'optout' | 'notspam' | 'report' | 'hard' | 'soft' | 'sender' | 'message' | 'delayed' | 'autoreply' | 'ignore';
 
-/** Address-level reasons: the mailbox or domain does not exist (or moved, or takes no mail at all). */
-export const ADDRESS_HARD: ReadonlySet<string> = new Set(['userunknown', 'hostunknown', 'hasmoved', 'notaccept']);
 
 /** Reputation, policy and authentication refusals: the sender has a problem, not the address. */
 const SENDER_PROBLEM = new Set([
