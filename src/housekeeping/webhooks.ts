@@ -10,6 +10,7 @@ import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { streamField, streamFields, streamIdTime } from '../store/events.js';
 import { endpointRef, loadWebhooks, openSecret, parseEndpointRef, type SealedEndpoint } from '../store/webhooks.js';
+import { notErased } from '../store/privacy.js';
 import { Ticker } from '../core/ticker.js';
 import { isPublicAddress, nonPublicHost } from '../core/public-address.js';
 import { HOUR, SECOND } from '../core/time.js';
@@ -722,6 +723,17 @@ export class WebhookDispatcher {
 
   private async deliver(ep: SealedEndpoint, outbox: string, member: string, batch: Batch): Promise<void> {
     const { redis, keys, logger } = this.o;
+    const deadMax = this.o.deadLetterMax ?? DEFAULT_DEAD_MAX;
+    /** Settles the batch (moveBatch-4.lua): delivered, dead-lettered as `next`, or put back as `next` at a retry time. */
+    const settle = (next: string, score: number | 'dead' | 'delivered'): Promise<[number, number]> =>
+      redis.moveBatch(outbox, keys.webhookDead(ep.account, ep.id), keys.webhookAges(ep.account, ep.id), keys.webhookOutboxEvents(ep.account, ep.id), member, next, score, deadMax, batch.b, batch.e.length);
+    // A recipient erased since the batch was made: its events go before anything is sent (store/privacy.ts notErased).
+    const kept = await notErased(redis, keys, batch.e);
+    if (kept.length < batch.e.length) {
+      await settle(kept.length === 0 ? '' : JSON.stringify({ ...batch, e: kept }), kept.length === 0 ? 'delivered' : this.now());
+      logger.info({ endpoint: ep.id, dropped: batch.e.length - kept.length }, 'webhook events of erased recipients dropped before sending');
+      return;
+    }
     const body = JSON.stringify({ events: batch.e });
     let result: 'success' | 'http_error' | 'timeout' | 'network_error' | 'secret_error';
     let detail: string;
@@ -754,10 +766,6 @@ export class WebhookDispatcher {
       detail = (err as Error).message;
     }
 
-    const deadMax = this.o.deadLetterMax ?? DEFAULT_DEAD_MAX;
-    /** Settles the batch (moveBatch-4.lua): delivered, dead-lettered as `next`, or put back as `next` at a retry time. */
-    const settle = (next: string, score: number | 'dead' | 'delivered'): Promise<[number, number]> =>
-      redis.moveBatch(outbox, keys.webhookDead(ep.account, ep.id), keys.webhookAges(ep.account, ep.id), keys.webhookOutboxEvents(ep.account, ep.id), member, next, score, deadMax, batch.b, batch.e.length);
     if (result === 'success') {
       await settle('', 'delivered');
       this.o.metrics?.deliveries.inc({ result });

@@ -645,6 +645,21 @@ async function guardEvents(redis: RedisClient, keys: Keys, refs: readonly { read
   }
 }
 
+/**
+ * The webhook events not about a copy erased in the last EVENTS_GUARD_MS (the stream's erased set):
+ * what a webhook dispatcher may still send. The erasure takes its recipients' events out of every
+ * waiting batch (eraseFromWebhooks), but a batch being POSTed then, and put back after its walk
+ * (a failed POST, a dead letter replayed), still holds them: checked again before each POST.
+ */
+export async function notErased<E extends Readonly<Record<string, unknown>>>(redis: RedisClient, keys: Keys, events: readonly E[]): Promise<E[]> {
+  const pairs = events.map((e) => (typeof e['msgId'] === 'string' && e['idx'] !== undefined ? pairOf(e['msgId'], String(e['idx'])) : null));
+  const asked = pairs.filter((p): p is string => p !== null);
+  if (asked.length === 0) return [...events];
+  const scores = await redis.zmscore(keys.eventsErased(), ...asked);
+  const erased = new Set(asked.filter((_, i) => scores[i] !== null));
+  return erased.size === 0 ? [...events] : events.filter((_, i) => pairs[i] === null || !erased.has(pairs[i] as string));
+}
+
 /** Events of a webhook batch that name an erased recipient (by stream id or by msgId/idx). */
 function names(e: Record<string, unknown>, pairs: ReadonlySet<string>, ids: ReadonlySet<string>): boolean {
   if (typeof e['id'] === 'string' && ids.has(e['id'])) return true;

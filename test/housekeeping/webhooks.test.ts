@@ -311,6 +311,28 @@ test('a 500 is retried after the backoff with the same events; not before', asyn
   assert.ok(m.lag() >= 0);
 });
 
+test('a batch put back after an erasure walked the outbox sends nothing of the erased copy: its events go before the POST', async () => {
+  const { keys } = redis.fresh();
+  const rx = await receiver((n) => (n === 1 ? 500 : 200));
+  const { endpoint } = await createWebhook(client, keys, 'acme', { url: rx.url, events: ['*'] });
+  await event(keys, 'delivered', 'acme', 'gone');
+  const kept = await event(keys, 'delivered', 'acme', 'stays');
+  let now = Date.now();
+  const d = dispatcher(keys, { now: () => now, retryBaseMs: 60_000 });
+  await pass(d);
+  assert.equal(rx.received[0]?.events.map((e) => e['msgId']), ['gone', 'stays'], 'the first POST, failed, had both');
+  // The erasure of gone:0 ran while that POST was in flight: its walk found nothing, and the batch
+  // came back afterwards. Its copy is in the stream's erased set (store/privacy.ts guardEvents).
+  await client.zadd(keys.eventsErased(), Date.now(), 'gone:0');
+  now += 75_000;
+  await pass(d);
+  await pass(d);
+  assert.is(rx.received.length, 2);
+  assert.equal(rx.received[1]?.events.map((e) => e.id), [kept], 'only the other copy\'s event is sent');
+  assert.is(await client.zcard(keys.webhookOutbox('acme', endpoint.id)), 0);
+  assert.not.match(JSON.stringify(await client.lrange(keys.webhookDead('acme', endpoint.id), 0, -1)), 'gone');
+});
+
 test('webhook lag is the age of the oldest event not yet delivered, batches waiting for a retry included', async () => {
   const { keys } = redis.fresh();
   let answer = 500;
