@@ -270,6 +270,25 @@ test("an API message's spec loses the erased recipient's display name with the a
   assert.is(parseSpec((await client.getBuffer(keys.msgBody('m-spec-html')))!).html, '<p>Hi, "friend"</p>', 'the html is intact');
 });
 
+test("a message kept for its other recipient: the erased address goes from its link table (plain and %40-encoded, indexes kept) and from its body as stored, non-ASCII capitals too", async () => {
+  const unicode = 'Ärger.Person@two.test';
+  const link = (a: string) => `https://acme.test/prefs?email=${a}`;
+  for (const [id, address] of [['m-links', ADDRESS], ['m-unicode', unicode]] as const) {
+    await persistMessage(client, keys, 4, {
+      id, account: ACCOUNT, source: 'smtp', kind: 'raw', from: 'news@acme.test', fromDomain: 'acme.test',
+      rcpts: [address, OTHER].map((a) => ({ address: a, domain: a.split('@')[1]!.toLowerCase() })), acceptedAt: NOW - 1000, tags: [], metadata: {},
+      body: `From: news@acme.test\r\nTo: ${address}, ${OTHER}\r\nSubject: hi\r\n\r\nHallo ${address}\r\n`,
+      links: [link(address), link(address.replace('@', '%40').toLowerCase()), 'https://acme.test/plain'],
+    });
+  }
+  await eraseAddress(client, keys, ADDRESS, SCOPE, { eventsMaxLen: 1000, recordTtlMs: 60_000, refsTtlMs: 3_600_000, ref: 'sha256:test' });
+  await eraseAddress(client, keys, unicode, SCOPE, { eventsMaxLen: 1000, recordTtlMs: 60_000, refsTtlMs: 3_600_000, ref: 'sha256:test' });
+  const after = await dump(keys.prefix);
+  for (const gone of ['ann.person', 'ärger']) assert.not.ok(after.includes(gone), `${gone}: nowhere`);
+  assert.equal(await client.lrange(keys.links('m-links'), 0, -1), [link(ERASED_ADDRESS), link(ERASED_ADDRESS.replace('@', '%40')), 'https://acme.test/plain']);
+  assert.ok((await client.get(keys.msgBody('m-unicode')))?.includes(`To: ${ERASED_ADDRESS}, ${OTHER}`), 'the other recipient stays');
+});
+
 /** What the campaign copy to the address left: its queue entry, delivery record, events and marks. */
 async function copyTraces(campaignId: string, no: number): Promise<string[]> {
   const out: string[] = [];

@@ -47,7 +47,13 @@ if not rcptsJson then
 end
 local rcpts = cjson.decode(rcptsJson)
 local i = tonumber(idx) + 1
-if type(rcpts[i]) == 'table' then rcpts[i] = { address = '', domain = '', erased = true } end
+-- The address as it was stored (as submitted): its non-ASCII capitals are not in ARGV[2]'s case as
+-- Lua's string.lower sees them (ASCII only), so it is searched for as written too (below).
+local stored = nil
+if type(rcpts[i]) == 'table' then
+  if type(rcpts[i].address) == 'string' and rcpts[i].address ~= '' then stored = rcpts[i].address end
+  rcpts[i] = { address = '', domain = '', erased = true }
+end
 local live = 0
 for _, r in ipairs(rcpts) do
   if type(r) == 'table' and not r.erased then live = live + 1 end
@@ -112,9 +118,30 @@ local function dropNames(json, replacement)
 end
 
 --@include replaceAddress
+-- Every form the address takes in a message: as lower-cased here (any ASCII case), as stored, and
+-- percent-encoded in a URL ('@' as %40: a link that names its recipient, ?email=ann%40example.org).
+local function redact(text)
+  local out = replaceAddress(text, ARGV[2], ARGV[3])
+  if stored and stored ~= ARGV[2] then out = replaceAddress(out, stored, ARGV[3], true) end
+  local at = string.find(ARGV[2], '@', 1, true)
+  if at then
+    local encoded = string.sub(ARGV[2], 1, at - 1) .. '%40' .. string.sub(ARGV[2], at + 1)
+    out = replaceAddress(out, encoded, (string.gsub(ARGV[3], '@', '%%40')))
+  end
+  return out
+end
+
+-- The link table outlives the body (click redirects of a delivered message): a link that names the
+-- recipient is redacted in place, its index kept (the tokens in the other copies point at it).
+local links = redis.call('LRANGE', KEYS[3], 0, -1)
+for n, link in ipairs(links) do
+  local updated = redact(link)
+  if updated ~= link then redis.call('LSET', KEYS[3], n - 1, updated) end
+end
+
 local body = redis.call('GET', KEYS[2])
 if body then
-  local updated = replaceAddress(body, ARGV[2], ARGV[3])
+  local updated = redact(body)
   if string.sub(updated, 1, 3) == 'S2 ' then
     local lf = string.find(updated, '\n', 1, true) or (#updated + 1)
     updated = dropNames(string.sub(updated, 1, lf - 1), ARGV[3]) .. string.sub(updated, lf)

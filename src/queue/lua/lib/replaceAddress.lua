@@ -1,7 +1,8 @@
--- replaceAddress(text, needle, replacement): every occurrence of `needle` (an address, lower-case)
--- in `text`, in any case, replaced (the erasure of an address: eraseRecipient-5.lua, redactBody-1.lua).
-local function replaceAddress(text, needle, replacement)
-  local lower = string.lower(text)
+-- replaceAddress(text, needle, replacement[, exact]): every occurrence of `needle` (an address,
+-- lower-case) in `text`, in any ASCII case, replaced (the erasure of an address: eraseRecipient-5.lua,
+-- redactBody-1.lua); with `exact`, only as written.
+local function replaceAddress(text, needle, replacement, exact)
+  local lower = exact and text or string.lower(text)
   local parts, from = {}, 1
   while true do
     local s, e = string.find(lower, needle, from, true)
