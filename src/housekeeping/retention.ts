@@ -338,10 +338,13 @@ export class RetentionJob {
           const msgId = rec[1] as string;
           if (!isId(msgId)) return;
           if (idTime(msgId) < recordsBefore) {
-            // Pending for ever (no TTL), or final since before the period began: its TTL ran from
-            // updatedAt, for the period of that time, which may have been longer.
+            // Pending for ever (no TTL, and no attempt within the period: a campaign's copy is tried
+            // long after the campaign's id was made, when it begins sending), or final since before
+            // the period began: its TTL ran from updatedAt, for the period of that time, which may
+            // have been longer.
             const [ttl, updatedAt] = await Promise.all([redis.pttl(key), redis.hget(key, 'updatedAt')]);
-            if (ttl === -1 || (ttl > 0 && updatedAt !== null && Number(updatedAt) < recordsBefore)) {
+            const before = updatedAt === null || Number(updatedAt) < recordsBefore;
+            if ((ttl === -1 && before) || (ttl > 0 && updatedAt !== null && before)) {
               add('records', await redis.del(key));
               return;
             }

@@ -164,6 +164,8 @@ test('a lowered retention.records applies to what was stored under the longer on
   await client.pexpire(keys.rcptState('x.example', campaignId, 1), 90 * DAY);
   await client.hset(keys.rcptState('x.example', campaignId, 2), 'state', 'delivered', 'updatedAt', NOW - 50 * DAY);
   await client.pexpire(keys.rcptState('x.example', campaignId, 2), 90 * DAY);
+  // Pending (no TTL), first tried yesterday: the campaign began sending long after it was created.
+  await client.hset(keys.rcptState('x.example', campaignId, 3), 'state', 'deferred', 'attempts', '1', 'firstAt', NOW - DAY, 'updatedAt', NOW - DAY);
 
   const before = job(keys, { scanCount: 7 });
   await fullPass(before.j);
@@ -183,6 +185,7 @@ test('a lowered retention.records applies to what was stored under the longer on
     assert.is(await client.exists(keys.msgMeta(campaignId)), 1, 'a campaign stays');
     assert.is(await client.exists(keys.rcptState('x.example', campaignId, 1)), 1, "a campaign copy's record final 2 days ago stays");
     assert.is(await client.exists(keys.rcptState('x.example', campaignId, 2)), 0, "a campaign copy's record final 50 days ago goes");
+    assert.is(await client.exists(keys.rcptState('x.example', campaignId, 3)), 1, "a campaign copy pending since yesterday stays, though its campaign was created 60 days ago");
     assert.is(purged.get('messages'), 2);
     assert.is(purged.get('records'), 3);
   }
