@@ -604,6 +604,8 @@ export const configSchema = z
         clientLimitExempt: exemptNetworks,
         maxRecipients: positiveInt,
         socketTimeout: duration,
+        /** A connection open this long is closed (421 4.4.2), mid-DATA or not: a trickling client never reaches socketTimeout. */
+        sessionTimeout: duration,
         /** Soft bounces of one address within softBounceWindow that suppress it globally. */
         softBounceLimit: positiveInt,
         softBounceWindow: duration,

@@ -18,10 +18,16 @@ export interface SmtpGuardOptions {
   readonly limiter: ClientLimiter;
   /** A client not authenticated this long after connecting gets 421 and is disconnected; 0 = none. */
   readonly authTimeoutMs?: number;
+  /**
+   * A connection open this long gets 421 and is disconnected, whatever it is doing (a DATA trickled a
+   * byte at a time never reaches the idle timeout); 0 = none. For a port that takes a few short
+   * messages a session (the feedback MX), not for submission.
+   */
+  readonly sessionTimeoutMs?: number;
   /** Told of each connection refused for its client's count (e.g. to log and count it). */
   readonly onRefused?: (ip: string) => void;
-  /** Told of each connection closed at the authentication deadline. */
-  readonly onDeadline?: (ip: string) => void;
+  /** Told of each connection closed at the authentication or session deadline. */
+  readonly onDeadline?: (ip: string, deadline: 'auth' | 'session') => void;
 }
 
 /** Where attach() logs a listener's connection errors (a pino logger). */
@@ -46,21 +52,22 @@ export interface SmtpGuard {
 interface Counted {
   readonly key: string;
   timer: NodeJS.Timeout | null;
+  readonly sessionTimer: NodeJS.Timeout | null;
 }
 
 export function createSmtpGuard(opts: SmtpGuardOptions): SmtpGuard {
   const counted = new Map<string, Counted>();
   let server: SMTPServer | null = null;
 
-  const expire = (session: SMTPServerSession): void => {
+  const expire = (session: SMTPServerSession, deadline: 'auth' | 'session'): void => {
     const c = counted.get(session.id);
-    if (c) c.timer = null;
+    if (c && deadline === 'auth') c.timer = null;
     for (const conn of server?.connections ?? []) {
       if (conn.session.id !== session.id) continue;
       // smtp-server sets user on AUTH, and false when a session is reset without one.
-      if (conn.session.user) return;
-      opts.onDeadline?.(session.remoteAddress);
-      conn.send(421, `4.4.2 Authentication timeout, closing connection [${session.id}]`, false);
+      if (deadline === 'auth' && conn.session.user) return;
+      opts.onDeadline?.(session.remoteAddress, deadline);
+      conn.send(421, `4.4.2 ${deadline === 'auth' ? 'Authentication timeout' : 'Session time limit reached'}, closing connection [${session.id}]`, false);
       conn.close();
       return;
     }
@@ -76,9 +83,12 @@ export function createSmtpGuard(opts: SmtpGuardOptions): SmtpGuard {
         return callback(err);
       }
       const ms = opts.authTimeoutMs ?? 0;
-      const timer = ms > 0 ? setTimeout(() => expire(session), ms) : null;
+      const timer = ms > 0 ? setTimeout(() => expire(session, 'auth'), ms) : null;
       timer?.unref();
-      counted.set(session.id, { key, timer });
+      const sessionMs = opts.sessionTimeoutMs ?? 0;
+      const sessionTimer = sessionMs > 0 ? setTimeout(() => expire(session, 'session'), sessionMs) : null;
+      sessionTimer?.unref();
+      counted.set(session.id, { key, timer, sessionTimer });
       callback();
     },
     onClose(session) {
@@ -86,6 +96,7 @@ export function createSmtpGuard(opts: SmtpGuardOptions): SmtpGuard {
       if (!c) return;
       counted.delete(session.id);
       if (c.timer) clearTimeout(c.timer);
+      if (c.sessionTimer) clearTimeout(c.sessionTimer);
       opts.limiter.release(c.key);
     },
     authenticated(session) {

@@ -82,6 +82,8 @@ export interface InboundMxOptions {
   readonly hostname?: string;
   /** Idle limit per connection. Default 60 s: RFC 5321 §4.5.3.2 asks for minutes, but a bounce is small. */
   readonly socketTimeoutMs?: number;
+  /** A connection open this long gets 421 4.4.2 and is closed, whatever it is doing. Default 10 min. */
+  readonly sessionTimeoutMs?: number;
   /** Concurrent connections. Default 100. */
   readonly maxClients?: number;
   /** Concurrent connections from one client (an IPv4 address, an IPv6 /64). Default 10. */
@@ -226,10 +228,12 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
 
   const guard = createSmtpGuard({
     limiter: new ClientLimiter(opts.maxClientsPerIp ?? 10, opts.clientLimitExempt ?? []),
+    sessionTimeoutMs: opts.sessionTimeoutMs ?? 10 * 60_000,
     onRefused: (ip) => {
       deps.metrics?.clientLimited?.();
       log.warn({ ip }, 'feedback connection refused: too many from this client');
     },
+    onDeadline: (ip) => log.warn({ ip }, 'feedback connection closed at its session time limit'),
   });
   const server = new SMTPServer({
     name: opts.hostname ?? 'localhost',

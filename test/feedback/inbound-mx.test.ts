@@ -987,6 +987,39 @@ test('one client gets maxClientsPerIp connections to the MX; the next is refused
   }
 });
 
+test('a client trickling its DATA (never idle) is closed at the session time limit with 421 4.4.2, and its slot is free again', async () => {
+  const mx = await startInboundMx(
+    { redis: ctx.client, keys: ctx.keys, logger: pino({ level: 'silent' }) },
+    { host: '127.0.0.1', port: 0, bounceDomains: [BOUNCE_DOMAIN], fblAddresses: [FBL], maxMessageSize: MAX_SIZE, rawRetentionMs: 3_600_000, maxClientsPerIp: 1, socketTimeoutMs: 1_000, sessionTimeoutMs: 2_500 },
+  );
+  try {
+    const { client: c } = await RawSmtp.open(mx.port);
+    assert.is((await c.cmd('EHLO sender.test')).code, 250);
+    assert.is((await c.cmd('MAIL FROM:<>')).code, 250);
+    assert.is((await c.cmd(`RCPT TO:<${FBL}>`)).code, 250);
+    assert.is((await c.cmd('DATA')).code, 354);
+    // One byte every 400 ms: under the 1 s idle limit, for longer than the session's 2.5 s.
+    let sent = 0;
+    const trickle = setInterval(() => void c.write('x').then(() => sent++, () => undefined), 400);
+    const closing = await c.reply(10_000);
+    clearInterval(trickle);
+    assert.is(closing.code, 421, closing.text);
+    assert.match(closing.text, /4\.4\.2 Session time limit/);
+    assert.ok(sent >= 3, `the client kept sending (${sent} bytes)`);
+    // The client's one slot (maxClientsPerIp 1) was given back.
+    let again = await RawSmtp.open(mx.port);
+    for (let i = 0; again.greeting.code !== 220 && i < 50; i++) {
+      again.client.close();
+      await new Promise((r) => setTimeout(r, 20));
+      again = await RawSmtp.open(mx.port);
+    }
+    assert.is(again.greeting.code, 220);
+    again.client.close();
+  } finally {
+    await mx.close();
+  }
+});
+
 test('the per-client cap counts sessions over STARTTLS, and a handshake that breaks gives its slot back', async () => {
   let limited = 0;
   const mx = await startInboundMx(
