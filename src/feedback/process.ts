@@ -401,7 +401,8 @@ async function act(
   }
   if (first) {
     await deps.reputation
-      ?.record({ account: meta.account, domain: meta.fromDomain || null, kind: verdict === 'complaint' ? 'complaint' : 'hardbounce' })
+      // A copy bounced by mail was taken by the remote server first: counted delivered then.
+      ?.record({ account: meta.account, domain: meta.fromDomain || null, kind: verdict === 'complaint' ? 'complaint' : 'hardbounce', wasDelivered: verdict === 'hard' })
       .catch((err: unknown) => deps.logger.warn({ err, msgId: meta.id }, 'reputation not recorded'));
   }
   if (type === 'bounced') m?.bounce?.(record.reason, record.hardbounce ? 'hard' : 'soft');

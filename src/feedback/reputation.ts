@@ -91,6 +91,12 @@ export interface OutcomeRecord {
   /** The sending (From) domain; null when unknown (then only the account's figures count it). */
   readonly domain: string | null;
   readonly kind: OutcomeKind;
+  /**
+   * A hard bounce by mail (a DSN) of a copy counted delivered when the remote server took it: it
+   * leaves the delivered count as it joins the hard bounces, or it would sit in both, and the rate's
+   * divisor too (1,000 delivered and 52 bounced later read 4.9 %, under a 5 % threshold).
+   */
+  readonly wasDelivered?: boolean;
   /** Default: deps.now(). */
   readonly now?: number | undefined;
 }
@@ -170,7 +176,7 @@ export class ReputationGuard {
     }
     // A bad outcome is judged against every delivery counted so far.
     if (o.kind !== 'delivered') await this.flush();
-    await recordOutcome(this.deps.redis, this.deps.keys, { account: o.account, domain: o.domain, kind: o.kind, now }, this.options.windowHours);
+    await recordOutcome(this.deps.redis, this.deps.keys, { account: o.account, domain: o.domain, kind: o.kind, now, ...(o.wasDelivered ? { undoDelivered: true } : {}) }, this.options.windowHours);
     if (o.kind === 'delivered') return [];
     // One evaluation per sender at a time: a burst of bounces would otherwise read the same window
     // once per bounce; the one in flight already sees (nearly) all of them, and the next bad outcome

@@ -91,7 +91,7 @@ function scopeOf(domain: string | null): string {
 export async function recordOutcome(
   redis: RedisClient,
   keys: Keys,
-  o: { readonly account: string; readonly domain: string | null; readonly kind: OutcomeKind; readonly now: number; readonly count?: number },
+  o: { readonly account: string; readonly domain: string | null; readonly kind: OutcomeKind; readonly now: number; readonly count?: number; readonly undoDelivered?: boolean },
   windowHours: number,
 ): Promise<void> {
   const bucket = bucketOf(o.now);
@@ -100,12 +100,19 @@ export async function recordOutcome(
   const tx = redis.multi().hincrby(key, `${ACCOUNT_SCOPE}|${o.kind}`, n);
   const scope = scopeOf(o.domain);
   if (scope !== ACCOUNT_SCOPE) tx.hincrby(key, `${scope}|${o.kind}`, n);
+  // undoDelivered: these were counted delivered before (in this hour or an earlier one of the window).
+  if (o.undoDelivered) {
+    tx.hincrby(key, `${ACCOUNT_SCOPE}|delivered`, -n);
+    if (scope !== ACCOUNT_SCOPE) tx.hincrby(key, `${scope}|delivered`, -n);
+  }
   // Relative to `now`, so a pinned clock in the past never makes an already-expired key.
   tx.pexpire(key, bucket + (windowHours + 1) * BUCKET_MS - o.now);
   await tx.exec();
 }
 
-export function figuresOf(delivered: number, hardbounces: number, complaints: number): Figures {
+export function figuresOf(counted: number, hardbounces: number, complaints: number): Figures {
+  // Hard bounces by mail take their copy off the delivered count; one delivered before the window leaves it short.
+  const delivered = Math.max(0, counted);
   const sent = delivered + hardbounces;
   return {
     delivered,
@@ -356,7 +363,8 @@ async function dropIndexEntry(redis: RedisClient, keys: Keys, account: string, s
  * roles cannot import each other, so they take this shape from app/).
  */
 export interface ReputationRecorder {
-  record(o: { account: string; domain: string | null; kind: 'delivered' | 'hardbounce' | 'complaint' }): Promise<unknown>;
+  /** wasDelivered: a hard bounce by mail of a copy counted delivered (see feedback/reputation.ts OutcomeRecord). */
+  record(o: { account: string; domain: string | null; kind: 'delivered' | 'hardbounce' | 'complaint'; wasDelivered?: boolean }): Promise<unknown>;
   check(account: string, domain: string | null): Promise<{ reason: string } | null>;
   /** Judges a campaign after a complaint or hard bounce of one of its recipients (pauses it past the thresholds). */
   judgeCampaign?(campaignId: string): Promise<unknown>;

@@ -86,6 +86,16 @@ test('hard bounces: 50 of 1,000 sent (5 %) does not pause; the 51st pauses for h
   assert.is((await guard.check('acme', 'acme.example'))?.reason, 'hardbounces');
 });
 
+test('a hard bounce by mail of a copy counted delivered leaves the delivered count: 52 of 1,000 copies bounced later is 5.2 % and pauses', async () => {
+  const { guard, record } = setup();
+  await record('acme', 'acme.example', 'delivered', 1000);
+  const pauses = [];
+  for (let i = 0; i < 52; i++) pauses.push(...(await guard.record({ account: 'acme', domain: 'acme.example', kind: 'hardbounce', wasDelivered: true })));
+  assert.is(pauses[0]?.reason, 'hardbounces', 'counted in both, 52 / 1,052 = 4.9 % stayed under 5 %');
+  assert.is(pauses[0]?.figures.sent, 1000);
+  assert.is(pauses[0]?.figures.delivered, 949);
+});
+
 test('below the minimum volume nothing pauses, however bad the rates', async () => {
   const { guard, record } = setup();
   await record('acme', 'acme.example', 'delivered', 300);
