@@ -786,7 +786,8 @@ export class WebhookDispatcher {
       return;
     }
     const base = this.o.retryBaseMs ?? DEFAULT_RETRY_BASE_MS;
-    const delay = Math.min(base * 2 ** Math.min(attempts - 1, 30), this.o.retryMaxDelayMs ?? DEFAULT_RETRY_MAX_MS) * (1 - JITTER + 2 * JITTER * Math.random());
+    // Jittered within the cap: retryMaxDelay is the longest wait, as documented (jitter after the cap reached 1.2×).
+    const delay = Math.min(base * 2 ** Math.min(attempts - 1, 30) * (1 - JITTER + 2 * JITTER * Math.random()), (this.o.retryMaxDelayMs ?? DEFAULT_RETRY_MAX_MS) * (1 - JITTER * Math.random()));
     const next: Batch = { ...batch, n: attempts };
     await settle(JSON.stringify(next), Math.round(now + delay));
     this.o.metrics?.deliveries.inc({ result });

@@ -333,6 +333,19 @@ test('a batch put back after an erasure walked the outbox sends nothing of the e
   assert.not.match(JSON.stringify(await client.lrange(keys.webhookDead('acme', endpoint.id), 0, -1)), 'gone');
 });
 
+test('a retry never waits longer than retryMaxDelay, jitter included', async () => {
+  const { keys } = redis.fresh();
+  const rx = await receiver(() => 500);
+  const { endpoint } = await createWebhook(client, keys, 'acme', { url: rx.url, events: ['*'] });
+  const now = Date.now();
+  const d = dispatcher(keys, { now: () => now, retryBaseMs: 60_000, retryMaxDelayMs: 10_000, maxBatchEvents: 1 });
+  for (let i = 0; i < 20; i++) await event(keys, 'delivered', 'acme', `cap${i}`);
+  await pass(d);
+  const scores = (await client.zrange(keys.webhookOutbox('acme', endpoint.id), 0, -1, 'WITHSCORES')).filter((_, i) => i % 2 === 1).map(Number);
+  assert.is(scores.length, 20, 'twenty batches, each put back after its 500');
+  for (const sc of scores) assert.ok(sc > now + 7_999 && sc <= now + 10_000, `due in ${sc - now} ms: within 80-100 % of the cap`);
+});
+
 test('webhook lag is the age of the oldest event not yet delivered, batches waiting for a retry included', async () => {
   const { keys } = redis.fresh();
   let answer = 500;
