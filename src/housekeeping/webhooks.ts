@@ -5,7 +5,7 @@ import type { LookupAddress, LookupOptions } from 'node:dns';
 import type { Resolver } from 'node:dns/promises';
 import { createResolver } from '../core/dns-resolver.js';
 import { Agent, request } from 'undici';
-import type { Result } from 'ioredis';
+import { ReplyError, type Result } from 'ioredis';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { streamField, streamFields, streamIdTime } from '../store/events.js';
@@ -577,7 +577,16 @@ export class WebhookDispatcher {
     const cached = this.cachedEndpoints(account);
     if (cached) return cached;
     const t = Date.now();
-    const list = await loadWebhooks(this.o.redis, this.o.keys, account, (id) => this.logOnce('error', endpointRef(account, id), {}, 'unreadable webhook endpoint record skipped (delete it: DELETE /v1/webhooks/:id)'));
+    let list: SealedEndpoint[];
+    try {
+      list = await loadWebhooks(this.o.redis, this.o.keys, account, (id) => this.logOnce('error', endpointRef(account, id), {}, 'unreadable webhook endpoint record skipped (delete it: DELETE /v1/webhooks/:id)'));
+    } catch (err) {
+      // Redis refuses the account's endpoint list (not a hash: written by hand): this account gets
+      // nothing, every other one its events; thrown, it failed the whole pass, each pass again.
+      if (!(err instanceof ReplyError)) throw err;
+      this.logOnce('error', endpointRef(account, '*'), { err }, "the account's webhook endpoints cannot be read: its events are not sent");
+      list = [];
+    }
     // Bounded: an event storm over many accounts must not grow this without limit.
     if (this.cache.size >= 10_000) this.cache.clear();
     this.cache.set(account, { at: t, list });

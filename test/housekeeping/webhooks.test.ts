@@ -795,7 +795,10 @@ test("an unreadable endpoint record, or an endpoint whose keys Redis refuses, st
   // An endpoint whose outbox Redis refuses (WRONGTYPE), as a failing cluster node would: its events come first.
   const refused = await createWebhook(client, keys, 'refused', { url: rx.url, events: ['*'] });
   await client.set(keys.webhookOutbox('refused', refused.endpoint.id), 'not a zset');
+  // An account whose endpoint list itself Redis refuses: its events first too.
+  await client.set(keys.webhooks('listless'), 'not a hash');
   await createWebhook(client, keys, 'acme', { url: rx.url, events: ['*'] });
+  await event(keys, 'delivered', 'listless', 'l1');
   await event(keys, 'delivered', 'broken', 'b1');
   await event(keys, 'delivered', 'refused', 'r1');
   const id = await event(keys, 'delivered', 'acme', 'a1');
@@ -807,6 +810,8 @@ test("an unreadable endpoint record, or an endpoint whose keys Redis refuses, st
   const said = (what: RegExp) => w.lines.filter((l) => what.test(l.msg)).map((l) => (l as { endpoint?: string }).endpoint);
   assert.equal(said(/unreadable webhook endpoint record/), [badId], 'the bad record is named once over two passes');
   assert.equal(said(/due webhook batches failed/), [refused.endpoint.id], 'the refused endpoint is named once over two passes');
+  assert.is(said(/webhook endpoints cannot be read/).length, 1, 'the refused list is named once over two passes');
+  assert.is(Number((await client.xpending(keys.events(), 'webhooks'))[0]), 0, 'every entry of the pass was acknowledged');
 });
 
 test("a dead consumer's pending entries are taken over and delivered", async () => {
