@@ -65,7 +65,7 @@ import {
  * within one pass of the walk. A message accepted long ago may have finished recently (a scheduled
  * campaign, mail held while its account was closed): it is kept retention.records from its finish.
  */
-export type PurgeKind = 'events' | 'audit' | 'messages' | 'records' | 'raw_bounces' | 'account_keys' | 'account_events' | 'accounts';
+export type PurgeKind = 'events' | 'audit' | 'messages' | 'records' | 'raw_bounces' | 'account_keys' | 'account_events' | 'accounts' | 'webhook_dead_letters';
 
 export interface RetentionPeriods {
   readonly recordsMs: number;
@@ -119,6 +119,10 @@ const ORPHAN_GRACE_MS = HOUR;
 const MESSAGE_PARTS = new Set(['meta', 'body', 'links', 'track', 'stats', 'gone', 'goneAt']);
 const RECORD_TAG = /^\{d:[^}]+\}:rs:([^:]+):\d+$/;
 const FEEDBACK_TAG = /^\{f:([^}]+)\}:raw$/;
+/** An endpoint's dead-letter list: batches of events, which retention.events bounds as it bounds the stream. */
+const WEBHOOK_DEAD_TAG = /^\{a:([^}]+)\}:wh:[^:]+:dead$/;
+/** Dead letters looked at per list and step: they are oldest first, so a step stops at the first young one. */
+const DEAD_LETTERS_PER_STEP = 1_000;
 const LIST_EMAILS_TAG = /^\{l:([^}]+)\}:emails$/;
 const ACCOUNT_TAG = /^\{[ax]:([^}]+)\}:/;
 
@@ -364,6 +368,11 @@ export class RetentionJob {
           if (receivedAt < now - periods.rawBouncesMs) add('raw_bounces', await redis.del(key));
           return;
         }
+        const dead = WEBHOOK_DEAD_TAG.exec(rest);
+        if (dead && !dueIds.has(dead[1] as string)) {
+          add('webhook_dead_letters', await trimDeadLetters(redis, key, now - periods.eventsMs));
+          return;
+        }
         const list = LIST_EMAILS_TAG.exec(rest);
         if (list) {
           if ((await redis.exists(keys.listMeta(list[1] as string))) === 0 && (await redis.pttl(key)) > this.o.refsMs) await redis.pexpire(key, this.o.refsMs);
@@ -375,4 +384,27 @@ export class RetentionJob {
     );
     return out;
   }
+}
+
+/**
+ * Drops the dead-lettered webhook batches (oldest first: the list is appended to) whose newest event
+ * is older than `before`: copies of events the stream let go at retention.events. Each one by its
+ * exact text (LREM): a replay that moved it meanwhile keeps what it took. Returns the batches dropped.
+ */
+async function trimDeadLetters(redis: RedisClient, key: string, before: number): Promise<number> {
+  let dropped = 0;
+  const head = await redis.lrange(key, 0, DEAD_LETTERS_PER_STEP - 1);
+  for (const member of head) {
+    let newest = 0;
+    try {
+      const batch = JSON.parse(member) as { e?: { id?: unknown }[] };
+      for (const e of batch.e ?? []) if (typeof e.id === 'string') newest = Math.max(newest, streamIdTime(e.id));
+    } catch {
+      // Unreadable: kept for the operator (a replay reports it), as the dispatcher keeps it.
+      break;
+    }
+    if (newest >= before) break;
+    dropped += await redis.lrem(key, 1, member);
+  }
+  return dropped;
 }
