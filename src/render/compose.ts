@@ -56,6 +56,40 @@ export function parseSpec(record: Uint8Array | string): MessageSpec {
  */
 const boundaryBase = (): string => pooledRandom(8).toString('hex');
 
+/** Control characters other than HTAB: obsolete in header text (RFC 5322 §4), and NUL refused by most servers. */
+const CONTROL = /[\x00-\x08\x0a-\x1f\x7f]/g;
+/** A word longer than an encoded-word may be: MailComposer folds a header at whitespace only. */
+const LONG_WORD = /\S{76,}/;
+/** UTF-8 bytes per encoded-word: base64 of 45 bytes is 60 characters, "=?UTF-8?B?…?=" 72 in all (RFC 2047 §2: at most 75). */
+const WORD_BYTES = 45;
+
+/**
+ * The subject as it can go in a header: control characters become U+FFFD (a campaign's merge value
+ * or an API client may carry them), and a subject with a word too long to fold (a merge value of a
+ * thousand characters and no space: RFC 5322 §2.1.1 allows 998 octets a line) is written as RFC 2047
+ * encoded-words separated by spaces, where the header can be folded; a reader joins them back into
+ * the same text.
+ */
+export function headerSubject(subject: string): string {
+  const clean = subject.replace(CONTROL, '\uFFFD');
+  if (!LONG_WORD.test(clean)) return clean;
+  const words: string[] = [];
+  let chunk = '';
+  let bytes = 0;
+  for (const ch of clean) {
+    const n = Buffer.byteLength(ch, 'utf8');
+    if (bytes + n > WORD_BYTES) {
+      words.push(chunk);
+      chunk = '';
+      bytes = 0;
+    }
+    chunk += ch;
+    bytes += n;
+  }
+  if (chunk !== '') words.push(chunk);
+  return words.map((w) => `=?UTF-8?B?${Buffer.from(w, 'utf8').toString('base64')}?=`).join(' ');
+}
+
 /**
  * Composes the message; Message-ID comes from the spec, Date from the acceptance time. `viaStreams`
  * always takes MailComposer's build() (the tests compare it with the shortcut below).
@@ -71,7 +105,7 @@ export async function composeSpec(spec: MessageSpec, acceptedAt: number, viaStre
     to: spec.to.map(mailbox),
     ...(spec.cc.length > 0 ? { cc: spec.cc.map(mailbox) } : {}),
     ...(spec.replyTo && spec.replyTo.length > 0 ? { replyTo: spec.replyTo.map(mailbox) } : {}),
-    subject: spec.subject,
+    subject: headerSubject(spec.subject),
     ...(text ? { text: single ? '' : rawNode(text.part) } : {}),
     ...(html ? { html: single ? '' : rawNode(html.part) } : {}),
     headers: spec.headers,

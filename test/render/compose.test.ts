@@ -1,6 +1,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import MailComposer from 'nodemailer/lib/mail-composer/index.js';
+import { simpleParser } from 'mailparser';
 import { composeSpec, withoutStreams } from '../../src/render/compose.js';
 import { encodeText } from '../../src/render/text-part.js';
 import type { MessageSpec } from '../../src/render/protocol.js';
@@ -62,6 +63,24 @@ test('withoutStreams writes what build() writes for the same tree; attachments a
   }
   assert.is(withoutStreams(new MailComposer({ ...mail, text: 'x', attachments: [{ filename: 'a.txt', content: Buffer.from('a') }] }).compile()), null, 'an attachment is encoded by build()');
   assert.is(withoutStreams(new MailComposer({ ...mail, text: 'plain text content' }).compile()), null, 'content to encode goes through build()');
+});
+
+test('a subject with a word longer than a line folds (RFC 2047 encoded-words), and control characters do not reach the header; a reader gets the text back', async () => {
+  for (const [subject, expected] of [
+    ['Hi ' + 'u'.repeat(1000) + ' end', 'Hi ' + 'u'.repeat(1000) + ' end'],
+    ['x'.repeat(998), 'x'.repeat(998)],
+    ['Grüße ' + 'ü'.repeat(600), 'Grüße ' + 'ü'.repeat(600)],
+    ['Hi Ann\u0000\u001b[31m\u007f', 'Hi Ann\ufffd\ufffd[31m\ufffd'],
+  ] as const) {
+    const raw = await composeSpec({ ...base, subject, text: 'hi' }, AT);
+    const header = raw.subarray(0, raw.indexOf('\r\n\r\n')).toString('latin1');
+    const longest = Math.max(...header.split('\r\n').map((l) => l.length));
+    assert.ok(longest <= 998, `header lines at most 998 octets (${longest})`);
+    assert.not.match(header, /[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]/, 'no control character in the header');
+    assert.is((await simpleParser(raw)).subject, expected);
+  }
+  // An ordinary subject is left as it is, unencoded.
+  assert.match((await composeSpec({ ...base, subject: 'Your order has shipped', text: 'hi' }, AT)).toString(), '\r\nSubject: Your order has shipped\r\n');
 });
 
 test.run();
