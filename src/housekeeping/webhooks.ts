@@ -90,6 +90,11 @@ export interface WebhookDispatcherOptions {
   /** Stream entries pending this long in a (dead) consumer are taken over. Default 60 s. */
   claimIdleMs?: number;
   /**
+   * Another consumer of the group idle this long, with nothing pending, is deleted (a process that
+   * stopped: each start adds a consumer '<hostname>:<pid>'). Default 1 h.
+   */
+  deadConsumerIdleMs?: number;
+  /**
    * How long an account's endpoint list is cached. Default 5 s. Registering or removing an endpoint
    * clears every dispatcher's cache at its next pass anyway; this bounds what other writes to the
    * lists (an account's erasure) take to be seen.
@@ -180,6 +185,9 @@ const DEFAULT_READ = 500;
 const DEFAULT_PER_ENDPOINT = 2;
 const DEFAULT_MAX_IN_FLIGHT = 256; // sockets; 128 endpoints all hanging at once still leave none waiting
 const DEFAULT_POLL_MS = 500;
+/** Dead consumers are looked for at most this often (XINFO CONSUMERS), after a whole walk of the pending entries. */
+const CONSUMER_SWEEP_MS = 10 * 60_000;
+const DEFAULT_DEAD_CONSUMER_IDLE_MS = HOUR;
 const DEFAULT_CLAIM_IDLE_MS = 60_000; // far beyond one tick's Redis work, so only a dead consumer's entries
 const DEFAULT_CACHE_MS = 5_000;
 const DEFAULT_DEAD_MAX = 10_000; // 1,000,000 events at the default batch size; beyond, the oldest are dropped (counted)
@@ -334,6 +342,8 @@ export class WebhookDispatcher {
   private started = false;
   private groupReady = false;
   private claimCursor = '0-0';
+  /** When dead consumers were last looked for (0: not yet). */
+  private sweptAt = 0;
   private scanCursor = '0';
   /** Runs pass() again at once after a full page (more is waiting), else every pollIntervalMs. */
   private readonly ticker: Ticker;
@@ -403,6 +413,11 @@ export class WebhookDispatcher {
     };
     const claimed = (await redis.xautoclaim(stream, this.group, this.consumer, this.o.claimIdleMs ?? DEFAULT_CLAIM_IDLE_MS, this.claimCursor, 'COUNT', readCount).catch(noGroupYet)) as [string, (StreamEntry | null)[], string[]?];
     this.claimCursor = claimed[0];
+    // The pending entries have been walked whole: a dead consumer has none left (taken over above).
+    if (this.groupReady && this.claimCursor === '0-0' && this.now() - this.sweptAt >= CONSUMER_SWEEP_MS) {
+      this.sweptAt = this.now();
+      await this.dropDeadConsumers().catch((err: unknown) => this.o.logger.warn({ err }, 'could not look for dead webhook consumers'));
+    }
     const entries: StreamEntry[] = [];
     for (const e of claimed[1]) if (e) entries.push(e);
     // Entries trimmed from the stream while pending in a consumer that died (Redis 7 lists them; an
@@ -455,6 +470,25 @@ export class WebhookDispatcher {
     this.o.metrics?.lagSeconds?.set(Math.max(0, now - Math.min(oldest, this.oldestAwaited())) / 1000);
     this.closeIdleAgents();
     return fresh.length === readCount;
+  }
+
+  /**
+   * Deletes the group's consumers other than this one that have nothing pending and have been idle
+   * for deadConsumerIdleMs: stopped processes. Nothing pending, so nothing is lost (a live one
+   * deleted by mistake is made again by its next read).
+   */
+  private async dropDeadConsumers(): Promise<void> {
+    const { redis, keys } = this.o;
+    const limit = this.o.deadConsumerIdleMs ?? DEFAULT_DEAD_CONSUMER_IDLE_MS;
+    const info = (await redis.xinfo('CONSUMERS', keys.events(), this.group)) as (string | number)[][];
+    for (const row of info) {
+      const f = new Map<string, string | number>();
+      for (let i = 0; i + 1 < row.length; i += 2) f.set(String(row[i]), row[i + 1] as string | number);
+      const name = String(f.get('name') ?? '');
+      if (name === '' || name === this.consumer || Number(f.get('pending')) !== 0 || Number(f.get('idle')) < limit) continue;
+      await redis.xgroup('DELCONSUMER', keys.events(), this.group, name);
+      this.o.logger.info({ consumer: name }, 'dead webhook consumer removed from the group');
+    }
   }
 
   /**

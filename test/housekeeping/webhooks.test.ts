@@ -814,6 +814,23 @@ test("an unreadable endpoint record, or an endpoint whose keys Redis refuses, st
   assert.is(Number((await client.xpending(keys.events(), 'webhooks'))[0]), 0, 'every entry of the pass was acknowledged');
 });
 
+test("a stopped process's consumer (nothing pending, idle past deadConsumerIdleMs) leaves the group; one with entries pending stays until they are taken over", async () => {
+  const { keys } = redis.fresh();
+  await createWebhook(client, keys, 'acme', { url: (await receiver()).url, events: ['*'] });
+  await event(keys, 'delivered', 'acme', 'c1');
+  await pass(dispatcher(keys, { consumer: 'host:1' }));
+  // host:2 read an entry and stopped with it pending.
+  await event(keys, 'delivered', 'acme', 'c2');
+  await client.xreadgroup('GROUP', 'webhooks', 'host:2', 'COUNT', 10, 'STREAMS', keys.events(), '>');
+  await new Promise((r) => setTimeout(r, 150));
+  const d = dispatcher(keys, { consumer: 'host:3', deadConsumerIdleMs: 100 });
+  await pass(d);
+  await pass(d);
+  const names = ((await client.xinfo('CONSUMERS', keys.events(), 'webhooks')) as (string | number)[][]).map((row) => String(row[row.indexOf('name') + 1]));
+  assert.not.ok(names.includes('host:1'), `host:1 (nothing pending) removed: ${names.join(', ')}`);
+  assert.ok(names.includes('host:2'), 'host:2 keeps its pending entry, and so its place');
+});
+
 test("a dead consumer's pending entries are taken over and delivered", async () => {
   const { keys } = redis.fresh();
   const rx = await receiver();
