@@ -11,7 +11,7 @@ import { recordFigures } from '../helpers/fault-figures.js';
 /**
  * Fault: remote MXs that misbehave. One real Sluice process delivers one message to each of a set of
  * scripted loopback peers (test/helpers/smtp-peer.ts), each misbehaving its own way; the delivery
- * timeouts are 1 s so a stall costs seconds, not the production minutes. Nothing may hang: every
+ * timeouts are 1 s (5 s for the final reply to DATA) so a stall costs seconds, not the production minutes. Nothing may hang: every
  * message reaches its right state, read through GET /v1/messages/:id —
  *   a peer that keeps misbehaving: deferred after both attempts, with the next one an hour away and
  *     the reason (the remote answer or what went wrong) on the record;
@@ -23,7 +23,13 @@ const test = suite('faults/remote-mx');
 /** First retry soon (the recovering peers deliver then), the second far away (deferred stays deferred). */
 const RETRY = ['300ms', '1h'];
 const TIMEOUT = '1s';
-const SETTLE_TIMEOUT_MS = 30_000;
+/**
+ * The final reply to DATA gets longer: a recovered peer (stop-reading-once) reads and answers an 8 MB
+ * message in the test's own process, which in CI shares the cores with another fault file; at 1 s it
+ * once missed its reply there (settled in 34 s instead of 9), and the copy it had was retried.
+ */
+const DATA_TIMEOUT = '5s';
+const SETTLE_TIMEOUT_MS = 60_000;
 const HOUR_MS = 3_600_000;
 
 interface Case {
@@ -118,7 +124,7 @@ test('misbehaving MXs: nothing hangs, each message deferred with its next attemp
     prefix: `t${randomUUID().slice(0, 8)}:`,
     transport,
     overrides: {
-      delivery: { timeouts: { connect: TIMEOUT, greeting: TIMEOUT, command: TIMEOUT, dataBlock: TIMEOUT, data: TIMEOUT, idle: TIMEOUT } },
+      delivery: { timeouts: { connect: TIMEOUT, greeting: TIMEOUT, command: TIMEOUT, dataBlock: TIMEOUT, data: DATA_TIMEOUT, idle: TIMEOUT } },
       shaping: { default: { retry: RETRY } },
     },
   });
