@@ -121,8 +121,12 @@ const RECORD_TAG = /^\{d:[^}]+\}:rs:([^:]+):\d+$/;
 const FEEDBACK_TAG = /^\{f:([^}]+)\}:raw$/;
 /** An endpoint's dead-letter list: batches of events, which retention.events bounds as it bounds the stream. */
 const WEBHOOK_DEAD_TAG = /^\{a:([^}]+)\}:wh:[^:]+:dead$/;
-/** Dead letters looked at per list and step: they are oldest first, so a step stops at the first young one. */
+/**
+ * Dead letters looked at per list and step, read DEAD_LETTERS_PAGE at a time from the head: they are
+ * oldest first, so the walk nearly always stops at the first page (a batch may be 100 KB of JSON).
+ */
 const DEAD_LETTERS_PER_STEP = 1_000;
+const DEAD_LETTERS_PAGE = 8;
 const LIST_EMAILS_TAG = /^\{l:([^}]+)\}:emails$/;
 const ACCOUNT_TAG = /^\{[ax]:([^}]+)\}:/;
 
@@ -393,18 +397,26 @@ export class RetentionJob {
  */
 async function trimDeadLetters(redis: RedisClient, key: string, before: number): Promise<number> {
   let dropped = 0;
-  const head = await redis.lrange(key, 0, DEAD_LETTERS_PER_STEP - 1);
-  for (const member of head) {
-    let newest = 0;
-    try {
-      const batch = JSON.parse(member) as { e?: { id?: unknown }[] };
-      for (const e of batch.e ?? []) if (typeof e.id === 'string') newest = Math.max(newest, streamIdTime(e.id));
-    } catch {
-      // Unreadable: kept for the operator (a replay reports it), as the dispatcher keeps it.
-      break;
+  // From the head: a batch dropped moves the next ones up, one kept (or unreadable) ends the walk.
+  for (let looked = 0; looked < DEAD_LETTERS_PER_STEP; ) {
+    const page = await redis.lrange(key, 0, DEAD_LETTERS_PAGE - 1);
+    for (const member of page) {
+      looked++;
+      let newest = 0;
+      try {
+        const batch = JSON.parse(member) as { e?: { id?: unknown }[] };
+        for (const e of batch.e ?? []) if (typeof e.id === 'string') newest = Math.max(newest, streamIdTime(e.id));
+      } catch {
+        // Unreadable: kept for the operator (a replay reports it), as the dispatcher keeps it.
+        return dropped;
+      }
+      if (newest >= before) return dropped;
+      const removed = await redis.lrem(key, 1, member);
+      // Taken meanwhile (a replay): the page is stale, read it again.
+      if (removed === 0) break;
+      dropped += removed;
     }
-    if (newest >= before) break;
-    dropped += await redis.lrem(key, 1, member);
+    if (page.length < DEAD_LETTERS_PAGE) break;
   }
   return dropped;
 }

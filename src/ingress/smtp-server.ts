@@ -254,7 +254,8 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
             try {
               checkMessageLines(raw);
               const authors = headerAuthors(raw);
-              from = checkFrom(deps.registry, account, authors.from).address;
+              // From is acceptMessage's to check (as for the API); the other author fields are held to its rule here.
+              from = authors.from;
               for (const o of authors.others) checkFrom(deps.registry, account, o.address, o.field);
             } catch (err) {
               // acceptMessage counts its own refusals; those of the message's lines and headers are counted here.

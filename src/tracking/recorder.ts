@@ -122,6 +122,17 @@ export function startRecorder(start: RecorderInit, opts: RecorderOptions): Recor
     return w;
   };
 
+  /**
+   * A reload's message goes after the events answered before it (this turn's too, sent first) and
+   * before any answered later: the thread decides each under the settings and keys of its answer. A
+   * thread not started (or being restarted) gets them with its workerData.
+   */
+  const reload = (m: Extract<ToRecorder, { t: 'settings' | 'codec' }>): void => {
+    if (!alive || !worker) return;
+    if (queued > 0) send();
+    worker.postMessage(m);
+  };
+
   /** Drops since the last warning: one line a second at most, however many are dropped (a flood of them would take the CPU the writes need). */
   let shed = 0;
   let shedLoggedAt = 0;
@@ -150,20 +161,11 @@ export function startRecorder(start: RecorderInit, opts: RecorderOptions): Recor
   return {
     updateSettings(settings) {
       init = { ...init, settings };
-      // After the events answered before it (this turn's too, sent first), before any answered
-      // later: the thread decides each under the settings of its answer. A thread not started (or
-      // being restarted) gets them with its workerData.
-      if (alive && worker) {
-        if (queued > 0) send();
-        worker.postMessage({ t: 'settings', settings } satisfies ToRecorder);
-      }
+      reload({ t: 'settings', settings });
     },
     updateCodec(codec) {
       init = { ...init, codec };
-      if (alive && worker) {
-        if (queued > 0) send();
-        worker.postMessage({ t: 'codec', codec } satisfies ToRecorder);
-      }
+      reload({ t: 'codec', codec });
     },
     open(raw: RawOpen) {
       if (take('open')) opens.push(raw.token, raw.at, raw.method, raw.userAgent, raw.ip);
