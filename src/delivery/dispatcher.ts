@@ -1176,8 +1176,8 @@ export class Dispatcher {
     let session: Session | undefined;
     const keepAlive = setInterval(() => {
       const now = this.now();
-      const members = [...onward.map((o) => entryMember(o.entry)), ...entries.slice(next, end).map(entryMember)];
-      void extendLeases(redis, keys, domain, members, now + config.delivery.lease)
+      const leased = [...onward.map((o) => o.entry), ...entries.slice(next, end)];
+      void extendLeases(redis, keys, domain, leased, now + config.delivery.lease)
         .then((gone) => gone.forEach((m) => lost.add(m)))
         .catch((err: unknown) => this.log.warn({ err, domain }, 'leases could not be extended'));
     }, Math.max(1000, Math.floor(config.delivery.lease / 3)));

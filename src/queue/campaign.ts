@@ -2,7 +2,7 @@ import type { Result } from 'ioredis';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { scheduleDestinations } from './enqueue.js';
-import { byDomain, entryMember, type QueueEntry } from './entry.js';
+import { byDomain, memberTokens, type QueueEntry } from './entry.js';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
@@ -99,7 +99,7 @@ export async function holdCampaignEntries(
 ): Promise<number> {
   const groups = [...byDomain(entries)];
   const moved = await Promise.all(
-    groups.map(([d, list]) => redis.campaignHold(keys.leases(d), keys.ready(d), keys.campaignQueue(d, campaignId), campaignId, o.pointerAt ?? '', o.holdUntil, ...list.map(entryMember))),
+    groups.map(([d, list]) => redis.campaignHold(keys.leases(d), keys.ready(d), keys.campaignQueue(d, campaignId), campaignId, o.pointerAt ?? '', o.holdUntil, ...memberTokens(list))),
   );
   const state = await redis.hget(keys.msgMeta(campaignId), 'state');
   if (o.pointerAt === null && state === 'sending') {

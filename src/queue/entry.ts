@@ -14,6 +14,12 @@ export interface QueueEntry {
   idx: number;
   attempt: number;
   domain: string;
+  /**
+   * The lease token of the claim that took it (claim.ts; queue/lua/lib/lease.lua). Its outcome names
+   * it, so a holder whose lease ran out and was claimed again cannot settle the other holder's copy.
+   * Absent for an entry that was not claimed (a cancel, an erasure).
+   */
+  lease?: string;
 }
 
 export function entryMember(e: { msgId: string; idx: number; attempt: number }): string {
@@ -21,6 +27,13 @@ export function entryMember(e: { msgId: string; idx: number; attempt: number }):
 }
 
 const MEMBER_RE = /^(.+):(\d{1,9}):(\d{1,9})$/;
+
+/** member, token, member, token, … for the scripts that take claimed entries with their lease tokens. */
+export function memberTokens(entries: readonly QueueEntry[]): string[] {
+  const out: string[] = [];
+  for (const e of entries) out.push(entryMember(e), e.lease ?? '');
+  return out;
+}
 
 /** Parses a member read back from Redis; undefined for anything that is not an entry (never throws). */
 export function parseMember(domain: string, member: string): QueueEntry | undefined {

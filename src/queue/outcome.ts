@@ -1,7 +1,7 @@
 import type { Result } from 'ioredis';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
-import { byDomain, entryMember, type QueueEntry } from './entry.js';
+import { byDomain, entryMember, memberTokens, type QueueEntry } from './entry.js';
 import { OUTCOME, truncateResponse } from './outcome-codes.js';
 
 declare module 'ioredis' {
@@ -16,15 +16,15 @@ declare module 'ioredis' {
     /** src/queue/lua/bounce-3.lua with the event stream added (single server). */
     bounceKeys(numKeys: 4, ...keysThenArgs: (string | number)[]): Result<number, Context>;
     /** src/queue/lua/retry-3.lua */
-    retry(leases: string, ready: string, rs: string, member: string, next: string, now: number, nextAt: number, attempts: number, code: string, enhanced: string, response: string): Result<number, Context>;
+    retry(leases: string, ready: string, rs: string, member: string, next: string, now: number, nextAt: number, attempts: number, code: string, enhanced: string, response: string, token: string): Result<number, Context>;
     /** src/queue/lua/bounce-3.lua */
-    bounce(leases: string, ready: string, rs: string, member: string, now: number, state: string, attempts: number, code: string, enhanced: string, response: string, reason: string, ttlMs: number, waiting: '1' | ''): Result<number, Context>;
+    bounce(leases: string, ready: string, rs: string, member: string, now: number, state: string, attempts: number, code: string, enhanced: string, response: string, reason: string, ttlMs: number, waiting: '1' | '', token: string): Result<number, Context>;
     /** src/queue/lua/hold-3.lua */
-    hold(leases: string, ready: string, rs: string, member: string, now: number, nextAt: number, enhanced: string, response: string): Result<number, Context>;
-    /** src/queue/lua/release-2.lua */
-    release(leases: string, ready: string, now: number, ...members: string[]): Result<number, Context>;
-    /** src/queue/lua/extendLeases-1.lua */
-    extendLeases(leases: string, until: number, ...members: string[]): Result<number[], Context>;
+    hold(leases: string, ready: string, rs: string, member: string, now: number, nextAt: number, enhanced: string, response: string, token: string): Result<number, Context>;
+    /** src/queue/lua/release-2.lua: member, token, member, token, … */
+    release(leases: string, ready: string, now: number, ...memberTokens: string[]): Result<number, Context>;
+    /** src/queue/lua/extendLeases-1.lua: member, token, member, token, … */
+    extendLeases(leases: string, until: number, ...memberTokens: string[]): Result<number[], Context>;
   }
 }
 
@@ -34,9 +34,12 @@ declare module 'ioredis' {
  * So of ack, retry and bounce exactly one takes effect for an entry; the others find nothing and
  * change nothing. Each returns the script's reply: NOOP (0, falsy) when someone else settled it first.
  *
- * A lease is identified by its member alone, so when an entry was reaped AND claimed again, the
- * first holder's late outcome settles it (and the second holder's outcome is then the no-op). The
- * mail was sent at least once, which is the promise (DESIGN §2, at-least-once).
+ * A lease is held under its claim's token (QueueEntry.lease, queue/lua/lib/lease.lua). When an entry
+ * was reaped AND claimed again, the first holder's late retry, bounce, hold or give-back names the
+ * old token and changes nothing (NOOP): the second holder, which is sending it now, settles it. A
+ * late ack is the exception: the mail arrived, whoever sent it, so it settles the entry and the
+ * second holder finds its lease gone (extendLeases: not sent again if not sent yet; its own outcome
+ * is then the no-op). The mail was sent at least once, which is the promise (DESIGN §2).
  */
 
 /** A script's reply: OUTCOME.APPLIED, APPLIED_AFTER_REAP, or NOOP (someone else settled the entry first). */
@@ -96,7 +99,7 @@ export async function retry(
   o: { now: number; nextAt: number; code: number | null; enhanced: string | null; response: string; event?: OutcomeEvent },
 ): Promise<OutcomeReply> {
   const k = [keys.leases(e.domain), keys.ready(e.domain), keys.rcptState(e.domain, e.msgId, e.idx)] as const;
-  const a = [entryMember(e), entryMember({ ...e, attempt: e.attempt + 1 }), o.now, o.nextAt, e.attempt + 1, str(o.code), str(o.enhanced), truncateResponse(o.response)] as const;
+  const a = [entryMember(e), entryMember({ ...e, attempt: e.attempt + 1 }), o.now, o.nextAt, e.attempt + 1, str(o.code), str(o.enhanced), truncateResponse(o.response), e.lease ?? ''] as const;
   const reply = o.event ? await redis.retryKeys(4, ...k, o.event.stream, ...a, o.event.maxLen, o.event.packed) : await redis.retry(...k, ...a);
   return asReply(reply);
 }
@@ -107,7 +110,7 @@ export async function bounce(
   e: QueueEntry,
   o: { now: number; state: 'bounced' | 'expired' | 'suppressed' | 'cancelled'; code: number | null; enhanced: string | null; response: string; reason: string; recordTtlMs: number; event?: OutcomeEvent },
 ): Promise<OutcomeReply> {
-  return bounceScript(redis, keys, e, [o.now, o.state, e.attempt + 1, str(o.code), str(o.enhanced), truncateResponse(o.response), o.reason, o.recordTtlMs, ''], o.event);
+  return bounceScript(redis, keys, e, [o.now, o.state, e.attempt + 1, str(o.code), str(o.enhanced), truncateResponse(o.response), o.reason, o.recordTtlMs, '', e.lease ?? ''], o.event);
 }
 
 /**
@@ -121,11 +124,11 @@ export async function cancelWaiting(
   e: QueueEntry,
   o: { now: number; response: string; recordTtlMs: number; event?: OutcomeEvent },
 ): Promise<OutcomeReply> {
-  return bounceScript(redis, keys, e, [o.now, 'cancelled', e.attempt, '', '', truncateResponse(o.response), 'cancelled', o.recordTtlMs, '1'], o.event);
+  return bounceScript(redis, keys, e, [o.now, 'cancelled', e.attempt, '', '', truncateResponse(o.response), 'cancelled', o.recordTtlMs, '1', ''], o.event);
 }
 
-/** bounce-3.lua for entry `e`: its ARGV after the member (now … waiting), with the event on a single server. */
-async function bounceScript(redis: RedisClient, keys: Keys, e: QueueEntry, args: readonly [number, string, number, string, string, string, string, number, '1' | ''], event?: OutcomeEvent): Promise<OutcomeReply> {
+/** bounce-3.lua for entry `e`: its ARGV after the member (now … waiting, token), with the event on a single server. */
+async function bounceScript(redis: RedisClient, keys: Keys, e: QueueEntry, args: readonly [number, string, number, string, string, string, string, number, '1' | '', string], event?: OutcomeEvent): Promise<OutcomeReply> {
   const k = [keys.leases(e.domain), keys.ready(e.domain), keys.rcptState(e.domain, e.msgId, e.idx)] as const;
   const reply = event ? await redis.bounceKeys(4, ...k, event.stream, entryMember(e), ...args, event.maxLen, event.packed) : await redis.bounce(...k, entryMember(e), ...args);
   return asReply(reply);
@@ -136,7 +139,7 @@ async function bounceScript(redis: RedisClient, keys: Keys, e: QueueEntry, args:
  * the record says deferred, with the reason.
  */
 export async function hold(redis: RedisClient, keys: Keys, e: QueueEntry, o: { now: number; nextAt: number; enhanced: string; response: string }): Promise<OutcomeReply> {
-  const reply = await redis.hold(keys.leases(e.domain), keys.ready(e.domain), keys.rcptState(e.domain, e.msgId, e.idx), entryMember(e), o.now, o.nextAt, o.enhanced, truncateResponse(o.response));
+  const reply = await redis.hold(keys.leases(e.domain), keys.ready(e.domain), keys.rcptState(e.domain, e.msgId, e.idx), entryMember(e), o.now, o.nextAt, o.enhanced, truncateResponse(o.response), e.lease ?? '');
   return asReply(reply);
 }
 
@@ -148,17 +151,18 @@ export async function hold(redis: RedisClient, keys: Keys, e: QueueEntry, o: { n
 export async function release(redis: RedisClient, keys: Keys, entries: readonly QueueEntry[], now: number): Promise<number> {
   const calls: Promise<number>[] = [];
   for (const [domain, list] of byDomain(entries)) {
-    calls.push(redis.release(keys.leases(domain), keys.ready(domain), now, ...list.map(entryMember)));
+    calls.push(redis.release(keys.leases(domain), keys.ready(domain), now, ...memberTokens(list)));
   }
   return (await Promise.all(calls)).reduce((a, b) => a + b, 0);
 }
 
 /**
- * Moves the lease expiry of members still leased to `until` (never re-leases a lost one). Returns
- * the members that were not leased any more (reaped or settled): their holder must not send them.
+ * Moves the lease expiry of entries still leased under their token to `until` (never re-leases a
+ * lost one, nor one claimed again by another holder). Returns the members of the entries that were
+ * not (reaped, settled, or claimed again): their holder must not send them.
  */
-export async function extendLeases(redis: RedisClient, keys: Keys, domain: string, members: readonly string[], until: number): Promise<string[]> {
-  if (members.length === 0) return [];
-  const held = await redis.extendLeases(keys.leases(domain), until, ...members);
-  return members.filter((_, i) => held[i] !== 1);
+export async function extendLeases(redis: RedisClient, keys: Keys, domain: string, entries: readonly QueueEntry[], until: number): Promise<string[]> {
+  if (entries.length === 0) return [];
+  const held = await redis.extendLeases(keys.leases(domain), until, ...memberTokens(entries));
+  return entries.filter((_, i) => held[i] !== 1).map(entryMember);
 }

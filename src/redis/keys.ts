@@ -16,6 +16,7 @@
  *
  *   ready   ZSET  member "<msgId>:<rcptIdx>:<attempt>"  score = due time (ms)
  *   leases  ZSET  member as in ready                    score = lease expiry (ms)
+ *   owners  HASH  member → the lease token of the claim that holds it (queue/lua/lib/lease.lua)
  *   rs:<msgId>:<idx>  HASH  state, attempts, code, enhanced, response, nextAt, updatedAt, firstAt (the first attempt, once deferred)
  */
 export function createKeys(prefix: string) {
@@ -25,6 +26,8 @@ export function createKeys(prefix: string) {
     // destination
     ready: (domain: string) => `${p}{d:${domain}}:ready`,
     leases: (domain: string) => `${p}{d:${domain}}:leases`,
+    /** The lease set's tokens: its name is the lease set's with 'leases' replaced, which is how the scripts find it (lib/lease.lua). */
+    leaseOwners: (domain: string) => `${p}{d:${domain}}:owners`,
     rcptState: (domain: string, msgId: string, idx: number) => `${p}{d:${domain}}:rs:${msgId}:${idx}`,
     /** LIST of contact numbers: a campaign's recipients waiting at this destination (claim-2.lua expands them). */
     campaignQueue: (domain: string, campaignId: string) => `${p}{d:${domain}}:cq:${campaignId}`,

@@ -11,6 +11,9 @@ import { SMTPServer } from 'smtp-server';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { startSluiceFixture, type SluiceFixture } from '../helpers/sluice.js';
 import { startScriptedPeer, type ScriptedPeer } from '../helpers/smtp-peer.js';
+import { claim } from '../../src/queue/claim.js';
+import { reapExpired } from '../../src/queue/reap.js';
+import { ack } from '../../src/queue/outcome.js';
 
 const test = suite('e2e/lease');
 const DATA_DELAY_MS = 4_500;
@@ -23,6 +26,11 @@ let port = 0;
 let mute: ScriptedPeer;
 /** RCPT TO addresses the peer accepted a message for, in order, across every session. */
 const delivered: string[] = [];
+/** late.test: holds each DATA reply until the test lets it go, then answers 451. */
+let late: SMTPServer;
+let latePort = 0;
+let dataArrived: () => void = () => undefined;
+let answerLate: () => void = () => undefined;
 
 test.before(async () => {
   redis = await startRedis();
@@ -45,17 +53,35 @@ test.before(async () => {
   await new Promise<void>((resolve) => peer.listen(0, '127.0.0.1', () => resolve()));
   const address = peer.server.address();
   port = typeof address === 'object' && address ? address.port : 0;
+  late = new SMTPServer({
+    logger: false,
+    authOptional: true,
+    disabledCommands: ['AUTH', 'STARTTLS'],
+    closeTimeout: 50,
+    onData(stream, _session, cb) {
+      stream.resume();
+      stream.on('end', () => {
+        answerLate = () => cb(Object.assign(new Error('4.7.1 try again later'), { responseCode: 451 }));
+        dataArrived();
+      });
+    },
+  });
+  late.on('error', () => undefined);
+  await new Promise<void>((resolve) => late.listen(0, '127.0.0.1', () => resolve()));
+  const lateAddress = late.server.address();
+  latePort = typeof lateAddress === 'object' && lateAddress ? lateAddress.port : 0;
   mute = await startScriptedPeer({ greeting: 'stall' });
   s = await startSluiceFixture(redis, {
     // Two copies per claim: the first batch is full, so a second connection starts, and a reaped
     // copy is claimed by a new connection while the first still holds it.
-    delivery: { transport: { 'slow.test': `127.0.0.1:${port}`, 'mute.test': `${mute.host}:${mute.port}` }, lease: '2s', claimBatch: 2, timeouts: { greeting: '8s' } },
+    delivery: { transport: { 'slow.test': `127.0.0.1:${port}`, 'mute.test': `${mute.host}:${mute.port}`, 'late.test': `127.0.0.1:${latePort}` }, lease: '2s', claimBatch: 2, timeouts: { greeting: '8s' } },
   });
 });
 
 test.after(async () => {
   await s?.stop();
   await new Promise<void>((resolve) => peer.close(() => resolve()));
+  await new Promise<void>((resolve) => late.close(() => resolve()));
   await mute?.close();
   await redis?.stop();
 });
@@ -69,6 +95,36 @@ test('copies of a batch whose transactions outlast the lease are each delivered 
   // A little longer than the reaper's interval: a copy reaped late would be sent again now.
   await new Promise((resolve) => setTimeout(resolve, 6_000));
   assert.equal([...delivered].sort(), rcpts, `each recipient once: ${delivered.join(', ')}`);
+});
+
+test("a holder whose lease ran out and was claimed again: its late 4xx neither requeues nor rewrites the other holder's copy", async () => {
+  const client = s.app.redis.client;
+  const keys = s.app.keys;
+  const d = 'late.test';
+  const arrived = new Promise<void>((resolve) => { dataArrived = resolve; });
+  const r = await s.api('/v1/messages', { body: { from: 'news@acme.example', to: 'x@late.test', subject: 'late', text: 'x' } });
+  assert.is(r.status, 202, JSON.stringify(r.body));
+  await arrived;
+  // The first holder (Sluice) waits for the reply to DATA. Its lease runs out meanwhile (as if it had
+  // been unable to reach Redis), the reaper returns the copy, and another holder claims it.
+  const member = `${r.body.id as string}:0:0`;
+  assert.equal(await client.zrange(keys.leases(d), 0, -1), [member], 'leased by the first holder');
+  await client.zadd(keys.leases(d), 1, member);
+  assert.is(await reapExpired(client, keys, d, Date.now(), 10), 1);
+  const [second] = (await claim(client, keys, { domain: d, max: 1, leaseMs: 60_000, now: Date.now() })).entries;
+  assert.ok(second, 'claimed again');
+  const deferred = async (): Promise<number> => (await s.app.metrics.deliveryAttempts.get()).values.filter((v) => v.labels['result'] === 'deferred').reduce((a, v) => a + v.value, 0);
+  const before = await deferred();
+  // Now the first holder's transaction ends with a 4xx: its retry names the old lease.
+  answerLate();
+  for (let i = 0; i < 200 && (await deferred()) === before; i++) await new Promise((resolve) => setTimeout(resolve, 25));
+  assert.is(await deferred(), before + 1, 'the first holder settled its attempt');
+  assert.equal(await client.zrange(keys.ready(d), 0, -1), [], 'nothing requeued for a second send');
+  assert.equal(await client.zrange(keys.leases(d), 0, -1), [member], 'the second holder still holds the copy');
+  assert.is.not(await client.hget(keys.rcptState(d, r.body.id as string, 0), 'state'), 'deferred', 'the record is not rewritten');
+  // The second holder delivers: that is the copy's outcome.
+  assert.is(await ack(client, keys, second, { now: Date.now(), code: 250, enhanced: '2.0.0', response: '250 ok', recordTtlMs: 60_000 }), 2);
+  assert.is(await client.hget(keys.rcptState(d, r.body.id as string, 0), 'state'), 'delivered');
 });
 
 test("a connection still waiting for the server's greeting keeps its connection slot past the lease", async () => {

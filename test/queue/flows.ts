@@ -11,7 +11,7 @@ import { shardOf, type Keys } from '../../src/redis/keys.js';
 import { enqueueRecipients } from '../../src/queue/enqueue.js';
 import { claim } from '../../src/queue/claim.js';
 import { entryMember, type QueueEntry } from '../../src/queue/entry.js';
-import { ack, retry, bounce, release, extendLeases } from '../../src/queue/outcome.js';
+import { ack, retry, bounce, hold, release, extendLeases } from '../../src/queue/outcome.js';
 import { reapAndCount, reapExpired } from '../../src/queue/reap.js';
 import { dueDestinations, forgetDestination, reschedule, postpone, repairSchedule, IDLE_RECHECK_MS } from '../../src/queue/schedule.js';
 import { takeTokens, refundTokens, acquireConnection, renewConnection, releaseConnection, type Rate } from '../../src/queue/throttle.js';
@@ -104,7 +104,8 @@ export function queueFlows(name: string, start: () => Promise<Harness>) {
 
     const { entries, nextAt } = await claim(redis, keys, { domain: 'a.test', max: 10, leaseMs: LEASE, now: T + 20 });
     assert.equal(entries.map(entryMember), ['m1:1:0', 'm2:0:0', 'm1:0:0']);
-    assert.equal(entries[0], { msgId: 'm1', idx: 1, attempt: 0, domain: 'a.test' });
+    assert.equal(entries[0], { msgId: 'm1', idx: 1, attempt: 0, domain: 'a.test', lease: entries[0]?.lease });
+    assert.is(await redis.hget(keys.leaseOwners('a.test'), 'm1:1:0'), entries[0]?.lease as string, 'leased under the claim\'s token');
     // the future entry stays; the earliest of it and the leases (T+20+LEASE) is next
     assert.is(nextAt, T + 20 + LEASE);
     assert.equal(await members(keys.ready('a.test')), ['m2:1:0']);
@@ -190,6 +191,64 @@ export function queueFlows(name: string, start: () => Promise<Harness>) {
     assert.is(await redis.hget(keys.rcptState(d, 'x', 1), 'state'), 'bounced', 'ack after bounce changed nothing');
   });
 
+  test('lease tokens: a holder whose lease was reaped and claimed again cannot retry, bounce, hold, give back or extend the new holder\'s copy', async () => {
+    const keys = ctx();
+    const d = 'fence.test';
+    const camp = 'cfence';
+    await enqueueRecipients(redis, keys, SHARDS, [0, 1, 2, 3, 4].map((idx) => ({ msgId: 'f', idx, domain: d, dueAt: T })));
+    const first = (await claim(redis, keys, { domain: d, max: 5, leaseMs: 1000, now: T })).entries;
+    assert.is(first.length, 5);
+    assert.ok(first[0]?.lease, 'a claimed entry carries its lease token');
+    assert.is(await redis.hlen(keys.leaseOwners(d)), 5, 'one token per leased member');
+    assert.is(await reapExpired(redis, keys, d, T + 1000, 100), 5);
+    assert.is(await redis.exists(keys.leaseOwners(d)), 0, 'the reap takes the tokens with the leases');
+    const second = (await claim(redis, keys, { domain: d, max: 5, leaseMs: 60_000, now: T + 1000 })).entries;
+    assert.is(second.length, 5);
+    assert.is.not(second[0]?.lease, first[0]?.lease, 'each claim has its own token');
+    const [a0, a1, a2, a3, a4] = first as [QueueEntry, QueueEntry, QueueEntry, QueueEntry, QueueEntry];
+    const byIdx = (i: number): QueueEntry => second.find((e) => e.idx === i) as QueueEntry;
+
+    // The first holder's late outcomes find the second claim's token: nothing changes.
+    assert.is(await retry(redis, keys, a0, { now: T + 1100, nextAt: T + 1200, ...SOFT }), OUTCOME.NOOP, 'a late retry');
+    assert.is(await bounce(redis, keys, a1, { now: T + 1100, state: 'bounced', ...HARD, reason: 'userunknown', recordTtlMs: RECORD_TTL }), OUTCOME.NOOP, 'a late bounce');
+    assert.is(await hold(redis, keys, a2, { now: T + 1100, nextAt: T + 9999, enhanced: '4.7.0', response: 'held' }), OUTCOME.NOOP, 'a late hold');
+    assert.is(await release(redis, keys, [a3], T + 1100), 0, 'a late give-back');
+    assert.equal(await extendLeases(redis, keys, d, first, T + 500_000), first.map(entryMember), 'a late extension: every lease lost');
+    assert.is(await redis.zcard(keys.leases(d)), 5, 'the second holder still holds all five');
+    assert.is(await redis.zcard(keys.ready(d)), 0, 'nothing was requeued');
+    assert.is(Number(await redis.zscore(keys.leases(d), 'f:0:0')), T + 61_000, 'the second lease keeps its own expiry');
+    for (const i of [0, 1, 2]) assert.is(await redis.exists(keys.rcptState(d, 'f', i)), 0, `no record written for f:${i}`);
+
+    // A late ack is a fact: it settles the copy, and the second holder finds its lease gone.
+    assert.is(await ack(redis, keys, a4, { now: T + 1200, ...OK, recordTtlMs: RECORD_TTL }), OUTCOME.APPLIED);
+    assert.equal(await extendLeases(redis, keys, d, second, T + 90_000), ['f:4:0'], 'the second holder learns it must not send f:4');
+    assert.is(await retry(redis, keys, byIdx(4), { now: T + 1300, nextAt: T + 1400, ...SOFT }), OUTCOME.NOOP);
+    assert.is(await redis.hget(keys.rcptState(d, 'f', 4), 'state'), 'delivered');
+
+    // The second holder's own outcomes apply.
+    assert.is(await retry(redis, keys, byIdx(0), { now: T + 1300, nextAt: T + 1400, ...SOFT }), OUTCOME.APPLIED);
+    assert.is(await bounce(redis, keys, byIdx(1), { now: T + 1300, state: 'bounced', ...HARD, reason: 'userunknown', recordTtlMs: RECORD_TTL }), OUTCOME.APPLIED);
+    assert.is(await hold(redis, keys, byIdx(2), { now: T + 1300, nextAt: T + 9999, enhanced: '4.7.0', response: 'held' }), OUTCOME.APPLIED);
+    assert.is(await release(redis, keys, [byIdx(3)], T + 1300), 1);
+    assert.equal((await members(keys.ready(d))).sort(), ['f:0:1', 'f:2:0', 'f:3:0']);
+    assert.is(await redis.zcard(keys.leases(d)), 0);
+    assert.is(await redis.exists(keys.leaseOwners(d)), 0, 'every token went with its lease');
+
+    // A campaign's copies: a late campaign hold is fenced too.
+    await redis.rpush(keys.campaignQueue(d, camp), '7');
+    await redis.zadd(keys.ready(d), T, `@${camp}`);
+    await redis.zrem(keys.ready(d), 'f:0:1', 'f:2:0', 'f:3:0');
+    const c1 = (await claim(redis, keys, { domain: d, max: 5, leaseMs: 1000, now: T + 2000 })).entries;
+    assert.equal(c1.map(entryMember), [`${camp}:7:0`]);
+    assert.is(await reapExpired(redis, keys, d, T + 3000, 100), 1);
+    const c2 = (await claim(redis, keys, { domain: d, max: 5, leaseMs: 60_000, now: T + 3000 })).entries;
+    assert.equal(c2.map(entryMember), [`${camp}:7:0`]);
+    assert.is(await holdCampaignEntries(redis, keys, SHARDS, camp, c1, { pointerAt: T + 5000, holdUntil: T + 5000, now: T + 3100 }), 0, 'a late campaign hold');
+    assert.is(await redis.llen(keys.campaignQueue(d, camp)), 0, 'nothing pushed back');
+    assert.is(await holdCampaignEntries(redis, keys, SHARDS, camp, c2, { pointerAt: T + 5000, holdUntil: T + 5000, now: T + 3100 }), 1, "the holder's own");
+    assert.equal(await redis.lrange(keys.campaignQueue(d, camp), 0, -1), ['7']);
+  });
+
   test('retry re-queues attempt+1 at nextAt and records the deferral; ack and bounce write final records with a TTL', async () => {
     const keys = ctx();
     const d = 'out.test';
@@ -242,7 +301,7 @@ export function queueFlows(name: string, start: () => Promise<Harness>) {
     ]);
     const c1 = (await claim(redis, keys, { domain: 'r1.test', max: 5, leaseMs: 1000, now: T })).entries;
     const c2 = (await claim(redis, keys, { domain: 'r2.test', max: 5, leaseMs: 1000, now: T })).entries;
-    assert.equal(await extendLeases(redis, keys, 'r1.test', [...c1.map(entryMember), 'gone:9:0'], T + 50_000), ['gone:9:0'], 'the one not leased is named');
+    assert.equal(await extendLeases(redis, keys, 'r1.test', [...c1, { msgId: 'gone', idx: 9, attempt: 0, domain: 'r1.test' }], T + 50_000), ['gone:9:0'], 'the one not leased is named');
     assert.is(await redis.zscore(keys.leases('r1.test'), 'gone:9:0'), null, 'never creates a lease');
     assert.is(await reapExpired(redis, keys, 'r1.test', T + 2000, 100), 0, 'extended leases are not reaped');
     assert.equal(await extendLeases(redis, keys, 'r1.test', [], T), []);

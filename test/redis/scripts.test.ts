@@ -70,9 +70,9 @@ test('a script the server no longer knows (SCRIPT FLUSH: a restart or a failover
   const { keys } = redis.fresh();
   const leases = keys.leases('flush.example');
   await client.zadd(leases, 1000, 'm1:0:0');
-  assert.equal(await client.extendLeases(leases, 5000, 'm1:0:0'), [1], 'known to the server');
+  assert.equal(await client.extendLeases(leases, 5000, 'm1:0:0', ''), [1], 'known to the server');
   await client.script('FLUSH');
-  assert.equal(await client.extendLeases(leases, 9000, 'm1:0:0', 'gone:0:0'), [1, 0], 'answers after the flush');
+  assert.equal(await client.extendLeases(leases, 9000, 'm1:0:0', '', 'gone:0:0', ''), [1, 0], 'answers after the flush');
   assert.is(await client.zscore(leases, 'm1:0:0'), '9000');
 });
 

@@ -12,7 +12,11 @@
   ARGV[6] response  remote reply (already truncated by the caller)
   ARGV[7] ttlMs   how long the final record is kept
 
-  Returns 2 = applied, our lease was still held; 1 = applied, the lease had been reaped (the entry
+  A delivery takes the lease whoever holds it (lib/lease.lua, token ''): if the entry was reaped and
+  claimed again meanwhile, the mail has arrived all the same, and the other holder finds its lease
+  gone (extendLeases-1.lua) and does not send it again if it has not yet.
+
+  Returns 2 = applied, the lease was still held; 1 = applied, the lease had been reaped (the entry
   was back in ready); 0 = nothing done, the entry was already acked, retried or bounced.
 
   On a single server the caller may add the recipient's message (called with 7 keys, one round trip
@@ -30,7 +34,8 @@
 ]]
 --@include finishMessage
 --@include appendEvent
-local held = redis.call('ZREM', KEYS[1], ARGV[1])
+--@include lease
+local held = takeLease(KEYS[1], ARGV[1], '')
 local reaped = redis.call('ZREM', KEYS[2], ARGV[1])
 local withMessage = #KEYS >= 7
 local withEvent = #KEYS == 4 or #KEYS == 8

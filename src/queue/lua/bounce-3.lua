@@ -16,14 +16,17 @@
   ARGV[9] ttlMs   how long the final record is kept
   ARGV[10] waiting '1': only an entry waiting in ready applies (a cancel: one being sent now, leased,
                   is left to its holder, whose outcome then says what happened); '' for an outcome
+  ARGV[11] token  the claim's lease token (lib/lease.lua), as retry-3.lua takes it
   KEYS[4], ARGV[#ARGV - 1], ARGV[#ARGV]  (optional, single server) the event stream, its maxLen and the
           packed event, appended when the outcome applies, in the same step (lib/appendEvent.lua)
 
   Returns 2 / 1 / 0 as ack-3.lua.
 ]]
 --@include appendEvent
+--@include lease
 local held = 0
-if ARGV[10] ~= '1' then held = redis.call('ZREM', KEYS[1], ARGV[1]) end
+if ARGV[10] ~= '1' then held = takeLease(KEYS[1], ARGV[1], ARGV[11]) end
+if held == -1 then return 0 end
 local reaped = redis.call('ZREM', KEYS[2], ARGV[1])
 if held == 0 and reaped == 0 then return 0 end
 

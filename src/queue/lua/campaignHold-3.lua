@@ -9,14 +9,16 @@
   ARGV[2] pointerAt  ms: first attempts go back to the head of the queue and the pointer is set to this
                      score; '' (paused): the pointer is removed and resume() puts it back
   ARGV[3] holdUntil  ms: retries (attempt > 0) go back to ready at this score
-  ARGV[4..] members "<campaignId>:<no>:<attempt>" as claimed
+  ARGV[4..] member, token, …  members "<campaignId>:<no>:<attempt>" as claimed, each with its claim's
+                     lease token (lib/lease.lua)
 
-  Returns the number of entries given back (members no longer leased are skipped).
+  Returns the number of entries given back (members no longer leased under their token are skipped).
 ]]
+--@include lease
 local moved = 0
 local first = {}
-for i = 4, #ARGV do
-  if redis.call('ZREM', KEYS[1], ARGV[i]) == 1 then
+for i = 4, #ARGV - 1, 2 do
+  if takeLease(KEYS[1], ARGV[i], ARGV[i + 1]) == 1 then
     moved = moved + 1
     local no, attempt = string.match(ARGV[i], ':(%d+):(%d+)$')
     if attempt == '0' then

@@ -8,6 +8,9 @@
   ARGV[1] now     ms
   ARGV[2] max     entries to claim at most (>= 0)
   ARGV[3] leaseMs lease length: a claimed entry returns to ready if not settled by now + leaseMs
+  ARGV[4] token   this claim's lease token, unique to the claim (lib/lease.lua): the entries are leased
+                  under it, and only an outcome that names it can requeue, bounce, hold, give back or
+                  extend them
 
   A campaign pointer is expanded here: its recipients wait in the LIST "<dest>:cq:<campaignId>" (same
   hash tag as ready: the key is ready's name with 'ready' replaced) as bare contact numbers — a few
@@ -28,6 +31,13 @@ local now = tonumber(ARGV[1])
 local max = tonumber(ARGV[2])
 local expiry = now + tonumber(ARGV[3])
 local base = string.sub(KEYS[1], 1, -6)
+-- member, token, member, token, … for one HSET on the lease tokens (lib/lease.lua)
+local owned = {}
+local function lease(m)
+  redis.call('ZADD', KEYS[2], expiry, m)
+  owned[#owned + 1] = m
+  owned[#owned + 1] = ARGV[4]
+end
 
 local out = { '' }
 local n = 0
@@ -46,7 +56,7 @@ if max > 0 then
       pointers[#pointers + 1] = m
     elseif n < max then
       redis.call('ZREM', KEYS[1], m)
-      redis.call('ZADD', KEYS[2], expiry, m)
+      lease(m)
       n = n + 1
       out[n + 1] = m
     end
@@ -60,7 +70,7 @@ if max > 0 then
     if nos then
       for j = 1, #nos do
         local member = cid .. ':' .. nos[j] .. ':0'
-        redis.call('ZADD', KEYS[2], expiry, member)
+        lease(member)
         n = n + 1
         out[n + 1] = member
       end
@@ -72,6 +82,9 @@ if max > 0 then
     end
   end
 end
+
+-- In slices: unpack() is bounded by Lua's C stack (~8,000 values).
+for i = 1, #owned, 1000 do redis.call('HSET', base .. 'owners', unpack(owned, i, math.min(i + 999, #owned))) end
 
 local nextAt = false
 local r = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')

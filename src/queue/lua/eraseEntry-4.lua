@@ -19,12 +19,13 @@
   Returns the number of queue entries removed (ready, lease or waiting number): > 0 means the
   recipient was still pending.
 ]]
+--@include lease
 local attempts = tonumber(redis.call('HGET', KEYS[3], 'attempts') or '0') or 0
 local top = math.max(attempts + 1, tonumber(ARGV[3]) or 0)
 local removed = 0
 for a = 0, top do
   local member = ARGV[1] .. ':' .. ARGV[2] .. ':' .. a
-  removed = removed + redis.call('ZREM', KEYS[1], member) + redis.call('ZREM', KEYS[2], member)
+  removed = removed + redis.call('ZREM', KEYS[1], member) + takeLease(KEYS[2], member, '')
 end
 removed = removed + redis.call('LREM', KEYS[4], 0, ARGV[2])
 redis.call('DEL', KEYS[3])

@@ -4,17 +4,19 @@
 
   KEYS[1] leases  ZSET of the destination
   ARGV[1] until   ms, new lease expiry
-  ARGV[2..] members
+  ARGV[2..] member, token, member, token, …  each member with its claim's lease token (lib/lease.lua)
 
-  Returns one flag per member, in order: 1 still leased (and so extended), 0 not (reaped or settled).
+  Returns one flag per member, in order: 1 still leased under its token (and so extended), 0 not
+  (settled, or reaped and perhaps claimed again by another holder, whose lease is left as it is).
 ]]
+--@include lease
 local held = {}
-for i = 2, #ARGV do
-  if redis.call('ZSCORE', KEYS[1], ARGV[i]) then
+for i = 2, #ARGV - 1, 2 do
+  if leaseState(KEYS[1], ARGV[i], ARGV[i + 1]) == 1 then
     redis.call('ZADD', KEYS[1], 'XX', ARGV[1], ARGV[i])
-    held[i - 1] = 1
+    held[#held + 1] = 1
   else
-    held[i - 1] = 0
+    held[#held + 1] = 0
   end
 end
 return held

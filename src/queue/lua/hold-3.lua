@@ -11,10 +11,13 @@
   ARGV[3] nextAt  ms, when to look again
   ARGV[4] enhanced  enhanced status code of the hold
   ARGV[5] response  why it waits
+  ARGV[6] token   the claim's lease token (lib/lease.lua), as retry-3.lua takes it
 
   Returns 2 / 1 / 0 as ack-3.lua.
 ]]
-local held = redis.call('ZREM', KEYS[1], ARGV[1])
+--@include lease
+local held = takeLease(KEYS[1], ARGV[1], ARGV[6])
+if held == -1 then return 0 end
 local reaped = redis.call('ZREM', KEYS[2], ARGV[1])
 if held == 0 and reaped == 0 then return 0 end
 

@@ -10,9 +10,15 @@
   Returns {moved, left}: the number of entries moved, and how many entries the destination holds
   after (ready + leased), which tells the reaper a destination has nothing queued.
 ]]
+--@include lease
 local expired = redis.call('ZRANGE', KEYS[1], '-inf', ARGV[1], 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[2]))
+local owners = leaseOwners(KEYS[1])
 for i = 1, #expired do
   redis.call('ZREM', KEYS[1], expired[i])
+  redis.call('HDEL', owners, expired[i])
   redis.call('ZADD', KEYS[2], ARGV[1], expired[i])
 end
-return {#expired, redis.call('ZCARD', KEYS[1]) + redis.call('ZCARD', KEYS[2])}
+local leased = redis.call('ZCARD', KEYS[1])
+-- Nothing leased: no token is in force (one a path left behind goes here).
+if leased == 0 then redis.call('DEL', owners) end
+return {#expired, leased + redis.call('ZCARD', KEYS[2])}

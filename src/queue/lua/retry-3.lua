@@ -12,13 +12,17 @@
   ARGV[6] code    SMTP reply code, '' when none
   ARGV[7] enhanced  '' when none
   ARGV[8] response
+  ARGV[9] token   the claim's lease token (lib/lease.lua): leased under another, the entry was reaped
+                  and claimed again, and this late outcome changes nothing (returns 0)
   KEYS[4], ARGV[#ARGV - 1], ARGV[#ARGV]  (optional, single server) the event stream, its maxLen and the
           packed event, appended when the outcome applies, in the same step (lib/appendEvent.lua)
 
   Returns 2 / 1 / 0 as ack-3.lua.
 ]]
 --@include appendEvent
-local held = redis.call('ZREM', KEYS[1], ARGV[1])
+--@include lease
+local held = takeLease(KEYS[1], ARGV[1], ARGV[9])
+if held == -1 then return 0 end
 local reaped = redis.call('ZREM', KEYS[2], ARGV[1])
 if held == 0 and reaped == 0 then return 0 end
 
