@@ -540,11 +540,23 @@ export class Dispatcher {
     }
     // The slot lives a lease: it is renewed every third of one for as long as the connection runs
     // (connecting through slow hosts, sending, idling), or it would lapse and let another connection
-    // past the scope's limit while this one still works.
+    // past the scope's limit while this one still works. A slot that lapsed all the same (Redis out
+    // of reach for longer than a lease) may be another connection's now: this one claims nothing
+    // more and ends after what it holds, so the scope is not over its limit for longer than that.
     const scope = shaping.scope;
-    const renewing = setInterval(() => void renewConnection(redis, keys, scope, connId, connTtl, this.now()).catch(() => undefined), Math.max(1000, Math.floor(connTtl / 3)));
+    const slot = { lost: false };
+    const renewing = setInterval(() => {
+      void renewConnection(redis, keys, scope, connId, connTtl, this.now()).then(
+        (held) => {
+          if (held || slot.lost) return;
+          slot.lost = true;
+          this.log.warn({ domain, scope }, 'connection slot lapsed (not renewed in time): this connection ends after the copies it holds');
+        },
+        () => undefined,
+      );
+    }, Math.max(1000, Math.floor(connTtl / 3)));
     try {
-      await this.runConnection(domain, route, shaping, bo.level);
+      await this.runConnection(domain, route, shaping, bo.level, slot);
     } finally {
       clearInterval(renewing);
       await releaseConnection(redis, keys, scope, connId).catch(() => undefined);
@@ -623,8 +635,11 @@ export class Dispatcher {
     return { hosts: this.o.resolver.attemptHosts(route), next: 0, sessions: 0 };
   }
 
-  /** `level`: the scope's slowdown level when the connection was set up (already applied to `shaping`). */
-  private async runConnection(domain: string, route: Extract<Route, { kind: 'hosts' }>, shaping: EffectiveShaping, level: number): Promise<void> {
+  /**
+   * `level`: the scope's slowdown level when the connection was set up (already applied to `shaping`).
+   * `slot.lost`: the connection's slot lapsed; it claims nothing more.
+   */
+  private async runConnection(domain: string, route: Extract<Route, { kind: 'hosts' }>, shaping: EffectiveShaping, level: number, slot: { readonly lost: boolean }): Promise<void> {
     const { redis, keys, config } = this.o;
     const shards = config.redis.scheduleShards;
     let walk = this.walk(route);
@@ -645,7 +660,7 @@ export class Dispatcher {
     let paceMs: number | null = null;
     try {
       for (;;) {
-        if (this.stopping) {
+        if (this.stopping || slot.lost) {
           await reschedule(redis, keys, shards, domain, this.now(), this.now());
           return;
         }

@@ -55,9 +55,9 @@ export async function acquireConnection(redis: RedisClient, keys: Keys, scope: s
   return (await redis.acquireConnection(keys.conns(scope), connId, max, now, ttlMs)) === 1;
 }
 
-/** Extends a slot we hold to now + ttlMs; a slot that already expired is not taken back. */
-export async function renewConnection(redis: RedisClient, keys: Keys, scope: string, connId: string, ttlMs: number, now: number): Promise<void> {
-  await redis.renewConnection(keys.conns(scope), connId, now, ttlMs);
+/** Extends a slot we hold to now + ttlMs; a slot that already expired is not taken back (false). */
+export async function renewConnection(redis: RedisClient, keys: Keys, scope: string, connId: string, ttlMs: number, now: number): Promise<boolean> {
+  return (await redis.renewConnection(keys.conns(scope), connId, now, ttlMs)) === 1;
 }
 
 export async function releaseConnection(redis: RedisClient, keys: Keys, scope: string, connId: string): Promise<void> {

@@ -7,7 +7,7 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { SMTPServer } from 'smtp-server';
+import { SMTPServer, type SMTPServerOptions } from 'smtp-server';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { startSluiceFixture, type SluiceFixture } from '../helpers/sluice.js';
 import { startScriptedPeer, type ScriptedPeer } from '../helpers/smtp-peer.js';
@@ -20,25 +20,30 @@ const DATA_DELAY_MS = 4_500;
 
 let redis: TestRedis;
 let s: SluiceFixture;
-let peer: SMTPServer;
-let port = 0;
+/** A plain SMTP peer on loopback (no AUTH, no STARTTLS) with the handlers given; its port. */
+async function listenPeer(handlers: Pick<SMTPServerOptions, 'onData' | 'onClose'>): Promise<{ server: SMTPServer; port: number }> {
+  const server = new SMTPServer({ logger: false, authOptional: true, disabledCommands: ['AUTH', 'STARTTLS'], closeTimeout: 50, ...handlers });
+  server.on('error', () => undefined);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', () => resolve()));
+  const address = server.server.address();
+  return { server, port: typeof address === 'object' && address ? address.port : 0 };
+}
+
+/** slow.test, late.test, idle.test */
+const peers: SMTPServer[] = [];
 /** Accepts the connection and never greets. */
 let mute: ScriptedPeer;
-/** RCPT TO addresses the peer accepted a message for, in order, across every session. */
+/** RCPT TO addresses slow.test accepted a message for, in order, across every session. */
 const delivered: string[] = [];
-/** late.test: holds each DATA reply until the test lets it go, then answers 451. */
-let late: SMTPServer;
-let latePort = 0;
+/** late.test holds each DATA reply until the test lets it go (answerLate), then answers 451. */
 let dataArrived: () => void = () => undefined;
 let answerLate: () => void = () => undefined;
+/** Sessions of idle.test (which answers at once) that ended. */
+let idleClosed = 0;
 
 test.before(async () => {
   redis = await startRedis();
-  peer = new SMTPServer({
-    logger: false,
-    authOptional: true,
-    disabledCommands: ['AUTH', 'STARTTLS'],
-    closeTimeout: 50,
+  const slow = await listenPeer({
     onData(stream, session, cb) {
       stream.resume();
       stream.on('end', () => {
@@ -49,15 +54,7 @@ test.before(async () => {
       });
     },
   });
-  peer.on('error', () => undefined);
-  await new Promise<void>((resolve) => peer.listen(0, '127.0.0.1', () => resolve()));
-  const address = peer.server.address();
-  port = typeof address === 'object' && address ? address.port : 0;
-  late = new SMTPServer({
-    logger: false,
-    authOptional: true,
-    disabledCommands: ['AUTH', 'STARTTLS'],
-    closeTimeout: 50,
+  const late = await listenPeer({
     onData(stream, _session, cb) {
       stream.resume();
       stream.on('end', () => {
@@ -66,22 +63,27 @@ test.before(async () => {
       });
     },
   });
-  late.on('error', () => undefined);
-  await new Promise<void>((resolve) => late.listen(0, '127.0.0.1', () => resolve()));
-  const lateAddress = late.server.address();
-  latePort = typeof lateAddress === 'object' && lateAddress ? lateAddress.port : 0;
+  const idle = await listenPeer({
+    onData(stream, _session, cb) {
+      stream.resume();
+      stream.on('end', () => cb());
+    },
+    onClose() {
+      idleClosed++;
+    },
+  });
+  peers.push(slow.server, late.server, idle.server);
   mute = await startScriptedPeer({ greeting: 'stall' });
   s = await startSluiceFixture(redis, {
     // Two copies per claim: the first batch is full, so a second connection starts, and a reaped
     // copy is claimed by a new connection while the first still holds it.
-    delivery: { transport: { 'slow.test': `127.0.0.1:${port}`, 'mute.test': `${mute.host}:${mute.port}`, 'late.test': `127.0.0.1:${latePort}` }, lease: '2s', claimBatch: 2, timeouts: { greeting: '8s' } },
+    delivery: { transport: { 'slow.test': `127.0.0.1:${slow.port}`, 'mute.test': `${mute.host}:${mute.port}`, 'late.test': `127.0.0.1:${late.port}`, 'idle.test': `127.0.0.1:${idle.port}` }, lease: '2s', claimBatch: 2, timeouts: { greeting: '8s' } },
   });
 });
 
 test.after(async () => {
   await s?.stop();
-  await new Promise<void>((resolve) => peer.close(() => resolve()));
-  await new Promise<void>((resolve) => late.close(() => resolve()));
+  for (const p of peers) await new Promise<void>((resolve) => p.close(() => resolve()));
   await mute?.close();
   await redis?.stop();
 });
@@ -139,6 +141,25 @@ test("a connection still waiting for the server's greeting keeps its connection 
   // still be live, or another connection could take the scope past its limit meanwhile.
   await new Promise((resolve) => setTimeout(resolve, 4_500));
   assert.is(await client.zcount(conns, `(${Date.now()}`, '+inf'), 1, 'the slot is renewed while the connection waits');
+});
+
+test('a connection whose slot lapsed (another may hold it now) claims nothing more and ends', async () => {
+  const client = s.app.redis.client;
+  const conns = s.app.keys.conns('default:idle.test');
+  const r = await s.api('/v1/messages', { body: { from: 'news@acme.example', to: 'y@idle.test', subject: 'idle', text: 'x' } });
+  assert.is(r.status, 202, JSON.stringify(r.body));
+  await s.waitFinal(r.body.id, 20_000);
+  // Delivered: the connection stays open for mail that trickles in (timeouts.idle, 30 s), its slot renewed.
+  await new Promise((resolve) => setTimeout(resolve, 1_500));
+  assert.is(idleClosed, 0, 'the connection idles, open');
+  const [slot] = await client.zrange(conns, 0, -1);
+  assert.ok(slot, 'its slot is held');
+  // The slot lapses (as when Redis was out of reach for longer than a lease) and is gone.
+  await client.del(conns);
+  for (let i = 0; i < 100 && idleClosed === 0; i++) await new Promise((resolve) => setTimeout(resolve, 50));
+  assert.ok(idleClosed >= 1, 'the connection ended within a renewal or two, not at its idle timeout');
+  // (A fresh connection may look at the destination again, under a slot of its own.)
+  assert.is(await client.zscore(conns, slot as string), null, 'and did not take its slot back');
 });
 
 test.run();
