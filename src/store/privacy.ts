@@ -4,6 +4,7 @@ import type { Keys } from '../redis/keys.js';
 import { addressDigest, normaliseAddress } from './address-digest.js';
 import { indexAddresses, keepRefsOfLateFinish, readAddressRefs } from './address-index.js';
 import { domainOf } from '../core/address.js';
+import { parseVerp } from '../core/verp.js';
 import { idTime, isId } from '../core/ids.js';
 import { getMessage, type MessageMeta } from './messages.js';
 import { campaignListIds, campaignsOfList, getCampaign, recordCampaignOutcome, type CampaignRecord } from './campaigns.js';
@@ -358,28 +359,43 @@ async function matchingEvents(redis: RedisClient, keys: Keys, pairs: ReadonlySet
 }
 
 /**
- * Raw feedback mail about the address: named by its events (which are the scope's), and, for an
- * operator's search of every account only, mail of the unprocessed index that names it (not
- * understood, ambiguous, or sent to postmaster). Such mail was acted on for no copy, or not only for
- * one, so nothing says whose it is (a bounce often quotes the original, which may be any account's):
- * an account's own request never reads or erases it.
+ * Raw feedback mail about the address:
+ * - named by its events (which are the scope's);
+ * - not processed yet (feedback:pending: for milliseconds normally, minutes after a crash, up to its
+ *   retention while no feedback process runs), so no event names it: an account's request takes the
+ *   mail returned to one of its copies (`pairs`) by the VERP address it came to; an operator's, any
+ *   that names the address;
+ * - for an operator's search of every account only, mail of the unprocessed index that names it (not
+ *   understood, ambiguous, or sent to postmaster). Such mail was acted on for no copy, or not only
+ *   for one, so nothing says whose it is (a bounce often quotes the original, which may be any
+ *   account's): an account's own request never reads or erases it.
  */
-async function feedbackIds(redis: RedisClient, keys: Keys, address: string, events: readonly StreamEvent[], scope: PrivacyScope): Promise<string[]> {
+async function feedbackIds(redis: RedisClient, keys: Keys, address: string, events: readonly StreamEvent[], scope: PrivacyScope, pairs: ReadonlySet<string>): Promise<string[]> {
   const ids = new Set(events.flatMap((e) => (e.fields['feedbackId'] ? [e.fields['feedbackId']] : [])));
-  if (!scope.all) return [...ids];
-  // In ZSCAN steps (the index holds the retention window's mail): every id there from start to end
-  // is returned, whatever the inbound MX adds or trims meanwhile (one returned twice is read twice).
-  let cursor = '0';
-  do {
-    const [next, flat] = await redis.zscan(keys.feedbackUnprocessed(), cursor, 'COUNT', UNPROCESSED_PAGE);
-    for (let i = 0; i < flat.length; i += 2) {
-      const id = flat[i] as string;
-      if (ids.has(id)) continue;
-      const [raw, rcpts] = await Promise.all([redis.hgetBuffer(keys.feedbackRaw(id), 'raw'), redis.hget(keys.feedbackRaw(id), 'rcpts')]);
-      if ((raw && raw.toString('latin1').toLowerCase().includes(address)) || rcpts?.toLowerCase().includes(address)) ids.add(id);
-    }
-    cursor = next;
-  } while (cursor !== '0');
+  const names = (raw: Buffer | null, rcpts: string | null): boolean => (raw !== null && raw.toString('latin1').toLowerCase().includes(address)) || (rcpts?.toLowerCase().includes(address) ?? false);
+  const returnedToScope = (rcpts: string | null): boolean =>
+    jsonOr<unknown[]>(rcpts ?? '[]', []).some((a) => {
+      const v = typeof a === 'string' ? parseVerp(a) : undefined;
+      return v !== undefined && pairs.has(pairOf(v.msgId, v.idx));
+    });
+  // In ZSCAN steps (the unprocessed index holds the retention window's mail): every id there from
+  // start to end is returned, whatever the inbound MX adds or trims meanwhile (one returned twice is
+  // read twice).
+  const scan = async (index: string, match: (raw: Buffer | null, rcpts: string | null) => boolean): Promise<void> => {
+    let cursor = '0';
+    do {
+      const [next, flat] = await redis.zscan(index, cursor, 'COUNT', UNPROCESSED_PAGE);
+      for (let i = 0; i < flat.length; i += 2) {
+        const id = flat[i] as string;
+        if (ids.has(id)) continue;
+        const [raw, rcpts] = await Promise.all([redis.hgetBuffer(keys.feedbackRaw(id), 'raw'), redis.hget(keys.feedbackRaw(id), 'rcpts')]);
+        if (raw !== null && match(raw, rcpts)) ids.add(id);
+      }
+      cursor = next;
+    } while (cursor !== '0');
+  };
+  await scan(keys.feedbackPending(), scope.all ? names : (_raw, rcpts) => returnedToScope(rcpts));
+  if (scope.all) await scan(keys.feedbackUnprocessed(), names);
   return [...ids];
 }
 
@@ -466,7 +482,7 @@ export async function exportAddress(redis: RedisClient, keys: Keys, address: str
     });
   }
   const feedback = [];
-  for (const id of await feedbackIds(redis, keys, f.address, events, scope)) {
+  for (const id of await feedbackIds(redis, keys, f.address, events, scope, pairs)) {
     const h = await redis.hmget(keys.feedbackRaw(id), 'mailFrom', 'receivedAt', 'outcome', 'rcpts');
     const raw = await redis.hgetBuffer(keys.feedbackRaw(id), 'raw');
     if (raw === null) continue;
@@ -592,10 +608,12 @@ export async function eraseAddress(
 
   // The events, and the raw feedback mail they (or its text) point to.
   const pairs = new Set(refs.map((r) => pairOf(r.msgId, r.idx)));
-  const fb = await feedbackIds(redis, keys, f.address, events, scope);
+  const fb = await feedbackIds(redis, keys, f.address, events, scope, pairs);
   for (let i = 0; i < events.length; i += EVENTS_PAGE) await redis.xdel(keys.events(), ...events.slice(i, i + EVENTS_PAGE).map((e) => e.id));
-  // Two slots ({f:<id>} and the index): two commands, not a MULTI (refused across slots on a cluster).
-  for (const id of fb) await Promise.all([redis.del(keys.feedbackRaw(id)), redis.zrem(keys.feedbackUnprocessed(), id)]);
+  // Three slots ({f:<id>} and the two indexes): three commands, not a MULTI (refused across slots on
+  // a cluster). A processing run that holds the mail already writes nothing back (its outcome is set
+  // only on a record that exists) and drops the copy's data by its tombstones.
+  for (const id of fb) await Promise.all([redis.del(keys.feedbackRaw(id)), redis.zrem(keys.feedbackUnprocessed(), id), redis.zrem(keys.feedbackPending(), id)]);
 
   const webhookBatches = await eraseFromWebhooks(redis, keys, scope.accounts, pairs, new Set(events.map((e) => e.id)));
 

@@ -161,6 +161,33 @@ test("mail not understood that names the address is another account's business: 
   assert.is(await client.exists(keys.feedbackRaw('fb-lost')), 0, "the operator's erases it");
 });
 
+test("feedback mail not processed yet (no event names it) is exported and erased: an account's request takes the mail returned to its own copies, an operator's any that names the address", async () => {
+  await populate();
+  // Stored by the inbound MX before its 250 and not processed yet (a crash, or no feedback process running).
+  const pending = async (id: string, raw: string, rcpt: string): Promise<void> => {
+    await storeFeedback(client, keys, { id, raw: Buffer.from(raw), rcpts: [rcpt], mailFrom: '', receivedAt: NOW }, 60_000);
+  };
+  // (A return path names the message by its id: a real one here.)
+  const [mine, another, others] = [newId(), newId(), newId()];
+  await message(mine, [ADDRESS]);
+  await message(others, [OTHER]);
+  await pending('fb-p-own', `Final-Recipient: rfc822; ${ADDRESS}\r\nStatus: 5.2.2\r\n`, verpAddress(mine, 0, 'bounce.acme.test'));
+  await pending('fb-p-postmaster', `Subject: please stop mailing ${ADDRESS}\r\n\r\nthanks\r\n`, 'postmaster@bounce.acme.test');
+  await pending('fb-p-other', `Final-Recipient: rfc822; ${ADDRESS}\r\nStatus: 5.2.2\r\n`, verpAddress(another, 0, 'bounce.acme.test'));
+  await pending('fb-p-unrelated', `Final-Recipient: rfc822; ${OTHER}\r\nStatus: 5.2.2\r\n`, verpAddress(others, 0, 'bounce.acme.test'));
+  const ids = (e: Record<string, unknown>) => (e['feedback'] as { id: string }[]).map((f) => f.id).filter((id) => id.startsWith('fb-p-')).sort();
+  assert.equal(ids(await exportAddress(client, keys, ADDRESS, SCOPE)), ['fb-p-own'], "the account's export: the mail returned to its copy");
+  assert.equal(ids(await exportAddress(client, keys, ADDRESS, { accounts: [ACCOUNT], all: true })), ['fb-p-other', 'fb-p-own', 'fb-p-postmaster'], "the operator's: all that name the address");
+  const erase = { eventsMaxLen: 1000, recordTtlMs: 60_000, refsTtlMs: 3_600_000, ref: 'sha256:test' };
+  const gone = async (id: string): Promise<boolean> => (await client.exists(keys.feedbackRaw(id))) === 0 && (await client.zscore(keys.feedbackPending(), id)) === null;
+  await eraseAddress(client, keys, ADDRESS, SCOPE, erase);
+  assert.ok(await gone('fb-p-own'), "the account's erasure takes it, from the pending index too");
+  assert.not.ok(await gone('fb-p-postmaster'), "the account's erasure leaves the operator's part");
+  await eraseAddress(client, keys, ADDRESS, { accounts: [ACCOUNT], all: true }, erase);
+  for (const id of ['fb-p-postmaster', 'fb-p-other']) assert.ok(await gone(id), `the operator's erasure takes ${id}`);
+  assert.not.ok(await gone('fb-p-unrelated'), 'mail about another address stays');
+});
+
 test("the global list and the soft-bounce history are everyone's: an account sees and erases only its own part", async () => {
   await populate();
   // Beta's mail to the address soft-bounced too, and beta's hard bounce made the global entry.
