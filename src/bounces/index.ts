@@ -30,6 +30,11 @@ export interface BounceRecord {
   hardbounce: boolean;
   /** ARF Feedback-Type for complaints, else null. */
   feedbacktype: string | null;
+  /**
+   * A DSN's Original-Recipient (RFC 3464 §2.3.1: the address the sender gave) when it is not the
+   * recipient above (Final-Recipient, §2.3.2: the address tried, after aliasing or forwarding).
+   */
+  originalRecipient?: string;
   action?: string;
   diagnostic?: string;
   remoteMta?: string;
@@ -89,7 +94,8 @@ function classify(raw: Buffer): BounceRecord[] {
         const recipient = r.finalRecipient || r.originalRecipient;
         const textual = fromText.find((t) => t.recipient === recipient || t.recipient === r.originalRecipient);
         const context = textual?.diagnostic ?? (dsn.length === 1 ? humanPart(notice) : '');
-        return build(recipient, {
+        const original = r.originalRecipient !== '' && r.originalRecipient.toLowerCase() !== recipient.toLowerCase() ? { originalRecipient: r.originalRecipient } : {};
+        return { ...build(recipient, {
           status: r.status,
           diagnostic: r.diagnostic || textual?.diagnostic || '',
           // The notice often says more than Diagnostic-Code (Postfix adds "in reply to RCPT TO command").
@@ -98,7 +104,7 @@ function classify(raw: Buffer): BounceRecord[] {
           diagnosticType: r.diagnosticType,
           action: r.action,
           remoteMta: r.remoteMta,
-        }, notice);
+        }, notice), ...original };
       });
     }
   }

@@ -302,6 +302,13 @@ function looksLikeBounceMail(raw: Buffer): boolean {
  * VERP (ours, so authoritative) the report is about that copy whatever address the body names — a
  * forwarder's final address, or none at all. A Message-ID match (a message of one recipient) needs
  * the report to name that recipient, or it is not ours to act on.
+ *
+ * A record that names our address as its Original-Recipient and another as its Final-Recipient
+ * (RFC 3464 §2.3: the address the reporting MTA tried, after aliasing) reports a member of an alias
+ * or a forward target, not the address we sent to: Postfix's DSN for one dead member of a virtual
+ * alias is such a record, and the alias still reached its other members. Its hard failure counts as
+ * a soft bounce of our address (suppressed after feedback.softBounceLimit of them, as an address
+ * whose mail fails downstream every time should be), never puts it on the global list at once.
  */
 function pickRecord(records: readonly BounceRecord[], meta: MessageMeta, target: Target): { record: BounceRecord; idx: number; address: string } | undefined {
   const useful = records.filter((r) => verdictOf(r) !== 'ignore');
@@ -310,6 +317,8 @@ function pickRecord(records: readonly BounceRecord[], meta: MessageMeta, target:
     if (address === undefined) return undefined;
     const norm = normaliseForSuppression(address);
     const named = useful.find((r) => r.recipient !== '' && normaliseForSuppression(r.recipient) === norm);
+    const expanded = named ? undefined : useful.find((r) => r.originalRecipient !== undefined && normaliseForSuppression(r.originalRecipient) === norm);
+    if (expanded) return { record: verdictOf(expanded) === 'hard' ? { ...expanded, hardbounce: false } : expanded, idx: target.idx, address };
     const record = named ?? useful[0];
     return record ? { record, idx: target.idx, address } : undefined;
   }

@@ -196,6 +196,42 @@ test('a real Postfix userunknown DSN to a VERP address suppresses the VERP recip
   assert.ok((await ctx.client.pttl(ctx.keys.feedbackRaw(fid))) > 0, 'raw mail expires after the retention');
 });
 
+/** Postfix's DSN for one dead member of a virtual alias (as a real Postfix wrote it): the alias is Original-Recipient. */
+function aliasMemberDsn(alias: string, member: string): string {
+  return [
+    'From: MAILER-DAEMON@pfx.test (Mail Delivery System)', `To: ${verpAddress('0000000000000000', 0, BOUNCE_DOMAIN)}`, 'Subject: Undelivered Mail Returned to Sender',
+    'Auto-Submitted: auto-replied', 'MIME-Version: 1.0', 'Content-Type: multipart/report; report-type=delivery-status; boundary="B1"', '',
+    '--B1', 'Content-Description: Notification', 'Content-Type: text/plain; charset=us-ascii', '',
+    'This is the mail system at host pfx.test.', '', "I'm sorry to have to inform you that your message could not",
+    'be delivered to one or more recipients.', '', `<${member}> (expanded from <${alias}>): unknown user: "${member.split('@')[0]}"`, '',
+    '--B1', 'Content-Description: Delivery report', 'Content-Type: message/delivery-status', '',
+    'Reporting-MTA: dns; pfx.test', 'Arrival-Date: Sun, 29 Nov 2026 17:00:00 +0000', '',
+    `Final-Recipient: rfc822; ${member}`, `Original-Recipient: rfc822;${alias}`, 'Action: failed', 'Status: 5.1.1',
+    `Diagnostic-Code: X-Postfix; unknown user: "${member.split('@')[0]}"`, '',
+    '--B1--', '',
+  ].join('\r\n');
+}
+
+test("a DSN for one dead member of an alias we sent to (Original-Recipient ours, Final-Recipient the member's) counts as a soft bounce of the alias, not a hard one", async () => {
+  const alias = 'team@alias.test';
+  const id = await sentMessage('acme', [alias]);
+  await send(aliasMemberDsn(alias, 'no-such-user@alias.test'), [verpAddress(id, 0, BOUNCE_DOMAIN)]);
+  assert.is(await suppressionOf(ctx.client, ctx.keys, 'acme', alias), null, 'the alias reached its other members: not suppressed');
+  const [ev, ...more] = await eventsOf(id);
+  assert.is(more.length, 0);
+  assert.is(ev?.['type'], 'bounced');
+  assert.is(ev?.['hard'], '0', 'a soft bounce of the alias');
+  assert.is(ev?.['reason'], 'userunknown', 'with the reason the report gave');
+  // Its mail fails downstream every time: at feedback.softBounceLimit (2 here) it is suppressed.
+  const again = await sentMessage('acme', [alias]);
+  await send(aliasMemberDsn(alias, 'no-such-user@alias.test'), [verpAddress(again, 0, BOUNCE_DOMAIN)]);
+  assert.is((await suppressionOf(ctx.client, ctx.keys, 'acme', alias))?.reason, 'softbounce');
+  // A report whose Final-Recipient is the address we sent to is its own failure: hard, at once.
+  const direct = await sentMessage('acme', ['gone@alias.test']);
+  await send(aliasMemberDsn('gone@alias.test', 'gone@alias.test'), [verpAddress(direct, 0, BOUNCE_DOMAIN)]);
+  assert.is((await suppressionOf(ctx.client, ctx.keys, 'acme', 'gone@alias.test'))?.reason, 'hardbounce');
+});
+
 /** The writes to the suppression list `suppressionKey` and to the event stream while `work` ran, in order. */
 async function writeOrder(suppressionKey: string, work: () => Promise<void>): Promise<string[]> {
   const ran = await commandsOn(ctx.redis, [suppressionKey, ctx.keys.events()], work);
