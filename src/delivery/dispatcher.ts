@@ -33,6 +33,8 @@ import { holdCampaignEntries } from '../queue/campaign.js';
 import { OUTCOME } from '../queue/outcome-codes.js';
 import type { ReputationRecorder } from '../store/reputation.js';
 import { ACCOUNT_CLOSED_REASON } from '../store/account-state.js';
+import { firstFeedback } from '../store/recipients.js';
+import { setContactStatus } from '../store/contacts.js';
 import type { LoadedMessage, MessageSource } from '../store/message-source.js';
 import type { MxResolver, Route, RouteHost } from './mx.js';
 import { SmtpClient, SmtpConnectError, localOutcome, type SmtpOutcome } from './smtp-client.js';
@@ -1467,7 +1469,6 @@ export class Dispatcher {
       if (address !== undefined) this.deliveryMarks.add(address, `${entry.msgId}:${entry.idx}`, now);
       m?.deliveryAttempts.inc({ result: 'delivered', provider: shaping.provider });
       m?.messagesDelivered.inc({ provider: shaping.provider });
-      this.recordReputation(msg, 'delivered');
       final = true;
     } else if (outcome.result === 'deferred') {
       const attemptsMade = entry.attempt + 1;
@@ -1522,12 +1523,14 @@ export class Dispatcher {
       bounceReason = verdict.reason;
       m?.deliveryAttempts.inc({ result: 'bounced', provider: shaping.provider });
       m?.bounces.inc({ reason: verdict.reason, hard: verdict.hardbounce ? 'true' : 'false' });
-      if (addressBounce) this.recordReputation(msg, 'hardbounce');
       final = true;
     }
     // Counted once: when another holder of the entry settled it first (a reaped lease), this outcome
-    // changed nothing and must not take the recipient off the pending count a second time.
+    // changed nothing and must not take the recipient off the pending count a second time, nor count
+    // in the sender's figures.
     if (applied === OUTCOME.NOOP) return;
+    if (counter === 'delivered') this.recordReputation(msg, 'delivered');
+    if (addressBounce) await this.firstHardBounce(entry, msg, now, recordTtlMs);
     if (event) {
       if (stream) stream.appended(event.type);
       else this.o.events(event.type, event.fields);
@@ -1613,6 +1616,24 @@ export class Dispatcher {
     } catch (err) {
       this.log.warn({ err, msgId: entry.msgId }, 'could not suppress the address');
     }
+  }
+
+  /**
+   * A copy refused for good at RCPT as an address that does not exist counts once, as a DSN of it
+   * does (feedback/process.ts): the copy's hard-bounce mark first, so a report of it by mail as well
+   * (a relay's DSN of the same refusal) counts nothing again; then the sender's figures, and a
+   * campaign contact's status (a later campaign to the list leaves it out).
+   */
+  private async firstHardBounce(entry: QueueEntry, msg: LoadedMessage | null, now: number, ttlMs: number): Promise<void> {
+    const { redis, keys } = this.o;
+    const first = await firstFeedback(redis, keys, entry.msgId, entry.idx, 'hardbounce', now, ttlMs).catch((err: unknown) => {
+      this.log.warn({ err, msgId: entry.msgId }, 'hard bounce not marked');
+      return true;
+    });
+    if (!first) return;
+    this.recordReputation(msg, 'hardbounce');
+    const listId = msg?.kind === 'campaign' ? msg.campaign?.listId : undefined;
+    if (listId !== undefined) await setContactStatus(redis, keys, listId, entry.idx, 'bounced', now).catch((err: unknown) => this.log.warn({ err, campaign: entry.msgId }, "the contact's status not set"));
   }
 
   private recordReputation(msg: LoadedMessage | null, kind: 'delivered' | 'hardbounce'): void {

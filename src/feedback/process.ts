@@ -10,7 +10,7 @@ import { DAY } from '../core/time.js';
 import { appendEvent, type EventType } from '../store/events.js';
 import { markUnsubscribe } from '../store/engagement.js';
 import type { MessageMeta } from '../store/messages.js';
-import { firstFeedback, liveAddress, markRecipient, messageFor, unsubscribeRecipient, type MessageView } from '../store/recipients.js';
+import { copyWasDelivered, firstFeedback, liveAddress, markRecipient, messageFor, unsubscribeRecipient, type MessageView } from '../store/recipients.js';
 import { addSuppression, attachEvidence, normaliseForSuppression, GLOBAL_LIST, type SuppressionReason } from '../store/suppression.js';
 import { appendedEvent, dropFeedback, keepAppendedEvent, recordOutcome, type FeedbackOutcome } from './raw-store.js';
 import { copiesInText, feedbackRecipient, MAX_QUOTED_CANDIDATES, type VerifyUnsubscribeToken } from './recipients.js';
@@ -403,15 +403,17 @@ async function act(
   // A complaint or hard bounce of a copy counts once, however many reports of it arrive.
   const counts = verdict === 'complaint' || verdict === 'hard';
   const first = counts && (await firstFeedback(deps.redis, deps.keys, meta.id, idx, verdict === 'complaint' ? 'complaint' : 'hardbounce', now, opts.recordsRetentionMs ?? DEFAULT_RECORDS_RETENTION_MS));
+  // A copy bounced by mail was mostly taken by the remote server first, and counted delivered then;
+  // one reported while deferred, or after it expired, was not.
+  const wasDelivered = first && verdict === 'hard' && (await copyWasDelivered(deps.redis, deps.keys, meta, idx));
   const status = verdict === 'complaint' ? 'complained' : verdict === 'optout' ? 'unsubscribed' : verdict === 'hard' ? 'bounced' : null;
-  if (status && (first || !counts)) await markRecipient(deps.redis, deps.keys, view, idx, status, now, record.reason);
+  if (status && (first || !counts)) await markRecipient(deps.redis, deps.keys, view, idx, status, now, record.reason, wasDelivered);
   if (view.listId !== null && first) {
     await deps.reputation?.judgeCampaign?.(meta.id).catch((err: unknown) => deps.logger.warn({ err, campaign: meta.id }, 'campaign not judged'));
   }
   if (first) {
     await deps.reputation
-      // A copy bounced by mail was taken by the remote server first: counted delivered then.
-      ?.record({ account: meta.account, domain: meta.fromDomain || null, kind: verdict === 'complaint' ? 'complaint' : 'hardbounce', wasDelivered: verdict === 'hard' })
+      ?.record({ account: meta.account, domain: meta.fromDomain || null, kind: verdict === 'complaint' ? 'complaint' : 'hardbounce', wasDelivered })
       .catch((err: unknown) => deps.logger.warn({ err, msgId: meta.id }, 'reputation not recorded'));
   }
   if (type === 'bounced') m?.bounce?.(record.reason, record.hardbounce ? 'hard' : 'soft');

@@ -11,7 +11,7 @@ declare module 'ioredis' {
     /** src/queue/lua/markCampaignQueued-1.lua */
     markCampaignQueued(meta: string, now: number): Result<string, Context>;
     /** src/queue/lua/finishCampaign-2.lua */
-    finishCampaign(meta: string, stats: string, counter: string, reason: string, final: '0' | '1', now: number, hard: '0' | '1'): Result<string, Context>;
+    finishCampaign(meta: string, stats: string, counter: string, reason: string, final: '0' | '1', now: number, hard: '0' | '1', undoDelivered: '0' | '1'): Result<string, Context>;
     /** src/queue/lua/createCampaign-3.lua: 1 stored, 0 the id was taken. */
     createCampaign(meta: string, body: string, links: string, template: string, linksJson: string, ...metaFieldsAndValues: (string | number)[]): Result<number, Context>;
   }
@@ -343,9 +343,9 @@ export async function recordCampaignOutcome(
   redis: RedisClient,
   keys: Keys,
   id: string,
-  o: { counter: CampaignCounter | null; reason?: string | undefined; final: boolean; now: number; hardbounce?: boolean },
+  o: { counter: CampaignCounter | null; reason?: string | undefined; final: boolean; now: number; hardbounce?: boolean; undoDelivered?: boolean },
 ): Promise<CampaignState | null> {
-  const s = await redis.finishCampaign(keys.msgMeta(id), keys.msgStats(id), o.counter ?? '', o.reason ?? '', o.final ? '1' : '0', o.now, o.hardbounce === true ? '1' : '0');
+  const s = await redis.finishCampaign(keys.msgMeta(id), keys.msgStats(id), o.counter ?? '', o.reason ?? '', o.final ? '1' : '0', o.now, o.hardbounce === true ? '1' : '0', o.undoDelivered === true ? '1' : '0');
   return s === '' ? null : (s as CampaignState);
 }
 

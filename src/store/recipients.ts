@@ -93,12 +93,24 @@ export function liveAddress(meta: MessageMeta, idx: number | undefined): string 
  * changes (a later campaign to the list leaves it out), and a complaint is counted in the campaign's
  * stats. Nothing for a message.
  */
-export async function markRecipient(redis: RedisClient, keys: Keys, view: MessageView, idx: number, status: Exclude<ContactStatus, 'subscribed'>, now: number, reason?: string): Promise<void> {
+export async function markRecipient(redis: RedisClient, keys: Keys, view: MessageView, idx: number, status: Exclude<ContactStatus, 'subscribed'>, now: number, reason?: string, wasDelivered = false): Promise<void> {
   if (view.listId === null) return;
   await setContactStatus(redis, keys, view.listId, idx, status, now);
   if (status === 'complained') await recordCampaignOutcome(redis, keys, view.meta.id, { counter: 'complaints', final: false, now });
-  // A hard bounce by mail comes after the copy was counted delivered: counted as a bounce as well.
-  if (status === 'bounced') await recordCampaignOutcome(redis, keys, view.meta.id, { counter: 'bounced', reason: reason ?? undefined, final: false, now, hardbounce: true });
+  // A hard bounce by mail of a copy counted delivered (the remote took it, then reported it): a bounce
+  // instead, as the sender's figures count it (store/reputation.ts undoDelivered).
+  if (status === 'bounced') await recordCampaignOutcome(redis, keys, view.meta.id, { counter: 'bounced', reason: reason ?? undefined, final: false, now, hardbounce: true, undoDelivered: wasDelivered });
+}
+
+/**
+ * Whether recipient `idx`'s copy is recorded delivered (its delivery record, kept retention.records
+ * after its outcome): a hard bounce reported by mail then takes back a delivery counted at its 250,
+ * which a copy that bounced at RCPT, expired or is still deferred never had.
+ */
+export async function copyWasDelivered(redis: RedisClient, keys: Keys, meta: MessageMeta, idx: number): Promise<boolean> {
+  const r = meta.rcpts[idx];
+  if (!r || r.domain === '') return false;
+  return (await redis.hget(keys.rcptState(r.domain, meta.id, idx), 'state')) === 'delivered';
 }
 
 /**

@@ -79,7 +79,8 @@ test.before(async () => {
   redis = await startRedis();
   client = redis.client();
   prefix = redis.fresh().prefix;
-  sink = await startCapturePeer();
+  // An address that does not exist: refused at RCPT, a hard bounce (the other tests send no 'gone-' address).
+  sink = await startCapturePeer({ onRcpt: (to) => (to.startsWith('gone-') ? { code: 550, message: `5.1.1 <${to}>: Recipient address rejected: User unknown` } : null) });
   cut = await startScriptedPeer({ ehlo: ['PIPELINING'], on: { MAIL: 'drop' } });
   grey = await startCapturePeer({ onRcpt: (to) => (greeted.has(to) ? null : (greeted.add(to), { code: 451, message: '4.7.1 Greylisted, try again later' })) });
   dir = mkdtempSync(join(tmpdir(), 'sluice-campaign-'));
@@ -510,6 +511,24 @@ test('a contact deleted after its copy was queued: not sent, counted cancelled, 
   assert.equal({ delivered: st.delivered, bounced: st.bounced, cancelled: st.cancelled, byReason: st.bouncedByReason }, { delivered: 2, bounced: 0, cancelled: 1, byReason: {} }, JSON.stringify(st));
   assert.equal(sink.messages.slice(before).map(toOf).filter((to) => to.endsWith('@d8.test')).sort(), ['x0@d8.test', 'x2@d8.test']);
   assert.is((await api(`/v1/campaigns/${id}`)).body.state, 'completed');
+});
+
+test("a copy refused at RCPT as an address that does not exist: counted bounced once, its contact bounced (a later campaign to the list leaves it out)", async () => {
+  const listId = await listOf('gone-contact', [{ email: 'gone-1@d9.test' }, { email: 'here-1@d9.test' }]);
+  const created = await api('/v1/campaigns', { from: 'news@acme.example', subject: 'Gone', text: 'Hi', listId, sendAt: 'now' });
+  assert.is(created.status, 201, JSON.stringify(created.body));
+  const id = created.body.id as string;
+  const st = await waitFor('every copy final', async () => {
+    const x = (await api(`/v1/campaigns/${id}/stats`)).body;
+    return x.pending === 0 && x.delivered + x.bounced === 2 ? x : undefined;
+  });
+  assert.equal([st.delivered, st.bounced, st.hardbounces], [1, 1, 1], JSON.stringify(st));
+  const contact = await waitFor("the contact's status", async () => {
+    const c = (await api(`/v1/lists/${listId}/contacts/gone-1%40d9.test`)).body;
+    return c.status === 'subscribed' ? undefined : c;
+  }, 10_000);
+  assert.is(contact.status, 'bounced');
+  assert.is((await api(`/v1/lists/${listId}/contacts/here-1%40d9.test`)).body.status, 'subscribed');
 });
 
 test.run();

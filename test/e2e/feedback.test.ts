@@ -11,6 +11,8 @@ import { addressDigest } from '../../src/store/address-digest.js';
 import { CORPUS_EMAILS } from '../helpers/corpus.js';
 import { newId } from '../../src/core/ids.js';
 import { dropPending, storeFeedback } from '../../src/feedback/raw-store.js';
+import { verpAddress } from '../../src/core/verp.js';
+import { BUCKET_MS } from '../../src/store/reputation.js';
 
 /**
  * The feedback loop through `sluice start` itself: a message is delivered with its VERP return
@@ -189,6 +191,29 @@ test('a synchronous 550 5.1.1 at RCPT suppresses the address globally too; the n
   const second = await s.api('/v1/messages', { body: { from: 'news@acme.example', to: 'nobody@gone.test', subject: 'two', text: 'x' } });
   assert.is((await s.waitFinal(second.body.id)).recipients[0].state, 'suppressed');
   assert.is(gonePeer.commands.filter((c) => c.startsWith('RCPT')).length, rcpts, 'never tried again');
+});
+
+test('a copy refused at RCPT (550 5.1.1) counts once: a DSN of the same refusal later adds nothing to the figures', async () => {
+  const client = s.app.redis.client;
+  const keys = s.app.keys;
+  const r = await s.api('/v1/messages', { body: { from: 'news@acme.example', to: 'twice@gone.test', subject: 'once', text: 'x' } });
+  assert.is((await s.waitFinal(r.body.id)).recipients[0].state, 'bounced');
+  // The copy's hard-bounce mark, as a DSN of it would leave (written just after its outcome).
+  for (let i = 0; i < 200 && (await client.hexists(keys.trackMarks(r.body.id), 'fh:0')) === 0; i++) await new Promise((res) => setTimeout(res, 25));
+  assert.is(await client.hexists(keys.trackMarks(r.body.id), 'fh:0'), 1, 'marked as counted');
+  const bucket = keys.reputation('acme', Math.floor(Date.now() / BUCKET_MS) * BUCKET_MS);
+  const before = await client.hmget(bucket, '*|hardbounce', '*|delivered');
+  // The relay that refused it reports it by mail as well: the same copy, through its VERP address.
+  const verp = verpAddress(r.body.id, 0, s.config.delivery.bounceDomain, Buffer.from((await client.get(keys.verpKey())) as string, 'base64'));
+  const t = inbound();
+  const stored = (await t.sendMail({ envelope: { from: '', to: [verp] }, raw: readFileSync(new URL('lhost-postfix-05.eml', CORPUS)) })).response;
+  t.close();
+  const feedbackId = /stored as (\S+)/.exec(stored)?.[1] as string;
+  for (let i = 0; i < 200 && !(await client.hget(keys.feedbackRaw(feedbackId), 'outcome')); i++) await new Promise((res) => setTimeout(res, 25));
+  assert.is(await client.hget(keys.feedbackRaw(feedbackId), 'outcome'), 'processed');
+  const after = await client.hmget(bucket, '*|hardbounce', '*|delivered');
+  assert.is(after[0], before[0], 'one hard bounce, not two');
+  assert.ok(Number(after[1] ?? 0) >= Number(before[1] ?? 0), 'and no delivery taken back (it had none)');
 });
 
 /** Sends one message to `to` through the API, waits for its delivery to the sink, returns its VERP. */

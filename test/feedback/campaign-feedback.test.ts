@@ -13,7 +13,7 @@ import { createList, findContact, upsertContacts } from '../../src/store/contact
 import { suppressionOf } from '../../src/store/suppression.js';
 import { resumeCampaign, startCampaign } from '../../src/queue/campaign.js';
 import { ReputationGuard } from '../../src/feedback/reputation.js';
-import { readFigures } from '../../src/store/reputation.js';
+import { BUCKET_MS, readFigures } from '../../src/store/reputation.js';
 import { startInboundMx, type InboundMx } from '../../src/feedback/inbound-mx.js';
 import { CORPUS_EMAILS } from '../helpers/corpus.js';
 import { eraseAddress } from '../../src/store/privacy.js';
@@ -132,6 +132,30 @@ test('a hard bounce by mail about a campaign copy: globally suppressed, contact 
   assert.is(st.bounced, 1);
   assert.is(Object.values(st.bouncedByReason).reduce((a, b) => a + b, 0), 1);
   assert.is(c.state, 'sending', '1 % hard bounces is under the 5 % threshold');
+});
+
+test("a hard bounce by mail of a copy recorded delivered takes its delivery back (campaign and sender figures); one of a copy never delivered takes nothing", async () => {
+  const { id } = await sentCampaign('undo', 28);
+  // The delivery records the dispatcher's ack wrote: copies 1-3 were delivered; copy 4 is still deferred.
+  for (const no of [1, 2, 3]) await ctx.client.hset(ctx.keys.rcptState('dest.test', id, no), 'state', 'delivered');
+  await ctx.client.hset(ctx.keys.rcptState('dest.test', id, 4), 'state', 'deferred');
+  const figures = async () => (await readFigures(ctx.client, ctx.keys, 'undo', ['*'], Date.now(), 24)).get('*');
+  await ctx.guard.record({ account: 'undo', domain: null, kind: 'delivered' });
+  await ctx.guard.record({ account: 'undo', domain: null, kind: 'delivered' });
+  await ctx.guard.record({ account: 'undo', domain: null, kind: 'delivered' });
+  for (const no of [1, 2, 3]) await send(corpus('lhost-postfix-05.eml'), verpAddress(id, no, BOUNCE_DOMAIN));
+  let c = await getCampaign(ctx.client, ctx.keys, 'undo', id);
+  assert.ok(c);
+  let st = await campaignStats(ctx.client, ctx.keys, c);
+  assert.equal([st.delivered, st.bounced, st.hardbounces], [25, 3, 3], 'delivered + bounced = the 28 copies that reached a server');
+  assert.equal([(await figures())?.delivered, (await figures())?.hardbounces], [0, 3], "the sender's figures as well");
+  await send(corpus('lhost-postfix-05.eml'), verpAddress(id, 4, BOUNCE_DOMAIN));
+  c = await getCampaign(ctx.client, ctx.keys, 'undo', id);
+  assert.ok(c);
+  st = await campaignStats(ctx.client, ctx.keys, c);
+  assert.equal([st.delivered, st.bounced, st.hardbounces], [25, 4, 4], 'a copy never delivered: a bounce, no delivery taken back');
+  assert.equal([(await figures())?.delivered, (await figures())?.hardbounces], [0, 4]);
+  assert.is(Number(await ctx.client.hget(ctx.keys.reputation('undo', Math.floor(Date.now() / BUCKET_MS) * BUCKET_MS), '*|delivered')), 0, 'the raw counter never goes below the deliveries counted');
 });
 
 test('the same report twice about one copy counts once: one recipient cannot pause a campaign by repeating it', async () => {

@@ -9,6 +9,9 @@
   ARGV[3] final    '1' when the recipient reached a final state
   ARGV[4] now      ms
   ARGV[5] hard     '1': also count a hard bounce of the address ('hardbounces', judged by the reputation guard)
+  ARGV[6] undo     '1': the copy was counted delivered (a hard bounce reported by mail after the 250):
+                   'delivered' goes down by one, so delivered + bounced stays the copies that reached a
+                   server, and the guard's rate (hardbounces / (delivered + hardbounces)) is not diluted
 
   A campaign completes when its list has been queued whole (enqueued = 1) and no recipient is pending;
   a paused one completes too (nothing is left to resume), a cancelled one stays cancelled.
@@ -19,6 +22,7 @@ if not state then return '' end
 if ARGV[1] ~= '' then redis.call('HINCRBY', KEYS[2], ARGV[1], 1) end
 if ARGV[2] ~= '' then redis.call('HINCRBY', KEYS[2], 'bounced:' .. ARGV[2], 1) end
 if ARGV[5] == '1' then redis.call('HINCRBY', KEYS[2], 'hardbounces', 1) end
+if ARGV[6] == '1' then redis.call('HINCRBY', KEYS[2], 'delivered', -1) end
 if ARGV[3] == '1' then
   local pending = redis.call('HINCRBY', KEYS[1], 'pending', -1)
   if pending <= 0 and redis.call('HGET', KEYS[1], 'enqueued') == '1' and (state == 'sending' or state == 'paused') then
