@@ -10,7 +10,7 @@ import type { RenderResult, RenderTask, TrackingMode } from '../render/protocol.
 import type { QueueEntry } from '../queue/entry.js';
 import { entryMember } from '../queue/entry.js';
 import { claim } from '../queue/claim.js';
-import { ack, ackAndFinish, retry, bounce, hold, release, extendLeases, type OutcomeEvent } from '../queue/outcome.js';
+import { ack, ackAndFinish, retry, bounce, hold, release, extendLeases, type CampaignCount, type OutcomeEvent } from '../queue/outcome.js';
 import { packEvent, type EventType } from '../store/events.js';
 import { reapExpired } from '../queue/reap.js';
 import { dueDestinations, reschedule, postpone } from '../queue/schedule.js';
@@ -1453,6 +1453,12 @@ export class Dispatcher {
       return stream ? { stream: stream.key, maxLen: stream.maxLen, packed: packEvent(type, f) } : undefined;
     };
     let finishedHere = false;
+    // A campaign copy's final outcome is counted by the outcome's own script on a single server (one
+    // step: a kill between two calls lost the count, and the campaign never completed); on a cluster
+    // the campaign's keys are in another slot, and recordCampaignOutcome counts it below.
+    const countedHere = msg?.kind === 'campaign' && single ? msg.id : undefined;
+    const campaignCount = (counter: string, reason?: string, hard?: boolean): { campaign?: CampaignCount } =>
+      countedHere === undefined ? {} : { campaign: { campaignId: countedHere, counter, reason, hard: hard === true } };
     if (outcome.result === 'delivered') {
       if (msg?.dsn) await this.reportToSender(entry, msg, address, outcome, '2.0.0', 'That server does not report delivery to the mailbox: this is the last report on it.', 'relayed');
       const ev = eventOf('delivered', fields);
@@ -1462,7 +1468,7 @@ export class Dispatcher {
         applied = r.reply;
         if (applied !== OUTCOME.NOOP) await this.o.messages.finishedElsewhere(entry.msgId, r.pending, now).catch((err: unknown) => this.log.warn({ err, msgId: entry.msgId }, 'could not renew the address index of a late message'));
         finishedHere = true;
-      } else applied = await ack(redis, keys, entry, { ...base, recordTtlMs, ...(ev ? { event: ev } : {}) });
+      } else applied = await ack(redis, keys, entry, { ...base, recordTtlMs, ...(ev ? { event: ev } : {}), ...campaignCount('delivered') });
       counter = 'delivered';
       // Ends the address's run of soft bounces, unless this copy bounces by mail later (store/soft-bounces.ts):
       // written with the other 250s of the next few ms, an EXISTS each for addresses without soft bounces.
@@ -1483,7 +1489,7 @@ export class Dispatcher {
           await this.suppressAfter(entry, outcome, address, 'softbounce', now);
         }
         const ev = eventOf('expired', { ...fields, reason: 'expired' });
-        applied = await bounce(redis, keys, entry, { ...base, state: 'expired', reason: 'expired', recordTtlMs, ...(ev ? { event: ev } : {}) });
+        applied = await bounce(redis, keys, entry, { ...base, state: 'expired', reason: 'expired', recordTtlMs, ...(ev ? { event: ev } : {}), ...campaignCount('expired') });
         counter = 'expired';
         m?.deliveryAttempts.inc({ result: 'expired', provider: shaping.provider });
         m?.bounces.inc({ reason: 'expired', hard: 'false' });
@@ -1498,7 +1504,7 @@ export class Dispatcher {
     } else if (reason === 'suppressed' || reason === 'cancelled') {
       if (reason === 'suppressed') await this.reportToSender(entry, msg, address, outcome, '5.7.1', 'The address is on the suppression list (it unsubscribed, complained or bounced before), so it was not sent.');
       const ev = eventOf(reason, fields);
-      applied = await bounce(redis, keys, entry, { ...base, state: reason, reason, recordTtlMs, ...(ev ? { event: ev } : {}) });
+      applied = await bounce(redis, keys, entry, { ...base, state: reason, reason, recordTtlMs, ...(ev ? { event: ev } : {}), ...campaignCount(reason) });
       counter = reason;
       m?.deliveryAttempts.inc({ result: reason, provider: shaping.provider });
       final = true;
@@ -1519,7 +1525,7 @@ export class Dispatcher {
       await this.reportToSender(entry, msg, address, outcome, '5.0.0', outcome.code !== null ? 'The recipient\'s mail server refused it.' : `It was refused before sending: ${outcome.response}`);
       if (address !== undefined && (about === 'hard' || about === 'soft')) await this.suppressAfter(entry, outcome, address, addressBounce ? 'hardbounce' : 'softbounce', now);
       const ev = eventOf('bounced', { ...fields, reason: verdict.reason, hard: verdict.hardbounce ? 1 : 0 });
-      applied = await bounce(redis, keys, entry, { ...base, state: 'bounced', reason: verdict.reason, recordTtlMs, ...(ev ? { event: ev } : {}) });
+      applied = await bounce(redis, keys, entry, { ...base, state: 'bounced', reason: verdict.reason, recordTtlMs, ...(ev ? { event: ev } : {}), ...campaignCount('bounced', verdict.reason, addressBounce) });
       bounceReason = verdict.reason;
       m?.deliveryAttempts.inc({ result: 'bounced', provider: shaping.provider });
       m?.bounces.inc({ reason: verdict.reason, hard: verdict.hardbounce ? 'true' : 'false' });
@@ -1536,7 +1542,7 @@ export class Dispatcher {
       else this.o.events(event.type, event.fields);
     }
     if (msg?.kind === 'campaign') {
-      await recordCampaignOutcome(redis, keys, msg.id, { counter, reason: bounceReason, final, now, hardbounce: addressBounce }).catch((err: unknown) => this.log.warn({ err, campaign: msg.id }, 'could not count the campaign outcome'));
+      if (!(final && countedHere !== undefined)) await recordCampaignOutcome(redis, keys, msg.id, { counter, reason: bounceReason, final, now, hardbounce: addressBounce }).catch((err: unknown) => this.log.warn({ err, campaign: msg.id }, 'could not count the campaign outcome'));
       if (addressBounce) await this.o.reputation?.judgeCampaign?.(msg.id).catch((err: unknown) => this.log.warn({ err, campaign: msg.id }, 'campaign not judged'));
     } else if (final && !finishedHere) {
       await this.o.messages.finished(entry.msgId, now).catch((err: unknown) => this.log.warn({ err, msgId: entry.msgId }, 'could not update message refcount'));

@@ -9,12 +9,12 @@ declare module 'ioredis' {
     /** src/queue/lua/ack-3.lua */
     ack(leases: string, ready: string, rs: string, member: string, now: number, attempts: number, code: string, enhanced: string, response: string, ttlMs: number): Result<number, Context>;
     /** src/queue/lua/ack-3.lua with the message's four keys and/or the event stream added (single server). */
-    ackKeys(numKeys: 4, ...keysThenArgs: (string | number)[]): Result<number, Context>;
+    ackKeys(numKeys: 4 | 5 | 6, ...keysThenArgs: (string | number)[]): Result<number, Context>;
     ackKeys(numKeys: 7 | 8, ...keysThenArgs: (string | number)[]): Result<[number, number], Context>;
     /** src/queue/lua/retry-3.lua with the event stream added (single server). */
     retryKeys(numKeys: 4, ...keysThenArgs: (string | number)[]): Result<number, Context>;
     /** src/queue/lua/bounce-3.lua with the event stream added (single server). */
-    bounceKeys(numKeys: 4, ...keysThenArgs: (string | number)[]): Result<number, Context>;
+    bounceKeys(numKeys: 4 | 5 | 6, ...keysThenArgs: (string | number)[]): Result<number, Context>;
     /** src/queue/lua/retry-3.lua */
     retry(leases: string, ready: string, rs: string, member: string, next: string, now: number, nextAt: number, attempts: number, code: string, enhanced: string, response: string, token: string): Result<number, Context>;
     /** src/queue/lua/bounce-3.lua */
@@ -58,15 +58,32 @@ export interface OutcomeEvent {
   readonly packed: string;
 }
 
+/**
+ * A campaign copy's count, made by the outcome's own script when the outcome applies (single server
+ * only: the campaign's keys are in another slot on a cluster), as recordCampaignOutcome makes it: a
+ * process killed between two calls lost the copy's count, and its campaign never completed.
+ */
+export interface CampaignCount {
+  readonly campaignId: string;
+  /** The stats counter: 'bounced', 'expired', 'suppressed', 'cancelled' (an ack counts 'delivered'). */
+  readonly counter?: string;
+  readonly reason?: string | undefined;
+  /** A hard bounce of the address ('hardbounces'). */
+  readonly hard?: boolean;
+}
+
 export async function ack(
   redis: RedisClient,
   keys: Keys,
   e: QueueEntry,
-  o: { now: number; code: number | null; enhanced: string | null; response: string; recordTtlMs: number; event?: OutcomeEvent },
+  o: { now: number; code: number | null; enhanced: string | null; response: string; recordTtlMs: number; event?: OutcomeEvent; campaign?: CampaignCount },
 ): Promise<OutcomeReply> {
   const k = [keys.leases(e.domain), keys.ready(e.domain), keys.rcptState(e.domain, e.msgId, e.idx)] as const;
   const a = [entryMember(e), o.now, e.attempt + 1, str(o.code), str(o.enhanced), truncateResponse(o.response), o.recordTtlMs] as const;
-  const reply = o.event ? await redis.ackKeys(4, ...k, o.event.stream, ...a, o.event.maxLen, o.event.packed) : await redis.ack(...k, ...a);
+  const c = o.campaign ? [keys.msgMeta(o.campaign.campaignId), keys.msgStats(o.campaign.campaignId)] : [];
+  const ev = o.event ? { key: [o.event.stream], args: [o.event.maxLen, o.event.packed] } : { key: [], args: [] };
+  const n = k.length + c.length + ev.key.length;
+  const reply = n === 3 ? await redis.ack(...k, ...a) : await redis.ackKeys(n as 4 | 5 | 6, ...k, ...c, ...ev.key, ...a, ...ev.args);
   return asReply(reply);
 }
 
@@ -108,9 +125,9 @@ export async function bounce(
   redis: RedisClient,
   keys: Keys,
   e: QueueEntry,
-  o: { now: number; state: 'bounced' | 'expired' | 'suppressed' | 'cancelled'; code: number | null; enhanced: string | null; response: string; reason: string; recordTtlMs: number; event?: OutcomeEvent },
+  o: { now: number; state: 'bounced' | 'expired' | 'suppressed' | 'cancelled'; code: number | null; enhanced: string | null; response: string; reason: string; recordTtlMs: number; event?: OutcomeEvent; campaign?: CampaignCount },
 ): Promise<OutcomeReply> {
-  return bounceScript(redis, keys, e, [o.now, o.state, e.attempt + 1, str(o.code), str(o.enhanced), truncateResponse(o.response), o.reason, o.recordTtlMs, '', e.lease ?? ''], o.event);
+  return bounceScript(redis, keys, e, [o.now, o.state, e.attempt + 1, str(o.code), str(o.enhanced), truncateResponse(o.response), o.reason, o.recordTtlMs, '', e.lease ?? ''], o.event, o.campaign);
 }
 
 /**
@@ -127,10 +144,13 @@ export async function cancelWaiting(
   return bounceScript(redis, keys, e, [o.now, 'cancelled', e.attempt, '', '', truncateResponse(o.response), 'cancelled', o.recordTtlMs, '1', ''], o.event);
 }
 
-/** bounce-3.lua for entry `e`: its ARGV after the member (now … waiting, token), with the event on a single server. */
-async function bounceScript(redis: RedisClient, keys: Keys, e: QueueEntry, args: readonly [number, string, number, string, string, string, string, number, '1' | '', string], event?: OutcomeEvent): Promise<OutcomeReply> {
+/** bounce-3.lua for entry `e`: its ARGV after the member (now … waiting, token), with the campaign's count and the event on a single server. */
+async function bounceScript(redis: RedisClient, keys: Keys, e: QueueEntry, args: readonly [number, string, number, string, string, string, string, number, '1' | '', string], event?: OutcomeEvent, campaign?: CampaignCount): Promise<OutcomeReply> {
   const k = [keys.leases(e.domain), keys.ready(e.domain), keys.rcptState(e.domain, e.msgId, e.idx)] as const;
-  const reply = event ? await redis.bounceKeys(4, ...k, event.stream, entryMember(e), ...args, event.maxLen, event.packed) : await redis.bounce(...k, entryMember(e), ...args);
+  const c = campaign ? { key: [keys.msgMeta(campaign.campaignId), keys.msgStats(campaign.campaignId)], args: [campaign.counter ?? args[1], campaign.reason ?? '', campaign.hard === true ? '1' : '0'] } : { key: [], args: [] };
+  const ev = event ? { key: [event.stream], args: [event.maxLen, event.packed] } : { key: [], args: [] };
+  const n = k.length + c.key.length + ev.key.length;
+  const reply = n === 3 ? await redis.bounce(...k, entryMember(e), ...args) : await redis.bounceKeys(n as 4 | 5 | 6, ...k, ...c.key, ...ev.key, entryMember(e), ...args, ...c.args, ...ev.args);
   return asReply(reply);
 }
 

@@ -105,4 +105,25 @@ test('a message no longer stored: the ack is recorded, pending is -1 and no reco
   assert.is(await client.hget(keys.rcptState('d.test', '01bbbbbbbbbbbbbb', 0), 'state'), 'delivered');
 });
 
+test("a campaign copy's final outcome and its count are one step (single server): counted when it applies, never by a no-op; the last completes the campaign", async () => {
+  const keys = redis.fresh().keys;
+  const campaignId = 'c-one-step';
+  await client.hset(keys.msgMeta(campaignId), { kind: 'campaign', state: 'sending', pending: 3, enqueued: 1 });
+  await enqueueRecipients(client, keys, 4, [1, 2, 3].map((no) => ({ msgId: campaignId, idx: no, domain: 'd.test', dueAt: T })));
+  const [c1, c2, c3] = (await claim(client, keys, { domain: 'd.test', max: 3, leaseMs: 30_000, now: T })).entries as [QueueEntry, QueueEntry, QueueEntry];
+  const campaign = { campaignId };
+  const stream = keys.events();
+  const event = { stream, maxLen: 1000, packed: packEvent('delivered', { msgId: campaignId, idx: 1 }) };
+  assert.is(await ack(client, keys, c1, { now: T + 1, ...OK, recordTtlMs: RECORD_TTL, campaign, event }), OUTCOME.APPLIED);
+  assert.is(await ack(client, keys, c1, { now: T + 2, ...OK, recordTtlMs: RECORD_TTL, campaign }), OUTCOME.NOOP);
+  assert.is(await bounce(client, keys, c2, { now: T + 3, state: 'bounced', code: 550, enhanced: '5.1.1', response: '550 5.1.1 no such user', reason: 'userunknown', recordTtlMs: RECORD_TTL, campaign: { campaignId, counter: 'bounced', reason: 'userunknown', hard: true } }), OUTCOME.APPLIED);
+  assert.is(await bounce(client, keys, c2, { now: T + 4, state: 'bounced', code: 550, enhanced: '5.1.1', response: 'again', reason: 'userunknown', recordTtlMs: RECORD_TTL, campaign: { campaignId, counter: 'bounced', reason: 'userunknown', hard: true } }), OUTCOME.NOOP);
+  assert.equal(await client.hmget(keys.msgStats(campaignId), 'delivered', 'bounced', 'bounced:userunknown', 'hardbounces'), ['1', '1', '1', '1'], 'each counted once');
+  assert.equal(await client.hmget(keys.msgMeta(campaignId), 'pending', 'state'), ['1', 'sending']);
+  assert.is((await client.xrange(stream, '-', '+')).length, 1, 'the event too');
+  assert.is(await bounce(client, keys, c3, { now: T + 5, state: 'expired', code: null, enhanced: null, response: 'gave up', reason: 'expired', recordTtlMs: RECORD_TTL, campaign: { campaignId, counter: 'expired' } }), OUTCOME.APPLIED);
+  assert.equal(await client.hmget(keys.msgMeta(campaignId), 'pending', 'state'), ['0', 'completed'], 'the last outcome completes the campaign');
+  assert.is(await client.hget(keys.msgStats(campaignId), 'expired'), '1');
+});
+
 test.run();

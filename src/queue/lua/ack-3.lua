@@ -28,17 +28,23 @@
   {2|1|0, pending}: pending as finishRecipient returns it (-1: the message is not stored), or -2 when
   nothing was applied and nothing finished.
 
-  On a single server the caller may also add the event stream as the last key (4 or 8 keys), with
+  A campaign's copy on a single server: KEYS[4..5] the campaign's meta and stats ({m:<campaignId>},
+  5 keys): when the ack applies, the copy is counted delivered and off the campaign's pending in the
+  same step (lib/finishCampaign.lua); the reply is the number above.
+
+  On a single server the caller may also add the event stream as the last key (4, 6 or 8 keys), with
   maxLen and the packed `delivered` event as the last two arguments: the event is appended when the
   ack applies, in the same step (lib/appendEvent.lua).
 ]]
 --@include finishMessage
+--@include finishCampaign
 --@include appendEvent
 --@include lease
 local held = takeLease(KEYS[1], ARGV[1], '')
 local reaped = redis.call('ZREM', KEYS[2], ARGV[1])
 local withMessage = #KEYS >= 7
-local withEvent = #KEYS == 4 or #KEYS == 8
+local withCampaign = #KEYS == 5 or #KEYS == 6
+local withEvent = #KEYS == 4 or #KEYS == 6 or #KEYS == 8
 if held == 0 and reaped == 0 then
   if withMessage then return {0, -2} end
   return 0
@@ -54,6 +60,7 @@ redis.call('PEXPIRE', KEYS[3], ARGV[7])
 local reply = 1
 if held == 1 then reply = 2 end
 if withEvent then appendEvent(KEYS[#KEYS], ARGV[#ARGV - 1], ARGV[#ARGV]) end
+if withCampaign then finishCampaign(KEYS[4], KEYS[5], 'delivered', '', '1', ARGV[2], '0', '0') end
 if not withMessage then return reply end
 
 return {reply, finishMessage(KEYS[4], KEYS[5], KEYS[6], KEYS[7], ARGV[8], ARGV[2])}

@@ -17,12 +17,18 @@
   ARGV[10] waiting '1': only an entry waiting in ready applies (a cancel: one being sent now, leased,
                   is left to its holder, whose outcome then says what happened); '' for an outcome
   ARGV[11] token  the claim's lease token (lib/lease.lua), as retry-3.lua takes it
-  KEYS[4], ARGV[#ARGV - 1], ARGV[#ARGV]  (optional, single server) the event stream, its maxLen and the
-          packed event, appended when the outcome applies, in the same step (lib/appendEvent.lua)
+  KEYS[4..5], ARGV[12..14]  (optional, single server; 5 keys, or 6 with the stream) a campaign copy's
+          campaign meta and stats, and its count: counter ('bounced', 'expired', …), bounce reason
+          ('' for none), hard ('1': a hard bounce of the address). When the outcome applies, the copy is
+          counted and taken off the campaign's pending in the same step (lib/finishCampaign.lua)
+  KEYS[#KEYS] (4 or 6 keys), ARGV[#ARGV - 1], ARGV[#ARGV]  (optional, single server) the event
+          stream, its maxLen and the packed event, appended when the outcome applies, in the same step
+          (lib/appendEvent.lua)
 
   Returns 2 / 1 / 0 as ack-3.lua.
 ]]
 --@include appendEvent
+--@include finishCampaign
 --@include lease
 local held = 0
 if ARGV[10] ~= '1' then held = takeLease(KEYS[1], ARGV[1], ARGV[11]) end
@@ -37,6 +43,7 @@ if ARGV[6] ~= '' then set[#set + 1] = 'enhanced'; set[#set + 1] = ARGV[6] else d
 redis.call('HSET', KEYS[3], unpack(set))
 redis.call('HDEL', KEYS[3], unpack(del))
 redis.call('PEXPIRE', KEYS[3], ARGV[9])
-if #KEYS == 4 then appendEvent(KEYS[4], ARGV[#ARGV - 1], ARGV[#ARGV]) end
+if #KEYS == 4 or #KEYS == 6 then appendEvent(KEYS[#KEYS], ARGV[#ARGV - 1], ARGV[#ARGV]) end
+if #KEYS >= 5 then finishCampaign(KEYS[4], KEYS[5], ARGV[12], ARGV[13], '1', ARGV[2], ARGV[14], '0') end
 if held == 1 then return 2 end
 return 1

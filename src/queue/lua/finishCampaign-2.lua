@@ -13,21 +13,9 @@
                    'delivered' goes down by one, so delivered + bounced stays the copies that reached a
                    server, and the guard's rate (hardbounces / (delivered + hardbounces)) is not diluted
 
-  A campaign completes when its list has been queued whole (enqueued = 1) and no recipient is pending;
-  a paused one completes too (nothing is left to resume), a cancelled one stays cancelled.
-  Returns the campaign's state after the call, or '' when the campaign is not stored.
+  The count itself is lib/finishCampaign.lua (ack-3.lua and bounce-3.lua count a copy's final
+  outcome with it in the same step on a single server). Returns the campaign's state after the call,
+  or '' when the campaign is not stored.
 ]]
-local state = redis.call('HGET', KEYS[1], 'state')
-if not state then return '' end
-if ARGV[1] ~= '' then redis.call('HINCRBY', KEYS[2], ARGV[1], 1) end
-if ARGV[2] ~= '' then redis.call('HINCRBY', KEYS[2], 'bounced:' .. ARGV[2], 1) end
-if ARGV[5] == '1' then redis.call('HINCRBY', KEYS[2], 'hardbounces', 1) end
-if ARGV[6] == '1' then redis.call('HINCRBY', KEYS[2], 'delivered', -1) end
-if ARGV[3] == '1' then
-  local pending = redis.call('HINCRBY', KEYS[1], 'pending', -1)
-  if pending <= 0 and redis.call('HGET', KEYS[1], 'enqueued') == '1' and (state == 'sending' or state == 'paused') then
-    redis.call('HSET', KEYS[1], 'state', 'completed', 'completedAt', ARGV[4])
-    state = 'completed'
-  end
-end
-return state
+--@include finishCampaign
+return finishCampaign(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5], ARGV[6] or '0')
