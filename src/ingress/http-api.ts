@@ -691,7 +691,10 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
   }
 
   let isRefused: ((socket: Socket) => boolean) | null = null;
-  const server = createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: cfg.requestTimeout, headersTimeout: Math.min(cfg.requestTimeout, 30_000) }, (req, res) => {
+  // Node looks for requests past their timeouts every connectionsCheckingInterval (30 s by default):
+  // a stalled request of a 3 s requestTimeout waited up to 30 s for its 408.
+  const checkEvery = Math.max(250, Math.min(Math.floor(cfg.requestTimeout / 4), 30_000));
+  const server = createServer({ maxHeaderSize: MAX_HEADER_BYTES, requestTimeout: cfg.requestTimeout, headersTimeout: Math.min(cfg.requestTimeout, 30_000), connectionsCheckingInterval: checkEvery }, (req, res) => {
     if (isRefused !== null && isRefused(req.socket)) return void res.destroy();
     let routeName: Route = 'other';
     route(req, res)

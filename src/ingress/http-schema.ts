@@ -2,6 +2,7 @@ import { z } from 'zod';
 import addressparser from 'nodemailer/lib/addressparser/index.js';
 import type { FieldError } from '../core/errors.js';
 import { parseAddress } from '../core/address.js';
+import { RESERVED_HEADERS } from '../render/headers.js';
 import type { MessageSpec, SpecAddress } from '../store/message-spec.js';
 
 /**
@@ -15,11 +16,6 @@ const MAX_LINE = 998;
 const NO_CRLF = /^[^\r\n\0]*$/;
 const HEADER_NAME = /^[\x21-\x39\x3b-\x7e]{1,76}$/;
 
-/** Headers Sluice writes itself (or that would break the MIME structure); never taken from `headers`. */
-const RESERVED_HEADERS = new Set([
-  'from', 'to', 'cc', 'bcc', 'subject', 'reply-to', 'message-id', 'date', 'sender', 'return-path',
-  'received', 'dkim-signature', 'mime-version', 'content-type', 'content-transfer-encoding',
-]);
 
 /** One address: "Name <a@b>" or { name?, address }; validated and normalised. */
 export const address = z.unknown().transform((v, ctx): SpecAddress => {
@@ -84,9 +80,17 @@ function isBase64(s: string): boolean {
 const attachment = z
   .object({
     filename: z.string().min(1).max(255).regex(NO_CRLF, 'must not contain line breaks'),
-    contentType: z.string().max(127).regex(/^[A-Za-z0-9!#$&^_.+-]+\/[A-Za-z0-9!#$&^_.+-]+$/, 'must be a MIME type such as application/pdf').optional(),
+    contentType: z
+      .string()
+      .max(127)
+      .regex(/^[A-Za-z0-9!#$&^_.+-]+\/[A-Za-z0-9!#$&^_.+-]+$/, 'must be a MIME type such as application/pdf')
+      // A message/* part is written as it is (RFC 2046 §5.2.1: no base64), bare CRs, NULs and long
+      // lines included, which SMTP submission refuses (SMTP smuggling); a multipart/* one lost its content.
+      .refine((t) => !/^(?:message|multipart)\//i.test(t), 'message/* and multipart/* cannot be attached: attach a whole message as application/octet-stream (e.g. a .eml file)')
+      .optional(),
     content: z.string().refine(isBase64, 'must be base64 without line breaks'),
-    cid: z.string().regex(/^[^\s<>"]{1,250}$/, 'must be a Content-ID without <>, quotes or spaces').optional(),
+    // Visible ASCII but <, > and ": a Content-ID is a msg-id (RFC 2392), never encoded.
+    cid: z.string().regex(/^[\x21\x23-\x3b\x3d\x3f-\x7e]{1,250}$/, 'must be a Content-ID of visible ASCII without <>, quotes or spaces').optional(),
   })
   .strict();
 

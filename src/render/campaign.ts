@@ -25,6 +25,7 @@ import { SluiceError, type FieldError } from '../core/errors.js';
 import { createTemplateEngine, HTML_OPTIONS, linkMark, PIXEL_MARK, TEXT_OPTIONS, UNSUBSCRIBE_VAR } from './campaign-template.js';
 import { htmlToText } from './html-text.js';
 import { scanHtml } from './links.js';
+import { RESERVED_HEADERS } from './headers.js';
 import type { CampaignTemplate, MailboxSpec } from './protocol.js';
 
 export interface CampaignInput {
@@ -66,12 +67,8 @@ const MAX_LINE = 998;
 /** As for API messages: room for every List-*, X-* header a sender uses, while bounding the work. */
 const MAX_HEADERS = 50;
 const HEADER_NAME = /^[\x21-\x39\x3b-\x7e]{1,76}$/;
-/** Headers Sluice writes in every campaign copy (or that would break the MIME structure). */
-const RESERVED_HEADERS = new Set([
-  'from', 'to', 'cc', 'bcc', 'subject', 'reply-to', 'message-id', 'date', 'sender', 'return-path',
-  'received', 'dkim-signature', 'mime-version', 'content-type', 'content-transfer-encoding',
-  'list-unsubscribe', 'list-unsubscribe-post', 'feedback-id',
-]);
+/** Headers Sluice writes in every campaign copy, besides those it never takes from an API message. */
+const CAMPAIGN_RESERVED = new Set(['list-unsubscribe', 'list-unsubscribe-post', 'feedback-id']);
 /**
  * `{{#each}}` inside `{{#each}}` is refused: merge fields are flat strings, so nesting can only
  * iterate over characters, and k levels over a 300-character field cost 300^k steps per copy — a
@@ -384,7 +381,7 @@ function checkHeaders(h: Record<string, string>, errors: FieldError[]): Record<s
     const value = h[name];
     const path = `headers.${name}`;
     if (!HEADER_NAME.test(name)) errors.push({ path, message: 'not a valid header name' });
-    else if (RESERVED_HEADERS.has(name.toLowerCase())) errors.push({ path, message: `${name} is set by Sluice` });
+    else if (RESERVED_HEADERS.has(name.toLowerCase()) || CAMPAIGN_RESERVED.has(name.toLowerCase())) errors.push({ path, message: `${name} is set by Sluice` });
     else if (typeof value !== 'string' || /[\r\n\0]/.test(value)) errors.push({ path, message: 'must be one line of text' });
     else if (name.length + 2 + value.length > MAX_LINE) errors.push({ path, message: 'too long for one header line' });
     else out[name] = value;

@@ -7,6 +7,18 @@
  *             ^0                                            headerEnd ^  ^bodyStart
  */
 
+/**
+ * Header fields an API message or a campaign never takes from its `headers`: Sluice writes them
+ * itself, or they would break the MIME structure, or they name an author (Sender, and a resent
+ * message's Resent-* block, RFC 5322 §3.6.6: a Resent-From is held to the From-domain rule over
+ * SMTP, and an API message or a campaign is never a resent one).
+ */
+export const RESERVED_HEADERS: ReadonlySet<string> = new Set([
+  'from', 'to', 'cc', 'bcc', 'subject', 'reply-to', 'message-id', 'date', 'sender', 'return-path',
+  'received', 'dkim-signature', 'mime-version', 'content-type', 'content-transfer-encoding',
+  'resent-from', 'resent-sender', 'resent-to', 'resent-cc', 'resent-bcc', 'resent-date', 'resent-message-id',
+]);
+
 export interface HeaderField {
   /** Lower-case field name without surrounding whitespace; '' for a line that has no colon. */
   readonly name: string;

@@ -81,6 +81,25 @@ test('invalid fields → 400 naming the path of every one', async () => {
   assert.equal(paths, ['attachments.0.content', 'bc', 'from', 'headers.From', 'headers.X-Inject', 'headers.bad name', 'metadata.nested', 'subject', 'tags.1', 'text', 'to.1', 'to.2'].sort());
 });
 
+test("an attachment of type message/* or multipart/*, a Content-ID Sluice would have to encode, and a Resent-* or Sender header → 400 naming each", async () => {
+  const b64 = (t: string) => Buffer.from(t).toString('base64');
+  const r = await call('POST', '/v1/messages', message({
+    to: 'someone@gmail.com',
+    headers: { 'Resent-From': 'ceo@bank.example', 'Resent-Sender': 'ceo@bank.example', Sender: 'ceo@bank.example', 'X-Fine': 'yes' },
+    attachments: [
+      // Raw bytes a message/rfc822 part would carry as they are: a bare CR, "\r.\r", a NUL, a 1,500-character line.
+      { filename: 'fwd.eml', contentType: 'message/rfc822', content: b64(`Subject: inner\r\n\r\nA\r.\rB\nC\0D\r\n${'L'.repeat(1500)}`) },
+      { filename: 'parts', contentType: 'multipart/mixed', content: b64('x') },
+      { filename: 'img.png', contentType: 'image/png', content: b64('png'), cid: 'abc\u0001é' },
+      { filename: 'ok.eml', contentType: 'application/octet-stream', content: b64('Subject: inner\r\n\r\nfine\r\n'), cid: 'logo.1@acme' },
+    ],
+  }));
+  assert.is(r.status, 400, JSON.stringify(r.json));
+  const paths = (r.json.errors ?? []).map((e) => e.path).sort();
+  assert.equal(paths, ['attachments.0.contentType', 'attachments.1.contentType', 'attachments.2.cid', 'headers.Resent-From', 'headers.Resent-Sender', 'headers.Sender'].sort());
+  assert.match(JSON.stringify(r.json.errors), /application\/octet-stream/, 'the message says what to do instead');
+});
+
 test('a bad address is quoted as sent in the 400, whatever the address parser made of it', async () => {
   const r = await call('POST', '/v1/messages', message({ from: 'nope', to: ['Name <bad@@x>', { address: 'obj-nope' }], cc: undefined, bcc: undefined, replyTo: undefined }));
   assert.is(r.status, 400);
