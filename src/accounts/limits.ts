@@ -130,18 +130,21 @@ export async function reserveSending(redis: RedisClient, keys: Keys, account: Ac
   if (count > cap.limit) {
     throw new SluiceError('SLUICE_INGRESS_TOO_MANY_RECIPIENTS', `Too many recipients: ${count}, this account may send at most ${cap.limit} recipients per message (${cap.what}); split it`);
   }
-  const tx = redis.multi();
-  for (const c of counters) tx.incrby(c.key, count).pexpire(c.key, c.ttlMs);
-  // A Redis refusing writes (maxmemory, MISCONF) aborts the whole MULTI (EXECABORT): nothing was
-  // counted, and the client is told to retry (503 / 451), as when the message cannot be stored.
-  const res = await tx.exec().catch(redisRefused('the sending quota could not be counted'));
-  if (!res) throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', 'quota transaction was aborted');
+  // All or nothing, in one script (takeSending-1.lua): a submission that does not fit counts nothing,
+  // so it never uses up, even for a moment, room that another one fits in. A Redis refusing writes
+  // (maxmemory, MISCONF) counts nothing either, and the client is told to retry (503 / 451), as when
+  // the message cannot be stored.
+  const res = await redis
+    .takeSendingKeys(counters.length, ...counters.map((c) => c.key), count, ...counters.map((c) => c.limit), ...counters.map((c) => c.ttlMs), '1')
+    .catch(redisRefused('the sending quota could not be counted'));
   let exceeded: Counter | undefined;
-  counters.forEach((c, i) => {
-    const [err, value] = res[i * 2] ?? [];
-    if (err) throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', undefined, { cause: err });
-    if (Number(value) > c.limit && (exceeded === undefined || exceeded.code !== 'SLUICE_INGRESS_QUOTA_EXCEEDED')) exceeded = c;
-  });
+  if (Number(res[0]) < count) {
+    // Every limit without room for all of them could be named: the quota first (it lasts longer).
+    counters.forEach((c, i) => {
+      if (Number(res[i + 1]) < count && (exceeded === undefined || exceeded.code !== 'SLUICE_INGRESS_QUOTA_EXCEEDED')) exceeded = c;
+    });
+    exceeded ??= counters[0];
+  }
   let released = false;
   const release = async (): Promise<void> => {
     if (released) return;
@@ -150,10 +153,7 @@ export async function reserveSending(redis: RedisClient, keys: Keys, account: Ac
     for (const c of counters) back.decrby(c.key, count);
     await back.exec();
   };
-  if (exceeded) {
-    await release();
-    throw new LimitError(exceeded.code, exceeded.message, exceeded.retryAfterMs);
-  }
+  if (exceeded) throw new LimitError(exceeded.code, exceeded.message, exceeded.retryAfterMs);
   return { release };
 }
 

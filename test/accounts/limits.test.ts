@@ -41,6 +41,20 @@ test('daily quota counts recipients per UTC day and refuses past it without coun
   await reserveSending(client, keys, acc, 5, Date.UTC(2026, 0, 16, 0, 0, 1));
 });
 
+test('a reservation that does not fit counts nothing, even for a moment: one that fits, sent at the same time, is taken', async () => {
+  const { keys } = redis.fresh();
+  const acc = account({ dailyQuota: 3, rateLimit: { perSecond: null, perMinute: 10, perHour: null } });
+  await reserveSending(client, keys, acc, 2, NOON);
+  // Both on the wire before either answers (a batch's messages, or two clients at once).
+  const [big, small] = await Promise.allSettled([reserveSending(client, keys, acc, 2, NOON), reserveSending(client, keys, acc, 1, NOON)]);
+  assert.is(big.status, 'rejected');
+  assert.ok(big.status === 'rejected' && isSluiceError(big.reason, 'SLUICE_INGRESS_QUOTA_EXCEEDED'));
+  assert.is(small.status, 'fulfilled', 'the one that fits is not refused for room the other took and gave back');
+  assert.is(await client.get(keys.quota('acme', utcDay(NOON))), '3');
+  const minute = await client.keys(`${keys.accountRate('acme')}:m:*`);
+  assert.is(await client.get(minute[0] as string), '3', 'the rate window counted the same');
+});
+
 test('campaign copies (takeSending) take what every counter has room for, on the counters submissions use; returnSending gives back, never below 0 nor into a window that is over', async () => {
   const { keys } = redis.fresh();
   const acc = account({ dailyQuota: 10, rateLimit: { perSecond: null, perMinute: 4, perHour: null } });

@@ -9,6 +9,10 @@
   ARGV[1]        want
   ARGV[1 + i]    counter i's limit
   ARGV[1 + n + i] counter i's TTL in ms (n = #KEYS)
+  ARGV[2 + 2n]   (optional) '1': all or nothing (a submission's recipients, reserveSending): when
+                 any counter has less room than `want`, nothing is counted and granted is 0. Before,
+                 a submission counted first and took it back after, and a refused one used up room
+                 meanwhile that a message which fitted was then refused for
 
   Returns {granted, room_1, …, room_n}: what each counter had left before. Nothing is counted when
   granted is 0.
@@ -22,6 +26,7 @@ for i = 1, n do
   rooms[i] = room
   if room < granted then granted = room end
 end
+if ARGV[2 + 2 * n] == '1' and granted < tonumber(ARGV[1]) then granted = 0 end
 if granted > 0 then
   for i = 1, n do
     redis.call('INCRBY', KEYS[i], granted)
