@@ -15,6 +15,7 @@ import { messageStatus } from './message-status.js';
 import { cancelMessage } from './message-cancel.js';
 import { acceptMessage, checkOpen, type AcceptDeps, type Submission } from './accept.js';
 import { refsTtlMs } from './persist.js';
+import { getMessage } from '../store/messages.js';
 import { fieldErrors, messageSchema, toSpecSubmission, validateMessage } from './http-schema.js';
 import type { Config } from '../config/schema.js';
 import { IdempotencyStore, isValidIdempotencyKey, RequestHash, type StoredAnswer } from './idempotency.js';
@@ -450,7 +451,36 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
     };
   }
 
-  async function acceptBatch(account: Account, input: unknown): Promise<Answer> {
+  /**
+   * An Idempotency-Key's earlier run of this request, which stopped before it answered (its process
+   * died): the ids it gave its messages, and the ones persisted by then, each answered for as it was
+   * stored (the message id and its recipients) instead of being stored and sent a second time.
+   */
+  interface Resume {
+    readonly earlier: readonly (string | null)[] | null;
+    /** Notes this run's ids before any is persisted (IdempotencyStore.recordIds). */
+    readonly record: (ids: readonly (string | null)[]) => Promise<void>;
+  }
+
+  /** The earlier run's message at position i, when it was persisted (for this account), as its answer said. */
+  async function storedEarlier(account: Account, resume: Resume | undefined, i: number): Promise<{ id: string; recipients: string[] } | null> {
+    const id = resume?.earlier?.[i];
+    if (id === undefined || id === null) return null;
+    const stored = await getMessage(deps.redis, deps.keys, id);
+    if (!stored || stored.meta.account !== account.id) return null;
+    return { id, recipients: stored.meta.rcpts.map((r) => r.address) };
+  }
+
+  async function acceptOne(account: Account, input: unknown, resume: Resume | undefined): Promise<Answer> {
+    const sub = prepareMessage(account, input, (deps.now ?? Date.now)());
+    const before = await storedEarlier(account, resume, 0);
+    if (before) return new Answer(202, before);
+    await resume?.record([sub.id ?? null]);
+    const r = await acceptMessage(acceptDeps, sub);
+    return new Answer(202, { id: r.id, recipients: r.recipients });
+  }
+
+  async function acceptBatch(account: Account, input: unknown, resume: Resume | undefined): Promise<Answer> {
     const parsed = batchSchema.safeParse(input);
     if (!parsed.success) throw new SluiceError('SLUICE_INGRESS_BAD_REQUEST', 'The batch is invalid', { errors: fieldErrors(parsed.error) });
     const messages = parsed.data.messages;
@@ -481,8 +511,26 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
     messages.length = 0;
     const raw = (input as { messages?: unknown }).messages;
     if (Array.isArray(raw)) raw.length = 0;
-    let next = 0;
     let accepted = 0;
+    if (resume) {
+      // Those an earlier run of this request persisted are answered as stored, not sent again.
+      if (resume.earlier) {
+        for (let i = 0; i < count; i++) {
+          const before = ready[i] === undefined ? null : await storedEarlier(account, resume, i);
+          if (!before) continue;
+          results[i] = before;
+          ready[i] = undefined;
+          accepted++;
+        }
+      }
+      await resume.record(
+        ready.map((sub, i) => {
+          const done = results[i];
+          return sub?.id ?? (done !== undefined && 'id' in done ? done.id : null);
+        }),
+      );
+    }
+    let next = 0;
     const worker = async () => {
       while (next < ready.length) {
         const i = next++;
@@ -527,12 +575,11 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
   }
 
   async function accept(route: 'send' | 'batch', account: Account, body: Buffer, idem: { key: string; hash: string } | undefined): Promise<Answer> {
-    const run = async (): Promise<Answer> => {
+    const run = async (resume?: Resume): Promise<Answer> => {
       try {
         const input = parseJson(body);
-        if (route === 'batch') return await acceptBatch(account, input);
-        const r = await acceptMessage(acceptDeps, prepareMessage(account, input, (deps.now ?? Date.now)()));
-        return new Answer(202, { id: r.id, recipients: r.recipients });
+        if (route === 'batch') return await acceptBatch(account, input, resume);
+        return await acceptOne(account, input, resume);
       } catch (err) {
         return errorAnswer(failure(err));
       }
@@ -543,7 +590,8 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
     if (begun.kind === 'replay') return replay(begun.answer);
     let answer: Answer;
     try {
-      answer = await run();
+      const earlier = await idempotency.earlierIds(account.id, idemKey, hash).catch(() => null);
+      answer = await run({ earlier, record: (ids) => idempotency.recordIds(account.id, idemKey, hash, ids) });
     } catch (err) {
       // run() answers every error itself; should it throw all the same, the key is not held on.
       await begun.lease.end();

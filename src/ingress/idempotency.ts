@@ -22,6 +22,13 @@ import { keepRenewing } from '../store/locks.js';
  * for minutes: the client's retry is answered 409 until then, and is processed anew after. Answers
  * that say "try again" (429, 5xx) are not stored, so the retry they invite is processed anew instead
  * of replaying the refusal.
+ *
+ *   {a:<account>}:idem:<sha256(key)>:ids  STRING JSON { h, ids: [<message id or null>, …] }
+ *
+ * The ids a request gave its messages, written before the first is persisted (recordIds), kept until
+ * its answer is: a process that dies after persisting some of them and before answering leaves them
+ * here, and the client's retry (once the lease has lapsed) answers for each message already stored
+ * instead of storing and sending it again (earlierIds).
  */
 export interface StoredAnswer {
   readonly status: number;
@@ -120,16 +127,43 @@ export class IdempotencyStore {
   }
 
   /**
+   * Notes the ids the request gave its messages (null for one refused before it had one), before any
+   * is persisted: see the ids record above. A failure to write it fails the request (503), as a
+   * failure to store the message would: the promise of one send per key rests on it.
+   */
+  async recordIds(account: string, idemKey: string, hash: string, ids: readonly (string | null)[]): Promise<void> {
+    await this.redis.set(`${this.key(account, idemKey)}:ids`, JSON.stringify({ h: hash, ids }), 'PX', this.ttlMs).catch((cause: unknown) => {
+      throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', 'the Idempotency-Key could not be recorded', { cause });
+    });
+  }
+
+  /** The ids an earlier run of this very request gave its messages before it stopped unanswered, or null. */
+  async earlierIds(account: string, idemKey: string, hash: string): Promise<readonly (string | null)[] | null> {
+    const text = await this.redis.get(`${this.key(account, idemKey)}:ids`);
+    if (text === null) return null;
+    try {
+      const rec = JSON.parse(text) as { h?: unknown; ids?: unknown };
+      if (rec.h !== hash || !Array.isArray(rec.ids)) return null;
+      return rec.ids.map((id) => (typeof id === 'string' ? id : null));
+    } catch {
+      return null;
+    }
+  }
+
+  /**
    * Stores the answer for replay, or frees the key when the answer invites a retry. The request's
-   * lease is ended first, so no renewal lands after the answer.
+   * lease is ended first, so no renewal lands after the answer. The ids record goes either way: the
+   * answer replays what it said, and an answer that invites a retry stored nothing it has to cover
+   * (a message is withdrawn when it cannot be persisted).
    */
   async finish(account: string, idemKey: string, hash: string, answer: StoredAnswer, lease?: InFlight): Promise<void> {
     await lease?.end();
     const key = this.key(account, idemKey);
     if (answer.status === 429 || answer.status === 408 || answer.status >= 500) {
-      await this.redis.del(key);
+      await this.redis.del(key, `${key}:ids`);
       return;
     }
     await this.redis.set(key, JSON.stringify({ h: hash, s: answer.status, b: answer.body }), 'PX', this.ttlMs);
+    await this.redis.del(`${key}:ids`);
   }
 }
