@@ -33,13 +33,27 @@ export function normaliseDomain(domain: string): string | undefined {
   return ascii;
 }
 
+/**
+ * The local part in its one form: a quoted string whose content is a dot-atom is that dot-atom
+ * (RFC 5321 §4.1.2: "ann" and ann are the same mailbox, and a quoted form is not to be used when it
+ * is not needed), and a non-ASCII one is in Unicode NFC (RFC 6532 §3.1). Else a suppression of
+ * ann@x did not stop mail to "ann"@x, and café written in two ways made two contacts.
+ */
+function canonicalLocal(local: string): string {
+  if (local.startsWith('"')) {
+    const inner = local.slice(1, -1).replace(/\\(.)/g, '$1');
+    return inner !== '' && LOCAL_DOT_ATOM.test(inner) ? inner.normalize('NFC') : local;
+  }
+  return local.normalize('NFC');
+}
+
 export function parseAddress(text: string): ParsedAddress | undefined {
   if (typeof text !== 'string' || text.length > 320) return undefined;
   const at = text.lastIndexOf('@');
   if (at <= 0 || at === text.length - 1) return undefined;
-  const local = text.slice(0, at);
+  if (!LOCAL_DOT_ATOM.test(text.slice(0, at)) && !LOCAL_QUOTED.test(text.slice(0, at))) return undefined;
+  const local = canonicalLocal(text.slice(0, at));
   if (Buffer.byteLength(local) > MAX_LOCAL) return undefined;
-  if (!LOCAL_DOT_ATOM.test(local) && !LOCAL_QUOTED.test(local)) return undefined;
   const domain = normaliseDomain(text.slice(at + 1));
   if (!domain) return undefined;
   return { local, domain, address: `${local}@${domain}` };
