@@ -5,6 +5,7 @@ import { createRedis, checkRedisVersion, type ConnectOptions, type RedisClient }
 import { exitReport, startEmbeddedRedis, type EmbeddedRedis } from '../redis/embedded.js';
 import { SluiceError } from '../core/errors.js';
 import { Cluster } from 'ioredis';
+import { redactUrlCredentials } from '../core/redact-url.js';
 
 /** Longest a strict-mode accept waits for the fsync before refusing (the client then retries). */
 const WAITAOF_TIMEOUT_MS = 2_000;
@@ -161,7 +162,7 @@ export async function openRedis(config: Config, logger: Logger, signal?: AbortSi
     }
   }
   opened = true;
-  const address = r.cluster.length > 0 ? `cluster ${r.cluster.join(',')}` : (url ?? '').replace(/\/\/([^@/]*)@/, '//[redacted]@');
+  const address = r.cluster.length > 0 ? `cluster ${r.cluster.join(',')}` : redactUrlCredentials(url ?? '');
   const extra: RedisClient[] = [];
   let abandoned = false;
   return {

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import type { Config } from '../config/schema.js';
 import { SluiceError } from '../core/errors.js';
 import { createRedis, type RedisClient } from '../redis/client.js';
+import { redactUrlCredentials } from '../core/redact-url.js';
 
 // The shared client retries forever (right for a server, which must survive a Redis restart); a
 // command at a prompt must say at once that nothing answers. Five seconds covers a remote Redis
@@ -20,7 +21,7 @@ export async function connectForCommand(cfg: Config): Promise<RedisClient> {
     url = join(cfg.instance.dataDir, cfg.redis.embedded.dir, 'redis.sock');
     if (!existsSync(url)) throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', `no Redis: REDIS_URL is unset and no embedded server runs at ${url} (is 'sluice start' running here?)`);
   }
-  const where = cfg.redis.cluster.length > 0 ? `cluster ${cfg.redis.cluster.join(',')}` : (url as string).replace(/\/\/([^@/]*)@/, '//[redacted]@');
+  const where = cfg.redis.cluster.length > 0 ? `cluster ${cfg.redis.cluster.join(',')}` : redactUrlCredentials(url as string);
   const redis = createRedis({ url, cluster: cfg.redis.cluster, name: 'sluice-cli' });
   // Connection errors are reported once, below; without a listener ioredis would also print each
   // retry's error on the console.

@@ -20,7 +20,8 @@ Submits one message through the HTTP API of a running Sluice and prints its id. 
 Exit code: 0 accepted (with --wait: every recipient delivered), 1 refused, bounced, expired or still
 pending at the timeout, 2 wrong usage.`;
 
-const FINAL_STATES = ['delivered', 'bounced', 'expired'];
+/** As queue/status.ts: a suppressed or cancelled recipient is as final as a bounced one. */
+const FINAL_STATES = ['delivered', 'bounced', 'expired', 'suppressed', 'cancelled'];
 // A deferred recipient is retried for up to shaping.maxAge (72 h): nobody waits that long at a
 // prompt. Five minutes covers a first retry on the default schedule (1m, 5m, …).
 const DEFAULT_WAIT = '5m';

@@ -5,6 +5,7 @@ import { hostname } from 'node:os';
 import YAML from 'yaml';
 import { SluiceError, type FieldError } from '../core/errors.js';
 import { configSchema, type Config } from './schema.js';
+import { redactUrlCredentials } from '../core/redact-url.js';
 
 /**
  * Load order: config/default.yaml, then the operator's file (--config or SLUICE_CONFIG), then the
@@ -215,7 +216,7 @@ export function redactConfig(cfg: Config): unknown {
     JSON.stringify(cfg, (key, value: unknown) => {
       if (key === 'apiKeys' && Array.isArray(value)) return value.map(() => '[redacted]');
       if (key === 'passwordHash') return '[redacted]';
-      if (key === 'url' && typeof value === 'string') return value.replace(/\/\/([^@/]*)@/, '//[redacted]@');
+      if (key === 'url' && typeof value === 'string') return redactUrlCredentials(value);
       return value;
     }),
   );

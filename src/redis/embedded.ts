@@ -1,8 +1,8 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, linkSync, mkdirSync, readFileSync, readlinkSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, linkSync, mkdirSync, readFileSync, readlinkSync, realpathSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createConnection, createServer, type Socket } from 'node:net';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { SluiceError } from '../core/errors.js';
 
 /**
@@ -481,11 +481,22 @@ function takeFileLock(file: string): { held: true } | { held: false; pid: number
   }
 }
 
-export async function startEmbeddedRedis(opts: EmbeddedOptions): Promise<EmbeddedRedis> {
-  if (!findRedisServer(opts.binary)) {
-    throw new SluiceError('SLUICE_REDIS_NOT_INSTALLED', `${opts.binary} was not found on PATH; ${INSTALL_HINT} (or set REDIS_URL to use an existing server)`);
+export async function startEmbeddedRedis(given: EmbeddedOptions): Promise<EmbeddedRedis> {
+  if (!findRedisServer(given.binary)) {
+    throw new SluiceError('SLUICE_REDIS_NOT_INSTALLED', `${given.binary} was not found on PATH; ${INSTALL_HINT} (or set REDIS_URL to use an existing server)`);
   }
-  mkdirSync(opts.dir, { recursive: true });
+  // Absolute: redis-server changes into --dir before it opens its log file and socket, so a relative
+  // folder (instance.dataDir from the environment) was looked for inside itself.
+  const opts = { ...given, dir: resolve(given.dir) };
+  // The folder holds every queued message and the deployment's HMAC secrets (AOF and RDB): its
+  // owner's alone, whatever the umask made of it (0755 and 0644 files under the usual 022), as the
+  // TLS folder is. A folder that cannot be made is the setting's fault, named as such.
+  try {
+    mkdirSync(opts.dir, { recursive: true, mode: 0o700 });
+    chmodSync(opts.dir, 0o700);
+  } catch (err) {
+    throw new SluiceError('SLUICE_CONFIG_INVALID', `instance.dataDir: cannot use ${opts.dir} for the embedded Redis (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, { cause: err });
+  }
   // Two starts at the same instant on a folder both found no socket and each started a server: two
   // redis-servers writing one AOF. The checks below and the start are one start's alone (the start
   // lock, held until its server answers or the start fails, a signal included); after that the
@@ -551,8 +562,15 @@ async function startLocked(opts: EmbeddedOptions): Promise<EmbeddedRedis> {
   );
 
   // Written before it answers: a Sluice that dies while its server loads leaves a server the next
-  // start adopts, not one it would start a second server beside.
-  writeOwner(ownerFile, child.pid ?? 0);
+  // start adopts, not one it would start a second server beside. A file that cannot be written (a
+  // full disk, another user's file) stops the server it would have named, or it ran on unowned.
+  try {
+    writeOwner(ownerFile, child.pid ?? 0);
+  } catch (err) {
+    child.kill('SIGKILL');
+    await exit;
+    throw new SluiceError('SLUICE_CONFIG_INVALID', `instance.dataDir: cannot write ${ownerFile} (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, { cause: err });
+  }
   const logFile = join(opts.dir, 'redis.log');
   await waitReady(
     {

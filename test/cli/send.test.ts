@@ -83,6 +83,17 @@ test('--wait returns 1 when a recipient bounces, with the remote answer', async 
   assert.match(r.out, /gone@bounce\.test: bounced \(550 5\.1\.1/);
 });
 
+test('--wait ends at a suppressed recipient (final: never sent), exit 1, without waiting out --timeout', async () => {
+  const added = await s.api('/v1/suppressions', { body: { email: 'blocked@one.test', reason: 'manual' } });
+  assert.ok(added.status < 300, JSON.stringify(added.body));
+  const started = Date.now();
+  const r = await sluice([...base(), '--to', 'blocked@one.test', '--subject', 'never', '--text', 'x', '--wait', '--timeout', '60s']);
+  assert.is(r.code, 1, r.err);
+  assert.match(r.out, /blocked@one\.test: suppressed/);
+  assert.not.match(r.err, 'not every recipient is final');
+  assert.ok(Date.now() - started < 30_000, `it ended at the outcome, not at --timeout (${Date.now() - started} ms)`);
+});
+
 test('--wait gives up at --timeout with exit 1 and the pending state; the mail stays queued', async () => {
   const r = await sluice([...base(), '--to', 'slow@later.test', '--subject', 'deferred', '--text', 'x', '--wait', '--timeout', '1s']);
   assert.is(r.code, 1);

@@ -1,6 +1,6 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { mkdtempSync, mkdirSync, rmSync, existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, mkdirSync, rmSync, existsSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { spawn, spawnSync } from 'node:child_process';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -64,6 +64,32 @@ test('starts a private redis-server on a unix socket with AOF on, and stops it',
   assert.is(await c2.get('k'), 'v');
   c2.disconnect();
   await again.stop();
+});
+
+test("the data folder (queued mail, the deployment's secrets) is its owner's alone, whatever the umask; a relative one works; one that cannot be used names the setting", async () => {
+  const base = mkdtempSync(join(tmpdir(), 'sluice-emb-mode-'));
+  const cwd = process.cwd();
+  const old = process.umask(0o022);
+  try {
+    // An existing folder left open by an earlier version, given relative to the working folder.
+    mkdirSync(join(base, 'var'), { mode: 0o755 });
+    process.chdir(base);
+    const srv = await startEmbeddedRedis({ binary: 'redis-server', dir: 'var' });
+    process.chdir(cwd);
+    assert.is(statSync(join(base, 'var')).mode & 0o777, 0o700);
+    assert.is(srv.socket, join(base, 'var', 'redis.sock'), 'an absolute socket path');
+    const c = createRedis({ url: srv.socket });
+    await c.set('k', 'v');
+    c.disconnect();
+    await srv.stop();
+    // A plain file where the folder should be.
+    writeFileSync(join(base, 'file'), 'x');
+    await refusedStart({ dir: join(base, 'file') }, 'SLUICE_CONFIG_INVALID', 'no folder to use', 'instance.dataDir', 'cannot use');
+  } finally {
+    process.chdir(cwd);
+    process.umask(old);
+    rmSync(base, { recursive: true, force: true });
+  }
 });
 
 test('snapshots follow redis.embedded.snapshotInterval (default 1h); null turns them off', async () => {
