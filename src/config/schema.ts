@@ -3,6 +3,7 @@ import { domainToASCII } from 'node:url';
 import { z } from 'zod';
 import { parseDuration, parseSize, type Ms } from '../core/time.js';
 import { parseCidr } from '../core/client-limit.js';
+import { DKIM_SELECTOR } from '../core/dkim-record.js';
 import { listenerClashes, listenersOf } from './listeners.js';
 
 /**
@@ -209,7 +210,7 @@ const shapingRule = z
 
 const dkimKey = z
   .object({
-    selector: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]*$/, 'not a DKIM selector'),
+    selector: z.string().regex(DKIM_SELECTOR, 'not a DKIM selector: labels of letters, digits, "_" or "-" separated by single dots'),
     algorithm: z.enum(['rsa', 'ed25519']),
     /** PEM file with the private key (PKCS#8 or PKCS#1). Relative paths are from the config file. */
     keyFile: z.string().min(1),

@@ -7,6 +7,14 @@ import { SluiceError } from './errors.js';
  *   rsa:     'v=DKIM1; k=rsa; p=<base64 SubjectPublicKeyInfo DER>'
  *   ed25519: 'v=DKIM1; k=ed25519; p=<base64 of the 32 raw key bytes>' (RFC 8463 §4.2)
  */
+/**
+ * A DKIM selector (RFC 6376 §3.1: sub-domain *("." sub-domain)): labels of 1–63 letters, digits,
+ * '-' or '_' (as in DNS names others publish), each beginning and ending with a letter or digit,
+ * separated by single dots. "x." or "a..b" gave a record name such as x.._domainkey.example.com,
+ * which no DNS takes.
+ */
+export const DKIM_SELECTOR = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*$/;
+
 export function dnsRecord(publicKeyPem: string, algorithm: 'rsa' | 'ed25519'): string {
   let spki: Buffer;
   try {

@@ -117,6 +117,9 @@ test('bad domain, selector, type or bits: exit 2 with a clear message, and no fi
     [['--domain', 'acme.example', '--selector', 'bad selector'], "--selector 'bad selector' is not valid"],
     [['--domain', 'acme.example', '--selector=-lead'], "--selector '-lead' is not valid"],
     [['--domain', 'acme.example', '--selector', 'x'.repeat(64)], 'is not valid'],
+    // An empty label: the record name would be x.._domainkey.acme.example, which no DNS takes.
+    [['--domain', 'acme.example', '--selector', 'x.'], "--selector 'x.' is not valid"],
+    [['--domain', 'acme.example', '--selector', 'a..b'], "--selector 'a..b' is not valid"],
     [['--domain', 'acme.example', '--selector', 's1', '--type', 'dsa'], "--type must be 'rsa' or 'ed25519', not 'dsa'"],
     [['--domain', 'acme.example', '--selector', 's1', '--bits', '1024'], '--bits must be 2048, 3072, 4096'],
     [['--domain', 'acme.example', '--selector', 's1', '--bits', 'lots'], '--bits must be'],
