@@ -39,7 +39,7 @@ export function normaliseDomain(domain: string): string | undefined {
  * is not needed), and a non-ASCII one is in Unicode NFC (RFC 6532 §3.1). Else a suppression of
  * ann@x did not stop mail to "ann"@x, and café written in two ways made two contacts.
  */
-function canonicalLocal(local: string): string {
+export function canonicalLocal(local: string): string {
   if (local.startsWith('"')) {
     const inner = local.slice(1, -1).replace(/\\(.)/g, '$1');
     return inner !== '' && LOCAL_DOT_ATOM.test(inner) ? inner.normalize('NFC') : local;
@@ -53,7 +53,8 @@ export function parseAddress(text: string): ParsedAddress | undefined {
   if (at <= 0 || at === text.length - 1) return undefined;
   if (!LOCAL_DOT_ATOM.test(text.slice(0, at)) && !LOCAL_QUOTED.test(text.slice(0, at))) return undefined;
   const local = canonicalLocal(text.slice(0, at));
-  if (Buffer.byteLength(local) > MAX_LOCAL) return undefined;
+  // NFC can make a character the check let through into one it would not have (U+037E is ';').
+  if (Buffer.byteLength(local) > MAX_LOCAL || (!LOCAL_DOT_ATOM.test(local) && !LOCAL_QUOTED.test(local))) return undefined;
   const domain = normaliseDomain(text.slice(at + 1));
   if (!domain) return undefined;
   return { local, domain, address: `${local}@${domain}` };

@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { textHmacSha256 } from '../core/hmac-sha256.js';
+import { canonicalLocal } from '../core/address.js';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 
@@ -31,7 +32,12 @@ async function loadKey(redis: RedisClient, keys: Keys): Promise<Buffer> {
  * and a false "not suppressed" is the costly mistake.
  */
 export function normaliseAddress(address: string): string {
-  return address.trim().toLowerCase();
+  const t = address.trim();
+  // A quoted or non-ASCII local part in its one form (core/address.ts canonicalLocal), as
+  // parseAddress gives it: an entry made from "ann"@x (or from café in NFD) is ann@x's.
+  const at = t.lastIndexOf('@');
+  if (at > 0 && (t.includes('"') || /[^\x00-\x7f]/.test(t.slice(0, at)))) return (canonicalLocal(t.slice(0, at)) + t.slice(at)).toLowerCase();
+  return t.toLowerCase();
 }
 
 /** The digest key of this deployment (cached per client and key prefix). */
