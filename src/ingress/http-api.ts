@@ -14,8 +14,8 @@ import { AuthThrottle, LimitError, type AuthThrottleOptions } from '../accounts/
 import { messageStatus } from './message-status.js';
 import { cancelMessage } from './message-cancel.js';
 import { acceptMessage, checkOpen, type AcceptDeps, type Submission } from './accept.js';
-import { refsTtlMs } from './persist.js';
-import { getMessage } from '../store/messages.js';
+import { persistedWhole, refsTtlMs } from './persist.js';
+import { deleteMessage, getMessage } from '../store/messages.js';
 import { fieldErrors, messageSchema, toSpecSubmission, validateMessage } from './http-schema.js';
 import type { Config } from '../config/schema.js';
 import { IdempotencyStore, isValidIdempotencyKey, RequestHash, type StoredAnswer } from './idempotency.js';
@@ -468,6 +468,12 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
     if (id === undefined || id === null) return null;
     const stored = await getMessage(deps.redis, deps.keys, id);
     if (!stored || stored.meta.account !== account.id) return null;
+    // Stored but not queued whole (its process died in between, on a cluster or for a message of
+    // thousands of recipients): not accepted. Its record goes, and the message is accepted anew.
+    if (!(await persistedWhole(deps.redis, deps.keys, id, stored.meta.rcpts.length))) {
+      await deleteMessage(deps.redis, deps.keys, id);
+      return null;
+    }
     return { id, recipients: stored.meta.rcpts.map((r) => r.address) };
   }
 

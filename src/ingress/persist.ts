@@ -74,6 +74,9 @@ export async function persistMessage(
   if (!ours) return { stored: false };
   try {
     await enqueueRecipients(redis, keys, shards, items);
+    // Said once the queue has it all (see persistedWhole): a process that dies before leaves a record
+    // without it, which an Idempotency-Key retry must not answer for.
+    await redis.hset(keys.msgMeta(msg.id), QUEUED_FIELD, '1');
   } catch (err) {
     await deleteMessage(redis, keys, msg.id).catch(() => undefined);
     throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', 'the message could not be queued', { cause: err });
@@ -83,6 +86,20 @@ export async function persistMessage(
     () => ({ stored: true }),
     (eventError: unknown) => ({ stored: true, eventError }),
   );
+}
+
+/** The record's field the general path sets once every recipient is queued. */
+const QUEUED_FIELD = 'queued';
+
+/**
+ * Whether stored message `id` (of `recipients` recipients) was persisted whole, queue included: on a
+ * single server a message of up to LOCAL_MAX_RECIPIENTS is one atomic script, so its record says so
+ * by being there; else the record is written first and marked once the queue has every recipient,
+ * and a process that died between the two left a record that is not.
+ */
+export async function persistedWhole(redis: RedisClient, keys: Keys, id: string, recipients: number): Promise<boolean> {
+  if (!(redis instanceof Cluster) && recipients <= LOCAL_MAX_RECIPIENTS) return true;
+  return (await redis.hget(keys.msgMeta(id), QUEUED_FIELD)) === '1';
 }
 
 /** The `accepted` event's fields: ids and a count, never an address. */

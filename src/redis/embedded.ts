@@ -493,7 +493,9 @@ export async function startEmbeddedRedis(given: EmbeddedOptions): Promise<Embedd
   // TLS folder is. A folder that cannot be made is the setting's fault, named as such.
   try {
     mkdirSync(opts.dir, { recursive: true, mode: 0o700 });
-    chmodSync(opts.dir, 0o700);
+    // Only its owner may change a folder's mode: one an operator made for Sluice (another owner,
+    // writable by Sluice's group) is used as it is, as before.
+    if (statSync(opts.dir).uid === process.getuid?.()) chmodSync(opts.dir, 0o700);
   } catch (err) {
     throw new SluiceError('SLUICE_CONFIG_INVALID', `instance.dataDir: cannot use ${opts.dir} for the embedded Redis (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`, { cause: err });
   }

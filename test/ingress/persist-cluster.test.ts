@@ -1,6 +1,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { persistMessage } from '../../src/ingress/persist.js';
+import { persistedWhole, persistMessage } from '../../src/ingress/persist.js';
+import { storeMessage } from '../../src/store/messages.js';
 import { readAddressRefs } from '../../src/store/address-index.js';
 import { digestKey, digestWith } from '../../src/store/address-digest.js';
 import { newId } from '../../src/core/ids.js';
@@ -44,6 +45,11 @@ test('a message to many addresses is stored, queued and indexed per address', as
   assert.is(await client.get(keys.msgBody(id)), 'Subject: hi\r\n\r\nbody\r\n');
   assert.is(await client.zcard(keys.ready('d9.test')), 0);
   assert.is(await client.zcard(keys.ready('d0.test')), 4);
+  assert.ok(await persistedWhole(client, keys, id, rcpts.length), 'marked persisted whole once queued');
+  // A record whose process died before its queue (stored in a step of its own here) is not.
+  const orphan = newId();
+  await storeMessage(client, keys, { id: orphan, account: 'acme', source: 'http', kind: 'raw', from: 'a@acme.example', fromDomain: 'acme.example', rcpts: rcpts.slice(0, 1), acceptedAt: Date.now(), tags: [], metadata: {}, body: 'x' });
+  assert.not.ok(await persistedWhole(client, keys, orphan, 1), 'an Idempotency-Key retry must not answer for it');
   const key = await digestKey(client, keys);
   for (const [i, r] of rcpts.entries()) {
     const refs = await readAddressRefs(client, keys, digestWith(key, r.address));
