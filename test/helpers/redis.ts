@@ -273,25 +273,33 @@ export async function startCluster(masters = 3): Promise<TestCluster> {
   const dir = mkdtempSync(join(tmpdir(), 'sluice-cluster-'));
   const procs: ChildProcess[] = [];
   const ports: number[] = [];
+  // A port found free may be taken (it or its bus port, +10000) by another test file's server before
+  // this node binds it: the node then exits at once, and is started again on other ports instead of
+  // being waited for until the deadline (which failed the file's whole suite in CI once).
   for (let i = 0; i < masters; i++) {
-    const port = await freeClusterPort();
-    ports.push(port);
-    const nodeDir = join(dir, String(port));
-    spawnSync('mkdir', ['-p', nodeDir]);
-    procs.push(
-      spawn('redis-server', [
+    for (let attempt = 1; ; attempt++) {
+      const port = await freeClusterPort();
+      const nodeDir = join(dir, String(port));
+      spawnSync('mkdir', ['-p', nodeDir]);
+      const proc = spawn('redis-server', [
         '--port', String(port), '--bind', '127.0.0.1', '--cluster-enabled', 'yes',
         '--cluster-config-file', join(nodeDir, 'nodes.conf'), '--dir', nodeDir,
         '--appendonly', 'no', '--save', '', '--daemonize', 'no', '--loglevel', 'warning',
         '--cluster-node-timeout', '2000',
-      ], { stdio: 'ignore' }),
-    );
-  }
-  for (const port of ports) {
-    const deadline = Date.now() + 10_000;
-    while (!(await pingSocket({ port, host: '127.0.0.1' }, 200))) {
-      if (Date.now() > deadline) throw new Error(`cluster node ${port} did not start`);
-      await new Promise((r) => setTimeout(r, 20));
+      ], { stdio: 'ignore' });
+      let exited = false;
+      proc.once('exit', () => (exited = true));
+      const deadline = Date.now() + 10_000;
+      while (!exited && !(await pingSocket({ port, host: '127.0.0.1' }, 200))) {
+        if (Date.now() > deadline) throw new Error(`cluster node ${port} did not start`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      if (!exited) {
+        procs.push(proc);
+        ports.push(port);
+        break;
+      }
+      if (attempt >= 5) throw new Error(`cluster node: redis-server exited at start ${attempt} times (ports taken?)`);
     }
   }
   const create = spawnSync('redis-cli', ['--cluster', 'create', ...ports.map((p) => `127.0.0.1:${p}`), '--cluster-replicas', '0', '--cluster-yes'], { encoding: 'utf8' });

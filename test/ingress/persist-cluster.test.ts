@@ -21,7 +21,7 @@ test.before(async () => {
   cluster = await startCluster();
   client = cluster.client();
 });
-test.after(() => cluster.stop());
+test.after(() => cluster?.stop());
 
 test('a message to many addresses is stored, queued and indexed per address', async () => {
   const { keys } = cluster.fresh();
