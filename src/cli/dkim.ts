@@ -1,8 +1,8 @@
 import { generateKeyPairSync } from 'node:crypto';
-import { DKIM_SELECTOR } from '../core/dkim-record.js';
 import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { normaliseDomain } from '../core/address.js';
+import { DKIM_SELECTOR } from '../core/dkim-record.js';
 import { dnsRecord } from '../render/dkim.js';
 import { parse, println, subcommand, UsageError, type Io } from './args.js';
 
@@ -14,9 +14,6 @@ S._domainkey.D, and the lines to add to the account's domain in the config.
   --bits   RSA key size, 2048 (default), 3072 or 4096
   --out    key file (default ./keys/<domain>.<selector>.<type>.pem); an existing file is kept unless --force`;
 
-// The selector is one DNS label or several (RFC 6376 §3.1), each at most 63 octets; the signer
-// (render/dkim.ts) and the config schema accept the same set.
-const SELECTOR_RE = DKIM_SELECTOR;
 // 1024-bit RSA is the floor of RFC 8301 and already considered weak; 2048 is what providers expect.
 const RSA_BITS = [2048, 3072, 4096];
 // A TXT character-string holds at most 255 octets (RFC 1035 §3.3): a 2048-bit RSA record (~410
@@ -38,7 +35,8 @@ export async function runDkim(argv: string[], io: Io): Promise<number> {
   if (!domain) throw new UsageError(`--domain '${args.values.domain}' is not a valid domain name`);
   const selector = args.values.selector;
   if (selector === undefined) throw new UsageError('--selector is required');
-  if (!SELECTOR_RE.test(selector)) throw new UsageError(`--selector '${selector}' is not valid: labels of letters, digits, "_" or "-" (at most 63 each, beginning and ending with a letter or digit) separated by single dots`);
+  // One DNS label or several (RFC 6376 §3.1): the config schema takes the same set.
+  if (!DKIM_SELECTOR.test(selector)) throw new UsageError(`--selector '${selector}' is not valid: labels of letters, digits, "_" or "-" (at most 63 each, beginning and ending with a letter or digit) separated by single dots`);
   const type = args.values.type;
   if (type !== 'rsa' && type !== 'ed25519') throw new UsageError(`--type must be 'rsa' or 'ed25519', not '${type}'`);
   if (type === 'ed25519' && args.values.bits !== undefined) throw new UsageError('--bits applies to RSA keys only (Ed25519 keys are always 256 bits)');

@@ -35,7 +35,9 @@ export async function claim(
     // A member that is not an entry was written by something else; it stays leased and is reaped
     // later rather than crashing the dispatcher.
     const e = parseMember(domain, reply[i] as string);
-    if (e) entries.push({ ...e, lease: token });
+    if (!e) continue;
+    e.lease = token;
+    entries.push(e);
   }
   return { entries, nextAt: toTime(reply[0]) };
 }
