@@ -7,11 +7,13 @@ import { MINUTE } from '../core/time.js';
  *
  *   {s:<n>}:due    ZSET  member = domain, score = when a dispatcher should next look (ms)
  *   {s:<n>}:dests  SET   every domain ever enqueued in shard n (repair, `sluice queue`)
+ *   {s:<n>}:postponed  HASH  domain = the score postpone() gave it (a wait on purpose, which repair keeps)
  *
  * The schedule lives in other slots than the destinations' ready/lease sets, so it cannot change
  * atomically with them. Its one invariant: for every destination with work, the schedule score is
  * at most the earliest ready score or lease expiry (or is lowered to it soon: by the enqueuer's ZADD
- * LT, by reschedule()'s re-check, or by repairSchedule()). Domains are never removed on the hot path.
+ * LT, by reschedule()'s re-check, or by repairSchedule()), unless postpone() set it later on purpose.
+ * Domains are never removed on the hot path.
  */
 
 /** A destination with nothing queued is looked at again after this long (cheap: one claim call). */
@@ -65,13 +67,19 @@ export async function reschedule(redis: RedisClient, keys: Keys, shards: number,
 }
 
 /**
- * Holds a destination back until `until` although it has due work (suspended scope, no token or
- * connection slot left). No re-check: work enqueued meanwhile waits for the same reason. An
- * enqueue racing with this may still make the destination due at once; the dispatcher then finds
+ * Holds a destination back until `until` although it has due work (operator hold, suspended scope,
+ * no token or connection slot left). No re-check: work enqueued meanwhile waits for the same reason.
+ * An enqueue racing with this may still make the destination due at once; the dispatcher then finds
  * the same limit and postpones again, so the race costs one look, never work.
+ *
+ * The score is also noted in the shard's postponed hash: repairSchedule() leaves a score that
+ * matches it alone (else it would pull every held or suspended destination back to now each lap,
+ * and log it as repaired). Both writes go in one transaction (one slot); should the note be missing
+ * all the same, the repair costs one look.
  */
 export async function postpone(redis: RedisClient, keys: Keys, shards: number, domain: string, until: number): Promise<void> {
-  await redis.zadd(keys.schedule(shardOf(domain, shards)), until, domain);
+  const shard = shardOf(domain, shards);
+  await redis.multi().zadd(keys.schedule(shard), until, domain).hset(keys.postponed(shard), domain, until).exec();
 }
 
 /**
@@ -114,6 +122,12 @@ async function repairOne(redis: RedisClient, keys: Keys, shard: number, domain: 
   // destinations at the back instead of jumping ahead of everything with an ancient score.
   const target = Math.max(work, now);
   if (scheduled !== null && Number(scheduled) <= target) return false;
+  if (scheduled !== null) {
+    // Later than its work: postponed on purpose (the score postpone() noted) or lost track of.
+    const noted = await redis.hget(keys.postponed(shard), domain);
+    if (noted !== null && Number(noted) === Number(scheduled)) return false;
+    if (noted !== null) await redis.hdel(keys.postponed(shard), domain);
+  }
   await redis.zadd(keys.schedule(shard), 'LT', target, domain);
   return true;
 }
@@ -129,10 +143,14 @@ async function repairOne(redis: RedisClient, keys: Keys, shard: number, domain: 
  * Returns true when the destination was taken out.
  */
 export async function forgetDestination(redis: RedisClient, keys: Keys, shards: number, domain: string): Promise<boolean> {
-  const set = keys.destinations(shardOf(domain, shards));
+  const shard = shardOf(domain, shards);
+  const set = keys.destinations(shard);
   if ((await redis.srem(set, domain)) === 0) return false;
   const [ready, leased] = await Promise.all([redis.zcard(keys.ready(domain)), redis.zcard(keys.leases(domain))]);
-  if (ready + leased === 0) return true;
+  if (ready + leased === 0) {
+    await redis.hdel(keys.postponed(shard), domain);
+    return true;
+  }
   await redis.sadd(set, domain);
   return false;
 }

@@ -46,6 +46,8 @@ export function createKeys(prefix: string) {
     // schedule
     schedule: (shard: number) => `${p}{s:${shard}}:due`,
     destinations: (shard: number) => `${p}{s:${shard}}:dests`,
+    /** HASH domain → the score postpone() last gave it, so repairSchedule() tells a wait on purpose from a lost score. */
+    postponed: (shard: number) => `${p}{s:${shard}}:postponed`,
     /** HASH shard, cursor: where repairSchedule() resumes its SSCAN walk (read and written alone). */
     repairCursor: () => `${p}repair:cursor`,
     // message

@@ -448,6 +448,29 @@ export function queueFlows(name: string, start: () => Promise<Harness>) {
     assert.is(await score(keys, 'fine.test'), T + 50_000);
   });
 
+  test('repairSchedule keeps a postponement (hold, suspension) and repairs a postponed score that something else later changed', async () => {
+    const keys = ctx();
+    await enqueueRecipients(redis, keys, SHARDS, [
+      { msgId: 'h', idx: 0, domain: 'held.test', dueAt: T },
+      { msgId: 'l', idx: 0, domain: 'lost.test', dueAt: T },
+    ]);
+    await postpone(redis, keys, SHARDS, 'held.test', T + 30_000);
+    await postpone(redis, keys, SHARDS, 'lost.test', T + 30_000);
+    // lost.test's score is then rewritten late by something other than postpone() (a stray write)
+    await redis.zadd(keys.schedule(shardOf('lost.test', SHARDS)), T + 999_999, 'lost.test');
+    assert.is(await repairSchedule(redis, keys, SHARDS, T + 1, 1000), 1, 'only lost.test is repaired');
+    assert.is(await score(keys, 'held.test'), T + 30_000, 'the postponement stands');
+    assert.is(await score(keys, 'lost.test'), T + 1);
+    assert.is(await redis.hexists(keys.postponed(shardOf('lost.test', SHARDS)), 'lost.test'), 0, 'the stale note is dropped');
+    // an enqueue lowers a postponed score (ZADD LT): the dispatcher looks, and postpones again if it must
+    await enqueueRecipients(redis, keys, SHARDS, [{ msgId: 'h2', idx: 0, domain: 'held.test', dueAt: T + 2 }]);
+    assert.is(await score(keys, 'held.test'), T + 2);
+    // emptied and forgotten: the note goes with the destination
+    await redis.del(keys.ready('held.test'));
+    assert.ok(await forgetDestination(redis, keys, SHARDS, 'held.test'));
+    assert.is(await redis.hexists(keys.postponed(shardOf('held.test', SHARDS)), 'held.test'), 0);
+  });
+
   test('token buckets grant by count: the minimum over windows, refill by elapsed time, refunds capped', async () => {
     const keys = ctx();
     const rate: Rate = { perSecond: 10, perMinute: 25, perHour: null };
