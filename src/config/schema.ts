@@ -23,8 +23,16 @@ const duration = z
     return v;
   });
 
+/**
+ * A duration that runs as a Node timer (a timeout, an interval, a grace period). Node's timers hold
+ * at most 2^31-1 ms (24.8 days) and fire a longer one after 1 ms, so '30d' as an idle timeout or a
+ * poll interval would end at once or spin: it is refused instead.
+ */
+export const MAX_TIMER_MS = 24 * 86_400_000;
+const timer = duration.refine((v) => v <= MAX_TIMER_MS, { message: `must be at most 24d: it runs as a timer, and Node's timers hold at most 24.8 days (a longer one fires at once)` });
+
 /** A timeout of an outbound step: 0 would end every such step at once, and every attempt would fail. */
-const stepTimeout = duration.refine((v) => v > 0, { message: 'must be more than 0: a timeout of 0 ends the step at once, so every delivery attempt would fail (there is no "no timeout")' });
+const stepTimeout = timer.refine((v) => v > 0, { message: 'must be more than 0: a timeout of 0 ends the step at once, so every delivery attempt would fail (there is no "no timeout")' });
 
 const size = z.union([z.number().int().nonnegative(), z.string()]).transform((v, ctx): number => {
   if (typeof v === 'number') return v;
@@ -291,7 +299,7 @@ export const configSchema = z
         /** Folder for the embedded Redis, generated TLS certificate and other local state. */
         dataDir: z.string().min(1),
         /** On SIGTERM, how long transactions in flight may take before connections are cut. */
-        shutdownGrace: duration,
+        shutdownGrace: timer,
       })
       .strict(),
     log: z
@@ -342,9 +350,9 @@ export const configSchema = z
             /** Concurrent connections from one client (an IPv4 address, an IPv6 /64); 421 beyond. */
             maxClientsPerIp: positiveInt,
             clientLimitExempt: exemptNetworks,
-            socketTimeout: duration,
+            socketTimeout: timer,
             /** A client not authenticated this long after connecting is disconnected (421). */
-            authTimeout: duration,
+            authTimeout: timer,
             /** Failed AUTH attempts per client IP before replies are delayed. */
             authFailuresBeforeDelay: positiveInt,
           })
@@ -357,7 +365,7 @@ export const configSchema = z
             maxBodySize: size,
             /** Messages in one POST /v1/messages/batch. */
             maxBatch: positiveInt,
-            requestTimeout: duration,
+            requestTimeout: timer,
             /** Connections open at once; beyond, new ones are closed. */
             maxClients: positiveInt,
             /** Connections open at once from one client (an IPv4 address, an IPv6 /64); 503 and closed beyond. */
@@ -413,10 +421,10 @@ export const configSchema = z
          * A connection claims no more than it sends in this time: a claim still on the wire this long
          * after its first transaction began gives back the copies it has not started (delivery/dispatcher.ts).
          */
-        claimWindow: duration.refine((v) => v >= 100, { message: 'must be at least 100ms: a shorter window gives back the rest of every claim as soon as its first transaction begins, so each connection sends one recipient per claim' }),
+        claimWindow: timer.refine((v) => v >= 100, { message: 'must be at least 100ms: a shorter window gives back the rest of every claim as soon as its first transaction begins, so each connection sends one recipient per claim' }),
         /** A claim (and a connection slot) lives this long unless its holder renews it (delivery/dispatcher.ts). */
-        lease: duration.refine((v) => v >= MIN_LEASE_MS, { message: 'must be at least 2s: leases are renewed every third of the lease but at most once a second, so a shorter one could run out before its renewal and its copies be sent twice' }),
-        pollInterval: duration,
+        lease: timer.refine((v) => v >= MIN_LEASE_MS, { message: 'must be at least 2s: leases are renewed every third of the lease but at most once a second, so a shorter one could run out before its renewal and its copies be sent twice' }),
+        pollInterval: timer,
         /**
          * Addresses of a destination's MX hosts one attempt tries at most (Postfix's
          * smtp_mx_address_limit). At most 50 (Exim's hosts_max_try_hardlimit): a route looks up
@@ -435,7 +443,7 @@ export const configSchema = z
           .object({
             /** DNS servers ('ip', 'ip:port', '[ipv6]:port'); empty = the system's. */
             servers: z.array(dnsServer),
-            timeout: duration,
+            timeout: timer,
             /** Longest time an MX answer is cached, whatever its TTL. */
             maxCacheTtl: duration,
             negativeCacheTtl: duration,
@@ -483,7 +491,7 @@ export const configSchema = z
             dataBlock: stepTimeout,
             /** RFC 5321 §4.5.3.2.6: from the end of the message (the "." or the last BDAT chunk) to the final reply. */
             data: stepTimeout,
-            idle: duration,
+            idle: timer,
           })
           .strict(),
         pool: z
@@ -565,14 +573,14 @@ export const configSchema = z
         retryWindow: duration,
         retryBase: duration,
         retryMaxDelay: duration,
-        timeout: duration,
+        timeout: timer,
         batchSize: positiveInt,
         perEndpointInFlight: positiveInt,
         /** Events an endpoint's outbox may hold; new batches beyond go straight to its dead-letter list. */
         maxOutbox: positiveInt,
         /** POSTs in flight per process, all endpoints together (each hanging one holds a slot up to `timeout`). */
         maxInFlight: positiveInt,
-        pollInterval: duration,
+        pollInterval: timer,
         /** Let endpoints be on loopback, private or link-local addresses (off: refused at registration and at connect). */
         allowPrivateTargets: z.boolean(),
       })
@@ -604,9 +612,9 @@ export const configSchema = z
         maxClientsPerIp: positiveInt,
         clientLimitExempt: exemptNetworks,
         maxRecipients: positiveInt,
-        socketTimeout: duration,
+        socketTimeout: timer,
         /** A connection open this long is closed (421 4.4.2), mid-DATA or not: a trickling client never reaches socketTimeout. */
-        sessionTimeout: duration,
+        sessionTimeout: timer,
         /** Soft bounces of one address within softBounceWindow that suppress it globally. */
         softBounceLimit: positiveInt,
         softBounceWindow: duration,
@@ -624,7 +632,7 @@ export const configSchema = z
         /** The rolling window (whole hours, 1h–168h). */
         window: duration,
         /** Deliveries are counted in memory and written this often. */
-        countFlush: duration,
+        countFlush: timer,
       })
       .strict(),
     retention: z
@@ -644,7 +652,7 @@ export const configSchema = z
         /** …and at most about this many (XADD MAXLEN ~). */
         auditMaxLen: positiveInt,
         /** How often the housekeeping role runs one bounded retention step. */
-        interval: duration,
+        interval: timer,
         /** Keys examined per step (SCAN COUNT): bounds the work of one step. */
         scanCount: positiveInt.max(100_000),
       })

@@ -174,6 +174,19 @@ test('delivery.timeouts: connect, greeting, command, dataBlock and data of 0 are
   assert.is(loadConfig({ env: { SLUICE__DELIVERY__TIMEOUTS__IDLE: '0s' } }).delivery.timeouts.idle, 0);
 });
 
+test('a duration that runs as a timer is refused above 24d (Node would fire it at once); retention periods may be longer', () => {
+  const timers = ['DELIVERY__TIMEOUTS__IDLE', 'DELIVERY__TIMEOUTS__DATA', 'DELIVERY__POLLINTERVAL', 'DELIVERY__LEASE', 'RETENTION__INTERVAL', 'INGRESS__SMTP__SOCKETTIMEOUT'];
+  const bad = refused({ env: Object.fromEntries(timers.map((k) => [`SLUICE__${k}`, '25d'])) });
+  for (const k of timers) {
+    const path = k.split('__').map((p) => p.toLowerCase()).join('.');
+    const said = [...bad].find(([p]) => p.toLowerCase() === path)?.[1].join(' | ') ?? '';
+    assert.match(said, 'must be at most 24d', path);
+  }
+  const ok = loadConfig({ env: { SLUICE__DELIVERY__TIMEOUTS__IDLE: '24d', SLUICE__RETENTION__RECORDS: '400d' } });
+  assert.is(ok.delivery.timeouts.idle, 24 * 86_400_000);
+  assert.is(ok.retention.records, 400 * 86_400_000);
+});
+
 test('a SLUICE__ variable that names no config key is refused naming the variable; a record such as the transport map takes any key', () => {
   const bad = refused({ env: { SLUICE__DELIVERY__LEASEX: '5m', SLUICE__TRAKING__PORT: '80' } });
   assert.match((bad.get('delivery.LEASEX') ?? []).join(' | '), 'environment variable SLUICE__DELIVERY__LEASEX names no config key');
