@@ -167,6 +167,9 @@ export class CampaignEnqueuer {
     let chunk = start.chunk;
     let state = start.state;
     let queuedSoFar = start.queued;
+    // A chunk planned (atLeast said before its push) but never recorded: its process died while
+    // pushing it, so this turn's first chunk is a redo (pushCampaignChunk's `redo`).
+    let redo = start.atLeast > start.queued;
     let finished = false;
     for (let n = 0; n < this.chunksPerTurn && !this.stopping; n++) {
       if (!list) break;
@@ -190,7 +193,8 @@ export class CampaignEnqueuer {
       let planned = 0;
       for (const nos of byDomain.values()) planned += nos.length;
       if (planned > 0) await recordEnqueuePlan(redis, keys, start.id, queuedSoFar + planned);
-      const queued = await pushCampaignChunk(redis, keys, shards, { campaignId: start.id, chunk, dueAt: this.now(), sending: state === 'sending', byDomain });
+      const queued = await pushCampaignChunk(redis, keys, shards, { campaignId: start.id, chunk, dueAt: this.now(), sending: state === 'sending', byDomain, redo });
+      redo = false;
       await recordEnqueueChunk(redis, keys, start.id, { next: cursor, chunk, queued, skipped: contacts.length - queued });
       queuedSoFar += queued;
       this.o.metrics?.campaignRecipientsQueued.inc(queued);

@@ -32,23 +32,35 @@ export type CampaignQueueOp = 'pause' | 'resume' | 'cancel' | 'seal';
 /**
  * Queues one chunk of recipients, grouped by destination. `chunk` must grow with each call for the
  * campaign; a chunk pushed again (after a crash, before the caller recorded its cursor) is skipped
- * per destination. Returns how many recipients the chunk queued in all.
+ * per destination and counts what it queued the first time. Returns how many recipients the chunk
+ * queued in all.
+ *
+ * The destinations join the campaign's destination set before anything is pushed there, so a pause
+ * or cancel finds every queue, even one pushed by a process that died before it went on. `redo`
+ * says the chunk may have been pushed in part before (the caller planned it and never recorded it):
+ * the contacts read again may have changed since (unsubscribed, moved), so every destination the
+ * campaign has is asked for what this chunk queued there, not only the ones the chunk reads now, or
+ * copies queued the first time would go uncounted.
  */
 export async function pushCampaignChunk(
   redis: RedisClient,
   keys: Keys,
   shards: number,
-  o: { campaignId: string; chunk: number; dueAt: number; sending: boolean; byDomain: ReadonlyMap<string, readonly number[]> },
+  o: { campaignId: string; chunk: number; dueAt: number; sending: boolean; byDomain: ReadonlyMap<string, readonly number[]>; redo?: boolean },
 ): Promise<number> {
-  const counts = await Promise.all(
-    [...o.byDomain].map(([domain, nos]) =>
-      redis.pushCampaign(keys.campaignQueue(domain, o.campaignId), keys.campaignPushed(domain), keys.ready(domain), o.campaignId, o.chunk, o.dueAt, o.sending ? '1' : '0', ...nos),
-    ),
-  );
-  if (o.byDomain.size > 0) {
-    await redis.sadd(keys.campaignDomains(o.campaignId), ...o.byDomain.keys());
-    if (o.sending) await scheduleDestinations(redis, keys, shards, new Map([...o.byDomain.keys()].map((d) => [d, o.dueAt])));
+  const push = (domain: string, nos: readonly number[]) =>
+    redis.pushCampaign(keys.campaignQueue(domain, o.campaignId), keys.campaignPushed(domain), keys.ready(domain), o.campaignId, o.chunk, o.dueAt, o.sending ? '1' : '0', ...nos);
+  if (o.byDomain.size > 0) await redis.sadd(keys.campaignDomains(o.campaignId), ...o.byDomain.keys());
+  const counts = await Promise.all([...o.byDomain].map(([domain, nos]) => push(domain, nos)));
+  if (o.redo) {
+    let cursor = '0';
+    do {
+      const [next, domains] = await redis.sscan(keys.campaignDomains(o.campaignId), cursor, 'COUNT', 200);
+      cursor = next;
+      counts.push(...(await Promise.all(domains.filter((d) => !o.byDomain.has(d)).map((d) => push(d, [])))));
+    } while (cursor !== '0');
   }
+  if (o.byDomain.size > 0 && o.sending) await scheduleDestinations(redis, keys, shards, new Map([...o.byDomain.keys()].map((d) => [d, o.dueAt])));
   return counts.reduce((a, b) => a + b, 0);
 }
 

@@ -7,12 +7,12 @@ import { fileURLToPath } from 'node:url';
 import YAML from 'yaml';
 import { distantClient, redisSuite } from '../helpers/redis.js';
 import { CampaignEnqueuer } from '../../src/campaigns/enqueuer.js';
-import { campaignStats, createCampaign, getCampaign, listCampaigns } from '../../src/store/campaigns.js';
-import { cancelCampaign, holdCampaignEntries, pauseCampaign, scheduleCampaign, startCampaign } from '../../src/queue/campaign.js';
+import { campaignStats, createCampaign, getCampaign, listCampaigns, recordEnqueuePlan } from '../../src/store/campaigns.js';
+import { cancelCampaign, holdCampaignEntries, pauseCampaign, pushCampaignChunk, scheduleCampaign, startCampaign } from '../../src/queue/campaign.js';
 import { claim } from '../../src/queue/claim.js';
 import type { Keys } from '../../src/redis/keys.js';
 import type { RedisClient } from '../../src/redis/client.js';
-import { createList, deleteList, upsertContacts } from '../../src/store/contacts.js';
+import { createList, deleteList, setContactStatus, upsertContacts } from '../../src/store/contacts.js';
 import { newId } from '../../src/core/ids.js';
 import { createLogger } from '../../src/observability/logger.js';
 import { holdLock, releaseLock } from '../../src/store/locks.js';
@@ -170,6 +170,24 @@ test('a turn longer than its lock keeps the lock: a second process cannot queue 
     await turn.catch(() => undefined);
     await far.close();
   }
+});
+
+test('a process killed while pushing a chunk, and a contact unsubscribed before the restart: the copies queued the first time are still counted', async () => {
+  const { keys } = env.redis.fresh();
+  const id = await sendingCampaign(keys, 6); // c1..c6 at dest1, dest2, dest0, dest1, dest2, dest0
+  // What the killed process did of chunk 1: said its plan, pushed dest1's two contacts, died.
+  await recordEnqueuePlan(env.client, keys, id, 6);
+  assert.is(await pushCampaignChunk(env.client, keys, 2, { campaignId: id, chunk: 1, dueAt: T, sending: true, byDomain: new Map([['dest1.test', [1, 4]]]) }), 2);
+  // Before the restart, both dest1 contacts unsubscribe: the chunk read again has no dest1 contact.
+  const list = (await getCampaign(env.client, keys, null, id))!.listId;
+  for (const no of [1, 4]) assert.ok(await setContactStatus(env.client, keys, list, no, 'unsubscribed', T + 1));
+  const enqueuer = new CampaignEnqueuer({ redis: env.client, keys, shards: 2, logger: createLogger('silent'), chunkSize: 100, now: () => T + 2 });
+  assert.is(await enqueuer.advance(id), true);
+  const waiting = (await Promise.all(['dest0.test', 'dest1.test', 'dest2.test'].map((d) => env.client.llen(keys.campaignQueue(d, id))))).reduce((a, b) => a + b, 0);
+  assert.is(waiting, 6, 'dest1 keeps the two copies pushed before the kill, the others get theirs');
+  const c = await getCampaign(env.client, keys, null, id);
+  assert.is(c?.queued, waiting, 'every queued copy is counted');
+  assert.is(c?.pending, waiting);
 });
 
 test("a campaign whose turn fails does not hold back the campaigns due after it", async () => {
