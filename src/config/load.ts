@@ -58,18 +58,24 @@ function readYaml(file: string): unknown {
  * key), so SLUICE__ADMIN__PORT and SLUICE__delivery__claimBatch both work; a part that matches
  * nothing is kept as given. `unknownAt`: the index of the first part that an object of the defaults
  * with keys of its own does not have (an empty one, delivery.transport, a record of the operator's
- * own keys, or a list takes any key), else null.
+ * own keys, takes any key), or that goes below a value or into a list (`into`: which), else null. A
+ * list is set whole (its YAML as the value): an element set alone would replace the file's list.
  */
-function keyPath(parts: string[], defaults: unknown): { path: string[]; unknownAt: number | null } {
+function keyPath(parts: string[], defaults: unknown): { path: string[]; unknownAt: number | null; into: 'list' | 'value' | null } {
   let node = defaults;
   let unknownAt: number | null = null;
+  let into: 'list' | 'value' | null = null;
   const path = parts.map((part, i) => {
+    if (unknownAt === null && node !== undefined && node !== null && !isPlainObject(node)) {
+      unknownAt = i;
+      into = Array.isArray(node) ? 'list' : 'value';
+    }
     const known = isPlainObject(node) ? Object.keys(node).find((k) => k.toLowerCase() === part.toLowerCase()) : undefined;
     if (known === undefined && unknownAt === null && isPlainObject(node) && Object.keys(node).length > 0) unknownAt = i;
     node = known !== undefined && isPlainObject(node) ? node[known] : undefined;
     return known ?? part;
   });
-  return { path, unknownAt };
+  return { path, unknownAt, into };
 }
 
 /**
@@ -90,8 +96,18 @@ function envLayer(env: NodeJS.ProcessEnv, defaults: unknown): { layer: Tree; err
   if (env['SLUICE_LOG_LEVEL']) set(['log', 'level'], env['SLUICE_LOG_LEVEL'], 'SLUICE_LOG_LEVEL');
   for (const [name, value] of Object.entries(env)) {
     if (!name.startsWith('SLUICE__') || value === undefined) continue;
-    const { path, unknownAt: unknown } = keyPath(name.slice('SLUICE__'.length).split('__').filter(Boolean), defaults);
+    const { path, unknownAt: unknown, into } = keyPath(name.slice('SLUICE__'.length).split('__').filter(Boolean), defaults);
     if (path.length === 0) continue;
+    if (into !== null && unknown !== null) {
+      const at = path.slice(0, unknown).join('.');
+      errors.push({
+        path: at,
+        message: into === 'list'
+          ? `environment variable ${name} sets an element of the list ${at}: a list is set whole, as YAML (${name.split('__').slice(0, unknown + 1).join('__')}='[…]')`
+          : `environment variable ${name} goes below ${at}, which is a single value, not a section`,
+      });
+      continue;
+    }
     if (unknown !== null) {
       // The schema refuses the key too ("unknown key(s)"), under its parent: this says which variable set it.
       errors.push({ path: path.slice(0, unknown + 1).join('.'), message: `environment variable ${name} names no config key (${path.slice(0, unknown + 1).join('.')}); see config/default.yaml` });

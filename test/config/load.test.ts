@@ -187,6 +187,14 @@ test('a duration that runs as a timer is refused above 24d (Node would fire it a
   assert.is(ok.retention.records, 400 * 86_400_000);
 });
 
+test('a SLUICE__ variable below a single value or into a list is refused naming the variable; a whole list as YAML is taken', () => {
+  const bad = refused({ env: { SLUICE__DELIVERY__LEASE__X: '5m', SLUICE__ACCOUNTS__0__ID: 'acme' } });
+  assert.match((bad.get('delivery.lease') ?? []).join(' | '), 'environment variable SLUICE__DELIVERY__LEASE__X goes below delivery.lease, which is a single value');
+  assert.match((bad.get('accounts') ?? []).join(' | '), "environment variable SLUICE__ACCOUNTS__0__ID sets an element of the list accounts: a list is set whole, as YAML (SLUICE__ACCOUNTS='[…]')");
+  assert.match((refused({ env: { SLUICE__DELIVERY__DNS__SERVERS__0: '127.0.0.1' } }).get('delivery.dns.servers') ?? []).join(' | '), 'sets an element of the list delivery.dns.servers');
+  assert.equal(loadConfig({ env: { SLUICE__DELIVERY__DNS__SERVERS: '[127.0.0.1, "127.0.0.2:5353"]' } }).delivery.dns.servers, ['127.0.0.1', '127.0.0.2:5353']);
+});
+
 test('a SLUICE__ variable that names no config key is refused naming the variable; a record such as the transport map takes any key', () => {
   const bad = refused({ env: { SLUICE__DELIVERY__LEASEX: '5m', SLUICE__TRAKING__PORT: '80' } });
   assert.match((bad.get('delivery.LEASEX') ?? []).join(' | '), 'environment variable SLUICE__DELIVERY__LEASEX names no config key');
