@@ -179,8 +179,11 @@ export class RetentionJob {
     count('audit', await trimStreamBefore(redis, keys.audit(), now - periods.auditMs, scanCount));
     await trimSortedSetBefore(redis, keys.feedbackUnprocessed(), now - periods.rawBouncesMs, scanCount);
 
-    const due = (await listClosed(redis, keys)).filter((r) => r.deletedAt === null && r.purgeAt <= now);
+    const closed = (await listClosed(redis, keys)).filter((r) => r.deletedAt === null);
+    const due = closed.filter((r) => r.purgeAt <= now);
     const dueIds = new Set(due.map((r) => r.account));
+    // Closed, not yet due: their held mail never expires, and goes with the account (or is sent after a reopen).
+    const heldIds = new Set(closed.filter((r) => r.purgeAt > now).map((r) => r.account));
     for (const r of due) count('account_keys', await this.detach(r.account));
 
     let state = await readSweepState(redis, keys);
@@ -191,7 +194,7 @@ export class RetentionJob {
     const node = scanNodes(redis).find((n) => state.cursors.get(n.name) !== 'done');
     if (node) {
       const [next, found] = await node.node.scan(state.cursors.get(node.name) ?? '0', 'MATCH', `${keys.prefix}*`, 'COUNT', scanCount);
-      for (const [kind, n] of await this.judge(found, dueIds, now)) count(kind, n);
+      for (const [kind, n] of await this.judge(found, dueIds, heldIds, now)) count(kind, n);
       await saveNodeCursor(redis, keys, node.name, next === '0' ? 'done' : next);
       return { ran: true, purged, passCompleted: false };
     }
@@ -281,17 +284,20 @@ export class RetentionJob {
   }
 
   /**
-   * Whether a message's record (accepted at `born`) is past retention.records: kept without a TTL
-   * (never finished), or finished before `before`. A record finished before finishedAt was kept
-   * counts as finished at the queue's maximum age (mail held past it by a closed account is not).
+   * Whether a message's record (accepted at `born`) is past retention.records: finished before
+   * `before`. One kept without a TTL has not finished: it may be queued until the queue's maximum
+   * age (retried, or held by an operator), so it counts as finished then at the latest; mail held by
+   * a closed account (`held`) never expires and goes with the account. A record finished before
+   * finishedAt was kept counts as finished at the queue's maximum age too.
    */
-  private finishedBefore(meta: MetaFacts, born: number, before: number): boolean {
-    if (meta.ttl === -1) return true;
+  private finishedBefore(meta: MetaFacts, born: number, before: number, held: ReadonlySet<string>): boolean {
+    if (meta.ttl === -1 && meta.account !== null && held.has(meta.account)) return false;
+    if (meta.ttl === -1) return born + this.o.queueMaxAgeMs < before;
     return (meta.finishedAt ?? born + this.o.queueMaxAgeMs) < before;
   }
 
   /** Judges one SCAN page; returns what it deleted, by kind. */
-  private async judge(found: readonly string[], dueIds: ReadonlySet<string>, now: number): Promise<Map<PurgeKind, number>> {
+  private async judge(found: readonly string[], dueIds: ReadonlySet<string>, heldIds: ReadonlySet<string>, now: number): Promise<Map<PurgeKind, number>> {
     const { redis, keys, periods } = this.o;
     const out = new Map<PurgeKind, number>();
     const add = (kind: PurgeKind, n: number) => out.set(kind, (out.get(kind) ?? 0) + n);
@@ -324,7 +330,7 @@ export class RetentionJob {
           const meta = await metaOf(id);
           if (meta.account !== null) {
             // A campaign's record is its account's object, kept until the account deletes it (or is deleted).
-            const stale = dueIds.has(meta.account) || (meta.kind !== 'campaign' && born < recordsBefore && this.finishedBefore(meta, born, recordsBefore));
+            const stale = dueIds.has(meta.account) || (meta.kind !== 'campaign' && born < recordsBefore && this.finishedBefore(meta, born, recordsBefore, heldIds));
             if (!stale) {
               if (part === 'goneAt' && meta.kind === 'campaign') add('records', await this.trimGone(id, now));
               return;
@@ -346,13 +352,15 @@ export class RetentionJob {
           const msgId = rec[1] as string;
           if (!isId(msgId)) return;
           if (idTime(msgId) < recordsBefore) {
-            // Pending for ever (no TTL, and no attempt within the period: a campaign's copy is tried
-            // long after the campaign's id was made, when it begins sending), or final since before
-            // the period began: its TTL ran from updatedAt, for the period of that time, which may
-            // have been longer.
+            // Pending for ever (no TTL, and no attempt within the period and the queue's maximum age
+            // after it: a campaign's copy is tried long after the campaign's id was made, when it
+            // begins sending, and a copy may wait between attempts or under a hold; one held by a
+            // closed account waits for the account), or final since before the period began: its
+            // TTL ran from updatedAt, for the period of that time, which may have been longer.
             const [ttl, updatedAt] = await Promise.all([redis.pttl(key), redis.hget(key, 'updatedAt')]);
             const before = updatedAt === null || Number(updatedAt) < recordsBefore;
-            if ((ttl === -1 && before) || (ttl > 0 && updatedAt !== null && before)) {
+            const dead = ttl === -1 && (updatedAt === null || Number(updatedAt) + this.o.queueMaxAgeMs < recordsBefore);
+            if ((dead && !heldIds.has((await metaOf(msgId)).account ?? '')) || (ttl > 0 && updatedAt !== null && before)) {
               add('records', await redis.del(key));
               return;
             }

@@ -143,6 +143,23 @@ test('a pass removes unfinished messages, orphans, records and raw bounces past 
   assert.is(purged.get('raw_bounces'), 1);
 });
 
+test('a retention.records shorter than the queue\'s maximum age keeps mail still queued; a closed account\'s held mail waits for the account', async () => {
+  const { keys } = redis.fresh();
+  const rec = async (id: string, updatedAt: number) => client.hset(keys.rcptState('x.example', id, 0), 'state', 'deferred', 'updatedAt', updatedAt);
+  const retried = await message(keys, 'acme', NOW - 2 * DAY); // within its 72 h: still being tried
+  await rec(retried, NOW - 2 * DAY + HOUR);
+  const expired = await message(keys, 'acme', NOW - 5 * DAY); // past 72 h and a day: the queue is done with it
+  await rec(expired, NOW - 5 * DAY + HOUR);
+  await closeAccount(client, keys, 'shut', { now: NOW - 9 * DAY, windowMs: 30 * DAY, by: 'cli' });
+  const held = await message(keys, 'shut', NOW - 10 * DAY); // held while its account is closed
+  await rec(held, NOW - 9 * DAY);
+  const { j } = job(keys, { recordsMs: DAY });
+  await fullPass(j);
+  assert.is(await client.exists(keys.msgMeta(retried), keys.msgBody(retried), keys.rcptState('x.example', retried, 0)), 3, 'a message within the queue\'s maximum age is kept');
+  assert.is(await client.exists(keys.msgMeta(expired), keys.msgBody(expired), keys.rcptState('x.example', expired, 0)), 0, 'one past it and the period goes');
+  assert.is(await client.exists(keys.msgMeta(held), keys.msgBody(held), keys.rcptState('x.example', held, 0)), 3, 'held mail waits for a reopen or the account\'s deletion');
+});
+
 test("webhook dead letters whose events are past retention.events go, oldest first; younger ones stay", async () => {
   const { keys } = redis.fresh();
   const dead = keys.webhookDead('acme', '0000000000000009');
