@@ -26,6 +26,7 @@ import { verpAddress } from '../core/verp.js';
 import { noticeId, noticeToSender, type NoticeAction, type NoticeSender } from './failure-notice.js';
 import { formatDuration } from '../core/time.js';
 import { addSuppression, GLOBAL_LIST, suppressionsOf } from '../store/suppression.js';
+import { copyErased } from '../store/privacy.js';
 import { DeliveryMarks, recordSoftBounce } from '../store/soft-bounces.js';
 import { verdictOf } from '../bounces/verdict.js';
 import { noteCampaignWait, recordCampaignOutcome, type CampaignCounter, type CampaignWait } from '../store/campaigns.js';
@@ -1612,6 +1613,9 @@ export class Dispatcher {
   private async suppressAfter(entry: QueueEntry, outcome: SmtpOutcome, address: string, kind: 'hardbounce' | 'softbounce', now: number): Promise<void> {
     const { redis, keys, config } = this.o;
     try {
+      // Erased while in flight: the erasure took the address off every list and this copy's record;
+      // its outcome is dropped (the lease is gone), and must not put the address back on a list.
+      if (await copyErased(redis, keys, entry.msgId, entry.idx)) return;
       if (kind === 'softbounce') {
         const run = await recordSoftBounce(redis, keys, address, `${entry.msgId}:${entry.idx}`, now, config.feedback.softBounceWindow);
         if (run < config.feedback.softBounceLimit) return;

@@ -664,6 +664,15 @@ async function guardEvents(redis: RedisClient, keys: Keys, refs: readonly { read
 }
 
 /**
+ * Whether the copy was erased in the last EVENTS_GUARD_MS (its recipient asked for erasure while it
+ * was in flight): what its outcome would write about the address (a suppression, a soft-bounce
+ * history) must not bring the address back.
+ */
+export async function copyErased(redis: RedisClient, keys: Keys, msgId: string, idx: number): Promise<boolean> {
+  return (await redis.zscore(keys.eventsErased(), pairOf(msgId, idx))) !== null;
+}
+
+/**
  * The webhook events not about a copy erased in the last EVENTS_GUARD_MS (the stream's erased set):
  * what a webhook dispatcher may still send. The erasure takes its recipients' events out of every
  * waiting batch (eraseFromWebhooks), but a batch being POSTed then, and put back after its walk
