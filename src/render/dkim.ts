@@ -8,6 +8,7 @@
  */
 import { createHash, createPrivateKey, sign, type KeyObject } from 'node:crypto';
 import { normaliseDomain } from '../core/address.js';
+import { DKIM_SELECTOR } from '../core/dkim-record.js';
 import { SluiceError } from '../core/errors.js';
 import { toCrlf } from './crlf.js';
 import { readHeaderBlock, type HeaderBlock, type HeaderField } from './headers.js';
@@ -36,8 +37,6 @@ const OVERSIGNED = 'from';
 
 // RFC 8301 §3.2: verifiers must not accept RSA keys below 1024 bits (mailauth and dkimpy refuse them).
 const MIN_RSA_BITS = 1024;
-// Selector syntax as in config: DNS labels, so nothing that could break out of the tag list.
-const SELECTOR_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 // RFC 5322 §2.1.1 recommends lines of at most 78 characters; the signature header is folded to it.
 const MAX_LINE = 78;
 // Base64 of the signature is cut into pieces of this size (fits a line after the tab).
@@ -46,7 +45,8 @@ const B64_CHUNK = 72;
 export function prepareSigner(k: DkimKeyMaterial): DkimSigner {
   const domain = normaliseDomain(k.domain);
   if (!domain) throw keyInvalid(`invalid signing domain '${k.domain}'`);
-  if (!SELECTOR_RE.test(k.selector)) throw keyInvalid(`invalid selector '${k.selector}' for ${domain}`);
+  // The selector syntax of the config and `sluice dkim keygen` (DNS labels): nothing that could break out of the tag list.
+  if (!DKIM_SELECTOR.test(k.selector)) throw keyInvalid(`invalid selector '${k.selector}' for ${domain}`);
   let key: KeyObject;
   try {
     key = createPrivateKey(k.privateKeyPem);

@@ -1,6 +1,7 @@
 import { createHash, createPublicKey, generateKeyPairSync } from 'node:crypto';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
+import { DKIM_SELECTOR } from '../../src/core/dkim-record.js';
 import { isSluiceError } from '../../src/core/errors.js';
 import { bodyHash, dnsRecord, prepareSigner, signMessage } from '../../src/render/dkim.js';
 import { makeKey, txtTable, verifyBoth, verifyWithDkimpy, verifyWithMailauth, type TestKey, type Verdict } from '../helpers/dkim-verify.js';
@@ -229,6 +230,13 @@ test('prepareSigner refuses corrupt PEM, a key of the other algorithm, short RSA
       assert.ok(isSluiceError(err, 'SLUICE_DKIM_KEY_INVALID'), String(err));
     }
   }
+});
+
+test('prepareSigner takes every selector the config and `sluice dkim keygen` take: several labels, longer than 63 characters in all', () => {
+  const selector = 'newsletter-2025-q3-rotation-key.outbound-cluster-frankfurt-primary';
+  assert.ok(DKIM_SELECTOR.test(selector));
+  const { signed } = signMessage(Buffer.from('From: a@example.com\r\nSubject: x\r\n\r\nbody\r\n'), [prepareSigner({ ...rsa, selector })]);
+  assert.match(signed.toString().replace(/\r\n\s+/g, ' '), `s=${selector};`);
 });
 
 test('without signers the message is returned CRLF-normalised and unsigned', () => {
