@@ -1320,8 +1320,10 @@ export class Dispatcher {
         // Lost while it waited for its render: another holder may be sending it now.
         if (leaseLost(entry)) continue;
         if (!result.ok) {
+          // The content's fault bounces; a signing key's (4.7.5) or the host's (a worker that died: 4.3.0) is tried again.
           const fatal = result.code === 'SLUICE_RENDER_FAILED';
-          await this.settle(entry, shaping, msg, localOutcome(fatal ? 'bounced' : 'deferred', fatal ? '5.6.0' : '4.7.5', `${result.code}: ${result.message}`, 'RENDER', true), fatal ? 'contenterror' : undefined);
+          const status = fatal ? '5.6.0' : result.code === 'SLUICE_RENDER_WORKER_FAILED' ? '4.3.0' : '4.7.5';
+          await this.settle(entry, shaping, msg, localOutcome(fatal ? 'bounced' : 'deferred', status, `${result.code}: ${result.message}`, 'RENDER', true), fatal ? 'contenterror' : undefined);
           continue;
         }
         const t0 = performance.now();

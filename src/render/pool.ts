@@ -267,7 +267,13 @@ export class RenderPool {
         return results.map((r) => this.#received(r));
       },
       (err: unknown) => {
+        // The worker died (out of memory, most likely) with copies of several callers, messages and
+        // connections on it: each is run again on its own, so only one that kills a worker again
+        // fails (and is deferred, not bounced: workerFailed). Started before this batch settles, so
+        // a close() waiting for the pool to drain waits for them too.
+        const alone = tasks.length > 1 ? Promise.all(tasks.map((t) => this.#run(t))) : null;
         this.#settled(gen);
+        if (alone) return alone;
         const failed = workerFailed(err);
         return tasks.map(() => failed);
       },
@@ -299,7 +305,10 @@ export class RenderPool {
   }
 }
 
-/** The result of a task whose worker failed (crashed, or was terminated) instead of answering. */
+/**
+ * The result of a task whose worker failed (crashed, ran out of memory, or was terminated) instead of
+ * answering: a failure of this host, not of the message's content, so its copy is tried again later.
+ */
 function workerFailed(err: unknown): RenderResult {
-  return { ok: false, code: 'SLUICE_RENDER_FAILED', message: `render worker failed: ${(err as Error)?.message ?? String(err)}` };
+  return { ok: false, code: 'SLUICE_RENDER_WORKER_FAILED', message: `render worker failed: ${(err as Error)?.message ?? String(err)}` };
 }

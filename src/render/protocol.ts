@@ -200,4 +200,4 @@ export type RenderResult =
       /** Time spent composing or normalising the message (signing excluded). */
       renderMs: number;
     }
-  | { ok: false; code: 'SLUICE_RENDER_FAILED' | 'SLUICE_DKIM_KEY_INVALID'; message: string };
+  | { ok: false; code: 'SLUICE_RENDER_FAILED' | 'SLUICE_DKIM_KEY_INVALID' | 'SLUICE_RENDER_WORKER_FAILED'; message: string };
