@@ -213,6 +213,20 @@ test('a From header other parsers read as another address → 554 5.6.0, nothing
   t.close();
 });
 
+test('an author field longer than 2048 characters, or a list in it, is refused 554 5.6.0 before it is parsed (a long list held the process for seconds)', async () => {
+  const t = acme();
+  const before = await storedMessages(fx);
+  const fold = (v: string) => v.match(/.{1,70}/g)!.join('\r\n ');
+  const long = await refusal(t.sendMail({ envelope: { from: 'news@acme.example', to: ['x@gmail.com'] }, raw: `From: ${fold(`"${'x'.repeat(3000)}" <news@acme.example>`)}\r\nTo: x@gmail.com\r\nSubject: s\r\n\r\nbody\r\n` }));
+  assert.match(long.response ?? '', /^554 5\.6\.0 .*the From header is longer than 2048 characters/);
+  const list = await refusal(t.sendMail({ envelope: { from: 'news@acme.example', to: ['x@gmail.com'] }, raw: `From: ${fold('a,'.repeat(12_000) + 'news@acme.example')}\r\nTo: x@gmail.com\r\nSubject: s\r\n\r\nbody\r\n` }));
+  assert.match(list.response ?? '', /^554 5\.6\.0 /, list.response);
+  const group = await refusal(t.sendMail({ envelope: { from: 'news@acme.example', to: ['x@gmail.com'] }, raw: 'From: news@acme.example\r\nSender: staff: desk@acme.example;\r\nTo: x@gmail.com\r\nSubject: s\r\n\r\nbody\r\n' }));
+  assert.match(group.response ?? '', /^554 5\.6\.0 .*the Sender header must name exactly one address/);
+  assert.is(await storedMessages(fx), before, 'none of them stored');
+  t.close();
+});
+
 test('a client that hangs up in the middle of DATA: nothing stored, logged as a disconnect, not as an internal error', async () => {
   const { client: c } = await RawSmtp.open(server.port);
   await c.startTls();
