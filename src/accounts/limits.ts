@@ -318,6 +318,48 @@ export class AuthThrottle {
   }
 
   /**
+   * Counts an attempt before its credentials are checked, for passwords a guesser could find (SMTP):
+   * with check() then fail(), every attempt that began before the first failures were counted went
+   * through, so a burst of guesses at once (from many addresses) passed refuseAfter many times
+   * over. Throws SLUICE_AUTH_THROTTLED when the attempts before this one reached refuseAfter (this
+   * one is not counted then); else the verdict's delay is for a wrong answer. A right one calls
+   * passed(), which takes the attempt back.
+   */
+  async begin(ip: string, user?: string): Promise<AuthVerdict> {
+    const subjects = this.subjects(ip, user);
+    const counts = await Promise.all(
+      subjects.map(async (k) => {
+        const res = await this.redis.multi().incr(k).pexpire(k, this.windowMs).exec().catch(redisRefused('the login attempt could not be counted'));
+        return Number(res?.[0]?.[1] ?? 0);
+      }),
+    );
+    const [ipAttempts = 0, userAttempts = 0] = counts;
+    const attempts = this.opts.lockUsers === false ? ipAttempts : Math.max(ipAttempts, userAttempts);
+    if (attempts - 1 >= this.refuseAfter) {
+      await Promise.all(subjects.map((k) => this.takeBack(k)));
+      throw new SluiceError('SLUICE_AUTH_THROTTLED');
+    }
+    try {
+      return this.verdict(attempts, userAttempts);
+    } catch {
+      // The attempt that reaches the line is still answered as usual when it is wrong, late.
+      return { delayMs: this.maxDelayMs, userFailures: userAttempts };
+    }
+  }
+
+  /** The attempt begin() counted had the right credentials: the IP's count takes it back, the user's is cleared (succeed). */
+  async passed(ip: string, user: string): Promise<void> {
+    const [ipKey] = this.subjects(ip);
+    if (ipKey) await this.takeBack(ipKey);
+    await this.succeed(user);
+  }
+
+  /** One attempt off a count, which keeps a TTL (a count that expired meanwhile must not stay at -1 for good). */
+  private async takeBack(key: string): Promise<void> {
+    await this.redis.multi().decr(key).pexpire(key, this.windowMs).exec().catch(() => undefined);
+  }
+
+  /**
    * A success clears the user's count (not the IP's: one valid login must not reset a guesser's IP).
    * When Redis refuses the DEL (MISCONF, no replicas) the count is left to expire with its window:
    * the right credentials must not be refused while reads (a message's status) still work.

@@ -159,18 +159,18 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
         try {
           // AUTH, MAIL and DATA need Redis: while it is down, a 4xx at once rather than a wait.
           assertRedisReady(deps.redis);
-          await throttle.check(ip, username);
+          // Counted before the password is checked: guesses sent at once are each counted (begin).
+          const verdict = await throttle.begin(ip, username);
           const found = await deps.registry.authenticateSmtpUser(username, auth.password ?? '');
           if (found) {
             const { account } = found;
-            await throttle.succeed(username);
+            await throttle.passed(ip, username);
             log.info({ sessionId: session.id, account: account.id }, 'smtp auth ok');
             guard.authenticated(session);
             const user: SessionUser = { accountId: account.id, username, hash: found.hash };
             return cb(null, { user });
           }
           deps.metrics?.authFailures.inc({ interface: 'smtp' });
-          const verdict = await throttle.fail(ip, username);
           log.warn({ sessionId: session.id, ip }, 'smtp auth failed');
           if (verdict.delayMs > 0) await new Promise((r) => setTimeout(r, verdict.delayMs));
           cb(smtpReply(new SluiceError('SLUICE_AUTH_FAILED'), session.id));

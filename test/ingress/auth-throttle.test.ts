@@ -132,4 +132,16 @@ test('SMTP: failures on one instance lock the user and the IP on the other', asy
   assert.ok((await smtpAuth(b, '127.0.0.5', 'other', other.smtpPass)).ok, 'another user from another IP authenticates');
 });
 
+test('SMTP: guesses sent at once are each counted before their password is checked: no more than the limit are answered, the rest are refused', async () => {
+  // 40 at once, each from its own address (the per-IP limit does not apply), for one user: checked
+  // then counted, every one of them was answered 535, and the user's count went past the limit.
+  const burst = await Promise.all(Array.from({ length: 40 }, (_, i) => smtpAuth(i % 2 ? a : b, `127.0.1.${i + 1}`, 'other', 'not-the-password')));
+  const wrong = burst.filter((r) => r.code === 535).length;
+  const refused = burst.filter((r) => r.code === 454).length;
+  assert.is(wrong + refused, 40, JSON.stringify(burst.map((r) => r.code)));
+  assert.ok(wrong <= REFUSE_AFTER, `${wrong} passwords checked, at most ${REFUSE_AFTER}`);
+  const locked = await smtpAuth(a, '127.0.2.1', 'other', other.smtpPass);
+  assert.is(locked.code, 454, `the user is locked: ${locked.response}`);
+});
+
 test.run();
