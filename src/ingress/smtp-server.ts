@@ -116,6 +116,22 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
     return user && deps.registry.smtpUserInForce(user.username, user.hash) ? deps.registry.get(user.accountId) : undefined;
   };
 
+  /**
+   * Sessions whose message is being stored (by session id). smtp-server's own close timeout answers
+   * 421 on every connection and cuts it, one whose message is being stored too: the client, told to
+   * try again, sends it twice. close() cuts the others at closeTimeoutMs and these once answered.
+   */
+  const storing = new Set<string>();
+  let closingDown = false;
+  const cutSession = (id: string): void => {
+    for (const conn of server.connections) {
+      if (conn.session.id !== id) continue;
+      conn.close();
+      return;
+    }
+  };
+  const closeTimeoutMs = opts.closeTimeoutMs ?? 10_000;
+
   const server = new SMTPServer({
     name: deps.config.instance.hostname,
     banner: 'Sluice submission',
@@ -128,7 +144,8 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
     size: maxSize,
     maxClients: cfg.maxClients,
     socketTimeout: cfg.socketTimeout,
-    closeTimeout: opts.closeTimeoutMs ?? 10_000,
+    // Never (a Node timer's longest): close() below cuts the sessions instead, but not one being stored.
+    closeTimeout: 2 ** 31 - 1,
     // A PTR lookup per connection adds latency and a DNS dependency for nothing: the log has the IP.
     disableReverseLookup: true,
     // Every reply carries an enhanced code: smtp-server's own derived ones, Sluice's refusals their
@@ -248,6 +265,7 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
             return answer(smtpReply(new SluiceError('SLUICE_AUTH_REQUIRED'), session.id));
           }
           const raw = data;
+          storing.add(session.id);
           try {
             assertRedisReady(deps.redis);
             let from: string;
@@ -281,6 +299,9 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
             answer(reject(session, err));
           } finally {
             buffered.give(size);
+            storing.delete(session.id);
+            // Shutting down: the answer is the session's last (written before the socket ends).
+            if (closingDown) setImmediate(() => cutSession(session.id));
           }
         })();
       }, (err: Error & { code?: string }) => {
@@ -314,7 +335,19 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
       inForce = next;
     },
     close() {
-      closing ??= new Promise<void>((resolve) => server.close(() => resolve()));
+      closing ??= new Promise<void>((resolve) => {
+        closingDown = true;
+        // New connections are refused, commands on open ones answered 421 (smtp-server, while closing).
+        server.close(() => resolve());
+        const cut = setTimeout(() => {
+          for (const conn of server.connections) {
+            if (storing.has(conn.session.id)) continue;
+            conn.send(421, `4.4.2 Server shutting down [${conn.session.id}]`, false);
+            conn.close();
+          }
+        }, closeTimeoutMs);
+        cut.unref();
+      });
       return closing;
     },
   };
