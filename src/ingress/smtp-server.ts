@@ -225,7 +225,7 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
       const key = address.address.toLowerCase();
       const repeat = (): boolean => session.envelope.rcptTo.some((r) => r.address.toLowerCase() === key);
       if (session.envelope.rcptTo.length >= maxRcpts && !repeat()) {
-        return cb(rejected(session, new SluiceError('SLUICE_INGRESS_TOO_MANY_RECIPIENTS', `Too many recipients, at most ${maxRcpts} per message`)));
+        return cb(reject(session, new SluiceError('SLUICE_INGRESS_TOO_MANY_RECIPIENTS', `Too many recipients, at most ${maxRcpts} per message`)));
       }
       // Past the account's smallest limit (quota, rate window) the message could never be accepted:
       // 452 here makes the client send these recipients in a later transaction (RFC 5321 §4.5.3.1.10),
@@ -233,14 +233,15 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
       const account = accountOf(session);
       const cap = account ? recipientCap(account) : null;
       if (cap !== null && session.envelope.rcptTo.length >= cap && !repeat()) {
-        return cb(rejected(session, new SluiceError('SLUICE_INGRESS_TOO_MANY_RECIPIENTS', `Too many recipients, this account may send at most ${cap} per message`)));
+        return cb(reject(session, new SluiceError('SLUICE_INGRESS_TOO_MANY_RECIPIENTS', `Too many recipients, this account may send at most ${cap} per message`)));
       }
       try {
         checkRcptParams(address, { dsn: true });
         if (address.address.includes(REPLACEMENT_CHAR) || !parseAddress(address.address)) throw new SluiceError('SLUICE_INGRESS_BAD_ADDRESS', 'The recipient address is not valid');
         checkUtf8Address(address, session.envelope.mailFrom, 'RCPT TO');
       } catch (err) {
-        return cb(rejected(session, err));
+        // A recipient refused, not the message (counted when a message is): the client goes on without it.
+        return cb(reject(session, err));
       }
       cb();
     },
@@ -267,16 +268,16 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
           const raw = data;
           storing.add(session.id);
           try {
-            assertRedisReady(deps.redis);
             let from: string;
             try {
+              assertRedisReady(deps.redis);
               checkMessageLines(raw);
               const authors = headerAuthors(raw);
               // From is acceptMessage's to check (as for the API); the other author fields are held to its rule here.
               from = authors.from;
               for (const o of authors.others) checkFrom(deps.registry, account, o.address, o.field);
             } catch (err) {
-              // acceptMessage counts its own refusals; those of the message's lines and headers are counted here.
+              // acceptMessage counts its own refusals; those of Redis, the message's lines and headers are counted here.
               return answer(rejected(session, err));
             }
             const accepted = await acceptMessage(

@@ -124,7 +124,9 @@ test('hard size cap while streaming when the declared SIZE lied → 552', async 
   assert.is(conn.code, 552);
 });
 
-test('more recipients than the limit → 452 4.5.3 for the excess', async () => {
+test('more recipients than the limit → 452 4.5.3 for the excess; the message, accepted, is not counted as refused', async () => {
+  const refused = async () => (await metrics.messagesRejected.get()).values.filter((v) => v.labels['source'] === 'smtp').reduce((n, v) => n + v.value, 0);
+  const before = await refused();
   const t = acme();
   const info = await t.sendMail({ from: 'a@acme.example', to: ['r1@gmail.com', 'r2@gmail.com', 'r3@gmail.com', 'r4@gmail.com'], subject: 's', text: 't' });
   t.close();
@@ -132,6 +134,7 @@ test('more recipients than the limit → 452 4.5.3 for the excess', async () => 
   const rej = (info as unknown as { rejectedErrors: { responseCode: number; response: string }[] }).rejectedErrors[0];
   assert.is(rej?.responseCode, 452);
   assert.match(rej?.response ?? '', '4.5.3');
+  assert.is(await refused(), before, 'sluice_messages_rejected_total counts messages refused, not recipients');
 });
 
 test('at the recipient limit a repeated recipient (any case) is still taken: it adds none, and the message goes to each once', async () => {

@@ -2,6 +2,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { startSubmissionServer } from '../../src/ingress/smtp-server.js';
 import { createLogger } from '../../src/observability/logger.js';
+import { createMetrics } from '../../src/observability/metrics.js';
 import { RawSmtp } from '../helpers/raw-smtp.js';
 import { ingressFixture, storedMessages } from './fixture.js';
 
@@ -47,6 +48,31 @@ test('a message being stored when the close timeout passes gets its 250 and is s
     }
     storing.close();
     idle.close();
+    await server.close();
+    await fx.stop();
+  }
+});
+
+test('Redis gone at the end of DATA: 451 4.3.0, and the message is counted as refused', async () => {
+  const fx = await ingressFixture({ smtp: { maxMessageSize: 32 * 1024 } });
+  const metrics = createMetrics();
+  const server = await startSubmissionServer({ redis: fx.client, keys: fx.keys, config: fx.config, registry: fx.registry, logger: createLogger('silent'), metrics }, { host: '127.0.0.1', port: 0 });
+  const { client } = await RawSmtp.open(server.port);
+  try {
+    await client.startTls();
+    assert.is((await client.auth('acme', 'acme-password')).code, 235);
+    assert.is((await client.cmd('MAIL FROM:<news@acme.example>')).code, 250);
+    assert.is((await client.cmd('RCPT TO:<x@gmail.com>')).code, 250);
+    assert.is((await client.cmd('DATA')).code, 354);
+    await fx.redis.server.stop();
+    for (let i = 0; i < 100 && fx.client.status === 'ready'; i++) await new Promise((r) => setTimeout(r, 20));
+    const answer = await client.cmd('From: news@acme.example\r\nTo: x@gmail.com\r\nSubject: s\r\n\r\nbody\r\n.');
+    assert.is(answer.code, 451, answer.text);
+    assert.match(answer.text, '4.3.0');
+    const counted = (await metrics.messagesRejected.get()).values.find((v) => v.labels['source'] === 'smtp' && v.labels['code'] === 'SLUICE_REDIS_UNAVAILABLE')?.value ?? 0;
+    assert.is(counted, 1, 'sluice_messages_rejected_total counts it');
+  } finally {
+    client.close();
     await server.close();
     await fx.stop();
   }
