@@ -45,9 +45,10 @@ export async function runWebhooks(argv: string[], io: Io): Promise<number> {
         println(io.err, `sluice: account '${account}' has no webhook '${id}'`);
         return 1;
       }
-      const moved = await replayDeadLetters(redis, keys, account, id);
+      const { moved, unreadable } = await replayDeadLetters(redis, keys, account, id);
       if (moved > 0) await auditCli(redis, cfg, io, 'webhook.replay', account, id ?? '*');
       println(io.out, `replayed ${moved} batch${moved === 1 ? '' : 'es'} from dead letters`);
+      if (unreadable > 0) println(io.err, `sluice: ${unreadable} dead letter${unreadable === 1 ? ' is' : 's are'} not a readable batch and stay${unreadable === 1 ? 's' : ''} in the list (LRANGE ${keys.webhookDead(account, id ?? '<endpoint>')} to look at it)`);
       return 0;
     }
     const rows = await Promise.all(

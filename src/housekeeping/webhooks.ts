@@ -840,33 +840,38 @@ export class WebhookDispatcher {
 
 /**
  * Moves dead-lettered batches back into their outboxes as fresh batches (a new retry window), for
- * one endpoint or every endpoint of the account. Returns the number of batches moved. Safe while
- * dispatchers run: they append at the tail, this takes from the head.
+ * one endpoint or every endpoint of the account. Returns the batches moved, and the unreadable ones
+ * (not JSON batches: a hand edit, a damaged restore) left where they are for the operator. Safe
+ * while dispatchers run: they append at the tail, this takes from the head.
  */
-export async function replayDeadLetters(redis: RedisClient, keys: Keys, account: string, endpointId?: string, now: number = Date.now()): Promise<number> {
+export async function replayDeadLetters(redis: RedisClient, keys: Keys, account: string, endpointId?: string, now: number = Date.now()): Promise<{ moved: number; unreadable: number }> {
   const ids = endpointId !== undefined ? [endpointId] : (await loadWebhooks(redis, keys, account)).map((e) => e.id);
   // Pages of 100 batches: each page is one script call, small enough not to stall Redis.
   const PAGE = 100;
   let moved = 0;
+  let unreadable = 0;
   for (const id of ids) {
     const dead = keys.webhookDead(account, id);
     const outbox = keys.webhookOutbox(account, id);
     let queued = false;
+    // The unreadable items kept so far, at the head of the list: the next page begins after them.
+    let kept = 0;
     for (;;) {
-      const items = await redis.lrange(dead, 0, PAGE - 1);
+      const items = await redis.lrange(dead, kept, kept + PAGE - 1);
       if (items.length === 0) break;
-      const batches = items.flatMap((item) => {
-        const b = parseBatch(item);
-        return b ? [newBatch(b.e, now)] : [];
-      });
+      const parsed = items.map((item) => parseBatch(item));
+      const batches = parsed.flatMap((b) => (b ? [newBatch(b.e, now)] : []));
+      const mask = parsed.map((b) => (b ? '1' : '0')).join('');
       // Compare and move: a page that changed since it was read (a dispatcher pushed and trimmed,
       // an erasure rewrote) is read again rather than trimmed by count.
       const args = batches.flatMap((b) => [b.member, b.id, b.oldest, b.events]);
-      if (Number(await redis.replayDeadPage(dead, outbox, keys.webhookAges(account, id), keys.webhookOutboxEvents(account, id), now, items.length, ...items, ...args)) !== 1) continue;
+      if (Number(await redis.replayDeadPage(dead, outbox, keys.webhookAges(account, id), keys.webhookOutboxEvents(account, id), now, kept, items.length, mask, ...items, ...args)) !== 1) continue;
       moved += batches.length;
+      kept += items.length - batches.length;
       queued ||= batches.length > 0;
     }
+    unreadable += kept;
     if (queued) await redis.sadd(keys.webhookEndpoints(), endpointRef(account, id));
   }
-  return moved;
+  return { moved, unreadable };
 }

@@ -501,8 +501,11 @@ test('an endpoint that stays down lands in dead letters; replay (function and CL
   up = true;
   await pass(d);
   assert.is(rx.received.length, attempts, 'dead letters are not sent by themselves');
-  assert.is(await replayDeadLetters(client, keys, 'acme', endpoint.id, now), 1);
-  assert.is(await client.llen(keys.webhookDead('acme', endpoint.id)), 0);
+  // An unreadable item (a hand edit, a damaged restore) at the head: kept where it is and reported, not dropped.
+  await client.lpush(keys.webhookDead('acme', endpoint.id), '{"b":"cut short');
+  assert.equal(await replayDeadLetters(client, keys, 'acme', endpoint.id, now), { moved: 1, unreadable: 1 });
+  assert.equal(await client.lrange(keys.webhookDead('acme', endpoint.id), 0, -1), ['{"b":"cut short']);
+  await client.del(keys.webhookDead('acme', endpoint.id));
   await pass(d);
   assert.is(rx.received.length, attempts + 1);
   assert.equal(rx.received.at(-1)!.events.map((e) => e.id), [first]);
@@ -598,7 +601,7 @@ test("an endpoint's outbox holds at most maxOutbox events: new batches beyond go
   up = true;
   const before = rx.received.length;
   now += 2 * 3600_000;
-  assert.is(await replayDeadLetters(client, keys, 'acme', endpoint.id, now), deadLettered.length);
+  assert.equal(await replayDeadLetters(client, keys, 'acme', endpoint.id, now), { moved: deadLettered.length, unreadable: 0 });
   for (let i = 0; i < 5 && (await client.zcard(outbox)) > 0; i++) await pass(d1);
   assert.equal([...new Set(rx.received.slice(before).flatMap((r) => r.events.map((e) => e.id)))].sort(), [...ids].sort(), 'every event delivered once up');
   assert.is(await client.zcard(outbox), 0);
@@ -616,11 +619,11 @@ test('a dead-letter page that changed after it was read is not trimmed by count 
   await client.ltrim(dead, -3, -1);
   const ages = keys.webhookAges('acme', 'ep1');
   const held = keys.webhookOutboxEvents('acme', 'ep1');
-  assert.is(await client.replayDeadPage(dead, outbox, ages, held, 1000, page.length, ...page, 'new1', 'id1', 500, 1, 'new2', 'id2', 600, 1), 0, 'refused: the head is no longer the page');
+  assert.is(await client.replayDeadPage(dead, outbox, ages, held, 1000, 0, page.length, '1'.repeat(page.length), ...page, 'new1', 'id1', 500, 1, 'new2', 'id2', 600, 1), 0, 'refused: the head is no longer the page');
   assert.equal(await client.lrange(dead, 0, -1), ['b2', 'b3', 'b4'], 'nothing trimmed');
   assert.is(await client.zcard(outbox), 0, 'nothing queued');
   const again = await client.lrange(dead, 0, 1);
-  assert.is(await client.replayDeadPage(dead, outbox, ages, held, 1000, again.length, ...again, 'new2', 'id2', 600, 1, 'new3', 'id3', 700, 2), 1);
+  assert.is(await client.replayDeadPage(dead, outbox, ages, held, 1000, 0, again.length, '11', ...again, 'new2', 'id2', 600, 1, 'new3', 'id3', 700, 2), 1);
   assert.equal(await client.lrange(dead, 0, -1), ['b4']);
   assert.equal(await client.zrange(outbox, 0, -1), ['new2', 'new3']);
   assert.equal(await client.zrange(ages, 0, -1, 'WITHSCORES'), ['id2', '600', 'id3', '700'], 'each replayed batch awaited since its oldest event');
