@@ -165,7 +165,7 @@ declare module 'ioredis' {
     /** src/queue/lua/claimBatch-1.lua: 1 taken for a POST, 0 no longer due (taken by another, or gone). */
     claimBatch(outbox: string, member: string, now: number, leaseUntil: number): Result<number, Context>;
     /** src/queue/lua/replayDeadPage-4.lua: 1 moved, 0 the dead-letter list's head changed meanwhile. */
-    replayDeadPage(dead: string, outbox: string, ages: string, events: string, score: number, n: number, ...itemsThenBatches: (string | number)[]): Result<number, Context>;
+    replayDeadPage(dead: string, outbox: string, ages: string, events: string, score: number, start: number, n: number, mask: string, ...itemsThenBatches: (string | number)[]): Result<number, Context>;
     /** src/queue/lua/readEvents-1.lua: [entries lost to trimming before the group read them, entries read]. */
     readEvents(events: string, group: string, consumer: string, count: number, create: 0 | 1): Result<[number, [string, string[]][]], Context>;
   }

@@ -27,6 +27,8 @@ declare module 'ioredis' {
     redactBody(body: string, address: string, replacement: string): Result<number, Context>;
     /** src/queue/lua/keepGone-3.lua: the fields trimmed (no '': only that). */
     keepGone(gone: string, goneAt: string, marks: string, no: number | '', address: string, digest: string, at: number, ttlMs: number): Result<number, Context>;
+    /** src/queue/lua/rewriteItem-1.lua: 1 replaced (or removed, for ''), 0 no longer in the list. */
+    rewriteItem(list: string, item: string, replacement: string): Result<number, Context>;
   }
 }
 
@@ -91,6 +93,8 @@ export const ERASED_ADDRESS = 'erased@erased.invalid';
 const SCAN_COUNT = 1000;
 /** Batches per ZSCAN step of a webhook outbox (a batch is up to webhooks.batchSize events). */
 export const OUTBOX_PAGE = 100;
+/** Dead-lettered webhook batches read at a time by an erasure (each up to webhooks.batchSize events). */
+const DEAD_PAGE = 100;
 /** Ids per ZSCAN step of the unprocessed feedback index (an operator's search of every account). */
 export const UNPROCESSED_PAGE = 1000;
 
@@ -737,14 +741,33 @@ async function eraseFromWebhooks(redis: RedisClient, keys: Keys, accounts: reado
         }
         cursor = next;
       } while (cursor !== '0');
+      // In pages (a full list is 10,000 batches of up to 100 events: one read of it all stalled Redis
+      // for a third of a second and took 450 MB here), each batch rewritten where it is (rewriteItem).
+      // The next page begins where this one ended, less the batches this walk removed from it; a
+      // replay or trim at the head meanwhile can move batches past the walk, which is then walked
+      // again (what a walk misses is still kept out of every POST for an hour: notErased).
       const dead = keys.webhookDead(account, ep.id);
-      for (const member of await redis.lrange(dead, 0, -1)) {
-        const next = rewrite(member)?.next;
-        if (next === undefined) continue;
-        const tx = redis.multi().lrem(dead, 1, member);
-        if (next !== null) tx.rpush(dead, next);
-        await tx.exec();
-        changed++;
+      for (let walks = 0; walks < 3; walks++) {
+        const startLength = await redis.llen(dead);
+        let removed = 0;
+        let at = 0;
+        for (;;) {
+          const page = await redis.lrange(dead, at, at + DEAD_PAGE - 1);
+          let gone = 0;
+          for (const member of page) {
+            const next = rewrite(member)?.next;
+            if (next === undefined) continue;
+            if ((await redis.rewriteItem(dead, member, next ?? '')) === 1) {
+              changed++;
+              if (next === null) gone++;
+            }
+          }
+          removed += gone;
+          if (page.length < DEAD_PAGE) break;
+          at += page.length - gone;
+        }
+        // Only appends (at the tail) happened meanwhile: nothing moved past the walk.
+        if ((await redis.llen(dead)) >= startLength - removed) break;
       }
     }
   }

@@ -623,7 +623,12 @@ test("a message's events outlive its record: export and erasure still find them 
   }, LATE.refsMs);
   for (const id of [expired, opened, beta]) await purgeMessage(client, keys, id);
   const { endpoint } = await createWebhook(client, keys, ACCOUNT, { url: 'https://hooks.acme.test/x', events: ['expired'] });
-  await client.rpush(keys.webhookDead(ACCOUNT, endpoint.id), JSON.stringify({ b: 'x', n: 1, f: NOW, e: [{ id: gaveUp, type: 'expired', msgId: expired, idx: '0' }] }));
+  const dead = keys.webhookDead(ACCOUNT, endpoint.id);
+  // Oldest first: the first batch names Ann and Bob, and keeps its place once Ann's event is out of it.
+  const bobs = { id: `${NOW - 4 * DAY + 2}-0`, type: 'expired', msgId: expired, idx: '1' };
+  await client.rpush(dead, JSON.stringify({ b: 'x', n: 1, f: NOW, e: [{ id: gaveUp, type: 'expired', msgId: expired, idx: '0' }, bobs] }));
+  await client.rpush(dead, JSON.stringify({ b: 'y', n: 1, f: NOW, e: [{ id: `${NOW - DAY}-0`, type: 'expired', msgId: 'other', idx: '0' }] }));
+  await client.rpush(dead, JSON.stringify({ b: 'z', n: 1, f: NOW, e: [{ id: gaveUp, type: 'expired', msgId: expired, idx: '0' }] }));
 
   const e = (await exportAddress(client, keys, ADDRESS, SCOPE)) as Record<string, { id?: string; type?: string; msgId?: string; events?: unknown[] }[]>;
   assert.equal(new Set(e['messages']!.map((m) => m.id)), new Set([expired, opened]), "acme's copies, not beta's");
@@ -633,10 +638,12 @@ test("a message's events outlive its record: export and erasure still find them 
 
   const report = await eraseAddress(client, keys, ADDRESS, SCOPE, { eventsMaxLen: 1000, recordTtlMs: LATE.recordsMs, refsTtlMs: LATE.refsMs, ref: 'sha256:test', now: NOW });
   assert.is(report.events, 4);
-  assert.is(report.webhookBatches, 1);
+  assert.is(report.webhookBatches, 2);
   const left = (await client.xrange(keys.events(), '-', '+')).map(([, f]) => `${f[1]} ${f[5]}:${f[7]}`);
   assert.equal(left.filter((l) => !l.startsWith('erased')), [`delivered ${beta}:0`, `delivered ${expired}:1`], "beta's event and Bob's stay");
-  assert.is(await client.llen(keys.webhookDead(ACCOUNT, endpoint.id)), 0);
+  const batches = (await client.lrange(dead, 0, -1)).map((b) => JSON.parse(b) as { b: string; e: unknown[] });
+  assert.equal(batches.map((b) => b.b), ['x', 'y'], 'rewritten in place (retention trims from the head), the batch left empty gone');
+  assert.equal(batches[0]?.e, [bobs]);
   // Beta's reference stays for beta's own erasure, which finds its event.
   assert.is((await eraseAddress(client, keys, ADDRESS, { accounts: ['beta'], all: false }, { eventsMaxLen: 1000, recordTtlMs: LATE.recordsMs, refsTtlMs: LATE.refsMs, ref: 'sha256:test', now: NOW })).events, 1);
 });
