@@ -49,7 +49,11 @@ export async function runDkim(argv: string[], io: Io): Promise<number> {
   const pair = type === 'rsa'
     ? generateKeyPairSync('rsa', { modulusLength: bits, publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } })
     : generateKeyPairSync('ed25519', { publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } });
-  writeKey(out, pair.privateKey, args.values.force === true);
+  const failed = writeKey(out, pair.privateKey, args.values.force === true);
+  if (failed !== null) {
+    println(io.err, `sluice: ${failed}`);
+    return 1;
+  }
 
   const record = dnsRecord(pair.publicKey, type);
   println(io.out, `private key written to ${out}`);
@@ -73,18 +77,26 @@ export function zoneTxtLine(name: string, value: string): string {
  * Writes the private key readable by its owner only. A new file is created exclusively ('wx'), so a
  * file that appeared since the check is never overwritten. A replacement (--force) is written to a
  * new 0600 file and renamed over the old one: the mode of the old file (perhaps 0644) is not
- * inherited, and a crash midway leaves the old key whole.
+ * inherited, and a crash midway leaves the old key whole. Returns null, or why it could not be
+ * written (a failure of the file system, exit 1; a file that appeared meanwhile is a usage error).
  */
-function writeKey(out: string, pem: string, force: boolean): void {
+function writeKey(out: string, pem: string, force: boolean): string | null {
+  const dir = dirname(out);
+  try {
+    mkdirSync(dir, { recursive: true });
+  } catch (err) {
+    // EEXIST here: a file, not a folder, holds the folder's name (or one above it: ENOTDIR).
+    return `cannot create the folder ${dir} for the key: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`;
+  }
   const target = force ? `${out}.${process.pid}.tmp` : out;
   try {
-    mkdirSync(dirname(out), { recursive: true });
     writeFileSync(target, pem, { mode: 0o600, flag: 'wx' });
     if (force) renameSync(target, out);
+    return null;
   } catch (err) {
     if (force) rmSync(target, { force: true });
     const code = (err as NodeJS.ErrnoException).code;
     if (code === 'EEXIST' && !force) throw new UsageError(`${out} exists; pass --force to replace it`);
-    throw new UsageError(`cannot write the key to ${out}: ${code ?? (err as Error).message}`);
+    return `cannot write the key to ${out}: ${code ?? (err as Error).message}`;
   }
 }

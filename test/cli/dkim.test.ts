@@ -107,6 +107,16 @@ test('an existing file is kept without --force (exit 2); --force replaces it wit
   assert.is(statSync(keyFile).mode & 0o777, 0o600, 'the replaced key does not keep the old 0644');
 });
 
+test('a key that cannot be written (its folder is a file) exits 1 saying why, not that the key exists', async () => {
+  const file = join(dir, 'a-file');
+  writeFileSync(file, 'x');
+  const r = await sluice(['dkim', 'keygen', '--domain', 'acme.example', '--selector', 's1', '--type', 'ed25519', '--out', join(file, 'key.pem')]);
+  assert.is(r.code, 1, r.err);
+  assert.match(r.err, `cannot create the folder ${file} for the key`);
+  assert.not.match(r.err, 'exists; pass --force');
+  assert.not.match(r.out, 'Publish this DNS TXT record', 'no record for a key that was not written');
+});
+
 test('bad domain, selector, type or bits: exit 2 with a clear message, and no file', async () => {
   const keyFile = join(dir, 'never.pem');
   const cases: [string[], string][] = [
