@@ -107,6 +107,8 @@ export const CLICK_HOLD_MS = BURST_WINDOW_MS + 500;
  * MAX_PENDING_RECORDS), so ~2,500 first clicks a second held for 2 s leave the rest for opens.
  */
 export const MAX_HELD = 5_000;
+/** The tracking server's endpoint of each token kind (sluice_tracking_requests_total's `endpoint`). */
+const ENDPOINTS = { o: 'open', c: 'click', u: 'unsubscribe' } as const;
 
 /** A held click: queued at `until`, or earlier with a burst. */
 interface Held {
@@ -259,14 +261,13 @@ export function createEventBatch(deps: EventBatchDeps, opts: EventBatchOptions):
     // Counted per batch, not per request: a labelled counter costs a label lookup per call.
     let ok = 0;
     let invalid = 0;
-    // Held clicks were marked up to ~2.5 s ago: a recipient erased since (an x:<idx> or x:* mark,
-    // eraseRecipient-5.lua) gets no event, as recordTrackingEvent would have decided then.
-    const heldOnes = batch.filter((e): e is Extract<Entry, { p: TokenPayload }> => 'held' in e && e.held === true);
-    const erased = heldOnes.length === 0 ? null : new Set(await erasedOf(deps.redis, deps.keys, heldOnes));
+    /** The held clicks' events: see write(). */
+    const heldReady: Ready[] = [];
     for (const entry of batch) {
       if (!('raw' in entry)) {
-        if (erased?.has(entry)) continue;
-        ready.push({ p: entry.p, ctx: entry.ctx });
+        const r: Ready = { p: entry.p, ctx: entry.ctx };
+        ready.push(r);
+        if ('held' in entry && entry.held === true) heldReady.push(r);
         continue;
       }
       const { raw, p, mode } = entry;
@@ -284,8 +285,43 @@ export function createEventBatch(deps: EventBatchDeps, opts: EventBatchOptions):
       opens.push({ msgId: p.msgId, cls: machine ? 'm' : '', idx: mode === 'full' ? p.idx : '', at: raw.at });
       marked.push({ event, full: mode === 'full' });
     }
-    if (ok > 0) deps.metrics?.requests.inc({ endpoint: 'open', result: 'ok' }, ok);
     if (invalid > 0) deps.metrics?.requests.inc({ endpoint: 'open', result: 'invalid' }, invalid);
+    try {
+      await write(opens, marked, ready, heldReady);
+    } catch (err) {
+      unrecorded(batch);
+      throw err;
+    }
+    if (ok > 0) deps.metrics?.requests.inc({ endpoint: 'open', result: 'ok' }, ok);
+  };
+
+  /**
+   * A batch whose write Redis refused (maxmemory, MISCONF, READONLY, NOREPLICAS) or that failed: its
+   * events are not written, and are counted so. An open counts `unrecorded` instead of `ok`; a click
+   * or unsubscribe, counted when it was answered, counts here too (its marks and counters may stand
+   * without its event).
+   */
+  const unrecorded = (batch: readonly Entry[]): void => {
+    const lost = new Map<string, number>();
+    let untracked = 0;
+    for (const e of batch) {
+      // An open of an account that tracks nothing had nothing to write: it was served, `ok`.
+      if ('raw' in e && e.p && e.mode === 'off') untracked++;
+      const endpoint = 'raw' in e ? (e.p && e.mode !== 'off' ? 'open' : null) : ENDPOINTS[e.p.kind];
+      if (endpoint !== null) lost.set(endpoint, (lost.get(endpoint) ?? 0) + 1);
+    }
+    if (untracked > 0) deps.metrics?.requests.inc({ endpoint: 'open', result: 'ok' }, untracked);
+    for (const [endpoint, n] of lost) deps.metrics?.requests.inc({ endpoint, result: 'unrecorded' }, n);
+  };
+
+  /** Marks and counts the opens, then appends the events that remain (those of erased recipients go). */
+  const write = async (opens: OpenMark[], marked: { event: Ready; full: boolean }[], ready: Ready[], heldReady: Ready[]): Promise<void> => {
+    // Held clicks were marked up to ~2.5 s ago: a recipient erased since (an x:<idx> or x:* mark,
+    // eraseRecipient-5.lua) gets no event, as recordTrackingEvent would have decided then.
+    if (heldReady.length > 0) {
+      const erased = new Set(await erasedOf(deps.redis, deps.keys, heldReady));
+      if (erased.size > 0) ready = ready.filter((e) => !erased.has(e));
+    }
     if (opens.length > 0) {
       const firsts = await markOpens(deps.redis, deps.keys, opens, deps.retentionMs ?? DEFAULT_RETENTION_MS);
       let erased: Set<Ready> | undefined;

@@ -137,6 +137,28 @@ test('opens of many messages queued in one turn are marked and appended by two s
   assert.is(seen['opened:machine'], 3);
 });
 
+test('a batch Redis refuses to write (NOREPLICAS here, as maxmemory or MISCONF): its opens count unrecorded, not ok, and a click counts unrecorded too', async () => {
+  const client = redis.client();
+  const { keys } = redis.fresh();
+  const { batch, events, seen } = setup(client, keys, { clickHoldMs: 0 });
+  const id = newId(NOW);
+  await stored(client, keys, id);
+  const admin = redis.client();
+  await admin.config('SET', 'min-replicas-to-write', '1');
+  try {
+    for (const idx of [0, 1, 2]) batch.open(open(openToken(id, idx)));
+    const click: TokenPayload = { kind: 'c', account: 'acme', msgId: id, idx: 0, link: 0, issuedAt: ISSUED };
+    batch.event(click, { now: NOW, mode: 'full', first: true, machine: null, userAgent: BROWSER, ip: '' } as EventContext);
+    await batch.idle();
+  } finally {
+    await admin.config('SET', 'min-replicas-to-write', '0');
+  }
+  assert.is((await events()).length, 0);
+  assert.is(seen['open:unrecorded'], 3);
+  assert.is(seen['open:ok'], undefined, 'not counted as recorded');
+  assert.is(seen['click:unrecorded'], 1);
+});
+
 test('a click event joins the queue behind the opens before it; anonymous and off modes', async () => {
   const client = redis.client();
   const { keys } = redis.fresh();
