@@ -247,9 +247,14 @@ export async function startTrackingServer(given: TrackingDeps, opts: TrackingSer
     });
     // Only an http(s) URL of the message's own table is a target; anything else is not followed.
     const target = m.url === null ? null : redirectTarget(m.url);
-    if (target === null) return send(res, 404, TEXT, NOT_FOUND_TEXT, 'not_found');
-    res.writeHead(302, { Location: target, 'Cache-Control': 'no-store', 'Referrer-Policy': 'no-referrer', 'Content-Length': 0 });
-    res.end();
+    if (target === null) return res.headersSent ? 'not_found' : send(res, 404, TEXT, NOT_FOUND_TEXT, 'not_found');
+    // Answered 503 already when Redis took longer than its deadline (withDeadline): the marks and
+    // counts were written all the same, so the event that stands for them is written too (else the
+    // counters held a first click no event or webhook ever showed).
+    if (!res.headersSent) {
+      res.writeHead(302, { Location: target, 'Cache-Control': 'no-store', 'Referrer-Policy': 'no-referrer', 'Content-Length': 0 });
+      res.end();
+    }
     if ('unrecorded' in m) return 'unrecorded';
     // An erased recipient's old link still leads where it led, but nothing about them is recorded.
     if (mode !== 'off' && !m.erased) {

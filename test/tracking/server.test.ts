@@ -196,6 +196,28 @@ test('a held pixel is answered after pixelHoldMs even while Redis takes nothing;
   }
 });
 
+test('a click answered 503 because Redis was silent past its deadline: the first-click mark and count written meanwhile get their event', async () => {
+  const f = await fixture();
+  const admin = redis.client();
+  try {
+    await admin.call('CLIENT', 'PAUSE', '6500', 'ALL');
+    const res = await get(f.base + tokenPath('c', f.token('c')), { headers: { 'user-agent': BROWSER } });
+    assert.is(res.status, 503, 'the recipient is answered at the deadline');
+    // Redis answers again; the click's marks are written, then its event.
+    let clicks: Record<string, string>[] = [];
+    for (let i = 0; i < 100 && clicks.length === 0; i++) {
+      await sleep(100);
+      await f.server.idle();
+      clicks = (await f.events()).filter((e) => e['type'] === 'clicked');
+    }
+    assert.equal(clicks.map((e) => e['first']), ['1'], 'the first click is written, once');
+    assert.is((await client.hgetall(f.keys.msgStats(f.msgId)))['clicks_unique_human'], '1');
+  } finally {
+    await admin.call('CLIENT', 'UNPAUSE').catch(() => undefined);
+    await f.close();
+  }
+});
+
 /** Nice values of this process's threads (Linux: field 19 of /proc/self/task/<tid>/stat). */
 function threadNices(): number[] {
   return readdirSync('/proc/self/task').map((tid) => {
