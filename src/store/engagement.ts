@@ -6,7 +6,7 @@ declare module 'ioredis' {
   interface RedisCommander<Context> {
     /** src/queue/lua/recordTrackingEvent-4.lua; idx '' is anonymous mode (counted, no mark). */
     recordTrackingEvent(
-      marks: string, links: string, stats: string, meta: string, kind: string, idx: number | '', link: number, now: number, burstMs: number, ttlMs: number, cls: '' | 'm', burstLinks: number,
+      marks: string, links: string, stats: string, meta: string, kind: string, idx: number | '', link: number, now: number, burstMs: number, ttlMs: number, cls: '' | 'm', burstLinks: number, rcpt?: number,
     ): Result<[number, number, string | null, number, number, number], Context>;
   }
 }

@@ -282,7 +282,7 @@ export function createEventBatch(deps: EventBatchDeps, opts: EventBatchOptions):
       const event: Ready = { p, ctx: { now: raw.at, mode, first: false, machine, userAgent: raw.userAgent, ip: entry.ip } };
       ready.push(event);
       // Anonymous mode keeps no per-recipient marks (nothing is "first"), but the open is counted.
-      opens.push({ msgId: p.msgId, cls: machine ? 'm' : '', idx: mode === 'full' ? p.idx : '', at: raw.at });
+      opens.push({ msgId: p.msgId, cls: machine ? 'm' : '', idx: mode === 'full' ? p.idx : '', at: raw.at, rcpt: p.idx });
       marked.push({ event, full: mode === 'full' });
     }
     if (invalid > 0) deps.metrics?.requests.inc({ endpoint: 'open', result: 'invalid' }, invalid);
@@ -384,12 +384,14 @@ async function erasedOf<E extends { readonly p: TokenPayload }>(redis: RedisClie
   return entries.filter((_, i) => marks[i]?.some((v) => v !== null));
 }
 
-/** One verified open for recordTrackingOpens: idx '' in anonymous mode (counted, no mark). */
+/** One verified open for recordTrackingOpens: idx '' in anonymous mode (counted, no mark), unless its recipient was erased. */
 interface OpenMark {
   readonly msgId: string;
   readonly cls: '' | 'm';
   readonly idx: number | '';
   readonly at: number;
+  /** The recipient index in every mode (the erasure check: an erased recipient's open is not counted either). */
+  readonly rcpt: number;
 }
 
 
@@ -412,8 +414,8 @@ async function markOpens(redis: RedisClient, keys: Keys, opens: readonly OpenMar
       c.keys.push(keys.trackMarks(o.msgId), keys.msgStats(o.msgId), keys.msgMeta(o.msgId));
       c.index.set(o.msgId, (k = c.keys.length / 3));
     }
-    // [k, cls, idx, at]: cls, idx and at are digits, '' or 'm', so no JSON escaping is needed.
-    c.quads.push(`[${k},"${o.cls}","${o.idx}","${o.at}"]`);
+    // [k, cls, idx, at, rcpt]: digits, '' or 'm', so no JSON escaping is needed.
+    c.quads.push(`[${k},"${o.cls}","${o.idx}","${o.at}","${o.rcpt}"]`);
     order.push({ group: name, pos: c.count++ });
   }
   const results = new Map<string, number[]>();

@@ -35,7 +35,7 @@ export async function mark(deps: TrackingDeps, p: TokenPayload, mode: TrackingMo
   const personal = mode === 'full' || p.kind === 'u';
   const [first, burst, url, burstLimit, erased, burstSince] = await deps.redis.recordTrackingEvent(
     deps.keys.trackMarks(p.msgId), deps.keys.links(p.msgId), deps.keys.msgStats(p.msgId), deps.keys.msgMeta(p.msgId), p.kind, personal ? p.idx : '', p.link ?? 0, now,
-    BURST_WINDOW_MS, deps.retentionMs ?? DEFAULT_RETENTION_MS, knownMachine ? 'm' : '', BURST_LINKS,
+    BURST_WINDOW_MS, deps.retentionMs ?? DEFAULT_RETENTION_MS, knownMachine ? 'm' : '', BURST_LINKS, p.idx,
   );
   return { first: first === 1, burst, url: url ?? null, burstLimit: burstLimit ?? BURST_LINKS, erased: erased === 1, burstSince: burstSince ?? 0 };
 }

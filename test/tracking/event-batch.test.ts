@@ -8,7 +8,8 @@ import { createTokenCodec, type TokenPayload } from '../../src/core/tokens.js';
 import { newId } from '../../src/core/ids.js';
 import { createEventBatch, type EventBatchDeps, type EventBatchOptions } from '../../src/tracking/event-batch.js';
 import { toEngagement } from '../../src/store/engagement.js';
-import type { EventContext } from '../../src/tracking/record.js';
+import { mark, type EventContext } from '../../src/tracking/record.js';
+import type { TrackingDeps } from '../../src/tracking/deps.js';
 
 const test = suite('tracking/event-batch');
 const NOW = Date.UTC(2026, 2, 1, 12);
@@ -157,6 +158,30 @@ test('a batch Redis refuses to write (NOREPLICAS here, as maxmemory or MISCONF):
   assert.is(seen['open:unrecorded'], 3);
   assert.is(seen['open:ok'], undefined, 'not counted as recorded');
   assert.is(seen['click:unrecorded'], 1);
+});
+
+test("anonymous mode: an erased recipient's old pixel and link count and record nothing, as in full mode", async () => {
+  const client = redis.client();
+  const { keys } = redis.fresh();
+  const { batch, events, seen } = setup(client, keys, { modeOf: () => 'anonymous' });
+  const id = newId(NOW);
+  await stored(client, keys, id);
+  // Recipient 0 erased (eraseRecipient-5.lua leaves this mark); recipient 1 not.
+  await client.hset(keys.trackMarks(id), 'x:0', '1');
+  batch.open(open(openToken(id, 0)));
+  batch.open(open(openToken(id, 1)));
+  await batch.idle();
+  assert.equal((await events()).map((e) => e['type']), ['opened'], "only recipient 1's open");
+  assert.is(seen['opened:human'], 1);
+  assert.equal(await client.hgetall(keys.msgStats(id)), { opens_human: '1' });
+  await client.rpush(keys.links(id), 'https://shop.example/');
+  const deps = { redis: client, keys } as unknown as TrackingDeps;
+  const erased = await mark(deps, { kind: 'c', account: 'acme', msgId: id, idx: 0, link: 0, issuedAt: ISSUED }, 'anonymous', NOW);
+  assert.ok(erased.erased, "the erased recipient's click is known so");
+  assert.is(erased.url, 'https://shop.example/', 'its link still leads where it led');
+  const other = await mark(deps, { kind: 'c', account: 'acme', msgId: id, idx: 1, link: 0, issuedAt: ISSUED }, 'anonymous', NOW);
+  assert.not.ok(other.erased);
+  assert.is((await client.hgetall(keys.msgStats(id)))['clicks_human'], '1', 'one click counted: the other recipient\'s');
 });
 
 test('a click event joins the queue behind the opens before it; anonymous and off modes', async () => {

@@ -29,6 +29,8 @@
                         aligns it with the record's expiry)
   ARGV[7] cls           '' or 'm' (see KEYS[1])
   ARGV[8] burstLinks    distinct links in the window from which a click is a machine's (as classify.ts)
+  ARGV[9] rcpt          the recipient index, in every mode: an erased recipient ('x:<rcpt>' or 'x:*')
+                        gets nothing, in anonymous mode too (where ARGV[2] is '')
 
   Returns {first (1|0), burst (distinct links in the window, 0 unless kind 'c'), url or false,
   the burst limit that applied (ARGV[8], or the message's link count when 2 ≤ links < ARGV[8]),
@@ -44,8 +46,9 @@ if kind == 'c' then
 end
 
 -- An erased recipient (eraseRecipient-5.lua): nothing is marked or counted; a click still gets its URL.
-if idx ~= '' then
-  local x = redis.call('HMGET', KEYS[1], 'x:' .. idx, 'x:*')
+local rcpt = ARGV[9] or idx
+if rcpt ~= '' then
+  local x = redis.call('HMGET', KEYS[1], 'x:' .. rcpt, 'x:*')
   if x[1] or x[2] then return {0, 0, url, tonumber(ARGV[8]), 1, 0} end
 end
 local first, burst, burstStart = 0, 0, 0

@@ -15,11 +15,13 @@
   ARGV[1]     ttlMs  how long marks are kept (the message's retention); counters this call creates
                      get the record's remaining TTL, or this one while the record has none (pending:
                      finishRecipient-4.lua aligns them with the record's expiry when it finishes)
-  ARGV[2]     opens  a JSON array of quadruples [k, cls, idx, now], one per open, in arrival order:
+  ARGV[2]     opens  a JSON array of [k, cls, idx, now, rcpt], one per open, in arrival order:
                 k    which message (key triple) the open is of
                 cls  '' for a presumed person, 'm' for a known machine
                 idx  the recipient index, or '' in anonymous mode: counted, no mark, never first
                 now  ms of the open (the value of a first mark)
+                rcpt the recipient index in every mode: an erased recipient gets nothing, in
+                     anonymous mode too (one HMGET there, for the erasure marks only)
 
   A message whose record is gone (purged at the end of its retention, or erased whole) gets nothing:
   an old pixel would otherwise make its counters and marks again, and an event about a recipient no
@@ -33,7 +35,7 @@
   batch, one HINCRBY per counter that moved. A TTL is set only where one can be missing: on marks when
   a mark was added, on stats when this call created a counter.
 
-  Returns {first (1|0|-1), ...}, one per quadruple, in their order: of two opens of one recipient in
+  Returns {first (1|0|-1), ...}, one per open, in their order: of two opens of one recipient in
   the same batch, the earlier is the first. -1: nothing was marked or counted, and the caller records
   no event: the recipient was erased (an 'x:<idx>' or 'x:*' mark, eraseRecipient-5.lua), or the
   message's record is gone.
@@ -51,7 +53,10 @@ for i = 1, #opens do
   local k, cls, idx = o[1], o[2], o[3]
   local first = 0
   local erased = false
-  if idx ~= '' then
+  if idx == '' and o[5] ~= nil and o[5] ~= '' then
+    local x = redis.call('HMGET', KEYS[3 * k - 2], 'x:' .. o[5], 'x:*')
+    erased = x[1] ~= false or x[2] ~= false
+  elseif idx ~= '' then
     -- One read tells erased, repeat or first; only a first writes (a repeat costs no write, and
     -- nothing of it goes to the AOF).
     local field = cls .. 'o:' .. idx
