@@ -37,7 +37,7 @@ const COMMANDS: readonly [RegExp, string][] = [
   [/\b(?:in reply to|after|response to)\s+(?:the\s+)?(?:end of )?data\b/i, 'DATA'],
   [/\b(?:in reply to|after|response to)\s+(?:the\s+)?(?:ehlo|helo)\b/i, 'EHLO'],
   [/\b(?:in reply to|after|response to)\s+(?:the\s+)?starttls\b/i, 'STARTTLS'],
-  [/\bafter (?:initial connection|connect)\b|\bconnection refused\b|\bremote host .* said: 5\d\d.*\bgreeting\b/i, 'CONN'],
+  [/\bafter (?:initial connection|connect)\b|\bconnection refused\b|\bremote host [^\r\n]{0,256}? said: 5\d\d[^\r\n]{0,256}?\bgreeting\b/i, 'CONN'],
   [/>>> ?rcpt to/i, 'RCPT'],
   [/>>> ?mail from/i, 'MAIL'],
   [/>>> ?data/i, 'DATA'],

@@ -66,8 +66,14 @@ const HOST_SUMMARY = /^\s*[45]\d\d\s+\S+\s+\(smtp\)\.\.\./i;
 export function extractFromText(raw: string, exclude: ReadonlySet<string>, never: ReadonlySet<string> = exclude): TextRecipient[] {
   const text = humanPart(raw);
   const lines = text.split(/\r?\n/);
-  const blocks: { recipient: string; lines: string[] }[] = [];
-  let cur: { recipient: string; lines: string[] } | undefined;
+  const blocks: { recipient: string; lines: string[]; last: string }[] = [];
+  let cur: { recipient: string; lines: string[]; last: string } | undefined;
+  // `last`: the block's last line with text, so a blank line's test below is one look, not a join of
+  // the whole block (which, for a block of thousands of "x:" lines and blank lines, was quadratic).
+  const push = (b: { lines: string[]; last: string }, line: string): void => {
+    b.lines.push(line);
+    if (line.trim() !== '') b.last = line;
+  };
 
   for (const line of lines) {
     const m = LEADING.exec(line) ?? SENDMAIL.exec(line);
@@ -75,31 +81,32 @@ export function extractFromText(raw: string, exclude: ReadonlySet<string>, never
     if (HOST_SUMMARY.test(line)) { cur = undefined; continue; }
     if (addr && !never.has(addr) && !/^\s*(?:from|sender|reporting|to|cc):/i.test(line.replace(/^\s*(?:original-recipient|to):\s*<?[^>]*>?/i, '')) ) {
       const existing = blocks.find((b) => b.recipient === addr);
-      if (existing) { cur = existing; cur.lines.push(m?.[2] ?? ''); continue; }
+      if (existing) { cur = existing; push(cur, m?.[2] ?? ''); continue; }
       if (blocks.length >= MAX_RECIPIENTS) break;
-      cur = { recipient: addr, lines: [m?.[2] ?? ''] };
+      cur = { recipient: addr, lines: [], last: '' };
+      push(cur, m?.[2] ?? '');
       blocks.push(cur);
       continue;
     }
     if (line.trim() === '') {
       // A blank line ends a block only once it has content (Exim puts the error on the next lines).
       // A block whose text ends in ':' ("because:", "reason:") continues in the next paragraph.
-      if (cur && cur.lines.join('').trim() !== '' && !/:\s*$/.test(cur.lines.join(' '))) cur = undefined;
+      if (cur && cur.last !== '' && !/:\s*$/.test(cur.last)) cur = undefined;
       continue;
     }
-    if (cur) cur.lines.push(line.trim());
+    if (cur) push(cur, line.trim());
   }
 
   if (blocks.length === 0) {
     for (const re of INLINE) {
       const m = re.exec(text);
       const addr = m ? cleanAddress(m[1] ?? '') : '';
-      if (addr && !exclude.has(addr)) blocks.push({ recipient: addr, lines: [text] });
+      if (addr && !exclude.has(addr)) blocks.push({ recipient: addr, lines: [text], last: text });
     }
   }
   if (blocks.length === 0) {
     const addr = findAddresses(text).find((a) => !exclude.has(a) && !/^(?:postmaster|mailer-daemon|mail-daemon|root|abuse|noreply|no-reply)@/.test(a));
-    if (addr) blocks.push({ recipient: addr, lines: [text] });
+    if (addr) blocks.push({ recipient: addr, lines: [text], last: text });
   }
   return blocks.map((b) => ({ recipient: b.recipient, diagnostic: b.lines.join(' ').replace(/\s+/g, ' ').trim() }));
 }

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { classifyMessage } from '../../src/bounces/index.js';
+import { findCommand } from '../../src/bounces/smtp-text.js';
 import { CORPUS_DIR } from './corpus-eval.js';
 
 const test = suite('bounces/robustness');
@@ -109,6 +110,40 @@ test('a notice of blank lines is read in linear work (no regex backtracking acro
   ].join('\r\n');
   const got = await classifyMessage(Buffer.from(notice));
   assert.equal(got.map((r) => r.recipient), ['gone@example.com']);
+});
+
+test('an HTML notice of unclosed tags is read in linear work; a real HTML notice still gives its recipient', async () => {
+  // Tags were /<[^>]*>/ and script/style blocks /<(?:script|style)[\s\S]*?<\/…>/: each '<' without a '>'
+  // (each unclosed '<style') rescanned to the end. 64 KB of '<' took 6 s of the inbound MX's thread;
+  // these 512 KB bodies would take minutes each, past the runner's per-file timeout.
+  for (const unit of ['<', '<style ', '<script>']) {
+    const raw = Buffer.from(`From: MAILER-DAEMON@mx.example.org\r\nSubject: Undeliverable\r\nContent-Type: text/html\r\n\r\n${unit.repeat(Math.floor((512 * 1024) / unit.length))}`);
+    assert.equal(await classifyMessage(raw), [], unit);
+  }
+  const html = [
+    'From: MAILER-DAEMON@mx.example.org', 'Subject: Undeliverable: hello', 'Content-Type: text/html', '',
+    '<html><head><style>p { color: red } /* <b>x</b> */</style><script>var a = "<gone@wrong.example>";</script></head>',
+    '<body><p>Delivery has failed to these recipients or groups:</p><p><a href="mailto:gone@example.com">gone@example.com</a><br>',
+    'The email address you entered couldn&#39;t be found. 550 5.1.1 User unknown</p></body></html>', '',
+  ].join('\r\n');
+  assert.equal((await classifyMessage(Buffer.from(html))).map((r) => [r.recipient, r.status]), [['gone@example.com', '5.1.1']]);
+});
+
+test("a notice line of repeated 'remote host … said: 5xx' is read in bounded work; the greeting refusal is still told", async () => {
+  // The CONN pattern had two unbounded .* on one line: 60 KB of it took 5 minutes per call.
+  const line = `<a@example.com>: ${'remote host said: 500 '.repeat(3000)}`;
+  const raw = Buffer.from(`From: MAILER-DAEMON@mx.example.org\r\nSubject: Undelivered Mail Returned to Sender\r\n\r\n${line}\r\n`);
+  assert.equal((await classifyMessage(raw)).map((r) => r.recipient), ['a@example.com']);
+  assert.is(findCommand('host mx.example.net[192.0.2.1] refused to talk to me: remote host mx.example.net said: 554 5.7.1 go away (in reply to the greeting)'), 'CONN');
+});
+
+test("a block of thousands of 'x:' lines and blank lines is read in linear work", async () => {
+  // A blank line joined the whole block again to see whether it ended in ':': quadratic, ~9 s for a
+  // 64 KiB notice; 40 of them outlast the runner's per-file timeout.
+  for (let i = 0; i < 40; i++) {
+    const raw = Buffer.from(`From: MAILER-DAEMON@mx.example.org\r\nSubject: failure notice ${i}\r\n\r\n<a@example.com>:\r\n${'x:\r\n\r\n'.repeat(20_000)}`);
+    assert.equal((await classifyMessage(raw)).map((r) => r.recipient), ['a@example.com']);
+  }
 });
 
 test.run();
