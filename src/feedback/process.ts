@@ -311,7 +311,10 @@ function looksLikeBounceMail(raw: Buffer): boolean {
  * whose mail fails downstream every time should be), never puts it on the global list at once.
  */
 function pickRecord(records: readonly BounceRecord[], meta: MessageMeta, target: Target): { record: BounceRecord; idx: number; address: string } | undefined {
-  const useful = records.filter((r) => verdictOf(r) !== 'ignore');
+  // A Message-ID is no proof of whose copy it was (message ids are not secret: a forward shows it):
+  // it finds the message of a feedback report (ARF), which acts per account; a bounce by it alone,
+  // which would put the address on the global list, is anyone's to forge.
+  const useful = records.filter((r) => verdictOf(r) !== 'ignore' && (target.via !== 'message-id' || FEEDBACK_VERDICTS.has(verdictOf(r))));
   if (target.idx !== undefined) {
     const address = liveAddress(meta, target.idx);
     if (address === undefined) return undefined;
@@ -330,6 +333,9 @@ function pickRecord(records: readonly BounceRecord[], meta: MessageMeta, target:
   }
   return undefined;
 }
+
+/** The verdicts of a feedback report (ARF): what a Message-ID alone may be acted on for. */
+const FEEDBACK_VERDICTS: ReadonlySet<Verdict> = new Set(['complaint', 'optout', 'notspam', 'report']);
 
 const EVENT_OF: Readonly<Record<Verdict, EventType | ''>> = {
   complaint: 'complained',

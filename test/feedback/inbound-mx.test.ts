@@ -440,6 +440,25 @@ test('a co-recipient cannot have another recipient suppressed by an ARF report t
   assert.ok((await listUnprocessed(ctx.client, ctx.keys, 10_000)).some((u) => u.id === fid), 'listed for the operator (sluice bounce list)');
 });
 
+test("a DSN to the FBL address naming a copy by its Message-ID alone (anyone's to forge: ids are not secret) suppresses nobody; a complaint so named still counts", async () => {
+  const id = await sentMessage('acme', ['victim@dest.test']);
+  const forged = [
+    'From: MAILER-DAEMON@attacker.test', `To: ${FBL}`, 'Subject: Undelivered Mail Returned to Sender', 'MIME-Version: 1.0',
+    'Content-Type: multipart/report; report-type=delivery-status; boundary="b1"', '',
+    '--b1', 'Content-Type: text/plain', '', 'Your message could not be delivered.', '',
+    '--b1', 'Content-Type: message/delivery-status', '', 'Reporting-MTA: dns; mx.attacker.test', '',
+    'Final-Recipient: rfc822; victim@dest.test', 'Action: failed', 'Status: 5.1.1', 'Diagnostic-Code: smtp; 550 5.1.1 user unknown', '',
+    '--b1', 'Content-Type: text/rfc822-headers', '', `Message-ID: <${id}@mta.sender.test>`, 'From: news@sender.test', 'To: victim@dest.test', 'Subject: hi', '',
+    '--b1--', '',
+  ].join('\r\n');
+  await send(forged, [FBL]);
+  assert.is(await suppressionOf(ctx.client, ctx.keys, GLOBAL_LIST, 'victim@dest.test'), null, 'not on the global list');
+  assert.is(await suppressionOf(ctx.client, ctx.keys, 'acme', 'victim@dest.test'), null);
+  assert.equal(await eventsOf(id), [], 'no bounce counted');
+  await send(arfReport('victim@dest.test', [`Message-ID: <${id}@mta.sender.test>`, 'From: news@sender.test', 'To: victim@dest.test', 'Subject: hi']), [FBL]);
+  assert.is((await suppressionOf(ctx.client, ctx.keys, 'acme', 'victim@dest.test'))?.reason, 'complaint', 'the complaint by Message-ID is acted on');
+});
+
 test('a complaint by Message-ID is about the returned message only: ids in its References and In-Reply-To (the rest of a thread) are not charged a complaint', async () => {
   const first = await sentMessage('acme', ['thread@dest.test']);
   const second = await sentMessage('acme', ['thread@dest.test']);
