@@ -182,9 +182,12 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
     }
   };
 
-  /** Processing runs after the 250. The mail's bytes go back to the budget when it is done. */
+  /**
+   * Processing runs after the 250: from the next turn, so the answer is written first (parsing is
+   * synchronous work, which ran before it). The mail's bytes go back to the budget when it is done.
+   */
   const processLater = (mail: FeedbackMail, bytes: number) => {
-    const job = processStored(mail);
+    const job = new Promise<void>((resolve) => setImmediate(resolve)).then(() => processStored(mail));
     inFlight.add(job);
     void job.finally(() => {
       inFlight.delete(job);
