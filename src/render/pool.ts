@@ -271,7 +271,8 @@ export class RenderPool {
         // connections on it: each is run again on its own, so only one that kills a worker again
         // fails (and is deferred, not bounced: workerFailed). Started before this batch settles, so
         // a close() waiting for the pool to drain waits for them too.
-        const alone = tasks.length > 1 ? Promise.all(tasks.map((t) => this.#run(t))) : null;
+        // Through the backpressure FIFO (#enqueue): straight to piscina, a full queue refused them at once.
+        const alone = tasks.length > 1 ? Promise.all(tasks.map((t) => this.#enqueue(() => this.#run(t)))) : null;
         this.#settled(gen);
         if (alone) return alone;
         const failed = workerFailed(err);

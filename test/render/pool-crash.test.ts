@@ -39,4 +39,22 @@ test("a worker that dies fails only the copy that kills it, as the worker's fail
   }
 });
 
+test("the copies run again after a worker's death wait their turn in a full queue; none is refused for it", async () => {
+  // One thread, a queue of one task: the seven copies beside the big one are run again while other
+  // callers' tasks fill the queue.
+  const pool = new RenderPool({ threads: 1, queuePerThread: 1, init: { keys: [key], hostname: 'mta.pool.example' } });
+  try {
+    const first = pool.renderMany([...Array.from({ length: 7 }, (_, i) => raw(`a${i}`)), big]);
+    await new Promise((r) => setImmediate(r));
+    const others = Array.from({ length: 4 }, (_, i) => new Promise<Awaited<typeof first>>((r) => setTimeout(() => r(pool.renderMany([raw(`b${i}`)])), i)));
+    const [a, ...b] = await Promise.all([first, ...others]);
+    const failed = a.filter((r) => !r.ok);
+    assert.equal(failed.map((r) => (r.ok ? '' : r.code)), ['SLUICE_RENDER_WORKER_FAILED'], JSON.stringify(failed));
+    assert.is(a.at(-1)?.ok, false, 'the big one is the one that fails');
+    for (const r of b.flat()) assert.ok(r.ok, JSON.stringify(r));
+  } finally {
+    await pool.close();
+  }
+});
+
 test.run();
