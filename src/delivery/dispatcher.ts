@@ -29,6 +29,7 @@ import { addSuppression, GLOBAL_LIST, suppressionsOf } from '../store/suppressio
 import { copyErased } from '../store/privacy.js';
 import { DeliveryMarks, recordSoftBounce } from '../store/soft-bounces.js';
 import { verdictOf } from '../bounces/verdict.js';
+import { isHardBounce } from '../bounces/reasons.js';
 import { noteCampaignWait, recordCampaignOutcome, type CampaignCounter, type CampaignWait } from '../store/campaigns.js';
 import { holdCampaignEntries } from '../queue/campaign.js';
 import { OUTCOME } from '../queue/outcome-codes.js';
@@ -1512,14 +1513,16 @@ export class Dispatcher {
       m?.deliveryAttempts.inc({ result: reason, provider: shaping.provider });
       final = true;
     } else {
-      let verdict = reason ? { reason, hardbounce: true } : this.o.classify(outcome.code, outcome.enhanced, outcome.response);
+      // Our own reasons are hard as the classifier's are (isHardBounce): a null MX or NXDOMAIN is, a
+      // loop to this host, a message no longer stored or one that could not be rendered is not.
+      let verdict = reason ? { reason, hardbounce: isHardBounce(reason, outcome.enhanced ?? '', String(outcome.code ?? '')) } : this.o.classify(outcome.code, outcome.enhanced, outcome.response);
       // Only a remote server's verdict on the address counts against the sender (not our own drops).
       // A local refusal (no code: the client would not send it) is no remote verdict on the address.
       let about = reason || outcome.code === null ? null : verdictOf({ ...verdict, action: 'failed', feedbacktype: null });
       // A refusal of our envelope sender or of the session, worded as an address failure, is the
       // sender's problem: Sisimai's 'rejected' (the sender address was refused), never suppressed.
       if ((about === 'hard' || about === 'soft') && !RECIPIENT_COMMANDS.has(outcome.command)) {
-        verdict = { ...verdict, reason: 'rejected' };
+        verdict = { ...verdict, reason: 'rejected', hardbounce: false };
         about = 'sender';
       }
       addressBounce = about === 'hard';

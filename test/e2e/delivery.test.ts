@@ -257,6 +257,17 @@ test('a host whose STARTTLS breaks gets the message in plain text at once, and l
   }
 });
 
+/** The `hard` field of the message's `bounced` event (the event stream; webhooks carry it as it is). */
+async function bouncedHard(id: string): Promise<string | undefined> {
+  const entries = (await s.app.redis.client.xrange(s.app.keys.events(), '-', '+')) as [string, string[]][];
+  for (const [, flat] of entries) {
+    const f: Record<string, string> = {};
+    for (let i = 0; i + 1 < flat.length; i += 2) f[flat[i] as string] = flat[i + 1] as string;
+    if (f['type'] === 'bounced' && f['msgId'] === id) return f['hard'];
+  }
+  return undefined;
+}
+
 test('550 bounces at once with its reason, no retry', async () => {
   const rcpts = () => bouncePeer.commands.filter((c) => c.startsWith('RCPT')).length;
   const before = rcpts();
@@ -281,6 +292,7 @@ test('a 5xx to MAIL FROM bounces as the sender\'s problem (rejected): the recipi
   assert.is(rc.reason, 'rejected');
   assert.is(senderRejectPeer.commands.filter((c) => c.startsWith('RCPT')).length <= 1, true);
   await s.waitSettled(r.body.id);
+  assert.is(await bouncedHard(r.body.id), '0', 'the event does not call it a hard bounce (webhook consumers suppress on it)');
   assert.is(await suppressionOf(s.app.redis.client, s.app.keys, 'acme', 'olga@senderreject.test'), null);
   // The same words to RCPT are about the address: suppressed (the test above sent nobody@bounce.test).
   assert.is((await suppressionOf(s.app.redis.client, s.app.keys, 'acme', 'nobody@bounce.test'))?.reason, 'hardbounce');
@@ -303,6 +315,8 @@ test('null MX (RFC 7505) bounces at once', async () => {
   assert.is(rc.state, 'bounced');
   assert.is(rc.enhanced, '5.1.10');
   assert.is(rc.attempts, 1);
+  await s.waitSettled(r.body.id);
+  assert.is(await bouncedHard(r.body.id), '1', 'a domain that takes no mail is a hard bounce');
 });
 
 test('an MX that is this host (127.0.0.1) bounces 5.4.6 at once, and suppresses nothing', async () => {
@@ -312,6 +326,7 @@ test('an MX that is this host (127.0.0.1) bounces 5.4.6 at once, and suppresses 
   assert.is(rc.enhanced, '5.4.6');
   assert.match(rc.response ?? rc.reason ?? JSON.stringify(rc), /loops back/);
   await s.waitSettled(r.body.id);
+  assert.is(await bouncedHard(r.body.id), '0', 'our own routing verdict is no hard bounce of the address');
   assert.is(await suppressionOf(s.app.redis.client, s.app.keys, 'acme', 'hal@selfmx.test'), null);
 });
 
