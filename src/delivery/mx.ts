@@ -4,6 +4,7 @@ import { isIP } from 'node:net';
 import { ExpiringLru } from '../core/lru.js';
 import { parseHostPort } from '../core/host-port.js';
 import { addressScope } from '../core/public-address.js';
+import { mappedIpv4 } from '../core/ip.js';
 import { DnsClient, type MxAnswer } from './dns-query.js';
 
 /**
@@ -138,6 +139,8 @@ export class MxResolver {
   private readonly inflight = new Map<string, Promise<Route>>();
   /** delivery.transport as in force (setTransport replaces it). */
   private transport: Readonly<Record<string, string>>;
+  /** Bumped by setTransport(): a lookup started under an older map is not cached. */
+  private generation = 0;
 
   constructor(private readonly opts: MxResolverOptions) {
     this.resolver = createResolver(opts.servers, opts.timeoutMs);
@@ -151,10 +154,13 @@ export class MxResolver {
   /**
    * A reloaded transport map: every cached route is dropped (a route of the old map, or an MX route
    * of a domain the new map sends elsewhere, must not outlive it). A lookup running now finishes
-   * with the map it started with.
+   * for its own callers with the map it started with, but is neither cached nor given to a caller
+   * after the reload (the generation tells).
    */
   setTransport(transport: Readonly<Record<string, string>>): void {
     this.transport = transport;
+    this.generation++;
+    this.inflight.clear();
     this.cache.clear();
   }
 
@@ -168,10 +174,13 @@ export class MxResolver {
     const running = this.inflight.get(name);
     if (running) return running;
 
-    const lookup = this.lookup(name)
+    const generation = this.generation;
+    const lookup: Promise<Route> = this.lookup(name)
       .catch((err: unknown): { route: Route; ttlMs: number } => ({ route: { kind: 'tempfail', error: describe(err) }, ttlMs: 0 }))
       .then(({ route, ttlMs }) => {
-        this.inflight.delete(name);
+        if (this.inflight.get(name) === lookup) this.inflight.delete(name);
+        // Started under a transport map since replaced: its route is not the new map's to keep.
+        if (generation !== this.generation) return route;
         if (ttlMs > 0) this.cache.set(name, route, this.now() + ttlMs);
         else this.cache.delete(name);
         return route;
@@ -327,11 +336,13 @@ export class MxResolver {
 
   /** A and AAAA of one name, IPv4 first (IPv6 reputation and routes are the rarer of the two). */
   private async addresses(name: string): Promise<Addresses> {
-    if (isIP(name) !== 0) return { kind: 'ok', ips: [name], ttlMs: this.opts.maxCacheTtlMs }; // an IP literal as MX: wrong, but common
+    // An IPv4-mapped IPv6 address is the IPv4 address it holds: a connection to it is IPv4, and
+    // takes delivery.bindAddress, not bindAddress6 (bind.ts sourceFor goes by the address's family).
+    if (isIP(name) !== 0) return { kind: 'ok', ips: [mappedIpv4(name) ?? name], ttlMs: this.opts.maxCacheTtlMs }; // an IP literal as MX: wrong, but common
     const [v4, v6] = await Promise.allSettled([this.resolver.resolve4(name, { ttl: true }), this.resolver.resolve6(name, { ttl: true })]);
     const records = [...(v4.status === 'fulfilled' ? v4.value : []), ...(v6.status === 'fulfilled' ? v6.value : [])];
     if (records.length > 0) {
-      return { kind: 'ok', ips: records.map((r) => r.address), ttlMs: Math.min(...records.map((r) => r.ttl * 1000)) };
+      return { kind: 'ok', ips: records.map((r) => mappedIpv4(r.address) ?? r.address), ttlMs: Math.min(...records.map((r) => r.ttl * 1000)) };
     }
     for (const r of [v4, v6]) {
       if (r.status === 'rejected' && !NO_DATA.has((r.reason as { code?: string }).code ?? '')) {

@@ -416,12 +416,24 @@ test('only private or reserved addresses (IPv4, IPv6 ULA/link-local/multicast, I
 
   const follow = resolver({ privateMx: true, maxAddresses: 10 });
   const all = hostsOf(await follow.resolve('allpriv.test'));
-  assert.equal(all.hosts.map((h) => h.host), ['10.0.0.5', '169.254.169.254', 'fd12:3456::25', 'fe80::1', 'ff02::1', '::ffff:192.168.1.1', '::ffff:10.0.0.7', '100.64.0.1', '192.0.0.8', '198.18.0.1', '224.0.0.1', '240.0.0.1', '0.1.2.3']);
+  // IPv4-mapped IPv6 addresses are the IPv4 addresses they hold (a connection to one takes delivery.bindAddress).
+  assert.equal(all.hosts.map((h) => h.host), ['10.0.0.5', '169.254.169.254', 'fd12:3456::25', 'fe80::1', 'ff02::1', '192.168.1.1', '10.0.0.7', '100.64.0.1', '192.0.0.8', '198.18.0.1', '224.0.0.1', '240.0.0.1', '0.1.2.3']);
   assert.equal(hostsOf(await follow.resolve('implicitpriv.test')).hosts.map((h) => h.host), ['192.168.1.10']);
   // privateMx does not follow loopback ones (loopbackMx's), nor loopbackMx private ones.
   assert.equal(await follow.resolve('loop.test'), { kind: 'loopback', hosts: ['mx.loop.test', 'mx6.loop.test'] });
   assert.equal(hostsOf(await follow.resolve('loopandpriv.test')).hosts.map((h) => h.host), ['10.0.0.5']);
   assert.equal(await resolver({ loopbackMx: true }).resolve('implicitpriv.test'), { kind: 'private', hosts: ['implicitpriv.test'] });
+});
+
+test('a transport map reloaded while a lookup of the domain runs: a caller after the reload gets the new map\'s route, not the running lookup', async () => {
+  const r = resolver();
+  const before = r.resolve('silent.test'); // never answered: runs until its timeout
+  r.setTransport({ 'silent.test': '127.0.0.1:2526' });
+  const after = await r.resolve('silent.test');
+  assert.ok(after.kind === 'hosts' && after.viaTransport, JSON.stringify(after));
+  assert.is((await before).kind, 'tempfail', 'the lookup begun under the old map ends for its own caller');
+  const later = await r.resolve('silent.test');
+  assert.ok(later.kind === 'hosts' && later.viaTransport, 'and changes nothing after it');
 });
 
 test('the transport map is never filtered: a smarthost on a private address, by IP or by name, is used', async () => {
