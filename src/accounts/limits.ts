@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import type { Result } from 'ioredis';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
@@ -243,6 +243,18 @@ export interface AuthThrottleOptions {
   lockUsers?: boolean;
 }
 
+/** An attempt begin() let go to its check: end() it once answered. `id` null: not counted (Redis refused the write). */
+export interface PendingAttempt extends AuthVerdict {
+  readonly id: string | null;
+  readonly ip: string;
+  readonly user: string | undefined;
+}
+
+/** How long an attempt being checked counts at most (a process that died while checking it leaves it behind). */
+const PENDING_TTL_MS = 60 * SECOND;
+/** How long an attempt waits for room among those being checked before it is refused. */
+const BEGIN_WAIT_MS = 10 * SECOND;
+
 export interface AuthVerdict {
   /** Wait this long before answering (tarpit), 0 for none. */
   readonly delayMs: number;
@@ -275,10 +287,11 @@ export class AuthThrottle {
     this.maxDelayMs = opts.maxDelayMs ?? 5 * SECOND;
   }
 
-  private subjects(ip: string, user?: string): string[] {
-    const out = [this.keys.authFailures('ip', ip)];
+  /** The failure counts' keys of this IP and user; with `suffix` '-pending', those of the attempts being checked (begin). */
+  private subjects(ip: string, user?: string, suffix = ''): string[] {
+    const out = [this.keys.authFailures(`ip${suffix}`, ip)];
     if (user !== undefined && user !== '') {
-      out.push(this.keys.authFailures('user', createHash('sha256').update(user).digest('base64url').slice(0, 22)));
+      out.push(this.keys.authFailures(`user${suffix}`, createHash('sha256').update(user).digest('base64url').slice(0, 22)));
     }
     return out;
   }
@@ -291,11 +304,9 @@ export class AuthThrottle {
 
   /** Before checking credentials: throws SLUICE_AUTH_THROTTLED when this IP or user is locked out. */
   async check(ip: string, user?: string): Promise<AuthVerdict> {
-    // Separate GETs: the keys have no common hash tag (an IP and a user are unrelated), so one
-    // MULTI could span two cluster slots.
-    const counts = (await Promise.all(this.subjects(ip, user).map((k) => this.redis.get(k)))).map((c) => Number(c ?? 0));
-    const [ipFailures = 0, userFailures = 0] = counts;
-    return this.verdict(this.opts.lockUsers === false ? ipFailures : Math.max(ipFailures, userFailures), userFailures);
+    const { failures, verdict } = await this.failures(ip, user);
+    if (failures >= this.refuseAfter) throw new SluiceError('SLUICE_AUTH_THROTTLED');
+    return verdict;
   }
 
   /** Records a failure; the verdict says how long to delay the failure's answer. */
@@ -318,45 +329,67 @@ export class AuthThrottle {
   }
 
   /**
-   * Counts an attempt before its credentials are checked, for passwords a guesser could find (SMTP):
-   * with check() then fail(), every attempt that began before the first failures were counted went
-   * through, so a burst of guesses at once (from many addresses) passed refuseAfter many times
-   * over. Throws SLUICE_AUTH_THROTTLED when the attempts before this one reached refuseAfter (this
-   * one is not counted then); else the verdict's delay is for a wrong answer. A right one calls
-   * passed(), which takes the attempt back.
+   * Lets an attempt at a password a guesser could find (SMTP) go to its check, or not. Checked then
+   * counted (check(), then fail()), every attempt of a burst began before the first failures were
+   * counted: 40 guesses sent at once from 40 addresses were all checked against a limit of 20. So
+   * the attempts being checked are counted too, apart from the failures (a sorted set per IP and
+   * user, each attempt a member that lapses after PENDING_TTL_MS, so a process that dies leaves no
+   * count behind): an attempt goes ahead while failures + attempts being checked stay within
+   * refuseAfter, else it waits for those to be answered — a burst of right passwords (an
+   * application's connection pool) only waits a moment — and is refused once the failures alone
+   * reach the limit, or after BEGIN_WAIT_MS. While Redis refuses writes the attempts are not counted
+   * and the check goes ahead as check() lets it (a right password is still taken). end() must follow
+   * the answer; a wrong answer is fail()'s to count, as before.
    */
-  async begin(ip: string, user?: string): Promise<AuthVerdict> {
-    const subjects = this.subjects(ip, user);
-    const counts = await Promise.all(
-      subjects.map(async (k) => {
-        const res = await this.redis.multi().incr(k).pexpire(k, this.windowMs).exec().catch(redisRefused('the login attempt could not be counted'));
-        return Number(res?.[0]?.[1] ?? 0);
-      }),
-    );
-    const [ipAttempts = 0, userAttempts = 0] = counts;
-    const attempts = this.opts.lockUsers === false ? ipAttempts : Math.max(ipAttempts, userAttempts);
-    if (attempts - 1 >= this.refuseAfter) {
-      await Promise.all(subjects.map((k) => this.takeBack(k)));
-      throw new SluiceError('SLUICE_AUTH_THROTTLED');
-    }
-    try {
-      return this.verdict(attempts, userAttempts);
-    } catch {
-      // The attempt that reaches the line is still answered as usual when it is wrong, late.
-      return { delayMs: this.maxDelayMs, userFailures: userAttempts };
+  async begin(ip: string, user?: string): Promise<PendingAttempt> {
+    const id = randomBytes(8).toString('base64url');
+    const pending = this.subjects(ip, user, '-pending');
+    const deadline = Date.now() + BEGIN_WAIT_MS;
+    for (;;) {
+      const { failures, verdict } = await this.failures(ip, user);
+      if (failures >= this.refuseAfter) throw new SluiceError('SLUICE_AUTH_THROTTLED');
+      const now = Date.now();
+      let counts: number[];
+      try {
+        counts = await Promise.all(
+          pending.map(async (k) => {
+            const res = await this.redis.multi().zremrangebyscore(k, '-inf', now - PENDING_TTL_MS).zadd(k, now, id).zcard(k).pexpire(k, PENDING_TTL_MS).exec();
+            const err = res?.find(([e]) => e !== null)?.[0];
+            if (err) throw err;
+            return Number(res?.[2]?.[1] ?? 0);
+          }),
+        );
+      } catch {
+        await this.forget(pending, id);
+        return { ...verdict, id: null, ip, user };
+      }
+      const [ipPending = 0, userPending = 0] = counts;
+      const inFlight = this.opts.lockUsers === false ? ipPending : Math.max(ipPending, userPending);
+      if (failures + inFlight <= this.refuseAfter) return { ...verdict, id, ip, user };
+      await this.forget(pending, id);
+      if (Date.now() >= deadline) throw new SluiceError('SLUICE_AUTH_THROTTLED');
+      await new Promise((r) => setTimeout(r, 25 + Math.floor(Math.random() * 50)));
     }
   }
 
-  /** The attempt begin() counted had the right credentials: the IP's count takes it back, the user's is cleared (succeed). */
-  async passed(ip: string, user: string): Promise<void> {
-    const [ipKey] = this.subjects(ip);
-    if (ipKey) await this.takeBack(ipKey);
-    await this.succeed(user);
+  /** The attempt begin() let through was answered (after fail() or succeed()): it is no longer being checked. */
+  async end(attempt: PendingAttempt): Promise<void> {
+    if (attempt.id !== null) await this.forget(this.subjects(attempt.ip, attempt.user, '-pending'), attempt.id);
   }
 
-  /** One attempt off a count, which keeps a TTL (a count that expired meanwhile must not stay at -1 for good). */
-  private async takeBack(key: string): Promise<void> {
-    await this.redis.multi().decr(key).pexpire(key, this.windowMs).exec().catch(() => undefined);
+  private async forget(keys: readonly string[], id: string): Promise<void> {
+    await Promise.all(keys.map((k) => this.redis.zrem(k, id).catch(() => 0)));
+  }
+
+  /** The failures counted against this IP and user (the larger, with lockUsers), and check()'s verdict on them. */
+  private async failures(ip: string, user?: string): Promise<{ failures: number; verdict: AuthVerdict }> {
+    // Separate GETs: the keys have no common hash tag (an IP and a user are unrelated), so one
+    // MULTI could span two cluster slots.
+    const counts = (await Promise.all(this.subjects(ip, user).map((k) => this.redis.get(k)))).map((c) => Number(c ?? 0));
+    const [ipFailures = 0, userFailures = 0] = counts;
+    const failures = this.opts.lockUsers === false ? ipFailures : Math.max(ipFailures, userFailures);
+    if (failures >= this.refuseAfter) return { failures, verdict: { delayMs: this.maxDelayMs, userFailures } };
+    return { failures, verdict: this.verdict(failures, userFailures) };
   }
 
   /**

@@ -7,7 +7,7 @@ import { SluiceError, toSluiceError } from '../core/errors.js';
 import { parseAddress } from '../core/address.js';
 import { assertRedisReady } from '../redis/client.js';
 import type { Account } from '../accounts/registry.js';
-import { AuthThrottle, recipientCap, type AuthThrottleOptions } from '../accounts/limits.js';
+import { AuthThrottle, recipientCap, type AuthThrottleOptions, type AuthVerdict } from '../accounts/limits.js';
 import { acceptMessage, checkFrom, checkOpen, type AcceptDeps } from './accept.js';
 import { headerAuthors } from './header-from.js';
 import { withoutBcc } from '../render/raw.js';
@@ -176,12 +176,19 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
         try {
           // AUTH, MAIL and DATA need Redis: while it is down, a 4xx at once rather than a wait.
           assertRedisReady(deps.redis);
-          // Counted before the password is checked: guesses sent at once are each counted (begin).
-          const verdict = await throttle.begin(ip, username);
-          const found = await deps.registry.authenticateSmtpUser(username, auth.password ?? '');
+          // Room among the attempts being checked, or a wait for it: guesses sent at once cannot pass the limit (begin).
+          const attempt = await throttle.begin(ip, username);
+          let found: Awaited<ReturnType<typeof deps.registry.authenticateSmtpUser>>;
+          let verdict: AuthVerdict | null = null;
+          try {
+            found = await deps.registry.authenticateSmtpUser(username, auth.password ?? '');
+            if (found) await throttle.succeed(username);
+            else verdict = await throttle.fail(ip, username);
+          } finally {
+            await throttle.end(attempt);
+          }
           if (found) {
             const { account } = found;
-            await throttle.passed(ip, username);
             log.info({ sessionId: session.id, account: account.id }, 'smtp auth ok');
             guard.authenticated(session);
             const user: SessionUser = { accountId: account.id, username, hash: found.hash };
@@ -189,7 +196,8 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
           }
           deps.metrics?.authFailures.inc({ interface: 'smtp' });
           log.warn({ sessionId: session.id, ip }, 'smtp auth failed');
-          if (verdict.delayMs > 0) await new Promise((r) => setTimeout(r, verdict.delayMs));
+          const delayMs = verdict?.delayMs ?? 0;
+          if (delayMs > 0) await new Promise((r) => setTimeout(r, delayMs));
           cb(smtpReply(new SluiceError('SLUICE_AUTH_FAILED'), session.id));
         } catch (err) {
           cb(reject(session, err));

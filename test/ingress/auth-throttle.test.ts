@@ -132,7 +132,20 @@ test('SMTP: failures on one instance lock the user and the IP on the other', asy
   assert.ok((await smtpAuth(b, '127.0.0.5', 'other', other.smtpPass)).ok, 'another user from another IP authenticates');
 });
 
-test('SMTP: guesses sent at once are each counted before their password is checked: no more than the limit are answered, the rest are refused', async () => {
+test('SMTP: right passwords sent at once (an application\'s connection pool) are all taken, past the limit too; a right one is taken while Redis refuses writes', async () => {
+  const burst = await Promise.all(Array.from({ length: 30 }, (_, i) => smtpAuth(i % 2 ? a : b, `127.0.3.${i + 1}`, 'other', other.smtpPass)));
+  assert.equal(burst.filter((r) => !r.ok).map((r) => r.response), [], 'none refused');
+  const admin = redis.client();
+  await admin.config('SET', 'min-replicas-to-write', '1');
+  try {
+    const r = await smtpAuth(a, '127.0.4.1', 'other', other.smtpPass);
+    assert.ok(r.ok, `taken while Redis refuses writes: ${r.response}`);
+  } finally {
+    await admin.config('SET', 'min-replicas-to-write', '0');
+  }
+});
+
+test('SMTP: guesses sent at once are counted while they are checked: no more than the limit are answered, the rest are refused', async () => {
   // 40 at once, each from its own address (the per-IP limit does not apply), for one user: checked
   // then counted, every one of them was answered 535, and the user's count went past the limit.
   const burst = await Promise.all(Array.from({ length: 40 }, (_, i) => smtpAuth(i % 2 ? a : b, `127.0.1.${i + 1}`, 'other', 'not-the-password')));
