@@ -401,13 +401,18 @@ export class RetentionJob {
 /**
  * Drops the dead-lettered webhook batches (oldest first: the list is appended to) whose newest event
  * is older than `before`: copies of events the stream let go at retention.events. Each one by its
- * exact text (LREM): a replay that moved it meanwhile keeps what it took. Returns the batches dropped.
+ * exact text (LREM): a replay that moved it meanwhile keeps what it took. An unreadable item (a hand
+ * edit, a damaged restore: replay leaves it in place for the operator) is stepped over, not an end
+ * of the walk, or the batches behind it would be kept for good. Returns the batches dropped.
  */
 async function trimDeadLetters(redis: RedisClient, key: string, before: number): Promise<number> {
   let dropped = 0;
-  // From the head: a batch dropped moves the next ones up, one kept (or unreadable) ends the walk.
+  // From the head: a batch dropped moves the next ones up; the unreadable ones stepped over stay
+  // before the next page (`skipped`), and one young batch ends the walk.
+  let skipped = 0;
   for (let looked = 0; looked < DEAD_LETTERS_PER_STEP; ) {
-    const page = await redis.lrange(key, 0, DEAD_LETTERS_PAGE - 1);
+    const page = await redis.lrange(key, skipped, skipped + DEAD_LETTERS_PAGE - 1);
+    let stale = false;
     for (const member of page) {
       looked++;
       let newest = 0;
@@ -415,16 +420,19 @@ async function trimDeadLetters(redis: RedisClient, key: string, before: number):
         const batch = JSON.parse(member) as { e?: { id?: unknown }[] };
         for (const e of batch.e ?? []) if (typeof e.id === 'string') newest = Math.max(newest, streamIdTime(e.id));
       } catch {
-        // Unreadable: kept for the operator (a replay reports it), as the dispatcher keeps it.
-        return dropped;
+        skipped++;
+        continue;
       }
       if (newest >= before) return dropped;
       const removed = await redis.lrem(key, 1, member);
       // Taken meanwhile (a replay): the page is stale, read it again.
-      if (removed === 0) break;
+      if (removed === 0) {
+        stale = true;
+        break;
+      }
       dropped += removed;
     }
-    if (page.length < DEAD_LETTERS_PAGE) break;
+    if (!stale && page.length < DEAD_LETTERS_PAGE) break;
   }
   return dropped;
 }
