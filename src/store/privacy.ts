@@ -743,31 +743,27 @@ async function eraseFromWebhooks(redis: RedisClient, keys: Keys, accounts: reado
       } while (cursor !== '0');
       // In pages (a full list is 10,000 batches of up to 100 events: one read of it all stalled Redis
       // for a third of a second and took 450 MB here), each batch rewritten where it is (rewriteItem).
-      // The next page begins where this one ended, less the batches this walk removed from it; a
-      // replay or trim at the head meanwhile can move batches past the walk, which is then walked
-      // again (what a walk misses is still kept out of every POST for an hour: notErased).
+      // Walked from the tail by negative index: what moves a list meanwhile happens at its head
+      // (retention's trim, a replay, the cap on dead letters) or appends at its tail, and neither
+      // moves a batch the walk has still to read past it (an append makes it read one again, which
+      // finds nothing left to take); a batch this walk removes moves those before it one up, which
+      // the next page's start allows for.
       const dead = keys.webhookDead(account, ep.id);
-      for (let walks = 0; walks < 3; walks++) {
-        const startLength = await redis.llen(dead);
-        let removed = 0;
-        let at = 0;
-        for (;;) {
-          const page = await redis.lrange(dead, at, at + DEAD_PAGE - 1);
-          let gone = 0;
-          for (const member of page) {
-            const next = rewrite(member)?.next;
-            if (next === undefined) continue;
-            if ((await redis.rewriteItem(dead, member, next ?? '')) === 1) {
-              changed++;
-              if (next === null) gone++;
-            }
+      let end = -1;
+      for (;;) {
+        const start = end - DEAD_PAGE + 1;
+        const page = await redis.lrange(dead, start, end);
+        let gone = 0;
+        for (const member of page) {
+          const next = rewrite(member)?.next;
+          if (next === undefined) continue;
+          if ((await redis.rewriteItem(dead, member, next ?? '')) === 1) {
+            changed++;
+            if (next === null) gone++;
           }
-          removed += gone;
-          if (page.length < DEAD_PAGE) break;
-          at += page.length - gone;
         }
-        // Only appends (at the tail) happened meanwhile: nothing moved past the walk.
-        if ((await redis.llen(dead)) >= startLength - removed) break;
+        if (page.length < DEAD_PAGE) break;
+        end = start - 1 + gone;
       }
     }
   }

@@ -648,6 +648,39 @@ test("a message's events outlive its record: export and erasure still find them 
   assert.is((await eraseAddress(client, keys, ADDRESS, { accounts: ['beta'], all: false }, { eventsMaxLen: 1000, recordTtlMs: LATE.recordsMs, refsTtlMs: LATE.refsMs, ref: 'sha256:test', now: NOW })).events, 1);
 });
 
+test('an erasure finds a dead letter naming its recipient while the list is trimmed at its head and appended to meanwhile', async () => {
+  const id = newId(NOW - 1000);
+  await message(id, [ADDRESS]);
+  const { endpoint } = await createWebhook(client, keys, ACCOUNT, { url: 'https://hooks.acme.test/x', events: ['delivered'] });
+  const dead = keys.webhookDead(ACCOUNT, endpoint.id);
+  const other = (b: string) => JSON.stringify({ b, n: 1, f: NOW, e: [{ id: `${NOW - 5000}-0`, type: 'delivered', msgId: 'someone-else', idx: '0' }] });
+  const ann = JSON.stringify({ b: 'ANN', n: 1, f: NOW, e: [{ id: `${NOW - 900}-0`, type: 'delivered', msgId: id, idx: '0' }] });
+  for (let i = 0; i < 250; i++) await client.rpush(dead, i === 150 ? ann : other(`old${i}`));
+  // Between the walk's first and second page: 100 batches trimmed from the head (retention, a
+  // replay, the cap), 100 new dead letters appended. Walked forward by index, the batch naming Ann
+  // moved from 150 to 50, behind the walk, and the length told nothing.
+  let reads = 0;
+  const busy = new Proxy(client, {
+    get(target, prop, recv) {
+      const v = Reflect.get(target, prop, recv) as unknown;
+      if (prop === 'lrange') {
+        return async (...args: [string, number, number]) => {
+          if (args[0] === dead && ++reads === 2) {
+            await target.ltrim(dead, 100, -1);
+            for (let i = 0; i < 100; i++) await target.rpush(dead, other(`new${i}`));
+          }
+          return target.lrange(...args);
+        };
+      }
+      return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+    },
+  });
+  const report = await eraseAddress(busy, keys, ADDRESS, SCOPE, { eventsMaxLen: 1000, recordTtlMs: 86_400_000, refsTtlMs: 86_400_000, ref: 'sha256:test', now: NOW });
+  assert.is(report.webhookBatches, 1);
+  assert.equal((await client.lrange(dead, 0, -1)).filter((m) => m.includes(id)), [], 'no dead letter names the erased copy');
+  assert.is(await client.llen(dead), 249, 'the rest kept: 250 - 100 trimmed + 100 appended - the emptied one');
+});
+
 test("a deleted contact's copies record no open or click of them any more, as an erased recipient's do; the other contacts' still count", async () => {
   const { campaignId, lists } = await populate();
   const [l1] = lists as [string];
