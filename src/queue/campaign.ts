@@ -51,16 +51,22 @@ export async function pushCampaignChunk(
   const push = (domain: string, nos: readonly number[]) =>
     redis.pushCampaign(keys.campaignQueue(domain, o.campaignId), keys.campaignPushed(domain), keys.ready(domain), o.campaignId, o.chunk, o.dueAt, o.sending ? '1' : '0', ...nos);
   if (o.byDomain.size > 0) await redis.sadd(keys.campaignDomains(o.campaignId), ...o.byDomain.keys());
+  const domains = [...o.byDomain.keys()];
   const counts = await Promise.all([...o.byDomain].map(([domain, nos]) => push(domain, nos)));
   if (o.redo) {
     let cursor = '0';
     do {
-      const [next, domains] = await redis.sscan(keys.campaignDomains(o.campaignId), cursor, 'COUNT', 200);
+      const [next, found] = await redis.sscan(keys.campaignDomains(o.campaignId), cursor, 'COUNT', 200);
       cursor = next;
-      counts.push(...(await Promise.all(domains.filter((d) => !o.byDomain.has(d)).map((d) => push(d, [])))));
+      const others = found.filter((d) => !o.byDomain.has(d));
+      domains.push(...others);
+      counts.push(...(await Promise.all(others.map((d) => push(d, [])))));
     } while (cursor !== '0');
   }
-  if (o.byDomain.size > 0 && o.sending) await scheduleDestinations(redis, keys, shards, new Map([...o.byDomain.keys()].map((d) => [d, o.dueAt])));
+  // Every destination this chunk queued at, those the redo found pushed by a process that died
+  // before it scheduled them too (else nothing would look at them until other mail came).
+  const queuedAt = domains.filter((_, i) => (counts[i] ?? 0) > 0);
+  if (queuedAt.length > 0 && o.sending) await scheduleDestinations(redis, keys, shards, new Map(queuedAt.map((d) => [d, o.dueAt])));
   return counts.reduce((a, b) => a + b, 0);
 }
 

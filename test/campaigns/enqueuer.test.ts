@@ -10,7 +10,7 @@ import { CampaignEnqueuer } from '../../src/campaigns/enqueuer.js';
 import { campaignStats, createCampaign, getCampaign, listCampaigns, recordEnqueuePlan } from '../../src/store/campaigns.js';
 import { cancelCampaign, holdCampaignEntries, pauseCampaign, pushCampaignChunk, scheduleCampaign, startCampaign } from '../../src/queue/campaign.js';
 import { claim } from '../../src/queue/claim.js';
-import type { Keys } from '../../src/redis/keys.js';
+import { shardOf, type Keys } from '../../src/redis/keys.js';
 import type { RedisClient } from '../../src/redis/client.js';
 import { createList, deleteList, setContactStatus, upsertContacts } from '../../src/store/contacts.js';
 import { newId } from '../../src/core/ids.js';
@@ -178,6 +178,9 @@ test('a process killed while pushing a chunk, and a contact unsubscribed before 
   // What the killed process did of chunk 1: said its plan, pushed dest1's two contacts, died.
   await recordEnqueuePlan(env.client, keys, id, 6);
   assert.is(await pushCampaignChunk(env.client, keys, 2, { campaignId: id, chunk: 1, dueAt: T, sending: true, byDomain: new Map([['dest1.test', [1, 4]]]) }), 2);
+  // …and died before it scheduled dest1 (its push and its schedule are separate calls).
+  await env.client.zrem(keys.schedule(shardOf('dest1.test', 2)), 'dest1.test');
+  await env.client.srem(keys.destinations(shardOf('dest1.test', 2)), 'dest1.test');
   // Before the restart, both dest1 contacts unsubscribe: the chunk read again has no dest1 contact.
   const list = (await getCampaign(env.client, keys, null, id))!.listId;
   for (const no of [1, 4]) assert.ok(await setContactStatus(env.client, keys, list, no, 'unsubscribed', T + 1));
@@ -188,6 +191,7 @@ test('a process killed while pushing a chunk, and a contact unsubscribed before 
   const c = await getCampaign(env.client, keys, null, id);
   assert.is(c?.queued, waiting, 'every queued copy is counted');
   assert.is(c?.pending, waiting);
+  assert.ok((await env.client.zscore(keys.schedule(shardOf('dest1.test', 2)), 'dest1.test')) !== null, 'dest1 is scheduled, so its copies are sent');
 });
 
 test("a campaign whose turn fails does not hold back the campaigns due after it", async () => {
