@@ -186,8 +186,11 @@ export class AccountRegistry {
    * True while SMTP user `username` exists with the password hash `hash` (the one it authenticated
    * with): a session whose user a reload removed, or whose password it changed, is not let on.
    */
-  smtpUserInForce(username: string, hash: string): boolean {
-    return this.smtpUsers.get(username)?.hash === hash;
+  smtpUserInForce(username: string, hash: string, accountId: string): boolean {
+    const user = this.smtpUsers.get(username);
+    // The same user and password moved to another account by a reload: a session logged in as the
+    // old one must not go on sending as it (its domains, quota, keys); it logs in again.
+    return user?.hash === hash && user.accountId === accountId;
   }
 
   /** Exact, case-insensitive, IDN-normalised match; a subdomain of an owned domain is not owned. */

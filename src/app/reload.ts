@@ -227,7 +227,9 @@ export class ConfigReloader {
       metrics.configReloads.inc({ result: 'applied' });
       metrics.configReloadSuccessful.set(1);
       metrics.configLoadedAt.set(Math.floor(Date.now() / 1000));
-      logger.info(result, result.restartNeeded.length > 0 ? 'configuration reloaded; some changed settings apply only after a restart' : 'configuration reloaded');
+      // A changed setting left as it was must be seen where only warnings are logged.
+      if (result.restartNeeded.length > 0) logger.warn(result, 'configuration reloaded; some changed settings apply only after a restart');
+      else logger.info(result, 'configuration reloaded');
     } catch (err) {
       metrics.configReloads.inc({ result: 'refused' });
       metrics.configReloadSuccessful.set(0);
@@ -267,7 +269,9 @@ export class ConfigReloader {
     // STARTTLS pairs: read (the files, or the generated pair) and checked now.
     const tlsNext: { server: ReloadParts['tlsServers'][number]; tls: TlsMaterial }[] = [];
     for (const server of p.tlsServers) {
-      const tls = await loadOrCreateTls(next, server.name);
+      // Where a generated pair lives (instance.dataDir) and its name (instance.hostname) take a restart:
+      // the pair in force is looked for where it was made.
+      const tls = await loadOrCreateTls({ ...next, instance: p.config.instance }, server.name);
       const now = this.#tls.get(server.name);
       if (now && tls.key.equals(now.key) && tls.cert.equals(now.cert)) continue;
       checkTlsPair(tls, server.name === 'feedback' ? 'feedback' : 'ingress.smtp');

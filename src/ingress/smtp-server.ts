@@ -113,7 +113,7 @@ export async function startSubmissionServer(deps: SubmissionDeps, opts: Submissi
   };
   const accountOf = (session: SMTPServerSession): Account | undefined => {
     const user = session.user as SessionUser | undefined;
-    return user && deps.registry.smtpUserInForce(user.username, user.hash) ? deps.registry.get(user.accountId) : undefined;
+    return user && deps.registry.smtpUserInForce(user.username, user.hash, user.accountId) ? deps.registry.get(user.accountId) : undefined;
   };
 
   /**

@@ -93,11 +93,21 @@ test('a return path is a subdomain of its sending domain, normalised (IDN, case)
   }
 });
 
+test('replace() (a reload): an SMTP user moved to another account with the same password ends the sessions it logged in as the old one', async () => {
+  const own = new AccountRegistry(accounts);
+  const login = await own.authenticateSmtpUser('acme-smtp', 'pw');
+  assert.ok(login && own.smtpUserInForce('acme-smtp', login.hash, 'acme'));
+  const [acme, beta] = accounts as [AccountConfig, AccountConfig];
+  own.replace(new AccountTable([{ ...acme, smtpUsers: [] }, { ...beta, smtpUsers: [...(beta.smtpUsers ?? []), ...(acme.smtpUsers ?? [])] }]));
+  assert.not.ok(own.smtpUserInForce('acme-smtp', login.hash, 'acme'), 'the session of acme is over');
+  assert.ok(own.smtpUserInForce('acme-smtp', login.hash, beta.id), 'a new login is the new account\'s');
+});
+
 test("replace() (a reload): a key authenticated and cached before stops working once its hash is gone; the new table's keys, users, domains and tracking apply; a bad table throws before anything changes", async () => {
   const own = new AccountRegistry(accounts);
   assert.is((await own.authenticateApiKey(key))?.id, 'acme', 'verified, and now cached');
   const login = await own.authenticateSmtpUser('acme-smtp', 'pw');
-  assert.ok(login && own.smtpUserInForce('acme-smtp', login.hash));
+  assert.ok(login && own.smtpUserInForce('acme-smtp', login.hash, 'acme'));
   const next = generateApiKey('acme');
   const acme = accounts[0] as AccountConfig;
   const changed: AccountConfig = { ...acme, apiKeys: [await hashSecret(next)], smtpUsers: [{ username: 'acme-smtp', passwordHash: await hashSecret('pw2') }], tracking: { mode: 'off', anonymizeIp: 'drop' } };
@@ -106,7 +116,7 @@ test("replace() (a reload): a key authenticated and cached before stops working 
   own.replace(new AccountTable([changed, gamma]));
   assert.is(await own.authenticateApiKey(key), null, 'the cached key is refused: its hash is gone');
   assert.is((await own.authenticateApiKey(next))?.id, 'acme');
-  assert.not.ok(own.smtpUserInForce('acme-smtp', login.hash), 'the earlier login is over');
+  assert.not.ok(own.smtpUserInForce('acme-smtp', login.hash, 'acme'), 'the earlier login is over');
   assert.is(await own.authenticateSmtp('acme-smtp', 'pw'), null);
   assert.is((await own.authenticateSmtp('acme-smtp', 'pw2'))?.id, 'acme');
   assert.equal(own.get('acme')?.tracking, { mode: 'off', anonymizeIp: 'drop' });

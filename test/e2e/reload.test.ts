@@ -231,6 +231,15 @@ test('a longer largest maxAge is not applied by a reload (references and records
   assert.is(s.app.config.shaping.default.maxAge, 48 * 3600_000);
 });
 
+test('instance.dataDir takes a restart: a reload changing it applies the rest, keeps the generated STARTTLS pair where it was made, and names the key', async () => {
+  const file = join(s.dir, 'a-file');
+  writeFileSync(file, 'x');
+  // Under a regular file: nothing can be made there, and nothing is tried.
+  const r = await s.reloadWith({ accounts: [acme], instance: { dataDir: join(file, 'data') } });
+  assert.ok(r.restartNeeded.includes('instance.dataDir'), JSON.stringify(r.restartNeeded));
+  assert.equal(r.tlsReplaced, [], 'the STARTTLS pair in force is kept');
+});
+
 test('reloads while mail flows lose nothing: 150 messages in batches while the DKIM key file changes and is reloaded 6 times; each copy arrives once, signed by a key that was published', async () => {
   const rsa = s.dkimKeys.find((k) => k.algorithm === 'rsa');
   const ed = s.dkimKeys.find((k) => k.algorithm === 'ed25519');
