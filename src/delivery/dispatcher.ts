@@ -127,6 +127,8 @@ const CLAIM_WAIT_MS = 5;
 const MAX_RENDERED = 256;
 /** Longest a worker waits in-process for tokens before giving its connection up. */
 const MAX_TOKEN_WAIT_MS = 2_000;
+/** Prepared.paused of a copy whose account the configuration no longer names. */
+const ACCOUNT_UNCONFIGURED = 'unconfigured';
 /** A closed account's copies are looked at again this often (reopening resumes them within it). */
 const CLOSED_HOLD_MS = 5 * 60_000;
 /**
@@ -841,14 +843,18 @@ export class Dispatcher {
           const c = contacts[j];
           return c && c.status !== 'subscribed' ? c.status : undefined;
         };
+        // An account the configuration no longer names (a reload removed it): its DKIM keys and
+        // tracking settings went with it, so its copies are held (as a paused sender's), not sent
+        // unsigned and tracked by default; configured again, they go.
+        const unconfigured = (j: number): boolean => known(j) && !this.trackingModes.has((msgs[j] as LoadedMessage).account);
         // Only copies that would go now take a campaign's throttle tokens: a suppressed one is not sent.
         // A copy given back meanwhile (its place in the claim is `i + j`) is not sent by this claim either.
-        await this.throttleCampaigns(chunk, msgs, holds, (j) => tokens.isBack(i + j) || !known(j) || blocks[j] != null || pauses[j] != null || unsubscribed(j) !== undefined, (j) => i + j, tokens);
+        await this.throttleCampaigns(chunk, msgs, holds, (j) => tokens.isBack(i + j) || !known(j) || blocks[j] != null || pauses[j] != null || unsubscribed(j) !== undefined || unconfigured(j), (j) => i + j, tokens);
         const live = (j: number): boolean => known(j) && holds[j] === undefined;
         const tasks: RenderTask[] = [];
         chunk.forEach((entry, j) => {
           const msg = msgs[j];
-          if (!msg || !live(j) || blocks[j] || pauses[j] || unsubscribed(j)) return;
+          if (!msg || !live(j) || blocks[j] || pauses[j] || unsubscribed(j) || unconfigured(j)) return;
           if (msg.kind === 'campaign') {
             tasks.push(this.campaignTask(msg, entry, contacts[j] as CampaignContact, chunked));
             return;
@@ -875,6 +881,7 @@ export class Dispatcher {
           if (block) return { msg, result: null, address, suppressed: { list: block.list, reason: block.reason } };
           const status = unsubscribed(j);
           if (status) return { msg, result: null, address, suppressed: { list: 'contact', reason: status } };
+          if (unconfigured(j)) return { msg, result: null, address, paused: ACCOUNT_UNCONFIGURED };
           const pause = pauses[j];
           if (pause) return { msg, result: null, address, paused: pause.reason };
           this.o.metrics?.renderDuration.observe(seconds);
@@ -1038,7 +1045,8 @@ export class Dispatcher {
    * campaign's copies were tracked while its list was being queued.
    */
   private trackingMode(account: string, recipients: number | null, atLeast = 0): TrackingMode {
-    const mode = this.trackingModes.get(account) ?? 'full';
+    // An account not configured (any more) is held before it gets here; 'off' keeps nothing of its recipients.
+    const mode = this.trackingModes.get(account) ?? 'off';
     if (mode !== 'anonymous') return mode;
     return (recipients ?? atLeast) < ANONYMOUS_MIN_RECIPIENTS ? 'off' : mode;
   }
@@ -1291,7 +1299,10 @@ export class Dispatcher {
           if (this.now() + PAUSED_SENDER_HOLD_MS > (await this.retriedSince(entry, msg, this.now())) + shaping.maxAge) {
             await this.settle(entry, shaping, msg, localOutcome('deferred', '4.7.0', `sender paused by the reputation guard (${paused}) until the message expired`, 'REPUTATION', true));
           } else {
-            await hold(redis, keys, entry, { now: this.now(), nextAt: this.now() + PAUSED_SENDER_HOLD_MS, enhanced: '4.7.0', response: paused === 'operator' ? 'held: sender paused by the operator (sluice sender pause); resumes when an operator resumes it' : `held: sender paused by the reputation guard (${paused}); resumes when an operator resumes it` });
+            const response = paused === ACCOUNT_UNCONFIGURED
+              ? `held: account '${msg.account}' is not in the configuration (a reload removed it); sent when it is configured again`
+              : paused === 'operator' ? 'held: sender paused by the operator (sluice sender pause); resumes when an operator resumes it' : `held: sender paused by the reputation guard (${paused}); resumes when an operator resumes it`;
+            await hold(redis, keys, entry, { now: this.now(), nextAt: this.now() + PAUSED_SENDER_HOLD_MS, enhanced: '4.7.0', response });
           }
           continue;
         }

@@ -59,12 +59,18 @@ export function trackingSettingsOf(accounts: readonly { readonly id: string; rea
   return { accounts: new Map(accounts.map((a) => [a.id, { mode: a.tracking.mode, anonymizeIp: a.tracking.anonymizeIp }])) };
 }
 
+/**
+ * An account the configuration does not name (a reload removed it since its mail went out) gets the
+ * most private settings, never the permissive ones (trackingSettingsOf sets no default): its tokens
+ * still verify (a click still leads to its link, an unsubscribe still works), but nothing about its
+ * recipients is recorded.
+ */
 export function modeOf(settings: TrackingSettings | undefined, account: string): TrackingMode {
-  return settings?.accounts?.get(account)?.mode ?? settings?.mode ?? 'full';
+  return settings?.accounts?.get(account)?.mode ?? settings?.mode ?? (settings?.accounts ? 'off' : 'full');
 }
 
 export function anonymizationOf(settings: TrackingSettings | undefined, account: string): IpAnonymization {
-  return settings?.accounts?.get(account)?.anonymizeIp ?? settings?.anonymizeIp ?? 'none';
+  return settings?.accounts?.get(account)?.anonymizeIp ?? settings?.anonymizeIp ?? (settings?.accounts ? 'drop' : 'none');
 }
 
 /** The config defaults, for callers that do not pass them. */

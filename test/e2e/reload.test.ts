@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { createTransport } from 'nodemailer';
 import { startCapturePeer, type CapturePeer } from '../helpers/smtp-peer.js';
 import { makeAccount, startSluiceWithPeer, type PeerSluice, type SluiceFixture } from '../helpers/sluice.js';
+import { placeHolds, releaseHolds } from '../../src/queue/holds.js';
 import { makeKey, txtTable, verifyWithDkimpy, verifyWithMailauth } from '../helpers/dkim-verify.js';
 import { generateApiKey, hashSecret } from '../../src/accounts/secrets.js';
 import { isSluiceError } from '../../src/core/errors.js';
@@ -238,6 +239,29 @@ test('instance.dataDir takes a restart: a reload changing it applies the rest, k
   const r = await s.reloadWith({ accounts: [acme], instance: { dataDir: join(file, 'data') } });
   assert.ok(r.restartNeeded.includes('instance.dataDir'), JSON.stringify(r.restartNeeded));
   assert.equal(r.tlsReplaced, [], 'the STARTTLS pair in force is kept');
+});
+
+test("a removed account's queued mail is held, not sent unsigned and tracked by default as it was", async () => {
+  const delta = await another('delta', ['ed25519']);
+  await s.reloadWith({ accounts: [acme, delta.account] });
+  const { client } = s.app.redis;
+  const keys = s.app.keys;
+  // Held at its destination while the account is removed, so that its copy is claimed after.
+  await placeHolds(client, keys, [{ kind: 'domain', name: 'gone-account.test' }], { until: null, reason: 'test', by: 'test', now: Date.now() });
+  const r = await s.api('/v1/messages', { headers: as(delta.apiKey), body: { from: 'news@delta.example', to: 'd@gone-account.test', subject: 'removed', html: '<p><a href="https://delta.example/x">x</a></p>' } });
+  assert.is(r.status, 202, JSON.stringify(r.body));
+  await s.reloadWith({ accounts: [acme] });
+  await releaseHolds(client, keys, s.config.redis.scheduleShards, 'all', Date.now());
+  const record = keys.rcptState('gone-account.test', r.body.id, 0);
+  let response = '';
+  for (let i = 0; i < 200 && !response.includes('not in the configuration'); i++) {
+    await new Promise((res) => setTimeout(res, 50));
+    response = (await client.hget(record, 'response')) ?? '';
+  }
+  assert.match(response, "held: account 'delta' is not in the configuration");
+  assert.is(await client.hget(record, 'state'), 'deferred', 'held as a paused sender\'s copy is');
+  assert.is(Number((await client.hget(record, 'attempts')) ?? 0), 0, 'no attempt spent');
+  assert.not.ok(peer.messages.some((m) => m.raw.toString('latin1').includes(r.body.id)), 'nothing sent');
 });
 
 test('reloads while mail flows lose nothing: 150 messages in batches while the DKIM key file changes and is reloaded 6 times; each copy arrives once, signed by a key that was published', async () => {

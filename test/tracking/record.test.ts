@@ -2,7 +2,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { eventFlat, packTrackingEvent, storedIp, TYPES, type EventContext } from '../../src/tracking/record.js';
 import type { TokenPayload } from '../../src/core/tokens.js';
-import type { TrackingMode, TrackingSettings } from '../../src/tracking/deps.js';
+import { modeOf, trackingSettingsOf, type TrackingMode, type TrackingSettings } from '../../src/tracking/deps.js';
 import type { MachineReason } from '../../src/tracking/classify.js';
 
 /** packTrackingEvent writes the JSON by hand for speed: it must be exactly the JSON of eventFlat. */
@@ -42,6 +42,11 @@ test('storedIp: the address an account may keep (none, truncate, drop; an IPv4-m
   assert.is(storedIp(settings, 'cut', '2001:db8:1:2:3:4:5:6'), '2001:db8:1::');
   assert.is(storedIp(settings, 'nil', '192.0.2.7'), '');
   assert.is(storedIp(undefined, 'acme', '192.0.2.7'), '192.0.2.7');
+  // The configuration's settings (no default): an account it does not name keeps nothing.
+  const configured = trackingSettingsOf([{ id: 'cut', tracking: { mode: 'full', anonymizeIp: 'none' } }]);
+  assert.is(storedIp(configured, 'removed', '192.0.2.7'), '');
+  assert.is(modeOf(configured, 'removed'), 'off');
+  assert.is(modeOf(configured, 'cut'), 'full');
 });
 
 test.run();
