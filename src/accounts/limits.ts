@@ -346,10 +346,11 @@ export class AuthThrottle {
     const pending = this.subjects(ip, user, '-pending');
     const deadline = Date.now() + BEGIN_WAIT_MS;
     for (;;) {
-      const { failures, verdict } = await this.failures(ip, user);
-      if (failures >= this.refuseAfter) throw new SluiceError('SLUICE_AUTH_THROTTLED');
+      // The slot first, then the failures: an attempt checked beside this one is then either still in
+      // its count, or over, and its failure (counted before its end()) in the read that follows.
+      // The other order let one end between the two reads and be seen in neither: twice the limit.
       const now = Date.now();
-      let counts: number[];
+      let counts: number[] | null;
       try {
         counts = await Promise.all(
           pending.map(async (k) => {
@@ -361,8 +362,18 @@ export class AuthThrottle {
         );
       } catch {
         await this.forget(pending, id);
-        return { ...verdict, id: null, ip, user };
+        counts = null;
       }
+      const { failures, verdict } = await this.failures(ip, user).catch(async (err: unknown) => {
+        await this.forget(pending, id);
+        throw err;
+      });
+      if (failures >= this.refuseAfter) {
+        await this.forget(pending, id);
+        throw new SluiceError('SLUICE_AUTH_THROTTLED');
+      }
+      // Redis refused the write: not counted, the check goes ahead as check() lets it.
+      if (counts === null) return { ...verdict, id: null, ip, user };
       const [ipPending = 0, userPending = 0] = counts;
       const inFlight = this.opts.lockUsers === false ? ipPending : Math.max(ipPending, userPending);
       if (failures + inFlight <= this.refuseAfter) return { ...verdict, id, ip, user };

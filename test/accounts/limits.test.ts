@@ -148,6 +148,41 @@ test('auth throttle: delays after N failures, refuses after more, across instanc
   assert.is((await a.check('10.0.0.2', 'bob')).delayMs, 0, 'success clears the user count');
 });
 
+test('auth throttle: guesses sent at once by several processes (many IPs, one user) never get more than refuseAfter passwords checked', async () => {
+  // Four "processes", each its own connection whose replies come 1 ms late (Redis on another host),
+  // 60 guessers looping begin → check → fail → end until refused. Reading the failures before taking
+  // a slot let an attempt that ended between the two reads be seen in neither: up to ~40 checked.
+  for (let round = 0; round < 10; round++) {
+    const { keys } = redis.fresh();
+    const throttles = Array.from({ length: 4 }, () => {
+      const c = redis.client();
+      const get = c.get.bind(c) as (...a: unknown[]) => Promise<unknown>;
+      (c as unknown as { get: (...a: unknown[]) => Promise<unknown> }).get = async (...a: unknown[]) => {
+        const r = await get(...a);
+        await new Promise((z) => setTimeout(z, 1));
+        return r;
+      };
+      return new AuthThrottle(c, keys, { delayAfter: 1000, refuseAfter: 20 });
+    });
+    let checked = 0;
+    await Promise.all(Array.from({ length: 60 }, async (_, i) => {
+      const t = throttles[i % throttles.length] as AuthThrottle;
+      for (;;) {
+        const attempt = await t.begin(`10.9.${round}.${i}`, 'victim').catch(() => null);
+        if (!attempt) return;
+        checked++;
+        await new Promise((r) => setTimeout(r, Math.random() * 3)); // the password check
+        try {
+          await t.fail(`10.9.${round}.${i}`, 'victim');
+        } finally {
+          await t.end(attempt);
+        }
+      }
+    }));
+    assert.ok(checked <= 20, `round ${round}: ${checked} passwords checked, the limit is 20`);
+  }
+});
+
 /** Runs `fn` while Redis refuses writes: at maxmemory (OOM), or with too few replicas (NOREPLICAS: every write, DEL too). */
 async function refusingWrites<T>(how: 'oom' | 'noreplicas', fn: () => Promise<T>): Promise<T> {
   const [name, on, off] = how === 'oom' ? ['maxmemory', '1', '0'] : ['min-replicas-to-write', '1', '0'];
