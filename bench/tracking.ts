@@ -124,6 +124,9 @@ async function startSluice(dir: string, redis: EmbeddedRedis, secretFile: string
     redis: { url: redis.socket, prefix: PREFIX },
     admin: { host: '127.0.0.1', port: adminPort },
     tracking: { host: '127.0.0.1', port, publicBaseUrl: `http://127.0.0.1:${port}`, keys: [{ id: 'k1', secretFile, notAfter: null }], signWith: 'k1' },
+    // The tokens' account, configured with full tracking: an account the configuration does not name
+    // has nothing of its recipients recorded (tracking/deps.ts modeOf).
+    accounts: [{ id: 'bench', domains: [{ domain: 'bench.example', dkim: [] }], apiKeys: [], tracking: { mode: 'full', anonymizeIp: 'none' } }],
   };
   const configFile = join(dir, 'sluice.yaml');
   writeFileSync(configFile, JSON.stringify(config, null, 2)); // JSON is YAML
