@@ -11,19 +11,6 @@ export function unmapIpv4(ip: string): string {
   return ip.length > 7 && ip.charCodeAt(0) === 58 && ip.slice(0, 7).toLowerCase() === '::ffff:' && isIPv4(ip.slice(7)) ? ip.slice(7) : ip;
 }
 
-/**
- * The IPv4 address an IPv4-mapped IPv6 address (::ffff:0:0/96, in any spelling: ::ffff:a.b.c.d or
- * ::ffff:7f00:1) stands for, or null. A connection to it is an IPv4 connection: what concerns the
- * family (the source address to bind) must see the IPv4 address.
- */
-export function mappedIpv4(ip: string): string | null {
-  if (!ip.includes(':')) return null;
-  const g = expandIpv6(ip);
-  if (g === null || g.slice(0, 5).some((x) => x !== 0) || g[5] !== 0xffff) return null;
-  const [a, b] = [g[6] as number, g[7] as number];
-  return `${a >> 8}.${a & 255}.${b >> 8}.${b & 255}`;
-}
-
 /** The 8 16-bit groups of an IPv6 address (zone dropped; an embedded IPv4 tail converted), or null. */
 export function expandIpv6(ip: string): number[] | null {
   let text = ip.split('%')[0] as string;

@@ -4,7 +4,7 @@ import { isIP } from 'node:net';
 import { ExpiringLru } from '../core/lru.js';
 import { parseHostPort } from '../core/host-port.js';
 import { addressScope } from '../core/public-address.js';
-import { mappedIpv4 } from '../core/ip.js';
+import { unmapIpv4 } from '../core/ip.js';
 import { DnsClient, type MxAnswer } from './dns-query.js';
 
 /**
@@ -338,11 +338,12 @@ export class MxResolver {
   private async addresses(name: string): Promise<Addresses> {
     // An IPv4-mapped IPv6 address is the IPv4 address it holds: a connection to it is IPv4, and
     // takes delivery.bindAddress, not bindAddress6 (bind.ts sourceFor goes by the address's family).
-    if (isIP(name) !== 0) return { kind: 'ok', ips: [mappedIpv4(name) ?? name], ttlMs: this.opts.maxCacheTtlMs }; // an IP literal as MX: wrong, but common
+    // The resolver writes one as ::ffff:a.b.c.d whatever the answer's bytes (inet_ntop).
+    if (isIP(name) !== 0) return { kind: 'ok', ips: [unmapIpv4(name)], ttlMs: this.opts.maxCacheTtlMs }; // an IP literal as MX: wrong, but common
     const [v4, v6] = await Promise.allSettled([this.resolver.resolve4(name, { ttl: true }), this.resolver.resolve6(name, { ttl: true })]);
     const records = [...(v4.status === 'fulfilled' ? v4.value : []), ...(v6.status === 'fulfilled' ? v6.value : [])];
     if (records.length > 0) {
-      return { kind: 'ok', ips: records.map((r) => mappedIpv4(r.address) ?? r.address), ttlMs: Math.min(...records.map((r) => r.ttl * 1000)) };
+      return { kind: 'ok', ips: records.map((r) => unmapIpv4(r.address)), ttlMs: Math.min(...records.map((r) => r.ttl * 1000)) };
     }
     for (const r of [v4, v6]) {
       if (r.status === 'rejected' && !NO_DATA.has((r.reason as { code?: string }).code ?? '')) {
