@@ -837,24 +837,27 @@ export class Dispatcher {
         // after acceptance still stops the copy, before it costs a render.
         const [blocks, pauses] = await Promise.all([
           this.suppressions(chunk.map((_, j) => (known(j) ? { account: (msgs[j] as LoadedMessage).account, address: addresses[j] as string } : null))),
-          Promise.all(msgs.map((msg, j) => (known(j) && msg && this.o.reputation ? this.o.reputation.check(msg.account, msg.fromDomain) : null))),
+          Promise.all(msgs.map((msg, j) => {
+            if (!known(j) || !msg) return null;
+            // An account the configuration no longer names (a reload removed it): its DKIM keys and
+            // tracking settings went with it, so its copies are held as a paused sender's, not sent
+            // unsigned and tracked by default; configured again, they go.
+            if (!this.trackingModes.has(msg.account)) return { reason: ACCOUNT_UNCONFIGURED };
+            return this.o.reputation ? this.o.reputation.check(msg.account, msg.fromDomain) : null;
+          })),
         ]);
         const unsubscribed = (j: number): string | undefined => {
           const c = contacts[j];
           return c && c.status !== 'subscribed' ? c.status : undefined;
         };
-        // An account the configuration no longer names (a reload removed it): its DKIM keys and
-        // tracking settings went with it, so its copies are held (as a paused sender's), not sent
-        // unsigned and tracked by default; configured again, they go.
-        const unconfigured = (j: number): boolean => known(j) && !this.trackingModes.has((msgs[j] as LoadedMessage).account);
         // Only copies that would go now take a campaign's throttle tokens: a suppressed one is not sent.
         // A copy given back meanwhile (its place in the claim is `i + j`) is not sent by this claim either.
-        await this.throttleCampaigns(chunk, msgs, holds, (j) => tokens.isBack(i + j) || !known(j) || blocks[j] != null || pauses[j] != null || unsubscribed(j) !== undefined || unconfigured(j), (j) => i + j, tokens);
+        await this.throttleCampaigns(chunk, msgs, holds, (j) => tokens.isBack(i + j) || !known(j) || blocks[j] != null || pauses[j] != null || unsubscribed(j) !== undefined, (j) => i + j, tokens);
         const live = (j: number): boolean => known(j) && holds[j] === undefined;
         const tasks: RenderTask[] = [];
         chunk.forEach((entry, j) => {
           const msg = msgs[j];
-          if (!msg || !live(j) || blocks[j] || pauses[j] || unsubscribed(j) || unconfigured(j)) return;
+          if (!msg || !live(j) || blocks[j] || pauses[j] || unsubscribed(j)) return;
           if (msg.kind === 'campaign') {
             tasks.push(this.campaignTask(msg, entry, contacts[j] as CampaignContact, chunked));
             return;
@@ -881,7 +884,6 @@ export class Dispatcher {
           if (block) return { msg, result: null, address, suppressed: { list: block.list, reason: block.reason } };
           const status = unsubscribed(j);
           if (status) return { msg, result: null, address, suppressed: { list: 'contact', reason: status } };
-          if (unconfigured(j)) return { msg, result: null, address, paused: ACCOUNT_UNCONFIGURED };
           const pause = pauses[j];
           if (pause) return { msg, result: null, address, paused: pause.reason };
           this.o.metrics?.renderDuration.observe(seconds);
