@@ -62,7 +62,7 @@ export async function persistMessage(
   eventsMaxLen?: number,
 ): Promise<Persisted> {
   const items = msg.rcpts.map((r, idx) => ({ msgId: msg.id, idx, domain: r.domain, dueAt: msg.acceptedAt }));
-  if (!(redis instanceof Cluster) && msg.rcpts.length <= LOCAL_MAX_RECIPIENTS) return { stored: await persistLocal(redis, keys, shards, msg, items, indexTtlMs, eventsMaxLen) };
+  if (persistsAtomically(redis, msg.rcpts.length)) return { stored: await persistLocal(redis, keys, shards, msg, items, indexTtlMs, eventsMaxLen) };
   const refs = msg.rcpts.map((r, idx) => ({ address: r.address, ref: { kind: 'm' as const, msgId: msg.id, idx }, at: msg.acceptedAt }));
   const [stored, indexed] = await Promise.allSettled([storeMessage(redis, keys, msg), indexAddresses(redis, keys, refs, indexTtlMs)]);
   const ours = stored.status === 'fulfilled' && stored.value;
@@ -91,6 +91,11 @@ export async function persistMessage(
 /** The record's field the general path sets once every recipient is queued. */
 const QUEUED_FIELD = 'queued';
 
+/** Whether a message of `recipients` is stored and queued by one script (persistLocal): on a single server, up to LOCAL_MAX_RECIPIENTS. */
+function persistsAtomically(redis: RedisClient, recipients: number): boolean {
+  return !(redis instanceof Cluster) && recipients <= LOCAL_MAX_RECIPIENTS;
+}
+
 /**
  * Whether stored message `id` (of `recipients` recipients) was persisted whole, queue included: on a
  * single server a message of up to LOCAL_MAX_RECIPIENTS is one atomic script, so its record says so
@@ -98,7 +103,7 @@ const QUEUED_FIELD = 'queued';
  * and a process that died between the two left a record that is not.
  */
 export async function persistedWhole(redis: RedisClient, keys: Keys, id: string, recipients: number): Promise<boolean> {
-  if (!(redis instanceof Cluster) && recipients <= LOCAL_MAX_RECIPIENTS) return true;
+  if (persistsAtomically(redis, recipients)) return true;
   return (await redis.hget(keys.msgMeta(id), QUEUED_FIELD)) === '1';
 }
 
