@@ -77,12 +77,15 @@ function classify(raw: Buffer): BounceRecord[] {
     return ses.map((r) => {
       if (r.kind === 'complaint') return { recipient: r.recipient, status: '', reason: 'feedback', hardbounce: false, feedbacktype: r.feedbackType };
       if (r.kind === 'delivery') return { recipient: r.recipient, status: r.status, reason: 'delivered', hardbounce: false, feedbacktype: null };
-      return build(r.recipient, { status: r.status, diagnostic: r.diagnostic, context: r.diagnostic, diagnosticType: 'SMTP', action: r.action, remoteMta: '' }, '');
+      return build(r.recipient, { status: r.status, diagnostic: r.diagnostic, context: r.diagnostic, diagnosticType: 'SMTP', action: r.action, remoteMta: '' }, () => '');
     });
   }
 
   const report = parts.find((p) => !insideMessage(root, p) && /^message\/(?:global-)?delivery-status$/.test(p.type));
   const notice = noticeText(root, parts);
+  // Lower-cased once, when a record first asks (a report of 500 recipients asks 500 times).
+  let low: string | undefined;
+  const noticeLow = (): string => (low ??= notice.toLowerCase());
   const never = ownAddresses(root, []);
   const exclude = ownAddresses(root, parts);
 
@@ -104,7 +107,7 @@ function classify(raw: Buffer): BounceRecord[] {
           diagnosticType: r.diagnosticType,
           action: r.action,
           remoteMta: r.remoteMta,
-        }, notice), ...original };
+        }, noticeLow), ...original };
       });
     }
   }
@@ -124,7 +127,7 @@ function classify(raw: Buffer): BounceRecord[] {
       return list.map((t) => build(t.recipient, {
         status: '', diagnostic: t.diagnostic, context: list.length === 1 ? humanPart(notice) : t.diagnostic,
         diagnosticType: '', action, remoteMta: '', fromList,
-      }, notice));
+      }, noticeLow));
     }
   }
 
@@ -153,7 +156,7 @@ interface Evidence {
 /** Status-field codes that only say "it failed eventually"; the remote server's own code is better. */
 const VAGUE_STATUS = /^[45]\.(?:0\.0|4\.7)$/;
 
-function build(recipient: string, e: Evidence, notice: string): BounceRecord {
+function build(recipient: string, e: Evidence, noticeLow: () => string): BounceRecord {
   const diagnostic = e.diagnostic.replace(/\s+/g, ' ').trim().slice(0, MAX_DIAGNOSTIC_CHARS);
   const context = e.context.replace(/\s+/g, ' ').trim();
   const inText = findStatus(diagnostic, e.status) || findStatus(context, e.status);
@@ -175,7 +178,7 @@ function build(recipient: string, e: Evidence, notice: string): BounceRecord {
     diagnostic: diagnostic || context,
     diagnosticType: e.diagnosticType || (diagnostic || context ? 'SMTP' : ''),
     action: e.action,
-    command: findCommand(diagnostic) || findCommand(context) || commandInTranscript(notice, recipient),
+    command: findCommand(diagnostic) || findCommand(context) || commandInTranscript(noticeLow, recipient),
   };
   if (e.extra) fact.diagnostic += ' ' + e.extra;
   let reason = findReason(fact);
@@ -201,21 +204,10 @@ function build(recipient: string, e: Evidence, notice: string): BounceRecord {
   return record;
 }
 
-/** A session transcript that shows `RCPT TO:<recipient>` was answered with the error. */
-function commandInTranscript(notice: string, recipient: string): string {
+/** A session transcript that shows `RCPT TO:<recipient>` was answered with the error (`noticeLow`: the notice lower-cased). */
+function commandInTranscript(noticeLow: () => string, recipient: string): string {
   if (!recipient) return '';
-  const at = lowerCased(notice).indexOf(`rcpt to:<${recipient}>`);
-  return at >= 0 ? 'RCPT' : '';
-}
-
-/**
- * The notice lower-cased, once per notice: a report of 500 recipients asks once per recipient, and
- * lower-casing a 4 MB notice each time cost seconds of the inbound MX's one thread.
- */
-let lowered: { text: string; low: string } = { text: '', low: '' };
-function lowerCased(text: string): string {
-  if (lowered.text !== text) lowered = { text, low: text.toLowerCase() };
-  return lowered.low;
+  return noticeLow().includes(`rcpt to:<${recipient}>`) ? 'RCPT' : '';
 }
 
 /** True when `p` is inside a returned message (message/rfc822) rather than the notice itself. */
