@@ -742,11 +742,15 @@ test('an event decided before the erasure and appended after its walk is dropped
   // The tracking batch's client is the real one, but its stream append waits for a whole erasure
   // first: the held clicks passed their erased-mark check (erasedOf), then the erasure walked the
   // stream, then they come. The race the recorder thread can lose when it is descheduled there.
+  // The two clicks are held 20 ms each from their own arrival, so a slow machine may release them in
+  // two batches (two appends): Ann's, held first, is then in the first, the one the erasure races.
   let erasures = 0;
+  const appended: string[] = [];
   const racing = new Proxy(client, {
     get(target, prop) {
       if (prop === 'appendEvents') {
         return async (...args: Parameters<RedisClient['appendEvents']>) => {
+          appended.push(String(args[3]));
           if (erasures++ === 0) await eraseAddress(client, keys, ADDRESS, SCOPE, opts);
           return target.appendEvents(...args);
         };
@@ -765,7 +769,7 @@ test('an event decided before the erasure and appended after its walk is dropped
   click('m-delivered', 0); // Ann's
   click('m-deferred', 1); // Bob's
   await batch.idle();
-  assert.is(erasures, 1, 'the erasure ran between the check and the append');
+  assert.ok(erasures >= 1 && (appended[0] ?? '').includes('m-delivered'), 'the erasure ran between the check of her click and its append');
   const clicks = (await client.xrange(keys.events(), '-', '+')).map(([, f]) => f).filter((f) => f[1] === 'clicked');
   assert.equal(clicks.map((f) => `${f[f.indexOf('msgId') + 1]}:${f[f.indexOf('idx') + 1]}`), ['m-deferred:1'], "Bob's click is written, Ann's is not");
 
