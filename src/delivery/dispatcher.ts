@@ -17,7 +17,7 @@ import { dueDestinations, reschedule, postpone } from '../queue/schedule.js';
 import { sourceFor } from './bind.js';
 import { hasSendingLimits, takeSending, returnSending, type SendingCounted, type SendingLimits, type SendingTake } from '../accounts/limits.js';
 import { returnPathsOf } from '../accounts/registry.js';
-import { takeTokens, refundTokens, acquireConnection, renewConnection, releaseConnection, type Rate } from '../queue/throttle.js';
+import { takeTokens, refundTokens, acquireConnection, renewConnection, releaseConnection, unlimited, type Rate } from '../queue/throttle.js';
 import { recordThrottleSignal, recordSuccess, backoffState, applyBackoff, type BackoffConfig } from '../queue/backoff.js';
 import { resolveShaping, retryDelay, tlsPolicyOf, type EffectiveShaping } from '../queue/shaping.js';
 import { idTime, isId, shortId } from '../core/ids.js';
@@ -686,9 +686,14 @@ export class Dispatcher {
           await reschedule(redis, keys, shards, domain, this.now(), this.now());
           return;
         }
+        // Idle after an empty claim, polling for mail that trickles in: look before taking rate tokens.
+        // Taken and given back around an empty claim, they were missing from the bucket meanwhile, every
+        // poll, for the other connections of the scope (a provider rule's domains, other processes).
+        const peek = idleSince !== undefined && !unlimited(shaping.rate) ? await claim(redis, keys, { domain, max: 0, leaseMs: config.delivery.lease, now: this.now() }) : null;
+        const nothingDue = peek !== null && (peek.nextAt === null || peek.nextAt > this.now());
         // An unlimited rate grants `want` without a Redis call (throttle.ts).
-        const { granted, retryAt } = await takeTokens(redis, keys, shaping.scope, shaping.rate, want, this.now());
-        if (granted === 0) {
+        const { granted, retryAt } = nothingDue ? { granted: 0, retryAt: null } : await takeTokens(redis, keys, shaping.scope, shaping.rate, want, this.now());
+        if (granted === 0 && !nothingDue) {
           const at = retryAt ?? this.now() + 1000;
           if (at - this.now() <= MAX_TOKEN_WAIT_MS) {
             await sleep(at - this.now());
@@ -698,7 +703,7 @@ export class Dispatcher {
           return;
         }
         const leaseStart = this.now();
-        const { entries, nextAt } = await claim(redis, keys, { domain, max: granted, leaseMs: config.delivery.lease, now: leaseStart });
+        const { entries, nextAt } = nothingDue ? { entries: [], nextAt: peek.nextAt } : await claim(redis, keys, { domain, max: granted, leaseMs: config.delivery.lease, now: leaseStart });
         if (entries.length < granted) await refundTokens(redis, keys, shaping.scope, shaping.rate, granted - entries.length, this.now());
         if (entries.length === 0) {
           // Keep a connection that just carried mail open for a while: mail that trickles in for
