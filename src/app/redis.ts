@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import { createRedis, checkRedisVersion, type ConnectOptions, type RedisClient } from '../redis/client.js';
+import { masterNodes } from '../redis/nodes.js';
 import { exitReport, startEmbeddedRedis, type EmbeddedRedis } from '../redis/embedded.js';
 import { SluiceError } from '../core/errors.js';
 import { Cluster } from 'ioredis';
@@ -51,7 +52,7 @@ function dropConnection(c: RedisClient): void {
  * (Redis 7.2+) waits for the local fsync. Anything else cannot give the guarantee: refused at start.
  */
 async function strictBarrier(client: RedisClient, version: string): Promise<(() => Promise<void>) | undefined> {
-  const nodes = client instanceof Cluster ? client.nodes('master') : [client];
+  const nodes = await masterNodes(client);
   const fsyncs = await Promise.all(
     nodes.map((n) => n.config('GET', 'appendfsync').then((r) => (r as string[])[1] ?? '', () => 'unknown')),
   );

@@ -191,7 +191,7 @@ export class RetentionJob {
       await beginPass(redis, keys, now);
       state = await readSweepState(redis, keys);
     }
-    const node = scanNodes(redis).find((n) => state.cursors.get(n.name) !== 'done');
+    const node = (await scanNodes(redis)).find((n) => state.cursors.get(n.name) !== 'done');
     if (node) {
       const [next, found] = await node.node.scan(state.cursors.get(node.name) ?? '0', 'MATCH', `${keys.prefix}*`, 'COUNT', scanCount);
       for (const [kind, n] of await this.judge(found, dueIds, heldIds, now)) count(kind, n);

@@ -1,6 +1,7 @@
 import { Redis, Cluster, type RedisOptions } from 'ioredis';
 import { SluiceError } from '../core/errors.js';
 import { defineScripts } from './scripts.js';
+import { masterNodes } from './nodes.js';
 
 /** A connection to Redis: a single server or a cluster. All Sluice code takes this type. */
 export type RedisClient = Redis | Cluster;
@@ -57,7 +58,7 @@ export function assertRedisReady(client: RedisClient): void {
 
 /** Checks the server answers and is recent enough (ZADD GT/LT and GETDEL need 6.2). */
 export async function checkRedisVersion(client: RedisClient): Promise<string> {
-  const node = client instanceof Cluster ? client.nodes('master')[0] : client;
+  const [node] = await masterNodes(client);
   if (!node) throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', 'no Redis node reachable');
   const info = await node.info('server');
   const m = /redis_version:(\d+)\.(\d+)\.(\d+)/.exec(info);

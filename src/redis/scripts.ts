@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { Redis, Cluster } from 'ioredis';
+import { masterNodes } from './nodes.js';
 
 /**
  * Loads every Lua script in src/queue/lua once; defineScripts puts each on the client as a method that
@@ -90,6 +91,6 @@ export function scriptSha(name: string): string {
 export async function loadScript(client: Redis | Cluster, name: string): Promise<void> {
   const s = loadScripts().find((x) => x.name === name);
   if (!s) throw new Error(`no Lua script named ${name} in ${LUA_DIR}`);
-  const nodes = 'nodes' in client && typeof client.nodes === 'function' && (client as Cluster).isCluster ? (client as Cluster).nodes('master') : [client as Redis];
+  const nodes = await masterNodes(client);
   await Promise.all(nodes.map((n) => n.script('LOAD', s.lua)));
 }

@@ -778,7 +778,7 @@ async function eraseFromWebhooks(redis: RedisClient, keys: Keys, accounts: reado
  */
 async function eraseFromIdempotency(redis: RedisClient, keys: Keys, accounts: readonly string[], address: string): Promise<number> {
   let changed = 0;
-  const nodes = scanNodes(redis);
+  const nodes = await scanNodes(redis);
   for (const account of accounts) {
     const pattern = `${keys.idempotency(account, '').replace(/[*?[\]\\]/g, (c) => `\\${c}`)}*`;
     for (const { node } of nodes) {

@@ -1,6 +1,7 @@
 import { Cluster, type Redis, type Result } from 'ioredis';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
+import { masterNodes } from '../redis/nodes.js';
 import { holdLock as takeLock, releaseLock as freeLock } from './locks.js';
 
 declare module 'ioredis' {
@@ -61,10 +62,9 @@ export async function purgeMessage(redis: RedisClient, keys: Keys, msgId: string
  * The nodes a keyspace walk must visit: the server itself, or every master of a cluster (SCAN is
  * per node). Named by address so a cursor is never applied to another node's keyspace.
  */
-export function scanNodes(redis: RedisClient): { name: string; node: Redis }[] {
+export async function scanNodes(redis: RedisClient): Promise<{ name: string; node: Redis }[]> {
   if (redis instanceof Cluster) {
-    return redis
-      .nodes('master')
+    return (await masterNodes(redis))
       .map((node) => ({ name: `${node.options.host ?? ''}:${node.options.port ?? ''}`, node }))
       .sort((a, b) => a.name.localeCompare(b.name));
   }
