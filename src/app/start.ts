@@ -36,7 +36,7 @@ import type { RedisClient } from '../redis/client.js';
 import { createEventWriter, type EventType } from '../store/events.js';
 import { createMessageSource } from '../store/message-source.js';
 import { classifySmtpReply } from '../bounces/index.js';
-import { queueTotals, type QueueTotals } from '../queue/stats.js';
+import { queueTotals } from '../queue/stats.js';
 import { ByteBudget } from '../core/read-bounded.js';
 import { resolveRecordedShaping } from '../queue/shaping.js';
 import { readTokenKeys, workerTracking, type TokenKeys } from './token-keys.js';
@@ -109,6 +109,8 @@ const REDIS_LOST_MS = 5_000;
  */
 const QUEUE_GAUGE_REUSE = 10;
 const QUEUE_GAUGE_SLOW_MS = 100;
+/** A read slowed by a Redis stall is reused no longer than this. */
+const QUEUE_GAUGE_REUSE_MAX_MS = 30_000;
 
 /**
  * A secret every process of the deployment must share and nobody needs to configure: made once
@@ -324,12 +326,18 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
     let queueReadMs = 0;
     metrics.sampleOn('queueRecipients', async () => {
       if (stopping) return;
-      if (queueReadMs >= QUEUE_GAUGE_SLOW_MS && Date.now() - queueReadAt < QUEUE_GAUGE_REUSE * queueReadMs) return;
+      if (queueReadMs >= QUEUE_GAUGE_SLOW_MS && Date.now() - queueReadAt < Math.min(QUEUE_GAUGE_REUSE * queueReadMs, QUEUE_GAUGE_REUSE_MAX_MS)) return;
       const started = Date.now();
       const shaping = inForce().shaping;
-      const totals = await queueTotals(redis.client, keys, config.redis.scheduleShards, (domain, recorded) => resolveRecordedShaping(shaping, domain, recorded).provider).catch(() => new Map<string, QueueTotals>());
+      // A failed read leaves the gauges as they were (metrics.ts); one that outlived the scrape still sets them.
+      const totals = await queueTotals(redis.client, keys, config.redis.scheduleShards, (domain, recorded) => resolveRecordedShaping(shaping, domain, recorded).provider);
       metrics.queueRecipients.reset();
       metrics.queueLeases.reset();
+      // Every provider a rule names, at 0 when it has nothing queued: a drained queue reads 0, not "no data".
+      for (const p of new Set(['default', ...shaping.rules.map((r) => r.name)])) {
+        metrics.queueRecipients.set({ provider: p }, 0);
+        metrics.queueLeases.set({ provider: p }, 0);
+      }
       for (const [p, t] of totals) {
         metrics.queueRecipients.set({ provider: p }, t.recipients);
         metrics.queueLeases.set({ provider: p }, t.leased);
@@ -340,15 +348,15 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
 
     metrics.sampleOn('suppressionListSize', async () => {
       if (stopping) return;
-      const [global, ...own] = await Promise.all([GLOBAL_LIST, ...registry.list().map((a) => a.id)].map((a) => suppressionCount(redis.client, keys, a).catch(() => 0)));
+      const [global, ...own] = await Promise.all([GLOBAL_LIST, ...registry.list().map((a) => a.id)].map((a) => suppressionCount(redis.client, keys, a)));
       metrics.suppressionListSize.set({ list: 'global' }, global ?? 0);
       metrics.suppressionListSize.set({ list: 'accounts' }, own.reduce((x, y) => x + y, 0));
     });
     metrics.sampleOn('sendersPaused', async () => {
-      if (!stopping) metrics.sendersPaused.set(await pausedCount(redis.client, keys).catch(() => 0));
+      if (!stopping) metrics.sendersPaused.set(await pausedCount(redis.client, keys));
     });
     metrics.sampleOn('feedbackPending', async () => {
-      if (!stopping) metrics.feedbackPending.set(await redis.client.zcard(keys.feedbackPending()).catch(() => 0));
+      if (!stopping) metrics.feedbackPending.set(await redis.client.zcard(keys.feedbackPending()));
     });
 
     if (has('housekeeping')) {

@@ -6,6 +6,9 @@ import { FastHistogram } from './histogram.js';
  * sluice_<thing>_<unit>, counters end in _total, base units. Labels are bounded: source, result,
  * provider (a shaping rule name, or 'default'), reason, algorithm — never a recipient, id or raw domain.
  */
+/** How long a scrape waits for a sampled gauge's read (see `sampled`). */
+export const SAMPLE_WAIT_MS = 1000;
+
 /** Gauges read on scrape: app/ registers what fills them (see `sampleOn`). */
 type SampledGauge = 'queueRecipients' | 'poolUtilization' | 'poolQueue' | 'suppressionListSize' | 'sendersPaused' | 'bufferedBytes' | 'feedbackPending';
 
@@ -13,7 +16,10 @@ export function createMetrics() {
   const registry = new Registry();
   const samplers = new Map<SampledGauge, () => void | Promise<void>>();
   // A sampler that fills several gauges (queueRecipients fills sluice_queue_leases too) runs once per
-  // scrape: the gauges collected while it runs share its run.
+  // scrape: the gauges collected while it runs share its run. A scrape waits for a run at most
+  // SAMPLE_WAIT_MS: the samplers read Redis, whose commands wait out an outage, and a scrape that
+  // waits too answers nothing at all (`up` 0, every counter missing) just when it matters. The gauge
+  // keeps its last value then, and so it does when a sampler fails; a run still going is not started twice.
   const running = new Map<SampledGauge, Promise<void>>();
   const sampled = (name: SampledGauge) => ({
     async collect() {
@@ -23,10 +29,13 @@ export function createMetrics() {
       if (!run) {
         run = Promise.resolve()
           .then(fn)
+          .catch(() => undefined)
           .finally(() => running.delete(name));
         running.set(name, run);
       }
-      await run;
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([run, new Promise<void>((resolve) => (timer = setTimeout(resolve, SAMPLE_WAIT_MS)))]);
+      clearTimeout(timer);
     },
   });
   // prom-client's process and Node.js metrics, named sluice_process_* and sluice_nodejs_*.
