@@ -10,6 +10,7 @@ import type { RenderResult, RenderTask, TrackingMode } from '../render/protocol.
 import type { QueueEntry } from '../queue/entry.js';
 import { entryMember } from '../queue/entry.js';
 import { claim } from '../queue/claim.js';
+import { BackoffGauges } from './backoff-gauges.js';
 import { ack, ackAndFinish, retry, bounce, hold, release, extendLeases, type CampaignCount, type OutcomeEvent } from '../queue/outcome.js';
 import { packEvent, type EventType } from '../store/events.js';
 import { reapExpired } from '../queue/reap.js';
@@ -310,6 +311,7 @@ export class Dispatcher {
   private readonly now: () => number;
   private readonly log: Logger;
   private readonly destinations = new Map<string, DestinationState>();
+  private readonly backoffGauges = new BackoffGauges();
   private readonly inflight = new Set<Promise<void>>();
   private readonly clients = new Set<SmtpClient>();
   /** 'host:port' of hosts whose connections skip STARTTLS, each for PLAIN_FALLBACK_MS. */
@@ -361,6 +363,13 @@ export class Dispatcher {
     );
     this.rules = new DestinationRuleRecorder(opts.redis, opts.keys, (err) => this.log.warn({ err }, 'could not record a destination\'s shaping rule'));
     this.deliveryMarks = new DeliveryMarks(opts.redis, opts.keys, (err) => this.log.warn({ err }, 'could not mark deliveries in the soft-bounce histories'));
+    const m = opts.metrics;
+    m?.sampleOn('backoff', () => {
+      for (const g of this.backoffGauges.read(this.now())) {
+        m.backoffActive.set({ provider: g.provider }, g.active);
+        m.backoffLevel.set({ provider: g.provider }, g.level);
+      }
+    });
   }
 
   /**
@@ -526,13 +535,12 @@ export class Dispatcher {
     }
 
     const bo = await backoffState(redis, keys, shaping.scope, this.now());
-    this.o.metrics?.backoffLevel.set({ provider: shaping.provider }, bo.level);
-    if (bo.suspendedUntil !== null && bo.suspendedUntil > this.now()) {
-      this.o.metrics?.backoffActive.set({ provider: shaping.provider }, 1);
-      await postpone(redis, keys, config.redis.scheduleShards, domain, bo.suspendedUntil);
+    const suspended = bo.suspendedUntil !== null && bo.suspendedUntil > this.now();
+    this.backoffGauges.note(shaping.provider, shaping.scope, bo.level, suspended ? bo.suspendedUntil : null);
+    if (suspended) {
+      await postpone(redis, keys, config.redis.scheduleShards, domain, bo.suspendedUntil as number);
       return;
     }
-    this.o.metrics?.backoffActive.set({ provider: shaping.provider }, 0);
     // A slowed scope gets fewer connections and a lower rate: from here on, the slowed shaping is the limit.
     shaping = applyBackoff(configured, bo.level, this.backoffCfg);
 
@@ -738,15 +746,15 @@ export class Dispatcher {
           // Good answers only: recovery removes a level once the scope has been quiet long enough.
           const after = await recordSuccess(redis, keys, shaping.scope, this.backoffCfg, this.now());
           if (after < slowdown) {
-            this.log.info({ domain, provider: shaping.provider, scope: shaping.scope, level: after }, 'remote answers well again: slowdown level lowered');
-            this.o.metrics?.backoffLevel.set({ provider: shaping.provider }, after);
+            this.log.info({ domain, provider: shaping.provider, scope: shaping.scope, slowdownLevel: after }, 'remote answers well again: slowdown level lowered');
+            this.backoffGauges.note(shaping.provider, shaping.scope, after, null);
           }
           slowdown = after;
         }
         if (r.throttledReply !== null) {
           const s = await this.throttled(shaping, r.throttledReply);
           if (s.suspendedUntil !== null) {
-            this.log.warn({ domain, provider: shaping.provider, scope: shaping.scope, level: s.level, reason: r.throttledReply, until: new Date(s.suspendedUntil).toISOString() }, 'remote asked us to slow down: scope suspended and slowed');
+            this.log.warn({ domain, provider: shaping.provider, scope: shaping.scope, slowdownLevel: s.level, reason: r.throttledReply, until: new Date(s.suspendedUntil).toISOString() }, 'remote asked us to slow down: scope suspended and slowed');
             await postpone(redis, keys, shards, domain, s.suspendedUntil);
             return;
           }
@@ -780,8 +788,7 @@ export class Dispatcher {
   /** One slow-down answer from the scope: counted by the backoff, and the gauges follow its state. */
   private async throttled(shaping: EffectiveShaping, reply: string): Promise<{ suspendedUntil: number | null; level: number }> {
     const s = await recordThrottleSignal(this.o.redis, this.o.keys, shaping.scope, this.backoffCfg, this.now(), reply);
-    this.o.metrics?.backoffLevel.set({ provider: shaping.provider }, s.level);
-    if (s.suspendedUntil !== null) this.o.metrics?.backoffActive.set({ provider: shaping.provider }, 1);
+    this.backoffGauges.note(shaping.provider, shaping.scope, s.level, s.suspendedUntil);
     return s;
   }
 

@@ -10,7 +10,7 @@ import { FastHistogram } from './histogram.js';
 export const SAMPLE_WAIT_MS = 1000;
 
 /** Gauges read on scrape: app/ registers what fills them (see `sampleOn`). */
-type SampledGauge = 'queueRecipients' | 'poolUtilization' | 'poolQueue' | 'suppressionListSize' | 'sendersPaused' | 'bufferedBytes' | 'feedbackPending';
+type SampledGauge = 'queueRecipients' | 'poolUtilization' | 'poolQueue' | 'suppressionListSize' | 'sendersPaused' | 'bufferedBytes' | 'feedbackPending' | 'backoff';
 
 export function createMetrics() {
   const registry = new Registry();
@@ -110,10 +110,10 @@ export function createMetrics() {
       name: 'sluice_render_pool_queue_size', help: 'Render tasks waiting for a worker thread', registers: [registry], ...sampled('poolQueue'),
     }),
     backoffActive: new Gauge({
-      name: 'sluice_backoff_active', help: '1 while a throttle scope is suspended after 421/4.7.x answers', labelNames: ['provider'] as const, registers: [registry],
+      name: 'sluice_backoff_active', help: '1 while any throttle scope of the provider is suspended after 421/4.7.x answers', labelNames: ['provider'] as const, registers: [registry], ...sampled('backoff'),
     }),
     backoffLevel: new Gauge({
-      name: 'sluice_backoff_level', help: 'Slowdown level of the throttle scope last served (0 = full speed; each level halves connections and rate)', labelNames: ['provider'] as const, registers: [registry],
+      name: 'sluice_backoff_level', help: 'Highest slowdown level among the provider\'s throttle scopes (0 = full speed; each level halves connections and rate)', labelNames: ['provider'] as const, registers: [registry], ...sampled('backoff'),
     }),
     held: new Counter({
       name: 'sluice_delivery_held_total', help: 'Destination visits an operator hold postponed (sluice queue hold), by the kind of hold (domain, rule)', labelNames: ['kind'] as const, registers: [registry],
