@@ -62,7 +62,7 @@ for (let i = 0; i < COPIES; i++) {
   const r = await render(task(WARMUP + i));
   if (!r.ok) throw new Error(r.message);
   renderMs += r.renderMs;
-  signMs += r.signMs;
+  signMs += r.signMs.reduce((a, b) => a + b, 0);
   bytes += r.message.byteLength;
 }
 const totalMs = performance.now() - started;

@@ -21,7 +21,7 @@ for (const size of [10 * 1024, 100 * 1024]) {
     const r = await render({ msgId: `0123456789ab${String(i).padStart(4, '0')}`, kind: 'spec', source: specs[i] as string, signingDomain: 'acme.example', acceptedAt: Date.now(), frame: true });
     if (!r.ok) throw new Error(r.message);
     renderMs += r.renderMs;
-    signMs += r.signMs;
+    signMs += r.signMs.reduce((a, b) => a + b, 0);
   }
   const total = performance.now() - t0;
   console.log(`${size / 1024} KB: ${(total / specs.length).toFixed(3)} ms per copy (compose ${(renderMs / specs.length).toFixed(3)}, sign ${(signMs / specs.length).toFixed(3)}, frame+rest ${((total - renderMs - signMs) / specs.length).toFixed(3)})`);

@@ -86,7 +86,7 @@ export function createMetrics() {
       name: 'sluice_queue_leases_reaped_total', help: 'Expired leases returned to the queue', registers: [registry],
     }),
     dkimSignDuration: new FastHistogram({
-      name: 'sluice_dkim_sign_duration_seconds', help: 'Time to DKIM-sign one message (body hash + signature) in a worker', labelNames: ['algorithm'] as const,
+      name: 'sluice_dkim_sign_duration_seconds', help: 'Time of one DKIM signature in a worker: its signing and an equal share of the body hash', labelNames: ['algorithm'] as const,
       buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1], registers: [registry],
     }),
     renderDuration: new FastHistogram({

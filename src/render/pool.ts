@@ -298,8 +298,12 @@ export class RenderPool {
 
   #received(r: RenderResult): RenderResult {
     if (!r.ok) return r;
-    this.#busyMs += r.renderMs + r.signMs;
-    if (this.#onSigned && r.signMs > 0) for (const a of r.signatures) this.#onSigned(a, r.signMs / 1000);
+    this.#busyMs += r.renderMs;
+    for (let i = 0; i < r.signMs.length; i++) {
+      const ms = r.signMs[i] as number;
+      this.#busyMs += ms;
+      this.#onSigned?.(r.signatures[i] as DkimAlgorithm, ms / 1000);
+    }
     // A Buffer view over the transferred memory (no copy), for callers that write it to a socket.
     const m = r.message;
     return { ...r, message: Buffer.from(m.buffer, m.byteOffset, m.byteLength) };

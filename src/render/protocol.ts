@@ -195,8 +195,8 @@ export type RenderResult =
       size?: number;
       /** One entry per DKIM-Signature prepended, in header order. */
       signatures: DkimAlgorithm[];
-      /** Time spent hashing and signing for this task; 0 when the worker served it from its cache. */
-      signMs: number;
+      /** Time spent hashing and signing for this task, per signature (as `signatures`); none when the worker served it from its cache. */
+      signMs: number[];
       /** Time spent composing or normalising the message (signing excluded). */
       renderMs: number;
     }

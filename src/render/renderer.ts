@@ -149,9 +149,7 @@ export function createRenderer(init: WorkerInit, opts: RendererOptions = {}): Re
    */
   function sign(unsigned: Buffer, task: RenderTask, domain: string | null, started: number, alone: boolean, composedAt?: number): { signed: Buffer; algorithms: DkimAlgorithm[]; result: RenderResult } {
     const rendered = composedAt ?? performance.now();
-    const signStart = performance.now();
-    const { signed, algorithms } = signMessage(unsigned, signersOf(domain));
-    const done = performance.now();
+    const { signed, algorithms, ms } = signMessage(unsigned, signersOf(domain));
     return {
       signed,
       algorithms,
@@ -159,7 +157,7 @@ export function createRenderer(init: WorkerInit, opts: RendererOptions = {}): Re
         ok: true,
         ...frameAs(task, signed, alone),
         signatures: algorithms,
-        signMs: algorithms.length > 0 ? done - signStart : 0,
+        signMs: ms,
         renderMs: rendered - started,
       },
     };
@@ -187,7 +185,7 @@ export function createRenderer(init: WorkerInit, opts: RendererOptions = {}): Re
       const cacheKey = `${task.kind}\0${task.msgId}\0${domain ?? ''}`;
       const hit = cache.get(cacheKey);
       if (hit) {
-        return { ok: true, ...frameAs(task, hit.message, false), signatures: hit.signatures, signMs: 0, renderMs: performance.now() - started };
+        return { ok: true, ...frameAs(task, hit.message, false), signatures: hit.signatures, signMs: [], renderMs: performance.now() - started };
       }
 
       const unsigned =

@@ -65,7 +65,7 @@ test('worker threads load the .ts worker under tsx, render and sign; both verifi
   for (const r of [r1, r2]) {
     assert.equal(r.signatures, ['rsa', 'ed25519']);
     assert.ok(Buffer.isBuffer(r.message), 'delivered as a Buffer view of the transferred bytes');
-    assert.ok(r.signMs > 0 && r.renderMs >= 0);
+    assert.ok(r.signMs.length === 2 && r.signMs.every((ms) => ms > 0) && r.renderMs >= 0, 'a time per signature');
   }
   const messages = [Buffer.from(r1.message), Buffer.from(r2.message)];
   const [p1, p2] = await verifyWithDkimpy(messages, table);
@@ -146,7 +146,7 @@ test('BDAT chunks on request: the message itself, not dot-stuffed; a cached mess
   assert.not.match(text, /(^|[^\r])\n/, 'CRLF line ends only');
   for (let i = 0; i < 3; i++) {
     const again = ok(await pool.renderAndSign(shared));
-    assert.is(again.signMs, 0, 'served from the cache');
+    assert.equal(again.signMs, [], 'served from the cache');
     assert.ok(Buffer.from(again.message).equals(Buffer.from(first.message)), `copy ${i} from the cache is whole`);
   }
   for (const v of await verifyWithMailauth(Buffer.from(first.message), table)) assert.ok(v.pass, `${v.algo}: ${v.detail}`);

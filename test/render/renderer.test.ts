@@ -117,11 +117,11 @@ test('spec: html + text + attachments, unicode subject and names; bcc never appe
 test('spec: a message for many recipients is composed and signed once (same bytes, no new signing)', async () => {
   const task: RenderTask = { msgId: '01j2spec00000002', kind: 'spec', source: JSON.stringify(SPEC), signingDomain: 'shop.example', acceptedAt: ACCEPTED_AT };
   const first = ok(await render(task));
-  assert.ok(first.signMs > 0);
+  assert.ok(first.signMs.length > 0 && first.signMs.every((ms) => ms > 0));
   for (let i = 0; i < 5; i++) {
     const again = ok(await render(task));
     assert.ok(Buffer.from(again.message).equals(Buffer.from(first.message)));
-    assert.is(again.signMs, 0);
+    assert.equal(again.signMs, []);
     assert.equal(again.signatures, first.signatures);
   }
 });
@@ -133,11 +133,11 @@ test('a message of a single recipient is not kept: each render of it composes an
     const task: RenderTask = { msgId, kind, source, signingDomain: 'shop.example', acceptedAt: ACCEPTED_AT, single: true };
     const first = ok(await render(task));
     const second = ok(await render(task));
-    assert.ok(first.signMs > 0 && second.signMs > 0, `${kind}: both renders signed`);
+    assert.ok(first.signMs.length > 0 && second.signMs.length > 0, `${kind}: both renders signed`);
     // Nothing was cached for the message either: a later shared render of it signs too.
     const shared = ok(await render({ ...task, single: false }));
-    assert.ok(shared.signMs > 0, `${kind}: nothing kept from the single renders`);
-    assert.is(ok(await render({ ...task, single: false })).signMs, 0, `${kind}: a shared render is kept`);
+    assert.ok(shared.signMs.length > 0, `${kind}: nothing kept from the single renders`);
+    assert.equal(ok(await render({ ...task, single: false })).signMs, [], `${kind}: a shared render is kept`);
   }
 });
 
@@ -145,7 +145,7 @@ test('a domain without keys (or no signing domain) renders unsigned but ok', asy
   for (const domain of ['other.example', null]) {
     const r = ok(await render(rawTask('01j2raw0000000004', 'From: x@other.example\r\n\r\nhi\r\n', domain)));
     assert.equal(r.signatures, []);
-    assert.is(r.signMs, 0);
+    assert.equal(r.signMs, []);
     assert.not.match(Buffer.from(r.message).toString(), /DKIM-Signature/i);
   }
 });
