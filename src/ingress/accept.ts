@@ -224,6 +224,10 @@ export async function acceptMessage(deps: AcceptDeps, sub: Submission): Promise<
   } catch (err) {
     const e = toSluiceError(err);
     deps.metrics?.messagesRejected.inc({ source: sub.source, code: e.code });
+    rejectionCounted.add(e);
     throw e;
   }
 }
+
+/** Refusals acceptMessage has counted in sluice_messages_rejected_total: a caller counts the others. */
+export const rejectionCounted = new WeakSet<Error>();

@@ -13,7 +13,7 @@ import { ByteBudget } from '../core/read-bounded.js';
 import { AuthThrottle, LimitError, type AuthThrottleOptions } from '../accounts/limits.js';
 import { messageStatus } from './message-status.js';
 import { cancelMessage } from './message-cancel.js';
-import { acceptMessage, checkOpen, type AcceptDeps, type Submission } from './accept.js';
+import { acceptMessage, checkOpen, rejectionCounted, type AcceptDeps, type Submission } from './accept.js';
 import { persistedWhole, refsTtlMs } from './persist.js';
 import { deleteMessage, getMessage } from '../store/messages.js';
 import { fieldErrors, messageSchema, toSpecSubmission, validateMessage } from './http-schema.js';
@@ -85,6 +85,24 @@ const MAX_HEADER_BYTES = 16 * 1024;
 const STATUS_PATH = /^\/v1\/messages\/([^/]+)$/;
 
 type Route = 'send' | 'batch' | 'status' | 'suppressions' | 'sender' | 'webhooks' | 'campaigns' | 'lists' | 'admin' | 'recipients' | 'domains' | 'other';
+
+const ROUTE_PREFIXES: readonly [string, Route][] = [
+  ['/v1/suppressions', 'suppressions'], ['/v1/sender', 'sender'], ['/v1/webhooks', 'webhooks'], ['/v1/campaigns', 'campaigns'],
+  ['/v1/lists', 'lists'], ['/v1/recipients', 'recipients'], ['/v1/domains', 'domains'],
+  ['/v1/audit', 'admin'], ['/v1/queue', 'admin'], ['/v1/holds', 'admin'], ['/v1/accounts', 'admin'],
+];
+
+/**
+ * The route a path names, for a request refused before its route answered (401, 404, 413, 503…): its
+ * `sluice_http_requests_total` line is the route's, so a refusal rate per route shows.
+ */
+function routeOfPath(path: string): Route {
+  if (path === '/v1/messages') return 'send';
+  if (path === '/v1/messages/batch') return 'batch';
+  if (path.startsWith('/v1/messages/')) return 'status';
+  for (const [prefix, r] of ROUTE_PREFIXES) if (path === prefix || path.startsWith(`${prefix}/`)) return r;
+  return 'other';
+}
 
 /** The changes a closed account may still make besides DELETE: stopping its campaigns. */
 const STOPS_SENDING = /^\/v1\/campaigns\/[^/]+\/(?:pause|cancel)$/;
@@ -496,6 +514,7 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
     let unavailable: { count: number; err: unknown } | undefined;
     const failed = (i: number, err: unknown): void => {
       const e = toSluiceError(err);
+      countRejected(e);
       if (e.code === 'SLUICE_INTERNAL') log.error({ err: e.cause ?? e }, 'batch message failed');
       if (e.code === 'SLUICE_REDIS_UNAVAILABLE') {
         if (unavailable) unavailable.count++;
@@ -558,6 +577,11 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
     return new Answer(202, { results, accepted, rejected: count - accepted });
   }
 
+  /** A submission refused (invalid JSON or fields, …) that acceptMessage did not count itself. */
+  const countRejected = (e: SluiceError): void => {
+    if (!rejectionCounted.has(e)) deps.metrics?.messagesRejected.inc({ source: 'http', code: e.code });
+  };
+
   /** POST routes: auth, body, idempotency, then the route's work. */
   async function post(req: IncomingMessage, route: 'send' | 'batch'): Promise<Answer> {
     const declared = Number(req.headers['content-length'] ?? 0);
@@ -587,7 +611,9 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
         if (route === 'batch') return await acceptBatch(account, input, resume);
         return await acceptOne(account, input, resume);
       } catch (err) {
-        return errorAnswer(failure(err));
+        const e = failure(err);
+        countRejected(e);
+        return errorAnswer(e);
       }
     };
     if (idem === undefined) return run();
@@ -759,6 +785,10 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
       })
       .catch((err: unknown) => {
         const e = failure(err);
+        routeName = routeOfPath(splitUrl(req.url ?? '/').path);
+        // A submission refused before it was read as one (credentials, size, media type, Redis down,
+        // busy): counted as SMTP counts its refusals. Those refused while accepted answer, and count, in accept().
+        if (routeName === 'send' || routeName === 'batch') deps.metrics?.messagesRejected.inc({ source: 'http', code: e.code });
         const answer = errorAnswer(e);
         const allow = (err as { allow?: string }).allow;
         if (allow) answer.headers['allow'] = allow;

@@ -3,6 +3,7 @@ import * as assert from 'uvu/assert';
 import { startRedis, freePort, type TestRedis } from '../helpers/redis.js';
 import { startSluiceFixture, type SluiceFixture } from '../helpers/sluice.js';
 import { startCapturePeer, type CapturePeer } from '../helpers/smtp-peer.js';
+import { request } from 'undici';
 import { adminGet, metricValue } from '../helpers/sluice-process.js';
 
 /**
@@ -62,6 +63,27 @@ test('a drained queue reads 0; a stalled Redis leaves the scrape answered and th
     clearTimeout(resume);
     process.kill(redis.server.pid, 'SIGCONT');
   }
+});
+
+test('HTTP submissions refused are counted once each, under their route, whatever refused them', async () => {
+  const before = await scrape();
+  const rejected = (text: string, code: string) => metricValue(text, 'sluice_messages_rejected_total', { source: 'http', code }) ?? 0;
+  const requests = (text: string, route: string) => metricValue(text, 'sluice_http_requests_total', { route, status: '4xx' }) ?? 0;
+  const post = async (path: string, auth: string, body: string) => {
+    const r = await request(`http://127.0.0.1:${s.app.ports.http}${path}`, { method: 'POST', headers: { authorization: `Bearer ${auth}`, 'content-type': 'application/json' }, body });
+    await r.body.text();
+    return r.statusCode;
+  };
+  assert.is(await post('/v1/messages', 'not-a-key', '{}'), 401); // before the body is read
+  assert.is(await post('/v1/messages', s.apiKey, '{"from":"news@acme.example","to":[]}'), 400); // read, invalid
+  assert.is(await post('/v1/messages', s.apiKey, JSON.stringify({ from: 'x@elsewhere.example', to: 'a@one.test', subject: 's', text: 't' })), 403); // counted by acceptMessage
+  assert.is(await post('/v1/messages/batch', s.apiKey, JSON.stringify({ messages: [{ from: 'news@acme.example', to: [] }, { from: 'news@acme.example', to: 'b@one.test', subject: 's', text: 't' }] })), 202);
+  const after = await scrape();
+  assert.is(rejected(after, 'SLUICE_AUTH_FAILED') - rejected(before, 'SLUICE_AUTH_FAILED'), 1);
+  assert.is(rejected(after, 'SLUICE_INGRESS_BAD_REQUEST') - rejected(before, 'SLUICE_INGRESS_BAD_REQUEST'), 2, 'the invalid message and the batch\'s invalid one');
+  assert.is(rejected(after, 'SLUICE_INGRESS_FROM_NOT_OWNED') - rejected(before, 'SLUICE_INGRESS_FROM_NOT_OWNED'), 1, 'once, not twice');
+  assert.is(requests(after, 'send') - requests(before, 'send'), 3, 'the 401 too is the send route\'s');
+  assert.is(requests(after, 'other') - requests(before, 'other'), 0);
 });
 
 test.run();
