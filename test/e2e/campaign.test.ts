@@ -175,7 +175,8 @@ test(`a ${BIG}-recipient campaign: every copy its own merge values and tokens, s
   const stats = await waitFor('the campaign to complete', async () => {
     const s = await api(`/v1/campaigns/${id}/stats`);
     return s.body.state === 'completed' ? s.body : undefined;
-  }, 120_000);
+    // A bound on liveness, not a speed: ~25 s here on a quiet machine, and CI's may be several times slower.
+  }, 200_000);
   assert.is(stats.delivered, BIG);
   assert.is(stats.recipients, BIG);
   assert.is(stats.pending, 0);
@@ -228,7 +229,8 @@ test('an unsubscribe recorded mid-campaign stops that recipient; pause stops cla
   const rows = Array.from({ length: N }, (_, i) => ({ email: `p${i}@slow.test`, fields: { first_name: `P${i}` } }));
   const listId = await listOf('slow', rows);
   const before = sink.messages.length;
-  const atPeer = () => sink.messages.slice(before);
+  // Its own copies only: a test before that failed may leave copies arriving for other domains.
+  const atPeer = () => sink.messages.slice(before).filter((m) => toOf(m).endsWith('@slow.test'));
   const created = await api('/v1/campaigns', { from: 'news@acme.example', subject: 'Slow', text: 'Hi {{first_name}}', listId, sendAt: 'now', tracking: { opens: false, clicks: false } });
   assert.is(created.status, 201, JSON.stringify(created.body));
   const id = created.body.id as string;

@@ -16,6 +16,7 @@ import { ReputationGuard } from '../../src/feedback/reputation.js';
 import { BUCKET_MS, readFigures } from '../../src/store/reputation.js';
 import { startInboundMx, type InboundMx } from '../../src/feedback/inbound-mx.js';
 import { CORPUS_EMAILS } from '../helpers/corpus.js';
+import { awayFromHourBoundary } from '../helpers/clock.js';
 import { eraseAddress } from '../../src/store/privacy.js';
 import { listUnprocessed } from '../../src/feedback/raw-store.js';
 
@@ -135,6 +136,9 @@ test('a hard bounce by mail about a campaign copy: globally suppressed, contact 
 });
 
 test("a hard bounce by mail of a copy recorded delivered takes its delivery back (campaign and sender figures); one of a copy never delivered takes nothing", async () => {
+  // The sender's figures and the raw counter are per hour: the deliveries and the bounces that take
+  // them back must fall in one bucket (30 s of margin for a slow machine).
+  await awayFromHourBoundary(30_000);
   const { id } = await sentCampaign('undo', 28);
   // The delivery records the dispatcher's ack wrote: copies 1-3 were delivered; copy 4 is still deferred.
   for (const no of [1, 2, 3]) await ctx.client.hset(ctx.keys.rcptState('dest.test', id, no), 'state', 'delivered');

@@ -17,15 +17,8 @@ import { MAX_EXPRESSIONS, MAX_NESTING, MAX_TEMPLATE_CHARS } from '../../src/rend
 /** The brisk account's rate limit: recipients per hour (a fixed window, src/accounts/limits.ts). */
 export const BRISK_PER_HOUR = 3;
 
-/**
- * Waits out the end of the current hour when it is less than `marginMs` away, so that a test of the
- * brisk account's hourly window runs inside one window (fixed windows reset at the hour).
- */
-export async function awayFromHourBoundary(marginMs = 5000): Promise<void> {
-  const HOUR = 3_600_000;
-  const left = HOUR - (Date.now() % HOUR);
-  if (left < marginMs) await new Promise((r) => setTimeout(r, left + 50));
-}
+/** Waits out the end of the current hour when it is near: the brisk account's window is hourly. */
+export { awayFromHourBoundary } from '../helpers/clock.js';
 
 /** Messages stored under the fixture's prefix (their records). */
 export async function storedMessages(fx: IngressFixture): Promise<number> {

@@ -40,13 +40,15 @@ test('a request that runs longer than the lease keeps its key: a concurrent retr
 
 test('a request whose process died frees its key one lease later: the retry then runs anew', async () => {
   const { keys } = env.redis.fresh();
-  const dead = new IdempotencyStore(env.client, keys, DAY, { leaseMs: 200 });
-  const live = new IdempotencyStore(env.client, keys, DAY, { leaseMs: 200 });
+  // "At once" must come within the lease: 200 ms was too short for a loaded CI machine, 1.5 s is not.
+  const LEASE = 1500;
+  const dead = new IdempotencyStore(env.client, keys, DAY, { leaseMs: LEASE });
+  const live = new IdempotencyStore(env.client, keys, DAY, { leaseMs: LEASE });
   const begun = await dead.begin('acme', 'k2', 'h2');
   // The process dies: nothing renews the marker and nothing answers.
   if (begun.kind === 'new') await begun.lease.end();
   assert.is(await code(live.begin('acme', 'k2', 'h2')), 'SLUICE_INGRESS_IDEMPOTENCY_CONFLICT', 'at once: still in flight');
-  await sleep(350);
+  await sleep(LEASE + 300);
   const retry = await live.begin('acme', 'k2', 'h2');
   assert.is(retry.kind, 'new', 'after the lease the retry is processed');
   if (retry.kind === 'new') await live.finish('acme', 'k2', 'h2', { status: 202, body: '{}' }, retry.lease);

@@ -11,6 +11,8 @@ import { figuresOf, isPaused, pauseSender } from '../../src/store/reputation.js'
 import { apiCall, withFixtureApi, type IngressFixture } from './fixture.js';
 import { importSuppressions } from '../../src/store/suppression-import.js';
 import { connect } from 'node:net';
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
+import type { IncomingMessage } from 'node:http';
 
 const test = suite('ingress/suppression-routes');
 let fx: IngressFixture;
@@ -207,13 +209,27 @@ test('a client gone mid-upload: the import ends, what it had parsed written (the
   const url = new URL(base);
   // The parser may still hold the last line received when the upload breaks off: gone1 is before it.
   const part = 'email\ngone1@example.com\ngone2@example.com\n';
+  // The server's side of the request (same process): the client goes only once the import has read
+  // the part sent, not after a fixed sleep that a slow key check or a busy machine can outlast.
+  let serverReq: IncomingMessage | undefined;
+  const onRequest = (m: unknown) => {
+    const req = (m as { request: IncomingMessage }).request;
+    if (req.url?.startsWith('/v1/suppressions/import')) serverReq = req;
+  };
+  subscribe('http.server.request.start', onRequest);
   const sock = connect(Number(url.port), url.hostname);
-  await new Promise<void>((r) => sock.once('connect', () => r()));
-  sock.write(`POST /v1/suppressions/import HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${fx.apiKeys.acme}\r\nContent-Type: text/csv\r\nContent-Length: 100000\r\n\r\n${part}`);
-  await new Promise((r) => setTimeout(r, 200));
-  sock.destroy();
+  try {
+    await new Promise<void>((r) => sock.once('connect', () => r()));
+    sock.write(`POST /v1/suppressions/import HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${fx.apiKeys.acme}\r\nContent-Type: text/csv\r\nContent-Length: 100000\r\n\r\n${part}`);
+    const deadline = Date.now() + 10_000;
+    while (!serverReq?.readableDidRead && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    assert.ok(serverReq?.readableDidRead, 'the server started reading the upload');
+  } finally {
+    unsubscribe('http.server.request.start', onRequest);
+    sock.destroy();
+  }
   let written: unknown = null;
-  for (let i = 0; i < 50 && written === null; i++) {
+  for (const deadline = Date.now() + 10_000; written === null && Date.now() < deadline;) {
     written = await suppressionOf(fx.client, fx.keys, 'acme', 'gone1@example.com');
     if (written === null) await new Promise((r) => setTimeout(r, 50));
   }

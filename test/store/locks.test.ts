@@ -12,11 +12,12 @@ const wait = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 test('a held lock is kept past its TTL while renewed, and goes when renewing ends', async () => {
   const key = `${env.redis.fresh().prefix}lock:a`;
-  // Renewed every third of the TTL: long enough that a stalled event loop (a loaded CI machine)
-  // does not let it lapse, and held three TTLs over.
-  assert.ok(await holdLock(env.client, key, 'me', 400));
-  const r = keepRenewing(env.client, key, 'me', 400);
-  await wait(1300);
+  // Renewed every third of the TTL (500 ms): a 400 ms TTL lapsed under load (an event loop stalled
+  // past it); 1.5 s leaves a loaded CI machine a second of stall. Held three TTLs over.
+  const TTL = 1500;
+  assert.ok(await holdLock(env.client, key, 'me', TTL));
+  const r = keepRenewing(env.client, key, 'me', TTL);
+  await wait(3 * TTL + 300);
   assert.is(await env.client.get(key), 'me', 'still held after three TTLs');
   assert.is(r.held, true);
   await r.end();

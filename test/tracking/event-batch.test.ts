@@ -15,6 +15,14 @@ const test = suite('tracking/event-batch');
 const NOW = Date.UTC(2026, 2, 1, 12);
 const ISSUED = Math.floor(NOW / 1000) - 3600;
 const codec = createTokenCodec({ keys: [{ id: 'k1', secret: 'tracking-test-secret-0123456789' }], signWith: 'k1' });
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** Whether `p` settles within `ms` (a generous bound: only a hang, not a slow machine, misses it). */
+async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
+  let bound: NodeJS.Timeout | undefined;
+  const done = await Promise.race([p.then(() => true), new Promise<false>((r) => (bound = setTimeout(() => r(false), ms)))]);
+  clearTimeout(bound);
+  return done;
+}
 const BROWSER = 'Mozilla/5.0 (Windows NT 10.0; Win64; x64) Firefox/130.0';
 
 let redis: TestRedis;
@@ -208,12 +216,13 @@ test('a click event joins the queue behind the opens before it; anonymous and of
 test("a person's first click on a link is held for the burst window; a burst-making click writes the recipient's held clicks as the scanner's", async () => {
   const client = redis.client();
   const { keys } = redis.fresh();
-  const HOLD = 300;
+  // A hold of a minute, ended by releaseHeld(): a hold timed in ms could run out on a slow machine
+  // before the burst click, and the burst would find nothing held.
+  const HOLD = 60_000;
   const { batch, events, flushed } = setup(client, keys, { clickHoldMs: HOLD, maxPending: 5 });
   const msgId = newId(NOW);
   const click = (idx: number, link: number): TokenPayload => ({ kind: 'c', account: 'acme', msgId, idx, link, issuedAt: ISSUED });
   const ctx = (now: number, over: Partial<EventContext> = {}): EventContext => ({ now, mode: 'full', first: true, machine: null, userAgent: BROWSER, ip: '192.0.2.1', ...over });
-  const started = Date.now();
   // Recipient 0: two first clicks (held), then a repeat (not held: it cannot turn out a scanner's).
   batch.event(click(0, 0), ctx(NOW));
   batch.event(click(0, 1), ctx(NOW + 10));
@@ -230,23 +239,38 @@ test("a person's first click on a link is held for the burst window; a burst-mak
   await flushed(4);
   assert.equal((await events()).map((e) => `${e['idx']}:${e['link']}:${e['reason'] ?? 'human'}`), ['0:1:human', '1:3:human', '1:0:burst', '1:1:burst'],
     "the burst writes recipient 1's held clicks at once: the one before the window as a person's, the one in it as the scanner's");
-  await batch.idle();
-  assert.ok(Date.now() - started >= HOLD, 'idle() waits for the held clicks');
+  // Recipient 0's clicks are still held: idle() has not resolved (a slow machine only makes this surer).
+  let idle = false;
+  const idled = batch.idle().then(() => (idle = true));
+  await sleep(100);
+  assert.not.ok(idle, 'idle() waits for the held clicks');
+  assert.is(batch.pending, 2, "recipient 0's two clicks are still held");
+  assert.is((await events()).length, 4, 'nothing more is written while they are held');
+  // releaseHeld (closing) queues them at once: idle() resolves long before the minute's hold.
+  batch.releaseHeld();
+  assert.ok(await within(idled, 10_000), 'releaseHeld() writes the held clicks without waiting for the hold');
   assert.equal((await events()).map((e) => `${e['idx']}:${e['link']}:${e['reason'] ?? 'human'}`).slice(4), ['0:0:human', '0:1:human'], "recipient 0's clicks after their hold, as a person's");
   assert.is(batch.pending, 0);
-  // releaseHeld (closing) queues them at once.
   batch.event(click(2, 0), ctx(NOW));
-  const t0 = Date.now();
+  assert.is(batch.pending, 1, 'a new first click is held');
   batch.releaseHeld();
-  await batch.idle();
-  assert.ok(Date.now() - t0 < HOLD, 'written without waiting for the hold');
+  assert.ok(await within(batch.idle(), 10_000), 'written without waiting for the hold');
   assert.is((await events()).length, 7);
+
+  // Left alone, a held click is written when its hold runs out (a short hold, awaited with a bound).
+  const short = setup(client, redis.fresh().keys, { clickHoldMs: 50 });
+  short.batch.event(click(3, 0), ctx(NOW));
+  assert.is(short.batch.pending, 1, 'held');
+  assert.ok(await within(short.batch.idle(), 10_000), 'written once the hold has run out');
+  assert.equal((await short.events()).map((e) => `${e['idx']}:${e['link']}:${e['reason'] ?? 'human'}`), ['3:0:human']);
 });
 
 test('a held click whose recipient was erased during the hold writes no event; beyond maxHeld a click is written at once', async () => {
   const client = redis.client();
   const { keys } = redis.fresh();
-  const { batch, events, flushed } = setup(client, keys, { clickHoldMs: 200, maxHeld: 2 });
+  // A hold of a minute ended by releaseHeld() (which still marks them held, so the erased check
+  // runs): a 200 ms hold could end on a slow machine before the erase mark below is set.
+  const { batch, events, flushed } = setup(client, keys, { clickHoldMs: 60_000, maxHeld: 2 });
   const msgId = newId(NOW);
   const click = (idx: number): TokenPayload => ({ kind: 'c', account: 'acme', msgId, idx, link: 0, issuedAt: ISSUED });
   const ctx: EventContext = { now: NOW, mode: 'full', first: true, machine: null, userAgent: BROWSER, ip: '192.0.2.1' };
@@ -257,6 +281,7 @@ test('a held click whose recipient was erased during the hold writes no event; b
   assert.equal((await events()).map((e) => e['idx']), ['2'], 'the third, beyond maxHeld, is written at once');
   // Recipient 0 is erased while its click is held (eraseRecipient-5.lua leaves this mark).
   await client.hset(keys.trackMarks(msgId), 'x:0', '1');
+  batch.releaseHeld();
   await batch.idle();
   assert.equal((await events()).map((e) => e['idx']), ['2', '1'], "the erased recipient's held click writes nothing");
 });
