@@ -438,7 +438,13 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       const server = await startTrackingServer(
         {
           redis: redis.client, keys, codec, logger: logger.child({ role: 'tracking' }),
-          metrics: { requests: metrics.trackingRequests, events: metrics.trackingEvents, duration: metrics.trackingDuration, connectionsRefused: metrics.trackingConnectionsRefused, pixelsHeld: metrics.trackingPixelsHeld },
+          metrics: {
+            requests: metrics.trackingRequests,
+            // Opens, clicks and unsubscribes are events of the stream too (sluice_events_total counts every event written).
+            events: { inc: (l, n = 1) => (metrics.trackingEvents.inc(l, n), metrics.eventsAppended.inc({ type: l.type }, n)) },
+            duration: metrics.trackingDuration, connectionsRefused: metrics.trackingConnectionsRefused, pixelsHeld: metrics.trackingPixelsHeld,
+            suppressed: { inc: (l) => metrics.suppressionsAdded.inc(l) },
+          },
           settings: trackingSettingsOf(config.accounts),
           connect: redis.connectOptions,
           eventsMaxLen: config.retention.eventsMaxLen,

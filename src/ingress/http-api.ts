@@ -577,6 +577,8 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
     return new Answer(202, { results, accepted, rejected: count - accepted });
   }
 
+  const suppressed = (reason: string, n: number): void => deps.metrics?.suppressionsAdded.inc({ list: 'account', reason }, n);
+
   /** A submission refused (invalid JSON or fields, …) that acceptMessage did not count itself. */
   const countRejected = (e: SluiceError): void => {
     if (!rejectionCounted.has(e)) deps.metrics?.messagesRejected.inc({ source: 'http', code: e.code });
@@ -706,7 +708,7 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
       if (method !== 'POST') throw methodNotAllowed('POST');
       const account = await authenticate(req);
       const by = actorOf(await identify(req));
-      const r = await importSuppressionsRoute(req, { redis: deps.redis, keys: deps.keys, eventsMaxLen: deps.config.retention.eventsMaxLen, now: deps.now, maxBytes: deps.config.lists.maxImportBytes, by }, account.id);
+      const r = await importSuppressionsRoute(req, { redis: deps.redis, keys: deps.keys, eventsMaxLen: deps.config.retention.eventsMaxLen, now: deps.now, maxBytes: deps.config.lists.maxImportBytes, by, suppressed }, account.id);
       return routed(req, 'suppressions', account.id, r);
     }
     const own = matchSuppressionRoute(method, req.url ?? '/');
@@ -716,7 +718,7 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
       const who = await identify(req);
       const operator = who.kind === 'operator';
       const actor = actorOf(who);
-      const r = await own.run({ redis: deps.redis, keys: deps.keys, eventsMaxLen: deps.config.retention.eventsMaxLen, now: deps.now, operator, actor }, account.id, input);
+      const r = await own.run({ redis: deps.redis, keys: deps.keys, eventsMaxLen: deps.config.retention.eventsMaxLen, now: deps.now, operator, actor, suppressed }, account.id, input);
       return routed(req, own.name, account.id, r);
     }
     const ctx = scoped(req);

@@ -45,6 +45,8 @@ export interface SuppressionRouteDeps {
   readonly operator?: boolean;
   /** Who calls, as the audit log names it (operator:<id> or account:<id>). */
   readonly actor?: string;
+  /** sluice_suppressions_added_total: `n` addresses put on the account's list for `reason`. */
+  readonly suppressed?: ((reason: SuppressionReason, n: number) => void) | undefined;
 }
 
 export interface OwnRoute {
@@ -137,6 +139,7 @@ async function add(deps: SuppressionRouteDeps, account: string, input: unknown):
   if (existing && existing.list !== GLOBAL_LIST) return { status: 200, body: { ...entryJson(address, existing), list: 'account' } };
   const entry: SuppressionEntry = { reason: parsed.data.reason ?? 'manual', at: deps.now?.() ?? Date.now(), evidence: { source: 'api' } };
   await addSuppression(deps.redis, deps.keys, account, address, entry);
+  deps.suppressed?.(entry.reason, 1);
   return { status: 201, body: { ...entryJson(address, entry), list: 'account' }, audit: { action: 'suppression.add', target: await addressRef(deps.redis, deps.keys, address) } };
 }
 
@@ -228,6 +231,7 @@ export async function importSuppressionsRoute(req: IncomingMessage, deps: Suppre
   // the connection after it, the body unread).
   const body = req.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>;
   const r = await importSuppressions(deps.redis, deps.keys, account, body, { format, reason: reasonText as SuppressionReason, now: deps.now?.() ?? Date.now(), by: deps.by, maxBytes: deps.maxBytes });
+  if (r.added > 0) deps.suppressed?.(reasonText as SuppressionReason, r.added);
   const counts = { rows: r.rows, added: r.added, existing: r.existing, invalid: r.invalid, errors: r.errors };
   const audit = r.added > 0 || r.stopped === null ? { action: 'suppression.import', target: `${r.added} added` } : undefined;
   if (r.tooLarge) return { status: 413, body: { code: 'SLUICE_LIST_IMPORT_TOO_LARGE', message: r.stopped, ...counts }, audit };

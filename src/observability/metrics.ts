@@ -131,7 +131,7 @@ export function createMetrics() {
       name: 'sluice_tracking_requests_total', help: 'Tracking server requests by endpoint (open, click, unsubscribe, …) and result', labelNames: ['endpoint', 'result'] as const, registers: [registry],
     }),
     trackingEvents: new Counter({
-      name: 'sluice_tracking_events_total', help: 'Opens, clicks and unsubscribes recorded, by type and class (human, machine)', labelNames: ['type', 'class'] as const, registers: [registry],
+      name: 'sluice_tracking_events_total', help: 'Opens, clicks and unsubscribes recorded, by type and class (human_first, human, machine)', labelNames: ['type', 'class'] as const, registers: [registry],
     }),
     trackingDuration: new FastHistogram({
       name: 'sluice_tracking_request_duration_seconds', help: 'Tracking request latency by endpoint', labelNames: ['endpoint'] as const,

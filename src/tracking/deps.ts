@@ -27,6 +27,8 @@ export interface TrackingMetrics {
   readonly connectionsRefused?: { inc(labels: { reason: 'client_limit' | 'server_limit' }): void };
   /** sluice_tracking_pixels_held_total: pixel answers held back while the recorder is behind (server.ts). */
   readonly pixelsHeld?: { inc(): void };
+  /** sluice_suppressions_added_total{list,reason}: a one-click unsubscribe suppresses for the account. */
+  readonly suppressed?: { inc(labels: { list: 'account'; reason: 'unsubscribe' }): void };
 }
 
 export interface TrackingDeps {

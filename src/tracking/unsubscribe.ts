@@ -83,5 +83,7 @@ export async function unsubscribe(
   // No id: the copy is being erased (store/privacy.ts), which keeps the suppression as a digest only.
   // Only while still listed: an erasure that ran meanwhile keeps the address as its digest alone.
   if (eventId !== '') await attachEvidence(deps.redis, deps.keys, p.account, target.address, { reason: 'unsubscribe', at: now, evidence: { event: eventId, ...evidence } });
+  // Counted as the unsubscribe by mail is (feedback/process.ts).
+  deps.metrics?.suppressed?.inc({ list: 'account', reason: 'unsubscribe' });
   return { ok: true, account: p.account, address: target.address, from: target.from, first, eventId };
 }

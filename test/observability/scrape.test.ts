@@ -4,6 +4,11 @@ import { startRedis, freePort, type TestRedis } from '../helpers/redis.js';
 import { startSluiceFixture, type SluiceFixture } from '../helpers/sluice.js';
 import { startCapturePeer, type CapturePeer } from '../helpers/smtp-peer.js';
 import { request } from 'undici';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { createTokenCodec, tokenPath, type TokenCodec } from '../../src/core/tokens.js';
 import { adminGet, metricValue } from '../helpers/sluice-process.js';
 
 /**
@@ -16,12 +21,20 @@ const test = suite('observability/scrape');
 let redis: TestRedis;
 let peer: CapturePeer;
 let s: SluiceFixture;
+let keyDir: string;
+let codec: TokenCodec;
 
 test.before(async () => {
   redis = await startRedis();
   peer = await startCapturePeer();
+  keyDir = mkdtempSync(join(tmpdir(), 'sluice-scrape-'));
+  const secret = randomBytes(32);
+  writeFileSync(join(keyDir, 'k1.key'), secret, { mode: 0o600 });
+  codec = createTokenCodec({ keys: [{ id: 'k1', secret }], signWith: 'k1' });
   // dead.test: a port nothing listens on, so its copy waits in the queue (retried in a minute).
   s = await startSluiceFixture(redis, {
+    roles: ['ingress', 'delivery', 'housekeeping', 'tracking'],
+    tracking: { host: '127.0.0.1', port: 0, publicBaseUrl: 'http://127.0.0.1', keys: [{ id: 'k1', secretFile: join(keyDir, 'k1.key'), notAfter: null }], signWith: 'k1' },
     delivery: { transport: { '*': `127.0.0.1:${peer.port}`, 'dead.test': `127.0.0.1:${await freePort()}` } },
     shaping: { default: { retry: ['1m'] } },
   });
@@ -31,6 +44,7 @@ test.after(async () => {
   await s?.stop();
   await peer?.close();
   await redis?.stop();
+  if (keyDir) rmSync(keyDir, { recursive: true, force: true });
 });
 
 const scrape = async () => {
@@ -84,6 +98,32 @@ test('HTTP submissions refused are counted once each, under their route, whateve
   assert.is(rejected(after, 'SLUICE_INGRESS_FROM_NOT_OWNED') - rejected(before, 'SLUICE_INGRESS_FROM_NOT_OWNED'), 1, 'once, not twice');
   assert.is(requests(after, 'send') - requests(before, 'send'), 3, 'the 401 too is the send route\'s');
   assert.is(requests(after, 'other') - requests(before, 'other'), 0);
+});
+
+test('opens and one-click unsubscribes count as events written; suppressions by the API and by unsubscribe are counted', async () => {
+  const before = await scrape();
+  const r = await s.api('/v1/messages', { body: { from: 'news@acme.example', to: 'cy@one.test', subject: 'x', html: '<p>hello</p>' } });
+  await s.waitFinal(r.body.id);
+  const tracking = `http://127.0.0.1:${s.app.ports.tracking}`;
+  const token = (kind: 'o' | 'u') => codec.sign({ kind, account: 'acme', msgId: r.body.id, idx: 0, issuedAt: Math.floor(Date.now() / 1000) });
+  const open = await request(tracking + tokenPath('o', token('o')), { headers: { 'user-agent': 'Mozilla/5.0 (Windows NT 10.0; Win64; x64) Firefox/130.0' } });
+  await open.body.arrayBuffer();
+  const unsub = await request(`${tracking}/u/${token('u')}`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'List-Unsubscribe=One-Click' });
+  await unsub.body.text();
+  assert.is(unsub.statusCode, 200);
+  assert.is((await s.api('/v1/suppressions', { body: { email: 'dee@one.test' } })).status, 201);
+  const v = (text: string, name: string, labels: Record<string, string>) => metricValue(text, name, labels) ?? 0;
+  let after = '';
+  // The open is written by the recorder thread a moment after its answer.
+  for (const until = Date.now() + 10_000; Date.now() < until; await new Promise((res) => setTimeout(res, 50))) {
+    after = await scrape();
+    if (v(after, 'sluice_events_total', { type: 'opened' }) > v(before, 'sluice_events_total', { type: 'opened' })) break;
+  }
+  const diff = (name: string, labels: Record<string, string>) => v(after, name, labels) - v(before, name, labels);
+  assert.is(diff('sluice_events_total', { type: 'opened' }), 1);
+  assert.is(diff('sluice_events_total', { type: 'unsubscribed' }), 1);
+  assert.is(diff('sluice_suppressions_added_total', { list: 'account', reason: 'unsubscribe' }), 1);
+  assert.is(diff('sluice_suppressions_added_total', { list: 'account', reason: 'manual' }), 1);
 });
 
 test.run();
