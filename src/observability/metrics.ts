@@ -7,7 +7,7 @@ import { FastHistogram } from './histogram.js';
  * provider (a shaping rule name, or 'default'), reason, algorithm — never a recipient, id or raw domain.
  */
 /** How long a scrape waits for a sampled gauge's read (see `sampled`). */
-export const SAMPLE_WAIT_MS = 1000;
+export const SAMPLE_WAIT_MS = 3000;
 
 /** Gauges read on scrape: app/ registers what fills them (see `sampleOn`). */
 type SampledGauge = 'queueRecipients' | 'poolUtilization' | 'poolQueue' | 'suppressionListSize' | 'sendersPaused' | 'bufferedBytes' | 'feedbackPending' | 'backoff';
