@@ -85,7 +85,7 @@ test("Sluice's registry exports its histograms under their names, with observati
   assert.ok(text.includes('sluice_tracking_request_duration_seconds_bucket{le="0.0001",endpoint="open"} 1'), text);
   assert.ok(text.includes('sluice_render_duration_seconds_bucket{le="0.0025"} 1'));
   assert.ok(text.includes('sluice_render_duration_seconds_bucket{le="0.001"} 0'));
-  assert.ok(text.includes('# HELP sluice_dkim_sign_duration_seconds Time to DKIM-sign'));
+  assert.ok(text.includes('# HELP sluice_dkim_sign_duration_seconds Time of one DKIM signature'));
 });
 
 test.run();
