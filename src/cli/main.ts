@@ -56,6 +56,15 @@ Environment: SLUICE_CONFIG (config file), REDIS_URL (external Redis; unset = emb
 /** The program. Returns the exit code; only cli/ and app/ may end the process. */
 export async function main(argv: string[], io: Io = { out: process.stdout, err: process.stderr, env: process.env, stdin: process.stdin }): Promise<number> {
   const [cmd, ...rest] = argv;
+  // `sluice queue list | head`: the reader went away, as a shell tool would, end quietly (not with an
+  // unhandled EPIPE and its stack). Not for `start`, whose stdout is its log: a server that loses
+  // its log reader keeps running, its shutdown is a signal's.
+  if (cmd !== 'start' && io.out === process.stdout) {
+    process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+      if (err.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+      throw err;
+    });
+  }
   try {
     switch (cmd) {
       case 'start':

@@ -4,7 +4,9 @@
  */
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { sluice, spawnSluice } from './run-cli.js';
+import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { sluice, spawnSluice, ROOT } from './run-cli.js';
 
 const test = suite('cli/help');
 
@@ -115,6 +117,18 @@ test('as a real process: --help exits 0, an unknown command exits 2, --version p
   assert.match(unknown.err, "unknown command 'nope'");
   assert.is(version.code, 0);
   assert.match(version.out, /^\d+\.\d+\.\d+\n$/);
+});
+
+test('output to a reader that went away (`sluice config show | true`): a quiet end, exit 0, no EPIPE', async () => {
+  const child = spawn(process.execPath, ['--import', 'tsx', fileURLToPath(new URL('../helpers/sluice-child.ts', import.meta.url)), 'config', 'show'], {
+    cwd: ROOT, env: { ...process.env, SLUICE_CONFIG: '' }, stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  child.stdout.destroy(); // the reader is gone before the first write
+  let err = '';
+  child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+  const code = await new Promise<number | null>((resolve) => child.once('exit', (c) => resolve(c)));
+  assert.not.match(err, /EPIPE|Error/, err);
+  assert.is(code, 0);
 });
 
 test.run();
