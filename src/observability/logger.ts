@@ -40,12 +40,24 @@ function serializeError(err: unknown): unknown {
   return e;
 }
 
+/** An address in free text: the local part goes, the domain (needed to operate) stays. */
+const ADDRESS_IN_TEXT = /[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@([A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+)/g;
+
+/**
+ * A remote server's answer as logged (`response`, `reason`, `error` when text): servers quote the
+ * recipient ("550 5.1.1 <bob@example.com>: user unknown"), and a log line outlives an erasure of the
+ * address (store/privacy.ts), so the local part is masked: "550 5.1.1 <*@example.com>: …".
+ */
+export function maskAddresses(value: unknown): unknown {
+  return typeof value === 'string' && value.includes('@') ? value.replace(ADDRESS_IN_TEXT, '*@$1') : value;
+}
+
 export function createLogger(level: string, destination?: DestinationStream): Logger {
   const opts: LoggerOptions = {
     level,
     base: { pid: process.pid },
     redact: { paths: REDACT_PATHS, censor: '[redacted]' },
-    serializers: { err: serializeError },
+    serializers: { err: serializeError, response: maskAddresses, reason: maskAddresses, error: maskAddresses },
     timestamp: pino.stdTimeFunctions.isoTime,
     formatters: { level: (label) => ({ level: label }) },
   };

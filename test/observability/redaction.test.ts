@@ -129,4 +129,16 @@ test('the redact paths censor secrets handed to the logger by mistake', () => {
   assert.ok(text.includes('[redacted]'));
 });
 
+test("a remote server's answer is logged without the recipient's local part; the domain stays", () => {
+  const out: string[] = [];
+  const log = createLogger('info', new Writable({ write(chunk: Buffer, _e, cb) { out.push(chunk.toString()); cb(); } })).child({ role: 'delivery' });
+  log.info({ domain: 'example.com', response: '550 5.1.1 <Bob.Smith+x@mail.example.com>: Recipient address rejected: User unknown' }, 'refused');
+  log.warn({ reason: '421 4.7.0 too many messages for ann@example.org' }, 'slow down');
+  log.warn({ error: 'STARTTLS refused', port: 25 }, 'no tls');
+  const text = out.join('');
+  assert.not.match(text, /Bob\.Smith|ann@/i);
+  assert.ok(text.includes('<*@mail.example.com>: Recipient address rejected') && text.includes('messages for *@example.org'), text);
+  assert.ok(text.includes('"error":"STARTTLS refused"'), 'text without an address is as it was');
+});
+
 test.run();
