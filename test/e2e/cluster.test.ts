@@ -6,6 +6,13 @@ import { startCapturePeer, type CapturePeer } from '../helpers/smtp-peer.js';
 import { startSluiceFixture, type SluiceFixture } from '../helpers/sluice.js';
 import { scanNodes } from '../../src/store/retention.js';
 import { verifyWithMailauth } from '../helpers/dkim-verify.js';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
+import { createList } from '../../src/store/contacts.js';
+import { importContacts } from '../../src/store/contact-import.js';
 
 /**
  * A whole Sluice (`startSluice`, as `sluice start` runs it) on a real 3-master Redis Cluster: the
@@ -17,15 +24,20 @@ const test = suite('e2e/cluster');
 let cluster: TestCluster;
 let peer: CapturePeer;
 let s: SluiceFixture;
+let keyDir: string;
 
 test.before(async () => {
   cluster = await startCluster();
   peer = await startCapturePeer();
+  // Tracking keys: a campaign's copies carry their one-click unsubscribe link.
+  keyDir = mkdtempSync(join(tmpdir(), 'sluice-cluster-e2e-'));
+  writeFileSync(join(keyDir, 'k1.key'), randomBytes(32), { mode: 0o600 });
   // The fixture's Redis is the cluster: `redis.cluster` set, `url` is then ignored.
   const shim = { url: 'redis://127.0.0.1:1', fresh: () => cluster.fresh() } as unknown as TestRedis;
   s = await startSluiceFixture(shim, {
     redis: { cluster: cluster.nodes },
     delivery: { transport: { '*': `127.0.0.1:${peer.port}` } },
+    tracking: { publicBaseUrl: 'http://127.0.0.1', keys: [{ id: 'k1', secretFile: join(keyDir, 'k1.key'), notAfter: null }], signWith: 'k1' },
   });
 });
 
@@ -33,6 +45,7 @@ test.after(async () => {
   await s?.stop();
   await peer?.close();
   await cluster?.stop();
+  if (keyDir) rmSync(keyDir, { recursive: true, force: true });
 });
 
 test('sluice starts on a cluster, accepts by the HTTP API and delivers, signed', async () => {
@@ -45,6 +58,26 @@ test('sluice starts on a cluster, accepts by the HTTP API and delivers, signed',
   assert.equal(got.map((m) => m.envelope.to[0]).sort(), ['ann@one.test', 'bob@two.test']);
   const checks = await verifyWithMailauth(got[0]!.raw, s.txt);
   assert.ok(checks.length === 2 && checks.every((c) => c.pass), JSON.stringify(checks));
+});
+
+test('a campaign completes on a cluster: every copy delivered once and counted once (its count and its outcome are in two slots)', async () => {
+  const client = s.app.redis.client;
+  const list = await createList(client, s.app.keys, 'acme', 'cluster');
+  const N = 40;
+  const rows = Array.from({ length: N }, (_, i) => JSON.stringify({ email: `c${i}@d${i % 7}.test` })).join('\n');
+  assert.is((await importContacts(client, s.app.keys, 'acme', list.id, Readable.from([Buffer.from(rows)]), { format: 'ndjson', limits: { maxBytes: 1_000_000, maxRows: 1000 } })).imported, N);
+  const created = await s.api('/v1/campaigns', { body: { from: 'news@acme.example', subject: 'cluster', text: 'hi', listId: list.id, sendAt: 'now' } });
+  assert.is(created.status, 201, JSON.stringify(created.body));
+  let stats: { state?: string; delivered?: number; pending?: number } = {};
+  for (const until = Date.now() + 60_000; stats.state !== 'completed' && Date.now() < until; await new Promise((r) => setTimeout(r, 100))) {
+    stats = (await s.api(`/v1/campaigns/${created.body.id}/stats`)).body;
+  }
+  assert.is(stats.state, 'completed', JSON.stringify(stats));
+  assert.is(stats.delivered, N);
+  assert.is(stats.pending, 0);
+  const got = peer.messages.filter((m) => m.raw.toString('latin1').includes('Subject: cluster'));
+  assert.is(new Set(got.map((m) => m.envelope.to[0])).size, N);
+  assert.is(got.length, N, 'each once');
 });
 
 test('a keyspace walk visits every master, also one whose connection the client lost', async () => {
