@@ -6,15 +6,22 @@
  * so a suspension that ended without a visit (nothing more queued there) stops counting by itself.
  */
 export class BackoffGauges {
-  private readonly byProvider = new Map<string, Map<string, { level: number; suspendedUntil: number }>>();
+  private readonly byProvider = new Map<string, Map<string, { level: number; suspendedUntil: number; goneAt: number }>>();
+
+  /**
+   * `keepMs`: how long a scope's backoff state lives in Redis after its last change (queue/backoff.ts
+   * backoffKeepMs); a scope not seen for that long is at full speed again, and leaves the gauges
+   * (a domain that stopped getting mail is never visited to say so).
+   */
+  constructor(private readonly keepMs: number) {}
 
   /** The scope's state as just read or changed: level (0 = full speed) and suspension end (ms), if any. */
-  note(provider: string, scope: string, level: number, suspendedUntil: number | null): void {
+  note(provider: string, scope: string, level: number, suspendedUntil: number | null, now: number): void {
     // A provider stays listed (at 0) once seen: its series reads 0 after a suspension, not "no data".
     let scopes = this.byProvider.get(provider);
     if (!scopes) this.byProvider.set(provider, (scopes = new Map()));
     if (level <= 0 && suspendedUntil === null) scopes.delete(scope);
-    else scopes.set(scope, { level, suspendedUntil: suspendedUntil ?? 0 });
+    else scopes.set(scope, { level, suspendedUntil: suspendedUntil ?? 0, goneAt: now + this.keepMs });
   }
 
   /** Per provider seen: suspended scopes now (active = 1 when any) and the highest level. */
@@ -23,7 +30,11 @@ export class BackoffGauges {
     for (const [provider, scopes] of this.byProvider) {
       let active: 0 | 1 = 0;
       let level = 0;
-      for (const s of scopes.values()) {
+      for (const [scope, s] of scopes) {
+        if (s.goneAt <= now) {
+          scopes.delete(scope);
+          continue;
+        }
         if (s.suspendedUntil > now) active = 1;
         if (s.level > level) level = s.level;
       }

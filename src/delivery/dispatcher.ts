@@ -19,7 +19,7 @@ import { sourceFor } from './bind.js';
 import { hasSendingLimits, takeSending, returnSending, type SendingCounted, type SendingLimits, type SendingTake } from '../accounts/limits.js';
 import { returnPathsOf } from '../accounts/registry.js';
 import { takeTokens, refundTokens, acquireConnection, renewConnection, releaseConnection, unlimited, type Rate } from '../queue/throttle.js';
-import { recordThrottleSignal, recordSuccess, backoffState, applyBackoff, type BackoffConfig } from '../queue/backoff.js';
+import { recordThrottleSignal, recordSuccess, backoffState, applyBackoff, backoffKeepMs, type BackoffConfig } from '../queue/backoff.js';
 import { resolveShaping, retryDelay, tlsPolicyOf, type EffectiveShaping } from '../queue/shaping.js';
 import { idTime, isId, shortId } from '../core/ids.js';
 import { Semaphore } from '../core/semaphore.js';
@@ -311,7 +311,7 @@ export class Dispatcher {
   private readonly now: () => number;
   private readonly log: Logger;
   private readonly destinations = new Map<string, DestinationState>();
-  private readonly backoffGauges = new BackoffGauges();
+  private readonly backoffGauges: BackoffGauges;
   private readonly inflight = new Set<Promise<void>>();
   private readonly clients = new Set<SmtpClient>();
   /** 'host:port' of hosts whose connections skip STARTTLS, each for PLAIN_FALLBACK_MS. */
@@ -363,6 +363,7 @@ export class Dispatcher {
     );
     this.rules = new DestinationRuleRecorder(opts.redis, opts.keys, (err) => this.log.warn({ err }, 'could not record a destination\'s shaping rule'));
     this.deliveryMarks = new DeliveryMarks(opts.redis, opts.keys, (err) => this.log.warn({ err }, 'could not mark deliveries in the soft-bounce histories'));
+    this.backoffGauges = new BackoffGauges(backoffKeepMs(this.backoffCfg));
     const m = opts.metrics;
     m?.sampleOn('backoff', () => {
       for (const g of this.backoffGauges.read(this.now())) {
@@ -536,7 +537,7 @@ export class Dispatcher {
 
     const bo = await backoffState(redis, keys, shaping.scope, this.now());
     const suspended = bo.suspendedUntil !== null && bo.suspendedUntil > this.now();
-    this.backoffGauges.note(shaping.provider, shaping.scope, bo.level, suspended ? bo.suspendedUntil : null);
+    this.backoffGauges.note(shaping.provider, shaping.scope, bo.level, suspended ? bo.suspendedUntil : null, this.now());
     if (suspended) {
       await postpone(redis, keys, config.redis.scheduleShards, domain, bo.suspendedUntil as number);
       return;
@@ -747,7 +748,7 @@ export class Dispatcher {
           const after = await recordSuccess(redis, keys, shaping.scope, this.backoffCfg, this.now());
           if (after < slowdown) {
             this.log.info({ domain, provider: shaping.provider, scope: shaping.scope, slowdownLevel: after }, 'remote answers well again: slowdown level lowered');
-            this.backoffGauges.note(shaping.provider, shaping.scope, after, null);
+            this.backoffGauges.note(shaping.provider, shaping.scope, after, null, this.now());
           }
           slowdown = after;
         }
@@ -788,7 +789,7 @@ export class Dispatcher {
   /** One slow-down answer from the scope: counted by the backoff, and the gauges follow its state. */
   private async throttled(shaping: EffectiveShaping, reply: string): Promise<{ suspendedUntil: number | null; level: number }> {
     const s = await recordThrottleSignal(this.o.redis, this.o.keys, shaping.scope, this.backoffCfg, this.now(), reply);
-    this.backoffGauges.note(shaping.provider, shaping.scope, s.level, s.suspendedUntil);
+    this.backoffGauges.note(shaping.provider, shaping.scope, s.level, s.suspendedUntil, this.now());
     return s;
   }
 

@@ -231,7 +231,7 @@ export async function importSuppressionsRoute(req: IncomingMessage, deps: Suppre
   // the connection after it, the body unread).
   const body = req.iterator({ destroyOnReturn: false }) as AsyncIterable<Buffer>;
   const r = await importSuppressions(deps.redis, deps.keys, account, body, { format, reason: reasonText as SuppressionReason, now: deps.now?.() ?? Date.now(), by: deps.by, maxBytes: deps.maxBytes });
-  if (r.added > 0) deps.suppressed?.(reasonText as SuppressionReason, r.added);
+  for (const [reason, n] of Object.entries(r.addedBy)) deps.suppressed?.(reason as SuppressionReason, n);
   const counts = { rows: r.rows, added: r.added, existing: r.existing, invalid: r.invalid, errors: r.errors };
   const audit = r.added > 0 || r.stopped === null ? { action: 'suppression.import', target: `${r.added} added` } : undefined;
   if (r.tooLarge) return { status: 413, body: { code: 'SLUICE_LIST_IMPORT_TOO_LARGE', message: r.stopped, ...counts }, audit };

@@ -48,7 +48,7 @@ export interface BackoffState {
 export const REASON_MAX = 200;
 
 /** How long an untouched scope keeps its state: a full window, the longest suspension, and time to recover every level. */
-const keepMs = (cfg: BackoffConfig): number => cfg.windowMs + Math.max(cfg.suspendMs, cfg.maxSuspendMs) + maxLevelOf(cfg) * cfg.recoverMs;
+export const backoffKeepMs = (cfg: BackoffConfig): number => cfg.windowMs + Math.max(cfg.suspendMs, cfg.maxSuspendMs) + maxLevelOf(cfg) * cfg.recoverMs;
 const maxLevelOf = (cfg: BackoffConfig): number => Math.max(1, Math.floor(cfg.maxLevel));
 
 /**
@@ -57,13 +57,13 @@ const maxLevelOf = (cfg: BackoffConfig): number => Math.max(1, Math.floor(cfg.ma
  */
 export async function recordThrottleSignal(redis: RedisClient, keys: Keys, scope: string, cfg: BackoffConfig, now: number, reply = ''): Promise<{ suspendedUntil: number | null; level: number }> {
   const reason = reply.replace(/\s+/g, ' ').trim().slice(0, REASON_MAX);
-  const [until, level] = await redis.recordThrottleSignal(keys.backoff(scope), now, Math.max(1, cfg.threshold), cfg.windowMs, cfg.suspendMs, Math.max(cfg.suspendMs, cfg.maxSuspendMs), maxLevelOf(cfg), keepMs(cfg), reason);
+  const [until, level] = await redis.recordThrottleSignal(keys.backoff(scope), now, Math.max(1, cfg.threshold), cfg.windowMs, cfg.suspendMs, Math.max(cfg.suspendMs, cfg.maxSuspendMs), maxLevelOf(cfg), backoffKeepMs(cfg), reason);
   return { suspendedUntil: until === NO_TIME ? null : until, level };
 }
 
 /** A delivery in the scope succeeded: removes one level once the scope has been quiet for recoverMs. Returns the level. */
 export async function recordSuccess(redis: RedisClient, keys: Keys, scope: string, cfg: BackoffConfig, now: number): Promise<number> {
-  return redis.recordSuccess(keys.backoff(scope), now, cfg.recoverMs, keepMs(cfg));
+  return redis.recordSuccess(keys.backoff(scope), now, cfg.recoverMs, backoffKeepMs(cfg));
 }
 
 /** The scope's backoff as it stands at `now`. */

@@ -32,6 +32,8 @@ export interface SuppressionImportResult {
   /** Rows read (header and skipped lines not counted). */
   rows: number;
   added: number;
+  /** `added` by each entry's own reason (a row's, else the import's). */
+  addedBy: Partial<Record<SuppressionReason, number>>;
   /** Already on the list (kept as they were), including repeats within the file. */
   existing: number;
   invalid: number;
@@ -142,7 +144,7 @@ async function* textRows(source: AsyncIterable<Buffer | string>, json: boolean):
  * read before; a Redis failure throws.
  */
 export async function importSuppressions(redis: RedisClient, keys: Keys, list: string, source: AsyncIterable<Buffer | string>, opts: SuppressionImportOptions): Promise<SuppressionImportResult> {
-  const result: SuppressionImportResult = { rows: 0, added: 0, existing: 0, invalid: 0, errors: [], stopped: null, tooLarge: false, bytes: 0 };
+  const result: SuppressionImportResult = { rows: 0, added: 0, addedBy: {}, existing: 0, invalid: 0, errors: [], stopped: null, tooLarge: false, bytes: 0 };
   const maxBytes = opts.maxBytes ?? Infinity;
   // Counted as it is read. Past maxBytes the input ends at the last line break before the limit, so
   // no line is cut in two (an address cut short could pass for another one).
@@ -172,10 +174,14 @@ export async function importSuppressions(redis: RedisClient, keys: Keys, list: s
     const pipe = redis.pipeline();
     for (const [address, entry] of entries) pipe.hsetnx(keys.suppression(list), address, JSON.stringify(entry));
     const replies = (await pipe.exec()) ?? [];
-    for (const [err, n] of replies) {
+    for (let i = 0; i < replies.length; i++) {
+      const [err, n] = replies[i] as [Error | null, unknown];
       if (err) throw err;
-      if (n === 1) result.added++;
-      else result.existing++;
+      if (n === 1) {
+        result.added++;
+        const reason = (entries[i] as [string, SuppressionEntry])[1].reason;
+        result.addedBy[reason] = (result.addedBy[reason] ?? 0) + 1;
+      } else result.existing++;
     }
   };
   const invalid = (line: number, reason: string) => {

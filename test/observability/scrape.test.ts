@@ -94,11 +94,16 @@ test('HTTP submissions refused are counted once each, under their route, whateve
   assert.is(await post('/v1/messages', s.apiKey, '{"from":"news@acme.example","to":[]}'), 400); // read, invalid
   assert.is(await post('/v1/messages', s.apiKey, JSON.stringify({ from: 'x@elsewhere.example', to: 'a@one.test', subject: 's', text: 't' })), 403); // counted by acceptMessage
   assert.is(await post('/v1/messages/batch', s.apiKey, JSON.stringify({ messages: [{ from: 'news@acme.example', to: [] }, { from: 'news@acme.example', to: 'b@one.test', subject: 's', text: 't' }] })), 202);
+  // A wrong method submits nothing: not a refused submission.
+  const wrong = await request(`http://127.0.0.1:${s.app.ports.http}/v1/messages`, { method: 'GET', headers: { authorization: `Bearer ${s.apiKey}` } });
+  await wrong.body.text();
+  assert.is(wrong.statusCode, 405);
   const after = await scrape();
+  assert.is(rejected(after, 'SLUICE_INGRESS_METHOD_NOT_ALLOWED'), 0);
   assert.is(rejected(after, 'SLUICE_AUTH_FAILED') - rejected(before, 'SLUICE_AUTH_FAILED'), 1);
   assert.is(rejected(after, 'SLUICE_INGRESS_BAD_REQUEST') - rejected(before, 'SLUICE_INGRESS_BAD_REQUEST'), 2, 'the invalid message and the batch\'s invalid one');
   assert.is(rejected(after, 'SLUICE_INGRESS_FROM_NOT_OWNED') - rejected(before, 'SLUICE_INGRESS_FROM_NOT_OWNED'), 1, 'once, not twice');
-  assert.is(requests(after, 'send') - requests(before, 'send'), 3, 'the 401 too is the send route\'s');
+  assert.is(requests(after, 'send') - requests(before, 'send'), 4, 'the 401 and the 405 too are the send route\'s');
   assert.is(requests(after, 'other') - requests(before, 'other'), 0);
 });
 
@@ -126,6 +131,14 @@ test('opens and one-click unsubscribes count as events written; suppressions by 
   assert.is(diff('sluice_events_total', { type: 'unsubscribed' }), 1);
   assert.is(diff('sluice_suppressions_added_total', { list: 'account', reason: 'unsubscribe' }), 1);
   assert.is(diff('sluice_suppressions_added_total', { list: 'account', reason: 'manual' }), 1);
+
+  // An import counts each address under its own reason (a row's, else the import's).
+  const rows = ['{"email":"e1@one.test","reason":"unsubscribed"}', '{"email":"e2@one.test","reason":"spam report"}', '{"email":"e3@one.test"}'].join('\n');
+  const imp = await request(`http://127.0.0.1:${s.app.ports.http}/v1/suppressions/import`, { method: 'POST', headers: { authorization: `Bearer ${s.apiKey}`, 'content-type': 'application/x-ndjson' }, body: rows });
+  assert.is(imp.statusCode, 200, await imp.body.text());
+  const last = await scrape();
+  const since = (labels: Record<string, string>) => v(last, 'sluice_suppressions_added_total', labels) - v(after, 'sluice_suppressions_added_total', labels);
+  assert.equal([since({ list: 'account', reason: 'unsubscribe' }), since({ list: 'account', reason: 'complaint' }), since({ list: 'account', reason: 'manual' })], [1, 1, 1]);
 });
 
 test.run();
