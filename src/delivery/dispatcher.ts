@@ -31,7 +31,7 @@ import { copyErased } from '../store/privacy.js';
 import { DeliveryMarks, recordSoftBounce } from '../store/soft-bounces.js';
 import { verdictOf } from '../bounces/verdict.js';
 import { isHardBounce } from '../bounces/reasons.js';
-import { copyMark, noteCampaignWait, recordCampaignOutcome, type CampaignCounter, type CampaignWait } from '../store/campaigns.js';
+import { noteCampaignWait, recordCampaignOutcome, type CampaignCounter, type CampaignWait } from '../store/campaigns.js';
 import { holdCampaignEntries } from '../queue/campaign.js';
 import { OUTCOME } from '../queue/outcome-codes.js';
 import type { ReputationRecorder } from '../store/reputation.js';
@@ -1489,15 +1489,6 @@ export class Dispatcher {
     const countedHere = msg?.kind === 'campaign' && single ? msg.id : undefined;
     const campaignCount = (counter: string, reason?: string, hard?: boolean): { campaign?: CampaignCount } =>
       countedHere === undefined ? {} : { campaign: { campaignId: countedHere, counter, reason, hard: hard === true } };
-    // On a cluster, before the outcome is written, and once per copy (finishCampaign-3.lua): killed
-    // between the two, the copy stays leased, is sent again, and its second count changes nothing;
-    // counted after, a kill between them left it final and never counted, the campaign 'sending' for ever.
-    const countedFirst = msg?.kind === 'campaign' && !single ? msg.id : undefined;
-    const countFirst = async (counter: CampaignCounter, reason?: string, hard?: boolean): Promise<void> => {
-      if (countedFirst === undefined) return;
-      await recordCampaignOutcome(redis, keys, countedFirst, { counter, reason, final: true, now, hardbounce: hard === true, ...copyMark(entry.idx, recordTtlMs) })
-        .catch((err: unknown) => this.log.warn({ err, campaign: countedFirst }, 'could not count the campaign outcome'));
-    };
     if (outcome.result === 'delivered') {
       if (msg?.dsn) await this.reportToSender(entry, msg, address, outcome, '2.0.0', 'That server does not report delivery to the mailbox: this is the last report on it.', 'relayed');
       const ev = eventOf('delivered', fields);
@@ -1507,10 +1498,7 @@ export class Dispatcher {
         applied = r.reply;
         if (applied !== OUTCOME.NOOP) await this.o.messages.finishedElsewhere(entry.msgId, r.pending, now).catch((err: unknown) => this.log.warn({ err, msgId: entry.msgId }, 'could not renew the address index of a late message'));
         finishedHere = true;
-      } else {
-        await countFirst('delivered');
-        applied = await ack(redis, keys, entry, { ...base, recordTtlMs, ...(ev ? { event: ev } : {}), ...campaignCount('delivered') });
-      }
+      } else applied = await ack(redis, keys, entry, { ...base, recordTtlMs, ...(ev ? { event: ev } : {}), ...campaignCount('delivered') });
       counter = 'delivered';
       // Ends the address's run of soft bounces, unless this copy bounces by mail later (store/soft-bounces.ts):
       // written with the other 250s of the next few ms, an EXISTS each for addresses without soft bounces.
@@ -1531,7 +1519,6 @@ export class Dispatcher {
           await this.suppressAfter(entry, outcome, address, 'softbounce', now);
         }
         const ev = eventOf('expired', { ...fields, reason: 'expired' });
-        await countFirst('expired');
         applied = await bounce(redis, keys, entry, { ...base, state: 'expired', reason: 'expired', recordTtlMs, ...(ev ? { event: ev } : {}), ...campaignCount('expired') });
         counter = 'expired';
         m?.deliveryAttempts.inc({ result: 'expired', provider: shaping.provider });
@@ -1547,7 +1534,6 @@ export class Dispatcher {
     } else if (reason === 'suppressed' || reason === 'cancelled') {
       if (reason === 'suppressed') await this.reportToSender(entry, msg, address, outcome, '5.7.1', 'The address is on the suppression list (it unsubscribed, complained or bounced before), so it was not sent.');
       const ev = eventOf(reason, fields);
-      await countFirst(reason);
       applied = await bounce(redis, keys, entry, { ...base, state: reason, reason, recordTtlMs, ...(ev ? { event: ev } : {}), ...campaignCount(reason) });
       counter = reason;
       m?.deliveryAttempts.inc({ result: reason, provider: shaping.provider });
@@ -1571,7 +1557,6 @@ export class Dispatcher {
       await this.reportToSender(entry, msg, address, outcome, '5.0.0', outcome.code !== null ? 'The recipient\'s mail server refused it.' : `It was refused before sending: ${outcome.response}`);
       if (address !== undefined && (about === 'hard' || about === 'soft')) await this.suppressAfter(entry, outcome, address, addressBounce ? 'hardbounce' : 'softbounce', now);
       const ev = eventOf('bounced', { ...fields, reason: verdict.reason, hard: verdict.hardbounce ? 1 : 0 });
-      await countFirst('bounced', verdict.reason, addressBounce);
       applied = await bounce(redis, keys, entry, { ...base, state: 'bounced', reason: verdict.reason, recordTtlMs, ...(ev ? { event: ev } : {}), ...campaignCount('bounced', verdict.reason, addressBounce) });
       bounceReason = verdict.reason;
       m?.deliveryAttempts.inc({ result: 'bounced', provider: shaping.provider });
@@ -1589,8 +1574,7 @@ export class Dispatcher {
       else this.o.events(event.type, event.fields);
     }
     if (msg?.kind === 'campaign') {
-      // A final outcome was counted in its own step (single server) or before it (cluster).
-      if (!final) await recordCampaignOutcome(redis, keys, msg.id, { counter, reason: bounceReason, final, now, hardbounce: addressBounce }).catch((err: unknown) => this.log.warn({ err, campaign: msg.id }, 'could not count the campaign outcome'));
+      if (!(final && countedHere !== undefined)) await recordCampaignOutcome(redis, keys, msg.id, { counter, reason: bounceReason, final, now, hardbounce: addressBounce }).catch((err: unknown) => this.log.warn({ err, campaign: msg.id }, 'could not count the campaign outcome'));
       if (addressBounce) await this.o.reputation?.judgeCampaign?.(msg.id).catch((err: unknown) => this.log.warn({ err, campaign: msg.id }, 'campaign not judged'));
     } else if (final && !finishedHere) {
       await this.o.messages.finished(entry.msgId, now).catch((err: unknown) => this.log.warn({ err, msgId: entry.msgId }, 'could not update message refcount'));

@@ -73,8 +73,6 @@ export function createKeys(prefix: string) {
     campaignGone: (id: string) => `${p}{m:${id}}:gone`,
     /** ZSET "<no> <digest>" → deleted (ms): when each deleted contact's :gone fields go (queue/lua/keepGone-3.lua). */
     campaignGoneAt: (id: string) => `${p}{m:${id}}:goneAt`,
-    /** BITMAP bit <copy no> = the copy's final outcome is counted (finishCampaign-3.lua); expires by itself. */
-    campaignCounted: (id: string) => `${p}{m:${id}}:counted`,
     // account
     quota: (account: string, day: string) => `${p}{a:${account}}:quota:${day}`,
     accountRate: (account: string) => `${p}{a:${account}}:rate`,

@@ -10,8 +10,8 @@ declare module 'ioredis' {
     campaignTransition(meta: string, to: CampaignState, field: string, now: number, ...from: CampaignState[]): Result<string, Context>;
     /** src/queue/lua/markCampaignQueued-1.lua */
     markCampaignQueued(meta: string, now: number): Result<string, Context>;
-    /** src/queue/lua/finishCampaign-3.lua */
-    finishCampaign(meta: string, stats: string, counted: string, counter: string, reason: string, final: '0' | '1', now: number, hard: '0' | '1', undoDelivered: '0' | '1', copy: string, ttlMs: number): Result<string, Context>;
+    /** src/queue/lua/finishCampaign-2.lua */
+    finishCampaign(meta: string, stats: string, counter: string, reason: string, final: '0' | '1', now: number, hard: '0' | '1', undoDelivered: '0' | '1'): Result<string, Context>;
     /** src/queue/lua/createCampaign-3.lua: 1 stored, 0 the id was taken. */
     createCampaign(meta: string, body: string, links: string, template: string, linksJson: string, ...metaFieldsAndValues: (string | number)[]): Result<number, Context>;
   }
@@ -336,29 +336,16 @@ export async function markCampaignQueued(redis: RedisClient, keys: Keys, id: str
 export type CampaignCounter = 'delivered' | 'deferred' | 'bounced' | 'expired' | 'suppressed' | 'cancelled' | 'complaints';
 
 /**
- * The `copy` of recordCampaignOutcome for copy number `no`: none for a number beyond 2^26 (its
- * bitmap would take more than 8 MB), which is then counted as without it.
- */
-export function copyMark(no: number, keepMs: number): { copy?: { no: number; keepMs: number } } {
-  return Number.isInteger(no) && no >= 0 && no < 2 ** 26 ? { copy: { no, keepMs } } : {};
-}
-
-/**
  * Counts one outcome of a recipient (`reason` for bounces) and, when final, takes it off the pending
  * count; the last one completes the campaign. Returns the state after (null when not stored).
- * `copy`: a final outcome of that copy is counted once, however often it is written (see
- * finishCampaign-3.lua), the mark kept `keepMs`.
  */
 export async function recordCampaignOutcome(
   redis: RedisClient,
   keys: Keys,
   id: string,
-  o: { counter: CampaignCounter | null; reason?: string | undefined; final: boolean; now: number; hardbounce?: boolean; undoDelivered?: boolean; copy?: { no: number; keepMs: number } },
+  o: { counter: CampaignCounter | null; reason?: string | undefined; final: boolean; now: number; hardbounce?: boolean; undoDelivered?: boolean },
 ): Promise<CampaignState | null> {
-  const s = await redis.finishCampaign(
-    keys.msgMeta(id), keys.msgStats(id), keys.campaignCounted(id), o.counter ?? '', o.reason ?? '', o.final ? '1' : '0', o.now,
-    o.hardbounce === true ? '1' : '0', o.undoDelivered === true ? '1' : '0', o.copy ? String(o.copy.no) : '', Math.max(1, Math.floor(o.copy?.keepMs ?? 1)),
-  );
+  const s = await redis.finishCampaign(keys.msgMeta(id), keys.msgStats(id), o.counter ?? '', o.reason ?? '', o.final ? '1' : '0', o.now, o.hardbounce === true ? '1' : '0', o.undoDelivered === true ? '1' : '0');
   return s === '' ? null : (s as CampaignState);
 }
 

@@ -7,7 +7,7 @@ import { domainOf } from '../core/address.js';
 import { parseVerp } from '../core/verp.js';
 import { idTime, isId } from '../core/ids.js';
 import { getMessage, type MessageMeta } from './messages.js';
-import { campaignListIds, campaignsOfList, copyMark, getCampaign, recordCampaignOutcome, type CampaignRecord } from './campaigns.js';
+import { campaignListIds, campaignsOfList, getCampaign, recordCampaignOutcome, type CampaignRecord } from './campaigns.js';
 import { readContacts, deleteContact, listLists, type Contact } from './contacts.js';
 import { appendEvent, streamFields, streamIdTime } from './events.js';
 import { erasedField, GLOBAL_LIST, type SuppressionEntry } from './suppression.js';
@@ -572,8 +572,7 @@ export async function eraseAddress(
     }
     let pending = -1;
     if (removed > 0) {
-      // Once per copy: a delivery on a cluster may have counted it already (finishCampaign-3.lua).
-      if (r.campaign) await recordCampaignOutcome(redis, keys, r.msgId, { counter: 'cancelled', final: true, now, ...copyMark(r.idx, o.recordTtlMs) });
+      if (r.campaign) await recordCampaignOutcome(redis, keys, r.msgId, { counter: 'cancelled', final: true, now });
       else pending = await redis.finishRecipient(keys.msgMeta(r.msgId), keys.msgBody(r.msgId), keys.links(r.msgId), keys.msgStats(r.msgId), o.recordTtlMs, now);
     }
     const res = await redis.eraseRecipient(keys.msgMeta(r.msgId), keys.msgBody(r.msgId), keys.links(r.msgId), keys.trackMarks(r.msgId), keys.msgStats(r.msgId), r.idx, f.address, ERASED_ADDRESS, o.recordTtlMs);

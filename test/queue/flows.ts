@@ -25,7 +25,7 @@ import { resolveRecordedShaping, resolveShaping } from '../../src/queue/shaping.
 import { placeHolds, readHolds, releaseHolds } from '../../src/queue/holds.js';
 import { loadConfig } from '../../src/config/load.js';
 import { pushCampaignChunk, controlCampaignQueue, holdCampaignEntries, pauseCampaign, resumeCampaign, startCampaign } from '../../src/queue/campaign.js';
-import { copyMark, createCampaign, recordCampaignOutcome } from '../../src/store/campaigns.js';
+import { createCampaign } from '../../src/store/campaigns.js';
 import { persistMessage } from '../../src/ingress/persist.js';
 import { cancelRecipients } from '../../src/ingress/message-cancel.js';
 import { streamFields } from '../../src/store/events.js';
@@ -815,29 +815,6 @@ export function queueFlows(name: string, start: () => Promise<Harness>) {
     assert.is(await controlCampaignQueue(redis, keys, SHARDS, 'cp', 'cancel', T + 7), 5, 'cancel reports what it dropped');
     assert.is((await redis.exists(keys.campaignQueue('p1.test', 'cp'))) + (await redis.exists(keys.campaignQueue('p2.test', 'cp'))), 0);
     assert.is(await redis.zcard(keys.ready('p2.test')), 0);
-  });
-
-  test("a campaign copy's final outcome is counted once, however often it is written (a cluster writes the count and the outcome in two calls)", async () => {
-    const keys = ctx();
-    const id = newId(T);
-    await createCampaign(redis, keys, {
-      id, account: 'acme', name: 'once', listId: 'l', from: 'a@acme.example', fromDomain: 'acme.example', subject: 's',
-      tracking: { opens: false, clicks: false }, tags: [], throttlePerHour: null, createdAt: T, sendAt: T, body: '{}', links: [],
-    });
-    await redis.hset(keys.msgMeta(id), 'state', 'sending', 'pending', 3, 'enqueued', 1);
-    const count = (no: number) => recordCampaignOutcome(redis, keys, id, { counter: 'delivered', final: true, now: T, ...copyMark(no, RECORD_TTL) });
-    // Copy 1 counted, then counted again (killed after the count, the lease reaped, sent again).
-    assert.is(await count(1), 'sending');
-    assert.is(await count(1), 'sending');
-    assert.is(await redis.hget(keys.msgMeta(id), 'pending'), '2', 'taken off pending once');
-    assert.is(await redis.hget(keys.msgStats(id), 'delivered'), '1');
-    assert.is(await count(2), 'sending');
-    assert.is(await count(3), 'completed', 'the last copy completes it');
-    assert.is(await count(3), 'completed');
-    assert.equal([await redis.hget(keys.msgMeta(id), 'pending'), await redis.hget(keys.msgStats(id), 'delivered')], ['0', '3']);
-    assert.ok((await redis.pttl(keys.campaignCounted(id))) > RECORD_TTL - 60_000, 'the marks go by themselves');
-    // Without a copy number (a non-final count, a number too large for the marks), it counts as before.
-    assert.equal(copyMark(2 ** 26, RECORD_TTL), {});
   });
 
   test('a hold for a pause that lands after the resume: the campaign keeps its pointer and its recipients are claimed', async () => {
