@@ -443,7 +443,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
             // Opens, clicks and unsubscribes are events of the stream too (sluice_events_total counts every event written).
             events: { inc: (l, n = 1) => (metrics.trackingEvents.inc(l, n), metrics.eventsAppended.inc({ type: l.type }, n)) },
             duration: metrics.trackingDuration, connectionsRefused: metrics.trackingConnectionsRefused, pixelsHeld: metrics.trackingPixelsHeld,
-            suppressed: { inc: (l) => metrics.suppressionsAdded.inc(l) },
+            suppressed: metrics.suppressionsAdded,
           },
           settings: trackingSettingsOf(config.accounts),
           connect: redis.connectOptions,

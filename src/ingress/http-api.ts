@@ -790,7 +790,7 @@ export async function startHttpApi(deps: HttpApiDeps, opts: HttpApiOptions = {})
         routeName = routeOfPath(splitUrl(req.url ?? '/').path);
         // A submission refused before it was read as one (credentials, size, media type, Redis down,
         // busy): counted as SMTP counts its refusals. Those refused while accepted answer, and count, in accept().
-        if ((routeName === 'send' || routeName === 'batch') && req.method === 'POST') deps.metrics?.messagesRejected.inc({ source: 'http', code: e.code });
+        if ((routeName === 'send' || routeName === 'batch') && req.method === 'POST') countRejected(e);
         const answer = errorAnswer(e);
         const allow = (err as { allow?: string }).allow;
         if (allow) answer.headers['allow'] = allow;
