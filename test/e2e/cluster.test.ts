@@ -6,10 +6,6 @@ import { startCapturePeer, type CapturePeer } from '../helpers/smtp-peer.js';
 import { startSluiceFixture, type SluiceFixture } from '../helpers/sluice.js';
 import { scanNodes } from '../../src/store/retention.js';
 import { verifyWithMailauth } from '../helpers/dkim-verify.js';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import { createList } from '../../src/store/contacts.js';
 import { importContacts } from '../../src/store/contact-import.js';
@@ -24,28 +20,23 @@ const test = suite('e2e/cluster');
 let cluster: TestCluster;
 let peer: CapturePeer;
 let s: SluiceFixture;
-let keyDir: string;
 
 test.before(async () => {
   cluster = await startCluster();
   peer = await startCapturePeer();
-  // Tracking keys: a campaign's copies carry their one-click unsubscribe link.
-  keyDir = mkdtempSync(join(tmpdir(), 'sluice-cluster-e2e-'));
-  writeFileSync(join(keyDir, 'k1.key'), randomBytes(32), { mode: 0o600 });
-  // The fixture's Redis is the cluster: `redis.cluster` set, `url` is then ignored.
+  // The fixture's Redis is the cluster: `redis.cluster` set, `url` is then ignored. The token key:
+  // a campaign's copies carry their one-click unsubscribe link.
   const shim = { url: 'redis://127.0.0.1:1', fresh: () => cluster.fresh() } as unknown as TestRedis;
   s = await startSluiceFixture(shim, {
     redis: { cluster: cluster.nodes },
     delivery: { transport: { '*': `127.0.0.1:${peer.port}` } },
-    tracking: { publicBaseUrl: 'http://127.0.0.1', keys: [{ id: 'k1', secretFile: join(keyDir, 'k1.key'), notAfter: null }], signWith: 'k1' },
-  });
+  }, { tracking: true });
 });
 
 test.after(async () => {
   await s?.stop();
   await peer?.close();
   await cluster?.stop();
-  if (keyDir) rmSync(keyDir, { recursive: true, force: true });
 });
 
 test('sluice starts on a cluster, accepts by the HTTP API and delivers, signed', async () => {

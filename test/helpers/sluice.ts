@@ -2,6 +2,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request } from 'undici';
+import { randomBytes } from 'node:crypto';
+import { createTokenCodec, type TokenCodec } from '../../src/core/tokens.js';
 import { loadConfig, merge } from '../../src/config/load.js';
 import type { Config } from '../../src/config/schema.js';
 import { generateApiKey, hashSecret } from '../../src/accounts/secrets.js';
@@ -30,6 +32,8 @@ export interface SluiceFixture {
   dir: string;
   /** 'acme' as configured (makeAccount's `account`), for a reload that keeps it. */
   account: Record<string, unknown>;
+  /** With `start.tracking`: a codec of the configured token key, to mint the links a copy carries. */
+  codec?: TokenCodec;
   /** The configuration as the test gave it (before loading), deep-merged with `patch` (lists replace), reloaded (RunningSluice.reload). */
   reloadWith(patch: Record<string, unknown>): Promise<ReloadResult>;
   api(path: string, init?: { method?: string; body?: unknown; headers?: Record<string, string> }): Promise<{ status: number; body: any }>;
@@ -77,11 +81,15 @@ export async function makeAccount(dir: string, id = 'acme', domain = 'acme.examp
 /**
  * `start.mxPort`: the port MX hosts are reached on (peers on loopback addresses share an ephemeral one).
  * `start.extraAccounts`: more accounts beside 'acme' (makeAccount(...).account).
+ * `start.tracking`: a token key (k1) written and configured, the tracking server on an ephemeral port
+ * when `roles` has 'tracking', and `codec` for the test (campaigns need the key: their unsubscribe links).
  */
-export async function startSluiceFixture(redis: TestRedis, overrides: Record<string, unknown> = {}, start: { mxPort?: number; extraAccounts?: Record<string, unknown>[] } = {}): Promise<SluiceFixture> {
+export async function startSluiceFixture(redis: TestRedis, overrides: Record<string, unknown> = {}, start: { mxPort?: number; extraAccounts?: Record<string, unknown>[]; tracking?: boolean } = {}): Promise<SluiceFixture> {
   const dataDir = mkdtempSync(join(tmpdir(), 'sluice-e2e-'));
   const acct = await makeAccount(dataDir);
   const { prefix } = redis.fresh();
+  const secret = randomBytes(32);
+  if (start.tracking) writeFileSync(join(dataDir, 'k1.key'), secret, { mode: 0o600 });
   const base = {
     roles: ['ingress', 'delivery', 'housekeeping'],
     instance: { hostname: 'sluice.test', dataDir },
@@ -92,6 +100,7 @@ export async function startSluiceFixture(redis: TestRedis, overrides: Record<str
     delivery: { pollInterval: '50ms', pool: { threads: 1 }, dns: { servers: ['127.0.0.1:9'], timeout: '1s' } },
     shaping: { default: { retry: ['300ms', '600ms'] } },
     accounts: [acct.account, ...(start.extraAccounts ?? [])],
+    ...(start.tracking ? { tracking: { host: '127.0.0.1', port: 0, publicBaseUrl: 'http://127.0.0.1', keys: [{ id: 'k1', secretFile: join(dataDir, 'k1.key'), notAfter: null }], signWith: 'k1' } } : {}),
   };
   const raw = merge(base, overrides);
   const config = loadConfig({ env: {}, overrides: raw });
@@ -119,6 +128,7 @@ export async function startSluiceFixture(redis: TestRedis, overrides: Record<str
   const fixture: SluiceFixture = {
     app, config, apiKey: acct.apiKey, smtpUser: { user: 'acme', pass: acct.smtpPass }, dkimKeys: acct.dkimKeys, txt: txtTable(acct.dkimKeys), api,
     dir: dataDir, account: acct.account,
+    ...(start.tracking ? { codec: createTokenCodec({ keys: [{ id: 'k1', secret }], signWith: 'k1' }) } : {}),
     reloadWith: (patch) => app.reload(() => loadConfig({ env: {}, overrides: merge(raw, patch) })),
     async waitFinal(id, timeoutMs = 15_000) {
       const { body, done } = await pollStatus(id, timeoutMs, (rcpts) => rcpts.length > 0 && rcpts.every((x) => ['delivered', 'bounced', 'expired', 'suppressed', 'cancelled'].includes(x.state)));

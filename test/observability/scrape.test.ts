@@ -4,11 +4,7 @@ import { startRedis, freePort, type TestRedis } from '../helpers/redis.js';
 import { startSluiceFixture, type SluiceFixture } from '../helpers/sluice.js';
 import { startCapturePeer, type CapturePeer } from '../helpers/smtp-peer.js';
 import { request } from 'undici';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
-import { createTokenCodec, tokenPath, type TokenCodec } from '../../src/core/tokens.js';
+import { tokenPath } from '../../src/core/tokens.js';
 import { adminGet, metricValue, scrapeUntil } from '../helpers/sluice-process.js';
 
 /**
@@ -21,30 +17,22 @@ const test = suite('observability/scrape');
 let redis: TestRedis;
 let peer: CapturePeer;
 let s: SluiceFixture;
-let keyDir: string;
-let codec: TokenCodec;
 
 test.before(async () => {
   redis = await startRedis();
   peer = await startCapturePeer();
-  keyDir = mkdtempSync(join(tmpdir(), 'sluice-scrape-'));
-  const secret = randomBytes(32);
-  writeFileSync(join(keyDir, 'k1.key'), secret, { mode: 0o600 });
-  codec = createTokenCodec({ keys: [{ id: 'k1', secret }], signWith: 'k1' });
   // dead.test: a port nothing listens on, so its copy waits in the queue (retried in a minute).
   s = await startSluiceFixture(redis, {
     roles: ['ingress', 'delivery', 'housekeeping', 'tracking'],
-    tracking: { host: '127.0.0.1', port: 0, publicBaseUrl: 'http://127.0.0.1', keys: [{ id: 'k1', secretFile: join(keyDir, 'k1.key'), notAfter: null }], signWith: 'k1' },
     delivery: { transport: { '*': `127.0.0.1:${peer.port}`, 'dead.test': `127.0.0.1:${await freePort()}` } },
     shaping: { default: { retry: ['1m'] } },
-  });
+  }, { tracking: true });
 });
 
 test.after(async () => {
   await s?.stop();
   await peer?.close();
   await redis?.stop();
-  if (keyDir) rmSync(keyDir, { recursive: true, force: true });
 });
 
 const scrape = async () => {
@@ -112,7 +100,7 @@ test('opens and one-click unsubscribes count as events written; suppressions by 
   const r = await s.api('/v1/messages', { body: { from: 'news@acme.example', to: 'cy@one.test', subject: 'x', html: '<p>hello</p>' } });
   await s.waitFinal(r.body.id);
   const tracking = `http://127.0.0.1:${s.app.ports.tracking}`;
-  const token = (kind: 'o' | 'u') => codec.sign({ kind, account: 'acme', msgId: r.body.id, idx: 0, issuedAt: Math.floor(Date.now() / 1000) });
+  const token = (kind: 'o' | 'u') => s.codec!.sign({ kind, account: 'acme', msgId: r.body.id, idx: 0, issuedAt: Math.floor(Date.now() / 1000) });
   const open = await request(tracking + tokenPath('o', token('o')), { headers: { 'user-agent': 'Mozilla/5.0 (Windows NT 10.0; Win64; x64) Firefox/130.0' } });
   await open.body.arrayBuffer();
   const unsub = await request(`${tracking}/u/${token('u')}`, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: 'List-Unsubscribe=One-Click' });
