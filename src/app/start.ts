@@ -152,7 +152,8 @@ export function readStartKeys(config: Config): { webhookKey: Buffer | undefined;
 export async function startSluice(config: Config, opts: StartOptions = {}): Promise<RunningSluice> {
   const logger = opts.logger ?? createLogger(config.log.level);
   const log = logger.child({ role: 'app' });
-  const metrics = createMetrics();
+  // A gauge read at scrape time that fails keeps its last value: said in the log, or a stale figure looks fresh.
+  const metrics = createMetrics({ onSampleError: (gauges, err) => log.warn({ gauges, err }, 'metrics: a gauge read at scrape time failed; it keeps its last value') });
   const roles = config.roles;
   const has = (r: Role) => roles.includes(r);
   /** `listener`: a server taking connections from outside; consecutive ones are stopped together. */

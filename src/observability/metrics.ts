@@ -11,10 +11,30 @@ export const SAMPLE_WAIT_MS = 3000;
 
 /** Gauges read on scrape: app/ registers what fills them (see `sampleOn`). */
 type SampledGauge = 'queueRecipients' | 'poolUtilization' | 'poolQueue' | 'suppressionListSize' | 'sendersPaused' | 'bufferedBytes' | 'feedbackPending' | 'backoff';
+/** The `gauge` label of sluice_metric_sample_errors_total: the gauges a sampler fills, as the operator reads them. */
+const SAMPLED_METRICS: Record<SampledGauge, string> = {
+  queueRecipients: 'sluice_queue_recipients,sluice_queue_leases',
+  poolUtilization: 'sluice_render_pool_utilization_ratio',
+  poolQueue: 'sluice_render_pool_queue_size',
+  suppressionListSize: 'sluice_suppression_list_size',
+  sendersPaused: 'sluice_senders_paused',
+  bufferedBytes: 'sluice_buffered_bytes',
+  feedbackPending: 'sluice_feedback_pending',
+  backoff: 'sluice_backoff_active,sluice_backoff_level',
+};
 
-export function createMetrics() {
+/** How often a gauge whose reads keep failing is logged again (each failure is counted). */
+export const SAMPLE_ERROR_LOG_EVERY_MS = 60_000;
+
+export interface MetricsOptions {
+  /** Told of a sampled gauge's failed read: the gauge keeps its last value, so without this a stale figure looks fresh. */
+  onSampleError?: (gauges: string, err: unknown) => void;
+}
+
+export function createMetrics(opts: MetricsOptions = {}) {
   const registry = new Registry();
   const samplers = new Map<SampledGauge, () => void | Promise<void>>();
+  const sampleErrorLoggedAt = new Map<SampledGauge, number>();
   // A sampler that fills several gauges (queueRecipients fills sluice_queue_leases too) runs once per
   // scrape: the gauges collected while it runs share its run. A scrape waits for a run at most
   // SAMPLE_WAIT_MS: the samplers read Redis, whose commands wait out an outage, and a scrape that
@@ -29,7 +49,18 @@ export function createMetrics() {
       if (!run) {
         run = Promise.resolve()
           .then(fn)
-          .catch(() => undefined)
+          .then(
+            () => void sampleErrorLoggedAt.delete(name),
+            (err: unknown) => {
+              m.sampleErrors.inc({ gauge: SAMPLED_METRICS[name] });
+              // Logged on the first failure of a run of them, then once a minute while they go on.
+              const at = sampleErrorLoggedAt.get(name);
+              if (at === undefined || Date.now() - at >= SAMPLE_ERROR_LOG_EVERY_MS) {
+                sampleErrorLoggedAt.set(name, Date.now());
+                opts.onSampleError?.(SAMPLED_METRICS[name], err);
+              }
+            },
+          )
           .finally(() => running.delete(name));
         running.set(name, run);
       }
@@ -218,6 +249,18 @@ export function createMetrics() {
     }),
     configLoadedAt: new Gauge({
       name: 'sluice_config_last_reload_success_timestamp_seconds', help: 'When the configuration in force was loaded: the start, or the last reload applied (Unix seconds)', registers: [registry],
+    }),
+    // Registered last: the registry starts every metric's collect in order, so by the time this one's
+    // runs every sampled gauge's read of this scrape has started, and it waits for them (as they do,
+    // SAMPLE_WAIT_MS at most) to count this scrape's failures in this scrape.
+    sampleErrors: new Counter({
+      name: 'sluice_metric_sample_errors_total', help: 'Failed reads of a gauge sampled at scrape time (the gauge kept its last value)', labelNames: ['gauge'] as const, registers: [registry],
+      async collect() {
+        if (running.size === 0) return;
+        let timer: NodeJS.Timeout | undefined;
+        await Promise.race([Promise.all(running.values()), new Promise<void>((resolve) => (timer = setTimeout(resolve, SAMPLE_WAIT_MS)))]);
+        clearTimeout(timer);
+      },
     }),
   };
   return m;

@@ -6,6 +6,7 @@ import { startCapturePeer, type CapturePeer } from '../helpers/smtp-peer.js';
 import { request } from 'undici';
 import { tokenPath } from '../../src/core/tokens.js';
 import { adminGet, metricValue, scrapeUntil } from '../helpers/sluice-process.js';
+import { createMetrics } from '../../src/observability/metrics.js';
 
 /**
  * /metrics while Redis does not answer: the gauges read from Redis at scrape time must not hold the
@@ -67,6 +68,44 @@ test('a drained queue reads 0; a stalled Redis leaves the scrape answered and th
     clearTimeout(resume);
     process.kill(redis.server.pid, 'SIGCONT');
   }
+});
+
+test('a gauge whose read Redis refuses keeps its value, and the failure is counted', async () => {
+  const c = redis.client();
+  const errors = (text: string) => metricValue(text, 'sluice_metric_sample_errors_total', { gauge: 'sluice_feedback_pending' }) ?? 0;
+  const before = await scrape();
+  assert.is(metricValue(before, 'sluice_feedback_pending'), 0);
+  // ZCARD refused (an ACL change, a renamed command): only the feedback_pending gauge reads with it.
+  await c.call('ACL', 'SETUSER', 'default', '-zcard');
+  try {
+    const during = await scrape();
+    assert.is(errors(during), errors(before) + 1, 'the failed read is counted');
+    assert.is(metricValue(during, 'sluice_feedback_pending'), 0, 'the gauge keeps its last value');
+    assert.is(errors(await scrape()), errors(before) + 2);
+  } finally {
+    await c.call('ACL', 'SETUSER', 'default', '+zcard');
+  }
+  assert.is(errors(await scrape()), errors(before) + 2, 'a read that works again is not counted');
+});
+
+test('a failing sampler is reported on its first failure, then not again until it has worked', async () => {
+  const told: string[] = [];
+  const m = createMetrics({ onSampleError: (gauges, err) => told.push(`${gauges}: ${(err as Error).message}`) });
+  let fail = true;
+  m.sampleOn('sendersPaused', () => {
+    if (fail) throw new Error('NOPERM');
+    m.sendersPaused.set(3);
+  });
+  await m.registry.metrics();
+  await m.registry.metrics();
+  assert.equal(told, ['sluice_senders_paused: NOPERM'], 'told once for a run of failures');
+  fail = false;
+  assert.ok((await m.registry.metrics()).includes('sluice_senders_paused 3'));
+  fail = true;
+  const text = await m.registry.metrics();
+  assert.equal(told.length, 2, 'a failure after a success is told again');
+  assert.ok(text.includes('sluice_metric_sample_errors_total{gauge="sluice_senders_paused"} 3'), 'every failure is counted');
+  assert.ok(text.includes('sluice_senders_paused 3'), 'the gauge kept its value');
 });
 
 test('HTTP submissions refused are counted once each, under their route, whatever refused them', async () => {
