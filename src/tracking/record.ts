@@ -145,6 +145,7 @@ export function eventClass(ctx: Pick<EventContext, 'first' | 'machine'>): 'machi
  */
 export async function appendTrackingEvent(deps: TrackingDeps, p: TokenPayload, ctx: EventContext): Promise<string> {
   const id = await appendEvent(deps.redis, deps.keys, TYPES[p.kind], eventFields(p, ctx), deps.eventsMaxLen ?? DEFAULT_EVENTS_MAX_LEN);
-  deps.metrics?.events.inc({ type: TYPES[p.kind], class: eventClass(ctx) });
+  // '' when dropped (the copy is being erased): not an event written, so not counted as one.
+  if (id !== '') deps.metrics?.events.inc({ type: TYPES[p.kind], class: eventClass(ctx) });
   return id;
 }

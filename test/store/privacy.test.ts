@@ -722,6 +722,24 @@ test("an unsubscribe after the message's record and its reference are gone is fo
   assert.is((await suppressionOf(client, keys, ACCOUNT, ADDRESS))?.reason, 'unsubscribe', 'still suppressed by digest');
 });
 
+test('an unsubscribe whose event an erasure drops is not counted as an event written; its suppression is', async () => {
+  const id = await messageAt(NOW, [ADDRESS]);
+  const m = createMetrics();
+  const metrics = { events: m.trackingEvents, suppressed: m.suppressionsAdded };
+  const deps = { redis: client, keys, codec: createTokenCodec({ keys: [{ id: 'k1', secret: 'privacy-test-secret-0123456789' }], signWith: 'k1' }), logger: createLogger('silent'), now: () => NOW, settings: { mode: 'full' as const }, metrics };
+  const p: TokenPayload = { kind: 'u', account: ACCOUNT, msgId: id, idx: 0, issuedAt: Math.floor(NOW / 1000) };
+  // An erasure of the address has begun (it lists the copy before it walks the stream) after the
+  // unsubscribe found the recipient still there.
+  const target = await unsubscribeTarget(deps as never, p);
+  await client.zadd(keys.eventsErased(), NOW, `${id}:0`);
+  const r = await unsubscribe(deps as never, p, { via: 'http', target: target! });
+  assert.ok(r.ok && r.eventId === '', JSON.stringify(r));
+  const text = await m.registry.metrics();
+  assert.not.ok(/sluice_tracking_events_total\{[^}]*type="unsubscribed"/.test(text), 'no unsubscribed event counted');
+  assert.match(text, /sluice_suppressions_added_total\{list="account",reason="unsubscribe"\} 1/);
+  await client.del(keys.eventsErased());
+});
+
 test("an unsubscribe's or bounce's second write (its event's id as evidence) after an erasure does not put the address back", async () => {
   await populate();
   const opts = { eventsMaxLen: 1000, recordTtlMs: 60_000, refsTtlMs: 3_600_000, ref: 'sha256:test' };
