@@ -132,8 +132,15 @@ async function repairOne(redis: RedisClient, keys: Keys, shard: number, domain: 
   return true;
 }
 
+/** Recipients of campaigns waiting at a destination, pointer or not (a paused campaign has none). */
+async function campaignWaiting(redis: RedisClient, keys: Keys, domain: string): Promise<number> {
+  const ids = await redis.hkeys(keys.campaignPushed(domain));
+  if (ids.length === 0) return 0;
+  return (await Promise.all(ids.map((id) => redis.llen(keys.campaignQueue(domain, id))))).reduce((a, b) => a + b, 0);
+}
+
 /**
- * Takes a destination with nothing queued out of its shard's destination set, so that the walks over
+ * Takes a destination with nothing queued (no ready entry, lease or campaign recipient) out of its shard's destination set, so that the walks over
  * those sets (the reaper, repairSchedule, `sluice queue`) visit the destinations that have work, not
  * every domain ever mailed. The next enqueue for it adds it back (enqueue.ts phase 2).
  *
@@ -146,8 +153,10 @@ export async function forgetDestination(redis: RedisClient, keys: Keys, shards: 
   const shard = shardOf(domain, shards);
   const set = keys.destinations(shard);
   if ((await redis.srem(set, domain)) === 0) return false;
-  const [ready, leased] = await Promise.all([redis.zcard(keys.ready(domain)), redis.zcard(keys.leases(domain))]);
-  if (ready + leased === 0) {
+  const [ready, leased, waiting] = await Promise.all([redis.zcard(keys.ready(domain)), redis.zcard(keys.leases(domain)), campaignWaiting(redis, keys, domain)]);
+  // A paused campaign's recipients wait here behind no pointer: the destination is not idle, and
+  // `sluice queue` and the queue gauges (which walk these sets) must still show them.
+  if (ready + leased + waiting === 0) {
     await redis.hdel(keys.postponed(shard), domain);
     return true;
   }

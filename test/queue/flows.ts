@@ -395,6 +395,21 @@ export function queueFlows(name: string, start: () => Promise<Harness>) {
     assert.is(await members('empty.test'), 1);
   });
 
+  test("a paused campaign's recipients keep their destination listed: `sluice queue` and the gauges still count them", async () => {
+    const keys = ctx();
+    const d = 'paused.test';
+    await pushCampaignChunk(redis, keys, SHARDS, { campaignId: 'pc', chunk: 1, dueAt: T, sending: true, byDomain: new Map([[d, [1, 2, 3]]]) });
+    await controlCampaignQueue(redis, keys, SHARDS, 'pc', 'pause', T);
+    assert.is(await redis.zcard(keys.ready(d)), 0, 'paused: no pointer in ready');
+    assert.is(await forgetDestination(redis, keys, SHARDS, d), false);
+    assert.is(await redis.sismember(keys.destinations(shardOf(d, SHARDS)), d), 1, 'still listed');
+    const [row] = (await destinationStats(redis, keys, SHARDS, T)).filter((r) => r.domain === d);
+    assert.is(row?.campaigns, 3, 'its recipients counted');
+    // Cancelled: nothing waits any more, and it goes.
+    await controlCampaignQueue(redis, keys, SHARDS, 'pc', 'cancel', T);
+    assert.is(await forgetDestination(redis, keys, SHARDS, d), true);
+  });
+
   test('forgetDestination racing an enqueue: work that arrives between its steps keeps the destination listed', async () => {
     const keys = ctx();
     const d = 'race.test';
