@@ -670,6 +670,8 @@ export class Dispatcher {
     let carried = false;
     let sent = 0;
     let idleSince: number | undefined;
+    /** The last claim got less than it was granted and left nothing due: the queue is likely empty. */
+    let drained = false;
     let slowdown = level;
     /** Mean transaction time of the last batch that had one (ms): it sizes the claims (claimSize). */
     let paceMs: number | null = null;
@@ -698,10 +700,11 @@ export class Dispatcher {
         // Idle after an empty claim, polling for mail that trickles in: look before taking rate tokens.
         // Taken and given back around an empty claim, they were missing from the bucket meanwhile, every
         // poll, for the other connections of the scope (a provider rule's domains, other processes).
-        const peek = idleSince !== undefined && !unlimited(shaping.rate) ? await claim(redis, keys, { domain, max: 0, leaseMs: config.delivery.lease, now: this.now() }) : null;
-        const nothingDue = peek !== null && (peek.nextAt === null || peek.nextAt > this.now());
+        // So after a claim that got less than it asked for: the queue had nothing more due then.
+        const peek: { nextAt: number | null } | null = (idleSince !== undefined || drained) && !unlimited(shaping.rate) ? await claim(redis, keys, { domain, max: 0, leaseMs: config.delivery.lease, now: this.now() }) : null;
+        const nothingDue: boolean = peek !== null && (peek.nextAt === null || peek.nextAt > this.now());
         // An unlimited rate grants `want` without a Redis call (throttle.ts).
-        const { granted, retryAt } = nothingDue ? { granted: 0, retryAt: null } : await takeTokens(redis, keys, shaping.scope, shaping.rate, want, this.now());
+        const { granted, retryAt }: { granted: number; retryAt: number | null } = nothingDue ? { granted: 0, retryAt: null } : await takeTokens(redis, keys, shaping.scope, shaping.rate, want, this.now());
         if (granted === 0 && !nothingDue) {
           const at = retryAt ?? this.now() + 1000;
           if (at - this.now() <= MAX_TOKEN_WAIT_MS) {
@@ -712,8 +715,10 @@ export class Dispatcher {
           return;
         }
         const leaseStart = this.now();
-        const { entries, nextAt } = nothingDue ? { entries: [], nextAt: peek.nextAt } : await claim(redis, keys, { domain, max: granted, leaseMs: config.delivery.lease, now: leaseStart });
+        const { entries, nextAt }: { entries: QueueEntry[]; nextAt: number | null } = nothingDue ? { entries: [], nextAt: peek?.nextAt ?? null } : await claim(redis, keys, { domain, max: granted, leaseMs: config.delivery.lease, now: leaseStart });
         if (entries.length < granted) await refundTokens(redis, keys, shaping.scope, shaping.rate, granted - entries.length, this.now());
+        // A claim takes every due entry up to its size: one cut short left nothing due.
+        drained = entries.length < granted;
         if (entries.length === 0) {
           // Keep a connection that just carried mail open for a while: mail that trickles in for
           // this destination then goes without a new TCP + TLS handshake. One idle connection per
