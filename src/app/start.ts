@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import type { Config, Role } from '../config/schema.js';
+import { configWarnings } from '../config/load.js';
 import { createLogger } from '../observability/logger.js';
 import { createMetrics, type Metrics } from '../observability/metrics.js';
 import { startAdminServer, type AdminServer } from '../observability/admin-server.js';
@@ -161,6 +162,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
   const stoppers: { name: string; stop: (graceMs: number) => Promise<void>; listener?: boolean; final?: boolean }[] = [];
   let stopping = false;
 
+  for (const w of configWarnings(config)) log.warn({ warning: w }, 'configuration: fit for one machine only');
   // Before Redis: a bad key file fails start-up at once, without starting the embedded server.
   const { webhookKey, tokenKeys, codec } = readStartKeys(config);
   // So is a source address this host does not have (delivery.bindAddress, bindAddress6).
@@ -459,6 +461,12 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       );
       ports.tracking = server.port;
       trackingServer = server;
+      // The results that mean an answered request's event was not written, at 0 from the start: a
+      // series that first appears when it counts hides its first count from increase() (the
+      // SluiceTrackingEventsDropped alert).
+      for (const [endpoint, results] of [['open', ['shed', 'lost', 'unrecorded']], ['click', ['shed', 'unrecorded']], ['unsubscribe', ['unrecorded']]] as const) {
+        for (const result of results) metrics.trackingRequests.inc({ endpoint, result }, 0);
+      }
       stoppers.push({ name: 'tracking', stop: () => server.close(), listener: true });
     }
 

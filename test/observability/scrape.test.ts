@@ -70,6 +70,13 @@ test('a drained queue reads 0; a stalled Redis leaves the scrape answered and th
   }
 });
 
+test('the tracking results of an event not written are exported at 0 before any, for increase() to see the first', async () => {
+  const text = await scrape();
+  for (const [endpoint, result] of [['open', 'shed'], ['open', 'lost'], ['open', 'unrecorded'], ['click', 'shed'], ['click', 'unrecorded'], ['unsubscribe', 'unrecorded']]) {
+    assert.is(metricValue(text, 'sluice_tracking_requests_total', { endpoint: endpoint!, result: result! }), 0, `${endpoint} ${result}`);
+  }
+});
+
 test('a gauge whose read Redis refuses keeps its value, and the failure is counted', async () => {
   const c = redis.client();
   const errors = (text: string) => metricValue(text, 'sluice_metric_sample_errors_total', { gauge: 'sluice_feedback_pending' }) ?? 0;
