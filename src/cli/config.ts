@@ -1,6 +1,6 @@
 import { AccountRegistry } from '../accounts/registry.js';
 import { readStartKeys } from '../app/start.js';
-import { loadConfig, redactConfig } from '../config/load.js';
+import { configWarnings, loadConfig, redactConfig } from '../config/load.js';
 import { parse, parseRoles, println, subcommand, type Io } from './args.js';
 
 const USAGE = `Usage: sluice config show [--config FILE] [--roles LIST]
@@ -11,7 +11,8 @@ check  validates it and names the path of every wrong key (and both keys of two 
        roles that run on one port and overlapping hosts), then runs the checks of start-up that
        need no Redis (accounts, secret hashes, DKIM key files, webhooks.secretKeyFile, the tracking
        keys' files, and keys for the tracking role when the config's roles include it); exit code 1
-       when invalid.
+       when invalid. Then warns (exit code 0) of settings that work on one machine only: a bounce
+       domain, EHLO name or tracking.publicBaseUrl that the Internet cannot reach (localhost, no dot).
 --roles LIST  the roles as \`sluice start --roles LIST\` would run them (default: the config's roles):
        a file shared by processes that each run some roles is checked as each of them sees it.`;
 
@@ -35,5 +36,7 @@ export async function runConfig(argv: string[], io: Io): Promise<number> {
   new AccountRegistry(cfg.accounts).readDkimKeys();
   readStartKeys(cfg);
   println(io.out, 'configuration is valid');
+  // Valid, and fine on one machine; named so that an operator going live sets them.
+  for (const w of configWarnings(cfg)) println(io.out, `warning: ${w}`);
   return 0;
 }

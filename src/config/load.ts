@@ -226,6 +226,40 @@ export function validateConfig(tree: unknown, source?: string, earlier: readonly
   return deepFreeze(cfg);
 }
 
+/** A name that resolves only on this machine, or a bare host name: fine on one machine, wrong on the Internet. */
+function localOnly(name: string): boolean {
+  const n = name.toLowerCase().replace(/\.$/, '');
+  return !n.includes('.') || n === 'localhost' || n.endsWith('.localhost') || n.endsWith('.local') || n.endsWith('.internal') || n.endsWith('.invalid') || n.endsWith('.test');
+}
+
+function localUrl(url: string): boolean {
+  try {
+    const host = new URL(url).hostname.replace(/^\[|\]$/g, '');
+    return localOnly(host) || /^127\./.test(host) || host === '::1' || host === '0.0.0.0';
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Settings valid for trying Sluice on one machine (the defaults are such) that mail on the Internet
+ * cannot work with, for the roles that use them: said at start-up (warn) and by `sluice config
+ * check`, not refused, as the README's first run uses them. Each names the key to set.
+ */
+export function configWarnings(cfg: Config): string[] {
+  const out: string[] = [];
+  const has = (r: Config['roles'][number]) => cfg.roles.includes(r);
+  if (has('delivery')) {
+    if (localOnly(cfg.delivery.bounceDomain)) out.push(`delivery.bounceDomain is ${cfg.delivery.bounceDomain}: every envelope sender is at it, and no bounce can come back to a name only this machine knows; set a domain whose MX points at the feedback role`);
+    const ehlo = cfg.delivery.ehloName ?? cfg.instance.hostname;
+    if (localOnly(ehlo)) out.push(`the EHLO name is ${ehlo} (${cfg.delivery.ehloName === null ? 'instance.hostname' : 'delivery.ehloName'}): receivers want a fully qualified name whose address's PTR gives it back; set instance.hostname (or delivery.ehloName)`);
+  }
+  // The render threads of the delivery role write the URLs (with token keys), the tracking role answers them.
+  const tracked = has('tracking') || (has('delivery') && cfg.tracking.signWith !== null && cfg.tracking.keys.length > 0);
+  if (tracked && localUrl(cfg.tracking.publicBaseUrl)) out.push(`tracking.publicBaseUrl is ${cfg.tracking.publicBaseUrl}: every tracked link, pixel and unsubscribe URL in mail points there, which no recipient can reach; set the public https URL of the tracking server`);
+  return out;
+}
+
 /** The effective configuration with secrets replaced, for `sluice config show`. */
 export function redactConfig(cfg: Config): unknown {
   return JSON.parse(

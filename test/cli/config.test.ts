@@ -49,6 +49,8 @@ function configFile(name: string, tree: unknown): string {
 test('a valid file: exit 0 (the DKIM key path is relative to the file, not to the working directory)', async () => {
   const file = configFile('valid.yaml', {
     admin: { port: 9500 },
+    instance: { hostname: 'mta1.acme.example' },
+    delivery: { bounceDomain: 'bounces.acme.example' },
     redis: { url: 'redis://:s3cret@127.0.0.1:6390/2' },
     shaping: { default: { retry: ['30s', '2m'] } },
     accounts: [account()],
@@ -57,6 +59,32 @@ test('a valid file: exit 0 (the DKIM key path is relative to the file, not to th
   assert.is(r.code, 0, r.err);
   assert.is(r.out, 'configuration is valid\n');
   assert.is(r.err, '');
+});
+
+test('valid but for one machine only (a localhost bounce domain, a bare host name, a localhost tracking URL): exit 0, each named with its key', async () => {
+  const file = configFile('local.yaml', { instance: { hostname: 'a1b2c3d4e5f6' }, accounts: [account()] });
+  const r = await sluice(['config', 'check', '--config', file]);
+  assert.is(r.code, 0, r.err);
+  const lines = r.out.trim().split('\n');
+  assert.is(lines[0], 'configuration is valid');
+  assert.is(lines.length, 3, r.out);
+  assert.match(lines[1]!, /^warning: delivery\.bounceDomain is bounce\.localhost: /);
+  assert.match(lines[2]!, /^warning: the EHLO name is a1b2c3d4e5f6 \(instance\.hostname\)/);
+  // The tracking URL matters where mail is tracked: the tracking role (or token keys for the render threads).
+  writeFileSync(join(dir, 'tk'), 'tracking-key-0123456789abcdef');
+  const tracked = configFile('tracked.yaml', {
+    roles: ['tracking'], instance: { hostname: 'mta1.acme.example' }, accounts: [account()],
+    tracking: { keys: [{ id: 'k1', secretFile: './tk', notAfter: null }], signWith: 'k1' },
+  });
+  const t = await sluice(['config', 'check', '--config', tracked]);
+  assert.is(t.code, 0, t.err);
+  assert.match(t.out, /^configuration is valid\nwarning: tracking\.publicBaseUrl is http:\/\/localhost:8080: /);
+  const live = configFile('live.yaml', {
+    roles: ['tracking', 'delivery'], instance: { hostname: 'mta1.acme.example' }, delivery: { bounceDomain: 'bounces.acme.example' }, accounts: [account()],
+    tracking: { keys: [{ id: 'k1', secretFile: './tk', notAfter: null }], signWith: 'k1', publicBaseUrl: 'https://t.acme.example' },
+  });
+  const l = await sluice(['config', 'check', '--config', live]);
+  assert.is(l.out, 'configuration is valid\n', 'nothing to say of names the Internet can reach');
 });
 
 test('SLUICE_CONFIG names the file when --config is absent, and a bad one fails', async () => {
