@@ -507,6 +507,13 @@ export class Dispatcher {
     await reapExpired(redis, keys, domain, this.now(), 1000).then((n) => n > 0 && this.o.metrics?.leasesReaped.inc(n));
     // A held domain is not even looked up: its DNS may be what is broken (NXDOMAIN would bounce it all).
     if (await this.held(domain, null)) return;
+    // Nothing due (an idle re-check, a look a racing reschedule asked for): no DNS lookup, and no
+    // SMTP session that would only say EHLO and QUIT, which receivers take for a bot's probe.
+    const peek = await claim(redis, keys, { domain, max: 0, leaseMs: config.delivery.lease, now: this.now() });
+    if (peek.nextAt === null || peek.nextAt > this.now()) {
+      await reschedule(redis, keys, config.redis.scheduleShards, domain, peek.nextAt, this.now());
+      return;
+    }
     const route = await this.o.resolver.resolve(domain);
     const configured = resolveShaping(config.shaping, domain, route.kind === 'hosts' ? route.mxHosts : []);
     // Only a route with MX hosts says which rule the destination has; a DNS failure must not undo that.

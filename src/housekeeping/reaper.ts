@@ -70,7 +70,7 @@ export class Reaper {
         else if (this.emptyBefore.delete(domain)) idle.push(domain);
         else this.emptyBefore.add(domain);
       });
-      forgotten += (await Promise.all(idle.map((d) => forgetDestination(redis, keys, this.o.shards, d)))).filter(Boolean).length;
+      forgotten += (await Promise.all(idle.map((d) => forgetDestination(redis, keys, this.o.shards, d, this.now())))).filter(Boolean).length;
     }
     const repaired = await repairSchedule(redis, keys, this.o.shards, this.now(), SCAN_COUNT);
     if (reaped > 0) {

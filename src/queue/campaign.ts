@@ -1,7 +1,7 @@
 import type { Result } from 'ioredis';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
-import { scheduleDestinations } from './enqueue.js';
+import { listDomains, scheduleDestinations } from './enqueue.js';
 import { byDomain, memberTokens, type QueueEntry } from './entry.js';
 
 declare module 'ioredis' {
@@ -50,7 +50,9 @@ export async function pushCampaignChunk(
 ): Promise<number> {
   const push = (domain: string, nos: readonly number[]) =>
     redis.pushCampaign(keys.campaignQueue(domain, o.campaignId), keys.campaignPushed(domain), keys.ready(domain), o.campaignId, o.chunk, o.dueAt, o.sending ? '1' : '0', ...nos);
-  if (o.byDomain.size > 0) await redis.sadd(keys.campaignDomains(o.campaignId), ...o.byDomain.keys());
+  // Listed before anything is queued there (enqueue.ts phase 0): a crash before the schedule is
+  // written leaves work that repairSchedule() finds.
+  if (o.byDomain.size > 0) await Promise.all([redis.sadd(keys.campaignDomains(o.campaignId), ...o.byDomain.keys()), listDomains(redis, keys, shards, o.byDomain.keys())]);
   const domains = [...o.byDomain.keys()];
   const counts = await Promise.all([...o.byDomain].map(([domain, nos]) => push(domain, nos)));
   if (o.redo) {

@@ -16,21 +16,27 @@ export interface EnqueueItem {
 const ZADD_CHUNK = 1000;
 
 /**
- * Queues recipients (attempt 0). Two phases, each one auto-pipelined round trip however many
+ * Queues recipients (attempt 0). Three phases, each one auto-pipelined round trip however many
  * destinations the items span (ioredis groups the commands per node, also on a Cluster):
  *
+ *   0. listed       SADD <destinations(shard)> domain…
  *   1. ready sets   ZADD NX <ready(domain)> dueAt member…    (NX: enqueuing twice never moves an entry)
  *   2. schedule     SADD <destinations(shard)> domain…  +  ZADD LT <schedule(shard)> minDue domain…
  *
- * Phase 2 starts only after phase 1 is written: ready and schedule keys live in different slots, so
- * they cannot be written atomically, and in this order a crash in between leaves at worst a
- * destination with work but a late (or no) schedule entry, which repairSchedule() fixes. ZADD LT only
- * ever moves a destination earlier, so a racing enqueue can only make a dispatcher look sooner; see
- * reschedule() for why a racing reschedule cannot push the new work back.
+ * Each phase starts only after the one before is written: ready and schedule keys live in different
+ * slots, so they cannot be written atomically, and in this order a crash between 1 and 2 leaves at
+ * worst a listed destination with work but a late (or no) schedule entry, which repairSchedule()
+ * (walking the destination sets) fixes; a crash between 0 and 1 a listed destination with nothing,
+ * which the reaper forgets. A destination with nothing queued is in neither the sets nor the schedule
+ * (forgetDestination), so without phase 0 nothing would ever look at such work. Phase 2 lists it
+ * again, for a forgetDestination that ran between 0 and 1. ZADD LT only ever moves a destination
+ * earlier, so a racing enqueue can only make a dispatcher look sooner; see reschedule() for why a
+ * racing reschedule cannot push the new work back.
  */
 export async function enqueueRecipients(redis: RedisClient, keys: Keys, shards: number, items: readonly EnqueueItem[]): Promise<void> {
   if (items.length === 0) return;
   const plan = planEnqueue(items, shards);
+  await listDestinations(redis, keys, plan.schedule);
   const writes: Promise<unknown>[] = [];
   for (const [domain, args] of plan.ready) {
     const key = keys.ready(domain);
@@ -83,6 +89,19 @@ function planSchedule(minDue: ReadonlyMap<string, number>, shards: number): Enqu
  */
 export async function scheduleDestinations(redis: RedisClient, keys: Keys, shards: number, minDue: ReadonlyMap<string, number>): Promise<void> {
   await writeSchedule(redis, keys, planSchedule(minDue, shards));
+}
+
+/**
+ * Phase 0 of an enqueue, before the work is written: puts the destinations in their shards' sets,
+ * where repairSchedule() finds work whose schedule entry a crash left unwritten.
+ */
+export async function listDestinations(redis: RedisClient, keys: Keys, byShard: EnqueuePlan['schedule']): Promise<void> {
+  await Promise.all([...byShard].map(([shard, s]) => redis.sadd(keys.destinations(shard), ...s.domains)));
+}
+
+/** listDestinations for the given domains. */
+export async function listDomains(redis: RedisClient, keys: Keys, shards: number, domains: Iterable<string>): Promise<void> {
+  await listDestinations(redis, keys, planSchedule(new Map([...domains].map((d) => [d, 0])), shards));
 }
 
 async function writeSchedule(redis: RedisClient, keys: Keys, byShard: EnqueuePlan['schedule']): Promise<void> {

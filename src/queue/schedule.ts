@@ -6,7 +6,8 @@ import { MINUTE } from '../core/time.js';
  * The schedule tells dispatchers which destinations to look at, without scanning:
  *
  *   {s:<n>}:due    ZSET  member = domain, score = when a dispatcher should next look (ms)
- *   {s:<n>}:dests  SET   every domain ever enqueued in shard n (repair, `sluice queue`)
+ *   {s:<n>}:dests  SET   the domains of shard n with queued work, and for a while those whose work
+ *                        is done (the reaper forgets them: forgetDestination); repair, `sluice queue`
  *   {s:<n>}:postponed  HASH  domain = the score postpone() gave it (a wait on purpose, which repair keeps)
  *
  * The schedule lives in other slots than the destinations' ready/lease sets, so it cannot change
@@ -61,7 +62,10 @@ async function earliestWork(redis: RedisClient, keys: Keys, domain: string): Pro
 export async function reschedule(redis: RedisClient, keys: Keys, shards: number, domain: string, nextAt: number | null, now: number): Promise<void> {
   const key = keys.schedule(shardOf(domain, shards));
   const score = nextAt ?? now + IDLE_RECHECK_MS;
-  await redis.zadd(key, score, domain);
+  // Nothing queued: an idle re-check while the destination is scheduled (XX), not one that puts
+  // back a destination forgetDestination took out meanwhile (the re-check below does, if work came).
+  if (nextAt === null) await redis.zadd(key, 'XX', score, domain);
+  else await redis.zadd(key, score, domain);
   const earliest = await lowestScore(redis, keys.ready(domain));
   if (earliest !== null && earliest < score) await redis.zadd(key, 'LT', earliest, domain);
 }
@@ -139,27 +143,40 @@ async function campaignWaiting(redis: RedisClient, keys: Keys, domain: string): 
   return (await Promise.all(ids.map((id) => redis.llen(keys.campaignQueue(domain, id))))).reduce((a, b) => a + b, 0);
 }
 
+/** Entries and campaign recipients a destination holds (ready, leased, waiting behind a pointer or paused). */
+async function queuedAt(redis: RedisClient, keys: Keys, domain: string): Promise<number> {
+  const [ready, leased, waiting] = await Promise.all([redis.zcard(keys.ready(domain)), redis.zcard(keys.leases(domain)), campaignWaiting(redis, keys, domain)]);
+  return ready + leased + waiting;
+}
+
 /**
- * Takes a destination with nothing queued (no ready entry, lease or campaign recipient) out of its shard's destination set, so that the walks over
- * those sets (the reaper, repairSchedule, `sluice queue`) visit the destinations that have work, not
- * every domain ever mailed. The next enqueue for it adds it back (enqueue.ts phase 2).
+ * Takes a destination with nothing queued (no ready entry, lease or campaign recipient) out of its
+ * shard's destination set and its schedule, so that the walks over those sets (the reaper,
+ * repairSchedule, `sluice queue`) visit the destinations that have work, not every domain ever
+ * mailed, and no dispatcher looks at it again every IDLE_RECHECK_MS for good. The next enqueue for
+ * it adds it back (enqueue.ts phases 0 and 2). A paused campaign's recipients wait behind no
+ * pointer: their destination is not idle, and `sluice queue` and the queue gauges must still show them.
  *
- * Safe against an enqueue racing with it, without a transaction (the set and the queue live in
- * different slots): the queue is looked at again after the SREM, and the domain goes back when work
- * arrived meanwhile. An enqueue whose ZADD came after that look makes its own SADD after it.
- * Returns true when the destination was taken out.
+ * Safe against an enqueue racing with it, without a transaction (the sets and the queue live in
+ * different slots): the queue is looked at after the SREM, and again after the schedule entry is
+ * taken out; the destination goes back (listed, and due now) when work arrived meanwhile. An enqueue
+ * writes its work (phase 1) before its schedule (phase 2), so a schedule entry the ZREM took away
+ * was preceded by work the second look sees; one whose phase 2 comes after the second look lists and
+ * schedules the destination itself. Returns true when the destination was taken out.
  */
-export async function forgetDestination(redis: RedisClient, keys: Keys, shards: number, domain: string): Promise<boolean> {
+export async function forgetDestination(redis: RedisClient, keys: Keys, shards: number, domain: string, now: number): Promise<boolean> {
   const shard = shardOf(domain, shards);
   const set = keys.destinations(shard);
   if ((await redis.srem(set, domain)) === 0) return false;
-  const [ready, leased, waiting] = await Promise.all([redis.zcard(keys.ready(domain)), redis.zcard(keys.leases(domain)), campaignWaiting(redis, keys, domain)]);
-  // A paused campaign's recipients wait here behind no pointer: the destination is not idle, and
-  // `sluice queue` and the queue gauges (which walk these sets) must still show them.
-  if (ready + leased + waiting === 0) {
-    await redis.hdel(keys.postponed(shard), domain);
-    return true;
+  if ((await queuedAt(redis, keys, domain)) > 0) {
+    await redis.sadd(set, domain);
+    return false;
   }
-  await redis.sadd(set, domain);
-  return false;
+  // One slot (the shard's): the schedule entry and the postponed note go together.
+  await redis.multi().zrem(keys.schedule(shard), domain).hdel(keys.postponed(shard), domain).exec();
+  if ((await queuedAt(redis, keys, domain)) > 0) {
+    await redis.multi().sadd(set, domain).zadd(keys.schedule(shard), 'LT', now, domain).exec();
+    return false;
+  }
+  return true;
 }

@@ -2,6 +2,7 @@ import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { createTransport } from 'nodemailer';
 import { startRedis, commandsOn, type TestRedis } from '../helpers/redis.js';
+import { shardOf } from '../../src/redis/keys.js';
 import { startCapturePeer, startScriptedPeer, type CapturePeer, type ScriptedPeer } from '../helpers/smtp-peer.js';
 import { startDnsStub, type DnsStub } from '../helpers/dns-stub.js';
 import { suppressionOf } from '../../src/store/suppression.js';
@@ -54,7 +55,7 @@ test.before(async () => {
   s = await startSluiceFixture(redis, {
     delivery: {
       transport: {
-        'one.test': hp(sink), 'two.test': hp(sink), 'rate.test': hp(rateSink), 'hourly.test': hp(sink),
+        'one.test': hp(sink), 'two.test': hp(sink), 'rate.test': hp(rateSink), 'hourly.test': hp(sink), 'idle.test': hp(rateSink),
         'retry.test': hp(retryPeer), 'bounce.test': hp(bouncePeer), 'drop.test': hp(dropPeer),
         'senderreject.test': hp(senderRejectPeer),
         'brokentls.test': hp(brokenTlsPeer),
@@ -393,6 +394,23 @@ test('copies settled unsent (suppressed) give their rate tokens back: only the c
   // Its first look too: the claim that sent the copy got fewer than it was granted, so nothing more was due.
   const writes = seen.filter(([cmd]) => cmd === 'hset');
   assert.ok(writes.length <= 3, `the bucket was written ${writes.length} times: the claim's take, the refunds of the two copies not sent, and no more`);
+});
+
+test('a destination looked at with nothing due (an idle re-check) gets no DNS lookup and no SMTP session', async () => {
+  const { keys, redis: r } = { keys: s.app.keys, redis: s.app.redis.client };
+  const schedule = keys.schedule(shardOf('idle.test', s.config.redis.scheduleShards));
+  const before = rateSink.connections();
+  const now = Date.now();
+  await r.zadd(schedule, now, 'idle.test');
+  // The dispatcher looks (the score moves on: an idle re-check in 5 minutes)...
+  for (const until = Date.now() + 10_000; Date.now() < until; await new Promise((res) => setTimeout(res, 50))) {
+    if (Number(await r.zscore(schedule, 'idle.test')) > now + 60_000) break;
+  }
+  assert.ok(Number(await r.zscore(schedule, 'idle.test')) > now + 60_000, 'looked at and rescheduled');
+  // ...and connects to nobody.
+  await new Promise((res) => setTimeout(res, 300));
+  assert.is(rateSink.connections(), before, 'no session opened');
+  await r.zrem(schedule, 'idle.test');
 });
 
 test('a rule of 10 msgs/s holds over a window (counts, generous margin)', async () => {

@@ -316,6 +316,8 @@ export function queueFlows(name: string, start: () => Promise<Harness>) {
 
   test('reschedule: an idle destination is re-checked after 5 minutes; work present keeps it due', async () => {
     const keys = ctx();
+    // Scheduled (a dispatcher took it from the schedule), found with nothing queued.
+    await redis.zadd(keys.schedule(shardOf('idle.test', SHARDS)), T, 'idle.test');
     await reschedule(redis, keys, SHARDS, 'idle.test', null, T);
     assert.is(await score(keys, 'idle.test'), T + IDLE_RECHECK_MS);
     assert.equal(await dueDestinations(redis, keys, shardOf('idle.test', SHARDS), T, 10), []);
@@ -383,13 +385,13 @@ export function queueFlows(name: string, start: () => Promise<Harness>) {
     assert.equal(await reapAndCount(redis, keys, 'leased.test', T, 10), { moved: 0, left: 1 });
     assert.equal(await reapAndCount(redis, keys, 'empty.test', T, 10), { moved: 0, left: 0 });
 
-    assert.is(await forgetDestination(redis, keys, SHARDS, 'ready.test'), false);
-    assert.is(await forgetDestination(redis, keys, SHARDS, 'leased.test'), false);
-    assert.is(await forgetDestination(redis, keys, SHARDS, 'empty.test'), true);
+    assert.is(await forgetDestination(redis, keys, SHARDS, 'ready.test', T), false);
+    assert.is(await forgetDestination(redis, keys, SHARDS, 'leased.test', T), false);
+    assert.is(await forgetDestination(redis, keys, SHARDS, 'empty.test', T), true);
     assert.is(await members('ready.test'), 1, 'kept: ready work');
     assert.is(await members('leased.test'), 1, 'kept: a lease');
     assert.is(await members('empty.test'), 0, 'forgotten');
-    assert.is(await forgetDestination(redis, keys, SHARDS, 'empty.test'), false, 'once');
+    assert.is(await forgetDestination(redis, keys, SHARDS, 'empty.test', T), false, 'once');
     // The next enqueue brings it back, and repair sees it again.
     await enqueueRecipients(redis, keys, SHARDS, [{ msgId: 'e2', idx: 0, domain: 'empty.test', dueAt: T }]);
     assert.is(await members('empty.test'), 1);
@@ -401,13 +403,13 @@ export function queueFlows(name: string, start: () => Promise<Harness>) {
     await pushCampaignChunk(redis, keys, SHARDS, { campaignId: 'pc', chunk: 1, dueAt: T, sending: true, byDomain: new Map([[d, [1, 2, 3]]]) });
     await controlCampaignQueue(redis, keys, SHARDS, 'pc', 'pause', T);
     assert.is(await redis.zcard(keys.ready(d)), 0, 'paused: no pointer in ready');
-    assert.is(await forgetDestination(redis, keys, SHARDS, d), false);
+    assert.is(await forgetDestination(redis, keys, SHARDS, d, T), false);
     assert.is(await redis.sismember(keys.destinations(shardOf(d, SHARDS)), d), 1, 'still listed');
     const [row] = (await destinationStats(redis, keys, SHARDS, T)).filter((r) => r.domain === d);
     assert.is(row?.campaigns, 3, 'its recipients counted');
     // Cancelled: nothing waits any more, and it goes.
     await controlCampaignQueue(redis, keys, SHARDS, 'pc', 'cancel', T);
-    assert.is(await forgetDestination(redis, keys, SHARDS, d), true);
+    assert.is(await forgetDestination(redis, keys, SHARDS, d, T), true);
   });
 
   test('forgetDestination racing an enqueue: work that arrives between its steps keeps the destination listed', async () => {
@@ -419,15 +421,78 @@ export function queueFlows(name: string, start: () => Promise<Harness>) {
     const racing = stepped(redis, async (n) => {
       if (n === 0) await enqueueRecipients(other, keys, SHARDS, [{ msgId: 'x', idx: 0, domain: d, dueAt: T }]);
     }, ['zcard']);
-    assert.is(await forgetDestination(racing, keys, SHARDS, d), false);
+    assert.is(await forgetDestination(racing, keys, SHARDS, d, T), false);
     assert.is(await redis.sismember(set, d), 1, 'put back');
     // Its first phase only (ZADD ready, no SADD yet: a crash or a slow second phase): put back too.
     await redis.del(keys.ready(d));
     const half = stepped(redis, async (n) => {
       if (n === 0) await other.zadd(keys.ready(d), T, entryMember({ msgId: 'y', idx: 0, attempt: 0 }));
     }, ['zcard']);
-    assert.is(await forgetDestination(half, keys, SHARDS, d), false);
+    assert.is(await forgetDestination(half, keys, SHARDS, d, T), false);
     assert.is(await redis.sismember(set, d), 1, 'repair can still find it');
+  });
+
+  test("a forgotten destination leaves the schedule too, and an idle re-check does not put it back; work put back lists and schedules it", async () => {
+    const keys = ctx();
+    const d = 'gone.test';
+    const shard = shardOf(d, SHARDS);
+    await enqueueRecipients(redis, keys, SHARDS, [{ msgId: 'g', idx: 0, domain: d, dueAt: T }]);
+    const [e] = (await claim(redis, keys, { domain: d, max: 1, leaseMs: LEASE, now: T })).entries;
+    await ack(redis, keys, e as QueueEntry, { ...OK, now: T, recordTtlMs: RECORD_TTL });
+    await reschedule(redis, keys, SHARDS, d, null, T);
+    assert.is(await redis.zscore(keys.schedule(shard), d), String(T + IDLE_RECHECK_MS), 'idle: looked at again later');
+    assert.ok(await forgetDestination(redis, keys, SHARDS, d, T));
+    assert.is(await redis.zscore(keys.schedule(shard), d), null, 'out of the schedule: no look every 5 minutes for good');
+    // A dispatcher that was looking at it meanwhile finds nothing: its idle re-check does not bring it back.
+    await reschedule(redis, keys, SHARDS, d, null, T);
+    assert.is(await redis.zscore(keys.schedule(shard), d), null);
+
+    // An enqueue whose two phases land between the ZREM and the second look: listed and due again.
+    await redis.zadd(keys.schedule(shard), T, d);
+    await redis.sadd(keys.destinations(shard), d);
+    const racing = new Proxy(redis, {
+      get(target, prop, receiver) {
+        const v = Reflect.get(target, prop, receiver) as unknown;
+        if (prop !== 'multi' || typeof v !== 'function') return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+        let first = true;
+        return (...a: unknown[]) => {
+          const m = (v as (...a: unknown[]) => { exec(): Promise<unknown> }).apply(target, a);
+          const exec = m.exec.bind(m);
+          m.exec = async () => {
+            const r = await exec();
+            if (first) await enqueueRecipients(other, keys, SHARDS, [{ msgId: 'h', idx: 0, domain: d, dueAt: T + 5 }]);
+            first = false;
+            return r;
+          };
+          return m;
+        };
+      },
+    }) as RedisClient;
+    assert.is(await forgetDestination(racing, keys, SHARDS, d, T + 1), false);
+    assert.is(await redis.sismember(keys.destinations(shard), d), 1, 'listed');
+    assert.ok(Number(await redis.zscore(keys.schedule(shard), d)) <= T + 5, 'scheduled no later than its work');
+  });
+
+  test("an enqueue lists its destinations before it writes their work: a crash before the schedule leaves work that repair finds, also at a forgotten destination", async () => {
+    const keys = ctx();
+    const d = 'crash.test';
+    const shard = shardOf(d, SHARDS);
+    // The enqueue's process dies after phase 1 (its work written), before phase 2 (the schedule).
+    const dying = new Proxy(redis, {
+      get(target, prop, receiver) {
+        const v = Reflect.get(target, prop, receiver) as unknown;
+        if (prop === 'zadd') return async (...a: unknown[]) => {
+          if (a[0] === keys.schedule(shard)) throw new Error('killed');
+          return (v as (...x: unknown[]) => unknown).apply(target, a);
+        };
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      },
+    }) as RedisClient;
+    const died = await enqueueRecipients(dying, keys, SHARDS, [{ msgId: 'c', idx: 0, domain: d, dueAt: T }]).then(() => null, (err: Error) => err.message);
+    assert.is(died, 'killed');
+    assert.is(await redis.zscore(keys.schedule(shard), d), null, 'no schedule entry');
+    assert.is(await repairSchedule(redis, keys, SHARDS, T, 1000), 1, 'repair finds the work: the destination was listed first');
+    assert.is(await redis.zscore(keys.schedule(shard), d), String(T));
   });
 
   test('repairSchedule walks the destination sets in bounded steps and reschedules only what needs it', async () => {
@@ -482,7 +547,7 @@ export function queueFlows(name: string, start: () => Promise<Harness>) {
     assert.is(await score(keys, 'held.test'), T + 2);
     // emptied and forgotten: the note goes with the destination
     await redis.del(keys.ready('held.test'));
-    assert.ok(await forgetDestination(redis, keys, SHARDS, 'held.test'));
+    assert.ok(await forgetDestination(redis, keys, SHARDS, 'held.test', T));
     assert.is(await redis.hexists(keys.postponed(shardOf('held.test', SHARDS)), 'held.test'), 0);
   });
 
