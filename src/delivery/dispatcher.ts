@@ -1140,7 +1140,7 @@ export class Dispatcher {
     shaping: EffectiveShaping,
     walk: HostWalk,
     onward: Onward[],
-    leaseLost: (e: QueueEntry) => boolean,
+    leaseLost: (e: QueueEntry) => Promise<boolean>,
     adopt: boolean,
   ): Promise<{ succeeded: boolean; throttledReply: string | null; session?: Session }> {
     const fork: HostWalk = { hosts: walk.hosts, next: walk.next, sessions: walk.sessions };
@@ -1161,7 +1161,7 @@ export class Dispatcher {
       try {
         for (const o of [...onward]) {
           if (!next.usable || this.stopping) break;
-          if (leaseLost(o.entry)) {
+          if (await leaseLost(o.entry)) {
             onward.splice(onward.indexOf(o), 1);
             continue;
           }
@@ -1220,21 +1220,38 @@ export class Dispatcher {
     let holding = entries.length;
     this.claimed += holding;
     const lost = new Set<string>();
-    const leaseLost = (entry: QueueEntry): boolean => {
-      if (!lost.has(entryMember(entry))) return false;
-      this.log.warn({ domain, msgId: entry.msgId, idx: entry.idx }, 'lease lost before sending (reaped): not sent by this holder');
-      return true;
-    };
+    const leaseMs = config.delivery.lease;
+    /** Until when the leases of the copies left are known held: the claim's, then each renewal's (it was made just before this batch). */
+    let heldUntil = this.now() + leaseMs;
     /** Copies this host answered with a 4xx that sends them on to the attempt's next host (movesOn): leased until settled. */
     const onward: Onward[] = [];
     let session: Session | undefined;
-    const keepAlive = setInterval(() => {
+    const renew = async (): Promise<void> => {
       const now = this.now();
       const leased = [...onward.map((o) => o.entry), ...entries.slice(next, end)];
-      void extendLeases(redis, keys, domain, leased, now + config.delivery.lease)
-        .then((gone) => gone.forEach((m) => lost.add(m)))
-        .catch((err: unknown) => this.log.warn({ err, domain }, 'leases could not be extended'));
-    }, Math.max(1000, Math.floor(config.delivery.lease / 3)));
+      const gone = await extendLeases(redis, keys, domain, leased, now + leaseMs);
+      gone.forEach((m) => lost.add(m));
+      heldUntil = Math.max(heldUntil, now + leaseMs);
+    };
+    const keepAlive = setInterval(() => {
+      renew().catch((err: unknown) => this.log.warn({ err, domain }, 'leases could not be extended'));
+    }, Math.max(1000, Math.floor(leaseMs / 3)));
+    /**
+     * True when this holder may no longer send `entry`: its lease was reaped (and its copy perhaps
+     * claimed and sent by another), or cannot be shown to be held. The timer above renews every third
+     * of a lease; renewals that fell behind (the process stalled: a VM pause, swap, a blocked event
+     * loop; or Redis was slow) are made now, before the copy goes out: after a stall the timer's
+     * renewal runs only once the I/O that waited meanwhile is handled, and the copy would be sent first.
+     */
+    const leaseLost = async (entry: QueueEntry): Promise<boolean> => {
+      if (!lost.has(entryMember(entry)) && this.now() >= heldUntil - leaseMs / 2) {
+        await renew().catch((err: unknown) => this.log.warn({ err, domain }, 'leases could not be extended'));
+        if (this.now() >= heldUntil) lost.add(entryMember(entry));
+      }
+      if (!lost.has(entryMember(entry))) return false;
+      this.log.warn({ domain, msgId: entry.msgId, idx: entry.idx }, 'lease lost before sending (reaped, or not renewed in time): not sent by this holder');
+      return true;
+    };
     // Start every render now: the pool signs later copies while copy i is on the wire. Framed by the
     // worker for this session: BDAT chunks when the server offers CHUNKING, else DATA blocks.
     const campaignTokens = new CampaignTokens();
@@ -1298,7 +1315,7 @@ export class Dispatcher {
           break;
         }
         handled = i + 1;
-        if (leaseLost(entry)) continue;
+        if (await leaseLost(entry)) continue;
         let prepared: Prepared;
         try {
           prepared = await (rendered[i] as Promise<Prepared>);
@@ -1357,7 +1374,7 @@ export class Dispatcher {
           continue;
         }
         // Lost while it waited for its render: another holder may be sending it now.
-        if (leaseLost(entry)) continue;
+        if (await leaseLost(entry)) continue;
         if (!result.ok) {
           // The content's fault bounces; a signing key's (4.7.5) or the host's (a worker that died: 4.3.0) is tried again.
           const fatal = result.code === 'SLUICE_RENDER_FAILED';
