@@ -29,6 +29,9 @@ export interface ReaperOptions {
 
 /** Destinations visited per shard per tick. */
 const SCAN_COUNT = 200;
+/** Expired leases returned per reap call, and calls per destination per visit (see reapAll). */
+const REAP_CALL = 1000;
+const REAP_CALLS = 20;
 
 export class Reaper {
   private readonly cursors: string[];
@@ -53,6 +56,20 @@ export class Reaper {
     await this.ticker.stop();
   }
 
+  /**
+   * Every expired lease of a destination back to ready, REAP_CALL at a time (one script call holds
+   * Redis for ~10 ms at 1,000), REAP_CALLS calls at most a visit: a dead process's leases at one
+   * destination (up to its delivery.maxClaimed) are back in one visit, not one REAP_CALL a lap.
+   */
+  private async reapAll(domain: string): Promise<{ moved: number; left: number }> {
+    let moved = 0;
+    for (let call = 0; ; call++) {
+      const r = await reapAndCount(this.o.redis, this.o.keys, domain, this.now(), REAP_CALL);
+      moved += r.moved;
+      if (r.moved < REAP_CALL || call + 1 >= REAP_CALLS || this.stopped) return { moved, left: r.left };
+    }
+  }
+
   /** One pass: every shard's next page of destinations. Returns leases reaped, domains rescheduled and forgotten. */
   async tick(): Promise<{ reaped: number; repaired: number; forgotten: number }> {
     const { redis, keys } = this.o;
@@ -61,7 +78,7 @@ export class Reaper {
     for (let shard = 0; shard < this.o.shards && !this.stopped; shard++) {
       const [cursor, domains] = await redis.sscan(keys.destinations(shard), this.cursors[shard] as string, 'COUNT', SCAN_COUNT);
       this.cursors[shard] = cursor;
-      const counts = await Promise.all(domains.map((d) => reapAndCount(redis, keys, d, this.now(), 1000)));
+      const counts = await Promise.all(domains.map((d) => this.reapAll(d)));
       const idle: string[] = [];
       counts.forEach(({ moved, left }, i) => {
         reaped += moved;
@@ -72,11 +89,12 @@ export class Reaper {
       });
       forgotten += (await Promise.all(idle.map((d) => forgetDestination(redis, keys, this.o.shards, d, this.now())))).filter(Boolean).length;
     }
-    const repaired = await repairSchedule(redis, keys, this.o.shards, this.now(), SCAN_COUNT);
+    // Said before the repair, which may fail: the leases are back in the queue whatever it does.
     if (reaped > 0) {
       this.o.metrics?.leasesReaped.inc(reaped);
       this.o.logger.info({ reaped }, 'expired leases returned to the queue');
     }
+    const repaired = await repairSchedule(redis, keys, this.o.shards, this.now(), SCAN_COUNT);
     if (repaired > 0) this.o.logger.warn({ repaired }, 'destinations with unscheduled work rescheduled');
     if (forgotten > 0) this.o.logger.debug({ forgotten }, 'destinations with nothing queued forgotten');
     return { reaped, repaired, forgotten };

@@ -48,4 +48,16 @@ test('a destination with nothing queued on two visits in a row leaves the destin
   assert.ok(await listed('done.test'));
 });
 
+test("a dead process's 2,500 expired leases at one destination are all back after one visit, not 1,000 a lap", async () => {
+  const { keys } = env.redis.fresh();
+  const reaper = new Reaper({ redis: env.client, keys, shards: SHARDS, intervalMs: 60_000, logger: createLogger('silent'), now: () => T + 60_000 });
+  const items = Array.from({ length: 2500 }, (_, i) => ({ msgId: `m${i}`, idx: 0, domain: 'dead.test', dueAt: T }));
+  await enqueueRecipients(env.client, keys, SHARDS, items);
+  assert.is((await claim(env.client, keys, { domain: 'dead.test', max: 2500, leaseMs: 30_000, now: T })).entries.length, 2500);
+  const { reaped } = await reaper.tick();
+  assert.is(reaped, 2500);
+  assert.is(await env.client.zcard(keys.leases('dead.test')), 0);
+  assert.is(await env.client.zcard(keys.ready('dead.test')), 2500);
+});
+
 test.run();
