@@ -363,7 +363,10 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
     });
 
     if (has('housekeeping')) {
-      const reaper = new Reaper({ redis: redis.client, keys, shards: config.redis.scheduleShards, intervalMs: REAPER_INTERVAL_MS, logger: logger.child({ role: 'housekeeping' }), metrics });
+      const reaper = new Reaper({
+        redis: redis.client, keys, shards: config.redis.scheduleShards, intervalMs: REAPER_INTERVAL_MS, logger: logger.child({ role: 'housekeeping' }), metrics,
+        counts: { recordsMs: config.retention.records, refsMs: refsTtlMs(config), graceMs: config.delivery.lease },
+      });
       reaper.start();
       stoppers.push({ name: 'reaper', stop: () => reaper.stop() });
       const w = config.webhooks;

@@ -11,7 +11,7 @@ import type { QueueEntry } from '../queue/entry.js';
 import { entryMember } from '../queue/entry.js';
 import { claim } from '../queue/claim.js';
 import { BackoffGauges } from './backoff-gauges.js';
-import { ack, ackAndFinish, retry, bounce, hold, release, extendLeases, type CampaignCount, type OutcomeEvent } from '../queue/outcome.js';
+import { ack, ackAndFinish, retry, bounce, hold, release, extendLeases, clearOwed, owedMember, type CampaignCount, type OutcomeEvent, type OwedCount } from '../queue/outcome.js';
 import { packEvent, type EventType } from '../store/events.js';
 import { reapExpired } from '../queue/reap.js';
 import { dueDestinations, reschedule, postpone } from '../queue/schedule.js';
@@ -1518,6 +1518,14 @@ export class Dispatcher {
     const countedHere = msg?.kind === 'campaign' && single ? msg.id : undefined;
     const campaignCount = (counter: string, reason?: string, hard?: boolean): { campaign?: CampaignCount } =>
       countedHere === undefined ? {} : { campaign: { campaignId: countedHere, counter, reason, hard: hard === true } };
+    // On a cluster the final outcome's script notes the count it owes the message or campaign (another
+    // slot), counted below and then forgotten; what a crash leaves owed, the reaper counts (lib/owed.lua).
+    let owed: OwedCount | undefined;
+    const owe = (counter: string, reason?: string, hard?: boolean): { owe?: OwedCount } => {
+      if (single) return {};
+      owed = { counter, reason, hard: hard === true };
+      return { owe: owed };
+    };
     if (outcome.result === 'delivered') {
       if (msg?.dsn) await this.reportToSender(entry, msg, address, outcome, '2.0.0', 'That server does not report delivery to the mailbox: this is the last report on it.', 'relayed');
       const ev = eventOf('delivered', fields);
@@ -1527,7 +1535,7 @@ export class Dispatcher {
         applied = r.reply;
         if (applied !== OUTCOME.NOOP) await this.o.messages.finishedElsewhere(entry.msgId, r.pending, now).catch((err: unknown) => this.log.warn({ err, msgId: entry.msgId }, 'could not renew the address index of a late message'));
         finishedHere = true;
-      } else applied = await ack(redis, keys, entry, { ...base, recordTtlMs, ...(ev ? { event: ev } : {}), ...campaignCount('delivered') });
+      } else applied = await ack(redis, keys, entry, { ...base, recordTtlMs, ...(ev ? { event: ev } : {}), ...campaignCount('delivered'), ...owe('delivered') });
       counter = 'delivered';
       // Ends the address's run of soft bounces, unless this copy bounces by mail later (store/soft-bounces.ts):
       // written with the other 250s of the next few ms, an EXISTS each for addresses without soft bounces.
@@ -1548,7 +1556,7 @@ export class Dispatcher {
           await this.suppressAfter(entry, outcome, address, 'softbounce', now);
         }
         const ev = eventOf('expired', { ...fields, reason: 'expired' });
-        applied = await bounce(redis, keys, entry, { ...base, state: 'expired', reason: 'expired', recordTtlMs, ...(ev ? { event: ev } : {}), ...campaignCount('expired') });
+        applied = await bounce(redis, keys, entry, { ...base, state: 'expired', reason: 'expired', recordTtlMs, ...(ev ? { event: ev } : {}), ...campaignCount('expired'), ...owe('expired') });
         counter = 'expired';
         m?.deliveryAttempts.inc({ result: 'expired', provider: shaping.provider });
         m?.bounces.inc({ reason: 'expired', hard: 'false' });
@@ -1563,7 +1571,7 @@ export class Dispatcher {
     } else if (reason === 'suppressed' || reason === 'cancelled') {
       if (reason === 'suppressed') await this.reportToSender(entry, msg, address, outcome, '5.7.1', 'The address is on the suppression list (it unsubscribed, complained or bounced before), so it was not sent.');
       const ev = eventOf(reason, fields);
-      applied = await bounce(redis, keys, entry, { ...base, state: reason, reason, recordTtlMs, ...(ev ? { event: ev } : {}), ...campaignCount(reason) });
+      applied = await bounce(redis, keys, entry, { ...base, state: reason, reason, recordTtlMs, ...(ev ? { event: ev } : {}), ...campaignCount(reason), ...owe(reason) });
       counter = reason;
       m?.deliveryAttempts.inc({ result: reason, provider: shaping.provider });
       final = true;
@@ -1586,7 +1594,7 @@ export class Dispatcher {
       await this.reportToSender(entry, msg, address, outcome, '5.0.0', outcome.code !== null ? 'The recipient\'s mail server refused it.' : `It was refused before sending: ${outcome.response}`);
       if (address !== undefined && (about === 'hard' || about === 'soft')) await this.suppressAfter(entry, outcome, address, addressBounce ? 'hardbounce' : 'softbounce', now);
       const ev = eventOf('bounced', { ...fields, reason: verdict.reason, hard: verdict.hardbounce ? 1 : 0 });
-      applied = await bounce(redis, keys, entry, { ...base, state: 'bounced', reason: verdict.reason, recordTtlMs, ...(ev ? { event: ev } : {}), ...campaignCount('bounced', verdict.reason, addressBounce) });
+      applied = await bounce(redis, keys, entry, { ...base, state: 'bounced', reason: verdict.reason, recordTtlMs, ...(ev ? { event: ev } : {}), ...campaignCount('bounced', verdict.reason, addressBounce), ...owe('bounced', verdict.reason, addressBounce) });
       bounceReason = verdict.reason;
       m?.deliveryAttempts.inc({ result: 'bounced', provider: shaping.provider });
       m?.bounces.inc({ reason: verdict.reason, hard: verdict.hardbounce ? 'true' : 'false' });
@@ -1602,7 +1610,18 @@ export class Dispatcher {
       if (stream) stream.appended(event.type);
       else this.o.events(event.type, event.fields);
     }
-    if (msg?.kind === 'campaign') {
+    if (owed) {
+      // A cluster's final outcome: counted once on its message or campaign (finishCopy-5.lua reads
+      // which it is: also for a copy whose message could not be loaded), then no longer owed. A
+      // count that fails stays owed, for the reaper.
+      const c = owed;
+      const counted = await this.o.messages.countCopy(entry, c, now).then(
+        () => true,
+        (err: unknown) => (this.log.warn({ err, msgId: entry.msgId, idx: entry.idx }, 'could not count the outcome on its message or campaign: the reaper will'), false),
+      );
+      if (counted) await clearOwed(redis, keys, entry.domain, owedMember(entry, c)).catch((err: unknown) => this.log.warn({ err, domain: entry.domain }, 'could not clear an owed count (counted once all the same)'));
+      if (msg?.kind === 'campaign' && addressBounce) await this.o.reputation?.judgeCampaign?.(msg.id).catch((err: unknown) => this.log.warn({ err, campaign: msg.id }, 'campaign not judged'));
+    } else if (msg?.kind === 'campaign') {
       if (!(final && countedHere !== undefined)) await recordCampaignOutcome(redis, keys, msg.id, { counter, reason: bounceReason, final, now, hardbounce: addressBounce }).catch((err: unknown) => this.log.warn({ err, campaign: msg.id }, 'could not count the campaign outcome'));
       if (addressBounce) await this.o.reputation?.judgeCampaign?.(msg.id).catch((err: unknown) => this.log.warn({ err, campaign: msg.id }, 'campaign not judged'));
     } else if (final && !finishedHere) {

@@ -7,7 +7,7 @@ import { OUTCOME, truncateResponse } from './outcome-codes.js';
 declare module 'ioredis' {
   interface RedisCommander<Context> {
     /** src/queue/lua/ack-3.lua */
-    ack(leases: string, ready: string, rs: string, member: string, now: number, attempts: number, code: string, enhanced: string, response: string, ttlMs: number): Result<number, Context>;
+    ack(leases: string, ready: string, rs: string, member: string, now: number, attempts: number, code: string, enhanced: string, response: string, ttlMs: number, owed?: string): Result<number, Context>;
     /** src/queue/lua/ack-3.lua with the message's four keys and/or the event stream added (single server). */
     ackKeys(numKeys: 4 | 5 | 6, ...keysThenArgs: (string | number)[]): Result<number, Context>;
     ackKeys(numKeys: 7 | 8, ...keysThenArgs: (string | number)[]): Result<[number, number], Context>;
@@ -18,7 +18,7 @@ declare module 'ioredis' {
     /** src/queue/lua/retry-3.lua */
     retry(leases: string, ready: string, rs: string, member: string, next: string, now: number, nextAt: number, attempts: number, code: string, enhanced: string, response: string, token: string): Result<number, Context>;
     /** src/queue/lua/bounce-3.lua */
-    bounce(leases: string, ready: string, rs: string, member: string, now: number, state: string, attempts: number, code: string, enhanced: string, response: string, reason: string, ttlMs: number, waiting: '1' | '', token: string): Result<number, Context>;
+    bounce(leases: string, ready: string, rs: string, member: string, now: number, state: string, attempts: number, code: string, enhanced: string, response: string, reason: string, ttlMs: number, waiting: '1' | '', token: string, owed?: string): Result<number, Context>;
     /** src/queue/lua/hold-3.lua */
     hold(leases: string, ready: string, rs: string, member: string, now: number, nextAt: number, enhanced: string, response: string, token: string): Result<number, Context>;
     /** src/queue/lua/release-2.lua: member, token, member, token, … */
@@ -46,6 +46,36 @@ declare module 'ioredis' {
 export type OutcomeReply = (typeof OUTCOME)[keyof typeof OUTCOME];
 const asReply = (reply: number): OutcomeReply => (reply === OUTCOME.APPLIED ? OUTCOME.APPLIED : reply === OUTCOME.APPLIED_AFTER_REAP ? OUTCOME.APPLIED_AFTER_REAP : OUTCOME.NOOP);
 const str = (v: number | string | null): string => (v === null ? '' : String(v));
+
+/**
+ * The count a copy's final outcome owes its message or campaign, on a Redis Cluster (their keys are
+ * in another slot): noted in the destination's owed set by the outcome's own script when it applies
+ * (lib/owed.lua), taken out once store/copy-count.ts has counted it.
+ */
+export interface OwedCount {
+  /** The campaign stats counter ('delivered', 'bounced', 'expired', 'suppressed', 'cancelled'). */
+  readonly counter: string;
+  readonly reason?: string | undefined;
+  /** A hard bounce of the address ('hardbounces'). */
+  readonly hard?: boolean;
+}
+
+/** The owed set's member for copy `e` (lib/owed.lua): "<msgId>:<idx>|<counter>|<reason>|<hard>". */
+export function owedMember(e: Pick<QueueEntry, 'msgId' | 'idx'>, c: OwedCount): string {
+  return `${e.msgId}:${e.idx}|${c.counter}|${c.reason ?? ''}|${c.hard === true ? '1' : '0'}`;
+}
+
+/** The copy and count an owed member names, or null for a member that is not one. */
+export function parseOwedMember(member: string): ({ msgId: string; idx: number } & Required<OwedCount>) | null {
+  const m = /^([^:|]+):(\d+)\|([a-z]+)\|([^|]*)\|([01])$/.exec(member);
+  if (!m) return null;
+  return { msgId: m[1] as string, idx: Number(m[2]), counter: m[3] as string, reason: m[4] as string, hard: m[5] === '1' };
+}
+
+/** Takes a copy out of its destination's owed set once its count is made (store/copy-count.ts). */
+export async function clearOwed(redis: RedisClient, keys: Keys, domain: string, member: string): Promise<void> {
+  await redis.zrem(keys.owed(domain), member);
+}
 
 /**
  * The state change's event, appended by the outcome script itself when the outcome applies (single
@@ -76,14 +106,15 @@ export async function ack(
   redis: RedisClient,
   keys: Keys,
   e: QueueEntry,
-  o: { now: number; code: number | null; enhanced: string | null; response: string; recordTtlMs: number; event?: OutcomeEvent; campaign?: CampaignCount },
+  o: { now: number; code: number | null; enhanced: string | null; response: string; recordTtlMs: number; event?: OutcomeEvent; campaign?: CampaignCount; owe?: OwedCount },
 ): Promise<OutcomeReply> {
   const k = [keys.leases(e.domain), keys.ready(e.domain), keys.rcptState(e.domain, e.msgId, e.idx)] as const;
   const a = [entryMember(e), o.now, e.attempt + 1, str(o.code), str(o.enhanced), truncateResponse(o.response), o.recordTtlMs] as const;
   const c = o.campaign ? [keys.msgMeta(o.campaign.campaignId), keys.msgStats(o.campaign.campaignId)] : [];
   const ev = o.event ? { key: [o.event.stream], args: [o.event.maxLen, o.event.packed] } : { key: [], args: [] };
   const n = k.length + c.length + ev.key.length;
-  const reply = n === 3 ? await redis.ack(...k, ...a) : await redis.ackKeys(n as 4 | 5 | 6, ...k, ...c, ...ev.key, ...a, ...ev.args);
+  if (o.owe && n !== 3) throw new Error('ack: an owed count is for the three-key form (a cluster), not with a count or event in the same step');
+  const reply = n === 3 ? await (o.owe ? redis.ack(...k, ...a, owedMember(e, o.owe)) : redis.ack(...k, ...a)) : await redis.ackKeys(n as 4 | 5 | 6, ...k, ...c, ...ev.key, ...a, ...ev.args);
   return asReply(reply);
 }
 
@@ -125,9 +156,9 @@ export async function bounce(
   redis: RedisClient,
   keys: Keys,
   e: QueueEntry,
-  o: { now: number; state: 'bounced' | 'expired' | 'suppressed' | 'cancelled'; code: number | null; enhanced: string | null; response: string; reason: string; recordTtlMs: number; event?: OutcomeEvent; campaign?: CampaignCount },
+  o: { now: number; state: 'bounced' | 'expired' | 'suppressed' | 'cancelled'; code: number | null; enhanced: string | null; response: string; reason: string; recordTtlMs: number; event?: OutcomeEvent; campaign?: CampaignCount; owe?: OwedCount },
 ): Promise<OutcomeReply> {
-  return bounceScript(redis, keys, e, [o.now, o.state, e.attempt + 1, str(o.code), str(o.enhanced), truncateResponse(o.response), o.reason, o.recordTtlMs, '', e.lease ?? ''], o.event, o.campaign);
+  return bounceScript(redis, keys, e, [o.now, o.state, e.attempt + 1, str(o.code), str(o.enhanced), truncateResponse(o.response), o.reason, o.recordTtlMs, '', e.lease ?? ''], o.event, o.campaign, o.owe);
 }
 
 /**
@@ -145,12 +176,13 @@ export async function cancelWaiting(
 }
 
 /** bounce-3.lua for entry `e`: its ARGV after the member (now … waiting, token), with the campaign's count and the event on a single server. */
-async function bounceScript(redis: RedisClient, keys: Keys, e: QueueEntry, args: readonly [number, string, number, string, string, string, string, number, '1' | '', string], event?: OutcomeEvent, campaign?: CampaignCount): Promise<OutcomeReply> {
+async function bounceScript(redis: RedisClient, keys: Keys, e: QueueEntry, args: readonly [number, string, number, string, string, string, string, number, '1' | '', string], event?: OutcomeEvent, campaign?: CampaignCount, owe?: OwedCount): Promise<OutcomeReply> {
   const k = [keys.leases(e.domain), keys.ready(e.domain), keys.rcptState(e.domain, e.msgId, e.idx)] as const;
   const c = campaign ? { key: [keys.msgMeta(campaign.campaignId), keys.msgStats(campaign.campaignId)], args: [campaign.counter ?? args[1], campaign.reason ?? '', campaign.hard === true ? '1' : '0'] } : { key: [], args: [] };
   const ev = event ? { key: [event.stream], args: [event.maxLen, event.packed] } : { key: [], args: [] };
   const n = k.length + c.key.length + ev.key.length;
-  const reply = n === 3 ? await redis.bounce(...k, entryMember(e), ...args) : await redis.bounceKeys(n as 4 | 5 | 6, ...k, ...c.key, ...ev.key, entryMember(e), ...args, ...c.args, ...ev.args);
+  if (owe && n !== 3) throw new Error('bounce: an owed count is for the three-key form (a cluster), not with a count or event in the same step');
+  const reply = n === 3 ? await (owe ? redis.bounce(...k, entryMember(e), ...args, owedMember(e, owe)) : redis.bounce(...k, entryMember(e), ...args)) : await redis.bounceKeys(n as 4 | 5 | 6, ...k, ...c.key, ...ev.key, entryMember(e), ...args, ...c.args, ...ev.args);
   return asReply(reply);
 }
 

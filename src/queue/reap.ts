@@ -4,8 +4,8 @@ import type { Keys } from '../redis/keys.js';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    /** src/queue/lua/reap-2.lua */
-    reap(leases: string, ready: string, now: number, limit: number): Result<[number, number], Context>;
+    /** src/queue/lua/reap-3.lua */
+    reap(leases: string, ready: string, owed: string, now: number, limit: number, owedBefore?: number | '', owedLimit?: number): Result<[number, number, ...string[]], Context>;
   }
 }
 
@@ -17,8 +17,16 @@ export async function reapExpired(redis: RedisClient, keys: Keys, domain: string
   return (await reapAndCount(redis, keys, domain, now, limit)).moved;
 }
 
-/** reapExpired, and how many entries (ready + leased) the destination holds after it. */
-export async function reapAndCount(redis: RedisClient, keys: Keys, domain: string, now: number, limit: number): Promise<{ moved: number; left: number }> {
-  const [moved, left] = await redis.reap(keys.leases(domain), keys.ready(domain), now, Math.max(0, Math.floor(limit)));
-  return { moved, left };
+/**
+ * reapExpired, and how many entries (ready + leased + copies owed a count) the destination holds
+ * after it; with `owed`, also the copies owed a count since before `owed.before` (a crash between a
+ * copy's outcome and its count left them, lib/owed.lua), `owed.limit` at most.
+ */
+export async function reapAndCount(
+  redis: RedisClient, keys: Keys, domain: string, now: number, limit: number, owed?: { before: number; limit: number },
+): Promise<{ moved: number; left: number; owed: string[] }> {
+  const [moved, left, ...members] = owed
+    ? await redis.reap(keys.leases(domain), keys.ready(domain), keys.owed(domain), now, Math.max(0, Math.floor(limit)), owed.before, owed.limit)
+    : await redis.reap(keys.leases(domain), keys.ready(domain), keys.owed(domain), now, Math.max(0, Math.floor(limit)));
+  return { moved, left, owed: members };
 }

@@ -143,10 +143,13 @@ async function campaignWaiting(redis: RedisClient, keys: Keys, domain: string): 
   return (await Promise.all(ids.map((id) => redis.llen(keys.campaignQueue(domain, id))))).reduce((a, b) => a + b, 0);
 }
 
-/** Entries and campaign recipients a destination holds (ready, leased, waiting behind a pointer or paused). */
+/**
+ * Entries and campaign recipients a destination holds (ready, leased, waiting behind a pointer or
+ * paused), and copies it owes a count (lib/owed.lua: the reaper's visits count what a crash left).
+ */
 async function queuedAt(redis: RedisClient, keys: Keys, domain: string): Promise<number> {
-  const [ready, leased, waiting] = await Promise.all([redis.zcard(keys.ready(domain)), redis.zcard(keys.leases(domain)), campaignWaiting(redis, keys, domain)]);
-  return ready + leased + waiting;
+  const [ready, leased, owed, waiting] = await Promise.all([redis.zcard(keys.ready(domain)), redis.zcard(keys.leases(domain)), redis.zcard(keys.owed(domain)), campaignWaiting(redis, keys, domain)]);
+  return ready + leased + owed + waiting;
 }
 
 /**

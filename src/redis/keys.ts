@@ -29,6 +29,12 @@ export function createKeys(prefix: string) {
     /** The lease set's tokens: its name is the lease set's with 'leases' replaced, which is how the scripts find it (lib/lease.lua). */
     leaseOwners: (domain: string) => `${p}{d:${domain}}:owners`,
     rcptState: (domain: string, msgId: string, idx: number) => `${p}{d:${domain}}:rs:${msgId}:${idx}`,
+    /**
+     * ZSET "<msgId>:<idx>|<counter>|<reason>|<hard>" → when its outcome was written: copies whose final
+     * outcome is written here but not yet counted on their message or campaign, in another slot on a
+     * Redis Cluster (lib/owed.lua). Its name is the lease set's with 'leases' replaced, as the scripts find it.
+     */
+    owed: (domain: string) => `${p}{d:${domain}}:owed`,
     /** LIST of contact numbers: a campaign's recipients waiting at this destination (claim-2.lua expands them). */
     campaignQueue: (domain: string, campaignId: string) => `${p}{d:${domain}}:cq:${campaignId}`,
     /** HASH campaign id → "<chunk>:<count>": the last enqueue chunk pushed here (pushCampaign-3.lua). */
@@ -59,6 +65,8 @@ export function createKeys(prefix: string) {
     trackMarks: (id: string) => `${p}{m:${id}}:track`,
     /** HASH: the message's engagement counters (src/store/engagement.ts), kept in every tracking mode. */
     msgStats: (id: string) => `${p}{m:${id}}:stats`,
+    /** Bitmap, bit <idx>: the copy's final outcome is counted on the message or campaign (finishCopy-5.lua; Redis Cluster). */
+    copiesCounted: (id: string) => `${p}{m:${id}}:counted`,
     /** SET: the destinations a campaign has recipients queued at (pause, resume and cancel walk it). */
     campaignDomains: (id: string) => `${p}{m:${id}}:domains`,
     /** STRING: held by the process enqueuing the campaign (one enqueuer at a time across processes). */

@@ -5,6 +5,7 @@ import { toMeta, type MessageDsn, type MessageSource as Source } from './message
 import { ByteLru } from '../core/lru.js';
 import { CAMPAIGN_KIND, toCampaign, type CampaignState, type CampaignTracking } from './campaigns.js';
 import { keepRefsOfLateFinish } from './address-index.js';
+import { countCopy, type CopyCounted } from './copy-count.js';
 
 /**
  * What delivery needs from the message store: the message of a queue entry, and a way to say one of
@@ -58,6 +59,11 @@ export interface MessageSource {
    * on a single server, queue/outcome.ts ackAndFinish) and got the message's pending count back.
    */
   finishedElsewhere(msgId: string, pending: number, now: number): Promise<void>;
+  /**
+   * Instead of finished(), on a Redis Cluster: counts copy `idx`'s final outcome on its message or
+   * campaign once (store/copy-count.ts countCopy), the outcome having noted the count as owed.
+   */
+  countCopy(copy: { readonly msgId: string; readonly idx: number }, c: { readonly counter: string; readonly reason?: string | undefined; readonly hard?: boolean }, now: number): Promise<CopyCounted>;
 }
 
 declare module 'ioredis' {
@@ -169,5 +175,10 @@ export function createMessageSource(redis: RedisClient, keys: Keys, recordsTtlMs
       if ((await finishRecipient(redis, keys, msgId, now, ttl)) <= 0) cache.delete(msgId);
     },
     finishedElsewhere: after,
+    async countCopy(copy, c, now) {
+      const r = await countCopy(redis, keys, copy, c, now, ttl);
+      if (r.kind === 'message' && r.pending <= 0) cache.delete(copy.msgId);
+      return r;
+    },
   };
 }

@@ -69,6 +69,22 @@ test('a campaign completes on a cluster: every copy delivered once and counted (
   const got = peer.messages.filter((m) => m.raw.toString('latin1').includes('Subject: cluster'));
   assert.is(new Set(got.map((m) => m.envelope.to[0])).size, N);
   assert.is(got.length, N, 'each once');
+  // Each outcome noted the count it owed the campaign (another slot), and the count, made, was
+  // taken off the note: nothing is left for the reaper (queue/lua/lib/owed.lua).
+  for (let d = 0; d < 7; d++) assert.is(await client.zcard(s.app.keys.owed(`d${d}.test`)), 0, `d${d}.test owes nothing`);
+  assert.is(await client.bitcount(s.app.keys.copiesCounted(created.body.id)), N, 'every copy counted, once');
+});
+
+test('a plain message on a cluster: its recipients at destinations on other masters are counted off it, and its body goes with the last', async () => {
+  const client = s.app.redis.client;
+  const r = await s.api('/v1/messages', { body: { from: 'news@acme.example', to: ['a@m1.test', 'b@m2.test', 'c@m3.test'], subject: 'counted', text: 'x' } });
+  assert.is(r.status, 202, JSON.stringify(r.body));
+  await s.waitFinal(r.body.id);
+  for (const until = Date.now() + 10_000; (await client.exists(s.app.keys.msgBody(r.body.id))) === 1 && Date.now() < until; ) await new Promise((res) => setTimeout(res, 50));
+  assert.is(await client.exists(s.app.keys.msgBody(r.body.id)), 0, 'the body went with the last recipient');
+  assert.is(await client.hget(s.app.keys.msgMeta(r.body.id), 'pending'), '0');
+  assert.is(await client.bitcount(s.app.keys.copiesCounted(r.body.id)), 3);
+  for (const d of ['m1.test', 'm2.test', 'm3.test']) assert.is(await client.zcard(s.app.keys.owed(d)), 0);
 });
 
 test('a keyspace walk visits every master, also one whose connection the client lost', async () => {

@@ -11,7 +11,7 @@ import { shardOf, type Keys } from '../../src/redis/keys.js';
 import { enqueueRecipients } from '../../src/queue/enqueue.js';
 import { claim } from '../../src/queue/claim.js';
 import { entryMember, type QueueEntry } from '../../src/queue/entry.js';
-import { ack, retry, bounce, hold, release, extendLeases } from '../../src/queue/outcome.js';
+import { ack, retry, bounce, hold, release, extendLeases, clearOwed, owedMember } from '../../src/queue/outcome.js';
 import { reapAndCount, reapExpired } from '../../src/queue/reap.js';
 import { dueDestinations, forgetDestination, reschedule, postpone, repairSchedule, IDLE_RECHECK_MS } from '../../src/queue/schedule.js';
 import { takeTokens, refundTokens, acquireConnection, renewConnection, releaseConnection, type Rate } from '../../src/queue/throttle.js';
@@ -25,7 +25,10 @@ import { resolveRecordedShaping, resolveShaping } from '../../src/queue/shaping.
 import { placeHolds, readHolds, releaseHolds } from '../../src/queue/holds.js';
 import { loadConfig } from '../../src/config/load.js';
 import { pushCampaignChunk, controlCampaignQueue, holdCampaignEntries, pauseCampaign, resumeCampaign, startCampaign } from '../../src/queue/campaign.js';
-import { createCampaign } from '../../src/store/campaigns.js';
+import { createCampaign, getCampaign, markCampaignQueued, recordEnqueueChunk } from '../../src/store/campaigns.js';
+import { countCopy } from '../../src/store/copy-count.js';
+import { Reaper, OWED_GRACE_MS } from '../../src/housekeeping/reaper.js';
+import { createLogger } from '../../src/observability/logger.js';
 import { persistMessage } from '../../src/ingress/persist.js';
 import { cancelRecipients } from '../../src/ingress/message-cancel.js';
 import { streamFields } from '../../src/store/events.js';
@@ -382,8 +385,8 @@ export function queueFlows(name: string, start: () => Promise<Harness>) {
     await claim(redis, keys, { domain: 'leased.test', max: 1, leaseMs: LEASE, now: T });
     const [done] = (await claim(redis, keys, { domain: 'empty.test', max: 1, leaseMs: LEASE, now: T })).entries;
     await ack(redis, keys, done as QueueEntry, { ...OK, now: T, recordTtlMs: RECORD_TTL });
-    assert.equal(await reapAndCount(redis, keys, 'leased.test', T, 10), { moved: 0, left: 1 });
-    assert.equal(await reapAndCount(redis, keys, 'empty.test', T, 10), { moved: 0, left: 0 });
+    assert.equal(await reapAndCount(redis, keys, 'leased.test', T, 10), { moved: 0, left: 1, owed: [] });
+    assert.equal(await reapAndCount(redis, keys, 'empty.test', T, 10), { moved: 0, left: 0, owed: [] });
 
     assert.is(await forgetDestination(redis, keys, SHARDS, 'ready.test', T), false);
     assert.is(await forgetDestination(redis, keys, SHARDS, 'leased.test', T), false);
@@ -493,6 +496,60 @@ export function queueFlows(name: string, start: () => Promise<Harness>) {
     assert.is(await redis.zscore(keys.schedule(shard), d), null, 'no schedule entry');
     assert.is(await repairSchedule(redis, keys, SHARDS, T, 1000), 1, 'repair finds the work: the destination was listed first');
     assert.is(await redis.zscore(keys.schedule(shard), d), String(T));
+  });
+
+  test('a final outcome that notes its count as owed (a cluster: the count is in another slot) notes it only when it applies; the count is made once however often it is asked', async () => {
+    const keys = ctx();
+    const id = 'c00000000000owe1';
+    await createCampaign(redis, keys, {
+      id, account: 'acme', name: 'owe', listId: 'l', from: 'a@acme.example', fromDomain: 'acme.example', subject: 's',
+      tracking: { opens: false, clicks: false }, tags: [], throttlePerHour: null, createdAt: T, sendAt: T, body: '{}', links: [],
+    });
+    assert.ok((await startCampaign(redis, keys, id, T)).ok);
+    await pushCampaignChunk(redis, keys, SHARDS, { campaignId: id, chunk: 1, dueAt: T, sending: true, byDomain: new Map([['o.test', [1, 2]]]) });
+    await recordEnqueueChunk(redis, keys, id, { next: 3, chunk: 1, queued: 2, skipped: 0 });
+    await markCampaignQueued(redis, keys, id, T);
+    const [c1, c2] = (await claim(redis, keys, { domain: 'o.test', max: 2, leaseMs: LEASE, now: T })).entries as [QueueEntry, QueueEntry];
+    const ttl = { recordsMs: RECORD_TTL, refsMs: RECORD_TTL };
+    // c1 delivered: owed; a second ack (another holder's) applies nothing and notes nothing more.
+    assert.is(await ack(redis, keys, c1, { ...OK, now: T, recordTtlMs: RECORD_TTL, owe: { counter: 'delivered' } }), 2);
+    assert.is(await ack(redis, keys, c1, { ...OK, now: T, recordTtlMs: RECORD_TTL, owe: { counter: 'delivered' } }), 0);
+    // c2: a stale holder's bounce (another token) applies nothing and owes nothing.
+    assert.is(await bounce(redis, keys, { ...c2, lease: 'someone-else' }, { now: T, state: 'bounced', code: 550, enhanced: '5.1.1', response: '550 no', reason: 'hostunknown', recordTtlMs: RECORD_TTL, owe: { counter: 'bounced', reason: 'hostunknown', hard: true } }), 0);
+    assert.equal(await redis.zrange(keys.owed('o.test'), 0, -1), [`${id}:1|delivered||0`]);
+    // Counted twice (the dispatcher and the reaper both came): once.
+    assert.equal(await countCopy(redis, keys, c1, { counter: 'delivered' }, T, ttl), { kind: 'campaign', state: 'sending' });
+    assert.equal(await countCopy(other, keys, c1, { counter: 'delivered' }, T, ttl), { kind: 'before' });
+    await clearOwed(redis, keys, 'o.test', owedMember(c1, { counter: 'delivered' }));
+    assert.is(await redis.zcard(keys.owed('o.test')), 0);
+    assert.is(await bounce(redis, keys, c2, { now: T, state: 'bounced', code: 550, enhanced: '5.1.1', response: '550 no', reason: 'hostunknown', recordTtlMs: RECORD_TTL, owe: { counter: 'bounced', reason: 'hostunknown', hard: true } }), 2);
+    assert.equal(await countCopy(redis, keys, c2, { counter: 'bounced', reason: 'hostunknown', hard: true }, T, ttl), { kind: 'campaign', state: 'completed' });
+    const c = await getCampaign(redis, keys, null, id);
+    assert.equal([c?.state, c?.pending], ['completed', 0]);
+    assert.equal([await redis.hget(keys.msgStats(id), 'delivered'), await redis.hget(keys.msgStats(id), 'bounced'), await redis.hget(keys.msgStats(id), 'hardbounces')], ['1', '1', '1']);
+  });
+
+  test("counts a crash left owed are made by the reaper after a grace, once; a destination that only owes counts is not forgotten; a message's body goes with its last count", async () => {
+    const keys = ctx();
+    const id = newId(T);
+    await persistMessage(redis, keys, SHARDS, { id, account: 'acct', source: 'http', kind: 'raw', from: 'n@x.test', fromDomain: 'x.test', rcpts: [{ address: 'a@w.test', domain: 'w.test' }, { address: 'b@w.test', domain: 'w.test' }], acceptedAt: T, tags: [], metadata: {}, body: 'To: a@w.test\r\n\r\nhi\r\n' });
+    const [a, b] = (await claim(redis, keys, { domain: 'w.test', max: 2, leaseMs: LEASE, now: T })).entries as [QueueEntry, QueueEntry];
+    // Both delivered; the process dies before either count.
+    for (const e of [a, b]) assert.is(await ack(redis, keys, e, { ...OK, now: T, recordTtlMs: RECORD_TTL, owe: { counter: 'delivered' } }), 2);
+    let now = T + 1000;
+    const reaper = new Reaper({ redis, keys, shards: SHARDS, intervalMs: 60_000, logger: createLogger('silent'), now: () => now, counts: { recordsMs: RECORD_TTL, refsMs: RECORD_TTL } });
+    assert.is((await reaper.tick()).counted, 0, 'within the grace: the count may be on its way');
+    assert.is((await reaper.tick()).forgotten, 0, 'a destination that owes counts stays listed');
+    assert.ok(await redis.exists(keys.msgBody(id)));
+    // One of them counted by its dispatcher after all (late), not yet cleared.
+    assert.equal(await countCopy(redis, keys, a, { counter: 'delivered' }, T, { recordsMs: RECORD_TTL, refsMs: RECORD_TTL }), { kind: 'message', pending: 1 });
+    now = T + OWED_GRACE_MS + 1000;
+    assert.is((await reaper.tick()).counted, 1, 'the other one; the first is not counted twice');
+    assert.is(await redis.zcard(keys.owed('w.test')), 0);
+    assert.is(await redis.hget(keys.msgMeta(id), 'pending'), '0');
+    assert.is(await redis.exists(keys.msgBody(id)), 0, 'the body went with the last count');
+    await reaper.tick();
+    assert.is((await reaper.tick()).forgotten >= 1, true, 'and the destination is forgotten once nothing is owed');
   });
 
   test('repairSchedule walks the destination sets in bounded steps and reschedules only what needs it', async () => {

@@ -35,11 +35,15 @@
   On a single server the caller may also add the event stream as the last key (4, 6 or 8 keys), with
   maxLen and the packed `delivered` event as the last two arguments: the event is appended when the
   ack applies, in the same step (lib/appendEvent.lua).
+
+  On a Redis Cluster (3 keys), ARGV[8] (optional) is the count the copy is owed on its message or
+  campaign, noted in the destination's owed set when the ack applies (lib/owed.lua).
 ]]
 --@include finishMessage
 --@include finishCampaign
 --@include appendEvent
 --@include lease
+--@include owed
 local held = takeLease(KEYS[1], ARGV[1], '')
 local reaped = redis.call('ZREM', KEYS[2], ARGV[1])
 local withMessage = #KEYS >= 7
@@ -61,6 +65,7 @@ local reply = 1
 if held == 1 then reply = 2 end
 if withEvent then appendEvent(KEYS[#KEYS], ARGV[#ARGV - 1], ARGV[#ARGV]) end
 if withCampaign then finishCampaign(KEYS[4], KEYS[5], 'delivered', '', '1', ARGV[2], '0', '0') end
+if #KEYS == 3 then owe(KEYS[1], ARGV[2], ARGV[8]) end
 if not withMessage then return reply end
 
 return {reply, finishMessage(KEYS[4], KEYS[5], KEYS[6], KEYS[7], ARGV[8], ARGV[2])}

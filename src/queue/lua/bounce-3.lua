@@ -25,11 +25,15 @@
           stream, its maxLen and the packed event, appended when the outcome applies, in the same step
           (lib/appendEvent.lua)
 
+  On a Redis Cluster (3 keys), ARGV[12] (optional) is the count the copy is owed on its message or
+  campaign, noted in the destination's owed set when the outcome applies (lib/owed.lua).
+
   Returns 2 / 1 / 0 as ack-3.lua.
 ]]
 --@include appendEvent
 --@include finishCampaign
 --@include lease
+--@include owed
 local held = 0
 if ARGV[10] ~= '1' then held = takeLease(KEYS[1], ARGV[1], ARGV[11]) end
 if held == -1 then return 0 end
@@ -45,5 +49,6 @@ redis.call('HDEL', KEYS[3], unpack(del))
 redis.call('PEXPIRE', KEYS[3], ARGV[9])
 if #KEYS == 4 or #KEYS == 6 then appendEvent(KEYS[#KEYS], ARGV[#ARGV - 1], ARGV[#ARGV]) end
 if #KEYS >= 5 then finishCampaign(KEYS[4], KEYS[5], ARGV[12], ARGV[13], '1', ARGV[2], ARGV[14], '0') end
+if #KEYS == 3 then owe(KEYS[1], ARGV[2], ARGV[12]) end
 if held == 1 then return 2 end
 return 1
