@@ -69,6 +69,9 @@ export async function pushCampaignChunk(
   // before it scheduled them too (else nothing would look at them until other mail came).
   const queuedAt = domains.filter((_, i) => (counts[i] ?? 0) > 0);
   if (queuedAt.length > 0 && o.sending) await scheduleDestinations(redis, keys, shards, new Map(queuedAt.map((d) => [d, o.dueAt])));
+  // Not sending (scheduled or paused): no schedule yet, but listed again after the push, for a
+  // forgetDestination that ran between the listing above and the push (enqueue.ts phase 2 does so).
+  else if (queuedAt.length > 0) await listDomains(redis, keys, shards, queuedAt);
   return counts.reduce((a, b) => a + b, 0);
 }
 

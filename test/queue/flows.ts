@@ -415,6 +415,41 @@ export function queueFlows(name: string, start: () => Promise<Harness>) {
     assert.is(await forgetDestination(redis, keys, SHARDS, d, T), true);
   });
 
+  test("a sealed campaign's recipients claimed whole and held back for a pause keep their destination listed and counted", async () => {
+    const keys = ctx();
+    const d = 'sealed.test';
+    await pushCampaignChunk(redis, keys, SHARDS, { campaignId: 'sc', chunk: 1, dueAt: T, sending: true, byDomain: new Map([[d, [1, 2, 3]]]) });
+    await controlCampaignQueue(redis, keys, SHARDS, 'sc', 'seal', T);
+    const got = await claim(redis, keys, { domain: d, max: 3, leaseMs: LEASE, now: T });
+    assert.is(got.entries.length, 3);
+    assert.equal(await redis.hkeys(keys.campaignPushed(d)), [], 'the claim that emptied the sealed list dropped its record');
+    // Paused while they were claimed: they go back to the list, behind no pointer.
+    assert.is(await holdCampaignEntries(redis, keys, SHARDS, 'sc', got.entries, { pointerAt: null, holdUntil: T + 60_000, now: T }), 3);
+    assert.is(await redis.hget(keys.campaignPushed(d), 'sc'), 'sealed', 'the record is back');
+    await redis.del(keys.leases(d));
+    assert.is(await forgetDestination(redis, keys, SHARDS, d, T), false, 'not idle');
+    const [row] = (await destinationStats(redis, keys, SHARDS, T)).filter((r) => r.domain === d);
+    assert.is(row?.campaigns, 3);
+  });
+
+  test('a campaign chunk pushed while not sending lists its destinations after the push too', async () => {
+    const keys = ctx();
+    const d = 'later.test';
+    // A forget that runs between the push's listing and the push itself.
+    const racing = new Proxy(redis, {
+      get(target, prop, receiver) {
+        const v = Reflect.get(target, prop, receiver) as unknown;
+        if (prop === 'pushCampaign') return async (...a: unknown[]) => {
+          await forgetDestination(other, keys, SHARDS, d, T);
+          return (v as (...x: unknown[]) => unknown).apply(target, a);
+        };
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      },
+    }) as RedisClient;
+    await pushCampaignChunk(racing, keys, SHARDS, { campaignId: 'pc2', chunk: 1, dueAt: T, sending: false, byDomain: new Map([[d, [1, 2]]]) });
+    assert.is(await redis.sismember(keys.destinations(shardOf(d, SHARDS)), d), 1, 'listed');
+  });
+
   test('forgetDestination racing an enqueue: work that arrives between its steps keeps the destination listed', async () => {
     const keys = ctx();
     const d = 'race.test';

@@ -12,6 +12,11 @@
   ARGV[4..] member, token, …  members "<campaignId>:<no>:<attempt>" as claimed, each with its claim's
                      lease token (lib/lease.lua)
 
+  First attempts given back to a list that a claim emptied and whose chunk record it then dropped (the
+  campaign's list was queued whole: claim-2.lua) get the record back, as 'sealed': "<dest>:cqpos" (its
+  name is ready's with 'ready' replaced, same hash tag) is how `sluice queue`, the queue gauges and
+  the reaper (which keeps a destination with campaign recipients listed) find a campaign's list.
+
   Returns the number of entries given back (members no longer leased under their token are skipped).
 ]]
 --@include lease
@@ -30,6 +35,7 @@ for i = 4, #ARGV - 1, 2 do
 end
 -- LPUSH reverses its arguments: push the last first so the queue keeps its order.
 for i = #first, 1, -1 do redis.call('LPUSH', KEYS[3], first[i]) end
+if #first > 0 then redis.call('HSETNX', string.sub(KEYS[2], 1, -6) .. 'cqpos', ARGV[1], 'sealed') end
 local pointer = '@' .. ARGV[1]
 if ARGV[2] == '' then
   redis.call('ZREM', KEYS[2], pointer)
