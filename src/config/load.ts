@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { hostname } from 'node:os';
+import { isIP } from 'node:net';
 import YAML from 'yaml';
 import { SluiceError, type FieldError } from '../core/errors.js';
 import { configSchema, type Config } from './schema.js';
@@ -226,16 +227,27 @@ export function validateConfig(tree: unknown, source?: string, earlier: readonly
   return deepFreeze(cfg);
 }
 
-/** A name that resolves only on this machine, or a bare host name: fine on one machine, wrong on the Internet. */
+/** A loopback or unspecified address: reaches this machine only. */
+function localAddress(ip: string): boolean {
+  return /^127\./.test(ip) || ip === '0.0.0.0' || ip === '::1' || ip === '::' || /^::ffff:127\./i.test(ip);
+}
+
+/**
+ * A name that resolves only on this machine, a bare host name, or a documentation placeholder
+ * (RFC 2606's .example, example.com, .net, .org): fine on one machine or in a template, wrong on the Internet.
+ * An address literal ("[IPv6:2001:db8::25]", "[192.0.2.1]") counts by its address.
+ */
 function localOnly(name: string): boolean {
   const n = name.toLowerCase().replace(/\.$/, '');
-  return !n.includes('.') || n === 'localhost' || n.endsWith('.localhost') || n.endsWith('.local') || n.endsWith('.internal') || n.endsWith('.invalid') || n.endsWith('.test');
+  const literal = /^\[(?:ipv6:)?([^\]]+)\]$/.exec(n)?.[1] ?? (isIP(n) ? n : undefined);
+  if (literal !== undefined) return localAddress(literal);
+  return !n.includes('.') || n === 'localhost' || /\.(localhost|local|internal|invalid|test|example)$/.test(n) || /(^|\.)example\.(com|net|org)$/.test(n);
 }
 
 function localUrl(url: string): boolean {
   try {
-    const host = new URL(url).hostname.replace(/^\[|\]$/g, '');
-    return localOnly(host) || /^127\./.test(host) || host === '::1' || host === '0.0.0.0';
+    const host = new URL(url).hostname;
+    return localOnly(host);
   } catch {
     return false;
   }
@@ -250,9 +262,9 @@ export function configWarnings(cfg: Config): string[] {
   const out: string[] = [];
   const has = (r: Config['roles'][number]) => cfg.roles.includes(r);
   if (has('delivery')) {
-    if (localOnly(cfg.delivery.bounceDomain)) out.push(`delivery.bounceDomain is ${cfg.delivery.bounceDomain}: every envelope sender is at it, and no bounce can come back to a name only this machine knows; set a domain whose MX points at the feedback role`);
+    if (localOnly(cfg.delivery.bounceDomain)) out.push(`delivery.bounceDomain is ${cfg.delivery.bounceDomain}: every envelope sender is at it, and no bounce can come back to it (a name only this machine knows, or a placeholder); set a domain whose MX points at the feedback role`);
     const ehlo = cfg.delivery.ehloName ?? cfg.instance.hostname;
-    if (localOnly(ehlo)) out.push(`the EHLO name is ${ehlo} (${cfg.delivery.ehloName === null ? 'instance.hostname' : 'delivery.ehloName'}): receivers want a fully qualified name whose address's PTR gives it back; set instance.hostname (or delivery.ehloName)`);
+    if (localOnly(ehlo)) out.push(`the EHLO name is ${ehlo} (${cfg.delivery.ehloName === null ? 'instance.hostname' : 'delivery.ehloName'}): receivers want this host's own fully qualified name, the one its address's PTR gives back; set instance.hostname (or delivery.ehloName)`);
   }
   // The render threads of the delivery role write the URLs (with token keys), the tracking role answers them.
   const tracked = has('tracking') || (has('delivery') && cfg.tracking.signWith !== null && cfg.tracking.keys.length > 0);

@@ -49,8 +49,8 @@ function configFile(name: string, tree: unknown): string {
 test('a valid file: exit 0 (the DKIM key path is relative to the file, not to the working directory)', async () => {
   const file = configFile('valid.yaml', {
     admin: { port: 9500 },
-    instance: { hostname: 'mta1.acme.example' },
-    delivery: { bounceDomain: 'bounces.acme.example' },
+    instance: { hostname: 'mta1.acme-mail.net' },
+    delivery: { bounceDomain: 'bounces.acme-mail.net' },
     redis: { url: 'redis://:s3cret@127.0.0.1:6390/2' },
     shaping: { default: { retry: ['30s', '2m'] } },
     accounts: [account()],
@@ -73,18 +73,27 @@ test('valid but for one machine only (a localhost bounce domain, a bare host nam
   // The tracking URL matters where mail is tracked: the tracking role (or token keys for the render threads).
   writeFileSync(join(dir, 'tk'), 'tracking-key-0123456789abcdef');
   const tracked = configFile('tracked.yaml', {
-    roles: ['tracking'], instance: { hostname: 'mta1.acme.example' }, accounts: [account()],
+    roles: ['tracking'], instance: { hostname: 'mta1.acme-mail.net' }, accounts: [account()],
     tracking: { keys: [{ id: 'k1', secretFile: './tk', notAfter: null }], signWith: 'k1' },
   });
   const t = await sluice(['config', 'check', '--config', tracked]);
   assert.is(t.code, 0, t.err);
   assert.match(t.out, /^configuration is valid\nwarning: tracking\.publicBaseUrl is http:\/\/localhost:8080: /);
   const live = configFile('live.yaml', {
-    roles: ['tracking', 'delivery'], instance: { hostname: 'mta1.acme.example' }, delivery: { bounceDomain: 'bounces.acme.example' }, accounts: [account()],
-    tracking: { keys: [{ id: 'k1', secretFile: './tk', notAfter: null }], signWith: 'k1', publicBaseUrl: 'https://t.acme.example' },
+    roles: ['tracking', 'delivery'], instance: { hostname: 'mta1.acme-mail.net' }, delivery: { bounceDomain: 'bounces.acme-mail.net' }, accounts: [account()],
+    tracking: { keys: [{ id: 'k1', secretFile: './tk', notAfter: null }], signWith: 'k1', publicBaseUrl: 'https://t.acme-mail.net' },
   });
   const l = await sluice(['config', 'check', '--config', live]);
   assert.is(l.out, 'configuration is valid\n', 'nothing to say of names the Internet can reach');
+  // An address literal counts by its address; the Docker template's placeholders (RFC 2606) are warned of until set.
+  const literal = configFile('literal.yaml', { instance: { hostname: 'mta1.acme-mail.net' }, delivery: { bounceDomain: 'bounces.acme-mail.net', ehloName: '[IPv6:2001:db8::25]' }, accounts: [account()] });
+  assert.is((await sluice(['config', 'check', '--config', literal])).out, 'configuration is valid\n');
+  const loop = configFile('loop.yaml', { instance: { hostname: 'mta1.acme-mail.net' }, delivery: { bounceDomain: 'bounces.acme-mail.net', ehloName: '[127.0.0.1]' }, accounts: [account()] });
+  assert.match((await sluice(['config', 'check', '--config', loop])).out, /warning: the EHLO name is \[127\.0\.0\.1\]/);
+  const docker = await sluice(['config', 'check', '--config', new URL('../../docker/conf/sluice.yaml', import.meta.url).pathname]);
+  assert.is(docker.code, 0, docker.err);
+  assert.match(docker.out, /warning: delivery\.bounceDomain is bounce\.example\.com/);
+  assert.match(docker.out, /warning: the EHLO name is mail\.example\.com/);
 });
 
 test('SLUICE_CONFIG names the file when --config is absent, and a bad one fails', async () => {
