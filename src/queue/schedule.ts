@@ -63,9 +63,15 @@ export async function reschedule(redis: RedisClient, keys: Keys, shards: number,
   const key = keys.schedule(shardOf(domain, shards));
   const score = nextAt ?? now + IDLE_RECHECK_MS;
   // Nothing queued: an idle re-check while the destination is scheduled (XX), not one that puts
-  // back a destination forgetDestination took out meanwhile (the re-check below does, if work came).
-  if (nextAt === null) await redis.zadd(key, 'XX', score, domain);
-  else await redis.zadd(key, score, domain);
+  // back a destination forgetDestination took out meanwhile (the re-check below does, if work came);
+  // and one no longer listed (forgotten, then put back in the schedule by a plain write that raced
+  // with the forget: a postpone, a reschedule) leaves the schedule, or it would be looked at every
+  // IDLE_RECHECK_MS for good. Work queued meanwhile lists it first (enqueue.ts phase 0), so a
+  // destination not listed has none the re-check below would miss.
+  if (nextAt === null) {
+    if ((await redis.sismember(keys.destinations(shardOf(domain, shards)), domain)) === 1) await redis.zadd(key, 'XX', score, domain);
+    else await redis.zrem(key, domain);
+  } else await redis.zadd(key, score, domain);
   const earliest = await lowestScore(redis, keys.ready(domain));
   if (earliest !== null && earliest < score) await redis.zadd(key, 'LT', earliest, domain);
 }

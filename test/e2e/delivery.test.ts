@@ -401,6 +401,8 @@ test('a destination looked at with nothing due (an idle re-check) gets no DNS lo
   const schedule = keys.schedule(shardOf('idle.test', s.config.redis.scheduleShards));
   const before = rateSink.connections();
   const now = Date.now();
+  // Listed and due: as a destination whose mail went out is, until the reaper forgets it.
+  await r.sadd(keys.destinations(shardOf('idle.test', s.config.redis.scheduleShards)), 'idle.test');
   await r.zadd(schedule, now, 'idle.test');
   // The dispatcher looks (the score moves on: an idle re-check in 5 minutes)...
   for (const until = Date.now() + 10_000; Date.now() < until; await new Promise((res) => setTimeout(res, 50))) {
@@ -411,6 +413,7 @@ test('a destination looked at with nothing due (an idle re-check) gets no DNS lo
   await new Promise((res) => setTimeout(res, 300));
   assert.is(rateSink.connections(), before, 'no session opened');
   await r.zrem(schedule, 'idle.test');
+  await r.srem(keys.destinations(shardOf('idle.test', s.config.redis.scheduleShards)), 'idle.test');
 });
 
 test('a rule of 10 msgs/s holds over a window (counts, generous margin)', async () => {

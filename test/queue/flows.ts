@@ -319,8 +319,9 @@ export function queueFlows(name: string, start: () => Promise<Harness>) {
 
   test('reschedule: an idle destination is re-checked after 5 minutes; work present keeps it due', async () => {
     const keys = ctx();
-    // Scheduled (a dispatcher took it from the schedule), found with nothing queued.
+    // Listed and scheduled (a dispatcher took it from the schedule), found with nothing queued.
     await redis.zadd(keys.schedule(shardOf('idle.test', SHARDS)), T, 'idle.test');
+    await redis.sadd(keys.destinations(shardOf('idle.test', SHARDS)), 'idle.test');
     await reschedule(redis, keys, SHARDS, 'idle.test', null, T);
     assert.is(await score(keys, 'idle.test'), T + IDLE_RECHECK_MS);
     assert.equal(await dueDestinations(redis, keys, shardOf('idle.test', SHARDS), T, 10), []);
@@ -484,6 +485,10 @@ export function queueFlows(name: string, start: () => Promise<Harness>) {
     // A dispatcher that was looking at it meanwhile finds nothing: its idle re-check does not bring it back.
     await reschedule(redis, keys, SHARDS, d, null, T);
     assert.is(await redis.zscore(keys.schedule(shard), d), null);
+    // Put back in the schedule by a plain write racing the forget (a postpone): its next idle look takes it out.
+    await postpone(redis, keys, SHARDS, d, T);
+    await reschedule(redis, keys, SHARDS, d, null, T);
+    assert.is(await redis.zscore(keys.schedule(shard), d), null, 'not listed: out of the schedule');
 
     // An enqueue whose two phases land between the ZREM and the second look: listed and due again.
     await redis.zadd(keys.schedule(shard), T, d);
