@@ -96,16 +96,25 @@ export class Reaper {
     }
   }
 
-  /** Makes a count a crash left owed, then forgets it; true when this call counted it. */
+  /**
+   * Makes a count a crash left owed, then forgets it; true when this call counted it. A count that
+   * fails (its message's master refuses writes, is out of reach) stays owed, moved behind the others
+   * of its destination, and the pass goes on: the other destinations' leases do not wait on that master.
+   */
   private async countOwed(domain: string, member: string, now: number): Promise<boolean> {
     const { redis, keys } = this.o;
     const c = parseOwedMember(member);
     let counted = false;
-    if (c) {
-      const kind = (await countCopy(redis, keys, c, c, now, this.o.counts ?? DEFAULT_COUNTS)).kind;
-      counted = kind === 'campaign' || kind === 'message';
-    } else this.o.logger.warn({ domain, member }, 'an owed count that is not one: dropped');
-    await clearOwed(redis, keys, domain, member);
+    try {
+      if (c) {
+        const kind = (await countCopy(redis, keys, c, c, now, this.o.counts ?? DEFAULT_COUNTS)).kind;
+        counted = kind === 'campaign' || kind === 'message';
+      } else this.o.logger.warn({ domain, member }, 'an owed count that is not one: dropped');
+      await clearOwed(redis, keys, domain, member);
+    } catch (err) {
+      this.o.logger.warn({ err, domain, msgId: c?.msgId }, 'an owed count could not be made: tried again on a later pass');
+      await redis.zadd(keys.owed(domain), 'XX', now, member).catch(() => undefined);
+    }
     return counted;
   }
 

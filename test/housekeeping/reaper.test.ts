@@ -4,6 +4,8 @@ import { Reaper } from '../../src/housekeeping/reaper.js';
 import { enqueueRecipients } from '../../src/queue/enqueue.js';
 import { claim } from '../../src/queue/claim.js';
 import { ack } from '../../src/queue/outcome.js';
+import { persistMessage } from '../../src/ingress/persist.js';
+import { newId } from '../../src/core/ids.js';
 import { shardOf } from '../../src/redis/keys.js';
 import { createLogger } from '../../src/observability/logger.js';
 
@@ -58,6 +60,31 @@ test("a dead process's 2,500 expired leases at one destination are all back afte
   assert.is(reaped, 2500);
   assert.is(await env.client.zcard(keys.leases('dead.test')), 0);
   assert.is(await env.client.zcard(keys.ready('dead.test')), 2500);
+});
+
+test("a count the reaper cannot make (its message's keys refuse it) stays owed, and the pass goes on to the other destinations' leases", async () => {
+  const { keys } = env.redis.fresh();
+  let now = T;
+  const reaper = new Reaper({ redis: env.client, keys, shards: SHARDS, intervalMs: 60_000, logger: createLogger('silent'), now: () => now, counts: { recordsMs: 60_000, refsMs: 60_000, graceMs: 1000 } });
+  const id = newId(T);
+  await persistMessage(env.client, keys, SHARDS, { id, account: 'acct', source: 'http', kind: 'raw', from: 'n@x.test', fromDomain: 'x.test', rcpts: [{ address: 'a@owes.test', domain: 'owes.test' }], acceptedAt: T, tags: [], metadata: {}, body: 'To: a@owes.test\r\n\r\nhi\r\n' });
+  const [e] = (await claim(env.client, keys, { domain: 'owes.test', max: 1, leaseMs: 30_000, now: T })).entries;
+  assert.is(await ack(env.client, keys, e!, { code: 250, enhanced: '2.0.0', response: '250 ok', now: T, recordTtlMs: 60_000, owe: { counter: 'delivered' } }), 2);
+  // A dead process's lease elsewhere, and the count's key made unusable (WRONGTYPE: every count fails before it writes).
+  await enqueueRecipients(env.client, keys, SHARDS, [{ msgId: 'dead', idx: 0, domain: 'dead.test', dueAt: T }]);
+  await claim(env.client, keys, { domain: 'dead.test', max: 1, leaseMs: 1000, now: T });
+  await env.client.sadd(keys.copiesCounted(id), 'poison');
+  now = T + 60_000;
+  const r = await reaper.tick();
+  assert.is(r.reaped, 1, "the other destination's lease is back");
+  assert.is(r.counted, 0);
+  assert.is(await env.client.zcard(keys.owed('owes.test')), 1, 'still owed');
+  assert.is(await env.client.hget(keys.msgMeta(id), 'pending'), '1');
+  await env.client.del(keys.copiesCounted(id));
+  now += 2000; // moved behind the others at the failure: due again after the grace
+  assert.is((await reaper.tick()).counted, 1, 'made once the keys take it');
+  assert.is(await env.client.hget(keys.msgMeta(id), 'pending'), '0');
+  assert.is(await env.client.zcard(keys.owed('owes.test')), 0);
 });
 
 test.run();
