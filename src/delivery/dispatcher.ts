@@ -1529,7 +1529,8 @@ export class Dispatcher {
     if (outcome.result === 'delivered') {
       if (msg?.dsn) await this.reportToSender(entry, msg, address, outcome, '2.0.0', 'That server does not report delivery to the mailbox: this is the last report on it.', 'relayed');
       const ev = eventOf('delivered', fields);
-      if (msg?.kind !== 'campaign' && single) {
+      // Not for a copy whose message could not be loaded: its record may be a campaign's (counted below by what it is).
+      if (msg !== null && msg.kind !== 'campaign' && single) {
         // One script for the ack and the message's pending count (a campaign counts elsewhere).
         const r = await ackAndFinish(redis, keys, entry, { ...base, recordTtlMs, messageTtlMs: recordTtlMs, ...(ev ? { event: ev } : {}) });
         applied = r.reply;
@@ -1624,6 +1625,11 @@ export class Dispatcher {
     } else if (msg?.kind === 'campaign') {
       if (!(final && countedHere !== undefined)) await recordCampaignOutcome(redis, keys, msg.id, { counter, reason: bounceReason, final, now, hardbounce: addressBounce }).catch((err: unknown) => this.log.warn({ err, campaign: msg.id }, 'could not count the campaign outcome'));
       if (addressBounce) await this.o.reputation?.judgeCampaign?.(msg.id).catch((err: unknown) => this.log.warn({ err, campaign: msg.id }, 'campaign not judged'));
+    } else if (final && !finishedHere && msg === null) {
+      // Not loaded (a read that failed, or a record gone): counted by what its record says it is, a
+      // campaign's copy as one (finishRecipient would take a campaign's pending down as a message's,
+      // never completing it, and delete its template with the last).
+      await this.o.messages.countCopy(entry, { counter, reason: bounceReason, hard: addressBounce }, now).catch((err: unknown) => this.log.warn({ err, msgId: entry.msgId }, 'could not count the outcome on its message or campaign'));
     } else if (final && !finishedHere) {
       await this.o.messages.finished(entry.msgId, now).catch((err: unknown) => this.log.warn({ err, msgId: entry.msgId }, 'could not update message refcount'));
     }
