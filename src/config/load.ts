@@ -229,7 +229,7 @@ export function validateConfig(tree: unknown, source?: string, earlier: readonly
 
 /** A loopback or unspecified address: reaches this machine only. */
 function localAddress(ip: string): boolean {
-  return /^127\./.test(ip) || ip === '0.0.0.0' || ip === '::1' || ip === '::' || /^::ffff:127\./i.test(ip);
+  return /^127\./.test(ip) || ip === '0.0.0.0' || ip === '::1' || ip === '::' || /^::ffff:(127\.|7f[0-9a-f]{2}:)/i.test(ip);
 }
 
 /**

@@ -68,12 +68,20 @@ export async function reschedule(redis: RedisClient, keys: Keys, shards: number,
   // with the forget: a postpone, a reschedule) leaves the schedule, or it would be looked at every
   // IDLE_RECHECK_MS for good. Work queued meanwhile lists it first (enqueue.ts phase 0), so a
   // destination not listed has none the re-check below would miss.
+  let dropped = false;
   if (nextAt === null) {
-    if ((await redis.sismember(keys.destinations(shardOf(domain, shards)), domain)) === 1) await redis.zadd(key, 'XX', score, domain);
-    else await redis.zrem(key, domain);
+    const shard = shardOf(domain, shards);
+    if ((await redis.sismember(keys.destinations(shard), domain)) === 1) await redis.zadd(key, 'XX', score, domain);
+    else {
+      // With its postponed note, as forgetDestination does (one slot: the shard's).
+      await redis.multi().zrem(key, domain).hdel(keys.postponed(shard), domain).exec();
+      dropped = true;
+    }
   } else await redis.zadd(key, score, domain);
+  // Work queued meanwhile: due no later than it is (also work due later than `score`, whose enqueue's
+  // schedule entry the ZREM above may have taken).
   const earliest = await lowestScore(redis, keys.ready(domain));
-  if (earliest !== null && earliest < score) await redis.zadd(key, 'LT', earliest, domain);
+  if (earliest !== null && (dropped || earliest < score)) await redis.zadd(key, 'LT', earliest, domain);
 }
 
 /**

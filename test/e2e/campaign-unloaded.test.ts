@@ -41,7 +41,8 @@ test('a campaign whose template is gone when its copy is sent counts the copy bo
   const created = await s.api('/v1/campaigns', { body: { from: 'news@acme.example', subject: 'unloaded', text: 'hi', listId: list.id, sendAt: 'now' } });
   assert.is(created.status, 201, JSON.stringify(created.body));
   const id = created.body.id as string;
-  for (let i = 0; i < 200 && (await client.hget(keys.msgMeta(id), 'enqueued')) !== '1'; i++) await new Promise((r) => setTimeout(r, 50));
+  for (let i = 0; i < 400 && (await client.hget(keys.msgMeta(id), 'enqueued')) !== '1'; i++) await new Promise((r) => setTimeout(r, 50));
+  assert.is(await client.hget(keys.msgMeta(id), 'enqueued'), '1', 'the list is queued');
   await client.del(keys.msgBody(id));
   await releaseHolds(client, keys, s.config.redis.scheduleShards, [{ kind: 'domain', name: 'gone.test' }], Date.now());
   let stats: { state?: string; pending?: number; bounced?: number } = {};

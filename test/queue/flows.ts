@@ -489,6 +489,22 @@ export function queueFlows(name: string, start: () => Promise<Harness>) {
     await postpone(redis, keys, SHARDS, d, T);
     await reschedule(redis, keys, SHARDS, d, null, T);
     assert.is(await redis.zscore(keys.schedule(shard), d), null, 'not listed: out of the schedule');
+    // An enqueue of mail due in 10 minutes lands between that look at the set and the ZREM: still scheduled for it.
+    await postpone(redis, keys, SHARDS, d, T);
+    const later = new Proxy(redis, {
+      get(target, prop, receiver) {
+        const v = Reflect.get(target, prop, receiver) as unknown;
+        if (prop === 'sismember') return async (...a: unknown[]) => {
+          const r = await (v as (...x: unknown[]) => Promise<number>).apply(target, a);
+          await enqueueRecipients(other, keys, SHARDS, [{ msgId: 'late', idx: 0, domain: d, dueAt: T + 600_000 }]);
+          return r;
+        };
+        return typeof v === 'function' ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      },
+    }) as RedisClient;
+    await reschedule(later, keys, SHARDS, d, null, T);
+    assert.is(await redis.zscore(keys.schedule(shard), d), String(T + 600_000), 'scheduled for its work');
+    await redis.del(keys.ready(d));
 
     // An enqueue whose two phases land between the ZREM and the second look: listed and due again.
     await redis.zadd(keys.schedule(shard), T, d);
