@@ -3,6 +3,7 @@ import { dirname, isAbsolute, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { hostname } from 'node:os';
 import { isIP } from 'node:net';
+import { addressScope } from '../core/public-address.js';
 import YAML from 'yaml';
 import { SluiceError, type FieldError } from '../core/errors.js';
 import { configSchema, type Config } from './schema.js';
@@ -227,11 +228,6 @@ export function validateConfig(tree: unknown, source?: string, earlier: readonly
   return deepFreeze(cfg);
 }
 
-/** A loopback or unspecified address: reaches this machine only. */
-function localAddress(ip: string): boolean {
-  return /^127\./.test(ip) || ip === '0.0.0.0' || ip === '::1' || ip === '::' || /^::ffff:(127\.|7f[0-9a-f]{2}:)/i.test(ip);
-}
-
 /**
  * A name that resolves only on this machine, a bare host name, or a documentation placeholder
  * (RFC 2606's .example, example.com, .net, .org): fine on one machine or in a template, wrong on the Internet.
@@ -240,7 +236,7 @@ function localAddress(ip: string): boolean {
 function localOnly(name: string): boolean {
   const n = name.toLowerCase().replace(/\.$/, '');
   const literal = /^\[(?:ipv6:)?([^\]]+)\]$/.exec(n)?.[1] ?? (isIP(n) ? n : undefined);
-  if (literal !== undefined) return localAddress(literal);
+  if (literal !== undefined) return addressScope(literal) === 'loopback';
   return !n.includes('.') || n === 'localhost' || /\.(localhost|local|internal|invalid|test|example)$/.test(n) || /(^|\.)example\.(com|net|org)$/.test(n);
 }
 

@@ -1226,13 +1226,16 @@ export class Dispatcher {
     /** Copies this host answered with a 4xx that sends them on to the attempt's next host (movesOn): leased until settled. */
     const onward: Onward[] = [];
     let session: Session | undefined;
-    const renew = async (): Promise<void> => {
-      const now = this.now();
-      const leased = [...onward.map((o) => o.entry), ...entries.slice(next, end)];
-      const gone = await extendLeases(redis, keys, domain, leased, now + leaseMs);
-      gone.forEach((m) => lost.add(m));
-      heldUntil = Math.max(heldUntil, now + leaseMs);
-    };
+    /** One renewal at a time: the timer's and one a copy waits for share it. */
+    let renewing: Promise<void> | undefined;
+    const renew = (): Promise<void> =>
+      (renewing ??= (async () => {
+        const now = this.now();
+        const leased = [...onward.map((o) => o.entry), ...entries.slice(next, end)];
+        const gone = await extendLeases(redis, keys, domain, leased, now + leaseMs);
+        gone.forEach((m) => lost.add(m));
+        heldUntil = Math.max(heldUntil, now + leaseMs);
+      })().finally(() => (renewing = undefined)));
     const keepAlive = setInterval(() => {
       renew().catch((err: unknown) => this.log.warn({ err, domain }, 'leases could not be extended'));
     }, Math.max(1000, Math.floor(leaseMs / 3)));
@@ -1620,7 +1623,8 @@ export class Dispatcher {
         () => true,
         (err: unknown) => (this.log.warn({ err, msgId: entry.msgId, idx: entry.idx }, 'could not count the outcome on its message or campaign: the reaper will'), false),
       );
-      if (counted) await clearOwed(redis, keys, entry.domain, owedMember(entry, c)).catch((err: unknown) => this.log.warn({ err, domain: entry.domain }, 'could not clear an owed count (counted once all the same)'));
+      // Not waited for: a note left by a failure costs the reaper a count that finds the copy counted.
+      if (counted) void clearOwed(redis, keys, entry.domain, owedMember(entry, c)).catch((err: unknown) => this.log.warn({ err, domain: entry.domain }, 'could not clear an owed count (counted once all the same)'));
       if (msg?.kind === 'campaign' && addressBounce) await this.o.reputation?.judgeCampaign?.(msg.id).catch((err: unknown) => this.log.warn({ err, campaign: msg.id }, 'campaign not judged'));
     } else if (msg?.kind === 'campaign') {
       if (!(final && countedHere !== undefined)) await recordCampaignOutcome(redis, keys, msg.id, { counter, reason: bounceReason, final, now, hardbounce: addressBounce }).catch((err: unknown) => this.log.warn({ err, campaign: msg.id }, 'could not count the campaign outcome'));

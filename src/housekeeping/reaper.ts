@@ -40,15 +40,13 @@ export interface ReaperOptions {
    * stalled longer has lost its leases too). Counting early costs nothing but the work: a copy is
    * counted once, whoever comes first.
    */
-  counts?: { readonly recordsMs: number; readonly refsMs: number; readonly graceMs?: number };
+  counts: { readonly recordsMs: number; readonly refsMs: number; readonly graceMs?: number };
 }
 
 /** How long after its outcome a count may still be on its way from the dispatcher that wrote it (when counts.graceMs is not given). */
 export const OWED_GRACE_MS = 60_000;
 /** Owed counts made per destination per visit. */
 const OWED_PER_VISIT = 100;
-/** Retention when the caller names none: config/default.yaml's (retention.records 90 d; references 72 h of maxAge more, ingress/persist.ts refsTtlMs). */
-const DEFAULT_COUNTS = { recordsMs: 90 * 86_400_000, refsMs: (72 + 90 * 24) * 3_600_000 };
 
 /** Destinations visited per shard per tick. */
 const SCAN_COUNT = 200;
@@ -89,7 +87,7 @@ export class Reaper {
     let owed = 0;
     for (let call = 0; ; call++) {
       const now = this.now();
-      const r = await reapAndCount(this.o.redis, this.o.keys, domain, now, REAP_CALL, call === 0 ? { before: now - (this.o.counts?.graceMs ?? OWED_GRACE_MS), limit: OWED_PER_VISIT } : undefined);
+      const r = await reapAndCount(this.o.redis, this.o.keys, domain, now, REAP_CALL, call === 0 ? { before: now - (this.o.counts.graceMs ?? OWED_GRACE_MS), limit: OWED_PER_VISIT } : undefined);
       moved += r.moved;
       for (const member of r.owed) if (await this.countOwed(domain, member, now)) owed++;
       if (r.moved < REAP_CALL || call + 1 >= REAP_CALLS || this.stopped) return { moved, left: r.left, owed };
@@ -107,7 +105,7 @@ export class Reaper {
     let counted = false;
     try {
       if (c) {
-        const kind = (await countCopy(redis, keys, c, c, now, this.o.counts ?? DEFAULT_COUNTS)).kind;
+        const kind = (await countCopy(redis, keys, c, c, now, this.o.counts)).kind;
         counted = kind === 'campaign' || kind === 'message';
       } else this.o.logger.warn({ domain, member }, 'an owed count that is not one: dropped');
       await clearOwed(redis, keys, domain, member);

@@ -41,6 +41,12 @@ export function createMetrics(opts: MetricsOptions = {}) {
   // waits too answers nothing at all (`up` 0, every counter missing) just when it matters. The gauge
   // keeps its last value then, and so it does when a sampler fails; a run still going is not started twice.
   const running = new Map<SampledGauge, Promise<void>>();
+  /** Waits for `p` (which never rejects), SAMPLE_WAIT_MS at most. */
+  const waitAtMost = async (p: Promise<unknown>): Promise<void> => {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([p, new Promise<void>((resolve) => (timer = setTimeout(resolve, SAMPLE_WAIT_MS)))]);
+    clearTimeout(timer);
+  };
   const sampled = (name: SampledGauge) => ({
     async collect() {
       const fn = samplers.get(name);
@@ -64,9 +70,7 @@ export function createMetrics(opts: MetricsOptions = {}) {
           .finally(() => running.delete(name));
         running.set(name, run);
       }
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([run, new Promise<void>((resolve) => (timer = setTimeout(resolve, SAMPLE_WAIT_MS)))]);
-      clearTimeout(timer);
+      await waitAtMost(run);
     },
   });
   // prom-client's process and Node.js metrics, named sluice_process_* and sluice_nodejs_*.
@@ -256,10 +260,7 @@ export function createMetrics(opts: MetricsOptions = {}) {
     sampleErrors: new Counter({
       name: 'sluice_metric_sample_errors_total', help: 'Failed reads of a gauge sampled at scrape time (the gauge kept its last value)', labelNames: ['gauge'] as const, registers: [registry],
       async collect() {
-        if (running.size === 0) return;
-        let timer: NodeJS.Timeout | undefined;
-        await Promise.race([Promise.all(running.values()), new Promise<void>((resolve) => (timer = setTimeout(resolve, SAMPLE_WAIT_MS)))]);
-        clearTimeout(timer);
+        if (running.size > 0) await waitAtMost(Promise.all(running.values()));
       },
     }),
   };

@@ -114,7 +114,7 @@ export async function ack(
   const ev = o.event ? { key: [o.event.stream], args: [o.event.maxLen, o.event.packed] } : { key: [], args: [] };
   const n = k.length + c.length + ev.key.length;
   if (o.owe && n !== 3) throw new Error('ack: an owed count is for the three-key form (a cluster), not with a count or event in the same step');
-  const reply = n === 3 ? await (o.owe ? redis.ack(...k, ...a, owedMember(e, o.owe)) : redis.ack(...k, ...a)) : await redis.ackKeys(n as 4 | 5 | 6, ...k, ...c, ...ev.key, ...a, ...ev.args);
+  const reply = n === 3 ? await redis.ack(...k, ...a, o.owe ? owedMember(e, o.owe) : '') : await redis.ackKeys(n as 4 | 5 | 6, ...k, ...c, ...ev.key, ...a, ...ev.args);
   return asReply(reply);
 }
 
@@ -182,7 +182,7 @@ async function bounceScript(redis: RedisClient, keys: Keys, e: QueueEntry, args:
   const ev = event ? { key: [event.stream], args: [event.maxLen, event.packed] } : { key: [], args: [] };
   const n = k.length + c.key.length + ev.key.length;
   if (owe && n !== 3) throw new Error('bounce: an owed count is for the three-key form (a cluster), not with a count or event in the same step');
-  const reply = n === 3 ? await (owe ? redis.bounce(...k, entryMember(e), ...args, owedMember(e, owe)) : redis.bounce(...k, entryMember(e), ...args)) : await redis.bounceKeys(n as 4 | 5 | 6, ...k, ...c.key, ...ev.key, entryMember(e), ...args, ...c.args, ...ev.args);
+  const reply = n === 3 ? await redis.bounce(...k, entryMember(e), ...args, owe ? owedMember(e, owe) : '') : await redis.bounceKeys(n as 4 | 5 | 6, ...k, ...c.key, ...ev.key, entryMember(e), ...args, ...c.args, ...ev.args);
   return asReply(reply);
 }
 

@@ -25,8 +25,6 @@ export async function reapExpired(redis: RedisClient, keys: Keys, domain: string
 export async function reapAndCount(
   redis: RedisClient, keys: Keys, domain: string, now: number, limit: number, owed?: { before: number; limit: number },
 ): Promise<{ moved: number; left: number; owed: string[] }> {
-  const [moved, left, ...members] = owed
-    ? await redis.reap(keys.leases(domain), keys.ready(domain), keys.owed(domain), now, Math.max(0, Math.floor(limit)), owed.before, owed.limit)
-    : await redis.reap(keys.leases(domain), keys.ready(domain), keys.owed(domain), now, Math.max(0, Math.floor(limit)));
+  const [moved, left, ...members] = await redis.reap(keys.leases(domain), keys.ready(domain), keys.owed(domain), now, Math.max(0, Math.floor(limit)), owed?.before ?? '', owed?.limit ?? 0);
   return { moved, left, owed: members };
 }

@@ -150,20 +150,17 @@ async function repairOne(redis: RedisClient, keys: Keys, shard: number, domain: 
   return true;
 }
 
-/** Recipients of campaigns waiting at a destination, pointer or not (a paused campaign has none). */
-async function campaignWaiting(redis: RedisClient, keys: Keys, domain: string): Promise<number> {
-  const ids = await redis.hkeys(keys.campaignPushed(domain));
-  if (ids.length === 0) return 0;
-  return (await Promise.all(ids.map((id) => redis.llen(keys.campaignQueue(domain, id))))).reduce((a, b) => a + b, 0);
-}
-
 /**
  * Entries and campaign recipients a destination holds (ready, leased, waiting behind a pointer or
- * paused), and copies it owes a count (lib/owed.lua: the reaper's visits count what a crash left).
+ * paused: queueDepth-4.lua, as `sluice queue` reads them), and copies it owes a count (lib/owed.lua:
+ * the reaper's visits count what a crash left).
  */
 async function queuedAt(redis: RedisClient, keys: Keys, domain: string): Promise<number> {
-  const [ready, leased, owed, waiting] = await Promise.all([redis.zcard(keys.ready(domain)), redis.zcard(keys.leases(domain)), redis.zcard(keys.owed(domain)), campaignWaiting(redis, keys, domain)]);
-  return ready + leased + owed + waiting;
+  const [depth, owed] = await Promise.all([
+    redis.queueDepth(keys.ready(domain), keys.leases(domain), keys.campaignPushed(domain), keys.destinationRule(domain)),
+    redis.zcard(keys.owed(domain)),
+  ]);
+  return Number(depth[0]) + Number(depth[1]) + Number(depth[2]) + owed;
 }
 
 /**

@@ -151,7 +151,7 @@ test('two holders of one recipient (a reaped lease) settle it both: its sender g
   const [member] = await rc.zrange(k.leases('gate.test'), 0, -1);
   assert.ok(member, 'the recipient is leased');
   await rc.zadd(k.leases('gate.test'), 'XX', Date.now() - 1000, member!);
-  const reaper = new Reaper({ redis: rc, keys: k, shards: a.config.redis.scheduleShards, intervalMs: 60_000, logger: pino({ level: 'silent' }) });
+  const reaper = new Reaper({ redis: rc, keys: k, shards: a.config.redis.scheduleShards, intervalMs: 60_000, logger: pino({ level: 'silent' }), counts: { recordsMs: a.config.retention.records, refsMs: a.config.retention.records } });
   assert.is((await reaper.tick()).reaped, 1);
   assert.is((await a.waitFinal(id)).recipients[0].state, 'bounced');
   // Now the first holder gets its 550 too, and settles the recipient again: a no-op outcome.
@@ -185,7 +185,7 @@ test('a notice that cannot be stored keeps its recipient unsettled: the recipien
   // returns the recipient to the queue: its next attempt is refused again and queues the notice.
   await rc.del(noticeMeta);
   await rc.zadd(k.leases('poison.test'), 'XX', Date.now() - 1000, member!);
-  const reaper = new Reaper({ redis: rc, keys: k, shards: a.config.redis.scheduleShards, intervalMs: 60_000, logger: pino({ level: 'silent' }) });
+  const reaper = new Reaper({ redis: rc, keys: k, shards: a.config.redis.scheduleShards, intervalMs: 60_000, logger: pino({ level: 'silent' }), counts: { recordsMs: a.config.retention.records, refsMs: a.config.retention.records } });
   assert.is((await reaper.tick()).reaped, 1);
   assert.is((await a.waitFinal(id)).recipients[0].state, 'bounced');
   await a.waitSettled(id);

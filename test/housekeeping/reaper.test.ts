@@ -13,11 +13,12 @@ const { test, env } = redisSuite('housekeeping/reaper');
 
 const SHARDS = 2;
 const T = 1_700_000_000_000;
+const COUNTS = { recordsMs: 60_000, refsMs: 60_000 };
 
 test('a destination with nothing queued on two visits in a row leaves the destination sets; one with work or a lease stays; an expired lease is reaped', async () => {
   const { keys } = env.redis.fresh();
   let now = T;
-  const reaper = new Reaper({ redis: env.client, keys, shards: SHARDS, intervalMs: 60_000, logger: createLogger('silent'), now: () => now });
+  const reaper = new Reaper({ redis: env.client, keys, shards: SHARDS, intervalMs: 60_000, logger: createLogger('silent'), now: () => now, counts: COUNTS });
   await enqueueRecipients(env.client, keys, SHARDS, [
     { msgId: 'w', idx: 0, domain: 'work.test', dueAt: T + 3_600_000 },
     { msgId: 'l', idx: 0, domain: 'leased.test', dueAt: T },
@@ -52,7 +53,7 @@ test('a destination with nothing queued on two visits in a row leaves the destin
 
 test("a dead process's 2,500 expired leases at one destination are all back after one visit, not 1,000 a lap", async () => {
   const { keys } = env.redis.fresh();
-  const reaper = new Reaper({ redis: env.client, keys, shards: SHARDS, intervalMs: 60_000, logger: createLogger('silent'), now: () => T + 60_000 });
+  const reaper = new Reaper({ redis: env.client, keys, shards: SHARDS, intervalMs: 60_000, logger: createLogger('silent'), now: () => T + 60_000, counts: COUNTS });
   const items = Array.from({ length: 2500 }, (_, i) => ({ msgId: `m${i}`, idx: 0, domain: 'dead.test', dueAt: T }));
   await enqueueRecipients(env.client, keys, SHARDS, items);
   assert.is((await claim(env.client, keys, { domain: 'dead.test', max: 2500, leaseMs: 30_000, now: T })).entries.length, 2500);
