@@ -3,7 +3,7 @@ import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import type { Metrics } from '../observability/metrics.js';
 import { reapAndCount } from '../queue/reap.js';
-import { clearOwed, parseOwedMember } from '../queue/outcome.js';
+import { clearOwed, parseOwedMember } from '../redis/owed.js';
 import { countCopy } from '../store/copy-count.js';
 import { forgetDestination, repairSchedule } from '../queue/schedule.js';
 import { Ticker } from '../core/ticker.js';

@@ -4,6 +4,8 @@ import type { Keys } from '../redis/keys.js';
 import { getMessage, toMeta, type MessageMeta } from '../store/messages.js';
 import { appendEvent, packEvent } from '../store/events.js';
 import { finishRecipient } from '../store/message-source.js';
+import { countCopy } from '../store/copy-count.js';
+import { clearOwed, owedMember, type OwedCount } from '../redis/owed.js';
 import { recipientStates, type RecipientStatus } from '../queue/status.js';
 import { cancelWaiting } from '../queue/outcome.js';
 import { parseMember } from '../queue/entry.js';
@@ -30,6 +32,8 @@ interface CancelOptions {
 }
 
 const RESPONSE = 'not sent: the message was cancelled';
+/** A cancelled recipient's count on its message. */
+const OWED: OwedCount = { counter: 'cancelled' };
 /**
  * Cancels tried per recipient: each one that misses found the entry moved by delivery meanwhile (a
  * claim, an outcome), so a few more only happen while its copies are being tried again and again.
@@ -85,14 +89,22 @@ export async function cancelRecipients(
         if (s.state !== 'queued' && s.state !== 'deferred') return;
         const fields = { msgId: id, idx: s.idx, account: accountId, domain: rcpt.domain, attempt: s.attempts, code: 0, enhanced: '', reason: 'cancelled' };
         const event = single ? { stream: keys.events(), maxLen: o.eventsMaxLen, packed: packEvent('cancelled', fields) } : undefined;
-        const r = await cancelWaiting(redis, keys, { msgId: id, idx: s.idx, attempt: s.attempts, domain: rcpt.domain }, { now: o.now, response: o.response ?? RESPONSE, recordTtlMs: o.recordTtlMs, ...(event ? { event } : {}) });
+        const copy = { msgId: id, idx: s.idx, attempt: s.attempts, domain: rcpt.domain };
+        const ttl = { recordsMs: o.recordTtlMs, refsMs: o.refsTtlMs };
+        // On a cluster the count is in another slot: the cancel notes it owed (the reaper makes it
+        // after a crash), then it is made and the note cleared.
+        const r = await cancelWaiting(redis, keys, copy, { now: o.now, response: o.response ?? RESPONSE, recordTtlMs: o.recordTtlMs, ...(event ? { event } : { owe: OWED }) });
         if (r !== OUTCOME.NOOP) {
           cancelled++;
           // Counted off before the event on a cluster, so that a failed append cannot leave the
           // message pending for ever; the last one finishes it, held mail maybe long after its
           // acceptance: its references must then last as long as its record.
-          await finishRecipient(redis, keys, id, o.now, { recordsMs: o.recordTtlMs, refsMs: o.refsTtlMs });
-          if (!single) await appendEvent(redis, keys, 'cancelled', fields, o.eventsMaxLen);
+          if (single) await finishRecipient(redis, keys, id, o.now, ttl);
+          else {
+            await countCopy(redis, keys, copy, OWED, o.now, ttl);
+            await clearOwed(redis, keys, rcpt.domain, owedMember(copy, OWED));
+            await appendEvent(redis, keys, 'cancelled', fields, o.eventsMaxLen);
+          }
           return;
         }
         // Not where the read saw it: claimed since (being sent now), or also deferred again or

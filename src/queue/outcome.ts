@@ -3,6 +3,7 @@ import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { byDomain, entryMember, memberTokens, type QueueEntry } from './entry.js';
 import { OUTCOME, truncateResponse } from './outcome-codes.js';
+import { owedMember, type OwedCount } from '../redis/owed.js';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
@@ -46,36 +47,6 @@ declare module 'ioredis' {
 export type OutcomeReply = (typeof OUTCOME)[keyof typeof OUTCOME];
 const asReply = (reply: number): OutcomeReply => (reply === OUTCOME.APPLIED ? OUTCOME.APPLIED : reply === OUTCOME.APPLIED_AFTER_REAP ? OUTCOME.APPLIED_AFTER_REAP : OUTCOME.NOOP);
 const str = (v: number | string | null): string => (v === null ? '' : String(v));
-
-/**
- * The count a copy's final outcome owes its message or campaign, on a Redis Cluster (their keys are
- * in another slot): noted in the destination's owed set by the outcome's own script when it applies
- * (lib/owed.lua), taken out once store/copy-count.ts has counted it.
- */
-export interface OwedCount {
-  /** The campaign stats counter ('delivered', 'bounced', 'expired', 'suppressed', 'cancelled'). */
-  readonly counter: string;
-  readonly reason?: string | undefined;
-  /** A hard bounce of the address ('hardbounces'). */
-  readonly hard?: boolean;
-}
-
-/** The owed set's member for copy `e` (lib/owed.lua): "<msgId>:<idx>|<counter>|<reason>|<hard>". */
-export function owedMember(e: Pick<QueueEntry, 'msgId' | 'idx'>, c: OwedCount): string {
-  return `${e.msgId}:${e.idx}|${c.counter}|${c.reason ?? ''}|${c.hard === true ? '1' : '0'}`;
-}
-
-/** The copy and count an owed member names, or null for a member that is not one. */
-export function parseOwedMember(member: string): ({ msgId: string; idx: number } & Required<OwedCount>) | null {
-  const m = /^([^:|]+):(\d+)\|([a-z]+)\|([^|]*)\|([01])$/.exec(member);
-  if (!m) return null;
-  return { msgId: m[1] as string, idx: Number(m[2]), counter: m[3] as string, reason: m[4] as string, hard: m[5] === '1' };
-}
-
-/** Takes a copy out of its destination's owed set once its count is made (store/copy-count.ts). */
-export async function clearOwed(redis: RedisClient, keys: Keys, domain: string, member: string): Promise<void> {
-  await redis.zrem(keys.owed(domain), member);
-}
 
 /**
  * The state change's event, appended by the outcome script itself when the outcome applies (single
@@ -170,9 +141,9 @@ export async function cancelWaiting(
   redis: RedisClient,
   keys: Keys,
   e: QueueEntry,
-  o: { now: number; response: string; recordTtlMs: number; event?: OutcomeEvent },
+  o: { now: number; response: string; recordTtlMs: number; event?: OutcomeEvent; owe?: OwedCount },
 ): Promise<OutcomeReply> {
-  return bounceScript(redis, keys, e, [o.now, 'cancelled', e.attempt, '', '', truncateResponse(o.response), 'cancelled', o.recordTtlMs, '1', ''], o.event);
+  return bounceScript(redis, keys, e, [o.now, 'cancelled', e.attempt, '', '', truncateResponse(o.response), 'cancelled', o.recordTtlMs, '1', ''], o.event, undefined, o.owe);
 }
 
 /** bounce-3.lua for entry `e`: its ARGV after the member (now … waiting, token), with the campaign's count and the event on a single server. */

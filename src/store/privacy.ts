@@ -2,12 +2,12 @@ import type { Result } from 'ioredis';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { addressDigest, normaliseAddress } from './address-digest.js';
-import { indexAddresses, keepRefsOfLateFinish, readAddressRefs } from './address-index.js';
+import { indexAddresses, readAddressRefs } from './address-index.js';
 import { domainOf } from '../core/address.js';
 import { parseVerp } from '../core/verp.js';
 import { idTime, isId } from '../core/ids.js';
 import { getMessage, type MessageMeta } from './messages.js';
-import { campaignListIds, campaignsOfList, getCampaign, recordCampaignOutcome, type CampaignRecord } from './campaigns.js';
+import { campaignListIds, campaignsOfList, getCampaign, type CampaignRecord } from './campaigns.js';
 import { readContacts, deleteContact, listLists, type Contact } from './contacts.js';
 import { appendEvent, streamFields, streamIdTime } from './events.js';
 import { erasedField, GLOBAL_LIST, type SuppressionEntry } from './suppression.js';
@@ -15,12 +15,14 @@ import { loadWebhooks } from './webhooks.js';
 import { jsonOr } from './record-io.js';
 import { isDeliveryMark } from './soft-bounces.js';
 import { scanNodes } from './retention.js';
+import { countCopy } from './copy-count.js';
+import { clearOwed, owedMember } from '../redis/owed.js';
 import { ERASED } from './tombstone.js';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
     /** src/queue/lua/eraseEntry-4.lua: queue entries removed (> 0: the recipient was pending). */
-    eraseEntry(ready: string, leases: string, rs: string, cq: string, msgId: string, idx: number, floor: number): Result<number, Context>;
+    eraseEntry(ready: string, leases: string, rs: string, cq: string, msgId: string, idx: number, floor: number, now: number, owed: string): Result<number, Context>;
     /** src/queue/lua/eraseRecipient-5.lua: 2 message deleted, 1 recipient erased, 0 no record. */
     eraseRecipient(meta: string, body: string, links: string, marks: string, stats: string, idx: number, address: string, replacement: string, ttlMs: number): Result<number, Context>;
     /** src/queue/lua/redactBody-1.lua: 1 when the body named the address (now replaced), else 0. */
@@ -560,7 +562,11 @@ export async function eraseAddress(
   // Queue first, so nothing is claimed again while the rest goes; then the records.
   const eraseRef = async (r: MessageRef): Promise<void> => {
     const cq = r.campaign ? keys.campaignQueue(r.domain, r.msgId) : keys.campaignQueue(r.domain, `${r.msgId}:none`);
-    const removed = await redis.eraseEntry(keys.ready(r.domain), keys.leases(r.domain), keys.rcptState(r.domain, r.msgId, r.idx), cq, r.msgId, r.idx, ATTEMPT_FLOOR);
+    // A pending copy's count (cancelled) is made below, after its record is erased; until then the
+    // queue step notes it owed, so a crash in between leaves it to the reaper instead of leaving the
+    // message or campaign pending for good.
+    const owed = owedMember(r, { counter: 'cancelled' });
+    const removed = await redis.eraseEntry(keys.ready(r.domain), keys.leases(r.domain), keys.rcptState(r.domain, r.msgId, r.idx), cq, r.msgId, r.idx, ATTEMPT_FLOOR, now, owed);
     queued += removed;
     // A reference whose record is gone (its life ended): its delivery record and queue entries went
     // above, if any were left. A bounce or complaint naming the copy can still come, and would be kept
@@ -570,15 +576,15 @@ export async function eraseAddress(
       await markErased(r.msgId, r.idx);
       return;
     }
-    let pending = -1;
-    if (removed > 0) {
-      if (r.campaign) await recordCampaignOutcome(redis, keys, r.msgId, { counter: 'cancelled', final: true, now });
-      else pending = await redis.finishRecipient(keys.msgMeta(r.msgId), keys.msgBody(r.msgId), keys.links(r.msgId), keys.msgStats(r.msgId), o.recordTtlMs, now);
-    }
     const res = await redis.eraseRecipient(keys.msgMeta(r.msgId), keys.msgBody(r.msgId), keys.links(r.msgId), keys.trackMarks(r.msgId), keys.msgStats(r.msgId), r.idx, f.address, ERASED_ADDRESS, o.recordTtlMs);
     if (res > 0) messages++;
-    // This finished the message (the others' copies went before): its record stays for the others.
-    if (pending === 0 && res === 1) await keepRefsOfLateFinish(redis, keys, r.msgId, now, { recordsMs: o.recordTtlMs, refsMs: o.refsTtlMs });
+    // Counted on its message or campaign once, however often (the reaper may also come): the last of
+    // a message's recipients frees its body, and keeps the others' references as long as its record
+    // (the erased one is skipped: its address is gone from the record already).
+    if (removed > 0) {
+      await countCopy(redis, keys, r, { counter: 'cancelled' }, now, { recordsMs: o.recordTtlMs, refsMs: o.refsTtlMs });
+      await clearOwed(redis, keys, r.domain, owed);
+    }
     if (r.campaign) await redis.multi().hdel(keys.campaignGone(r.msgId), String(r.idx), goneField(f.digest)).zrem(keys.campaignGoneAt(r.msgId), `${r.idx} ${f.digest}`).exec();
   };
   // From here on no event naming these copies reaches the stream (appendEvents-2.lua): an open or

@@ -40,6 +40,7 @@ import { createNoticeSender } from '../../src/app/notices.js';
 import { loadConfig } from '../../src/config/load.js';
 import { createMetrics } from '../../src/observability/metrics.js';
 import { ClosedAccounts } from '../../src/store/account-state.js';
+import { Reaper } from '../../src/housekeeping/reaper.js';
 
 const test = suite('store/privacy');
 let redis: TestRedis;
@@ -239,6 +240,36 @@ test('erase leaves no trace of the address in any key or value, and its digest s
   // idempotent: a second run finds nothing more
   const again = await eraseAddress(client, keys, ADDRESS, SCOPE, { eventsMaxLen: 1000, recordTtlMs: 60_000, refsTtlMs: 3_600_000, ref: 'sha256:test' });
   assert.equal({ ...again, suppressions: 0 }, { contacts: 0, messages: 0, queued: 0, events: 0, feedback: 0, notices: 0, webhookBatches: 0, suppressions: 0, idempotency: 0 });
+});
+
+test("an erasure that dies before it counts a pending copy leaves the count owed, and the reaper makes it: the campaign is not left pending for good", async () => {
+  const { campaignId } = await populate();
+  // As the enqueuer leaves it: the copy counted pending, the list not queued whole yet.
+  await client.hset(keys.msgMeta(campaignId), 'state', 'sending', 'startedAt', NOW - 1500, 'pending', 1);
+  // The campaign's count is refused (its counted bitmap is another type): the erasure stops there,
+  // as a process killed between the queue step and the count would.
+  await client.sadd(keys.copiesCounted(campaignId), 'x');
+  const o = { eventsMaxLen: 1000, recordTtlMs: 60_000, refsTtlMs: 3_600_000, ref: 'sha256:test', now: NOW };
+  try {
+    await eraseAddress(client, keys, ADDRESS, SCOPE, o);
+    assert.unreachable('the count was refused');
+  } catch (err) {
+    assert.match(String((err as Error).message), /WRONGTYPE/);
+  }
+  await client.del(keys.copiesCounted(campaignId));
+  // Asked again, it finds the copy out of the queue already: only the owed note still says it counts.
+  await eraseAddress(client, keys, ADDRESS, SCOPE, o);
+  assert.is(await client.hget(keys.msgMeta(campaignId), 'pending'), '1');
+  const contactNo = (await client.zrange(keys.owed('example.org'), 0, -1)).map((m) => /^c-spring:(\d+)\|cancelled\|\|0$/.exec(m)?.[1]);
+  assert.is(contactNo.length, 1, 'the count is owed');
+  const reaper = new Reaper({ redis: client, keys, shards: 4, intervalMs: 60_000, logger: createLogger('silent'), now: () => NOW + 2000, counts: { recordsMs: 60_000, refsMs: 60_000, graceMs: 1000 } });
+  assert.is((await reaper.tick()).counted, 1);
+  assert.is(await client.hget(keys.msgMeta(campaignId), 'pending'), '0');
+  assert.is(await client.hget(keys.msgStats(campaignId), 'cancelled'), '1');
+  assert.is(await client.zcard(keys.owed('example.org')), 0);
+  // Each message's recipient was counted once, by the erasure itself: m-queued finished, its body gone.
+  assert.is(await client.exists(keys.msgBody('m-queued')), 0);
+  assert.is(await client.zcard(keys.owed('example.net')), 0);
 });
 
 test('a failure notice quoting the address (its failed recipient) is exported, and erased from its body; it still goes to its sender', async () => {
