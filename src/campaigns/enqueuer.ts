@@ -195,7 +195,13 @@ export class CampaignEnqueuer {
       if (planned > 0) await recordEnqueuePlan(redis, keys, start.id, queuedSoFar + planned);
       const queued = await pushCampaignChunk(redis, keys, shards, { campaignId: start.id, chunk, dueAt: this.now(), sending: state === 'sending', byDomain, redo });
       redo = false;
-      await recordEnqueueChunk(redis, keys, start.id, { next: cursor, chunk, queued, skipped: contacts.length - queued });
+      if (!(await recordEnqueueChunk(redis, keys, start.id, { next: cursor, chunk, queued, skipped: contacts.length - queued }))) {
+        // Recorded before: by another process that took the campaign over while this one was cut
+        // off from Redis past its lock (it pushed the same contacts; the queues hold each once), or
+        // by this call sent again after a lost reply. The next turn goes on from what is recorded.
+        logger.warn({ campaign: start.id, chunk }, 'campaign chunk recorded already: the turn ends here');
+        return false;
+      }
       queuedSoFar += queued;
       this.o.metrics?.campaignRecipientsQueued.inc(queued);
       if (queued > 0) this.o.onQueued?.();

@@ -1,7 +1,7 @@
 import type { Result } from 'ioredis';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
-import { execAll, flatFields, jsonOr } from './record-io.js';
+import { flatFields, jsonOr } from './record-io.js';
 import { toEngagement, type Engagement } from './engagement.js';
 
 declare module 'ioredis' {
@@ -10,6 +10,8 @@ declare module 'ioredis' {
     campaignTransition(meta: string, to: CampaignState, field: string, now: number, ...from: CampaignState[]): Result<string, Context>;
     /** src/queue/lua/markCampaignQueued-1.lua */
     markCampaignQueued(meta: string, now: number): Result<string, Context>;
+    /** src/queue/lua/recordEnqueueChunk-1.lua: 1 recorded, 0 recorded before. */
+    recordEnqueueChunk(meta: string, chunk: number, next: number, queued: number, skipped: number): Result<number, Context>;
     /** src/queue/lua/finishCampaign-2.lua */
     finishCampaign(meta: string, stats: string, counter: string, reason: string, final: '0' | '1', now: number, hard: '0' | '1', undoDelivered: '0' | '1'): Result<string, Context>;
     /** src/queue/lua/createCampaign-3.lua: 1 stored, 0 the id was taken. */
@@ -309,16 +311,13 @@ export async function recordEnqueuePlan(redis: RedisClient, keys: Keys, id: stri
   await redis.hset(keys.msgMeta(id), 'atLeast', n);
 }
 
-/** Records one enqueue chunk: cursor and counts move together (one slot, one MULTI). */
-export async function recordEnqueueChunk(redis: RedisClient, keys: Keys, id: string, o: { next: number; chunk: number; queued: number; skipped: number }): Promise<void> {
-  const meta = keys.msgMeta(id);
-  const tx = redis
-    .multi()
-    .hincrby(meta, 'queued', o.queued)
-    .hincrby(meta, 'pending', o.queued)
-    .hincrby(meta, 'skipped', o.skipped)
-    .hset(meta, 'cursor', o.next, 'chunk', o.chunk);
-  await execAll(tx, 'the campaign progress could not be recorded');
+/**
+ * Records one enqueue chunk: cursor and counts move together, once per chunk number (one script:
+ * a chunk sent again, by ioredis after a lost reply or by a second process, is not counted twice).
+ * Returns whether this call recorded it.
+ */
+export async function recordEnqueueChunk(redis: RedisClient, keys: Keys, id: string, o: { next: number; chunk: number; queued: number; skipped: number }): Promise<boolean> {
+  return (await redis.recordEnqueueChunk(keys.msgMeta(id), o.chunk, o.next, o.queued, o.skipped)) === 1;
 }
 
 /** The enqueuer found the campaign's list deleted before it was queued whole (the first time is kept). */

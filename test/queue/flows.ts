@@ -555,6 +555,22 @@ export function queueFlows(name: string, start: () => Promise<Harness>) {
     assert.is(await redis.zscore(keys.schedule(shard), d), String(T));
   });
 
+  test("a campaign chunk is recorded once: sent again (a lost reply, a second process that took the lock over) it counts nothing more, nor does an older one", async () => {
+    const keys = ctx();
+    const id = 'c00000000000rec1';
+    await createCampaign(redis, keys, {
+      id, account: 'acme', name: 'rec', listId: 'l', from: 'a@acme.example', fromDomain: 'acme.example', subject: 's',
+      tracking: { opens: false, clicks: false }, tags: [], throttlePerHour: null, createdAt: T, sendAt: T, body: '{}', links: [],
+    });
+    assert.ok((await startCampaign(redis, keys, id, T)).ok);
+    assert.is(await recordEnqueueChunk(redis, keys, id, { next: 101, chunk: 1, queued: 90, skipped: 10 }), true);
+    assert.is(await recordEnqueueChunk(redis, keys, id, { next: 101, chunk: 1, queued: 90, skipped: 10 }), false);
+    assert.is(await recordEnqueueChunk(redis, keys, id, { next: 201, chunk: 2, queued: 100, skipped: 0 }), true);
+    assert.is(await recordEnqueueChunk(redis, keys, id, { next: 101, chunk: 1, queued: 90, skipped: 10 }), false);
+    const c = await getCampaign(redis, keys, null, id);
+    assert.equal([c?.queued, c?.pending, c?.skipped, c?.cursor, c?.chunk], [190, 190, 10, 201, 2]);
+  });
+
   test('a final outcome that notes its count as owed (a cluster: the count is in another slot) notes it only when it applies; the count is made once however often it is asked', async () => {
     const keys = ctx();
     const id = 'c00000000000owe1';
