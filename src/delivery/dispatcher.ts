@@ -140,6 +140,12 @@ const CLOSED_HOLD_MS = 5 * 60_000;
 export const ANONYMOUS_MIN_RECIPIENTS = 10;
 /** A copy of a sender paused by the reputation guard is looked at again this often (resume takes effect within it). */
 const PAUSED_SENDER_HOLD_MS = 60_000;
+/**
+ * How late after its maxAge a copy's claim may come and still make the attempt due at maxAge (its
+ * last), at most (a tenth of the maxAge when that is less): later, it waited (held, behind a rate)
+ * and expires unsent.
+ */
+const MAX_AGE_LATE_MS = 5 * 60_000;
 /** Retries of a paused campaign claimed anyway (they sit in ready, not behind its pointer) wait this long. */
 const PAUSED_HOLD_MS = 60_000;
 /**
@@ -1344,13 +1350,14 @@ export class Dispatcher {
           // Held without an attempt, so a resumed sender's mail goes within PAUSED_SENDER_HOLD_MS
           // rather than on the retry schedule's longest delay; it still expires at the rule's maxAge
           // (a campaign copy not tried yet never does, as while its campaign is paused: retriedSince).
-          if (this.now() + PAUSED_SENDER_HOLD_MS > (await this.retriedSince(entry, msg, this.now())) + shaping.maxAge) {
+          const until = (await this.retriedSince(entry, msg, this.now())) + shaping.maxAge;
+          if (this.now() >= until) {
             await this.settle(entry, shaping, msg, localOutcome('deferred', '4.7.0', `sender paused by the reputation guard (${paused}) until the message expired`, 'REPUTATION', true));
           } else {
             const response = paused === ACCOUNT_UNCONFIGURED
               ? `held: account '${msg.account}' is not in the configuration (a reload removed it); sent when it is configured again`
               : paused === 'operator' ? 'held: sender paused by the operator (sluice sender pause); resumes when an operator resumes it' : `held: sender paused by the reputation guard (${paused}); resumes when an operator resumes it`;
-            await hold(redis, keys, entry, { now: this.now(), nextAt: this.now() + PAUSED_SENDER_HOLD_MS, enhanced: '4.7.0', response });
+            await hold(redis, keys, entry, { now: this.now(), nextAt: Math.min(this.now() + PAUSED_SENDER_HOLD_MS, until), enhanced: '4.7.0', response });
           }
           continue;
         }
@@ -1375,6 +1382,12 @@ export class Dispatcher {
         }
         if (!result) {
           await this.settle(entry, shaping, msg, localOutcome('bounced', '5.3.0', 'message could not be prepared', 'LOAD', true), 'undefined');
+          continue;
+        }
+        if (await this.waitedPastMaxAge(entry, msg, shaping)) {
+          // Held (sluice queue hold), or behind a rate or a backoff, past its maxAge: expired unsent,
+          // as the README promises, not sent days late.
+          await this.settle(entry, shaping, msg, localOutcome('deferred', '4.4.7', `not sent: it waited in the queue past its maxAge (${formatDuration(shaping.maxAge)})`, 'MAXAGE', true));
           continue;
         }
         // Lost while it waited for its render: another holder may be sending it now.
@@ -1454,6 +1467,18 @@ export class Dispatcher {
       refundTokens(redis, keys, shaping.scope, shaping.rate, n, this.now()).catch((err: unknown) => this.log.warn({ err, domain }, 'rate tokens not refunded')),
       this.refundTaken(taken),
     ]);
+  }
+
+  /**
+   * Whether a copy claimed now waited longer than its maxAge, and more than MAX_AGE_LATE_MS beyond it:
+   * a copy's last retry is due at its maxAge (settle), and a claim a little late still makes it.
+   * No read for a message's copy; a campaign copy's first attempt is read only for a retry.
+   */
+  private async waitedPastMaxAge(entry: QueueEntry, msg: LoadedMessage, shaping: EffectiveShaping): Promise<boolean> {
+    const now = this.now();
+    const late = Math.min(MAX_AGE_LATE_MS, shaping.maxAge / 10);
+    if (msg.kind !== 'campaign' ? now <= msg.acceptedAt + shaping.maxAge + late : entry.attempt === 0) return false;
+    return now > (await this.retriedSince(entry, msg, now)) + shaping.maxAge + late;
   }
 
   /**
@@ -1550,9 +1575,11 @@ export class Dispatcher {
       final = true;
     } else if (outcome.result === 'deferred') {
       const attemptsMade = entry.attempt + 1;
-      const nextAt = now + retryDelay(shaping, attemptsMade);
       const retryUntil = (await this.retriedSince(entry, msg, now)) + shaping.maxAge;
-      if (nextAt > retryUntil) {
+      // Tried until maxAge, the last time at maxAge itself (the Will-Retry-Until of a delay notice):
+      // a retry due after it comes at it. Expired when an attempt at or after maxAge fails.
+      const nextAt = Math.min(now + retryDelay(shaping, attemptsMade), retryUntil);
+      if (now >= retryUntil) {
         // The last remote answer says whose failure it was: the mailbox's own (4.2.2 full) counts; a
         // drop or timeout with no answer (code null) says nothing about the address.
         // The notice first: when it cannot be queued, nothing of this outcome is written (reportToSender).

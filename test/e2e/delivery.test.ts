@@ -26,6 +26,7 @@ let dns: DnsStub;
 let sink: CapturePeer;
 let rateSink: CapturePeer;
 let retryPeer: ScriptedPeer;
+let laterPeer: ScriptedPeer;
 let bouncePeer: ScriptedPeer;
 let dropPeer: ScriptedPeer;
 let senderRejectPeer: ScriptedPeer;
@@ -46,6 +47,7 @@ test.before(async () => {
   sink = await startCapturePeer({ tls: true });
   rateSink = await startCapturePeer();
   retryPeer = await startScriptedPeer({ ehlo: ['PIPELINING'], on: { RCPT: ['451 4.3.0 try again later', '250 2.1.5 ok'] } });
+  laterPeer = await startScriptedPeer({ ehlo: ['PIPELINING'], on: { RCPT: '451 4.3.0 try again later' } });
   bouncePeer = await startScriptedPeer({ ehlo: ['PIPELINING'], on: { RCPT: '550 5.1.1 <nobody@bounce.test>: Recipient address rejected: User unknown' } });
   dropPeer = await startScriptedPeer({ on: { BODY: ['drop', ''] } });
   // Refuses our envelope sender (sender verification), in the words of an unknown mailbox.
@@ -56,7 +58,7 @@ test.before(async () => {
     delivery: {
       transport: {
         'one.test': hp(sink), 'two.test': hp(sink), 'rate.test': hp(rateSink), 'hourly.test': hp(sink), 'idle.test': hp(rateSink),
-        'retry.test': hp(retryPeer), 'bounce.test': hp(bouncePeer), 'drop.test': hp(dropPeer),
+        'retry.test': hp(retryPeer), 'later.test': hp(laterPeer), 'bounce.test': hp(bouncePeer), 'drop.test': hp(dropPeer),
         'senderreject.test': hp(senderRejectPeer),
         'brokentls.test': hp(brokenTlsPeer),
         // SMTP senders' own domain: their failure notices (DSNs) arrive here.
@@ -68,6 +70,7 @@ test.before(async () => {
       rules: [
         { name: 'slowpoke', match: { domains: ['rate.test'], mx: [] }, rate: { perSecond: 10, perMinute: null, perHour: null } },
         { name: 'hourly', match: { domains: ['hourly.test'], mx: [] }, scope: 'domain', rate: { perSecond: null, perMinute: null, perHour: 100 } },
+        { name: 'later', match: { domains: ['later.test'], mx: [] }, retry: ['2s'], maxAge: '3s' },
       ],
     },
   });
@@ -75,7 +78,7 @@ test.before(async () => {
 
 test.after(async () => {
   await s?.stop();
-  await Promise.all([sink?.close(), rateSink?.close(), retryPeer?.close(), bouncePeer?.close(), dropPeer?.close(), senderRejectPeer?.close(), brokenTlsPeer?.close(), dns?.close()]);
+  await Promise.all([sink?.close(), rateSink?.close(), retryPeer?.close(), laterPeer?.close(), bouncePeer?.close(), dropPeer?.close(), senderRejectPeer?.close(), brokenTlsPeer?.close(), dns?.close()]);
   await redis?.stop();
 });
 
@@ -239,6 +242,18 @@ test('451 then 250: delivered on the second attempt', async () => {
   assert.is(copies.length, 1, 'one copy with content');
   assert.match(copies[0]!.toString(), /Subject: retry/);
   await assertSigned(copies[0]!, '451 then 250', { stuffed: true });
+});
+
+test('deferred again and again: tried until maxAge, the last time at maxAge itself (a retry due after it comes at it), then expired', async () => {
+  const accepted = Date.now();
+  const r = await s.api('/v1/messages', { body: { from: 'news@acme.example', to: 'gil@later.test', subject: 'later', text: 'x' } });
+  assert.is(r.status, 202);
+  const final = (await s.waitFinal(r.body.id, 15_000)).recipients[0];
+  assert.is(final.state, 'expired', JSON.stringify(final));
+  // Retry every 2 s, maxAge 3 s: at 0 s and 2 s, and at 3 s (not 4 s, past maxAge; nor expired at 2 s, a second early).
+  assert.is(final.attempts, 3);
+  assert.is(laterPeer.commands.filter((c) => c.startsWith('RCPT')).length, 3);
+  assert.ok(Date.now() - accepted >= 3_000, `expired ${Date.now() - accepted} ms after acceptance`);
 });
 
 test('a host whose STARTTLS breaks gets the message in plain text at once, and later ones without trying TLS', async () => {

@@ -50,7 +50,7 @@ test.before(async () => {
         'block.test': `${blockPeer.host}:${blockPeer.port}`, 'later.test': `${laterPeer.host}:${laterPeer.port}`, 'drops.test': `${dropPeer.host}:${dropPeer.port}`,
       },
     },
-    // later.test's copies expire at their first 4xx (the next attempt would be past maxAge).
+    // later.test's copies expire at their second 4xx: the retry due past maxAge comes at it (1 s).
     shaping: { rules: [{ name: 'later', match: { domains: ['later.test', 'drops.test'], mx: [] }, maxAge: '1s' }] },
   });
 });

@@ -209,6 +209,21 @@ test('a copy whose message cannot be loaded is deferred, and expires at its maxi
   await client.del(keys.msgMeta(id));
 });
 
+test("mail held past its maxAge (and a tenth of it) expires unsent when the hold ends: not sent days late", async () => {
+  const client = s.app.redis.client;
+  const keys = s.app.keys;
+  await placeHolds(client, keys, [{ kind: 'domain', name: 'brief.test' }], { until: null, reason: 'late', by: 'test', now: Date.now() });
+  await sleep(SEEN_MS);
+  const before = rcptsAt(sink, 'brief.test');
+  const id = await send('late@brief.test', 'held too long');
+  await sleep(2_600); // brief.test's maxAge is 2 s
+  await releaseHolds(client, keys, s.config.redis.scheduleShards, [{ kind: 'domain', name: 'brief.test' }], Date.now());
+  const r = (await s.waitFinal(id, 8_000)).recipients[0];
+  assert.is(r.state, 'expired', JSON.stringify(r));
+  assert.match(String(r.response), /waited in the queue past its maxAge/);
+  assert.is(rcptsAt(sink, 'brief.test'), before, 'nothing sent');
+});
+
 test('usage: no target, an unknown rule, or a bad --for is exit 2 naming the problem; releasing what is not held says so', async () => {
   for (const [argv, re] of [
     [['queue', 'hold', '--config', cfg], /--domain D or --rule NAME/],
