@@ -493,7 +493,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
         },
         {
           host: f.host, port: f.port, tls: feedbackTls, bounceDomains: bounceDomainsOf(config), fblAddresses: f.fblAddresses,
-          maxMessageSize: f.maxMessageSize, maxBufferedBytes: f.maxBuffered, rawRetentionMs: config.retention.rawBounces, recordsRetentionMs: config.retention.records, softBounceLimit: f.softBounceLimit, softBounceWindowMs: f.softBounceWindow,
+          maxMessageSize: f.maxMessageSize, maxBufferedBytes: f.maxBuffered, maxStoredBytes: f.maxStored, rawRetentionMs: config.retention.rawBounces, recordsRetentionMs: config.retention.records, softBounceLimit: f.softBounceLimit, softBounceWindowMs: f.softBounceWindow,
           eventsMaxLen: config.retention.eventsMaxLen, hostname: config.instance.hostname, socketTimeoutMs: f.socketTimeout, sessionTimeoutMs: f.sessionTimeout,
           maxClients: f.maxClients, maxClientsPerIp: f.maxClientsPerIp, clientLimitExempt: f.clientLimitExempt, maxRecipients: f.maxRecipients, verpKey,
           // Mail to the List-Unsubscribe mailto address carries a tracking token ('u').

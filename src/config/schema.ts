@@ -280,9 +280,9 @@ const account = z
  * now" (452 4.3.1 / 503) on every try: the client retries until it gives up, days later, instead of
  * getting the size limit's permanent answer at once.
  */
-function atLeastLargest(ctx: z.RefinementCtx, budget: number, largest: number, largestKey: string): void {
+function atLeastLargest(ctx: z.RefinementCtx, budget: number, largest: number, largestKey: string, budgetKey = 'maxBuffered'): void {
   if (budget < largest) {
-    ctx.addIssue({ code: 'custom', path: ['maxBuffered'], message: `must be at least ${largestKey} (${budget} < ${largest} bytes): a message of that size would be refused for now on every try` });
+    ctx.addIssue({ code: 'custom', path: [budgetKey], message: `must be at least ${largestKey} (${budget} < ${largest} bytes): a message of that size would be refused for now on every try` });
   }
 }
 
@@ -608,6 +608,8 @@ export const configSchema = z
         maxMessageSize: size,
         /** Bytes of feedback mail held in memory at once (received or awaiting processing); 452 4.3.1 beyond. */
         maxBuffered: size,
+        /** Bytes of feedback mail kept in Redis at most (each for retention.rawBounces); 452 4.3.1 beyond. */
+        maxStored: size,
         maxClients: positiveInt,
         maxClientsPerIp: positiveInt,
         clientLimitExempt: exemptNetworks,
@@ -620,7 +622,10 @@ export const configSchema = z
         softBounceWindow: duration,
       })
       .strict()
-      .superRefine((v, ctx) => atLeastLargest(ctx, v.maxBuffered, v.maxMessageSize, 'maxMessageSize')),
+      .superRefine((v, ctx) => {
+        atLeastLargest(ctx, v.maxBuffered, v.maxMessageSize, 'maxMessageSize');
+        atLeastLargest(ctx, v.maxStored, v.maxMessageSize, 'maxMessageSize', 'maxStored');
+      }),
     reputation: z
       .object({
         /** Complaints / delivered above this ratio pause the sender (account or From domain). */

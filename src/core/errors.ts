@@ -53,6 +53,7 @@ export const ERRORS = {
   SLUICE_FEEDBACK_TOO_LARGE: { message: 'The message exceeds the size limit for bounces and feedback', http: 413, smtp: [552, '5.3.4'] },
   SLUICE_FEEDBACK_GUESSING: { message: 'Too many unknown recipients on this connection', http: 429, smtp: [421, '4.7.0'] },
   SLUICE_FEEDBACK_BUSY: { message: 'Too much feedback mail in progress, try again later', http: 503, smtp: [452, '4.3.1'] },
+  SLUICE_FEEDBACK_STORAGE_FULL: { message: 'Too much feedback mail stored, try again later', http: 507, smtp: [452, '4.3.1'] },
   SLUICE_ACCOUNT_CLOSED: { message: 'The account is closed: it cannot send', http: 403, smtp: [554, '5.7.1'] },
   SLUICE_ACCOUNT_UNKNOWN: { message: 'No such account in the configuration', http: 404, smtp: [550, '5.7.1'] },
   SLUICE_ADMIN_ACCOUNT_REQUIRED: { message: 'An operator key must name the account it acts on: add ?account=ID', http: 400, smtp: [501, '5.5.4'] },

@@ -10,7 +10,7 @@ import { newId, withFreeId } from '../core/ids.js';
 import { DAY } from '../core/time.js';
 import { assertRedisReady } from '../redis/client.js';
 import { processFeedback, type FeedbackDeps, type FeedbackMail, type FeedbackMetricsHook, type ProcessOptions } from './process.js';
-import { claimDue, dropPending, loadFeedback, MAX_ATTEMPTS, recordOutcome, retryLater, storeFeedback } from './raw-store.js';
+import { claimDue, dropPending, loadFeedback, MAX_ATTEMPTS, recordOutcome, reserveFeedbackStorage, retryLater, storeFeedback } from './raw-store.js';
 import { feedbackRecipient, type FeedbackRecipient, type VerifyUnsubscribeToken } from './recipients.js';
 import { DEFAULT_EVENTS_MAX_LEN } from '../store/events.js';
 import { ClientLimiter } from '../core/client-limit.js';
@@ -60,6 +60,11 @@ export interface InboundMxOptions {
    * Default: 256 MiB.
    */
   readonly maxBufferedBytes?: number;
+  /**
+   * Bytes of feedback mail kept in Redis at most, over the raw mail's retention (feedback.maxStored):
+   * beyond, a message is refused 452 4.3.1 rather than stored. Default: 2 GiB.
+   */
+  readonly maxStoredBytes?: number;
   readonly rawRetentionMs: number;
   /** How long per-recipient marks are kept (config retention.records). */
   readonly recordsRetentionMs?: number;
@@ -154,6 +159,7 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
     recordsRetentionMs: opts.recordsRetentionMs,
   };
   const maxSize = opts.maxMessageSize;
+  const maxStored = opts.maxStoredBytes ?? 2 * 1024 ** 3;
   // An unauthenticated port: without a bound, maxClients sessions of maxMessageSize each, and a
   // backlog of stored mail waiting for processing, could all sit in memory at once.
   const buffered = new ByteBudget(opts.maxBufferedBytes ?? 256 * 1024 * 1024);
@@ -309,6 +315,7 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
           try {
             // While Redis is down the mail cannot be stored: a 4xx at once, not a wait for the outage.
             assertRedisReady(deps.redis);
+            await reserveFeedbackStorage(deps.redis, deps.keys, size, receivedAt, { retentionMs: opts.rawRetentionMs, cap: maxStored });
             mail = await withFreeId(
               () => newId(receivedAt),
               async (id) => ((await storeFeedback(deps.redis, deps.keys, { id, raw: data, rcpts, mailFrom, receivedAt }, opts.rawRetentionMs)) ? { id, raw: data, rcpts, receivedAt } : null),
@@ -317,7 +324,8 @@ export async function startInboundMx(deps: InboundMxDeps, opts: InboundMxOptions
             // Not stored, so not accepted: a 4xx makes the sender keep it and retry.
             buffered.give(size);
             const e = toSluiceError(err);
-            log.error({ err: e.cause ?? e, sessionId: session.id }, 'feedback mail could not be stored');
+            if (e.code === 'SLUICE_FEEDBACK_STORAGE_FULL') log.warn({ sessionId: session.id, bytes: size, limit: maxStored }, 'feedback mail refused for now: feedback.maxStored is reached');
+            else log.error({ err: e.cause ?? e, sessionId: session.id }, 'feedback mail could not be stored');
             return answer(smtpReply(e.code === 'SLUICE_INTERNAL' ? new SluiceError('SLUICE_REDIS_UNAVAILABLE', undefined, { cause: err }) : e, session.id));
           }
           let postmaster = false;

@@ -9,6 +9,8 @@ declare module 'ioredis' {
   interface RedisCommander<Context> {
     /** src/queue/lua/claimFeedback-1.lua */
     claimFeedback(pending: string, now: number, leaseMs: number, limit: number): Result<string[], Context>;
+    /** src/queue/lua/reserveFeedbackBytes-1.lua: 1 counted, 0 no room. */
+    reserveFeedbackBytes(stored: string, day: number, oldest: number, bytes: number, cap: number): Result<number, Context>;
   }
 }
 
@@ -44,6 +46,24 @@ export interface StoredFeedback {
   readonly mailFrom: string;
   readonly receivedAt: number;
   readonly outcome: FeedbackOutcome | '';
+}
+
+const DAY_MS = 86_400_000;
+
+/**
+ * Counts `bytes` of feedback mail received at `now` against `cap`, the bytes of feedback mail kept at
+ * most (feedback.maxStored; each is kept retentionMs): SLUICE_FEEDBACK_STORAGE_FULL (452 4.3.1, its
+ * sender retries later) when there is no room, before anything is written.
+ */
+export async function reserveFeedbackStorage(redis: RedisClient, keys: Keys, bytes: number, now: number, o: { readonly retentionMs: number; readonly cap: number }): Promise<void> {
+  const day = Math.floor(now / DAY_MS);
+  let counted: number;
+  try {
+    counted = await redis.reserveFeedbackBytes(keys.feedbackStored(), day, day - Math.ceil(o.retentionMs / DAY_MS), bytes, o.cap);
+  } catch (err) {
+    throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', 'the feedback mail could not be stored', { cause: err });
+  }
+  if (counted !== 1) throw new SluiceError('SLUICE_FEEDBACK_STORAGE_FULL');
 }
 
 /**

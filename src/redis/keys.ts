@@ -127,6 +127,8 @@ export function createKeys(prefix: string) {
     feedbackUnprocessed: () => `${p}feedback:unprocessed`,
     /** ZSET feedback id → when its processing is due: stored and not yet processed, or failed and retried (raw-store.ts). */
     feedbackPending: () => `${p}feedback:pending`,
+    /** HASH day number → bytes of feedback mail received that day and still stored (feedback.maxStored, raw-store.ts). */
+    feedbackStored: () => `${p}feedback:stored`,
     // the key of the VERP tags (core/verp.ts), made once, shared by every process
     verpKey: () => `${p}secret:verp`,
     /** STRING: the salt (HMAC key) of address digests (store/address-digest.ts), made once, never rotated. */

@@ -1022,6 +1022,34 @@ test('mail held in memory is bounded over all sessions: beyond maxBufferedBytes 
   }
 });
 
+test("feedback mail kept in Redis is bounded: beyond maxStoredBytes a message gets 452 4.3.1 and nothing is stored; the count is by day and mail past the retention no longer counts", async () => {
+  const t0 = Date.now();
+  let clock = t0;
+  const mx = await startInboundMx(
+    { redis: ctx.client, keys: ctx.keys, logger: pino({ level: 'silent' }), now: () => clock },
+    { host: '127.0.0.1', port: 0, bounceDomains: [BOUNCE_DOMAIN], fblAddresses: [FBL], maxMessageSize: MAX_SIZE, rawRetentionMs: 2 * 86_400_000, maxStoredBytes: 64 * 1024 },
+  );
+  try {
+    await ctx.client.del(ctx.keys.feedbackStored()); // what the file's other tests stored
+    const to = [`postmaster@${BOUNCE_DOMAIN}`];
+    const mail = 'Subject: hello\r\n\r\n' + ('x'.repeat(998) + '\r\n').repeat(20); // ~20 KB
+    const stored = async () => (await ctx.client.keys(`${ctx.keys.prefix}{f:*}:raw`)).length;
+    const before = await stored();
+    for (let i = 0; i < 3; i++) await send(mail, to, mx);
+    assert.is(await stored(), before + 3);
+    const err = await refusal(mail, to, mx);
+    assert.is(err.responseCode, 452, err.response);
+    assert.match(err.response ?? '', /4\.3\.1 .*feedback mail stored/i);
+    assert.is(await stored(), before + 3, 'the refused mail is not stored');
+    // Three days on, that mail has expired (retention 2 days): it no longer counts.
+    clock = t0 + 3 * 86_400_000;
+    await send(mail, to, mx);
+    assert.is(Object.keys(await ctx.client.hgetall(ctx.keys.feedbackStored())).length, 1, "the old day's count is gone");
+  } finally {
+    await mx.close();
+  }
+});
+
 test('one client gets maxClientsPerIp connections to the MX; the next is refused with 421 4.7.0 and counted', async () => {
   let limited = 0;
   const mx = await startInboundMx(
