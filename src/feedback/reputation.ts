@@ -143,9 +143,32 @@ export class ReputationGuard {
     if (this.#flushTimer) clearTimeout(this.#flushTimer);
     this.#flushTimer = undefined;
     if (this.#delivered.size === 0) return;
-    const pending = [...this.#delivered.values()];
+    const pending = [...this.#delivered.entries()];
     this.#delivered.clear();
-    await Promise.all(pending.map((p) => recordOutcome(this.deps.redis, this.deps.keys, { account: p.account, domain: p.domain, kind: 'delivered', now: p.now, count: p.count }, this.options.windowHours)));
+    const written = await Promise.allSettled(pending.map(([, p]) => recordOutcome(this.deps.redis, this.deps.keys, { account: p.account, domain: p.domain, kind: 'delivered', now: p.now, count: p.count }, this.options.windowHours)));
+    // Deliveries are the rates' denominator: a count Redis refused goes back, written with the next
+    // flush, rather than lost (the rates would rise, and could pause a sender that sends well).
+    let failed: unknown;
+    written.forEach((w, i) => {
+      if (w.status === 'fulfilled') return;
+      failed ??= w.reason;
+      const [k, p] = pending[i] as (typeof pending)[number];
+      const cur = this.#delivered.get(k);
+      if (cur) cur.count += p.count;
+      else this.#delivered.set(k, p);
+    });
+    if (failed === undefined) return;
+    this.#scheduleFlush();
+    throw failed;
+  }
+
+  /** The next flush of the deliveries counted in memory, deliveredFlushMs from now (one timer at a time). */
+  #scheduleFlush(): void {
+    this.#flushTimer ??= setTimeout(
+      () => void this.flush().catch((err: unknown) => this.deps.logger?.warn({ err }, 'delivery counts of the reputation guard not written: tried again at the next flush')),
+      this.options.deliveredFlushMs,
+    );
+    this.#flushTimer.unref?.();
   }
 
   async close(): Promise<void> {
@@ -170,8 +193,7 @@ export class ReputationGuard {
       const cur = this.#delivered.get(k);
       if (cur) cur.count++;
       else this.#delivered.set(k, { account: o.account, domain: o.domain, now, count: 1 });
-      this.#flushTimer ??= setTimeout(() => void this.flush().catch(() => undefined), this.options.deliveredFlushMs);
-      this.#flushTimer.unref?.();
+      this.#scheduleFlush();
       return [];
     }
     // A bad outcome is judged against every delivery counted so far.

@@ -257,6 +257,23 @@ test('deliveries counted in memory are flushed before a bad outcome is judged, w
   assert.is(pauses[0]?.figures.delivered, 1000, 'the flush happened before the evaluation');
 });
 
+test('deliveries whose flush Redis refused are kept and written with the next one, not lost (they are the rates\' denominator)', async () => {
+  const { guard, record } = setup({ deliveredFlushMs: 60_000 });
+  await record('acme', 'acme.example', 'delivered', 1000);
+  await client.config('SET', 'min-replicas-to-write', '1'); // every write refused: NOREPLICAS
+  try {
+    let refused: unknown;
+    await guard.flush().catch((err: unknown) => (refused = err));
+    assert.match(String(refused), /NOREPLICAS|EXECABORT/);
+  } finally {
+    await client.config('SET', 'min-replicas-to-write', '0');
+  }
+  await record('acme', 'acme.example', 'delivered', 10);
+  const pauses = await record('acme', 'acme.example', 'complaint', 4);
+  assert.is(pauses.length, 1, 'paused: 4 complaints of 1,010 delivered');
+  assert.is(pauses[0]?.figures.delivered, 1010);
+});
+
 test('options are checked: the window is whole hours from 1 to 168', () => {
   const { keys } = redis.fresh();
   assert.throws(() => new ReputationGuard({ redis: client, keys, eventsMaxLen: 1 }, { windowHours: 0 }), /windowHours/);
