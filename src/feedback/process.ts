@@ -10,7 +10,7 @@ import { DAY } from '../core/time.js';
 import { appendEvent, type EventType } from '../store/events.js';
 import { markUnsubscribe } from '../store/engagement.js';
 import type { MessageMeta } from '../store/messages.js';
-import { copyWasDelivered, firstFeedback, liveAddress, markRecipient, messageFor, unsubscribeRecipient, type MessageView } from '../store/recipients.js';
+import { claimFeedbackCount, copyWasDelivered, liveAddress, noteFeedbackStep, markRecipient, messageFor, unsubscribeRecipient, type MessageView } from '../store/recipients.js';
 import { addSuppression, attachEvidence, normaliseForSuppression, GLOBAL_LIST, type SuppressionReason } from '../store/suppression.js';
 import { appendedEvent, dropFeedback, keepAppendedEvent, recordOutcome, type FeedbackOutcome } from './raw-store.js';
 import { copiesInText, feedbackRecipient, MAX_QUOTED_CANDIDATES, type VerifyUnsubscribeToken } from './recipients.js';
@@ -406,21 +406,26 @@ async function act(
     if (eventId !== '') await attachEvidence(deps.redis, deps.keys, suppression.list, address, { reason: suppression.reason, at: now, evidence: { event: eventId, ...suppression.evidence } });
     m?.suppressed?.(suppression.list === GLOBAL_LIST ? 'global' : 'account', suppression.reason);
   }
-  // A complaint or hard bounce of a copy counts once, however many reports of it arrive.
+  // A complaint or hard bounce of a copy counts once, however many reports of it arrive: the first
+  // mail claims the count, and each step is noted once done, so that this mail's processing, failed
+  // and tried again, does what is left (a failure is not swallowed: the guards would miss the count).
   const counts = verdict === 'complaint' || verdict === 'hard';
-  const first = counts && (await firstFeedback(deps.redis, deps.keys, meta.id, idx, verdict === 'complaint' ? 'complaint' : 'hardbounce', now, opts.recordsRetentionMs ?? DEFAULT_RECORDS_RETENTION_MS));
+  const kind = verdict === 'complaint' ? 'complaint' : 'hardbounce';
+  const claim = counts ? await claimFeedbackCount(deps.redis, deps.keys, meta.id, idx, kind, now, opts.recordsRetentionMs ?? DEFAULT_RECORDS_RETENTION_MS, mail.id) : null;
+  const counting = claim?.counting === true;
   // A copy bounced by mail was mostly taken by the remote server first, and counted delivered then;
   // one reported while deferred, or after it expired, was not.
-  const wasDelivered = first && verdict === 'hard' && (await copyWasDelivered(deps.redis, deps.keys, meta, idx));
+  const wasDelivered = counting && verdict === 'hard' && (await copyWasDelivered(deps.redis, deps.keys, meta, idx));
   const status = verdict === 'complaint' ? 'complained' : verdict === 'optout' ? 'unsubscribed' : verdict === 'hard' ? 'bounced' : null;
-  if (status && (first || !counts)) await markRecipient(deps.redis, deps.keys, view, idx, status, now, record.reason, wasDelivered);
-  if (view.listId !== null && first) {
-    await deps.reputation?.judgeCampaign?.(meta.id).catch((err: unknown) => deps.logger.warn({ err, campaign: meta.id }, 'campaign not judged'));
+  if (status && !counts) await markRecipient(deps.redis, deps.keys, view, idx, status, now, record.reason, wasDelivered);
+  if (status && counting && !claim.done.has('c')) {
+    await markRecipient(deps.redis, deps.keys, view, idx, status, now, record.reason, wasDelivered);
+    await noteFeedbackStep(deps.redis, deps.keys, meta.id, idx, kind, 'c');
   }
-  if (first) {
-    await deps.reputation
-      ?.record({ account: meta.account, domain: meta.fromDomain || null, kind: verdict === 'complaint' ? 'complaint' : 'hardbounce', wasDelivered })
-      .catch((err: unknown) => deps.logger.warn({ err, msgId: meta.id }, 'reputation not recorded'));
+  if (view.listId !== null && counting) await deps.reputation?.judgeCampaign?.(meta.id);
+  if (counting && !claim.done.has('r') && deps.reputation) {
+    await deps.reputation.record({ account: meta.account, domain: meta.fromDomain || null, kind, wasDelivered });
+    await noteFeedbackStep(deps.redis, deps.keys, meta.id, idx, kind, 'r');
   }
   if (type === 'bounced') m?.bounce?.(record.reason, record.hardbounce ? 'hard' : 'soft');
   if (verdict === 'complaint' || verdict === 'optout' || verdict === 'notspam' || verdict === 'report') m?.complaint?.(feedbackTypeLabel(record.feedbacktype));

@@ -122,9 +122,44 @@ export async function copyWasDelivered(redis: RedisClient, keys: Keys, meta: Mes
  * (renewed as recordTrackingEvent-4.lua does), and erased with them (eraseRecipient-5.lua).
  */
 export async function firstFeedback(redis: RedisClient, keys: Keys, msgId: string, idx: number, kind: 'complaint' | 'hardbounce', now: number, ttlMs: number): Promise<boolean> {
+  return (await claimFeedbackCount(redis, keys, msgId, idx, kind, now, ttlMs, '')).counting;
+}
+
+/** A step of counting a copy's complaint or hard bounce: 'c' its campaign (markRecipient), 'r' the sender's reputation. */
+export type FeedbackCountStep = 'c' | 'r';
+
+/**
+ * firstFeedback for the feedback processor, whose processing of a mail is tried again when it fails:
+ * the mark ("<time>|<feedbackId>|<steps done>") names the mail that claimed the count, so a retry of
+ * that mail does the steps a failure left undone (noteFeedbackStep), while another report of the
+ * copy counts nothing. `counting`: this mail counts the copy (first now, or claimed it before);
+ * `done`: its steps done so far. A mark of a bare time (written before steps were noted) counted
+ * every step.
+ */
+export async function claimFeedbackCount(
+  redis: RedisClient, keys: Keys, msgId: string, idx: number, kind: 'complaint' | 'hardbounce', now: number, ttlMs: number, feedbackId: string,
+): Promise<{ readonly counting: boolean; readonly done: ReadonlySet<FeedbackCountStep> }> {
   const marks = keys.trackMarks(msgId);
-  const res = await redis.multi().hsetnx(marks, `${kind === 'complaint' ? 'fc' : 'fh'}:${idx}`, now).pexpire(marks, Math.max(1, Math.floor(ttlMs))).exec();
-  return res?.[0]?.[1] === 1;
+  const field = feedbackMarkField(kind, idx);
+  const res = await redis.multi().hsetnx(marks, field, `${now}|${feedbackId}|`).hget(marks, field).pexpire(marks, Math.max(1, Math.floor(ttlMs))).exec();
+  if (res?.[0]?.[1] === 1) return { counting: true, done: new Set() };
+  const [, claimer, steps] = String(res?.[1]?.[1] ?? '').split('|');
+  if (steps === undefined || feedbackId === '' || claimer !== feedbackId) return { counting: false, done: new Set() };
+  const done = new Set(steps.split('').filter((s): s is FeedbackCountStep => s === 'c' || s === 'r'));
+  return { counting: done.size < 2, done };
+}
+
+/** Notes a step of counting a copy's complaint or hard bounce as done (claimFeedbackCount); only while its mark is kept. */
+export async function noteFeedbackStep(redis: RedisClient, keys: Keys, msgId: string, idx: number, kind: 'complaint' | 'hardbounce', step: FeedbackCountStep): Promise<void> {
+  const marks = keys.trackMarks(msgId);
+  const field = feedbackMarkField(kind, idx);
+  const value = await redis.hget(marks, field);
+  const steps = value?.split('|')[2];
+  if (value !== null && steps !== undefined && !steps.includes(step)) await redis.hset(marks, field, value + step);
+}
+
+function feedbackMarkField(kind: 'complaint' | 'hardbounce', idx: number): string {
+  return `${kind === 'complaint' ? 'fc' : 'fh'}:${idx}`;
 }
 
 /**

@@ -18,7 +18,7 @@ import { startInboundMx, type InboundMx } from '../../src/feedback/inbound-mx.js
 import { CORPUS_EMAILS } from '../helpers/corpus.js';
 import { awayFromHourBoundary } from '../helpers/clock.js';
 import { eraseAddress } from '../../src/store/privacy.js';
-import { listUnprocessed } from '../../src/feedback/raw-store.js';
+import { listUnprocessed, loadFeedback } from '../../src/feedback/raw-store.js';
 
 /**
  * Feedback about campaign copies, through the real inbound MX: a complaint or a hard bounce names a
@@ -181,6 +181,45 @@ test('the same report twice about one copy counts once: one recipient cannot pau
   assert.equal([st.hardbounces, st.bounced], [1, 1]);
   const f = (await readFigures(ctx.client, ctx.keys, 'dup', ['*'], Date.now(), 24)).get('*');
   assert.equal([f?.complaints, f?.hardbounces], [1, 1], "the account's reputation figures count each copy once");
+});
+
+test("a complaint whose reputation count Redis refused fails the mail's processing, and its retry makes that count (once): the campaign's count is not made again", async () => {
+  // The guard writes to a second real Redis, whose writes are refused at first (as one master of a
+  // cluster refusing writes while the campaign's own answers): the count was logged and lost before.
+  const other = await startRedis();
+  const otherClient = other.client();
+  const otherKeys = other.fresh().keys;
+  const guard = new ReputationGuard({ redis: otherClient, keys: otherKeys, eventsMaxLen: 10_000, shards: 4 }, { minVolume: 20, checkCacheMs: 0, deliveredFlushMs: 0 });
+  const mx = await startInboundMx(
+    { redis: ctx.client, keys: ctx.keys, logger: pino({ level: 'silent' }), reputation: guard },
+    { host: '127.0.0.1', port: 0, bounceDomains: [BOUNCE_DOMAIN], fblAddresses: [FBL], maxMessageSize: 1024 * 1024, rawRetentionMs: 3_600_000, retryBaseMs: 50, pendingIntervalMs: 50 },
+  );
+  try {
+    const { id } = await sentCampaign('refused', 400);
+    await otherClient.config('SET', 'min-replicas-to-write', '1');
+    const transport = nodemailer.createTransport({ host: '127.0.0.1', port: mx.port, secure: false, ignoreTLS: true });
+    const info = await transport.sendMail({ envelope: { from: '', to: [verpAddress(id, 5, BOUNCE_DOMAIN)] }, raw: corpus('arf-14.eml') });
+    transport.close();
+    await mx.idle();
+    const fid = /stored as (\S+)/.exec(info.response)?.[1] as string;
+    assert.is((await loadFeedback(ctx.client, ctx.keys, fid))?.outcome, 'failed');
+    const complaints = async () => (await campaignStats(ctx.client, ctx.keys, (await getCampaign(ctx.client, ctx.keys, 'refused', id))!)).complaints;
+    assert.is(await complaints(), 1, "the campaign's count was made");
+    await otherClient.config('SET', 'min-replicas-to-write', '0');
+    for (let i = 0; i < 200 && (await loadFeedback(ctx.client, ctx.keys, fid))?.outcome !== 'processed'; i++) await new Promise((r) => setTimeout(r, 25));
+    await mx.idle();
+    assert.is((await loadFeedback(ctx.client, ctx.keys, fid))?.outcome, 'processed');
+    const figures = async () => (await readFigures(otherClient, otherKeys, 'refused', ['*'], Date.now(), 24)).get('*')?.complaints;
+    assert.is(await figures(), 1, 'the reputation count made by the retry');
+    assert.is(await complaints(), 1, "the campaign's not made twice");
+    // Another report of the copy counts nothing more.
+    await send(corpus('arf-14.eml'), verpAddress(id, 5, BOUNCE_DOMAIN));
+    assert.equal([await complaints(), await figures()], [1, 1]);
+  } finally {
+    await otherClient.config('SET', 'min-replicas-to-write', '0').catch(() => undefined);
+    await mx.close();
+    await other.stop();
+  }
 });
 
 test('an FBL complaint quoting the VERP of a contact numbered past a million finds that contact', async () => {
