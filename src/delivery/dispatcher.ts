@@ -19,7 +19,7 @@ import { dueDestinations, reschedule, postpone } from '../queue/schedule.js';
 import { sourceFor } from './bind.js';
 import { hasSendingLimits, takeSending, returnSending, type SendingCounted, type SendingLimits, type SendingTake } from '../accounts/limits.js';
 import { returnPathsOf } from '../accounts/registry.js';
-import { takeTokens, refundTokens, acquireConnection, renewConnection, releaseConnection, unlimited, type Rate } from '../queue/throttle.js';
+import { takeTokens, refundTokens, acquireConnection, renewConnection, releaseConnection, othersWaiting, unlimited, type Rate } from '../queue/throttle.js';
 import { recordThrottleSignal, recordSuccess, backoffState, applyBackoff, backoffKeepMs, type BackoffConfig } from '../queue/backoff.js';
 import { resolveShaping, retryDelay, tlsPolicyOf, type EffectiveShaping } from '../queue/shaping.js';
 import { idTime, isId, shortId } from '../core/ids.js';
@@ -140,6 +140,10 @@ const CLOSED_HOLD_MS = 5 * 60_000;
 export const ANONYMOUS_MIN_RECIPIENTS = 10;
 /** A copy of a sender paused by the reputation guard is looked at again this often (resume takes effect within it). */
 const PAUSED_SENDER_HOLD_MS = 60_000;
+/** Whether a throttle scope is shared by several destinations (a provider rule's: its scope is the rule's name). */
+function shared(shaping: EffectiveShaping): boolean {
+  return shaping.scope === shaping.rule;
+}
 /**
  * How late after its maxAge a copy's claim may come and still make the attempt due at maxAge (its
  * last), at most (a tenth of the maxAge when that is less): later, it waited (held, behind a rate)
@@ -561,10 +565,14 @@ export class Dispatcher {
 
     const connId = shortId();
     const connTtl = config.delivery.lease;
-    if (!(await acquireConnection(redis, keys, shaping.scope, connId, shaping.connections, connTtl, this.now()))) {
-      // Every connection slot of this scope is held (maybe by other processes); look again shortly.
-      const st = this.destinations.get(domain);
-      if (!st || st.workers <= 1) await postpone(redis, keys, config.redis.scheduleShards, domain, this.now() + 1000);
+    const st = this.destinations.get(domain);
+    const first = !st || st.workers <= 1;
+    // A provider rule's slots are shared by its domains: they take turns (acquireConnection-1.lua).
+    const turn = shared(shaping) ? { domain, join: first } : undefined;
+    if (!(await acquireConnection(redis, keys, shaping.scope, connId, shaping.connections, connTtl, this.now(), turn))) {
+      // Every connection slot of this scope is held (maybe by other processes), or others wait for
+      // the next one before this destination; look again shortly.
+      if (first) await postpone(redis, keys, config.redis.scheduleShards, domain, this.now() + 1000);
       return;
     }
     // The slot lives a lease: it is renewed every third of one for as long as the connection runs
@@ -692,6 +700,13 @@ export class Dispatcher {
     try {
       for (;;) {
         if (this.stopping || slot.lost) {
+          await reschedule(redis, keys, shards, domain, this.now(), this.now());
+          return;
+        }
+        // After a batch, a slot of a provider rule others wait for goes to them: a domain with a
+        // backlog (or idling on its connection) would otherwise keep the rule's slots until it has
+        // sent everything, while the provider's other domains wait. It asks again, in its turn.
+        if (sent > 0 && shared(shaping) && (await othersWaiting(redis, keys, shaping.scope, domain, this.now()))) {
           await reschedule(redis, keys, shards, domain, this.now(), this.now());
           return;
         }

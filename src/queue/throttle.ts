@@ -10,7 +10,7 @@ declare module 'ioredis' {
     /** src/queue/lua/refundTokens-1.lua */
     refundTokens(bucket: string, now: number, n: number, perSecond: number, perMinute: number, perHour: number): Result<number, Context>;
     /** src/queue/lua/acquireConnection-1.lua */
-    acquireConnection(conns: string, connId: string, max: number, now: number, ttlMs: number): Result<number, Context>;
+    acquireConnection(conns: string, connId: string, max: number, now: number, ttlMs: number, domain?: string, waitTtlMs?: number, join?: '1' | ''): Result<number, Context>;
     /** src/queue/lua/renewConnection-1.lua */
     renewConnection(conns: string, connId: string, now: number, ttlMs: number): Result<number, Context>;
   }
@@ -51,8 +51,35 @@ export async function refundTokens(redis: RedisClient, keys: Keys, scope: string
  * Takes one of `max` connection slots of a scope, shared by every process (ZSET connId → expiry;
  * expired slots do not count, so a crashed process's slots come back after ttlMs). True when held.
  */
-export async function acquireConnection(redis: RedisClient, keys: Keys, scope: string, connId: string, max: number, ttlMs: number, now: number): Promise<boolean> {
-  return (await redis.acquireConnection(keys.conns(scope), connId, max, now, ttlMs)) === 1;
+export async function acquireConnection(redis: RedisClient, keys: Keys, scope: string, connId: string, max: number, ttlMs: number, now: number, turn?: SlotTurn): Promise<boolean> {
+  const reply = turn
+    ? await redis.acquireConnection(keys.conns(scope), connId, max, now, ttlMs, turn.domain, turn.waitTtlMs ?? WAIT_TTL_MS, turn.join ? '1' : '')
+    : await redis.acquireConnection(keys.conns(scope), connId, max, now, ttlMs);
+  return reply === 1;
+}
+
+/**
+ * In a scope several destinations share (a provider rule's), slots go to them in turn
+ * (acquireConnection-1.lua): `domain` asks; `join`: refused, it waits its turn (false for one more
+ * connection of a destination that has one already).
+ */
+export interface SlotTurn {
+  readonly domain: string;
+  readonly join: boolean;
+  /** A destination that has not asked again for this long no longer waits (default WAIT_TTL_MS). */
+  readonly waitTtlMs?: number;
+}
+
+/** A destination refused a slot asks again within a second or so (dispatcher): not asked for 5 s, it no longer waits. */
+export const WAIT_TTL_MS = 5_000;
+
+/**
+ * Whether a destination other than `domain` waits for a slot of `scope` (asked within the wait's
+ * life): a connection then gives its slot up after its batch, so the scope's destinations take turns.
+ */
+export async function othersWaiting(redis: RedisClient, keys: Keys, scope: string, domain: string, now: number, waitTtlMs = WAIT_TTL_MS): Promise<boolean> {
+  const recent = await redis.zrangebyscore(keys.connWaitSeen(scope), now - waitTtlMs, '+inf', 'LIMIT', 0, 2);
+  return recent.some((d) => d !== domain);
 }
 
 /** Extends a slot we hold to now + ttlMs; a slot that already expired is not taken back (false). */

@@ -48,6 +48,10 @@ export function createKeys(prefix: string) {
     // throttle scope
     bucket: (scope: string) => `${p}{t:${scope}}:bucket`,
     conns: (scope: string) => `${p}{t:${scope}}:conns`,
+    /** ZSET domain → when it began waiting for a slot of a shared scope; the connection slots' name with 'conns' replaced, as acquireConnection-1.lua finds it. */
+    connWaiting: (scope: string) => `${p}{t:${scope}}:waiting`,
+    /** ZSET domain → when it last asked for a slot of the scope (waits that stopped asking go). */
+    connWaitSeen: (scope: string) => `${p}{t:${scope}}:waitseen`,
     backoff: (scope: string) => `${p}{t:${scope}}:backoff`,
     // schedule
     schedule: (shard: number) => `${p}{s:${shard}}:due`,

@@ -25,6 +25,7 @@ let redis: TestRedis;
 let dns: DnsStub;
 let sink: CapturePeer;
 let rateSink: CapturePeer;
+let provSink: CapturePeer;
 let retryPeer: ScriptedPeer;
 let laterPeer: ScriptedPeer;
 let bouncePeer: ScriptedPeer;
@@ -46,6 +47,7 @@ test.before(async () => {
   });
   sink = await startCapturePeer({ tls: true });
   rateSink = await startCapturePeer();
+  provSink = await startCapturePeer();
   retryPeer = await startScriptedPeer({ ehlo: ['PIPELINING'], on: { RCPT: ['451 4.3.0 try again later', '250 2.1.5 ok'] } });
   laterPeer = await startScriptedPeer({ ehlo: ['PIPELINING'], on: { RCPT: '451 4.3.0 try again later' } });
   bouncePeer = await startScriptedPeer({ ehlo: ['PIPELINING'], on: { RCPT: '550 5.1.1 <nobody@bounce.test>: Recipient address rejected: User unknown' } });
@@ -57,7 +59,7 @@ test.before(async () => {
   s = await startSluiceFixture(redis, {
     delivery: {
       transport: {
-        'one.test': hp(sink), 'two.test': hp(sink), 'rate.test': hp(rateSink), 'hourly.test': hp(sink), 'idle.test': hp(rateSink),
+        'one.test': hp(sink), 'two.test': hp(sink), 'rate.test': hp(rateSink), 'big.prov.test': hp(provSink), 'small.prov.test': hp(provSink), 'hourly.test': hp(sink), 'idle.test': hp(rateSink),
         'retry.test': hp(retryPeer), 'later.test': hp(laterPeer), 'bounce.test': hp(bouncePeer), 'drop.test': hp(dropPeer),
         'senderreject.test': hp(senderRejectPeer),
         'brokentls.test': hp(brokenTlsPeer),
@@ -71,6 +73,8 @@ test.before(async () => {
         { name: 'slowpoke', match: { domains: ['rate.test'], mx: [] }, rate: { perSecond: 10, perMinute: null, perHour: null } },
         { name: 'hourly', match: { domains: ['hourly.test'], mx: [] }, scope: 'domain', rate: { perSecond: null, perMinute: null, perHour: 100 } },
         { name: 'later', match: { domains: ['later.test'], mx: [] }, retry: ['2s'], maxAge: '3s' },
+        // A provider of two domains: one connection and 20 msg/s for both.
+        { name: 'prov', match: { domains: ['*.prov.test'], mx: [] }, scope: 'provider', connections: 1, rate: { perSecond: 20, perMinute: null, perHour: null } },
       ],
     },
   });
@@ -78,7 +82,7 @@ test.before(async () => {
 
 test.after(async () => {
   await s?.stop();
-  await Promise.all([sink?.close(), rateSink?.close(), retryPeer?.close(), laterPeer?.close(), bouncePeer?.close(), dropPeer?.close(), senderRejectPeer?.close(), brokenTlsPeer?.close(), dns?.close()]);
+  await Promise.all([sink?.close(), rateSink?.close(), provSink?.close(), retryPeer?.close(), laterPeer?.close(), bouncePeer?.close(), dropPeer?.close(), senderRejectPeer?.close(), brokenTlsPeer?.close(), dns?.close()]);
   await redis?.stop();
 });
 
@@ -429,6 +433,18 @@ test('a destination looked at with nothing due (an idle re-check) gets no DNS lo
   assert.is(rateSink.connections(), before, 'no session opened');
   await r.zrem(schedule, 'idle.test');
   await r.srem(keys.destinations(shardOf('idle.test', s.config.redis.scheduleShards)), 'idle.test');
+});
+
+test("a provider rule's domains take turns at its connection slots: one domain's backlog does not hold them until it has sent everything", async () => {
+  const big = Array.from({ length: 60 }, (_, i) => ({ from: 'news@acme.example', to: `b${i}@big.prov.test`, subject: `big ${i}`, text: 'x' }));
+  assert.is((await s.api('/v1/messages/batch', { body: { messages: big } })).status, 202);
+  await provSink.waitFor(5, 15_000);
+  for (const to of ['x@small.prov.test', 'y@small.prov.test']) assert.is((await s.api('/v1/messages', { body: { from: 'news@acme.example', to, subject: 'small', text: 'x' } })).status, 202);
+  await provSink.waitFor(62, 30_000);
+  const order = provSink.messages.map((m) => (m.envelope.to[0]?.endsWith('@small.prov.test') ? 'small' : 'big'));
+  const afterSmall = order.length - 1 - order.lastIndexOf('small');
+  // 60 at 20/s take 3 s; the small domain came in after the first 5 and got its turn, not the end.
+  assert.ok(afterSmall >= 10, `big.prov.test copies delivered after small.prov.test's: ${afterSmall} (${order.join(' ')})`);
 });
 
 test('a rule of 10 msgs/s holds over a window (counts, generous margin)', async () => {

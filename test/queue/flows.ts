@@ -15,7 +15,7 @@ import { ack, retry, bounce, hold, release, extendLeases } from '../../src/queue
 import { clearOwed, owedMember } from '../../src/redis/owed.js';
 import { reapAndCount, reapExpired } from '../../src/queue/reap.js';
 import { dueDestinations, forgetDestination, reschedule, postpone, repairSchedule, IDLE_RECHECK_MS } from '../../src/queue/schedule.js';
-import { takeTokens, refundTokens, acquireConnection, renewConnection, releaseConnection, type Rate } from '../../src/queue/throttle.js';
+import { takeTokens, refundTokens, acquireConnection, renewConnection, releaseConnection, othersWaiting, type Rate } from '../../src/queue/throttle.js';
 import { recordThrottleSignal, recordSuccess, backoffState, applyBackoff, REASON_MAX, type BackoffConfig } from '../../src/queue/backoff.js';
 import type { EffectiveShaping } from '../../src/queue/shaping.js';
 import { MINUTE, HOUR } from '../../src/core/time.js';
@@ -706,6 +706,32 @@ export function queueFlows(name: string, start: () => Promise<Harness>) {
     // no limit: everything, without touching Redis
     assert.equal(await takeTokens(redis, keys, 'free', { perSecond: null, perMinute: null, perHour: null }, 500, T), { granted: 500, retryAt: null });
     assert.is(await redis.exists(keys.bucket('free')), 0);
+  });
+
+  test("a shared scope's slots go to its destinations in turn: a refused one waits, and a freed slot is its before the holder's next ask; a wait not renewed lapses", async () => {
+    const keys = ctx();
+    const turn = (domain: string, join = true) => ({ domain, join, waitTtlMs: 5000 });
+    assert.ok(await acquireConnection(redis, keys, 'g', 'big1', 1, 60_000, T, turn('big.test')));
+    assert.not.ok(await acquireConnection(other, keys, 'g', 'small1', 1, 60_000, T + 10, turn('small.test')), 'all taken');
+    assert.ok(await othersWaiting(redis, keys, 'g', 'big.test', T + 20), 'the holder sees a destination waiting');
+    assert.not.ok(await othersWaiting(redis, keys, 'g', 'small.test', T + 20), 'its own wait is not another');
+    // The holder gives its slot up after its batch and asks again at once: small.test waited longer.
+    await releaseConnection(redis, keys, 'g', 'big1');
+    assert.not.ok(await acquireConnection(redis, keys, 'g', 'big2', 1, 60_000, T + 30, turn('big.test')), 'not before the one that waits');
+    assert.ok(await acquireConnection(other, keys, 'g', 'small2', 1, 60_000, T + 900, turn('small.test')), "the waiter's turn");
+    await releaseConnection(other, keys, 'g', 'small2');
+    assert.ok(await acquireConnection(redis, keys, 'g', 'big3', 1, 60_000, T + 1000, turn('big.test')), "then big.test's, which waited meanwhile");
+    // One more connection of a destination that has one does not join the line.
+    assert.not.ok(await acquireConnection(redis, keys, 'g', 'big4', 1, 60_000, T + 1100, turn('big.test', false)));
+    assert.is(await redis.zcard(keys.connWaiting('g')), 0);
+    // A waiter that stops asking (its mail went elsewhere) no longer holds the line after waitTtl.
+    assert.not.ok(await acquireConnection(other, keys, 'g', 'gone1', 1, 60_000, T + 1200, turn('gone.test')));
+    await releaseConnection(redis, keys, 'g', 'big3');
+    assert.not.ok(await acquireConnection(redis, keys, 'g', 'big5', 1, 60_000, T + 2000, turn('big.test')), 'gone.test waits still');
+    assert.ok(await acquireConnection(redis, keys, 'g', 'big6', 1, 60_000, T + 1200 + 5001, turn('big.test')), 'its wait lapsed');
+    // Without a turn (a scope of one destination) nothing waits.
+    assert.not.ok(await acquireConnection(redis, keys, 'g', 'x', 1, 60_000, T + 7000));
+    assert.is(await redis.zcard(keys.connWaiting('g')), 0);
   });
 
   test('connection slots are shared by two processes, expire, and are not renewed once lost', async () => {
