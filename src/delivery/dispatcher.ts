@@ -325,6 +325,8 @@ export class Dispatcher {
   private readonly backoffGauges: BackoffGauges;
   private readonly inflight = new Set<Promise<void>>();
   private readonly clients = new Set<SmtpClient>();
+  /** Fired when a stop's grace is over: connects still under way (a host holding its greeting) end. */
+  private readonly connectsAborted = new AbortController();
   /** 'host:port' of hosts whose connections skip STARTTLS, each for PLAIN_FALLBACK_MS. */
   private readonly plainText = new ExpiringLru<true>(PLAIN_FALLBACK_HOSTS);
   /** 'host:port' of hosts sent to with DATA although they offer CHUNKING (BDAT was refused), each for PLAIN_FALLBACK_MS. */
@@ -432,6 +434,7 @@ export class Dispatcher {
     const timeout = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), graceMs).unref());
     if ((await Promise.race([all, timeout])) === 'timeout') {
       this.log.warn({ connections: this.clients.size }, 'grace period over: closing outbound connections');
+      this.connectsAborted.abort();
       for (const c of this.clients) c.close();
       await all;
     }
@@ -638,6 +641,7 @@ export class Dispatcher {
             tlsName: h.mx,
             timeouts: { connectMs: d.timeouts.connect, greetingMs: d.timeouts.greeting, commandMs: d.timeouts.command, dataBlockMs: d.timeouts.dataBlock, dataMs: d.timeouts.data },
             chunking: d.chunking && this.dataOnly.get(key, this.now()) === undefined,
+            signal: this.connectsAborted.signal,
           });
           this.o.metrics?.smtpConnectionsOpened.inc({ provider, result: 'ok', tls: client.secure ? 'yes' : 'no' });
           this.o.metrics?.smtpConnections.inc({ provider });
@@ -658,6 +662,8 @@ export class Dispatcher {
           const policyFailed = err instanceof SmtpConnectError && (err.tlsNotStarted || err.tlsFailed);
           this.o.metrics?.smtpConnectionsOpened.inc({ provider, result: policyFailed ? 'tls_required' : 'failed', tls: 'no' });
           const outcome = (err as { outcome?: SmtpOutcome }).outcome ?? localOutcome('deferred', '4.4.1', `connect to ${h.host}:${h.port} failed: ${(err as Error).message}`, 'CONN', false);
+          // Shutting down past the grace: no next host (runConnection leaves the queue as it is).
+          if (this.connectsAborted.signal.aborted) return outcome;
           last = moreTelling(last, outcome);
           // A 5xx greeting is the host's final word for this connection, not for the recipient; try the next MX.
           break;
@@ -681,6 +687,11 @@ export class Dispatcher {
     const shards = config.redis.scheduleShards;
     let walk = this.walk(route);
     const conn = await this.tryHosts(walk, shaping);
+    if (!(conn instanceof SmtpClient) && this.connectsAborted.signal.aborted) {
+      // Cut off by the end of a stop's grace, not refused: nothing was attempted, nothing is deferred.
+      await reschedule(redis, keys, shards, domain, this.now(), this.now());
+      return;
+    }
     if (!(conn instanceof SmtpClient)) {
       // Nothing reachable: every due recipient of the destination is deferred (or expires).
       if (conn.throttled) await this.throttled(shaping, conn.response);

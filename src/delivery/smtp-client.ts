@@ -54,6 +54,12 @@ export interface SmtpClientOptions {
   localAddress?: string;
   /** Send with BDAT when the server offers CHUNKING (default true). */
   chunking?: boolean;
+  /**
+   * Ends a connect still under way (the TCP connect, the greeting, EHLO, STARTTLS) when it fires:
+   * connect() then rejects. A shutdown's grace must not wait on a host that holds its greeting for
+   * the timeouts' minutes (a tarpit).
+   */
+  signal?: AbortSignal;
 }
 
 export interface SmtpOutcome {
@@ -173,11 +179,16 @@ export class SmtpClient {
   static async connect(opts: SmtpClientOptions): Promise<SmtpClient> {
     const socket = await openSocket(opts);
     const client = new SmtpClient(opts, socket);
+    const abort = (): void => client.terminate('connect aborted: shutting down');
+    opts.signal?.addEventListener('abort', abort, { once: true });
     try {
+      if (opts.signal?.aborted) abort();
       await client.handshake();
     } catch (err) {
       client.close();
       throw err instanceof SmtpConnectError ? err : connectError(`${(err as Error).message ?? String(err)}`, 'CONN', BAD_CONNECTION, err);
+    } finally {
+      opts.signal?.removeEventListener('abort', abort);
     }
     return client;
   }
@@ -759,11 +770,20 @@ function connectError(response: string, command: string, enhanced: string, cause
 function openSocket(opts: SmtpClientOptions): Promise<Socket> {
   return new Promise((resolve, reject) => {
     const socket = netConnect({ host: opts.host, port: opts.port, ...(opts.localAddress ? { localAddress: opts.localAddress } : {}) });
+    const abort = (): void => {
+      clearTimeout(timer);
+      socket.destroy();
+      reject(connectError(`connect to ${opts.host}:${opts.port} aborted: shutting down`, 'CONN', NO_ANSWER));
+    };
     const timer = setTimeout(() => {
+      opts.signal?.removeEventListener('abort', abort);
       socket.destroy();
       reject(connectError(`connect timeout after ${opts.timeouts.connectMs} ms to ${opts.host}:${opts.port}`, 'CONN', NO_ANSWER));
     }, opts.timeouts.connectMs);
+    if (opts.signal?.aborted) return abort();
+    opts.signal?.addEventListener('abort', abort, { once: true });
     socket.once('connect', () => {
+      opts.signal?.removeEventListener('abort', abort);
       clearTimeout(timer);
       socket.removeAllListeners('error');
       // SMTP is request/reply with small commands: Nagle would hold pipelined lines back for an ACK.
@@ -771,6 +791,7 @@ function openSocket(opts: SmtpClientOptions): Promise<Socket> {
       resolve(socket);
     });
     socket.once('error', (err) => {
+      opts.signal?.removeEventListener('abort', abort);
       clearTimeout(timer);
       socket.destroy();
       // Node's message is already the useful one, e.g. 'connect ECONNREFUSED 127.0.0.1:2525'.

@@ -1,6 +1,7 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
 import { randomUUID } from 'node:crypto';
+import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { startRedis, type TestRedis } from '../helpers/redis.js';
 import { createRedis } from '../../src/redis/client.js';
@@ -133,6 +134,44 @@ test('SIGTERM with an external Redis that is already gone: Sluice stops waiting 
   assert.ok(Array.isArray(line['unfinished']) && line['unfinished'].length > 0, `it names the parts it stopped waiting for: ${JSON.stringify(line)}`);
   assert.ok(p.logs.some((l) => l.msg === 'sluice stopped'));
   sinkDelayMs = 5;
+});
+
+test("a host that holds its greeting (a tarpit) does not hold the shutdown past its grace: the connect ends, the copy stays queued unattempted, exit 0", async () => {
+  const ext = await startRedis();
+  servers.push(ext);
+  const held: Socket[] = [];
+  const tarpit = createServer((s) => {
+    s.on('error', () => undefined);
+    held.push(s); // accepted, never greeted
+  });
+  await new Promise<void>((r) => tarpit.listen(0, '127.0.0.1', () => r()));
+  const port = (tarpit.address() as { port: number }).port;
+  const domain = `t${randomUUID().slice(0, 6)}.test`;
+  const prefix = `t${randomUUID().slice(0, 8)}:`;
+  const inst = await writeSluiceConfig({ redisUrl: ext.url, prefix, transport: { [domain]: `127.0.0.1:${port}` }, overrides: { instance: { shutdownGrace: '1s' } } });
+  instances.push(inst);
+  try {
+    const p = await startSluiceProcess(inst);
+    await submitAll(p.ports.http as number, inst.account.apiKey, [`slow@${domain}`]);
+    for (let i = 0; i < 500 && held.length === 0; i++) await sleep(20);
+    assert.ok(held.length > 0, 'Sluice connected and waits for the greeting');
+    p.signal('SIGTERM');
+    const exit = await p.waitExit(12_000);
+    assert.is(exit.code, 0, `${JSON.stringify(exit)} ${p.logs.map((l) => l.msg).join(' | ')}`);
+    assert.not.ok(p.logs.some((l) => l.msg?.startsWith('shutdown incomplete')));
+    const c = createRedis({ url: ext.url, name: 'shutdown-test' });
+    try {
+      const keys = createKeys(prefix);
+      assert.equal(await queueTotals(c, keys, [domain]), { ready: 1, leased: 0 }, 'queued again, not leased');
+      const [entry] = await c.zrange(keys.ready(domain), 0, -1);
+      assert.match(String(entry), /:0$/, 'no attempt counted');
+    } finally {
+      c.disconnect();
+    }
+  } finally {
+    for (const s of held) s.destroy();
+    tarpit.close();
+  }
 });
 
 test.run();
