@@ -10,7 +10,7 @@ import { DAY } from '../core/time.js';
 import { appendEvent, type EventType } from '../store/events.js';
 import { markUnsubscribe } from '../store/engagement.js';
 import type { MessageMeta } from '../store/messages.js';
-import { claimFeedbackCount, copyWasDelivered, liveAddress, noteFeedbackStep, markRecipient, messageFor, unsubscribeRecipient, type MessageView } from '../store/recipients.js';
+import { claimFeedbackCount, copyDelivery, liveAddress, noteFeedbackStep, markRecipient, messageFor, unsubscribeRecipient, type MessageView } from '../store/recipients.js';
 import { addSuppression, attachEvidence, normaliseForSuppression, GLOBAL_LIST, type SuppressionReason } from '../store/suppression.js';
 import { appendedEvent, dropFeedback, keepAppendedEvent, recordOutcome, type FeedbackOutcome } from './raw-store.js';
 import { copiesInText, feedbackRecipient, MAX_QUOTED_CANDIDATES, type VerifyUnsubscribeToken } from './recipients.js';
@@ -415,7 +415,8 @@ async function act(
   const counting = claim?.counting === true;
   // A copy bounced by mail was mostly taken by the remote server first, and counted delivered then;
   // one reported while deferred, or after it expired, was not.
-  const wasDelivered = counting && verdict === 'hard' && (await copyWasDelivered(deps.redis, deps.keys, meta, idx));
+  const delivery = counting ? await copyDelivery(deps.redis, deps.keys, meta, idx) : null;
+  const wasDelivered = verdict === 'hard' && delivery?.delivered === true;
   const status = verdict === 'complaint' ? 'complained' : verdict === 'optout' ? 'unsubscribed' : verdict === 'hard' ? 'bounced' : null;
   if (status && !counts) await markRecipient(deps.redis, deps.keys, view, idx, status, now, record.reason, wasDelivered);
   if (status && counting && !claim.done.has('c')) {
@@ -424,7 +425,7 @@ async function act(
   }
   if (view.listId !== null && counting) await deps.reputation?.judgeCampaign?.(meta.id);
   if (counting && !claim.done.has('r') && deps.reputation) {
-    await deps.reputation.record({ account: meta.account, domain: meta.fromDomain || null, kind, wasDelivered });
+    await deps.reputation.record({ account: meta.account, domain: meta.fromDomain || null, kind, wasDelivered, deliveredAt: delivery?.at ?? undefined });
     await noteFeedbackStep(deps.redis, deps.keys, meta.id, idx, kind, 'r');
   }
   if (type === 'bounced') m?.bounce?.(record.reason, record.hardbounce ? 'hard' : 'soft');

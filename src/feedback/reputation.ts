@@ -20,6 +20,7 @@ import {
   type GuardReason,
   type PauseRecord,
   BUCKET_MS,
+  resumedSince,
 } from '../store/reputation.js';
 import { appendEvent } from '../store/events.js';
 import { campaignStats, getCampaign, type CampaignGuardPause } from '../store/campaigns.js';
@@ -97,6 +98,13 @@ export interface OutcomeRecord {
    * divisor too (1,000 delivered and 52 bounced later read 4.9 %, under a 5 % threshold).
    */
   readonly wasDelivered?: boolean;
+  /**
+   * For a complaint or a hard bounce by mail: when its copy was delivered (its delivery record's
+   * time). A copy delivered before the sender's last resume counts nothing (the resume cleared the
+   * figures of the mail the pause judged: its late reports would pause it again for that same mail),
+   * and one delivered before the window leaves no delivery to take back.
+   */
+  readonly deliveredAt?: number | undefined;
   /** Default: deps.now(). */
   readonly now?: number | undefined;
 }
@@ -198,7 +206,12 @@ export class ReputationGuard {
     }
     // A bad outcome is judged against every delivery counted so far.
     if (o.kind !== 'delivered') await this.flush();
-    await recordOutcome(this.deps.redis, this.deps.keys, { account: o.account, domain: o.domain, kind: o.kind, now, ...(o.wasDelivered ? { undoDelivered: true } : {}) }, this.options.windowHours);
+    let undo = o.wasDelivered === true;
+    if (o.kind !== 'delivered' && o.deliveredAt !== undefined) {
+      if (o.deliveredAt < (await resumedSince(this.deps.redis, this.deps.keys, o.account, o.domain))) return [];
+      undo &&= o.deliveredAt >= now - this.options.windowHours * BUCKET_MS;
+    }
+    await recordOutcome(this.deps.redis, this.deps.keys, { account: o.account, domain: o.domain, kind: o.kind, now, ...(undo ? { undoDelivered: true } : {}) }, this.options.windowHours);
     if (o.kind === 'delivered') return [];
     // One evaluation per sender at a time: a burst of bounces would otherwise read the same window
     // once per bounce; the one in flight already sees (nearly) all of them, and the next bad outcome

@@ -93,6 +93,8 @@ export function createKeys(prefix: string) {
     reputation: (account: string, bucketStart: number) => `${p}{a:${account}}:rep:${bucketStart}`,
     /** HASH scope ('*' or a sending domain) → JSON pause record of the reputation guard. */
     senderPaused: (account: string) => `${p}{a:${account}}:paused`,
+    /** HASH scope ('*' or a From domain) → when the sender was last resumed (ms), kept a longest window (store/reputation.ts). */
+    senderResumed: (account: string) => `${p}{a:${account}}:resumed`,
     /** ZSET "<account>|<scope>" → paused time (ms): every paused sender, for status and the gauge. */
     pausedSenders: () => `${p}senders:paused`,
     /** HASH 'domain:<d>' | 'rule:<name>' → JSON hold: destinations an operator stopped delivery to (queue/holds.ts). */

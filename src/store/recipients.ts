@@ -105,12 +105,15 @@ export async function markRecipient(redis: RedisClient, keys: Keys, view: Messag
 /**
  * Whether recipient `idx`'s copy is recorded delivered (its delivery record, kept retention.records
  * after its outcome): a hard bounce reported by mail then takes back a delivery counted at its 250,
- * which a copy that bounced at RCPT, expired or is still deferred never had.
+ * which a copy that bounced at RCPT, expired or is still deferred never had. `at`: when it was
+ * delivered (null: not, or not said).
  */
-export async function copyWasDelivered(redis: RedisClient, keys: Keys, meta: MessageMeta, idx: number): Promise<boolean> {
+export async function copyDelivery(redis: RedisClient, keys: Keys, meta: MessageMeta, idx: number): Promise<{ delivered: boolean; at: number | null }> {
   const r = meta.rcpts[idx];
-  if (!r || r.domain === '') return false;
-  return (await redis.hget(keys.rcptState(r.domain, meta.id, idx), 'state')) === 'delivered';
+  if (!r || r.domain === '') return { delivered: false, at: null };
+  const [state, at] = await redis.hmget(keys.rcptState(r.domain, meta.id, idx), 'state', 'updatedAt');
+  if (state !== 'delivered') return { delivered: false, at: null };
+  return { delivered: true, at: Number(at) > 0 ? Number(at) : null };
 }
 
 /**

@@ -254,6 +254,7 @@ export async function resumeSender(redis: RedisClient, keys: Keys, account: stri
     // The index entry after the record (see the top).
     await dropIndexEntry(redis, keys, account, scope, was && was.at > 0 ? was.at : opts.now);
     await clearFigures(redis, keys, account, scope, opts.now);
+    await redis.multi().hset(keys.senderResumed(account), scope, opts.now).pexpire(keys.senderResumed(account), (MAX_WINDOW_HOURS + 1) * BUCKET_MS).exec();
     await appendEvent(redis, keys, 'sender_resumed', {
       account,
       scope,
@@ -263,6 +264,17 @@ export async function resumeSender(redis: RedisClient, keys: Keys, account: stri
     }, opts.eventsMaxLen);
   }
   return resumed;
+}
+
+/**
+ * When the sender (its account, or the From domain given) was last resumed, within the longest
+ * window; 0 when not. A complaint or a bounce by mail of a copy delivered before then is about the
+ * mail the pause judged, whose figures the resume cleared (feedback/reputation.ts).
+ */
+export async function resumedSince(redis: RedisClient, keys: Keys, account: string, domain: string | null): Promise<number> {
+  const scope = scopeOf(domain);
+  const [all, own] = await redis.hmget(keys.senderResumed(account), ACCOUNT_SCOPE, scope);
+  return Math.max(Number(all ?? 0) || 0, scope === ACCOUNT_SCOPE ? 0 : Number(own ?? 0) || 0);
 }
 
 /**
@@ -364,7 +376,7 @@ async function dropIndexEntry(redis: RedisClient, keys: Keys, account: string, s
  */
 export interface ReputationRecorder {
   /** wasDelivered: a hard bounce by mail of a copy counted delivered (see feedback/reputation.ts OutcomeRecord). */
-  record(o: { account: string; domain: string | null; kind: 'delivered' | 'hardbounce' | 'complaint'; wasDelivered?: boolean }): Promise<unknown>;
+  record(o: { account: string; domain: string | null; kind: 'delivered' | 'hardbounce' | 'complaint'; wasDelivered?: boolean; deliveredAt?: number | undefined }): Promise<unknown>;
   check(account: string, domain: string | null): Promise<{ reason: string } | null>;
   /** Judges a campaign after a complaint or hard bounce of one of its recipients (pauses it past the thresholds). */
   judgeCampaign?(campaignId: string): Promise<unknown>;

@@ -178,6 +178,33 @@ test('resume: the pause and its figures go, a sender_resumed event says who, and
   assert.equal(await guard.resume('acme', 'acme.example', 'test'), [], 'nothing left to resume');
 });
 
+test("after a resume, late reports of mail delivered before it count nothing (the pause judged that mail); mail delivered since counts", async () => {
+  const { keys, guard, record, setNow } = setup({ minVolume: 10, hardBounceRate: 0.2 });
+  await record('acme', 'acme.example', 'delivered', 15);
+  for (let i = 0; i < 5; i++) await guard.record({ account: 'acme', domain: 'acme.example', kind: 'hardbounce', wasDelivered: true, deliveredAt: T0 - 1000 });
+  assert.ok(await isPaused(client, keys, 'acme', 'acme.example'), 'paused: 5 of 15');
+  setNow(T0 + 60_000);
+  assert.equal(await guard.resume('acme', null, 'test'), ['acme.example']);
+  setNow(T0 + 120_000);
+  await record('acme', 'acme.example', 'delivered', 10);
+  // Three more DSNs about copies of the batch that caused the pause.
+  for (let i = 0; i < 3; i++) assert.equal(await guard.record({ account: 'acme', domain: 'acme.example', kind: 'hardbounce', wasDelivered: true, deliveredAt: T0 - 500 }), []);
+  assert.is(await guard.check('acme', 'acme.example'), null, 'not paused again for the mail it was resumed from');
+  const f = async () => (await guard.evaluate('acme', 'acme.example', T0 + 120_000)).figures.get('acme.example');
+  assert.equal([(await f())?.delivered, (await f())?.hardbounces], [10, 0]);
+  // A copy delivered after the resume counts, and takes its delivery back.
+  await guard.record({ account: 'acme', domain: 'acme.example', kind: 'hardbounce', wasDelivered: true, deliveredAt: T0 + 100_000 });
+  assert.equal([(await f())?.delivered, (await f())?.hardbounces], [9, 1]);
+});
+
+test('a bounce by mail of a copy delivered before the window counts, but takes no delivery back: its delivery is in no figure any more', async () => {
+  const { guard, record } = setup({ minVolume: 1000 });
+  await record('acme', 'acme.example', 'delivered', 10);
+  await guard.record({ account: 'acme', domain: 'acme.example', kind: 'hardbounce', wasDelivered: true, deliveredAt: T0 - 25 * HOUR });
+  const f = (await guard.evaluate('acme', 'acme.example', T0)).figures.get('acme.example');
+  assert.equal([f?.delivered, f?.hardbounces], [10, 1]);
+});
+
 /** The real client, except that its next `command` fails: the connection lost between a pause's or a resume's two writes. */
 function failingOnce(command: 'zadd' | 'zrem'): RedisClient {
   let armed = true;
