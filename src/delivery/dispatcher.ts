@@ -146,10 +146,11 @@ function shared(shaping: EffectiveShaping): boolean {
 }
 /**
  * How late after its maxAge a copy's claim may come and still make the attempt due at maxAge (its
- * last), at most (a tenth of the maxAge when that is less): later, it waited (held, behind a rate)
- * and expires unsent.
+ * last): a tenth of the maxAge, within these bounds. Later, it waited (held, behind a rate) and
+ * expires unsent.
  */
 const MAX_AGE_LATE_MS = 5 * 60_000;
+const MAX_AGE_LATE_MIN_MS = 2_000;
 /** Retries of a paused campaign claimed anyway (they sit in ready, not behind its pointer) wait this long. */
 const PAUSED_HOLD_MS = 60_000;
 /**
@@ -1502,7 +1503,7 @@ export class Dispatcher {
    */
   private async waitedPastMaxAge(entry: QueueEntry, msg: LoadedMessage, shaping: EffectiveShaping): Promise<boolean> {
     const now = this.now();
-    const late = Math.min(MAX_AGE_LATE_MS, shaping.maxAge / 10);
+    const late = Math.min(MAX_AGE_LATE_MS, Math.max(MAX_AGE_LATE_MIN_MS, shaping.maxAge / 10));
     if (msg.kind !== 'campaign' ? now <= msg.acceptedAt + shaping.maxAge + late : entry.attempt === 0) return false;
     return now > (await this.retriedSince(entry, msg, now)) + shaping.maxAge + late;
   }

@@ -72,7 +72,7 @@ test.before(async () => {
       rules: [
         { name: 'slowpoke', match: { domains: ['rate.test'], mx: [] }, rate: { perSecond: 10, perMinute: null, perHour: null } },
         { name: 'hourly', match: { domains: ['hourly.test'], mx: [] }, scope: 'domain', rate: { perSecond: null, perMinute: null, perHour: 100 } },
-        { name: 'later', match: { domains: ['later.test'], mx: [] }, retry: ['2s'], maxAge: '3s' },
+        { name: 'later', match: { domains: ['later.test'], mx: [] }, retry: ['4s'], maxAge: '6s' },
         // A provider of two domains: one connection and 20 msg/s for both.
         { name: 'prov', match: { domains: ['*.prov.test'], mx: [] }, scope: 'provider', connections: 1, rate: { perSecond: 20, perMinute: null, perHour: null } },
       ],
@@ -252,12 +252,12 @@ test('deferred again and again: tried until maxAge, the last time at maxAge itse
   const accepted = Date.now();
   const r = await s.api('/v1/messages', { body: { from: 'news@acme.example', to: 'gil@later.test', subject: 'later', text: 'x' } });
   assert.is(r.status, 202);
-  const final = (await s.waitFinal(r.body.id, 15_000)).recipients[0];
+  const final = (await s.waitFinal(r.body.id, 20_000)).recipients[0];
   assert.is(final.state, 'expired', JSON.stringify(final));
-  // Retry every 2 s, maxAge 3 s: at 0 s and 2 s, and at 3 s (not 4 s, past maxAge; nor expired at 2 s, a second early).
+  // Retry every 4 s, maxAge 6 s: at 0 s and 4 s, and at 6 s (not 8 s, past maxAge; nor expired at 4 s, 2 s early).
   assert.is(final.attempts, 3);
   assert.is(laterPeer.commands.filter((c) => c.startsWith('RCPT')).length, 3);
-  assert.ok(Date.now() - accepted >= 3_000, `expired ${Date.now() - accepted} ms after acceptance`);
+  assert.ok(Date.now() - accepted >= 6_000, `expired ${Date.now() - accepted} ms after acceptance`);
 });
 
 test('a host whose STARTTLS breaks gets the message in plain text at once, and later ones without trying TLS', async () => {
