@@ -107,7 +107,7 @@ export function messageWrite(keys: Keys, msg: NewMessage): { keys: [string, stri
  * a script's arguments through Lua strings: single client, 100 KB bodies, Redis CPU per store was
  * 815-840 µs with the body in the script and 574-610 µs with it outside.
  *
- * Resolves true when stored, false when the id is taken (nothing of ours is left: a body the SET
+ * Resolves true when stored (now, or by this same write sent again), false when the id is taken (nothing of ours is left: a body the SET
  * wrote for a finished message's id, whose own body was gone, is deleted again). Any failure
  * rejects as SLUICE_REDIS_UNAVAILABLE. A server that does not know the script (first use, restart,
  * failover) answers NOSCRIPT inside the MULTI: the script is loaded and the MULTI sent again.
@@ -124,6 +124,8 @@ export async function storeWithBody(redis: RedisClient, keys: Keys, msg: NewMess
     }
     const [scriptErr, stored] = replies?.[0] ?? [new Error('the transaction was aborted'), 0];
     const [setErr, set] = replies?.[1] ?? [null, null];
+    // This very write, sent again after a lost reply (storeMessage-3.lua): stored, body and all.
+    if (!scriptErr && stored === 2) return true;
     if (scriptErr || stored !== 1) {
       if (!setErr && set === 'OK') await redis.del(bodyKey).catch(() => undefined);
       if (!scriptErr) return false;

@@ -1,6 +1,6 @@
 import { suite } from 'uvu';
 import * as assert from 'uvu/assert';
-import { getMessage } from '../../src/store/messages.js';
+import { getMessage, messageWrite, storeWithBody } from '../../src/store/messages.js';
 import { persistMessage } from '../../src/ingress/persist.js';
 import { messageStatus } from '../../src/ingress/message-status.js';
 import { createMessageSource } from '../../src/store/message-source.js';
@@ -48,6 +48,28 @@ test('persist writes meta and body, then queues every recipient at its index', a
   assert.equal(msg.meta.metadata, { k: 'v', n: 1 });
   assert.equal(msg.meta.tags, ['t1']);
   assert.is((await msg.body())?.toString(), 'Subject: hi\r\n\r\nbody\r\n');
+});
+
+test("the store's MULTI sent again (ioredis resends a command whose reply a dropped connection lost, after Redis ran it) answers stored, not taken: the caller would store it again under a new id and mail its recipients twice", async () => {
+  const { keys } = redis.fresh();
+  const id = newId(NOW);
+  const msg = sample(id);
+  const w = messageWrite(keys, msg);
+  assert.is(await storeWithBody(client, keys, msg, 3, [...w.keys, ...w.args]), true);
+  assert.is(await storeWithBody(client, keys, msg, 3, [...w.keys, ...w.args]), true, 'the same write again: stored');
+  assert.is(await client.get(keys.msgBody(id)), 'Subject: hi\r\n\r\nbody\r\n', 'its body kept');
+  // Another message drawn the same id (another account, or other recipients) is refused as before.
+  for (const other of [{ ...sample(id), account: 'globex' }, { ...sample(id), rcpts: sample(id).rcpts.slice(1) }]) {
+    const o = messageWrite(keys, other);
+    assert.is(await storeWithBody(client, keys, other, 3, [...o.keys, ...o.args]), false);
+  }
+  assert.is(await client.hget(keys.msgMeta(id), 'account'), 'acme');
+  // The single server's whole acceptance (record, queue, index, event in one script) sent again: nothing twice.
+  const id2 = newId(NOW);
+  assert.is((await persistMessage(client, keys, 4, sample(id2), undefined, 1000)).stored, true);
+  assert.is((await persistMessage(client, keys, 4, sample(id2), undefined, 1000)).stored, true);
+  assert.equal(await client.zrange(keys.ready('gmail.com'), 0, -1), [`${id2}:0:0`, `${id2}:2:0`]);
+  assert.is((await client.xrange(keys.events(), '-', '+')).filter(([, f]) => f.includes(id2)).length, 1, 'one accepted event');
 });
 
 for (const [count, path] of [[2000, 'one script'], [9000, 'chunked commands']] as const) {

@@ -40,9 +40,24 @@
                    member` arguments for ZADD NX; per shard a count then that many `minDue domain`
                    arguments (SADD the domains, ZADD LT the schedule)
 
-  Returns 1 when stored, 0 when the id is taken (nothing written).
+  Returns 1 when stored, 0 when the id is taken (nothing written), 2 when this very write was
+  stored before: the call sent again (ioredis resends a command whose reply a dropped connection
+  lost, and Redis had run it). Taken for another message's id, it would be stored a second time
+  under a new id, and its recipients mailed twice. Told apart by the record's account, acceptance
+  time (ms) and recipients, which another message with the same id (same millisecond, same 30
+  random bits) would not also share.
 ]]
-if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
+if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then
+  local want = {}
+  local from = 3 + tonumber(ARGV[1])
+  for i = from, from + tonumber(ARGV[2]) - 1, 2 do
+    local f = ARGV[i]
+    if f == 'account' or f == 'acceptedAt' or f == 'rcpts' then want[f] = ARGV[i + 1] end
+  end
+  local have = redis.call('HMGET', KEYS[1], 'account', 'acceptedAt', 'rcpts')
+  if have[1] == want.account and have[2] == want.acceptedAt and have[3] == want.rcpts then return 2 end
+  return 0
+end
 
 --@include addRef
 
