@@ -1,4 +1,5 @@
 import { Cluster } from 'ioredis';
+import { setMaxListeners } from 'node:events';
 import type { Logger } from 'pino';
 import type { Config, TlsPolicy } from '../config/schema.js';
 import type { RedisClient } from '../redis/client.js';
@@ -19,7 +20,7 @@ import { dueDestinations, reschedule, postpone } from '../queue/schedule.js';
 import { sourceFor } from './bind.js';
 import { hasSendingLimits, takeSending, returnSending, type SendingCounted, type SendingLimits, type SendingTake } from '../accounts/limits.js';
 import { returnPathsOf } from '../accounts/registry.js';
-import { takeTokens, refundTokens, acquireConnection, renewConnection, releaseConnection, othersWaiting, unlimited, type Rate } from '../queue/throttle.js';
+import { takeTokens, refundTokens, acquireConnection, renewConnection, releaseConnection, yieldConnection, unlimited, type Rate } from '../queue/throttle.js';
 import { recordThrottleSignal, recordSuccess, backoffState, applyBackoff, backoffKeepMs, type BackoffConfig } from '../queue/backoff.js';
 import { resolveShaping, retryDelay, tlsPolicyOf, type EffectiveShaping } from '../queue/shaping.js';
 import { idTime, isId, shortId } from '../core/ids.js';
@@ -358,6 +359,8 @@ export class Dispatcher {
   private shardCursor = 0;
 
   constructor(opts: DispatcherOptions) {
+    // One listener per connect under way (maxConnections of them): not a leak, no warning past 10.
+    setMaxListeners(0, this.connectsAborted.signal);
     this.o = opts;
     this.now = opts.now ?? Date.now;
     this.log = opts.logger;
@@ -585,7 +588,7 @@ export class Dispatcher {
     // of reach for longer than a lease) may be another connection's now: this one claims nothing
     // more and ends after what it holds, so the scope is not over its limit for longer than that.
     const scope = shaping.scope;
-    const slot = { lost: false };
+    const slot = { lost: false, id: connId };
     const renewing = setInterval(() => {
       void renewConnection(redis, keys, scope, connId, connTtl, this.now()).then(
         (held) => {
@@ -683,7 +686,7 @@ export class Dispatcher {
    * `level`: the scope's slowdown level when the connection was set up (already applied to `shaping`).
    * `slot.lost`: the connection's slot lapsed; it claims nothing more.
    */
-  private async runConnection(domain: string, route: Extract<Route, { kind: 'hosts' }>, shaping: EffectiveShaping, level: number, slot: { readonly lost: boolean }): Promise<void> {
+  private async runConnection(domain: string, route: Extract<Route, { kind: 'hosts' }>, shaping: EffectiveShaping, level: number, slot: { readonly lost: boolean; readonly id: string }): Promise<void> {
     const { redis, keys, config } = this.o;
     const shards = config.redis.scheduleShards;
     let walk = this.walk(route);
@@ -715,12 +718,18 @@ export class Dispatcher {
           await reschedule(redis, keys, shards, domain, this.now(), this.now());
           return;
         }
-        // After a batch, a slot of a provider rule others wait for goes to them: a domain with a
-        // backlog (or idling on its connection) would otherwise keep the rule's slots until it has
-        // sent everything, while the provider's other domains wait. It asks again, in its turn.
-        if (sent > 0 && shared(shaping) && (await othersWaiting(redis, keys, shaping.scope, domain, this.now()))) {
-          await reschedule(redis, keys, shards, domain, this.now(), this.now());
-          return;
+        // After a batch, a slot of a provider rule others wait for goes to them, one connection per
+        // waiting domain (yieldConnection-1.lua): a domain with a backlog (or idling on its
+        // connection) would otherwise keep the rule's slots until it has sent everything, while the
+        // provider's other domains wait. The head of the line is due at once; this domain asks again, in its turn.
+        if (sent > 0 && shared(shaping)) {
+          const head = await yieldConnection(redis, keys, shaping.scope, slot.id, domain, shaping.connections, this.now());
+          if (head !== null) {
+            if (head !== '') await postpone(redis, keys, shards, head, this.now());
+            await reschedule(redis, keys, shards, domain, this.now(), this.now());
+            this.wake();
+            return;
+          }
         }
         // Held while this connection sends: it claims nothing more (what it holds was sent above).
         if (await this.held(domain, shaping.rule)) return;

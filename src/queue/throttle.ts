@@ -13,6 +13,8 @@ declare module 'ioredis' {
     acquireConnection(conns: string, connId: string, max: number, now: number, ttlMs: number, domain?: string, waitTtlMs?: number, join?: '1' | ''): Result<number, Context>;
     /** src/queue/lua/renewConnection-1.lua */
     renewConnection(conns: string, connId: string, now: number, ttlMs: number): Result<number, Context>;
+    /** src/queue/lua/yieldConnection-1.lua */
+    yieldConnection(conns: string, connId: string, domain: string, max: number, now: number, waitTtlMs: number): Result<[0] | [1, string], Context>;
   }
 }
 
@@ -74,12 +76,15 @@ export interface SlotTurn {
 export const WAIT_TTL_MS = 5_000;
 
 /**
- * Whether a destination other than `domain` waits for a slot of `scope` (asked within the wait's
- * life): a connection then gives its slot up after its batch, so the scope's destinations take turns.
+ * After a batch: gives connection `connId`'s slot of `scope` up when more other destinations wait
+ * for one than there are slots free (yieldConnection-1.lua), so the scope's destinations take
+ * turns; one connection leaves per waiting destination. Returns null (carry on), or the destination
+ * at the head of the line ('' when none still asks) once the slot is given up: the caller makes it
+ * due at once.
  */
-export async function othersWaiting(redis: RedisClient, keys: Keys, scope: string, domain: string, now: number, waitTtlMs = WAIT_TTL_MS): Promise<boolean> {
-  const recent = await redis.zrangebyscore(keys.connWaitSeen(scope), now - waitTtlMs, '+inf', 'LIMIT', 0, 2);
-  return recent.some((d) => d !== domain);
+export async function yieldConnection(redis: RedisClient, keys: Keys, scope: string, connId: string, domain: string, max: number, now: number, waitTtlMs = WAIT_TTL_MS): Promise<string | null> {
+  const r = await redis.yieldConnection(keys.conns(scope), connId, domain, max, now, waitTtlMs);
+  return r[0] === 1 ? r[1] : null;
 }
 
 /** Extends a slot we hold to now + ttlMs; a slot that already expired is not taken back (false). */

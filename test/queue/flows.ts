@@ -15,7 +15,7 @@ import { ack, retry, bounce, hold, release, extendLeases } from '../../src/queue
 import { clearOwed, owedMember } from '../../src/redis/owed.js';
 import { reapAndCount, reapExpired } from '../../src/queue/reap.js';
 import { dueDestinations, forgetDestination, reschedule, postpone, repairSchedule, IDLE_RECHECK_MS } from '../../src/queue/schedule.js';
-import { takeTokens, refundTokens, acquireConnection, renewConnection, releaseConnection, othersWaiting, type Rate } from '../../src/queue/throttle.js';
+import { takeTokens, refundTokens, acquireConnection, renewConnection, releaseConnection, yieldConnection, type Rate } from '../../src/queue/throttle.js';
 import { recordThrottleSignal, recordSuccess, backoffState, applyBackoff, REASON_MAX, type BackoffConfig } from '../../src/queue/backoff.js';
 import type { EffectiveShaping } from '../../src/queue/shaping.js';
 import { MINUTE, HOUR } from '../../src/core/time.js';
@@ -713,10 +713,9 @@ export function queueFlows(name: string, start: () => Promise<Harness>) {
     const turn = (domain: string, join = true) => ({ domain, join, waitTtlMs: 5000 });
     assert.ok(await acquireConnection(redis, keys, 'g', 'big1', 1, 60_000, T, turn('big.test')));
     assert.not.ok(await acquireConnection(other, keys, 'g', 'small1', 1, 60_000, T + 10, turn('small.test')), 'all taken');
-    assert.ok(await othersWaiting(redis, keys, 'g', 'big.test', T + 20), 'the holder sees a destination waiting');
-    assert.not.ok(await othersWaiting(redis, keys, 'g', 'small.test', T + 20), 'its own wait is not another');
-    // The holder gives its slot up after its batch and asks again at once: small.test waited longer.
-    await releaseConnection(redis, keys, 'g', 'big1');
+    // The holder gives its slot up after its batch (the head of the line is named, to be made due) and asks again at once: small.test waited longer.
+    assert.is(await yieldConnection(redis, keys, 'g', 'big1', 'big.test', 1, T + 20, 5000), 'small.test');
+    assert.is(await redis.zscore(keys.conns('g'), 'big1'), null, 'its slot is free');
     assert.not.ok(await acquireConnection(redis, keys, 'g', 'big2', 1, 60_000, T + 30, turn('big.test')), 'not before the one that waits');
     assert.ok(await acquireConnection(other, keys, 'g', 'small2', 1, 60_000, T + 900, turn('small.test')), "the waiter's turn");
     await releaseConnection(other, keys, 'g', 'small2');
@@ -732,6 +731,18 @@ export function queueFlows(name: string, start: () => Promise<Harness>) {
     // Without a turn (a scope of one destination) nothing waits.
     assert.not.ok(await acquireConnection(redis, keys, 'g', 'x', 1, 60_000, T + 7000));
     assert.is(await redis.zcard(keys.connWaiting('g')), 0);
+    assert.is(await yieldConnection(redis, keys, 'g', 'big6', 'big.test', 1, T + 7000, 5000), null, 'nobody waits: it carries on');
+  });
+
+  test('one connection gives its slot up per waiting destination: the busy one keeps the rest', async () => {
+    const keys = ctx();
+    const turn = (domain: string) => ({ domain, join: true, waitTtlMs: 5000 });
+    for (const c of ['b1', 'b2', 'b3']) assert.ok(await acquireConnection(redis, keys, 'g', c, 3, 60_000, T, turn('big.test')));
+    assert.not.ok(await acquireConnection(other, keys, 'g', 's1', 3, 60_000, T + 10, turn('small.test')));
+    assert.is(await yieldConnection(redis, keys, 'g', 'b1', 'big.test', 3, T + 20, 5000), 'small.test');
+    assert.is(await yieldConnection(redis, keys, 'g', 'b2', 'big.test', 3, T + 21, 5000), null, 'one slot free for one waiter: the others carry on');
+    assert.is(await yieldConnection(other, keys, 'g', 'b3', 'big.test', 3, T + 22, 5000), null);
+    assert.is(await redis.zcard(keys.conns('g')), 2);
   });
 
   test('connection slots are shared by two processes, expire, and are not renewed once lost', async () => {
