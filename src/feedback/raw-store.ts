@@ -4,13 +4,12 @@ import type { Keys } from '../redis/keys.js';
 import { trimSortedSetBefore } from '../store/retention.js';
 import { SluiceError } from '../core/errors.js';
 import { createRecord } from '../store/record-io.js';
+import { deleteStoredFeedback } from '../store/feedback-stored.js';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
     /** src/queue/lua/claimFeedback-1.lua */
     claimFeedback(pending: string, now: number, leaseMs: number, limit: number): Result<string[], Context>;
-    /** src/queue/lua/reserveFeedbackBytes-1.lua: 1 counted, 0 no room. */
-    reserveFeedbackBytes(stored: string, day: number, oldest: number, bytes: number, cap: number): Result<number, Context>;
   }
 }
 
@@ -46,24 +45,6 @@ export interface StoredFeedback {
   readonly mailFrom: string;
   readonly receivedAt: number;
   readonly outcome: FeedbackOutcome | '';
-}
-
-const DAY_MS = 86_400_000;
-
-/**
- * Counts `bytes` of feedback mail received at `now` against `cap`, the bytes of feedback mail kept at
- * most (feedback.maxStored; each is kept retentionMs): SLUICE_FEEDBACK_STORAGE_FULL (452 4.3.1, its
- * sender retries later) when there is no room, before anything is written.
- */
-export async function reserveFeedbackStorage(redis: RedisClient, keys: Keys, bytes: number, now: number, o: { readonly retentionMs: number; readonly cap: number }): Promise<void> {
-  const day = Math.floor(now / DAY_MS);
-  let counted: number;
-  try {
-    counted = await redis.reserveFeedbackBytes(keys.feedbackStored(), day, day - Math.ceil(o.retentionMs / DAY_MS), bytes, o.cap);
-  } catch (err) {
-    throw new SluiceError('SLUICE_REDIS_UNAVAILABLE', 'the feedback mail could not be stored', { cause: err });
-  }
-  if (counted !== 1) throw new SluiceError('SLUICE_FEEDBACK_STORAGE_FULL');
 }
 
 /**
@@ -147,7 +128,7 @@ export async function claimDue(redis: RedisClient, keys: Keys, now: number, leas
  * slots: three commands, not a MULTI (refused across slots on a cluster).
  */
 export async function dropFeedback(redis: RedisClient, keys: Keys, id: string): Promise<void> {
-  await Promise.all([redis.del(keys.feedbackRaw(id)), redis.zrem(keys.feedbackUnprocessed(), id), redis.zrem(keys.feedbackPending(), id)]);
+  await Promise.all([deleteStoredFeedback(redis, keys, id), redis.zrem(keys.feedbackUnprocessed(), id), redis.zrem(keys.feedbackPending(), id)]);
 }
 
 /** A mail that needs no (more) processing: gone, or its outcome recorded. */

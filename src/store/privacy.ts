@@ -16,6 +16,7 @@ import { jsonOr } from './record-io.js';
 import { isDeliveryMark } from './soft-bounces.js';
 import { scanNodes } from './retention.js';
 import { countCopy } from './copy-count.js';
+import { deleteStoredFeedback } from './feedback-stored.js';
 import { clearOwed, owedMember } from '../redis/owed.js';
 import { ERASED } from './tombstone.js';
 
@@ -623,7 +624,7 @@ export async function eraseAddress(
   // Three slots ({f:<id>} and the two indexes): three commands, not a MULTI (refused across slots on
   // a cluster). A processing run that holds the mail already writes nothing back (its outcome is set
   // only on a record that exists) and drops the copy's data by its tombstones.
-  for (const id of fb) await Promise.all([redis.del(keys.feedbackRaw(id)), redis.zrem(keys.feedbackUnprocessed(), id), redis.zrem(keys.feedbackPending(), id)]);
+  for (const id of fb) await Promise.all([deleteStoredFeedback(redis, keys, id), redis.zrem(keys.feedbackUnprocessed(), id), redis.zrem(keys.feedbackPending(), id)]);
 
   const webhookBatches = await eraseFromWebhooks(redis, keys, scope.accounts, pairs, new Set(events.map((e) => e.id)));
 

@@ -15,7 +15,7 @@ import { storeMessage } from '../../src/store/messages.js';
 import { GLOBAL_LIST, suppressionOf } from '../../src/store/suppression.js';
 import { RawSmtp } from '../helpers/raw-smtp.js';
 import { startInboundMx, type InboundMx, type InboundMxMetricsHook } from '../../src/feedback/inbound-mx.js';
-import { listUnprocessed, loadFeedback, PENDING_GRACE_MS, storeFeedback } from '../../src/feedback/raw-store.js';
+import { dropFeedback, listUnprocessed, loadFeedback, PENDING_GRACE_MS, storeFeedback } from '../../src/feedback/raw-store.js';
 import { MAX_QUOTED_CANDIDATES, unsubscribeAddress } from '../../src/feedback/recipients.js';
 import { unsubscribeMailtoAddress } from '../../src/core/verp.js';
 import { readEngagement } from '../../src/store/engagement.js';
@@ -1041,6 +1041,12 @@ test("feedback mail kept in Redis is bounded: beyond maxStoredBytes a message ge
     assert.is(err.responseCode, 452, err.response);
     assert.match(err.response ?? '', /4\.3\.1 .*feedback mail stored/i);
     assert.is(await stored(), before + 3, 'the refused mail is not stored');
+    // Mail deleted before its time (processed and dropped, erased) gives its bytes back.
+    const ids = (await ctx.client.keys(`${ctx.keys.prefix}{f:*}:raw`)).map((k) => /\{f:([^}]+)\}/.exec(k)?.[1] as string);
+    const newest = (await Promise.all(ids.map(async (id) => [id, Number(await ctx.client.hget(ctx.keys.feedbackRaw(id), 'receivedAt'))] as const))).filter(([, at]) => at === t0);
+    await dropFeedback(ctx.client, ctx.keys, newest[0]![0]);
+    await send(mail, to, mx); // accepted again
+    assert.is(await stored(), before + 3);
     // Three days on, that mail has expired (retention 2 days): it no longer counts.
     clock = t0 + 3 * 86_400_000;
     await send(mail, to, mx);
