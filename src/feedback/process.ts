@@ -12,7 +12,8 @@ import { markUnsubscribe } from '../store/engagement.js';
 import type { MessageMeta } from '../store/messages.js';
 import { claimFeedbackCount, copyDelivery, liveAddress, noteFeedbackStep, markRecipient, messageFor, unsubscribeRecipient, type MessageView } from '../store/recipients.js';
 import { addSuppression, attachEvidence, normaliseForSuppression, GLOBAL_LIST, type SuppressionReason } from '../store/suppression.js';
-import { appendedEvent, dropFeedback, keepAppendedEvent, recordOutcome, type FeedbackOutcome } from './raw-store.js';
+import { appendedEvent, keepAppendedEvent, recordOutcome, type FeedbackOutcome } from './raw-store.js';
+import { dropFeedback } from '../store/feedback-stored.js';
 import { copiesInText, feedbackRecipient, MAX_QUOTED_CANDIDATES, type VerifyUnsubscribeToken } from './recipients.js';
 import { recordSoftBounce } from '../store/soft-bounces.js';
 import { deletionDue } from '../store/account-state.js';
@@ -418,10 +419,9 @@ async function act(
   const delivery = counting ? await copyDelivery(deps.redis, deps.keys, meta, idx) : null;
   const wasDelivered = verdict === 'hard' && delivery?.delivered === true;
   const status = verdict === 'complaint' ? 'complained' : verdict === 'optout' ? 'unsubscribed' : verdict === 'hard' ? 'bounced' : null;
-  if (status && !counts) await markRecipient(deps.redis, deps.keys, view, idx, status, now, record.reason, wasDelivered);
-  if (status && counting && !claim.done.has('c')) {
+  if (status && (!counts || (counting && !claim.done.has('c')))) {
     await markRecipient(deps.redis, deps.keys, view, idx, status, now, record.reason, wasDelivered);
-    await noteFeedbackStep(deps.redis, deps.keys, meta.id, idx, kind, 'c');
+    if (counting) await noteFeedbackStep(deps.redis, deps.keys, meta.id, idx, kind, 'c');
   }
   if (view.listId !== null && counting) await deps.reputation?.judgeCampaign?.(meta.id);
   if (counting && !claim.done.has('r') && deps.reputation) {

@@ -4,7 +4,6 @@ import type { Keys } from '../redis/keys.js';
 import { trimSortedSetBefore } from '../store/retention.js';
 import { SluiceError } from '../core/errors.js';
 import { createRecord } from '../store/record-io.js';
-import { deleteStoredFeedback } from '../store/feedback-stored.js';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
@@ -122,14 +121,6 @@ export async function claimDue(redis: RedisClient, keys: Keys, now: number, leas
   return redis.claimFeedback(keys.feedbackPending(), now, leaseMs, limit);
 }
 
-/**
- * A mail that must not be kept (about an erased person, or a deleted account's recipient:
- * process.ts): its bytes, and its id in both indexes (an earlier failed attempt listed it). Three
- * slots: three commands, not a MULTI (refused across slots on a cluster).
- */
-export async function dropFeedback(redis: RedisClient, keys: Keys, id: string): Promise<void> {
-  await Promise.all([deleteStoredFeedback(redis, keys, id), redis.zrem(keys.feedbackUnprocessed(), id), redis.zrem(keys.feedbackPending(), id)]);
-}
 
 /** A mail that needs no (more) processing: gone, or its outcome recorded. */
 export async function dropPending(redis: RedisClient, keys: Keys, id: string): Promise<void> {

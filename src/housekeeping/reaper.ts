@@ -4,7 +4,7 @@ import type { Keys } from '../redis/keys.js';
 import type { Metrics } from '../observability/metrics.js';
 import { reapAndCount } from '../queue/reap.js';
 import { clearOwed, parseOwedMember } from '../redis/owed.js';
-import { countCopy } from '../store/copy-count.js';
+import { countOwedCopy } from '../store/copy-count.js';
 import { forgetDestination, repairSchedule } from '../queue/schedule.js';
 import { Ticker } from '../core/ticker.js';
 
@@ -105,10 +105,12 @@ export class Reaper {
     let counted = false;
     try {
       if (c) {
-        const kind = (await countCopy(redis, keys, c, c, now, this.o.counts)).kind;
+        const kind = (await countOwedCopy(redis, keys, domain, c, c, now, this.o.counts)).kind;
         counted = kind === 'campaign' || kind === 'message';
-      } else this.o.logger.warn({ domain, member }, 'an owed count that is not one: dropped');
-      await clearOwed(redis, keys, domain, member);
+      } else {
+        this.o.logger.warn({ domain, member }, 'an owed count that is not one: dropped');
+        await clearOwed(redis, keys, domain, member);
+      }
     } catch (err) {
       this.o.logger.warn({ err, domain, msgId: c?.msgId }, 'an owed count could not be made: tried again on a later pass');
       await redis.zadd(keys.owed(domain), 'XX', now, member).catch(() => undefined);

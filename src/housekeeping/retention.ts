@@ -8,7 +8,7 @@ import { deleteWebhook, listWebhooks } from '../store/webhooks.js';
 import { pausedScopes } from '../store/reputation.js';
 import { deleteList, listLists } from '../store/contacts.js';
 import { campaignListIds } from '../store/campaigns.js';
-import { deleteStoredFeedback } from '../store/feedback-stored.js';
+import { dropFeedback } from '../store/feedback-stored.js';
 import { Ticker } from '../core/ticker.js';
 import { streamField, streamIdTime } from '../store/events.js';
 import { HOUR } from '../core/time.js';
@@ -210,8 +210,7 @@ export class RetentionJob {
       // The raw feedback mail its events name (bounces and complaints of its mail, which quote its
       // recipients) goes with it, though rawBounces may outlast the account's window or the reference.
       for (const fb of new Set([...doomed, ...unfindable].map(([, flat]) => streamField(flat, 'feedbackId')).filter((id): id is string => id !== undefined && id !== ''))) {
-        const [gone] = await Promise.all([deleteStoredFeedback(redis, keys, fb), redis.zrem(keys.feedbackUnprocessed(), fb)]);
-        count('raw_bounces', gone);
+        count('raw_bounces', await dropFeedback(redis, keys, fb));
       }
       if (doomed.length > 0) count('account_events', await redis.xdel(keys.events(), ...doomed.map(([id]) => id)));
       if (unfindable.length > 0) count('events', await redis.xdel(keys.events(), ...unfindable.map(([id]) => id)));

@@ -4,8 +4,8 @@ import type { Keys } from '../redis/keys.js';
 import { getMessage, toMeta, type MessageMeta } from '../store/messages.js';
 import { appendEvent, packEvent } from '../store/events.js';
 import { finishRecipient } from '../store/message-source.js';
-import { countCopy } from '../store/copy-count.js';
-import { clearOwed, owedMember, type OwedCount } from '../redis/owed.js';
+import { countOwedCopy } from '../store/copy-count.js';
+import type { OwedCount } from '../redis/owed.js';
 import { recipientStates, type RecipientStatus } from '../queue/status.js';
 import { cancelWaiting } from '../queue/outcome.js';
 import { parseMember } from '../queue/entry.js';
@@ -101,8 +101,7 @@ export async function cancelRecipients(
           // acceptance: its references must then last as long as its record.
           if (single) await finishRecipient(redis, keys, id, o.now, ttl);
           else {
-            await countCopy(redis, keys, copy, OWED, o.now, ttl);
-            await clearOwed(redis, keys, rcpt.domain, owedMember(copy, OWED));
+            await countOwedCopy(redis, keys, rcpt.domain, copy, OWED, o.now, ttl);
             await appendEvent(redis, keys, 'cancelled', fields, o.eventsMaxLen);
           }
           return;

@@ -2,6 +2,7 @@ import type { Result } from 'ioredis';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { keepRefsOfLateFinish } from './address-index.js';
+import { clearOwed, owedMember, type OwedCount } from '../redis/owed.js';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
@@ -41,4 +42,22 @@ export async function countCopy(
   const pending = Number(r[1]);
   if (pending === 0) await keepRefsOfLateFinish(redis, keys, id, now, ttl);
   return { kind: 'message', pending };
+}
+
+/**
+ * countCopy for a copy whose count its outcome (or erasure) noted owed at destination `domain`
+ * (queue/lua/lib/owed.lua), then the note taken out: the count is made, or was before.
+ */
+export async function countOwedCopy(
+  redis: RedisClient,
+  keys: Keys,
+  domain: string,
+  copy: { readonly msgId: string; readonly idx: number },
+  c: OwedCount,
+  now: number,
+  ttl: { readonly recordsMs: number; readonly refsMs: number },
+): Promise<CopyCounted> {
+  const r = await countCopy(redis, keys, copy, c, now, ttl);
+  await clearOwed(redis, keys, domain, owedMember(copy, c));
+  return r;
 }

@@ -13,7 +13,7 @@ declare module 'ioredis' {
 /**
  * The bytes of inbound feedback mail kept in Redis (feedback.maxStored), counted by the day it came
  * in `feedback:stored` (HASH day number → bytes): reserved before a mail is stored
- * (feedback/inbound-mx.ts), given back when one is deleted before its time (deleteStoredFeedback);
+ * (feedback/inbound-mx.ts), given back when one is dropped before its time (dropFeedback);
  * a day's count goes when every mail of that day has expired (retention.rawBounces).
  */
 const DAY_MS = 86_400_000;
@@ -35,10 +35,18 @@ export async function reserveFeedbackStorage(redis: RedisClient, keys: Keys, byt
 }
 
 /**
- * Deletes stored feedback mail `id` ({f:<id>}:raw) before its time (processed and dropped, erased,
- * its account deleted), and gives its bytes back to its day's count. Returns 1 when it was stored.
+ * Drops stored feedback mail `id` before its time: one that must not be kept (about an erased
+ * person, or a deleted account's recipient: feedback/process.ts, store/privacy.ts, the retention of
+ * a deleted account), with its id in both indexes (an earlier failed attempt listed it), and gives
+ * its bytes back to its day's count. Three slots: separate commands, not a MULTI (refused across
+ * slots on a cluster). Returns 1 when it was stored.
  */
-export async function deleteStoredFeedback(redis: RedisClient, keys: Keys, id: string): Promise<number> {
+export async function dropFeedback(redis: RedisClient, keys: Keys, id: string): Promise<number> {
+  const [gone] = await Promise.all([deleteRaw(redis, keys, id), redis.zrem(keys.feedbackUnprocessed(), id), redis.zrem(keys.feedbackPending(), id)]);
+  return gone;
+}
+
+async function deleteRaw(redis: RedisClient, keys: Keys, id: string): Promise<number> {
   const key = keys.feedbackRaw(id);
   const r = await redis.multi().hstrlen(key, 'raw').hget(key, 'receivedAt').del(key).exec();
   const bytes = Number(r?.[0]?.[1] ?? 0);

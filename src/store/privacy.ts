@@ -15,10 +15,13 @@ import { loadWebhooks } from './webhooks.js';
 import { jsonOr } from './record-io.js';
 import { isDeliveryMark } from './soft-bounces.js';
 import { scanNodes } from './retention.js';
-import { countCopy } from './copy-count.js';
-import { deleteStoredFeedback } from './feedback-stored.js';
-import { clearOwed, owedMember } from '../redis/owed.js';
+import { countOwedCopy } from './copy-count.js';
+import { dropFeedback } from './feedback-stored.js';
+import { owedMember, type OwedCount } from '../redis/owed.js';
 import { ERASED } from './tombstone.js';
+
+/** An erased copy that was still pending: counted cancelled on its message or campaign. */
+const CANCELLED: OwedCount = { counter: 'cancelled' };
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
@@ -566,8 +569,7 @@ export async function eraseAddress(
     // A pending copy's count (cancelled) is made below, after its record is erased; until then the
     // queue step notes it owed, so a crash in between leaves it to the reaper instead of leaving the
     // message or campaign pending for good.
-    const owed = owedMember(r, { counter: 'cancelled' });
-    const removed = await redis.eraseEntry(keys.ready(r.domain), keys.leases(r.domain), keys.rcptState(r.domain, r.msgId, r.idx), cq, r.msgId, r.idx, ATTEMPT_FLOOR, now, owed);
+    const removed = await redis.eraseEntry(keys.ready(r.domain), keys.leases(r.domain), keys.rcptState(r.domain, r.msgId, r.idx), cq, r.msgId, r.idx, ATTEMPT_FLOOR, now, owedMember(r, CANCELLED));
     queued += removed;
     // A reference whose record is gone (its life ended): its delivery record and queue entries went
     // above, if any were left. A bounce or complaint naming the copy can still come, and would be kept
@@ -582,10 +584,7 @@ export async function eraseAddress(
     // Counted on its message or campaign once, however often (the reaper may also come): the last of
     // a message's recipients frees its body, and keeps the others' references as long as its record
     // (the erased one is skipped: its address is gone from the record already).
-    if (removed > 0) {
-      await countCopy(redis, keys, r, { counter: 'cancelled' }, now, { recordsMs: o.recordTtlMs, refsMs: o.refsTtlMs });
-      await clearOwed(redis, keys, r.domain, owed);
-    }
+    if (removed > 0) await countOwedCopy(redis, keys, r.domain, r, CANCELLED, now, { recordsMs: o.recordTtlMs, refsMs: o.refsTtlMs });
     if (r.campaign) await redis.multi().hdel(keys.campaignGone(r.msgId), String(r.idx), goneField(f.digest)).zrem(keys.campaignGoneAt(r.msgId), `${r.idx} ${f.digest}`).exec();
   };
   // From here on no event naming these copies reaches the stream (appendEvents-2.lua): an open or
@@ -624,7 +623,7 @@ export async function eraseAddress(
   // Three slots ({f:<id>} and the two indexes): three commands, not a MULTI (refused across slots on
   // a cluster). A processing run that holds the mail already writes nothing back (its outcome is set
   // only on a record that exists) and drops the copy's data by its tombstones.
-  for (const id of fb) await Promise.all([deleteStoredFeedback(redis, keys, id), redis.zrem(keys.feedbackUnprocessed(), id), redis.zrem(keys.feedbackPending(), id)]);
+  for (const id of fb) await dropFeedback(redis, keys, id);
 
   const webhookBatches = await eraseFromWebhooks(redis, keys, scope.accounts, pairs, new Set(events.map((e) => e.id)));
 
