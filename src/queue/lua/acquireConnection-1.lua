@@ -23,11 +23,11 @@
 
   Returns 1 when the slot is held (taken now, or already ours and renewed), 0 when refused.
 ]]
+--@include slotLine
 local now = tonumber(ARGV[3])
 local expiry = now + tonumber(ARGV[4])
 local who = ARGV[5] or ''
-local base = string.sub(KEYS[1], 1, -6) -- '<…>:' of '<…>:conns'
-local waiting, seen = base .. 'waiting', base .. 'waitseen'
+local waiting, seen = slotLine(KEYS[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local held = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not held then

@@ -16,9 +16,9 @@
   head of the line ('' when none), which the caller makes due at once, so the slot does not stand
   empty until its next ask.
 ]]
+--@include slotLine
 local now = tonumber(ARGV[4])
-local base = string.sub(KEYS[1], 1, -6)
-local waiting, seen = base .. 'waiting', base .. 'waitseen'
+local waiting, seen = slotLine(KEYS[1])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local fresh = redis.call('ZRANGEBYSCORE', seen, now - tonumber(ARGV[5]), '+inf')
 local others = {}
