@@ -1576,18 +1576,20 @@ export class Dispatcher {
       event = { type, fields: f };
       return stream ? { stream: stream.key, maxLen: stream.maxLen, packed: packEvent(type, f) } : undefined;
     };
-    let finishedHere = false;
     // A campaign copy's final outcome is counted by the outcome's own script on a single server (one
     // step: a kill between two calls lost the count, and the campaign never completed); on a cluster
     // the campaign's keys are in another slot, and recordCampaignOutcome counts it below.
     const countedHere = msg?.kind === 'campaign' && single ? msg.id : undefined;
     const campaignCount = (counter: string, reason?: string, hard?: boolean): { campaign?: CampaignCount } =>
       countedHere === undefined ? {} : { campaign: { campaignId: countedHere, counter, reason, hard: hard === true } };
-    // On a cluster the final outcome's script notes the count it owes the message or campaign (another
-    // slot), counted below and then forgotten; what a crash leaves owed, the reaper counts (lib/owed.lua).
+    // A final outcome not counted in its own script (all on a cluster, where the message or campaign
+    // is in another slot; on a single server, but a campaign's copy and a delivered message's) notes
+    // the count it owes, counted below once per copy and then forgotten; what a crash leaves owed,
+    // or an outcome ioredis sent again after a lost reply (the repeat answers NOOP), the reaper
+    // counts (lib/owed.lua).
     let owed: OwedCount | undefined;
     const owe = (counter: string, reason?: string, hard?: boolean): { owe?: OwedCount } => {
-      if (single) return {};
+      if (countedHere !== undefined) return {};
       owed = { counter, reason, hard: hard === true };
       return { owe: owed };
     };
@@ -1600,7 +1602,6 @@ export class Dispatcher {
         const r = await ackAndFinish(redis, keys, entry, { ...base, recordTtlMs, messageTtlMs: recordTtlMs, ...(ev ? { event: ev } : {}) });
         applied = r.reply;
         if (applied !== OUTCOME.NOOP) await this.o.messages.finishedElsewhere(entry.msgId, r.pending, now).catch((err: unknown) => this.log.warn({ err, msgId: entry.msgId }, 'could not renew the address index of a late message'));
-        finishedHere = true;
       } else applied = await ack(redis, keys, entry, { ...base, recordTtlMs, ...(ev ? { event: ev } : {}), ...campaignCount('delivered'), ...owe('delivered') });
       counter = 'delivered';
       // Ends the address's run of soft bounces, unless this copy bounces by mail later (store/soft-bounces.ts):
@@ -1679,9 +1680,9 @@ export class Dispatcher {
       else this.o.events(event.type, event.fields);
     }
     if (owed) {
-      // A cluster's final outcome: counted once on its message or campaign (finishCopy-5.lua reads
-      // which it is: also for a copy whose message could not be loaded), then no longer owed. A
-      // count that fails stays owed, for the reaper.
+      // Counted once on its message or campaign (finishCopy-5.lua reads which it is: also for a copy
+      // whose message could not be loaded), then no longer owed. A count that fails stays owed, for
+      // the reaper.
       const c = owed;
       const counted = await this.o.messages.countCopy(entry, c, now).then(
         () => true,
@@ -1693,13 +1694,6 @@ export class Dispatcher {
     } else if (msg?.kind === 'campaign') {
       if (!(final && countedHere !== undefined)) await recordCampaignOutcome(redis, keys, msg.id, { counter, reason: bounceReason, final, now, hardbounce: addressBounce }).catch((err: unknown) => this.log.warn({ err, campaign: msg.id }, 'could not count the campaign outcome'));
       if (addressBounce) await this.o.reputation?.judgeCampaign?.(msg.id).catch((err: unknown) => this.log.warn({ err, campaign: msg.id }, 'campaign not judged'));
-    } else if (final && !finishedHere && msg === null) {
-      // Not loaded (a read that failed, or a record gone): counted by what its record says it is, a
-      // campaign's copy as one (finishRecipient would take a campaign's pending down as a message's,
-      // never completing it, and delete its template with the last).
-      await this.o.messages.countCopy(entry, { counter, reason: bounceReason, hard: addressBounce }, now).catch((err: unknown) => this.log.warn({ err, msgId: entry.msgId }, 'could not count the outcome on its message or campaign'));
-    } else if (final && !finishedHere) {
-      await this.o.messages.finished(entry.msgId, now).catch((err: unknown) => this.log.warn({ err, msgId: entry.msgId }, 'could not update message refcount'));
     }
   }
 

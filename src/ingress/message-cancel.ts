@@ -3,7 +3,6 @@ import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { getMessage, toMeta, type MessageMeta } from '../store/messages.js';
 import { appendEvent, packEvent } from '../store/events.js';
-import { finishRecipient } from '../store/message-source.js';
 import { countOwedCopy } from '../store/copy-count.js';
 import type { OwedCount } from '../redis/owed.js';
 import { recipientStates, type RecipientStatus } from '../queue/status.js';
@@ -24,7 +23,7 @@ export interface CancelResult {
 interface CancelOptions {
   readonly now: number;
   readonly recordTtlMs: number;
-  /** How long an address's reference lives (ingress/persist.ts refsTtlMs): see store/message-source.ts finishRecipient. */
+  /** How long an address's reference lives (ingress/persist.ts refsTtlMs): see store/address-index.ts keepRefsOfLateFinish. */
   readonly refsTtlMs: number;
   readonly eventsMaxLen: number;
   /** The recipients' response (default: the message was cancelled). */
@@ -91,19 +90,17 @@ export async function cancelRecipients(
         const event = single ? { stream: keys.events(), maxLen: o.eventsMaxLen, packed: packEvent('cancelled', fields) } : undefined;
         const copy = { msgId: id, idx: s.idx, attempt: s.attempts, domain: rcpt.domain };
         const ttl = { recordsMs: o.recordTtlMs, refsMs: o.refsTtlMs };
-        // On a cluster the count is in another slot: the cancel notes it owed (the reaper makes it
-        // after a crash), then it is made and the note cleared.
-        const r = await cancelWaiting(redis, keys, copy, { now: o.now, response: o.response ?? RESPONSE, recordTtlMs: o.recordTtlMs, ...(event ? { event } : { owe: OWED }) });
+        // The count is another call (another slot on a cluster): the cancel notes it owed (the
+        // reaper makes it after a crash, or after a lost reply that ioredis sent again, whose repeat
+        // answers NOOP), then it is made, once per copy, and the note cleared.
+        const r = await cancelWaiting(redis, keys, copy, { now: o.now, response: o.response ?? RESPONSE, recordTtlMs: o.recordTtlMs, owe: OWED, ...(event ? { event } : {}) });
         if (r !== OUTCOME.NOOP) {
           cancelled++;
           // Counted off before the event on a cluster, so that a failed append cannot leave the
           // message pending for ever; the last one finishes it, held mail maybe long after its
           // acceptance: its references must then last as long as its record.
-          if (single) await finishRecipient(redis, keys, id, o.now, ttl);
-          else {
-            await countOwedCopy(redis, keys, rcpt.domain, copy, OWED, o.now, ttl);
-            await appendEvent(redis, keys, 'cancelled', fields, o.eventsMaxLen);
-          }
+          await countOwedCopy(redis, keys, rcpt.domain, copy, OWED, o.now, ttl);
+          if (!single) await appendEvent(redis, keys, 'cancelled', fields, o.eventsMaxLen);
           return;
         }
         // Not where the read saw it: claimed since (being sent now), or also deferred again or

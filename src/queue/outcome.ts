@@ -84,15 +84,16 @@ export async function ack(
   const c = o.campaign ? [keys.msgMeta(o.campaign.campaignId), keys.msgStats(o.campaign.campaignId)] : [];
   const ev = o.event ? { key: [o.event.stream], args: [o.event.maxLen, o.event.packed] } : { key: [], args: [] };
   const n = k.length + c.length + ev.key.length;
-  if (o.owe && n !== 3) throw new Error('ack: an owed count is for the three-key form (a cluster), not with a count or event in the same step');
-  const reply = n === 3 ? await redis.ack(...k, ...a, o.owe ? owedMember(e, o.owe) : '') : await redis.ackKeys(n as 4 | 5 | 6, ...k, ...c, ...ev.key, ...a, ...ev.args);
+  if (o.owe && c.length > 0) throw new Error('ack: an owed count is not for a campaign counted in the same step');
+  const owed = o.owe ? owedMember(e, o.owe) : '';
+  const reply = n === 3 ? await redis.ack(...k, ...a, owed) : await redis.ackKeys(n as 4 | 5 | 6, ...k, ...c, ...ev.key, ...a, ...(n === 4 ? [owed] : []), ...ev.args);
   return asReply(reply);
 }
 
 /**
  * ack, and in the same call (single server only: the message's keys are in another slot on a
- * cluster) what finishRecipient-4.lua does for the recipient's message: one round trip instead of
- * two per delivered recipient. `pending` is the message's recipients still pending (-1: the message
+ * cluster) what finishCopy-5.lua does for a message's recipient: one round trip instead of two per
+ * delivered recipient (guarded by the lease: a repeat finds it gone and counts nothing). `pending` is the message's recipients still pending (-1: the message
  * is not stored; -2: the ack changed nothing, so nothing was finished).
  */
 export async function ackAndFinish(
@@ -152,8 +153,9 @@ async function bounceScript(redis: RedisClient, keys: Keys, e: QueueEntry, args:
   const c = campaign ? { key: [keys.msgMeta(campaign.campaignId), keys.msgStats(campaign.campaignId)], args: [campaign.counter ?? args[1], campaign.reason ?? '', campaign.hard === true ? '1' : '0'] } : { key: [], args: [] };
   const ev = event ? { key: [event.stream], args: [event.maxLen, event.packed] } : { key: [], args: [] };
   const n = k.length + c.key.length + ev.key.length;
-  if (owe && n !== 3) throw new Error('bounce: an owed count is for the three-key form (a cluster), not with a count or event in the same step');
-  const reply = n === 3 ? await redis.bounce(...k, entryMember(e), ...args, owe ? owedMember(e, owe) : '') : await redis.bounceKeys(n as 4 | 5 | 6, ...k, ...c.key, ...ev.key, entryMember(e), ...args, ...c.args, ...ev.args);
+  if (owe && campaign) throw new Error('bounce: an owed count is not for a campaign counted in the same step');
+  const owed = owe ? owedMember(e, owe) : '';
+  const reply = n === 3 ? await redis.bounce(...k, entryMember(e), ...args, owed) : await redis.bounceKeys(n as 4 | 5 | 6, ...k, ...c.key, ...ev.key, entryMember(e), ...args, ...c.args, ...(n === 4 ? [owed] : []), ...ev.args);
   return asReply(reply);
 }
 

@@ -69,7 +69,7 @@ export function createKeys(prefix: string) {
     trackMarks: (id: string) => `${p}{m:${id}}:track`,
     /** HASH: the message's engagement counters (src/store/engagement.ts), kept in every tracking mode. */
     msgStats: (id: string) => `${p}{m:${id}}:stats`,
-    /** Bitmap, bit <idx>: the copy's final outcome is counted on the message or campaign (finishCopy-5.lua; Redis Cluster). */
+    /** Bitmap, bit <idx>: the copy's final outcome is counted on the message or campaign (finishCopy-5.lua). */
     copiesCounted: (id: string) => `${p}{m:${id}}:counted`,
     /** SET: the destinations a campaign has recipients queued at (pause, resume and cancel walk it). */
     campaignDomains: (id: string) => `${p}{m:${id}}:domains`,

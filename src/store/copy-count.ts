@@ -20,11 +20,11 @@ export type CopyCounted =
 
 /**
  * Counts a copy's final outcome on its message or campaign, once per copy however often it is asked
- * (finishCopy-5.lua): on a Redis Cluster, where the outcome was written in the destination's slot
- * and noted there as owed (queue/lua/lib/owed.lua); the dispatcher counts it at once, the reaper
- * what a crash left owed. A campaign copy counts under `counter` (and a bounce's `reason`, `hard`)
+ * (finishCopy-5.lua): the outcome was written in the destination's slot and noted there as owed
+ * (queue/lua/lib/owed.lua); the dispatcher counts it at once, the reaper what a crash (or a lost
+ * reply: the outcome sent again answers NOOP) left owed. A campaign copy counts under `counter` (and a bounce's `reason`, `hard`)
  * and comes off the campaign's pending; a message's recipient comes off its pending, and with the
- * last the body goes and the address references are kept as for a late finish (finishRecipient).
+ * last the body goes and the address references are kept as for a late finish (keepRefsOfLateFinish).
  */
 export async function countCopy(
   redis: RedisClient,

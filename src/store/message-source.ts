@@ -1,4 +1,3 @@
-import type { Result } from 'ioredis';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
 import { toMeta, type MessageDsn, type MessageSource as Source } from './messages.js';
@@ -9,7 +8,7 @@ import { countCopy, type CopyCounted } from './copy-count.js';
 
 /**
  * What delivery needs from the message store: the message of a queue entry, and a way to say one of
- * its recipients is finished (finishRecipient-4.lua: when the last one is, the body is deleted and the
+ * its recipients is finished (finishCopy-5.lua, once per copy: when the last one is, the body is deleted and the
  * record kept for `recordsTtlMs`, retention.records, so status queries keep answering; and when that
  * is later than its recipients' address index covers, the index is renewed: keepRefsOfLateFinish).
  */
@@ -52,25 +51,17 @@ export interface LoadedCampaign {
 export interface MessageSource {
   /** null when the message is no longer stored (purged, erased, or all recipients finished). */
   load(msgId: string): Promise<LoadedMessage | null>;
-  /** Called once per recipient that reached a final state (delivered, bounced, expired) at `now` (ms). */
-  finished(msgId: string, now: number): Promise<void>;
   /**
-   * Instead of finished(), when the caller finished the recipient at `now` in a script of its own (ack
+   * Instead of countCopy(), when the caller finished the recipient at `now` in a script of its own (ack
    * on a single server, queue/outcome.ts ackAndFinish) and got the message's pending count back.
    */
   finishedElsewhere(msgId: string, pending: number, now: number): Promise<void>;
   /**
-   * Instead of finished(), on a Redis Cluster: counts copy `idx`'s final outcome on its message or
-   * campaign once (store/copy-count.ts countCopy), the outcome having noted the count as owed.
+   * Counts copy `idx`'s final outcome (delivered, bounced, expired, …) on its message or campaign
+   * once, however often it is asked (store/copy-count.ts countCopy), the outcome having noted the
+   * count as owed.
    */
   countCopy(copy: { readonly msgId: string; readonly idx: number }, c: { readonly counter: string; readonly reason?: string | undefined; readonly hard?: boolean }, now: number): Promise<CopyCounted>;
-}
-
-declare module 'ioredis' {
-  interface RedisCommander<Context> {
-    /** src/queue/lua/finishRecipient-4.lua */
-    finishRecipient(meta: string, body: string, links: string, stats: string, ttlMs: number, now: number): Result<number, Context>;
-  }
 }
 
 /**
@@ -90,18 +81,6 @@ interface Cached {
   readonly msg: LoadedMessage;
   readonly byteLength: number;
   readonly loadedAt: number;
-}
-
-/**
- * One recipient of message `msgId` reached a final state at `now` (finishRecipient-4.lua: when it was
- * the last, the body goes and the record is kept ttl.recordsMs); the last one keeps the recipients'
- * address references as long as the record (keepRefsOfLateFinish). Returns the recipients still
- * pending (-1: the message is not stored).
- */
-export async function finishRecipient(redis: RedisClient, keys: Keys, msgId: string, now: number, ttl: { readonly recordsMs: number; readonly refsMs: number }): Promise<number> {
-  const pending = await redis.finishRecipient(keys.msgMeta(msgId), keys.msgBody(msgId), keys.links(msgId), keys.msgStats(msgId), ttl.recordsMs, now);
-  if (pending === 0) await keepRefsOfLateFinish(redis, keys, msgId, now, ttl);
-  return pending;
 }
 
 /**
@@ -170,9 +149,6 @@ export function createMessageSource(redis: RedisClient, keys: Keys, recordsTtlMs
       const msg = await p;
       if (msg && (msg.rcpts.length > 1 || msg.kind === 'campaign')) cache.set(msgId, { msg, byteLength: msg.body.length + msg.rcpts.length * 64, loadedAt: Date.now() });
       return msg;
-    },
-    async finished(msgId, now) {
-      if ((await finishRecipient(redis, keys, msgId, now, ttl)) <= 0) cache.delete(msgId);
     },
     finishedElsewhere: after,
     async countCopy(copy, c, now) {

@@ -2,11 +2,12 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { connect, createServer, type Socket } from 'node:net';
 import { startEmbeddedRedis, pingSocket, probeSocket, type EmbeddedRedis } from '../../src/redis/embedded.js';
 import { createRedis, type RedisClient } from '../../src/redis/client.js';
 import { createKeys, type Keys } from '../../src/redis/keys.js';
+import { loadScripts } from '../../src/redis/scripts.js';
 import { suite, type Test } from 'uvu';
 import { Redis } from 'ioredis';
 
@@ -227,6 +228,85 @@ export async function distantClient(redis: TestRedis, delayMs: number): Promise<
       await new Promise((resolve) => relay.close(resolve));
     },
   };
+}
+
+/**
+ * A relay in front of `redis` (a unix socket) that can lose replies: once told which requests to
+ * lose (`lose`), it passes the next matching request on to Redis, lets Redis run it, and then cuts
+ * the client's connection without passing the reply back — what a network drop, a proxy or Redis's
+ * own `timeout` does to a command in flight. ioredis reconnects and sends the command again
+ * (autoResendUnfulfilledCommands): the write runs twice unless it is safe to. `redis` is the same
+ * server seen through the relay: a Sluice given it talks to Redis only through the relay.
+ */
+export async function replyLosingRelay(target: TestRedis): Promise<{
+  redis: TestRedis;
+  /** The next `times` requests (each a chunk a client wrote) whose text `match` accepts are run and their replies lost. */
+  lose(match: (request: string) => boolean, times?: number): void;
+  /** Replies lost so far. */
+  readonly lost: number;
+  close(): Promise<void>;
+}> {
+  // Every script known to Redis first: an EVALSHA it does not know is refused (NOSCRIPT) and sent
+  // again as EVAL, so its lost reply would lose nothing.
+  const loader = target.client();
+  for (const s of loadScripts()) await loader.script('LOAD', s.lua);
+  const path = join(target.dir, `lossy-${randomUUID().slice(0, 8)}.sock`);
+  const sockets = new Set<Socket>();
+  let match: ((request: string) => boolean) | null = null;
+  let left = 0;
+  let lost = 0;
+  const relay = createServer((near) => {
+    const far = connect(target.url);
+    sockets.add(near).add(far);
+    let cut = false;
+    near.on('data', (chunk: Buffer) => {
+      if (cut) return;
+      if (match && match(chunk.toString('latin1'))) {
+        if (--left <= 0) match = null;
+        cut = true;
+        lost++;
+        far.write(chunk);
+        // Long enough for Redis on loopback to have run it; whatever it answers meanwhile is dropped.
+        setTimeout(() => {
+          near.destroy();
+          far.destroy();
+        }, 100);
+        return;
+      }
+      far.write(chunk);
+    });
+    far.on('data', (chunk: Buffer) => {
+      if (!cut) near.write(chunk);
+    });
+    near.on('close', () => far.destroy());
+    far.on('close', () => near.destroy());
+    near.on('error', () => far.destroy());
+    far.on('error', () => near.destroy());
+  });
+  await new Promise<void>((resolve, reject) => relay.once('error', reject).listen(path, () => resolve()));
+  const { track, closeAll } = clientTracker();
+  return {
+    redis: { ...target, url: path, client: () => track(createRedis({ url: path, name: 'sluice-test-lossy' })), stop: () => target.stop() },
+    lose(m, times = 1) {
+      match = m;
+      left = times;
+    },
+    get lost() {
+      return lost;
+    },
+    async close() {
+      await closeAll();
+      for (const s of sockets) s.destroy();
+      await new Promise((resolve) => relay.close(resolve));
+    },
+  };
+}
+
+/** The SHA1 Redis knows script `name` (src/queue/lua/<name>-<keys>.lua) by: what an EVALSHA of it carries. */
+export function scriptSha(name: string): string {
+  const s = loadScripts().find((x) => x.name === name);
+  if (!s) throw new Error(`no script ${name}`);
+  return createHash('sha1').update(s.lua).digest('hex');
 }
 
 /** A free TCP port on 127.0.0.1 (closed again before returning). */

@@ -55,7 +55,7 @@ test('waiting recipients (queued, deferred) are cancelled with an event each; on
   await one('s.test');
   await ack(client, keys, await one('f.test'), { now, code: 250, enhanced: '2.0.0', response: '250 2.0.0 ok', recordTtlMs: HOUR });
   // As the dispatcher does after an ack: the message counts the recipient off.
-  await client.finishRecipient(keys.msgMeta(id), keys.msgBody(id), keys.links(id), keys.msgStats(id), HOUR, now);
+  await client.finishCopy(keys.msgMeta(id), keys.msgBody(id), keys.links(id), keys.msgStats(id), keys.copiesCounted(id), 3, 'delivered', '', '0', now, HOUR);
 
   const r = await s.api(`/v1/messages/${id}`, { method: 'DELETE' });
   assert.is(r.status, 200, JSON.stringify(r.body));

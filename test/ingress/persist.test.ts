@@ -177,17 +177,20 @@ test('message source: loads for delivery; the last finished recipient drops the 
   const loaded8 = await src.load(eightBit);
   assert.ok(loaded8 && Buffer.isBuffer(loaded8.body) && loaded8.body.equals(raw));
   assert.equal(loaded8.rcpts, [{ address: 'zoë@example.org', domain: 'example.org' }]);
-  await src.finished(id, NOW);
-  await src.finished(id, NOW);
+  const finish = (msgId: string, idx: number) => src.countCopy({ msgId, idx }, { counter: 'delivered' }, NOW);
+  assert.equal(await finish(id, 0), { kind: 'message', pending: 2 });
+  assert.equal(await finish(id, 1), { kind: 'message', pending: 1 });
+  // The same copy again (a call ioredis sent twice after a lost reply, or the reaper after the dispatcher): counted once.
+  assert.equal(await finish(id, 1), { kind: 'before' });
   assert.is(await client.exists(keys.msgBody(id)), 1);
-  await src.finished(id, NOW);
+  assert.equal(await finish(id, 2), { kind: 'message', pending: 0 });
   assert.is(await client.exists(keys.msgBody(id)), 0);
   const ttl = await client.pttl(keys.msgMeta(id));
   assert.ok(ttl > 0 && ttl <= 60_000);
   const linksTtl = await client.pttl(keys.links(id));
   assert.ok(linksTtl > 0 && linksTtl <= 60_000, 'the link table expires with the record');
   assert.is(await src.load(id), null);
-  await src.finished(newId(NOW), NOW);
+  assert.equal(await finish(newId(NOW), 0), { kind: 'gone' });
   assert.is(await client.exists(keys.msgMeta('nothing')), 0);
 });
 

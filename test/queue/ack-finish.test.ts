@@ -13,8 +13,8 @@ import { OUTCOME } from '../../src/queue/outcome-codes.js';
 import { createMessageSource } from '../../src/store/message-source.js';
 
 /**
- * ack-3.lua called with the message's keys (single server): the ack and finishRecipient-4.lua's
- * work in one call. It must leave exactly what the two calls leave.
+ * ack-3.lua called with the message's keys (single server): the ack and finishCopy-5.lua's work for
+ * a message's recipient in one call. It must leave exactly what the two calls leave.
  */
 const test = suite('queue/ack-finish');
 const T = Date.UTC(2026, 10, 26, 12);
@@ -53,7 +53,7 @@ async function left(keys: Keys, msgId: string, rcpts: number) {
   };
 }
 
-test('leaves what ack then finishRecipient leave, counts each recipient once, and finishes the last', async () => {
+test('leaves what ack then finishCopy leave, counts each recipient once, and finishes the last', async () => {
   const a = redis.fresh().keys;
   const b = redis.fresh().keys;
   const [a0, a1] = await queued(a, '01aaaaaaaaaaaaaa', 2) as [QueueEntry, QueueEntry];
@@ -63,7 +63,7 @@ test('leaves what ack then finishRecipient leave, counts each recipient once, an
 
   assert.equal(await ackAndFinish(client, a, a0, { now: T + 1, ...OK, recordTtlMs: RECORD_TTL, messageTtlMs: MESSAGE_TTL }), { reply: OUTCOME.APPLIED, pending: 1 });
   assert.is(await ack(client, b, b0, { now: T + 1, ...OK, recordTtlMs: RECORD_TTL }), OUTCOME.APPLIED);
-  await src.finished('01aaaaaaaaaaaaaa', T + 1);
+  await src.countCopy(b0, { counter: 'delivered' }, T + 1);
   assert.equal(await left(a, '01aaaaaaaaaaaaaa', 2), await left(b, '01aaaaaaaaaaaaaa', 2));
   assert.is((await left(a, '01aaaaaaaaaaaaaa', 2)).body, 1, 'one recipient is still pending: the body stays');
 
@@ -73,7 +73,7 @@ test('leaves what ack then finishRecipient leave, counts each recipient once, an
 
   assert.equal(await ackAndFinish(client, a, a1, { now: T + 3, ...OK, recordTtlMs: RECORD_TTL, messageTtlMs: MESSAGE_TTL }), { reply: OUTCOME.APPLIED, pending: 0 });
   assert.is(await ack(client, b, b1, { now: T + 3, ...OK, recordTtlMs: RECORD_TTL }), OUTCOME.APPLIED);
-  await src.finished('01aaaaaaaaaaaaaa', T + 3);
+  await src.countCopy(b1, { counter: 'delivered' }, T + 3);
   const done = await left(a, '01aaaaaaaaaaaaaa', 2);
   assert.equal(done, await left(b, '01aaaaaaaaaaaaaa', 2));
   assert.equal(done, { meta: ['0', String(T + 3), 'expires'], body: 0, links: 'expires', stats: 'expires', records: [['delivered', '250', '2.0.0'], ['delivered', '250', '2.0.0']] });

@@ -539,7 +539,7 @@ test('a message held long past its acceptance is found by export and erasure for
   const held = await messageAt(NOW - 9 * DAY, [ADDRESS, OTHER]);
   await client.xadd(keys.events(), `${NOW - 9 * DAY}-1`, 'type', 'deferred', 'msgId', held, 'idx', '0', 'account', ACCOUNT);
   const source = createMessageSource(client, keys, LATE.recordsMs, LATE.refsMs);
-  await source.finished(held, NOW);
+  await source.countCopy({ msgId: held, idx: 0 }, { counter: 'delivered' }, NOW);
   await source.finishedElsewhere(held, 0, NOW);
   // Two days on, new mail to both addresses trims their references past their lifetime.
   const later = NOW + 2 * DAY;
@@ -624,7 +624,7 @@ test('an erasure that finishes a held message keeps the other recipients\' refer
   const held = await messageAt(NOW - 9 * DAY, [ADDRESS, OTHER]);
   // The other copy was delivered at once; this one was held until the erasure removes it today.
   await client.zrem(keys.ready('example.net'), `${held}:1:0`);
-  await createMessageSource(client, keys, LATE.recordsMs, LATE.refsMs).finished(held, NOW - 9 * DAY + 1000);
+  await createMessageSource(client, keys, LATE.recordsMs, LATE.refsMs).countCopy({ msgId: held, idx: 1 }, { counter: 'delivered' }, NOW - 9 * DAY + 1000);
   const report = await eraseAddress(client, keys, ADDRESS, SCOPE, { eventsMaxLen: 1000, recordTtlMs: LATE.recordsMs, refsTtlMs: LATE.refsMs, ref: 'sha256:test', now: NOW });
   assert.is(report.queued, 1);
   assert.ok((await client.pttl(keys.msgMeta(held))) > 7 * DAY, 'finished now: kept 8 days');

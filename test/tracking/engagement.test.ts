@@ -211,7 +211,7 @@ test('off mode counts nothing; the counters expire with the message record', asy
     assert.ok(pttl > 0 && pttl <= RETENTION_MS, 'a new counters hash gets the retention at once');
     // The last recipient finishes: the record and its counters get the records TTL together.
     const source = createMessageSource(client, f.keys, 60_000, 3_600_000);
-    for (let i = 0; i < 3; i++) await source.finished(f.msgId, Date.now());
+    for (let i = 0; i < 3; i++) await source.countCopy({ msgId: f.msgId, idx: i }, { counter: 'delivered' }, Date.now());
     const [meta, stats] = await Promise.all([client.pttl(f.keys.msgMeta(f.msgId)), client.pttl(f.keys.msgStats(f.msgId))]);
     assert.ok(meta > 0 && meta <= 60_000);
     assert.ok(stats > 0 && stats <= 60_000, `stats TTL ${stats}`);

@@ -21,11 +21,11 @@
 
   On a single server the caller may add the recipient's message (called with 7 keys, one round trip
   instead of two per delivered recipient; on a cluster they are in another slot):
-  KEYS[4..7] meta, body, links, stats of {m:<id>}, as finishRecipient-4.lua takes them
+  KEYS[4..7] meta, body, links, stats of {m:<id>}, as finishCopy-5.lua takes them
   ARGV[8]    ttlMs of a finished message's record
-  When the ack applied, the recipient is finished too, as finishRecipient-4.lua does it (both
+  When the ack applied, the recipient is finished too, as finishCopy-5.lua does it (both
   include lib/finishMessage.lua; test/queue/ack-finish.test.ts checks they leave the same keys). The reply is then
-  {2|1|0, pending}: pending as finishRecipient returns it (-1: the message is not stored), or -2 when
+  {2|1|0, pending}: pending as finishCopy returns it (-1: the message is not stored), or -2 when
   nothing was applied and nothing finished.
 
   A campaign's copy on a single server: KEYS[4..5] the campaign's meta and stats ({m:<campaignId>},
@@ -36,8 +36,11 @@
   maxLen and the packed `delivered` event as the last two arguments: the event is appended when the
   ack applies, in the same step (lib/appendEvent.lua).
 
-  On a Redis Cluster (3 keys), ARGV[8] (optional) is the count the copy is owed on its message or
-  campaign, noted in the destination's owed set when the ack applies (lib/owed.lua).
+  Without the message's or the campaign's keys (3 keys, or 4 with the stream), ARGV[8] is the count
+  the copy is owed on its message or campaign ('' for none; with the stream, before maxLen and the
+  event), noted in the destination's owed set when the ack applies (lib/owed.lua): the count is
+  another call, and a process killed before it, or a reply lost and the script sent again (which
+  then finds the lease gone and answers 0), would leave it unmade.
 ]]
 --@include finishMessage
 --@include finishCampaign
@@ -65,7 +68,7 @@ local reply = 1
 if held == 1 then reply = 2 end
 if withEvent then appendEvent(KEYS[#KEYS], ARGV[#ARGV - 1], ARGV[#ARGV]) end
 if withCampaign then finishCampaign(KEYS[4], KEYS[5], 'delivered', '', '1', ARGV[2], '0', '0') end
-if #KEYS == 3 then owe(KEYS[1], ARGV[2], ARGV[8]) end
+if #KEYS <= 4 then owe(KEYS[1], ARGV[2], ARGV[8]) end
 if not withMessage then return reply end
 
 return {reply, finishMessage(KEYS[4], KEYS[5], KEYS[6], KEYS[7], ARGV[8], ARGV[2])}

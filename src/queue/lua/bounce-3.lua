@@ -25,8 +25,9 @@
           stream, its maxLen and the packed event, appended when the outcome applies, in the same step
           (lib/appendEvent.lua)
 
-  On a Redis Cluster (3 keys), ARGV[12] (optional) is the count the copy is owed on its message or
-  campaign, noted in the destination's owed set when the outcome applies (lib/owed.lua).
+  Without the campaign's keys (3 keys, or 4 with the stream), ARGV[12] is the count the copy is owed
+  on its message or campaign ('' for none), noted in the destination's owed set when the outcome
+  applies (lib/owed.lua), as ack-3.lua does.
 
   Returns 2 / 1 / 0 as ack-3.lua.
 ]]
@@ -49,6 +50,6 @@ redis.call('HDEL', KEYS[3], unpack(del))
 redis.call('PEXPIRE', KEYS[3], ARGV[9])
 if #KEYS == 4 or #KEYS == 6 then appendEvent(KEYS[#KEYS], ARGV[#ARGV - 1], ARGV[#ARGV]) end
 if #KEYS >= 5 then finishCampaign(KEYS[4], KEYS[5], ARGV[12], ARGV[13], '1', ARGV[2], ARGV[14], '0') end
-if #KEYS == 3 then owe(KEYS[1], ARGV[2], ARGV[12]) end
+if #KEYS <= 4 then owe(KEYS[1], ARGV[2], ARGV[12]) end
 if held == 1 then return 2 end
 return 1

@@ -25,7 +25,7 @@
   ARGV[4] now           ms
   ARGV[5] burstMs       the burst window
   ARGV[6] ttlMs         how long the marks are kept (the message's retention); a stats hash this call
-                        creates gets it too while the record has no TTL (pending: finishRecipient-4.lua
+                        creates gets it too while the record has no TTL (pending: finishCopy-5.lua
                         aligns it with the record's expiry)
   ARGV[7] cls           '' or 'm' (see KEYS[1])
   ARGV[8] burstLinks    distinct links in the window from which a click is a machine's (as classify.ts)

@@ -14,7 +14,7 @@
   KEYS[3k]    meta   HASH of message k: only its TTL is read, when this call creates the counters
   ARGV[1]     ttlMs  how long marks are kept (the message's retention); counters this call creates
                      get the record's remaining TTL, or this one while the record has none (pending:
-                     finishRecipient-4.lua aligns them with the record's expiry when it finishes)
+                     finishCopy-5.lua aligns them with the record's expiry when it finishes)
   ARGV[2]     opens  a JSON array of [k, cls, idx, now, rcpt], one per open, in arrival order:
                 k    which message (key triple) the open is of
                 cls  '' for a presumed person, 'm' for a known machine

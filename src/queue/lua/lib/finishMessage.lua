@@ -7,7 +7,7 @@
   (housekeeping/retention.ts). Returns the recipients still pending, or -1 when the message is not
   stored (erased, purged).
 
-  Shared by finishRecipient-4.lua and ack-3.lua: a script takes it with a line `--@include finishMessage`,
+  Shared by finishCopy-5.lua and ack-3.lua: a script takes it with a line `--@include finishMessage`,
   which src/redis/scripts.ts replaces with this file.
 ]]
 local function finishMessage(meta, body, links, stats, ttlMs, now)
