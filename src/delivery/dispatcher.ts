@@ -1050,32 +1050,44 @@ export class Dispatcher {
         if (granted < sending.length) waitBy = { by: 'throttle.perHour', limit: c.throttlePerHour };
       }
       let account: SendingCounted | null = null;
-      if (limits && granted > 0) {
+      let go = sending.slice(0, granted);
+      let over = sending.slice(granted);
+      // The account's quota and rates count the recipients it sends to, as its submissions' count
+      // their accepted recipients: a copy's first attempt; a retry of it (deferred, 4xx) counts nothing
+      // more, as an API message's retries do not.
+      const firsts = limits ? go.filter((j) => (chunk[j] as QueueEntry).attempt === 0) : [];
+      if (limits && firsts.length > 0) {
         // Copies the account's count did not take give back the campaign tokens they just took: over
         // its limit, or all of them when Redis refused the count (the chunk then fails and they go
         // back to the queue); else the campaign would wait for its bucket to refill.
         const uncounted = (n: number): void => void (campaign && this.refundTaken(refundOf({ campaign, account: null }, n)));
         let a: SendingTake;
         try {
-          a = await takeSending(redis, keys, limits, granted, now);
+          a = await takeSending(redis, keys, limits, firsts.length, now);
         } catch (err) {
-          uncounted(granted);
+          uncounted(go.length);
           throw err;
         }
-        if (a.granted < granted) {
-          uncounted(granted - a.granted);
+        if (a.granted < firsts.length) {
+          uncounted(firsts.length - a.granted);
           const until = a.retryAt ?? now + 1000;
           if (at === null || until >= at) waitBy = a.stoppedBy ? { by: a.stoppedBy.name, limit: a.stoppedBy.limit } : waitBy;
           at = Math.max(at ?? 0, until);
-          this.log.info({ campaign: id, account: msg.account, copies: sending.length - a.granted, until: new Date(at).toISOString(), limit: a.what }, "campaign copies wait for the account's sending limit");
-          granted = a.granted;
+          const waiting = new Set(firsts.slice(a.granted));
+          this.log.info({ campaign: id, account: msg.account, copies: over.length + waiting.size, until: new Date(at).toISOString(), limit: a.what }, "campaign copies wait for the account's sending limit");
+          go = go.filter((j) => !waiting.has(j));
+          over = [...over, ...waiting];
         }
         account = a.counters;
       }
-      // Given back while they were being taken: not sent by this claim, so what they took goes back now.
-      const back = sending.slice(0, granted).filter((j) => !tokens.took(place(j), { campaign, account })).length;
-      if (back > 0) this.refundTaken(refundOf({ campaign, account }, back));
-      const over = sending.slice(granted);
+      // Given back while they were being taken: not sent by this claim, so what they took goes back now
+      // (a retry took no account count).
+      const back: Refund = { campaigns: new Map(), accounts: new Map() };
+      for (const j of go) {
+        const took: Took = { campaign, account: (chunk[j] as QueueEntry).attempt === 0 ? account : null };
+        if (!tokens.took(place(j), took)) addRefund(back, took, 1);
+      }
+      this.refundTaken(back);
       if (over.length === 0) continue;
       const until = at ?? now + 1000;
       await holdCampaignEntries(redis, keys, this.o.config.redis.scheduleShards, id, over.map((j) => chunk[j] as QueueEntry), { pointerAt: until, holdUntil: until, now });

@@ -407,6 +407,20 @@ test("campaign copies given back unsent (the session lost before their transacti
   assert.is((await api(`/v1/campaigns/${id}/cancel`, {}, undefined, capped)).body.state, 'cancelled');
 });
 
+test("a campaign copy deferred and retried counts once on its account's quota, as a submission's recipient does", async () => {
+  await clearOfMidnight();
+  const keys = createKeys(prefix);
+  const day = new Date().toISOString().slice(0, 10);
+  // Greylisted once each (451, then taken a second later): three first attempts and three retries, quota 4.
+  const listId = await listOf('quota-grey', [0, 1, 2].map((i) => ({ email: `qg${i}@grey.test` })), 'capped');
+  const id = await cappedCampaign(listId, 'Quota, greylisted', 'Hi');
+  const st = await cappedStatsOnce(id, 'all three delivered', (s) => s.delivered >= 3 || s.waiting !== null, 20_000);
+  assert.equal([st.delivered, st.waiting], [3, null], JSON.stringify(st));
+  assert.is(await client.get(keys.quota('capped', day)), '3', 'each recipient counted once');
+  // The next test starts from an unused quota.
+  await client.del(keys.quota('capped', day));
+});
+
 test("an account's daily quota counts its campaign copies as they are sent: the rest wait for the next UTC day, and its submissions are refused meanwhile", async () => {
   await clearOfMidnight();
   const keys = createKeys(prefix);
@@ -488,7 +502,7 @@ test("a campaign copy first tried after the campaign's maxAge is retried: its re
     return s.queued === 3 && s.pending === 0 ? s : undefined;
   });
   assert.equal({ delivered: st.delivered, expired: st.expired, deferred: st.deferred }, { delivered: 3, expired: 0, deferred: 3 }, JSON.stringify(st));
-  assert.equal(grey.messages.map(toOf).sort(), ['g0@grey.test', 'g1@grey.test', 'g2@grey.test']);
+  assert.equal(grey.messages.map(toOf).filter((a) => /^g\d@/.test(a)).sort(), ['g0@grey.test', 'g1@grey.test', 'g2@grey.test']);
   assert.is((await api(`/v1/campaigns/${id}`)).body.state, 'completed');
 });
 
