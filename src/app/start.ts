@@ -218,10 +218,13 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
     const stopOne = async (s: (typeof stoppers)[number]): Promise<void> => {
       const t0 = Date.now();
       running.add(s.name);
+      // A part whose stop failed did not finish what it held either (the tracking recorder's events).
+      let failed = false;
       const done = (async () => {
         try {
           await s.stop(graceMs);
         } catch (err) {
+          failed = true;
           log.error({ err, part: s.name }, 'error while stopping');
         }
         running.delete(s.name);
@@ -229,7 +232,7 @@ export async function startSluice(config: Config, opts: StartOptions = {}): Prom
       })();
       if (s.final) return done;
       await Promise.race([done, givenUp]);
-      if (running.has(s.name)) unfinished.push(s.name);
+      if (running.has(s.name) || failed) unfinished.push(s.name);
     };
     const order = [...stoppers].reverse();
     for (let i = 0; i < order.length; ) {

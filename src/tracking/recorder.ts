@@ -26,6 +26,10 @@ export interface Recorder extends Omit<EventBatch, 'releaseHeld'> {
   updateSettings(settings: TrackingSettings): void;
   /** New token keys for the opens sent from now on (a thread started later gets them too). */
   updateCodec(codec: TokenCodecOptions): void;
+  /**
+   * Writes what it holds and stops the thread; rejects when the thread had to be stopped (after
+   * CLOSE_GRACE_MS) with events answered and not written (counted result 'lost').
+   */
   close(): Promise<void>;
 }
 
@@ -33,6 +37,8 @@ export interface RecorderOptions {
   readonly maxPending: number;
   /** Called whenever the thread reports a flush (pending went down). */
   readonly onFlushed?: () => void;
+  /** close(): how long the thread gets to write what it holds (default CLOSE_GRACE_MS). */
+  readonly closeGraceMs?: number;
   readonly metrics: TrackingMetrics | undefined;
   readonly logger: { warn(obj: object, msg: string): void; error(obj: object, msg: string): void };
 }
@@ -133,20 +139,28 @@ export function startRecorder(start: RecorderInit, opts: RecorderOptions): Recor
     worker.postMessage(m);
   };
 
-  /** Drops since the last warning: one line a second at most, however many are dropped (a flood of them would take the CPU the writes need). */
+  /**
+   * Drops since the last warning: one line a second at most, however many are dropped (a flood of them
+   * would take the CPU the writes need); the drops after a line are told a second after it.
+   */
   let shed = 0;
   let shedLoggedAt = 0;
+  let shedTimer: NodeJS.Timeout | null = null;
+  const logShed = (): void => {
+    shedTimer = null;
+    if (shed === 0) return;
+    opts.logger.warn({ pending: queued + sent, dropped: shed }, 'tracking events dropped: too many writes waiting');
+    shed = 0;
+    shedLoggedAt = Date.now();
+  };
   const take = (endpoint: 'open' | 'click'): boolean => {
     if (worker === null && !closing) worker = spawn();
     if (queued + sent >= opts.maxPending) {
       opts.metrics?.requests.inc({ endpoint, result: 'shed' });
       shed++;
-      const t = Date.now();
-      if (t - shedLoggedAt >= SHED_LOG_INTERVAL_MS) {
-        opts.logger.warn({ pending: queued + sent, dropped: shed }, 'tracking events dropped: too many writes waiting');
-        shed = 0;
-        shedLoggedAt = t;
-      }
+      const wait = shedLoggedAt + SHED_LOG_INTERVAL_MS - Date.now();
+      if (wait <= 0) logShed();
+      else shedTimer ??= setTimeout(logShed, wait).unref();
       return false;
     }
     queued++;
@@ -184,11 +198,23 @@ export function startRecorder(start: RecorderInit, opts: RecorderOptions): Recor
       const w = worker;
       const exited = new Promise<void>((resolve) => w.once('exit', () => resolve()));
       w.postMessage({ t: 'close' } satisfies ToRecorder);
-      const cut = setTimeout(() => void w.terminate(), CLOSE_GRACE_MS);
+      let cutOff = false;
+      const cut = setTimeout(() => {
+        cutOff = true;
+        void w.terminate();
+      }, opts.closeGraceMs ?? CLOSE_GRACE_MS);
       await exited;
       clearTimeout(cut);
+      if (shedTimer) logShed();
+      const lost = cutOff ? sent : 0;
       sent = 0;
       settle();
+      if (lost > 0) {
+        // Answered, never written: Redis did not take them within the grace. Counted and said, and
+        // the shutdown is incomplete (app/start.ts), not a clean stop.
+        opts.metrics?.requests.inc({ endpoint: 'open', result: 'lost' }, lost);
+        throw new Error(`tracking recorder stopped after ${(opts.closeGraceMs ?? CLOSE_GRACE_MS) / 1000} s with ${lost} answered events not written to Redis`);
+      }
     },
   };
 }

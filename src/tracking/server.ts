@@ -28,6 +28,7 @@ import { limitHttpConnections, serviceUnavailable, type HttpConnectionLimits } f
  * Tokens are verified without Redis; a bad token writes nothing anywhere. Events recorded after the
  * answer are bounded in number (maxPendingRecords), so a slow Redis sheds events instead of memory;
  * past half the bound a pixel's answer waits (PIXEL_HOLD_MS), which slows keep-alive clients first.
+ * Clicks and unsubscribes waiting on Redis are bounded too (maxRedisWork): beyond, 503 at once.
  */
 export interface TrackingServerOptions extends HttpConnectionLimits {
   readonly host: string;
@@ -49,6 +50,13 @@ export interface TrackingServerOptions extends HttpConnectionLimits {
    * fall under half, or this long (default PIXEL_HOLD_MS; 0 = never held).
    */
   readonly pixelHoldMs?: number;
+  /**
+   * Clicks and unsubscribes whose Redis work may be under way at once (default MAX_REDIS_WORK); beyond,
+   * a request that needs Redis is answered 503 at once and sends nothing.
+   */
+  readonly maxRedisWork?: number;
+  /** How long the recorder thread gets to write what it holds when the server closes (default 10 s, recorder.ts). */
+  readonly recorderCloseGraceMs?: number;
   /** Nice value of the recorder thread (default RECORDER_NICE; see recorder-worker.ts). */
   readonly recorderNice?: number;
   /** How long a person's first click on a link is held before it is written (default CLICK_HOLD_MS, event-batch.ts). */
@@ -78,6 +86,15 @@ export const PIXEL_GIF = Buffer.from('R0lGODlhAQABAIAAAAAAAP///yH5BAEAAAAALAAAAA
 
 /** The recorder thread's default nice value (config tracking.recorderNice). */
 export const RECORDER_NICE = 10;
+/**
+ * Clicks and unsubscribes waiting on Redis at once. A request answered 503 at its deadline
+ * (REDIS_DEADLINE_MS) still holds its command, request and socket until Redis answers, and node:http
+ * starts every request a client pipelines on one connection without waiting for the answers before
+ * it: with Redis stalled, one client grew the process by ~25 MB/s, to a heap out of memory. At ~9 KB
+ * each, this bound keeps it under ~10 MB; 1,000 clicks in flight is ~100× what a Redis that answers
+ * in a millisecond has under the load bench:tracking puts on it.
+ */
+const MAX_REDIS_WORK = 1_000;
 /** 10,000 events × ~1 KB of closures and buffers: ~10 MB at most waiting on a slow Redis. */
 const MAX_PENDING_RECORDS = 10_000;
 /**
@@ -144,7 +161,7 @@ export async function startTrackingServer(given: TrackingDeps, opts: TrackingSer
       nice: opts.recorderNice ?? RECORDER_NICE,
       clickHoldMs: opts.clickHoldMs ?? CLICK_HOLD_MS,
     },
-    { maxPending, metrics: deps.metrics, logger: log, onFlushed: () => releaseAnswers(false) },
+    { maxPending, metrics: deps.metrics, logger: log, onFlushed: () => releaseAnswers(false), ...(opts.recorderCloseGraceMs !== undefined ? { closeGraceMs: opts.recorderCloseGraceMs } : {}) },
   );
   const idle = (): Promise<void> => recorder.idle();
 
@@ -200,10 +217,18 @@ export async function startTrackingServer(given: TrackingDeps, opts: TrackingSer
 
   /**
    * A click or an unsubscribe needs Redis: while the client is not connected it is answered 503 at
-   * once, and after REDIS_DEADLINE_MS without an answer (the request handler's catch).
+   * once, and after REDIS_DEADLINE_MS without an answer (the request handler's catch); while
+   * maxRedisWork of them wait on it, 503 at once too ('busy').
    */
-  const withRedis = (res: ServerResponse, work: () => Promise<string>): Promise<string> =>
-    deps.redis.status === 'ready' ? withDeadline(work()) : Promise.resolve(unavailable(res, 'unavailable'));
+  const maxRedisWork = opts.maxRedisWork ?? MAX_REDIS_WORK;
+  /** Clicks and unsubscribes whose Redis work is under way, answered or not (see MAX_REDIS_WORK). */
+  let redisWork = 0;
+  const withRedis = (res: ServerResponse, work: () => Promise<string>): Promise<string> => {
+    if (deps.redis.status !== 'ready') return Promise.resolve(unavailable(res, 'unavailable'));
+    if (redisWork >= maxRedisWork) return Promise.resolve(unavailable(res, 'busy'));
+    redisWork++;
+    return withDeadline(work().finally(() => redisWork--));
+  };
 
   // The codec refuses anything longer than a token or not base64url before decoding it.
   const verify = (token: string, kind: TokenKind): TokenPayload | null => deps.codec.verify(token, now(), kind);

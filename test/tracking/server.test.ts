@@ -218,6 +218,46 @@ test('a click answered 503 because Redis was silent past its deadline: the first
   }
 });
 
+test('clicks waiting on a silent Redis are bounded (maxRedisWork): past the bound a click is answered 503 at once, and served again once Redis answers', async () => {
+  const { metrics, seen } = holdCounter();
+  const f = await fixture({ server: { maxRedisWork: 3 }, metrics });
+  const admin = redis.client();
+  try {
+    await admin.call('CLIENT', 'PAUSE', '1500', 'ALL');
+    const started = Date.now();
+    const clicks = Array.from({ length: 3 }, (_, link) => get(f.base + tokenPath('c', f.token('c', { link })), { headers: { 'user-agent': BROWSER } }));
+    // The three are waiting on Redis (each sent its command): a fourth and fifth find the bound reached.
+    await sleep(300);
+    const over = await Promise.all([0, 1].map((link) => get(f.base + tokenPath('c', f.token('c', { link })), { headers: { 'user-agent': BROWSER } })));
+    assert.equal(over.map((r) => r.status), [503, 503]);
+    assert.ok(Date.now() - started < 1_400, 'answered before Redis answers again');
+    assert.equal(over.map((r) => r.headers['retry-after']), ['30', '30']);
+    assert.equal((await Promise.all(clicks)).map((r) => r.status), [302, 302, 302], 'those waiting are answered once Redis is');
+    assert.is(seen.results['click:busy'], 2);
+    const again = await get(f.base + tokenPath('c', f.token('c', { link: 2 })), { headers: { 'user-agent': BROWSER } });
+    assert.is(again.status, 302, 'room again');
+  } finally {
+    await admin.call('CLIENT', 'UNPAUSE').catch(() => undefined);
+    await f.close();
+  }
+});
+
+test('close() with Redis silent past the recorder\'s grace: the answered opens it could not write are counted lost and close() fails, not a clean stop', async () => {
+  const { metrics, seen } = holdCounter();
+  const f = await fixture({ server: { recorderCloseGraceMs: 300 }, metrics });
+  const admin = redis.client();
+  try {
+    await admin.call('CLIENT', 'PAUSE', '3000', 'ALL');
+    const answers = await Promise.all(Array.from({ length: 5 }, (_, i) => get(f.base + tokenPath('o', f.token('o', { idx: i % 2 })), { headers: { 'user-agent': BROWSER } })));
+    assert.equal(answers.map((a) => a.status), [200, 200, 200, 200, 200]);
+    const closed = await f.close().then(() => null, (err: Error) => err);
+    assert.match(String(closed?.message), /5 answered events not written/);
+    assert.is(seen.results['open:lost'], 5);
+  } finally {
+    await admin.call('CLIENT', 'UNPAUSE').catch(() => undefined);
+  }
+});
+
 /** Nice values of this process's threads by thread id (Linux: field 19 of /proc/self/task/<tid>/stat). */
 function threadNices(): Map<number, number> {
   return new Map(readdirSync('/proc/self/task').map((tid) => {
