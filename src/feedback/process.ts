@@ -425,7 +425,8 @@ async function act(
   }
   if (view.listId !== null && counting) await deps.reputation?.judgeCampaign?.(meta.id);
   if (counting && !claim.done.has('r') && deps.reputation) {
-    await deps.reputation.record({ account: meta.account, domain: meta.fromDomain || null, kind, wasDelivered, deliveredAt: delivery?.at ?? undefined });
+    // Its id: this mail's retry (a failure, or a crash before the note below) counts the copy once.
+    await deps.reputation.record({ account: meta.account, domain: meta.fromDomain || null, kind, wasDelivered, deliveredAt: delivery?.at ?? undefined, id: `f:${mail.id}:${meta.id}:${idx}:${kind}` });
     await noteFeedbackStep(deps.redis, deps.keys, meta.id, idx, kind, 'r');
   }
   if (type === 'bounced') m?.bounce?.(record.reason, record.hardbounce ? 'hard' : 'soft');

@@ -105,6 +105,11 @@ export interface OutcomeRecord {
    * and one delivered before the window leaves no delivery to take back.
    */
   readonly deliveredAt?: number | undefined;
+  /**
+   * What is counted, for a count that may be asked again (a feedback mail's processing retried after
+   * a failure or a crash between its count and the note of it): counted once per id over the window.
+   */
+  readonly id?: string;
   /** Default: deps.now(). */
   readonly now?: number | undefined;
 }
@@ -211,7 +216,8 @@ export class ReputationGuard {
       if (o.deliveredAt < (await resumedSince(this.deps.redis, this.deps.keys, o.account, o.domain))) return [];
       undo &&= o.deliveredAt >= now - this.options.windowHours * BUCKET_MS;
     }
-    await recordOutcome(this.deps.redis, this.deps.keys, { account: o.account, domain: o.domain, kind: o.kind, now, ...(undo ? { undoDelivered: true } : {}) }, this.options.windowHours);
+    const id = o.id !== undefined ? { id: o.id, keepMs: (this.options.windowHours + 1) * BUCKET_MS } : {};
+    await recordOutcome(this.deps.redis, this.deps.keys, { account: o.account, domain: o.domain, kind: o.kind, now, ...(undo ? { undoDelivered: true } : {}), ...id }, this.options.windowHours);
     if (o.kind === 'delivered') return [];
     // One evaluation per sender at a time: a burst of bounces would otherwise read the same window
     // once per bounce; the one in flight already sees (nearly) all of them, and the next bad outcome

@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { HOUR } from '../core/time.js';
 import type { RedisClient } from '../redis/client.js';
 import type { Keys } from '../redis/keys.js';
@@ -8,6 +9,8 @@ declare module 'ioredis' {
   interface RedisCommander<Context> {
     /** src/queue/lua/liftPause-1.lua: the record removed, null when none, 0 when an operator's was kept. */
     liftPause(paused: string, scope: string, keepOperator: '1' | '0'): Result<string | null | 0, Context>;
+    /** src/queue/lua/countReputation-2.lua: 1 counted, 0 the write id was counted before. */
+    countReputation(bucket: string, done: string, id: string, now: number, keepMs: number, ttlMs: number, ...fieldIncrements: (string | number)[]): Result<number, Context>;
   }
 }
 
@@ -17,6 +20,7 @@ declare module 'ioredis' {
  * that ingress (the API's resume) and delivery (the pause check at claim time) can read them too.
  *
  *   {a:<account>}:rep:<bucketStart>  HASH  "<scope>|<kind>" → count         (TTL: window + one bucket)
+ *   {a:<account>}:repdone            ZSET  write id → kept until (ms): counts made (countReputation-2.lua)
  *   {a:<account>}:paused             HASH  scope → JSON PauseRecord
  *   senders:paused                   ZSET  "<account>|<scope>" → paused at (ms)
  *
@@ -30,7 +34,7 @@ declare module 'ioredis' {
  * the window still covers (the part of the hour not yet elapsed in the current bucket, rounded):
  * a sliding window of W hours, its oldest hour taken as evenly spread. A bucket lives W + 1 hours
  * from its start, so that oldest one is there. A count costs one HINCRBY per scope whatever the
- * volume. All keys of one account share its hash tag, so a record is one MULTI on one slot, on Redis
+ * volume. All keys of one account share its hash tag, so a record is one script on one slot, on Redis
  * Cluster too.
  */
 export const ACCOUNT_SCOPE = '*';
@@ -87,27 +91,38 @@ function scopeOf(domain: string | null): string {
   return domain === null || domain === '' ? ACCOUNT_SCOPE : domain.toLowerCase();
 }
 
-/** Counts one outcome for the account and, when given, its sending domain. */
+/**
+ * How long a count's write id is kept (countReputation-2.lua), when the caller gives none of its own:
+ * the client sends a write again as soon as it is connected again, so this covers a Redis out of
+ * reach for that long after it ran the first. ~900 ids an account at one flush a second.
+ */
+export const WRITE_ID_KEEP_MS = 15 * 60_000;
+
+/**
+ * Counts one outcome for the account and, when given, its sending domain; once per `id` (kept `keepMs`)
+ * however often it is sent. Without an id, a random one: a write the client sends again after a lost
+ * reply counts once. Returns false when the id was counted before.
+ */
 export async function recordOutcome(
   redis: RedisClient,
   keys: Keys,
-  o: { readonly account: string; readonly domain: string | null; readonly kind: OutcomeKind; readonly now: number; readonly count?: number; readonly undoDelivered?: boolean },
+  o: { readonly account: string; readonly domain: string | null; readonly kind: OutcomeKind; readonly now: number; readonly count?: number; readonly undoDelivered?: boolean; readonly id?: string; readonly keepMs?: number },
   windowHours: number,
-): Promise<void> {
+): Promise<boolean> {
   const bucket = bucketOf(o.now);
-  const key = keys.reputation(o.account, bucket);
   const n = o.count ?? 1;
-  const tx = redis.multi().hincrby(key, `${ACCOUNT_SCOPE}|${o.kind}`, n);
+  const fields: (string | number)[] = [`${ACCOUNT_SCOPE}|${o.kind}`, n];
   const scope = scopeOf(o.domain);
-  if (scope !== ACCOUNT_SCOPE) tx.hincrby(key, `${scope}|${o.kind}`, n);
+  if (scope !== ACCOUNT_SCOPE) fields.push(`${scope}|${o.kind}`, n);
   // undoDelivered: these were counted delivered before (in this hour or an earlier one of the window).
   if (o.undoDelivered) {
-    tx.hincrby(key, `${ACCOUNT_SCOPE}|delivered`, -n);
-    if (scope !== ACCOUNT_SCOPE) tx.hincrby(key, `${scope}|delivered`, -n);
+    fields.push(`${ACCOUNT_SCOPE}|delivered`, -n);
+    if (scope !== ACCOUNT_SCOPE) fields.push(`${scope}|delivered`, -n);
   }
   // Relative to `now`, so a pinned clock in the past never makes an already-expired key.
-  tx.pexpire(key, bucket + (windowHours + 1) * BUCKET_MS - o.now);
-  await tx.exec();
+  const ttlMs = bucket + (windowHours + 1) * BUCKET_MS - o.now;
+  const id = o.id ?? randomBytes(12).toString('base64url');
+  return (await redis.countReputation(keys.reputation(o.account, bucket), keys.reputationDone(o.account), id, o.now, o.keepMs ?? WRITE_ID_KEEP_MS, ttlMs, ...fields)) === 1;
 }
 
 export function figuresOf(counted: number, hardbounces: number, complaints: number): Figures {
@@ -376,7 +391,7 @@ async function dropIndexEntry(redis: RedisClient, keys: Keys, account: string, s
  */
 export interface ReputationRecorder {
   /** wasDelivered: a hard bounce by mail of a copy counted delivered (see feedback/reputation.ts OutcomeRecord). */
-  record(o: { account: string; domain: string | null; kind: 'delivered' | 'hardbounce' | 'complaint'; wasDelivered?: boolean; deliveredAt?: number | undefined }): Promise<unknown>;
+  record(o: { account: string; domain: string | null; kind: 'delivered' | 'hardbounce' | 'complaint'; wasDelivered?: boolean; deliveredAt?: number | undefined; id?: string }): Promise<unknown>;
   check(account: string, domain: string | null): Promise<{ reason: string } | null>;
   /** Judges a campaign after a complaint or hard bounce of one of its recipients (pauses it past the thresholds). */
   judgeCampaign?(campaignId: string): Promise<unknown>;

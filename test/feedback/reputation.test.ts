@@ -11,7 +11,7 @@ import { HOUR } from '../../src/core/time.js';
 import type { RedisClient } from '../../src/redis/client.js';
 import type { Keys } from '../../src/redis/keys.js';
 import { figuresOf, isPaused, listPaused, pauseByOperator, pausedCount, pauseSender, resumeSender, type OutcomeKind } from '../../src/store/reputation.js';
-import { startRedis, type TestRedis } from '../helpers/redis.js';
+import { replyLosingRelay, scriptSha, startRedis, type TestRedis } from '../helpers/redis.js';
 
 const test = suite('feedback/reputation');
 let redis: TestRedis;
@@ -44,6 +44,30 @@ async function events(keys: Keys, type: string): Promise<Record<string, string>[
   const all = await client.xrange(keys.events(), '-', '+');
   return all.map(([, f]) => Object.fromEntries(Array.from({ length: f.length / 2 }, (_, i) => [f[2 * i], f[2 * i + 1]]))).filter((e) => e['type'] === type);
 }
+
+test('a count whose reply a dropped connection lost is sent again by the client and counts once: 3 complaints of 1,000 stay 3 (0.3 %), no pause', async () => {
+  const relay = await replyLosingRelay(redis);
+  try {
+    const lossy = relay.redis.client();
+    const { keys } = redis.fresh();
+    const guard = new ReputationGuard({ redis: lossy, keys, eventsMaxLen: 10_000, now: () => T0 }, { checkCacheMs: 0 });
+    for (let i = 0; i < 1000; i++) await guard.record({ account: 'acme', domain: 'acme.example', kind: 'delivered' });
+    const sha = scriptSha('countReputation');
+    relay.lose((req) => req.includes(sha) && req.includes('complaint'));
+    const pauses = [];
+    for (let i = 0; i < 3; i++) pauses.push(...(await guard.record({ account: 'acme', domain: 'acme.example', kind: 'complaint' })));
+    assert.is(relay.lost, 1, 'a reply was lost');
+    assert.equal(pauses, []);
+    const bucket = await client.hgetall(keys.reputation('acme', Math.floor(T0 / HOUR) * HOUR));
+    assert.equal([bucket['acme.example|complaint'], bucket['acme.example|delivered']], ['3', '1000']);
+    // A count asked again under the same id (a feedback mail's processing retried) counts nothing more.
+    await guard.record({ account: 'acme', domain: 'acme.example', kind: 'complaint', id: 'f:mail1:msg1:0:complaint' });
+    await guard.record({ account: 'acme', domain: 'acme.example', kind: 'complaint', id: 'f:mail1:msg1:0:complaint' });
+    assert.is((await client.hgetall(keys.reputation('acme', Math.floor(T0 / HOUR) * HOUR)))['acme.example|complaint'], '4');
+  } finally {
+    await relay.close();
+  }
+});
 
 test('complaints: 0.3 % of 1,000 delivered does not pause; the 4th complaint (0.4 %) pauses the domain with the figures', async () => {
   const { keys, guard, record, pausedSeen } = setup();
