@@ -113,6 +113,9 @@ export class IdempotencyStore {
       if (set === 'OK') return { kind: 'new', lease: keepRenewing(this.redis, key, marker, this.leaseMs) };
       const text = await this.redis.get(key).catch(unavailable);
       if (text === null) continue;
+      // This request's own marker: the SET ran, its reply was lost to a dropped connection, and the
+      // client sent it again (answered no). It is this request's lease all the same.
+      if (text === marker) return { kind: 'new', lease: keepRenewing(this.redis, key, marker, this.leaseMs) };
       let rec: { h?: unknown; s?: unknown; b?: unknown };
       try {
         rec = JSON.parse(text) as typeof rec;

@@ -11,9 +11,22 @@
   ARGV[2]  links   JSON array of URLs ([] for none)
   ARGV[3…] meta field, value, field, value, …
 
-  Returns 1 when stored, 0 when the id was taken.
+  Returns 1 when stored, 0 when the id was taken. A campaign under the id with this one's account,
+  creation time and template is this write's own, run again by the Redis client after a dropped
+  connection lost its reply: 1, as the first run answered (the caller stored a second campaign, and
+  the first was left scheduled, unlisted and kept for good).
 ]]
-if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 or redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+local function metaOf(name)
+  for i = 3, #ARGV - 1, 2 do
+    if ARGV[i] == name then return ARGV[i + 1] end
+  end
+  return nil
+end
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 or redis.call('EXISTS', KEYS[3]) == 1 then
+  local cur = redis.call('HMGET', KEYS[1], 'account', 'createdAt')
+  if cur[1] == metaOf('account') and cur[2] == metaOf('createdAt') and redis.call('GET', KEYS[2]) == ARGV[1] then return 1 end
+  return 0
+end
 redis.call('HSET', KEYS[1], unpack(ARGV, 3))
 redis.call('SET', KEYS[2], ARGV[1])
 local links = cjson.decode(ARGV[2])
