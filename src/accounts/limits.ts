@@ -146,12 +146,13 @@ export async function reserveSending(redis: RedisClient, keys: Keys, account: Ac
     exceeded ??= counters[0];
   }
   let released = false;
+  // As a campaign's copies are given back (returnSending-1.lua): a counter whose window ended
+  // meanwhile (a persist that failed seconds later) is left alone; a DECRBY recreated it at -count,
+  // with no TTL, kept for good.
   const release = async (): Promise<void> => {
     if (released) return;
     released = true;
-    const back = redis.multi();
-    for (const c of counters) back.decrby(c.key, count);
-    await back.exec();
+    await redis.returnSendingKeys(counters.length, ...counters.map((c) => c.key), count);
   };
   if (exceeded) throw new LimitError(exceeded.code, exceeded.message, exceeded.retryAfterMs);
   return { release };
@@ -214,7 +215,7 @@ export async function takeSending(redis: RedisClient, keys: Keys, account: Sendi
   };
 }
 
-/** Gives back `n` copies counted by takeSending and not sent; a counter whose window is over is left alone. */
+/** Gives back `n` copies counted by takeSending and not sent; a counter whose window is over is left alone (as reserveSending's release). */
 export async function returnSending(redis: RedisClient, counted: SendingCounted, n: number): Promise<void> {
   if (n <= 0) return;
   await redis.returnSendingKeys(counted.keys.length, ...counted.keys, n);

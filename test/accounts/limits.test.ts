@@ -41,6 +41,17 @@ test('daily quota counts recipients per UTC day and refuses past it without coun
   await reserveSending(client, keys, acc, 5, Date.UTC(2026, 0, 16, 0, 0, 1));
 });
 
+test("a reservation given back after its rate window ended (a persist that failed seconds later) leaves no counter behind", async () => {
+  const { keys } = redis.fresh();
+  const r = await reserveSending(client, keys, account({ rateLimit: { perSecond: 5, perMinute: null, perHour: null } }), 2, NOON);
+  const [counter] = await client.keys(`${keys.prefix}*rate*`);
+  assert.ok(counter, 'the second window was counted');
+  // The window's counter expires (its TTL is two windows): as it would have 2 s later.
+  await client.del(counter as string);
+  await r.release();
+  assert.equal(await client.keys(`${keys.prefix}*rate*`), [], 'not recreated at -2 with no TTL');
+});
+
 test('a reservation that does not fit counts nothing, even for a moment: one that fits, sent at the same time, is taken', async () => {
   const { keys } = redis.fresh();
   const acc = account({ dailyQuota: 3, rateLimit: { perSecond: null, perMinute: 10, perHour: null } });

@@ -1,6 +1,7 @@
 --[[
   returnSending: gives back `n` campaign copies counted by takeSending-1.lua that were not sent
-  (given back to the queue, settled without reaching a server). A counter whose window is over (its
+  (given back to the queue, settled without reaching a server), or a submission's recipients whose
+  message could not be stored (accounts/limits.ts reserveSending's release). A counter whose window is over (its
   key expired) is left alone: recreating it would leave a key with no TTL. Never below 0. The file
   name says 1 key: as many as takeSending counted on (returnSendingKeys).
 
