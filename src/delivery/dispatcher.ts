@@ -20,6 +20,7 @@ import { dueDestinations, reschedule, postpone } from '../queue/schedule.js';
 import { sourceFor } from './bind.js';
 import { hasSendingLimits, takeSending, returnSending, type SendingCounted, type SendingLimits, type SendingTake } from '../accounts/limits.js';
 import { returnPathsOf } from '../accounts/registry.js';
+import { normaliseDomain } from '../core/address.js';
 import { takeTokens, refundTokens, acquireConnection, renewConnection, releaseConnection, yieldConnection, unlimited, type Rate } from '../queue/throttle.js';
 import { recordThrottleSignal, recordSuccess, backoffState, applyBackoff, backoffKeepMs, type BackoffConfig } from '../queue/backoff.js';
 import { resolveShaping, retryDelay, tlsPolicyOf, type EffectiveShaping } from '../queue/shaping.js';
@@ -132,6 +133,8 @@ const MAX_RENDERED = 256;
 const MAX_TOKEN_WAIT_MS = 2_000;
 /** Prepared.paused of a copy whose account the configuration no longer names. */
 const ACCOUNT_UNCONFIGURED = 'unconfigured';
+/** A copy's hold reason: its account no longer has its From domain (a reload removed it or gave it to another account). */
+const DOMAIN_NOT_OWNED = 'domain-not-owned';
 /** A closed account's copies are looked at again this often (reopening resumes them within it). */
 const CLOSED_HOLD_MS = 5 * 60_000;
 /**
@@ -347,6 +350,8 @@ export class Dispatcher {
   private sendingLimits: ReadonlyMap<string, SendingLimits> = new Map();
   /** accounts[].tracking.mode by account id: each API message's copy is rendered for its recipient. */
   private trackingModes: ReadonlyMap<string, TrackingMode> = new Map();
+  /** Each configured account's sending domains, normalised (the From domains it may send). */
+  private ownedDomains: ReadonlyMap<string, ReadonlySet<string>> = new Map();
   /** Sending domain → its envelope sender's domain, where the account gives one (else delivery.bounceDomain). */
   private returnPaths: ReadonlyMap<string, string> = new Map();
   private totalWorkers = 0;
@@ -404,12 +409,18 @@ export class Dispatcher {
 
   setAccounts(accounts: Config['accounts']): void {
     this.trackingModes = new Map(accounts.map((a) => [a.id, a.tracking.mode]));
+    this.ownedDomains = new Map(accounts.map((a) => [a.id, new Set(a.domains.map((d) => normaliseDomain(d.domain) ?? d.domain))]));
     this.returnPaths = returnPathsOf(accounts);
     this.sendingLimits = new Map(accounts.filter(hasSendingLimits).map((a) => [a.id, { id: a.id, dailyQuota: a.dailyQuota, rateLimit: a.rateLimit }]));
   }
 
   start(): void {
     this.schedule(0);
+  }
+
+  private owns(account: string, domain: string): boolean {
+    const d = normaliseDomain(domain);
+    return d !== undefined && this.ownedDomains.get(account)?.has(d) === true;
   }
 
   /** New mail was accepted in this process: look for work now rather than at the next poll. */
@@ -911,6 +922,9 @@ export class Dispatcher {
             // tracking settings went with it, so its copies are held as a paused sender's, not sent
             // unsigned and tracked by default; configured again, they go.
             if (!this.trackingModes.has(msg.account)) return { reason: ACCOUNT_UNCONFIGURED };
+            // Nor one whose From domain a reload took from its account: its key (if any) is now
+            // another account's, or no one's; sent when the account has the domain again.
+            if (msg.fromDomain !== null && !this.owns(msg.account, msg.fromDomain)) return { reason: DOMAIN_NOT_OWNED };
             return this.o.reputation ? this.o.reputation.check(msg.account, msg.fromDomain) : null;
           })),
         ]);
@@ -1399,13 +1413,15 @@ export class Dispatcher {
           // rather than on the retry schedule's longest delay; it still expires at the rule's maxAge
           // (a campaign copy not tried yet never does, as while its campaign is paused: retriedSince).
           const until = (await this.retriedSince(entry, msg, this.now())) + shaping.maxAge;
+          const why = paused === ACCOUNT_UNCONFIGURED
+            ? [`account '${msg.account}' is not in the configuration (a reload removed it)`, 'sent when it is configured again']
+            : paused === DOMAIN_NOT_OWNED
+              ? [`account '${msg.account}' no longer has the From domain ${msg.fromDomain ?? ''} (a reload removed it)`, 'sent when it has it again']
+              : paused === 'operator' ? ['sender paused by the operator (sluice sender pause)', 'resumes when an operator resumes it'] : [`sender paused by the reputation guard (${paused})`, 'resumes when an operator resumes it'];
           if (this.now() >= until) {
-            await this.settle(entry, shaping, msg, localOutcome('deferred', '4.7.0', `sender paused by the reputation guard (${paused}) until the message expired`, 'REPUTATION', true));
+            await this.settle(entry, shaping, msg, localOutcome('deferred', '4.7.0', `${why[0]} until the message expired`, 'REPUTATION', true));
           } else {
-            const response = paused === ACCOUNT_UNCONFIGURED
-              ? `held: account '${msg.account}' is not in the configuration (a reload removed it); sent when it is configured again`
-              : paused === 'operator' ? 'held: sender paused by the operator (sluice sender pause); resumes when an operator resumes it' : `held: sender paused by the reputation guard (${paused}); resumes when an operator resumes it`;
-            await hold(redis, keys, entry, { now: this.now(), nextAt: Math.min(this.now() + PAUSED_SENDER_HOLD_MS, until), enhanced: '4.7.0', response });
+            await hold(redis, keys, entry, { now: this.now(), nextAt: Math.min(this.now() + PAUSED_SENDER_HOLD_MS, until), enhanced: '4.7.0', response: `held: ${why[0]}; ${why[1]}` });
           }
           continue;
         }

@@ -241,6 +241,16 @@ test('instance.dataDir takes a restart: a reload changing it applies the rest, k
   assert.equal(r.tlsReplaced, [], 'the STARTTLS pair in force is kept');
 });
 
+/** A recipient record's last remote or local answer, once it says `text` (or as it is after 10 s). */
+async function responseOnceIt(record: string, text: string): Promise<string> {
+  let response = '';
+  for (let i = 0; i < 200 && !response.includes(text); i++) {
+    await new Promise((res) => setTimeout(res, 50));
+    response = (await s.app.redis.client.hget(record, 'response')) ?? '';
+  }
+  return response;
+}
+
 test("a removed account's queued mail is held, not sent unsigned and tracked by default as it was", async () => {
   const delta = await another('delta', ['ed25519']);
   await s.reloadWith({ accounts: [acme, delta.account] });
@@ -253,13 +263,29 @@ test("a removed account's queued mail is held, not sent unsigned and tracked by 
   await s.reloadWith({ accounts: [acme] });
   await releaseHolds(client, keys, s.config.redis.scheduleShards, 'all', Date.now());
   const record = keys.rcptState('gone-account.test', r.body.id, 0);
-  let response = '';
-  for (let i = 0; i < 200 && !response.includes('not in the configuration'); i++) {
-    await new Promise((res) => setTimeout(res, 50));
-    response = (await client.hget(record, 'response')) ?? '';
-  }
-  assert.match(response, "held: account 'delta' is not in the configuration");
+  assert.match(await responseOnceIt(record, 'not in the configuration'), "held: account 'delta' is not in the configuration");
   assert.is(await client.hget(record, 'state'), 'deferred', 'held as a paused sender\'s copy is');
+  assert.is(Number((await client.hget(record, 'attempts')) ?? 0), 0, 'no attempt spent');
+  assert.not.ok(peer.messages.some((m) => m.raw.toString('latin1').includes(r.body.id)), 'nothing sent');
+});
+
+test("queued mail whose From domain a reload moved to another account is held, not signed with that account's key", async () => {
+  const echo = await another('echo', ['ed25519']);
+  const foxtrot = await another('foxtrot', ['rsa']);
+  await s.reloadWith({ accounts: [acme, echo.account, foxtrot.account] });
+  const { client } = s.app.redis;
+  const keys = s.app.keys;
+  await placeHolds(client, keys, [{ kind: 'domain', name: 'moved-domain.test' }], { until: null, reason: 'test', by: 'test', now: Date.now() });
+  const r = await s.api('/v1/messages', { headers: as(echo.apiKey), body: { from: 'news@echo.example', to: 'm@moved-domain.test', subject: 'moved', text: 'x' } });
+  assert.is(r.status, 202, JSON.stringify(r.body));
+  // echo.example moves to foxtrot, with foxtrot's own key for it.
+  const echoDomain = (echo.account['domains'] as { domain: string; dkim: unknown[] }[])[0] as { domain: string; dkim: unknown[] };
+  const foxtrotDomains = foxtrot.account['domains'] as { domain: string; dkim: unknown[] }[];
+  await s.reloadWith({ accounts: [acme, { ...echo.account, domains: [{ domain: 'echo-new.example', dkim: echoDomain.dkim }] }, { ...foxtrot.account, domains: [...foxtrotDomains, { domain: 'echo.example', dkim: foxtrotDomains[0]?.dkim }] }] });
+  await releaseHolds(client, keys, s.config.redis.scheduleShards, 'all', Date.now());
+  const record = keys.rcptState('moved-domain.test', r.body.id, 0);
+  assert.match(await responseOnceIt(record, 'no longer has'), "held: account 'echo' no longer has the From domain echo.example");
+  assert.is(await client.hget(record, 'state'), 'deferred');
   assert.is(Number((await client.hget(record, 'attempts')) ?? 0), 0, 'no attempt spent');
   assert.not.ok(peer.messages.some((m) => m.raw.toString('latin1').includes(r.body.id)), 'nothing sent');
 });
