@@ -207,6 +207,8 @@ const RESPONSE_LIMIT_BYTES = 64 * 1024;
 const JITTER = 0.2;
 // A claimed batch is hidden this much longer than the request may take, so it never comes due mid-POST.
 const LEASE_MARGIN_MS = 30_000;
+/** Batches waiting out a backoff that one success makes due (wakeWaiting): one bounded command. */
+const WAKE_BATCHES = 1_000;
 // What is met on every pass (2 a second) about one endpoint, a broken record or a full outbox, is
 // logged once per this long for it, not each time (the metrics count every time).
 const ENDPOINT_LOG_MS = 10 * 60_000;
@@ -279,9 +281,16 @@ function unreadableBatch(member: string): { id: string; events: number } {
   return { id: typeof b.b === 'string' ? b.b : '', events: Array.isArray(b.e) ? b.e.length : 0 };
 }
 
-/** A new batch of `events` (in stream order): its JSON, its id, the time of its oldest event, how many. */
+/**
+ * A new batch of `events` (in stream order): its JSON, its id, the time of its oldest event, how many.
+ * The id begins with its oldest event's stream id, zero-padded: batches due at the same time (one
+ * pass's, or those an endpoint back from an outage makes due together, wakeWaiting) have the same
+ * score, and the outbox orders them by member, so by that id: oldest first, in stream order. A random
+ * id sent them in any order.
+ */
 function newBatch(events: WebhookEvent[], now: number): { member: string; id: string; oldest: number; events: number } {
-  const id = randomBytes(8).toString('base64url');
+  const [ms = '0', seq = '0'] = (events[0]?.id ?? String(now)).split('-');
+  const id = `${ms.padStart(16, '0')}-${seq.padStart(8, '0')}_${randomBytes(6).toString('base64url')}`;
   return { member: JSON.stringify({ b: id, n: 0, f: now, e: events } satisfies Batch), id, oldest: oldestEvent(events, now), events: events.length };
 }
 
@@ -764,6 +773,22 @@ export class WebhookDispatcher {
     }
   }
 
+  /**
+   * The endpoint took a batch: it is back. Its batches waiting out a retry's backoff are made due now,
+   * WAKE_BATCHES at a time (each success wakes the next), and go oldest first (newBatch): each failed
+   * batch had its own backoff, up to retryMaxDelay, so those that had waited longest came due last,
+   * up to an hour after newer ones. A batch scored past a lease from now is waiting, not being POSTed
+   * (claimBatch-1.lua scores one in flight at most a lease ahead); ZADD XX leaves alone one settled
+   * or rewritten meanwhile.
+   */
+  private async wakeWaiting(outbox: string): Promise<void> {
+    const { redis } = this.o;
+    const now = this.now();
+    const waiting = await redis.zrangebyscore(outbox, `(${now + this.timeoutMs + LEASE_MARGIN_MS}`, '+inf', 'LIMIT', 0, WAKE_BATCHES);
+    if (waiting.length === 0) return;
+    await redis.zadd(outbox, 'XX', ...waiting.flatMap((m) => [now, m]));
+  }
+
   private async deliver(ep: SealedEndpoint, outbox: string, member: string, batch: Batch): Promise<void> {
     const { redis, keys, logger } = this.o;
     const deadMax = this.o.deadLetterMax ?? DEFAULT_DEAD_MAX;
@@ -812,6 +837,7 @@ export class WebhookDispatcher {
     if (result === 'success') {
       await settle('', 'delivered');
       this.o.metrics?.deliveries.inc({ result });
+      await this.wakeWaiting(outbox).catch((err: unknown) => logger.warn({ err, endpoint: ep.id }, 'webhook batches waiting to retry not made due'));
       return;
     }
     const now = this.now();

@@ -311,6 +311,42 @@ test('a 500 is retried after the backoff with the same events; not before', asyn
   assert.ok(m.lag() >= 0);
 });
 
+test('batches go out in stream order; after an outage the batch that waited longest goes as soon as the endpoint takes one, not at its own backoff', async () => {
+  const { keys } = redis.fresh();
+  let down = false;
+  const rx = await receiver(() => (down ? 503 : 200));
+  await createWebhook(client, keys, 'acme', { url: rx.url, events: ['*'] });
+  let now = Date.now();
+  const d = dispatcher(keys, { now: () => now, maxBatchEvents: 10, perEndpointInFlight: 1, retryBaseMs: 60_000, retryMaxDelayMs: 3_600_000 });
+  await appendMany(keys, 'acme', 100, 100_000);
+  await pass(d);
+  assert.equal(rx.received.map((r) => r.events[0]?.['msgId']), ['m0', 'm10', 'm20', 'm30', 'm40', 'm50', 'm60', 'm70', 'm80', 'm90'], 'ten batches of one pass, oldest first');
+
+  down = true;
+  await event(keys, 'delivered', 'acme', 'old');
+  await pass(d);
+  // Hours of failures: its backoff grows to retryMaxDelay (an hour).
+  for (let i = 0; i < 20; i++) {
+    now += 20 * 60_000;
+    await pass(d);
+  }
+  await event(keys, 'delivered', 'acme', 'new');
+  await pass(d);
+  // What the endpoint takes from now on (it answered 503 to everything before).
+  const from = rx.received.length;
+  down = false;
+  const seen = () => rx.received.slice(from).flatMap((r) => r.events.map((e) => e['msgId']));
+  const deliveredAt: Record<string, number> = {};
+  for (let minute = 1; minute <= 70 && deliveredAt['old'] === undefined; minute++) {
+    now += 60_000;
+    await pass(d);
+    await pass(d);
+    for (const m of seen()) deliveredAt[m as string] ??= minute;
+  }
+  assert.ok((deliveredAt['new'] ?? 99) <= 2, 'the new batch at its first retry (a minute, ±20 %)');
+  assert.is(deliveredAt['old'], deliveredAt['new'], 'the old one with it, woken by its success (it was due up to an hour later)');
+});
+
 test('a batch put back after an erasure walked the outbox sends nothing of the erased copy: its events go before the POST', async () => {
   const { keys } = redis.fresh();
   const rx = await receiver((n) => (n === 1 ? 500 : 200));
@@ -411,7 +447,7 @@ test('an unreadable batch dropped from the outbox leaves the ages with it: the l
   const idOf = (member: string): string => (JSON.parse(member) as { b: string }).b;
   // The first batch cut short (a hand edit, a restored dump): unreadable, its id still at its head. Due now.
   await client.zrem(outbox, first as string);
-  await client.zadd(outbox, now, (first as string).slice(0, 40));
+  await client.zadd(outbox, now, (first as string).slice(0, (first as string).indexOf(',"n"') + 3));
   now = at + 30 * 60_000;
   await pass(d);
   assert.equal(await client.zrange(outbox, 0, -1), [second], 'the unreadable batch was dropped, the other waits');
