@@ -6,6 +6,7 @@ import { BURST_WINDOW_MS, classifyOpen, type TrackingRequest } from './classify.
 import { DEFAULT_EVENTS_MAX_LEN, DEFAULT_RETENTION_MS, type TrackingDeps, type TrackingMode } from './deps.js';
 import { eventClass, packTrackingEvent, storedIp, TYPES, type EventContext } from './record.js';
 import { appendEventBatch, EVENTS_PER_CALL } from '../store/events.js';
+import { OPENS_PER_RECIPIENT_MINUTE, RepeatLimit } from './repeat-limit.js';
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
@@ -78,6 +79,8 @@ export interface EventBatchOptions {
   readonly clickHoldMs?: number;
   /** Clicks held at most (default MAX_HELD); beyond, a click is queued at once. */
   readonly maxHeld?: number;
+  /** Opens of one recipient recorded per minute (default OPENS_PER_RECIPIENT_MINUTE, repeat-limit.ts); beyond, 'throttled'. */
+  readonly opensPerRecipientMinute?: number;
 }
 
 /** What a batch needs of TrackingDeps: the recorder thread builds these without a pino logger. */
@@ -129,6 +132,8 @@ interface OpenEntry {
   readonly p: TokenPayload | null;
   readonly mode: TrackingMode;
   readonly ip: string;
+  /** Past its recipient's limit (RepeatLimit): answered, recorded nowhere. */
+  readonly throttled?: true;
 }
 /** `held`: a click released from its hold, whose recipient may have been erased meanwhile. */
 type Entry = OpenEntry | { readonly p: TokenPayload; readonly ctx: EventContext; readonly held?: true };
@@ -143,6 +148,7 @@ export function createEventBatch(deps: EventBatchDeps, opts: EventBatchOptions):
   const lingerMs = opts.lingerMs ?? LINGER_MS;
   const holdMs = opts.clickHoldMs ?? CLICK_HOLD_MS;
   const maxHeld = opts.maxHeld ?? MAX_HELD;
+  const repeats = new RepeatLimit(opts.opensPerRecipientMinute ?? OPENS_PER_RECIPIENT_MINUTE);
   const log = deps.logger;
   let queue: Entry[] = [];
   let inFlight = 0;
@@ -261,6 +267,7 @@ export function createEventBatch(deps: EventBatchDeps, opts: EventBatchOptions):
     // Counted per batch, not per request: a labelled counter costs a label lookup per call.
     let ok = 0;
     let invalid = 0;
+    let throttled = 0;
     /** The held clicks' events: see write(). */
     const heldReady: Ready[] = [];
     for (const entry of batch) {
@@ -271,6 +278,10 @@ export function createEventBatch(deps: EventBatchDeps, opts: EventBatchOptions):
         continue;
       }
       const { raw, p, mode } = entry;
+      if (entry.throttled) {
+        throttled++;
+        continue;
+      }
       if (!p) {
         invalid++;
         continue;
@@ -286,6 +297,7 @@ export function createEventBatch(deps: EventBatchDeps, opts: EventBatchOptions):
       marked.push({ event, full: mode === 'full' });
     }
     if (invalid > 0) deps.metrics?.requests.inc({ endpoint: 'open', result: 'invalid' }, invalid);
+    if (throttled > 0) deps.metrics?.requests.inc({ endpoint: 'open', result: 'throttled' }, throttled);
     try {
       await write(opens, marked, ready, heldReady);
     } catch (err) {
@@ -352,6 +364,10 @@ export function createEventBatch(deps: EventBatchDeps, opts: EventBatchOptions):
     open: (raw) => {
       if (!admit('open')) return;
       const p = opts.verifyOpen(raw.token, raw.at);
+      // A verified open past its recipient's limit (one pixel URL fetched over and over) is not
+      // recorded; queued all the same, as a bad token's is, so that its flush counts it off what the
+      // main thread holds pending.
+      if (p && repeats.over(`${p.msgId}:${p.idx}`, raw.at)) return enqueue({ raw, p: null, mode: 'off', ip: '', throttled: true });
       const mode = p ? opts.modeOf(p.account) : 'off';
       enqueue({ raw, p, mode, ip: p && mode !== 'off' ? storedIp(deps.settings, p.account, raw.ip) : '' });
     },

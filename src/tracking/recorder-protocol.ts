@@ -20,6 +20,8 @@ export interface RecorderInit {
   readonly nice: number;
   /** event-batch.ts clickHoldMs. */
   readonly clickHoldMs: number;
+  /** event-batch.ts opensPerRecipientMinute. */
+  readonly opensPerRecipientMinute: number;
 }
 
 /**

@@ -86,6 +86,7 @@ const batch = createEventBatch(batchDeps, {
   // The main thread bounds what is pending; here everything it sends is taken.
   maxPending: Number.MAX_SAFE_INTEGER,
   clickHoldMs: init.clickHoldMs,
+  opensPerRecipientMinute: init.opensPerRecipientMinute,
   modeOf: (account) => modeOf(settings, account),
   verifyOpen: (token, at) => codec.verify(token, at, 'o'),
   onFlushed: (entries) => post({ t: 'flushed', entries, requests: drain(requests), events: drain(events) }),

@@ -11,6 +11,7 @@ import { isOneClickBody } from './one-click.js';
 import { badRequestPage, invalidLinkPage, NOT_FOUND_TEXT, unsubscribedPage, unsubscribeFormPage } from './pages.js';
 import { startRecorder } from './recorder.js';
 import { CLICK_HOLD_MS } from './event-batch.js';
+import { CLICKS_PER_RECIPIENT_MINUTE, OPENS_PER_RECIPIENT_MINUTE, RepeatLimit } from './repeat-limit.js';
 import { mark, storedIp } from './record.js';
 import { unsubscribe, unsubscribeTarget } from './unsubscribe.js';
 import { listenOn } from '../core/listen.js';
@@ -55,6 +56,10 @@ export interface TrackingServerOptions extends HttpConnectionLimits {
    * a request that needs Redis is answered 503 at once and sends nothing.
    */
   readonly maxRedisWork?: number;
+  /** Opens of one recipient recorded per minute (default OPENS_PER_RECIPIENT_MINUTE, repeat-limit.ts); beyond, 'throttled'. */
+  readonly opensPerRecipientMinute?: number;
+  /** Clicks of one recipient recorded per minute (default CLICKS_PER_RECIPIENT_MINUTE, repeat-limit.ts); beyond, 'throttled'. */
+  readonly clicksPerRecipientMinute?: number;
   /** How long the recorder thread gets to write what it holds when the server closes (default 10 s, recorder.ts). */
   readonly recorderCloseGraceMs?: number;
   /** Nice value of the recorder thread (default RECORDER_NICE; see recorder-worker.ts). */
@@ -160,6 +165,7 @@ export async function startTrackingServer(given: TrackingDeps, opts: TrackingSer
       connect: deps.connect, prefix: deps.keys.prefix, codec: deps.codec.options, settings: deps.settings, eventsMaxLen: deps.eventsMaxLen, retentionMs: deps.retentionMs,
       nice: opts.recorderNice ?? RECORDER_NICE,
       clickHoldMs: opts.clickHoldMs ?? CLICK_HOLD_MS,
+      opensPerRecipientMinute: opts.opensPerRecipientMinute ?? OPENS_PER_RECIPIENT_MINUTE,
     },
     { maxPending, metrics: deps.metrics, logger: log, onFlushed: () => releaseAnswers(false), ...(opts.recorderCloseGraceMs !== undefined ? { closeGraceMs: opts.recorderCloseGraceMs } : {}) },
   );
@@ -221,6 +227,7 @@ export async function startTrackingServer(given: TrackingDeps, opts: TrackingSer
    * maxRedisWork of them wait on it, 503 at once too ('busy').
    */
   const maxRedisWork = opts.maxRedisWork ?? MAX_REDIS_WORK;
+  const clickRepeats = new RepeatLimit(opts.clicksPerRecipientMinute ?? CLICKS_PER_RECIPIENT_MINUTE);
   /** Clicks and unsubscribes whose Redis work is under way, answered or not (see MAX_REDIS_WORK). */
   let redisWork = 0;
   const withRedis = (res: ServerResponse, work: () => Promise<string>): Promise<string> => {
@@ -260,6 +267,14 @@ export async function startTrackingServer(given: TrackingDeps, opts: TrackingSer
     const mode = modeOf(deps.settings, p.account);
     const client = clientOf(req);
     const at = now();
+    // One copy's link clicked over and over (a script): still redirected, from the link table, and
+    // recorded nowhere past the recipient's limit (repeat-limit.ts).
+    if (clickRepeats.over(`${p.msgId}:${p.idx}`, at)) {
+      const target = redirectTarget((await deps.redis.lindex(deps.keys.links(p.msgId), p.link ?? 0)) ?? '');
+      if (target === null) return send(res, 404, TEXT, NOT_FOUND_TEXT, 'not_found');
+      redirect(res, target);
+      return 'throttled';
+    }
     const ctx = { nowS: Math.floor(at / 1000), issuedAt: p.issuedAt, burst: 0 };
     const before = classifyClick(client, ctx);
     const m = await mark(deps, p, mode, at, before !== null).catch(async (err: unknown) => {
@@ -276,10 +291,7 @@ export async function startTrackingServer(given: TrackingDeps, opts: TrackingSer
     // Answered 503 already when Redis took longer than its deadline (withDeadline): the marks and
     // counts were written all the same, so the event that stands for them is written too (else the
     // counters held a first click no event or webhook ever showed).
-    if (!res.headersSent) {
-      res.writeHead(302, { Location: target, 'Cache-Control': 'no-store', 'Referrer-Policy': 'no-referrer', 'Content-Length': 0 });
-      res.end();
-    }
+    if (!res.headersSent) redirect(res, target);
     if ('unrecorded' in m) return 'unrecorded';
     // An erased recipient's old link still leads where it led, but nothing about them is recorded.
     if (mode !== 'off' && !m.erased) {
@@ -445,6 +457,11 @@ export function redirectTarget(url: string): string | null {
   if (!URL.canParse(url)) return null;
   const u = new URL(url);
   return u.protocol === 'http:' || u.protocol === 'https:' ? u.href : null;
+}
+
+function redirect(res: ServerResponse, target: string): void {
+  res.writeHead(302, { Location: target, 'Cache-Control': 'no-store', 'Referrer-Policy': 'no-referrer', 'Content-Length': 0 });
+  res.end();
 }
 
 function send(res: ServerResponse, status: number, type: string, body: string, result: string): string {

@@ -120,7 +120,8 @@ test('an open answers the 43-byte GIF, uncached, and is recorded once with its f
 });
 
 test('close() returns once the recorder thread has written every answered open', async () => {
-  const f = await fixture();
+  // 150 opens of each of two recipients within the minute: no per-recipient limit here.
+  const f = await fixture({ server: { opensPerRecipientMinute: 1_000 } });
   const n = 300;
   // Answered, not yet written: the recorder thread holds them (or they wait for it) when close() starts.
   const answers = await Promise.all(Array.from({ length: n }, (_, i) => get(f.base + tokenPath('o', f.token('o', { idx: i % 2 })), { headers: { 'user-agent': BROWSER } })));
@@ -255,6 +256,30 @@ test('close() with Redis silent past the recorder\'s grace: the answered opens i
     assert.is(seen.results['open:lost'], 5);
   } finally {
     await admin.call('CLIENT', 'UNPAUSE').catch(() => undefined);
+  }
+});
+
+test('one copy\'s pixel or link requested over and over: answered every time, recorded up to its per-minute limit (result throttled), its first open and click always', async () => {
+  const { metrics, seen } = holdCounter();
+  const f = await fixture({ server: { opensPerRecipientMinute: 3, clicksPerRecipientMinute: 2 }, metrics });
+  try {
+    const opens = await Promise.all(Array.from({ length: 10 }, () => get(f.base + tokenPath('o', f.token('o')), { headers: { 'user-agent': BROWSER } })));
+    assert.ok(opens.every((r) => r.status === 200 && r.body.equals(PIXEL_GIF)), 'every pixel answered');
+    const other = await get(f.base + tokenPath('o', f.token('o', { idx: 1 })), { headers: { 'user-agent': BROWSER } });
+    assert.is(other.status, 200);
+    const clicks = [];
+    for (let i = 0; i < 5; i++) clicks.push(await get(f.base + tokenPath('c', f.token('c')), { headers: { 'user-agent': BROWSER } }));
+    assert.equal(clicks.map((r) => [r.status, r.headers['location']]), Array.from({ length: 5 }, () => [302, LINKS[1]]), 'every click redirected');
+    await sleep(400);
+    const events = await f.events();
+    assert.equal(events.filter((e) => e['type'] === 'opened').map((e) => `${e['idx']}:${e['first']}`).sort(), ['0:0', '0:0', '0:1', '1:1'], "three of recipient 0's opens (the first among them), and recipient 1's");
+    assert.is(events.filter((e) => e['type'] === 'clicked').length, 2);
+    assert.is(seen.results['open:throttled'], 7);
+    assert.is(seen.results['click:throttled'], 3);
+    const stats = await client.hgetall(f.keys.msgStats(f.msgId));
+    assert.is(stats['opens_human'], '4', 'throttled opens are not counted either');
+  } finally {
+    await f.close();
   }
 });
 
