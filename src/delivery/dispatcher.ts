@@ -923,8 +923,10 @@ export class Dispatcher {
             // unsigned and tracked by default; configured again, they go.
             if (!this.trackingModes.has(msg.account)) return { reason: ACCOUNT_UNCONFIGURED };
             // Nor one whose From domain a reload took from its account: its key (if any) is now
-            // another account's, or no one's; sent when the account has the domain again.
-            if (msg.fromDomain !== null && !this.owns(msg.account, msg.fromDomain)) return { reason: DOMAIN_NOT_OWNED };
+            // another account's, or no one's; sent when the account has the domain again. Not a
+            // notice to an SMTP sender (source 'dsn'): it is From MAILER-DAEMON@instance.hostname,
+            // which is no account's domain.
+            if (msg.source !== 'dsn' && msg.fromDomain !== null && !this.owns(msg.account, msg.fromDomain)) return { reason: DOMAIN_NOT_OWNED };
             return this.o.reputation ? this.o.reputation.check(msg.account, msg.fromDomain) : null;
           })),
         ]);
