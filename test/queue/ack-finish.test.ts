@@ -109,6 +109,8 @@ test("a campaign copy's final outcome and its count are one step (single server)
   const keys = redis.fresh().keys;
   const campaignId = 'c-one-step';
   await client.hset(keys.msgMeta(campaignId), { kind: 'campaign', state: 'sending', pending: 3, enqueued: 1 });
+  // Its destinations (pause, resume and cancel walk them), as the enqueuer lists them.
+  await client.sadd(keys.campaignDomains(campaignId), 'd.test');
   await enqueueRecipients(client, keys, 4, [1, 2, 3].map((no) => ({ msgId: campaignId, idx: no, domain: 'd.test', dueAt: T })));
   const [c1, c2, c3] = (await claim(client, keys, { domain: 'd.test', max: 3, leaseMs: 30_000, now: T })).entries as [QueueEntry, QueueEntry, QueueEntry];
   const campaign = { campaignId };
@@ -123,6 +125,7 @@ test("a campaign copy's final outcome and its count are one step (single server)
   assert.is((await client.xrange(stream, '-', '+')).length, 1, 'the event too');
   assert.is(await bounce(client, keys, c3, { now: T + 5, state: 'expired', code: null, enhanced: null, response: 'gave up', reason: 'expired', recordTtlMs: RECORD_TTL, campaign: { campaignId, counter: 'expired' } }), OUTCOME.APPLIED);
   assert.equal(await client.hmget(keys.msgMeta(campaignId), 'pending', 'state'), ['0', 'completed'], 'the last outcome completes the campaign');
+  assert.is(await client.exists(keys.campaignDomains(campaignId)), 0, 'its destination set goes with it: nothing is queued any more');
   assert.is(await client.hget(keys.msgStats(campaignId), 'expired'), '1');
 });
 

@@ -225,6 +225,33 @@ test('off mode counts nothing; the counters expire with the message record', asy
   }
 });
 
+test("a campaign's counters (its delivery counts in the same hash) are kept as the campaign is: its first open or click gives them no TTL", async () => {
+  const f = await fixture();
+  try {
+    // Kept until its account goes (no TTL), its delivery counted before anyone opened it.
+    await client.hset(f.keys.msgMeta(f.msgId), 'kind', 'campaign');
+    await client.hset(f.keys.msgStats(f.msgId), 'delivered', '3');
+    await f.open(0);
+    assert.is(await f.click(1, 0), 302);
+    const stats = await f.stats();
+    assert.equal([stats.opensHuman, stats.clicks], [1, 1]);
+    assert.is(await client.pttl(f.keys.msgStats(f.msgId)), -1, 'no TTL');
+    assert.is(await client.hget(f.keys.msgStats(f.msgId), 'delivered'), '3');
+    // A click alone (recordTrackingEvent-4.lua) makes the counters of another campaign the same way.
+    const g = await fixture();
+    try {
+      await client.hset(g.keys.msgMeta(g.msgId), 'kind', 'campaign');
+      assert.is(await g.click(0, 1), 302);
+      await g.stats();
+      assert.is(await client.pttl(g.keys.msgStats(g.msgId)), -1);
+    } finally {
+      await g.close();
+    }
+  } finally {
+    await f.close();
+  }
+});
+
 test('toEngagement and sumEngagement: absent or malformed fields read as 0; sums add field by field', () => {
   assert.equal(toEngagement({}), NO_ENGAGEMENT);
   assert.equal(

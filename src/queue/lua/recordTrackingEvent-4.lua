@@ -14,7 +14,8 @@
                  a scanner's visit does not use up the recipient's first human open or click.
   KEYS[2] links  LIST  the message's link table (read only; used for kind 'c')
   KEYS[3] stats  HASH  the engagement counters of src/store/engagement.ts
-  KEYS[4] meta   HASH  the message's record: only its TTL is read, when this call creates the counters
+  KEYS[4] meta   HASH  the message's record: only its TTL (and for one with none, its kind: a
+                       campaign's counters are kept as it is) is read, when this call creates the counters
                        (they get what is left of it, so they never outlive the record: see
                        recordTrackingOpens-3.lua, which relies on that). A click needs the link table
                        and an unsubscribe reads the record first (tracking/unsubscribe.ts), so neither
@@ -110,6 +111,11 @@ else
 end
 if redis.call('PEXPIRE', stats, ARGV[6], 'NX') == 1 then
   local left = redis.call('PTTL', KEYS[4])
-  if left > 0 then redis.call('PEXPIRE', stats, left) end
+  if left > 0 then
+    redis.call('PEXPIRE', stats, left)
+  elseif left == -1 and redis.call('HGET', KEYS[4], 'kind') == 'campaign' then
+    -- A campaign is kept (with its delivery counters, in the same hash) until its account goes.
+    redis.call('PERSIST', stats)
+  end
 end
 return {first, burst, url, burstLimit, 0, burstStart}

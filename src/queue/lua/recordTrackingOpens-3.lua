@@ -11,7 +11,8 @@
   KEYS[3k-2]  marks  HASH of message k of the batch (each message once)
   KEYS[3k-1]  stats  HASH of message k: opens_human, opens_unique_human, machine_opens (the raw total
                      is their sum, see src/store/engagement.ts)
-  KEYS[3k]    meta   HASH of message k: only its TTL is read, when this call creates the counters
+  KEYS[3k]    meta   HASH of message k: only its TTL (and for one with none, its kind) is read, when
+                     this call creates the counters: a campaign's are kept as it is, for good
   ARGV[1]     ttlMs  how long marks are kept (the message's retention); counters this call creates
                      get the record's remaining TTL, or this one while the record has none (pending:
                      finishCopy-5.lua aligns them with the record's expiry when it finishes)
@@ -110,8 +111,11 @@ for k, c in pairs(counts) do
       gone = true
       redis.call('DEL', stats)
       for _, i in ipairs(counted[k]) do out[i] = -1 end
-    else
-      redis.call('PEXPIRE', stats, left > 0 and left or ARGV[1], 'NX')
+    elseif left > 0 then
+      redis.call('PEXPIRE', stats, left, 'NX')
+    elseif redis.call('HGET', KEYS[3 * k], 'kind') ~= 'campaign' then
+      -- (A campaign is kept, with its delivery counters in the same hash, until its account goes.)
+      redis.call('PEXPIRE', stats, ARGV[1], 'NX')
     end
   end
   if not gone and c[5] > 0 then

@@ -9,7 +9,8 @@
   nothing would lower.
 
   A campaign completes when its list has been queued whole (enqueued = 1) and no recipient is pending;
-  a paused one completes too (nothing is left to resume), a cancelled one stays cancelled.
+  a paused one completes too (nothing is left to resume), a cancelled one stays cancelled. `meta` is
+  {m:<id>}:meta: the campaign's destination set, {m:<id>}:domains, is named from it (same slot).
   Returns the campaign's state after the call, or '' when the campaign is not stored.
 ]]
 local function finishCampaign(meta, stats, counter, reason, final, now, hard, undo)
@@ -23,6 +24,9 @@ local function finishCampaign(meta, stats, counter, reason, final, now, hard, un
     local pending = redis.call('HINCRBY', meta, 'pending', -1)
     if pending <= 0 and redis.call('HGET', meta, 'enqueued') == '1' and (state == 'sending' or state == 'paused') then
       redis.call('HSET', meta, 'state', 'completed', 'completedAt', now)
+      -- Its destination set ({m:<id>}:domains, queue/campaign.ts) served pause, resume and cancel,
+      -- none of which a completed campaign takes: kept, it held a member per destination for good.
+      redis.call('DEL', string.sub(meta, 1, -5) .. 'domains')
       state = 'completed'
     end
   end
