@@ -88,6 +88,8 @@ export function createKeys(prefix: string) {
     // account
     quota: (account: string, day: string) => `${p}{a:${account}}:quota:${day}`,
     accountRate: (account: string) => `${p}{a:${account}}:rate`,
+    /** STRING: a takeSending-1.lua call's answer, kept a while for the same call sent again (accounts/limits.ts). */
+    sendingTook: (account: string, id: string) => `${p}{a:${account}}:took:${id}`,
     idempotency: (account: string, keyHash: string) => `${p}{a:${account}}:idem:${keyHash}`,
     /** HASH "<scope>|<kind>" → count for one time bucket (scope '*' = the whole account, else a sending domain). */
     reputation: (account: string, bucketStart: number) => `${p}{a:${account}}:rep:${bucketStart}`,

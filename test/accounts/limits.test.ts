@@ -3,7 +3,7 @@ import * as assert from 'uvu/assert';
 import { AuthThrottle, LimitError, recipientCap, reserveSending, returnSending, takeSending, utcDay } from '../../src/accounts/limits.js';
 import type { Account } from '../../src/accounts/registry.js';
 import { isSluiceError } from '../../src/core/errors.js';
-import { startRedis, type TestRedis } from '../helpers/redis.js';
+import { replyLosingRelay, scriptSha, startRedis, type TestRedis } from '../helpers/redis.js';
 import type { RedisClient } from '../../src/redis/client.js';
 
 const test = suite('accounts/limits');
@@ -39,6 +39,30 @@ test('daily quota counts recipients per UTC day and refuses past it without coun
   assert.ok(ttl > 0 && ttl <= 2 * 86_400_000);
   // the next UTC day starts from zero
   await reserveSending(client, keys, acc, 5, Date.UTC(2026, 0, 16, 0, 0, 1));
+});
+
+test('a count whose reply a dropped connection lost, sent again by the client, counts once: a submission and a chunk of campaign copies', async () => {
+  const relay = await replyLosingRelay(redis);
+  try {
+    const lossy = relay.redis.client();
+    const { keys } = redis.fresh();
+    const acc = account({ dailyQuota: 10 });
+    const sha = scriptSha('takeSending');
+    relay.lose((req) => req.includes(sha));
+    await reserveSending(lossy, keys, acc, 5, NOON);
+    assert.is(relay.lost, 1, 'a reply was lost');
+    assert.is(await client.get(keys.quota('acme', utcDay(NOON))), '5', 'counted once');
+    // The second message of 5 fits (the first run's count alone would have refused it).
+    await reserveSending(lossy, keys, acc, 5, NOON);
+    assert.is(await client.get(keys.quota('acme', utcDay(NOON))), '10');
+    const { keys: k2 } = redis.fresh();
+    relay.lose((req) => req.includes(sha));
+    const t = await takeSending(lossy, k2, acc, 4, NOON);
+    assert.is(relay.lost, 2);
+    assert.equal([t.granted, await client.get(k2.quota('acme', utcDay(NOON)))], [4, '4']);
+  } finally {
+    await relay.close();
+  }
 });
 
 test("a reservation given back after its rate window ended (a persist that failed seconds later) leaves no counter behind", async () => {
