@@ -25,6 +25,8 @@ const CANCELLED: OwedCount = { counter: 'cancelled' };
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
+    /** src/queue/lua/rewriteBatch-3.lua: 1 rewritten, 0 the batch is no longer there as read. */
+    rewriteBatch(outbox: string, ages: string, events: string, member: string, next: string, removed: number, batchId: string, oldest: number | ''): Result<number, Context>;
     /** src/queue/lua/eraseEntry-4.lua: queue entries removed (> 0: the recipient was pending). */
     eraseEntry(ready: string, leases: string, rs: string, cq: string, msgId: string, idx: number, floor: number, now: number, owed: string): Result<number, Context>;
     /** src/queue/lua/eraseRecipient-5.lua: 2 message deleted, 1 recipient erased, 0 no record. */
@@ -735,15 +737,12 @@ async function eraseFromWebhooks(redis: RedisClient, keys: Keys, accounts: reado
         for (let i = 0; i + 1 < flat.length; i += 2) {
           const r = rewrite(flat[i] as string);
           if (r === undefined) continue;
-          const tx = redis.multi().zrem(outbox, flat[i] as string).decrby(held, r.removed);
-          // The batch's oldest event for the lag gauge: gone with the batch, or the oldest one kept.
-          if (r.next !== null) tx.zadd(outbox, flat[i + 1] as string, r.next);
-          if (typeof r.id === 'string') {
-            if (r.next === null || !Number.isFinite(r.oldest)) tx.zrem(ages, r.id);
-            else tx.zadd(ages, 'XX', r.oldest, r.id);
-          }
-          await tx.exec();
-          changed++;
+          // Only if still there as read (rewriteBatch-3.lua): a batch settled or put back for a retry
+          // meanwhile is not added again. The batch's oldest event for the lag gauge: gone with the
+          // batch, or the oldest one kept. (One that moved on is checked again before it is sent:
+          // housekeeping/webhooks.ts drops erased recipients' events before every POST.)
+          const oldest = r.next === null || !Number.isFinite(r.oldest) ? '' : r.oldest;
+          changed += await redis.rewriteBatch(outbox, ages, held, flat[i] as string, r.next ?? '', r.removed, typeof r.id === 'string' ? r.id : '', oldest);
         }
         cursor = next;
       } while (cursor !== '0');
