@@ -133,6 +133,11 @@ const MAX_RENDERED = 256;
 const MAX_TOKEN_WAIT_MS = 2_000;
 /** Prepared.paused of a copy whose account the configuration no longer names. */
 const ACCOUNT_UNCONFIGURED = 'unconfigured';
+/**
+ * A campaign copy's delivery record field: its account's quota and rates counted it (a transaction
+ * that kept the count was made), so its retries are not counted again (throttleCampaigns).
+ */
+const QUOTA_COUNTED = 'quota';
 /** A copy's hold reason: its account no longer has its From domain (a reload removed it or gave it to another account). */
 const DOMAIN_NOT_OWNED = 'domain-not-owned';
 /** A closed account's copies are looked at again this often (reopening resumes them within it). */
@@ -296,6 +301,11 @@ class CampaignTokens {
     if (this.isBack(i)) return false;
     this.taken.set(i, t);
     return true;
+  }
+
+  /** Whether copy i took (and still holds) an account's sending count. */
+  tookAccount(i: number): boolean {
+    return this.taken.get(i)?.account != null;
   }
 
   /** The copies from `from` on go back: what they took (and out of the ledger). */
@@ -1069,9 +1079,17 @@ export class Dispatcher {
       let go = sending.slice(0, granted);
       let over = sending.slice(granted);
       // The account's quota and rates count the recipients it sends to, as its submissions' count
-      // their accepted recipients: a copy's first attempt; a retry of it (deferred, 4xx) counts nothing
-      // more, as an API message's retries do not.
-      const firsts = limits ? go.filter((j) => (chunk[j] as QueueEntry).attempt === 0) : [];
+      // their accepted recipients: once a copy, not again for a retry after a transaction that kept
+      // its count (deferred, 4xx: its record notes it, QUOTA_COUNTED), as an API message's retries do
+      // not. A copy deferred without reaching a server (no route, connection refused) gave its count
+      // back, or never took one: it is counted when it is next tried.
+      const retried = limits ? go.filter((j) => (chunk[j] as QueueEntry).attempt > 0) : [];
+      const counted = new Set<number>();
+      if (retried.length > 0) {
+        const marks = await Promise.all(retried.map((j) => { const e = chunk[j] as QueueEntry; return redis.hget(keys.rcptState(e.domain, e.msgId, e.idx), QUOTA_COUNTED); }));
+        retried.forEach((j, k) => marks[k] !== null && counted.add(j));
+      }
+      const firsts = limits ? go.filter((j) => !counted.has(j)) : [];
       if (limits && firsts.length > 0) {
         // Copies the account's count did not take give back the campaign tokens they just took: over
         // its limit, or all of them when Redis refused the count (the chunk then fails and they go
@@ -1097,10 +1115,10 @@ export class Dispatcher {
         account = a.counters;
       }
       // Given back while they were being taken: not sent by this claim, so what they took goes back now
-      // (a retry took no account count).
+      // (a copy counted before took no account count).
       const back: Refund = { campaigns: new Map(), accounts: new Map() };
       for (const j of go) {
-        const took: Took = { campaign, account: (chunk[j] as QueueEntry).attempt === 0 ? account : null };
+        const took: Took = { campaign, account: counted.has(j) ? null : account };
         if (!tokens.took(place(j), took)) addRefund(back, took, 1);
       }
       this.refundTaken(back);
@@ -1482,6 +1500,9 @@ export class Dispatcher {
         }
         attempted++;
         wentOut.add(i);
+        // A campaign copy that keeps its account count (it reached a server) and will be tried again:
+        // its retries count nothing more (throttleCampaigns). Before the outcome is written.
+        if (outcome.result === 'deferred' && campaignTokens.tookAccount(i)) await this.o.redis.hset(this.o.keys.rcptState(entry.domain, entry.msgId, entry.idx), QUOTA_COUNTED, '1');
         txMs += performance.now() - t0;
         if (outcome.result === 'delivered') succeeded = true;
         if (outcome.throttled) throttledReply = outcome.response;

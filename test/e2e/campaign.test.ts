@@ -16,7 +16,7 @@ import { createList } from '../../src/store/contacts.js';
 import { importContacts } from '../../src/store/contact-import.js';
 import { addSuppression, GLOBAL_LIST } from '../../src/store/suppression.js';
 import { recordThrottleSignal } from '../../src/queue/backoff.js';
-import { startRedis, type TestRedis } from '../helpers/redis.js';
+import { freePort, startRedis, type TestRedis } from '../helpers/redis.js';
 import { startCapturePeer, startScriptedPeer, type CapturePeer, type CapturedMessage, type ScriptedPeer } from '../helpers/smtp-peer.js';
 import { makeAccount, type AccountKeys } from '../helpers/sluice.js';
 import { txtTable, verifyBoth } from '../helpers/dkim-verify.js';
@@ -49,10 +49,12 @@ let codec: TokenCodec;
 let acme: AccountKeys;
 /** An account with a daily quota of 4 recipients: its campaign copies count against it as they are sent. */
 let capped: AccountKeys;
+/** Where late.test is routed: nothing listens there until a test starts a peer on it. */
+let latePort: number;
 let txt: Record<string, string>;
 
 function configFor(): Config {
-  const transport = { ...Object.fromEntries([...DOMAINS, 'slow.test', 'quota.test'].map((d) => [d, `${sink.host}:${sink.port}`])), 'grey.test': `${grey.host}:${grey.port}`, 'cut.test': `${cut.host}:${cut.port}` };
+  const transport = { ...Object.fromEntries([...DOMAINS, 'slow.test', 'quota.test'].map((d) => [d, `${sink.host}:${sink.port}`])), 'grey.test': `${grey.host}:${grey.port}`, 'cut.test': `${cut.host}:${cut.port}`, 'late.test': `127.0.0.1:${latePort}` };
   return loadConfig({
     env: {},
     overrides: {
@@ -67,6 +69,7 @@ function configFor(): Config {
         rules: [
           { name: 'slow', match: { domains: ['slow.test'], mx: [] }, rate: { perSecond: 5, perMinute: null, perHour: null }, connections: 1 },
           { name: 'grey', match: { domains: ['grey.test'], mx: [] }, retry: ['1s'], maxAge: '10m' },
+          { name: 'late', match: { domains: ['late.test'], mx: [] }, retry: ['1s'], maxAge: '10m' },
         ],
       },
       tracking: { host: '127.0.0.1', port: 0, publicBaseUrl: 'http://127.0.0.1', keys: [{ id: 'k1', secretFile: join(dir, 'k1.key'), notAfter: null }], signWith: 'k1' },
@@ -83,6 +86,7 @@ test.before(async () => {
   sink = await startCapturePeer({ onRcpt: (to) => (to.startsWith('gone-') ? { code: 550, message: `5.1.1 <${to}>: Recipient address rejected: User unknown` } : null) });
   cut = await startScriptedPeer({ ehlo: ['PIPELINING'], on: { MAIL: 'drop' } });
   grey = await startCapturePeer({ onRcpt: (to) => (greeted.has(to) ? null : (greeted.add(to), { code: 451, message: '4.7.1 Greylisted, try again later' })) });
+  latePort = await freePort();
   dir = mkdtempSync(join(tmpdir(), 'sluice-campaign-'));
   const secret = randomBytes(32);
   writeFileSync(join(dir, 'k1.key'), secret, { mode: 0o600 });
@@ -418,6 +422,27 @@ test("a campaign copy deferred and retried counts once on its account's quota, a
   assert.equal([st.delivered, st.waiting], [3, null], JSON.stringify(st));
   assert.is(await client.get(keys.quota('capped', day)), '3', 'each recipient counted once');
   // The next test starts from an unused quota.
+  await client.del(keys.quota('capped', day));
+});
+
+test("campaign copies first deferred without reaching a server (nothing listens) count on the account's quota when they are sent", async () => {
+  await clearOfMidnight();
+  const keys = createKeys(prefix);
+  const day = new Date().toISOString().slice(0, 10);
+  const listId = await listOf('quota-late', [0, 1, 2, 3, 4, 5].map((i) => ({ email: `ql${i}@late.test` })), 'capped');
+  const id = await cappedCampaign(listId, 'Quota, no route yet', 'Hi');
+  await cappedStatsOnce(id, 'every copy deferred once', (st) => st.deferred >= 6);
+  assert.is(await client.get(keys.quota('capped', day)), null, 'nothing counted: nothing reached a server');
+  const late = await startCapturePeer({ port: latePort, host: '127.0.0.1' });
+  try {
+    const st = await cappedStatsOnce(id, 'the quota reached', (s) => s.waiting !== null, 20_000);
+    assert.equal([st.delivered, st.waiting?.by], [4, 'dailyQuota'], JSON.stringify(st));
+    assert.is(late.messages.length, 4, 'no more than the quota went');
+    assert.is(await client.get(keys.quota('capped', day)), '4');
+  } finally {
+    await late.close();
+  }
+  assert.is((await api(`/v1/campaigns/${id}/cancel`, {}, undefined, capped)).body.state, 'cancelled');
   await client.del(keys.quota('capped', day));
 });
 
