@@ -194,7 +194,17 @@ export function startRecorder(start: RecorderInit, opts: RecorderOptions): Recor
     async close() {
       if (scheduled) send();
       closing = true;
-      if (!alive || !worker) return;
+      if (!alive || !worker) {
+        // No thread to write them (it died and its restart is not due yet): what waits for it is lost.
+        const lost = queued;
+        queued = 0;
+        opens = [];
+        events = [];
+        settle();
+        if (lost === 0) return;
+        opts.metrics?.requests.inc({ endpoint: 'open', result: 'lost' }, lost);
+        throw new Error(`tracking recorder closed while its thread was down, with ${lost} answered events not written to Redis`);
+      }
       const w = worker;
       const exited = new Promise<void>((resolve) => w.once('exit', () => resolve()));
       w.postMessage({ t: 'close' } satisfies ToRecorder);
