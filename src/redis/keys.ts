@@ -93,8 +93,8 @@ export function createKeys(prefix: string) {
     idempotency: (account: string, keyHash: string) => `${p}{a:${account}}:idem:${keyHash}`,
     /** HASH "<scope>|<kind>" → count for one time bucket (scope '*' = the whole account, else a sending domain). */
     reputation: (account: string, bucketStart: number) => `${p}{a:${account}}:rep:${bucketStart}`,
-    /** ZSET write id → until when it is kept (ms): reputation counts already made (queue/lua/countReputation-2.lua). */
-    reputationDone: (account: string) => `${p}{a:${account}}:repdone`,
+    /** STRING: a reputation count made, by its call's id, kept a while (queue/lua/countReputation-2.lua). */
+    reputationDone: (account: string, id: string) => `${p}{a:${account}}:repdone:${id}`,
     /** HASH scope ('*' or a sending domain) → JSON pause record of the reputation guard. */
     senderPaused: (account: string) => `${p}{a:${account}}:paused`,
     /** HASH scope ('*' or a From domain) → when the sender was last resumed (ms), kept a longest window (store/reputation.ts). */

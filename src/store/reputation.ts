@@ -10,7 +10,7 @@ declare module 'ioredis' {
     /** src/queue/lua/liftPause-1.lua: the record removed, null when none, 0 when an operator's was kept. */
     liftPause(paused: string, scope: string, keepOperator: '1' | '0'): Result<string | null | 0, Context>;
     /** src/queue/lua/countReputation-2.lua: 1 counted, 0 the write id was counted before. */
-    countReputation(bucket: string, done: string, id: string, now: number, keepMs: number, ttlMs: number, ...fieldIncrements: (string | number)[]): Result<number, Context>;
+    countReputation(bucket: string, call: string, ttlMs: number, keepMs: number, ...fieldIncrements: (string | number)[]): Result<number, Context>;
   }
 }
 
@@ -20,7 +20,7 @@ declare module 'ioredis' {
  * that ingress (the API's resume) and delivery (the pause check at claim time) can read them too.
  *
  *   {a:<account>}:rep:<bucketStart>  HASH  "<scope>|<kind>" → count         (TTL: window + one bucket)
- *   {a:<account>}:repdone            ZSET  write id → kept until (ms): counts made (countReputation-2.lua)
+ *   {a:<account>}:repdone:<id>       STRING  a count made, by its call's id (countReputation-2.lua; TTL: its keep)
  *   {a:<account>}:paused             HASH  scope → JSON PauseRecord
  *   senders:paused                   ZSET  "<account>|<scope>" → paused at (ms)
  *
@@ -94,7 +94,7 @@ function scopeOf(domain: string | null): string {
 /**
  * How long a count's write id is kept (countReputation-2.lua), when the caller gives none of its own:
  * the client sends a write again as soon as it is connected again, so this covers a Redis out of
- * reach for that long after it ran the first. ~900 ids an account at one flush a second.
+ * reach for that long after it ran the first. ~900 keys an account at one flush a second.
  */
 export const WRITE_ID_KEEP_MS = 15 * 60_000;
 
@@ -122,7 +122,7 @@ export async function recordOutcome(
   // Relative to `now`, so a pinned clock in the past never makes an already-expired key.
   const ttlMs = bucket + (windowHours + 1) * BUCKET_MS - o.now;
   const id = o.id ?? randomBytes(12).toString('base64url');
-  return (await redis.countReputation(keys.reputation(o.account, bucket), keys.reputationDone(o.account), id, o.now, o.keepMs ?? WRITE_ID_KEEP_MS, ttlMs, ...fields)) === 1;
+  return (await redis.countReputation(keys.reputation(o.account, bucket), keys.reputationDone(o.account, id), ttlMs, o.keepMs ?? WRITE_ID_KEEP_MS, ...fields)) === 1;
 }
 
 export function figuresOf(counted: number, hardbounces: number, complaints: number): Figures {

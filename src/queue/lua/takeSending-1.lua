@@ -5,10 +5,9 @@
   draw on one quota. The file name says 1 key: the call's own key, then the account's counters, as
   many as it has limits (takeSendingKeys), all on its hash tag {a:<account>}.
 
-  KEYS[1]        this call's answer, {a:<account>}:took:<random id> (STRING, JSON): a call whose
-                 reply a dropped connection lost is sent again by the Redis client, and counted its
-                 recipients twice (good mail was refused for the quota the first run took); the second
-                 run finds the first one's answer here and returns it, counting nothing
+  KEYS[1]        this call's answer, {a:<account>}:took:<random id> (STRING, JSON, lib/callAnswer.lua):
+                 a call run twice counted its recipients twice (good mail was refused for the quota
+                 the first run took); the second run returns the first one's answer, counting nothing
   KEYS[1 + i]    counter i (STRING)
   ARGV[1]        want
   ARGV[1 + i]    counter i's limit
@@ -22,7 +21,8 @@
   Returns {granted, room_1, …, room_n}: what each counter had left before. Nothing is counted when
   granted is 0.
 ]]
-local prior = redis.call('GET', KEYS[1])
+--@include callAnswer
+local prior = earlierAnswer(KEYS[1])
 if prior then return cjson.decode(prior) end
 local n = #KEYS - 1
 local granted = tonumber(ARGV[1])
@@ -42,5 +42,5 @@ if granted > 0 then
 end
 local out = { granted }
 for i = 1, n do out[i + 1] = rooms[i] end
-redis.call('SET', KEYS[1], cjson.encode(out), 'PX', ARGV[3 + 2 * n])
+keepAnswer(KEYS[1], cjson.encode(out), ARGV[3 + 2 * n])
 return out
