@@ -194,37 +194,39 @@ export function startRecorder(start: RecorderInit, opts: RecorderOptions): Recor
     async close() {
       if (scheduled) send();
       closing = true;
+      let lost = 0;
+      let why = '';
       if (!alive || !worker) {
         // No thread to write them (it died and its restart is not due yet): what waits for it is lost.
-        const lost = queued;
+        lost = queued;
+        why = 'closed while its thread was down';
         queued = 0;
         opens = [];
         events = [];
-        settle();
-        if (lost === 0) return;
-        opts.metrics?.requests.inc({ endpoint: 'open', result: 'lost' }, lost);
-        throw new Error(`tracking recorder closed while its thread was down, with ${lost} answered events not written to Redis`);
+      } else {
+        const w = worker;
+        const exited = new Promise<void>((resolve) => w.once('exit', () => resolve()));
+        w.postMessage({ t: 'close' } satisfies ToRecorder);
+        let cutOff = false;
+        const cut = setTimeout(() => {
+          cutOff = true;
+          void w.terminate();
+        }, opts.closeGraceMs ?? CLOSE_GRACE_MS);
+        await exited;
+        clearTimeout(cut);
+        if (cutOff) {
+          // Redis did not take them within the grace.
+          lost = sent;
+          why = `stopped after ${(opts.closeGraceMs ?? CLOSE_GRACE_MS) / 1000} s`;
+        }
+        sent = 0;
       }
-      const w = worker;
-      const exited = new Promise<void>((resolve) => w.once('exit', () => resolve()));
-      w.postMessage({ t: 'close' } satisfies ToRecorder);
-      let cutOff = false;
-      const cut = setTimeout(() => {
-        cutOff = true;
-        void w.terminate();
-      }, opts.closeGraceMs ?? CLOSE_GRACE_MS);
-      await exited;
-      clearTimeout(cut);
       if (shedTimer) logShed();
-      const lost = cutOff ? sent : 0;
-      sent = 0;
       settle();
-      if (lost > 0) {
-        // Answered, never written: Redis did not take them within the grace. Counted and said, and
-        // the shutdown is incomplete (app/start.ts), not a clean stop.
-        opts.metrics?.requests.inc({ endpoint: 'open', result: 'lost' }, lost);
-        throw new Error(`tracking recorder stopped after ${(opts.closeGraceMs ?? CLOSE_GRACE_MS) / 1000} s with ${lost} answered events not written to Redis`);
-      }
+      if (lost === 0) return;
+      // Answered, never written: counted and said, and the shutdown is incomplete (app/start.ts), not a clean stop.
+      opts.metrics?.requests.inc({ endpoint: 'open', result: 'lost' }, lost);
+      throw new Error(`tracking recorder ${why} with ${lost} answered events not written to Redis`);
     },
   };
 }

@@ -262,6 +262,9 @@ export async function startTrackingServer(given: TrackingDeps, opts: TrackingSer
     return HELD;
   };
 
+  /** The URL of a click token's link in its message's link table (null: none). */
+  const linkOf = (p: TokenPayload): Promise<string | null> => deps.redis.lindex(deps.keys.links(p.msgId), p.link ?? 0);
+
   /** A click of a verified token (route verified it before asking for Redis: a bad link is a 404 whatever Redis's state). */
   const click = async (req: IncomingMessage, res: ServerResponse, p: TokenPayload): Promise<string> => {
     const mode = modeOf(deps.settings, p.account);
@@ -270,7 +273,7 @@ export async function startTrackingServer(given: TrackingDeps, opts: TrackingSer
     // One copy's link clicked over and over (a script): still redirected, from the link table, and
     // recorded nowhere past the recipient's limit (repeat-limit.ts).
     if (clickRepeats.over(`${p.msgId}:${p.idx}`, at)) {
-      const target = redirectTarget((await deps.redis.lindex(deps.keys.links(p.msgId), p.link ?? 0)) ?? '');
+      const target = redirectTarget((await linkOf(p)) ?? '');
       if (target === null) return send(res, 404, TEXT, NOT_FOUND_TEXT, 'not_found');
       redirect(res, target);
       return 'throttled';
@@ -283,7 +286,7 @@ export async function startTrackingServer(given: TrackingDeps, opts: TrackingSer
       // silent, it is the 503 of the request handler.
       if (!(err instanceof ReplyError)) throw err;
       log.warn({ err }, 'click not recorded: Redis refused the write');
-      return { url: await deps.redis.lindex(deps.keys.links(p.msgId), p.link ?? 0), unrecorded: true } as const;
+      return { url: await linkOf(p), unrecorded: true } as const;
     });
     // Only an http(s) URL of the message's own table is a target; anything else is not followed.
     const target = m.url === null ? null : redirectTarget(m.url);
