@@ -428,9 +428,13 @@ export class Dispatcher {
     this.schedule(0);
   }
 
+  /** Per copy at claim time: a From domain as ingress stored it (normalised) is found as it is; normalised only when it is not. */
   private owns(account: string, domain: string): boolean {
+    const owned = this.ownedDomains.get(account);
+    if (!owned) return false;
+    if (owned.has(domain)) return true;
     const d = normaliseDomain(domain);
-    return d !== undefined && this.ownedDomains.get(account)?.has(d) === true;
+    return d !== undefined && owned.has(d);
   }
 
   /** New mail was accepted in this process: look for work now rather than at the next poll. */
